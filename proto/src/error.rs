@@ -1,0 +1,61 @@
+//! Typed errors that travel from the server to the client.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What went wrong, as a code a program can branch on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed or its arguments contradict each other.
+    BadRequest,
+    /// The handshake named a protocol version the server does not speak.
+    ProtocolVersion,
+    FrameTooLarge,
+    KeyTooLarge,
+    ValueTooLarge,
+    BatchTooLarge,
+    InvalidRangeName,
+    RangeNotFound,
+    RangeExists,
+    /// A batch asked to be atomic but its keys fall in more than one chunk.
+    CrossChunkBatch,
+    /// The chunk holding the key cannot serve: corrupt log, failed fsync.
+    ChunkUnavailable,
+    /// The snapshot is older than what compaction kept and is not pinned.
+    SnapshotTooOld,
+    SnapshotNotFound,
+    /// The server is overloaded; retry after a pause.
+    Busy,
+    /// The server is shutting down; retry against it once it is back.
+    ShuttingDown,
+    /// A bug or an unexpected failure on the server; the message says more.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the same request may succeed if sent again later unchanged.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::Busy | ErrorCode::ShuttingDown)
+    }
+}
+
+/// An error reply: a code and a message for a person.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorInfo {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorInfo {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorInfo { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ErrorInfo {}

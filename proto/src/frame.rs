@@ -1,0 +1,175 @@
+//! Framing: a 4-byte big-endian length, then that many bytes of MessagePack.
+//!
+//! A connection opens with the client's 8-byte handshake (`MTBL` and its
+//! protocol version, big-endian u32); the server answers with one frame
+//! holding `Result<ServerHello, ErrorInfo>` and, on error, closes.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{ErrorCode, ErrorInfo};
+use crate::limits::{FRAME_SIZE_MAX_BYTES, HANDSHAKE_MAGIC, PROTOCOL_VERSION};
+use crate::message::ServerHello;
+
+/// Bytes of the length prefix.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes exceeds the limit of {FRAME_SIZE_MAX_BYTES} bytes")]
+    TooLarge { len: usize },
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    #[error("unencodable message: {0}")]
+    Encode(String),
+}
+
+/// Appends `msg` as one frame to `out`. Refuses to produce an oversized frame.
+pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    rmp_serde::encode::write(out, msg).map_err(|e| {
+        FrameError::Encode(e.to_string())
+    })?;
+    let len = out.len() - start - FRAME_HEADER_BYTES;
+    if len > FRAME_SIZE_MAX_BYTES {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { len });
+    }
+    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge { len })?;
+    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Decodes one frame's payload.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    rmp_serde::from_slice(payload).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Reads one frame's payload into `buf`. Returns `Ok(false)` on a clean end of
+/// stream between frames. The length is checked before anything is allocated.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<bool, FrameError> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    let mut filled = 0;
+    while filled < FRAME_HEADER_BYTES {
+        let n = reader.read(&mut header[filled..]).await?;
+        if n == 0 {
+            return if filled == 0 { Ok(false) } else { Err(FrameError::Truncated) };
+        }
+        filled += n;
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > FRAME_SIZE_MAX_BYTES {
+        return Err(FrameError::TooLarge { len });
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    reader.read_exact(buf).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    Ok(true)
+}
+
+/// The client's half of the handshake.
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<Result<ServerHello, ErrorInfo>, FrameError> {
+    let mut hello = [0u8; 8];
+    hello[..4].copy_from_slice(&HANDSHAKE_MAGIC);
+    hello[4..].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    stream.write_all(&hello).await?;
+    stream.flush().await?;
+    let mut buf = Vec::new();
+    if !read_frame(stream, &mut buf).await? {
+        return Err(FrameError::Truncated);
+    }
+    decode_payload(&buf)
+}
+
+/// Checks a client's 8-byte handshake; the error is what to send back.
+pub fn check_handshake(hello: &[u8; 8]) -> Result<(), ErrorInfo> {
+    if hello[..4] != HANDSHAKE_MAGIC {
+        return Err(ErrorInfo::new(
+            ErrorCode::BadRequest,
+            "not a Monotable client: the connection must open with the MTBL handshake",
+        ));
+    }
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&hello[4..]);
+    let version = u32::from_be_bytes(version);
+    if version != PROTOCOL_VERSION {
+        return Err(ErrorInfo::new(
+            ErrorCode::ProtocolVersion,
+            format!(
+                "client speaks protocol version {version}, this server speaks {PROTOCOL_VERSION}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Command, Request};
+
+    #[tokio::test]
+    async fn frame_round_trip() {
+        let req = Request { id: 7, command: Command::Ping };
+        let mut out = Vec::new();
+        encode_frame(&req, &mut out).expect("small");
+        let mut reader = &out[..];
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut reader, &mut buf).await.expect("valid"));
+        let back: Request = decode_payload(&buf).expect("valid");
+        assert_eq!(back.id, 7);
+        assert!(!read_frame(&mut reader, &mut buf).await.expect("clean eof"));
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_refused_before_allocating() {
+        let bytes = u32::MAX.to_be_bytes();
+        let mut reader = &bytes[..];
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_frame(&mut reader, &mut buf).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error() {
+        let mut bytes = 10u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(b"abc");
+        let mut reader = &bytes[..];
+        let mut buf = Vec::new();
+        assert!(matches!(read_frame(&mut reader, &mut buf).await, Err(FrameError::Truncated)));
+    }
+
+    #[test]
+    fn handshake_checks_magic_and_version() {
+        let mut hello = [0u8; 8];
+        hello[..4].copy_from_slice(&HANDSHAKE_MAGIC);
+        hello[4..].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        assert!(check_handshake(&hello).is_ok());
+        hello[7] ^= 0xFF;
+        assert_eq!(check_handshake(&hello).map_err(|e| e.code), Err(ErrorCode::ProtocolVersion));
+        assert_eq!(
+            check_handshake(b"GET / HT").map_err(|e| e.code),
+            Err(ErrorCode::BadRequest)
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Wire types of Monotable's native protocol.
+//!
+//! # Layout
+//!
+//! - [`limits`]: every size and count limit, as named constants.
+//! - [`frame`]: bytes on the socket -> frames (4-byte length + MessagePack),
+//!   and the version handshake that opens a connection.
+//! - [`message`]: what frames hold: [`Request`]s carrying a [`Command`] and an
+//!   id, [`Response`]s carrying the same id and a [`Reply`] or an [`ErrorInfo`].
+//! - [`error`]: [`ErrorCode`], the typed errors a server sends.
+//! - [`tuple`]: the order-preserving encoding of composite keys.
+
+pub mod error;
+pub mod frame;
+pub mod limits;
+pub mod message;
+pub mod tuple;
+
+pub use error::{ErrorCode, ErrorInfo};
+pub use message::{
+    Bytes, ChunkInfo, Command, CommitToken, RangeInfo, RangeOptions, Record, Reply, Request,
+    Response, ScanReply, ScanRequest, ServerHello, WriteOp,
+};
+pub use tuple::Element;

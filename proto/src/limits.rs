@@ -1,0 +1,46 @@
+//! Every limit of the native protocol, in one place. The README lists them.
+//!
+//! Both sides enforce them: the client refuses to send what the server would
+//! refuse, and the server checks everything it receives before acting on it.
+
+/// Version of the native protocol; the handshake refuses any other.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First four bytes a client sends, before its protocol version.
+pub const HANDSHAKE_MAGIC: [u8; 4] = *b"MTBL";
+
+/// Largest frame (request or reply, without its 4-byte length prefix).
+pub const FRAME_SIZE_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Largest key, in bytes.
+pub const KEY_SIZE_MAX_BYTES: usize = 16 * 1024;
+
+/// Largest value, in bytes.
+pub const VALUE_SIZE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most operations in one write batch.
+pub const BATCH_OPS_MAX: usize = 10_000;
+
+/// Most keys in one multi-get.
+pub const MULTI_GET_KEYS_MAX: usize = 10_000;
+
+/// Most records one scan reply carries; a scan asking for more is cut here
+/// and returns a cursor.
+pub const SCAN_LIMIT_MAX: u32 = 10_000;
+
+/// A scan reply stops adding records once it holds this many bytes of keys
+/// and values, and returns a cursor, so replies stay well under the frame limit.
+pub const SCAN_REPLY_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest range name, in bytes.
+pub const RANGE_NAME_LEN_MAX: usize = 128;
+
+/// Smallest `chunk_size_max` a range accepts.
+pub const CHUNK_SIZE_MIN_BYTES: u64 = 1024;
+
+/// Default `chunk_size_max` of a range.
+pub const CHUNK_SIZE_DEFAULT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most requests a connection may have in flight; the server stops reading
+/// from a connection that reaches it until replies drain.
+pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;

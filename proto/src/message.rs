@@ -1,0 +1,161 @@
+//! Requests and replies of the native protocol.
+//!
+//! Every request carries an id chosen by the client; the reply carries the
+//! same id. Replies may arrive in any order, so a client can pipeline.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::error::ErrorInfo;
+use crate::limits::CHUNK_SIZE_DEFAULT_BYTES;
+
+/// Key or value bytes on the wire.
+pub type Bytes = ByteBuf;
+
+/// What the server says once the handshake succeeds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerHello {
+    pub protocol_version: u32,
+    /// The server's own version, for logs and `--version` style output.
+    pub server_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    pub result: Result<Reply, ErrorInfo>,
+}
+
+/// Options of a range, fixed at creation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// A chunk splits in two once its live data passes this many bytes.
+    pub chunk_size_max_bytes: u64,
+}
+
+impl Default for RangeOptions {
+    fn default() -> Self {
+        RangeOptions { chunk_size_max_bytes: CHUNK_SIZE_DEFAULT_BYTES }
+    }
+}
+
+/// One operation of a write batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum WriteOp {
+    Put { key: Bytes, value: Bytes },
+    Delete { key: Bytes },
+}
+
+impl WriteOp {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+        }
+    }
+}
+
+/// A key range to scan. Bounds are byte keys; `prefix` is an alternative to
+/// `start`/`end` (giving both is an error).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ScanRequest {
+    pub range: String,
+    /// Inclusive lower bound; `None` is the start of the range.
+    pub start: Option<Bytes>,
+    /// Exclusive upper bound; `None` is the end of the range.
+    pub end: Option<Bytes>,
+    /// Every key that starts with these bytes.
+    pub prefix: Option<Bytes>,
+    /// Most records to return; capped at [`crate::limits::SCAN_LIMIT_MAX`].
+    pub limit: u32,
+    /// Descending key order.
+    pub reverse: bool,
+    /// Read at this snapshot instead of the newest durable state.
+    pub snapshot: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    Ping,
+    CreateRange { name: String, options: RangeOptions },
+    ListRanges,
+    DescribeRange { name: String },
+    DropRange { name: String },
+    Get { range: String, key: Bytes, snapshot: Option<u64> },
+    MultiGet { range: String, keys: Vec<Bytes>, snapshot: Option<u64> },
+    /// Applies the operations; those that fall in one chunk are atomic.
+    Write { range: String, ops: Vec<WriteOp>, atomic: bool },
+    Scan(ScanRequest),
+    /// Pins the current state; it stays readable until released or until
+    /// the connection closes.
+    CreateSnapshot,
+    ReleaseSnapshot { seq: u64 },
+    /// Rewrites every chunk of the range keeping only what pinned snapshots
+    /// can still see.
+    CompactRange { name: String },
+    /// Splits the chunk holding `key` so that `key` starts a new chunk.
+    SplitChunk { range: String, key: Bytes },
+}
+
+/// A write's place in history: the chunk that applied it and its seq there.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CommitToken {
+    pub chunk: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanReply {
+    pub records: Vec<Record>,
+    /// Where to go on: `Some` when the scan stopped early (limit or reply
+    /// size); pass it back as `start` (forward) or `end` (reverse).
+    pub resume: Option<Bytes>,
+    /// The snapshot this reply was read at.
+    pub snapshot: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkInfo {
+    pub id: u64,
+    pub start: Bytes,
+    /// `None` is the end of the range.
+    pub end: Option<Bytes>,
+    pub records: u64,
+    pub live_bytes: u64,
+    pub log_bytes: u64,
+    pub last_seq: u64,
+    /// Why the chunk is not serving, if it is not.
+    pub unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RangeInfo {
+    pub name: String,
+    pub id: u64,
+    pub options: RangeOptions,
+    pub chunks: Vec<ChunkInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Reply {
+    Ok,
+    Pong,
+    Range(RangeInfo),
+    Ranges(Vec<RangeInfo>),
+    Value(Option<Bytes>),
+    Values(Vec<Option<Bytes>>),
+    Written(Vec<CommitToken>),
+    Scan(ScanReply),
+    Snapshot(u64),
+}
