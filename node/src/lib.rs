@@ -1,1 +1,2 @@
-
+//! The Monotable node.
+pub mod storage;

@@ -33,9 +33,7 @@ pub enum FrameError {
 pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    rmp_serde::encode::write(out, msg).map_err(|e| {
-        FrameError::Encode(e.to_string())
-    })?;
+    rmp_serde::encode::write(out, msg).map_err(|e| FrameError::Encode(e.to_string()))?;
     let len = out.len() - start - FRAME_HEADER_BYTES;
     if len > FRAME_SIZE_MAX_BYTES {
         out.truncate(start);
@@ -62,7 +60,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     while filled < FRAME_HEADER_BYTES {
         let n = reader.read(&mut header[filled..]).await?;
         if n == 0 {
-            return if filled == 0 { Ok(false) } else { Err(FrameError::Truncated) };
+            return if filled == 0 {
+                Ok(false)
+            } else {
+                Err(FrameError::Truncated)
+            };
         }
         filled += n;
     }
@@ -127,7 +129,10 @@ mod tests {
 
     #[tokio::test]
     async fn frame_round_trip() {
-        let req = Request { id: 7, command: Command::Ping };
+        let req = Request {
+            id: 7,
+            command: Command::Ping,
+        };
         let mut out = Vec::new();
         encode_frame(&req, &mut out).expect("small");
         let mut reader = &out[..];
@@ -156,7 +161,10 @@ mod tests {
         bytes.extend_from_slice(b"abc");
         let mut reader = &bytes[..];
         let mut buf = Vec::new();
-        assert!(matches!(read_frame(&mut reader, &mut buf).await, Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_frame(&mut reader, &mut buf).await,
+            Err(FrameError::Truncated)
+        ));
     }
 
     #[test]
@@ -166,7 +174,10 @@ mod tests {
         hello[4..].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         assert!(check_handshake(&hello).is_ok());
         hello[7] ^= 0xFF;
-        assert_eq!(check_handshake(&hello).map_err(|e| e.code), Err(ErrorCode::ProtocolVersion));
+        assert_eq!(
+            check_handshake(&hello).map_err(|e| e.code),
+            Err(ErrorCode::ProtocolVersion)
+        );
         assert_eq!(
             check_handshake(b"GET / HT").map_err(|e| e.code),
             Err(ErrorCode::BadRequest)

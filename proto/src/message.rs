@@ -41,7 +41,9 @@ pub struct RangeOptions {
 
 impl Default for RangeOptions {
     fn default() -> Self {
-        RangeOptions { chunk_size_max_bytes: CHUNK_SIZE_DEFAULT_BYTES }
+        RangeOptions {
+            chunk_size_max_bytes: CHUNK_SIZE_DEFAULT_BYTES,
+        }
     }
 }
 
@@ -82,24 +84,50 @@ pub struct ScanRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
     Ping,
-    CreateRange { name: String, options: RangeOptions },
+    CreateRange {
+        name: String,
+        options: RangeOptions,
+    },
     ListRanges,
-    DescribeRange { name: String },
-    DropRange { name: String },
-    Get { range: String, key: Bytes, snapshot: Option<u64> },
-    MultiGet { range: String, keys: Vec<Bytes>, snapshot: Option<u64> },
+    DescribeRange {
+        name: String,
+    },
+    DropRange {
+        name: String,
+    },
+    Get {
+        range: String,
+        key: Bytes,
+        snapshot: Option<u64>,
+    },
+    MultiGet {
+        range: String,
+        keys: Vec<Bytes>,
+        snapshot: Option<u64>,
+    },
     /// Applies the operations; those that fall in one chunk are atomic.
-    Write { range: String, ops: Vec<WriteOp>, atomic: bool },
+    Write {
+        range: String,
+        ops: Vec<WriteOp>,
+        atomic: bool,
+    },
     Scan(ScanRequest),
     /// Pins the current state; it stays readable until released or until
     /// the connection closes.
     CreateSnapshot,
-    ReleaseSnapshot { seq: u64 },
+    ReleaseSnapshot {
+        seq: u64,
+    },
     /// Rewrites every chunk of the range keeping only what pinned snapshots
     /// can still see.
-    CompactRange { name: String },
+    CompactRange {
+        name: String,
+    },
     /// Splits the chunk holding `key` so that `key` starts a new chunk.
-    SplitChunk { range: String, key: Bytes },
+    SplitChunk {
+        range: String,
+        key: Bytes,
+    },
 }
 
 /// A write's place in history: the chunk that applied it and its seq there.

@@ -1,0 +1,356 @@
+//! One chunk: its versioned index over its log. The chunk actor is a thin
+//! shell around this struct, which has no actor or threading code in it.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use monotable_proto::{ChunkInfo, Record, WriteOp};
+
+use super::chunk_index::{ChunkIndex, KeyBounds, Version};
+use super::chunk_log::{ChunkLog, LogError, Recovery, SyncJob};
+use super::entry::EntryRef;
+
+/// The identity and key interval of a chunk, as the catalog stores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkMeta {
+    pub id: u64,
+    pub range_id: u64,
+    /// Inclusive.
+    pub start: Vec<u8>,
+    /// Exclusive; `None` is the end of the range.
+    pub end: Option<Vec<u8>>,
+}
+
+impl ChunkMeta {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(
+        "snapshot {snapshot} is older than {horizon}, what this chunk kept, and is not pinned"
+    )]
+    SnapshotTooOld { snapshot: u64, horizon: u64 },
+}
+
+/// The snapshot a read is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// The newest durable state of the chunk.
+    Latest,
+    /// A snapshot; `pinned` says whether someone holds a pin on it.
+    Snapshot { seq: u64, pinned: bool },
+}
+
+/// Outcome of a scan inside one chunk.
+#[derive(Debug, Default)]
+pub struct ChunkScan {
+    pub records: Vec<Record>,
+    /// The scan stopped at its limit or byte budget; the next record's key.
+    pub stopped_at: Option<Vec<u8>>,
+}
+
+pub struct Chunk {
+    pub meta: ChunkMeta,
+    index: ChunkIndex,
+    log: ChunkLog,
+    /// Highest seq whose batch is durable (under the node's fsync setting).
+    durable_seq: u64,
+    /// Unpinned snapshots below this may have lost versions to compaction.
+    gc_horizon: u64,
+}
+
+impl Chunk {
+    /// Creates an empty chunk in a new directory.
+    pub fn create(
+        meta: ChunkMeta,
+        dir: &Path,
+        segment_size_max_bytes: u64,
+    ) -> Result<Self, ChunkError> {
+        let log = ChunkLog::create(dir, segment_size_max_bytes, 0, &[])?;
+        Ok(Chunk {
+            meta,
+            index: ChunkIndex::new(),
+            log,
+            durable_seq: 0,
+            gc_horizon: 0,
+        })
+    }
+
+    /// Opens a chunk by replaying its log.
+    pub fn open(
+        meta: ChunkMeta,
+        dir: &Path,
+        segment_size_max_bytes: u64,
+    ) -> Result<(Self, Recovery), ChunkError> {
+        let mut index = ChunkIndex::new();
+        let (log, recovery) =
+            ChunkLog::open(dir, segment_size_max_bytes, |e, v| index.apply(e.key, v))?;
+        index.bump_last_seq(recovery.base_last_seq);
+        let last = index.last_seq();
+        // Pins do not survive a restart, so no older snapshot is readable.
+        let chunk = Chunk {
+            meta,
+            index,
+            log,
+            durable_seq: last,
+            gc_horizon: last,
+        };
+        Ok((chunk, recovery))
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.index.last_seq()
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.index.live_bytes()
+    }
+
+    pub fn log_bytes(&self) -> u64 {
+        self.log.total_bytes()
+    }
+
+    pub fn info(&self) -> ChunkInfo {
+        ChunkInfo {
+            id: self.meta.id,
+            start: self.meta.start.clone().into(),
+            end: self.meta.end.clone().map(Into::into),
+            records: self.index.live_records(),
+            live_bytes: self.index.live_bytes(),
+            log_bytes: self.log.total_bytes(),
+            last_seq: self.index.last_seq(),
+            unavailable: None,
+        }
+    }
+
+    /// Logs and indexes a batch under `seq`. The batch is not durable until
+    /// it has been written out and synced; reads do not see it before
+    /// [`Chunk::mark_durable`].
+    pub fn apply_batch(&mut self, seq: u64, ops: &[WriteOp]) -> Result<(), ChunkError> {
+        assert!(
+            seq > self.index.last_seq(),
+            "seq {seq} not above {}",
+            self.index.last_seq()
+        );
+        let mut entries: Vec<EntryRef<'_>> = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put { key, value } => EntryRef {
+                    seq,
+                    key,
+                    value: Some(value),
+                    expiry_ms: 0,
+                    batch_end: false,
+                },
+                WriteOp::Delete { key } => EntryRef {
+                    seq,
+                    key,
+                    value: None,
+                    expiry_ms: 0,
+                    batch_end: false,
+                },
+            })
+            .collect();
+        let versions = self.log.append_batch(&mut entries)?;
+        for (op, v) in ops.iter().zip(versions) {
+            self.index.apply(op.key(), v);
+        }
+        Ok(())
+    }
+
+    /// Hands everything logged so far to the kernel.
+    pub fn write_out(&mut self) -> Result<(), ChunkError> {
+        Ok(self.log.write_out()?)
+    }
+
+    pub fn take_sync_job(&mut self) -> Result<SyncJob, ChunkError> {
+        Ok(self.log.take_sync_job()?)
+    }
+
+    /// Everything up to `seq` is durable: reads may see it.
+    pub fn mark_durable(&mut self, seq: u64) {
+        assert!(
+            seq <= self.index.last_seq(),
+            "durable beyond what was logged"
+        );
+        self.durable_seq = self.durable_seq.max(seq);
+    }
+
+    fn snapshot_seq(&self, at: ReadAt) -> Result<u64, ChunkError> {
+        match at {
+            ReadAt::Latest => Ok(self.durable_seq),
+            ReadAt::Snapshot { seq, pinned } => {
+                if !pinned && seq < self.gc_horizon {
+                    return Err(ChunkError::SnapshotTooOld {
+                        snapshot: seq,
+                        horizon: self.gc_horizon,
+                    });
+                }
+                // Never show what is not durable, even to a snapshot above it
+                // (possible only on a chunk whose fsync failed).
+                Ok(seq.min(self.durable_seq))
+            }
+        }
+    }
+
+    pub fn get(&self, key: &[u8], at: ReadAt) -> Result<Option<Vec<u8>>, ChunkError> {
+        let seq = self.snapshot_seq(at)?;
+        match self.index.get(key, seq) {
+            Some(v) => Ok(Some(self.log.read(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest value of `key` including writes not yet durable: for
+    /// read-modify-write inside the chunk's single writer.
+    pub fn get_latest_unsynced(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChunkError> {
+        match self.index.newest(key) {
+            Some(v) if !v.is_tombstone() => Ok(Some(self.log.read(key, &v)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records within `bounds` (already clipped to this chunk by the caller,
+    /// or not: keys outside the chunk do not exist here anyway).
+    pub fn scan(
+        &self,
+        bounds: KeyBounds<'_>,
+        at: ReadAt,
+        reverse: bool,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<ChunkScan, ChunkError> {
+        let seq = self.snapshot_seq(at)?;
+        let mut out = ChunkScan::default();
+        let mut bytes = 0usize;
+        for (key, v) in self.index.scan(bounds, seq, reverse) {
+            if out.records.len() >= limit || (bytes >= bytes_max && !out.records.is_empty()) {
+                out.stopped_at = Some(key.to_vec());
+                break;
+            }
+            let value = self.log.read(key, &v)?;
+            bytes += key.len() + value.len();
+            out.records.push(Record {
+                key: key.to_vec().into(),
+                value: value.into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether enough of the log is garbage that compacting is worth it.
+    pub fn wants_compaction(&self, min_bytes: u64) -> bool {
+        let log = self.log.total_bytes();
+        log >= min_bytes && log > 2 * self.index.live_bytes() + min_bytes / 2
+    }
+
+    /// Encodes the retained versions within `bounds` as a fresh segment body
+    /// and the index that describes it.
+    fn rewrite(
+        &self,
+        pins: &[u64],
+        upto: u64,
+        bounds: KeyBounds<'_>,
+        segment: u32,
+    ) -> Result<(Vec<u8>, ChunkIndex), ChunkError> {
+        let mut body = Vec::new();
+        let mut index = ChunkIndex::new();
+        let header = super::chunk_log::SEGMENT_HEADER_BYTES;
+        for (key, versions) in self.index.retained(pins, upto, bounds) {
+            for v in versions {
+                let offset = header + body.len() as u64;
+                let before = body.len();
+                self.log.copy_entry(key, &v, &mut body)?;
+                let len = body.len() - before;
+                index.apply(
+                    key,
+                    Version::new(v.seq, segment, offset, len, v.is_tombstone()),
+                );
+            }
+        }
+        Ok((body, index))
+    }
+
+    /// Rewrites the log keeping only what `pins` and future snapshots at or
+    /// above `stable` can see. Everything logged must be durable first.
+    pub fn compact(&mut self, pins: &[u64], stable: u64) -> Result<(), ChunkError> {
+        assert_eq!(
+            self.durable_seq,
+            self.index.last_seq(),
+            "compaction with undurable writes"
+        );
+        let all = (Bound::Unbounded, Bound::Unbounded);
+        let segment = self.log.next_segment_id();
+        let (body, mut index) = self.rewrite(pins, stable, all, segment)?;
+        let last_seq = self.index.last_seq();
+        self.log.install_compacted(segment, last_seq, &body)?;
+        index.bump_last_seq(last_seq);
+        self.index = index;
+        self.gc_horizon = self.gc_horizon.max(stable);
+        Ok(())
+    }
+
+    /// Writes two new chunks holding this chunk's retained versions below and
+    /// from `split_key`. This chunk is left untouched; the caller swaps the
+    /// catalog over and then destroys it.
+    pub fn split(
+        &self,
+        split_key: &[u8],
+        pins: &[u64],
+        stable: u64,
+        lower: (ChunkMeta, &Path),
+        upper: (ChunkMeta, &Path),
+        segment_size_max_bytes: u64,
+    ) -> Result<(Chunk, Chunk), ChunkError> {
+        assert_eq!(
+            self.durable_seq,
+            self.index.last_seq(),
+            "split with undurable writes"
+        );
+        assert!(self.meta.contains(split_key) && split_key != self.meta.start.as_slice());
+        let halves = [
+            (lower, (Bound::Unbounded, Bound::Excluded(split_key))),
+            (upper, (Bound::Included(split_key), Bound::Unbounded)),
+        ];
+        let mut made = Vec::with_capacity(2);
+        for ((meta, dir), bounds) in halves {
+            let (body, index) = self.rewrite(pins, stable, bounds, 1)?;
+            // The last seq must not go backwards for either half, even if
+            // its newest entries were tombstones that the rewrite dropped.
+            let last_seq = self.index.last_seq();
+            let log = ChunkLog::create(dir, segment_size_max_bytes, last_seq, &body)?;
+            let mut index = index;
+            index.bump_last_seq(last_seq);
+            let horizon = self.gc_horizon.max(stable);
+            made.push(Chunk {
+                meta,
+                index,
+                log,
+                durable_seq: last_seq,
+                gc_horizon: horizon,
+            });
+        }
+        let upper = made.pop().expect("two halves");
+        let lower = made.pop().expect("two halves");
+        Ok((lower, upper))
+    }
+
+    /// Where to split this chunk in two, if it can be split.
+    pub fn split_key(&self) -> Option<Vec<u8>> {
+        self.index.split_key()
+    }
+
+    /// Deletes the chunk's files.
+    pub fn destroy(self) -> std::io::Result<()> {
+        self.log.destroy()
+    }
+}

@@ -1,0 +1,398 @@
+//! The in-memory versioned index of one chunk: key -> version chain.
+//!
+//! A version says where an entry lives in the chunk log (segment, offset,
+//! length) and which seq wrote it. The index does no I/O: it decides what a
+//! read at a snapshot sees, what compaction keeps, and where a chunk splits,
+//! so all of that is unit-tested without files.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Where one entry lives in the chunk log, and what it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub seq: u64,
+    pub offset: u64,
+    pub segment: u32,
+    /// Bytes of the whole entry; the top bit marks a delete (a tombstone).
+    len_and_kind: u32,
+}
+
+const TOMBSTONE_BIT: u32 = 1 << 31;
+
+impl Version {
+    pub fn new(seq: u64, segment: u32, offset: u64, entry_len: usize, tombstone: bool) -> Self {
+        let len = u32::try_from(entry_len).expect("entries are far below 2 GiB");
+        assert!(len & TOMBSTONE_BIT == 0, "entries are far below 2 GiB");
+        let len_and_kind = if tombstone { len | TOMBSTONE_BIT } else { len };
+        Version {
+            seq,
+            offset,
+            segment,
+            len_and_kind,
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        self.len_and_kind & TOMBSTONE_BIT != 0
+    }
+
+    pub fn entry_len(&self) -> usize {
+        (self.len_and_kind & !TOMBSTONE_BIT) as usize
+    }
+
+    /// Bytes this version counts toward the chunk's live size.
+    fn live_bytes(&self) -> u64 {
+        if self.is_tombstone() {
+            0
+        } else {
+            self.entry_len() as u64
+        }
+    }
+}
+
+/// The versions of one key, oldest first. Nearly every key has exactly one
+/// version, so that case is stored inline without a heap allocation.
+#[derive(Debug, Clone)]
+enum Chain {
+    One(Version),
+    Many(Vec<Version>),
+}
+
+impl Chain {
+    fn as_slice(&self) -> &[Version] {
+        match self {
+            Chain::One(v) => std::slice::from_ref(v),
+            Chain::Many(vs) => vs,
+        }
+    }
+
+    fn newest(&self) -> &Version {
+        self.as_slice().last().expect("a chain is never empty")
+    }
+
+    fn push(&mut self, v: Version) {
+        match self {
+            Chain::One(old) => *self = Chain::Many(vec![*old, v]),
+            Chain::Many(vs) => vs.push(v),
+        }
+    }
+
+    /// The newest version with `seq <= at`.
+    fn at(&self, at: u64) -> Option<&Version> {
+        self.as_slice().iter().rev().find(|v| v.seq <= at)
+    }
+}
+
+/// Bounds of a scan over keys.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+#[derive(Debug, Default)]
+pub struct ChunkIndex {
+    keys: BTreeMap<Box<[u8]>, Chain>,
+    /// Keys whose newest version is not a tombstone.
+    live_records: u64,
+    /// Sum of the entry sizes of the newest, non-tombstone versions.
+    live_bytes: u64,
+    /// The highest seq applied.
+    last_seq: u64,
+}
+
+impl ChunkIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn live_records(&self) -> u64 {
+        self.live_records
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Raises the last seq without adding a version: a rewritten log may
+    /// have dropped the entries that carried the highest seqs.
+    pub fn bump_last_seq(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// Number of distinct keys with any version, tombstones included.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Records a new version of `key`. Versions of one key arrive in seq
+    /// order (a batch may write a key twice under one seq: the later wins);
+    /// different keys may arrive in any order, as a compacted log holds them.
+    pub fn apply(&mut self, key: &[u8], v: Version) {
+        self.last_seq = self.last_seq.max(v.seq);
+        let (old_live, old_bytes) = match self.keys.get_mut(key) {
+            Some(chain) => {
+                let old = *chain.newest();
+                assert!(
+                    v.seq >= old.seq,
+                    "seq went backwards: {} after {}",
+                    v.seq,
+                    old.seq
+                );
+                if old.seq == v.seq {
+                    // Same batch wrote the key twice: replace in place.
+                    match chain {
+                        Chain::One(only) => *only = v,
+                        Chain::Many(vs) => *vs.last_mut().expect("never empty") = v,
+                    }
+                } else {
+                    chain.push(v);
+                }
+                (!old.is_tombstone(), old.live_bytes())
+            }
+            None => {
+                self.keys.insert(key.into(), Chain::One(v));
+                (false, 0)
+            }
+        };
+        self.live_records = self.live_records + u64::from(!v.is_tombstone()) - u64::from(old_live);
+        self.live_bytes = self.live_bytes + v.live_bytes() - old_bytes;
+    }
+
+    /// What a read of `key` at snapshot `at` sees (`None`: absent or deleted).
+    pub fn get(&self, key: &[u8], at: u64) -> Option<Version> {
+        let v = self.keys.get(key)?.at(at)?;
+        (!v.is_tombstone()).then_some(*v)
+    }
+
+    /// The newest version of `key` regardless of snapshot, tombstones included.
+    pub fn newest(&self, key: &[u8]) -> Option<Version> {
+        self.keys.get(key).map(|c| *c.newest())
+    }
+
+    /// Live records within `bounds` at snapshot `at`, in key order (or
+    /// reversed).
+    pub fn scan<'a>(
+        &'a self,
+        bounds: KeyBounds<'_>,
+        at: u64,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = (&'a [u8], Version)> + 'a> {
+        let range = self.keys.range::<[u8], _>(bounds);
+        let visible = move |(k, chain): (&'a Box<[u8]>, &'a Chain)| {
+            let v = chain.at(at)?;
+            (!v.is_tombstone()).then_some((&**k, *v))
+        };
+        if reverse {
+            Box::new(range.rev().filter_map(visible))
+        } else {
+            Box::new(range.filter_map(visible))
+        }
+    }
+
+    /// Every version some reader can still see, per key, oldest first: the
+    /// newest version of each key; for every pinned snapshot, the newest
+    /// version at or before it; and, because snapshots taken later may sit
+    /// anywhere at or above `upto` (the node's stable seq), the newest version
+    /// at or before `upto` and every version above it. A tombstone
+    /// with nothing older kept below it is dropped: absence says the same.
+    pub fn retained<'a>(
+        &'a self,
+        pins: &'a [u64],
+        upto: u64,
+        bounds: KeyBounds<'_>,
+    ) -> impl Iterator<Item = (&'a [u8], Vec<Version>)> + 'a {
+        self.keys
+            .range::<[u8], _>(bounds)
+            .filter_map(move |(key, chain)| {
+                let kept = retain_chain(chain.as_slice(), pins, upto);
+                (!kept.is_empty()).then(|| (&**key, kept))
+            })
+    }
+
+    /// The key at which to split so both halves hold about half the live
+    /// bytes. `None` when the chunk has fewer than two live keys.
+    pub fn split_key(&self) -> Option<Vec<u8>> {
+        if self.live_records < 2 {
+            return None;
+        }
+        let half = self.live_bytes / 2;
+        let mut acc = 0u64;
+        let mut first_live: Option<&[u8]> = None;
+        for (key, chain) in &self.keys {
+            let v = chain.newest();
+            if v.is_tombstone() {
+                continue;
+            }
+            match first_live {
+                None => first_live = Some(key),
+                // The split key starts the upper half, so it must not be the
+                // first live key or the lower half would be empty.
+                Some(_) if acc >= half => return Some(key.to_vec()),
+                Some(_) => {}
+            }
+            acc += v.live_bytes();
+        }
+        // All weight in the first key: split right after it.
+        let mut live = self.keys.iter().filter(|(_, c)| !c.newest().is_tombstone());
+        live.next();
+        live.next().map(|(k, _)| k.to_vec())
+    }
+}
+
+/// The versions of one chain that compaction keeps; see [`ChunkIndex::retained`].
+fn retain_chain(chain: &[Version], pins: &[u64], upto: u64) -> Vec<Version> {
+    let newest = chain.len() - 1;
+    let mut keep: Vec<bool> = chain.iter().map(|v| v.seq > upto).collect();
+    keep[newest] = true;
+    if let Some(i) = chain.iter().rposition(|v| v.seq <= upto) {
+        keep[i] = true;
+    }
+    for &pin in pins {
+        if let Some(i) = chain.iter().rposition(|v| v.seq <= pin) {
+            keep[i] = true;
+        }
+    }
+    let mut kept: Vec<Version> = chain
+        .iter()
+        .zip(keep)
+        .filter_map(|(v, k)| k.then_some(*v))
+        .collect();
+    while kept.first().is_some_and(Version::is_tombstone) {
+        kept.remove(0);
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ops::Bound::Unbounded;
+
+    fn put(seq: u64, len: usize) -> Version {
+        Version::new(seq, 0, seq * 100, len, false)
+    }
+    fn del(seq: u64) -> Version {
+        Version::new(seq, 0, seq * 100, 30, true)
+    }
+
+    #[test]
+    fn reads_see_the_newest_version_at_their_snapshot() {
+        let mut ix = ChunkIndex::new();
+        ix.apply(b"a", put(1, 40));
+        ix.apply(b"a", put(3, 50));
+        ix.apply(b"a", del(5));
+        assert_eq!(ix.get(b"a", 0), None);
+        assert_eq!(ix.get(b"a", 1).map(|v| v.seq), Some(1));
+        assert_eq!(ix.get(b"a", 4).map(|v| v.seq), Some(3));
+        assert_eq!(ix.get(b"a", 5), None);
+        assert_eq!(ix.live_records(), 0);
+        assert_eq!(ix.live_bytes(), 0);
+    }
+
+    #[test]
+    fn live_accounting_follows_the_newest_version() {
+        let mut ix = ChunkIndex::new();
+        ix.apply(b"a", put(1, 40));
+        ix.apply(b"b", put(2, 60));
+        assert_eq!((ix.live_records(), ix.live_bytes()), (2, 100));
+        ix.apply(b"a", put(3, 10));
+        assert_eq!((ix.live_records(), ix.live_bytes()), (2, 70));
+        ix.apply(b"b", del(4));
+        assert_eq!((ix.live_records(), ix.live_bytes()), (1, 10));
+        ix.apply(b"b", put(5, 5));
+        assert_eq!((ix.live_records(), ix.live_bytes()), (2, 15));
+    }
+
+    #[test]
+    fn same_seq_twice_replaces() {
+        let mut ix = ChunkIndex::new();
+        ix.apply(b"a", put(1, 40));
+        ix.apply(b"a", put(1, 10));
+        assert_eq!((ix.live_records(), ix.live_bytes()), (1, 10));
+        assert_eq!(ix.retained(&[], 1, (Unbounded, Unbounded)).count(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "seq went backwards")]
+    fn seq_must_not_go_backwards() {
+        let mut ix = ChunkIndex::new();
+        ix.apply(b"a", put(5, 1));
+        ix.apply(b"a", put(4, 1));
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_what_pins_see() {
+        let chain = [put(1, 1), put(2, 1), del(3), put(4, 1), put(6, 1)];
+        let seqs = |pins: &[u64]| -> Vec<u64> {
+            retain_chain(&chain, pins, 6)
+                .iter()
+                .map(|v| v.seq)
+                .collect()
+        };
+        assert_eq!(seqs(&[]), vec![6]);
+        assert_eq!(seqs(&[1]), vec![1, 6]);
+        assert_eq!(seqs(&[2, 5]), vec![2, 4, 6]);
+        // A pin that sees the tombstone keeps it only above an older kept put.
+        assert_eq!(seqs(&[3]), vec![6]);
+        assert_eq!(seqs(&[1, 3]), vec![1, 3, 6]);
+        assert_eq!(seqs(&[0]), vec![6]);
+        assert_eq!(retain_chain(&[put(1, 1), del(2)], &[], 2), vec![]);
+    }
+
+    #[test]
+    fn compaction_keeps_everything_a_future_snapshot_may_see() {
+        // Seqs above `upto` may still become visible to snapshots taken
+        // later, and so may the newest version at or below it.
+        let chain = [put(1, 1), put(2, 1), put(4, 1), put(6, 1)];
+        let kept: Vec<u64> = retain_chain(&chain, &[], 3).iter().map(|v| v.seq).collect();
+        assert_eq!(kept, vec![2, 4, 6]);
+    }
+
+    #[test]
+    fn scan_respects_bounds_snapshot_and_direction() {
+        let mut ix = ChunkIndex::new();
+        for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
+            ix.apply(*k, put(i as u64 + 1, 10));
+        }
+        ix.apply(b"b", del(9));
+        let keys = |b: KeyBounds<'_>, at, rev| -> Vec<Vec<u8>> {
+            ix.scan(b, at, rev).map(|(k, _)| k.to_vec()).collect()
+        };
+        use Bound::*;
+        assert_eq!(
+            keys((Included(b"b"), Excluded(b"d")), 9, false),
+            vec![b"c".to_vec()]
+        );
+        assert_eq!(
+            keys((Included(b"b"), Excluded(b"d")), 8, false),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(
+            keys((Unbounded, Unbounded), 9, true),
+            vec![b"d".to_vec(), b"c".to_vec(), b"a".to_vec()]
+        );
+        assert_eq!(
+            keys((Unbounded, Unbounded), 2, false),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+    }
+
+    #[test]
+    fn split_key_halves_live_bytes() {
+        let mut ix = ChunkIndex::new();
+        assert_eq!(ix.split_key(), None);
+        ix.apply(b"a", put(1, 1000));
+        assert_eq!(ix.split_key(), None);
+        ix.apply(b"b", put(2, 10));
+        assert_eq!(ix.split_key(), Some(b"b".to_vec()));
+        for (i, k) in [b"c", b"d", b"e", b"f"].iter().enumerate() {
+            ix.apply(*k, put(3 + i as u64, 1000));
+        }
+        // a=1000 b=10 c..f=1000 each: 3010 bytes lie below e, 2000 from it.
+        assert_eq!(ix.split_key(), Some(b"e".to_vec()));
+        ix.apply(b"a", del(10));
+        assert_eq!(ix.split_key(), Some(b"e".to_vec()));
+    }
+}

@@ -1,0 +1,149 @@
+//! The node's seq clock and snapshot pins.
+//!
+//! Every write batch on the node takes the next seq from one counter, so seqs
+//! strictly increase within each chunk and a single number names a state of
+//! the whole node: a *snapshot*. A snapshot `S` is only handed out once it is
+//! *stable*: every seq at or below it is durable (or failed), so reading at
+//! `S` gives the same answer every time.
+//!
+//! Pins keep snapshots readable: compaction keeps every version a pinned
+//! snapshot can see. They are counted, since two clients may pin the same seq.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+struct ClockState {
+    /// The next seq to hand out.
+    next: u64,
+    /// Seqs handed out whose batches are not yet durable.
+    in_flight: BTreeSet<u64>,
+    /// Pinned snapshot -> number of holders.
+    pins: BTreeMap<u64, u32>,
+}
+
+impl ClockState {
+    fn stable(&self) -> u64 {
+        match self.in_flight.first() {
+            Some(&oldest) => oldest - 1,
+            None => self.next - 1,
+        }
+    }
+}
+
+/// Shared by every chunk actor and connection of a node.
+#[derive(Debug)]
+pub struct SeqClock {
+    /// A std mutex: it is held for a few map operations and never across an
+    /// await or any I/O.
+    state: Mutex<ClockState>,
+}
+
+impl SeqClock {
+    /// A clock whose first seq follows `last_used` (the highest seq found in
+    /// any chunk log at startup).
+    pub fn new(last_used: u64) -> Self {
+        SeqClock {
+            state: Mutex::new(ClockState {
+                next: last_used + 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        // A panic while holding this lock leaves plain maps in a consistent
+        // state (every method finishes its edits before returning), so a
+        // poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the next seq for a batch that is about to be logged.
+    pub fn allocate(&self) -> u64 {
+        let mut s = self.lock();
+        let seq = s.next;
+        s.next += 1;
+        s.in_flight.insert(seq);
+        seq
+    }
+
+    /// Marks batches as settled: durable, or failed for good.
+    pub fn resolve(&self, seqs: impl IntoIterator<Item = u64>) {
+        let mut s = self.lock();
+        for seq in seqs {
+            let was = s.in_flight.remove(&seq);
+            debug_assert!(was, "seq {seq} resolved twice");
+        }
+    }
+
+    /// The newest snapshot every chunk can serve consistently.
+    pub fn stable(&self) -> u64 {
+        self.lock().stable()
+    }
+
+    /// Pins the current stable snapshot and returns it.
+    pub fn pin_stable(&self) -> u64 {
+        let mut s = self.lock();
+        let seq = s.stable();
+        *s.pins.entry(seq).or_insert(0) += 1;
+        seq
+    }
+
+    /// Releases one pin of `seq`; false when `seq` is not pinned.
+    pub fn unpin(&self, seq: u64) -> bool {
+        let mut s = self.lock();
+        match s.pins.get_mut(&seq) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                s.pins.remove(&seq);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_pinned(&self, seq: u64) -> bool {
+        self.lock().pins.contains_key(&seq)
+    }
+
+    /// What compaction must preserve: the pinned snapshots and the stable seq.
+    pub fn retention(&self) -> (Vec<u64>, u64) {
+        let s = self.lock();
+        (s.pins.keys().copied().collect(), s.stable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_waits_for_the_oldest_in_flight_seq() {
+        let c = SeqClock::new(10);
+        assert_eq!(c.stable(), 10);
+        let a = c.allocate();
+        let b = c.allocate();
+        assert_eq!((a, b), (11, 12));
+        assert_eq!(c.stable(), 10);
+        c.resolve([b]);
+        assert_eq!(c.stable(), 10);
+        c.resolve([a]);
+        assert_eq!(c.stable(), 12);
+    }
+
+    #[test]
+    fn pins_are_counted() {
+        let c = SeqClock::new(5);
+        assert_eq!(c.pin_stable(), 5);
+        assert_eq!(c.pin_stable(), 5);
+        assert!(c.unpin(5));
+        assert!(c.is_pinned(5));
+        assert!(c.unpin(5));
+        assert!(!c.is_pinned(5));
+        assert!(!c.unpin(5));
+        assert_eq!(c.retention(), (vec![], 5));
+    }
+}

@@ -1,0 +1,17 @@
+//! Durable storage of chunks.
+//!
+//! - [`entry`]: one CRC32C-framed log entry as bytes.
+//! - [`chunk_log`]: a chunk's segment files: append, read back, recover, rewrite.
+//! - [`chunk_index`]: the in-memory versioned index (no I/O).
+//! - [`chunk`]: index + log = one chunk, with reads at snapshots, compaction
+//!   and splits.
+//! - [`clock`]: the node's seq counter and snapshot pins.
+
+pub mod chunk;
+pub mod chunk_index;
+pub mod chunk_log;
+pub mod clock;
+pub mod entry;
+
+#[cfg(test)]
+mod tests;

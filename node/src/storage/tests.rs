@@ -1,0 +1,266 @@
+//! Tests of chunks on real files: recovery, corruption, compaction, splits.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::ops::Bound::Unbounded;
+use std::path::Path;
+
+use monotable_proto::WriteOp;
+
+use super::chunk::{Chunk, ChunkError, ChunkMeta, ReadAt};
+use super::chunk_log::LogError;
+
+const SEGMENT_MAX: u64 = 4096;
+
+fn meta(id: u64) -> ChunkMeta {
+    ChunkMeta {
+        id,
+        range_id: 1,
+        start: vec![],
+        end: None,
+    }
+}
+
+fn put(k: &str, v: &str) -> WriteOp {
+    WriteOp::Put {
+        key: k.as_bytes().to_vec().into(),
+        value: v.as_bytes().to_vec().into(),
+    }
+}
+
+fn del(k: &str) -> WriteOp {
+    WriteOp::Delete {
+        key: k.as_bytes().to_vec().into(),
+    }
+}
+
+fn commit(c: &mut Chunk, seq: u64, ops: &[WriteOp]) {
+    c.apply_batch(seq, ops).expect("apply");
+    c.write_out().expect("write");
+    c.take_sync_job().expect("job").run().expect("sync");
+    c.mark_durable(seq);
+}
+
+fn contents(c: &Chunk, at: ReadAt) -> BTreeMap<String, String> {
+    let scan = c
+        .scan((Unbounded, Unbounded), at, false, usize::MAX, usize::MAX)
+        .expect("scan");
+    scan.records
+        .into_iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.to_vec()).expect("utf8"),
+                String::from_utf8(r.value.to_vec()).expect("utf8"),
+            )
+        })
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Fills a chunk with enough batches to span several segments.
+fn filled(dir: &Path) -> (Chunk, BTreeMap<String, String>) {
+    let mut c = Chunk::create(meta(1), dir, SEGMENT_MAX).expect("create");
+    let mut model = BTreeMap::new();
+    for seq in 1..=60u64 {
+        let k = format!("k{:03}", seq % 23);
+        let v = format!("value-{seq}-{}", "x".repeat(100));
+        if seq % 7 == 0 {
+            commit(&mut c, seq, &[del(&k)]);
+            model.remove(&k);
+        } else {
+            commit(&mut c, seq, &[put(&k, &v), put(&format!("{k}b"), &v)]);
+            model.insert(k.clone(), v.clone());
+            model.insert(format!("{k}b"), v);
+        }
+    }
+    (c, model)
+}
+
+#[test]
+fn reopen_replays_everything() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (c, model) = filled(&dir);
+    assert!(segments(&dir).len() > 2, "test needs several segments");
+    assert_eq!(contents(&c, ReadAt::Latest), model);
+    drop(c);
+    let (c, rec) = Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("open");
+    assert_eq!(rec.truncated_bytes, 0);
+    assert_eq!(c.last_seq(), 60);
+    assert_eq!(contents(&c, ReadAt::Latest), model);
+}
+
+#[test]
+fn torn_tail_is_truncated_and_half_batches_vanish() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (mut c, model) = filled(&dir);
+    // A batch of three entries of which only part reaches the disk.
+    c.apply_batch(61, &[put("t1", "a"), put("t2", "b"), put("t3", "c")])
+        .expect("apply");
+    c.write_out().expect("write");
+    drop(c);
+    let last = segments(&dir).pop().expect("a segment");
+    let len = fs::metadata(&last).expect("meta").len();
+    for cut in [1u64, 10, 40, 60] {
+        let f = OpenOptions::new().write(true).open(&last).expect("open");
+        f.set_len(len - cut).expect("truncate");
+        drop(f);
+        let (c, rec) =
+            Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("a torn tail is not an error");
+        assert!(rec.truncated_bytes > 0);
+        assert_eq!(contents(&c, ReadAt::Latest), model, "cut {cut}");
+        assert_eq!(c.last_seq(), 60);
+    }
+}
+
+#[test]
+fn flipped_byte_in_sealed_segment_is_reported() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (c, _) = filled(&dir);
+    drop(c);
+    let first = segments(&dir).remove(0);
+    let mut bytes = fs::read(&first).expect("read");
+    bytes[200] ^= 0x40;
+    fs::write(&first, &bytes).expect("write");
+    match Chunk::open(meta(1), &dir, SEGMENT_MAX) {
+        Err(ChunkError::Log(LogError::Corrupt { path, .. })) => assert_eq!(path, first),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("corruption went unnoticed"),
+    }
+    // Nothing was removed or truncated: the evidence stays for an operator.
+    assert_eq!(fs::read(&first).expect("read"), bytes);
+}
+
+#[test]
+fn flipped_byte_in_middle_of_last_segment_is_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (c, _) = filled(&dir);
+    drop(c);
+    let last = segments(&dir).pop().expect("segment");
+    let mut bytes = fs::read(&last).expect("read");
+    assert!(bytes.len() > 600, "last segment needs several entries");
+    bytes[40] ^= 0x01;
+    fs::write(&last, &bytes).expect("write");
+    assert!(matches!(
+        Chunk::open(meta(1), &dir, SEGMENT_MAX),
+        Err(ChunkError::Log(LogError::Corrupt { .. }))
+    ));
+}
+
+#[test]
+fn compaction_keeps_pinned_snapshots_and_frees_disk() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (mut c, model) = filled(&dir);
+    let pinned = 30;
+    let at_pin = contents(
+        &c,
+        ReadAt::Snapshot {
+            seq: pinned,
+            pinned: true,
+        },
+    );
+    let before = c.log_bytes();
+    c.compact(&[pinned], 60).expect("compact");
+    assert!(c.log_bytes() < before, "{} !< {before}", c.log_bytes());
+    assert_eq!(segments(&dir).len(), 1);
+    assert_eq!(contents(&c, ReadAt::Latest), model);
+    assert_eq!(
+        contents(
+            &c,
+            ReadAt::Snapshot {
+                seq: pinned,
+                pinned: true
+            }
+        ),
+        at_pin
+    );
+    assert!(matches!(
+        c.get(
+            b"k001",
+            ReadAt::Snapshot {
+                seq: 20,
+                pinned: false
+            }
+        ),
+        Err(ChunkError::SnapshotTooOld { .. })
+    ));
+    // Writes go on after compaction, and everything survives a reopen.
+    commit(&mut c, 61, &[put("new", "v")]);
+    drop(c);
+    let (c, _) = Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("open");
+    let mut expected = model.clone();
+    expected.insert("new".into(), "v".into());
+    assert_eq!(contents(&c, ReadAt::Latest), expected);
+    assert_eq!(c.last_seq(), 61);
+}
+
+#[test]
+fn interrupted_compaction_leaves_old_segments_in_charge() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (c, model) = filled(&dir);
+    drop(c);
+    // A compaction that died before its rename leaves only a temp file.
+    let mut f = fs::File::create(dir.join("0000000099.tmp")).expect("tmp");
+    f.write_all(b"half a segment").expect("write");
+    let (c, _) = Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("open");
+    assert_eq!(contents(&c, ReadAt::Latest), model);
+    assert!(!dir.join("0000000099.tmp").exists());
+}
+
+#[test]
+fn split_divides_records_without_loss() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (c, model) = filled(&dir);
+    let key = c.split_key().expect("splittable");
+    let lower_meta = ChunkMeta {
+        id: 2,
+        range_id: 1,
+        start: vec![],
+        end: Some(key.clone()),
+    };
+    let upper_meta = ChunkMeta {
+        id: 3,
+        range_id: 1,
+        start: key.clone(),
+        end: None,
+    };
+    let (lower, upper) = c
+        .split(
+            &key,
+            &[],
+            60,
+            (lower_meta.clone(), &tmp.path().join("l")),
+            (upper_meta.clone(), &tmp.path().join("u")),
+            SEGMENT_MAX,
+        )
+        .expect("split");
+    let mut joined = contents(&lower, ReadAt::Latest);
+    let upper_contents = contents(&upper, ReadAt::Latest);
+    assert!(!joined.is_empty() && !upper_contents.is_empty());
+    assert!(joined.keys().all(|k| k.as_bytes() < key.as_slice()));
+    assert!(upper_contents
+        .keys()
+        .all(|k| k.as_bytes() >= key.as_slice()));
+    joined.extend(upper_contents);
+    assert_eq!(joined, model);
+    assert_eq!((lower.last_seq(), upper.last_seq()), (60, 60));
+    drop((lower, upper));
+    let (lower, _) = Chunk::open(lower_meta, &tmp.path().join("l"), SEGMENT_MAX).expect("open");
+    assert_eq!(lower.last_seq(), 60);
+}
