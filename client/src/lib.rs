@@ -1,1 +1,530 @@
-//! Client
+//! Async Rust client for Monotable's native protocol.
+//!
+//! A [`Client`] holds one TCP connection and pipelines every call over it:
+//! clone it freely and call from many tasks at once; replies are matched to
+//! calls by request id and may complete in any order.
+//!
+//! Keys and values are bytes. Keys sort lexicographically; build composite
+//! keys with [`tuple::encode`] so that `("paris", 31)` sorts before
+//! `("paris", 40)`.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let server = monotable_node::server::ServerHandle::start(
+//! #     monotable_node::config::NodeConfig::for_tests(dir.path())).unwrap();
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use monotable_client::{Client, RangeOptions, Scan};
+//!
+//! let client = Client::connect(server.addr).await?;
+//! client.create_range("users", RangeOptions::default()).await?;
+//! client.put("users", b"ada", b"{\"born\":1815}").await?;
+//! assert_eq!(client.get("users", b"ada").await?, Some(b"{\"born\":1815}".to_vec()));
+//!
+//! let page = client.scan("users", &Scan::all().limit(10)).await?;
+//! assert_eq!(page.records.len(), 1);
+//! # Ok::<(), monotable_client::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Layout
+//!
+//! - [`Client`] (this file): the calls, each a [`monotable_proto::Command`].
+//! - `connection`: the pipelined connection (writer and reader tasks).
+//! - [`error`]: [`Error`], with the server's typed [`ErrorCode`].
+//! - [`Scan`], [`ScanPage`], [`RecordStream`]: range scans, paged or streamed.
+//! - [`Batch`]: write batches.
+
+mod connection;
+pub mod error;
+
+use std::sync::Arc;
+
+use monotable_proto::limits::{BATCH_OPS_MAX, KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_BYTES};
+pub use monotable_proto::tuple;
+use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
+pub use monotable_proto::{
+    ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo, RangeInfo, RangeOptions, ServerHello,
+};
+use tokio::net::ToSocketAddrs;
+
+use connection::Connection;
+pub use error::{Error, Result};
+
+/// A key and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A connection to a Monotable node. Cheap to clone; clones share the
+/// connection.
+#[derive(Clone)]
+pub struct Client {
+    conn: Arc<Connection>,
+}
+
+fn bytes(b: impl AsRef<[u8]>) -> Bytes {
+    Bytes::from(b.as_ref().to_vec())
+}
+
+fn invalid(code: ErrorCode, message: String) -> Error {
+    Error::Invalid(ErrorInfo::new(code, message))
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > KEY_SIZE_MAX_BYTES {
+        return Err(invalid(
+            ErrorCode::KeyTooLarge,
+            format!(
+                "key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn unexpected(reply: Reply) -> Error {
+    Error::Protocol(format!("unexpected reply {reply:?}"))
+}
+
+/// Operations to apply together. The operations that fall in one chunk are
+/// applied atomically (all or none, one commit token); a batch whose keys
+/// span several chunks is applied chunk by chunk, see [`Client::write`].
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    ops: Vec<WriteOp>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
+        self.ops.push(WriteOp::Put {
+            key: bytes(key),
+            value: bytes(value),
+        });
+        self
+    }
+
+    pub fn delete(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.ops.push(WriteOp::Delete { key: bytes(key) });
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.ops.len() > BATCH_OPS_MAX {
+            return Err(invalid(
+                ErrorCode::BatchTooLarge,
+                format!(
+                    "{} operations exceed the batch limit of {BATCH_OPS_MAX}",
+                    self.ops.len()
+                ),
+            ));
+        }
+        for op in &self.ops {
+            check_key(op.key())?;
+            if let WriteOp::Put { value, .. } = op {
+                if value.len() > VALUE_SIZE_MAX_BYTES {
+                    return Err(invalid(
+                        ErrorCode::ValueTooLarge,
+                        format!(
+                            "value of {} bytes exceeds the limit of {VALUE_SIZE_MAX_BYTES} bytes",
+                            value.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What to scan: bounds or a prefix, a limit, a direction, a snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scan {
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+    prefix: Option<Vec<u8>>,
+    limit: u32,
+    reverse: bool,
+    snapshot: Option<u64>,
+}
+
+impl Scan {
+    /// Every key of the range.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Keys from `start`, inclusive.
+    pub fn start(mut self, start: impl AsRef<[u8]>) -> Self {
+        self.start = Some(start.as_ref().to_vec());
+        self
+    }
+
+    /// Keys before `end`, exclusive.
+    pub fn end(mut self, end: impl AsRef<[u8]>) -> Self {
+        self.end = Some(end.as_ref().to_vec());
+        self
+    }
+
+    /// Keys that start with `prefix` (instead of `start`/`end`).
+    pub fn prefix(mut self, prefix: impl AsRef<[u8]>) -> Self {
+        self.prefix = Some(prefix.as_ref().to_vec());
+        self
+    }
+
+    /// At most `limit` records per page (0: the server's maximum).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Descending key order.
+    pub fn reverse(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+
+    /// Read at a snapshot from [`Client::snapshot`].
+    pub fn at(mut self, snapshot: u64) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
+    fn request(&self, range: &str) -> ScanRequest {
+        ScanRequest {
+            range: range.to_owned(),
+            start: self.start.as_ref().map(bytes),
+            end: self.end.as_ref().map(bytes),
+            prefix: self.prefix.as_ref().map(bytes),
+            limit: self.limit,
+            reverse: self.reverse,
+            snapshot: self.snapshot,
+        }
+    }
+
+    /// The same scan, continuing after the records a page returned.
+    fn resumed(&self, resume: Vec<u8>) -> Scan {
+        let mut next = self.clone();
+        // A prefix scan continues as a bounded scan over the same prefix.
+        if let Some(prefix) = next.prefix.take() {
+            next.start = Some(prefix.clone());
+            next.end = prefix_end(&prefix);
+        }
+        if next.reverse {
+            next.end = Some(resume);
+        } else {
+            next.start = Some(resume);
+        }
+        next
+    }
+}
+
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone)]
+pub struct ScanPage {
+    pub records: Vec<Record>,
+    /// The scan to run for the next page; `None` when the scan is complete.
+    pub next: Option<Scan>,
+}
+
+/// A scan streamed page by page: call [`RecordStream::next`] until `None`.
+pub struct RecordStream {
+    client: Client,
+    range: String,
+    next_scan: Option<Scan>,
+    page: std::vec::IntoIter<Record>,
+}
+
+impl RecordStream {
+    /// The next record, fetching the next page when needed.
+    pub async fn next(&mut self) -> Option<Result<Record>> {
+        loop {
+            if let Some(r) = self.page.next() {
+                return Some(Ok(r));
+            }
+            let scan = self.next_scan.take()?;
+            match self.client.scan(&self.range, &scan).await {
+                Ok(page) => {
+                    self.page = page.records.into_iter();
+                    self.next_scan = page.next;
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Connects and performs the version handshake.
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
+        Ok(Client {
+            conn: Arc::new(Connection::open(addr).await?),
+        })
+    }
+
+    /// What the server said about itself at the handshake.
+    pub fn server(&self) -> &ServerHello {
+        &self.conn.hello
+    }
+
+    async fn call(&self, command: Command) -> Result<Reply> {
+        self.conn.call(command).await
+    }
+
+    async fn call_ok(&self, command: Command) -> Result<()> {
+        match self.call(command).await? {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        match self.call(Command::Ping).await? {
+            Reply::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a range. Fails with [`ErrorCode::RangeExists`] if it exists.
+    pub async fn create_range(&self, name: &str, options: RangeOptions) -> Result<()> {
+        self.call_ok(Command::CreateRange {
+            name: name.to_owned(),
+            options,
+        })
+        .await
+    }
+
+    /// Every range, with its chunks.
+    pub async fn list_ranges(&self) -> Result<Vec<RangeInfo>> {
+        match self.call(Command::ListRanges).await? {
+            Reply::Ranges(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn describe_range(&self, name: &str) -> Result<RangeInfo> {
+        match self
+            .call(Command::DescribeRange {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            Reply::Range(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drops a range and deletes its data.
+    pub async fn drop_range(&self, name: &str) -> Result<()> {
+        self.call_ok(Command::DropRange {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Writes one record; returns once it is durable.
+    pub async fn put(
+        &self,
+        range: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<CommitToken> {
+        let tokens = self.write(range, Batch::new().put(key, value)).await?;
+        tokens
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Protocol("write without a commit token".into()))
+    }
+
+    /// Deletes one record (deleting an absent key is not an error).
+    pub async fn delete(&self, range: &str, key: impl AsRef<[u8]>) -> Result<CommitToken> {
+        let tokens = self.write(range, Batch::new().delete(key)).await?;
+        tokens
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Protocol("write without a commit token".into()))
+    }
+
+    /// Applies a batch. The operations that fall in one chunk are applied
+    /// atomically, with one commit token each chunk; a batch spanning several
+    /// chunks is *not* atomic as a whole: if the call fails, some chunks'
+    /// parts may have been applied. Use [`Client::write_atomic`] to refuse
+    /// such batches instead.
+    pub async fn write(&self, range: &str, batch: Batch) -> Result<Vec<CommitToken>> {
+        batch.check()?;
+        match self
+            .call(Command::Write {
+                range: range.to_owned(),
+                ops: batch.ops,
+                atomic: false,
+            })
+            .await?
+        {
+            Reply::Written(tokens) => Ok(tokens),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies a batch all or nothing; fails with
+    /// [`ErrorCode::CrossChunkBatch`] (and applies nothing) if its keys fall
+    /// in more than one chunk.
+    pub async fn write_atomic(&self, range: &str, batch: Batch) -> Result<CommitToken> {
+        batch.check()?;
+        match self
+            .call(Command::Write {
+                range: range.to_owned(),
+                ops: batch.ops,
+                atomic: true,
+            })
+            .await?
+        {
+            Reply::Written(tokens) if tokens.len() == 1 => Ok(tokens[0]),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The newest durable value of `key`.
+    pub async fn get(&self, range: &str, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.get_inner(range, key.as_ref(), None).await
+    }
+
+    /// The value of `key` at a snapshot.
+    pub async fn get_at(
+        &self,
+        range: &str,
+        key: impl AsRef<[u8]>,
+        snapshot: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        self.get_inner(range, key.as_ref(), Some(snapshot)).await
+    }
+
+    async fn get_inner(
+        &self,
+        range: &str,
+        key: &[u8],
+        snapshot: Option<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        match self
+            .call(Command::Get {
+                range: range.to_owned(),
+                key: bytes(key),
+                snapshot,
+            })
+            .await?
+        {
+            Reply::Value(v) => Ok(v.map(|b| b.into_vec())),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Values of many keys, in the order asked.
+    pub async fn multi_get<K: AsRef<[u8]>>(
+        &self,
+        range: &str,
+        keys: &[K],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        for k in keys {
+            check_key(k.as_ref())?;
+        }
+        let keys = keys.iter().map(bytes).collect();
+        match self
+            .call(Command::MultiGet {
+                range: range.to_owned(),
+                keys,
+                snapshot: None,
+            })
+            .await?
+        {
+            Reply::Values(v) => Ok(v.into_iter().map(|o| o.map(|b| b.into_vec())).collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One page of a scan; `page.next` continues it.
+    pub async fn scan(&self, range: &str, scan: &Scan) -> Result<ScanPage> {
+        match self.call(Command::Scan(scan.request(range))).await? {
+            Reply::Scan(reply) => Ok(ScanPage {
+                records: reply
+                    .records
+                    .into_iter()
+                    .map(|r| Record {
+                        key: r.key.into_vec(),
+                        value: r.value.into_vec(),
+                    })
+                    .collect(),
+                next: reply.resume.map(|k| scan.resumed(k.into_vec())),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every record the scan covers, fetched a page at a time. The `limit`
+    /// of `scan` sets the page size.
+    pub fn scan_stream(&self, range: &str, scan: Scan) -> RecordStream {
+        RecordStream {
+            client: self.clone(),
+            range: range.to_owned(),
+            next_scan: Some(scan),
+            page: Vec::new().into_iter(),
+        }
+    }
+
+    /// Pins a consistent snapshot of the whole node and returns it; reads at
+    /// it see the same data until [`Client::release_snapshot`] or until
+    /// this connection closes.
+    pub async fn snapshot(&self) -> Result<u64> {
+        match self.call(Command::CreateSnapshot).await? {
+            Reply::Snapshot(seq) => Ok(seq),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn release_snapshot(&self, snapshot: u64) -> Result<()> {
+        self.call_ok(Command::ReleaseSnapshot { seq: snapshot })
+            .await
+    }
+
+    /// Compacts every chunk of a range now (it also happens on its own).
+    pub async fn compact_range(&self, name: &str) -> Result<()> {
+        self.call_ok(Command::CompactRange {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Splits the chunk holding `key` so that `key` starts a chunk (chunks
+    /// also split on their own past the range's chunk size).
+    pub async fn split_chunk(&self, range: &str, key: impl AsRef<[u8]>) -> Result<()> {
+        self.call_ok(Command::SplitChunk {
+            range: range.to_owned(),
+            key: bytes(key),
+        })
+        .await
+    }
+}

@@ -1,2 +1,29 @@
-//! The Monotable node.
+//! The Monotable node: storage, chunk actors and the native-protocol server.
+//!
+//! # Layout
+//!
+//! Along the path of a request:
+//!
+//! - [`server`]: TCP connections -> handshake -> frames -> one task per
+//!   request -> [`node::Node::execute`]; replies are written as they finish.
+//! - [`node`]: validates a command, finds the chunks it touches through the
+//!   [`router`], sends each a [`chunk_actor::ChunkMsg`] and gathers replies;
+//!   [`scan`] walks chunks for range scans.
+//! - [`chunk_actor`]: one actix actor per chunk, the only writer of its log;
+//!   group commit, compaction and splits happen here.
+//! - [`storage`]: the chunk itself: log segments on disk, the versioned
+//!   in-memory index, the seq clock and snapshot pins.
+//! - [`catalog`]: ranges and chunk boundaries in sled.
+//! - [`config`], [`error`]: settings with their defaults, and error types.
+//! - [`cli`]: the `monotable` command line (client commands, load, bench).
+
+pub mod catalog;
+pub mod chunk_actor;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod node;
+pub mod router;
+pub mod scan;
+pub mod server;
 pub mod storage;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `monotable` binary; see `monotable --help`.
+
+fn main() {
+    monotable_node::cli::main()
+}

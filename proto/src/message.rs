@@ -149,8 +149,9 @@ pub struct ScanReply {
     /// Where to go on: `Some` when the scan stopped early (limit or reply
     /// size); pass it back as `start` (forward) or `end` (reverse).
     pub resume: Option<Bytes>,
-    /// The snapshot this reply was read at.
-    pub snapshot: u64,
+    /// The snapshot the scan read at, when it asked for one. Without one,
+    /// each chunk is read at its newest durable state.
+    pub snapshot: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -242,10 +242,8 @@ impl Decoder<'_> {
         let code = self.next_byte("missing element")?;
         match code {
             NULL => {
-                if nested {
-                    if self.next_byte("unescaped null in nested tuple")? != ESCAPE {
-                        return Err(self.malformed("unescaped null in nested tuple"));
-                    }
+                if nested && self.next_byte("unescaped null in nested tuple")? != ESCAPE {
+                    return Err(self.malformed("unescaped null in nested tuple"));
                 }
                 Ok(Element::Null)
             }

@@ -344,6 +344,11 @@ impl Chunk {
         Ok((lower, upper))
     }
 
+    /// Whether the chunk has at least two live keys to split between.
+    pub fn can_split(&self) -> bool {
+        self.index.live_records() >= 2
+    }
+
     /// Where to split this chunk in two, if it can be split.
     pub fn split_key(&self) -> Option<Vec<u8>> {
         self.index.split_key()

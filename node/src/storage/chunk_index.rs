@@ -180,6 +180,7 @@ impl ChunkIndex {
         reverse: bool,
     ) -> Box<dyn Iterator<Item = (&'a [u8], Version)> + 'a> {
         let range = self.keys.range::<[u8], _>(bounds);
+        #[allow(clippy::borrowed_box)] // the map's own key type
         let visible = move |(k, chain): (&'a Box<[u8]>, &'a Chain)| {
             let v = chain.at(at)?;
             (!v.is_tombstone()).then_some((&**k, *v))
@@ -207,7 +208,7 @@ impl ChunkIndex {
             .range::<[u8], _>(bounds)
             .filter_map(move |(key, chain)| {
                 let kept = retain_chain(chain.as_slice(), pins, upto);
-                (!kept.is_empty()).then(|| (&**key, kept))
+                (!kept.is_empty()).then_some((&**key, kept))
             })
     }
 

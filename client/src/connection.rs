@@ -1,0 +1,156 @@
+//! One pipelined connection: a writer task sends frames as callers queue
+//! them, a reader task matches replies to callers by request id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use monotable_proto::frame::{client_handshake, decode_payload, encode_frame, read_frame};
+use monotable_proto::{Command, ErrorInfo, Reply, Request, Response, ServerHello};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+
+type Waiter = oneshot::Sender<Result<Reply, Error>>;
+
+/// Callers waiting for replies, keyed by request id.
+struct Pending {
+    waiters: HashMap<u64, Waiter>,
+    /// Set once the connection failed; later requests fail at once.
+    closed: Option<Error>,
+}
+
+pub(crate) struct Connection {
+    /// Frames to send, consumed by the writer task. Unbounded because the
+    /// server bounds what is in flight: callers wait for replies, and the
+    /// server stops reading past its per-connection limit.
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// A std mutex: held for a map insert or remove, never across an await.
+    pending: Arc<Mutex<Pending>>,
+    next_id: AtomicU64,
+    pub(crate) hello: ServerHello,
+}
+
+fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    // Every critical section completes its map edit; a poisoned lock is
+    // still consistent.
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Connection {
+    pub(crate) async fn open(addr: impl ToSocketAddrs) -> Result<Connection, Error> {
+        let mut stream = TcpStream::connect(addr).await.map_err(Error::from)?;
+        let _ = stream.set_nodelay(true);
+        let hello = client_handshake(&mut stream)
+            .await
+            .map_err(|e| Error::Protocol(format!("handshake failed: {e}")))?
+            .map_err(Error::Handshake)?;
+        let (reader, writer) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(Mutex::new(Pending {
+            waiters: HashMap::new(),
+            closed: None,
+        }));
+        tokio::spawn(write_frames(writer, rx, pending.clone()));
+        tokio::spawn(read_replies(reader, pending.clone()));
+        Ok(Connection {
+            tx,
+            pending,
+            next_id: AtomicU64::new(1),
+            hello,
+        })
+    }
+
+    pub(crate) async fn call(&self, command: Command) -> Result<Reply, Error> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::new();
+        encode_frame(&Request { id, command }, &mut frame).map_err(|e| {
+            Error::Invalid(ErrorInfo::new(
+                monotable_proto::ErrorCode::FrameTooLarge,
+                e.to_string(),
+            ))
+        })?;
+        let (waiter, reply) = oneshot::channel();
+        {
+            let mut p = lock(&self.pending);
+            if let Some(e) = &p.closed {
+                return Err(e.clone());
+            }
+            p.waiters.insert(id, waiter);
+        }
+        if self.tx.send(frame).is_err() {
+            lock(&self.pending).waiters.remove(&id);
+            return Err(Error::Disconnected("connection closed".into()));
+        }
+        reply
+            .await
+            .unwrap_or_else(|_| Err(Error::Disconnected("connection closed".into())))
+    }
+}
+
+/// Fails every waiting caller and every later one with `error`.
+fn close(pending: &Mutex<Pending>, error: Error) {
+    let mut p = lock(pending);
+    p.closed.get_or_insert(error.clone());
+    for (_, waiter) in p.waiters.drain() {
+        let _ = waiter.send(Err(error.clone()));
+    }
+}
+
+async fn write_frames(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Arc<Mutex<Pending>>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        buf.extend_from_slice(&frame);
+        while buf.len() < 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(frame) => buf.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = writer.write_all(&buf).await {
+            close(&pending, Error::Disconnected(format!("write failed: {e}")));
+            return;
+        }
+        buf.clear();
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_replies(mut reader: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+    let mut buf = Vec::new();
+    loop {
+        match read_frame(&mut reader, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return close(
+                    &pending,
+                    Error::Disconnected("server closed the connection".into()),
+                )
+            }
+            Err(e) => return close(&pending, Error::Disconnected(e.to_string())),
+        }
+        let response: Response = match decode_payload(&buf) {
+            Ok(r) => r,
+            Err(e) => return close(&pending, Error::Protocol(format!("undecodable reply: {e}"))),
+        };
+        if response.id == 0 {
+            // A connection-level error: the server closes after sending it.
+            let error = match response.result {
+                Err(info) => Error::Server(info),
+                Ok(_) => Error::Protocol("reply without a request id".into()),
+            };
+            return close(&pending, error);
+        }
+        let waiter = lock(&pending).waiters.remove(&response.id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(response.result.map_err(Error::Server));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The node's catalog of ranges and chunks, in sled.
+//!
+//! sled holds only this small, low-churn metadata; chunk logs live in their
+//! own files. Every change is one sled transaction followed by an explicit
+//! flush, so once a method returns, the change survives a crash.
+
+use std::path::Path;
+
+use monotable_proto::RangeOptions;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::storage::chunk::ChunkMeta;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeMeta {
+    pub id: u64,
+    pub name: String,
+    pub options: RangeOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("catalog entry cannot be decoded: {0}")]
+    Decode(String),
+    #[error("range {0:?} already exists")]
+    RangeExists(String),
+    #[error("range {0:?} does not exist")]
+    RangeNotFound(String),
+    #[error("chunk {0} is not in the catalog")]
+    ChunkNotFound(u64),
+}
+
+impl From<TransactionError<CatalogError>> for CatalogError {
+    fn from(e: TransactionError<CatalogError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => CatalogError::Sled(e),
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    rmp_serde::to_vec(v).expect("catalog types always encode")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CatalogError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CatalogError::Decode(e.to_string()))
+}
+
+fn abort(e: CatalogError) -> ConflictableTransactionError<CatalogError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+pub struct Catalog {
+    db: sled::Db,
+    /// range name -> RangeMeta
+    ranges: sled::Tree,
+    /// chunk id (big-endian) -> ChunkMeta
+    chunks: sled::Tree,
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        let ranges = db.open_tree("ranges")?;
+        let chunks = db.open_tree("chunks")?;
+        Ok(Catalog { db, ranges, chunks })
+    }
+
+    /// A new id for a range or chunk, never handed out before.
+    pub fn next_id(&self) -> Result<u64, CatalogError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    pub fn flush(&self) -> Result<(), CatalogError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn ranges(&self) -> Result<Vec<RangeMeta>, CatalogError> {
+        self.ranges.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    pub fn chunks(&self) -> Result<Vec<ChunkMeta>, CatalogError> {
+        self.chunks.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Records a new range and its first chunk (whose files must exist).
+    pub fn create_range(&self, range: &RangeMeta, chunk: &ChunkMeta) -> Result<(), CatalogError> {
+        let name = range.name.as_str();
+        (&self.ranges, &self.chunks).transaction(|(r, c)| {
+            if r.get(name.as_bytes())?.is_some() {
+                return Err(abort(CatalogError::RangeExists(name.to_owned())));
+            }
+            r.insert(name.as_bytes(), encode(range))?;
+            c.insert(&chunk.id.to_be_bytes(), encode(chunk))?;
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// Removes a range and all its chunks; returns the chunks' ids.
+    pub fn drop_range(&self, name: &str) -> Result<Vec<u64>, CatalogError> {
+        let range: RangeMeta = match self.ranges.get(name.as_bytes())? {
+            Some(v) => decode(&v)?,
+            None => return Err(CatalogError::RangeNotFound(name.to_owned())),
+        };
+        let ids: Vec<u64> = self
+            .chunks()?
+            .into_iter()
+            .filter(|c| c.range_id == range.id)
+            .map(|c| c.id)
+            .collect();
+        (&self.ranges, &self.chunks).transaction(|(r, c)| {
+            r.remove(name.as_bytes())?;
+            for id in &ids {
+                c.remove(&id.to_be_bytes())?;
+            }
+            Ok::<_, ConflictableTransactionError<CatalogError>>(())
+        })?;
+        self.flush()?;
+        Ok(ids)
+    }
+
+    /// Replaces a chunk by the two halves of its split, atomically.
+    pub fn split_chunk(
+        &self,
+        parent: u64,
+        lower: &ChunkMeta,
+        upper: &ChunkMeta,
+    ) -> Result<(), CatalogError> {
+        self.chunks.transaction(|c| {
+            if c.remove(&parent.to_be_bytes())?.is_none() {
+                return Err(abort(CatalogError::ChunkNotFound(parent)));
+            }
+            c.insert(&lower.id.to_be_bytes(), encode(lower))?;
+            c.insert(&upper.id.to_be_bytes(), encode(upper))?;
+            Ok(())
+        })?;
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_splits_survive_reopen() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("meta");
+        let (range, first) = {
+            let cat = Catalog::open(&path).expect("open");
+            let range = RangeMeta {
+                id: cat.next_id().expect("id"),
+                name: "users".into(),
+                options: RangeOptions::default(),
+            };
+            let first = ChunkMeta {
+                id: cat.next_id().expect("id"),
+                range_id: range.id,
+                start: vec![],
+                end: None,
+            };
+            cat.create_range(&range, &first).expect("create");
+            assert!(matches!(
+                cat.create_range(&range, &first),
+                Err(CatalogError::RangeExists(_))
+            ));
+            let lower = ChunkMeta {
+                id: 100,
+                range_id: range.id,
+                start: vec![],
+                end: Some(b"m".to_vec()),
+            };
+            let upper = ChunkMeta {
+                id: 101,
+                range_id: range.id,
+                start: b"m".to_vec(),
+                end: None,
+            };
+            cat.split_chunk(first.id, &lower, &upper).expect("split");
+            assert!(
+                cat.split_chunk(first.id, &lower, &upper).is_err(),
+                "parent is gone"
+            );
+            (range, first)
+        };
+        let cat = Catalog::open(&path).expect("reopen");
+        assert_eq!(cat.ranges().expect("ranges"), vec![range]);
+        let ids: Vec<u64> = cat.chunks().expect("chunks").iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![100, 101]);
+        assert!(!ids.contains(&first.id));
+        assert!(cat.next_id().expect("id") > first.id);
+        assert_eq!(cat.drop_range("users").expect("drop"), vec![100, 101]);
+        assert!(cat.chunks().expect("chunks").is_empty());
+        assert!(matches!(
+            cat.drop_range("users"),
+            Err(CatalogError::RangeNotFound(_))
+        ));
+    }
+}

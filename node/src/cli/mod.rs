@@ -1,0 +1,473 @@
+//! The `monotable` command line: `serve` runs a node; every other command is
+//! a client of one (`--addr`, default 127.0.0.1:7070, env `MONOTABLE_ADDR`).
+//!
+//! The names and output formats here are a contract scripts rely on.
+
+mod bench;
+pub mod json;
+mod load;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use monotable_client::{Client, ErrorCode, RangeOptions, Scan};
+use serde_json::json;
+
+use crate::config::{FsyncMode, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "monotable",
+    version,
+    about = "Monotable: an ordered key-value database with live map-reduce views"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// Address of the node's native protocol.
+    #[arg(
+        long,
+        env = "MONOTABLE_ADDR",
+        default_value = "127.0.0.1:7070",
+        global = true
+    )]
+    pub addr: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Create, list, describe, compact and drop ranges.
+    Range {
+        #[command(subcommand)]
+        command: RangeCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Write one record. KEY and VALUE are JSON (a bare word is a string).
+    Put {
+        range: String,
+        key: String,
+        value: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print a record's value as JSON; exits 1 when the key is absent.
+    Get {
+        range: String,
+        key: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete a record.
+    Del {
+        range: String,
+        key: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print records as JSON lines {"key":..,"value":..}.
+    Scan(ScanArgs),
+    /// Load JSON lines {"key":..,"value":..} from FILE ('-' for stdin).
+    Load {
+        range: String,
+        file: String,
+        /// Records per write batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Measure put, get and scan throughput and latency against a node.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory for the node's data; created if missing.
+    #[arg(long, default_value = "./monotable-data")]
+    data_dir: PathBuf,
+    /// Address for the native protocol.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// When writes are fsynced: always (before each acknowledgement, many
+    /// writes per fsync), interval (every --fsync-interval-ms), never (left
+    /// to the OS).
+    #[arg(long, value_enum, default_value_t = FsyncArg::Always)]
+    fsync: FsyncArg,
+    /// Milliseconds between fsyncs with --fsync interval.
+    #[arg(long, default_value_t = 100)]
+    fsync_interval_ms: u64,
+    /// Worker threads for chunks and connections (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Log filter, e.g. info, debug, monotable_node=debug (or RUST_LOG).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FsyncArg {
+    Always,
+    Interval,
+    Never,
+}
+
+#[derive(Subcommand)]
+enum RangeCmd {
+    /// Create a range.
+    Create {
+        name: String,
+        /// Split chunks past this size: bytes, or with a unit (64MiB, 512KiB).
+        #[arg(long, value_parser = parse_size)]
+        chunk_size: Option<u64>,
+    },
+    /// List ranges, one line each.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a range's chunks as JSON.
+    Describe { name: String },
+    /// Compact every chunk of a range now.
+    Compact { name: String },
+    /// Drop a range and delete its data.
+    Drop { name: String },
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    range: String,
+    /// First key (inclusive), JSON.
+    #[arg(long)]
+    start: Option<String>,
+    /// Last key (exclusive), JSON.
+    #[arg(long)]
+    end: Option<String>,
+    /// Only keys with this tuple prefix, JSON.
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    prefix: Option<String>,
+    /// Most records to print (default: all).
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Descending key order.
+    #[arg(long)]
+    reverse: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// Parses `65536`, `64KiB`, `64MiB`, `1GiB` (also K, M, G, KB, MB, GB as
+/// powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Exit status for "not found" (`get` of an absent key).
+const EXIT_NOT_FOUND: i32 = 1;
+/// Exit status for every other failure.
+const EXIT_ERROR: i32 = 2;
+
+/// Entry point of the `monotable` binary.
+pub fn main() -> ! {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Cmd::Serve(args) => serve(args),
+        other => client_main(other),
+    };
+    std::process::exit(code)
+}
+
+fn report(e: &anyhow::Error) -> i32 {
+    eprintln!("error: {e:#}");
+    EXIT_ERROR
+}
+
+fn serve(args: ServeArgs) -> i32 {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = NodeConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        ..NodeConfig::default()
+    };
+    config.fsync = match args.fsync {
+        FsyncArg::Always => FsyncMode::Always,
+        FsyncArg::Interval => FsyncMode::Interval {
+            ms: args.fsync_interval_ms.max(1),
+        },
+        FsyncArg::Never => FsyncMode::Never,
+    };
+    if let Some(w) = args.workers {
+        config.workers = w.max(1);
+    }
+    let listener = match std::net::TcpListener::bind(config.listen) {
+        Ok(l) => l,
+        Err(e) => return report(&anyhow::anyhow!("cannot listen on {}: {e}", config.listen)),
+    };
+    let result =
+        actix_rt::System::new().block_on(crate::server::serve(config, listener, shutdown_signal()));
+    match result {
+        Ok(()) => 0,
+        Err(e) => report(&e.into()),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}
+
+fn client_main(cmd: Cmd) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(&e.into()),
+    };
+    match runtime.block_on(run_client(cmd)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+async fn connect(opts: &ClientOpts) -> Result<Client> {
+    Client::connect(opts.addr.as_str())
+        .await
+        .with_context(|| format!("cannot reach monotable at {}", opts.addr))
+}
+
+async fn run_client(cmd: Cmd) -> Result<i32> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match cmd {
+        Cmd::Serve(_) => unreachable!("handled by main"),
+        Cmd::Range { command, client } => {
+            let c = connect(&client).await?;
+            match command {
+                RangeCmd::Create { name, chunk_size } => {
+                    let mut options = RangeOptions::default();
+                    if let Some(size) = chunk_size {
+                        options.chunk_size_max_bytes = size;
+                    }
+                    c.create_range(&name, options).await?;
+                    writeln!(out, "created range {name}")?;
+                }
+                RangeCmd::List { json } => {
+                    let ranges = c.list_ranges().await?;
+                    if json {
+                        for r in &ranges {
+                            writeln!(out, "{}", range_json(r))?;
+                        }
+                    } else {
+                        writeln!(
+                            out,
+                            "{:<24} {:>8} {:>12} {:>14} {:>14} {:>12}",
+                            "NAME", "CHUNKS", "RECORDS", "LIVE_BYTES", "LOG_BYTES", "CHUNK_SIZE"
+                        )?;
+                        for r in &ranges {
+                            let (records, live, log) =
+                                r.chunks.iter().fold((0, 0, 0), |(a, b, c), ch| {
+                                    (a + ch.records, b + ch.live_bytes, c + ch.log_bytes)
+                                });
+                            writeln!(
+                                out,
+                                "{:<24} {:>8} {:>12} {:>14} {:>14} {:>12}",
+                                r.name,
+                                r.chunks.len(),
+                                records,
+                                live,
+                                log,
+                                r.options.chunk_size_max_bytes
+                            )?;
+                            for ch in r.chunks.iter().filter(|c| c.unavailable.is_some()) {
+                                writeln!(
+                                    out,
+                                    "  chunk {} UNAVAILABLE: {}",
+                                    ch.id,
+                                    ch.unavailable.as_deref().unwrap_or("")
+                                )?;
+                            }
+                        }
+                    }
+                }
+                RangeCmd::Describe { name } => {
+                    let r = c.describe_range(&name).await?;
+                    writeln!(out, "{}", serde_json::to_string_pretty(&range_json(&r))?)?;
+                }
+                RangeCmd::Compact { name } => {
+                    c.compact_range(&name).await?;
+                    writeln!(out, "compacted range {name}")?;
+                }
+                RangeCmd::Drop { name } => {
+                    c.drop_range(&name).await?;
+                    writeln!(out, "dropped range {name}")?;
+                }
+            }
+        }
+        Cmd::Put {
+            range,
+            key,
+            value,
+            client,
+        } => {
+            let c = connect(&client).await?;
+            let key = json::key_arg(&key)?;
+            c.put(&range, key, json::value_arg(&value)).await?;
+        }
+        Cmd::Get { range, key, client } => {
+            let c = connect(&client).await?;
+            let key_bytes = json::key_arg(&key)?;
+            match c.get(&range, key_bytes).await? {
+                Some(v) => writeln!(out, "{}", json::value_to_json(&v))?,
+                None => {
+                    eprintln!("key {key} not found in range {range}");
+                    return Ok(EXIT_NOT_FOUND);
+                }
+            }
+        }
+        Cmd::Del { range, key, client } => {
+            let c = connect(&client).await?;
+            c.delete(&range, json::key_arg(&key)?).await?;
+        }
+        Cmd::Scan(args) => scan(args, &mut out).await?,
+        Cmd::Load {
+            range,
+            file,
+            batch,
+            client,
+        } => {
+            let c = connect(&client).await?;
+            load::run(
+                &c,
+                &range,
+                &file,
+                batch.clamp(1, monotable_proto::limits::BATCH_OPS_MAX),
+            )
+            .await?;
+        }
+        Cmd::Bench(args) => bench::run(args).await?,
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn range_json(r: &monotable_client::RangeInfo) -> serde_json::Value {
+    json!({
+        "name": r.name,
+        "id": r.id,
+        "chunk_size": r.options.chunk_size_max_bytes,
+        "chunks": r.chunks.iter().map(|c| json!({
+            "id": c.id,
+            "start": json::key_to_json(&c.start),
+            "end": c.end.as_ref().map(|e| json::key_to_json(e)),
+            "records": c.records,
+            "live_bytes": c.live_bytes,
+            "log_bytes": c.log_bytes,
+            "last_seq": c.last_seq,
+            "unavailable": c.unavailable,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn scan(args: ScanArgs, out: &mut impl Write) -> Result<()> {
+    let c = connect(&args.client).await?;
+    let mut scan = Scan::all();
+    if let Some(s) = &args.start {
+        scan = scan.start(json::key_arg(s)?);
+    }
+    if let Some(e) = &args.end {
+        scan = scan.end(json::key_arg(e)?);
+    }
+    if let Some(p) = &args.prefix {
+        scan = scan.prefix(json::key_arg(p)?);
+    }
+    if args.reverse {
+        scan = scan.reverse();
+    }
+    let mut remaining = args.limit.unwrap_or(u64::MAX);
+    if remaining < u64::from(monotable_proto::limits::SCAN_LIMIT_MAX) {
+        scan = scan.limit(remaining as u32);
+    }
+    let mut stream = c.scan_stream(&args.range, scan);
+    while remaining > 0 {
+        let Some(record) = stream.next().await else {
+            break;
+        };
+        let record = record?;
+        let line = json!({"key": json::key_to_json(&record.key), "value": json::value_to_json(&record.value)});
+        if let Err(e) = writeln!(out, "{line}") {
+            // A closed pipe (`| head`) ends the scan quietly.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+        remaining -= 1;
+    }
+    Ok(())
+}
+
+/// Whether an error is the server saying a range does not exist.
+pub fn is_range_missing(e: &monotable_client::Error) -> bool {
+    e.code() == Some(ErrorCode::RangeNotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

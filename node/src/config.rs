@@ -1,0 +1,77 @@
+//! Settings of a node, with the defaults `monotable serve` uses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// When a write is made durable before it is acknowledged.
+///
+/// | mode | acknowledged after | a power failure can lose |
+/// |------|--------------------|--------------------------|
+/// | `Always` (default) | the batch is fsynced | nothing that was acknowledged |
+/// | `Interval { ms }` | the batch is written to the kernel; fsync every `ms` | up to `ms` of acknowledged writes |
+/// | `Never` | the batch is written to the kernel | whatever the kernel had not flushed (typically up to 30 s) |
+///
+/// A crash of the process alone (kill -9, panic) loses nothing acknowledged
+/// in any mode: the kernel has the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncMode {
+    Always,
+    Interval { ms: u64 },
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub fsync: FsyncMode,
+    /// A chunk log starts a new segment once the current one reaches this size.
+    pub segment_size_max_bytes: u64,
+    /// Threads (actix arbiters) that run chunk actors and connections.
+    pub workers: usize,
+}
+
+/// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
+pub const SEGMENT_SIZE_DEFAULT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Most client connections a node serves at once; more are refused.
+pub const CONNECTIONS_MAX: usize = 10_000;
+
+/// Seconds a new connection has to complete its handshake.
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
+/// Seconds a graceful shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./monotable-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            fsync: FsyncMode::Always,
+            segment_size_max_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Segment size for a range: a quarter of its chunk size, within bounds,
+    /// so that small chunks still have several segments to seal and compact.
+    pub fn segment_size_for(&self, chunk_size_max_bytes: u64) -> u64 {
+        (chunk_size_max_bytes / 4).clamp(4096, self.segment_size_max_bytes)
+    }
+}
+
+impl NodeConfig {
+    /// A node for tests and examples: data in `dir`, a free loopback port,
+    /// one worker.
+    pub fn for_tests(dir: &std::path::Path) -> Self {
+        NodeConfig {
+            data_dir: dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 1,
+            ..NodeConfig::default()
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! The node: its catalog, chunk actors and router, and the execution of
+//! every native-protocol command against them.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use actix::{Actor, Arbiter, ArbiterHandle};
+use monotable_proto::limits::{
+    BATCH_OPS_MAX, CHUNK_SIZE_MIN_BYTES, KEY_SIZE_MAX_BYTES, MULTI_GET_KEYS_MAX,
+    RANGE_NAME_LEN_MAX, SCAN_LIMIT_MAX, VALUE_SIZE_MAX_BYTES,
+};
+use monotable_proto::{
+    Command, CommitToken, ErrorCode, RangeInfo, RangeOptions, Reply, ScanReply, ScanRequest,
+    WriteOp,
+};
+use tokio::sync::oneshot;
+
+use crate::catalog::{Catalog, RangeMeta};
+use crate::chunk_actor::{ChunkActor, ChunkMsg, ReplyTo};
+use crate::config::NodeConfig;
+use crate::error::{NodeError, NodeResult};
+use crate::router::{ChunkRoute, RangeRoute, Router};
+use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
+use crate::storage::clock::SeqClock;
+
+/// How often a request is routed again after its chunk moved (split or
+/// dropped) before the node gives up with `Busy`.
+const ROUTE_ATTEMPTS_MAX: u32 = 100;
+
+/// Set once any node in this process begins shutting down, so requests
+/// whose chunk stopped give up at once instead of routing again.
+static SHUTTING_DOWN_HINT: AtomicBool = AtomicBool::new(false);
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub clock: SeqClock,
+    pub catalog: Catalog,
+    /// A std lock: held only to look up or swap routes, never across an
+    /// await, so readers never wait on I/O.
+    router: RwLock<Router>,
+    /// Handles of the worker arbiters that run chunk actors and connections.
+    workers: Vec<ArbiterHandle>,
+    /// The arbiters themselves, kept to stop and join them at shutdown.
+    arbiters: Mutex<Vec<Arbiter>>,
+    next_worker: AtomicUsize,
+    chunks_dir: PathBuf,
+    shutting_down: AtomicBool,
+}
+
+/// What a connection owns on the node: its pinned snapshots, released when
+/// the connection ends.
+#[derive(Default)]
+pub struct Session {
+    /// A std mutex: tasks of one connection touch it briefly, never across
+    /// an await.
+    pins: Mutex<Vec<u64>>,
+    node: Option<Arc<Node>>,
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>) -> Self {
+        Session {
+            pins: Mutex::new(Vec::new()),
+            node: Some(node),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(node) = &self.node {
+            let pins = self.pins.get_mut().unwrap_or_else(|p| p.into_inner());
+            for seq in pins.drain(..) {
+                node.clock.unpin(seq);
+            }
+        }
+    }
+}
+
+fn call<T>(
+    addr: &actix::Addr<ChunkActor>,
+    make: impl FnOnce(ReplyTo<T>) -> ChunkMsg,
+) -> oneshot::Receiver<NodeResult<T>> {
+    let (tx, rx) = oneshot::channel();
+    addr.do_send(make(tx));
+    rx
+}
+
+/// A dropped reply means the actor stopped (split or dropped): route again.
+async fn answer<T>(rx: oneshot::Receiver<NodeResult<T>>) -> NodeResult<T> {
+    rx.await.unwrap_or(Err(NodeError::Moved))
+}
+
+async fn backoff(attempt: u32) -> NodeResult<()> {
+    if SHUTTING_DOWN_HINT.load(Ordering::Relaxed) && attempt > 0 {
+        return Err(NodeError::ShuttingDown);
+    }
+    if attempt >= ROUTE_ATTEMPTS_MAX {
+        return Err(NodeError::client(
+            ErrorCode::Busy,
+            "chunk kept moving; retry later",
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+    Ok(())
+}
+
+pub fn validate_range_name(name: &str) -> NodeResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= RANGE_NAME_LEN_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::client(
+            ErrorCode::InvalidRangeName,
+            format!(
+                "invalid range name {name:?}: use 1 to {RANGE_NAME_LEN_MAX} characters from A-Z a-z 0-9 _ - . :"
+            ),
+        ))
+    }
+}
+
+fn check_key(key: &[u8]) -> NodeResult<()> {
+    if key.len() > KEY_SIZE_MAX_BYTES {
+        return Err(NodeError::client(
+            ErrorCode::KeyTooLarge,
+            format!(
+                "key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_op(op: &WriteOp) -> NodeResult<()> {
+    check_key(op.key())?;
+    if let WriteOp::Put { value, .. } = op {
+        if value.len() > VALUE_SIZE_MAX_BYTES {
+            return Err(NodeError::client(
+                ErrorCode::ValueTooLarge,
+                format!(
+                    "value of {} bytes exceeds the limit of {VALUE_SIZE_MAX_BYTES} bytes",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The smallest key greater than every key starting with `prefix`; `None`
+/// when no such key exists (an empty or all-0xFF prefix).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl Node {
+    /// Opens the data directory and starts one actor per chunk. Must run
+    /// inside an actix `System`.
+    pub fn start(config: NodeConfig) -> NodeResult<Arc<Node>> {
+        let chunks_dir = config.data_dir.join("chunks");
+        fs::create_dir_all(&chunks_dir).map_err(|e| {
+            NodeError::Internal(format!("cannot create {}: {e}", chunks_dir.display()))
+        })?;
+        let catalog = Catalog::open(&config.data_dir.join("catalog"))?;
+        let ranges = catalog.ranges()?;
+        let metas = catalog.chunks()?;
+        remove_orphans(&chunks_dir, &metas);
+
+        let options_of = |range_id: u64| {
+            ranges
+                .iter()
+                .find(|r| r.id == range_id)
+                .map(|r| r.options)
+                .unwrap_or_default()
+        };
+        let opened = open_chunks(&config, &chunks_dir, metas, &options_of);
+        let last_seq = opened
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().map(Chunk::last_seq))
+            .max()
+            .unwrap_or(0);
+
+        let arbiters: Vec<Arbiter> = (0..config.workers.max(1)).map(|_| Arbiter::new()).collect();
+        let workers = arbiters.iter().map(Arbiter::handle).collect();
+        let node = Arc::new(Node {
+            config,
+            clock: SeqClock::new(last_seq),
+            catalog,
+            router: RwLock::new(Router::default()),
+            workers,
+            arbiters: Mutex::new(arbiters),
+            next_worker: AtomicUsize::new(0),
+            chunks_dir,
+            shutting_down: AtomicBool::new(false),
+        });
+        {
+            let mut router = node.router_write();
+            for range in &ranges {
+                router.insert_range(range.clone());
+            }
+        }
+        for (meta, result) in opened {
+            let range_id = meta.range_id;
+            let route = match result {
+                Ok(chunk) => node.spawn_chunk(chunk, options_of(range_id).chunk_size_max_bytes),
+                Err(reason) => {
+                    tracing::error!(chunk = meta.id, %reason, "chunk is unavailable");
+                    let actor = ChunkActor::unavailable(node.clone(), meta.clone(), reason);
+                    let addr = ChunkActor::start_in_arbiter(&node.next_worker(), |_| actor);
+                    ChunkRoute {
+                        id: meta.id,
+                        start: meta.start,
+                        end: meta.end,
+                        addr,
+                    }
+                }
+            };
+            node.router_write().insert_chunk(range_id, route);
+        }
+        Ok(node)
+    }
+
+    pub fn chunk_dir(&self, id: u64) -> PathBuf {
+        self.chunks_dir.join(format!("{id:016x}"))
+    }
+
+    /// The worker to place the next actor or connection on, round robin.
+    pub fn next_worker(&self) -> ArbiterHandle {
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        self.workers[i].clone()
+    }
+
+    pub fn router_read(&self) -> RwLockReadGuard<'_, Router> {
+        // Router updates are single map operations; a panic cannot leave
+        // one half-done, so a poisoned lock is still consistent.
+        self.router.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn router_write(&self) -> RwLockWriteGuard<'_, Router> {
+        self.router.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the actor of an open chunk on a worker.
+    pub fn spawn_chunk(self: &Arc<Self>, chunk: Chunk, chunk_size_max_bytes: u64) -> ChunkRoute {
+        let meta = chunk.meta.clone();
+        let node = self.clone();
+        let addr = ChunkActor::start_in_arbiter(&self.next_worker(), move |_| {
+            ChunkActor::new(node, chunk, chunk_size_max_bytes)
+        });
+        ChunkRoute {
+            id: meta.id,
+            start: meta.start,
+            end: meta.end,
+            addr,
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// New requests are refused with `ShuttingDown` from now on.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Stops accepting requests, makes every chunk durable and stops the
+    /// workers. In-flight requests should have drained before this.
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        SHUTTING_DOWN_HINT.store(true, Ordering::Relaxed);
+        let addrs: Vec<_> = self
+            .router_read()
+            .ranges()
+            .flat_map(|r| r.chunks.values().map(|c| c.addr.clone()))
+            .collect();
+        let replies: Vec<_> = addrs
+            .iter()
+            .map(|a| call(a, |reply| ChunkMsg::Shutdown { reply }))
+            .collect();
+        for rx in replies {
+            if let Err(e) = answer(rx).await {
+                tracing::error!(error = %e, "chunk did not shut down cleanly");
+            }
+        }
+        if let Err(e) = self.catalog.flush() {
+            tracing::error!(error = %e, "catalog flush failed at shutdown");
+        }
+        let arbiters =
+            std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for arbiter in arbiters {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
+    }
+
+    fn range_route<T>(&self, name: &str, f: impl FnOnce(&RangeRoute) -> T) -> NodeResult<T> {
+        let router = self.router_read();
+        let route = router.range(name).ok_or_else(|| {
+            NodeError::client(
+                ErrorCode::RangeNotFound,
+                format!("range {name:?} does not exist"),
+            )
+        })?;
+        Ok(f(route))
+    }
+
+    fn route_key(&self, range: &str, key: &[u8]) -> NodeResult<ChunkRoute> {
+        self.range_route(range, |r| r.chunk_for(key).cloned())?
+            .ok_or_else(|| NodeError::Internal(format!("range {range:?} has no chunk for a key")))
+    }
+
+    fn read_at(&self, snapshot: Option<u64>) -> NodeResult<ReadAt> {
+        match snapshot {
+            None => Ok(ReadAt::Latest),
+            Some(seq) => {
+                if seq > self.clock.stable() {
+                    return Err(NodeError::client(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "snapshot {seq} is in the future; take snapshots with CreateSnapshot"
+                        ),
+                    ));
+                }
+                Ok(ReadAt::Snapshot {
+                    seq,
+                    pinned: self.clock.is_pinned(seq),
+                })
+            }
+        }
+    }
+
+    /// Executes one command of the native protocol.
+    pub async fn execute(
+        self: &Arc<Self>,
+        command: Command,
+        session: &Session,
+    ) -> NodeResult<Reply> {
+        if self.is_shutting_down() {
+            return Err(NodeError::ShuttingDown);
+        }
+        match command {
+            Command::Ping => Ok(Reply::Pong),
+            Command::CreateRange { name, options } => {
+                self.create_range(&name, options).await.map(|()| Reply::Ok)
+            }
+            Command::ListRanges => {
+                let names: Vec<String> = self
+                    .router_read()
+                    .ranges()
+                    .map(|r| r.meta.name.clone())
+                    .collect();
+                let mut infos = Vec::with_capacity(names.len());
+                for name in names {
+                    match self.describe_range(&name).await {
+                        Ok(info) => infos.push(info),
+                        Err(NodeError::Client {
+                            code: ErrorCode::RangeNotFound,
+                            ..
+                        }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                infos.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(Reply::Ranges(infos))
+            }
+            Command::DescribeRange { name } => self.describe_range(&name).await.map(Reply::Range),
+            Command::DropRange { name } => self.drop_range(&name).await.map(|()| Reply::Ok),
+            Command::Get {
+                range,
+                key,
+                snapshot,
+            } => {
+                check_key(&key)?;
+                let at = self.read_at(snapshot)?;
+                self.get(&range, key.into_vec(), at)
+                    .await
+                    .map(|v| Reply::Value(v.map(Into::into)))
+            }
+            Command::MultiGet {
+                range,
+                keys,
+                snapshot,
+            } => {
+                if keys.len() > MULTI_GET_KEYS_MAX {
+                    return Err(NodeError::client(
+                        ErrorCode::BatchTooLarge,
+                        format!(
+                            "{} keys exceed the multi-get limit of {MULTI_GET_KEYS_MAX}",
+                            keys.len()
+                        ),
+                    ));
+                }
+                keys.iter().try_for_each(|k| check_key(k))?;
+                let at = self.read_at(snapshot)?;
+                let keys = keys.into_iter().map(|k| k.into_vec()).collect();
+                let values = self.multi_get(&range, keys, at).await?;
+                Ok(Reply::Values(
+                    values.into_iter().map(|v| v.map(Into::into)).collect(),
+                ))
+            }
+            Command::Write { range, ops, atomic } => {
+                if ops.len() > BATCH_OPS_MAX {
+                    return Err(NodeError::client(
+                        ErrorCode::BatchTooLarge,
+                        format!(
+                            "{} operations exceed the batch limit of {BATCH_OPS_MAX}",
+                            ops.len()
+                        ),
+                    ));
+                }
+                ops.iter().try_for_each(check_op)?;
+                self.write(&range, ops, atomic).await.map(Reply::Written)
+            }
+            Command::Scan(req) => self.scan(req).await.map(Reply::Scan),
+            Command::CreateSnapshot => {
+                let seq = self.clock.pin_stable();
+                session
+                    .pins
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(seq);
+                Ok(Reply::Snapshot(seq))
+            }
+            Command::ReleaseSnapshot { seq } => {
+                let mut pins = session.pins.lock().unwrap_or_else(|p| p.into_inner());
+                match pins.iter().position(|&p| p == seq) {
+                    Some(i) => {
+                        pins.swap_remove(i);
+                        let released = self.clock.unpin(seq);
+                        assert!(released, "a session's pin is always registered");
+                        Ok(Reply::Ok)
+                    }
+                    None => Err(NodeError::client(
+                        ErrorCode::SnapshotNotFound,
+                        format!("snapshot {seq} is not pinned by this connection"),
+                    )),
+                }
+            }
+            Command::CompactRange { name } => {
+                let addrs: Vec<_> = self.range_route(&name, |r| {
+                    r.chunks.values().map(|c| c.addr.clone()).collect()
+                })?;
+                let replies: Vec<_> = addrs
+                    .iter()
+                    .map(|a| call(a, |reply| ChunkMsg::Compact { reply }))
+                    .collect();
+                for rx in replies {
+                    match answer(rx).await {
+                        Ok(()) | Err(NodeError::Moved) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Reply::Ok)
+            }
+            Command::SplitChunk { range, key } => {
+                check_key(&key)?;
+                let mut attempt = 0;
+                loop {
+                    let route = self.route_key(&range, &key)?;
+                    let rx = call(&route.addr, |reply| ChunkMsg::Split {
+                        key: Some(key.to_vec()),
+                        reply,
+                    });
+                    match answer(rx).await {
+                        Err(NodeError::Moved) => backoff(attempt).await?,
+                        other => return other.map(|_| Reply::Ok),
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn create_range(self: &Arc<Self>, name: &str, options: RangeOptions) -> NodeResult<()> {
+        validate_range_name(name)?;
+        if options.chunk_size_max_bytes < CHUNK_SIZE_MIN_BYTES {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!("chunk size must be at least {CHUNK_SIZE_MIN_BYTES} bytes"),
+            ));
+        }
+        if self.router_read().range(name).is_some() {
+            return Err(NodeError::client(
+                ErrorCode::RangeExists,
+                format!("range {name:?} already exists"),
+            ));
+        }
+        let range = RangeMeta {
+            id: self.catalog.next_id()?,
+            name: name.to_owned(),
+            options,
+        };
+        let meta = ChunkMeta {
+            id: self.catalog.next_id()?,
+            range_id: range.id,
+            start: vec![],
+            end: None,
+        };
+        let dir = self.chunk_dir(meta.id);
+        let segment = self.config.segment_size_for(options.chunk_size_max_bytes);
+        let chunk = Chunk::create(meta.clone(), &dir, segment)?;
+        if let Err(e) = self.catalog.create_range(&range, &meta) {
+            let _ = chunk.destroy();
+            return Err(e.into());
+        }
+        let route = self.spawn_chunk(chunk, options.chunk_size_max_bytes);
+        let mut router = self.router_write();
+        router.insert_range(range.clone());
+        router.insert_chunk(range.id, route);
+        tracing::info!(range = name, id = range.id, "created range");
+        Ok(())
+    }
+
+    async fn describe_range(&self, name: &str) -> NodeResult<RangeInfo> {
+        let (meta, addrs) = self.range_route(name, |r| {
+            (
+                r.meta.clone(),
+                r.chunks
+                    .values()
+                    .map(|c| c.addr.clone())
+                    .collect::<Vec<_>>(),
+            )
+        })?;
+        let replies: Vec<_> = addrs
+            .iter()
+            .map(|a| call(a, |reply| ChunkMsg::Info { reply }))
+            .collect();
+        let mut chunks = Vec::with_capacity(replies.len());
+        for rx in replies {
+            match answer(rx).await {
+                Ok(info) => chunks.push(info),
+                // Split meanwhile: describe again.
+                Err(NodeError::Moved) => return Box::pin(self.describe_range(name)).await,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(RangeInfo {
+            name: meta.name,
+            id: meta.id,
+            options: meta.options,
+            chunks,
+        })
+    }
+
+    async fn drop_range(&self, name: &str) -> NodeResult<()> {
+        validate_range_name(name)?;
+        self.catalog.drop_range(name)?;
+        let Some(route) = self.router_write().remove_range(name) else {
+            return Ok(());
+        };
+        let replies: Vec<_> = route
+            .chunks
+            .values()
+            .map(|c| call(&c.addr, |reply| ChunkMsg::Retire { reply }))
+            .collect();
+        for rx in replies {
+            if let Err(e) = answer(rx).await {
+                // Files left behind are removed as orphans at the next start.
+                tracing::warn!(range = name, error = %e, "chunk files not removed");
+            }
+        }
+        tracing::info!(range = name, "dropped range");
+        Ok(())
+    }
+
+    async fn get(&self, range: &str, key: Vec<u8>, at: ReadAt) -> NodeResult<Option<Vec<u8>>> {
+        let mut attempt = 0;
+        loop {
+            let route = self.route_key(range, &key)?;
+            let rx = call(&route.addr, |reply| ChunkMsg::Get {
+                key: key.clone(),
+                at,
+                reply,
+            });
+            match answer(rx).await {
+                Err(NodeError::Moved) => backoff(attempt).await?,
+                other => return other,
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn multi_get(
+        &self,
+        range: &str,
+        keys: Vec<Vec<u8>>,
+        at: ReadAt,
+    ) -> NodeResult<Vec<Option<Vec<u8>>>> {
+        let mut out = vec![None; keys.len()];
+        let mut todo: Vec<(usize, Vec<u8>)> = keys.into_iter().enumerate().collect();
+        let mut attempt = 0;
+        while !todo.is_empty() {
+            let groups = self.group_by_chunk(range, todo, |(_, k)| k)?;
+            todo = Vec::new();
+            let replies: Vec<_> = groups
+                .into_iter()
+                .map(|(route, keys)| {
+                    let retry = keys.clone();
+                    (
+                        retry,
+                        call(&route.addr, |reply| ChunkMsg::MultiGet { keys, at, reply }),
+                    )
+                })
+                .collect();
+            for (keys, rx) in replies {
+                match answer(rx).await {
+                    Ok(values) => values.into_iter().for_each(|(i, v)| out[i] = v),
+                    Err(NodeError::Moved) => todo.extend(keys),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !todo.is_empty() {
+                backoff(attempt).await?;
+                attempt += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits items by the chunk that holds their key, keeping their order.
+    fn group_by_chunk<T>(
+        &self,
+        range: &str,
+        items: Vec<T>,
+        key: impl Fn(&T) -> &[u8],
+    ) -> NodeResult<Vec<(ChunkRoute, Vec<T>)>> {
+        self.range_route(range, |r| {
+            let mut groups: Vec<(ChunkRoute, Vec<T>)> = Vec::new();
+            for item in items {
+                let route = r
+                    .chunk_for(key(&item))
+                    .ok_or_else(|| NodeError::Internal("range without chunks".into()))?;
+                match groups.iter_mut().find(|(g, _)| g.id == route.id) {
+                    Some((_, v)) => v.push(item),
+                    None => groups.push((route.clone(), vec![item])),
+                }
+            }
+            Ok(groups)
+        })?
+    }
+
+    async fn write(
+        &self,
+        range: &str,
+        ops: Vec<WriteOp>,
+        atomic: bool,
+    ) -> NodeResult<Vec<CommitToken>> {
+        let mut tokens = Vec::new();
+        let mut todo = ops;
+        let mut attempt = 0;
+        while !todo.is_empty() {
+            let groups = self.group_by_chunk(range, todo, WriteOp::key)?;
+            if atomic && groups.len() > 1 {
+                return Err(NodeError::client(
+                    ErrorCode::CrossChunkBatch,
+                    format!(
+                        "an atomic batch must fall in one chunk; this one spans {}",
+                        groups.len()
+                    ),
+                ));
+            }
+            todo = Vec::new();
+            let replies: Vec<_> = groups
+                .into_iter()
+                .map(|(route, ops)| {
+                    let retry = ops.clone();
+                    (
+                        retry,
+                        call(&route.addr, |reply| ChunkMsg::Write { ops, reply }),
+                    )
+                })
+                .collect();
+            for (ops, rx) in replies {
+                match answer(rx).await {
+                    Ok(token) => tokens.push(token),
+                    Err(NodeError::Moved) => todo.extend(ops),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !todo.is_empty() {
+                backoff(attempt).await?;
+                attempt += 1;
+            }
+        }
+        tokens.sort();
+        Ok(tokens)
+    }
+
+    async fn scan(&self, req: ScanRequest) -> NodeResult<ScanReply> {
+        crate::scan::run(self, req).await
+    }
+
+    /// Scans one chunk step of a larger scan, routing again if it moved.
+    pub(crate) async fn scan_step(
+        &self,
+        range: &str,
+        locate: impl Fn(&RangeRoute) -> Option<ChunkRoute>,
+        args: impl Fn() -> crate::chunk_actor::ScanArgs,
+    ) -> NodeResult<(ChunkRoute, crate::storage::chunk::ChunkScan)> {
+        let mut attempt = 0;
+        loop {
+            let route = self
+                .range_route(range, &locate)?
+                .ok_or_else(|| NodeError::Internal(format!("range {range:?} has a gap")))?;
+            let rx = call(&route.addr, |reply| ChunkMsg::Scan {
+                scan: args(),
+                reply,
+            });
+            match answer(rx).await {
+                Ok(scan) => return Ok((route, scan)),
+                Err(NodeError::Moved) => backoff(attempt).await?,
+                Err(e) => return Err(e),
+            }
+            attempt += 1;
+        }
+    }
+
+    pub(crate) fn read_at_for_scan(&self, snapshot: Option<u64>) -> NodeResult<ReadAt> {
+        self.read_at(snapshot)
+    }
+}
+
+pub(crate) fn scan_limit(requested: u32) -> usize {
+    if requested == 0 {
+        SCAN_LIMIT_MAX as usize
+    } else {
+        requested.min(SCAN_LIMIT_MAX) as usize
+    }
+}
+
+/// Removes chunk directories the catalog does not know: leftovers of a split
+/// or drop interrupted by a crash.
+fn remove_orphans(chunks_dir: &std::path::Path, metas: &[ChunkMeta]) {
+    let Ok(entries) = fs::read_dir(chunks_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let known = u64::from_str_radix(&name.to_string_lossy(), 16)
+            .is_ok_and(|id| metas.iter().any(|m| m.id == id));
+        if !known {
+            tracing::info!(dir = %entry.path().display(), "removing orphaned chunk directory");
+            if let Err(e) = fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove orphan");
+            }
+        }
+    }
+}
+
+/// Opens every chunk, in parallel; a chunk that fails to open is reported
+/// with its reason and does not stop the others.
+fn open_chunks(
+    config: &NodeConfig,
+    chunks_dir: &std::path::Path,
+    metas: Vec<ChunkMeta>,
+    options_of: &(dyn Fn(u64) -> RangeOptions + Sync),
+) -> Vec<(ChunkMeta, Result<Chunk, String>)> {
+    let threads = config.workers.max(1);
+    let queue = Mutex::new(metas);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let Some(meta) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                    break;
+                };
+                let dir = chunks_dir.join(format!("{:016x}", meta.id));
+                let segment =
+                    config.segment_size_for(options_of(meta.range_id).chunk_size_max_bytes);
+                let result = match Chunk::open(meta.clone(), &dir, segment) {
+                    Ok((chunk, recovery)) => {
+                        if recovery.truncated_bytes > 0 {
+                            tracing::warn!(
+                                chunk = meta.id,
+                                bytes = recovery.truncated_bytes,
+                                "truncated a torn write at the end of the chunk log"
+                            );
+                        }
+                        Ok(chunk)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((meta, result));
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,101 @@
+//! Which chunk actor serves which keys of which range.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix::Addr;
+
+use crate::catalog::RangeMeta;
+use crate::chunk_actor::ChunkActor;
+
+#[derive(Clone)]
+pub struct ChunkRoute {
+    pub id: u64,
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+    pub addr: Addr<ChunkActor>,
+}
+
+pub struct RangeRoute {
+    pub meta: RangeMeta,
+    /// start key -> chunk; the chunks tile the whole key space of the range.
+    pub chunks: BTreeMap<Vec<u8>, ChunkRoute>,
+}
+
+#[derive(Default)]
+pub struct Router {
+    ranges: HashMap<String, RangeRoute>,
+}
+
+impl Router {
+    pub fn insert_range(&mut self, meta: RangeMeta) {
+        self.ranges.insert(
+            meta.name.clone(),
+            RangeRoute {
+                meta,
+                chunks: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub fn remove_range(&mut self, name: &str) -> Option<RangeRoute> {
+        self.ranges.remove(name)
+    }
+
+    pub fn range(&self, name: &str) -> Option<&RangeRoute> {
+        self.ranges.get(name)
+    }
+
+    pub fn ranges(&self) -> impl Iterator<Item = &RangeRoute> {
+        self.ranges.values()
+    }
+
+    pub fn range_by_id_mut(&mut self, id: u64) -> Option<&mut RangeRoute> {
+        self.ranges.values_mut().find(|r| r.meta.id == id)
+    }
+
+    /// Adds a chunk, replacing whatever chunk started at the same key.
+    pub fn insert_chunk(&mut self, range_id: u64, route: ChunkRoute) {
+        if let Some(r) = self.range_by_id_mut(range_id) {
+            r.chunks.insert(route.start.clone(), route);
+        }
+    }
+
+    /// Swaps a split chunk for its two halves.
+    pub fn replace_split(
+        &mut self,
+        range_id: u64,
+        parent: u64,
+        lower: ChunkRoute,
+        upper: ChunkRoute,
+    ) {
+        let Some(r) = self.range_by_id_mut(range_id) else {
+            return;
+        };
+        if r.chunks.get(&lower.start).is_some_and(|c| c.id == parent) {
+            r.chunks.insert(lower.start.clone(), lower);
+            r.chunks.insert(upper.start.clone(), upper);
+        }
+    }
+}
+
+impl RangeRoute {
+    /// The chunk whose interval holds `key`.
+    pub fn chunk_for(&self, key: &[u8]) -> Option<&ChunkRoute> {
+        self.chunks
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()
+            .map(|(_, c)| c)
+    }
+
+    /// The chunk holding the largest keys below `key` (for reverse scans).
+    pub fn chunk_before(&self, key: &[u8]) -> Option<&ChunkRoute> {
+        self.chunks
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(key)))
+            .next_back()
+            .map(|(_, c)| c)
+    }
+
+    pub fn last_chunk(&self) -> Option<&ChunkRoute> {
+        self.chunks.values().next_back()
+    }
+}

@@ -1,0 +1,146 @@
+//! Range scans across chunks: walk the chunks in key order (or reverse),
+//! one chunk at a time, until the limit, the byte budget or the end bound.
+
+use std::ops::Bound;
+
+use monotable_proto::limits::SCAN_REPLY_SIZE_MAX_BYTES;
+use monotable_proto::{ErrorCode, ScanReply, ScanRequest};
+
+use crate::chunk_actor::ScanArgs;
+use crate::error::{NodeError, NodeResult};
+use crate::node::{prefix_end, scan_limit, Node};
+
+/// Resolves `start`/`end`/`prefix` into an inclusive start and exclusive end.
+/// An inclusive start and an exclusive end; `None` is unbounded.
+pub type KeySpan = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+pub fn bounds_of(req: &ScanRequest) -> NodeResult<KeySpan> {
+    match &req.prefix {
+        Some(prefix) => {
+            if req.start.is_some() || req.end.is_some() {
+                return Err(NodeError::client(
+                    ErrorCode::BadRequest,
+                    "give either a prefix or start/end bounds, not both",
+                ));
+            }
+            let start = (!prefix.is_empty()).then(|| prefix.to_vec());
+            Ok((start, prefix_end(prefix)))
+        }
+        None => Ok((
+            req.start.as_ref().map(|b| b.to_vec()),
+            req.end.as_ref().map(|b| b.to_vec()),
+        )),
+    }
+}
+
+pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
+    let (start, end) = bounds_of(&req)?;
+    for bound in [&start, &end].into_iter().flatten() {
+        if bound.len() > monotable_proto::limits::KEY_SIZE_MAX_BYTES + 1 {
+            return Err(NodeError::client(
+                ErrorCode::KeyTooLarge,
+                "scan bound exceeds the key size limit",
+            ));
+        }
+    }
+    let empty = matches!((&start, &end), (Some(s), Some(e)) if s >= e)
+        || end.as_ref().is_some_and(|e| e.is_empty());
+    let limit = scan_limit(req.limit);
+    let at = node.read_at_for_scan(req.snapshot)?;
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    let mut resume: Option<Vec<u8>> = None;
+    if empty {
+        return Ok(ScanReply {
+            records,
+            resume: None,
+            snapshot: req.snapshot,
+        });
+    }
+    if !req.reverse {
+        let mut pos = start.clone().unwrap_or_default();
+        loop {
+            let remaining = limit - records.len();
+            let budget = SCAN_REPLY_SIZE_MAX_BYTES.saturating_sub(bytes);
+            let (route, scan) = node
+                .scan_step(
+                    &req.range,
+                    |r| r.chunk_for(&pos).cloned(),
+                    || ScanArgs {
+                        start: Bound::Included(pos.clone()),
+                        end: end.clone().map_or(Bound::Unbounded, Bound::Excluded),
+                        reverse: false,
+                        limit: remaining,
+                        bytes_max: budget,
+                        at,
+                    },
+                )
+                .await?;
+            bytes += scan
+                .records
+                .iter()
+                .map(|r| r.key.len() + r.value.len())
+                .sum::<usize>();
+            records.extend(scan.records);
+            if let Some(next) = scan.stopped_at {
+                resume = Some(next);
+                break;
+            }
+            let next = match route.end {
+                Some(chunk_end) if end.as_ref().is_none_or(|e| &chunk_end < e) => chunk_end,
+                _ => break,
+            };
+            if records.len() >= limit || bytes >= SCAN_REPLY_SIZE_MAX_BYTES {
+                resume = Some(next);
+                break;
+            }
+            pos = next;
+        }
+    } else {
+        let mut upper = end.clone();
+        loop {
+            let remaining = limit - records.len();
+            let budget = SCAN_REPLY_SIZE_MAX_BYTES.saturating_sub(bytes);
+            let locate = |r: &crate::router::RangeRoute| match &upper {
+                Some(u) => r.chunk_before(u).cloned(),
+                None => r.last_chunk().cloned(),
+            };
+            let (route, scan) = node
+                .scan_step(&req.range, locate, || ScanArgs {
+                    start: start.clone().map_or(Bound::Unbounded, Bound::Included),
+                    end: upper.clone().map_or(Bound::Unbounded, Bound::Excluded),
+                    reverse: true,
+                    limit: remaining,
+                    bytes_max: budget,
+                    at,
+                })
+                .await?;
+            bytes += scan
+                .records
+                .iter()
+                .map(|r| r.key.len() + r.value.len())
+                .sum::<usize>();
+            records.extend(scan.records);
+            if let Some(mut next) = scan.stopped_at {
+                // The reverse cursor is an exclusive end: just above `next`.
+                next.push(0);
+                resume = Some(next);
+                break;
+            }
+            let chunk_start = route.start;
+            if chunk_start.is_empty() || start.as_ref().is_some_and(|s| &chunk_start <= s) {
+                break;
+            }
+            if records.len() >= limit || bytes >= SCAN_REPLY_SIZE_MAX_BYTES {
+                resume = Some(chunk_start);
+                break;
+            }
+            upper = Some(chunk_start);
+        }
+    }
+    Ok(ScanReply {
+        records,
+        resume: resume.map(Into::into),
+        snapshot: req.snapshot,
+    })
+}

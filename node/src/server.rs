@@ -1,0 +1,356 @@
+//! The native-protocol server: accepts connections, reads framed requests,
+//! runs them concurrently and writes replies as they complete.
+//!
+//! Each connection lives on one worker arbiter: a reader loop, one task per
+//! request (at most [`IN_FLIGHT_PER_CONNECTION_MAX`] at once: past that the
+//! reader stops reading, which pushes back on the client through TCP), and a
+//! writer task that coalesces finished replies into few writes.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use monotable_proto::frame::{
+    check_handshake, decode_payload, encode_frame, read_frame, FrameError,
+};
+use monotable_proto::limits::IN_FLIGHT_PER_CONNECTION_MAX;
+use monotable_proto::{ErrorCode, ErrorInfo, Request, Response, ServerHello};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+use crate::config::{NodeConfig, CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_SECS, SHUTDOWN_GRACE_SECS};
+use crate::error::NodeError;
+use crate::node::{Node, Session};
+
+/// Replies are written in batches of at most this many bytes.
+const WRITE_BATCH_MAX_BYTES: usize = 1024 * 1024;
+
+/// What the accept loop and the connections share.
+#[derive(Default)]
+struct ServerState {
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// Woken whenever `in_flight` or `connections` drops to zero.
+    idle: Notify,
+}
+
+impl ServerState {
+    fn request_done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn connection_done(&self) {
+        if self.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn wait_zero(&self, counter: &AtomicUsize, deadline: tokio::time::Instant) {
+        loop {
+            let notified = self.idle.notified();
+            if counter.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn server_hello() -> ServerHello {
+    ServerHello {
+        protocol_version: monotable_proto::limits::PROTOCOL_VERSION,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// Serves until `shutdown` resolves, then shuts down gracefully: stops
+/// accepting, lets in-flight requests finish, closes connections, syncs every
+/// chunk. Must run inside an actix `System`.
+pub async fn serve(
+    config: NodeConfig,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let node = Node::start(config)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    let listener =
+        TcpListener::from_std(listener).map_err(|e| NodeError::Internal(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    tracing::info!(%addr, data_dir = %node.config.data_dir.display(), "monotable is serving");
+    let state = Arc::new(ServerState::default());
+    let (closing_tx, closing_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => accept(&node, &state, &closing_rx, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(SHUTDOWN_GRACE_SECS);
+    node.begin_shutdown();
+    state.wait_zero(&state.in_flight, deadline).await;
+    let _ = closing_tx.send(true);
+    state.wait_zero(&state.connections, deadline).await;
+    node.shutdown().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn accept(
+    node: &Arc<Node>,
+    state: &Arc<ServerState>,
+    closing: &watch::Receiver<bool>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(%peer, error = %e, "cannot take connection"),
+    };
+    if state.connections.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
+        state.connection_done();
+        tracing::warn!(%peer, "refusing connection: {CONNECTIONS_MAX} connections open");
+        let mut out = Vec::new();
+        let refusal: Result<ServerHello, ErrorInfo> = Err(ErrorInfo::new(
+            ErrorCode::Busy,
+            format!("too many connections (limit {CONNECTIONS_MAX})"),
+        ));
+        if encode_frame(&refusal, &mut out).is_ok() {
+            let _ = std::io::Write::write_all(&mut &std_stream, &out);
+        }
+        return;
+    }
+    let node = node.clone();
+    let state = state.clone();
+    let closing = closing.clone();
+    node.next_worker().spawn_fn(move || {
+        actix_rt::spawn(async move {
+            match TcpStream::from_std(std_stream) {
+                Ok(stream) => connection(node, state.clone(), closing, stream, peer).await,
+                Err(e) => tracing::warn!(%peer, error = %e, "cannot register connection"),
+            }
+            state.connection_done();
+        });
+    });
+}
+
+async fn handshake(stream: &mut TcpStream) -> io::Result<bool> {
+    let mut hello = [0u8; 8];
+    let timeout = Duration::from_secs(HANDSHAKE_TIMEOUT_SECS);
+    match tokio::time::timeout(timeout, stream.read_exact(&mut hello)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Ok(false),
+    }
+    let reply = check_handshake(&hello).map(|()| server_hello());
+    let mut out = Vec::new();
+    encode_frame(&reply, &mut out).map_err(io::Error::other)?;
+    stream.write_all(&out).await?;
+    Ok(reply.is_ok())
+}
+
+async fn connection(
+    node: Arc<Node>,
+    state: Arc<ServerState>,
+    mut closing: watch::Receiver<bool>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    match handshake(&mut stream).await {
+        Ok(true) => {}
+        Ok(false) => return tracing::debug!(%peer, "handshake refused or timed out"),
+        Err(e) => return tracing::debug!(%peer, error = %e, "handshake failed"),
+    }
+    let (mut reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = actix_rt::spawn(write_replies(writer, rx));
+    let session = Arc::new(Session::new(node.clone()));
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX));
+    let mut buf = Vec::new();
+    loop {
+        if *closing.borrow_and_update() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = closing.changed() => break,
+        };
+        let read = tokio::select! {
+            r = read_frame(&mut reader, &mut buf) => r,
+            _ = closing.changed() => break,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(FrameError::TooLarge { len }) => {
+                let message = FrameError::TooLarge { len }.to_string();
+                send(
+                    &tx,
+                    0,
+                    Err(ErrorInfo::new(ErrorCode::FrameTooLarge, message)),
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection ended mid-frame");
+                break;
+            }
+        }
+        let request: Request = match decode_payload(&buf) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = format!("undecodable request: {e}");
+                send(&tx, 0, Err(ErrorInfo::new(ErrorCode::BadRequest, message)));
+                break;
+            }
+        };
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        let node = node.clone();
+        let session = session.clone();
+        let state = state.clone();
+        let tx = tx.clone();
+        actix_rt::spawn(async move {
+            let result = node
+                .execute(request.command, &session)
+                .await
+                .map_err(|e| e.to_info());
+            send(&tx, request.id, result);
+            drop(permit);
+            state.request_done();
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Encodes a reply and queues it for the writer. A reply too large for a
+/// frame becomes an error reply.
+fn send(
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    id: u64,
+    result: Result<monotable_proto::Reply, ErrorInfo>,
+) {
+    let mut out = Vec::new();
+    if let Err(e) = encode_frame(&Response { id, result }, &mut out) {
+        let error = ErrorInfo::new(
+            ErrorCode::FrameTooLarge,
+            format!("reply not sent: {e}; ask for less"),
+        );
+        out.clear();
+        if encode_frame(
+            &Response {
+                id,
+                result: Err(error),
+            },
+            &mut out,
+        )
+        .is_err()
+        {
+            return;
+        }
+    }
+    let _ = tx.send(out);
+}
+
+async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        buf.extend_from_slice(&frame);
+        while buf.len() < WRITE_BATCH_MAX_BYTES {
+            match rx.try_recv() {
+                Ok(frame) => buf.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&buf).await.is_err() {
+            // The client is gone; the remaining replies have nowhere to go.
+            return;
+        }
+        buf.clear();
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// A server running on its own thread, for tests and embedding.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), NodeError>>>,
+}
+
+impl ServerHandle {
+    /// Binds `config.listen` (port 0 picks a free port) and starts serving on
+    /// a new thread. Returns once the node has opened its data.
+    pub fn start(mut config: NodeConfig) -> Result<ServerHandle, NodeError> {
+        let listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| NodeError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        config.listen = addr;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("monotable-server".into())
+            .spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    serve(config, listener, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                })
+            })
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let handle = ServerHandle {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        Ok(handle)
+    }
+
+    /// Shuts the server down gracefully and waits for it.
+    pub fn stop(mut self) -> Result<(), NodeError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), NodeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| NodeError::Internal("server thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
