@@ -1,1 +1,193 @@
-//! Helpers for tests against real processes.
+//! Helpers for tests against real `monotable` processes.
+//!
+//! [`Node`] starts the real binary on a free loopback port with its own data
+//! directory, captures its log, and stops it gracefully (SIGTERM) or not
+//! (SIGKILL). Nothing here contacts any address but loopback.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Seconds a node has to start serving before a test gives up.
+const START_TIMEOUT_SECS: u64 = 60;
+
+/// The `monotable` binary: `$MONOTABLE_BIN`, or the one cargo built next to
+/// this test executable.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MONOTABLE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/monotable
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("monotable");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p monotable-node --bin monotable` first (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs a `monotable` client command and returns its output.
+pub fn cli(addr: SocketAddr, args: &[&str]) -> Output {
+    cli_with_stdin(addr, args, None)
+}
+
+/// Runs a `monotable` client command with `stdin` as its standard input.
+pub fn cli_with_stdin(addr: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .env("MONOTABLE_ADDR", addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("spawn monotable");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("monotable runs")
+}
+
+/// A running node process.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    /// Every line the node logged, shared with the thread that reads them.
+    log: Arc<Mutex<Vec<String>>>,
+    extra_args: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node on a free loopback port.
+    pub fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts a node with extra `serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
+        let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr, child) = spawn(data_dir, &extra_args, &log);
+        Node {
+            addr,
+            data_dir: data_dir.to_owned(),
+            child: Some(child),
+            log,
+            extra_args,
+        }
+    }
+
+    /// Kills the process without warning (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Asks the process to shut down (SIGTERM) and waits; returns whether it
+    /// exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the node again on the same data directory (and a new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (addr, child) = spawn(&self.data_dir, &self.extra_args, &self.log);
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(data_dir: &Path, extra: &[String], log: &Arc<Mutex<Vec<String>>>) -> (SocketAddr, Child) {
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--log", "info"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn monotable serve");
+    let stderr = child.stderr.take().expect("stderr pipe");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap_or_default();
+                if let Ok(a) = addr.parse::<SocketAddr>() {
+                    let _ = tx.send(a);
+                }
+            }
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(START_TIMEOUT_SECS)) {
+        Ok(addr) => (addr, child),
+        Err(_) => {
+            let _ = child.kill();
+            let lines = log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+            panic!("node did not start serving within {START_TIMEOUT_SECS} s; its log:\n{lines}");
+        }
+    }
+}
+
+/// A runtime for async test bodies.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs Monotable's whole test suite on a fresh Debian machine with Rust.
+# Installs what the tests need first, builds the `monotable` binary the
+# integration tests start, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_packages=()
+# Nothing beyond Rust is needed yet; tests that talk to real peers add their
+# Debian packages here (the RESP tests will need redis-server and redis-tools).
+if ((${#need_packages[@]})); then
+    missing=()
+    for p in "${need_packages[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        sudo_cmd=""
+        [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+        $sudo_cmd apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+    fi
+fi
+
+cargo build --workspace --bins --locked
+cargo test --workspace --locked --no-fail-fast
