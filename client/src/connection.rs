@@ -50,28 +50,17 @@ impl Connection {
             .map_err(Error::Handshake)?;
         let (reader, writer) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let pending = Arc::new(Mutex::new(Pending {
-            waiters: HashMap::new(),
-            closed: None,
-        }));
+        let pending = Arc::new(Mutex::new(Pending { waiters: HashMap::new(), closed: None }));
         tokio::spawn(write_frames(writer, rx, pending.clone()));
         tokio::spawn(read_replies(reader, pending.clone()));
-        Ok(Connection {
-            tx,
-            pending,
-            next_id: AtomicU64::new(1),
-            hello,
-        })
+        Ok(Connection { tx, pending, next_id: AtomicU64::new(1), hello })
     }
 
     pub(crate) async fn call(&self, command: Command) -> Result<Reply, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::new();
         encode_frame(&Request { id, command }, &mut frame).map_err(|e| {
-            Error::Invalid(ErrorInfo::new(
-                monotable_proto::ErrorCode::FrameTooLarge,
-                e.to_string(),
-            ))
+            Error::Invalid(ErrorInfo::new(monotable_proto::ErrorCode::FrameTooLarge, e.to_string()))
         })?;
         let (waiter, reply) = oneshot::channel();
         {
@@ -85,9 +74,7 @@ impl Connection {
             lock(&self.pending).waiters.remove(&id);
             return Err(Error::Disconnected("connection closed".into()));
         }
-        reply
-            .await
-            .unwrap_or_else(|_| Err(Error::Disconnected("connection closed".into())))
+        reply.await.unwrap_or_else(|_| Err(Error::Disconnected("connection closed".into())))
     }
 }
 
@@ -123,16 +110,14 @@ async fn write_frames(
     let _ = writer.shutdown().await;
 }
 
-async fn read_replies(mut reader: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+async fn read_replies(reader: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::new();
     loop {
         match read_frame(&mut reader, &mut buf).await {
             Ok(true) => {}
             Ok(false) => {
-                return close(
-                    &pending,
-                    Error::Disconnected("server closed the connection".into()),
-                )
+                return close(&pending, Error::Disconnected("server closed the connection".into()))
             }
             Err(e) => return close(&pending, Error::Disconnected(e.to_string())),
         }

@@ -76,10 +76,7 @@ fn check_key(key: &[u8]) -> Result<()> {
     if key.len() > KEY_SIZE_MAX_BYTES {
         return Err(invalid(
             ErrorCode::KeyTooLarge,
-            format!(
-                "key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes",
-                key.len()
-            ),
+            format!("key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes", key.len()),
         ));
     }
     Ok(())
@@ -103,10 +100,7 @@ impl Batch {
     }
 
     pub fn put(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
-        self.ops.push(WriteOp::Put {
-            key: bytes(key),
-            value: bytes(value),
-        });
+        self.ops.push(WriteOp::Put { key: bytes(key), value: bytes(value) });
         self
     }
 
@@ -127,10 +121,7 @@ impl Batch {
         if self.ops.len() > BATCH_OPS_MAX {
             return Err(invalid(
                 ErrorCode::BatchTooLarge,
-                format!(
-                    "{} operations exceed the batch limit of {BATCH_OPS_MAX}",
-                    self.ops.len()
-                ),
+                format!("{} operations exceed the batch limit of {BATCH_OPS_MAX}", self.ops.len()),
             ));
         }
         for op in &self.ops {
@@ -282,9 +273,7 @@ impl RecordStream {
 impl Client {
     /// Connects and performs the version handshake.
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
-        Ok(Client {
-            conn: Arc::new(Connection::open(addr).await?),
-        })
+        Ok(Client { conn: Arc::new(Connection::open(addr).await?) })
     }
 
     /// What the server said about itself at the handshake.
@@ -312,11 +301,7 @@ impl Client {
 
     /// Creates a range. Fails with [`ErrorCode::RangeExists`] if it exists.
     pub async fn create_range(&self, name: &str, options: RangeOptions) -> Result<()> {
-        self.call_ok(Command::CreateRange {
-            name: name.to_owned(),
-            options,
-        })
-        .await
+        self.call_ok(Command::CreateRange { name: name.to_owned(), options }).await
     }
 
     /// Every range, with its chunks.
@@ -328,12 +313,7 @@ impl Client {
     }
 
     pub async fn describe_range(&self, name: &str) -> Result<RangeInfo> {
-        match self
-            .call(Command::DescribeRange {
-                name: name.to_owned(),
-            })
-            .await?
-        {
+        match self.call(Command::DescribeRange { name: name.to_owned() }).await? {
             Reply::Range(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -341,10 +321,7 @@ impl Client {
 
     /// Drops a range and deletes its data.
     pub async fn drop_range(&self, name: &str) -> Result<()> {
-        self.call_ok(Command::DropRange {
-            name: name.to_owned(),
-        })
-        .await
+        self.call_ok(Command::DropRange { name: name.to_owned() }).await
     }
 
     /// Writes one record; returns once it is durable.
@@ -378,11 +355,7 @@ impl Client {
     pub async fn write(&self, range: &str, batch: Batch) -> Result<Vec<CommitToken>> {
         batch.check()?;
         match self
-            .call(Command::Write {
-                range: range.to_owned(),
-                ops: batch.ops,
-                atomic: false,
-            })
+            .call(Command::Write { range: range.to_owned(), ops: batch.ops, atomic: false })
             .await?
         {
             Reply::Written(tokens) => Ok(tokens),
@@ -396,11 +369,7 @@ impl Client {
     pub async fn write_atomic(&self, range: &str, batch: Batch) -> Result<CommitToken> {
         batch.check()?;
         match self
-            .call(Command::Write {
-                range: range.to_owned(),
-                ops: batch.ops,
-                atomic: true,
-            })
+            .call(Command::Write { range: range.to_owned(), ops: batch.ops, atomic: true })
             .await?
         {
             Reply::Written(tokens) if tokens.len() == 1 => Ok(tokens[0]),
@@ -430,13 +399,7 @@ impl Client {
         snapshot: Option<u64>,
     ) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        match self
-            .call(Command::Get {
-                range: range.to_owned(),
-                key: bytes(key),
-                snapshot,
-            })
-            .await?
+        match self.call(Command::Get { range: range.to_owned(), key: bytes(key), snapshot }).await?
         {
             Reply::Value(v) => Ok(v.map(|b| b.into_vec())),
             other => Err(unexpected(other)),
@@ -453,13 +416,7 @@ impl Client {
             check_key(k.as_ref())?;
         }
         let keys = keys.iter().map(bytes).collect();
-        match self
-            .call(Command::MultiGet {
-                range: range.to_owned(),
-                keys,
-                snapshot: None,
-            })
-            .await?
+        match self.call(Command::MultiGet { range: range.to_owned(), keys, snapshot: None }).await?
         {
             Reply::Values(v) => Ok(v.into_iter().map(|o| o.map(|b| b.into_vec())).collect()),
             other => Err(unexpected(other)),
@@ -473,10 +430,7 @@ impl Client {
                 records: reply
                     .records
                     .into_iter()
-                    .map(|r| Record {
-                        key: r.key.into_vec(),
-                        value: r.value.into_vec(),
-                    })
+                    .map(|r| Record { key: r.key.into_vec(), value: r.value.into_vec() })
                     .collect(),
                 next: reply.resume.map(|k| scan.resumed(k.into_vec())),
             }),
@@ -506,25 +460,17 @@ impl Client {
     }
 
     pub async fn release_snapshot(&self, snapshot: u64) -> Result<()> {
-        self.call_ok(Command::ReleaseSnapshot { seq: snapshot })
-            .await
+        self.call_ok(Command::ReleaseSnapshot { seq: snapshot }).await
     }
 
     /// Compacts every chunk of a range now (it also happens on its own).
     pub async fn compact_range(&self, name: &str) -> Result<()> {
-        self.call_ok(Command::CompactRange {
-            name: name.to_owned(),
-        })
-        .await
+        self.call_ok(Command::CompactRange { name: name.to_owned() }).await
     }
 
     /// Splits the chunk holding `key` so that `key` starts a chunk (chunks
     /// also split on their own past the range's chunk size).
     pub async fn split_chunk(&self, range: &str, key: impl AsRef<[u8]>) -> Result<()> {
-        self.call_ok(Command::SplitChunk {
-            range: range.to_owned(),
-            key: bytes(key),
-        })
-        .await
+        self.call_ok(Command::SplitChunk { range: range.to_owned(), key: bytes(key) }).await
     }
 }

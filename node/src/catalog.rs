@@ -65,10 +65,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::LowSpace)
-            .open()?;
+        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).open()?;
         let ranges = db.open_tree("ranges")?;
         let chunks = db.open_tree("chunks")?;
         Ok(Catalog { db, ranges, chunks })
@@ -112,12 +109,8 @@ impl Catalog {
             Some(v) => decode(&v)?,
             None => return Err(CatalogError::RangeNotFound(name.to_owned())),
         };
-        let ids: Vec<u64> = self
-            .chunks()?
-            .into_iter()
-            .filter(|c| c.range_id == range.id)
-            .map(|c| c.id)
-            .collect();
+        let ids: Vec<u64> =
+            self.chunks()?.into_iter().filter(|c| c.range_id == range.id).map(|c| c.id).collect();
         (&self.ranges, &self.chunks).transaction(|(r, c)| {
             r.remove(name.as_bytes())?;
             for id in &ids {
@@ -170,27 +163,12 @@ mod tests {
                 end: None,
             };
             cat.create_range(&range, &first).expect("create");
-            assert!(matches!(
-                cat.create_range(&range, &first),
-                Err(CatalogError::RangeExists(_))
-            ));
-            let lower = ChunkMeta {
-                id: 100,
-                range_id: range.id,
-                start: vec![],
-                end: Some(b"m".to_vec()),
-            };
-            let upper = ChunkMeta {
-                id: 101,
-                range_id: range.id,
-                start: b"m".to_vec(),
-                end: None,
-            };
+            assert!(matches!(cat.create_range(&range, &first), Err(CatalogError::RangeExists(_))));
+            let lower =
+                ChunkMeta { id: 100, range_id: range.id, start: vec![], end: Some(b"m".to_vec()) };
+            let upper = ChunkMeta { id: 101, range_id: range.id, start: b"m".to_vec(), end: None };
             cat.split_chunk(first.id, &lower, &upper).expect("split");
-            assert!(
-                cat.split_chunk(first.id, &lower, &upper).is_err(),
-                "parent is gone"
-            );
+            assert!(cat.split_chunk(first.id, &lower, &upper).is_err(), "parent is gone");
             (range, first)
         };
         let cat = Catalog::open(&path).expect("reopen");
@@ -201,9 +179,6 @@ mod tests {
         assert!(cat.next_id().expect("id") > first.id);
         assert_eq!(cat.drop_range("users").expect("drop"), vec![100, 101]);
         assert!(cat.chunks().expect("chunks").is_empty());
-        assert!(matches!(
-            cat.drop_range("users"),
-            Err(CatalogError::RangeNotFound(_))
-        ));
+        assert!(matches!(cat.drop_range("users"), Err(CatalogError::RangeNotFound(_))));
     }
 }

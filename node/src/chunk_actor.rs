@@ -1,18 +1,18 @@
 //! The actor that owns one chunk: the only writer of its log.
 //!
 //! Requests arrive as [`ChunkMsg`]s carrying a oneshot sender for the reply.
-//! Writes are group-committed: each write is logged and indexed at once, and
-//! a `Flush` (queued with `notify`, so it runs after the mailbox messages
-//! already waiting) writes everything logged so far in one write and one
-//! fsync. The fsync runs on the blocking pool, not on this arbiter's thread;
-//! writes that arrive meanwhile wait for the next fsync. A write is
+//! Reads do not come here: request tasks read the shared [`ChunkCell`]
+//! directly. Writes are group-committed: each write is logged and indexed at
+//! once, and a `Flush` (queued with `notify`, so it runs after the mailbox
+//! messages already waiting) writes everything logged so far in one write
+//! and one fsync. The fsync runs on the blocking pool, not on this arbiter's
+//! thread; writes that arrive meanwhile wait for the next fsync. A write is
 //! acknowledged only after the fsync that covers it (under `fsync = always`).
 //!
 //! Compaction and splits need every logged write durable. They run when the
 //! chunk settles between two fsyncs; under load the pending writes are
 //! synced inline first, so maintenance never starves.
 
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,30 +20,16 @@ use actix::prelude::*;
 use monotable_proto::{ChunkInfo, CommitToken, WriteOp};
 use tokio::sync::oneshot;
 
+use crate::chunk_cell::{CellState, ChunkCell};
 use crate::config::FsyncMode;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
-use crate::storage::chunk::{Chunk, ChunkMeta, ChunkScan, ReadAt};
+use crate::storage::chunk::{Chunk, ChunkMeta};
 
 pub type ReplyTo<T> = oneshot::Sender<NodeResult<T>>;
 
-/// A request to a chunk.
+/// A request to a chunk's actor.
 pub enum ChunkMsg {
-    Get {
-        key: Vec<u8>,
-        at: ReadAt,
-        reply: ReplyTo<Option<Vec<u8>>>,
-    },
-    /// Keys travel with their position in the caller's request.
-    MultiGet {
-        keys: Vec<(usize, Vec<u8>)>,
-        at: ReadAt,
-        reply: ReplyTo<Vec<(usize, Option<Vec<u8>>)>>,
-    },
-    Scan {
-        scan: ScanArgs,
-        reply: ReplyTo<ChunkScan>,
-    },
     Write {
         ops: Vec<WriteOp>,
         reply: ReplyTo<CommitToken>,
@@ -69,15 +55,6 @@ pub enum ChunkMsg {
     },
 }
 
-pub struct ScanArgs {
-    pub start: Bound<Vec<u8>>,
-    pub end: Bound<Vec<u8>>,
-    pub reverse: bool,
-    pub limit: usize,
-    pub bytes_max: usize,
-    pub at: ReadAt,
-}
-
 impl Message for ChunkMsg {
     type Result = ();
 }
@@ -98,9 +75,8 @@ pub struct ChunkActor {
     node: Arc<Node>,
     meta: ChunkMeta,
     chunk_size_max_bytes: u64,
-    /// `None` when the chunk could not be opened; `unavailable` says why.
-    chunk: Option<Chunk>,
-    unavailable: Option<String>,
+    /// The chunk, shared with readers.
+    cell: Arc<ChunkCell>,
     /// Set after an fsync or write failure: no further writes are accepted,
     /// since the log's state on disk is unknown. Reads of durable data go on.
     poisoned: Option<String>,
@@ -122,9 +98,7 @@ impl Actor for ChunkActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let FsyncMode::Interval { ms } = self.node.config.fsync {
-            ctx.run_interval(Duration::from_millis(ms.max(1)), |act, ctx| {
-                act.background_sync(ctx)
-            });
+            ctx.run_interval(Duration::from_millis(ms.max(1)), |act, ctx| act.background_sync(ctx));
         }
         // A half of a split may itself be over the size limit.
         if self.needs_maintenance() {
@@ -134,30 +108,19 @@ impl Actor for ChunkActor {
 }
 
 impl ChunkActor {
-    pub fn new(node: Arc<Node>, chunk: Chunk, chunk_size_max_bytes: u64) -> Self {
-        let meta = chunk.meta.clone();
-        Self::build(node, meta, chunk_size_max_bytes, Some(chunk), None)
-    }
-
-    /// An actor for a chunk that failed to open: it answers every request
-    /// with the reason, so the rest of the node keeps serving.
-    pub fn unavailable(node: Arc<Node>, meta: ChunkMeta, reason: String) -> Self {
-        Self::build(node, meta, 0, None, Some(reason))
-    }
-
-    fn build(
+    /// An actor for `cell`, which holds an open chunk or the reason it is
+    /// unavailable (then the actor answers every request with that reason).
+    pub fn new(
         node: Arc<Node>,
         meta: ChunkMeta,
+        cell: Arc<ChunkCell>,
         chunk_size_max_bytes: u64,
-        chunk: Option<Chunk>,
-        unavailable: Option<String>,
     ) -> Self {
         ChunkActor {
             node,
             meta,
             chunk_size_max_bytes,
-            chunk,
-            unavailable,
+            cell,
             poisoned: None,
             pending: Vec::new(),
             flush_scheduled: false,
@@ -169,17 +132,14 @@ impl ChunkActor {
     }
 
     fn unavailable_error(&self, reason: &str) -> NodeError {
-        NodeError::Unavailable {
-            chunk: self.meta.id,
-            reason: reason.to_owned(),
-        }
+        NodeError::Unavailable { chunk: self.meta.id, reason: reason.to_owned() }
     }
 
-    fn readable(&self) -> NodeResult<&Chunk> {
-        match (&self.chunk, &self.unavailable) {
-            (Some(c), _) => Ok(c),
-            (None, Some(reason)) => Err(self.unavailable_error(reason)),
-            (None, None) => Err(NodeError::Moved),
+    /// Why the cell holds no open chunk.
+    fn closed_error(&self) -> NodeError {
+        match &*self.cell.read() {
+            CellState::Unavailable(reason) => self.unavailable_error(reason),
+            _ => NodeError::Moved,
         }
     }
 
@@ -194,7 +154,7 @@ impl ChunkActor {
         reply: ReplyTo<CommitToken>,
         ctx: &mut Context<Self>,
     ) {
-        if let Some(reason) = self.poisoned.as_ref().or(self.unavailable.as_ref()) {
+        if let Some(reason) = &self.poisoned {
             let _ = reply.send(Err(self.unavailable_error(reason)));
             return;
         }
@@ -202,20 +162,30 @@ impl ChunkActor {
             let _ = reply.send(Err(NodeError::Moved));
             return;
         }
-        let Some(chunk) = self.chunk.as_mut() else {
-            let _ = reply.send(Err(NodeError::Moved));
-            return;
-        };
-        let seq = self.node.clock.allocate();
-        if let Err(e) = chunk.apply_batch(seq, &ops) {
-            self.node.clock.resolve([seq]);
-            let reason = e.to_string();
-            let _ = reply.send(Err(self.unavailable_error(&reason)));
-            self.poison(reason);
-            return;
+        let node = self.node.clone();
+        let applied = self.cell.with_chunk_mut(|chunk| {
+            let seq = node.clock.allocate();
+            match chunk.apply_batch(seq, &ops) {
+                Ok(()) => Ok(seq),
+                Err(e) => {
+                    node.clock.resolve([seq]);
+                    Err(e.to_string())
+                }
+            }
+        });
+        match applied {
+            Some(Ok(seq)) => {
+                self.pending.push((seq, reply));
+                self.schedule_flush(ctx);
+            }
+            Some(Err(reason)) => {
+                let _ = reply.send(Err(self.unavailable_error(&reason)));
+                self.poison(reason);
+            }
+            None => {
+                let _ = reply.send(Err(self.closed_error()));
+            }
         }
-        self.pending.push((seq, reply));
-        self.schedule_flush(ctx);
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
@@ -232,19 +202,21 @@ impl ChunkActor {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        let Some(chunk) = self.chunk.as_mut() else {
-            return;
-        };
-        let job = chunk
-            .write_out()
-            .and_then(|()| match self.node.config.fsync {
-                FsyncMode::Always => chunk.take_sync_job().map(Some),
-                _ => Ok(None),
-            });
+        let always = self.node.config.fsync == FsyncMode::Always;
+        let job = self.cell.with_chunk_mut(|chunk| {
+            chunk.write_out().and_then(|()| {
+                if always {
+                    chunk.take_sync_job().map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+        });
         match job {
-            Err(e) => self.settled(batch, Err(e.to_string()), ctx),
-            Ok(None) => self.settled(batch, Ok(()), ctx),
-            Ok(Some(job)) => {
+            None => self.settled(batch, Err("chunk is closed".into()), ctx),
+            Some(Err(e)) => self.settled(batch, Err(e.to_string()), ctx),
+            Some(Ok(None)) => self.settled(batch, Ok(()), ctx),
+            Some(Ok(Some(job))) => {
                 self.syncing = true;
                 let sync = tokio::task::spawn_blocking(move || job.run());
                 ctx.spawn(sync.into_actor(self).map(move |res, act, ctx| {
@@ -260,72 +232,34 @@ impl ChunkActor {
         }
     }
 
-    /// Completes a group of writes once their fate is known.
+    /// Completes a group of writes once their fate is known, then moves on:
+    /// settled work if any is waiting, else the next flush.
     fn settled(
         &mut self,
         batch: Vec<(u64, ReplyTo<CommitToken>)>,
         result: Result<(), String>,
         ctx: &mut Context<Self>,
     ) {
-        let chunk_id = self.meta.id;
-        let seqs = batch.iter().map(|(seq, _)| *seq);
-        match result {
-            Ok(()) => {
-                if let (Some(chunk), Some(&(last, _))) = (self.chunk.as_mut(), batch.last()) {
-                    chunk.mark_durable(last);
-                }
-                self.node.clock.resolve(seqs);
-                for (seq, reply) in batch {
-                    let _ = reply.send(Ok(CommitToken {
-                        chunk: chunk_id,
-                        seq,
-                    }));
-                }
-            }
-            Err(reason) => {
-                self.node.clock.resolve(seqs);
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(self.unavailable_error(&reason)));
-                }
-                self.poison(reason);
-            }
-        }
+        self.complete(batch, result);
         if self.needs_settled_work() {
-            self.settle_now(ctx);
+            self.settle_now();
             self.run_settled_work(ctx);
         } else if !self.pending.is_empty() {
             self.schedule_flush(ctx);
         }
     }
 
-    /// Makes every pending write durable inline, blocking this thread for one
-    /// fsync. Used only before maintenance, shutdown or admin requests.
-    fn settle_now(&mut self, ctx: &mut Context<Self>) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.pending);
-        let result = match self.chunk.as_mut() {
-            Some(chunk) => chunk
-                .write_out()
-                .and_then(|()| chunk.take_sync_job())
-                .map_err(|e| e.to_string())
-                .and_then(|job| job.run().map_err(|e| format!("fsync failed: {e}"))),
-            None => Err("chunk is closed".to_owned()),
-        };
-        // `settled` would recurse into maintenance; do its bookkeeping here.
+    /// Acknowledges (or fails) a group of writes.
+    fn complete(&mut self, batch: Vec<(u64, ReplyTo<CommitToken>)>, result: Result<(), String>) {
         let chunk_id = self.meta.id;
-        self.node.clock.resolve(batch.iter().map(|(s, _)| *s));
+        self.node.clock.resolve(batch.iter().map(|(seq, _)| *seq));
         match result {
             Ok(()) => {
-                if let (Some(chunk), Some(&(last, _))) = (self.chunk.as_mut(), batch.last()) {
-                    chunk.mark_durable(last);
+                if let Some(&(last, _)) = batch.last() {
+                    self.cell.with_chunk_mut(|chunk| chunk.mark_durable(last));
                 }
                 for (seq, reply) in batch {
-                    let _ = reply.send(Ok(CommitToken {
-                        chunk: chunk_id,
-                        seq,
-                    }));
+                    let _ = reply.send(Ok(CommitToken { chunk: chunk_id, seq }));
                 }
             }
             Err(reason) => {
@@ -335,18 +269,38 @@ impl ChunkActor {
                 self.poison(reason);
             }
         }
-        let _ = ctx;
+    }
+
+    /// Makes every pending write durable inline, blocking this thread for one
+    /// fsync. Used only before maintenance, shutdown or admin requests.
+    fn settle_now(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let job = self
+            .cell
+            .with_chunk_mut(|chunk| chunk.write_out().and_then(|()| chunk.take_sync_job()));
+        let result = match job {
+            Some(Ok(job)) => job.run().map_err(|e| format!("fsync failed: {e}")),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("chunk is closed".to_owned()),
+        };
+        self.complete(batch, result);
     }
 
     fn needs_maintenance(&self) -> bool {
-        let Some(chunk) = &self.chunk else {
-            return false;
-        };
         if self.poisoned.is_some() || self.retired {
             return false;
         }
-        (chunk.live_bytes() > self.chunk_size_max_bytes && chunk.can_split())
-            || chunk.wants_compaction(self.compaction_min_bytes())
+        let size_max = self.chunk_size_max_bytes;
+        let compaction_min = self.compaction_min_bytes();
+        self.cell
+            .with_chunk(|chunk| {
+                Ok((chunk.live_bytes() > size_max && chunk.can_split())
+                    || chunk.wants_compaction(compaction_min))
+            })
+            .unwrap_or(false)
     }
 
     fn compaction_min_bytes(&self) -> u64 {
@@ -366,19 +320,20 @@ impl ChunkActor {
                 return;
             }
         }
-        if self.needs_maintenance() {
-            let Some(chunk) = &self.chunk else { return };
-            if chunk.live_bytes() > self.chunk_size_max_bytes {
-                if let Some(key) = chunk.split_key() {
-                    if let Err(e) = self.split(key, ctx) {
-                        tracing::error!(chunk = self.meta.id, error = %e, "split failed");
-                    }
-                    return;
-                }
-            }
-            if let Err(e) = self.compact() {
-                tracing::error!(chunk = self.meta.id, error = %e, "compaction failed");
-            }
+        if !self.needs_maintenance() {
+            return;
+        }
+        let size_max = self.chunk_size_max_bytes;
+        let split_key = self
+            .cell
+            .with_chunk(|c| Ok(if c.live_bytes() > size_max { c.split_key() } else { None }))
+            .unwrap_or(None);
+        let result = match split_key {
+            Some(key) => self.split(key, ctx),
+            None => self.compact(),
+        };
+        if let Err(e) = result {
+            tracing::error!(chunk = self.meta.id, error = %e, "maintenance failed");
         }
     }
 
@@ -391,7 +346,7 @@ impl ChunkActor {
             ChunkMsg::Split { key, reply } => {
                 let key = match key {
                     Some(k) => Some(k),
-                    None => self.chunk.as_ref().and_then(Chunk::split_key),
+                    None => self.cell.with_chunk(|c| Ok(c.split_key())).unwrap_or(None),
                 };
                 let result = match key {
                     Some(k) if k.as_slice() == self.meta.start.as_slice() => Ok(false),
@@ -402,11 +357,10 @@ impl ChunkActor {
                 let _ = reply.send(result);
             }
             ChunkMsg::Shutdown { reply } => {
-                let result = match self.chunk.as_mut() {
-                    Some(chunk) => chunk
-                        .take_sync_job()
-                        .map_err(NodeError::from)
-                        .and_then(|job| job.run().map_err(|e| NodeError::Internal(e.to_string()))),
+                let job = self.cell.with_chunk_mut(Chunk::take_sync_job);
+                let result = match job {
+                    Some(Ok(job)) => job.run().map_err(|e| NodeError::Internal(e.to_string())),
+                    Some(Err(e)) => Err(e.into()),
                     None => Ok(()),
                 };
                 self.retired = true;
@@ -415,10 +369,8 @@ impl ChunkActor {
             }
             ChunkMsg::Retire { reply } => {
                 self.retired = true;
-                let result = match self.chunk.take() {
-                    Some(chunk) => chunk
-                        .destroy()
-                        .map_err(|e| NodeError::Internal(e.to_string())),
+                let result = match self.cell.take() {
+                    Some(chunk) => chunk.destroy().map_err(|e| NodeError::Internal(e.to_string())),
                     None => Ok(()),
                 };
                 let _ = reply.send(result);
@@ -428,22 +380,17 @@ impl ChunkActor {
         }
     }
 
+    /// Compacts in two steps so readers wait only for the quick one: the
+    /// rewrite runs under the read lock (this actor is the only writer, so
+    /// nothing changes meanwhile), the swap under the write lock.
     fn compact(&mut self) -> NodeResult<()> {
         let (pins, stable) = self.node.clock.retention();
-        let chunk = self.chunk.as_mut().ok_or(NodeError::Moved)?;
-        let before = chunk.log_bytes();
-        chunk.compact(&pins, stable)?;
-        tracing::debug!(
-            chunk = self.meta.id,
-            before,
-            after = chunk.log_bytes(),
-            "compacted"
-        );
+        let prepared = self.cell.with_chunk(|c| Ok(c.prepare_compaction(&pins, stable)?))?;
+        self.cell.with_chunk_mut(|c| c.install_compaction(prepared)).ok_or(NodeError::Moved)??;
         Ok(())
     }
 
     fn split(&mut self, key: Vec<u8>, ctx: &mut Context<Self>) -> NodeResult<()> {
-        let chunk = self.chunk.as_ref().ok_or(NodeError::Moved)?;
         let node = self.node.clone();
         let (pins, stable) = node.clock.retention();
         let lower_meta = ChunkMeta {
@@ -461,18 +408,19 @@ impl ChunkActor {
         let lower_dir = node.chunk_dir(lower_meta.id);
         let upper_dir = node.chunk_dir(upper_meta.id);
         let segment = node.config.segment_size_for(self.chunk_size_max_bytes);
-        let (lower, upper) = chunk.split(
-            &key,
-            &pins,
-            stable,
-            (lower_meta.clone(), &lower_dir),
-            (upper_meta.clone(), &upper_dir),
-            segment,
-        )?;
-        if let Err(e) = node
-            .catalog
-            .split_chunk(self.meta.id, &lower_meta, &upper_meta)
-        {
+        // Readers keep reading this chunk while the halves are written.
+        let (lower, upper, live_bytes) = self.cell.with_chunk(|chunk| {
+            let (lower, upper) = chunk.split(
+                &key,
+                &pins,
+                stable,
+                (lower_meta.clone(), &lower_dir),
+                (upper_meta.clone(), &upper_dir),
+                segment,
+            )?;
+            Ok((lower, upper, chunk.live_bytes()))
+        })?;
+        if let Err(e) = node.catalog.split_chunk(self.meta.id, &lower_meta, &upper_meta) {
             // The catalog still names this chunk: the halves are orphans.
             let _ = lower.destroy();
             let _ = upper.destroy();
@@ -482,7 +430,7 @@ impl ChunkActor {
             chunk = self.meta.id,
             lower = lower_meta.id,
             upper = upper_meta.id,
-            live_bytes = chunk.live_bytes(),
+            live_bytes,
             "split chunk"
         );
         let lower_route = node.spawn_chunk(lower, self.chunk_size_max_bytes);
@@ -494,7 +442,7 @@ impl ChunkActor {
             upper_route,
         );
         self.retired = true;
-        if let Some(old) = self.chunk.take() {
+        if let Some(old) = self.cell.take() {
             if let Err(e) = old.destroy() {
                 tracing::warn!(chunk = self.meta.id, error = %e, "split chunk's files remain; removed at next start");
             }
@@ -507,13 +455,11 @@ impl ChunkActor {
         if self.background_syncing || self.poisoned.is_some() {
             return;
         }
-        let Some(chunk) = self.chunk.as_mut() else {
-            return;
-        };
-        let job = match chunk.take_sync_job() {
-            Ok(job) if job.is_empty() => return,
-            Ok(job) => job,
-            Err(e) => return self.poison(e.to_string()),
+        let job = match self.cell.with_chunk_mut(Chunk::take_sync_job) {
+            None => return,
+            Some(Ok(job)) if job.is_empty() => return,
+            Some(Ok(job)) => job,
+            Some(Err(e)) => return self.poison(e.to_string()),
         };
         self.background_syncing = true;
         let sync = tokio::task::spawn_blocking(move || job.run());
@@ -527,48 +473,33 @@ impl ChunkActor {
         }));
     }
 
-    /// Requests served without waiting for durability.
+    fn info(&self) -> ChunkInfo {
+        let unavailable = match &*self.cell.read() {
+            CellState::Open(c) => {
+                let mut info = c.info();
+                info.unavailable = self.poisoned.clone();
+                return info;
+            }
+            CellState::Unavailable(reason) => Some(reason.clone()),
+            CellState::Gone => Some("chunk is closed".to_owned()),
+        };
+        ChunkInfo {
+            id: self.meta.id,
+            start: self.meta.start.clone().into(),
+            end: self.meta.end.clone().map(Into::into),
+            records: 0,
+            live_bytes: 0,
+            log_bytes: 0,
+            last_seq: 0,
+            unavailable,
+        }
+    }
+
     fn handle_now(&mut self, msg: ChunkMsg, ctx: &mut Context<Self>) {
         match msg {
-            ChunkMsg::Get { key, at, reply } => {
-                let r = self.readable().and_then(|c| Ok(c.get(&key, at)?));
-                let _ = reply.send(r);
-            }
-            ChunkMsg::MultiGet { keys, at, reply } => {
-                let r = self.readable().and_then(|c| {
-                    keys.into_iter()
-                        .map(|(i, k)| Ok((i, c.get(&k, at)?)))
-                        .collect::<NodeResult<Vec<_>>>()
-                });
-                let _ = reply.send(r);
-            }
-            ChunkMsg::Scan { scan, reply } => {
-                let r = self.readable().and_then(|c| {
-                    let bounds = (as_ref_bound(&scan.start), as_ref_bound(&scan.end));
-                    Ok(c.scan(bounds, scan.at, scan.reverse, scan.limit, scan.bytes_max)?)
-                });
-                let _ = reply.send(r);
-            }
             ChunkMsg::Write { ops, reply } => self.handle_write(ops, reply, ctx),
             ChunkMsg::Info { reply } => {
-                let info = match &self.chunk {
-                    Some(c) => {
-                        let mut info = c.info();
-                        info.unavailable = self.poisoned.clone();
-                        info
-                    }
-                    None => ChunkInfo {
-                        id: self.meta.id,
-                        start: self.meta.start.clone().into(),
-                        end: self.meta.end.clone().map(Into::into),
-                        records: 0,
-                        live_bytes: 0,
-                        log_bytes: 0,
-                        last_seq: 0,
-                        unavailable: self.unavailable.clone(),
-                    },
-                };
-                let _ = reply.send(Ok(info));
+                let _ = reply.send(Ok(self.info()));
             }
             settled @ (ChunkMsg::Compact { .. }
             | ChunkMsg::Split { .. }
@@ -577,19 +508,11 @@ impl ChunkActor {
                 if self.syncing {
                     self.deferred.push(settled);
                 } else {
-                    self.settle_now(ctx);
+                    self.settle_now();
                     self.handle_settled(settled, ctx);
                 }
             }
         }
-    }
-}
-
-fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k),
-        Bound::Excluded(k) => Bound::Excluded(k),
-        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -610,7 +533,7 @@ impl Handler<Maintain> for ChunkActor {
 
     fn handle(&mut self, _: Maintain, ctx: &mut Context<Self>) {
         if !self.retired && !self.syncing && self.needs_maintenance() {
-            self.settle_now(ctx);
+            self.settle_now();
             self.run_settled_work(ctx);
         }
     }

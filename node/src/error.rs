@@ -28,10 +28,7 @@ pub enum NodeError {
 
 impl NodeError {
     pub fn client(code: ErrorCode, message: impl Into<String>) -> Self {
-        NodeError::Client {
-            code,
-            message: message.into(),
-        }
+        NodeError::Client { code, message: message.into() }
     }
 
     pub fn to_info(&self) -> ErrorInfo {

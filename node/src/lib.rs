@@ -10,7 +10,8 @@
 //!   [`router`], sends each a [`chunk_actor::ChunkMsg`] and gathers replies;
 //!   [`scan`] walks chunks for range scans.
 //! - [`chunk_actor`]: one actix actor per chunk, the only writer of its log;
-//!   group commit, compaction and splits happen here.
+//!   group commit, compaction and splits happen here. Reads skip the actor
+//!   and read the [`chunk_cell`] it shares.
 //! - [`storage`]: the chunk itself: log segments on disk, the versioned
 //!   in-memory index, the seq clock and snapshot pins.
 //! - [`catalog`]: ranges and chunk boundaries in sled.
@@ -19,6 +20,7 @@
 
 pub mod catalog;
 pub mod chunk_actor;
+pub mod chunk_cell;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -20,9 +20,10 @@ use tokio::sync::oneshot;
 
 use crate::catalog::{Catalog, RangeMeta};
 use crate::chunk_actor::{ChunkActor, ChunkMsg, ReplyTo};
+use crate::chunk_cell::{CellState, ChunkCell};
 use crate::config::NodeConfig;
 use crate::error::{NodeError, NodeResult};
-use crate::router::{ChunkRoute, RangeRoute, Router};
+use crate::router::{ChunkRoute, RangeRoute, Route, Router};
 use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
 use crate::storage::clock::SeqClock;
 
@@ -62,10 +63,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(node: Arc<Node>) -> Self {
-        Session {
-            pins: Mutex::new(Vec::new()),
-            node: Some(node),
-        }
+        Session { pins: Mutex::new(Vec::new()), node: Some(node) }
     }
 }
 
@@ -99,10 +97,7 @@ async fn backoff(attempt: u32) -> NodeResult<()> {
         return Err(NodeError::ShuttingDown);
     }
     if attempt >= ROUTE_ATTEMPTS_MAX {
-        return Err(NodeError::client(
-            ErrorCode::Busy,
-            "chunk kept moving; retry later",
-        ));
+        return Err(NodeError::client(ErrorCode::Busy, "chunk kept moving; retry later"));
     }
     tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
     Ok(())
@@ -111,9 +106,7 @@ async fn backoff(attempt: u32) -> NodeResult<()> {
 pub fn validate_range_name(name: &str) -> NodeResult<()> {
     let ok = !name.is_empty()
         && name.len() <= RANGE_NAME_LEN_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -130,10 +123,7 @@ fn check_key(key: &[u8]) -> NodeResult<()> {
     if key.len() > KEY_SIZE_MAX_BYTES {
         return Err(NodeError::client(
             ErrorCode::KeyTooLarge,
-            format!(
-                "key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes",
-                key.len()
-            ),
+            format!("key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes", key.len()),
         ));
     }
     Ok(())
@@ -182,11 +172,7 @@ impl Node {
         remove_orphans(&chunks_dir, &metas);
 
         let options_of = |range_id: u64| {
-            ranges
-                .iter()
-                .find(|r| r.id == range_id)
-                .map(|r| r.options)
-                .unwrap_or_default()
+            ranges.iter().find(|r| r.id == range_id).map(|r| r.options).unwrap_or_default()
         };
         let opened = open_chunks(&config, &chunks_dir, metas, &options_of);
         let last_seq = opened
@@ -220,14 +206,7 @@ impl Node {
                 Ok(chunk) => node.spawn_chunk(chunk, options_of(range_id).chunk_size_max_bytes),
                 Err(reason) => {
                     tracing::error!(chunk = meta.id, %reason, "chunk is unavailable");
-                    let actor = ChunkActor::unavailable(node.clone(), meta.clone(), reason);
-                    let addr = ChunkActor::start_in_arbiter(&node.next_worker(), |_| actor);
-                    ChunkRoute {
-                        id: meta.id,
-                        start: meta.start,
-                        end: meta.end,
-                        addr,
-                    }
+                    node.spawn_cell(meta, CellState::Unavailable(reason), 0)
                 }
             };
             node.router_write().insert_chunk(range_id, route);
@@ -256,18 +235,25 @@ impl Node {
     }
 
     /// Starts the actor of an open chunk on a worker.
-    pub fn spawn_chunk(self: &Arc<Self>, chunk: Chunk, chunk_size_max_bytes: u64) -> ChunkRoute {
+    pub fn spawn_chunk(self: &Arc<Self>, chunk: Chunk, chunk_size_max_bytes: u64) -> Route {
         let meta = chunk.meta.clone();
+        self.spawn_cell(meta, CellState::Open(chunk), chunk_size_max_bytes)
+    }
+
+    fn spawn_cell(
+        self: &Arc<Self>,
+        meta: ChunkMeta,
+        state: CellState,
+        chunk_size_max_bytes: u64,
+    ) -> Route {
+        let cell = Arc::new(ChunkCell::new(meta.id, state));
         let node = self.clone();
+        let actor_cell = cell.clone();
+        let actor_meta = meta.clone();
         let addr = ChunkActor::start_in_arbiter(&self.next_worker(), move |_| {
-            ChunkActor::new(node, chunk, chunk_size_max_bytes)
+            ChunkActor::new(node, actor_meta, actor_cell, chunk_size_max_bytes)
         });
-        ChunkRoute {
-            id: meta.id,
-            start: meta.start,
-            end: meta.end,
-            addr,
-        }
+        Arc::new(ChunkRoute { id: meta.id, start: meta.start, end: meta.end, addr, cell })
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -289,10 +275,8 @@ impl Node {
             .ranges()
             .flat_map(|r| r.chunks.values().map(|c| c.addr.clone()))
             .collect();
-        let replies: Vec<_> = addrs
-            .iter()
-            .map(|a| call(a, |reply| ChunkMsg::Shutdown { reply }))
-            .collect();
+        let replies: Vec<_> =
+            addrs.iter().map(|a| call(a, |reply| ChunkMsg::Shutdown { reply })).collect();
         for rx in replies {
             if let Err(e) = answer(rx).await {
                 tracing::error!(error = %e, "chunk did not shut down cleanly");
@@ -312,15 +296,12 @@ impl Node {
     fn range_route<T>(&self, name: &str, f: impl FnOnce(&RangeRoute) -> T) -> NodeResult<T> {
         let router = self.router_read();
         let route = router.range(name).ok_or_else(|| {
-            NodeError::client(
-                ErrorCode::RangeNotFound,
-                format!("range {name:?} does not exist"),
-            )
+            NodeError::client(ErrorCode::RangeNotFound, format!("range {name:?} does not exist"))
         })?;
         Ok(f(route))
     }
 
-    fn route_key(&self, range: &str, key: &[u8]) -> NodeResult<ChunkRoute> {
+    fn route_key(&self, range: &str, key: &[u8]) -> NodeResult<Route> {
         self.range_route(range, |r| r.chunk_for(key).cloned())?
             .ok_or_else(|| NodeError::Internal(format!("range {range:?} has no chunk for a key")))
     }
@@ -337,10 +318,7 @@ impl Node {
                         ),
                     ));
                 }
-                Ok(ReadAt::Snapshot {
-                    seq,
-                    pinned: self.clock.is_pinned(seq),
-                })
+                Ok(ReadAt::Snapshot { seq, pinned: self.clock.is_pinned(seq) })
             }
         }
     }
@@ -360,19 +338,13 @@ impl Node {
                 self.create_range(&name, options).await.map(|()| Reply::Ok)
             }
             Command::ListRanges => {
-                let names: Vec<String> = self
-                    .router_read()
-                    .ranges()
-                    .map(|r| r.meta.name.clone())
-                    .collect();
+                let names: Vec<String> =
+                    self.router_read().ranges().map(|r| r.meta.name.clone()).collect();
                 let mut infos = Vec::with_capacity(names.len());
                 for name in names {
                     match self.describe_range(&name).await {
                         Ok(info) => infos.push(info),
-                        Err(NodeError::Client {
-                            code: ErrorCode::RangeNotFound,
-                            ..
-                        }) => {}
+                        Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. }) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -381,22 +353,12 @@ impl Node {
             }
             Command::DescribeRange { name } => self.describe_range(&name).await.map(Reply::Range),
             Command::DropRange { name } => self.drop_range(&name).await.map(|()| Reply::Ok),
-            Command::Get {
-                range,
-                key,
-                snapshot,
-            } => {
+            Command::Get { range, key, snapshot } => {
                 check_key(&key)?;
                 let at = self.read_at(snapshot)?;
-                self.get(&range, key.into_vec(), at)
-                    .await
-                    .map(|v| Reply::Value(v.map(Into::into)))
+                self.get(&range, key.into_vec(), at).await.map(|v| Reply::Value(v.map(Into::into)))
             }
-            Command::MultiGet {
-                range,
-                keys,
-                snapshot,
-            } => {
+            Command::MultiGet { range, keys, snapshot } => {
                 if keys.len() > MULTI_GET_KEYS_MAX {
                     return Err(NodeError::client(
                         ErrorCode::BatchTooLarge,
@@ -410,9 +372,7 @@ impl Node {
                 let at = self.read_at(snapshot)?;
                 let keys = keys.into_iter().map(|k| k.into_vec()).collect();
                 let values = self.multi_get(&range, keys, at).await?;
-                Ok(Reply::Values(
-                    values.into_iter().map(|v| v.map(Into::into)).collect(),
-                ))
+                Ok(Reply::Values(values.into_iter().map(|v| v.map(Into::into)).collect()))
             }
             Command::Write { range, ops, atomic } => {
                 if ops.len() > BATCH_OPS_MAX {
@@ -430,11 +390,7 @@ impl Node {
             Command::Scan(req) => self.scan(req).await.map(Reply::Scan),
             Command::CreateSnapshot => {
                 let seq = self.clock.pin_stable();
-                session
-                    .pins
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(seq);
+                session.pins.lock().unwrap_or_else(|p| p.into_inner()).push(seq);
                 Ok(Reply::Snapshot(seq))
             }
             Command::ReleaseSnapshot { seq } => {
@@ -453,13 +409,10 @@ impl Node {
                 }
             }
             Command::CompactRange { name } => {
-                let addrs: Vec<_> = self.range_route(&name, |r| {
-                    r.chunks.values().map(|c| c.addr.clone()).collect()
-                })?;
-                let replies: Vec<_> = addrs
-                    .iter()
-                    .map(|a| call(a, |reply| ChunkMsg::Compact { reply }))
-                    .collect();
+                let addrs: Vec<_> = self
+                    .range_route(&name, |r| r.chunks.values().map(|c| c.addr.clone()).collect())?;
+                let replies: Vec<_> =
+                    addrs.iter().map(|a| call(a, |reply| ChunkMsg::Compact { reply })).collect();
                 for rx in replies {
                     match answer(rx).await {
                         Ok(()) | Err(NodeError::Moved) => {}
@@ -501,17 +454,9 @@ impl Node {
                 format!("range {name:?} already exists"),
             ));
         }
-        let range = RangeMeta {
-            id: self.catalog.next_id()?,
-            name: name.to_owned(),
-            options,
-        };
-        let meta = ChunkMeta {
-            id: self.catalog.next_id()?,
-            range_id: range.id,
-            start: vec![],
-            end: None,
-        };
+        let range = RangeMeta { id: self.catalog.next_id()?, name: name.to_owned(), options };
+        let meta =
+            ChunkMeta { id: self.catalog.next_id()?, range_id: range.id, start: vec![], end: None };
         let dir = self.chunk_dir(meta.id);
         let segment = self.config.segment_size_for(options.chunk_size_max_bytes);
         let chunk = Chunk::create(meta.clone(), &dir, segment)?;
@@ -529,18 +474,10 @@ impl Node {
 
     async fn describe_range(&self, name: &str) -> NodeResult<RangeInfo> {
         let (meta, addrs) = self.range_route(name, |r| {
-            (
-                r.meta.clone(),
-                r.chunks
-                    .values()
-                    .map(|c| c.addr.clone())
-                    .collect::<Vec<_>>(),
-            )
+            (r.meta.clone(), r.chunks.values().map(|c| c.addr.clone()).collect::<Vec<_>>())
         })?;
-        let replies: Vec<_> = addrs
-            .iter()
-            .map(|a| call(a, |reply| ChunkMsg::Info { reply }))
-            .collect();
+        let replies: Vec<_> =
+            addrs.iter().map(|a| call(a, |reply| ChunkMsg::Info { reply })).collect();
         let mut chunks = Vec::with_capacity(replies.len());
         for rx in replies {
             match answer(rx).await {
@@ -550,12 +487,7 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
-        Ok(RangeInfo {
-            name: meta.name,
-            id: meta.id,
-            options: meta.options,
-            chunks,
-        })
+        Ok(RangeInfo { name: meta.name, id: meta.id, options: meta.options, chunks })
     }
 
     async fn drop_range(&self, name: &str) -> NodeResult<()> {
@@ -583,12 +515,7 @@ impl Node {
         let mut attempt = 0;
         loop {
             let route = self.route_key(range, &key)?;
-            let rx = call(&route.addr, |reply| ChunkMsg::Get {
-                key: key.clone(),
-                at,
-                reply,
-            });
-            match answer(rx).await {
+            match route.cell.with_chunk(|c| Ok(c.get(&key, at)?)) {
                 Err(NodeError::Moved) => backoff(attempt).await?,
                 other => return other,
             }
@@ -608,18 +535,13 @@ impl Node {
         while !todo.is_empty() {
             let groups = self.group_by_chunk(range, todo, |(_, k)| k)?;
             todo = Vec::new();
-            let replies: Vec<_> = groups
-                .into_iter()
-                .map(|(route, keys)| {
-                    let retry = keys.clone();
-                    (
-                        retry,
-                        call(&route.addr, |reply| ChunkMsg::MultiGet { keys, at, reply }),
-                    )
-                })
-                .collect();
-            for (keys, rx) in replies {
-                match answer(rx).await {
+            for (route, keys) in groups {
+                let read = route.cell.with_chunk(|c| {
+                    keys.iter()
+                        .map(|(i, k)| Ok((*i, c.get(k, at)?)))
+                        .collect::<NodeResult<Vec<_>>>()
+                });
+                match read {
                     Ok(values) => values.into_iter().for_each(|(i, v)| out[i] = v),
                     Err(NodeError::Moved) => todo.extend(keys),
                     Err(e) => return Err(e),
@@ -639,9 +561,9 @@ impl Node {
         range: &str,
         items: Vec<T>,
         key: impl Fn(&T) -> &[u8],
-    ) -> NodeResult<Vec<(ChunkRoute, Vec<T>)>> {
+    ) -> NodeResult<Vec<(Route, Vec<T>)>> {
         self.range_route(range, |r| {
-            let mut groups: Vec<(ChunkRoute, Vec<T>)> = Vec::new();
+            let mut groups: Vec<(Route, Vec<T>)> = Vec::new();
             for item in items {
                 let route = r
                     .chunk_for(key(&item))
@@ -680,10 +602,7 @@ impl Node {
                 .into_iter()
                 .map(|(route, ops)| {
                     let retry = ops.clone();
-                    (
-                        retry,
-                        call(&route.addr, |reply| ChunkMsg::Write { ops, reply }),
-                    )
+                    (retry, call(&route.addr, |reply| ChunkMsg::Write { ops, reply }))
                 })
                 .collect();
             for (ops, rx) in replies {
@@ -710,19 +629,15 @@ impl Node {
     pub(crate) async fn scan_step(
         &self,
         range: &str,
-        locate: impl Fn(&RangeRoute) -> Option<ChunkRoute>,
-        args: impl Fn() -> crate::chunk_actor::ScanArgs,
-    ) -> NodeResult<(ChunkRoute, crate::storage::chunk::ChunkScan)> {
+        locate: impl Fn(&RangeRoute) -> Option<Route>,
+        scan: impl Fn(&Chunk) -> NodeResult<crate::storage::chunk::ChunkScan>,
+    ) -> NodeResult<(Route, crate::storage::chunk::ChunkScan)> {
         let mut attempt = 0;
         loop {
             let route = self
                 .range_route(range, &locate)?
                 .ok_or_else(|| NodeError::Internal(format!("range {range:?} has a gap")))?;
-            let rx = call(&route.addr, |reply| ChunkMsg::Scan {
-                scan: args(),
-                reply,
-            });
-            match answer(rx).await {
+            match route.cell.with_chunk(&scan) {
                 Ok(scan) => return Ok((route, scan)),
                 Err(NodeError::Moved) => backoff(attempt).await?,
                 Err(e) => return Err(e),
@@ -796,10 +711,7 @@ fn open_chunks(
                     }
                     Err(e) => Err(e.to_string()),
                 };
-                results
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((meta, result));
+                results.lock().unwrap_or_else(|p| p.into_inner()).push((meta, result));
             });
         }
     });

@@ -4,21 +4,28 @@ use std::collections::{BTreeMap, HashMap};
 
 use actix::Addr;
 
+use std::sync::Arc;
+
 use crate::catalog::RangeMeta;
 use crate::chunk_actor::ChunkActor;
+use crate::chunk_cell::ChunkCell;
 
-#[derive(Clone)]
+/// How to reach one chunk: its actor for writes, its cell for reads.
 pub struct ChunkRoute {
     pub id: u64,
     pub start: Vec<u8>,
     pub end: Option<Vec<u8>>,
     pub addr: Addr<ChunkActor>,
+    pub cell: Arc<ChunkCell>,
 }
+
+/// Routes are shared, not copied: a lookup clones one `Arc`.
+pub type Route = Arc<ChunkRoute>;
 
 pub struct RangeRoute {
     pub meta: RangeMeta,
     /// start key -> chunk; the chunks tile the whole key space of the range.
-    pub chunks: BTreeMap<Vec<u8>, ChunkRoute>,
+    pub chunks: BTreeMap<Vec<u8>, Route>,
 }
 
 #[derive(Default)]
@@ -28,13 +35,7 @@ pub struct Router {
 
 impl Router {
     pub fn insert_range(&mut self, meta: RangeMeta) {
-        self.ranges.insert(
-            meta.name.clone(),
-            RangeRoute {
-                meta,
-                chunks: BTreeMap::new(),
-            },
-        );
+        self.ranges.insert(meta.name.clone(), RangeRoute { meta, chunks: BTreeMap::new() });
     }
 
     pub fn remove_range(&mut self, name: &str) -> Option<RangeRoute> {
@@ -54,20 +55,14 @@ impl Router {
     }
 
     /// Adds a chunk, replacing whatever chunk started at the same key.
-    pub fn insert_chunk(&mut self, range_id: u64, route: ChunkRoute) {
+    pub fn insert_chunk(&mut self, range_id: u64, route: Route) {
         if let Some(r) = self.range_by_id_mut(range_id) {
             r.chunks.insert(route.start.clone(), route);
         }
     }
 
     /// Swaps a split chunk for its two halves.
-    pub fn replace_split(
-        &mut self,
-        range_id: u64,
-        parent: u64,
-        lower: ChunkRoute,
-        upper: ChunkRoute,
-    ) {
+    pub fn replace_split(&mut self, range_id: u64, parent: u64, lower: Route, upper: Route) {
         let Some(r) = self.range_by_id_mut(range_id) else {
             return;
         };
@@ -80,7 +75,7 @@ impl Router {
 
 impl RangeRoute {
     /// The chunk whose interval holds `key`.
-    pub fn chunk_for(&self, key: &[u8]) -> Option<&ChunkRoute> {
+    pub fn chunk_for(&self, key: &[u8]) -> Option<&Route> {
         self.chunks
             .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
             .next_back()
@@ -88,14 +83,14 @@ impl RangeRoute {
     }
 
     /// The chunk holding the largest keys below `key` (for reverse scans).
-    pub fn chunk_before(&self, key: &[u8]) -> Option<&ChunkRoute> {
+    pub fn chunk_before(&self, key: &[u8]) -> Option<&Route> {
         self.chunks
             .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(key)))
             .next_back()
             .map(|(_, c)| c)
     }
 
-    pub fn last_chunk(&self) -> Option<&ChunkRoute> {
+    pub fn last_chunk(&self) -> Option<&Route> {
         self.chunks.values().next_back()
     }
 }

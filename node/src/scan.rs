@@ -6,7 +6,6 @@ use std::ops::Bound;
 use monotable_proto::limits::SCAN_REPLY_SIZE_MAX_BYTES;
 use monotable_proto::{ErrorCode, ScanReply, ScanRequest};
 
-use crate::chunk_actor::ScanArgs;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{prefix_end, scan_limit, Node};
 
@@ -26,10 +25,7 @@ pub fn bounds_of(req: &ScanRequest) -> NodeResult<KeySpan> {
             let start = (!prefix.is_empty()).then(|| prefix.to_vec());
             Ok((start, prefix_end(prefix)))
         }
-        None => Ok((
-            req.start.as_ref().map(|b| b.to_vec()),
-            req.end.as_ref().map(|b| b.to_vec()),
-        )),
+        None => Ok((req.start.as_ref().map(|b| b.to_vec()), req.end.as_ref().map(|b| b.to_vec()))),
     }
 }
 
@@ -51,11 +47,7 @@ pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
     let mut bytes = 0usize;
     let mut resume: Option<Vec<u8>> = None;
     if empty {
-        return Ok(ScanReply {
-            records,
-            resume: None,
-            snapshot: req.snapshot,
-        });
+        return Ok(ScanReply { records, resume: None, snapshot: req.snapshot });
     }
     if !req.reverse {
         let mut pos = start.clone().unwrap_or_default();
@@ -66,27 +58,22 @@ pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
                 .scan_step(
                     &req.range,
                     |r| r.chunk_for(&pos).cloned(),
-                    || ScanArgs {
-                        start: Bound::Included(pos.clone()),
-                        end: end.clone().map_or(Bound::Unbounded, Bound::Excluded),
-                        reverse: false,
-                        limit: remaining,
-                        bytes_max: budget,
-                        at,
+                    |c| {
+                        let bounds = (
+                            Bound::Included(&pos[..]),
+                            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                        );
+                        Ok(c.scan(bounds, at, false, remaining, budget)?)
                     },
                 )
                 .await?;
-            bytes += scan
-                .records
-                .iter()
-                .map(|r| r.key.len() + r.value.len())
-                .sum::<usize>();
+            bytes += scan.records.iter().map(|r| r.key.len() + r.value.len()).sum::<usize>();
             records.extend(scan.records);
             if let Some(next) = scan.stopped_at {
                 resume = Some(next);
                 break;
             }
-            let next = match route.end {
+            let next = match route.end.clone() {
                 Some(chunk_end) if end.as_ref().is_none_or(|e| &chunk_end < e) => chunk_end,
                 _ => break,
             };
@@ -106,20 +93,15 @@ pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
                 None => r.last_chunk().cloned(),
             };
             let (route, scan) = node
-                .scan_step(&req.range, locate, || ScanArgs {
-                    start: start.clone().map_or(Bound::Unbounded, Bound::Included),
-                    end: upper.clone().map_or(Bound::Unbounded, Bound::Excluded),
-                    reverse: true,
-                    limit: remaining,
-                    bytes_max: budget,
-                    at,
+                .scan_step(&req.range, locate, |c| {
+                    let bounds = (
+                        start.as_deref().map_or(Bound::Unbounded, Bound::Included),
+                        upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                    );
+                    Ok(c.scan(bounds, at, true, remaining, budget)?)
                 })
                 .await?;
-            bytes += scan
-                .records
-                .iter()
-                .map(|r| r.key.len() + r.value.len())
-                .sum::<usize>();
+            bytes += scan.records.iter().map(|r| r.key.len() + r.value.len()).sum::<usize>();
             records.extend(scan.records);
             if let Some(mut next) = scan.stopped_at {
                 // The reverse cursor is an exclusive end: just above `next`.
@@ -127,7 +109,7 @@ pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
                 resume = Some(next);
                 break;
             }
-            let chunk_start = route.start;
+            let chunk_start = route.start.clone();
             if chunk_start.is_empty() || start.as_ref().is_some_and(|s| &chunk_start <= s) {
                 break;
             }
@@ -138,9 +120,5 @@ pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
             upper = Some(chunk_start);
         }
     }
-    Ok(ScanReply {
-        records,
-        resume: resume.map(Into::into),
-        snapshot: req.snapshot,
-    })
+    Ok(ScanReply { records, resume: resume.map(Into::into), snapshot: req.snapshot })
 }

@@ -23,12 +23,7 @@ enum Op {
     AtomicBatch(Vec<(u8, Option<u16>)>),
     Get(u8),
     MultiGet(Vec<u8>),
-    Scan {
-        start: Option<u8>,
-        end: Option<u8>,
-        reverse: bool,
-        page: u32,
-    },
+    Scan { start: Option<u8>, end: Option<u8>, reverse: bool, page: u32 },
     PrefixScan(u8, bool),
     Stream(u32),
     TakeSnapshot,
@@ -55,10 +50,8 @@ fn value(v: u16) -> Vec<u8> {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     let k = 0u8..48;
-    let kv = proptest::collection::vec(
-        (0u8..48, proptest::option::weighted(0.8, any::<u16>())),
-        1..12,
-    );
+    let kv =
+        proptest::collection::vec((0u8..48, proptest::option::weighted(0.8, any::<u16>())), 1..12);
     prop_oneof![
         10 => (k.clone(), any::<u16>()).prop_map(|(k, v)| Op::Put(k, v)),
         3 => k.clone().prop_map(Op::Delete),
@@ -90,9 +83,7 @@ fn expected_scan(
     if matches!((start, end), (Some(s), Some(e)) if s >= e) {
         return Vec::new();
     }
-    let it = model
-        .range::<[u8], _>((lo, hi))
-        .map(|(k, v)| (k.clone(), v.clone()));
+    let it = model.range::<[u8], _>((lo, hi)).map(|(k, v)| (k.clone(), v.clone()));
     if reverse {
         it.rev().collect()
     } else {
@@ -123,11 +114,7 @@ impl Harness {
     async fn start(dir: tempfile::TempDir) -> Harness {
         let server = ServerHandle::start(NodeConfig::for_tests(dir.path())).expect("server starts");
         let client = Client::connect(server.addr).await.expect("connect");
-        Harness {
-            dir,
-            server: Some(server),
-            client,
-        }
+        Harness { dir, server: Some(server), client }
     }
 
     async fn restart(&mut self) {
@@ -144,12 +131,7 @@ impl Harness {
 async fn run(ops: Vec<Op>) {
     let mut h = Harness::start(tempfile::tempdir().expect("tmp")).await;
     h.client
-        .create_range(
-            RANGE,
-            RangeOptions {
-                chunk_size_max_bytes: 1024,
-            },
-        )
+        .create_range(RANGE, RangeOptions { chunk_size_max_bytes: 1024 })
         .await
         .expect("create");
     let mut model = Model::new();
@@ -205,10 +187,7 @@ async fn run(ops: Vec<Op>) {
                 }
             }
             Op::Get(k) => {
-                assert_eq!(
-                    c.get(RANGE, key(k)).await.expect("get"),
-                    model.get(&key(k)).cloned()
-                );
+                assert_eq!(c.get(RANGE, key(k)).await.expect("get"), model.get(&key(k)).cloned());
             }
             Op::MultiGet(ks) => {
                 let keys: Vec<Vec<u8>> = ks.iter().map(|k| key(*k)).collect();
@@ -216,12 +195,7 @@ async fn run(ops: Vec<Op>) {
                 let want: Vec<_> = keys.iter().map(|k| model.get(k).cloned()).collect();
                 assert_eq!(got, want);
             }
-            Op::Scan {
-                start,
-                end,
-                reverse,
-                page,
-            } => {
+            Op::Scan { start, end, reverse, page } => {
                 let (s, e) = (start.map(key), end.map(key));
                 let mut scan = Scan::all();
                 if let Some(s) = &s {
@@ -234,10 +208,7 @@ async fn run(ops: Vec<Op>) {
                     scan = scan.reverse();
                 }
                 let got = paged(&c, scan, page).await;
-                assert_eq!(
-                    got,
-                    expected_scan(&model, s.as_deref(), e.as_deref(), reverse)
-                );
+                assert_eq!(got, expected_scan(&model, s.as_deref(), e.as_deref(), reverse));
             }
             Op::PrefixScan(p, reverse) => {
                 let prefix = tuple::encode(&[Element::Int(i128::from(p))]).expect("int");
@@ -273,10 +244,7 @@ async fn run(ops: Vec<Op>) {
                 if let Some((seq, snap)) = snapshots.get(i % snapshots.len().max(1)) {
                     match k {
                         Some(k) => {
-                            let got = c
-                                .get_at(RANGE, key(k), *seq)
-                                .await
-                                .expect("get at snapshot");
+                            let got = c.get_at(RANGE, key(k), *seq).await.expect("get at snapshot");
                             assert_eq!(got, snap.get(&key(k)).cloned());
                         }
                         None => {
@@ -306,16 +274,10 @@ async fn run(ops: Vec<Op>) {
     let got = paged(&h.client, Scan::all(), 50).await;
     assert_eq!(got, expected_scan(&model, None, None, false));
     let info = h.client.describe_range(RANGE).await.expect("describe");
-    assert_eq!(
-        info.chunks.iter().map(|c| c.records).sum::<u64>(),
-        model.len() as u64
-    );
+    assert_eq!(info.chunks.iter().map(|c| c.records).sum::<u64>(), model.len() as u64);
     // Chunks tile the key space: each starts where the previous one ends.
     for pair in info.chunks.windows(2) {
-        assert_eq!(
-            pair[0].end.as_ref().map(|e| e.to_vec()),
-            Some(pair[1].start.to_vec())
-        );
+        assert_eq!(pair[0].end.as_ref().map(|e| e.to_vec()), Some(pair[1].start.to_vec()));
     }
     if let Some(s) = h.server.take() {
         tokio::task::block_in_place(|| s.stop()).expect("clean stop");
@@ -344,17 +306,7 @@ fn reverse_scan_ending_at_chunk_boundary() {
         Op::Put(5, 11),
         Op::Put(9, 12),
         Op::Split(5),
-        Op::Scan {
-            start: None,
-            end: Some(5),
-            reverse: true,
-            page: 1,
-        },
-        Op::Scan {
-            start: Some(5),
-            end: None,
-            reverse: true,
-            page: 2,
-        },
+        Op::Scan { start: None, end: Some(5), reverse: true, page: 1 },
+        Op::Scan { start: Some(5), end: None, reverse: true, page: 2 },
     ]));
 }

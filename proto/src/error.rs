@@ -48,10 +48,7 @@ pub struct ErrorInfo {
 
 impl ErrorInfo {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorInfo {
-            code,
-            message: message.into(),
-        }
+        ErrorInfo { code, message: message.into() }
     }
 }
 

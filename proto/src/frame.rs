@@ -60,11 +60,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     while filled < FRAME_HEADER_BYTES {
         let n = reader.read(&mut header[filled..]).await?;
         if n == 0 {
-            return if filled == 0 {
-                Ok(false)
-            } else {
-                Err(FrameError::Truncated)
-            };
+            return if filled == 0 { Ok(false) } else { Err(FrameError::Truncated) };
         }
         filled += n;
     }
@@ -129,10 +125,7 @@ mod tests {
 
     #[tokio::test]
     async fn frame_round_trip() {
-        let req = Request {
-            id: 7,
-            command: Command::Ping,
-        };
+        let req = Request { id: 7, command: Command::Ping };
         let mut out = Vec::new();
         encode_frame(&req, &mut out).expect("small");
         let mut reader = &out[..];
@@ -161,10 +154,7 @@ mod tests {
         bytes.extend_from_slice(b"abc");
         let mut reader = &bytes[..];
         let mut buf = Vec::new();
-        assert!(matches!(
-            read_frame(&mut reader, &mut buf).await,
-            Err(FrameError::Truncated)
-        ));
+        assert!(matches!(read_frame(&mut reader, &mut buf).await, Err(FrameError::Truncated)));
     }
 
     #[test]
@@ -174,13 +164,7 @@ mod tests {
         hello[4..].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         assert!(check_handshake(&hello).is_ok());
         hello[7] ^= 0xFF;
-        assert_eq!(
-            check_handshake(&hello).map_err(|e| e.code),
-            Err(ErrorCode::ProtocolVersion)
-        );
-        assert_eq!(
-            check_handshake(b"GET / HT").map_err(|e| e.code),
-            Err(ErrorCode::BadRequest)
-        );
+        assert_eq!(check_handshake(&hello).map_err(|e| e.code), Err(ErrorCode::ProtocolVersion));
+        assert_eq!(check_handshake(b"GET / HT").map_err(|e| e.code), Err(ErrorCode::BadRequest));
     }
 }

@@ -41,9 +41,7 @@ pub struct RangeOptions {
 
 impl Default for RangeOptions {
     fn default() -> Self {
-        RangeOptions {
-            chunk_size_max_bytes: CHUNK_SIZE_DEFAULT_BYTES,
-        }
+        RangeOptions { chunk_size_max_bytes: CHUNK_SIZE_DEFAULT_BYTES }
     }
 }
 

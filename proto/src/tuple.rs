@@ -154,11 +154,7 @@ fn encode_element(element: &Element, out: &mut Vec<u8>, nested: bool) -> Result<
         Element::Float(f) => {
             out.push(FLOAT);
             let bits = f.to_bits();
-            let bits = if bits >> 63 == 1 {
-                !bits
-            } else {
-                bits ^ (1 << 63)
-            };
+            let bits = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
             out.extend_from_slice(&bits.to_be_bytes());
         }
         Element::Bool(false) => out.push(FALSE),
@@ -203,17 +199,11 @@ struct Decoder<'a> {
 
 impl Decoder<'_> {
     fn malformed(&self, what: &'static str) -> TupleError {
-        TupleError::Malformed {
-            what,
-            offset: self.pos,
-        }
+        TupleError::Malformed { what, offset: self.pos }
     }
 
     fn next_byte(&mut self, what: &'static str) -> Result<u8, TupleError> {
-        let b = *self
-            .bytes
-            .get(self.pos)
-            .ok_or_else(|| self.malformed(what))?;
+        let b = *self.bytes.get(self.pos).ok_or_else(|| self.malformed(what))?;
         self.pos += 1;
         Ok(b)
     }
@@ -297,11 +287,7 @@ impl Decoder<'_> {
                 be.copy_from_slice(body);
                 self.pos += 8;
                 let bits = u64::from_be_bytes(be);
-                let bits = if bits >> 63 == 1 {
-                    bits ^ (1 << 63)
-                } else {
-                    !bits
-                };
+                let bits = if bits >> 63 == 1 { bits ^ (1 << 63) } else { !bits };
                 Ok(Element::Float(f64::from_bits(bits)))
             }
             FALSE => Ok(Element::Bool(false)),
@@ -396,15 +382,8 @@ mod tests {
                 .prop_map(Element::Bytes),
             "[a\\x00\u{e9}\u{1F600}]{0,5}".prop_map(Element::String),
             (-(INT_MAGNITUDE_MAX as i128)..=INT_MAGNITUDE_MAX as i128).prop_map(Element::Int),
-            prop_oneof![
-                -300i128..300,
-                Just(0i128),
-                Just(-1),
-                Just(255),
-                Just(256),
-                Just(-256)
-            ]
-            .prop_map(Element::Int),
+            prop_oneof![-300i128..300, Just(0i128), Just(-1), Just(255), Just(256), Just(-256)]
+                .prop_map(Element::Int),
             any::<f64>().prop_map(Element::Float),
             any::<bool>().prop_map(Element::Bool),
         ];

@@ -22,10 +22,7 @@ pub fn binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/monotable
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
     let bin = dir.join("monotable");
     assert!(
         bin.exists(),
@@ -47,11 +44,7 @@ pub fn cli_with_stdin(addr: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> 
         .env("MONOTABLE_ADDR", addr.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().expect("spawn monotable");
     if let Some(input) = stdin {
         use std::io::Write;
@@ -82,13 +75,7 @@ impl Node {
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (addr, child) = spawn(data_dir, &extra_args, &log);
-        Node {
-            addr,
-            data_dir: data_dir.to_owned(),
-            child: Some(child),
-            log,
-            extra_args,
-        }
+        Node { addr, data_dir: data_dir.to_owned(), child: Some(child), log, extra_args }
     }
 
     /// Kills the process without warning (SIGKILL).
@@ -105,9 +92,7 @@ impl Node {
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = c.try_wait() {

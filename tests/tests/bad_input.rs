@@ -17,8 +17,7 @@ use monotable_tests::{runtime, Node};
 
 fn raw(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     s
 }
 
@@ -77,16 +76,13 @@ fn bad_input_gets_clear_errors_and_harms_no_one() {
     let rt = runtime();
     rt.block_on(async {
         let c = Client::connect(addr).await.expect("connect");
-        c.create_range("r", RangeOptions::default())
-            .await
-            .expect("create");
+        c.create_range("r", RangeOptions::default()).await.expect("create");
         c.put("r", "kept", "value").await.expect("put");
     });
 
     // Garbage instead of a handshake: an error frame, then the close.
     let mut s = raw(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
     let reply: Result<ServerHello, ErrorInfo> =
         decode_payload(&read_frame(&mut s).expect("frame")).expect("decode");
     let err = reply.expect_err("garbage refused");
@@ -104,11 +100,7 @@ fn bad_input_gets_clear_errors_and_harms_no_one() {
         decode_payload(&read_frame(&mut s).expect("frame")).expect("decode");
     let err = reply.expect_err("version refused");
     assert_eq!(err.code, ErrorCode::ProtocolVersion);
-    assert!(
-        err.message.contains(&format!("{}", PROTOCOL_VERSION + 98)),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains(&format!("{}", PROTOCOL_VERSION + 98)), "{}", err.message);
     assert_closed(&mut s);
 
     // A frame header announcing 4 GiB: refused before any allocation.
@@ -116,10 +108,7 @@ fn bad_input_gets_clear_errors_and_harms_no_one() {
     s.write_all(&u32::MAX.to_be_bytes()).expect("write");
     let reply: Response = decode_payload(&read_frame(&mut s).expect("frame")).expect("decode");
     assert_eq!(reply.id, 0);
-    assert_eq!(
-        reply.result.expect_err("too large").code,
-        ErrorCode::FrameTooLarge
-    );
+    assert_eq!(reply.result.expect_err("too large").code, ErrorCode::FrameTooLarge);
     assert_closed(&mut s);
 
     // A frame that is not a request.
@@ -127,10 +116,7 @@ fn bad_input_gets_clear_errors_and_harms_no_one() {
     s.write_all(&5u32.to_be_bytes()).expect("write");
     s.write_all(&[0xc1, 0xff, 0x00, 0x13, 0x37]).expect("write");
     let reply: Response = decode_payload(&read_frame(&mut s).expect("frame")).expect("decode");
-    assert_eq!(
-        reply.result.expect_err("undecodable").code,
-        ErrorCode::BadRequest
-    );
+    assert_eq!(reply.result.expect_err("undecodable").code, ErrorCode::BadRequest);
     assert_closed(&mut s);
 
     // Oversized key and value: typed errors, and the connection goes on.
@@ -139,47 +125,22 @@ fn bad_input_gets_clear_errors_and_harms_no_one() {
     let r = request(
         &mut s,
         7,
-        Command::Get {
-            range: "r".into(),
-            key: key.clone().into(),
-            snapshot: None,
-        },
+        Command::Get { range: "r".into(), key: key.clone().into(), snapshot: None },
     );
     assert_eq!(r.id, 7);
-    assert_eq!(
-        r.result.expect_err("key too large").code,
-        ErrorCode::KeyTooLarge
-    );
+    assert_eq!(r.result.expect_err("key too large").code, ErrorCode::KeyTooLarge);
     let ops = vec![WriteOp::Put {
         key: b"v".to_vec().into(),
         value: vec![0u8; VALUE_SIZE_MAX_BYTES + 1].into(),
     }];
-    let r = request(
-        &mut s,
-        8,
-        Command::Write {
-            range: "r".into(),
-            ops,
-            atomic: false,
-        },
-    );
-    assert_eq!(
-        r.result.expect_err("value too large").code,
-        ErrorCode::ValueTooLarge
-    );
+    let r = request(&mut s, 8, Command::Write { range: "r".into(), ops, atomic: false });
+    assert_eq!(r.result.expect_err("value too large").code, ErrorCode::ValueTooLarge);
     let r = request(
         &mut s,
         9,
-        Command::Get {
-            range: "nope".into(),
-            key: b"k".to_vec().into(),
-            snapshot: None,
-        },
+        Command::Get { range: "nope".into(), key: b"k".to_vec().into(), snapshot: None },
     );
-    assert_eq!(
-        r.result.expect_err("no range").code,
-        ErrorCode::RangeNotFound
-    );
+    assert_eq!(r.result.expect_err("no range").code, ErrorCode::RangeNotFound);
     assert_eq!(request(&mut s, 10, Command::Ping).result, Ok(Reply::Pong));
 
     // The client library refuses the same before sending.
@@ -202,19 +163,10 @@ fn bad_input_gets_clear_errors_and_harms_no_one() {
         drop(s);
         let mut s = handshake(addr);
         let mut out = Vec::new();
-        let ops = vec![WriteOp::Put {
-            key: b"vanished".to_vec().into(),
-            value: b"v".to_vec().into(),
-        }];
+        let ops =
+            vec![WriteOp::Put { key: b"vanished".to_vec().into(), value: b"v".to_vec().into() }];
         encode_frame(
-            &Request {
-                id: 1,
-                command: Command::Write {
-                    range: "r".into(),
-                    ops,
-                    atomic: true,
-                },
-            },
+            &Request { id: 1, command: Command::Write { range: "r".into(), ops, atomic: true } },
             &mut out,
         )
         .expect("encode");
@@ -224,10 +176,7 @@ fn bad_input_gets_clear_errors_and_harms_no_one() {
     healthy(addr);
     rt.block_on(async {
         let c = Client::connect(addr).await.expect("connect");
-        assert_eq!(
-            c.get("r", "kept").await.expect("get"),
-            Some(b"value".to_vec())
-        );
+        assert_eq!(c.get("r", "kept").await.expect("get"), Some(b"value".to_vec()));
         // Writes whose clients vanished are applied whole or not at all.
         let v = c.get("r", "vanished").await.expect("get");
         assert!(v.is_none() || v == Some(b"v".to_vec()));

@@ -18,9 +18,7 @@ fn ok(o: std::process::Output) -> String {
 }
 
 fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
+    s.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
 }
 
 #[test]
@@ -29,34 +27,20 @@ fn cli_contract() {
     let mut node = Node::start(dir.path());
     let a = node.addr;
 
-    ok(cli(
-        a,
-        &["range", "create", "cities", "--chunk-size", "2KiB"],
-    ));
+    ok(cli(a, &["range", "create", "cities", "--chunk-size", "2KiB"]));
     let dup = cli(a, &["range", "create", "cities"]);
     assert_eq!(dup.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 
     // KEY and VALUE are JSON; a bare word is a string.
-    ok(cli(
-        a,
-        &[
-            "put",
-            "cities",
-            r#"["paris",40]"#,
-            r#"{"name":"Paris","pop":2100000}"#,
-        ],
-    ));
+    ok(cli(a, &["put", "cities", r#"["paris",40]"#, r#"{"name":"Paris","pop":2100000}"#]));
     ok(cli(a, &["put", "cities", r#"["paris",31]"#, "31"]));
     ok(cli(a, &["put", "cities", "lyon", "bare words"]));
     assert_eq!(
         ok(cli(a, &["get", "cities", r#"["paris",40]"#])).trim(),
         r#"{"name":"Paris","pop":2100000}"#
     );
-    assert_eq!(
-        ok(cli(a, &["get", "cities", "lyon"])).trim(),
-        r#""bare words""#
-    );
+    assert_eq!(ok(cli(a, &["get", "cities", "lyon"])).trim(), r#""bare words""#);
 
     // An absent key: exit 1 and a message on stderr, nothing on stdout.
     let missing = cli(a, &["get", "cities", "nowhere"]);
@@ -75,24 +59,12 @@ fn cli_contract() {
     );
 
     // load from stdin, then scans with bounds, limit and reverse.
-    let input: String = (0..300)
-        .map(|i| format!("{{\"key\":[\"n\",{i}],\"value\":{{\"i\":{i}}}}}\n"))
-        .collect();
-    ok(cli_with_stdin(
-        a,
-        &["load", "cities", "-"],
-        Some(input.as_bytes()),
-    ));
+    let input: String =
+        (0..300).map(|i| format!("{{\"key\":[\"n\",{i}],\"value\":{{\"i\":{i}}}}}\n")).collect();
+    ok(cli_with_stdin(a, &["load", "cities", "-"], Some(input.as_bytes())));
     let lines = json_lines(&ok(cli(
         a,
-        &[
-            "scan",
-            "cities",
-            "--start",
-            r#"["n",10]"#,
-            "--end",
-            r#"["n",13]"#,
-        ],
+        &["scan", "cities", "--start", r#"["n",10]"#, "--end", r#"["n",13]"#],
     )));
     assert_eq!(
         lines.iter().map(|l| l["key"].clone()).collect::<Vec<_>>(),
@@ -100,15 +72,7 @@ fn cli_contract() {
     );
     let lines = json_lines(&ok(cli(
         a,
-        &[
-            "scan",
-            "cities",
-            "--prefix",
-            r#"["n"]"#,
-            "--reverse",
-            "--limit",
-            "2",
-        ],
+        &["scan", "cities", "--prefix", r#"["n"]"#, "--reverse", "--limit", "2"],
     )));
     assert_eq!(
         lines,
@@ -120,11 +84,8 @@ fn cli_contract() {
     assert_eq!(json_lines(&ok(cli(a, &["scan", "cities"]))).len(), 303);
 
     // A bad line stops the load with its line number.
-    let bad = cli_with_stdin(
-        a,
-        &["load", "cities", "-"],
-        Some(b"{\"key\":1,\"value\":2}\nnot json\n"),
-    );
+    let bad =
+        cli_with_stdin(a, &["load", "cities", "-"], Some(b"{\"key\":1,\"value\":2}\nnot json\n"));
     assert_eq!(bad.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("line 2"),
@@ -140,10 +101,7 @@ fn cli_contract() {
     let list = ok(cli(a, &["range", "list", "--json"]));
     let ranges = json_lines(&list);
     assert_eq!(ranges.len(), 1);
-    assert!(
-        ranges[0]["chunks"].as_array().expect("chunks").len() > 4,
-        "{list}"
-    );
+    assert!(ranges[0]["chunks"].as_array().expect("chunks").len() > 4, "{list}");
     let table = ok(cli(a, &["range", "list"]));
     assert!(table.starts_with("NAME"), "{table}");
     ok(cli(a, &["range", "compact", "cities"]));
@@ -166,20 +124,7 @@ fn bench_runs_against_a_node() {
     let mut node = Node::start(dir.path());
     let out = ok(cli(
         node.addr,
-        &[
-            "bench",
-            "-c",
-            "4",
-            "-P",
-            "2",
-            "-n",
-            "400",
-            "-r",
-            "100",
-            "-t",
-            "put,get,scan",
-            "--json",
-        ],
+        &["bench", "-c", "4", "-P", "2", "-n", "400", "-r", "100", "-t", "put,get,scan", "--json"],
     ));
     let results = json_lines(&out);
     assert_eq!(results.len(), 3, "{out}");

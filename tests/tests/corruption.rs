@@ -31,18 +31,12 @@ fn corrupt_chunk_is_reported_and_others_keep_serving() {
     // Phase 1: two ranges; "bad" gets several segments in its one chunk.
     let (bad_chunk, good_chunk) = rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        let options = RangeOptions {
-            chunk_size_max_bytes: 256 * 1024,
-        };
+        let options = RangeOptions { chunk_size_max_bytes: 256 * 1024 };
         c.create_range("bad", options).await.expect("create");
         c.create_range("good", options).await.expect("create");
         for i in 0..200u32 {
-            c.put("bad", format!("k{i:04}"), vec![b'b'; 500])
-                .await
-                .expect("put");
-            c.put("good", format!("k{i:04}"), vec![b'g'; 100])
-                .await
-                .expect("put");
+            c.put("bad", format!("k{i:04}"), vec![b'b'; 500]).await.expect("put");
+            c.put("good", format!("k{i:04}"), vec![b'g'; 100]).await.expect("put");
         }
         let bad = c.describe_range("bad").await.expect("describe");
         let good = c.describe_range("good").await.expect("describe");
@@ -53,10 +47,7 @@ fn corrupt_chunk_is_reported_and_others_keep_serving() {
 
     // Phase 2: flip a byte in the middle of the first, sealed segment.
     let bad_segments = segments(&chunk_dir(dir.path(), bad_chunk));
-    assert!(
-        bad_segments.len() >= 2,
-        "need a sealed segment, got {bad_segments:?}"
-    );
+    assert!(bad_segments.len() >= 2, "need a sealed segment, got {bad_segments:?}");
     let mut bytes = fs::read(&bad_segments[0]).expect("read");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
@@ -75,16 +66,10 @@ fn corrupt_chunk_is_reported_and_others_keep_serving() {
     node.restart();
     rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        let err = c
-            .get("bad", "k0001")
-            .await
-            .expect_err("corrupt chunk must not serve");
+        let err = c.get("bad", "k0001").await.expect_err("corrupt chunk must not serve");
         assert_eq!(err.code(), Some(ErrorCode::ChunkUnavailable), "{err}");
         assert!(err.to_string().contains("corrupt segment"), "{err}");
-        let err = c
-            .put("bad", "k0001", "x")
-            .await
-            .expect_err("no writes either");
+        let err = c.put("bad", "k0001", "x").await.expect_err("no writes either");
         assert_eq!(err.code(), Some(ErrorCode::ChunkUnavailable));
         for i in 0..200u32 {
             assert_eq!(
@@ -92,29 +77,13 @@ fn corrupt_chunk_is_reported_and_others_keep_serving() {
                 Some(vec![b'g'; 100])
             );
         }
-        c.put("good", "after", "restart")
-            .await
-            .expect("good range takes writes");
+        c.put("good", "after", "restart").await.expect("good range takes writes");
         let info = c.describe_range("bad").await.expect("describe still works");
-        let reason = info.chunks[0]
-            .unavailable
-            .clone()
-            .expect("reported unavailable");
-        assert!(
-            reason.contains(&bad_segments[0].display().to_string()),
-            "{reason}"
-        );
+        let reason = info.chunks[0].unavailable.clone().expect("reported unavailable");
+        assert!(reason.contains(&bad_segments[0].display().to_string()), "{reason}");
     });
-    assert!(
-        node.log_contains("chunk is unavailable"),
-        "{:#?}",
-        node.log()
-    );
-    assert!(
-        node.log_contains("truncated a torn write"),
-        "{:#?}",
-        node.log()
-    );
+    assert!(node.log_contains("chunk is unavailable"), "{:#?}", node.log());
+    assert!(node.log_contains("truncated a torn write"), "{:#?}", node.log());
     let listing = cli(node.addr, &["range", "list"]);
     let stdout = String::from_utf8_lossy(&listing.stdout);
     assert!(stdout.contains("UNAVAILABLE"), "{stdout}");

@@ -63,14 +63,9 @@ fn acknowledged_writes_survive_sigkill() {
     rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
         // Small chunks: the load splits them while the kills happen.
-        c.create_range(
-            RANGE,
-            RangeOptions {
-                chunk_size_max_bytes: 16 * 1024,
-            },
-        )
-        .await
-        .expect("create");
+        c.create_range(RANGE, RangeOptions { chunk_size_max_bytes: 16 * 1024 })
+            .await
+            .expect("create");
     });
     let mut next_n = 0u64;
     for round in 0..ROUNDS {
@@ -79,12 +74,7 @@ fn acknowledged_writes_survive_sigkill() {
             let mut tasks = Vec::new();
             for w in 0..WRITERS {
                 let client = Client::connect(node.addr).await.expect("connect");
-                tasks.push(tokio::spawn(write_until_killed(
-                    client,
-                    w,
-                    next_n,
-                    acked.clone(),
-                )));
+                tasks.push(tokio::spawn(write_until_killed(client, w, next_n, acked.clone())));
             }
             tokio::time::sleep(Duration::from_millis(run_ms)).await;
             node.kill();
@@ -127,9 +117,6 @@ fn acknowledged_writes_survive_sigkill() {
         }
         assert!(acked.len() > round, "the load made no progress");
     }
-    eprintln!(
-        "{} batches acknowledged across {ROUNDS} kills",
-        acked.lock().expect("lock").len()
-    );
+    eprintln!("{} batches acknowledged across {ROUNDS} kills", acked.lock().expect("lock").len());
     assert!(node.stop(), "clean shutdown after the crash rounds");
 }

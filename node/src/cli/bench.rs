@@ -81,22 +81,14 @@ struct Outcome {
 
 async fn worker(client: Client, args: Arc<BenchArgsShared>, test: Test, seed: u64) -> Outcome {
     let mut rng = Rng(seed | 1);
-    let mut out = Outcome {
-        latencies_us: Vec::new(),
-        records: 0,
-        errors: 0,
-        first_error: None,
-    };
+    let mut out = Outcome { latencies_us: Vec::new(), records: 0, errors: 0, first_error: None };
     let value: Vec<u8> = (0..args.value_size).map(|_| rng.next() as u8).collect();
     while args.issued.fetch_add(1, Ordering::Relaxed) < args.requests {
         let k = key(rng.next() % args.keyspace);
         let started = Instant::now();
         let result = match test {
             Test::Put => client.put(&args.range, &k, &value).await.map(|_| 1),
-            Test::Get => client
-                .get(&args.range, &k)
-                .await
-                .map(|v| u64::from(v.is_some())),
+            Test::Get => client.get(&args.range, &k).await.map(|v| u64::from(v.is_some())),
             Test::Scan => client
                 .scan(&args.range, &Scan::all().start(&k).limit(args.scan_length))
                 .await
@@ -139,12 +131,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         bail!("--connections, --pipeline and --keyspace must be at least 1");
     }
     let mut tests = Vec::new();
-    for t in args
-        .tests
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
+    for t in args.tests.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         tests.push(match t {
             "put" | "set" => Test::Put,
             "get" => Test::Get,
@@ -160,10 +147,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .with_context(|| format!("cannot reach monotable at {}", args.client.addr))?,
         );
     }
-    match clients[0]
-        .create_range(&args.range, RangeOptions::default())
-        .await
-    {
+    match clients[0].create_range(&args.range, RangeOptions::default()).await {
         Ok(()) => {}
         Err(e) if e.code() == Some(ErrorCode::RangeExists) => {}
         Err(e) => return Err(e.into()),
@@ -195,10 +179,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             errors += o.errors;
             first_error = first_error.or(o.first_error);
         }
-        let elapsed = started
-            .elapsed()
-            .max(Duration::from_micros(1))
-            .as_secs_f64();
+        let elapsed = started.elapsed().max(Duration::from_micros(1)).as_secs_f64();
         latencies.sort_unstable();
         let ops = latencies.len() as f64 / elapsed;
         let name = format!("{test:?}").to_lowercase();
@@ -233,10 +214,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             );
         }
         if errors > 0 {
-            eprintln!(
-                "{name}: {errors} errors, first: {}",
-                first_error.unwrap_or_default()
-            );
+            eprintln!("{name}: {errors} errors, first: {}", first_error.unwrap_or_default());
         }
     }
     Ok(())

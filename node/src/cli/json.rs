@@ -45,10 +45,7 @@ fn element_from_json(j: &Json) -> Result<Element> {
             } else if let Some(u) = n.as_u64() {
                 Element::Int(i128::from(u))
             } else {
-                Element::Float(
-                    n.as_f64()
-                        .ok_or_else(|| anyhow!("unrepresentable number {n}"))?,
-                )
+                Element::Float(n.as_f64().ok_or_else(|| anyhow!("unrepresentable number {n}"))?)
             }
         }
         Json::String(s) => Element::String(s.clone()),
@@ -70,10 +67,7 @@ pub fn key_from_json(j: &Json) -> Result<Vec<u8>> {
         }
     }
     let elements = match j {
-        Json::Array(items) => items
-            .iter()
-            .map(element_from_json)
-            .collect::<Result<Vec<_>>>()?,
+        Json::Array(items) => items.iter().map(element_from_json).collect::<Result<Vec<_>>>()?,
         other => vec![element_from_json(other)?],
     };
     Ok(tuple::encode(&elements)?)
@@ -266,14 +260,8 @@ mod tests {
 
     #[test]
     fn bare_words_are_strings() {
-        assert_eq!(
-            key_arg("ada").expect("key"),
-            key_from_json(&json!("ada")).expect("key")
-        );
-        assert_eq!(
-            value_to_json(&value_arg("hello world")),
-            json!("hello world")
-        );
+        assert_eq!(key_arg("ada").expect("key"), key_from_json(&json!("ada")).expect("key"));
+        assert_eq!(value_to_json(&value_arg("hello world")), json!("hello world"));
     }
 
     #[test]

@@ -16,12 +16,8 @@ const LOAD_BATCHES_IN_FLIGHT_MAX: usize = 8;
 fn parse_line(line: &str, number: usize) -> Result<(Vec<u8>, Vec<u8>)> {
     let doc: serde_json::Value =
         serde_json::from_str(line).with_context(|| format!("line {number}: not JSON"))?;
-    let key = doc
-        .get("key")
-        .ok_or_else(|| anyhow!("line {number}: no \"key\" field"))?;
-    let value = doc
-        .get("value")
-        .ok_or_else(|| anyhow!("line {number}: no \"value\" field"))?;
+    let key = doc.get("key").ok_or_else(|| anyhow!("line {number}: no \"key\" field"))?;
+    let value = doc.get("value").ok_or_else(|| anyhow!("line {number}: no \"value\" field"))?;
     let key = json::key_from_json(key).with_context(|| format!("line {number}: bad key"))?;
     Ok((key, json::value_from_json(value)))
 }

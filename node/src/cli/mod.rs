@@ -32,12 +32,7 @@ struct Cli {
 #[derive(Args, Clone)]
 pub struct ClientOpts {
     /// Address of the node's native protocol.
-    #[arg(
-        long,
-        env = "MONOTABLE_ADDR",
-        default_value = "127.0.0.1:7070",
-        global = true
-    )]
+    #[arg(long, env = "MONOTABLE_ADDR", default_value = "127.0.0.1:7070", global = true)]
     pub addr: String,
 }
 
@@ -180,8 +175,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         other => return Err(format!("unknown size unit {other:?}")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Exit status for "not found" (`get` of an absent key).
@@ -212,16 +206,11 @@ fn serve(args: ServeArgs) -> i32 {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut config = NodeConfig {
-        data_dir: args.data_dir,
-        listen: args.listen,
-        ..NodeConfig::default()
-    };
+    let mut config =
+        NodeConfig { data_dir: args.data_dir, listen: args.listen, ..NodeConfig::default() };
     config.fsync = match args.fsync {
         FsyncArg::Always => FsyncMode::Always,
-        FsyncArg::Interval => FsyncMode::Interval {
-            ms: args.fsync_interval_ms.max(1),
-        },
+        FsyncArg::Interval => FsyncMode::Interval { ms: args.fsync_interval_ms.max(1) },
         FsyncArg::Never => FsyncMode::Never,
     };
     if let Some(w) = args.workers {
@@ -257,10 +246,7 @@ async fn shutdown_signal() {
 }
 
 fn client_main(cmd: Cmd) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return report(&e.into()),
     };
@@ -343,12 +329,7 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 }
             }
         }
-        Cmd::Put {
-            range,
-            key,
-            value,
-            client,
-        } => {
+        Cmd::Put { range, key, value, client } => {
             let c = connect(&client).await?;
             let key = json::key_arg(&key)?;
             c.put(&range, key, json::value_arg(&value)).await?;
@@ -369,20 +350,10 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
             c.delete(&range, json::key_arg(&key)?).await?;
         }
         Cmd::Scan(args) => scan(args, &mut out).await?,
-        Cmd::Load {
-            range,
-            file,
-            batch,
-            client,
-        } => {
+        Cmd::Load { range, file, batch, client } => {
             let c = connect(&client).await?;
-            load::run(
-                &c,
-                &range,
-                &file,
-                batch.clamp(1, monotable_proto::limits::BATCH_OPS_MAX),
-            )
-            .await?;
+            load::run(&c, &range, &file, batch.clamp(1, monotable_proto::limits::BATCH_OPS_MAX))
+                .await?;
         }
         Cmd::Bench(args) => bench::run(args).await?,
     }

@@ -54,6 +54,14 @@ pub struct ChunkScan {
     pub stopped_at: Option<Vec<u8>>,
 }
 
+/// A compaction written to disk but not yet in charge.
+pub struct Compaction {
+    segment: u32,
+    index: ChunkIndex,
+    last_seq: u64,
+    horizon: u64,
+}
+
 pub struct Chunk {
     pub meta: ChunkMeta,
     index: ChunkIndex,
@@ -72,13 +80,7 @@ impl Chunk {
         segment_size_max_bytes: u64,
     ) -> Result<Self, ChunkError> {
         let log = ChunkLog::create(dir, segment_size_max_bytes, 0, &[])?;
-        Ok(Chunk {
-            meta,
-            index: ChunkIndex::new(),
-            log,
-            durable_seq: 0,
-            gc_horizon: 0,
-        })
+        Ok(Chunk { meta, index: ChunkIndex::new(), log, durable_seq: 0, gc_horizon: 0 })
     }
 
     /// Opens a chunk by replaying its log.
@@ -93,13 +95,7 @@ impl Chunk {
         index.bump_last_seq(recovery.base_last_seq);
         let last = index.last_seq();
         // Pins do not survive a restart, so no older snapshot is readable.
-        let chunk = Chunk {
-            meta,
-            index,
-            log,
-            durable_seq: last,
-            gc_horizon: last,
-        };
+        let chunk = Chunk { meta, index, log, durable_seq: last, gc_horizon: last };
         Ok((chunk, recovery))
     }
 
@@ -136,28 +132,16 @@ impl Chunk {
     /// it has been written out and synced; reads do not see it before
     /// [`Chunk::mark_durable`].
     pub fn apply_batch(&mut self, seq: u64, ops: &[WriteOp]) -> Result<(), ChunkError> {
-        assert!(
-            seq > self.index.last_seq(),
-            "seq {seq} not above {}",
-            self.index.last_seq()
-        );
+        assert!(seq > self.index.last_seq(), "seq {seq} not above {}", self.index.last_seq());
         let mut entries: Vec<EntryRef<'_>> = ops
             .iter()
             .map(|op| match op {
-                WriteOp::Put { key, value } => EntryRef {
-                    seq,
-                    key,
-                    value: Some(value),
-                    expiry_ms: 0,
-                    batch_end: false,
-                },
-                WriteOp::Delete { key } => EntryRef {
-                    seq,
-                    key,
-                    value: None,
-                    expiry_ms: 0,
-                    batch_end: false,
-                },
+                WriteOp::Put { key, value } => {
+                    EntryRef { seq, key, value: Some(value), expiry_ms: 0, batch_end: false }
+                }
+                WriteOp::Delete { key } => {
+                    EntryRef { seq, key, value: None, expiry_ms: 0, batch_end: false }
+                }
             })
             .collect();
         let versions = self.log.append_batch(&mut entries)?;
@@ -178,10 +162,7 @@ impl Chunk {
 
     /// Everything up to `seq` is durable: reads may see it.
     pub fn mark_durable(&mut self, seq: u64) {
-        assert!(
-            seq <= self.index.last_seq(),
-            "durable beyond what was logged"
-        );
+        assert!(seq <= self.index.last_seq(), "durable beyond what was logged");
         self.durable_seq = self.durable_seq.max(seq);
     }
 
@@ -239,10 +220,7 @@ impl Chunk {
             }
             let value = self.log.read(key, &v)?;
             bytes += key.len() + value.len();
-            out.records.push(Record {
-                key: key.to_vec().into(),
-                value: value.into(),
-            });
+            out.records.push(Record { key: key.to_vec().into(), value: value.into() });
         }
         Ok(out)
     }
@@ -271,10 +249,7 @@ impl Chunk {
                 let before = body.len();
                 self.log.copy_entry(key, &v, &mut body)?;
                 let len = body.len() - before;
-                index.apply(
-                    key,
-                    Version::new(v.seq, segment, offset, len, v.is_tombstone()),
-                );
+                index.apply(key, Version::new(v.seq, segment, offset, len, v.is_tombstone()));
             }
         }
         Ok((body, index))
@@ -283,19 +258,29 @@ impl Chunk {
     /// Rewrites the log keeping only what `pins` and future snapshots at or
     /// above `stable` can see. Everything logged must be durable first.
     pub fn compact(&mut self, pins: &[u64], stable: u64) -> Result<(), ChunkError> {
-        assert_eq!(
-            self.durable_seq,
-            self.index.last_seq(),
-            "compaction with undurable writes"
-        );
+        let prepared = self.prepare_compaction(pins, stable)?;
+        self.install_compaction(prepared)
+    }
+
+    /// The slow half of compaction, which only reads the chunk: writes the
+    /// compacted segment and builds its index.
+    pub fn prepare_compaction(&self, pins: &[u64], stable: u64) -> Result<Compaction, ChunkError> {
+        assert_eq!(self.durable_seq, self.index.last_seq(), "compaction with undurable writes");
         let all = (Bound::Unbounded, Bound::Unbounded);
         let segment = self.log.next_segment_id();
         let (body, mut index) = self.rewrite(pins, stable, all, segment)?;
         let last_seq = self.index.last_seq();
-        self.log.install_compacted(segment, last_seq, &body)?;
+        self.log.stage_compacted(segment, last_seq, &body)?;
         index.bump_last_seq(last_seq);
-        self.index = index;
-        self.gc_horizon = self.gc_horizon.max(stable);
+        Ok(Compaction { segment, index, last_seq, horizon: stable })
+    }
+
+    /// The quick half: puts the compacted segment and index in charge.
+    pub fn install_compaction(&mut self, c: Compaction) -> Result<(), ChunkError> {
+        assert_eq!(c.last_seq, self.index.last_seq(), "the chunk changed during compaction");
+        self.log.install_compacted(c.segment)?;
+        self.index = c.index;
+        self.gc_horizon = self.gc_horizon.max(c.horizon);
         Ok(())
     }
 
@@ -311,11 +296,7 @@ impl Chunk {
         upper: (ChunkMeta, &Path),
         segment_size_max_bytes: u64,
     ) -> Result<(Chunk, Chunk), ChunkError> {
-        assert_eq!(
-            self.durable_seq,
-            self.index.last_seq(),
-            "split with undurable writes"
-        );
+        assert_eq!(self.durable_seq, self.index.last_seq(), "split with undurable writes");
         assert!(self.meta.contains(split_key) && split_key != self.meta.start.as_slice());
         let halves = [
             (lower, (Bound::Unbounded, Bound::Excluded(split_key))),
@@ -331,13 +312,7 @@ impl Chunk {
             let mut index = index;
             index.bump_last_seq(last_seq);
             let horizon = self.gc_horizon.max(stable);
-            made.push(Chunk {
-                meta,
-                index,
-                log,
-                durable_seq: last_seq,
-                gc_horizon: horizon,
-            });
+            made.push(Chunk { meta, index, log, durable_seq: last_seq, gc_horizon: horizon });
         }
         let upper = made.pop().expect("two halves");
         let lower = made.pop().expect("two halves");

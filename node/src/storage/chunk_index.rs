@@ -25,12 +25,7 @@ impl Version {
         let len = u32::try_from(entry_len).expect("entries are far below 2 GiB");
         assert!(len & TOMBSTONE_BIT == 0, "entries are far below 2 GiB");
         let len_and_kind = if tombstone { len | TOMBSTONE_BIT } else { len };
-        Version {
-            seq,
-            offset,
-            segment,
-            len_and_kind,
-        }
+        Version { seq, offset, segment, len_and_kind }
     }
 
     pub fn is_tombstone(&self) -> bool {
@@ -134,12 +129,7 @@ impl ChunkIndex {
         let (old_live, old_bytes) = match self.keys.get_mut(key) {
             Some(chain) => {
                 let old = *chain.newest();
-                assert!(
-                    v.seq >= old.seq,
-                    "seq went backwards: {} after {}",
-                    v.seq,
-                    old.seq
-                );
+                assert!(v.seq >= old.seq, "seq went backwards: {} after {}", v.seq, old.seq);
                 if old.seq == v.seq {
                     // Same batch wrote the key twice: replace in place.
                     match chain {
@@ -204,12 +194,10 @@ impl ChunkIndex {
         upto: u64,
         bounds: KeyBounds<'_>,
     ) -> impl Iterator<Item = (&'a [u8], Vec<Version>)> + 'a {
-        self.keys
-            .range::<[u8], _>(bounds)
-            .filter_map(move |(key, chain)| {
-                let kept = retain_chain(chain.as_slice(), pins, upto);
-                (!kept.is_empty()).then_some((&**key, kept))
-            })
+        self.keys.range::<[u8], _>(bounds).filter_map(move |(key, chain)| {
+            let kept = retain_chain(chain.as_slice(), pins, upto);
+            (!kept.is_empty()).then_some((&**key, kept))
+        })
     }
 
     /// The key at which to split so both halves hold about half the live
@@ -255,11 +243,8 @@ fn retain_chain(chain: &[Version], pins: &[u64], upto: u64) -> Vec<Version> {
             keep[i] = true;
         }
     }
-    let mut kept: Vec<Version> = chain
-        .iter()
-        .zip(keep)
-        .filter_map(|(v, k)| k.then_some(*v))
-        .collect();
+    let mut kept: Vec<Version> =
+        chain.iter().zip(keep).filter_map(|(v, k)| k.then_some(*v)).collect();
     while kept.first().is_some_and(Version::is_tombstone) {
         kept.remove(0);
     }
@@ -327,10 +312,7 @@ mod tests {
     fn compaction_keeps_exactly_what_pins_see() {
         let chain = [put(1, 1), put(2, 1), del(3), put(4, 1), put(6, 1)];
         let seqs = |pins: &[u64]| -> Vec<u64> {
-            retain_chain(&chain, pins, 6)
-                .iter()
-                .map(|v| v.seq)
-                .collect()
+            retain_chain(&chain, pins, 6).iter().map(|v| v.seq).collect()
         };
         assert_eq!(seqs(&[]), vec![6]);
         assert_eq!(seqs(&[1]), vec![1, 6]);
@@ -362,10 +344,7 @@ mod tests {
             ix.scan(b, at, rev).map(|(k, _)| k.to_vec()).collect()
         };
         use Bound::*;
-        assert_eq!(
-            keys((Included(b"b"), Excluded(b"d")), 9, false),
-            vec![b"c".to_vec()]
-        );
+        assert_eq!(keys((Included(b"b"), Excluded(b"d")), 9, false), vec![b"c".to_vec()]);
         assert_eq!(
             keys((Included(b"b"), Excluded(b"d")), 8, false),
             vec![b"b".to_vec(), b"c".to_vec()]
@@ -374,10 +353,7 @@ mod tests {
             keys((Unbounded, Unbounded), 9, true),
             vec![b"d".to_vec(), b"c".to_vec(), b"a".to_vec()]
         );
-        assert_eq!(
-            keys((Unbounded, Unbounded), 2, false),
-            vec![b"a".to_vec(), b"b".to_vec()]
-        );
+        assert_eq!(keys((Unbounded, Unbounded), 2, false), vec![b"a".to_vec(), b"b".to_vec()]);
     }
 
     #[test]

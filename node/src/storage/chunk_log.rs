@@ -35,18 +35,11 @@ pub enum LogError {
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("corrupt segment {path} at byte {offset}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| LogError::Io { path: path.to_owned(), source }
 }
 
 /// What recovery found and did.
@@ -152,6 +145,28 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+fn staged_path(dir: &Path, id: u32) -> PathBuf {
+    segment_path(dir, id).with_extension(&TMP_SUFFIX[1..])
+}
+
+/// Writes a complete base segment under its temporary name and fsyncs it.
+/// Until [`publish_staged`] renames it, recovery ignores (and removes) it.
+fn stage_segment(dir: &Path, id: u32, last_seq: u64, body: &[u8]) -> Result<(), LogError> {
+    let tmp = staged_path(dir, id);
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(&encode_header(id, true, last_seq)).map_err(io_err(&tmp))?;
+    f.write_all(body).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))
+}
+
+/// Renames a staged segment into place, durably: from here on it is the
+/// base of the log.
+fn publish_staged(dir: &Path, id: u32) -> Result<(), LogError> {
+    let path = segment_path(dir, id);
+    fs::rename(staged_path(dir, id), &path).map_err(io_err(&path))?;
+    sync_dir(dir).map_err(io_err(dir))
+}
+
 /// Writes a complete segment atomically: temp file, fsync, rename, dir fsync.
 fn write_segment_atomically(
     dir: &Path,
@@ -159,15 +174,8 @@ fn write_segment_atomically(
     last_seq: u64,
     body: &[u8],
 ) -> Result<(), LogError> {
-    let path = segment_path(dir, id);
-    let tmp = path.with_extension(&TMP_SUFFIX[1..]);
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&encode_header(id, true, last_seq))
-        .map_err(io_err(&tmp))?;
-    f.write_all(body).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir).map_err(io_err(dir))
+    stage_segment(dir, id, last_seq, body)?;
+    publish_staged(dir, id)
 }
 
 impl ChunkLog {
@@ -203,20 +211,9 @@ impl ChunkLog {
 
     fn add_segment(&mut self, id: u32) -> Result<(), LogError> {
         let path = segment_path(&self.dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
         let written_len = file.metadata().map_err(io_err(&path))?.len();
-        self.segments.insert(
-            id,
-            Segment {
-                file,
-                path,
-                written_len,
-            },
-        );
+        self.segments.insert(id, Segment { file, path, written_len });
         self.active = self.active.max(id);
         Ok(())
     }
@@ -270,13 +267,7 @@ impl ChunkLog {
                     recovery.truncated_bytes += bytes.len() as u64;
                     continue;
                 }
-                Err(reason) => {
-                    return Err(LogError::Corrupt {
-                        path,
-                        offset: 0,
-                        reason,
-                    })
-                }
+                Err(reason) => return Err(LogError::Corrupt { path, offset: 0, reason }),
             };
             if let Some(last_seq) = base_last_seq {
                 recovery.base_last_seq = last_seq;
@@ -304,11 +295,7 @@ impl ChunkLog {
         for (i, (id, bytes)) in contents.iter().enumerate() {
             let path = segment_path(dir, *id);
             let replay = replay_segment(*id, bytes, &mut visit, &mut recovery).map_err(
-                |(offset, reason)| LogError::Corrupt {
-                    path: path.clone(),
-                    offset,
-                    reason,
-                },
+                |(offset, reason)| LogError::Corrupt { path: path.clone(), offset, reason },
             )?;
             let valid_len = replay.complete_len;
             if valid_len < bytes.len() as u64 {
@@ -321,10 +308,7 @@ impl ChunkLog {
                         reason: describe_damage(&bytes[valid_len as usize..]),
                     });
                 }
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
+                let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
                 f.set_len(valid_len).map_err(io_err(&path))?;
                 f.sync_all().map_err(io_err(&path))?;
                 recovery.truncated_bytes += bytes.len() as u64 - valid_len;
@@ -351,13 +335,7 @@ impl ChunkLog {
             let before = self.unwritten.len();
             encode_entry(&mut self.unwritten, e);
             let len = self.unwritten.len() - before;
-            versions.push(Version::new(
-                e.seq,
-                self.active,
-                offset,
-                len,
-                e.value.is_none(),
-            ));
+            versions.push(Version::new(e.seq, self.active, offset, len, e.value.is_none()));
         }
         Ok(versions)
     }
@@ -378,8 +356,7 @@ impl ChunkLog {
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        f.write_all(&encode_header(id, false, 0))
-            .map_err(io_err(&path))?;
+        f.write_all(&encode_header(id, false, 0)).map_err(io_err(&path))?;
         self.add_segment(id)?;
         self.unsynced.push(id);
         self.dir_dirty = true;
@@ -391,13 +368,8 @@ impl ChunkLog {
         if self.unwritten.is_empty() {
             return Ok(());
         }
-        let seg = self
-            .segments
-            .get_mut(&self.active)
-            .expect("the active segment is open");
-        seg.file
-            .write_all_at(&self.unwritten, seg.written_len)
-            .map_err(io_err(&seg.path))?;
+        let seg = self.segments.get_mut(&self.active).expect("the active segment is open");
+        seg.file.write_all_at(&self.unwritten, seg.written_len).map_err(io_err(&seg.path))?;
         seg.written_len += self.unwritten.len() as u64;
         self.unwritten.clear();
         if self.unsynced.last() != Some(&self.active) {
@@ -421,37 +393,27 @@ impl ChunkLog {
     /// Reads back one entry and verifies it: checksum, and that it is the
     /// entry the version names.
     pub fn read(&self, key: &[u8], v: &Version) -> Result<Vec<u8>, LogError> {
-        let seg = self
-            .segments
-            .get(&v.segment)
-            .ok_or_else(|| LogError::Corrupt {
-                path: segment_path(&self.dir, v.segment),
-                offset: v.offset,
-                reason: "index points at a missing segment".into(),
-            })?;
+        let seg = self.segments.get(&v.segment).ok_or_else(|| LogError::Corrupt {
+            path: segment_path(&self.dir, v.segment),
+            offset: v.offset,
+            reason: "index points at a missing segment".into(),
+        })?;
         let len = v.entry_len();
         let mut buf;
         let bytes: &[u8] = if v.offset >= seg.written_len {
             let start = (v.offset - seg.written_len) as usize;
-            self.unwritten
-                .get(start..start + len)
-                .ok_or_else(|| LogError::Corrupt {
-                    path: seg.path.clone(),
-                    offset: v.offset,
-                    reason: "index points past the end of the log".into(),
-                })?
+            self.unwritten.get(start..start + len).ok_or_else(|| LogError::Corrupt {
+                path: seg.path.clone(),
+                offset: v.offset,
+                reason: "index points past the end of the log".into(),
+            })?
         } else {
             buf = vec![0u8; len];
-            seg.file
-                .read_exact_at(&mut buf, v.offset)
-                .map_err(io_err(&seg.path))?;
+            seg.file.read_exact_at(&mut buf, v.offset).map_err(io_err(&seg.path))?;
             &buf
         };
-        let corrupt = |reason: String| LogError::Corrupt {
-            path: seg.path.clone(),
-            offset: v.offset,
-            reason,
-        };
+        let corrupt =
+            |reason: String| LogError::Corrupt { path: seg.path.clone(), offset: v.offset, reason };
         let (e, _) = decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
         if e.seq != v.seq || e.key != key {
             return Err(corrupt("entry is not the one the index expects".into()));
@@ -461,20 +423,10 @@ impl ChunkLog {
 
     /// Re-encodes one stored entry as a standalone batch, for compaction.
     pub fn copy_entry(&self, key: &[u8], v: &Version, out: &mut Vec<u8>) -> Result<(), LogError> {
-        let value = if v.is_tombstone() {
-            None
-        } else {
-            Some(self.read(key, v)?)
-        };
+        let value = if v.is_tombstone() { None } else { Some(self.read(key, v)?) };
         encode_entry(
             out,
-            &EntryRef {
-                seq: v.seq,
-                key,
-                value: value.as_deref(),
-                expiry_ms: 0,
-                batch_end: true,
-            },
+            &EntryRef { seq: v.seq, key, value: value.as_deref(), expiry_ms: 0, batch_end: true },
         );
         Ok(())
     }
@@ -484,21 +436,20 @@ impl ChunkLog {
         self.active + 1
     }
 
-    /// Replaces every segment with one new base segment `id` holding `body`
-    /// (entries encoded for offsets after the header). Call with nothing
-    /// unwritten.
-    pub fn install_compacted(
-        &mut self,
-        id: u32,
-        last_seq: u64,
-        body: &[u8],
-    ) -> Result<(), LogError> {
-        assert!(
-            self.unwritten.is_empty(),
-            "compaction with unwritten entries"
-        );
+    /// Writes the new base segment `id` holding `body` (entries encoded for
+    /// offsets after the header) under a temporary name. Takes `&self`: the
+    /// log keeps serving reads meanwhile.
+    pub fn stage_compacted(&self, id: u32, last_seq: u64, body: &[u8]) -> Result<(), LogError> {
         assert_eq!(id, self.next_segment_id(), "compacted segment id");
-        write_segment_atomically(&self.dir, id, last_seq, body)?;
+        stage_segment(&self.dir, id, last_seq, body)
+    }
+
+    /// Makes a staged segment the base of the log and removes every older
+    /// segment. Call with nothing unwritten.
+    pub fn install_compacted(&mut self, id: u32) -> Result<(), LogError> {
+        assert!(self.unwritten.is_empty(), "compaction with unwritten entries");
+        assert_eq!(id, self.next_segment_id(), "compacted segment id");
+        publish_staged(&self.dir, id)?;
         let old: Vec<u32> = self.segments.keys().copied().collect();
         self.segments.clear();
         self.unsynced.clear();
@@ -550,10 +501,7 @@ fn replay_segment(
                 return Err((pos as u64, "batch entries carry different seqs".into()));
             }
         }
-        batch.push((
-            e,
-            Version::new(e.seq, id, pos as u64, len, e.value.is_none()),
-        ));
+        batch.push((e, Version::new(e.seq, id, pos as u64, len, e.value.is_none())));
         pos += len;
         if e.batch_end {
             for (e, v) in batch.drain(..) {
@@ -563,11 +511,7 @@ fn replay_segment(
             batch_start = pos;
         }
     }
-    Ok(Replay {
-        complete_len: batch_start as u64,
-        stop_pos: pos,
-        seq_max,
-    })
+    Ok(Replay { complete_len: batch_start as u64, stop_pos: pos, seq_max })
 }
 
 /// Whether an intact entry starts anywhere after the damage at `stop_pos`: if

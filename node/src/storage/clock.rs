@@ -43,12 +43,7 @@ impl SeqClock {
     /// A clock whose first seq follows `last_used` (the highest seq found in
     /// any chunk log at startup).
     pub fn new(last_used: u64) -> Self {
-        SeqClock {
-            state: Mutex::new(ClockState {
-                next: last_used + 1,
-                ..Default::default()
-            }),
-        }
+        SeqClock { state: Mutex::new(ClockState { next: last_used + 1, ..Default::default() }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {

@@ -59,10 +59,7 @@ pub fn encode_entry(out: &mut Vec<u8>, entry: &EntryRef<'_>) {
     let start = out.len();
     let value = entry.value.unwrap_or(&[]);
     let body_len = BODY_FIXED_BYTES + entry.key.len() + value.len();
-    debug_assert!(
-        body_len <= ENTRY_BODY_MAX_BYTES,
-        "limits are checked at the edge"
-    );
+    debug_assert!(body_len <= ENTRY_BODY_MAX_BYTES, "limits are checked at the edge");
     out.reserve(ENTRY_PREFIX_BYTES + body_len);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
@@ -126,13 +123,7 @@ pub fn decode_entry(buf: &[u8]) -> Result<(EntryRef<'_>, usize), EntryError> {
     } else {
         Some(value)
     };
-    let entry = EntryRef {
-        seq,
-        key,
-        value,
-        expiry_ms,
-        batch_end: flags & FLAG_BATCH_END != 0,
-    };
+    let entry = EntryRef { seq, key, value, expiry_ms, batch_end: flags & FLAG_BATCH_END != 0 };
     Ok((entry, total))
 }
 
@@ -141,13 +132,7 @@ mod tests {
     use super::*;
 
     fn sample(value: Option<&'static [u8]>) -> EntryRef<'static> {
-        EntryRef {
-            seq: 42,
-            key: b"k\x00ey",
-            value,
-            expiry_ms: 7,
-            batch_end: true,
-        }
+        EntryRef { seq: 42, key: b"k\x00ey", value, expiry_ms: 7, batch_end: true }
     }
 
     #[test]
@@ -155,10 +140,7 @@ mod tests {
         for e in [sample(Some(b"value")), sample(None), sample(Some(b""))] {
             let mut buf = Vec::new();
             encode_entry(&mut buf, &e);
-            assert_eq!(
-                buf.len(),
-                entry_size(e.key.len(), e.value.map_or(0, <[u8]>::len))
-            );
+            assert_eq!(buf.len(), entry_size(e.key.len(), e.value.map_or(0, <[u8]>::len)));
             let (back, used) = decode_entry(&buf).expect("valid");
             assert_eq!(back, e);
             assert_eq!(used, buf.len());
@@ -172,10 +154,7 @@ mod tests {
         for i in 0..buf.len() * 8 {
             let mut bad = buf.clone();
             bad[i / 8] ^= 1 << (i % 8);
-            assert!(
-                decode_entry(&bad).is_err(),
-                "flip of bit {i} went unnoticed"
-            );
+            assert!(decode_entry(&bad).is_err(), "flip of bit {i} went unnoticed");
         }
     }
 
@@ -184,10 +163,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_entry(&mut buf, &sample(Some(b"some value")));
         for cut in 0..buf.len() {
-            assert_eq!(
-                decode_entry(&buf[..cut]).map(|_| ()),
-                Err(EntryError::Incomplete)
-            );
+            assert_eq!(decode_entry(&buf[..cut]).map(|_| ()), Err(EntryError::Incomplete));
         }
     }
 }

@@ -14,25 +14,15 @@ use super::chunk_log::LogError;
 const SEGMENT_MAX: u64 = 4096;
 
 fn meta(id: u64) -> ChunkMeta {
-    ChunkMeta {
-        id,
-        range_id: 1,
-        start: vec![],
-        end: None,
-    }
+    ChunkMeta { id, range_id: 1, start: vec![], end: None }
 }
 
 fn put(k: &str, v: &str) -> WriteOp {
-    WriteOp::Put {
-        key: k.as_bytes().to_vec().into(),
-        value: v.as_bytes().to_vec().into(),
-    }
+    WriteOp::Put { key: k.as_bytes().to_vec().into(), value: v.as_bytes().to_vec().into() }
 }
 
 fn del(k: &str) -> WriteOp {
-    WriteOp::Delete {
-        key: k.as_bytes().to_vec().into(),
-    }
+    WriteOp::Delete { key: k.as_bytes().to_vec().into() }
 }
 
 fn commit(c: &mut Chunk, seq: u64, ops: &[WriteOp]) {
@@ -43,9 +33,7 @@ fn commit(c: &mut Chunk, seq: u64, ops: &[WriteOp]) {
 }
 
 fn contents(c: &Chunk, at: ReadAt) -> BTreeMap<String, String> {
-    let scan = c
-        .scan((Unbounded, Unbounded), at, false, usize::MAX, usize::MAX)
-        .expect("scan");
+    let scan = c.scan((Unbounded, Unbounded), at, false, usize::MAX, usize::MAX).expect("scan");
     scan.records
         .into_iter()
         .map(|r| {
@@ -106,8 +94,7 @@ fn torn_tail_is_truncated_and_half_batches_vanish() {
     let dir = tmp.path().join("c");
     let (mut c, model) = filled(&dir);
     // A batch of three entries of which only part reaches the disk.
-    c.apply_batch(61, &[put("t1", "a"), put("t2", "b"), put("t3", "c")])
-        .expect("apply");
+    c.apply_batch(61, &[put("t1", "a"), put("t2", "b"), put("t3", "c")]).expect("apply");
     c.write_out().expect("write");
     drop(c);
     let last = segments(&dir).pop().expect("a segment");
@@ -166,36 +153,15 @@ fn compaction_keeps_pinned_snapshots_and_frees_disk() {
     let dir = tmp.path().join("c");
     let (mut c, model) = filled(&dir);
     let pinned = 30;
-    let at_pin = contents(
-        &c,
-        ReadAt::Snapshot {
-            seq: pinned,
-            pinned: true,
-        },
-    );
+    let at_pin = contents(&c, ReadAt::Snapshot { seq: pinned, pinned: true });
     let before = c.log_bytes();
     c.compact(&[pinned], 60).expect("compact");
     assert!(c.log_bytes() < before, "{} !< {before}", c.log_bytes());
     assert_eq!(segments(&dir).len(), 1);
     assert_eq!(contents(&c, ReadAt::Latest), model);
-    assert_eq!(
-        contents(
-            &c,
-            ReadAt::Snapshot {
-                seq: pinned,
-                pinned: true
-            }
-        ),
-        at_pin
-    );
+    assert_eq!(contents(&c, ReadAt::Snapshot { seq: pinned, pinned: true }), at_pin);
     assert!(matches!(
-        c.get(
-            b"k001",
-            ReadAt::Snapshot {
-                seq: 20,
-                pinned: false
-            }
-        ),
+        c.get(b"k001", ReadAt::Snapshot { seq: 20, pinned: false }),
         Err(ChunkError::SnapshotTooOld { .. })
     ));
     // Writes go on after compaction, and everything survives a reopen.
@@ -228,18 +194,8 @@ fn split_divides_records_without_loss() {
     let dir = tmp.path().join("c");
     let (c, model) = filled(&dir);
     let key = c.split_key().expect("splittable");
-    let lower_meta = ChunkMeta {
-        id: 2,
-        range_id: 1,
-        start: vec![],
-        end: Some(key.clone()),
-    };
-    let upper_meta = ChunkMeta {
-        id: 3,
-        range_id: 1,
-        start: key.clone(),
-        end: None,
-    };
+    let lower_meta = ChunkMeta { id: 2, range_id: 1, start: vec![], end: Some(key.clone()) };
+    let upper_meta = ChunkMeta { id: 3, range_id: 1, start: key.clone(), end: None };
     let (lower, upper) = c
         .split(
             &key,
@@ -254,9 +210,7 @@ fn split_divides_records_without_loss() {
     let upper_contents = contents(&upper, ReadAt::Latest);
     assert!(!joined.is_empty() && !upper_contents.is_empty());
     assert!(joined.keys().all(|k| k.as_bytes() < key.as_slice()));
-    assert!(upper_contents
-        .keys()
-        .all(|k| k.as_bytes() >= key.as_slice()));
+    assert!(upper_contents.keys().all(|k| k.as_bytes() >= key.as_slice()));
     joined.extend(upper_contents);
     assert_eq!(joined, model);
     assert_eq!((lower.last_seq(), upper.last_seq()), (60, 60));
