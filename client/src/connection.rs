@@ -95,6 +95,9 @@ async fn write_frames(
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
         buf.extend_from_slice(&frame);
+        // Let other callers queue their requests first, so a burst goes out
+        // in one write rather than one syscall each.
+        tokio::task::yield_now().await;
         while buf.len() < 1024 * 1024 {
             match rx.try_recv() {
                 Ok(frame) => buf.extend_from_slice(&frame),

@@ -31,7 +31,7 @@ pub type ReplyTo<T> = oneshot::Sender<NodeResult<T>>;
 /// A request to a chunk's actor.
 pub enum ChunkMsg {
     Write {
-        ops: Vec<WriteOp>,
+        ops: Arc<[WriteOp]>,
         reply: ReplyTo<CommitToken>,
     },
     Compact {
@@ -150,7 +150,7 @@ impl ChunkActor {
 
     fn handle_write(
         &mut self,
-        ops: Vec<WriteOp>,
+        ops: Arc<[WriteOp]>,
         reply: ReplyTo<CommitToken>,
         ctx: &mut Context<Self>,
     ) {

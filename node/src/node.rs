@@ -601,14 +601,16 @@ impl Node {
             let replies: Vec<_> = groups
                 .into_iter()
                 .map(|(route, ops)| {
-                    let retry = ops.clone();
-                    (retry, call(&route.addr, |reply| ChunkMsg::Write { ops, reply }))
+                    // Shared with the actor, kept here to route again if the
+                    // chunk moved.
+                    let ops: Arc<[WriteOp]> = ops.into();
+                    (ops.clone(), call(&route.addr, |reply| ChunkMsg::Write { ops, reply }))
                 })
                 .collect();
             for (ops, rx) in replies {
                 match answer(rx).await {
                     Ok(token) => tokens.push(token),
-                    Err(NodeError::Moved) => todo.extend(ops),
+                    Err(NodeError::Moved) => todo.extend(ops.iter().cloned()),
                     Err(e) => return Err(e),
                 }
             }

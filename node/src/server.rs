@@ -230,12 +230,20 @@ async fn connection(
         let session = session.clone();
         let state = state.clone();
         let tx = tx.clone();
-        actix_rt::spawn(async move {
+        let mut task = Box::pin(async move {
             let result = node.execute(request.command, &session).await.map_err(|e| e.to_info());
             send(&tx, request.id, result);
             drop(permit);
             state.request_done();
         });
+        // Most reads finish without waiting: run them right here, and give
+        // a task of its own only to requests that wait (writes, moved
+        // chunks). A future polled once with a no-op waker registers the
+        // real waker when its task polls it again.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if task.as_mut().poll(&mut cx).is_pending() {
+            actix_rt::spawn(task);
+        }
     }
     drop(tx);
     let _ = writer.await;
@@ -264,6 +272,9 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiv
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
         buf.extend_from_slice(&frame);
+        // Let the requests that are ready finish first, so their replies go
+        // out in this write rather than one syscall each.
+        tokio::task::yield_now().await;
         while buf.len() < WRITE_BATCH_MAX_BYTES {
             match rx.try_recv() {
                 Ok(frame) => buf.extend_from_slice(&frame),
