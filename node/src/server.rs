@@ -192,17 +192,24 @@ async fn connection(
     let session = Arc::new(Session::new(node.clone()));
     let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX));
     let mut buf = Vec::new();
-    loop {
-        if *closing.borrow_and_update() {
-            break;
+    // One future for the whole connection: it resolves when the server
+    // starts closing connections.
+    let closed = async move {
+        if !*closing.borrow_and_update() {
+            let _ = closing.changed().await;
         }
+    };
+    tokio::pin!(closed);
+    loop {
         let permit = tokio::select! {
+            biased;
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = closing.changed() => break,
+            () = &mut closed => break,
         };
         let read = tokio::select! {
+            biased;
             r = read_frame(&mut reader, &mut buf) => r,
-            _ = closing.changed() => break,
+            () = &mut closed => break,
         };
         match read {
             Ok(true) => {}

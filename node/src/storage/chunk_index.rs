@@ -79,12 +79,17 @@ impl Chain {
     }
 }
 
+/// A key as the index stores it: short keys (nearly all of them) live inside
+/// the B-tree node, so a lookup compares bytes already in cache instead of
+/// chasing a pointer per comparison.
+type IndexKey = smallvec::SmallVec<[u8; 24]>;
+
 /// Bounds of a scan over keys.
 pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 #[derive(Debug, Default)]
 pub struct ChunkIndex {
-    keys: BTreeMap<Box<[u8]>, Chain>,
+    keys: BTreeMap<IndexKey, Chain>,
     /// Keys whose newest version is not a tombstone.
     live_records: u64,
     /// Sum of the entry sizes of the newest, non-tombstone versions.
@@ -142,7 +147,7 @@ impl ChunkIndex {
                 (!old.is_tombstone(), old.live_bytes())
             }
             None => {
-                self.keys.insert(key.into(), Chain::One(v));
+                self.keys.insert(IndexKey::from_slice(key), Chain::One(v));
                 (false, 0)
             }
         };
@@ -170,10 +175,9 @@ impl ChunkIndex {
         reverse: bool,
     ) -> Box<dyn Iterator<Item = (&'a [u8], Version)> + 'a> {
         let range = self.keys.range::<[u8], _>(bounds);
-        #[allow(clippy::borrowed_box)] // the map's own key type
-        let visible = move |(k, chain): (&'a Box<[u8]>, &'a Chain)| {
+        let visible = move |(k, chain): (&'a IndexKey, &'a Chain)| {
             let v = chain.at(at)?;
-            (!v.is_tombstone()).then_some((&**k, *v))
+            (!v.is_tombstone()).then_some((k.as_slice(), *v))
         };
         if reverse {
             Box::new(range.rev().filter_map(visible))
@@ -196,7 +200,7 @@ impl ChunkIndex {
     ) -> impl Iterator<Item = (&'a [u8], Vec<Version>)> + 'a {
         self.keys.range::<[u8], _>(bounds).filter_map(move |(key, chain)| {
             let kept = retain_chain(chain.as_slice(), pins, upto);
-            (!kept.is_empty()).then_some((&**key, kept))
+            (!kept.is_empty()).then_some((key.as_slice(), kept))
         })
     }
 
