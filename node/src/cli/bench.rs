@@ -45,8 +45,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     scan_length: u32,
     /// Print one JSON object per test instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// Print CSV in the columns `redis-benchmark --csv` uses.
+    #[arg(long)]
+    csv: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -152,6 +155,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Err(e) if e.code() == Some(ErrorCode::RangeExists) => {}
         Err(e) => return Err(e.into()),
     }
+    let mut csv_header_printed = false;
     for test in tests {
         let shared = Arc::new(BenchArgsShared {
             range: args.range.clone(),
@@ -188,7 +192,31 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             percentile(&latencies, 0.99),
             percentile(&latencies, 1.0),
         );
-        if args.json {
+        if args.csv {
+            if !csv_header_printed {
+                println!(
+                    "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\""
+                );
+                csv_header_printed = true;
+            }
+            let avg = latencies.iter().map(|&l| f64::from(l)).sum::<f64>()
+                / latencies.len().max(1) as f64
+                / 1000.0;
+            println!(
+                "\"{}\",\"{ops:.2}\",\"{avg:.3}\",\"{:.3}\",\"{p50:.3}\",\"{:.3}\",\"{p99:.3}\",\"{max:.3}\"",
+                name.to_uppercase(),
+                percentile(&latencies, 0.0),
+                percentile(&latencies, 0.95),
+            );
+            if test == Test::Scan {
+                println!(
+                    "\"SCAN_RECORDS\",\"{:.2}\",\"{avg:.3}\",\"{:.3}\",\"{p50:.3}\",\"{:.3}\",\"{p99:.3}\",\"{max:.3}\"",
+                    records as f64 / elapsed,
+                    percentile(&latencies, 0.0),
+                    percentile(&latencies, 0.95),
+                );
+            }
+        } else if args.json {
             println!(
                 "{}",
                 json!({
