@@ -27,7 +27,8 @@ pub struct NodeConfig {
     pub fsync: FsyncMode,
     /// A chunk log starts a new segment once the current one reaches this size.
     pub segment_size_max_bytes: u64,
-    /// Threads (actix arbiters) that run chunk actors and connections.
+    /// Threads (actix arbiters) that run connections; as many again run
+    /// chunk actors.
     pub workers: usize,
 }
 

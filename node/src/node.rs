@@ -31,10 +31,6 @@ use crate::storage::clock::SeqClock;
 /// dropped) before the node gives up with `Busy`.
 const ROUTE_ATTEMPTS_MAX: u32 = 100;
 
-/// Set once any node in this process begins shutting down, so requests
-/// whose chunk stopped give up at once instead of routing again.
-static SHUTTING_DOWN_HINT: AtomicBool = AtomicBool::new(false);
-
 pub struct Node {
     pub config: NodeConfig,
     pub clock: SeqClock,
@@ -42,11 +38,14 @@ pub struct Node {
     /// A std lock: held only to look up or swap routes, never across an
     /// await, so readers never wait on I/O.
     router: RwLock<Router>,
-    /// Handles of the worker arbiters that run chunk actors and connections.
+    /// Handles of the arbiters that run connections (the first
+    /// `config.workers`) and chunk actors (the rest). Kept apart so that a
+    /// busy chunk's thread does no protocol work and the other way round.
     workers: Vec<ArbiterHandle>,
     /// The arbiters themselves, kept to stop and join them at shutdown.
     arbiters: Mutex<Vec<Arbiter>>,
     next_worker: AtomicUsize,
+    next_chunk_worker: AtomicUsize,
     chunks_dir: PathBuf,
     shutting_down: AtomicBool,
 }
@@ -92,8 +91,10 @@ async fn answer<T>(rx: oneshot::Receiver<NodeResult<T>>) -> NodeResult<T> {
     rx.await.unwrap_or(Err(NodeError::Moved))
 }
 
-async fn backoff(attempt: u32) -> NodeResult<()> {
-    if SHUTTING_DOWN_HINT.load(Ordering::Relaxed) && attempt > 0 {
+/// Waits before routing a request again; gives up when the chunk keeps
+/// moving, or at once when the node is shutting down (its chunks stopped).
+async fn backoff(node: &Node, attempt: u32) -> NodeResult<()> {
+    if node.is_shutting_down() {
         return Err(NodeError::ShuttingDown);
     }
     if attempt >= ROUTE_ATTEMPTS_MAX {
@@ -181,7 +182,8 @@ impl Node {
             .max()
             .unwrap_or(0);
 
-        let arbiters: Vec<Arbiter> = (0..config.workers.max(1)).map(|_| Arbiter::new()).collect();
+        let threads = config.workers.max(1) * 2;
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers = arbiters.iter().map(Arbiter::handle).collect();
         let node = Arc::new(Node {
             config,
@@ -191,6 +193,7 @@ impl Node {
             workers,
             arbiters: Mutex::new(arbiters),
             next_worker: AtomicUsize::new(0),
+            next_chunk_worker: AtomicUsize::new(0),
             chunks_dir,
             shutting_down: AtomicBool::new(false),
         });
@@ -218,10 +221,18 @@ impl Node {
         self.chunks_dir.join(format!("{id:016x}"))
     }
 
-    /// The worker to place the next actor or connection on, round robin.
+    /// The worker to place the next connection on, round robin.
     pub fn next_worker(&self) -> ArbiterHandle {
-        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let half = self.workers.len() / 2;
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % half;
         self.workers[i].clone()
+    }
+
+    /// The worker to place the next chunk actor on, round robin.
+    fn next_chunk_worker(&self) -> ArbiterHandle {
+        let half = self.workers.len() / 2;
+        let i = self.next_chunk_worker.fetch_add(1, Ordering::Relaxed) % half;
+        self.workers[half + i].clone()
     }
 
     pub fn router_read(&self) -> RwLockReadGuard<'_, Router> {
@@ -250,7 +261,7 @@ impl Node {
         let node = self.clone();
         let actor_cell = cell.clone();
         let actor_meta = meta.clone();
-        let addr = ChunkActor::start_in_arbiter(&self.next_worker(), move |_| {
+        let addr = ChunkActor::start_in_arbiter(&self.next_chunk_worker(), move |_| {
             ChunkActor::new(node, actor_meta, actor_cell, chunk_size_max_bytes)
         });
         Arc::new(ChunkRoute { id: meta.id, start: meta.start, end: meta.end, addr, cell })
@@ -269,7 +280,6 @@ impl Node {
     /// workers. In-flight requests should have drained before this.
     pub async fn shutdown(&self) {
         self.begin_shutdown();
-        SHUTTING_DOWN_HINT.store(true, Ordering::Relaxed);
         let addrs: Vec<_> = self
             .router_read()
             .ranges()
@@ -431,7 +441,7 @@ impl Node {
                         reply,
                     });
                     match answer(rx).await {
-                        Err(NodeError::Moved) => backoff(attempt).await?,
+                        Err(NodeError::Moved) => backoff(self, attempt).await?,
                         other => return other.map(|_| Reply::Ok),
                     }
                     attempt += 1;
@@ -516,7 +526,7 @@ impl Node {
         loop {
             let route = self.route_key(range, &key)?;
             match route.cell.with_chunk(|c| Ok(c.get(&key, at)?)) {
-                Err(NodeError::Moved) => backoff(attempt).await?,
+                Err(NodeError::Moved) => backoff(self, attempt).await?,
                 other => return other,
             }
             attempt += 1;
@@ -548,7 +558,7 @@ impl Node {
                 }
             }
             if !todo.is_empty() {
-                backoff(attempt).await?;
+                backoff(self, attempt).await?;
                 attempt += 1;
             }
         }
@@ -615,7 +625,7 @@ impl Node {
                 }
             }
             if !todo.is_empty() {
-                backoff(attempt).await?;
+                backoff(self, attempt).await?;
                 attempt += 1;
             }
         }
@@ -641,7 +651,7 @@ impl Node {
                 .ok_or_else(|| NodeError::Internal(format!("range {range:?} has a gap")))?;
             match route.cell.with_chunk(&scan) {
                 Ok(scan) => return Ok((route, scan)),
-                Err(NodeError::Moved) => backoff(attempt).await?,
+                Err(NodeError::Moved) => backoff(self, attempt).await?,
                 Err(e) => return Err(e),
             }
             attempt += 1;

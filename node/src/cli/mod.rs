@@ -101,7 +101,7 @@ struct ServeArgs {
     /// Milliseconds between fsyncs with --fsync interval.
     #[arg(long, default_value_t = 100)]
     fsync_interval_ms: u64,
-    /// Worker threads for chunks and connections (default: one per core).
+    /// Threads for connections, and as many for chunks (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
     /// Log filter, e.g. info, debug, monotable_node=debug (or RUST_LOG).

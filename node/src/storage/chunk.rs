@@ -243,11 +243,12 @@ impl Chunk {
         let mut body = Vec::new();
         let mut index = ChunkIndex::new();
         let header = super::chunk_log::SEGMENT_HEADER_BYTES;
+        let mut copier = self.log.copier();
         for (key, versions) in self.index.retained(pins, upto, bounds) {
             for v in versions {
                 let offset = header + body.len() as u64;
                 let before = body.len();
-                self.log.copy_entry(key, &v, &mut body)?;
+                copier.copy_entry(key, &v, &mut body)?;
                 let len = body.len() - before;
                 index.apply(key, Version::new(v.seq, segment, offset, len, v.is_tombstone()));
             }

@@ -421,14 +421,10 @@ impl ChunkLog {
         Ok(e.value.unwrap_or_default().to_vec())
     }
 
-    /// Re-encodes one stored entry as a standalone batch, for compaction.
-    pub fn copy_entry(&self, key: &[u8], v: &Version, out: &mut Vec<u8>) -> Result<(), LogError> {
-        let value = if v.is_tombstone() { None } else { Some(self.read(key, v)?) };
-        encode_entry(
-            out,
-            &EntryRef { seq: v.seq, key, value: value.as_deref(), expiry_ms: 0, batch_end: true },
-        );
-        Ok(())
+    /// A reader that copies entries out of whole segments read sequentially,
+    /// for rewrites that touch most of the log.
+    pub fn copier(&self) -> LogCopier<'_> {
+        LogCopier { log: self, images: BTreeMap::new() }
     }
 
     /// The id the next new segment will get.
@@ -467,6 +463,51 @@ impl ChunkLog {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(&dir)
+    }
+}
+
+/// Copies entries out of a log for compaction and splits. Each segment is
+/// read once, sequentially, the first time an entry in it is needed: one
+/// read per segment instead of one per entry.
+pub struct LogCopier<'a> {
+    log: &'a ChunkLog,
+    images: BTreeMap<u32, Vec<u8>>,
+}
+
+impl LogCopier<'_> {
+    /// Re-encodes one stored entry as a standalone batch, verifying it.
+    pub fn copy_entry(
+        &mut self,
+        key: &[u8],
+        v: &Version,
+        out: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
+        let log = self.log;
+        let seg = log.segments.get(&v.segment).ok_or_else(|| LogError::Corrupt {
+            path: segment_path(&log.dir, v.segment),
+            offset: v.offset,
+            reason: "index points at a missing segment".into(),
+        })?;
+        let image = match self.images.entry(v.segment) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut bytes = vec![0u8; seg.written_len as usize];
+                seg.file.read_exact_at(&mut bytes, 0).map_err(io_err(&seg.path))?;
+                e.insert(bytes)
+            }
+        };
+        let corrupt =
+            |reason: String| LogError::Corrupt { path: seg.path.clone(), offset: v.offset, reason };
+        let start = v.offset as usize;
+        let bytes = image
+            .get(start..start + v.entry_len())
+            .ok_or_else(|| corrupt("index points past the end of the segment".into()))?;
+        let (e, _) = decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if e.seq != v.seq || e.key != key {
+            return Err(corrupt("entry is not the one the index expects".into()));
+        }
+        encode_entry(out, &EntryRef { batch_end: true, ..e });
+        Ok(())
     }
 }
 
