@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Tests to run, comma-separated: put, get, scan.
     #[arg(long, short = 't', default_value = "put,get,scan")]
     tests: String,
+    /// Use keys 0, 1, 2, ... in order instead of random ones (to load a
+    /// given number of distinct keys).
+    #[arg(long)]
+    sequential: bool,
     /// Records per scan request.
     #[arg(long, default_value_t = 100)]
     scan_length: u32,
@@ -86,8 +90,12 @@ async fn worker(client: Client, args: Arc<BenchArgsShared>, test: Test, seed: u6
     let mut rng = Rng(seed | 1);
     let mut out = Outcome { latencies_us: Vec::new(), records: 0, errors: 0, first_error: None };
     let value: Vec<u8> = (0..args.value_size).map(|_| rng.next() as u8).collect();
-    while args.issued.fetch_add(1, Ordering::Relaxed) < args.requests {
-        let k = key(rng.next() % args.keyspace);
+    loop {
+        let n = args.issued.fetch_add(1, Ordering::Relaxed);
+        if n >= args.requests {
+            break;
+        }
+        let k = key(if args.sequential { n % args.keyspace } else { rng.next() % args.keyspace });
         let started = Instant::now();
         let result = match test {
             Test::Put => client.put(&args.range, &k, &value).await.map(|_| 1),
@@ -118,6 +126,7 @@ struct BenchArgsShared {
     keyspace: u64,
     value_size: usize,
     scan_length: u32,
+    sequential: bool,
     issued: AtomicU64,
 }
 
@@ -163,6 +172,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             keyspace: args.keyspace,
             value_size: args.value_size,
             scan_length: args.scan_length,
+            sequential: args.sequential,
             issued: AtomicU64::new(0),
         });
         let started = Instant::now();
