@@ -6,8 +6,8 @@ use std::path::Path;
 
 use monotable_proto::{ChunkInfo, Record, WriteOp};
 
-use super::chunk_index::{ChunkIndex, KeyBounds, Version};
-use super::chunk_log::{ChunkLog, LogError, Recovery, SyncJob};
+use super::chunk_index::{ChunkIndex, KeyBounds};
+use super::chunk_log::{ChunkLog, LogError, Recovery, SegmentWriter, SyncJob};
 use super::entry::EntryRef;
 
 /// The identity and key interval of a chunk, as the catalog stores it.
@@ -79,7 +79,7 @@ impl Chunk {
         dir: &Path,
         segment_size_max_bytes: u64,
     ) -> Result<Self, ChunkError> {
-        let log = ChunkLog::create(dir, segment_size_max_bytes, 0, &[])?;
+        let log = ChunkLog::create(dir, segment_size_max_bytes)?;
         Ok(Chunk { meta, index: ChunkIndex::new(), log, durable_seq: 0, gc_horizon: 0 })
     }
 
@@ -231,29 +231,25 @@ impl Chunk {
         log >= min_bytes && log > 2 * self.index.live_bytes() + min_bytes / 2
     }
 
-    /// Encodes the retained versions within `bounds` as a fresh segment body
-    /// and the index that describes it.
+    /// Writes the retained versions within `bounds` into `out` and returns
+    /// the index that describes them.
     fn rewrite(
         &self,
         pins: &[u64],
         upto: u64,
         bounds: KeyBounds<'_>,
-        segment: u32,
-    ) -> Result<(Vec<u8>, ChunkIndex), ChunkError> {
-        let mut body = Vec::new();
+        out: &mut SegmentWriter,
+    ) -> Result<ChunkIndex, ChunkError> {
         let mut index = ChunkIndex::new();
-        let header = super::chunk_log::SEGMENT_HEADER_BYTES;
         let mut copier = self.log.copier();
         for (key, versions) in self.index.retained(pins, upto, bounds) {
             for v in versions {
-                let offset = header + body.len() as u64;
-                let before = body.len();
-                copier.copy_entry(key, &v, &mut body)?;
-                let len = body.len() - before;
-                index.apply(key, Version::new(v.seq, segment, offset, len, v.is_tombstone()));
+                let entry = copier.entry(key, &v)?;
+                index.apply(key, out.append(&entry)?);
             }
         }
-        Ok((body, index))
+        index.bump_last_seq(self.index.last_seq());
+        Ok(index)
     }
 
     /// Rewrites the log keeping only what `pins` and future snapshots at or
@@ -268,11 +264,11 @@ impl Chunk {
     pub fn prepare_compaction(&self, pins: &[u64], stable: u64) -> Result<Compaction, ChunkError> {
         assert_eq!(self.durable_seq, self.index.last_seq(), "compaction with undurable writes");
         let all = (Bound::Unbounded, Bound::Unbounded);
-        let segment = self.log.next_segment_id();
-        let (body, mut index) = self.rewrite(pins, stable, all, segment)?;
         let last_seq = self.index.last_seq();
-        self.log.stage_compacted(segment, last_seq, &body)?;
-        index.bump_last_seq(last_seq);
+        let mut out = self.log.compaction_writer(last_seq)?;
+        let segment = out.id;
+        let index = self.rewrite(pins, stable, all, &mut out)?;
+        out.finish()?;
         Ok(Compaction { segment, index, last_seq, horizon: stable })
     }
 
@@ -305,13 +301,13 @@ impl Chunk {
         ];
         let mut made = Vec::with_capacity(2);
         for ((meta, dir), bounds) in halves {
-            let (body, index) = self.rewrite(pins, stable, bounds, 1)?;
             // The last seq must not go backwards for either half, even if
             // its newest entries were tombstones that the rewrite dropped.
             let last_seq = self.index.last_seq();
-            let log = ChunkLog::create(dir, segment_size_max_bytes, last_seq, &body)?;
-            let mut index = index;
-            index.bump_last_seq(last_seq);
+            let mut out = ChunkLog::first_segment_writer(dir, last_seq)?;
+            let index = self.rewrite(pins, stable, bounds, &mut out)?;
+            out.finish()?;
+            let log = ChunkLog::publish_new(dir, segment_size_max_bytes)?;
             let horizon = self.gc_horizon.max(stable);
             made.push(Chunk { meta, index, log, durable_seq: last_seq, gc_horizon: horizon });
         }

@@ -149,14 +149,46 @@ fn staged_path(dir: &Path, id: u32) -> PathBuf {
     segment_path(dir, id).with_extension(&TMP_SUFFIX[1..])
 }
 
-/// Writes a complete base segment under its temporary name and fsyncs it.
-/// Until [`publish_staged`] renames it, recovery ignores (and removes) it.
-fn stage_segment(dir: &Path, id: u32, last_seq: u64, body: &[u8]) -> Result<(), LogError> {
-    let tmp = staged_path(dir, id);
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&encode_header(id, true, last_seq)).map_err(io_err(&tmp))?;
-    f.write_all(body).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))
+/// A base segment (a compaction's or a split's output) being written, in
+/// one pass, under its temporary name. Until [`publish_staged`] renames it,
+/// recovery ignores (and removes) it.
+pub struct SegmentWriter {
+    path: PathBuf,
+    file: std::io::BufWriter<File>,
+    /// The segment's id, which versions pointing into it carry.
+    pub id: u32,
+    /// Bytes written so far, header included: the next entry's offset.
+    offset: u64,
+    scratch: Vec<u8>,
+}
+
+impl SegmentWriter {
+    fn new(dir: &Path, id: u32, last_seq: u64) -> Result<Self, LogError> {
+        let path = staged_path(dir, id);
+        let file = File::create(&path).map_err(io_err(&path))?;
+        let mut file = std::io::BufWriter::with_capacity(1024 * 1024, file);
+        file.write_all(&encode_header(id, true, last_seq)).map_err(io_err(&path))?;
+        Ok(SegmentWriter { path, file, id, offset: SEGMENT_HEADER_BYTES, scratch: Vec::new() })
+    }
+
+    /// Appends one entry as a batch of its own; returns its version.
+    pub fn append(&mut self, e: &EntryRef<'_>) -> Result<Version, LogError> {
+        self.scratch.clear();
+        encode_entry(&mut self.scratch, &EntryRef { batch_end: true, ..*e });
+        self.file.write_all(&self.scratch).map_err(io_err(&self.path))?;
+        let v = Version::new(e.seq, self.id, self.offset, self.scratch.len(), e.value.is_none());
+        self.offset += self.scratch.len() as u64;
+        Ok(v)
+    }
+
+    /// Flushes and fsyncs the segment (still under its temporary name).
+    pub fn finish(self) -> Result<(), LogError> {
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| LogError::Io { path: self.path.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(&self.path))
+    }
 }
 
 /// Renames a staged segment into place, durably: from here on it is the
@@ -167,28 +199,25 @@ fn publish_staged(dir: &Path, id: u32) -> Result<(), LogError> {
     sync_dir(dir).map_err(io_err(dir))
 }
 
-/// Writes a complete segment atomically: temp file, fsync, rename, dir fsync.
-fn write_segment_atomically(
-    dir: &Path,
-    id: u32,
-    last_seq: u64,
-    body: &[u8],
-) -> Result<(), LogError> {
-    stage_segment(dir, id, last_seq, body)?;
-    publish_staged(dir, id)
-}
-
 impl ChunkLog {
     /// Creates a log in a new directory whose first segment holds `body`
     /// (already encoded entries, possibly none), durably.
-    pub fn create(
-        dir: &Path,
-        segment_size_max_bytes: u64,
-        last_seq: u64,
-        body: &[u8],
-    ) -> Result<Self, LogError> {
+    pub fn create(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        write_segment_atomically(dir, 1, last_seq, body)?;
+        SegmentWriter::new(dir, 1, 0)?.finish()?;
+        Self::publish_new(dir, segment_size_max_bytes)
+    }
+
+    /// Where a new chunk's first segment is written (with [`SegmentWriter`])
+    /// before [`ChunkLog::publish_new`] makes it the chunk's log.
+    pub fn first_segment_writer(dir: &Path, last_seq: u64) -> Result<SegmentWriter, LogError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        SegmentWriter::new(dir, 1, last_seq)
+    }
+
+    /// Puts a new chunk's finished first segment in place and opens the log.
+    pub fn publish_new(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
+        publish_staged(dir, 1)?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent).map_err(io_err(parent))?;
         }
@@ -432,12 +461,10 @@ impl ChunkLog {
         self.active + 1
     }
 
-    /// Writes the new base segment `id` holding `body` (entries encoded for
-    /// offsets after the header) under a temporary name. Takes `&self`: the
-    /// log keeps serving reads meanwhile.
-    pub fn stage_compacted(&self, id: u32, last_seq: u64, body: &[u8]) -> Result<(), LogError> {
-        assert_eq!(id, self.next_segment_id(), "compacted segment id");
-        stage_segment(&self.dir, id, last_seq, body)
+    /// A writer for the segment that will replace this log's segments.
+    /// Takes `&self`: the log keeps serving reads meanwhile.
+    pub fn compaction_writer(&self, last_seq: u64) -> Result<SegmentWriter, LogError> {
+        SegmentWriter::new(&self.dir, self.next_segment_id(), last_seq)
     }
 
     /// Makes a staged segment the base of the log and removes every older
@@ -475,13 +502,8 @@ pub struct LogCopier<'a> {
 }
 
 impl LogCopier<'_> {
-    /// Re-encodes one stored entry as a standalone batch, verifying it.
-    pub fn copy_entry(
-        &mut self,
-        key: &[u8],
-        v: &Version,
-        out: &mut Vec<u8>,
-    ) -> Result<(), LogError> {
+    /// Reads back one stored entry, verified.
+    pub fn entry(&mut self, key: &[u8], v: &Version) -> Result<EntryRef<'_>, LogError> {
         let log = self.log;
         let seg = log.segments.get(&v.segment).ok_or_else(|| LogError::Corrupt {
             path: segment_path(&log.dir, v.segment),
@@ -491,9 +513,7 @@ impl LogCopier<'_> {
         let image = match self.images.entry(v.segment) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let mut bytes = vec![0u8; seg.written_len as usize];
-                seg.file.read_exact_at(&mut bytes, 0).map_err(io_err(&seg.path))?;
-                e.insert(bytes)
+                e.insert(fs::read(&seg.path).map_err(io_err(&seg.path))?)
             }
         };
         let corrupt =
@@ -506,8 +526,7 @@ impl LogCopier<'_> {
         if e.seq != v.seq || e.key != key {
             return Err(corrupt("entry is not the one the index expects".into()));
         }
-        encode_entry(out, &EntryRef { batch_end: true, ..e });
-        Ok(())
+        Ok(e)
     }
 }
 
