@@ -55,6 +55,28 @@ fn abort(e: CatalogError) -> ConflictableTransactionError<CatalogError> {
     ConflictableTransactionError::Abort(e)
 }
 
+/// How long to wait for the catalog's file lock. sled releases it only when
+/// its background flusher thread exits, shortly after the previous `Db` in
+/// this process is dropped (a node restarted in the same process).
+const CATALOG_LOCK_WAIT_MS: u64 = 5_000;
+
+fn open_with_retry(path: &Path) -> Result<sled::Db, CatalogError> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(CATALOG_LOCK_WAIT_MS);
+    loop {
+        match sled::Config::new().path(path).mode(sled::Mode::LowSpace).open() {
+            // sled reports a held lock only through its message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 pub struct Catalog {
     db: sled::Db,
     /// range name -> RangeMeta
@@ -65,7 +87,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).open()?;
+        let db = open_with_retry(path)?;
         let ranges = db.open_tree("ranges")?;
         let chunks = db.open_tree("chunks")?;
         Ok(Catalog { db, ranges, chunks })

@@ -494,11 +494,12 @@ impl ChunkLog {
 }
 
 /// Copies entries out of a log for compaction and splits. Each segment is
-/// read once, sequentially, the first time an entry in it is needed: one
-/// read per segment instead of one per entry.
+/// mapped into memory the first time an entry in it is needed, so a rewrite
+/// that touches most of the log costs no syscall per entry and no copy of
+/// the segment.
 pub struct LogCopier<'a> {
     log: &'a ChunkLog,
-    images: BTreeMap<u32, Vec<u8>>,
+    images: BTreeMap<u32, memmap2::Mmap>,
 }
 
 impl LogCopier<'_> {
@@ -513,7 +514,14 @@ impl LogCopier<'_> {
         let image = match self.images.entry(v.segment) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(fs::read(&seg.path).map_err(io_err(&seg.path))?)
+                // SAFETY: the mapping lives only while the copier borrows
+                // the log, during which nothing writes to or truncates the
+                // segment: the chunk actor, its only writer, is the one
+                // running this rewrite, and a segment is never shrunk after
+                // recovery. Removing the file (after compaction) leaves a
+                // live mapping valid.
+                let map = unsafe { memmap2::Mmap::map(&seg.file) }.map_err(io_err(&seg.path))?;
+                e.insert(map)
             }
         };
         let corrupt =
