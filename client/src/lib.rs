@@ -213,7 +213,7 @@ impl Scan {
         // A prefix scan continues as a bounded scan over the same prefix.
         if let Some(prefix) = next.prefix.take() {
             next.start = Some(prefix.clone());
-            next.end = prefix_end(&prefix);
+            next.end = monotable_proto::keys::prefix_end(&prefix);
         }
         if next.reverse {
             next.end = Some(resume);
@@ -222,17 +222,6 @@ impl Scan {
         }
         next
     }
-}
-
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xFF {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// One page of a scan.

@@ -146,19 +146,6 @@ fn check_op(op: &WriteOp) -> NodeResult<()> {
     Ok(())
 }
 
-/// The smallest key greater than every key starting with `prefix`; `None`
-/// when no such key exists (an empty or all-0xFF prefix).
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xFF {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 impl Node {
     /// Opens the data directory and starts one actor per chunk. Must run
     /// inside an actix `System`.

@@ -7,7 +7,9 @@ use monotable_proto::limits::SCAN_REPLY_SIZE_MAX_BYTES;
 use monotable_proto::{ErrorCode, ScanReply, ScanRequest};
 
 use crate::error::{NodeError, NodeResult};
-use crate::node::{prefix_end, scan_limit, Node};
+use monotable_proto::keys::prefix_end;
+
+use crate::node::{scan_limit, Node};
 
 /// Resolves `start`/`end`/`prefix` into an inclusive start and exclusive end.
 /// An inclusive start and an exclusive end; `None` is unbounded.

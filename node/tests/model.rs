@@ -48,6 +48,22 @@ fn value(v: u16) -> Vec<u8> {
     out
 }
 
+fn batch_of(items: &[(u8, Option<u16>)]) -> Batch {
+    items.iter().fold(Batch::new(), |b, (k, v)| match v {
+        Some(v) => b.put(key(*k), value(*v)),
+        None => b.delete(key(*k)),
+    })
+}
+
+fn apply_to_model(model: &mut Model, items: &[(u8, Option<u16>)]) {
+    for (k, v) in items {
+        match v {
+            Some(v) => model.insert(key(*k), value(*v)),
+            None => model.remove(&key(*k)),
+        };
+    }
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     let k = 0u8..48;
     let kv =
@@ -149,38 +165,12 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Batch(items) | Op::AtomicBatch(items) if items.is_empty() => {}
             Op::Batch(items) => {
-                let mut b = Batch::new();
-                for (k, v) in &items {
-                    b = match v {
-                        Some(v) => b.put(key(*k), value(*v)),
-                        None => b.delete(key(*k)),
-                    };
-                }
-                c.write(RANGE, b).await.expect("batch");
-                for (k, v) in items {
-                    match v {
-                        Some(v) => model.insert(key(k), value(v)),
-                        None => model.remove(&key(k)),
-                    };
-                }
+                c.write(RANGE, batch_of(&items)).await.expect("batch");
+                apply_to_model(&mut model, &items);
             }
             Op::AtomicBatch(items) => {
-                let mut b = Batch::new();
-                for (k, v) in &items {
-                    b = match v {
-                        Some(v) => b.put(key(*k), value(*v)),
-                        None => b.delete(key(*k)),
-                    };
-                }
-                match c.write_atomic(RANGE, b).await {
-                    Ok(_) => {
-                        for (k, v) in items {
-                            match v {
-                                Some(v) => model.insert(key(k), value(v)),
-                                None => model.remove(&key(k)),
-                            };
-                        }
-                    }
+                match c.write_atomic(RANGE, batch_of(&items)).await {
+                    Ok(_) => apply_to_model(&mut model, &items),
                     // Refused whole: the model stays as it is, and the reads
                     // that follow check that nothing was applied.
                     Err(e) => assert_eq!(e.code(), Some(ErrorCode::CrossChunkBatch), "{e}"),

@@ -8,10 +8,12 @@
 //! - [`message`]: what frames hold: [`Request`]s carrying a [`Command`] and an
 //!   id, [`Response`]s carrying the same id and a [`Reply`] or an [`ErrorInfo`].
 //! - [`error`]: [`ErrorCode`], the typed errors a server sends.
-//! - [`tuple`]: the order-preserving encoding of composite keys.
+//! - [`tuple`]: the order-preserving encoding of composite keys; [`keys`]:
+//!   helpers on raw key bytes.
 
 pub mod error;
 pub mod frame;
+pub mod keys;
 pub mod limits;
 pub mod message;
 pub mod tuple;
