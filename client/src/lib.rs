@@ -341,6 +341,22 @@ impl Client {
     /// chunks is *not* atomic as a whole: if the call fails, some chunks'
     /// parts may have been applied. Use [`Client::write_atomic`] to refuse
     /// such batches instead.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let server = monotable_node::server::ServerHandle::start(
+    /// #     monotable_node::config::NodeConfig::for_tests(dir.path())).unwrap();
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let client = monotable_client::Client::connect(server.addr).await?;
+    /// # client.create_range("accounts", Default::default()).await?;
+    /// use monotable_client::Batch;
+    /// let batch = Batch::new().put("alice", "90").put("bob", "10").delete("carol");
+    /// let tokens = client.write("accounts", batch).await?;
+    /// assert_eq!(tokens.len(), 1); // one chunk, so one atomic commit
+    /// assert_eq!(client.get("accounts", "bob").await?, Some(b"10".to_vec()));
+    /// # Ok::<(), monotable_client::Error>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn write(&self, range: &str, batch: Batch) -> Result<Vec<CommitToken>> {
         batch.check()?;
         match self
@@ -429,6 +445,32 @@ impl Client {
 
     /// Every record the scan covers, fetched a page at a time. The `limit`
     /// of `scan` sets the page size.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let server = monotable_node::server::ServerHandle::start(
+    /// #     monotable_node::config::NodeConfig::for_tests(dir.path())).unwrap();
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let client = monotable_client::Client::connect(server.addr).await?;
+    /// # client.create_range("accounts", Default::default()).await?;
+    /// use monotable_client::{tuple, Element, Scan};
+    /// for (city, n) in [("lyon", 1), ("paris", 31), ("paris", 40)] {
+    ///     let key = tuple::encode(&[Element::from(city), Element::from(n)]).unwrap();
+    ///     client.put("accounts", key, b"").await?;
+    /// }
+    /// let paris = tuple::encode(&[Element::from("paris")]).unwrap();
+    /// let mut stream = client.scan_stream("accounts", Scan::all().prefix(paris).limit(1));
+    /// let mut found = Vec::new();
+    /// while let Some(record) = stream.next().await {
+    ///     found.push(tuple::decode(&record?.key).unwrap());
+    /// }
+    /// assert_eq!(found, vec![
+    ///     vec![Element::from("paris"), Element::from(31)],
+    ///     vec![Element::from("paris"), Element::from(40)],
+    /// ]);
+    /// # Ok::<(), monotable_client::Error>(())
+    /// # }).unwrap();
+    /// ```
     pub fn scan_stream(&self, range: &str, scan: Scan) -> RecordStream {
         RecordStream {
             client: self.clone(),
@@ -441,6 +483,23 @@ impl Client {
     /// Pins a consistent snapshot of the whole node and returns it; reads at
     /// it see the same data until [`Client::release_snapshot`] or until
     /// this connection closes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let server = monotable_node::server::ServerHandle::start(
+    /// #     monotable_node::config::NodeConfig::for_tests(dir.path())).unwrap();
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let client = monotable_client::Client::connect(server.addr).await?;
+    /// # client.create_range("accounts", Default::default()).await?;
+    /// client.put("accounts", "alice", "90").await?;
+    /// let snapshot = client.snapshot().await?;
+    /// client.put("accounts", "alice", "0").await?;
+    /// assert_eq!(client.get_at("accounts", "alice", snapshot).await?, Some(b"90".to_vec()));
+    /// assert_eq!(client.get("accounts", "alice").await?, Some(b"0".to_vec()));
+    /// client.release_snapshot(snapshot).await?;
+    /// # Ok::<(), monotable_client::Error>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn snapshot(&self) -> Result<u64> {
         match self.call(Command::CreateSnapshot).await? {
             Reply::Snapshot(seq) => Ok(seq),
