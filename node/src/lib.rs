@@ -15,6 +15,8 @@
 //! - [`storage`]: the chunk itself: log segments on disk, the versioned
 //!   in-memory index, the seq clock and snapshot pins.
 //! - [`catalog`]: ranges and chunk boundaries in sled.
+//! - [`view`]: the pieces of live map-reduce: mapper and reducer functions
+//!   and the reduce tree (not yet wired to the server).
 //! - [`config`], [`error`]: settings with their defaults, and error types.
 //! - [`cli`]: the `monotable` command line (client commands, load, bench).
 
@@ -29,3 +31,4 @@ pub mod router;
 pub mod scan;
 pub mod server;
 pub mod storage;
+pub mod view;

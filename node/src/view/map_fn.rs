@@ -1,0 +1,174 @@
+//! The built-in mapper: emit a field of the record as the index key.
+//!
+//! `--field user.city` emits, for a record `{"user": {"city": "paris"}}`,
+//! one index row keyed `("paris",)` followed by the source key, so rows of
+//! different records never collide and group level 1 groups by city. With
+//! `--value-field amount` the row's value is that field; otherwise it is nil.
+//! A record without the field emits nothing. Path segments are map keys;
+//! a segment that is a number also indexes arrays.
+
+use monotable_proto::tuple::{self, Element};
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldMapper {
+    key_path: Vec<String>,
+    value_path: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("record is not MessagePack")]
+    NotMessagePack,
+    #[error("field {path} holds a map, which cannot be part of a key")]
+    MapInKey { path: String },
+    #[error("field {path}: {reason}")]
+    BadKey { path: String, reason: String },
+    #[error("invalid field path {0:?}: use dot-separated names, like user.city")]
+    BadPath(String),
+}
+
+fn parse_path(path: &str) -> Result<Vec<String>, MapError> {
+    let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+    if path.is_empty() || parts.iter().any(String::is_empty) {
+        return Err(MapError::BadPath(path.to_owned()));
+    }
+    Ok(parts)
+}
+
+fn lookup<'a>(mut v: &'a rmpv::Value, path: &[String]) -> Option<&'a rmpv::Value> {
+    for seg in path {
+        v = match v {
+            rmpv::Value::Map(pairs) => {
+                pairs.iter().find(|(k, _)| k.as_str() == Some(seg)).map(|(_, v)| v)?
+            }
+            rmpv::Value::Array(items) => items.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+fn element(v: &rmpv::Value, path: &str) -> Result<Element, MapError> {
+    Ok(match v {
+        rmpv::Value::Nil => Element::Null,
+        rmpv::Value::Boolean(b) => Element::Bool(*b),
+        rmpv::Value::Integer(i) => Element::Int(
+            i.as_i64().map(i128::from).or_else(|| i.as_u64().map(i128::from)).unwrap_or(0),
+        ),
+        rmpv::Value::F32(f) => Element::Float(f64::from(*f)),
+        rmpv::Value::F64(f) => Element::Float(*f),
+        rmpv::Value::String(s) => {
+            Element::String(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        rmpv::Value::Binary(b) => Element::Bytes(b.clone()),
+        rmpv::Value::Array(items) => {
+            Element::Tuple(items.iter().map(|i| element(i, path)).collect::<Result<_, _>>()?)
+        }
+        rmpv::Value::Map(_) => return Err(MapError::MapInKey { path: path.to_owned() }),
+        rmpv::Value::Ext(..) => {
+            return Err(MapError::BadKey {
+                path: path.to_owned(),
+                reason: "extension types cannot be keys".into(),
+            })
+        }
+    })
+}
+
+/// An index row: key (emitted key, then the source key) and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
+/// MessagePack nil: the value of rows emitted without a value field.
+const NIL: u8 = 0xc0;
+
+impl FieldMapper {
+    pub fn new(key_path: &str, value_path: Option<&str>) -> Result<Self, MapError> {
+        Ok(FieldMapper {
+            key_path: parse_path(key_path)?,
+            value_path: value_path.map(parse_path).transpose()?,
+        })
+    }
+
+    pub fn key_path(&self) -> String {
+        self.key_path.join(".")
+    }
+
+    pub fn value_path(&self) -> Option<String> {
+        self.value_path.as_ref().map(|p| p.join("."))
+    }
+
+    /// The index rows `(key, value)` one source record maps to.
+    pub fn map(&self, source_key: &[u8], value: &[u8]) -> Result<Vec<Row>, MapError> {
+        let mut rest = value;
+        let doc = rmpv::decode::read_value(&mut rest).map_err(|_| MapError::NotMessagePack)?;
+        let Some(field) = lookup(&doc, &self.key_path) else { return Ok(Vec::new()) };
+        let path = self.key_path();
+        let mut key = tuple::encode(&[element(field, &path)?])
+            .map_err(|e| MapError::BadKey { path: path.clone(), reason: e.to_string() })?;
+        key.extend_from_slice(source_key);
+        let row_value = match &self.value_path {
+            None => vec![NIL],
+            Some(vp) => match lookup(&doc, vp) {
+                Some(v) => {
+                    let mut out = Vec::new();
+                    rmpv::encode::write_value(&mut out, v).expect("writing to a Vec cannot fail");
+                    out
+                }
+                None => vec![NIL],
+            },
+        };
+        Ok(vec![(key, row_value)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(j: serde_json::Value) -> Vec<u8> {
+        rmp_serde::to_vec(&j).expect("json encodes")
+    }
+
+    #[test]
+    fn emits_the_field_then_the_source_key() {
+        let m = FieldMapper::new("user.city", Some("amount")).expect("path");
+        let rows = m
+            .map(b"src1", &doc(serde_json::json!({"user": {"city": "paris"}, "amount": 12})))
+            .expect("maps");
+        assert_eq!(rows.len(), 1);
+        let mut want = tuple::encode(&["paris".into()]).expect("key");
+        want.extend_from_slice(b"src1");
+        assert_eq!(rows[0].0, want);
+        assert_eq!(rows[0].1, doc(serde_json::json!(12)));
+    }
+
+    #[test]
+    fn missing_fields_emit_nothing_and_arrays_index() {
+        let m = FieldMapper::new("tags.1", None).expect("path");
+        assert_eq!(m.map(b"k", &doc(serde_json::json!({"other": 1}))).expect("maps"), vec![]);
+        let rows = m.map(b"k", &doc(serde_json::json!({"tags": ["a", "b"]}))).expect("maps");
+        assert!(rows[0].0.starts_with(&tuple::encode(&["b".into()]).expect("key")));
+        assert_eq!(rows[0].1, vec![NIL]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(FieldMapper::new("a..b", None).is_err());
+        assert!(FieldMapper::new("", None).is_err());
+        let m = FieldMapper::new("a", None).expect("path");
+        assert_eq!(m.map(b"k", b"\x92\x01"), Err(MapError::NotMessagePack));
+        assert!(matches!(
+            m.map(b"k", &doc(serde_json::json!({"a": {"x": 1}}))),
+            Err(MapError::MapInKey { .. })
+        ));
+    }
+
+    #[test]
+    fn rows_of_one_group_sort_together() {
+        let m = FieldMapper::new("n", None).expect("path");
+        let key = |n: i64, src: &[u8]| {
+            m.map(src, &doc(serde_json::json!({"n": n}))).expect("maps")[0].0.clone()
+        };
+        assert!(key(2, b"zzz") < key(10, b"aaa"));
+        assert!(key(10, b"aaa") < key(10, b"bbb"));
+    }
+}

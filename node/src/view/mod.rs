@@ -1,0 +1,15 @@
+//! Live map-reduce building blocks: the functions views run and the reduce
+//! tree that answers range aggregates in O(log n).
+//!
+//! - [`map_fn`]: the built-in field mapper (record -> index rows).
+//! - [`reduction`]: built-in reducers as monoids over [`reduction::Reduction`].
+//! - [`hll`]: HyperLogLog sketches for `count_distinct`.
+//! - [`reduce_tree`]: an ordered map with a reduction in every node.
+//!
+//! These are plain structs without actors or I/O; the view actors that keep
+//! them up to date as chunks change are built on top.
+
+pub mod hll;
+pub mod map_fn;
+pub mod reduce_tree;
+pub mod reduction;
