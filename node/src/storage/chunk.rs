@@ -9,6 +9,7 @@ use monotable_proto::{ChunkInfo, Record, WriteOp};
 use super::chunk_index::{ChunkIndex, KeyBounds};
 use super::chunk_log::{ChunkLog, LogError, Recovery, SegmentWriter, SyncJob};
 use super::entry::EntryRef;
+use super::journal::ChangeJournal;
 
 /// The identity and key interval of a chunk, as the catalog stores it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,6 +71,19 @@ pub struct Chunk {
     durable_seq: u64,
     /// Unpinned snapshots below this may have lost versions to compaction.
     gc_horizon: u64,
+    /// Keys changed since the oldest checkpoint of the views reading this
+    /// chunk's range; `None` when no view reads it.
+    journal: Option<ChangeJournal>,
+}
+
+/// One key's change between two snapshots, as a view sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: Vec<u8>,
+    /// The value at the earlier snapshot (`None`: absent).
+    pub old: Option<Vec<u8>>,
+    /// The value at the later snapshot (`None`: absent).
+    pub new: Option<Vec<u8>>,
 }
 
 impl Chunk {
@@ -80,7 +94,14 @@ impl Chunk {
         segment_size_max_bytes: u64,
     ) -> Result<Self, ChunkError> {
         let log = ChunkLog::create(dir, segment_size_max_bytes)?;
-        Ok(Chunk { meta, index: ChunkIndex::new(), log, durable_seq: 0, gc_horizon: 0 })
+        Ok(Chunk {
+            meta,
+            index: ChunkIndex::new(),
+            log,
+            durable_seq: 0,
+            gc_horizon: 0,
+            journal: None,
+        })
     }
 
     /// Opens a chunk by replaying its log.
@@ -95,7 +116,7 @@ impl Chunk {
         index.bump_last_seq(recovery.base_last_seq);
         let last = index.last_seq();
         // Pins do not survive a restart, so no older snapshot is readable.
-        let chunk = Chunk { meta, index, log, durable_seq: last, gc_horizon: last };
+        let chunk = Chunk { meta, index, log, durable_seq: last, gc_horizon: last, journal: None };
         Ok((chunk, recovery))
     }
 
@@ -147,8 +168,59 @@ impl Chunk {
         let versions = self.log.append_batch(&mut entries)?;
         for (op, v) in ops.iter().zip(versions) {
             self.index.apply(op.key(), v);
+            if let Some(journal) = &mut self.journal {
+                journal.record(seq, op.key());
+            }
         }
         Ok(())
+    }
+
+    /// Starts keeping the journal of changes above `after` (or lowers where
+    /// it starts), for a view whose checkpoint is `after`.
+    pub fn watch_changes(&mut self, after: u64) {
+        // Rebuilding from the index covers both cases: it holds every
+        // version a pinned checkpoint can still need.
+        self.journal = Some(ChangeJournal::from_changes(self.index.versions_after(after)));
+    }
+
+    /// Stops keeping the journal: no view reads this chunk any more.
+    pub fn unwatch_changes(&mut self) {
+        self.journal = None;
+    }
+
+    /// Forgets journaled changes at or below `upto`.
+    pub fn trim_journal(&mut self, upto: u64) {
+        if let Some(journal) = &mut self.journal {
+            journal.trim(upto);
+        }
+    }
+
+    pub fn journal_len(&self) -> usize {
+        self.journal.as_ref().map_or(0, ChangeJournal::len)
+    }
+
+    /// Every key changed in `(after, upto]` with its values at both ends.
+    /// The caller holds a pin on `after`; `upto` must be durable here.
+    /// `None` when this chunk keeps no journal.
+    pub fn changes(&self, after: u64, upto: u64) -> Result<Option<Vec<Change>>, ChunkError> {
+        let Some(journal) = &self.journal else { return Ok(None) };
+        let upto = upto.min(self.durable_seq);
+        let mut out = Vec::new();
+        for key in journal.keys_changed(after, upto) {
+            let old = self.value_at(&key, after)?;
+            let new = self.value_at(&key, upto)?;
+            if old != new {
+                out.push(Change { key, old, new });
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn value_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>, ChunkError> {
+        match self.index.get(key, seq) {
+            Some(v) => Ok(Some(self.log.read(key, &v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Hands everything logged so far to the kernel.
@@ -299,6 +371,14 @@ impl Chunk {
             (lower, (Bound::Unbounded, Bound::Excluded(split_key))),
             (upper, (Bound::Included(split_key), Bound::Unbounded)),
         ];
+        let mut journals = match &self.journal {
+            Some(j) => {
+                let (lower, upper) = j.split(split_key);
+                vec![Some(lower), Some(upper)]
+            }
+            None => vec![None, None],
+        }
+        .into_iter();
         let mut made = Vec::with_capacity(2);
         for ((meta, dir), bounds) in halves {
             // The last seq must not go backwards for either half, even if
@@ -309,7 +389,15 @@ impl Chunk {
             out.finish()?;
             let log = ChunkLog::publish_new(dir, segment_size_max_bytes)?;
             let horizon = self.gc_horizon.max(stable);
-            made.push(Chunk { meta, index, log, durable_seq: last_seq, gc_horizon: horizon });
+            let journal = journals.next().expect("two halves");
+            made.push(Chunk {
+                meta,
+                index,
+                log,
+                durable_seq: last_seq,
+                gc_horizon: horizon,
+                journal,
+            });
         }
         let upper = made.pop().expect("two halves");
         let lower = made.pop().expect("two halves");

@@ -204,6 +204,18 @@ impl ChunkIndex {
         })
     }
 
+    /// Every (seq, key) of a version above `after`: what a view that last
+    /// saw the chunk at `after` has yet to see.
+    pub fn versions_after(&self, after: u64) -> Vec<(u64, Box<[u8]>)> {
+        let mut out = Vec::new();
+        for (key, chain) in &self.keys {
+            for v in chain.as_slice().iter().filter(|v| v.seq > after) {
+                out.push((v.seq, key.as_slice().into()));
+            }
+        }
+        out
+    }
+
     /// The key at which to split so both halves hold about half the live
     /// bytes. `None` when the chunk has fewer than two live keys.
     pub fn split_key(&self) -> Option<Vec<u8>> {

@@ -6,12 +6,14 @@
 //! - [`chunk`]: index + log = one chunk, with reads at snapshots, compaction
 //!   and splits.
 //! - [`clock`]: the node's seq counter and snapshot pins.
+//! - [`journal`]: the keys a chunk changed, for views to catch up on.
 
 pub mod chunk;
 pub mod chunk_index;
 pub mod chunk_log;
 pub mod clock;
 pub mod entry;
+pub mod journal;
 
 #[cfg(test)]
 mod tests;

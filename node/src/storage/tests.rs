@@ -218,3 +218,43 @@ fn split_divides_records_without_loss() {
     let (lower, _) = Chunk::open(lower_meta, &tmp.path().join("l"), SEGMENT_MAX).expect("open");
     assert_eq!(lower.last_seq(), 60);
 }
+
+#[test]
+fn changes_report_old_and_new_values_across_compaction_and_split() {
+    use super::chunk::Change;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut c = Chunk::create(meta(1), &tmp.path().join("c"), SEGMENT_MAX).expect("create");
+    commit(&mut c, 1, &[put("a", "1"), put("b", "1"), put("c", "1")]);
+    assert_eq!(c.changes(0, 1).expect("read"), None, "no journal until a view watches");
+    c.watch_changes(1);
+    commit(&mut c, 2, &[put("a", "2"), del("b")]);
+    commit(&mut c, 3, &[put("d", "3"), put("a", "1")]);
+    commit(&mut c, 4, &[put("c", "4")]);
+    let change = |k: &str, old: Option<&str>, new: Option<&str>| Change {
+        key: k.into(),
+        old: old.map(|v| v.into()),
+        new: new.map(|v| v.into()),
+    };
+    // "a" went 1 -> 2 -> 1: no net change, so not reported.
+    let want = vec![change("b", Some("1"), None), change("d", None, Some("3"))];
+    assert_eq!(c.changes(1, 3).expect("read"), Some(want.clone()));
+    // A compaction that keeps the checkpoint's pin keeps the old values.
+    c.compact(&[1], 4).expect("compact");
+    assert_eq!(c.changes(1, 3).expect("read"), Some(want));
+    c.trim_journal(3);
+    assert_eq!(c.changes(3, 4).expect("read"), Some(vec![change("c", Some("1"), Some("4"))]));
+    let lower_meta = ChunkMeta { id: 2, range_id: 1, start: vec![], end: Some(b"c".to_vec()) };
+    let upper_meta = ChunkMeta { id: 3, range_id: 1, start: b"c".to_vec(), end: None };
+    let (lower, upper) = c
+        .split(
+            b"c",
+            &[1],
+            4,
+            (lower_meta, &tmp.path().join("l")),
+            (upper_meta, &tmp.path().join("u")),
+            SEGMENT_MAX,
+        )
+        .expect("split");
+    assert_eq!(lower.changes(3, 4).expect("read"), Some(vec![]));
+    assert_eq!(upper.changes(3, 4).expect("read"), Some(vec![change("c", Some("1"), Some("4"))]));
+}
