@@ -43,7 +43,8 @@ use monotable_proto::limits::{BATCH_OPS_MAX, KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_
 pub use monotable_proto::tuple;
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 pub use monotable_proto::{
-    ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo, RangeInfo, RangeOptions, ServerHello,
+    ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo, MapFunction, RangeInfo, RangeOptions,
+    ServerHello, ViewStatus,
 };
 use tokio::net::ToSocketAddrs;
 
@@ -520,5 +521,38 @@ impl Client {
     /// also split on their own past the range's chunk size).
     pub async fn split_chunk(&self, range: &str, key: impl AsRef<[u8]>) -> Result<()> {
         self.call_ok(Command::SplitChunk { range: range.to_owned(), key: bytes(key) }).await
+    }
+
+    /// Registers a mapper that keeps `target` (created if missing) equal to
+    /// `function` applied to every record of `source`: it first maps what
+    /// `source` holds (see the backfill in [`Client::list_views`]), then
+    /// follows every change.
+    pub async fn create_mapper(
+        &self,
+        name: &str,
+        source: &str,
+        target: &str,
+        function: MapFunction,
+    ) -> Result<()> {
+        self.call_ok(Command::CreateMapper {
+            name: name.to_owned(),
+            source: source.to_owned(),
+            target: target.to_owned(),
+            function,
+        })
+        .await
+    }
+
+    /// Drops a mapper; the rows it wrote stay in its target range.
+    pub async fn drop_mapper(&self, name: &str) -> Result<()> {
+        self.call_ok(Command::DropMapper { name: name.to_owned() }).await
+    }
+
+    /// Status of every view: watermark, pending changes, errors, backfill.
+    pub async fn list_views(&self) -> Result<Vec<ViewStatus>> {
+        match self.call(Command::ListViews).await? {
+            Reply::Views(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
     }
 }

@@ -77,12 +77,40 @@ fn open_with_retry(path: &Path) -> Result<sled::Db, CatalogError> {
     }
 }
 
+/// A registered mapper and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapperMeta {
+    pub name: String,
+    pub source: String,
+    pub source_id: u64,
+    pub target: String,
+    pub target_id: u64,
+    pub function: crate::view::map_fn::FieldMapper,
+    /// Every change to the source at or below this seq is reflected in the
+    /// target. The node keeps a pin here, so the values the source had at
+    /// this seq stay readable: they are the "old" side of the next changes.
+    pub checkpoint: u64,
+    /// Set while the mapper is still mapping what the source held when it
+    /// was created (read at `checkpoint`).
+    pub backfill: Option<Backfill>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// The next source key to map; `None` before the first batch.
+    pub cursor: Option<Vec<u8>>,
+    pub done: u64,
+    pub total: u64,
+}
+
 pub struct Catalog {
     db: sled::Db,
     /// range name -> RangeMeta
     ranges: sled::Tree,
     /// chunk id (big-endian) -> ChunkMeta
     chunks: sled::Tree,
+    /// mapper name -> MapperMeta
+    mappers: sled::Tree,
 }
 
 impl Catalog {
@@ -90,7 +118,8 @@ impl Catalog {
         let db = open_with_retry(path)?;
         let ranges = db.open_tree("ranges")?;
         let chunks = db.open_tree("chunks")?;
-        Ok(Catalog { db, ranges, chunks })
+        let mappers = db.open_tree("mappers")?;
+        Ok(Catalog { db, ranges, chunks, mappers })
     }
 
     /// A new id for a range or chunk, never handed out before.
@@ -142,6 +171,22 @@ impl Catalog {
         })?;
         self.flush()?;
         Ok(ids)
+    }
+
+    pub fn mappers(&self) -> Result<Vec<MapperMeta>, CatalogError> {
+        self.mappers.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Records a mapper's definition and progress, durably.
+    pub fn put_mapper(&self, m: &MapperMeta) -> Result<(), CatalogError> {
+        self.mappers.insert(m.name.as_bytes(), encode(m))?;
+        self.flush()
+    }
+
+    pub fn remove_mapper(&self, name: &str) -> Result<bool, CatalogError> {
+        let existed = self.mappers.remove(name.as_bytes())?.is_some();
+        self.flush()?;
+        Ok(existed)
     }
 
     /// Replaces a chunk by the two halves of its split, atomically.

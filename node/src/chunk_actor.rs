@@ -46,6 +46,12 @@ pub enum ChunkMsg {
     Info {
         reply: ReplyTo<ChunkInfo>,
     },
+    /// Keep the change journal from `after` (a view's checkpoint), or stop
+    /// keeping it when `None`.
+    Watch {
+        after: Option<u64>,
+        reply: ReplyTo<()>,
+    },
     /// Make everything durable and stop.
     Shutdown {
         reply: ReplyTo<()>,
@@ -59,6 +65,9 @@ pub enum ChunkMsg {
 impl Message for ChunkMsg {
     type Result = ();
 }
+
+/// The change journal is trimmed once it holds this many entries.
+const JOURNAL_TRIM_AT_ENTRIES: usize = 4096;
 
 /// Internal: write out and sync what is pending.
 struct Flush;
@@ -251,12 +260,29 @@ impl ChunkActor {
                 for (seq, reply) in batch {
                     let _ = reply.send(Ok(CommitToken { chunk: chunk_id, seq }));
                 }
+                self.after_commit();
             }
             Err(reason) => {
                 for (_, reply) in batch {
                     let _ = reply.send(Err(self.unavailable_error(&reason)));
                 }
                 self.poison(reason);
+            }
+        }
+    }
+
+    /// Tells views reading this range that it changed, and trims the change
+    /// journal below what they have all seen.
+    fn after_commit(&mut self) {
+        let range_id = self.meta.range_id;
+        let journal_len = self.cell.with_chunk(|c| Ok(c.journal_len())).unwrap_or(0);
+        if journal_len == 0 {
+            return;
+        }
+        self.node.notify_views(range_id);
+        if journal_len >= JOURNAL_TRIM_AT_ENTRIES {
+            if let Some(floor) = self.node.view_floor(range_id) {
+                self.cell.with_chunk_mut(|c| c.trim_journal(floor));
             }
         }
     }
@@ -480,6 +506,13 @@ impl ChunkActor {
             ChunkMsg::Write { ops, reply } => self.handle_write(ops, reply, ctx),
             ChunkMsg::Info { reply } => {
                 let _ = reply.send(Ok(self.info()));
+            }
+            ChunkMsg::Watch { after, reply } => {
+                self.cell.with_chunk_mut(|c| match after {
+                    Some(after) => c.watch_changes(after),
+                    None => c.unwatch_changes(),
+                });
+                let _ = reply.send(Ok(()));
             }
             settled @ (ChunkMsg::Compact { .. }
             | ChunkMsg::Split { .. }

@@ -48,6 +48,10 @@ pub struct Node {
     next_chunk_worker: AtomicUsize,
     chunks_dir: PathBuf,
     shutting_down: AtomicBool,
+    /// Registered views. A std lock: read on every committed write group,
+    /// written only when views come, go or advance; never held across an
+    /// await.
+    views: RwLock<crate::view::registry::ViewRegistry>,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -157,6 +161,7 @@ impl Node {
         let catalog = Catalog::open(&config.data_dir.join("catalog"))?;
         let ranges = catalog.ranges()?;
         let metas = catalog.chunks()?;
+        let mappers = catalog.mappers()?;
         remove_orphans(&chunks_dir, &metas);
 
         let options_of = |range_id: u64| {
@@ -183,6 +188,7 @@ impl Node {
             next_chunk_worker: AtomicUsize::new(0),
             chunks_dir,
             shutting_down: AtomicBool::new(false),
+            views: RwLock::new(Default::default()),
         });
         {
             let mut router = node.router_write();
@@ -190,16 +196,32 @@ impl Node {
                 router.insert_range(range.clone());
             }
         }
+        // Views' checkpoints are pinned before any chunk can compact, so the
+        // old values they still need survive the restart.
+        for m in &mappers {
+            node.clock.pin(m.checkpoint);
+        }
+        let floor = |range_id: u64| {
+            mappers.iter().filter(|m| m.source_id == range_id).map(|m| m.checkpoint).min()
+        };
         for (meta, result) in opened {
             let range_id = meta.range_id;
             let route = match result {
-                Ok(chunk) => node.spawn_chunk(chunk, options_of(range_id).chunk_size_max_bytes),
+                Ok(mut chunk) => {
+                    if let Some(after) = floor(range_id) {
+                        chunk.watch_changes(after);
+                    }
+                    node.spawn_chunk(chunk, options_of(range_id).chunk_size_max_bytes)
+                }
                 Err(reason) => {
                     tracing::error!(chunk = meta.id, %reason, "chunk is unavailable");
                     node.spawn_cell(meta, CellState::Unavailable(reason), 0)
                 }
             };
             node.router_write().insert_chunk(range_id, route);
+        }
+        for m in mappers {
+            node.start_mapper(m);
         }
         Ok(node)
     }
@@ -215,8 +237,8 @@ impl Node {
         self.workers[i].clone()
     }
 
-    /// The worker to place the next chunk actor on, round robin.
-    fn next_chunk_worker(&self) -> ArbiterHandle {
+    /// The worker to place the next chunk or view actor on, round robin.
+    pub(crate) fn next_chunk_worker(&self) -> ArbiterHandle {
         let half = self.workers.len() / 2;
         let i = self.next_chunk_worker.fetch_add(1, Ordering::Relaxed) % half;
         self.workers[half + i].clone()
@@ -226,6 +248,16 @@ impl Node {
         // Router updates are single map operations; a panic cannot leave
         // one half-done, so a poisoned lock is still consistent.
         self.router.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn views_read(&self) -> RwLockReadGuard<'_, crate::view::registry::ViewRegistry> {
+        // Registry edits are single map operations: a poisoned lock is
+        // still consistent.
+        self.views.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn views_write(&self) -> RwLockWriteGuard<'_, crate::view::registry::ViewRegistry> {
+        self.views.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn router_write(&self) -> RwLockWriteGuard<'_, Router> {
@@ -418,6 +450,11 @@ impl Node {
                 }
                 Ok(Reply::Ok)
             }
+            Command::CreateMapper { name, source, target, function } => {
+                self.create_mapper(&name, &source, &target, function).await.map(|()| Reply::Ok)
+            }
+            Command::DropMapper { name } => self.drop_mapper(&name).await.map(|()| Reply::Ok),
+            Command::ListViews => Ok(Reply::Views(self.view_statuses().await)),
             Command::SplitChunk { range, key } => {
                 check_key(&key)?;
                 let mut attempt = 0;
@@ -437,7 +474,11 @@ impl Node {
         }
     }
 
-    async fn create_range(self: &Arc<Self>, name: &str, options: RangeOptions) -> NodeResult<()> {
+    pub(crate) async fn create_range(
+        self: &Arc<Self>,
+        name: &str,
+        options: RangeOptions,
+    ) -> NodeResult<()> {
         validate_range_name(name)?;
         if options.chunk_size_max_bytes < CHUNK_SIZE_MIN_BYTES {
             return Err(NodeError::client(
@@ -469,7 +510,7 @@ impl Node {
         Ok(())
     }
 
-    async fn describe_range(&self, name: &str) -> NodeResult<RangeInfo> {
+    pub(crate) async fn describe_range(&self, name: &str) -> NodeResult<RangeInfo> {
         let (meta, addrs) = self.range_route(name, |r| {
             (r.meta.clone(), r.chunks.values().map(|c| c.addr.clone()).collect::<Vec<_>>())
         })?;
@@ -489,6 +530,13 @@ impl Node {
 
     async fn drop_range(&self, name: &str) -> NodeResult<()> {
         validate_range_name(name)?;
+        let id = self.range_route(name, |r| r.meta.id)?;
+        if let Some(view) = self.range_in_views(id) {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!("range {name:?} is used by view {view:?}; drop the view first"),
+            ));
+        }
         self.catalog.drop_range(name)?;
         let Some(route) = self.router_write().remove_range(name) else {
             return Ok(());
@@ -618,6 +666,15 @@ impl Node {
         }
         tokens.sort();
         Ok(tokens)
+    }
+
+    /// Writes rows on behalf of a view: chunk by chunk, each part atomic.
+    pub(crate) async fn write_ops(&self, range: &str, ops: Vec<WriteOp>) -> NodeResult<()> {
+        self.write(range, ops, false).await.map(|_| ())
+    }
+
+    pub(crate) async fn scan_range(&self, req: ScanRequest) -> NodeResult<ScanReply> {
+        self.scan(req).await
     }
 
     async fn scan(&self, req: ScanRequest) -> NodeResult<ScanReply> {

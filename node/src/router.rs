@@ -50,6 +50,10 @@ impl Router {
         self.ranges.values()
     }
 
+    pub fn range_by_id(&self, id: u64) -> Option<&RangeRoute> {
+        self.ranges.values().find(|r| r.meta.id == id)
+    }
+
     pub fn range_by_id_mut(&mut self, id: u64) -> Option<&mut RangeRoute> {
         self.ranges.values_mut().find(|r| r.meta.id == id)
     }

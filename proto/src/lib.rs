@@ -20,7 +20,7 @@ pub mod tuple;
 
 pub use error::{ErrorCode, ErrorInfo};
 pub use message::{
-    Bytes, ChunkInfo, Command, CommitToken, RangeInfo, RangeOptions, Record, Reply, Request,
-    Response, ScanReply, ScanRequest, ServerHello, WriteOp,
+    Bytes, ChunkInfo, Command, CommitToken, MapFunction, RangeInfo, RangeOptions, Record, Reply,
+    Request, Response, ScanReply, ScanRequest, ServerHello, ViewStatus, WriteOp,
 };
 pub use tuple::Element;

@@ -126,6 +126,54 @@ pub enum Command {
         range: String,
         key: Bytes,
     },
+    /// Registers a mapper from `source` to `target` (created if missing);
+    /// it backfills what `source` holds, then follows its changes.
+    CreateMapper {
+        name: String,
+        source: String,
+        target: String,
+        function: MapFunction,
+    },
+    DropMapper {
+        name: String,
+    },
+    /// Status of every view.
+    ListViews,
+}
+
+/// What a mapper computes from each record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MapFunction {
+    /// Emit the record's field at `key_path` (dot-separated) as the index
+    /// key; the row's value is the field at `value_path`, or nil.
+    Field { key_path: String, value_path: Option<String> },
+}
+
+/// Where a view stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ViewStatus {
+    pub name: String,
+    /// "mapper" or "reducer".
+    pub kind: String,
+    /// The range the view reads.
+    pub source: String,
+    /// The range a mapper writes (empty for a reducer).
+    pub target: String,
+    /// The function, as a person would write it.
+    pub function: String,
+    /// Every change to `source` committed at or below this seq is reflected.
+    pub watermark: u64,
+    /// Changes to `source` above the watermark not yet reflected.
+    pub pending_changes: u64,
+    /// Index rows written (puts and deletes) since the node started.
+    pub rows_written: u64,
+    /// Records the function failed on since the node started.
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub last_error_key: Option<Bytes>,
+    /// While backfilling: records done, and records in the source when the
+    /// backfill began.
+    pub backfill: Option<(u64, u64)>,
 }
 
 /// A write's place in history: the chunk that applied it and its seq there.
@@ -185,4 +233,5 @@ pub enum Reply {
     Written(Vec<CommitToken>),
     Scan(ScanReply),
     Snapshot(u64),
+    Views(Vec<ViewStatus>),
 }

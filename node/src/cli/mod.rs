@@ -83,6 +83,43 @@ enum Cmd {
     },
     /// Measure put, get and scan throughput and latency against a node.
     Bench(bench::BenchArgs),
+    /// Create and drop mappers (live secondary indexes).
+    Mapper {
+        #[command(subcommand)]
+        command: MapperCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Status of every view: watermark, pending changes, errors, backfill.
+    Views {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Subcommand)]
+enum MapperCmd {
+    /// Register a mapper from RANGE to RANGE; it backfills, then follows changes.
+    Create {
+        name: String,
+        /// The range to read.
+        #[arg(long)]
+        source: String,
+        /// The range to write index rows to (created if missing).
+        #[arg(long)]
+        target: String,
+        /// Emit this field of each record (dot-separated path) as the row key.
+        #[arg(long)]
+        field: String,
+        /// Use this field as the row value (default: nil).
+        #[arg(long)]
+        value_field: Option<String>,
+    },
+    /// Drop a mapper; its target range keeps the rows.
+    Drop { name: String },
 }
 
 #[derive(Args)]
@@ -359,9 +396,87 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 .await?;
         }
         Cmd::Bench(args) => bench::run(args).await?,
+        Cmd::Mapper { command, client } => {
+            let c = connect(&client).await?;
+            match command {
+                MapperCmd::Create { name, source, target, field, value_field } => {
+                    let function = monotable_client::MapFunction::Field {
+                        key_path: field,
+                        value_path: value_field,
+                    };
+                    c.create_mapper(&name, &source, &target, function).await?;
+                    writeln!(out, "created mapper {name}")?;
+                }
+                MapperCmd::Drop { name } => {
+                    c.drop_mapper(&name).await?;
+                    writeln!(out, "dropped mapper {name}")?;
+                }
+            }
+        }
+        Cmd::Views { json, client } => {
+            let c = connect(&client).await?;
+            let views = c.list_views().await?;
+            if json {
+                for v in &views {
+                    writeln!(out, "{}", view_json(v))?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<20} {:<8} {:<16} {:<16} {:>12} {:>8} {:>8} {:>12}  FUNCTION",
+                    "NAME",
+                    "KIND",
+                    "SOURCE",
+                    "TARGET",
+                    "WATERMARK",
+                    "PENDING",
+                    "ERRORS",
+                    "BACKFILL"
+                )?;
+                for v in &views {
+                    let backfill =
+                        v.backfill.map_or("done".to_owned(), |(d, t)| format!("{d}/{t}"));
+                    writeln!(
+                        out,
+                        "{:<20} {:<8} {:<16} {:<16} {:>12} {:>8} {:>8} {:>12}  {}",
+                        v.name,
+                        v.kind,
+                        v.source,
+                        v.target,
+                        v.watermark,
+                        v.pending_changes,
+                        v.errors,
+                        backfill,
+                        v.function
+                    )?;
+                    if let Some(e) = &v.last_error {
+                        let key =
+                            v.last_error_key.as_ref().map(|k| json::key_to_json(k).to_string());
+                        writeln!(out, "  last error: {e} (key {})", key.unwrap_or_default())?;
+                    }
+                }
+            }
+        }
     }
     out.flush()?;
     Ok(0)
+}
+
+fn view_json(v: &monotable_client::ViewStatus) -> serde_json::Value {
+    json!({
+        "name": v.name,
+        "kind": v.kind,
+        "source": v.source,
+        "target": v.target,
+        "function": v.function,
+        "watermark": v.watermark,
+        "pending_changes": v.pending_changes,
+        "rows_written": v.rows_written,
+        "errors": v.errors,
+        "last_error": v.last_error,
+        "last_error_key": v.last_error_key.as_ref().map(|k| json::key_to_json(k)),
+        "backfill": v.backfill.map(|(done, total)| json!({"done": done, "total": total})),
+    })
 }
 
 fn range_json(r: &monotable_client::RangeInfo) -> serde_json::Value {

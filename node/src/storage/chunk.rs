@@ -195,6 +195,11 @@ impl Chunk {
         }
     }
 
+    /// Journaled changes above `after`.
+    pub fn pending_changes(&self, after: u64) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.count_after(after) as u64)
+    }
+
     pub fn journal_len(&self) -> usize {
         self.journal.as_ref().map_or(0, ChangeJournal::len)
     }

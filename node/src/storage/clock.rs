@@ -84,6 +84,14 @@ impl SeqClock {
         seq
     }
 
+    /// Pins `seq`, which must be at or below the stable seq (a view's
+    /// checkpoint, or one restored at start).
+    pub fn pin(&self, seq: u64) {
+        let mut s = self.lock();
+        assert!(seq <= s.stable(), "pinned a snapshot that is not stable yet");
+        *s.pins.entry(seq).or_insert(0) += 1;
+    }
+
     /// Releases one pin of `seq`; false when `seq` is not pinned.
     pub fn unpin(&self, seq: u64) -> bool {
         let mut s = self.lock();

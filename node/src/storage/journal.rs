@@ -38,6 +38,11 @@ impl ChangeJournal {
         self.entries.is_empty()
     }
 
+    /// Entries above `after`.
+    pub fn count_after(&self, after: u64) -> usize {
+        self.entries.len() - self.entries.partition_point(|(s, _)| *s <= after)
+    }
+
     /// The distinct keys changed in `(after, upto]`, sorted.
     pub fn keys_changed(&self, after: u64, upto: u64) -> Vec<Vec<u8>> {
         let start = self.entries.partition_point(|(s, _)| *s <= after);

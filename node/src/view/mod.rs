@@ -5,11 +5,15 @@
 //! - [`reduction`]: built-in reducers as monoids over [`reduction::Reduction`].
 //! - [`hll`]: HyperLogLog sketches for `count_distinct`.
 //! - [`reduce_tree`]: an ordered map with a reduction in every node.
+//! - [`mapper`]: the actor that keeps a mapper's target range up to date.
+//! - [`registry`]: the node's views and the commands that manage them.
 //!
 //! These are plain structs without actors or I/O; the view actors that keep
 //! them up to date as chunks change are built on top.
 
 pub mod hll;
 pub mod map_fn;
+pub mod mapper;
 pub mod reduce_tree;
 pub mod reduction;
+pub mod registry;

@@ -1,0 +1,327 @@
+//! The mapper actor: keeps a target range equal to its function applied to
+//! every record of the source range.
+//!
+//! A mapper has a checkpoint `C`: every source change at or below `C` is
+//! reflected in the target. Chunks of the source send `Dirty` after each
+//! committed group; the mapper coalesces them and runs one round at a time:
+//! take the stable seq `S`, ask every source chunk for its keys changed in
+//! `(C, S]` with their values at `C` and at `S`, map both, delete the rows
+//! the old value produced and the new one does not, write the new rows
+//! (unless identical), then pin `S`, persist it as the checkpoint and unpin
+//! `C`. A crash anywhere in a round repeats it from `C`: row writes are
+//! idempotent. A new mapper first backfills: it maps the source as of its
+//! first checkpoint, a batch of records at a time, persisting a cursor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use monotable_proto::limits::BATCH_OPS_MAX;
+use monotable_proto::{Bytes, ScanRequest, ViewStatus, WriteOp};
+use tokio::sync::oneshot;
+
+use crate::catalog::{Backfill, MapperMeta};
+use crate::error::{NodeError, NodeResult};
+use crate::node::Node;
+use crate::storage::chunk::Change;
+use crate::view::map_fn::FieldMapper;
+
+/// Source records mapped per backfill batch.
+const BACKFILL_BATCH_RECORDS: u32 = 2_000;
+
+/// A round that failed (a chunk moved, the node is busy) is retried after
+/// this long.
+const ROUND_RETRY_MS: u64 = 50;
+
+/// Source chunks send this after each committed group of writes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Dirty;
+
+/// Reports the mapper's status.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Status(pub oneshot::Sender<ViewStatus>);
+
+/// Stops the mapper for good: its catalog entry, pin and registration go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop(pub oneshot::Sender<NodeResult<()>>);
+
+/// Runs one round.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Round;
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    rows_written: u64,
+    errors: u64,
+    last_error: Option<String>,
+    last_error_key: Option<Vec<u8>>,
+}
+
+pub struct MapperActor {
+    node: Arc<Node>,
+    meta: MapperMeta,
+    /// A change arrived since the running round began.
+    dirty: bool,
+    running: bool,
+    stats: Stats,
+    /// A drop waits for the running round to end.
+    stopping: Option<oneshot::Sender<NodeResult<()>>>,
+}
+
+impl Actor for MapperActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Catch up on whatever happened while the mapper was not running.
+        self.dirty = true;
+        self.schedule(ctx);
+    }
+}
+
+/// What one round did.
+struct Outcome {
+    meta: MapperMeta,
+    rows_written: u64,
+    errors: Vec<(Vec<u8>, String)>,
+    /// More work is known to be waiting (the backfill goes on).
+    more: bool,
+}
+
+impl MapperActor {
+    pub fn new(node: Arc<Node>, meta: MapperMeta) -> Self {
+        MapperActor {
+            node,
+            meta,
+            dirty: false,
+            running: false,
+            stats: Stats::default(),
+            stopping: None,
+        }
+    }
+
+    /// Removes every trace of the mapper but the rows it wrote.
+    fn finish_stop(&mut self, ctx: &mut Context<Self>) {
+        let Some(reply) = self.stopping.take() else { return };
+        let result =
+            self.node.catalog.remove_mapper(&self.meta.name).map(|_| ()).map_err(NodeError::from);
+        self.node.clock.unpin(self.meta.checkpoint);
+        self.node.views_write().mappers.remove(&self.meta.name);
+        let _ = reply.send(result);
+        ctx.stop();
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if !self.running && self.stopping.is_none() {
+            self.running = true;
+            ctx.notify(Round);
+        }
+    }
+
+    fn status(&self) -> ViewStatus {
+        let m = &self.meta;
+        ViewStatus {
+            name: m.name.clone(),
+            kind: "mapper".into(),
+            source: m.source.clone(),
+            target: m.target.clone(),
+            function: match m.function.value_path() {
+                Some(v) => format!("field {} value {}", m.function.key_path(), v),
+                None => format!("field {}", m.function.key_path()),
+            },
+            watermark: m.checkpoint,
+            pending_changes: self.node.pending_changes(m.source_id, m.checkpoint),
+            rows_written: self.stats.rows_written,
+            errors: self.stats.errors,
+            last_error: self.stats.last_error.clone(),
+            last_error_key: self.stats.last_error_key.clone().map(Bytes::from),
+            backfill: m.backfill.as_ref().map(|b| (b.done, b.total)),
+        }
+    }
+}
+
+impl Handler<Dirty> for MapperActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Dirty, ctx: &mut Context<Self>) {
+        self.dirty = true;
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Stop> for MapperActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
+        self.stopping = Some(msg.0);
+        if !self.running {
+            self.finish_stop(ctx);
+        }
+    }
+}
+
+impl Handler<Status> for MapperActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Status, _: &mut Context<Self>) {
+        let _ = msg.0.send(self.status());
+    }
+}
+
+impl Handler<Round> for MapperActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Round, ctx: &mut Context<Self>) {
+        self.dirty = false;
+        let node = self.node.clone();
+        let meta = self.meta.clone();
+        let round = async move { run_round(&node, meta).await };
+        ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
+            act.running = false;
+            if act.stopping.is_some() {
+                if let Ok(outcome) = result {
+                    act.meta = outcome.meta;
+                }
+                return act.finish_stop(ctx);
+            }
+            match result {
+                Ok(outcome) => {
+                    act.meta = outcome.meta;
+                    act.node.set_view_checkpoint(&act.meta.name, act.meta.checkpoint);
+                    act.stats.rows_written += outcome.rows_written;
+                    for (key, error) in outcome.errors {
+                        tracing::debug!(mapper = %act.meta.name, %error, "map failed for a record");
+                        act.stats.errors += 1;
+                        act.stats.last_error = Some(error);
+                        act.stats.last_error_key = Some(key);
+                    }
+                    if outcome.more || act.dirty {
+                        act.schedule(ctx);
+                    }
+                }
+                Err(e) => {
+                    if act.node.is_shutting_down() {
+                        return;
+                    }
+                    tracing::debug!(mapper = %act.meta.name, error = %e, "round failed; retrying");
+                    act.dirty = true;
+                    ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| {
+                        act.schedule(ctx)
+                    });
+                }
+            }
+        }));
+    }
+}
+
+/// Maps one record; failures are reported, not fatal.
+fn map_record(
+    f: &FieldMapper,
+    key: &[u8],
+    value: &[u8],
+    errors: &mut Vec<(Vec<u8>, String)>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match f.map(key, value) {
+        Ok(rows) => rows,
+        Err(e) => {
+            errors.push((key.to_vec(), e.to_string()));
+            Vec::new()
+        }
+    }
+}
+
+/// The target writes that turn the rows of `old` into the rows of `new`.
+fn diff_rows(
+    f: &FieldMapper,
+    change: &Change,
+    errors: &mut Vec<(Vec<u8>, String)>,
+    ops: &mut Vec<WriteOp>,
+) {
+    let old: HashMap<Vec<u8>, Vec<u8>> = match &change.old {
+        // Errors on the old value were recorded when it was new.
+        Some(v) => f.map(&change.key, v).unwrap_or_default().into_iter().collect(),
+        None => HashMap::new(),
+    };
+    let new = match &change.new {
+        Some(v) => map_record(f, &change.key, v, errors),
+        None => Vec::new(),
+    };
+    for key in old.keys() {
+        if !new.iter().any(|(k, _)| k == key) {
+            ops.push(WriteOp::Delete { key: key.clone().into() });
+        }
+    }
+    for (key, value) in new {
+        if old.get(&key) != Some(&value) {
+            ops.push(WriteOp::Put { key: key.into(), value: value.into() });
+        }
+    }
+}
+
+async fn write_rows(node: &Node, target: &str, ops: Vec<WriteOp>) -> NodeResult<u64> {
+    let n = ops.len() as u64;
+    let mut ops = ops;
+    while !ops.is_empty() {
+        let rest = ops.split_off(ops.len().min(BATCH_OPS_MAX));
+        node.write_ops(target, ops).await?;
+        ops = rest;
+    }
+    Ok(n)
+}
+
+async fn run_round(node: &Arc<Node>, mut meta: MapperMeta) -> NodeResult<Outcome> {
+    let mut errors = Vec::new();
+    if let Some(backfill) = meta.backfill.clone() {
+        let reply = node
+            .scan_range(ScanRequest {
+                range: meta.source.clone(),
+                start: backfill.cursor.clone().map(Bytes::from),
+                limit: BACKFILL_BATCH_RECORDS,
+                snapshot: Some(meta.checkpoint),
+                ..ScanRequest::default()
+            })
+            .await?;
+        let mut ops = Vec::new();
+        for r in &reply.records {
+            for (key, value) in map_record(&meta.function, &r.key, &r.value, &mut errors) {
+                ops.push(WriteOp::Put { key: key.into(), value: value.into() });
+            }
+        }
+        let rows_written = write_rows(node, &meta.target, ops).await?;
+        let done = backfill.done + reply.records.len() as u64;
+        meta.backfill = reply.resume.map(|k| Backfill {
+            cursor: Some(k.into_vec()),
+            done,
+            total: backfill.total,
+        });
+        node.catalog.put_mapper(&meta)?;
+        if meta.backfill.is_none() {
+            tracing::info!(mapper = %meta.name, records = done, "backfill done");
+        }
+        let more = meta.backfill.is_some();
+        return Ok(Outcome { meta, rows_written, errors, more });
+    }
+    let upto = node.clock.stable();
+    if upto <= meta.checkpoint {
+        return Ok(Outcome { meta, rows_written: 0, errors, more: false });
+    }
+    let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
+    let mut ops = Vec::new();
+    for change in &changes {
+        diff_rows(&meta.function, change, &mut errors, &mut ops);
+    }
+    let rows_written = write_rows(node, &meta.target, ops).await?;
+    let previous = meta.checkpoint;
+    node.clock.pin(upto);
+    meta.checkpoint = upto;
+    if let Err(e) = node.catalog.put_mapper(&meta) {
+        node.clock.unpin(upto);
+        return Err(e.into());
+    }
+    node.clock.unpin(previous);
+    Ok(Outcome { meta, rows_written, errors, more: false })
+}
