@@ -41,11 +41,11 @@ use std::sync::Arc;
 
 use monotable_proto::limits::{BATCH_OPS_MAX, KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_BYTES};
 pub use monotable_proto::tuple;
-use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 pub use monotable_proto::{
-    ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo, MapFunction, RangeInfo, RangeOptions,
-    ServerHello, ViewStatus,
+    AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
+    MapFunction, RangeInfo, RangeOptions, ServerHello, ViewStatus,
 };
+use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;
 
 use connection::Connection;
@@ -552,6 +552,29 @@ impl Client {
     pub async fn list_views(&self) -> Result<Vec<ViewStatus>> {
         match self.call(Command::ListViews).await? {
             Reply::Views(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Registers a reducer on `range`; `builtin` is one of count, sum, min,
+    /// max, stats, count_distinct.
+    pub async fn create_reducer(&self, name: &str, range: &str, builtin: &str) -> Result<()> {
+        self.call_ok(Command::CreateReducer {
+            name: name.to_owned(),
+            range: range.to_owned(),
+            function: builtin.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn drop_reducer(&self, name: &str) -> Result<()> {
+        self.call_ok(Command::DropReducer { name: name.to_owned() }).await
+    }
+
+    /// Runs an aggregate. Reductions come back as MessagePack documents.
+    pub async fn aggregate(&self, request: AggregateRequest) -> Result<AggregateReply> {
+        match self.call(Command::Aggregate(request)).await? {
+            Reply::Aggregate(a) => Ok(a),
             other => Err(unexpected(other)),
         }
     }

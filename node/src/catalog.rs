@@ -95,6 +95,16 @@ pub struct MapperMeta {
     pub backfill: Option<Backfill>,
 }
 
+/// A registered reducer. Its reduce tree lives in memory and is loaded
+/// from its range at start, so only the definition is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReducerMeta {
+    pub name: String,
+    pub range: String,
+    pub range_id: u64,
+    pub function: crate::view::reduction::Builtin,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backfill {
     /// The next source key to map; `None` before the first batch.
@@ -111,6 +121,8 @@ pub struct Catalog {
     chunks: sled::Tree,
     /// mapper name -> MapperMeta
     mappers: sled::Tree,
+    /// reducer name -> ReducerMeta
+    reducers: sled::Tree,
 }
 
 impl Catalog {
@@ -119,7 +131,8 @@ impl Catalog {
         let ranges = db.open_tree("ranges")?;
         let chunks = db.open_tree("chunks")?;
         let mappers = db.open_tree("mappers")?;
-        Ok(Catalog { db, ranges, chunks, mappers })
+        let reducers = db.open_tree("reducers")?;
+        Ok(Catalog { db, ranges, chunks, mappers, reducers })
     }
 
     /// A new id for a range or chunk, never handed out before.
@@ -185,6 +198,21 @@ impl Catalog {
 
     pub fn remove_mapper(&self, name: &str) -> Result<bool, CatalogError> {
         let existed = self.mappers.remove(name.as_bytes())?.is_some();
+        self.flush()?;
+        Ok(existed)
+    }
+
+    pub fn reducers(&self) -> Result<Vec<ReducerMeta>, CatalogError> {
+        self.reducers.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    pub fn put_reducer(&self, r: &ReducerMeta) -> Result<(), CatalogError> {
+        self.reducers.insert(r.name.as_bytes(), encode(r))?;
+        self.flush()
+    }
+
+    pub fn remove_reducer(&self, name: &str) -> Result<bool, CatalogError> {
+        let existed = self.reducers.remove(name.as_bytes())?.is_some();
         self.flush()?;
         Ok(existed)
     }

@@ -162,6 +162,7 @@ impl Node {
         let ranges = catalog.ranges()?;
         let metas = catalog.chunks()?;
         let mappers = catalog.mappers()?;
+        let catalog_reducers = catalog.reducers()?;
         remove_orphans(&chunks_dir, &metas);
 
         let options_of = |range_id: u64| {
@@ -201,8 +202,14 @@ impl Node {
         for m in &mappers {
             node.clock.pin(m.checkpoint);
         }
+        // Reducers start from a fresh snapshot, taken after this; their
+        // ranges journal from the start of the log until then.
         let floor = |range_id: u64| {
-            mappers.iter().filter(|m| m.source_id == range_id).map(|m| m.checkpoint).min()
+            let mapper =
+                mappers.iter().filter(|m| m.source_id == range_id).map(|m| m.checkpoint).min();
+            let reducer =
+                catalog_reducers.iter().any(|r| r.range_id == range_id).then_some(last_seq);
+            mapper.into_iter().chain(reducer).min()
         };
         for (meta, result) in opened {
             let range_id = meta.range_id;
@@ -222,6 +229,16 @@ impl Node {
         }
         for m in mappers {
             node.start_mapper(m);
+        }
+        // Reducers load their trees from their ranges once serving starts.
+        for r in catalog_reducers {
+            let node2 = node.clone();
+            actix_rt::spawn(async move {
+                let name = r.name.clone();
+                if let Err(e) = node2.start_reducer(r).await {
+                    tracing::error!(reducer = %name, error = %e, "reducer did not start");
+                }
+            });
         }
         Ok(node)
     }
@@ -455,6 +472,11 @@ impl Node {
             }
             Command::DropMapper { name } => self.drop_mapper(&name).await.map(|()| Reply::Ok),
             Command::ListViews => Ok(Reply::Views(self.view_statuses().await)),
+            Command::CreateReducer { name, range, function } => {
+                self.create_reducer(&name, &range, &function).await.map(|()| Reply::Ok)
+            }
+            Command::DropReducer { name } => self.drop_reducer(&name).await.map(|()| Reply::Ok),
+            Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),
             Command::SplitChunk { range, key } => {
                 check_key(&key)?;
                 let mut attempt = 0;
@@ -666,6 +688,36 @@ impl Node {
         }
         tokens.sort();
         Ok(tokens)
+    }
+
+    async fn aggregate_command(
+        &self,
+        req: monotable_proto::AggregateRequest,
+    ) -> NodeResult<monotable_proto::AggregateReply> {
+        let scan_like = ScanRequest {
+            range: String::new(),
+            start: req.start.clone(),
+            end: req.end.clone(),
+            prefix: req.prefix.clone(),
+            ..ScanRequest::default()
+        };
+        let (start, end) = crate::scan::bounds_of(&scan_like)?;
+        let query =
+            crate::view::reducer::AggregateQuery { start, end, group_level: req.group_level };
+        let answer = self.aggregate(&req.reducer, query, req.fresh, req.timeout_ms).await?;
+        let encode = |j: &serde_json::Value| -> monotable_proto::Bytes {
+            rmp_serde::to_vec(j).expect("JSON values always encode").into()
+        };
+        Ok(match answer {
+            crate::view::reducer::AggregateAnswer::Total(j) => {
+                monotable_proto::AggregateReply::Total(encode(&j))
+            }
+            crate::view::reducer::AggregateAnswer::Groups(groups) => {
+                monotable_proto::AggregateReply::Groups(
+                    groups.into_iter().map(|(k, j)| (k.into(), encode(&j))).collect(),
+                )
+            }
+        })
     }
 
     /// Writes rows on behalf of a view: chunk by chunk, each part atomic.

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     SnapshotNotFound,
     /// The server is overloaded; retry after a pause.
     Busy,
+    /// A fresh aggregate timed out waiting for its view to catch up, or the
+    /// view is still loading; retry later.
+    ViewLagging,
     /// The server is shutting down; retry against it once it is back.
     ShuttingDown,
     /// A bug or an unexpected failure on the server; the message says more.
@@ -35,7 +38,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Whether the same request may succeed if sent again later unchanged.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Busy | ErrorCode::ShuttingDown)
+        matches!(self, ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::ViewLagging)
     }
 }
 

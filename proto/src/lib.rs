@@ -20,7 +20,8 @@ pub mod tuple;
 
 pub use error::{ErrorCode, ErrorInfo};
 pub use message::{
-    Bytes, ChunkInfo, Command, CommitToken, MapFunction, RangeInfo, RangeOptions, Record, Reply,
-    Request, Response, ScanReply, ScanRequest, ServerHello, ViewStatus, WriteOp,
+    AggregateReply, AggregateRequest, Bytes, ChunkInfo, Command, CommitToken, MapFunction,
+    RangeInfo, RangeOptions, Record, Reply, Request, Response, ScanReply, ScanRequest, ServerHello,
+    ViewStatus, WriteOp,
 };
 pub use tuple::Element;

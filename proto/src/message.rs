@@ -139,6 +139,40 @@ pub enum Command {
     },
     /// Status of every view.
     ListViews,
+    /// Registers a reducer on `range`: `function` is a built-in name
+    /// (count, sum, min, max, stats, count_distinct).
+    CreateReducer {
+        name: String,
+        range: String,
+        function: String,
+    },
+    DropReducer {
+        name: String,
+    },
+    Aggregate(AggregateRequest),
+}
+
+/// An aggregate query; the bounds are as in [`ScanRequest`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AggregateRequest {
+    pub reducer: String,
+    pub start: Option<Bytes>,
+    pub end: Option<Bytes>,
+    pub prefix: Option<Bytes>,
+    /// Group rows by their first N tuple elements.
+    pub group_level: Option<u32>,
+    /// Wait until every write committed before the query arrived is
+    /// reflected (or fail with `ViewLagging` after `timeout_ms`).
+    pub fresh: bool,
+    pub timeout_ms: u64,
+}
+
+/// An aggregate's result: reductions as MessagePack documents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum AggregateReply {
+    Total(Bytes),
+    /// (group key, reduction), in key order.
+    Groups(Vec<(Bytes, Bytes)>),
 }
 
 /// What a mapper computes from each record.
@@ -234,4 +268,5 @@ pub enum Reply {
     Scan(ScanReply),
     Snapshot(u64),
     Views(Vec<ViewStatus>),
+    Aggregate(AggregateReply),
 }

@@ -176,3 +176,37 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// MessagePack of a small JSON document (non-negative integers, short
+/// strings, small maps), written by hand so that oracles in tests share no
+/// code with the node.
+pub fn msgpack(doc: &serde_json::Value) -> Vec<u8> {
+    fn write(doc: &serde_json::Value, out: &mut Vec<u8>) {
+        use serde_json::Value::*;
+        match doc {
+            Null => out.push(0xc0),
+            Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
+            Number(n) => {
+                let v = n.as_u64().expect("non-negative integers only");
+                out.push(0xcf);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            String(s) => {
+                out.push(0xd9);
+                out.push(u8::try_from(s.len()).expect("short strings only"));
+                out.extend_from_slice(s.as_bytes());
+            }
+            Array(_) => unreachable!("no arrays in these tests"),
+            Object(m) => {
+                out.push(0x80 | u8::try_from(m.len()).expect("small maps only"));
+                for (k, v) in m {
+                    write(&String(k.clone()), out);
+                    write(v, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    write(doc, &mut out);
+    out
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use monotable_client::{tuple, Client, Element, MapFunction, RangeOptions, Scan};
-use monotable_tests::{runtime, Node};
+use monotable_tests::{msgpack, runtime, Node};
 use rand::{Rng, SeedableRng};
 
 const SOURCE: &str = "people";
@@ -21,41 +21,7 @@ fn record(city: Option<&str>, age: u64) -> Vec<u8> {
         Some(c) => serde_json::json!({"city": c, "age": age}),
         None => serde_json::json!({"name": "no city", "age": age}),
     };
-    rmp_serde_bytes(&doc)
-}
-
-fn rmp_serde_bytes(doc: &serde_json::Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_json_as_msgpack(doc, &mut out);
-    out
-}
-
-/// MessagePack of a JSON document, written by hand so the oracle does not
-/// share code with the node.
-fn write_json_as_msgpack(doc: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value::*;
-    match doc {
-        Null => out.push(0xc0),
-        Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
-        Number(n) => {
-            let v = n.as_u64().expect("small non-negative ints in this test");
-            out.push(0xcf);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-        String(s) => {
-            out.push(0xd9);
-            out.push(u8::try_from(s.len()).expect("short strings"));
-            out.extend_from_slice(s.as_bytes());
-        }
-        Array(_) => unreachable!("no arrays in this test"),
-        Object(m) => {
-            out.push(0x80 | u8::try_from(m.len()).expect("small maps"));
-            for (k, v) in m {
-                write_json_as_msgpack(&String(k.clone()), out);
-                write_json_as_msgpack(v, out);
-            }
-        }
-    }
+    msgpack(&doc)
 }
 
 /// The index the mapper must hold for `source`: recomputed from scratch.
@@ -151,8 +117,7 @@ fn mapper_matches_a_from_scratch_oracle_through_kill_9() {
 
         // A value the function cannot map is recorded, and the view goes on.
         let bad = tuple::encode(&[Element::Int(9999)]).expect("key");
-        let mut doc = Vec::new();
-        write_json_as_msgpack(&serde_json::json!({"city": {"nested": "map"}}), &mut doc);
+        let doc = msgpack(&serde_json::json!({"city": {"nested": "map"}}));
         let t = c.put(SOURCE, &bad, doc).await.expect("put");
         caught_up(&c, t.seq).await;
         let views = c.list_views().await.expect("views");

@@ -90,6 +90,15 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Create and drop reducers (live aggregates).
+    Reducer {
+        #[command(subcommand)]
+        command: ReducerCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print a reducer's aggregate as JSON (JSON lines with --group-level).
+    Agg(AggArgs),
     /// Status of every view: watermark, pending changes, errors, backfill.
     Views {
         /// Print JSON lines instead of a table.
@@ -98,6 +107,46 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+}
+
+#[derive(Subcommand)]
+enum ReducerCmd {
+    /// Register a reducer on RANGE.
+    Create {
+        name: String,
+        #[arg(long)]
+        range: String,
+        /// count, sum, min, max, stats or count_distinct.
+        #[arg(long)]
+        builtin: String,
+    },
+    /// Drop a reducer.
+    Drop { name: String },
+}
+
+#[derive(Args)]
+struct AggArgs {
+    reducer: String,
+    /// First key (inclusive), JSON.
+    #[arg(long)]
+    start: Option<String>,
+    /// Last key (exclusive), JSON.
+    #[arg(long)]
+    end: Option<String>,
+    /// Only keys with this tuple prefix, JSON.
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    prefix: Option<String>,
+    /// Group rows by their first N key elements; prints one JSON line per group.
+    #[arg(long)]
+    group_level: Option<u32>,
+    /// Wait until every write committed before the query is reflected.
+    #[arg(long)]
+    fresh: bool,
+    /// How long --fresh waits before failing with a "view lagging" error.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    client: ClientOpts,
 }
 
 #[derive(Subcommand)]
@@ -410,6 +459,49 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 MapperCmd::Drop { name } => {
                     c.drop_mapper(&name).await?;
                     writeln!(out, "dropped mapper {name}")?;
+                }
+            }
+        }
+        Cmd::Reducer { command, client } => {
+            let c = connect(&client).await?;
+            match command {
+                ReducerCmd::Create { name, range, builtin } => {
+                    c.create_reducer(&name, &range, &builtin).await?;
+                    writeln!(out, "created reducer {name}")?;
+                }
+                ReducerCmd::Drop { name } => {
+                    c.drop_reducer(&name).await?;
+                    writeln!(out, "dropped reducer {name}")?;
+                }
+            }
+        }
+        Cmd::Agg(args) => {
+            let c = connect(&args.client).await?;
+            let key = |k: &Option<String>| -> Result<Option<monotable_proto::Bytes>> {
+                Ok(match k {
+                    Some(k) => Some(json::key_arg(k)?.into()),
+                    None => None,
+                })
+            };
+            let request = monotable_client::AggregateRequest {
+                reducer: args.reducer.clone(),
+                start: key(&args.start)?,
+                end: key(&args.end)?,
+                prefix: key(&args.prefix)?,
+                group_level: args.group_level,
+                fresh: args.fresh,
+                timeout_ms: args.timeout_ms,
+            };
+            match c.aggregate(request).await? {
+                monotable_client::AggregateReply::Total(v) => {
+                    writeln!(out, "{}", json::value_to_json(&v))?
+                }
+                monotable_client::AggregateReply::Groups(groups) => {
+                    for (k, v) in groups {
+                        let line =
+                            json!({"key": json::key_to_json(&k), "value": json::value_to_json(&v)});
+                        writeln!(out, "{line}")?;
+                    }
                 }
             }
         }

@@ -73,14 +73,10 @@ pub struct MapperActor {
     stopping: Option<oneshot::Sender<NodeResult<()>>>,
 }
 
+/// The first `Dirty`, sent once the mapper is registered, starts it: it
+/// catches up on whatever happened while it was not running.
 impl Actor for MapperActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Catch up on whatever happened while the mapper was not running.
-        self.dirty = true;
-        self.schedule(ctx);
-    }
 }
 
 /// What one round did.

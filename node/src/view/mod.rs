@@ -6,6 +6,8 @@
 //! - [`hll`]: HyperLogLog sketches for `count_distinct`.
 //! - [`reduce_tree`]: an ordered map with a reduction in every node.
 //! - [`mapper`]: the actor that keeps a mapper's target range up to date.
+//! - [`reducer`]: the actor that keeps a reducer's tree and answers
+//!   aggregates.
 //! - [`registry`]: the node's views and the commands that manage them.
 //!
 //! These are plain structs without actors or I/O; the view actors that keep
@@ -15,5 +17,6 @@ pub mod hll;
 pub mod map_fn;
 pub mod mapper;
 pub mod reduce_tree;
+pub mod reducer;
 pub mod reduction;
 pub mod registry;

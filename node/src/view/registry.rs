@@ -8,6 +8,7 @@ use actix::{Actor, Addr};
 use monotable_proto::{ErrorCode, MapFunction, RangeOptions, ViewStatus};
 use tokio::sync::oneshot;
 
+use crate::catalog::ReducerMeta;
 use crate::catalog::{Backfill, MapperMeta};
 use crate::chunk_actor::ChunkMsg;
 use crate::error::{NodeError, NodeResult};
@@ -15,6 +16,8 @@ use crate::node::{validate_range_name, Node};
 use crate::storage::chunk::Change;
 use crate::view::map_fn::FieldMapper;
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
+use crate::view::reducer::{AggregateAnswer, AggregateQuery, Query, ReducerActor};
+use crate::view::reduction::Builtin;
 
 pub struct MapperEntry {
     pub source_id: u64,
@@ -23,19 +26,37 @@ pub struct MapperEntry {
     pub addr: Addr<MapperActor>,
 }
 
+pub struct ReducerEntry {
+    pub range_id: u64,
+    pub checkpoint: u64,
+    /// The tree is loaded and answers queries.
+    pub loaded: bool,
+    pub addr: Addr<ReducerActor>,
+}
+
 /// Registered views, by name.
 #[derive(Default)]
 pub struct ViewRegistry {
     pub mappers: HashMap<String, MapperEntry>,
+    pub reducers: HashMap<String, ReducerEntry>,
 }
 
 impl ViewRegistry {
     /// The oldest checkpoint of the views reading `range_id`: chunks of that
     /// range keep their change journal from there.
     pub fn floor(&self, range_id: u64) -> Option<u64> {
-        self.mappers.values().filter(|m| m.source_id == range_id).map(|m| m.checkpoint).min()
+        let mappers =
+            self.mappers.values().filter(|m| m.source_id == range_id).map(|m| m.checkpoint);
+        let reducers =
+            self.reducers.values().filter(|r| r.range_id == range_id).map(|r| r.checkpoint);
+        mappers.chain(reducers).min()
     }
 }
+
+/// How often a fresh aggregate checks whether its views caught up.
+const FRESH_POLL_MS: u64 = 2;
+/// Default time a fresh aggregate waits.
+pub const FRESH_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 
 fn bad_request(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::BadRequest, message)
@@ -48,6 +69,9 @@ impl Node {
         for m in views.mappers.values().filter(|m| m.source_id == range_id) {
             m.addr.do_send(Dirty);
         }
+        for r in views.reducers.values().filter(|r| r.range_id == range_id) {
+            r.addr.do_send(Dirty);
+        }
     }
 
     /// Where the change journals of `range_id` must start, if any view
@@ -59,11 +83,176 @@ impl Node {
     /// Whether some view reads or writes `range_id`.
     pub fn range_in_views(&self, range_id: u64) -> Option<String> {
         let views = self.views_read();
-        views
+        let mapper = views
             .mappers
             .iter()
             .find(|(_, m)| m.source_id == range_id || m.target_id == range_id)
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| name.clone());
+        mapper.or_else(|| {
+            views.reducers.iter().find(|(_, r)| r.range_id == range_id).map(|(n, _)| n.clone())
+        })
+    }
+
+    pub fn set_reducer_checkpoint(&self, name: &str, checkpoint: u64, loaded: bool) {
+        if let Some(r) = self.views_write().reducers.get_mut(name) {
+            r.checkpoint = checkpoint;
+            r.loaded = loaded;
+        }
+    }
+
+    /// Starts a reducer: pins the current state and loads its tree from it.
+    pub async fn start_reducer(self: &Arc<Self>, meta: ReducerMeta) -> NodeResult<()> {
+        let total = self.describe_range(&meta.range).await?.chunks.iter().map(|c| c.records).sum();
+        let checkpoint = self.clock.pin_stable();
+        let (name, range_id) = (meta.name.clone(), meta.range_id);
+        let node = self.clone();
+        let addr = ReducerActor::start_in_arbiter(&self.next_chunk_worker(), move |_| {
+            ReducerActor::new(node, meta, checkpoint, total)
+        });
+        self.views_write()
+            .reducers
+            .insert(name, ReducerEntry { range_id, checkpoint, loaded: false, addr: addr.clone() });
+        self.rewatch(range_id).await?;
+        addr.do_send(Dirty);
+        Ok(())
+    }
+
+    pub(crate) async fn create_reducer(
+        self: &Arc<Self>,
+        name: &str,
+        range: &str,
+        function: &str,
+    ) -> NodeResult<()> {
+        validate_range_name(name)?;
+        {
+            let views = self.views_read();
+            if views.reducers.contains_key(name) || views.mappers.contains_key(name) {
+                return Err(NodeError::client(
+                    ErrorCode::RangeExists,
+                    format!("view {name:?} already exists"),
+                ));
+            }
+        }
+        let function = Builtin::parse(function).ok_or_else(|| {
+            bad_request(format!(
+                "unknown reducer {function:?}: use count, sum, min, max, stats or count_distinct"
+            ))
+        })?;
+        let range_id = self.describe_range(range).await?.id;
+        let meta =
+            ReducerMeta { name: name.to_owned(), range: range.to_owned(), range_id, function };
+        self.catalog.put_reducer(&meta)?;
+        self.start_reducer(meta).await?;
+        tracing::info!(reducer = name, range, %function, "created reducer");
+        Ok(())
+    }
+
+    pub(crate) async fn drop_reducer(&self, name: &str) -> NodeResult<()> {
+        let (addr, range_id) = match self.views_read().reducers.get(name) {
+            Some(r) => (r.addr.clone(), r.range_id),
+            None => {
+                return Err(NodeError::client(
+                    ErrorCode::RangeNotFound,
+                    format!("view {name:?} does not exist"),
+                ))
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        addr.do_send(Stop(reply));
+        rx.await.map_err(|_| NodeError::Internal("reducer stopped without answering".into()))??;
+        self.rewatch(range_id).await?;
+        tracing::info!(reducer = name, "dropped reducer");
+        Ok(())
+    }
+
+    /// Waits until every change to `range_id` committed at or below `seq`
+    /// is reflected by the mappers writing into it (recursively) and by the
+    /// reducer `reducer`, if given.
+    async fn wait_fresh(
+        &self,
+        range_id: u64,
+        seq: u64,
+        reducer: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> NodeResult<()> {
+        // Upstream first: every mapper that writes into this range.
+        let upstream: Vec<(String, u64)> = self
+            .views_read()
+            .mappers
+            .iter()
+            .filter(|(_, m)| m.target_id == range_id)
+            .map(|(n, m)| (n.clone(), m.source_id))
+            .collect();
+        for (name, source_id) in upstream {
+            Box::pin(self.wait_fresh(source_id, seq, None, deadline)).await?;
+            self.wait_view(&name, seq, deadline).await?;
+        }
+        if let Some(name) = reducer {
+            // The mappers' own writes are above `seq`: wait for them too.
+            let now = self.clock.stable();
+            self.wait_view(name, now, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Pokes a view and waits until its checkpoint reaches `seq`.
+    async fn wait_view(
+        &self,
+        name: &str,
+        seq: u64,
+        deadline: tokio::time::Instant,
+    ) -> NodeResult<()> {
+        loop {
+            let reached = {
+                let views = self.views_read();
+                if let Some(m) = views.mappers.get(name) {
+                    m.addr.do_send(Dirty);
+                    m.checkpoint >= seq
+                } else if let Some(r) = views.reducers.get(name) {
+                    r.addr.do_send(Dirty);
+                    r.loaded && r.checkpoint >= seq
+                } else {
+                    return Err(bad_request(format!("view {name:?} was dropped")));
+                }
+            };
+            if reached {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::client(
+                    ErrorCode::ViewLagging,
+                    format!("view {name:?} has not reached seq {seq} in time; retry, or ask without --fresh"),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(FRESH_POLL_MS)).await;
+        }
+    }
+
+    pub(crate) async fn aggregate(
+        &self,
+        name: &str,
+        query: AggregateQuery,
+        fresh: bool,
+        timeout_ms: u64,
+    ) -> NodeResult<AggregateAnswer> {
+        let (addr, range_id) = match self.views_read().reducers.get(name) {
+            Some(r) => (r.addr.clone(), r.range_id),
+            None => {
+                return Err(NodeError::client(
+                    ErrorCode::RangeNotFound,
+                    format!("reducer {name:?} does not exist"),
+                ))
+            }
+        };
+        if fresh {
+            let seq = self.clock.stable();
+            let timeout = if timeout_ms == 0 { FRESH_TIMEOUT_DEFAULT_MS } else { timeout_ms };
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
+            self.wait_fresh(range_id, seq, Some(name), deadline).await?;
+        }
+        let (reply, rx) = oneshot::channel();
+        addr.do_send(Query(query, reply));
+        rx.await.map_err(|_| NodeError::Moved)?
     }
 
     /// Records a mapper's new checkpoint.
@@ -112,9 +301,11 @@ impl Node {
         let addr = MapperActor::start_in_arbiter(&self.next_chunk_worker(), move |_| {
             MapperActor::new(node, meta)
         });
-        self.views_write()
-            .mappers
-            .insert(name, MapperEntry { source_id, target_id, checkpoint: entry_checkpoint, addr });
+        self.views_write().mappers.insert(
+            name,
+            MapperEntry { source_id, target_id, checkpoint: entry_checkpoint, addr: addr.clone() },
+        );
+        addr.do_send(Dirty);
     }
 
     /// Makes every chunk of `range_id` keep its change journal from the
@@ -207,9 +398,22 @@ impl Node {
     }
 
     pub(crate) async fn view_statuses(&self) -> Vec<ViewStatus> {
-        let addrs: Vec<_> = self.views_read().mappers.values().map(|m| m.addr.clone()).collect();
-        let mut out = Vec::with_capacity(addrs.len());
-        for addr in addrs {
+        let (mappers, reducers): (Vec<_>, Vec<_>) = {
+            let views = self.views_read();
+            (
+                views.mappers.values().map(|m| m.addr.clone()).collect(),
+                views.reducers.values().map(|r| r.addr.clone()).collect(),
+            )
+        };
+        let mut out = Vec::with_capacity(mappers.len() + reducers.len());
+        for addr in mappers {
+            let (tx, rx) = oneshot::channel();
+            addr.do_send(Status(tx));
+            if let Ok(status) = rx.await {
+                out.push(status);
+            }
+        }
+        for addr in reducers {
             let (tx, rx) = oneshot::channel();
             addr.do_send(Status(tx));
             if let Ok(status) = rx.await {
