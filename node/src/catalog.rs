@@ -85,7 +85,7 @@ pub struct MapperMeta {
     pub source_id: u64,
     pub target: String,
     pub target_id: u64,
-    pub function: crate::view::map_fn::FieldMapper,
+    pub function: crate::view::map_fn::MapperFunction,
     /// Every change to the source at or below this seq is reflected in the
     /// target. The node keeps a pin here, so the values the source had at
     /// this seq stay readable: they are the "old" side of the next changes.

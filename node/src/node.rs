@@ -228,7 +228,10 @@ impl Node {
             node.router_write().insert_chunk(range_id, route);
         }
         for m in mappers {
-            node.start_mapper(m);
+            let name = m.name.clone();
+            if let Err(e) = node.start_mapper(m) {
+                tracing::error!(mapper = %name, error = %e, "mapper did not start");
+            }
         }
         // Reducers load their trees from their ranges once serving starts.
         for r in catalog_reducers {

@@ -181,6 +181,9 @@ pub enum MapFunction {
     /// Emit the record's field at `key_path` (dot-separated) as the index
     /// key; the row's value is the field at `value_path`, or nil.
     Field { key_path: String, value_path: Option<String> },
+    /// Lua 5.4 source defining a global `map(key, value)` that calls
+    /// `emit(key, value)` for each row.
+    Lua { source: String },
 }
 
 /// Where a view stands.

@@ -161,11 +161,14 @@ enum MapperCmd {
         #[arg(long)]
         target: String,
         /// Emit this field of each record (dot-separated path) as the row key.
-        #[arg(long)]
-        field: String,
+        #[arg(long, required_unless_present = "lua", conflicts_with = "lua")]
+        field: Option<String>,
         /// Use this field as the row value (default: nil).
-        #[arg(long)]
+        #[arg(long, requires = "field")]
         value_field: Option<String>,
+        /// A Lua 5.4 file defining `map(key, value)`, which calls `emit(key, value)`.
+        #[arg(long)]
+        lua: Option<PathBuf>,
     },
     /// Drop a mapper; its target range keeps the rows.
     Drop { name: String },
@@ -448,10 +451,17 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
         Cmd::Mapper { command, client } => {
             let c = connect(&client).await?;
             match command {
-                MapperCmd::Create { name, source, target, field, value_field } => {
-                    let function = monotable_client::MapFunction::Field {
-                        key_path: field,
-                        value_path: value_field,
+                MapperCmd::Create { name, source, target, field, value_field, lua } => {
+                    let function = match (field, lua) {
+                        (Some(key_path), _) => monotable_client::MapFunction::Field {
+                            key_path,
+                            value_path: value_field,
+                        },
+                        (None, Some(path)) => monotable_client::MapFunction::Lua {
+                            source: std::fs::read_to_string(&path)
+                                .with_context(|| format!("cannot read {}", path.display()))?,
+                        },
+                        (None, None) => unreachable!("clap requires --field or --lua"),
                     };
                     c.create_mapper(&name, &source, &target, function).await?;
                     writeln!(out, "created mapper {name}")?;

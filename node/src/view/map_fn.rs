@@ -172,3 +172,57 @@ mod tests {
         assert!(key(10, b"aaa") < key(10, b"bbb"));
     }
 }
+
+/// A mapper's function as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MapperFunction {
+    Field(FieldMapper),
+    /// Lua source defining `map(key, value)`.
+    Lua(String),
+}
+
+/// Records mapped per Lua call.
+const LUA_BATCH_RECORDS: usize = 256;
+
+/// A mapper's function, ready to run.
+pub enum Mapper {
+    Field(FieldMapper),
+    Lua(super::lua::LuaMapper),
+}
+
+impl MapperFunction {
+    pub fn describe(&self) -> String {
+        match self {
+            MapperFunction::Field(f) => match f.value_path() {
+                Some(v) => format!("field {} value {}", f.key_path(), v),
+                None => format!("field {}", f.key_path()),
+            },
+            MapperFunction::Lua(src) => format!("lua ({} bytes)", src.len()),
+        }
+    }
+
+    pub fn compile(&self) -> Result<Mapper, String> {
+        Ok(match self {
+            MapperFunction::Field(f) => Mapper::Field(f.clone()),
+            MapperFunction::Lua(src) => {
+                Mapper::Lua(super::lua::LuaMapper::new(src).map_err(|e| e.to_string())?)
+            }
+        })
+    }
+}
+
+impl Mapper {
+    /// The rows of each record, or the error it caused.
+    pub fn map_many(&self, records: &[(&[u8], &[u8])]) -> Vec<Result<Vec<Row>, String>> {
+        match self {
+            Mapper::Field(f) => {
+                records.iter().map(|(k, v)| f.map(k, v).map_err(|e| e.to_string())).collect()
+            }
+            Mapper::Lua(m) => records
+                .chunks(LUA_BATCH_RECORDS)
+                .flat_map(|batch| m.map_batch(batch))
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+        }
+    }
+}

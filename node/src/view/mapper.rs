@@ -25,7 +25,7 @@ use crate::catalog::{Backfill, MapperMeta};
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::storage::chunk::Change;
-use crate::view::map_fn::FieldMapper;
+use crate::view::map_fn::Mapper;
 
 /// Source records mapped per backfill batch.
 const BACKFILL_BATCH_RECORDS: u32 = 2_000;
@@ -65,6 +65,8 @@ struct Stats {
 pub struct MapperActor {
     node: Arc<Node>,
     meta: MapperMeta,
+    /// The compiled function (a Lua VM for Lua mappers).
+    mapper: Arc<Mapper>,
     /// A change arrived since the running round began.
     dirty: bool,
     running: bool,
@@ -89,10 +91,11 @@ struct Outcome {
 }
 
 impl MapperActor {
-    pub fn new(node: Arc<Node>, meta: MapperMeta) -> Self {
+    pub fn new(node: Arc<Node>, meta: MapperMeta, mapper: Mapper) -> Self {
         MapperActor {
             node,
             meta,
+            mapper: Arc::new(mapper),
             dirty: false,
             running: false,
             stats: Stats::default(),
@@ -125,10 +128,7 @@ impl MapperActor {
             kind: "mapper".into(),
             source: m.source.clone(),
             target: m.target.clone(),
-            function: match m.function.value_path() {
-                Some(v) => format!("field {} value {}", m.function.key_path(), v),
-                None => format!("field {}", m.function.key_path()),
-            },
+            function: m.function.describe(),
             watermark: m.checkpoint,
             pending_changes: self.node.pending_changes(m.source_id, m.checkpoint),
             rows_written: self.stats.rows_written,
@@ -175,7 +175,8 @@ impl Handler<Round> for MapperActor {
         self.dirty = false;
         let node = self.node.clone();
         let meta = self.meta.clone();
-        let round = async move { run_round(&node, meta).await };
+        let mapper = self.mapper.clone();
+        let round = async move { run_round(&node, meta, mapper).await };
         ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
             act.running = false;
             if act.stopping.is_some() {
@@ -214,46 +215,48 @@ impl Handler<Round> for MapperActor {
     }
 }
 
-/// Maps one record; failures are reported, not fatal.
-fn map_record(
-    f: &FieldMapper,
-    key: &[u8],
-    value: &[u8],
-    errors: &mut Vec<(Vec<u8>, String)>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    match f.map(key, value) {
-        Ok(rows) => rows,
-        Err(e) => {
-            errors.push((key.to_vec(), e.to_string()));
-            Vec::new()
-        }
-    }
-}
-
-/// The target writes that turn the rows of `old` into the rows of `new`.
+/// The target writes that turn the rows of each change's old value into
+/// the rows of its new value. Errors mapping new values are reported;
+/// errors on old values were reported when they were new.
 fn diff_rows(
-    f: &FieldMapper,
-    change: &Change,
+    mapper: &Mapper,
+    changes: &[Change],
     errors: &mut Vec<(Vec<u8>, String)>,
     ops: &mut Vec<WriteOp>,
 ) {
-    let old: HashMap<Vec<u8>, Vec<u8>> = match &change.old {
-        // Errors on the old value were recorded when it was new.
-        Some(v) => f.map(&change.key, v).unwrap_or_default().into_iter().collect(),
-        None => HashMap::new(),
-    };
-    let new = match &change.new {
-        Some(v) => map_record(f, &change.key, v, errors),
-        None => Vec::new(),
-    };
-    for key in old.keys() {
-        if !new.iter().any(|(k, _)| k == key) {
-            ops.push(WriteOp::Delete { key: key.clone().into() });
+    let olds: Vec<(&[u8], &[u8])> =
+        changes.iter().filter_map(|c| c.old.as_deref().map(|v| (&c.key[..], v))).collect();
+    let news: Vec<(&[u8], &[u8])> =
+        changes.iter().filter_map(|c| c.new.as_deref().map(|v| (&c.key[..], v))).collect();
+    let mut old_rows = mapper.map_many(&olds).into_iter();
+    let mut new_rows = mapper.map_many(&news).into_iter();
+    for change in changes {
+        let old: HashMap<Vec<u8>, Vec<u8>> = match &change.old {
+            Some(_) => {
+                old_rows.next().and_then(Result::ok).unwrap_or_default().into_iter().collect()
+            }
+            None => HashMap::new(),
+        };
+        let new = match &change.new {
+            Some(_) => match new_rows.next() {
+                Some(Ok(rows)) => rows,
+                Some(Err(e)) => {
+                    errors.push((change.key.clone(), e));
+                    Vec::new()
+                }
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        for key in old.keys() {
+            if !new.iter().any(|(k, _)| k == key) {
+                ops.push(WriteOp::Delete { key: key.clone().into() });
+            }
         }
-    }
-    for (key, value) in new {
-        if old.get(&key) != Some(&value) {
-            ops.push(WriteOp::Put { key: key.into(), value: value.into() });
+        for (key, value) in new {
+            if old.get(&key) != Some(&value) {
+                ops.push(WriteOp::Put { key: key.into(), value: value.into() });
+            }
         }
     }
 }
@@ -269,7 +272,11 @@ async fn write_rows(node: &Node, target: &str, ops: Vec<WriteOp>) -> NodeResult<
     Ok(n)
 }
 
-async fn run_round(node: &Arc<Node>, mut meta: MapperMeta) -> NodeResult<Outcome> {
+async fn run_round(
+    node: &Arc<Node>,
+    mut meta: MapperMeta,
+    mapper: Arc<Mapper>,
+) -> NodeResult<Outcome> {
     let mut errors = Vec::new();
     if let Some(backfill) = meta.backfill.clone() {
         let reply = node
@@ -282,9 +289,14 @@ async fn run_round(node: &Arc<Node>, mut meta: MapperMeta) -> NodeResult<Outcome
             })
             .await?;
         let mut ops = Vec::new();
-        for r in &reply.records {
-            for (key, value) in map_record(&meta.function, &r.key, &r.value, &mut errors) {
-                ops.push(WriteOp::Put { key: key.into(), value: value.into() });
+        let records: Vec<(&[u8], &[u8])> =
+            reply.records.iter().map(|r| (&r.key[..], &r.value[..])).collect();
+        for ((key, _), rows) in records.iter().zip(mapper.map_many(&records)) {
+            match rows {
+                Ok(rows) => ops.extend(
+                    rows.into_iter().map(|(k, v)| WriteOp::Put { key: k.into(), value: v.into() }),
+                ),
+                Err(e) => errors.push((key.to_vec(), e)),
             }
         }
         let rows_written = write_rows(node, &meta.target, ops).await?;
@@ -307,9 +319,7 @@ async fn run_round(node: &Arc<Node>, mut meta: MapperMeta) -> NodeResult<Outcome
     }
     let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
     let mut ops = Vec::new();
-    for change in &changes {
-        diff_rows(&meta.function, change, &mut errors, &mut ops);
-    }
+    diff_rows(&mapper, &changes, &mut errors, &mut ops);
     let rows_written = write_rows(node, &meta.target, ops).await?;
     let previous = meta.checkpoint;
     node.clock.pin(upto);

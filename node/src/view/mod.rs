@@ -14,6 +14,7 @@
 //! them up to date as chunks change are built on top.
 
 pub mod hll;
+pub mod lua;
 pub mod map_fn;
 pub mod mapper;
 pub mod reduce_tree;

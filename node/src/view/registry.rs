@@ -14,7 +14,7 @@ use crate::chunk_actor::ChunkMsg;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_range_name, Node};
 use crate::storage::chunk::Change;
-use crate::view::map_fn::FieldMapper;
+use crate::view::map_fn::{FieldMapper, MapperFunction};
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
 use crate::view::reducer::{AggregateAnswer, AggregateQuery, Query, ReducerActor};
 use crate::view::reduction::Builtin;
@@ -294,18 +294,20 @@ impl Node {
     }
 
     /// Starts the actor of a registered mapper.
-    pub fn start_mapper(self: &Arc<Self>, meta: MapperMeta) {
+    pub fn start_mapper(self: &Arc<Self>, meta: MapperMeta) -> NodeResult<()> {
+        let mapper = meta.function.compile().map_err(bad_request)?;
         let entry_checkpoint = meta.checkpoint;
         let (name, source_id, target_id) = (meta.name.clone(), meta.source_id, meta.target_id);
         let node = self.clone();
         let addr = MapperActor::start_in_arbiter(&self.next_chunk_worker(), move |_| {
-            MapperActor::new(node, meta)
+            MapperActor::new(node, meta, mapper)
         });
         self.views_write().mappers.insert(
             name,
             MapperEntry { source_id, target_id, checkpoint: entry_checkpoint, addr: addr.clone() },
         );
         addr.do_send(Dirty);
+        Ok(())
     }
 
     /// Makes every chunk of `range_id` keep its change journal from the
@@ -347,9 +349,15 @@ impl Node {
                 "a mapper cannot write into its own source range {source:?}"
             )));
         }
-        let MapFunction::Field { key_path, value_path } = function;
-        let f = FieldMapper::new(&key_path, value_path.as_deref())
-            .map_err(|e| bad_request(e.to_string()))?;
+        let f = match function {
+            MapFunction::Field { key_path, value_path } => MapperFunction::Field(
+                FieldMapper::new(&key_path, value_path.as_deref())
+                    .map_err(|e| bad_request(e.to_string()))?,
+            ),
+            MapFunction::Lua { source } => MapperFunction::Lua(source),
+        };
+        // Refuse a function that does not compile now, not on the first record.
+        f.compile().map_err(bad_request)?;
         let source_info = self.describe_range(source).await?;
         if self.router_read().range(target).is_none() {
             self.create_range(target, RangeOptions { ..source_info.options }).await?;
@@ -371,7 +379,7 @@ impl Node {
             self.clock.unpin(checkpoint);
             return Err(e.into());
         }
-        self.start_mapper(meta);
+        self.start_mapper(meta)?;
         self.rewatch(source_info.id).await?;
         tracing::info!(mapper = name, source, target, "created mapper");
         Ok(())
