@@ -28,7 +28,7 @@ pub struct NodeConfig {
     /// A chunk log starts a new segment once the current one reaches this size.
     pub segment_size_max_bytes: u64,
     /// Threads (actix arbiters) that run connections; as many again run
-    /// chunk actors.
+    /// chunk actors, and as many again view actors.
     pub workers: usize,
 }
 

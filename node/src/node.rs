@@ -38,9 +38,11 @@ pub struct Node {
     /// A std lock: held only to look up or swap routes, never across an
     /// await, so readers never wait on I/O.
     router: RwLock<Router>,
-    /// Handles of the arbiters that run connections (the first
-    /// `config.workers`) and chunk actors (the rest). Kept apart so that a
-    /// busy chunk's thread does no protocol work and the other way round.
+    /// Handles of the arbiters that run connections (the first third),
+    /// chunk actors (the second) and view actors (the last). Kept apart so
+    /// that a busy chunk's thread does no protocol work, and a slow view
+    /// function (Lua may run up to its instruction limit) never delays a
+    /// chunk's writes.
     workers: Vec<ArbiterHandle>,
     /// The arbiters themselves, kept to stop and join them at shutdown.
     arbiters: Mutex<Vec<Arbiter>>,
@@ -175,7 +177,7 @@ impl Node {
             .max()
             .unwrap_or(0);
 
-        let threads = config.workers.max(1) * 2;
+        let threads = config.workers.max(1) * 3;
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers = arbiters.iter().map(Arbiter::handle).collect();
         let node = Arc::new(Node {
@@ -252,16 +254,23 @@ impl Node {
 
     /// The worker to place the next connection on, round robin.
     pub fn next_worker(&self) -> ArbiterHandle {
-        let half = self.workers.len() / 2;
-        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % half;
+        let third = self.workers.len() / 3;
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % third;
         self.workers[i].clone()
     }
 
-    /// The worker to place the next chunk or view actor on, round robin.
+    /// The worker to place the next chunk actor on, round robin.
     pub(crate) fn next_chunk_worker(&self) -> ArbiterHandle {
-        let half = self.workers.len() / 2;
-        let i = self.next_chunk_worker.fetch_add(1, Ordering::Relaxed) % half;
-        self.workers[half + i].clone()
+        let third = self.workers.len() / 3;
+        let i = self.next_chunk_worker.fetch_add(1, Ordering::Relaxed) % third;
+        self.workers[third + i].clone()
+    }
+
+    /// The worker to place the next view actor on, round robin.
+    pub(crate) fn next_view_worker(&self) -> ArbiterHandle {
+        let third = self.workers.len() / 3;
+        let i = self.next_chunk_worker.fetch_add(1, Ordering::Relaxed) % third;
+        self.workers[2 * third + i].clone()
     }
 
     pub fn router_read(&self) -> RwLockReadGuard<'_, Router> {

@@ -190,7 +190,8 @@ struct ServeArgs {
     /// Milliseconds between fsyncs with --fsync interval.
     #[arg(long, default_value_t = 100)]
     fsync_interval_ms: u64,
-    /// Threads for connections, and as many for chunks (default: one per core).
+    /// Threads for connections, as many for chunks and as many for views
+    /// (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
     /// Log filter, e.g. info, debug, monotable_node=debug (or RUST_LOG).

@@ -106,7 +106,7 @@ impl Node {
         let checkpoint = self.clock.pin_stable();
         let (name, range_id) = (meta.name.clone(), meta.range_id);
         let node = self.clone();
-        let addr = ReducerActor::start_in_arbiter(&self.next_chunk_worker(), move |_| {
+        let addr = ReducerActor::start_in_arbiter(&self.next_view_worker(), move |_| {
             ReducerActor::new(node, meta, checkpoint, total)
         });
         self.views_write()
@@ -299,7 +299,7 @@ impl Node {
         let entry_checkpoint = meta.checkpoint;
         let (name, source_id, target_id) = (meta.name.clone(), meta.source_id, meta.target_id);
         let node = self.clone();
-        let addr = MapperActor::start_in_arbiter(&self.next_chunk_worker(), move |_| {
+        let addr = MapperActor::start_in_arbiter(&self.next_view_worker(), move |_| {
             MapperActor::new(node, meta, mapper)
         });
         self.views_write().mappers.insert(
