@@ -54,6 +54,8 @@ pub struct Node {
     /// written only when views come, go or advance; never held across an
     /// await.
     views: RwLock<crate::view::registry::ViewRegistry>,
+    /// Woken whenever a view's checkpoint advances, for fresh queries.
+    pub(crate) views_advanced: tokio::sync::Notify,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -192,6 +194,7 @@ impl Node {
             chunks_dir,
             shutting_down: AtomicBool::new(false),
             views: RwLock::new(Default::default()),
+            views_advanced: tokio::sync::Notify::new(),
         });
         {
             let mut router = node.router_write();

@@ -4,6 +4,7 @@
 //! The names and output formats here are a contract scripts rely on.
 
 mod bench;
+mod bench_views;
 pub mod json;
 mod load;
 
@@ -83,6 +84,9 @@ enum Cmd {
     },
     /// Measure put, get and scan throughput and latency against a node.
     Bench(bench::BenchArgs),
+    /// Measure what live views cost: backfill, incremental updates,
+    /// sub-range aggregates, freshness.
+    BenchViews(bench_views::BenchViewsArgs),
     /// Create and drop mappers (live secondary indexes).
     Mapper {
         #[command(subcommand)]
@@ -449,6 +453,7 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 .await?;
         }
         Cmd::Bench(args) => bench::run(args).await?,
+        Cmd::BenchViews(args) => bench_views::run(args).await?,
         Cmd::Mapper { command, client } => {
             let c = connect(&client).await?;
             match command {

@@ -53,8 +53,9 @@ impl ViewRegistry {
     }
 }
 
-/// How often a fresh aggregate checks whether its views caught up.
-const FRESH_POLL_MS: u64 = 2;
+/// Longest a fresh aggregate sleeps between checks of its views (it is
+/// normally woken as soon as one advances).
+const FRESH_POLL_MS: u64 = 20;
 /// Default time a fresh aggregate waits.
 pub const FRESH_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 
@@ -98,6 +99,7 @@ impl Node {
             r.checkpoint = checkpoint;
             r.loaded = loaded;
         }
+        self.views_advanced.notify_waiters();
     }
 
     /// Starts a reducer: pins the current state and loads its tree from it.
@@ -203,6 +205,8 @@ impl Node {
         deadline: tokio::time::Instant,
     ) -> NodeResult<()> {
         loop {
+            // Registered before the check, so an advance in between is seen.
+            let advanced = self.views_advanced.notified();
             let reached = {
                 let views = self.views_read();
                 if let Some(m) = views.mappers.get(name) {
@@ -224,7 +228,10 @@ impl Node {
                     format!("view {name:?} has not reached seq {seq} in time; retry, or ask without --fresh"),
                 ));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(FRESH_POLL_MS)).await;
+            // Woken by a view advancing; the timeout bounds the wait for a
+            // view whose round found nothing to do.
+            let poll = std::time::Duration::from_millis(FRESH_POLL_MS);
+            let _ = tokio::time::timeout(poll, advanced).await;
         }
     }
 
@@ -260,6 +267,7 @@ impl Node {
         if let Some(m) = self.views_write().mappers.get_mut(name) {
             m.checkpoint = checkpoint;
         }
+        self.views_advanced.notify_waiters();
     }
 
     /// Changes to `range_id` in `(after, upto]`, from every chunk.
