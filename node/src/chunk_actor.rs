@@ -251,12 +251,16 @@ impl ChunkActor {
     /// Acknowledges (or fails) a group of writes.
     fn complete(&mut self, batch: Vec<(u64, ReplyTo<CommitToken>)>, result: Result<(), String>) {
         let chunk_id = self.meta.id;
+        // The chunk must show a batch as durable before the clock calls its
+        // seq stable: a snapshot or a view round at the stable seq reads
+        // this chunk only up to what it shows as durable, and would skip
+        // the batch for good if the order were the other way round.
+        if let (Ok(()), Some(&(last, _))) = (&result, batch.last()) {
+            self.cell.with_chunk_mut(|chunk| chunk.mark_durable(last));
+        }
         self.node.clock.resolve(batch.iter().map(|(seq, _)| *seq));
         match result {
             Ok(()) => {
-                if let Some(&(last, _)) = batch.last() {
-                    self.cell.with_chunk_mut(|chunk| chunk.mark_durable(last));
-                }
                 for (seq, reply) in batch {
                     let _ = reply.send(Ok(CommitToken { chunk: chunk_id, seq }));
                 }

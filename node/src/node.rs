@@ -238,15 +238,12 @@ impl Node {
                 tracing::error!(mapper = %name, error = %e, "mapper did not start");
             }
         }
-        // Reducers load their trees from their ranges once serving starts.
+        // Reducers are registered before serving starts (their chunks
+        // already journal from `last_seq`) and load their trees in the
+        // background; until loaded, fresh queries wait and others answer
+        // "view lagging".
         for r in catalog_reducers {
-            let node2 = node.clone();
-            actix_rt::spawn(async move {
-                let name = r.name.clone();
-                if let Err(e) = node2.start_reducer(r).await {
-                    tracing::error!(reducer = %name, error = %e, "reducer did not start");
-                }
-            });
+            node.register_reducer(r).do_send(crate::view::mapper::Dirty);
         }
         Ok(node)
     }

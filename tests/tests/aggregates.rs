@@ -196,9 +196,19 @@ fn aggregates_match_a_from_scratch_oracle() {
         for r in ["count", "sum", "min", "max", "stats", "count_distinct"] {
             c.create_reducer(r, INDEX, r).await.expect("reducer");
         }
+        // A chain: a Lua mapper reads the index and writes a second one.
+        let lua = "function map(key, value) emit({key[1]}, value) end".to_owned();
+        c.create_mapper("chained", INDEX, "chained_idx", MapFunction::Lua { source: lua })
+            .await
+            .expect("chain");
+        c.create_reducer("chained_sum", "chained_idx", "sum").await.expect("reducer");
         check_queries(&c, &model, &mut rng, 60).await;
         random_writes(&c, &mut model, &mut rng, 300).await;
         check_queries(&c, &model, &mut rng, 60).await;
+        // A fresh answer waits for both mappers of the chain.
+        random_writes(&c, &mut model, &mut rng, 50).await;
+        let got = agg(&c, "chained_sum", &None, &None, false).await;
+        assert_eq!(got, oracle(&model, "sum", &None, &None, false), "through the chain");
         let err = c
             .aggregate(AggregateRequest { reducer: "nope".into(), ..AggregateRequest::default() })
             .await

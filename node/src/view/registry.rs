@@ -53,6 +53,9 @@ impl ViewRegistry {
     }
 }
 
+/// Rounds of watch requests before giving up on a range that keeps splitting.
+const REWATCH_ATTEMPTS_MAX: usize = 100;
+
 /// Longest a fresh aggregate sleeps between checks of its views (it is
 /// normally woken as soon as one advances).
 const FRESH_POLL_MS: u64 = 20;
@@ -102,9 +105,10 @@ impl Node {
         self.views_advanced.notify_waiters();
     }
 
-    /// Starts a reducer: pins the current state and loads its tree from it.
-    pub async fn start_reducer(self: &Arc<Self>, meta: ReducerMeta) -> NodeResult<()> {
-        let total = self.describe_range(&meta.range).await?.chunks.iter().map(|c| c.records).sum();
+    /// Registers a reducer and starts its actor, which pins the current
+    /// state and loads its tree from it once it gets its first `Dirty`.
+    pub fn register_reducer(self: &Arc<Self>, meta: ReducerMeta) -> Addr<ReducerActor> {
+        let total = self.range_records(meta.range_id);
         let checkpoint = self.clock.pin_stable();
         let (name, range_id) = (meta.name.clone(), meta.range_id);
         let node = self.clone();
@@ -114,9 +118,17 @@ impl Node {
         self.views_write()
             .reducers
             .insert(name, ReducerEntry { range_id, checkpoint, loaded: false, addr: addr.clone() });
-        self.rewatch(range_id).await?;
-        addr.do_send(Dirty);
-        Ok(())
+        addr
+    }
+
+    /// Live records of a range, from its chunks.
+    fn range_records(&self, range_id: u64) -> u64 {
+        let routes = self
+            .router_read()
+            .range_by_id(range_id)
+            .map(|r| r.chunks.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        routes.iter().map(|r| r.cell.with_chunk(|c| Ok(c.info().records)).unwrap_or(0)).sum()
     }
 
     pub(crate) async fn create_reducer(
@@ -144,7 +156,9 @@ impl Node {
         let meta =
             ReducerMeta { name: name.to_owned(), range: range.to_owned(), range_id, function };
         self.catalog.put_reducer(&meta)?;
-        self.start_reducer(meta).await?;
+        let addr = self.register_reducer(meta);
+        self.rewatch(range_id).await?;
+        addr.do_send(Dirty);
         tracing::info!(reducer = name, range, %function, "created reducer");
         Ok(())
     }
@@ -167,17 +181,17 @@ impl Node {
         Ok(())
     }
 
-    /// Waits until every change to `range_id` committed at or below `seq`
-    /// is reflected by the mappers writing into it (recursively) and by the
-    /// reducer `reducer`, if given.
+    /// Waits until `range_id` holds everything the writes committed at or
+    /// below `seq` lead to, through the mappers writing into it (and theirs,
+    /// recursively). Returns the seq up to which the range is then complete:
+    /// a mapper's own writes land above `seq`, so readers of this range must
+    /// wait for that seq, not for `seq`.
     async fn wait_fresh(
         &self,
         range_id: u64,
         seq: u64,
-        reducer: Option<&str>,
         deadline: tokio::time::Instant,
-    ) -> NodeResult<()> {
-        // Upstream first: every mapper that writes into this range.
+    ) -> NodeResult<u64> {
         let upstream: Vec<(String, u64)> = self
             .views_read()
             .mappers
@@ -185,16 +199,14 @@ impl Node {
             .filter(|(_, m)| m.target_id == range_id)
             .map(|(n, m)| (n.clone(), m.source_id))
             .collect();
+        let mut complete = seq;
         for (name, source_id) in upstream {
-            Box::pin(self.wait_fresh(source_id, seq, None, deadline)).await?;
-            self.wait_view(&name, seq, deadline).await?;
+            let source_complete = Box::pin(self.wait_fresh(source_id, seq, deadline)).await?;
+            self.wait_view(&name, source_complete, deadline).await?;
+            // Everything the mapper wrote so far is at or below this.
+            complete = complete.max(self.clock.stable());
         }
-        if let Some(name) = reducer {
-            // The mappers' own writes are above `seq`: wait for them too.
-            let now = self.clock.stable();
-            self.wait_view(name, now, deadline).await?;
-        }
-        Ok(())
+        Ok(complete)
     }
 
     /// Pokes a view and waits until its checkpoint reaches `seq`.
@@ -255,7 +267,8 @@ impl Node {
             let seq = self.clock.stable();
             let timeout = if timeout_ms == 0 { FRESH_TIMEOUT_DEFAULT_MS } else { timeout_ms };
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
-            self.wait_fresh(range_id, seq, Some(name), deadline).await?;
+            let complete = self.wait_fresh(range_id, seq, deadline).await?;
+            self.wait_view(name, complete, deadline).await?;
         }
         let (reply, rx) = oneshot::channel();
         addr.do_send(Query(query, reply));
@@ -281,8 +294,13 @@ impl Node {
         for route in routes {
             match route.cell.with_chunk(|c| Ok(c.changes(after, upto)?))? {
                 Some(changes) => out.extend(changes),
-                // A chunk that does not journal yet (just opened): retry.
-                None => return Err(NodeError::Moved),
+                None => {
+                    // A chunk that keeps no journal (one that a watch request
+                    // missed while it split): ask it to, and retry the round.
+                    let (reply, _) = oneshot::channel();
+                    route.addr.do_send(ChunkMsg::Watch { after: self.view_floor(range_id), reply });
+                    return Err(NodeError::Moved);
+                }
             }
         }
         Ok(out)
@@ -321,21 +339,31 @@ impl Node {
     /// Makes every chunk of `range_id` keep its change journal from the
     /// views' floor (or stop, when no view reads it any more).
     async fn rewatch(&self, range_id: u64) -> NodeResult<()> {
-        let floor = self.view_floor(range_id);
-        let addrs: Vec<_> = self
-            .router_read()
-            .range_by_id(range_id)
-            .map(|r| r.chunks.values().map(|c| c.addr.clone()).collect())
-            .unwrap_or_default();
-        for addr in addrs {
-            let (reply, rx) = oneshot::channel();
-            addr.do_send(ChunkMsg::Watch { after: floor, reply });
-            match rx.await {
-                Ok(Ok(())) | Err(_) => {}
-                Ok(Err(e)) => return Err(e),
+        // A chunk that splits meanwhile drops the request; its halves were
+        // made without the new journal, so go round again until every chunk
+        // of the range has answered.
+        for _ in 0..REWATCH_ATTEMPTS_MAX {
+            let floor = self.view_floor(range_id);
+            let addrs: Vec<_> = self
+                .router_read()
+                .range_by_id(range_id)
+                .map(|r| r.chunks.values().map(|c| c.addr.clone()).collect())
+                .unwrap_or_default();
+            let mut all = true;
+            for addr in addrs {
+                let (reply, rx) = oneshot::channel();
+                addr.do_send(ChunkMsg::Watch { after: floor, reply });
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Err(_) => all = false,
+                    Ok(Err(e)) => return Err(e),
+                }
+            }
+            if all {
+                return Ok(());
             }
         }
-        Ok(())
+        Err(NodeError::client(ErrorCode::Busy, "the range kept splitting; retry"))
     }
 
     pub(crate) async fn create_mapper(
