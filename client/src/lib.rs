@@ -43,7 +43,7 @@ use monotable_proto::limits::{BATCH_OPS_MAX, KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_
 pub use monotable_proto::tuple;
 pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
-    MapFunction, RangeInfo, RangeOptions, ServerHello, ViewStatus,
+    MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, ViewStatus,
 };
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;
@@ -556,13 +556,23 @@ impl Client {
         }
     }
 
-    /// Registers a reducer on `range`; `builtin` is one of count, sum, min,
-    /// max, stats, count_distinct.
+    /// Registers a built-in reducer on `range`: count, sum, min, max,
+    /// stats or count_distinct.
     pub async fn create_reducer(&self, name: &str, range: &str, builtin: &str) -> Result<()> {
+        self.create_reducer_with(name, range, ReduceFunction::Builtin(builtin.to_owned())).await
+    }
+
+    /// Registers a reducer on `range` with any function, Lua included.
+    pub async fn create_reducer_with(
+        &self,
+        name: &str,
+        range: &str,
+        function: ReduceFunction,
+    ) -> Result<()> {
         self.call_ok(Command::CreateReducer {
             name: name.to_owned(),
             range: range.to_owned(),
-            function: builtin.to_owned(),
+            function,
         })
         .await
     }

@@ -102,7 +102,7 @@ pub struct ReducerMeta {
     pub name: String,
     pub range: String,
     pub range_id: u64,
-    pub function: crate::view::reduction::Builtin,
+    pub function: crate::view::reducer_fn::ReducerFunction,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -243,7 +243,11 @@ impl Node {
         // background; until loaded, fresh queries wait and others answer
         // "view lagging".
         for r in catalog_reducers {
-            node.register_reducer(r).do_send(crate::view::mapper::Dirty);
+            let name = r.name.clone();
+            match node.register_reducer(r) {
+                Ok(addr) => addr.do_send(crate::view::mapper::Dirty),
+                Err(e) => tracing::error!(reducer = %name, error = %e, "reducer did not start"),
+            }
         }
         Ok(node)
     }
@@ -485,7 +489,7 @@ impl Node {
             Command::DropMapper { name } => self.drop_mapper(&name).await.map(|()| Reply::Ok),
             Command::ListViews => Ok(Reply::Views(self.view_statuses().await)),
             Command::CreateReducer { name, range, function } => {
-                self.create_reducer(&name, &range, &function).await.map(|()| Reply::Ok)
+                self.create_reducer(&name, &range, function).await.map(|()| Reply::Ok)
             }
             Command::DropReducer { name } => self.drop_reducer(&name).await.map(|()| Reply::Ok),
             Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),

@@ -139,17 +139,25 @@ pub enum Command {
     },
     /// Status of every view.
     ListViews,
-    /// Registers a reducer on `range`: `function` is a built-in name
-    /// (count, sum, min, max, stats, count_distinct).
+    /// Registers a reducer on `range`.
     CreateReducer {
         name: String,
         range: String,
-        function: String,
+        function: ReduceFunction,
     },
     DropReducer {
         name: String,
     },
     Aggregate(AggregateRequest),
+}
+
+/// What a reducer computes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ReduceFunction {
+    /// count, sum, min, max, stats or count_distinct.
+    Builtin(String),
+    /// Lua 5.4 source defining a global `reduce(keys, values, rereduce)`.
+    Lua { source: String },
 }
 
 /// An aggregate query; the bounds are as in [`ScanRequest`].

@@ -122,6 +122,23 @@ fn lua_mappers_work_and_hostile_ones_are_contained() {
         assert_eq!(k[1], id % 70);
         assert_eq!(r["value"], id);
     }
+    // Lua reducers: a sum with rereduce, and one whose output only grows.
+    let sum = write(
+        "sum.lua",
+        "function reduce(keys, values, rereduce)\n  local s = 0\n  for _, v in ipairs(values) do s = s + v end\n  return s\nend\n",
+    );
+    ok(cli(a, &["reducer", "create", "lua_sum", "--range", "old_idx", "--lua", &sum]));
+    let total: u64 = rows.iter().map(|r| r["value"].as_u64().expect("id")).sum();
+    assert_eq!(ok(cli(a, &["agg", "lua_sum", "--fresh"])).trim(), total.to_string());
+    let grow = write(
+        "grow.lua",
+        "function reduce(k, values, rereduce)\n  local t = {}\n  for _, v in ipairs(values) do\n    if type(v) == 'table' then for _, x in ipairs(v) do t[#t + 1] = x end\n    else t[#t + 1] = string.rep('y', 200) end\n  end\n  return t\nend\n",
+    );
+    ok(cli(a, &["reducer", "create", "grow", "--range", "old_idx", "--lua", &grow]));
+    let refused = cli(a, &["agg", "grow", "--fresh"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("keeps growing"));
+
     // The node is healthy: it still reads, writes and answers.
     ok(cli(a, &["put", "people", "9999", r#"{"city":"cx","age":99}"#]));
     assert_eq!(ok(cli(a, &["get", "people", "9999"])).trim(), r#"{"age":99,"city":"cx"}"#);

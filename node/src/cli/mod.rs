@@ -121,8 +121,11 @@ enum ReducerCmd {
         #[arg(long)]
         range: String,
         /// count, sum, min, max, stats or count_distinct.
+        #[arg(long, required_unless_present = "lua", conflicts_with = "lua")]
+        builtin: Option<String>,
+        /// A Lua 5.4 file defining `reduce(keys, values, rereduce)`.
         #[arg(long)]
-        builtin: String,
+        lua: Option<PathBuf>,
     },
     /// Drop a reducer.
     Drop { name: String },
@@ -481,8 +484,16 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
         Cmd::Reducer { command, client } => {
             let c = connect(&client).await?;
             match command {
-                ReducerCmd::Create { name, range, builtin } => {
-                    c.create_reducer(&name, &range, &builtin).await?;
+                ReducerCmd::Create { name, range, builtin, lua } => {
+                    let function = match (builtin, lua) {
+                        (Some(b), _) => monotable_client::ReduceFunction::Builtin(b),
+                        (None, Some(path)) => monotable_client::ReduceFunction::Lua {
+                            source: std::fs::read_to_string(&path)
+                                .with_context(|| format!("cannot read {}", path.display()))?,
+                        },
+                        (None, None) => unreachable!("clap requires --builtin or --lua"),
+                    };
+                    c.create_reducer_with(&name, &range, function).await?;
                     writeln!(out, "created reducer {name}")?;
                 }
                 ReducerCmd::Drop { name } => {

@@ -396,6 +396,92 @@ impl LuaMapper {
     }
 }
 
+/// A reduction a Lua reducer produced, or why it could not: an error in
+/// any row poisons every reduction above it, and a query over it reports it.
+pub type LuaReduction = Result<rmpv::Value, Arc<str>>;
+
+/// Bytes a reduction may reach before it must shrink when combined (to at
+/// most half of its inputs): a reduction that grows with its input
+/// (CouchDB's reduce overflow) is refused.
+pub const LUA_REDUCTION_GROWTH_FREE_BYTES: usize = 4096;
+
+/// A Lua reducer: `reduce(keys, values, rereduce)` returning the reduction.
+pub struct LuaReducer {
+    sandbox: Sandbox,
+    reduce: mlua::Function,
+}
+
+impl LuaReducer {
+    pub fn new(source: &str) -> Result<LuaReducer, LuaFnError> {
+        let sandbox = Sandbox::new(source)?;
+        let reduce = match sandbox.lua.globals().get::<Value>("reduce") {
+            Ok(Value::Function(f)) => f,
+            _ => return Err(LuaFnError::Missing("reduce")),
+        };
+        Ok(LuaReducer { sandbox, reduce })
+    }
+
+    fn call(
+        &self,
+        keys: Value,
+        values: Vec<&rmpv::Value>,
+        rereduce: bool,
+    ) -> Result<rmpv::Value, LuaFnError> {
+        let lua = &self.sandbox.lua;
+        let t = lua.create_table_with_capacity(values.len(), 0).map_err(runtime)?;
+        for (i, v) in values.iter().enumerate() {
+            t.raw_set(i + 1, msgpack_to_lua(lua, v, 0).map_err(runtime)?).map_err(runtime)?;
+        }
+        self.sandbox.reset_budget();
+        let out: Value = self.reduce.call((keys, t, rereduce)).map_err(runtime)?;
+        lua_to_msgpack(&out, 0)
+    }
+
+    /// The reduction of one row.
+    pub fn leaf(&self, key: &[u8], value: &[u8]) -> LuaReduction {
+        let mut rest = value;
+        let v = match rmpv::decode::read_value(&mut rest) {
+            Ok(v) if rest.is_empty() => v,
+            _ => return Err("row value is not MessagePack".into()),
+        };
+        let lua = &self.sandbox.lua;
+        let keys = (|| -> mlua::Result<Value> {
+            let t = lua.create_table()?;
+            t.raw_set(1, key_to_lua(lua, key)?)?;
+            Ok(Value::Table(t))
+        })()
+        .map_err(|e| Arc::<str>::from(runtime(e).to_string()))?;
+        self.call(keys, vec![&v], false).map_err(|e| e.to_string().into())
+    }
+}
+
+fn encoded_len(v: &rmpv::Value) -> usize {
+    encode(v).len()
+}
+
+impl super::reduce_tree::Monoid for LuaReducer {
+    type R = LuaReduction;
+
+    fn combine(&self, a: &LuaReduction, b: &LuaReduction) -> LuaReduction {
+        let (a, b) = match (a, b) {
+            (Err(e), _) | (_, Err(e)) => return Err(e.clone()),
+            (Ok(a), Ok(b)) => (a, b),
+        };
+        let out =
+            self.call(Value::Nil, vec![a, b], true).map_err(|e| Arc::<str>::from(e.to_string()))?;
+        let (len, inputs) = (encoded_len(&out), encoded_len(a) + encoded_len(b));
+        // CouchDB's rule: past a small size, a combined reduction must be
+        // at most half the size of what it combines.
+        if len > LUA_REDUCTION_GROWTH_FREE_BYTES && len * 2 > inputs {
+            return Err(format!(
+                "reduce output keeps growing ({len} bytes from {inputs}): a reduction must shrink its input"
+            )
+            .into());
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +539,34 @@ mod tests {
             matches!(LuaMapper::new("\x1bLua"), Err(LuaFnError::Compile(_))),
             "bytecode is refused"
         );
+    }
+
+    #[test]
+    fn lua_reducers_combine_and_refuse_growth() {
+        use crate::view::reduce_tree::{Monoid, ReduceTree};
+        let r = LuaReducer::new(
+            "function reduce(keys, values, rereduce) local s = 0 for _, v in ipairs(values) do s = s + v end return s end",
+        )
+        .expect("compiles");
+        let mut tree = ReduceTree::new(r);
+        for i in 0..100i64 {
+            let leaf = tree.monoid().leaf(&key(i), &rmp_serde::to_vec(&i).expect("int"));
+            tree.insert(&key(i), leaf);
+        }
+        assert_eq!(tree.total(), Some(Ok(rmpv::Value::from(4950))));
+        let grow = LuaReducer::new(
+            "function reduce(keys, values, rereduce) local t = {} for _, v in ipairs(values) do if type(v) == 'table' then for _, x in ipairs(v) do t[#t+1] = x end else t[#t+1] = string.rep('x', 100) end end return t end",
+        )
+        .expect("compiles");
+        let leaves: Vec<LuaReduction> =
+            (0..200i64).map(|i| grow.leaf(&key(i), &rmp_serde::to_vec(&i).expect("int"))).collect();
+        let total = leaves.iter().skip(1).fold(leaves[0].clone(), |acc, l| grow.combine(&acc, l));
+        let err = match total {
+            Ok(v) => panic!("growth was not refused ({} bytes)", encoded_len(&v)),
+            Err(e) => e,
+        };
+        assert!(err.contains("keeps growing"), "{err}");
+        assert!(matches!(LuaReducer::new("x = 1"), Err(LuaFnError::Missing("reduce"))));
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub mod map_fn;
 pub mod mapper;
 pub mod reduce_tree;
 pub mod reducer;
+pub mod reducer_fn;
 pub mod reduction;
 pub mod registry;

@@ -23,8 +23,7 @@ use crate::catalog::ReducerMeta;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::view::mapper::{Dirty, Status, Stop};
-use crate::view::reduce_tree::ReduceTree;
-use crate::view::reduction::{Builtin, Reduction};
+use crate::view::reducer_fn::Reductions;
 
 /// Rows loaded per batch while the tree is built.
 const LOAD_BATCH_RECORDS: u32 = 5_000;
@@ -70,7 +69,7 @@ enum Phase {
 pub struct ReducerActor {
     node: Arc<Node>,
     meta: ReducerMeta,
-    tree: ReduceTree<Builtin>,
+    tree: Reductions,
     /// The pinned seq the tree reflects.
     checkpoint: u64,
     phase: Phase,
@@ -90,8 +89,13 @@ impl Actor for ReducerActor {
 impl ReducerActor {
     /// A reducer about to load its tree from the range as of `checkpoint`,
     /// which the caller has pinned for it.
-    pub fn new(node: Arc<Node>, meta: ReducerMeta, checkpoint: u64, total: u64) -> Self {
-        let tree = ReduceTree::new(meta.function);
+    pub fn new(
+        node: Arc<Node>,
+        meta: ReducerMeta,
+        tree: Reductions,
+        checkpoint: u64,
+        total: u64,
+    ) -> Self {
         ReducerActor {
             node,
             meta,
@@ -122,12 +126,8 @@ impl ReducerActor {
 
     /// Sets the row `key` from its value (or removes it).
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
-        self.tree.remove(key);
-        if let Some(v) = value {
-            match self.meta.function.leaf(v) {
-                Ok(leaf) => self.tree.insert(key, leaf),
-                Err(e) => self.record_error(key, e.to_string()),
-            }
+        if let Err(e) = self.tree.set(key, value) {
+            self.record_error(key, e);
         }
     }
 
@@ -150,17 +150,21 @@ impl ReducerActor {
         }
         let lower = q.start.as_deref().map_or(Bound::Unbounded, Bound::Included);
         let upper = q.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let f = self.meta.function;
-        let to_json =
-            |r: Option<Reduction>| r.map_or_else(|| Reduction::empty_json(f), |r| r.to_json());
+        let failed = |e: String| {
+            NodeError::client(
+                ErrorCode::BadRequest,
+                format!("reducer {} failed: {e}", self.meta.name),
+            )
+        };
         let Some(level) = q.group_level else {
-            return Ok(AggregateAnswer::Total(to_json(self.tree.reduce((lower, upper)))));
+            return Ok(AggregateAnswer::Total(self.tree.reduce((lower, upper)).map_err(failed)?));
         };
         let mut groups = Vec::new();
         let mut from: Option<Vec<u8>> = q.start.clone();
         while groups.len() < AGGREGATE_GROUPS_MAX {
             let lo = from.as_deref().map_or(Bound::Unbounded, Bound::Included);
             let Some(first) = self.tree.first_key_from(lo) else { break };
+            let first = first.as_slice();
             if q.end.as_deref().is_some_and(|e| first >= e) {
                 break;
             }
@@ -186,7 +190,7 @@ impl ReducerActor {
                 (None, Some(e)) => Bound::Excluded(e.as_slice()),
                 (None, None) => Bound::Unbounded,
             };
-            let value = to_json(self.tree.reduce((glo, ghi)));
+            let value = self.tree.reduce((glo, ghi)).map_err(failed)?;
             groups.push((group_key, value));
             match group_end {
                 Some(ge) => from = Some(ge),
@@ -202,7 +206,7 @@ impl ReducerActor {
             kind: "reducer".into(),
             source: self.meta.range.clone(),
             target: String::new(),
-            function: format!("builtin {}", self.meta.function),
+            function: self.meta.function.describe(),
             watermark: self.checkpoint,
             pending_changes: self.node.pending_changes(self.meta.range_id, self.checkpoint),
             rows_written: self.tree.len() as u64,

@@ -17,6 +17,7 @@ use crate::storage::chunk::Change;
 use crate::view::map_fn::{FieldMapper, MapperFunction};
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
 use crate::view::reducer::{AggregateAnswer, AggregateQuery, Query, ReducerActor};
+use crate::view::reducer_fn::ReducerFunction;
 use crate::view::reduction::Builtin;
 
 pub struct MapperEntry {
@@ -107,18 +108,19 @@ impl Node {
 
     /// Registers a reducer and starts its actor, which pins the current
     /// state and loads its tree from it once it gets its first `Dirty`.
-    pub fn register_reducer(self: &Arc<Self>, meta: ReducerMeta) -> Addr<ReducerActor> {
+    pub fn register_reducer(self: &Arc<Self>, meta: ReducerMeta) -> NodeResult<Addr<ReducerActor>> {
+        let tree = meta.function.tree().map_err(bad_request)?;
         let total = self.range_records(meta.range_id);
         let checkpoint = self.clock.pin_stable();
         let (name, range_id) = (meta.name.clone(), meta.range_id);
         let node = self.clone();
         let addr = ReducerActor::start_in_arbiter(&self.next_view_worker(), move |_| {
-            ReducerActor::new(node, meta, checkpoint, total)
+            ReducerActor::new(node, meta, tree, checkpoint, total)
         });
         self.views_write()
             .reducers
             .insert(name, ReducerEntry { range_id, checkpoint, loaded: false, addr: addr.clone() });
-        addr
+        Ok(addr)
     }
 
     /// Live records of a range, from its chunks.
@@ -135,7 +137,7 @@ impl Node {
         self: &Arc<Self>,
         name: &str,
         range: &str,
-        function: &str,
+        function: monotable_proto::ReduceFunction,
     ) -> NodeResult<()> {
         validate_range_name(name)?;
         {
@@ -147,19 +149,26 @@ impl Node {
                 ));
             }
         }
-        let function = Builtin::parse(function).ok_or_else(|| {
-            bad_request(format!(
-                "unknown reducer {function:?}: use count, sum, min, max, stats or count_distinct"
-            ))
-        })?;
+        let function = match function {
+            monotable_proto::ReduceFunction::Builtin(b) => {
+                ReducerFunction::Builtin(Builtin::parse(&b).ok_or_else(|| {
+                    bad_request(format!(
+                        "unknown reducer {b:?}: use count, sum, min, max, stats or count_distinct"
+                    ))
+                })?)
+            }
+            monotable_proto::ReduceFunction::Lua { source } => ReducerFunction::Lua(source),
+        };
+        // Refuse a function that does not compile now.
+        function.tree().map_err(bad_request)?;
         let range_id = self.describe_range(range).await?.id;
         let meta =
             ReducerMeta { name: name.to_owned(), range: range.to_owned(), range_id, function };
         self.catalog.put_reducer(&meta)?;
-        let addr = self.register_reducer(meta);
+        let addr = self.register_reducer(meta)?;
         self.rewatch(range_id).await?;
         addr.do_send(Dirty);
-        tracing::info!(reducer = name, range, %function, "created reducer");
+        tracing::info!(reducer = name, range, "created reducer");
         Ok(())
     }
 
