@@ -134,15 +134,8 @@ enum ReducerCmd {
 #[derive(Args)]
 struct AggArgs {
     reducer: String,
-    /// First key (inclusive), JSON.
-    #[arg(long)]
-    start: Option<String>,
-    /// Last key (exclusive), JSON.
-    #[arg(long)]
-    end: Option<String>,
-    /// Only keys with this tuple prefix, JSON.
-    #[arg(long, conflicts_with_all = ["start", "end"])]
-    prefix: Option<String>,
+    #[command(flatten)]
+    bounds: KeyBoundsArgs,
     /// Group rows by their first N key elements; prints one JSON line per group.
     #[arg(long)]
     group_level: Option<u32>,
@@ -236,9 +229,9 @@ enum RangeCmd {
     Drop { name: String },
 }
 
+/// Key bounds shared by `scan` and `agg`.
 #[derive(Args)]
-struct ScanArgs {
-    range: String,
+struct KeyBoundsArgs {
     /// First key (inclusive), JSON.
     #[arg(long)]
     start: Option<String>,
@@ -248,6 +241,13 @@ struct ScanArgs {
     /// Only keys with this tuple prefix, JSON.
     #[arg(long, conflicts_with_all = ["start", "end"])]
     prefix: Option<String>,
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    range: String,
+    #[command(flatten)]
+    bounds: KeyBoundsArgs,
     /// Most records to print (default: all).
     #[arg(long)]
     limit: Option<u64>,
@@ -512,9 +512,9 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
             };
             let request = monotable_client::AggregateRequest {
                 reducer: args.reducer.clone(),
-                start: key(&args.start)?,
-                end: key(&args.end)?,
-                prefix: key(&args.prefix)?,
+                start: key(&args.bounds.start)?,
+                end: key(&args.bounds.end)?,
+                prefix: key(&args.bounds.prefix)?,
                 group_level: args.group_level,
                 fresh: args.fresh,
                 timeout_ms: args.timeout_ms,
@@ -619,13 +619,13 @@ fn range_json(r: &monotable_client::RangeInfo) -> serde_json::Value {
 async fn scan(args: ScanArgs, out: &mut impl Write) -> Result<()> {
     let c = connect(&args.client).await?;
     let mut scan = Scan::all();
-    if let Some(s) = &args.start {
+    if let Some(s) = &args.bounds.start {
         scan = scan.start(json::key_arg(s)?);
     }
-    if let Some(e) = &args.end {
+    if let Some(e) = &args.bounds.end {
         scan = scan.end(json::key_arg(e)?);
     }
-    if let Some(p) = &args.prefix {
+    if let Some(p) = &args.bounds.prefix {
         scan = scan.prefix(json::key_arg(p)?);
     }
     if args.reverse {

@@ -173,21 +173,9 @@ impl Node {
     }
 
     pub(crate) async fn drop_reducer(&self, name: &str) -> NodeResult<()> {
-        let (addr, range_id) = match self.views_read().reducers.get(name) {
-            Some(r) => (r.addr.clone(), r.range_id),
-            None => {
-                return Err(NodeError::client(
-                    ErrorCode::RangeNotFound,
-                    format!("view {name:?} does not exist"),
-                ))
-            }
-        };
-        let (reply, rx) = oneshot::channel();
-        addr.do_send(Stop(reply));
-        rx.await.map_err(|_| NodeError::Internal("reducer stopped without answering".into()))??;
-        self.rewatch(range_id).await?;
-        tracing::info!(reducer = name, "dropped reducer");
-        Ok(())
+        let found =
+            self.views_read().reducers.get(name).map(|r| (r.addr.clone().recipient(), r.range_id));
+        self.stop_view(name, found).await
     }
 
     /// Waits until `range_id` holds everything the writes committed at or
@@ -431,22 +419,30 @@ impl Node {
     }
 
     pub(crate) async fn drop_mapper(&self, name: &str) -> NodeResult<()> {
-        let (addr, source_id) = match self.views_read().mappers.get(name) {
-            Some(m) => (m.addr.clone(), m.source_id),
-            None => {
-                return Err(NodeError::client(
-                    ErrorCode::RangeNotFound,
-                    format!("view {name:?} does not exist"),
-                ))
-            }
+        let found =
+            self.views_read().mappers.get(name).map(|m| (m.addr.clone().recipient(), m.source_id));
+        self.stop_view(name, found).await
+    }
+
+    /// Stops a view for good. The actor removes itself (catalog entry, pin,
+    /// registration) once no round is running, so no round outlives the drop.
+    async fn stop_view(
+        &self,
+        name: &str,
+        found: Option<(actix::Recipient<Stop>, u64)>,
+    ) -> NodeResult<()> {
+        let Some((stop, range_id)) = found else {
+            return Err(NodeError::client(
+                ErrorCode::RangeNotFound,
+                format!("view {name:?} does not exist"),
+            ));
         };
-        // The actor removes itself (catalog entry, pin, registry) once no
-        // round is running, so no round can outlive the drop.
         let (reply, rx) = oneshot::channel();
-        addr.do_send(Stop(reply));
-        rx.await.map_err(|_| NodeError::Internal("mapper stopped without answering".into()))??;
-        self.rewatch(source_id).await?;
-        tracing::info!(mapper = name, "dropped mapper");
+        stop.do_send(Stop(reply));
+        rx.await
+            .map_err(|_| NodeError::Internal(format!("view {name} stopped without answering")))??;
+        self.rewatch(range_id).await?;
+        tracing::info!(view = name, "dropped view");
         Ok(())
     }
 
