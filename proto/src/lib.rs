@@ -8,7 +8,7 @@
 //! - [`message`]: what frames hold: [`Request`]s carrying a [`Command`] and an
 //!   id, [`Response`]s carrying the same id and a [`Reply`] or an [`ErrorInfo`].
 //! - [`error`]: [`ErrorCode`], the typed errors a server sends.
-//! - [`tuple`]: the order-preserving encoding of composite keys; [`keys`]:
+//! - [`mod@tuple`]: the order-preserving encoding of composite keys; [`keys`]:
 //!   helpers on raw key bytes.
 
 pub mod error;

@@ -150,7 +150,7 @@ fn staged_path(dir: &Path, id: u32) -> PathBuf {
 }
 
 /// A base segment (a compaction's or a split's output) being written, in
-/// one pass, under its temporary name. Until [`publish_staged`] renames it,
+/// one pass, under its temporary name. Until it is published (renamed),
 /// recovery ignores (and removes) it.
 pub struct SegmentWriter {
     path: PathBuf,

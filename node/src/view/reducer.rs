@@ -1,4 +1,4 @@
-//! The reducer actor: keeps a [`ReduceTree`] of every row of its range, so
+//! The reducer actor: keeps a [`crate::view::reduce_tree::ReduceTree`] of every row of its range, so
 //! the reduction of any key range, or of every group of rows sharing a tuple
 //! prefix, costs O(log n) per group.
 //!
