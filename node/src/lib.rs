@@ -6,9 +6,10 @@
 //!
 //! - [`server`]: TCP connections -> handshake -> frames -> one task per
 //!   request -> [`node::Node::execute`]; replies are written as they finish.
-//! - [`node`]: validates a command, finds the chunks it touches through the
-//!   [`router`], sends each a [`chunk_actor::ChunkMsg`] and gathers replies;
-//!   [`scan`] walks chunks for range scans.
+//! - [`node`]: the node itself (start, workers, shutdown, routing); its
+//!   [`commands`] validate each request, find the chunks it touches through
+//!   the [`router`], read their cells or send their actors a
+//!   [`chunk_actor::ChunkMsg`]; [`scan`] walks chunks for range scans.
 //! - [`chunk_actor`]: one actix actor per chunk, the only writer of its log;
 //!   group commit, compaction and splits happen here. Reads skip the actor
 //!   and read the [`chunk_cell`] it shares.
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod chunk_actor;
 pub mod chunk_cell;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod node;

@@ -9,16 +9,12 @@ use std::time::Duration;
 
 use actix::{Actor, Arbiter, ArbiterHandle};
 use monotable_proto::limits::{
-    BATCH_OPS_MAX, CHUNK_SIZE_MIN_BYTES, KEY_SIZE_MAX_BYTES, MULTI_GET_KEYS_MAX,
-    RANGE_NAME_LEN_MAX, SCAN_LIMIT_MAX, VALUE_SIZE_MAX_BYTES,
+    KEY_SIZE_MAX_BYTES, RANGE_NAME_LEN_MAX, SCAN_LIMIT_MAX, VALUE_SIZE_MAX_BYTES,
 };
-use monotable_proto::{
-    Command, CommitToken, ErrorCode, RangeInfo, RangeOptions, Reply, ScanReply, ScanRequest,
-    WriteOp,
-};
+use monotable_proto::{ErrorCode, RangeOptions, WriteOp};
 use tokio::sync::oneshot;
 
-use crate::catalog::{Catalog, RangeMeta};
+use crate::catalog::Catalog;
 use crate::chunk_actor::{ChunkActor, ChunkMsg, ReplyTo};
 use crate::chunk_cell::{CellState, ChunkCell};
 use crate::config::NodeConfig;
@@ -64,7 +60,7 @@ pub struct Node {
 pub struct Session {
     /// A std mutex: tasks of one connection touch it briefly, never across
     /// an await.
-    pins: Mutex<Vec<u64>>,
+    pub(crate) pins: Mutex<Vec<u64>>,
     node: Option<Arc<Node>>,
 }
 
@@ -85,7 +81,7 @@ impl Drop for Session {
     }
 }
 
-fn call<T>(
+pub(crate) fn call<T>(
     addr: &actix::Addr<ChunkActor>,
     make: impl FnOnce(ReplyTo<T>) -> ChunkMsg,
 ) -> oneshot::Receiver<NodeResult<T>> {
@@ -95,13 +91,13 @@ fn call<T>(
 }
 
 /// A dropped reply means the actor stopped (split or dropped): route again.
-async fn answer<T>(rx: oneshot::Receiver<NodeResult<T>>) -> NodeResult<T> {
+pub(crate) async fn answer<T>(rx: oneshot::Receiver<NodeResult<T>>) -> NodeResult<T> {
     rx.await.unwrap_or(Err(NodeError::Moved))
 }
 
 /// Waits before routing a request again; gives up when the chunk keeps
 /// moving, or at once when the node is shutting down (its chunks stopped).
-async fn backoff(node: &Node, attempt: u32) -> NodeResult<()> {
+pub(crate) async fn backoff(node: &Node, attempt: u32) -> NodeResult<()> {
     if node.is_shutting_down() {
         return Err(NodeError::ShuttingDown);
     }
@@ -128,7 +124,7 @@ pub fn validate_range_name(name: &str) -> NodeResult<()> {
     }
 }
 
-fn check_key(key: &[u8]) -> NodeResult<()> {
+pub(crate) fn check_key(key: &[u8]) -> NodeResult<()> {
     if key.len() > KEY_SIZE_MAX_BYTES {
         return Err(NodeError::client(
             ErrorCode::KeyTooLarge,
@@ -138,7 +134,7 @@ fn check_key(key: &[u8]) -> NodeResult<()> {
     Ok(())
 }
 
-fn check_op(op: &WriteOp) -> NodeResult<()> {
+pub(crate) fn check_op(op: &WriteOp) -> NodeResult<()> {
     check_key(op.key())?;
     if let WriteOp::Put { value, .. } = op {
         if value.len() > VALUE_SIZE_MAX_BYTES {
@@ -303,7 +299,7 @@ impl Node {
         self.spawn_cell(meta, CellState::Open(chunk), chunk_size_max_bytes)
     }
 
-    fn spawn_cell(
+    pub(crate) fn spawn_cell(
         self: &Arc<Self>,
         meta: ChunkMeta,
         state: CellState,
@@ -355,7 +351,11 @@ impl Node {
         }
     }
 
-    fn range_route<T>(&self, name: &str, f: impl FnOnce(&RangeRoute) -> T) -> NodeResult<T> {
+    pub(crate) fn range_route<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&RangeRoute) -> T,
+    ) -> NodeResult<T> {
         let router = self.router_read();
         let route = router.range(name).ok_or_else(|| {
             NodeError::client(ErrorCode::RangeNotFound, format!("range {name:?} does not exist"))
@@ -363,12 +363,12 @@ impl Node {
         Ok(f(route))
     }
 
-    fn route_key(&self, range: &str, key: &[u8]) -> NodeResult<Route> {
+    pub(crate) fn route_key(&self, range: &str, key: &[u8]) -> NodeResult<Route> {
         self.range_route(range, |r| r.chunk_for(key).cloned())?
             .ok_or_else(|| NodeError::Internal(format!("range {range:?} has no chunk for a key")))
     }
 
-    fn read_at(&self, snapshot: Option<u64>) -> NodeResult<ReadAt> {
+    pub(crate) fn read_at(&self, snapshot: Option<u64>) -> NodeResult<ReadAt> {
         match snapshot {
             None => Ok(ReadAt::Latest),
             Some(seq) => {
@@ -383,395 +383,6 @@ impl Node {
                 Ok(ReadAt::Snapshot { seq, pinned: self.clock.is_pinned(seq) })
             }
         }
-    }
-
-    /// Executes one command of the native protocol.
-    pub async fn execute(
-        self: &Arc<Self>,
-        command: Command,
-        session: &Session,
-    ) -> NodeResult<Reply> {
-        if self.is_shutting_down() {
-            return Err(NodeError::ShuttingDown);
-        }
-        match command {
-            Command::Ping => Ok(Reply::Pong),
-            Command::CreateRange { name, options } => {
-                self.create_range(&name, options).await.map(|()| Reply::Ok)
-            }
-            Command::ListRanges => {
-                let names: Vec<String> =
-                    self.router_read().ranges().map(|r| r.meta.name.clone()).collect();
-                let mut infos = Vec::with_capacity(names.len());
-                for name in names {
-                    match self.describe_range(&name).await {
-                        Ok(info) => infos.push(info),
-                        Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                infos.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(Reply::Ranges(infos))
-            }
-            Command::DescribeRange { name } => self.describe_range(&name).await.map(Reply::Range),
-            Command::DropRange { name } => self.drop_range(&name).await.map(|()| Reply::Ok),
-            Command::Get { range, key, snapshot } => {
-                check_key(&key)?;
-                let at = self.read_at(snapshot)?;
-                self.get(&range, key.into_vec(), at).await.map(|v| Reply::Value(v.map(Into::into)))
-            }
-            Command::MultiGet { range, keys, snapshot } => {
-                if keys.len() > MULTI_GET_KEYS_MAX {
-                    return Err(NodeError::client(
-                        ErrorCode::BatchTooLarge,
-                        format!(
-                            "{} keys exceed the multi-get limit of {MULTI_GET_KEYS_MAX}",
-                            keys.len()
-                        ),
-                    ));
-                }
-                keys.iter().try_for_each(|k| check_key(k))?;
-                let at = self.read_at(snapshot)?;
-                let keys = keys.into_iter().map(|k| k.into_vec()).collect();
-                let values = self.multi_get(&range, keys, at).await?;
-                Ok(Reply::Values(values.into_iter().map(|v| v.map(Into::into)).collect()))
-            }
-            Command::Write { range, ops, atomic } => {
-                if ops.len() > BATCH_OPS_MAX {
-                    return Err(NodeError::client(
-                        ErrorCode::BatchTooLarge,
-                        format!(
-                            "{} operations exceed the batch limit of {BATCH_OPS_MAX}",
-                            ops.len()
-                        ),
-                    ));
-                }
-                ops.iter().try_for_each(check_op)?;
-                self.write(&range, ops, atomic).await.map(Reply::Written)
-            }
-            Command::Scan(req) => self.scan(req).await.map(Reply::Scan),
-            Command::CreateSnapshot => {
-                let seq = self.clock.pin_stable();
-                session.pins.lock().unwrap_or_else(|p| p.into_inner()).push(seq);
-                Ok(Reply::Snapshot(seq))
-            }
-            Command::ReleaseSnapshot { seq } => {
-                let mut pins = session.pins.lock().unwrap_or_else(|p| p.into_inner());
-                match pins.iter().position(|&p| p == seq) {
-                    Some(i) => {
-                        pins.swap_remove(i);
-                        let released = self.clock.unpin(seq);
-                        assert!(released, "a session's pin is always registered");
-                        Ok(Reply::Ok)
-                    }
-                    None => Err(NodeError::client(
-                        ErrorCode::SnapshotNotFound,
-                        format!("snapshot {seq} is not pinned by this connection"),
-                    )),
-                }
-            }
-            Command::CompactRange { name } => {
-                let addrs: Vec<_> = self
-                    .range_route(&name, |r| r.chunks.values().map(|c| c.addr.clone()).collect())?;
-                let replies: Vec<_> =
-                    addrs.iter().map(|a| call(a, |reply| ChunkMsg::Compact { reply })).collect();
-                for rx in replies {
-                    match answer(rx).await {
-                        Ok(()) | Err(NodeError::Moved) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(Reply::Ok)
-            }
-            Command::CreateMapper { name, source, target, function } => {
-                self.create_mapper(&name, &source, &target, function).await.map(|()| Reply::Ok)
-            }
-            Command::DropMapper { name } => self.drop_mapper(&name).await.map(|()| Reply::Ok),
-            Command::ListViews => Ok(Reply::Views(self.view_statuses().await)),
-            Command::CreateReducer { name, range, function } => {
-                self.create_reducer(&name, &range, function).await.map(|()| Reply::Ok)
-            }
-            Command::DropReducer { name } => self.drop_reducer(&name).await.map(|()| Reply::Ok),
-            Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),
-            Command::SplitChunk { range, key } => {
-                check_key(&key)?;
-                let mut attempt = 0;
-                loop {
-                    let route = self.route_key(&range, &key)?;
-                    let rx = call(&route.addr, |reply| ChunkMsg::Split {
-                        key: Some(key.to_vec()),
-                        reply,
-                    });
-                    match answer(rx).await {
-                        Err(NodeError::Moved) => backoff(self, attempt).await?,
-                        other => return other.map(|_| Reply::Ok),
-                    }
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    pub(crate) async fn create_range(
-        self: &Arc<Self>,
-        name: &str,
-        options: RangeOptions,
-    ) -> NodeResult<()> {
-        validate_range_name(name)?;
-        if options.chunk_size_max_bytes < CHUNK_SIZE_MIN_BYTES {
-            return Err(NodeError::client(
-                ErrorCode::BadRequest,
-                format!("chunk size must be at least {CHUNK_SIZE_MIN_BYTES} bytes"),
-            ));
-        }
-        if self.router_read().range(name).is_some() {
-            return Err(NodeError::client(
-                ErrorCode::RangeExists,
-                format!("range {name:?} already exists"),
-            ));
-        }
-        let range = RangeMeta { id: self.catalog.next_id()?, name: name.to_owned(), options };
-        let meta =
-            ChunkMeta { id: self.catalog.next_id()?, range_id: range.id, start: vec![], end: None };
-        let dir = self.chunk_dir(meta.id);
-        let segment = self.config.segment_size_for(options.chunk_size_max_bytes);
-        let chunk = Chunk::create(meta.clone(), &dir, segment)?;
-        if let Err(e) = self.catalog.create_range(&range, &meta) {
-            let _ = chunk.destroy();
-            return Err(e.into());
-        }
-        let route = self.spawn_chunk(chunk, options.chunk_size_max_bytes);
-        let mut router = self.router_write();
-        router.insert_range(range.clone());
-        router.insert_chunk(range.id, route);
-        tracing::info!(range = name, id = range.id, "created range");
-        Ok(())
-    }
-
-    pub(crate) async fn describe_range(&self, name: &str) -> NodeResult<RangeInfo> {
-        let (meta, addrs) = self.range_route(name, |r| {
-            (r.meta.clone(), r.chunks.values().map(|c| c.addr.clone()).collect::<Vec<_>>())
-        })?;
-        let replies: Vec<_> =
-            addrs.iter().map(|a| call(a, |reply| ChunkMsg::Info { reply })).collect();
-        let mut chunks = Vec::with_capacity(replies.len());
-        for rx in replies {
-            match answer(rx).await {
-                Ok(info) => chunks.push(info),
-                // Split meanwhile: describe again.
-                Err(NodeError::Moved) => return Box::pin(self.describe_range(name)).await,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(RangeInfo { name: meta.name, id: meta.id, options: meta.options, chunks })
-    }
-
-    async fn drop_range(&self, name: &str) -> NodeResult<()> {
-        validate_range_name(name)?;
-        let id = self.range_route(name, |r| r.meta.id)?;
-        if let Some(view) = self.range_in_views(id) {
-            return Err(NodeError::client(
-                ErrorCode::BadRequest,
-                format!("range {name:?} is used by view {view:?}; drop the view first"),
-            ));
-        }
-        self.catalog.drop_range(name)?;
-        let Some(route) = self.router_write().remove_range(name) else {
-            return Ok(());
-        };
-        let replies: Vec<_> = route
-            .chunks
-            .values()
-            .map(|c| call(&c.addr, |reply| ChunkMsg::Retire { reply }))
-            .collect();
-        for rx in replies {
-            if let Err(e) = answer(rx).await {
-                // Files left behind are removed as orphans at the next start.
-                tracing::warn!(range = name, error = %e, "chunk files not removed");
-            }
-        }
-        tracing::info!(range = name, "dropped range");
-        Ok(())
-    }
-
-    async fn get(&self, range: &str, key: Vec<u8>, at: ReadAt) -> NodeResult<Option<Vec<u8>>> {
-        let mut attempt = 0;
-        loop {
-            let route = self.route_key(range, &key)?;
-            match route.cell.with_chunk(|c| Ok(c.get(&key, at)?)) {
-                Err(NodeError::Moved) => backoff(self, attempt).await?,
-                other => return other,
-            }
-            attempt += 1;
-        }
-    }
-
-    async fn multi_get(
-        &self,
-        range: &str,
-        keys: Vec<Vec<u8>>,
-        at: ReadAt,
-    ) -> NodeResult<Vec<Option<Vec<u8>>>> {
-        let mut out = vec![None; keys.len()];
-        let mut todo: Vec<(usize, Vec<u8>)> = keys.into_iter().enumerate().collect();
-        let mut attempt = 0;
-        while !todo.is_empty() {
-            let groups = self.group_by_chunk(range, todo, |(_, k)| k)?;
-            todo = Vec::new();
-            for (route, keys) in groups {
-                let read = route.cell.with_chunk(|c| {
-                    keys.iter()
-                        .map(|(i, k)| Ok((*i, c.get(k, at)?)))
-                        .collect::<NodeResult<Vec<_>>>()
-                });
-                match read {
-                    Ok(values) => values.into_iter().for_each(|(i, v)| out[i] = v),
-                    Err(NodeError::Moved) => todo.extend(keys),
-                    Err(e) => return Err(e),
-                }
-            }
-            if !todo.is_empty() {
-                backoff(self, attempt).await?;
-                attempt += 1;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Splits items by the chunk that holds their key, keeping their order.
-    fn group_by_chunk<T>(
-        &self,
-        range: &str,
-        items: Vec<T>,
-        key: impl Fn(&T) -> &[u8],
-    ) -> NodeResult<Vec<(Route, Vec<T>)>> {
-        self.range_route(range, |r| {
-            let mut groups: Vec<(Route, Vec<T>)> = Vec::new();
-            for item in items {
-                let route = r
-                    .chunk_for(key(&item))
-                    .ok_or_else(|| NodeError::Internal("range without chunks".into()))?;
-                match groups.iter_mut().find(|(g, _)| g.id == route.id) {
-                    Some((_, v)) => v.push(item),
-                    None => groups.push((route.clone(), vec![item])),
-                }
-            }
-            Ok(groups)
-        })?
-    }
-
-    async fn write(
-        &self,
-        range: &str,
-        ops: Vec<WriteOp>,
-        atomic: bool,
-    ) -> NodeResult<Vec<CommitToken>> {
-        let mut tokens = Vec::new();
-        let mut todo = ops;
-        let mut attempt = 0;
-        while !todo.is_empty() {
-            let groups = self.group_by_chunk(range, todo, WriteOp::key)?;
-            if atomic && groups.len() > 1 {
-                return Err(NodeError::client(
-                    ErrorCode::CrossChunkBatch,
-                    format!(
-                        "an atomic batch must fall in one chunk; this one spans {}",
-                        groups.len()
-                    ),
-                ));
-            }
-            todo = Vec::new();
-            let replies: Vec<_> = groups
-                .into_iter()
-                .map(|(route, ops)| {
-                    // Shared with the actor, kept here to route again if the
-                    // chunk moved.
-                    let ops: Arc<[WriteOp]> = ops.into();
-                    (ops.clone(), call(&route.addr, |reply| ChunkMsg::Write { ops, reply }))
-                })
-                .collect();
-            for (ops, rx) in replies {
-                match answer(rx).await {
-                    Ok(token) => tokens.push(token),
-                    Err(NodeError::Moved) => todo.extend(ops.iter().cloned()),
-                    Err(e) => return Err(e),
-                }
-            }
-            if !todo.is_empty() {
-                backoff(self, attempt).await?;
-                attempt += 1;
-            }
-        }
-        tokens.sort();
-        Ok(tokens)
-    }
-
-    async fn aggregate_command(
-        &self,
-        req: monotable_proto::AggregateRequest,
-    ) -> NodeResult<monotable_proto::AggregateReply> {
-        let scan_like = ScanRequest {
-            range: String::new(),
-            start: req.start.clone(),
-            end: req.end.clone(),
-            prefix: req.prefix.clone(),
-            ..ScanRequest::default()
-        };
-        let (start, end) = crate::scan::bounds_of(&scan_like)?;
-        let query =
-            crate::view::reducer::AggregateQuery { start, end, group_level: req.group_level };
-        let answer = self.aggregate(&req.reducer, query, req.fresh, req.timeout_ms).await?;
-        let encode = |j: &serde_json::Value| -> monotable_proto::Bytes {
-            rmp_serde::to_vec(j).expect("JSON values always encode").into()
-        };
-        Ok(match answer {
-            crate::view::reducer::AggregateAnswer::Total(j) => {
-                monotable_proto::AggregateReply::Total(encode(&j))
-            }
-            crate::view::reducer::AggregateAnswer::Groups(groups) => {
-                monotable_proto::AggregateReply::Groups(
-                    groups.into_iter().map(|(k, j)| (k.into(), encode(&j))).collect(),
-                )
-            }
-        })
-    }
-
-    /// Writes rows on behalf of a view: chunk by chunk, each part atomic.
-    pub(crate) async fn write_ops(&self, range: &str, ops: Vec<WriteOp>) -> NodeResult<()> {
-        self.write(range, ops, false).await.map(|_| ())
-    }
-
-    pub(crate) async fn scan_range(&self, req: ScanRequest) -> NodeResult<ScanReply> {
-        self.scan(req).await
-    }
-
-    async fn scan(&self, req: ScanRequest) -> NodeResult<ScanReply> {
-        crate::scan::run(self, req).await
-    }
-
-    /// Scans one chunk step of a larger scan, routing again if it moved.
-    pub(crate) async fn scan_step(
-        &self,
-        range: &str,
-        locate: impl Fn(&RangeRoute) -> Option<Route>,
-        scan: impl Fn(&Chunk) -> NodeResult<crate::storage::chunk::ChunkScan>,
-    ) -> NodeResult<(Route, crate::storage::chunk::ChunkScan)> {
-        let mut attempt = 0;
-        loop {
-            let route = self
-                .range_route(range, &locate)?
-                .ok_or_else(|| NodeError::Internal(format!("range {range:?} has a gap")))?;
-            match route.cell.with_chunk(&scan) {
-                Ok(scan) => return Ok((route, scan)),
-                Err(NodeError::Moved) => backoff(self, attempt).await?,
-                Err(e) => return Err(e),
-            }
-            attempt += 1;
-        }
-    }
-
-    pub(crate) fn read_at_for_scan(&self, snapshot: Option<u64>) -> NodeResult<ReadAt> {
-        self.read_at(snapshot)
     }
 }
 
