@@ -1,0 +1,323 @@
+//! Running the client commands: connect, call, print.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use monotable_client::{Client, RangeOptions, Scan};
+
+use super::{
+    bench, bench_views, json, load, report, ClientOpts, Cmd, MapperCmd, RangeCmd, ReducerCmd,
+    ScanArgs, EXIT_NOT_FOUND,
+};
+
+pub(super) fn client_main(cmd: Cmd) -> i32 {
+    // One thread, as redis-benchmark has: client commands wait on the
+    // network, and for `bench` a single thread spends far less CPU per
+    // request (no cross-thread wakeups) on a machine it shares with the node.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return report(&e.into()),
+    };
+    match runtime.block_on(run_client(cmd)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+async fn connect(opts: &ClientOpts) -> Result<Client> {
+    Client::connect(opts.addr.as_str())
+        .await
+        .with_context(|| format!("cannot reach monotable at {}", opts.addr))
+}
+
+async fn run_client(cmd: Cmd) -> Result<i32> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match cmd {
+        Cmd::Serve(_) => unreachable!("handled by main"),
+        Cmd::Range { command, client } => {
+            let c = connect(&client).await?;
+            match command {
+                RangeCmd::Create { name, chunk_size } => {
+                    let mut options = RangeOptions::default();
+                    if let Some(size) = chunk_size {
+                        options.chunk_size_max_bytes = size;
+                    }
+                    c.create_range(&name, options).await?;
+                    writeln!(out, "created range {name}")?;
+                }
+                RangeCmd::List { json } => {
+                    let ranges = c.list_ranges().await?;
+                    if json {
+                        for r in &ranges {
+                            writeln!(out, "{}", range_json(r))?;
+                        }
+                    } else {
+                        writeln!(
+                            out,
+                            "{:<24} {:>8} {:>12} {:>14} {:>14} {:>12}",
+                            "NAME", "CHUNKS", "RECORDS", "LIVE_BYTES", "LOG_BYTES", "CHUNK_SIZE"
+                        )?;
+                        for r in &ranges {
+                            let (records, live, log) =
+                                r.chunks.iter().fold((0, 0, 0), |(a, b, c), ch| {
+                                    (a + ch.records, b + ch.live_bytes, c + ch.log_bytes)
+                                });
+                            writeln!(
+                                out,
+                                "{:<24} {:>8} {:>12} {:>14} {:>14} {:>12}",
+                                r.name,
+                                r.chunks.len(),
+                                records,
+                                live,
+                                log,
+                                r.options.chunk_size_max_bytes
+                            )?;
+                            for ch in r.chunks.iter().filter(|c| c.unavailable.is_some()) {
+                                writeln!(
+                                    out,
+                                    "  chunk {} UNAVAILABLE: {}",
+                                    ch.id,
+                                    ch.unavailable.as_deref().unwrap_or("")
+                                )?;
+                            }
+                        }
+                    }
+                }
+                RangeCmd::Describe { name } => {
+                    let r = c.describe_range(&name).await?;
+                    writeln!(out, "{}", serde_json::to_string_pretty(&range_json(&r))?)?;
+                }
+                RangeCmd::Compact { name } => {
+                    c.compact_range(&name).await?;
+                    writeln!(out, "compacted range {name}")?;
+                }
+                RangeCmd::Drop { name } => {
+                    c.drop_range(&name).await?;
+                    writeln!(out, "dropped range {name}")?;
+                }
+            }
+        }
+        Cmd::Put { range, key, value, client } => {
+            let c = connect(&client).await?;
+            let key = json::key_arg(&key)?;
+            c.put(&range, key, json::value_arg(&value)).await?;
+        }
+        Cmd::Get { range, key, client } => {
+            let c = connect(&client).await?;
+            let key_bytes = json::key_arg(&key)?;
+            match c.get(&range, key_bytes).await? {
+                Some(v) => writeln!(out, "{}", json::value_to_json(&v))?,
+                None => {
+                    eprintln!("key {key} not found in range {range}");
+                    return Ok(EXIT_NOT_FOUND);
+                }
+            }
+        }
+        Cmd::Del { range, key, client } => {
+            let c = connect(&client).await?;
+            c.delete(&range, json::key_arg(&key)?).await?;
+        }
+        Cmd::Scan(args) => scan(args, &mut out).await?,
+        Cmd::Load { range, file, batch, client } => {
+            let c = connect(&client).await?;
+            load::run(&c, &range, &file, batch.clamp(1, monotable_proto::limits::BATCH_OPS_MAX))
+                .await?;
+        }
+        Cmd::Bench(args) => bench::run(args).await?,
+        Cmd::BenchViews(args) => bench_views::run(args).await?,
+        Cmd::Mapper { command, client } => {
+            let c = connect(&client).await?;
+            match command {
+                MapperCmd::Create { name, source, target, field, value_field, lua } => {
+                    let function = match (field, lua) {
+                        (Some(key_path), _) => monotable_client::MapFunction::Field {
+                            key_path,
+                            value_path: value_field,
+                        },
+                        (None, Some(path)) => monotable_client::MapFunction::Lua {
+                            source: std::fs::read_to_string(&path)
+                                .with_context(|| format!("cannot read {}", path.display()))?,
+                        },
+                        (None, None) => unreachable!("clap requires --field or --lua"),
+                    };
+                    c.create_mapper(&name, &source, &target, function).await?;
+                    writeln!(out, "created mapper {name}")?;
+                }
+                MapperCmd::Drop { name } => {
+                    c.drop_mapper(&name).await?;
+                    writeln!(out, "dropped mapper {name}")?;
+                }
+            }
+        }
+        Cmd::Reducer { command, client } => {
+            let c = connect(&client).await?;
+            match command {
+                ReducerCmd::Create { name, range, builtin, lua } => {
+                    let function = match (builtin, lua) {
+                        (Some(b), _) => monotable_client::ReduceFunction::Builtin(b),
+                        (None, Some(path)) => monotable_client::ReduceFunction::Lua {
+                            source: std::fs::read_to_string(&path)
+                                .with_context(|| format!("cannot read {}", path.display()))?,
+                        },
+                        (None, None) => unreachable!("clap requires --builtin or --lua"),
+                    };
+                    c.create_reducer_with(&name, &range, function).await?;
+                    writeln!(out, "created reducer {name}")?;
+                }
+                ReducerCmd::Drop { name } => {
+                    c.drop_reducer(&name).await?;
+                    writeln!(out, "dropped reducer {name}")?;
+                }
+            }
+        }
+        Cmd::Agg(args) => {
+            let c = connect(&args.client).await?;
+            let key = |k: &Option<String>| -> Result<Option<monotable_proto::Bytes>> {
+                Ok(match k {
+                    Some(k) => Some(json::key_arg(k)?.into()),
+                    None => None,
+                })
+            };
+            let request = monotable_client::AggregateRequest {
+                reducer: args.reducer.clone(),
+                start: key(&args.bounds.start)?,
+                end: key(&args.bounds.end)?,
+                prefix: key(&args.bounds.prefix)?,
+                group_level: args.group_level,
+                fresh: args.fresh,
+                timeout_ms: args.timeout_ms,
+            };
+            match c.aggregate(request).await? {
+                monotable_client::AggregateReply::Total(v) => {
+                    writeln!(out, "{}", json::value_to_json(&v))?
+                }
+                monotable_client::AggregateReply::Groups(groups) => {
+                    for (k, v) in groups {
+                        let line =
+                            json!({"key": json::key_to_json(&k), "value": json::value_to_json(&v)});
+                        writeln!(out, "{line}")?;
+                    }
+                }
+            }
+        }
+        Cmd::Views { json, client } => {
+            let c = connect(&client).await?;
+            let views = c.list_views().await?;
+            if json {
+                for v in &views {
+                    writeln!(out, "{}", view_json(v))?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<20} {:<8} {:<16} {:<16} {:>12} {:>8} {:>8} {:>12}  FUNCTION",
+                    "NAME",
+                    "KIND",
+                    "SOURCE",
+                    "TARGET",
+                    "WATERMARK",
+                    "PENDING",
+                    "ERRORS",
+                    "BACKFILL"
+                )?;
+                for v in &views {
+                    let backfill =
+                        v.backfill.map_or("done".to_owned(), |(d, t)| format!("{d}/{t}"));
+                    writeln!(
+                        out,
+                        "{:<20} {:<8} {:<16} {:<16} {:>12} {:>8} {:>8} {:>12}  {}",
+                        v.name,
+                        v.kind,
+                        v.source,
+                        v.target,
+                        v.watermark,
+                        v.pending_changes,
+                        v.errors,
+                        backfill,
+                        v.function
+                    )?;
+                    if let Some(e) = &v.last_error {
+                        let key =
+                            v.last_error_key.as_ref().map(|k| json::key_to_json(k).to_string());
+                        writeln!(out, "  last error: {e} (key {})", key.unwrap_or_default())?;
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn view_json(v: &monotable_client::ViewStatus) -> serde_json::Value {
+    json!({
+        "name": v.name,
+        "kind": v.kind,
+        "source": v.source,
+        "target": v.target,
+        "function": v.function,
+        "watermark": v.watermark,
+        "pending_changes": v.pending_changes,
+        "rows_written": v.rows_written,
+        "errors": v.errors,
+        "last_error": v.last_error,
+        "last_error_key": v.last_error_key.as_ref().map(|k| json::key_to_json(k)),
+        "backfill": v.backfill.map(|(done, total)| json!({"done": done, "total": total})),
+    })
+}
+
+fn range_json(r: &monotable_client::RangeInfo) -> serde_json::Value {
+    json!({
+        "name": r.name,
+        "id": r.id,
+        "chunk_size": r.options.chunk_size_max_bytes,
+        "chunks": r.chunks.iter().map(|c| json!({
+            "id": c.id,
+            "start": json::key_to_json(&c.start),
+            "end": c.end.as_ref().map(|e| json::key_to_json(e)),
+            "records": c.records,
+            "live_bytes": c.live_bytes,
+            "log_bytes": c.log_bytes,
+            "last_seq": c.last_seq,
+            "unavailable": c.unavailable,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn scan(args: ScanArgs, out: &mut impl Write) -> Result<()> {
+    let c = connect(&args.client).await?;
+    let mut scan = Scan::all();
+    if let Some(s) = &args.bounds.start {
+        scan = scan.start(json::key_arg(s)?);
+    }
+    if let Some(e) = &args.bounds.end {
+        scan = scan.end(json::key_arg(e)?);
+    }
+    if let Some(p) = &args.bounds.prefix {
+        scan = scan.prefix(json::key_arg(p)?);
+    }
+    if args.reverse {
+        scan = scan.reverse();
+    }
+    let mut remaining = args.limit.unwrap_or(u64::MAX);
+    if remaining < u64::from(monotable_proto::limits::SCAN_LIMIT_MAX) {
+        scan = scan.limit(remaining as u32);
+    }
+    let mut stream = c.scan_stream(&args.range, scan);
+    while remaining > 0 {
+        let Some(record) = stream.next().await else {
+            break;
+        };
+        let record = record?;
+        let line = json!({"key": json::key_to_json(&record.key), "value": json::value_to_json(&record.value)});
+        if let Err(e) = writeln!(out, "{line}") {
+            // A closed pipe (`| head`) ends the scan quietly.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+        remaining -= 1;
+    }
+    Ok(())
+}
