@@ -55,8 +55,20 @@ async fn write_until_killed(
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    crash_rounds(&[]);
+}
+
+/// The README promises that a process crash loses nothing acknowledged in
+/// any fsync mode (the kernel has the bytes); only a power failure can.
+#[test]
+fn acknowledged_writes_survive_sigkill_without_fsync() {
+    crash_rounds(&["--fsync", "never"]);
+    crash_rounds(&["--fsync", "interval", "--fsync-interval-ms", "50"]);
+}
+
+fn crash_rounds(serve_args: &[&str]) {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut node = Node::start(dir.path());
+    let mut node = Node::start_with(dir.path(), serve_args);
     let rt = runtime();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
