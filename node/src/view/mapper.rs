@@ -205,6 +205,10 @@ impl Handler<Round> for MapperActor {
                         return;
                     }
                     tracing::debug!(mapper = %act.meta.name, error = %e, "round failed; retrying");
+                    // A chunk that moved is routine; anything else is shown.
+                    if !matches!(e, NodeError::Moved) {
+                        act.stats.last_error = Some(format!("round failed, retrying: {e}"));
+                    }
                     act.dirty = true;
                     ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| {
                         act.schedule(ctx)

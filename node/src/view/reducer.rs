@@ -339,6 +339,9 @@ impl Handler<Round> for ReducerActor {
                         return;
                     }
                     tracing::debug!(reducer = %act.meta.name, error = %e, "round failed; retrying");
+                    if !matches!(e, NodeError::Moved) {
+                        act.last_error = Some(format!("round failed, retrying: {e}"));
+                    }
                     act.dirty = true;
                     ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| act.schedule(ctx));
                     return;
