@@ -51,6 +51,11 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CatalogError>
     rmp_serde::from_slice(bytes).map_err(|e| CatalogError::Decode(e.to_string()))
 }
 
+/// Every value of a tree, decoded.
+fn all<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Result<Vec<T>, CatalogError> {
+    tree.iter().values().map(|v| decode(&v?)).collect()
+}
+
 fn abort(e: CatalogError) -> ConflictableTransactionError<CatalogError> {
     ConflictableTransactionError::Abort(e)
 }
@@ -146,11 +151,11 @@ impl Catalog {
     }
 
     pub fn ranges(&self) -> Result<Vec<RangeMeta>, CatalogError> {
-        self.ranges.iter().values().map(|v| decode(&v?)).collect()
+        all(&self.ranges)
     }
 
     pub fn chunks(&self) -> Result<Vec<ChunkMeta>, CatalogError> {
-        self.chunks.iter().values().map(|v| decode(&v?)).collect()
+        all(&self.chunks)
     }
 
     /// Records a new range and its first chunk (whose files must exist).
@@ -187,32 +192,37 @@ impl Catalog {
     }
 
     pub fn mappers(&self) -> Result<Vec<MapperMeta>, CatalogError> {
-        self.mappers.iter().values().map(|v| decode(&v?)).collect()
+        all(&self.mappers)
     }
 
     /// Records a mapper's definition and progress, durably.
     pub fn put_mapper(&self, m: &MapperMeta) -> Result<(), CatalogError> {
-        self.mappers.insert(m.name.as_bytes(), encode(m))?;
-        self.flush()
+        self.put(&self.mappers, &m.name, m)
     }
 
     pub fn remove_mapper(&self, name: &str) -> Result<bool, CatalogError> {
-        let existed = self.mappers.remove(name.as_bytes())?.is_some();
-        self.flush()?;
-        Ok(existed)
+        self.remove(&self.mappers, name)
     }
 
     pub fn reducers(&self) -> Result<Vec<ReducerMeta>, CatalogError> {
-        self.reducers.iter().values().map(|v| decode(&v?)).collect()
+        all(&self.reducers)
     }
 
     pub fn put_reducer(&self, r: &ReducerMeta) -> Result<(), CatalogError> {
-        self.reducers.insert(r.name.as_bytes(), encode(r))?;
-        self.flush()
+        self.put(&self.reducers, &r.name, r)
     }
 
     pub fn remove_reducer(&self, name: &str) -> Result<bool, CatalogError> {
-        let existed = self.reducers.remove(name.as_bytes())?.is_some();
+        self.remove(&self.reducers, name)
+    }
+
+    fn put<T: Serialize>(&self, tree: &sled::Tree, name: &str, v: &T) -> Result<(), CatalogError> {
+        tree.insert(name.as_bytes(), encode(v))?;
+        self.flush()
+    }
+
+    fn remove(&self, tree: &sled::Tree, name: &str) -> Result<bool, CatalogError> {
+        let existed = tree.remove(name.as_bytes())?.is_some();
         self.flush()?;
         Ok(existed)
     }

@@ -29,6 +29,9 @@ use crate::storage::chunk::{Chunk, ChunkMeta};
 
 pub type ReplyTo<T> = oneshot::Sender<NodeResult<T>>;
 
+/// A logged write waiting for durability: its seq and whom to tell.
+type Pending = (u64, ReplyTo<CommitToken>);
+
 /// A request to a chunk's actor.
 pub enum ChunkMsg {
     Write {
@@ -91,7 +94,7 @@ pub struct ChunkActor {
     /// since the log's state on disk is unknown. Reads of durable data go on.
     poisoned: Option<String>,
     /// Logged writes waiting for durability, in seq order.
-    pending: Vec<(u64, ReplyTo<CommitToken>)>,
+    pending: Vec<Pending>,
     flush_scheduled: bool,
     /// A background fsync (interval mode) is running.
     background_syncing: bool,
@@ -211,23 +214,8 @@ impl ChunkActor {
         if self.pending.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
         let always = self.node.config.fsync == FsyncMode::Always;
-        let job = self.cell.with_chunk_mut(|chunk| {
-            chunk.write_out().and_then(|()| {
-                if always {
-                    chunk.take_sync_job().map(Some)
-                } else {
-                    Ok(None)
-                }
-            })
-        });
-        let result = match job {
-            None => Err("chunk is closed".to_owned()),
-            Some(Err(e)) => Err(e.to_string()),
-            Some(Ok(None)) => Ok(()),
-            Some(Ok(Some(job))) => job.run().map_err(|e| format!("fsync failed: {e}")),
-        };
+        let (batch, result) = self.write_pending(always);
         self.settled(batch, result, ctx);
     }
 
@@ -235,7 +223,7 @@ impl ChunkActor {
     /// maintenance if the chunk needs it, else the next flush.
     fn settled(
         &mut self,
-        batch: Vec<(u64, ReplyTo<CommitToken>)>,
+        batch: Vec<Pending>,
         result: Result<(), String>,
         ctx: &mut Context<Self>,
     ) {
@@ -249,7 +237,7 @@ impl ChunkActor {
     }
 
     /// Acknowledges (or fails) a group of writes.
-    fn complete(&mut self, batch: Vec<(u64, ReplyTo<CommitToken>)>, result: Result<(), String>) {
+    fn complete(&mut self, batch: Vec<Pending>, result: Result<(), String>) {
         let chunk_id = self.meta.id;
         // The chunk must show a batch as durable before the clock calls its
         // seq stable: a snapshot or a view round at the stable seq reads
@@ -297,16 +285,30 @@ impl ChunkActor {
         if self.pending.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
-        let job = self
-            .cell
-            .with_chunk_mut(|chunk| chunk.write_out().and_then(|()| chunk.take_sync_job()));
-        let result = match job {
-            Some(Ok(job)) => job.run().map_err(|e| format!("fsync failed: {e}")),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("chunk is closed".to_owned()),
-        };
+        let (batch, result) = self.write_pending(true);
         self.complete(batch, result);
+    }
+
+    /// Takes the pending writes, hands them to the kernel in one write and,
+    /// when `sync`, fsyncs them (on this thread, outside the cell's lock).
+    fn write_pending(&mut self, sync: bool) -> (Vec<Pending>, Result<(), String>) {
+        let batch = std::mem::take(&mut self.pending);
+        let job = self.cell.with_chunk_mut(|chunk| {
+            chunk.write_out().and_then(|()| {
+                if sync {
+                    chunk.take_sync_job().map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+        });
+        let result = match job {
+            None => Err("chunk is closed".to_owned()),
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(None)) => Ok(()),
+            Some(Ok(Some(job))) => job.run().map_err(|e| format!("fsync failed: {e}")),
+        };
+        (batch, result)
     }
 
     fn needs_maintenance(&self) -> bool {

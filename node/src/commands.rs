@@ -16,6 +16,17 @@ use crate::node::{answer, backoff, call, check_key, check_op, validate_range_nam
 use crate::router::{RangeRoute, Route};
 use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
 
+/// Refuses a request carrying more items than its limit allows.
+fn check_count(n: usize, max: usize, items: &str, limit: &str) -> NodeResult<()> {
+    if n > max {
+        return Err(NodeError::client(
+            ErrorCode::BatchTooLarge,
+            format!("{n} {items} exceed the {limit} limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Node {
     /// Executes one command of the native protocol.
     pub async fn execute(
@@ -53,15 +64,7 @@ impl Node {
                 self.get(&range, key.into_vec(), at).await.map(|v| Reply::Value(v.map(Into::into)))
             }
             Command::MultiGet { range, keys, snapshot } => {
-                if keys.len() > MULTI_GET_KEYS_MAX {
-                    return Err(NodeError::client(
-                        ErrorCode::BatchTooLarge,
-                        format!(
-                            "{} keys exceed the multi-get limit of {MULTI_GET_KEYS_MAX}",
-                            keys.len()
-                        ),
-                    ));
-                }
+                check_count(keys.len(), MULTI_GET_KEYS_MAX, "keys", "multi-get")?;
                 keys.iter().try_for_each(|k| check_key(k))?;
                 let at = self.read_at(snapshot)?;
                 let keys = keys.into_iter().map(|k| k.into_vec()).collect();
@@ -69,19 +72,11 @@ impl Node {
                 Ok(Reply::Values(values.into_iter().map(|v| v.map(Into::into)).collect()))
             }
             Command::Write { range, ops, atomic } => {
-                if ops.len() > BATCH_OPS_MAX {
-                    return Err(NodeError::client(
-                        ErrorCode::BatchTooLarge,
-                        format!(
-                            "{} operations exceed the batch limit of {BATCH_OPS_MAX}",
-                            ops.len()
-                        ),
-                    ));
-                }
+                check_count(ops.len(), BATCH_OPS_MAX, "operations", "batch")?;
                 ops.iter().try_for_each(check_op)?;
                 self.write(&range, ops, atomic).await.map(Reply::Written)
             }
-            Command::Scan(req) => self.scan(req).await.map(Reply::Scan),
+            Command::Scan(req) => self.scan_range(req).await.map(Reply::Scan),
             Command::CreateSnapshot => {
                 let seq = self.clock.pin_stable();
                 session.pins.lock().unwrap_or_else(|p| p.into_inner()).push(seq);
@@ -373,11 +368,8 @@ impl Node {
         self.write(range, ops, false).await.map(|_| ())
     }
 
+    /// A range scan (for clients and for views backfilling).
     pub(crate) async fn scan_range(&self, req: ScanRequest) -> NodeResult<ScanReply> {
-        self.scan(req).await
-    }
-
-    async fn scan(&self, req: ScanRequest) -> NodeResult<ScanReply> {
         crate::scan::run(self, req).await
     }
 
@@ -400,9 +392,5 @@ impl Node {
             }
             attempt += 1;
         }
-    }
-
-    pub(crate) fn read_at_for_scan(&self, snapshot: Option<u64>) -> NodeResult<ReadAt> {
-        self.read_at(snapshot)
     }
 }

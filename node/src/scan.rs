@@ -44,7 +44,7 @@ pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
     let empty = matches!((&start, &end), (Some(s), Some(e)) if s >= e)
         || end.as_ref().is_some_and(|e| e.is_empty());
     let limit = scan_limit(req.limit);
-    let at = node.read_at_for_scan(req.snapshot)?;
+    let at = node.read_at(req.snapshot)?;
     let mut records = Vec::new();
     let mut bytes = 0usize;
     let mut resume: Option<Vec<u8>> = None;

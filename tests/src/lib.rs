@@ -37,6 +37,17 @@ pub fn cli(addr: SocketAddr, args: &[&str]) -> Output {
     cli_with_stdin(addr, args, None)
 }
 
+/// The stdout of a command that must have succeeded.
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Runs a `monotable` client command with `stdin` as its standard input.
 pub fn cli_with_stdin(addr: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(binary());

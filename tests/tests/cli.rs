@@ -1,20 +1,10 @@
 //! The `monotable` command line as a contract: names, JSON forms, exit codes.
 
-use monotable_tests::{cli, cli_with_stdin, Node};
+use monotable_tests::{cli, cli_with_stdin, ok, Node};
 use serde_json::{json, Value};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn ok(o: std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout(&o)
 }
 
 fn json_lines(s: &str) -> Vec<Value> {

@@ -4,18 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use monotable_tests::{cli, cli_with_stdin, Node};
+use monotable_tests::{cli, cli_with_stdin, ok, Node};
 use serde_json::Value;
-
-fn ok(o: std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn views(addr: std::net::SocketAddr) -> Vec<Value> {
     ok(cli(addr, &["views", "--json"]))

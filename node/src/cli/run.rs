@@ -134,10 +134,9 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                             key_path,
                             value_path: value_field,
                         },
-                        (None, Some(path)) => monotable_client::MapFunction::Lua {
-                            source: std::fs::read_to_string(&path)
-                                .with_context(|| format!("cannot read {}", path.display()))?,
-                        },
+                        (None, Some(path)) => {
+                            monotable_client::MapFunction::Lua { source: read_source(&path)? }
+                        }
                         (None, None) => unreachable!("clap requires --field or --lua"),
                     };
                     c.create_mapper(&name, &source, &target, function).await?;
@@ -155,10 +154,9 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 ReducerCmd::Create { name, range, builtin, lua } => {
                     let function = match (builtin, lua) {
                         (Some(b), _) => monotable_client::ReduceFunction::Builtin(b),
-                        (None, Some(path)) => monotable_client::ReduceFunction::Lua {
-                            source: std::fs::read_to_string(&path)
-                                .with_context(|| format!("cannot read {}", path.display()))?,
-                        },
+                        (None, Some(path)) => {
+                            monotable_client::ReduceFunction::Lua { source: read_source(&path)? }
+                        }
                         (None, None) => unreachable!("clap requires --builtin or --lua"),
                     };
                     c.create_reducer_with(&name, &range, function).await?;
@@ -320,4 +318,9 @@ async fn scan(args: ScanArgs, out: &mut impl Write) -> Result<()> {
         remaining -= 1;
     }
     Ok(())
+}
+
+/// The text of a Lua file given on the command line.
+fn read_source(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }

@@ -268,15 +268,6 @@ impl Chunk {
         }
     }
 
-    /// The newest value of `key` including writes not yet durable: for
-    /// read-modify-write inside the chunk's single writer.
-    pub fn get_latest_unsynced(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChunkError> {
-        match self.index.newest(key) {
-            Some(v) if !v.is_tombstone() => Ok(Some(self.log.read(key, &v)?)),
-            _ => Ok(None),
-        }
-    }
-
     /// Records within `bounds` (already clipped to this chunk by the caller,
     /// or not: keys outside the chunk do not exist here anyway).
     pub fn scan(

@@ -121,11 +121,6 @@ impl ChunkIndex {
         self.last_seq = self.last_seq.max(seq);
     }
 
-    /// Number of distinct keys with any version, tombstones included.
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
-    }
-
     /// Records a new version of `key`. Versions of one key arrive in seq
     /// order (a batch may write a key twice under one seq: the later wins);
     /// different keys may arrive in any order, as a compacted log holds them.
@@ -159,11 +154,6 @@ impl ChunkIndex {
     pub fn get(&self, key: &[u8], at: u64) -> Option<Version> {
         let v = self.keys.get(key)?.at(at)?;
         (!v.is_tombstone()).then_some(*v)
-    }
-
-    /// The newest version of `key` regardless of snapshot, tombstones included.
-    pub fn newest(&self, key: &[u8]) -> Option<Version> {
-        self.keys.get(key).map(|c| *c.newest())
     }
 
     /// Live records within `bounds` at snapshot `at`, in key order (or

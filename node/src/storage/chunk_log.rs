@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::chunk_index::Version;
-use super::entry::{self, decode_entry, encode_entry, EntryError, EntryRef};
+use super::entry::{decode_entry, encode_entry, EntryError, EntryRef};
 
 const SEGMENT_MAGIC: [u8; 8] = *b"MTSEGMNT";
 const SEGMENT_FORMAT: u32 = 1;
@@ -605,9 +605,4 @@ fn describe_damage(bytes: &[u8]) -> String {
         Err(e) => e.to_string(),
         Ok(_) => "incomplete batch followed by more data".into(),
     }
-}
-
-/// Bytes an entry takes in a compacted segment; used to size buffers.
-pub fn entry_bytes(key: &[u8], value_len: usize) -> usize {
-    entry::entry_size(key.len(), value_len)
 }

@@ -13,6 +13,7 @@ use crate::catalog::{Backfill, MapperMeta};
 use crate::chunk_actor::ChunkMsg;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_range_name, Node};
+use crate::router::Route;
 use crate::storage::chunk::Change;
 use crate::view::map_fn::{FieldMapper, MapperFunction};
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
@@ -123,13 +124,15 @@ impl Node {
         Ok(addr)
     }
 
+    /// The chunks of a range, as the router has them now; `None` when the
+    /// range is gone.
+    fn routes_of(&self, range_id: u64) -> Option<Vec<Route>> {
+        self.router_read().range_by_id(range_id).map(|r| r.chunks.values().cloned().collect())
+    }
+
     /// Live records of a range, from its chunks.
     fn range_records(&self, range_id: u64) -> u64 {
-        let routes = self
-            .router_read()
-            .range_by_id(range_id)
-            .map(|r| r.chunks.values().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
+        let routes = self.routes_of(range_id).unwrap_or_default();
         routes.iter().map(|r| r.cell.with_chunk(|c| Ok(c.info().records)).unwrap_or(0)).sum()
     }
 
@@ -283,9 +286,7 @@ impl Node {
     /// Changes to `range_id` in `(after, upto]`, from every chunk.
     pub fn changes(&self, range_id: u64, after: u64, upto: u64) -> NodeResult<Vec<Change>> {
         let routes = self
-            .router_read()
-            .range_by_id(range_id)
-            .map(|r| r.chunks.values().cloned().collect::<Vec<_>>())
+            .routes_of(range_id)
             .ok_or_else(|| bad_request("the source range of a view was dropped"))?;
         let mut out = Vec::new();
         for route in routes {
@@ -305,11 +306,7 @@ impl Node {
 
     /// Changes to `range_id` above `after` that views have yet to see.
     pub fn pending_changes(&self, range_id: u64, after: u64) -> u64 {
-        let routes = self
-            .router_read()
-            .range_by_id(range_id)
-            .map(|r| r.chunks.values().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
+        let routes = self.routes_of(range_id).unwrap_or_default();
         routes
             .iter()
             .map(|r| r.cell.with_chunk(|c| Ok(c.pending_changes(after))).unwrap_or(0))
@@ -341,13 +338,9 @@ impl Node {
         // of the range has answered.
         for _ in 0..REWATCH_ATTEMPTS_MAX {
             let floor = self.view_floor(range_id);
-            let addrs: Vec<_> = self
-                .router_read()
-                .range_by_id(range_id)
-                .map(|r| r.chunks.values().map(|c| c.addr.clone()).collect())
-                .unwrap_or_default();
+            let routes = self.routes_of(range_id).unwrap_or_default();
             let mut all = true;
-            for addr in addrs {
+            for addr in routes.iter().map(|r| &r.addr) {
                 let (reply, rx) = oneshot::channel();
                 addr.do_send(ChunkMsg::Watch { after: floor, reply });
                 match rx.await {
