@@ -43,7 +43,7 @@ use monotable_proto::limits::{BATCH_OPS_MAX, KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_
 pub use monotable_proto::tuple;
 pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
-    MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, ViewStatus,
+    MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, TreeStatus, ViewStatus,
 };
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;

@@ -100,14 +100,19 @@ pub struct MapperMeta {
     pub backfill: Option<Backfill>,
 }
 
-/// A registered reducer. Its reduce tree lives in memory and is loaded
-/// from its range at start, so only the definition is stored.
+/// A registered reducer and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReducerMeta {
     pub name: String,
     pub range: String,
     pub range_id: u64,
     pub function: crate::view::reducer_fn::ReducerFunction,
+    /// Every change to the range at or below this seq is reflected in the
+    /// meta-ranges; `None` until the first build is saved. The node keeps a
+    /// pin here, like a mapper's.
+    pub checkpoint: Option<u64>,
+    /// The meta-ranges of the reduce tree, level 1 upwards: (name, id).
+    pub levels: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -78,6 +78,8 @@ impl Node {
             }
             Command::Scan(req) => self.scan_range(req).await.map(Reply::Scan),
             Command::CreateSnapshot => {
+                // A snapshot shows every write acknowledged before it.
+                self.wait_settled().await?;
                 let seq = self.clock.pin_stable();
                 session.pins.lock().unwrap_or_else(|p| p.into_inner()).push(seq);
                 Ok(Reply::Snapshot(seq))
@@ -145,6 +147,16 @@ impl Node {
         options: RangeOptions,
     ) -> NodeResult<()> {
         validate_range_name(name)?;
+        self.create_range_unchecked(name, options).map(|_| ())
+    }
+
+    /// Creates a range under any name (the node's own ranges use names
+    /// clients cannot); returns its id.
+    pub(crate) fn create_range_unchecked(
+        self: &Arc<Self>,
+        name: &str,
+        options: RangeOptions,
+    ) -> NodeResult<u64> {
         if options.chunk_size_max_bytes < CHUNK_SIZE_MIN_BYTES {
             return Err(NodeError::client(
                 ErrorCode::BadRequest,
@@ -172,7 +184,7 @@ impl Node {
         router.insert_range(range.clone());
         router.insert_chunk(range.id, route);
         tracing::info!(range = name, id = range.id, "created range");
-        Ok(())
+        Ok(range.id)
     }
 
     pub(crate) async fn describe_range(&self, name: &str) -> NodeResult<RangeInfo> {
@@ -202,6 +214,11 @@ impl Node {
                 format!("range {name:?} is used by view {view:?}; drop the view first"),
             ));
         }
+        self.drop_range_unchecked(name).await
+    }
+
+    /// Drops a range, whoever uses it.
+    pub(crate) async fn drop_range_unchecked(&self, name: &str) -> NodeResult<()> {
         self.catalog.drop_range(name)?;
         let Some(route) = self.router_write().remove_range(name) else {
             return Ok(());

@@ -97,6 +97,9 @@ pub(crate) async fn answer<T>(rx: oneshot::Receiver<NodeResult<T>>) -> NodeResul
 
 /// Waits before routing a request again; gives up when the chunk keeps
 /// moving, or at once when the node is shutting down (its chunks stopped).
+/// Longest a snapshot waits for older writes to become durable.
+const SETTLE_WAIT_MAX_MS: u64 = 10_000;
+
 pub(crate) async fn backoff(node: &Node, attempt: u32) -> NodeResult<()> {
     if node.is_shutting_down() {
         return Err(NodeError::ShuttingDown);
@@ -203,13 +206,23 @@ impl Node {
         for m in &mappers {
             node.clock.pin(m.checkpoint);
         }
-        // Reducers start from a fresh snapshot, taken after this; their
-        // ranges journal from the start of the log until then.
+        // A reducer's saved checkpoint is its journal's floor (pinned here
+        // and held as `saved`); a reducer without one builds from a fresh
+        // snapshot, taken after this, so its range journals from the end of
+        // the log.
+        for r in &catalog_reducers {
+            if let Some(saved) = r.checkpoint {
+                node.clock.pin(saved);
+            }
+        }
         let floor = |range_id: u64| {
             let mapper =
                 mappers.iter().filter(|m| m.source_id == range_id).map(|m| m.checkpoint).min();
-            let reducer =
-                catalog_reducers.iter().any(|r| r.range_id == range_id).then_some(last_seq);
+            let reducer = catalog_reducers
+                .iter()
+                .filter(|r| r.range_id == range_id)
+                .map(|r| r.checkpoint.unwrap_or(last_seq))
+                .min();
             mapper.into_iter().chain(reducer).min()
         };
         for (meta, result) in opened {
@@ -235,9 +248,9 @@ impl Node {
             }
         }
         // Reducers are registered before serving starts (their chunks
-        // already journal from `last_seq`) and load their trees in the
-        // background; until loaded, fresh queries wait and others answer
-        // "view lagging".
+        // already journal from their floor) and restore or build their trees
+        // in the background; until then, fresh queries wait and others
+        // answer "view lagging".
         for r in catalog_reducers {
             let name = r.name.clone();
             match node.register_reducer(r) {
@@ -349,6 +362,26 @@ impl Node {
             arbiter.stop();
             let _ = arbiter.join();
         }
+    }
+
+    /// Waits until the stable seq covers every write acknowledged before
+    /// the call (an older batch on another chunk may still be syncing).
+    pub(crate) async fn wait_settled(&self) -> NodeResult<()> {
+        let target = self.clock.settled_max();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(SETTLE_WAIT_MAX_MS);
+        while self.clock.stable() < target {
+            if self.is_shutting_down() {
+                return Err(NodeError::ShuttingDown);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::client(
+                    ErrorCode::Busy,
+                    "a write on another chunk is taking too long to become durable; retry",
+                ));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        Ok(())
     }
 
     pub(crate) fn range_route<T>(

@@ -219,6 +219,22 @@ pub struct ViewStatus {
     /// While backfilling: records done, and records in the source when the
     /// backfill began.
     pub backfill: Option<(u64, u64)>,
+    /// A reducer's reduce tree.
+    pub tree: Option<TreeStatus>,
+}
+
+/// The shape of a reducer's reduce tree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TreeStatus {
+    /// Levels: the range, then one meta-range per level above it.
+    pub levels: u32,
+    /// Chunks of the range, and how many have their tree in memory (the
+    /// others are loaded when a change or a query's edge lands in them).
+    pub chunks: u64,
+    pub chunks_in_memory: u64,
+    /// The checkpoint saved with the meta-ranges, which a restart resumes
+    /// from; `None` before the first save.
+    pub saved: Option<u64>,
 }
 
 /// A write's place in history: the chunk that applied it and its seq there.

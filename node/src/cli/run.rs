@@ -234,6 +234,14 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                         backfill,
                         v.function
                     )?;
+                    if let Some(t) = &v.tree {
+                        let saved = t.saved.map_or("not yet".to_owned(), |s| format!("at seq {s}"));
+                        writeln!(
+                            out,
+                            "  reduce tree: {} levels, {} of {} chunk trees in memory, saved {saved}",
+                            t.levels, t.chunks_in_memory, t.chunks
+                        )?;
+                    }
                     if let Some(e) = &v.last_error {
                         let key =
                             v.last_error_key.as_ref().map(|k| json::key_to_json(k).to_string());
@@ -261,6 +269,12 @@ fn view_json(v: &monotable_client::ViewStatus) -> serde_json::Value {
         "last_error": v.last_error,
         "last_error_key": v.last_error_key.as_ref().map(|k| json::key_to_json(k)),
         "backfill": v.backfill.map(|(done, total)| json!({"done": done, "total": total})),
+        "tree": v.tree.as_ref().map(|t| json!({
+            "levels": t.levels,
+            "chunks": t.chunks,
+            "chunks_in_memory": t.chunks_in_memory,
+            "saved": t.saved,
+        })),
     })
 }
 

@@ -20,6 +20,10 @@ struct ClockState {
     in_flight: BTreeSet<u64>,
     /// Pinned snapshot -> number of holders.
     pins: BTreeMap<u64, u32>,
+    /// The highest seq settled so far. It may be above the stable seq: a
+    /// batch is acknowledged as soon as it is durable, while an older one
+    /// on another chunk may still be in flight.
+    settled_max: u64,
 }
 
 impl ClockState {
@@ -43,7 +47,13 @@ impl SeqClock {
     /// A clock whose first seq follows `last_used` (the highest seq found in
     /// any chunk log at startup).
     pub fn new(last_used: u64) -> Self {
-        SeqClock { state: Mutex::new(ClockState { next: last_used + 1, ..Default::default() }) }
+        SeqClock {
+            state: Mutex::new(ClockState {
+                next: last_used + 1,
+                settled_max: last_used,
+                ..Default::default()
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
@@ -68,7 +78,15 @@ impl SeqClock {
         for seq in seqs {
             let was = s.in_flight.remove(&seq);
             debug_assert!(was, "seq {seq} resolved twice");
+            s.settled_max = s.settled_max.max(seq);
         }
+    }
+
+    /// The highest seq settled so far: every write acknowledged before this
+    /// call is at or below it. What a fresh read must wait for (the stable
+    /// seq can lag behind an acknowledged write).
+    pub fn settled_max(&self) -> u64 {
+        self.lock().settled_max
     }
 
     /// The newest snapshot every chunk can serve consistently.
@@ -135,6 +153,19 @@ mod tests {
         assert_eq!(c.stable(), 10);
         c.resolve([a]);
         assert_eq!(c.stable(), 12);
+    }
+
+    #[test]
+    fn settled_max_runs_ahead_of_stable() {
+        let c = SeqClock::new(3);
+        assert_eq!(c.settled_max(), 3);
+        let (a, b) = (c.allocate(), c.allocate());
+        c.resolve([b]);
+        // `b` is acknowledged, `a` still in flight: fresh reads must wait
+        // for `b`, which the stable seq does not show yet.
+        assert_eq!((c.stable(), c.settled_max()), (3, b));
+        c.resolve([a]);
+        assert_eq!((c.stable(), c.settled_max()), (b, b));
     }
 
     #[test]

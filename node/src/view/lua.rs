@@ -548,10 +548,10 @@ mod tests {
             "function reduce(keys, values, rereduce) local s = 0 for _, v in ipairs(values) do s = s + v end return s end",
         )
         .expect("compiles");
-        let mut tree = ReduceTree::new(r);
+        let mut tree = ReduceTree::new();
         for i in 0..100i64 {
-            let leaf = tree.monoid().leaf(&key(i), &rmp_serde::to_vec(&i).expect("int"));
-            tree.insert(&key(i), leaf);
+            let leaf = r.leaf(&key(i), &rmp_serde::to_vec(&i).expect("int"));
+            tree.insert(&r, &key(i), leaf);
         }
         assert_eq!(tree.total(), Some(Ok(rmpv::Value::from(4950))));
         let grow = LuaReducer::new(

@@ -136,6 +136,7 @@ impl MapperActor {
             last_error: self.stats.last_error.clone(),
             last_error_key: self.stats.last_error_key.clone().map(Bytes::from),
             backfill: m.backfill.as_ref().map(|b| (b.done, b.total)),
+            tree: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`reduction`]: built-in reducers as monoids over [`reduction::Reduction`].
 //! - [`hll`]: HyperLogLog sketches for `count_distinct`.
 //! - [`reduce_tree`]: an ordered map with a reduction in every node.
+//! - [`levels`]: the reduce tree across chunks: one tree per chunk, each
+//!   chunk's total a row of a meta-range one level up.
 //! - [`mapper`]: the actor that keeps a mapper's target range up to date.
 //! - [`reducer`]: the actor that keeps a reducer's tree and answers
 //!   aggregates.
@@ -14,6 +16,7 @@
 //! them up to date as chunks change are built on top.
 
 pub mod hll;
+pub mod levels;
 pub mod lua;
 pub mod map_fn;
 pub mod mapper;

@@ -31,10 +31,11 @@ struct Node<R> {
     right: Option<Box<Node<R>>>,
 }
 
-pub struct ReduceTree<M: Monoid> {
-    root: Option<Box<Node<M::R>>>,
+/// The tree does not own its monoid: every method that combines takes it,
+/// so many trees (one per chunk of a range) can share one function.
+pub struct ReduceTree<R> {
+    root: Option<Box<Node<R>>>,
     len: usize,
-    monoid: M,
     /// xorshift state for priorities; seeded, so runs are reproducible.
     rng: u64,
 }
@@ -47,9 +48,15 @@ fn join<M: Monoid>(m: &M, a: Option<M::R>, b: Option<M::R>) -> Option<M::R> {
     }
 }
 
-impl<M: Monoid> ReduceTree<M> {
-    pub fn new(monoid: M) -> Self {
-        ReduceTree { root: None, len: 0, monoid, rng: 0x853c_49e6_748f_ea9b }
+impl<R: Clone> Default for ReduceTree<R> {
+    fn default() -> Self {
+        ReduceTree { root: None, len: 0, rng: 0x853c_49e6_748f_ea9b }
+    }
+}
+
+impl<R: Clone> ReduceTree<R> {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     pub fn len(&self) -> usize {
@@ -60,10 +67,6 @@ impl<M: Monoid> ReduceTree<M> {
         self.len == 0
     }
 
-    pub fn monoid(&self) -> &M {
-        &self.monoid
-    }
-
     fn next_priority(&mut self) -> u64 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -72,25 +75,25 @@ impl<M: Monoid> ReduceTree<M> {
     }
 
     /// Sets the row `key` to `leaf`, replacing any row with the same key.
-    pub fn insert(&mut self, key: &[u8], leaf: M::R) {
+    pub fn insert<M: Monoid<R = R>>(&mut self, m: &M, key: &[u8], leaf: R) {
         let priority = self.next_priority();
         let root = self.root.take();
-        let (root, added) = insert(&self.monoid, root, key, leaf, priority);
+        let (root, added) = insert(m, root, key, leaf, priority);
         self.root = Some(root);
         self.len += usize::from(added);
     }
 
     /// Removes the row `key`; false if there was none.
-    pub fn remove(&mut self, key: &[u8]) -> bool {
+    pub fn remove<M: Monoid<R = R>>(&mut self, m: &M, key: &[u8]) -> bool {
         let root = self.root.take();
-        let (root, removed) = remove(&self.monoid, root, key);
+        let (root, removed) = remove(m, root, key);
         self.root = root;
         self.len -= usize::from(removed);
         removed
     }
 
     /// The row's own reduction.
-    pub fn get(&self, key: &[u8]) -> Option<&M::R> {
+    pub fn get(&self, key: &[u8]) -> Option<&R> {
         let mut node = self.root.as_deref();
         while let Some(n) = node {
             match key.cmp(&n.key) {
@@ -103,13 +106,17 @@ impl<M: Monoid> ReduceTree<M> {
     }
 
     /// The reduction of every row; `None` when there are none.
-    pub fn total(&self) -> Option<M::R> {
+    pub fn total(&self) -> Option<R> {
         self.root.as_ref().map(|n| n.subtree.clone())
     }
 
     /// The reduction of the rows within `bounds`, in key order.
-    pub fn reduce(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Option<M::R> {
-        query(&self.monoid, self.root.as_deref(), bounds.0, bounds.1)
+    pub fn reduce<M: Monoid<R = R>>(
+        &self,
+        m: &M,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+    ) -> Option<R> {
+        query(m, self.root.as_deref(), bounds.0, bounds.1)
     }
 
     /// The smallest key within `lower` (or any key, when unbounded).
@@ -128,7 +135,7 @@ impl<M: Monoid> ReduceTree<M> {
     }
 
     /// Every row in key order (for tests and rebuilds).
-    pub fn rows(&self) -> Vec<(&[u8], &M::R)> {
+    pub fn rows(&self) -> Vec<(&[u8], &R)> {
         fn walk<'a, R>(n: Option<&'a Node<R>>, out: &mut Vec<(&'a [u8], &'a R)>) {
             if let Some(n) = n {
                 walk(n.left.as_deref(), out);
@@ -340,16 +347,16 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
         #[test]
         fn matches_a_naive_fold(ops in proptest::collection::vec(op(), 1..200)) {
-            let mut tree = ReduceTree::new(Concat);
+            let mut tree = ReduceTree::new();
             let mut model: BTreeMap<Vec<u8>, String> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Insert(k, c) => {
-                        tree.insert(&[k], c.to_string());
+                        tree.insert(&Concat, &[k], c.to_string());
                         model.insert(vec![k], c.to_string());
                     }
                     Op::Remove(k) => {
-                        prop_assert_eq!(tree.remove(&[k]), model.remove(&vec![k]).is_some());
+                        prop_assert_eq!(tree.remove(&Concat, &[k]), model.remove(&vec![k]).is_some());
                     }
                     Op::Query(a, b, ai, bi) => {
                         let (a, b) = (a.map(|k| vec![k]), b.map(|k| vec![k]));
@@ -361,7 +368,7 @@ mod tests {
                         } else {
                             model.range::<[u8], _>((lo, hi)).map(|(_, v)| v.as_str()).collect()
                         };
-                        let got = tree.reduce((lo, hi)).unwrap_or_default();
+                        let got = tree.reduce(&Concat, (lo, hi)).unwrap_or_default();
                         prop_assert_eq!(got, want);
                     }
                     Op::First(a) => {
@@ -391,17 +398,18 @@ mod tests {
     #[test]
     fn range_queries_cost_logarithmic_combines() {
         let n = 1u32 << 16;
-        let mut tree = ReduceTree::new(Counting(std::cell::Cell::new(0)));
+        let counting = Counting(std::cell::Cell::new(0));
+        let mut tree = ReduceTree::new();
         for i in 0..n {
-            tree.insert(&i.to_be_bytes(), 1);
+            tree.insert(&counting, &i.to_be_bytes(), 1);
         }
         let mut worst = 0;
         for (lo, hi) in [(1u32, n - 2), (n / 3, n / 2), (17, 40_000), (12_345, 54_321)] {
-            tree.monoid().0.set(0);
+            counting.0.set(0);
             let (l, h) = (lo.to_be_bytes(), hi.to_be_bytes());
-            let got = tree.reduce((Bound::Included(&l[..]), Bound::Excluded(&h[..])));
+            let got = tree.reduce(&counting, (Bound::Included(&l[..]), Bound::Excluded(&h[..])));
             assert_eq!(got, Some(u64::from(hi - lo)));
-            worst = worst.max(tree.monoid().0.get());
+            worst = worst.max(counting.0.get());
         }
         // A treap of 65,536 rows is about 2 * 1.39 * 16 = 45 levels deep at
         // worst in expectation; a scan would combine tens of thousands.

@@ -1,35 +1,43 @@
-//! The reducer actor: keeps a [`crate::view::reduce_tree::ReduceTree`] of every row of its range, so
-//! the reduction of any key range, or of every group of rows sharing a tuple
-//! prefix, costs O(log n) per group.
+//! The reducer actor: keeps a reducer's reduce tree ([`crate::view::levels`])
+//! up to date and answers aggregates from it.
 //!
 //! Like a mapper it has a pinned checkpoint `C` and follows its range's
-//! change journal: a round takes the changes in `(C, S]` and, per changed
-//! key, removes the old row's leaf and inserts the new one (O(log n) each).
-//! The tree lives in memory: at start the reducer loads it from a scan of
-//! the range at a pinned snapshot (a batch at a time, serving no query until
-//! it is complete), then follows the journal from there.
+//! change journal: a round takes the changes in `(C, S]`, sets each changed
+//! row in the tree of its chunk's part (O(log n)), and sends the new totals
+//! of the changed parts up the levels, one update per dirty parent. The
+//! meta rows that changed are then written to the meta-ranges, and once
+//! they are durable the reducer's checkpoint is saved in the catalog: after
+//! a crash the reducer restores its levels from the meta-ranges and replays
+//! the journal from that checkpoint, rebuilding nothing else.
+//!
+//! A new reducer builds its tree from a scan of the range at a pinned
+//! snapshot, a batch at a time (queries answer "view lagging" meanwhile).
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use monotable_proto::tuple;
-use monotable_proto::{Bytes, ErrorCode, ScanRequest, ViewStatus};
+use monotable_proto::{Bytes, ErrorCode, ScanRequest, TreeStatus, ViewStatus, WriteOp};
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
 
 use crate::catalog::ReducerMeta;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
+use crate::view::levels::Rows;
 use crate::view::mapper::{Dirty, Status, Stop};
-use crate::view::reducer_fn::Reductions;
+use crate::view::reducer_fn::ReduceView;
 
 /// Rows loaded per batch while the tree is built.
 const LOAD_BATCH_RECORDS: u32 = 5_000;
 /// Most groups one grouped query returns.
 pub const AGGREGATE_GROUPS_MAX: usize = 10_000;
 const ROUND_RETRY_MS: u64 = 50;
+/// Least time between two saves of the meta rows and checkpoint.
+const SAVE_INTERVAL_MS: u64 = 20;
 
 /// An aggregate over `[start, end)` (either may be unbounded), grouped by
 /// the first `group_level` tuple elements when given.
@@ -63,18 +71,25 @@ enum Phase {
         loaded: u64,
         total: u64,
     },
+    /// Rebuilding the levels from the meta-ranges (after a restart).
+    Restoring,
     Following,
 }
 
 pub struct ReducerActor {
     node: Arc<Node>,
     meta: ReducerMeta,
-    tree: Reductions,
+    view: Box<dyn ReduceView>,
     /// The pinned seq the tree reflects.
     checkpoint: u64,
+    /// The pinned seq the meta-ranges and catalog reflect, once saved.
+    saved: Option<u64>,
     phase: Phase,
     dirty: bool,
+    /// A load batch is being read.
     running: bool,
+    saving: bool,
+    adding_level: bool,
     stopping: Option<oneshot::Sender<NodeResult<()>>>,
     errors: u64,
     last_error: Option<String>,
@@ -86,24 +101,36 @@ impl Actor for ReducerActor {
     type Context = Context<Self>;
 }
 
+fn internal(e: String) -> NodeError {
+    NodeError::Internal(e)
+}
+
 impl ReducerActor {
-    /// A reducer about to load its tree from the range as of `checkpoint`,
-    /// which the caller has pinned for it.
-    pub fn new(
-        node: Arc<Node>,
-        meta: ReducerMeta,
-        tree: Reductions,
-        checkpoint: u64,
-        total: u64,
-    ) -> Self {
+    /// A reducer at `checkpoint`, which the caller has pinned for it: the
+    /// saved checkpoint of a reducer that has one (also pinned, once more,
+    /// as `saved`), or a fresh snapshot to build from.
+    pub fn new(node: Arc<Node>, meta: ReducerMeta, checkpoint: u64, total: u64) -> Self {
+        let (phase, saved) = match meta.checkpoint {
+            Some(saved) => (Phase::Restoring, Some(saved)),
+            None => (Phase::Loading { cursor: None, loaded: 0, total }, None),
+        };
+        let view = match meta.function.levels() {
+            Ok(v) => v,
+            // Checked when the reducer was created; a Lua reducer whose
+            // source no longer compiles keeps answering errors.
+            Err(e) => panic!("reducer {} does not compile: {e}", meta.name),
+        };
         ReducerActor {
             node,
             meta,
-            tree,
+            view,
             checkpoint,
-            phase: Phase::Loading { cursor: None, loaded: 0, total },
+            saved,
+            phase,
             dirty: false,
             running: false,
+            saving: false,
+            adding_level: false,
             stopping: None,
             errors: 0,
             last_error: None,
@@ -124,10 +151,19 @@ impl ReducerActor {
         self.last_error_key = Some(key.to_vec());
     }
 
-    /// Sets the row `key` from its value (or removes it).
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
-        if let Err(e) = self.tree.set(key, value) {
-            self.record_error(key, e);
+    /// Reads rows of the range at the checkpoint, for parts the tree loads.
+    fn loader(&self) -> impl FnMut(&[u8], Option<&[u8]>) -> Result<Rows, String> {
+        let node = self.node.clone();
+        let (range_id, at) = (self.meta.range_id, self.checkpoint);
+        move |start, end| node.rows_at(range_id, start, end, Some(at)).map_err(|e| e.to_string())
+    }
+
+    /// The range holding level `level` of the tree.
+    fn level_range(&self, level: usize) -> u64 {
+        if level == 0 {
+            self.meta.range_id
+        } else {
+            self.meta.levels[level - 1].1
         }
     }
 
@@ -136,46 +172,261 @@ impl ReducerActor {
         let result =
             self.node.catalog.remove_reducer(&self.meta.name).map(|_| ()).map_err(NodeError::from);
         self.node.clock.unpin(self.checkpoint);
+        if let Some(saved) = self.saved {
+            self.node.clock.unpin(saved);
+        }
         self.node.views_write().reducers.remove(&self.meta.name);
         let _ = reply.send(result);
         ctx.stop();
     }
 
-    fn answer(&self, q: &AggregateQuery) -> NodeResult<AggregateAnswer> {
-        if let Phase::Loading { loaded, total, .. } = self.phase {
-            return Err(NodeError::client(
-                ErrorCode::ViewLagging,
-                format!("reducer {} is still loading ({loaded} of {total} rows)", self.meta.name),
-            ));
+    fn restore(&mut self) -> NodeResult<()> {
+        let depth = self.meta.levels.len() + 1;
+        let mut partitions = Vec::with_capacity(depth);
+        for level in 0..depth {
+            partitions.push(self.node.partition(self.level_range(level))?);
         }
+        let mut meta_rows = Vec::with_capacity(depth - 1);
+        for &(_, id) in &self.meta.levels {
+            meta_rows.push(self.node.rows_at(id, &[], None, None)?);
+        }
+        let mut load = self.loader();
+        self.view =
+            self.meta.function.restore(partitions, meta_rows, &mut load).map_err(internal)?;
+        let (loaded, parts) = self.view.loaded_parts();
+        tracing::info!(
+            reducer = %self.meta.name,
+            levels = depth,
+            parts,
+            loaded,
+            checkpoint = self.checkpoint,
+            "reduce tree restored from its meta-ranges"
+        );
+        Ok(())
+    }
+
+    /// One round of following the journal, synchronously: every part a
+    /// change lands in is loaded (at the checkpoint) before the changes
+    /// apply, so a failure leaves the tree at the checkpoint to retry from.
+    fn follow(&mut self) -> NodeResult<()> {
+        let upto = self.node.clock.stable();
+        let changes = if upto > self.checkpoint {
+            self.node.changes(self.meta.range_id, self.checkpoint, upto)?
+        } else {
+            Vec::new()
+        };
+        let mut load = self.loader();
+        for level in 0..self.view.depth() {
+            let bounds = self.node.partition(self.level_range(level))?;
+            self.view.repartition(level, &bounds, &mut load).map_err(internal)?;
+        }
+        let mut refused = Vec::new();
+        for c in &changes {
+            match self.view.apply(&c.key, c.new.as_deref(), &mut load) {
+                Ok(None) => {}
+                Ok(Some(e)) => refused.push((c.key.clone(), e)),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        for (key, e) in refused {
+            self.record_error(&key, e);
+        }
+        self.view.propagate();
+        if upto > self.checkpoint {
+            self.node.clock.pin(upto);
+            self.node.clock.unpin(self.checkpoint);
+            self.checkpoint = upto;
+        }
+        self.node.set_reducer_checkpoint(&self.meta.name, self.checkpoint, self.saved, true);
+        Ok(())
+    }
+
+    /// Adds a level above the top one when it has several parts.
+    fn grow(&mut self, ctx: &mut Context<Self>) {
+        if self.adding_level || self.stopping.is_some() || !self.view.needs_level() {
+            return;
+        }
+        self.adding_level = true;
+        let level = self.view.depth();
+        let name = format!("{}#{level}", self.meta.name);
+        let node = self.node.clone();
+        let source = self.meta.range_id;
+        let create = async move {
+            let id = node.create_meta_range(&name, source).await?;
+            Ok::<_, NodeError>((name, id))
+        };
+        ctx.spawn(create.into_actor(self).map(move |result, act, ctx| {
+            act.adding_level = false;
+            if act.stopping.is_some() {
+                return;
+            }
+            match result {
+                Ok((name, id)) if act.view.depth() == level => {
+                    act.meta.levels.truncate(level - 1);
+                    act.meta.levels.push((name, id));
+                    if let Err(e) = act.node.catalog.put_reducer(&act.meta) {
+                        act.last_error = Some(format!("saving the reducer failed: {e}"));
+                    }
+                    act.node.set_reducer_ranges(&act.meta);
+                    act.view.add_level();
+                    tracing::debug!(reducer = %act.meta.name, levels = level + 1, "reduce tree grew a level");
+                    act.save(ctx);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    act.last_error = Some(format!("adding a level failed, retrying: {e}"));
+                    ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| act.grow(ctx));
+                }
+            }
+        }));
+    }
+
+    /// Writes the meta rows that changed, then saves the checkpoint they
+    /// reflect (so the saved checkpoint never runs ahead of the rows).
+    fn save(&mut self, ctx: &mut Context<Self>) {
+        if self.saving || self.stopping.is_some() || !matches!(self.phase, Phase::Following) {
+            return;
+        }
+        let target = self.checkpoint;
+        if !self.view.has_unsaved() && self.saved == Some(target) {
+            return;
+        }
+        self.saving = true;
+        let rows = self.view.take_unsaved();
+        let mut by_level: BTreeMap<usize, Vec<WriteOp>> = BTreeMap::new();
+        for (level, key, value) in &rows {
+            let key = Bytes::from(key.clone());
+            by_level.entry(*level).or_default().push(match value {
+                Some(v) => WriteOp::Put { key, value: Bytes::from(v.clone()) },
+                None => WriteOp::Delete { key },
+            });
+        }
+        let writes: Vec<(String, Vec<WriteOp>)> = by_level
+            .into_iter()
+            .map(|(level, ops)| (self.meta.levels[level - 1].0.clone(), ops))
+            .collect();
+        let node = self.node.clone();
+        let write = async move {
+            for (range, ops) in writes {
+                node.write_ops(&range, ops).await?;
+            }
+            Ok::<_, NodeError>(())
+        };
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+            act.saving = false;
+            if act.stopping.is_some() {
+                return;
+            }
+            let result = result.and_then(|()| {
+                let mut meta = act.meta.clone();
+                meta.checkpoint = Some(target);
+                act.node.catalog.put_reducer(&meta)?;
+                act.meta = meta;
+                Ok(())
+            });
+            match result {
+                Ok(()) => {
+                    act.node.clock.pin(target);
+                    if let Some(old) = act.saved.replace(target) {
+                        act.node.clock.unpin(old);
+                    }
+                    act.node.set_reducer_checkpoint(
+                        &act.meta.name,
+                        act.checkpoint,
+                        act.saved,
+                        true,
+                    );
+                    ctx.run_later(Duration::from_millis(SAVE_INTERVAL_MS), |act, ctx| {
+                        act.save(ctx)
+                    });
+                }
+                Err(e) => {
+                    if act.node.is_shutting_down() {
+                        return;
+                    }
+                    act.view.return_unsaved(rows);
+                    if !matches!(e, NodeError::Moved) {
+                        act.last_error =
+                            Some(format!("saving the reduce tree failed, retrying: {e}"));
+                    }
+                    ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| act.save(ctx));
+                }
+            }
+        }));
+    }
+
+    /// After a synchronous step: retry on failure, else grow and save.
+    fn after_step(&mut self, result: NodeResult<()>, ctx: &mut Context<Self>) {
+        match result {
+            Ok(()) => {
+                self.grow(ctx);
+                self.save(ctx);
+                if self.dirty {
+                    self.schedule(ctx);
+                }
+            }
+            Err(e) => {
+                if self.node.is_shutting_down() {
+                    return;
+                }
+                tracing::debug!(reducer = %self.meta.name, error = %e, "round failed; retrying");
+                if !matches!(e, NodeError::Moved) {
+                    self.last_error = Some(format!("round failed, retrying: {e}"));
+                }
+                self.dirty = true;
+                ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| act.schedule(ctx));
+            }
+        }
+    }
+
+    fn answer(&mut self, q: &AggregateQuery) -> NodeResult<AggregateAnswer> {
+        match self.phase {
+            Phase::Following => {}
+            Phase::Loading { loaded, total, .. } => {
+                return Err(NodeError::client(
+                    ErrorCode::ViewLagging,
+                    format!(
+                        "reducer {} is still loading ({loaded} of {total} rows)",
+                        self.meta.name
+                    ),
+                ))
+            }
+            Phase::Restoring => {
+                return Err(NodeError::client(
+                    ErrorCode::ViewLagging,
+                    format!("reducer {} is restoring its reduce tree", self.meta.name),
+                ))
+            }
+        }
+        let name = self.meta.name.clone();
+        let failed = |e: String| {
+            NodeError::client(ErrorCode::BadRequest, format!("reducer {name} failed: {e}"))
+        };
+        let mut load = self.loader();
         let lower = q.start.as_deref().map_or(Bound::Unbounded, Bound::Included);
         let upper = q.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let failed = |e: String| {
-            NodeError::client(
-                ErrorCode::BadRequest,
-                format!("reducer {} failed: {e}", self.meta.name),
-            )
-        };
         let Some(level) = q.group_level else {
-            return Ok(AggregateAnswer::Total(self.tree.reduce((lower, upper)).map_err(failed)?));
+            let total = self.view.reduce_json((lower, upper), &mut load).map_err(failed)?;
+            return Ok(AggregateAnswer::Total(total));
         };
         let mut groups = Vec::new();
         let mut from: Option<Vec<u8>> = q.start.clone();
         while groups.len() < AGGREGATE_GROUPS_MAX {
             let lo = from.as_deref().map_or(Bound::Unbounded, Bound::Included);
-            let Some(first) = self.tree.first_key_from(lo) else { break };
-            let first = first.as_slice();
-            if q.end.as_deref().is_some_and(|e| first >= e) {
+            let Some(first) = self.view.first_key_from(lo, &mut load).map_err(failed)? else {
+                break;
+            };
+            if q.end.as_deref().is_some_and(|e| first.as_slice() >= e) {
                 break;
             }
             // The group: every row whose key starts with the first `level`
             // tuple elements of this one.
-            let group_key = match tuple::decode(first) {
+            let group_key = match tuple::decode(&first) {
                 Ok(elements) => {
                     let n = (level as usize).min(elements.len());
                     tuple::encode(&elements[..n]).map_err(|e| NodeError::Internal(e.to_string()))?
                 }
-                Err(_) => first.to_vec(),
+                Err(_) => first.clone(),
             };
             let group_end = monotable_proto::keys::prefix_end(&group_key);
             let glo = match &from {
@@ -190,7 +441,7 @@ impl ReducerActor {
                 (None, Some(e)) => Bound::Excluded(e.as_slice()),
                 (None, None) => Bound::Unbounded,
             };
-            let value = self.tree.reduce((glo, ghi)).map_err(failed)?;
+            let value = self.view.reduce_json((glo, ghi), &mut load).map_err(failed)?;
             groups.push((group_key, value));
             match group_end {
                 Some(ge) => from = Some(ge),
@@ -201,6 +452,7 @@ impl ReducerActor {
     }
 
     fn status(&self) -> ViewStatus {
+        let (loaded, parts) = self.view.loaded_parts();
         ViewStatus {
             name: self.meta.name.clone(),
             kind: "reducer".into(),
@@ -209,14 +461,20 @@ impl ReducerActor {
             function: self.meta.function.describe(),
             watermark: self.checkpoint,
             pending_changes: self.node.pending_changes(self.meta.range_id, self.checkpoint),
-            rows_written: self.tree.len() as u64,
+            rows_written: self.view.rows(),
             errors: self.errors,
             last_error: self.last_error.clone(),
             last_error_key: self.last_error_key.clone().map(Bytes::from),
             backfill: match self.phase {
                 Phase::Loading { loaded, total, .. } => Some((loaded, total)),
-                Phase::Following => None,
+                _ => None,
             },
+            tree: Some(TreeStatus {
+                levels: self.view.depth() as u32,
+                chunks: parts as u64,
+                chunks_in_memory: loaded as u64,
+                saved: self.saved,
+            }),
         }
     }
 }
@@ -253,103 +511,75 @@ impl Handler<Query> for ReducerActor {
     }
 }
 
-/// What a round found, applied to the actor when it completes.
-enum Found {
-    Loaded { rows: Vec<(Vec<u8>, Vec<u8>)>, resume: Option<Vec<u8>> },
-    Changes { changes: Vec<crate::storage::chunk::Change>, upto: u64 },
-    Nothing,
-}
-
 impl Handler<Round> for ReducerActor {
     type Result = ();
 
     fn handle(&mut self, _: Round, ctx: &mut Context<Self>) {
         self.dirty = false;
-        let node = self.node.clone();
-        let range = self.meta.range.clone();
-        let range_id = self.meta.range_id;
-        let checkpoint = self.checkpoint;
+        if self.stopping.is_some() {
+            self.running = false;
+            return self.finish_stop(ctx);
+        }
         let cursor = match &self.phase {
-            Phase::Loading { cursor, .. } => Some(cursor.clone()),
-            Phase::Following => None,
-        };
-        let round = async move {
-            match cursor {
-                Some(cursor) => {
-                    let reply = node
-                        .scan_range(ScanRequest {
-                            range,
-                            start: cursor.map(Bytes::from),
-                            limit: LOAD_BATCH_RECORDS,
-                            snapshot: Some(checkpoint),
-                            ..ScanRequest::default()
-                        })
-                        .await?;
-                    let rows = reply
-                        .records
-                        .into_iter()
-                        .map(|r| (r.key.into_vec(), r.value.into_vec()))
-                        .collect();
-                    Ok(Found::Loaded { rows, resume: reply.resume.map(Bytes::into_vec) })
-                }
-                None => {
-                    let upto = node.clock.stable();
-                    if upto <= checkpoint {
-                        return Ok(Found::Nothing);
-                    }
-                    let changes = node.changes(range_id, checkpoint, upto)?;
-                    Ok::<_, NodeError>(Found::Changes { changes, upto })
-                }
+            Phase::Loading { cursor, .. } => cursor.clone(),
+            Phase::Restoring => {
+                self.running = false;
+                // Restored levels may hold rows written after the saved
+                // checkpoint: the replay of the journal since it follows in
+                // the same step, before any query sees the tree.
+                let result = self.restore().and_then(|()| {
+                    self.phase = Phase::Following;
+                    self.follow()
+                });
+                return self.after_step(result, ctx);
+            }
+            Phase::Following => {
+                self.running = false;
+                let result = self.follow();
+                return self.after_step(result, ctx);
             }
         };
+        let node = self.node.clone();
+        let req = ScanRequest {
+            range: self.meta.range.clone(),
+            start: cursor.map(Bytes::from),
+            limit: LOAD_BATCH_RECORDS,
+            snapshot: Some(self.checkpoint),
+            ..ScanRequest::default()
+        };
+        let round = async move { node.scan_range(req).await };
         ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
             act.running = false;
             if act.stopping.is_some() {
                 return act.finish_stop(ctx);
             }
-            match result {
-                Ok(Found::Loaded { rows, resume }) => {
-                    for (k, v) in &rows {
-                        act.apply(k, Some(v));
-                    }
-                    let Phase::Loading { loaded, total, .. } = act.phase else { return };
-                    let loaded = loaded + rows.len() as u64;
-                    act.phase = match resume {
-                        Some(c) => Phase::Loading { cursor: Some(c), loaded, total },
-                        None => {
-                            tracing::info!(reducer = %act.meta.name, rows = loaded, "reduce tree loaded");
-                            act.node.set_reducer_checkpoint(&act.meta.name, act.checkpoint, true);
-                            Phase::Following
-                        }
-                    };
-                    act.dirty = true;
-                }
-                Ok(Found::Changes { changes, upto }) => {
-                    for c in &changes {
-                        act.apply(&c.key, c.new.as_deref());
-                    }
-                    act.node.clock.pin(upto);
-                    act.node.clock.unpin(act.checkpoint);
-                    act.checkpoint = upto;
-                    act.node.set_reducer_checkpoint(&act.meta.name, upto, true);
-                }
-                Ok(Found::Nothing) => {}
-                Err(e) => {
-                    if act.node.is_shutting_down() {
-                        return;
-                    }
-                    tracing::debug!(reducer = %act.meta.name, error = %e, "round failed; retrying");
-                    if !matches!(e, NodeError::Moved) {
-                        act.last_error = Some(format!("round failed, retrying: {e}"));
-                    }
-                    act.dirty = true;
-                    ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| act.schedule(ctx));
-                    return;
+            let reply = match result {
+                Ok(reply) => reply,
+                Err(e) => return act.after_step(Err(e), ctx),
+            };
+            let mut load = act.loader();
+            let mut refused = Vec::new();
+            for r in &reply.records {
+                match act.view.apply(&r.key, Some(&r.value), &mut load) {
+                    Ok(None) => {}
+                    Ok(Some(e)) => refused.push((r.key.to_vec(), e)),
+                    Err(e) => return act.after_step(Err(internal(e)), ctx),
                 }
             }
-            if act.dirty {
-                act.schedule(ctx);
+            for (key, e) in refused {
+                act.record_error(&key, e);
             }
+            let Phase::Loading { loaded, total, .. } = act.phase else { return };
+            let loaded = loaded + reply.records.len() as u64;
+            act.phase = match reply.resume {
+                Some(c) => Phase::Loading { cursor: Some(c.into_vec()), loaded, total },
+                None => {
+                    tracing::info!(reducer = %act.meta.name, rows = loaded, "reduce tree built");
+                    Phase::Following
+                }
+            };
+            act.dirty = true;
+            act.schedule(ctx);
         }));
     }
 }

@@ -1,11 +1,12 @@
 //! A reducer's function, built-in or Lua, and the reduce tree it keeps.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+use super::levels::{Levels, Loader, PartBounds, ReduceFn, Rows};
 use super::lua::{LuaReducer, LuaReduction};
-use super::reduce_tree::ReduceTree;
 use super::reduction::{Builtin, Reduction};
 
 /// A reducer's function as stored in the catalog.
@@ -24,21 +25,64 @@ impl ReducerFunction {
         }
     }
 
-    /// The empty reduce tree this function keeps.
-    pub fn tree(&self) -> Result<Reductions, String> {
-        Ok(match self {
-            ReducerFunction::Builtin(b) => Reductions::Builtin(ReduceTree::new(*b)),
+    /// Checks that the function compiles.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            ReducerFunction::Builtin(_) => Ok(()),
             ReducerFunction::Lua(src) => {
-                Reductions::Lua(ReduceTree::new(LuaReducer::new(src).map_err(|e| e.to_string())?))
+                LuaReducer::new(src).map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The reduce tree of an empty range.
+    pub fn levels(&self) -> Result<Box<dyn ReduceView>, String> {
+        Ok(match self {
+            ReducerFunction::Builtin(b) => Box::new(Levels::new(*b)),
+            ReducerFunction::Lua(src) => {
+                Box::new(Levels::new(LuaReducer::new(src).map_err(|e| e.to_string())?))
+            }
+        })
+    }
+
+    /// The reduce tree rebuilt from its meta-ranges (see [`Levels::restore`]).
+    pub fn restore(
+        &self,
+        partitions: Vec<Vec<PartBounds>>,
+        meta_rows: Vec<Rows>,
+        load: &mut Loader<'_>,
+    ) -> Result<Box<dyn ReduceView>, String> {
+        Ok(match self {
+            ReducerFunction::Builtin(b) => {
+                Box::new(Levels::restore(*b, partitions, meta_rows, load)?)
+            }
+            ReducerFunction::Lua(src) => {
+                let f = LuaReducer::new(src).map_err(|e| e.to_string())?;
+                Box::new(Levels::restore(f, partitions, meta_rows, load)?)
             }
         })
     }
 }
 
-/// The reduce tree of either kind of function.
-pub enum Reductions {
-    Builtin(ReduceTree<Builtin>),
-    Lua(ReduceTree<LuaReducer>),
+impl ReduceFn for Builtin {
+    fn leaf(&self, _key: &[u8], value: &[u8]) -> Result<Reduction, String> {
+        Builtin::leaf(*self, value).map_err(|e| e.to_string())
+    }
+
+    fn encode(&self, r: &Reduction) -> Vec<u8> {
+        r.encode()
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Reduction, String> {
+        let r = Reduction::decode(bytes).ok_or("stored reduction is damaged")?;
+        // A reduction of another kind would panic in combine.
+        self.try_combine(&r, &r).map_err(|e| e.to_string())?;
+        Ok(r)
+    }
+
+    fn answer(&self, r: Option<&Reduction>) -> Result<Json, String> {
+        Ok(r.map_or_else(|| Reduction::empty_json(*self), Reduction::to_json))
+    }
 }
 
 fn msgpack_json(v: &rmpv::Value) -> Json {
@@ -47,61 +91,143 @@ fn msgpack_json(v: &rmpv::Value) -> Json {
     crate::cli::json::value_to_json(&out)
 }
 
-impl Reductions {
-    pub fn len(&self) -> usize {
-        match self {
-            Reductions::Builtin(t) => t.len(),
-            Reductions::Lua(t) => t.len(),
-        }
+impl ReduceFn for LuaReducer {
+    fn leaf(&self, key: &[u8], value: &[u8]) -> Result<LuaReduction, String> {
+        LuaReducer::leaf(self, key, value).map(Ok).map_err(|e| e.to_string())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Sets the row `key` from its value, or removes it. An error means the
-    /// function refused the value: the row is left out.
-    pub fn set(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        match self {
-            Reductions::Builtin(t) => {
-                t.remove(key);
-                if let Some(v) = value {
-                    let leaf = t.monoid().leaf(v).map_err(|e| e.to_string())?;
-                    t.insert(key, leaf);
-                }
+    /// `0 | MessagePack value`, or `1 | error text` for a reduction that
+    /// failed (it poisons every reduction above it).
+    fn encode(&self, r: &LuaReduction) -> Vec<u8> {
+        match r {
+            Ok(v) => {
+                let mut out = vec![0];
+                rmpv::encode::write_value(&mut out, v).expect("writing to a Vec cannot fail");
+                out
             }
-            Reductions::Lua(t) => {
-                t.remove(key);
-                if let Some(v) = value {
-                    let leaf: LuaReduction = t.monoid().leaf(key, v);
-                    let leaf = leaf.map_err(|e| e.to_string())?;
-                    t.insert(key, Ok(leaf));
-                }
+            Err(e) => {
+                let mut out = vec![1];
+                out.extend_from_slice(e.as_bytes());
+                out
             }
         }
-        Ok(())
     }
 
-    /// The reduction of the rows within the bounds, as JSON; an error when a
-    /// combine within them failed (a Lua error, a reduction that grows).
-    pub fn reduce(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<Json, String> {
-        match self {
-            Reductions::Builtin(t) => {
-                let f = *t.monoid();
-                Ok(t.reduce(bounds).map_or_else(|| Reduction::empty_json(f), |r| r.to_json()))
+    fn decode(&self, bytes: &[u8]) -> Result<LuaReduction, String> {
+        match bytes.split_first() {
+            Some((0, mut rest)) => {
+                let v = rmpv::decode::read_value(&mut rest).map_err(|e| e.to_string())?;
+                Ok(Ok(v))
             }
-            Reductions::Lua(t) => match t.reduce(bounds) {
-                None => Ok(Json::Null),
-                Some(Ok(v)) => Ok(msgpack_json(&v)),
-                Some(Err(e)) => Err(e.to_string()),
-            },
+            Some((1, rest)) => Ok(Err(Arc::from(String::from_utf8_lossy(rest).as_ref()))),
+            _ => Err("stored reduction is damaged".into()),
         }
     }
 
-    pub fn first_key_from(&self, lower: Bound<&[u8]>) -> Option<Vec<u8>> {
-        match self {
-            Reductions::Builtin(t) => t.first_key_from(lower).map(<[u8]>::to_vec),
-            Reductions::Lua(t) => t.first_key_from(lower).map(<[u8]>::to_vec),
+    fn answer(&self, r: Option<&LuaReduction>) -> Result<Json, String> {
+        match r {
+            None => Ok(Json::Null),
+            Some(Ok(v)) => Ok(msgpack_json(v)),
+            Some(Err(e)) => Err(e.to_string()),
         }
+    }
+}
+
+/// What a reducer actor needs of its reduce tree, whatever the function.
+pub trait ReduceView {
+    /// See [`Levels::apply`].
+    fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        load: &mut Loader<'_>,
+    ) -> Result<Option<String>, String>;
+    fn repartition(
+        &mut self,
+        level: usize,
+        bounds: &[PartBounds],
+        load: &mut Loader<'_>,
+    ) -> Result<(), String>;
+    fn propagate(&mut self);
+    fn needs_level(&self) -> bool;
+    fn add_level(&mut self);
+    fn depth(&self) -> usize;
+    fn rows(&self) -> u64;
+    fn loaded_parts(&self) -> (usize, usize);
+    fn take_unsaved(&mut self) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)>;
+    fn return_unsaved(&mut self, rows: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>);
+    fn has_unsaved(&self) -> bool;
+    /// The reduction within the bounds, as JSON; an error when a combine
+    /// within them failed (a Lua error, a reduction that grows).
+    fn reduce_json(
+        &mut self,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        load: &mut Loader<'_>,
+    ) -> Result<Json, String>;
+    fn first_key_from(
+        &mut self,
+        lower: Bound<&[u8]>,
+        load: &mut Loader<'_>,
+    ) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl<M: ReduceFn> ReduceView for Levels<M> {
+    fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        load: &mut Loader<'_>,
+    ) -> Result<Option<String>, String> {
+        Levels::apply(self, key, value, load)
+    }
+    fn repartition(
+        &mut self,
+        level: usize,
+        bounds: &[PartBounds],
+        load: &mut Loader<'_>,
+    ) -> Result<(), String> {
+        Levels::repartition(self, level, bounds, load)
+    }
+    fn propagate(&mut self) {
+        Levels::propagate(self)
+    }
+    fn needs_level(&self) -> bool {
+        Levels::needs_level(self)
+    }
+    fn add_level(&mut self) {
+        Levels::add_level(self)
+    }
+    fn depth(&self) -> usize {
+        Levels::depth(self)
+    }
+    fn rows(&self) -> u64 {
+        Levels::rows(self)
+    }
+    fn loaded_parts(&self) -> (usize, usize) {
+        Levels::loaded_parts(self)
+    }
+    fn take_unsaved(&mut self) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)> {
+        Levels::take_unsaved(self)
+    }
+    fn return_unsaved(&mut self, rows: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>) {
+        Levels::return_unsaved(self, rows)
+    }
+    fn has_unsaved(&self) -> bool {
+        Levels::has_unsaved(self)
+    }
+    fn reduce_json(
+        &mut self,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        load: &mut Loader<'_>,
+    ) -> Result<Json, String> {
+        let r = self.reduce(bounds, load)?;
+        self.function().answer(r.as_ref())
+    }
+    fn first_key_from(
+        &mut self,
+        lower: Bound<&[u8]>,
+        load: &mut Loader<'_>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        Levels::first_key_from(self, lower, load)
     }
 }

@@ -178,6 +178,60 @@ impl Reduction {
         }
     }
 
+    /// The stored form, in a meta-range row: a tag byte, then big-endian
+    /// numbers (or the HyperLogLog's own form).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(41);
+        match self {
+            Reduction::Count(n) => {
+                out.push(0);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Reduction::Sum(x) | Reduction::Min(x) | Reduction::Max(x) => {
+                out.push(match self {
+                    Reduction::Sum(_) => 1,
+                    Reduction::Min(_) => 2,
+                    _ => 3,
+                });
+                out.extend_from_slice(&x.to_be_bytes());
+            }
+            Reduction::Stats { count, sum, min, max, sumsqr } => {
+                out.push(4);
+                out.extend_from_slice(&count.to_be_bytes());
+                for x in [sum, min, max, sumsqr] {
+                    out.extend_from_slice(&x.to_be_bytes());
+                }
+            }
+            Reduction::Distinct(h) => {
+                out.push(5);
+                out.extend_from_slice(&h.encode());
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Reduction> {
+        let (&tag, rest) = bytes.split_first()?;
+        let word = |i: usize| -> Option<[u8; 8]> { rest.get(i * 8..i * 8 + 8)?.try_into().ok() };
+        let float = |i: usize| word(i).map(f64::from_be_bytes);
+        let fixed = |n: usize| rest.len() == n * 8;
+        Some(match tag {
+            0 if fixed(1) => Reduction::Count(u64::from_be_bytes(word(0)?)),
+            1 if fixed(1) => Reduction::Sum(float(0)?),
+            2 if fixed(1) => Reduction::Min(float(0)?),
+            3 if fixed(1) => Reduction::Max(float(0)?),
+            4 if fixed(5) => Reduction::Stats {
+                count: u64::from_be_bytes(word(0)?),
+                sum: float(1)?,
+                min: float(2)?,
+                max: float(3)?,
+                sumsqr: float(4)?,
+            },
+            5 => Reduction::Distinct(Hll::decode(rest)?),
+            _ => return None,
+        })
+    }
+
     /// The reduction of no rows, for queries over an empty range.
     pub fn empty_json(reducer: Builtin) -> Json {
         match reducer {
@@ -245,6 +299,28 @@ mod tests {
             Ok(json!(1))
         );
         assert_eq!(Builtin::Sum.leaf(b"\x92\x01"), Err(ReduceError::NotMessagePack));
+    }
+
+    #[test]
+    fn reductions_round_trip_through_their_stored_form() {
+        let mut h = Hll::of(b"a");
+        for i in 0..5000u32 {
+            h = h.merge(&Hll::of(&i.to_be_bytes()));
+        }
+        for r in [
+            Reduction::Count(7),
+            Reduction::Sum(-2.5),
+            Reduction::Min(f64::MIN),
+            Reduction::Max(1e300),
+            Reduction::Stats { count: 3, sum: 6.0, min: 1.0, max: 3.0, sumsqr: 14.0 },
+            Reduction::Distinct(Hll::of(b"x")),
+            Reduction::Distinct(h),
+        ] {
+            assert_eq!(Reduction::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(Reduction::decode(&[0, 1, 2]), None);
+        assert_eq!(Reduction::decode(&[9; 9]), None);
+        assert_eq!(Reduction::decode(&[]), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! checkpoint is, and the commands that create, drop and report them.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use actix::{Actor, Addr};
@@ -15,6 +16,7 @@ use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_range_name, Node};
 use crate::router::Route;
 use crate::storage::chunk::Change;
+use crate::view::levels::{PartBounds, Rows};
 use crate::view::map_fn::{FieldMapper, MapperFunction};
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
 use crate::view::reducer::{AggregateAnswer, AggregateQuery, Query, ReducerActor};
@@ -30,9 +32,15 @@ pub struct MapperEntry {
 
 pub struct ReducerEntry {
     pub range_id: u64,
+    /// The seq the reducer's tree reflects.
     pub checkpoint: u64,
+    /// Where its range's journal must start: the saved checkpoint a
+    /// restart replays from.
+    pub floor: u64,
     /// The tree is loaded and answers queries.
     pub loaded: bool,
+    /// The ids of its meta-ranges.
+    pub meta_ranges: Vec<u64>,
     pub addr: Addr<ReducerActor>,
 }
 
@@ -49,11 +57,13 @@ impl ViewRegistry {
     pub fn floor(&self, range_id: u64) -> Option<u64> {
         let mappers =
             self.mappers.values().filter(|m| m.source_id == range_id).map(|m| m.checkpoint);
-        let reducers =
-            self.reducers.values().filter(|r| r.range_id == range_id).map(|r| r.checkpoint);
+        let reducers = self.reducers.values().filter(|r| r.range_id == range_id).map(|r| r.floor);
         mappers.chain(reducers).min()
     }
 }
+
+/// Tries to read a chunk that is splitting before giving up.
+const ROWS_AT_ATTEMPTS_MAX: usize = 1_000;
 
 /// Rounds of watch requests before giving up on a range that keeps splitting.
 const REWATCH_ATTEMPTS_MAX: usize = 100;
@@ -95,33 +105,143 @@ impl Node {
             .find(|(_, m)| m.source_id == range_id || m.target_id == range_id)
             .map(|(name, _)| name.clone());
         mapper.or_else(|| {
-            views.reducers.iter().find(|(_, r)| r.range_id == range_id).map(|(n, _)| n.clone())
+            views
+                .reducers
+                .iter()
+                .find(|(_, r)| r.range_id == range_id || r.meta_ranges.contains(&range_id))
+                .map(|(n, _)| n.clone())
         })
     }
 
-    pub fn set_reducer_checkpoint(&self, name: &str, checkpoint: u64, loaded: bool) {
+    /// Records where a reducer's tree is (`checkpoint`) and what it has
+    /// saved (`saved`, the floor of its range's journal).
+    pub fn set_reducer_checkpoint(
+        &self,
+        name: &str,
+        checkpoint: u64,
+        saved: Option<u64>,
+        loaded: bool,
+    ) {
         if let Some(r) = self.views_write().reducers.get_mut(name) {
             r.checkpoint = checkpoint;
+            r.floor = saved.unwrap_or(checkpoint).min(checkpoint);
             r.loaded = loaded;
         }
         self.views_advanced.notify_waiters();
     }
 
-    /// Registers a reducer and starts its actor, which pins the current
-    /// state and loads its tree from it once it gets its first `Dirty`.
+    pub fn set_reducer_ranges(&self, meta: &ReducerMeta) {
+        if let Some(r) = self.views_write().reducers.get_mut(&meta.name) {
+            r.meta_ranges = meta.levels.iter().map(|(_, id)| *id).collect();
+        }
+    }
+
+    /// Registers a reducer and starts its actor. A reducer with a saved
+    /// checkpoint (pinned by the node at start) restores its tree from its
+    /// meta-ranges and goes on from there; a new one pins the current state
+    /// and builds its tree from it, once it gets its first `Dirty`.
     pub fn register_reducer(self: &Arc<Self>, meta: ReducerMeta) -> NodeResult<Addr<ReducerActor>> {
-        let tree = meta.function.tree().map_err(bad_request)?;
+        meta.function.check().map_err(bad_request)?;
         let total = self.range_records(meta.range_id);
-        let checkpoint = self.clock.pin_stable();
+        let checkpoint = match meta.checkpoint {
+            Some(saved) => {
+                self.clock.pin(saved);
+                saved
+            }
+            None => self.clock.pin_stable(),
+        };
         let (name, range_id) = (meta.name.clone(), meta.range_id);
+        let meta_ranges = meta.levels.iter().map(|(_, id)| *id).collect();
         let node = self.clone();
         let addr = ReducerActor::start_in_arbiter(&self.next_view_worker(), move |_| {
-            ReducerActor::new(node, meta, tree, checkpoint, total)
+            ReducerActor::new(node, meta, checkpoint, total)
         });
-        self.views_write()
-            .reducers
-            .insert(name, ReducerEntry { range_id, checkpoint, loaded: false, addr: addr.clone() });
+        self.views_write().reducers.insert(
+            name,
+            ReducerEntry {
+                range_id,
+                checkpoint,
+                floor: checkpoint,
+                loaded: false,
+                meta_ranges,
+                addr: addr.clone(),
+            },
+        );
         Ok(addr)
+    }
+
+    /// The parts of a range for a reduce tree: its chunks' bounds.
+    pub fn partition(&self, range_id: u64) -> NodeResult<Vec<PartBounds>> {
+        let routes = self
+            .routes_of(range_id)
+            .ok_or_else(|| NodeError::Internal(format!("range {range_id} of a view is gone")))?;
+        Ok(routes.iter().map(|r| (r.start.clone(), r.end.clone())).collect())
+    }
+
+    /// Every row of a range in `[start, end)`, at a snapshot or the latest,
+    /// read synchronously from the chunks (views load parts of their trees
+    /// with it).
+    pub fn rows_at(
+        &self,
+        range_id: u64,
+        start: &[u8],
+        end: Option<&[u8]>,
+        snapshot: Option<u64>,
+    ) -> NodeResult<Rows> {
+        let at = self.read_at(snapshot)?;
+        let mut out = Vec::new();
+        let mut pos = start.to_vec();
+        let mut attempt = 0;
+        loop {
+            let route = self
+                .router_read()
+                .range_by_id(range_id)
+                .and_then(|r| r.chunk_for(&pos).cloned())
+                .ok_or_else(|| NodeError::Internal(format!("range {range_id} has no chunk")))?;
+            let bounds = (Bound::Included(&pos[..]), end.map_or(Bound::Unbounded, Bound::Excluded));
+            match route
+                .cell
+                .with_chunk(|c| Ok(c.scan(bounds, at, false, usize::MAX, usize::MAX)?))
+            {
+                Ok(scan) => {
+                    out.extend(
+                        scan.records.into_iter().map(|r| (r.key.into_vec(), r.value.into_vec())),
+                    );
+                }
+                // Splitting: the router has the halves in a moment.
+                Err(NodeError::Moved) if attempt < ROWS_AT_ATTEMPTS_MAX => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            match &route.end {
+                Some(chunk_end) if end.is_none_or(|e| chunk_end.as_slice() < e) => {
+                    pos = chunk_end.clone();
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Creates (afresh) a meta-range of a reducer over `source_id`, with the
+    /// source's options; returns its id.
+    pub(crate) async fn create_meta_range(
+        self: &Arc<Self>,
+        name: &str,
+        source_id: u64,
+    ) -> NodeResult<u64> {
+        let options = self
+            .router_read()
+            .range_by_id(source_id)
+            .map(|r| r.meta.options)
+            .ok_or_else(|| bad_request("the range of a reducer was dropped"))?;
+        // Left by a crash between creating it and recording it: start over.
+        if self.router_read().range(name).is_some() {
+            self.drop_range_unchecked(name).await?;
+        }
+        self.create_range_unchecked(name, options)
     }
 
     /// The chunks of a range, as the router has them now; `None` when the
@@ -163,10 +283,16 @@ impl Node {
             monotable_proto::ReduceFunction::Lua { source } => ReducerFunction::Lua(source),
         };
         // Refuse a function that does not compile now.
-        function.tree().map_err(bad_request)?;
+        function.check().map_err(bad_request)?;
         let range_id = self.describe_range(range).await?.id;
-        let meta =
-            ReducerMeta { name: name.to_owned(), range: range.to_owned(), range_id, function };
+        let meta = ReducerMeta {
+            name: name.to_owned(),
+            range: range.to_owned(),
+            range_id,
+            function,
+            checkpoint: None,
+            levels: Vec::new(),
+        };
         self.catalog.put_reducer(&meta)?;
         let addr = self.register_reducer(meta)?;
         self.rewatch(range_id).await?;
@@ -178,7 +304,12 @@ impl Node {
     pub(crate) async fn drop_reducer(&self, name: &str) -> NodeResult<()> {
         let found =
             self.views_read().reducers.get(name).map(|r| (r.addr.clone().recipient(), r.range_id));
-        self.stop_view(name, found).await
+        let levels = self.catalog.reducers()?.into_iter().find(|r| r.name == name);
+        self.stop_view(name, found).await?;
+        for (range, _) in levels.map(|r| r.levels).unwrap_or_default() {
+            self.drop_range_unchecked(&range).await?;
+        }
+        Ok(())
     }
 
     /// Waits until `range_id` holds everything the writes committed at or
@@ -204,7 +335,7 @@ impl Node {
             let source_complete = Box::pin(self.wait_fresh(source_id, seq, deadline)).await?;
             self.wait_view(&name, source_complete, deadline).await?;
             // Everything the mapper wrote so far is at or below this.
-            complete = complete.max(self.clock.stable());
+            complete = complete.max(self.clock.settled_max());
         }
         Ok(complete)
     }
@@ -264,7 +395,9 @@ impl Node {
             }
         };
         if fresh {
-            let seq = self.clock.stable();
+            // Not the stable seq: a write acknowledged before this query can
+            // be above it while an older batch on another chunk is in flight.
+            let seq = self.clock.settled_max();
             let timeout = if timeout_ms == 0 { FRESH_TIMEOUT_DEFAULT_MS } else { timeout_ms };
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
             let complete = self.wait_fresh(range_id, seq, deadline).await?;
