@@ -41,6 +41,14 @@ pub struct BenchViewsArgs {
     /// Skip the Lua mapper backfill.
     #[arg(long)]
     no_lua: bool,
+    /// Largest chunk of the source range (and of the index, which takes
+    /// the source's options), in bytes; smaller chunks make the reduce tree
+    /// deeper.
+    #[arg(long, default_value_t = RangeOptions::default().chunk_size_max_bytes)]
+    chunk_size: u64,
+    /// Keep the ranges and views at the end (to measure a restart).
+    #[arg(long)]
+    keep: bool,
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -122,7 +130,7 @@ pub async fn run(args: BenchViewsArgs) -> Result<()> {
     let (src, idx, map, red) =
         (format!("{p}_src"), format!("{p}_idx"), format!("{p}_map"), format!("{p}_sum"));
     drop_quietly(&c, &p).await;
-    c.create_range(&src, RangeOptions::default()).await?;
+    c.create_range(&src, RangeOptions { chunk_size_max_bytes: args.chunk_size }).await?;
 
     // 1. Load, pipelined batches of 1,000.
     let started = Instant::now();
@@ -278,6 +286,8 @@ pub async fn run(args: BenchViewsArgs) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         println!("backfill, Lua mapper: {:.0} records/s ({secs:.2} s)", n as f64 / secs);
     }
-    drop_quietly(&c, &p).await;
+    if !args.keep {
+        drop_quietly(&c, &p).await;
+    }
     Ok(())
 }

@@ -558,6 +558,15 @@ impl Handler<Round> for ReducerActor {
                 Err(e) => return act.after_step(Err(e), ctx),
             };
             let mut load = act.loader();
+            // Rows go straight into the tree of their chunk's part (every
+            // part is loaded while building, so nothing is read here).
+            let parts = act
+                .node
+                .partition(act.meta.range_id)
+                .and_then(|bounds| act.view.repartition(0, &bounds, &mut load).map_err(internal));
+            if let Err(e) = parts {
+                return act.after_step(Err(e), ctx);
+            }
             let mut refused = Vec::new();
             for r in &reply.records {
                 match act.view.apply(&r.key, Some(&r.value), &mut load) {
