@@ -8,22 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS="${1:-1000000}"
 VALUE="${2:-1000}"
-cargo build --release -p monotable-node >/dev/null
-MT=target/release/monotable
-work="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr="127.0.0.1:$port"
+# shellcheck source=deploy/bench-node.sh
+. deploy/bench-node.sh
 
 # Starts the node; sets $pid and $elapsed (seconds until it answered).
-start() {
+timed_start() {
     local t0 t1
     t0=$(date +%s.%N)
-    "$MT" serve --data-dir "$work/data" --listen "$addr" --log warn >>"$work/node.log" 2>&1 &
-    pid=$!
-    until "$MT" range list --addr "$addr" >/dev/null 2>&1; do sleep 0.01; done
+    start
     t1=$(date +%s.%N)
     elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 }
@@ -34,12 +26,12 @@ kill -TERM "$pid"; wait "$pid" || true
 disk=$(du -sb "$work/data" | cut -f1)
 sync
 echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && cold="cold page cache" || cold="warm page cache (cannot drop caches)"
-start
+timed_start
 secs=$elapsed
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 records=$("$MT" range list --addr "$addr" --json | python3 -c 'import sys,json; print(sum(c["records"] for r in map(json.loads, sys.stdin) for c in r["chunks"]))')
 kill -TERM "$pid"; wait "$pid" || true
-start
+timed_start
 secs_warm=$elapsed
 rss_warm_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 sleep 5

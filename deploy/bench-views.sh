@@ -9,22 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS="${1:-100000}"
 CHUNK="${2:-67108864}"
-cargo build --release -p monotable-node >/dev/null
-MT=target/release/monotable
-work="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr="127.0.0.1:$port"
+# shellcheck source=deploy/bench-node.sh
+. deploy/bench-node.sh
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-
-start() {
-    "$MT" serve --data-dir "$work/data" --listen "$addr" --log warn >>"$work/node.log" 2>&1 &
-    pid=$!
-    until "$MT" range list --addr "$addr" >/dev/null 2>&1; do sleep 0.01; done
-}
 
 start
 "$MT" bench-views --addr "$addr" --records "$RECORDS" --chunk-size "$CHUNK" --keep

@@ -26,7 +26,7 @@ use std::ops::Bound;
 
 use serde_json::Value as Json;
 
-use super::reduce_tree::{Monoid, ReduceTree};
+use super::reduce_tree::{join, Monoid, ReduceTree};
 
 /// A reducer function, with the stored form of its reductions.
 pub trait ReduceFn: Monoid {
@@ -117,14 +117,6 @@ struct Part<R> {
 impl<R: Clone> Part<R> {
     fn loaded(end: Option<Vec<u8>>, tree: ReduceTree<R>) -> Self {
         Part { end, total: tree.total(), rows: tree.len() as u64, tree: Some(tree) }
-    }
-}
-
-fn join<M: Monoid>(m: &M, a: Option<M::R>, b: Option<M::R>) -> Option<M::R> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(m.combine(&a, &b)),
-        (a, None) => a,
-        (None, b) => b,
     }
 }
 
@@ -597,19 +589,11 @@ impl<M: ReduceFn> Levels<M> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reduce_tree::test_monoids::{Concat, Counting};
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    /// Concatenation: associative, not commutative, so any combine out of
-    /// key order shows.
-    struct Concat;
-    impl Monoid for Concat {
-        type R = String;
-        fn combine(&self, l: &String, r: &String) -> String {
-            format!("{l}{r}")
-        }
-    }
     impl ReduceFn for Concat {
         fn leaf(&self, _key: &[u8], value: &[u8]) -> Result<String, String> {
             if value == b"!" {
@@ -843,16 +827,8 @@ mod tests {
         assert!(MetaRow::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
     }
 
-    /// Counts combines, to check that an aggregate over many parts costs
+    /// Counting combines checks that an aggregate over many parts costs
     /// O(log n) of them, not one per part or row.
-    struct Counting(std::cell::Cell<u64>);
-    impl Monoid for Counting {
-        type R = u64;
-        fn combine(&self, l: &u64, r: &u64) -> u64 {
-            self.0.set(self.0.get() + 1);
-            l + r
-        }
-    }
     impl ReduceFn for Counting {
         fn leaf(&self, _: &[u8], _: &[u8]) -> Result<u64, String> {
             Ok(1)

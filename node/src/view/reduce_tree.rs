@@ -40,7 +40,8 @@ pub struct ReduceTree<R> {
     rng: u64,
 }
 
-fn join<M: Monoid>(m: &M, a: Option<M::R>, b: Option<M::R>) -> Option<M::R> {
+/// Combines two optional reductions in order (`None`: no rows).
+pub(crate) fn join<M: Monoid>(m: &M, a: Option<M::R>, b: Option<M::R>) -> Option<M::R> {
     match (a, b) {
         (Some(a), Some(b)) => Some(m.combine(&a, &b)),
         (a, None) => a,
@@ -301,21 +302,38 @@ fn query<M: Monoid>(
     join(m, join(m, left, Some(n.leaf.clone())), right)
 }
 
+/// Monoids for tests of the reduce tree and its levels.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use std::collections::BTreeMap;
+pub(crate) mod test_monoids {
+    use super::Monoid;
 
     /// Concatenation: associative but not commutative, so it catches any
     /// combine done out of key order.
-    struct Concat;
+    pub struct Concat;
     impl Monoid for Concat {
         type R = String;
         fn combine(&self, l: &String, r: &String) -> String {
             format!("{l}{r}")
         }
     }
+
+    /// Sums, counting how many times `combine` runs, to check O(log n) bounds.
+    pub struct Counting(pub std::cell::Cell<u64>);
+    impl Monoid for Counting {
+        type R = u64;
+        fn combine(&self, l: &u64, r: &u64) -> u64 {
+            self.0.set(self.0.get() + 1);
+            l + r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_monoids::{Concat, Counting};
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -382,16 +400,6 @@ mod tests {
                 let total: String = model.values().map(String::as_str).collect();
                 prop_assert_eq!(tree.total().unwrap_or_default(), total);
             }
-        }
-    }
-
-    /// Counts how many times `combine` runs, to check the O(log n) bound.
-    struct Counting(std::cell::Cell<u64>);
-    impl Monoid for Counting {
-        type R = u64;
-        fn combine(&self, l: &u64, r: &u64) -> u64 {
-            self.0.set(self.0.get() + 1);
-            l + r
         }
     }
 
