@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_packages=()
-# Nothing beyond Rust is needed yet; tests that talk to real peers add their
-# Debian packages here (the RESP tests will need redis-server and redis-tools).
+# The RESP tests compare Monotable with a real redis-server and drive it
+# with redis-cli.
+need_packages=(redis-server redis-tools)
 if ((${#need_packages[@]})); then
     missing=()
     for p in "${need_packages[@]}"; do

@@ -238,7 +238,12 @@ impl Node {
         Ok(())
     }
 
-    async fn get(&self, range: &str, key: Vec<u8>, at: ReadAt) -> NodeResult<Option<Vec<u8>>> {
+    pub(crate) async fn get(
+        &self,
+        range: &str,
+        key: Vec<u8>,
+        at: ReadAt,
+    ) -> NodeResult<Option<Vec<u8>>> {
         let mut attempt = 0;
         loop {
             let route = self.route_key(range, &key)?;

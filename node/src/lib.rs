@@ -29,6 +29,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod node;
+pub mod resp;
 pub mod router;
 pub mod scan;
 pub mod server;

@@ -83,14 +83,34 @@ pub async fn serve(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    serve_with_resp(config, listener, None, shutdown).await
+}
+
+/// [`serve`], also serving the Redis protocol on `resp` when given.
+pub async fn serve_with_resp(
+    config: NodeConfig,
+    listener: std::net::TcpListener,
+    resp: Option<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let node = Node::start(config)?;
+    let to_tokio = |l: std::net::TcpListener| {
+        l.set_nonblocking(true).map_err(|e| NodeError::Internal(e.to_string()))?;
+        TcpListener::from_std(l).map_err(|e| NodeError::Internal(e.to_string()))
+    };
+    let resp = resp.map(to_tokio).transpose()?;
     listener.set_nonblocking(true).map_err(|e| NodeError::Internal(e.to_string()))?;
     let listener =
         TcpListener::from_std(listener).map_err(|e| NodeError::Internal(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
-    tracing::info!(%addr, data_dir = %node.config.data_dir.display(), "monotable is serving");
     let state = Arc::new(ServerState::default());
     let (closing_tx, closing_rx) = watch::channel(false);
+    if let Some(resp) = resp {
+        let resp_addr = resp.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
+        tracing::info!(resp = %resp_addr, "serving the Redis protocol");
+        actix_rt::spawn(crate::resp::server::serve(node.clone(), resp, closing_rx.clone()));
+    }
+    tracing::info!(%addr, data_dir = %node.config.data_dir.display(), "monotable is serving");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

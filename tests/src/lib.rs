@@ -68,6 +68,8 @@ pub fn cli_with_stdin(addr: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> 
 /// A running node process.
 pub struct Node {
     pub addr: SocketAddr,
+    /// Where the node serves the Redis protocol.
+    pub resp_addr: SocketAddr,
     pub data_dir: PathBuf,
     child: Option<Child>,
     /// Every line the node logged, shared with the thread that reads them.
@@ -85,8 +87,8 @@ impl Node {
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr, child) = spawn(data_dir, &extra_args, &log);
-        Node { addr, data_dir: data_dir.to_owned(), child: Some(child), log, extra_args }
+        let (addr, resp_addr, child) = spawn(data_dir, &extra_args, &log);
+        Node { addr, resp_addr, data_dir: data_dir.to_owned(), child: Some(child), log, extra_args }
     }
 
     /// Kills the process without warning (SIGKILL).
@@ -121,8 +123,9 @@ impl Node {
     /// Starts the node again on the same data directory (and a new port).
     pub fn restart(&mut self) {
         self.kill();
-        let (addr, child) = spawn(&self.data_dir, &self.extra_args, &self.log);
+        let (addr, resp_addr, child) = spawn(&self.data_dir, &self.extra_args, &self.log);
         self.addr = addr;
+        self.resp_addr = resp_addr;
         self.child = Some(child);
     }
 
@@ -142,12 +145,16 @@ impl Drop for Node {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[String], log: &Arc<Mutex<Vec<String>>>) -> (SocketAddr, Child) {
+fn spawn(
+    data_dir: &Path,
+    extra: &[String],
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (SocketAddr, SocketAddr, Child) {
     let mut child = Command::new(binary())
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--log", "info"])
+        .args(["--listen", "127.0.0.1:0", "--resp-listen", "127.0.0.1:0", "--log", "info"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -158,19 +165,23 @@ fn spawn(data_dir: &Path, extra: &[String], log: &Arc<Mutex<Vec<String>>>) -> (S
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = log.clone();
     std::thread::spawn(move || {
+        // The RESP address is logged before the native one.
+        let field = |line: &str, name: &str| -> Option<SocketAddr> {
+            let value = line.split(name).nth(1)?;
+            value.split_whitespace().next()?.parse().ok()
+        };
+        let mut resp = None;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let addr = addr.split_whitespace().next().unwrap_or_default();
-                if let Ok(a) = addr.parse::<SocketAddr>() {
-                    let _ = tx.send(a);
-                }
+            resp = resp.or_else(|| field(&line, " resp="));
+            if let (Some(a), Some(r)) = (field(&line, " addr="), resp) {
+                let _ = tx.send((a, r));
             }
             sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
         }
     });
     match rx.recv_timeout(Duration::from_secs(START_TIMEOUT_SECS)) {
-        Ok(addr) => (addr, child),
+        Ok((addr, resp)) => (addr, resp, child),
         Err(_) => {
             let _ = child.kill();
             let lines = log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");

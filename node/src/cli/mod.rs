@@ -181,6 +181,9 @@ struct ServeArgs {
     /// Address for the native protocol.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Address for the Redis protocol (RESP2/RESP3), or "off".
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    resp_listen: String,
     /// When writes are fsynced: always (before each acknowledgement, many
     /// writes per fsync), interval (every --fsync-interval-ms), never (left
     /// to the OS).
@@ -316,8 +319,25 @@ fn serve(args: ServeArgs) -> i32 {
         Ok(l) => l,
         Err(e) => return report(&anyhow::anyhow!("cannot listen on {}: {e}", config.listen)),
     };
-    let result =
-        actix_rt::System::new().block_on(crate::server::serve(config, listener, shutdown_signal()));
+    let resp = match args.resp_listen.as_str() {
+        "off" => None,
+        addr => {
+            let addr: SocketAddr = match addr.parse() {
+                Ok(a) => a,
+                Err(e) => return report(&anyhow::anyhow!("--resp-listen {addr:?}: {e}")),
+            };
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => Some(l),
+                Err(e) => return report(&anyhow::anyhow!("cannot listen on {addr}: {e}")),
+            }
+        }
+    };
+    let result = actix_rt::System::new().block_on(crate::server::serve_with_resp(
+        config,
+        listener,
+        resp,
+        shutdown_signal(),
+    ));
     match result {
         Ok(()) => 0,
         Err(e) => report(&e.into()),

@@ -1,0 +1,525 @@
+//! The Redis commands, with Redis's replies and error messages.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::keyspace::{now_ms, range_name, Db, Value, DATABASES, KIND_STRING};
+use super::reply::Reply;
+use crate::error::NodeError;
+use crate::node::Node;
+
+/// Stripes of the key lock table: read-modify-write commands hold the
+/// stripes of their keys, so each is atomic among RESP clients.
+const LOCK_STRIPES: usize = 1024;
+
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+const SYNTAX: &str = "ERR syntax error";
+const OVERFLOW: &str = "ERR increment or decrement would overflow";
+
+/// What every RESP connection of a node shares.
+pub struct RespState {
+    pub node: Arc<Node>,
+    locks: Vec<Mutex<()>>,
+    next_client_id: AtomicU64,
+}
+
+impl RespState {
+    pub fn new(node: Arc<Node>) -> Self {
+        RespState {
+            node,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            next_client_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Locks the stripes of `keys` of database `db`, in stripe order (so two
+    /// multi-key commands never wait on each other in a cycle).
+    async fn lock(&self, db: u32, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                let h = crc32c::crc32c_append(db, k) as usize;
+                h % LOCK_STRIPES
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.locks[s].lock().await);
+        }
+        guards
+    }
+}
+
+/// One client's connection state.
+pub struct Conn {
+    pub id: u64,
+    pub db: u32,
+    /// Protocol version: 2 or 3 (after HELLO 3).
+    pub proto: u8,
+    pub name: Option<Vec<u8>>,
+    /// Set by QUIT: close after the reply.
+    pub closing: bool,
+}
+
+impl Conn {
+    pub fn new(id: u64) -> Self {
+        Conn { id, db: 0, proto: 2, name: None, closing: false }
+    }
+}
+
+fn lower(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).to_ascii_lowercase()
+}
+
+fn arity_error(name: &str) -> Reply {
+    Reply::err(format!("ERR wrong number of arguments for '{name}' command"))
+}
+
+fn unknown_command(args: &[Vec<u8>]) -> Reply {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(&args[0])
+    );
+    for a in args.iter().skip(1).take(32) {
+        let a = String::from_utf8_lossy(a);
+        msg.push_str(&format!("'{}' ", a.chars().take(128).collect::<String>()));
+    }
+    Reply::err(msg)
+}
+
+fn internal(e: NodeError) -> Reply {
+    Reply::err(format!("ERR {e}"))
+}
+
+/// Redis's integer parsing: optional `-`, digits, no leading `+`, spaces or
+/// leading zeros, within i64.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty() || s.len() > 20 || s.starts_with('+') || s.starts_with(' ') {
+        return None;
+    }
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty()
+        || (digits.len() > 1 && digits.starts_with('0'))
+        || digits == "0" && s.starts_with('-')
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// (name, arity): a positive arity is exact, a negative one a minimum
+/// (Redis's convention, counting the command name).
+const COMMANDS: &[(&str, i32)] = &[
+    ("ping", -1),
+    ("echo", 2),
+    ("quit", -1),
+    ("select", 2),
+    ("hello", -1),
+    ("client", -2),
+    ("get", 2),
+    ("set", -3),
+    ("setnx", 3),
+    ("setex", 4),
+    ("psetex", 4),
+    ("getset", 3),
+    ("getdel", 2),
+    ("mget", -2),
+    ("mset", -3),
+    ("msetnx", -3),
+    ("del", -2),
+    ("unlink", -2),
+    ("exists", -2),
+    ("type", 2),
+    ("incr", 2),
+    ("decr", 2),
+    ("incrby", 3),
+    ("decrby", 3),
+    ("append", 3),
+    ("strlen", 2),
+    ("ttl", 2),
+    ("pttl", 2),
+    ("persist", 2),
+    ("expire", -3),
+    ("pexpire", -3),
+];
+
+/// Runs one command.
+pub async fn execute(state: &RespState, conn: &mut Conn, args: Vec<Vec<u8>>) -> Reply {
+    let name = lower(&args[0]);
+    let Some(&(name, arity)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
+        return unknown_command(&args);
+    };
+    let n = args.len() as i32;
+    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
+        return arity_error(name);
+    }
+    let db = Db { node: &state.node, range: range_name(conn.db) };
+    match run(state, conn, &db, name, &args).await {
+        Ok(reply) => reply,
+        Err(e) => internal(e),
+    }
+}
+
+async fn run(
+    state: &RespState,
+    conn: &mut Conn,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Result<Reply, NodeError> {
+    let dbi = conn.db;
+    Ok(match name {
+        "ping" => match args.len() {
+            1 => Reply::Simple("PONG"),
+            2 => Reply::bulk(args[1].clone()),
+            _ => arity_error("ping"),
+        },
+        "echo" => Reply::bulk(args[1].clone()),
+        "quit" => {
+            conn.closing = true;
+            Reply::ok()
+        }
+        "select" => match parse_i64(&args[1]) {
+            Some(i) if (0..i64::from(DATABASES)).contains(&i) => {
+                conn.db = i as u32;
+                Reply::ok()
+            }
+            Some(_) => Reply::err("ERR DB index is out of range"),
+            None => Reply::err(NOT_INTEGER),
+        },
+        "hello" => hello(conn, args),
+        "client" => client(conn, args),
+        "get" => match db.get(&args[1]).await? {
+            None => Reply::Null,
+            Some(v) if v.kind != KIND_STRING => Reply::err(WRONGTYPE),
+            Some(v) => Reply::bulk(v.payload),
+        },
+        "set" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            set(db, args).await?
+        }
+        "setnx" | "setex" | "psetex" => {
+            let (key, value, expire) = match name {
+                "setnx" => (&args[1], &args[2], None),
+                _ => {
+                    let Some(t) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+                    let ms = if name == "setex" { t.checked_mul(1000) } else { Some(t) };
+                    match ms.and_then(|ms| {
+                        (ms > 0).then(|| (now_ms() as i64).checked_add(ms)).flatten()
+                    }) {
+                        Some(at) => (&args[1], &args[3], Some(at as u64)),
+                        None => {
+                            return Ok(Reply::err(format!(
+                                "ERR invalid expire time in '{name}' command"
+                            )))
+                        }
+                    }
+                }
+            };
+            let _g = state.lock(dbi, &[key]).await;
+            if name == "setnx" {
+                if db.get(key).await?.is_some() {
+                    return Ok(Reply::Int(0));
+                }
+                db.put(key, &Value::string(value.clone(), None)).await?;
+                Reply::Int(1)
+            } else {
+                db.put(key, &Value::string(value.clone(), expire)).await?;
+                Reply::ok()
+            }
+        }
+        "getset" | "getdel" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            let old = db.get(&args[1]).await?;
+            if old.as_ref().is_some_and(|v| v.kind != KIND_STRING) {
+                return Ok(Reply::err(WRONGTYPE));
+            }
+            if name == "getset" {
+                db.put(&args[1], &Value::string(args[2].clone(), None)).await?;
+            } else if old.is_some() {
+                db.delete(&[args[1].clone()]).await?;
+            }
+            old.map_or(Reply::Null, |v| Reply::bulk(v.payload))
+        }
+        "mget" => {
+            let mut out = Vec::with_capacity(args.len() - 1);
+            for k in &args[1..] {
+                out.push(match db.get(k).await? {
+                    Some(v) if v.kind == KIND_STRING => Reply::bulk(v.payload),
+                    _ => Reply::Null,
+                });
+            }
+            Reply::Array(out)
+        }
+        "mset" | "msetnx" => {
+            if args.len().is_multiple_of(2) {
+                return Ok(arity_error(name));
+            }
+            let keys: Vec<&[u8]> = args[1..].iter().step_by(2).map(Vec::as_slice).collect();
+            let _g = state.lock(dbi, &keys).await;
+            if name == "msetnx" {
+                for k in &keys {
+                    if db.get(k).await?.is_some() {
+                        return Ok(Reply::Int(0));
+                    }
+                }
+            }
+            // The last value of a key given twice wins, as in Redis.
+            let mut items: Vec<(Vec<u8>, Value)> = Vec::new();
+            for pair in args[1..].chunks(2) {
+                items.retain(|(k, _)| k != &pair[0]);
+                items.push((pair[0].clone(), Value::string(pair[1].clone(), None)));
+            }
+            db.put_many(&items).await?;
+            if name == "msetnx" {
+                Reply::Int(1)
+            } else {
+                Reply::ok()
+            }
+        }
+        "del" | "unlink" => {
+            let keys: Vec<&[u8]> = args[1..].iter().map(Vec::as_slice).collect();
+            let _g = state.lock(dbi, &keys).await;
+            let mut found = Vec::new();
+            for k in &args[1..] {
+                if !found.contains(k) && db.get(k).await?.is_some() {
+                    found.push(k.clone());
+                }
+            }
+            db.delete(&found).await?;
+            Reply::Int(found.len() as i64)
+        }
+        "exists" => {
+            let mut n = 0;
+            for k in &args[1..] {
+                n += i64::from(db.get(k).await?.is_some());
+            }
+            Reply::Int(n)
+        }
+        "type" => Reply::Simple(db.get(&args[1]).await?.map_or("none", |v| v.type_name())),
+        "incr" | "decr" | "incrby" | "decrby" => {
+            let by = match name {
+                "incr" => 1,
+                "decr" => -1,
+                _ => match parse_i64(&args[2]) {
+                    Some(b) if name == "incrby" => b,
+                    Some(b) => match b.checked_neg() {
+                        Some(b) => b,
+                        None => return Ok(Reply::err("ERR decrement would overflow")),
+                    },
+                    None => return Ok(Reply::err(NOT_INTEGER)),
+                },
+            };
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            let old = db.get(&args[1]).await?;
+            let (current, expire) = match &old {
+                None => (0, None),
+                Some(v) if v.kind != KIND_STRING => return Ok(Reply::err(WRONGTYPE)),
+                Some(v) => match parse_i64(&v.payload) {
+                    Some(n) => (n, v.expire_at_ms),
+                    None => return Ok(Reply::err(NOT_INTEGER)),
+                },
+            };
+            let Some(next) = current.checked_add(by) else { return Ok(Reply::err(OVERFLOW)) };
+            db.put(&args[1], &Value::string(next.to_string().into_bytes(), expire)).await?;
+            Reply::Int(next)
+        }
+        "append" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            let mut v = match db.get(&args[1]).await? {
+                None => Value::string(Vec::new(), None),
+                Some(v) if v.kind != KIND_STRING => return Ok(Reply::err(WRONGTYPE)),
+                Some(v) => v,
+            };
+            v.payload.extend_from_slice(&args[2]);
+            db.put(&args[1], &v).await?;
+            Reply::Int(v.payload.len() as i64)
+        }
+        "strlen" => match db.get(&args[1]).await? {
+            None => Reply::Int(0),
+            Some(v) if v.kind != KIND_STRING => Reply::err(WRONGTYPE),
+            Some(v) => Reply::Int(v.payload.len() as i64),
+        },
+        "ttl" | "pttl" => match db.get(&args[1]).await? {
+            None => Reply::Int(-2),
+            Some(Value { expire_at_ms: None, .. }) => Reply::Int(-1),
+            Some(Value { expire_at_ms: Some(at), .. }) => {
+                let left = at.saturating_sub(now_ms()) as i64;
+                Reply::Int(if name == "ttl" { (left + 500) / 1000 } else { left })
+            }
+        },
+        "persist" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            match db.get(&args[1]).await? {
+                Some(mut v) if v.expire_at_ms.is_some() => {
+                    v.expire_at_ms = None;
+                    db.put(&args[1], &v).await?;
+                    Reply::Int(1)
+                }
+                _ => Reply::Int(0),
+            }
+        }
+        "expire" | "pexpire" => {
+            if args.len() > 3 {
+                return Ok(Reply::err(format!(
+                    "ERR Unsupported option {}",
+                    String::from_utf8_lossy(&args[3])
+                )));
+            }
+            let Some(t) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+            let ms = if name == "expire" { t.checked_mul(1000) } else { Some(t) };
+            let Some(at) = ms.and_then(|ms| (now_ms() as i64).checked_add(ms)) else {
+                return Ok(Reply::err(format!("ERR invalid expire time in '{name}' command")));
+            };
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            match db.get(&args[1]).await? {
+                None => Reply::Int(0),
+                Some(_) if at <= now_ms() as i64 => {
+                    db.delete(&[args[1].clone()]).await?;
+                    Reply::Int(1)
+                }
+                Some(mut v) => {
+                    v.expire_at_ms = Some(at as u64);
+                    db.put(&args[1], &v).await?;
+                    Reply::Int(1)
+                }
+            }
+        }
+        other => unknown_command(&[other.as_bytes().to_vec()]),
+    })
+}
+
+/// SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]
+async fn set(db: &Db<'_>, args: &[Vec<u8>]) -> Result<Reply, NodeError> {
+    let (mut nx, mut xx, mut get, mut keepttl) = (false, false, false, false);
+    let mut expire: Option<u64> = None;
+    let mut i = 3;
+    while i < args.len() {
+        let opt = lower(&args[i]);
+        let next = args.get(i + 1);
+        match opt.as_str() {
+            "nx" if !xx => nx = true,
+            "xx" if !nx => xx = true,
+            "get" => get = true,
+            "keepttl" if expire.is_none() => keepttl = true,
+            "ex" | "px" | "exat" | "pxat" if expire.is_none() && !keepttl && next.is_some() => {
+                let Some(t) = next.and_then(|n| parse_i64(n)) else {
+                    return Ok(Reply::err(NOT_INTEGER));
+                };
+                let at = match opt.as_str() {
+                    "ex" => t.checked_mul(1000).and_then(|ms| (now_ms() as i64).checked_add(ms)),
+                    "px" => (now_ms() as i64).checked_add(t),
+                    "exat" => t.checked_mul(1000),
+                    _ => Some(t),
+                };
+                match at {
+                    Some(at) if t > 0 => expire = Some(at as u64),
+                    _ => return Ok(Reply::err("ERR invalid expire time in 'set' command")),
+                }
+                i += 1;
+            }
+            _ => return Ok(Reply::err(SYNTAX)),
+        }
+        i += 1;
+    }
+    let old = db.get(&args[1]).await?;
+    if get && old.as_ref().is_some_and(|v| v.kind != KIND_STRING) {
+        return Ok(Reply::err(WRONGTYPE));
+    }
+    let old_reply = || old.clone().map_or(Reply::Null, |v| Reply::bulk(v.payload));
+    if (nx && old.is_some()) || (xx && old.is_none()) {
+        return Ok(if get { old_reply() } else { Reply::Null });
+    }
+    if keepttl {
+        expire = old.as_ref().and_then(|v| v.expire_at_ms);
+    }
+    db.put(&args[1], &Value::string(args[2].clone(), expire)).await?;
+    Ok(if get { old_reply() } else { Reply::ok() })
+}
+
+fn hello(conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    let mut i = 1;
+    if let Some(v) = args.get(1) {
+        match parse_i64(v) {
+            Some(p @ 2..=3) => conn.proto = p as u8,
+            Some(_) => return Reply::err("NOPROTO unsupported protocol version"),
+            None => return Reply::err("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    while i < args.len() {
+        match lower(&args[i]).as_str() {
+            "setname" if i + 1 < args.len() => {
+                conn.name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            "auth" if i + 2 < args.len() => {
+                // No password is configured: any credentials are accepted,
+                // as Redis's default user does without requirepass.
+                i += 3;
+            }
+            other => {
+                return Reply::err(format!("ERR Syntax error in HELLO option '{other}'"));
+            }
+        }
+    }
+    let s = |x: &str| Reply::bulk(x.as_bytes().to_vec());
+    Reply::Map(vec![
+        (s("server"), s("redis")),
+        (s("version"), s("7.2.0")),
+        (s("proto"), Reply::Int(i64::from(conn.proto))),
+        (s("id"), Reply::Int(conn.id as i64)),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn client(conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    match (lower(&args[1]).as_str(), args.len()) {
+        ("id", 2) => Reply::Int(conn.id as i64),
+        ("getname", 2) => conn.name.clone().map_or(Reply::Null, Reply::Bulk),
+        ("setname", 3) => {
+            if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
+                return Reply::err(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            conn.name = if args[2].is_empty() { None } else { Some(args[2].clone()) };
+            Reply::ok()
+        }
+        (sub @ ("id" | "getname" | "setname"), _) => {
+            Reply::err(format!("ERR wrong number of arguments for 'client|{sub}' command"))
+        }
+        _ => Reply::err(format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_as_redis_does() {
+        assert_eq!(parse_i64(b"42"), Some(42));
+        assert_eq!(parse_i64(b"-7"), Some(-7));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [&b""[..], b"+1", b" 1", b"01", b"-0", b"1.5", b"9223372036854775808", b"-"] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_i64(b"0"), Some(0));
+    }
+}

@@ -1,0 +1,10 @@
+//! The Redis protocol endpoint (RESP2 and RESP3): Redis clients talk to
+//! Monotable unchanged. Redis data lives in ordinary ranges, one per
+//! database (see [`keyspace`] for the row layout), so views can be
+//! registered over what Redis clients write.
+
+pub mod commands;
+pub mod keyspace;
+pub mod parse;
+pub mod reply;
+pub mod server;

@@ -1,0 +1,149 @@
+//! Replies of the Redis protocol, written as RESP2 or RESP3 (chosen per
+//! connection with HELLO). RESP2 has no maps, sets, doubles or null type:
+//! they are written as flat arrays, bulk strings and null bulks, as Redis
+//! does.
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `+OK`
+    Simple(&'static str),
+    /// `-ERR ...`: the whole message, with its prefix (`ERR`, `WRONGTYPE`).
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    /// A missing value: `$-1` (RESP2) or `_` (RESP3).
+    Null,
+    /// A missing array: `*-1` (RESP2) or `_` (RESP3).
+    NullArray,
+    Array(Vec<Reply>),
+    /// Pairs: a map in RESP3, a flat array in RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// A set in RESP3, an array in RESP2.
+    Set(Vec<Reply>),
+    /// A double in RESP3, a bulk string in RESP2.
+    Double(f64),
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::Simple("OK")
+    }
+
+    pub fn err(message: impl Into<String>) -> Reply {
+        Reply::Error(message.into())
+    }
+
+    pub fn bulk(bytes: impl Into<Vec<u8>>) -> Reply {
+        Reply::Bulk(bytes.into())
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// Appends the reply in protocol version `proto` (2 or 3).
+    pub fn write(&self, proto: u8, out: &mut Vec<u8>) {
+        let resp3 = proto >= 3;
+        let header = |out: &mut Vec<u8>, tag: u8, n: usize| {
+            out.push(tag);
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        };
+        match self {
+            Reply::Simple(s) => {
+                out.push(b'+');
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Error(e) => {
+                out.push(b'-');
+                // A message never spans lines.
+                out.extend(e.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Int(n) => {
+                out.push(b':');
+                out.extend_from_slice(n.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Bulk(b) => {
+                header(out, b'$', b.len());
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Null if resp3 => out.extend_from_slice(b"_\r\n"),
+            Reply::Null => out.extend_from_slice(b"$-1\r\n"),
+            Reply::NullArray if resp3 => out.extend_from_slice(b"_\r\n"),
+            Reply::NullArray => out.extend_from_slice(b"*-1\r\n"),
+            Reply::Array(items) => {
+                header(out, b'*', items.len());
+                for i in items {
+                    i.write(proto, out);
+                }
+            }
+            Reply::Set(items) => {
+                header(out, if resp3 { b'~' } else { b'*' }, items.len());
+                for i in items {
+                    i.write(proto, out);
+                }
+            }
+            Reply::Map(pairs) => {
+                if resp3 {
+                    header(out, b'%', pairs.len());
+                } else {
+                    header(out, b'*', pairs.len() * 2);
+                }
+                for (k, v) in pairs {
+                    k.write(proto, out);
+                    v.write(proto, out);
+                }
+            }
+            Reply::Double(x) if resp3 => {
+                out.push(b',');
+                out.extend_from_slice(format_double(*x).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Double(x) => Reply::Bulk(format_double(*x).into_bytes()).write(proto, out),
+        }
+    }
+}
+
+/// A double as Redis prints it (`%.17g`, shortest form that reads back the
+/// same; `inf`, `-inf`).
+pub fn format_double(x: f64) -> String {
+    if x.is_infinite() {
+        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if x == x.trunc() && x.abs() < 1e17 {
+        return format!("{}", x as i64);
+    }
+    format!("{x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(r: &Reply, proto: u8) -> String {
+        let mut out = Vec::new();
+        r.write(proto, &mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn replies_in_both_protocols() {
+        assert_eq!(text(&Reply::ok(), 2), "+OK\r\n");
+        assert_eq!(text(&Reply::err("ERR bad\nthing"), 2), "-ERR bad thing\r\n");
+        assert_eq!(text(&Reply::Int(-3), 3), ":-3\r\n");
+        assert_eq!(text(&Reply::bulk("hi"), 2), "$2\r\nhi\r\n");
+        assert_eq!(text(&Reply::Null, 2), "$-1\r\n");
+        assert_eq!(text(&Reply::Null, 3), "_\r\n");
+        assert_eq!(text(&Reply::NullArray, 2), "*-1\r\n");
+        let map = Reply::Map(vec![(Reply::bulk("a"), Reply::Int(1))]);
+        assert_eq!(text(&map, 2), "*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(text(&map, 3), "%1\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(text(&Reply::Set(vec![Reply::bulk("x")]), 3), "~1\r\n$1\r\nx\r\n");
+        assert_eq!(text(&Reply::Double(1.5), 3), ",1.5\r\n");
+        assert_eq!(text(&Reply::Double(2.0), 2), "$1\r\n2\r\n");
+    }
+}
