@@ -355,7 +355,7 @@ impl Node {
         Ok(tokens)
     }
 
-    async fn aggregate_command(
+    pub(crate) async fn aggregate_command(
         &self,
         req: monotable_proto::AggregateRequest,
     ) -> NodeResult<monotable_proto::AggregateReply> {

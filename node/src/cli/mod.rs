@@ -7,7 +7,7 @@ mod bench;
 mod bench_views;
 pub mod json;
 mod load;
-mod run;
+pub(crate) mod run;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -255,7 +255,7 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
     Ok(0)
 }
 
-fn view_json(v: &monotable_client::ViewStatus) -> serde_json::Value {
+pub(crate) fn view_json(v: &monotable_client::ViewStatus) -> serde_json::Value {
     json!({
         "name": v.name,
         "kind": v.kind,

@@ -41,7 +41,7 @@ impl RespState {
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
     /// multi-key commands never wait on each other in a cycle).
-    async fn lock(&self, db: u32, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+    pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
         let mut stripes: Vec<usize> = keys
             .iter()
             .map(|k| {
@@ -151,6 +151,34 @@ const COMMANDS: &[(&str, i32)] = &[
     ("persist", 2),
     ("expire", -3),
     ("pexpire", -3),
+    ("hset", -4),
+    ("hmset", -4),
+    ("hsetnx", 4),
+    ("hget", 3),
+    ("hmget", -3),
+    ("hgetall", 2),
+    ("hdel", -3),
+    ("hexists", 3),
+    ("hlen", 2),
+    ("hkeys", 2),
+    ("hvals", 2),
+    ("hstrlen", 3),
+    ("hincrby", 4),
+    ("hincrbyfloat", 4),
+    ("sadd", -3),
+    ("srem", -3),
+    ("sismember", 3),
+    ("smismember", -3),
+    ("smembers", 2),
+    ("scard", 2),
+    ("sinter", -2),
+    ("sunion", -2),
+    ("sdiff", -2),
+    ("spop", -2),
+    ("srandmember", -2),
+    ("mt.scan", -2),
+    ("mt.agg", -2),
+    ("mt.views", 1),
 ];
 
 /// Runs one command.
@@ -178,6 +206,12 @@ async fn run(
     args: &[Vec<u8>],
 ) -> Result<Reply, NodeError> {
     let dbi = conn.db;
+    if let Some(reply) = super::collections::run(state, dbi, db, name, args).await {
+        return reply;
+    }
+    if let Some(reply) = super::mt::run(&state.node, name, args).await {
+        return Ok(reply);
+    }
     Ok(match name {
         "ping" => match args.len() {
             1 => Reply::Simple("PONG"),
@@ -234,7 +268,8 @@ async fn run(
                 db.put(key, &Value::string(value.clone(), None)).await?;
                 Reply::Int(1)
             } else {
-                db.put(key, &Value::string(value.clone(), expire)).await?;
+                let old = db.get(key).await?;
+                db.replace(key, &Value::string(value.clone(), expire), old.as_ref()).await?;
                 Reply::ok()
             }
         }
@@ -246,8 +281,8 @@ async fn run(
             }
             if name == "getset" {
                 db.put(&args[1], &Value::string(args[2].clone(), None)).await?;
-            } else if old.is_some() {
-                db.delete(&[args[1].clone()]).await?;
+            } else if let Some(v) = &old {
+                db.remove(&args[1], v).await?;
             }
             old.map_or(Reply::Null, |v| Reply::bulk(v.payload))
         }
@@ -280,6 +315,11 @@ async fn run(
                 items.retain(|(k, _)| k != &pair[0]);
                 items.push((pair[0].clone(), Value::string(pair[1].clone(), None)));
             }
+            for (k, _) in &items {
+                if let Some(old) = db.get(k).await?.filter(|v| v.kind != KIND_STRING) {
+                    db.remove(k, &old).await?;
+                }
+            }
             db.put_many(&items).await?;
             if name == "msetnx" {
                 Reply::Int(1)
@@ -290,13 +330,16 @@ async fn run(
         "del" | "unlink" => {
             let keys: Vec<&[u8]> = args[1..].iter().map(Vec::as_slice).collect();
             let _g = state.lock(dbi, &keys).await;
-            let mut found = Vec::new();
+            let mut found: Vec<&Vec<u8>> = Vec::new();
             for k in &args[1..] {
-                if !found.contains(k) && db.get(k).await?.is_some() {
-                    found.push(k.clone());
+                if found.contains(&k) {
+                    continue;
+                }
+                if let Some(v) = db.get(k).await? {
+                    db.remove(k, &v).await?;
+                    found.push(k);
                 }
             }
-            db.delete(&found).await?;
             Reply::Int(found.len() as i64)
         }
         "exists" => {
@@ -384,8 +427,8 @@ async fn run(
             let _g = state.lock(dbi, &[&args[1]]).await;
             match db.get(&args[1]).await? {
                 None => Reply::Int(0),
-                Some(_) if at <= now_ms() as i64 => {
-                    db.delete(&[args[1].clone()]).await?;
+                Some(v) if at <= now_ms() as i64 => {
+                    db.remove(&args[1], &v).await?;
                     Reply::Int(1)
                 }
                 Some(mut v) => {
@@ -443,7 +486,7 @@ async fn set(db: &Db<'_>, args: &[Vec<u8>]) -> Result<Reply, NodeError> {
     if keepttl {
         expire = old.as_ref().and_then(|v| v.expire_at_ms);
     }
-    db.put(&args[1], &Value::string(args[2].clone(), expire)).await?;
+    db.replace(&args[1], &Value::string(args[2].clone(), expire), old.as_ref()).await?;
     Ok(if get { old_reply() } else { Reply::ok() })
 }
 

@@ -5,17 +5,29 @@
 //!
 //! - row key: the tuple `("k", KEY)` (KEY as bytes)
 //! - row value: `TYPE u8 | EXPIRE_AT u64 big-endian (ms since the epoch,
-//!   0 = none) | PAYLOAD`; for a string (TYPE 0) the payload is the value.
+//!   0 = none) | PAYLOAD`; for a string (TYPE 0) the payload is the value,
+//!   for a collection the number of its elements (u64 big-endian).
+//!
+//! A collection keeps one row per element, so changing one element costs
+//! O(log n) however large the collection:
+//!
+//! - hash (TYPE 1): `("h", KEY, FIELD)` -> the field's value, as a
+//!   MessagePack binary (so mappers read it like any row value)
+//! - set (TYPE 2): `("s", KEY, MEMBER)` -> empty
 //!
 //! Mappers and reducers can be registered on `redis.N` like on any range.
 
 use monotable_proto::tuple::{self, Element};
+
+use monotable_proto::WriteOp;
 
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::storage::chunk::ReadAt;
 
 pub const KIND_STRING: u8 = 0;
+pub const KIND_HASH: u8 = 1;
+pub const KIND_SET: u8 = 2;
 
 /// Databases a client may SELECT (Redis's default `databases 16`).
 pub const DATABASES: u32 = 16;
@@ -61,12 +73,71 @@ impl Value {
         })
     }
 
+    /// A collection's key row.
+    pub fn collection(kind: u8, count: u64, expire_at_ms: Option<u64>) -> Value {
+        Value { kind, expire_at_ms, payload: count.to_be_bytes().to_vec() }
+    }
+
+    /// A collection's element count.
+    pub fn count(&self) -> u64 {
+        self.payload.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
+    }
+
+    pub fn set_count(&mut self, count: u64) {
+        self.payload = count.to_be_bytes().to_vec();
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             KIND_STRING => "string",
+            KIND_HASH => "hash",
+            KIND_SET => "set",
             _ => "none",
         }
     }
+}
+
+/// A hash field's value as stored: a MessagePack binary.
+pub fn encode_field(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 5);
+    rmpv::encode::write_value(&mut out, &rmpv::Value::Binary(value.to_vec()))
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn decode_field(stored: &[u8]) -> NodeResult<Vec<u8>> {
+    let mut rest = stored;
+    match rmpv::decode::read_value(&mut rest) {
+        Ok(rmpv::Value::Binary(b)) if rest.is_empty() => Ok(b),
+        _ => Err(NodeError::Internal("damaged hash field row".into())),
+    }
+}
+
+/// The tag of a collection's element rows.
+pub fn tag(kind: u8) -> Option<&'static str> {
+    match kind {
+        KIND_HASH => Some("h"),
+        KIND_SET => Some("s"),
+        _ => None,
+    }
+}
+
+/// The row of one element of a collection.
+pub fn element_row(kind: u8, key: &[u8], element: &[u8]) -> Vec<u8> {
+    let tag = tag(kind).expect("a collection kind");
+    tuple::encode(&[
+        Element::String(tag.into()),
+        Element::Bytes(key.to_vec()),
+        Element::Bytes(element.to_vec()),
+    ])
+    .expect("an element within the size limit encodes")
+}
+
+/// What every element row of a collection starts with.
+pub fn element_prefix(kind: u8, key: &[u8]) -> Vec<u8> {
+    let tag = tag(kind).expect("a collection kind");
+    tuple::encode(&[Element::String(tag.into()), Element::Bytes(key.to_vec())])
+        .expect("a key within the size limit encodes")
 }
 
 pub fn now_ms() -> u64 {
@@ -97,10 +168,93 @@ impl Db<'_> {
         let value = Value::decode(&bytes)
             .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
         if value.expire_at_ms.is_some_and(|at| at <= now_ms()) {
-            self.delete(&[key.to_vec()]).await?;
+            self.remove(key, &value).await?;
             return Ok(None);
         }
         Ok(Some(value))
+    }
+
+    /// Sets a key that held `old`: a collection's element rows go with it.
+    pub async fn replace(&self, key: &[u8], new: &Value, old: Option<&Value>) -> NodeResult<()> {
+        match old {
+            Some(old) if tag(old.kind).is_some() => {
+                self.remove(key, old).await?;
+                self.put(key, new).await
+            }
+            _ => self.put(key, new).await,
+        }
+    }
+
+    /// Removes a key and, for a collection, every element row.
+    pub async fn remove(&self, key: &[u8], value: &Value) -> NodeResult<()> {
+        let mut ops = vec![WriteOp::Delete { key: key_row(key).into() }];
+        if tag(value.kind).is_some() {
+            for (row, _) in self.rows_with_prefix(&element_prefix(value.kind, key)).await? {
+                ops.push(WriteOp::Delete { key: row.into() });
+            }
+        }
+        self.write(ops).await
+    }
+
+    /// Every row starting with `prefix`, in key order.
+    pub async fn rows_with_prefix(&self, prefix: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        if self.node.router_read().range(&self.range).is_none() {
+            return Ok(Vec::new());
+        }
+        let end = monotable_proto::keys::prefix_end(prefix);
+        let mut out = Vec::new();
+        let mut start = prefix.to_vec();
+        loop {
+            let reply = self
+                .node
+                .scan_range(monotable_proto::ScanRequest {
+                    range: self.range.clone(),
+                    start: Some(start.into()),
+                    end: end.clone().map(Into::into),
+                    ..Default::default()
+                })
+                .await?;
+            out.extend(reply.records.into_iter().map(|r| (r.key.into_vec(), r.value.into_vec())));
+            match reply.resume {
+                Some(next) => start = next.into_vec(),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A collection's elements (and their values), in element order.
+    pub async fn elements(&self, kind: u8, key: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let rows = self.rows_with_prefix(&element_prefix(kind, key)).await?;
+        rows.into_iter()
+            .map(|(row, value)| match tuple::decode(&row).ok().and_then(|mut t| t.pop()) {
+                Some(Element::Bytes(e)) => Ok((e, value)),
+                _ => Err(NodeError::Internal(format!("damaged element row for {key:?}"))),
+            })
+            .collect()
+    }
+
+    /// One element's value.
+    pub async fn element(
+        &self,
+        kind: u8,
+        key: &[u8],
+        element: &[u8],
+    ) -> NodeResult<Option<Vec<u8>>> {
+        match self.node.get(&self.range, element_row(kind, key, element), ReadAt::Latest).await {
+            Err(NodeError::Client { code: monotable_proto::ErrorCode::RangeNotFound, .. }) => {
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// Writes rows of this database (each chunk's part atomically).
+    pub async fn write(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.ensure_range().await?;
+        self.node.write_ops(&self.range, ops).await
     }
 
     pub async fn put(&self, key: &[u8], value: &Value) -> NodeResult<()> {
@@ -111,10 +265,7 @@ impl Db<'_> {
         self.ensure_range().await?;
         let ops = items
             .iter()
-            .map(|(k, v)| monotable_proto::WriteOp::Put {
-                key: key_row(k).into(),
-                value: v.encode().into(),
-            })
+            .map(|(k, v)| WriteOp::Put { key: key_row(k).into(), value: v.encode().into() })
             .collect();
         self.node.write_ops(&self.range, ops).await
     }

@@ -3,8 +3,10 @@
 //! database (see [`keyspace`] for the row layout), so views can be
 //! registered over what Redis clients write.
 
+pub mod collections;
 pub mod commands;
 pub mod keyspace;
+pub mod mt;
 pub mod parse;
 pub mod reply;
 pub mod server;

@@ -1,0 +1,371 @@
+//! Hash and set commands: one row per field or member (see
+//! [`super::keyspace`]), the element count in the key row.
+
+use monotable_proto::WriteOp;
+use rand::seq::SliceRandom;
+
+use super::commands::{parse_i64, RespState, WRONGTYPE};
+use super::keyspace::{
+    decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
+};
+use super::reply::{format_double, Reply};
+use crate::error::NodeResult;
+
+/// The key's collection of `kind`: `Ok(None)` when absent, `Err(reply)`
+/// when it holds another type.
+async fn collection(db: &Db<'_>, key: &[u8], kind: u8) -> NodeResult<Result<Option<Value>, Reply>> {
+    Ok(match db.get(key).await? {
+        None => Ok(None),
+        Some(v) if v.kind == kind => Ok(Some(v)),
+        Some(_) => Err(Reply::err(WRONGTYPE)),
+    })
+}
+
+macro_rules! or_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reply) => return Ok(reply),
+        }
+    };
+}
+
+/// Writes element changes and the key row with its new count (or removes
+/// the key when it is empty).
+async fn commit(
+    db: &Db<'_>,
+    key: &[u8],
+    kind: u8,
+    before: Option<&Value>,
+    count: u64,
+    mut ops: Vec<WriteOp>,
+) -> NodeResult<()> {
+    if count == 0 {
+        ops.push(WriteOp::Delete { key: key_row(key).into() });
+    } else if before.is_none_or(|b| b.count() != count) {
+        let expire = before.and_then(|b| b.expire_at_ms);
+        ops.push(WriteOp::Put {
+            key: key_row(key).into(),
+            value: Value::collection(kind, count, expire).encode().into(),
+        });
+    }
+    db.write(ops).await
+}
+
+/// Writes a hash field (its value stored as MessagePack) or a set member.
+fn put(kind: u8, key: &[u8], element: &[u8], value: &[u8]) -> WriteOp {
+    let value = if kind == KIND_HASH { encode_field(value) } else { value.to_vec() };
+    WriteOp::Put { key: element_row(kind, key, element).into(), value: value.into() }
+}
+
+/// A hash field's value.
+async fn field(db: &Db<'_>, key: &[u8], name: &[u8]) -> NodeResult<Option<Vec<u8>>> {
+    db.element(KIND_HASH, key, name).await?.map(|v| decode_field(&v)).transpose()
+}
+
+fn del(kind: u8, key: &[u8], element: &[u8]) -> WriteOp {
+    WriteOp::Delete { key: element_row(kind, key, element).into() }
+}
+
+fn bulks(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<Reply> {
+    items.into_iter().map(Reply::Bulk).collect()
+}
+
+/// Redis's float parsing for increments: no spaces, no NaN.
+fn parse_f64(bytes: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let x: f64 = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        other => other.parse().ok()?,
+    };
+    (!x.is_nan()).then_some(x)
+}
+
+/// Runs a hash or set command; `None` when `name` is neither.
+pub async fn run(
+    state: &RespState,
+    dbi: u32,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Option<NodeResult<Reply>> {
+    let reply = match name {
+        "hset" | "hmset" | "hsetnx" | "hdel" | "hincrby" | "hincrbyfloat" | "sadd" | "srem"
+        | "spop" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            write_command(db, name, args).await
+        }
+        "hget" | "hmget" | "hgetall" | "hexists" | "hlen" | "hkeys" | "hvals" | "hstrlen"
+        | "sismember" | "smismember" | "smembers" | "scard" | "srandmember" => {
+            read_command(db, name, args).await
+        }
+        "sinter" | "sunion" | "sdiff" => set_algebra(db, name, &args[1..]).await,
+        _ => return None,
+    };
+    Some(reply)
+}
+
+async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let key = &args[1];
+    let kind = if name.starts_with('h') { KIND_HASH } else { KIND_SET };
+    let found = or_reply!(collection(db, key, kind).await?);
+    let Some(v) = found else {
+        return Ok(match name {
+            "hget" => Reply::Null,
+            "hmget" => Reply::Array(vec![Reply::Null; args.len() - 2]),
+            "hgetall" => Reply::Map(Vec::new()),
+            "hkeys" | "hvals" => Reply::Array(Vec::new()),
+            "smembers" => Reply::Set(Vec::new()),
+            "smismember" => Reply::Array(vec![Reply::Int(0); args.len() - 2]),
+            "srandmember" if args.len() > 2 => match parse_i64(&args[2]) {
+                Some(_) => Reply::Array(Vec::new()),
+                None => Reply::err("ERR value is not an integer or out of range"),
+            },
+            "srandmember" => Reply::Null,
+            _ => Reply::Int(0),
+        });
+    };
+    Ok(match name {
+        "hget" => field(db, key, &args[2]).await?.map_or(Reply::Null, Reply::Bulk),
+        "hmget" => {
+            let mut out = Vec::new();
+            for f in &args[2..] {
+                out.push(field(db, key, f).await?.map_or(Reply::Null, Reply::Bulk));
+            }
+            Reply::Array(out)
+        }
+        "hexists" | "sismember" => {
+            Reply::Int(i64::from(db.element(kind, key, &args[2]).await?.is_some()))
+        }
+        "smismember" => {
+            let mut out = Vec::new();
+            for m in &args[2..] {
+                out.push(Reply::Int(i64::from(db.element(kind, key, m).await?.is_some())));
+            }
+            Reply::Array(out)
+        }
+        "hstrlen" => Reply::Int(field(db, key, &args[2]).await?.map_or(0, |v| v.len() as i64)),
+        "hlen" | "scard" => Reply::Int(v.count() as i64),
+        "hgetall" => {
+            let mut pairs = Vec::new();
+            for (f, v) in db.elements(kind, key).await? {
+                pairs.push((Reply::Bulk(f), Reply::Bulk(decode_field(&v)?)));
+            }
+            Reply::Map(pairs)
+        }
+        "hkeys" => Reply::Array(bulks(db.elements(kind, key).await?.into_iter().map(|(f, _)| f))),
+        "hvals" => {
+            let values = db.elements(kind, key).await?;
+            Reply::Array(bulks(
+                values.iter().map(|(_, v)| decode_field(v)).collect::<NodeResult<Vec<_>>>()?,
+            ))
+        }
+        "smembers" => Reply::Set(bulks(db.elements(kind, key).await?.into_iter().map(|(m, _)| m))),
+        "srandmember" => {
+            let members: Vec<Vec<u8>> =
+                db.elements(kind, key).await?.into_iter().map(|(m, _)| m).collect();
+            let mut rng = rand::thread_rng();
+            match args.get(2) {
+                None => members.choose(&mut rng).cloned().map_or(Reply::Null, Reply::Bulk),
+                Some(n) => match parse_i64(n) {
+                    None => Reply::err("ERR value is not an integer or out of range"),
+                    Some(n) if n >= 0 => {
+                        Reply::Array(bulks(members.choose_multiple(&mut rng, n as usize).cloned()))
+                    }
+                    // Negative: that many, repeats allowed.
+                    Some(n) => Reply::Array(bulks(
+                        (0..n.unsigned_abs()).filter_map(|_| members.choose(&mut rng).cloned()),
+                    )),
+                },
+            }
+        }
+        _ => Reply::err("ERR unknown command"),
+    })
+}
+
+async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let key = &args[1];
+    let kind = if name.starts_with('h') { KIND_HASH } else { KIND_SET };
+    // Arguments are checked before the key, as Redis does.
+    match name {
+        "hincrby" if parse_i64(&args[3]).is_none() => {
+            return Ok(Reply::err("ERR value is not an integer or out of range"))
+        }
+        "hincrbyfloat" if parse_f64(&args[3]).is_none() => {
+            return Ok(Reply::err("ERR value is not a valid float"))
+        }
+        _ => {}
+    }
+    let before = or_reply!(collection(db, key, kind).await?);
+    let mut count = before.as_ref().map_or(0, Value::count);
+    let mut ops = Vec::new();
+    let reply = match name {
+        "hset" | "hmset" => {
+            if !args.len().is_multiple_of(2) {
+                return Ok(Reply::err(format!(
+                    "ERR wrong number of arguments for '{name}' command"
+                )));
+            }
+            let mut added = 0;
+            let mut seen: Vec<&Vec<u8>> = Vec::new();
+            for pair in args[2..].chunks(2) {
+                let new = !seen.contains(&&pair[0])
+                    && (before.is_none() || db.element(kind, key, &pair[0]).await?.is_none());
+                if new {
+                    added += 1;
+                }
+                seen.push(&pair[0]);
+                ops.push(put(kind, key, &pair[0], &pair[1]));
+            }
+            count += added;
+            if name == "hmset" {
+                Reply::ok()
+            } else {
+                Reply::Int(added as i64)
+            }
+        }
+        "hsetnx" => {
+            if db.element(kind, key, &args[2]).await?.is_some() {
+                return Ok(Reply::Int(0));
+            }
+            ops.push(put(kind, key, &args[2], &args[3]));
+            count += 1;
+            Reply::Int(1)
+        }
+        "hdel" | "srem" => {
+            let mut removed = 0;
+            let mut seen: Vec<&Vec<u8>> = Vec::new();
+            for f in &args[2..] {
+                if !seen.contains(&f) && db.element(kind, key, f).await?.is_some() {
+                    ops.push(del(kind, key, f));
+                    removed += 1;
+                }
+                seen.push(f);
+            }
+            count -= removed;
+            Reply::Int(removed as i64)
+        }
+        "hincrby" => {
+            let Some(by) = parse_i64(&args[3]) else {
+                return Ok(Reply::err("ERR value is not an integer or out of range"));
+            };
+            let current = match field(db, key, &args[2]).await? {
+                None => {
+                    count += 1;
+                    0
+                }
+                Some(v) => match parse_i64(&v) {
+                    Some(n) => n,
+                    None => return Ok(Reply::err("ERR hash value is not an integer")),
+                },
+            };
+            let Some(next) = current.checked_add(by) else {
+                return Ok(Reply::err("ERR increment or decrement would overflow"));
+            };
+            ops.push(put(kind, key, &args[2], next.to_string().as_bytes()));
+            Reply::Int(next)
+        }
+        "hincrbyfloat" => {
+            let Some(by) = parse_f64(&args[3]) else {
+                return Ok(Reply::err("ERR value is not a valid float"));
+            };
+            let current = match field(db, key, &args[2]).await? {
+                None => {
+                    count += 1;
+                    0.0
+                }
+                Some(v) => match parse_f64(&v) {
+                    Some(x) => x,
+                    None => return Ok(Reply::err("ERR hash value is not a float")),
+                },
+            };
+            let next = current + by;
+            if !next.is_finite() {
+                return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
+            }
+            let text = format_double(next);
+            ops.push(put(kind, key, &args[2], text.as_bytes()));
+            Reply::Bulk(text.into_bytes())
+        }
+        "sadd" => {
+            let mut added = 0;
+            let mut seen: Vec<&Vec<u8>> = Vec::new();
+            for m in &args[2..] {
+                if !seen.contains(&m)
+                    && (before.is_none() || db.element(kind, key, m).await?.is_none())
+                {
+                    ops.push(put(kind, key, m, b""));
+                    added += 1;
+                }
+                seen.push(m);
+            }
+            count += added;
+            Reply::Int(added as i64)
+        }
+        "spop" => {
+            let n = match args.get(2) {
+                None => None,
+                Some(n) => match parse_i64(n) {
+                    Some(n) if n >= 0 => Some(n as usize),
+                    _ => return Ok(Reply::err("ERR value is out of range, must be positive")),
+                },
+            };
+            let members: Vec<Vec<u8>> = if before.is_some() {
+                db.elements(kind, key).await?.into_iter().map(|(m, _)| m).collect()
+            } else {
+                Vec::new()
+            };
+            let mut rng = rand::thread_rng();
+            let chosen: Vec<Vec<u8>> =
+                members.choose_multiple(&mut rng, n.unwrap_or(1)).cloned().collect();
+            for m in &chosen {
+                ops.push(del(kind, key, m));
+            }
+            count -= chosen.len() as u64;
+            match n {
+                None => chosen.into_iter().next().map_or(Reply::Null, Reply::Bulk),
+                Some(_) if before.is_none() => Reply::Array(Vec::new()),
+                Some(_) => Reply::Set(bulks(chosen)),
+            }
+        }
+        _ => return Ok(Reply::err("ERR unknown command")),
+    };
+    if before.is_none() && count == 0 {
+        return Ok(reply);
+    }
+    commit(db, key, kind, before.as_ref(), count, ops).await?;
+    Ok(reply)
+}
+
+async fn set_algebra(db: &Db<'_>, name: &str, keys: &[Vec<u8>]) -> NodeResult<Reply> {
+    let mut sets: Vec<Vec<Vec<u8>>> = Vec::with_capacity(keys.len());
+    for k in keys {
+        let found = or_reply!(collection(db, k, KIND_SET).await?);
+        sets.push(match found {
+            None => Vec::new(),
+            Some(_) => db.elements(KIND_SET, k).await?.into_iter().map(|(m, _)| m).collect(),
+        });
+    }
+    let first = sets.first().cloned().unwrap_or_default();
+    let result: Vec<Vec<u8>> = match name {
+        "sinter" => first
+            .into_iter()
+            .filter(|m| sets[1..].iter().all(|s| s.binary_search(m).is_ok()))
+            .collect(),
+        "sdiff" => first
+            .into_iter()
+            .filter(|m| sets[1..].iter().all(|s| s.binary_search(m).is_err()))
+            .collect(),
+        _ => {
+            let mut all: Vec<Vec<u8>> = sets.into_iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+    };
+    Ok(Reply::Set(bulks(result)))
+}

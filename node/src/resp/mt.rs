@@ -1,0 +1,145 @@
+//! Monotable's own commands on the Redis protocol, so Redis clients reach
+//! ranges and views. Keys are given and shown in the JSON form `scan` uses;
+//! replies are JSON text.
+//!
+//! - `MT.SCAN range [START key] [END key] [PREFIX key] [COUNT n]`: an array
+//!   of `{"key":..,"value":..}` (at most `COUNT`, default 100 records).
+//! - `MT.AGG reducer [START key] [END key] [PREFIX key] [GROUPLEVEL n]
+//!   [FRESH] [TIMEOUT ms]`: the reduction as JSON, or with `GROUPLEVEL` an
+//!   array of `{"key":..,"value":..}`.
+//! - `MT.VIEWS`: an array with the status of every view, as `monotable
+//!   views --json` prints it.
+
+use serde_json::json;
+
+use super::reply::Reply;
+use crate::cli::json::{key_arg, key_to_json, value_to_json};
+use crate::node::Node;
+
+const SCAN_COUNT_DEFAULT: u32 = 100;
+
+struct Options {
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+    prefix: Option<Vec<u8>>,
+    count: Option<u32>,
+    group_level: Option<u32>,
+    fresh: bool,
+    timeout_ms: u64,
+}
+
+fn options(args: &[Vec<u8>], allowed: &[&str]) -> Result<Options, Reply> {
+    let mut o = Options {
+        start: None,
+        end: None,
+        prefix: None,
+        count: None,
+        group_level: None,
+        fresh: false,
+        timeout_ms: 0,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let name = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+        if !allowed.contains(&name.as_str()) {
+            return Err(Reply::err("ERR syntax error"));
+        }
+        if name == "FRESH" {
+            o.fresh = true;
+            i += 1;
+            continue;
+        }
+        let Some(value) = args.get(i + 1) else { return Err(Reply::err("ERR syntax error")) };
+        let text = String::from_utf8_lossy(value);
+        let key = || key_arg(&text).map_err(|e| Reply::err(format!("ERR invalid key {text}: {e}")));
+        let number = || -> Result<u64, Reply> {
+            text.parse().map_err(|_| Reply::err("ERR value is not an integer or out of range"))
+        };
+        match name.as_str() {
+            "START" => o.start = Some(key()?),
+            "END" => o.end = Some(key()?),
+            "PREFIX" => o.prefix = Some(key()?),
+            "COUNT" => o.count = Some(number()?.min(u64::from(u32::MAX)) as u32),
+            "GROUPLEVEL" => o.group_level = Some(number()?.min(u64::from(u32::MAX)) as u32),
+            _ => o.timeout_ms = number()?,
+        }
+        i += 2;
+    }
+    if o.prefix.is_some() && (o.start.is_some() || o.end.is_some()) {
+        return Err(Reply::err("ERR PREFIX cannot be combined with START or END"));
+    }
+    Ok(o)
+}
+
+fn json_bulk(j: &serde_json::Value) -> Reply {
+    Reply::Bulk(j.to_string().into_bytes())
+}
+
+/// Runs an `MT.*` command; `None` when `name` is not one.
+pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
+    let reply = match name {
+        "mt.views" => {
+            let views = node.view_statuses().await;
+            Reply::Array(views.iter().map(|v| json_bulk(&crate::cli::run::view_json(v))).collect())
+        }
+        "mt.scan" => {
+            let o = match options(&args[2..], &["START", "END", "PREFIX", "COUNT"]) {
+                Ok(o) => o,
+                Err(reply) => return Some(reply),
+            };
+            let req = monotable_proto::ScanRequest {
+                range: String::from_utf8_lossy(&args[1]).into_owned(),
+                start: o.start.map(Into::into),
+                end: o.end.map(Into::into),
+                prefix: o.prefix.map(Into::into),
+                limit: o.count.unwrap_or(SCAN_COUNT_DEFAULT),
+                ..Default::default()
+            };
+            match node.scan_range(req).await {
+                Ok(page) => Reply::Array(
+                    page.records
+                        .iter()
+                        .map(|r| {
+                            json_bulk(&json!({"key": key_to_json(&r.key), "value": value_to_json(&r.value)}))
+                        })
+                        .collect(),
+                ),
+                Err(e) => Reply::err(format!("ERR {e}")),
+            }
+        }
+        "mt.agg" => {
+            let allowed = ["START", "END", "PREFIX", "GROUPLEVEL", "FRESH", "TIMEOUT"];
+            let o = match options(&args[2..], &allowed) {
+                Ok(o) => o,
+                Err(reply) => return Some(reply),
+            };
+            let req = monotable_proto::AggregateRequest {
+                reducer: String::from_utf8_lossy(&args[1]).into_owned(),
+                start: o.start.map(Into::into),
+                end: o.end.map(Into::into),
+                prefix: o.prefix.map(Into::into),
+                group_level: o.group_level,
+                fresh: o.fresh,
+                timeout_ms: o.timeout_ms,
+            };
+            match node.aggregate_command(req).await {
+                Ok(monotable_proto::AggregateReply::Total(v)) => json_bulk(&decode(&v)),
+                Ok(monotable_proto::AggregateReply::Groups(groups)) => Reply::Array(
+                    groups
+                        .iter()
+                        .map(|(k, v)| {
+                            json_bulk(&json!({"key": key_to_json(k), "value": decode(v)}))
+                        })
+                        .collect(),
+                ),
+                Err(e) => Reply::err(format!("ERR {e}")),
+            }
+        }
+        _ => return None,
+    };
+    Some(reply)
+}
+
+fn decode(v: &[u8]) -> serde_json::Value {
+    rmp_serde::from_slice(v).unwrap_or(serde_json::Value::Null)
+}
