@@ -131,9 +131,8 @@ fn bulk_items(reply: &[u8]) -> Option<Vec<Vec<u8>>> {
 fn unordered(args: &[&[u8]], reply: Vec<u8>) -> Vec<u8> {
     let name = String::from_utf8_lossy(args[0]).to_ascii_uppercase();
     let pairs = name == "HGETALL";
-    if !["HGETALL", "HKEYS", "HVALS", "SMEMBERS", "SINTER", "SUNION", "SDIFF"]
-        .contains(&name.as_str())
-    {
+    let unordered = ["HGETALL", "HKEYS", "HVALS", "SMEMBERS", "SINTER", "SUNION", "SDIFF", "KEYS"];
+    if !unordered.contains(&name.as_str()) {
         return reply;
     }
     let Some(items) = bulk_items(&reply) else { return reply };
@@ -304,6 +303,79 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         "SMEMBERS s",
         "DEL t",
         "SMEMBERS t",
+        "SET e1 v",
+        "EXPIRE e1 100 NX",
+        "EXPIRE e1 200 NX",
+        "EXPIRE e1 50 GT",
+        "EXPIRE e1 500 GT",
+        "EXPIRE e1 5 LT",
+        "TTL e1",
+        "EXPIRE e1 10 XX NX",
+        "EXPIRE e1 10 GT LT",
+        "EXPIRE e1 10 BOGUS",
+        "EXPIRE e1 ten",
+        "PERSIST e1",
+        "TTL e1",
+        "EXPIRE e1 10 XX",
+        "PEXPIREAT e1 1",
+        "EXISTS e1",
+        "EXPIREAT nokey 1",
+        "SET r1 hello",
+        "RENAME r1 r2",
+        "GET r2",
+        "GET r1",
+        "RENAME nokey x",
+        "RENAMENX r2 r2",
+        "SET r3 x",
+        "RENAMENX r2 r3",
+        "RENAME r2 r3",
+        "GET r3",
+        "HSET rh a 1 b 2",
+        "RENAME rh rh2",
+        "HGETALL rh2",
+        "HGETALL rh",
+        "HLEN rh2",
+        "GETEX r3",
+        "GETEX r3 PX 100000",
+        "GETEX r3 PERSIST",
+        "TTL r3",
+        "GETEX r3 EX 0",
+        "GETEX r3 FOO",
+        "GETEX nokey",
+        "GETEX rh2",
+        "SET f 10.5",
+        "INCRBYFLOAT f 0.1",
+        "INCRBYFLOAT f -5",
+        "INCRBYFLOAT f abc",
+        "INCRBYFLOAT nokeyf 3",
+        "INCRBYFLOAT rh2 1",
+        "SET g HelloWorld",
+        "GETRANGE g 0 4",
+        "GETRANGE g -3 -1",
+        "GETRANGE g 5 100",
+        "GETRANGE g -100 2",
+        "GETRANGE g 3 1",
+        "GETRANGE nokey 0 1",
+        "GETRANGE g x 1",
+        "SETRANGE g 5 XYZ",
+        "GET g",
+        "SETRANGE nokey2 3 ab",
+        "GET nokey2",
+        "SETRANGE g -1 x",
+        "SETRANGE rh2 0 x",
+        "KEYS r*",
+        "KEYS *",
+        "KEYS h[a-z]",
+        "DBSIZE",
+        "FLUSHDB BOGUS",
+        "FLUSHDB",
+        "DBSIZE",
+        "KEYS *",
+        "SELECT 1",
+        "DBSIZE",
+        "FLUSHALL",
+        "DBSIZE",
+        "SELECT 0",
     ];
     for line in script {
         let args = words(line);
@@ -352,6 +424,61 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
         same(&mut redis, &mut mono, &args);
     }
+}
+
+#[test]
+fn scan_visits_every_key_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let mut c = Raw::connect(node.resp_addr);
+    let mut want = std::collections::BTreeSet::new();
+    for i in 0..250 {
+        let k = format!("key:{i}");
+        if i % 3 == 0 {
+            c.call(&[b"SADD", k.as_bytes(), b"m"]);
+        } else {
+            c.call(&[b"SET", k.as_bytes(), b"v"]);
+        }
+        want.insert(k);
+    }
+    let mut seen = Vec::new();
+    let mut sets = 0;
+    let mut cursor = b"0".to_vec();
+    loop {
+        let reply = c.call(&[b"SCAN", &cursor, b"COUNT", b"17"]);
+        // *2 $n cursor *m keys...
+        let text = reply
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .collect::<Vec<_>>();
+        cursor = text[2].to_vec();
+        let n: usize = std::str::from_utf8(&text[3][1..]).expect("n").parse().expect("n");
+        for i in 0..n {
+            seen.push(String::from_utf8(text[5 + 2 * i].to_vec()).expect("key"));
+        }
+        if cursor == b"0" {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, want.iter().cloned().collect::<Vec<_>>());
+    cursor = b"0".to_vec();
+    loop {
+        let reply =
+            c.call(&[b"SCAN", &cursor, b"MATCH", b"key:1*", b"TYPE", b"set", b"COUNT", b"1000"]);
+        let text = reply
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .collect::<Vec<_>>();
+        cursor = text[2].to_vec();
+        sets += std::str::from_utf8(&text[3][1..]).expect("n").parse::<usize>().expect("n");
+        if cursor == b"0" {
+            break;
+        }
+    }
+    let want_sets = (0..250).filter(|i| i % 3 == 0 && format!("{i}").starts_with('1')).count();
+    assert_eq!(sets, want_sets);
+    assert_eq!(show(&c.call(&[b"SCAN", b"abc"])), "-ERR invalid cursor\\r\\n");
 }
 
 #[test]

@@ -72,7 +72,7 @@ fn bulks(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<Reply> {
 }
 
 /// Redis's float parsing for increments: no spaces, no NaN.
-fn parse_f64(bytes: &[u8]) -> Option<f64> {
+pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
     let s = std::str::from_utf8(bytes).ok()?;
     if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         return None;

@@ -15,8 +15,8 @@ use crate::node::Node;
 const LOCK_STRIPES: usize = 1024;
 
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
-const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
-const SYNTAX: &str = "ERR syntax error";
+pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const SYNTAX: &str = "ERR syntax error";
 const OVERFLOW: &str = "ERR increment or decrement would overflow";
 
 /// What every RESP connection of a node shares.
@@ -24,6 +24,8 @@ pub struct RespState {
     pub node: Arc<Node>,
     locks: Vec<Mutex<()>>,
     next_client_id: AtomicU64,
+    /// SCAN cursors: number -> the key row to go on from.
+    pub cursors: std::sync::Mutex<super::keys::Cursors>,
 }
 
 impl RespState {
@@ -32,6 +34,7 @@ impl RespState {
             node,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             next_client_id: AtomicU64::new(1),
+            cursors: Default::default(),
         }
     }
 
@@ -151,6 +154,20 @@ const COMMANDS: &[(&str, i32)] = &[
     ("persist", 2),
     ("expire", -3),
     ("pexpire", -3),
+    ("expireat", -3),
+    ("pexpireat", -3),
+    ("keys", 2),
+    ("scan", -2),
+    ("dbsize", 1),
+    ("flushdb", -1),
+    ("flushall", -1),
+    ("rename", 3),
+    ("renamenx", 3),
+    ("getex", -2),
+    ("incrbyfloat", 3),
+    ("getrange", 4),
+    ("setrange", 4),
+    ("time", 1),
     ("hset", -4),
     ("hmset", -4),
     ("hsetnx", 4),
@@ -211,6 +228,9 @@ async fn run(
     }
     if let Some(reply) = super::mt::run(&state.node, name, args).await {
         return Ok(reply);
+    }
+    if let Some(reply) = super::keys::run(state, dbi, db, name, args).await {
+        return reply;
     }
     Ok(match name {
         "ping" => match args.len() {
@@ -410,32 +430,6 @@ async fn run(
                     Reply::Int(1)
                 }
                 _ => Reply::Int(0),
-            }
-        }
-        "expire" | "pexpire" => {
-            if args.len() > 3 {
-                return Ok(Reply::err(format!(
-                    "ERR Unsupported option {}",
-                    String::from_utf8_lossy(&args[3])
-                )));
-            }
-            let Some(t) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
-            let ms = if name == "expire" { t.checked_mul(1000) } else { Some(t) };
-            let Some(at) = ms.and_then(|ms| (now_ms() as i64).checked_add(ms)) else {
-                return Ok(Reply::err(format!("ERR invalid expire time in '{name}' command")));
-            };
-            let _g = state.lock(dbi, &[&args[1]]).await;
-            match db.get(&args[1]).await? {
-                None => Reply::Int(0),
-                Some(v) if at <= now_ms() as i64 => {
-                    db.remove(&args[1], &v).await?;
-                    Reply::Int(1)
-                }
-                Some(mut v) => {
-                    v.expire_at_ms = Some(at as u64);
-                    db.put(&args[1], &v).await?;
-                    Reply::Int(1)
-                }
             }
         }
         other => unknown_command(&[other.as_bytes().to_vec()]),

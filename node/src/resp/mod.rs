@@ -5,6 +5,8 @@
 
 pub mod collections;
 pub mod commands;
+pub mod glob;
+pub mod keys;
 pub mod keyspace;
 pub mod mt;
 pub mod parse;

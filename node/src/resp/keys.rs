@@ -1,0 +1,409 @@
+//! Commands over whole keys: listing and scanning them, expiry, renaming,
+//! flushing, and the string commands that edit parts of a value.
+
+use std::collections::BTreeMap;
+
+use monotable_proto::tuple::{self, Element};
+use monotable_proto::WriteOp;
+
+use super::collections::parse_f64;
+use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
+use super::glob;
+use super::keyspace::{
+    element_prefix, element_row, key_row, now_ms, tag, Db, Value, DATABASES, KIND_STRING,
+};
+use super::reply::{format_double, Reply};
+use crate::error::{NodeError, NodeResult};
+
+/// SCAN cursors kept at once; the oldest are forgotten first (a client
+/// that comes back with one starts over).
+const CURSORS_MAX: usize = 65_536;
+/// Largest string SETRANGE may make (Redis's `proto-max-bulk-len`).
+const STRING_LEN_MAX: i64 = 512 * 1024 * 1024;
+
+/// SCAN cursors: a number for clients, the next key row for us.
+#[derive(Default)]
+pub struct Cursors {
+    next: u64,
+    positions: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Cursors {
+    fn save(&mut self, position: Vec<u8>) -> u64 {
+        self.next += 1;
+        self.positions.insert(self.next, position);
+        while self.positions.len() > CURSORS_MAX {
+            self.positions.pop_first();
+        }
+        self.next
+    }
+}
+
+fn key_prefix() -> Vec<u8> {
+    tuple::encode(&[Element::String("k".into())]).expect("encodes")
+}
+
+fn key_of_row(row: &[u8]) -> NodeResult<Vec<u8>> {
+    match tuple::decode(row).ok().and_then(|mut t| t.pop()) {
+        Some(Element::Bytes(k)) => Ok(k),
+        _ => Err(NodeError::Internal("damaged key row".into())),
+    }
+}
+
+/// Every live key with its value.
+async fn live_keys(db: &Db<'_>) -> NodeResult<Vec<(Vec<u8>, Value)>> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for (row, bytes) in db.rows_with_prefix(&key_prefix()).await? {
+        let Some(v) = Value::decode(&bytes) else { continue };
+        if v.expire_at_ms.is_none_or(|at| at > now) {
+            out.push((key_of_row(&row)?, v));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(
+    state: &RespState,
+    dbi: u32,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Option<NodeResult<Reply>> {
+    let reply = match name {
+        "keys" => keys(db, &args[1]).await,
+        "scan" => scan(state, db, args).await,
+        "dbsize" => live_keys(db).await.map(|k| Reply::Int(k.len() as i64)),
+        "flushdb" | "flushall" => flush(state, name, dbi, args).await,
+        "rename" | "renamenx" => {
+            let _g = state.lock(dbi, &[&args[1], &args[2]]).await;
+            rename(db, name, &args[1], &args[2]).await
+        }
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            expire(db, name, args).await
+        }
+        "getex" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            getex(db, args).await
+        }
+        "incrbyfloat" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            incrbyfloat(db, args).await
+        }
+        "getrange" => getrange(db, args).await,
+        "setrange" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            setrange(db, args).await
+        }
+        "time" => {
+            let micros = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            Ok(Reply::Array(vec![
+                Reply::bulk((micros / 1_000_000).to_string()),
+                Reply::bulk((micros % 1_000_000).to_string()),
+            ]))
+        }
+        _ => return None,
+    };
+    Some(reply)
+}
+
+async fn keys(db: &Db<'_>, pattern: &[u8]) -> NodeResult<Reply> {
+    let keys = live_keys(db).await?;
+    Ok(Reply::Array(
+        keys.into_iter()
+            .filter(|(k, _)| glob::matches(pattern, k))
+            .map(|(k, _)| Reply::Bulk(k))
+            .collect(),
+    ))
+}
+
+/// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
+async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let Some(cursor) = std::str::from_utf8(&args[1]).ok().and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Ok(Reply::err("ERR invalid cursor"));
+    };
+    let (mut pattern, mut count, mut kind) = (None, 10usize, None);
+    let mut i = 2;
+    while i < args.len() {
+        let Some(value) = args.get(i + 1) else { return Ok(Reply::err(SYNTAX)) };
+        match String::from_utf8_lossy(&args[i]).to_ascii_lowercase().as_str() {
+            "match" => pattern = Some(value.clone()),
+            "count" => match parse_i64(value) {
+                Some(n) if n >= 1 => count = n as usize,
+                Some(_) => return Ok(Reply::err(SYNTAX)),
+                None => return Ok(Reply::err(NOT_INTEGER)),
+            },
+            "type" => kind = Some(String::from_utf8_lossy(value).to_ascii_lowercase()),
+            _ => return Ok(Reply::err(SYNTAX)),
+        }
+        i += 2;
+    }
+    let prefix = key_prefix();
+    let start = if cursor == 0 {
+        Some(prefix.clone())
+    } else {
+        state.cursors.lock().unwrap_or_else(|p| p.into_inner()).positions.get(&cursor).cloned()
+    };
+    // A forgotten cursor starts over, which SCAN's guarantees allow.
+    let start = start.unwrap_or_else(|| prefix.clone());
+    let mut found = Vec::new();
+    let mut next = None;
+    if db.node.router_read().range(&db.range).is_some() {
+        let reply = db
+            .node
+            .scan_range(monotable_proto::ScanRequest {
+                range: db.range.clone(),
+                start: Some(start.into()),
+                end: monotable_proto::keys::prefix_end(&prefix).map(Into::into),
+                limit: count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32,
+                ..Default::default()
+            })
+            .await?;
+        let now = now_ms();
+        for r in &reply.records {
+            let Some(v) = Value::decode(&r.value) else { continue };
+            if v.expire_at_ms.is_some_and(|at| at <= now) {
+                continue;
+            }
+            let key = key_of_row(&r.key)?;
+            if pattern.as_ref().is_some_and(|p| !glob::matches(p, &key)) {
+                continue;
+            }
+            if kind.as_ref().is_some_and(|t| t != v.type_name()) {
+                continue;
+            }
+            found.push(Reply::Bulk(key));
+        }
+        next = reply.resume.map(|r| r.into_vec());
+    }
+    let cursor = match next {
+        Some(position) => state.cursors.lock().unwrap_or_else(|p| p.into_inner()).save(position),
+        None => 0,
+    };
+    Ok(Reply::Array(vec![Reply::bulk(cursor.to_string()), Reply::Array(found)]))
+}
+
+async fn flush(state: &RespState, name: &str, dbi: u32, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    match args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()) {
+        None => {}
+        Some(mode) if (mode == "sync" || mode == "async") && args.len() == 2 => {}
+        Some(_) => return Ok(Reply::err(SYNTAX)),
+    }
+    let dbs: Vec<u32> = if name == "flushdb" { vec![dbi] } else { (0..DATABASES).collect() };
+    for i in dbs {
+        let range = super::keyspace::range_name(i);
+        let Some(id) = state.node.router_read().range(&range).map(|r| r.meta.id) else { continue };
+        if state.node.range_in_views(id).is_none() {
+            state.node.drop_range_unchecked(&range).await?;
+        } else {
+            // Views read it: delete the rows, so the views see them go.
+            let db = Db { node: &state.node, range };
+            let rows = db.rows_with_prefix(&[]).await?;
+            for batch in rows.chunks(1000) {
+                let ops =
+                    batch.iter().map(|(k, _)| WriteOp::Delete { key: k.clone().into() }).collect();
+                db.write(ops).await?;
+            }
+        }
+    }
+    Ok(Reply::ok())
+}
+
+async fn rename(db: &Db<'_>, name: &str, from: &[u8], to: &[u8]) -> NodeResult<Reply> {
+    let Some(v) = db.get(from).await? else { return Ok(Reply::err("ERR no such key")) };
+    if from == to {
+        return Ok(if name == "rename" { Reply::ok() } else { Reply::Int(0) });
+    }
+    if let Some(old) = db.get(to).await? {
+        if name == "renamenx" {
+            return Ok(Reply::Int(0));
+        }
+        db.remove(to, &old).await?;
+    }
+    let mut ops = vec![
+        WriteOp::Put { key: key_row(to).into(), value: v.encode().into() },
+        WriteOp::Delete { key: key_row(from).into() },
+    ];
+    if tag(v.kind).is_some() {
+        for (row, value) in db.rows_with_prefix(&element_prefix(v.kind, from)).await? {
+            let element = match tuple::decode(&row).ok().and_then(|mut t| t.pop()) {
+                Some(Element::Bytes(e)) => e,
+                _ => return Err(NodeError::Internal("damaged element row".into())),
+            };
+            ops.push(WriteOp::Put {
+                key: element_row(v.kind, to, &element).into(),
+                value: value.into(),
+            });
+            ops.push(WriteOp::Delete { key: row.into() });
+        }
+    }
+    db.write(ops).await?;
+    Ok(if name == "rename" { Reply::ok() } else { Reply::Int(1) })
+}
+
+/// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT key time [NX | XX | GT | LT]
+async fn expire(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let Some(t) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &args[3..] {
+        match String::from_utf8_lossy(opt).to_ascii_lowercase().as_str() {
+            "nx" => nx = true,
+            "xx" => xx = true,
+            "gt" => gt = true,
+            "lt" => lt = true,
+            _ => {
+                return Ok(Reply::err(format!(
+                    "ERR Unsupported option {}",
+                    String::from_utf8_lossy(opt)
+                )))
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Ok(Reply::err(
+            "ERR NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if gt && lt {
+        return Ok(Reply::err("ERR GT and LT options at the same time are not compatible"));
+    }
+    let ms = match name {
+        "expire" | "expireat" => t.checked_mul(1000),
+        _ => Some(t),
+    };
+    let at = match name {
+        "expire" | "pexpire" => ms.and_then(|ms| (now_ms() as i64).checked_add(ms)),
+        _ => ms,
+    };
+    let Some(at) = at else {
+        return Ok(Reply::err(format!("ERR invalid expire time in '{name}' command")));
+    };
+    let Some(mut v) = db.get(&args[1]).await? else { return Ok(Reply::Int(0)) };
+    let current = v.expire_at_ms;
+    let allowed = match current {
+        None => !xx && !gt,
+        Some(c) => !nx && (!gt || at > c as i64) && (!lt || at < c as i64),
+    };
+    if !allowed {
+        return Ok(Reply::Int(0));
+    }
+    if at <= now_ms() as i64 {
+        db.remove(&args[1], &v).await?;
+    } else {
+        v.expire_at_ms = Some(at as u64);
+        db.put(&args[1], &v).await?;
+    }
+    Ok(Reply::Int(1))
+}
+
+/// GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]
+async fn getex(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let mut change: Option<Option<u64>> = None;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
+        match opt.as_str() {
+            "persist" if change.is_none() => change = Some(None),
+            "ex" | "px" | "exat" | "pxat" if change.is_none() && i + 1 < args.len() => {
+                let Some(t) = parse_i64(&args[i + 1]) else { return Ok(Reply::err(NOT_INTEGER)) };
+                let at = match opt.as_str() {
+                    "ex" => t.checked_mul(1000).and_then(|ms| (now_ms() as i64).checked_add(ms)),
+                    "px" => (now_ms() as i64).checked_add(t),
+                    "exat" => t.checked_mul(1000),
+                    _ => Some(t),
+                };
+                match at {
+                    Some(at) if t > 0 => change = Some(Some(at as u64)),
+                    _ => return Ok(Reply::err("ERR invalid expire time in 'getex' command")),
+                }
+                i += 1;
+            }
+            _ => return Ok(Reply::err(SYNTAX)),
+        }
+        i += 1;
+    }
+    let Some(mut v) = db.get(&args[1]).await? else { return Ok(Reply::Null) };
+    if v.kind != KIND_STRING {
+        return Ok(Reply::err(WRONGTYPE));
+    }
+    let reply = Reply::Bulk(v.payload.clone());
+    if let Some(expire) = change {
+        if v.expire_at_ms != expire {
+            v.expire_at_ms = expire;
+            db.put(&args[1], &v).await?;
+        }
+    }
+    Ok(reply)
+}
+
+async fn incrbyfloat(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let Some(by) = parse_f64(&args[2]) else {
+        return Ok(Reply::err("ERR value is not a valid float"));
+    };
+    let (current, expire) = match db.get(&args[1]).await? {
+        None => (0.0, None),
+        Some(v) if v.kind != KIND_STRING => return Ok(Reply::err(WRONGTYPE)),
+        Some(v) => match parse_f64(&v.payload) {
+            Some(x) => (x, v.expire_at_ms),
+            None => return Ok(Reply::err("ERR value is not a valid float")),
+        },
+    };
+    let next = current + by;
+    if !next.is_finite() {
+        return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
+    }
+    let text = format_double(next);
+    db.put(&args[1], &Value::string(text.clone().into_bytes(), expire)).await?;
+    Ok(Reply::Bulk(text.into_bytes()))
+}
+
+async fn getrange(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let (Some(start), Some(end)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
+        return Ok(Reply::err(NOT_INTEGER));
+    };
+    let v = match db.get(&args[1]).await? {
+        None => return Ok(Reply::bulk("")),
+        Some(v) if v.kind != KIND_STRING => return Ok(Reply::err(WRONGTYPE)),
+        Some(v) => v.payload,
+    };
+    let len = v.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return Ok(Reply::bulk(""));
+    }
+    let start = if start < 0 { (len + start).max(0) } else { start };
+    let end = if end < 0 { (len + end).max(0) } else { end.min(len - 1) };
+    if start > end || len == 0 || start >= len {
+        return Ok(Reply::bulk(""));
+    }
+    Ok(Reply::Bulk(v[start as usize..=end as usize].to_vec()))
+}
+
+async fn setrange(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let Some(offset) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+    if offset < 0 {
+        return Ok(Reply::err("ERR offset is out of range"));
+    }
+    let old = db.get(&args[1]).await?;
+    if old.as_ref().is_some_and(|v| v.kind != KIND_STRING) {
+        return Ok(Reply::err(WRONGTYPE));
+    }
+    let value = &args[3];
+    if offset + value.len() as i64 > STRING_LEN_MAX {
+        return Ok(Reply::err("ERR string exceeds maximum allowed size (proto-max-bulk-len)"));
+    }
+    let mut v = old.unwrap_or_else(|| Value::string(Vec::new(), None));
+    if value.is_empty() {
+        return Ok(Reply::Int(v.payload.len() as i64));
+    }
+    let offset = offset as usize;
+    if v.payload.len() < offset + value.len() {
+        v.payload.resize(offset + value.len(), 0);
+    }
+    v.payload[offset..offset + value.len()].copy_from_slice(value);
+    db.put(&args[1], &v).await?;
+    Ok(Reply::Int(v.payload.len() as i64))
+}
