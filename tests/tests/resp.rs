@@ -658,3 +658,33 @@ fn redis_cli_talks_to_monotable() {
         "ERR value is not an integer or out of range"
     );
 }
+
+#[test]
+fn keys_expire_in_the_background_without_being_read() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let mut c = Raw::connect(node.resp_addr);
+    assert_eq!(c.call(&[b"SET", b"a", b"1", b"PX", b"100"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"SET", b"b", b"2"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"HSET", b"h", b"f", b"v", b"g", b"w"]), b":2\r\n");
+    assert_eq!(c.call(&[b"PEXPIRE", b"h", b"100"]), b":1\r\n");
+    // An expiry moved later is not cut short by the earlier one.
+    assert_eq!(c.call(&[b"SET", b"later", b"x", b"PX", b"100"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"PEXPIRE", b"later", b"600000"]), b":1\r\n");
+    let rt = monotable_tests::runtime();
+    let rows = |rt: &tokio::runtime::Runtime| -> usize {
+        rt.block_on(async {
+            let client = monotable_client::Client::connect(node.addr).await.expect("connect");
+            let page = client.scan("redis.0", &monotable_client::Scan::all()).await.expect("scan");
+            page.records.len()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Left: b's key row, later's key row and its expiry row.
+    while rows(&rt) != 3 {
+        assert!(Instant::now() < deadline, "expired keys were not removed: {} rows", rows(&rt));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.call(&[b"GET", b"later"]), b"$1\r\nx\r\n");
+    assert_eq!(c.call(&[b"DBSIZE"]), b":2\r\n");
+}

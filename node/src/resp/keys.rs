@@ -10,7 +10,8 @@ use super::collections::parse_f64;
 use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
-    element_prefix, element_row, key_row, now_ms, tag, Db, Value, DATABASES, KIND_STRING,
+    element_prefix, element_row, expiry_row, key_row, now_ms, tag, Db, Value, DATABASES,
+    KIND_STRING,
 };
 use super::reply::{format_double, Reply};
 use crate::error::{NodeError, NodeResult};
@@ -187,6 +188,42 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
     Ok(Reply::Array(vec![Reply::bulk(cursor.to_string()), Reply::Array(found)]))
 }
 
+/// Removes keys whose time has come, a batch at a time, database by
+/// database (Redis's active expiry; reads also expire keys lazily).
+pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
+    let mut removed = 0;
+    for i in 0..DATABASES {
+        let db = Db { node: &state.node, range: super::keyspace::range_name(i) };
+        if db.node.router_read().range(&db.range).is_none() {
+            continue;
+        }
+        let (start, end) = super::keyspace::expiry_rows_due(now_ms());
+        let reply = db
+            .node
+            .scan_range(monotable_proto::ScanRequest {
+                range: db.range.clone(),
+                start: Some(start.into()),
+                end: Some(end.into()),
+                limit: EXPIRE_BATCH,
+                ..Default::default()
+            })
+            .await?;
+        for r in reply.records {
+            let Some(key) = super::keyspace::key_of_expiry_row(&r.key) else { continue };
+            let _g = state.lock(i, &[&key]).await;
+            // Removes the key if it is due (its expiry may have moved on).
+            if db.get(&key).await?.is_none() {
+                removed += 1;
+            }
+            db.write(vec![WriteOp::Delete { key: r.key }]).await?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Expiry rows handled per database per pass.
+const EXPIRE_BATCH: u32 = 200;
+
 async fn flush(state: &RespState, name: &str, dbi: u32, args: &[Vec<u8>]) -> NodeResult<Reply> {
     match args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()) {
         None => {}
@@ -228,6 +265,9 @@ async fn rename(db: &Db<'_>, name: &str, from: &[u8], to: &[u8]) -> NodeResult<R
         WriteOp::Put { key: key_row(to).into(), value: v.encode().into() },
         WriteOp::Delete { key: key_row(from).into() },
     ];
+    if let Some(at) = v.expire_at_ms {
+        ops.push(WriteOp::Put { key: expiry_row(at, to).into(), value: Vec::new().into() });
+    }
     if tag(v.kind).is_some() {
         for (row, value) in db.rows_with_prefix(&element_prefix(v.kind, from)).await? {
             let element = match tuple::decode(&row).ok().and_then(|mut t| t.pop()) {

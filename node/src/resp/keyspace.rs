@@ -15,6 +15,11 @@
 //!   MessagePack binary (so mappers read it like any row value)
 //! - set (TYPE 2): `("s", KEY, MEMBER)` -> empty
 //!
+//! Keys with an expiry also have an *expiry row* `("x", EXPIRE_AT, KEY)`
+//! (empty value), so the background expirer finds what is due in time
+//! order without reading every key. An expiry row may be stale (the key
+//! changed since); the expirer checks the key before removing it.
+//!
 //! Mappers and reducers can be registered on `redis.N` like on any range.
 
 use monotable_proto::tuple::{self, Element};
@@ -94,6 +99,32 @@ impl Value {
             KIND_SET => "set",
             _ => "none",
         }
+    }
+}
+
+/// The expiry row of a key that expires at `at_ms`.
+pub fn expiry_row(at_ms: u64, key: &[u8]) -> Vec<u8> {
+    tuple::encode(&[
+        Element::String("x".into()),
+        Element::Int(i128::from(at_ms)),
+        Element::Bytes(key.to_vec()),
+    ])
+    .expect("a key within the size limit encodes")
+}
+
+/// Where the expiry rows due at or before `now_ms` end (exclusive).
+pub fn expiry_rows_due(now_ms: u64) -> (Vec<u8>, Vec<u8>) {
+    let start = tuple::encode(&[Element::String("x".into())]).expect("encodes");
+    let end = tuple::encode(&[Element::String("x".into()), Element::Int(i128::from(now_ms) + 1)])
+        .expect("encodes");
+    (start, end)
+}
+
+/// The key of an expiry row.
+pub fn key_of_expiry_row(row: &[u8]) -> Option<Vec<u8>> {
+    match tuple::decode(row).ok()?.pop()? {
+        Element::Bytes(k) => Some(k),
+        _ => None,
     }
 }
 
@@ -262,23 +293,14 @@ impl Db<'_> {
     }
 
     pub async fn put_many(&self, items: &[(Vec<u8>, Value)]) -> NodeResult<()> {
-        self.ensure_range().await?;
-        let ops = items
-            .iter()
-            .map(|(k, v)| WriteOp::Put { key: key_row(k).into(), value: v.encode().into() })
-            .collect();
-        self.node.write_ops(&self.range, ops).await
-    }
-
-    pub async fn delete(&self, keys: &[Vec<u8>]) -> NodeResult<()> {
-        if self.node.router_read().range(&self.range).is_none() {
-            return Ok(());
+        let mut ops = Vec::with_capacity(items.len());
+        for (k, v) in items {
+            ops.push(WriteOp::Put { key: key_row(k).into(), value: v.encode().into() });
+            if let Some(at) = v.expire_at_ms {
+                ops.push(WriteOp::Put { key: expiry_row(at, k).into(), value: Vec::new().into() });
+            }
         }
-        let ops = keys
-            .iter()
-            .map(|k| monotable_proto::WriteOp::Delete { key: key_row(k).into() })
-            .collect();
-        self.node.write_ops(&self.range, ops).await
+        self.write(ops).await
     }
 
     async fn ensure_range(&self) -> NodeResult<()> {

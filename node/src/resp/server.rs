@@ -23,6 +23,7 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub async fn serve(node: Arc<Node>, listener: TcpListener, mut closing: watch::Receiver<bool>) {
     let state = Arc::new(RespState::new(node));
     let open = Arc::new(AtomicUsize::new(0));
+    actix_rt::spawn(expire_keys(state.clone(), closing.clone()));
     loop {
         tokio::select! {
             _ = closing.changed() => return,
@@ -33,6 +34,24 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut closing: watch::R
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+        }
+    }
+}
+
+/// Time between passes of the background expirer.
+const EXPIRE_INTERVAL_MS: u64 = 100;
+
+/// Removes expired keys in the background until `closing` turns true.
+async fn expire_keys(state: Arc<RespState>, mut closing: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(EXPIRE_INTERVAL_MS));
+    loop {
+        tokio::select! {
+            _ = closing.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = super::keys::expire_due(&state).await {
+                    tracing::debug!(error = %e, "expiring keys failed; retrying");
+                }
+            }
         }
     }
 }
