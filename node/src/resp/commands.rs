@@ -193,6 +193,19 @@ const COMMANDS: &[(&str, i32)] = &[
     ("sdiff", -2),
     ("spop", -2),
     ("srandmember", -2),
+    ("lpush", -3),
+    ("rpush", -3),
+    ("lpushx", -3),
+    ("rpushx", -3),
+    ("lpop", -2),
+    ("rpop", -2),
+    ("llen", 2),
+    ("lrange", 4),
+    ("lindex", 3),
+    ("lset", 4),
+    ("lrem", 4),
+    ("ltrim", 4),
+    ("linsert", 5),
     ("mt.scan", -2),
     ("mt.agg", -2),
     ("mt.views", 1),
@@ -230,6 +243,9 @@ async fn run(
         return Ok(reply);
     }
     if let Some(reply) = super::keys::run(state, dbi, db, name, args).await {
+        return reply;
+    }
+    if let Some(reply) = super::lists::run(state, dbi, db, name, args).await {
         return reply;
     }
     Ok(match name {

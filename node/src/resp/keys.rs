@@ -10,8 +10,7 @@ use super::collections::parse_f64;
 use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
-    element_prefix, element_row, expiry_row, key_row, now_ms, tag, Db, Value, DATABASES,
-    KIND_STRING,
+    element_prefix, expiry_row, key_row, now_ms, tag, Db, Value, DATABASES, KIND_STRING,
 };
 use super::reply::{format_double, Reply};
 use crate::error::{NodeError, NodeResult};
@@ -270,14 +269,15 @@ async fn rename(db: &Db<'_>, name: &str, from: &[u8], to: &[u8]) -> NodeResult<R
     }
     if tag(v.kind).is_some() {
         for (row, value) in db.rows_with_prefix(&element_prefix(v.kind, from)).await? {
-            let element = match tuple::decode(&row).ok().and_then(|mut t| t.pop()) {
-                Some(Element::Bytes(e)) => e,
-                _ => return Err(NodeError::Internal("damaged element row".into())),
-            };
-            ops.push(WriteOp::Put {
-                key: element_row(v.kind, to, &element).into(),
-                value: value.into(),
-            });
+            // The same row under the new key: (tag, KEY, element...).
+            let mut parts = tuple::decode(&row)
+                .map_err(|_| NodeError::Internal("damaged element row".into()))?;
+            if parts.len() < 3 {
+                return Err(NodeError::Internal("damaged element row".into()));
+            }
+            parts[1] = Element::Bytes(to.to_vec());
+            let moved = tuple::encode(&parts).map_err(|e| NodeError::Internal(e.to_string()))?;
+            ops.push(WriteOp::Put { key: moved.into(), value: value.into() });
             ops.push(WriteOp::Delete { key: row.into() });
         }
     }

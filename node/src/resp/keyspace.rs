@@ -14,6 +14,10 @@
 //! - hash (TYPE 1): `("h", KEY, FIELD)` -> the field's value, as a
 //!   MessagePack binary (so mappers read it like any row value)
 //! - set (TYPE 2): `("s", KEY, MEMBER)` -> empty
+//! - list (TYPE 3): `("l", KEY, POSITION)` -> the element, as a MessagePack
+//!   binary; positions are integers, consecutive from the list's head (the
+//!   key row's payload is `COUNT u64 | HEAD i64`), so pushing at either end,
+//!   LINDEX and LSET cost O(log n)
 //!
 //! Keys with an expiry also have an *expiry row* `("x", EXPIRE_AT, KEY)`
 //! (empty value), so the background expirer finds what is due in time
@@ -33,6 +37,7 @@ use crate::storage::chunk::ReadAt;
 pub const KIND_STRING: u8 = 0;
 pub const KIND_HASH: u8 = 1;
 pub const KIND_SET: u8 = 2;
+pub const KIND_LIST: u8 = 3;
 
 /// Databases a client may SELECT (Redis's default `databases 16`).
 pub const DATABASES: u32 = 16;
@@ -97,6 +102,7 @@ impl Value {
             KIND_STRING => "string",
             KIND_HASH => "hash",
             KIND_SET => "set",
+            KIND_LIST => "list",
             _ => "none",
         }
     }
@@ -149,6 +155,7 @@ pub fn tag(kind: u8) -> Option<&'static str> {
     match kind {
         KIND_HASH => Some("h"),
         KIND_SET => Some("s"),
+        KIND_LIST => Some("l"),
         _ => None,
     }
 }

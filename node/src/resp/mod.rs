@@ -8,6 +8,7 @@ pub mod commands;
 pub mod glob;
 pub mod keys;
 pub mod keyspace;
+pub mod lists;
 pub mod mt;
 pub mod parse;
 pub mod reply;

@@ -1,0 +1,302 @@
+//! List commands. A list is rows `("l", KEY, POSITION)` at consecutive
+//! positions from its head; the key row holds `COUNT | HEAD`. Pushes and
+//! pops at either end, LINDEX and LSET touch one row; LRANGE reads only the
+//! rows asked for; LREM, LINSERT and LTRIM rewrite what they must, as in
+//! Redis (O(n)).
+
+use monotable_proto::tuple::{self, Element};
+use monotable_proto::WriteOp;
+
+use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
+use super::keyspace::{decode_field, encode_field, key_row, Db, Value, KIND_LIST};
+use super::reply::Reply;
+use crate::error::{NodeError, NodeResult};
+
+/// A list's shape, from its key row.
+#[derive(Clone, Copy)]
+struct Shape {
+    count: i64,
+    head: i64,
+    expire: Option<u64>,
+}
+
+fn shape(v: &Value) -> Shape {
+    let head = v.payload.get(8..16).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
+    Shape { count: v.count() as i64, head, expire: v.expire_at_ms }
+}
+
+fn key_value(s: Shape) -> Value {
+    let mut payload = (s.count as u64).to_be_bytes().to_vec();
+    payload.extend_from_slice(&s.head.to_be_bytes());
+    Value { kind: KIND_LIST, expire_at_ms: s.expire, payload }
+}
+
+fn row(key: &[u8], pos: i64) -> Vec<u8> {
+    tuple::encode(&[
+        Element::String("l".into()),
+        Element::Bytes(key.to_vec()),
+        Element::Int(i128::from(pos)),
+    ])
+    .expect("a key within the size limit encodes")
+}
+
+fn put(key: &[u8], pos: i64, element: &[u8]) -> WriteOp {
+    WriteOp::Put { key: row(key, pos).into(), value: encode_field(element).into() }
+}
+
+/// The list at `key`: `Ok(None)` when absent, `Err(reply)` for another type.
+async fn list(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Shape>, Reply>> {
+    Ok(match db.get(key).await? {
+        None => Ok(None),
+        Some(v) if v.kind == KIND_LIST => Ok(Some(shape(&v))),
+        Some(_) => Err(Reply::err(WRONGTYPE)),
+    })
+}
+
+/// Elements at positions `[from, to)`, in order.
+async fn elements(db: &Db<'_>, key: &[u8], from: i64, to: i64) -> NodeResult<Vec<Vec<u8>>> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut start = row(key, from);
+    let end = row(key, to);
+    loop {
+        let page = db
+            .node
+            .scan_range(monotable_proto::ScanRequest {
+                range: db.range.clone(),
+                start: Some(start.into()),
+                end: Some(end.clone().into()),
+                ..Default::default()
+            })
+            .await?;
+        for r in &page.records {
+            out.push(decode_field(&r.value)?);
+        }
+        match page.resume {
+            Some(next) => start = next.into_vec(),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Writes the list's new shape with `ops` (or removes the key when empty).
+async fn commit(db: &Db<'_>, key: &[u8], s: Shape, mut ops: Vec<WriteOp>) -> NodeResult<()> {
+    if s.count == 0 {
+        ops.push(WriteOp::Delete { key: key_row(key).into() });
+    } else {
+        ops.push(WriteOp::Put { key: key_row(key).into(), value: key_value(s).encode().into() });
+    }
+    db.write(ops).await
+}
+
+/// Rewrites a whole list from `elements` (LREM, LINSERT).
+async fn rewrite(db: &Db<'_>, key: &[u8], old: Shape, elements: &[Vec<u8>]) -> NodeResult<()> {
+    let mut ops: Vec<WriteOp> = (old.head..old.head + old.count)
+        .map(|p| WriteOp::Delete { key: row(key, p).into() })
+        .collect();
+    for (i, e) in elements.iter().enumerate() {
+        ops.push(put(key, old.head + i as i64, e));
+    }
+    let s = Shape { count: elements.len() as i64, ..old };
+    commit(db, key, s, ops).await
+}
+
+/// A Redis index (negative from the end) as an offset, if inside the list.
+fn offset(index: i64, count: i64) -> Option<i64> {
+    let i = if index < 0 { count + index } else { index };
+    (0..count).contains(&i).then_some(i)
+}
+
+macro_rules! or_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reply) => return Ok(reply),
+        }
+    };
+}
+
+pub async fn run(
+    state: &RespState,
+    dbi: u32,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Option<NodeResult<Reply>> {
+    if !matches!(
+        name,
+        "lpush"
+            | "rpush"
+            | "lpushx"
+            | "rpushx"
+            | "lpop"
+            | "rpop"
+            | "llen"
+            | "lrange"
+            | "lindex"
+            | "lset"
+            | "lrem"
+            | "ltrim"
+            | "linsert"
+    ) {
+        return None;
+    }
+    let _g = state.lock(dbi, &[&args[1]]).await;
+    Some(command(db, name, args).await)
+}
+
+async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let key = &args[1];
+    // Arguments are checked before the key, as Redis does.
+    let count_arg = match name {
+        "lpop" | "rpop" if args.len() > 3 => return Ok(Reply::err(SYNTAX)),
+        "lpop" | "rpop" => match args.get(2).map(|a| parse_i64(a)) {
+            None => None,
+            Some(Some(n)) if n >= 0 => Some(n),
+            Some(_) => return Ok(Reply::err("ERR value is out of range, must be positive")),
+        },
+        _ => None,
+    };
+    let numbers = |i: usize, j: usize| -> Option<(i64, i64)> {
+        Some((parse_i64(&args[i])?, parse_i64(&args[j])?))
+    };
+    let found = or_reply!(list(db, key).await?);
+    Ok(match name {
+        "lpush" | "rpush" | "lpushx" | "rpushx" => {
+            let Some(mut s) = found.or((!name.ends_with('x')).then_some(Shape {
+                count: 0,
+                head: 0,
+                expire: None,
+            })) else {
+                return Ok(Reply::Int(0));
+            };
+            let mut ops = Vec::with_capacity(args.len() - 2);
+            for e in &args[2..] {
+                if name.starts_with('l') {
+                    s.head -= 1;
+                    ops.push(put(key, s.head, e));
+                } else {
+                    ops.push(put(key, s.head + s.count, e));
+                }
+                s.count += 1;
+            }
+            commit(db, key, s, ops).await?;
+            Reply::Int(s.count)
+        }
+        "lpop" | "rpop" => {
+            let Some(mut s) = found else {
+                return Ok(if count_arg.is_some() { Reply::NullArray } else { Reply::Null });
+            };
+            let n = count_arg.unwrap_or(1).min(s.count);
+            let (from, to) = if name == "lpop" {
+                (s.head, s.head + n)
+            } else {
+                (s.head + s.count - n, s.head + s.count)
+            };
+            let mut popped = elements(db, key, from, to).await?;
+            if name == "rpop" {
+                popped.reverse();
+            }
+            let ops = (from..to).map(|p| WriteOp::Delete { key: row(key, p).into() }).collect();
+            if name == "lpop" {
+                s.head += n;
+            }
+            s.count -= n;
+            commit(db, key, s, ops).await?;
+            match count_arg {
+                None => popped.into_iter().next().map_or(Reply::Null, Reply::Bulk),
+                Some(_) => Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
+            }
+        }
+        "llen" => Reply::Int(found.map_or(0, |s| s.count)),
+        "lrange" => {
+            let Some((start, stop)) = numbers(2, 3) else { return Ok(Reply::err(NOT_INTEGER)) };
+            let Some(s) = found else { return Ok(Reply::Array(Vec::new())) };
+            let start = if start < 0 { (s.count + start).max(0) } else { start };
+            let stop = if stop < 0 { s.count + stop } else { stop.min(s.count - 1) };
+            if start > stop || start >= s.count {
+                return Ok(Reply::Array(Vec::new()));
+            }
+            let items = elements(db, key, s.head + start, s.head + stop + 1).await?;
+            Reply::Array(items.into_iter().map(Reply::Bulk).collect())
+        }
+        "lindex" => {
+            let Some(i) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+            let Some(s) = found else { return Ok(Reply::Null) };
+            match offset(i, s.count) {
+                None => Reply::Null,
+                Some(o) => elements(db, key, s.head + o, s.head + o + 1)
+                    .await?
+                    .pop()
+                    .map_or(Reply::Null, Reply::Bulk),
+            }
+        }
+        "lset" => {
+            let Some(i) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+            let Some(s) = found else { return Ok(Reply::err("ERR no such key")) };
+            match offset(i, s.count) {
+                None => Reply::err("ERR index out of range"),
+                Some(o) => {
+                    db.write(vec![put(key, s.head + o, &args[3])]).await?;
+                    Reply::ok()
+                }
+            }
+        }
+        "ltrim" => {
+            let Some((start, stop)) = numbers(2, 3) else { return Ok(Reply::err(NOT_INTEGER)) };
+            let Some(s) = found else { return Ok(Reply::ok()) };
+            let start = if start < 0 { (s.count + start).max(0) } else { start };
+            let stop = if stop < 0 { s.count + stop } else { stop.min(s.count - 1) };
+            let (keep_from, keep_to) =
+                if start > stop || start >= s.count { (0, 0) } else { (start, stop + 1) };
+            let ops = (0..s.count)
+                .filter(|o| !(keep_from..keep_to).contains(o))
+                .map(|o| WriteOp::Delete { key: row(key, s.head + o).into() })
+                .collect();
+            let trimmed = Shape { count: keep_to - keep_from, head: s.head + keep_from, ..s };
+            commit(db, key, trimmed, ops).await?;
+            Reply::ok()
+        }
+        "lrem" => {
+            let Some(n) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+            let Some(s) = found else { return Ok(Reply::Int(0)) };
+            let all = elements(db, key, s.head, s.head + s.count).await?;
+            let target = &args[3];
+            let limit = if n == 0 { usize::MAX } else { n.unsigned_abs() as usize };
+            let mut removed = 0;
+            let mut keep: Vec<Option<&Vec<u8>>> = all.iter().map(Some).collect();
+            let order: Box<dyn Iterator<Item = usize>> =
+                if n < 0 { Box::new((0..all.len()).rev()) } else { Box::new(0..all.len()) };
+            for i in order {
+                if removed == limit {
+                    break;
+                }
+                if &all[i] == target {
+                    keep[i] = None;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                let rest: Vec<Vec<u8>> = keep.into_iter().flatten().cloned().collect();
+                rewrite(db, key, s, &rest).await?;
+            }
+            Reply::Int(removed as i64)
+        }
+        "linsert" => {
+            let before = match String::from_utf8_lossy(&args[2]).to_ascii_lowercase().as_str() {
+                "before" => true,
+                "after" => false,
+                _ => return Ok(Reply::err(SYNTAX)),
+            };
+            let Some(s) = found else { return Ok(Reply::Int(0)) };
+            let mut all = elements(db, key, s.head, s.head + s.count).await?;
+            let Some(i) = all.iter().position(|e| e == &args[3]) else { return Ok(Reply::Int(-1)) };
+            all.insert(if before { i } else { i + 1 }, args[4].clone());
+            rewrite(db, key, s, &all).await?;
+            Reply::Int(all.len() as i64)
+        }
+        _ => return Err(NodeError::Internal(format!("{name} is not a list command"))),
+    })
+}
