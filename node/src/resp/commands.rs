@@ -206,6 +206,21 @@ const COMMANDS: &[(&str, i32)] = &[
     ("lrem", 4),
     ("ltrim", 4),
     ("linsert", 5),
+    ("zadd", -4),
+    ("zrem", -3),
+    ("zscore", 3),
+    ("zmscore", -3),
+    ("zincrby", 4),
+    ("zcard", 2),
+    ("zcount", 4),
+    ("zrange", -4),
+    ("zrangebyscore", -4),
+    ("zrevrange", -4),
+    ("zrevrangebyscore", -4),
+    ("zrank", 3),
+    ("zrevrank", 3),
+    ("zremrangebyscore", 4),
+    ("zremrangebyrank", 4),
     ("mt.scan", -2),
     ("mt.agg", -2),
     ("mt.views", 1),
@@ -246,6 +261,9 @@ async fn run(
         return reply;
     }
     if let Some(reply) = super::lists::run(state, dbi, db, name, args).await {
+        return reply;
+    }
+    if let Some(reply) = super::zsets::run(state, dbi, conn.proto, db, name, args).await {
         return reply;
     }
     Ok(match name {

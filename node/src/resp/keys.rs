@@ -10,7 +10,7 @@ use super::collections::parse_f64;
 use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
-    element_prefix, expiry_row, key_row, now_ms, tag, Db, Value, DATABASES, KIND_STRING,
+    expiry_row, key_row, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
 };
 use super::reply::{format_double, Reply};
 use crate::error::{NodeError, NodeResult};
@@ -267,8 +267,8 @@ async fn rename(db: &Db<'_>, name: &str, from: &[u8], to: &[u8]) -> NodeResult<R
     if let Some(at) = v.expire_at_ms {
         ops.push(WriteOp::Put { key: expiry_row(at, to).into(), value: Vec::new().into() });
     }
-    if tag(v.kind).is_some() {
-        for (row, value) in db.rows_with_prefix(&element_prefix(v.kind, from)).await? {
+    for prefix in row_prefixes(v.kind, from) {
+        for (row, value) in db.rows_with_prefix(&prefix).await? {
             // The same row under the new key: (tag, KEY, element...).
             let mut parts = tuple::decode(&row)
                 .map_err(|_| NodeError::Internal("damaged element row".into()))?;

@@ -18,6 +18,8 @@
 //!   binary; positions are integers, consecutive from the list's head (the
 //!   key row's payload is `COUNT u64 | HEAD i64`), so pushing at either end,
 //!   LINDEX and LSET cost O(log n)
+//! - sorted set (TYPE 4): `("z", KEY, MEMBER)` -> the score (MessagePack
+//!   float), and `("Z", KEY, SCORE, MEMBER)` -> empty, in score order
 //!
 //! Keys with an expiry also have an *expiry row* `("x", EXPIRE_AT, KEY)`
 //! (empty value), so the background expirer finds what is due in time
@@ -38,6 +40,7 @@ pub const KIND_STRING: u8 = 0;
 pub const KIND_HASH: u8 = 1;
 pub const KIND_SET: u8 = 2;
 pub const KIND_LIST: u8 = 3;
+pub const KIND_ZSET: u8 = 4;
 
 /// Databases a client may SELECT (Redis's default `databases 16`).
 pub const DATABASES: u32 = 16;
@@ -103,6 +106,7 @@ impl Value {
             KIND_HASH => "hash",
             KIND_SET => "set",
             KIND_LIST => "list",
+            KIND_ZSET => "zset",
             _ => "none",
         }
     }
@@ -156,6 +160,7 @@ pub fn tag(kind: u8) -> Option<&'static str> {
         KIND_HASH => Some("h"),
         KIND_SET => Some("s"),
         KIND_LIST => Some("l"),
+        KIND_ZSET => Some("z"),
         _ => None,
     }
 }
@@ -169,6 +174,22 @@ pub fn element_row(kind: u8, key: &[u8], element: &[u8]) -> Vec<u8> {
         Element::Bytes(element.to_vec()),
     ])
     .expect("an element within the size limit encodes")
+}
+
+/// What the rows of a collection's elements start with: one prefix per
+/// kind of row (a sorted set has two).
+pub fn row_prefixes(kind: u8, key: &[u8]) -> Vec<Vec<u8>> {
+    let Some(t) = tag(kind) else { return Vec::new() };
+    let mut tags = vec![t];
+    if kind == KIND_ZSET {
+        tags.push("Z");
+    }
+    tags.into_iter()
+        .map(|t| {
+            tuple::encode(&[Element::String(t.into()), Element::Bytes(key.to_vec())])
+                .expect("a key within the size limit encodes")
+        })
+        .collect()
 }
 
 /// What every element row of a collection starts with.
@@ -226,8 +247,8 @@ impl Db<'_> {
     /// Removes a key and, for a collection, every element row.
     pub async fn remove(&self, key: &[u8], value: &Value) -> NodeResult<()> {
         let mut ops = vec![WriteOp::Delete { key: key_row(key).into() }];
-        if tag(value.kind).is_some() {
-            for (row, _) in self.rows_with_prefix(&element_prefix(value.kind, key)).await? {
+        for prefix in row_prefixes(value.kind, key) {
+            for (row, _) in self.rows_with_prefix(&prefix).await? {
                 ops.push(WriteOp::Delete { key: row.into() });
             }
         }

@@ -13,3 +13,4 @@ pub mod mt;
 pub mod parse;
 pub mod reply;
 pub mod server;
+pub mod zsets;
