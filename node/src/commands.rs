@@ -390,6 +390,11 @@ impl Node {
         self.write(range, ops, false).await.map(|_| ())
     }
 
+    /// Writes rows in one atomic batch, which must fall in one chunk.
+    pub(crate) async fn write_ops_atomic(&self, range: &str, ops: Vec<WriteOp>) -> NodeResult<()> {
+        self.write(range, ops, true).await.map(|_| ())
+    }
+
     /// A range scan (for clients and for views backfilling).
     pub(crate) async fn scan_range(&self, req: ScanRequest) -> NodeResult<ScanReply> {
         crate::scan::run(self, req).await

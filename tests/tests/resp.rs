@@ -473,6 +473,38 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         "ZADD s 1 a",
         "RENAME z z2",
         "ZRANGE z2 0 -1 WITHSCORES",
+        "MULTI",
+        "SET tx1 a",
+        "INCR tx1",
+        "APPEND tx1 b",
+        "GET tx1",
+        "HSET txh f 1",
+        "HINCRBY txh f 2",
+        "RPUSH txl x y",
+        "LRANGE txl 0 -1",
+        "ZADD txz 1 m",
+        "ZRANGE txz 0 -1 WITHSCORES",
+        "EXEC",
+        "GET tx1",
+        "HGET txh f",
+        "MULTI",
+        "MULTI",
+        "SET tx2 v",
+        "NOSUCHCMD",
+        "GET",
+        "EXEC",
+        "GET tx2",
+        "EXEC",
+        "DISCARD",
+        "MULTI",
+        "SET tx3 v",
+        "DISCARD",
+        "GET tx3",
+        "MULTI",
+        "WATCH tx1",
+        "EXEC",
+        "WATCH",
+        "UNWATCH",
         "KEYS r*",
         "KEYS *",
         "KEYS h[a-z]",
@@ -609,6 +641,60 @@ fn scan_visits_every_key_once() {
     let want_sets = (0..250).filter(|i| i % 3 == 0 && format!("{i}").starts_with('1')).count();
     assert_eq!(sets, want_sets);
     assert_eq!(show(&c.call(&[b"SCAN", b"abc"])), "-ERR invalid cursor\\r\\n");
+}
+
+#[test]
+fn watch_aborts_exec_when_a_watched_key_changes() {
+    let redis_server = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    for addr in [redis_server.addr, node.resp_addr] {
+        let mut a = Raw::connect(addr);
+        let mut b = Raw::connect(addr);
+        assert_eq!(a.call(&[b"SET", b"w", b"1"]), b"+OK\r\n");
+        assert_eq!(a.call(&[b"WATCH", b"w"]), b"+OK\r\n");
+        assert_eq!(b.call(&[b"INCR", b"w"]), b":2\r\n");
+        assert_eq!(a.call(&[b"MULTI"]), b"+OK\r\n");
+        assert_eq!(a.call(&[b"SET", b"w", b"100"]), b"+QUEUED\r\n");
+        assert_eq!(a.call(&[b"EXEC"]), b"*-1\r\n");
+        assert_eq!(a.call(&[b"GET", b"w"]), b"$1\r\n2\r\n");
+        // Unchanged: the transaction runs.
+        assert_eq!(a.call(&[b"WATCH", b"w"]), b"+OK\r\n");
+        assert_eq!(b.call(&[b"GET", b"w"]), b"$1\r\n2\r\n");
+        assert_eq!(a.call(&[b"MULTI"]), b"+OK\r\n");
+        assert_eq!(a.call(&[b"INCRBY", b"w", b"10"]), b"+QUEUED\r\n");
+        assert_eq!(a.call(&[b"EXEC"]), b"*1\r\n:12\r\n");
+    }
+}
+
+#[test]
+fn a_transaction_over_several_chunks_is_refused_whole() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let mut c = Raw::connect(node.resp_addr);
+    assert_eq!(c.call(&[b"SET", b"a", b"1"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"SET", b"z", b"1"]), b"+OK\r\n");
+    // Split redis.0 between the rows of "a" and "z".
+    let rt = monotable_tests::runtime();
+    rt.block_on(async {
+        let client = monotable_client::Client::connect(node.addr).await.expect("connect");
+        let page = client.scan("redis.0", &monotable_client::Scan::all()).await.expect("scan");
+        let z_row = page.records.last().expect("rows").key.to_vec();
+        client.split_chunk("redis.0", z_row).await.expect("split");
+    });
+    assert_eq!(c.call(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"INCR", b"a"]), b"+QUEUED\r\n");
+    assert_eq!(c.call(&[b"INCR", b"z"]), b"+QUEUED\r\n");
+    let reply = c.call(&[b"EXEC"]);
+    assert!(reply.starts_with(b"-EXECABORT"), "{}", show(&reply));
+    assert!(show(&reply).contains("more than one chunk"), "{}", show(&reply));
+    // Nothing was applied; a transaction within one chunk still works.
+    assert_eq!(c.call(&[b"GET", b"a"]), b"$1\r\n1\r\n");
+    assert_eq!(c.call(&[b"GET", b"z"]), b"$1\r\n1\r\n");
+    assert_eq!(c.call(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"INCR", b"a"]), b"+QUEUED\r\n");
+    assert_eq!(c.call(&[b"INCR", b"a"]), b"+QUEUED\r\n");
+    assert_eq!(c.call(&[b"EXEC"]), b"*2\r\n:2\r\n:3\r\n");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::keyspace::{now_ms, range_name, Db, Value, DATABASES, KIND_STRING};
+use super::keyspace::{now_ms, Db, Value, DATABASES, KIND_STRING};
 use super::reply::Reply;
 use crate::error::NodeError;
 use crate::node::Node;
@@ -13,6 +13,8 @@ use crate::node::Node;
 /// Stripes of the key lock table: read-modify-write commands hold the
 /// stripes of their keys, so each is atomic among RESP clients.
 const LOCK_STRIPES: usize = 1024;
+/// Modification counters for WATCH, by key hash.
+const VERSION_SLOTS: usize = 65_536;
 
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -26,6 +28,14 @@ pub struct RespState {
     next_client_id: AtomicU64,
     /// SCAN cursors: number -> the key row to go on from.
     pub cursors: std::sync::Mutex<super::keys::Cursors>,
+    /// Every command runs holding this for reading; EXEC holds it for
+    /// writing, so a transaction runs alone.
+    gate: tokio::sync::RwLock<()>,
+    /// Bumped whenever a key hashing here is written (for WATCH); a key
+    /// is "modified" when its slot moved (rarely, another key's write).
+    versions: Vec<AtomicU64>,
+    /// Bumped by FLUSHDB and FLUSHALL: every watch fails.
+    pub epoch: AtomicU64,
 }
 
 impl RespState {
@@ -35,7 +45,20 @@ impl RespState {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             next_client_id: AtomicU64::new(1),
             cursors: Default::default(),
+            gate: tokio::sync::RwLock::new(()),
+            versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    fn slot(db: u32, key: &[u8]) -> usize {
+        crc32c::crc32c_append(db, key) as usize
+    }
+
+    /// What WATCH records of a key.
+    fn version(&self, db: u32, key: &[u8]) -> (u64, u64) {
+        let v = self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire);
+        (v, self.epoch.load(Ordering::Acquire))
     }
 
     pub fn next_client_id(&self) -> u64 {
@@ -45,13 +68,12 @@ impl RespState {
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
     /// multi-key commands never wait on each other in a cycle).
     pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = keys
-            .iter()
-            .map(|k| {
-                let h = crc32c::crc32c_append(db, k) as usize;
-                h % LOCK_STRIPES
-            })
-            .collect();
+        // Only writers lock: their keys count as modified for WATCH.
+        for k in keys {
+            self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+        }
+        let mut stripes: Vec<usize> =
+            keys.iter().map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
         stripes.sort_unstable();
         stripes.dedup();
         let mut guards = Vec::with_capacity(stripes.len());
@@ -71,11 +93,26 @@ pub struct Conn {
     pub name: Option<Vec<u8>>,
     /// Set by QUIT: close after the reply.
     pub closing: bool,
+    /// Inside MULTI: the commands queued so far.
+    multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// A command queued in this MULTI was refused: EXEC will abort.
+    multi_failed: bool,
+    /// WATCHed keys: (database, key, version seen).
+    watched: Vec<(u32, Vec<u8>, (u64, u64))>,
 }
 
 impl Conn {
     pub fn new(id: u64) -> Self {
-        Conn { id, db: 0, proto: 2, name: None, closing: false }
+        Conn {
+            id,
+            db: 0,
+            proto: 2,
+            name: None,
+            closing: false,
+            multi: None,
+            multi_failed: false,
+            watched: Vec::new(),
+        }
     }
 }
 
@@ -227,20 +264,157 @@ const COMMANDS: &[(&str, i32)] = &[
 ];
 
 /// Runs one command.
-pub async fn execute(state: &RespState, conn: &mut Conn, args: Vec<Vec<u8>>) -> Reply {
+/// The command's canonical name, once its arity is checked.
+fn lookup(args: &[Vec<u8>]) -> Result<&'static str, Reply> {
     let name = lower(&args[0]);
     let Some(&(name, arity)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
-        return unknown_command(&args);
+        return Err(unknown_command(args));
     };
     let n = args.len() as i32;
     if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
-        return arity_error(name);
+        return Err(arity_error(name));
     }
-    let db = Db { node: &state.node, range: range_name(conn.db) };
+    Ok(name)
+}
+
+/// Runs one command (or queues it, inside MULTI).
+pub async fn execute(state: &RespState, conn: &mut Conn, args: Vec<Vec<u8>>) -> Reply {
+    let lowered = lower(&args[0]);
+    match lowered.as_str() {
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+            return transaction(state, conn, &lowered, &args).await
+        }
+        _ => {}
+    }
+    let name = match lookup(&args) {
+        Ok(name) => name,
+        Err(reply) => {
+            if conn.multi.is_some() {
+                conn.multi_failed = true;
+            }
+            return reply;
+        }
+    };
+    if let Some(queue) = &mut conn.multi {
+        if name != "quit" {
+            queue.push(args);
+            return Reply::Simple("QUEUED");
+        }
+    }
+    let _gate = state.gate.read().await;
+    let db = Db::new(&state.node, conn.db, None);
     match run(state, conn, &db, name, &args).await {
         Ok(reply) => reply,
         Err(e) => internal(e),
     }
+}
+
+/// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+///
+/// EXEC runs the queued commands alone (no other command runs meanwhile),
+/// their writes held back and visible to the later commands of the
+/// transaction, then applies all of them in one atomic batch: a crash
+/// leaves all or none. That batch must fall in one chunk of one database;
+/// otherwise the transaction is discarded, nothing applied, with an error
+/// that says so.
+async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
+    let only_name = |n: &str| args.len() != 1 && n != "watch";
+    if only_name(name) || (name == "watch" && args.len() < 2) {
+        return arity_error(name);
+    }
+    match name {
+        "multi" if conn.multi.is_some() => Reply::err("ERR MULTI calls can not be nested"),
+        "multi" => {
+            conn.multi = Some(Vec::new());
+            Reply::ok()
+        }
+        "discard" => match conn.multi.take() {
+            None => Reply::err("ERR DISCARD without MULTI"),
+            Some(_) => {
+                conn.multi_failed = false;
+                conn.watched.clear();
+                Reply::ok()
+            }
+        },
+        "watch" if conn.multi.is_some() => Reply::err("ERR WATCH inside MULTI is not allowed"),
+        "watch" => {
+            for k in &args[1..] {
+                conn.watched.push((conn.db, k.clone(), state.version(conn.db, k)));
+            }
+            Reply::ok()
+        }
+        "unwatch" => {
+            conn.watched.clear();
+            Reply::ok()
+        }
+        _ => {
+            let Some(queue) = conn.multi.take() else {
+                return Reply::err("ERR EXEC without MULTI");
+            };
+            let watched = std::mem::take(&mut conn.watched);
+            if std::mem::take(&mut conn.multi_failed) {
+                return Reply::err("EXECABORT Transaction discarded because of previous errors.");
+            }
+            let _gate = state.gate.write().await;
+            if watched.iter().any(|(db, k, seen)| state.version(*db, k) != *seen) {
+                return Reply::NullArray;
+            }
+            match exec(state, conn, queue).await {
+                Ok(reply) => reply,
+                Err(e) => internal(e),
+            }
+        }
+    }
+}
+
+async fn exec(
+    state: &RespState,
+    conn: &mut Conn,
+    queue: Vec<Vec<Vec<u8>>>,
+) -> Result<Reply, NodeError> {
+    let overlay = super::keyspace::Overlay::default();
+    let mut replies = Vec::with_capacity(queue.len());
+    for args in queue {
+        let name = match lookup(&args) {
+            Ok(name) => name,
+            Err(reply) => {
+                replies.push(reply);
+                continue;
+            }
+        };
+        let db = Db::new(&state.node, conn.db, Some(&overlay));
+        replies.push(match run(state, conn, &db, name, &args).await {
+            Ok(reply) => reply,
+            Err(e) => internal(e),
+        });
+    }
+    let writes = overlay.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut by_range: std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>> =
+        Default::default();
+    for ((range, row), value) in writes {
+        by_range.entry(range).or_default().push(match value {
+            Some(v) => monotable_proto::WriteOp::Put { key: row.into(), value: v.into() },
+            None => monotable_proto::WriteOp::Delete { key: row.into() },
+        });
+    }
+    if by_range.len() > 1 {
+        return Ok(Reply::err(
+            "EXECABORT Transaction discarded: its writes span more than one database (SELECT inside MULTI)",
+        ));
+    }
+    if let Some((range, ops)) = by_range.into_iter().next() {
+        let db = Db { node: &state.node, range: range.clone(), tx: None };
+        match db.write_atomic(ops).await {
+            Ok(()) => {}
+            Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, .. }) => {
+                return Ok(Reply::err(format!(
+                    "EXECABORT Transaction discarded: its keys fall in more than one chunk of range {range}; a transaction is atomic within one chunk"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Reply::Array(replies))
 }
 
 async fn run(

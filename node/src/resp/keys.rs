@@ -151,25 +151,18 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
     // A forgotten cursor starts over, which SCAN's guarantees allow.
     let start = start.unwrap_or_else(|| prefix.clone());
     let mut found = Vec::new();
-    let mut next = None;
-    if db.node.router_read().range(&db.range).is_some() {
-        let reply = db
-            .node
-            .scan_range(monotable_proto::ScanRequest {
-                range: db.range.clone(),
-                start: Some(start.into()),
-                end: monotable_proto::keys::prefix_end(&prefix).map(Into::into),
-                limit: count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32,
-                ..Default::default()
-            })
-            .await?;
+    let next;
+    {
+        let limit = count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32;
+        let end = monotable_proto::keys::prefix_end(&prefix);
+        let (rows, resume) = db.scan_page(start, end, false, limit).await?;
         let now = now_ms();
-        for r in &reply.records {
-            let Some(v) = Value::decode(&r.value) else { continue };
+        for (row, value) in &rows {
+            let Some(v) = Value::decode(value) else { continue };
             if v.expire_at_ms.is_some_and(|at| at <= now) {
                 continue;
             }
-            let key = key_of_row(&r.key)?;
+            let key = key_of_row(row)?;
             if pattern.as_ref().is_some_and(|p| !glob::matches(p, &key)) {
                 continue;
             }
@@ -178,7 +171,7 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
             }
             found.push(Reply::Bulk(key));
         }
-        next = reply.resume.map(|r| r.into_vec());
+        next = resume;
     }
     let cursor = match next {
         Some(position) => state.cursors.lock().unwrap_or_else(|p| p.into_inner()).save(position),
@@ -192,7 +185,7 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
 pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
     let mut removed = 0;
     for i in 0..DATABASES {
-        let db = Db { node: &state.node, range: super::keyspace::range_name(i) };
+        let db = Db::new(&state.node, i, None);
         if db.node.router_read().range(&db.range).is_none() {
             continue;
         }
@@ -230,6 +223,7 @@ async fn flush(state: &RespState, name: &str, dbi: u32, args: &[Vec<u8>]) -> Nod
         Some(_) => return Ok(Reply::err(SYNTAX)),
     }
     let dbs: Vec<u32> = if name == "flushdb" { vec![dbi] } else { (0..DATABASES).collect() };
+    state.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     for i in dbs {
         let range = super::keyspace::range_name(i);
         let Some(id) = state.node.router_read().range(&range).map(|r| r.meta.id) else { continue };
@@ -237,7 +231,7 @@ async fn flush(state: &RespState, name: &str, dbi: u32, args: &[Vec<u8>]) -> Nod
             state.node.drop_range_unchecked(&range).await?;
         } else {
             // Views read it: delete the rows, so the views see them go.
-            let db = Db { node: &state.node, range };
+            let db = Db { node: &state.node, range, tx: None };
             let rows = db.rows_with_prefix(&[]).await?;
             for batch in rows.chunks(1000) {
                 let ops =

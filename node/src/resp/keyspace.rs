@@ -205,25 +205,118 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Reads and writes key rows of one database.
+/// Writes of a transaction not yet applied: (range, row) -> value, or
+/// `None` for a delete. Reads inside the transaction see them.
+pub type Overlay = std::sync::Mutex<std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>>;
+
+/// Reads and writes rows of one database.
 pub struct Db<'a> {
     pub node: &'a std::sync::Arc<Node>,
     pub range: String,
+    /// Inside MULTI/EXEC: writes go here, and reads look here first.
+    pub tx: Option<&'a Overlay>,
 }
 
-impl Db<'_> {
+fn not_found_is_empty<T: Default>(r: NodeResult<T>) -> NodeResult<T> {
+    match r {
+        Err(NodeError::Client { code: monotable_proto::ErrorCode::RangeNotFound, .. }) => {
+            Ok(T::default())
+        }
+        other => other,
+    }
+}
+
+impl<'a> Db<'a> {
+    pub fn new(node: &'a std::sync::Arc<Node>, db: u32, tx: Option<&'a Overlay>) -> Db<'a> {
+        Db { node, range: range_name(db), tx }
+    }
+
+    fn overlay(
+        &self,
+    ) -> Option<
+        std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>>,
+    > {
+        self.tx.map(|t| t.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// One row's value, as this database (and transaction) has it.
+    pub async fn read_row(&self, row: Vec<u8>) -> NodeResult<Option<Vec<u8>>> {
+        if let Some(o) = self.overlay() {
+            if let Some(v) = o.get(&(self.range.clone(), row.clone())) {
+                return Ok(v.clone());
+            }
+        }
+        not_found_is_empty(self.node.get(&self.range, row, ReadAt::Latest).await)
+    }
+
+    /// Rows in `[start, end)`, forward or reverse: one page, and where the
+    /// next starts (a reverse scan goes on below it). Inside a transaction,
+    /// every row of the interval at once, with the transaction's writes.
+    pub async fn scan_page(
+        &self,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        reverse: bool,
+        limit: u32,
+    ) -> NodeResult<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+        if self.node.router_read().range(&self.range).is_none() && self.tx.is_none() {
+            return Ok((Vec::new(), None));
+        }
+        let page = |start: Vec<u8>, end: Option<Vec<u8>>, limit: u32| async move {
+            if self.node.router_read().range(&self.range).is_none() {
+                return Ok((Vec::new(), None));
+            }
+            let reply = self
+                .node
+                .scan_range(monotable_proto::ScanRequest {
+                    range: self.range.clone(),
+                    start: Some(start.into()),
+                    end: end.map(Into::into),
+                    limit,
+                    reverse,
+                    ..Default::default()
+                })
+                .await?;
+            let rows: Vec<(Vec<u8>, Vec<u8>)> =
+                reply.records.into_iter().map(|r| (r.key.into_vec(), r.value.into_vec())).collect();
+            Ok::<_, NodeError>((rows, reply.resume.map(|r| r.into_vec())))
+        };
+        if self.tx.is_none() {
+            return page(start, end, limit).await;
+        }
+        let mut all = std::collections::BTreeMap::new();
+        let (mut lo, mut hi) = (start.clone(), end.clone());
+        loop {
+            let (rows, resume) = page(lo.clone(), hi.clone(), 0).await?;
+            all.extend(rows);
+            match resume {
+                Some(next) if reverse => hi = Some(next),
+                Some(next) => lo = next,
+                None => break,
+            }
+        }
+        if let Some(o) = self.overlay() {
+            for ((range, row), v) in o.iter() {
+                if range != &self.range || row < &start || end.as_ref().is_some_and(|e| row >= e) {
+                    continue;
+                }
+                match v {
+                    Some(v) => all.insert(row.clone(), v.clone()),
+                    None => all.remove(row),
+                };
+            }
+        }
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = all.into_iter().collect();
+        if reverse {
+            rows.reverse();
+        }
+        Ok((rows, None))
+    }
+
     /// The key's live value; an expired one is deleted on the way (lazy
     /// expiry, as Redis does on access).
     pub async fn get(&self, key: &[u8]) -> NodeResult<Option<Value>> {
-        let row = key_row(key);
-        let found = match self.node.get(&self.range, row.clone(), ReadAt::Latest).await {
-            Ok(v) => v,
-            Err(NodeError::Client { code: monotable_proto::ErrorCode::RangeNotFound, .. }) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(bytes) = found else { return Ok(None) };
+        let Some(bytes) = self.read_row(key_row(key)).await? else { return Ok(None) };
         let value = Value::decode(&bytes)
             .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
         if value.expire_at_ms.is_some_and(|at| at <= now_ms()) {
@@ -257,25 +350,14 @@ impl Db<'_> {
 
     /// Every row starting with `prefix`, in key order.
     pub async fn rows_with_prefix(&self, prefix: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        if self.node.router_read().range(&self.range).is_none() {
-            return Ok(Vec::new());
-        }
         let end = monotable_proto::keys::prefix_end(prefix);
         let mut out = Vec::new();
         let mut start = prefix.to_vec();
         loop {
-            let reply = self
-                .node
-                .scan_range(monotable_proto::ScanRequest {
-                    range: self.range.clone(),
-                    start: Some(start.into()),
-                    end: end.clone().map(Into::into),
-                    ..Default::default()
-                })
-                .await?;
-            out.extend(reply.records.into_iter().map(|r| (r.key.into_vec(), r.value.into_vec())));
-            match reply.resume {
-                Some(next) => start = next.into_vec(),
+            let (rows, resume) = self.scan_page(start, end.clone(), false, 0).await?;
+            out.extend(rows);
+            match resume {
+                Some(next) => start = next,
                 None => return Ok(out),
             }
         }
@@ -299,12 +381,7 @@ impl Db<'_> {
         key: &[u8],
         element: &[u8],
     ) -> NodeResult<Option<Vec<u8>>> {
-        match self.node.get(&self.range, element_row(kind, key, element), ReadAt::Latest).await {
-            Err(NodeError::Client { code: monotable_proto::ErrorCode::RangeNotFound, .. }) => {
-                Ok(None)
-            }
-            other => other,
-        }
+        self.read_row(element_row(kind, key, element)).await
     }
 
     /// Writes rows of this database (each chunk's part atomically).
@@ -312,8 +389,30 @@ impl Db<'_> {
         if ops.is_empty() {
             return Ok(());
         }
+        if let Some(mut o) = self.overlay() {
+            for op in ops {
+                match op {
+                    WriteOp::Put { key, value } => {
+                        o.insert((self.range.clone(), key.into_vec()), Some(value.into_vec()))
+                    }
+                    WriteOp::Delete { key } => o.insert((self.range.clone(), key.into_vec()), None),
+                };
+            }
+            return Ok(());
+        }
         self.ensure_range().await?;
         self.node.write_ops(&self.range, ops).await
+    }
+
+    /// Applies a transaction's writes to this database in one atomic
+    /// batch; fails with `CrossChunkBatch` (nothing applied) when they fall
+    /// in more than one chunk.
+    pub async fn write_atomic(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.ensure_range().await?;
+        self.node.write_ops_atomic(&self.range, ops).await
     }
 
     pub async fn put(&self, key: &[u8], value: &Value) -> NodeResult<()> {
@@ -331,7 +430,7 @@ impl Db<'_> {
         self.write(ops).await
     }
 
-    async fn ensure_range(&self) -> NodeResult<()> {
+    pub async fn ensure_range(&self) -> NodeResult<()> {
         if self.node.router_read().range(&self.range).is_some() {
             return Ok(());
         }

@@ -62,20 +62,12 @@ async fn elements(db: &Db<'_>, key: &[u8], from: i64, to: i64) -> NodeResult<Vec
     let mut start = row(key, from);
     let end = row(key, to);
     loop {
-        let page = db
-            .node
-            .scan_range(monotable_proto::ScanRequest {
-                range: db.range.clone(),
-                start: Some(start.into()),
-                end: Some(end.clone().into()),
-                ..Default::default()
-            })
-            .await?;
-        for r in &page.records {
-            out.push(decode_field(&r.value)?);
+        let (rows, resume) = db.scan_page(start, Some(end.clone()), false, 0).await?;
+        for (_, value) in &rows {
+            out.push(decode_field(value)?);
         }
-        match page.resume {
-            Some(next) => start = next.into_vec(),
+        match resume {
+            Some(next) => start = next,
             None => return Ok(out),
         }
     }
@@ -143,7 +135,8 @@ pub async fn run(
     ) {
         return None;
     }
-    let _g = state.lock(dbi, &[&args[1]]).await;
+    let writes = !matches!(name, "llen" | "lrange" | "lindex");
+    let _g = if writes { Some(state.lock(dbi, &[&args[1]]).await) } else { None };
     Some(command(db, name, args).await)
 }
 

@@ -97,16 +97,7 @@ async fn zset(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Zset>, Reply>
 }
 
 async fn score_of(db: &Db<'_>, key: &[u8], member: &[u8]) -> NodeResult<Option<f64>> {
-    match db
-        .node
-        .get(&db.range, member_row(key, member), crate::storage::chunk::ReadAt::Latest)
-        .await
-    {
-        Ok(Some(v)) => decode_score(&v).map(Some),
-        Ok(None) => Ok(None),
-        Err(NodeError::Client { code: monotable_proto::ErrorCode::RangeNotFound, .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    db.read_row(member_row(key, member)).await?.map(|v| decode_score(&v)).transpose()
 }
 
 fn set_ops(key: &[u8], member: &[u8], old: Option<f64>, new: f64, ops: &mut Vec<WriteOp>) {
@@ -152,19 +143,10 @@ async fn scan_scores(
 ) -> NodeResult<Vec<(Vec<u8>, f64)>> {
     let mut out = Vec::new();
     let mut skipped = 0;
-    let (mut lo, mut hi) = (Some(start), end);
+    let (mut lo, mut hi) = (start, end);
     loop {
-        let page = db
-            .node
-            .scan_range(monotable_proto::ScanRequest {
-                range: db.range.clone(),
-                start: lo.clone().map(Into::into),
-                end: hi.clone().map(Into::into),
-                reverse,
-                ..Default::default()
-            })
-            .await?;
-        for r in &page.records {
+        let (rows, resume) = db.scan_page(lo.clone(), hi.clone(), reverse, 0).await?;
+        for (row, _) in &rows {
             if skipped < offset {
                 skipped += 1;
                 continue;
@@ -172,12 +154,12 @@ async fn scan_scores(
             if limit.is_some_and(|l| out.len() >= l) {
                 return Ok(out);
             }
-            let (score, member) = parse_score_row(&r.key)?;
+            let (score, member) = parse_score_row(row)?;
             out.push((member, score));
         }
-        match page.resume {
-            Some(next) if reverse => hi = Some(next.into_vec()),
-            Some(next) => lo = Some(next.into_vec()),
+        match resume {
+            Some(next) if reverse => hi = Some(next),
+            Some(next) => lo = next,
             None => return Ok(out),
         }
     }
