@@ -207,7 +207,10 @@ pub fn now_ms() -> u64 {
 
 /// Writes of a transaction not yet applied: (range, row) -> value, or
 /// `None` for a delete. Reads inside the transaction see them.
-pub type Overlay = std::sync::Mutex<std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>>;
+pub type Overlay = std::sync::Mutex<Writes>;
+
+/// (range, row) -> value, or `None` for a delete.
+pub type Writes = std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>;
 
 /// Reads and writes rows of one database.
 pub struct Db<'a> {
