@@ -234,11 +234,7 @@ impl<'a> Db<'a> {
         Db { node, range: range_name(db), tx }
     }
 
-    fn overlay(
-        &self,
-    ) -> Option<
-        std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>>,
-    > {
+    fn overlay(&self) -> Option<std::sync::MutexGuard<'_, Writes>> {
         self.tx.map(|t| t.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
