@@ -163,6 +163,9 @@ impl Node {
                 format!("chunk size must be at least {CHUNK_SIZE_MIN_BYTES} bytes"),
             ));
         }
+        // One creation at a time: two creators of one name must not both
+        // pass the check below before either is in the router.
+        let _creating = self.creating_range.lock().unwrap_or_else(|p| p.into_inner());
         if self.router_read().range(name).is_some() {
             return Err(NodeError::client(
                 ErrorCode::RangeExists,

@@ -52,6 +52,8 @@ pub struct Node {
     views: RwLock<crate::view::registry::ViewRegistry>,
     /// Woken whenever a view's checkpoint advances, for fresh queries.
     pub(crate) views_advanced: tokio::sync::Notify,
+    /// Held while a range is created (a std lock: creation is synchronous).
+    pub(crate) creating_range: Mutex<()>,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -194,6 +196,7 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             views: RwLock::new(Default::default()),
             views_advanced: tokio::sync::Notify::new(),
+            creating_range: Mutex::new(()),
         });
         {
             let mut router = node.router_write();

@@ -904,3 +904,25 @@ fn keys_expire_in_the_background_without_being_read() {
     assert_eq!(c.call(&[b"GET", b"later"]), b"$1\r\nx\r\n");
     assert_eq!(c.call(&[b"DBSIZE"]), b":2\r\n");
 }
+
+#[test]
+fn first_writes_from_many_clients_at_once_all_succeed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let addr = node.resp_addr;
+    // The database's range is created by whichever write comes first.
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(addr);
+                let key = format!("k{i}");
+                c.call(&[b"SET", key.as_bytes(), b"v"])
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(show(&t.join().expect("thread")), "+OK\\r\\n");
+    }
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.call(&[b"DBSIZE"]), b":16\r\n");
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# redis-benchmark against Monotable's Redis endpoint and against
+# redis-server, in one run on this machine: Monotable durable (its default,
+# fsync before every acknowledgement) vs Redis with appendfsync always, and
+# Monotable with --fsync never vs Redis without persistence. 50 clients,
+# pipelines of 1 and 16, random keys from a keyspace of 100,000 (-r), the
+# commands the issue names. Prints a Markdown table with ratios.
+#
+#   deploy/bench-resp.sh [REQUESTS]      (default 100000 per test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS="${1:-100000}"
+CLIENTS=50
+KEYSPACE=100000
+TESTS=set,get,incr,hset,lpush,sadd,zadd
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools
+fi
+cargo build --release -p monotable-node >/dev/null
+MT=target/release/monotable
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+start_redis() { # name port args...
+    local name=$1 port=$2; shift 2
+    mkdir -p "$work/$name"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$work/$name" --save '' --daemonize no "$@" \
+        >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    wait_port "$port"
+}
+
+start_monotable() { # name resp-port args...
+    local name=$1 port=$2; shift 2
+    "$MT" serve --data-dir "$work/$name" --listen 127.0.0.1:0 --resp-listen "127.0.0.1:$port" \
+        --log warn "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    wait_port "$port"
+}
+
+RA=$(free_port); start_redis redis-aof "$RA" --appendonly yes --appendfsync always
+RN=$(free_port); start_redis redis-mem "$RN" --appendonly no
+MD=$(free_port); start_monotable mt-durable "$MD"
+MN=$(free_port); start_monotable mt-nofsync "$MN" --fsync never
+
+bench() { redis-benchmark -p "$1" -c $CLIENTS -P "$2" -n "$REQUESTS" -r $KEYSPACE -t $TESTS --csv 2>/dev/null; }
+rps() { grep "^\"$1\"" | head -1 | tr -d '"' | awk -F, '{printf "%.0f", $2}'; }
+
+echo "| pipeline | command | monotable durable | redis appendfsync always | ratio | monotable --fsync never | redis no persistence | ratio |"
+echo "|---|---|---|---|---|---|---|---|"
+for pipeline in 1 16; do
+    md=$(bench "$MD" $pipeline); ra=$(bench "$RA" $pipeline)
+    mn=$(bench "$MN" $pipeline); rn=$(bench "$RN" $pipeline)
+    for t in SET GET INCR HSET LPUSH SADD ZADD; do
+        a=$(rps "$t" <<<"$md"); b=$(rps "$t" <<<"$ra"); c=$(rps "$t" <<<"$mn"); d=$(rps "$t" <<<"$rn")
+        awk -v p=$pipeline -v t=$t -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN {
+            printf "| %d | %s | %d | %d | %.2fx | %d | %d | %.2fx |\n", p, t, a, b, a/b, c, d, c/d }'
+    done
+done
