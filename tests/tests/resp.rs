@@ -505,6 +505,12 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         "EXEC",
         "WATCH",
         "UNWATCH",
+        "AUTH pw",
+        "SELECT 2",
+        "MULTI",
+        "RESET",
+        "EXEC",
+        "GET a",
         "KEYS r*",
         "KEYS *",
         "KEYS h[a-z]",
@@ -730,6 +736,10 @@ fn pipelines_inline_commands_and_resp3() {
         assert_eq!(c.call(&[b"GET", b"missing"]), b"_\r\n");
         assert_eq!(c.call(&[b"HELLO", b"2"]).first(), Some(&b'*'));
         assert_eq!(c.call(&[b"GET", b"missing"]), b"$-1\r\n");
+        // Introspection clients use: shapes, not Redis's exact contents.
+        assert!(c.call(&[b"COMMAND", b"COUNT"]).starts_with(b":"));
+        let info = c.call(&[b"INFO"]);
+        assert!(show(&info).contains("redis_version:"), "{}", show(&info));
     }
 }
 

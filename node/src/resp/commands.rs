@@ -36,6 +36,9 @@ pub struct RespState {
     versions: Vec<AtomicU64>,
     /// Bumped by FLUSHDB and FLUSHALL: every watch fails.
     pub epoch: AtomicU64,
+    /// Open connections (for INFO).
+    pub clients: std::sync::atomic::AtomicUsize,
+    started: std::time::Instant,
 }
 
 impl RespState {
@@ -48,6 +51,8 @@ impl RespState {
             gate: tokio::sync::RwLock::new(()),
             versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
+            clients: Default::default(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -258,6 +263,10 @@ const COMMANDS: &[(&str, i32)] = &[
     ("zrevrank", 3),
     ("zremrangebyscore", 4),
     ("zremrangebyrank", 4),
+    ("auth", -2),
+    ("reset", 1),
+    ("info", -1),
+    ("command", -1),
     ("mt.scan", -2),
     ("mt.agg", -2),
     ("mt.views", 1),
@@ -296,7 +305,7 @@ pub async fn execute(state: &RespState, conn: &mut Conn, args: Vec<Vec<u8>>) -> 
         }
     };
     if let Some(queue) = &mut conn.multi {
-        if name != "quit" {
+        if name != "quit" && name != "reset" {
             queue.push(args);
             return Reply::Simple("QUEUED");
         }
@@ -460,6 +469,20 @@ async fn run(
             None => Reply::err(NOT_INTEGER),
         },
         "hello" => hello(conn, args),
+        "auth" => {
+            if args.len() > 3 {
+                return Ok(Reply::err(SYNTAX));
+            }
+            Reply::err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            )
+        }
+        "reset" => {
+            *conn = Conn { id: conn.id, ..Conn::new(conn.id) };
+            Reply::Simple("RESET")
+        }
+        "info" => Reply::bulk(info(state).into_bytes()),
+        "command" => command_info(args),
         "client" => client(conn, args),
         "get" => match db.get(&args[1]).await? {
             None => Reply::Null,
@@ -690,6 +713,67 @@ async fn set(db: &Db<'_>, args: &[Vec<u8>]) -> Result<Reply, NodeError> {
     }
     db.replace(&args[1], &Value::string(args[2].clone(), expire), old.as_ref()).await?;
     Ok(if get { old_reply() } else { Reply::ok() })
+}
+
+/// INFO: the sections clients and tools read most, in Redis's format
+/// (`field:value` lines under `# Section` headers).
+fn info(state: &RespState) -> String {
+    let lines = [
+        "# Server".to_owned(),
+        "redis_version:7.2.0".to_owned(),
+        "redis_mode:standalone".to_owned(),
+        format!("monotable_version:{}", env!("CARGO_PKG_VERSION")),
+        format!("process_id:{}", std::process::id()),
+        format!("uptime_in_seconds:{}", state.started.elapsed().as_secs()),
+        String::new(),
+        "# Clients".to_owned(),
+        format!("connected_clients:{}", state.clients.load(Ordering::Relaxed)),
+        String::new(),
+        "# Persistence".to_owned(),
+        "aof_enabled:0".to_owned(),
+        format!("monotable_fsync:{:?}", state.node.config.fsync),
+        String::new(),
+        "# Replication".to_owned(),
+        "role:master".to_owned(),
+        "connected_slaves:0".to_owned(),
+    ];
+    lines.join("\r\n") + "\r\n"
+}
+
+/// COMMAND [COUNT | INFO name... | DOCS ...]: names and arities, enough
+/// for clients that look commands up.
+fn command_info(args: &[Vec<u8>]) -> Reply {
+    let entry = |name: &str, arity: i32| {
+        Reply::Array(vec![
+            Reply::bulk(name.as_bytes().to_vec()),
+            Reply::Int(i64::from(arity)),
+            Reply::Set(Vec::new()),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Int(0),
+        ])
+    };
+    match args.get(1).map(|a| lower(a)).as_deref() {
+        None => Reply::Array(COMMANDS.iter().map(|(n, a)| entry(n, *a)).collect()),
+        Some("count") => Reply::Int(COMMANDS.len() as i64),
+        Some("docs") => Reply::Map(Vec::new()),
+        Some("info") => Reply::Array(
+            args[2..]
+                .iter()
+                .map(|n| {
+                    let n = lower(n);
+                    COMMANDS
+                        .iter()
+                        .find(|(c, _)| *c == n)
+                        .map_or(Reply::NullArray, |(c, a)| entry(c, *a))
+                })
+                .collect(),
+        ),
+        Some(_) => Reply::err(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
 }
 
 fn hello(conn: &mut Conn, args: &[Vec<u8>]) -> Reply {

@@ -74,7 +74,9 @@ fn accept(
     state.node.next_worker().spawn_fn(move || {
         actix_rt::spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
-                connection(state, closing, stream, peer).await;
+                state.clients.fetch_add(1, Ordering::Relaxed);
+                connection(state.clone(), closing, stream, peer).await;
+                state.clients.fetch_sub(1, Ordering::Relaxed);
             }
             open.fetch_sub(1, Ordering::AcqRel);
         });
