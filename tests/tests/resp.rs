@@ -594,6 +594,17 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
     }
 }
 
+/// A SCAN-family reply: the next cursor and the items.
+fn scan_reply(reply: &[u8]) -> (String, Vec<String>) {
+    let text: Vec<&[u8]> =
+        reply.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).collect();
+    let cursor = String::from_utf8(text[2].to_vec()).expect("cursor");
+    let n: usize = std::str::from_utf8(&text[3][1..]).expect("n").parse().expect("n");
+    let items =
+        (0..n).map(|i| String::from_utf8(text[5 + 2 * i].to_vec()).expect("item")).collect();
+    (cursor, items)
+}
+
 #[test]
 fn scan_visits_every_key_once() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -647,6 +658,47 @@ fn scan_visits_every_key_once() {
     let want_sets = (0..250).filter(|i| i % 3 == 0 && format!("{i}").starts_with('1')).count();
     assert_eq!(sets, want_sets);
     assert_eq!(show(&c.call(&[b"SCAN", b"abc"])), "-ERR invalid cursor\\r\\n");
+
+    // HSCAN, SSCAN and ZSCAN walk one collection the same way.
+    for i in 0..300 {
+        let f = format!("f{i}");
+        c.call(&[b"HSET", b"big", f.as_bytes(), i.to_string().as_bytes()]);
+        c.call(&[b"SADD", b"bigset", f.as_bytes()]);
+        c.call(&[b"ZADD", b"bigz", i.to_string().as_bytes(), f.as_bytes()]);
+    }
+    for (cmd, key, per) in
+        [(&b"HSCAN"[..], &b"big"[..], 2), (b"SSCAN", b"bigset", 1), (b"ZSCAN", b"bigz", 2)]
+    {
+        let mut items = Vec::new();
+        let mut cursor = b"0".to_vec();
+        loop {
+            let reply = c.call(&[cmd, key, &cursor, b"COUNT", b"7"]);
+            let text: Vec<&[u8]> =
+                reply.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).collect();
+            cursor = text[2].to_vec();
+            let n: usize = std::str::from_utf8(&text[3][1..]).expect("n").parse().expect("n");
+            for i in 0..n {
+                items.push(String::from_utf8(text[5 + 2 * i].to_vec()).expect("item"));
+            }
+            if cursor == b"0" {
+                break;
+            }
+        }
+        assert_eq!(items.len(), 300 * per, "{}", show(cmd));
+        if per == 2 {
+            // field or member, then its value or score
+            let pairs: std::collections::BTreeMap<&String, &String> =
+                items.chunks(2).map(|p| (&p[0], &p[1])).collect();
+            assert_eq!(pairs.get(&"f42".to_string()).map(|v| v.as_str()), Some("42"));
+        }
+    }
+    let matched = c.call(&[b"SSCAN", b"bigset", b"0", b"MATCH", b"f29*", b"COUNT", b"1000"]);
+    let (cursor, members) = scan_reply(&matched);
+    assert_eq!((cursor.as_str(), members.len()), ("0", 11), "f29 and f290..f299");
+    assert_eq!(
+        show(&c.call(&[b"HSCAN", b"bigset", b"0"])),
+        "-WRONGTYPE Operation against a key holding the wrong kind of value\\r\\n"
+    );
 }
 
 #[test]

@@ -92,6 +92,7 @@ pub async fn run(
             incrbyfloat(db, args).await
         }
         "getrange" => getrange(db, args).await,
+        "hscan" | "sscan" | "zscan" => element_scan(state, db, name, args).await,
         "setrange" => {
             let _g = state.lock(dbi, &[&args[1]]).await;
             setrange(db, args).await
@@ -215,6 +216,86 @@ pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
 
 /// Expiry rows handled per database per pass.
 const EXPIRE_BATCH: u32 = 200;
+
+/// HSCAN / SSCAN / ZSCAN key cursor [MATCH pattern] [COUNT count]: a
+/// collection's elements a page at a time (fields with values, members,
+/// members with scores), cursors as for SCAN.
+async fn element_scan(
+    state: &RespState,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> NodeResult<Reply> {
+    let kind = match name {
+        "hscan" => super::keyspace::KIND_HASH,
+        "sscan" => super::keyspace::KIND_SET,
+        _ => super::keyspace::KIND_ZSET,
+    };
+    let Some(cursor) = std::str::from_utf8(&args[2]).ok().and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Ok(Reply::err("ERR invalid cursor"));
+    };
+    let (mut pattern, mut count) = (None, 10usize);
+    let mut i = 3;
+    while i < args.len() {
+        let Some(value) = args.get(i + 1) else { return Ok(Reply::err(SYNTAX)) };
+        match String::from_utf8_lossy(&args[i]).to_ascii_lowercase().as_str() {
+            "match" => pattern = Some(value.clone()),
+            "count" => match parse_i64(value) {
+                Some(n) if n >= 1 => count = n as usize,
+                Some(_) => return Ok(Reply::err(SYNTAX)),
+                None => return Ok(Reply::err(NOT_INTEGER)),
+            },
+            _ => return Ok(Reply::err(SYNTAX)),
+        }
+        i += 2;
+    }
+    let empty = || Reply::Array(vec![Reply::bulk("0"), Reply::Array(Vec::new())]);
+    match db.get(&args[1]).await? {
+        None => return Ok(empty()),
+        Some(v) if v.kind != kind => return Ok(Reply::err(WRONGTYPE)),
+        Some(_) => {}
+    }
+    let prefix = super::keyspace::element_prefix(kind, &args[1]);
+    let start = match cursor {
+        0 => Some(prefix.clone()),
+        c => state.cursors.lock().unwrap_or_else(|p| p.into_inner()).positions.get(&c).cloned(),
+    }
+    .unwrap_or_else(|| prefix.clone());
+    let limit = count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32;
+    let end = monotable_proto::keys::prefix_end(&prefix);
+    let (rows, resume) = db.scan_page(start, end, false, limit).await?;
+    let mut out = Vec::new();
+    for (row, value) in rows {
+        let element = match tuple::decode(&row).ok().and_then(|mut t| t.pop()) {
+            Some(Element::Bytes(e)) => e,
+            _ => return Err(NodeError::Internal("damaged element row".into())),
+        };
+        if pattern.as_ref().is_some_and(|p| !glob::matches(p, &element)) {
+            continue;
+        }
+        out.push(Reply::Bulk(element));
+        match kind {
+            super::keyspace::KIND_HASH => {
+                out.push(Reply::Bulk(super::keyspace::decode_field(&value)?))
+            }
+            super::keyspace::KIND_ZSET => {
+                let mut rest = value.as_slice();
+                let score = match rmpv::decode::read_value(&mut rest) {
+                    Ok(rmpv::Value::F64(x)) => x,
+                    _ => return Err(NodeError::Internal("damaged sorted set row".into())),
+                };
+                out.push(Reply::Bulk(format_double(score).into_bytes()));
+            }
+            _ => {}
+        }
+    }
+    let cursor = match resume {
+        Some(position) => state.cursors.lock().unwrap_or_else(|p| p.into_inner()).save(position),
+        None => 0,
+    };
+    Ok(Reply::Array(vec![Reply::bulk(cursor.to_string()), Reply::Array(out)]))
+}
 
 async fn flush(state: &RespState, name: &str, dbi: u32, args: &[Vec<u8>]) -> NodeResult<Reply> {
     match args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()) {
