@@ -21,15 +21,6 @@ async fn collection(db: &Db<'_>, key: &[u8], kind: u8) -> NodeResult<Result<Opti
     })
 }
 
-macro_rules! or_reply {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(reply) => return Ok(reply),
-        }
-    };
-}
-
 /// Writes element changes and the key row with its new count (or removes
 /// the key when it is empty).
 async fn commit(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::keyspace::{now_ms, Db, Value, DATABASES, KIND_STRING};
+use super::keyspace::{expire_at, now_ms, Db, Value, DATABASES, KIND_STRING};
 use super::reply::Reply;
 use crate::error::NodeError;
 use crate::node::Node;
@@ -687,15 +687,9 @@ async fn set(db: &Db<'_>, args: &[Vec<u8>]) -> Result<Reply, NodeError> {
                 let Some(t) = next.and_then(|n| parse_i64(n)) else {
                     return Ok(Reply::err(NOT_INTEGER));
                 };
-                let at = match opt.as_str() {
-                    "ex" => t.checked_mul(1000).and_then(|ms| (now_ms() as i64).checked_add(ms)),
-                    "px" => (now_ms() as i64).checked_add(t),
-                    "exat" => t.checked_mul(1000),
-                    _ => Some(t),
-                };
-                match at {
-                    Some(at) if t > 0 => expire = Some(at as u64),
-                    _ => return Ok(Reply::err("ERR invalid expire time in 'set' command")),
+                match expire_at(&opt, t) {
+                    Some(at) => expire = Some(at),
+                    None => return Ok(Reply::err("ERR invalid expire time in 'set' command")),
                 }
                 i += 1;
             }

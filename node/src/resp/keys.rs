@@ -121,28 +121,48 @@ async fn keys(db: &Db<'_>, pattern: &[u8]) -> NodeResult<Reply> {
     ))
 }
 
-/// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
-async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
-    let Some(cursor) = std::str::from_utf8(&args[1]).ok().and_then(|c| c.parse::<u64>().ok())
+/// What a SCAN-family command asks for.
+struct ScanOptions {
+    cursor: u64,
+    pattern: Option<Vec<u8>>,
+    count: usize,
+    kind: Option<String>,
+}
+
+/// Parses `cursor [MATCH pattern] [COUNT count]` (and `[TYPE type]` when
+/// allowed) starting at `args[at]`.
+fn scan_options(args: &[Vec<u8>], at: usize, allow_type: bool) -> Result<ScanOptions, Reply> {
+    let Some(cursor) = std::str::from_utf8(&args[at]).ok().and_then(|c| c.parse::<u64>().ok())
     else {
-        return Ok(Reply::err("ERR invalid cursor"));
+        return Err(Reply::err("ERR invalid cursor"));
     };
-    let (mut pattern, mut count, mut kind) = (None, 10usize, None);
-    let mut i = 2;
+    let mut o = ScanOptions { cursor, pattern: None, count: 10, kind: None };
+    let mut i = at + 1;
     while i < args.len() {
-        let Some(value) = args.get(i + 1) else { return Ok(Reply::err(SYNTAX)) };
+        let Some(value) = args.get(i + 1) else { return Err(Reply::err(SYNTAX)) };
         match String::from_utf8_lossy(&args[i]).to_ascii_lowercase().as_str() {
-            "match" => pattern = Some(value.clone()),
+            "match" => o.pattern = Some(value.clone()),
             "count" => match parse_i64(value) {
-                Some(n) if n >= 1 => count = n as usize,
-                Some(_) => return Ok(Reply::err(SYNTAX)),
-                None => return Ok(Reply::err(NOT_INTEGER)),
+                Some(n) if n >= 1 => o.count = n as usize,
+                Some(_) => return Err(Reply::err(SYNTAX)),
+                None => return Err(Reply::err(NOT_INTEGER)),
             },
-            "type" => kind = Some(String::from_utf8_lossy(value).to_ascii_lowercase()),
-            _ => return Ok(Reply::err(SYNTAX)),
+            "type" if allow_type => {
+                o.kind = Some(String::from_utf8_lossy(value).to_ascii_lowercase())
+            }
+            _ => return Err(Reply::err(SYNTAX)),
         }
         i += 2;
     }
+    Ok(o)
+}
+
+/// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
+async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let ScanOptions { cursor, pattern, count, kind } = match scan_options(args, 1, true) {
+        Ok(o) => o,
+        Err(reply) => return Ok(reply),
+    };
     let prefix = key_prefix();
     let start = if cursor == 0 {
         Some(prefix.clone())
@@ -231,25 +251,10 @@ async fn element_scan(
         "sscan" => super::keyspace::KIND_SET,
         _ => super::keyspace::KIND_ZSET,
     };
-    let Some(cursor) = std::str::from_utf8(&args[2]).ok().and_then(|c| c.parse::<u64>().ok())
-    else {
-        return Ok(Reply::err("ERR invalid cursor"));
+    let ScanOptions { cursor, pattern, count, .. } = match scan_options(args, 2, false) {
+        Ok(o) => o,
+        Err(reply) => return Ok(reply),
     };
-    let (mut pattern, mut count) = (None, 10usize);
-    let mut i = 3;
-    while i < args.len() {
-        let Some(value) = args.get(i + 1) else { return Ok(Reply::err(SYNTAX)) };
-        match String::from_utf8_lossy(&args[i]).to_ascii_lowercase().as_str() {
-            "match" => pattern = Some(value.clone()),
-            "count" => match parse_i64(value) {
-                Some(n) if n >= 1 => count = n as usize,
-                Some(_) => return Ok(Reply::err(SYNTAX)),
-                None => return Ok(Reply::err(NOT_INTEGER)),
-            },
-            _ => return Ok(Reply::err(SYNTAX)),
-        }
-        i += 2;
-    }
     let empty = || Reply::Array(vec![Reply::bulk("0"), Reply::Array(Vec::new())]);
     match db.get(&args[1]).await? {
         None => return Ok(empty()),
@@ -425,15 +430,9 @@ async fn getex(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
             "persist" if change.is_none() => change = Some(None),
             "ex" | "px" | "exat" | "pxat" if change.is_none() && i + 1 < args.len() => {
                 let Some(t) = parse_i64(&args[i + 1]) else { return Ok(Reply::err(NOT_INTEGER)) };
-                let at = match opt.as_str() {
-                    "ex" => t.checked_mul(1000).and_then(|ms| (now_ms() as i64).checked_add(ms)),
-                    "px" => (now_ms() as i64).checked_add(t),
-                    "exat" => t.checked_mul(1000),
-                    _ => Some(t),
-                };
-                match at {
-                    Some(at) if t > 0 => change = Some(Some(at as u64)),
-                    _ => return Ok(Reply::err("ERR invalid expire time in 'getex' command")),
+                match super::keyspace::expire_at(&opt, t) {
+                    Some(at) => change = Some(Some(at)),
+                    None => return Ok(Reply::err("ERR invalid expire time in 'getex' command")),
                 }
                 i += 1;
             }

@@ -199,6 +199,23 @@ pub fn element_prefix(kind: u8, key: &[u8]) -> Vec<u8> {
         .expect("a key within the size limit encodes")
 }
 
+/// The expiry an option of SET or GETEX asks for: `ex` seconds or `px`
+/// milliseconds from now, `exat`/`pxat` absolute; `None` when the time is
+/// not positive or overflows (Redis: "invalid expire time").
+pub fn expire_at(option: &str, t: i64) -> Option<u64> {
+    if t <= 0 {
+        return None;
+    }
+    let now = now_ms() as i64;
+    let at = match option {
+        "ex" => t.checked_mul(1000).and_then(|ms| now.checked_add(ms)),
+        "px" => now.checked_add(t),
+        "exat" => t.checked_mul(1000),
+        _ => Some(t),
+    };
+    at.map(|a| a as u64)
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -101,15 +101,6 @@ fn offset(index: i64, count: i64) -> Option<i64> {
     (0..count).contains(&i).then_some(i)
 }
 
-macro_rules! or_reply {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(reply) => return Ok(reply),
-        }
-    };
-}
-
 pub async fn run(
     state: &RespState,
     dbi: u32,

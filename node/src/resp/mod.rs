@@ -3,6 +3,18 @@
 //! database (see [`keyspace`] for the row layout), so views can be
 //! registered over what Redis clients write.
 
+/// Unwraps `Ok`, or returns the reply in `Err` from the enclosing function
+/// (which returns `NodeResult<Reply>`): for lookups that may answer with an
+/// error reply, such as WRONGTYPE.
+macro_rules! or_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reply) => return Ok(reply),
+        }
+    };
+}
+
 pub mod collections;
 pub mod commands;
 pub mod glob;

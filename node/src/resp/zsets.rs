@@ -270,15 +270,6 @@ pub async fn run(
     Some(command(db, proto, name, args).await)
 }
 
-macro_rules! or_reply {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(reply) => return Ok(reply),
-        }
-    };
-}
-
 async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let key = &args[1];
     match name {
