@@ -37,6 +37,9 @@ pub enum ChunkMsg {
     Write {
         ops: Arc<[WriteOp]>,
         reply: ReplyTo<CommitToken>,
+        /// Told as soon as the batch is applied (readable at
+        /// `ReadAt::Applied`), before it is durable.
+        applied: Option<oneshot::Sender<()>>,
     },
     Compact {
         reply: ReplyTo<()>,
@@ -159,6 +162,7 @@ impl ChunkActor {
         &mut self,
         ops: Arc<[WriteOp]>,
         reply: ReplyTo<CommitToken>,
+        on_applied: Option<oneshot::Sender<()>>,
         ctx: &mut Context<Self>,
     ) {
         if let Some(reason) = &self.poisoned {
@@ -182,6 +186,9 @@ impl ChunkActor {
         });
         match applied {
             Some(Ok(seq)) => {
+                if let Some(tell) = on_applied {
+                    let _ = tell.send(());
+                }
                 self.pending.push((seq, reply));
                 self.schedule_flush(ctx);
             }
@@ -509,7 +516,7 @@ impl ChunkActor {
 
     fn handle_now(&mut self, msg: ChunkMsg, ctx: &mut Context<Self>) {
         match msg {
-            ChunkMsg::Write { ops, reply } => self.handle_write(ops, reply, ctx),
+            ChunkMsg::Write { ops, reply, applied } => self.handle_write(ops, reply, applied, ctx),
             ChunkMsg::Info { reply } => {
                 let _ = reply.send(Ok(self.info()));
             }

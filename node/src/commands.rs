@@ -15,6 +15,7 @@ use crate::error::{NodeError, NodeResult};
 use crate::node::{answer, backoff, call, check_key, check_op, validate_range_name, Node, Session};
 use crate::router::{RangeRoute, Route};
 use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
+use tokio::sync::oneshot;
 
 /// Refuses a request carrying more items than its limit allows.
 fn check_count(n: usize, max: usize, items: &str, limit: &str) -> NodeResult<()> {
@@ -339,7 +340,10 @@ impl Node {
                     // Shared with the actor, kept here to route again if the
                     // chunk moved.
                     let ops: Arc<[WriteOp]> = ops.into();
-                    (ops.clone(), call(&route.addr, |reply| ChunkMsg::Write { ops, reply }))
+                    (
+                        ops.clone(),
+                        call(&route.addr, |reply| ChunkMsg::Write { ops, reply, applied: None }),
+                    )
                 })
                 .collect();
             for (ops, rx) in replies {
@@ -391,6 +395,47 @@ impl Node {
     /// Writes rows on behalf of a view: chunk by chunk, each part atomic.
     pub(crate) async fn write_ops(&self, range: &str, ops: Vec<WriteOp>) -> NodeResult<()> {
         self.write(range, ops, false).await.map(|_| ())
+    }
+
+    /// Writes rows and returns once every chunk has applied its part (each
+    /// part atomically); the receivers answer when each part is durable.
+    /// A part whose chunk moved meanwhile is written the ordinary way
+    /// (durable on return).
+    pub(crate) async fn write_ops_applied(
+        &self,
+        range: &str,
+        ops: Vec<WriteOp>,
+    ) -> NodeResult<Vec<oneshot::Receiver<NodeResult<CommitToken>>>> {
+        let groups = self.group_by_chunk(range, ops, WriteOp::key)?;
+        let mut durable = Vec::with_capacity(groups.len());
+        for (route, ops) in groups {
+            let ops: Arc<[WriteOp]> = ops.into();
+            let (applied, was_applied) = oneshot::channel();
+            let part = ops.clone();
+            let rx = call(&route.addr, |reply| ChunkMsg::Write {
+                ops: part,
+                reply,
+                applied: Some(applied),
+            });
+            if was_applied.await.is_ok() {
+                durable.push(rx);
+                continue;
+            }
+            match answer(rx).await {
+                Err(NodeError::Moved) => {
+                    self.write(range, ops.to_vec(), false).await?;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        Ok(durable)
+    }
+
+    /// A scan reading everything applied, durable or not (see
+    /// [`ReadAt::Applied`]).
+    pub(crate) async fn scan_range_applied(&self, req: ScanRequest) -> NodeResult<ScanReply> {
+        crate::scan::run_at(self, req, ReadAt::Applied).await
     }
 
     /// Writes rows in one atomic batch, which must fall in one chunk.

@@ -10,6 +10,7 @@ use crate::error::{NodeError, NodeResult};
 use monotable_proto::keys::prefix_end;
 
 use crate::node::{scan_limit, Node};
+use crate::storage::chunk::ReadAt;
 
 /// Resolves `start`/`end`/`prefix` into an inclusive start and exclusive end.
 /// An inclusive start and an exclusive end; `None` is unbounded.
@@ -32,6 +33,12 @@ pub fn bounds_of(req: &ScanRequest) -> NodeResult<KeySpan> {
 }
 
 pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
+    let at = node.read_at(req.snapshot)?;
+    run_at(node, req, at).await
+}
+
+/// A scan at an explicit read point.
+pub async fn run_at(node: &Node, req: ScanRequest, at: ReadAt) -> NodeResult<ScanReply> {
     let (start, end) = bounds_of(&req)?;
     for bound in [&start, &end].into_iter().flatten() {
         if bound.len() > monotable_proto::limits::KEY_SIZE_MAX_BYTES + 1 {
@@ -44,7 +51,6 @@ pub async fn run(node: &Node, req: ScanRequest) -> NodeResult<ScanReply> {
     let empty = matches!((&start, &end), (Some(s), Some(e)) if s >= e)
         || end.as_ref().is_some_and(|e| e.is_empty());
     let limit = scan_limit(req.limit);
-    let at = node.read_at(req.snapshot)?;
     let mut records = Vec::new();
     let mut bytes = 0usize;
     let mut resume: Option<Vec<u8>> = None;

@@ -289,12 +289,19 @@ fn lookup(args: &[Vec<u8>]) -> Result<&'static str, Reply> {
     Ok(name)
 }
 
-/// Runs one command (or queues it, inside MULTI).
-pub async fn execute(state: &RespState, conn: &mut Conn, args: Vec<Vec<u8>>) -> Reply {
+/// Runs one command (or queues it, inside MULTI). Its writes are applied
+/// on return; the reply may be sent once the returned acknowledgements have
+/// come and the stable seq has passed what the command read (the caller
+/// waits, once for a whole pipeline).
+pub async fn execute(
+    state: &RespState,
+    conn: &mut Conn,
+    args: Vec<Vec<u8>>,
+) -> (Reply, super::keyspace::Durability) {
     let lowered = lower(&args[0]);
     match lowered.as_str() {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => {
-            return transaction(state, conn, &lowered, &args).await
+            return (transaction(state, conn, &lowered, &args).await, Vec::new())
         }
         _ => {}
     }
@@ -304,21 +311,22 @@ pub async fn execute(state: &RespState, conn: &mut Conn, args: Vec<Vec<u8>>) -> 
             if conn.multi.is_some() {
                 conn.multi_failed = true;
             }
-            return reply;
+            return (reply, Vec::new());
         }
     };
     if let Some(queue) = &mut conn.multi {
         if name != "quit" && name != "reset" {
             queue.push(args);
-            return Reply::Simple("QUEUED");
+            return (Reply::Simple("QUEUED"), Vec::new());
         }
     }
     let _gate = state.gate.read().await;
     let db = Db::new(&state.node, conn.db, None);
-    match run(state, conn, &db, name, &args).await {
+    let reply = match run(state, conn, &db, name, &args).await {
         Ok(reply) => reply,
         Err(e) => internal(e),
-    }
+    };
+    (reply, db.take_durability())
 }
 
 /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
@@ -415,7 +423,7 @@ async fn exec(
         ));
     }
     if let Some((range, ops)) = by_range.into_iter().next() {
-        let db = Db { node: &state.node, range: range.clone(), tx: None };
+        let db = Db::of_range(&state.node, range.clone(), None);
         match db.write_atomic(ops).await {
             Ok(()) => {}
             Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, .. }) => {

@@ -317,7 +317,7 @@ async fn flush(state: &RespState, name: &str, dbi: u32, args: &[Vec<u8>]) -> Nod
             state.node.drop_range_unchecked(&range).await?;
         } else {
             // Views read it: delete the rows, so the views see them go.
-            let db = Db { node: &state.node, range, tx: None };
+            let db = Db::of_range(&state.node, range, None);
             let rows = db.rows_with_prefix(&[]).await?;
             for batch in rows.chunks(1000) {
                 let ops =

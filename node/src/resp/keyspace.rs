@@ -229,12 +229,21 @@ pub type Overlay = std::sync::Mutex<Writes>;
 /// (range, row) -> value, or `None` for a delete.
 pub type Writes = std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>;
 
+/// Acknowledgements of writes applied but not yet durable.
+pub type Durability = Vec<tokio::sync::oneshot::Receiver<NodeResult<monotable_proto::CommitToken>>>;
+
 /// Reads and writes rows of one database.
+///
+/// Reads see every applied write, durable or not, and writes return once
+/// applied, so a key's lock is held only that long: the caller replies only
+/// after the writes in [`Db::take_durability`] are durable and the stable
+/// seq has passed everything it read.
 pub struct Db<'a> {
     pub node: &'a std::sync::Arc<Node>,
     pub range: String,
     /// Inside MULTI/EXEC: writes go here, and reads look here first.
     pub tx: Option<&'a Overlay>,
+    durability: std::sync::Mutex<Durability>,
 }
 
 fn not_found_is_empty<T: Default>(r: NodeResult<T>) -> NodeResult<T> {
@@ -248,7 +257,20 @@ fn not_found_is_empty<T: Default>(r: NodeResult<T>) -> NodeResult<T> {
 
 impl<'a> Db<'a> {
     pub fn new(node: &'a std::sync::Arc<Node>, db: u32, tx: Option<&'a Overlay>) -> Db<'a> {
-        Db { node, range: range_name(db), tx }
+        Db::of_range(node, range_name(db), tx)
+    }
+
+    pub fn of_range(
+        node: &'a std::sync::Arc<Node>,
+        range: String,
+        tx: Option<&'a Overlay>,
+    ) -> Db<'a> {
+        Db { node, range, tx, durability: Default::default() }
+    }
+
+    /// The acknowledgements the writes so far are waiting for.
+    pub fn take_durability(&self) -> Durability {
+        std::mem::take(&mut *self.durability.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn overlay(&self) -> Option<std::sync::MutexGuard<'_, Writes>> {
@@ -262,7 +284,7 @@ impl<'a> Db<'a> {
                 return Ok(v.clone());
             }
         }
-        not_found_is_empty(self.node.get(&self.range, row, ReadAt::Latest).await)
+        not_found_is_empty(self.node.get(&self.range, row, ReadAt::Applied).await)
     }
 
     /// Rows in `[start, end)`, forward or reverse: one page, and where the
@@ -284,7 +306,7 @@ impl<'a> Db<'a> {
             }
             let reply = self
                 .node
-                .scan_range(monotable_proto::ScanRequest {
+                .scan_range_applied(monotable_proto::ScanRequest {
                     range: self.range.clone(),
                     start: Some(start.into()),
                     end: end.map(Into::into),
@@ -417,7 +439,9 @@ impl<'a> Db<'a> {
             return Ok(());
         }
         self.ensure_range().await?;
-        self.node.write_ops(&self.range, ops).await
+        let pending = self.node.write_ops_applied(&self.range, ops).await?;
+        self.durability.lock().unwrap_or_else(|p| p.into_inner()).extend(pending);
+        Ok(())
     }
 
     /// Applies a transaction's writes to this database in one atomic

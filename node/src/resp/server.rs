@@ -105,20 +105,24 @@ async fn connection(
         buf.extend_from_slice(&chunk[..n]);
         let mut used = 0;
         let mut close = false;
+        // The replies of this batch of commands, sent once all of it is durable.
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut pending = Vec::new();
         loop {
             match parse(&buf[used..]) {
                 Parsed::Incomplete => break,
                 Parsed::Empty(n) => used += n,
                 Parsed::Error(message) => {
                     tracing::debug!(%peer, %message, "RESP protocol error; closing");
-                    Reply::err(format!("ERR {message}")).write(conn.proto, &mut out);
+                    replies.push(Reply::err(format!("ERR {message}")));
                     close = true;
                     break;
                 }
                 Parsed::Command(args, n) => {
                     used += n;
-                    let reply = execute(&state, &mut conn, args).await;
-                    reply.write(conn.proto, &mut out);
+                    let (reply, durability) = execute(&state, &mut conn, args).await;
+                    pending.push((replies.len(), durability));
+                    replies.push(reply);
                     if conn.closing {
                         close = true;
                         break;
@@ -127,6 +131,22 @@ async fn connection(
             }
         }
         buf.drain(..used);
+        // Durable first: each command's own writes, then everything any of
+        // them read (all of it is at or below the last seq handed out).
+        for (i, durability) in pending {
+            for ack in durability {
+                if let Err(e) = crate::node::answer(ack).await {
+                    replies[i] = Reply::err(format!("ERR {e}"));
+                }
+            }
+        }
+        if !replies.is_empty() {
+            let clock = &state.node.clock;
+            clock.wait_stable(clock.last_allocated()).await;
+        }
+        for reply in &replies {
+            reply.write(conn.proto, &mut out);
+        }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
                 return;

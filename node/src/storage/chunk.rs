@@ -43,6 +43,10 @@ pub enum ChunkError {
 pub enum ReadAt {
     /// The newest durable state of the chunk.
     Latest,
+    /// Everything applied, durable or not yet: for a caller that answers
+    /// only once what it read is durable (the Redis endpoint waits for the
+    /// stable seq to pass it).
+    Applied,
     /// A snapshot; `pinned` says whether someone holds a pin on it.
     Snapshot { seq: u64, pinned: bool },
 }
@@ -246,6 +250,7 @@ impl Chunk {
     fn snapshot_seq(&self, at: ReadAt) -> Result<u64, ChunkError> {
         match at {
             ReadAt::Latest => Ok(self.durable_seq),
+            ReadAt::Applied => Ok(self.index.last_seq()),
             ReadAt::Snapshot { seq, pinned } => {
                 if !pinned && seq < self.gc_horizon {
                     return Err(ChunkError::SnapshotTooOld {

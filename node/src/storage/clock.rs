@@ -41,6 +41,8 @@ pub struct SeqClock {
     /// A std mutex: it is held for a few map operations and never across an
     /// await or any I/O.
     state: Mutex<ClockState>,
+    /// Woken whenever batches settle (the stable seq may have moved).
+    settled: tokio::sync::Notify,
 }
 
 impl SeqClock {
@@ -53,6 +55,7 @@ impl SeqClock {
                 settled_max: last_used,
                 ..Default::default()
             }),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
@@ -79,6 +82,26 @@ impl SeqClock {
             let was = s.in_flight.remove(&seq);
             debug_assert!(was, "seq {seq} resolved twice");
             s.settled_max = s.settled_max.max(seq);
+        }
+        drop(s);
+        self.settled.notify_waiters();
+    }
+
+    /// The last seq handed out: everything applied so far is at or below it.
+    pub fn last_allocated(&self) -> u64 {
+        self.lock().next - 1
+    }
+
+    /// Waits until every batch at or below `seq` has settled.
+    pub async fn wait_stable(&self, seq: u64) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.stable() >= seq {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -153,6 +176,25 @@ mod tests {
         assert_eq!(c.stable(), 10);
         c.resolve([a]);
         assert_eq!(c.stable(), 12);
+    }
+
+    #[test]
+    fn waiting_for_stable_ends_when_older_batches_settle() {
+        let c = std::sync::Arc::new(SeqClock::new(0));
+        let (a, b) = (c.allocate(), c.allocate());
+        assert_eq!(c.last_allocated(), b);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let waiter = tokio::spawn({
+                let c = c.clone();
+                async move { c.wait_stable(b).await }
+            });
+            c.resolve([b]);
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished(), "a is still in flight");
+            c.resolve([a]);
+            waiter.await.expect("waiter");
+        });
     }
 
     #[test]
