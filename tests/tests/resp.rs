@@ -62,13 +62,18 @@ impl Raw {
     }
 
     fn send(&mut self, args: &[&[u8]]) {
+        assert!(self.try_send(args), "send failed");
+    }
+
+    /// Sends a command; false when the connection is gone.
+    fn try_send(&mut self, args: &[&[u8]]) -> bool {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
             out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
         }
-        self.writer.write_all(&out).expect("send");
+        self.writer.write_all(&out).is_ok()
     }
 
     fn send_raw(&mut self, bytes: &[u8]) {
@@ -79,6 +84,10 @@ impl Raw {
     fn reply(&mut self) -> Option<Vec<u8>> {
         let mut line = Vec::new();
         if self.reader.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        // A connection cut mid-reply.
+        if line.len() < 3 || !line.ends_with(b"\r\n") {
             return None;
         }
         let n: i64 = std::str::from_utf8(&line[1..line.len() - 2]).ok()?.parse().unwrap_or(0);
@@ -1006,8 +1015,11 @@ fn acknowledged_writes_survive_a_process_crash() {
                 let mut acked = Vec::new();
                 for i in 0.. {
                     let key = format!("w{w}:{i}");
-                    c.send(&[b"SET", key.as_bytes(), b"v"]);
-                    c.send(&[b"SADD", b"hot", key.as_bytes()]);
+                    if !c.try_send(&[b"SET", key.as_bytes(), b"v"])
+                        || !c.try_send(&[b"SADD", b"hot", key.as_bytes()])
+                    {
+                        return acked;
+                    }
                     match (c.reply(), c.reply()) {
                         (Some(a), Some(b)) if a == b"+OK\r\n" && b == b":1\r\n" => acked.push(key),
                         _ => return acked,
