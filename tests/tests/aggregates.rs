@@ -228,3 +228,33 @@ fn aggregates_match_a_from_scratch_oracle() {
     });
     assert!(node.stop());
 }
+
+/// A fresh aggregate asked right after a mapper is created, with no write
+/// since, waits for the mapper's backfill (its checkpoint is the creation
+/// snapshot all along, which must not count as reached).
+#[test]
+fn fresh_answers_wait_for_a_backfill_in_progress() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut node = Node::start(dir.path());
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Client::connect(node.addr).await.expect("connect");
+        c.create_range("many", RangeOptions::default()).await.expect("range");
+        let n = 30_000u64;
+        for start in (0..n).step_by(1000) {
+            let batch = (start..start + 1000).fold(monotable_client::Batch::new(), |b, i| {
+                b.put(
+                    source_key(i),
+                    msgpack(&json!({"city": CITIES[(i % 6) as usize], "amount": i})),
+                )
+            });
+            c.write("many", batch).await.expect("write");
+        }
+        let f = MapFunction::Field { key_path: "city".into(), value_path: Some("amount".into()) };
+        c.create_mapper("many_by_city", "many", "many_idx", f).await.expect("mapper");
+        c.create_reducer("many_count", "many_idx", "count").await.expect("reducer");
+        let got = agg(&c, "many_count", &None, &None, None).await;
+        assert_eq!(got, json!(n), "a fresh count during the backfill");
+    });
+    assert!(node.stop());
+}

@@ -189,7 +189,8 @@ impl Handler<Round> for MapperActor {
             match result {
                 Ok(outcome) => {
                     act.meta = outcome.meta;
-                    act.node.set_view_checkpoint(&act.meta.name, act.meta.checkpoint);
+                    let backfilling = act.meta.backfill.is_some();
+                    act.node.set_view_checkpoint(&act.meta.name, act.meta.checkpoint, backfilling);
                     act.stats.rows_written += outcome.rows_written;
                     for (key, error) in outcome.errors {
                         tracing::debug!(mapper = %act.meta.name, %error, "map failed for a record");

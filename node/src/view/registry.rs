@@ -27,6 +27,9 @@ pub struct MapperEntry {
     pub source_id: u64,
     pub target_id: u64,
     pub checkpoint: u64,
+    /// Still mapping what the source held when it was created: its target
+    /// is not complete at any seq yet, whatever its checkpoint says.
+    pub backfilling: bool,
     pub addr: Addr<MapperActor>,
 }
 
@@ -354,7 +357,7 @@ impl Node {
                 let views = self.views_read();
                 if let Some(m) = views.mappers.get(name) {
                     m.addr.do_send(Dirty);
-                    m.checkpoint >= seq
+                    !m.backfilling && m.checkpoint >= seq
                 } else if let Some(r) = views.reducers.get(name) {
                     r.addr.do_send(Dirty);
                     r.loaded && r.checkpoint >= seq
@@ -408,10 +411,12 @@ impl Node {
         rx.await.map_err(|_| NodeError::Moved)?
     }
 
-    /// Records a mapper's new checkpoint.
-    pub fn set_view_checkpoint(&self, name: &str, checkpoint: u64) {
+    /// Records a mapper's new checkpoint, and whether it is still
+    /// backfilling.
+    pub fn set_view_checkpoint(&self, name: &str, checkpoint: u64, backfilling: bool) {
         if let Some(m) = self.views_write().mappers.get_mut(name) {
             m.checkpoint = checkpoint;
+            m.backfilling = backfilling;
         }
         self.views_advanced.notify_waiters();
     }
@@ -450,6 +455,7 @@ impl Node {
     pub fn start_mapper(self: &Arc<Self>, meta: MapperMeta) -> NodeResult<()> {
         let mapper = meta.function.compile().map_err(bad_request)?;
         let entry_checkpoint = meta.checkpoint;
+        let backfilling = meta.backfill.is_some();
         let (name, source_id, target_id) = (meta.name.clone(), meta.source_id, meta.target_id);
         let node = self.clone();
         let addr = MapperActor::start_in_arbiter(&self.next_view_worker(), move |_| {
@@ -457,7 +463,13 @@ impl Node {
         });
         self.views_write().mappers.insert(
             name,
-            MapperEntry { source_id, target_id, checkpoint: entry_checkpoint, addr: addr.clone() },
+            MapperEntry {
+                source_id,
+                target_id,
+                checkpoint: entry_checkpoint,
+                backfilling,
+                addr: addr.clone(),
+            },
         );
         addr.do_send(Dirty);
         Ok(())
