@@ -509,11 +509,8 @@ async fn run(
                 "setnx" => (&args[1], &args[2], None),
                 _ => {
                     let Some(t) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
-                    let ms = if name == "setex" { t.checked_mul(1000) } else { Some(t) };
-                    match ms.and_then(|ms| {
-                        (ms > 0).then(|| (now_ms() as i64).checked_add(ms)).flatten()
-                    }) {
-                        Some(at) => (&args[1], &args[3], Some(at as u64)),
+                    match expire_at(if name == "setex" { "ex" } else { "px" }, t) {
+                        Some(at) => (&args[1], &args[3], Some(at)),
                         None => {
                             return Ok(Reply::err(format!(
                                 "ERR invalid expire time in '{name}' command"

@@ -43,13 +43,6 @@ fn key_prefix() -> Vec<u8> {
     tuple::encode(&[Element::String("k".into())]).expect("encodes")
 }
 
-fn key_of_row(row: &[u8]) -> NodeResult<Vec<u8>> {
-    match tuple::decode(row).ok().and_then(|mut t| t.pop()) {
-        Some(Element::Bytes(k)) => Ok(k),
-        _ => Err(NodeError::Internal("damaged key row".into())),
-    }
-}
-
 /// Every live key with its value.
 async fn live_keys(db: &Db<'_>) -> NodeResult<Vec<(Vec<u8>, Value)>> {
     let now = now_ms();
@@ -57,7 +50,7 @@ async fn live_keys(db: &Db<'_>) -> NodeResult<Vec<(Vec<u8>, Value)>> {
     for (row, bytes) in db.rows_with_prefix(&key_prefix()).await? {
         let Some(v) = Value::decode(&bytes) else { continue };
         if v.expire_at_ms.is_none_or(|at| at > now) {
-            out.push((key_of_row(&row)?, v));
+            out.push((super::keyspace::last_bytes(&row)?, v));
         }
     }
     Ok(out)
@@ -183,7 +176,7 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
             if v.expire_at_ms.is_some_and(|at| at <= now) {
                 continue;
             }
-            let key = key_of_row(row)?;
+            let key = super::keyspace::last_bytes(row)?;
             if pattern.as_ref().is_some_and(|p| !glob::matches(p, &key)) {
                 continue;
             }
@@ -272,10 +265,7 @@ async fn element_scan(
     let (rows, resume) = db.scan_page(start, end, false, limit).await?;
     let mut out = Vec::new();
     for (row, value) in rows {
-        let element = match tuple::decode(&row).ok().and_then(|mut t| t.pop()) {
-            Some(Element::Bytes(e)) => e,
-            _ => return Err(NodeError::Internal("damaged element row".into())),
-        };
+        let element = super::keyspace::last_bytes(&row)?;
         if pattern.as_ref().is_some_and(|p| !glob::matches(p, &element)) {
             continue;
         }

@@ -138,6 +138,15 @@ pub fn key_of_expiry_row(row: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The last element of a row key, which is bytes: the key of a key row,
+/// the element of an element row.
+pub fn last_bytes(row: &[u8]) -> NodeResult<Vec<u8>> {
+    match tuple::decode(row).ok().and_then(|mut t| t.pop()) {
+        Some(Element::Bytes(b)) => Ok(b),
+        _ => Err(NodeError::Internal("damaged row key".into())),
+    }
+}
+
 /// A hash field's value as stored: a MessagePack binary.
 pub fn encode_field(value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len() + 5);
@@ -386,30 +395,47 @@ impl<'a> Db<'a> {
         self.write(ops).await
     }
 
-    /// Every row starting with `prefix`, in key order.
-    pub async fn rows_with_prefix(&self, prefix: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let end = monotable_proto::keys::prefix_end(prefix);
-        let mut out = Vec::new();
-        let mut start = prefix.to_vec();
+    /// Visits the rows in `[start, end)` in order (reverse: descending),
+    /// page by page, until `visit` returns false.
+    pub async fn visit_rows(
+        &self,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        reverse: bool,
+        mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> NodeResult<bool>,
+    ) -> NodeResult<()> {
+        let (mut lo, mut hi) = (start, end);
         loop {
-            let (rows, resume) = self.scan_page(start, end.clone(), false, 0).await?;
-            out.extend(rows);
+            let (rows, resume) = self.scan_page(lo.clone(), hi.clone(), reverse, 0).await?;
+            for (row, value) in rows {
+                if !visit(row, value)? {
+                    return Ok(());
+                }
+            }
             match resume {
-                Some(next) => start = next,
-                None => return Ok(out),
+                Some(next) if reverse => hi = Some(next),
+                Some(next) => lo = next,
+                None => return Ok(()),
             }
         }
+    }
+
+    /// Every row starting with `prefix`, in key order.
+    pub async fn rows_with_prefix(&self, prefix: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let end = monotable_proto::keys::prefix_end(prefix);
+        self.visit_rows(prefix.to_vec(), end, false, |row, value| {
+            out.push((row, value));
+            Ok(true)
+        })
+        .await?;
+        Ok(out)
     }
 
     /// A collection's elements (and their values), in element order.
     pub async fn elements(&self, kind: u8, key: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let rows = self.rows_with_prefix(&element_prefix(kind, key)).await?;
-        rows.into_iter()
-            .map(|(row, value)| match tuple::decode(&row).ok().and_then(|mut t| t.pop()) {
-                Some(Element::Bytes(e)) => Ok((e, value)),
-                _ => Err(NodeError::Internal(format!("damaged element row for {key:?}"))),
-            })
-            .collect()
+        rows.into_iter().map(|(row, value)| Ok((last_bytes(&row)?, value))).collect()
     }
 
     /// One element's value.

@@ -59,18 +59,12 @@ async fn elements(db: &Db<'_>, key: &[u8], from: i64, to: i64) -> NodeResult<Vec
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    let mut start = row(key, from);
-    let end = row(key, to);
-    loop {
-        let (rows, resume) = db.scan_page(start, Some(end.clone()), false, 0).await?;
-        for (_, value) in &rows {
-            out.push(decode_field(value)?);
-        }
-        match resume {
-            Some(next) => start = next,
-            None => return Ok(out),
-        }
-    }
+    db.visit_rows(row(key, from), Some(row(key, to)), false, |_, value| {
+        out.push(decode_field(&value)?);
+        Ok(true)
+    })
+    .await?;
+    Ok(out)
 }
 
 /// Writes the list's new shape with `ops` (or removes the key when empty).

@@ -77,10 +77,6 @@ fn norm(x: f64) -> f64 {
     }
 }
 
-fn score_reply(x: f64) -> Reply {
-    Reply::Double(x)
-}
-
 struct Zset {
     count: u64,
     expire: Option<u64>,
@@ -143,26 +139,20 @@ async fn scan_scores(
 ) -> NodeResult<Vec<(Vec<u8>, f64)>> {
     let mut out = Vec::new();
     let mut skipped = 0;
-    let (mut lo, mut hi) = (start, end);
-    loop {
-        let (rows, resume) = db.scan_page(lo.clone(), hi.clone(), reverse, 0).await?;
-        for (row, _) in &rows {
-            if skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            if limit.is_some_and(|l| out.len() >= l) {
-                return Ok(out);
-            }
-            let (score, member) = parse_score_row(row)?;
-            out.push((member, score));
+    db.visit_rows(start, end, reverse, |row, _| {
+        if skipped < offset {
+            skipped += 1;
+            return Ok(true);
         }
-        match resume {
-            Some(next) if reverse => hi = Some(next),
-            Some(next) => lo = next,
-            None => return Ok(out),
+        if limit.is_some_and(|l| out.len() >= l) {
+            return Ok(false);
         }
-    }
+        let (score, member) = parse_score_row(&row)?;
+        out.push((member, score));
+        Ok(true)
+    })
+    .await?;
+    Ok(out)
 }
 
 /// A score bound: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`.
@@ -233,11 +223,11 @@ fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
         return Reply::Array(
             items
                 .into_iter()
-                .map(|(m, s)| Reply::Array(vec![Reply::Bulk(m), score_reply(s)]))
+                .map(|(m, s)| Reply::Array(vec![Reply::Bulk(m), Reply::Double(s)]))
                 .collect(),
         );
     }
-    Reply::Array(items.into_iter().flat_map(|(m, s)| [Reply::Bulk(m), score_reply(s)]).collect())
+    Reply::Array(items.into_iter().flat_map(|(m, s)| [Reply::Bulk(m), Reply::Double(s)]).collect())
 }
 
 pub async fn run(
@@ -288,7 +278,7 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
             set_ops(key, &args[3], old, new, &mut ops);
             let count = before.as_ref().map_or(0, |b| b.count) + u64::from(old.is_none());
             commit(db, key, before.as_ref(), count, ops).await?;
-            return Ok(score_reply(new));
+            return Ok(Reply::Double(new));
         }
         "zrem" => {
             let before = or_reply!(zset(db, key).await?);
@@ -325,11 +315,11 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
     };
     let Some(z) = before else { return Ok(empty(name)) };
     Ok(match name {
-        "zscore" => score_of(db, key, &args[2]).await?.map_or(Reply::Null, score_reply),
+        "zscore" => score_of(db, key, &args[2]).await?.map_or(Reply::Null, Reply::Double),
         "zmscore" => {
             let mut out = Vec::new();
             for m in &args[2..] {
-                out.push(score_of(db, key, m).await?.map_or(Reply::Null, score_reply));
+                out.push(score_of(db, key, m).await?.map_or(Reply::Null, Reply::Double));
             }
             Reply::Array(out)
         }
@@ -595,7 +585,7 @@ async fn zadd(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         commit(db, key, before.as_ref(), count, ops).await?;
     }
     Ok(if incr {
-        incr_result.map_or(Reply::Null, score_reply)
+        incr_result.map_or(Reply::Null, Reply::Double)
     } else {
         Reply::Int(if ch { added + changed } else { added })
     })
