@@ -43,7 +43,8 @@ use monotable_proto::limits::{BATCH_OPS_MAX, KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_
 pub use monotable_proto::tuple;
 pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
-    MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, TreeStatus, ViewStatus,
+    MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, SinkSource, TreeStatus,
+    ViewStatus,
 };
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;
@@ -546,6 +547,30 @@ impl Client {
     /// Drops a mapper; the rows it wrote stay in its target range.
     pub async fn drop_mapper(&self, name: &str) -> Result<()> {
         self.call_ok(Command::DropMapper { name: name.to_owned() }).await
+    }
+
+    /// Registers a sink: the Redis database at `url` (`redis://HOST:PORT/DB`)
+    /// is kept equal to `source` from now on, with `prefix` before every
+    /// key it writes.
+    pub async fn create_sink(
+        &self,
+        name: &str,
+        source: SinkSource,
+        url: &str,
+        prefix: &[u8],
+    ) -> Result<()> {
+        self.call_ok(Command::CreateSink {
+            name: name.to_owned(),
+            source,
+            url: url.to_owned(),
+            prefix: bytes(prefix),
+        })
+        .await
+    }
+
+    /// Drops a sink; what it wrote stays in Redis.
+    pub async fn drop_sink(&self, name: &str) -> Result<()> {
+        self.call_ok(Command::DropSink { name: name.to_owned() }).await
     }
 
     /// Status of every view: watermark, pending changes, errors, backfill.

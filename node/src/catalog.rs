@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+pub use crate::bridge::sink::SinkMeta;
 use crate::storage::chunk::ChunkMeta;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +134,8 @@ pub struct Catalog {
     mappers: sled::Tree,
     /// reducer name -> ReducerMeta
     reducers: sled::Tree,
+    /// sink name -> SinkMeta
+    sinks: sled::Tree,
 }
 
 impl Catalog {
@@ -142,7 +145,8 @@ impl Catalog {
         let chunks = db.open_tree("chunks")?;
         let mappers = db.open_tree("mappers")?;
         let reducers = db.open_tree("reducers")?;
-        Ok(Catalog { db, ranges, chunks, mappers, reducers })
+        let sinks = db.open_tree("sinks")?;
+        Ok(Catalog { db, ranges, chunks, mappers, reducers, sinks })
     }
 
     /// A new id for a range or chunk, never handed out before.
@@ -219,6 +223,19 @@ impl Catalog {
 
     pub fn remove_reducer(&self, name: &str) -> Result<bool, CatalogError> {
         self.remove(&self.reducers, name)
+    }
+
+    pub fn sinks(&self) -> Result<Vec<SinkMeta>, CatalogError> {
+        all(&self.sinks)
+    }
+
+    /// Records a sink's definition and progress, durably.
+    pub fn put_sink(&self, s: &SinkMeta) -> Result<(), CatalogError> {
+        self.put(&self.sinks, &s.name, s)
+    }
+
+    pub fn remove_sink(&self, name: &str) -> Result<bool, CatalogError> {
+        self.remove(&self.sinks, name)
     }
 
     fn put<T: Serialize>(&self, tree: &sled::Tree, name: &str, v: &T) -> Result<(), CatalogError> {

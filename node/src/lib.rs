@@ -19,8 +19,11 @@
 //! - [`view`]: the pieces of live map-reduce: mapper and reducer functions
 //!   and the reduce tree (not yet wired to the server).
 //! - [`config`], [`error`]: settings with their defaults, and error types.
+//! - [`bridge`]: data in and out of Redis servers: import, export, and
+//!   sinks that mirror a range into Redis as it changes.
 //! - [`cli`]: the `monotable` command line (client commands, load, bench).
 
+pub mod bridge;
 pub mod catalog;
 pub mod chunk_actor;
 pub mod chunk_cell;

@@ -168,6 +168,7 @@ impl Node {
         let metas = catalog.chunks()?;
         let mappers = catalog.mappers()?;
         let catalog_reducers = catalog.reducers()?;
+        let sinks = catalog.sinks()?;
         remove_orphans(&chunks_dir, &metas);
 
         let options_of = |range_id: u64| {
@@ -209,6 +210,9 @@ impl Node {
         for m in &mappers {
             node.clock.pin(m.checkpoint);
         }
+        for s in &sinks {
+            node.clock.pin(s.checkpoint);
+        }
         // A reducer's saved checkpoint is its journal's floor (pinned here
         // and held as `saved`); a reducer without one builds from a fresh
         // snapshot, taken after this, so its range journals from the end of
@@ -226,7 +230,8 @@ impl Node {
                 .filter(|r| r.range_id == range_id)
                 .map(|r| r.checkpoint.unwrap_or(last_seq))
                 .min();
-            mapper.into_iter().chain(reducer).min()
+            let sink = sinks.iter().filter(|s| s.source_id == range_id).map(|s| s.checkpoint).min();
+            mapper.into_iter().chain(reducer).chain(sink).min()
         };
         for (meta, result) in opened {
             let range_id = meta.range_id;
@@ -248,6 +253,12 @@ impl Node {
             let name = m.name.clone();
             if let Err(e) = node.start_mapper(m) {
                 tracing::error!(mapper = %name, error = %e, "mapper did not start");
+            }
+        }
+        for s in sinks {
+            let name = s.name.clone();
+            if let Err(e) = node.start_sink(s) {
+                tracing::error!(sink = %name, error = %e, "sink did not start");
             }
         }
         // Reducers are registered before serving starts (their chunks

@@ -22,6 +22,6 @@ pub use error::{ErrorCode, ErrorInfo};
 pub use message::{
     AggregateReply, AggregateRequest, Bytes, ChunkInfo, Command, CommitToken, MapFunction,
     RangeInfo, RangeOptions, Record, ReduceFunction, Reply, Request, Response, ScanReply,
-    ScanRequest, ServerHello, TreeStatus, ViewStatus, WriteOp,
+    ScanRequest, ServerHello, SinkSource, TreeStatus, ViewStatus, WriteOp,
 };
 pub use tuple::Element;

@@ -148,6 +148,18 @@ pub enum Command {
     DropReducer {
         name: String,
     },
+    /// Registers a sink that keeps the Redis database at `url` equal to a
+    /// range or a view's rows.
+    CreateSink {
+        name: String,
+        source: SinkSource,
+        url: String,
+        /// Prepended to every Redis key the sink writes.
+        prefix: Bytes,
+    },
+    DropSink {
+        name: String,
+    },
     Aggregate(AggregateRequest),
 }
 
@@ -281,6 +293,16 @@ pub struct RangeInfo {
     pub id: u64,
     pub options: RangeOptions,
     pub chunks: Vec<ChunkInfo>,
+}
+
+/// What a sink mirrors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SinkSource {
+    /// A range: a Redis database range goes with its Redis types, any
+    /// other range as one string per row.
+    Range(String),
+    /// A mapper's rows, one string per row.
+    View(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,6 +7,7 @@ mod bench;
 mod bench_views;
 pub mod json;
 mod load;
+mod redis;
 pub(crate) mod run;
 
 use std::net::SocketAddr;
@@ -102,6 +103,13 @@ enum Cmd {
     },
     /// Print a reducer's aggregate as JSON (JSON lines with --group-level).
     Agg(AggArgs),
+    /// Move data between Monotable and Redis: import, export, sinks.
+    Redis {
+        #[command(subcommand)]
+        command: redis::RedisCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Status of every view: watermark, pending changes, errors, backfill.
     Views {
         /// Print JSON lines instead of a table.

@@ -198,6 +198,12 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 }
             }
         }
+        Cmd::Redis { command, client } => {
+            let c = connect(&client).await?;
+            let code = super::redis::run(command, &c, &mut out).await?;
+            out.flush()?;
+            return Ok(code);
+        }
         Cmd::Views { json, client } => {
             let c = connect(&client).await?;
             let views = c.list_views().await?;

@@ -201,6 +201,55 @@ pub fn row_prefixes(kind: u8, key: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The row of a list's element at `pos`.
+pub fn list_row(key: &[u8], pos: i64) -> Vec<u8> {
+    tuple::encode(&[
+        Element::String("l".into()),
+        Element::Bytes(key.to_vec()),
+        Element::Int(i128::from(pos)),
+    ])
+    .expect("a key within the size limit encodes")
+}
+
+/// A list's key row payload: `COUNT u64 | HEAD i64`.
+pub fn list_payload(count: u64, head: i64) -> Vec<u8> {
+    let mut payload = count.to_be_bytes().to_vec();
+    payload.extend_from_slice(&head.to_be_bytes());
+    payload
+}
+
+/// The row of a sorted set member, holding its score.
+pub fn zset_member_row(key: &[u8], member: &[u8]) -> Vec<u8> {
+    element_row(KIND_ZSET, key, member)
+}
+
+/// The row that orders a sorted set member by score.
+pub fn score_row(key: &[u8], score: f64, member: &[u8]) -> Vec<u8> {
+    tuple::encode(&[
+        Element::String("Z".into()),
+        Element::Bytes(key.to_vec()),
+        Element::Float(score),
+        Element::Bytes(member.to_vec()),
+    ])
+    .expect("a key within the size limit encodes")
+}
+
+/// A score as stored: a MessagePack float.
+pub fn encode_score(score: f64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    rmpv::encode::write_value(&mut out, &rmpv::Value::F64(score))
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn decode_score(bytes: &[u8]) -> NodeResult<f64> {
+    let mut rest = bytes;
+    match rmpv::decode::read_value(&mut rest) {
+        Ok(rmpv::Value::F64(x)) if rest.is_empty() => Ok(x),
+        _ => Err(NodeError::Internal("damaged sorted set row".into())),
+    }
+}
+
 /// What every element row of a collection starts with.
 pub fn element_prefix(kind: u8, key: &[u8]) -> Vec<u8> {
     let tag = tag(kind).expect("a collection kind");

@@ -4,11 +4,12 @@
 //! rows asked for; LREM, LINSERT and LTRIM rewrite what they must, as in
 //! Redis (O(n)).
 
-use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
 use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
-use super::keyspace::{decode_field, encode_field, key_row, Db, Value, KIND_LIST};
+use super::keyspace::{
+    decode_field, encode_field, key_row, list_payload, list_row as row, Db, Value, KIND_LIST,
+};
 use super::reply::Reply;
 use crate::error::{NodeError, NodeResult};
 
@@ -26,19 +27,9 @@ fn shape(v: &Value) -> Shape {
 }
 
 fn key_value(s: Shape) -> Value {
-    let mut payload = (s.count as u64).to_be_bytes().to_vec();
-    payload.extend_from_slice(&s.head.to_be_bytes());
-    Value { kind: KIND_LIST, expire_at_ms: s.expire, payload }
+    Value { kind: KIND_LIST, expire_at_ms: s.expire, payload: list_payload(s.count as u64, s.head) }
 }
 
-fn row(key: &[u8], pos: i64) -> Vec<u8> {
-    tuple::encode(&[
-        Element::String("l".into()),
-        Element::Bytes(key.to_vec()),
-        Element::Int(i128::from(pos)),
-    ])
-    .expect("a key within the size limit encodes")
-}
 
 fn put(key: &[u8], pos: i64, element: &[u8]) -> WriteOp {
     WriteOp::Put { key: row(key, pos).into(), value: encode_field(element).into() }

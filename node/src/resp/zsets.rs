@@ -9,32 +9,18 @@ use monotable_proto::WriteOp;
 
 use super::collections::parse_f64;
 use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
-use super::keyspace::{key_row, Db, Value, KIND_ZSET};
+use super::keyspace::{
+    decode_score, encode_score, key_row, score_row, zset_member_row as member_row, Db, Value,
+    KIND_ZSET,
+};
 use super::reply::Reply;
 use crate::error::{NodeError, NodeResult};
 
-fn member_row(key: &[u8], member: &[u8]) -> Vec<u8> {
-    tuple::encode(&[
-        Element::String("z".into()),
-        Element::Bytes(key.to_vec()),
-        Element::Bytes(member.to_vec()),
-    ])
-    .expect("encodes")
-}
 
 fn score_prefix(key: &[u8]) -> Vec<u8> {
     tuple::encode(&[Element::String("Z".into()), Element::Bytes(key.to_vec())]).expect("encodes")
 }
 
-fn score_row(key: &[u8], score: f64, member: &[u8]) -> Vec<u8> {
-    tuple::encode(&[
-        Element::String("Z".into()),
-        Element::Bytes(key.to_vec()),
-        Element::Float(score),
-        Element::Bytes(member.to_vec()),
-    ])
-    .expect("encodes")
-}
 
 /// Rows at this score (any member) start with this.
 fn score_bound(key: &[u8], score: f64) -> Vec<u8> {
@@ -46,19 +32,7 @@ fn score_bound(key: &[u8], score: f64) -> Vec<u8> {
     .expect("encodes")
 }
 
-fn encode_score(score: f64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    rmpv::encode::write_value(&mut out, &rmpv::Value::F64(score)).expect("vec");
-    out
-}
 
-fn decode_score(bytes: &[u8]) -> NodeResult<f64> {
-    let mut rest = bytes;
-    match rmpv::decode::read_value(&mut rest) {
-        Ok(rmpv::Value::F64(x)) => Ok(x),
-        _ => Err(NodeError::Internal("damaged sorted set row".into())),
-    }
-}
 
 fn parse_score_row(row: &[u8]) -> NodeResult<(f64, Vec<u8>)> {
     let mut t = tuple::decode(row).map_err(|_| NodeError::Internal("damaged score row".into()))?;

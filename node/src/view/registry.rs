@@ -18,6 +18,7 @@ use crate::router::Route;
 use crate::storage::chunk::Change;
 use crate::view::levels::{PartBounds, Rows};
 use crate::view::map_fn::{FieldMapper, MapperFunction};
+use crate::bridge::sink::SinkActor;
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
 use crate::view::reducer::{AggregateAnswer, AggregateQuery, Query, ReducerActor};
 use crate::view::reducer_fn::ReducerFunction;
@@ -47,11 +48,19 @@ pub struct ReducerEntry {
     pub addr: Addr<ReducerActor>,
 }
 
-/// Registered views, by name.
+pub struct SinkEntry {
+    pub source_id: u64,
+    pub checkpoint: u64,
+    pub addr: Addr<SinkActor>,
+}
+
+/// Registered views (and sinks, which follow a range the same way), by
+/// name.
 #[derive(Default)]
 pub struct ViewRegistry {
     pub mappers: HashMap<String, MapperEntry>,
     pub reducers: HashMap<String, ReducerEntry>,
+    pub sinks: HashMap<String, SinkEntry>,
 }
 
 impl ViewRegistry {
@@ -61,7 +70,15 @@ impl ViewRegistry {
         let mappers =
             self.mappers.values().filter(|m| m.source_id == range_id).map(|m| m.checkpoint);
         let reducers = self.reducers.values().filter(|r| r.range_id == range_id).map(|r| r.floor);
-        mappers.chain(reducers).min()
+        let sinks = self.sinks.values().filter(|s| s.source_id == range_id).map(|s| s.checkpoint);
+        mappers.chain(reducers).chain(sinks).min()
+    }
+
+    /// Whether a view or sink has this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.mappers.contains_key(name)
+            || self.reducers.contains_key(name)
+            || self.sinks.contains_key(name)
     }
 }
 
@@ -91,6 +108,9 @@ impl Node {
         for r in views.reducers.values().filter(|r| r.range_id == range_id) {
             r.addr.do_send(Dirty);
         }
+        for s in views.sinks.values().filter(|s| s.source_id == range_id) {
+            s.addr.do_send(Dirty);
+        }
     }
 
     /// Where the change journals of `range_id` must start, if any view
@@ -107,13 +127,17 @@ impl Node {
             .iter()
             .find(|(_, m)| m.source_id == range_id || m.target_id == range_id)
             .map(|(name, _)| name.clone());
-        mapper.or_else(|| {
-            views
-                .reducers
-                .iter()
-                .find(|(_, r)| r.range_id == range_id || r.meta_ranges.contains(&range_id))
-                .map(|(n, _)| n.clone())
-        })
+        mapper
+            .or_else(|| {
+                views
+                    .reducers
+                    .iter()
+                    .find(|(_, r)| r.range_id == range_id || r.meta_ranges.contains(&range_id))
+                    .map(|(n, _)| n.clone())
+            })
+            .or_else(|| {
+                views.sinks.iter().find(|(_, s)| s.source_id == range_id).map(|(n, _)| n.clone())
+            })
     }
 
     /// Records where a reducer's tree is (`checkpoint`) and what it has
@@ -254,7 +278,7 @@ impl Node {
     }
 
     /// Live records of a range, from its chunks.
-    fn range_records(&self, range_id: u64) -> u64 {
+    pub(crate) fn range_records(&self, range_id: u64) -> u64 {
         let routes = self.routes_of(range_id).unwrap_or_default();
         routes.iter().map(|r| r.cell.with_chunk(|c| Ok(c.info().records)).unwrap_or(0)).sum()
     }
@@ -268,7 +292,7 @@ impl Node {
         validate_range_name(name)?;
         {
             let views = self.views_read();
-            if views.reducers.contains_key(name) || views.mappers.contains_key(name) {
+            if views.contains(name) {
                 return Err(NodeError::client(
                     ErrorCode::RangeExists,
                     format!("view {name:?} already exists"),
@@ -477,7 +501,7 @@ impl Node {
 
     /// Makes every chunk of `range_id` keep its change journal from the
     /// views' floor (or stop, when no view reads it any more).
-    async fn rewatch(&self, range_id: u64) -> NodeResult<()> {
+    pub(crate) async fn rewatch(&self, range_id: u64) -> NodeResult<()> {
         // A chunk that splits meanwhile drops the request; its halves were
         // made without the new journal, so go round again until every chunk
         // of the range has answered.
@@ -509,7 +533,7 @@ impl Node {
         function: MapFunction,
     ) -> NodeResult<()> {
         validate_range_name(name)?;
-        if self.views_read().mappers.contains_key(name) {
+        if self.views_read().contains(name) {
             return Err(NodeError::client(
                 ErrorCode::RangeExists,
                 format!("view {name:?} already exists"),
@@ -564,7 +588,7 @@ impl Node {
 
     /// Stops a view for good. The actor removes itself (catalog entry, pin,
     /// registration) once no round is running, so no round outlives the drop.
-    async fn stop_view(
+    pub(crate) async fn stop_view(
         &self,
         name: &str,
         found: Option<(actix::Recipient<Stop>, u64)>,
@@ -585,22 +609,18 @@ impl Node {
     }
 
     pub(crate) async fn view_statuses(&self) -> Vec<ViewStatus> {
-        let (mappers, reducers): (Vec<_>, Vec<_>) = {
+        let (mappers, reducers, sinks): (Vec<_>, Vec<_>, Vec<_>) = {
             let views = self.views_read();
             (
-                views.mappers.values().map(|m| m.addr.clone()).collect(),
-                views.reducers.values().map(|r| r.addr.clone()).collect(),
+                views.mappers.values().map(|m| m.addr.clone().recipient()).collect(),
+                views.reducers.values().map(|r| r.addr.clone().recipient()).collect(),
+                views.sinks.values().map(|s| s.addr.clone().recipient()).collect(),
             )
         };
-        let mut out = Vec::with_capacity(mappers.len() + reducers.len());
-        for addr in mappers {
-            let (tx, rx) = oneshot::channel();
-            addr.do_send(Status(tx));
-            if let Ok(status) = rx.await {
-                out.push(status);
-            }
-        }
-        for addr in reducers {
+        let all: Vec<actix::Recipient<Status>> =
+            mappers.into_iter().chain(reducers).chain(sinks).collect();
+        let mut out = Vec::with_capacity(all.len());
+        for addr in all {
             let (tx, rx) = oneshot::channel();
             addr.do_send(Status(tx));
             if let Ok(status) = rx.await {

@@ -1,0 +1,32 @@
+//! Moving data between Monotable and Redis servers.
+//!
+//! - [`item`]: one Redis key with its whole value ([`item::Item`]), and
+//!   the rows that store it in a Redis database range.
+//! - [`redis_io`]: the Redis side: URLs, SCAN pages, pipelined typed reads,
+//!   the commands that write a key.
+//! - [`monotable_io`]: the Monotable side, through the native client:
+//!   reading keys whole and replacing them.
+//! - [`import`], [`export`], [`verify`]: the `monotable redis` commands.
+//! - [`sink`]: a node-side follower that keeps a Redis database equal to a
+//!   range or a view as it changes.
+
+pub mod export;
+pub mod import;
+pub mod item;
+pub mod monotable_io;
+pub mod redis_io;
+pub mod rows;
+pub mod sink;
+pub mod verify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("monotable: {0}")]
+    Monotable(#[from] monotable_client::Error),
+    #[error(transparent)]
+    Node(#[from] crate::error::NodeError),
+    #[error("damaged row: {0}")]
+    Damaged(String),
+}

@@ -1,0 +1,237 @@
+//! Talking to a Redis server: connecting by URL, reading keys whole with
+//! pipelined typed reads, and queueing the commands that write a key.
+
+use redis::aio::MultiplexedConnection;
+use redis::{Pipeline, Value as RValue};
+
+use super::item::{Data, Item};
+use super::BridgeError;
+use crate::resp::keyspace::now_ms;
+
+/// Elements sent per write command, so no single command is huge.
+const ELEMENTS_PER_COMMAND_MAX: usize = 512;
+
+/// Connecting to a Redis server gives up after this long.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// A request to Redis that has no reply after this long fails (and the
+/// caller reconnects): a stuck server must not stall a sink for ever.
+const RESPONSE_TIMEOUT_MS: u64 = 60_000;
+
+/// A Redis server and database, from a `redis://[:PASSWORD@]HOST:PORT/DB`
+/// URL.
+#[derive(Clone)]
+pub struct Target {
+    client: redis::Client,
+    /// The database number the URL names (0 without one).
+    pub db: i64,
+    /// The URL without its password, for messages and progress records.
+    pub display: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, BridgeError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| BridgeError::Redis(format!("bad Redis URL {url:?}: {e}")))?;
+        let info = client.get_connection_info();
+        let db = info.redis_settings().db();
+        let display = format!("redis://{}/{db}", info.addr());
+        Ok(Target { client, db, display })
+    }
+
+    pub async fn connect(&self) -> Result<MultiplexedConnection, BridgeError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_millis(CONNECT_TIMEOUT_MS)))
+            .set_response_timeout(Some(std::time::Duration::from_millis(RESPONSE_TIMEOUT_MS)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| BridgeError::Redis(format!("{}: {e}", self.display)))
+    }
+}
+
+impl From<redis::RedisError> for BridgeError {
+    fn from(e: redis::RedisError) -> Self {
+        BridgeError::Redis(e.to_string())
+    }
+}
+
+/// The server's `run_id`: a new one means it restarted.
+pub async fn run_id(con: &mut MultiplexedConnection) -> Result<String, BridgeError> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(con).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| BridgeError::Redis("INFO server has no run_id".into()))
+}
+
+/// One SCAN step: the next cursor (0 at the end) and the keys it returned.
+pub async fn scan_page(
+    con: &mut MultiplexedConnection,
+    cursor: u64,
+    pattern: Option<&str>,
+    count: usize,
+) -> Result<(u64, Vec<Vec<u8>>), BridgeError> {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor);
+    if let Some(p) = pattern {
+        cmd.arg("MATCH").arg(p);
+    }
+    cmd.arg("COUNT").arg(count);
+    Ok(cmd.query_async(con).await?)
+}
+
+/// What a batch of keys read as: the items, and the keys skipped because
+/// they vanished or expired meanwhile, or hold a type other than the five.
+#[derive(Default)]
+pub struct Read {
+    pub items: Vec<Item>,
+    pub gone: u64,
+    pub unsupported: Vec<(Vec<u8>, String)>,
+}
+
+/// Reads `keys` whole: one pipeline of TYPE and PTTL, one of typed reads.
+/// A key that changes type between the two is read again.
+pub async fn read_items(
+    con: &mut MultiplexedConnection,
+    keys: &[Vec<u8>],
+) -> Result<Read, BridgeError> {
+    let mut out = Read::default();
+    let mut todo: Vec<Vec<u8>> = keys.to_vec();
+    for _ in 0..3 {
+        if todo.is_empty() {
+            break;
+        }
+        let mut pipe = redis::pipe();
+        for k in &todo {
+            pipe.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
+        }
+        let heads: Vec<RValue> = pipe.query_async(con).await?;
+        let now = now_ms();
+        let mut typed = Vec::with_capacity(todo.len());
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (k, pair) in todo.iter().zip(heads.chunks(2)) {
+            let kind = status_text(&pair[0]);
+            let ttl = match &pair[1] {
+                RValue::Int(t) => *t,
+                _ => -1,
+            };
+            if ttl == -2 || kind == "none" {
+                out.gone += 1;
+                continue;
+            }
+            let expire_at_ms = (ttl >= 0).then(|| now + ttl as u64);
+            match kind.as_str() {
+                "string" => pipe.cmd("GET").arg(k),
+                "hash" => pipe.cmd("HGETALL").arg(k),
+                "set" => pipe.cmd("SMEMBERS").arg(k),
+                "list" => pipe.cmd("LRANGE").arg(k).arg(0).arg(-1),
+                "zset" => pipe.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
+                _ => {
+                    out.unsupported.push((k.clone(), kind));
+                    continue;
+                }
+            };
+            typed.push((k.clone(), kind, expire_at_ms));
+        }
+        if typed.is_empty() {
+            break;
+        }
+        let values: Vec<RValue> = pipe.query_async(con).await?;
+        todo.clear();
+        for ((key, kind, expire_at_ms), value) in typed.into_iter().zip(values) {
+            if matches!(value, RValue::ServerError(_)) {
+                // Changed type since TYPE: read it again.
+                todo.push(key);
+                continue;
+            }
+            match to_data(&kind, value)? {
+                Some(data) if !data.is_empty() => out.items.push(Item { key, data, expire_at_ms }),
+                _ => out.gone += 1,
+            }
+        }
+    }
+    out.gone += todo.len() as u64;
+    Ok(out)
+}
+
+fn status_text(v: &RValue) -> String {
+    match v {
+        RValue::SimpleString(s) => s.clone(),
+        RValue::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        RValue::Okay => "OK".into(),
+        _ => String::new(),
+    }
+}
+
+fn parse<T: redis::FromRedisValue>(v: RValue) -> Result<T, BridgeError> {
+    redis::from_redis_value(v).map_err(|e| BridgeError::Redis(e.to_string()))
+}
+
+/// A typed read's reply as data; `None` when the key is gone.
+fn to_data(kind: &str, value: RValue) -> Result<Option<Data>, BridgeError> {
+    if value == RValue::Nil {
+        return Ok(None);
+    }
+    Ok(Some(match kind {
+        "string" => Data::String(parse(value)?),
+        "hash" => Data::Hash(parse(value)?),
+        "set" => Data::Set(parse(value)?),
+        "list" => Data::List(parse(value)?),
+        _ => Data::ZSet(parse(value)?),
+    }))
+}
+
+/// Queues the commands that make `key` hold `item` (or nothing): DEL, the
+/// typed writes, PEXPIREAT. Replies are ignored; a failing command fails
+/// the pipeline's query.
+pub fn queue_item(pipe: &mut Pipeline, key: &[u8], item: Option<&Item>) {
+    pipe.cmd("DEL").arg(key).ignore();
+    let Some(item) = item else { return };
+    match &item.data {
+        Data::String(v) => {
+            pipe.cmd("SET").arg(key).arg(v).ignore();
+        }
+        Data::Hash(fields) => {
+            for part in fields.chunks(ELEMENTS_PER_COMMAND_MAX) {
+                let cmd = pipe.cmd("HSET").arg(key);
+                for (f, v) in part {
+                    cmd.arg(f).arg(v);
+                }
+                cmd.ignore();
+            }
+        }
+        Data::Set(members) => {
+            for part in members.chunks(ELEMENTS_PER_COMMAND_MAX) {
+                pipe.cmd("SADD").arg(key).arg(part).ignore();
+            }
+        }
+        Data::List(elements) => {
+            for part in elements.chunks(ELEMENTS_PER_COMMAND_MAX) {
+                pipe.cmd("RPUSH").arg(key).arg(part).ignore();
+            }
+        }
+        Data::ZSet(members) => {
+            for part in members.chunks(ELEMENTS_PER_COMMAND_MAX) {
+                let cmd = pipe.cmd("ZADD").arg(key);
+                for (m, score) in part {
+                    cmd.arg(format_score(*score)).arg(m);
+                }
+                cmd.ignore();
+            }
+        }
+    }
+    if let Some(at) = item.expire_at_ms {
+        pipe.cmd("PEXPIREAT").arg(key).arg(at).ignore();
+    }
+}
+
+/// A score as Redis parses it back exactly (`inf`, `-inf` included).
+fn format_score(score: f64) -> String {
+    if score.is_infinite() {
+        if score > 0.0 { "inf" } else { "-inf" }.to_owned()
+    } else {
+        format!("{score:?}")
+    }
+}

@@ -1,0 +1,641 @@
+//! The sink actor: keeps a Redis database equal to a range (or a view's
+//! rows) as it changes.
+//!
+//! A sink works like a mapper whose target is a Redis server. It has a
+//! checkpoint `C` (pinned): Redis reflects every change of the source at or
+//! below `C`. It goes through three phases, persisted in the catalog:
+//!
+//! 1. *copy*: writes the source as of `C` to Redis, a page at a time,
+//!    persisting a cursor;
+//! 2. *sweep*: SCANs Redis (keys under the sink's prefix) and deletes the
+//!    keys the source did not hold at `C`;
+//! 3. *follow*: each round takes the stable seq `S`, reads the keys changed
+//!    in `(C, S]` as they are at `S` and rewrites them in Redis, in
+//!    MULTI/EXEC transactions; then persists `S` as the checkpoint.
+//!
+//! Every write sets a key to its whole state at a snapshot, so a round
+//! repeated after a crash (of the node, or of the connection) leaves Redis
+//! the same: nothing is missed, nothing applied twice. A Redis server that
+//! restarted (its `run_id` changed) may have lost writes it acknowledged,
+//! so the sink copies and sweeps again from a new checkpoint.
+//!
+//! For a Redis database range (typed mode) one Redis key is one key of the
+//! range, with its type and expiry; a changed collection is rewritten
+//! whole. Any other range or a view goes as one string per row (see
+//! [`super::rows`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use monotable_proto::{Bytes, ScanRequest, ViewStatus};
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::item::{key_of_row, prefix_end, Item};
+use super::redis_io::{queue_item, run_id, scan_page, Target};
+use super::rows::{keys_rendering_as, render_key, render_value};
+use super::BridgeError;
+use crate::error::{NodeError, NodeResult};
+use crate::node::Node;
+use crate::resp::keyspace::{key_row, now_ms, Value};
+use crate::view::mapper::{Dirty, Status, Stop};
+
+/// Source keys (typed) or rows copied per round of the copy phase.
+const COPY_PAGE_MAX: u32 = 500;
+
+/// Keys written per MULTI/EXEC while following.
+const TRANSACTION_KEYS_MAX: usize = 500;
+
+/// SCAN's COUNT during the sweep.
+const SWEEP_COUNT: usize = 1_000;
+
+/// A round that failed is retried after this long, doubling up to
+/// [`ROUND_RETRY_MAX_MS`] while Redis stays unreachable.
+const ROUND_RETRY_MS: u64 = 50;
+const ROUND_RETRY_MAX_MS: u64 = 2_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkPhase {
+    /// Copying the source as of the checkpoint; `cursor` is the next source
+    /// row to copy.
+    Copy { cursor: Option<Vec<u8>>, done: u64, total: u64 },
+    /// Deleting Redis keys the source does not hold; `cursor` is Redis's
+    /// SCAN cursor.
+    Sweep { cursor: u64 },
+    Follow,
+}
+
+/// A registered sink and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkMeta {
+    pub name: String,
+    /// The range it mirrors (a view's target range, for a view).
+    pub source: String,
+    pub source_id: u64,
+    /// The view it was created for, if any.
+    pub view: Option<String>,
+    pub url: String,
+    /// Prepended to every Redis key it writes.
+    pub prefix: Vec<u8>,
+    /// The source is a Redis database range: keys go with their types.
+    pub typed: bool,
+    /// Redis reflects every change of the source at or below this seq; the
+    /// node keeps a pin here.
+    pub checkpoint: u64,
+    pub phase: SinkPhase,
+    /// The `run_id` of the Redis server the sink last wrote to.
+    pub redis_run_id: Option<String>,
+}
+
+impl SinkMeta {
+    pub fn describe(&self) -> String {
+        let what = if self.typed { "Redis types" } else { "rows as strings" };
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!(", prefix {:?}", String::from_utf8_lossy(&self.prefix))
+        };
+        format!("sink: {what}{prefix}")
+    }
+}
+
+pub struct SinkActor {
+    node: Arc<Node>,
+    meta: SinkMeta,
+    target: Target,
+    /// The open connection to Redis; dropped after any error, so the next
+    /// round reconnects (and notices a restarted server).
+    con: Option<MultiplexedConnection>,
+    dirty: bool,
+    running: bool,
+    retry_ms: u64,
+    keys_written: u64,
+    errors: u64,
+    last_error: Option<String>,
+    stopping: Option<oneshot::Sender<NodeResult<()>>>,
+}
+
+impl Actor for SinkActor {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Round;
+
+struct Outcome {
+    meta: SinkMeta,
+    con: MultiplexedConnection,
+    keys_written: u64,
+    more: bool,
+}
+
+impl SinkActor {
+    pub fn new(node: Arc<Node>, meta: SinkMeta, target: Target) -> Self {
+        SinkActor {
+            node,
+            meta,
+            target,
+            con: None,
+            dirty: false,
+            running: false,
+            retry_ms: ROUND_RETRY_MS,
+            keys_written: 0,
+            errors: 0,
+            last_error: None,
+            stopping: None,
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if !self.running && self.stopping.is_none() {
+            self.running = true;
+            ctx.notify(Round);
+        }
+    }
+
+    fn finish_stop(&mut self, ctx: &mut Context<Self>) {
+        let Some(reply) = self.stopping.take() else { return };
+        let result =
+            self.node.catalog.remove_sink(&self.meta.name).map(|_| ()).map_err(NodeError::from);
+        self.node.clock.unpin(self.meta.checkpoint);
+        self.node.views_write().sinks.remove(&self.meta.name);
+        let _ = reply.send(result);
+        ctx.stop();
+    }
+
+    fn status(&self) -> ViewStatus {
+        let m = &self.meta;
+        let backfill = match &m.phase {
+            SinkPhase::Copy { done, total, .. } => Some((*done, *total)),
+            SinkPhase::Sweep { .. } => Some((1, 1)),
+            SinkPhase::Follow => None,
+        };
+        ViewStatus {
+            name: m.name.clone(),
+            kind: "sink".into(),
+            source: m.view.clone().unwrap_or_else(|| m.source.clone()),
+            target: self.target.display.clone(),
+            function: m.describe(),
+            watermark: m.checkpoint,
+            pending_changes: self.node.pending_changes(m.source_id, m.checkpoint),
+            rows_written: self.keys_written,
+            errors: self.errors,
+            last_error: self.last_error.clone(),
+            last_error_key: None,
+            backfill,
+            tree: None,
+        }
+    }
+}
+
+impl Handler<Dirty> for SinkActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Dirty, ctx: &mut Context<Self>) {
+        self.dirty = true;
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Stop> for SinkActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
+        self.stopping = Some(msg.0);
+        if !self.running {
+            self.finish_stop(ctx);
+        }
+    }
+}
+
+impl Handler<Status> for SinkActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Status, _: &mut Context<Self>) {
+        let _ = msg.0.send(self.status());
+    }
+}
+
+impl Handler<Round> for SinkActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Round, ctx: &mut Context<Self>) {
+        self.dirty = false;
+        let node = self.node.clone();
+        let meta = self.meta.clone();
+        let target = self.target.clone();
+        let con = self.con.take();
+        let round = async move { run_round(&node, meta, &target, con).await };
+        ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
+            act.running = false;
+            match result {
+                Ok(outcome) => {
+                    act.meta = outcome.meta;
+                    act.con = Some(outcome.con);
+                    act.retry_ms = ROUND_RETRY_MS;
+                    act.keys_written += outcome.keys_written;
+                    act.last_error = None;
+                    act.node.set_sink_checkpoint(&act.meta.name, act.meta.checkpoint);
+                    if act.stopping.is_some() {
+                        return act.finish_stop(ctx);
+                    }
+                    if outcome.more || act.dirty {
+                        act.schedule(ctx);
+                    }
+                }
+                Err(e) => {
+                    if act.stopping.is_some() {
+                        return act.finish_stop(ctx);
+                    }
+                    if act.node.is_shutting_down() {
+                        return;
+                    }
+                    if !matches!(e, BridgeError::Node(NodeError::Moved)) {
+                        tracing::warn!(sink = %act.meta.name, error = %e, "sink round failed; retrying");
+                        act.errors += 1;
+                        act.last_error = Some(format!("retrying: {e}"));
+                    }
+                    act.dirty = true;
+                    let wait = Duration::from_millis(act.retry_ms);
+                    act.retry_ms = (act.retry_ms * 2).min(ROUND_RETRY_MAX_MS);
+                    ctx.run_later(wait, |act, ctx| act.schedule(ctx));
+                }
+            }
+        }));
+    }
+}
+
+/// Persists `meta` with its checkpoint moved to `to` (pinned by the
+/// caller); the old checkpoint's pin goes once the new one is durable.
+fn advance(node: &Node, meta: &mut SinkMeta, to: u64) -> Result<(), BridgeError> {
+    let previous = meta.checkpoint;
+    meta.checkpoint = to;
+    if let Err(e) = node.catalog.put_sink(meta) {
+        meta.checkpoint = previous;
+        node.clock.unpin(to);
+        return Err(NodeError::from(e).into());
+    }
+    node.clock.unpin(previous);
+    Ok(())
+}
+
+async fn run_round(
+    node: &Arc<Node>,
+    mut meta: SinkMeta,
+    target: &Target,
+    con: Option<MultiplexedConnection>,
+) -> Result<Outcome, BridgeError> {
+    let mut con = match con {
+        Some(c) => c,
+        None => {
+            let mut c = target.connect().await?;
+            let id = run_id(&mut c).await?;
+            if meta.redis_run_id.as_deref() != Some(id.as_str()) {
+                if meta.redis_run_id.is_some() && meta.phase == SinkPhase::Follow {
+                    tracing::info!(sink = %meta.name, "Redis restarted; copying the source again");
+                    let total = node.range_records(meta.source_id);
+                    meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
+                    let now = node.clock.pin_stable();
+                    meta.redis_run_id = Some(id);
+                    advance(node, &mut meta, now)?;
+                } else {
+                    meta.redis_run_id = Some(id);
+                    node.catalog.put_sink(&meta).map_err(NodeError::from)?;
+                }
+            }
+            c
+        }
+    };
+    let (keys_written, more) = match meta.phase.clone() {
+        SinkPhase::Copy { cursor, done, total } => {
+            let (n, next) = copy_page(node, &meta, &mut con, cursor).await?;
+            meta.phase = match next {
+                Some(c) => SinkPhase::Copy { cursor: Some(c), done: done + n, total },
+                None => SinkPhase::Sweep { cursor: 0 },
+            };
+            node.catalog.put_sink(&meta).map_err(NodeError::from)?;
+            (n, true)
+        }
+        SinkPhase::Sweep { cursor } => {
+            let (n, next) = sweep_page(node, &meta, &mut con, cursor).await?;
+            meta.phase = if next == 0 {
+                tracing::info!(sink = %meta.name, "sink copied; following changes");
+                SinkPhase::Follow
+            } else {
+                SinkPhase::Sweep { cursor: next }
+            };
+            node.catalog.put_sink(&meta).map_err(NodeError::from)?;
+            (n, true)
+        }
+        SinkPhase::Follow => {
+            let upto = node.clock.stable();
+            if upto <= meta.checkpoint {
+                return Ok(Outcome { meta, con, keys_written: 0, more: false });
+            }
+            node.clock.pin(upto);
+            match follow(node, &meta, &mut con, upto).await {
+                Ok(n) => {
+                    advance(node, &mut meta, upto)?;
+                    (n, false)
+                }
+                Err(e) => {
+                    node.clock.unpin(upto);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    Ok(Outcome { meta, con, keys_written, more })
+}
+
+fn redis_key(meta: &SinkMeta, key: &[u8]) -> Vec<u8> {
+    let mut k = meta.prefix.clone();
+    k.extend_from_slice(key);
+    k
+}
+
+/// The Redis key `key` of a Redis database range as of `snapshot`; `None`
+/// when absent or expired.
+fn item_at(node: &Node, range_id: u64, key: &[u8], snapshot: u64) -> NodeResult<Option<Item>> {
+    let row = key_row(key);
+    let mut end = row.clone();
+    end.push(0);
+    let Some((_, head)) = node.rows_at(range_id, &row, Some(&end), Some(snapshot))?.pop() else {
+        return Ok(None);
+    };
+    let head = Value::decode(&head)
+        .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
+    if head.expire_at_ms.is_some_and(|at| at <= now_ms()) {
+        return Ok(None);
+    }
+    let elements = match Item::element_prefix(&head, key) {
+        Some(p) => node.rows_at(range_id, &p, prefix_end(&p).as_deref(), Some(snapshot))?,
+        None => Vec::new(),
+    };
+    Item::from_rows(key.to_vec(), &head, elements)
+        .map(Some)
+        .map_err(|e| NodeError::Internal(e.to_string()))
+}
+
+/// Copies one page of the source as of the checkpoint; returns the keys
+/// written and where the next page starts.
+async fn copy_page(
+    node: &Arc<Node>,
+    meta: &SinkMeta,
+    con: &mut MultiplexedConnection,
+    cursor: Option<Vec<u8>>,
+) -> Result<(u64, Option<Vec<u8>>), BridgeError> {
+    let key_rows = key_row(b"");
+    // ("k", KEY) rows all start with the tag's encoding.
+    let tag_prefix = &key_rows[..key_rows.len() - 2];
+    let (start, end) = if meta.typed {
+        (cursor.unwrap_or_else(|| tag_prefix.to_vec()), prefix_end(tag_prefix))
+    } else {
+        (cursor.unwrap_or_default(), None)
+    };
+    let reply = node
+        .scan_range(ScanRequest {
+            range: meta.source.clone(),
+            start: Some(Bytes::from(start)),
+            end: end.map(Bytes::from),
+            limit: COPY_PAGE_MAX,
+            snapshot: Some(meta.checkpoint),
+            ..ScanRequest::default()
+        })
+        .await?;
+    let mut pipe = redis::pipe();
+    for r in &reply.records {
+        if meta.typed {
+            let key = crate::resp::keyspace::last_bytes(&r.key)?;
+            let item = item_at(node, meta.source_id, &key, meta.checkpoint)?;
+            queue_item(&mut pipe, &redis_key(meta, &key), item.as_ref());
+        } else {
+            pipe.cmd("SET")
+                .arg(redis_key(meta, &render_key(&r.key)))
+                .arg(render_value(&r.value))
+                .ignore();
+        }
+    }
+    pipe.query_async::<()>(con).await?;
+    Ok((reply.records.len() as u64, reply.resume.map(|k| k.into_vec())))
+}
+
+/// A glob pattern matching exactly the keys that start with `prefix`.
+fn prefix_pattern(prefix: &[u8]) -> String {
+    let mut p = String::new();
+    for c in String::from_utf8_lossy(prefix).chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('*');
+    p
+}
+
+/// Deletes the keys of one SCAN page that the source did not hold at the
+/// checkpoint; returns how many and the next cursor.
+async fn sweep_page(
+    node: &Arc<Node>,
+    meta: &SinkMeta,
+    con: &mut MultiplexedConnection,
+    cursor: u64,
+) -> Result<(u64, u64), BridgeError> {
+    let pattern = (!meta.prefix.is_empty()).then(|| prefix_pattern(&meta.prefix));
+    let (next, keys) = scan_page(con, cursor, pattern.as_deref(), SWEEP_COUNT).await?;
+    let mut pipe = redis::pipe();
+    let mut deleted = 0;
+    for k in keys {
+        let Some(ours) = k.strip_prefix(&meta.prefix[..]) else { continue };
+        let held = if meta.typed {
+            item_at(node, meta.source_id, ours, meta.checkpoint)?.is_some()
+        } else {
+            let mut held = false;
+            for row in keys_rendering_as(ours) {
+                let mut end = row.clone();
+                end.push(0);
+                held |=
+                    !node.rows_at(meta.source_id, &row, Some(&end), Some(meta.checkpoint))?.is_empty();
+            }
+            held
+        };
+        if !held {
+            pipe.cmd("DEL").arg(&k).ignore();
+            deleted += 1;
+        }
+    }
+    pipe.query_async::<()>(con).await?;
+    Ok((deleted, next))
+}
+
+/// Rewrites in Redis what changed in `(checkpoint, upto]`; returns the
+/// keys written.
+async fn follow(
+    node: &Arc<Node>,
+    meta: &SinkMeta,
+    con: &mut MultiplexedConnection,
+    upto: u64,
+) -> Result<u64, BridgeError> {
+    let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
+    let mut written = 0;
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let mut queued = 0;
+    let flush = |pipe: &mut redis::Pipeline, queued: &mut usize, force: bool| {
+        let full = *queued >= TRANSACTION_KEYS_MAX || (force && *queued > 0);
+        if full {
+            let p = std::mem::replace(pipe, redis::pipe());
+            pipe.atomic();
+            *queued = 0;
+            Some(p)
+        } else {
+            None
+        }
+    };
+    if meta.typed {
+        let keys: BTreeSet<Vec<u8>> = changes.iter().filter_map(|c| key_of_row(&c.key)).collect();
+        for key in keys {
+            let item = item_at(node, meta.source_id, &key, upto)?;
+            queue_item(&mut pipe, &redis_key(meta, &key), item.as_ref());
+            queued += 1;
+            written += 1;
+            if let Some(p) = flush(&mut pipe, &mut queued, false) {
+                p.query_async::<()>(con).await?;
+            }
+        }
+    } else {
+        for c in &changes {
+            let key = redis_key(meta, &render_key(&c.key));
+            match &c.new {
+                Some(v) => pipe.cmd("SET").arg(key).arg(render_value(v)).ignore(),
+                None => pipe.cmd("DEL").arg(key).ignore(),
+            };
+            queued += 1;
+            written += 1;
+            if let Some(p) = flush(&mut pipe, &mut queued, false) {
+                p.query_async::<()>(con).await?;
+            }
+        }
+    }
+    if let Some(p) = flush(&mut pipe, &mut queued, true) {
+        p.query_async::<()>(con).await?;
+    }
+    Ok(written)
+}
+
+/// Whether `range` is a Redis database range (`redis.N`).
+fn is_redis_range(range: &str) -> bool {
+    range
+        .strip_prefix("redis.")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n < crate::resp::keyspace::DATABASES)
+}
+
+fn bad_request(message: impl Into<String>) -> NodeError {
+    NodeError::client(monotable_proto::ErrorCode::BadRequest, message)
+}
+
+impl Node {
+    pub(crate) async fn create_sink(
+        self: &Arc<Self>,
+        name: &str,
+        source: monotable_proto::SinkSource,
+        url: &str,
+        prefix: Vec<u8>,
+    ) -> NodeResult<()> {
+        crate::node::validate_range_name(name)?;
+        if self.views_read().contains(name) {
+            return Err(NodeError::client(
+                monotable_proto::ErrorCode::RangeExists,
+                format!("view {name:?} already exists"),
+            ));
+        }
+        let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+        let (range, view) = match source {
+            monotable_proto::SinkSource::Range(r) => (r, None),
+            monotable_proto::SinkSource::View(v) => {
+                let views = self.views_read();
+                if views.reducers.contains_key(&v) {
+                    return Err(bad_request(format!(
+                        "{v:?} is a reducer: a sink follows a range or a mapper's rows (query reducers with MT.AGG)"
+                    )));
+                }
+                let target_id = views
+                    .mappers
+                    .get(&v)
+                    .map(|m| m.target_id)
+                    .ok_or_else(|| bad_request(format!("view {v:?} does not exist")))?;
+                drop(views);
+                let range = self
+                    .router_read()
+                    .range_by_id(target_id)
+                    .map(|r| r.meta.name.clone())
+                    .ok_or_else(|| bad_request(format!("the rows of view {v:?} are gone")))?;
+                (range, Some(v))
+            }
+        };
+        let info = self.describe_range(&range).await?;
+        // Refuse a Redis that cannot be reached now, rather than retry for ever.
+        let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+        let typed = view.is_none() && is_redis_range(&range);
+        let total = info.chunks.iter().map(|c| c.records).sum();
+        let checkpoint = self.clock.pin_stable();
+        let meta = SinkMeta {
+            name: name.to_owned(),
+            source: range.clone(),
+            source_id: info.id,
+            view,
+            url: url.to_owned(),
+            prefix,
+            typed,
+            checkpoint,
+            phase: SinkPhase::Copy { cursor: None, done: 0, total },
+            redis_run_id: None,
+        };
+        if let Err(e) = self.catalog.put_sink(&meta) {
+            self.clock.unpin(checkpoint);
+            return Err(e.into());
+        }
+        self.start_sink(meta)?;
+        self.rewatch(info.id).await?;
+        tracing::info!(sink = name, source = range, redis = %target.display, "created sink");
+        Ok(())
+    }
+
+    pub(crate) async fn drop_sink(&self, name: &str) -> NodeResult<()> {
+        let found =
+            self.views_read().sinks.get(name).map(|s| (s.addr.clone().recipient(), s.source_id));
+        self.stop_view(name, found).await
+    }
+
+    /// Starts the actor of a registered sink.
+    pub fn start_sink(self: &Arc<Self>, meta: SinkMeta) -> NodeResult<()> {
+        let target = Target::parse(&meta.url).map_err(|e| bad_request(e.to_string()))?;
+        let (name, source_id, checkpoint) = (meta.name.clone(), meta.source_id, meta.checkpoint);
+        let node = self.clone();
+        let addr = SinkActor::start_in_arbiter(&self.next_view_worker(), move |_| {
+            SinkActor::new(node, meta, target)
+        });
+        self.views_write().sinks.insert(
+            name,
+            crate::view::registry::SinkEntry { source_id, checkpoint, addr: addr.clone() },
+        );
+        addr.do_send(Dirty);
+        Ok(())
+    }
+
+    /// Records a sink's new checkpoint (its source's journal floor).
+    pub fn set_sink_checkpoint(&self, name: &str, checkpoint: u64) {
+        if let Some(s) = self.views_write().sinks.get_mut(name) {
+            s.checkpoint = checkpoint;
+        }
+    }
+}
