@@ -30,6 +30,9 @@ pub struct NodeConfig {
     /// Threads (actix arbiters) that run connections; as many again run
     /// chunk actors, and as many again view actors.
     pub workers: usize,
+    /// The password Redis-protocol clients must give with AUTH (Redis's
+    /// `requirepass`); `None`: no authentication.
+    pub resp_password: Option<String>,
 }
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
@@ -52,6 +55,7 @@ impl Default for NodeConfig {
             fsync: FsyncMode::Always,
             segment_size_max_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            resp_password: None,
         }
     }
 }

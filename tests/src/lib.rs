@@ -5,7 +5,7 @@
 //! (SIGKILL). Nothing here contacts any address but loopback.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -231,4 +231,58 @@ pub fn msgpack(doc: &serde_json::Value) -> Vec<u8> {
     let mut out = Vec::new();
     write(doc, &mut out);
     out
+}
+
+/// A `redis-server` without persistence on a free port, stopped on drop.
+pub struct Redis {
+    pub addr: SocketAddr,
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra `redis-server` arguments (they override the
+    /// defaults: no persistence, loopback only).
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_on(port, extra)
+    }
+
+    /// Starts one on `port` (a restart of a stopped one).
+    pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (deploy/test.sh installs it)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { addr, port, child }
+    }
+
+    /// `redis://127.0.0.1:PORT/DB`.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://{}/{db}", self.addr)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

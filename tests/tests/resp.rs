@@ -5,48 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use monotable_tests::Node;
+use monotable_tests::{Node, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// A `redis-server` without persistence on a free port, stopped on drop.
-struct Redis {
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (deploy/test.sh installs it)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { addr, child }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A raw RESP connection: sends commands, reads whole replies as bytes.
 struct Raw {
@@ -1039,4 +1003,125 @@ fn acknowledged_writes_survive_a_process_crash() {
         assert_eq!(c.call(&[b"GET", key.as_bytes()]), b"$1\r\nv\r\n", "{key} was acknowledged");
         assert_eq!(c.call(&[b"SISMEMBER", b"hot", key.as_bytes()]), b":1\r\n", "{key} in hot");
     }
+}
+
+#[test]
+fn auth_matches_redis_with_and_without_a_password() {
+    // With a password: everything but AUTH, HELLO, QUIT and RESET is
+    // refused until the client authenticates.
+    let redis_server = Redis::start_with(&["--requirepass", "s3cret"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start_with(dir.path(), &["--requirepass", "s3cret"]);
+    let mut r = Raw::connect(redis_server.addr);
+    let mut m = Raw::connect(node.resp_addr);
+    for line in [
+        "GET k",
+        "PING",
+        "NOSUCHCOMMAND x",
+        "GET",
+        "MULTI",
+        "AUTH wrong",
+        "AUTH default wrong",
+        "AUTH someone s3cret",
+        "AUTH a b c",
+        "HELLO 3",
+        "HELLO 2 AUTH default wrong",
+        "GET k",
+        "AUTH s3cret",
+        "SET k v",
+        "GET k",
+        "RESET",
+        "GET k",
+        "AUTH default s3cret",
+        "GET k",
+    ] {
+        let args = words(line);
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        same(&mut r, &mut m, &args);
+    }
+    // HELLO with the right credentials authenticates (its reply names the
+    // server, so only what follows is compared).
+    let mut r = Raw::connect(redis_server.addr);
+    let mut m = Raw::connect(node.resp_addr);
+    for c in [&mut r, &mut m] {
+        let hello = c.call(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret"]);
+        assert!(hello.starts_with(b"%7\r\n"), "{}", show(&hello));
+    }
+    same(&mut r, &mut m, &[b"GET", b"k"]);
+
+    // Without a password, as Redis's default user: AUTH of a password
+    // alone is an error, the default user with any password is accepted.
+    let redis_open = Redis::start();
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let open = Node::start(dir2.path());
+    let mut r = Raw::connect(redis_open.addr);
+    let mut m = Raw::connect(open.resp_addr);
+    for line in ["AUTH pw", "AUTH default pw", "AUTH other pw", "HELLO 2 AUTH default x", "PING"] {
+        let args = words(line);
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        if line.starts_with("HELLO") {
+            let (a, b) = (r.call(&args), m.call(&args));
+            assert_eq!(a[0], b[0], "{line}: {} vs {}", show(&a), show(&b));
+            continue;
+        }
+        same(&mut r, &mut m, &args);
+    }
+}
+
+#[test]
+fn the_redis_crate_works_with_pipelines_and_resp3() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start_with(dir.path(), &["--requirepass", "pw"]);
+    let rt = monotable_tests::runtime();
+    rt.block_on(async {
+        // RESP2, authenticated by the URL.
+        let url = format!("redis://:pw@{}/2", node.resp_addr);
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+        let mut pipe = redis::pipe();
+        for i in 0..200 {
+            pipe.cmd("HSET").arg("h").arg(format!("f{i}")).arg(i).ignore();
+        }
+        pipe.cmd("HLEN").arg("h").cmd("HGET").arg("h").arg("f150");
+        let (len, v): (u64, String) = pipe.query_async(&mut con).await.expect("pipeline");
+        assert_eq!((len, v.as_str()), (200, "150"));
+        let (n,): (i64,) = redis::pipe()
+            .atomic()
+            .cmd("INCRBY")
+            .arg("n")
+            .arg(5)
+            .cmd("INCRBY")
+            .arg("n")
+            .arg(2)
+            .ignore()
+            .query_async(&mut con)
+            .await
+            .expect("transaction");
+        assert_eq!(n, 5);
+        let all: std::collections::HashMap<String, i64> =
+            redis::cmd("HGETALL").arg("h").query_async(&mut con).await.expect("hgetall");
+        assert_eq!(all.len(), 200);
+        assert_eq!(all["f7"], 7);
+
+        // RESP3: maps, doubles and nulls as their own types.
+        let url3 = format!("redis://:pw@{}/2?protocol=resp3", node.resp_addr);
+        let client3 = redis::Client::open(url3.as_str()).expect("url");
+        let mut con3 = client3.get_multiplexed_async_connection().await.expect("connect resp3");
+        let map: redis::Value =
+            redis::cmd("HGETALL").arg("h").query_async(&mut con3).await.expect("hgetall");
+        assert!(matches!(&map, redis::Value::Map(m) if m.len() == 200), "{map:?}");
+        let _: () = redis::cmd("ZADD").arg("z").arg(1.5).arg("a").query_async(&mut con3).await.expect("zadd");
+        let score: redis::Value =
+            redis::cmd("ZSCORE").arg("z").arg("a").query_async(&mut con3).await.expect("zscore");
+        assert_eq!(score, redis::Value::Double(1.5));
+        let missing: redis::Value =
+            redis::cmd("GET").arg("nope").query_async(&mut con3).await.expect("get");
+        assert_eq!(missing, redis::Value::Nil);
+
+        // A wrong password is refused.
+        let bad = redis::Client::open(format!("redis://:nope@{}/0", node.resp_addr).as_str())
+            .expect("url");
+        let err = bad.get_multiplexed_async_connection().await.err().expect("refused");
+        assert!(err.to_string().contains("AuthenticationFailed"), "{err}");
+    });
 }

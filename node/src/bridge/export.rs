@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use monotable_client::{Client, Scan};
 
 use super::monotable_io::{key_rows, read_item};
-use super::redis_io::{queue_item, Target};
+use super::redis_io::{queue_item, send, Target};
 use super::rows::{render_key, render_value};
 use super::BridgeError;
 use crate::resp::keyspace::{last_bytes, now_ms};
@@ -117,13 +117,13 @@ pub async fn export(client: &Client, opts: ExportOptions) -> Result<ExportSummar
             summary.written += 1;
             queued += 1;
             if queued >= PIPELINE_KEYS_MAX {
-                pipe.query_async::<()>(&mut con).await?;
+                send(&pipe, &mut con).await?;
                 pipe.clear();
                 queued = 0;
                 bar.set_position(summary.written);
             }
         }
-        pipe.query_async::<()>(&mut con).await?;
+        send(&pipe, &mut con).await?;
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }

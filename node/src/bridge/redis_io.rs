@@ -227,6 +227,14 @@ pub fn queue_item(pipe: &mut Pipeline, key: &[u8], item: Option<&Item>) {
     }
 }
 
+/// Sends a pipeline whose replies are ignored (nothing, when it is empty).
+pub async fn send(pipe: &Pipeline, con: &mut MultiplexedConnection) -> Result<(), BridgeError> {
+    if !pipe.is_empty() {
+        pipe.query_async::<()>(con).await?;
+    }
+    Ok(())
+}
+
 /// A score as Redis parses it back exactly (`inf`, `-inf` included).
 fn format_score(score: f64) -> String {
     if score.is_infinite() {

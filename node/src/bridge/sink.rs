@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::item::{key_of_row, prefix_end, Item};
-use super::redis_io::{queue_item, run_id, scan_page, Target};
+use super::redis_io::{queue_item, run_id, scan_page, send, Target};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::BridgeError;
 use crate::error::{NodeError, NodeResult};
@@ -56,6 +56,10 @@ const SWEEP_COUNT: usize = 1_000;
 /// [`ROUND_RETRY_MAX_MS`] while Redis stays unreachable.
 const ROUND_RETRY_MS: u64 = 50;
 const ROUND_RETRY_MAX_MS: u64 = 2_000;
+
+/// How often an idle sink checks that Redis is up and is the same server
+/// (a restarted one may have lost what the sink wrote).
+const REDIS_CHECK_MS: u64 = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SinkPhase {
@@ -111,6 +115,8 @@ pub struct SinkActor {
     con: Option<MultiplexedConnection>,
     dirty: bool,
     running: bool,
+    /// The next round checks Redis's `run_id`.
+    check_due: bool,
     retry_ms: u64,
     keys_written: u64,
     errors: u64,
@@ -120,6 +126,13 @@ pub struct SinkActor {
 
 impl Actor for SinkActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_millis(REDIS_CHECK_MS), |act, ctx| {
+            act.check_due = true;
+            act.schedule(ctx);
+        });
+    }
 }
 
 #[derive(Message)]
@@ -142,6 +155,7 @@ impl SinkActor {
             con: None,
             dirty: false,
             running: false,
+            check_due: false,
             retry_ms: ROUND_RETRY_MS,
             keys_written: 0,
             errors: 0,
@@ -229,7 +243,8 @@ impl Handler<Round> for SinkActor {
         let meta = self.meta.clone();
         let target = self.target.clone();
         let con = self.con.take();
-        let round = async move { run_round(&node, meta, &target, con).await };
+        let check = std::mem::take(&mut self.check_due);
+        let round = async move { run_round(&node, meta, &target, con, check).await };
         ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
             act.running = false;
             match result {
@@ -288,28 +303,29 @@ async fn run_round(
     mut meta: SinkMeta,
     target: &Target,
     con: Option<MultiplexedConnection>,
+    check: bool,
 ) -> Result<Outcome, BridgeError> {
+    let fresh = con.is_none();
     let mut con = match con {
         Some(c) => c,
-        None => {
-            let mut c = target.connect().await?;
-            let id = run_id(&mut c).await?;
-            if meta.redis_run_id.as_deref() != Some(id.as_str()) {
-                if meta.redis_run_id.is_some() && meta.phase == SinkPhase::Follow {
-                    tracing::info!(sink = %meta.name, "Redis restarted; copying the source again");
-                    let total = node.range_records(meta.source_id);
-                    meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
-                    let now = node.clock.pin_stable();
-                    meta.redis_run_id = Some(id);
-                    advance(node, &mut meta, now)?;
-                } else {
-                    meta.redis_run_id = Some(id);
-                    node.catalog.put_sink(&meta).map_err(NodeError::from)?;
-                }
-            }
-            c
-        }
+        None => target.connect().await?,
     };
+    if fresh || check {
+        let id = run_id(&mut con).await?;
+        if meta.redis_run_id.as_deref() != Some(id.as_str()) {
+            if meta.redis_run_id.is_some() {
+                tracing::info!(sink = %meta.name, "Redis restarted; copying the source again");
+                let total = node.range_records(meta.source_id);
+                meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
+                meta.redis_run_id = Some(id);
+                let now = node.clock.pin_stable();
+                advance(node, &mut meta, now)?;
+            } else {
+                meta.redis_run_id = Some(id);
+                node.catalog.put_sink(&meta).map_err(NodeError::from)?;
+            }
+        }
+    }
     let (keys_written, more) = match meta.phase.clone() {
         SinkPhase::Copy { cursor, done, total } => {
             let (n, next) = copy_page(node, &meta, &mut con, cursor).await?;
@@ -420,7 +436,7 @@ async fn copy_page(
                 .ignore();
         }
     }
-    pipe.query_async::<()>(con).await?;
+    send(&pipe, con).await?;
     Ok((reply.records.len() as u64, reply.resume.map(|k| k.into_vec())))
 }
 
@@ -468,12 +484,12 @@ async fn sweep_page(
             deleted += 1;
         }
     }
-    pipe.query_async::<()>(con).await?;
+    send(&pipe, con).await?;
     Ok((deleted, next))
 }
 
-/// Rewrites in Redis what changed in `(checkpoint, upto]`; returns the
-/// keys written.
+/// Rewrites in Redis what changed in `(checkpoint, upto]`, in MULTI/EXEC
+/// transactions; returns the keys written.
 async fn follow(
     node: &Arc<Node>,
     meta: &SinkMeta,
@@ -482,47 +498,37 @@ async fn follow(
 ) -> Result<u64, BridgeError> {
     let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
     let mut written = 0;
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let mut queued = 0;
-    let flush = |pipe: &mut redis::Pipeline, queued: &mut usize, force: bool| {
-        let full = *queued >= TRANSACTION_KEYS_MAX || (force && *queued > 0);
-        if full {
-            let p = std::mem::replace(pipe, redis::pipe());
-            pipe.atomic();
-            *queued = 0;
-            Some(p)
-        } else {
-            None
-        }
-    };
     if meta.typed {
-        let keys: BTreeSet<Vec<u8>> = changes.iter().filter_map(|c| key_of_row(&c.key)).collect();
-        for key in keys {
-            let item = item_at(node, meta.source_id, &key, upto)?;
-            queue_item(&mut pipe, &redis_key(meta, &key), item.as_ref());
-            queued += 1;
-            written += 1;
-            if let Some(p) = flush(&mut pipe, &mut queued, false) {
-                p.query_async::<()>(con).await?;
+        let keys: Vec<Vec<u8>> = changes
+            .iter()
+            .filter_map(|c| key_of_row(&c.key))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for part in keys.chunks(TRANSACTION_KEYS_MAX) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for key in part {
+                let item = item_at(node, meta.source_id, key, upto)?;
+                queue_item(&mut pipe, &redis_key(meta, key), item.as_ref());
             }
+            send(&pipe, con).await?;
+            written += part.len() as u64;
         }
     } else {
-        for c in &changes {
-            let key = redis_key(meta, &render_key(&c.key));
-            match &c.new {
-                Some(v) => pipe.cmd("SET").arg(key).arg(render_value(v)).ignore(),
-                None => pipe.cmd("DEL").arg(key).ignore(),
-            };
-            queued += 1;
-            written += 1;
-            if let Some(p) = flush(&mut pipe, &mut queued, false) {
-                p.query_async::<()>(con).await?;
+        for part in changes.chunks(TRANSACTION_KEYS_MAX) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for c in part {
+                let key = redis_key(meta, &render_key(&c.key));
+                match &c.new {
+                    Some(v) => pipe.cmd("SET").arg(key).arg(render_value(v)).ignore(),
+                    None => pipe.cmd("DEL").arg(key).ignore(),
+                };
             }
+            send(&pipe, con).await?;
+            written += part.len() as u64;
         }
-    }
-    if let Some(p) = flush(&mut pipe, &mut queued, true) {
-        p.query_async::<()>(con).await?;
     }
     Ok(written)
 }

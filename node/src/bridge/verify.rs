@@ -82,6 +82,7 @@ pub async fn verify(
         let (next, keys) = scan_page(&mut con, cursor, pattern, SCAN_COUNT).await?;
         let read = read_redis(&mut con, &keys).await?;
         for (key, kind) in &read.unsupported {
+            report.keys += 1;
             report.differ(key, format!("only in Redis (unsupported type {kind})"));
         }
         let keys: Vec<Vec<u8>> = read.items.iter().map(|i| i.key.clone()).collect();

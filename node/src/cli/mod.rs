@@ -192,6 +192,10 @@ struct ServeArgs {
     /// Address for the Redis protocol (RESP2/RESP3), or "off".
     #[arg(long, default_value = "127.0.0.1:7379")]
     resp_listen: String,
+    /// Require Redis-protocol clients to AUTH with this password (as
+    /// Redis's requirepass).
+    #[arg(long, env = "MONOTABLE_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
     /// When writes are fsynced: always (before each acknowledgement, many
     /// writes per fsync), interval (every --fsync-interval-ms), never (left
     /// to the OS).
@@ -320,6 +324,7 @@ fn serve(args: ServeArgs) -> i32 {
         FsyncArg::Interval => FsyncMode::Interval { ms: args.fsync_interval_ms.max(1) },
         FsyncArg::Never => FsyncMode::Never,
     };
+    config.resp_password = args.requirepass;
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }

@@ -19,6 +19,7 @@ const VERSION_SLOTS: usize = 65_536;
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const SYNTAX: &str = "ERR syntax error";
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const OVERFLOW: &str = "ERR increment or decrement would overflow";
 
 /// What every RESP connection of a node shares.
@@ -66,8 +67,19 @@ impl RespState {
         (v, self.epoch.load(Ordering::Acquire))
     }
 
-    pub fn next_client_id(&self) -> u64 {
-        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    pub fn new_conn(&self) -> Conn {
+        Conn::new(self.next_client_id.fetch_add(1, Ordering::Relaxed), self.password().is_none())
+    }
+
+    /// The password AUTH must give, if one is configured.
+    fn password(&self) -> Option<&str> {
+        self.node.config.resp_password.as_deref()
+    }
+
+    /// Checks AUTH's (or HELLO AUTH's) credentials; only the default user
+    /// exists.
+    fn check_credentials(&self, user: &[u8], pass: &[u8]) -> bool {
+        user == b"default" && self.password().is_none_or(|p| p.as_bytes() == pass)
     }
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
@@ -96,6 +108,8 @@ pub struct Conn {
     /// Protocol version: 2 or 3 (after HELLO 3).
     pub proto: u8,
     pub name: Option<Vec<u8>>,
+    /// AUTH succeeded, or no password is configured.
+    pub authenticated: bool,
     /// Set by QUIT: close after the reply.
     pub closing: bool,
     /// Inside MULTI: the commands queued so far.
@@ -107,12 +121,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: u64) -> Self {
+    pub fn new(id: u64, authenticated: bool) -> Self {
         Conn {
             id,
             db: 0,
             proto: 2,
             name: None,
+            authenticated,
             closing: false,
             multi: None,
             multi_failed: false,
@@ -299,6 +314,14 @@ pub async fn execute(
     args: Vec<Vec<u8>>,
 ) -> (Reply, super::keyspace::Durability) {
     let lowered = lower(&args[0]);
+    if !conn.authenticated && !matches!(lowered.as_str(), "auth" | "hello" | "quit" | "reset") {
+        // Redis reports an unknown command or a wrong arity first.
+        let reply = match lookup(&args) {
+            Err(reply) if !is_transaction(&lowered) => reply,
+            _ => Reply::err("NOAUTH Authentication required."),
+        };
+        return (reply, Vec::new());
+    }
     match lowered.as_str() {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => {
             return (transaction(state, conn, &lowered, &args).await, Vec::new())
@@ -327,6 +350,10 @@ pub async fn execute(
         Err(e) => internal(e),
     };
     (reply, db.take_durability())
+}
+
+fn is_transaction(name: &str) -> bool {
+    matches!(name, "multi" | "exec" | "discard" | "watch" | "unwatch")
 }
 
 /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
@@ -479,17 +506,27 @@ async fn run(
             Some(_) => Reply::err("ERR DB index is out of range"),
             None => Reply::err(NOT_INTEGER),
         },
-        "hello" => hello(conn, args),
+        "hello" => hello(state, conn, args),
         "auth" => {
-            if args.len() > 3 {
-                return Ok(Reply::err(SYNTAX));
+            let (user, pass) = match args.len() {
+                2 if state.password().is_none() => {
+                    return Ok(Reply::err(
+                        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                    ))
+                }
+                2 => (&b"default"[..], &args[1][..]),
+                3 => (&args[1][..], &args[2][..]),
+                _ => return Ok(Reply::err(SYNTAX)),
+            };
+            if state.check_credentials(user, pass) {
+                conn.authenticated = true;
+                Reply::ok()
+            } else {
+                Reply::err(WRONGPASS)
             }
-            Reply::err(
-                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            )
         }
         "reset" => {
-            *conn = Conn { id: conn.id, ..Conn::new(conn.id) };
+            *conn = Conn::new(conn.id, state.password().is_none());
             Reply::Simple("RESET")
         }
         "info" => Reply::bulk(info(state).into_bytes()),
@@ -778,31 +815,46 @@ fn command_info(args: &[Vec<u8>]) -> Reply {
     }
 }
 
-fn hello(conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
     let mut i = 1;
+    let mut proto = conn.proto;
     if let Some(v) = args.get(1) {
         match parse_i64(v) {
-            Some(p @ 2..=3) => conn.proto = p as u8,
+            Some(p @ 2..=3) => proto = p as u8,
             Some(_) => return Reply::err("NOPROTO unsupported protocol version"),
             None => return Reply::err("ERR Protocol version is not an integer or out of range"),
         }
         i = 2;
     }
+    let mut name = None;
+    let mut authenticated = conn.authenticated;
     while i < args.len() {
         match lower(&args[i]).as_str() {
             "setname" if i + 1 < args.len() => {
-                conn.name = Some(args[i + 1].clone());
+                name = Some(args[i + 1].clone());
                 i += 2;
             }
             "auth" if i + 2 < args.len() => {
-                // No password is configured: any credentials are accepted,
-                // as Redis's default user does without requirepass.
+                if !state.check_credentials(&args[i + 1], &args[i + 2]) {
+                    return Reply::err(WRONGPASS);
+                }
+                authenticated = true;
                 i += 3;
             }
             other => {
                 return Reply::err(format!("ERR Syntax error in HELLO option '{other}'"));
             }
         }
+    }
+    if !authenticated {
+        return Reply::err(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    conn.authenticated = true;
+    conn.proto = proto;
+    if name.is_some() {
+        conn.name = name;
     }
     let s = |x: &str| Reply::bulk(x.as_bytes().to_vec());
     Reply::Map(vec![

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::commands::{execute, Conn, RespState};
+use super::commands::{execute, RespState};
 use super::parse::{parse, Parsed};
 use super::reply::Reply;
 use crate::config::CONNECTIONS_MAX;
@@ -90,7 +90,7 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut conn = Conn::new(state.next_client_id());
+    let mut conn = state.new_conn();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
     let mut out = Vec::new();
