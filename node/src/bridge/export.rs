@@ -93,7 +93,8 @@ pub async fn export(client: &Client, opts: ExportOptions) -> Result<ExportSummar
             let r = r?;
             match &opts.mode {
                 ExportAs::Redis => {
-                    let key = last_bytes(&r.key).map_err(|e| BridgeError::Damaged(e.to_string()))?;
+                    let key =
+                        last_bytes(&r.key).map_err(|e| BridgeError::Damaged(e.to_string()))?;
                     let item =
                         read_item(client, &opts.range, key.clone(), &r.value, Some(snapshot))
                             .await?;

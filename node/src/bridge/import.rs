@@ -156,7 +156,8 @@ pub async fn import(client: &Client, opts: ImportOptions) -> Result<ImportSummar
             let mut cursor = start;
             loop {
                 let page = async {
-                    let (next, keys) = scan_page(&mut con, cursor, pattern.as_deref(), count).await?;
+                    let (next, keys) =
+                        scan_page(&mut con, cursor, pattern.as_deref(), count).await?;
                     let read = read_redis(&mut con, &keys).await?;
                     Ok(Page { cursor: next, read })
                 }

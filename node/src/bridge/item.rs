@@ -119,7 +119,10 @@ impl Item {
                 rows.extend(members.iter().map(|m| (element_row(KIND_SET, key, m), Vec::new())))
             }
             Data::List(elements) => rows.extend(
-                elements.iter().enumerate().map(|(i, e)| (list_row(key, i as i64), encode_field(e))),
+                elements
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (list_row(key, i as i64), encode_field(e))),
             ),
             Data::ZSet(members) => {
                 for (m, score) in members {

@@ -160,11 +160,14 @@ pub fn show(key: &[u8]) -> String {
 
 /// Every key row of a Redis database range (`("k", KEY)` rows), at a
 /// snapshot, streamed.
-pub fn key_rows(client: &Client, range: &str, snapshot: Option<u64>) -> monotable_client::RecordStream {
-    let prefix = monotable_proto::tuple::encode(&[monotable_proto::tuple::Element::String(
-        "k".into(),
-    )])
-    .expect("encodes");
+pub fn key_rows(
+    client: &Client,
+    range: &str,
+    snapshot: Option<u64>,
+) -> monotable_client::RecordStream {
+    let prefix =
+        monotable_proto::tuple::encode(&[monotable_proto::tuple::Element::String("k".into())])
+            .expect("encodes");
     let mut scan = Scan::all().prefix(prefix);
     if let Some(s) = snapshot {
         scan = scan.at(s);

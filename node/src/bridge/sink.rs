@@ -65,10 +65,16 @@ const REDIS_CHECK_MS: u64 = 1_000;
 pub enum SinkPhase {
     /// Copying the source as of the checkpoint; `cursor` is the next source
     /// row to copy.
-    Copy { cursor: Option<Vec<u8>>, done: u64, total: u64 },
+    Copy {
+        cursor: Option<Vec<u8>>,
+        done: u64,
+        total: u64,
+    },
     /// Deleting Redis keys the source does not hold; `cursor` is Redis's
     /// SCAN cursor.
-    Sweep { cursor: u64 },
+    Sweep {
+        cursor: u64,
+    },
     Follow,
 }
 
@@ -474,8 +480,9 @@ async fn sweep_page(
             for row in keys_rendering_as(ours) {
                 let mut end = row.clone();
                 end.push(0);
-                held |=
-                    !node.rows_at(meta.source_id, &row, Some(&end), Some(meta.checkpoint))?.is_empty();
+                held |= !node
+                    .rows_at(meta.source_id, &row, Some(&end), Some(meta.checkpoint))?
+                    .is_empty();
             }
             held
         };

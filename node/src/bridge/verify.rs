@@ -63,8 +63,9 @@ pub fn compare(redis: &Item, monotable: Option<&Item>) -> Option<String> {
         (Some(a), Some(b)) => a.abs_diff(b) <= TTL_TOLERANCE_MS,
         _ => false,
     };
-    (!ttl_equal)
-        .then(|| format!("expiry differs: Redis has {}, Monotable has {}", describe(redis), describe(m)))
+    (!ttl_equal).then(|| {
+        format!("expiry differs: Redis has {}, Monotable has {}", describe(redis), describe(m))
+    })
 }
 
 /// Compares every key matching `pattern` on both sides.
@@ -112,7 +113,9 @@ pub async fn verify(
             other => other?,
         };
         let key = last_bytes(&r.key).map_err(|e| BridgeError::Damaged(e.to_string()))?;
-        if seen.contains(&key) || pattern.is_some_and(|p| !crate::resp::glob::matches(p.as_bytes(), &key)) {
+        if seen.contains(&key)
+            || pattern.is_some_and(|p| !crate::resp::glob::matches(p.as_bytes(), &key))
+        {
             continue;
         }
         let Some(head) = Value::decode(&r.value) else {

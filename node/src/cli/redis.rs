@@ -19,6 +19,9 @@ pub enum RedisCmd {
     /// Copy a Redis database into a range: every key of the five types,
     /// with its TTL. Resumes where an interrupted run stopped.
     Import(ImportArgs),
+    /// Compare a Redis database with a range key by key (type, value,
+    /// TTL); exit 3 listing the differences if any.
+    Verify(VerifyArgs),
     /// Write a range into a Redis database: a Redis database range as its
     /// Redis types, any other range (or a view's rows) as strings or as
     /// one hash.
@@ -52,6 +55,19 @@ pub struct ImportArgs {
     /// differences if any.
     #[arg(long)]
     verify: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The Redis database to compare: redis://[:PASSWORD@]HOST:PORT/DB.
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    url: String,
+    /// Only keys matching this glob pattern.
+    #[arg(long = "match")]
+    pattern: Option<String>,
+    /// The range to compare (default: redis.DB).
+    #[arg(long)]
+    range: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -113,6 +129,32 @@ pub enum SinkCmd {
     Drop { name: String },
 }
 
+/// Runs `verify` and prints its report; the exit status says whether the
+/// two sides are equal.
+async fn compare(
+    c: &Client,
+    url: &str,
+    range: Option<String>,
+    pattern: Option<String>,
+    out: &mut impl Write,
+) -> Result<i32> {
+    let target = Target::parse(url)?;
+    let range = range.unwrap_or_else(|| crate::bridge::import::default_range(&target));
+    let report = verify(c, &target, &range, pattern.as_deref()).await?;
+    if report.differences_total == 0 {
+        writeln!(out, "verify: {} keys, no differences", report.keys)?;
+        return Ok(0);
+    }
+    writeln!(out, "verify: {} of {} keys differ:", report.differences_total, report.keys)?;
+    for d in &report.differences {
+        writeln!(out, "  {d}")?;
+    }
+    if report.differences_total > report.differences.len() as u64 {
+        writeln!(out, "  ...")?;
+    }
+    Ok(EXIT_DIFFERENT)
+}
+
 pub async fn run(cmd: RedisCmd, c: &Client, out: &mut impl Write) -> Result<i32> {
     let progress = std::io::stderr().is_terminal();
     match cmd {
@@ -132,26 +174,10 @@ pub async fn run(cmd: RedisCmd, c: &Client, out: &mut impl Write) -> Result<i32>
             .await?;
             write!(out, "{summary}")?;
             if a.verify {
-                let target = Target::parse(&a.url)?;
-                let report = verify(c, &target, &summary.range, pattern.as_deref()).await?;
-                if report.differences_total > 0 {
-                    writeln!(
-                        out,
-                        "verify: {} of {} keys differ:",
-                        report.differences_total, report.keys
-                    )?;
-                    for d in &report.differences {
-                        writeln!(out, "  {d}")?;
-                    }
-                    if report.differences_total > report.differences.len() as u64 {
-                        writeln!(out, "  ...")?;
-                    }
-                    out.flush()?;
-                    return Ok(EXIT_DIFFERENT);
-                }
-                writeln!(out, "verify: {} keys, no differences", report.keys)?;
+                return compare(c, &a.url, Some(summary.range), pattern, out).await;
             }
         }
+        RedisCmd::Verify(a) => return compare(c, &a.url, a.range, a.pattern, out).await,
         RedisCmd::Export(a) => {
             let range = match (&a.range, &a.view) {
                 (Some(r), _) => r.clone(),
@@ -162,7 +188,8 @@ pub async fn run(cmd: RedisCmd, c: &Client, out: &mut impl Write) -> Result<i32>
                 },
                 (None, None) => unreachable!("clap requires one"),
             };
-            let redis_range = range.strip_prefix("redis.").is_some_and(|n| n.parse::<u32>().is_ok());
+            let redis_range =
+                range.strip_prefix("redis.").is_some_and(|n| n.parse::<u32>().is_ok());
             let mode = match a.mode.unwrap_or(if redis_range { As::Redis } else { As::Strings }) {
                 As::Redis => ExportAs::Redis,
                 As::Strings => ExportAs::Strings,
@@ -170,13 +197,7 @@ pub async fn run(cmd: RedisCmd, c: &Client, out: &mut impl Write) -> Result<i32>
             };
             let summary = export(
                 c,
-                ExportOptions {
-                    range,
-                    url: a.url,
-                    prefix: a.prefix.into_bytes(),
-                    mode,
-                    progress,
-                },
+                ExportOptions { range, url: a.url, prefix: a.prefix.into_bytes(), mode, progress },
             )
             .await?;
             write!(out, "{summary}")?;

@@ -30,7 +30,6 @@ fn key_value(s: Shape) -> Value {
     Value { kind: KIND_LIST, expire_at_ms: s.expire, payload: list_payload(s.count as u64, s.head) }
 }
 
-
 fn put(key: &[u8], pos: i64, element: &[u8]) -> WriteOp {
     WriteOp::Put { key: row(key, pos).into(), value: encode_field(element).into() }
 }

@@ -16,11 +16,9 @@ use super::keyspace::{
 use super::reply::Reply;
 use crate::error::{NodeError, NodeResult};
 
-
 fn score_prefix(key: &[u8]) -> Vec<u8> {
     tuple::encode(&[Element::String("Z".into()), Element::Bytes(key.to_vec())]).expect("encodes")
 }
-
 
 /// Rows at this score (any member) start with this.
 fn score_bound(key: &[u8], score: f64) -> Vec<u8> {
@@ -31,8 +29,6 @@ fn score_bound(key: &[u8], score: f64) -> Vec<u8> {
     ])
     .expect("encodes")
 }
-
-
 
 fn parse_score_row(row: &[u8]) -> NodeResult<(f64, Vec<u8>)> {
     let mut t = tuple::decode(row).map_err(|_| NodeError::Internal("damaged score row".into()))?;

@@ -9,6 +9,7 @@ use actix::{Actor, Addr};
 use monotable_proto::{ErrorCode, MapFunction, RangeOptions, ViewStatus};
 use tokio::sync::oneshot;
 
+use crate::bridge::sink::SinkActor;
 use crate::catalog::ReducerMeta;
 use crate::catalog::{Backfill, MapperMeta};
 use crate::chunk_actor::ChunkMsg;
@@ -18,7 +19,6 @@ use crate::router::Route;
 use crate::storage::chunk::Change;
 use crate::view::levels::{PartBounds, Rows};
 use crate::view::map_fn::{FieldMapper, MapperFunction};
-use crate::bridge::sink::SinkActor;
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
 use crate::view::reducer::{AggregateAnswer, AggregateQuery, Query, ReducerActor};
 use crate::view::reducer_fn::ReducerFunction;
