@@ -187,19 +187,6 @@ impl Item {
     }
 }
 
-/// The end of the rows that start with `prefix` (exclusive): `None` when
-/// there is none (a prefix of 0xff bytes).
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 /// The Redis key a row of a Redis database range belongs to, if it is a
 /// key, element or expiry row.
 pub fn key_of_row(row: &[u8]) -> Option<Vec<u8>> {
@@ -255,12 +242,5 @@ mod tests {
                 assert_eq!(key_of_row(row).as_deref(), Some(&b"k1"[..]), "{row:?}");
             }
         }
-    }
-
-    #[test]
-    fn prefix_end_skips_ff() {
-        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
-        assert_eq!(prefix_end(&[0xff]), None);
     }
 }

@@ -34,7 +34,9 @@ use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::item::{key_of_row, prefix_end, Item};
+use monotable_proto::keys::prefix_end;
+
+use super::item::{key_of_row, Item};
 use super::redis_io::{queue_item, run_id, scan_page, send, Target};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::BridgeError;

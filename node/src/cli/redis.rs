@@ -21,7 +21,7 @@ pub enum RedisCmd {
     Import(ImportArgs),
     /// Compare a Redis database with a range key by key (type, value,
     /// TTL); exit 3 listing the differences if any.
-    Verify(VerifyArgs),
+    Verify(PairArgs),
     /// Write a range into a Redis database: a Redis database range as its
     /// Redis types, any other range (or a view's rows) as strings or as
     /// one hash.
@@ -33,18 +33,25 @@ pub enum RedisCmd {
     },
 }
 
+/// Which Redis keys and which range an import or a verify pairs up.
 #[derive(Args)]
-pub struct ImportArgs {
-    /// The Redis database to read: redis://[:PASSWORD@]HOST:PORT/DB.
+pub struct PairArgs {
+    /// The Redis database: redis://[:PASSWORD@]HOST:PORT/DB.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     url: String,
     /// Only keys matching this glob pattern (as SCAN MATCH).
     #[arg(long = "match")]
     pattern: Option<String>,
-    /// The range to write (default: redis.DB, the range the RESP endpoint
-    /// serves as database DB).
+    /// The range (default: redis.DB, the range the RESP endpoint serves as
+    /// database DB).
     #[arg(long)]
     range: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pair: PairArgs,
     /// Keys asked for per SCAN call.
     #[arg(long, default_value_t = 1000)]
     scan_count: usize,
@@ -55,19 +62,6 @@ pub struct ImportArgs {
     /// differences if any.
     #[arg(long)]
     verify: bool,
-}
-
-#[derive(Args)]
-pub struct VerifyArgs {
-    /// The Redis database to compare: redis://[:PASSWORD@]HOST:PORT/DB.
-    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
-    url: String,
-    /// Only keys matching this glob pattern.
-    #[arg(long = "match")]
-    pattern: Option<String>,
-    /// The range to compare (default: redis.DB).
-    #[arg(long)]
-    range: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -159,13 +153,13 @@ pub async fn run(cmd: RedisCmd, c: &Client, out: &mut impl Write) -> Result<i32>
     let progress = std::io::stderr().is_terminal();
     match cmd {
         RedisCmd::Import(a) => {
-            let pattern = a.pattern.clone();
+            let PairArgs { url, pattern, range } = a.pair;
             let summary = import(
                 c,
                 ImportOptions {
-                    url: a.url.clone(),
-                    pattern: a.pattern,
-                    range: a.range,
+                    url: url.clone(),
+                    pattern: pattern.clone(),
+                    range,
                     scan_count: a.scan_count.max(1),
                     restart: a.restart,
                     progress,
@@ -174,7 +168,7 @@ pub async fn run(cmd: RedisCmd, c: &Client, out: &mut impl Write) -> Result<i32>
             .await?;
             write!(out, "{summary}")?;
             if a.verify {
-                return compare(c, &a.url, Some(summary.range), pattern, out).await;
+                return compare(c, &url, Some(summary.range), pattern, out).await;
             }
         }
         RedisCmd::Verify(a) => return compare(c, &a.url, a.range, a.pattern, out).await,

@@ -40,6 +40,9 @@ pub struct RespState {
     /// Open connections (for INFO).
     pub clients: std::sync::atomic::AtomicUsize,
     started: std::time::Instant,
+    /// A random id of this process, as Redis's `run_id`: tools (a sink
+    /// among them) compare it to tell that the server restarted.
+    run_id: String,
 }
 
 impl RespState {
@@ -54,6 +57,7 @@ impl RespState {
             epoch: AtomicU64::new(0),
             clients: Default::default(),
             started: std::time::Instant::now(),
+            run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
         }
     }
 
@@ -763,6 +767,7 @@ fn info(state: &RespState) -> String {
         "redis_mode:standalone".to_owned(),
         format!("monotable_version:{}", env!("CARGO_PKG_VERSION")),
         format!("process_id:{}", std::process::id()),
+        format!("run_id:{}", state.run_id),
         format!("uptime_in_seconds:{}", state.started.elapsed().as_secs()),
         String::new(),
         "# Clients".to_owned(),
