@@ -319,6 +319,40 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
         redis::cmd("KEYS").arg("*").query(&mut con(dest.addr, 0)).expect("keys");
     assert!(!keys.contains(&"short".to_owned()) && !keys.contains(&"brief".to_owned()), "{keys:?}");
 
+    // A large hash, set and sorted set change element by element: one
+    // command per changed element, not a rewrite of the key.
+    let mut p = redis::pipe();
+    for i in 0..3000 {
+        p.cmd("HSET").arg("big").arg(format!("f{i}")).arg(i).ignore();
+        p.cmd("SADD").arg("bigset").arg(i).ignore();
+        p.cmd("ZADD").arg("bigz").arg(i).arg(format!("m{i}")).ignore();
+    }
+    let _: () = p.query(&mut m).expect("populate");
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after large collections");
+    let calls = |name: &str| -> u64 {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query(&mut con(dest.addr, 0)).expect("info");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a count"))
+    };
+    let (del_before, hset_before) = (calls("del"), calls("hset"));
+    for line in [
+        &[&b"HDEL"[..], b"big", b"f7"][..],
+        &[b"HSET", b"big", b"f8", b"new"],
+        &[b"SREM", b"bigset", b"9"],
+        &[b"ZADD", b"bigz", b"-1", b"m10"],
+        &[b"PEXPIRE", b"big", b"600000"],
+    ] {
+        run(&mut m, line);
+    }
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after element changes");
+    assert_eq!(calls("del"), del_before, "a collection was rewritten instead of patched");
+    assert!(calls("hset") - hset_before < 10, "{} HSETs", calls("hset") - hset_before);
+    run(&mut m, &[b"PERSIST", b"big"]);
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after PERSIST");
+
     // The node crashes and restarts: the sink goes on from its checkpoint.
     node.kill();
     node.restart();

@@ -238,7 +238,7 @@ pub async fn send(pipe: &Pipeline, con: &mut MultiplexedConnection) -> Result<()
 }
 
 /// A score as Redis parses it back exactly (`inf`, `-inf` included).
-fn format_score(score: f64) -> String {
+pub fn format_score(score: f64) -> String {
     if score.is_infinite() {
         if score > 0.0 { "inf" } else { "-inf" }.to_owned()
     } else {

@@ -20,11 +20,11 @@
 //! so the sink copies and sweeps again from a new checkpoint.
 //!
 //! For a Redis database range (typed mode) one Redis key is one key of the
-//! range, with its type and expiry; a changed collection is rewritten
-//! whole. Any other range or a view goes as one string per row (see
-//! [`super::rows`]).
+//! range, with its type and expiry; a hash, set or sorted set that kept its
+//! type is patched element by element, anything else rewritten whole. Any
+//! other range or a view goes as one string per row (see [`super::rows`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,12 +37,15 @@ use tokio::sync::oneshot;
 use monotable_proto::keys::prefix_end;
 
 use super::item::{key_of_row, Item};
-use super::redis_io::{queue_item, run_id, scan_page, send, Target};
+use super::redis_io::{format_score, queue_item, run_id, scan_page, send, Target};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::BridgeError;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
-use crate::resp::keyspace::{key_row, now_ms, Value};
+use crate::resp::keyspace::{
+    decode_field, decode_score, key_row, now_ms, tag, Value, KIND_HASH, KIND_SET, KIND_ZSET,
+};
+use crate::storage::chunk::Change;
 use crate::view::mapper::{Dirty, Status, Stop};
 
 /// Source keys (typed) or rows copied per round of the copy phase.
@@ -497,6 +500,100 @@ async fn sweep_page(
     Ok((deleted, next))
 }
 
+/// An old value expiring sooner than this is not patched element by
+/// element (Redis may drop it before the patch lands): the key is rewritten.
+const EXPIRY_MARGIN_MS: u64 = 1_000;
+
+/// Queues what turns Redis's copy of `key` (as of the checkpoint) into what
+/// the source holds at `upto`: field by field (member by member) for a
+/// hash, set or sorted set that kept its type, so one change costs one
+/// command however large the collection; the whole key otherwise.
+fn queue_key_changes(
+    node: &Node,
+    meta: &SinkMeta,
+    pipe: &mut redis::Pipeline,
+    key: &[u8],
+    changes: &[&Change],
+    upto: u64,
+) -> NodeResult<()> {
+    let row = key_row(key);
+    let now = now_ms();
+    let live = |bytes: Option<&Vec<u8>>, margin: u64| {
+        bytes
+            .and_then(|b| Value::decode(b))
+            .filter(|h| h.expire_at_ms.is_none_or(|at| at > now + margin))
+    };
+    let head_change = changes.iter().find(|c| c.key == row);
+    let new_head = match head_change {
+        Some(c) => live(c.new.as_ref(), 0),
+        None => {
+            let mut end = row.clone();
+            end.push(0);
+            let head = node.rows_at(meta.source_id, &row, Some(&end), Some(upto))?.pop();
+            live(head.map(|(_, v)| v).as_ref(), 0)
+        }
+    };
+    let old_head = match head_change {
+        Some(c) => live(c.old.as_ref(), EXPIRY_MARGIN_MS),
+        None => {
+            new_head.clone().filter(|h| h.expire_at_ms.is_none_or(|at| at > now + EXPIRY_MARGIN_MS))
+        }
+    };
+    let target = redis_key(meta, key);
+    let patchable = |h: &Value| matches!(h.kind, KIND_HASH | KIND_SET | KIND_ZSET);
+    let (Some(old), Some(new)) = (&old_head, &new_head) else {
+        let item = item_at(node, meta.source_id, key, upto)?;
+        queue_item(pipe, &target, item.as_ref());
+        return Ok(());
+    };
+    if old.kind != new.kind || !patchable(new) {
+        let item = item_at(node, meta.source_id, key, upto)?;
+        queue_item(pipe, &target, item.as_ref());
+        return Ok(());
+    }
+    let tag = tag(new.kind).expect("a collection kind");
+    for c in changes {
+        let Some((row_tag, element)) = tag_and_element(&c.key) else { continue };
+        if row_tag != tag {
+            continue;
+        }
+        match (new.kind, &c.new) {
+            (KIND_HASH, Some(v)) => {
+                pipe.cmd("HSET").arg(&target).arg(element).arg(decode_field(v)?)
+            }
+            (KIND_HASH, None) => pipe.cmd("HDEL").arg(&target).arg(element),
+            (KIND_SET, Some(_)) => pipe.cmd("SADD").arg(&target).arg(element),
+            (KIND_SET, None) => pipe.cmd("SREM").arg(&target).arg(element),
+            (_, Some(v)) => {
+                pipe.cmd("ZADD").arg(&target).arg(format_score(decode_score(v)?)).arg(element)
+            }
+            (_, None) => pipe.cmd("ZREM").arg(&target).arg(element),
+        }
+        .ignore();
+    }
+    if old.expire_at_ms != new.expire_at_ms {
+        match new.expire_at_ms {
+            Some(at) => pipe.cmd("PEXPIREAT").arg(&target).arg(at).ignore(),
+            None => pipe.cmd("PERSIST").arg(&target).ignore(),
+        };
+    }
+    Ok(())
+}
+
+/// The tag and last element of an element row (`("h", KEY, FIELD)`).
+fn tag_and_element(row: &[u8]) -> Option<(String, Vec<u8>)> {
+    use monotable_proto::tuple::Element;
+    let mut t = monotable_proto::tuple::decode(row).ok()?;
+    let last = match t.pop()? {
+        Element::Bytes(b) => b,
+        _ => return None,
+    };
+    match t.first()? {
+        Element::String(s) => Some((s.clone(), last)),
+        _ => None,
+    }
+}
+
 /// Rewrites in Redis what changed in `(checkpoint, upto]`, in MULTI/EXEC
 /// transactions; returns the keys written.
 async fn follow(
@@ -508,18 +605,18 @@ async fn follow(
     let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
     let mut written = 0;
     if meta.typed {
-        let keys: Vec<Vec<u8>> = changes
-            .iter()
-            .filter_map(|c| key_of_row(&c.key))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let mut by_key: BTreeMap<Vec<u8>, Vec<&Change>> = BTreeMap::new();
+        for c in &changes {
+            if let Some(key) = key_of_row(&c.key) {
+                by_key.entry(key).or_default().push(c);
+            }
+        }
+        let keys: Vec<(Vec<u8>, Vec<&Change>)> = by_key.into_iter().collect();
         for part in keys.chunks(TRANSACTION_KEYS_MAX) {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for key in part {
-                let item = item_at(node, meta.source_id, key, upto)?;
-                queue_item(&mut pipe, &redis_key(meta, key), item.as_ref());
+            for (key, changes) in part {
+                queue_key_changes(node, meta, &mut pipe, key, changes, upto)?;
             }
             send(&pipe, con).await?;
             written += part.len() as u64;
