@@ -2,13 +2,15 @@
 //! range.
 //!
 //! A reader task walks the source with SCAN and reads each page's keys
-//! whole (pipelined TYPE + PTTL, then pipelined typed reads); the writer
-//! replaces those keys in the range and, once the writes are durable,
-//! records the SCAN cursor in the range's progress row
+//! whole (pipelined TYPE + PTTL, then pipelined typed reads); up to
+//! [`PAGES_IN_FLIGHT_MAX`] pages are written at once, each replacing its
+//! keys in the range, and once a page and every page before it are durable
+//! the SCAN cursor after it is recorded in the range's progress row
 //! `("import", SOURCE, PATTERN)`. Run again after an interruption, the
 //! import goes on from that cursor (SCAN may return a key twice; importing
 //! a key again is harmless). The row is removed when the import finishes.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,6 +25,9 @@ use super::BridgeError;
 
 /// Pages read ahead of the writer.
 const PAGES_AHEAD_MAX: usize = 4;
+
+/// Pages written at once: their writes share the node's group commits.
+const PAGES_IN_FLIGHT_MAX: usize = 4;
 
 pub struct ImportOptions {
     pub url: String,
@@ -122,6 +127,31 @@ struct Page {
     read: Read,
 }
 
+impl Progress {
+    /// Counts a page that is now durable, and moves the cursor past it.
+    fn add(&mut self, page: Page) {
+        for item in &page.read.items {
+            self.by_type[item.data.kind() as usize] += 1;
+            self.elements += item.data.len() as u64;
+            self.bytes += (item.key.len() as u64) + item.data.payload_bytes();
+        }
+        self.keys += page.read.items.len() as u64;
+        self.gone += page.read.gone;
+        self.unsupported.extend(page.read.unsupported);
+        self.cursor = page.cursor;
+    }
+}
+
+/// Replaces a page's keys in the range; returns the page once durable.
+async fn write_page(client: Client, range: String, page: Page) -> Result<Page, BridgeError> {
+    let keys: Vec<Vec<u8>> = page.read.items.iter().map(|i| i.key.clone()).collect();
+    let old = read_items(&client, &range, &keys, false).await?;
+    let mut writer = Writer::new(&client, &range);
+    replace_items(&mut writer, old, &page.read.items).await?;
+    writer.flush().await?;
+    Ok(page)
+}
+
 pub async fn import(client: &Client, opts: ImportOptions) -> Result<ImportSummary, BridgeError> {
     let target = Target::parse(&opts.url)?;
     let mut con = target.connect().await?;
@@ -175,31 +205,40 @@ pub async fn import(client: &Client, opts: ImportOptions) -> Result<ImportSummar
 
     let started = Instant::now();
     let elapsed_before = progress.elapsed_ms;
-    let mut writer = Writer::new(client, &range);
     let mut finished = false;
-    while let Some(page) = rx.recv().await {
-        let page = page?;
-        let keys: Vec<Vec<u8>> = page.read.items.iter().map(|i| i.key.clone()).collect();
-        let old = read_items(client, &range, &keys, false).await?;
-        replace_items(&mut writer, old, &page.read.items).await?;
-        writer.flush().await?;
-        for item in &page.read.items {
-            progress.by_type[item.data.kind() as usize] += 1;
-            progress.elements += item.data.len() as u64;
-            progress.bytes += (item.key.len() as u64) + item.data.payload_bytes();
+    // Pages being written, oldest first. A page's cursor is recorded only
+    // once it and every page before it are durable.
+    let mut in_flight: VecDeque<tokio::task::JoinHandle<Result<Page, BridgeError>>> =
+        VecDeque::new();
+    let mut keys_in_flight: HashSet<Vec<u8>> = HashSet::new();
+    loop {
+        // `None`: the reader sent its last page and ended.
+        let page = rx.recv().await.transpose()?;
+        // SCAN may return a key in two pages: never write one key from two
+        // pages at once.
+        let overlaps = page
+            .as_ref()
+            .is_some_and(|p| p.read.items.iter().any(|i| keys_in_flight.contains(&i.key)));
+        while !in_flight.is_empty()
+            && (page.is_none() || overlaps || in_flight.len() >= PAGES_IN_FLIGHT_MAX)
+        {
+            let task = in_flight.pop_front().expect("not empty");
+            let written = task.await.map_err(|e| BridgeError::Redis(e.to_string()))??;
+            for item in &written.read.items {
+                keys_in_flight.remove(&item.key);
+            }
+            finished = written.cursor == 0;
+            progress.add(written);
+            progress.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
+            bar.set_position(progress.keys);
+            if !finished {
+                let bytes = rmp_serde::to_vec(&progress).expect("progress serializes");
+                client.put(&range, &row, bytes).await?;
+            }
         }
-        progress.keys += page.read.items.len() as u64;
-        progress.gone += page.read.gone;
-        progress.unsupported.extend(page.read.unsupported);
-        progress.cursor = page.cursor;
-        progress.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
-        bar.set_position(progress.keys);
-        if page.cursor == 0 {
-            finished = true;
-            break;
-        }
-        let bytes = rmp_serde::to_vec(&progress).expect("progress serializes");
-        client.put(&range, &row, bytes).await?;
+        let Some(page) = page else { break };
+        keys_in_flight.extend(page.read.items.iter().map(|i| i.key.clone()));
+        in_flight.push_back(tokio::spawn(write_page(client.clone(), range.clone(), page)));
     }
     reader.abort();
     if !finished {
