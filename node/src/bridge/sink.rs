@@ -46,7 +46,7 @@ use crate::resp::keyspace::{
     decode_field, decode_score, key_row, now_ms, tag, Value, KIND_HASH, KIND_SET, KIND_ZSET,
 };
 use crate::storage::chunk::Change;
-use crate::view::mapper::{Dirty, Status, Stop};
+use crate::view::mapper::Dirty;
 
 /// Source keys (typed) or rows copied per round of the copy phase.
 const COPY_PAGE_MAX: u32 = 500;
@@ -217,33 +217,7 @@ impl SinkActor {
     }
 }
 
-impl Handler<Dirty> for SinkActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Dirty, ctx: &mut Context<Self>) {
-        self.dirty = true;
-        self.schedule(ctx);
-    }
-}
-
-impl Handler<Stop> for SinkActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
-        self.stopping = Some(msg.0);
-        if !self.running {
-            self.finish_stop(ctx);
-        }
-    }
-}
-
-impl Handler<Status> for SinkActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Status, _: &mut Context<Self>) {
-        let _ = msg.0.send(self.status());
-    }
-}
+crate::view::follower_handlers!(SinkActor);
 
 impl Handler<Round> for SinkActor {
     type Result = ();

@@ -141,33 +141,7 @@ impl MapperActor {
     }
 }
 
-impl Handler<Dirty> for MapperActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Dirty, ctx: &mut Context<Self>) {
-        self.dirty = true;
-        self.schedule(ctx);
-    }
-}
-
-impl Handler<Stop> for MapperActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
-        self.stopping = Some(msg.0);
-        if !self.running {
-            self.finish_stop(ctx);
-        }
-    }
-}
-
-impl Handler<Status> for MapperActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Status, _: &mut Context<Self>) {
-        let _ = msg.0.send(self.status());
-    }
-}
+crate::view::follower_handlers!(MapperActor);
 
 impl Handler<Round> for MapperActor {
     type Result = ();

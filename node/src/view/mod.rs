@@ -15,6 +15,44 @@
 //! These are plain structs without actors or I/O; the view actors that keep
 //! them up to date as chunks change are built on top.
 
+/// Implements the messages every follower of a range (the mapper, reducer
+/// and sink actors) answers alike: `Dirty` schedules a round, `Stop` stops
+/// it once no round is running, `Status` reports. The actor has the fields
+/// `dirty`, `running` and `stopping`, and the methods `schedule`,
+/// `finish_stop` and `status`.
+macro_rules! follower_handlers {
+    ($actor:ty) => {
+        impl actix::Handler<$crate::view::mapper::Dirty> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: $crate::view::mapper::Dirty, ctx: &mut Self::Context) {
+                self.dirty = true;
+                self.schedule(ctx);
+            }
+        }
+
+        impl actix::Handler<$crate::view::mapper::Stop> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, msg: $crate::view::mapper::Stop, ctx: &mut Self::Context) {
+                self.stopping = Some(msg.0);
+                if !self.running {
+                    self.finish_stop(ctx);
+                }
+            }
+        }
+
+        impl actix::Handler<$crate::view::mapper::Status> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, msg: $crate::view::mapper::Status, _: &mut Self::Context) {
+                let _ = msg.0.send(self.status());
+            }
+        }
+    };
+}
+pub(crate) use follower_handlers;
+
 pub mod hll;
 pub mod levels;
 pub mod lua;

@@ -28,7 +28,6 @@ use crate::catalog::ReducerMeta;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::view::levels::Rows;
-use crate::view::mapper::{Dirty, Status, Stop};
 use crate::view::reducer_fn::ReduceView;
 
 /// Rows loaded per batch while the tree is built.
@@ -479,37 +478,14 @@ impl ReducerActor {
     }
 }
 
-impl Handler<Dirty> for ReducerActor {
-    type Result = ();
-    fn handle(&mut self, _: Dirty, ctx: &mut Context<Self>) {
-        self.dirty = true;
-        self.schedule(ctx);
-    }
-}
-
-impl Handler<Status> for ReducerActor {
-    type Result = ();
-    fn handle(&mut self, msg: Status, _: &mut Context<Self>) {
-        let _ = msg.0.send(self.status());
-    }
-}
-
-impl Handler<Stop> for ReducerActor {
-    type Result = ();
-    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
-        self.stopping = Some(msg.0);
-        if !self.running {
-            self.finish_stop(ctx);
-        }
-    }
-}
-
 impl Handler<Query> for ReducerActor {
     type Result = ();
     fn handle(&mut self, msg: Query, _: &mut Context<Self>) {
         let _ = msg.1.send(self.answer(&msg.0));
     }
 }
+
+crate::view::follower_handlers!(ReducerActor);
 
 impl Handler<Round> for ReducerActor {
     type Result = ();
