@@ -219,6 +219,35 @@ fn import_verify_and_export_round_trip_every_type_with_ttls() {
         redis::cmd("HGETALL").arg("people").query(&mut d).expect("hgetall");
     assert_eq!(h.len(), 2);
     assert_eq!(h["bob"], "x");
+
+    // A view's rows: its key is the emitted key and the source key.
+    let out = cli(
+        node.addr,
+        &[
+            "mapper",
+            "create",
+            "by_age",
+            "--source",
+            "people",
+            "--target",
+            "people_by_age",
+            "--field",
+            "age",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut d3 = con(dest.addr, 3);
+    loop {
+        let out = cli(node.addr, &["redis", "export", "--view", "by_age", "--url", &dest.url(3)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut d3).expect("keys");
+        if keys == [r#"[36,"ada"]"#] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "view export: {keys:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -406,10 +435,58 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     let bob: String = redis::cmd("GET").arg("p:bob").query(&mut d).expect("get");
     assert_eq!(bob, "x");
 
+    // A sink of a view follows the mapper's rows.
+    let out = cli(
+        node.addr,
+        &[
+            "mapper",
+            "create",
+            "by_age",
+            "--source",
+            "people",
+            "--target",
+            "people_by_age",
+            "--field",
+            "age",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        node.addr,
+        &["redis", "sink", "create", "age-sink", "--view", "by_age", "--url", &dest.url(5)],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(cli(node.addr, &["put", "people", "dan", r#"{"age":40}"#]).status.success());
+    let mut d5 = con(dest.addr, 5);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut d5).expect("keys");
+        if keys == [r#"[40,"dan"]"#] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "view sink: {keys:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = cli(
+        node.addr,
+        &["redis", "sink", "create", "bad", "--view", "nosuch", "--url", &dest.url(5)],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("view \"nosuch\" does not exist"));
+
     // Dropping a sink stops it; what it wrote stays.
+    let sorted_keys = |c: &mut redis::Connection| {
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).expect("keys");
+        keys.sort();
+        keys
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sorted_keys(&mut d) != ["p:bob", "p:dan"] {
+        assert!(Instant::now() < deadline, "rows sink: {:?}", sorted_keys(&mut d));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(cli(node.addr, &["redis", "sink", "drop", "people-sink"]).status.success());
     assert!(cli(node.addr, &["put", "people", "carl", "1"]).status.success());
     std::thread::sleep(Duration::from_millis(300));
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut d).expect("keys");
-    assert_eq!(keys, ["p:bob"]);
+    assert_eq!(sorted_keys(&mut d), ["p:bob", "p:dan"]);
 }

@@ -725,3 +725,34 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_patterns_match_only_the_prefix() {
+        assert_eq!(prefix_pattern(b"m:"), "m:*");
+        assert_eq!(prefix_pattern(b"a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+        for key in [&b"a*b?[c]\\x"[..], b"a*b?[c]\\"] {
+            assert!(crate::resp::glob::matches(prefix_pattern(b"a*b?[c]\\").as_bytes(), key));
+        }
+        assert!(!crate::resp::glob::matches(prefix_pattern(b"a*b").as_bytes(), b"axxb"));
+    }
+
+    #[test]
+    fn only_redis_database_ranges_are_typed() {
+        assert!(is_redis_range("redis.0") && is_redis_range("redis.15"));
+        assert!(
+            !is_redis_range("redis.16") && !is_redis_range("redis.x") && !is_redis_range("people")
+        );
+    }
+
+    #[test]
+    fn element_rows_give_their_tag_and_element() {
+        let row = crate::resp::keyspace::element_row(KIND_HASH, b"key", b"field");
+        assert_eq!(tag_and_element(&row), Some(("h".to_owned(), b"field".to_vec())));
+        let score = crate::resp::keyspace::score_row(b"key", 1.5, b"m");
+        assert_eq!(tag_and_element(&score), Some(("Z".to_owned(), b"m".to_vec())));
+    }
+}

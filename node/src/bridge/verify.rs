@@ -130,3 +130,39 @@ pub async fn verify(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::item::Data;
+
+    fn item(data: Data, expire_at_ms: Option<u64>) -> Item {
+        Item { key: b"k".to_vec(), data, expire_at_ms }
+    }
+
+    #[test]
+    fn compare_sees_values_types_and_expiries() {
+        let hash = |pairs: &[(&str, &str)]| {
+            Data::Hash(
+                pairs.iter().map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
+            )
+        };
+        let a = item(hash(&[("a", "1"), ("b", "2")]), Some(1_000_000));
+        // Field order does not matter; expiries within the tolerance match.
+        let b = item(hash(&[("b", "2"), ("a", "1")]), Some(1_000_000 + TTL_TOLERANCE_MS));
+        assert_eq!(compare(&a, Some(&b)), None);
+        let later = item(hash(&[("a", "1"), ("b", "2")]), Some(1_000_000 + TTL_TOLERANCE_MS + 1));
+        assert!(compare(&a, Some(&later)).is_some_and(|d| d.starts_with("expiry differs")));
+        let none = item(hash(&[("a", "1"), ("b", "2")]), None);
+        assert!(compare(&a, Some(&none)).is_some_and(|d| d.starts_with("expiry differs")));
+        let other = item(hash(&[("a", "1"), ("b", "3")]), Some(1_000_000));
+        assert!(compare(&a, Some(&other)).is_some_and(|d| d.starts_with("values differ")));
+        let set = item(Data::Set(vec![b"a".to_vec()]), Some(1_000_000));
+        assert!(compare(&a, Some(&set)).is_some_and(|d| d.contains("set of 1 elements")));
+        assert!(compare(&a, None).is_some_and(|d| d.starts_with("only in Redis")));
+        // A list's order matters.
+        let l1 = item(Data::List(vec![b"x".to_vec(), b"y".to_vec()]), None);
+        let l2 = item(Data::List(vec![b"y".to_vec(), b"x".to_vec()]), None);
+        assert!(compare(&l1, Some(&l2)).is_some());
+    }
+}
