@@ -8,7 +8,7 @@ use super::commands::{parse_i64, RespState, WRONGTYPE};
 use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
 };
-use super::reply::{format_double, Reply};
+use super::reply::{format_increment, Reply};
 use crate::error::NodeResult;
 
 /// The key's collection of `kind`: `Ok(None)` when absent, `Err(reply)`
@@ -278,7 +278,7 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
             if !next.is_finite() {
                 return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
             }
-            let text = format_double(next);
+            let text = format_increment(next);
             ops.push(put(kind, key, &args[2], text.as_bytes()));
             Reply::Bulk(text.into_bytes())
         }

@@ -12,7 +12,7 @@ use super::glob;
 use super::keyspace::{
     expiry_row, key_row, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
 };
-use super::reply::{format_double, Reply};
+use super::reply::{format_double, format_increment, Reply};
 use crate::error::{NodeError, NodeResult};
 
 /// SCAN cursors kept at once; the oldest are forgotten first (a client
@@ -460,7 +460,7 @@ async fn incrbyfloat(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     if !next.is_finite() {
         return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
     }
-    let text = format_double(next);
+    let text = format_increment(next);
     db.put(&args[1], &Value::string(text.clone().into_bytes(), expire)).await?;
     Ok(Reply::Bulk(text.into_bytes()))
 }

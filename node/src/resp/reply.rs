@@ -108,16 +108,54 @@ impl Reply {
     }
 }
 
-/// A double as Redis prints it (`%.17g`, shortest form that reads back the
-/// same; `inf`, `-inf`).
+/// A double as Redis prints a score: C's `%.17g` (17 significant digits,
+/// trailing zeros dropped, an exponent below 1e-4 or from 1e17 on),
+/// `inf`, `-inf`, and 0 for either zero.
 pub fn format_double(x: f64) -> String {
     if x.is_infinite() {
         return if x > 0.0 { "inf".into() } else { "-inf".into() };
     }
-    if x == x.trunc() && x.abs() < 1e17 {
-        return format!("{}", x as i64);
+    if x == 0.0 {
+        return "0".into();
     }
-    format!("{x}")
+    // Rounded to 17 significant digits first: the exponent that decides
+    // the notation is the rounded one, as in C.
+    let sci = format!("{x:.16e}");
+    let (mantissa, exp) = sci.split_once('e').expect("an exponent");
+    let exp: i32 = exp.parse().expect("an integer exponent");
+    if !(-4..17).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{}e{sign}{:02}", trim_fraction(mantissa), exp.abs());
+    }
+    trim_fraction(&format!("{x:.*}", (16 - exp) as usize)).to_owned()
+}
+
+/// The result of INCRBYFLOAT and HINCRBYFLOAT as Redis prints it: fixed
+/// notation, at most 17 decimals, trailing zeros dropped. Redis computes in
+/// 80-bit long doubles; this computes in doubles and keeps 15 significant
+/// digits (what a double holds exactly), so `0.1 + 0.2` reads `0.3` as in
+/// Redis; past 15 digits the last ones can differ.
+pub fn format_increment(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    let exp = x.abs().log10().floor() as i32;
+    let decimals = (14 - exp).clamp(0, 17) as usize;
+    let text = trim_fraction(&format!("{x:.decimals$}")).to_owned();
+    if text == "-0" {
+        "0".into()
+    } else {
+        text
+    }
+}
+
+/// `1.2500` -> `1.25`, `3.000` -> `3`; text without a `.` is unchanged.
+fn trim_fraction(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]

@@ -569,5 +569,26 @@ mod tests {
         assert_eq!(format_double(1.5), "1.5");
         assert_eq!(format_double(-2.0), "-2");
         assert_eq!(format_double(f64::INFINITY), "inf");
+        // As redis-server 7.0 prints them (`%.17g`).
+        assert_eq!(format_double(1e20), "1e+20");
+        assert_eq!(format_double(1.5e-7), "1.4999999999999999e-07");
+        assert_eq!(format_double(123456789012345678.0), "1.2345678901234568e+17");
+        assert_eq!(format_double(0.1), "0.10000000000000001");
+        assert_eq!(format_double(-0.0), "0");
+        assert_eq!(format_double(3.0000000000000004), "3.0000000000000004");
+        assert_eq!(format_double(0.0001), "0.0001");
+        assert_eq!(format_double(12345678901234567.0), "12345678901234568");
+        assert_eq!(format_double(99999999999999999.0), "1e+17");
+    }
+
+    #[test]
+    fn increments_format_like_redis() {
+        use super::super::reply::format_increment;
+        assert_eq!(format_increment(0.1 + 0.2), "0.3");
+        assert_eq!(format_increment(1e20 + 1.5), "100000000000000000000");
+        assert_eq!(format_increment(1.00001), "1.00001");
+        assert_eq!(format_increment(-2.5), "-2.5");
+        assert_eq!(format_increment(10.0), "10");
+        assert_eq!(format_increment(1e-20), "0");
     }
 }
