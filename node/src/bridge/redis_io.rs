@@ -9,7 +9,7 @@ use super::BridgeError;
 use crate::resp::keyspace::now_ms;
 
 /// Elements sent per write command, so no single command is huge.
-const ELEMENTS_PER_COMMAND_MAX: usize = 512;
+pub const ELEMENTS_PER_COMMAND_MAX: usize = 512;
 
 /// Connecting to a Redis server gives up after this long.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;

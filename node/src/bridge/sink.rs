@@ -20,8 +20,9 @@
 //! so the sink copies and sweeps again from a new checkpoint.
 //!
 //! For a Redis database range (typed mode) one Redis key is one key of the
-//! range, with its type and expiry; a hash, set or sorted set that kept its
-//! type is patched element by element, anything else rewritten whole. Any
+//! range, with its type and expiry; a hash, set, sorted set or list that
+//! kept its type is patched element by element, anything else rewritten
+//! whole. Any
 //! other range or a view goes as one string per row (see [`super::rows`]).
 
 use std::collections::BTreeMap;
@@ -37,13 +38,16 @@ use tokio::sync::oneshot;
 use monotable_proto::keys::prefix_end;
 
 use super::item::{key_of_row, Item};
-use super::redis_io::{format_score, queue_item, run_id, scan_page, send, Target};
+use super::redis_io::{
+    format_score, queue_item, run_id, scan_page, send, Target, ELEMENTS_PER_COMMAND_MAX,
+};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::BridgeError;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::resp::keyspace::{
-    decode_field, decode_score, key_row, now_ms, tag, Value, KIND_HASH, KIND_SET, KIND_ZSET,
+    decode_field, decode_score, key_row, list_head, list_position, now_ms, tag, Value, KIND_HASH,
+    KIND_LIST, KIND_SET, KIND_ZSET,
 };
 use crate::storage::chunk::Change;
 use crate::view::mapper::Dirty;
@@ -514,37 +518,22 @@ fn queue_key_changes(
         }
     };
     let target = redis_key(meta, key);
-    let patchable = |h: &Value| matches!(h.kind, KIND_HASH | KIND_SET | KIND_ZSET);
-    let (Some(old), Some(new)) = (&old_head, &new_head) else {
+    let patched = match (&old_head, &new_head) {
+        (Some(old), Some(new)) if old.kind == new.kind => match new.kind {
+            KIND_HASH | KIND_SET | KIND_ZSET => {
+                patch_elements(pipe, &target, new, changes)?;
+                true
+            }
+            KIND_LIST => patch_list(pipe, &target, old, new, changes)?,
+            _ => false,
+        },
+        _ => false,
+    };
+    let (true, Some(old), Some(new)) = (patched, &old_head, &new_head) else {
         let item = item_at(node, meta.source_id, key, upto)?;
         queue_item(pipe, &target, item.as_ref());
         return Ok(());
     };
-    if old.kind != new.kind || !patchable(new) {
-        let item = item_at(node, meta.source_id, key, upto)?;
-        queue_item(pipe, &target, item.as_ref());
-        return Ok(());
-    }
-    let tag = tag(new.kind).expect("a collection kind");
-    for c in changes {
-        let Some((row_tag, element)) = tag_and_element(&c.key) else { continue };
-        if row_tag != tag {
-            continue;
-        }
-        match (new.kind, &c.new) {
-            (KIND_HASH, Some(v)) => {
-                pipe.cmd("HSET").arg(&target).arg(element).arg(decode_field(v)?)
-            }
-            (KIND_HASH, None) => pipe.cmd("HDEL").arg(&target).arg(element),
-            (KIND_SET, Some(_)) => pipe.cmd("SADD").arg(&target).arg(element),
-            (KIND_SET, None) => pipe.cmd("SREM").arg(&target).arg(element),
-            (_, Some(v)) => {
-                pipe.cmd("ZADD").arg(&target).arg(format_score(decode_score(v)?)).arg(element)
-            }
-            (_, None) => pipe.cmd("ZREM").arg(&target).arg(element),
-        }
-        .ignore();
-    }
     if old.expire_at_ms != new.expire_at_ms {
         match new.expire_at_ms {
             Some(at) => pipe.cmd("PEXPIREAT").arg(&target).arg(at).ignore(),
@@ -552,6 +541,95 @@ fn queue_key_changes(
         };
     }
     Ok(())
+}
+
+/// Queues one command per changed field or member of a hash, set or
+/// sorted set.
+fn patch_elements(
+    pipe: &mut redis::Pipeline,
+    target: &[u8],
+    new: &Value,
+    changes: &[&Change],
+) -> NodeResult<()> {
+    let tag = tag(new.kind).expect("a collection kind");
+    for c in changes {
+        let Some((row_tag, element)) = tag_and_element(&c.key) else { continue };
+        if row_tag != tag {
+            continue;
+        }
+        match (new.kind, &c.new) {
+            (KIND_HASH, Some(v)) => pipe.cmd("HSET").arg(target).arg(element).arg(decode_field(v)?),
+            (KIND_HASH, None) => pipe.cmd("HDEL").arg(target).arg(element),
+            (KIND_SET, Some(_)) => pipe.cmd("SADD").arg(target).arg(element),
+            (KIND_SET, None) => pipe.cmd("SREM").arg(target).arg(element),
+            (_, Some(v)) => {
+                pipe.cmd("ZADD").arg(target).arg(format_score(decode_score(v)?)).arg(element)
+            }
+            (_, None) => pipe.cmd("ZREM").arg(target).arg(element),
+        }
+        .ignore();
+    }
+    Ok(())
+}
+
+/// Queues the LPOP, RPOP, LSET, LPUSH and RPUSH that turn the list Redis
+/// holds (absolute positions `[old head, old end)`) into the new one
+/// (`[new head, new end)`): pops of the positions that left either end,
+/// LSET of changed positions kept, pushes of new positions at either end.
+/// So a push or a pop costs one command however long the list, and a
+/// change in the middle (LREM, LINSERT) one LSET per position it shifted.
+/// Returns false, queueing nothing, when the two lists share no position.
+fn patch_list(
+    pipe: &mut redis::Pipeline,
+    target: &[u8],
+    old: &Value,
+    new: &Value,
+    changes: &[&Change],
+) -> NodeResult<bool> {
+    let (old_head, new_head) = (list_head(old), list_head(new));
+    let (old_end, new_end) = (old_head + old.count() as i64, new_head + new.count() as i64);
+    let (lo, hi) = (old_head.max(new_head), old_end.min(new_end));
+    if lo >= hi {
+        return Ok(false);
+    }
+    let values: BTreeMap<i64, Option<&Vec<u8>>> =
+        changes.iter().filter_map(|c| Some((list_position(&c.key)?, c.new.as_ref()))).collect();
+    // Every position the new list has and Redis does not changed (it was
+    // absent at the checkpoint); its value is in the changes.
+    let value_at = |p: i64| -> NodeResult<Option<Vec<u8>>> {
+        values.get(&p).copied().flatten().map(|v| decode_field(v)).transpose()
+    };
+    let mut left = Vec::new();
+    for p in (new_head..lo).rev() {
+        let Some(v) = value_at(p)? else { return Ok(false) };
+        left.push(v);
+    }
+    let mut right = Vec::new();
+    for p in hi..new_end {
+        let Some(v) = value_at(p)? else { return Ok(false) };
+        right.push(v);
+    }
+    let mut sets = Vec::new();
+    for (&p, v) in values.range(lo..hi) {
+        let Some(v) = v else { return Ok(false) };
+        sets.push((p - lo, decode_field(v)?));
+    }
+    if lo > old_head {
+        pipe.cmd("LPOP").arg(target).arg(lo - old_head).ignore();
+    }
+    if old_end > hi {
+        pipe.cmd("RPOP").arg(target).arg(old_end - hi).ignore();
+    }
+    for (index, v) in sets {
+        pipe.cmd("LSET").arg(target).arg(index).arg(v).ignore();
+    }
+    for part in left.chunks(ELEMENTS_PER_COMMAND_MAX) {
+        pipe.cmd("LPUSH").arg(target).arg(part).ignore();
+    }
+    for part in right.chunks(ELEMENTS_PER_COMMAND_MAX) {
+        pipe.cmd("RPUSH").arg(target).arg(part).ignore();
+    }
+    Ok(true)
 }
 
 /// The tag and last element of an element row (`("h", KEY, FIELD)`).

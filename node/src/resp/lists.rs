@@ -8,7 +8,8 @@ use monotable_proto::WriteOp;
 
 use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
 use super::keyspace::{
-    decode_field, encode_field, key_row, list_payload, list_row as row, Db, Value, KIND_LIST,
+    decode_field, encode_field, key_row, list_head, list_payload, list_row as row, Db, Value,
+    KIND_LIST,
 };
 use super::reply::Reply;
 use crate::error::{NodeError, NodeResult};
@@ -22,8 +23,7 @@ struct Shape {
 }
 
 fn shape(v: &Value) -> Shape {
-    let head = v.payload.get(8..16).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
-    Shape { count: v.count() as i64, head, expire: v.expire_at_ms }
+    Shape { count: v.count() as i64, head: list_head(v), expire: v.expire_at_ms }
 }
 
 fn key_value(s: Shape) -> Value {
