@@ -75,15 +75,6 @@ impl Message for ChunkMsg {
 /// The change journal is trimmed once it holds this many entries.
 const JOURNAL_TRIM_AT_ENTRIES: usize = 4096;
 
-/// A group of at least this many writes is fsynced on the actor's own
-/// thread. Many writers are then independent and share the fsync well,
-/// and handing it to another thread costs two thread wakeups per group (a
-/// fifth of the throughput of 50 pipelined writers). A smaller group
-/// suggests writers that wait on each other (a hot key's lock): its fsync
-/// runs on a blocking thread, and the writes behind it are applied
-/// meanwhile instead of waiting one fsync each.
-const INLINE_SYNC_GROUP_MIN: usize = 16;
-
 /// Internal: write out and sync what is pending.
 struct Flush;
 impl Message for Flush {
@@ -137,6 +128,9 @@ pub struct ChunkActor {
     /// become durable in seq order), while later writes are applied.
     in_flight: Option<InFlight>,
     sync_generation: u64,
+    /// A pending write's writer waits to hear it is applied (and may be
+    /// holding a lock others wait on): sync the group off this thread.
+    pending_applied_waiters: bool,
     /// A background fsync (interval mode) is running.
     background_syncing: bool,
     /// The chunk was split or dropped; requests still arriving are rerouted.
@@ -176,6 +170,7 @@ impl ChunkActor {
             flush_scheduled: false,
             in_flight: None,
             sync_generation: 0,
+            pending_applied_waiters: false,
             background_syncing: false,
             retired: false,
         }
@@ -228,6 +223,7 @@ impl ChunkActor {
             Some(Ok(seq)) => {
                 if let Some(tell) = on_applied {
                     let _ = tell.send(());
+                    self.pending_applied_waiters = true;
                 }
                 self.pending.push((seq, reply));
                 self.schedule_flush(ctx);
@@ -250,11 +246,12 @@ impl ChunkActor {
     }
 
     /// Writes out everything pending and makes it durable: one write, one
-    /// fsync for the whole group. The fsync runs on a blocking thread while
-    /// this actor goes on applying the writes that arrive meanwhile (they
-    /// form the next group, written out once this one is durable), so a
-    /// writer waiting on another's write (a lock on a hot key) is not held
-    /// up by its fsync as well.
+    /// fsync for the whole group. When a writer of the group asked to hear
+    /// once its write is applied (the Redis endpoint, which holds a key's
+    /// lock until then), the fsync runs on a blocking thread while this
+    /// actor goes on applying the writes that arrive meanwhile (they form
+    /// the next group, written out once this one is durable): the next
+    /// writer on that key is then not held up by the fsync as well.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         if self.pending.is_empty() || self.in_flight.is_some() {
@@ -267,7 +264,12 @@ impl ChunkActor {
             Ok(None) => return self.settled(batch, Ok(()), ctx),
             Err(e) => return self.settled(batch, Err(e), ctx),
         };
-        if batch.len() >= INLINE_SYNC_GROUP_MIN {
+        // A group without such a writer is fsynced on this thread: writes
+        // arriving meanwhile wait in the mailbox and form the next group
+        // just the same, and handing the fsync to another thread would cost
+        // two thread wakeups per group (a fifth of the throughput of 50
+        // pipelined native writers).
+        if !std::mem::take(&mut self.pending_applied_waiters) {
             let result = job.run().map_err(|e| format!("fsync failed: {e}"));
             return self.settled(batch, result, ctx);
         }
