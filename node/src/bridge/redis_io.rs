@@ -92,8 +92,15 @@ pub struct Read {
     pub unsupported: Vec<(Vec<u8>, String)>,
 }
 
-/// Reads `keys` whole: one pipeline of TYPE and PTTL, one of typed reads.
-/// A key that changes type between the two is read again.
+/// Collections larger than this are read a page at a time (HSCAN, SSCAN,
+/// ZSCAN, LRANGE ranges) rather than with one command, so a huge key does
+/// not stall the Redis server while it builds one huge reply.
+pub const COLLECTION_PAGE_ELEMENTS: usize = 10_000;
+
+/// Reads `keys` whole: one pipeline of TYPE and PTTL, one of GET (strings)
+/// and sizes (collections), one of whole reads of the collections up to
+/// [`COLLECTION_PAGE_ELEMENTS`]; larger ones page by page. A key that
+/// changes type meanwhile is read again.
 pub async fn read_items(
     con: &mut MultiplexedConnection,
     keys: &[Vec<u8>],
@@ -126,10 +133,10 @@ pub async fn read_items(
             let expire_at_ms = (ttl >= 0).then(|| now + ttl as u64);
             match kind.as_str() {
                 "string" => pipe.cmd("GET").arg(k),
-                "hash" => pipe.cmd("HGETALL").arg(k),
-                "set" => pipe.cmd("SMEMBERS").arg(k),
-                "list" => pipe.cmd("LRANGE").arg(k).arg(0).arg(-1),
-                "zset" => pipe.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
+                "hash" => pipe.cmd("HLEN").arg(k),
+                "set" => pipe.cmd("SCARD").arg(k),
+                "list" => pipe.cmd("LLEN").arg(k),
+                "zset" => pipe.cmd("ZCARD").arg(k),
                 _ => {
                     out.unsupported.push((k.clone(), kind));
                     continue;
@@ -140,11 +147,49 @@ pub async fn read_items(
         if typed.is_empty() {
             break;
         }
-        let values: Vec<RValue> = pipe.query_async(con).await?;
+        let firsts: Vec<RValue> = pipe.query_async(con).await?;
         todo.clear();
-        for ((key, kind, expire_at_ms), value) in typed.into_iter().zip(values) {
+        let mut whole = redis::pipe();
+        whole.ignore_errors();
+        let mut pending = Vec::new();
+        for ((key, kind, expire_at_ms), value) in typed.into_iter().zip(firsts) {
             if matches!(value, RValue::ServerError(_)) {
                 // Changed type since TYPE: read it again.
+                todo.push(key);
+                continue;
+            }
+            if kind == "string" {
+                match to_data(&kind, value)? {
+                    Some(data) => out.items.push(Item { key, data, expire_at_ms }),
+                    None => out.gone += 1,
+                }
+                continue;
+            }
+            let size: usize = parse(value)?;
+            if size > COLLECTION_PAGE_ELEMENTS {
+                match read_paged(con, &key, &kind).await? {
+                    Some(data) if !data.is_empty() => {
+                        out.items.push(Item { key, data, expire_at_ms })
+                    }
+                    Some(_) => out.gone += 1,
+                    None => todo.push(key),
+                }
+                continue;
+            }
+            match kind.as_str() {
+                "hash" => whole.cmd("HGETALL").arg(&key),
+                "set" => whole.cmd("SMEMBERS").arg(&key),
+                "list" => whole.cmd("LRANGE").arg(&key).arg(0).arg(-1),
+                _ => whole.cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES"),
+            };
+            pending.push((key, kind, expire_at_ms));
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let values: Vec<RValue> = whole.query_async(con).await?;
+        for ((key, kind, expire_at_ms), value) in pending.into_iter().zip(values) {
+            if matches!(value, RValue::ServerError(_)) {
                 todo.push(key);
                 continue;
             }
@@ -156,6 +201,90 @@ pub async fn read_items(
     }
     out.gone += todo.len() as u64;
     Ok(out)
+}
+
+/// A large collection, a page at a time: HSCAN, SSCAN and ZSCAN (whose
+/// repeats are folded), LRANGE over consecutive index ranges. `None` when
+/// the key changed type meanwhile.
+async fn read_paged(
+    con: &mut MultiplexedConnection,
+    key: &[u8],
+    kind: &str,
+) -> Result<Option<Data>, BridgeError> {
+    let page = COLLECTION_PAGE_ELEMENTS;
+    if kind == "list" {
+        let mut elements: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let start = elements.len();
+            let mut cmd = redis::cmd("LRANGE");
+            cmd.arg(key).arg(start).arg(start + page - 1);
+            let Some(reply) = unless_wrong_type(&cmd, con).await? else { return Ok(None) };
+            let got: Vec<Vec<u8>> = parse(reply)?;
+            let done = got.len() < page;
+            elements.extend(got);
+            if done {
+                return Ok(Some(Data::List(elements)));
+            }
+        }
+    }
+    let command = match kind {
+        "hash" => "HSCAN",
+        "set" => "SSCAN",
+        _ => "ZSCAN",
+    };
+    let mut fields: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+    let mut cursor = 0u64;
+    loop {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(key).arg(cursor).arg("COUNT").arg(page);
+        let Some(reply) = unless_wrong_type(&cmd, con).await? else { return Ok(None) };
+        let (next, items): (u64, Vec<Vec<u8>>) = parse(reply)?;
+        if kind == "set" {
+            fields.extend(items.into_iter().map(|m| (m, Vec::new())));
+        } else {
+            let mut it = items.into_iter();
+            while let (Some(a), Some(b)) = (it.next(), it.next()) {
+                fields.insert(a, b);
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok(Some(match kind {
+        "hash" => Data::Hash(fields.into_iter().collect()),
+        "set" => Data::Set(fields.into_keys().collect()),
+        _ => Data::ZSet(
+            fields
+                .into_iter()
+                .map(|(m, s)| {
+                    let score = std::str::from_utf8(&s)
+                        .ok()
+                        .and_then(|t| match t {
+                            "inf" | "+inf" => Some(f64::INFINITY),
+                            "-inf" => Some(f64::NEG_INFINITY),
+                            t => t.parse().ok(),
+                        })
+                        .ok_or_else(|| BridgeError::Redis(format!("bad score {s:?}")))?;
+                    Ok((m, score))
+                })
+                .collect::<Result<_, BridgeError>>()?,
+        ),
+    }))
+}
+
+/// A command's reply; `None` for WRONGTYPE (the key changed type, and the
+/// caller reads it again).
+async fn unless_wrong_type(
+    cmd: &redis::Cmd,
+    con: &mut MultiplexedConnection,
+) -> Result<Option<RValue>, BridgeError> {
+    match cmd.query_async(con).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn status_text(v: &RValue) -> String {
