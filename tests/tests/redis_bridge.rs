@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use monotable_tests::{binary, cli, Node, Redis};
+use monotable_tests::{binary, cli, ok, Node, Redis};
 
 /// What a key holds, as compared across servers: type, contents in a
 /// canonical order, and whether it has a TTL.
@@ -75,6 +75,12 @@ fn wait_equal(a: (SocketAddr, u32, &[u8]), b: (SocketAddr, u32, &[u8]), what: &s
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A mapper `by_age` from `people` (JSON documents) to `people_by_age`.
+fn create_age_mapper(addr: SocketAddr) {
+    let args = ["mapper", "create", "by_age", "--source", "people", "--target", "people_by_age"];
+    ok(cli(addr, &[&args[..], &["--field", "age"]].concat()));
 }
 
 fn run(c: &mut redis::Connection, line: &[&[u8]]) {
@@ -224,21 +230,7 @@ fn import_verify_and_export_round_trip_every_type_with_ttls() {
     assert_eq!(h["bob"], "x");
 
     // A view's rows: its key is the emitted key and the source key.
-    let out = cli(
-        node.addr,
-        &[
-            "mapper",
-            "create",
-            "by_age",
-            "--source",
-            "people",
-            "--target",
-            "people_by_age",
-            "--field",
-            "age",
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    create_age_mapper(node.addr);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut d3 = con(dest.addr, 3);
     loop {
@@ -452,21 +444,7 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     assert_eq!(bob, "x");
 
     // A sink of a view follows the mapper's rows.
-    let out = cli(
-        node.addr,
-        &[
-            "mapper",
-            "create",
-            "by_age",
-            "--source",
-            "people",
-            "--target",
-            "people_by_age",
-            "--field",
-            "age",
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    create_age_mapper(node.addr);
     let out = cli(
         node.addr,
         &["redis", "sink", "create", "age-sink", "--view", "by_age", "--url", &dest.url(5)],
