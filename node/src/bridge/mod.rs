@@ -8,7 +8,7 @@
 //!   reading keys whole and replacing them.
 //! - [`import`], [`export`], [`verify`]: the `monotable redis` commands.
 //! - [`sink`]: a node-side follower that keeps a Redis database equal to a
-//!   range or a view as it changes.
+//!   range or a view as it changes; [`sink_writes`]: what it writes.
 
 pub mod export;
 pub mod import;
@@ -17,6 +17,7 @@ pub mod monotable_io;
 pub mod redis_io;
 pub mod rows;
 pub mod sink;
+pub mod sink_writes;
 pub mod verify;
 
 #[derive(Debug, thiserror::Error)]

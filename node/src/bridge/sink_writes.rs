@@ -1,0 +1,389 @@
+//! What a sink writes to Redis in each of its phases: a page of the copy,
+//! a page of the sweep, a round of changes (patching collections element
+//! by element where it can). See [`super::sink`] for the phases.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use monotable_proto::keys::prefix_end;
+use monotable_proto::{Bytes, ScanRequest};
+use redis::aio::MultiplexedConnection;
+
+use super::item::{key_of_row, Item};
+use super::redis_io::{format_score, queue_item, scan_page, send, ELEMENTS_PER_COMMAND_MAX};
+use super::rows::{keys_rendering_as, render_key, render_value};
+use super::sink::SinkMeta;
+use super::BridgeError;
+use crate::error::{NodeError, NodeResult};
+use crate::node::Node;
+use crate::resp::keyspace::{
+    decode_field, decode_score, key_row, list_head, list_position, now_ms, tag, Value, KIND_HASH,
+    KIND_LIST, KIND_SET, KIND_ZSET,
+};
+use crate::storage::chunk::Change;
+
+/// Source keys (typed) or rows copied per round of the copy phase.
+const COPY_PAGE_MAX: u32 = 500;
+
+/// Keys written per MULTI/EXEC while following.
+const TRANSACTION_KEYS_MAX: usize = 500;
+
+/// SCAN's COUNT during the sweep.
+const SWEEP_COUNT: usize = 1_000;
+
+fn redis_key(meta: &SinkMeta, key: &[u8]) -> Vec<u8> {
+    let mut k = meta.prefix.clone();
+    k.extend_from_slice(key);
+    k
+}
+
+/// The Redis key `key` of a Redis database range as of `snapshot`; `None`
+/// when absent or expired.
+fn item_at(node: &Node, range_id: u64, key: &[u8], snapshot: u64) -> NodeResult<Option<Item>> {
+    let row = key_row(key);
+    let mut end = row.clone();
+    end.push(0);
+    let Some((_, head)) = node.rows_at(range_id, &row, Some(&end), Some(snapshot))?.pop() else {
+        return Ok(None);
+    };
+    let head = Value::decode(&head)
+        .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
+    if head.expire_at_ms.is_some_and(|at| at <= now_ms()) {
+        return Ok(None);
+    }
+    let elements = match Item::element_prefix(&head, key) {
+        Some(p) => node.rows_at(range_id, &p, prefix_end(&p).as_deref(), Some(snapshot))?,
+        None => Vec::new(),
+    };
+    Item::from_rows(key.to_vec(), &head, elements)
+        .map(Some)
+        .map_err(|e| NodeError::Internal(e.to_string()))
+}
+
+/// Copies one page of the source as of the checkpoint; returns the keys
+/// written and where the next page starts.
+pub async fn copy_page(
+    node: &Arc<Node>,
+    meta: &SinkMeta,
+    con: &mut MultiplexedConnection,
+    cursor: Option<Vec<u8>>,
+) -> Result<(u64, Option<Vec<u8>>), BridgeError> {
+    let key_rows = key_row(b"");
+    // ("k", KEY) rows all start with the tag's encoding.
+    let tag_prefix = &key_rows[..key_rows.len() - 2];
+    let (start, end) = if meta.typed {
+        (cursor.unwrap_or_else(|| tag_prefix.to_vec()), prefix_end(tag_prefix))
+    } else {
+        (cursor.unwrap_or_default(), None)
+    };
+    let reply = node
+        .scan_range(ScanRequest {
+            range: meta.source.clone(),
+            start: Some(Bytes::from(start)),
+            end: end.map(Bytes::from),
+            limit: COPY_PAGE_MAX,
+            snapshot: Some(meta.checkpoint),
+            ..ScanRequest::default()
+        })
+        .await?;
+    let mut pipe = redis::pipe();
+    for r in &reply.records {
+        if meta.typed {
+            let key = crate::resp::keyspace::last_bytes(&r.key)?;
+            let item = item_at(node, meta.source_id, &key, meta.checkpoint)?;
+            queue_item(&mut pipe, &redis_key(meta, &key), item.as_ref());
+        } else {
+            pipe.cmd("SET")
+                .arg(redis_key(meta, &render_key(&r.key)))
+                .arg(render_value(&r.value))
+                .ignore();
+        }
+    }
+    send(&pipe, con).await?;
+    Ok((reply.records.len() as u64, reply.resume.map(|k| k.into_vec())))
+}
+
+/// A glob pattern matching exactly the keys that start with `prefix`.
+fn prefix_pattern(prefix: &[u8]) -> String {
+    let mut p = String::new();
+    for c in String::from_utf8_lossy(prefix).chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('*');
+    p
+}
+
+/// Deletes the keys of one SCAN page that the source did not hold at the
+/// checkpoint; returns how many and the next cursor.
+pub async fn sweep_page(
+    node: &Arc<Node>,
+    meta: &SinkMeta,
+    con: &mut MultiplexedConnection,
+    cursor: u64,
+) -> Result<(u64, u64), BridgeError> {
+    let pattern = (!meta.prefix.is_empty()).then(|| prefix_pattern(&meta.prefix));
+    let (next, keys) = scan_page(con, cursor, pattern.as_deref(), SWEEP_COUNT).await?;
+    let mut pipe = redis::pipe();
+    let mut deleted = 0;
+    for k in keys {
+        let Some(ours) = k.strip_prefix(&meta.prefix[..]) else { continue };
+        let held = if meta.typed {
+            item_at(node, meta.source_id, ours, meta.checkpoint)?.is_some()
+        } else {
+            let mut held = false;
+            for row in keys_rendering_as(ours) {
+                let mut end = row.clone();
+                end.push(0);
+                held |= !node
+                    .rows_at(meta.source_id, &row, Some(&end), Some(meta.checkpoint))?
+                    .is_empty();
+            }
+            held
+        };
+        if !held {
+            pipe.cmd("DEL").arg(&k).ignore();
+            deleted += 1;
+        }
+    }
+    send(&pipe, con).await?;
+    Ok((deleted, next))
+}
+
+/// An old value expiring sooner than this is not patched element by
+/// element (Redis may drop it before the patch lands): the key is rewritten.
+const EXPIRY_MARGIN_MS: u64 = 1_000;
+
+/// Queues what turns Redis's copy of `key` (as of the checkpoint) into what
+/// the source holds at `upto`: field by field (member by member) for a
+/// hash, set or sorted set that kept its type, so one change costs one
+/// command however large the collection; the whole key otherwise.
+fn queue_key_changes(
+    node: &Node,
+    meta: &SinkMeta,
+    pipe: &mut redis::Pipeline,
+    key: &[u8],
+    changes: &[&Change],
+    upto: u64,
+) -> NodeResult<()> {
+    let row = key_row(key);
+    let now = now_ms();
+    let live = |bytes: Option<&Vec<u8>>, margin: u64| {
+        bytes
+            .and_then(|b| Value::decode(b))
+            .filter(|h| h.expire_at_ms.is_none_or(|at| at > now + margin))
+    };
+    let head_change = changes.iter().find(|c| c.key == row);
+    let new_head = match head_change {
+        Some(c) => live(c.new.as_ref(), 0),
+        None => {
+            let mut end = row.clone();
+            end.push(0);
+            let head = node.rows_at(meta.source_id, &row, Some(&end), Some(upto))?.pop();
+            live(head.map(|(_, v)| v).as_ref(), 0)
+        }
+    };
+    let old_head = match head_change {
+        Some(c) => live(c.old.as_ref(), EXPIRY_MARGIN_MS),
+        None => {
+            new_head.clone().filter(|h| h.expire_at_ms.is_none_or(|at| at > now + EXPIRY_MARGIN_MS))
+        }
+    };
+    let target = redis_key(meta, key);
+    let patched = match (&old_head, &new_head) {
+        (Some(old), Some(new)) if old.kind == new.kind => match new.kind {
+            KIND_HASH | KIND_SET | KIND_ZSET => {
+                patch_elements(pipe, &target, new, changes)?;
+                true
+            }
+            KIND_LIST => patch_list(pipe, &target, old, new, changes)?,
+            _ => false,
+        },
+        _ => false,
+    };
+    let (true, Some(old), Some(new)) = (patched, &old_head, &new_head) else {
+        let item = item_at(node, meta.source_id, key, upto)?;
+        queue_item(pipe, &target, item.as_ref());
+        return Ok(());
+    };
+    if old.expire_at_ms != new.expire_at_ms {
+        match new.expire_at_ms {
+            Some(at) => pipe.cmd("PEXPIREAT").arg(&target).arg(at).ignore(),
+            None => pipe.cmd("PERSIST").arg(&target).ignore(),
+        };
+    }
+    Ok(())
+}
+
+/// Queues one command per changed field or member of a hash, set or
+/// sorted set.
+fn patch_elements(
+    pipe: &mut redis::Pipeline,
+    target: &[u8],
+    new: &Value,
+    changes: &[&Change],
+) -> NodeResult<()> {
+    let tag = tag(new.kind).expect("a collection kind");
+    for c in changes {
+        let Some((row_tag, element)) = tag_and_element(&c.key) else { continue };
+        if row_tag != tag {
+            continue;
+        }
+        match (new.kind, &c.new) {
+            (KIND_HASH, Some(v)) => pipe.cmd("HSET").arg(target).arg(element).arg(decode_field(v)?),
+            (KIND_HASH, None) => pipe.cmd("HDEL").arg(target).arg(element),
+            (KIND_SET, Some(_)) => pipe.cmd("SADD").arg(target).arg(element),
+            (KIND_SET, None) => pipe.cmd("SREM").arg(target).arg(element),
+            (_, Some(v)) => {
+                pipe.cmd("ZADD").arg(target).arg(format_score(decode_score(v)?)).arg(element)
+            }
+            (_, None) => pipe.cmd("ZREM").arg(target).arg(element),
+        }
+        .ignore();
+    }
+    Ok(())
+}
+
+/// Queues the LPOP, RPOP, LSET, LPUSH and RPUSH that turn the list Redis
+/// holds (absolute positions `[old head, old end)`) into the new one
+/// (`[new head, new end)`): pops of the positions that left either end,
+/// LSET of changed positions kept, pushes of new positions at either end.
+/// So a push or a pop costs one command however long the list, and a
+/// change in the middle (LREM, LINSERT) one LSET per position it shifted.
+/// Returns false, queueing nothing, when the two lists share no position.
+fn patch_list(
+    pipe: &mut redis::Pipeline,
+    target: &[u8],
+    old: &Value,
+    new: &Value,
+    changes: &[&Change],
+) -> NodeResult<bool> {
+    let (old_head, new_head) = (list_head(old), list_head(new));
+    let (old_end, new_end) = (old_head + old.count() as i64, new_head + new.count() as i64);
+    let (lo, hi) = (old_head.max(new_head), old_end.min(new_end));
+    if lo >= hi {
+        return Ok(false);
+    }
+    let values: BTreeMap<i64, Option<&Vec<u8>>> =
+        changes.iter().filter_map(|c| Some((list_position(&c.key)?, c.new.as_ref()))).collect();
+    // Every position the new list has and Redis does not changed (it was
+    // absent at the checkpoint); its value is in the changes.
+    let value_at = |p: i64| -> NodeResult<Option<Vec<u8>>> {
+        values.get(&p).copied().flatten().map(|v| decode_field(v)).transpose()
+    };
+    let mut left = Vec::new();
+    for p in (new_head..lo).rev() {
+        let Some(v) = value_at(p)? else { return Ok(false) };
+        left.push(v);
+    }
+    let mut right = Vec::new();
+    for p in hi..new_end {
+        let Some(v) = value_at(p)? else { return Ok(false) };
+        right.push(v);
+    }
+    let mut sets = Vec::new();
+    for (&p, v) in values.range(lo..hi) {
+        let Some(v) = v else { return Ok(false) };
+        sets.push((p - lo, decode_field(v)?));
+    }
+    if lo > old_head {
+        pipe.cmd("LPOP").arg(target).arg(lo - old_head).ignore();
+    }
+    if old_end > hi {
+        pipe.cmd("RPOP").arg(target).arg(old_end - hi).ignore();
+    }
+    for (index, v) in sets {
+        pipe.cmd("LSET").arg(target).arg(index).arg(v).ignore();
+    }
+    for part in left.chunks(ELEMENTS_PER_COMMAND_MAX) {
+        pipe.cmd("LPUSH").arg(target).arg(part).ignore();
+    }
+    for part in right.chunks(ELEMENTS_PER_COMMAND_MAX) {
+        pipe.cmd("RPUSH").arg(target).arg(part).ignore();
+    }
+    Ok(true)
+}
+
+/// The tag and last element of an element row (`("h", KEY, FIELD)`).
+fn tag_and_element(row: &[u8]) -> Option<(String, Vec<u8>)> {
+    use monotable_proto::tuple::Element;
+    let mut t = monotable_proto::tuple::decode(row).ok()?;
+    let last = match t.pop()? {
+        Element::Bytes(b) => b,
+        _ => return None,
+    };
+    match t.first()? {
+        Element::String(s) => Some((s.clone(), last)),
+        _ => None,
+    }
+}
+
+/// Rewrites in Redis what changed in `(checkpoint, upto]`, in MULTI/EXEC
+/// transactions; returns the keys written.
+pub async fn follow(
+    node: &Arc<Node>,
+    meta: &SinkMeta,
+    con: &mut MultiplexedConnection,
+    upto: u64,
+) -> Result<u64, BridgeError> {
+    let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
+    let mut written = 0;
+    if meta.typed {
+        let mut by_key: BTreeMap<Vec<u8>, Vec<&Change>> = BTreeMap::new();
+        for c in &changes {
+            if let Some(key) = key_of_row(&c.key) {
+                by_key.entry(key).or_default().push(c);
+            }
+        }
+        let keys: Vec<(Vec<u8>, Vec<&Change>)> = by_key.into_iter().collect();
+        for part in keys.chunks(TRANSACTION_KEYS_MAX) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (key, changes) in part {
+                queue_key_changes(node, meta, &mut pipe, key, changes, upto)?;
+            }
+            send(&pipe, con).await?;
+            written += part.len() as u64;
+        }
+    } else {
+        for part in changes.chunks(TRANSACTION_KEYS_MAX) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for c in part {
+                let key = redis_key(meta, &render_key(&c.key));
+                match &c.new {
+                    Some(v) => pipe.cmd("SET").arg(key).arg(render_value(v)).ignore(),
+                    None => pipe.cmd("DEL").arg(key).ignore(),
+                };
+            }
+            send(&pipe, con).await?;
+            written += part.len() as u64;
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_patterns_match_only_the_prefix() {
+        assert_eq!(prefix_pattern(b"m:"), "m:*");
+        assert_eq!(prefix_pattern(b"a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+        for key in [&b"a*b?[c]\\x"[..], b"a*b?[c]\\"] {
+            assert!(crate::resp::glob::matches(prefix_pattern(b"a*b?[c]\\").as_bytes(), key));
+        }
+        assert!(!crate::resp::glob::matches(prefix_pattern(b"a*b").as_bytes(), b"axxb"));
+    }
+
+    #[test]
+    fn element_rows_give_their_tag_and_element() {
+        let row = crate::resp::keyspace::element_row(KIND_HASH, b"key", b"field");
+        assert_eq!(tag_and_element(&row), Some(("h".to_owned(), b"field".to_vec())));
+        let score = crate::resp::keyspace::score_row(b"key", 1.5, b"m");
+        assert_eq!(tag_and_element(&score), Some(("Z".to_owned(), b"m".to_vec())));
+    }
+}
