@@ -33,6 +33,9 @@ pub struct NodeConfig {
     /// The password Redis-protocol clients must give with AUTH (Redis's
     /// `requirepass`); `None`: no authentication.
     pub resp_password: Option<String>,
+    /// How long a sink keeps the source's history for a Redis it cannot
+    /// reach before it lets go and plans a fresh copy.
+    pub sink_outage_max_ms: u64,
 }
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
@@ -43,6 +46,9 @@ pub const CONNECTIONS_MAX: usize = 10_000;
 
 /// Seconds a new connection has to complete its handshake.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
+/// Default of [`NodeConfig::sink_outage_max_ms`]: ten minutes.
+pub const SINK_OUTAGE_MAX_DEFAULT_MS: u64 = 600_000;
 
 /// Seconds a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE_SECS: u64 = 30;
@@ -56,6 +62,7 @@ impl Default for NodeConfig {
             segment_size_max_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             resp_password: None,
+            sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
         }
     }
 }

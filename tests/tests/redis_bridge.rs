@@ -484,3 +484,51 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sorted_keys(&mut d), ["p:bob", "p:dan"]);
 }
+
+#[test]
+fn a_sink_lets_go_of_history_while_redis_stays_away() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start_with(dir.path(), &["--sink-outage-max-ms", "300"]);
+    let dest = Redis::start();
+    let port = dest.port;
+    let mut m = con(node.resp_addr, 0);
+    run(&mut m, &[b"SET", b"a", b"1"]);
+    ok(cli(
+        node.addr,
+        &["redis", "sink", "create", "s", "--range", "redis.0", "--url", &dest.url(0)],
+    ));
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the copy");
+    let status = || -> serde_json::Value {
+        let out = ok(cli(node.addr, &["views", "--json"]));
+        serde_json::from_str(out.lines().next().expect("one view")).expect("json")
+    };
+    let following = status();
+    assert!(following["backfill"].is_null(), "{following}");
+
+    // Redis goes away; writes go on. Past the outage limit the sink moves
+    // its checkpoint on (the source's history is not kept for it) and plans
+    // a fresh copy.
+    drop(dest);
+    for i in 0..20 {
+        run(&mut m, &[b"SET", format!("k{i}").as_bytes(), b"v"]);
+    }
+    run(&mut m, &[b"DEL", b"a"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status();
+        if !s["backfill"].is_null()
+            && s["watermark"].as_u64() > following["watermark"].as_u64()
+            && s["last_error"].is_string()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sink kept its checkpoint: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Redis comes back (empty): the copy makes it equal again.
+    let dest = Redis::start_on(port, &[]);
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after Redis came back");
+    run(&mut m, &[b"SET", b"after", b"1"]);
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "following again");
+}

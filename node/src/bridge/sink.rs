@@ -113,6 +113,8 @@ pub struct SinkActor {
     /// The next round checks Redis's `run_id`.
     check_due: bool,
     retry_ms: u64,
+    /// Rounds have failed to reach Redis since then.
+    failing_since: Option<std::time::Instant>,
     keys_written: u64,
     errors: u64,
     last_error: Option<String>,
@@ -135,7 +137,6 @@ impl Actor for SinkActor {
 struct Round;
 
 struct Outcome {
-    meta: SinkMeta,
     con: MultiplexedConnection,
     keys_written: u64,
     more: bool,
@@ -151,6 +152,7 @@ impl SinkActor {
             dirty: false,
             running: false,
             check_due: false,
+            failing_since: None,
             retry_ms: ROUND_RETRY_MS,
             keys_written: 0,
             errors: 0,
@@ -174,6 +176,40 @@ impl SinkActor {
         self.node.views_write().sinks.remove(&self.meta.name);
         let _ = reply.send(result);
         ctx.stop();
+    }
+
+    /// Called after each round that failed talking to Redis. Once Redis
+    /// has been failing for the node's `sink_outage_max_ms`, the sink stops
+    /// holding back the source's history for it (its pin keeps every old
+    /// version and its journal every change): it moves its checkpoint to
+    /// now and will copy afresh when Redis is back, instead of the disk
+    /// filling up while Redis stays away.
+    fn redis_down(&mut self) {
+        let since = *self.failing_since.get_or_insert_with(std::time::Instant::now);
+        let max = Duration::from_millis(self.node.config.sink_outage_max_ms);
+        if since.elapsed() < max {
+            return;
+        }
+        let node = self.node.clone();
+        let total = node.range_records(self.meta.source_id);
+        let previous = (self.meta.phase.clone(), self.meta.checkpoint);
+        self.meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
+        let now = node.clock.pin_stable();
+        match advance(&node, &mut self.meta, now) {
+            Ok(()) => {
+                tracing::warn!(
+                    sink = %self.meta.name,
+                    outage_s = since.elapsed().as_secs(),
+                    "Redis unreachable for too long: the sink lets go of the source's history and will copy afresh"
+                );
+                node.set_sink_checkpoint(&self.meta.name, self.meta.checkpoint);
+                self.failing_since = Some(std::time::Instant::now());
+            }
+            Err(e) => {
+                self.meta.phase = previous.0;
+                tracing::error!(sink = %self.meta.name, error = %e, "cannot move the sink's checkpoint");
+            }
+        }
     }
 
     fn status(&self) -> ViewStatus {
@@ -214,16 +250,17 @@ impl Handler<Round> for SinkActor {
         let con = self.con.take();
         let check = std::mem::take(&mut self.check_due);
         let round = async move { run_round(&node, meta, &target, con, check).await };
-        ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(round.into_actor(self).map(|(meta, result), act, ctx| {
             act.running = false;
+            act.meta = meta;
+            act.node.set_sink_checkpoint(&act.meta.name, act.meta.checkpoint);
             match result {
                 Ok(outcome) => {
-                    act.meta = outcome.meta;
                     act.con = Some(outcome.con);
                     act.retry_ms = ROUND_RETRY_MS;
+                    act.failing_since = None;
                     act.keys_written += outcome.keys_written;
                     act.last_error = None;
-                    act.node.set_sink_checkpoint(&act.meta.name, act.meta.checkpoint);
                     if act.stopping.is_some() {
                         return act.finish_stop(ctx);
                     }
@@ -242,6 +279,9 @@ impl Handler<Round> for SinkActor {
                         tracing::warn!(sink = %act.meta.name, error = %e, "sink round failed; retrying");
                         act.errors += 1;
                         act.last_error = Some(format!("retrying: {e}"));
+                    }
+                    if matches!(e, BridgeError::Redis(_)) {
+                        act.redis_down();
                     }
                     act.dirty = true;
                     let wait = Duration::from_millis(act.retry_ms);
@@ -267,9 +307,22 @@ fn advance(node: &Node, meta: &mut SinkMeta, to: u64) -> Result<(), BridgeError>
     Ok(())
 }
 
+/// Runs one round; returns the sink's meta as the round left it (what the
+/// catalog and the pins say now), whether or not the round succeeded.
 async fn run_round(
     node: &Arc<Node>,
     mut meta: SinkMeta,
+    target: &Target,
+    con: Option<MultiplexedConnection>,
+    check: bool,
+) -> (SinkMeta, Result<Outcome, BridgeError>) {
+    let result = round(node, &mut meta, target, con, check).await;
+    (meta, result)
+}
+
+async fn round(
+    node: &Arc<Node>,
+    meta: &mut SinkMeta,
     target: &Target,
     con: Option<MultiplexedConnection>,
     check: bool,
@@ -288,43 +341,43 @@ async fn run_round(
                 meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
                 meta.redis_run_id = Some(id);
                 let now = node.clock.pin_stable();
-                advance(node, &mut meta, now)?;
+                advance(node, meta, now)?;
             } else {
                 meta.redis_run_id = Some(id);
-                node.catalog.put_sink(&meta).map_err(NodeError::from)?;
+                node.catalog.put_sink(meta).map_err(NodeError::from)?;
             }
         }
     }
     let (keys_written, more) = match meta.phase.clone() {
         SinkPhase::Copy { cursor, done, total } => {
-            let (n, next) = copy_page(node, &meta, &mut con, cursor).await?;
+            let (n, next) = copy_page(node, meta, &mut con, cursor).await?;
             meta.phase = match next {
                 Some(c) => SinkPhase::Copy { cursor: Some(c), done: done + n, total },
                 None => SinkPhase::Sweep { cursor: 0 },
             };
-            node.catalog.put_sink(&meta).map_err(NodeError::from)?;
+            node.catalog.put_sink(meta).map_err(NodeError::from)?;
             (n, true)
         }
         SinkPhase::Sweep { cursor } => {
-            let (n, next) = sweep_page(node, &meta, &mut con, cursor).await?;
+            let (n, next) = sweep_page(node, meta, &mut con, cursor).await?;
             meta.phase = if next == 0 {
                 tracing::info!(sink = %meta.name, "sink copied; following changes");
                 SinkPhase::Follow
             } else {
                 SinkPhase::Sweep { cursor: next }
             };
-            node.catalog.put_sink(&meta).map_err(NodeError::from)?;
+            node.catalog.put_sink(meta).map_err(NodeError::from)?;
             (n, true)
         }
         SinkPhase::Follow => {
             let upto = node.clock.stable();
             if upto <= meta.checkpoint {
-                return Ok(Outcome { meta, con, keys_written: 0, more: false });
+                return Ok(Outcome { con, keys_written: 0, more: false });
             }
             node.clock.pin(upto);
-            match follow(node, &meta, &mut con, upto).await {
+            match follow(node, meta, &mut con, upto).await {
                 Ok(n) => {
-                    advance(node, &mut meta, upto)?;
+                    advance(node, meta, upto)?;
                     (n, false)
                 }
                 Err(e) => {
@@ -334,7 +387,7 @@ async fn run_round(
             }
         }
     };
-    Ok(Outcome { meta, con, keys_written, more })
+    Ok(Outcome { con, keys_written, more })
 }
 
 /// Whether `range` is a Redis database range (`redis.N`).

@@ -196,6 +196,11 @@ struct ServeArgs {
     /// Redis's requirepass).
     #[arg(long, env = "MONOTABLE_REQUIREPASS", hide_env_values = true)]
     requirepass: Option<String>,
+    /// How long a Redis sink keeps the source's history while its Redis is
+    /// unreachable; after that it lets go and copies afresh once Redis is
+    /// back.
+    #[arg(long, default_value_t = crate::config::SINK_OUTAGE_MAX_DEFAULT_MS)]
+    sink_outage_max_ms: u64,
     /// When writes are fsynced: always (before each acknowledgement, many
     /// writes per fsync), interval (every --fsync-interval-ms), never (left
     /// to the OS).
@@ -325,6 +330,7 @@ fn serve(args: ServeArgs) -> i32 {
         FsyncArg::Never => FsyncMode::Never,
     };
     config.resp_password = args.requirepass;
+    config.sink_outage_max_ms = args.sink_outage_max_ms;
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }
