@@ -212,6 +212,9 @@ impl Node {
         }
         for s in &sinks {
             node.clock.pin(s.checkpoint);
+            if let Some(upto) = s.round_upto {
+                node.clock.pin(upto);
+            }
         }
         // A reducer's saved checkpoint is its journal's floor (pinned here
         // and held as `saved`); a reducer without one builds from a fresh

@@ -13,16 +13,16 @@
 //!    in `(C, S]` as they are at `S` and rewrites them in Redis, in
 //!    MULTI/EXEC transactions; then persists `S` as the checkpoint.
 //!
-//! Every write sets a key to its whole state at a snapshot, so a round
-//! repeated after a crash (of the node, or of the connection) leaves Redis
-//! the same: nothing is missed, nothing applied twice. A Redis server that
+//! Every write sets a key, field or member to its state at a snapshot
+//! (never a relative change such as a push), so a round repeated after a
+//! crash (of the node, or of the connection) leaves Redis the same:
+//! nothing is missed, nothing applied twice. A Redis server that
 //! restarted (its `run_id` changed) may have lost writes it acknowledged,
 //! so the sink copies and sweeps again from a new checkpoint.
 //!
 //! For a Redis database range (typed mode) one Redis key is one key of the
-//! range, with its type and expiry; a hash, set, sorted set or list that
-//! kept its type is patched element by element, anything else rewritten
-//! whole. Any
+//! range, with its type and expiry; a hash, set or sorted set that kept its
+//! type is patched element by element, anything else rewritten whole. Any
 //! other range or a view goes as one string per row (see [`super::rows`]).
 
 use std::sync::Arc;
@@ -87,6 +87,13 @@ pub struct SinkMeta {
     pub phase: SinkPhase,
     /// The `run_id` of the Redis server the sink last wrote to.
     pub redis_run_id: Option<String>,
+    /// The seq the follow round under way reads up to (pinned too). It is
+    /// recorded before the round writes anything, so a round repeated after
+    /// a failure or a crash reads exactly the same changes and sends the
+    /// same absolute writes: a later seq could miss a key that changed and
+    /// changed back, which Redis may have taken half of.
+    #[serde(default)]
+    pub round_upto: Option<u64>,
 }
 
 impl SinkMeta {
@@ -173,6 +180,9 @@ impl SinkActor {
         let result =
             self.node.catalog.remove_sink(&self.meta.name).map(|_| ()).map_err(NodeError::from);
         self.node.clock.unpin(self.meta.checkpoint);
+        if let Some(upto) = self.meta.round_upto {
+            self.node.clock.unpin(upto);
+        }
         self.node.views_write().sinks.remove(&self.meta.name);
         let _ = reply.send(result);
         ctx.stop();
@@ -191,11 +201,7 @@ impl SinkActor {
             return;
         }
         let node = self.node.clone();
-        let total = node.range_records(self.meta.source_id);
-        let previous = (self.meta.phase.clone(), self.meta.checkpoint);
-        self.meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
-        let now = node.clock.pin_stable();
-        match advance(&node, &mut self.meta, now) {
+        match copy_afresh(&node, &mut self.meta) {
             Ok(()) => {
                 tracing::warn!(
                     sink = %self.meta.name,
@@ -206,7 +212,6 @@ impl SinkActor {
                 self.failing_since = Some(std::time::Instant::now());
             }
             Err(e) => {
-                self.meta.phase = previous.0;
                 tracing::error!(sink = %self.meta.name, error = %e, "cannot move the sink's checkpoint");
             }
         }
@@ -307,6 +312,25 @@ fn advance(node: &Node, meta: &mut SinkMeta, to: u64) -> Result<(), BridgeError>
     Ok(())
 }
 
+/// Starts the sink over from a copy at a new checkpoint (now), dropping
+/// the pins of the old checkpoint and of any round under way. On failure
+/// the meta is as it was.
+fn copy_afresh(node: &Node, meta: &mut SinkMeta) -> Result<(), BridgeError> {
+    let total = node.range_records(meta.source_id);
+    let (phase, round) = (meta.phase.clone(), meta.round_upto.take());
+    meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
+    let now = node.clock.pin_stable();
+    if let Err(e) = advance(node, meta, now) {
+        meta.phase = phase;
+        meta.round_upto = round;
+        return Err(e);
+    }
+    if let Some(upto) = round {
+        node.clock.unpin(upto);
+    }
+    Ok(())
+}
+
 /// Runs one round; returns the sink's meta as the round left it (what the
 /// catalog and the pins say now), whether or not the round succeeded.
 async fn run_round(
@@ -337,11 +361,11 @@ async fn round(
         if meta.redis_run_id.as_deref() != Some(id.as_str()) {
             if meta.redis_run_id.is_some() {
                 tracing::info!(sink = %meta.name, "Redis restarted; copying the source again");
-                let total = node.range_records(meta.source_id);
-                meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
-                meta.redis_run_id = Some(id);
-                let now = node.clock.pin_stable();
-                advance(node, meta, now)?;
+                let previous = meta.redis_run_id.replace(id);
+                if let Err(e) = copy_afresh(node, meta) {
+                    meta.redis_run_id = previous;
+                    return Err(e);
+                }
             } else {
                 meta.redis_run_id = Some(id);
                 node.catalog.put_sink(meta).map_err(NodeError::from)?;
@@ -370,21 +394,34 @@ async fn round(
             (n, true)
         }
         SinkPhase::Follow => {
-            let upto = node.clock.stable();
-            if upto <= meta.checkpoint {
-                return Ok(Outcome { con, keys_written: 0, more: false });
-            }
+            let upto = match meta.round_upto {
+                // A round that failed: again, exactly as it was.
+                Some(upto) => upto,
+                None => {
+                    let upto = node.clock.stable();
+                    if upto <= meta.checkpoint {
+                        return Ok(Outcome { con, keys_written: 0, more: false });
+                    }
+                    node.clock.pin(upto);
+                    meta.round_upto = Some(upto);
+                    if let Err(e) = node.catalog.put_sink(meta) {
+                        meta.round_upto = None;
+                        node.clock.unpin(upto);
+                        return Err(NodeError::from(e).into());
+                    }
+                    upto
+                }
+            };
+            let n = follow(node, meta, &mut con, upto).await?;
+            // The round's pin becomes the checkpoint's.
+            meta.round_upto = None;
             node.clock.pin(upto);
-            match follow(node, meta, &mut con, upto).await {
-                Ok(n) => {
-                    advance(node, meta, upto)?;
-                    (n, false)
-                }
-                Err(e) => {
-                    node.clock.unpin(upto);
-                    return Err(e);
-                }
+            if let Err(e) = advance(node, meta, upto) {
+                meta.round_upto = Some(upto);
+                return Err(e);
             }
+            node.clock.unpin(upto);
+            (n, false)
         }
     };
     Ok(Outcome { con, keys_written, more })
@@ -462,6 +499,7 @@ impl Node {
             checkpoint,
             phase: SinkPhase::Copy { cursor: None, done: 0, total },
             redis_run_id: None,
+            round_upto: None,
         };
         if let Err(e) = self.catalog.put_sink(&meta) {
             self.clock.unpin(checkpoint);

@@ -10,15 +10,14 @@ use monotable_proto::{Bytes, ScanRequest};
 use redis::aio::MultiplexedConnection;
 
 use super::item::{key_of_row, Item};
-use super::redis_io::{format_score, queue_item, scan_page, send, ELEMENTS_PER_COMMAND_MAX};
+use super::redis_io::{format_score, queue_item, scan_page, send};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::sink::SinkMeta;
 use super::BridgeError;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::resp::keyspace::{
-    decode_field, decode_score, key_row, list_head, list_position, now_ms, tag, Value, KIND_HASH,
-    KIND_LIST, KIND_SET, KIND_ZSET,
+    decode_field, decode_score, key_row, now_ms, tag, Value, KIND_HASH, KIND_SET, KIND_ZSET,
 };
 use crate::storage::chunk::Change;
 
@@ -160,6 +159,13 @@ const EXPIRY_MARGIN_MS: u64 = 1_000;
 /// the source holds at `upto`: field by field (member by member) for a
 /// hash, set or sorted set that kept its type, so one change costs one
 /// command however large the collection; the whole key otherwise.
+///
+/// Every command queued sets an absolute state (HSET, HDEL, ZADD with the
+/// score, PEXPIREAT, DEL + rewrite), so a round replayed over a Redis that
+/// already took part or all of it ends in the same state. That is why
+/// lists are rewritten whole: their cheap patches (pushes, pops) are not
+/// idempotent, and a round repeated after a lost connection would apply
+/// them twice.
 fn queue_key_changes(
     node: &Node,
     meta: &SinkMeta,
@@ -198,7 +204,6 @@ fn queue_key_changes(
                 patch_elements(pipe, &target, new, changes)?;
                 true
             }
-            KIND_LIST => patch_list(pipe, &target, old, new, changes)?,
             _ => false,
         },
         _ => false,
@@ -244,66 +249,6 @@ fn patch_elements(
         .ignore();
     }
     Ok(())
-}
-
-/// Queues the LPOP, RPOP, LSET, LPUSH and RPUSH that turn the list Redis
-/// holds (absolute positions `[old head, old end)`) into the new one
-/// (`[new head, new end)`): pops of the positions that left either end,
-/// LSET of changed positions kept, pushes of new positions at either end.
-/// So a push or a pop costs one command however long the list, and a
-/// change in the middle (LREM, LINSERT) one LSET per position it shifted.
-/// Returns false, queueing nothing, when the two lists share no position.
-fn patch_list(
-    pipe: &mut redis::Pipeline,
-    target: &[u8],
-    old: &Value,
-    new: &Value,
-    changes: &[&Change],
-) -> NodeResult<bool> {
-    let (old_head, new_head) = (list_head(old), list_head(new));
-    let (old_end, new_end) = (old_head + old.count() as i64, new_head + new.count() as i64);
-    let (lo, hi) = (old_head.max(new_head), old_end.min(new_end));
-    if lo >= hi {
-        return Ok(false);
-    }
-    let values: BTreeMap<i64, Option<&Vec<u8>>> =
-        changes.iter().filter_map(|c| Some((list_position(&c.key)?, c.new.as_ref()))).collect();
-    // Every position the new list has and Redis does not changed (it was
-    // absent at the checkpoint); its value is in the changes.
-    let value_at = |p: i64| -> NodeResult<Option<Vec<u8>>> {
-        values.get(&p).copied().flatten().map(|v| decode_field(v)).transpose()
-    };
-    let mut left = Vec::new();
-    for p in (new_head..lo).rev() {
-        let Some(v) = value_at(p)? else { return Ok(false) };
-        left.push(v);
-    }
-    let mut right = Vec::new();
-    for p in hi..new_end {
-        let Some(v) = value_at(p)? else { return Ok(false) };
-        right.push(v);
-    }
-    let mut sets = Vec::new();
-    for (&p, v) in values.range(lo..hi) {
-        let Some(v) = v else { return Ok(false) };
-        sets.push((p - lo, decode_field(v)?));
-    }
-    if lo > old_head {
-        pipe.cmd("LPOP").arg(target).arg(lo - old_head).ignore();
-    }
-    if old_end > hi {
-        pipe.cmd("RPOP").arg(target).arg(old_end - hi).ignore();
-    }
-    for (index, v) in sets {
-        pipe.cmd("LSET").arg(target).arg(index).arg(v).ignore();
-    }
-    for part in left.chunks(ELEMENTS_PER_COMMAND_MAX) {
-        pipe.cmd("LPUSH").arg(target).arg(part).ignore();
-    }
-    for part in right.chunks(ELEMENTS_PER_COMMAND_MAX) {
-        pipe.cmd("RPUSH").arg(target).arg(part).ignore();
-    }
-    Ok(true)
 }
 
 /// The tag and last element of an element row (`("h", KEY, FIELD)`).

@@ -223,16 +223,6 @@ pub fn list_head(v: &Value) -> i64 {
     v.payload.get(8..16).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes)
 }
 
-/// The position of a list element row.
-pub fn list_position(row: &[u8]) -> Option<i64> {
-    match tuple::decode(row).ok()?.as_slice() {
-        [Element::String(t), Element::Bytes(_), Element::Int(p)] if t == "l" => {
-            i64::try_from(*p).ok()
-        }
-        _ => None,
-    }
-}
-
 /// The row of a sorted set member, holding its score.
 pub fn zset_member_row(key: &[u8], member: &[u8]) -> Vec<u8> {
     element_row(KIND_ZSET, key, member)
