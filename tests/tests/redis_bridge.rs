@@ -534,3 +534,25 @@ fn a_sink_lets_go_of_history_while_redis_stays_away() {
     run(&mut m, &[b"SET", b"after", b"1"]);
     wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "following again");
 }
+
+#[test]
+fn a_sink_recovers_when_someone_else_changes_a_key_type_in_redis() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let dest = Redis::start();
+    let mut m = con(node.resp_addr, 0);
+    run(&mut m, &[b"HSET", b"h", b"f", b"1"]);
+    run(&mut m, &[b"SET", b"s", b"1"]);
+    ok(cli(
+        node.addr,
+        &["redis", "sink", "create", "s", "--range", "redis.0", "--url", &dest.url(0)],
+    ));
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the copy");
+    // A foreign write turns the hash into a string in Redis: the sink's
+    // next patch (HSET) fails with WRONGTYPE, and the sink copies afresh.
+    let mut r = con(dest.addr, 0);
+    run(&mut r, &[b"DEL", b"h"]);
+    run(&mut r, &[b"SET", b"h", b"foreign"]);
+    run(&mut m, &[b"HSET", b"h", b"g", b"2"]);
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the foreign write");
+}

@@ -22,8 +22,12 @@ pub mod verify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
+    /// Redis could not be reached, or the connection broke.
     #[error("redis: {0}")]
     Redis(String),
+    /// Redis answered a command with an error (WRONGTYPE, OOM, ...).
+    #[error("redis replied: {0}")]
+    RedisReply(String),
     #[error("monotable: {0}")]
     Monotable(#[from] monotable_client::Error),
     #[error(transparent)]

@@ -52,7 +52,15 @@ impl Target {
 
 impl From<redis::RedisError> for BridgeError {
     fn from(e: redis::RedisError) -> Self {
-        BridgeError::Redis(e.to_string())
+        let unreachable = e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout();
+        if unreachable {
+            BridgeError::Redis(e.to_string())
+        } else {
+            BridgeError::RedisReply(e.to_string())
+        }
     }
 }
 

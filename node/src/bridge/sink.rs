@@ -285,8 +285,19 @@ impl Handler<Round> for SinkActor {
                         act.errors += 1;
                         act.last_error = Some(format!("retrying: {e}"));
                     }
-                    if matches!(e, BridgeError::Redis(_)) {
-                        act.redis_down();
+                    match &e {
+                        BridgeError::Redis(_) => act.redis_down(),
+                        // Someone else changed a key the sink owns (its type,
+                        // so a patch no longer applies): copy afresh, which
+                        // replaces every key whole.
+                        BridgeError::RedisReply(m) if m.contains("WRONGTYPE") => {
+                            tracing::warn!(sink = %act.meta.name, "a key the sink writes was changed in Redis; copying afresh");
+                            if let Err(e) = copy_afresh(&act.node, &mut act.meta) {
+                                tracing::error!(sink = %act.meta.name, error = %e, "cannot restart the sink's copy");
+                            }
+                            act.node.set_sink_checkpoint(&act.meta.name, act.meta.checkpoint);
+                        }
+                        _ => {}
                     }
                     act.dirty = true;
                     let wait = Duration::from_millis(act.retry_ms);
