@@ -11,7 +11,10 @@ need_packages=(redis-server redis-tools)
 if ((${#need_packages[@]})); then
     missing=()
     for p in "${need_packages[@]}"; do
-        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+        # `dpkg -s` also succeeds for a removed package that left its
+        # configuration behind: ask for the installed state itself.
+        status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+        [ "$status" = "install ok installed" ] || missing+=("$p")
     done
     if ((${#missing[@]})); then
         sudo_cmd=""
