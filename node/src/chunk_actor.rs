@@ -100,10 +100,15 @@ impl InFlight {
     /// The fsync's outcome (waits for it if it is still running).
     fn result(&self) -> Result<(), String> {
         match self.done.recv() {
-            Ok(r) => r.map_err(|e| format!("fsync failed: {e}")),
+            Ok(r) => fsync_outcome(r),
             Err(_) => Err("fsync task failed".to_owned()),
         }
     }
+}
+
+/// An fsync's result as a group of writes sees it.
+fn fsync_outcome(r: std::io::Result<()>) -> Result<(), String> {
+    r.map_err(|e| format!("fsync failed: {e}"))
 }
 
 /// Internal: split or compact if the chunk needs it.
@@ -270,8 +275,7 @@ impl ChunkActor {
         // two thread wakeups per group (a fifth of the throughput of 50
         // pipelined native writers).
         if !std::mem::take(&mut self.pending_applied_waiters) {
-            let result = job.run().map_err(|e| format!("fsync failed: {e}"));
-            return self.settled(batch, result, ctx);
+            return self.settled(batch, fsync_outcome(job.run()), ctx);
         }
         self.sync_generation += 1;
         let generation = self.sync_generation;
@@ -368,7 +372,7 @@ impl ChunkActor {
     fn write_pending(&mut self, sync: bool) -> (Vec<Pending>, Result<(), String>) {
         let (batch, job) = self.write_out_pending(sync);
         let result = match job {
-            Ok(Some(job)) => job.run().map_err(|e| format!("fsync failed: {e}")),
+            Ok(Some(job)) => fsync_outcome(job.run()),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -646,11 +650,12 @@ impl Handler<Synced> for ChunkActor {
 
     fn handle(&mut self, msg: Synced, ctx: &mut Context<Self>) {
         // A generation already finished by `settle_now` is ignored.
-        if self.in_flight.as_ref().is_some_and(|f| f.generation == msg.0) {
-            if let Some(f) = self.in_flight.take() {
+        match self.in_flight.take() {
+            Some(f) if f.generation == msg.0 => {
                 let result = f.result();
                 self.settled(f.batch, result, ctx);
             }
+            other => self.in_flight = other,
         }
     }
 }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use monotable_client::{Client, Scan};
 
 use super::monotable_io::{key_rows, read_item};
-use super::redis_io::{queue_item, send, Target};
+use super::redis_io::{prefixed, queue_item, send, Target};
 use super::rows::{render_key, render_value};
 use super::BridgeError;
 use crate::resp::keyspace::{last_bytes, now_ms};
@@ -57,12 +57,6 @@ impl std::fmt::Display for ExportSummary {
             mb / secs
         )
     }
-}
-
-fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(key);
-    k
 }
 
 pub async fn export(client: &Client, opts: ExportOptions) -> Result<ExportSummary, BridgeError> {

@@ -8,6 +8,7 @@ use crate::resp::keyspace::{
 };
 
 use super::BridgeError;
+use crate::error::NodeResult;
 
 /// A key's value, in one of the five Redis types.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,37 +145,23 @@ impl Item {
         head: &Value,
         elements: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<Item, BridgeError> {
-        let damaged = |e: crate::error::NodeError| BridgeError::Damaged(e.to_string());
+        /// Each element row decoded by `f`.
+        fn each<T>(
+            elements: Vec<(Vec<u8>, Vec<u8>)>,
+            f: impl Fn(&[u8], &[u8]) -> NodeResult<T>,
+        ) -> Result<Vec<T>, BridgeError> {
+            elements
+                .iter()
+                .map(|(row, v)| f(row, v))
+                .collect::<NodeResult<_>>()
+                .map_err(|e| BridgeError::Damaged(e.to_string()))
+        }
         let data = match head.kind {
             KIND_STRING => Data::String(head.payload.clone()),
-            KIND_HASH => Data::Hash(
-                elements
-                    .into_iter()
-                    .map(|(row, v)| Ok((last_bytes(&row)?, decode_field(&v)?)))
-                    .collect::<Result<_, _>>()
-                    .map_err(damaged)?,
-            ),
-            KIND_SET => Data::Set(
-                elements
-                    .into_iter()
-                    .map(|(row, _)| last_bytes(&row))
-                    .collect::<Result<_, _>>()
-                    .map_err(damaged)?,
-            ),
-            KIND_LIST => Data::List(
-                elements
-                    .into_iter()
-                    .map(|(_, v)| decode_field(&v))
-                    .collect::<Result<_, _>>()
-                    .map_err(damaged)?,
-            ),
-            KIND_ZSET => Data::ZSet(
-                elements
-                    .into_iter()
-                    .map(|(row, v)| Ok((last_bytes(&row)?, decode_score(&v)?)))
-                    .collect::<Result<_, _>>()
-                    .map_err(damaged)?,
-            ),
+            KIND_HASH => Data::Hash(each(elements, |r, v| Ok((last_bytes(r)?, decode_field(v)?)))?),
+            KIND_SET => Data::Set(each(elements, |r, _| last_bytes(r))?),
+            KIND_LIST => Data::List(each(elements, |_, v| decode_field(v))?),
+            KIND_ZSET => Data::ZSet(each(elements, |r, v| Ok((last_bytes(r)?, decode_score(v)?)))?),
             other => return Err(BridgeError::Damaged(format!("unknown key type {other}"))),
         };
         Ok(Item { key, data, expire_at_ms: head.expire_at_ms })

@@ -8,7 +8,7 @@ use monotable_proto::limits::BATCH_OPS_MAX;
 
 use super::item::Item;
 use super::BridgeError;
-use crate::resp::keyspace::{key_row, now_ms, Value};
+use crate::resp::keyspace::{key_row, key_rows_prefix, now_ms, Value};
 
 /// A write batch is sent once it holds this many bytes of keys and values
 /// (well under the frame limit).
@@ -165,10 +165,7 @@ pub fn key_rows(
     range: &str,
     snapshot: Option<u64>,
 ) -> monotable_client::RecordStream {
-    let prefix =
-        monotable_proto::tuple::encode(&[monotable_proto::tuple::Element::String("k".into())])
-            .expect("encodes");
-    let mut scan = Scan::all().prefix(prefix);
+    let mut scan = Scan::all().prefix(key_rows_prefix());
     if let Some(s) = snapshot {
         scan = scan.at(s);
     }

@@ -366,6 +366,11 @@ pub fn queue_item(pipe: &mut Pipeline, key: &[u8], item: Option<&Item>) {
     }
 }
 
+/// `prefix` followed by `key`: the Redis key an export or a sink writes.
+pub fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    [prefix, key].concat()
+}
+
 /// Sends a pipeline whose replies are ignored (nothing, when it is empty).
 pub async fn send(pipe: &Pipeline, con: &mut MultiplexedConnection) -> Result<(), BridgeError> {
     if !pipe.is_empty() {

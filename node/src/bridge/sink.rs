@@ -39,6 +39,7 @@ use super::sink_writes::{copy_page, follow, sweep_page};
 use super::BridgeError;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
+use crate::resp::keyspace::database_of_range;
 use crate::view::mapper::Dirty;
 
 /// A round that failed is retried after this long, doubling up to
@@ -438,14 +439,6 @@ async fn round(
     Ok(Outcome { con, keys_written, more })
 }
 
-/// Whether `range` is a Redis database range (`redis.N`).
-fn is_redis_range(range: &str) -> bool {
-    range
-        .strip_prefix("redis.")
-        .and_then(|n| n.parse::<u32>().ok())
-        .is_some_and(|n| n < crate::resp::keyspace::DATABASES)
-}
-
 fn bad_request(message: impl Into<String>) -> NodeError {
     NodeError::client(monotable_proto::ErrorCode::BadRequest, message)
 }
@@ -496,7 +489,7 @@ impl Node {
             .query_async::<()>(&mut con)
             .await
             .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
-        let typed = view.is_none() && is_redis_range(&range);
+        let typed = view.is_none() && database_of_range(&range).is_some();
         let total = info.chunks.iter().map(|c| c.records).sum();
         let checkpoint = self.clock.pin_stable();
         let meta = SinkMeta {
@@ -558,9 +551,8 @@ mod tests {
 
     #[test]
     fn only_redis_database_ranges_are_typed() {
-        assert!(is_redis_range("redis.0") && is_redis_range("redis.15"));
-        assert!(
-            !is_redis_range("redis.16") && !is_redis_range("redis.x") && !is_redis_range("people")
-        );
+        let typed = |r: &str| database_of_range(r).is_some();
+        assert!(typed("redis.0") && typed("redis.15"));
+        assert!(!typed("redis.16") && !typed("redis.x") && !typed("people"));
     }
 }

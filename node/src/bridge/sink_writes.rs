@@ -10,14 +10,15 @@ use monotable_proto::{Bytes, ScanRequest};
 use redis::aio::MultiplexedConnection;
 
 use super::item::{key_of_row, Item};
-use super::redis_io::{format_score, queue_item, scan_page, send};
+use super::redis_io::{format_score, prefixed, queue_item, scan_page, send};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::sink::SinkMeta;
 use super::BridgeError;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::resp::keyspace::{
-    decode_field, decode_score, key_row, now_ms, tag, Value, KIND_HASH, KIND_SET, KIND_ZSET,
+    decode_field, decode_score, key_row, key_rows_prefix, now_ms, tag, Value, KIND_HASH, KIND_SET,
+    KIND_ZSET,
 };
 use crate::storage::chunk::Change;
 
@@ -31,9 +32,7 @@ const TRANSACTION_KEYS_MAX: usize = 500;
 const SWEEP_COUNT: usize = 1_000;
 
 fn redis_key(meta: &SinkMeta, key: &[u8]) -> Vec<u8> {
-    let mut k = meta.prefix.clone();
-    k.extend_from_slice(key);
-    k
+    prefixed(&meta.prefix, key)
 }
 
 /// The Redis key `key` of a Redis database range as of `snapshot`; `None`
@@ -67,11 +66,10 @@ pub async fn copy_page(
     con: &mut MultiplexedConnection,
     cursor: Option<Vec<u8>>,
 ) -> Result<(u64, Option<Vec<u8>>), BridgeError> {
-    let key_rows = key_row(b"");
-    // ("k", KEY) rows all start with the tag's encoding.
-    let tag_prefix = &key_rows[..key_rows.len() - 2];
     let (start, end) = if meta.typed {
-        (cursor.unwrap_or_else(|| tag_prefix.to_vec()), prefix_end(tag_prefix))
+        let prefix = key_rows_prefix();
+        let end = prefix_end(&prefix);
+        (cursor.unwrap_or(prefix), end)
     } else {
         (cursor.unwrap_or_default(), None)
     };

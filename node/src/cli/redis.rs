@@ -182,8 +182,7 @@ pub async fn run(cmd: RedisCmd, c: &Client, out: &mut impl Write) -> Result<i32>
                 },
                 (None, None) => unreachable!("clap requires one"),
             };
-            let redis_range =
-                range.strip_prefix("redis.").is_some_and(|n| n.parse::<u32>().is_ok());
+            let redis_range = crate::resp::keyspace::database_of_range(&range).is_some();
             let mode = match a.mode.unwrap_or(if redis_range { As::Redis } else { As::Strings }) {
                 As::Redis => ExportAs::Redis,
                 As::Strings => ExportAs::Strings,

@@ -10,7 +10,7 @@ use super::collections::parse_f64;
 use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
-    expiry_row, key_row, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
+    expiry_row, key_row, key_rows_prefix, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
 };
 use super::reply::{format_double, format_increment, Reply};
 use crate::error::{NodeError, NodeResult};
@@ -39,15 +39,11 @@ impl Cursors {
     }
 }
 
-fn key_prefix() -> Vec<u8> {
-    tuple::encode(&[Element::String("k".into())]).expect("encodes")
-}
-
 /// Every live key with its value.
 async fn live_keys(db: &Db<'_>) -> NodeResult<Vec<(Vec<u8>, Value)>> {
     let now = now_ms();
     let mut out = Vec::new();
-    for (row, bytes) in db.rows_with_prefix(&key_prefix()).await? {
+    for (row, bytes) in db.rows_with_prefix(&key_rows_prefix()).await? {
         let Some(v) = Value::decode(&bytes) else { continue };
         if v.expire_at_ms.is_none_or(|at| at > now) {
             out.push((super::keyspace::last_bytes(&row)?, v));
@@ -156,7 +152,7 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
         Ok(o) => o,
         Err(reply) => return Ok(reply),
     };
-    let prefix = key_prefix();
+    let prefix = key_rows_prefix();
     let start = if cursor == 0 {
         Some(prefix.clone())
     } else {

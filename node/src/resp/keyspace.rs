@@ -49,6 +49,16 @@ pub fn range_name(db: u32) -> String {
     format!("redis.{db}")
 }
 
+/// The database a range serves, when it is a Redis database range.
+pub fn database_of_range(range: &str) -> Option<u32> {
+    range.strip_prefix("redis.")?.parse().ok().filter(|&n| n < DATABASES)
+}
+
+/// What every key row starts with: the tag `("k")`.
+pub fn key_rows_prefix() -> Vec<u8> {
+    tuple::encode(&[Element::String("k".into())]).expect("a tag encodes")
+}
+
 pub fn key_row(key: &[u8]) -> Vec<u8> {
     tuple::encode(&[Element::String("k".into()), Element::Bytes(key.to_vec())])
         .expect("a key within the size limit encodes")
