@@ -25,7 +25,7 @@ use crate::chunk_cell::{CellState, ChunkCell};
 use crate::config::FsyncMode;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
-use crate::storage::chunk::{Chunk, ChunkMeta};
+use crate::storage::chunk::{Chunk, ChunkError, ChunkMeta};
 
 pub type ReplyTo<T> = oneshot::Sender<NodeResult<T>>;
 
@@ -220,7 +220,7 @@ impl ChunkActor {
                 Ok(()) => Ok(seq),
                 Err(e) => {
                     node.clock.resolve([seq]);
-                    Err(e.to_string())
+                    Err(e)
                 }
             }
         });
@@ -233,7 +233,12 @@ impl ChunkActor {
                 self.pending.push((seq, reply));
                 self.schedule_flush(ctx);
             }
-            Some(Err(reason)) => {
+            Some(Err(ChunkError::Refused(refused))) => {
+                // Refused before anything was logged: the chunk is unharmed.
+                let _ = reply.send(Err(NodeError::client(refused.code, refused.message)));
+            }
+            Some(Err(e)) => {
+                let reason = e.to_string();
                 let _ = reply.send(Err(self.unavailable_error(&reason)));
                 self.poison(reason);
             }

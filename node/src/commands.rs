@@ -323,6 +323,7 @@ impl Node {
         ops: Vec<WriteOp>,
         atomic: bool,
     ) -> NodeResult<Vec<CommitToken>> {
+        ops.iter().try_for_each(check_op)?;
         let mut tokens = Vec::new();
         let mut todo = ops;
         let mut attempt = 0;
@@ -410,6 +411,7 @@ impl Node {
         range: &str,
         ops: Vec<WriteOp>,
     ) -> NodeResult<Vec<oneshot::Receiver<NodeResult<CommitToken>>>> {
+        ops.iter().try_for_each(check_op)?;
         let groups = self.group_by_chunk(range, ops, WriteOp::key)?;
         let mut durable = Vec::with_capacity(groups.len());
         for (route, ops) in groups {

@@ -37,6 +37,7 @@ impl NodeError {
             NodeError::Moved => ErrorCode::Busy,
             NodeError::Unavailable { .. } => ErrorCode::ChunkUnavailable,
             NodeError::Chunk(ChunkError::SnapshotTooOld { .. }) => ErrorCode::SnapshotTooOld,
+            NodeError::Chunk(ChunkError::Refused(info)) => info.code,
             NodeError::Chunk(ChunkError::Log(_)) => ErrorCode::ChunkUnavailable,
             NodeError::Catalog(CatalogError::RangeExists(_)) => ErrorCode::RangeExists,
             NodeError::Catalog(CatalogError::RangeNotFound(_)) => ErrorCode::RangeNotFound,
@@ -45,6 +46,12 @@ impl NodeError {
             NodeError::Internal(_) => ErrorCode::Internal,
         };
         ErrorInfo::new(code, self.to_string())
+    }
+}
+
+impl From<ErrorInfo> for NodeError {
+    fn from(info: ErrorInfo) -> Self {
+        NodeError::Client { code: info.code, message: info.message }
     }
 }
 

@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use actix::{Actor, Arbiter, ArbiterHandle};
-use monotable_proto::limits::{
-    KEY_SIZE_MAX_BYTES, RANGE_NAME_LEN_MAX, SCAN_LIMIT_MAX, VALUE_SIZE_MAX_BYTES,
-};
+use monotable_proto::limits::{RANGE_NAME_LEN_MAX, SCAN_LIMIT_MAX};
 use monotable_proto::{ErrorCode, RangeOptions, WriteOp};
 use tokio::sync::oneshot;
 
@@ -129,30 +127,17 @@ pub fn validate_range_name(name: &str) -> NodeResult<()> {
     }
 }
 
+/// Checks a key against the key limit ([`monotable_proto::limits::check_key_size`]).
 pub(crate) fn check_key(key: &[u8]) -> NodeResult<()> {
-    if key.len() > KEY_SIZE_MAX_BYTES {
-        return Err(NodeError::client(
-            ErrorCode::KeyTooLarge,
-            format!("key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes", key.len()),
-        ));
-    }
-    Ok(())
+    monotable_proto::limits::check_key_size(key).map_err(NodeError::from)
 }
 
+/// Checks a row against the key and value limits ([`WriteOp::check_size`]),
+/// the same check each chunk makes before logging it: a write path calls it
+/// for every row before sending any, so a batch over the limits is refused
+/// whole rather than applied on the chunks that happen to come first.
 pub(crate) fn check_op(op: &WriteOp) -> NodeResult<()> {
-    check_key(op.key())?;
-    if let WriteOp::Put { value, .. } = op {
-        if value.len() > VALUE_SIZE_MAX_BYTES {
-            return Err(NodeError::client(
-                ErrorCode::ValueTooLarge,
-                format!(
-                    "value of {} bytes exceeds the limit of {VALUE_SIZE_MAX_BYTES} bytes",
-                    value.len()
-                ),
-            ));
-        }
-    }
-    Ok(())
+    op.check_size().map_err(NodeError::from)
 }
 
 impl Node {

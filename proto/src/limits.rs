@@ -44,3 +44,42 @@ pub const CHUNK_SIZE_DEFAULT_BYTES: u64 = 64 * 1024 * 1024;
 /// Most requests a connection may have in flight; the server stops reading
 /// from a connection that reaches it until replies drain.
 pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
+
+/// Checks a key against [`KEY_SIZE_MAX_BYTES`].
+///
+/// # Errors
+/// [`ErrorCode::KeyTooLarge`](crate::ErrorCode::KeyTooLarge), with a message naming the limit.
+pub fn check_key_size(key: &[u8]) -> Result<(), crate::ErrorInfo> {
+    if key.len() > KEY_SIZE_MAX_BYTES {
+        return Err(crate::ErrorInfo::new(
+            crate::ErrorCode::KeyTooLarge,
+            format!("key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one row (a key and, for a put, its value) against
+/// [`KEY_SIZE_MAX_BYTES`] and [`VALUE_SIZE_MAX_BYTES`]. This is the one
+/// definition of a row that storage can hold: the client checks it before
+/// sending, every write path of the node before routing, and each chunk
+/// again before logging, and the log's entry codec accepts exactly these
+/// sizes when it reads an entry back.
+///
+/// # Errors
+/// [`ErrorCode::KeyTooLarge`](crate::ErrorCode::KeyTooLarge) or
+/// [`ErrorCode::ValueTooLarge`](crate::ErrorCode::ValueTooLarge), with a
+/// message naming the limit.
+pub fn check_row_size(key: &[u8], value: Option<&[u8]>) -> Result<(), crate::ErrorInfo> {
+    check_key_size(key)?;
+    match value {
+        Some(value) if value.len() > VALUE_SIZE_MAX_BYTES => Err(crate::ErrorInfo::new(
+            crate::ErrorCode::ValueTooLarge,
+            format!(
+                "value of {} bytes exceeds the limit of {VALUE_SIZE_MAX_BYTES} bytes",
+                value.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

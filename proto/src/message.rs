@@ -58,6 +58,20 @@ impl WriteOp {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
         }
     }
+
+    /// The value a put writes; `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            WriteOp::Put { value, .. } => Some(value),
+            WriteOp::Delete { .. } => None,
+        }
+    }
+
+    /// Checks the row against the key and value limits
+    /// ([`crate::limits::check_row_size`]).
+    pub fn check_size(&self) -> Result<(), crate::ErrorInfo> {
+        crate::limits::check_row_size(self.key(), self.value())
+    }
 }
 
 /// A key range to scan. Bounds are byte keys; `prefix` is an alternative to

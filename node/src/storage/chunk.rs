@@ -36,6 +36,10 @@ pub enum ChunkError {
         "snapshot {snapshot} is older than {horizon}, what this chunk kept, and is not pinned"
     )]
     SnapshotTooOld { snapshot: u64, horizon: u64 },
+    /// A write the chunk will not log (a key or value over the limits);
+    /// nothing of its batch was written and the chunk is unharmed.
+    #[error("{}", .0.message)]
+    Refused(monotable_proto::ErrorInfo),
 }
 
 /// The snapshot a read is at.
@@ -156,8 +160,20 @@ impl Chunk {
     /// Logs and indexes a batch under `seq`. The batch is not durable until
     /// it has been written out and synced; reads do not see it before
     /// [`Chunk::mark_durable`].
+    ///
+    /// Every write of every path (native clients, the Redis endpoint, views,
+    /// sinks, imports) passes here, so this is where the row limits are
+    /// enforced for all of them.
+    ///
+    /// # Errors
+    /// [`ChunkError::Refused`] when a row is over the key or value limits
+    /// ([`WriteOp::check_size`]): nothing of the batch is logged, and the
+    /// chunk goes on. [`ChunkError::Log`] when the log failed.
     pub fn apply_batch(&mut self, seq: u64, ops: &[WriteOp]) -> Result<(), ChunkError> {
         assert!(seq > self.index.last_seq(), "seq {seq} not above {}", self.index.last_seq());
+        for op in ops {
+            op.check_size().map_err(ChunkError::Refused)?;
+        }
         let mut entries: Vec<EntryRef<'_>> = ops
             .iter()
             .map(|op| match op {

@@ -36,6 +36,9 @@ pub enum LogError {
     Io { path: PathBuf, source: io::Error },
     #[error("corrupt segment {path} at byte {offset}: {reason}")]
     Corrupt { path: PathBuf, offset: u64, reason: String },
+    /// An entry the log refused to write (nothing of its batch was written).
+    #[error("refused to log an entry: {0}")]
+    Refused(#[from] EntryError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -174,7 +177,7 @@ impl SegmentWriter {
     /// Appends one entry as a batch of its own; returns its version.
     pub fn append(&mut self, e: &EntryRef<'_>) -> Result<Version, LogError> {
         self.scratch.clear();
-        encode_entry(&mut self.scratch, &EntryRef { batch_end: true, ..*e });
+        encode_entry(&mut self.scratch, &EntryRef { batch_end: true, ..*e })?;
         self.file.write_all(&self.scratch).map_err(io_err(&self.path))?;
         let v = Version::new(e.seq, self.id, self.offset, self.scratch.len(), e.value.is_none());
         self.offset += self.scratch.len() as u64;
@@ -359,10 +362,15 @@ impl ChunkLog {
             last.batch_end = true;
         }
         let mut versions = Vec::with_capacity(entries.len());
+        let batch_start = self.unwritten.len();
         for e in entries.iter() {
             let offset = self.active_len();
             let before = self.unwritten.len();
-            encode_entry(&mut self.unwritten, e);
+            if let Err(refused) = encode_entry(&mut self.unwritten, e) {
+                // All of the batch or none of it.
+                self.unwritten.truncate(batch_start);
+                return Err(refused.into());
+            }
             let len = self.unwritten.len() - before;
             versions.push(Version::new(e.seq, self.active, offset, len, e.value.is_none()));
         }

@@ -47,6 +47,23 @@ pub enum EntryError {
     Checksum,
     #[error("entry fields are inconsistent")]
     BadFields,
+    /// The key or value is larger than the limits allow: refused before
+    /// writing, corruption when read back.
+    #[error(
+        "entry with a key of {key_len} bytes and a value of {value_len} bytes is over the limits"
+    )]
+    OverLimits { key_len: usize, value_len: usize },
+}
+
+/// The one definition of an entry's sizes that the log can hold, checked by
+/// [`encode_entry`] before writing and by [`decode_entry`] after reading
+/// (the same limits as [`monotable_proto::limits::check_row_size`]), so the
+/// writer can never produce what recovery would call corruption.
+fn check_sizes(key_len: usize, value_len: usize) -> Result<(), EntryError> {
+    if key_len > KEY_SIZE_MAX_BYTES || value_len > VALUE_SIZE_MAX_BYTES {
+        return Err(EntryError::OverLimits { key_len, value_len });
+    }
+    Ok(())
 }
 
 /// Bytes an entry for this key and value takes in the log.
@@ -55,11 +72,16 @@ pub fn entry_size(key_len: usize, value_len: usize) -> usize {
 }
 
 /// Appends one entry to `out`.
-pub fn encode_entry(out: &mut Vec<u8>, entry: &EntryRef<'_>) {
+///
+/// # Errors
+/// [`EntryError::OverLimits`] when the key or value is larger than an entry
+/// may hold; nothing is appended then.
+pub fn encode_entry(out: &mut Vec<u8>, entry: &EntryRef<'_>) -> Result<(), EntryError> {
     let start = out.len();
     let value = entry.value.unwrap_or(&[]);
+    check_sizes(entry.key.len(), value.len())?;
     let body_len = BODY_FIXED_BYTES + entry.key.len() + value.len();
-    debug_assert!(body_len <= ENTRY_BODY_MAX_BYTES, "limits are checked at the edge");
+    assert!(body_len <= ENTRY_BODY_MAX_BYTES, "entry sizes were checked");
     out.reserve(ENTRY_PREFIX_BYTES + body_len);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
@@ -78,6 +100,7 @@ pub fn encode_entry(out: &mut Vec<u8>, entry: &EntryRef<'_>) {
     out.extend_from_slice(value);
     let crc = crc32c::crc32c(&out[start + ENTRY_PREFIX_BYTES..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// Reads the length prefix: how many bytes the whole entry takes.
@@ -111,10 +134,11 @@ pub fn decode_entry(buf: &[u8]) -> Result<(EntryRef<'_>, usize), EntryError> {
     let expiry_ms = le_u64(&body[9..17]);
     let key_len = u32::from_le_bytes([body[17], body[18], body[19], body[20]]) as usize;
     let rest = &body[BODY_FIXED_BYTES..];
-    if flags & !FLAGS_KNOWN != 0 || key_len > rest.len() || key_len > KEY_SIZE_MAX_BYTES {
+    if flags & !FLAGS_KNOWN != 0 || key_len > rest.len() {
         return Err(EntryError::BadFields);
     }
     let (key, value) = rest.split_at(key_len);
+    check_sizes(key.len(), value.len())?;
     let value = if flags & FLAG_DELETE != 0 {
         if !value.is_empty() {
             return Err(EntryError::BadFields);
@@ -139,7 +163,7 @@ mod tests {
     fn round_trip_put_and_delete() {
         for e in [sample(Some(b"value")), sample(None), sample(Some(b""))] {
             let mut buf = Vec::new();
-            encode_entry(&mut buf, &e);
+            encode_entry(&mut buf, &e).expect("within limits");
             assert_eq!(buf.len(), entry_size(e.key.len(), e.value.map_or(0, <[u8]>::len)));
             let (back, used) = decode_entry(&buf).expect("valid");
             assert_eq!(back, e);
@@ -150,7 +174,7 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_detected() {
         let mut buf = Vec::new();
-        encode_entry(&mut buf, &sample(Some(b"some value")));
+        encode_entry(&mut buf, &sample(Some(b"some value"))).expect("within limits");
         for i in 0..buf.len() * 8 {
             let mut bad = buf.clone();
             bad[i / 8] ^= 1 << (i % 8);
@@ -161,9 +185,50 @@ mod tests {
     #[test]
     fn truncation_is_incomplete() {
         let mut buf = Vec::new();
-        encode_entry(&mut buf, &sample(Some(b"some value")));
+        encode_entry(&mut buf, &sample(Some(b"some value"))).expect("within limits");
         for cut in 0..buf.len() {
             assert_eq!(decode_entry(&buf[..cut]).map(|_| ()), Err(EntryError::Incomplete));
+        }
+    }
+
+    // Regression: a 20 KiB key or a 9 MiB value was logged (the size check was
+    // a debug_assert) and recovery then called the chunk corrupt.
+    #[test]
+    fn the_writer_refuses_exactly_what_the_reader_refuses() {
+        let key_max = vec![b'k'; KEY_SIZE_MAX_BYTES];
+        let value_max = vec![b'v'; VALUE_SIZE_MAX_BYTES];
+        let key_over = vec![b'k'; KEY_SIZE_MAX_BYTES + 1];
+        let value_over = vec![b'v'; VALUE_SIZE_MAX_BYTES + 1];
+        let cases: [(&[u8], &[u8], bool); 4] = [
+            (&key_max, &value_max, true),
+            (&key_over, b"", false),
+            (b"k", &value_over, false),
+            (&key_over, &value_over, false),
+        ];
+        for (key, value, valid) in cases {
+            let e = EntryRef { seq: 1, key, value: Some(value), expiry_ms: 0, batch_end: true };
+            let mut buf = vec![1, 2, 3];
+            let written = encode_entry(&mut buf, &e);
+            assert_eq!(written.is_ok(), valid, "key {} value {}", key.len(), value.len());
+            if !valid {
+                assert_eq!(buf, [1, 2, 3], "a refused entry appends nothing");
+                // The same entry forged by hand is refused when read back.
+                let body_len = BODY_FIXED_BYTES + key.len() + value.len();
+                let mut forged = (body_len as u32).to_le_bytes().to_vec();
+                forged.extend_from_slice(&[0; 4]);
+                forged.extend_from_slice(&1u64.to_le_bytes());
+                forged.push(FLAG_BATCH_END);
+                forged.extend_from_slice(&0u64.to_le_bytes());
+                forged.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                forged.extend_from_slice(key);
+                forged.extend_from_slice(value);
+                let crc = crc32c::crc32c(&forged[ENTRY_PREFIX_BYTES..]);
+                forged[4..8].copy_from_slice(&crc.to_le_bytes());
+                assert!(decode_entry(&forged).is_err(), "key {} value {}", key.len(), value.len());
+            } else {
+                let (back, _) = decode_entry(&buf[3..]).expect("valid entry reads back");
+                assert_eq!(back, e);
+            }
         }
     }
 }

@@ -258,3 +258,42 @@ fn changes_report_old_and_new_values_across_compaction_and_split() {
     assert_eq!(lower.changes(3, 4).expect("read"), Some(vec![]));
     assert_eq!(upper.changes(3, 4).expect("read"), Some(vec![change("c", Some("1"), Some("4"))]));
 }
+
+// Regression: an 8.6 MiB value or a 20 KiB key was logged, and the chunk (with
+// every key of its range) was unreadable after a restart.
+#[test]
+fn rows_over_the_limits_are_refused_whole_and_the_chunk_reopens() {
+    use monotable_proto::limits::{KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_BYTES};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Chunk::create(meta(1), dir.path(), SEGMENT_MAX).expect("create");
+    commit(&mut c, 1, &[put("a", "1")]);
+    let huge_key = WriteOp::Put {
+        key: vec![b'k'; KEY_SIZE_MAX_BYTES + 1].into(),
+        value: b"v".to_vec().into(),
+    };
+    let huge_value = WriteOp::Put {
+        key: b"b".to_vec().into(),
+        value: vec![b'v'; VALUE_SIZE_MAX_BYTES + 1].into(),
+    };
+    let huge_delete = WriteOp::Delete { key: vec![b'k'; KEY_SIZE_MAX_BYTES + 1].into() };
+    for (seq, bad) in [(2, huge_key), (3, huge_value), (4, huge_delete)] {
+        // The bad row is last, so a check that stopped at the first good one
+        // would leave the batch's first row logged.
+        let refused = c.apply_batch(seq, &[put("c", "3"), bad]);
+        assert!(matches!(refused, Err(ChunkError::Refused(_))), "{refused:?}");
+    }
+    // At the limits exactly is fine.
+    let at_limits = WriteOp::Put {
+        key: vec![b'k'; KEY_SIZE_MAX_BYTES].into(),
+        value: vec![b'v'; VALUE_SIZE_MAX_BYTES].into(),
+    };
+    commit(&mut c, 5, &[put("d", "4"), at_limits]);
+    drop(c);
+    let (c, recovery) = Chunk::open(meta(1), dir.path(), SEGMENT_MAX).expect("reopens");
+    assert_eq!(recovery.truncated_bytes, 0);
+    let got = contents(&c, ReadAt::Latest);
+    assert_eq!(got.get("a").map(String::as_str), Some("1"));
+    assert_eq!(got.get("d").map(String::as_str), Some("4"));
+    assert!(!got.contains_key("c"), "a refused batch wrote nothing");
+    assert_eq!(got.len(), 3);
+}
