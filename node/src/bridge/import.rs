@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use monotable_client::Client;
+use monotable_proto::limits::check_row_size;
 use monotable_proto::tuple::{self, Element};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -54,6 +55,10 @@ pub struct Progress {
     pub gone: u64,
     /// Keys of other types (streams, modules), with their type.
     pub unsupported: Vec<(Vec<u8>, String)>,
+    /// Keys with a row over Monotable's key or value limits, with the limit
+    /// they pass: left out, the rest of the import goes on.
+    #[serde(default)]
+    pub too_large: Vec<(Vec<u8>, String)>,
     pub elapsed_ms: u64,
 }
 
@@ -104,6 +109,21 @@ impl std::fmt::Display for ImportSummary {
                 if p.unsupported.len() > 10 { ", ..." } else { "" }
             )?;
         }
+        if !p.too_large.is_empty() {
+            let list: Vec<String> = p
+                .too_large
+                .iter()
+                .take(10)
+                .map(|(k, why)| format!("{} ({why})", show(k)))
+                .collect();
+            writeln!(
+                f,
+                "skipped {} keys over the size limits: {}{}",
+                p.too_large.len(),
+                list.join(", "),
+                if p.too_large.len() > 10 { ", ..." } else { "" }
+            )?;
+        }
         Ok(())
     }
 }
@@ -125,6 +145,8 @@ fn progress_row(target: &Target, pattern: Option<&str>) -> Vec<u8> {
 struct Page {
     cursor: u64,
     read: Read,
+    /// Keys of `read` left out for a row over the limits.
+    too_large: Vec<(Vec<u8>, String)>,
 }
 
 impl Progress {
@@ -138,12 +160,20 @@ impl Progress {
         self.keys += page.read.items.len() as u64;
         self.gone += page.read.gone;
         self.unsupported.extend(page.read.unsupported);
+        self.too_large.extend(page.too_large);
         self.cursor = page.cursor;
     }
 }
 
 /// Replaces a page's keys in the range; returns the page once durable.
-async fn write_page(client: Client, range: String, page: Page) -> Result<Page, BridgeError> {
+async fn write_page(client: Client, range: String, mut page: Page) -> Result<Page, BridgeError> {
+    let items = std::mem::take(&mut page.read.items);
+    for item in items {
+        match item.rows().iter().find_map(|(row, value)| check_row_size(row, Some(value)).err()) {
+            Some(refused) => page.too_large.push((item.key, refused.message)),
+            None => page.read.items.push(item),
+        }
+    }
     let keys: Vec<Vec<u8>> = page.read.items.iter().map(|i| i.key.clone()).collect();
     let old = read_items(&client, &range, &keys, false).await?;
     let mut writer = Writer::new(&client, &range);
@@ -189,7 +219,7 @@ pub async fn import(client: &Client, opts: ImportOptions) -> Result<ImportSummar
                     let (next, keys) =
                         scan_page(&mut con, cursor, pattern.as_deref(), count).await?;
                     let read = read_redis(&mut con, &keys).await?;
-                    Ok(Page { cursor: next, read })
+                    Ok(Page { cursor: next, read, too_large: Vec::new() })
                 }
                 .await;
                 let done = matches!(&page, Ok(p) if p.cursor == 0) || page.is_err();
