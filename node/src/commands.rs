@@ -74,7 +74,6 @@ impl Node {
             }
             Command::Write { range, ops, atomic } => {
                 check_count(ops.len(), BATCH_OPS_MAX, "operations", "batch")?;
-                ops.iter().try_for_each(check_op)?;
                 self.write(&range, ops, atomic).await.map(Reply::Written)
             }
             Command::Scan(req) => self.scan_range(req).await.map(Reply::Scan),
