@@ -14,9 +14,47 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The exclusive end of a scan for every key whose tuple starts with the
+/// encoded tuple `prefix` ([`crate::tuple`]); `None` for the empty tuple
+/// (every key). This is `prefix + 0xFF`, not [`prefix_end`]: after a whole
+/// element the next byte of a longer tuple is a type code (at most `0x27`),
+/// while a byte prefix would also match a string or bytes element that only
+/// continues the last one through its `0x00 0xFF` escape (`("a",)` is a byte
+/// prefix of `("a\0b",)`). FoundationDB's `Tuple::range` uses the same end.
+pub fn tuple_prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    if prefix.is_empty() {
+        return None;
+    }
+    let mut end = prefix.to_vec();
+    end.push(0xFF);
+    Some(end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tuple::{encode, Element};
+
+    // Regression: a prefix scan on ["a"] also returned the key "a\u0000b".
+    #[test]
+    fn a_tuple_prefix_excludes_a_string_that_continues_past_an_escape() {
+        let prefix = encode(&["a".into()]).expect("encodes");
+        let end = tuple_prefix_end(&prefix).expect("non-empty");
+        let inside = |t: &[Element]| {
+            let k = encode(t).expect("encodes");
+            k >= prefix && k < end
+        };
+        assert!(inside(&["a".into()]));
+        assert!(inside(&["a".into(), Element::Null]));
+        assert!(inside(&["a".into(), "z".into(), 5i64.into()]));
+        assert!(inside(&["a".into(), Element::Tuple(vec![Element::Null])]));
+        assert!(inside(&["a".into(), true.into()]));
+        assert!(!inside(&["a\u{0}b".into()]));
+        assert!(!inside(&["a\u{0}".into()]));
+        assert!(!inside(&["b".into()]));
+        assert!(!inside(&["".into()]));
+        assert_eq!(tuple_prefix_end(b""), None);
+    }
 
     #[test]
     fn prefix_end_is_the_next_key_after_the_prefix() {

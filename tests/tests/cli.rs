@@ -125,3 +125,30 @@ fn bench_runs_against_a_node() {
     assert!(results[2]["records_per_sec"].as_f64().expect("number") > 0.0);
     assert!(node.stop());
 }
+
+// Regression: `--prefix '["a"]'` also matched the key "a\u0000b" (a byte
+// prefix through the string's 0x00 0xFF escape), in scans and aggregates.
+#[test]
+fn a_tuple_prefix_matches_whole_elements_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let a = node.addr;
+    ok(cli(a, &["range", "create", "k"]));
+    for key in [r#"["a"]"#, r#"["a",null]"#, r#"["a","x",1]"#, r#""a\u0000b""#, r#""a\u0000""#, "b"]
+    {
+        ok(cli(a, &["put", "k", key, "1"]));
+    }
+    let keys: Vec<Value> = json_lines(&ok(cli(a, &["scan", "k", "--prefix", r#"["a"]"#])))
+        .into_iter()
+        .map(|l| l["key"].clone())
+        .collect();
+    assert_eq!(keys, [json!("a"), json!(["a", null]), json!(["a", "x", 1])]);
+    let reverse = json_lines(&ok(cli(a, &["scan", "k", "--prefix", r#"["a"]"#, "--reverse"])));
+    assert_eq!(reverse.len(), 3);
+    // A raw prefix stays a byte prefix.
+    let raw = json_lines(&ok(cli(a, &["scan", "k", "--prefix", r#"{"$raw":"026100"}"#])));
+    assert_eq!(raw.len(), 5);
+    ok(cli(a, &["reducer", "create", "n", "--range", "k", "--builtin", "count"]));
+    let count = ok(cli(a, &["agg", "n", "--fresh", "--prefix", r#"["a"]"#]));
+    assert_eq!(count.trim(), "3");
+}

@@ -82,6 +82,24 @@ pub fn key_arg(arg: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// Parses a `--prefix` argument into scan bounds: the first key and the
+/// exclusive end (`None`: the end of the range). A tuple prefix covers the
+/// tuples that start with its elements ([`monotable_proto::keys::tuple_prefix_end`]);
+/// a `{"$raw":..}` prefix covers the keys that start with its bytes.
+pub fn prefix_arg(arg: &str) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let raw = matches!(
+        serde_json::from_str::<Json>(arg),
+        Ok(Json::Object(ref obj)) if tagged(obj, "$raw").is_some()
+    );
+    let prefix = key_arg(arg)?;
+    let end = if raw {
+        monotable_proto::keys::prefix_end(&prefix)
+    } else {
+        monotable_proto::keys::tuple_prefix_end(&prefix)
+    };
+    Ok((prefix, end))
+}
+
 fn element_to_json(e: &Element) -> Json {
     match e {
         Element::Null => Json::Null,

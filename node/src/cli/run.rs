@@ -176,11 +176,18 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                     None => None,
                 })
             };
+            let (start, end) = match &args.bounds.prefix {
+                Some(p) => {
+                    let (start, end) = json::prefix_arg(p)?;
+                    (Some(start.into()), end.map(Into::into))
+                }
+                None => (key(&args.bounds.start)?, key(&args.bounds.end)?),
+            };
             let request = monotable_client::AggregateRequest {
                 reducer: args.reducer.clone(),
-                start: key(&args.bounds.start)?,
-                end: key(&args.bounds.end)?,
-                prefix: key(&args.bounds.prefix)?,
+                start,
+                end,
+                prefix: None,
                 group_level: args.group_level,
                 fresh: args.fresh,
                 timeout_ms: args.timeout_ms,
@@ -312,7 +319,11 @@ async fn scan(args: ScanArgs, out: &mut impl Write) -> Result<()> {
         scan = scan.end(json::key_arg(e)?);
     }
     if let Some(p) = &args.bounds.prefix {
-        scan = scan.prefix(json::key_arg(p)?);
+        let (start, end) = json::prefix_arg(p)?;
+        scan = scan.start(start);
+        if let Some(end) = end {
+            scan = scan.end(end);
+        }
     }
     if args.reverse {
         scan = scan.reverse();
