@@ -615,12 +615,15 @@ async fn run(
                 items.retain(|(k, _)| k != &pair[0]);
                 items.push((pair[0].clone(), Value::string(pair[1].clone(), None)));
             }
+            // One write: a value the storage refuses leaves every key as it was.
+            let mut ops = Vec::new();
             for (k, _) in &items {
                 if let Some(old) = db.get(k).await?.filter(|v| v.kind != KIND_STRING) {
-                    db.remove(k, &old).await?;
+                    ops.extend(db.remove_ops(k, &old).await?);
                 }
             }
-            db.put_many(&items).await?;
+            ops.extend(super::keyspace::put_ops(&items));
+            db.write(ops).await?;
             if name == "msetnx" {
                 Reply::Int(1)
             } else {

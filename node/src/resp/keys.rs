@@ -320,16 +320,17 @@ async fn rename(db: &Db<'_>, name: &str, from: &[u8], to: &[u8]) -> NodeResult<R
     if from == to {
         return Ok(if name == "rename" { Reply::ok() } else { Reply::Int(0) });
     }
+    // One write: if a moved row is refused (over the limits), both keys
+    // stay as they were.
+    let mut ops = Vec::new();
     if let Some(old) = db.get(to).await? {
         if name == "renamenx" {
             return Ok(Reply::Int(0));
         }
-        db.remove(to, &old).await?;
+        ops.extend(db.remove_ops(to, &old).await?);
     }
-    let mut ops = vec![
-        WriteOp::Put { key: key_row(to).into(), value: v.encode().into() },
-        WriteOp::Delete { key: key_row(from).into() },
-    ];
+    ops.push(WriteOp::Put { key: key_row(to).into(), value: v.encode().into() });
+    ops.push(WriteOp::Delete { key: key_row(from).into() });
     if let Some(at) = v.expire_at_ms {
         ops.push(WriteOp::Put { key: expiry_row(at, to).into(), value: Vec::new().into() });
     }

@@ -305,6 +305,18 @@ pub type Writes = std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>
 /// Acknowledgements of writes applied but not yet durable.
 pub type Durability = Vec<tokio::sync::oneshot::Receiver<NodeResult<monotable_proto::CommitToken>>>;
 
+/// The rows that set keys to values (key rows and expiry rows).
+pub fn put_ops(items: &[(Vec<u8>, Value)]) -> Vec<WriteOp> {
+    let mut ops = Vec::with_capacity(items.len());
+    for (k, v) in items {
+        ops.push(WriteOp::Put { key: key_row(k).into(), value: v.encode().into() });
+        if let Some(at) = v.expire_at_ms {
+            ops.push(WriteOp::Put { key: expiry_row(at, k).into(), value: Vec::new().into() });
+        }
+    }
+    ops
+}
+
 /// Reads and writes rows of one database.
 ///
 /// Reads see every applied write, durable or not, and writes return once
@@ -437,26 +449,34 @@ impl<'a> Db<'a> {
         Ok(Some(value))
     }
 
-    /// Sets a key that held `old`: a collection's element rows go with it.
+    /// Sets a key that held `old`: a collection's element rows go with it,
+    /// in the same write as the new value, so a new value the storage
+    /// refuses (over the limits) leaves the old one in place.
     pub async fn replace(&self, key: &[u8], new: &Value, old: Option<&Value>) -> NodeResult<()> {
-        match old {
-            Some(old) if tag(old.kind).is_some() => {
-                self.remove(key, old).await?;
-                self.put(key, new).await
-            }
-            _ => self.put(key, new).await,
-        }
+        let mut ops = match old {
+            Some(old) if tag(old.kind).is_some() => self.remove_ops(key, old).await?,
+            _ => Vec::new(),
+        };
+        ops.extend(put_ops(&[(key.to_vec(), new.clone())]));
+        self.write(ops).await
     }
 
     /// Removes a key and, for a collection, every element row.
     pub async fn remove(&self, key: &[u8], value: &Value) -> NodeResult<()> {
+        let ops = self.remove_ops(key, value).await?;
+        self.write(ops).await
+    }
+
+    /// The deletes that remove a key and, for a collection, every element
+    /// row: for a command to write together with the rest of its rows.
+    pub async fn remove_ops(&self, key: &[u8], value: &Value) -> NodeResult<Vec<WriteOp>> {
         let mut ops = vec![WriteOp::Delete { key: key_row(key).into() }];
         for prefix in row_prefixes(value.kind, key) {
             for (row, _) in self.rows_with_prefix(&prefix).await? {
                 ops.push(WriteOp::Delete { key: row.into() });
             }
         }
-        self.write(ops).await
+        Ok(ops)
     }
 
     /// Visits the rows in `[start, end)` in order (reverse: descending),
@@ -550,14 +570,7 @@ impl<'a> Db<'a> {
     }
 
     pub async fn put_many(&self, items: &[(Vec<u8>, Value)]) -> NodeResult<()> {
-        let mut ops = Vec::with_capacity(items.len());
-        for (k, v) in items {
-            ops.push(WriteOp::Put { key: key_row(k).into(), value: v.encode().into() });
-            if let Some(at) = v.expire_at_ms {
-                ops.push(WriteOp::Put { key: expiry_row(at, k).into(), value: Vec::new().into() });
-            }
-        }
-        self.write(ops).await
+        self.write(put_ops(items)).await
     }
 
     pub async fn ensure_range(&self) -> NodeResult<()> {
