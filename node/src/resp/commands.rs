@@ -125,6 +125,14 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A command was refused before it could run (an argument too large):
+    /// inside MULTI, EXEC will abort, as for any command refused there.
+    pub fn refused(&mut self) {
+        if self.multi.is_some() {
+            self.multi_failed = true;
+        }
+    }
+
     pub fn new(id: u64, authenticated: bool) -> Self {
         Conn {
             id,
