@@ -289,6 +289,21 @@ pub fn expire_at(option: &str, t: i64) -> Option<u64> {
     at.map(|a| a as u64)
 }
 
+/// The rows that store `items` (key rows and expiry rows), checked
+/// against the key and value limits: callers that remove something first
+/// (SET over a hash, MSET) check here before they do.
+pub fn put_ops(items: &[(Vec<u8>, Value)]) -> NodeResult<Vec<WriteOp>> {
+    let mut ops = Vec::with_capacity(items.len());
+    for (k, v) in items {
+        ops.push(WriteOp::Put { key: key_row(k).into(), value: v.encode().into() });
+        if let Some(at) = v.expire_at_ms {
+            ops.push(WriteOp::Put { key: expiry_row(at, k).into(), value: Vec::new().into() });
+        }
+    }
+    ops.iter().try_for_each(crate::node::check_op)?;
+    Ok(ops)
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -439,6 +454,8 @@ impl<'a> Db<'a> {
 
     /// Sets a key that held `old`: a collection's element rows go with it.
     pub async fn replace(&self, key: &[u8], new: &Value, old: Option<&Value>) -> NodeResult<()> {
+        // Checked before the old value goes, so a refused one loses nothing.
+        put_ops(&[(key.to_vec(), new.clone())])?;
         match old {
             Some(old) if tag(old.kind).is_some() => {
                 self.remove(key, old).await?;
@@ -512,11 +529,14 @@ impl<'a> Db<'a> {
         self.read_row(element_row(kind, key, element)).await
     }
 
-    /// Writes rows of this database (each chunk's part atomically).
+    /// Writes rows of this database (each chunk's part atomically). Every
+    /// row is checked against the key and value limits first, so a
+    /// command's write is refused whole or made whole.
     pub async fn write(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
         if ops.is_empty() {
             return Ok(());
         }
+        ops.iter().try_for_each(crate::node::check_op)?;
         if let Some(mut o) = self.overlay() {
             for op in ops {
                 match op {
@@ -550,14 +570,7 @@ impl<'a> Db<'a> {
     }
 
     pub async fn put_many(&self, items: &[(Vec<u8>, Value)]) -> NodeResult<()> {
-        let mut ops = Vec::with_capacity(items.len());
-        for (k, v) in items {
-            ops.push(WriteOp::Put { key: key_row(k).into(), value: v.encode().into() });
-            if let Some(at) = v.expire_at_ms {
-                ops.push(WriteOp::Put { key: expiry_row(at, k).into(), value: Vec::new().into() });
-            }
-        }
-        self.write(ops).await
+        self.write(put_ops(items)?).await
     }
 
     pub async fn ensure_range(&self) -> NodeResult<()> {

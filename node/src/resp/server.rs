@@ -16,17 +16,9 @@ use super::parse::{Parsed, RequestReader, ARG_SIZE_MAX_BYTES};
 use super::reply::Reply;
 use crate::config::CONNECTIONS_MAX;
 use crate::node::Node;
+use monotable_proto::limits::REPLY_BUFFER_MAX_BYTES;
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
-
-/// Reply bytes past which a connection runs no more of the commands it
-/// sent until those replies are written. A client that sends and never
-/// reads fills its socket, the write waits, and the node stops reading
-/// from it (TCP pushes back on the client), so what it costs the node is
-/// bounded by this plus one command's reply. Redis instead closes a client
-/// past its `client-output-buffer-limit` (unlimited by default for
-/// ordinary clients); waiting keeps a slow reader's connection working.
-pub const REPLY_BUFFER_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Accepts RESP connections until `closing` turns true.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, mut closing: watch::Receiver<bool>) {
