@@ -16,7 +16,7 @@ use std::time::Duration;
 use monotable_proto::frame::{
     check_handshake, decode_payload, encode_frame, read_frame, FrameError,
 };
-use monotable_proto::limits::IN_FLIGHT_PER_CONNECTION_MAX;
+use monotable_proto::limits::{IN_FLIGHT_PER_CONNECTION_MAX, REPLY_BUFFER_MAX_BYTES};
 use monotable_proto::{ErrorCode, ErrorInfo, Request, Response, ServerHello};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -64,6 +64,41 @@ impl ServerState {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Reply bytes of one connection queued for its writer and not yet
+/// written. Shared by the connection's reader (which waits while it is
+/// past [`REPLY_BUFFER_MAX_BYTES`]), its request tasks (which add) and its
+/// writer (which subtracts once written); an atomic and a `Notify` because
+/// none of them holds it across an await.
+#[derive(Default)]
+struct Unsent {
+    bytes: AtomicUsize,
+    /// Set when the writer stopped (the client is gone): nothing drains
+    /// any more, and the reader must not wait.
+    writer_gone: std::sync::atomic::AtomicBool,
+    /// Woken when the writer has written, or stopped.
+    drained: Notify,
+}
+
+impl Unsent {
+    fn wrote(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    /// Waits until the queued replies are within the limit.
+    async fn within_limit(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if self.bytes.load(Ordering::Acquire) <= REPLY_BUFFER_MAX_BYTES
+                || self.writer_gone.load(Ordering::Acquire)
+            {
+                return;
+            }
+            drained.await;
         }
     }
 }
@@ -208,7 +243,8 @@ async fn connection(
     // not two per frame.
     let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = actix_rt::spawn(write_replies(writer, rx));
+    let unsent = Arc::new(Unsent::default());
+    let writer = actix_rt::spawn(write_replies(writer, rx, unsent.clone()));
     let session = Arc::new(Session::new(node.clone()));
     let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX));
     let mut buf = Vec::new();
@@ -221,6 +257,12 @@ async fn connection(
     };
     tokio::pin!(closed);
     loop {
+        // A client that does not read its replies is not read either.
+        tokio::select! {
+            biased;
+            () = unsent.within_limit() => {}
+            () = &mut closed => break,
+        }
         let permit = tokio::select! {
             biased;
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
@@ -236,7 +278,7 @@ async fn connection(
             Ok(false) => break,
             Err(FrameError::TooLarge { len }) => {
                 let message = FrameError::TooLarge { len }.to_string();
-                send(&tx, 0, Err(ErrorInfo::new(ErrorCode::FrameTooLarge, message)));
+                send(&tx, &unsent, 0, Err(ErrorInfo::new(ErrorCode::FrameTooLarge, message)));
                 break;
             }
             Err(e) => {
@@ -248,7 +290,7 @@ async fn connection(
             Ok(r) => r,
             Err(e) => {
                 let message = format!("undecodable request: {e}");
-                send(&tx, 0, Err(ErrorInfo::new(ErrorCode::BadRequest, message)));
+                send(&tx, &unsent, 0, Err(ErrorInfo::new(ErrorCode::BadRequest, message)));
                 break;
             }
         };
@@ -257,9 +299,10 @@ async fn connection(
         let session = session.clone();
         let state = state.clone();
         let tx = tx.clone();
+        let unsent = unsent.clone();
         let mut task = Box::pin(async move {
             let result = node.execute(request.command, &session).await.map_err(|e| e.to_info());
-            send(&tx, request.id, result);
+            send(&tx, &unsent, request.id, result);
             drop(permit);
             state.request_done();
         });
@@ -280,6 +323,7 @@ async fn connection(
 /// frame becomes an error reply.
 fn send(
     tx: &mpsc::UnboundedSender<Vec<u8>>,
+    unsent: &Unsent,
     id: u64,
     result: Result<monotable_proto::Reply, ErrorInfo>,
 ) {
@@ -292,10 +336,16 @@ fn send(
             return;
         }
     }
+    let len = out.len();
+    unsent.bytes.fetch_add(len, Ordering::AcqRel);
     let _ = tx.send(out);
 }
 
-async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn write_replies(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    unsent: Arc<Unsent>,
+) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
         buf.extend_from_slice(&frame);
@@ -310,8 +360,12 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiv
         }
         if writer.write_all(&buf).await.is_err() {
             // The client is gone; the remaining replies have nowhere to go.
+            // The reader must not wait for them: it finds the end next.
+            unsent.writer_gone.store(true, Ordering::Release);
+            unsent.drained.notify_waiters();
             return;
         }
+        unsent.wrote(buf.len());
         buf.clear();
     }
     let _ = writer.shutdown().await;

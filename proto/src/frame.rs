@@ -15,6 +15,10 @@ use crate::message::ServerHello;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
 
+/// Capacity a frame buffer keeps between frames; more, left by a large
+/// frame, is freed before the next.
+const FRAME_BUFFER_KEPT_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("i/o: {0}")]
@@ -50,7 +54,8 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
 }
 
 /// Reads one frame's payload into `buf`. Returns `Ok(false)` on a clean end of
-/// stream between frames. The length is checked before anything is allocated.
+/// stream between frames. The length is checked before anything is allocated,
+/// and the buffer holds no more than about twice the bytes that have come.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
@@ -68,15 +73,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > FRAME_SIZE_MAX_BYTES {
         return Err(FrameError::TooLarge { len });
     }
+    // The buffer grows as bytes arrive (doubling), never to the announced
+    // length up front: a header alone costs its sender nothing to send and
+    // must cost the receiver nothing to hold. A large buffer left by an
+    // earlier frame is given back.
     buf.clear();
-    buf.resize(len, 0);
-    reader.read_exact(buf).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
+    if buf.capacity() > FRAME_BUFFER_KEPT_BYTES {
+        buf.shrink_to(FRAME_BUFFER_KEPT_BYTES);
+    }
+    let read = reader.take(len as u64).read_to_end(buf).await?;
+    if read < len {
+        return Err(FrameError::Truncated);
+    }
     Ok(true)
 }
 
@@ -146,6 +154,20 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         assert!(buf.capacity() < 1024);
+    }
+
+    // Regression: a 4-byte header alone made the server allocate the 32 MiB
+    // it announced (40 such connections held 1.3 GB).
+    #[tokio::test]
+    async fn a_header_alone_allocates_little() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&(FRAME_SIZE_MAX_BYTES as u32).to_be_bytes()).await.expect("write");
+        client.write_all(b"some").await.expect("write");
+        let mut buf = Vec::new();
+        let read = read_frame(&mut server, &mut buf);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), read).await;
+        assert!(waited.is_err(), "the frame is incomplete");
+        assert!(buf.capacity() < 1024 * 1024, "{} bytes held", buf.capacity());
     }
 
     #[tokio::test]

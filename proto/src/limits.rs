@@ -45,6 +45,14 @@ pub const CHUNK_SIZE_DEFAULT_BYTES: u64 = 64 * 1024 * 1024;
 /// from a connection that reaches it until replies drain.
 pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
 
+/// Reply bytes a connection (native or RESP) may have waiting to be sent;
+/// past it the server reads no more requests from that connection until
+/// the client reads its replies. A client that sends and never reads thus
+/// costs the node this, plus the replies of requests already running. Redis
+/// closes such a client at its `client-output-buffer-limit` instead; waiting
+/// keeps a slow but live reader's connection working, and TCP pushes back.
+pub const REPLY_BUFFER_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// Checks a key against [`KEY_SIZE_MAX_BYTES`].
 ///
 /// # Errors

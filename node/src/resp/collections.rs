@@ -4,7 +4,8 @@
 use monotable_proto::WriteOp;
 use rand::seq::SliceRandom;
 
-use super::commands::{parse_i64, RespState, WRONGTYPE};
+use super::args::{parse_i64, positive_count, random_count};
+use super::commands::{RespState, WRONGTYPE};
 use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
 };
@@ -112,9 +113,9 @@ async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<R
             "hkeys" | "hvals" => Reply::Array(Vec::new()),
             "smembers" => Reply::Set(Vec::new()),
             "smismember" => Reply::Array(vec![Reply::Int(0); args.len() - 2]),
-            "srandmember" if args.len() > 2 => match parse_i64(&args[2]) {
-                Some(_) => Reply::Array(Vec::new()),
-                None => Reply::err("ERR value is not an integer or out of range"),
+            "srandmember" if args.len() > 2 => match random_count(&args[2]) {
+                Ok(_) => Reply::Array(Vec::new()),
+                Err(reply) => reply,
             },
             "srandmember" => Reply::Null,
             _ => Reply::Int(0),
@@ -162,14 +163,15 @@ async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<R
             let mut rng = rand::thread_rng();
             match args.get(2) {
                 None => members.choose(&mut rng).cloned().map_or(Reply::Null, Reply::Bulk),
-                Some(n) => match parse_i64(n) {
-                    None => Reply::err("ERR value is not an integer or out of range"),
-                    Some(n) if n >= 0 => {
-                        Reply::Array(bulks(members.choose_multiple(&mut rng, n as usize).cloned()))
+                Some(n) => match random_count(n) {
+                    Err(reply) => reply,
+                    Ok((n, false)) => {
+                        let n = usize::try_from(n).unwrap_or(usize::MAX);
+                        Reply::Array(bulks(members.choose_multiple(&mut rng, n).cloned()))
                     }
                     // Negative: that many, repeats allowed.
-                    Some(n) => Reply::Array(bulks(
-                        (0..n.unsigned_abs()).filter_map(|_| members.choose(&mut rng).cloned()),
+                    Ok((n, true)) => Reply::Array(bulks(
+                        (0..n).filter_map(|_| members.choose(&mut rng).cloned()),
                     )),
                 },
             }
@@ -300,9 +302,9 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
         "spop" => {
             let n = match args.get(2) {
                 None => None,
-                Some(n) => match parse_i64(n) {
-                    Some(n) if n >= 0 => Some(n as usize),
-                    _ => return Ok(Reply::err("ERR value is out of range, must be positive")),
+                Some(n) => match positive_count(n) {
+                    Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                    Err(reply) => return Ok(reply),
                 },
             };
             let members: Vec<Vec<u8>> = if before.is_some() {

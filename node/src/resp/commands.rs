@@ -17,7 +17,7 @@ const LOCK_STRIPES: usize = 1024;
 const VERSION_SLOTS: usize = 65_536;
 
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
-pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+pub use super::args::{parse_i64, NOT_INTEGER};
 pub const SYNTAX: &str = "ERR syntax error";
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const OVERFLOW: &str = "ERR increment or decrement would overflow";
@@ -125,6 +125,14 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A command was refused before it could run (an argument too large):
+    /// inside MULTI, EXEC will abort, as for any command refused there.
+    pub fn refused(&mut self) {
+        if self.multi.is_some() {
+            self.multi_failed = true;
+        }
+    }
+
     pub fn new(id: u64, authenticated: bool) -> Self {
         Conn {
             id,
@@ -160,25 +168,17 @@ fn unknown_command(args: &[Vec<u8>]) -> Reply {
     Reply::err(msg)
 }
 
+/// The one place a node error becomes a reply. Keys and values over the
+/// node's limits are the client's doing: their message names the limit.
 fn internal(e: NodeError) -> Reply {
-    Reply::err(format!("ERR {e}"))
-}
-
-/// Redis's integer parsing: optional `-`, digits, no leading `+`, spaces or
-/// leading zeros, within i64.
-pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    if s.is_empty() || s.len() > 20 || s.starts_with('+') || s.starts_with(' ') {
-        return None;
+    match e {
+        NodeError::Client {
+            code:
+                monotable_proto::ErrorCode::KeyTooLarge | monotable_proto::ErrorCode::ValueTooLarge,
+            message,
+        } => Reply::err(format!("ERR {message}")),
+        e => Reply::err(format!("ERR {e}")),
     }
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty()
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || digits == "0" && s.starts_with('-')
-    {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// (name, arity): a positive arity is exact, a negative one a minimum
@@ -502,13 +502,13 @@ async fn run(
             conn.closing = true;
             Reply::ok()
         }
-        "select" => match parse_i64(&args[1]) {
-            Some(i) if (0..i64::from(DATABASES)).contains(&i) => {
+        "select" => match super::args::in_range(&args[1], i32::MIN.into(), i32::MAX.into()) {
+            Ok(i) if (0..i64::from(DATABASES)).contains(&i) => {
                 conn.db = i as u32;
                 Reply::ok()
             }
-            Some(_) => Reply::err("ERR DB index is out of range"),
-            None => Reply::err(NOT_INTEGER),
+            Ok(_) => Reply::err("ERR DB index is out of range"),
+            Err(reply) => reply,
         },
         "hello" => hello(state, conn, args),
         "auth" => {
@@ -687,6 +687,9 @@ async fn run(
                 Some(v) if v.kind != KIND_STRING => return Ok(Reply::err(WRONGTYPE)),
                 Some(v) => v,
             };
+            if let Err(reply) = super::args::string_end(v.payload.len() as u64, args[2].len()) {
+                return Ok(reply);
+            }
             v.payload.extend_from_slice(&args[2]);
             db.put(&args[1], &v).await?;
             Reply::Int(v.payload.len() as i64)
@@ -700,8 +703,8 @@ async fn run(
             None => Reply::Int(-2),
             Some(Value { expire_at_ms: None, .. }) => Reply::Int(-1),
             Some(Value { expire_at_ms: Some(at), .. }) => {
-                let left = at.saturating_sub(now_ms()) as i64;
-                Reply::Int(if name == "ttl" { (left + 500) / 1000 } else { left })
+                let left = i64::try_from(at.saturating_sub(now_ms())).unwrap_or(i64::MAX);
+                Reply::Int(if name == "ttl" { left.saturating_add(500) / 1000 } else { left })
             }
         },
         "persist" => {
@@ -896,21 +899,5 @@ fn client(conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",
             String::from_utf8_lossy(&args[1])
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn integers_parse_as_redis_does() {
-        assert_eq!(parse_i64(b"42"), Some(42));
-        assert_eq!(parse_i64(b"-7"), Some(-7));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [&b""[..], b"+1", b" 1", b"01", b"-0", b"1.5", b"9223372036854775808", b"-"] {
-            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
-        assert_eq!(parse_i64(b"0"), Some(0));
     }
 }

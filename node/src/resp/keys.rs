@@ -18,8 +18,6 @@ use crate::error::{NodeError, NodeResult};
 /// SCAN cursors kept at once; the oldest are forgotten first (a client
 /// that comes back with one starts over).
 const CURSORS_MAX: usize = 65_536;
-/// Largest string SETRANGE may make (Redis's `proto-max-bulk-len`).
-const STRING_LEN_MAX: i64 = 512 * 1024 * 1024;
 
 /// SCAN cursors: a number for clients, the next key row for us.
 #[derive(Default)]
@@ -493,18 +491,18 @@ async fn setrange(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         return Ok(Reply::err(WRONGTYPE));
     }
     let value = &args[3];
-    if offset + value.len() as i64 > STRING_LEN_MAX {
-        return Ok(Reply::err("ERR string exceeds maximum allowed size (proto-max-bulk-len)"));
-    }
     let mut v = old.unwrap_or_else(|| Value::string(Vec::new(), None));
     if value.is_empty() {
         return Ok(Reply::Int(v.payload.len() as i64));
     }
-    let offset = offset as usize;
-    if v.payload.len() < offset + value.len() {
-        v.payload.resize(offset + value.len(), 0);
+    let end = match super::args::string_end(offset.unsigned_abs(), value.len()) {
+        Ok(end) => end,
+        Err(reply) => return Ok(reply),
+    };
+    if v.payload.len() < end {
+        v.payload.resize(end, 0);
     }
-    v.payload[offset..offset + value.len()].copy_from_slice(value);
+    v.payload[end - value.len()..end].copy_from_slice(value);
     db.put(&args[1], &v).await?;
     Ok(Reply::Int(v.payload.len() as i64))
 }

@@ -532,11 +532,19 @@ impl<'a> Db<'a> {
         self.read_row(element_row(kind, key, element)).await
     }
 
-    /// Writes rows of this database (each chunk's part atomically).
+    /// Writes rows of this database (each chunk's part atomically). Every
+    /// row is checked against the key and value limits first, so a
+    /// command's write is refused whole or made whole.
+    ///
+    /// Every row is checked against the key and value limits first, also
+    /// inside a transaction, so a command over the limits fails alone and
+    /// writes nothing.
     pub async fn write(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
         if ops.is_empty() {
             return Ok(());
         }
+        ops.iter().try_for_each(crate::node::check_op)?;
+        ops.iter().try_for_each(crate::node::check_op)?;
         if let Some(mut o) = self.overlay() {
             for op in ops {
                 match op {

@@ -6,7 +6,8 @@
 
 use monotable_proto::WriteOp;
 
-use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
+use super::args::{parse_i64, positive_count, span, NOT_INTEGER};
+use super::commands::{RespState, SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_field, encode_field, key_row, list_head, list_payload, list_row as row, Db, Value,
     KIND_LIST,
@@ -120,10 +121,10 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
     // Arguments are checked before the key, as Redis does.
     let count_arg = match name {
         "lpop" | "rpop" if args.len() > 3 => return Ok(Reply::err(SYNTAX)),
-        "lpop" | "rpop" => match args.get(2).map(|a| parse_i64(a)) {
+        "lpop" | "rpop" => match args.get(2).map(|a| positive_count(a)) {
             None => None,
-            Some(Some(n)) if n >= 0 => Some(n),
-            Some(_) => return Ok(Reply::err("ERR value is out of range, must be positive")),
+            Some(Ok(n)) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+            Some(Err(reply)) => return Ok(reply),
         },
         _ => None,
     };
@@ -182,12 +183,10 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
         "lrange" => {
             let Some((start, stop)) = numbers(2, 3) else { return Ok(Reply::err(NOT_INTEGER)) };
             let Some(s) = found else { return Ok(Reply::Array(Vec::new())) };
-            let start = if start < 0 { (s.count + start).max(0) } else { start };
-            let stop = if stop < 0 { s.count + stop } else { stop.min(s.count - 1) };
-            if start > stop || start >= s.count {
+            let Some((first, last)) = span(start, stop, s.count as u64) else {
                 return Ok(Reply::Array(Vec::new()));
-            }
-            let items = elements(db, key, s.head + start, s.head + stop + 1).await?;
+            };
+            let items = elements(db, key, s.head + first as i64, s.head + last as i64 + 1).await?;
             Reply::Array(items.into_iter().map(Reply::Bulk).collect())
         }
         "lindex" => {
@@ -215,10 +214,10 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
         "ltrim" => {
             let Some((start, stop)) = numbers(2, 3) else { return Ok(Reply::err(NOT_INTEGER)) };
             let Some(s) = found else { return Ok(Reply::ok()) };
-            let start = if start < 0 { (s.count + start).max(0) } else { start };
-            let stop = if stop < 0 { s.count + stop } else { stop.min(s.count - 1) };
-            let (keep_from, keep_to) =
-                if start > stop || start >= s.count { (0, 0) } else { (start, stop + 1) };
+            let (keep_from, keep_to) = match span(start, stop, s.count as u64) {
+                None => (0, 0),
+                Some((first, last)) => (first as i64, last as i64 + 1),
+            };
             let ops = (0..s.count)
                 .filter(|o| !(keep_from..keep_to).contains(o))
                 .map(|o| WriteOp::Delete { key: row(key, s.head + o).into() })

@@ -15,6 +15,7 @@ macro_rules! or_reply {
     };
 }
 
+pub mod args;
 pub mod collections;
 pub mod commands;
 pub mod glob;

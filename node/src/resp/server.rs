@@ -1,6 +1,6 @@
 //! The RESP listener: one task per connection, commands run in order
 //! (pipelined requests are answered in order, replies coalesced into one
-//! write per read).
+//! write per batch, a batch bounded by [`REPLY_BUFFER_MAX_BYTES`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::commands::{execute, RespState};
-use super::parse::{parse, Parsed};
+use super::commands::{execute, Conn, RespState};
+use super::parse::{Parsed, RequestReader, ARG_SIZE_MAX_BYTES};
 use super::reply::Reply;
 use crate::config::CONNECTIONS_MAX;
 use crate::node::Node;
+use monotable_proto::limits::REPLY_BUFFER_MAX_BYTES;
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -91,10 +92,27 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = state.new_conn();
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut requests = RequestReader::new();
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
-    let mut out = Vec::new();
     loop {
+        // Runs what has arrived, a batch at a time: a batch ends when its
+        // replies pass REPLY_BUFFER_MAX_BYTES, and nothing more is read or
+        // run until they are written.
+        loop {
+            let batch = run_batch(&state, &mut conn, &mut requests, peer).await;
+            if !batch.out.is_empty() && stream.write_all(&batch.out).await.is_err() {
+                return;
+            }
+            if batch.close {
+                let _ = stream.shutdown().await;
+                return;
+            }
+            if !batch.full {
+                break;
+            }
+            // A long pipeline lets the worker's other connections run.
+            tokio::task::yield_now().await;
+        }
         let n = tokio::select! {
             _ = closing.changed() => return,
             read = stream.read(&mut chunk) => match read {
@@ -102,60 +120,81 @@ async fn connection(
                 Ok(n) => n,
             },
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut used = 0;
-        let mut close = false;
-        // The replies of this batch of commands, sent once all of it is durable.
-        let mut replies: Vec<Reply> = Vec::new();
-        let mut pending = Vec::new();
-        loop {
-            match parse(&buf[used..]) {
-                Parsed::Incomplete => break,
-                Parsed::Empty(n) => used += n,
-                Parsed::Error(message) => {
-                    tracing::debug!(%peer, %message, "RESP protocol error; closing");
-                    replies.push(Reply::err(format!("ERR {message}")));
-                    close = true;
-                    break;
-                }
-                Parsed::Command(args, n) => {
-                    used += n;
-                    let (reply, durability) = execute(&state, &mut conn, args).await;
-                    pending.push((replies.len(), durability));
-                    replies.push(reply);
-                    if conn.closing {
-                        close = true;
-                        break;
-                    }
-                }
+        requests.feed(&chunk[..n]);
+    }
+}
+
+/// Replies of one batch of commands, ready to send.
+struct Batch {
+    out: Vec<u8>,
+    /// Close the connection once `out` is sent (QUIT, a protocol error).
+    close: bool,
+    /// The batch stopped at the reply limit: more commands may be waiting.
+    full: bool,
+}
+
+/// Runs the complete commands buffered in `requests` until none is left
+/// or the replies pass [`REPLY_BUFFER_MAX_BYTES`], and returns the replies
+/// once all of it is durable.
+async fn run_batch(
+    state: &RespState,
+    conn: &mut Conn,
+    requests: &mut RequestReader,
+    peer: SocketAddr,
+) -> Batch {
+    // Each reply is encoded as soon as its command ran, in the protocol
+    // the connection speaks then (HELLO 3 answers in RESP3).
+    let mut replies: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    let mut pending = Vec::new();
+    let (mut close, mut full) = (false, false);
+    loop {
+        if bytes >= REPLY_BUFFER_MAX_BYTES {
+            full = true;
+            break;
+        }
+        let reply = match requests.next(conn.authenticated) {
+            Parsed::Incomplete => break,
+            Parsed::Error(message) => {
+                tracing::debug!(%peer, %message, "RESP protocol error; closing");
+                close = true;
+                Reply::err(format!("ERR {message}"))
             }
-        }
-        buf.drain(..used);
-        // Durable first: each command's own writes, then everything any of
-        // them read (all of it is at or below the last seq handed out).
-        for (i, durability) in pending {
-            for ack in durability {
-                if let Err(e) = crate::node::answer(ack).await {
-                    replies[i] = Reply::err(format!("ERR {e}"));
-                }
+            Parsed::ArgumentTooLarge(len) => {
+                conn.refused();
+                Reply::err(format!(
+                    "ERR argument of {len} bytes exceeds the limit of {ARG_SIZE_MAX_BYTES} bytes"
+                ))
             }
-        }
-        if !replies.is_empty() {
-            let clock = &state.node.clock;
-            clock.wait_stable(clock.last_allocated()).await;
-        }
-        for reply in &replies {
-            reply.write(conn.proto, &mut out);
-        }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
-                return;
+            Parsed::Command(args) => {
+                let (reply, durability) = execute(state, conn, args).await;
+                pending.push((replies.len(), durability));
+                close = conn.closing;
+                reply
             }
-            out.clear();
-        }
+        };
+        let mut encoded = Vec::new();
+        reply.write(conn.proto, &mut encoded);
+        bytes += encoded.len();
+        replies.push(encoded);
         if close {
-            let _ = stream.shutdown().await;
-            return;
+            break;
         }
     }
+    // Durable first: each command's own writes, then everything any of
+    // them read (all of it is at or below the last seq handed out).
+    for (i, durability) in pending {
+        for ack in durability {
+            if let Err(e) = crate::node::answer(ack).await {
+                let mut encoded = Vec::new();
+                Reply::err(format!("ERR {e}")).write(conn.proto, &mut encoded);
+                replies[i] = encoded;
+            }
+        }
+    }
+    if !replies.is_empty() {
+        let clock = &state.node.clock;
+        clock.wait_stable(clock.last_allocated()).await;
+    }
+    Batch { out: replies.concat(), close, full }
 }

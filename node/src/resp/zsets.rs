@@ -447,14 +447,12 @@ async fn select(
     match range {
         RangeArgs::None => Ok(Vec::new()),
         RangeArgs::Rank { start, stop, rev, .. } => {
-            let n = z.count as i64;
-            let start = if *start < 0 { (n + start).max(0) } else { *start };
-            let stop = if *stop < 0 { n + stop } else { (*stop).min(n - 1) };
-            if start > stop || start >= n {
+            let Some((first, last)) = super::args::span(*start, *stop, z.count) else {
                 return Ok(Vec::new());
-            }
-            let take = (stop - start + 1) as usize;
-            scan_scores(db, prefix, prefix_end, *rev, start as usize, Some(take)).await
+            };
+            let take = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+            let skip = usize::try_from(first).unwrap_or(usize::MAX);
+            scan_scores(db, prefix, prefix_end, *rev, skip, Some(take)).await
         }
         RangeArgs::Score { min, max, rev, offset, limit, .. } => {
             let (start, end) = score_range(key, *min, *max);
