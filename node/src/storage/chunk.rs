@@ -320,6 +320,12 @@ impl Chunk {
         Ok(self.log.take_sync_job()?)
     }
 
+    /// Test hook: the next write out fails half-way, as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_next_write_out_for_tests(&mut self) {
+        self.log.fail_next_write = true;
+    }
+
     /// Everything up to `seq` is durable: reads may see it.
     pub fn mark_durable(&mut self, seq: u64) {
         assert!(seq <= self.index.last_seq(), "durable beyond what was logged");

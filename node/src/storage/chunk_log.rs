@@ -175,6 +175,9 @@ pub struct ChunkLog {
     /// directory itself must be fsynced for it to survive a crash.
     dir_dirty: bool,
     segment_size_max_bytes: u64,
+    /// Test hook: the next write out writes half its bytes and fails.
+    #[cfg(test)]
+    pub(crate) fail_next_write: bool,
 }
 
 /// A durable-making job that runs off the actor thread: fsync of the
@@ -363,6 +366,8 @@ impl ChunkLog {
             unsynced: Vec::new(),
             dir_dirty: false,
             segment_size_max_bytes,
+            #[cfg(test)]
+            fail_next_write: false,
         }
     }
 
@@ -541,8 +546,19 @@ impl ChunkLog {
         if self.unwritten.is_empty() {
             return Ok(());
         }
+        #[cfg(test)]
+        let fail = std::mem::take(&mut self.fail_next_write);
         let seg = self.segments.get_mut(&self.active).expect("the active segment is open");
-        if let Err(source) = seg.file.write_all_at(&self.unwritten, seg.written_len) {
+        let written = seg.file.write_all_at(&self.unwritten, seg.written_len);
+        #[cfg(test)]
+        let written = match fail {
+            true => seg
+                .file
+                .write_all_at(&self.unwritten[..self.unwritten.len() / 2], seg.written_len)
+                .and(Err(io::Error::from_raw_os_error(28))),
+            false => written,
+        };
+        if let Err(source) = written {
             self.unwritten.clear();
             seg.file.set_len(seg.written_len).map_err(io_err(&seg.path))?;
             return Err(LogError::WriteRefused { path: seg.path.clone(), source });
@@ -888,5 +904,122 @@ fn describe_damage(bytes: &[u8]) -> String {
         Err(EntryError::Checksum) => "complete entry with a checksum mismatch".into(),
         Err(e) => e.to_string(),
         Ok(_) => "incomplete batch followed by more data".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(ids: &[(u32, bool)]) -> BTreeMap<u32, Vec<u8>> {
+        ids.iter()
+            .map(|&(id, base)| {
+                let mut b = encode_header(id, base, 0).to_vec();
+                b.extend_from_slice(b"entries");
+                (id, b)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn manifest_round_trip_and_damage() {
+        let m = Manifest { first: 3, last: 9 };
+        assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+        for i in 0..MANIFEST_BYTES * 8 {
+            let mut bad = m.encode();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(Manifest::decode(&bad).is_err(), "flip of bit {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_segment_the_manifest_names_must_be_there() {
+        let m = Manifest { first: 1, last: 3 };
+        let all = files(&[(1, true), (2, false), (3, false)]);
+        assert_eq!(plan_segments(m, &all), Ok(SegmentPlan { manifest: m, remove: vec![] }));
+        for missing in 1..=3 {
+            let mut some = all.clone();
+            some.remove(&missing);
+            let (id, reason) = plan_segments(m, &some).expect_err("a segment is missing");
+            assert_eq!(id, Some(missing));
+            assert!(reason.contains("missing"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn compaction_published_before_the_manifest_takes_charge() {
+        let m = Manifest { first: 1, last: 2 };
+        let found = files(&[(1, true), (2, false), (3, true)]);
+        let plan = plan_segments(m, &found).expect("plan");
+        assert_eq!(plan.manifest, Manifest { first: 3, last: 3 });
+        assert_eq!(plan.remove, vec![1, 2]);
+    }
+
+    #[test]
+    fn only_an_empty_segment_of_an_interrupted_rotation_may_follow_the_newest() {
+        let m = Manifest { first: 1, last: 2 };
+        let mut found = files(&[(1, true), (2, false)]);
+        found.insert(3, encode_header(3, false, 0)[..10].to_vec());
+        assert_eq!(plan_segments(m, &found).expect("plan").remove, vec![3]);
+        found.insert(3, files(&[(3, false)])[&3].clone());
+        assert_eq!(plan_segments(m, &found).expect_err("unexpected").0, Some(3));
+        found.remove(&3);
+        found.insert(5, encode_header(5, false, 0).to_vec());
+        assert_eq!(plan_segments(m, &found).expect_err("unexpected").0, Some(5));
+    }
+
+    #[test]
+    fn legacy_logs_need_their_base_and_no_gaps() {
+        let plan = plan_legacy(&files(&[(1, true), (2, false)])).expect("plan");
+        assert_eq!(plan.manifest, Manifest { first: 1, last: 2 });
+        assert_eq!(plan_legacy(&files(&[(2, false), (3, false)])).expect_err("no base").0, Some(2));
+        assert_eq!(plan_legacy(&files(&[(1, true), (3, false)])).expect_err("gap").0, Some(2));
+    }
+
+    fn entry(seq: u64, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let e = EntryRef { seq, key, value: Some(b"value"), expiry_ms: 0, batch_end: true };
+        encode_entry(&mut out, &e);
+        out
+    }
+
+    fn segment_with(entries: &[Vec<u8>]) -> (Vec<u8>, usize) {
+        let mut b = encode_header(1, true, 0).to_vec();
+        for e in &entries[..entries.len() - 1] {
+            b.extend_from_slice(e);
+        }
+        let stop = b.len();
+        b.extend_from_slice(&entries[entries.len() - 1]);
+        (b, stop)
+    }
+
+    #[test]
+    fn torn_tails_are_cut_and_complete_corrupt_entries_are_not() {
+        let good = [entry(1, b"a"), entry(2, b"b")];
+        // Short: the process died mid-append.
+        let (b, stop) = segment_with(&good);
+        for cut in 1..good[1].len() {
+            assert_eq!(check_torn_tail(&b[..b.len() - cut], stop, 1), Ok(()), "cut {cut}");
+        }
+        // Zero-filled to the end of the file, from anywhere in the entry.
+        for zero_from in stop..b.len() {
+            let mut z = b.clone();
+            z[zero_from..].fill(0);
+            assert_eq!(check_torn_tail(&z, stop, 1), Ok(()), "zeros from {zero_from}");
+        }
+        // Regression: a complete entry whose checksum fails was cut as a
+        // torn write.
+        let mut flipped = b.clone();
+        flipped[stop + 12] ^= 0x01;
+        let reason = check_torn_tail(&flipped, stop, 1).expect_err("complete entry, bad crc");
+        assert!(reason.contains("checksum"), "{reason}");
+        // Zeros inside a complete entry, with data after them: damage.
+        let mut holed = b.clone();
+        holed[stop + 29..stop + 31].fill(0);
+        assert!(check_torn_tail(&holed, stop, 1).is_err());
+        // An impossible length prefix.
+        let mut garbage = b.clone();
+        garbage[stop..stop + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(check_torn_tail(&garbage, stop, 1).is_err());
     }
 }

@@ -18,4 +18,6 @@ pub mod entry;
 pub mod journal;
 
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 mod tests;
