@@ -95,7 +95,7 @@ fn full_disk_refuses_writes_and_recovers_without_restart() {
 
     // Phase 2: fill the disk, then write until writes fail.
     let filler = fill(&small.mount, 2 << 20);
-    let mut refused = 0;
+    let mut refused: Vec<(String, String)> = Vec::new();
     rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
         for i in 100..20_000u32 {
@@ -106,18 +106,20 @@ fn full_disk_refuses_writes_and_recovers_without_restart() {
                 Err(e) => {
                     assert_eq!(e.code(), Some(ErrorCode::ChunkUnavailable), "{e}");
                     assert!(e.to_string().contains("No space left"), "a clear error: {e}");
-                    refused += 1;
-                    if refused >= 20 {
+                    refused.push((range.to_owned(), key));
+                    if refused.len() >= 20 {
                         break;
                     }
                 }
             }
         }
-        assert!(refused >= 20, "the disk never filled");
-        // The node is up and answers; a split cannot be made without space.
+        assert!(refused.len() >= 20, "the disk never filled");
+        // The node is up and answers; a split of a chunk that refused a
+        // write cannot be made without space.
         c.ping().await.expect("node alive");
-        let _ = c.split_chunk("a", "k000050").await;
-        let _ = c.split_chunk("b", "k000051").await;
+        for (range, key) in &refused[..2] {
+            let _ = c.split_chunk(range, key).await;
+        }
         // Regression: describe after a failed split overflowed the stack
         // (an unbounded retry recursion), and list with it.
         let info = c.describe_range("a").await.expect("describe after failed split");
@@ -127,23 +129,24 @@ fn full_disk_refuses_writes_and_recovers_without_restart() {
     let listing = cli(node.addr, &["range", "list"]);
     assert!(listing.status.success(), "{listing:?}");
 
-    // Phase 3: free space; the same chunks take writes again, no restart.
+    // Phase 3: free space; the keys refused before (so the same chunks)
+    // take writes again, without a restart.
     fs::remove_file(&filler).expect("free space");
     rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        for range in ["a", "b"] {
+        for (range, key) in &refused {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                match c.put(range, "after-free", "yes").await {
+                match c.put(range, key, "yes").await {
                     Ok(_) => break,
                     Err(e) if Instant::now() < deadline => {
                         eprintln!("still refused: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Err(e) => panic!("{range} takes no writes after space was freed: {e}"),
+                    Err(e) => panic!("{range}/{key} refused after space was freed: {e}"),
                 }
             }
-            acked.push((range.to_owned(), "after-free".to_owned()));
+            acked.push((range.clone(), key.clone()));
         }
         for (range, key) in &acked {
             assert!(c.get(range, key).await.expect("get").is_some(), "{range}/{key} lost");
