@@ -21,6 +21,7 @@ use actix::prelude::*;
 use monotable_proto::{ChunkInfo, CommitToken, WriteOp};
 use tokio::sync::oneshot;
 
+use crate::catalog::CatalogError;
 use crate::chunk_cell::{CellState, ChunkCell};
 use crate::config::FsyncMode;
 use crate::error::{NodeError, NodeResult};
@@ -564,9 +565,20 @@ impl ChunkActor {
             Ok((lower, upper, chunk.live_bytes()))
         })?;
         if let Err(e) = node.catalog.split_chunk(self.meta.id, &lower_meta, &upper_meta) {
-            // The catalog still names this chunk: the halves are orphans.
-            let _ = lower.destroy();
-            let _ = upper.destroy();
+            if matches!(e, CatalogError::ChunkNotFound(_)) {
+                // Refused before anything changed: the catalog still names
+                // this chunk, and the halves are nobody's.
+                let _ = lower.destroy();
+                let _ = upper.destroy();
+            } else {
+                // The catalog may yet record the split (a flush that failed
+                // after the change). Both the halves and this chunk are
+                // kept, and this chunk takes no more writes, so whichever
+                // the catalog names at the next start holds everything.
+                self.poison(format!(
+                    "the catalog could not record a split of this chunk ({e}); restart the node"
+                ));
+            }
             return Err(e.into());
         }
         tracing::info!(

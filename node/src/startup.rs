@@ -320,6 +320,13 @@ pub fn recover_catalog(data_dir: &Path) -> Result<Vec<String>, String> {
     let chunks_dir = data_dir.join("chunks");
     let dirs = scan_chunk_dirs(&chunks_dir)
         .map_err(|e| format!("cannot read {}: {e}", chunks_dir.display()))?;
+    if catalog_is_sound(&catalog_dir, &dirs) {
+        return Err(format!(
+            "the catalog at {} is readable and agrees with the chunk directories; nothing to \
+             recover (rebuilding it would lose its mappers, reducers and sinks)",
+            catalog_dir.display()
+        ));
+    }
     let plan = plan_recovery(&dirs).map_err(|problems| {
         format!("cannot rebuild the catalog from {}: {}", chunks_dir.display(), problems.join("; "))
     })?;
@@ -351,6 +358,21 @@ pub fn recover_catalog(data_dir: &Path) -> Result<Vec<String>, String> {
         report.push(format!("left out {} ({reason}), moved into {ORPHANED_DIR}/", path.display()));
     }
     Ok(report)
+}
+
+/// Whether the catalog opens, reads and agrees with the directories.
+fn catalog_is_sound(catalog_dir: &Path, dirs: &[FoundDir]) -> bool {
+    if !catalog_dir.exists() {
+        return false;
+    }
+    let Ok(catalog) = Catalog::open(catalog_dir) else { return false };
+    let read = catalog.ranges().and_then(|r| Ok((r, catalog.chunks()?)));
+    let readable =
+        catalog.mappers().is_ok() && catalog.reducers().is_ok() && catalog.sinks().is_ok();
+    match read {
+        Ok((ranges, chunks)) => readable && plan_start(&ranges, &chunks, dirs).is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Names the views the damaged catalog still shows, if it can be read:

@@ -127,8 +127,13 @@ fn damage_and_recover(damage: impl FnOnce(&Path)) {
     drop(node);
 
     // Phase 4: the rebuilt catalog serves a plain restart too.
-    let node = Node::start(data);
+    let mut node = Node::start(data);
     check_everything_is_back_after_restart(&node, &model);
+    assert!(node.stop());
+
+    // Phase 5: recovery is refused on a sound catalog (it would lose views).
+    let stderr = serve_exits(data, &["--recover-catalog"]).expect("refused");
+    assert!(stderr.contains("nothing to recover"), "{stderr}");
 }
 
 fn check_everything_is_back_after_restart(node: &Node, model: &Model) {
