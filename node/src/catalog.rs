@@ -136,7 +136,15 @@ pub struct Catalog {
     reducers: sled::Tree,
     /// sink name -> SinkMeta
     sinks: sled::Tree,
+    /// Added to every id sled generates; raised by a catalog rebuilt from
+    /// chunk directories, so new ids stay above the ids found there. Read
+    /// once at open, written only by [`Catalog::raise_ids_above`].
+    id_offset: u64,
+    /// Small settings of the catalog itself (the id offset).
+    settings: sled::Tree,
 }
+
+const ID_OFFSET_KEY: &[u8] = b"id_offset";
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
@@ -146,12 +154,46 @@ impl Catalog {
         let mappers = db.open_tree("mappers")?;
         let reducers = db.open_tree("reducers")?;
         let sinks = db.open_tree("sinks")?;
-        Ok(Catalog { db, ranges, chunks, mappers, reducers, sinks })
+        let settings = db.open_tree("settings")?;
+        let id_offset = match settings.get(ID_OFFSET_KEY)? {
+            Some(v) => decode(&v)?,
+            None => 0,
+        };
+        Ok(Catalog { db, ranges, chunks, mappers, reducers, sinks, id_offset, settings })
     }
 
     /// A new id for a range or chunk, never handed out before.
     pub fn next_id(&self) -> Result<u64, CatalogError> {
-        Ok(self.db.generate_id()? + 1)
+        Ok(self.db.generate_id()? + 1 + self.id_offset)
+    }
+
+    /// Makes every id handed out from now on greater than `max`, durably.
+    pub fn raise_ids_above(&mut self, max: u64) -> Result<(), CatalogError> {
+        let generated = self.db.generate_id()?;
+        let offset = max.saturating_sub(generated).max(self.id_offset);
+        self.settings.insert(ID_OFFSET_KEY, encode(&offset))?;
+        self.flush()?;
+        self.id_offset = offset;
+        Ok(())
+    }
+
+    /// Records ranges and chunks rebuilt from chunk directories into an
+    /// empty catalog.
+    pub fn insert_recovered(
+        &self,
+        ranges: &[RangeMeta],
+        chunks: &[ChunkMeta],
+    ) -> Result<(), CatalogError> {
+        (&self.ranges, &self.chunks).transaction(|(r, c)| {
+            for range in ranges {
+                r.insert(range.name.as_bytes(), encode(range))?;
+            }
+            for chunk in chunks {
+                c.insert(&chunk.id.to_be_bytes(), encode(chunk))?;
+            }
+            Ok::<_, ConflictableTransactionError<CatalogError>>(())
+        })?;
+        self.flush()
     }
 
     pub fn flush(&self) -> Result<(), CatalogError> {

@@ -21,11 +21,13 @@ use actix::prelude::*;
 use monotable_proto::{ChunkInfo, CommitToken, WriteOp};
 use tokio::sync::oneshot;
 
+use crate::catalog::CatalogError;
 use crate::chunk_cell::{CellState, ChunkCell};
 use crate::config::FsyncMode;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::storage::chunk::{Chunk, ChunkError, ChunkMeta};
+use crate::storage::chunk_log::LogError;
 
 pub type ReplyTo<T> = oneshot::Sender<NodeResult<T>>;
 
@@ -98,17 +100,39 @@ struct InFlight {
 
 impl InFlight {
     /// The fsync's outcome (waits for it if it is still running).
-    fn result(&self) -> Result<(), String> {
+    fn result(&self) -> Result<(), GroupFailure> {
         match self.done.recv() {
             Ok(r) => fsync_outcome(r),
-            Err(_) => Err("fsync task failed".to_owned()),
+            Err(_) => Err(GroupFailure::poisoning("fsync task failed".to_owned())),
         }
     }
 }
 
+/// Why a group of writes failed, and whether the chunk may take more.
+#[derive(Debug)]
+struct GroupFailure {
+    reason: String,
+    /// A failed fsync (the page cache may have dropped the data) or a log
+    /// in an unknown state: the chunk takes no more writes. A write refused
+    /// before any fsync left the log as it was: the next group may succeed
+    /// (a full disk with room again).
+    poisons: bool,
+}
+
+impl GroupFailure {
+    fn poisoning(reason: String) -> Self {
+        GroupFailure { reason, poisons: true }
+    }
+
+    fn of_write_out(e: &ChunkError) -> Self {
+        let poisons = !matches!(e, ChunkError::Log(LogError::WriteRefused { .. }));
+        GroupFailure { reason: e.to_string(), poisons }
+    }
+}
+
 /// An fsync's result as a group of writes sees it.
-fn fsync_outcome(r: std::io::Result<()>) -> Result<(), String> {
-    r.map_err(|e| format!("fsync failed: {e}"))
+fn fsync_outcome(r: std::io::Result<()>) -> Result<(), GroupFailure> {
+    r.map_err(|e| GroupFailure::poisoning(format!("fsync failed: {e}")))
 }
 
 /// Internal: split or compact if the chunk needs it.
@@ -190,6 +214,17 @@ impl ChunkActor {
         match &*self.cell.read() {
             CellState::Unavailable(reason) => self.unavailable_error(reason),
             _ => NodeError::Moved,
+        }
+    }
+
+    /// Compaction and splits rewrite the log from what is durable; on a
+    /// poisoned chunk some logged writes never will be, so they are refused
+    /// (they would otherwise trip the chunk's durability invariant and take
+    /// the actor down).
+    fn check_not_poisoned(&self) -> NodeResult<()> {
+        match &self.poisoned {
+            Some(reason) => Err(self.unavailable_error(reason)),
+            None => Ok(()),
         }
     }
 
@@ -306,7 +341,7 @@ impl ChunkActor {
     fn settled(
         &mut self,
         batch: Vec<Pending>,
-        result: Result<(), String>,
+        result: Result<(), GroupFailure>,
         ctx: &mut Context<Self>,
     ) {
         self.complete(batch, result);
@@ -319,7 +354,7 @@ impl ChunkActor {
     }
 
     /// Acknowledges (or fails) a group of writes.
-    fn complete(&mut self, batch: Vec<Pending>, result: Result<(), String>) {
+    fn complete(&mut self, batch: Vec<Pending>, result: Result<(), GroupFailure>) {
         let chunk_id = self.meta.id;
         // The chunk must show a batch as durable before the clock calls its
         // seq stable: a snapshot or a view round at the stable seq reads
@@ -336,11 +371,15 @@ impl ChunkActor {
                 }
                 self.after_commit();
             }
-            Err(reason) => {
+            Err(GroupFailure { reason, poisons }) => {
                 for (_, reply) in batch {
                     let _ = reply.send(Err(self.unavailable_error(&reason)));
                 }
-                self.poison(reason);
+                if poisons {
+                    self.poison(reason);
+                } else {
+                    tracing::warn!(chunk = chunk_id, %reason, "write refused; the log is as before it");
+                }
             }
         }
     }
@@ -374,7 +413,7 @@ impl ChunkActor {
 
     /// Takes the pending writes, hands them to the kernel in one write and,
     /// when `sync`, fsyncs them (on this thread, outside the cell's lock).
-    fn write_pending(&mut self, sync: bool) -> (Vec<Pending>, Result<(), String>) {
+    fn write_pending(&mut self, sync: bool) -> (Vec<Pending>, Result<(), GroupFailure>) {
         let (batch, job) = self.write_out_pending(sync);
         let result = match job {
             Ok(Some(job)) => fsync_outcome(job.run()),
@@ -389,7 +428,7 @@ impl ChunkActor {
     fn write_out_pending(
         &mut self,
         sync: bool,
-    ) -> (Vec<Pending>, Result<Option<crate::storage::chunk_log::SyncJob>, String>) {
+    ) -> (Vec<Pending>, Result<Option<crate::storage::chunk_log::SyncJob>, GroupFailure>) {
         let batch = std::mem::take(&mut self.pending);
         let job = self.cell.with_chunk_mut(|chunk| {
             chunk.write_out().and_then(|()| {
@@ -401,8 +440,8 @@ impl ChunkActor {
             })
         });
         let job = match job {
-            None => Err("chunk is closed".to_owned()),
-            Some(r) => r.map_err(|e| e.to_string()),
+            None => Err(GroupFailure::poisoning("chunk is closed".to_owned())),
+            Some(r) => r.map_err(|e| GroupFailure::of_write_out(&e)),
         };
         (batch, job)
     }
@@ -492,6 +531,7 @@ impl ChunkActor {
     /// rewrite runs under the read lock (this actor is the only writer, so
     /// nothing changes meanwhile), the swap under the write lock.
     fn compact(&mut self) -> NodeResult<()> {
+        self.check_not_poisoned()?;
         let (pins, stable) = self.node.clock.retention();
         let prepared = self.cell.with_chunk(|c| Ok(c.prepare_compaction(&pins, stable)?))?;
         self.cell.with_chunk_mut(|c| c.install_compaction(prepared)).ok_or(NodeError::Moved)??;
@@ -499,6 +539,7 @@ impl ChunkActor {
     }
 
     fn split(&mut self, key: Vec<u8>, ctx: &mut Context<Self>) -> NodeResult<()> {
+        self.check_not_poisoned()?;
         let node = self.node.clone();
         let (pins, stable) = node.clock.retention();
         let lower_meta = ChunkMeta {
@@ -529,9 +570,20 @@ impl ChunkActor {
             Ok((lower, upper, chunk.live_bytes()))
         })?;
         if let Err(e) = node.catalog.split_chunk(self.meta.id, &lower_meta, &upper_meta) {
-            // The catalog still names this chunk: the halves are orphans.
-            let _ = lower.destroy();
-            let _ = upper.destroy();
+            if matches!(e, CatalogError::ChunkNotFound(_)) {
+                // Refused before anything changed: the catalog still names
+                // this chunk, and the halves are nobody's.
+                let _ = lower.destroy();
+                let _ = upper.destroy();
+            } else {
+                // The catalog may yet record the split (a flush that failed
+                // after the change). Both the halves and this chunk are
+                // kept, and this chunk takes no more writes, so whichever
+                // the catalog names at the next start holds everything.
+                self.poison(format!(
+                    "the catalog could not record a split of this chunk ({e}); restart the node"
+                ));
+            }
             return Err(e.into());
         }
         tracing::info!(

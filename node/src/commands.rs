@@ -15,6 +15,7 @@ use crate::error::{NodeError, NodeResult};
 use crate::node::{answer, backoff, call, check_key, check_op, validate_range_name, Node, Session};
 use crate::router::{RangeRoute, Route};
 use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
+use crate::storage::descriptor::ChunkDescriptor;
 use tokio::sync::oneshot;
 
 /// Refuses a request carrying more items than its limit allows.
@@ -181,7 +182,9 @@ impl Node {
             ChunkMeta { id: self.catalog.next_id()?, range_id: range.id, start: vec![], end: None };
         let dir = self.chunk_dir(meta.id);
         let segment = self.config.segment_size_for(options.chunk_size_max_bytes);
-        let chunk = Chunk::create(meta.clone(), &dir, segment)?;
+        let descriptor =
+            ChunkDescriptor { range_name: name.to_owned(), options, chunk: meta.clone() };
+        let chunk = Chunk::create(&descriptor, &dir, segment)?;
         if let Err(e) = self.catalog.create_range(&range, &meta) {
             let _ = chunk.destroy();
             return Err(e.into());
@@ -194,7 +197,21 @@ impl Node {
         Ok(range.id)
     }
 
+    /// Asks every chunk of the range for its info. A chunk that split
+    /// meanwhile answers `Moved`: the whole range is asked again, a bounded
+    /// number of times (a dead chunk actor answers `Moved` for ever).
     pub(crate) async fn describe_range(&self, name: &str) -> NodeResult<RangeInfo> {
+        let mut attempt = 0;
+        loop {
+            match self.describe_range_once(name).await {
+                Err(NodeError::Moved) => backoff(self, attempt).await?,
+                other => return other,
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn describe_range_once(&self, name: &str) -> NodeResult<RangeInfo> {
         let (meta, addrs) = self.range_route(name, |r| {
             (r.meta.clone(), r.chunks.values().map(|c| c.addr.clone()).collect::<Vec<_>>())
         })?;
@@ -202,12 +219,7 @@ impl Node {
             addrs.iter().map(|a| call(a, |reply| ChunkMsg::Info { reply })).collect();
         let mut chunks = Vec::with_capacity(replies.len());
         for rx in replies {
-            match answer(rx).await {
-                Ok(info) => chunks.push(info),
-                // Split meanwhile: describe again.
-                Err(NodeError::Moved) => return Box::pin(self.describe_range(name)).await,
-                Err(e) => return Err(e),
-            }
+            chunks.push(answer(rx).await?);
         }
         Ok(RangeInfo { name: meta.name, id: meta.id, options: meta.options, chunks })
     }
@@ -226,6 +238,14 @@ impl Node {
 
     /// Drops a range, whoever uses it.
     pub(crate) async fn drop_range_unchecked(&self, name: &str) -> NodeResult<()> {
+        // Marked first, so that directories a crash leaves behind once the
+        // catalog has forgotten the range are known to be garbage.
+        let ids: Vec<u64> =
+            self.range_route(name, |r| r.chunks.values().map(|c| c.id).collect())?;
+        for id in ids {
+            crate::storage::descriptor::mark_dropped(&self.chunk_dir(id))
+                .map_err(crate::storage::chunk::ChunkError::from)?;
+        }
         self.catalog.drop_range(name)?;
         let Some(route) = self.router_write().remove_range(name) else {
             return Ok(());

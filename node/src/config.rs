@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// How long a sink keeps the source's history for a Redis it cannot
     /// reach before it lets go and plans a fresh copy.
     pub sink_outage_max_ms: u64,
+    /// Rebuild the catalog from the chunk directories before starting
+    /// (`serve --recover-catalog`); the old catalog is moved aside.
+    pub recover_catalog: bool,
 }
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
@@ -63,6 +66,7 @@ impl Default for NodeConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             resp_password: None,
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
+            recover_catalog: false,
         }
     }
 }

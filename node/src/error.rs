@@ -24,6 +24,9 @@ pub enum NodeError {
     ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The node refuses to start; the message says why and what to do.
+    #[error("{0}")]
+    Start(String),
 }
 
 impl NodeError {
@@ -38,12 +41,14 @@ impl NodeError {
             NodeError::Unavailable { .. } => ErrorCode::ChunkUnavailable,
             NodeError::Chunk(ChunkError::SnapshotTooOld { .. }) => ErrorCode::SnapshotTooOld,
             NodeError::Chunk(ChunkError::Refused(info)) => info.code,
-            NodeError::Chunk(ChunkError::Log(_)) => ErrorCode::ChunkUnavailable,
+            NodeError::Chunk(ChunkError::Log(_) | ChunkError::DescriptorMismatch { .. }) => {
+                ErrorCode::ChunkUnavailable
+            }
             NodeError::Catalog(CatalogError::RangeExists(_)) => ErrorCode::RangeExists,
             NodeError::Catalog(CatalogError::RangeNotFound(_)) => ErrorCode::RangeNotFound,
             NodeError::Catalog(_) => ErrorCode::Internal,
             NodeError::ShuttingDown => ErrorCode::ShuttingDown,
-            NodeError::Internal(_) => ErrorCode::Internal,
+            NodeError::Internal(_) | NodeError::Start(_) => ErrorCode::Internal,
         };
         ErrorInfo::new(code, self.to_string())
     }

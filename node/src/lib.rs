@@ -16,6 +16,8 @@
 //! - [`storage`]: the chunk itself: log segments on disk, the versioned
 //!   in-memory index, the seq clock and snapshot pins.
 //! - [`catalog`]: ranges and chunk boundaries in sled.
+//! - [`startup`]: the catalog checked against the chunk directories at
+//!   start, and its rebuild from them (`serve --recover-catalog`).
 //! - [`view`]: the pieces of live map-reduce: mapper and reducer functions
 //!   and the reduce tree (not yet wired to the server).
 //! - [`config`], [`error`]: settings with their defaults, and error types.
@@ -36,5 +38,6 @@ pub mod resp;
 pub mod router;
 pub mod scan;
 pub mod server;
+pub mod startup;
 pub mod storage;
 pub mod view;

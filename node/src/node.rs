@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::{Actor, Arbiter, ArbiterHandle};
 use monotable_proto::limits::{RANGE_NAME_LEN_MAX, SCAN_LIMIT_MAX};
-use monotable_proto::{ErrorCode, RangeOptions, WriteOp};
+use monotable_proto::{ErrorCode, WriteOp};
 use tokio::sync::oneshot;
 
 use crate::catalog::Catalog;
@@ -20,6 +20,7 @@ use crate::error::{NodeError, NodeResult};
 use crate::router::{ChunkRoute, RangeRoute, Route, Router};
 use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
 use crate::storage::clock::SeqClock;
+use crate::storage::descriptor::ChunkDescriptor;
 
 /// How often a request is routed again after its chunk moved (split or
 /// dropped) before the node gives up with `Busy`.
@@ -148,18 +149,54 @@ impl Node {
         fs::create_dir_all(&chunks_dir).map_err(|e| {
             NodeError::Internal(format!("cannot create {}: {e}", chunks_dir.display()))
         })?;
-        let catalog = Catalog::open(&config.data_dir.join("catalog"))?;
-        let ranges = catalog.ranges()?;
-        let metas = catalog.chunks()?;
-        let mappers = catalog.mappers()?;
-        let catalog_reducers = catalog.reducers()?;
-        let sinks = catalog.sinks()?;
-        remove_orphans(&chunks_dir, &metas);
+        if config.recover_catalog {
+            let report = crate::startup::recover_catalog(&config.data_dir)
+                .map_err(|e| NodeError::Start(format!("--recover-catalog failed: {e}")))?;
+            for line in report {
+                tracing::warn!("catalog recovery: {line}");
+            }
+        }
+        let catalog_dir = config.data_dir.join("catalog");
+        let unreadable = |e: crate::catalog::CatalogError| {
+            NodeError::Start(format!(
+                "the catalog at {} cannot be read ({e}); no chunk directory was touched. \
+                 To rebuild the catalog from the chunk directories, run \
+                 `monotable serve --data-dir {} --recover-catalog`",
+                catalog_dir.display(),
+                config.data_dir.display()
+            ))
+        };
+        let catalog = Catalog::open(&catalog_dir).map_err(unreadable)?;
+        let ranges = catalog.ranges().map_err(unreadable)?;
+        let metas = catalog.chunks().map_err(unreadable)?;
+        let mappers = catalog.mappers().map_err(unreadable)?;
+        let catalog_reducers = catalog.reducers().map_err(unreadable)?;
+        let sinks = catalog.sinks().map_err(unreadable)?;
+        let found = crate::startup::scan_chunk_dirs(&chunks_dir)
+            .map_err(|e| NodeError::Start(format!("cannot read {}: {e}", chunks_dir.display())))?;
+        let plan = crate::startup::plan_start(&ranges, &metas, &found).map_err(|problems| {
+            NodeError::Start(format!(
+                "the catalog at {} disagrees with the chunk directories in {}: {}. \
+                 No chunk directory was touched. If the catalog is damaged, rebuild it from \
+                 the chunk directories with `monotable serve --data-dir {} --recover-catalog`",
+                catalog_dir.display(),
+                chunks_dir.display(),
+                problems.join("; "),
+                config.data_dir.display()
+            ))
+        })?;
+        crate::startup::apply_start_plan(&config.data_dir, &plan)
+            .map_err(|e| NodeError::Start(format!("cannot tidy {}: {e}", chunks_dir.display())))?;
 
         let options_of = |range_id: u64| {
             ranges.iter().find(|r| r.id == range_id).map(|r| r.options).unwrap_or_default()
         };
-        let opened = open_chunks(&config, &chunks_dir, metas, &options_of);
+        let mut opened = open_chunks(&config, &chunks_dir, plan.open);
+        opened.extend(plan.missing.into_iter().map(|(meta, reason)| {
+            let reason =
+                format!("{reason}: {}", chunks_dir.join(format!("{:016x}", meta.id)).display());
+            (meta, Err(reason))
+        }));
         let last_seq = opened
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok().map(Chunk::last_seq))
@@ -429,47 +466,40 @@ pub(crate) fn scan_limit(requested: u32) -> usize {
     }
 }
 
-/// Removes chunk directories the catalog does not know: leftovers of a split
-/// or drop interrupted by a crash.
-fn remove_orphans(chunks_dir: &std::path::Path, metas: &[ChunkMeta]) {
-    let Ok(entries) = fs::read_dir(chunks_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let known = u64::from_str_radix(&name.to_string_lossy(), 16)
-            .is_ok_and(|id| metas.iter().any(|m| m.id == id));
-        if !known {
-            tracing::info!(dir = %entry.path().display(), "removing orphaned chunk directory");
-            if let Err(e) = fs::remove_dir_all(entry.path()) {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove orphan");
-            }
-        }
-    }
-}
-
 /// Opens every chunk, in parallel; a chunk that fails to open is reported
 /// with its reason and does not stop the others.
 fn open_chunks(
     config: &NodeConfig,
     chunks_dir: &std::path::Path,
-    metas: Vec<ChunkMeta>,
-    options_of: &(dyn Fn(u64) -> RangeOptions + Sync),
+    descriptors: Vec<ChunkDescriptor>,
 ) -> Vec<(ChunkMeta, Result<Chunk, String>)> {
     let threads = config.workers.max(1);
-    let queue = Mutex::new(metas);
+    let queue = Mutex::new(descriptors);
     let results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
-                let Some(meta) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                let Some(descriptor) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
                     break;
                 };
+                let meta = descriptor.chunk.clone();
                 let dir = chunks_dir.join(format!("{:016x}", meta.id));
-                let segment =
-                    config.segment_size_for(options_of(meta.range_id).chunk_size_max_bytes);
-                let result = match Chunk::open(meta.clone(), &dir, segment) {
+                let segment = config.segment_size_for(descriptor.options.chunk_size_max_bytes);
+                let result = match Chunk::open(&descriptor, &dir, segment) {
                     Ok((chunk, recovery)) => {
+                        if recovery.manifest_created {
+                            tracing::info!(
+                                chunk = meta.id,
+                                "wrote the chunk's descriptor and manifest"
+                            );
+                        }
+                        if recovery.superseded_segments > 0 {
+                            tracing::info!(
+                                chunk = meta.id,
+                                segments = recovery.superseded_segments,
+                                "removed segments a finished compaction superseded"
+                            );
+                        }
                         if recovery.truncated_bytes > 0 {
                             tracing::warn!(
                                 chunk = meta.id,

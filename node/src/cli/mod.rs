@@ -216,6 +216,12 @@ struct ServeArgs {
     /// Log filter, e.g. info, debug, monotable_node=debug (or RUST_LOG).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
+    /// Rebuild a damaged or lost catalog from the chunk directories (each
+    /// holds a descriptor naming its range and keys), then serve. The old
+    /// catalog is moved aside, not deleted; mappers, reducers and sinks
+    /// must be created again.
+    #[arg(long)]
+    recover_catalog: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -331,6 +337,7 @@ fn serve(args: ServeArgs) -> i32 {
     };
     config.resp_password = args.requirepass;
     config.sink_outage_max_ms = args.sink_outage_max_ms;
+    config.recover_catalog = args.recover_catalog;
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }

@@ -7,7 +7,8 @@ use std::path::Path;
 use monotable_proto::{ChunkInfo, Record, WriteOp};
 
 use super::chunk_index::{ChunkIndex, KeyBounds};
-use super::chunk_log::{ChunkLog, LogError, Recovery, SegmentWriter, SyncJob};
+use super::chunk_log::{create_chunk_dir, ChunkLog, LogError, Recovery, SegmentWriter, SyncJob};
+use super::descriptor::ChunkDescriptor;
 use super::entry::EntryRef;
 use super::journal::ChangeJournal;
 
@@ -40,6 +41,12 @@ pub enum ChunkError {
     /// nothing of its batch was written and the chunk is unharmed.
     #[error("{}", .0.message)]
     Refused(monotable_proto::ErrorInfo),
+    #[error("chunk directory {dir} describes {found:?}, the catalog {expected:?}")]
+    DescriptorMismatch {
+        dir: std::path::PathBuf,
+        found: Box<ChunkDescriptor>,
+        expected: Box<ChunkDescriptor>,
+    },
 }
 
 /// The snapshot a read is at.
@@ -73,10 +80,17 @@ pub struct Compaction {
 
 pub struct Chunk {
     pub meta: ChunkMeta,
+    /// The range's name and options, as the chunk's descriptor records
+    /// them (the halves of a split inherit them).
+    range_name: String,
+    options: monotable_proto::RangeOptions,
     index: ChunkIndex,
     log: ChunkLog,
     /// Highest seq whose batch is durable (under the node's fsync setting).
     durable_seq: u64,
+    /// Highest seq whose batch was handed to the kernel: what a failed
+    /// write out rolls the index back to.
+    written_seq: u64,
     /// Unpinned snapshots below this may have lost versions to compaction.
     gc_horizon: u64,
     /// Keys changed since the oldest checkpoint of the views reading this
@@ -95,37 +109,86 @@ pub struct Change {
 }
 
 impl Chunk {
-    /// Creates an empty chunk in a new directory.
+    /// Creates an empty chunk in a new directory, with its descriptor.
     pub fn create(
-        meta: ChunkMeta,
+        descriptor: &ChunkDescriptor,
         dir: &Path,
         segment_size_max_bytes: u64,
     ) -> Result<Self, ChunkError> {
-        let log = ChunkLog::create(dir, segment_size_max_bytes)?;
+        create_chunk_dir(dir)?;
+        let log =
+            descriptor.write(dir).and_then(|()| ChunkLog::create(dir, segment_size_max_bytes));
+        let log = match log {
+            Ok(log) => log,
+            Err(e) => {
+                // The directory was made by this call; no catalog names it.
+                let _ = std::fs::remove_dir_all(dir);
+                return Err(e.into());
+            }
+        };
         Ok(Chunk {
-            meta,
+            meta: descriptor.chunk.clone(),
+            range_name: descriptor.range_name.clone(),
+            options: descriptor.options,
             index: ChunkIndex::new(),
             log,
             durable_seq: 0,
+            written_seq: 0,
             gc_horizon: 0,
             journal: None,
         })
     }
 
-    /// Opens a chunk by replaying its log.
+    /// Opens a chunk by replaying its log. The directory's descriptor must
+    /// say what `descriptor` (from the catalog) says; a directory from
+    /// before descriptors existed gets one (and its log a manifest).
     pub fn open(
-        meta: ChunkMeta,
+        descriptor: &ChunkDescriptor,
         dir: &Path,
         segment_size_max_bytes: u64,
     ) -> Result<(Self, Recovery), ChunkError> {
+        let stored = ChunkDescriptor::read(dir)?;
+        if let Some(found) = &stored {
+            if found != descriptor {
+                return Err(ChunkError::DescriptorMismatch {
+                    dir: dir.to_owned(),
+                    found: Box::new(found.clone()),
+                    expected: Box::new(descriptor.clone()),
+                });
+            }
+        }
         let mut index = ChunkIndex::new();
         let (log, recovery) =
-            ChunkLog::open(dir, segment_size_max_bytes, |e, v| index.apply(e.key, v))?;
+            ChunkLog::open(dir, segment_size_max_bytes, stored.is_some(), |e, v| {
+                index.apply(e.key, v)
+            })?;
+        if stored.is_none() {
+            descriptor.write(dir)?;
+        }
         index.bump_last_seq(recovery.base_last_seq);
         let last = index.last_seq();
         // Pins do not survive a restart, so no older snapshot is readable.
-        let chunk = Chunk { meta, index, log, durable_seq: last, gc_horizon: last, journal: None };
+        let chunk = Chunk {
+            meta: descriptor.chunk.clone(),
+            range_name: descriptor.range_name.clone(),
+            options: descriptor.options,
+            index,
+            log,
+            durable_seq: last,
+            written_seq: last,
+            gc_horizon: last,
+            journal: None,
+        };
         Ok((chunk, recovery))
+    }
+
+    /// What the chunk's directory says about it.
+    pub fn descriptor(&self) -> ChunkDescriptor {
+        ChunkDescriptor {
+            range_name: self.range_name.clone(),
+            options: self.options,
+            chunk: self.meta.clone(),
+        }
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -248,13 +311,35 @@ impl Chunk {
         }
     }
 
-    /// Hands everything logged so far to the kernel.
+    /// Hands everything logged so far to the kernel. If that fails before
+    /// anything reached an fsync ([`LogError::WriteRefused`]), the batches
+    /// not written are taken out of the index again: the chunk is as it
+    /// was before them and takes the next batch.
     pub fn write_out(&mut self) -> Result<(), ChunkError> {
-        Ok(self.log.write_out()?)
+        match self.log.write_out() {
+            Ok(()) => {
+                self.written_seq = self.index.last_seq();
+                Ok(())
+            }
+            Err(e @ LogError::WriteRefused { .. }) => {
+                self.index.discard_above(self.written_seq);
+                if let Some(journal) = &mut self.journal {
+                    journal.discard_above(self.written_seq);
+                }
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn take_sync_job(&mut self) -> Result<SyncJob, ChunkError> {
         Ok(self.log.take_sync_job()?)
+    }
+
+    /// Test hook: the next write out fails half-way, as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_next_write_out_for_tests(&mut self) {
+        self.log.fail_next_write = true;
     }
 
     /// Everything up to `seq` is durable: reads may see it.
@@ -397,21 +482,44 @@ impl Chunk {
         }
         .into_iter();
         let mut made = Vec::with_capacity(2);
+        let mut created: Vec<&Path> = Vec::with_capacity(2);
         for ((meta, dir), bounds) in halves {
             // The last seq must not go backwards for either half, even if
             // its newest entries were tombstones that the rewrite dropped.
             let last_seq = self.index.last_seq();
-            let mut out = ChunkLog::first_segment_writer(dir, last_seq)?;
-            let index = self.rewrite(pins, stable, bounds, &mut out)?;
-            out.finish()?;
-            let log = ChunkLog::publish_new(dir, segment_size_max_bytes)?;
+            let descriptor = ChunkDescriptor { chunk: meta.clone(), ..self.descriptor() };
+            let half = (|| {
+                create_chunk_dir(dir)?;
+                created.push(dir);
+                descriptor.write(dir)?;
+                let mut out = ChunkLog::first_segment_writer(dir, last_seq)?;
+                let index = self.rewrite(pins, stable, bounds, &mut out)?;
+                out.finish()?;
+                let log = ChunkLog::publish_new(dir, segment_size_max_bytes)?;
+                Ok::<_, ChunkError>((index, log))
+            })();
+            let (index, log) = match half {
+                Ok(half) => half,
+                Err(e) => {
+                    // Only directories this call created, which no catalog
+                    // names yet, are removed.
+                    drop(made);
+                    for dir in created {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    return Err(e);
+                }
+            };
             let horizon = self.gc_horizon.max(stable);
             let journal = journals.next().expect("two halves");
             made.push(Chunk {
                 meta,
+                range_name: self.range_name.clone(),
+                options: self.options,
                 index,
                 log,
                 durable_seq: last_seq,
+                written_seq: last_seq,
                 gc_horizon: horizon,
                 journal,
             });

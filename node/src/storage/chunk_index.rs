@@ -150,6 +150,38 @@ impl ChunkIndex {
         self.live_bytes = self.live_bytes + v.live_bytes() - old_bytes;
     }
 
+    /// Takes out every version above `seq` (batches whose write failed
+    /// before it reached the log) and lowers the last seq to `seq`. Walks
+    /// every key: this is the rare failure path, not the write path.
+    pub fn discard_above(&mut self, seq: u64) {
+        let mut emptied = Vec::new();
+        for (key, chain) in self.keys.iter_mut() {
+            if chain.newest().seq <= seq {
+                continue;
+            }
+            let old = *chain.newest();
+            let kept: Vec<Version> =
+                chain.as_slice().iter().copied().filter(|v| v.seq <= seq).collect();
+            self.live_records -= u64::from(!old.is_tombstone());
+            self.live_bytes -= old.live_bytes();
+            match kept.last() {
+                None => emptied.push(key.clone()),
+                Some(newest) => {
+                    self.live_records += u64::from(!newest.is_tombstone());
+                    self.live_bytes += newest.live_bytes();
+                    *chain = match kept.as_slice() {
+                        [only] => Chain::One(*only),
+                        _ => Chain::Many(kept),
+                    };
+                }
+            }
+        }
+        for key in emptied {
+            self.keys.remove(&key);
+        }
+        self.last_seq = self.last_seq.min(seq);
+    }
+
     /// What a read of `key` at snapshot `at` sees (`None`: absent or deleted).
     pub fn get(&self, key: &[u8], at: u64) -> Option<Version> {
         let v = self.keys.get(key)?.at(at)?;

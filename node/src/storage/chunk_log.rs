@@ -8,6 +8,19 @@
 //! with a lower id is garbage": a crash at any point leaves either the old
 //! segments or the new one in charge, never a mix.
 //!
+//! A `MANIFEST` file names the base segment and the newest one. It is
+//! rewritten (atomically: a temporary file, fsynced, renamed) when a
+//! segment is added or a compaction takes over, always *after* the segment
+//! it names is durable. Recovery checks that every segment from the base to
+//! the newest is there, so a deleted segment file, first, middle or newest,
+//! is reported instead of silently losing its records.
+//!
+//! Only the newest segment can end in a torn write. Recovery cuts a tail
+//! only if it is what a process dying mid-append leaves: an entry that ends
+//! past the end of the file, or bytes that are zero to the end of the file.
+//! A complete entry whose checksum fails is damage, reported with its file
+//! and offset, and the file is left as it is.
+//!
 //! Writes are two-phase so the chunk actor can group-commit: [`ChunkLog::append_batch`]
 //! encodes entries into memory and returns their locations, [`ChunkLog::write_out`]
 //! hands everything encoded so far to the kernel in one write per segment,
@@ -20,7 +33,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::chunk_index::Version;
-use super::entry::{decode_entry, encode_entry, EntryError, EntryRef};
+use super::entry::{decode_entry, encode_entry, peek_entry_len, EntryError, EntryRef};
 
 const SEGMENT_MAGIC: [u8; 8] = *b"MTSEGMNT";
 const SEGMENT_FORMAT: u32 = 1;
@@ -28,17 +41,27 @@ pub const SEGMENT_HEADER_BYTES: u64 = 32;
 const FLAG_BASE: u32 = 1;
 const SEGMENT_SUFFIX: &str = ".seg";
 const TMP_SUFFIX: &str = ".tmp";
+const MANIFEST_FILE: &str = "MANIFEST";
+const MANIFEST_MAGIC: [u8; 8] = *b"MTMANIFS";
+const MANIFEST_FORMAT: u32 = 1;
+const MANIFEST_BYTES: usize = 24;
 
 /// Data found on disk that the log cannot trust.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A write of new entries failed before any fsync; the log was cut back
+    /// to its last good offset, so nothing of them is in it and the log can
+    /// take the next batch (e.g. once the disk has room again).
+    #[error("write to {path} failed, nothing of it was kept: {source}")]
+    WriteRefused { path: PathBuf, source: io::Error },
     #[error("corrupt segment {path} at byte {offset}: {reason}")]
     Corrupt { path: PathBuf, offset: u64, reason: String },
-    /// An entry the log refused to write (nothing of its batch was written).
+    /// An entry over the size limits, refused before anything of its batch
+    /// was written.
     #[error("refused to log an entry: {0}")]
-    Refused(#[from] EntryError),
+    OverLimits(#[from] EntryError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -56,6 +79,84 @@ pub struct Recovery {
     pub superseded_segments: usize,
     /// The highest seq the log had when its base segment was written.
     pub base_last_seq: u64,
+    /// The log had no manifest (written before manifests existed); one was
+    /// written from the segments found.
+    pub manifest_created: bool,
+}
+
+/// Which segments make up the log: the base and the newest, both included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Manifest {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl Manifest {
+    fn encode(self) -> [u8; MANIFEST_BYTES] {
+        let mut b = [0u8; MANIFEST_BYTES];
+        b[..8].copy_from_slice(&MANIFEST_MAGIC);
+        b[8..12].copy_from_slice(&MANIFEST_FORMAT.to_le_bytes());
+        b[12..16].copy_from_slice(&self.first.to_le_bytes());
+        b[16..20].copy_from_slice(&self.last.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..20]);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, String> {
+        if b.len() != MANIFEST_BYTES || b[..8] != MANIFEST_MAGIC {
+            return Err("not a chunk manifest".into());
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if crc32c::crc32c(&b[..20]) != u32_at(20) {
+            return Err("manifest checksum mismatch".into());
+        }
+        if u32_at(8) != MANIFEST_FORMAT {
+            return Err(format!("unknown manifest format {}", u32_at(8)));
+        }
+        let m = Manifest { first: u32_at(12), last: u32_at(16) };
+        if m.first == 0 || m.first > m.last {
+            return Err(format!("manifest names segments {} to {}", m.first, m.last));
+        }
+        Ok(m)
+    }
+
+    /// Reads a chunk directory's manifest; `None` if it has none.
+    pub fn read(dir: &Path) -> Result<Option<Self>, LogError> {
+        let path = dir.join(MANIFEST_FILE);
+        match fs::read(&path) {
+            Ok(b) => Manifest::decode(&b).map(Some).map_err(|reason| LogError::Corrupt {
+                path,
+                offset: 0,
+                reason,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LogError::Io { path, source }),
+        }
+    }
+
+    fn write(self, dir: &Path) -> Result<(), LogError> {
+        write_file_durably(dir, MANIFEST_FILE, &self.encode())
+    }
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably: a temporary
+/// file, fsynced, renamed over the old one, then the directory fsynced. A
+/// crash leaves either the old file or the new one.
+pub fn write_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(LogError::Io { path: tmp, source });
+    }
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir).map_err(io_err(dir))
 }
 
 struct Segment {
@@ -78,6 +179,9 @@ pub struct ChunkLog {
     /// directory itself must be fsynced for it to survive a crash.
     dir_dirty: bool,
     segment_size_max_bytes: u64,
+    /// Test hook: the next write out writes half its bytes and fails.
+    #[cfg(test)]
+    pub(crate) fail_next_write: bool,
 }
 
 /// A durable-making job that runs off the actor thread: fsync of the
@@ -148,6 +252,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates a new chunk's directory. An existing directory is an error,
+/// never reused: it may hold another chunk's data.
+pub fn create_chunk_dir(dir: &Path) -> Result<(), LogError> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    fs::create_dir(dir).map_err(io_err(dir))
+}
+
 fn staged_path(dir: &Path, id: u32) -> PathBuf {
     segment_path(dir, id).with_extension(&TMP_SUFFIX[1..])
 }
@@ -163,6 +276,18 @@ pub struct SegmentWriter {
     /// Bytes written so far, header included: the next entry's offset.
     offset: u64,
     scratch: Vec<u8>,
+    /// Set by [`SegmentWriter::finish`]; a writer dropped before that
+    /// (a rewrite that failed, e.g. on a full disk) removes its file, which
+    /// nothing refers to yet.
+    finished: bool,
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl SegmentWriter {
@@ -171,7 +296,14 @@ impl SegmentWriter {
         let file = File::create(&path).map_err(io_err(&path))?;
         let mut file = std::io::BufWriter::with_capacity(1024 * 1024, file);
         file.write_all(&encode_header(id, true, last_seq)).map_err(io_err(&path))?;
-        Ok(SegmentWriter { path, file, id, offset: SEGMENT_HEADER_BYTES, scratch: Vec::new() })
+        Ok(SegmentWriter {
+            path,
+            file,
+            id,
+            offset: SEGMENT_HEADER_BYTES,
+            scratch: Vec::new(),
+            finished: false,
+        })
     }
 
     /// Appends one entry as a batch of its own; returns its version.
@@ -185,12 +317,11 @@ impl SegmentWriter {
     }
 
     /// Flushes and fsyncs the segment (still under its temporary name).
-    pub fn finish(self) -> Result<(), LogError> {
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|e| LogError::Io { path: self.path.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(io_err(&self.path))
+    pub fn finish(mut self) -> Result<(), LogError> {
+        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.get_ref().sync_all().map_err(io_err(&self.path))?;
+        self.finished = true;
+        Ok(())
     }
 }
 
@@ -205,21 +336,22 @@ fn publish_staged(dir: &Path, id: u32) -> Result<(), LogError> {
 impl ChunkLog {
     /// Creates a log in a new directory whose first segment holds `body`
     /// (already encoded entries, possibly none), durably.
+    /// The directory must exist (see [`create_chunk_dir`]).
     pub fn create(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
         SegmentWriter::new(dir, 1, 0)?.finish()?;
         Self::publish_new(dir, segment_size_max_bytes)
     }
 
     /// Where a new chunk's first segment is written (with [`SegmentWriter`])
-    /// before [`ChunkLog::publish_new`] makes it the chunk's log.
+    /// before [`ChunkLog::publish_new`] makes it the chunk's log. The
+    /// directory must exist (see [`create_chunk_dir`]).
     pub fn first_segment_writer(dir: &Path, last_seq: u64) -> Result<SegmentWriter, LogError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
         SegmentWriter::new(dir, 1, last_seq)
     }
 
     /// Puts a new chunk's finished first segment in place and opens the log.
     pub fn publish_new(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
+        Manifest { first: 1, last: 1 }.write(dir)?;
         publish_staged(dir, 1)?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent).map_err(io_err(parent))?;
@@ -238,6 +370,8 @@ impl ChunkLog {
             unsynced: Vec::new(),
             dir_dirty: false,
             segment_size_max_bytes,
+            #[cfg(test)]
+            fail_next_write: false,
         }
     }
 
@@ -260,20 +394,24 @@ impl ChunkLog {
     }
 
     /// Opens an existing log, calling `visit` for every entry of every
-    /// complete batch in log order. A torn tail of the last segment is cut
-    /// off; any other damage is an error naming the file and offset.
+    /// complete batch in log order. A torn tail of the newest segment is
+    /// cut off; any other damage, a missing segment included, is an error
+    /// naming the file (and offset). A log without a manifest is an error
+    /// when `manifest_required`, else one is written from what is found.
     pub fn open(
         dir: &Path,
         segment_size_max_bytes: u64,
+        manifest_required: bool,
         mut visit: impl FnMut(&EntryRef<'_>, Version),
     ) -> Result<(Self, Recovery), LogError> {
-        let mut ids = Vec::new();
+        let mut files: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
         for dirent in fs::read_dir(dir).map_err(io_err(dir))? {
             let dirent = dirent.map_err(io_err(dir))?;
             let name = dirent.file_name();
             let name = name.to_string_lossy();
             if name.ends_with(TMP_SUFFIX) {
-                // An interrupted compaction or split: never renamed, never used.
+                // An interrupted compaction, split or manifest update: never
+                // renamed into place, never used.
                 fs::remove_file(dirent.path()).map_err(io_err(&dirent.path()))?;
             } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
                 let id = stem.parse::<u32>().map_err(|_| LogError::Corrupt {
@@ -281,71 +419,71 @@ impl ChunkLog {
                     offset: 0,
                     reason: "unexpected segment file name".into(),
                 })?;
-                ids.push(id);
+                let path = segment_path(dir, id);
+                files.insert(id, fs::read(&path).map_err(io_err(&path))?);
             }
         }
-        ids.sort_unstable();
         let mut recovery = Recovery::default();
-        let mut contents = Vec::with_capacity(ids.len());
-        for &id in &ids {
+        let stored = Manifest::read(dir)?;
+        let plan = match stored {
+            Some(m) => plan_segments(m, &files),
+            None if manifest_required => Err((None, "the chunk's manifest is missing".into())),
+            None => plan_legacy(&files),
+        }
+        .map_err(|(id, reason)| LogError::Corrupt {
+            path: id.map_or_else(|| dir.join(MANIFEST_FILE), |id| segment_path(dir, id)),
+            offset: 0,
+            reason,
+        })?;
+        // Only now that the segments in charge are known to be all there:
+        // drop what they superseded, and what an interrupted rotation left.
+        for &id in &plan.remove {
             let path = segment_path(dir, id);
-            let bytes = fs::read(&path).map_err(io_err(&path))?;
-            let is_last = Some(&id) == ids.last();
-            let base_last_seq = match check_header(&bytes, id) {
-                Ok(base) => base,
-                // A crash can tear only the header of a segment just created.
-                Err(_) if is_last && bytes.len() < SEGMENT_HEADER_BYTES as usize => {
-                    fs::remove_file(&path).map_err(io_err(&path))?;
-                    recovery.truncated_bytes += bytes.len() as u64;
-                    continue;
-                }
-                Err(reason) => return Err(LogError::Corrupt { path, offset: 0, reason }),
-            };
-            if let Some(last_seq) = base_last_seq {
-                recovery.base_last_seq = last_seq;
-                recovery.superseded_segments += contents.len();
-                for (old_id, _) in contents.drain(..) {
-                    let old = segment_path(dir, old_id);
-                    fs::remove_file(&old).map_err(io_err(&old))?;
-                }
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            if id < plan.manifest.first {
+                recovery.superseded_segments += 1;
+            } else if let Some(bytes) = files.get(&id) {
+                recovery.truncated_bytes += bytes.len() as u64;
             }
-            contents.push((id, bytes));
         }
-        if recovery.superseded_segments > 0 {
+        if stored != Some(plan.manifest) {
+            recovery.manifest_created = stored.is_none();
+            plan.manifest.write(dir)?;
+        } else if !plan.remove.is_empty() {
             sync_dir(dir).map_err(io_err(dir))?;
-        }
-        if contents.is_empty() {
-            return Err(LogError::Corrupt {
-                path: dir.to_owned(),
-                offset: 0,
-                reason: "chunk directory holds no segment".into(),
-            });
         }
 
         let mut log = Self::empty(dir, segment_size_max_bytes);
-        let last_index = contents.len() - 1;
-        for (i, (id, bytes)) in contents.iter().enumerate() {
-            let path = segment_path(dir, *id);
-            let replay = replay_segment(*id, bytes, &mut visit, &mut recovery).map_err(
+        let Manifest { first, last } = plan.manifest;
+        for id in first..=last {
+            let path = segment_path(dir, id);
+            let bytes = files.get(&id).map(Vec::as_slice).unwrap_or_default();
+            if let Some(last_seq) = check_header(bytes, id).map_err(|reason| LogError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason,
+            })? {
+                recovery.base_last_seq = last_seq;
+            }
+            let replay = replay_segment(id, bytes, &mut visit, &mut recovery).map_err(
                 |(offset, reason)| LogError::Corrupt { path: path.clone(), offset, reason },
             )?;
             let valid_len = replay.complete_len;
             if valid_len < bytes.len() as u64 {
-                let torn = i == last_index
-                    && !has_valid_entry_after(bytes, replay.stop_pos, replay.seq_max);
-                if !torn {
-                    return Err(LogError::Corrupt {
-                        path,
-                        offset: valid_len,
-                        reason: describe_damage(&bytes[valid_len as usize..]),
-                    });
+                let damage = if id == last {
+                    check_torn_tail(bytes, replay.stop_pos, replay.seq_max)
+                } else {
+                    Err(describe_damage(&bytes[valid_len as usize..]))
+                };
+                if let Err(reason) = damage {
+                    return Err(LogError::Corrupt { path, offset: replay.stop_pos as u64, reason });
                 }
                 let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
                 f.set_len(valid_len).map_err(io_err(&path))?;
                 f.sync_all().map_err(io_err(&path))?;
                 recovery.truncated_bytes += bytes.len() as u64 - valid_len;
             }
-            log.add_segment(*id)?;
+            log.add_segment(id)?;
             recovery.segments += 1;
         }
         Ok((log, recovery))
@@ -355,7 +493,10 @@ impl ChunkLog {
     /// buffer and returns each entry's version, in order. Never splits a
     /// batch across segments.
     pub fn append_batch(&mut self, entries: &mut [EntryRef<'_>]) -> Result<Vec<Version>, LogError> {
-        if self.active_len() >= self.segment_size_max_bytes {
+        // Rotation waits until everything encoded is written out (at the
+        // latest after the next group), so a failed write never spans two
+        // segments.
+        if self.active_len() >= self.segment_size_max_bytes && self.unwritten.is_empty() {
             self.rotate()?;
         }
         if let Some(last) = entries.last_mut() {
@@ -381,32 +522,56 @@ impl ChunkLog {
         self.segments.get(&self.active).map_or(0, |s| s.written_len) + self.unwritten.len() as u64
     }
 
-    /// Seals the active segment and starts a new one. Only between batches,
-    /// with nothing unwritten.
+    /// Seals the active segment and starts a new one, durably, before the
+    /// manifest names it (so recovery finds every segment the manifest
+    /// names). If the new segment cannot be made (a full disk), the log
+    /// goes on in the active one, a little past its size; only a failed
+    /// manifest update is an error.
     fn rotate(&mut self) -> Result<(), LogError> {
-        self.write_out()?;
+        debug_assert!(self.unwritten.is_empty(), "rotation with unwritten entries");
         let id = self.active + 1;
         let path = segment_path(&self.dir, id);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        f.write_all(&encode_header(id, false, 0)).map_err(io_err(&path))?;
-        self.add_segment(id)?;
-        self.unsynced.push(id);
-        self.dir_dirty = true;
-        Ok(())
+        let made = (|| {
+            let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+            f.write_all(&encode_header(id, false, 0))?;
+            f.sync_all()?;
+            sync_dir(&self.dir)
+        })();
+        if let Err(e) = made {
+            tracing::warn!(segment = %path.display(), error = %e, "cannot start a new segment; the current one grows");
+            let _ = fs::remove_file(&path);
+            return Ok(());
+        }
+        let first = self.segments.keys().next().copied().unwrap_or(id);
+        Manifest { first, last: id }.write(&self.dir)?;
+        self.add_segment(id)
     }
 
-    /// Hands every encoded entry to the kernel: one positional write.
+    /// Hands every encoded entry to the kernel: one positional write. If it
+    /// fails (a full disk), the file is cut back to its last good length and
+    /// the entries are dropped: the log is as it was before them, readable,
+    /// and takes the next batch ([`LogError::WriteRefused`]).
     pub fn write_out(&mut self) -> Result<(), LogError> {
         if self.unwritten.is_empty() {
             return Ok(());
         }
+        #[cfg(test)]
+        let fail = std::mem::take(&mut self.fail_next_write);
         let seg = self.segments.get_mut(&self.active).expect("the active segment is open");
-        seg.file.write_all_at(&self.unwritten, seg.written_len).map_err(io_err(&seg.path))?;
+        let written = seg.file.write_all_at(&self.unwritten, seg.written_len);
+        #[cfg(test)]
+        let written = match fail {
+            true => seg
+                .file
+                .write_all_at(&self.unwritten[..self.unwritten.len() / 2], seg.written_len)
+                .and(Err(io::Error::from_raw_os_error(28))),
+            false => written,
+        };
+        if let Err(source) = written {
+            self.unwritten.clear();
+            seg.file.set_len(seg.written_len).map_err(io_err(&seg.path))?;
+            return Err(LogError::WriteRefused { path: seg.path.clone(), source });
+        }
         seg.written_len += self.unwritten.len() as u64;
         self.unwritten.clear();
         if self.unsynced.last() != Some(&self.active) {
@@ -481,6 +646,7 @@ impl ChunkLog {
         assert!(self.unwritten.is_empty(), "compaction with unwritten entries");
         assert_eq!(id, self.next_segment_id(), "compacted segment id");
         publish_staged(&self.dir, id)?;
+        Manifest { first: id, last: id }.write(&self.dir)?;
         let old: Vec<u32> = self.segments.keys().copied().collect();
         self.segments.clear();
         self.unsynced.clear();
@@ -546,6 +712,110 @@ impl LogCopier<'_> {
     }
 }
 
+/// Which segments recovery puts in charge, and which files it removes.
+#[derive(Debug, PartialEq, Eq)]
+struct SegmentPlan {
+    manifest: Manifest,
+    /// Segments superseded by the base, and a segment an interrupted
+    /// rotation created but never used.
+    remove: Vec<u32>,
+}
+
+/// Damage found while planning: the segment it concerns (`None`: the
+/// manifest) and what is wrong.
+type PlanError = (Option<u32>, String);
+
+/// Whether a segment file holds nothing but (at most) its header: what a
+/// rotation leaves when it stops before the manifest names the segment.
+fn holds_no_entries(bytes: &[u8]) -> bool {
+    bytes.len() <= SEGMENT_HEADER_BYTES as usize
+}
+
+fn is_base(bytes: &[u8], id: u32) -> bool {
+    matches!(check_header(bytes, id), Ok(Some(_)))
+}
+
+/// Decides which segments are in charge, given the stored manifest and the
+/// segment files found (id -> contents). Pure, so its decisions are unit
+/// tested without files.
+///
+/// - A base segment above the manifest's newest is a compaction that was
+///   published before the manifest was updated: it is in charge alone.
+/// - Otherwise every segment the manifest names must be there; a missing
+///   one is reported by name.
+/// - Above the newest, only one header-only segment may exist: a rotation
+///   interrupted before the manifest named it. It is removed.
+/// - Below the base: superseded segments a crash kept from being removed.
+fn plan_segments(
+    stored: Manifest,
+    files: &BTreeMap<u32, Vec<u8>>,
+) -> Result<SegmentPlan, PlanError> {
+    let newer_base = files.iter().rev().find(|(&id, b)| id > stored.last && is_base(b, id));
+    let manifest = match newer_base {
+        Some((&id, _)) => Manifest { first: id, last: id },
+        None => stored,
+    };
+    for id in manifest.first..=manifest.last {
+        if !files.contains_key(&id) {
+            return Err((
+                Some(id),
+                format!(
+                    "segment file is missing (the chunk's manifest names segments {} to {})",
+                    manifest.first, manifest.last
+                ),
+            ));
+        }
+    }
+    let mut remove = Vec::new();
+    for (&id, bytes) in files {
+        if id < manifest.first {
+            remove.push(id);
+        } else if id > manifest.last {
+            if id == manifest.last + 1 && holds_no_entries(bytes) {
+                remove.push(id);
+            } else {
+                return Err((
+                    Some(id),
+                    format!(
+                        "segment is not in the chunk's manifest (segments {} to {})",
+                        manifest.first, manifest.last
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(SegmentPlan { manifest, remove })
+}
+
+/// The plan for a log written before manifests existed: the newest base
+/// segment and every segment after it, which must have no gaps. A newest
+/// segment shorter than its header is a rotation torn by a crash.
+fn plan_legacy(files: &BTreeMap<u32, Vec<u8>>) -> Result<SegmentPlan, PlanError> {
+    let mut remove = Vec::new();
+    let mut ids: Vec<u32> = files.keys().copied().collect();
+    if let Some(&newest) = ids.last() {
+        if ids.len() > 1 && files[&newest].len() < SEGMENT_HEADER_BYTES as usize {
+            remove.push(newest);
+            ids.pop();
+        }
+    }
+    let Some(&last) = ids.last() else {
+        return Err((None, "chunk directory holds no segment".into()));
+    };
+    let first =
+        ids.iter().rev().copied().find(|&id| is_base(&files[&id], id)).ok_or_else(|| {
+            (Some(ids[0]), "no base segment: the first segment is missing".into())
+        })?;
+    for id in first..=last {
+        if !files.contains_key(&id) {
+            return Err((Some(id), "segment file is missing".into()));
+        }
+    }
+    remove.extend(ids.iter().copied().filter(|&id| id < first));
+    remove.sort_unstable();
+    Ok(SegmentPlan { manifest: Manifest { first, last }, remove })
+}
+
 struct Replay {
     /// Leading bytes that hold complete batches.
     complete_len: u64,
@@ -590,6 +860,39 @@ fn replay_segment(
     Ok(Replay { complete_len: batch_start as u64, stop_pos: pos, seq_max })
 }
 
+/// Decides whether the bytes from `stop_pos` (where decoding the newest
+/// segment stopped) to the end of the file are a torn write, which recovery
+/// cuts, or damage, which it reports. A process dying mid-append leaves an
+/// entry that ends past the end of the file, or, on file systems that
+/// extend a file before its data lands, zeros to the end of the file. A
+/// complete entry whose checksum fails is neither.
+fn check_torn_tail(bytes: &[u8], stop_pos: usize, seq_max: u64) -> Result<(), String> {
+    let rest = &bytes[stop_pos..];
+    let zeros_from = stop_pos + rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if zeros_from == stop_pos {
+        return Ok(());
+    }
+    let torn = match decode_entry(rest) {
+        // Replay stopped between entries of a batch whose end is missing.
+        Ok(_) => true,
+        Err(EntryError::Incomplete) => true,
+        Err(EntryError::Checksum | EntryError::BadFields) => {
+            // Complete by its length: torn only if its end is the zeros
+            // that run to the end of the file.
+            let end = stop_pos + peek_entry_len(rest).unwrap_or(rest.len());
+            zeros_from < end
+        }
+        // A whole entry with a sound checksum, over the limits: written so,
+        // not torn.
+        Err(EntryError::BadLength(_) | EntryError::OverLimits { .. }) => false,
+    };
+    if torn && !has_valid_entry_after(bytes, stop_pos, seq_max) {
+        return Ok(());
+    }
+    let after = bytes.len() - stop_pos;
+    Err(format!("{} ({after} bytes from here to the end of the file)", describe_damage(rest)))
+}
+
 /// Whether an intact entry starts anywhere after the damage at `stop_pos`: if
 /// one does, the damage is not a torn tail but corruption in the middle of
 /// the log. Candidates must carry a plausible seq before their checksum is
@@ -609,8 +912,125 @@ fn has_valid_entry_after(bytes: &[u8], stop_pos: usize, seq_max: u64) -> bool {
 
 fn describe_damage(bytes: &[u8]) -> String {
     match decode_entry(bytes) {
-        Err(EntryError::Checksum) => "checksum mismatch".into(),
+        Err(EntryError::Checksum) => "complete entry with a checksum mismatch".into(),
         Err(e) => e.to_string(),
         Ok(_) => "incomplete batch followed by more data".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(ids: &[(u32, bool)]) -> BTreeMap<u32, Vec<u8>> {
+        ids.iter()
+            .map(|&(id, base)| {
+                let mut b = encode_header(id, base, 0).to_vec();
+                b.extend_from_slice(b"entries");
+                (id, b)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn manifest_round_trip_and_damage() {
+        let m = Manifest { first: 3, last: 9 };
+        assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+        for i in 0..MANIFEST_BYTES * 8 {
+            let mut bad = m.encode();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(Manifest::decode(&bad).is_err(), "flip of bit {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_segment_the_manifest_names_must_be_there() {
+        let m = Manifest { first: 1, last: 3 };
+        let all = files(&[(1, true), (2, false), (3, false)]);
+        assert_eq!(plan_segments(m, &all), Ok(SegmentPlan { manifest: m, remove: vec![] }));
+        for missing in 1..=3 {
+            let mut some = all.clone();
+            some.remove(&missing);
+            let (id, reason) = plan_segments(m, &some).expect_err("a segment is missing");
+            assert_eq!(id, Some(missing));
+            assert!(reason.contains("missing"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn compaction_published_before_the_manifest_takes_charge() {
+        let m = Manifest { first: 1, last: 2 };
+        let found = files(&[(1, true), (2, false), (3, true)]);
+        let plan = plan_segments(m, &found).expect("plan");
+        assert_eq!(plan.manifest, Manifest { first: 3, last: 3 });
+        assert_eq!(plan.remove, vec![1, 2]);
+    }
+
+    #[test]
+    fn only_an_empty_segment_of_an_interrupted_rotation_may_follow_the_newest() {
+        let m = Manifest { first: 1, last: 2 };
+        let mut found = files(&[(1, true), (2, false)]);
+        found.insert(3, encode_header(3, false, 0)[..10].to_vec());
+        assert_eq!(plan_segments(m, &found).expect("plan").remove, vec![3]);
+        found.insert(3, files(&[(3, false)])[&3].clone());
+        assert_eq!(plan_segments(m, &found).expect_err("unexpected").0, Some(3));
+        found.remove(&3);
+        found.insert(5, encode_header(5, false, 0).to_vec());
+        assert_eq!(plan_segments(m, &found).expect_err("unexpected").0, Some(5));
+    }
+
+    #[test]
+    fn legacy_logs_need_their_base_and_no_gaps() {
+        let plan = plan_legacy(&files(&[(1, true), (2, false)])).expect("plan");
+        assert_eq!(plan.manifest, Manifest { first: 1, last: 2 });
+        assert_eq!(plan_legacy(&files(&[(2, false), (3, false)])).expect_err("no base").0, Some(2));
+        assert_eq!(plan_legacy(&files(&[(1, true), (3, false)])).expect_err("gap").0, Some(2));
+    }
+
+    fn entry(seq: u64, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let e = EntryRef { seq, key, value: Some(b"value"), expiry_ms: 0, batch_end: true };
+        encode_entry(&mut out, &e);
+        out
+    }
+
+    fn segment_with(entries: &[Vec<u8>]) -> (Vec<u8>, usize) {
+        let mut b = encode_header(1, true, 0).to_vec();
+        for e in &entries[..entries.len() - 1] {
+            b.extend_from_slice(e);
+        }
+        let stop = b.len();
+        b.extend_from_slice(&entries[entries.len() - 1]);
+        (b, stop)
+    }
+
+    #[test]
+    fn torn_tails_are_cut_and_complete_corrupt_entries_are_not() {
+        let good = [entry(1, b"a"), entry(2, b"b")];
+        // Short: the process died mid-append.
+        let (b, stop) = segment_with(&good);
+        for cut in 1..good[1].len() {
+            assert_eq!(check_torn_tail(&b[..b.len() - cut], stop, 1), Ok(()), "cut {cut}");
+        }
+        // Zero-filled to the end of the file, from anywhere in the entry.
+        for zero_from in stop..b.len() {
+            let mut z = b.clone();
+            z[zero_from..].fill(0);
+            assert_eq!(check_torn_tail(&z, stop, 1), Ok(()), "zeros from {zero_from}");
+        }
+        // Regression: a complete entry whose checksum fails was cut as a
+        // torn write.
+        let mut flipped = b.clone();
+        flipped[stop + 12] ^= 0x01;
+        let reason = check_torn_tail(&flipped, stop, 1).expect_err("complete entry, bad crc");
+        assert!(reason.contains("checksum"), "{reason}");
+        // Zeros inside a complete entry, with data after them: damage.
+        let mut holed = b.clone();
+        holed[stop + 29..stop + 31].fill(0);
+        assert!(check_torn_tail(&holed, stop, 1).is_err());
+        // An impossible length prefix.
+        let mut garbage = b.clone();
+        garbage[stop..stop + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(check_torn_tail(&garbage, stop, 1).is_err());
     }
 }

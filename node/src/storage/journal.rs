@@ -63,6 +63,12 @@ impl ChangeJournal {
         self.entries.drain(..end);
     }
 
+    /// Forgets changes above `seq`: their batches were never written.
+    pub fn discard_above(&mut self, seq: u64) {
+        let keep = self.entries.partition_point(|(s, _)| *s <= seq);
+        self.entries.truncate(keep);
+    }
+
     /// The changes below `key` and those from `key` on, for a split.
     pub fn split(&self, key: &[u8]) -> (ChangeJournal, ChangeJournal) {
         let (lower, upper): (VecDeque<_>, VecDeque<_>) =

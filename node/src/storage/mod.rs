@@ -5,6 +5,7 @@
 //! - [`chunk_index`]: the in-memory versioned index (no I/O).
 //! - [`chunk`]: index + log = one chunk, with reads at snapshots, compaction
 //!   and splits.
+//! - [`descriptor`]: the file that makes a chunk directory self-describing.
 //! - [`clock`]: the node's seq counter and snapshot pins.
 //! - [`journal`]: the keys a chunk changed, for views to catch up on.
 
@@ -12,8 +13,11 @@ pub mod chunk;
 pub mod chunk_index;
 pub mod chunk_log;
 pub mod clock;
+pub mod descriptor;
 pub mod entry;
 pub mod journal;
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

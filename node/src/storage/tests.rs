@@ -10,11 +10,16 @@ use monotable_proto::WriteOp;
 
 use super::chunk::{Chunk, ChunkError, ChunkMeta, ReadAt};
 use super::chunk_log::LogError;
+use super::descriptor::ChunkDescriptor;
 
 const SEGMENT_MAX: u64 = 4096;
 
 fn meta(id: u64) -> ChunkMeta {
     ChunkMeta { id, range_id: 1, start: vec![], end: None }
+}
+
+pub(super) fn desc(chunk: ChunkMeta) -> ChunkDescriptor {
+    ChunkDescriptor { range_name: "r".into(), options: Default::default(), chunk }
 }
 
 fn put(k: &str, v: &str) -> WriteOp {
@@ -57,7 +62,7 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Fills a chunk with enough batches to span several segments.
 fn filled(dir: &Path) -> (Chunk, BTreeMap<String, String>) {
-    let mut c = Chunk::create(meta(1), dir, SEGMENT_MAX).expect("create");
+    let mut c = Chunk::create(&desc(meta(1)), dir, SEGMENT_MAX).expect("create");
     let mut model = BTreeMap::new();
     for seq in 1..=60u64 {
         let k = format!("k{:03}", seq % 23);
@@ -82,7 +87,7 @@ fn reopen_replays_everything() {
     assert!(segments(&dir).len() > 2, "test needs several segments");
     assert_eq!(contents(&c, ReadAt::Latest), model);
     drop(c);
-    let (c, rec) = Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("open");
+    let (c, rec) = Chunk::open(&desc(meta(1)), &dir, SEGMENT_MAX).expect("open");
     assert_eq!(rec.truncated_bytes, 0);
     assert_eq!(c.last_seq(), 60);
     assert_eq!(contents(&c, ReadAt::Latest), model);
@@ -104,7 +109,7 @@ fn torn_tail_is_truncated_and_half_batches_vanish() {
         f.set_len(len - cut).expect("truncate");
         drop(f);
         let (c, rec) =
-            Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("a torn tail is not an error");
+            Chunk::open(&desc(meta(1)), &dir, SEGMENT_MAX).expect("a torn tail is not an error");
         assert!(rec.truncated_bytes > 0);
         assert_eq!(contents(&c, ReadAt::Latest), model, "cut {cut}");
         assert_eq!(c.last_seq(), 60);
@@ -121,7 +126,7 @@ fn flipped_byte_in_sealed_segment_is_reported() {
     let mut bytes = fs::read(&first).expect("read");
     bytes[200] ^= 0x40;
     fs::write(&first, &bytes).expect("write");
-    match Chunk::open(meta(1), &dir, SEGMENT_MAX) {
+    match Chunk::open(&desc(meta(1)), &dir, SEGMENT_MAX) {
         Err(ChunkError::Log(LogError::Corrupt { path, .. })) => assert_eq!(path, first),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("corruption went unnoticed"),
@@ -142,7 +147,7 @@ fn flipped_byte_in_middle_of_last_segment_is_not_a_torn_tail() {
     bytes[40] ^= 0x01;
     fs::write(&last, &bytes).expect("write");
     assert!(matches!(
-        Chunk::open(meta(1), &dir, SEGMENT_MAX),
+        Chunk::open(&desc(meta(1)), &dir, SEGMENT_MAX),
         Err(ChunkError::Log(LogError::Corrupt { .. }))
     ));
 }
@@ -167,7 +172,7 @@ fn compaction_keeps_pinned_snapshots_and_frees_disk() {
     // Writes go on after compaction, and everything survives a reopen.
     commit(&mut c, 61, &[put("new", "v")]);
     drop(c);
-    let (c, _) = Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("open");
+    let (c, _) = Chunk::open(&desc(meta(1)), &dir, SEGMENT_MAX).expect("open");
     let mut expected = model.clone();
     expected.insert("new".into(), "v".into());
     assert_eq!(contents(&c, ReadAt::Latest), expected);
@@ -183,7 +188,7 @@ fn interrupted_compaction_leaves_old_segments_in_charge() {
     // A compaction that died before its rename leaves only a temp file.
     let mut f = fs::File::create(dir.join("0000000099.tmp")).expect("tmp");
     f.write_all(b"half a segment").expect("write");
-    let (c, _) = Chunk::open(meta(1), &dir, SEGMENT_MAX).expect("open");
+    let (c, _) = Chunk::open(&desc(meta(1)), &dir, SEGMENT_MAX).expect("open");
     assert_eq!(contents(&c, ReadAt::Latest), model);
     assert!(!dir.join("0000000099.tmp").exists());
 }
@@ -215,7 +220,8 @@ fn split_divides_records_without_loss() {
     assert_eq!(joined, model);
     assert_eq!((lower.last_seq(), upper.last_seq()), (60, 60));
     drop((lower, upper));
-    let (lower, _) = Chunk::open(lower_meta, &tmp.path().join("l"), SEGMENT_MAX).expect("open");
+    let (lower, _) =
+        Chunk::open(&desc(lower_meta), &tmp.path().join("l"), SEGMENT_MAX).expect("open");
     assert_eq!(lower.last_seq(), 60);
 }
 
@@ -223,7 +229,7 @@ fn split_divides_records_without_loss() {
 fn changes_report_old_and_new_values_across_compaction_and_split() {
     use super::chunk::Change;
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut c = Chunk::create(meta(1), &tmp.path().join("c"), SEGMENT_MAX).expect("create");
+    let mut c = Chunk::create(&desc(meta(1)), &tmp.path().join("c"), SEGMENT_MAX).expect("create");
     commit(&mut c, 1, &[put("a", "1"), put("b", "1"), put("c", "1")]);
     assert_eq!(c.changes(0, 1).expect("read"), None, "no journal until a view watches");
     c.watch_changes(1);
@@ -264,8 +270,9 @@ fn changes_report_old_and_new_values_across_compaction_and_split() {
 #[test]
 fn rows_over_the_limits_are_refused_whole_and_the_chunk_reopens() {
     use monotable_proto::limits::{KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_BYTES};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = Chunk::create(meta(1), dir.path(), SEGMENT_MAX).expect("create");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta(1)), &dir, SEGMENT_MAX).expect("create");
     commit(&mut c, 1, &[put("a", "1")]);
     let huge_key = WriteOp::Put {
         key: vec![b'k'; KEY_SIZE_MAX_BYTES + 1].into(),
@@ -289,7 +296,7 @@ fn rows_over_the_limits_are_refused_whole_and_the_chunk_reopens() {
     };
     commit(&mut c, 5, &[put("d", "4"), at_limits]);
     drop(c);
-    let (c, recovery) = Chunk::open(meta(1), dir.path(), SEGMENT_MAX).expect("reopens");
+    let (c, recovery) = Chunk::open(&desc(meta(1)), &dir, SEGMENT_MAX).expect("reopens");
     assert_eq!(recovery.truncated_bytes, 0);
     let got = contents(&c, ReadAt::Latest);
     assert_eq!(got.get("a").map(String::as_str), Some("1"));

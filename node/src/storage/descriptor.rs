@@ -1,0 +1,148 @@
+//! The `DESCRIPTOR` file every chunk directory holds: which range the chunk
+//! belongs to (id, name, options) and which keys it covers.
+//!
+//! It makes a chunk directory self-describing, so the node can check the
+//! catalog against the directories at start-up and rebuild a lost catalog
+//! from them (`monotable serve --recover-catalog`). It is written once, when
+//! the chunk is created (or, for a chunk from before descriptors existed,
+//! when it is first opened), atomically and durably; it never changes.
+//!
+//! ```text
+//! | magic "MTCHUNKD" | format u32 | body_len u32 | crc32c(body) u32 | body (MessagePack) |
+//! ```
+//!
+//! A `DROPPED` file next to it marks a chunk whose range is being dropped:
+//! written before the catalog forgets the range, so a directory left behind
+//! by a crash during the drop is recognised as the node's own garbage, not
+//! as a chunk the catalog lost.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use monotable_proto::RangeOptions;
+use serde::{Deserialize, Serialize};
+
+use super::chunk::ChunkMeta;
+use super::chunk_log::{write_file_durably, LogError};
+
+pub const DESCRIPTOR_FILE: &str = "DESCRIPTOR";
+pub const DROPPED_FILE: &str = "DROPPED";
+const MAGIC: [u8; 8] = *b"MTCHUNKD";
+const FORMAT: u32 = 1;
+const HEADER_BYTES: usize = 20;
+/// A descriptor holds two keys at most; anything longer is damage.
+const DESCRIPTOR_SIZE_MAX_BYTES: usize = 1 << 20;
+
+/// What a chunk directory says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkDescriptor {
+    pub range_name: String,
+    pub options: RangeOptions,
+    /// Chunk id, range id and key interval.
+    pub chunk: ChunkMeta,
+}
+
+impl ChunkDescriptor {
+    fn encode(&self) -> Vec<u8> {
+        let body = rmp_serde::to_vec(self).expect("descriptors always encode");
+        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, String> {
+        if b.len() < HEADER_BYTES || b[..8] != MAGIC {
+            return Err("not a chunk descriptor".into());
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if u32_at(8) != FORMAT {
+            return Err(format!("unknown descriptor format {}", u32_at(8)));
+        }
+        let body = &b[HEADER_BYTES..];
+        if body.len() != u32_at(12) as usize || body.len() > DESCRIPTOR_SIZE_MAX_BYTES {
+            return Err("descriptor length does not match".into());
+        }
+        if crc32c::crc32c(body) != u32_at(16) {
+            return Err("descriptor checksum mismatch".into());
+        }
+        rmp_serde::from_slice(body).map_err(|e| format!("descriptor cannot be decoded: {e}"))
+    }
+
+    /// Writes the descriptor into a chunk directory, durably.
+    pub fn write(&self, dir: &Path) -> Result<(), LogError> {
+        write_file_durably(dir, DESCRIPTOR_FILE, &self.encode())
+    }
+
+    /// Reads a chunk directory's descriptor; `None` if it has none.
+    pub fn read(dir: &Path) -> Result<Option<Self>, LogError> {
+        let path = dir.join(DESCRIPTOR_FILE);
+        match fs::read(&path) {
+            Ok(b) => Self::decode(&b).map(Some).map_err(|reason| LogError::Corrupt {
+                path,
+                offset: 0,
+                reason,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LogError::Io { path, source }),
+        }
+    }
+}
+
+/// Marks a chunk directory as belonging to a range being dropped.
+pub fn mark_dropped(dir: &Path) -> Result<(), LogError> {
+    write_file_durably(dir, DROPPED_FILE, b"")
+}
+
+pub fn is_marked_dropped(dir: &Path) -> bool {
+    dir.join(DROPPED_FILE).exists()
+}
+
+/// Removes the drop mark of a chunk whose range was not dropped after all.
+pub fn unmark_dropped(dir: &Path) -> io::Result<()> {
+    fs::remove_file(dir.join(DROPPED_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ChunkDescriptor {
+        ChunkDescriptor {
+            range_name: "users".into(),
+            options: RangeOptions { chunk_size_max_bytes: 1 << 20 },
+            chunk: ChunkMeta { id: 7, range_id: 3, start: b"a".to_vec(), end: Some(b"m".to_vec()) },
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_bit_flip_is_detected() {
+        let bytes = sample().encode();
+        assert_eq!(ChunkDescriptor::decode(&bytes), Ok(sample()));
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(ChunkDescriptor::decode(&bad).is_err(), "flip of bit {i} went unnoticed");
+        }
+        for cut in 0..bytes.len() {
+            assert!(ChunkDescriptor::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn written_descriptor_reads_back() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        assert!(ChunkDescriptor::read(tmp.path()).expect("read").is_none());
+        sample().write(tmp.path()).expect("write");
+        assert_eq!(ChunkDescriptor::read(tmp.path()).expect("read"), Some(sample()));
+        assert!(!is_marked_dropped(tmp.path()));
+        mark_dropped(tmp.path()).expect("mark");
+        assert!(is_marked_dropped(tmp.path()));
+        unmark_dropped(tmp.path()).expect("unmark");
+        assert!(!is_marked_dropped(tmp.path()));
+    }
+}

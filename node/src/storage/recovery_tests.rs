@@ -1,0 +1,186 @@
+//! Recovery of chunks on real files: missing segments, damaged tails, and
+//! writes refused by a full disk.
+
+use std::fs::{self, OpenOptions};
+use std::ops::Bound::Unbounded;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use monotable_proto::WriteOp;
+
+use super::chunk::{Chunk, ChunkError, ChunkMeta, ReadAt};
+use super::chunk_log::LogError;
+use super::tests::desc;
+
+const SEGMENT_MAX: u64 = 4096;
+
+fn meta() -> ChunkMeta {
+    ChunkMeta { id: 1, range_id: 1, start: vec![], end: None }
+}
+
+fn put(k: &str) -> WriteOp {
+    WriteOp::Put { key: k.as_bytes().to_vec().into(), value: vec![b'v'; 200].into() }
+}
+
+fn commit(c: &mut Chunk, seq: u64, ops: &[WriteOp]) {
+    c.apply_batch(seq, ops).expect("apply");
+    c.write_out().expect("write");
+    c.take_sync_job().expect("job").run().expect("sync");
+    c.mark_durable(seq);
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn keys(c: &Chunk) -> usize {
+    c.scan((Unbounded, Unbounded), ReadAt::Latest, false, usize::MAX, usize::MAX)
+        .expect("scan")
+        .records
+        .len()
+}
+
+/// A chunk of 60 keys spread over several segments.
+fn filled(dir: &Path) {
+    let mut c = Chunk::create(&desc(meta()), dir, SEGMENT_MAX).expect("create");
+    for seq in 1..=60u64 {
+        commit(&mut c, seq, &[put(&format!("k{seq:03}"))]);
+    }
+    assert!(segments(dir).len() >= 4, "the test needs several segments");
+}
+
+fn open(dir: &Path) -> Result<Chunk, ChunkError> {
+    Chunk::open(&desc(meta()), dir, SEGMENT_MAX).map(|(c, _)| c)
+}
+
+fn expect_corrupt(dir: &Path, file: &Path, what: &str) {
+    match open(dir) {
+        Err(ChunkError::Log(LogError::Corrupt { path, reason, .. })) => {
+            assert_eq!(path, file, "{reason}");
+            assert!(reason.contains(what), "{reason}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("damage went unnoticed"),
+    }
+}
+
+// Regression: deleting a segment file lost its records silently (20 of 20).
+#[test]
+fn a_deleted_segment_is_reported_by_name_first_middle_or_newest() {
+    for which in ["first", "middle", "newest"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("c");
+        filled(&dir);
+        let segs = segments(&dir);
+        let victim = match which {
+            "first" => segs[0].clone(),
+            "middle" => segs[segs.len() / 2].clone(),
+            _ => segs[segs.len() - 1].clone(),
+        };
+        fs::remove_file(&victim).expect("remove");
+        expect_corrupt(&dir, &victim, "missing");
+        // Nothing else was touched.
+        assert_eq!(segments(&dir).len(), segs.len() - 1, "{which}");
+    }
+}
+
+#[test]
+fn a_deleted_manifest_is_reported() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    filled(&dir);
+    fs::remove_file(dir.join("MANIFEST")).expect("remove");
+    expect_corrupt(&dir, &dir.join("MANIFEST"), "manifest is missing");
+}
+
+// Regression: a complete entry whose CRC fails at the end of the newest
+// segment was cut off as if it were a torn write.
+#[test]
+fn a_complete_corrupt_entry_at_the_tail_is_reported_and_kept() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    filled(&dir);
+    let newest = segments(&dir).pop().expect("segment");
+    let mut bytes = fs::read(&newest).expect("read");
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0x08;
+    fs::write(&newest, &bytes).expect("write");
+    expect_corrupt(&dir, &newest, "checksum");
+    assert_eq!(fs::read(&newest).expect("read"), bytes, "the evidence is kept");
+}
+
+#[test]
+fn a_zero_filled_tail_is_cut_as_a_torn_write() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    filled(&dir);
+    let newest = segments(&dir).pop().expect("segment");
+    let len = fs::metadata(&newest).expect("meta").len();
+    let f = OpenOptions::new().write(true).open(&newest).expect("open");
+    f.write_all_at(&[0u8; 300], len).expect("zeros");
+    drop(f);
+    let (c, rec) = Chunk::open(&desc(meta()), &dir, SEGMENT_MAX).expect("torn tail");
+    assert_eq!(rec.truncated_bytes, 300);
+    assert_eq!(keys(&c), 60);
+    assert_eq!(fs::metadata(&newest).expect("meta").len(), len);
+}
+
+#[test]
+fn a_descriptor_naming_another_chunk_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    filled(&dir);
+    let other = ChunkMeta { id: 9, ..meta() };
+    assert!(matches!(
+        Chunk::open(&desc(other), &dir, SEGMENT_MAX),
+        Err(ChunkError::DescriptorMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_chunk_from_before_descriptors_gets_a_descriptor_and_a_manifest() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    filled(&dir);
+    fs::remove_file(dir.join("DESCRIPTOR")).expect("remove");
+    fs::remove_file(dir.join("MANIFEST")).expect("remove");
+    let (c, rec) = Chunk::open(&desc(meta()), &dir, SEGMENT_MAX).expect("legacy open");
+    assert!(rec.manifest_created);
+    assert_eq!(keys(&c), 60);
+    drop(c);
+    assert!(dir.join("DESCRIPTOR").exists() && dir.join("MANIFEST").exists());
+    assert_eq!(keys(&open(&dir).expect("reopen")), 60);
+}
+
+/// A write that fails half-way (the log's test hook writes half the bytes,
+/// then fails as a full disk would); the disk-full integration test does
+/// the same with a real small file system.
+#[test]
+fn a_refused_write_rolls_the_chunk_back_and_it_takes_the_next_batch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta()), &dir, 1 << 20).expect("create");
+    commit(&mut c, 1, &[put("a")]);
+    let newest = segments(&dir).pop().expect("segment");
+    let len_before = fs::metadata(&newest).expect("meta").len();
+    c.apply_batch(2, &[put("b")]).expect("apply");
+    c.fail_next_write_out_for_tests();
+    match c.write_out() {
+        Err(ChunkError::Log(LogError::WriteRefused { .. })) => {}
+        other => panic!("expected a refused write, got {other:?}"),
+    }
+    assert_eq!(fs::metadata(&newest).expect("meta").len(), len_before);
+    assert_eq!(c.last_seq(), 1, "the refused batch is out of the index");
+    assert_eq!(keys(&c), 1);
+    commit(&mut c, 3, &[put("c")]);
+    assert_eq!(keys(&c), 2);
+    drop(c);
+    let c = open(&dir).expect("reopen");
+    assert_eq!(keys(&c), 2);
+}
