@@ -990,7 +990,7 @@ mod tests {
     fn entry(seq: u64, key: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let e = EntryRef { seq, key, value: Some(b"value"), expiry_ms: 0, batch_end: true };
-        encode_entry(&mut out, &e);
+        encode_entry(&mut out, &e).expect("within limits");
         out
     }
 
