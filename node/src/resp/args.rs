@@ -94,6 +94,27 @@ pub fn span(start: i64, stop: i64, len: u64) -> Option<(u64, u64)> {
     Some((start.unsigned_abs(), stop.unsigned_abs()))
 }
 
+/// A SCAN cursor as Redis reads one (`strtoull`): an optional sign, then
+/// digits within 64 bits; a negative one wraps around, and an empty one is
+/// 0. Anything else is refused with Redis's words.
+pub fn scan_cursor(bytes: &[u8]) -> Result<u64, Reply> {
+    let invalid = || Reply::err("ERR invalid cursor");
+    let (negative, digits) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() {
+        return if bytes.is_empty() { Ok(0) } else { Err(invalid()) };
+    }
+    let text = std::str::from_utf8(digits).map_err(|_| invalid())?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let n: u64 = text.parse().map_err(|_| invalid())?;
+    Ok(if negative { n.wrapping_neg() } else { n })
+}
+
 /// The length a string reaches when `len` bytes are written at `offset`
 /// (SETRANGE, APPEND), if within [`STRING_LEN_MAX_BYTES`].
 pub fn string_end(offset: u64, len: usize) -> Result<usize, Reply> {

@@ -1,6 +1,8 @@
 //! Hash and set commands: one row per field or member (see
 //! [`super::keyspace`]), the element count in the key row.
 
+use std::collections::HashSet;
+
 use monotable_proto::WriteOp;
 use rand::seq::SliceRandom;
 
@@ -204,14 +206,14 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
                 )));
             }
             let mut added = 0;
-            let mut seen: Vec<&Vec<u8>> = Vec::new();
+            // Sets, not lists: a command of a million fields stays linear.
+            let mut seen: HashSet<&[u8]> = HashSet::new();
             for pair in args[2..].chunks(2) {
-                let new = !seen.contains(&&pair[0])
+                let new = seen.insert(&pair[0])
                     && (before.is_none() || db.element(kind, key, &pair[0]).await?.is_none());
                 if new {
                     added += 1;
                 }
-                seen.push(&pair[0]);
                 ops.push(put(kind, key, &pair[0], &pair[1]));
             }
             count += added;
@@ -231,13 +233,12 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
         }
         "hdel" | "srem" => {
             let mut removed = 0;
-            let mut seen: Vec<&Vec<u8>> = Vec::new();
+            let mut seen: HashSet<&[u8]> = HashSet::new();
             for f in &args[2..] {
-                if !seen.contains(&f) && db.element(kind, key, f).await?.is_some() {
+                if seen.insert(f) && db.element(kind, key, f).await?.is_some() {
                     ops.push(del(kind, key, f));
                     removed += 1;
                 }
-                seen.push(f);
             }
             count -= removed;
             Reply::Int(removed as i64)
@@ -286,15 +287,13 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
         }
         "sadd" => {
             let mut added = 0;
-            let mut seen: Vec<&Vec<u8>> = Vec::new();
+            let mut seen: HashSet<&[u8]> = HashSet::new();
             for m in &args[2..] {
-                if !seen.contains(&m)
-                    && (before.is_none() || db.element(kind, key, m).await?.is_none())
+                if seen.insert(m) && (before.is_none() || db.element(kind, key, m).await?.is_none())
                 {
                     ops.push(put(kind, key, m, b""));
                     added += 1;
                 }
-                seen.push(m);
             }
             count += added;
             Reply::Int(added as i64)

@@ -610,11 +610,16 @@ async fn run(
                 }
             }
             // The last value of a key given twice wins, as in Redis.
-            let mut items: Vec<(Vec<u8>, Value)> = Vec::new();
-            for pair in args[1..].chunks(2) {
-                items.retain(|(k, _)| k != &pair[0]);
-                items.push((pair[0].clone(), Value::string(pair[1].clone(), None)));
+            let mut last: std::collections::HashMap<&[u8], usize> = Default::default();
+            for (i, pair) in args[1..].chunks(2).enumerate() {
+                last.insert(&pair[0], i);
             }
+            let items: Vec<(Vec<u8>, Value)> = args[1..]
+                .chunks(2)
+                .enumerate()
+                .filter(|(i, pair)| last.get(pair[0].as_slice()) == Some(i))
+                .map(|(_, pair)| (pair[0].clone(), Value::string(pair[1].clone(), None)))
+                .collect();
             // One write: a value the storage refuses leaves every key as it was.
             let mut ops = Vec::new();
             for (k, _) in &items {
@@ -633,17 +638,18 @@ async fn run(
         "del" | "unlink" => {
             let keys: Vec<&[u8]> = args[1..].iter().map(Vec::as_slice).collect();
             let _g = state.lock(dbi, &keys).await;
-            let mut found: Vec<&Vec<u8>> = Vec::new();
+            let mut seen: std::collections::HashSet<&[u8]> = Default::default();
+            let mut found = 0;
             for k in &args[1..] {
-                if found.contains(&k) {
+                if !seen.insert(k) {
                     continue;
                 }
                 if let Some(v) = db.get(k).await? {
                     db.remove(k, &v).await?;
-                    found.push(k);
+                    found += 1;
                 }
             }
-            Reply::Int(found.len() as i64)
+            Reply::Int(found)
         }
         "exists" => {
             let mut n = 0;

@@ -119,10 +119,7 @@ struct ScanOptions {
 /// Parses `cursor [MATCH pattern] [COUNT count]` (and `[TYPE type]` when
 /// allowed) starting at `args[at]`.
 fn scan_options(args: &[Vec<u8>], at: usize, allow_type: bool) -> Result<ScanOptions, Reply> {
-    let Some(cursor) = std::str::from_utf8(&args[at]).ok().and_then(|c| c.parse::<u64>().ok())
-    else {
-        return Err(Reply::err("ERR invalid cursor"));
-    };
+    let cursor = super::args::scan_cursor(&args[at])?;
     let mut o = ScanOptions { cursor, pattern: None, count: 10, kind: None };
     let mut i = at + 1;
     while i < args.len() {

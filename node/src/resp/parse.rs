@@ -225,13 +225,16 @@ impl RequestReader {
                 Some(n) if (0..=BULK_LEN_MAX).contains(&n) => n as usize,
                 _ => return Parsed::Error("Protocol error: invalid bulk length".into()),
             };
-            p.size = p.size.saturating_add(ARG_OVERHEAD_BYTES + len.min(ARG_SIZE_MAX_BYTES));
-            if p.size > REQUEST_SIZE_MAX_BYTES {
+            // Counted before the argument is buffered; the header is parsed
+            // again while the argument comes, so this is not a running sum.
+            let size = p.size.saturating_add(ARG_OVERHEAD_BYTES + len.min(ARG_SIZE_MAX_BYTES));
+            if size > REQUEST_SIZE_MAX_BYTES {
                 return Parsed::Error(format!(
                     "Protocol error: request exceeds {REQUEST_SIZE_MAX_BYTES} bytes"
                 ));
             }
             if len > ARG_SIZE_MAX_BYTES {
+                p.size = size;
                 p.too_large = Some(len);
                 p.skip = len + 2;
                 p.remaining -= 1;
@@ -241,6 +244,7 @@ impl RequestReader {
             if self.buf.len() < start + len + 2 {
                 return Parsed::Incomplete;
             }
+            p.size = size;
             if p.too_large.is_none() {
                 p.args.push(self.buf[start..start + len].to_vec());
             }
@@ -434,6 +438,18 @@ mod tests {
             }
         }
         assert_eq!(out, vec![Parsed::ArgumentTooLarge(len), cmd(&["PING"])]);
+    }
+
+    // Regression: the size of an argument arriving in many reads was
+    // counted once per read, and a 7 MiB SET was refused as too large.
+    #[test]
+    fn an_argument_in_many_pieces_counts_once() {
+        let len = ARG_SIZE_MAX_BYTES - 1;
+        let mut req = format!("*2\r\n$4\r\nECHO\r\n${len}\r\n").into_bytes();
+        req.extend(std::iter::repeat_n(b'x', len));
+        req.extend_from_slice(b"\r\n");
+        let out = all(&req, 1024, true);
+        assert!(matches!(&out[..], [Parsed::Command(args)] if args[1].len() == len));
     }
 
     #[test]

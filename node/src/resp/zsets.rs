@@ -516,10 +516,11 @@ async fn zadd(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let (mut added, mut changed) = (0i64, 0i64);
     let mut ops = Vec::new();
     let mut incr_result = None;
-    let mut seen: Vec<(&Vec<u8>, f64)> = Vec::new();
+    // Scores set so far by this command (a map: a million members stay linear).
+    let mut seen: std::collections::HashMap<&[u8], f64> = Default::default();
     for (score, member) in items {
-        let old = match seen.iter().rev().find(|(m, _)| *m == member) {
-            Some((_, s)) => Some(*s),
+        let old = match seen.get(member.as_slice()) {
+            Some(s) => Some(*s),
             None if before.is_some() => score_of(db, key, member).await?,
             None => None,
         };
@@ -547,7 +548,7 @@ async fn zadd(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
             }
             Some(_) => {}
         }
-        seen.push((member, new));
+        seen.insert(member, new);
     }
     if !ops.is_empty() {
         commit(db, key, before.as_ref(), count, ops).await?;
