@@ -25,6 +25,10 @@ pub struct RangeMeta {
 pub enum CatalogError {
     #[error("catalog storage: {0}")]
     Sled(#[from] sled::Error),
+    /// Another process holds the catalog (another node on this data
+    /// directory): nothing about its contents is known.
+    #[error("the catalog at {0} is in use by another process (is another node running on this data directory?)")]
+    Locked(String),
     #[error("catalog entry cannot be decoded: {0}")]
     Decode(String),
     #[error("range {0:?} already exists")]
@@ -72,10 +76,10 @@ fn open_with_retry(path: &Path) -> Result<sled::Db, CatalogError> {
     loop {
         match sled::Config::new().path(path).mode(sled::Mode::LowSpace).open() {
             // sled reports a held lock only through its message.
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(CatalogError::Locked(path.display().to_string()));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             other => return Ok(other?),

@@ -166,7 +166,10 @@ impl Node {
                 config.data_dir.display()
             ))
         };
-        let catalog = Catalog::open(&catalog_dir).map_err(unreadable)?;
+        let catalog = Catalog::open(&catalog_dir).map_err(|e| match e {
+            e @ crate::catalog::CatalogError::Locked(_) => NodeError::Start(e.to_string()),
+            e => unreadable(e),
+        })?;
         let ranges = catalog.ranges().map_err(unreadable)?;
         let metas = catalog.chunks().map_err(unreadable)?;
         let mappers = catalog.mappers().map_err(unreadable)?;

@@ -320,7 +320,7 @@ pub fn recover_catalog(data_dir: &Path) -> Result<Vec<String>, String> {
     let chunks_dir = data_dir.join("chunks");
     let dirs = scan_chunk_dirs(&chunks_dir)
         .map_err(|e| format!("cannot read {}: {e}", chunks_dir.display()))?;
-    if catalog_is_sound(&catalog_dir, &dirs) {
+    if catalog_is_sound(&catalog_dir, &dirs)? {
         return Err(format!(
             "the catalog at {} is readable and agrees with the chunk directories; nothing to \
              recover (rebuilding it would lose its mappers, reducers and sinks)",
@@ -360,19 +360,24 @@ pub fn recover_catalog(data_dir: &Path) -> Result<Vec<String>, String> {
     Ok(report)
 }
 
-/// Whether the catalog opens, reads and agrees with the directories.
-fn catalog_is_sound(catalog_dir: &Path, dirs: &[FoundDir]) -> bool {
+/// Whether the catalog opens, reads and agrees with the directories. A
+/// catalog another process holds is an error: it must not be moved aside.
+fn catalog_is_sound(catalog_dir: &Path, dirs: &[FoundDir]) -> Result<bool, String> {
     if !catalog_dir.exists() {
-        return false;
+        return Ok(false);
     }
-    let Ok(catalog) = Catalog::open(catalog_dir) else { return false };
+    let catalog = match Catalog::open(catalog_dir) {
+        Ok(catalog) => catalog,
+        Err(e @ crate::catalog::CatalogError::Locked(_)) => return Err(e.to_string()),
+        Err(_) => return Ok(false),
+    };
     let read = catalog.ranges().and_then(|r| Ok((r, catalog.chunks()?)));
     let readable =
         catalog.mappers().is_ok() && catalog.reducers().is_ok() && catalog.sinks().is_ok();
-    match read {
+    Ok(match read {
         Ok((ranges, chunks)) => readable && plan_start(&ranges, &chunks, dirs).is_ok(),
         Err(_) => false,
-    }
+    })
 }
 
 /// Names the views the damaged catalog still shows, if it can be read:
