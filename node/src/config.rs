@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// How long a sink keeps the source's history for a Redis it cannot
     /// reach before it lets go and plans a fresh copy.
     pub sink_outage_max_ms: u64,
+    /// Memory all Lua VMs of views may reserve together (each reserves its
+    /// own limit while it lives): `serve --lua-memory-max-bytes`.
+    pub lua_memory_max_bytes: usize,
 }
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
@@ -63,6 +66,7 @@ impl Default for NodeConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             resp_password: None,
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
+            lua_memory_max_bytes: crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES,
         }
     }
 }
