@@ -351,35 +351,37 @@ impl LuaMapper {
         let mut bytes_left = LUA_EMIT_BYTES_MAX_PER_BATCH;
         let whole = self.call(records, LUA_INSTRUCTIONS_MAX_PER_CALL, LUA_EMIT_BYTES_MAX_PER_CALL);
         instructions_left = instructions_left.saturating_sub(self.sandbox.used());
-        match whole {
-            Ok(rows) => rows,
-            Err(e) if records.len() == 1 => vec![Err(e)],
+        let first_error = match whole {
+            Ok(rows) => return rows,
+            Err(e) if records.len() == 1 => return vec![Err(e)],
             Err(e @ LuaFnError::Limit(_)) if self.sandbox.meter().interrupted() => {
-                records.iter().map(|_| Err(e.clone())).collect()
+                return records.iter().map(|_| Err(e.clone())).collect();
             }
-            // One record spoiled the batch: map each alone to find it.
-            Err(_) => records
-                .iter()
-                .map(|r| {
-                    if instructions_left == 0 || bytes_left == 0 {
-                        return Err(LuaFnError::Limit(format!(
-                            "not mapped: other records of its batch used up the batch's budget \
-                             ({LUA_INSTRUCTIONS_MAX_PER_BATCH} instructions, \
-                             {LUA_EMIT_BYTES_MAX_PER_BATCH} bytes emitted)"
-                        )));
-                    }
-                    let budget = instructions_left.min(LUA_INSTRUCTIONS_MAX_PER_CALL);
-                    let result = self.call(std::slice::from_ref(r), budget, bytes_left);
-                    instructions_left = instructions_left.saturating_sub(self.sandbox.used());
-                    let mut rows = result.and_then(|mut v| v.pop().unwrap_or(Ok(Vec::new())));
-                    if let Ok(rows) = &mut rows {
-                        let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
-                        bytes_left = bytes_left.saturating_sub(bytes);
-                    }
-                    rows
-                })
-                .collect(),
-        }
+            Err(e) => e,
+        };
+        // One record spoiled the batch: map each alone to find it.
+        records
+            .iter()
+            .map(|r| {
+                if instructions_left == 0 || bytes_left == 0 {
+                    return Err(LuaFnError::Limit(format!(
+                        "not mapped: records of its batch that failed used up the batch's \
+                         budget ({LUA_INSTRUCTIONS_MAX_PER_BATCH} instructions, \
+                         {LUA_EMIT_BYTES_MAX_PER_BATCH} bytes emitted); the batch failed with: \
+                         {first_error}"
+                    )));
+                }
+                let budget = instructions_left.min(LUA_INSTRUCTIONS_MAX_PER_CALL);
+                let result = self.call(std::slice::from_ref(r), budget, bytes_left);
+                instructions_left = instructions_left.saturating_sub(self.sandbox.used());
+                let mut rows = result.and_then(|mut v| v.pop().unwrap_or(Ok(Vec::new())));
+                if let Ok(rows) = &mut rows {
+                    let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    bytes_left = bytes_left.saturating_sub(bytes);
+                }
+                rows
+            })
+            .collect()
     }
 
     fn call(
