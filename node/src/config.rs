@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// Rebuild the catalog from the chunk directories before starting
     /// (`serve --recover-catalog`); the old catalog is moved aside.
     pub recover_catalog: bool,
+    /// Memory all Lua VMs of views may reserve together (each reserves its
+    /// own limit while it lives): `serve --lua-memory-max-bytes`.
+    pub lua_memory_max_bytes: usize,
 }
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
@@ -67,6 +70,7 @@ impl Default for NodeConfig {
             resp_password: None,
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
             recover_catalog: false,
+            lua_memory_max_bytes: crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES,
         }
     }
 }

@@ -205,6 +205,16 @@ impl Node {
             .filter_map(|(_, r)| r.as_ref().ok().map(Chunk::last_seq))
             .max()
             .unwrap_or(0);
+        // Seqs the catalog recorded (views' checkpoints) were issued before
+        // the stop: the clock resumes above them even when the chunk that
+        // held the newest entries cannot be opened, so a restored view's
+        // pin is stable and no new write reuses a seq a view has seen.
+        let last_seq = mappers
+            .iter()
+            .map(|m| m.checkpoint)
+            .chain(sinks.iter().flat_map(|s| [Some(s.checkpoint), s.round_upto]).flatten())
+            .chain(catalog_reducers.iter().filter_map(|r| r.checkpoint))
+            .fold(last_seq, u64::max);
 
         let threads = config.workers.max(1) * 3;
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
@@ -377,6 +387,7 @@ impl Node {
     /// New requests are refused with `ShuttingDown` from now on.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+        self.interrupt_lua();
     }
 
     /// Stops accepting requests, makes every chunk durable and stops the

@@ -201,6 +201,10 @@ struct ServeArgs {
     /// back.
     #[arg(long, default_value_t = crate::config::SINK_OUTAGE_MAX_DEFAULT_MS)]
     sink_outage_max_ms: u64,
+    /// Memory all Lua functions of views may hold together; each Lua VM
+    /// reserves its own limit (64 MiB) from it while it lives.
+    #[arg(long, default_value_t = crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES)]
+    lua_memory_max_bytes: usize,
     /// When writes are fsynced: always (before each acknowledgement, many
     /// writes per fsync), interval (every --fsync-interval-ms), never (left
     /// to the OS).
@@ -338,6 +342,7 @@ fn serve(args: ServeArgs) -> i32 {
     config.resp_password = args.requirepass;
     config.sink_outage_max_ms = args.sink_outage_max_ms;
     config.recover_catalog = args.recover_catalog;
+    config.lua_memory_max_bytes = args.lua_memory_max_bytes;
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }

@@ -37,6 +37,11 @@ pub trait ReduceFn: Monoid {
     fn decode(&self, bytes: &[u8]) -> Result<Self::R, String>;
     /// The JSON a query answers; `None` is the reduction of no rows.
     fn answer(&self, r: Option<&Self::R>) -> Result<Json, String>;
+    /// Why a reduction is a failure (a combine that failed or overflowed),
+    /// for functions whose reductions can be.
+    fn failure(&self, _r: &Self::R) -> Option<String> {
+        None
+    }
 }
 
 /// Rows of a range: (key, value) in key order.
@@ -135,6 +140,9 @@ pub struct Levels<M: ReduceFn> {
     dirty: Vec<BTreeSet<Vec<u8>>>,
     /// Meta rows to write: (level, key) -> row, or `None` to delete it.
     unsaved: BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>,
+    /// Parts whose total became a failure since the caller last took them:
+    /// (part start, why), one per distinct reason.
+    failures: BTreeMap<String, Vec<u8>>,
 }
 
 impl<M: ReduceFn> Levels<M> {
@@ -142,7 +150,13 @@ impl<M: ReduceFn> Levels<M> {
     pub fn new(f: M) -> Self {
         let mut parts = BTreeMap::new();
         parts.insert(Vec::new(), Part::loaded(None, ReduceTree::new()));
-        Levels { f, levels: vec![parts], dirty: vec![BTreeSet::new()], unsaved: BTreeMap::new() }
+        Levels {
+            f,
+            levels: vec![parts],
+            dirty: vec![BTreeSet::new()],
+            unsaved: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        }
     }
 
     /// Rebuilds the levels after a restart: `partitions[l]` are the parts of
@@ -165,6 +179,7 @@ impl<M: ReduceFn> Levels<M> {
             levels: Vec::with_capacity(partitions.len()),
             dirty: vec![BTreeSet::new(); partitions.len()],
             unsaved: BTreeMap::new(),
+            failures: BTreeMap::new(),
         };
         let decoded: Vec<BTreeMap<Vec<u8>, MetaRow>> = meta_rows
             .into_iter()
@@ -340,8 +355,13 @@ impl<M: ReduceFn> Levels<M> {
             for start in dirty {
                 let Some(part) = self.levels[level].get_mut(&start) else { continue };
                 if let Some(tree) = &part.tree {
+                    let was = part.total.as_ref().and_then(|t| self.f.failure(t));
                     part.total = tree.total();
                     part.rows = tree.len() as u64;
+                    let now = part.total.as_ref().and_then(|t| self.f.failure(t));
+                    if let Some(why) = now.filter(|n| Some(n) != was.as_ref()) {
+                        self.failures.entry(why).or_insert_with(|| start.clone());
+                    }
                 }
                 if level + 1 == depth {
                     continue;
@@ -457,6 +477,11 @@ impl<M: ReduceFn> Levels<M> {
 
     pub fn has_unsaved(&self) -> bool {
         !self.unsaved.is_empty()
+    }
+
+    /// Reductions that failed since the last call: (part start, why).
+    pub fn take_failures(&mut self) -> Vec<(Vec<u8>, String)> {
+        std::mem::take(&mut self.failures).into_iter().map(|(why, key)| (key, why)).collect()
     }
 
     /// The reduction of the rows of `level` within the bounds.

@@ -14,88 +14,26 @@
 //! Records are mapped in batches, one Lua call per batch; a batch that fails
 //! is mapped again record by record so the error lands on its record.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mlua::{ChunkMode, HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
+use mlua::{ChunkMode, Lua, Value};
 use monotable_proto::tuple::{self, Element};
 
 use super::map_fn::Row;
+use super::sandbox::{
+    runtime, Sandbox, LUA_INSTRUCTIONS_MAX_PER_BATCH, LUA_INSTRUCTIONS_MAX_PER_CALL,
+};
+pub use super::sandbox::{LuaEnv, LuaFnError};
 
-/// Lua VM instructions one call may run (a batch of records shares it).
-pub const LUA_INSTRUCTIONS_MAX_PER_CALL: u64 = 10_000_000;
-/// Memory one Lua VM may hold.
-pub const LUA_MEMORY_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Nesting depth of values converted between Lua and MessagePack.
 const VALUE_DEPTH_MAX: usize = 32;
-/// The instruction hook runs every this many instructions.
-const HOOK_EVERY_INSTRUCTIONS: u32 = 10_000;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LuaFnError {
-    #[error("Lua function does not compile: {0}")]
-    Compile(String),
-    #[error("Lua source must define a global function `{0}`")]
-    Missing(&'static str),
-    #[error("Lua error: {0}")]
-    Runtime(String),
-    #[error("Lua value cannot be stored: {0}")]
-    Value(String),
-}
-
-fn runtime(e: mlua::Error) -> LuaFnError {
-    let text = e.to_string();
-    // The first line says what happened; the traceback after it is noise.
-    LuaFnError::Runtime(text.lines().next().unwrap_or_default().to_owned())
-}
-
-/// A sandboxed Lua VM with per-call limits.
-struct Sandbox {
-    lua: Lua,
-    /// Instructions left in the current call, shared with the hook.
-    budget: Arc<AtomicU64>,
-}
-
-impl Sandbox {
-    fn new(source: &str) -> Result<Sandbox, LuaFnError> {
-        let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8;
-        let lua = Lua::new_with(libs, LuaOptions::default())
-            .map_err(|e| LuaFnError::Compile(e.to_string()))?;
-        lua.set_memory_limit(LUA_MEMORY_MAX_BYTES)
-            .map_err(|e| LuaFnError::Compile(e.to_string()))?;
-        let globals = lua.globals();
-        for name in
-            ["load", "loadstring", "dofile", "loadfile", "require", "collectgarbage", "module"]
-        {
-            globals.raw_set(name, Value::Nil).map_err(|e| LuaFnError::Compile(e.to_string()))?;
-        }
-        let budget = Arc::new(AtomicU64::new(LUA_INSTRUCTIONS_MAX_PER_CALL));
-        let hook_budget = budget.clone();
-        lua.set_hook(
-            HookTriggers::new().every_nth_instruction(HOOK_EVERY_INSTRUCTIONS),
-            move |_, _| {
-                let left = hook_budget.load(Ordering::Relaxed);
-                if left < u64::from(HOOK_EVERY_INSTRUCTIONS) {
-                    return Err(mlua::Error::RuntimeError(format!(
-                        "instruction limit of {LUA_INSTRUCTIONS_MAX_PER_CALL} per call exceeded"
-                    )));
-                }
-                hook_budget.store(left - u64::from(HOOK_EVERY_INSTRUCTIONS), Ordering::Relaxed);
-                Ok(VmState::Continue)
-            },
-        );
-        lua.load(source)
-            .set_mode(ChunkMode::Text)
-            .set_name("view")
-            .exec()
-            .map_err(|e| LuaFnError::Compile(e.to_string()))?;
-        Ok(Sandbox { lua, budget })
-    }
-
-    fn reset_budget(&self) {
-        self.budget.store(LUA_INSTRUCTIONS_MAX_PER_CALL, Ordering::Relaxed);
-    }
-}
+/// Rows one call may emit (a batch of records shares it).
+pub const LUA_EMIT_ROWS_MAX_PER_CALL: usize = 100_000;
+/// Bytes of keys and values one call may emit (a batch of records shares
+/// it).
+pub const LUA_EMIT_BYTES_MAX_PER_CALL: usize = 32 * 1024 * 1024;
+/// Bytes one batch may emit in all, its retries record by record included.
+pub const LUA_EMIT_BYTES_MAX_PER_BATCH: usize = 2 * LUA_EMIT_BYTES_MAX_PER_CALL;
 
 fn msgpack_to_lua(lua: &Lua, v: &rmpv::Value, depth: usize) -> mlua::Result<Value> {
     if depth > VALUE_DEPTH_MAX {
@@ -179,10 +117,42 @@ fn sequence_len(t: &mlua::Table) -> Option<usize> {
     (count == n).then_some(n)
 }
 
-fn lua_to_element(v: &Value, depth: usize) -> Result<Element, LuaFnError> {
+/// What converting one Lua value to stored bytes may still produce. A Lua
+/// table can hold itself many times over, so a value small in the VM
+/// could otherwise expand without end outside it.
+struct Size {
+    left_bytes: usize,
+}
+
+/// Bytes counted for each value converted, besides its strings.
+const VALUE_NODE_BYTES: usize = 16;
+
+impl Size {
+    fn take(&mut self, bytes: usize) -> Result<(), LuaFnError> {
+        let bytes = bytes.saturating_add(VALUE_NODE_BYTES);
+        if bytes > self.left_bytes {
+            return Err(LuaFnError::Limit(
+                "emitted rows are too large: a call may emit at most \
+                 LUA_EMIT_BYTES_MAX_PER_CALL bytes"
+                    .replace(
+                        "LUA_EMIT_BYTES_MAX_PER_CALL",
+                        &LUA_EMIT_BYTES_MAX_PER_CALL.to_string(),
+                    ),
+            ));
+        }
+        self.left_bytes -= bytes;
+        Ok(())
+    }
+}
+
+fn lua_to_element(v: &Value, depth: usize, size: &mut Size) -> Result<Element, LuaFnError> {
     if depth > VALUE_DEPTH_MAX {
         return Err(LuaFnError::Value("key nested too deeply".into()));
     }
+    size.take(match v {
+        Value::String(s) => s.as_bytes().len(),
+        _ => 0,
+    })?;
     Ok(match v {
         Value::Nil => Element::Null,
         Value::Boolean(b) => Element::Bool(*b),
@@ -197,7 +167,8 @@ fn lua_to_element(v: &Value, depth: usize) -> Result<Element, LuaFnError> {
                 .ok_or_else(|| LuaFnError::Value("a key table must be an array".into()))?;
             let mut items = Vec::with_capacity(n);
             for i in 1..=n {
-                items.push(lua_to_element(&t.raw_get::<Value>(i).map_err(runtime)?, depth + 1)?);
+                let item = t.raw_get::<Value>(i).map_err(runtime)?;
+                items.push(lua_to_element(&item, depth + 1, size)?);
             }
             Element::Tuple(items)
         }
@@ -206,21 +177,25 @@ fn lua_to_element(v: &Value, depth: usize) -> Result<Element, LuaFnError> {
 }
 
 /// An emitted key: an array table is a composite key, anything else one element.
-fn lua_to_key(v: &Value) -> Result<Vec<u8>, LuaFnError> {
+fn lua_to_key(v: &Value, size: &mut Size) -> Result<Vec<u8>, LuaFnError> {
     let elements = match v {
-        Value::Table(_) => match lua_to_element(v, 0)? {
+        Value::Table(_) => match lua_to_element(v, 0, size)? {
             Element::Tuple(items) => items,
             other => vec![other],
         },
-        other => vec![lua_to_element(other, 0)?],
+        other => vec![lua_to_element(other, 0, size)?],
     };
     tuple::encode(&elements).map_err(|e| LuaFnError::Value(e.to_string()))
 }
 
-pub fn lua_to_msgpack(v: &Value, depth: usize) -> Result<rmpv::Value, LuaFnError> {
+fn lua_to_msgpack(v: &Value, depth: usize, size: &mut Size) -> Result<rmpv::Value, LuaFnError> {
     if depth > VALUE_DEPTH_MAX {
         return Err(LuaFnError::Value("value nested too deeply".into()));
     }
+    size.take(match v {
+        Value::String(s) => s.as_bytes().len(),
+        _ => 0,
+    })?;
     Ok(match v {
         Value::Nil => rmpv::Value::Nil,
         Value::Boolean(b) => rmpv::Value::Boolean(*b),
@@ -234,8 +209,8 @@ pub fn lua_to_msgpack(v: &Value, depth: usize) -> Result<rmpv::Value, LuaFnError
             Some(n) if n > 0 => {
                 let mut items = Vec::with_capacity(n);
                 for i in 1..=n {
-                    items
-                        .push(lua_to_msgpack(&t.raw_get::<Value>(i).map_err(runtime)?, depth + 1)?);
+                    let item = t.raw_get::<Value>(i).map_err(runtime)?;
+                    items.push(lua_to_msgpack(&item, depth + 1, size)?);
                 }
                 rmpv::Value::Array(items)
             }
@@ -243,7 +218,10 @@ pub fn lua_to_msgpack(v: &Value, depth: usize) -> Result<rmpv::Value, LuaFnError
                 let mut pairs = Vec::new();
                 for pair in t.clone().pairs::<Value, Value>() {
                     let (k, v) = pair.map_err(runtime)?;
-                    pairs.push((lua_to_msgpack(&k, depth + 1)?, lua_to_msgpack(&v, depth + 1)?));
+                    pairs.push((
+                        lua_to_msgpack(&k, depth + 1, size)?,
+                        lua_to_msgpack(&v, depth + 1, size)?,
+                    ));
                 }
                 rmpv::Value::Map(pairs)
             }
@@ -275,16 +253,27 @@ fn encode(v: &rmpv::Value) -> Vec<u8> {
 /// A row emitted by the running call: (record index, key, value).
 type Emitted = (usize, Vec<u8>, Vec<u8>);
 
+/// What the running call emitted, written by `emit` and read by the
+/// driver between calls. Behind a std Mutex: only the thread running the
+/// VM takes it, and never across a call into Lua.
+#[derive(Default)]
+struct Emits {
+    rows: Vec<Emitted>,
+    bytes: usize,
+    /// The record the running call is on, set by the batch driver.
+    current: usize,
+    /// The first emit that failed (a value that cannot be stored, a limit
+    /// passed), reported for its record.
+    error: Option<(usize, LuaFnError)>,
+    /// Bytes this call may still emit.
+    left_bytes: usize,
+}
+
 /// A Lua mapper: `map(key, value)` calling `emit(key, value)`.
 pub struct LuaMapper {
     sandbox: Sandbox,
-    /// Rows emitted by the running call: (record index, key, value).
-    emitted: Arc<Mutex<Vec<Emitted>>>,
-    /// The record the running call is on, set by the batch driver.
-    current: Arc<Mutex<usize>>,
+    emits: Arc<Mutex<Emits>>,
     driver: mlua::Function,
-    /// An emit that failed to convert; reported for its record.
-    emit_error: Arc<Mutex<Option<(usize, LuaFnError)>>>,
 }
 
 /// The driver that maps a batch in one call.
@@ -299,69 +288,110 @@ end
 "#;
 
 impl LuaMapper {
-    pub fn new(source: &str) -> Result<LuaMapper, LuaFnError> {
-        let sandbox = Sandbox::new(source)?;
+    pub fn new(source: &str, env: &LuaEnv) -> Result<LuaMapper, LuaFnError> {
+        let sandbox = Sandbox::new(source, env)?;
         let lua = &sandbox.lua;
         let map: mlua::Function = match lua.globals().get::<Value>("map") {
             Ok(Value::Function(f)) => f,
             _ => return Err(LuaFnError::Missing("map")),
         };
-        let emitted = Arc::new(Mutex::new(Vec::new()));
-        let current = Arc::new(Mutex::new(0usize));
-        let emit_error = Arc::new(Mutex::new(None));
-        let (e, c, err) = (emitted.clone(), current.clone(), emit_error.clone());
+        let emits = Arc::new(Mutex::new(Emits::default()));
+        let e = emits.clone();
         let emit = lua
             .create_function(move |_, (k, v): (Value, Value)| {
-                let at = *c.lock();
-                let row = lua_to_key(&k).and_then(|key| Ok((key, encode(&lua_to_msgpack(&v, 0)?))));
+                let mut emits = e.lock();
+                let at = emits.current;
+                if emits.rows.len() >= LUA_EMIT_ROWS_MAX_PER_CALL {
+                    let problem = LuaFnError::Limit(format!(
+                        "too many rows emitted: a call may emit at most {LUA_EMIT_ROWS_MAX_PER_CALL}"
+                    ));
+                    emits.error.get_or_insert((at, problem.clone()));
+                    return Err(mlua::Error::RuntimeError(problem.to_string()));
+                }
+                let mut size = Size { left_bytes: emits.left_bytes };
+                let row = lua_to_key(&k, &mut size)
+                    .and_then(|key| Ok((key, encode(&lua_to_msgpack(&v, 0, &mut size)?))));
                 match row {
-                    Ok((key, value)) => e.lock().push((at, key, value)),
+                    Ok((key, value)) => {
+                        emits.left_bytes = size.left_bytes;
+                        emits.bytes += key.len() + value.len();
+                        emits.rows.push((at, key, value));
+                    }
+                    Err(problem @ LuaFnError::Limit(_)) => {
+                        emits.error.get_or_insert((at, problem.clone()));
+                        return Err(mlua::Error::RuntimeError(problem.to_string()));
+                    }
                     Err(problem) => {
-                        err.lock().get_or_insert((at, problem));
+                        emits.error.get_or_insert((at, problem));
                     }
                 }
                 Ok(())
             })
             .map_err(|e| LuaFnError::Compile(e.to_string()))?;
         lua.globals().raw_set("emit", emit).map_err(|e| LuaFnError::Compile(e.to_string()))?;
-        let c = current.clone();
+        let e = emits.clone();
         let at = lua
             .create_function(move |_, i: usize| {
-                *c.lock() = i - 1;
+                e.lock().current = i.saturating_sub(1);
                 Ok(())
             })
             .map_err(|e| LuaFnError::Compile(e.to_string()))?;
-        let driver: mlua::Function = lua
-            .load(DRIVER)
-            .set_mode(ChunkMode::Text)
-            .call((map, at))
-            .map_err(|e| LuaFnError::Compile(e.to_string()))?;
-        Ok(LuaMapper { sandbox, emitted, current, driver, emit_error })
+        let driver: mlua::Function = sandbox.run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
+            lua.load(DRIVER).set_mode(ChunkMode::Text).call((map, at))
+        })?;
+        Ok(LuaMapper { sandbox, emits, driver })
     }
 
-    /// Maps records in one call; per record, its rows or its error.
+    /// Maps records in one call; per record, its rows or its error. A
+    /// batch that fails is mapped again record by record, so the error
+    /// lands on its record, all within one budget of instructions and
+    /// emitted bytes per batch.
     pub fn map_batch(&self, records: &[(&[u8], &[u8])]) -> Vec<Result<Vec<Row>, LuaFnError>> {
-        match self.call(records) {
-            Ok(rows) => rows,
-            // One record spoiled the batch: map each alone to find it.
-            Err(_) if records.len() > 1 => records
-                .iter()
-                .map(|r| {
-                    self.call(std::slice::from_ref(r)).map(|mut v| v.remove(0)).unwrap_or_else(Err)
-                })
-                .collect(),
-            Err(e) => vec![Err(e)],
-        }
+        let mut instructions_left = LUA_INSTRUCTIONS_MAX_PER_BATCH;
+        let mut bytes_left = LUA_EMIT_BYTES_MAX_PER_BATCH;
+        let whole = self.call(records, LUA_INSTRUCTIONS_MAX_PER_CALL, LUA_EMIT_BYTES_MAX_PER_CALL);
+        instructions_left = instructions_left.saturating_sub(self.sandbox.used());
+        let first_error = match whole {
+            Ok(rows) => return rows,
+            Err(e) if records.len() == 1 => return vec![Err(e)],
+            Err(e @ LuaFnError::Limit(_)) if self.sandbox.meter().interrupted() => {
+                return records.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => e,
+        };
+        // One record spoiled the batch: map each alone to find it.
+        records
+            .iter()
+            .map(|r| {
+                if instructions_left == 0 || bytes_left == 0 {
+                    return Err(LuaFnError::Limit(format!(
+                        "not mapped: records of its batch that failed used up the batch's \
+                         budget ({LUA_INSTRUCTIONS_MAX_PER_BATCH} instructions, \
+                         {LUA_EMIT_BYTES_MAX_PER_BATCH} bytes emitted); the batch failed with: \
+                         {first_error}"
+                    )));
+                }
+                let budget = instructions_left.min(LUA_INSTRUCTIONS_MAX_PER_CALL);
+                let result = self.call(std::slice::from_ref(r), budget, bytes_left);
+                instructions_left = instructions_left.saturating_sub(self.sandbox.used());
+                let mut rows = result.and_then(|mut v| v.pop().unwrap_or(Ok(Vec::new())));
+                if let Ok(rows) = &mut rows {
+                    let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    bytes_left = bytes_left.saturating_sub(bytes);
+                }
+                rows
+            })
+            .collect()
     }
 
     fn call(
         &self,
         records: &[(&[u8], &[u8])],
+        instructions: u64,
+        emit_bytes: usize,
     ) -> Result<Vec<Result<Vec<Row>, LuaFnError>>, LuaFnError> {
         let lua = &self.sandbox.lua;
-        self.emitted.lock().clear();
-        *self.emit_error.lock() = None;
-        *self.current.lock() = 0;
+        *self.emits.lock() = Emits { left_bytes: emit_bytes, ..Emits::default() };
         let mut out: Vec<Result<Vec<Row>, LuaFnError>> =
             (0..records.len()).map(|_| Ok(Vec::new())).collect();
         let batch = lua.create_table_with_capacity(records.len(), 0).map_err(runtime)?;
@@ -379,12 +409,13 @@ impl LuaMapper {
             pair.raw_set(2, msgpack_to_lua(lua, &decoded, 0).map_err(runtime)?).map_err(runtime)?;
             batch.raw_set(i + 1, pair).map_err(runtime)?;
         }
-        self.sandbox.reset_budget();
-        self.driver.call::<()>(batch).map_err(runtime)?;
-        if let Some((_, e)) = self.emit_error.lock().take() {
+        let ran = self.sandbox.run(instructions, || self.driver.call::<()>(batch));
+        let mut emits = std::mem::take(&mut *self.emits.lock());
+        if let Some((_, e)) = emits.error.take() {
             return Err(e);
         }
-        for (i, key, value) in self.emitted.lock().drain(..) {
+        ran?;
+        for (i, key, value) in emits.rows.drain(..) {
             if let Some(Ok(rows)) = out.get_mut(i) {
                 let mut k = key;
                 k.extend_from_slice(records[i].0);
@@ -405,6 +436,11 @@ pub type LuaReduction = Result<rmpv::Value, Arc<str>>;
 /// (CouchDB's reduce overflow) is refused.
 pub const LUA_REDUCTION_GROWTH_FREE_BYTES: usize = 4096;
 
+/// Largest reduction a Lua reducer may return, encoded: its meta row must
+/// stay well under the value limit, and every node of a reduce tree holds
+/// one.
+pub const LUA_REDUCTION_SIZE_MAX_BYTES: usize = 1024 * 1024;
+
 /// A Lua reducer: `reduce(keys, values, rereduce)` returning the reduction.
 pub struct LuaReducer {
     sandbox: Sandbox,
@@ -412,8 +448,8 @@ pub struct LuaReducer {
 }
 
 impl LuaReducer {
-    pub fn new(source: &str) -> Result<LuaReducer, LuaFnError> {
-        let sandbox = Sandbox::new(source)?;
+    pub fn new(source: &str, env: &LuaEnv) -> Result<LuaReducer, LuaFnError> {
+        let sandbox = Sandbox::new(source, env)?;
         let reduce = match sandbox.lua.globals().get::<Value>("reduce") {
             Ok(Value::Function(f)) => f,
             _ => return Err(LuaFnError::Missing("reduce")),
@@ -432,9 +468,24 @@ impl LuaReducer {
         for (i, v) in values.iter().enumerate() {
             t.raw_set(i + 1, msgpack_to_lua(lua, v, 0).map_err(runtime)?).map_err(runtime)?;
         }
-        self.sandbox.reset_budget();
-        let out: Value = self.reduce.call((keys, t, rereduce)).map_err(runtime)?;
-        lua_to_msgpack(&out, 0)
+        let out: Value = self
+            .sandbox
+            .run(LUA_INSTRUCTIONS_MAX_PER_CALL, || self.reduce.call((keys, t, rereduce)))?;
+        let mut size = Size { left_bytes: LUA_REDUCTION_SIZE_MAX_BYTES };
+        let overflow = || {
+            LuaFnError::Limit(format!(
+                "reduce_overflow_error: a reduction may be at most \
+                 {LUA_REDUCTION_SIZE_MAX_BYTES} bytes; reduce to a summary, not a collection"
+            ))
+        };
+        let reduction = match lua_to_msgpack(&out, 0, &mut size) {
+            Err(LuaFnError::Limit(_)) => return Err(overflow()),
+            other => other?,
+        };
+        if encoded_len(&reduction) > LUA_REDUCTION_SIZE_MAX_BYTES {
+            return Err(overflow());
+        }
+        Ok(reduction)
     }
 
     /// The reduction of one row.
@@ -500,6 +551,7 @@ mod tests {
             r#"function map(key, value)
                  for _, tag in ipairs(value.tags) do emit({tag, value.n}, key[1]) end
                end"#,
+            &LuaEnv::standalone(),
         )
         .expect("compiles");
         let (k1, k2) = (key(1), key(2));
@@ -526,17 +578,23 @@ mod tests {
             ("function map(k, v) load('return 1')() end", "load"),
             ("function map(k, v) error('boom') end", "boom"),
         ] {
-            let m = LuaMapper::new(src).expect("compiles");
+            let m = LuaMapper::new(src, &LuaEnv::standalone()).expect("compiles");
             let k = key(1);
             let v = doc(serde_json::json!({}));
             let out = m.map_batch(&[(&k, &v)]);
             let err = out[0].clone().expect_err(src).to_string();
             assert!(err.to_lowercase().contains(needle), "{src}: {err}");
         }
-        assert!(matches!(LuaMapper::new("function map(k, v"), Err(LuaFnError::Compile(_))));
-        assert!(matches!(LuaMapper::new("x = 1"), Err(LuaFnError::Missing("map"))));
+        assert!(matches!(
+            LuaMapper::new("function map(k, v", &LuaEnv::standalone()),
+            Err(LuaFnError::Compile(_))
+        ));
+        assert!(matches!(
+            LuaMapper::new("x = 1", &LuaEnv::standalone()),
+            Err(LuaFnError::Missing("map"))
+        ));
         assert!(
-            matches!(LuaMapper::new("\x1bLua"), Err(LuaFnError::Compile(_))),
+            matches!(LuaMapper::new("\x1bLua", &LuaEnv::standalone()), Err(LuaFnError::Compile(_))),
             "bytecode is refused"
         );
     }
@@ -546,6 +604,7 @@ mod tests {
         use crate::view::reduce_tree::{Monoid, ReduceTree};
         let r = LuaReducer::new(
             "function reduce(keys, values, rereduce) local s = 0 for _, v in ipairs(values) do s = s + v end return s end",
+            &LuaEnv::standalone(),
         )
         .expect("compiles");
         let mut tree = ReduceTree::new();
@@ -556,6 +615,7 @@ mod tests {
         assert_eq!(tree.total(), Some(Ok(rmpv::Value::from(4950))));
         let grow = LuaReducer::new(
             "function reduce(keys, values, rereduce) local t = {} for _, v in ipairs(values) do if type(v) == 'table' then for _, x in ipairs(v) do t[#t+1] = x end else t[#t+1] = string.rep('x', 100) end end return t end",
+            &LuaEnv::standalone(),
         )
         .expect("compiles");
         let leaves: Vec<LuaReduction> =
@@ -566,12 +626,16 @@ mod tests {
             Err(e) => e,
         };
         assert!(err.contains("keeps growing"), "{err}");
-        assert!(matches!(LuaReducer::new("x = 1"), Err(LuaFnError::Missing("reduce"))));
+        assert!(matches!(
+            LuaReducer::new("x = 1", &LuaEnv::standalone()),
+            Err(LuaFnError::Missing("reduce"))
+        ));
     }
 
     #[test]
     fn one_bad_record_does_not_spoil_its_batch() {
-        let m = LuaMapper::new("function map(k, v) emit(v.x * 2, nil) end").expect("compiles");
+        let m = LuaMapper::new("function map(k, v) emit(v.x * 2, nil) end", &LuaEnv::standalone())
+            .expect("compiles");
         let keys: Vec<Vec<u8>> = (0..3).map(key).collect();
         let vals = [
             doc(serde_json::json!({"x": 1})),

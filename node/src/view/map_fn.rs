@@ -201,11 +201,13 @@ impl MapperFunction {
         }
     }
 
-    pub fn compile(&self) -> Result<Mapper, String> {
+    /// The function ready to run: a Lua one runs its top-level code (under
+    /// the limits of any call), so call this off the connection workers.
+    pub fn compile(&self, env: &super::lua::LuaEnv) -> Result<Mapper, String> {
         Ok(match self {
             MapperFunction::Field(f) => Mapper::Field(f.clone()),
             MapperFunction::Lua(src) => {
-                Mapper::Lua(super::lua::LuaMapper::new(src).map_err(|e| e.to_string())?)
+                Mapper::Lua(super::lua::LuaMapper::new(src, env).map_err(|e| e.to_string())?)
             }
         })
     }

@@ -23,9 +23,9 @@ use tokio::sync::oneshot;
 
 use crate::catalog::{Backfill, MapperMeta};
 use crate::error::{NodeError, NodeResult};
-use crate::node::Node;
+use crate::node::{check_op, Node};
 use crate::storage::chunk::Change;
-use crate::view::map_fn::Mapper;
+use crate::view::map_fn::{Mapper, Row};
 
 /// Source records mapped per backfill batch.
 const BACKFILL_BATCH_RECORDS: u32 = 2_000;
@@ -65,8 +65,10 @@ struct Stats {
 pub struct MapperActor {
     node: Arc<Node>,
     meta: MapperMeta,
-    /// The compiled function (a Lua VM for Lua mappers).
-    mapper: Arc<Mapper>,
+    /// The compiled function (a Lua VM for Lua mappers), shared with the
+    /// blocking task a round maps on; or why it cannot run (the mapper then
+    /// only reports that, and can be dropped).
+    mapper: Result<Arc<Mapper>, String>,
     /// A change arrived since the running round began.
     dirty: bool,
     running: bool,
@@ -91,14 +93,18 @@ struct Outcome {
 }
 
 impl MapperActor {
-    pub fn new(node: Arc<Node>, meta: MapperMeta, mapper: Mapper) -> Self {
+    pub fn new(node: Arc<Node>, meta: MapperMeta, mapper: Result<Mapper, String>) -> Self {
+        let stats = Stats {
+            last_error: mapper.as_ref().err().map(|e| format!("the function cannot run: {e}")),
+            ..Stats::default()
+        };
         MapperActor {
             node,
             meta,
-            mapper: Arc::new(mapper),
+            mapper: mapper.map(Arc::new),
             dirty: false,
             running: false,
-            stats: Stats::default(),
+            stats,
             stopping: None,
         }
     }
@@ -115,7 +121,7 @@ impl MapperActor {
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        if !self.running && self.stopping.is_none() {
+        if !self.running && self.stopping.is_none() && self.mapper.is_ok() {
             self.running = true;
             ctx.notify(Round);
         }
@@ -148,9 +154,12 @@ impl Handler<Round> for MapperActor {
 
     fn handle(&mut self, _: Round, ctx: &mut Context<Self>) {
         self.dirty = false;
+        let Ok(mapper) = self.mapper.clone() else {
+            self.running = false;
+            return;
+        };
         let node = self.node.clone();
         let meta = self.meta.clone();
-        let mapper = self.mapper.clone();
         let round = async move { run_round(&node, meta, mapper).await };
         ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
             act.running = false;
@@ -195,61 +204,147 @@ impl Handler<Round> for MapperActor {
     }
 }
 
-/// The target writes that turn the rows of each change's old value into
-/// the rows of its new value. Errors mapping new values are reported;
-/// errors on old values were reported when they were new.
-fn diff_rows(
-    mapper: &Mapper,
-    changes: &[Change],
-    errors: &mut Vec<(Vec<u8>, String)>,
-    ops: &mut Vec<WriteOp>,
-) {
-    let olds: Vec<(&[u8], &[u8])> =
-        changes.iter().filter_map(|c| c.old.as_deref().map(|v| (&c.key[..], v))).collect();
-    let news: Vec<(&[u8], &[u8])> =
-        changes.iter().filter_map(|c| c.new.as_deref().map(|v| (&c.key[..], v))).collect();
-    let mut old_rows = mapper.map_many(&olds).into_iter();
-    let mut new_rows = mapper.map_many(&news).into_iter();
-    for change in changes {
-        let old: HashMap<Vec<u8>, Vec<u8>> = match &change.old {
-            Some(_) => {
-                old_rows.next().and_then(Result::ok).unwrap_or_default().into_iter().collect()
-            }
-            None => HashMap::new(),
-        };
-        let new = match &change.new {
-            Some(_) => match new_rows.next() {
-                Some(Ok(rows)) => rows,
-                Some(Err(e)) => {
-                    errors.push((change.key.clone(), e));
-                    Vec::new()
-                }
-                None => Vec::new(),
-            },
-            None => Vec::new(),
-        };
-        for key in old.keys() {
-            if !new.iter().any(|(k, _)| k == key) {
-                ops.push(WriteOp::Delete { key: key.clone().into() });
-            }
+/// Bytes of target writes a round gathers before writing them, so a round
+/// holds a bounded amount whatever its records emit.
+const ROUND_WRITE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Source records mapped per step of a round.
+const MAP_STEP_RECORDS: usize = 256;
+
+/// Maps records on a blocking thread: a Lua call runs up to its budget, and
+/// meanwhile the view worker goes on answering status and drop requests
+/// and running other views.
+async fn map_off_thread(
+    mapper: &Arc<Mapper>,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+) -> NodeResult<Vec<Result<Vec<Row>, String>>> {
+    let mapper = mapper.clone();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        mapper.map_many(&refs)
+    })
+    .await
+    .map_err(|e| NodeError::Internal(format!("mapping stopped: {e}")))
+}
+
+/// A record's rows as writes, each checked as the chunk will check it: a
+/// row the chunk would refuse fails its record (which then has no rows), so
+/// it cannot fail the writes of the others.
+fn checked_puts(rows: Vec<Row>) -> Result<Vec<WriteOp>, String> {
+    rows.into_iter()
+        .map(|(k, v)| {
+            let op = WriteOp::Put { key: k.into(), value: v.into() };
+            check_op(&op).map_err(|e| format!("row not written: {e}"))?;
+            Ok(op)
+        })
+        .collect()
+}
+
+/// Gathers a round's target writes and writes them once they pass
+/// [`ROUND_WRITE_BYTES_MAX`] (a round repeats from its checkpoint after a
+/// crash, so writing part of it early is safe).
+struct Writes<'a> {
+    node: &'a Node,
+    target: &'a str,
+    ops: Vec<WriteOp>,
+    bytes: usize,
+    written: u64,
+}
+
+impl<'a> Writes<'a> {
+    fn new(node: &'a Node, target: &'a str) -> Self {
+        Writes { node, target, ops: Vec::new(), bytes: 0, written: 0 }
+    }
+
+    fn push(&mut self, op: WriteOp) {
+        self.bytes += op.key().len()
+            + match &op {
+                WriteOp::Put { value, .. } => value.len(),
+                _ => 0,
+            };
+        self.ops.push(op);
+    }
+
+    async fn flush_if_full(&mut self) -> NodeResult<()> {
+        if self.bytes >= ROUND_WRITE_BYTES_MAX || self.ops.len() >= BATCH_OPS_MAX {
+            self.flush().await?;
         }
-        for (key, value) in new {
-            if old.get(&key) != Some(&value) {
-                ops.push(WriteOp::Put { key: key.into(), value: value.into() });
-            }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> NodeResult<()> {
+        let mut ops = std::mem::take(&mut self.ops);
+        self.bytes = 0;
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(BATCH_OPS_MAX));
+            self.written += ops.len() as u64;
+            self.node.write_ops(self.target, ops).await?;
+            ops = rest;
         }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> NodeResult<u64> {
+        self.flush().await?;
+        Ok(self.written)
     }
 }
 
-async fn write_rows(node: &Node, target: &str, ops: Vec<WriteOp>) -> NodeResult<u64> {
-    let n = ops.len() as u64;
-    let mut ops = ops;
-    while !ops.is_empty() {
-        let rest = ops.split_off(ops.len().min(BATCH_OPS_MAX));
-        node.write_ops(target, ops).await?;
-        ops = rest;
+/// Writes to the target the rows that turn the rows of each change's old
+/// value into the rows of its new value. Errors mapping new values are
+/// reported; errors on old values were reported when they were new.
+async fn diff_rows(
+    mapper: &Arc<Mapper>,
+    changes: &[Change],
+    errors: &mut Vec<(Vec<u8>, String)>,
+    writes: &mut Writes<'_>,
+) -> NodeResult<()> {
+    for step in changes.chunks(MAP_STEP_RECORDS) {
+        let values = |new: bool| -> Vec<(Vec<u8>, Vec<u8>)> {
+            step.iter()
+                .filter_map(|c| {
+                    let v = if new { &c.new } else { &c.old };
+                    v.as_ref().map(|v| (c.key.clone(), v.to_vec()))
+                })
+                .collect()
+        };
+        let mut old_rows = map_off_thread(mapper, values(false)).await?.into_iter();
+        let mut new_rows = map_off_thread(mapper, values(true)).await?.into_iter();
+        for change in step {
+            let old: HashMap<Vec<u8>, Vec<u8>> = match &change.old {
+                Some(_) => {
+                    old_rows.next().and_then(Result::ok).unwrap_or_default().into_iter().collect()
+                }
+                None => HashMap::new(),
+            };
+            let new = match &change.new {
+                Some(_) => match new_rows.next().map(|r| r.and_then(checked_puts)) {
+                    Some(Ok(ops)) => ops,
+                    Some(Err(e)) => {
+                        errors.push((change.key.clone(), e));
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            for key in old.keys() {
+                if !new.iter().any(|op| op.key() == &key[..]) {
+                    writes.push(WriteOp::Delete { key: key.clone().into() });
+                }
+            }
+            for op in new {
+                if let WriteOp::Put { key, value } = &op {
+                    if old.get(&key[..]).is_some_and(|v| v[..] == value[..]) {
+                        continue;
+                    }
+                }
+                writes.push(op);
+            }
+        }
+        writes.flush_if_full().await?;
     }
-    Ok(n)
+    Ok(())
 }
 
 async fn run_round(
@@ -268,18 +363,19 @@ async fn run_round(
                 ..ScanRequest::default()
             })
             .await?;
-        let mut ops = Vec::new();
-        let records: Vec<(&[u8], &[u8])> =
-            reply.records.iter().map(|r| (&r.key[..], &r.value[..])).collect();
-        for ((key, _), rows) in records.iter().zip(mapper.map_many(&records)) {
-            match rows {
-                Ok(rows) => ops.extend(
-                    rows.into_iter().map(|(k, v)| WriteOp::Put { key: k.into(), value: v.into() }),
-                ),
-                Err(e) => errors.push((key.to_vec(), e)),
+        let mut writes = Writes::new(node, &meta.target);
+        for step in reply.records.chunks(MAP_STEP_RECORDS) {
+            let records: Vec<(Vec<u8>, Vec<u8>)> =
+                step.iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect();
+            for (r, rows) in step.iter().zip(map_off_thread(&mapper, records).await?) {
+                match rows.and_then(checked_puts) {
+                    Ok(ops) => ops.into_iter().for_each(|op| writes.push(op)),
+                    Err(e) => errors.push((r.key.to_vec(), e)),
+                }
             }
+            writes.flush_if_full().await?;
         }
-        let rows_written = write_rows(node, &meta.target, ops).await?;
+        let rows_written = writes.finish().await?;
         let done = backfill.done + reply.records.len() as u64;
         meta.backfill = reply.resume.map(|k| Backfill {
             cursor: Some(k.into_vec()),
@@ -298,9 +394,9 @@ async fn run_round(
         return Ok(Outcome { meta, rows_written: 0, errors, more: false });
     }
     let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
-    let mut ops = Vec::new();
-    diff_rows(&mapper, &changes, &mut errors, &mut ops);
-    let rows_written = write_rows(node, &meta.target, ops).await?;
+    let mut writes = Writes::new(node, &meta.target);
+    diff_rows(&mapper, &changes, &mut errors, &mut writes).await?;
+    let rows_written = writes.finish().await?;
     let previous = meta.checkpoint;
     node.clock.pin(upto);
     meta.checkpoint = upto;

@@ -28,7 +28,8 @@ use crate::catalog::ReducerMeta;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::view::levels::Rows;
-use crate::view::reducer_fn::ReduceView;
+use crate::view::lua::LuaEnv;
+use crate::view::reducer_fn::{Broken, ReduceView};
 
 /// Rows loaded per batch while the tree is built.
 const LOAD_BATCH_RECORDS: u32 = 5_000;
@@ -78,6 +79,8 @@ enum Phase {
 pub struct ReducerActor {
     node: Arc<Node>,
     meta: ReducerMeta,
+    /// What its Lua VMs are made with (memory pool, interrupt).
+    lua: LuaEnv,
     view: Box<dyn ReduceView>,
     /// The pinned seq the tree reflects.
     checkpoint: u64,
@@ -108,20 +111,24 @@ impl ReducerActor {
     /// A reducer at `checkpoint`, which the caller has pinned for it: the
     /// saved checkpoint of a reducer that has one (also pinned, once more,
     /// as `saved`), or a fresh snapshot to build from.
-    pub fn new(node: Arc<Node>, meta: ReducerMeta, checkpoint: u64, total: u64) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        meta: ReducerMeta,
+        checkpoint: u64,
+        total: u64,
+        lua: LuaEnv,
+    ) -> Self {
         let (phase, saved) = match meta.checkpoint {
             Some(saved) => (Phase::Restoring, Some(saved)),
             None => (Phase::Loading { cursor: None, loaded: 0, total }, None),
         };
-        let view = match meta.function.levels() {
-            Ok(v) => v,
-            // Checked when the reducer was created; a Lua reducer whose
-            // source no longer compiles keeps answering errors.
-            Err(e) => panic!("reducer {} does not compile: {e}", meta.name),
-        };
+        // Checked when the reducer was created; one whose function cannot
+        // run now (its Lua memory refused) reports it and can be dropped.
+        let view = meta.function.levels(&lua).unwrap_or_else(|e| Box::new(Broken(e)));
         ReducerActor {
             node,
             meta,
+            lua,
             view,
             checkpoint,
             saved,
@@ -148,6 +155,16 @@ impl ReducerActor {
         self.errors += 1;
         self.last_error = Some(error);
         self.last_error_key = Some(key.to_vec());
+    }
+
+    /// Reports reductions that failed (a Lua error in a combine, a
+    /// reduction over its size limit): the failure is kept in the tree,
+    /// where queries over it report it, and never stored as a meta row too
+    /// large to write.
+    fn record_failures(&mut self) {
+        for (key, e) in self.view.take_failures() {
+            self.record_error(&key, format!("reduction failed: {e}"));
+        }
     }
 
     /// Reads rows of the range at the checkpoint, for parts the tree loads.
@@ -190,8 +207,11 @@ impl ReducerActor {
             meta_rows.push(self.node.rows_at(id, &[], None, None)?);
         }
         let mut load = self.loader();
-        self.view =
-            self.meta.function.restore(partitions, meta_rows, &mut load).map_err(internal)?;
+        self.view = self
+            .meta
+            .function
+            .restore(partitions, meta_rows, &mut load, &self.lua)
+            .map_err(internal)?;
         let (loaded, parts) = self.view.loaded_parts();
         tracing::info!(
             reducer = %self.meta.name,
@@ -231,6 +251,7 @@ impl ReducerActor {
             self.record_error(&key, e);
         }
         self.view.propagate();
+        self.record_failures();
         if upto > self.checkpoint {
             self.node.clock.pin(upto);
             self.node.clock.unpin(self.checkpoint);
@@ -295,10 +316,22 @@ impl ReducerActor {
         let mut by_level: BTreeMap<usize, Vec<WriteOp>> = BTreeMap::new();
         for (level, key, value) in &rows {
             let key = Bytes::from(key.clone());
-            by_level.entry(*level).or_default().push(match value {
+            let op = match value {
                 Some(v) => WriteOp::Put { key, value: Bytes::from(v.clone()) },
                 None => WriteOp::Delete { key },
-            });
+            };
+            // A row the chunk would refuse is deleted instead, so no stale
+            // one stands for it: after a restart, the part it sums up is
+            // reloaded from the range.
+            let op = match crate::node::check_op(&op) {
+                Ok(()) => op,
+                Err(e) => {
+                    let key = op.key().to_vec();
+                    self.record_error(&key, format!("meta row not saved: {e}"));
+                    WriteOp::Delete { key: key.into() }
+                }
+            };
+            by_level.entry(*level).or_default().push(op);
         }
         let writes: Vec<(String, Vec<WriteOp>)> = by_level
             .into_iter()
@@ -554,6 +587,7 @@ impl Handler<Round> for ReducerActor {
             for (key, e) in refused {
                 act.record_error(&key, e);
             }
+            act.record_failures();
             let Phase::Loading { loaded, total, .. } = act.phase else { return };
             let loaded = loaded + reply.records.len() as u64;
             act.phase = match reply.resume {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 
 use super::levels::{Levels, Loader, PartBounds, ReduceFn, Rows};
-use super::lua::{LuaReducer, LuaReduction};
+use super::lua::{LuaEnv, LuaReducer, LuaReduction};
 use super::reduction::{Builtin, Reduction};
 
 /// A reducer's function as stored in the catalog.
@@ -25,22 +25,23 @@ impl ReducerFunction {
         }
     }
 
-    /// Checks that the function compiles.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks that the function compiles (a Lua one runs its top-level
+    /// code: call this off the connection workers).
+    pub fn check(&self, env: &LuaEnv) -> Result<(), String> {
         match self {
             ReducerFunction::Builtin(_) => Ok(()),
             ReducerFunction::Lua(src) => {
-                LuaReducer::new(src).map(|_| ()).map_err(|e| e.to_string())
+                LuaReducer::new(src, env).map(|_| ()).map_err(|e| e.to_string())
             }
         }
     }
 
     /// The reduce tree of an empty range.
-    pub fn levels(&self) -> Result<Box<dyn ReduceView>, String> {
+    pub fn levels(&self, env: &LuaEnv) -> Result<Box<dyn ReduceView>, String> {
         Ok(match self {
             ReducerFunction::Builtin(b) => Box::new(Levels::new(*b)),
             ReducerFunction::Lua(src) => {
-                Box::new(Levels::new(LuaReducer::new(src).map_err(|e| e.to_string())?))
+                Box::new(Levels::new(LuaReducer::new(src, env).map_err(|e| e.to_string())?))
             }
         })
     }
@@ -51,13 +52,14 @@ impl ReducerFunction {
         partitions: Vec<Vec<PartBounds>>,
         meta_rows: Vec<Rows>,
         load: &mut Loader<'_>,
+        env: &LuaEnv,
     ) -> Result<Box<dyn ReduceView>, String> {
         Ok(match self {
             ReducerFunction::Builtin(b) => {
                 Box::new(Levels::restore(*b, partitions, meta_rows, load)?)
             }
             ReducerFunction::Lua(src) => {
-                let f = LuaReducer::new(src).map_err(|e| e.to_string())?;
+                let f = LuaReducer::new(src, env).map_err(|e| e.to_string())?;
                 Box::new(Levels::restore(f, partitions, meta_rows, load)?)
             }
         })
@@ -131,6 +133,10 @@ impl ReduceFn for LuaReducer {
             Some(Err(e)) => Err(e.to_string()),
         }
     }
+
+    fn failure(&self, r: &LuaReduction) -> Option<String> {
+        r.as_ref().err().map(|e| e.to_string())
+    }
 }
 
 /// What a reducer actor needs of its reduce tree, whatever the function.
@@ -169,6 +175,8 @@ pub trait ReduceView {
         lower: Bound<&[u8]>,
         load: &mut Loader<'_>,
     ) -> Result<Option<Vec<u8>>, String>;
+    /// See [`Levels::take_failures`].
+    fn take_failures(&mut self) -> Vec<(Vec<u8>, String)>;
 }
 
 impl<M: ReduceFn> ReduceView for Levels<M> {
@@ -229,5 +237,76 @@ impl<M: ReduceFn> ReduceView for Levels<M> {
         load: &mut Loader<'_>,
     ) -> Result<Option<Vec<u8>>, String> {
         Levels::first_key_from(self, lower, load)
+    }
+    fn take_failures(&mut self) -> Vec<(Vec<u8>, String)> {
+        Levels::take_failures(self)
+    }
+}
+
+/// The tree of a reducer whose function cannot run (a Lua source that no
+/// longer loads, the node's Lua memory used up): every step fails with the
+/// reason, so the reducer reports it and can still be dropped.
+pub struct Broken(pub String);
+
+impl Broken {
+    fn fail<T>(&self) -> Result<T, String> {
+        Err(format!("the reducer's function cannot run: {}", self.0))
+    }
+}
+
+impl ReduceView for Broken {
+    fn apply(
+        &mut self,
+        _: &[u8],
+        _: Option<&[u8]>,
+        _: &mut Loader<'_>,
+    ) -> Result<Option<String>, String> {
+        self.fail()
+    }
+    fn repartition(
+        &mut self,
+        _: usize,
+        _: &[PartBounds],
+        _: &mut Loader<'_>,
+    ) -> Result<(), String> {
+        self.fail()
+    }
+    fn propagate(&mut self) {}
+    fn needs_level(&self) -> bool {
+        false
+    }
+    fn add_level(&mut self) {}
+    fn depth(&self) -> usize {
+        1
+    }
+    fn rows(&self) -> u64 {
+        0
+    }
+    fn loaded_parts(&self) -> (usize, usize) {
+        (0, 0)
+    }
+    fn take_unsaved(&mut self) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)> {
+        Vec::new()
+    }
+    fn return_unsaved(&mut self, _: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>) {}
+    fn has_unsaved(&self) -> bool {
+        false
+    }
+    fn reduce_json(
+        &mut self,
+        _: (Bound<&[u8]>, Bound<&[u8]>),
+        _: &mut Loader<'_>,
+    ) -> Result<Json, String> {
+        self.fail()
+    }
+    fn first_key_from(
+        &mut self,
+        _: Bound<&[u8]>,
+        _: &mut Loader<'_>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        self.fail()
+    }
+    fn take_failures(&mut self) -> Vec<(Vec<u8>, String)> {
+        Vec::new()
     }
 }

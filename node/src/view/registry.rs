@@ -18,15 +18,19 @@ use crate::node::{validate_range_name, Node};
 use crate::router::Route;
 use crate::storage::chunk::Change;
 use crate::view::levels::{PartBounds, Rows};
+use crate::view::lua::LuaEnv;
 use crate::view::map_fn::{FieldMapper, MapperFunction};
 use crate::view::mapper::{Dirty, MapperActor, Status, Stop};
 use crate::view::reducer::{AggregateAnswer, AggregateQuery, Query, ReducerActor};
 use crate::view::reducer_fn::ReducerFunction;
 use crate::view::reduction::Builtin;
+use crate::view::sandbox::{Interrupt, LuaMemoryPool};
 
 pub struct MapperEntry {
     pub source_id: u64,
     pub target_id: u64,
+    /// Stops its running Lua call when it is dropped.
+    pub interrupt: Interrupt,
     pub checkpoint: u64,
     /// Still mapping what the source held when it was created: its target
     /// is not complete at any seq yet, whatever its checkpoint says.
@@ -45,6 +49,8 @@ pub struct ReducerEntry {
     pub loaded: bool,
     /// The ids of its meta-ranges.
     pub meta_ranges: Vec<u64>,
+    /// Stops its running Lua call when it is dropped.
+    pub interrupt: Interrupt,
     pub addr: Addr<ReducerActor>,
 }
 
@@ -61,6 +67,11 @@ pub struct ViewRegistry {
     pub mappers: HashMap<String, MapperEntry>,
     pub reducers: HashMap<String, ReducerEntry>,
     pub sinks: HashMap<String, SinkEntry>,
+    /// The memory all Lua VMs of the node reserve from, made from the
+    /// node's settings on first use.
+    lua_memory: Option<Arc<LuaMemoryPool>>,
+    /// The node-wide flag of every view's interrupt: set at shutdown.
+    lua_interrupt: Interrupt,
 }
 
 impl ViewRegistry {
@@ -98,7 +109,33 @@ fn bad_request(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::BadRequest, message)
 }
 
+/// Runs a function's top-level code (a Lua source runs under the limits of
+/// any call) on a blocking thread, never on a connection worker.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> NodeResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Internal(format!("loading the function stopped: {e}")))?
+        .map_err(bad_request)
+}
+
 impl Node {
+    /// What a new view's Lua VMs are made with: the node's memory pool and
+    /// a fresh interrupt under the node's.
+    pub(crate) fn lua_env(&self) -> LuaEnv {
+        let mut views = self.views_write();
+        let max = self.config.lua_memory_max_bytes;
+        let memory = views.lua_memory.get_or_insert_with(|| LuaMemoryPool::new(max)).clone();
+        LuaEnv { memory, interrupt: views.lua_interrupt.for_view() }
+    }
+
+    /// Ends every running Lua call at its next hook: the node is shutting
+    /// down, and no function may hold it up.
+    pub fn interrupt_lua(&self) {
+        self.views_read().lua_interrupt.stop_node();
+    }
+
     /// Tells the views reading `range_id` that it changed.
     pub fn notify_views(&self, range_id: u64) {
         let views = self.views_read();
@@ -168,7 +205,8 @@ impl Node {
     /// meta-ranges and goes on from there; a new one pins the current state
     /// and builds its tree from it, once it gets its first `Dirty`.
     pub fn register_reducer(self: &Arc<Self>, meta: ReducerMeta) -> NodeResult<Addr<ReducerActor>> {
-        meta.function.check().map_err(bad_request)?;
+        let env = self.lua_env();
+        let interrupt = env.interrupt.clone();
         let total = self.range_records(meta.range_id);
         let checkpoint = match meta.checkpoint {
             Some(saved) => {
@@ -181,7 +219,7 @@ impl Node {
         let meta_ranges = meta.levels.iter().map(|(_, id)| *id).collect();
         let node = self.clone();
         let addr = ReducerActor::start_in_arbiter(&self.next_view_worker(), move |_| {
-            ReducerActor::new(node, meta, checkpoint, total)
+            ReducerActor::new(node, meta, checkpoint, total, env)
         });
         self.views_write().reducers.insert(
             name,
@@ -191,6 +229,7 @@ impl Node {
                 floor: checkpoint,
                 loaded: false,
                 meta_ranges,
+                interrupt,
                 addr: addr.clone(),
             },
         );
@@ -310,7 +349,8 @@ impl Node {
             monotable_proto::ReduceFunction::Lua { source } => ReducerFunction::Lua(source),
         };
         // Refuse a function that does not compile now.
-        function.check().map_err(bad_request)?;
+        let (check, env) = (function.clone(), self.lua_env());
+        off_thread(move || check.check(&env)).await?;
         let range_id = self.describe_range(range).await?.id;
         let meta = ReducerMeta {
             name: name.to_owned(),
@@ -329,8 +369,10 @@ impl Node {
     }
 
     pub(crate) async fn drop_reducer(&self, name: &str) -> NodeResult<()> {
-        let found =
-            self.views_read().reducers.get(name).map(|r| (r.addr.clone().recipient(), r.range_id));
+        let found = self.views_read().reducers.get(name).map(|r| {
+            r.interrupt.stop_view();
+            (r.addr.clone().recipient(), r.range_id)
+        });
         let levels = self.catalog.reducers()?.into_iter().find(|r| r.name == name);
         self.stop_view(name, found).await?;
         for (range, _) in levels.map(|r| r.levels).unwrap_or_default() {
@@ -475,14 +517,21 @@ impl Node {
             .sum()
     }
 
-    /// Starts the actor of a registered mapper.
+    /// Starts the actor of a registered mapper. Its function is loaded on
+    /// the view worker; one that cannot be loaded leaves a mapper that
+    /// says why and can be dropped.
     pub fn start_mapper(self: &Arc<Self>, meta: MapperMeta) -> NodeResult<()> {
-        let mapper = meta.function.compile().map_err(bad_request)?;
+        let env = self.lua_env();
+        let interrupt = env.interrupt.clone();
         let entry_checkpoint = meta.checkpoint;
         let backfilling = meta.backfill.is_some();
         let (name, source_id, target_id) = (meta.name.clone(), meta.source_id, meta.target_id);
         let node = self.clone();
         let addr = MapperActor::start_in_arbiter(&self.next_view_worker(), move |_| {
+            let mapper = meta.function.compile(&env);
+            if let Err(e) = &mapper {
+                tracing::error!(mapper = %meta.name, error = %e, "mapper's function cannot run");
+            }
             MapperActor::new(node, meta, mapper)
         });
         self.views_write().mappers.insert(
@@ -490,6 +539,7 @@ impl Node {
             MapperEntry {
                 source_id,
                 target_id,
+                interrupt,
                 checkpoint: entry_checkpoint,
                 backfilling,
                 addr: addr.clone(),
@@ -552,7 +602,9 @@ impl Node {
             MapFunction::Lua { source } => MapperFunction::Lua(source),
         };
         // Refuse a function that does not compile now, not on the first record.
-        f.compile().map_err(bad_request)?;
+        let (check, env) = (f.clone(), self.lua_env());
+        off_thread(move || check.compile(&env).map(|_| ())).await?;
+        self.check_mapper_target(source, target)?;
         let source_info = self.describe_range(source).await?;
         if self.router_read().range(target).is_none() {
             self.create_range(target, RangeOptions { ..source_info.options }).await?;
@@ -580,9 +632,53 @@ impl Node {
         Ok(())
     }
 
+    /// Refuses a target a mapper must not write: one its source depends on
+    /// through mappers (the rows would feed themselves without end), a
+    /// Redis database range (its rows are Redis keys in Monotable's
+    /// encoding), or a reducer's meta-range.
+    fn check_mapper_target(&self, source: &str, target: &str) -> NodeResult<()> {
+        if crate::resp::keyspace::database_of_range(target).is_some() {
+            return Err(bad_request(format!(
+                "a mapper cannot write into {target:?}: it holds a Redis database, whose rows \
+                 only Redis commands write"
+            )));
+        }
+        let catalog_reducers = self.catalog.reducers()?;
+        if let Some(r) = catalog_reducers.iter().find(|r| r.levels.iter().any(|(n, _)| n == target))
+        {
+            return Err(bad_request(format!(
+                "a mapper cannot write into {target:?}: it is a meta-range of reducer {:?}",
+                r.name
+            )));
+        }
+        // Ranges the source is written from, through mappers: a target
+        // among them closes a cycle.
+        let edges: Vec<(String, String)> =
+            self.catalog.mappers()?.into_iter().map(|m| (m.source, m.target)).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut frontier = vec![source.to_owned()];
+        while let Some(range) = frontier.pop() {
+            if range == target {
+                return Err(bad_request(format!(
+                    "a mapper from {source:?} into {target:?} would make a cycle: {target:?} \
+                     already feeds {source:?} through mappers, so the rows would feed themselves \
+                     without end"
+                )));
+            }
+            for (from, into) in &edges {
+                if into == &range && seen.insert(from.clone()) {
+                    frontier.push(from.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn drop_mapper(&self, name: &str) -> NodeResult<()> {
-        let found =
-            self.views_read().mappers.get(name).map(|m| (m.addr.clone().recipient(), m.source_id));
+        let found = self.views_read().mappers.get(name).map(|m| {
+            m.interrupt.stop_view();
+            (m.addr.clone().recipient(), m.source_id)
+        });
         self.stop_view(name, found).await
     }
 

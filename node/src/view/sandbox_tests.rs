@@ -1,0 +1,281 @@
+//! Each way out of the sandbox's limits, tried.
+
+use std::time::Duration;
+
+use monotable_proto::tuple::{self, Element};
+
+use super::*;
+use crate::view::lua::{LuaMapper, LuaReducer, LUA_REDUCTION_SIZE_MAX_BYTES};
+
+fn doc(j: serde_json::Value) -> Vec<u8> {
+    rmp_serde::to_vec(&j).expect("json encodes")
+}
+
+fn key(n: i64) -> Vec<u8> {
+    tuple::encode(&[Element::from(n)]).expect("key")
+}
+
+/// The error mapping one record with `src` gives.
+fn map_error(src: &str) -> String {
+    let m = LuaMapper::new(src, &LuaEnv::standalone()).expect("compiles");
+    let (k, v) = (key(1), doc(serde_json::json!({})));
+    let out = m.map_batch(&[(&k, &v)]);
+    out[0].clone().expect_err(src).to_string()
+}
+
+#[test]
+fn the_instruction_limit_cannot_be_caught() {
+    // Regression: pcall caught each hook error and the loop went on for good.
+    for src in [
+        "function map(k, v) while true do pcall(function() while true do end end) end end",
+        "function map(k, v) while true do xpcall(function() while true do end end, function(e) return e end) end end",
+        "function map(k, v) while true do xpcall(function() while true do end end, function(e) while true do end end) end end",
+        "function map(k, v) while true do pcall(pcall, pcall, function() while true do end end) end end",
+        "local function f() while true do end end function map(k, v) while true do pcall(pcall, f) end end",
+        "function map(k, v) for i = 1, 1e12 do pcall(error, 'x') end end",
+        "function map(k, v) local ok = pcall(function() while true do end end) emit(1, ok) end",
+    ] {
+        let err = map_error(src);
+        assert!(err.contains("instruction limit"), "{src}: {err}");
+    }
+}
+
+#[test]
+fn finalizers_are_refused() {
+    // Regression: a __gc finalizer ran at any allocation, outside any call's budget.
+    let err = map_error(
+        "function map(k, v) setmetatable({}, {__gc = function() while true do end end}) end",
+    );
+    assert!(err.contains("__gc"), "{err}");
+    // Set afterwards, __gc marks nothing for finalization (Lua 5.4).
+    let m = LuaMapper::new(
+        "function map(k, v) local mt = {} setmetatable({}, mt) mt.__gc = function() while true do end end emit(1, 1) end",
+        &LuaEnv::standalone(),
+    )
+    .expect("compiles");
+    let (k, v) = (key(1), doc(serde_json::json!({})));
+    assert!(m.map_batch(&[(&k, &v)])[0].is_ok());
+    drop(m);
+}
+
+#[test]
+fn c_loops_are_bounded() {
+    // Regression: string.rep of an empty string looped 2^62 times in C.
+    let m = LuaMapper::new(
+        "function map(k, v) emit(1, #string.rep('', 2^62) + #(''):rep(2^62, '')) end",
+        &LuaEnv::standalone(),
+    )
+    .expect("compiles");
+    let (k, v) = (key(1), doc(serde_json::json!({})));
+    assert!(m.map_batch(&[(&k, &v)])[0].is_ok());
+    for (src, needle) in [
+        ("function map(k, v) string.rep('x', 2^40) end", "memory limit"),
+        ("function map(k, v) local s = ('x'):rep(1e6, 'yy') end", ""),
+        // Regression: table.move over an empty table looped in C with no hook.
+        ("function map(k, v) table.move({}, 1, 2^62, 1, {}) end", "instruction limit"),
+        ("function map(k, v) local s = 'x' while true do s = s .. s end end", "memory"),
+        ("function map(k, v) local t = {} for i = 1, 1e8 do t[i] = 'abcdefgh' .. i end emit(1, table.concat(t)) end", "memory"),
+        ("function map(k, v) local t = {} for i = 1, 20 do t[i] = string.rep('x', 4e6) end emit(1, table.concat(t)) end", "memory"),
+    ] {
+        if needle.is_empty() {
+            continue;
+        }
+        let err = map_error(src);
+        assert!(err.to_lowercase().contains(needle), "{src}: {err}");
+    }
+}
+
+#[test]
+fn top_level_code_runs_under_the_limits() {
+    // Regression: loading a source whose top level loops hung the create call.
+    for src in [
+        "while true do end function map() end",
+        "while true do pcall(function() while true do end end) end",
+        "local s = 'x' while true do s = s .. s end",
+    ] {
+        let err = LuaMapper::new(src, &LuaEnv::standalone()).err().expect(src).to_string();
+        assert!(err.contains("instruction limit") || err.contains("memory"), "{src}: {err}");
+        let err = LuaReducer::new(src, &LuaEnv::standalone()).err().expect(src).to_string();
+        assert!(err.contains("instruction limit") || err.contains("memory"), "{src}: {err}");
+    }
+}
+
+#[test]
+fn a_failing_batch_has_one_budget() {
+    // Regression: each record of a failed batch was re-run with a full budget.
+    let m = LuaMapper::new("function map(k, v) while true do end end", &LuaEnv::standalone())
+        .expect("compiles");
+    let keys: Vec<Vec<u8>> = (0..64).map(key).collect();
+    let v = doc(serde_json::json!({}));
+    let batch: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &v[..])).collect();
+    let out = m.map_batch(&batch);
+    let limited = out
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.to_string().contains("instruction limit")))
+        .count();
+    let skipped = out
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.to_string().contains("batch's budget")))
+        .count();
+    let calls = LUA_INSTRUCTIONS_MAX_PER_BATCH / LUA_INSTRUCTIONS_MAX_PER_CALL;
+    assert!(limited as u64 <= calls, "{limited} records ran to the limit");
+    assert_eq!(limited + skipped, 64);
+}
+
+#[test]
+fn emitted_rows_are_bounded() {
+    // Regression: one record's emitted rows took the node to 1.48 GB.
+    for (src, needle) in [
+        ("function map(k, v) local s = string.rep('x', 4e6) for i = 1, 100 do emit(i, s) end end", "too large"),
+        ("function map(k, v) for i = 1, 1e6 do emit(i, 1) end end", "too many rows"),
+        // A table that holds itself: small in the VM, endless once stored.
+        ("function map(k, v) local t = {'x'} for d = 1, 30 do t = {t, t, t, t} end emit(1, t) end", "too large"),
+        ("function map(k, v) local t = {} for i = 1, 100 do t[i] = t end emit(1, t) end", "nested too deeply"),
+    ] {
+        let err = map_error(src);
+        assert!(err.contains(needle), "{src}: {err}");
+    }
+}
+
+#[test]
+fn an_interrupt_stops_a_running_call() {
+    let env = LuaEnv::standalone();
+    let interrupt = env.interrupt.clone();
+    let m = LuaMapper::new(
+        "function map(k, v) while true do pcall(function() while true do end end) end end",
+        &env,
+    )
+    .expect("compiles");
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        interrupt.stop_view();
+    });
+    let (k, v) = (key(1), doc(serde_json::json!({})));
+    let keys: Vec<Vec<u8>> = (0..8).map(key).collect();
+    let batch: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &v[..])).collect();
+    let out = m.map_batch(&batch);
+    stopper.join().expect("stopper");
+    assert!(
+        out.iter().all(|r| matches!(r, Err(e) if e.to_string().contains("interrupted"))),
+        "{out:?}"
+    );
+    let err = m.map_batch(&[(&k, &v)])[0].clone().expect_err("stays stopped").to_string();
+    assert!(err.contains("interrupted"), "{err}");
+}
+
+#[test]
+fn all_vms_together_stay_within_the_node_setting() {
+    let env = LuaEnv {
+        memory: LuaMemoryPool::new(2 * LUA_MEMORY_MAX_BYTES),
+        interrupt: Interrupt::default(),
+    };
+    let a = LuaMapper::new("function map() end", &env).expect("first");
+    let b = LuaMapper::new("function map() end", &env).expect("second");
+    let err =
+        LuaMapper::new("function map() end", &env).err().expect("third is refused").to_string();
+    assert!(err.contains("--lua-memory-max-bytes"), "{err}");
+    drop(a);
+    let c = LuaMapper::new("function map() end", &env).expect("room again");
+    drop((b, c));
+    assert_eq!(env.memory.reserved_bytes(), 0);
+}
+
+#[test]
+fn reductions_over_the_size_limit_are_refused() {
+    // Regression: a reducer returning 9 MiB made a meta row the chunk could not hold.
+    let r = LuaReducer::new(
+        "function reduce(keys, values, rereduce) return string.rep('x', 9 * 1024 * 1024) end",
+        &LuaEnv::standalone(),
+    )
+    .expect("compiles");
+    let err = r.leaf(&key(1), &doc(serde_json::json!(1))).expect_err("refused");
+    assert!(err.contains("reduce_overflow_error"), "{err}");
+    assert!(err.contains(&LUA_REDUCTION_SIZE_MAX_BYTES.to_string()), "{err}");
+}
+
+/// Runs `find`, `match`, `gsub` and `gmatch` of `s` and `p` and sums up
+/// what each returned (or only that it failed).
+const PATTERN_PROBE: &str = r#"
+return function(s, p, init)
+  local out = {}
+  local function rec(ok, ...)
+    out[#out + 1] = tostring(ok)
+    if ok then
+      for i = 1, select('#', ...) do out[#out + 1] = tostring((select(i, ...))) end
+    end
+  end
+  rec(pcall(string.find, s, p, init))
+  rec(pcall(string.find, s, p, init, true))
+  rec(pcall(string.match, s, p, init))
+  rec(pcall(string.gsub, s, p, "<%0>"))
+  rec(pcall(string.gsub, s, p, "%1", 2))
+  rec(pcall(string.gsub, s, p, function(a, b) return b end))
+  rec(pcall(string.gsub, s, p, {a = 1, ab = false}))
+  rec(pcall(function()
+    local t = {}
+    for a, b in string.gmatch(s, p, init) do
+      t[#t + 1] = tostring(a) .. "," .. tostring(b)
+      if #t > 40 then break end
+    end
+    return table.concat(t, ";")
+  end))
+  return table.concat(out, "|")
+end
+"#;
+
+fn probe(lua: &mlua::Lua) -> mlua::Function {
+    lua.load(PATTERN_PROBE).eval().expect("probe loads")
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// The charged matcher answers as Lua's own does.
+    #[test]
+    fn patterns_match_as_lua_does(
+        pattern in proptest::collection::vec(proptest::sample::select(vec![
+            "a", "b", "c", ".", "%a", "%d", "%s", "%W", "[ab]", "[^a]", "[a-c%d]", "*", "+", "-",
+            "?", "(", ")", "()", "%1", "%2", "^", "$", "%b()", "%f[%a]", "%%", "%", "[", "]", "1",
+        ]), 0..8),
+        subject in proptest::collection::vec(proptest::sample::select(vec![
+            "a", "b", "c", "1", " ", "(", ")", "%", "ab", "",
+        ]), 0..10),
+        init in proptest::option::of(-12i64..14),
+    ) {
+        let (p, s) = (pattern.concat(), subject.concat());
+        let plain = mlua::Lua::new();
+        let want: String = probe(&plain).call((s.clone(), p.clone(), init)).expect("oracle");
+        let sandbox = Sandbox::new("", &LuaEnv::standalone()).expect("sandbox");
+        let got: String = sandbox
+            .run(LUA_INSTRUCTIONS_MAX_PER_CALL, || probe(&sandbox.lua).call((s.clone(), p.clone(), init)))
+            .expect("probe runs");
+        proptest::prop_assert_eq!(got, want, "subject {:?} pattern {:?} init {:?}", s, p, init);
+    }
+}
+
+#[test]
+fn pattern_backtracking_is_charged() {
+    // Regression: Lua's C matcher backtracked with no hook, for hours.
+    for src in [
+        "function map(k, v) string.find(string.rep('a', 5000), '.-.-.-.-.-.-.-b') end",
+        "function map(k, v) string.match(string.rep('a', 5000), '(.*)(.*)(.*)(.*)x') end",
+        "function map(k, v) string.gsub(string.rep('a', 3000), 'a*a*a*a*b', '') end",
+        "function map(k, v) for x in string.gmatch(string.rep('a', 3000), 'a-a-a-a-b') do end end",
+        "function map(k, v) while true do pcall(string.find, string.rep('a', 3000), '.-.-.-b') end end",
+    ] {
+        let err = map_error(src);
+        assert!(err.contains("instruction limit"), "{src}: {err}");
+    }
+    // Plain finds are linear, whatever the subject.
+    let m = LuaMapper::new(
+        "function map(k, v) emit(1, string.find(string.rep('a', 4e6), string.rep('a', 2e6) .. 'b', 1, true) or 0) end",
+        &LuaEnv::standalone(),
+    )
+    .expect("compiles");
+    let (k, v) = (key(1), doc(serde_json::json!({})));
+    assert!(m.map_batch(&[(&k, &v)])[0].is_ok());
+    // gsub's result stays under the VM's memory limit.
+    let err = map_error(
+        "function map(k, v) string.gsub(string.rep('a', 1e6), 'a', string.rep('b', 100)) end",
+    );
+    assert!(err.contains("memory limit"), "{err}");
+}
