@@ -463,3 +463,33 @@ fn native_headers_alone_and_unread_replies_do_not_grow_the_node() {
 fn args_owned(args: &[&[u8]]) -> Vec<String> {
     args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
+
+#[test]
+fn monotable_commands_take_extreme_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start(dir.path());
+    let mut r = Raw::connect(node.resp_addr);
+    assert_eq!(r.call_str("HSET user:1 city lyon"), b":1\r\n");
+    monotable_tests::runtime().block_on(async {
+        let c = monotable_client::Client::connect(node.addr).await.expect("connect");
+        let lua = "function map(key, value)
+            if key[1] == 'h' and key[3] == 'city' then emit(value, 1) end
+        end";
+        let map = monotable_client::MapFunction::Lua { source: lua.into() };
+        c.create_mapper("by_city", "redis.0", "users_by_city", map).await.expect("mapper");
+        c.create_reducer("city_count", "users_by_city", "count").await.expect("reducer");
+    });
+    let huge = "18446744073709551615";
+    // Regression: a TIMEOUT of 2^64-1 ms overflowed the deadline and panicked.
+    let reply = r.call_str(&format!("MT.AGG city_count FRESH TIMEOUT {huge}"));
+    assert_eq!(reply, b"$1\r\n1\r\n");
+    let reply = r.call_str(&format!("MT.AGG city_count GROUPLEVEL {huge} FRESH"));
+    assert!(reply.starts_with(b"*"), "{}", show(&reply));
+    let reply = r.call_str(&format!("MT.SCAN users_by_city COUNT {huge}"));
+    assert!(reply.starts_with(b"*1\r\n"), "{}", show(&reply));
+    for bad in ["-1", "18446744073709551616", "x"] {
+        let reply = r.call_str(&format!("MT.SCAN users_by_city COUNT {bad}"));
+        assert_eq!(reply, b"-ERR value is not an integer or out of range\r\n");
+    }
+    assert!(node.alive());
+}
