@@ -493,3 +493,25 @@ fn monotable_commands_take_extreme_numbers() {
     }
     assert!(node.alive());
 }
+
+#[test]
+fn a_transaction_queue_is_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let mut c = Raw::connect(node.resp_addr);
+    assert_eq!(c.call_str("MULTI"), b"+OK\r\n");
+    let value = vec![b'v'; 4 * MIB as usize];
+    let mut refused = None;
+    for i in 0..20 {
+        let reply = c.call(&[b"SET", format!("k{i}").as_bytes(), &value]);
+        if reply != b"+QUEUED\r\n" {
+            refused = Some((i, reply));
+            break;
+        }
+    }
+    let (i, reply) = refused.expect("the queue stops growing");
+    assert!(i > 10, "refused at {i}");
+    assert!(reply.starts_with(b"-ERR a transaction may queue"), "{}", show(&reply));
+    assert!(c.call_str("EXEC").starts_with(b"-EXECABORT"));
+    assert_eq!(c.call_str("EXISTS k0"), b":0\r\n");
+}
