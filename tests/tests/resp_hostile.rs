@@ -79,6 +79,18 @@ impl Raw {
     }
 }
 
+/// The most the node's memory grows above `base` over the next 8 seconds
+/// (sampled; a node that keeps buffering keeps growing).
+fn peak_growth(node: &Node, base: u64) -> u64 {
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        peak = peak.max(node.rss_bytes().saturating_sub(base));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    peak
+}
+
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned()
 }
@@ -375,10 +387,9 @@ fn a_client_that_never_reads_does_not_grow_the_node() {
     let pipeline = Raw::encode(&[b"GET", b"big"]).repeat(gets);
     let mut writer = lazy.writer.try_clone().expect("clone");
     let sender = std::thread::spawn(move || writer.write_all(&pipeline).is_ok());
-    std::thread::sleep(Duration::from_secs(3));
-    let grown = node.rss_bytes().saturating_sub(rss_before);
+    let grown = peak_growth(&node, rss_before);
     eprintln!("grown by {} MiB", grown / MIB);
-    assert!(grown < 200 * MIB, "the node grew by {} MiB for an unread pipeline", grown / MIB);
+    assert!(grown < 100 * MIB, "the node grew by {} MiB for an unread pipeline", grown / MIB);
     assert_eq!(c.call_str("PING"), b"+PONG\r\n");
     // Once the client reads, every reply comes, whole and in order.
     let expected = {
@@ -426,8 +437,7 @@ fn native_headers_alone_and_unread_replies_do_not_grow_the_node() {
         s.write_all(b"a few bytes").expect("body start");
         idle.push(s);
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let grown = node.rss_bytes().saturating_sub(rss_before);
+    let grown = peak_growth(&node, rss_before);
     eprintln!("grown by {} MiB", grown / MIB);
     assert!(grown < 100 * MIB, "40 frame headers grew the node by {} MiB", grown / MIB);
     // Regression: 250 scans never read cost 625 MB.
@@ -439,10 +449,9 @@ fn native_headers_alone_and_unread_replies_do_not_grow_the_node() {
     }
     let mut writer = lazy.try_clone().expect("clone");
     let sender = std::thread::spawn(move || writer.write_all(&pipeline).is_ok());
-    std::thread::sleep(Duration::from_secs(3));
-    let grown = node.rss_bytes().saturating_sub(rss_before);
+    let grown = peak_growth(&node, rss_before);
     eprintln!("grown by {} MiB", grown / MIB);
-    assert!(grown < 200 * MIB, "unread scans grew the node by {} MiB", grown / MIB);
+    assert!(grown < 150 * MIB, "unread scans grew the node by {} MiB", grown / MIB);
     assert_eq!(c.call_str("PING"), b"+PONG\r\n");
     // Reading now drains every reply.
     let deadline = Instant::now() + Duration::from_secs(120);
