@@ -13,6 +13,11 @@ use crate::node::Node;
 /// Stripes of the key lock table: read-modify-write commands hold the
 /// stripes of their keys, so each is atomic among RESP clients.
 const LOCK_STRIPES: usize = 1024;
+/// Most bytes of commands (arguments, 32 bytes each besides their own)
+/// one MULTI may queue; past it the command is refused and EXEC aborts.
+/// Redis has no such bound; without one a client could make the node hold
+/// any number of commands.
+pub const MULTI_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Modification counters for WATCH, by key hash.
 const VERSION_SLOTS: usize = 65_536;
 
@@ -118,6 +123,8 @@ pub struct Conn {
     pub closing: bool,
     /// Inside MULTI: the commands queued so far.
     multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// Bytes `multi` holds (see [`MULTI_QUEUE_MAX_BYTES`]).
+    multi_bytes: usize,
     /// A command queued in this MULTI was refused: EXEC will abort.
     multi_failed: bool,
     /// WATCHed keys: (database, key, version seen).
@@ -143,6 +150,7 @@ impl Conn {
             closing: false,
             multi: None,
             multi_failed: false,
+            multi_bytes: 0,
             watched: Vec::new(),
         }
     }
@@ -343,6 +351,15 @@ pub async fn execute(
     };
     if let Some(queue) = &mut conn.multi {
         if name != "quit" && name != "reset" {
+            let size: usize = args.iter().map(|a| a.len() + 32).sum();
+            conn.multi_bytes = conn.multi_bytes.saturating_add(size);
+            if conn.multi_bytes > MULTI_QUEUE_MAX_BYTES {
+                conn.multi_failed = true;
+                let message = format!(
+                    "ERR a transaction may queue {MULTI_QUEUE_MAX_BYTES} bytes of commands; EXEC will abort"
+                );
+                return (Reply::err(message), Vec::new());
+            }
             queue.push(args);
             return (Reply::Simple("QUEUED"), Vec::new());
         }
@@ -377,6 +394,7 @@ async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec
         "multi" if conn.multi.is_some() => Reply::err("ERR MULTI calls can not be nested"),
         "multi" => {
             conn.multi = Some(Vec::new());
+            conn.multi_bytes = 0;
             Reply::ok()
         }
         "discard" => match conn.multi.take() {

@@ -404,6 +404,8 @@ mod tests {
         assert_eq!(one(&long), error("Protocol error: too big inline request"));
     }
 
+    // Regression: a client without the password could announce a million
+    // arguments or a 512 MB bulk and have the node buffer them.
     #[test]
     fn unauthenticated_clients_get_redis_small_limits() {
         let error = |m: &str| vec![Parsed::Error(m.into())];
@@ -452,6 +454,8 @@ mod tests {
         assert!(matches!(&out[..], [Parsed::Command(args)] if args[1].len() == len));
     }
 
+    // Regression: every read parsed the request again from its start, so a
+    // million arguments took 11.6 s and stalled the worker's other clients.
     #[test]
     fn a_million_arguments_parse_in_linear_time() {
         let n = 1_000_000;

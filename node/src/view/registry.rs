@@ -104,6 +104,10 @@ const REWATCH_ATTEMPTS_MAX: usize = 100;
 const FRESH_POLL_MS: u64 = 20;
 /// Default time a fresh aggregate waits.
 pub const FRESH_TIMEOUT_DEFAULT_MS: u64 = 10_000;
+/// Longest wait a fresh aggregate may ask for (a day); a larger timeout
+/// is this. Regression: `TIMEOUT 18446744073709551615` overflowed the
+/// deadline and panicked.
+pub const FRESH_TIMEOUT_MAX_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn bad_request(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::BadRequest, message)
@@ -467,7 +471,9 @@ impl Node {
             // Not the stable seq: a write acknowledged before this query can
             // be above it while an older batch on another chunk is in flight.
             let seq = self.clock.settled_max();
+            // A client's number: bounded, so adding it to now cannot overflow.
             let timeout = if timeout_ms == 0 { FRESH_TIMEOUT_DEFAULT_MS } else { timeout_ms };
+            let timeout = timeout.min(FRESH_TIMEOUT_MAX_MS);
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
             let complete = self.wait_fresh(range_id, seq, deadline).await?;
             self.wait_view(name, complete, deadline).await?;
