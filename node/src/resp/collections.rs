@@ -106,6 +106,12 @@ pub async fn run(
 async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let key = &args[1];
     let kind = if name.starts_with('h') { KIND_HASH } else { KIND_SET };
+    // Redis reads SRANDMEMBER's count before it looks the key up.
+    if let ("srandmember", Some(n)) = (name, args.get(2)) {
+        if let Err(reply) = random_count(n) {
+            return Ok(reply);
+        }
+    }
     let found = or_reply!(collection(db, key, kind).await?);
     let Some(v) = found else {
         return Ok(match name {

@@ -131,6 +131,16 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
     let numbers = |i: usize, j: usize| -> Option<(i64, i64)> {
         Some((parse_i64(&args[i])?, parse_i64(&args[j])?))
     };
+    // Redis reads these numbers before it looks the key up (LINDEX and
+    // LSET look first), so a bad number beats WRONGTYPE.
+    let numbers_first = match name {
+        "lrange" | "ltrim" => numbers(2, 3).is_some(),
+        "lrem" => parse_i64(&args[2]).is_some(),
+        _ => true,
+    };
+    if !numbers_first {
+        return Ok(Reply::err(NOT_INTEGER));
+    }
     let found = or_reply!(list(db, key).await?);
     Ok(match name {
         "lpush" | "rpush" | "lpushx" | "rpushx" => {
