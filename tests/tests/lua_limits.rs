@@ -58,7 +58,7 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
     let mut node = Node::start(dir.path());
     let a = node.addr;
     ok(cli(a, &["range", "create", "src"]));
-    load(a, 600);
+    load(a, 300);
 
     // Each escape runs as a mapper; meanwhile the node answers, the status
     // shows the error on every record, and the mapper can be dropped.
@@ -84,6 +84,21 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
         ok(cli(a, &["mapper", "drop", name]));
         assert!(views(a).iter().all(|v| v["name"] != name), "{name} was not dropped");
     }
+
+    // A reducer whose every call runs to the limit: its round takes
+    // minutes, yet the node answers, `views` reports it, and drop ends it.
+    let stuck = write(
+        dir.path(),
+        "stuck.lua",
+        "function reduce(k, v, r) while true do pcall(function() while true do end end) end end",
+    );
+    ok(cli(a, &["reducer", "create", "stuck", "--range", "src", "--lua", &stuck]));
+    responsive(a);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(views(a).iter().any(|v| v["name"] == "stuck"));
+    responsive(a);
+    ok(cli(a, &["reducer", "drop", "stuck"]));
+    assert!(views(a).iter().all(|v| v["name"] != "stuck"));
 
     // Regression: a source whose top level loops hung `mapper create` and
     // the connection worker it ran on.
@@ -111,6 +126,7 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
         let path = write(dir.path(), &format!("{name}.lua"), src);
         ok(create_mapper(a, name, &path));
     }
+    ok(cli(a, &["reducer", "create", "stuck", "--range", "src", "--lua", &stuck]));
     wait_view(a, "pcall", |v| v["errors"].as_u64().unwrap_or(0) > 0);
     responsive(a);
     assert!(node.stop(), "the node did not shut down cleanly");
@@ -121,6 +137,7 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
     for (name, _, _) in &escapes[..2] {
         ok(cli(a, &["mapper", "drop", name]));
     }
+    ok(cli(a, &["reducer", "drop", "stuck"]));
     responsive(a);
     assert!(node.stop());
 }
