@@ -269,3 +269,27 @@ fn a_view_checkpoint_above_every_readable_chunk_does_not_stop_the_start() {
     ok(cli(a, &["put", "other", "2", r#"{"n":2}"#]));
     assert!(node.stop());
 }
+
+#[test]
+fn lua_memory_of_all_views_is_bounded_by_the_node_setting() {
+    // Regression: every Lua VM could grow to its own limit, with no bound on
+    // all of them together.
+    let dir = tempfile::tempdir().expect("tmp");
+    let two_vms = (2 * 64 * 1024 * 1024).to_string();
+    let mut node = Node::start_with(dir.path(), &["--lua-memory-max-bytes", &two_vms]);
+    let a = node.addr;
+    ok(cli(a, &["range", "create", "src"]));
+    load(a, 5);
+    let path = write(dir.path(), "m.lua", "function map(k, v) emit(v.n, 1) end");
+    ok(create_mapper(a, "m1", &path));
+    ok(create_mapper(a, "m2", &path));
+    let refused = create_mapper(a, "m3", &path);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--lua-memory-max-bytes"), "{err}");
+    responsive(a);
+    // Drop gives the memory back.
+    ok(cli(a, &["mapper", "drop", "m1"]));
+    ok(create_mapper(a, "m3", &path));
+    assert!(node.stop());
+}

@@ -192,6 +192,9 @@ impl ReducerActor {
             self.node.clock.unpin(saved);
         }
         let entry = self.node.views_write().reducers.remove(&self.meta.name);
+        // Its Lua VM (and the memory it reserved) goes before the drop is
+        // answered, so a view created right after finds the memory free.
+        self.view = Box::new(Broken("dropped".into()));
         if let Some(thread) = entry.and_then(|e| e.thread) {
             // Ends once this actor, its only one, has stopped.
             thread.stop();

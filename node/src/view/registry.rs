@@ -715,29 +715,45 @@ impl Node {
     }
 
     pub(crate) async fn view_statuses(&self) -> Vec<ViewStatus> {
-        type Asked = (String, &'static str, u64, actix::Recipient<Status>);
-        let all: Vec<Asked> = {
+        /// What the registry knows of a view: enough to report it busy.
+        struct Known {
+            name: String,
+            kind: &'static str,
+            source_id: u64,
+            checkpoint: u64,
+            /// Still backfilling or loading its tree.
+            catching_up: bool,
+        }
+        let known = |name: &String, kind, source_id, checkpoint, catching_up| Known {
+            name: name.clone(),
+            kind,
+            source_id,
+            checkpoint,
+            catching_up,
+        };
+        let all: Vec<(Known, actix::Recipient<Status>)> = {
             let views = self.views_read();
-            let mappers = views
-                .mappers
-                .iter()
-                .map(|(n, m)| (n.clone(), "mapper", m.checkpoint, m.addr.clone().recipient()));
-            let reducers = views
-                .reducers
-                .iter()
-                .map(|(n, r)| (n.clone(), "reducer", r.checkpoint, r.addr.clone().recipient()));
-            let sinks = views
-                .sinks
-                .iter()
-                .map(|(n, s)| (n.clone(), "sink", s.checkpoint, s.addr.clone().recipient()));
+            let mappers = views.mappers.iter().map(|(n, m)| {
+                let k = known(n, "mapper", m.source_id, m.checkpoint, m.backfilling);
+                (k, m.addr.clone().recipient())
+            });
+            let reducers = views.reducers.iter().map(|(n, r)| {
+                (
+                    known(n, "reducer", r.range_id, r.checkpoint, !r.loaded),
+                    r.addr.clone().recipient(),
+                )
+            });
+            let sinks = views.sinks.iter().map(|(n, s)| {
+                (known(n, "sink", s.source_id, s.checkpoint, false), s.addr.clone().recipient())
+            });
             mappers.chain(reducers).chain(sinks).collect()
         };
         let asked: Vec<_> = all
             .into_iter()
-            .map(|(name, kind, checkpoint, addr)| {
+            .map(|(known, addr)| {
                 let (tx, rx) = oneshot::channel();
                 addr.do_send(Status(tx));
-                (name, kind, checkpoint, rx)
+                (known, rx)
             })
             .collect();
         // A view answers between rounds; one whose round runs long (a slow
@@ -745,25 +761,26 @@ impl Node {
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_millis(STATUS_WAIT_MS);
         let mut out = Vec::with_capacity(asked.len());
-        for (name, kind, checkpoint, rx) in asked {
+        for (k, rx) in asked {
             match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(status)) => out.push(status),
                 Ok(Err(_)) => {}
                 Err(_) => out.push(ViewStatus {
-                    name,
-                    kind: kind.into(),
+                    name: k.name,
+                    kind: k.kind.into(),
                     source: String::new(),
                     target: String::new(),
                     function: String::new(),
-                    watermark: checkpoint,
-                    pending_changes: 0,
+                    watermark: k.checkpoint,
+                    pending_changes: self.pending_changes(k.source_id, k.checkpoint),
                     rows_written: 0,
                     errors: 0,
                     last_error: Some(format!(
                         "busy: its current round has run for over {STATUS_WAIT_MS} ms"
                     )),
                     last_error_key: None,
-                    backfill: None,
+                    // Progress unknown while busy; never shown as done.
+                    backfill: k.catching_up.then_some((0, 0)),
                     tree: None,
                 }),
             }
