@@ -58,7 +58,7 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
     let mut node = Node::start(dir.path());
     let a = node.addr;
     ok(cli(a, &["range", "create", "src"]));
-    load(a, 600);
+    load(a, 300);
 
     // Each escape runs as a mapper; meanwhile the node answers, the status
     // shows the error on every record, and the mapper can be dropped.
@@ -84,6 +84,21 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
         ok(cli(a, &["mapper", "drop", name]));
         assert!(views(a).iter().all(|v| v["name"] != name), "{name} was not dropped");
     }
+
+    // A reducer whose every call runs to the limit: its round takes
+    // minutes, yet the node answers, `views` reports it, and drop ends it.
+    let stuck = write(
+        dir.path(),
+        "stuck.lua",
+        "function reduce(k, v, r) while true do pcall(function() while true do end end) end end",
+    );
+    ok(cli(a, &["reducer", "create", "stuck", "--range", "src", "--lua", &stuck]));
+    responsive(a);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(views(a).iter().any(|v| v["name"] == "stuck"));
+    responsive(a);
+    ok(cli(a, &["reducer", "drop", "stuck"]));
+    assert!(views(a).iter().all(|v| v["name"] != "stuck"));
 
     // Regression: a source whose top level loops hung `mapper create` and
     // the connection worker it ran on.
@@ -111,6 +126,7 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
         let path = write(dir.path(), &format!("{name}.lua"), src);
         ok(create_mapper(a, name, &path));
     }
+    ok(cli(a, &["reducer", "create", "stuck", "--range", "src", "--lua", &stuck]));
     wait_view(a, "pcall", |v| v["errors"].as_u64().unwrap_or(0) > 0);
     responsive(a);
     assert!(node.stop(), "the node did not shut down cleanly");
@@ -121,6 +137,7 @@ fn escapes_are_contained_and_the_node_stays_in_charge() {
     for (name, _, _) in &escapes[..2] {
         ok(cli(a, &["mapper", "drop", name]));
     }
+    ok(cli(a, &["reducer", "drop", "stuck"]));
     responsive(a);
     assert!(node.stop());
 }
@@ -217,5 +234,62 @@ fn mappers_cannot_feed_their_own_source() {
     assert!(views(a).iter().all(
         |v| !["ba", "ca", "cb", "aa", "into_redis"].contains(&v["name"].as_str().unwrap_or(""))
     ));
+    assert!(node.stop());
+}
+
+#[test]
+fn a_view_checkpoint_above_every_readable_chunk_does_not_stop_the_start() {
+    // Regression: a reducer whose meta row made its chunk unreadable left a
+    // saved checkpoint above every chunk that still opened, and the node
+    // panicked at every start (`pinned a snapshot that is not stable yet`).
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut node = Node::start(dir.path());
+    let a = node.addr;
+    ok(cli(a, &["range", "create", "other"]));
+    ok(cli(a, &["put", "other", "1", r#"{"n":1}"#]));
+    ok(cli(a, &["range", "create", "src"]));
+    load(a, 20);
+    ok(cli(a, &["reducer", "create", "cnt", "--range", "src", "--builtin", "count"]));
+    assert_eq!(ok(cli(a, &["agg", "cnt", "--fresh"])).trim(), "20");
+    wait_view(a, "cnt", |v| {
+        v["tree"]["saved"].as_u64().is_some_and(|s| s > 0 && Some(s) == v["watermark"].as_u64())
+    });
+    let describe: Value =
+        serde_json::from_str(&ok(cli(a, &["range", "describe", "src"]))).expect("json");
+    assert!(node.stop());
+    for chunk in describe["chunks"].as_array().expect("chunks") {
+        let id = chunk["id"].as_u64().expect("id");
+        std::fs::remove_dir_all(dir.path().join("chunks").join(format!("{id:016x}")))
+            .expect("remove the chunk");
+    }
+    node.restart();
+    let a = node.addr;
+    assert_eq!(ok(cli(a, &["get", "other", "1"])).trim(), r#"{"n":1}"#);
+    assert!(views(a).iter().any(|v| v["name"] == "cnt"));
+    ok(cli(a, &["put", "other", "2", r#"{"n":2}"#]));
+    assert!(node.stop());
+}
+
+#[test]
+fn lua_memory_of_all_views_is_bounded_by_the_node_setting() {
+    // Regression: every Lua VM could grow to its own limit, with no bound on
+    // all of them together.
+    let dir = tempfile::tempdir().expect("tmp");
+    let two_vms = (2 * 64 * 1024 * 1024).to_string();
+    let mut node = Node::start_with(dir.path(), &["--lua-memory-max-bytes", &two_vms]);
+    let a = node.addr;
+    ok(cli(a, &["range", "create", "src"]));
+    load(a, 5);
+    let path = write(dir.path(), "m.lua", "function map(k, v) emit(v.n, 1) end");
+    ok(create_mapper(a, "m1", &path));
+    ok(create_mapper(a, "m2", &path));
+    let refused = create_mapper(a, "m3", &path);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--lua-memory-max-bytes"), "{err}");
+    responsive(a);
+    // Drop gives the memory back.
+    ok(cli(a, &["mapper", "drop", "m1"]));
+    ok(create_mapper(a, "m3", &path));
     assert!(node.stop());
 }

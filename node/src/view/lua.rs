@@ -10,9 +10,11 @@
 //! the safe parts of the base library are loaded (no `io`, `os`, `require`,
 //! `load`, `dofile`, `collectgarbage`); source is loaded as text only, never
 //! bytecode. Every call gets an instruction budget and the VM a memory
-//! limit; passing either is an error for that record, not for the node.
-//! Records are mapped in batches, one Lua call per batch; a batch that fails
-//! is mapped again record by record so the error lands on its record.
+//! limit ([`super::sandbox`], which nothing in the VM can escape); passing
+//! either is an error for that record, not for the node. Records are mapped
+//! in batches, one Lua call per batch; a batch that fails is mapped again
+//! record by record so the error lands on its record, within one budget per
+//! batch. What a call emits, and what a reduction may hold, is bounded too.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -259,7 +261,6 @@ type Emitted = (usize, Vec<u8>, Vec<u8>);
 #[derive(Default)]
 struct Emits {
     rows: Vec<Emitted>,
-    bytes: usize,
     /// The record the running call is on, set by the batch driver.
     current: usize,
     /// The first emit that failed (a value that cannot be stored, a limit
@@ -314,7 +315,6 @@ impl LuaMapper {
                 match row {
                     Ok((key, value)) => {
                         emits.left_bytes = size.left_bytes;
-                        emits.bytes += key.len() + value.len();
                         emits.rows.push((at, key, value));
                     }
                     Err(problem @ LuaFnError::Limit(_)) => {

@@ -116,6 +116,9 @@ impl MapperActor {
             self.node.catalog.remove_mapper(&self.meta.name).map(|_| ()).map_err(NodeError::from);
         self.node.clock.unpin(self.meta.checkpoint);
         self.node.views_write().mappers.remove(&self.meta.name);
+        // Its Lua VM (and the memory it reserved) goes before the drop is
+        // answered, so a view created right after finds the memory free.
+        self.mapper = Err("dropped".into());
         let _ = reply.send(result);
         ctx.stop();
     }

@@ -11,6 +11,9 @@
 //! - [`reducer`]: the actor that keeps a reducer's tree and answers
 //!   aggregates.
 //! - [`registry`]: the node's views and the commands that manage them.
+//! - [`sandbox`]: the Lua VM a function runs in and the limits it cannot
+//!   escape; [`lua_pattern`]: Lua's pattern functions, charged per step;
+//!   [`lua`]: Lua mappers and reducers on top of it.
 //!
 //! These are plain structs without actors or I/O; the view actors that keep
 //! them up to date as chunks change are built on top.

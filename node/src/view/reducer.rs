@@ -191,7 +191,14 @@ impl ReducerActor {
         if let Some(saved) = self.saved {
             self.node.clock.unpin(saved);
         }
-        self.node.views_write().reducers.remove(&self.meta.name);
+        let entry = self.node.views_write().reducers.remove(&self.meta.name);
+        // Its Lua VM (and the memory it reserved) goes before the drop is
+        // answered, so a view created right after finds the memory free.
+        self.view = Box::new(Broken("dropped".into()));
+        if let Some(thread) = entry.and_then(|e| e.thread) {
+            // Ends once this actor, its only one, has stopped.
+            thread.stop();
+        }
         let _ = reply.send(result);
         ctx.stop();
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Arbiter};
 use monotable_proto::{ErrorCode, MapFunction, RangeOptions, ViewStatus};
 use tokio::sync::oneshot;
 
@@ -51,6 +51,10 @@ pub struct ReducerEntry {
     pub meta_ranges: Vec<u64>,
     /// Stops its running Lua call when it is dropped.
     pub interrupt: Interrupt,
+    /// The thread a Lua reducer runs on alone (its calls run inside its
+    /// rounds, so a slow function must not hold up other views); stopped
+    /// by the actor when it is dropped. `None`: a shared view worker.
+    pub thread: Option<Arbiter>,
     pub addr: Addr<ReducerActor>,
 }
 
@@ -102,6 +106,9 @@ const REWATCH_ATTEMPTS_MAX: usize = 100;
 /// Longest a fresh aggregate sleeps between checks of its views (it is
 /// normally woken as soon as one advances).
 const FRESH_POLL_MS: u64 = 20;
+/// Longest `views` waits for a view busy with a round before reporting it
+/// as busy.
+const STATUS_WAIT_MS: u64 = 1_000;
 /// Default time a fresh aggregate waits.
 pub const FRESH_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 /// Longest wait a fresh aggregate may ask for (a day); a larger timeout
@@ -222,7 +229,9 @@ impl Node {
         let (name, range_id) = (meta.name.clone(), meta.range_id);
         let meta_ranges = meta.levels.iter().map(|(_, id)| *id).collect();
         let node = self.clone();
-        let addr = ReducerActor::start_in_arbiter(&self.next_view_worker(), move |_| {
+        let thread = matches!(meta.function, ReducerFunction::Lua(_)).then(Arbiter::new);
+        let worker = thread.as_ref().map_or_else(|| self.next_view_worker(), Arbiter::handle);
+        let addr = ReducerActor::start_in_arbiter(&worker, move |_| {
             ReducerActor::new(node, meta, checkpoint, total, env)
         });
         self.views_write().reducers.insert(
@@ -234,6 +243,7 @@ impl Node {
                 loaded: false,
                 meta_ranges,
                 interrupt,
+                thread,
                 addr: addr.clone(),
             },
         );
@@ -711,22 +721,74 @@ impl Node {
     }
 
     pub(crate) async fn view_statuses(&self) -> Vec<ViewStatus> {
-        let (mappers, reducers, sinks): (Vec<_>, Vec<_>, Vec<_>) = {
-            let views = self.views_read();
-            (
-                views.mappers.values().map(|m| m.addr.clone().recipient()).collect(),
-                views.reducers.values().map(|r| r.addr.clone().recipient()).collect(),
-                views.sinks.values().map(|s| s.addr.clone().recipient()).collect(),
-            )
+        /// What the registry knows of a view: enough to report it busy.
+        struct Known {
+            name: String,
+            kind: &'static str,
+            source_id: u64,
+            checkpoint: u64,
+            /// Still backfilling or loading its tree.
+            catching_up: bool,
+        }
+        let known = |name: &String, kind, source_id, checkpoint, catching_up| Known {
+            name: name.clone(),
+            kind,
+            source_id,
+            checkpoint,
+            catching_up,
         };
-        let all: Vec<actix::Recipient<Status>> =
-            mappers.into_iter().chain(reducers).chain(sinks).collect();
-        let mut out = Vec::with_capacity(all.len());
-        for addr in all {
-            let (tx, rx) = oneshot::channel();
-            addr.do_send(Status(tx));
-            if let Ok(status) = rx.await {
-                out.push(status);
+        let all: Vec<(Known, actix::Recipient<Status>)> = {
+            let views = self.views_read();
+            let mappers = views.mappers.iter().map(|(n, m)| {
+                let k = known(n, "mapper", m.source_id, m.checkpoint, m.backfilling);
+                (k, m.addr.clone().recipient())
+            });
+            let reducers = views.reducers.iter().map(|(n, r)| {
+                (
+                    known(n, "reducer", r.range_id, r.checkpoint, !r.loaded),
+                    r.addr.clone().recipient(),
+                )
+            });
+            let sinks = views.sinks.iter().map(|(n, s)| {
+                (known(n, "sink", s.source_id, s.checkpoint, false), s.addr.clone().recipient())
+            });
+            mappers.chain(reducers).chain(sinks).collect()
+        };
+        let asked: Vec<_> = all
+            .into_iter()
+            .map(|(known, addr)| {
+                let (tx, rx) = oneshot::channel();
+                addr.do_send(Status(tx));
+                (known, rx)
+            })
+            .collect();
+        // A view answers between rounds; one whose round runs long (a slow
+        // function) is reported as busy rather than holding up the others.
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(STATUS_WAIT_MS);
+        let mut out = Vec::with_capacity(asked.len());
+        for (k, rx) in asked {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(status)) => out.push(status),
+                Ok(Err(_)) => {}
+                Err(_) => out.push(ViewStatus {
+                    name: k.name,
+                    kind: k.kind.into(),
+                    source: String::new(),
+                    target: String::new(),
+                    function: String::new(),
+                    watermark: k.checkpoint,
+                    pending_changes: self.pending_changes(k.source_id, k.checkpoint),
+                    rows_written: 0,
+                    errors: 0,
+                    last_error: Some(format!(
+                        "busy: its current round has run for over {STATUS_WAIT_MS} ms"
+                    )),
+                    last_error_key: None,
+                    // Progress unknown while busy; never shown as done.
+                    backfill: k.catching_up.then_some((0, 0)),
+                    tree: None,
+                }),
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -111,7 +111,7 @@ fn a_failing_batch_has_one_budget() {
     let out = m.map_batch(&batch);
     let limited = out
         .iter()
-        .filter(|r| matches!(r, Err(e) if e.to_string().contains("instruction limit")))
+        .filter(|r| matches!(r, Err(e) if e.to_string().starts_with("instruction limit")))
         .count();
     let skipped = out
         .iter()
