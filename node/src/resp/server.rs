@@ -90,7 +90,7 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut conn = state.new_conn();
+    let mut conn = state.new_conn(peer.ip());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
     let mut out = Vec::new();
