@@ -38,7 +38,7 @@ pub(super) async fn connect(opts: &ClientOpts) -> Result<Client> {
     }
     Client::connect_with(opts.addr.as_str(), options)
         .await
-        .with_context(|| format!("cannot use monotable at {}", opts.addr))
+        .with_context(|| format!("cannot reach monotable at {}", opts.addr))
 }
 
 async fn run_client(cmd: Cmd) -> Result<i32> {
