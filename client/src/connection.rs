@@ -5,14 +5,21 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use monotable_proto::frame::{client_handshake, decode_payload, encode_frame, read_frame};
-use monotable_proto::{Command, ErrorInfo, Reply, Request, Response, ServerHello};
+use std::io;
+use std::time::Duration;
+
+use monotable_proto::frame::{
+    client_handshake, decode_payload, encode_frame, read_frame, FrameError,
+};
+use monotable_proto::{Command, ErrorInfo, Password, Reply, Request, Response, ServerHello};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
 
 use crate::error::Error;
+use crate::options::Options;
 
 type Waiter = oneshot::Sender<Result<Reply, Error>>;
 
@@ -41,19 +48,47 @@ fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 impl Connection {
-    pub(crate) async fn open(addr: impl ToSocketAddrs) -> Result<Connection, Error> {
-        let mut stream = TcpStream::connect(addr).await.map_err(Error::from)?;
+    /// Connects, performs the handshake and, with a password, authenticates;
+    /// each step within its timeout of `options`.
+    pub(crate) async fn open(
+        addr: impl ToSocketAddrs,
+        options: &Options,
+    ) -> Result<Connection, Error> {
+        let mut stream = match timeout(options.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(connected) => connected?,
+            Err(_) => {
+                return Err(Error::from(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {} ms", options.connect_timeout.as_millis()),
+                )))
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let hello = client_handshake(&mut stream)
-            .await
-            .map_err(|e| Error::Protocol(format!("handshake failed: {e}")))?
-            .map_err(Error::Handshake)?;
+        let hello = handshake(&mut stream, options.handshake_timeout).await?;
         let (reader, writer) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Mutex::new(Pending { waiters: HashMap::new(), closed: None }));
         tokio::spawn(write_frames(writer, rx, pending.clone()));
         tokio::spawn(read_replies(reader, pending.clone()));
-        Ok(Connection { tx, pending, next_id: AtomicU64::new(1), hello })
+        let conn = Connection { tx, pending, next_id: AtomicU64::new(1), hello };
+        if let Some(password) = &options.password {
+            conn.authenticate(password, options.handshake_timeout).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn authenticate(&self, password: &[u8], limit: Duration) -> Result<(), Error> {
+        let auth = Command::Auth { password: Password::new(password) };
+        match timeout(limit, self.call(auth)).await {
+            Ok(Ok(Reply::Ok)) => Ok(()),
+            Ok(Ok(other)) => Err(Error::Protocol(format!("unexpected reply {other:?} to Auth"))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Timeout(format!(
+                "the node did not answer the password within {} ms (it answers failed \
+                 passwords from one address more and more slowly)",
+                limit.as_millis()
+            ))),
+        }
     }
 
     pub(crate) async fn call(&self, command: Command) -> Result<Reply, Error> {
@@ -76,6 +111,27 @@ impl Connection {
         }
         reply.await.unwrap_or_else(|_| Err(Error::Disconnected("connection closed".into())))
     }
+}
+
+/// The client's half of the version handshake, within `limit`. Whatever is
+/// not a Monotable answer (silence, a Redis error, a closed connection) is
+/// reported as such, naming the likeliest mistake.
+async fn handshake(stream: &mut TcpStream, limit: Duration) -> Result<ServerHello, Error> {
+    let peer = stream.peer_addr().map_or_else(|_| "the server".to_owned(), |a| a.to_string());
+    let why = match timeout(limit, client_handshake(stream)).await {
+        Ok(Ok(answer)) => return answer.map_err(Error::Handshake),
+        Err(_) => format!("no answer within {} ms", limit.as_millis()),
+        Ok(Err(FrameError::TooLarge { .. } | FrameError::Decode(_))) => {
+            "it answered in another protocol".to_owned()
+        }
+        Ok(Err(FrameError::Truncated)) => "it closed the connection".to_owned(),
+        Ok(Err(e)) => e.to_string(),
+    };
+    Err(Error::NoHandshake(format!(
+        "{peer} did not answer the Monotable handshake ({why}); is this the RESP port? The \
+         native protocol is served at `serve --listen` (default 127.0.0.1:7070), the Redis \
+         protocol at --resp-listen (default 127.0.0.1:7379)"
+    )))
 }
 
 /// Fails every waiting caller and every later one with `error`.

@@ -7,11 +7,19 @@ use monotable_proto::{ErrorCode, ErrorInfo};
 pub enum Error {
     /// The TCP connection could not be made.
     #[error("cannot connect: {0}")]
-    Connect(#[source] std::sync::Arc<std::io::Error>),
+    Connect(std::sync::Arc<std::io::Error>),
     /// The server refused the handshake (wrong protocol version, too many
     /// connections).
     #[error("server refused the connection: {0}")]
     Handshake(ErrorInfo),
+    /// Something answered at the address, but not the Monotable handshake:
+    /// typically the node's Redis-protocol port, or another service.
+    #[error("{0}")]
+    NoHandshake(String),
+    /// The server took longer than the options allow to answer the
+    /// password.
+    #[error("{0}")]
+    Timeout(String),
     /// The server answered with an error.
     #[error("{0}")]
     Server(ErrorInfo),
@@ -47,7 +55,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Server(info) => info.code.is_retryable(),
-            Error::Connect(_) | Error::Disconnected(_) => true,
+            Error::Connect(_) | Error::Disconnected(_) | Error::Timeout(_) => true,
             _ => false,
         }
     }

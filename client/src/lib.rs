@@ -29,13 +29,17 @@
 //! # Layout
 //!
 //! - [`Client`] (this file): the calls, each a [`monotable_proto::Command`].
-//! - `connection`: the pipelined connection (writer and reader tasks).
+//! - [`Options`]: the password and the connect and handshake timeouts of
+//!   [`Client::connect_with`].
+//! - `connection`: the pipelined connection (writer and reader tasks), and
+//!   the handshake and authentication that open it.
 //! - [`error`]: [`Error`], with the server's typed [`ErrorCode`].
 //! - [`Scan`], [`ScanPage`], [`RecordStream`]: range scans, paged or streamed.
 //! - [`Batch`]: write batches.
 
 mod connection;
 pub mod error;
+mod options;
 
 use std::sync::Arc;
 
@@ -51,6 +55,7 @@ use tokio::net::ToSocketAddrs;
 
 use connection::Connection;
 pub use error::{Error, Result};
+pub use options::{Options, CONNECT_TIMEOUT_DEFAULT_MS, HANDSHAKE_TIMEOUT_DEFAULT_MS};
 
 /// A key and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,9 +267,21 @@ impl RecordStream {
 }
 
 impl Client {
-    /// Connects and performs the version handshake.
+    /// Connects and performs the version handshake, with the default
+    /// [`Options`]: no password, the default timeouts.
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
-        Ok(Client { conn: Arc::new(Connection::open(addr).await?) })
+        Self::connect_with(addr, Options::default()).await
+    }
+
+    /// Connects, performs the version handshake and, when `options` has a
+    /// password, authenticates. A node with a password refuses every
+    /// request of a connection that has not given it
+    /// ([`ErrorCode::NoAuth`]); a wrong password fails here with
+    /// [`ErrorCode::AuthFailed`]. Something at `addr` that does not answer
+    /// the handshake in time (the node's Redis port, say) fails with
+    /// [`Error::NoHandshake`] rather than waiting for ever.
+    pub async fn connect_with(addr: impl ToSocketAddrs, options: Options) -> Result<Client> {
+        Ok(Client { conn: Arc::new(Connection::open(addr, &options).await?) })
     }
 
     /// What the server said about itself at the handshake.

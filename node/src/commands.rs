@@ -127,6 +127,11 @@ impl Node {
             }
             Command::DropSink { name } => self.drop_sink(&name).await.map(|()| Reply::Ok),
             Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),
+            // The connection decides authentication before a request gets
+            // here (server.rs); reaching the node is a bug of the caller.
+            Command::Auth { .. } => Err(NodeError::Internal(
+                "Auth must be handled by the connection, not the node".into(),
+            )),
             Command::SplitChunk { range, key } => {
                 check_key(&key)?;
                 let mut attempt = 0;

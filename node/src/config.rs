@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::auth::Secret;
+
 /// When a write is made durable before it is acknowledged.
 ///
 /// | mode | acknowledged after | a power failure can lose |
@@ -30,9 +32,10 @@ pub struct NodeConfig {
     /// Threads (actix arbiters) that run connections; as many again run
     /// chunk actors, and as many again view actors.
     pub workers: usize,
-    /// The password Redis-protocol clients must give with AUTH (Redis's
-    /// `requirepass`); `None`: no authentication.
-    pub resp_password: Option<String>,
+    /// The password clients of both protocols must give before anything
+    /// else (Redis's `requirepass`; native `Command::Auth`); `None`: no
+    /// authentication. See [`crate::auth`] for how failures are throttled.
+    pub password: Option<Secret>,
     /// How long a sink keeps the source's history for a Redis it cannot
     /// reach before it lets go and plans a fresh copy.
     pub sink_outage_max_ms: u64,
@@ -67,7 +70,7 @@ impl Default for NodeConfig {
             fsync: FsyncMode::Always,
             segment_size_max_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            resp_password: None,
+            password: None,
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
             recover_catalog: false,
             lua_memory_max_bytes: crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES,

@@ -21,10 +21,14 @@
 //! - [`view`]: the pieces of live map-reduce: mapper and reducer functions
 //!   and the reduce tree (not yet wired to the server).
 //! - [`config`], [`error`]: settings with their defaults, and error types.
+//! - [`auth`]: the password both protocols check, and the throttle on
+//!   failed attempts; [`file_modes`]: data files readable by their owner
+//!   only.
 //! - [`bridge`]: data in and out of Redis servers: import, export, and
 //!   sinks that mirror a range into Redis as it changes.
 //! - [`cli`]: the `monotable` command line (client commands, load, bench).
 
+pub mod auth;
 pub mod bridge;
 pub mod catalog;
 pub mod chunk_actor;
@@ -33,6 +37,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod file_modes;
 pub mod node;
 pub mod resp;
 pub mod router;

@@ -28,6 +28,8 @@ const ROUTE_ATTEMPTS_MAX: u32 = 100;
 
 pub struct Node {
     pub config: NodeConfig,
+    /// The password check both protocol servers share, with its throttle.
+    pub auth: crate::auth::Auth,
     pub clock: SeqClock,
     pub catalog: Catalog,
     /// A std lock: held only to look up or swap routes, never across an
@@ -220,6 +222,7 @@ impl Node {
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers = arbiters.iter().map(Arbiter::handle).collect();
         let node = Arc::new(Node {
+            auth: crate::auth::Auth::new(config.password.clone()),
             config,
             clock: SeqClock::new(last_seq),
             catalog,

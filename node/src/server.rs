@@ -17,7 +17,7 @@ use monotable_proto::frame::{
     check_handshake, decode_payload, encode_frame, read_frame, FrameError,
 };
 use monotable_proto::limits::{IN_FLIGHT_PER_CONNECTION_MAX, REPLY_BUFFER_MAX_BYTES};
-use monotable_proto::{ErrorCode, ErrorInfo, Request, Response, ServerHello};
+use monotable_proto::{Command, ErrorCode, ErrorInfo, Reply, Request, Response, ServerHello};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -128,6 +128,10 @@ pub async fn serve_with_resp(
     resp: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    crate::file_modes::restrict_new_files();
+    crate::file_modes::prepare_data_dir(&config.data_dir).map_err(|e| {
+        NodeError::Internal(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
     let node = Node::start(config)?;
     let to_tokio = |l: std::net::TcpListener| {
         l.set_nonblocking(true).map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -144,6 +148,15 @@ pub async fn serve_with_resp(
         let resp_addr = resp.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
         tracing::info!(resp = %resp_addr, "serving the Redis protocol");
         actix_rt::spawn(crate::resp::server::serve(node.clone(), resp, closing_rx.clone()));
+    }
+    if node.auth.is_required() {
+        tracing::info!("clients of both protocols must authenticate");
+    } else if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "no password set (serve --requirepass-file): anyone who can reach this address can \
+             read, write and drop data"
+        );
     }
     tracing::info!(%addr, data_dir = %node.config.data_dir.display(), "monotable is serving");
     tokio::pin!(shutdown);
@@ -248,6 +261,7 @@ async fn connection(
     let session = Arc::new(Session::new(node.clone()));
     let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION_MAX));
     let mut buf = Vec::new();
+    let mut authenticated = !node.auth.is_required();
     // One future for the whole connection: it resolves when the server
     // starts closing connections.
     let closed = async move {
@@ -294,6 +308,27 @@ async fn connection(
                 break;
             }
         };
+        // Authentication runs here, in the reader, not in a task of its own:
+        // the connection reads nothing more until it is decided, so one
+        // connection cannot pipeline guesses, and no request read after a
+        // successful one is refused.
+        let request = match request.command {
+            Command::Auth { password } => {
+                let checked = tokio::select! {
+                    biased;
+                    r = authenticate(&node, peer, &password.0) => r,
+                    () = &mut closed => break,
+                };
+                authenticated |= checked.is_ok();
+                send(&tx, &unsent, request.id, checked.map(|()| Reply::Ok));
+                continue;
+            }
+            _ if !authenticated => {
+                send(&tx, &unsent, request.id, Err(no_auth()));
+                continue;
+            }
+            _ => request,
+        };
         state.in_flight.fetch_add(1, Ordering::AcqRel);
         let node = node.clone();
         let session = session.clone();
@@ -317,6 +352,37 @@ async fn connection(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// The refusal of every request but `Auth` before authentication.
+fn no_auth() -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorCode::NoAuth,
+        "authentication required: this node has a password (serve --requirepass); give it \
+         first (the client library's Options::password, or the CLI's --password-file, \
+         MONOTABLE_PASSWORD or --password)",
+    )
+}
+
+/// Checks a native client's password through the node's shared, throttled
+/// check.
+async fn authenticate(node: &Node, peer: SocketAddr, given: &[u8]) -> Result<(), ErrorInfo> {
+    if !node.auth.is_required() {
+        // As Redis answers AUTH on a server without requirepass: a client
+        // that expects a protected node learns that this one is open.
+        return Err(ErrorInfo::new(
+            ErrorCode::BadRequest,
+            "this node has no password, so there is nothing to authenticate; anyone who can \
+             reach it can use it (serve --requirepass or --requirepass-file sets one)",
+        ));
+    }
+    node.auth.check(peer.ip(), given).await.map_err(|_| {
+        ErrorInfo::new(
+            ErrorCode::AuthFailed,
+            "wrong password; failed attempts from one address are answered more and more \
+             slowly",
+        )
+    })
 }
 
 /// Encodes a reply and queues it for the writer. A reply too large for a

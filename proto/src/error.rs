@@ -33,6 +33,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or an unexpected failure on the server; the message says more.
     Internal,
+    /// The node has a password and this connection has not given it: the
+    /// only request it may send is [`crate::Command::Auth`].
+    NoAuth,
+    /// [`crate::Command::Auth`] gave the wrong password. The node answers
+    /// failures more slowly the more an address has failed.
+    AuthFailed,
 }
 
 impl ErrorCode {

@@ -2,7 +2,10 @@
 //!
 //! A connection opens with the client's 8-byte handshake (`MTBL` and its
 //! protocol version, big-endian u32); the server answers with one frame
-//! holding `Result<ServerHello, ErrorInfo>` and, on error, closes.
+//! holding `Result<ServerHello, ErrorInfo>` and, on error, closes. On a node
+//! with a password, the first request must then be
+//! [`crate::Command::Auth`]: every other request is refused with
+//! [`ErrorCode::NoAuth`] until one succeeds.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -21,7 +21,7 @@ pub mod tuple;
 pub use error::{ErrorCode, ErrorInfo};
 pub use message::{
     AggregateReply, AggregateRequest, Bytes, ChunkInfo, Command, CommitToken, MapFunction,
-    RangeInfo, RangeOptions, Record, ReduceFunction, Reply, Request, Response, ScanReply,
+    Password, RangeInfo, RangeOptions, Record, ReduceFunction, Reply, Request, Response, ScanReply,
     ScanRequest, ServerHello, SinkSource, TreeStatus, ViewStatus, WriteOp,
 };
 pub use tuple::Element;

@@ -175,6 +175,31 @@ pub enum Command {
         name: String,
     },
     Aggregate(AggregateRequest),
+    /// Gives the node's password (`serve --requirepass`). On a node with a
+    /// password it is the only request a connection may send until it
+    /// succeeds; on a node without one it fails, so a client that expects
+    /// a protected node learns that this one is open.
+    Auth {
+        password: Password,
+    },
+}
+
+/// A password on the wire. Its `Debug` form hides the bytes, so a logged
+/// request never shows it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Password(pub Bytes);
+
+impl Password {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Password(Bytes::from(bytes.into()))
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
 }
 
 /// What a reducer computes.

@@ -153,11 +153,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let mut clients = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        clients.push(
-            Client::connect(args.client.addr.as_str())
-                .await
-                .with_context(|| format!("cannot reach monotable at {}", args.client.addr))?,
-        );
+        clients.push(super::run::connect(&args.client).await?);
     }
     match clients[0].create_range(&args.range, RangeOptions::default()).await {
         Ok(()) => {}

@@ -122,9 +122,7 @@ async fn drop_quietly(c: &Client, p: &str) {
 }
 
 pub async fn run(args: BenchViewsArgs) -> Result<()> {
-    let c = Client::connect(args.client.addr.as_str())
-        .await
-        .with_context(|| format!("cannot reach monotable at {}", args.client.addr))?;
+    let c = super::run::connect(&args.client).await?;
     let n = args.records.max(1);
     let p = format!("bv{n}");
     let (src, idx, map, red) =

@@ -35,6 +35,37 @@ pub struct ClientOpts {
     /// Address of the node's native protocol.
     #[arg(long, env = "MONOTABLE_ADDR", default_value = "127.0.0.1:7070", global = true)]
     pub addr: String,
+    /// The node's password (serve --requirepass). On the command line it
+    /// shows in `ps`; prefer MONOTABLE_PASSWORD or --password-file.
+    #[arg(long, env = "MONOTABLE_PASSWORD", hide_env_values = true, global = true)]
+    pub password: Option<String>,
+    /// Read the node's password from this file (without its final
+    /// newline); wins over --password and MONOTABLE_PASSWORD.
+    #[arg(long, env = "MONOTABLE_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Milliseconds to wait for the connection, and again for the node to
+    /// answer the handshake and the password.
+    #[arg(
+        long,
+        env = "MONOTABLE_CONNECT_TIMEOUT_MS",
+        default_value_t = monotable_client::CONNECT_TIMEOUT_DEFAULT_MS,
+        global = true
+    )]
+    pub connect_timeout_ms: u64,
+}
+
+/// Reads a password from a file: its content without one final newline.
+/// An empty password is refused: a file meant to hold one that holds
+/// nothing is a mistake, not a wish for no password.
+pub fn read_password_file(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the password file {}: {e}", path.display()))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!("the password file {} is empty", path.display());
+    }
+    Ok(password.to_owned())
 }
 
 #[derive(Subcommand)]
@@ -192,10 +223,16 @@ struct ServeArgs {
     /// Address for the Redis protocol (RESP2/RESP3), or "off".
     #[arg(long, default_value = "127.0.0.1:7379")]
     resp_listen: String,
-    /// Require Redis-protocol clients to AUTH with this password (as
-    /// Redis's requirepass).
+    /// Require clients of both protocols to give this password first
+    /// (native clients: --password; Redis clients: AUTH, as Redis's
+    /// requirepass). On the command line it shows in `ps`; prefer
+    /// MONOTABLE_REQUIREPASS or --requirepass-file. Empty: no password.
     #[arg(long, env = "MONOTABLE_REQUIREPASS", hide_env_values = true)]
     requirepass: Option<String>,
+    /// Read the password of --requirepass from this file (without its final
+    /// newline); wins over --requirepass and MONOTABLE_REQUIREPASS.
+    #[arg(long, env = "MONOTABLE_REQUIREPASS_FILE")]
+    requirepass_file: Option<PathBuf>,
     /// How long a Redis sink keeps the source's history while its Redis is
     /// unreachable; after that it lets go and copies afresh once Redis is
     /// back.
@@ -339,7 +376,14 @@ fn serve(args: ServeArgs) -> i32 {
         FsyncArg::Interval => FsyncMode::Interval { ms: args.fsync_interval_ms.max(1) },
         FsyncArg::Never => FsyncMode::Never,
     };
-    config.resp_password = args.requirepass;
+    let password = match &args.requirepass_file {
+        Some(path) => match read_password_file(path) {
+            Ok(p) => Some(p),
+            Err(e) => return report(&e),
+        },
+        None => args.requirepass,
+    };
+    config.password = password.and_then(crate::auth::Secret::new);
     config.sink_outage_max_ms = args.sink_outage_max_ms;
     config.recover_catalog = args.recover_catalog;
     config.lua_memory_max_bytes = args.lua_memory_max_bytes;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use monotable_client::{Client, RangeOptions, Scan};
+use monotable_client::{Client, Options, RangeOptions, Scan};
 
 use super::{
     bench, bench_views, json, load, report, ClientOpts, Cmd, MapperCmd, RangeCmd, ReducerCmd,
@@ -24,8 +24,19 @@ pub(super) fn client_main(cmd: Cmd) -> i32 {
     }
 }
 
-async fn connect(opts: &ClientOpts) -> Result<Client> {
-    Client::connect(opts.addr.as_str())
+/// Connects as `opts` say: address, password, timeouts. Every client
+/// command connects through here.
+pub(super) async fn connect(opts: &ClientOpts) -> Result<Client> {
+    let timeout = std::time::Duration::from_millis(opts.connect_timeout_ms);
+    let mut options = Options::new().connect_timeout(timeout).handshake_timeout(timeout);
+    let password = match &opts.password_file {
+        Some(path) => Some(super::read_password_file(path)?),
+        None => opts.password.clone(),
+    };
+    if let Some(password) = password {
+        options = options.password(password);
+    }
+    Client::connect_with(opts.addr.as_str(), options)
         .await
         .with_context(|| format!("cannot reach monotable at {}", opts.addr))
 }

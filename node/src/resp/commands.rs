@@ -1,5 +1,6 @@
 //! The Redis commands, with Redis's replies and error messages.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -76,19 +77,16 @@ impl RespState {
         (v, self.epoch.load(Ordering::Acquire))
     }
 
-    pub fn new_conn(&self) -> Conn {
-        Conn::new(self.next_client_id.fetch_add(1, Ordering::Relaxed), self.password().is_none())
+    pub fn new_conn(&self, peer: IpAddr) -> Conn {
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        Conn::new(id, peer, !self.node.auth.is_required())
     }
 
-    /// The password AUTH must give, if one is configured.
-    fn password(&self) -> Option<&str> {
-        self.node.config.resp_password.as_deref()
-    }
-
-    /// Checks AUTH's (or HELLO AUTH's) credentials; only the default user
-    /// exists.
-    fn check_credentials(&self, user: &[u8], pass: &[u8]) -> bool {
-        user == b"default" && self.password().is_none_or(|p| p.as_bytes() == pass)
+    /// Checks AUTH's (or HELLO AUTH's) credentials through the node's
+    /// shared, throttled check; only the default user exists.
+    async fn check_credentials(&self, conn: &Conn, user: &[u8], pass: &[u8]) -> bool {
+        let password_ok = self.node.auth.check(conn.peer, pass).await.is_ok();
+        password_ok && user == b"default"
     }
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
@@ -113,6 +111,8 @@ impl RespState {
 /// One client's connection state.
 pub struct Conn {
     pub id: u64,
+    /// The client's address, which AUTH failures are throttled by.
+    pub peer: IpAddr,
     pub db: u32,
     /// Protocol version: 2 or 3 (after HELLO 3).
     pub proto: u8,
@@ -140,9 +140,10 @@ impl Conn {
         }
     }
 
-    pub fn new(id: u64, authenticated: bool) -> Self {
+    pub fn new(id: u64, peer: IpAddr, authenticated: bool) -> Self {
         Conn {
             id,
+            peer,
             db: 0,
             proto: 2,
             name: None,
@@ -528,10 +529,10 @@ async fn run(
             Ok(_) => Reply::err("ERR DB index is out of range"),
             Err(reply) => reply,
         },
-        "hello" => hello(state, conn, args),
+        "hello" => hello(state, conn, args).await,
         "auth" => {
             let (user, pass) = match args.len() {
-                2 if state.password().is_none() => {
+                2 if !state.node.auth.is_required() => {
                     return Ok(Reply::err(
                         "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                     ))
@@ -540,7 +541,7 @@ async fn run(
                 3 => (&args[1][..], &args[2][..]),
                 _ => return Ok(Reply::err(SYNTAX)),
             };
-            if state.check_credentials(user, pass) {
+            if state.check_credentials(conn, user, pass).await {
                 conn.authenticated = true;
                 Reply::ok()
             } else {
@@ -548,7 +549,7 @@ async fn run(
             }
         }
         "reset" => {
-            *conn = Conn::new(conn.id, state.password().is_none());
+            *conn = Conn::new(conn.id, conn.peer, !state.node.auth.is_required());
             Reply::Simple("RESET")
         }
         "info" => Reply::bulk(info(state).into_bytes()),
@@ -850,7 +851,7 @@ fn command_info(args: &[Vec<u8>]) -> Reply {
     }
 }
 
-fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
     let mut i = 1;
     let mut proto = conn.proto;
     if let Some(v) = args.get(1) {
@@ -870,7 +871,7 @@ fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
                 i += 2;
             }
             "auth" if i + 2 < args.len() => {
-                if !state.check_credentials(&args[i + 1], &args[i + 2]) {
+                if !state.check_credentials(conn, &args[i + 1], &args[i + 2]).await {
                     return Reply::err(WRONGPASS);
                 }
                 authenticated = true;

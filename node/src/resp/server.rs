@@ -91,7 +91,7 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut conn = state.new_conn();
+    let mut conn = state.new_conn(peer.ip());
     let mut requests = RequestReader::new();
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
     loop {
