@@ -515,9 +515,8 @@ impl ChunkLog {
 
     /// Seals the active segment and starts a new one, durably, before the
     /// manifest names it (so recovery finds every segment the manifest
-    /// names). If the new segment cannot be made (a full disk), the log
-    /// goes on in the active one, a little past its size; only a failed
-    /// manifest update is an error.
+    /// names). If the new segment cannot be made or recorded (a full
+    /// disk), the log goes on in the active one, a little past its size.
     fn rotate(&mut self) -> Result<(), LogError> {
         debug_assert!(self.unwritten.is_empty(), "rotation with unwritten entries");
         let id = self.active + 1;
@@ -534,7 +533,18 @@ impl ChunkLog {
             return Ok(());
         }
         let first = self.segments.keys().next().copied().unwrap_or(id);
-        Manifest { first, last: id }.write(&self.dir)?;
+        if let Err(e) = (Manifest { first, last: id }).write(&self.dir) {
+            // Renamed into place after all (only the directory fsync
+            // failed): the segment is in the log; the sync job fsyncs the
+            // directory again and poisons the chunk if that fails.
+            if matches!(Manifest::read(&self.dir), Ok(Some(m)) if m.last == id) {
+                self.dir_dirty = true;
+                return self.add_segment(id);
+            }
+            tracing::warn!(segment = %path.display(), error = %e, "cannot record a new segment; the current one grows");
+            let _ = fs::remove_file(&path);
+            return Ok(());
+        }
         self.add_segment(id)
     }
 
@@ -636,17 +646,32 @@ impl ChunkLog {
     pub fn install_compacted(&mut self, id: u32) -> Result<(), LogError> {
         assert!(self.unwritten.is_empty(), "compaction with unwritten entries");
         assert_eq!(id, self.next_segment_id(), "compacted segment id");
-        publish_staged(&self.dir, id)?;
-        Manifest { first: id, last: id }.write(&self.dir)?;
+        let path = segment_path(&self.dir, id);
+        fs::rename(staged_path(&self.dir, id), &path).map_err(io_err(&path))?;
+        // From here the new segment is in charge on disk (recovery prefers
+        // a base segment above the manifest's newest), so it is in charge
+        // in memory too, whatever fails next: appending to a superseded
+        // segment would lose those writes at the next start. The sync job
+        // fsyncs the directory; if that fails, the chunk is poisoned.
         let old: Vec<u32> = self.segments.keys().copied().collect();
         self.segments.clear();
         self.unsynced.clear();
-        for old_id in old {
-            let path = segment_path(&self.dir, old_id);
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        }
-        self.add_segment(id)?;
         self.dir_dirty = true;
+        self.add_segment(id)?;
+        let tidy = sync_dir(&self.dir)
+            .map_err(io_err(&self.dir))
+            .and_then(|()| Manifest { first: id, last: id }.write(&self.dir))
+            .and_then(|()| {
+                for old_id in old {
+                    let path = segment_path(&self.dir, old_id);
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+                Ok(())
+            });
+        if let Err(e) = tidy {
+            // Recovery finishes the job: the base supersedes the rest.
+            tracing::warn!(dir = %self.dir.display(), error = %e, "compaction installed; superseded segments remain until the next start");
+        }
         Ok(())
     }
 
