@@ -354,4 +354,22 @@ mod tests {
         assert!(cat.chunks().expect("chunks").is_empty());
         assert!(matches!(cat.drop_range("users"), Err(CatalogError::RangeNotFound(_))));
     }
+
+    #[test]
+    fn a_rebuilt_catalog_hands_out_ids_above_the_recovered_ones() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("meta");
+        {
+            let mut cat = Catalog::open(&path).expect("open");
+            let range =
+                RangeMeta { id: 500, name: "users".into(), options: RangeOptions::default() };
+            let chunk = ChunkMeta { id: 900, range_id: 500, start: vec![], end: None };
+            cat.insert_recovered(&[range], &[chunk]).expect("insert");
+            cat.raise_ids_above(900).expect("raise");
+            assert!(cat.next_id().expect("id") > 900);
+        }
+        let cat = Catalog::open(&path).expect("reopen");
+        assert!(cat.next_id().expect("id") > 900, "the offset survives a restart");
+        assert_eq!(cat.chunks().expect("chunks").len(), 1);
+    }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use monotable_proto::limits::{BATCH_OPS_MAX, CHUNK_SIZE_MIN_BYTES, MULTI_GET_KEYS_MAX};
 use monotable_proto::{
-    Command, CommitToken, ErrorCode, RangeInfo, RangeOptions, Reply, ScanReply, ScanRequest,
-    WriteOp,
+    ChunkInfo, Command, CommitToken, ErrorCode, RangeInfo, RangeOptions, Reply, ScanReply,
+    ScanRequest, WriteOp,
 };
 
 use crate::catalog::RangeMeta;
@@ -217,16 +217,44 @@ impl Node {
     }
 
     async fn describe_range_once(&self, name: &str) -> NodeResult<RangeInfo> {
-        let (meta, addrs) = self.range_route(name, |r| {
-            (r.meta.clone(), r.chunks.values().map(|c| c.addr.clone()).collect::<Vec<_>>())
+        let (meta, routes) = self.range_route(name, |r| {
+            (r.meta.clone(), r.chunks.values().cloned().collect::<Vec<_>>())
         })?;
         let replies: Vec<_> =
-            addrs.iter().map(|a| call(a, |reply| ChunkMsg::Info { reply })).collect();
+            routes.iter().map(|r| call(&r.addr, |reply| ChunkMsg::Info { reply })).collect();
         let mut chunks = Vec::with_capacity(replies.len());
-        for rx in replies {
-            chunks.push(answer(rx).await?);
+        for (route, rx) in routes.iter().zip(replies) {
+            match answer(rx).await {
+                Ok(info) => chunks.push(info),
+                // An actor that stopped while the router still sends to it
+                // did not split or retire: it died. Say so instead of
+                // answering "moved" until the retries run out.
+                Err(NodeError::Moved)
+                    if !route.addr.connected() && self.still_routed(name, route) =>
+                {
+                    chunks.push(ChunkInfo {
+                        id: route.id,
+                        start: route.start.clone().into(),
+                        end: route.end.clone().map(Into::into),
+                        records: 0,
+                        live_bytes: 0,
+                        log_bytes: 0,
+                        last_seq: 0,
+                        unavailable: Some(
+                            "the chunk's actor stopped unexpectedly (see the node's log); restart the node".into(),
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(RangeInfo { name: meta.name, id: meta.id, options: meta.options, chunks })
+    }
+
+    /// Whether the router still sends the range's requests to `route`.
+    fn still_routed(&self, range: &str, route: &Route) -> bool {
+        self.range_route(range, |r| r.chunks.values().any(|c| Arc::ptr_eq(c, route)))
+            .unwrap_or(false)
     }
 
     async fn drop_range(&self, name: &str) -> NodeResult<()> {

@@ -37,6 +37,8 @@ pub struct FoundDir {
     pub descriptor: Result<Option<ChunkDescriptor>, String>,
     /// Marked by a range drop.
     pub dropped: bool,
+    /// Holds segment files: chunk data, whatever its descriptor says.
+    pub has_segments: bool,
 }
 
 /// Reads every entry of the chunks directory.
@@ -52,7 +54,10 @@ pub fn scan_chunk_dirs(chunks_dir: &Path) -> std::io::Result<Vec<FoundDir>> {
             Err("not a directory".to_owned())
         };
         let dropped = descriptor::is_marked_dropped(&path);
-        found.push(FoundDir { path, id, descriptor, dropped });
+        let has_segments = fs::read_dir(&path).is_ok_and(|entries| {
+            entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        });
+        found.push(FoundDir { path, id, descriptor, dropped, has_segments });
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(found)
@@ -150,8 +155,16 @@ pub fn plan_start(
         }
         let found = match &dir.descriptor {
             Ok(Some(found)) => found,
+            Ok(None) if dir.has_segments => {
+                problems.push(format!(
+                    "{} holds chunk data without a descriptor (from an older version) that the catalog does not know",
+                    dir.path.display()
+                ));
+                continue;
+            }
             Ok(None) => {
-                plan.move_aside.push((dir.path.clone(), "unknown chunk directory".into()));
+                plan.move_aside
+                    .push((dir.path.clone(), "unknown directory without chunk data".into()));
                 continue;
             }
             Err(e) => {
@@ -432,6 +445,7 @@ mod tests {
                 chunk: c.clone(),
             })),
             dropped: false,
+            has_segments: true,
         }
     }
 
@@ -463,6 +477,25 @@ mod tests {
         let plan = plan_start(&[r], std::slice::from_ref(&parent), &dirs).expect("agrees");
         assert_eq!(plan.move_aside.len(), 1);
         assert!(plan.finish_drop.is_empty());
+    }
+
+    #[test]
+    fn unknown_data_without_descriptor_stops_the_start_an_empty_directory_does_not() {
+        let r = range(1, "users");
+        let a = chunk(2, 1, "", None);
+        let mut old = dir_of(&chunk(9, 1, "", None), "users");
+        old.descriptor = Ok(None);
+        let problems = plan_start(
+            std::slice::from_ref(&r),
+            std::slice::from_ref(&a),
+            &[dir_of(&a, "users"), old.clone()],
+        )
+        .expect_err("unexplained data");
+        assert!(problems[0].contains("without a descriptor"), "{problems:?}");
+        old.has_segments = false;
+        let plan =
+            plan_start(&[r], std::slice::from_ref(&a), &[dir_of(&a, "users"), old]).expect("empty");
+        assert_eq!(plan.move_aside.len(), 1);
     }
 
     #[test]

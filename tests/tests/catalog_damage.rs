@@ -189,4 +189,31 @@ fn an_unknown_chunk_directory_is_moved_aside_not_deleted() {
     assert!(!stray.exists());
     assert!(data.join("orphaned").join(stray.file_name().expect("name")).exists());
     check_everything_is_back_after_restart(&node, &model);
+
+    // A dropped range's directories go; a drop mark on a chunk the catalog
+    // still names (a drop that did not commit) is taken off.
+    let mut node = node;
+    let events: Vec<u64> = runtime().block_on(async {
+        let c = Client::connect(node.addr).await.expect("connect");
+        let ids = c
+            .describe_range("events")
+            .await
+            .expect("describe")
+            .chunks
+            .iter()
+            .map(|ch| ch.id)
+            .collect();
+        c.drop_range("events").await.expect("drop");
+        ids
+    });
+    assert!(node.stop());
+    let users = chunk_dirs(data)[0].clone();
+    fs::write(users.join("DROPPED"), b"").expect("mark");
+    node.restart();
+    assert!(!users.join("DROPPED").exists());
+    for id in events {
+        assert!(!data.join("chunks").join(format!("{id:016x}")).exists());
+    }
+    let model: Model = model.into_iter().filter(|((r, _), _)| r != "events").collect();
+    check_everything_is_back_after_restart(&node, &model);
 }

@@ -8,12 +8,9 @@
 //! with a lower id is garbage": a crash at any point leaves either the old
 //! segments or the new one in charge, never a mix.
 //!
-//! A `MANIFEST` file names the base segment and the newest one. It is
-//! rewritten (atomically: a temporary file, fsynced, renamed) when a
-//! segment is added or a compaction takes over, always *after* the segment
-//! it names is durable. Recovery checks that every segment from the base to
-//! the newest is there, so a deleted segment file, first, middle or newest,
-//! is reported instead of silently losing its records.
+//! A `MANIFEST` file ([`super::manifest`]) names the base segment and the
+//! newest one; recovery checks that every segment it names is there, so a
+//! deleted segment file is reported instead of silently losing its records.
 //!
 //! Only the newest segment can end in a torn write. Recovery cuts a tail
 //! only if it is what a process dying mid-append leaves: an entry that ends
@@ -34,18 +31,15 @@ use std::path::{Path, PathBuf};
 
 use super::chunk_index::Version;
 use super::entry::{decode_entry, encode_entry, peek_entry_len, EntryError, EntryRef};
+pub use super::manifest::write_file_durably;
+use super::manifest::{plan_legacy, plan_segments, Manifest, MANIFEST_FILE};
 
 const SEGMENT_MAGIC: [u8; 8] = *b"MTSEGMNT";
 const SEGMENT_FORMAT: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
 const FLAG_BASE: u32 = 1;
-const SEGMENT_SUFFIX: &str = ".seg";
-const TMP_SUFFIX: &str = ".tmp";
-const MANIFEST_FILE: &str = "MANIFEST";
-const MANIFEST_MAGIC: [u8; 8] = *b"MTMANIFS";
-const MANIFEST_FORMAT: u32 = 1;
-const MANIFEST_BYTES: usize = 24;
-
+pub(super) const SEGMENT_SUFFIX: &str = ".seg";
+pub(super) const TMP_SUFFIX: &str = ".tmp";
 /// Data found on disk that the log cannot trust.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -64,7 +58,7 @@ pub enum LogError {
     OverLimits(#[from] EntryError),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io { path: path.to_owned(), source }
 }
 
@@ -82,81 +76,6 @@ pub struct Recovery {
     /// The log had no manifest (written before manifests existed); one was
     /// written from the segments found.
     pub manifest_created: bool,
-}
-
-/// Which segments make up the log: the base and the newest, both included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Manifest {
-    pub first: u32,
-    pub last: u32,
-}
-
-impl Manifest {
-    fn encode(self) -> [u8; MANIFEST_BYTES] {
-        let mut b = [0u8; MANIFEST_BYTES];
-        b[..8].copy_from_slice(&MANIFEST_MAGIC);
-        b[8..12].copy_from_slice(&MANIFEST_FORMAT.to_le_bytes());
-        b[12..16].copy_from_slice(&self.first.to_le_bytes());
-        b[16..20].copy_from_slice(&self.last.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..20]);
-        b[20..24].copy_from_slice(&crc.to_le_bytes());
-        b
-    }
-
-    fn decode(b: &[u8]) -> Result<Self, String> {
-        if b.len() != MANIFEST_BYTES || b[..8] != MANIFEST_MAGIC {
-            return Err("not a chunk manifest".into());
-        }
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        if crc32c::crc32c(&b[..20]) != u32_at(20) {
-            return Err("manifest checksum mismatch".into());
-        }
-        if u32_at(8) != MANIFEST_FORMAT {
-            return Err(format!("unknown manifest format {}", u32_at(8)));
-        }
-        let m = Manifest { first: u32_at(12), last: u32_at(16) };
-        if m.first == 0 || m.first > m.last {
-            return Err(format!("manifest names segments {} to {}", m.first, m.last));
-        }
-        Ok(m)
-    }
-
-    /// Reads a chunk directory's manifest; `None` if it has none.
-    pub fn read(dir: &Path) -> Result<Option<Self>, LogError> {
-        let path = dir.join(MANIFEST_FILE);
-        match fs::read(&path) {
-            Ok(b) => Manifest::decode(&b).map(Some).map_err(|reason| LogError::Corrupt {
-                path,
-                offset: 0,
-                reason,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LogError::Io { path, source }),
-        }
-    }
-
-    fn write(self, dir: &Path) -> Result<(), LogError> {
-        write_file_durably(dir, MANIFEST_FILE, &self.encode())
-    }
-}
-
-/// Replaces `dir/name` with `bytes` atomically and durably: a temporary
-/// file, fsynced, renamed over the old one, then the directory fsynced. A
-/// crash leaves either the old file or the new one.
-pub fn write_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(source) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(LogError::Io { path: tmp, source });
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir).map_err(io_err(dir))
 }
 
 struct Segment {
@@ -213,7 +132,11 @@ fn segment_path(dir: &Path, id: u32) -> PathBuf {
 
 /// Segment header: magic, format, flags, id, and for a base segment the
 /// highest seq the log had when it was rewritten, then a CRC of all that.
-fn encode_header(id: u32, base: bool, last_seq: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+pub(super) fn encode_header(
+    id: u32,
+    base: bool,
+    last_seq: u64,
+) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&SEGMENT_FORMAT.to_le_bytes());
@@ -226,7 +149,7 @@ fn encode_header(id: u32, base: bool, last_seq: u64) -> [u8; SEGMENT_HEADER_BYTE
 }
 
 /// Returns the base segment's last seq (`None` for a plain segment).
-fn check_header(h: &[u8], id: u32) -> Result<Option<u64>, String> {
+pub(super) fn check_header(h: &[u8], id: u32) -> Result<Option<u64>, String> {
     if h.len() < SEGMENT_HEADER_BYTES as usize {
         return Err("segment shorter than its header".into());
     }
@@ -524,9 +447,8 @@ impl ChunkLog {
 
     /// Seals the active segment and starts a new one, durably, before the
     /// manifest names it (so recovery finds every segment the manifest
-    /// names). If the new segment cannot be made (a full disk), the log
-    /// goes on in the active one, a little past its size; only a failed
-    /// manifest update is an error.
+    /// names). If the new segment cannot be made or recorded (a full
+    /// disk), the log goes on in the active one, a little past its size.
     fn rotate(&mut self) -> Result<(), LogError> {
         debug_assert!(self.unwritten.is_empty(), "rotation with unwritten entries");
         let id = self.active + 1;
@@ -543,7 +465,18 @@ impl ChunkLog {
             return Ok(());
         }
         let first = self.segments.keys().next().copied().unwrap_or(id);
-        Manifest { first, last: id }.write(&self.dir)?;
+        if let Err(e) = (Manifest { first, last: id }).write(&self.dir) {
+            // Renamed into place after all (only the directory fsync
+            // failed): the segment is in the log; the sync job fsyncs the
+            // directory again and poisons the chunk if that fails.
+            if matches!(Manifest::read(&self.dir), Ok(Some(m)) if m.last == id) {
+                self.dir_dirty = true;
+                return self.add_segment(id);
+            }
+            tracing::warn!(segment = %path.display(), error = %e, "cannot record a new segment; the current one grows");
+            let _ = fs::remove_file(&path);
+            return Ok(());
+        }
         self.add_segment(id)
     }
 
@@ -645,17 +578,32 @@ impl ChunkLog {
     pub fn install_compacted(&mut self, id: u32) -> Result<(), LogError> {
         assert!(self.unwritten.is_empty(), "compaction with unwritten entries");
         assert_eq!(id, self.next_segment_id(), "compacted segment id");
-        publish_staged(&self.dir, id)?;
-        Manifest { first: id, last: id }.write(&self.dir)?;
+        let path = segment_path(&self.dir, id);
+        fs::rename(staged_path(&self.dir, id), &path).map_err(io_err(&path))?;
+        // From here the new segment is in charge on disk (recovery prefers
+        // a base segment above the manifest's newest), so it is in charge
+        // in memory too, whatever fails next: appending to a superseded
+        // segment would lose those writes at the next start. The sync job
+        // fsyncs the directory; if that fails, the chunk is poisoned.
         let old: Vec<u32> = self.segments.keys().copied().collect();
         self.segments.clear();
         self.unsynced.clear();
-        for old_id in old {
-            let path = segment_path(&self.dir, old_id);
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        }
-        self.add_segment(id)?;
         self.dir_dirty = true;
+        self.add_segment(id)?;
+        let tidy = sync_dir(&self.dir)
+            .map_err(io_err(&self.dir))
+            .and_then(|()| Manifest { first: id, last: id }.write(&self.dir))
+            .and_then(|()| {
+                for old_id in old {
+                    let path = segment_path(&self.dir, old_id);
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+                Ok(())
+            });
+        if let Err(e) = tidy {
+            // Recovery finishes the job: the base supersedes the rest.
+            tracing::warn!(dir = %self.dir.display(), error = %e, "compaction installed; superseded segments remain until the next start");
+        }
         Ok(())
     }
 
@@ -710,110 +658,6 @@ impl LogCopier<'_> {
         }
         Ok(e)
     }
-}
-
-/// Which segments recovery puts in charge, and which files it removes.
-#[derive(Debug, PartialEq, Eq)]
-struct SegmentPlan {
-    manifest: Manifest,
-    /// Segments superseded by the base, and a segment an interrupted
-    /// rotation created but never used.
-    remove: Vec<u32>,
-}
-
-/// Damage found while planning: the segment it concerns (`None`: the
-/// manifest) and what is wrong.
-type PlanError = (Option<u32>, String);
-
-/// Whether a segment file holds nothing but (at most) its header: what a
-/// rotation leaves when it stops before the manifest names the segment.
-fn holds_no_entries(bytes: &[u8]) -> bool {
-    bytes.len() <= SEGMENT_HEADER_BYTES as usize
-}
-
-fn is_base(bytes: &[u8], id: u32) -> bool {
-    matches!(check_header(bytes, id), Ok(Some(_)))
-}
-
-/// Decides which segments are in charge, given the stored manifest and the
-/// segment files found (id -> contents). Pure, so its decisions are unit
-/// tested without files.
-///
-/// - A base segment above the manifest's newest is a compaction that was
-///   published before the manifest was updated: it is in charge alone.
-/// - Otherwise every segment the manifest names must be there; a missing
-///   one is reported by name.
-/// - Above the newest, only one header-only segment may exist: a rotation
-///   interrupted before the manifest named it. It is removed.
-/// - Below the base: superseded segments a crash kept from being removed.
-fn plan_segments(
-    stored: Manifest,
-    files: &BTreeMap<u32, Vec<u8>>,
-) -> Result<SegmentPlan, PlanError> {
-    let newer_base = files.iter().rev().find(|(&id, b)| id > stored.last && is_base(b, id));
-    let manifest = match newer_base {
-        Some((&id, _)) => Manifest { first: id, last: id },
-        None => stored,
-    };
-    for id in manifest.first..=manifest.last {
-        if !files.contains_key(&id) {
-            return Err((
-                Some(id),
-                format!(
-                    "segment file is missing (the chunk's manifest names segments {} to {})",
-                    manifest.first, manifest.last
-                ),
-            ));
-        }
-    }
-    let mut remove = Vec::new();
-    for (&id, bytes) in files {
-        if id < manifest.first {
-            remove.push(id);
-        } else if id > manifest.last {
-            if id == manifest.last + 1 && holds_no_entries(bytes) {
-                remove.push(id);
-            } else {
-                return Err((
-                    Some(id),
-                    format!(
-                        "segment is not in the chunk's manifest (segments {} to {})",
-                        manifest.first, manifest.last
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(SegmentPlan { manifest, remove })
-}
-
-/// The plan for a log written before manifests existed: the newest base
-/// segment and every segment after it, which must have no gaps. A newest
-/// segment shorter than its header is a rotation torn by a crash.
-fn plan_legacy(files: &BTreeMap<u32, Vec<u8>>) -> Result<SegmentPlan, PlanError> {
-    let mut remove = Vec::new();
-    let mut ids: Vec<u32> = files.keys().copied().collect();
-    if let Some(&newest) = ids.last() {
-        if ids.len() > 1 && files[&newest].len() < SEGMENT_HEADER_BYTES as usize {
-            remove.push(newest);
-            ids.pop();
-        }
-    }
-    let Some(&last) = ids.last() else {
-        return Err((None, "chunk directory holds no segment".into()));
-    };
-    let first =
-        ids.iter().rev().copied().find(|&id| is_base(&files[&id], id)).ok_or_else(|| {
-            (Some(ids[0]), "no base segment: the first segment is missing".into())
-        })?;
-    for id in first..=last {
-        if !files.contains_key(&id) {
-            return Err((Some(id), "segment file is missing".into()));
-        }
-    }
-    remove.extend(ids.iter().copied().filter(|&id| id < first));
-    remove.sort_unstable();
-    Ok(SegmentPlan { manifest: Manifest { first, last }, remove })
 }
 
 struct Replay {
@@ -921,71 +765,6 @@ fn describe_damage(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn files(ids: &[(u32, bool)]) -> BTreeMap<u32, Vec<u8>> {
-        ids.iter()
-            .map(|&(id, base)| {
-                let mut b = encode_header(id, base, 0).to_vec();
-                b.extend_from_slice(b"entries");
-                (id, b)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn manifest_round_trip_and_damage() {
-        let m = Manifest { first: 3, last: 9 };
-        assert_eq!(Manifest::decode(&m.encode()), Ok(m));
-        for i in 0..MANIFEST_BYTES * 8 {
-            let mut bad = m.encode();
-            bad[i / 8] ^= 1 << (i % 8);
-            assert!(Manifest::decode(&bad).is_err(), "flip of bit {i} went unnoticed");
-        }
-    }
-
-    #[test]
-    fn every_segment_the_manifest_names_must_be_there() {
-        let m = Manifest { first: 1, last: 3 };
-        let all = files(&[(1, true), (2, false), (3, false)]);
-        assert_eq!(plan_segments(m, &all), Ok(SegmentPlan { manifest: m, remove: vec![] }));
-        for missing in 1..=3 {
-            let mut some = all.clone();
-            some.remove(&missing);
-            let (id, reason) = plan_segments(m, &some).expect_err("a segment is missing");
-            assert_eq!(id, Some(missing));
-            assert!(reason.contains("missing"), "{reason}");
-        }
-    }
-
-    #[test]
-    fn compaction_published_before_the_manifest_takes_charge() {
-        let m = Manifest { first: 1, last: 2 };
-        let found = files(&[(1, true), (2, false), (3, true)]);
-        let plan = plan_segments(m, &found).expect("plan");
-        assert_eq!(plan.manifest, Manifest { first: 3, last: 3 });
-        assert_eq!(plan.remove, vec![1, 2]);
-    }
-
-    #[test]
-    fn only_an_empty_segment_of_an_interrupted_rotation_may_follow_the_newest() {
-        let m = Manifest { first: 1, last: 2 };
-        let mut found = files(&[(1, true), (2, false)]);
-        found.insert(3, encode_header(3, false, 0)[..10].to_vec());
-        assert_eq!(plan_segments(m, &found).expect("plan").remove, vec![3]);
-        found.insert(3, files(&[(3, false)])[&3].clone());
-        assert_eq!(plan_segments(m, &found).expect_err("unexpected").0, Some(3));
-        found.remove(&3);
-        found.insert(5, encode_header(5, false, 0).to_vec());
-        assert_eq!(plan_segments(m, &found).expect_err("unexpected").0, Some(5));
-    }
-
-    #[test]
-    fn legacy_logs_need_their_base_and_no_gaps() {
-        let plan = plan_legacy(&files(&[(1, true), (2, false)])).expect("plan");
-        assert_eq!(plan.manifest, Manifest { first: 1, last: 2 });
-        assert_eq!(plan_legacy(&files(&[(2, false), (3, false)])).expect_err("no base").0, Some(2));
-        assert_eq!(plan_legacy(&files(&[(1, true), (3, false)])).expect_err("gap").0, Some(2));
-    }
 
     fn entry(seq: u64, key: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -2,6 +2,7 @@
 //!
 //! - [`entry`]: one CRC32C-framed log entry as bytes.
 //! - [`chunk_log`]: a chunk's segment files: append, read back, recover, rewrite.
+//! - [`manifest`]: which segments make up a chunk's log; recovery's plan.
 //! - [`chunk_index`]: the in-memory versioned index (no I/O).
 //! - [`chunk`]: index + log = one chunk, with reads at snapshots, compaction
 //!   and splits.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod descriptor;
 pub mod entry;
 pub mod journal;
+pub mod manifest;
 
 #[cfg(test)]
 mod recovery_tests;
