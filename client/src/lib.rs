@@ -43,7 +43,7 @@ mod options;
 
 use std::sync::Arc;
 
-use monotable_proto::limits::{BATCH_OPS_MAX, KEY_SIZE_MAX_BYTES, VALUE_SIZE_MAX_BYTES};
+use monotable_proto::limits::BATCH_OPS_MAX;
 pub use monotable_proto::tuple;
 pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
@@ -80,13 +80,7 @@ fn invalid(code: ErrorCode, message: String) -> Error {
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
-    if key.len() > KEY_SIZE_MAX_BYTES {
-        return Err(invalid(
-            ErrorCode::KeyTooLarge,
-            format!("key of {} bytes exceeds the limit of {KEY_SIZE_MAX_BYTES} bytes", key.len()),
-        ));
-    }
-    Ok(())
+    monotable_proto::limits::check_key_size(key).map_err(Error::Invalid)
 }
 
 fn unexpected(reply: Reply) -> Error {
@@ -131,21 +125,7 @@ impl Batch {
                 format!("{} operations exceed the batch limit of {BATCH_OPS_MAX}", self.ops.len()),
             ));
         }
-        for op in &self.ops {
-            check_key(op.key())?;
-            if let WriteOp::Put { value, .. } = op {
-                if value.len() > VALUE_SIZE_MAX_BYTES {
-                    return Err(invalid(
-                        ErrorCode::ValueTooLarge,
-                        format!(
-                            "value of {} bytes exceeds the limit of {VALUE_SIZE_MAX_BYTES} bytes",
-                            value.len()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.ops.iter().try_for_each(|op| op.check_size().map_err(Error::Invalid))
     }
 }
 
