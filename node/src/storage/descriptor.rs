@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chunk::ChunkMeta;
 use super::chunk_log::{write_file_durably, LogError};
+use super::manifest::read_small_file;
 
 pub const DESCRIPTOR_FILE: &str = "DESCRIPTOR";
 pub const DROPPED_FILE: &str = "DROPPED";
@@ -80,16 +81,7 @@ impl ChunkDescriptor {
 
     /// Reads a chunk directory's descriptor; `None` if it has none.
     pub fn read(dir: &Path) -> Result<Option<Self>, LogError> {
-        let path = dir.join(DESCRIPTOR_FILE);
-        match fs::read(&path) {
-            Ok(b) => Self::decode(&b).map(Some).map_err(|reason| LogError::Corrupt {
-                path,
-                offset: 0,
-                reason,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LogError::Io { path, source }),
-        }
+        read_small_file(dir, DESCRIPTOR_FILE, Self::decode)
     }
 }
 

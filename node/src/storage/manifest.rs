@@ -61,16 +61,7 @@ impl Manifest {
 
     /// Reads a chunk directory's manifest; `None` if it has none.
     pub fn read(dir: &Path) -> Result<Option<Self>, LogError> {
-        let path = dir.join(MANIFEST_FILE);
-        match fs::read(&path) {
-            Ok(b) => Manifest::decode(&b).map(Some).map_err(|reason| LogError::Corrupt {
-                path,
-                offset: 0,
-                reason,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LogError::Io { path, source }),
-        }
+        read_small_file(dir, MANIFEST_FILE, Manifest::decode)
     }
 
     pub(super) fn write(self, dir: &Path) -> Result<(), LogError> {
@@ -95,6 +86,24 @@ pub fn write_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Lo
     }
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(dir).map_err(io_err(dir))
+}
+
+/// Reads a small file that [`write_file_durably`] wrote and decodes it;
+/// `None` when the file does not exist, corruption (naming the file) when
+/// `decode` refuses its bytes.
+pub fn read_small_file<T>(
+    dir: &Path,
+    name: &str,
+    decode: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<Option<T>, LogError> {
+    let path = dir.join(name);
+    match fs::read(&path) {
+        Ok(b) => {
+            decode(&b).map(Some).map_err(|reason| LogError::Corrupt { path, offset: 0, reason })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LogError::Io { path, source }),
+    }
 }
 
 /// Which segments recovery puts in charge, and which files it removes.
