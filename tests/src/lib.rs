@@ -4,7 +4,7 @@
 //! directory, captures its log, and stops it gracefully (SIGTERM) or not
 //! (SIGKILL). Nothing here contacts any address but loopback.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -307,5 +307,84 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A raw RESP connection: sends commands as arrays of bulk strings (or any
+/// bytes), reads whole replies as the bytes on the wire.
+pub struct RawResp {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+}
+
+impl RawResp {
+    /// Connects with a read timeout of `read_timeout_secs`.
+    pub fn connect(addr: SocketAddr, read_timeout_secs: u64) -> RawResp {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(read_timeout_secs))).expect("timeout");
+        RawResp { reader: BufReader::new(s.try_clone().expect("clone")), writer: s }
+    }
+
+    /// A command as a RESP array of bulk strings.
+    pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        assert!(self.try_send(args), "send failed");
+    }
+
+    /// Sends a command; false when the connection is gone.
+    pub fn try_send(&mut self, args: &[&[u8]]) -> bool {
+        self.writer.write_all(&Self::encode(args)).is_ok()
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
+    /// One whole reply, as the bytes on the wire (None: the connection
+    /// closed, also in the middle of a reply).
+    pub fn reply(&mut self) -> Option<Vec<u8>> {
+        let mut line = Vec::new();
+        if self.reader.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        if line.len() < 3 || !line.ends_with(b"\r\n") {
+            return None;
+        }
+        let n: i64 = std::str::from_utf8(&line[1..line.len() - 2]).ok()?.parse().unwrap_or(0);
+        match line[0] {
+            b'$' | b'=' | b'!' if n >= 0 => {
+                let mut body = vec![0; n as usize + 2];
+                self.reader.read_exact(&mut body).ok()?;
+                line.extend(body);
+            }
+            b'*' | b'~' | b'>' | b'%' if n > 0 => {
+                let items = if line[0] == b'%' { n * 2 } else { n };
+                for _ in 0..items {
+                    line.extend(self.reply()?);
+                }
+            }
+            _ => {}
+        }
+        Some(line)
+    }
+
+    pub fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(args);
+        self.reply().expect("a reply")
+    }
+
+    /// A command given as words separated by single spaces.
+    pub fn call_str(&mut self, line: &str) -> Vec<u8> {
+        let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        self.call(&words)
     }
 }

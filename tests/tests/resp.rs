@@ -3,79 +3,16 @@
 //! here on a free loopback port), replies compared byte for byte; bad
 //! protocol input; and the `redis` crate as a real client.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use monotable_tests::{Node, Redis};
+use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// A raw RESP connection: sends commands, reads whole replies as bytes.
-struct Raw {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        Raw { reader: BufReader::new(s.try_clone().expect("clone")), writer: s }
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        assert!(self.try_send(args), "send failed");
-    }
-
-    /// Sends a command; false when the connection is gone.
-    fn try_send(&mut self, args: &[&[u8]]) -> bool {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.writer.write_all(&out).is_ok()
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("send");
-    }
-
-    /// One whole reply, as the bytes on the wire (None: connection closed).
-    fn reply(&mut self) -> Option<Vec<u8>> {
-        let mut line = Vec::new();
-        if self.reader.read_until(b'\n', &mut line).ok()? == 0 {
-            return None;
-        }
-        // A connection cut mid-reply.
-        if line.len() < 3 || !line.ends_with(b"\r\n") {
-            return None;
-        }
-        let n: i64 = std::str::from_utf8(&line[1..line.len() - 2]).ok()?.parse().unwrap_or(0);
-        match line[0] {
-            b'$' | b'=' | b'!' if n >= 0 => {
-                let mut body = vec![0; n as usize + 2];
-                self.reader.read_exact(&mut body).ok()?;
-                line.extend(body);
-            }
-            b'*' | b'~' | b'>' | b'%' if n > 0 => {
-                let items = if line[0] == b'%' { n * 2 } else { n };
-                for _ in 0..items {
-                    line.extend(self.reply()?);
-                }
-            }
-            _ => {}
-        }
-        Some(line)
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        self.send(args);
-        self.reply().expect("a reply")
-    }
+fn raw_connect(addr: SocketAddr) -> RawResp {
+    RawResp::connect(addr, 10)
 }
 
 fn show(b: &[u8]) -> String {
@@ -116,7 +53,7 @@ fn unordered(args: &[&[u8]], reply: Vec<u8>) -> Vec<u8> {
 }
 
 /// Sends `args` to both and asserts the replies are the same bytes.
-fn same(redis: &mut Raw, mono: &mut Raw, args: &[&[u8]]) {
+fn same(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {
     let want = unordered(args, redis.call(args));
     let got = unordered(args, mono.call(args));
     let cmd: Vec<String> = args.iter().map(|a| show(a)).collect();
@@ -132,8 +69,8 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
     let redis_server = Redis::start();
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
-    let mut redis = Raw::connect(redis_server.addr);
-    let mut mono = Raw::connect(node.resp_addr);
+    let mut redis = raw_connect(redis_server.addr);
+    let mut mono = raw_connect(node.resp_addr);
     let script = [
         "PING",
         "PING hello",
@@ -596,7 +533,7 @@ fn scan_reply(reply: &[u8]) -> (String, Vec<String>) {
 fn scan_visits_every_key_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     let mut want = std::collections::BTreeSet::new();
     for i in 0..250 {
         let k = format!("key:{i}");
@@ -694,8 +631,8 @@ fn watch_aborts_exec_when_a_watched_key_changes() {
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
     for addr in [redis_server.addr, node.resp_addr] {
-        let mut a = Raw::connect(addr);
-        let mut b = Raw::connect(addr);
+        let mut a = raw_connect(addr);
+        let mut b = raw_connect(addr);
         assert_eq!(a.call(&[b"SET", b"w", b"1"]), b"+OK\r\n");
         assert_eq!(a.call(&[b"WATCH", b"w"]), b"+OK\r\n");
         assert_eq!(b.call(&[b"INCR", b"w"]), b":2\r\n");
@@ -716,7 +653,7 @@ fn watch_aborts_exec_when_a_watched_key_changes() {
 fn a_transaction_over_several_chunks_is_refused_whole() {
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     assert_eq!(c.call(&[b"SET", b"a", b"1"]), b"+OK\r\n");
     assert_eq!(c.call(&[b"SET", b"z", b"1"]), b"+OK\r\n");
     // Split redis.0 between the rows of "a" and "z".
@@ -748,7 +685,7 @@ fn pipelines_inline_commands_and_resp3() {
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
     for addr in [redis_server.addr, node.resp_addr] {
-        let mut c = Raw::connect(addr);
+        let mut c = raw_connect(addr);
         // A pipeline of 100 commands in one write, answered in order.
         let mut batch = Vec::new();
         for i in 0..100 {
@@ -796,7 +733,7 @@ fn bad_protocol_input_gets_redis_errors_and_harms_no_one() {
     for case in cases {
         let mut replies = Vec::new();
         for addr in [redis_server.addr, node.resp_addr] {
-            let mut c = Raw::connect(addr);
+            let mut c = raw_connect(addr);
             c.send_raw(case);
             let reply = c.reply().expect("an error reply");
             // Then the server closes the connection.
@@ -806,10 +743,10 @@ fn bad_protocol_input_gets_redis_errors_and_harms_no_one() {
         assert_eq!(show(&replies[1]), show(&replies[0]), "{}", show(case));
     }
     // A client that drops mid-command leaves the others unaffected.
-    let mut half = Raw::connect(node.resp_addr);
+    let mut half = raw_connect(node.resp_addr);
     half.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nonly part");
     drop(half);
-    let mut other = Raw::connect(node.resp_addr);
+    let mut other = raw_connect(node.resp_addr);
     assert_eq!(other.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
     assert_eq!(other.call(&[b"GET", b"k"]), b"$1\r\nv\r\n");
 }
@@ -818,7 +755,7 @@ fn bad_protocol_input_gets_redis_errors_and_harms_no_one() {
 fn views_over_data_written_through_resp_and_mt_commands() {
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
-    let mut r = Raw::connect(node.resp_addr);
+    let mut r = raw_connect(node.resp_addr);
     let cities = ["brest", "lyon", "nice", "paris"];
     let mut rng = StdRng::seed_from_u64(5);
     let mut model: std::collections::BTreeMap<String, &str> = Default::default();
@@ -928,7 +865,7 @@ fn redis_cli_talks_to_monotable() {
 fn keys_expire_in_the_background_without_being_read() {
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     assert_eq!(c.call(&[b"SET", b"a", b"1", b"PX", b"100"]), b"+OK\r\n");
     assert_eq!(c.call(&[b"SET", b"b", b"2"]), b"+OK\r\n");
     assert_eq!(c.call(&[b"HSET", b"h", b"f", b"v", b"g", b"w"]), b":2\r\n");
@@ -963,7 +900,7 @@ fn first_writes_from_many_clients_at_once_all_succeed() {
     let threads: Vec<_> = (0..16)
         .map(|i| {
             std::thread::spawn(move || {
-                let mut c = Raw::connect(addr);
+                let mut c = raw_connect(addr);
                 let key = format!("k{i}");
                 c.call(&[b"SET", key.as_bytes(), b"v"])
             })
@@ -972,7 +909,7 @@ fn first_writes_from_many_clients_at_once_all_succeed() {
     for t in threads {
         assert_eq!(show(&t.join().expect("thread")), "+OK\\r\\n");
     }
-    let mut c = Raw::connect(addr);
+    let mut c = raw_connect(addr);
     assert_eq!(c.call(&[b"DBSIZE"]), b":16\r\n");
 }
 
@@ -989,7 +926,7 @@ fn acknowledged_writes_survive_a_process_crash() {
     let writers: Vec<_> = (0..4)
         .map(|w| {
             std::thread::spawn(move || {
-                let mut c = Raw::connect(addr);
+                let mut c = raw_connect(addr);
                 let mut acked = Vec::new();
                 for i in 0.. {
                     let key = format!("w{w}:{i}");
@@ -1012,7 +949,7 @@ fn acknowledged_writes_survive_a_process_crash() {
     let acked: Vec<String> = writers.into_iter().flat_map(|w| w.join().expect("writer")).collect();
     assert!(!acked.is_empty());
     node.restart();
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     for key in &acked {
         assert_eq!(c.call(&[b"GET", key.as_bytes()]), b"$1\r\nv\r\n", "{key} was acknowledged");
         assert_eq!(c.call(&[b"SISMEMBER", b"hot", key.as_bytes()]), b":1\r\n", "{key} in hot");
@@ -1026,8 +963,8 @@ fn auth_matches_redis_with_and_without_a_password() {
     let redis_server = Redis::start_with(&["--requirepass", "s3cret"]);
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start_with(dir.path(), &["--requirepass", "s3cret"]);
-    let mut r = Raw::connect(redis_server.addr);
-    let mut m = Raw::connect(node.resp_addr);
+    let mut r = raw_connect(redis_server.addr);
+    let mut m = raw_connect(node.resp_addr);
     for line in [
         "GET k",
         "PING",
@@ -1055,8 +992,8 @@ fn auth_matches_redis_with_and_without_a_password() {
     }
     // HELLO with the right credentials authenticates (its reply names the
     // server, so only what follows is compared).
-    let mut r = Raw::connect(redis_server.addr);
-    let mut m = Raw::connect(node.resp_addr);
+    let mut r = raw_connect(redis_server.addr);
+    let mut m = raw_connect(node.resp_addr);
     for c in [&mut r, &mut m] {
         let hello = c.call(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret"]);
         assert!(hello.starts_with(b"%7\r\n"), "{}", show(&hello));
@@ -1068,8 +1005,8 @@ fn auth_matches_redis_with_and_without_a_password() {
     let redis_open = Redis::start();
     let dir2 = tempfile::tempdir().expect("tmp");
     let open = Node::start(dir2.path());
-    let mut r = Raw::connect(redis_open.addr);
-    let mut m = Raw::connect(open.resp_addr);
+    let mut r = raw_connect(redis_open.addr);
+    let mut m = raw_connect(open.resp_addr);
     for line in ["AUTH pw", "AUTH default pw", "AUTH other pw", "HELLO 2 AUTH default x", "PING"] {
         let args = words(line);
         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();

@@ -6,7 +6,7 @@
 //! large frames and send nothing more. The node must answer, stay up, and
 //! keep its memory bounded (its `VmRSS`, read from /proc).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,72 +15,19 @@ use std::time::{Duration, Instant};
 use monotable_proto::frame::encode_frame;
 use monotable_proto::limits::{FRAME_SIZE_MAX_BYTES, HANDSHAKE_MAGIC, PROTOCOL_VERSION};
 use monotable_proto::{Command, Request, ScanRequest};
-use monotable_tests::{Node, Redis};
+use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 const MIB: u64 = 1024 * 1024;
 
-/// A raw RESP connection that reads whole replies as the bytes on the wire.
-struct Raw {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        Raw { reader: BufReader::new(s.try_clone().expect("clone")), writer: s }
-    }
-
-    fn encode(args: &[&[u8]]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        out
-    }
-
-    /// One whole reply (None: the connection closed).
-    fn reply(&mut self) -> Option<Vec<u8>> {
-        let mut line = Vec::new();
-        if self.reader.read_until(b'\n', &mut line).ok()? == 0 || !line.ends_with(b"\r\n") {
-            return None;
-        }
-        let n: i64 = std::str::from_utf8(&line[1..line.len() - 2]).ok()?.parse().unwrap_or(0);
-        match line[0] {
-            b'$' if n >= 0 => {
-                let mut body = vec![0; n as usize + 2];
-                self.reader.read_exact(&mut body).ok()?;
-                line.extend(body);
-            }
-            b'*' | b'~' | b'%' if n > 0 => {
-                for _ in 0..if line[0] == b'%' { n * 2 } else { n } {
-                    line.extend(self.reply()?);
-                }
-            }
-            _ => {}
-        }
-        Some(line)
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        self.writer.write_all(&Self::encode(args)).expect("send");
-        self.reply().expect("a reply")
-    }
-
-    fn call_str(&mut self, line: &str) -> Vec<u8> {
-        let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
-        self.call(&words)
-    }
-}
-
 /// The most the node's memory grows above `base` over the next 8 seconds
 /// (sampled; a node that keeps buffering keeps growing).
+fn raw_connect(addr: SocketAddr) -> RawResp {
+    RawResp::connect(addr, 60)
+}
+
 fn peak_growth(node: &Node, base: u64) -> u64 {
     let mut peak = 0;
     let deadline = Instant::now() + Duration::from_secs(8);
@@ -217,8 +164,8 @@ fn extreme_integers_in_every_command_get_redis_errors_and_cost_no_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path());
     let redis = Redis::start();
-    let mut mono = Raw::connect(node.resp_addr);
-    let mut oracle = Raw::connect(redis.addr);
+    let mut mono = raw_connect(node.resp_addr);
+    let mut oracle = raw_connect(redis.addr);
     let rss_before = node.rss_bytes();
     let mut rng = StdRng::seed_from_u64(9);
     let mut commands: Vec<Vec<String>> = Vec::new();
@@ -276,7 +223,7 @@ fn extreme_integers_in_every_command_get_redis_errors_and_cost_no_memory() {
 fn strings_past_the_value_limit_are_refused_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path());
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     let too_long = b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n";
     assert_eq!(c.call_str("SETRANGE k 9223372036854775807 A"), too_long);
     assert_eq!(c.call_str("SETRANGE k 8388600 A"), too_long);
@@ -315,7 +262,7 @@ fn unauthenticated_clients_get_redis_limits_byte_for_byte() {
     for request in [&b"*100\r\n"[..], b"*1\r\n$100000000\r\n", b"*11\r\n$4\r\nPING\r\n"] {
         let mut replies = Vec::new();
         for addr in [redis.addr, node.resp_addr] {
-            let mut c = Raw::connect(addr);
+            let mut c = raw_connect(addr);
             c.writer.write_all(request).expect("send");
             let reply = c.reply();
             // Then the connection is closed.
@@ -326,7 +273,7 @@ fn unauthenticated_clients_get_redis_limits_byte_for_byte() {
         assert!(replies[1].0.as_ref().is_some_and(|r| r.starts_with(b"-ERR Protocol error")));
     }
     // Once authenticated the usual limits apply.
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     assert_eq!(c.call_str("AUTH secret"), b"+OK\r\n");
     let mut args: Vec<&[u8]> = vec![b"DEL"];
     args.extend(std::iter::repeat_n(&b"k"[..], 100));
@@ -344,7 +291,7 @@ fn a_million_arguments_do_not_stall_other_connections() {
         request.extend_from_slice(format!("${}\r\n{key}\r\n", key.len()).as_bytes());
     }
     let sending = Arc::new(AtomicBool::new(true));
-    let mut big = Raw::connect(node.resp_addr);
+    let mut big = raw_connect(node.resp_addr);
     let sender = {
         let mut writer = big.writer.try_clone().expect("clone");
         let sending = sending.clone();
@@ -357,7 +304,7 @@ fn a_million_arguments_do_not_stall_other_connections() {
             sending.store(false, Ordering::SeqCst);
         })
     };
-    let mut other = Raw::connect(node.resp_addr);
+    let mut other = raw_connect(node.resp_addr);
     let mut answered_while_sending = 0;
     while sending.load(Ordering::SeqCst) {
         assert_eq!(other.call_str("PING"), b"+PONG\r\n");
@@ -376,15 +323,15 @@ fn a_million_arguments_do_not_stall_other_connections() {
 fn a_client_that_never_reads_does_not_grow_the_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path());
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     let value = vec![b'v'; MIB as usize];
     assert_eq!(c.call(&[b"SET", b"big", &value]), b"+OK\r\n");
     let rss_before = node.rss_bytes();
     // Regression: 1,000 pipelined GETs of a 1 MiB value, never read, cost
     // the node 1.1 GB.
-    let mut lazy = Raw::connect(node.resp_addr);
+    let mut lazy = raw_connect(node.resp_addr);
     let gets = 1000;
-    let pipeline = Raw::encode(&[b"GET", b"big"]).repeat(gets);
+    let pipeline = RawResp::encode(&[b"GET", b"big"]).repeat(gets);
     let mut writer = lazy.writer.try_clone().expect("clone");
     let sender = std::thread::spawn(move || writer.write_all(&pipeline).is_ok());
     let grown = peak_growth(&node, rss_before);
@@ -422,7 +369,7 @@ fn native(addr: SocketAddr) -> TcpStream {
 fn native_headers_alone_and_unread_replies_do_not_grow_the_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path());
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     for i in 0..4 {
         let value = vec![b'a' + i; MIB as usize];
         assert_eq!(c.call(&[b"SET", format!("k{i}").as_bytes(), &value]), b"+OK\r\n");
@@ -477,7 +424,7 @@ fn args_owned(args: &[&[u8]]) -> Vec<String> {
 fn monotable_commands_take_extreme_numbers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path());
-    let mut r = Raw::connect(node.resp_addr);
+    let mut r = raw_connect(node.resp_addr);
     assert_eq!(r.call_str("HSET user:1 city lyon"), b":1\r\n");
     monotable_tests::runtime().block_on(async {
         let c = monotable_client::Client::connect(node.addr).await.expect("connect");
@@ -507,7 +454,7 @@ fn monotable_commands_take_extreme_numbers() {
 fn a_transaction_queue_is_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path());
-    let mut c = Raw::connect(node.resp_addr);
+    let mut c = raw_connect(node.resp_addr);
     assert_eq!(c.call_str("MULTI"), b"+OK\r\n");
     let value = vec![b'v'; 4 * MIB as usize];
     let mut refused = None;
