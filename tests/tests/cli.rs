@@ -151,4 +151,20 @@ fn a_tuple_prefix_matches_whole_elements_only() {
     ok(cli(a, &["reducer", "create", "n", "--range", "k", "--builtin", "count"]));
     let count = ok(cli(a, &["agg", "n", "--fresh", "--prefix", r#"["a"]"#]));
     assert_eq!(count.trim(), "3");
+    // MT.SCAN and MT.AGG over RESP read PREFIX the same way.
+    let mut c = redis::Client::open(format!("redis://{}/0", node.resp_addr).as_str())
+        .expect("url")
+        .get_connection()
+        .expect("connect");
+    let rows: Vec<String> =
+        redis::cmd("MT.SCAN").arg("k").arg("PREFIX").arg(r#"["a"]"#).query(&mut c).expect("scan");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let total: String = redis::cmd("MT.AGG")
+        .arg("n")
+        .arg("PREFIX")
+        .arg(r#"["a"]"#)
+        .arg("FRESH")
+        .query(&mut c)
+        .expect("agg");
+    assert_eq!(total, "3");
 }

@@ -13,7 +13,7 @@
 use serde_json::json;
 
 use super::reply::Reply;
-use crate::cli::json::{key_arg, key_to_json, value_to_json};
+use crate::cli::json::{key_arg, key_to_json, prefix_arg, value_to_json};
 use crate::node::Node;
 
 const SCAN_COUNT_DEFAULT: u32 = 100;
@@ -21,7 +21,8 @@ const SCAN_COUNT_DEFAULT: u32 = 100;
 struct Options {
     start: Option<Vec<u8>>,
     end: Option<Vec<u8>>,
-    prefix: Option<Vec<u8>>,
+    /// A `PREFIX` as scan bounds (see [`crate::cli::json::prefix_arg`]).
+    prefix: Option<(Vec<u8>, Option<Vec<u8>>)>,
     count: Option<u32>,
     group_level: Option<u32>,
     fresh: bool,
@@ -58,7 +59,12 @@ fn options(args: &[Vec<u8>], allowed: &[&str]) -> Result<Options, Reply> {
         match name.as_str() {
             "START" => o.start = Some(key()?),
             "END" => o.end = Some(key()?),
-            "PREFIX" => o.prefix = Some(key()?),
+            "PREFIX" => {
+                o.prefix = Some(
+                    prefix_arg(&text)
+                        .map_err(|e| Reply::err(format!("ERR invalid key {text}: {e}")))?,
+                )
+            }
             "COUNT" => o.count = Some(number()?.min(u64::from(u32::MAX)) as u32),
             "GROUPLEVEL" => o.group_level = Some(number()?.min(u64::from(u32::MAX)) as u32),
             _ => o.timeout_ms = number()?,
@@ -69,6 +75,16 @@ fn options(args: &[Vec<u8>], allowed: &[&str]) -> Result<Options, Reply> {
         return Err(Reply::err("ERR PREFIX cannot be combined with START or END"));
     }
     Ok(o)
+}
+
+impl Options {
+    /// The first key and the exclusive end of what the options select.
+    fn bounds(&self) -> (Option<monotable_proto::Bytes>, Option<monotable_proto::Bytes>) {
+        match &self.prefix {
+            Some((start, end)) => (Some(start.clone().into()), end.clone().map(Into::into)),
+            None => (self.start.clone().map(Into::into), self.end.clone().map(Into::into)),
+        }
+    }
 }
 
 fn json_bulk(j: &serde_json::Value) -> Reply {
@@ -89,9 +105,9 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
             };
             let req = monotable_proto::ScanRequest {
                 range: String::from_utf8_lossy(&args[1]).into_owned(),
-                start: o.start.map(Into::into),
-                end: o.end.map(Into::into),
-                prefix: o.prefix.map(Into::into),
+                start: o.bounds().0,
+                end: o.bounds().1,
+                prefix: None,
                 limit: o.count.unwrap_or(SCAN_COUNT_DEFAULT),
                 ..Default::default()
             };
@@ -115,9 +131,9 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
             };
             let req = monotable_proto::AggregateRequest {
                 reducer: String::from_utf8_lossy(&args[1]).into_owned(),
-                start: o.start.map(Into::into),
-                end: o.end.map(Into::into),
-                prefix: o.prefix.map(Into::into),
+                start: o.bounds().0,
+                end: o.bounds().1,
+                prefix: None,
                 group_level: o.group_level,
                 fresh: o.fresh,
                 timeout_ms: o.timeout_ms,
