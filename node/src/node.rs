@@ -45,6 +45,8 @@ pub struct Node {
     arbiters: Mutex<Vec<Arbiter>>,
     next_worker: AtomicUsize,
     next_chunk_worker: AtomicUsize,
+    /// Round-robin position of view actors on their third of the workers.
+    next_view_worker: AtomicUsize,
     chunks_dir: PathBuf,
     shutting_down: AtomicBool,
     /// Registered views. A std lock: read on every committed write group,
@@ -231,6 +233,7 @@ impl Node {
             arbiters: Mutex::new(arbiters),
             next_worker: AtomicUsize::new(0),
             next_chunk_worker: AtomicUsize::new(0),
+            next_view_worker: AtomicUsize::new(0),
             chunks_dir,
             shutting_down: AtomicBool::new(false),
             views: RwLock::new(Default::default()),
@@ -337,7 +340,7 @@ impl Node {
     /// The worker to place the next view actor on, round robin.
     pub(crate) fn next_view_worker(&self) -> ArbiterHandle {
         let third = self.workers.len() / 3;
-        let i = self.next_chunk_worker.fetch_add(1, Ordering::Relaxed) % third;
+        let i = self.next_view_worker.fetch_add(1, Ordering::Relaxed) % third;
         self.workers[2 * third + i].clone()
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monotable_proto::frame::{
-    check_handshake, decode_payload, encode_frame, read_frame, FrameError,
+    check_handshake, decode_payload, encode_frame, read_frame_within, FrameError,
 };
 use monotable_proto::limits::{IN_FLIGHT_PER_CONNECTION_MAX, REPLY_BUFFER_MAX_BYTES};
 use monotable_proto::{Command, ErrorCode, ErrorInfo, Reply, Request, Response, ServerHello};
@@ -284,14 +284,14 @@ async fn connection(
         };
         let read = tokio::select! {
             biased;
-            r = read_frame(&mut reader, &mut buf) => r,
+            r = read_frame_within(&mut reader, &mut buf, frame_limit(authenticated)) => r,
             () = &mut closed => break,
         };
         match read {
             Ok(true) => {}
             Ok(false) => break,
-            Err(FrameError::TooLarge { len }) => {
-                let message = FrameError::TooLarge { len }.to_string();
+            Err(e @ FrameError::TooLarge { .. }) => {
+                let message = e.to_string();
                 send(&tx, &unsent, 0, Err(ErrorInfo::new(ErrorCode::FrameTooLarge, message)));
                 break;
             }
@@ -383,6 +383,16 @@ async fn authenticate(node: &Node, peer: SocketAddr, given: &[u8]) -> Result<(),
              slowly",
         )
     })
+}
+
+/// The largest frame a connection may send next: small until it has
+/// authenticated on a node with a password.
+fn frame_limit(authenticated: bool) -> usize {
+    if authenticated {
+        monotable_proto::limits::FRAME_SIZE_MAX_BYTES
+    } else {
+        monotable_proto::limits::UNAUTHENTICATED_FRAME_SIZE_MAX_BYTES
+    }
 }
 
 /// Encodes a reply and queues it for the writer. A reply too large for a

@@ -26,8 +26,8 @@ const FRAME_BUFFER_KEPT_BYTES: usize = 64 * 1024;
 pub enum FrameError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {len} bytes exceeds the limit of {FRAME_SIZE_MAX_BYTES} bytes")]
-    TooLarge { len: usize },
+    #[error("frame of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
     #[error("connection closed in the middle of a frame")]
     Truncated,
     #[error("undecodable frame: {0}")]
@@ -44,9 +44,10 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Fram
     let len = out.len() - start - FRAME_HEADER_BYTES;
     if len > FRAME_SIZE_MAX_BYTES {
         out.truncate(start);
-        return Err(FrameError::TooLarge { len });
+        return Err(FrameError::TooLarge { len, limit: FRAME_SIZE_MAX_BYTES });
     }
-    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge { len })?;
+    let len = u32::try_from(len)
+        .map_err(|_| FrameError::TooLarge { len, limit: FRAME_SIZE_MAX_BYTES })?;
     out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
@@ -63,6 +64,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<bool, FrameError> {
+    read_frame_within(reader, buf, FRAME_SIZE_MAX_BYTES).await
+}
+
+/// [`read_frame`] with a smaller limit than [`FRAME_SIZE_MAX_BYTES`] (the
+/// server reads an unauthenticated client's frames within
+/// [`crate::limits::UNAUTHENTICATED_FRAME_SIZE_MAX_BYTES`]).
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     let mut filled = 0;
     while filled < FRAME_HEADER_BYTES {
@@ -73,8 +85,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         filled += n;
     }
     let len = u32::from_be_bytes(header) as usize;
-    if len > FRAME_SIZE_MAX_BYTES {
-        return Err(FrameError::TooLarge { len });
+    if len > limit.min(FRAME_SIZE_MAX_BYTES) {
+        return Err(FrameError::TooLarge { len, limit: limit.min(FRAME_SIZE_MAX_BYTES) });
     }
     // The buffer grows as bytes arrive (doubling), never to the announced
     // length up front: a header alone costs its sender nothing to send and

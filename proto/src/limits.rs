@@ -12,6 +12,11 @@ pub const HANDSHAKE_MAGIC: [u8; 4] = *b"MTBL";
 /// Largest frame (request or reply, without its 4-byte length prefix).
 pub const FRAME_SIZE_MAX_BYTES: usize = 32 * 1024 * 1024;
 
+/// Largest frame a client may send before it has authenticated (on a node
+/// with a password): enough for the `Auth` request, so an unauthenticated
+/// client cannot make the server buffer [`FRAME_SIZE_MAX_BYTES`] frames.
+pub const UNAUTHENTICATED_FRAME_SIZE_MAX_BYTES: usize = 64 * 1024;
+
 /// Largest key, in bytes.
 pub const KEY_SIZE_MAX_BYTES: usize = 16 * 1024;
 

@@ -275,3 +275,49 @@ fn data_files_are_readable_by_their_owner_only() {
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}: open to others", path.display());
     }
 }
+
+// Regression: an unauthenticated native client could make the node buffer
+// 32 MiB frames; about 36 such connections aborted it on a 4 GB limit.
+#[test]
+fn an_unauthenticated_native_client_cannot_send_large_frames() {
+    use monotable_proto::frame::decode_payload;
+    use monotable_proto::limits::{
+        HANDSHAKE_MAGIC, PROTOCOL_VERSION, UNAUTHENTICATED_FRAME_SIZE_MAX_BYTES,
+    };
+    use monotable_proto::{ErrorInfo, Response, ServerHello};
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = protected_node(dir.path());
+    let read_frame = |s: &mut std::net::TcpStream| -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).ok()?;
+        Some(buf)
+    };
+    let mut s = std::net::TcpStream::connect(node.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut hello = HANDSHAKE_MAGIC.to_vec();
+    hello.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    s.write_all(&hello).expect("hello");
+    let reply: Result<ServerHello, ErrorInfo> =
+        decode_payload(&read_frame(&mut s).expect("hello reply")).expect("decode");
+    reply.expect("handshake accepted");
+    // A header announcing one byte more than the limit is refused at once,
+    // before any of the body is sent.
+    let len = (UNAUTHENTICATED_FRAME_SIZE_MAX_BYTES + 1) as u32;
+    s.write_all(&len.to_be_bytes()).expect("header");
+    let response: Response =
+        decode_payload(&read_frame(&mut s).expect("an error reply")).expect("decode");
+    let error = response.result.expect_err("refused");
+    assert_eq!(error.code, ErrorCode::FrameTooLarge, "{error:?}");
+    assert!(read_frame(&mut s).is_none(), "the connection is closed");
+    // With the password, the usual limit applies.
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::connect_with(&node.addr.to_string(), with_password(PASSWORD)))
+        .expect("connect");
+    rt.block_on(client.create_range("r", RangeOptions::default())).expect("range");
+    rt.block_on(client.put("r", b"k", vec![b'v'; 1024 * 1024])).expect("a 1 MiB value");
+}
