@@ -16,8 +16,12 @@
 //!   and the pattern functions (`string.find`, `match`, `gmatch`, `gsub`)
 //!   are replaced by a matcher that charges every step
 //!   ([`super::lua_pattern`]).
-//! - Finalizers: `setmetatable` refuses a metatable with `__gc` (a
-//!   finalizer would run at any allocation, even between calls).
+//! - Finalizers and to-be-closed variables: `setmetatable` refuses a
+//!   metatable with `__gc` (a finalizer would run at any allocation, even
+//!   between calls) or `__close` (it runs while an error unwinds, with the
+//!   counting hook off), and locks the metatable it sets (a copy, with
+//!   `__metatable`) so neither can be added later; the strings' shared
+//!   metatable is locked too.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -225,7 +229,7 @@ impl Meter {
 /// Wraps the base functions that could catch the stop or register a
 /// finalizer. Runs before the user's source, with the originals as locals.
 const PRELUDE: &str = r#"
-local pcall, xpcall, setmetatable, rawget, type, error, stopped = pcall, xpcall, setmetatable, rawget, type, error, ...
+local pcall, xpcall, setmetatable, rawget, type, error, next, stopped = pcall, xpcall, setmetatable, rawget, type, error, next, ...
 local function pass(...)
   local why = stopped()
   if why then error(why, 0) end
@@ -240,12 +244,27 @@ _G.xpcall = function(f, handler, ...)
     return handler(e)
   end, ...))
 end
+-- A metatable is copied and locked when it is set, so no field can be
+-- added to it later: a finalizer (__gc) would run at any allocation, and
+-- a __close metamethod runs while an error unwinds, where the hooks that
+-- count instructions are off. getmetatable still returns the table given.
+local banned = { __gc = "finalizers (__gc)", __close = "to-be-closed metamethods (__close)" }
 _G.setmetatable = function(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("finalizers (__gc) are not allowed in view functions", 2)
+  if type(mt) == "table" then
+    for field, what in next, banned do
+      if rawget(mt, field) ~= nil then
+        error(what .. " are not allowed in view functions", 2)
+      end
+    end
+    local locked = {}
+    for k, v in next, mt do locked[k] = v end
+    if rawget(locked, "__metatable") == nil then locked.__metatable = mt end
+    mt = locked
   end
   return setmetatable(t, mt)
 end
+-- Strings share one metatable; locked so no __close can be added to it.
+getmetatable("").__metatable = false
 "#;
 
 /// A sandboxed Lua VM with per-call limits.

@@ -59,6 +59,39 @@ fn finalizers_are_refused() {
 }
 
 #[test]
+fn to_be_closed_variables_cannot_escape_the_budget() {
+    // Regression: a __close metamethod that loops ran while the budget's
+    // error unwound, with the counting hook off: the call never returned.
+    let err = map_error(
+        "function map(k, v) local x <close> = setmetatable({}, {__close = function() while true do end end}) while true do end end",
+    );
+    assert!(err.contains("__close"), "{err}");
+    // Added to the metatable after it was set: the metatable in charge is a
+    // locked copy, so the value is not closable.
+    let err = map_error(
+        "function map(k, v) local mt = {} local t = setmetatable({}, mt) mt.__close = function() while true do end end local x <close> = t while true do end end",
+    );
+    assert!(err.contains("non-closable"), "{err}");
+    let err = map_error(
+        "function map(k, v) local mt = {} local t = setmetatable({}, mt) error(getmetatable(t) == mt and 'same' or 'other') end",
+    );
+    assert!(err.contains("same"), "getmetatable returns the table given: {err}");
+    // The strings' shared metatable cannot be reached.
+    let err = map_error(
+        "function map(k, v) getmetatable('').__close = function() while true do end end local x <close> = 'a' while true do end end",
+    );
+    assert!(err.contains("attempt to index"), "{err}");
+    // Ordinary metatables still work.
+    let m = LuaMapper::new(
+        "function map(k, v) local t = setmetatable({}, {__index = function(_, f) return f .. '!' end}) emit(t.a, 1) end",
+        &LuaEnv::standalone(),
+    )
+    .expect("compiles");
+    let (k, v) = (key(1), doc(serde_json::json!({})));
+    assert!(m.map_batch(&[(&k, &v)])[0].is_ok());
+}
+
+#[test]
 fn c_loops_are_bounded() {
     // Regression: string.rep of an empty string looped 2^62 times in C.
     let m = LuaMapper::new(
