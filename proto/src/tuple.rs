@@ -112,7 +112,7 @@ pub fn compare_elements(a: &Element, b: &Element) -> Ordering {
 pub fn encode(tuple: &[Element]) -> Result<Vec<u8>, TupleError> {
     let mut out = Vec::with_capacity(16);
     for element in tuple {
-        encode_element(element, &mut out, false)?;
+        encode_element(element, &mut out, 0)?;
     }
     Ok(out)
 }
@@ -127,7 +127,14 @@ fn encode_escaped(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(0x00);
 }
 
-fn encode_element(element: &Element, out: &mut Vec<u8>, nested: bool) -> Result<(), TupleError> {
+/// `depth` is 0 for a top-level element. Nesting deeper than
+/// [`TUPLE_DEPTH_MAX`] is refused here exactly as [`decode`] refuses it, so
+/// nothing encoded fails to decode.
+fn encode_element(element: &Element, out: &mut Vec<u8>, depth: usize) -> Result<(), TupleError> {
+    if depth > TUPLE_DEPTH_MAX {
+        return Err(TupleError::TooDeep);
+    }
+    let nested = depth > 0;
     match element {
         Element::Null => {
             out.push(NULL);
@@ -146,7 +153,7 @@ fn encode_element(element: &Element, out: &mut Vec<u8>, nested: bool) -> Result<
         Element::Tuple(items) => {
             out.push(NESTED);
             for item in items {
-                encode_element(item, out, true)?;
+                encode_element(item, out, depth + 1)?;
             }
             out.push(0x00);
         }
@@ -447,6 +454,22 @@ mod tests {
             encode(&[Element::Int(INT_MAGNITUDE_MAX as i128 + 1)]),
             Err(TupleError::IntOutOfRange(INT_MAGNITUDE_MAX as i128 + 1))
         );
+    }
+
+    // Regression: a key nested 34 levels deep was encoded and stored, then
+    // could not be decoded (it printed as {"$raw":...}).
+    #[test]
+    fn encode_refuses_the_depth_decode_refuses() {
+        let nest = |levels: usize| {
+            let mut e = Element::Int(1);
+            for _ in 0..levels {
+                e = Element::Tuple(vec![e]);
+            }
+            vec![e]
+        };
+        let deepest = encode(&nest(TUPLE_DEPTH_MAX)).expect("at the limit");
+        assert!(decode(&deepest).is_ok());
+        assert_eq!(encode(&nest(TUPLE_DEPTH_MAX + 1)), Err(TupleError::TooDeep));
     }
 
     #[test]
