@@ -13,13 +13,17 @@
 //! - [`chunk_actor`]: one actix actor per chunk, the only writer of its log;
 //!   group commit, compaction and splits happen here. Reads skip the actor
 //!   and read the [`chunk_cell`] it shares.
-//! - [`storage`]: the chunk itself: log segments on disk, the versioned
-//!   in-memory index, the seq clock and snapshot pins.
+//! - [`storage`]: the chunk itself: log segments on disk, its manifest and
+//!   descriptor, the versioned in-memory index, the seq clock and snapshot
+//!   pins; the row limits are enforced here, where every write passes.
 //! - [`catalog`]: ranges and chunk boundaries in sled.
 //! - [`startup`]: the catalog checked against the chunk directories at
 //!   start, and its rebuild from them (`serve --recover-catalog`).
-//! - [`view`]: the pieces of live map-reduce: mapper and reducer functions
-//!   and the reduce tree (not yet wired to the server).
+//! - [`view`]: live map-reduce: mapper and reducer functions, the Lua
+//!   sandbox, the reduce tree, and the mapper and reducer actors that
+//!   follow their ranges.
+//! - [`resp`]: the Redis protocol endpoint: request reader, commands, and
+//!   the layout of Redis databases as ranges.
 //! - [`config`], [`error`]: settings with their defaults, and error types.
 //! - [`auth`]: the password both protocols check, and the throttle on
 //!   failed attempts; [`file_modes`]: data files readable by their owner

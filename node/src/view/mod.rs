@@ -15,8 +15,9 @@
 //!   escape; [`lua_pattern`]: Lua's pattern functions, charged per step;
 //!   [`lua`]: Lua mappers and reducers on top of it.
 //!
-//! These are plain structs without actors or I/O; the view actors that keep
-//! them up to date as chunks change are built on top.
+//! The functions, the sandbox and the trees are plain structs without
+//! actors or I/O; [`mapper`] and [`reducer`] are the actors that keep them up
+//! to date as chunks change.
 
 /// Implements the messages every follower of a range (the mapper, reducer
 /// and sink actors) answers alike: `Dirty` schedules a round, `Stop` stops
