@@ -154,9 +154,16 @@ pub async fn replace_items(
 }
 
 /// A key for messages: text when it is printable, escaped otherwise.
+/// A key longer than [`SHOWN_KEY_BYTES_MAX`] shows its start and its length.
 pub fn show(key: &[u8]) -> String {
-    key.escape_ascii().to_string()
+    if key.len() <= SHOWN_KEY_BYTES_MAX {
+        return key.escape_ascii().to_string();
+    }
+    format!("{}... ({} bytes)", key[..SHOWN_KEY_BYTES_MAX].escape_ascii(), key.len())
 }
+
+/// The most bytes of a key a message shows.
+const SHOWN_KEY_BYTES_MAX: usize = 64;
 
 /// Every key row of a Redis database range (`("k", KEY)` rows), at a
 /// snapshot, streamed.
@@ -170,4 +177,16 @@ pub fn key_rows(
         scan = scan.at(s);
     }
     client.scan_stream(range, scan)
+}
+
+#[cfg(test)]
+mod show_tests {
+    // Regression: an import summary printed a skipped 20 KB key whole.
+    #[test]
+    fn long_keys_show_their_start_and_length() {
+        assert_eq!(super::show(b"a\x00b"), "a\\x00b");
+        let long = vec![b'k'; 20_000];
+        let shown = super::show(&long);
+        assert!(shown.len() < 100 && shown.ends_with("... (20000 bytes)"), "{shown}");
+    }
 }
