@@ -77,8 +77,10 @@ fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
     Some((&buf[from..end], end + 2))
 }
 
+/// A length as Redis reads it (`string2ll`: no sign `+`, no leading zero,
+/// no `-0`).
 fn number(bytes: &[u8]) -> Option<i64> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+    super::args::parse_i64(bytes)
 }
 
 impl RequestReader {
@@ -399,6 +401,13 @@ mod tests {
         assert_eq!(one(b"*1\r\n$-5\r\n"), error("Protocol error: invalid bulk length"));
         assert_eq!(one(b"*99999999999\r\n"), error("Protocol error: invalid multibulk length"));
         assert_eq!(one(b"*x\r\n"), error("Protocol error: invalid multibulk length"));
+        // Regression: lengths Redis's string2ll refuses were accepted.
+        for bad in [&b"*+1\r\n"[..], b"*01\r\n"] {
+            assert_eq!(one(bad), error("Protocol error: invalid multibulk length"));
+        }
+        for bad in [&b"*1\r\n$04\r\nabcd\r\n"[..], b"*1\r\n$+4\r\nabcd\r\n", b"*1\r\n$-0\r\n"] {
+            assert_eq!(one(bad), error("Protocol error: invalid bulk length"));
+        }
         assert_eq!(one(b"*1\r\n:1\r\n"), error("Protocol error: expected '$', got ':'"));
         let long = vec![b'a'; INLINE_LEN_MAX + 1];
         assert_eq!(one(&long), error("Protocol error: too big inline request"));
