@@ -293,6 +293,9 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         "LINDEX l -1",
         "LINDEX l 99",
         "LINDEX l x",
+        // Regression: the index was read before the key, unlike Redis.
+        "LINDEX nolist 1.5",
+        "LSET nolist INCR x",
         "LSET l 1 Z",
         "LSET l 99 Z",
         "LSET nolist 0 Z",

@@ -200,8 +200,9 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
             Reply::Array(items.into_iter().map(Reply::Bulk).collect())
         }
         "lindex" => {
-            let Some(i) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
+            // Redis looks the key up first: a missing key is nil whatever the index.
             let Some(s) = found else { return Ok(Reply::Null) };
+            let Some(i) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
             match offset(i, s.count) {
                 None => Reply::Null,
                 Some(o) => elements(db, key, s.head + o, s.head + o + 1)
@@ -211,8 +212,8 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
             }
         }
         "lset" => {
-            let Some(i) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
             let Some(s) = found else { return Ok(Reply::err("ERR no such key")) };
+            let Some(i) = parse_i64(&args[2]) else { return Ok(Reply::err(NOT_INTEGER)) };
             match offset(i, s.count) {
                 None => Reply::err("ERR index out of range"),
                 Some(o) => {
