@@ -296,6 +296,7 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         // Regression: the index was read before the key, unlike Redis.
         "LINDEX nolist 1.5",
         "LSET nolist INCR x",
+        "LPOP l 1 2",
         "LSET l 1 Z",
         "LSET l 99 Z",
         "LSET nolist 0 Z",

@@ -162,7 +162,7 @@ fn lower(name: &[u8]) -> String {
 }
 
 fn arity_error(name: &str) -> Reply {
-    Reply::err(format!("ERR wrong number of arguments for '{name}' command"))
+    Reply::wrong_arity(name)
 }
 
 fn unknown_command(args: &[Vec<u8>]) -> Reply {

@@ -120,7 +120,7 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
     let key = &args[1];
     // Arguments are checked before the key, as Redis does.
     let count_arg = match name {
-        "lpop" | "rpop" if args.len() > 3 => return Ok(Reply::err(SYNTAX)),
+        "lpop" | "rpop" if args.len() > 3 => return Ok(Reply::wrong_arity(name)),
         "lpop" | "rpop" => match args.get(2).map(|a| positive_count(a)) {
             None => None,
             Some(Ok(n)) => Some(i64::try_from(n).unwrap_or(i64::MAX)),

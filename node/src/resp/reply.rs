@@ -33,6 +33,11 @@ impl Reply {
         Reply::Error(message.into())
     }
 
+    /// Redis's error for a command given the wrong number of arguments.
+    pub fn wrong_arity(name: &str) -> Reply {
+        Reply::err(format!("ERR wrong number of arguments for '{name}' command"))
+    }
+
     pub fn bulk(bytes: impl Into<Vec<u8>>) -> Reply {
         Reply::Bulk(bytes.into())
     }
