@@ -4,13 +4,13 @@
 use std::fs::{self, OpenOptions};
 use std::ops::Bound::Unbounded;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use monotable_proto::WriteOp;
 
 use super::chunk::{Chunk, ChunkError, ChunkMeta, ReadAt};
 use super::chunk_log::LogError;
-use super::tests::desc;
+use super::tests::{commit, desc, segments};
 
 const SEGMENT_MAX: u64 = 4096;
 
@@ -20,23 +20,6 @@ fn meta() -> ChunkMeta {
 
 fn put(k: &str) -> WriteOp {
     WriteOp::Put { key: k.as_bytes().to_vec().into(), value: vec![b'v'; 200].into() }
-}
-
-fn commit(c: &mut Chunk, seq: u64, ops: &[WriteOp]) {
-    c.apply_batch(seq, ops).expect("apply");
-    c.write_out().expect("write");
-    c.take_sync_job().expect("job").run().expect("sync");
-    c.mark_durable(seq);
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 fn keys(c: &Chunk) -> usize {

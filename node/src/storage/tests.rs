@@ -30,7 +30,7 @@ fn del(k: &str) -> WriteOp {
     WriteOp::Delete { key: k.as_bytes().to_vec().into() }
 }
 
-fn commit(c: &mut Chunk, seq: u64, ops: &[WriteOp]) {
+pub(super) fn commit(c: &mut Chunk, seq: u64, ops: &[WriteOp]) {
     c.apply_batch(seq, ops).expect("apply");
     c.write_out().expect("write");
     c.take_sync_job().expect("job").run().expect("sync");
@@ -50,7 +50,7 @@ fn contents(c: &Chunk, at: ReadAt) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(super) fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .expect("dir")
         .map(|e| e.expect("entry").path())
