@@ -6,7 +6,8 @@
 //! So `("paris", 31)` sorts before `("paris", 40)`, and the encoding of a tuple
 //! is a byte prefix of the encoding of every longer tuple that starts with it:
 //! scanning by the prefix `("paris",)` finds every key whose first element is
-//! `"paris"` and nothing else.
+//! `"paris"` and nothing else (up to the exclusive end
+//! [`crate::keys::tuple_prefix_end`], the prefix followed by `0xFF`).
 //!
 //! | element  | type byte     | body |
 //! |----------|---------------|------|
@@ -14,14 +15,33 @@
 //! | bytes    | `0x01`        | bytes with `0x00` escaped as `0x00 0xFF`, then `0x00` |
 //! | string   | `0x02`        | UTF-8, escaped and terminated like bytes |
 //! | tuple    | `0x05`        | the nested elements (a nested null is `0x00 0xFF`), then `0x00` |
-//! | integer  | `0x0C..=0x1C` | `0x14` is zero; `0x14 + n` a positive integer in `n` big-endian bytes; `0x14 - n` a negative one in `n` bytes of one's complement |
-//! | float    | `0x21`        | the IEEE 754 bits, big-endian, sign bit flipped (all bits flipped when negative) |
+//! | number `x <= -2^64`, `-inf` | `0x0B` | the 8 ordered bytes of `x` (below) |
+//! | integer `n`, and a float with an integral value `n` | `0x0C..=0x1C` | `0x14` is zero; `0x14 + k` a positive integer in `k` big-endian bytes (no leading zero byte); `0x14 - k` a negative one in `k` bytes of one's complement |
+//! | non-integral float `x` | as the integer `floor(x)` | the integer `floor(x)` encoded as above, then `0xFF`, then the 8 ordered bytes of `x` |
+//! | number `x >= 2^64`, `+inf` | `0x1D` | the 8 ordered bytes of `x` |
+//! | NaN (any payload) | `0x1E` | none |
 //! | false    | `0x26`        | none |
 //! | true     | `0x27`        | none |
 //!
-//! Elements of different types order by their type byte. Floats order by
-//! [`f64::total_cmp`] (so `-0.0 < 0.0` and NaN sorts last), integers cover
-//! `-(2^64 - 1) ..= 2^64 - 1`.
+//! The 8 ordered bytes of a float are its IEEE 754 bits, big-endian, with the
+//! sign bit flipped when positive and all bits flipped when negative, so they
+//! compare as the floats do.
+//!
+//! Numbers form one order across integers and floats, as CouchDB's view
+//! collation: `-inf < -2^70 < -1 < -0.5 < 0 < 1 < 1.5 < 2 < 2^70 < inf < NaN`.
+//! A float and an integer with the same value are the same key: a float with
+//! an integral value within the integer range encodes byte for byte like
+//! that integer and decodes as [`Element::Int`] (`-0.0` is `0`). A
+//! non-integral float sorts between its neighbouring integers: after the
+//! integer `floor(x)` and every longer tuple starting with it (the `0xFF`
+//! after the integer is above every type byte and the nested terminator),
+//! before `floor(x) + 1`. It is therefore not matched by a tuple prefix scan
+//! on `(floor(x),)`, whose end is that prefix followed by `0xFF`. Floats
+//! beyond the integer range sort beyond every integer; every NaN is one key,
+//! after `+inf`. Integers cover `-(2^64 - 1) ..= 2^64 - 1`.
+//!
+//! Elements of different kinds order by their type byte: null, bytes,
+//! strings, tuples, numbers, false, true.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -33,13 +53,24 @@ const NESTED: u8 = 0x05;
 const INT_ZERO: u8 = 0x14;
 const INT_MIN_CODE: u8 = INT_ZERO - 8;
 const INT_MAX_CODE: u8 = INT_ZERO + 8;
-const FLOAT: u8 = 0x21;
+/// A number at or below -2^64 (and -inf).
+const NUMBER_BELOW: u8 = 0x0B;
+/// A number at or above 2^64 (and +inf).
+const NUMBER_ABOVE: u8 = 0x1D;
+/// Every NaN.
+const NAN: u8 = 0x1E;
+/// After an integer: a non-integral float follows (its 8 ordered bytes).
+const FRACTION: u8 = 0xFF;
 const FALSE: u8 = 0x26;
 const TRUE: u8 = 0x27;
 const ESCAPE: u8 = 0xFF;
 
 /// The largest magnitude an integer element can hold: 2^64 - 1.
 pub const INT_MAGNITUDE_MAX: u128 = u64::MAX as u128;
+
+/// 2^64 as a float: the smallest magnitude of a float beyond the integer
+/// range (the float below it, 2^64 - 2048, is an integer in range).
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 /// Nesting deeper than this is refused when decoding, so that hostile input
 /// cannot exhaust the stack.
@@ -54,6 +85,9 @@ pub enum Element {
     Tuple(Vec<Element>),
     /// An integer in `-(2^64 - 1) ..= 2^64 - 1`; encoding fails outside it.
     Int(i128),
+    /// A float. One with an integral value in the integer range is the same
+    /// key as that integer (it encodes as one and decodes as [`Element::Int`]);
+    /// use [`compare_elements`], not `==`, to compare keys.
     Float(f64),
     Bool(bool),
 }
@@ -76,8 +110,7 @@ impl Element {
             Element::Bytes(_) => BYTES,
             Element::String(_) => STRING,
             Element::Tuple(_) => NESTED,
-            Element::Int(_) => INT_ZERO,
-            Element::Float(_) => FLOAT,
+            Element::Int(_) | Element::Float(_) => INT_ZERO,
             Element::Bool(_) => FALSE,
         }
     }
@@ -102,10 +135,61 @@ pub fn compare_elements(a: &Element, b: &Element) -> Ordering {
         (Element::String(x), Element::String(y)) => x.as_bytes().cmp(y.as_bytes()),
         (Element::Tuple(x), Element::Tuple(y)) => compare_tuples(x, y),
         (Element::Int(x), Element::Int(y)) => x.cmp(y),
-        (Element::Float(x), Element::Float(y)) => x.total_cmp(y),
+        (Element::Float(x), Element::Float(y)) => compare_floats(*x, *y),
+        (Element::Int(x), Element::Float(y)) => compare_int_float(*x, *y),
+        (Element::Float(x), Element::Int(y)) => compare_int_float(*y, *x).reverse(),
         (Element::Bool(x), Element::Bool(y)) => x.cmp(y),
         _ => a.type_rank().cmp(&b.type_rank()),
     }
+}
+
+/// Numeric order of floats, with `-0.0 == 0.0` and every NaN equal and last.
+fn compare_floats(x: f64, y: f64) -> Ordering {
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// Exact numeric order of an integer (any `i128`) and a float (NaN last).
+fn compare_int_float(i: i128, f: f64) -> Ordering {
+    if f.is_nan() {
+        return Ordering::Less;
+    }
+    // Every float of magnitude >= 2^127 is beyond i128; below that, floor(f)
+    // converts exactly.
+    if f >= 1.7e38 {
+        return Ordering::Less;
+    }
+    if f <= -1.7e38 {
+        return Ordering::Greater;
+    }
+    let floor = f.floor();
+    let n = floor as i128;
+    match i.cmp(&n) {
+        Ordering::Equal if floor < f => Ordering::Less,
+        ord => ord,
+    }
+}
+
+/// The integer a float equals, if it is integral and within the integer
+/// element range.
+fn integral(f: f64) -> Option<i128> {
+    (f.is_finite() && f.abs() < TWO_POW_64 && f.fract() == 0.0).then_some(f as i128)
+}
+
+/// The 8 bytes of a float that compare as the floats do (NaN aside).
+fn ordered_bits(f: f64) -> [u8; 8] {
+    let bits = f.to_bits();
+    let bits = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+    bits.to_be_bytes()
+}
+
+fn from_ordered_bits(be: [u8; 8]) -> f64 {
+    let bits = u64::from_be_bytes(be);
+    f64::from_bits(if bits >> 63 == 1 { bits ^ (1 << 63) } else { !bits })
 }
 
 /// Encodes a tuple into key bytes.
@@ -158,12 +242,7 @@ fn encode_element(element: &Element, out: &mut Vec<u8>, depth: usize) -> Result<
             out.push(0x00);
         }
         Element::Int(v) => encode_int(*v, out)?,
-        Element::Float(f) => {
-            out.push(FLOAT);
-            let bits = f.to_bits();
-            let bits = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
-            out.extend_from_slice(&bits.to_be_bytes());
-        }
+        Element::Float(f) => encode_float(*f, out)?,
         Element::Bool(false) => out.push(FALSE),
         Element::Bool(true) => out.push(TRUE),
     }
@@ -185,6 +264,26 @@ fn encode_int(v: i128, out: &mut Vec<u8>) -> Result<(), TupleError> {
     } else {
         out.push(INT_ZERO - len);
         out.extend(body.iter().map(|b| !b));
+    }
+    Ok(())
+}
+
+fn encode_float(f: f64, out: &mut Vec<u8>) -> Result<(), TupleError> {
+    if f.is_nan() {
+        out.push(NAN);
+    } else if let Some(n) = integral(f) {
+        encode_int(n, out)?;
+    } else if f >= TWO_POW_64 {
+        out.push(NUMBER_ABOVE);
+        out.extend_from_slice(&ordered_bits(f));
+    } else if f <= -TWO_POW_64 {
+        out.push(NUMBER_BELOW);
+        out.extend_from_slice(&ordered_bits(f));
+    } else {
+        // Non-integral, so |f| < 2^52 and floor(f) is an integer in range.
+        encode_int(f.floor() as i128, out)?;
+        out.push(FRACTION);
+        out.extend_from_slice(&ordered_bits(f));
     }
     Ok(())
 }
@@ -230,6 +329,17 @@ impl Decoder<'_> {
                 return Ok(out);
             }
         }
+    }
+
+    fn float(&mut self) -> Result<f64, TupleError> {
+        let body = self
+            .bytes
+            .get(self.pos..self.pos + 8)
+            .ok_or_else(|| self.malformed("truncated float"))?;
+        let mut be = [0u8; 8];
+        be.copy_from_slice(body);
+        self.pos += 8;
+        Ok(from_ordered_bits(be))
     }
 
     fn element(&mut self, nested: bool, depth: usize) -> Result<Element, TupleError> {
@@ -283,20 +393,28 @@ impl Decoder<'_> {
                 }
                 self.pos = end;
                 let v = i128::from(magnitude);
-                Ok(Element::Int(if negative { -v } else { v }))
+                let v = if negative { -v } else { v };
+                if self.bytes.get(self.pos) != Some(&FRACTION) {
+                    return Ok(Element::Int(v));
+                }
+                self.pos += 1;
+                let f = self.float()?;
+                // Canonical: a non-integral float whose floor is the integer.
+                if f.is_nan() || f.fract() == 0.0 || f.is_infinite() || f.floor() as i128 != v {
+                    return Err(self.malformed("float does not follow its integer part"));
+                }
+                Ok(Element::Float(f))
             }
-            FLOAT => {
-                let body = self
-                    .bytes
-                    .get(self.pos..self.pos + 8)
-                    .ok_or_else(|| self.malformed("truncated float"))?;
-                let mut be = [0u8; 8];
-                be.copy_from_slice(body);
-                self.pos += 8;
-                let bits = u64::from_be_bytes(be);
-                let bits = if bits >> 63 == 1 { bits ^ (1 << 63) } else { !bits };
-                Ok(Element::Float(f64::from_bits(bits)))
+            NUMBER_ABOVE | NUMBER_BELOW => {
+                let f = self.float()?;
+                let canonical =
+                    if code == NUMBER_ABOVE { f >= TWO_POW_64 } else { f <= -TWO_POW_64 };
+                if !canonical {
+                    return Err(self.malformed("float out of place"));
+                }
+                Ok(Element::Float(f))
             }
+            NAN => Ok(Element::Float(f64::NAN)),
             FALSE => Ok(Element::Bool(false)),
             TRUE => Ok(Element::Bool(true)),
             _ => {
@@ -392,11 +510,136 @@ mod tests {
             prop_oneof![-300i128..300, Just(0i128), Just(-1), Just(255), Just(256), Just(-256)]
                 .prop_map(Element::Int),
             any::<f64>().prop_map(Element::Float),
+            number_strategy(),
             any::<bool>().prop_map(Element::Bool),
         ];
         leaf.prop_recursive(3, 16, 4, |inner| {
             proptest::collection::vec(inner, 0..4).prop_map(Element::Tuple)
         })
+    }
+
+    const INT_MAX: i128 = INT_MAGNITUDE_MAX as i128;
+
+    /// Integers and floats mixed, with the edge cases of their shared order.
+    fn number_strategy() -> impl Strategy<Value = Element> {
+        let special_ints = [
+            0,
+            1,
+            -1,
+            2,
+            INT_MAX,
+            -INT_MAX,
+            INT_MAX - 1,
+            (1 << 53) + 1,
+            1 << 53,
+            -(1 << 53) - 1,
+            i128::from(i64::MIN),
+            i128::from(i64::MAX),
+            i128::from(u64::MAX) - 2047,
+        ];
+        let special_floats = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            1.5,
+            -1.5,
+            1.0 - f64::EPSILON / 2.0,
+            -(1.0 - f64::EPSILON / 2.0),
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_994.0,
+            4_503_599_627_370_495.5,
+            -4_503_599_627_370_495.5,
+            TWO_POW_64,
+            -TWO_POW_64,
+            TWO_POW_64 - 2048.0,
+            -(TWO_POW_64 - 2048.0),
+            1.2e21,
+            f64::MAX,
+            f64::MIN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+            f64::from_bits(0x7ff0_0000_0000_0001),
+        ];
+        prop_oneof![
+            any::<i64>().prop_map(|i| Element::Int(i128::from(i))),
+            any::<u64>().prop_map(|u| Element::Int(i128::from(u))),
+            (-INT_MAX..=INT_MAX).prop_map(Element::Int),
+            proptest::sample::select(special_ints.to_vec()).prop_map(Element::Int),
+            any::<f64>().prop_map(Element::Float),
+            proptest::sample::select(special_floats.to_vec()).prop_map(Element::Float),
+            // Floats next to integers, and integers next to floats.
+            (-300i64..300, 0usize..4).prop_map(|(i, k)| {
+                let f = i as f64;
+                // The floats just above and below f.
+                let (up, down) = match f {
+                    0.0 => (5e-324, -5e-324),
+                    f if f > 0.0 => {
+                        (f64::from_bits(f.to_bits() + 1), f64::from_bits(f.to_bits() - 1))
+                    }
+                    f => (f64::from_bits(f.to_bits() - 1), f64::from_bits(f.to_bits() + 1)),
+                };
+                Element::Float([f, f + 0.5, up, down][k])
+            }),
+            (any::<i64>(), -1i128..=1).prop_map(|(i, d)| Element::Int(i128::from(i) + d)),
+            any::<i64>().prop_map(|i| Element::Float(i as f64)),
+            any::<u64>().prop_map(|u| Element::Float(u as f64)),
+        ]
+    }
+
+    /// The numeric order computed independently of the encoding: a float
+    /// is `m * 2^e` with an integer `m`, compared with an integer in exact
+    /// integer arithmetic.
+    fn numeric_oracle(a: &Element, b: &Element) -> Ordering {
+        fn int_vs_float(i: i128, f: f64) -> Ordering {
+            if f.is_nan() || f == f64::INFINITY {
+                return Ordering::Less;
+            }
+            if f == f64::NEG_INFINITY {
+                return Ordering::Greater;
+            }
+            if f == 0.0 {
+                return i.cmp(&0);
+            }
+            let bits = f.to_bits();
+            let negative = bits >> 63 == 1;
+            let exp = ((bits >> 52) & 0x7ff) as i32;
+            let frac = i128::from(bits & ((1 << 52) - 1));
+            let (m, e) = if exp == 0 { (frac, -1074) } else { (frac | (1 << 52), exp - 1075) };
+            let m = if negative { -m } else { m };
+            if e >= 0 {
+                if e > 70 {
+                    return if negative { Ordering::Greater } else { Ordering::Less };
+                }
+                return i.cmp(&(m << e));
+            }
+            // Compare i * 2^-e with m; when that overflows |f| < 1.
+            match i.checked_mul(1i128.checked_shl((-e) as u32).unwrap_or(0)).filter(|_| -e < 120) {
+                Some(scaled) => scaled.cmp(&m),
+                None if i != 0 => i.cmp(&0),
+                None => 0.cmp(&m),
+            }
+        }
+        match (a, b) {
+            (Element::Int(x), Element::Int(y)) => x.cmp(y),
+            (Element::Int(x), Element::Float(y)) => int_vs_float(*x, *y),
+            (Element::Float(x), Element::Int(y)) => int_vs_float(*y, *x).reverse(),
+            (Element::Float(x), Element::Float(y)) => {
+                if x.is_nan() || y.is_nan() {
+                    x.is_nan().cmp(&y.is_nan())
+                } else {
+                    x.partial_cmp(y).expect("not NaN")
+                }
+            }
+            _ => unreachable!("numbers only"),
+        }
     }
 
     fn tuple_strategy() -> impl Strategy<Value = Vec<Element>> {
@@ -434,9 +677,133 @@ mod tests {
         }
 
         #[test]
+        fn numbers_order_numerically_in_bytes_and_in_compare(
+            a in number_strategy(),
+            b in number_strategy(),
+            tail_a in element_strategy(),
+            tail_b in element_strategy(),
+        ) {
+            let want = numeric_oracle(&a, &b);
+            prop_assert_eq!(compare_elements(&a, &b), want, "{:?} vs {:?}", a, b);
+            let ea = encode(std::slice::from_ref(&a)).expect("in range");
+            let eb = encode(std::slice::from_ref(&b)).expect("in range");
+            prop_assert_eq!(ea.cmp(&eb), want, "{:?} vs {:?}", a, b);
+            prop_assert_eq!(ea == eb, want == Ordering::Equal);
+            // Longer tuples and nested tuples keep the numeric order first.
+            let ta = vec![a.clone(), tail_a.clone()];
+            let tb = vec![b.clone(), tail_b.clone()];
+            let (eta, etb) = (encode(&ta).expect("in range"), encode(&tb).expect("in range"));
+            prop_assert_eq!(eta.cmp(&etb), compare_tuples(&ta, &tb));
+            if want != Ordering::Equal {
+                prop_assert_eq!(eta.cmp(&etb), want);
+            }
+            let na = [Element::Tuple(ta.clone())];
+            let nb = [Element::Tuple(tb.clone())];
+            let (ena, enb) = (encode(&na).expect("in range"), encode(&nb).expect("in range"));
+            prop_assert_eq!(ena.cmp(&enb), compare_tuples(&na, &nb));
+            // A tuple prefix scan on (a,) holds exactly the tuples starting with a.
+            let end = crate::keys::tuple_prefix_end(&ea).expect("non-empty");
+            let inside = eb.as_slice() >= ea.as_slice() && etb.as_slice() < end.as_slice();
+            prop_assert_eq!(inside, want == Ordering::Equal, "{:?} prefix of {:?}", a, tb);
+        }
+
+        #[test]
+        fn numbers_decode_canonically(x in number_strategy()) {
+            let bytes = encode(std::slice::from_ref(&x)).expect("in range");
+            let back = decode(&bytes).expect("valid encoding");
+            prop_assert_eq!(back.len(), 1);
+            prop_assert_eq!(compare_elements(&x, &back[0]), Ordering::Equal);
+            prop_assert_eq!(encode(&back).expect("in range"), bytes.clone());
+            match (&x, &back[0]) {
+                (_, Element::Float(f)) => {
+                    prop_assert!(integral(*f).is_none(), "{:?} decoded as float {:?}", x, f);
+                    prop_assert!(!f.is_nan() || f.to_bits() == f64::NAN.to_bits());
+                }
+                (Element::Float(f), Element::Int(n)) => prop_assert_eq!(*f, *n as f64),
+                (Element::Int(a), Element::Int(n)) => prop_assert_eq!(a, n),
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             let _ = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn numbers_sort_in_one_order() {
+        let ordered = [
+            Element::Float(f64::NEG_INFINITY),
+            Element::Float(-1e300),
+            Element::Float(-TWO_POW_64),
+            Element::Int(-INT_MAX),
+            Element::Int(-2),
+            Element::Float(-1.5),
+            Element::Int(-1),
+            Element::Float(-0.5),
+            Element::Float(-5e-324),
+            Element::Int(0),
+            Element::Float(5e-324),
+            Element::Float(0.5),
+            Element::Int(1),
+            Element::Float(1.5),
+            Element::Int(2),
+            Element::Int(1 << 53),
+            Element::Int((1 << 53) + 1),
+            Element::Float(9_007_199_254_740_994.0),
+            Element::Int(INT_MAX),
+            Element::Float(TWO_POW_64),
+            Element::Float(2f64.powi(70)),
+            Element::Float(f64::INFINITY),
+            Element::Float(f64::NAN),
+        ];
+        let keys: Vec<Vec<u8>> =
+            ordered.iter().map(|e| encode(std::slice::from_ref(e)).expect("encodes")).collect();
+        for (i, pair) in keys.windows(2).enumerate() {
+            assert!(pair[0] < pair[1], "{} < {}", ordered[i], ordered[i + 1]);
+            assert_eq!(compare_elements(&ordered[i], &ordered[i + 1]), Ordering::Less);
+        }
+        // Numbers sit between tuples and booleans.
+        assert!(encode(&[Element::Tuple(vec![])]).expect("e") < keys[0]);
+        assert!(keys[keys.len() - 1] < encode(&[false.into()]).expect("e"));
+    }
+
+    #[test]
+    fn a_float_with_an_integral_value_is_that_integer() {
+        for (f, n) in
+            [(1.0, 1), (-0.0, 0), (0.0, 0), (-7.0, -7), (TWO_POW_64 - 2048.0, INT_MAX - 2047)]
+        {
+            let bytes = encode(&[Element::Float(f)]).expect("encodes");
+            assert_eq!(bytes, encode(&[Element::Int(n)]).expect("encodes"), "{f}");
+            assert_eq!(decode(&bytes).expect("decodes"), vec![Element::Int(n)]);
+        }
+        let nan = encode(&[Element::Float(f64::NAN)]).expect("encodes");
+        assert_eq!(nan, encode(&[Element::Float(-f64::NAN)]).expect("encodes"));
+        assert_eq!(
+            nan,
+            encode(&[Element::Float(f64::from_bits(0x7ff0_0000_0000_0001))]).expect("e")
+        );
+    }
+
+    #[test]
+    fn non_canonical_numbers_are_refused() {
+        let with = |prefix: &[u8], f: f64| {
+            let mut b = prefix.to_vec();
+            b.extend_from_slice(&ordered_bits(f));
+            decode(&b)
+        };
+        // An integral value after an integer part, a wrong integer part.
+        assert!(with(&[INT_ZERO + 1, 1, FRACTION], 2.0).is_err());
+        assert!(with(&[INT_ZERO + 1, 2, FRACTION], 1.5).is_err());
+        assert!(with(&[INT_ZERO + 1, 1, FRACTION], f64::NAN).is_err());
+        assert!(with(&[INT_ZERO + 1, 1, FRACTION], 1.5).is_ok());
+        // Beyond-range codes holding numbers in range.
+        assert!(with(&[NUMBER_ABOVE], 5.0).is_err());
+        assert!(with(&[NUMBER_BELOW], -TWO_POW_64 + 2048.0).is_err());
+        assert!(with(&[NUMBER_ABOVE], f64::INFINITY).is_ok());
+        // The old float type code is not a number any more.
+        assert!(with(&[0x21], 1.5).is_err());
     }
 
     #[test]
