@@ -153,6 +153,8 @@ impl Node {
         fs::create_dir_all(&chunks_dir).map_err(|e| {
             NodeError::Internal(format!("cannot create {}: {e}", chunks_dir.display()))
         })?;
+        crate::startup::refuse_old_format(&config.data_dir, &chunks_dir)
+            .map_err(NodeError::Start)?;
         if config.recover_catalog {
             let report = crate::startup::recover_catalog(&config.data_dir)
                 .map_err(|e| NodeError::Start(format!("--recover-catalog failed: {e}")))?;

@@ -63,6 +63,34 @@ pub fn scan_chunk_dirs(chunks_dir: &Path) -> std::io::Result<Vec<FoundDir>> {
     Ok(found)
 }
 
+/// Refuses a data directory written in an older format: the chunk
+/// directories whose descriptor carries [`descriptor::FORMAT_FLOATS_APART`]
+/// hold keys the current tuple encoding would misread. The error names one
+/// of them and the way out (export with the older version, load into a new
+/// data directory).
+pub fn refuse_old_format(data_dir: &Path, chunks_dir: &Path) -> Result<(), String> {
+    let Ok(entries) = fs::read_dir(chunks_dir) else { return Ok(()) };
+    let mut old: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| ChunkDescriptor::format_of(p) == Some(descriptor::FORMAT_FLOATS_APART))
+        .collect();
+    old.sort();
+    let Some(first) = old.first() else { return Ok(()) };
+    Err(format!(
+        "the data directory {} is in format {} of an older Monotable ({} chunk directories, \
+         e.g. {}), which encoded float keys apart from integers; this version reads format {} \
+         only and has not touched it. Start it with the older version, export each range \
+         with `monotable scan RANGE > RANGE.jsonl`, and load that into a new data directory \
+         with `monotable load RANGE RANGE.jsonl` (then re-create the views)",
+        data_dir.display(),
+        descriptor::FORMAT_FLOATS_APART,
+        old.len(),
+        first.display(),
+        descriptor::FORMAT,
+    ))
+}
+
 /// What start-up does with the catalog's chunks and the directories.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct StartPlan {

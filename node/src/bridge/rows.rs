@@ -11,7 +11,7 @@
 use monotable_proto::tuple::{self, Element};
 use serde_json::Value as Json;
 
-use crate::cli::json::{key_from_json, key_to_json, value_to_json};
+use crate::cli::json::{key_from_json_text, key_to_json, value_to_json};
 
 pub fn render_key(key: &[u8]) -> Vec<u8> {
     match key_to_json(key) {
@@ -39,10 +39,8 @@ pub fn keys_rendering_as(text: &[u8]) -> Vec<Vec<u8>> {
         if let Ok(k) = tuple::encode(&[Element::String(s.to_owned())]) {
             out.push(k);
         }
-        if let Ok(j) = serde_json::from_str::<Json>(s) {
-            if let Ok(k) = key_from_json(&j) {
-                out.push(k);
-            }
+        if let Ok(k) = key_from_json_text(s) {
+            out.push(k);
         }
     }
     out.retain(|k| render_key(k) == text);

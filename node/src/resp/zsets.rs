@@ -34,6 +34,9 @@ fn parse_score_row(row: &[u8]) -> NodeResult<(f64, Vec<u8>)> {
     let mut t = tuple::decode(row).map_err(|_| NodeError::Internal("damaged score row".into()))?;
     match (t.pop(), t.pop()) {
         (Some(Element::Bytes(m)), Some(Element::Float(s))) => Ok((s, m)),
+        // A score with an integral value is stored as that integer key; it
+        // came from an f64, so it converts back exactly.
+        (Some(Element::Bytes(m)), Some(Element::Int(s))) => Ok((s as f64, m)),
         _ => Err(NodeError::Internal("damaged score row".into())),
     }
 }
@@ -133,12 +136,16 @@ fn parse_score_bound(arg: &[u8]) -> Option<(f64, bool)> {
     }
 }
 
-/// Row bounds `[start, end)` for scores between `min` and `max`.
+/// Row bounds `[start, end)` for scores between `min` and `max`. The rows
+/// at one score are a tuple prefix: they end before that prefix followed by
+/// `0xFF`, where a greater non-integral score in the same integer interval
+/// begins (so a byte-prefix end would skip from `(1` past `1.5`).
 fn score_range(key: &[u8], min: (f64, bool), max: (f64, bool)) -> (Vec<u8>, Option<Vec<u8>>) {
+    use monotable_proto::keys::tuple_prefix_end;
     let lo = score_bound(key, norm(min.0));
-    let start = if min.1 { monotable_proto::keys::prefix_end(&lo).unwrap_or(lo) } else { lo };
+    let start = if min.1 { tuple_prefix_end(&lo).unwrap_or(lo) } else { lo };
     let hi = score_bound(key, norm(max.0));
-    let end = if max.1 { hi } else { monotable_proto::keys::prefix_end(&hi).unwrap_or(hi) };
+    let end = if max.1 { hi } else { tuple_prefix_end(&hi).unwrap_or(hi) };
     (start, Some(end))
 }
 

@@ -30,7 +30,14 @@ use super::manifest::read_small_file;
 pub const DESCRIPTOR_FILE: &str = "DESCRIPTOR";
 pub const DROPPED_FILE: &str = "DROPPED";
 const MAGIC: [u8; 8] = *b"MTCHUNKD";
-const FORMAT: u32 = 1;
+/// The format of the data directory, carried by every chunk's descriptor.
+/// Format 2: keys in the tuple encoding with one numeric order across
+/// integers and floats ([`monotable_proto::tuple`]).
+pub const FORMAT: u32 = 2;
+/// Format 1 encoded tuple floats apart from integers (`1.0` was not the key
+/// `1`, floats sorted after every integer): its keys would be misread, so a
+/// data directory holding such a chunk is refused at start-up.
+pub const FORMAT_FLOATS_APART: u32 = 1;
 const HEADER_BYTES: usize = 20;
 /// A descriptor holds two keys at most; anything longer is damage.
 const DESCRIPTOR_SIZE_MAX_BYTES: usize = 1 << 20;
@@ -79,6 +86,16 @@ impl ChunkDescriptor {
         write_file_durably(dir, DESCRIPTOR_FILE, &self.encode())
     }
 
+    /// The format number in the header of a chunk directory's descriptor;
+    /// `None` when it has no descriptor or the file is not one.
+    pub fn format_of(dir: &Path) -> Option<u32> {
+        let b = fs::read(dir.join(DESCRIPTOR_FILE)).ok()?;
+        if b.len() < HEADER_BYTES || b[..8] != MAGIC {
+            return None;
+        }
+        Some(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
+    }
+
     /// Reads a chunk directory's descriptor; `None` if it has none.
     pub fn read(dir: &Path) -> Result<Option<Self>, LogError> {
         read_small_file(dir, DESCRIPTOR_FILE, Self::decode)
@@ -123,6 +140,19 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(ChunkDescriptor::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn the_format_is_read_from_the_header() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        assert_eq!(ChunkDescriptor::format_of(tmp.path()), None);
+        sample().write(tmp.path()).expect("write");
+        assert_eq!(ChunkDescriptor::format_of(tmp.path()), Some(FORMAT));
+        let mut old = sample().encode();
+        old[8..12].copy_from_slice(&FORMAT_FLOATS_APART.to_le_bytes());
+        fs::write(tmp.path().join(DESCRIPTOR_FILE), old).expect("write");
+        assert_eq!(ChunkDescriptor::format_of(tmp.path()), Some(FORMAT_FLOATS_APART));
+        assert!(ChunkDescriptor::read(tmp.path()).is_err());
     }
 
     #[test]
