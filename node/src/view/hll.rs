@@ -42,7 +42,58 @@ pub fn hash(bytes: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The identity of a row value for `count_distinct`: values are one value
+/// exactly when they are one key under the tuple encoding's equality
+/// ([`monotable_proto::tuple`]): `1`, `1.0` and a MessagePack integer 1 in
+/// any width are one value, `"1"` is another; every NaN is one value.
+/// Null, booleans, numbers, strings, binaries and arrays of those compare
+/// so; a value holding a map or an extension, or that is not MessagePack,
+/// is identified by its bytes.
+pub fn value_identity(value: &[u8]) -> Vec<u8> {
+    use monotable_proto::tuple::{self, Element};
+    fn element(v: &rmpv::Value) -> Option<Element> {
+        Some(match v {
+            rmpv::Value::Nil => Element::Null,
+            rmpv::Value::Boolean(b) => Element::Bool(*b),
+            rmpv::Value::Integer(i) => {
+                Element::Int(i.as_i64().map(i128::from).or_else(|| i.as_u64().map(i128::from))?)
+            }
+            rmpv::Value::F32(f) => Element::Float(f64::from(*f)),
+            rmpv::Value::F64(f) => Element::Float(*f),
+            rmpv::Value::String(s) => Element::String(s.as_str()?.to_owned()),
+            rmpv::Value::Binary(b) => Element::Bytes(b.clone()),
+            rmpv::Value::Array(items) => {
+                Element::Tuple(items.iter().map(element).collect::<Option<_>>()?)
+            }
+            rmpv::Value::Map(_) | rmpv::Value::Ext(..) => return None,
+        })
+    }
+    let mut rest = value;
+    let as_key = rmpv::decode::read_value(&mut rest)
+        .ok()
+        .filter(|_| rest.is_empty())
+        .and_then(|v| element(&v))
+        .and_then(|e| tuple::encode(&[e]).ok());
+    match as_key {
+        Some(mut key) => {
+            key.insert(0, 0);
+            key
+        }
+        None => {
+            let mut raw = Vec::with_capacity(value.len() + 1);
+            raw.push(1);
+            raw.extend_from_slice(value);
+            raw
+        }
+    }
+}
+
 impl Hll {
+    /// A sketch of one row value, identified by [`value_identity`].
+    pub fn of_value(value: &[u8]) -> Hll {
+        Hll::of(&value_identity(value))
+    }
+
     /// A sketch of one item.
     pub fn of(item: &[u8]) -> Hll {
         let mut h = Hll::default();
@@ -232,6 +283,52 @@ mod tests {
             // 4 standard errors: a failure here is a bug, not bad luck.
             assert!(err <= 0.065, "n={n}: estimate {est}, error {err:.4}");
         }
+    }
+
+    fn mp(v: rmpv::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &v).expect("vec");
+        out
+    }
+
+    /// Postmortem: count_distinct hashed the MessagePack bytes, so 1 and
+    /// 1.0 (and 1 written in a wider integer format) were distinct values
+    /// although they are one key.
+    #[test]
+    fn distinct_values_follow_key_equality() {
+        use rmpv::Value as V;
+        let one_u8 = vec![0xcc, 0x01];
+        let one_i64 = vec![0xd3, 0, 0, 0, 0, 0, 0, 0, 1];
+        let ones = [mp(V::from(1)), mp(V::F64(1.0)), mp(V::F32(1.0)), one_u8, one_i64];
+        for v in &ones {
+            assert_eq!(value_identity(v), value_identity(&ones[0]));
+        }
+        let others = [
+            mp(V::from("1")),
+            mp(V::Binary(b"1".to_vec())),
+            mp(V::F64(1.5)),
+            mp(V::from(2)),
+            mp(V::Array(vec![V::from(1)])),
+            mp(V::Boolean(true)),
+            mp(V::Nil),
+            b"\x92\x01".to_vec(),
+        ];
+        let mut ids: Vec<Vec<u8>> = others.iter().map(|v| value_identity(v)).collect();
+        ids.push(value_identity(&ones[0]));
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "distinct values share an identity: {ids:?}");
+        assert_eq!(value_identity(&mp(V::F64(f64::NAN))), value_identity(&mp(V::F64(-f64::NAN))));
+        assert_eq!(
+            value_identity(&mp(V::Array(vec![V::F64(2.0), V::from("a")]))),
+            value_identity(&mp(V::Array(vec![V::from(2u64), V::from("a")])))
+        );
+        // 1, 1.0, "1", 1, 2: three distinct values.
+        let values =
+            [mp(V::from(1)), mp(V::F64(1.0)), mp(V::from("1")), mp(V::from(1)), mp(V::from(2))];
+        let sketch = values.iter().fold(Hll::default(), |h, v| h.merge(&Hll::of_value(v)));
+        assert_eq!(sketch.estimate(), 3);
     }
 
     #[test]

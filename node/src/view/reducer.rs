@@ -459,15 +459,29 @@ impl ReducerActor {
                 break;
             }
             // The group: every row whose key starts with the first `level`
-            // tuple elements of this one.
-            let group_key = match tuple::decode(&first) {
-                Ok(elements) => {
-                    let n = (level as usize).min(elements.len());
-                    tuple::encode(&elements[..n]).map_err(|e| NodeError::Internal(e.to_string()))?
+            // tuple elements of this one, whole elements only (its end is
+            // the tuple prefix end: a byte prefix would also take in
+            // ("a\0b",) after ("a",), and (1.5,) after (1,)). A tuple
+            // shorter than `level` is its own group (("a",) and ("a", null)
+            // are two groups at level 2), as is a key that is not a tuple.
+            let (group_key, group_end) = match tuple::decode(&first) {
+                Ok(elements) if elements.len() >= level as usize => {
+                    let key = tuple::encode(&elements[..level as usize])
+                        .map_err(|e| NodeError::Internal(e.to_string()))?;
+                    let end = monotable_proto::keys::tuple_prefix_end(&key);
+                    (key, end)
                 }
-                Err(_) => first.clone(),
+                Ok(_) => {
+                    let mut end = first.clone();
+                    end.push(0x00);
+                    (first.clone(), Some(end))
+                }
+                Err(_) => {
+                    let mut end = first.clone();
+                    end.push(0x00);
+                    (first.clone(), Some(end))
+                }
             };
-            let group_end = monotable_proto::keys::prefix_end(&group_key);
             let glo = match &from {
                 Some(f) if f.as_slice() > group_key.as_slice() => Bound::Included(f.as_slice()),
                 _ => Bound::Included(group_key.as_slice()),

@@ -114,7 +114,7 @@ impl Builtin {
                 let v = number(value, self)?;
                 Reduction::Stats { count: 1, sum: v, min: v, max: v, sumsqr: v * v }
             }
-            Builtin::CountDistinct => Reduction::Distinct(Hll::of(value)),
+            Builtin::CountDistinct => Reduction::Distinct(Hll::of_value(value)),
         })
     }
 
