@@ -64,22 +64,28 @@ pub fn scan_chunk_dirs(chunks_dir: &Path) -> std::io::Result<Vec<FoundDir>> {
 }
 
 /// Refuses a data directory written in an older format: the chunk
-/// directories whose descriptor carries [`descriptor::FORMAT_FLOATS_APART`]
-/// hold keys the current tuple encoding would misread. The error names one
-/// of them and the way out (export with the older version, load into a new
-/// data directory).
+/// directories whose descriptor carries [`descriptor::FORMAT_FLOATS_APART`],
+/// or that hold segments without any descriptor (older still), hold keys the
+/// current tuple encoding would misread. The error names one of them and
+/// the way out (export with the older version, load into a new data
+/// directory).
 pub fn refuse_old_format(data_dir: &Path, chunks_dir: &Path) -> Result<(), String> {
     let Ok(entries) = fs::read_dir(chunks_dir) else { return Ok(()) };
-    let mut old: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| ChunkDescriptor::format_of(p) == Some(descriptor::FORMAT_FLOATS_APART))
-        .collect();
+    let is_old = |dir: &Path| match ChunkDescriptor::format_of(dir) {
+        Some(format) => format == descriptor::FORMAT_FLOATS_APART,
+        None => {
+            !dir.join(descriptor::DESCRIPTOR_FILE).exists()
+                && fs::read_dir(dir).is_ok_and(|files| {
+                    files.flatten().any(|f| f.path().extension().is_some_and(|x| x == "seg"))
+                })
+        }
+    };
+    let mut old: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| is_old(p)).collect();
     old.sort();
     let Some(first) = old.first() else { return Ok(()) };
     Err(format!(
-        "the data directory {} is in format {} of an older Monotable ({} chunk directories, \
-         e.g. {}), which encoded float keys apart from integers; this version reads format {} \
+        "the data directory {} is in format {} (or older) of an older Monotable ({} chunk \
+         directories, e.g. {}), which encoded float keys apart from integers; this version reads format {} \
          only and has not touched it. Start it with the older version, export each range \
          with `monotable scan RANGE > RANGE.jsonl`, and load that into a new data directory \
          with `monotable load RANGE RANGE.jsonl` (then re-create the views)",
@@ -461,6 +467,46 @@ mod tests {
             start: start.as_bytes().to_vec(),
             end: end.map(|e| e.as_bytes().to_vec()),
         }
+    }
+
+    /// Postmortem: the numeric key order changed the bytes of float keys;
+    /// without a format check, chunks of the older format would be misread.
+    #[test]
+    fn chunks_of_the_older_key_format_are_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let chunks = tmp.path().join("chunks");
+        let current = ChunkDescriptor {
+            range_name: "r".into(),
+            options: RangeOptions::default(),
+            chunk: chunk(1, 1, "", None),
+        };
+        let make = |name: &str| {
+            let d = chunks.join(name);
+            fs::create_dir_all(&d).expect("mkdir");
+            d
+        };
+        assert_eq!(refuse_old_format(tmp.path(), &chunks), Ok(()), "no chunks directory");
+        let a = make("0000000000000001");
+        current.write(&a).expect("write");
+        fs::write(a.join("00000001.seg"), b"x").expect("seg");
+        // A directory being created (no descriptor, no segment yet) is fine.
+        make("0000000000000002");
+        assert_eq!(refuse_old_format(tmp.path(), &chunks), Ok(()));
+        // Segments without any descriptor: from before descriptors.
+        let b = make("0000000000000003");
+        fs::write(b.join("00000001.seg"), b"x").expect("seg");
+        let err = refuse_old_format(tmp.path(), &chunks).expect_err("refused");
+        assert!(err.contains("0000000000000003") && err.contains("monotable load"), "{err}");
+        fs::remove_dir_all(&b).expect("rm");
+        // A descriptor of format 1.
+        let c = make("0000000000000004");
+        current.write(&c).expect("write");
+        let mut bytes = fs::read(c.join(descriptor::DESCRIPTOR_FILE)).expect("read");
+        bytes[8..12].copy_from_slice(&descriptor::FORMAT_FLOATS_APART.to_le_bytes());
+        fs::write(c.join(descriptor::DESCRIPTOR_FILE), bytes).expect("write");
+        let err = refuse_old_format(tmp.path(), &chunks).expect_err("refused");
+        assert!(err.contains("format 1") && err.contains("0000000000000004"), "{err}");
+        assert!(a.join("00000001.seg").exists() && c.join(descriptor::DESCRIPTOR_FILE).exists());
     }
 
     fn dir_of(c: &ChunkMeta, name: &str) -> FoundDir {
