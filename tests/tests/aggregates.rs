@@ -122,12 +122,13 @@ async fn agg(
 }
 
 /// count_distinct is a HyperLogLog estimate: documented standard error
-/// 1.6%; allow 4 of them, and a distinct value or two on small sets.
+/// 1.6%; allow 4 of them, and on small sets (linear counting, which loses
+/// one value per pair that shares one of the 4,096 registers) up to 4.
 fn close_estimates(got: &Json, want: &Json) -> bool {
     match (got, want) {
         (Json::Number(g), Json::Number(w)) => {
             let (g, w) = (g.as_f64().unwrap_or(-1.0), w.as_f64().unwrap_or(-1.0));
-            (g - w).abs() <= (w * 0.065).max(2.0)
+            (g - w).abs() <= (w * 0.065).max(4.0)
         }
         (Json::Array(g), Json::Array(w)) => {
             g.len() == w.len()
