@@ -158,10 +158,26 @@ impl Scan {
         self
     }
 
-    /// Keys that start with `prefix` (instead of `start`/`end`).
+    /// Keys that start with the bytes `prefix` (instead of `start`/`end`).
+    /// For an encoded tuple this also matches a last string or bytes
+    /// element that continues past it (`("a",)` is a byte prefix of
+    /// `("a\0b",)`), and a number's non-integral neighbours (`(1,)` of
+    /// `(1.5,)`): use [`Scan::tuple_prefix`] for whole elements.
     pub fn prefix(mut self, prefix: impl AsRef<[u8]>) -> Self {
         self.prefix = Some(prefix.as_ref().to_vec());
         self
+    }
+
+    /// Keys whose tuple starts with the elements of the encoded tuple
+    /// `prefix`, whole elements only: the bounds `prefix` ..
+    /// [`monotable_proto::keys::tuple_prefix_end`] (instead of
+    /// `start`/`end`). The empty tuple selects every key.
+    pub fn tuple_prefix(self, prefix: impl AsRef<[u8]>) -> Self {
+        let prefix = prefix.as_ref();
+        match monotable_proto::keys::tuple_prefix_end(prefix) {
+            Some(end) => self.start(prefix).end(end),
+            None => self,
+        }
     }
 
     /// At most `limit` records per page (0: the server's maximum).
@@ -458,7 +474,7 @@ impl Client {
     ///     client.put("accounts", key, b"").await?;
     /// }
     /// let paris = tuple::encode(&[Element::from("paris")]).unwrap();
-    /// let mut stream = client.scan_stream("accounts", Scan::all().prefix(paris).limit(1));
+    /// let mut stream = client.scan_stream("accounts", Scan::all().tuple_prefix(paris).limit(1));
     /// let mut found = Vec::new();
     /// while let Some(record) = stream.next().await {
     ///     found.push(tuple::decode(&record?.key).unwrap());

@@ -22,15 +22,16 @@ pub async fn ensure_range(client: &Client, range: &str) -> Result<(), BridgeErro
     }
 }
 
-/// Every row that starts with `prefix`, in order, at `snapshot` or the
-/// latest.
+/// Every row whose tuple starts with the tuple `prefix` (whole elements:
+/// the rows of key "a" are not those of "a\0b"), in order, at `snapshot`
+/// or the latest.
 pub async fn rows_with_prefix(
     client: &Client,
     range: &str,
     prefix: &[u8],
     snapshot: Option<u64>,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BridgeError> {
-    let mut scan = Scan::all().prefix(prefix);
+    let mut scan = Scan::all().tuple_prefix(prefix);
     if let Some(s) = snapshot {
         scan = scan.at(s);
     }
@@ -172,7 +173,7 @@ pub fn key_rows(
     range: &str,
     snapshot: Option<u64>,
 ) -> monotable_client::RecordStream {
-    let mut scan = Scan::all().prefix(key_rows_prefix());
+    let mut scan = Scan::all().tuple_prefix(key_rows_prefix());
     if let Some(s) = snapshot {
         scan = scan.at(s);
     }

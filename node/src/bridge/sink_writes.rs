@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use monotable_proto::keys::prefix_end;
+use monotable_proto::keys::tuple_prefix_end;
 use monotable_proto::{Bytes, ScanRequest};
 use redis::aio::MultiplexedConnection;
 
@@ -50,7 +50,8 @@ fn item_at(node: &Node, range_id: u64, key: &[u8], snapshot: u64) -> NodeResult<
         return Ok(None);
     }
     let elements = match Item::element_prefix(&head, key) {
-        Some(p) => node.rows_at(range_id, &p, prefix_end(&p).as_deref(), Some(snapshot))?,
+        // Whole elements: the rows of key "a" are not those of "a\0b".
+        Some(p) => node.rows_at(range_id, &p, tuple_prefix_end(&p).as_deref(), Some(snapshot))?,
         None => Vec::new(),
     };
     Item::from_rows(key.to_vec(), &head, elements)
@@ -68,7 +69,7 @@ pub async fn copy_page(
 ) -> Result<(u64, Option<Vec<u8>>), BridgeError> {
     let (start, end) = if meta.typed {
         let prefix = key_rows_prefix();
-        let end = prefix_end(&prefix);
+        let end = tuple_prefix_end(&prefix);
         (cursor.unwrap_or(prefix), end)
     } else {
         (cursor.unwrap_or_default(), None)

@@ -159,7 +159,7 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
     let next;
     {
         let limit = count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32;
-        let end = monotable_proto::keys::prefix_end(&prefix);
+        let end = monotable_proto::keys::tuple_prefix_end(&prefix);
         let (rows, resume) = db.scan_page(start, end, false, limit).await?;
         let now = now_ms();
         for (row, value) in &rows {
@@ -252,7 +252,8 @@ async fn element_scan(
     }
     .unwrap_or_else(|| prefix.clone());
     let limit = count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32;
-    let end = monotable_proto::keys::prefix_end(&prefix);
+    // Whole elements: the rows of key "a" end before those of "a\0b".
+    let end = monotable_proto::keys::tuple_prefix_end(&prefix);
     let (rows, resume) = db.scan_page(start, end, false, limit).await?;
     let mut out = Vec::new();
     for (row, value) in rows {

@@ -504,10 +504,11 @@ impl<'a> Db<'a> {
         }
     }
 
-    /// Every row starting with `prefix`, in key order.
+    /// Every row whose tuple starts with the tuple `prefix`, whole elements
+    /// only (the rows of key "a" are not those of "a\0b"), in key order.
     pub async fn rows_with_prefix(&self, prefix: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        let end = monotable_proto::keys::prefix_end(prefix);
+        let end = monotable_proto::keys::tuple_prefix_end(prefix);
         self.visit_rows(prefix.to_vec(), end, false, |row, value| {
             out.push((row, value));
             Ok(true)

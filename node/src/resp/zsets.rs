@@ -450,7 +450,7 @@ async fn select(
     range: &RangeArgs,
 ) -> NodeResult<Vec<(Vec<u8>, f64)>> {
     let prefix = score_prefix(key);
-    let prefix_end = monotable_proto::keys::prefix_end(&prefix);
+    let prefix_end = monotable_proto::keys::tuple_prefix_end(&prefix);
     match range {
         RangeArgs::None => Ok(Vec::new()),
         RangeArgs::Rank { start, stop, rev, .. } => {
