@@ -397,7 +397,8 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         "ZRANGE lex + [b BYLEX REV",
         "ZRANGE lex b d BYLEX",
         // Integral scores are integer keys in the score rows; the rows at one
-        // score end where the non-integral scores above it begin.
+        // score end where the non-integral scores above it begin. Postmortem:
+        // a byte-prefix end after score 1 was the start of score 2: `(1` skipped 1.5.
         "ZADD zf 1 a 1.5 b 2 c -0.5 d -1 e 0 f 1e30 g",
         "ZRANGEBYSCORE zf (1 2 WITHSCORES",
         "ZCOUNT zf (1 (2",
@@ -411,7 +412,8 @@ fn replies_match_redis_for_hand_written_and_random_commands() {
         "ZRANGE zf (1 (2 BYSCORE WITHSCORES",
         "ZRANK zf c",
         // Keys that continue another key past a zero byte keep their own
-        // rows: the rows of "hk" end where those of "hk\0x" begin.
+        // rows. Postmortem: a key's rows ended at a byte-prefix end, so
+        // HGETALL, SMEMBERS, ZRANGE, *SCAN and DEL of "hk" took in "hk\0x"'s.
         "HSET hk f 1",
         "HSET hk\0x g 2",
         "HGETALL hk",
