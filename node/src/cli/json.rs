@@ -4,6 +4,8 @@
 //! an array is a composite (tuple) key, nested arrays are nested tuples;
 //! `{"$bytes":"<hex>"}` is a bytes element; `{"$float":"inf"}`,
 //! `{"$float":"-inf"}` and `{"$float":"nan"}` are the non-finite floats;
+//! `{"$int":"<decimal>"}` is an integer (how integers below -2^63, which
+//! most JSON readers would round, print);
 //! `{"$raw":"<hex>"}` is a key of raw bytes that is not a tuple. Keys print
 //! back in the same form. Numbers follow the tuple encoding's rule
 //! ([`monotable_proto::tuple`]): `1.0` is the key `1` (and prints as `1`).
@@ -144,10 +146,18 @@ fn element_from_json(j: &Json, literals: &mut dyn Iterator<Item = Literal>) -> R
                 Element::Bytes(unhex(h)?)
             } else if let Some(name) = tagged(obj, "$float") {
                 Element::Float(float_from_tag(name)?)
+            } else if let Some(digits) = tagged(obj, "$int") {
+                match digits.parse::<i128>() {
+                    Ok(v) if v.unsigned_abs() <= tuple::INT_MAGNITUDE_MAX => Element::Int(v),
+                    _ => bail!(
+                        "{{\"$int\":{digits:?}}} is not an integer in the key integer range \
+                         {KEY_INT_RANGE}"
+                    ),
+                }
             } else {
                 bail!(
-                    "a key element cannot be an object (except {{\"$bytes\":\"<hex>\"}} \
-                     and {{\"$float\":\"inf\"|\"-inf\"|\"nan\"}})"
+                    "a key element cannot be an object (except {{\"$bytes\":\"<hex>\"}}, \
+                     {{\"$float\":\"inf\"|\"-inf\"|\"nan\"}} and {{\"$int\":\"<decimal>\"}})"
                 )
             }
         }
@@ -231,8 +241,11 @@ fn element_to_json(e: &Element) -> Json {
             } else if let Ok(v) = u64::try_from(*i) {
                 Json::Number(v.into())
             } else {
-                // Below i64::MIN: JSON numbers cannot carry it exactly.
-                Json::String(i.to_string())
+                // Below i64::MIN: a JSON number here would be read back
+                // rounded by most parsers; a string would be another key.
+                let mut m = Map::new();
+                m.insert("$int".into(), Json::String(i.to_string()));
+                Json::Object(m)
             }
         }
         Element::Float(f) => match Number::from_f64(*f) {
@@ -491,6 +504,17 @@ mod tests {
             ])
             .expect("encodes")
         );
+        // Integers below -2^63 print as $int (a string would be another key).
+        let wide = key_arg("[-18446744073709551615, -9223372036854775809]").expect("key");
+        let printed = key_to_json(&wide);
+        assert_eq!(
+            printed,
+            json!([{"$int": "-18446744073709551615"}, {"$int": "-9223372036854775809"}])
+        );
+        assert_eq!(key_arg(&printed.to_string()).expect("parses"), wide);
+        assert_eq!(key_arg(r#"{"$int":"5"}"#).expect("key"), key_arg("5").expect("key"));
+        assert!(key_arg(r#"{"$int":"18446744073709551616"}"#).is_err());
+        assert!(key_arg(r#"{"$int":"1.5"}"#).is_err());
         // Numbers inside strings are not literals.
         assert_eq!(
             key_arg("[\"99999999999999999999999\", 5]").expect("key"),
