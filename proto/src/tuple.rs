@@ -158,12 +158,13 @@ fn compare_int_float(i: i128, f: f64) -> Ordering {
     if f.is_nan() {
         return Ordering::Less;
     }
-    // Every float of magnitude >= 2^127 is beyond i128; below that, floor(f)
-    // converts exactly.
-    if f >= 1.7e38 {
+    // i128 holds -2^127 ..= 2^127 - 1: a float at or above 2^127 is beyond
+    // it, one below -2^127 too; in between, floor(f) converts exactly.
+    const TWO_POW_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+    if f >= TWO_POW_127 {
         return Ordering::Less;
     }
-    if f <= -1.7e38 {
+    if f < -TWO_POW_127 {
         return Ordering::Greater;
     }
     let floor = f.floor();
@@ -764,6 +765,23 @@ mod tests {
             assert!(pair[0] < pair[1], "{} < {}", ordered[i], ordered[i + 1]);
             assert_eq!(compare_elements(&ordered[i], &ordered[i + 1]), Ordering::Less);
         }
+        // compare_elements is exact over all of i128, beyond the key range.
+        assert_eq!(
+            compare_elements(&Element::Int(i128::MAX), &Element::Float(1.7e38)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_elements(&Element::Int(i128::MIN), &Element::Float(-1.7e38)),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_elements(&Element::Int(i128::MIN), &Element::Float(-(2f64.powi(127)))),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_elements(&Element::Int(i128::MAX), &Element::Float(2f64.powi(127))),
+            Ordering::Less
+        );
         // Numbers sit between tuples and booleans.
         assert!(encode(&[Element::Tuple(vec![])]).expect("e") < keys[0]);
         assert!(keys[keys.len() - 1] < encode(&[false.into()]).expect("e"));
