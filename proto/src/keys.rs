@@ -20,7 +20,10 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// element the next byte of a longer tuple is a type code (at most `0x27`),
 /// while a byte prefix would also match a string or bytes element that only
 /// continues the last one through its `0x00 0xFF` escape (`("a",)` is a byte
-/// prefix of `("a\0b",)`). FoundationDB's `Tuple::range` uses the same end.
+/// prefix of `("a\0b",)`), and a non-integral float that continues an
+/// integer through its `0xFF` fraction marker (`(1,)` is a byte prefix of
+/// `(1.5,)`, which sorts between 1 and 2). FoundationDB's `Tuple::range`
+/// uses the same end.
 pub fn tuple_prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     if prefix.is_empty() {
         return None;
@@ -53,6 +56,12 @@ mod tests {
         assert!(!inside(&["a\u{0}".into()]));
         assert!(!inside(&["b".into()]));
         assert!(!inside(&["".into()]));
+        let one = encode(&[1i64.into()]).expect("encodes");
+        let end = tuple_prefix_end(&one).expect("non-empty");
+        let k = encode(&[Element::Float(1.5)]).expect("encodes");
+        assert!(k > one && k >= end, "(1.5,) is outside the prefix (1,)");
+        let k = encode(&[1i64.into(), Element::Float(f64::NAN)]).expect("encodes");
+        assert!(k > one && k < end, "(1, NaN) is inside the prefix (1,)");
         assert_eq!(tuple_prefix_end(b""), None);
     }
 
