@@ -3,6 +3,7 @@
 //!
 //! - [`map_fn`]: the built-in field mapper (record -> index rows).
 //! - [`reduction`]: built-in reducers as monoids over [`reduction::Reduction`].
+//! - [`exact`]: exact sums of integers and floats (a long accumulator).
 //! - [`hll`]: HyperLogLog sketches for `count_distinct`.
 //! - [`reduce_tree`]: an ordered map with a reduction in every node.
 //! - [`levels`]: the reduce tree across chunks: one tree per chunk, each
@@ -57,6 +58,7 @@ macro_rules! follower_handlers {
 }
 pub(crate) use follower_handlers;
 
+pub mod exact;
 pub mod hll;
 pub mod levels;
 pub mod lua;
