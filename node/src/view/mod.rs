@@ -14,6 +14,7 @@
 //! - [`registry`]: the node's views and the commands that manage them.
 //! - [`sandbox`]: the Lua VM a function runs in and the limits it cannot
 //!   escape; [`lua_pattern`]: Lua's pattern functions, charged per step;
+//!   [`lua_time`]: UTC timestamps (the `time` table);
 //!   [`lua`]: Lua mappers and reducers on top of it.
 //!
 //! The functions, the sandbox and the trees are plain structs without
@@ -63,6 +64,7 @@ pub mod hll;
 pub mod levels;
 pub mod lua;
 pub mod lua_pattern;
+pub mod lua_time;
 pub mod map_fn;
 pub mod mapper;
 pub mod reduce_tree;
