@@ -392,7 +392,8 @@ mod tests {
         fn shifted(negative: bool, m: u128, shift: i64) -> Big {
             assert!(shift >= 0);
             let mut mag = vec![0u32; (shift / 32) as usize];
-            let wide: Vec<u32> = (0..5).map(|i| if i < 4 { (m >> (32 * i)) as u32 } else { 0 }).collect();
+            let wide: Vec<u32> =
+                (0..5).map(|i| if i < 4 { (m >> (32 * i)) as u32 } else { 0 }).collect();
             let off = (shift % 32) as u32;
             let mut carry = 0u32;
             for w in wide {
@@ -493,7 +494,16 @@ mod tests {
                 }
             }),
             (-1e308f64..1e308),
-            prop_oneof![Just(f64::MAX), Just(-f64::MAX), Just(f64::MIN_POSITIVE), Just(5e-324), Just(-0.0), Just(1e16), Just(1.0), Just(0.1)],
+            prop_oneof![
+                Just(f64::MAX),
+                Just(-f64::MAX),
+                Just(f64::MIN_POSITIVE),
+                Just(5e-324),
+                Just(-0.0),
+                Just(1e16),
+                Just(1.0),
+                Just(0.1)
+            ],
             (-1000i64..1000, -60i32..60).prop_map(|(m, e)| m as f64 * 2f64.powi(e)),
         ]
     }

@@ -877,7 +877,8 @@ mod tests {
         for _ in 0..3 {
             round(&mut levels, &model, &splits, 2);
         }
-        let mut disk = Disk { rows: Vec::new(), saved_model: model.clone(), changed: BTreeSet::new() };
+        let mut disk =
+            Disk { rows: Vec::new(), saved_model: model.clone(), changed: BTreeSet::new() };
         disk.write(levels.take_unsaved());
         assert!(disk.rows.len() >= 2, "{} meta levels", disk.rows.len());
         // Every total of level 1 and one of level 2 made undecodable.

@@ -176,8 +176,8 @@ pub fn parse_iso8601(s: &str) -> Result<(i64, Option<f64>), String> {
     if at != b.len() {
         return Err(bad("unexpected text at the end"));
     }
-    let local = days_from_civil(year, month, day) * 86_400
-        + i64::from(hour * 3600 + minute * 60 + second);
+    let local =
+        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Ok((local - offset, fraction))
 }
 
@@ -210,11 +210,9 @@ pub fn format(ts: i64, fmt: &str) -> Result<String, String> {
             Some('F') => write!(out, "{:04}-{:02}-{:02}", c.year, c.month, c.day),
             Some('T') => write!(out, "{:02}:{:02}:{:02}", c.hour, c.minute, c.second),
             Some('%') => write!(out, "%"),
-            Some(other) => {
-                return Err(format!(
-                    "time.format: unknown directive %{other} (known: %Y %m %d %H %M %S %j %u %F %T %%)"
-                ))
-            }
+            Some(other) => return Err(format!(
+                "time.format: unknown directive %{other} (known: %Y %m %d %H %M %S %j %u %F %T %%)"
+            )),
             None => return Err("time.format: the format ends with a lone %".into()),
         };
     }
@@ -328,7 +326,8 @@ mod tests {
 
     #[test]
     fn parses_iso8601_forms() {
-        let p = |s: &str| parse_iso8601(s).map(|(t, f)| (t, f.map(|f| (f * 1000.0).round() as i64)));
+        let p =
+            |s: &str| parse_iso8601(s).map(|(t, f)| (t, f.map(|f| (f * 1000.0).round() as i64)));
         assert_eq!(p("1970-01-01"), Ok((0, None)));
         assert_eq!(p("2024-02-29T12:34:56Z"), Ok((1_709_210_096, None)));
         assert_eq!(p("2024-02-29 12:34:56"), Ok((1_709_210_096, None)));
@@ -361,7 +360,10 @@ mod tests {
     fn formats_timestamps() {
         let ts = 1_709_210_096; // 2024-02-29T12:34:56Z, a Thursday
         assert_eq!(format(ts, "%F %T"), Ok("2024-02-29 12:34:56".into()));
-        assert_eq!(format(ts, "%Y/%m/%d %H:%M:%S %j %u %%"), Ok("2024/02/29 12:34:56 060 4 %".into()));
+        assert_eq!(
+            format(ts, "%Y/%m/%d %H:%M:%S %j %u %%"),
+            Ok("2024/02/29 12:34:56 060 4 %".into())
+        );
         assert_eq!(format(-1, "%F %T"), Ok("1969-12-31 23:59:59".into()));
         assert_eq!(format(0, "%u"), Ok("4".into()));
         assert!(format(ts, "%q").is_err());

@@ -371,9 +371,7 @@ pub enum ReduceError {
     NotMessagePack,
     #[error("reductions of different kinds cannot combine")]
     Mismatch,
-    #[error(
-        "{what} overflows the 64-bit integer range ({SUM_INT_RANGE}): the exact sum is {sum}"
-    )]
+    #[error("{what} overflows the 64-bit integer range ({SUM_INT_RANGE}): the exact sum is {sum}")]
     IntegerOverflow { what: String, sum: String },
 }
 
@@ -626,7 +624,10 @@ mod tests {
         let err = fold(Builtin::Sum, &ints(&[i64::MIN, -1])).expect_err("overflow");
         assert!(err.to_string().contains("-9223372036854775809"), "{err}");
         // A partial past the range is fine when the total is back in it.
-        assert_eq!(fold(Builtin::Sum, &[u(u64::MAX), u(5), mp((-10i64).into())]), Ok(json!(u64::MAX - 5)));
+        assert_eq!(
+            fold(Builtin::Sum, &[u(u64::MAX), u(5), mp((-10i64).into())]),
+            Ok(json!(u64::MAX - 5))
+        );
         let err = fold(Builtin::Stats, &[u(u64::MAX), u(1)]).expect_err("stats overflow");
         assert!(err.to_string().starts_with("stats sum overflows"), "{err}");
     }
@@ -660,11 +661,17 @@ mod tests {
             fold(Builtin::Sum, &floats(&[f64::NEG_INFINITY, 2.0])),
             Ok(json!({"$float": "-inf"}))
         );
-        assert_eq!(fold(Builtin::Sum, &floats(&[f64::INFINITY, f64::NEG_INFINITY])), Ok(nan.clone()));
+        assert_eq!(
+            fold(Builtin::Sum, &floats(&[f64::INFINITY, f64::NEG_INFINITY])),
+            Ok(nan.clone())
+        );
         assert_eq!(fold(Builtin::Sum, &floats(&[1.0, f64::NAN])), Ok(nan.clone()));
         assert_eq!(fold(Builtin::Sum, &floats(&[f64::MAX, f64::MAX])), Ok(inf.clone()));
         assert_eq!(fold(Builtin::Max, &floats(&[1.0, f64::NAN, f64::INFINITY])), Ok(nan.clone()));
-        assert_eq!(fold(Builtin::Min, &floats(&[1.0, f64::NAN, f64::NEG_INFINITY])), Ok(json!({"$float": "-inf"})));
+        assert_eq!(
+            fold(Builtin::Min, &floats(&[1.0, f64::NAN, f64::NEG_INFINITY])),
+            Ok(json!({"$float": "-inf"}))
+        );
         let stats = fold(Builtin::Stats, &floats(&[f64::NEG_INFINITY, 1.0])).expect("stats");
         assert_eq!(stats["sumsqr"], inf);
         assert_eq!(stats["mean"], json!({"$float": "-inf"}));
@@ -678,7 +685,10 @@ mod tests {
         assert_eq!(fold(Builtin::Max, &v), Ok(json!((1i64 << 53) + 1)));
         assert_eq!(fold(Builtin::Min, &v), Ok(json!(9_007_199_254_740_992.0)));
         // Equal values: the integer, whatever the order.
-        for v in [vec![mp(1.into()), mp(rmpv::Value::F64(1.0))], vec![mp(rmpv::Value::F64(1.0)), mp(1.into())]] {
+        for v in [
+            vec![mp(1.into()), mp(rmpv::Value::F64(1.0))],
+            vec![mp(rmpv::Value::F64(1.0)), mp(1.into())],
+        ] {
             assert_eq!(fold(Builtin::Min, &v), Ok(json!(1)));
             assert_eq!(fold(Builtin::Max, &v), Ok(json!(1)));
         }
@@ -693,8 +703,17 @@ mod tests {
             any::<u64>().prop_map(rmpv::Value::from),
             (-5i64..5).prop_map(rmpv::Value::from),
             any::<u64>().prop_map(|b| rmpv::Value::F64(f64::from_bits(b))),
-            prop_oneof![Just(0.0), Just(-0.0), Just(1.0), Just(f64::INFINITY), Just(f64::NEG_INFINITY), Just(f64::NAN), Just(1e300), Just(-1e300)]
-                .prop_map(rmpv::Value::F64),
+            prop_oneof![
+                Just(0.0),
+                Just(-0.0),
+                Just(1.0),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                Just(f64::NAN),
+                Just(1e300),
+                Just(-1e300)
+            ]
+            .prop_map(rmpv::Value::F64),
         ]
     }
 
