@@ -210,9 +210,11 @@ pub fn format(ts: i64, fmt: &str) -> Result<String, String> {
             Some('F') => write!(out, "{:04}-{:02}-{:02}", c.year, c.month, c.day),
             Some('T') => write!(out, "{:02}:{:02}:{:02}", c.hour, c.minute, c.second),
             Some('%') => write!(out, "%"),
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "time.format: unknown directive %{other} (known: %Y %m %d %H %M %S %j %u %F %T %%)"
-            )),
+            ))
+            }
             None => return Err("time.format: the format ends with a lone %".into()),
         };
     }
@@ -386,12 +388,11 @@ mod tests {
     #[test]
     fn the_calendar_matches_a_day_by_day_walk() {
         let (mut y, mut m, mut d) = (1900i64, 1u32, 1u32);
-        let mut days = days_from_civil(1900, 1, 1);
-        assert_eq!(days, -25_567);
-        for _ in 0..(366 * 250) {
+        let first = days_from_civil(1900, 1, 1);
+        assert_eq!(first, -25_567);
+        for days in first..first + 366 * 250 {
             assert_eq!(civil_from_days(days), (y, m, d));
             assert_eq!(days_from_civil(y, m, d), days);
-            days += 1;
             d += 1;
             if d > days_in_month(y, m) {
                 d = 1;
