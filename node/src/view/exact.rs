@@ -104,6 +104,16 @@ impl Fixed {
         Fixed { lo: lo as u16, limbs }
     }
 
+    /// The value in units of 2^(64 * lo - SCALE_BITS), when it spans at
+    /// most the two limbs from `lo`.
+    fn window(&self, lo: usize) -> Option<i128> {
+        if (self.lo as usize) < lo || self.hi() > lo + 2 {
+            return None;
+        }
+        let (low, high) = (u128::from(self.limb(lo)), u128::from(self.limb(lo + 1)));
+        Some((high << 64 | low) as i128)
+    }
+
     /// The exact sum.
     pub fn add(&self, other: &Fixed) -> Fixed {
         if self.is_zero() {
@@ -113,6 +123,14 @@ impl Fixed {
             return self.clone();
         }
         let lo = self.lo.min(other.lo) as usize;
+        // Sums of integers, or of floats of similar magnitudes, fit two
+        // limbs: one i128 addition.
+        if let (Some(a), Some(b)) = (self.window(lo), other.window(lo)) {
+            if let Some(sum) = a.checked_add(b) {
+                let limbs: Limbs = [sum as u64, (sum as u128 >> 64) as u64].into_iter().collect();
+                return Fixed::normalized(lo, limbs);
+            }
+        }
         let hi = self.hi().max(other.hi()) + 1;
         let mut limbs = Limbs::with_capacity(hi - lo);
         let mut carry = false;
@@ -146,7 +164,11 @@ impl Fixed {
         let (limb, off) = (pos / 64, (pos % 64) as u32);
         let low = mag << off;
         let high = if off == 0 { 0 } else { (mag >> (128 - off)) as u64 };
-        let limbs: Limbs = [low as u64, (low >> 64) as u64, high, 0].into_iter().collect();
+        let mut limbs: Limbs = [low as u64, (low >> 64) as u64, high].into_iter().collect();
+        if limbs[2] >> 63 == 1 {
+            // A positive number needs a clear top bit.
+            limbs.push(0);
+        }
         let positive = Fixed::normalized(limb, limbs);
         if negative {
             positive.neg()

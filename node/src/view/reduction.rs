@@ -225,14 +225,24 @@ const SAW_POS_INF: u8 = 2;
 const SAW_NEG_INF: u8 = 4;
 const SAW_NAN: u8 = 8;
 
-/// The exact sum of numbers: the finite ones in a [`Fixed`], and flags for
-/// what else was seen (a float at all, +inf, -inf, NaN). Combining ORs the
-/// flags, which is enough because reductions are recomputed from their
-/// rows, never subtracted from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The exact sum of numbers: the finite ones as `small + big` (integers
+/// add in `small` until it would overflow, so integer sums cost one i64
+/// addition; floats and what overflows go to the [`Fixed`] accumulator),
+/// and flags for what else was seen (a float at all, +inf, -inf, NaN).
+/// Combining ORs the flags, which is enough because reductions are
+/// recomputed from their rows, never subtracted from.
+#[derive(Debug, Clone, Default)]
 pub struct ExactSum {
-    pub finite: Fixed,
-    pub flags: u8,
+    small: i64,
+    big: Fixed,
+    flags: u8,
+}
+
+/// Equal sums compare equal however their parts are split.
+impl PartialEq for ExactSum {
+    fn eq(&self, other: &ExactSum) -> bool {
+        self.flags == other.flags && self.finite() == other.finite()
+    }
 }
 
 /// The 64-bit integer range a sum of integers must stay in.
@@ -241,17 +251,21 @@ pub const SUM_INT_RANGE: &str = "-9223372036854775808..=18446744073709551615";
 impl ExactSum {
     fn of(n: Num) -> ExactSum {
         match n {
-            Num::Int(_) | Num::UInt(_) => {
-                ExactSum { finite: Fixed::from_int(n.int().unwrap_or(0)), flags: 0 }
-            }
+            Num::Int(i) => ExactSum { small: i, ..ExactSum::default() },
+            Num::UInt(u) => ExactSum { big: Fixed::from_int(i128::from(u)), ..ExactSum::default() },
             Num::Float(f) => ExactSum::of_float(f, Fixed::from_f64),
         }
     }
 
     fn square_of(n: Num) -> ExactSum {
         match n {
-            Num::Int(i) => ExactSum { finite: Fixed::square_int(i.unsigned_abs()), flags: 0 },
-            Num::UInt(u) => ExactSum { finite: Fixed::square_int(u), flags: 0 },
+            Num::Int(i) => match i.checked_mul(i) {
+                Some(sq) => ExactSum { small: sq, ..ExactSum::default() },
+                None => {
+                    ExactSum { big: Fixed::square_int(i.unsigned_abs()), ..ExactSum::default() }
+                }
+            },
+            Num::UInt(u) => ExactSum { big: Fixed::square_int(u), ..ExactSum::default() },
             Num::Float(f) => ExactSum::of_float(f.abs(), Fixed::square_f64),
         }
     }
@@ -266,12 +280,29 @@ impl ExactSum {
         } else {
             0
         };
-        let finite = if flag == 0 { exact(f) } else { Fixed::zero() };
-        ExactSum { finite, flags: SAW_FLOAT | flag }
+        let big = if flag == 0 { exact(f) } else { Fixed::zero() };
+        ExactSum { small: 0, big, flags: SAW_FLOAT | flag }
     }
 
     fn combine(&self, other: &ExactSum) -> ExactSum {
-        ExactSum { finite: self.finite.add(&other.finite), flags: self.flags | other.flags }
+        let flags = self.flags | other.flags;
+        let big = self.big.add(&other.big);
+        match self.small.checked_add(other.small) {
+            Some(small) => ExactSum { small, big, flags },
+            None => {
+                let spill = i128::from(self.small) + i128::from(other.small);
+                ExactSum { small: 0, big: big.add(&Fixed::from_int(spill)), flags }
+            }
+        }
+    }
+
+    /// The exact sum of the finite inputs.
+    fn finite(&self) -> Fixed {
+        if self.small == 0 {
+            self.big.clone()
+        } else {
+            self.big.add(&Fixed::from_int(i128::from(self.small)))
+        }
     }
 
     /// The non-finite result, if the inputs make one.
@@ -294,9 +325,10 @@ impl ExactSum {
             return Ok(float_json(x));
         }
         if self.flags & SAW_FLOAT != 0 {
-            return Ok(float_json(self.finite.to_f64()));
+            return Ok(float_json(self.finite().to_f64()));
         }
-        let n = self.finite.to_i128();
+        let finite = self.finite();
+        let n = finite.to_i128();
         if let Some(i) = n.and_then(|n| i64::try_from(n).ok()) {
             return Ok(json!(i));
         }
@@ -307,7 +339,7 @@ impl ExactSum {
             what: what.to_string(),
             sum: match n {
                 Some(n) => n.to_string(),
-                None if self.finite.is_negative() => "below -2^127".into(),
+                None if finite.is_negative() => "below -2^127".into(),
                 None => "above 2^127".into(),
             },
         })
@@ -316,20 +348,21 @@ impl ExactSum {
     /// Like [`ExactSum::answer`], but past the 64-bit range the float
     /// nearest it (for sums of squares, which outgrow it quickly).
     fn answer_or_float(&self) -> Json {
-        self.answer("").unwrap_or_else(|_| float_json(self.finite.to_f64()))
+        self.answer("").unwrap_or_else(|_| float_json(self.finite().to_f64()))
     }
 
     /// The float nearest the exact sum divided by `count`.
     fn mean(&self, count: u64) -> Json {
         match self.non_finite() {
             Some(x) => float_json(x),
-            None => float_json(self.finite.div_to_f64(count)),
+            None => float_json(self.finite().div_to_f64(count)),
         }
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(self.flags);
-        self.finite.encode_into(out);
+        // One canonical form: equal sums store equal bytes.
+        self.finite().encode_into(out);
     }
 
     fn decode_from(bytes: &[u8]) -> Option<(ExactSum, &[u8])> {
@@ -337,8 +370,8 @@ impl ExactSum {
         if flags > 15 {
             return None;
         }
-        let (finite, rest) = Fixed::decode_from(rest)?;
-        Some((ExactSum { finite, flags }, rest))
+        let (big, rest) = Fixed::decode_from(rest)?;
+        Some((ExactSum { small: 0, big, flags }, rest))
     }
 }
 
@@ -623,6 +656,18 @@ mod tests {
         assert!(err.to_string().contains("18446744073709551616"), "{err}");
         let err = fold(Builtin::Sum, &ints(&[i64::MIN, -1])).expect_err("overflow");
         assert!(err.to_string().contains("-9223372036854775809"), "{err}");
+        // i64 partial sums that overflow move to the accumulator, exactly.
+        assert_eq!(
+            fold(Builtin::Sum, &ints(&[i64::MAX, i64::MAX, -i64::MAX])),
+            Ok(json!(i64::MAX))
+        );
+        assert_eq!(fold(Builtin::Sum, &ints(&[i64::MAX, i64::MAX, 1])), Ok(json!(u64::MAX)));
+        assert_eq!(fold(Builtin::Sum, &ints(&[i64::MIN, -1, 1])), Ok(json!(i64::MIN)));
+        // sumsqr: exact in the 64-bit range, else the nearest float.
+        let sq = fold(Builtin::Stats, &ints(&[1 << 31, -3])).expect("stats");
+        assert_eq!(sq["sumsqr"], json!((1u64 << 62) + 9));
+        let sq = fold(Builtin::Stats, &ints(&[1 << 32, -3])).expect("stats");
+        assert_eq!(sq["sumsqr"], json!(18_446_744_073_709_551_616.0));
         // A partial past the range is fine when the total is back in it.
         assert_eq!(
             fold(Builtin::Sum, &[u(u64::MAX), u(5), mp((-10i64).into())]),
