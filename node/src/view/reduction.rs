@@ -862,3 +862,14 @@ mod tests {
         assert_eq!(Builtin::parse("median"), None);
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// Every node of a reduce tree holds two reductions: exactness must not
+    /// make them large (stats' extra fields live behind a Box).
+    #[test]
+    fn reductions_stay_small() {
+        let size = std::mem::size_of::<super::Reduction>();
+        assert!(size <= 64, "Reduction is {size} bytes");
+    }
+}
