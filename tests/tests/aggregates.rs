@@ -49,6 +49,8 @@ fn reduce(reducer: &str, amounts: &[u64]) -> Json {
             (Some(min), Some(max)) => json!({
                 "count": n, "sum": sum, "min": min, "max": max,
                 "sumsqr": amounts.iter().map(|a| a * a).sum::<u64>(),
+                // Exact in f64 (small sums), so one correctly rounded division.
+                "mean": sum as f64 / n as f64,
             }),
             _ => Json::Null,
         },

@@ -50,6 +50,8 @@ fn reduce(reducer: &str, amounts: &[u64]) -> Json {
             (Some(min), Some(max)) => json!({
                 "count": amounts.len(), "sum": sum, "min": min, "max": max,
                 "sumsqr": amounts.iter().map(|a| a * a).sum::<u64>(),
+                // Exact in f64 (small sums), so one correctly rounded division.
+                "mean": sum as f64 / amounts.len() as f64,
             }),
             _ => Json::Null,
         },

@@ -161,7 +161,8 @@ enum ReducerCmd {
         /// count, sum, min, max, stats or count_distinct.
         #[arg(long, required_unless_present = "lua", conflicts_with = "lua")]
         builtin: Option<String>,
-        /// A Lua 5.4 file defining `reduce(keys, values, rereduce)`.
+        /// A Lua 5.4 file defining `reduce(keys, values, rereduce)`: `keys` and
+        /// `values` are lists, also for one row (its value is `values[1]`).
         #[arg(long)]
         lua: Option<PathBuf>,
     },

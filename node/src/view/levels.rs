@@ -193,12 +193,23 @@ impl<M: ReduceFn> Levels<M> {
             let mut parts = BTreeMap::new();
             for (start, end) in bounds {
                 let part = if level == 0 {
-                    match decoded.first().and_then(|rows| rows.get(&start)) {
-                        Some(row) if row.end == end => {
-                            let total = row.total.as_deref().map(|t| me.f.decode(t)).transpose()?;
-                            Part { end, tree: None, total, rows: row.rows }
+                    let kept = decoded.first().and_then(|rows| rows.get(&start)).and_then(|row| {
+                        if row.end != end {
+                            return None;
                         }
-                        _ => {
+                        // A total that does not decode (damaged, or of an
+                        // older format) is rebuilt from the part's rows.
+                        match row.total.as_deref().map(|t| me.f.decode(t)).transpose() {
+                            Ok(total) => Some((total, row.rows)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a stored reduction is rebuilt from its rows");
+                                None
+                            }
+                        }
+                    });
+                    match kept {
+                        Some((total, rows)) => Part { end, tree: None, total, rows },
+                        None => {
                             me.dirty[0].insert(start.clone());
                             Part::loaded(end.clone(), me.load_tree(&start, end.as_deref(), load)?)
                         }
@@ -210,8 +221,12 @@ impl<M: ReduceFn> Levels<M> {
                         end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
                     ));
                     for (k, row) in rows {
-                        if let Some(t) = &row.total {
-                            tree.insert(&me.f, k, me.f.decode(t)?);
+                        // A total that does not decode is left out: every
+                        // part of the level below sends its total up again
+                        // (below a meta level, all of them are recomputed;
+                        // on level 0, such a part is rebuilt above).
+                        if let Some(Ok(t)) = row.total.as_deref().map(|t| me.f.decode(t)) {
+                            tree.insert(&me.f, k, t);
                         }
                     }
                     me.dirty[level].insert(start.clone());
@@ -230,6 +245,15 @@ impl<M: ReduceFn> Levels<M> {
             }
         }
         me.propagate();
+        // Failed reductions restored as they were stored are reported
+        // again, so the reducer's status says why queries over them fail.
+        for parts in &me.levels {
+            for (start, part) in parts {
+                if let Some(why) = part.total.as_ref().and_then(|t| me.f.failure(t)) {
+                    me.failures.entry(why).or_insert_with(|| start.clone());
+                }
+            }
+        }
         Ok(me)
     }
 
@@ -288,8 +312,8 @@ impl<M: ReduceFn> Levels<M> {
         let end = part.end.clone();
         let tree = self.load_tree(start, end.as_deref(), load)?;
         self.levels[0].insert(start.to_vec(), Part::loaded(end, tree));
-        // Its total is recomputed from the rows (float sums may differ in
-        // their last bits with the order of combines): one parent update.
+        // Its total is recomputed from the rows (a Lua reduction may differ
+        // with the order of its combines): one parent update.
         self.dirty[0].insert(start.to_vec());
         Ok(())
     }
@@ -833,6 +857,59 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(levels.rows(), model.len() as u64);
+            }
+        }
+    }
+
+    /// Postmortem: a stored total that no longer decoded (damaged, or a
+    /// partial of an older format) failed the whole restore; the part it
+    /// summed is now rebuilt from its rows and its row rewritten.
+    #[test]
+    fn undecodable_totals_are_rebuilt_from_rows() {
+        let mut model: Model = BTreeMap::new();
+        let mut levels = Levels::new(Concat);
+        for k in 0u8..40 {
+            let v = ((b'a' + k % 26) as char).to_string();
+            levels.apply(&[k], Some(v.as_bytes()), &mut loader(&model)).expect("apply");
+            model.insert(vec![k], v);
+        }
+        let splits: BTreeSet<Vec<u8>> = (1u8..8).map(|i| vec![i * 5]).collect();
+        for _ in 0..3 {
+            round(&mut levels, &model, &splits, 2);
+        }
+        let mut disk =
+            Disk { rows: Vec::new(), saved_model: model.clone(), changed: BTreeSet::new() };
+        disk.write(levels.take_unsaved());
+        assert!(disk.rows.len() >= 2, "{} meta levels", disk.rows.len());
+        // Every total of level 1 and one of level 2 made undecodable.
+        for rows in disk.rows.iter_mut().take(2) {
+            for v in rows.values_mut() {
+                let mut row = MetaRow::decode(v).expect("row");
+                row.total = Some(vec![0xff]);
+                *v = row.encode();
+            }
+        }
+        let meta_rows: Vec<Rows> = disk
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .collect();
+        let mut partitions = vec![bounds_from(&splits)];
+        for rows in &disk.rows {
+            let splits: BTreeSet<Vec<u8>> =
+                rows.keys().skip(1).step_by(2).filter(|k| !k.is_empty()).cloned().collect();
+            partitions.push(bounds_from(&splits));
+        }
+        let mut restored =
+            Levels::restore(Concat, partitions, meta_rows, &mut loader(&model)).expect("restore");
+        let want: String = model.values().map(String::as_str).collect();
+        let got = restored.reduce((Bound::Unbounded, Bound::Unbounded), &mut loader(&model));
+        assert_eq!(got, Ok(Some(want)));
+        disk.write(restored.take_unsaved());
+        for rows in &disk.rows {
+            for v in rows.values() {
+                let total = MetaRow::decode(v).expect("row").total.expect("total");
+                assert!(String::from_utf8(total).is_ok(), "a damaged total stayed");
             }
         }
     }

@@ -442,6 +442,9 @@ pub const LUA_REDUCTION_GROWTH_FREE_BYTES: usize = 4096;
 pub const LUA_REDUCTION_SIZE_MAX_BYTES: usize = 1024 * 1024;
 
 /// A Lua reducer: `reduce(keys, values, rereduce)` returning the reduction.
+/// `keys` and `values` are always lists: for a row, `{key}` (the key as a
+/// tuple array) and `{value}` with `rereduce` false; for a combine, `nil`
+/// and the reductions to combine, with `rereduce` true.
 pub struct LuaReducer {
     sandbox: Sandbox,
     reduce: mlua::Function,
@@ -630,6 +633,40 @@ mod tests {
             LuaReducer::new("x = 1", &LuaEnv::standalone()),
             Err(LuaFnError::Missing("reduce"))
         ));
+    }
+
+    /// The arguments are what the README says: lists, also for one row.
+    #[test]
+    fn lua_reducers_get_lists_also_for_one_row() {
+        use crate::view::reduce_tree::Monoid;
+        let r = LuaReducer::new(
+            r#"function reduce(keys, values, rereduce)
+                 if rereduce then
+                   return {n = #values, keys = type(keys), first = values[1].first}
+                 end
+                 return {n = #values, keys = #keys, first = keys[1][1], v = values[1].x}
+               end"#,
+            &LuaEnv::standalone(),
+        )
+        .expect("compiles");
+        let leaf = r.leaf(&key(7), &doc(serde_json::json!({"x": 5})));
+        let get = |v: &LuaReduction, field: &str| -> rmpv::Value {
+            let map = v.clone().expect("reduces");
+            let pairs = map.as_map().cloned().unwrap_or_default();
+            pairs
+                .into_iter()
+                .find(|(k, _)| k.as_str() == Some(field))
+                .map(|(_, v)| v)
+                .unwrap_or(rmpv::Value::Nil)
+        };
+        assert_eq!(get(&leaf, "n"), rmpv::Value::from(1));
+        assert_eq!(get(&leaf, "keys"), rmpv::Value::from(1));
+        assert_eq!(get(&leaf, "first"), rmpv::Value::from(7));
+        assert_eq!(get(&leaf, "v"), rmpv::Value::from(5));
+        let both = r.combine(&leaf, &leaf);
+        assert_eq!(get(&both, "n"), rmpv::Value::from(2));
+        assert_eq!(get(&both, "keys"), rmpv::Value::from("nil"));
+        assert_eq!(get(&both, "first"), rmpv::Value::from(7));
     }
 
     #[test]

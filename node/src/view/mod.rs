@@ -3,6 +3,7 @@
 //!
 //! - [`map_fn`]: the built-in field mapper (record -> index rows).
 //! - [`reduction`]: built-in reducers as monoids over [`reduction::Reduction`].
+//! - [`exact`]: exact sums of integers and floats (a long accumulator).
 //! - [`hll`]: HyperLogLog sketches for `count_distinct`.
 //! - [`reduce_tree`]: an ordered map with a reduction in every node.
 //! - [`levels`]: the reduce tree across chunks: one tree per chunk, each
@@ -13,6 +14,7 @@
 //! - [`registry`]: the node's views and the commands that manage them.
 //! - [`sandbox`]: the Lua VM a function runs in and the limits it cannot
 //!   escape; [`lua_pattern`]: Lua's pattern functions, charged per step;
+//!   [`lua_time`]: UTC timestamps (the `time` table);
 //!   [`lua`]: Lua mappers and reducers on top of it.
 //!
 //! The functions, the sandbox and the trees are plain structs without
@@ -57,10 +59,12 @@ macro_rules! follower_handlers {
 }
 pub(crate) use follower_handlers;
 
+pub mod exact;
 pub mod hll;
 pub mod levels;
 pub mod lua;
 pub mod lua_pattern;
+pub mod lua_time;
 pub mod map_fn;
 pub mod mapper;
 pub mod reduce_tree;

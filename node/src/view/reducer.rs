@@ -437,6 +437,21 @@ impl ReducerActor {
                 ))
             }
         }
+        let result = self.answer_following(q);
+        if let Err(NodeError::Client { code: ErrorCode::BadRequest, message }) = &result {
+            // A query that fails (a Lua combine at its edges, a reduction
+            // restored failed) shows in the status once per reason, so
+            // `views` never says 0 errors while every query fails.
+            let why = format!("query failed: {message}");
+            if self.last_error.as_deref() != Some(why.as_str()) {
+                let key = q.start.clone().unwrap_or_default();
+                self.record_error(&key, why);
+            }
+        }
+        result
+    }
+
+    fn answer_following(&mut self, q: &AggregateQuery) -> NodeResult<AggregateAnswer> {
         let name = self.meta.name.clone();
         let failed = |e: String| {
             NodeError::client(ErrorCode::BadRequest, format!("reducer {name} failed: {e}"))

@@ -76,14 +76,18 @@ impl ReduceFn for Builtin {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Reduction, String> {
-        let r = Reduction::decode(bytes).ok_or("stored reduction is damaged")?;
+        let r = Reduction::decode(bytes)
+            .ok_or("stored reduction is damaged or of an older format (its part is rebuilt)")?;
         // A reduction of another kind would panic in combine.
         self.try_combine(&r, &r).map_err(|e| e.to_string())?;
         Ok(r)
     }
 
     fn answer(&self, r: Option<&Reduction>) -> Result<Json, String> {
-        Ok(r.map_or_else(|| Reduction::empty_json(*self), Reduction::to_json))
+        match r {
+            None => Ok(Reduction::empty_json(*self)),
+            Some(r) => r.to_json().map_err(|e| e.to_string()),
+        }
     }
 }
 

@@ -16,6 +16,8 @@
 //!   and the pattern functions (`string.find`, `match`, `gmatch`, `gsub`)
 //!   are replaced by a matcher that charges every step
 //!   ([`super::lua_pattern`]).
+//! - `time` ([`super::lua_time`]): UTC timestamp parsing and formatting,
+//!   pure (no clock) and charged per call.
 //! - Finalizers and to-be-closed variables: `setmetatable` refuses a
 //!   metatable with `__gc` (a finalizer would run at any allocation, even
 //!   between calls) or `__close` (it runs while an error unwinds, with the
@@ -394,7 +396,8 @@ impl Sandbox {
                 },
             )?,
         )?;
-        super::lua_pattern::install(lua, &string, self.meter.clone())
+        super::lua_pattern::install(lua, &string, self.meter.clone())?;
+        super::lua_time::install(lua, self.meter.clone())
     }
 }
 

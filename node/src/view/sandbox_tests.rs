@@ -312,3 +312,49 @@ fn pattern_backtracking_is_charged() {
     );
     assert!(err.contains("memory limit"), "{err}");
 }
+
+/// `time` buckets records by UTC day and month from Lua, and its calls are
+/// charged to the budget (a loop of cheap-looking calls with long formats
+/// hits the instruction limit that the VM's own count would not reach).
+#[test]
+fn time_functions_bucket_and_are_charged() {
+    let m = LuaMapper::new(
+        r#"function map(k, v)
+             local ts, err = time.parse_iso8601(v.at)
+             if not ts then error(err) end
+             emit({time.day(ts), time.month(ts), time.format(ts, "%H:%M %u")}, v.amount)
+           end"#,
+        &LuaEnv::standalone(),
+    )
+    .expect("compiles");
+    let (k1, k2) = (key(1), key(2));
+    let v1 = doc(serde_json::json!({"at": "2024-02-29T23:30:00-01:00", "amount": 5}));
+    let v2 = doc(serde_json::json!({"at": "yesterday", "amount": 1}));
+    let out = m.map_batch(&[(&k1, &v1), (&k2, &v2)]);
+    let rows = out[0].clone().expect("maps");
+    let mut want = tuple::encode(&[
+        Element::String("2024-03-01".into()),
+        Element::String("2024-03".into()),
+        Element::String("00:30 5".into()),
+    ])
+    .expect("key");
+    want.extend_from_slice(&k1);
+    assert_eq!(rows, vec![(want, doc(serde_json::json!(5)))]);
+    let err = out[1].clone().expect_err("bad timestamp").to_string();
+    assert!(err.contains("not an ISO 8601 timestamp"), "{err}");
+
+    let fmt = "%Y".repeat(100);
+    let err = map_error(&format!(
+        "function map(k, v) for i = 1, 300000 do time.format(i, '{fmt}') end end"
+    ));
+    assert!(err.contains("instruction limit"), "{err}");
+    for (src, needle) in [
+        ("function map(k, v) time.day('x') end", "expected Unix seconds"),
+        ("function map(k, v) time.day(1e300) end", "outside years 0000 to 9999"),
+        ("function map(k, v) time.format(0, '%c') end", "unknown directive %c"),
+        ("function map(k, v) time.make(2023, 2, 29) end", "no such date"),
+    ] {
+        let err = map_error(src);
+        assert!(err.contains(needle), "{src}: {err}");
+    }
+}
