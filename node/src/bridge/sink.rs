@@ -410,11 +410,13 @@ async fn round(
                 // A round that failed: again, exactly as it was.
                 Some(upto) => upto,
                 None => {
-                    let upto = node.clock.stable();
+                    // Pinned as it is chosen: a split in between could
+                    // otherwise drop the versions the round reads.
+                    let upto = node.clock.pin_stable();
                     if upto <= meta.checkpoint {
+                        node.clock.unpin(upto);
                         return Ok(Outcome { con, keys_written: 0, more: false });
                     }
-                    node.clock.pin(upto);
                     meta.round_upto = Some(upto);
                     if let Err(e) = node.catalog.put_sink(meta) {
                         meta.round_upto = None;
