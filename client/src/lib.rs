@@ -44,7 +44,7 @@ mod options;
 use std::sync::Arc;
 
 use monotable_proto::limits::BATCH_OPS_MAX;
-pub use monotable_proto::tuple;
+pub use monotable_proto::{row, tuple};
 pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
     MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, SinkSource, TreeStatus,

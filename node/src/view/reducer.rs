@@ -91,6 +91,8 @@ pub struct ReducerActor {
     /// A load batch is being read.
     running: bool,
     saving: bool,
+    /// The checkpoint a save under way writes, pinned until it ends.
+    saving_pin: Option<u64>,
     adding_level: bool,
     stopping: Option<oneshot::Sender<NodeResult<()>>>,
     errors: u64,
@@ -149,6 +151,7 @@ impl ReducerActor {
             dirty: false,
             running: false,
             saving: false,
+            saving_pin: None,
             adding_level: false,
             stopping: None,
             errors: 0,
@@ -203,6 +206,10 @@ impl ReducerActor {
         self.node.clock.unpin(self.checkpoint);
         if let Some(saved) = self.saved {
             self.node.clock.unpin(saved);
+        }
+        // A save still under way ends without this actor.
+        if let Some(pin) = self.saving_pin.take() {
+            self.node.clock.unpin(pin);
         }
         let entry = self.node.views_write().reducers.remove(&self.meta.name);
         // Its Lua VM (and the memory it reserved) goes before the drop is
@@ -338,6 +345,10 @@ impl ReducerActor {
             return;
         }
         self.saving = true;
+        // Pinned now, while it is the checkpoint: by the time the rows are
+        // written a round may have moved the checkpoint on and released it.
+        self.node.clock.pin(target);
+        self.saving_pin = Some(target);
         let rows = self.view.take_unsaved();
         let mut by_level: BTreeMap<usize, Vec<WriteOp>> = BTreeMap::new();
         for (level, key, value) in &rows {
@@ -372,7 +383,9 @@ impl ReducerActor {
         };
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
             act.saving = false;
+            act.saving_pin = None;
             if act.stopping.is_some() {
+                act.node.clock.unpin(target);
                 return;
             }
             let result = result.and_then(|()| {
@@ -384,7 +397,6 @@ impl ReducerActor {
             });
             match result {
                 Ok(()) => {
-                    act.node.clock.pin(target);
                     if let Some(old) = act.saved.replace(target) {
                         act.node.clock.unpin(old);
                     }
@@ -399,6 +411,7 @@ impl ReducerActor {
                     });
                 }
                 Err(e) => {
+                    act.node.clock.unpin(target);
                     if act.node.is_shutting_down() {
                         return;
                     }
