@@ -406,6 +406,9 @@ async fn round(
             (n, true)
         }
         SinkPhase::Follow => {
+            // A replayed round stops at the seq it chose before; what came
+            // after it is the next round's, which nothing else may start.
+            let replay = meta.round_upto.is_some();
             let upto = match meta.round_upto {
                 // A round that failed: again, exactly as it was.
                 Some(upto) => upto,
@@ -435,7 +438,7 @@ async fn round(
                 return Err(e);
             }
             node.clock.unpin(upto);
-            (n, false)
+            (n, replay)
         }
     };
     Ok(Outcome { con, keys_written, more })

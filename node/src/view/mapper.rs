@@ -400,6 +400,7 @@ async fn run_round(
         let more = meta.backfill.is_some();
         return Ok(Outcome { rows_written, errors, more });
     }
+    let replay = meta.round_upto.is_some();
     let Some(upto) = round_upto(node, meta)? else {
         return Ok(Outcome { rows_written: 0, errors, more: false });
     };
@@ -417,7 +418,9 @@ async fn run_round(
         return Err(e.into());
     }
     node.clock.unpin(previous);
-    Ok(Outcome { rows_written, errors, more: false })
+    // A replayed round stopped at the seq it had chosen before: what came
+    // after it (nothing may announce it again) is the next round's.
+    Ok(Outcome { rows_written, errors, more: replay })
 }
 
 /// The upper seq of the round to run: the saved one of a round that did
