@@ -53,11 +53,9 @@ async fn caught_up(c: &Client, names: &[&str], seq: u64, secs: u64) {
     }
 }
 
-/// A seq every write so far is at or below (the node has one seq clock):
-/// a write into a range no view reads.
-async fn last_seq(c: &Client) -> u64 {
-    let _ = c.create_range("seq_marker", RangeOptions::default()).await;
-    c.put("seq_marker", b"m", b"").await.expect("marker").seq
+/// The highest seq of a write's tokens.
+fn seq_of(tokens: &[monotable_client::CommitToken]) -> u64 {
+    tokens.iter().map(|t| t.seq).max().unwrap_or(0)
 }
 
 async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
@@ -172,6 +170,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
         c.create_reducer("n2", "idx2", "count").await.expect("reducer");
     });
     let mut behind_at_kill = Vec::new();
+    let mut written = 0;
     for _ in 0..3 {
         let behind = rt.block_on(async {
             let c = Client::connect(node.addr).await.expect("connect");
@@ -190,13 +189,16 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
                     batch
                 })
                 .collect();
+            let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             futures_join_all(batches.into_iter().map(|b| {
-                let c = c.clone();
+                let (c, seqs) = (c.clone(), seqs.clone());
                 async move {
-                    c.write("src", b).await.expect("write");
+                    let tokens = c.write("src", b).await.expect("write");
+                    seqs.lock().expect("lock").push(seq_of(&tokens));
                 }
             }))
             .await;
+            written = written.max(seqs.lock().expect("lock").iter().copied().max().unwrap_or(0));
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
             let views = c.list_views().await.expect("views");
             views.iter().find(|v| v.name == "slow").map_or(0, |v| v.pending_changes)
@@ -207,8 +209,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
     assert!(behind_at_kill.iter().any(|&b| b > 1000), "the mapper kept up: {behind_at_kill:?}");
     let src = rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        let seq = last_seq(&c).await;
-        caught_up(&c, &["slow"], seq, 50).await;
+        caught_up(&c, &["slow"], written, 50).await;
         all_rows(&c, "src").await
     });
     let gs: Vec<i64> = src
@@ -241,4 +242,166 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
         })
         .collect();
     assert_eq!(idx2.keys().cloned().collect::<BTreeSet<_>>(), chain_rows, "chain's rows");
+}
+
+/// Postmortem: row keys were the emitted key's bytes followed by the
+/// source key's, so `["b","c"]` emitting `["a"]` and `["c"]` emitting
+/// `["a","b"]` wrote one row, group_level counted source key elements
+/// into group keys, and a second `emit("a", 2)` of a record overwrote its
+/// first row (its sum went from 3 to 2, then to 1 after an unrelated
+/// update).
+#[test]
+fn emitted_keys_are_unambiguous_grouped_alone_and_repeats_are_kept() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let a = node.addr;
+    ok(cli(a, &["range", "create", "docs"]));
+    for (k, v) in [
+        (r#"["b","c"]"#, r#"{"e": ["a"]}"#),
+        (r#"["c"]"#, r#"{"e": ["a", "b"]}"#),
+        ("r1", r#"{"e": "x"}"#),
+        ("r2", r#"{"e": ["x"]}"#),
+        ("r3", r#"{"e": ["x", "y"]}"#),
+        ("z1", r#"{"empty": true}"#),
+        ("z2", r#"{"empty": true}"#),
+        ("z3", r#"{"empty": true}"#),
+        ("d", r#"{"dup": true}"#),
+    ] {
+        ok(cli(a, &["put", "docs", k, v]));
+    }
+    let lua = dir.path().join("map.lua");
+    std::fs::write(
+        &lua,
+        r#"function map(k, v)
+             if v.e then emit(v.e, 1) end
+             if v.empty then emit({}, 1) end
+             if v.dup then emit("a", 1) emit("a", 2) end
+           end"#,
+    )
+    .expect("write lua");
+    let lua = lua.to_str().expect("utf-8 path");
+    let mapper = |name: &str, target: &str| {
+        ok(cli(a, &["mapper", "create", name, "--source", "docs", "--target", target, "--lua", lua]));
+        ok(cli(a, &["reducer", "create", &format!("{name}_n"), "--range", target, "--builtin", "count"]));
+        ok(cli(a, &["reducer", "create", &format!("{name}_s"), "--range", target, "--builtin", "sum"]));
+    };
+    mapper("m", "docs_idx");
+    let fresh = ["--fresh", "--timeout-ms", "30000"];
+    let q = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&fresh);
+        agg(&node, &all)
+    };
+    assert_eq!(q(&["m_n"]), "10", "every emit is a row");
+    assert_eq!(q(&["m_s"]), "11");
+    let groups = |reducer: &str| q(&[reducer, "--group-level", "2"]);
+    let want_counts = [
+        r#"{"key":[],"value":3}"#,
+        r#"{"key":"a","value":3}"#,
+        r#"{"key":["a","b"],"value":1}"#,
+        r#"{"key":"x","value":2}"#,
+        r#"{"key":["x","y"],"value":1}"#,
+    ]
+    .join("\n");
+    assert_eq!(groups("m_n"), want_counts);
+    let sums = groups("m_s");
+    assert!(sums.contains(r#"{"key":"a","value":4}"#), "{sums}");
+    assert_eq!(q(&["m_n", "--group-level", "0"]), r#"{"key":[],"value":10}"#);
+    // Bounds and prefixes are emitted keys.
+    assert_eq!(q(&["m_n", "--prefix", r#"["a"]"#]), "4");
+    assert_eq!(q(&["m_n", "--start", r#"["x"]"#, "--end", r#"["x","y"]"#]), "2");
+    assert_eq!(q(&["m_n", "--start", r#"["x"]"#]), "3");
+    // An unrelated update keeps both rows of the repeated emit.
+    ok(cli(a, &["put", "docs", "d", r#"{"dup": true, "other": 5}"#]));
+    assert!(groups("m_s").contains(r#"{"key":"a","value":4}"#));
+    // A mapper created now on the same data agrees on every group.
+    mapper("again", "docs_idx2");
+    assert_eq!(groups("again_s"), groups("m_s"));
+    assert_eq!(groups("again_n"), want_counts);
+}
+
+/// Postmortem: dropping a mapper left its rows in the target, and a mapper
+/// re-created into it backfilled on top of them: rows of the old
+/// definition and of records deleted meanwhile stayed for good (41 rows).
+/// Dropping now clears the target; creating into a target that holds rows
+/// or that another mapper writes is refused.
+#[test]
+fn drop_and_recreate_leaves_no_rows_of_the_old_mapper() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Client::connect(node.addr).await.expect("connect");
+        c.create_range("p", RangeOptions { chunk_size_max_bytes: 2048 }).await.expect("range");
+        let doc = |i: u64| msgpack(&serde_json::json!({"g": i % 7, "h": i % 3}));
+        let mut batch = Batch::new();
+        for i in 0..300 {
+            batch = batch.put(int_key(i), doc(i));
+        }
+        let loaded = seq_of(&c.write("p", batch).await.expect("load"));
+        let field = |f: &str| MapFunction::Field { key_path: f.into(), value_path: None };
+        c.create_mapper("m", "p", "p_idx", field("g")).await.expect("mapper");
+        c.create_reducer("p_n", "p_idx", "count").await.expect("reducer");
+        caught_up(&c, &["m"], loaded, 30).await;
+        assert_eq!(all_rows(&c, "p_idx").await.len(), 300);
+        let refused = c.create_mapper("m2", "p", "p_idx", field("h")).await;
+        let message = format!("{:?}", refused.expect_err("a second mapper into p_idx"));
+        assert!(message.contains("target of mapper"), "{message}");
+
+        c.drop_mapper("m").await.expect("drop");
+        assert!(all_rows(&c, "p_idx").await.is_empty(), "drop clears the target");
+        // Meanwhile: deletes and updates.
+        let mut batch = Batch::new();
+        for i in 0..300 {
+            batch = if i % 4 == 0 { batch.delete(int_key(i)) } else { batch.put(int_key(i), doc(i + 1)) };
+        }
+        c.write("p", batch).await.expect("changes");
+        c.create_mapper("m", "p", "p_idx", field("h")).await.expect("re-create");
+        caught_up(&c, &["m"], 0, 30).await;
+        let src = all_rows(&c, "p").await;
+        let rows: BTreeSet<Vec<u8>> = all_rows(&c, "p_idx").await.into_keys().collect();
+        assert_eq!(rows, field_oracle(&src, "h"));
+
+        // A target holding rows of its own is refused.
+        c.create_range("used", RangeOptions::default()).await.expect("range");
+        c.put("used", int_key(1), msgpack(&serde_json::json!(1))).await.expect("put");
+        let refused = c.create_mapper("m3", "p", "used", field("g")).await;
+        let message = format!("{:?}", refused.expect_err("a non-empty target"));
+        assert!(message.contains("already holds rows"), "{message}");
+    });
+    let count: usize = agg(&node, &["p_n", "--fresh"]).parse().expect("count");
+    assert_eq!(count, 225, "the reducer on the target follows the drop and re-create");
+}
+
+/// Postmortem: a record written as raw bytes (not MessagePack) that starts
+/// like a MessagePack value (`h` is the integer 104) was mapped as that
+/// value: it emitted nothing, and the mapper showed 0 errors.
+#[test]
+fn records_that_are_not_messagepack_are_errors_in_the_status() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Client::connect(node.addr).await.expect("connect");
+        c.create_range("raw", RangeOptions::default()).await.expect("range");
+        let field = MapFunction::Field { key_path: "n".into(), value_path: None };
+        c.create_mapper("by_n", "raw", "raw_by_n", field).await.expect("mapper");
+        let lua = MapFunction::Lua { source: "function map(k, v) emit(v.n, 1) end".into() };
+        c.create_mapper("by_n_lua", "raw", "raw_by_n_lua", lua).await.expect("mapper");
+        c.put("raw", b"bad", b"hello").await.expect("put");
+        // The way that works: encode the value as MessagePack.
+        let good = rmp_serde::to_vec_named(&serde_json::json!({"n": 5})).expect("encode");
+        let seq = c.put("raw", b"good", good).await.expect("put").seq;
+        caught_up(&c, &["by_n", "by_n_lua"], seq, 30).await;
+        for (view, target) in [("by_n", "raw_by_n"), ("by_n_lua", "raw_by_n_lua")] {
+            let views = c.list_views().await.expect("views");
+            let v = views.iter().find(|v| v.name == view).expect("listed");
+            assert_eq!(v.errors, 1, "{v:?}");
+            assert!(v.last_error.as_deref().is_some_and(|e| e.contains("not MessagePack")), "{v:?}");
+            assert_eq!(v.last_error_key.as_ref().map(|k| k.to_vec()), Some(b"bad".to_vec()));
+            let rows: Vec<Vec<u8>> = all_rows(&c, target).await.into_keys().collect();
+            let want = row::encode_row(&[Element::Int(5)], b"good", 0).expect("row");
+            assert_eq!(rows, vec![want], "{view}");
+        }
+    });
 }
