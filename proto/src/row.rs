@@ -23,6 +23,9 @@
 
 use crate::tuple::{self, Element, TupleError};
 
+/// An index row: (key, value).
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// Type byte of a nested tuple element ([`crate::tuple`]).
 const NESTED: u8 = 0x05;
 
@@ -37,10 +40,8 @@ pub fn encode_row(
     source_key: &[u8],
     repeat: u64,
 ) -> Result<Vec<u8>, TupleError> {
-    let mut key = tuple::encode(&[
-        Element::Tuple(emitted.to_vec()),
-        Element::Bytes(source_key.to_vec()),
-    ])?;
+    let mut key =
+        tuple::encode(&[Element::Tuple(emitted.to_vec()), Element::Bytes(source_key.to_vec())])?;
     if repeat > 0 {
         key.extend(tuple::encode(&[Element::Int(i128::from(repeat))])?);
     }
@@ -123,7 +124,7 @@ pub fn group_key(row_key: &[u8], level: usize) -> Result<Vec<Element>, TupleErro
 pub fn rows_of(
     source_key: &[u8],
     emits: Vec<(Vec<Element>, Vec<u8>)>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TupleError> {
+) -> Result<Vec<Row>, TupleError> {
     let mut seen: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
     emits
         .into_iter()
@@ -181,7 +182,11 @@ mod tests {
     fn duplicate_emits_keep_every_row() {
         let rows = rows_of(
             b"k",
-            vec![(vec![s("a")], b"1".to_vec()), (vec![s("b")], b"x".to_vec()), (vec![s("a")], b"2".to_vec())],
+            vec![
+                (vec![s("a")], b"1".to_vec()),
+                (vec![s("b")], b"x".to_vec()),
+                (vec![s("a")], b"2".to_vec()),
+            ],
         )
         .expect("encodes");
         assert_eq!(rows.len(), 3);

@@ -102,7 +102,10 @@ fn source_chunk_splits_leave_no_orphan_rows() {
                             batch.delete(k)
                         } else {
                             let g = rng.gen_range(0..40);
-                            batch.put(k, msgpack(&serde_json::json!({"g": g, "pad": "x".repeat(20)})))
+                            batch.put(
+                                k,
+                                msgpack(&serde_json::json!({"g": g, "pad": "x".repeat(20)})),
+                            )
                         };
                     }
                     c.write("src", batch).await.expect("write");
@@ -281,9 +284,18 @@ fn emitted_keys_are_unambiguous_grouped_alone_and_repeats_are_kept() {
     .expect("write lua");
     let lua = lua.to_str().expect("utf-8 path");
     let mapper = |name: &str, target: &str| {
-        ok(cli(a, &["mapper", "create", name, "--source", "docs", "--target", target, "--lua", lua]));
-        ok(cli(a, &["reducer", "create", &format!("{name}_n"), "--range", target, "--builtin", "count"]));
-        ok(cli(a, &["reducer", "create", &format!("{name}_s"), "--range", target, "--builtin", "sum"]));
+        ok(cli(
+            a,
+            &["mapper", "create", name, "--source", "docs", "--target", target, "--lua", lua],
+        ));
+        ok(cli(
+            a,
+            &["reducer", "create", &format!("{name}_n"), "--range", target, "--builtin", "count"],
+        ));
+        ok(cli(
+            a,
+            &["reducer", "create", &format!("{name}_s"), "--range", target, "--builtin", "sum"],
+        ));
     };
     mapper("m", "docs_idx");
     let fresh = ["--fresh", "--timeout-ms", "30000"];
@@ -353,7 +365,11 @@ fn drop_and_recreate_leaves_no_rows_of_the_old_mapper() {
         // Meanwhile: deletes and updates.
         let mut batch = Batch::new();
         for i in 0..300 {
-            batch = if i % 4 == 0 { batch.delete(int_key(i)) } else { batch.put(int_key(i), doc(i + 1)) };
+            batch = if i % 4 == 0 {
+                batch.delete(int_key(i))
+            } else {
+                batch.put(int_key(i), doc(i + 1))
+            };
         }
         c.write("p", batch).await.expect("changes");
         c.create_mapper("m", "p", "p_idx", field("h")).await.expect("re-create");
@@ -397,7 +413,10 @@ fn records_that_are_not_messagepack_are_errors_in_the_status() {
             let views = c.list_views().await.expect("views");
             let v = views.iter().find(|v| v.name == view).expect("listed");
             assert_eq!(v.errors, 1, "{v:?}");
-            assert!(v.last_error.as_deref().is_some_and(|e| e.contains("not MessagePack")), "{v:?}");
+            assert!(
+                v.last_error.as_deref().is_some_and(|e| e.contains("not MessagePack")),
+                "{v:?}"
+            );
             assert_eq!(v.last_error_key.as_ref().map(|k| k.to_vec()), Some(b"bad".to_vec()));
             let rows: Vec<Vec<u8>> = all_rows(&c, target).await.into_keys().collect();
             let want = row::encode_row(&[Element::Int(5)], b"good", 0).expect("row");

@@ -142,7 +142,11 @@ impl SeqClock {
         let kept = s.pins.contains_key(&seq) || seq >= s.horizon;
         debug_assert!(kept, "pinned {seq}, below the compaction horizon {}", s.horizon);
         if !kept {
-            tracing::error!(seq, horizon = s.horizon, "pinned a snapshot compaction may have passed");
+            tracing::error!(
+                seq,
+                horizon = s.horizon,
+                "pinned a snapshot compaction may have passed"
+            );
         }
         *s.pins.entry(seq).or_insert(0) += 1;
     }

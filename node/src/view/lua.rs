@@ -426,8 +426,8 @@ impl LuaMapper {
         }
         for ((slot, emitted), (source_key, _)) in out.iter_mut().zip(by_record).zip(records) {
             if slot.is_ok() {
-                *slot = row::rows_of(source_key, emitted)
-                    .map_err(|e| LuaFnError::Value(e.to_string()));
+                *slot =
+                    row::rows_of(source_key, emitted).map_err(|e| LuaFnError::Value(e.to_string()));
             }
         }
         // Skipped (undecodable) records left holes in the Lua batch.

@@ -524,10 +524,7 @@ impl ReducerActor {
     /// Whether the reducer's range is a view index range (a mapper's
     /// target), whose keys are index rows.
     fn on_view_index(&self) -> bool {
-        self.node
-            .router_read()
-            .range_by_id(self.meta.range_id)
-            .is_some_and(|r| r.meta.view_index)
+        self.node.router_read().range_by_id(self.meta.range_id).is_some_and(|r| r.meta.view_index)
     }
 
     fn status(&self) -> ViewStatus {
@@ -558,6 +555,9 @@ impl ReducerActor {
     }
 }
 
+/// A group of rows: (its key as answers show it, first row key, end).
+type Group = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
 /// The group of the row keyed `first` under `group_level` `level`: the key
 /// the answer shows for it, and the span of row keys `[start, end)` it
 /// covers (`end` `None`: the end of the range).
@@ -568,11 +568,7 @@ impl ReducerActor {
 /// (CouchDB's rule: `["x"]` and `["x","y"]` are two groups at level 2). On
 /// a plain range it is the first `level` top-level tuple elements of the
 /// key; a key that is not a tuple is its own group.
-fn group_of(
-    first: &[u8],
-    level: usize,
-    index: bool,
-) -> NodeResult<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> {
+fn group_of(first: &[u8], level: usize, index: bool) -> NodeResult<Group> {
     let bad = |e: tuple::TupleError| NodeError::Internal(format!("index row key: {e}"));
     if index {
         let (emitted, _, _) = row::decode_row(first).map_err(bad)?;
@@ -637,9 +633,7 @@ fn index_bounds(q: &AggregateQuery) -> NodeResult<AggregateQuery> {
         Some(e) => {
             let bound = if let Ok(elements) = tuple::decode(e) {
                 encode(elements, false)?
-            } else if let Some(Ok(elements)) =
-                e.strip_suffix(&[0xFF]).map(|prefix| tuple::decode(prefix))
-            {
+            } else if let Some(Ok(elements)) = e.strip_suffix(&[0xFF]).map(tuple::decode) {
                 encode(elements, true)?
             } else if let Some(s) = q
                 .start
