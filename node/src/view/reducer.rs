@@ -587,15 +587,22 @@ fn group_of(first: &[u8], level: usize, index: bool) -> NodeResult<Group> {
         };
         return Ok((key, start, Some(end)));
     }
-    let key = match tuple::decode(first) {
-        Ok(elements) => {
-            let n = level.min(elements.len());
-            tuple::encode(&elements[..n]).map_err(|e| NodeError::Internal(e.to_string()))?
-        }
-        Err(_) => first.to_vec(),
+    let own_group = |key: &[u8]| {
+        // Only this key: its immediate successor ends the group.
+        let mut end = key.to_vec();
+        end.push(0x00);
+        (key.to_vec(), key.to_vec(), Some(end))
     };
-    let end = monotable_proto::keys::prefix_end(&key);
-    Ok((key.clone(), key, end))
+    match tuple::decode(first) {
+        Ok(elements) if elements.len() >= level => {
+            let key = tuple::encode(&elements[..level])
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            // Whole elements only: `("a",)` does not cover `("a\0b",)`.
+            let end = monotable_proto::keys::tuple_prefix_end(&key);
+            Ok((key.clone(), key, end))
+        }
+        Ok(_) | Err(_) => Ok(own_group(first)),
+    }
 }
 
 /// A query on a view index range with its `start`/`end` (emitted-key
@@ -797,6 +804,49 @@ mod tests {
         );
         assert_eq!(groups(&mut keys, 1, true), vec![(vec![], 2), (vec![s("x")], 5)]);
         assert_eq!(groups(&mut keys, 0, true), vec![(vec![], 7)]);
+    }
+
+    #[test]
+    fn plain_groups_are_whole_tuple_elements() {
+        let s2 = |a: &str, b: Option<&str>| {
+            let mut t = vec![s(a)];
+            t.extend(b.map(s));
+            tuple::encode(&t).expect("encodes")
+        };
+        let mut keys = vec![
+            s2("a", None),
+            s2("a", Some("x")),
+            s2("a", Some("y")),
+            s2("a\u{0}b", None),
+            b"raw".to_vec(),
+            b"rawer".to_vec(),
+        ];
+        let got = |keys: &mut Vec<Vec<u8>>, level| -> Vec<(Vec<u8>, usize)> {
+            keys.sort();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < keys.len() {
+                let (key, start, end) = group_of(&keys[i], level, false).expect("a group");
+                let n = keys[i..]
+                    .iter()
+                    .take_while(|k| **k >= start && end.as_ref().is_none_or(|e| *k < e))
+                    .count();
+                out.push((key, n));
+                i += n;
+            }
+            out
+        };
+        assert_eq!(
+            got(&mut keys, 1),
+            vec![
+                (s2("a", None), 3),
+                (s2("a\u{0}b", None), 1),
+                (b"raw".to_vec(), 1),
+                (b"rawer".to_vec(), 1),
+            ]
+        );
+        let two = got(&mut keys, 2);
+        assert_eq!(two.len(), 6, "{two:?}");
     }
 
     #[test]
