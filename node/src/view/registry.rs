@@ -696,16 +696,23 @@ impl Node {
         Ok(())
     }
 
-    /// Refuses a target that holds rows (left by hand, or by a mapper
-    /// dropped while the node stopped) or that another mapper writes: a
-    /// mapper's target holds its rows and nothing else, so they are exactly
-    /// its function applied to the source, and dropping it can remove them.
+    /// Refuses a target that holds rows (written there by other means) or
+    /// that another mapper writes: a mapper's target holds its rows and
+    /// nothing else, so they are exactly its function applied to the
+    /// source, and dropping it can remove them.
     async fn check_target_empty(&self, target: &str) -> NodeResult<()> {
         if let Some(m) = self.catalog.mappers()?.into_iter().find(|m| m.target == target) {
             return Err(bad_request(format!(
                 "range {target:?} is the target of mapper {:?}: a mapper needs a target of its                  own; choose another target range",
                 m.name
             )));
+        }
+        // Still marked as an index with no mapper writing it: a drop that
+        // stopped (the node died) before it had cleared the rows. They are
+        // the dropped mapper's, so the drop is finished now.
+        let leftover = self.router_read().range(target).is_some_and(|r| r.meta.view_index);
+        if leftover {
+            self.clear_rows(target).await?;
         }
         let rows = self
             .scan_range(ScanRequest { range: target.to_owned(), limit: 1, ..Default::default() })
