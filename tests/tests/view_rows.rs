@@ -174,7 +174,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
     });
     let mut behind_at_kill = Vec::new();
     let mut written = 0;
-    for _ in 0..3 {
+    for _ in 0..6 {
         let behind = rt.block_on(async {
             let c = Client::connect(node.addr).await.expect("connect");
             // 3,000 changes at once: far more than the mapper maps meanwhile.
