@@ -151,6 +151,21 @@ impl SeqClock {
         *s.pins.entry(seq).or_insert(0) += 1;
     }
 
+    /// Pins `seq` (at or below the stable seq) if every version it sees is
+    /// still kept: it is pinned already, or no compaction or split was told
+    /// to keep less than it ([`SeqClock::retention`]). False (and nothing
+    /// pinned) otherwise: the caller must choose a newer snapshot. For a
+    /// snapshot chosen by other means than [`SeqClock::pin_stable`] (a cut
+    /// some view published).
+    pub fn try_pin(&self, seq: u64) -> bool {
+        let mut s = self.lock();
+        if seq > s.stable() || (seq < s.horizon && !s.pins.contains_key(&seq)) {
+            return false;
+        }
+        *s.pins.entry(seq).or_insert(0) += 1;
+        true
+    }
+
     /// Releases one pin of `seq`; false when `seq` is not pinned.
     pub fn unpin(&self, seq: u64) -> bool {
         let mut s = self.lock();
@@ -249,6 +264,9 @@ mod tests {
         // is fine: its versions were kept.
         c.pin(round);
         assert!(c.unpin(round) && c.unpin(round));
+        assert!(!c.try_pin(round), "compaction may have dropped what it saw");
+        assert!(c.try_pin(stable) && c.unpin(stable));
+        assert!(!c.try_pin(stable + 1), "not stable yet");
         let late = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.pin(round)));
         assert_eq!(late.is_err(), cfg!(debug_assertions));
     }
