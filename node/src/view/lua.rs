@@ -4,7 +4,9 @@
 //! `emit(key, value)` for each index row. `key` is the source key decoded
 //! as a tuple (a Lua array of its elements), `value` the record decoded from
 //! MessagePack into Lua tables. An emitted key is a Lua value or an array of
-//! them (a composite key); the emitted value becomes MessagePack.
+//! them (a composite key; `{}` the empty one); the emitted value becomes
+//! MessagePack. Every emit is one row, a key emitted again by the same
+//! record included ([`monotable_proto::row`] numbers the repeats).
 //!
 //! The sandbox: only the `string`, `table`, `math` and `utf8` libraries and
 //! the safe parts of the base library are loaded (no `io`, `os`, `require`,
