@@ -26,6 +26,52 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Values for views
+//!
+//! Mappers read a record's value as one MessagePack document: encode values
+//! that views read (with `rmp_serde::to_vec_named`, for instance). The CLI
+//! and the Redis commands encode JSON for you; this client stores bytes as
+//! given. A value that is not exactly one MessagePack document is an error
+//! of its record in the mapper's status (`errors`, `last_error`,
+//! `last_error_key`), and the record has no rows. A mapper's rows are keyed
+//! by [`row::encode_row`]`(emitted key, source key, repeat)`; reducers on its
+//! target take emitted keys as bounds and group by their elements.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let server = monotable_node::server::ServerHandle::start(
+//! #     monotable_node::config::NodeConfig::for_tests(dir.path())).unwrap();
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use monotable_client::{row, AggregateReply, AggregateRequest, Client, Element};
+//! use monotable_client::{MapFunction, RangeOptions, Scan};
+//!
+//! let client = Client::connect(server.addr).await?;
+//! client.create_range("orders", RangeOptions::default()).await?;
+//! let doc = serde_json::json!({"city": "paris", "amount": 12});
+//! client.put("orders", b"o1", rmp_serde::to_vec_named(&doc)?).await?;
+//! client.put("orders", b"o2", b"raw bytes, not MessagePack").await?;
+//! let by_city = MapFunction::Field { key_path: "city".into(), value_path: Some("amount".into()) };
+//! client.create_mapper("by_city", "orders", "orders_by_city", by_city).await?;
+//! client.create_reducer("orders_n", "orders_by_city", "count").await?;
+//! let fresh = AggregateRequest {
+//!     reducer: "orders_n".into(),
+//!     fresh: true,
+//!     timeout_ms: 10_000,
+//!     ..AggregateRequest::default()
+//! };
+//! let AggregateReply::Total(n) = client.aggregate(fresh).await? else { unreachable!() };
+//! assert_eq!(rmp_serde::from_slice::<u64>(&n)?, 1);
+//! let rows = client.scan("orders_by_city", &Scan::all()).await?.records;
+//! let (emitted, source, _) = row::decode_row(&rows[0].key)?;
+//! assert_eq!((emitted, source), (vec![Element::from("paris")], b"o1".to_vec()));
+//! let views = client.list_views().await?;
+//! let mapper = views.iter().find(|v| v.name == "by_city").unwrap();
+//! assert_eq!(mapper.errors, 1);
+//! assert_eq!(mapper.last_error_key.as_ref().map(|k| k.to_vec()), Some(b"o2".to_vec()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! # Layout
 //!
 //! - [`Client`] (this file): the calls, each a [`monotable_proto::Command`].
@@ -44,7 +90,7 @@ mod options;
 use std::sync::Arc;
 
 use monotable_proto::limits::BATCH_OPS_MAX;
-pub use monotable_proto::tuple;
+pub use monotable_proto::{row, tuple};
 pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
     MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, SinkSource, TreeStatus,

@@ -19,6 +19,11 @@ pub struct RangeMeta {
     pub id: u64,
     pub name: String,
     pub options: RangeOptions,
+    /// A view index range: the target of a mapper, whose keys are index
+    /// rows ([`monotable_proto::row`]). Reducers on it take bounds and
+    /// group by emitted keys.
+    #[serde(default)]
+    pub view_index: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +108,12 @@ pub struct MapperMeta {
     /// Set while the mapper is still mapping what the source held when it
     /// was created (read at `checkpoint`).
     pub backfill: Option<Backfill>,
+    /// The upper seq `S` of the round under way, pinned and saved before
+    /// the round writes any row: after a crash the round is replayed over
+    /// the same `(checkpoint, S]`, so the rows it wrote from the values at
+    /// `S` are exactly reconciled.
+    #[serde(default)]
+    pub round_upto: Option<u64>,
 }
 
 /// A registered reducer and how far it got.
@@ -246,6 +257,19 @@ impl Catalog {
         Ok(ids)
     }
 
+    /// Marks a range as a view index range, or not; false when it does not
+    /// exist.
+    pub fn set_view_index(&self, name: &str, view_index: bool) -> Result<bool, CatalogError> {
+        let Some(v) = self.ranges.get(name.as_bytes())? else { return Ok(false) };
+        let mut range: RangeMeta = decode(&v)?;
+        if range.view_index != view_index {
+            range.view_index = view_index;
+            self.ranges.insert(name.as_bytes(), encode(&range))?;
+            self.flush()?;
+        }
+        Ok(true)
+    }
+
     pub fn mappers(&self) -> Result<Vec<MapperMeta>, CatalogError> {
         all(&self.mappers)
     }
@@ -328,6 +352,7 @@ mod tests {
                 id: cat.next_id().expect("id"),
                 name: "users".into(),
                 options: RangeOptions::default(),
+                view_index: false,
             };
             let first = ChunkMeta {
                 id: cat.next_id().expect("id"),
@@ -361,8 +386,12 @@ mod tests {
         let path = tmp.path().join("meta");
         {
             let mut cat = Catalog::open(&path).expect("open");
-            let range =
-                RangeMeta { id: 500, name: "users".into(), options: RangeOptions::default() };
+            let range = RangeMeta {
+                id: 500,
+                name: "users".into(),
+                options: RangeOptions::default(),
+                view_index: false,
+            };
             let chunk = ChunkMeta { id: 900, range_id: 500, start: vec![], end: None };
             cat.insert_recovered(&[range], &[chunk]).expect("insert");
             cat.raise_ids_above(900).expect("raise");

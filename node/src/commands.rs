@@ -182,7 +182,12 @@ impl Node {
                 format!("range {name:?} already exists"),
             ));
         }
-        let range = RangeMeta { id: self.catalog.next_id()?, name: name.to_owned(), options };
+        let range = RangeMeta {
+            id: self.catalog.next_id()?,
+            name: name.to_owned(),
+            options,
+            view_index: false,
+        };
         let meta =
             ChunkMeta { id: self.catalog.next_id()?, range_id: range.id, start: vec![], end: None };
         let dir = self.chunk_dir(meta.id);

@@ -252,6 +252,9 @@ impl Node {
         // old values they still need survive the restart.
         for m in &mappers {
             node.clock.pin(m.checkpoint);
+            if let Some(upto) = m.round_upto {
+                node.clock.pin(upto);
+            }
         }
         for s in &sinks {
             node.clock.pin(s.checkpoint);

@@ -50,6 +50,10 @@ impl Router {
         self.ranges.values()
     }
 
+    pub fn ranges_mut(&mut self, name: &str) -> Option<&mut RangeRoute> {
+        self.ranges.get_mut(name)
+    }
+
     pub fn range_by_id(&self, id: u64) -> Option<&RangeRoute> {
         self.ranges.values().find(|r| r.meta.id == id)
     }

@@ -306,8 +306,14 @@ pub fn plan_recovery(dirs: &[FoundDir]) -> Result<RecoveryPlan, Vec<String>> {
     for (range_id, mut found) in by_range {
         found.sort_by_key(|(_, d)| std::cmp::Reverse(d.chunk.id));
         let (_, newest) = found[0];
-        let range =
-            RangeMeta { id: range_id, name: newest.range_name.clone(), options: newest.options };
+        // Rebuilt from descriptors: the mappers are not recovered, so no
+        // range is a view's index any more.
+        let range = RangeMeta {
+            id: range_id,
+            name: newest.range_name.clone(),
+            options: newest.options,
+            view_index: false,
+        };
         plan.max_id = plan.max_id.max(range_id);
         let mut taken: Vec<&ChunkMeta> = Vec::new();
         for (dir, d) in found {
@@ -457,7 +463,7 @@ mod tests {
     use monotable_proto::RangeOptions;
 
     fn range(id: u64, name: &str) -> RangeMeta {
-        RangeMeta { id, name: name.into(), options: RangeOptions::default() }
+        RangeMeta { id, name: name.into(), options: RangeOptions::default(), view_index: false }
     }
 
     fn chunk(id: u64, range_id: u64, start: &str, end: Option<&str>) -> ChunkMeta {

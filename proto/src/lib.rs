@@ -8,7 +8,8 @@
 //! - [`message`]: what frames hold: [`Request`]s carrying a [`Command`] and an
 //!   id, [`Response`]s carrying the same id and a [`Reply`] or an [`ErrorInfo`].
 //! - [`error`]: [`ErrorCode`], the typed errors a server sends.
-//! - [`mod@tuple`]: the order-preserving encoding of composite keys; [`keys`]:
+//! - [`mod@tuple`]: the order-preserving encoding of composite keys; [`row`]:
+//!   the keys of index rows (emitted key, source key, repeat); [`keys`]:
 //!   helpers on raw key bytes.
 
 pub mod error;
@@ -16,6 +17,7 @@ pub mod frame;
 pub mod keys;
 pub mod limits;
 pub mod message;
+pub mod row;
 pub mod tuple;
 
 pub use error::{ErrorCode, ErrorInfo};

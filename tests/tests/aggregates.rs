@@ -22,18 +22,20 @@ fn source_key(i: u64) -> Vec<u8> {
     tuple::encode(&[Element::Int(i128::from(i))]).expect("int")
 }
 
-/// The index rows the mapper must produce: ((city, id), amount).
+/// The index rows the mapper must produce, as (emitted key (city,)
+/// encoded, amount), in row order. Bounds and groups of a reducer on an
+/// index range are emitted keys, so the oracle needs nothing of the source
+/// key but the order it gives rows of one city.
 fn index_rows(model: &Model) -> Vec<(Vec<u8>, u64)> {
-    let mut rows: Vec<(Vec<u8>, u64)> = model
+    let mut rows: Vec<(Vec<u8>, Vec<u8>, u64)> = model
         .iter()
         .map(|(id, (city, amount))| {
-            let mut k = tuple::encode(&[Element::String(city.clone())]).expect("city");
-            k.extend_from_slice(&source_key(*id));
-            (k, *amount)
+            let k = tuple::encode(&[Element::String(city.clone())]).expect("city");
+            (k, source_key(*id), *amount)
         })
         .collect();
     rows.sort();
-    rows
+    rows.into_iter().map(|(k, _, a)| (k, a)).collect()
 }
 
 fn reduce(reducer: &str, amounts: &[u64]) -> Json {
@@ -82,7 +84,7 @@ fn oracle(
         let amounts: Vec<u64> = rows.iter().map(|(_, a)| *a).collect();
         return reduce(reducer, &amounts);
     };
-    // Group by the first `level` tuple elements of the row key.
+    // Group by the first `level` elements of the emitted key.
     let mut groups: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
     for (k, a) in rows {
         let elements = tuple::decode(&k).expect("tuple");

@@ -106,11 +106,13 @@ fn lua_mappers_work_and_hostile_ones_are_contained() {
     let want = (0..200).filter(|i| i % 70 >= 40).count();
     assert_eq!(rows.len(), want);
     for r in &rows {
-        let k = r["key"].as_array().expect("composite key");
-        let id = k[2].as_u64().expect("source key");
-        assert_eq!(k[0], format!("c{}", id % 5));
-        assert_eq!(k[1], id % 70);
-        assert_eq!(r["value"], id);
+        // An index row: [emitted key, source key (bytes)].
+        let k = r["key"].as_array().expect("an index row");
+        let emitted = k[0].as_array().expect("the emitted key");
+        let id = r["value"].as_u64().expect("the source id");
+        assert_eq!(emitted[0], format!("c{}", id % 5));
+        assert_eq!(emitted[1], id % 70);
+        assert!(k[1]["$bytes"].is_string(), "{r}");
     }
     // Lua reducers: a sum with rereduce, and one whose output only grows.
     let sum = write(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use monotable_client::{tuple, Client, Element, MapFunction, RangeOptions, Scan};
+use monotable_client::{row, tuple, Client, Element, MapFunction, RangeOptions, Scan};
 use monotable_tests::{msgpack, runtime, Node};
 use rand::{Rng, SeedableRng};
 
@@ -30,8 +30,7 @@ fn oracle(source: &BTreeMap<u64, (Option<String>, u64)>) -> BTreeMap<Vec<u8>, u6
         .iter()
         .filter_map(|(k, (city, age))| {
             let city = city.as_ref()?;
-            let mut row = tuple::encode(&[Element::String(city.clone())]).expect("string");
-            row.extend_from_slice(&key(*k));
+            let row = row::encode_row(&[Element::String(city.clone())], &key(*k), 0).expect("row");
             Some((row, *age))
         })
         .collect()

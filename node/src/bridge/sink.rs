@@ -406,15 +406,20 @@ async fn round(
             (n, true)
         }
         SinkPhase::Follow => {
+            // A replayed round stops at the seq it chose before; what came
+            // after it is the next round's, which nothing else may start.
+            let replay = meta.round_upto.is_some();
             let upto = match meta.round_upto {
                 // A round that failed: again, exactly as it was.
                 Some(upto) => upto,
                 None => {
-                    let upto = node.clock.stable();
+                    // Pinned as it is chosen: a split in between could
+                    // otherwise drop the versions the round reads.
+                    let upto = node.clock.pin_stable();
                     if upto <= meta.checkpoint {
+                        node.clock.unpin(upto);
                         return Ok(Outcome { con, keys_written: 0, more: false });
                     }
-                    node.clock.pin(upto);
                     meta.round_upto = Some(upto);
                     if let Err(e) = node.catalog.put_sink(meta) {
                         meta.round_upto = None;
@@ -433,7 +438,7 @@ async fn round(
                 return Err(e);
             }
             node.clock.unpin(upto);
-            (n, false)
+            (n, replay)
         }
     };
     Ok(Outcome { con, keys_written, more })

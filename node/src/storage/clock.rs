@@ -24,6 +24,10 @@ struct ClockState {
     /// batch is acknowledged as soon as it is durable, while an older one
     /// on another chunk may still be in flight.
     settled_max: u64,
+    /// The highest stable seq handed to compaction or a split
+    /// ([`SeqClock::retention`]): an unpinned snapshot below it may have
+    /// lost versions, so it can no longer be pinned.
+    horizon: u64,
 }
 
 impl ClockState {
@@ -125,12 +129,41 @@ impl SeqClock {
         seq
     }
 
-    /// Pins `seq`, which must be at or below the stable seq (a view's
-    /// checkpoint, or one restored at start).
+    /// Pins `seq` once more: a snapshot already pinned (a round's upper seq
+    /// becoming a checkpoint), or one restored at start before any chunk
+    /// compacts. A snapshot must be pinned from the moment it is chosen
+    /// (with [`SeqClock::pin_stable`]): pinning one later, after a
+    /// compaction or split kept only what the pins of that moment see,
+    /// would claim versions that may be gone, and a view reading its old
+    /// values there would retract the wrong rows.
     pub fn pin(&self, seq: u64) {
         let mut s = self.lock();
         assert!(seq <= s.stable(), "pinned a snapshot that is not stable yet");
+        let kept = s.pins.contains_key(&seq) || seq >= s.horizon;
+        debug_assert!(kept, "pinned {seq}, below the compaction horizon {}", s.horizon);
+        if !kept {
+            tracing::error!(
+                seq,
+                horizon = s.horizon,
+                "pinned a snapshot compaction may have passed"
+            );
+        }
         *s.pins.entry(seq).or_insert(0) += 1;
+    }
+
+    /// Pins `seq` (at or below the stable seq) if every version it sees is
+    /// still kept: it is pinned already, or no compaction or split was told
+    /// to keep less than it ([`SeqClock::retention`]). False (and nothing
+    /// pinned) otherwise: the caller must choose a newer snapshot. For a
+    /// snapshot chosen by other means than [`SeqClock::pin_stable`] (a cut
+    /// some view published).
+    pub fn try_pin(&self, seq: u64) -> bool {
+        let mut s = self.lock();
+        if seq > s.stable() || (seq < s.horizon && !s.pins.contains_key(&seq)) {
+            return false;
+        }
+        *s.pins.entry(seq).or_insert(0) += 1;
+        true
     }
 
     /// Releases one pin of `seq`; false when `seq` is not pinned.
@@ -153,10 +186,14 @@ impl SeqClock {
         self.lock().pins.contains_key(&seq)
     }
 
-    /// What compaction must preserve: the pinned snapshots and the stable seq.
+    /// What compaction must preserve: the pinned snapshots and the stable
+    /// seq. From here on, only pinned snapshots and those at or above this
+    /// stable seq are readable, so nothing below it can be pinned anew.
     pub fn retention(&self) -> (Vec<u64>, u64) {
-        let s = self.lock();
-        (s.pins.keys().copied().collect(), s.stable())
+        let mut s = self.lock();
+        let stable = s.stable();
+        s.horizon = s.horizon.max(stable);
+        (s.pins.keys().copied().collect(), stable)
     }
 }
 
@@ -208,6 +245,30 @@ mod tests {
         assert_eq!((c.stable(), c.settled_max()), (3, b));
         c.resolve([a]);
         assert_eq!((c.stable(), c.settled_max()), (b, b));
+    }
+
+    /// Postmortem: views chose a round's upper seq, wrote their rows, and
+    /// only then pinned it; a source chunk split in between kept only the
+    /// versions the older pins saw, so the next round read wrong old values
+    /// and left orphan rows behind. A snapshot is now pinned when chosen,
+    /// and pinning one below what compaction was told to keep is caught.
+    #[test]
+    fn a_snapshot_is_pinned_when_chosen_and_never_after_compaction_passed_it() {
+        let c = SeqClock::new(5);
+        let round = c.pin_stable();
+        let seq = c.allocate();
+        c.resolve([seq]);
+        let (pins, stable) = c.retention();
+        assert_eq!((pins, stable), (vec![round], 6));
+        // Pinning the chosen snapshot once more (it becomes a checkpoint)
+        // is fine: its versions were kept.
+        c.pin(round);
+        assert!(c.unpin(round) && c.unpin(round));
+        assert!(!c.try_pin(round), "compaction may have dropped what it saw");
+        assert!(c.try_pin(stable) && c.unpin(stable));
+        assert!(!c.try_pin(stable + 1), "not stable yet");
+        let late = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.pin(round)));
+        assert_eq!(late.is_err(), cfg!(debug_assertions));
     }
 
     #[test]

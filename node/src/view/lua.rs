@@ -4,7 +4,9 @@
 //! `emit(key, value)` for each index row. `key` is the source key decoded
 //! as a tuple (a Lua array of its elements), `value` the record decoded from
 //! MessagePack into Lua tables. An emitted key is a Lua value or an array of
-//! them (a composite key); the emitted value becomes MessagePack.
+//! them (a composite key; `{}` the empty one); the emitted value becomes
+//! MessagePack. Every emit is one row, a key emitted again by the same
+//! record included ([`monotable_proto::row`] numbers the repeats).
 //!
 //! The sandbox: only the `string`, `table`, `math` and `utf8` libraries and
 //! the safe parts of the base library are loaded (no `io`, `os`, `require`,
@@ -19,6 +21,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mlua::{ChunkMode, Lua, Value};
+use monotable_proto::row;
 use monotable_proto::tuple::{self, Element};
 
 use super::map_fn::Row;
@@ -178,8 +181,10 @@ fn lua_to_element(v: &Value, depth: usize, size: &mut Size) -> Result<Element, L
     })
 }
 
-/// An emitted key: an array table is a composite key, anything else one element.
-fn lua_to_key(v: &Value, size: &mut Size) -> Result<Vec<u8>, LuaFnError> {
+/// An emitted key: an array table is a composite key (`{}` the empty one),
+/// anything else one element. Checked here to fit in a row key
+/// ([`monotable_proto::row`]), so an error lands on the emit.
+fn lua_to_key(v: &Value, size: &mut Size) -> Result<Vec<Element>, LuaFnError> {
     let elements = match v {
         Value::Table(_) => match lua_to_element(v, 0, size)? {
             Element::Tuple(items) => items,
@@ -187,7 +192,8 @@ fn lua_to_key(v: &Value, size: &mut Size) -> Result<Vec<u8>, LuaFnError> {
         },
         other => vec![lua_to_element(other, 0, size)?],
     };
-    tuple::encode(&elements).map_err(|e| LuaFnError::Value(e.to_string()))
+    row::emitted_bound(&elements).map_err(|e| LuaFnError::Value(e.to_string()))?;
+    Ok(elements)
 }
 
 fn lua_to_msgpack(v: &Value, depth: usize, size: &mut Size) -> Result<rmpv::Value, LuaFnError> {
@@ -252,8 +258,8 @@ fn encode(v: &rmpv::Value) -> Vec<u8> {
     out
 }
 
-/// A row emitted by the running call: (record index, key, value).
-type Emitted = (usize, Vec<u8>, Vec<u8>);
+/// A row emitted by the running call: (record index, emitted key, value).
+type Emitted = (usize, Vec<Element>, Vec<u8>);
 
 /// What the running call emitted, written by `emit` and read by the
 /// driver between calls. Behind a std Mutex: only the thread running the
@@ -396,11 +402,10 @@ impl LuaMapper {
             (0..records.len()).map(|_| Ok(Vec::new())).collect();
         let batch = lua.create_table_with_capacity(records.len(), 0).map_err(runtime)?;
         for (i, (key, value)) in records.iter().enumerate() {
-            let mut rest = *value;
-            let decoded = match rmpv::decode::read_value(&mut rest) {
-                Ok(v) if rest.is_empty() => v,
-                _ => {
-                    out[i] = Err(LuaFnError::Value("record is not MessagePack".into()));
+            let decoded = match super::map_fn::decode_record(value) {
+                Ok(v) => v,
+                Err(e) => {
+                    out[i] = Err(LuaFnError::Value(e.to_string()));
                     continue;
                 }
             };
@@ -415,11 +420,16 @@ impl LuaMapper {
             return Err(e);
         }
         ran?;
+        let mut by_record: Vec<Vec<(Vec<Element>, Vec<u8>)>> = vec![Vec::new(); records.len()];
         for (i, key, value) in emits.rows.drain(..) {
-            if let Some(Ok(rows)) = out.get_mut(i) {
-                let mut k = key;
-                k.extend_from_slice(records[i].0);
-                rows.push((k, value));
+            if let Some(emitted) = by_record.get_mut(i) {
+                emitted.push((key, value));
+            }
+        }
+        for ((slot, emitted), (source_key, _)) in out.iter_mut().zip(by_record).zip(records) {
+            if slot.is_ok() {
+                *slot =
+                    row::rows_of(source_key, emitted).map_err(|e| LuaFnError::Value(e.to_string()));
             }
         }
         // Skipped (undecodable) records left holes in the Lua batch.
@@ -563,11 +573,49 @@ mod tests {
         let out = m.map_batch(&[(&k1, &v1), (&k2, &v2)]);
         let rows = out[0].clone().expect("maps");
         assert_eq!(rows.len(), 2);
-        let mut want = tuple::encode(&["a".into(), Element::from(5i64)]).expect("key");
-        want.extend_from_slice(&k1);
+        let want = row::encode_row(&["a".into(), Element::from(5i64)], &k1, 0).expect("key");
         assert_eq!(rows[0].0, want);
         assert_eq!(rows[0].1, doc(serde_json::json!(1)));
         assert_eq!(out[1], Ok(vec![]));
+    }
+
+    /// Postmortem: rows were keyed by the emitted key and the source key
+    /// only, so a second `emit("a", 2)` overwrote the first row: the sum of
+    /// the record went from 3 to 2, and to 1 after an unrelated update.
+    #[test]
+    fn duplicate_scalar_and_empty_emits() {
+        let m = LuaMapper::new(
+            r#"function map(key, value)
+                 emit("a", 1) emit("a", 2) emit({"a"}, 3) emit({}, 4) emit({"a", "b"}, 5)
+               end"#,
+            &LuaEnv::standalone(),
+        )
+        .expect("compiles");
+        let k = key(7);
+        let v = doc(serde_json::json!({}));
+        let rows = m.map_batch(&[(&k, &v)])[0].clone().expect("maps");
+        let decoded: Vec<(Vec<Element>, Vec<u8>, u64)> =
+            rows.iter().map(|(key, _)| row::decode_row(key).expect("a row key")).collect();
+        let a = vec![Element::from("a")];
+        assert_eq!(decoded[0], (a.clone(), k.clone(), 0));
+        assert_eq!(decoded[1], (a.clone(), k.clone(), 1));
+        // `"a"` and `{"a"}` are the same emitted key.
+        assert_eq!(decoded[2], (a, k.clone(), 2));
+        assert_eq!(decoded[3], (vec![], k.clone(), 0));
+        assert_eq!(decoded[4].0, vec![Element::from("a"), Element::from("b")]);
+        let mut keys: Vec<&Vec<u8>> = rows.iter().map(|(key, _)| key).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), 5, "every emit is its own row");
+    }
+
+    #[test]
+    fn raw_bytes_are_an_error_for_their_record() {
+        let m = LuaMapper::new("function map(k, v) emit(1, 1) end", &LuaEnv::standalone())
+            .expect("compiles");
+        let k = key(1);
+        let out = m.map_batch(&[(&k, b"hello")]);
+        let err = out[0].clone().expect_err("raw bytes").to_string();
+        assert!(err.contains("not MessagePack"), "{err}");
     }
 
     #[test]

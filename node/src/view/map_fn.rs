@@ -1,13 +1,27 @@
 //! The built-in mapper: emit a field of the record as the index key.
 //!
 //! `--field user.city` emits, for a record `{"user": {"city": "paris"}}`,
-//! one index row keyed `("paris",)` followed by the source key, so rows of
+//! one index row whose emitted key is `("paris",)` (the row key is laid out
+//! by [`monotable_proto::row`]: emitted key, source key), so rows of
 //! different records never collide and group level 1 groups by city. With
 //! `--value-field amount` the row's value is that field; otherwise it is nil.
 //! A record without the field emits nothing. Path segments are map keys;
 //! a segment that is a number also indexes arrays.
 
-use monotable_proto::tuple::{self, Element};
+use monotable_proto::row;
+use monotable_proto::tuple::Element;
+
+/// A record's value as one MessagePack value. Bytes that are not exactly
+/// one (raw bytes a client wrote unencoded: `b"hello"` starts like the
+/// integer 104 and goes on) are an error, never a value that maps to
+/// nothing.
+pub fn decode_record(value: &[u8]) -> Result<rmpv::Value, MapError> {
+    let mut rest = value;
+    match rmpv::decode::read_value(&mut rest) {
+        Ok(v) if rest.is_empty() => Ok(v),
+        _ => Err(MapError::NotMessagePack),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldMapper {
@@ -17,7 +31,10 @@ pub struct FieldMapper {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
-    #[error("record is not MessagePack")]
+    #[error(
+        "record is not MessagePack: views read values encoded as one MessagePack value \
+         (the CLI and RESP commands encode JSON; clients must encode values themselves)"
+    )]
     NotMessagePack,
     #[error("field {path} holds a map, which cannot be part of a key")]
     MapInKey { path: String },
@@ -74,7 +91,8 @@ fn element(v: &rmpv::Value, path: &str) -> Result<Element, MapError> {
     })
 }
 
-/// An index row: key (emitted key, then the source key) and value.
+/// An index row: key ([`monotable_proto::row::encode_row`]: emitted key,
+/// source key, repeat number) and value.
 pub type Row = (Vec<u8>, Vec<u8>);
 
 /// MessagePack nil: the value of rows emitted without a value field.
@@ -98,13 +116,11 @@ impl FieldMapper {
 
     /// The index rows `(key, value)` one source record maps to.
     pub fn map(&self, source_key: &[u8], value: &[u8]) -> Result<Vec<Row>, MapError> {
-        let mut rest = value;
-        let doc = rmpv::decode::read_value(&mut rest).map_err(|_| MapError::NotMessagePack)?;
+        let doc = decode_record(value)?;
         let Some(field) = lookup(&doc, &self.key_path) else { return Ok(Vec::new()) };
         let path = self.key_path();
-        let mut key = tuple::encode(&[element(field, &path)?])
+        let key = row::encode_row(&[element(field, &path)?], source_key, 0)
             .map_err(|e| MapError::BadKey { path: path.clone(), reason: e.to_string() })?;
-        key.extend_from_slice(source_key);
         let row_value = match &self.value_path {
             None => vec![NIL],
             Some(vp) => match lookup(&doc, vp) {
@@ -135,8 +151,7 @@ mod tests {
             .map(b"src1", &doc(serde_json::json!({"user": {"city": "paris"}, "amount": 12})))
             .expect("maps");
         assert_eq!(rows.len(), 1);
-        let mut want = tuple::encode(&["paris".into()]).expect("key");
-        want.extend_from_slice(b"src1");
+        let want = row::encode_row(&["paris".into()], b"src1", 0).expect("key");
         assert_eq!(rows[0].0, want);
         assert_eq!(rows[0].1, doc(serde_json::json!(12)));
     }
@@ -146,7 +161,7 @@ mod tests {
         let m = FieldMapper::new("tags.1", None).expect("path");
         assert_eq!(m.map(b"k", &doc(serde_json::json!({"other": 1}))).expect("maps"), vec![]);
         let rows = m.map(b"k", &doc(serde_json::json!({"tags": ["a", "b"]}))).expect("maps");
-        assert!(rows[0].0.starts_with(&tuple::encode(&["b".into()]).expect("key")));
+        assert_eq!(row::decode_row(&rows[0].0).expect("row").0, vec![Element::from("b")]);
         assert_eq!(rows[0].1, vec![NIL]);
     }
 
@@ -156,6 +171,9 @@ mod tests {
         assert!(FieldMapper::new("", None).is_err());
         let m = FieldMapper::new("a", None).expect("path");
         assert_eq!(m.map(b"k", b"\x92\x01"), Err(MapError::NotMessagePack));
+        // Postmortem: raw bytes that start like a MessagePack value (`h` is
+        // the integer 104) mapped to nothing, with no error shown.
+        assert_eq!(m.map(b"k", b"hello"), Err(MapError::NotMessagePack));
         assert!(matches!(
             m.map(b"k", &doc(serde_json::json!({"a": {"x": 1}}))),
             Err(MapError::MapInKey { .. })

@@ -4,12 +4,15 @@
 //! A mapper has a checkpoint `C`: every source change at or below `C` is
 //! reflected in the target. Chunks of the source send `Dirty` after each
 //! committed group; the mapper coalesces them and runs one round at a time:
-//! take the stable seq `S`, ask every source chunk for its keys changed in
+//! pin the stable seq `S` and save it in the mapper's catalog entry as the
+//! round's upper seq, ask every source chunk for its keys changed in
 //! `(C, S]` with their values at `C` and at `S`, map both, delete the rows
 //! the old value produced and the new one does not, write the new rows
-//! (unless identical), then pin `S`, persist it as the checkpoint and unpin
-//! `C`. A crash anywhere in a round repeats it from `C`: row writes are
-//! idempotent. A new mapper first backfills: it maps the source as of its
+//! (unless identical), then save `S` as the checkpoint and unpin `C`. A
+//! crash anywhere in a round replays it over the same `(C, S]` (both still
+//! pinned after the restart): row writes are idempotent, and the rows it
+//! wrote from the values at `S` are the new side of the replay, so none
+//! stays behind. A new mapper first backfills: it maps the source as of its
 //! first checkpoint, a batch of records at a time, persisting a cursor.
 
 use std::collections::HashMap;
@@ -85,7 +88,6 @@ impl Actor for MapperActor {
 
 /// What one round did.
 struct Outcome {
-    meta: MapperMeta,
     rows_written: u64,
     errors: Vec<(Vec<u8>, String)>,
     /// More work is known to be waiting (the backfill goes on).
@@ -115,6 +117,9 @@ impl MapperActor {
         let result =
             self.node.catalog.remove_mapper(&self.meta.name).map(|_| ()).map_err(NodeError::from);
         self.node.clock.unpin(self.meta.checkpoint);
+        if let Some(upto) = self.meta.round_upto {
+            self.node.clock.unpin(upto);
+        }
         self.node.views_write().mappers.remove(&self.meta.name);
         // Its Lua VM (and the memory it reserved) goes before the drop is
         // answered, so a view created right after finds the memory free.
@@ -163,18 +168,21 @@ impl Handler<Round> for MapperActor {
         };
         let node = self.node.clone();
         let meta = self.meta.clone();
-        let round = async move { run_round(&node, meta, mapper).await };
-        ctx.spawn(round.into_actor(self).map(|result, act, ctx| {
+        // The meta comes back whatever happened: a failed round may have
+        // chosen (pinned and saved) its upper seq, and retries with it.
+        let round = async move {
+            let mut meta = meta;
+            let result = run_round(&node, &mut meta, mapper).await;
+            (meta, result)
+        };
+        ctx.spawn(round.into_actor(self).map(|(meta, result), act, ctx| {
             act.running = false;
+            act.meta = meta;
             if act.stopping.is_some() {
-                if let Ok(outcome) = result {
-                    act.meta = outcome.meta;
-                }
                 return act.finish_stop(ctx);
             }
             match result {
                 Ok(outcome) => {
-                    act.meta = outcome.meta;
                     let backfilling = act.meta.backfill.is_some();
                     act.node.set_view_checkpoint(&act.meta.name, act.meta.checkpoint, backfilling);
                     act.stats.rows_written += outcome.rows_written;
@@ -352,7 +360,7 @@ async fn diff_rows(
 
 async fn run_round(
     node: &Arc<Node>,
-    mut meta: MapperMeta,
+    meta: &mut MapperMeta,
     mapper: Arc<Mapper>,
 ) -> NodeResult<Outcome> {
     let mut errors = Vec::new();
@@ -385,28 +393,56 @@ async fn run_round(
             done,
             total: backfill.total,
         });
-        node.catalog.put_mapper(&meta)?;
+        node.catalog.put_mapper(meta)?;
         if meta.backfill.is_none() {
             tracing::info!(mapper = %meta.name, records = done, "backfill done");
         }
         let more = meta.backfill.is_some();
-        return Ok(Outcome { meta, rows_written, errors, more });
+        return Ok(Outcome { rows_written, errors, more });
     }
-    let upto = node.clock.stable();
-    if upto <= meta.checkpoint {
-        return Ok(Outcome { meta, rows_written: 0, errors, more: false });
-    }
+    let replay = meta.round_upto.is_some();
+    let Some(upto) = round_upto(node, meta)? else {
+        return Ok(Outcome { rows_written: 0, errors, more: false });
+    };
     let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
     let mut writes = Writes::new(node, &meta.target);
     diff_rows(&mapper, &changes, &mut errors, &mut writes).await?;
     let rows_written = writes.finish().await?;
+    // The round's pin on `upto` becomes the checkpoint's.
     let previous = meta.checkpoint;
-    node.clock.pin(upto);
     meta.checkpoint = upto;
-    if let Err(e) = node.catalog.put_mapper(&meta) {
-        node.clock.unpin(upto);
+    meta.round_upto = None;
+    if let Err(e) = node.catalog.put_mapper(meta) {
+        meta.checkpoint = previous;
+        meta.round_upto = Some(upto);
         return Err(e.into());
     }
     node.clock.unpin(previous);
-    Ok(Outcome { meta, rows_written, errors, more: false })
+    // A replayed round stopped at the seq it had chosen before: what came
+    // after it (nothing may announce it again) is the next round's.
+    Ok(Outcome { rows_written, errors, more: replay })
+}
+
+/// The upper seq of the round to run: the saved one of a round that did
+/// not finish (replayed over the same changes, so the rows it wrote from
+/// the values at that seq are exactly reconciled), or the stable seq,
+/// pinned as it is chosen (so no compaction or split of the source can
+/// drop the values the round reads, or the next round reads as old) and
+/// saved before any row is written. `None` when there is nothing to do.
+fn round_upto(node: &Node, meta: &mut MapperMeta) -> NodeResult<Option<u64>> {
+    if let Some(upto) = meta.round_upto {
+        return Ok(Some(upto));
+    }
+    let upto = node.clock.pin_stable();
+    if upto <= meta.checkpoint {
+        node.clock.unpin(upto);
+        return Ok(None);
+    }
+    meta.round_upto = Some(upto);
+    if let Err(e) = node.catalog.put_mapper(meta) {
+        meta.round_upto = None;
+        node.clock.unpin(upto);
+        return Err(e.into());
+    }
+    Ok(Some(upto))
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use monotable_proto::tuple;
+use monotable_proto::{row, tuple};
 use monotable_proto::{Bytes, ErrorCode, ScanRequest, TreeStatus, ViewStatus, WriteOp};
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
@@ -91,6 +91,8 @@ pub struct ReducerActor {
     /// A load batch is being read.
     running: bool,
     saving: bool,
+    /// The checkpoint a save under way writes, pinned until it ends.
+    saving_pin: Option<u64>,
     adding_level: bool,
     stopping: Option<oneshot::Sender<NodeResult<()>>>,
     errors: u64,
@@ -105,6 +107,19 @@ impl Actor for ReducerActor {
 
 fn internal(e: String) -> NodeError {
     NodeError::Internal(e)
+}
+
+/// A round's pin on its upper seq, released when the round ends without
+/// making it the checkpoint.
+struct RoundPin<'a> {
+    clock: &'a crate::storage::clock::SeqClock,
+    seq: u64,
+}
+
+impl Drop for RoundPin<'_> {
+    fn drop(&mut self) {
+        self.clock.unpin(self.seq);
+    }
 }
 
 impl ReducerActor {
@@ -136,6 +151,7 @@ impl ReducerActor {
             dirty: false,
             running: false,
             saving: false,
+            saving_pin: None,
             adding_level: false,
             stopping: None,
             errors: 0,
@@ -191,6 +207,10 @@ impl ReducerActor {
         if let Some(saved) = self.saved {
             self.node.clock.unpin(saved);
         }
+        // A save still under way ends without this actor.
+        if let Some(pin) = self.saving_pin.take() {
+            self.node.clock.unpin(pin);
+        }
         let entry = self.node.views_write().reducers.remove(&self.meta.name);
         // Its Lua VM (and the memory it reserved) goes before the drop is
         // answered, so a view created right after finds the memory free.
@@ -235,7 +255,12 @@ impl ReducerActor {
     /// change lands in is loaded (at the checkpoint) before the changes
     /// apply, so a failure leaves the tree at the checkpoint to retry from.
     fn follow(&mut self) -> NodeResult<()> {
-        let upto = self.node.clock.stable();
+        // Pinned as it is chosen, so no split or compaction of the range
+        // drops the versions at `upto` before it becomes the checkpoint the
+        // tree loads its parts at.
+        let node = self.node.clone();
+        let upto = node.clock.pin_stable();
+        let round = RoundPin { clock: &node.clock, seq: upto };
         let changes = if upto > self.checkpoint {
             self.node.changes(self.meta.range_id, self.checkpoint, upto)?
         } else {
@@ -260,7 +285,8 @@ impl ReducerActor {
         self.view.propagate();
         self.record_failures();
         if upto > self.checkpoint {
-            self.node.clock.pin(upto);
+            // The round's pin becomes the checkpoint's.
+            std::mem::forget(round);
             self.node.clock.unpin(self.checkpoint);
             self.checkpoint = upto;
         }
@@ -319,6 +345,10 @@ impl ReducerActor {
             return;
         }
         self.saving = true;
+        // Pinned now, while it is the checkpoint: by the time the rows are
+        // written a round may have moved the checkpoint on and released it.
+        self.node.clock.pin(target);
+        self.saving_pin = Some(target);
         let rows = self.view.take_unsaved();
         let mut by_level: BTreeMap<usize, Vec<WriteOp>> = BTreeMap::new();
         for (level, key, value) in &rows {
@@ -353,7 +383,9 @@ impl ReducerActor {
         };
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
             act.saving = false;
+            act.saving_pin = None;
             if act.stopping.is_some() {
+                act.node.clock.unpin(target);
                 return;
             }
             let result = result.and_then(|()| {
@@ -365,7 +397,6 @@ impl ReducerActor {
             });
             match result {
                 Ok(()) => {
-                    act.node.clock.pin(target);
                     if let Some(old) = act.saved.replace(target) {
                         act.node.clock.unpin(old);
                     }
@@ -380,6 +411,7 @@ impl ReducerActor {
                     });
                 }
                 Err(e) => {
+                    act.node.clock.unpin(target);
                     if act.node.is_shutting_down() {
                         return;
                     }
@@ -456,6 +488,14 @@ impl ReducerActor {
         let failed = |e: String| {
             NodeError::client(ErrorCode::BadRequest, format!("reducer {name} failed: {e}"))
         };
+        let index = self.on_view_index();
+        let translated;
+        let q = if index {
+            translated = index_bounds(q)?;
+            &translated
+        } else {
+            q
+        };
         let mut load = self.loader();
         let lower = q.start.as_deref().map_or(Bound::Unbounded, Bound::Included);
         let upper = q.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
@@ -473,33 +513,10 @@ impl ReducerActor {
             if q.end.as_deref().is_some_and(|e| first.as_slice() >= e) {
                 break;
             }
-            // The group: every row whose key starts with the first `level`
-            // tuple elements of this one, whole elements only (its end is
-            // the tuple prefix end: a byte prefix would also take in
-            // ("a\0b",) after ("a",), and (1.5,) after (1,)). A tuple
-            // shorter than `level` is its own group (("a",) and ("a", null)
-            // are two groups at level 2), as is a key that is not a tuple.
-            let (group_key, group_end) = match tuple::decode(&first) {
-                Ok(elements) if elements.len() >= level as usize => {
-                    let key = tuple::encode(&elements[..level as usize])
-                        .map_err(|e| NodeError::Internal(e.to_string()))?;
-                    let end = monotable_proto::keys::tuple_prefix_end(&key);
-                    (key, end)
-                }
-                Ok(_) => {
-                    let mut end = first.clone();
-                    end.push(0x00);
-                    (first.clone(), Some(end))
-                }
-                Err(_) => {
-                    let mut end = first.clone();
-                    end.push(0x00);
-                    (first.clone(), Some(end))
-                }
-            };
+            let (group_key, group_start, group_end) = group_of(&first, level as usize, index)?;
             let glo = match &from {
-                Some(f) if f.as_slice() > group_key.as_slice() => Bound::Included(f.as_slice()),
-                _ => Bound::Included(group_key.as_slice()),
+                Some(f) if f.as_slice() > group_start.as_slice() => Bound::Included(f.as_slice()),
+                _ => Bound::Included(group_start.as_slice()),
             };
             let ghi = match (&group_end, &q.end) {
                 (Some(ge), Some(e)) => {
@@ -517,6 +534,12 @@ impl ReducerActor {
             }
         }
         Ok(AggregateAnswer::Groups(groups))
+    }
+
+    /// Whether the reducer's range is a view index range (a mapper's
+    /// target), whose keys are index rows.
+    fn on_view_index(&self) -> bool {
+        self.node.router_read().range_by_id(self.meta.range_id).is_some_and(|r| r.meta.view_index)
     }
 
     fn status(&self) -> ViewStatus {
@@ -545,6 +568,108 @@ impl ReducerActor {
             }),
         }
     }
+}
+
+/// A group of rows: (its key as answers show it, first row key, end).
+type Group = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// The group of the row keyed `first` under `group_level` `level`: the key
+/// the answer shows for it, and the span of row keys `[start, end)` it
+/// covers (`end` `None`: the end of the range).
+///
+/// On a view index range the group is the first `level` elements of the
+/// emitted key ([`monotable_proto::row::group_key`]), never any of the
+/// source key; an emitted key shorter than `level` is a group of its own
+/// (CouchDB's rule: `["x"]` and `["x","y"]` are two groups at level 2). On
+/// a plain range it is the first `level` top-level tuple elements of the
+/// key; a key that is not a tuple is its own group.
+fn group_of(first: &[u8], level: usize, index: bool) -> NodeResult<Group> {
+    let bad = |e: tuple::TupleError| NodeError::Internal(format!("index row key: {e}"));
+    if index {
+        let (emitted, _, _) = row::decode_row(first).map_err(bad)?;
+        let whole = emitted.len() < level;
+        let group: Vec<_> = emitted.into_iter().take(level).collect();
+        let key = tuple::encode(&group).map_err(bad)?;
+        let start = row::emitted_bound(&group).map_err(bad)?;
+        let end = if whole {
+            // Exactly this emitted key: the rows that have its nested
+            // tuple's terminator right after the elements.
+            let mut exact = tuple::encode(&[tuple::Element::Tuple(group)]).map_err(bad)?;
+            exact.push(0xFF);
+            exact
+        } else {
+            row::emitted_prefix_end(&group).map_err(bad)?
+        };
+        return Ok((key, start, Some(end)));
+    }
+    let own_group = |key: &[u8]| {
+        // Only this key: its immediate successor ends the group.
+        let mut end = key.to_vec();
+        end.push(0x00);
+        (key.to_vec(), key.to_vec(), Some(end))
+    };
+    match tuple::decode(first) {
+        Ok(elements) if elements.len() >= level => {
+            let key = tuple::encode(&elements[..level])
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            // Whole elements only: `("a",)` does not cover `("a\0b",)`.
+            let end = monotable_proto::keys::tuple_prefix_end(&key);
+            Ok((key.clone(), key, end))
+        }
+        Ok(_) | Err(_) => Ok(own_group(first)),
+    }
+}
+
+/// A query on a view index range with its `start`/`end` (emitted-key
+/// tuples, as clients encode keys) turned into row-key bounds
+/// ([`monotable_proto::row::emitted_bound`]). An `end` that is a tuple
+/// prefix's end (`prefix + 0xFF`, or the byte after a prefix given as
+/// `start`) covers every emitted key starting with that prefix
+/// ([`monotable_proto::row::emitted_prefix_end`]).
+///
+/// # Errors
+/// `BadRequest` for a bound that is not an encoded tuple.
+fn index_bounds(q: &AggregateQuery) -> NodeResult<AggregateQuery> {
+    let not_a_tuple = |which: &str| {
+        NodeError::client(
+            ErrorCode::BadRequest,
+            format!(
+                "the {which} bound is not a tuple: on a view index range, bounds are emitted keys"
+            ),
+        )
+    };
+    let encode = |elements: Vec<tuple::Element>, prefix_end: bool| {
+        let bound = if prefix_end {
+            row::emitted_prefix_end(&elements)
+        } else {
+            row::emitted_bound(&elements)
+        };
+        bound.map_err(|e| NodeError::client(ErrorCode::BadRequest, e.to_string()))
+    };
+    let start = match &q.start {
+        None => None,
+        Some(s) => Some(encode(tuple::decode(s).map_err(|_| not_a_tuple("start"))?, false)?),
+    };
+    let end = match &q.end {
+        None => None,
+        Some(e) => {
+            let bound = if let Ok(elements) = tuple::decode(e) {
+                encode(elements, false)?
+            } else if let Some(Ok(elements)) = e.strip_suffix(&[0xFF]).map(tuple::decode) {
+                encode(elements, true)?
+            } else if let Some(s) = q
+                .start
+                .as_ref()
+                .filter(|s| monotable_proto::keys::prefix_end(s).as_ref() == Some(e))
+            {
+                encode(tuple::decode(s).map_err(|_| not_a_tuple("start"))?, true)?
+            } else {
+                return Err(not_a_tuple("end"));
+            };
+            Some(bound)
+        }
+    };
+    Ok(AggregateQuery { start, end, ..q.clone() })
 }
 
 impl Handler<Query> for ReducerActor {
@@ -636,5 +761,143 @@ impl Handler<Round> for ReducerActor {
             act.dirty = true;
             act.schedule(ctx);
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monotable_proto::tuple::Element;
+
+    fn s(v: &str) -> Element {
+        Element::String(v.into())
+    }
+
+    /// The groups `answer` forms over sorted row keys, by [`group_of`]
+    /// alone: (group key, rows in it).
+    fn groups(keys: &mut [Vec<u8>], level: usize, index: bool) -> Vec<(Vec<Element>, usize)> {
+        keys.sort();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < keys.len() {
+            let (key, start, end) = group_of(&keys[i], level, index).expect("a row");
+            let n = keys[i..]
+                .iter()
+                .take_while(|k| **k >= start && end.as_ref().is_none_or(|e| *k < e))
+                .count();
+            assert!(n >= 1, "the first row is in its group");
+            out.push((tuple::decode(&key).expect("a tuple"), n));
+            i += n;
+        }
+        out
+    }
+
+    /// Postmortem: on an index range, group_level counted the elements of
+    /// the row key, so emitted keys shorter than the level pulled the
+    /// source key into the group key, and rows of different records were
+    /// never grouped.
+    #[test]
+    fn index_groups_use_emitted_elements_only() {
+        let src = |n: i64| tuple::encode(&[s("rec"), Element::from(n)]).expect("encodes");
+        let mut keys = vec![
+            row::encode_row(&[s("x")], &src(1), 0).expect("row"),
+            row::encode_row(&[s("x")], &src(1), 1).expect("row"),
+            row::encode_row(&[s("x"), s("y")], &src(2), 0).expect("row"),
+            row::encode_row(&[s("x"), s("y"), s("z")], &src(3), 0).expect("row"),
+            row::encode_row(&[s("x"), Element::Null], &src(3), 0).expect("row"),
+            row::encode_row(&[], &src(4), 0).expect("row"),
+            row::encode_row(&[], &src(5), 0).expect("row"),
+        ];
+        assert_eq!(
+            groups(&mut keys, 2, true),
+            vec![
+                (vec![], 2),
+                (vec![s("x")], 2),
+                (vec![s("x"), Element::Null], 1),
+                (vec![s("x"), s("y")], 2),
+            ]
+        );
+        assert_eq!(groups(&mut keys, 1, true), vec![(vec![], 2), (vec![s("x")], 5)]);
+        assert_eq!(groups(&mut keys, 0, true), vec![(vec![], 7)]);
+    }
+
+    #[test]
+    fn plain_groups_are_whole_tuple_elements() {
+        let s2 = |a: &str, b: Option<&str>| {
+            let mut t = vec![s(a)];
+            t.extend(b.map(s));
+            tuple::encode(&t).expect("encodes")
+        };
+        let mut keys = vec![
+            s2("a", None),
+            s2("a", Some("x")),
+            s2("a", Some("y")),
+            s2("a\u{0}b", None),
+            b"raw".to_vec(),
+            b"rawer".to_vec(),
+        ];
+        let got = |keys: &mut Vec<Vec<u8>>, level| -> Vec<(Vec<u8>, usize)> {
+            keys.sort();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < keys.len() {
+                let (key, start, end) = group_of(&keys[i], level, false).expect("a group");
+                let n = keys[i..]
+                    .iter()
+                    .take_while(|k| **k >= start && end.as_ref().is_none_or(|e| *k < e))
+                    .count();
+                out.push((key, n));
+                i += n;
+            }
+            out
+        };
+        assert_eq!(
+            got(&mut keys, 1),
+            vec![
+                (s2("a", None), 3),
+                (s2("a\u{0}b", None), 1),
+                (b"raw".to_vec(), 1),
+                (b"rawer".to_vec(), 1),
+            ]
+        );
+        let two = got(&mut keys, 2);
+        assert_eq!(two.len(), 6, "{two:?}");
+    }
+
+    #[test]
+    fn index_bounds_are_emitted_keys() {
+        let enc = |t: &[Element]| tuple::encode(t).expect("encodes");
+        let q = |start: Option<Vec<u8>>, end: Option<Vec<u8>>| {
+            index_bounds(&AggregateQuery { start, end, group_level: None }).expect("bounds")
+        };
+        let row = |t: &[Element]| row::encode_row(t, b"\xff\xff", 0).expect("row");
+        let inside = |b: &AggregateQuery, k: &[u8]| {
+            b.start.as_deref().is_none_or(|s| k >= s) && b.end.as_deref().is_none_or(|e| k < e)
+        };
+        // [1, 2): counts 1 and 1.5's neighbours by tuple order.
+        let span = q(Some(enc(&[Element::Int(1)])), Some(enc(&[Element::Int(2)])));
+        assert!(inside(&span, &row(&[Element::Int(1)])));
+        assert!(inside(&span, &row(&[Element::Int(1), s("more")])));
+        assert!(!inside(&span, &row(&[Element::Int(2)])));
+        assert!(!inside(&span, &row(&[Element::Int(0)])));
+        // A tuple prefix, as the CLI sends it (prefix + 0xFF), and as the
+        // native protocol's byte prefix becomes (the byte after it).
+        let prefix = enc(&[s("a")]);
+        let mut cli_end = prefix.clone();
+        cli_end.push(0xFF);
+        let byte_end = monotable_proto::keys::prefix_end(&prefix);
+        for span in [q(Some(prefix.clone()), Some(cli_end)), q(Some(prefix.clone()), byte_end)] {
+            assert!(inside(&span, &row(&[s("a")])));
+            assert!(inside(&span, &row(&[s("a"), Element::Null])));
+            assert!(!inside(&span, &row(&[s("a\u{0}b")])));
+            assert!(!inside(&span, &row(&[s("b")])));
+            assert!(!inside(&span, &row(&[])));
+        }
+        assert!(index_bounds(&AggregateQuery {
+            start: Some(b"\x02unterminated".to_vec()),
+            end: None,
+            group_level: None
+        })
+        .is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter};
-use monotable_proto::{ErrorCode, MapFunction, RangeOptions, ViewStatus};
+use monotable_proto::{ErrorCode, MapFunction, RangeOptions, ScanRequest, ViewStatus, WriteOp};
 use tokio::sync::oneshot;
 
 use crate::bridge::sink::SinkActor;
@@ -99,6 +99,8 @@ impl ViewRegistry {
 
 /// Tries to read a chunk that is splitting before giving up.
 const ROWS_AT_ATTEMPTS_MAX: usize = 1_000;
+/// Rows deleted per batch when a dropped mapper's target is cleared.
+const CLEAR_BATCH_ROWS: u32 = 1_000;
 
 /// Rounds of watch requests before giving up on a range that keeps splitting.
 const REWATCH_ATTEMPTS_MAX: usize = 100;
@@ -624,8 +626,11 @@ impl Node {
         let source_info = self.describe_range(source).await?;
         if self.router_read().range(target).is_none() {
             self.create_range(target, RangeOptions { ..source_info.options }).await?;
+        } else {
+            self.check_target_empty(target).await?;
         }
         let target_id = self.describe_range(target).await?.id;
+        self.set_view_index(target, true)?;
         let total = source_info.chunks.iter().map(|c| c.records).sum();
         let checkpoint = self.clock.pin_stable();
         let meta = MapperMeta {
@@ -637,6 +642,7 @@ impl Node {
             function: f,
             checkpoint,
             backfill: Some(Backfill { cursor: None, done: 0, total }),
+            round_upto: None,
         };
         if let Err(e) = self.catalog.put_mapper(&meta) {
             self.clock.unpin(checkpoint);
@@ -690,12 +696,84 @@ impl Node {
         Ok(())
     }
 
+    /// Refuses a target that holds rows (written there by other means) or
+    /// that another mapper writes: a mapper's target holds its rows and
+    /// nothing else, so they are exactly its function applied to the
+    /// source, and dropping it can remove them.
+    async fn check_target_empty(&self, target: &str) -> NodeResult<()> {
+        if let Some(m) = self.catalog.mappers()?.into_iter().find(|m| m.target == target) {
+            return Err(bad_request(format!(
+                "range {target:?} is the target of mapper {:?}: a mapper needs a target of its                  own; choose another target range",
+                m.name
+            )));
+        }
+        // Still marked as an index with no mapper writing it: a drop that
+        // stopped (the node died) before it had cleared the rows. They are
+        // the dropped mapper's, so the drop is finished now.
+        let leftover = self.router_read().range(target).is_some_and(|r| r.meta.view_index);
+        if leftover {
+            self.clear_rows(target).await?;
+        }
+        let rows = self
+            .scan_range(ScanRequest { range: target.to_owned(), limit: 1, ..Default::default() })
+            .await?;
+        if !rows.records.is_empty() {
+            return Err(bad_request(format!(
+                "range {target:?} already holds rows: a mapper's target must be empty (its                  rows are exactly what the mapper writes); choose another target, or drop the                  range first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Marks (or unmarks) a range as a view index range, in the catalog and
+    /// the router.
+    fn set_view_index(&self, range: &str, view_index: bool) -> NodeResult<()> {
+        self.catalog.set_view_index(range, view_index)?;
+        if let Some(r) = self.router_write().ranges_mut(range) {
+            r.meta.view_index = view_index;
+        }
+        Ok(())
+    }
+
+    /// Drops a mapper and then every row of its target (the target range
+    /// itself stays, with any reducer on it): a mapper re-created later,
+    /// under any name, starts from an empty target.
     pub(crate) async fn drop_mapper(&self, name: &str) -> NodeResult<()> {
         let found = self.views_read().mappers.get(name).map(|m| {
             m.interrupt.stop_view();
             (m.addr.clone().recipient(), m.source_id)
         });
-        self.stop_view(name, found).await
+        let target = self.catalog.mappers()?.into_iter().find(|m| m.name == name).map(|m| m.target);
+        self.stop_view(name, found).await?;
+        if let Some(target) = target {
+            self.clear_rows(&target).await?;
+            self.set_view_index(&target, false)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every row of a range, a batch at a time.
+    async fn clear_rows(&self, range: &str) -> NodeResult<()> {
+        loop {
+            let scan = self
+                .scan_range(ScanRequest {
+                    range: range.to_owned(),
+                    limit: CLEAR_BATCH_ROWS,
+                    ..Default::default()
+                })
+                .await;
+            let records = match scan {
+                Ok(reply) => reply.records,
+                // The target was dropped meanwhile: nothing left to clear.
+                Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if records.is_empty() {
+                return Ok(());
+            }
+            let ops = records.into_iter().map(|r| WriteOp::Delete { key: r.key }).collect();
+            self.write_ops(range, ops).await?;
+        }
     }
 
     /// Stops a view for good. The actor removes itself (catalog entry, pin,
