@@ -103,6 +103,12 @@ pub struct MapperMeta {
     /// Set while the mapper is still mapping what the source held when it
     /// was created (read at `checkpoint`).
     pub backfill: Option<Backfill>,
+    /// The target's seq at the end of the mapper's last complete round: the
+    /// target holds exactly the rows of the source at `checkpoint` there
+    /// (see [`crate::node::Node::consistent_upto`]). Pinned like the
+    /// checkpoint, so the target stays readable at it after a restart.
+    #[serde(default)]
+    pub cut: u64,
 }
 
 /// A registered reducer and how far it got.

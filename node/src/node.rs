@@ -215,7 +215,7 @@ impl Node {
         // pin is stable and no new write reuses a seq a view has seen.
         let last_seq = mappers
             .iter()
-            .map(|m| m.checkpoint)
+            .flat_map(|m| [m.checkpoint, m.cut])
             .chain(sinks.iter().flat_map(|s| [Some(s.checkpoint), s.round_upto]).flatten())
             .chain(catalog_reducers.iter().filter_map(|r| r.checkpoint))
             .fold(last_seq, u64::max);
@@ -250,6 +250,7 @@ impl Node {
         // old values they still need survive the restart.
         for m in &mappers {
             node.clock.pin(m.checkpoint);
+            node.clock.pin(m.cut);
         }
         for s in &sinks {
             node.clock.pin(s.checkpoint);

@@ -115,7 +115,9 @@ impl MapperActor {
         let result =
             self.node.catalog.remove_mapper(&self.meta.name).map(|_| ()).map_err(NodeError::from);
         self.node.clock.unpin(self.meta.checkpoint);
+        self.node.clock.unpin(self.meta.cut);
         self.node.views_write().mappers.remove(&self.meta.name);
+        self.node.release_cut(self.meta.target_id);
         // Its Lua VM (and the memory it reserved) goes before the drop is
         // answered, so a view created right after finds the memory free.
         self.mapper = Err("dropped".into());
@@ -350,11 +352,45 @@ async fn diff_rows(
     Ok(())
 }
 
+/// The target's cut at the end of a round: a seq at or above every write
+/// the round made, once it is stable.
+async fn round_cut(node: &Node) -> u64 {
+    let cut = node.clock.settled_max();
+    node.clock.wait_stable(cut).await;
+    cut
+}
+
+/// Ends a round: saves the mapper's entry with its new cut (`checkpoint`
+/// already set, pinned by the caller), then publishes the cut. The pins of
+/// the old checkpoint and cut go once the new ones are saved.
+fn end_round(node: &Node, meta: &mut MapperMeta, previous: u64, cut: u64) -> NodeResult<()> {
+    let old_cut = meta.cut;
+    node.clock.pin(cut);
+    meta.cut = cut;
+    if let Err(e) = node.catalog.put_mapper(meta) {
+        node.clock.unpin(cut);
+        meta.cut = old_cut;
+        return Err(e.into());
+    }
+    node.publish_cut(meta.target_id, cut);
+    node.clock.unpin(old_cut);
+    if previous != meta.checkpoint {
+        node.clock.unpin(previous);
+    }
+    Ok(())
+}
+
 async fn run_round(
     node: &Arc<Node>,
     mut meta: MapperMeta,
     mapper: Arc<Mapper>,
 ) -> NodeResult<Outcome> {
+    // From the first write to the published cut, no other mapper's round
+    // writes the target: a cut is never inside anyone's round.
+    let _round = match node.round_lock(meta.target_id) {
+        Some(lock) => Some(lock.lock_owned().await),
+        None => None,
+    };
     let mut errors = Vec::new();
     if let Some(backfill) = meta.backfill.clone() {
         let reply = node
@@ -385,28 +421,49 @@ async fn run_round(
             done,
             total: backfill.total,
         });
-        node.catalog.put_mapper(&meta)?;
+        let cut = round_cut(node).await;
+        let checkpoint = meta.checkpoint;
+        end_round(node, &mut meta, checkpoint, cut)?;
         if meta.backfill.is_none() {
             tracing::info!(mapper = %meta.name, records = done, "backfill done");
         }
         let more = meta.backfill.is_some();
         return Ok(Outcome { meta, rows_written, errors, more });
     }
-    let upto = node.clock.stable();
-    if upto <= meta.checkpoint {
+    // The source read up to where it is consistent (for a chain, the cut of
+    // the mapper writing it), pinned while the round reads it.
+    let upto = node.pin_consistent(meta.source_id);
+    let previous = meta.checkpoint;
+    if upto <= previous {
+        node.clock.unpin(upto);
+        // Nothing to map; the target may have moved (rows written into it
+        // directly): a newer cut lets its readers see that.
+        let cut = round_cut(node).await;
+        if cut > meta.cut {
+            end_round(node, &mut meta, previous, cut)?;
+        }
         return Ok(Outcome { meta, rows_written: 0, errors, more: false });
     }
-    let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
-    let mut writes = Writes::new(node, &meta.target);
-    diff_rows(&mapper, &changes, &mut errors, &mut writes).await?;
-    let rows_written = writes.finish().await?;
-    let previous = meta.checkpoint;
-    node.clock.pin(upto);
-    meta.checkpoint = upto;
-    if let Err(e) = node.catalog.put_mapper(&meta) {
-        node.clock.unpin(upto);
-        return Err(e.into());
+    let written = async {
+        let changes = node.changes(meta.source_id, previous, upto)?;
+        let mut writes = Writes::new(node, &meta.target);
+        diff_rows(&mapper, &changes, &mut errors, &mut writes).await?;
+        writes.finish().await
     }
-    node.clock.unpin(previous);
+    .await;
+    let rows_written = match written {
+        Ok(n) => n,
+        Err(e) => {
+            node.clock.unpin(upto);
+            return Err(e);
+        }
+    };
+    let cut = round_cut(node).await;
+    meta.checkpoint = upto;
+    if let Err(e) = end_round(node, &mut meta, previous, cut) {
+        meta.checkpoint = previous;
+        node.clock.unpin(upto);
+        return Err(e);
+    }
     Ok(Outcome { meta, rows_written, errors, more: false })
 }

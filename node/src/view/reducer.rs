@@ -235,7 +235,19 @@ impl ReducerActor {
     /// change lands in is loaded (at the checkpoint) before the changes
     /// apply, so a failure leaves the tree at the checkpoint to retry from.
     fn follow(&mut self) -> NodeResult<()> {
-        let upto = self.node.clock.stable();
+        // Only up to where the range is consistent (for a mapper's target,
+        // the end of its last complete round): the tree is always the
+        // reduction of the range at one cut.
+        let upto = self.node.pin_consistent(self.meta.range_id);
+        let before = self.checkpoint;
+        let result = self.follow_to(upto);
+        if result.is_err() || upto <= before {
+            self.node.clock.unpin(upto);
+        }
+        result
+    }
+
+    fn follow_to(&mut self, upto: u64) -> NodeResult<()> {
         let changes = if upto > self.checkpoint {
             self.node.changes(self.meta.range_id, self.checkpoint, upto)?
         } else {
@@ -260,7 +272,7 @@ impl ReducerActor {
         self.view.propagate();
         self.record_failures();
         if upto > self.checkpoint {
-            self.node.clock.pin(upto);
+            // The pin taken for the round stays, as the checkpoint's.
             self.node.clock.unpin(self.checkpoint);
             self.checkpoint = upto;
         }
