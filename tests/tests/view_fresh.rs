@@ -39,7 +39,7 @@ fn request(reducer: &str, group_level: Option<u32>, fresh: bool) -> AggregateReq
 fn total(reply: &AggregateReply) -> i64 {
     match reply {
         AggregateReply::Total(v) => decode(v).as_i64().unwrap_or(0),
-        AggregateReply::Groups(groups) => {
+        AggregateReply::Groups { groups, .. } => {
             groups.iter().map(|(_, v)| decode(v).as_i64().expect("a number")).sum()
         }
     }

@@ -27,32 +27,40 @@ use tokio::sync::oneshot;
 use crate::catalog::ReducerMeta;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
-use crate::view::levels::Rows;
+use crate::view::levels::{Levels, PartBounds, Rows};
 use crate::view::lua::LuaEnv;
-use crate::view::reducer_fn::{Broken, ReduceView};
+use crate::view::reducer_fn::{Broken, ReduceView, ReducerFunction};
+use crate::view::reduction::Builtin;
 
 /// Rows loaded per batch while the tree is built.
 const LOAD_BATCH_RECORDS: u32 = 5_000;
-/// Most groups one grouped query returns.
-pub const AGGREGATE_GROUPS_MAX: usize = 10_000;
+/// Most groups one grouped query returns (a page; a cursor goes on).
+pub const AGGREGATE_GROUPS_MAX: usize = monotable_proto::limits::AGGREGATE_GROUPS_MAX as usize;
+/// Bytes of group keys and reductions that end a page of groups.
+const AGGREGATE_PAGE_BYTES_MAX: usize = monotable_proto::limits::AGGREGATE_REPLY_SIZE_MAX_BYTES;
 const ROUND_RETRY_MS: u64 = 50;
 /// Least time between two saves of the meta rows and checkpoint.
 const SAVE_INTERVAL_MS: u64 = 20;
 
 /// An aggregate over `[start, end)` (either may be unbounded), grouped by
-/// the first `group_level` tuple elements when given.
-#[derive(Debug, Clone)]
+/// the first `group_level` tuple elements when given: at most `limit`
+/// groups (0: [`AGGREGATE_GROUPS_MAX`]), from `cursor` (a previous page's)
+/// or `start`.
+#[derive(Debug, Clone, Default)]
 pub struct AggregateQuery {
     pub start: Option<Vec<u8>>,
     pub end: Option<Vec<u8>>,
     pub group_level: Option<u32>,
+    pub cursor: Option<Vec<u8>>,
+    pub limit: usize,
 }
 
-/// A query's answer: one reduction, or one per group (key, reduction).
+/// A query's answer: one reduction, or a page of groups (key, reduction)
+/// with the cursor of the next page when more groups follow.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AggregateAnswer {
     Total(Json),
-    Groups(Vec<(Vec<u8>, Json)>),
+    Groups(Vec<(Vec<u8>, Json)>, Option<Vec<u8>>),
 }
 
 #[derive(Message)]
@@ -105,6 +113,20 @@ impl Actor for ReducerActor {
 
 fn internal(e: String) -> NodeError {
     NodeError::Internal(e)
+}
+
+/// What a reducer's tree is restored from: the parts of every level (its
+/// ranges' chunks) and every row of its meta-ranges.
+fn restore_inputs(node: &Node, meta: &ReducerMeta) -> NodeResult<(Vec<Vec<PartBounds>>, Vec<Rows>)> {
+    let depth = meta.levels.len() + 1;
+    let mut partitions = Vec::with_capacity(depth);
+    partitions.push(node.partition(meta.range_id)?);
+    let mut meta_rows = Vec::with_capacity(depth - 1);
+    for &(_, id) in &meta.levels {
+        partitions.push(node.partition(id)?);
+        meta_rows.push(node.rows_at(id, &[], None, None)?);
+    }
+    Ok((partitions, meta_rows))
 }
 
 impl ReducerActor {
@@ -204,31 +226,61 @@ impl ReducerActor {
     }
 
     fn restore(&mut self) -> NodeResult<()> {
-        let depth = self.meta.levels.len() + 1;
-        let mut partitions = Vec::with_capacity(depth);
-        for level in 0..depth {
-            partitions.push(self.node.partition(self.level_range(level))?);
-        }
-        let mut meta_rows = Vec::with_capacity(depth - 1);
-        for &(_, id) in &self.meta.levels {
-            meta_rows.push(self.node.rows_at(id, &[], None, None)?);
-        }
+        let (partitions, meta_rows) = restore_inputs(&self.node, &self.meta)?;
         let mut load = self.loader();
         self.view = self
             .meta
             .function
             .restore(partitions, meta_rows, &mut load, &self.lua)
             .map_err(internal)?;
+        self.restored();
+        Ok(())
+    }
+
+    fn restored(&self) {
         let (loaded, parts) = self.view.loaded_parts();
         tracing::info!(
             reducer = %self.meta.name,
-            levels = depth,
+            levels = self.meta.levels.len() + 1,
             parts,
             loaded,
             checkpoint = self.checkpoint,
             "reduce tree restored from its meta-ranges"
         );
-        Ok(())
+    }
+
+    /// Restores a built-in reducer's tree on a blocking thread, so the
+    /// reducers of a node restore in parallel rather than one after another
+    /// on their view worker (a Lua reducer restores on its own thread).
+    fn restore_off_thread(&mut self, b: Builtin, ctx: &mut Context<Self>) {
+        let node = self.node.clone();
+        let meta = self.meta.clone();
+        let at = self.checkpoint;
+        let restore = tokio::task::spawn_blocking(move || {
+            let (partitions, meta_rows) = restore_inputs(&node, &meta)?;
+            let mut load = |start: &[u8], end: Option<&[u8]>| {
+                node.rows_at(meta.range_id, start, end, Some(at)).map_err(|e| e.to_string())
+            };
+            Levels::restore(b, partitions, meta_rows, &mut load).map_err(internal)
+        });
+        let restore = async move {
+            restore.await.map_err(|e| internal(format!("restoring stopped: {e}")))?
+        };
+        ctx.spawn(restore.into_actor(self).map(|result, act, ctx| {
+            act.running = false;
+            if act.stopping.is_some() {
+                return act.finish_stop(ctx);
+            }
+            // The replay of the journal since the saved checkpoint follows
+            // in the same step, before any query sees the tree.
+            let result = result.and_then(|levels| {
+                act.view = Box::new(levels);
+                act.restored();
+                act.phase = Phase::Following;
+                act.follow()
+            });
+            act.after_step(result, ctx);
+        }));
     }
 
     /// One round of following the journal, synchronously: every part a
@@ -460,15 +512,30 @@ impl ReducerActor {
             let total = self.view.reduce_json((lower, upper), &mut load).map_err(failed)?;
             return Ok(AggregateAnswer::Total(total));
         };
+        let limit = match q.limit {
+            0 => AGGREGATE_GROUPS_MAX,
+            n => n.min(AGGREGATE_GROUPS_MAX),
+        };
         let mut groups = Vec::new();
-        let mut from: Option<Vec<u8>> = q.start.clone();
-        while groups.len() < AGGREGATE_GROUPS_MAX {
+        let mut bytes = 0;
+        // A cursor is where the previous page's last group ended; never
+        // before `start`.
+        let mut from: Option<Vec<u8>> = match (&q.cursor, &q.start) {
+            (Some(c), Some(s)) => Some(c.max(s).clone()),
+            (Some(c), None) => Some(c.clone()),
+            (None, s) => s.clone(),
+        };
+        loop {
             let lo = from.as_deref().map_or(Bound::Unbounded, Bound::Included);
             let Some(first) = self.view.first_key_from(lo, &mut load).map_err(failed)? else {
                 break;
             };
             if q.end.as_deref().is_some_and(|e| first.as_slice() >= e) {
                 break;
+            }
+            if groups.len() >= limit || bytes >= AGGREGATE_PAGE_BYTES_MAX {
+                // More groups follow: the next page starts here.
+                return Ok(AggregateAnswer::Groups(groups, from));
             }
             // The group: every row whose key starts with the first `level`
             // tuple elements of this one.
@@ -493,13 +560,14 @@ impl ReducerActor {
                 (None, None) => Bound::Unbounded,
             };
             let value = self.view.reduce_json((glo, ghi), &mut load).map_err(failed)?;
+            bytes += group_key.len() + value.to_string().len();
             groups.push((group_key, value));
             match group_end {
                 Some(ge) => from = Some(ge),
                 None => break,
             }
         }
-        Ok(AggregateAnswer::Groups(groups))
+        Ok(AggregateAnswer::Groups(groups, None))
     }
 
     fn status(&self) -> ViewStatus {
@@ -518,7 +586,9 @@ impl ReducerActor {
             last_error_key: self.last_error_key.clone().map(Bytes::from),
             backfill: match self.phase {
                 Phase::Loading { loaded, total, .. } => Some((loaded, total)),
-                _ => None,
+                // Progress unknown while restoring; never shown as done.
+                Phase::Restoring => Some((0, 0)),
+                Phase::Following => None,
             },
             tree: Some(TreeStatus {
                 levels: self.view.depth() as u32,
@@ -551,6 +621,9 @@ impl Handler<Round> for ReducerActor {
         let cursor = match &self.phase {
             Phase::Loading { cursor, .. } => cursor.clone(),
             Phase::Restoring => {
+                if let ReducerFunction::Builtin(b) = self.meta.function {
+                    return self.restore_off_thread(b, ctx);
+                }
                 self.running = false;
                 // Restored levels may hold rows written after the saved
                 // checkpoint: the replay of the journal since it follows in

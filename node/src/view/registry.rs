@@ -956,6 +956,22 @@ impl Node {
                 }),
             }
         }
+        // A reducer fed by a mapper that is still backfilling is building
+        // too: it shows that backfill's progress, never "done" while
+        // aggregates answer "view lagging".
+        let upstream: Vec<(usize, String)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.kind == "reducer" && v.backfill.is_none())
+            .filter_map(|(i, v)| {
+                let range_id = self.views_read().reducers.get(&v.name)?.range_id;
+                Some((i, self.upstream_backfill(range_id)?))
+            })
+            .collect();
+        for (i, mapper) in upstream {
+            let progress = out.iter().find(|m| m.name == mapper).and_then(|m| m.backfill);
+            out[i].backfill = Some(progress.unwrap_or((0, 0)));
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
