@@ -166,3 +166,287 @@ fn stale_answers_are_consistent_cuts_under_concurrent_moves() {
         assert_eq!(out.trim(), "1000");
     });
 }
+
+/// A Lua mapper slow enough that its backfill of a few thousand records
+/// takes a while on any machine.
+const SLOW_MAP: &str = "function map(key, value)
+    local x = 0
+    for i = 1, 20000 do x = x + i end
+    emit(value.g, 1)
+end";
+
+/// While the mapper feeding a reducer backfills, a stale aggregate fails
+/// with ViewLagging (never a partial count), `views` shows the reducer
+/// building, a fresh one with `--timeout-ms 0` fails at once, and a fresh
+/// one that waits answers the full count.
+///
+/// Postmortem: a reducer over a mapper's target only checked its own tree,
+/// which was built (from the part of the target written so far), so stale
+/// aggregates answered partial counts with exit 0 and `views` said "done";
+/// and a timeout of 0 meant the 10 s default.
+#[test]
+fn a_backfill_in_progress_is_view_lagging() {
+    const RECORDS: u64 = 4_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let addr = node.addr;
+    runtime().block_on(async {
+        let c = Client::connect(addr).await.expect("connect");
+        c.create_range("src", RangeOptions::default()).await.expect("range");
+        let mut batch = Batch::new();
+        for i in 0..RECORDS {
+            batch = batch.put(key(i), msgpack(&json!({"g": format!("g{}", i % 7)})));
+        }
+        c.write("src", batch).await.expect("load");
+        c.create_range("idx", RangeOptions::default()).await.expect("target");
+        c.create_reducer("n", "idx", "count").await.expect("reducer");
+        answering(&c, "n").await;
+        c.create_mapper("slow", "src", "idx", MapFunction::Lua { source: SLOW_MAP.into() })
+            .await
+            .expect("mapper");
+        let mut lagging = 0;
+        let mut progress_shown = false;
+        loop {
+            match c.aggregate(request("n", None, false)).await {
+                Ok(reply) => {
+                    assert_eq!(total(&reply), RECORDS as i64, "a stale answer during backfill");
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Some(ErrorCode::ViewLagging), "{e}");
+                    lagging += 1;
+                }
+            }
+            if lagging == 1 {
+                // Not waiting: fails at once while the backfill runs.
+                let o = cli(addr, &["agg", "n", "--fresh", "--timeout-ms", "0"]);
+                if !o.status.success() {
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    assert!(err.to_lowercase().contains("lagging"), "{err}");
+                }
+                let views = c.list_views().await.expect("views");
+                let n = views.iter().find(|v| v.name == "n").expect("reducer listed");
+                let slow = views.iter().find(|v| v.name == "slow").expect("mapper listed");
+                if slow.backfill.is_some() {
+                    assert!(n.backfill.is_some(), "reducer shown done during backfill: {n:?}");
+                    progress_shown = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(lagging > 0 && progress_shown, "the backfill was never seen in progress");
+        let fresh = ok(cli(addr, &["agg", "n", "--fresh", "--timeout-ms", "30000"]));
+        assert_eq!(fresh.trim(), RECORDS.to_string());
+    });
+}
+
+/// `--timeout-ms 0` on an up-to-date view answers at once (CLI, client and
+/// RESP), and the default still waits for writes just made.
+///
+/// Postmortem: 0 was read as "use the default", so a client could not ask
+/// for an answer only if the view was already fresh.
+#[test]
+fn timeout_zero_answers_an_up_to_date_view_without_waiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let addr = node.addr;
+    runtime().block_on(async {
+        let c = Client::connect(addr).await.expect("connect");
+        c.create_range("src", RangeOptions::default()).await.expect("range");
+        for i in 0..50 {
+            c.put("src", key(i), msgpack(&json!({"g": "a"}))).await.expect("put");
+        }
+        let field = MapFunction::Field { key_path: "g".into(), value_path: None };
+        c.create_mapper("m", "src", "idx", field).await.expect("mapper");
+        c.create_reducer("n", "idx", "count").await.expect("reducer");
+        c.create_reducer("direct", "src", "count").await.expect("reducer");
+        let wait = ok(cli(addr, &["agg", "n", "--fresh"]));
+        assert_eq!(wait.trim(), "50");
+        // Writes elsewhere move the node's seqs on; the views stay fresh.
+        c.create_range("other", RangeOptions::default()).await.expect("range");
+        for i in 0..20 {
+            c.put("other", key(i), b"x").await.expect("put");
+        }
+        for reducer in ["n", "direct"] {
+            let mut req = request(reducer, None, true);
+            req.timeout_ms = 0;
+            let mut answered = false;
+            // A round may still be settling the last write: a few tries.
+            for _ in 0..100 {
+                match c.aggregate(req.clone()).await {
+                    Ok(reply) => {
+                        assert_eq!(total(&reply), 50);
+                        answered = true;
+                        break;
+                    }
+                    Err(e) if e.code() == Some(ErrorCode::ViewLagging) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(answered, "{reducer} never answered fresh with timeout 0 while idle");
+            let out = ok(cli(addr, &["agg", reducer, "--fresh", "--timeout-ms", "0"]));
+            assert_eq!(out.trim(), "50");
+        }
+        let mut r = redis::Client::open(format!("redis://{}/0", node.resp_addr).as_str())
+            .expect("url")
+            .get_connection()
+            .expect("connect");
+        let total: String = redis::cmd("MT.AGG")
+            .arg("n")
+            .arg("FRESH")
+            .arg("TIMEOUT")
+            .arg("0")
+            .query(&mut r)
+            .expect("MT.AGG");
+        assert_eq!(total, "50");
+    });
+}
+
+/// After a restart, a fresh aggregate on an up-to-date view answers within
+/// a short timeout while other reducers restore.
+///
+/// Postmortem: reducers restored one after another on their view worker
+/// (and mappers waited behind them), so a fresh query on one view waited
+/// for every other view's restore and timed out.
+#[test]
+fn fresh_answers_soon_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start(dir.path());
+    runtime().block_on(async {
+        let c = Client::connect(node.addr).await.expect("connect");
+        c.create_range("src", RangeOptions { chunk_size_max_bytes: 64 * 1024 }).await.expect("range");
+        for start in (0..20_000u64).step_by(5_000) {
+            let mut batch = Batch::new();
+            for i in start..start + 5_000 {
+                batch = batch.put(key(i), msgpack(&json!({"g": format!("g{}", i % 100), "v": i})));
+            }
+            c.write("src", batch).await.expect("load");
+        }
+        let field = MapFunction::Field { key_path: "g".into(), value_path: Some("v".into()) };
+        c.create_mapper("m", "src", "idx", field).await.expect("mapper");
+        for (name, f) in [("n", "count"), ("s", "sum"), ("lo", "min"), ("hi", "max"), ("st", "stats")]
+        {
+            c.create_reducer(name, "idx", f).await.expect("reducer");
+            c.create_reducer(&format!("{name}_src"), "src", f).await.expect("reducer");
+        }
+        for name in ["n", "s", "lo", "hi", "st", "n_src"] {
+            c.aggregate(request(name, None, true)).await.expect("fresh before restart");
+        }
+    });
+    assert!(node.stop(), "clean stop");
+    node.restart();
+    let out = ok(cli(node.addr, &["agg", "n", "--fresh", "--timeout-ms", "5000"]));
+    assert_eq!(out.trim(), "20000");
+    let out = ok(cli(node.addr, &["agg", "s", "--fresh", "--timeout-ms", "5000"]));
+    assert_eq!(out.trim(), (0..20_000u64).sum::<u64>().to_string());
+    let out = ok(cli(node.addr, &["agg", "n_src", "--fresh", "--timeout-ms", "5000"]));
+    assert_eq!(out.trim(), "20000");
+}
+
+const MANY: u64 = 25_000;
+
+/// Every one of 25,000 groups comes back: through the CLI (all by default,
+/// `--limit` an error naming it when more follow), the client's stream and
+/// RESP `MT.AGG` with a cursor; one client reply is a page with a cursor,
+/// and RESP without a cursor refuses to truncate.
+///
+/// Postmortem: grouped aggregates stopped at 10,000 groups and answered
+/// them as if they were all, with exit 0.
+#[test]
+fn group_paging_returns_every_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let addr = node.addr;
+    let want: BTreeMap<Vec<u8>, i64> = (0..MANY).map(|i| (key(i), 1)).collect();
+    runtime().block_on(async {
+        let c = Client::connect(addr).await.expect("connect");
+        c.create_range("many", RangeOptions::default()).await.expect("range");
+        for start in (0..MANY).step_by(5_000) {
+            let batch =
+                (start..start + 5_000).fold(Batch::new(), |b, i| b.put(key(i), b"v".as_slice()));
+            c.write("many", batch).await.expect("load");
+        }
+        c.create_reducer("per_key", "many", "count").await.expect("reducer");
+        // One reply: a full page and a cursor.
+        let first = c.aggregate(request("per_key", Some(1), true)).await.expect("agg");
+        match &first {
+            AggregateReply::Groups { groups, cursor } => {
+                assert_eq!(groups.len(), 10_000);
+                assert!(cursor.is_some(), "a page that is not the last has a cursor");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The stream: every group once, in order.
+        let mut stream = c.aggregate_groups(AggregateRequest {
+            limit: 7_000,
+            ..request("per_key", Some(1), true)
+        });
+        let mut got = BTreeMap::new();
+        let mut last: Option<Vec<u8>> = None;
+        while let Some(g) = stream.next().await {
+            let (k, v) = g.expect("page");
+            assert!(last.as_ref().is_none_or(|l| *l < k), "groups out of order");
+            last = Some(k.clone());
+            got.insert(k, decode(&v).as_i64().expect("count"));
+        }
+        assert_eq!(got, want);
+    });
+    // The CLI prints every group by default.
+    let out = ok(cli(addr, &["agg", "per_key", "--group-level", "1", "--fresh"]));
+    let lines: Vec<Json> =
+        out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), MANY as usize);
+    // A one-element tuple key prints as its element.
+    assert_eq!(lines[0], json!({"key": 0, "value": 1}));
+    assert_eq!(lines[MANY as usize - 1], json!({"key": MANY - 1, "value": 1}));
+    // --limit: that many, then an error naming it.
+    let o = cli(addr, &["agg", "per_key", "--group-level", "1", "--limit", "100"]);
+    assert!(!o.status.success(), "more groups than --limit is an error");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 100);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--limit"), "{o:?}");
+    let o = cli(addr, &["agg", "per_key", "--group-level", "1", "--limit", "25000"]);
+    assert_eq!(ok(o).lines().count(), MANY as usize);
+    // RESP: no cursor and too many groups is an error; with CURSOR, pages.
+    let mut r = redis::Client::open(format!("redis://{}/0", node.resp_addr).as_str())
+        .expect("url")
+        .get_connection()
+        .expect("connect");
+    let err = redis::cmd("MT.AGG")
+        .arg("per_key")
+        .arg("GROUPLEVEL")
+        .arg("1")
+        .query::<Vec<String>>(&mut r)
+        .expect_err("too many groups for one reply");
+    assert!(err.to_string().contains("CURSOR"), "{err}");
+    let mut cursor = "0".to_owned();
+    let mut got = BTreeMap::new();
+    let mut pages = 0;
+    loop {
+        let (next, groups): (String, Vec<String>) = redis::cmd("MT.AGG")
+            .arg("per_key")
+            .arg("GROUPLEVEL")
+            .arg("1")
+            .arg("CURSOR")
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg("9000")
+            .query(&mut r)
+            .expect("MT.AGG page");
+        pages += 1;
+        assert!(groups.len() <= 9_000);
+        for g in groups {
+            let g: Json = serde_json::from_str(&g).expect("json");
+            let k = g["key"].as_u64().expect("an int key");
+            assert!(got.insert(k, g["value"].as_i64().expect("count")).is_none(), "twice: {k}");
+        }
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(got.len(), MANY as usize);
+    assert!(got.values().all(|&n| n == 1));
+}
