@@ -689,10 +689,6 @@ impl Client {
     /// # }).unwrap();
     /// ```
     pub fn aggregate_groups(&self, request: AggregateRequest) -> GroupStream {
-        GroupStream {
-            client: self.clone(),
-            next: Some(request),
-            page: Vec::new().into_iter(),
-        }
+        GroupStream { client: self.clone(), next: Some(request), page: Vec::new().into_iter() }
     }
 }

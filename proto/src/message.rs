@@ -263,7 +263,10 @@ pub enum AggregateReply {
     /// [`crate::limits::AGGREGATE_REPLY_SIZE_MAX_BYTES`]. `cursor` is set
     /// when more groups follow: send the same request with it for the next
     /// page.
-    Groups { groups: Vec<(Bytes, Bytes)>, cursor: Option<Bytes> },
+    Groups {
+        groups: Vec<(Bytes, Bytes)>,
+        cursor: Option<Bytes>,
+    },
 }
 
 /// What a mapper computes from each record.
@@ -300,7 +303,9 @@ pub struct ViewStatus {
     pub last_error: Option<String>,
     pub last_error_key: Option<Bytes>,
     /// While backfilling: records done, and records in the source when the
-    /// backfill began.
+    /// backfill began. A reducer shows its tree's build, or the backfill of
+    /// a mapper feeding its range; `(0, 0)` while the progress is unknown
+    /// (restoring after a restart, or busy).
     pub backfill: Option<(u64, u64)>,
     /// A reducer's reduce tree.
     pub tree: Option<TreeStatus>,

@@ -131,7 +131,8 @@ fn stale_answers_are_consistent_cuts_under_concurrent_moves() {
                     balances[a as usize] -= amount;
                     balances[b as usize] += amount;
                     let put = |batch: Batch, i: u64| {
-                        let doc = json!({"owner": format!("o{i:02}"), "amount": balances[i as usize]});
+                        let doc =
+                            json!({"owner": format!("o{i:02}"), "amount": balances[i as usize]});
                         batch.put(key(i), msgpack(&doc))
                     };
                     c.write_atomic("accounts", put(put(Batch::new(), a), b))
@@ -160,7 +161,12 @@ fn stale_answers_are_consistent_cuts_under_concurrent_moves() {
         }
         stop.store(true, Ordering::Relaxed);
         writer.await.expect("writer");
-        assert!(bad.is_empty(), "{} inconsistent answers: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+        assert!(
+            bad.is_empty(),
+            "{} inconsistent answers: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(10)]
+        );
         // Through the CLI too, once writes stopped: exact.
         let out = ok(cli(addr, &["agg", "money", "--fresh"]));
         assert_eq!(out.trim(), "1000");
@@ -316,7 +322,9 @@ fn fresh_answers_soon_after_a_restart() {
     let mut node = Node::start(dir.path());
     runtime().block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        c.create_range("src", RangeOptions { chunk_size_max_bytes: 64 * 1024 }).await.expect("range");
+        c.create_range("src", RangeOptions { chunk_size_max_bytes: 64 * 1024 })
+            .await
+            .expect("range");
         for start in (0..20_000u64).step_by(5_000) {
             let mut batch = Batch::new();
             for i in start..start + 5_000 {
@@ -326,7 +334,8 @@ fn fresh_answers_soon_after_a_restart() {
         }
         let field = MapFunction::Field { key_path: "g".into(), value_path: Some("v".into()) };
         c.create_mapper("m", "src", "idx", field).await.expect("mapper");
-        for (name, f) in [("n", "count"), ("s", "sum"), ("lo", "min"), ("hi", "max"), ("st", "stats")]
+        for (name, f) in
+            [("n", "count"), ("s", "sum"), ("lo", "min"), ("hi", "max"), ("st", "stats")]
         {
             c.create_reducer(name, "idx", f).await.expect("reducer");
             c.create_reducer(&format!("{name}_src"), "src", f).await.expect("reducer");

@@ -203,7 +203,9 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 fresh: args.fresh,
                 timeout_ms: args.timeout_ms,
                 // One more than --limit: enough to tell whether more follow.
-                limit: args.limit.map_or(0, |n| n.saturating_add(1).min(u64::from(u32::MAX)) as u32),
+                limit: args
+                    .limit
+                    .map_or(0, |n| n.saturating_add(1).min(u64::from(u32::MAX)) as u32),
                 ..Default::default()
             };
             if args.group_level.is_none() {

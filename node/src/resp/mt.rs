@@ -77,9 +77,7 @@ fn options(args: &[Vec<u8>], allowed: &[&str]) -> Result<Options, Reply> {
             "CURSOR" => {
                 o.cursor = Some(match text.as_ref() {
                     "0" => None,
-                    c => Some(
-                        hex_decode(c).ok_or_else(|| Reply::err("ERR invalid cursor"))?,
-                    ),
+                    c => Some(hex_decode(c).ok_or_else(|| Reply::err("ERR invalid cursor"))?),
                 })
             }
             _ => o.timeout_ms = number()?,
@@ -109,7 +107,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() || text.len() % 2 != 0 {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -190,7 +188,9 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
                 Ok(monotable_proto::AggregateReply::Groups { groups: g, cursor }) => {
                     match (&o.cursor, cursor) {
                         (Some(_), next) => Reply::Array(vec![
-                            Reply::Bulk(next.map_or_else(|| "0".into(), |c| hex_encode(&c)).into_bytes()),
+                            Reply::Bulk(
+                                next.map_or_else(|| "0".into(), |c| hex_encode(&c)).into_bytes(),
+                            ),
                             groups(&g),
                         ]),
                         (None, None) => groups(&g),

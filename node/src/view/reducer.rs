@@ -117,7 +117,10 @@ fn internal(e: String) -> NodeError {
 
 /// What a reducer's tree is restored from: the parts of every level (its
 /// ranges' chunks) and every row of its meta-ranges.
-fn restore_inputs(node: &Node, meta: &ReducerMeta) -> NodeResult<(Vec<Vec<PartBounds>>, Vec<Rows>)> {
+fn restore_inputs(
+    node: &Node,
+    meta: &ReducerMeta,
+) -> NodeResult<(Vec<Vec<PartBounds>>, Vec<Rows>)> {
     let depth = meta.levels.len() + 1;
     let mut partitions = Vec::with_capacity(depth);
     partitions.push(node.partition(meta.range_id)?);
@@ -263,9 +266,8 @@ impl ReducerActor {
             };
             Levels::restore(b, partitions, meta_rows, &mut load).map_err(internal)
         });
-        let restore = async move {
-            restore.await.map_err(|e| internal(format!("restoring stopped: {e}")))?
-        };
+        let restore =
+            async move { restore.await.map_err(|e| internal(format!("restoring stopped: {e}")))? };
         ctx.spawn(restore.into_actor(self).map(|result, act, ctx| {
             act.running = false;
             if act.stopping.is_some() {
