@@ -73,7 +73,9 @@ const ACCOUNTS: u64 = 20;
 /// seq, which can fall inside a mapper round (a moved record's old row
 /// deleted in one target chunk, its new row not yet written in another), so
 /// stale reads saw 499 or 501; readers of a target now stop at the cut its
-/// mapper publishes at the end of each complete round.
+/// mapper publishes at the end of each complete round. And a chained
+/// mapper's reducer answered (0) before the chain had caught up with the
+/// first mapper's backfill: it now answers ViewLagging until then.
 #[test]
 fn stale_answers_are_consistent_cuts_under_concurrent_moves() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -107,9 +109,21 @@ fn stale_answers_are_consistent_cuts_under_concurrent_moves() {
             .await
             .expect("mapper");
         c.create_reducer("movers_count", "by_group", "count").await.expect("reducer");
+        // A chain: a second mapper reads the first one's target.
+        let chain = "function map(key, value) emit(key[1], 1) end";
+        c.create_mapper(
+            "regroup",
+            "by_group",
+            "by_group2",
+            MapFunction::Lua { source: chain.into() },
+        )
+        .await
+        .expect("chained mapper");
+        c.create_reducer("chain_count", "by_group2", "count").await.expect("reducer");
         c.create_reducer("money", "by_owner", "sum").await.expect("reducer");
         answering(&c, "movers_count").await;
         answering(&c, "money").await;
+        answering(&c, "chain_count").await;
 
         let stop = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn({
@@ -147,6 +161,10 @@ fn stale_answers_are_consistent_cuts_under_concurrent_moves() {
             let moved = c.aggregate(request("movers_count", level, false)).await.expect("poll");
             if total(&moved) != MOVERS as i64 {
                 bad.push(format!("poll {poll}: movers read {}", total(&moved)));
+            }
+            let chained = c.aggregate(request("chain_count", level, false)).await.expect("poll");
+            if total(&chained) != MOVERS as i64 {
+                bad.push(format!("poll {poll}: chained movers read {}", total(&chained)));
             }
             let money = c.aggregate(request("money", level, false)).await.expect("poll");
             if total(&money) != 1000 {

@@ -178,7 +178,12 @@ impl Handler<Round> for MapperActor {
                 Ok(outcome) => {
                     act.meta = outcome.meta;
                     let backfilling = act.meta.backfill.is_some();
-                    act.node.set_view_checkpoint(&act.meta.name, act.meta.checkpoint, backfilling);
+                    act.node.set_view_checkpoint(
+                        &act.meta.name,
+                        act.meta.checkpoint,
+                        backfilling,
+                        act.meta.cut,
+                    );
                     act.stats.rows_written += outcome.rows_written;
                     for (key, error) in outcome.errors {
                         tracing::debug!(mapper = %act.meta.name, %error, "map failed for a record");
@@ -438,9 +443,11 @@ async fn run_round(
         node.clock.unpin(upto);
         // Nothing to map; the target may have moved (rows written into it
         // directly): a newer cut lets its readers see that.
-        let cut = round_cut(node).await;
-        if cut > meta.cut {
-            end_round(node, &mut meta, previous, cut)?;
+        if !node.unchanged_since(meta.target_id, meta.cut) {
+            let cut = round_cut(node).await;
+            if cut > meta.cut {
+                end_round(node, &mut meta, previous, cut)?;
+            }
         }
         return Ok(Outcome { meta, rows_written: 0, errors, more: false });
     }

@@ -35,6 +35,9 @@ pub struct MapperEntry {
     /// Still mapping what the source held when it was created: its target
     /// is not complete at any seq yet, whatever its checkpoint says.
     pub backfilling: bool,
+    /// The target's first cut after the backfill ended: a reader of the
+    /// target below it reads a target the backfill had not completed.
+    pub complete_from: u64,
     pub addr: Addr<MapperActor>,
 }
 
@@ -518,22 +521,23 @@ impl Node {
         Ok(self.consistent_upto(range_id))
     }
 
-    /// Why a non-fresh aggregate over `range_id` cannot answer yet: a mapper
-    /// upstream of it (recursively) is still backfilling, so the range holds
-    /// part of what its sources hold.
-    fn upstream_backfill(&self, range_id: u64) -> Option<String> {
+    /// Why a view reading `range_id` at `checkpoint` reflects an incomplete
+    /// range: a mapper writing it (or one upstream of that, recursively) is
+    /// still backfilling, or the view has not yet reached the cut that
+    /// completed a backfill. Names that mapper; `None` when the view's
+    /// input is complete.
+    fn backfill_upstream(&self, range_id: u64, checkpoint: u64) -> Option<String> {
         let views = self.views_read();
-        let mut frontier = vec![range_id];
-        let mut seen = std::collections::HashSet::new();
-        while let Some(range) = frontier.pop() {
-            if !seen.insert(range) || seen.len() > FRESH_CHAIN_DEPTH_MAX {
+        let mut frontier = vec![(range_id, checkpoint, 0)];
+        while let Some((range, at, depth)) = frontier.pop() {
+            if depth > FRESH_CHAIN_DEPTH_MAX {
                 continue;
             }
             for (name, m) in views.mappers.iter().filter(|(_, m)| m.target_id == range) {
-                if m.backfilling {
+                if m.backfilling || at < m.complete_from {
                     return Some(name.clone());
                 }
-                frontier.push(m.source_id);
+                frontier.push((m.source_id, m.checkpoint, depth + 1));
             }
         }
         None
@@ -591,8 +595,8 @@ impl Node {
         fresh: bool,
         timeout_ms: u64,
     ) -> NodeResult<AggregateAnswer> {
-        let (addr, range_id) = match self.views_read().reducers.get(name) {
-            Some(r) => (r.addr.clone(), r.range_id),
+        let (addr, range_id, checkpoint) = match self.views_read().reducers.get(name) {
+            Some(r) => (r.addr.clone(), r.range_id, r.checkpoint),
             None => {
                 return Err(NodeError::client(
                     ErrorCode::RangeNotFound,
@@ -611,11 +615,11 @@ impl Node {
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
             let complete = self.wait_fresh(range_id, seq, deadline, 0).await?;
             self.wait_view(name, complete, deadline).await?;
-        } else if let Some(mapper) = self.upstream_backfill(range_id) {
+        } else if let Some(mapper) = self.backfill_upstream(range_id, checkpoint) {
             return Err(NodeError::client(
                 ErrorCode::ViewLagging,
                 format!(
-                    "mapper {mapper:?} feeding reducer {name:?} is still backfilling; retry, \
+                    "reducer {name:?} is catching up with the backfill of mapper {mapper:?}; retry, \
                      or ask with --fresh to wait for it"
                 ),
             ));
@@ -625,11 +629,14 @@ impl Node {
         rx.await.map_err(|_| NodeError::Moved)?
     }
 
-    /// Records a mapper's new checkpoint, and whether it is still
-    /// backfilling.
-    pub fn set_view_checkpoint(&self, name: &str, checkpoint: u64, backfilling: bool) {
+    /// Records a mapper's new checkpoint, whether it is still backfilling,
+    /// and its target's cut.
+    pub fn set_view_checkpoint(&self, name: &str, checkpoint: u64, backfilling: bool, cut: u64) {
         if let Some(m) = self.views_write().mappers.get_mut(name) {
             m.checkpoint = checkpoint;
+            if m.backfilling && !backfilling {
+                m.complete_from = cut;
+            }
             m.backfilling = backfilling;
         }
         self.views_advanced.notify_waiters();
@@ -658,7 +665,7 @@ impl Node {
 
     /// Whether no chunk of `range_id` has journaled a change above `after`;
     /// false when a chunk cannot tell (it moved, or keeps no journal).
-    fn unchanged_since(&self, range_id: u64, after: u64) -> bool {
+    pub(crate) fn unchanged_since(&self, range_id: u64, after: u64) -> bool {
         let Some(routes) = self.routes_of(range_id) else { return false };
         routes.iter().all(|r| {
             let unchanged =
@@ -701,7 +708,7 @@ impl Node {
         }
         let env = self.lua_env();
         let interrupt = env.interrupt.clone();
-        let entry_checkpoint = meta.checkpoint;
+        let (entry_checkpoint, cut) = (meta.checkpoint, meta.cut);
         let backfilling = meta.backfill.is_some();
         let (name, source_id, target_id) = (meta.name.clone(), meta.source_id, meta.target_id);
         let node = self.clone();
@@ -720,6 +727,8 @@ impl Node {
                 interrupt,
                 checkpoint: entry_checkpoint,
                 backfilling,
+                // Restarted after its backfill: complete at its saved cut.
+                complete_from: cut,
                 addr: addr.clone(),
             },
         );
@@ -964,8 +973,12 @@ impl Node {
             .enumerate()
             .filter(|(_, v)| v.kind == "reducer" && v.backfill.is_none())
             .filter_map(|(i, v)| {
-                let range_id = self.views_read().reducers.get(&v.name)?.range_id;
-                Some((i, self.upstream_backfill(range_id)?))
+                let (range_id, at) = {
+                    let views = self.views_read();
+                    let r = views.reducers.get(&v.name)?;
+                    (r.range_id, r.checkpoint)
+                };
+                Some((i, self.backfill_upstream(range_id, at)?))
             })
             .collect();
         for (i, mapper) in upstream {
