@@ -474,6 +474,18 @@ fn group_paging_returns_every_group() {
         cursor = next;
     }
     assert_eq!(pages, 3);
+    for (args, want) in [
+        (&["GROUPLEVEL", "1", "CURSOR", "xyz"][..], "invalid cursor"),
+        (&["CURSOR", "0"][..], "GROUPLEVEL"),
+        (&["GROUPLEVEL", "1", "COUNT", "5"][..], "COUNT 5"),
+    ] {
+        let err = redis::cmd("MT.AGG")
+            .arg("per_key")
+            .arg(args)
+            .query::<redis::Value>(&mut r)
+            .expect_err("refused");
+        assert!(err.to_string().contains(want), "{args:?}: {err}");
+    }
     assert_eq!(got.len(), MANY as usize);
     assert!(got.values().all(|&n| n == 1));
 }

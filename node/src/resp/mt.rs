@@ -218,3 +218,20 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
 fn decode(v: &[u8]) -> serde_json::Value {
     rmp_serde::from_slice(v).unwrap_or(serde_json::Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_what_is_not_one() {
+        for key in [vec![0u8], vec![0x15, 0x01, 0xff], (0..=255).collect::<Vec<u8>>()] {
+            let shown = hex_encode(&key);
+            assert_ne!(shown, "0", "0 begins and ends a listing");
+            assert_eq!(hex_decode(&shown), Some(key));
+        }
+        for bad in ["", "1", "abc", "zz", "0x12", "é1"] {
+            assert_eq!(hex_decode(bad), None, "{bad:?}");
+        }
+    }
+}
