@@ -130,8 +130,6 @@ const FRESH_POLL_MS: u64 = 20;
 /// Longest `views` waits for a view busy with a round before reporting it
 /// as busy.
 const STATUS_WAIT_MS: u64 = 1_000;
-/// Default time a fresh aggregate waits.
-pub const FRESH_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 /// Longest wait a fresh aggregate may ask for (a day); a larger timeout
 /// is this. Regression: `TIMEOUT 18446744073709551615` overflowed the
 /// deadline and panicked.
