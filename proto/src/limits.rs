@@ -4,7 +4,9 @@
 //! refuse, and the server checks everything it receives before acting on it.
 
 /// Version of the native protocol; the handshake refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: grouped aggregates answer pages with a cursor, and a timeout of 0
+/// does not wait.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First four bytes a client sends, before its protocol version.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"MTBL";
