@@ -212,7 +212,7 @@ async fn polls(c: &Client, n: usize, lagging_ok: bool) -> Vec<String> {
         for (reducer, want) in
             [("movers_count", MOVERS as i64), ("chain_count", MOVERS as i64), ("money", 1000)]
         {
-            let fresh = poll % 50 == 0;
+            let fresh = poll % 5 == 0;
             match c.aggregate(request(reducer, level, fresh)).await {
                 Ok(reply) if total(&reply) == want => {}
                 Ok(reply) => bad.push(format!("poll {poll}: {reducer} read {}", total(&reply))),
