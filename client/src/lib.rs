@@ -308,6 +308,42 @@ impl RecordStream {
     }
 }
 
+/// A grouped aggregate streamed page by page (see
+/// [`Client::aggregate_groups`]).
+pub struct GroupStream {
+    client: Client,
+    /// The request for the next page; `None` once the last page came.
+    next: Option<AggregateRequest>,
+    page: std::vec::IntoIter<(Bytes, Bytes)>,
+}
+
+impl GroupStream {
+    /// The next group: (group key, reduction as a MessagePack document).
+    pub async fn next(&mut self) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            if let Some((k, v)) = self.page.next() {
+                return Some(Ok((k.into_vec(), v.into_vec())));
+            }
+            let mut request = self.next.take()?;
+            match self.client.aggregate(request.clone()).await {
+                Ok(AggregateReply::Groups { groups, cursor }) => {
+                    self.page = groups.into_iter();
+                    if let Some(cursor) = cursor {
+                        request.cursor = Some(cursor);
+                        self.next = Some(request);
+                    }
+                }
+                Ok(AggregateReply::Total(_)) => {
+                    return Some(Err(Error::Protocol(
+                        "a total, not groups: set the request's group_level".into(),
+                    )))
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
 impl Client {
     /// Connects and performs the version handshake, with the default
     /// [`Options`]: no password, the default timeouts.
@@ -666,10 +702,55 @@ impl Client {
     }
 
     /// Runs an aggregate. Reductions come back as MessagePack documents.
+    /// A grouped aggregate answers one page of groups (at most
+    /// `request.limit`, and
+    /// [`AGGREGATE_GROUPS_MAX`](monotable_proto::limits::AGGREGATE_GROUPS_MAX)):
+    /// when its `cursor` is set, more groups follow; ask again with that
+    /// cursor, or use [`Client::aggregate_groups`], which does.
     pub async fn aggregate(&self, request: AggregateRequest) -> Result<AggregateReply> {
         match self.call(Command::Aggregate(request)).await? {
             Reply::Aggregate(a) => Ok(a),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Every group of a grouped aggregate (`request.group_level` set),
+    /// streamed page by page: call [`GroupStream::next`] until `None`.
+    /// Each page answers as the view is when it is asked (with `fresh`,
+    /// each waits for the writes acknowledged before it).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let server = monotable_node::server::ServerHandle::start(
+    /// #     monotable_node::config::NodeConfig::for_tests(dir.path())).unwrap();
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let client = monotable_client::Client::connect(server.addr).await?;
+    /// use monotable_client::{tuple, AggregateRequest, Element};
+    /// client.create_range("visits", Default::default()).await?;
+    /// for (day, n) in [("mon", 1), ("mon", 2), ("tue", 3)] {
+    ///     let key = tuple::encode(&[Element::from(day), Element::from(n)]).unwrap();
+    ///     client.put("visits", key, b"").await?;
+    /// }
+    /// client.create_reducer("visit_count", "visits", "count").await?;
+    /// let request = AggregateRequest {
+    ///     reducer: "visit_count".into(),
+    ///     group_level: Some(1),
+    ///     fresh: true,
+    ///     limit: 1, // one group per page, for the example
+    ///     ..AggregateRequest::default()
+    /// };
+    /// let mut groups = client.aggregate_groups(request);
+    /// let mut days = Vec::new();
+    /// while let Some(group) = groups.next().await {
+    ///     let (key, count) = group?;
+    ///     days.push((tuple::decode(&key).unwrap(), count));
+    /// }
+    /// // The counts are MessagePack documents: 2 and 1.
+    /// assert_eq!(days, vec![(vec![Element::from("mon")], vec![2]), (vec![Element::from("tue")], vec![1])]);
+    /// # Ok::<(), monotable_client::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn aggregate_groups(&self, request: AggregateRequest) -> GroupStream {
+        GroupStream { client: self.clone(), next: Some(request), page: Vec::new().into_iter() }
     }
 }

@@ -114,6 +114,12 @@ pub struct MapperMeta {
     /// `S` are exactly reconciled.
     #[serde(default)]
     pub round_upto: Option<u64>,
+    /// The target's seq at the end of the mapper's last complete round: the
+    /// target holds exactly the rows of the source at `checkpoint` there
+    /// (see [`crate::node::Node::consistent_upto`]). Pinned like the
+    /// checkpoint, so the target stays readable at it after a restart.
+    #[serde(default)]
+    pub cut: u64,
 }
 
 /// A registered reducer and how far it got.

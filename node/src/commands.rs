@@ -436,8 +436,14 @@ impl Node {
             ..ScanRequest::default()
         };
         let (start, end) = crate::scan::bounds_of(&scan_like)?;
-        let query =
-            crate::view::reducer::AggregateQuery { start, end, group_level: req.group_level };
+        let query = crate::view::reducer::AggregateQuery {
+            start,
+            end,
+            group_level: req.group_level,
+            cursor: req.cursor.map(|c| c.to_vec()),
+            limit: req.limit as usize,
+            prefix: req.prefix.is_some(),
+        };
         let answer = self.aggregate(&req.reducer, query, req.fresh, req.timeout_ms).await?;
         let encode = |j: &serde_json::Value| -> monotable_proto::Bytes {
             rmp_serde::to_vec(j).expect("JSON values always encode").into()
@@ -446,10 +452,11 @@ impl Node {
             crate::view::reducer::AggregateAnswer::Total(j) => {
                 monotable_proto::AggregateReply::Total(encode(&j))
             }
-            crate::view::reducer::AggregateAnswer::Groups(groups) => {
-                monotable_proto::AggregateReply::Groups(
-                    groups.into_iter().map(|(k, j)| (k.into(), encode(&j))).collect(),
-                )
+            crate::view::reducer::AggregateAnswer::Groups(groups, cursor) => {
+                monotable_proto::AggregateReply::Groups {
+                    groups: groups.into_iter().map(|(k, j)| (k.into(), encode(&j))).collect(),
+                    cursor: cursor.map(Into::into),
+                }
             }
         })
     }

@@ -217,7 +217,7 @@ impl Node {
         // pin is stable and no new write reuses a seq a view has seen.
         let last_seq = mappers
             .iter()
-            .map(|m| m.checkpoint)
+            .flat_map(|m| [m.checkpoint, m.cut])
             .chain(sinks.iter().flat_map(|s| [Some(s.checkpoint), s.round_upto]).flatten())
             .chain(catalog_reducers.iter().filter_map(|r| r.checkpoint))
             .fold(last_seq, u64::max);
@@ -255,6 +255,7 @@ impl Node {
             if let Some(upto) = m.round_upto {
                 node.clock.pin(upto);
             }
+            node.clock.pin(m.cut);
         }
         for s in &sinks {
             node.clock.pin(s.checkpoint);

@@ -4,7 +4,9 @@
 //! refuse, and the server checks everything it receives before acting on it.
 
 /// Version of the native protocol; the handshake refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: grouped aggregates answer pages with a cursor, and a timeout of 0
+/// does not wait.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First four bytes a client sends, before its protocol version.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"MTBL";
@@ -96,3 +98,14 @@ pub fn check_row_size(key: &[u8], value: Option<&[u8]>) -> Result<(), crate::Err
         _ => Ok(()),
     }
 }
+
+/// Most groups one grouped aggregate reply holds; a reply with more to come
+/// carries a cursor for the next page.
+pub const AGGREGATE_GROUPS_MAX: u32 = 10_000;
+
+/// Bytes of group keys and reductions after which a grouped aggregate reply
+/// ends its page (it always holds at least one group).
+pub const AGGREGATE_REPLY_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a fresh aggregate waits unless asked otherwise, in ms.
+pub const AGGREGATE_TIMEOUT_DEFAULT_MS: u64 = 10_000;

@@ -212,7 +212,7 @@ pub enum ReduceFunction {
 }
 
 /// An aggregate query; the bounds are as in [`ScanRequest`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AggregateRequest {
     pub reducer: String,
     pub start: Option<Bytes>,
@@ -223,15 +223,50 @@ pub struct AggregateRequest {
     /// Wait until every write committed before the query arrived is
     /// reflected (or fail with `ViewLagging` after `timeout_ms`).
     pub fresh: bool,
+    /// How long a fresh aggregate waits, in milliseconds: 0 does not wait
+    /// (it answers only if the view is fresh already, else `ViewLagging` at
+    /// once). Default [`crate::limits::AGGREGATE_TIMEOUT_DEFAULT_MS`]; at
+    /// most a day.
     pub timeout_ms: u64,
+    /// A grouped aggregate goes on from a previous reply's `cursor` (the
+    /// same reducer, bounds and group level); `None` starts at `start`.
+    #[serde(default)]
+    pub cursor: Option<Bytes>,
+    /// Most groups in one reply; 0 (or more than
+    /// [`crate::limits::AGGREGATE_GROUPS_MAX`]) means that maximum.
+    #[serde(default)]
+    pub limit: u32,
+}
+
+impl Default for AggregateRequest {
+    fn default() -> Self {
+        AggregateRequest {
+            reducer: String::new(),
+            start: None,
+            end: None,
+            prefix: None,
+            group_level: None,
+            fresh: false,
+            timeout_ms: crate::limits::AGGREGATE_TIMEOUT_DEFAULT_MS,
+            cursor: None,
+            limit: 0,
+        }
+    }
 }
 
 /// An aggregate's result: reductions as MessagePack documents.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum AggregateReply {
     Total(Bytes),
-    /// (group key, reduction), in key order.
-    Groups(Vec<(Bytes, Bytes)>),
+    /// One page of groups: (group key, reduction), in key order, at most
+    /// the request's `limit` of them and about
+    /// [`crate::limits::AGGREGATE_REPLY_SIZE_MAX_BYTES`]. `cursor` is set
+    /// when more groups follow: send the same request with it for the next
+    /// page.
+    Groups {
+        groups: Vec<(Bytes, Bytes)>,
+        cursor: Option<Bytes>,
+    },
 }
 
 /// What a mapper computes from each record.
@@ -268,7 +303,9 @@ pub struct ViewStatus {
     pub last_error: Option<String>,
     pub last_error_key: Option<Bytes>,
     /// While backfilling: records done, and records in the source when the
-    /// backfill began.
+    /// backfill began. A reducer shows its tree's build, or the backfill of
+    /// a mapper feeding its range; `(0, 0)` while the progress is unknown
+    /// (restoring after a restart, or busy).
     pub backfill: Option<(u64, u64)>,
     /// A reducer's reduce tree.
     pub tree: Option<TreeStatus>,

@@ -119,7 +119,7 @@ async fn agg(
         .expect("aggregate");
     match reply {
         AggregateReply::Total(v) => decode(&v),
-        AggregateReply::Groups(g) => {
+        AggregateReply::Groups { groups: g, .. } => {
             Json::Array(g.into_iter().map(|(k, v)| json!([k.to_vec(), decode(&v)])).collect())
         }
     }

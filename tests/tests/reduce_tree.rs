@@ -124,7 +124,7 @@ async fn agg(c: &Client, q: &Query, fresh: bool) -> Json {
     let decode = |v: &[u8]| -> Json { rmp_serde::from_slice(v).expect("reduction") };
     match reply {
         AggregateReply::Total(v) => decode(&v),
-        AggregateReply::Groups(g) => {
+        AggregateReply::Groups { groups: g, .. } => {
             Json::Array(g.into_iter().map(|(k, v)| json!([k.to_vec(), decode(&v)])).collect())
         }
     }

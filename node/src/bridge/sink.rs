@@ -331,7 +331,7 @@ fn copy_afresh(node: &Node, meta: &mut SinkMeta) -> Result<(), BridgeError> {
     let total = node.range_records(meta.source_id);
     let (phase, round) = (meta.phase.clone(), meta.round_upto.take());
     meta.phase = SinkPhase::Copy { cursor: None, done: 0, total };
-    let now = node.clock.pin_stable();
+    let now = node.pin_consistent(meta.source_id);
     if let Err(e) = advance(node, meta, now) {
         meta.phase = phase;
         meta.round_upto = round;
@@ -413,9 +413,9 @@ async fn round(
                 // A round that failed: again, exactly as it was.
                 Some(upto) => upto,
                 None => {
-                    // Pinned as it is chosen: a split in between could
-                    // otherwise drop the versions the round reads.
-                    let upto = node.clock.pin_stable();
+                    // A mapper's target is read only up to its mappers'
+                    // last complete round (see `Node::consistent_upto`).
+                    let upto = node.pin_consistent(meta.source_id);
                     if upto <= meta.checkpoint {
                         node.clock.unpin(upto);
                         return Ok(Outcome { con, keys_written: 0, more: false });
@@ -496,7 +496,7 @@ impl Node {
             .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
         let typed = view.is_none() && database_of_range(&range).is_some();
         let total = info.chunks.iter().map(|c| c.records).sum();
-        let checkpoint = self.clock.pin_stable();
+        let checkpoint = self.pin_consistent(info.id);
         let meta = SinkMeta {
             name: name.to_owned(),
             source: range.clone(),

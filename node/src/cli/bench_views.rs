@@ -105,7 +105,7 @@ async fn fresh_total(c: &Client, reducer: &str) -> Result<()> {
         .await?;
     match reply {
         AggregateReply::Total(_) => Ok(()),
-        AggregateReply::Groups(_) => bail!("unexpected groups"),
+        AggregateReply::Groups { .. } => bail!("unexpected groups"),
     }
 }
 

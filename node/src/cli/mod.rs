@@ -181,9 +181,14 @@ struct AggArgs {
     /// Wait until every write committed before the query is reflected.
     #[arg(long)]
     fresh: bool,
-    /// How long --fresh waits before failing with a "view lagging" error.
-    #[arg(long, default_value_t = 10_000)]
+    /// How long --fresh waits before failing with a "view lagging" error;
+    /// 0 does not wait (answers only if the view is fresh already).
+    #[arg(long, default_value_t = monotable_proto::limits::AGGREGATE_TIMEOUT_DEFAULT_MS)]
     timeout_ms: u64,
+    /// With --group-level: print at most N groups; more groups than that
+    /// is an error (after the N are printed). Default: every group.
+    #[arg(long)]
+    limit: Option<u64>,
     #[command(flatten)]
     client: ClientOpts,
 }

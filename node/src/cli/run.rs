@@ -202,17 +202,39 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 group_level: args.group_level,
                 fresh: args.fresh,
                 timeout_ms: args.timeout_ms,
+                // One more than --limit: enough to tell whether more follow.
+                limit: args
+                    .limit
+                    .map_or(0, |n| n.saturating_add(1).min(u64::from(u32::MAX)) as u32),
+                ..Default::default()
             };
-            match c.aggregate(request).await? {
-                monotable_client::AggregateReply::Total(v) => {
-                    writeln!(out, "{}", json::value_to_json(&v))?
-                }
-                monotable_client::AggregateReply::Groups(groups) => {
-                    for (k, v) in groups {
-                        let line =
-                            json!({"key": json::key_to_json(&k), "value": json::value_to_json(&v)});
-                        writeln!(out, "{line}")?;
+            if args.group_level.is_none() {
+                match c.aggregate(request).await? {
+                    monotable_client::AggregateReply::Total(v) => {
+                        writeln!(out, "{}", json::value_to_json(&v))?
                     }
+                    monotable_client::AggregateReply::Groups { .. } => {
+                        anyhow::bail!("the server answered groups to an ungrouped aggregate")
+                    }
+                }
+            } else {
+                // Every group, page by page; with --limit N, N of them and
+                // an error when more follow.
+                let mut groups = c.aggregate_groups(request);
+                let mut printed = 0u64;
+                while let Some(group) = groups.next().await {
+                    let (k, v) = group?;
+                    if args.limit.is_some_and(|n| printed >= n) {
+                        out.flush()?;
+                        anyhow::bail!(
+                            "more than --limit {printed} groups; raise --limit, or narrow the \
+                             range with --start/--end/--prefix"
+                        );
+                    }
+                    let line =
+                        json!({"key": json::key_to_json(&k), "value": json::value_to_json(&v)});
+                    writeln!(out, "{line}")?;
+                    printed += 1;
                 }
             }
         }

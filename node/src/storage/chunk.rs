@@ -266,6 +266,11 @@ impl Chunk {
         self.journal = Some(ChangeJournal::from_changes(self.index.versions_after(after)));
     }
 
+    /// Whether the chunk keeps a journal of changes.
+    pub fn journal_watched(&self) -> bool {
+        self.journal.is_some()
+    }
+
     /// Stops keeping the journal: no view reads this chunk any more.
     pub fn unwatch_changes(&mut self) {
         self.journal = None;

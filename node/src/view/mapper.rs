@@ -120,7 +120,9 @@ impl MapperActor {
         if let Some(upto) = self.meta.round_upto {
             self.node.clock.unpin(upto);
         }
+        self.node.clock.unpin(self.meta.cut);
         self.node.views_write().mappers.remove(&self.meta.name);
+        self.node.release_cut(self.meta.target_id);
         // Its Lua VM (and the memory it reserved) goes before the drop is
         // answered, so a view created right after finds the memory free.
         self.mapper = Err("dropped".into());
@@ -184,7 +186,12 @@ impl Handler<Round> for MapperActor {
             match result {
                 Ok(outcome) => {
                     let backfilling = act.meta.backfill.is_some();
-                    act.node.set_view_checkpoint(&act.meta.name, act.meta.checkpoint, backfilling);
+                    act.node.set_view_checkpoint(
+                        &act.meta.name,
+                        act.meta.checkpoint,
+                        backfilling,
+                        act.meta.cut,
+                    );
                     act.stats.rows_written += outcome.rows_written;
                     for (key, error) in outcome.errors {
                         tracing::debug!(mapper = %act.meta.name, %error, "map failed for a record");
@@ -358,11 +365,45 @@ async fn diff_rows(
     Ok(())
 }
 
+/// The target's cut at the end of a round: a seq at or above every write
+/// the round made, once it is stable.
+async fn round_cut(node: &Node) -> u64 {
+    let cut = node.clock.settled_max();
+    node.clock.wait_stable(cut).await;
+    cut
+}
+
+/// Ends a round: saves the mapper's entry with its new cut (`checkpoint`
+/// already set, pinned by the caller), then publishes the cut. The pins of
+/// the old checkpoint and cut go once the new ones are saved.
+fn end_round(node: &Node, meta: &mut MapperMeta, previous: u64, cut: u64) -> NodeResult<()> {
+    let old_cut = meta.cut;
+    node.clock.pin(cut);
+    meta.cut = cut;
+    if let Err(e) = node.catalog.put_mapper(meta) {
+        node.clock.unpin(cut);
+        meta.cut = old_cut;
+        return Err(e.into());
+    }
+    node.publish_cut(meta.target_id, cut);
+    node.clock.unpin(old_cut);
+    if previous != meta.checkpoint {
+        node.clock.unpin(previous);
+    }
+    Ok(())
+}
+
 async fn run_round(
     node: &Arc<Node>,
     meta: &mut MapperMeta,
     mapper: Arc<Mapper>,
 ) -> NodeResult<Outcome> {
+    // From the first write to the published cut, no other mapper's round
+    // writes the target: a cut is never inside anyone's round.
+    let _round = match node.round_lock(meta.target_id) {
+        Some(lock) => Some(lock.lock_owned().await),
+        None => None,
+    };
     let mut errors = Vec::new();
     if let Some(backfill) = meta.backfill.clone() {
         let reply = node
@@ -393,7 +434,9 @@ async fn run_round(
             done,
             total: backfill.total,
         });
-        node.catalog.put_mapper(meta)?;
+        let cut = round_cut(node).await;
+        let checkpoint = meta.checkpoint;
+        end_round(node, meta, checkpoint, cut)?;
         if meta.backfill.is_none() {
             tracing::info!(mapper = %meta.name, records = done, "backfill done");
         }
@@ -401,23 +444,32 @@ async fn run_round(
         return Ok(Outcome { rows_written, errors, more });
     }
     let replay = meta.round_upto.is_some();
+    let previous = meta.checkpoint;
     let Some(upto) = round_upto(node, meta)? else {
+        // Nothing to map; the target may have moved (rows written into it
+        // directly): a newer cut lets its readers see that.
+        if !node.unchanged_since(meta.target_id, meta.cut) {
+            let cut = round_cut(node).await;
+            if cut > meta.cut {
+                end_round(node, meta, previous, cut)?;
+            }
+        }
         return Ok(Outcome { rows_written: 0, errors, more: false });
     };
-    let changes = node.changes(meta.source_id, meta.checkpoint, upto)?;
+    let changes = node.changes(meta.source_id, previous, upto)?;
     let mut writes = Writes::new(node, &meta.target);
     diff_rows(&mapper, &changes, &mut errors, &mut writes).await?;
     let rows_written = writes.finish().await?;
-    // The round's pin on `upto` becomes the checkpoint's.
-    let previous = meta.checkpoint;
+    let cut = round_cut(node).await;
+    // The round's pin on `upto` becomes the checkpoint's; on failure it
+    // stays the round's, for the retry.
     meta.checkpoint = upto;
     meta.round_upto = None;
-    if let Err(e) = node.catalog.put_mapper(meta) {
+    if let Err(e) = end_round(node, meta, previous, cut) {
         meta.checkpoint = previous;
         meta.round_upto = Some(upto);
-        return Err(e.into());
+        return Err(e);
     }
-    node.clock.unpin(previous);
     // A replayed round stopped at the seq it had chosen before: what came
     // after it (nothing may announce it again) is the next round's.
     Ok(Outcome { rows_written, errors, more: replay })
@@ -425,15 +477,16 @@ async fn run_round(
 
 /// The upper seq of the round to run: the saved one of a round that did
 /// not finish (replayed over the same changes, so the rows it wrote from
-/// the values at that seq are exactly reconciled), or the stable seq,
-/// pinned as it is chosen (so no compaction or split of the source can
-/// drop the values the round reads, or the next round reads as old) and
-/// saved before any row is written. `None` when there is nothing to do.
+/// the values at that seq are exactly reconciled), or the seq up to which
+/// the source is consistent ([`Node::consistent_upto`]), pinned as it is
+/// chosen (so no compaction or split of the source can drop the values the
+/// round reads, or the next round reads as old) and saved before any row
+/// is written. `None` when there is nothing to do.
 fn round_upto(node: &Node, meta: &mut MapperMeta) -> NodeResult<Option<u64>> {
     if let Some(upto) = meta.round_upto {
         return Ok(Some(upto));
     }
-    let upto = node.clock.pin_stable();
+    let upto = node.pin_consistent(meta.source_id);
     if upto <= meta.checkpoint {
         node.clock.unpin(upto);
         return Ok(None);

@@ -27,32 +27,44 @@ use tokio::sync::oneshot;
 use crate::catalog::ReducerMeta;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
-use crate::view::levels::Rows;
+use crate::view::levels::{Levels, PartBounds, Rows};
 use crate::view::lua::LuaEnv;
-use crate::view::reducer_fn::{Broken, ReduceView};
+use crate::view::reducer_fn::{Broken, ReduceView, ReducerFunction};
+use crate::view::reduction::Builtin;
 
 /// Rows loaded per batch while the tree is built.
 const LOAD_BATCH_RECORDS: u32 = 5_000;
-/// Most groups one grouped query returns.
-pub const AGGREGATE_GROUPS_MAX: usize = 10_000;
+/// Most groups one grouped query returns (a page; a cursor goes on).
+pub const AGGREGATE_GROUPS_MAX: usize = monotable_proto::limits::AGGREGATE_GROUPS_MAX as usize;
+/// Bytes of group keys and reductions that end a page of groups.
+const AGGREGATE_PAGE_BYTES_MAX: usize = monotable_proto::limits::AGGREGATE_REPLY_SIZE_MAX_BYTES;
 const ROUND_RETRY_MS: u64 = 50;
 /// Least time between two saves of the meta rows and checkpoint.
 const SAVE_INTERVAL_MS: u64 = 20;
 
 /// An aggregate over `[start, end)` (either may be unbounded), grouped by
-/// the first `group_level` tuple elements when given.
-#[derive(Debug, Clone)]
+/// the first `group_level` tuple elements when given: at most `limit`
+/// groups (0: [`AGGREGATE_GROUPS_MAX`]), from `cursor` (a previous page's)
+/// or `start`.
+#[derive(Debug, Clone, Default)]
 pub struct AggregateQuery {
     pub start: Option<Vec<u8>>,
     pub end: Option<Vec<u8>>,
     pub group_level: Option<u32>,
+    pub cursor: Option<Vec<u8>>,
+    pub limit: usize,
+    /// `start`/`end` are a byte prefix and the key after it (the native
+    /// protocol's `prefix`): on a view index range, the prefix is taken
+    /// as an emitted-key tuple prefix.
+    pub prefix: bool,
 }
 
-/// A query's answer: one reduction, or one per group (key, reduction).
+/// A query's answer: one reduction, or a page of groups (key, reduction)
+/// with the cursor of the next page when more groups follow.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AggregateAnswer {
     Total(Json),
-    Groups(Vec<(Vec<u8>, Json)>),
+    Groups(Vec<(Vec<u8>, Json)>, Option<Vec<u8>>),
 }
 
 #[derive(Message)]
@@ -109,17 +121,21 @@ fn internal(e: String) -> NodeError {
     NodeError::Internal(e)
 }
 
-/// A round's pin on its upper seq, released when the round ends without
-/// making it the checkpoint.
-struct RoundPin<'a> {
-    clock: &'a crate::storage::clock::SeqClock,
-    seq: u64,
-}
-
-impl Drop for RoundPin<'_> {
-    fn drop(&mut self) {
-        self.clock.unpin(self.seq);
+/// What a reducer's tree is restored from: the parts of every level (its
+/// ranges' chunks) and every row of its meta-ranges.
+fn restore_inputs(
+    node: &Node,
+    meta: &ReducerMeta,
+) -> NodeResult<(Vec<Vec<PartBounds>>, Vec<Rows>)> {
+    let depth = meta.levels.len() + 1;
+    let mut partitions = Vec::with_capacity(depth);
+    partitions.push(node.partition(meta.range_id)?);
+    let mut meta_rows = Vec::with_capacity(depth - 1);
+    for &(_, id) in &meta.levels {
+        partitions.push(node.partition(id)?);
+        meta_rows.push(node.rows_at(id, &[], None, None)?);
     }
+    Ok((partitions, meta_rows))
 }
 
 impl ReducerActor {
@@ -224,43 +240,79 @@ impl ReducerActor {
     }
 
     fn restore(&mut self) -> NodeResult<()> {
-        let depth = self.meta.levels.len() + 1;
-        let mut partitions = Vec::with_capacity(depth);
-        for level in 0..depth {
-            partitions.push(self.node.partition(self.level_range(level))?);
-        }
-        let mut meta_rows = Vec::with_capacity(depth - 1);
-        for &(_, id) in &self.meta.levels {
-            meta_rows.push(self.node.rows_at(id, &[], None, None)?);
-        }
+        let (partitions, meta_rows) = restore_inputs(&self.node, &self.meta)?;
         let mut load = self.loader();
         self.view = self
             .meta
             .function
             .restore(partitions, meta_rows, &mut load, &self.lua)
             .map_err(internal)?;
+        self.restored();
+        Ok(())
+    }
+
+    fn restored(&self) {
         let (loaded, parts) = self.view.loaded_parts();
         tracing::info!(
             reducer = %self.meta.name,
-            levels = depth,
+            levels = self.meta.levels.len() + 1,
             parts,
             loaded,
             checkpoint = self.checkpoint,
             "reduce tree restored from its meta-ranges"
         );
-        Ok(())
+    }
+
+    /// Restores a built-in reducer's tree on a blocking thread, so the
+    /// reducers of a node restore in parallel rather than one after another
+    /// on their view worker (a Lua reducer restores on its own thread).
+    fn restore_off_thread(&mut self, b: Builtin, ctx: &mut Context<Self>) {
+        let node = self.node.clone();
+        let meta = self.meta.clone();
+        let at = self.checkpoint;
+        let restore = tokio::task::spawn_blocking(move || {
+            let (partitions, meta_rows) = restore_inputs(&node, &meta)?;
+            let mut load = |start: &[u8], end: Option<&[u8]>| {
+                node.rows_at(meta.range_id, start, end, Some(at)).map_err(|e| e.to_string())
+            };
+            Levels::restore(b, partitions, meta_rows, &mut load).map_err(internal)
+        });
+        let restore =
+            async move { restore.await.map_err(|e| internal(format!("restoring stopped: {e}")))? };
+        ctx.spawn(restore.into_actor(self).map(|result, act, ctx| {
+            act.running = false;
+            if act.stopping.is_some() {
+                return act.finish_stop(ctx);
+            }
+            // The replay of the journal since the saved checkpoint follows
+            // in the same step, before any query sees the tree.
+            let result = result.and_then(|levels| {
+                act.view = Box::new(levels);
+                act.restored();
+                act.phase = Phase::Following;
+                act.follow()
+            });
+            act.after_step(result, ctx);
+        }));
     }
 
     /// One round of following the journal, synchronously: every part a
     /// change lands in is loaded (at the checkpoint) before the changes
     /// apply, so a failure leaves the tree at the checkpoint to retry from.
     fn follow(&mut self) -> NodeResult<()> {
-        // Pinned as it is chosen, so no split or compaction of the range
-        // drops the versions at `upto` before it becomes the checkpoint the
-        // tree loads its parts at.
-        let node = self.node.clone();
-        let upto = node.clock.pin_stable();
-        let round = RoundPin { clock: &node.clock, seq: upto };
+        // Only up to where the range is consistent (for a mapper's target,
+        // the end of its last complete round): the tree is always the
+        // reduction of the range at one cut.
+        let upto = self.node.pin_consistent(self.meta.range_id);
+        let before = self.checkpoint;
+        let result = self.follow_to(upto);
+        if result.is_err() || upto <= before {
+            self.node.clock.unpin(upto);
+        }
+        result
+    }
+
+    fn follow_to(&mut self, upto: u64) -> NodeResult<()> {
         let changes = if upto > self.checkpoint {
             self.node.changes(self.meta.range_id, self.checkpoint, upto)?
         } else {
@@ -285,8 +337,7 @@ impl ReducerActor {
         self.view.propagate();
         self.record_failures();
         if upto > self.checkpoint {
-            // The round's pin becomes the checkpoint's.
-            std::mem::forget(round);
+            // The pin taken for the round stays, as the checkpoint's.
             self.node.clock.unpin(self.checkpoint);
             self.checkpoint = upto;
         }
@@ -503,15 +554,30 @@ impl ReducerActor {
             let total = self.view.reduce_json((lower, upper), &mut load).map_err(failed)?;
             return Ok(AggregateAnswer::Total(total));
         };
+        let limit = match q.limit {
+            0 => AGGREGATE_GROUPS_MAX,
+            n => n.min(AGGREGATE_GROUPS_MAX),
+        };
         let mut groups = Vec::new();
-        let mut from: Option<Vec<u8>> = q.start.clone();
-        while groups.len() < AGGREGATE_GROUPS_MAX {
+        let mut bytes = 0;
+        // A cursor is where the previous page's last group ended; never
+        // before `start`.
+        let mut from: Option<Vec<u8>> = match (&q.cursor, &q.start) {
+            (Some(c), Some(s)) => Some(c.max(s).clone()),
+            (Some(c), None) => Some(c.clone()),
+            (None, s) => s.clone(),
+        };
+        loop {
             let lo = from.as_deref().map_or(Bound::Unbounded, Bound::Included);
             let Some(first) = self.view.first_key_from(lo, &mut load).map_err(failed)? else {
                 break;
             };
             if q.end.as_deref().is_some_and(|e| first.as_slice() >= e) {
                 break;
+            }
+            if groups.len() >= limit || bytes >= AGGREGATE_PAGE_BYTES_MAX {
+                // More groups follow: the next page starts here.
+                return Ok(AggregateAnswer::Groups(groups, from));
             }
             let (group_key, group_start, group_end) = group_of(&first, level as usize, index)?;
             let glo = match &from {
@@ -527,13 +593,14 @@ impl ReducerActor {
                 (None, None) => Bound::Unbounded,
             };
             let value = self.view.reduce_json((glo, ghi), &mut load).map_err(failed)?;
+            bytes += group_key.len() + value.to_string().len();
             groups.push((group_key, value));
             match group_end {
                 Some(ge) => from = Some(ge),
                 None => break,
             }
         }
-        Ok(AggregateAnswer::Groups(groups))
+        Ok(AggregateAnswer::Groups(groups, None))
     }
 
     /// Whether the reducer's range is a view index range (a mapper's
@@ -558,7 +625,9 @@ impl ReducerActor {
             last_error_key: self.last_error_key.clone().map(Bytes::from),
             backfill: match self.phase {
                 Phase::Loading { loaded, total, .. } => Some((loaded, total)),
-                _ => None,
+                // Progress unknown while restoring; never shown as done.
+                Phase::Restoring => Some((0, 0)),
+                Phase::Following => None,
             },
             tree: Some(TreeStatus {
                 levels: self.view.depth() as u32,
@@ -646,6 +715,19 @@ fn index_bounds(q: &AggregateQuery) -> NodeResult<AggregateQuery> {
         };
         bound.map_err(|e| NodeError::client(ErrorCode::BadRequest, e.to_string()))
     };
+    if q.prefix {
+        // [P, prefix_end(P)) would read as the tuple bounds [P, P') for a P
+        // ending in a number (prefix [1] would take in 1.5): the prefix is
+        // a tuple prefix of emitted keys, whole elements only.
+        let Some(p) = &q.start else { return Ok(q.clone()) };
+        let elements = tuple::decode(p).map_err(|_| not_a_tuple("prefix"))?;
+        return Ok(AggregateQuery {
+            start: Some(encode(elements.clone(), false)?),
+            end: Some(encode(elements, true)?),
+            prefix: false,
+            ..q.clone()
+        });
+    }
     let start = match &q.start {
         None => None,
         Some(s) => Some(encode(tuple::decode(s).map_err(|_| not_a_tuple("start"))?, false)?),
@@ -693,6 +775,9 @@ impl Handler<Round> for ReducerActor {
         let cursor = match &self.phase {
             Phase::Loading { cursor, .. } => cursor.clone(),
             Phase::Restoring => {
+                if let ReducerFunction::Builtin(b) = self.meta.function {
+                    return self.restore_off_thread(b, ctx);
+                }
                 self.running = false;
                 // Restored levels may hold rows written after the saved
                 // checkpoint: the replay of the journal since it follows in
@@ -868,7 +953,8 @@ mod tests {
     fn index_bounds_are_emitted_keys() {
         let enc = |t: &[Element]| tuple::encode(t).expect("encodes");
         let q = |start: Option<Vec<u8>>, end: Option<Vec<u8>>| {
-            index_bounds(&AggregateQuery { start, end, group_level: None }).expect("bounds")
+            index_bounds(&AggregateQuery { start, end, ..AggregateQuery::default() })
+                .expect("bounds")
         };
         let row = |t: &[Element]| row::encode_row(t, b"\xff\xff", 0).expect("row");
         let inside = |b: &AggregateQuery, k: &[u8]| {
@@ -893,10 +979,22 @@ mod tests {
             assert!(!inside(&span, &row(&[s("b")])));
             assert!(!inside(&span, &row(&[])));
         }
+        // Postmortem: the native prefix [1] arrived as [enc(1), enc(1)+1),
+        // which decodes as the tuple bounds [1, 2) and took in 1.5.
+        let one = enc(&[Element::Int(1)]);
+        let native = index_bounds(&AggregateQuery {
+            end: monotable_proto::keys::prefix_end(&one),
+            start: Some(one),
+            prefix: true,
+            ..AggregateQuery::default()
+        })
+        .expect("bounds");
+        assert!(inside(&native, &row(&[Element::Int(1)])));
+        assert!(inside(&native, &row(&[Element::Int(1), s("more")])));
+        assert!(!inside(&native, &row(&[Element::Float(1.5)])));
         assert!(index_bounds(&AggregateQuery {
             start: Some(b"\x02unterminated".to_vec()),
-            end: None,
-            group_level: None
+            ..AggregateQuery::default()
         })
         .is_err());
     }

@@ -35,6 +35,9 @@ pub struct MapperEntry {
     /// Still mapping what the source held when it was created: its target
     /// is not complete at any seq yet, whatever its checkpoint says.
     pub backfilling: bool,
+    /// The target's first cut after the backfill ended: a reader of the
+    /// target below it reads a target the backfill had not completed.
+    pub complete_from: u64,
     pub addr: Addr<MapperActor>,
 }
 
@@ -58,6 +61,18 @@ pub struct ReducerEntry {
     pub addr: Addr<ReducerActor>,
 }
 
+/// Where a mapper target (a view index range) is consistent: the target's
+/// seq at the end of the last complete round of the mappers writing it.
+pub struct RangeCut {
+    /// Pinned by the node while it is the range's cut.
+    pub seq: u64,
+    /// Mappers writing the range.
+    pub writers: usize,
+    /// Held by a mapper from its round's first write to its published cut,
+    /// so rounds of two mappers into one range never interleave.
+    pub round: Arc<tokio::sync::Mutex<()>>,
+}
+
 pub struct SinkEntry {
     pub source_id: u64,
     pub checkpoint: u64,
@@ -71,6 +86,8 @@ pub struct ViewRegistry {
     pub mappers: HashMap<String, MapperEntry>,
     pub reducers: HashMap<String, ReducerEntry>,
     pub sinks: HashMap<String, SinkEntry>,
+    /// Cuts of the ranges mappers write, by range id.
+    pub cuts: HashMap<u64, RangeCut>,
     /// The memory all Lua VMs of the node reserve from, made from the
     /// node's settings on first use.
     lua_memory: Option<Arc<LuaMemoryPool>>,
@@ -97,6 +114,10 @@ impl ViewRegistry {
     }
 }
 
+/// Deepest chain of mappers a fresh aggregate follows upstream (cycles are
+/// refused when mappers are created; this bounds the recursion anyway).
+const FRESH_CHAIN_DEPTH_MAX: usize = 64;
+
 /// Tries to read a chunk that is splitting before giving up.
 const ROWS_AT_ATTEMPTS_MAX: usize = 1_000;
 /// Rows deleted per batch when a dropped mapper's target is cleared.
@@ -111,8 +132,6 @@ const FRESH_POLL_MS: u64 = 20;
 /// Longest `views` waits for a view busy with a round before reporting it
 /// as busy.
 const STATUS_WAIT_MS: u64 = 1_000;
-/// Default time a fresh aggregate waits.
-pub const FRESH_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 /// Longest wait a fresh aggregate may ask for (a day); a larger timeout
 /// is this. Regression: `TIMEOUT 18446744073709551615` overflowed the
 /// deadline and panicked.
@@ -147,6 +166,59 @@ impl Node {
     /// down, and no function may hold it up.
     pub fn interrupt_lua(&self) {
         self.views_read().lua_interrupt.stop_node();
+    }
+
+    /// The newest seq at which `range_id` is consistent, what every view
+    /// reading the range (mappers, reducers) reads it up to: for a plain
+    /// range the stable seq (a write batch is one seq on its chunk); for a
+    /// mapper's target the cut its mappers published at the end of their
+    /// last complete round ([`Node::publish_cut`]), so a reader never sees
+    /// half of a round (a record's old row deleted, its new one not yet
+    /// written). Never above the stable seq; never decreases.
+    pub fn consistent_upto(&self, range_id: u64) -> u64 {
+        match self.views_read().cuts.get(&range_id) {
+            Some(cut) => cut.seq,
+            None => self.clock.stable(),
+        }
+    }
+
+    /// [`Node::consistent_upto`], pinned for the caller (who unpins it): a
+    /// cut that moves on meanwhile stays readable.
+    pub fn pin_consistent(&self, range_id: u64) -> u64 {
+        let views = self.views_read();
+        match views.cuts.get(&range_id) {
+            Some(cut) => {
+                self.clock.pin(cut.seq);
+                cut.seq
+            }
+            None => self.clock.pin_stable(),
+        }
+    }
+
+    /// Publishes `seq` as the cut of mapper target `range_id`: the mapper
+    /// writing it ended a round, every row of which is at or below `seq`,
+    /// and `seq` is stable. The node pins the new cut and releases the old
+    /// one; readers of the range are woken. A cut below the current one,
+    /// or for a range no mapper writes, is ignored.
+    pub fn publish_cut(&self, range_id: u64, seq: u64) {
+        {
+            let mut views = self.views_write();
+            let Some(cut) = views.cuts.get_mut(&range_id) else { return };
+            if seq <= cut.seq {
+                return;
+            }
+            self.clock.pin(seq);
+            self.clock.unpin(cut.seq);
+            cut.seq = seq;
+        }
+        self.notify_views(range_id);
+        self.views_advanced.notify_waiters();
+    }
+
+    /// The lock a mapper holds through a round writing into `range_id`
+    /// (see [`RangeCut::round`]); `None` when no mapper writes it.
+    pub fn round_lock(&self, range_id: u64) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.views_read().cuts.get(&range_id).map(|c| c.round.clone())
     }
 
     /// Tells the views reading `range_id` that it changed.
@@ -213,6 +285,19 @@ impl Node {
         }
     }
 
+    /// A mapper into `range_id` stopped: the range is a plain one again once
+    /// none is left.
+    pub fn release_cut(&self, range_id: u64) {
+        let mut views = self.views_write();
+        if let Some(cut) = views.cuts.get_mut(&range_id) {
+            cut.writers -= 1;
+            if cut.writers == 0 {
+                self.clock.unpin(cut.seq);
+                views.cuts.remove(&range_id);
+            }
+        }
+    }
+
     /// Registers a reducer and starts its actor. A reducer with a saved
     /// checkpoint (pinned by the node at start) restores its tree from its
     /// meta-ranges and goes on from there; a new one pins the current state
@@ -226,7 +311,7 @@ impl Node {
                 self.clock.pin(saved);
                 saved
             }
-            None => self.clock.pin_stable(),
+            None => self.pin_consistent(meta.range_id),
         };
         let (name, range_id) = (meta.name.clone(), meta.range_id);
         let meta_ranges = meta.levels.iter().map(|(_, id)| *id).collect();
@@ -399,15 +484,23 @@ impl Node {
 
     /// Waits until `range_id` holds everything the writes committed at or
     /// below `seq` lead to, through the mappers writing into it (and theirs,
-    /// recursively). Returns the seq up to which the range is then complete:
-    /// a mapper's own writes land above `seq`, so readers of this range must
-    /// wait for that seq, not for `seq`.
+    /// recursively, at most [`FRESH_CHAIN_DEPTH_MAX`] deep). Returns the seq
+    /// up to which the range is then complete: for a mapper's target, the
+    /// cut its mappers published once they reached the writes (their own
+    /// writes land above `seq`), so readers of this range wait for that seq,
+    /// not for `seq`. Waits for nothing but the views upstream of the range.
     async fn wait_fresh(
         &self,
         range_id: u64,
         seq: u64,
         deadline: tokio::time::Instant,
+        depth: usize,
     ) -> NodeResult<u64> {
+        if depth > FRESH_CHAIN_DEPTH_MAX {
+            return Err(bad_request(format!(
+                "the chain of mappers into this range is deeper than {FRESH_CHAIN_DEPTH_MAX}"
+            )));
+        }
         let upstream: Vec<(String, u64)> = self
             .views_read()
             .mappers
@@ -415,14 +508,39 @@ impl Node {
             .filter(|(_, m)| m.target_id == range_id)
             .map(|(n, m)| (n.clone(), m.source_id))
             .collect();
-        let mut complete = seq;
-        for (name, source_id) in upstream {
-            let source_complete = Box::pin(self.wait_fresh(source_id, seq, deadline)).await?;
-            self.wait_view(&name, source_complete, deadline).await?;
-            // Everything the mapper wrote so far is at or below this.
-            complete = complete.max(self.clock.settled_max());
+        if upstream.is_empty() {
+            return Ok(seq);
         }
-        Ok(complete)
+        for (name, source_id) in upstream {
+            let source_complete =
+                Box::pin(self.wait_fresh(source_id, seq, deadline, depth + 1)).await?;
+            self.wait_view(&name, source_complete, deadline).await?;
+        }
+        // Published by the rounds that reached the writes, before their
+        // mappers' checkpoints moved.
+        Ok(self.consistent_upto(range_id))
+    }
+
+    /// Why a view reading `range_id` at `checkpoint` reflects an incomplete
+    /// range: a mapper writing it (or one upstream of that, recursively) is
+    /// still backfilling, or the view has not yet reached the cut that
+    /// completed a backfill. Names that mapper; `None` when the view's
+    /// input is complete.
+    fn backfill_upstream(&self, range_id: u64, checkpoint: u64) -> Option<String> {
+        let views = self.views_read();
+        let mut frontier = vec![(range_id, checkpoint, 0)];
+        while let Some((range, at, depth)) = frontier.pop() {
+            if depth > FRESH_CHAIN_DEPTH_MAX {
+                continue;
+            }
+            for (name, m) in views.mappers.iter().filter(|(_, m)| m.target_id == range) {
+                if m.backfilling || at < m.complete_from {
+                    return Some(name.clone());
+                }
+                frontier.push((m.source_id, m.checkpoint, depth + 1));
+            }
+        }
+        None
     }
 
     /// Pokes a view and waits until its checkpoint reaches `seq`.
@@ -435,18 +553,25 @@ impl Node {
         loop {
             // Registered before the check, so an advance in between is seen.
             let advanced = self.views_advanced.notified();
-            let reached = {
+            let (ready, checkpoint, input) = {
                 let views = self.views_read();
                 if let Some(m) = views.mappers.get(name) {
                     m.addr.do_send(Dirty);
-                    !m.backfilling && m.checkpoint >= seq
+                    (!m.backfilling, m.checkpoint, m.source_id)
                 } else if let Some(r) = views.reducers.get(name) {
                     r.addr.do_send(Dirty);
-                    r.loaded && r.checkpoint >= seq
+                    (r.loaded, r.checkpoint, r.range_id)
                 } else {
                     return Err(bad_request(format!("view {name:?} was dropped")));
                 }
             };
+            // A view whose input has not changed since its checkpoint is
+            // as fresh as one that went on to `seq`: it need not run a
+            // round to answer (so a timeout of 0 finds an idle view fresh).
+            let reached = ready
+                && (checkpoint >= seq
+                    || (self.consistent_upto(input) >= seq
+                        && self.unchanged_since(input, checkpoint)));
             if reached {
                 return Ok(());
             }
@@ -470,8 +595,8 @@ impl Node {
         fresh: bool,
         timeout_ms: u64,
     ) -> NodeResult<AggregateAnswer> {
-        let (addr, range_id) = match self.views_read().reducers.get(name) {
-            Some(r) => (r.addr.clone(), r.range_id),
+        let (addr, range_id, checkpoint) = match self.views_read().reducers.get(name) {
+            Some(r) => (r.addr.clone(), r.range_id, r.checkpoint),
             None => {
                 return Err(NodeError::client(
                     ErrorCode::RangeNotFound,
@@ -483,23 +608,35 @@ impl Node {
             // Not the stable seq: a write acknowledged before this query can
             // be above it while an older batch on another chunk is in flight.
             let seq = self.clock.settled_max();
-            // A client's number: bounded, so adding it to now cannot overflow.
-            let timeout = if timeout_ms == 0 { FRESH_TIMEOUT_DEFAULT_MS } else { timeout_ms };
-            let timeout = timeout.min(FRESH_TIMEOUT_MAX_MS);
+            // A client's number: bounded, so adding it to now cannot
+            // overflow. 0 does not wait: the view answers if it is fresh
+            // already.
+            let timeout = timeout_ms.min(FRESH_TIMEOUT_MAX_MS);
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
-            let complete = self.wait_fresh(range_id, seq, deadline).await?;
+            let complete = self.wait_fresh(range_id, seq, deadline, 0).await?;
             self.wait_view(name, complete, deadline).await?;
+        } else if let Some(mapper) = self.backfill_upstream(range_id, checkpoint) {
+            return Err(NodeError::client(
+                ErrorCode::ViewLagging,
+                format!(
+                    "reducer {name:?} is catching up with the backfill of mapper {mapper:?}; retry, \
+                     or ask with --fresh to wait for it"
+                ),
+            ));
         }
         let (reply, rx) = oneshot::channel();
         addr.do_send(Query(query, reply));
         rx.await.map_err(|_| NodeError::Moved)?
     }
 
-    /// Records a mapper's new checkpoint, and whether it is still
-    /// backfilling.
-    pub fn set_view_checkpoint(&self, name: &str, checkpoint: u64, backfilling: bool) {
+    /// Records a mapper's new checkpoint, whether it is still backfilling,
+    /// and its target's cut.
+    pub fn set_view_checkpoint(&self, name: &str, checkpoint: u64, backfilling: bool, cut: u64) {
         if let Some(m) = self.views_write().mappers.get_mut(name) {
             m.checkpoint = checkpoint;
+            if m.backfilling && !backfilling {
+                m.complete_from = cut;
+            }
             m.backfilling = backfilling;
         }
         self.views_advanced.notify_waiters();
@@ -526,6 +663,17 @@ impl Node {
         Ok(out)
     }
 
+    /// Whether no chunk of `range_id` has journaled a change above `after`;
+    /// false when a chunk cannot tell (it moved, or keeps no journal).
+    pub(crate) fn unchanged_since(&self, range_id: u64, after: u64) -> bool {
+        let Some(routes) = self.routes_of(range_id) else { return false };
+        routes.iter().all(|r| {
+            let unchanged =
+                r.cell.with_chunk(|c| Ok(c.journal_watched() && c.pending_changes(after) == 0));
+            matches!(unchanged, Ok(true))
+        })
+    }
+
     /// Changes to `range_id` above `after` that views have yet to see.
     pub fn pending_changes(&self, range_id: u64, after: u64) -> u64 {
         let routes = self.routes_of(range_id).unwrap_or_default();
@@ -535,13 +683,32 @@ impl Node {
             .sum()
     }
 
-    /// Starts the actor of a registered mapper. Its function is loaded on
-    /// the view worker; one that cannot be loaded leaves a mapper that
-    /// says why and can be dropped.
+    /// Starts the actor of a registered mapper, whose checkpoint and cut
+    /// the caller has pinned for it. Its function is loaded on the view
+    /// worker; one that cannot be loaded leaves a mapper that says why and
+    /// can be dropped.
     pub fn start_mapper(self: &Arc<Self>, meta: MapperMeta) -> NodeResult<()> {
+        {
+            let mut views = self.views_write();
+            match views.cuts.entry(meta.target_id) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    // Another mapper writes the range: its cut stands.
+                    e.get_mut().writers += 1;
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    // The range's own pin, besides the mapper's.
+                    self.clock.pin(meta.cut);
+                    e.insert(RangeCut {
+                        seq: meta.cut,
+                        writers: 1,
+                        round: Arc::new(tokio::sync::Mutex::new(())),
+                    });
+                }
+            }
+        }
         let env = self.lua_env();
         let interrupt = env.interrupt.clone();
-        let entry_checkpoint = meta.checkpoint;
+        let (entry_checkpoint, cut) = (meta.checkpoint, meta.cut);
         let backfilling = meta.backfill.is_some();
         let (name, source_id, target_id) = (meta.name.clone(), meta.source_id, meta.target_id);
         let node = self.clone();
@@ -560,6 +727,8 @@ impl Node {
                 interrupt,
                 checkpoint: entry_checkpoint,
                 backfilling,
+                // Restarted after its backfill: complete at its saved cut.
+                complete_from: cut,
                 addr: addr.clone(),
             },
         );
@@ -632,7 +801,8 @@ impl Node {
         let target_id = self.describe_range(target).await?.id;
         self.set_view_index(target, true)?;
         let total = source_info.chunks.iter().map(|c| c.records).sum();
-        let checkpoint = self.clock.pin_stable();
+        let checkpoint = self.pin_consistent(source_info.id);
+        let cut = self.pin_consistent(target_id);
         let meta = MapperMeta {
             name: name.to_owned(),
             source: source.to_owned(),
@@ -643,9 +813,11 @@ impl Node {
             checkpoint,
             backfill: Some(Backfill { cursor: None, done: 0, total }),
             round_upto: None,
+            cut,
         };
         if let Err(e) = self.catalog.put_mapper(&meta) {
             self.clock.unpin(checkpoint);
+            self.clock.unpin(cut);
             return Err(e.into());
         }
         self.start_mapper(meta)?;
@@ -868,6 +1040,26 @@ impl Node {
                     tree: None,
                 }),
             }
+        }
+        // A reducer fed by a mapper that is still backfilling is building
+        // too: it shows that backfill's progress, never "done" while
+        // aggregates answer "view lagging".
+        let upstream: Vec<(usize, String)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.kind == "reducer" && v.backfill.is_none())
+            .filter_map(|(i, v)| {
+                let (range_id, at) = {
+                    let views = self.views_read();
+                    let r = views.reducers.get(&v.name)?;
+                    (r.range_id, r.checkpoint)
+                };
+                Some((i, self.backfill_upstream(range_id, at)?))
+            })
+            .collect();
+        for (i, mapper) in upstream {
+            let progress = out.iter().find(|m| m.name == mapper).and_then(|m| m.backfill);
+            out[i].backfill = Some(progress.unwrap_or((0, 0)));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out

@@ -332,13 +332,16 @@ fn time_functions_bucket_and_are_charged() {
     let v2 = doc(serde_json::json!({"at": "yesterday", "amount": 1}));
     let out = m.map_batch(&[(&k1, &v1), (&k2, &v2)]);
     let rows = out[0].clone().expect("maps");
-    let mut want = tuple::encode(&[
-        Element::String("2024-03-01".into()),
-        Element::String("2024-03".into()),
-        Element::String("00:30 5".into()),
-    ])
+    let want = monotable_proto::row::encode_row(
+        &[
+            Element::String("2024-03-01".into()),
+            Element::String("2024-03".into()),
+            Element::String("00:30 5".into()),
+        ],
+        &k1,
+        0,
+    )
     .expect("key");
-    want.extend_from_slice(&k1);
     assert_eq!(rows, vec![(want, doc(serde_json::json!(5)))]);
     let err = out[1].clone().expect_err("bad timestamp").to_string();
     assert!(err.contains("not an ISO 8601 timestamp"), "{err}");
