@@ -623,8 +623,8 @@ fn raw_source_keys_group_by_their_emitted_key() {
     assert!(node.stop());
 }
 
-/// Integer sums are exact (2^53 + 1), a sum past the 64-bit range fails
-/// naming it, and min/max return a value a row holds.
+/// Integer sums are exact (2^53 + 1), a sum past the 64-bit range (above
+/// 2^64 - 1, below -2^63) fails naming it, and min/max return a value a row holds.
 ///
 /// Postmortem: reductions were kept in f64, so 2^53 + 1 printed as
 /// 9007199254740992.0, sums past i64::MAX became rounded floats, and max of
@@ -651,10 +651,11 @@ fn integer_reductions_are_exact_and_overflow_is_an_error() {
     assert_eq!(raw(&["max", "--fresh"]), "9007199254740993");
     assert_eq!(raw(&["min", "--fresh", "--start", "3"]), "9007199254740993");
     assert_eq!(raw(&["min", "--fresh"]), "1");
-    // Past i64::MAX: an error naming the range, not a rounded float.
-    ok(cli(a, &["put", "v", "4", "9223372036854775807"]));
+    // Past the 64-bit range: an error naming it, not a rounded float.
+    ok(cli(a, &["put", "v", "4", "18446744073709551615"]));
     let why = err(cli(a, &["agg", "sum", "--fresh"]));
     assert!(why.contains("64"), "the overflow error names the 64-bit range: {why}");
+    assert_eq!(raw(&["max", "--fresh"]), "18446744073709551615");
     // The rows without it still sum exactly.
     assert_eq!(raw(&["sum", "--fresh", "--end", "4"]), "18014398509481986");
     ok(cli(a, &["del", "v", "4"]));
