@@ -636,8 +636,20 @@ fn in_query(q: &Query, e: &[K]) -> bool {
 }
 
 /// The answer `q` must get over `rows`, in the canonical text form.
+/// Whether the reducer takes the row: numeric reducers leave out (and count
+/// as errors) rows whose value is not a number, so such rows are in no
+/// group; count takes every row.
+fn takes(red: Red, r: &Row) -> bool {
+    match red {
+        Red::Count => true,
+        Red::SumFloat => matches!(r.value, V::F64(_) | V::Integer(_)),
+        _ => matches!(r.value, V::Integer(_) | V::F64(_)),
+    }
+}
+
 fn expected(q: &Query, rows: &[Row]) -> String {
-    let picked: Vec<&Row> = rows.iter().filter(|r| in_query(q, &r.emitted)).collect();
+    let picked: Vec<&Row> =
+        rows.iter().filter(|r| in_query(q, &r.emitted) && takes(q.red, r)).collect();
     let Some(level) = q.group else { return canon_value(&reduce(q.red, &picked)) };
     let mut groups: BTreeMap<Vec<K>, Vec<&Row>> = BTreeMap::new();
     for r in picked {
@@ -1012,7 +1024,7 @@ async fn scan_all(c: &Client, range: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Waits until no view backfills or has changes pending.
 async fn idle(c: &Client, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let views = c.list_views().await.expect("views");
         if views.iter().all(|v| v.backfill.is_none() && v.pending_changes == 0) {
@@ -1223,6 +1235,23 @@ fn model_run(seed: u64, scale: usize) {
     eprintln!("view_model: seed {seed}, scale {scale} (replay with VIEW_MODEL_SEED={seed})");
     let dir = tempfile::tempdir().expect("tmp");
     let mut node = Node::start(dir.path());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model_phases(&mut node, seed, scale);
+    }));
+    if let Err(panic) = outcome {
+        // The node's warnings and errors say what the views went through.
+        let log = node.log();
+        let notable: Vec<&String> =
+            log.iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+        eprintln!("seed {seed}: the node's last warnings and errors:");
+        for line in &notable[notable.len().saturating_sub(40)..] {
+            eprintln!("  {line}");
+        }
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn model_phases(node: &mut Node, seed: u64, scale: usize) {
     let rt = runtime();
     let mut run = Run { seed, scale, rng: StdRng::seed_from_u64(seed), moves_generation: 0 };
 
