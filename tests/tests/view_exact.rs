@@ -660,8 +660,8 @@ fn integer_reductions_are_exact_and_overflow_is_an_error() {
     assert_eq!(raw(&["sum", "--fresh", "--end", "4"]), "18014398509481986");
     ok(cli(a, &["del", "v", "4"]));
     assert_eq!(raw(&["sum", "--fresh"]), "18014398509481986", "removing it restores the sum");
-    ok(cli(a, &["put", "v", "5", "-9223372036854775808"]));
-    ok(cli(a, &["put", "v", "6", "-9223372036854775808"]));
+    ok(cli(a, &["put", "v", "--", "5", "-9223372036854775808"]));
+    ok(cli(a, &["put", "v", "--", "6", "-9223372036854775808"]));
     let why = err(cli(a, &["agg", "sum", "--fresh", "--start", "5"]));
     assert!(why.contains("64"), "negative overflow: {why}");
     assert_eq!(raw(&["min", "--fresh"]), "-9223372036854775808");

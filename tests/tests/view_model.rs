@@ -1239,12 +1239,16 @@ fn model_run(seed: u64, scale: usize) {
         model_phases(&mut node, seed, scale);
     }));
     if let Err(panic) = outcome {
-        // The node's warnings and errors say what the views went through.
+        // The node's log says what the views went through.
         let log = node.log();
         let notable: Vec<&String> =
             log.iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
         eprintln!("seed {seed}: the node's last warnings and errors:");
         for line in &notable[notable.len().saturating_sub(40)..] {
+            eprintln!("  {line}");
+        }
+        eprintln!("seed {seed}: the node's last log lines:");
+        for line in &log[log.len().saturating_sub(40)..] {
             eprintln!("  {line}");
         }
         std::panic::resume_unwind(panic);
