@@ -131,10 +131,13 @@ fn source_splits_leave_no_orphan_rows() {
     assert!(node.stop());
 }
 
+/// An index row: (emitted key, source key, value).
+type IndexRow = (Vec<Element>, Vec<u8>, i64);
+
 /// The rows a slow Lua mapper (`emit(v.k, v.n)`) and a chain reading its
 /// index (`emit(k[1], v)`) must hold for the source's records: (emitted,
 /// source key, value) triples.
-fn chain_oracle(source: &[(Vec<u8>, Vec<u8>)]) -> (Vec<(Vec<Element>, Vec<u8>, i64)>, usize) {
+fn chain_oracle(source: &[(Vec<u8>, Vec<u8>)]) -> Vec<IndexRow> {
     let mut rows = Vec::new();
     for (k, v) in source {
         let doc = decode_mp(v);
@@ -143,11 +146,10 @@ fn chain_oracle(source: &[(Vec<u8>, Vec<u8>)]) -> (Vec<(Vec<Element>, Vec<u8>, i
             rows.push((vec![Element::String(g)], k.clone(), n.as_i64().expect("int")));
         }
     }
-    let n = rows.len();
-    (rows, n)
+    rows
 }
 
-async fn index_rows(c: &Client, range: &str) -> Vec<(Vec<Element>, Vec<u8>, i64)> {
+async fn index_rows(c: &Client, range: &str) -> Vec<IndexRow> {
     scan_all(c, range)
         .await
         .into_iter()
@@ -227,7 +229,7 @@ end";
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let source = scan_all(&c, "src").await;
-        let (mut want, _) = chain_oracle(&source);
+        let mut want = chain_oracle(&source);
         want.sort_by(|a, b| {
             (tuple::encode(&a.0).expect("k"), &a.1).cmp(&(tuple::encode(&b.0).expect("k"), &b.1))
         });
@@ -239,7 +241,7 @@ end";
         // The chain's rows are the first index's rows, re-keyed by the
         // emitted key, with the first index's row keys as source keys.
         let ix = scan_all(&c, "ix").await;
-        let mut want2: Vec<(Vec<Element>, Vec<u8>, i64)> = ix
+        let mut want2: Vec<IndexRow> = ix
             .iter()
             .map(|(k, v)| (row_parts(k).0, k.clone(), decode_mp(v).as_i64().expect("int")))
             .collect();
