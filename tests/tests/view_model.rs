@@ -1272,9 +1272,18 @@ fn model_phases(node: &mut Node, seed: u64, scale: usize) {
         }
         create_views(&c, &run).await;
         check(&c, &mut run, "backfill").await;
-        assert!(random_writes(&c, &mut run.rng, 300 * scale).await);
+        // Three writers at once, so mapper rounds overlap with splits and
+        // with further changes of the records they read.
+        let mut wr: Vec<StdRng> = (0..3).map(|_| StdRng::seed_from_u64(run.rng.gen())).collect();
+        let [a, b, w3] = &mut wr[..] else { unreachable!() };
+        let (x, y, z) = tokio::join!(
+            random_writes(&c, a, 100 * scale),
+            random_writes(&c, b, 100 * scale),
+            random_writes(&c, w3, 100 * scale)
+        );
+        assert!(x && y && z, "writes failed");
         random_splits(&c, &mut run.rng).await;
-        check(&c, &mut run, "random writes and splits").await;
+        check(&c, &mut run, "concurrent random writes and splits").await;
         stale_phase(&c, &mut run).await;
         check(&c, &mut run, "after the moves").await;
     });
