@@ -938,8 +938,8 @@ end";
     node.kill();
 }
 
-/// More than 10,000 groups: `agg --group-level` prints every group, and
-/// `--limit` cuts the output where the user asks.
+/// More than 10,000 groups: `agg --group-level` prints every group, and a
+/// `--limit` the answer passes is an error naming it.
 ///
 /// Postmortem: grouped answers stopped at a 10,000-group reply cap and the
 /// CLI exited 0 as if that were all.
@@ -960,9 +960,12 @@ fn grouped_answers_beyond_ten_thousand_groups_are_complete() {
     for (i, g) in groups.iter().enumerate() {
         assert_eq!(g, &json!({"key": i, "value": 2}), "group {i}");
     }
-    let some = agg(a, &["n", "--group-level", "1", "--limit", "100"]);
-    assert_eq!(some.as_array().expect("lines").len(), 100);
-    assert_eq!(some[99], json!({"key": 99, "value": 2}));
+    // A limit that the answer passes is an error naming it, never a silent
+    // cut; one it fits in prints everything.
+    let why = err(cli(a, &["agg", "n", "--group-level", "1", "--limit", "100"]));
+    assert!(why.contains("limit"), "the error names the limit: {why}");
+    let all = agg(a, &["n", "--group-level", "1", "--limit", "20000"]);
+    assert_eq!(all.as_array().expect("lines").len() as u64, n);
     assert!(node.stop());
 }
 
