@@ -1290,7 +1290,7 @@ fn model_phases(node: &mut Node, seed: u64, scale: usize) {
 
     // kill -9 at random points under a write load, and right after a burst
     // that leaves the mappers far behind.
-    for round in 0..2 * scale {
+    for round in 0..3 * scale {
         let behind = round % 2 == 1;
         rt.block_on(async {
             let c = Client::connect(node.addr).await.expect("connect");
