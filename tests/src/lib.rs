@@ -443,3 +443,45 @@ pub fn load_lines(addr: SocketAddr, range: &str, lines: &[serde_json::Value]) {
     }
     ok(cli_with_stdin(addr, &["load", range, "-"], Some(&input)));
 }
+
+/// An aggregate reply taken apart: the total, or the groups (key,
+/// reduction) and whether the reply says more groups follow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggregateParts {
+    Total(Vec<u8>),
+    Groups { groups: Vec<(Vec<u8>, Vec<u8>)>, more: bool },
+}
+
+/// Takes an aggregate reply apart through its serde form (`{"Total": bytes}`
+/// or `{"Groups": [[key, value], ..]}`, also as `{"Groups": {"groups": ..,
+/// "cursor": ..}}` for a page of groups).
+pub fn aggregate_parts(reply: &monotable_client::AggregateReply) -> AggregateParts {
+    use serde_json::Value as J;
+    let bytes = |j: &J| -> Vec<u8> {
+        j.as_array()
+            .expect("bytes as an array")
+            .iter()
+            .map(|b| u8::try_from(b.as_u64().expect("a byte")).expect("a byte"))
+            .collect()
+    };
+    let pairs = |j: &J| -> Vec<(Vec<u8>, Vec<u8>)> {
+        j.as_array()
+            .expect("groups as an array")
+            .iter()
+            .map(|p| (bytes(&p[0]), bytes(&p[1])))
+            .collect()
+    };
+    let j = serde_json::to_value(reply).expect("a reply serializes");
+    if let Some(total) = j.get("Total") {
+        return AggregateParts::Total(bytes(total));
+    }
+    let groups = j.get("Groups").expect("Total or Groups");
+    match groups {
+        J::Array(_) => AggregateParts::Groups { groups: pairs(groups), more: false },
+        J::Object(page) => AggregateParts::Groups {
+            groups: pairs(&page["groups"]),
+            more: !page.get("cursor").is_none_or(J::is_null),
+        },
+        other => panic!("an unknown reply shape: {other}"),
+    }
+}

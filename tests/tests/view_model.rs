@@ -25,10 +25,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use monotable_client::{
-    tuple, AggregateReply, AggregateRequest, Batch, Client, Element, ErrorCode, MapFunction,
-    RangeOptions, Scan,
+    tuple, AggregateRequest, Batch, Client, Element, ErrorCode, MapFunction, RangeOptions, Scan,
 };
-use monotable_tests::{runtime, Node};
+use monotable_tests::{aggregate_parts, runtime, AggregateParts, Node};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rmpv::Value as V;
@@ -669,6 +668,8 @@ fn encode_keys(keys: &[K]) -> Vec<u8> {
 }
 
 /// The node's answer to `q`, in the canonical text form.
+// Fields the request may grow (paging) keep their defaults.
+#[allow(clippy::needless_update)]
 async fn answer(c: &Client, q: &Query, fresh: bool) -> Result<String, monotable_client::Error> {
     let reply = c
         .aggregate(AggregateRequest {
@@ -679,14 +680,15 @@ async fn answer(c: &Client, q: &Query, fresh: bool) -> Result<String, monotable_
             group_level: q.group,
             fresh,
             timeout_ms: 60_000,
+            ..AggregateRequest::default()
         })
         .await?;
     let doc = |b: &[u8]| {
         decode_doc(b).map_or_else(|| format!("undecodable {}", hex(b)), |v| canon_value(&v))
     };
-    Ok(match reply {
-        AggregateReply::Total(v) if q.group.is_none() => doc(&v),
-        AggregateReply::Groups(groups) if q.group.is_some() => groups
+    Ok(match aggregate_parts(&reply) {
+        AggregateParts::Total(v) if q.group.is_none() => doc(&v),
+        AggregateParts::Groups { groups, more: false } if q.group.is_some() => groups
             .iter()
             .map(|(k, v)| {
                 let key = tuple::decode(k).map_or_else(
