@@ -388,3 +388,100 @@ impl RawResp {
         self.call(&words)
     }
 }
+
+/// The stderr of a command that must have failed with the error exit code
+/// (2).
+pub fn err(o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}; stdout: {}; stderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Each line of a command's output parsed as JSON.
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// `monotable views --json`, one document per view.
+pub fn views_json(addr: SocketAddr) -> Vec<serde_json::Value> {
+    json_lines(&ok(cli(addr, &["views", "--json"])))
+}
+
+/// Waits (up to `secs`) until no view has a backfill under way or changes
+/// pending: with no writes going on, every view then reflects its source.
+pub fn wait_views_idle(addr: SocketAddr, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let views = views_json(addr);
+        let idle = views.iter().all(|v| {
+            v["backfill"].is_null() && v["pending_changes"].as_u64().unwrap_or(u64::MAX) == 0
+        });
+        if idle {
+            return;
+        }
+        assert!(Instant::now() < deadline, "views still busy after {secs} s: {views:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Loads JSON lines `{"key":..,"value":..}` into `range` with `monotable
+/// load` from standard input.
+pub fn load_lines(addr: SocketAddr, range: &str, lines: &[serde_json::Value]) {
+    let mut input = Vec::new();
+    for l in lines {
+        input.extend_from_slice(l.to_string().as_bytes());
+        input.push(b'\n');
+    }
+    ok(cli_with_stdin(addr, &["load", range, "-"], Some(&input)));
+}
+
+/// An aggregate reply taken apart: the total, or the groups (key,
+/// reduction) and whether the reply says more groups follow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggregateParts {
+    Total(Vec<u8>),
+    Groups { groups: Vec<(Vec<u8>, Vec<u8>)>, more: bool },
+}
+
+/// Takes an aggregate reply apart through its serde form (`{"Total": bytes}`
+/// or `{"Groups": [[key, value], ..]}`, also as `{"Groups": {"groups": ..,
+/// "cursor": ..}}` for a page of groups).
+pub fn aggregate_parts(reply: &monotable_client::AggregateReply) -> AggregateParts {
+    use serde_json::Value as J;
+    let bytes = |j: &J| -> Vec<u8> {
+        j.as_array()
+            .expect("bytes as an array")
+            .iter()
+            .map(|b| u8::try_from(b.as_u64().expect("a byte")).expect("a byte"))
+            .collect()
+    };
+    let pairs = |j: &J| -> Vec<(Vec<u8>, Vec<u8>)> {
+        j.as_array()
+            .expect("groups as an array")
+            .iter()
+            .map(|p| (bytes(&p[0]), bytes(&p[1])))
+            .collect()
+    };
+    let j = serde_json::to_value(reply).expect("a reply serializes");
+    if let Some(total) = j.get("Total") {
+        return AggregateParts::Total(bytes(total));
+    }
+    let groups = j.get("Groups").expect("Total or Groups");
+    match groups {
+        J::Array(_) => AggregateParts::Groups { groups: pairs(groups), more: false },
+        J::Object(page) => AggregateParts::Groups {
+            groups: pairs(&page["groups"]),
+            more: !page.get("cursor").is_none_or(J::is_null),
+        },
+        other => panic!("an unknown reply shape: {other}"),
+    }
+}
