@@ -418,7 +418,13 @@ async fn round(
                     let upto = node.pin_consistent(meta.source_id);
                     if upto <= meta.checkpoint {
                         node.clock.unpin(upto);
-                        return Ok(Outcome { con, keys_written: 0, more: false });
+                        // Changes announced but not yet stable: the round
+                        // after they are.
+                        let waits = node.awaits_stable(meta.source_id, meta.checkpoint);
+                        if let Some(seq) = waits {
+                            node.clock.wait_stable(seq).await;
+                        }
+                        return Ok(Outcome { con, keys_written: 0, more: waits.is_some() });
                     }
                     meta.round_upto = Some(upto);
                     if let Err(e) = node.catalog.put_sink(meta) {

@@ -367,18 +367,20 @@ async fn diff_rows(
 
 /// The target's cut at the end of a round: a seq at or above every write
 /// the round made, once it is stable.
+/// Pinned as it is chosen (the stable seq once every acknowledged write is
+/// stable): pinning a seq chosen earlier could claim versions a compaction
+/// already dropped.
 async fn round_cut(node: &Node) -> u64 {
-    let cut = node.clock.settled_max();
-    node.clock.wait_stable(cut).await;
-    cut
+    node.clock.wait_stable(node.clock.settled_max()).await;
+    node.clock.pin_stable()
 }
 
 /// Ends a round: saves the mapper's entry with its new cut (`checkpoint`
-/// already set, pinned by the caller), then publishes the cut. The pins of
-/// the old checkpoint and cut go once the new ones are saved.
+/// already set and `cut` pinned by the caller; the cut's pin is released
+/// here on failure), then publishes the cut. The pins of the old checkpoint
+/// and cut go once the new ones are saved.
 fn end_round(node: &Node, meta: &mut MapperMeta, previous: u64, cut: u64) -> NodeResult<()> {
     let old_cut = meta.cut;
-    node.clock.pin(cut);
     meta.cut = cut;
     if let Err(e) = node.catalog.put_mapper(meta) {
         node.clock.unpin(cut);
@@ -452,7 +454,14 @@ async fn run_round(
             let cut = round_cut(node).await;
             if cut > meta.cut {
                 end_round(node, meta, previous, cut)?;
+            } else {
+                node.clock.unpin(cut);
             }
+        }
+        // Changes announced but not yet stable: the round after they are.
+        if let Some(seq) = node.awaits_stable(meta.source_id, meta.checkpoint) {
+            node.clock.wait_stable(seq).await;
+            return Ok(Outcome { rows_written: 0, errors, more: true });
         }
         return Ok(Outcome { rows_written: 0, errors, more: false });
     };

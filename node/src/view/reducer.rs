@@ -110,6 +110,8 @@ pub struct ReducerActor {
     errors: u64,
     last_error: Option<String>,
     last_error_key: Option<Vec<u8>>,
+    /// A wait for announced changes to become stable is under way.
+    waiting_stable: bool,
 }
 
 /// The first `Dirty`, sent once the reducer is registered, starts it.
@@ -173,6 +175,7 @@ impl ReducerActor {
             errors: 0,
             last_error: None,
             last_error_key: None,
+            waiting_stable: false,
         }
     }
 
@@ -477,6 +480,25 @@ impl ReducerActor {
         }));
     }
 
+    /// Runs another round once the range's announced but not yet stable
+    /// changes are stable (see [`Node::awaits_stable`]).
+    fn after_stable(&mut self, ctx: &mut Context<Self>) {
+        if self.waiting_stable || !matches!(self.phase, Phase::Following) {
+            return;
+        }
+        let Some(seq) = self.node.awaits_stable(self.meta.range_id, self.checkpoint) else {
+            return;
+        };
+        self.waiting_stable = true;
+        let node = self.node.clone();
+        let stable = async move { node.clock.wait_stable(seq).await };
+        ctx.spawn(stable.into_actor(self).map(|(), act, ctx| {
+            act.waiting_stable = false;
+            act.dirty = true;
+            act.schedule(ctx);
+        }));
+    }
+
     /// After a synchronous step: retry on failure, else grow and save.
     fn after_step(&mut self, result: NodeResult<()>, ctx: &mut Context<Self>) {
         match result {
@@ -485,6 +507,8 @@ impl ReducerActor {
                 self.save(ctx);
                 if self.dirty {
                     self.schedule(ctx);
+                } else {
+                    self.after_stable(ctx);
                 }
             }
             Err(e) => {
