@@ -292,9 +292,12 @@ impl Chunk {
         self.journal.as_ref().map_or(0, ChangeJournal::len)
     }
 
-    /// Every key changed in `(after, upto]` with its values at both ends.
-    /// The caller holds a pin on `after`; `upto` must be durable here.
-    /// `None` when this chunk keeps no journal.
+    /// Every key changed in `(after, upto]` with its values at both ends,
+    /// also when they are equal (a put undone by a delete): a view's state
+    /// saved after `after` (a reducer's meta rows, written before its
+    /// checkpoint was) may hold the value in between, and the key must
+    /// reach it again to be recomputed. The caller holds a pin on `after`;
+    /// `upto` must be durable here. `None` when this chunk keeps no journal.
     pub fn changes(&self, after: u64, upto: u64) -> Result<Option<Vec<Change>>, ChunkError> {
         let Some(journal) = &self.journal else { return Ok(None) };
         let upto = upto.min(self.durable_seq);
@@ -302,9 +305,7 @@ impl Chunk {
         for key in journal.keys_changed(after, upto) {
             let old = self.value_at(&key, after)?;
             let new = self.value_at(&key, upto)?;
-            if old != new {
-                out.push(Change { key, old, new });
-            }
+            out.push(Change { key, old, new });
         }
         Ok(Some(out))
     }
