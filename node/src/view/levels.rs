@@ -466,13 +466,16 @@ impl<M: ReduceFn> Levels<M> {
         Ok(())
     }
 
-    /// Whether the top level has more than one part and a level above it
-    /// would be smaller (rows much larger than the meta-range's chunks
-    /// would stop that; the top level is then folded part by part).
+    /// Whether the top level has more than one part and is at most three
+    /// quarters of the level below it, so the tree stays O(log n) deep
+    /// (rows large against the meta-range's chunks, one or two rows per
+    /// chunk, would otherwise add a level per part: a stats reducer over
+    /// 1 KiB chunks grew 62 levels, each one part smaller). The top level
+    /// is then folded part by part.
     pub fn needs_level(&self) -> bool {
         let n = self.levels.len();
         let top = self.levels[n - 1].len();
-        top > 1 && (n == 1 || top < self.levels[n - 2].len())
+        top > 1 && (n == 1 || top * 4 <= self.levels[n - 2].len() * 3)
     }
 
     /// Adds a level above the top one, holding one row per top part.
@@ -750,6 +753,43 @@ mod tests {
         while levels.needs_level() {
             levels.add_level();
         }
+    }
+
+    /// Postmortem: a level was added whenever the top had fewer parts than
+    /// the one below, so meta chunks holding one or two rows (a stats
+    /// partial is hundreds of bytes against 1 KiB chunks) grew a level per
+    /// part: 62 levels. A level must shrink the top by a quarter.
+    #[test]
+    fn meta_levels_with_few_rows_per_chunk_stay_shallow() {
+        let mut model: Model = BTreeMap::new();
+        let mut splits: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut levels = Levels::new(Concat);
+        for k in 0..200u8 {
+            model.insert(vec![k], k.to_string());
+            levels.apply(&[k], Some(k.to_string().as_bytes()), &mut loader(&model)).expect("apply");
+            splits.insert(vec![k]);
+        }
+        levels.propagate();
+        // Every meta chunk holds one row but the first, which holds two:
+        // each level one part smaller than the one below.
+        let mut load = loader(&model);
+        levels.repartition(0, &bounds_from(&splits), &mut load).expect("repartition");
+        for _ in 0..300 {
+            for level in 1..levels.depth() {
+                let keys = levels.meta_keys(level);
+                let b = bounds_from(&keys.iter().skip(2).cloned().collect());
+                levels.repartition(level, &b, &mut load).expect("repartition");
+            }
+            levels.propagate();
+            if !levels.needs_level() {
+                break;
+            }
+            levels.add_level();
+        }
+        assert!(levels.depth() <= 3, "{} levels over 200 parts", levels.depth());
+        // Wide meta chunks still make a deep tree of small parts.
+        round(&mut levels, &model, &splits, 4);
+        assert!(levels.depth() >= 3, "{} levels", levels.depth());
     }
 
     proptest! {
