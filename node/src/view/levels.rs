@@ -729,6 +729,28 @@ mod tests {
     }
 
     impl Disk {
+        /// What a restart restores from: the range's parts (split at
+        /// `splits`), each meta-range's parts (a chunk per `per` rows) and
+        /// its rows as written.
+        fn restore_inputs(
+            &self,
+            splits: &BTreeSet<Vec<u8>>,
+            per: usize,
+        ) -> (Vec<Vec<PartBounds>>, Vec<Rows>) {
+            let meta_rows: Vec<Rows> = self
+                .rows
+                .iter()
+                .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .collect();
+            let mut partitions = vec![bounds_from(splits)];
+            for rows in &self.rows {
+                let splits: BTreeSet<Vec<u8>> =
+                    rows.keys().skip(1).step_by(per).filter(|k| !k.is_empty()).cloned().collect();
+                partitions.push(bounds_from(&splits));
+            }
+            (partitions, meta_rows)
+        }
+
         fn write(&mut self, rows: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>) {
             for (level, k, v) in rows {
                 while self.rows.len() < level {
@@ -872,16 +894,7 @@ mod tests {
                         // Restart: the meta-ranges as written, partitioned
                         // as their chunks are now, the range as of the save.
                         let depth = disk.rows.len() + 1;
-                        let meta_rows: Vec<Rows> = disk
-                            .rows
-                            .iter()
-                            .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                            .collect();
-                        let mut partitions = vec![bounds_from(&splits)];
-                        for rows in &disk.rows {
-                            let splits: BTreeSet<Vec<u8>> = rows.keys().skip(1).step_by(per).filter(|k| !k.is_empty()).cloned().collect();
-                            partitions.push(bounds_from(&splits));
-                        }
+                        let (partitions, meta_rows) = disk.restore_inputs(&splits, per);
                         prop_assert_eq!(partitions.len(), depth);
                         let saved = disk.saved_model.clone();
                         levels = Levels::restore(Concat, partitions, meta_rows, &mut loader(&saved)).expect("restore");
@@ -929,17 +942,7 @@ mod tests {
                 *v = row.encode();
             }
         }
-        let meta_rows: Vec<Rows> = disk
-            .rows
-            .iter()
-            .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .collect();
-        let mut partitions = vec![bounds_from(&splits)];
-        for rows in &disk.rows {
-            let splits: BTreeSet<Vec<u8>> =
-                rows.keys().skip(1).step_by(2).filter(|k| !k.is_empty()).cloned().collect();
-            partitions.push(bounds_from(&splits));
-        }
+        let (partitions, meta_rows) = disk.restore_inputs(&splits, 2);
         let mut restored =
             Levels::restore(Concat, partitions, meta_rows, &mut loader(&model)).expect("restore");
         let want: String = model.values().map(String::as_str).collect();
