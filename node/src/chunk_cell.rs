@@ -1,15 +1,35 @@
-//! The part of a chunk that readers share with its actor.
+//! The part of a chunk that every thread shares: the chunk itself behind a
+//! lock, and its writes on their way to durability.
 //!
-//! The chunk actor is the only writer; reads do not go through its mailbox.
-//! A request task reads the chunk under the cell's read lock directly, which
-//! saves two cross-thread wakeups per read. The actor takes the write lock
-//! only for short in-memory updates (indexing a batch, marking it durable,
-//! swapping in a compacted index), never for an fsync or a rewrite.
+//! Writes do not go through the chunk's actor. A request task applies its
+//! batch itself under the cell's write lock ([`ChunkCell::apply`]): seq,
+//! log entry, index, in that one critical section, so a read-modify-write
+//! command on a hot key costs no hand-off between threads. Reads take the
+//! read lock. Durability is the node's group commit
+//! ([`crate::group_commit`]): under `--fsync always` the batch's
+//! acknowledgement waits here until the syncer's next round has synced it.
+//! The actor ([`crate::chunk_actor`]) keeps what is slow and rare:
+//! compaction, splits, shutdown.
+//!
+//! Lock order: `state`, then `commits`; neither is ever held across an
+//! fsync or an await.
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use actix::Addr;
+use monotable_proto::{CommitToken, WriteOp};
+use tokio::sync::oneshot;
+
+use crate::chunk_actor::{ChunkActor, Maintain};
+use crate::chunk_host::ChunkHost;
+use crate::config::FsyncMode;
 use crate::error::{NodeError, NodeResult};
-use crate::storage::chunk::Chunk;
+use crate::storage::chunk::{Chunk, ChunkError};
+use crate::storage::chunk_log::{LogError, SyncJob};
+
+/// The change journal is trimmed once it holds this many entries.
+const JOURNAL_TRIM_AT_ENTRIES: usize = 4096;
 
 // One cell per chunk, and almost all are open: boxing the chunk would add
 // an indirection to every read for no memory worth saving.
@@ -22,16 +42,128 @@ pub enum CellState {
     Gone,
 }
 
+/// Whom to tell that a batch is durable (or why it never will be).
+pub type Ack = oneshot::Sender<NodeResult<CommitToken>>;
+
+/// An applied batch waiting for durability: its seq and whom to tell.
+pub type Pending = (u64, Ack);
+
+/// A batch applied by [`ChunkCell::apply`].
+pub enum Applied {
+    /// Durable as the node's `--fsync` mode defines it.
+    Durable(CommitToken),
+    /// Answered once the group commit has synced it.
+    Pending(oneshot::Receiver<NodeResult<CommitToken>>),
+}
+
+impl Applied {
+    /// Waits until the batch is durable.
+    pub async fn durable(self) -> NodeResult<CommitToken> {
+        match self {
+            Applied::Durable(token) => Ok(token),
+            Applied::Pending(rx) => rx.await.unwrap_or_else(|_| {
+                Err(NodeError::Internal("the group commit stopped before answering".into()))
+            }),
+        }
+    }
+
+    /// The acknowledgement as a receiver (answered already if durable).
+    pub fn into_receiver(self) -> oneshot::Receiver<NodeResult<CommitToken>> {
+        match self {
+            Applied::Pending(rx) => rx,
+            Applied::Durable(token) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Ok(token));
+                rx
+            }
+        }
+    }
+}
+
+/// Why a group of writes failed, and whether the chunk may take more.
+#[derive(Debug)]
+pub struct GroupFailure {
+    pub reason: String,
+    /// A failed fsync (the page cache may have dropped the data) or a log
+    /// in an unknown state: the chunk takes no more writes. A write refused
+    /// before any fsync left the log as it was: the next group may succeed
+    /// (a full disk with room again).
+    pub poisons: bool,
+}
+
+impl GroupFailure {
+    pub fn poisoning(reason: String) -> Self {
+        GroupFailure { reason, poisons: true }
+    }
+
+    pub fn of_write_out(e: &ChunkError) -> Self {
+        let poisons = !matches!(e, ChunkError::Log(LogError::WriteRefused { .. }));
+        GroupFailure { reason: e.to_string(), poisons }
+    }
+}
+
+/// A chunk's part of one round of the group commit.
+pub struct Round {
+    /// The batches the round acknowledges, in seq order.
+    pub batch: Vec<Pending>,
+    /// What makes them durable; `Err` if writing them out failed already.
+    pub job: Result<Option<SyncJob>, GroupFailure>,
+}
+
+/// Acknowledgements waiting for the group commit, and the chunk's health.
+#[derive(Default)]
+struct Commits {
+    /// Applied batches the next round acknowledges, in seq order.
+    pending: Vec<Pending>,
+    /// The cell is in the syncer's queue.
+    queued: bool,
+    /// Set after an fsync or write failure: no further writes are
+    /// accepted, since the log's state on disk is unknown. Reads of durable
+    /// data go on.
+    poisoned: Option<String>,
+}
+
+/// What the writer of a batch does after releasing the chunk's lock.
+struct AfterCommit {
+    range_id: u64,
+    journal_len: usize,
+    needs_maintenance: bool,
+}
+
 pub struct ChunkCell {
     pub id: u64,
     /// A std lock: never held across an await, and held for writing only
-    /// briefly, so blocking a reader's thread is cheaper than an async lock.
+    /// for in-memory work (indexing a batch, handing it to the kernel,
+    /// swapping in a compacted index), so blocking a thread briefly is
+    /// cheaper than an async lock.
     state: RwLock<CellState>,
+    /// A std mutex, taken only with `state` held for writing or for a
+    /// moment to read the chunk's health.
+    commits: Mutex<Commits>,
+    /// The chunk's actor, told when the chunk needs maintenance; set once,
+    /// right after it starts.
+    actor: OnceLock<Addr<ChunkActor>>,
+    /// The range's chunk size limit: a chunk over it splits.
+    pub chunk_size_max_bytes: u64,
+    /// A `Maintain` is on its way to the actor: not sent again until it
+    /// ran.
+    maintenance_asked: AtomicBool,
 }
 
 impl ChunkCell {
-    pub fn new(id: u64, state: CellState) -> Self {
-        ChunkCell { id, state: RwLock::new(state) }
+    pub fn new(id: u64, state: CellState, chunk_size_max_bytes: u64) -> Self {
+        ChunkCell {
+            id,
+            state: RwLock::new(state),
+            commits: Mutex::default(),
+            actor: OnceLock::new(),
+            chunk_size_max_bytes,
+            maintenance_asked: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_actor(&self, addr: Addr<ChunkActor>) {
+        let _ = self.actor.set(addr);
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, CellState> {
@@ -44,13 +176,17 @@ impl ChunkCell {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn commits(&self) -> MutexGuard<'_, Commits> {
+        // Commit bookkeeping is single pushes and takes: still consistent
+        // after a panic elsewhere.
+        self.commits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs a read against the chunk, or says why it cannot be read.
     pub fn with_chunk<T>(&self, f: impl FnOnce(&Chunk) -> NodeResult<T>) -> NodeResult<T> {
         match &*self.read() {
             CellState::Open(chunk) => f(chunk),
-            CellState::Unavailable(reason) => {
-                Err(NodeError::Unavailable { chunk: self.id, reason: reason.clone() })
-            }
+            CellState::Unavailable(reason) => Err(self.unavailable(reason)),
             CellState::Gone => Err(NodeError::Moved),
         }
     }
@@ -63,11 +199,222 @@ impl ChunkCell {
         }
     }
 
-    /// Takes the chunk out, leaving the cell `Gone`.
-    pub fn take(&self) -> Option<Chunk> {
-        match std::mem::replace(&mut *self.write(), CellState::Gone) {
+    /// Takes the chunk out (the cell is `Gone` from now on) with the
+    /// batches still waiting for the group commit, which the caller must
+    /// answer. Call with the write guard of this cell.
+    pub fn take_locked(&self, state: &mut CellState) -> (Option<Chunk>, Vec<Pending>) {
+        let chunk = match std::mem::replace(state, CellState::Gone) {
             CellState::Open(chunk) => Some(chunk),
             _ => None,
+        };
+        (chunk, std::mem::take(&mut self.commits().pending))
+    }
+
+    /// Takes the batches waiting for the group commit, for a caller that
+    /// holds the write lock and answers them itself.
+    pub fn take_pending(&self) -> Vec<Pending> {
+        std::mem::take(&mut self.commits().pending)
+    }
+
+    pub fn unavailable(&self, reason: &str) -> NodeError {
+        NodeError::Unavailable { chunk: self.id, reason: reason.to_owned() }
+    }
+
+    /// Why the chunk takes no writes, if it does not.
+    pub fn poisoned(&self) -> Option<String> {
+        self.commits().poisoned.clone()
+    }
+
+    pub fn poison(&self, reason: String) {
+        tracing::error!(chunk = self.id, %reason, "chunk stops accepting writes");
+        self.commits().poisoned.get_or_insert(reason);
+    }
+
+    /// Applies one batch atomically on the calling thread: takes the next
+    /// seq, logs and indexes the batch. Under `--fsync interval|never` the
+    /// batch is handed to the kernel before this returns; under `always`
+    /// the returned [`Applied::Pending`] answers once the group commit
+    /// synced it. Either way the batch is readable (at
+    /// [`crate::storage::chunk::ReadAt::Applied`]) on return.
+    ///
+    /// Errors: `Moved` if a key is outside the chunk or the chunk split or
+    /// went; `Unavailable` on a poisoned chunk; the storage's refusal (key
+    /// or value over its limit, a full disk) with nothing applied.
+    pub fn apply(self: &Arc<Self>, host: &dyn ChunkHost, ops: &[WriteOp]) -> NodeResult<Applied> {
+        let clock = host.clock();
+        let fsync = host.fsync();
+        let mut state = self.write();
+        let chunk = match &mut *state {
+            CellState::Open(chunk) => chunk,
+            CellState::Unavailable(reason) => return Err(self.unavailable(reason)),
+            CellState::Gone => return Err(NodeError::Moved),
+        };
+        if !ops.iter().all(|op| chunk.meta.contains(op.key())) {
+            return Err(NodeError::Moved);
+        }
+        let mut commits = self.commits();
+        if let Some(reason) = &commits.poisoned {
+            return Err(self.unavailable(reason));
+        }
+        let seq = clock.allocate();
+        if let Err(e) = chunk.apply_batch(seq, ops) {
+            clock.resolve([seq]);
+            return Err(match e {
+                // Refused before anything was logged: the chunk is unharmed.
+                ChunkError::Refused(refused) => NodeError::client(refused.code, refused.message),
+                e => {
+                    let reason = e.to_string();
+                    drop(commits);
+                    self.poison(reason.clone());
+                    self.unavailable(&reason)
+                }
+            });
+        }
+        let token = CommitToken { chunk: self.id, seq };
+        if fsync == FsyncMode::Always {
+            let (tx, rx) = oneshot::channel();
+            commits.pending.push((seq, tx));
+            let queue = !std::mem::replace(&mut commits.queued, true);
+            drop(commits);
+            drop(state);
+            if queue {
+                host.syncer().enqueue(self.clone());
+            }
+            return Ok(Applied::Pending(rx));
+        }
+        let written = chunk.write_out();
+        if written.is_ok() {
+            chunk.mark_durable(seq);
+        }
+        let after = self.after_commit_facts(chunk);
+        let queue = written.is_ok()
+            && matches!(fsync, FsyncMode::Interval { .. })
+            && !std::mem::replace(&mut commits.queued, true);
+        drop(commits);
+        drop(state);
+        clock.resolve([seq]);
+        if let Err(e) = written {
+            let failure = GroupFailure::of_write_out(&e);
+            if failure.poisons {
+                self.poison(failure.reason.clone());
+            }
+            return Err(self.unavailable(&failure.reason));
+        }
+        if queue {
+            host.syncer().enqueue(self.clone());
+        }
+        self.after_commit(host, after);
+        Ok(Applied::Durable(token))
+    }
+
+    fn after_commit_facts(&self, chunk: &Chunk) -> AfterCommit {
+        AfterCommit {
+            range_id: chunk.meta.range_id,
+            journal_len: chunk.journal_len(),
+            needs_maintenance: needs_maintenance(chunk, self.chunk_size_max_bytes),
         }
     }
+
+    /// Tells views reading this range that it changed, trims the change
+    /// journal below what they have all seen, and asks the actor for a
+    /// split or compaction if the chunk needs one.
+    fn after_commit(&self, host: &dyn ChunkHost, after: AfterCommit) {
+        if after.journal_len > 0 {
+            host.notify_views(after.range_id);
+            if after.journal_len >= JOURNAL_TRIM_AT_ENTRIES {
+                if let Some(floor) = host.view_floor(after.range_id) {
+                    self.with_chunk_mut(|c| c.trim_journal(floor));
+                }
+            }
+        }
+        if after.needs_maintenance && !self.maintenance_asked.swap(true, Ordering::AcqRel) {
+            match self.actor.get() {
+                Some(actor) => actor.do_send(Maintain),
+                None => self.maintenance_asked.store(false, Ordering::Release),
+            }
+        }
+    }
+
+    /// The actor ran the maintenance it was asked for.
+    pub fn maintenance_done(&self) {
+        self.maintenance_asked.store(false, Ordering::Release);
+    }
+
+    /// The group commit's first step for this chunk: hands its new entries
+    /// to the kernel and takes the batches they acknowledge, with what
+    /// will make them durable.
+    pub fn begin_round(&self) -> Round {
+        let mut state = self.write();
+        let mut commits = self.commits();
+        commits.queued = false;
+        let batch = std::mem::take(&mut commits.pending);
+        let job = match &mut *state {
+            CellState::Open(chunk) => chunk
+                .write_out()
+                .and_then(|()| chunk.take_sync_job())
+                .map(Some)
+                .map_err(|e| GroupFailure::of_write_out(&e)),
+            // Whoever closed the cell answered what it held.
+            _ if batch.is_empty() => Ok(None),
+            _ => Err(GroupFailure::poisoning(
+                "the chunk closed before its writes were synced".into(),
+            )),
+        };
+        Round { batch, job }
+    }
+
+    /// The group commit's last step: the sync ended (`failed` says how);
+    /// acknowledges or fails the round's batches.
+    pub fn end_round(&self, host: &dyn ChunkHost, round: Round, failed: Option<std::io::Error>) {
+        let Round { batch, job } = round;
+        let result = match (job, failed) {
+            (Err(f), _) => Err(f),
+            (Ok(_), Some(e)) => Err(GroupFailure::poisoning(format!("fsync failed: {e}"))),
+            (Ok(_), None) => Ok(()),
+        };
+        // The chunk must show a batch as durable before the clock calls its
+        // seq stable: a snapshot or a view round at the stable seq reads
+        // this chunk only up to what it shows as durable, and would skip
+        // the batch for good if the order were the other way round.
+        let mut after = None;
+        if let (Ok(()), Some(&(last, _))) = (&result, batch.last()) {
+            after = self.with_chunk_mut(|chunk| {
+                chunk.mark_durable(last);
+                self.after_commit_facts(chunk)
+            });
+        }
+        host.clock().resolve(batch.iter().map(|(seq, _)| *seq));
+        match result {
+            Ok(()) => {
+                for (seq, ack) in batch {
+                    let _ = ack.send(Ok(CommitToken { chunk: self.id, seq }));
+                }
+                if let Some(after) = after {
+                    self.after_commit(host, after);
+                }
+            }
+            Err(GroupFailure { reason, poisons }) => {
+                for (_, ack) in batch {
+                    let _ = ack.send(Err(self.unavailable(&reason)));
+                }
+                if poisons {
+                    self.poison(reason);
+                } else {
+                    tracing::warn!(chunk = self.id, %reason, "write refused; the log is as before it");
+                }
+            }
+        }
+    }
+}
+
+/// Whether a chunk should split (over its size limit) or compact (mostly
+/// garbage).
+pub fn needs_maintenance(chunk: &Chunk, chunk_size_max_bytes: u64) -> bool {
+    (chunk.live_bytes() > chunk_size_max_bytes && chunk.can_split())
+        || chunk.wants_compaction(compaction_min_bytes(chunk_size_max_bytes))
+}
+
+/// The least log size worth compacting.
+pub fn compaction_min_bytes(chunk_size_max_bytes: u64) -> u64 {
+    (chunk_size_max_bytes / 2).max(4096)
 }

@@ -396,22 +396,20 @@ impl Node {
                 ));
             }
             todo = Vec::new();
-            let replies: Vec<_> = groups
+            // Every part is applied before any is waited for, so the parts
+            // share the group commit's next round.
+            let applied: Vec<_> = groups
                 .into_iter()
-                .map(|(route, ops)| {
-                    // Shared with the actor, kept here to route again if the
-                    // chunk moved.
-                    let ops: Arc<[WriteOp]> = ops.into();
-                    (
-                        ops.clone(),
-                        call(&route.addr, |reply| ChunkMsg::Write { ops, reply, applied: None }),
-                    )
-                })
+                .map(|(route, ops)| (route.cell.apply(self, &ops), ops))
                 .collect();
-            for (ops, rx) in replies {
-                match answer(rx).await {
+            for (applied, ops) in applied {
+                let durable = match applied {
+                    Ok(applied) => applied.durable().await,
+                    Err(e) => Err(e),
+                };
+                match durable {
                     Ok(token) => tokens.push(token),
-                    Err(NodeError::Moved) => todo.extend(ops.iter().cloned()),
+                    Err(NodeError::Moved) => todo.extend(ops),
                     Err(e) => return Err(e),
                 }
             }
@@ -479,24 +477,12 @@ impl Node {
         let groups = self.group_by_chunk(range, ops, WriteOp::key)?;
         let mut durable = Vec::with_capacity(groups.len());
         for (route, ops) in groups {
-            let ops: Arc<[WriteOp]> = ops.into();
-            let (applied, was_applied) = oneshot::channel();
-            let part = ops.clone();
-            let rx = call(&route.addr, |reply| ChunkMsg::Write {
-                ops: part,
-                reply,
-                applied: Some(applied),
-            });
-            if was_applied.await.is_ok() {
-                durable.push(rx);
-                continue;
-            }
-            match answer(rx).await {
+            match route.cell.apply(self, &ops) {
+                Ok(applied) => durable.push(applied.into_receiver()),
                 Err(NodeError::Moved) => {
-                    self.write(range, ops.to_vec(), false).await?;
+                    self.write(range, ops, false).await?;
                 }
                 Err(e) => return Err(e),
-                Ok(_) => {}
             }
         }
         Ok(durable)

@@ -27,6 +27,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub fsync: FsyncMode,
+    /// How the group commit makes a round durable (see
+    /// [`crate::group_commit`]).
+    pub sync_method: crate::group_commit::SyncMethod,
     /// A chunk log starts a new segment once the current one reaches this size.
     pub segment_size_max_bytes: u64,
     /// Threads (actix arbiters) that run connections; as many again run
@@ -68,6 +71,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./monotable-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             fsync: FsyncMode::Always,
+            sync_method: crate::group_commit::SyncMethod::Auto,
             segment_size_max_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             password: None,

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::catalog::Catalog;
 use crate::chunk_actor::{ChunkActor, ChunkMsg, ReplyTo};
 use crate::chunk_cell::{CellState, ChunkCell};
+use crate::chunk_host::ChunkHost;
 use crate::config::NodeConfig;
 use crate::error::{NodeError, NodeResult};
 use crate::router::{ChunkRoute, RangeRoute, Route, Router};
@@ -57,6 +58,10 @@ pub struct Node {
     pub(crate) views_advanced: tokio::sync::Notify,
     /// Held while a range is created (a std lock: creation is synchronous).
     pub(crate) creating_range: Mutex<()>,
+    /// The group commit every chunk shares.
+    pub syncer: Arc<crate::group_commit::Syncer>,
+    /// This node, for work started from a `&Node` (a split's halves).
+    me: std::sync::Weak<Node>,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -222,10 +227,14 @@ impl Node {
             .chain(catalog_reducers.iter().filter_map(|r| r.checkpoint))
             .fold(last_seq, u64::max);
 
+        let syncer =
+            crate::group_commit::Syncer::new(&config.data_dir, config.fsync, config.sync_method)
+                .map_err(|e| NodeError::Start(format!("group commit: {e}")))?;
         let threads = config.workers.max(1) * 3;
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers = arbiters.iter().map(Arbiter::handle).collect();
-        let node = Arc::new(Node {
+        let node = Arc::new_cyclic(|me| Node {
+            me: me.clone(),
             auth: crate::auth::Auth::new(config.password.clone()),
             config,
             clock: SeqClock::new(last_seq),
@@ -241,7 +250,12 @@ impl Node {
             views: RwLock::new(Default::default()),
             views_advanced: tokio::sync::Notify::new(),
             creating_range: Mutex::new(()),
+            syncer: Arc::new(syncer),
         });
+        let host: Arc<dyn ChunkHost> = node.clone();
+        node.syncer
+            .start(Arc::downgrade(&host))
+            .map_err(|e| NodeError::Start(format!("cannot start the group commit: {e}")))?;
         {
             let mut router = node.router_write();
             for range in &ranges {
@@ -382,14 +396,18 @@ impl Node {
         state: CellState,
         chunk_size_max_bytes: u64,
     ) -> Route {
-        let cell = Arc::new(ChunkCell::new(meta.id, state));
-        let node = self.clone();
+        let cell = Arc::new(ChunkCell::new(meta.id, state, chunk_size_max_bytes));
+        let host: Arc<dyn ChunkHost> = self.clone();
         let actor_cell = cell.clone();
         let actor_meta = meta.clone();
         let addr = ChunkActor::start_in_arbiter(&self.next_chunk_worker(), move |_| {
-            ChunkActor::new(node, actor_meta, actor_cell, chunk_size_max_bytes)
+            ChunkActor::new(host, actor_meta, actor_cell)
         });
         Arc::new(ChunkRoute { id: meta.id, start: meta.start, end: meta.end, addr, cell })
+    }
+
+    fn self_arc(&self) -> Option<Arc<Node>> {
+        self.me.upgrade()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -418,6 +436,7 @@ impl Node {
                 tracing::error!(error = %e, "chunk did not shut down cleanly");
             }
         }
+        self.syncer.stop();
         if let Err(e) = self.catalog.flush() {
             tracing::error!(error = %e, "catalog flush failed at shutdown");
         }
@@ -542,4 +561,55 @@ fn open_chunks(
         }
     });
     results.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ChunkHost for Node {
+    fn clock(&self) -> &SeqClock {
+        &self.clock
+    }
+
+    fn fsync(&self) -> crate::config::FsyncMode {
+        self.config.fsync
+    }
+
+    fn syncer(&self) -> &Arc<crate::group_commit::Syncer> {
+        &self.syncer
+    }
+
+    fn notify_views(&self, range_id: u64) {
+        Node::notify_views(self, range_id);
+    }
+
+    fn view_floor(&self, range_id: u64) -> Option<u64> {
+        Node::view_floor(self, range_id)
+    }
+
+    fn next_chunk_id(&self) -> Result<u64, crate::catalog::CatalogError> {
+        self.catalog.next_id()
+    }
+
+    fn chunk_dir(&self, id: u64) -> PathBuf {
+        Node::chunk_dir(self, id)
+    }
+
+    fn segment_size_for(&self, chunk_size_max_bytes: u64) -> u64 {
+        self.config.segment_size_for(chunk_size_max_bytes)
+    }
+
+    fn record_split(
+        &self,
+        parent: u64,
+        lower: &ChunkMeta,
+        upper: &ChunkMeta,
+    ) -> Result<(), crate::catalog::CatalogError> {
+        self.catalog.split_chunk(parent, lower, upper)
+    }
+
+    fn start_halves(&self, parent: u64, lower: Chunk, upper: Chunk, chunk_size_max_bytes: u64) {
+        let Some(node) = self.self_arc() else { return };
+        let range_id = lower.meta.range_id;
+        let lower = node.spawn_chunk(lower, chunk_size_max_bytes);
+        let upper = node.spawn_chunk(upper, chunk_size_max_bytes);
+        self.router_write().replace_split(range_id, parent, lower, upper);
+    }
 }

@@ -256,6 +256,12 @@ struct ServeArgs {
     /// Milliseconds between fsyncs with --fsync interval.
     #[arg(long, default_value_t = 100)]
     fsync_interval_ms: u64,
+    /// How the node-wide group commit makes the writes of all chunks
+    /// durable together: auto (fdatasync each file for a few files, one
+    /// syncfs for more), fdatasync (each file written), syncfs (the whole
+    /// file system at once: flushes other programs' files too; Linux 5.8+).
+    #[arg(long, value_enum, default_value_t = SyncMethodArg::Auto)]
+    sync_method: SyncMethodArg,
     /// Threads for connections, as many for chunks and as many for views
     /// (default: one per core).
     #[arg(long)]
@@ -269,6 +275,13 @@ struct ServeArgs {
     /// must be created again.
     #[arg(long)]
     recover_catalog: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SyncMethodArg {
+    Auto,
+    Fdatasync,
+    Syncfs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -381,6 +394,11 @@ fn serve(args: ServeArgs) -> i32 {
         FsyncArg::Always => FsyncMode::Always,
         FsyncArg::Interval => FsyncMode::Interval { ms: args.fsync_interval_ms.max(1) },
         FsyncArg::Never => FsyncMode::Never,
+    };
+    config.sync_method = match args.sync_method {
+        SyncMethodArg::Auto => crate::group_commit::SyncMethod::Auto,
+        SyncMethodArg::Fdatasync => crate::group_commit::SyncMethod::Fdatasync,
+        SyncMethodArg::Syncfs => crate::group_commit::SyncMethod::Syncfs,
     };
     let password = match &args.requirepass_file {
         Some(path) => match read_password_file(path) {

@@ -111,14 +111,19 @@ pub struct SyncJob {
 }
 
 impl SyncJob {
-    pub fn run(self) -> io::Result<()> {
+    pub fn run(&self) -> io::Result<()> {
         for f in &self.files {
             f.sync_data()?;
         }
-        if let Some(dir) = self.dir {
+        if let Some(dir) = &self.dir {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// Files and directories the job syncs.
+    pub fn handles(&self) -> usize {
+        self.files.len() + usize::from(self.dir.is_some())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,0 +1,41 @@
+//! What a chunk needs from the node it runs in, and nothing more.
+//!
+//! Chunk actors and the group commit reach the node only through this
+//! trait, so the chunk layer does not depend on the node, its router or
+//! its views: [`crate::node::Node`] implements it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::catalog::CatalogError;
+use crate::config::FsyncMode;
+use crate::group_commit::Syncer;
+use crate::storage::chunk::{Chunk, ChunkMeta};
+use crate::storage::clock::SeqClock;
+
+pub trait ChunkHost: Send + Sync + 'static {
+    /// The node-wide seq clock: seqs for batches, pins, stability.
+    fn clock(&self) -> &SeqClock;
+    fn fsync(&self) -> FsyncMode;
+    /// The group commit every chunk of the node shares.
+    fn syncer(&self) -> &Arc<Syncer>;
+    /// Tells the views that read `range_id` that it changed.
+    fn notify_views(&self, range_id: u64);
+    /// Where the change journals of `range_id` must start, if a view reads it.
+    fn view_floor(&self, range_id: u64) -> Option<u64>;
+    /// A new chunk id, never used before on this node.
+    fn next_chunk_id(&self) -> Result<u64, CatalogError>;
+    /// The directory of chunk `id`.
+    fn chunk_dir(&self, id: u64) -> PathBuf;
+    /// Log segment size for chunks of at most `chunk_size_max_bytes`.
+    fn segment_size_for(&self, chunk_size_max_bytes: u64) -> u64;
+    /// Records in the catalog that `parent` became `lower` and `upper`.
+    fn record_split(
+        &self,
+        parent: u64,
+        lower: &ChunkMeta,
+        upper: &ChunkMeta,
+    ) -> Result<(), CatalogError>;
+    /// Starts the halves of a recorded split and routes requests to them.
+    fn start_halves(&self, parent: u64, lower: Chunk, upper: Chunk, chunk_size_max_bytes: u64);
+}

@@ -1,0 +1,281 @@
+//! The node's group commit: one syncer thread makes the writes of every
+//! chunk durable together.
+//!
+//! Writers apply their batches to a chunk directly, under its cell's write
+//! lock, on whatever thread they run ([`ChunkCell::apply`]). Under
+//! `--fsync always` an applied batch leaves its acknowledgement in the cell
+//! and the cell in the syncer's queue. The syncer takes every queued cell at
+//! once (a round): it hands each chunk's new entries to the kernel in one
+//! write, makes all of them durable with one sync, then acknowledges them.
+//! Cells queued while a round's sync runs wait for the next round, so the
+//! number of syncs follows the disk's speed, not the number of chunks or
+//! writers. Under `--fsync interval` writers hand their entries to the
+//! kernel themselves and are acknowledged at once; the syncer syncs the
+//! chunks written since its last round every interval. Under `--fsync never`
+//! the syncer has nothing to do.
+//!
+//! How a round syncs ([`SyncMethod`]) was chosen by measuring this workload
+//! (100-byte appends to N files, then making all of them durable) on ext4:
+//!
+//! | files per round | fdatasync each | syncfs once |
+//! |---|---|---|
+//! | 1 | 0.108 ms | 0.093 ms |
+//! | 4 | 0.527 ms | 0.121 ms |
+//! | 16 | 1.366 ms | 0.235 ms |
+//! | 32 | 2.889 ms | 0.333 ms |
+//!
+//! `syncfs(2)` costs about one journal commit whatever the number of files,
+//! but flushes every dirty file of the file system, other programs' too
+//! (6.4 ms for one file while another process wrote a large file), and
+//! reports writeback errors only since Linux 5.8. The default (`auto`)
+//! fdatasyncs rounds that touch few files and syncfs's larger ones, on
+//! kernels that report its errors.
+//!
+//! A failed sync fails exactly the chunks whose data it covered: with
+//! fdatasync, the chunk of the file that failed; with syncfs, which cannot
+//! say which file failed, every chunk of the round. Those chunks are
+//! poisoned (no more writes); nothing unsynced is ever acknowledged.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use crate::chunk_cell::{ChunkCell, Round};
+use crate::chunk_host::ChunkHost;
+use crate::config::FsyncMode;
+use crate::storage::chunk_log::SyncJob;
+
+/// How a round of the group commit makes its files durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMethod {
+    /// fdatasync each file of a round that touches fewer than
+    /// [`SYNCFS_MIN_FILES`] files, one syncfs otherwise (fdatasync only,
+    /// on kernels older than 5.8).
+    Auto,
+    /// fdatasync every file a round touched.
+    Fdatasync,
+    /// One syncfs of the data directory's file system per round (Linux
+    /// 5.8 or later).
+    Syncfs,
+}
+
+/// Files (and directories) a round must touch before `auto` prefers one
+/// syncfs to an fdatasync each (measured: 2 files cost 0.18 ms by
+/// fdatasync, 0.13 ms by syncfs; 4 files 0.53 ms against 0.12 ms).
+pub const SYNCFS_MIN_FILES: usize = 3;
+
+/// Whether this kernel's syncfs reports writeback errors (Linux 5.8+).
+pub fn syncfs_reports_errors() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (5, 8)
+}
+
+/// Counters of the group commit, for benchmarks and status.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Rounds that synced something.
+    pub rounds: AtomicU64,
+    /// Chunks those rounds covered, summed.
+    pub chunks: AtomicU64,
+    /// fdatasync and syncfs calls made.
+    pub syncs: AtomicU64,
+}
+
+/// The queue of chunks with writes to make durable, and its thread.
+pub struct Syncer {
+    /// Cells whose writes wait for a round. A std mutex with a condvar:
+    /// writers push (briefly, never across I/O) and the syncer thread
+    /// sleeps on it; no async runtime is involved on either side.
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    method: SyncMethod,
+    fsync: FsyncMode,
+    /// An open handle on the data directory: syncfs reports an error once
+    /// per open file description, so one handle kept for the node's life
+    /// sees every error after it was opened.
+    fs: File,
+    pub stats: CommitStats,
+    /// The thread, joined at shutdown.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Test hook: the next sync of a round fails with this error.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: Mutex<Option<io::ErrorKind>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    cells: VecDeque<Arc<ChunkCell>>,
+    stopping: bool,
+}
+
+impl Syncer {
+    /// A syncer for the node whose data lives in `data_dir`. Refuses
+    /// `syncfs` on a kernel that would not report its errors.
+    pub fn new(data_dir: &Path, fsync: FsyncMode, method: SyncMethod) -> io::Result<Syncer> {
+        if method == SyncMethod::Syncfs && !syncfs_reports_errors() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "--sync-method syncfs needs Linux 5.8 or later (older kernels do not report its errors)",
+            ));
+        }
+        let method = match method {
+            SyncMethod::Auto if !syncfs_reports_errors() => SyncMethod::Fdatasync,
+            m => m,
+        };
+        Ok(Syncer {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            method,
+            fsync,
+            fs: File::open(data_dir)?,
+            stats: CommitStats::default(),
+            thread: Mutex::new(None),
+            #[cfg(test)]
+            fail_next_sync: Mutex::new(None),
+        })
+    }
+
+    pub fn method(&self) -> SyncMethod {
+        self.method
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Queue edits are single pushes and takes: a poisoned lock is
+        // still consistent.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the syncer's thread; it holds the host weakly, so a node
+    /// dropped without shutdown is not kept alive by it.
+    pub fn start(self: &Arc<Self>, host: Weak<dyn ChunkHost>) -> io::Result<()> {
+        if self.fsync == FsyncMode::Never {
+            return Ok(());
+        }
+        let syncer = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("monotable-sync".to_owned())
+            .spawn(move || syncer.run(host))?;
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Queues a cell for the next round (the caller saw it was not queued).
+    pub fn enqueue(&self, cell: Arc<ChunkCell>) {
+        let mut q = self.queue();
+        q.cells.push_back(cell);
+        if self.fsync == FsyncMode::Always {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Runs the rounds still queued, then stops the thread.
+    pub fn stop(&self) {
+        self.queue().stopping = true;
+        self.wake.notify_all();
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    fn run(&self, host: Weak<dyn ChunkHost>) {
+        let pause = match self.fsync {
+            FsyncMode::Interval { ms } => Some(Duration::from_millis(ms.max(1))),
+            _ => None,
+        };
+        loop {
+            let cells: Vec<Arc<ChunkCell>> = {
+                let mut q = self.queue();
+                if let Some(pause) = pause {
+                    if !q.stopping {
+                        q = self.wake.wait_timeout(q, pause).unwrap_or_else(|p| p.into_inner()).0;
+                    }
+                } else {
+                    while q.cells.is_empty() && !q.stopping {
+                        q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+                if q.cells.is_empty() && q.stopping {
+                    return;
+                }
+                q.cells.drain(..).collect()
+            };
+            let Some(host) = host.upgrade() else { return };
+            self.round(&*host, cells);
+        }
+    }
+
+    /// One round: every queued chunk's entries written out, synced
+    /// together, then acknowledged.
+    fn round(&self, host: &dyn ChunkHost, cells: Vec<Arc<ChunkCell>>) {
+        let cells_len = cells.len();
+        let mut rounds: Vec<(Arc<ChunkCell>, Round)> =
+            cells.into_iter().map(|c| (c.clone(), c.begin_round())).collect();
+        let jobs: Vec<(usize, &mut SyncJob)> = rounds
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, (_, r))| r.job.as_mut().ok().and_then(Option::as_mut).map(|j| (i, j)))
+            .filter(|(_, j)| !j.is_empty())
+            .collect();
+        let files: usize = jobs.iter().map(|(_, j)| j.handles()).sum();
+        let mut outcomes: Vec<Option<io::Error>> = (0..cells_len).map(|_| None).collect();
+        if files > 0 {
+            let syncfs = match self.method {
+                SyncMethod::Syncfs => true,
+                SyncMethod::Auto => files >= SYNCFS_MIN_FILES,
+                SyncMethod::Fdatasync => false,
+            };
+            if syncfs {
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.syncfs() {
+                    for (i, _) in &jobs {
+                        outcomes[*i] = Some(io::Error::new(e.kind(), e.to_string()));
+                    }
+                }
+            } else {
+                for (i, job) in jobs {
+                    self.stats.syncs.fetch_add(job.handles() as u64, Ordering::Relaxed);
+                    if let Err(e) = self.injected_failure().map_or_else(|| job.run(), Err) {
+                        outcomes[i] = Some(e);
+                    }
+                }
+            }
+            self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+            self.stats.chunks.fetch_add(cells_len as u64, Ordering::Relaxed);
+        }
+        for ((cell, round), failed) in rounds.into_iter().zip(outcomes) {
+            cell.end_round(host, round, failed);
+        }
+    }
+
+    fn syncfs(&self) -> io::Result<()> {
+        if let Some(e) = self.injected_failure() {
+            return Err(e);
+        }
+        // SAFETY: syncfs takes a file descriptor this struct owns and keeps
+        // open for the duration of the call; it reads no memory of ours.
+        let r = unsafe { libc::syncfs(self.fs.as_raw_fd()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    #[cfg(test)]
+    fn injected_failure(&self) -> Option<io::Error> {
+        self.fail_next_sync.lock().unwrap_or_else(|p| p.into_inner()).take().map(io::Error::from)
+    }
+
+    #[cfg(not(test))]
+    fn injected_failure(&self) -> Option<io::Error> {
+        None
+    }
+}
