@@ -279,3 +279,159 @@ impl Syncer {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use monotable_proto::WriteOp;
+
+    use super::*;
+    use crate::catalog::CatalogError;
+    use crate::chunk_cell::{Applied, CellState};
+    use crate::storage::chunk::{Chunk, ChunkMeta};
+    use crate::storage::clock::SeqClock;
+    use crate::storage::descriptor::ChunkDescriptor;
+
+    /// A host with a clock and a syncer whose thread never runs: the test
+    /// runs rounds itself.
+    struct Host {
+        clock: SeqClock,
+        syncer: Arc<Syncer>,
+    }
+
+    impl ChunkHost for Host {
+        fn clock(&self) -> &SeqClock {
+            &self.clock
+        }
+        fn fsync(&self) -> FsyncMode {
+            FsyncMode::Always
+        }
+        fn syncer(&self) -> &Arc<Syncer> {
+            &self.syncer
+        }
+        fn notify_views(&self, _: u64) {}
+        fn view_floor(&self, _: u64) -> Option<u64> {
+            None
+        }
+        fn next_chunk_id(&self) -> Result<u64, CatalogError> {
+            unreachable!("no splits here")
+        }
+        fn chunk_dir(&self, _: u64) -> PathBuf {
+            unreachable!("no splits here")
+        }
+        fn segment_size_for(&self, _: u64) -> u64 {
+            4096
+        }
+        fn record_split(&self, _: u64, _: &ChunkMeta, _: &ChunkMeta) -> Result<(), CatalogError> {
+            unreachable!("no splits here")
+        }
+        fn start_halves(&self, _: u64, _: Chunk, _: Chunk, _: u64) {}
+    }
+
+    fn cells(dir: &Path, n: u64) -> Vec<Arc<ChunkCell>> {
+        (1..=n)
+            .map(|id| {
+                let chunk = ChunkMeta { id, range_id: 1, start: vec![], end: None };
+                let desc =
+                    ChunkDescriptor { range_name: "r".into(), options: Default::default(), chunk };
+                let chunk = Chunk::create(&desc, &dir.join(id.to_string()), 4096).expect("create");
+                Arc::new(ChunkCell::new(id, CellState::Open(chunk), 1 << 20))
+            })
+            .collect()
+    }
+
+    fn put(k: &str) -> Vec<WriteOp> {
+        vec![WriteOp::Put { key: k.as_bytes().to_vec().into(), value: b"v".to_vec().into() }]
+    }
+
+    /// Applies one batch to each cell, runs one round that fails its first
+    /// sync, and says which batches were acknowledged.
+    fn round_with_failure(method: SyncMethod) -> (Vec<bool>, Vec<bool>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(Syncer::new(dir.path(), FsyncMode::Always, method).expect("syncer"));
+        let host = Host { clock: SeqClock::new(0), syncer: syncer.clone() };
+        let cells = cells(dir.path(), 3);
+        let mut acks = Vec::new();
+        for (i, cell) in cells.iter().enumerate() {
+            match cell.apply(&host, &put(&format!("k{i}"))).expect("apply") {
+                Applied::Pending(rx) => acks.push(rx),
+                Applied::Durable(_) => panic!("fsync always waits for the group commit"),
+            }
+        }
+        let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
+        assert_eq!(queued.len(), 3, "each cell is queued once");
+        *syncer.fail_next_sync.lock().expect("hook") = Some(io::ErrorKind::Other);
+        syncer.round(&host, queued);
+        let acked = acks
+            .into_iter()
+            .map(|mut rx| rx.try_recv().expect("answered after the round").is_ok())
+            .collect();
+        let poisoned = cells.iter().map(|c| c.poisoned().is_some()).collect();
+        // Nothing acknowledged or not stays unresolved on the clock.
+        assert_eq!(host.clock.stable(), host.clock.last_allocated());
+        (acked, poisoned)
+    }
+
+    #[test]
+    fn a_failed_fdatasync_fails_only_the_chunk_whose_file_it_was() {
+        let (acked, poisoned) = round_with_failure(SyncMethod::Fdatasync);
+        assert_eq!(acked, [false, true, true]);
+        assert_eq!(poisoned, [true, false, false]);
+    }
+
+    #[test]
+    fn a_failed_syncfs_fails_every_chunk_of_the_round() {
+        if !syncfs_reports_errors() {
+            eprintln!("SKIPPED: this kernel's syncfs does not report errors");
+            return;
+        }
+        let (acked, poisoned) = round_with_failure(SyncMethod::Syncfs);
+        assert_eq!(acked, [false, false, false]);
+        assert_eq!(poisoned, [true, true, true]);
+    }
+
+    #[test]
+    fn a_poisoned_chunk_refuses_writes_and_others_take_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
+        );
+        let host = Host { clock: SeqClock::new(0), syncer: syncer.clone() };
+        let cells = cells(dir.path(), 2);
+        cells[0].poison("fsync failed: injected".into());
+        let refused = cells[0].apply(&host, &put("a")).err().expect("refused");
+        assert!(refused.to_string().contains("injected"), "{refused}");
+        assert!(cells[1].apply(&host, &put("a")).is_ok());
+    }
+
+    #[test]
+    fn rounds_group_many_chunks_into_one_syncfs() {
+        if !syncfs_reports_errors() {
+            eprintln!("SKIPPED: this kernel's syncfs does not report errors");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer =
+            Arc::new(Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Auto).expect("syncer"));
+        let host = Host { clock: SeqClock::new(0), syncer: syncer.clone() };
+        let cells = cells(dir.path(), 8);
+        for (i, cell) in cells.iter().enumerate() {
+            for j in 0..3 {
+                let _ = cell.apply(&host, &put(&format!("k{i}-{j}"))).expect("apply");
+            }
+        }
+        let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
+        assert_eq!(queued.len(), 8);
+        syncer.round(&host, queued);
+        assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 1, "one syncfs for 8 chunks");
+        assert_eq!(host.clock.stable(), 24);
+        for cell in &cells {
+            cell.with_chunk(|c| {
+                assert_eq!(c.durable_seq(), c.last_seq());
+                Ok(())
+            })
+            .expect("open");
+        }
+    }
+}
