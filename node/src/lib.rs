@@ -8,11 +8,14 @@
 //!   request -> [`node::Node::execute`]; replies are written as they finish.
 //! - [`node`]: the node itself (start, workers, shutdown, routing); its
 //!   [`commands`] validate each request, find the chunks it touches through
-//!   the [`router`], read their cells or send their actors a
-//!   [`chunk_actor::ChunkMsg`]; [`scan`] walks chunks for range scans.
-//! - [`chunk_actor`]: one actix actor per chunk, the only writer of its log;
-//!   group commit, compaction and splits happen here. Reads skip the actor
-//!   and read the [`chunk_cell`] it shares.
+//!   the [`router`], and read or apply writes to their [`chunk_cell`]s on
+//!   the request's own task; [`scan`] walks chunks for range scans.
+//! - [`chunk_cell`]: a chunk shared by every thread: writes applied under
+//!   its write lock, reads under its read lock. [`group_commit`]: the
+//!   node's syncer thread, one sync for the new writes of every chunk.
+//!   [`chunk_actor`]: one actix actor per chunk for compaction, splits,
+//!   shutdown and drop. [`chunk_host`]: the narrow trait through which this
+//!   layer reaches the node.
 //! - [`storage`]: the chunk itself: log segments on disk, its manifest and
 //!   descriptor, the versioned in-memory index, the seq clock and snapshot
 //!   pins; the row limits are enforced here, where every write passes.
