@@ -256,6 +256,33 @@ async fn many_found(c: &Client, ledger: &Ledger) -> BTreeMap<(u64, u64), BTreeSe
     found
 }
 
+/// Reads every key of every acknowledged batch by key (routed through the
+/// chunks as split since), not by a scan.
+async fn many_point_reads(c: &Client, ledger: &Ledger, round: usize) {
+    let keys: Vec<(Vec<u8>, Vec<u8>)> = ledger
+        .acked
+        .iter()
+        .flat_map(|&(w, n)| {
+            ledger.sent[&(w, n)]
+                .keys
+                .iter()
+                .map(move |&(r, p)| (many_key(r, w, n, p), many_value(w, n, p)))
+        })
+        .collect();
+    for group in keys.chunks(1000) {
+        let asked: Vec<&[u8]> = group.iter().map(|(k, _)| k.as_slice()).collect();
+        let values = c.multi_get(MANY, &asked).await.expect("multi-get after restart");
+        for ((key, want), got) in group.iter().zip(values) {
+            assert_eq!(
+                got.as_ref(),
+                Some(want),
+                "round {round}: acknowledged key {:?} reads back wrong",
+                tuple::decode(key)
+            );
+        }
+    }
+}
+
 /// Chunk count of `MANY`, checking that its chunks tile the key space and
 /// all serve.
 async fn many_chunks(c: &Client) -> usize {
@@ -333,7 +360,10 @@ fn many_chunks_crash_rounds(serve_args: &[&str], seed: u64) {
             tokio::time::sleep(Duration::from_millis(run_ms)).await;
             node.kill();
             for t in tasks {
-                t.await.expect("a writer panicked");
+                tokio::time::timeout(Duration::from_secs(60), t)
+                    .await
+                    .expect("a writer went on after the kill")
+                    .expect("a writer panicked");
             }
         });
         next_n += 1_000_000;
@@ -341,6 +371,7 @@ fn many_chunks_crash_rounds(serve_args: &[&str], seed: u64) {
         let ledger = ledger.lock().expect("lock");
         let (found, chunks) = rt.block_on(async {
             let c = Client::connect(node.addr).await.expect("reconnect");
+            many_point_reads(&c, &ledger, round).await;
             (many_found(&c, &ledger).await, many_chunks(&c).await)
         });
         let lost: Vec<_> = ledger
@@ -382,5 +413,13 @@ fn many_chunks_crash_rounds(serve_args: &[&str], seed: u64) {
         ledger.acked.iter().filter(|(w, _)| *w >= REGIONS).count(),
     );
     assert!(chunks_after > chunks_before, "no chunk split during the load");
+    let log = node.log();
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    eprintln!(
+        "{serve_args:?}: the kills cut {} log tails and interrupted {} splits",
+        count("truncated a torn write"),
+        count("an interrupted split")
+    );
+    assert_eq!(count("panicked"), 0, "{log:#?}");
     assert!(node.stop(), "clean shutdown after the crash rounds");
 }

@@ -490,6 +490,8 @@ fn acknowledged_resp_writes_over_many_chunks_survive_sigkill() {
     assert!(chunks_before >= 16, "{chunks_before} chunks before the load");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut chunks_after = chunks_before;
+    // Every process's log lines.
+    let mut node_log = Vec::new();
     for round in 0..ROUNDS {
         let run_ms = rng.gen_range(50..1500);
         let round_seed: u64 = rng.gen();
@@ -523,6 +525,7 @@ fn acknowledged_resp_writes_over_many_chunks_survive_sigkill() {
             t.join().expect("a client panicked");
         }
         // The next round's mode, on the same data directory.
+        node_log.extend(node.log());
         drop(node);
         node = Node::start_with(dir.path(), MODES[(round + 1) % MODES.len()]);
         let ledger = ledger.lock().expect("lock");
@@ -540,5 +543,13 @@ fn acknowledged_resp_writes_over_many_chunks_survive_sigkill() {
         ledger.added.len()
     );
     assert!(acked_incrs > 0 && !ledger.added.is_empty(), "the load made no progress");
+    node_log.extend(node.log());
+    let count = |needle: &str| node_log.iter().filter(|l| l.contains(needle)).count();
+    eprintln!(
+        "the kills cut {} log tails and interrupted {} splits",
+        count("truncated a torn write"),
+        count("an interrupted split")
+    );
+    assert_eq!(count("panicked"), 0, "{node_log:#?}");
     assert!(node.stop(), "clean shutdown after the crash rounds");
 }
