@@ -227,8 +227,14 @@ async fn many_writer(
             Err(e) if e.code() == Some(ErrorCode::CrossChunkBatch) => {
                 ledger.lock().expect("lock").refused.insert((writer, n));
             }
-            // The node is gone (or the write failed: then it promises
-            // nothing, which is what the checks assume).
+            // Busy: this batch may or may not be applied (the checks allow
+            // both); go on with the next.
+            Err(e) if e.is_retryable() && e.code().is_some() => {}
+            // Any other refusal under this load is a bug, not the kill.
+            Err(e @ (monotable_client::Error::Server(_) | monotable_client::Error::Invalid(_))) => {
+                panic!("batch ({writer}, {n}) failed: {e}")
+            }
+            // The node is gone: the batch may or may not be applied.
             Err(_) => return,
         }
     }
