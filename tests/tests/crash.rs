@@ -243,7 +243,7 @@ async fn many_writer(
 /// The writer of the probe batches (`n` = the round).
 const PROBE_WRITER: u64 = 1000;
 /// The writer of the records each region holds before the load (`n` = the
-/// region), and how many it writes to each: about two thirds of a chunk.
+/// region), and how many it writes to each: about four fifths of a chunk.
 const PREFILL_WRITER: u64 = 2000;
 const PREFILL_RECORDS: u64 = 120;
 
