@@ -239,6 +239,9 @@ pub fn plan_start(
 pub fn apply_start_plan(data_dir: &Path, plan: &StartPlan) -> std::io::Result<()> {
     for path in &plan.finish_drop {
         tracing::info!(dir = %path.display(), "removing a dropped range's chunk directory");
+        // Segments first, as a live drop does: a crash midway never leaves
+        // segments without their descriptor and drop marker.
+        crate::storage::chunk_log::remove_log_files(path)?;
         fs::remove_dir_all(path)?;
     }
     for path in &plan.unmark {

@@ -612,12 +612,35 @@ impl ChunkLog {
         Ok(())
     }
 
-    /// Removes the whole chunk directory.
+    /// Removes the whole chunk directory: the segments and the manifest
+    /// first, the descriptor last. A crash midway leaves a directory that
+    /// still says whose it was (start-up moves it aside), never segments
+    /// without a descriptor, which read as a data directory of an older
+    /// format and stop the node from starting.
     pub fn destroy(self) -> io::Result<()> {
         let dir = self.dir.clone();
         drop(self);
+        remove_log_files(&dir)?;
         fs::remove_dir_all(&dir)
     }
+}
+
+/// Removes a chunk directory's segments (sealed, staged) and manifest,
+/// leaving its descriptor: the first step of [`ChunkLog::destroy`].
+pub fn remove_log_files(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_log =
+            path.extension().is_some_and(|x| x == &SEGMENT_SUFFIX[1..] || x == &TMP_SUFFIX[1..])
+                || path.file_name().is_some_and(|n| n == MANIFEST_FILE);
+        if is_log {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies entries out of a log for compaction and splits. Each segment is

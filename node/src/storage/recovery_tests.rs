@@ -167,3 +167,21 @@ fn a_refused_write_rolls_the_chunk_back_and_it_takes_the_next_batch() {
     let c = open(&dir).expect("reopen");
     assert_eq!(keys(&c), 2);
 }
+
+// Regression: a node killed while removing a split chunk's directory left
+// segments without their descriptor (remove_dir_all took the descriptor
+// first), which start-up read as a data directory of an older format and
+// refused to serve (found by the crash test over many chunks).
+#[test]
+fn a_chunk_removal_cut_short_keeps_its_descriptor() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let chunks = data.path().join("chunks");
+    let dir = chunks.join(format!("{:016x}", 1));
+    filled(&dir);
+    // The first step of `destroy`, where a kill can cut it short.
+    super::chunk_log::remove_log_files(&dir).expect("remove segments");
+    assert!(segments(&dir).is_empty());
+    assert!(dir.join(super::descriptor::DESCRIPTOR_FILE).exists(), "descriptor goes last");
+    crate::startup::refuse_old_format(data.path(), &chunks)
+        .expect("a half-removed chunk is not a data directory of an older format");
+}
