@@ -23,7 +23,6 @@ use tokio::sync::oneshot;
 
 use crate::chunk_actor::{ChunkActor, Maintain};
 use crate::chunk_host::ChunkHost;
-use crate::config::FsyncMode;
 use crate::error::{NodeError, NodeResult};
 use crate::storage::chunk::{Chunk, ChunkError};
 use crate::storage::chunk_log::{LogError, SyncJob};
@@ -48,35 +47,21 @@ pub type Ack = oneshot::Sender<NodeResult<CommitToken>>;
 /// An applied batch waiting for durability: its seq and whom to tell.
 pub type Pending = (u64, Ack);
 
-/// A batch applied by [`ChunkCell::apply`].
-pub enum Applied {
-    /// Durable as the node's `--fsync` mode defines it.
-    Durable(CommitToken),
-    /// Answered once the group commit has synced it.
-    Pending(oneshot::Receiver<NodeResult<CommitToken>>),
-}
+/// A batch applied by [`ChunkCell::apply`], on its way to durability.
+pub struct Applied(oneshot::Receiver<NodeResult<CommitToken>>);
 
 impl Applied {
-    /// Waits until the batch is durable.
+    /// Waits until the batch is durable as the node's `--fsync` mode
+    /// defines it.
     pub async fn durable(self) -> NodeResult<CommitToken> {
-        match self {
-            Applied::Durable(token) => Ok(token),
-            Applied::Pending(rx) => rx.await.unwrap_or_else(|_| {
-                Err(NodeError::Internal("the group commit stopped before answering".into()))
-            }),
-        }
+        self.0.await.unwrap_or_else(|_| {
+            Err(NodeError::Internal("the group commit stopped before answering".into()))
+        })
     }
 
-    /// The acknowledgement as a receiver (answered already if durable).
+    /// The acknowledgement as a receiver.
     pub fn into_receiver(self) -> oneshot::Receiver<NodeResult<CommitToken>> {
-        match self {
-            Applied::Pending(rx) => rx,
-            Applied::Durable(token) => {
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Ok(token));
-                rx
-            }
-        }
+        self.0
     }
 }
 
@@ -231,10 +216,10 @@ impl ChunkCell {
     }
 
     /// Applies one batch atomically on the calling thread: takes the next
-    /// seq, logs and indexes the batch. Under `--fsync interval|never` the
-    /// batch is handed to the kernel before this returns; under `always`
-    /// the returned [`Applied::Pending`] answers once the group commit
-    /// synced it. Either way the batch is readable (at
+    /// seq, logs and indexes the batch, and queues the chunk for the group
+    /// commit's next round, which answers the returned [`Applied`] once
+    /// the batch is durable (handed to the kernel, and synced under
+    /// `--fsync always`). The batch is readable (at
     /// [`crate::storage::chunk::ReadAt::Applied`]) on return.
     ///
     /// Errors: `Moved` if a key is outside the chunk or the chunk split or
@@ -242,7 +227,6 @@ impl ChunkCell {
     /// or value over its limit, a full disk) with nothing applied.
     pub fn apply(self: &Arc<Self>, host: &dyn ChunkHost, ops: &[WriteOp]) -> NodeResult<Applied> {
         let clock = host.clock();
-        let fsync = host.fsync();
         let mut state = self.write();
         let chunk = match &mut *state {
             CellState::Open(chunk) => chunk,
@@ -270,41 +254,15 @@ impl ChunkCell {
                 }
             });
         }
-        let token = CommitToken { chunk: self.id, seq };
-        if fsync == FsyncMode::Always {
-            let (tx, rx) = oneshot::channel();
-            commits.pending.push((seq, tx));
-            let queue = !std::mem::replace(&mut commits.queued, true);
-            drop(commits);
-            drop(state);
-            if queue {
-                host.syncer().enqueue(self.clone());
-            }
-            return Ok(Applied::Pending(rx));
-        }
-        let written = chunk.write_out();
-        if written.is_ok() {
-            chunk.mark_durable(seq);
-        }
-        let after = self.after_commit_facts(chunk);
-        let queue = written.is_ok()
-            && matches!(fsync, FsyncMode::Interval { .. })
-            && !std::mem::replace(&mut commits.queued, true);
+        let (tx, rx) = oneshot::channel();
+        commits.pending.push((seq, tx));
+        let queue = !std::mem::replace(&mut commits.queued, true);
         drop(commits);
         drop(state);
-        clock.resolve([seq]);
-        if let Err(e) = written {
-            let failure = GroupFailure::of_write_out(&e);
-            if failure.poisons {
-                self.poison(failure.reason.clone());
-            }
-            return Err(self.unavailable(&failure.reason));
-        }
         if queue {
             host.syncer().enqueue(self.clone());
         }
-        self.after_commit(host, after);
-        Ok(Applied::Durable(token))
+        Ok(Applied(rx))
     }
 
     fn after_commit_facts(&self, chunk: &Chunk) -> AfterCommit {
@@ -342,8 +300,9 @@ impl ChunkCell {
 
     /// The group commit's first step for this chunk: hands its new entries
     /// to the kernel and takes the batches they acknowledge, with what
-    /// will make them durable.
-    pub fn begin_round(&self) -> Round {
+    /// will make them durable when `sync` (else the log keeps collecting
+    /// its unsynced files for a later [`ChunkCell::take_sync_job`]).
+    pub fn begin_round(&self, sync: bool) -> Round {
         let mut state = self.write();
         let mut commits = self.commits();
         commits.queued = false;
@@ -351,8 +310,7 @@ impl ChunkCell {
         let job = match &mut *state {
             CellState::Open(chunk) => chunk
                 .write_out()
-                .and_then(|()| chunk.take_sync_job())
-                .map(Some)
+                .and_then(|()| if sync { chunk.take_sync_job().map(Some) } else { Ok(None) })
                 .map_err(|e| GroupFailure::of_write_out(&e)),
             // Whoever closed the cell answered what it held.
             _ if batch.is_empty() => Ok(None),
@@ -361,6 +319,14 @@ impl ChunkCell {
             )),
         };
         Round { batch, job }
+    }
+
+    /// What makes everything this chunk handed to the kernel durable
+    /// (`--fsync interval`); `None` if it is closed.
+    pub fn take_sync_job(&self) -> Option<Result<SyncJob, GroupFailure>> {
+        self.with_chunk_mut(|c| {
+            c.take_sync_job().map_err(|e| GroupFailure::poisoning(e.to_string()))
+        })
     }
 
     /// The group commit's last step: the sync ended (`failed` says how);

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::catalog::CatalogError;
-use crate::config::FsyncMode;
 use crate::group_commit::Syncer;
 use crate::storage::chunk::{Chunk, ChunkMeta};
 use crate::storage::clock::SeqClock;
@@ -16,7 +15,6 @@ use crate::storage::clock::SeqClock;
 pub trait ChunkHost: Send + Sync + 'static {
     /// The node-wide seq clock: seqs for batches, pins, stability.
     fn clock(&self) -> &SeqClock;
-    fn fsync(&self) -> FsyncMode;
     /// The group commit every chunk of the node shares.
     fn syncer(&self) -> &Arc<Syncer>;
     /// Tells the views that read `range_id` that it changed.

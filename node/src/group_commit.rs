@@ -2,17 +2,16 @@
 //! chunk durable together.
 //!
 //! Writers apply their batches to a chunk directly, under its cell's write
-//! lock, on whatever thread they run ([`ChunkCell::apply`]). Under
-//! `--fsync always` an applied batch leaves its acknowledgement in the cell
-//! and the cell in the syncer's queue. The syncer takes every queued cell at
-//! once (a round): it hands each chunk's new entries to the kernel in one
-//! write, makes all of them durable with one sync, then acknowledges them.
-//! Cells queued while a round's sync runs wait for the next round, so the
-//! number of syncs follows the disk's speed, not the number of chunks or
-//! writers. Under `--fsync interval` writers hand their entries to the
-//! kernel themselves and are acknowledged at once; the syncer syncs the
-//! chunks written since its last round every interval. Under `--fsync never`
-//! the syncer has nothing to do.
+//! lock, on whatever thread they run ([`ChunkCell::apply`]); the batch's
+//! acknowledgement waits in the cell, and the cell in the syncer's queue.
+//! The syncer takes every queued cell at once (a round): it hands each
+//! chunk's new entries to the kernel in one write, under `--fsync always`
+//! makes all of them durable with one sync, then acknowledges them. Cells
+//! queued while a round runs wait for the next one, so the number of writes
+//! and syncs follows the disk's speed, not the number of chunks, writers or
+//! commands in a pipeline. Under `--fsync interval` rounds only write, and
+//! every interval the syncer syncs the chunks written since the last time;
+//! under `--fsync never` rounds only write.
 //!
 //! How a round syncs ([`SyncMethod`]) was chosen by measuring this workload
 //! (100-byte appends to N files, then making all of them durable) on ext4:
@@ -43,7 +42,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::chunk_cell::{ChunkCell, Round};
 use crate::chunk_host::ChunkHost;
@@ -155,9 +154,6 @@ impl Syncer {
     /// Starts the syncer's thread; it holds the host weakly, so a node
     /// dropped without shutdown is not kept alive by it.
     pub fn start(self: &Arc<Self>, host: Weak<dyn ChunkHost>) -> io::Result<()> {
-        if self.fsync == FsyncMode::Never {
-            return Ok(());
-        }
         let syncer = self.clone();
         let handle = std::thread::Builder::new()
             .name("monotable-sync".to_owned())
@@ -170,9 +166,7 @@ impl Syncer {
     pub fn enqueue(&self, cell: Arc<ChunkCell>) {
         let mut q = self.queue();
         q.cells.push_back(cell);
-        if self.fsync == FsyncMode::Always {
-            self.wake.notify_one();
-        }
+        self.wake.notify_one();
     }
 
     /// Runs the rounds still queued, then stops the thread.
@@ -186,73 +180,138 @@ impl Syncer {
     }
 
     fn run(&self, host: Weak<dyn ChunkHost>) {
-        let pause = match self.fsync {
+        let interval = match self.fsync {
             FsyncMode::Interval { ms } => Some(Duration::from_millis(ms.max(1))),
             _ => None,
         };
+        let mut next_sync = interval.map(|i| Instant::now() + i);
+        // Under `--fsync interval`: the chunks written since the last sync.
+        let mut unsynced: Vec<Arc<ChunkCell>> = Vec::new();
         loop {
-            let cells: Vec<Arc<ChunkCell>> = {
+            let (cells, stopping) = {
                 let mut q = self.queue();
-                if let Some(pause) = pause {
-                    if !q.stopping {
-                        q = self.wake.wait_timeout(q, pause).unwrap_or_else(|p| p.into_inner()).0;
-                    }
-                } else {
-                    while q.cells.is_empty() && !q.stopping {
-                        q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                while q.cells.is_empty() && !q.stopping {
+                    match next_sync {
+                        Some(at) => {
+                            let now = Instant::now();
+                            if now >= at {
+                                break;
+                            }
+                            q = self
+                                .wake
+                                .wait_timeout(q, at - now)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
+                        }
+                        None => q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
                     }
                 }
-                if q.cells.is_empty() && q.stopping {
-                    return;
-                }
-                q.cells.drain(..).collect()
+                (q.cells.drain(..).collect::<Vec<_>>(), q.stopping)
             };
             let Some(host) = host.upgrade() else { return };
-            self.round(&*host, cells);
+            if !cells.is_empty() {
+                self.round(&*host, cells, &mut unsynced);
+            }
+            if let (Some(at), Some(interval)) = (next_sync, interval) {
+                if stopping || Instant::now() >= at {
+                    self.sync_written(std::mem::take(&mut unsynced));
+                    next_sync = Some(Instant::now() + interval);
+                }
+            }
+            if stopping && self.queue().cells.is_empty() {
+                return;
+            }
         }
     }
 
     /// One round: every queued chunk's entries written out, synced
-    /// together, then acknowledged.
-    fn round(&self, host: &dyn ChunkHost, cells: Vec<Arc<ChunkCell>>) {
-        let cells_len = cells.len();
+    /// together (under `--fsync always`), then acknowledged.
+    pub(crate) fn round(
+        &self,
+        host: &dyn ChunkHost,
+        cells: Vec<Arc<ChunkCell>>,
+        unsynced: &mut Vec<Arc<ChunkCell>>,
+    ) {
+        let sync = self.fsync == FsyncMode::Always;
         let mut rounds: Vec<(Arc<ChunkCell>, Round)> =
-            cells.into_iter().map(|c| (c.clone(), c.begin_round())).collect();
-        let jobs: Vec<(usize, &mut SyncJob)> = rounds
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, (_, r))| r.job.as_mut().ok().and_then(Option::as_mut).map(|j| (i, j)))
-            .filter(|(_, j)| !j.is_empty())
-            .collect();
-        let files: usize = jobs.iter().map(|(_, j)| j.handles()).sum();
-        let mut outcomes: Vec<Option<io::Error>> = (0..cells_len).map(|_| None).collect();
-        if files > 0 {
-            let syncfs = match self.method {
-                SyncMethod::Syncfs => true,
-                SyncMethod::Auto => files >= SYNCFS_MIN_FILES,
-                SyncMethod::Fdatasync => false,
-            };
-            if syncfs {
-                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.syncfs() {
-                    for (i, _) in &jobs {
-                        outcomes[*i] = Some(io::Error::new(e.kind(), e.to_string()));
-                    }
-                }
-            } else {
-                for (i, job) in jobs {
-                    self.stats.syncs.fetch_add(job.handles() as u64, Ordering::Relaxed);
-                    if let Err(e) = self.injected_failure().map_or_else(|| job.run(), Err) {
-                        outcomes[i] = Some(e);
-                    }
+            cells.into_iter().map(|c| (c.clone(), c.begin_round(sync))).collect();
+        let mut outcomes: Vec<Option<io::Error>> = (0..rounds.len()).map(|_| None).collect();
+        if sync {
+            let jobs: Vec<(usize, &SyncJob)> = rounds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, r))| {
+                    r.job.as_ref().ok().and_then(Option::as_ref).map(|j| (i, j))
+                })
+                .collect();
+            for (i, e) in self.sync_jobs(&jobs) {
+                outcomes[i] = Some(e);
+            }
+        } else if self.fsync != FsyncMode::Never {
+            for (cell, _) in &rounds {
+                if !unsynced.iter().any(|c| Arc::ptr_eq(c, cell)) {
+                    unsynced.push(cell.clone());
                 }
             }
-            self.stats.rounds.fetch_add(1, Ordering::Relaxed);
-            self.stats.chunks.fetch_add(cells_len as u64, Ordering::Relaxed);
         }
-        for ((cell, round), failed) in rounds.into_iter().zip(outcomes) {
+        for ((cell, round), failed) in rounds.drain(..).zip(outcomes) {
             cell.end_round(host, round, failed);
         }
+    }
+
+    /// `--fsync interval`: makes what the chunks handed to the kernel since
+    /// the last call durable; a chunk whose sync failed is poisoned (its
+    /// writes were acknowledged already: it takes no more).
+    fn sync_written(&self, cells: Vec<Arc<ChunkCell>>) {
+        let mut jobs = Vec::with_capacity(cells.len());
+        for cell in cells {
+            match cell.take_sync_job() {
+                Some(Ok(job)) => jobs.push((cell, job)),
+                Some(Err(f)) => cell.poison(f.reason),
+                None => {}
+            }
+        }
+        let refs: Vec<(usize, &SyncJob)> =
+            jobs.iter().enumerate().map(|(i, (_, j))| (i, j)).collect();
+        for (i, e) in self.sync_jobs(&refs) {
+            jobs[i].0.poison(format!("fsync failed: {e}"));
+        }
+    }
+
+    /// Syncs the jobs of one round by the node's method; returns the jobs
+    /// that failed (by their index) with the error.
+    fn sync_jobs(&self, jobs: &[(usize, &SyncJob)]) -> Vec<(usize, io::Error)> {
+        let jobs: Vec<(usize, &SyncJob)> =
+            jobs.iter().copied().filter(|(_, j)| !j.is_empty()).collect();
+        let files: usize = jobs.iter().map(|(_, j)| j.handles()).sum();
+        if files == 0 {
+            return Vec::new();
+        }
+        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+        self.stats.chunks.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let syncfs = match self.method {
+            SyncMethod::Syncfs => true,
+            SyncMethod::Auto => files >= SYNCFS_MIN_FILES,
+            SyncMethod::Fdatasync => false,
+        };
+        if syncfs {
+            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            return match self.syncfs() {
+                Ok(()) => Vec::new(),
+                Err(e) => jobs
+                    .iter()
+                    .map(|(i, _)| (*i, io::Error::new(e.kind(), e.to_string())))
+                    .collect(),
+            };
+        }
+        let mut failed = Vec::new();
+        for (i, job) in jobs {
+            self.stats.syncs.fetch_add(job.handles() as u64, Ordering::Relaxed);
+            if let Err(e) = self.injected_failure().map_or_else(|| job.run(), Err) {
+                failed.push((i, e));
+            }
+        }
+        failed
     }
 
     fn syncfs(&self) -> io::Result<()> {
@@ -288,7 +347,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::CatalogError;
-    use crate::chunk_cell::{Applied, CellState};
+    use crate::chunk_cell::CellState;
     use crate::storage::chunk::{Chunk, ChunkMeta};
     use crate::storage::clock::SeqClock;
     use crate::storage::descriptor::ChunkDescriptor;
@@ -303,9 +362,6 @@ mod tests {
     impl ChunkHost for Host {
         fn clock(&self) -> &SeqClock {
             &self.clock
-        }
-        fn fsync(&self) -> FsyncMode {
-            FsyncMode::Always
         }
         fn syncer(&self) -> &Arc<Syncer> {
             &self.syncer
@@ -354,15 +410,12 @@ mod tests {
         let cells = cells(dir.path(), 3);
         let mut acks = Vec::new();
         for (i, cell) in cells.iter().enumerate() {
-            match cell.apply(&host, &put(&format!("k{i}"))).expect("apply") {
-                Applied::Pending(rx) => acks.push(rx),
-                Applied::Durable(_) => panic!("fsync always waits for the group commit"),
-            }
+            acks.push(cell.apply(&host, &put(&format!("k{i}"))).expect("apply").into_receiver());
         }
         let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
         assert_eq!(queued.len(), 3, "each cell is queued once");
         *syncer.fail_next_sync.lock().expect("hook") = Some(io::ErrorKind::Other);
-        syncer.round(&host, queued);
+        syncer.round(&host, queued, &mut Vec::new());
         let acked = acks
             .into_iter()
             .map(|mut rx| rx.try_recv().expect("answered after the round").is_ok())
@@ -423,7 +476,7 @@ mod tests {
         }
         let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
         assert_eq!(queued.len(), 8);
-        syncer.round(&host, queued);
+        syncer.round(&host, queued, &mut Vec::new());
         assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 1, "one syncfs for 8 chunks");
         assert_eq!(host.clock.stable(), 24);
         for cell in &cells {

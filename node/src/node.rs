@@ -568,10 +568,6 @@ impl ChunkHost for Node {
         &self.clock
     }
 
-    fn fsync(&self) -> crate::config::FsyncMode {
-        self.config.fsync
-    }
-
     fn syncer(&self) -> &Arc<crate::group_commit::Syncer> {
         &self.syncer
     }
