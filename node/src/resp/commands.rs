@@ -4,8 +4,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, MutexGuard};
-
 use super::keyspace::{expire_at, now_ms, Db, Value, DATABASES, KIND_STRING};
 use super::reply::Reply;
 use crate::error::NodeError;
@@ -13,7 +11,7 @@ use crate::node::Node;
 
 /// Stripes of the key lock table: read-modify-write commands hold the
 /// stripes of their keys, so each is atomic among RESP clients.
-const LOCK_STRIPES: usize = 1024;
+use super::stripes::{KeyLocks, StripeGuards, LOCK_STRIPES};
 /// Most bytes of commands (arguments, 32 bytes each besides their own)
 /// one MULTI may queue; past it the command is refused and EXEC aborts.
 /// Redis has no such bound; without one a client could make the node hold
@@ -31,7 +29,8 @@ const OVERFLOW: &str = "ERR increment or decrement would overflow";
 /// What every RESP connection of a node shares.
 pub struct RespState {
     pub node: Arc<Node>,
-    locks: Vec<Mutex<()>>,
+    /// Key locks by stripe (see [`super::stripes`]).
+    locks: KeyLocks,
     next_client_id: AtomicU64,
     /// SCAN cursors: number -> the key row to go on from.
     pub cursors: std::sync::Mutex<super::keys::Cursors>,
@@ -55,7 +54,7 @@ impl RespState {
     pub fn new(node: Arc<Node>) -> Self {
         RespState {
             node,
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: KeyLocks::default(),
             next_client_id: AtomicU64::new(1),
             cursors: Default::default(),
             gate: tokio::sync::RwLock::new(()),
@@ -91,7 +90,7 @@ impl RespState {
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
     /// multi-key commands never wait on each other in a cycle).
-    pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+    pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
         // Only writers lock: their keys count as modified for WATCH.
         for k in keys {
             self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
@@ -100,11 +99,7 @@ impl RespState {
             keys.iter().map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            guards.push(self.locks[s].lock().await);
-        }
-        guards
+        self.locks.lock(stripes).await
     }
 }
 
@@ -365,7 +360,19 @@ pub async fn execute(
             return (Reply::Simple("QUEUED"), Vec::new());
         }
     }
-    let _gate = state.gate.read().await;
+    if name.starts_with("mt.") {
+        // May wait long (a fresh aggregate): nothing of the burst is held
+        // meanwhile.
+        super::stripes::release_held();
+    }
+    let _gate = match state.gate.try_read() {
+        Ok(gate) => gate,
+        Err(_) => {
+            // EXEC runs alone and may want a stripe this burst holds.
+            super::stripes::release_held();
+            state.gate.read().await
+        }
+    };
     let db = Db::new(&state.node, conn.db, None);
     let reply = match run(state, conn, &db, name, &args).await {
         Ok(reply) => reply,
@@ -425,6 +432,7 @@ async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec
             if std::mem::take(&mut conn.multi_failed) {
                 return Reply::err("EXECABORT Transaction discarded because of previous errors.");
             }
+            super::stripes::release_held();
             let _gate = state.gate.write().await;
             if watched.iter().any(|(db, k, seen)| state.version(*db, k) != *seen) {
                 return Reply::NullArray;

@@ -26,4 +26,5 @@ pub mod mt;
 pub mod parse;
 pub mod reply;
 pub mod server;
+pub mod stripes;
 pub mod zsets;

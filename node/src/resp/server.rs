@@ -143,44 +143,52 @@ async fn run_batch(
     peer: SocketAddr,
 ) -> Batch {
     // Each reply is encoded as soon as its command ran, in the protocol
-    // the connection speaks then (HELLO 3 answers in RESP3).
-    let mut replies: Vec<Vec<u8>> = Vec::new();
-    let mut bytes = 0;
-    let mut pending = Vec::new();
-    let (mut close, mut full) = (false, false);
-    loop {
-        if bytes >= REPLY_BUFFER_MAX_BYTES {
-            full = true;
-            break;
+    // the connection speaks then (HELLO 3 answers in RESP3). The commands
+    // run as one burst: key locks they take are kept for the next command
+    // on the same keys (see `stripes`), all released before the wait for
+    // durability.
+    let (replies, pending, close, full) = super::stripes::with_burst(async {
+        let mut replies: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0;
+        let mut pending = Vec::new();
+        let (mut close, mut full) = (false, false);
+        loop {
+            if bytes >= REPLY_BUFFER_MAX_BYTES {
+                full = true;
+                break;
+            }
+            let reply = match requests.next(conn.authenticated) {
+                Parsed::Incomplete => break,
+                Parsed::Error(message) => {
+                    tracing::debug!(%peer, %message, "RESP protocol error; closing");
+                    close = true;
+                    Reply::err(format!("ERR {message}"))
+                }
+                Parsed::ArgumentTooLarge(len) => {
+                    conn.refused();
+                    Reply::err(format!(
+                        "ERR argument of {len} bytes exceeds the limit of {ARG_SIZE_MAX_BYTES} bytes"
+                    ))
+                }
+                Parsed::Command(args) => {
+                    let (reply, durability) = execute(state, conn, args).await;
+                    pending.push((replies.len(), durability));
+                    close = conn.closing;
+                    reply
+                }
+            };
+            let mut encoded = Vec::new();
+            reply.write(conn.proto, &mut encoded);
+            bytes += encoded.len();
+            replies.push(encoded);
+            if close {
+                break;
+            }
         }
-        let reply = match requests.next(conn.authenticated) {
-            Parsed::Incomplete => break,
-            Parsed::Error(message) => {
-                tracing::debug!(%peer, %message, "RESP protocol error; closing");
-                close = true;
-                Reply::err(format!("ERR {message}"))
-            }
-            Parsed::ArgumentTooLarge(len) => {
-                conn.refused();
-                Reply::err(format!(
-                    "ERR argument of {len} bytes exceeds the limit of {ARG_SIZE_MAX_BYTES} bytes"
-                ))
-            }
-            Parsed::Command(args) => {
-                let (reply, durability) = execute(state, conn, args).await;
-                pending.push((replies.len(), durability));
-                close = conn.closing;
-                reply
-            }
-        };
-        let mut encoded = Vec::new();
-        reply.write(conn.proto, &mut encoded);
-        bytes += encoded.len();
-        replies.push(encoded);
-        if close {
-            break;
-        }
-    }
+        (replies, pending, close, full)
+    })
+    .await;
+    let mut replies = replies;
     // Durable first: each command's own writes, then everything any of
     // them read (all of it is at or below the last seq handed out).
     for (i, durability) in pending {
