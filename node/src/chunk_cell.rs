@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use crate::chunk_actor::{ChunkActor, Maintain};
 use crate::chunk_host::ChunkHost;
 use crate::error::{NodeError, NodeResult};
+use crate::group_commit::Syncer;
 use crate::storage::chunk::{Chunk, ChunkError};
 use crate::storage::chunk_log::{LogError, SyncJob};
 
@@ -48,21 +49,37 @@ pub type Ack = oneshot::Sender<NodeResult<CommitToken>>;
 pub type Pending = (u64, Ack);
 
 /// A batch applied by [`ChunkCell::apply`], on its way to durability.
-pub struct Applied(oneshot::Receiver<NodeResult<CommitToken>>);
+pub struct Applied {
+    ack: oneshot::Receiver<NodeResult<CommitToken>>,
+    cell: Arc<ChunkCell>,
+    syncer: Arc<Syncer>,
+}
 
 impl Applied {
     /// Waits until the batch is durable as the node's `--fsync` mode
-    /// defines it.
+    /// defines it. The first writer to wait starts the group commit's round
+    /// (so a burst of batches applied before anyone waits shares one), and
+    /// under `--fsync interval|never`, where a round is only a write, runs
+    /// it on its own thread.
     pub async fn durable(self) -> NodeResult<CommitToken> {
-        self.0.await.unwrap_or_else(|_| {
-            Err(NodeError::Internal("the group commit stopped before answering".into()))
-        })
+        let Applied { mut ack, cell, syncer } = self;
+        match ack.try_recv() {
+            Ok(answer) => return answer,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(group_commit_stopped()),
+            Err(oneshot::error::TryRecvError::Empty) => syncer.start_round(&cell),
+        }
+        ack.await.unwrap_or_else(|_| Err(group_commit_stopped()))
     }
 
-    /// The acknowledgement as a receiver.
-    pub fn into_receiver(self) -> oneshot::Receiver<NodeResult<CommitToken>> {
-        self.0
+    /// The answer, if the round has given it already.
+    #[cfg(test)]
+    pub fn try_answer(mut self) -> Option<NodeResult<CommitToken>> {
+        self.ack.try_recv().ok()
     }
+}
+
+fn group_commit_stopped() -> NodeError {
+    NodeError::Internal("the group commit stopped before answering".into())
 }
 
 /// Why a group of writes failed, and whether the chunk may take more.
@@ -259,10 +276,11 @@ impl ChunkCell {
         let queue = !std::mem::replace(&mut commits.queued, true);
         drop(commits);
         drop(state);
+        let syncer = host.syncer().clone();
         if queue {
-            host.syncer().enqueue(self.clone());
+            syncer.enqueue(self.clone());
         }
-        Ok(Applied(rx))
+        Ok(Applied { ack: rx, cell: self.clone(), syncer })
     }
 
     fn after_commit_facts(&self, chunk: &Chunk) -> AfterCommit {

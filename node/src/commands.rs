@@ -16,7 +16,6 @@ use crate::node::{answer, backoff, call, check_key, check_op, validate_range_nam
 use crate::router::{RangeRoute, Route};
 use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
 use crate::storage::descriptor::ChunkDescriptor;
-use tokio::sync::oneshot;
 
 /// Refuses a request carrying more items than its limit allows.
 fn check_count(n: usize, max: usize, items: &str, limit: &str) -> NodeResult<()> {
@@ -472,13 +471,13 @@ impl Node {
         &self,
         range: &str,
         ops: Vec<WriteOp>,
-    ) -> NodeResult<Vec<oneshot::Receiver<NodeResult<CommitToken>>>> {
+    ) -> NodeResult<Vec<crate::chunk_cell::Applied>> {
         ops.iter().try_for_each(check_op)?;
         let groups = self.group_by_chunk(range, ops, WriteOp::key)?;
         let mut durable = Vec::with_capacity(groups.len());
         for (route, ops) in groups {
             match route.cell.apply(self, &ops) {
-                Ok(applied) => durable.push(applied.into_receiver()),
+                Ok(applied) => durable.push(applied),
                 Err(NodeError::Moved) => {
                     self.write(range, ops, false).await?;
                 }

@@ -303,7 +303,7 @@ pub type Overlay = std::sync::Mutex<Writes>;
 pub type Writes = std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>;
 
 /// Acknowledgements of writes applied but not yet durable.
-pub type Durability = Vec<tokio::sync::oneshot::Receiver<NodeResult<monotable_proto::CommitToken>>>;
+pub type Durability = Vec<crate::chunk_cell::Applied>;
 
 /// The rows that set keys to values (key rows and expiry rows).
 pub fn put_ops(items: &[(Vec<u8>, Value)]) -> Vec<WriteOp> {

@@ -193,7 +193,7 @@ async fn run_batch(
     // them read (all of it is at or below the last seq handed out).
     for (i, durability) in pending {
         for ack in durability {
-            if let Err(e) = crate::node::answer(ack).await {
+            if let Err(e) = ack.durable().await {
                 let mut encoded = Vec::new();
                 Reply::err(format!("ERR {e}")).write(conn.proto, &mut encoded);
                 replies[i] = encoded;
