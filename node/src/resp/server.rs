@@ -188,9 +188,12 @@ async fn run_batch(
         (replies, pending, close, full)
     })
     .await;
+    // Everything the burst read was applied by now: later writes of other
+    // connections cannot be in its replies, so it need not wait for them.
+    let read_upto = state.node.clock.last_allocated();
     let mut replies = replies;
     // Durable first: each command's own writes, then everything any of
-    // them read (all of it is at or below the last seq handed out).
+    // them read (all of it is at or below `read_upto`).
     for (i, durability) in pending {
         for ack in durability {
             if let Err(e) = ack.durable().await {
@@ -201,8 +204,7 @@ async fn run_batch(
         }
     }
     if !replies.is_empty() {
-        let clock = &state.node.clock;
-        clock.wait_stable(clock.last_allocated()).await;
+        state.node.clock.wait_stable(read_upto).await;
     }
     Batch { out: replies.concat(), close, full }
 }
