@@ -226,6 +226,35 @@ impl ChunkIndex {
         })
     }
 
+    /// Like [`ChunkIndex::retained`] for the keys after `after` (all keys
+    /// when `None`), in key order, but over the versions `existed` accepts
+    /// only: a prefix of each chain (the versions a rewrite found when it
+    /// began; later ones are copied as they come). Yields every key,
+    /// with an empty list when nothing of it is kept, so that the caller
+    /// can count the keys it walked.
+    ///
+    /// What is kept of a prefix is a superset of what would be kept of the
+    /// same versions in the whole chain: a later version only ever
+    /// supersedes older ones.
+    pub fn retained_from<'a>(
+        &'a self,
+        pins: &'a [u64],
+        upto: u64,
+        after: Option<&[u8]>,
+        existed: impl Fn(&Version) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'a [u8], Vec<Version>)> + 'a {
+        let lower = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        self.keys.range::<[u8], _>((lower, Bound::Unbounded)).map(move |(key, chain)| {
+            let chain = chain.as_slice();
+            let n = chain.iter().take_while(|v| existed(v)).count();
+            let kept = if n == 0 { Vec::new() } else { retain_chain(&chain[..n], pins, upto) };
+            (key.as_slice(), kept)
+        })
+    }
+
     /// Every (seq, key) of a version above `after`: what a view that last
     /// saw the chunk at `after` has yet to see.
     pub fn versions_after(&self, after: u64) -> Vec<(u64, Box<[u8]>)> {
