@@ -1,0 +1,475 @@
+//! Compaction and splits running in steps while the chunk takes writes,
+//! checked against a model: every key at the newest state, at pinned
+//! snapshots and at the stable seq, before and after a reopen, with
+//! writes written out or not, synced or not, refused (cut back), and the
+//! log rotating, between the steps.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use monotable_proto::WriteOp;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::chunk::{Chunk, ChunkError, ChunkMeta, ReadAt};
+use super::chunk_log::LogError;
+use super::tests::desc;
+
+fn meta(id: u64, start: &[u8], end: Option<&[u8]>) -> ChunkMeta {
+    ChunkMeta { id, range_id: 1, start: start.to_vec(), end: end.map(<[u8]>::to_vec) }
+}
+
+/// What the chunk should hold: every batch still in it, by seq, and how
+/// far it got (written to the kernel, durable).
+#[derive(Default, Clone)]
+struct Model {
+    /// key -> (seq, value or None for a delete), oldest first.
+    history: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    last: u64,
+    written: u64,
+    durable: u64,
+}
+
+impl Model {
+    fn apply(&mut self, seq: u64, ops: &[WriteOp]) {
+        for op in ops {
+            let (key, value) = match op {
+                WriteOp::Put { key, value } => (key.to_vec(), Some(value.to_vec())),
+                WriteOp::Delete { key } => (key.to_vec(), None),
+            };
+            let h = self.history.entry(key).or_default();
+            if h.last().is_some_and(|(s, _)| *s == seq) {
+                h.pop();
+            }
+            h.push((seq, value));
+        }
+        self.last = seq;
+    }
+
+    /// A refused write out: the batches not written are gone.
+    fn discard_unwritten(&mut self) {
+        let upto = self.written;
+        for h in self.history.values_mut() {
+            h.retain(|(s, _)| *s <= upto);
+        }
+        self.history.retain(|_, h| !h.is_empty());
+        self.last = upto;
+    }
+
+    fn at(&self, key: &[u8], seq: u64) -> Option<Vec<u8>> {
+        let h = self.history.get(key)?;
+        h.iter().rev().find(|(s, _)| *s <= seq).and_then(|(_, v)| v.clone())
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.history.keys()
+    }
+}
+
+/// A chunk with its model and the node's seq clock, written the way the
+/// write path does: apply, then (maybe later) write out, sync, mark.
+struct Harness {
+    rng: StdRng,
+    chunk: Chunk,
+    model: Model,
+    next_seq: u64,
+    keys: Vec<Vec<u8>>,
+    /// The highest stable seq a compaction was given: the clock pins
+    /// nothing below it, and hands out no lower stable seq.
+    horizon: u64,
+    /// Refused write outs that had something to refuse.
+    refused: u64,
+}
+
+/// How often the runs hit the cases that matter, summed over seeds.
+#[derive(Default, Debug)]
+struct Coverage {
+    finished: u64,
+    aborted: u64,
+    /// The log rotated while a job ran.
+    rotated: u64,
+    /// ... past the compaction's reserved id (the active segment grew).
+    rotations_capped: u64,
+    /// Batches not yet written when a job finished.
+    unwritten_at_finish: u64,
+    /// Written but not durable.
+    undurable_at_finish: u64,
+    refused: u64,
+}
+
+fn newest_segment(dir: &Path) -> u32 {
+    super::tests::segments(dir)
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+impl Harness {
+    fn new(seed: u64, dir: &Path, segment_max: u64) -> Self {
+        let chunk = Chunk::create(&desc(meta(1, b"", None)), dir, segment_max).expect("create");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = rng.gen_range(3..40);
+        let keys = (0..n)
+            .map(|i| match i % 4 {
+                0 => format!("k{i:03}").into_bytes(),
+                1 => vec![b'k', 0, i as u8],
+                2 => vec![b'k', i as u8, 0, 0],
+                _ => format!("k{i:03}-{}", "x".repeat(i % 50)).into_bytes(),
+            })
+            .collect();
+        Harness { rng, chunk, model: Model::default(), next_seq: 1, keys, horizon: 0, refused: 0 }
+    }
+
+    /// A stable seq and pins as the clock hands them out: the stable seq at
+    /// most what is durable and not below the last one, pins between.
+    fn retention(&mut self) -> (Vec<u64>, u64) {
+        let stable = self.rng.gen_range(self.horizon..=self.model.durable);
+        self.horizon = stable;
+        let n = self.rng.gen_range(0..3);
+        let pins = (0..n).map(|_| self.rng.gen_range(self.horizon..=stable)).collect();
+        (pins, stable)
+    }
+
+    fn random_batch(&mut self) -> Vec<WriteOp> {
+        let n = self.rng.gen_range(1..4);
+        (0..n)
+            .map(|_| {
+                let key = self.keys[self.rng.gen_range(0..self.keys.len())].clone();
+                if self.rng.gen_bool(0.2) {
+                    WriteOp::Delete { key: key.into() }
+                } else {
+                    let len = match self.rng.gen_range(0..10) {
+                        0 => 0,
+                        1 => self.rng.gen_range(1000..4000),
+                        _ => self.rng.gen_range(1..200),
+                    };
+                    let value: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
+                    WriteOp::Put { key: key.into(), value: value.into() }
+                }
+            })
+            .collect()
+    }
+
+    fn apply(&mut self) {
+        let ops = self.random_batch();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.chunk.apply_batch(seq, &ops).expect("apply");
+        self.model.apply(seq, &ops);
+    }
+
+    fn write_out(&mut self, fail: bool) {
+        if fail {
+            self.chunk.fail_next_write_out_for_tests();
+        }
+        match self.chunk.write_out() {
+            Ok(()) => self.model.written = self.model.last,
+            Err(ChunkError::Log(LogError::WriteRefused { .. })) if fail => {
+                self.refused += u64::from(self.model.last > self.model.written);
+                self.model.discard_unwritten();
+            }
+            Err(e) => panic!("write out: {e}"),
+        }
+    }
+
+    /// What the syncer does: write out and take the job under the lock,
+    /// fsync outside it, then mark.
+    fn sync(&mut self) {
+        self.write_out(false);
+        let upto = self.model.written;
+        self.chunk.take_sync_job().expect("job").run().expect("fsync");
+        self.chunk.mark_durable(upto);
+        self.model.durable = self.model.durable.max(upto);
+    }
+
+    /// Some writes, written out, synced and refused at random.
+    fn churn(&mut self, n: usize) {
+        for _ in 0..n {
+            match self.rng.gen_range(0..20) {
+                0..=11 => self.apply(),
+                12..=14 => self.write_out(false),
+                15..=16 => self.sync(),
+                17 => {
+                    // A refused write out only matters with something unwritten.
+                    self.apply();
+                    self.write_out(true);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Compares every key the model knows (and a few it never saw) at `seqs`.
+fn check(chunk: &Chunk, model: &Model, seqs: &[u64], what: &str) {
+    let mut keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+    keys.push(b"absent".to_vec());
+    for key in &keys {
+        let latest = chunk.get(key, ReadAt::Latest).expect("get latest");
+        assert_eq!(latest, model.at(key, chunk.durable_seq()), "{what}: latest {key:?}");
+        let applied = chunk.get(key, ReadAt::Applied).expect("get applied");
+        assert_eq!(applied, model.at(key, model.last), "{what}: applied {key:?}");
+        for &s in seqs {
+            let got = chunk.get(key, ReadAt::Snapshot { seq: s, pinned: true }).expect("get at");
+            let want = model.at(key, s.min(chunk.durable_seq()));
+            assert_eq!(got, want, "{what}: {key:?} at {s}");
+        }
+    }
+    assert_eq!(chunk.last_seq(), model.last, "{what}: last seq");
+}
+
+fn reopen(dir: &Path, m: ChunkMeta, segment_max: u64) -> Chunk {
+    Chunk::open(&desc(m), dir, segment_max).expect("reopen").0
+}
+
+fn tmp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+fn seeds() -> u64 {
+    std::env::var("MONOTABLE_MAINTENANCE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60)
+}
+
+/// What a job's run looks like: how it is driven and where it may stop.
+struct Plan {
+    budget: usize,
+    /// Stop after this many steps without finishing (a crash or an abort).
+    abort_after: Option<usize>,
+    bulk_sync: bool,
+}
+
+fn plan(rng: &mut StdRng) -> Plan {
+    Plan {
+        budget: [1, 64, 700, 5000, 1 << 20][rng.gen_range(0..5)],
+        abort_after: rng.gen_bool(0.25).then(|| rng.gen_range(0..6)),
+        bulk_sync: rng.gen_bool(0.5),
+    }
+}
+
+fn run_compaction(seed: u64, cov: &mut Coverage) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let segment_max = [600, 3000, 1 << 20][seed as usize % 3];
+    let mut h = Harness::new(seed, &dir, segment_max);
+    let rounds = h.rng.gen_range(1..4);
+    for round in 0..rounds {
+        let warm = h.rng.gen_range(0..80);
+        h.churn(warm);
+        let what = format!("seed {seed} round {round}");
+        // Pins and the stable seq at or below what is durable now, as the
+        // clock hands them out.
+        let (mut pins, stable) = h.retention();
+        let plan = plan(&mut h.rng);
+        let newest_before = newest_segment(&dir);
+        let mut job = h.chunk.begin_compaction(&pins, stable).expect("begin");
+        assert!(matches!(h.chunk.begin_compaction(&pins, stable), Err(ChunkError::Busy)));
+        let mut steps = 0;
+        let mut done = false;
+        while !done {
+            if plan.abort_after == Some(steps) {
+                break;
+            }
+            done = h.chunk.compaction_step(&mut job, plan.budget).expect("step");
+            steps += 1;
+            let n = h.rng.gen_range(0..6);
+            h.churn(n);
+            // A pin taken meanwhile is at or above the stable seq.
+            if h.rng.gen_bool(0.1) && h.model.durable >= stable {
+                pins.push(h.rng.gen_range(stable..=h.model.durable));
+            }
+            if plan.bulk_sync && h.rng.gen_bool(0.3) {
+                job.sync_bulk().expect("bulk sync");
+            }
+        }
+        let mut seqs = pins.clone();
+        seqs.push(stable);
+        let newest = newest_segment(&dir);
+        cov.rotated += u64::from(newest > newest_before);
+        cov.rotations_capped +=
+            u64::from(newest + 1 >= newest_before + super::chunk::BASE_ID_HEADROOM);
+        if !done {
+            cov.aborted += 1;
+            drop(job);
+            assert!(tmp_files(&dir).is_empty(), "{what}: an aborted job leaves no file");
+            check(&h.chunk, &h.model, &seqs, &format!("{what} aborted"));
+            continue;
+        }
+        if plan.bulk_sync {
+            job.sync_bulk().expect("bulk sync");
+        }
+        cov.finished += 1;
+        cov.unwritten_at_finish += u64::from(h.model.last > h.model.written);
+        cov.undurable_at_finish += u64::from(h.model.written > h.chunk.durable_seq());
+        let before = h.chunk.durable_seq();
+        h.chunk.finish_compaction(job).expect("finish");
+        assert!(h.chunk.durable_seq() >= before);
+        assert_eq!(h.chunk.durable_seq(), h.chunk.last_seq(), "{what}: all durable");
+        h.model.written = h.model.last;
+        h.model.durable = h.model.last;
+        assert!(tmp_files(&dir).is_empty(), "{what}");
+        check(&h.chunk, &h.model, &seqs, &what);
+        // The job is gone: another may begin.
+        drop(h.chunk.begin_compaction(&[], stable).expect("begin again"));
+    }
+    h.churn(20);
+    cov.refused += h.refused;
+    let model = {
+        // Unwritten batches do not survive a crash.
+        let mut m = h.model.clone();
+        m.discard_unwritten();
+        m.durable = m.written;
+        m
+    };
+    drop(h.chunk);
+    let c = reopen(&dir, meta(1, b"", None), segment_max);
+    check(&c, &model, &[], &format!("seed {seed} reopened"));
+}
+
+#[test]
+fn compaction_in_steps_beside_writes_matches_the_model() {
+    let mut cov = Coverage::default();
+    for seed in 0..seeds() {
+        run_compaction(seed, &mut cov);
+    }
+    eprintln!("{cov:?}");
+    assert!(
+        cov.finished > 0
+            && cov.aborted > 0
+            && cov.rotated > 0
+            && cov.rotations_capped > 0
+            && cov.unwritten_at_finish > 0
+            && cov.undurable_at_finish > 0
+            && cov.refused > 0,
+        "the runs miss a case: {cov:?}"
+    );
+}
+
+fn run_split(seed: u64, cov: &mut Coverage) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let segment_max = [600, 3000, 1 << 20][seed as usize % 3];
+    let mut h = Harness::new(seed, &dir, segment_max);
+    let warm = h.rng.gen_range(2..120);
+    h.churn(warm);
+    h.sync();
+    if h.rng.gen_bool(0.5) {
+        let stable = h.model.durable;
+        h.horizon = stable;
+        h.chunk.compact(&[], stable).expect("compact");
+        h.model.written = h.model.last;
+        h.model.durable = h.model.last;
+    }
+    let what = format!("split seed {seed}");
+    let split_key = h.keys[h.rng.gen_range(1..h.keys.len())].clone();
+    let split_key = if split_key.is_empty() { b"k".to_vec() } else { split_key };
+    let (pins, stable) = h.retention();
+    let lower_dir = tmp.path().join("l");
+    let upper_dir = tmp.path().join("u");
+    let lower_meta = meta(2, b"", Some(&split_key));
+    let upper_meta = meta(3, &split_key, None);
+    let plan = plan(&mut h.rng);
+    let newest_before = newest_segment(&dir);
+    let mut job = h
+        .chunk
+        .begin_split(
+            &split_key,
+            &pins,
+            stable,
+            (lower_meta.clone(), &lower_dir),
+            (upper_meta.clone(), &upper_dir),
+            segment_max,
+        )
+        .expect("begin split");
+    assert!(matches!(h.chunk.begin_compaction(&pins, stable), Err(ChunkError::Busy)));
+    let mut steps = 0;
+    let mut done = false;
+    while !done {
+        if plan.abort_after == Some(steps) {
+            break;
+        }
+        done = h.chunk.split_step(&mut job, plan.budget).expect("step");
+        steps += 1;
+        let n = h.rng.gen_range(0..6);
+        h.churn(n);
+        if plan.bulk_sync && h.rng.gen_bool(0.3) {
+            job.sync_bulk().expect("bulk sync");
+        }
+    }
+    let mut seqs = pins.clone();
+    seqs.push(stable);
+    cov.rotated += u64::from(newest_segment(&dir) > newest_before);
+    cov.refused += h.refused;
+    if !done {
+        cov.aborted += 1;
+        drop(job);
+        assert!(!lower_dir.exists() && !upper_dir.exists(), "{what}: an aborted split is gone");
+        check(&h.chunk, &h.model, &seqs, &format!("{what} aborted"));
+        let mut m = h.model.clone();
+        m.discard_unwritten();
+        m.durable = m.written;
+        drop(h.chunk);
+        let c = reopen(&dir, meta(1, b"", None), segment_max);
+        check(&c, &m, &[], &format!("{what} aborted, reopened"));
+        return;
+    }
+    cov.finished += 1;
+    cov.unwritten_at_finish += u64::from(h.model.last > h.model.written);
+    cov.undurable_at_finish += u64::from(h.model.written > h.chunk.durable_seq());
+    let (lower, upper) = h.chunk.finish_split(job).expect("finish split");
+    // Everything the old chunk logged is durable in the halves.
+    let mut model = h.model.clone();
+    model.written = model.last;
+    model.durable = model.last;
+    let halves = |lower: &Chunk, upper: &Chunk, seqs: &[u64], what: &str| {
+        for c in [lower, upper] {
+            assert_eq!(c.durable_seq(), c.last_seq(), "{what}: halves are durable");
+            assert_eq!(c.last_seq(), model.last, "{what}");
+        }
+        let (lo, hi): (Model, Model) = {
+            let mut lo = model.clone();
+            let mut hi = model.clone();
+            lo.history.retain(|k, _| k.as_slice() < split_key.as_slice());
+            hi.history.retain(|k, _| k.as_slice() >= split_key.as_slice());
+            (lo, hi)
+        };
+        check(lower, &lo, seqs, &format!("{what} lower"));
+        check(upper, &hi, seqs, &format!("{what} upper"));
+        // Each half holds its own keys only, at any snapshot it has.
+        let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        for (c, is_lower) in [(lower, true), (upper, false)] {
+            let scan = c.scan(all, ReadAt::Applied, false, usize::MAX, usize::MAX).expect("scan");
+            for r in scan.records {
+                assert_eq!(r.key.as_ref() < split_key.as_slice(), is_lower, "{what}: {:?}", r.key);
+            }
+        }
+    };
+    halves(&lower, &upper, &seqs, &what);
+    drop((lower, upper));
+    let lower = reopen(&lower_dir, lower_meta, segment_max);
+    let upper = reopen(&upper_dir, upper_meta, segment_max);
+    halves(&lower, &upper, &[], &format!("{what} reopened"));
+}
+
+#[test]
+fn split_in_steps_beside_writes_matches_the_model() {
+    let mut cov = Coverage::default();
+    for seed in 0..seeds() {
+        run_split(seed, &mut cov);
+    }
+    eprintln!("{cov:?}");
+    assert!(
+        cov.finished > 0
+            && cov.aborted > 0
+            && cov.rotated > 0
+            && cov.unwritten_at_finish > 0
+            && cov.undurable_at_finish > 0
+            && cov.refused > 0,
+        "the runs miss a case: {cov:?}"
+    );
+}
