@@ -473,3 +473,188 @@ fn split_in_steps_beside_writes_matches_the_model() {
         "the runs miss a case: {cov:?}"
     );
 }
+
+fn put(k: &str, v: &str) -> WriteOp {
+    WriteOp::Put { key: k.as_bytes().to_vec().into(), value: v.as_bytes().to_vec().into() }
+}
+
+fn value(c: &Chunk, k: &str, at: ReadAt) -> Option<String> {
+    c.get(k.as_bytes(), at).expect("get").map(|v| String::from_utf8(v).expect("utf8"))
+}
+
+fn durable(c: &mut Chunk, seq: u64) {
+    c.write_out().expect("write");
+    c.take_sync_job().expect("job").run().expect("sync");
+    c.mark_durable(seq);
+}
+
+// A write refused (cut back) between steps frees its bytes, and the next
+// batch is logged at the same offsets. Had the job recorded the log's end
+// with the unwritten bytes counted, that batch, lying "before" the end,
+// would be copied by neither the key-by-key pass (its key already passed)
+// nor the finish: the job records only what was written.
+#[test]
+fn a_write_refused_between_steps_loses_nothing_logged_after_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta(1, b"", None)), &dir, 1 << 20).expect("create");
+    c.apply_batch(1, &[put("a", "1"), put("b", "1")]).expect("apply");
+    durable(&mut c, 1);
+    c.apply_batch(2, &[put("z", "doomed")]).expect("apply");
+    let mut job = c.begin_compaction(&[], 1).expect("begin");
+    // Budget 1: one key per step, so "a" is behind the cursor.
+    assert!(!c.compaction_step(&mut job, 1).expect("step"));
+    c.fail_next_write_out_for_tests();
+    assert!(c.write_out().is_err());
+    c.apply_batch(3, &[put("a", "2")]).expect("apply");
+    c.write_out().expect("write");
+    while !c.compaction_step(&mut job, 1).expect("step") {}
+    c.finish_compaction(job).expect("finish");
+    assert_eq!(value(&c, "a", ReadAt::Latest).as_deref(), Some("2"));
+    assert_eq!(value(&c, "z", ReadAt::Applied), None);
+    drop(c);
+    let c = reopen(&dir, meta(1, b"", None), 1 << 20);
+    assert_eq!(value(&c, "a", ReadAt::Latest).as_deref(), Some("2"));
+    assert_eq!(value(&c, "b", ReadAt::Latest).as_deref(), Some("1"));
+    assert_eq!(value(&c, "z", ReadAt::Latest), None);
+    assert_eq!(c.last_seq(), 3);
+}
+
+/// The log rotates while a compaction runs, past the ids the compaction
+/// reserved (after which the active segment grows): the output still takes
+/// every segment's entries and supersedes them all.
+#[test]
+fn a_compaction_outlives_many_rotations() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let segment_max = 200;
+    let mut c = Chunk::create(&desc(meta(1, b"", None)), &dir, segment_max).expect("create");
+    for seq in 1..=10 {
+        c.apply_batch(seq, &[put(&format!("k{seq:02}"), &"v".repeat(150))]).expect("apply");
+        durable(&mut c, seq);
+    }
+    let mut job = c.begin_compaction(&[], 10).expect("begin");
+    let newest = newest_segment(&dir);
+    for seq in 11..=60 {
+        let v = format!("{seq}{}", "x".repeat(150));
+        c.apply_batch(seq, &[put(&format!("k{:02}", seq % 13), &v)]).expect("apply");
+        c.write_out().expect("write");
+        let _ = c.compaction_step(&mut job, 100).expect("step");
+    }
+    // The reserved id is never taken by a rotation.
+    let rotated = newest_segment(&dir);
+    assert_eq!(rotated, newest + super::chunk::BASE_ID_HEADROOM - 1);
+    c.apply_batch(61, &[put("last", "unwritten")]).expect("apply");
+    while !c.compaction_step(&mut job, 100).expect("step") {}
+    c.finish_compaction(job).expect("finish");
+    assert_eq!(super::tests::segments(&dir).len(), 1);
+    assert_eq!(c.durable_seq(), 61);
+    let check = |c: &Chunk| {
+        for seq in 48..=60u64 {
+            let k = format!("k{:02}", seq % 13);
+            let v = format!("{seq}{}", "x".repeat(150));
+            assert_eq!(value(c, &k, ReadAt::Latest), Some(v), "{k}");
+        }
+        assert_eq!(value(c, "last", ReadAt::Latest).as_deref(), Some("unwritten"));
+    };
+    check(&c);
+    // Rotation goes on above the new base.
+    for seq in 62..=70 {
+        c.apply_batch(seq, &[put("after", &"w".repeat(150))]).expect("apply");
+        durable(&mut c, seq);
+    }
+    assert!(super::tests::segments(&dir).len() > 1);
+    drop(c);
+    let c = reopen(&dir, meta(1, b"", None), segment_max);
+    check(&c);
+    assert_eq!(c.last_seq(), 70);
+}
+
+/// A process that dies in the middle of a job (nothing dropped, nothing
+/// removed) leaves the chunk reopenable with everything written, and the
+/// job's files are removed (compaction) or ignored (split directories,
+/// which no catalog names).
+#[test]
+fn a_crash_in_the_middle_of_a_job_leaves_the_chunk_whole() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta(1, b"", None)), &dir, 300).expect("create");
+    for seq in 1..=30 {
+        c.apply_batch(seq, &[put(&format!("k{:02}", seq % 7), &format!("{seq}"))]).expect("apply");
+        durable(&mut c, seq);
+    }
+    let mut job = c.begin_compaction(&[], 30).expect("begin");
+    assert!(!c.compaction_step(&mut job, 1).expect("step"));
+    job.sync_bulk().expect("bulk");
+    c.apply_batch(31, &[put("k00", "31")]).expect("apply");
+    c.write_out().expect("write");
+    assert!(!tmp_files(&dir).is_empty(), "the output is staged");
+    // The process dies: no destructor runs.
+    std::mem::forget(job);
+    let lower = tmp.path().join("l");
+    let upper = tmp.path().join("u");
+    let split = c.begin_split(
+        b"k03",
+        &[],
+        30,
+        (meta(2, b"", Some(b"k03")), &lower),
+        (meta(3, b"k03", None), &upper),
+        300,
+    );
+    assert!(matches!(split, Err(ChunkError::Busy)), "the leaked job still counts");
+    drop(c);
+    let mut c = reopen(&dir, meta(1, b"", None), 300);
+    assert!(tmp_files(&dir).is_empty());
+    assert_eq!(value(&c, "k00", ReadAt::Latest).as_deref(), Some("31"));
+    assert_eq!(value(&c, "k06", ReadAt::Latest).as_deref(), Some("27"));
+    let mut job = c
+        .begin_split(
+            b"k03",
+            &[],
+            31,
+            (meta(2, b"", Some(b"k03")), &lower),
+            (meta(3, b"k03", None), &upper),
+            300,
+        )
+        .expect("begin split");
+    assert!(!c.split_step(&mut job, 1).expect("step"));
+    std::mem::forget(job);
+    drop(c);
+    let c = reopen(&dir, meta(1, b"", None), 300);
+    assert_eq!(value(&c, "k00", ReadAt::Latest).as_deref(), Some("31"));
+    // The halves' directories hold only a staged segment: not chunks.
+    assert!(Chunk::open(&desc(meta(2, b"", Some(b"k03"))), &lower, 300).is_err());
+}
+
+/// After a split finished, the old chunk is as it was: readable, and
+/// destroyable by the caller once the catalog names the halves.
+#[test]
+fn a_finished_split_leaves_the_old_chunk_untouched() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta(1, b"", None)), &dir, 1 << 20).expect("create");
+    c.apply_batch(1, &[put("a", "1"), put("m", "1"), put("z", "1")]).expect("apply");
+    durable(&mut c, 1);
+    let mut job = c
+        .begin_split(
+            b"m",
+            &[],
+            1,
+            (meta(2, b"", Some(b"m")), &tmp.path().join("l")),
+            (meta(3, b"m", None), &tmp.path().join("u")),
+            1 << 20,
+        )
+        .expect("begin");
+    while !c.split_step(&mut job, 1).expect("step") {}
+    // Written during the split, not yet written out: in the upper half.
+    c.apply_batch(2, &[put("q", "2")]).expect("apply");
+    let (lower, upper) = c.finish_split(job).expect("finish");
+    assert_eq!(value(&upper, "q", ReadAt::Latest).as_deref(), Some("2"));
+    assert_eq!(value(&lower, "q", ReadAt::Applied), None);
+    assert_eq!(value(&c, "m", ReadAt::Latest).as_deref(), Some("1"));
+    assert_eq!(value(&c, "q", ReadAt::Applied).as_deref(), Some("2"));
+    assert_eq!(c.durable_seq(), 1, "the old chunk's own durability is its syncer's");
+    c.destroy().expect("destroy");
+    assert!(!dir.exists());
+    assert_eq!(value(&upper, "m", ReadAt::Latest).as_deref(), Some("1"));
+}
