@@ -1,5 +1,14 @@
 //! One chunk: its versioned index over its log. The chunk actor is a thin
 //! shell around this struct, which has no actor or threading code in it.
+//!
+//! Compaction and splits run beside the writes, in steps, so that no lock
+//! on the chunk is held for long: `begin_*` (under the write lock, brief)
+//! records where the written log ends; `*_step` (under the read lock,
+//! released between steps) copies the retained versions of what the log
+//! held then, key by key, and then what was written since, in log order;
+//! `sync_bulk` (no lock) fsyncs the output so far; `finish_*` (under the
+//! write lock) copies what was logged since the last step, written or not,
+//! fsyncs and puts the result in charge. One job per chunk at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -7,10 +16,10 @@ use std::sync::{Arc, Weak};
 use monotable_proto::{ChunkInfo, Record, WriteOp};
 
 use super::chunk_index::{ChunkIndex, KeyBounds};
+pub use super::chunk_log::BASE_ID_HEADROOM;
 use super::chunk_log::{
     create_chunk_dir, ChunkLog, LogError, LogPos, Recovery, SegmentWriter, SyncJob,
 };
-pub use super::chunk_log::BASE_ID_HEADROOM;
 use super::descriptor::ChunkDescriptor;
 use super::entry::EntryRef;
 use super::journal::ChangeJournal;
@@ -781,9 +790,11 @@ impl Chunk {
     /// the read lock. Transitional, for the single-writer chunk actor.
     pub fn prepare_compaction(&self, pins: &[u64], stable: u64) -> Result<Compaction, ChunkError> {
         assert_eq!(self.durable_seq, self.index.last_seq(), "compaction with undurable writes");
-        let id = self.log.active_segment().checked_add(BASE_ID_HEADROOM).ok_or_else(|| {
-            self.rewrite_refused("segment ids are exhausted".into())
-        })?;
+        let id = self
+            .log
+            .active_segment()
+            .checked_add(BASE_ID_HEADROOM)
+            .ok_or_else(|| self.rewrite_refused("segment ids are exhausted".into()))?;
         let out = self.log.base_writer(id, self.index.last_seq())?;
         let copy = self.rewrite_cursor(pins, stable, Arc::new(()));
         let mut job = Compaction { copy, out, index: ChunkIndex::new(), horizon: stable };

@@ -400,6 +400,42 @@ mod tests {
         assert_eq!(kept, vec![2, 4, 6]);
     }
 
+    /// What a rewrite keeps of the versions that existed when it began,
+    /// followed by every version logged since, reads the same as the whole
+    /// chain at every pin and at every snapshot from `upto` on.
+    #[test]
+    fn a_kept_prefix_and_the_versions_after_it_read_as_the_whole_chain() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.gen_range(1..8);
+            let mut seq = 0;
+            let chain: Vec<Version> = (0..n)
+                .map(|_| {
+                    seq += rng.gen_range(1..4);
+                    if rng.gen_bool(0.3) {
+                        del(seq)
+                    } else {
+                        put(seq, 10)
+                    }
+                })
+                .collect();
+            let upto = rng.gen_range(0..=seq + 1);
+            let pins: Vec<u64> =
+                (0..rng.gen_range(0..3)).map(|_| rng.gen_range(0..=upto)).collect();
+            let cut = rng.gen_range(0..=n);
+            let mut rewritten =
+                if cut == 0 { vec![] } else { retain_chain(&chain[..cut], &pins, upto) };
+            rewritten.extend_from_slice(&chain[cut..]);
+            let read = |vs: &[Version], at: u64| {
+                vs.iter().rev().find(|v| v.seq <= at).filter(|v| !v.is_tombstone()).map(|v| v.seq)
+            };
+            for at in pins.iter().copied().chain(upto..=seq + 1) {
+                assert_eq!(read(&rewritten, at), read(&chain, at), "{chain:?} cut {cut} at {at}");
+            }
+        }
+    }
+
     #[test]
     fn scan_respects_bounds_snapshot_and_direction() {
         let mut ix = ChunkIndex::new();

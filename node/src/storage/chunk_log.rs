@@ -666,7 +666,8 @@ impl ChunkLog {
     /// write out cuts back only bytes after it); everything appended later
     /// lies after it.
     pub fn written_end(&self) -> LogPos {
-        let offset = self.segments.get(&self.active).map_or(SEGMENT_HEADER_BYTES, |s| s.written_len);
+        let offset =
+            self.segments.get(&self.active).map_or(SEGMENT_HEADER_BYTES, |s| s.written_len);
         LogPos { segment: self.active, offset }
     }
 
@@ -750,12 +751,11 @@ impl ChunkLog {
         let written = self.active_len() - self.unwritten.len() as u64;
         let mut pos = 0usize;
         while pos < self.unwritten.len() {
-            let (e, len) =
-                decode_entry(&self.unwritten[pos..]).map_err(|e| LogError::Corrupt {
-                    path: segment_path(&self.dir, self.active),
-                    offset: written + pos as u64,
-                    reason: e.to_string(),
-                })?;
+            let (e, len) = decode_entry(&self.unwritten[pos..]).map_err(|e| LogError::Corrupt {
+                path: segment_path(&self.dir, self.active),
+                offset: written + pos as u64,
+                reason: e.to_string(),
+            })?;
             visit(&e)?;
             pos += len;
         }

@@ -658,3 +658,279 @@ fn a_finished_split_leaves_the_old_chunk_untouched() {
     assert!(!dir.exists());
     assert_eq!(value(&upper, "m", ReadAt::Latest).as_deref(), Some("1"));
 }
+
+/// Lock hold times of a compaction and of a split in steps while a writer
+/// thread applies, writes out and syncs batches under the write lock, and
+/// of the same rewrites in one go under the read lock (as before steps).
+/// Not a test; run in release, e.g.:
+///
+/// ```text
+/// MONOTABLE_MEASURE_LIVE_MB=13 cargo test --release -j1 -p monotable-node \
+///     measure_rewrite_lock_times -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore]
+fn measure_rewrite_lock_times() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, RwLock};
+    use std::time::{Duration, Instant};
+
+    let env = |name: &str, default: u64| {
+        std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    };
+    let live_mb = env("MONOTABLE_MEASURE_LIVE_MB", 13);
+    let budget = env("MONOTABLE_MEASURE_BUDGET", super::chunk::STEP_BUDGET_BYTES as u64) as usize;
+    let pace_us = env("MONOTABLE_MEASURE_WRITER_PACE_US", 100);
+    let value_len = 1000usize;
+    let keys = live_mb * 1_000_000 / (value_len as u64 + 40);
+    let segment_max = 16 << 20;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let key = move |i: u64| format!("key{i:010}");
+    let val = move |seq: u64| {
+        let mut v = format!("{seq:020}").into_bytes();
+        v.resize(value_len, b'v');
+        v
+    };
+    let mut c = Chunk::create(&desc(meta(1, b"", None)), &dir, segment_max).expect("create");
+    // Every key twice: half the log is garbage.
+    let mut seq = 0u64;
+    let fill = Instant::now();
+    for _ in 0..2 {
+        for start in (0..keys).step_by(64) {
+            seq += 1;
+            let ops: Vec<WriteOp> = (start..(start + 64).min(keys))
+                .map(|i| WriteOp::Put { key: key(i).into_bytes().into(), value: val(seq).into() })
+                .collect();
+            c.apply_batch(seq, &ops).expect("apply");
+            c.write_out().expect("write");
+            if seq % 64 == 0 {
+                durable(&mut c, seq);
+            }
+        }
+    }
+    durable(&mut c, seq);
+    eprintln!(
+        "filled {keys} keys: live {:.1} MB, log {:.1} MB in {:.1?}",
+        c.live_bytes() as f64 / 1e6,
+        c.log_bytes() as f64 / 1e6,
+        fill.elapsed()
+    );
+
+    let cell = Arc::new(RwLock::new(c));
+    let next_seq = Arc::new(AtomicU64::new(seq + 1));
+    let applied = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let wait_max = Arc::new(AtomicU64::new(0));
+    // The writer: one 1 KB put per batch, written out at once (as with
+    // `--fsync never|interval`), synced every 16 batches as the syncer
+    // would: write out and take the job under the lock, fsync outside it.
+    let writer = {
+        let (cell, next_seq, applied, stop, wait_max) =
+            (cell.clone(), next_seq.clone(), applied.clone(), stop.clone(), wait_max.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let mut c = cell.write().expect("lock");
+                wait_max.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                let k = key((seq * 7919) % keys);
+                c.apply_batch(
+                    seq,
+                    &[WriteOp::Put { key: k.into_bytes().into(), value: val(seq).into() }],
+                )
+                .expect("apply");
+                c.write_out().expect("write");
+                applied.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+                if n % 16 == 0 {
+                    let job = c.take_sync_job().expect("job");
+                    drop(c);
+                    job.run().expect("fsync");
+                    cell.write().expect("lock").mark_durable(seq);
+                } else {
+                    drop(c);
+                }
+                std::thread::sleep(Duration::from_micros(pace_us));
+            }
+        })
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let retention = |c: &Chunk| (vec![], c.durable_seq());
+
+    // Compaction in steps.
+    std::thread::sleep(Duration::from_millis(200));
+    wait_max.store(0, Ordering::Relaxed);
+    let total = Instant::now();
+    let t = Instant::now();
+    let mut job = {
+        let mut c = cell.write().expect("lock");
+        let (pins, stable) = retention(&c);
+        c.begin_compaction(&pins, stable).expect("begin")
+    };
+    let begin = t.elapsed();
+    let (mut steps, mut step_max, mut step_sum) = (0u32, Duration::ZERO, Duration::ZERO);
+    loop {
+        let c = cell.read().expect("lock");
+        let t = Instant::now();
+        let done = c.compaction_step(&mut job, budget).expect("step");
+        let d = t.elapsed();
+        drop(c);
+        steps += 1;
+        step_max = step_max.max(d);
+        step_sum += d;
+        if done {
+            break;
+        }
+    }
+    let t = Instant::now();
+    job.sync_bulk().expect("bulk");
+    let bulk = t.elapsed();
+    let tail_before = applied.load(Ordering::Relaxed);
+    let (finish, tail) = {
+        let mut c = cell.write().expect("lock");
+        let tail = applied.load(Ordering::Relaxed);
+        let t = Instant::now();
+        c.finish_compaction(job).expect("finish");
+        (t.elapsed(), tail)
+    };
+    let total = total.elapsed();
+    eprintln!(
+        "compaction in steps (budget {budget} B): begin {:.3} ms (write lock), {steps} steps \
+         max {:.3} ms sum {:.1} ms (read lock), bulk fsync {:.1} ms (no lock), finish {:.3} ms \
+         (write lock, {} batches logged since the last step began), total {:.1} ms, \
+         writer's longest wait for the lock {:.3} ms",
+        ms(begin),
+        ms(step_max),
+        ms(step_sum),
+        ms(bulk),
+        ms(finish),
+        tail - tail_before + 1,
+        ms(total),
+        wait_max.load(Ordering::Relaxed) as f64 / 1e3,
+    );
+    {
+        let c = cell.read().expect("lock");
+        eprintln!(
+            "after: live {:.1} MB, log {:.1} MB",
+            c.live_bytes() as f64 / 1e6,
+            c.log_bytes() as f64 / 1e6
+        );
+    }
+
+    // Split in steps.
+    std::thread::sleep(Duration::from_millis(200));
+    wait_max.store(0, Ordering::Relaxed);
+    let lower_dir = tmp.path().join("l");
+    let upper_dir = tmp.path().join("u");
+    let total = Instant::now();
+    let t = Instant::now();
+    let mut job = {
+        let mut c = cell.write().expect("lock");
+        let k = c.split_key().expect("splittable");
+        let (pins, stable) = retention(&c);
+        c.begin_split(
+            &k,
+            &pins,
+            stable,
+            (meta(2, b"", Some(&k)), &lower_dir),
+            (meta(3, &k, None), &upper_dir),
+            segment_max,
+        )
+        .expect("begin split")
+    };
+    let begin = t.elapsed();
+    let (mut steps, mut step_max, mut step_sum) = (0u32, Duration::ZERO, Duration::ZERO);
+    loop {
+        let c = cell.read().expect("lock");
+        let t = Instant::now();
+        let done = c.split_step(&mut job, budget).expect("step");
+        let d = t.elapsed();
+        drop(c);
+        steps += 1;
+        step_max = step_max.max(d);
+        step_sum += d;
+        if done {
+            break;
+        }
+    }
+    let t = Instant::now();
+    job.sync_bulk().expect("bulk");
+    let bulk = t.elapsed();
+    let tail_before = applied.load(Ordering::Relaxed);
+    let (finish, tail, halves) = {
+        let mut c = cell.write().expect("lock");
+        let tail = applied.load(Ordering::Relaxed);
+        let t = Instant::now();
+        let halves = c.finish_split(job).expect("finish split");
+        (t.elapsed(), tail, halves)
+    };
+    let total = total.elapsed();
+    eprintln!(
+        "split in steps (budget {budget} B): begin {:.3} ms (write lock), {steps} steps \
+         max {:.3} ms sum {:.1} ms (read lock), bulk fsync {:.1} ms (no lock), finish {:.3} ms \
+         (write lock, {} batches logged since the last step began), total {:.1} ms, \
+         writer's longest wait for the lock {:.3} ms",
+        ms(begin),
+        ms(step_max),
+        ms(step_sum),
+        ms(bulk),
+        ms(finish),
+        tail - tail_before + 1,
+        ms(total),
+        wait_max.load(Ordering::Relaxed) as f64 / 1e3,
+    );
+    drop(halves);
+    fs::remove_dir_all(&lower_dir).expect("rm");
+    fs::remove_dir_all(&upper_dir).expect("rm");
+
+    // The same rewrites in one go under the read lock, as before steps
+    // (the writer stopped: that path needs everything durable).
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    let mut c = Arc::try_unwrap(cell).ok().expect("sole owner").into_inner().expect("lock");
+    let last = c.last_seq();
+    durable(&mut c, last);
+    // Make garbage again, as much as before.
+    for start in (0..keys).step_by(64) {
+        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+        let ops: Vec<WriteOp> = (start..(start + 64).min(keys))
+            .map(|i| WriteOp::Put { key: key(i).into_bytes().into(), value: val(seq).into() })
+            .collect();
+        c.apply_batch(seq, &ops).expect("apply");
+        c.write_out().expect("write");
+        if seq % 64 == 0 {
+            durable(&mut c, seq);
+        }
+    }
+    let last = c.last_seq();
+    durable(&mut c, last);
+    let t = Instant::now();
+    let prepared = c.prepare_compaction(&[], last).expect("prepare");
+    let prepare = t.elapsed();
+    let t = Instant::now();
+    c.install_compaction(prepared).expect("install");
+    let install = t.elapsed();
+    eprintln!(
+        "compaction in one go: prepare_compaction {:.1} ms (read lock), install {:.3} ms \
+         (write lock), live {:.1} MB",
+        ms(prepare),
+        ms(install),
+        c.live_bytes() as f64 / 1e6
+    );
+    let k = c.split_key().expect("splittable");
+    let t = Instant::now();
+    let halves = c
+        .split(
+            &k,
+            &[],
+            last,
+            (meta(2, b"", Some(&k)), &lower_dir),
+            (meta(3, &k, None), &upper_dir),
+            segment_max,
+        )
+        .expect("split");
+    eprintln!("split in one go: {:.1} ms (read lock)", ms(t.elapsed()));
+    drop(halves);
+}
