@@ -20,12 +20,14 @@ fn meta(id: u64, start: &[u8], end: Option<&[u8]>) -> ChunkMeta {
     ChunkMeta { id, range_id: 1, start: start.to_vec(), end: end.map(<[u8]>::to_vec) }
 }
 
+/// A key's versions, oldest first: (seq, value or `None` for a delete).
+type History = Vec<(u64, Option<Vec<u8>>)>;
+
 /// What the chunk should hold: every batch still in it, by seq, and how
 /// far it got (written to the kernel, durable).
 #[derive(Default, Clone)]
 struct Model {
-    /// key -> (seq, value or None for a delete), oldest first.
-    history: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    history: BTreeMap<Vec<u8>, History>,
     last: u64,
     written: u64,
     durable: u64,
@@ -704,7 +706,7 @@ fn measure_rewrite_lock_times() {
                 .collect();
             c.apply_batch(seq, &ops).expect("apply");
             c.write_out().expect("write");
-            if seq % 64 == 0 {
+            if seq.is_multiple_of(64) {
                 durable(&mut c, seq);
             }
         }
@@ -744,7 +746,7 @@ fn measure_rewrite_lock_times() {
                 c.write_out().expect("write");
                 applied.fetch_add(1, Ordering::Relaxed);
                 n += 1;
-                if n % 16 == 0 {
+                if n.is_multiple_of(16) {
                     let job = c.take_sync_job().expect("job");
                     drop(c);
                     job.run().expect("fsync");
@@ -900,7 +902,7 @@ fn measure_rewrite_lock_times() {
             .collect();
         c.apply_batch(seq, &ops).expect("apply");
         c.write_out().expect("write");
-        if seq % 64 == 0 {
+        if seq.is_multiple_of(64) {
             durable(&mut c, seq);
         }
     }
