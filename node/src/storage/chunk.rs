@@ -18,7 +18,8 @@ use monotable_proto::{ChunkInfo, Record, WriteOp};
 use super::chunk_index::{ChunkIndex, KeyBounds};
 pub use super::chunk_log::BASE_ID_HEADROOM;
 use super::chunk_log::{
-    create_chunk_dir, ChunkLog, LogError, LogPos, Recovery, SegmentWriter, SyncJob,
+    create_chunk_dir, remove_superseded, ChunkLog, LogError, LogPos, Recovery, SegmentWriter,
+    SyncJob,
 };
 use super::descriptor::ChunkDescriptor;
 use super::entry::EntryRef;
@@ -150,6 +151,7 @@ impl Compaction {
 /// One new chunk a split is writing.
 struct Half {
     meta: ChunkMeta,
+    descriptor: ChunkDescriptor,
     dir: PathBuf,
     /// `None` once finished.
     out: Option<SegmentWriter>,
@@ -167,6 +169,10 @@ pub struct Split {
     horizon: u64,
     /// Directories this job created and still owns.
     created: Vec<PathBuf>,
+    /// Whether the halves' descriptors are written (durably). A directory
+    /// without one holds no chunk: a crash before leaves a directory that
+    /// start-up moves aside.
+    descriptors_written: bool,
 }
 
 impl Split {
@@ -178,8 +184,22 @@ impl Split {
         Ok(())
     }
 
-    /// Fdatasyncs both halves written so far; see [`Compaction::sync_bulk`].
+    /// Writes the halves' descriptors, durably (a few fsyncs), once.
+    fn write_descriptors(&mut self) -> Result<(), ChunkError> {
+        if !self.descriptors_written {
+            for half in &self.halves {
+                half.descriptor.write(&half.dir)?;
+            }
+            self.descriptors_written = true;
+        }
+        Ok(())
+    }
+
+    /// Fdatasyncs both halves written so far, and writes their descriptors
+    /// the first time; see [`Compaction::sync_bulk`]. Without it, finishing
+    /// does all that under the write lock.
     pub fn sync_bulk(&mut self) -> Result<(), ChunkError> {
+        self.write_descriptors()?;
         for half in &mut self.halves {
             if let Some(out) = &mut half.out {
                 out.sync_bulk()?;
@@ -225,6 +245,27 @@ pub struct Chunk {
     journal: Option<ChangeJournal>,
     /// The running compaction or split, if any (see [`Chunk::begin_compaction`]).
     job: Weak<()>,
+    /// Segment files the last compaction superseded, not yet removed (see
+    /// [`Chunk::take_superseded`]).
+    superseded: Vec<PathBuf>,
+}
+
+/// Segment files a finished compaction superseded: nothing reads them any
+/// more. Remove them outside the chunk's lock (unlinking large files takes
+/// milliseconds); dropped without [`Superseded::remove`], they stay on disk
+/// until the next start or the next compaction.
+#[must_use = "superseded segments stay on disk until removed"]
+pub struct Superseded(Vec<PathBuf>);
+
+impl Superseded {
+    /// Unlinks the files; failures are logged (the next start removes them).
+    pub fn remove(self) {
+        remove_superseded(self.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// One key's change between two snapshots, as a view sees it.
@@ -266,6 +307,7 @@ impl Chunk {
             gc_horizon: 0,
             journal: None,
             job: Weak::new(),
+            superseded: Vec::new(),
         })
     }
 
@@ -309,6 +351,7 @@ impl Chunk {
             gc_horizon: last,
             journal: None,
             job: Weak::new(),
+            superseded: Vec::new(),
         };
         Ok((chunk, recovery))
     }
@@ -674,7 +717,15 @@ impl Chunk {
         let mut job = self.begin_compaction(pins, stable)?;
         while !self.compaction_step(&mut job, STEP_BUDGET_BYTES)? {}
         job.sync_bulk()?;
-        self.finish_compaction(job)
+        self.finish_compaction(job)?;
+        self.take_superseded().remove();
+        Ok(())
+    }
+
+    /// The segment files the last finished compaction superseded, to be
+    /// removed outside the lock ([`Superseded::remove`]). Brief.
+    pub fn take_superseded(&mut self) -> Superseded {
+        Superseded(std::mem::take(&mut self.superseded))
     }
 
     /// Starts a compaction that keeps what `pins` and future snapshots at or
@@ -694,6 +745,8 @@ impl Chunk {
         stable: u64,
     ) -> Result<Compaction, ChunkError> {
         let token = self.register_job()?;
+        // Left by a caller that did not take them: removed now, late.
+        remove_superseded(std::mem::take(&mut self.superseded));
         let out = self.log.reserve_base(&token, self.index.last_seq())?;
         let copy = self.rewrite_cursor(pins, stable, token);
         Ok(Compaction { copy, out, index: ChunkIndex::new(), horizon: stable })
@@ -723,8 +776,9 @@ impl Chunk {
     /// Puts a compaction whose steps are done in charge. Call under the
     /// cell's write lock; its time is bounded by what was logged since the
     /// last step (copied here, in log order, written or not), an fsync of
-    /// the output (small after [`Compaction::sync_bulk`]), a rename, the
-    /// manifest and the removal of the old segments.
+    /// the output (small after [`Compaction::sync_bulk`]), a rename and
+    /// the manifest (three fsyncs in all). The old segments are left for
+    /// the caller to remove outside the lock: [`Chunk::take_superseded`].
     ///
     /// Afterwards everything the chunk logged is durable: the entries not
     /// yet written or synced went into the fsynced output, so `durable_seq`
@@ -735,8 +789,8 @@ impl Chunk {
     /// # Errors
     /// [`ChunkError::Log`] before the output is renamed into place: the job
     /// is gone (its file removed) and the chunk is as it was. Once renamed
-    /// the output is in charge; failures after that (the manifest, removing
-    /// old segments) are logged and left to recovery.
+    /// the output is in charge; a failure after that (the manifest) is
+    /// logged and left to recovery.
     pub fn finish_compaction(&mut self, job: Compaction) -> Result<(), ChunkError> {
         let Compaction { copy, mut out, mut index, horizon } = job;
         self.rewrite_tail(&copy, &mut |e| {
@@ -754,7 +808,7 @@ impl Chunk {
             )));
         }
         out.finish_at(last_seq)?;
-        self.log.install_compacted(id)?;
+        self.superseded = self.log.install_compacted(id)?;
         let old = std::mem::replace(&mut self.index, index);
         self.written_seq = last_seq;
         self.durable_seq = self.durable_seq.max(last_seq);
@@ -803,9 +857,12 @@ impl Chunk {
         Ok(job)
     }
 
-    /// The quick half of [`Chunk::prepare_compaction`]: [`Chunk::finish_compaction`].
+    /// The quick half of [`Chunk::prepare_compaction`]:
+    /// [`Chunk::finish_compaction`], and the superseded segments removed.
     pub fn install_compaction(&mut self, c: Compaction) -> Result<(), ChunkError> {
-        self.finish_compaction(c)
+        self.finish_compaction(c)?;
+        self.take_superseded().remove();
+        Ok(())
     }
 
     /// Writes two new chunks holding this chunk's retained versions below and
@@ -839,8 +896,9 @@ impl Chunk {
     /// Starts splitting this chunk into two new ones, `lower` holding the
     /// keys below `split_key` and `upper` the rest, each in a new directory
     /// (with its descriptor) and a first segment under a temporary name.
-    /// Call under the cell's write lock; it creates two directories and
-    /// writes two descriptors (a few fsyncs), and copies nothing. Like a
+    /// Call under the cell's write lock; it creates two directories and a
+    /// file in each, with no fsync (their descriptors are written by
+    /// [`Split::sync_bulk`] or the finish), and copies nothing. Like a
     /// compaction, what the log holds now is copied key by key by
     /// [`Chunk::split_step`], and what comes after it in log order.
     /// Dropping the job removes both directories.
@@ -882,15 +940,18 @@ impl Chunk {
             segment_size_max_bytes,
             horizon: self.gc_horizon.max(stable),
             created: Vec::with_capacity(2),
+            descriptors_written: false,
         };
         for (meta, dir) in [lower, upper] {
+            // No fsync here: the directories and descriptors are made
+            // durable by `sync_bulk` (no lock) or else by the finish.
             create_chunk_dir(dir)?;
             job.created.push(dir.to_owned());
             let descriptor = ChunkDescriptor { chunk: meta.clone(), ..self.descriptor() };
-            descriptor.write(dir)?;
             let out = ChunkLog::first_segment_writer(dir, self.index.last_seq())?;
             job.halves.push(Half {
                 meta,
+                descriptor,
                 dir: dir.to_owned(),
                 out: Some(out),
                 index: ChunkIndex::new(),
@@ -934,6 +995,7 @@ impl Chunk {
             half.index.bump_last_seq(last_seq);
         }
         self.check_rewrite(&[&job.halves[0].index, &job.halves[1].index])?;
+        job.write_descriptors()?;
         let mut journals = match &self.journal {
             Some(j) => {
                 let (lower, upper) = j.split(&job.split_key);
@@ -957,6 +1019,7 @@ impl Chunk {
                 gc_horizon: job.horizon,
                 journal: journals.next().expect("two halves"),
                 job: Weak::new(),
+                superseded: Vec::new(),
             });
         }
         // Both halves are complete: their directories are theirs now.

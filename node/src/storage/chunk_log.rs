@@ -303,6 +303,22 @@ impl SegmentWriter {
     }
 }
 
+/// Removes segment files a compaction superseded (see
+/// [`ChunkLog::install_compacted`]); a failure is logged, and recovery
+/// removes what is left at the next start.
+pub fn remove_superseded(files: Vec<PathBuf>) {
+    for path in files {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            // The chunk was destroyed meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "cannot remove a superseded segment; the next start does");
+            }
+        }
+    }
+}
+
 /// Renames a staged segment into place, durably: from here on it is the
 /// base of the log.
 fn publish_staged(dir: &Path, id: u32) -> Result<(), LogError> {
@@ -762,10 +778,13 @@ impl ChunkLog {
         Ok(())
     }
 
-    /// Makes staged segment `id` the base of the log and removes every older
-    /// segment. `id` must be above every segment of the log. Entries not
-    /// yet written are dropped: the caller copied them into the base.
-    pub fn install_compacted(&mut self, id: u32) -> Result<(), LogError> {
+    /// Makes staged segment `id` the base of the log. `id` must be above
+    /// every segment of the log. Entries not yet written are dropped: the
+    /// caller copied them into the base. Returns the files of the segments
+    /// it superseded, for the caller to remove ([`remove_superseded`]),
+    /// outside any lock: unlinking large files takes milliseconds, and
+    /// recovery removes them anyway if that never happens.
+    pub fn install_compacted(&mut self, id: u32) -> Result<Vec<PathBuf>, LogError> {
         assert!(id > self.active, "compacted segment {id} not above segment {}", self.active);
         let path = segment_path(&self.dir, id);
         if let Err(e) = fs::rename(staged_path(&self.dir, id), &path) {
@@ -777,8 +796,8 @@ impl ChunkLog {
         // in memory too, whatever fails next: appending to a superseded
         // segment would lose those writes at the next start. The sync job
         // fsyncs the directory; if that fails, the chunk is poisoned.
-        let old: Vec<u32> = self.segments.keys().copied().collect();
-        self.segments.clear();
+        let old: Vec<PathBuf> =
+            std::mem::take(&mut self.segments).into_values().map(|s| s.path).collect();
         self.unwritten.clear();
         self.unsynced.clear();
         self.reserved_base = None;
@@ -786,19 +805,13 @@ impl ChunkLog {
         self.add_segment(id)?;
         let tidy = sync_dir(&self.dir)
             .map_err(io_err(&self.dir))
-            .and_then(|()| Manifest { first: id, last: id }.write(&self.dir))
-            .and_then(|()| {
-                for old_id in old {
-                    let path = segment_path(&self.dir, old_id);
-                    fs::remove_file(&path).map_err(io_err(&path))?;
-                }
-                Ok(())
-            });
+            .and_then(|()| Manifest { first: id, last: id }.write(&self.dir));
         if let Err(e) = tidy {
             // Recovery finishes the job: the base supersedes the rest.
-            tracing::warn!(dir = %self.dir.display(), error = %e, "compaction installed; superseded segments remain until the next start");
+            tracing::warn!(dir = %self.dir.display(), error = %e, "compaction installed; the manifest is updated at the next start");
+            return Ok(Vec::new());
         }
-        Ok(())
+        Ok(old)
     }
 
     /// Removes the whole chunk directory.
