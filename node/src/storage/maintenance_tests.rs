@@ -691,6 +691,8 @@ fn measure_rewrite_lock_times() {
     let live_mb = env("MONOTABLE_MEASURE_LIVE_MB", 13);
     let budget = env("MONOTABLE_MEASURE_BUDGET", super::chunk::STEP_BUDGET_BYTES as u64) as usize;
     let pace_us = env("MONOTABLE_MEASURE_WRITER_PACE_US", 100);
+    // A pause between steps, as a caller that yields between them has.
+    let gap_us = env("MONOTABLE_MEASURE_STEP_GAP_US", 0);
     let value_len = 1000usize;
     let keys = live_mb * 1_000_000 / (value_len as u64 + 40);
     let segment_max = 16 << 20;
@@ -769,8 +771,18 @@ fn measure_rewrite_lock_times() {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let retention = |c: &Chunk| (vec![], c.durable_seq());
 
+    // The writer alone: how long it waits for the lock with no job (the
+    // machine's scheduling noise).
+    std::thread::sleep(Duration::from_millis(100));
+    wait_max.store(0, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!(
+        "writer alone for 500 ms: longest wait for the lock {:.3} ms, {} batches",
+        wait_max.load(Ordering::Relaxed) as f64 / 1e3,
+        applied.load(Ordering::Relaxed)
+    );
+
     // Compaction in steps.
-    std::thread::sleep(Duration::from_millis(200));
     wait_max.store(0, Ordering::Relaxed);
     let total = Instant::now();
     let (mut job, begin) = {
@@ -780,12 +792,15 @@ fn measure_rewrite_lock_times() {
         (c.begin_compaction(&pins, stable).expect("begin"), t.elapsed())
     };
     let (mut steps, mut step_max, mut step_sum) = (0u32, Duration::ZERO, Duration::ZERO);
+    let mut applied_at_step = 0;
     loop {
         let c = cell.read().expect("lock");
         let t = Instant::now();
         let done = c.compaction_step(&mut job, budget).expect("step");
         let d = t.elapsed();
+        applied_at_step = applied.load(Ordering::Relaxed);
         drop(c);
+        std::thread::sleep(Duration::from_micros(gap_us));
         steps += 1;
         step_max = step_max.max(d);
         step_sum += d;
@@ -796,7 +811,7 @@ fn measure_rewrite_lock_times() {
     let t = Instant::now();
     job.sync_bulk().expect("bulk");
     let bulk = t.elapsed();
-    let tail_before = applied.load(Ordering::Relaxed);
+    let tail_before = applied_at_step;
     let (finish, tail) = {
         let mut c = cell.write().expect("lock");
         let tail = applied.load(Ordering::Relaxed);
@@ -814,14 +829,14 @@ fn measure_rewrite_lock_times() {
     eprintln!(
         "compaction in steps (budget {budget} B): begin {:.3} ms (write lock), {steps} steps \
          max {:.3} ms sum {:.1} ms (read lock), bulk fsync {:.1} ms (no lock), finish {:.3} ms \
-         (write lock, {} batches logged since the last step began), total {:.1} ms, \
+         (write lock, tail of {} batches logged since the last step), total {:.1} ms, \
          writer's longest wait for the lock {:.3} ms",
         ms(begin),
         ms(step_max),
         ms(step_sum),
         ms(bulk),
         ms(finish),
-        tail - tail_before + 1,
+        tail - tail_before,
         ms(total),
         wait_max.load(Ordering::Relaxed) as f64 / 1e3,
     );
@@ -858,12 +873,15 @@ fn measure_rewrite_lock_times() {
         (job, t.elapsed())
     };
     let (mut steps, mut step_max, mut step_sum) = (0u32, Duration::ZERO, Duration::ZERO);
+    let mut applied_at_step = 0;
     loop {
         let c = cell.read().expect("lock");
         let t = Instant::now();
         let done = c.split_step(&mut job, budget).expect("step");
         let d = t.elapsed();
+        applied_at_step = applied.load(Ordering::Relaxed);
         drop(c);
+        std::thread::sleep(Duration::from_micros(gap_us));
         steps += 1;
         step_max = step_max.max(d);
         step_sum += d;
@@ -874,7 +892,7 @@ fn measure_rewrite_lock_times() {
     let t = Instant::now();
     job.sync_bulk().expect("bulk");
     let bulk = t.elapsed();
-    let tail_before = applied.load(Ordering::Relaxed);
+    let tail_before = applied_at_step;
     let (finish, tail, halves) = {
         let mut c = cell.write().expect("lock");
         let tail = applied.load(Ordering::Relaxed);
@@ -886,14 +904,14 @@ fn measure_rewrite_lock_times() {
     eprintln!(
         "split in steps (budget {budget} B): begin {:.3} ms (write lock), {steps} steps \
          max {:.3} ms sum {:.1} ms (read lock), bulk fsync {:.1} ms (no lock), finish {:.3} ms \
-         (write lock, {} batches logged since the last step began), total {:.1} ms, \
+         (write lock, tail of {} batches logged since the last step), total {:.1} ms, \
          writer's longest wait for the lock {:.3} ms",
         ms(begin),
         ms(step_max),
         ms(step_sum),
         ms(bulk),
         ms(finish),
-        tail - tail_before + 1,
+        tail - tail_before,
         ms(total),
         wait_max.load(Ordering::Relaxed) as f64 / 1e3,
     );
