@@ -792,7 +792,7 @@ fn measure_rewrite_lock_times() {
         (c.begin_compaction(&pins, stable).expect("begin"), t.elapsed())
     };
     let (mut steps, mut step_max, mut step_sum) = (0u32, Duration::ZERO, Duration::ZERO);
-    let mut applied_at_step = 0;
+    let mut applied_at_step;
     loop {
         let c = cell.read().expect("lock");
         let t = Instant::now();
@@ -873,7 +873,7 @@ fn measure_rewrite_lock_times() {
         (job, t.elapsed())
     };
     let (mut steps, mut step_max, mut step_sum) = (0u32, Duration::ZERO, Duration::ZERO);
-    let mut applied_at_step = 0;
+    let mut applied_at_step;
     loop {
         let c = cell.read().expect("lock");
         let t = Instant::now();
