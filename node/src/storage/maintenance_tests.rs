@@ -733,19 +733,36 @@ fn measure_rewrite_lock_times() {
     let next_seq = Arc::new(AtomicU64::new(seq + 1));
     let applied = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let wait_max = Arc::new(AtomicU64::new(0));
+    // Every wait of the writer for the lock, in µs.
+    let waits = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let wait_summary = {
+        let waits = waits.clone();
+        move || {
+            let mut w = std::mem::take(&mut *waits.lock().expect("waits"));
+            w.sort_unstable();
+            let at = |q: f64| w.get(((w.len() as f64 * q) as usize).min(w.len().saturating_sub(1)));
+            let ms = |v: Option<&u64>| v.map_or(0.0, |&v| v as f64 / 1e3);
+            format!(
+                "writer's waits for the lock: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} batches",
+                ms(at(0.5)),
+                ms(at(0.99)),
+                ms(w.last()),
+                w.len()
+            )
+        }
+    };
     // The writer: one 1 KB put per batch, written out at once (as with
     // `--fsync never|interval`), synced every 16 batches as the syncer
     // would: write out and take the job under the lock, fsync outside it.
     let writer = {
-        let (cell, next_seq, applied, stop, wait_max) =
-            (cell.clone(), next_seq.clone(), applied.clone(), stop.clone(), wait_max.clone());
+        let (cell, next_seq, applied, stop, waits) =
+            (cell.clone(), next_seq.clone(), applied.clone(), stop.clone(), waits.clone());
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let mut c = cell.write().expect("lock");
-                wait_max.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                waits.lock().expect("waits").push(t.elapsed().as_micros() as u64);
                 let seq = next_seq.fetch_add(1, Ordering::Relaxed);
                 let k = key((seq * 7919) % keys);
                 c.apply_batch(
@@ -774,16 +791,12 @@ fn measure_rewrite_lock_times() {
     // The writer alone: how long it waits for the lock with no job (the
     // machine's scheduling noise).
     std::thread::sleep(Duration::from_millis(100));
-    wait_max.store(0, Ordering::Relaxed);
+    let _ = wait_summary();
     std::thread::sleep(Duration::from_millis(500));
-    eprintln!(
-        "writer alone for 500 ms: longest wait for the lock {:.3} ms, {} batches",
-        wait_max.load(Ordering::Relaxed) as f64 / 1e3,
-        applied.load(Ordering::Relaxed)
-    );
+    eprintln!("writer alone for 500 ms: {}", wait_summary());
 
     // Compaction in steps.
-    wait_max.store(0, Ordering::Relaxed);
+    let _ = wait_summary();
     let total = Instant::now();
     let (mut job, begin) = {
         let mut c = cell.write().expect("lock");
@@ -829,8 +842,7 @@ fn measure_rewrite_lock_times() {
     eprintln!(
         "compaction in steps (budget {budget} B): begin {:.3} ms (write lock), {steps} steps \
          max {:.3} ms sum {:.1} ms (read lock), bulk fsync {:.1} ms (no lock), finish {:.3} ms \
-         (write lock, tail of {} batches logged since the last step), total {:.1} ms, \
-         writer's longest wait for the lock {:.3} ms",
+         (write lock, tail of {} batches logged since the last step), total {:.1} ms; {}",
         ms(begin),
         ms(step_max),
         ms(step_sum),
@@ -838,7 +850,7 @@ fn measure_rewrite_lock_times() {
         ms(finish),
         tail - tail_before,
         ms(total),
-        wait_max.load(Ordering::Relaxed) as f64 / 1e3,
+        wait_summary(),
     );
     {
         let c = cell.read().expect("lock");
@@ -851,7 +863,7 @@ fn measure_rewrite_lock_times() {
 
     // Split in steps.
     std::thread::sleep(Duration::from_millis(200));
-    wait_max.store(0, Ordering::Relaxed);
+    let _ = wait_summary();
     let lower_dir = tmp.path().join("l");
     let upper_dir = tmp.path().join("u");
     let total = Instant::now();
@@ -904,8 +916,7 @@ fn measure_rewrite_lock_times() {
     eprintln!(
         "split in steps (budget {budget} B): begin {:.3} ms (write lock), {steps} steps \
          max {:.3} ms sum {:.1} ms (read lock), bulk fsync {:.1} ms (no lock), finish {:.3} ms \
-         (write lock, tail of {} batches logged since the last step), total {:.1} ms, \
-         writer's longest wait for the lock {:.3} ms",
+         (write lock, tail of {} batches logged since the last step), total {:.1} ms; {}",
         ms(begin),
         ms(step_max),
         ms(step_sum),
@@ -913,7 +924,7 @@ fn measure_rewrite_lock_times() {
         ms(finish),
         tail - tail_before,
         ms(total),
-        wait_max.load(Ordering::Relaxed) as f64 / 1e3,
+        wait_summary(),
     );
     drop(halves);
     fs::remove_dir_all(&lower_dir).expect("rm");
