@@ -169,9 +169,9 @@ pub struct Split {
     horizon: u64,
     /// Directories this job created and still owns.
     created: Vec<PathBuf>,
-    /// Whether the halves' descriptors are written (durably). A directory
-    /// without one holds no chunk: a crash before leaves a directory that
-    /// start-up moves aside.
+    /// Whether the halves' descriptors and manifests are written (durably).
+    /// Until the catalog names them (after the finish), the directories
+    /// hold no chunk: a crash leaves directories that start-up moves aside.
     descriptors_written: bool,
 }
 
@@ -184,11 +184,13 @@ impl Split {
         Ok(())
     }
 
-    /// Writes the halves' descriptors, durably (a few fsyncs), once.
+    /// Writes the halves' descriptors and manifests, durably (a few
+    /// fsyncs), once.
     fn write_descriptors(&mut self) -> Result<(), ChunkError> {
         if !self.descriptors_written {
             for half in &self.halves {
                 half.descriptor.write(&half.dir)?;
+                ChunkLog::write_first_manifest(&half.dir)?;
             }
             self.descriptors_written = true;
         }
@@ -196,8 +198,8 @@ impl Split {
     }
 
     /// Fdatasyncs both halves written so far, and writes their descriptors
-    /// the first time; see [`Compaction::sync_bulk`]. Without it, finishing
-    /// does all that under the write lock.
+    /// and manifests the first time; see [`Compaction::sync_bulk`]. Without
+    /// it, finishing does all that under the write lock.
     pub fn sync_bulk(&mut self) -> Result<(), ChunkError> {
         self.write_descriptors()?;
         for half in &mut self.halves {
@@ -1017,7 +1019,7 @@ impl Chunk {
         let mut made = Vec::with_capacity(2);
         for half in &mut job.halves {
             half.out.take().expect("finished once").finish_at(last_seq)?;
-            let log = ChunkLog::publish_new(&half.dir, job.segment_size_max_bytes)?;
+            let log = ChunkLog::publish_first(&half.dir, job.segment_size_max_bytes)?;
             made.push(Chunk {
                 meta: half.meta.clone(),
                 range_name: self.range_name.clone(),

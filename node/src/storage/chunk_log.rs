@@ -345,7 +345,19 @@ impl ChunkLog {
 
     /// Puts a new chunk's finished first segment in place and opens the log.
     pub fn publish_new(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
-        Manifest { first: 1, last: 1 }.write(dir)?;
+        Self::write_first_manifest(dir)?;
+        Self::publish_first(dir, segment_size_max_bytes)
+    }
+
+    /// Writes a new chunk's manifest (naming its first segment), durably.
+    /// Safe before the segment is in place: a directory no catalog names
+    /// yet is not read as a chunk.
+    pub fn write_first_manifest(dir: &Path) -> Result<(), LogError> {
+        Manifest { first: 1, last: 1 }.write(dir)
+    }
+
+    /// [`ChunkLog::publish_new`] for a directory whose manifest is written.
+    pub fn publish_first(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
         publish_staged(dir, 1)?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent).map_err(io_err(parent))?;

@@ -735,15 +735,23 @@ fn measure_rewrite_lock_times() {
     let stop = Arc::new(AtomicBool::new(false));
     // Every wait of the writer for the lock, in µs.
     let waits = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    // The writer's fsyncs, in µs: a rewrite's output in the page cache may
+    // slow them down.
+    let fsyncs = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let wait_summary = {
         let waits = waits.clone();
+        let fsyncs = fsyncs.clone();
         move || {
+            let f = std::mem::take(&mut *fsyncs.lock().expect("fsyncs"));
+            let f_max = f.iter().max().map_or(0.0, |&v| v as f64 / 1e3);
+            let f_mean = f.iter().sum::<u64>() as f64 / f.len().max(1) as f64 / 1e3;
             let mut w = std::mem::take(&mut *waits.lock().expect("waits"));
             w.sort_unstable();
             let at = |q: f64| w.get(((w.len() as f64 * q) as usize).min(w.len().saturating_sub(1)));
             let ms = |v: Option<&u64>| v.map_or(0.0, |&v| v as f64 / 1e3);
             format!(
-                "writer's waits for the lock: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} batches",
+                "writer's waits for the lock: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} \
+                 batches; its fsyncs: mean {f_mean:.1} ms, max {f_max:.1} ms",
                 ms(at(0.5)),
                 ms(at(0.99)),
                 ms(w.last()),
@@ -755,8 +763,14 @@ fn measure_rewrite_lock_times() {
     // `--fsync never|interval`), synced every 16 batches as the syncer
     // would: write out and take the job under the lock, fsync outside it.
     let writer = {
-        let (cell, next_seq, applied, stop, waits) =
-            (cell.clone(), next_seq.clone(), applied.clone(), stop.clone(), waits.clone());
+        let (cell, next_seq, applied, stop, waits, fsyncs) = (
+            cell.clone(),
+            next_seq.clone(),
+            applied.clone(),
+            stop.clone(),
+            waits.clone(),
+            fsyncs.clone(),
+        );
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -776,7 +790,9 @@ fn measure_rewrite_lock_times() {
                 if n.is_multiple_of(16) {
                     let job = c.take_sync_job().expect("job");
                     drop(c);
+                    let t = Instant::now();
                     job.run().expect("fsync");
+                    fsyncs.lock().expect("fsyncs").push(t.elapsed().as_micros() as u64);
                     cell.write().expect("lock").mark_durable(seq);
                 } else {
                     drop(c);
@@ -866,11 +882,12 @@ fn measure_rewrite_lock_times() {
     let _ = wait_summary();
     let lower_dir = tmp.path().join("l");
     let upper_dir = tmp.path().join("u");
+    // The caller finds the split key first (a walk of the index).
+    let k = cell.read().expect("lock").split_key().expect("splittable");
     let total = Instant::now();
     let (mut job, begin) = {
         let mut c = cell.write().expect("lock");
         let t = Instant::now();
-        let k = c.split_key().expect("splittable");
         let (pins, stable) = retention(&c);
         let job = c
             .begin_split(
