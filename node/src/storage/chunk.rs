@@ -856,6 +856,9 @@ impl Chunk {
     /// the read lock. Transitional, for the single-writer chunk actor.
     pub fn prepare_compaction(&self, pins: &[u64], stable: u64) -> Result<Compaction, ChunkError> {
         assert_eq!(self.durable_seq, self.index.last_seq(), "compaction with undurable writes");
+        if self.job.strong_count() > 0 {
+            return Err(ChunkError::Busy);
+        }
         let id = self
             .log
             .active_segment()

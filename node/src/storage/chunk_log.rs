@@ -249,7 +249,10 @@ impl Drop for SegmentWriter {
 impl SegmentWriter {
     fn new(dir: &Path, id: u32, last_seq: u64) -> Result<Self, LogError> {
         let path = staged_path(dir, id);
-        let file = File::create(&path).map_err(io_err(&path))?;
+        // Never another job's file: two writers on one staged segment
+        // would interleave their bytes.
+        let file =
+            OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         let mut file = std::io::BufWriter::with_capacity(1024 * 1024, file);
         file.write_all(&encode_header(id, true, last_seq)).map_err(io_err(&path))?;
         Ok(SegmentWriter {

@@ -1035,3 +1035,29 @@ fn superseded_segments_left_behind_are_removed_later() {
     assert_eq!(super::tests::segments(&dir).len(), 1);
     assert_eq!(value(&c, "k00", ReadAt::Latest).as_deref(), Some(&*"v".repeat(100)));
 }
+
+// Postmortem: the one-go compaction (kept for the single-writer actor) took
+// no part in the one-job rule, and reserved the same segment id as a
+// running step-wise job: it truncated that job's staged output, which then
+// went in charge holding garbage. It is refused now, and a staged segment
+// is never opened twice.
+#[test]
+fn a_one_go_compaction_beside_a_running_job_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta(1, b"", None)), &dir, 1 << 20).expect("create");
+    for seq in 1..=20 {
+        c.apply_batch(seq, &[put(&format!("k{:02}", seq % 6), &format!("{seq}"))]).expect("apply");
+        durable(&mut c, seq);
+    }
+    let mut job = c.begin_compaction(&[], 20).expect("begin");
+    assert!(!c.compaction_step(&mut job, 1).expect("step"));
+    assert!(matches!(c.prepare_compaction(&[], 20), Err(ChunkError::Busy)));
+    while !c.compaction_step(&mut job, 1).expect("step") {}
+    c.finish_compaction(job).expect("finish");
+    c.take_superseded().remove();
+    drop(c);
+    let c = reopen(&dir, meta(1, b"", None), 1 << 20);
+    assert_eq!(value(&c, "k02", ReadAt::Latest).as_deref(), Some("20"));
+    assert_eq!(value(&c, "k01", ReadAt::Latest).as_deref(), Some("19"));
+}
