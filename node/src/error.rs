@@ -41,6 +41,8 @@ impl NodeError {
             NodeError::Unavailable { .. } => ErrorCode::ChunkUnavailable,
             NodeError::Chunk(ChunkError::SnapshotTooOld { .. }) => ErrorCode::SnapshotTooOld,
             NodeError::Chunk(ChunkError::Refused(info)) => info.code,
+            NodeError::Chunk(ChunkError::Busy) => ErrorCode::Busy,
+            NodeError::Chunk(ChunkError::RewriteRefused(_)) => ErrorCode::Internal,
             NodeError::Chunk(ChunkError::Log(_) | ChunkError::DescriptorMismatch { .. }) => {
                 ErrorCode::ChunkUnavailable
             }

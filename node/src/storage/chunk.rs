@@ -1,13 +1,26 @@
 //! One chunk: its versioned index over its log. The chunk actor is a thin
 //! shell around this struct, which has no actor or threading code in it.
+//!
+//! Compaction and splits run beside the writes, in steps, so that no lock
+//! on the chunk is held for long: `begin_*` (under the write lock, brief)
+//! records where the written log ends; `*_step` (under the read lock,
+//! released between steps) copies the retained versions of what the log
+//! held then, key by key, and then what was written since, in log order;
+//! `sync_bulk` (no lock) fsyncs the output so far; `finish_*` (under the
+//! write lock) copies what was logged since the last step, written or not,
+//! fsyncs and puts the result in charge. One job per chunk at a time.
 
-use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use monotable_proto::{ChunkInfo, Record, WriteOp};
 
 use super::chunk_index::{ChunkIndex, KeyBounds};
-use super::chunk_log::{create_chunk_dir, ChunkLog, LogError, Recovery, SegmentWriter, SyncJob};
+pub use super::chunk_log::BASE_ID_HEADROOM;
+use super::chunk_log::{
+    create_chunk_dir, remove_superseded, ChunkLog, LogError, LogPos, Recovery, SegmentWriter,
+    SyncJob,
+};
 use super::descriptor::ChunkDescriptor;
 use super::entry::EntryRef;
 use super::journal::ChangeJournal;
@@ -47,6 +60,14 @@ pub enum ChunkError {
         found: Box<ChunkDescriptor>,
         expected: Box<ChunkDescriptor>,
     },
+    /// A compaction or split of this chunk is running; one at a time.
+    #[error("a compaction or split of this chunk is already running")]
+    Busy,
+    /// A rewrite that would not hold what the chunk holds was not put in
+    /// charge (a bug, caught before it could lose anything); the chunk is
+    /// unharmed.
+    #[error("rewrite refused: {0}")]
+    RewriteRefused(String),
 }
 
 /// The snapshot a read is at.
@@ -70,12 +91,140 @@ pub struct ChunkScan {
     pub stopped_at: Option<Vec<u8>>,
 }
 
-/// A compaction written to disk but not yet in charge.
+/// The default `budget_bytes` of a compaction or split step: about a
+/// millisecond or two of copying.
+pub const STEP_BUDGET_BYTES: usize = 1 << 20;
+/// What walking one key costs a step's budget beyond its key's bytes, so
+/// that a step over keys with nothing to copy ends too.
+const KEY_WALK_BYTES: u64 = 32;
+/// Rounds of catching up with the writes made during a rewrite before the
+/// rest is left to its finish.
+const CATCH_UP_ROUNDS_MAX: u32 = 4;
+
+/// Where a compaction or split is: what it keeps, and how far it got.
+struct RewriteCursor {
+    /// The chunk the job belongs to.
+    chunk_id: u64,
+    pins: Vec<u64>,
+    stable: u64,
+    /// The log's written end when the job began. The versions before it
+    /// are copied key by key (those retained); everything after it is
+    /// copied whole, in log order.
+    prefix_end: LogPos,
+    /// The last key the key-by-key copy did (`None`: none yet).
+    key_cursor: Option<Vec<u8>>,
+    keys_done: bool,
+    /// Where the copy in log order goes on.
+    tail_from: LogPos,
+    /// Where the current round of catching up ends.
+    catch_up_to: Option<LogPos>,
+    rounds: u32,
+    done: bool,
+    /// While this lives, the chunk refuses another job (and for a
+    /// compaction, the log does not rotate onto its output's id).
+    _token: Arc<()>,
+}
+
+/// A compaction under way (see [`Chunk::begin_compaction`]). Dropping it
+/// removes its output; the chunk is unaffected.
 pub struct Compaction {
-    segment: u32,
+    copy: RewriteCursor,
+    out: SegmentWriter,
     index: ChunkIndex,
-    last_seq: u64,
     horizon: u64,
+}
+
+impl Compaction {
+    /// Fdatasyncs the output written so far. Touches no chunk: call it
+    /// outside any lock, after the last step, so that finishing (under the
+    /// write lock) fsyncs only what it copies itself.
+    pub fn sync_bulk(&mut self) -> Result<(), ChunkError> {
+        Ok(self.out.sync_bulk()?)
+    }
+
+    /// Bytes of output so far.
+    pub fn output_bytes(&self) -> u64 {
+        self.out.bytes_written()
+    }
+}
+
+/// One new chunk a split is writing.
+struct Half {
+    meta: ChunkMeta,
+    descriptor: ChunkDescriptor,
+    dir: PathBuf,
+    /// `None` once finished.
+    out: Option<SegmentWriter>,
+    index: ChunkIndex,
+}
+
+/// A split under way (see [`Chunk::begin_split`]). Dropping it before it
+/// finished removes both new directories, which no catalog names yet.
+pub struct Split {
+    copy: RewriteCursor,
+    split_key: Vec<u8>,
+    /// Lower, then upper.
+    halves: Vec<Half>,
+    segment_size_max_bytes: u64,
+    horizon: u64,
+    /// Directories this job created and still owns.
+    created: Vec<PathBuf>,
+    /// Whether the halves' descriptors and manifests are written (durably).
+    /// Until the catalog names them (after the finish), the directories
+    /// hold no chunk: a crash leaves directories that start-up moves aside.
+    descriptors_written: bool,
+}
+
+impl Split {
+    /// Appends one entry to the half its key belongs to.
+    fn take(halves: &mut [Half], split_key: &[u8], e: &EntryRef<'_>) -> Result<(), LogError> {
+        let half = &mut halves[usize::from(e.key >= split_key)];
+        let out = half.out.as_mut().expect("a split half is written until it is finished");
+        half.index.apply(e.key, out.append(e)?);
+        Ok(())
+    }
+
+    /// Writes the halves' descriptors and manifests, durably (a few
+    /// fsyncs), once.
+    fn write_descriptors(&mut self) -> Result<(), ChunkError> {
+        if !self.descriptors_written {
+            for half in &self.halves {
+                half.descriptor.write(&half.dir)?;
+                ChunkLog::write_first_manifest(&half.dir)?;
+            }
+            self.descriptors_written = true;
+        }
+        Ok(())
+    }
+
+    /// Fdatasyncs both halves written so far, and writes their descriptors
+    /// and manifests the first time; see [`Compaction::sync_bulk`]. Without
+    /// it, finishing does all that under the write lock.
+    pub fn sync_bulk(&mut self) -> Result<(), ChunkError> {
+        self.write_descriptors()?;
+        for half in &mut self.halves {
+            if let Some(out) = &mut half.out {
+                out.sync_bulk()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of output so far, both halves.
+    pub fn output_bytes(&self) -> u64 {
+        self.halves.iter().filter_map(|h| h.out.as_ref()).map(SegmentWriter::bytes_written).sum()
+    }
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        for half in &mut self.halves {
+            half.out.take();
+        }
+        for dir in &self.created {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 pub struct Chunk {
@@ -96,6 +245,36 @@ pub struct Chunk {
     /// Keys changed since the oldest checkpoint of the views reading this
     /// chunk's range; `None` when no view reads it.
     journal: Option<ChangeJournal>,
+    /// The running compaction or split, if any (see [`Chunk::begin_compaction`]).
+    job: Weak<()>,
+    /// What the last compaction superseded, not yet taken (see
+    /// [`Chunk::take_superseded`]).
+    superseded: Superseded,
+}
+
+/// What a finished compaction superseded: the old segment files and the old
+/// index, which nothing reads any more. Remove and drop them outside the
+/// chunk's lock: unlinking large files and freeing a large index take
+/// milliseconds (about 40 ms and 4 ms for a 64 MiB chunk). Dropped
+/// without [`Superseded::remove`], the files stay on disk until the next
+/// compaction or start.
+#[must_use = "superseded segments stay on disk until removed"]
+#[derive(Default)]
+pub struct Superseded {
+    files: Vec<PathBuf>,
+    index: Option<ChunkIndex>,
+}
+
+impl Superseded {
+    /// Unlinks the files and frees the index; failures are logged (the next
+    /// start removes what is left).
+    pub fn remove(self) {
+        remove_superseded(self.files)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.index.is_none()
+    }
 }
 
 /// One key's change between two snapshots, as a view sees it.
@@ -136,6 +315,8 @@ impl Chunk {
             written_seq: 0,
             gc_horizon: 0,
             journal: None,
+            job: Weak::new(),
+            superseded: Superseded::default(),
         })
     }
 
@@ -178,6 +359,8 @@ impl Chunk {
             written_seq: last,
             gc_horizon: last,
             journal: None,
+            job: Weak::new(),
+            superseded: Superseded::default(),
         };
         Ok((chunk, recovery))
     }
@@ -411,59 +594,297 @@ impl Chunk {
         log >= min_bytes && log > 2 * self.index.live_bytes() + min_bytes / 2
     }
 
-    /// Writes the retained versions within `bounds` into `out` and returns
-    /// the index that describes them.
-    fn rewrite(
-        &self,
-        pins: &[u64],
-        upto: u64,
-        bounds: KeyBounds<'_>,
-        out: &mut SegmentWriter,
-    ) -> Result<ChunkIndex, ChunkError> {
-        let mut index = ChunkIndex::new();
-        let mut copier = self.log.copier();
-        for (key, versions) in self.index.retained(pins, upto, bounds) {
-            for v in versions {
-                let entry = copier.entry(key, &v)?;
-                index.apply(key, out.append(&entry)?);
-            }
+    /// Registers a new job, refusing a second one while one runs.
+    fn register_job(&mut self) -> Result<Arc<()>, ChunkError> {
+        if self.job.strong_count() > 0 {
+            return Err(ChunkError::Busy);
         }
-        index.bump_last_seq(self.index.last_seq());
-        Ok(index)
+        let token = Arc::new(());
+        self.job = Arc::downgrade(&token);
+        Ok(token)
+    }
+
+    fn rewrite_cursor(&self, pins: &[u64], stable: u64, token: Arc<()>) -> RewriteCursor {
+        let end = self.log.written_end();
+        RewriteCursor {
+            chunk_id: self.meta.id,
+            pins: pins.to_vec(),
+            stable,
+            prefix_end: end,
+            key_cursor: None,
+            keys_done: false,
+            tail_from: end,
+            catch_up_to: None,
+            rounds: 0,
+            done: false,
+            _token: token,
+        }
+    }
+
+    /// One step of a rewrite: copies into `sink`, from where `cur` is,
+    /// about `budget` bytes: first, key by key, the retained versions of
+    /// what the log held when the job began; then, in log order, every
+    /// entry written since. Returns whether the job may finish.
+    fn rewrite_step(
+        &self,
+        cur: &mut RewriteCursor,
+        budget: usize,
+        sink: &mut dyn FnMut(&EntryRef<'_>) -> Result<(), LogError>,
+    ) -> Result<bool, ChunkError> {
+        assert_eq!(cur.chunk_id, self.meta.id, "a job of another chunk");
+        if cur.done {
+            return Ok(true);
+        }
+        let budget = budget.max(1) as u64;
+        let mut spent = 0u64;
+        if !cur.keys_done {
+            // Retention is decided per key when its key is visited, over the
+            // versions before `prefix_end` only, with the pins and stable
+            // seq of the job's start. That never drops what a reader needs
+            // later: those versions do not change while the job runs (a
+            // refused write out only cuts back bytes after the written end);
+            // a version not kept is one that no pin of the start and no
+            // snapshot at or above `stable` sees; pins taken later are at or
+            // above the clock's compaction horizon, which is at least
+            // `stable` (the clock hands out no pin below what compaction was
+            // told), and `stable` only grows, so no later reader sees it
+            // either. Versions after `prefix_end` are all copied below. What
+            // is kept may become garbage meanwhile: the next compaction
+            // drops it.
+            let end = cur.prefix_end;
+            let mut copier = self.log.copier();
+            let mut last: Option<&[u8]> = None;
+            let mut finished = true;
+            for (key, kept) in self.index.retained_from(
+                &cur.pins,
+                cur.stable,
+                cur.key_cursor.as_deref(),
+                move |v| end.is_after(v),
+            ) {
+                if spent >= budget {
+                    finished = false;
+                    break;
+                }
+                for v in &kept {
+                    let e = copier.entry(key, v)?;
+                    sink(&e)?;
+                    spent += v.entry_len() as u64;
+                }
+                // Walking a key costs something even when nothing of it is
+                // kept, so steps over garbage end too.
+                spent += key.len() as u64 + KEY_WALK_BYTES;
+                last = Some(key);
+            }
+            if let Some(key) = last {
+                cur.key_cursor = Some(key.to_vec());
+            }
+            if !finished {
+                return Ok(false);
+            }
+            cur.keys_done = true;
+            cur.key_cursor = None;
+        }
+        // Catch up with what was written meanwhile, so that what finishing
+        // copies under the write lock is only what came after the last step.
+        // The target is fixed per round, so a writer faster than the copy
+        // cannot keep the job from ending: after a few rounds finishing
+        // takes the rest.
+        let target = *cur.catch_up_to.get_or_insert_with(|| self.log.written_end());
+        let left = budget.saturating_sub(spent).max(1);
+        cur.tail_from = self.log.visit_from(cur.tail_from, target, left, &mut *sink)?;
+        if cur.tail_from != target {
+            return Ok(false);
+        }
+        cur.catch_up_to = None;
+        cur.rounds += 1;
+        if self.log.bytes_after(cur.tail_from) <= budget || cur.rounds >= CATCH_UP_ROUNDS_MAX {
+            cur.done = true;
+        }
+        Ok(cur.done)
+    }
+
+    /// Copies into `sink` every entry after `cur`'s place in the log,
+    /// written or not, in log order: the part of a rewrite that needs the
+    /// write lock.
+    fn rewrite_tail(
+        &self,
+        cur: &RewriteCursor,
+        sink: &mut dyn FnMut(&EntryRef<'_>) -> Result<(), LogError>,
+    ) -> Result<(), ChunkError> {
+        assert_eq!(cur.chunk_id, self.meta.id, "a job of another chunk");
+        assert!(cur.done, "a rewrite finished before its steps were done");
+        let end = self.log.written_end();
+        self.log.visit_from(cur.tail_from, end, u64::MAX, &mut *sink)?;
+        self.log.visit_unwritten(sink)?;
+        Ok(())
     }
 
     /// Rewrites the log keeping only what `pins` and future snapshots at or
-    /// above `stable` can see. Everything logged must be durable first.
+    /// above `stable` can see, in one go (begin, steps, finish): for tests
+    /// and callers that hold the chunk exclusively anyway.
     pub fn compact(&mut self, pins: &[u64], stable: u64) -> Result<(), ChunkError> {
-        let prepared = self.prepare_compaction(pins, stable)?;
-        self.install_compaction(prepared)
+        let mut job = self.begin_compaction(pins, stable)?;
+        while !self.compaction_step(&mut job, STEP_BUDGET_BYTES)? {}
+        job.sync_bulk()?;
+        self.finish_compaction(job)?;
+        self.take_superseded().remove();
+        Ok(())
     }
 
-    /// The slow half of compaction, which only reads the chunk: writes the
-    /// compacted segment and builds its index.
+    /// What the last finished compaction superseded (old segment files and
+    /// index), to be removed outside the lock ([`Superseded::remove`]).
+    /// Brief; take it under the same write lock as the finish.
+    pub fn take_superseded(&mut self) -> Superseded {
+        std::mem::take(&mut self.superseded)
+    }
+
+    /// Starts a compaction that keeps what `pins` and future snapshots at or
+    /// above `stable` can see. Brief (no fsync, no copy): call it under the
+    /// cell's write lock. Records the log's written end; what lies before
+    /// it is copied key by key by [`Chunk::compaction_step`], what comes
+    /// after it in log order. Reserves the output's segment id above the
+    /// active one (see [`BASE_ID_HEADROOM`]) and creates the output under
+    /// its temporary name; dropping the job removes it.
+    ///
+    /// # Errors
+    /// [`ChunkError::Busy`] while another compaction or split of this chunk
+    /// runs; [`ChunkError::Log`] if the output cannot be created.
+    pub fn begin_compaction(
+        &mut self,
+        pins: &[u64],
+        stable: u64,
+    ) -> Result<Compaction, ChunkError> {
+        let token = self.register_job()?;
+        // Left by a caller that did not take them: removed now, late.
+        self.take_superseded().remove();
+        let out = self.log.reserve_base(&token, self.index.last_seq())?;
+        let copy = self.rewrite_cursor(pins, stable, token);
+        Ok(Compaction { copy, out, index: ChunkIndex::new(), horizon: stable })
+    }
+
+    /// Copies about `budget_bytes` more of the compaction (at least one key)
+    /// into its output. Call under the cell's read lock, released between
+    /// calls so writers get in; [`STEP_BUDGET_BYTES`] keeps a step to a few
+    /// milliseconds. Returns `true` once the job may finish; later calls
+    /// do nothing.
+    ///
+    /// # Errors
+    /// [`ChunkError::Log`] when reading the log or writing the output fails;
+    /// the chunk is unharmed, drop the job.
+    pub fn compaction_step(
+        &self,
+        job: &mut Compaction,
+        budget_bytes: usize,
+    ) -> Result<bool, ChunkError> {
+        let Compaction { copy, out, index, .. } = job;
+        self.rewrite_step(copy, budget_bytes, &mut |e| {
+            index.apply(e.key, out.append(e)?);
+            Ok(())
+        })
+    }
+
+    /// Puts a compaction whose steps are done in charge. Call under the
+    /// cell's write lock; its time is bounded by what was logged since the
+    /// last step (copied here, in log order, written or not), an fsync of
+    /// the output (small after [`Compaction::sync_bulk`]), a rename and
+    /// the manifest (three fsyncs in all). The old segments and index are
+    /// left for the caller to remove outside the lock:
+    /// [`Chunk::take_superseded`].
+    ///
+    /// Afterwards everything the chunk logged is durable: the entries not
+    /// yet written or synced went into the fsynced output, so `durable_seq`
+    /// is raised to `last_seq` (it never goes backwards) and a pending sync
+    /// job has nothing left to do. The unsynced segments a sync job took
+    /// before stay valid to fsync (they are unlinked only).
+    ///
+    /// # Errors
+    /// [`ChunkError::Log`] before the output is renamed into place: the job
+    /// is gone (its file removed) and the chunk is as it was. Once renamed
+    /// the output is in charge; a failure after that (the manifest) is
+    /// logged and left to recovery.
+    pub fn finish_compaction(&mut self, job: Compaction) -> Result<(), ChunkError> {
+        let Compaction { copy, mut out, mut index, horizon } = job;
+        self.rewrite_tail(&copy, &mut |e| {
+            index.apply(e.key, out.append(e)?);
+            Ok(())
+        })?;
+        let last_seq = self.index.last_seq();
+        index.bump_last_seq(last_seq);
+        self.check_rewrite(&[&index])?;
+        let id = out.id;
+        if id <= self.log.active_segment() {
+            return Err(self.rewrite_refused(format!(
+                "the log rotated to segment {} past the compaction's {id}",
+                self.log.active_segment()
+            )));
+        }
+        out.finish_at(last_seq)?;
+        let files = self.log.install_compacted(id)?;
+        let old = std::mem::replace(&mut self.index, index);
+        self.superseded = Superseded { files, index: Some(old) };
+        self.written_seq = last_seq;
+        self.durable_seq = self.durable_seq.max(last_seq);
+        self.gc_horizon = self.gc_horizon.max(horizon);
+        drop(copy);
+        Ok(())
+    }
+
+    /// Every version the rewritten indexes hold must add up to what this
+    /// chunk holds live: the newest version of every key is always copied
+    /// (or is a tombstone with nothing kept below it). Cheap, and it keeps a
+    /// rewrite that lost something from ever taking over.
+    fn check_rewrite(&self, outputs: &[&ChunkIndex]) -> Result<(), ChunkError> {
+        let records: u64 = outputs.iter().map(|i| i.live_records()).sum();
+        let bytes: u64 = outputs.iter().map(|i| i.live_bytes()).sum();
+        if (records, bytes) != (self.index.live_records(), self.index.live_bytes()) {
+            return Err(self.rewrite_refused(format!(
+                "the rewrite holds {records} live records of {bytes} bytes, the chunk {} of {}",
+                self.index.live_records(),
+                self.index.live_bytes()
+            )));
+        }
+        Ok(())
+    }
+
+    fn rewrite_refused(&self, reason: String) -> ChunkError {
+        tracing::error!(chunk = self.meta.id, %reason, "rewrite refused");
+        ChunkError::RewriteRefused(reason)
+    }
+
+    /// The slow half of a compaction for a chunk that takes no writes until
+    /// [`Chunk::install_compaction`]: all steps and the bulk fsync, under
+    /// the read lock. Transitional, for the single-writer chunk actor.
     pub fn prepare_compaction(&self, pins: &[u64], stable: u64) -> Result<Compaction, ChunkError> {
         assert_eq!(self.durable_seq, self.index.last_seq(), "compaction with undurable writes");
-        let all = (Bound::Unbounded, Bound::Unbounded);
-        let last_seq = self.index.last_seq();
-        let mut out = self.log.compaction_writer(last_seq)?;
-        let segment = out.id;
-        let index = self.rewrite(pins, stable, all, &mut out)?;
-        out.finish()?;
-        Ok(Compaction { segment, index, last_seq, horizon: stable })
+        if self.job.strong_count() > 0 {
+            return Err(ChunkError::Busy);
+        }
+        let id = self
+            .log
+            .active_segment()
+            .checked_add(BASE_ID_HEADROOM)
+            .ok_or_else(|| self.rewrite_refused("segment ids are exhausted".into()))?;
+        let out = self.log.base_writer(id, self.index.last_seq())?;
+        let copy = self.rewrite_cursor(pins, stable, Arc::new(()));
+        let mut job = Compaction { copy, out, index: ChunkIndex::new(), horizon: stable };
+        while !self.compaction_step(&mut job, STEP_BUDGET_BYTES)? {}
+        job.sync_bulk()?;
+        Ok(job)
     }
 
-    /// The quick half: puts the compacted segment and index in charge.
+    /// The quick half of [`Chunk::prepare_compaction`]:
+    /// [`Chunk::finish_compaction`], and the superseded segments removed.
     pub fn install_compaction(&mut self, c: Compaction) -> Result<(), ChunkError> {
-        assert_eq!(c.last_seq, self.index.last_seq(), "the chunk changed during compaction");
-        self.log.install_compacted(c.segment)?;
-        self.index = c.index;
-        self.gc_horizon = self.gc_horizon.max(c.horizon);
+        self.finish_compaction(c)?;
+        self.take_superseded().remove();
         Ok(())
     }
 
     /// Writes two new chunks holding this chunk's retained versions below and
-    /// from `split_key`. This chunk is left untouched; the caller swaps the
-    /// catalog over and then destroys it.
+    /// from `split_key`, in one go (begin, steps, finish). This chunk is left
+    /// untouched; the caller swaps the catalog over and then destroys it.
+    /// Takes `&self` for a caller that holds the chunk exclusively or takes
+    /// no writes meanwhile (the single-writer chunk actor).
     pub fn split(
         &self,
         split_key: &[u8],
@@ -473,63 +894,151 @@ impl Chunk {
         upper: (ChunkMeta, &Path),
         segment_size_max_bytes: u64,
     ) -> Result<(Chunk, Chunk), ChunkError> {
-        assert_eq!(self.durable_seq, self.index.last_seq(), "split with undurable writes");
+        let mut job = self.new_split(
+            split_key,
+            pins,
+            stable,
+            lower,
+            upper,
+            segment_size_max_bytes,
+            Arc::new(()),
+        )?;
+        while !self.split_step(&mut job, STEP_BUDGET_BYTES)? {}
+        job.sync_bulk()?;
+        self.complete_split(job)
+    }
+
+    /// Starts splitting this chunk into two new ones, `lower` holding the
+    /// keys below `split_key` and `upper` the rest, each in a new directory
+    /// (with its descriptor) and a first segment under a temporary name.
+    /// Call under the cell's write lock; it creates two directories and a
+    /// file in each, with no fsync (their descriptors are written by
+    /// [`Split::sync_bulk`] or the finish), and copies nothing. Like a
+    /// compaction, what the log holds now is copied key by key by
+    /// [`Chunk::split_step`], and what comes after it in log order.
+    /// Dropping the job removes both directories.
+    ///
+    /// # Errors
+    /// [`ChunkError::Busy`] while another compaction or split of this chunk
+    /// runs; [`ChunkError::Log`] if a directory or file cannot be made
+    /// (what this call made is removed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin_split(
+        &mut self,
+        split_key: &[u8],
+        pins: &[u64],
+        stable: u64,
+        lower: (ChunkMeta, &Path),
+        upper: (ChunkMeta, &Path),
+        segment_size_max_bytes: u64,
+    ) -> Result<Split, ChunkError> {
+        let token = self.register_job()?;
+        self.new_split(split_key, pins, stable, lower, upper, segment_size_max_bytes, token)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_split(
+        &self,
+        split_key: &[u8],
+        pins: &[u64],
+        stable: u64,
+        lower: (ChunkMeta, &Path),
+        upper: (ChunkMeta, &Path),
+        segment_size_max_bytes: u64,
+        token: Arc<()>,
+    ) -> Result<Split, ChunkError> {
         assert!(self.meta.contains(split_key) && split_key != self.meta.start.as_slice());
-        let halves = [
-            (lower, (Bound::Unbounded, Bound::Excluded(split_key))),
-            (upper, (Bound::Included(split_key), Bound::Unbounded)),
-        ];
+        let mut job = Split {
+            copy: self.rewrite_cursor(pins, stable, token),
+            split_key: split_key.to_vec(),
+            halves: Vec::with_capacity(2),
+            segment_size_max_bytes,
+            horizon: self.gc_horizon.max(stable),
+            created: Vec::with_capacity(2),
+            descriptors_written: false,
+        };
+        for (meta, dir) in [lower, upper] {
+            // No fsync here: the directories and descriptors are made
+            // durable by `sync_bulk` (no lock) or else by the finish.
+            create_chunk_dir(dir)?;
+            job.created.push(dir.to_owned());
+            let descriptor = ChunkDescriptor { chunk: meta.clone(), ..self.descriptor() };
+            let out = ChunkLog::first_segment_writer(dir, self.index.last_seq())?;
+            job.halves.push(Half {
+                meta,
+                descriptor,
+                dir: dir.to_owned(),
+                out: Some(out),
+                index: ChunkIndex::new(),
+            });
+        }
+        Ok(job)
+    }
+
+    /// Copies about `budget_bytes` more of the split (at least one key) into
+    /// the halves. Same rules as [`Chunk::compaction_step`]: under the read
+    /// lock, `true` once the job may finish.
+    pub fn split_step(&self, job: &mut Split, budget_bytes: usize) -> Result<bool, ChunkError> {
+        let Split { copy, split_key, halves, .. } = job;
+        self.rewrite_step(copy, budget_bytes, &mut |e| Split::take(halves, split_key, e))
+    }
+
+    /// Finishes a split whose steps are done: copies what was logged since
+    /// the last step (written or not) into the halves by key, fsyncs both
+    /// (segment, manifest, directory and its parent) and returns them, each
+    /// with everything durable (`durable_seq == last_seq`) and its part of
+    /// the change journal. Call under the cell's write lock, and keep it
+    /// until the catalog names the halves and this chunk takes no more
+    /// writes: a write applied here afterwards is in neither half. This
+    /// chunk is left untouched (its own pending sync job stays valid); the
+    /// caller swaps the catalog over, then destroys it.
+    ///
+    /// # Errors
+    /// [`ChunkError::Log`]: both directories are removed, this chunk is
+    /// unharmed.
+    pub fn finish_split(&mut self, job: Split) -> Result<(Chunk, Chunk), ChunkError> {
+        self.complete_split(job)
+    }
+
+    fn complete_split(&self, mut job: Split) -> Result<(Chunk, Chunk), ChunkError> {
+        {
+            let Split { copy, split_key, halves, .. } = &mut job;
+            self.rewrite_tail(copy, &mut |e| Split::take(halves, split_key, e))?;
+        }
+        let last_seq = self.index.last_seq();
+        for half in &mut job.halves {
+            half.index.bump_last_seq(last_seq);
+        }
+        self.check_rewrite(&[&job.halves[0].index, &job.halves[1].index])?;
+        job.write_descriptors()?;
         let mut journals = match &self.journal {
             Some(j) => {
-                let (lower, upper) = j.split(split_key);
-                vec![Some(lower), Some(upper)]
+                let (lower, upper) = j.split(&job.split_key);
+                [Some(lower), Some(upper)]
             }
-            None => vec![None, None],
+            None => [None, None],
         }
         .into_iter();
         let mut made = Vec::with_capacity(2);
-        let mut created: Vec<&Path> = Vec::with_capacity(2);
-        for ((meta, dir), bounds) in halves {
-            // The last seq must not go backwards for either half, even if
-            // its newest entries were tombstones that the rewrite dropped.
-            let last_seq = self.index.last_seq();
-            let descriptor = ChunkDescriptor { chunk: meta.clone(), ..self.descriptor() };
-            let half = (|| {
-                create_chunk_dir(dir)?;
-                created.push(dir);
-                descriptor.write(dir)?;
-                let mut out = ChunkLog::first_segment_writer(dir, last_seq)?;
-                let index = self.rewrite(pins, stable, bounds, &mut out)?;
-                out.finish()?;
-                let log = ChunkLog::publish_new(dir, segment_size_max_bytes)?;
-                Ok::<_, ChunkError>((index, log))
-            })();
-            let (index, log) = match half {
-                Ok(half) => half,
-                Err(e) => {
-                    // Only directories this call created, which no catalog
-                    // names yet, are removed.
-                    drop(made);
-                    for dir in created {
-                        let _ = std::fs::remove_dir_all(dir);
-                    }
-                    return Err(e);
-                }
-            };
-            let horizon = self.gc_horizon.max(stable);
-            let journal = journals.next().expect("two halves");
+        for half in &mut job.halves {
+            half.out.take().expect("finished once").finish_at(last_seq)?;
+            let log = ChunkLog::publish_first(&half.dir, job.segment_size_max_bytes)?;
             made.push(Chunk {
-                meta,
+                meta: half.meta.clone(),
                 range_name: self.range_name.clone(),
                 options: self.options,
-                index,
+                index: std::mem::take(&mut half.index),
                 log,
                 durable_seq: last_seq,
                 written_seq: last_seq,
-                gc_horizon: horizon,
-                journal,
+                gc_horizon: job.horizon,
+                journal: journals.next().expect("two halves"),
+                job: Weak::new(),
+                superseded: Superseded::default(),
             });
         }
+        // Both halves are complete: their directories are theirs now.
+        job.created.clear();
         let upper = made.pop().expect("two halves");
         let lower = made.pop().expect("two halves");
         Ok((lower, upper))

@@ -226,6 +226,35 @@ impl ChunkIndex {
         })
     }
 
+    /// Like [`ChunkIndex::retained`] for the keys after `after` (all keys
+    /// when `None`), in key order, but over the versions `existed` accepts
+    /// only: a prefix of each chain (the versions a rewrite found when it
+    /// began; later ones are copied as they come). Yields every key,
+    /// with an empty list when nothing of it is kept, so that the caller
+    /// can count the keys it walked.
+    ///
+    /// What is kept of a prefix is a superset of what would be kept of the
+    /// same versions in the whole chain: a later version only ever
+    /// supersedes older ones.
+    pub fn retained_from<'a>(
+        &'a self,
+        pins: &'a [u64],
+        upto: u64,
+        after: Option<&[u8]>,
+        existed: impl Fn(&Version) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'a [u8], Vec<Version>)> + 'a {
+        let lower = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        self.keys.range::<[u8], _>((lower, Bound::Unbounded)).map(move |(key, chain)| {
+            let chain = chain.as_slice();
+            let n = chain.iter().take_while(|v| existed(v)).count();
+            let kept = if n == 0 { Vec::new() } else { retain_chain(&chain[..n], pins, upto) };
+            (key.as_slice(), kept)
+        })
+    }
+
     /// Every (seq, key) of a version above `after`: what a view that last
     /// saw the chunk at `after` has yet to see.
     pub fn versions_after(&self, after: u64) -> Vec<(u64, Box<[u8]>)> {
@@ -369,6 +398,42 @@ mod tests {
         let chain = [put(1, 1), put(2, 1), put(4, 1), put(6, 1)];
         let kept: Vec<u64> = retain_chain(&chain, &[], 3).iter().map(|v| v.seq).collect();
         assert_eq!(kept, vec![2, 4, 6]);
+    }
+
+    /// What a rewrite keeps of the versions that existed when it began,
+    /// followed by every version logged since, reads the same as the whole
+    /// chain at every pin and at every snapshot from `upto` on.
+    #[test]
+    fn a_kept_prefix_and_the_versions_after_it_read_as_the_whole_chain() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.gen_range(1..8);
+            let mut seq = 0;
+            let chain: Vec<Version> = (0..n)
+                .map(|_| {
+                    seq += rng.gen_range(1..4);
+                    if rng.gen_bool(0.3) {
+                        del(seq)
+                    } else {
+                        put(seq, 10)
+                    }
+                })
+                .collect();
+            let upto = rng.gen_range(0..=seq + 1);
+            let pins: Vec<u64> =
+                (0..rng.gen_range(0..3)).map(|_| rng.gen_range(0..=upto)).collect();
+            let cut = rng.gen_range(0..=n);
+            let mut rewritten =
+                if cut == 0 { vec![] } else { retain_chain(&chain[..cut], &pins, upto) };
+            rewritten.extend_from_slice(&chain[cut..]);
+            let read = |vs: &[Version], at: u64| {
+                vs.iter().rev().find(|v| v.seq <= at).filter(|v| !v.is_tombstone()).map(|v| v.seq)
+            };
+            for at in pins.iter().copied().chain(upto..=seq + 1) {
+                assert_eq!(read(&rewritten, at), read(&chain, at), "{chain:?} cut {cut} at {at}");
+            }
+        }
     }
 
     #[test]

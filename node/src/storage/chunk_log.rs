@@ -18,6 +18,11 @@
 //! A complete entry whose checksum fails is damage, reported with its file
 //! and offset, and the file is left as it is.
 //!
+//! A compaction may run while the log takes writes: it reserves its base
+//! segment's id above the active one ([`ChunkLog::reserve_base`]), copies
+//! what lies before [`ChunkLog::written_end`] as it was when it began, and
+//! then the entries after it ([`ChunkLog::visit_from`]), in log order.
+//!
 //! Writes are two-phase so the chunk actor can group-commit: [`ChunkLog::append_batch`]
 //! encodes entries into memory and returns their locations, [`ChunkLog::write_out`]
 //! hands everything encoded so far to the kernel in one write per segment,
@@ -28,6 +33,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use super::chunk_index::Version;
 use super::entry::{decode_entry, encode_entry, peek_entry_len, EntryError, EntryRef};
@@ -98,10 +104,37 @@ pub struct ChunkLog {
     /// directory itself must be fsynced for it to survive a crash.
     dir_dirty: bool,
     segment_size_max_bytes: u64,
+    /// The id a running compaction will publish its base segment under,
+    /// while the job (the `Weak`'s target) is alive: rotation stops below
+    /// it, so the base stays above every segment it supersedes.
+    reserved_base: Option<(u32, Weak<()>)>,
     /// Test hook: the next write out writes half its bytes and fails.
     #[cfg(test)]
     pub(crate) fail_next_write: bool,
 }
+
+/// A place in the log: a segment and a byte offset in it (header
+/// included). Entries are in log order by `(segment, offset)`, which is
+/// also their seq order, per key and overall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPos {
+    pub segment: u32,
+    pub offset: u64,
+}
+
+impl LogPos {
+    /// Whether `v` lies before this place.
+    pub fn is_after(&self, v: &Version) -> bool {
+        (v.segment, v.offset) < (self.segment, self.offset)
+    }
+}
+
+/// How many segment ids a compaction reserves above the active one: the
+/// log may rotate this many times less one while the compaction runs
+/// (after that the active segment grows past its size until it ends).
+/// Ids are u32 and a compaction spends at most this many, so a chunk can
+/// be compacted some 2^28 times.
+pub const BASE_ID_HEADROOM: u32 = 16;
 
 /// A durable-making job that runs off the actor thread: fsync of the
 /// segments written since the last job, and of the directory if needed.
@@ -221,7 +254,10 @@ impl Drop for SegmentWriter {
 impl SegmentWriter {
     fn new(dir: &Path, id: u32, last_seq: u64) -> Result<Self, LogError> {
         let path = staged_path(dir, id);
-        let file = File::create(&path).map_err(io_err(&path))?;
+        // Never another job's file: two writers on one staged segment
+        // would interleave their bytes.
+        let file =
+            OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         let mut file = std::io::BufWriter::with_capacity(1024 * 1024, file);
         file.write_all(&encode_header(id, true, last_seq)).map_err(io_err(&path))?;
         Ok(SegmentWriter {
@@ -251,6 +287,44 @@ impl SegmentWriter {
         self.finished = true;
         Ok(())
     }
+
+    /// Like [`SegmentWriter::finish`], first recording `last_seq` in the
+    /// header: a rewrite that went on while the log took writes ends at a
+    /// higher seq than it started with.
+    pub fn finish_at(mut self, last_seq: u64) -> Result<(), LogError> {
+        self.file.flush().map_err(io_err(&self.path))?;
+        let header = encode_header(self.id, true, last_seq);
+        self.file.get_ref().write_all_at(&header, 0).map_err(io_err(&self.path))?;
+        self.finish()
+    }
+
+    /// Flushes and fdatasyncs what was written so far, so that the fsync of
+    /// [`SegmentWriter::finish`] has little left to do.
+    pub fn sync_bulk(&mut self) -> Result<(), LogError> {
+        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.get_ref().sync_data().map_err(io_err(&self.path))
+    }
+
+    /// Bytes written so far, header included.
+    pub fn bytes_written(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// Removes segment files a compaction superseded (see
+/// [`ChunkLog::install_compacted`]); a failure is logged, and recovery
+/// removes what is left at the next start.
+pub fn remove_superseded(files: Vec<PathBuf>) {
+    for path in files {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            // The chunk was destroyed meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "cannot remove a superseded segment; the next start does");
+            }
+        }
+    }
 }
 
 /// Renames a staged segment into place, durably: from here on it is the
@@ -279,7 +353,19 @@ impl ChunkLog {
 
     /// Puts a new chunk's finished first segment in place and opens the log.
     pub fn publish_new(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
-        Manifest { first: 1, last: 1 }.write(dir)?;
+        Self::write_first_manifest(dir)?;
+        Self::publish_first(dir, segment_size_max_bytes)
+    }
+
+    /// Writes a new chunk's manifest (naming its first segment), durably.
+    /// Safe before the segment is in place: a directory no catalog names
+    /// yet is not read as a chunk.
+    pub fn write_first_manifest(dir: &Path) -> Result<(), LogError> {
+        Manifest { first: 1, last: 1 }.write(dir)
+    }
+
+    /// [`ChunkLog::publish_new`] for a directory whose manifest is written.
+    pub fn publish_first(dir: &Path, segment_size_max_bytes: u64) -> Result<Self, LogError> {
         publish_staged(dir, 1)?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent).map_err(io_err(parent))?;
@@ -298,6 +384,7 @@ impl ChunkLog {
             unsynced: Vec::new(),
             dir_dirty: false,
             segment_size_max_bytes,
+            reserved_base: None,
             #[cfg(test)]
             fail_next_write: false,
         }
@@ -457,6 +544,13 @@ impl ChunkLog {
     fn rotate(&mut self) -> Result<(), LogError> {
         debug_assert!(self.unwritten.is_empty(), "rotation with unwritten entries");
         let id = self.active + 1;
+        if let Some((base, job)) = &self.reserved_base {
+            if job.strong_count() > 0 && id >= *base {
+                // The running compaction's base must stay the highest id;
+                // it takes this segment's entries in when it ends.
+                return Ok(());
+            }
+        }
         let path = segment_path(&self.dir, id);
         let made = (|| {
             let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
@@ -572,44 +666,172 @@ impl ChunkLog {
         self.active + 1
     }
 
-    /// A writer for the segment that will replace this log's segments.
-    /// Takes `&self`: the log keeps serving reads meanwhile.
-    pub fn compaction_writer(&self, last_seq: u64) -> Result<SegmentWriter, LogError> {
-        SegmentWriter::new(&self.dir, self.next_segment_id(), last_seq)
+    /// Reserves the id of the base segment a compaction will publish, above
+    /// the active segment with room for [`BASE_ID_HEADROOM`] less one
+    /// rotations, and returns a writer for it (staged). While `job` lives
+    /// the log does not rotate onto that id. Takes `&mut self` only to record
+    /// the reservation: the log keeps serving reads and appends meanwhile.
+    pub fn reserve_base(
+        &mut self,
+        job: &Arc<()>,
+        last_seq: u64,
+    ) -> Result<SegmentWriter, LogError> {
+        let id = self.active.checked_add(BASE_ID_HEADROOM).ok_or_else(|| LogError::Corrupt {
+            path: segment_path(&self.dir, self.active),
+            offset: 0,
+            reason: "segment ids are exhausted".into(),
+        })?;
+        let writer = SegmentWriter::new(&self.dir, id, last_seq)?;
+        self.reserved_base = Some((id, Arc::downgrade(job)));
+        Ok(writer)
     }
 
-    /// Makes a staged segment the base of the log and removes every older
-    /// segment. Call with nothing unwritten.
-    pub fn install_compacted(&mut self, id: u32) -> Result<(), LogError> {
-        assert!(self.unwritten.is_empty(), "compaction with unwritten entries");
-        assert_eq!(id, self.next_segment_id(), "compacted segment id");
+    /// A writer for a base segment with id `id`, without a reservation: for
+    /// a caller that takes no writes until it installs it.
+    pub fn base_writer(&self, id: u32, last_seq: u64) -> Result<SegmentWriter, LogError> {
+        SegmentWriter::new(&self.dir, id, last_seq)
+    }
+
+    /// The id of the active segment, the highest.
+    pub fn active_segment(&self) -> u32 {
+        self.active
+    }
+
+    /// Where the bytes handed to the kernel end. Everything before this
+    /// place stays as it is until a compaction replaces the log (a refused
+    /// write out cuts back only bytes after it); everything appended later
+    /// lies after it.
+    pub fn written_end(&self) -> LogPos {
+        let offset =
+            self.segments.get(&self.active).map_or(SEGMENT_HEADER_BYTES, |s| s.written_len);
+        LogPos { segment: self.active, offset }
+    }
+
+    /// Bytes from `from` to the end of the log, unwritten ones included.
+    pub fn bytes_after(&self, from: LogPos) -> u64 {
+        let written: u64 = self
+            .segments
+            .range(from.segment..)
+            .map(|(&id, s)| {
+                let start = if id == from.segment { from.offset } else { SEGMENT_HEADER_BYTES };
+                s.written_len.saturating_sub(start)
+            })
+            .sum();
+        written + self.unwritten.len() as u64
+    }
+
+    /// Calls `visit` for every written entry from `from` up to `upto`, in
+    /// log order. Stops once the entries visited reach `budget` bytes
+    /// (never inside an entry) and returns where it stopped: `upto` when
+    /// it got there, else the next entry to visit. `from` and `upto` must
+    /// be entry boundaries within what is written (earlier returns, or
+    /// [`ChunkLog::written_end`]s). Reads the files with `pread`, a few
+    /// MiB at a time.
+    pub fn visit_from(
+        &self,
+        from: LogPos,
+        upto: LogPos,
+        budget: u64,
+        mut visit: impl FnMut(&EntryRef<'_>) -> Result<(), LogError>,
+    ) -> Result<LogPos, LogError> {
+        const PIECE: u64 = 4 << 20;
+        let mut visited = 0u64;
+        let mut buf = Vec::new();
+        for (&id, seg) in self.segments.range(from.segment..=upto.segment) {
+            let start = if id == from.segment { from.offset } else { SEGMENT_HEADER_BYTES };
+            let end = if id == upto.segment { upto.offset } else { seg.written_len };
+            let mut at = start;
+            let corrupt = |offset: u64, reason: String| LogError::Corrupt {
+                path: seg.path.clone(),
+                offset,
+                reason,
+            };
+            while at < end {
+                if visited >= budget {
+                    return Ok(LogPos { segment: id, offset: at });
+                }
+                let left = end - at;
+                buf.resize(left.min(PIECE) as usize, 0);
+                seg.file.read_exact_at(&mut buf, at).map_err(io_err(&seg.path))?;
+                // An entry longer than a piece is read whole.
+                if let Ok(first) = peek_entry_len(&buf) {
+                    if first > buf.len() && first as u64 <= left {
+                        buf.resize(first, 0);
+                        seg.file.read_exact_at(&mut buf, at).map_err(io_err(&seg.path))?;
+                    }
+                }
+                let mut pos = 0usize;
+                while pos < buf.len() && visited < budget {
+                    match decode_entry(&buf[pos..]) {
+                        Ok((e, len)) => {
+                            visit(&e)?;
+                            pos += len;
+                            visited += len as u64;
+                        }
+                        // The next piece starts with it.
+                        Err(EntryError::Incomplete) if pos > 0 => break,
+                        Err(e) => return Err(corrupt(at + pos as u64, e.to_string())),
+                    }
+                }
+                at += pos as u64;
+            }
+        }
+        Ok(upto)
+    }
+
+    /// Calls `visit` for every entry not yet written, in log order.
+    pub fn visit_unwritten(
+        &self,
+        mut visit: impl FnMut(&EntryRef<'_>) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let written = self.active_len() - self.unwritten.len() as u64;
+        let mut pos = 0usize;
+        while pos < self.unwritten.len() {
+            let (e, len) = decode_entry(&self.unwritten[pos..]).map_err(|e| LogError::Corrupt {
+                path: segment_path(&self.dir, self.active),
+                offset: written + pos as u64,
+                reason: e.to_string(),
+            })?;
+            visit(&e)?;
+            pos += len;
+        }
+        Ok(())
+    }
+
+    /// Makes staged segment `id` the base of the log. `id` must be above
+    /// every segment of the log. Entries not yet written are dropped: the
+    /// caller copied them into the base. Returns the files of the segments
+    /// it superseded, for the caller to remove ([`remove_superseded`]),
+    /// outside any lock: unlinking large files takes milliseconds, and
+    /// recovery removes them anyway if that never happens.
+    pub fn install_compacted(&mut self, id: u32) -> Result<Vec<PathBuf>, LogError> {
+        assert!(id > self.active, "compacted segment {id} not above segment {}", self.active);
         let path = segment_path(&self.dir, id);
-        fs::rename(staged_path(&self.dir, id), &path).map_err(io_err(&path))?;
+        if let Err(e) = fs::rename(staged_path(&self.dir, id), &path) {
+            let _ = fs::remove_file(staged_path(&self.dir, id));
+            return Err(io_err(&path)(e));
+        }
         // From here the new segment is in charge on disk (recovery prefers
         // a base segment above the manifest's newest), so it is in charge
         // in memory too, whatever fails next: appending to a superseded
         // segment would lose those writes at the next start. The sync job
         // fsyncs the directory; if that fails, the chunk is poisoned.
-        let old: Vec<u32> = self.segments.keys().copied().collect();
-        self.segments.clear();
+        let old: Vec<PathBuf> =
+            std::mem::take(&mut self.segments).into_values().map(|s| s.path).collect();
+        self.unwritten.clear();
         self.unsynced.clear();
+        self.reserved_base = None;
         self.dir_dirty = true;
         self.add_segment(id)?;
         let tidy = sync_dir(&self.dir)
             .map_err(io_err(&self.dir))
-            .and_then(|()| Manifest { first: id, last: id }.write(&self.dir))
-            .and_then(|()| {
-                for old_id in old {
-                    let path = segment_path(&self.dir, old_id);
-                    fs::remove_file(&path).map_err(io_err(&path))?;
-                }
-                Ok(())
-            });
+            .and_then(|()| Manifest { first: id, last: id }.write(&self.dir));
         if let Err(e) = tidy {
             // Recovery finishes the job: the base supersedes the rest.
-            tracing::warn!(dir = %self.dir.display(), error = %e, "compaction installed; superseded segments remain until the next start");
+            tracing::warn!(dir = %self.dir.display(), error = %e, "compaction installed; the manifest is updated at the next start");
+            return Ok(Vec::new());
         }
-        Ok(())
+        Ok(old)
     }
 
     /// Removes the whole chunk directory: the segments and the manifest
@@ -665,11 +887,14 @@ impl LogCopier<'_> {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 // SAFETY: the mapping lives only while the copier borrows
-                // the log, during which nothing writes to or truncates the
-                // segment: the chunk actor, its only writer, is the one
-                // running this rewrite, and a segment is never shrunk after
-                // recovery. Removing the file (after compaction) leaves a
-                // live mapping valid.
+                // the log, and every write to the log (appends, write outs,
+                // a refused write's cut back, compaction's install) takes
+                // `&mut ChunkLog`, which the borrow excludes: a copier is
+                // made and dropped within one step of a rewrite, under the
+                // chunk's read lock. The bytes read were written before the
+                // borrow began, and are never shrunk away (a cut back only
+                // removes bytes past the written end). Removing the file
+                // (after compaction) leaves a live mapping valid.
                 let map = unsafe { memmap2::Mmap::map(&seg.file) }.map_err(io_err(&seg.path))?;
                 e.insert(map)
             }

@@ -20,6 +20,8 @@ pub mod journal;
 pub mod manifest;
 
 #[cfg(test)]
+mod maintenance_tests;
+#[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]
 mod tests;
