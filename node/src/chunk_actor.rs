@@ -8,8 +8,11 @@
 //! writer whose batch put the chunk over its size limit or made its log
 //! mostly garbage ([`Maintain`]).
 //!
-//! A split happens under the cell's write lock from the first byte of the
-//! halves to the catalog's record of it, so no write can land in the old
+//! Compaction and splits run beside the writes: the copy runs in steps
+//! under the cell's read lock (released between steps, so writers get in),
+//! and the write lock is held only to begin and to finish, where what was
+//! logged meanwhile is copied too. A split holds the write lock from its
+//! finish to the catalog's record of it, so no write can land in the old
 //! chunk after the halves were cut from it.
 
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use crate::catalog::CatalogError;
 use crate::chunk_cell::{needs_maintenance, CellState, ChunkCell, GroupFailure, Pending};
 use crate::chunk_host::ChunkHost;
 use crate::error::{NodeError, NodeResult};
-use crate::storage::chunk::{Chunk, ChunkMeta};
+use crate::storage::chunk::{Chunk, ChunkMeta, STEP_BUDGET_BYTES};
 
 pub type ReplyTo<T> = oneshot::Sender<NodeResult<T>>;
 
@@ -241,18 +244,31 @@ impl ChunkActor {
         }
     }
 
-    /// Compacts under the cell's write lock, after making everything
-    /// logged durable.
+    /// Compacts beside the writes: the chunk's write lock is held only to
+    /// begin and to finish (copying what was logged meanwhile), the copy
+    /// runs in steps under the read lock, and the old segments and index
+    /// are freed after the lock is released.
     fn compact(&mut self) -> NodeResult<()> {
         self.check_not_poisoned()?;
         let (pins, stable) = self.host.clock().retention();
-        let mut state = self.cell.write();
-        let CellState::Open(chunk) = &mut *state else { return Err(NodeError::Moved) };
-        self.settle(chunk)?;
-        chunk.compact(&pins, stable)?;
+        let mut job = self
+            .cell
+            .with_chunk_mut(|c| c.begin_compaction(&pins, stable))
+            .ok_or(NodeError::Moved)??;
+        while !self.cell.with_chunk(|c| Ok(c.compaction_step(&mut job, STEP_BUDGET_BYTES)?))? {}
+        job.sync_bulk()?;
+        let superseded = self
+            .cell
+            .with_chunk_mut(|c| c.finish_compaction(job).map(|()| c.take_superseded()))
+            .ok_or(NodeError::Moved)??;
+        superseded.remove();
         Ok(())
     }
 
+    /// Splits beside the writes like [`ChunkActor::compact`]; from the
+    /// finish (which copies what was logged meanwhile into the halves and
+    /// syncs them) to the catalog's record of the split, the write lock is
+    /// held, so no write lands in this chunk after the halves were cut.
     fn split(&mut self, key: Vec<u8>, ctx: &mut Context<Self>) -> NodeResult<()> {
         self.check_not_poisoned()?;
         let host = self.host.clone();
@@ -273,17 +289,27 @@ impl ChunkActor {
         let upper_dir = host.chunk_dir(upper_meta.id);
         let size_max = self.cell.chunk_size_max_bytes;
         let segment = host.segment_size_for(size_max);
+        let mut job = self
+            .cell
+            .with_chunk_mut(|c| {
+                c.begin_split(
+                    &key,
+                    &pins,
+                    stable,
+                    (lower_meta.clone(), &lower_dir),
+                    (upper_meta.clone(), &upper_dir),
+                    segment,
+                )
+            })
+            .ok_or(NodeError::Moved)??;
+        while !self.cell.with_chunk(|c| Ok(c.split_step(&mut job, STEP_BUDGET_BYTES)?))? {}
+        job.sync_bulk()?;
         let mut state = self.cell.write();
         let CellState::Open(chunk) = &mut *state else { return Err(NodeError::Moved) };
-        self.settle(chunk)?;
-        let (lower, upper) = chunk.split(
-            &key,
-            &pins,
-            stable,
-            (lower_meta.clone(), &lower_dir),
-            (upper_meta.clone(), &upper_dir),
-            segment,
-        )?;
+        // Poisoned meanwhile: batches that failed are still in the index and
+        // must not come back to life in the halves.
+        self.check_not_poisoned()?;
+        let (lower, upper) = chunk.finish_split(job)?;
         let live_bytes = chunk.live_bytes();
         if let Err(e) = host.record_split(self.meta.id, &lower_meta, &upper_meta) {
             drop(state);
