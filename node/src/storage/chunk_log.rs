@@ -19,9 +19,11 @@
 //! and offset, and the file is left as it is.
 //!
 //! A compaction may run while the log takes writes: it reserves its base
-//! segment's id above the active one ([`ChunkLog::reserve_base`]), copies
-//! what lies before [`ChunkLog::written_end`] as it was when it began, and
-//! then the entries after it ([`ChunkLog::visit_from`]), in log order.
+//! segment's id a little above the active one ([`ChunkLog::reserve_base`];
+//! ids jump there, never into the range the manifest names), copies what
+//! lies before [`ChunkLog::written_end`] as it was when it began, and then
+//! the entries after it ([`ChunkLog::visit_from`], then
+//! [`ChunkLog::visit_unwritten`]), in log order.
 //!
 //! Writes are two-phase so the chunk actor can group-commit: [`ChunkLog::append_batch`]
 //! encodes entries into memory and returns their locations, [`ChunkLog::write_out`]
