@@ -853,7 +853,8 @@ impl Chunk {
 
     /// The slow half of a compaction for a chunk that takes no writes until
     /// [`Chunk::install_compaction`]: all steps and the bulk fsync, under
-    /// the read lock. Transitional, for the single-writer chunk actor.
+    /// the read lock: the one-pass rewrite that the steps replaced, kept as
+    /// the baseline the lock-time measurement compares them with.
     pub fn prepare_compaction(&self, pins: &[u64], stable: u64) -> Result<Compaction, ChunkError> {
         assert_eq!(self.durable_seq, self.index.last_seq(), "compaction with undurable writes");
         if self.job.strong_count() > 0 {
