@@ -25,7 +25,7 @@ use crate::catalog::CatalogError;
 use crate::chunk_cell::{needs_maintenance, CellState, ChunkCell, GroupFailure, Pending};
 use crate::chunk_host::ChunkHost;
 use crate::error::{NodeError, NodeResult};
-use crate::storage::chunk::{Chunk, ChunkMeta, STEP_BUDGET_BYTES};
+use crate::storage::chunk::{Chunk, ChunkError, ChunkMeta, Compaction, Split, STEP_BUDGET_BYTES};
 
 pub type ReplyTo<T> = oneshot::Sender<NodeResult<T>>;
 
@@ -255,8 +255,7 @@ impl ChunkActor {
             .cell
             .with_chunk_mut(|c| c.begin_compaction(&pins, stable))
             .ok_or(NodeError::Moved)??;
-        while !self.cell.with_chunk(|c| Ok(c.compaction_step(&mut job, STEP_BUDGET_BYTES)?))? {}
-        job.sync_bulk()?;
+        self.copy_in_steps(&mut job)?;
         let superseded = self
             .cell
             .with_chunk_mut(|c| c.finish_compaction(job).map(|()| c.take_superseded()))
@@ -302,8 +301,7 @@ impl ChunkActor {
                 )
             })
             .ok_or(NodeError::Moved)??;
-        while !self.cell.with_chunk(|c| Ok(c.split_step(&mut job, STEP_BUDGET_BYTES)?))? {}
-        job.sync_bulk()?;
+        self.copy_in_steps(&mut job)?;
         let mut state = self.cell.write();
         let CellState::Open(chunk) = &mut *state else { return Err(NodeError::Moved) };
         // Poisoned meanwhile: batches that failed are still in the index and
@@ -352,6 +350,20 @@ impl ChunkActor {
         Ok(())
     }
 
+    /// Runs a job's copy steps, each under the read lock, syncing its
+    /// output every [`MAINTENANCE_SYNC_EVERY_BYTES`] and at the end, outside
+    /// any lock.
+    fn copy_in_steps(&self, job: &mut impl Steps) -> NodeResult<()> {
+        let mut synced = 0;
+        while !self.cell.with_chunk(|c| Ok(job.step(c)?))? {
+            if job.output_bytes() - synced >= MAINTENANCE_SYNC_EVERY_BYTES {
+                job.sync_bulk()?;
+                synced = job.output_bytes();
+            }
+        }
+        Ok(job.sync_bulk()?)
+    }
+
     fn info(&self) -> ChunkInfo {
         let unavailable = match &*self.cell.read() {
             CellState::Open(c) => {
@@ -372,6 +384,44 @@ impl ChunkActor {
             last_seq: 0,
             unavailable,
         }
+    }
+}
+
+/// Output a compaction or split writes between two syncs of it. Without
+/// them the output's dirty pages pile up, and the group commit's next sync
+/// (a syncfs above all, which flushes the whole file system) writes them
+/// out while writers wait: measured, the p99 of durable puts beside a
+/// compaction of 100 MB went from 16 ms to 92 ms.
+const MAINTENANCE_SYNC_EVERY_BYTES: u64 = 4 << 20;
+
+/// A compaction or a split, copied in steps.
+trait Steps {
+    fn step(&mut self, chunk: &Chunk) -> Result<bool, ChunkError>;
+    fn output_bytes(&self) -> u64;
+    fn sync_bulk(&mut self) -> Result<(), ChunkError>;
+}
+
+impl Steps for Compaction {
+    fn step(&mut self, chunk: &Chunk) -> Result<bool, ChunkError> {
+        chunk.compaction_step(self, STEP_BUDGET_BYTES)
+    }
+    fn output_bytes(&self) -> u64 {
+        Compaction::output_bytes(self)
+    }
+    fn sync_bulk(&mut self) -> Result<(), ChunkError> {
+        Compaction::sync_bulk(self)
+    }
+}
+
+impl Steps for Split {
+    fn step(&mut self, chunk: &Chunk) -> Result<bool, ChunkError> {
+        chunk.split_step(self, STEP_BUDGET_BYTES)
+    }
+    fn output_bytes(&self) -> u64 {
+        Split::output_bytes(self)
+    }
+    fn sync_bulk(&mut self) -> Result<(), ChunkError> {
+        Split::sync_bulk(self)
     }
 }
 
