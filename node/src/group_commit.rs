@@ -557,18 +557,23 @@ mod tests {
         }
     }
 
+    /// A syncer (`--fsync always`, fdatasync) whose thread runs.
+    fn started(dir: &Path) -> (Arc<Syncer>, Arc<dyn ChunkHost>) {
+        let syncer =
+            Arc::new(Syncer::new(dir, FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"));
+        let host: Arc<dyn ChunkHost> =
+            Arc::new(Host { clock: SeqClock::new(0), syncer: syncer.clone() });
+        syncer.start(Arc::downgrade(&host)).expect("start");
+        (syncer, host)
+    }
+
     // Regression: a kick left over from a round that had taken its chunk
     // already kept the next writer's kick from waking the syncer, and that
     // write waited for good (found by the crash test over many chunks).
     #[tokio::test]
     async fn a_stale_kick_does_not_silence_the_next_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let syncer = Arc::new(
-            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
-        );
-        let host: Arc<dyn ChunkHost> =
-            Arc::new(Host { clock: SeqClock::new(0), syncer: syncer.clone() });
-        syncer.start(Arc::downgrade(&host)).expect("start");
+        let (syncer, host) = started(dir.path());
         let cells = cells(dir.path(), 1);
         syncer.queue().kicked = true;
         // Let the syncer go to sleep on an empty queue.
@@ -590,12 +595,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_nobody_waits_for_is_written_within_the_round_delay() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let syncer = Arc::new(
-            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
-        );
-        let host: Arc<dyn ChunkHost> =
-            Arc::new(Host { clock: SeqClock::new(0), syncer: syncer.clone() });
-        syncer.start(Arc::downgrade(&host)).expect("start");
+        let (syncer, host) = started(dir.path());
         let cells = cells(dir.path(), 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(cells[0].apply(&*host, &put("unwatched")).expect("apply"));

@@ -885,7 +885,7 @@ impl Chunk {
     /// from `split_key`, in one go (begin, steps, finish). This chunk is left
     /// untouched; the caller swaps the catalog over and then destroys it.
     /// Takes `&self` for a caller that holds the chunk exclusively or takes
-    /// no writes meanwhile (the single-writer chunk actor).
+    /// no writes meanwhile (tests).
     pub fn split(
         &self,
         split_key: &[u8],
