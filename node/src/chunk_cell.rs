@@ -350,6 +350,17 @@ impl ChunkCell {
     /// The group commit's last step: the sync ended (`failed` says how);
     /// acknowledges or fails the round's batches.
     pub fn end_round(&self, host: &dyn ChunkHost, round: Round, failed: Option<std::io::Error>) {
+        let settled = self.settle_round(round, failed);
+        host.clock().resolve(settled.seqs());
+        settled.answer(host);
+    }
+
+    /// The first half of [`ChunkCell::end_round`], for a round over many
+    /// chunks: marks the batches durable in the chunk (or fails them). The
+    /// caller then resolves the seqs of every chunk of the round on the
+    /// clock at once (one wake-up of the tasks waiting for a stable seq,
+    /// not one per chunk) and calls [`SettledRound::answer`].
+    pub fn settle_round(&self, round: Round, failed: Option<std::io::Error>) -> SettledRound<'_> {
         let Round { batch, job } = round;
         let result = match (job, failed) {
             (Err(f), _) => Err(f),
@@ -367,24 +378,46 @@ impl ChunkCell {
                 self.after_commit_facts(chunk)
             });
         }
-        host.clock().resolve(batch.iter().map(|(seq, _)| *seq));
+        SettledRound { cell: self, batch, result, after }
+    }
+}
+
+/// A chunk's batches of a round, marked durable (or failed), whose seqs
+/// the caller resolves on the clock before it answers them: a writer told
+/// its batch is durable may at once ask for a snapshot that includes it.
+pub struct SettledRound<'a> {
+    cell: &'a ChunkCell,
+    batch: Vec<Pending>,
+    result: Result<(), GroupFailure>,
+    after: Option<AfterCommit>,
+}
+
+impl SettledRound<'_> {
+    /// The seqs to resolve.
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.batch.iter().map(|(seq, _)| *seq)
+    }
+
+    /// Answers the writers (after the caller resolved [`Self::seqs`]).
+    pub fn answer(self, host: &dyn ChunkHost) {
+        let SettledRound { cell, batch, result, after } = self;
         match result {
             Ok(()) => {
                 for (seq, ack) in batch {
-                    let _ = ack.send(Ok(CommitToken { chunk: self.id, seq }));
+                    let _ = ack.send(Ok(CommitToken { chunk: cell.id, seq }));
                 }
                 if let Some(after) = after {
-                    self.after_commit(host, after);
+                    cell.after_commit(host, after);
                 }
             }
             Err(GroupFailure { reason, poisons }) => {
                 for (_, ack) in batch {
-                    let _ = ack.send(Err(self.unavailable(&reason)));
+                    let _ = ack.send(Err(cell.unavailable(&reason)));
                 }
                 if poisons {
-                    self.poison(reason);
+                    cell.poison(reason);
                 } else {
-                    tracing::warn!(chunk = self.id, %reason, "write refused; the log is as before it");
+                    tracing::warn!(chunk = cell.id, %reason, "write refused; the log is as before it");
                 }
             }
         }

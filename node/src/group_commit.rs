@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::chunk_cell::{ChunkCell, Round};
+use crate::chunk_cell::{ChunkCell, Round, SettledRound};
 use crate::chunk_host::ChunkHost;
 use crate::config::FsyncMode;
 use crate::storage::chunk_log::SyncJob;
@@ -323,8 +323,17 @@ impl Syncer {
                 self.note_unsynced(cell);
             }
         }
-        for ((cell, round), failed) in rounds.drain(..).zip(outcomes) {
-            cell.end_round(host, round, failed);
+        let settled: Vec<_> = rounds
+            .iter_mut()
+            .zip(outcomes)
+            .map(|((cell, round), failed)| {
+                let round = std::mem::replace(round, Round { batch: Vec::new(), job: Ok(None) });
+                cell.settle_round(round, failed)
+            })
+            .collect();
+        host.clock().resolve(settled.iter().flat_map(SettledRound::seqs));
+        for s in settled {
+            s.answer(host);
         }
     }
 
