@@ -87,7 +87,9 @@ pub struct Recovery {
 }
 
 struct Segment {
-    file: File,
+    /// Shared with sync jobs, which fsync it off the chunk's lock (an `Arc`
+    /// rather than a dup'd descriptor: no system calls per round).
+    file: std::sync::Arc<File>,
     path: PathBuf,
     /// Bytes handed to the kernel, header included.
     written_len: u64,
@@ -138,10 +140,10 @@ impl LogPos {
 /// be compacted some 2^28 times.
 pub const BASE_ID_HEADROOM: u32 = 16;
 
-/// A durable-making job that runs off the actor thread: fsync of the
+/// A durable-making job that runs off the chunk's lock: fsync of the
 /// segments written since the last job, and of the directory if needed.
 pub struct SyncJob {
-    files: Vec<File>,
+    files: Vec<std::sync::Arc<File>>,
     dir: Option<PathBuf>,
 }
 
@@ -396,7 +398,7 @@ impl ChunkLog {
         let path = segment_path(&self.dir, id);
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
         let written_len = file.metadata().map_err(io_err(&path))?.len();
-        self.segments.insert(id, Segment { file, path, written_len });
+        self.segments.insert(id, Segment { file: std::sync::Arc::new(file), path, written_len });
         self.active = self.active.max(id);
         Ok(())
     }
@@ -619,7 +621,7 @@ impl ChunkLog {
         let mut files = Vec::with_capacity(self.unsynced.len());
         for id in self.unsynced.drain(..) {
             if let Some(seg) = self.segments.get(&id) {
-                files.push(seg.file.try_clone().map_err(io_err(&seg.path))?);
+                files.push(seg.file.clone());
             }
         }
         let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
@@ -897,7 +899,7 @@ impl LogCopier<'_> {
                 // borrow began, and are never shrunk away (a cut back only
                 // removes bytes past the written end). Removing the file
                 // (after compaction) leaves a live mapping valid.
-                let map = unsafe { memmap2::Mmap::map(&seg.file) }.map_err(io_err(&seg.path))?;
+                let map = unsafe { memmap2::Mmap::map(&*seg.file) }.map_err(io_err(&seg.path))?;
                 e.insert(map)
             }
         };
