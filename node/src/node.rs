@@ -252,6 +252,7 @@ impl Node {
             creating_range: Mutex::new(()),
             syncer: Arc::new(syncer),
         });
+        tracing::info!(fsync = ?node.config.fsync, sync_method = ?node.syncer.method(), "group commit");
         let host: Arc<dyn ChunkHost> = node.clone();
         node.syncer
             .start(Arc::downgrade(&host))
@@ -604,8 +605,14 @@ impl ChunkHost for Node {
     fn start_halves(&self, parent: u64, lower: Chunk, upper: Chunk, chunk_size_max_bytes: u64) {
         let Some(node) = self.self_arc() else { return };
         let range_id = lower.meta.range_id;
+        // The router stays locked from the halves' start to their routes: a
+        // half over the size limit splits as soon as its actor starts, and
+        // its own routes must not be swapped in before it is routed to.
+        let mut router = self.router_write();
         let lower = node.spawn_chunk(lower, chunk_size_max_bytes);
         let upper = node.spawn_chunk(upper, chunk_size_max_bytes);
-        self.router_write().replace_split(range_id, parent, lower, upper);
+        if !router.replace_split(range_id, parent, lower, upper) {
+            tracing::error!(chunk = parent, "the router had no route to a chunk that split");
+        }
     }
 }

@@ -69,15 +69,24 @@ impl Router {
         }
     }
 
-    /// Swaps a split chunk for its two halves.
-    pub fn replace_split(&mut self, range_id: u64, parent: u64, lower: Route, upper: Route) {
+    /// Swaps a split chunk for its two halves; false if the router has no
+    /// route to `parent` (the range was dropped meanwhile, or a bug).
+    pub fn replace_split(
+        &mut self,
+        range_id: u64,
+        parent: u64,
+        lower: Route,
+        upper: Route,
+    ) -> bool {
         let Some(r) = self.range_by_id_mut(range_id) else {
-            return;
+            return false;
         };
         if r.chunks.get(&lower.start).is_some_and(|c| c.id == parent) {
             r.chunks.insert(lower.start.clone(), lower);
             r.chunks.insert(upper.start.clone(), upper);
+            return true;
         }
+        false
     }
 }
 

@@ -690,6 +690,20 @@ fn watch_aborts_exec_when_a_watched_key_changes() {
         assert_eq!(a.call(&[b"MULTI"]), b"+OK\r\n");
         assert_eq!(a.call(&[b"INCRBY", b"w", b"10"]), b"+QUEUED\r\n");
         assert_eq!(a.call(&[b"EXEC"]), b"*1\r\n:12\r\n");
+        // Regression: UNWATCH inside MULTI dropped the watches at once, so
+        // EXEC overwrote another client's write; Redis queues it.
+        assert_eq!(a.call(&[b"WATCH", b"w"]), b"+OK\r\n");
+        assert_eq!(a.call(&[b"MULTI"]), b"+OK\r\n");
+        assert_eq!(a.call(&[b"UNWATCH"]), b"+QUEUED\r\n");
+        assert_eq!(b.call(&[b"SET", b"w", b"9"]), b"+OK\r\n");
+        assert_eq!(a.call(&[b"SET", b"w", b"tx"]), b"+QUEUED\r\n");
+        assert_eq!(a.call(&[b"EXEC"]), b"*-1\r\n");
+        assert_eq!(a.call(&[b"GET", b"w"]), b"$1\r\n9\r\n");
+        // Unwatched, UNWATCH in a transaction answers OK in EXEC's array.
+        assert_eq!(a.call(&[b"MULTI"]), b"+OK\r\n");
+        assert_eq!(a.call(&[b"UNWATCH"]), b"+QUEUED\r\n");
+        assert_eq!(a.call(&[b"GET", b"w"]), b"+QUEUED\r\n");
+        assert_eq!(a.call(&[b"EXEC"]), b"*2\r\n+OK\r\n$1\r\n9\r\n");
     }
 }
 

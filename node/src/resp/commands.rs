@@ -420,6 +420,14 @@ async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec
             }
             Reply::ok()
         }
+        // Inside MULTI, Redis queues UNWATCH (EXEC unwatches anyway): the
+        // watches still decide whether EXEC runs.
+        "unwatch" if conn.multi.is_some() => {
+            if let Some(queue) = &mut conn.multi {
+                queue.push(args.to_vec());
+            }
+            Reply::Simple("QUEUED")
+        }
         "unwatch" => {
             conn.watched.clear();
             Reply::ok()
@@ -453,6 +461,10 @@ async fn exec(
     let overlay = super::keyspace::Overlay::default();
     let mut replies = Vec::with_capacity(queue.len());
     for args in queue {
+        if lower(&args[0]) == "unwatch" {
+            replies.push(Reply::ok());
+            continue;
+        }
         let name = match lookup(&args) {
             Ok(name) => name,
             Err(reply) => {
