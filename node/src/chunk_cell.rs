@@ -218,6 +218,19 @@ impl ChunkCell {
         std::mem::take(&mut self.commits().pending)
     }
 
+    /// Closes the cell for good (its range was dropped) and returns its
+    /// chunk, whose files the caller removes. The batches still waiting for
+    /// the group commit fail with `Moved` (a writer routing again finds the
+    /// range gone) and their seqs are settled on the clock.
+    pub fn retire(&self, host: &dyn ChunkHost) -> Option<Chunk> {
+        let (chunk, pending) = {
+            let mut state = self.write();
+            self.take_locked(&mut state)
+        };
+        fail_batches(host, pending, || NodeError::Moved);
+        chunk
+    }
+
     pub fn unavailable(&self, reason: &str) -> NodeError {
         NodeError::Unavailable { chunk: self.id, reason: reason.to_owned() }
     }
@@ -388,6 +401,17 @@ impl ChunkCell {
                 }
             }
         }
+    }
+}
+
+/// Answers batches that will never be durable with `error`, and settles
+/// their seqs on the clock (failed for good). Every batch that fails must
+/// pass here: a seq left in flight holds the stable seq below it for good,
+/// and with it every view round and fresh read of the node.
+pub fn fail_batches(host: &dyn ChunkHost, pending: Vec<Pending>, error: impl Fn() -> NodeError) {
+    host.clock().resolve(pending.iter().map(|(seq, _)| *seq));
+    for (_, ack) in pending {
+        let _ = ack.send(Err(error()));
     }
 }
 

@@ -417,6 +417,7 @@ mod tests {
     use super::*;
     use crate::catalog::CatalogError;
     use crate::chunk_cell::CellState;
+    use crate::error::NodeError;
     use crate::storage::chunk::{Chunk, ChunkMeta};
     use crate::storage::clock::SeqClock;
     use crate::storage::descriptor::ChunkDescriptor;
@@ -511,6 +512,28 @@ mod tests {
         let (acked, poisoned) = round_with_failure(SyncMethod::Syncfs);
         assert_eq!(acked, [false, false, false]);
         assert_eq!(poisoned, [true, true, true]);
+    }
+
+    // Postmortem: dropping a range failed the batches still waiting in its
+    // chunks without settling their seqs, so the stable seq stopped below
+    // them for good and every view of the node stalled (view_model hung in
+    // "drop and re-create" when a reducer's meta rows were in flight).
+    #[test]
+    fn a_retired_chunk_settles_the_seqs_of_the_batches_it_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
+        );
+        let host = Host { clock: SeqClock::new(0), syncer: syncer.clone() };
+        let cells = cells(dir.path(), 2);
+        let dropped = cells[0].apply(&host, &put("a")).expect("apply");
+        let kept = cells[1].apply(&host, &put("b")).expect("apply");
+        cells[0].retire(&host).expect("an open chunk").destroy().expect("destroy");
+        assert!(matches!(dropped.try_answer(), Some(Err(NodeError::Moved))));
+        let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
+        syncer.round(&host, queued);
+        assert!(matches!(kept.try_answer(), Some(Ok(_))));
+        assert_eq!(host.clock.stable(), host.clock.last_allocated(), "no seq left in flight");
     }
 
     #[test]
