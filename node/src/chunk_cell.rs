@@ -110,6 +110,9 @@ pub struct Round {
     pub batch: Vec<Pending>,
     /// What makes them durable; `Err` if writing them out failed already.
     pub job: Result<Option<SyncJob>, GroupFailure>,
+    /// The chunk's range, while it was open: views still hear of the
+    /// batches if a split closes the cell before the round ends.
+    pub range_id: Option<u64>,
 }
 
 /// Acknowledgements waiting for the group commit, and the chunk's health.
@@ -338,6 +341,10 @@ impl ChunkCell {
         let mut commits = self.commits();
         commits.queued = false;
         let batch = std::mem::take(&mut commits.pending);
+        let range_id = match &*state {
+            CellState::Open(chunk) => Some(chunk.meta.range_id),
+            _ => None,
+        };
         let job = match &mut *state {
             CellState::Open(chunk) => chunk
                 .write_out()
@@ -349,7 +356,7 @@ impl ChunkCell {
                 "the chunk closed before its writes were synced".into(),
             )),
         };
-        Round { batch, job }
+        Round { batch, job, range_id }
     }
 
     /// What makes everything this chunk handed to the kernel durable
@@ -363,7 +370,7 @@ impl ChunkCell {
     /// The group commit's last step: the sync ended (`failed` says how);
     /// acknowledges or fails the round's batches.
     pub fn end_round(&self, host: &dyn ChunkHost, round: Round, failed: Option<std::io::Error>) {
-        let Round { batch, job } = round;
+        let Round { batch, job, range_id } = round;
         let result = match (job, failed) {
             (Err(f), _) => Err(f),
             (Ok(_), Some(e)) => Err(GroupFailure::poisoning(format!("fsync failed: {e}"))),
@@ -383,11 +390,18 @@ impl ChunkCell {
         host.clock().resolve(batch.iter().map(|(seq, _)| *seq));
         match result {
             Ok(()) => {
+                let acknowledged = !batch.is_empty();
                 for (seq, ack) in batch {
                     let _ = ack.send(Ok(CommitToken { chunk: self.id, seq }));
                 }
-                if let Some(after) = after {
-                    self.after_commit(host, after);
+                match (after, range_id) {
+                    (Some(after), _) => self.after_commit(host, after),
+                    // A split closed the cell meanwhile: the halves hold
+                    // these batches, and views reading the range must
+                    // still hear of them now that their seqs are settled
+                    // (the split told them only of the batches it answered).
+                    (None, Some(range_id)) if acknowledged => host.notify_views(range_id),
+                    (None, _) => {}
                 }
             }
             Err(GroupFailure { reason, poisons }) => {
