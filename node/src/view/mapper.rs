@@ -471,12 +471,8 @@ async fn run_round(
                 node.clock.unpin(cut);
             }
         }
-        // Changes announced but not yet stable: the round after they are.
-        if let Some(seq) = node.awaits_stable(meta.source_id, meta.checkpoint) {
-            node.clock.wait_stable(seq).await;
-            return Ok(Outcome { rows_written: 0, errors, more: true });
-        }
-        return Ok(Outcome { rows_written: 0, errors, more: false });
+        let more = wait_announced(node, meta).await;
+        return Ok(Outcome { rows_written: 0, errors, more });
     };
     let changes = node.changes(meta.source_id, previous, upto)?;
     tracing::debug!(mapper = %meta.name, after = previous, upto, replay, changes = changes.len(), "round");
@@ -496,7 +492,21 @@ async fn run_round(
     }
     // A replayed round stopped at the seq it had chosen before: what came
     // after it (nothing may announce it again) is the next round's.
-    Ok(Outcome { rows_written, errors, more: replay })
+    let more = replay || wait_announced(node, meta).await;
+    Ok(Outcome { rows_written, errors, more })
+}
+
+/// Whether another round must follow at once: changes announced (their
+/// `Dirty` consumed by this round) but not yet stable when this round chose
+/// its seq, which nothing announces again. Waits until they are stable.
+async fn wait_announced(node: &Node, meta: &MapperMeta) -> bool {
+    match node.awaits_stable(meta.source_id, meta.checkpoint) {
+        Some(seq) => {
+            node.clock.wait_stable(seq).await;
+            true
+        }
+        None => false,
+    }
 }
 
 /// The upper seq of the round to run: the saved one of a round that did
