@@ -624,8 +624,7 @@ mod tests {
         let syncer = Arc::new(
             Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
         );
-        let host: Arc<dyn ChunkHost> =
-            Arc::new(Host::new(&syncer));
+        let host: Arc<dyn ChunkHost> = Arc::new(Host::new(&syncer));
         syncer.start(Arc::downgrade(&host)).expect("start");
         let cells = cells(dir.path(), 1);
         syncer.queue().kicked = true;
@@ -651,8 +650,7 @@ mod tests {
         let syncer = Arc::new(
             Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
         );
-        let host: Arc<dyn ChunkHost> =
-            Arc::new(Host::new(&syncer));
+        let host: Arc<dyn ChunkHost> = Arc::new(Host::new(&syncer));
         syncer.start(Arc::downgrade(&host)).expect("start");
         let cells = cells(dir.path(), 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
