@@ -22,7 +22,9 @@ use monotable_proto::{ChunkInfo, CommitToken};
 use tokio::sync::oneshot;
 
 use crate::catalog::CatalogError;
-use crate::chunk_cell::{needs_maintenance, CellState, ChunkCell, GroupFailure, Pending};
+use crate::chunk_cell::{
+    fail_batches, needs_maintenance, CellState, ChunkCell, GroupFailure, Pending,
+};
 use crate::chunk_host::ChunkHost;
 use crate::error::{NodeError, NodeResult};
 use crate::storage::chunk::{Chunk, ChunkError, ChunkMeta, Compaction, Split, STEP_BUDGET_BYTES};
@@ -126,9 +128,7 @@ impl ChunkActor {
                 // The batches not written were taken out of the chunk again
                 // (or may not be durable): none of them is acknowledged.
                 let error = || self.cell.unavailable(&reason);
-                let pending = self.cell.take_pending();
-                self.host.clock().resolve(pending.iter().map(|(seq, _)| *seq));
-                fail(pending, error);
+                fail_batches(&*self.host, self.cell.take_pending(), error);
                 if poisons {
                     self.cell.poison(reason.clone());
                 }
@@ -220,7 +220,9 @@ impl ChunkActor {
                 drop(state);
                 match &result {
                     Ok(()) => self.acknowledge(pending),
-                    Err(e) => fail(pending, || NodeError::Internal(e.to_string())),
+                    Err(e) => {
+                        fail_batches(&*self.host, pending, || NodeError::Internal(e.to_string()))
+                    }
                 }
                 self.retired = true;
                 let _ = reply.send(result);
@@ -228,13 +230,8 @@ impl ChunkActor {
             }
             ChunkMsg::Retire { reply } => {
                 self.retired = true;
-                let (chunk, pending) = {
-                    let mut state = self.cell.write();
-                    self.cell.take_locked(&mut state)
-                };
                 // The range is gone: a writer routing again is told so.
-                fail(pending, || NodeError::Moved);
-                let result = match chunk {
+                let result = match self.cell.retire(&*self.host) {
                     Some(chunk) => chunk.destroy().map_err(|e| NodeError::Internal(e.to_string())),
                     None => Ok(()),
                 };
@@ -425,12 +422,6 @@ impl Steps for Split {
     }
 }
 
-/// Fails batches that will never be durable here.
-fn fail(pending: Vec<Pending>, error: impl Fn() -> NodeError) {
-    for (_, ack) in pending {
-        let _ = ack.send(Err(error()));
-    }
-}
 
 impl Handler<ChunkMsg> for ChunkActor {
     type Result = ();

@@ -110,6 +110,9 @@ pub struct Round {
     pub batch: Vec<Pending>,
     /// What makes them durable; `Err` if writing them out failed already.
     pub job: Result<Option<SyncJob>, GroupFailure>,
+    /// The chunk's range, while it was open: views still hear of the
+    /// batches if a split closes the cell before the round ends.
+    pub range_id: Option<u64>,
 }
 
 /// Acknowledgements waiting for the group commit, and the chunk's health.
@@ -216,6 +219,19 @@ impl ChunkCell {
     /// holds the write lock and answers them itself.
     pub fn take_pending(&self) -> Vec<Pending> {
         std::mem::take(&mut self.commits().pending)
+    }
+
+    /// Closes the cell for good (its range was dropped) and returns its
+    /// chunk, whose files the caller removes. The batches still waiting for
+    /// the group commit fail with `Moved` (a writer routing again finds the
+    /// range gone) and their seqs are settled on the clock.
+    pub fn retire(&self, host: &dyn ChunkHost) -> Option<Chunk> {
+        let (chunk, pending) = {
+            let mut state = self.write();
+            self.take_locked(&mut state)
+        };
+        fail_batches(host, pending, || NodeError::Moved);
+        chunk
     }
 
     pub fn unavailable(&self, reason: &str) -> NodeError {
@@ -325,6 +341,10 @@ impl ChunkCell {
         let mut commits = self.commits();
         commits.queued = false;
         let batch = std::mem::take(&mut commits.pending);
+        let range_id = match &*state {
+            CellState::Open(chunk) => Some(chunk.meta.range_id),
+            _ => None,
+        };
         let job = match &mut *state {
             CellState::Open(chunk) => chunk
                 .write_out()
@@ -336,7 +356,7 @@ impl ChunkCell {
                 "the chunk closed before its writes were synced".into(),
             )),
         };
-        Round { batch, job }
+        Round { batch, job, range_id }
     }
 
     /// What makes everything this chunk handed to the kernel durable
@@ -361,7 +381,7 @@ impl ChunkCell {
     /// clock at once (one wake-up of the tasks waiting for a stable seq,
     /// not one per chunk) and calls [`SettledRound::answer`].
     pub fn settle_round(&self, round: Round, failed: Option<std::io::Error>) -> SettledRound<'_> {
-        let Round { batch, job } = round;
+        let Round { batch, job, range_id } = round;
         let result = match (job, failed) {
             (Err(f), _) => Err(f),
             (Ok(_), Some(e)) => Err(GroupFailure::poisoning(format!("fsync failed: {e}"))),
@@ -378,7 +398,7 @@ impl ChunkCell {
                 self.after_commit_facts(chunk)
             });
         }
-        SettledRound { cell: self, batch, result, after }
+        SettledRound { cell: self, batch, result, after, range_id }
     }
 }
 
@@ -390,6 +410,9 @@ pub struct SettledRound<'a> {
     batch: Vec<Pending>,
     result: Result<(), GroupFailure>,
     after: Option<AfterCommit>,
+    /// The chunk's range, for views to hear of batches whose cell a split
+    /// closed meanwhile.
+    range_id: Option<u64>,
 }
 
 impl SettledRound<'_> {
@@ -400,14 +423,21 @@ impl SettledRound<'_> {
 
     /// Answers the writers (after the caller resolved [`Self::seqs`]).
     pub fn answer(self, host: &dyn ChunkHost) {
-        let SettledRound { cell, batch, result, after } = self;
+        let SettledRound { cell, batch, result, after, range_id } = self;
         match result {
             Ok(()) => {
+                let acknowledged = !batch.is_empty();
                 for (seq, ack) in batch {
                     let _ = ack.send(Ok(CommitToken { chunk: cell.id, seq }));
                 }
-                if let Some(after) = after {
-                    cell.after_commit(host, after);
+                match (after, range_id) {
+                    (Some(after), _) => cell.after_commit(host, after),
+                    // A split closed the cell meanwhile: the halves hold
+                    // these batches, and views reading the range must
+                    // still hear of them now that their seqs are settled
+                    // (the split told them only of the batches it answered).
+                    (None, Some(range_id)) if acknowledged => host.notify_views(range_id),
+                    (None, _) => {}
                 }
             }
             Err(GroupFailure { reason, poisons }) => {
@@ -421,6 +451,17 @@ impl SettledRound<'_> {
                 }
             }
         }
+    }
+}
+
+/// Answers batches that will never be durable with `error`, and settles
+/// their seqs on the clock (failed for good). Every batch that fails must
+/// pass here: a seq left in flight holds the stable seq below it for good,
+/// and with it every view round and fresh read of the node.
+pub fn fail_batches(host: &dyn ChunkHost, pending: Vec<Pending>, error: impl Fn() -> NodeError) {
+    host.clock().resolve(pending.iter().map(|(seq, _)| *seq));
+    for (_, ack) in pending {
+        let _ = ack.send(Err(error()));
     }
 }
 

@@ -327,7 +327,10 @@ impl Syncer {
             .iter_mut()
             .zip(outcomes)
             .map(|((cell, round), failed)| {
-                let round = std::mem::replace(round, Round { batch: Vec::new(), job: Ok(None) });
+                let round = std::mem::replace(
+                    round,
+                    Round { batch: Vec::new(), job: Ok(None), range_id: None },
+                );
                 cell.settle_round(round, failed)
             })
             .collect();
@@ -426,6 +429,7 @@ mod tests {
     use super::*;
     use crate::catalog::CatalogError;
     use crate::chunk_cell::CellState;
+    use crate::error::NodeError;
     use crate::storage::chunk::{Chunk, ChunkMeta};
     use crate::storage::clock::SeqClock;
     use crate::storage::descriptor::ChunkDescriptor;
@@ -435,6 +439,14 @@ mod tests {
     struct Host {
         clock: SeqClock,
         syncer: Arc<Syncer>,
+        /// The ranges views were told about, in order.
+        notified: Mutex<Vec<u64>>,
+    }
+
+    impl Host {
+        fn new(syncer: &Arc<Syncer>) -> Host {
+            Host { clock: SeqClock::new(0), syncer: syncer.clone(), notified: Mutex::default() }
+        }
     }
 
     impl ChunkHost for Host {
@@ -444,7 +456,9 @@ mod tests {
         fn syncer(&self) -> &Arc<Syncer> {
             &self.syncer
         }
-        fn notify_views(&self, _: u64) {}
+        fn notify_views(&self, range_id: u64) {
+            self.notified.lock().expect("notified").push(range_id);
+        }
         fn view_floor(&self, _: u64) -> Option<u64> {
             None
         }
@@ -484,7 +498,7 @@ mod tests {
     fn round_with_failure(method: SyncMethod) -> (Vec<bool>, Vec<bool>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let syncer = Arc::new(Syncer::new(dir.path(), FsyncMode::Always, method).expect("syncer"));
-        let host = Host { clock: SeqClock::new(0), syncer: syncer.clone() };
+        let host = Host::new(&syncer);
         let cells = cells(dir.path(), 3);
         let mut acks = Vec::new();
         for (i, cell) in cells.iter().enumerate() {
@@ -522,13 +536,60 @@ mod tests {
         assert_eq!(poisoned, [true, true, true]);
     }
 
+    // Postmortem: dropping a range failed the batches still waiting in its
+    // chunks without settling their seqs, so the stable seq stopped below
+    // them for good and every view of the node stalled (view_model hung in
+    // "drop and re-create" when a reducer's meta rows were in flight).
+    #[test]
+    fn a_retired_chunk_settles_the_seqs_of_the_batches_it_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
+        );
+        let host = Host::new(&syncer);
+        let cells = cells(dir.path(), 2);
+        let dropped = cells[0].apply(&host, &put("a")).expect("apply");
+        let kept = cells[1].apply(&host, &put("b")).expect("apply");
+        cells[0].retire(&host).expect("an open chunk").destroy().expect("destroy");
+        assert!(matches!(dropped.try_answer(), Some(Err(NodeError::Moved))));
+        let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
+        syncer.round(&host, queued);
+        assert!(matches!(kept.try_answer(), Some(Ok(_))));
+        assert_eq!(host.clock.stable(), host.clock.last_allocated(), "no seq left in flight");
+    }
+
+    // Postmortem: a split that closed a cell while the syncer's round held
+    // its batches left them to that round, which acknowledged them but told
+    // no view (the cell was gone), so a mapper whose source took its last
+    // write so never caught up with it.
+    #[test]
+    fn views_hear_of_a_round_whose_cell_a_split_closed_meanwhile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
+        );
+        let host = Host::new(&syncer);
+        let cells = cells(dir.path(), 1);
+        let cell = &cells[0];
+        cell.with_chunk_mut(|c| c.watch_changes(0)).expect("open");
+        let applied = cell.apply(&host, &put("a")).expect("apply");
+        let round = cell.begin_round(true);
+        // The split's finish: the cell closes, with no batch left waiting.
+        let (chunk, pending) = cell.take_locked(&mut cell.write());
+        assert!(chunk.is_some() && pending.is_empty());
+        cell.end_round(&host, round, None);
+        assert!(matches!(applied.try_answer(), Some(Ok(_))));
+        assert_eq!(host.clock.stable(), 1);
+        assert_eq!(*host.notified.lock().expect("notified"), vec![1], "views were told");
+    }
+
     #[test]
     fn a_poisoned_chunk_refuses_writes_and_others_take_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let syncer = Arc::new(
             Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
         );
-        let host = Host { clock: SeqClock::new(0), syncer: syncer.clone() };
+        let host = Host::new(&syncer);
         let cells = cells(dir.path(), 2);
         cells[0].poison("fsync failed: injected".into());
         let refused = cells[0].apply(&host, &put("a")).err().expect("refused");
@@ -545,7 +606,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let syncer =
             Arc::new(Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Auto).expect("syncer"));
-        let host = Host { clock: SeqClock::new(0), syncer: syncer.clone() };
+        let host = Host::new(&syncer);
         let cells = cells(dir.path(), 8);
         for (i, cell) in cells.iter().enumerate() {
             for j in 0..3 {
@@ -570,8 +631,8 @@ mod tests {
     fn started(dir: &Path) -> (Arc<Syncer>, Arc<dyn ChunkHost>) {
         let syncer =
             Arc::new(Syncer::new(dir, FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"));
-        let host: Arc<dyn ChunkHost> =
-            Arc::new(Host { clock: SeqClock::new(0), syncer: syncer.clone() });
+        let host: Arc<dyn ChunkHost> = Arc::new(Host::new(&syncer));
+
         syncer.start(Arc::downgrade(&host)).expect("start");
         (syncer, host)
     }

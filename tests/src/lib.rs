@@ -168,6 +168,13 @@ impl Drop for Node {
     }
 }
 
+/// The node's log filter: `$MONOTABLE_TEST_LOG` (e.g.
+/// `info,monotable_node::view::mapper=trace` to follow mapper rounds), or
+/// `info`.
+fn log_filter() -> String {
+    std::env::var("MONOTABLE_TEST_LOG").unwrap_or_else(|_| "info".to_owned())
+}
+
 fn spawn(
     data_dir: &Path,
     extra: &[String],
@@ -177,7 +184,7 @@ fn spawn(
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--resp-listen", "127.0.0.1:0", "--log", "info"])
+        .args(["--listen", "127.0.0.1:0", "--resp-listen", "127.0.0.1:0", "--log", &log_filter()])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -17,7 +17,9 @@
 //! `VIEW_MODEL_SEED` (a number, or a comma-separated list) chooses the
 //! seeds (default: three fixed ones, plus one from `GITHUB_RUN_ID`,
 //! `CI_PIPELINE_ID` or `BUILD_NUMBER` when set); each run prints its seed. `VIEW_MODEL_SCALE` (default 1)
-//! multiplies the operations and kill rounds for a bigger run.
+//! multiplies the operations and kill rounds for a bigger run. On a failure
+//! the node's whole log goes to `$VIEW_MODEL_LOG_DIR/view_model-SEED.log`
+//! when that is set (`MONOTABLE_TEST_LOG` sets the node's log filter).
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -1253,6 +1255,14 @@ fn model_run(seed: u64, scale: usize) {
         eprintln!("seed {seed}: the node's last log lines:");
         for line in &log[log.len().saturating_sub(40)..] {
             eprintln!("  {line}");
+        }
+        // The whole log, for a failure too rare to replay.
+        if let Some(dir) = std::env::var_os("VIEW_MODEL_LOG_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("view_model-{seed}.log"));
+            match std::fs::write(&path, log.join("\n")) {
+                Ok(()) => eprintln!("seed {seed}: the node's whole log is in {}", path.display()),
+                Err(e) => eprintln!("seed {seed}: cannot write {}: {e}", path.display()),
+            }
         }
         std::panic::resume_unwind(panic);
     }

@@ -444,7 +444,13 @@ async fn round(
                 return Err(e);
             }
             node.clock.unpin(upto);
-            (n, replay)
+            // Changes announced but not yet stable when this round chose
+            // its seq: their `Dirty` was spent on this round.
+            let waits = if replay { None } else { node.awaits_stable(meta.source_id, upto) };
+            if let Some(seq) = waits {
+                node.clock.wait_stable(seq).await;
+            }
+            (n, replay || waits.is_some())
         }
     };
     Ok(Outcome { con, keys_written, more })

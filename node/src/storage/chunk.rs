@@ -471,6 +471,13 @@ impl Chunk {
         self.journal.as_ref().map_or(0, |j| j.count_after(after) as u64)
     }
 
+    /// Journaled changes in `(after, upto]`.
+    pub fn changes_between(&self, after: u64, upto: u64) -> u64 {
+        self.journal
+            .as_ref()
+            .map_or(0, |j| j.count_after(after).saturating_sub(j.count_after(upto)) as u64)
+    }
+
     pub fn journal_len(&self) -> usize {
         self.journal.as_ref().map_or(0, ChangeJournal::len)
     }

@@ -312,6 +312,7 @@ impl<'a> Writes<'a> {
 /// value into the rows of its new value. Errors mapping new values are
 /// reported; errors on old values were reported when they were new.
 async fn diff_rows(
+    name: &str,
     mapper: &Arc<Mapper>,
     changes: &[Change],
     errors: &mut Vec<(Vec<u8>, String)>,
@@ -346,9 +347,12 @@ async fn diff_rows(
                 },
                 None => Vec::new(),
             };
+            let (rows_before, rows_after) = (old.len(), new.len());
+            let mut changed = 0usize;
             for key in old.keys() {
                 if !new.iter().any(|op| op.key() == &key[..]) {
                     writes.push(WriteOp::Delete { key: key.clone().into() });
+                    changed += 1;
                 }
             }
             for op in new {
@@ -358,7 +362,16 @@ async fn diff_rows(
                     }
                 }
                 writes.push(op);
+                changed += 1;
             }
+            tracing::trace!(
+                mapper = name,
+                key = %hex(&change.key),
+                rows_before,
+                rows_after,
+                changed,
+                "record mapped"
+            );
         }
         writes.flush_if_full().await?;
     }
@@ -458,18 +471,16 @@ async fn run_round(
                 node.clock.unpin(cut);
             }
         }
-        // Changes announced but not yet stable: the round after they are.
-        if let Some(seq) = node.awaits_stable(meta.source_id, meta.checkpoint) {
-            node.clock.wait_stable(seq).await;
-            return Ok(Outcome { rows_written: 0, errors, more: true });
-        }
-        return Ok(Outcome { rows_written: 0, errors, more: false });
+        let more = wait_announced(node, meta).await;
+        return Ok(Outcome { rows_written: 0, errors, more });
     };
     let changes = node.changes(meta.source_id, previous, upto)?;
+    tracing::debug!(mapper = %meta.name, after = previous, upto, replay, changes = changes.len(), "round");
     let mut writes = Writes::new(node, &meta.target);
-    diff_rows(&mapper, &changes, &mut errors, &mut writes).await?;
+    diff_rows(&meta.name, &mapper, &changes, &mut errors, &mut writes).await?;
     let rows_written = writes.finish().await?;
     let cut = round_cut(node).await;
+    tracing::debug!(mapper = %meta.name, upto, rows_written, cut, "round written");
     // The round's pin on `upto` becomes the checkpoint's; on failure it
     // stays the round's, for the retry.
     meta.checkpoint = upto;
@@ -481,7 +492,21 @@ async fn run_round(
     }
     // A replayed round stopped at the seq it had chosen before: what came
     // after it (nothing may announce it again) is the next round's.
-    Ok(Outcome { rows_written, errors, more: replay })
+    let more = replay || wait_announced(node, meta).await;
+    Ok(Outcome { rows_written, errors, more })
+}
+
+/// Whether another round must follow at once: changes announced (their
+/// `Dirty` consumed by this round) but not yet stable when this round chose
+/// its seq, which nothing announces again. Waits until they are stable.
+async fn wait_announced(node: &Node, meta: &MapperMeta) -> bool {
+    match node.awaits_stable(meta.source_id, meta.checkpoint) {
+        Some(seq) => {
+            node.clock.wait_stable(seq).await;
+            true
+        }
+        None => false,
+    }
 }
 
 /// The upper seq of the round to run: the saved one of a round that did
@@ -507,4 +532,9 @@ fn round_upto(node: &Node, meta: &mut MapperMeta) -> NodeResult<Option<u64>> {
         return Err(e.into());
     }
     Ok(Some(upto))
+}
+
+/// A key as hex, for the trace of a round.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -217,22 +217,29 @@ impl Node {
 
     /// The seq a view of plain range `range_id` at `checkpoint` must wait
     /// to see stable before its next round finds its changes: some of
-    /// them are acknowledged (and announced with `Dirty`) but not yet
-    /// stable, because a lower seq of another chunk is still being made
-    /// durable; that chunk's commit announces only its own range, so a
-    /// view that found nothing to do would otherwise wait for the next
-    /// write to its range. `None` when nothing waits so (or the range is a
-    /// mapper's target, whose readers are woken by its published cuts).
+    /// them are acknowledged (and announced with `Dirty`) but were not yet
+    /// stable when the view chose its round's seq, because a lower seq of
+    /// another chunk was still being made durable; that chunk's commit
+    /// announces only its own range, so a view that did not see them
+    /// would otherwise wait for the next write to its range. Changes not
+    /// yet acknowledged do not count: their commit announces them. `None`
+    /// when nothing waits so (or the range is a mapper's target, whose
+    /// readers are woken by its published cuts).
     pub fn awaits_stable(&self, range_id: u64, checkpoint: u64) -> Option<u64> {
         if self.views_read().cuts.contains_key(&range_id) {
             return None;
         }
-        // Read before the journal: every change counted below is then at
-        // or below it (a round that found nothing may have chosen its seq
-        // just before the stable seq moved, so "not yet stable" is not
-        // tested here: the wait returns at once if it already is).
+        // Read before the journal: every acknowledged change is then at or
+        // below it ("not yet stable" is not tested here: the stable seq may
+        // have moved since the round chose its seq, and the wait returns at
+        // once if it has).
         let settled = self.clock.settled_max();
-        (self.pending_changes(range_id, checkpoint) > 0).then_some(settled)
+        let routes = self.routes_of(range_id).unwrap_or_default();
+        let acknowledged: u64 = routes
+            .iter()
+            .map(|r| r.cell.with_chunk(|c| Ok(c.changes_between(checkpoint, settled))).unwrap_or(0))
+            .sum();
+        (acknowledged > 0).then_some(settled)
     }
 
     /// The lock a mapper holds through a round writing into `range_id`
