@@ -422,7 +422,6 @@ impl Steps for Split {
     }
 }
 
-
 impl Handler<ChunkMsg> for ChunkActor {
     type Result = ();
 

@@ -23,6 +23,10 @@ use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
 use crate::storage::clock::SeqClock;
 use crate::storage::descriptor::ChunkDescriptor;
 
+/// Passes of shutdown over the chunks: each shuts down the halves of the
+/// splits that finished during the one before.
+const SHUTDOWN_PASSES_MAX: usize = 8;
+
 /// How often a request is routed again after its chunk moved (split or
 /// dropped) before the node gives up with `Busy`.
 const ROUTE_ATTEMPTS_MAX: u32 = 100;
@@ -425,16 +429,27 @@ impl Node {
     /// workers. In-flight requests should have drained before this.
     pub async fn shutdown(&self) {
         self.begin_shutdown();
-        let addrs: Vec<_> = self
-            .router_read()
-            .ranges()
-            .flat_map(|r| r.chunks.values().map(|c| c.addr.clone()))
-            .collect();
-        let replies: Vec<_> =
-            addrs.iter().map(|a| call(a, |reply| ChunkMsg::Shutdown { reply })).collect();
-        for rx in replies {
-            if let Err(e) = answer(rx).await {
-                tracing::error!(error = %e, "chunk did not shut down cleanly");
+        // A chunk may split while the others shut down: its halves are
+        // routed after the first pass, and shut down in the next.
+        for _ in 0..SHUTDOWN_PASSES_MAX {
+            let addrs: Vec<_> = self
+                .router_read()
+                .ranges()
+                .flat_map(|r| r.chunks.values())
+                .filter(|c| matches!(&*c.cell.read(), CellState::Open(_)))
+                .map(|c| c.addr.clone())
+                .collect();
+            if addrs.is_empty() {
+                break;
+            }
+            let replies: Vec<_> =
+                addrs.iter().map(|a| call(a, |reply| ChunkMsg::Shutdown { reply })).collect();
+            for rx in replies {
+                match answer(rx).await {
+                    // Split meanwhile: its halves come in the next pass.
+                    Ok(()) | Err(NodeError::Moved) => {}
+                    Err(e) => tracing::error!(error = %e, "chunk did not shut down cleanly"),
+                }
             }
         }
         self.syncer.stop();
