@@ -169,11 +169,11 @@ impl Syncer {
     /// Starts the syncer's thread; it holds the host weakly, so a node
     /// dropped without shutdown is not kept alive by it.
     pub fn start(self: &Arc<Self>, host: Weak<dyn ChunkHost>) -> io::Result<()> {
-        let _ = self.host.set(host.clone());
+        let _ = self.host.set(host);
         let syncer = self.clone();
         let handle = std::thread::Builder::new()
             .name("monotable-sync".to_owned())
-            .spawn(move || syncer.run(host))?;
+            .spawn(move || syncer.run())?;
         *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(())
     }
@@ -198,23 +198,20 @@ impl Syncer {
     /// otherwise, where a round is only a write(2), the writer runs this
     /// chunk's round itself, sparing two thread wake-ups.
     pub fn start_round(&self, cell: &Arc<ChunkCell>) {
-        if self.fsync == FsyncMode::Always {
-            // Always notified: a kick left over from a round that took
-            // the chunk already must not silence this one.
-            self.queue().kicked = true;
-            self.wake.notify_one();
-            return;
-        }
-        if let Some(host) = self.host.get().and_then(Weak::upgrade) {
-            let round = cell.begin_round(false);
-            if !round.batch.is_empty() && self.fsync != FsyncMode::Never {
-                self.note_unsynced(cell);
+        if self.fsync != FsyncMode::Always {
+            if let Some(host) = self.host.get().and_then(Weak::upgrade) {
+                let round = cell.begin_round(false);
+                if !round.batch.is_empty() && self.fsync != FsyncMode::Never {
+                    self.note_unsynced(cell);
+                }
+                cell.end_round(&*host, round, None);
+                return;
             }
-            cell.end_round(&*host, round, None);
-        } else {
-            self.queue().kicked = true;
-            self.wake.notify_one();
         }
+        // Always notified: a kick left over from a round that took the
+        // chunk already must not silence this one.
+        self.queue().kicked = true;
+        self.wake.notify_one();
     }
 
     /// `--fsync interval`: `cell` has writes the next interval syncs.
@@ -235,7 +232,7 @@ impl Syncer {
         }
     }
 
-    fn run(&self, host: Weak<dyn ChunkHost>) {
+    fn run(&self) {
         let interval = match self.fsync {
             FsyncMode::Interval { ms } => Some(Duration::from_millis(ms.max(1))),
             _ => None,
@@ -281,7 +278,7 @@ impl Syncer {
                 q.kicked = false;
                 (q.cells.drain(..).collect::<Vec<_>>(), q.stopping)
             };
-            let Some(host) = host.upgrade() else { return };
+            let Some(host) = self.host.get().and_then(Weak::upgrade) else { return };
             if !cells.is_empty() {
                 self.round(&*host, cells);
             }
