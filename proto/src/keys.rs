@@ -33,6 +33,12 @@ pub fn tuple_prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     Some(end)
 }
 
+/// `bytes` as lowercase hex, two digits a byte: how keys and cursors are
+/// shown where only text goes (logs, JSON, RESP cursors).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

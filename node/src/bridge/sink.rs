@@ -420,11 +420,8 @@ async fn round(
                         node.clock.unpin(upto);
                         // Changes announced but not yet stable: the round
                         // after they are.
-                        let waits = node.awaits_stable(meta.source_id, meta.checkpoint);
-                        if let Some(seq) = waits {
-                            node.clock.wait_stable(seq).await;
-                        }
-                        return Ok(Outcome { con, keys_written: 0, more: waits.is_some() });
+                        let more = node.wait_announced(meta.source_id, meta.checkpoint).await;
+                        return Ok(Outcome { con, keys_written: 0, more });
                     }
                     meta.round_upto = Some(upto);
                     if let Err(e) = node.catalog.put_sink(meta) {
@@ -446,11 +443,7 @@ async fn round(
             node.clock.unpin(upto);
             // Changes announced but not yet stable when this round chose
             // its seq: their `Dirty` was spent on this round.
-            let waits = if replay { None } else { node.awaits_stable(meta.source_id, upto) };
-            if let Some(seq) = waits {
-                node.clock.wait_stable(seq).await;
-            }
-            (n, replay || waits.is_some())
+            (n, replay || node.wait_announced(meta.source_id, upto).await)
         }
     };
     Ok(Outcome { con, keys_written, more })

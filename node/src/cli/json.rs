@@ -22,9 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use monotable_proto::tuple::{self, Element};
 use serde_json::{Map, Number, Value as Json};
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use monotable_proto::keys::hex;
 
 pub fn unhex(s: &str) -> Result<Vec<u8>> {
     if !s.len().is_multiple_of(2) {

@@ -102,10 +102,6 @@ impl Options {
 
 /// A cursor as `MT.AGG` shows it: the key the next page starts at, in hex
 /// (never `0`, which begins and ends a listing).
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.is_empty() || !text.len().is_multiple_of(2) {
         return None;
@@ -189,7 +185,8 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
                     match (&o.cursor, cursor) {
                         (Some(_), next) => Reply::Array(vec![
                             Reply::Bulk(
-                                next.map_or_else(|| "0".into(), |c| hex_encode(&c)).into_bytes(),
+                                next.map_or_else(|| "0".into(), |c| monotable_proto::keys::hex(&c))
+                                    .into_bytes(),
                             ),
                             groups(&g),
                         ]),
@@ -226,7 +223,7 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_what_is_not_one() {
         for key in [vec![0u8], vec![0x15, 0x01, 0xff], (0..=255).collect::<Vec<u8>>()] {
-            let shown = hex_encode(&key);
+            let shown = monotable_proto::keys::hex(&key);
             assert_ne!(shown, "0", "0 begins and ends a listing");
             assert_eq!(hex_decode(&shown), Some(key));
         }

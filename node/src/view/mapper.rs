@@ -366,7 +366,7 @@ async fn diff_rows(
             }
             tracing::trace!(
                 mapper = name,
-                key = %hex(&change.key),
+                key = %monotable_proto::keys::hex(&change.key),
                 rows_before,
                 rows_after,
                 changed,
@@ -471,7 +471,7 @@ async fn run_round(
                 node.clock.unpin(cut);
             }
         }
-        let more = wait_announced(node, meta).await;
+        let more = node.wait_announced(meta.source_id, meta.checkpoint).await;
         return Ok(Outcome { rows_written: 0, errors, more });
     };
     let changes = node.changes(meta.source_id, previous, upto)?;
@@ -492,21 +492,8 @@ async fn run_round(
     }
     // A replayed round stopped at the seq it had chosen before: what came
     // after it (nothing may announce it again) is the next round's.
-    let more = replay || wait_announced(node, meta).await;
+    let more = replay || node.wait_announced(meta.source_id, meta.checkpoint).await;
     Ok(Outcome { rows_written, errors, more })
-}
-
-/// Whether another round must follow at once: changes announced (their
-/// `Dirty` consumed by this round) but not yet stable when this round chose
-/// its seq, which nothing announces again. Waits until they are stable.
-async fn wait_announced(node: &Node, meta: &MapperMeta) -> bool {
-    match node.awaits_stable(meta.source_id, meta.checkpoint) {
-        Some(seq) => {
-            node.clock.wait_stable(seq).await;
-            true
-        }
-        None => false,
-    }
 }
 
 /// The upper seq of the round to run: the saved one of a round that did
@@ -532,9 +519,4 @@ fn round_upto(node: &Node, meta: &mut MapperMeta) -> NodeResult<Option<u64>> {
         return Err(e.into());
     }
     Ok(Some(upto))
-}
-
-/// A key as hex, for the trace of a round.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -215,6 +215,20 @@ impl Node {
         self.views_advanced.notify_waiters();
     }
 
+    /// Waits until the changes of `range_id` announced after `after` but
+    /// not yet stable are; true if there were any: the round that saw them
+    /// spent their `Dirty`, and nothing announces them again, so another
+    /// round must follow at once.
+    pub async fn wait_announced(&self, range_id: u64, after: u64) -> bool {
+        match self.awaits_stable(range_id, after) {
+            Some(seq) => {
+                self.clock.wait_stable(seq).await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The seq a view of plain range `range_id` at `checkpoint` must wait
     /// to see stable before its next round finds its changes: some of
     /// them are acknowledged (and announced with `Dirty`) but were not yet
