@@ -229,6 +229,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Runs the futures as concurrent tasks and waits for all of them; a
+/// task's panic fails the caller.
+pub async fn join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    tasks: impl IntoIterator<Item = F>,
+) {
+    let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+    for h in handles {
+        h.await.expect("task");
+    }
+}
+
 /// MessagePack of a small JSON document (non-negative integers, short
 /// strings, small maps), written by hand so that oracles in tests share no
 /// code with the node.

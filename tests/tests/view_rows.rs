@@ -58,15 +58,6 @@ fn seq_of(tokens: &[monotable_client::CommitToken]) -> u64 {
     tokens.iter().map(|t| t.seq).max().unwrap_or(0)
 }
 
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
-    tasks: impl IntoIterator<Item = F>,
-) {
-    let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
-    for h in handles {
-        h.await.expect("task");
-    }
-}
-
 fn agg(node: &Node, args: &[&str]) -> String {
     let mut all = vec!["agg"];
     all.extend_from_slice(args);
@@ -112,7 +103,7 @@ fn source_chunk_splits_leave_no_orphan_rows() {
                 }
             }
         });
-        futures_join_all(writers).await;
+        monotable_tests::join_all(writers).await;
     });
     let count: u64 = agg(&node, &["n", "--fresh", "--timeout-ms", "60000"]).parse().expect("count");
     rt.block_on(async {
@@ -193,7 +184,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
                 })
                 .collect();
             let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            futures_join_all(batches.into_iter().map(|b| {
+            monotable_tests::join_all(batches.into_iter().map(|b| {
                 let (c, seqs) = (c.clone(), seqs.clone());
                 async move {
                     let tokens = c.write("src", b).await.expect("write");
