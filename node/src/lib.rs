@@ -44,6 +44,7 @@ pub mod chunk_host;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod consensus;
 pub mod error;
 pub mod file_modes;
 pub mod group_commit;

@@ -1,0 +1,263 @@
+//! One Raft group on this node: its replica of the log and state machine,
+//! and the calls the rest of the node makes on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
+
+use super::machine_store::MachineStore;
+use super::network::NetworkFactory;
+use super::{
+    decode, encode, Command, ConsensusError, GroupId, NodeId, RaftRpc, RaftRpcReply, Transport,
+    TypeConfig,
+};
+
+/// Raft's timers, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How often a leader sends heartbeats.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in
+    /// `election_min_ms..election_max_ms` starts an election.
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Timing {
+    /// For clusters on real networks: a leader lost is replaced within
+    /// 3-6 s, and an idle group sends two heartbeats a second.
+    pub const PRODUCTION: Timing =
+        Timing { heartbeat_ms: 500, election_min_ms: 3000, election_max_ms: 6000 };
+    /// For tests on loopback and in simulation.
+    pub const FAST: Timing =
+        Timing { heartbeat_ms: 50, election_min_ms: 300, election_max_ms: 600 };
+}
+
+/// How to start a group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub group: GroupId,
+    /// This node.
+    pub node: NodeId,
+    pub timing: Timing,
+    /// A snapshot is built once this many entries were applied since the
+    /// last one, and the log before it is purged.
+    pub snapshot_every_entries: u64,
+}
+
+/// What a replica knows of its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub node: NodeId,
+    pub term: u64,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub state: &'static str,
+    pub leader: Option<NodeId>,
+    /// Voters and learners with their addresses.
+    pub voters: BTreeMap<NodeId, String>,
+    pub learners: BTreeMap<NodeId, String>,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+}
+
+/// A handle on one group's replica. Clones share it.
+#[derive(Clone)]
+pub struct Group {
+    id: GroupId,
+    raft: Raft<TypeConfig>,
+    machine: MachineStore,
+}
+
+fn fatal(e: impl std::fmt::Display) -> ConsensusError {
+    ConsensusError::Fatal(e.to_string())
+}
+
+fn not_leader(f: openraft::error::ForwardToLeader<NodeId, BasicNode>) -> ConsensusError {
+    ConsensusError::NotLeader {
+        leader: f.leader_id.map(|id| (id, f.leader_node.map(|n| n.addr).unwrap_or_default())),
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ConsensusError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => {
+            ConsensusError::Membership(m.to_string())
+        }
+        RaftError::Fatal(f) => fatal(f),
+    }
+}
+
+impl Group {
+    /// Starts this node's replica of a group on the given storage. A group
+    /// whose storage is new waits to be [`Group::initialize`]d (on one node)
+    /// or to hear from a leader that added this node.
+    pub async fn start(
+        config: &GroupConfig,
+        log: impl RaftLogStorage<TypeConfig>,
+        machine: MachineStore,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Group, ConsensusError> {
+        let raft_config = openraft::Config {
+            cluster_name: format!("group-{}", config.group),
+            heartbeat_interval: config.timing.heartbeat_ms,
+            election_timeout_min: config.timing.election_min_ms,
+            election_timeout_max: config.timing.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(fatal)?;
+        let network = NetworkFactory::new(config.group, transport);
+        let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine.clone())
+            .await
+            .map_err(fatal)?;
+        Ok(Group { id: config.group, raft, machine })
+    }
+
+    pub fn id(&self) -> GroupId {
+        self.id
+    }
+
+    /// Makes `members` (id -> address) the group's first voters. Call it on
+    /// one node of a group that has never run; a group that has is left as
+    /// it is (`Ok`).
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, String>,
+    ) -> Result<(), ConsensusError> {
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(fatal(e)),
+        }
+    }
+
+    /// Replicates `command` and applies it; returns the machine's reply
+    /// once a majority has the entry durable and this replica applied it.
+    ///
+    /// Errors: [`ConsensusError::NotLeader`] on a replica that is not the
+    /// leader (the command was not proposed; retry at the leader named);
+    /// [`ConsensusError::Fatal`] if the group stopped.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ConsensusError> {
+        let reply = self.raft.client_write(Command(command)).await.map_err(write_error)?;
+        Ok(reply.data.0)
+    }
+
+    /// Waits until this replica's state machine holds every entry committed
+    /// before the call (Raft's read index: the leader confirms with a
+    /// majority that it still leads). A read of the machine after it is
+    /// linearizable.
+    ///
+    /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
+    /// is no longer) the leader.
+    pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(f))
+            }
+            Err(RaftError::APIError(e)) => {
+                // No quorum confirmed this replica's leadership in time.
+                tracing::debug!(group = self.id, error = %e, "read barrier failed");
+                Err(ConsensusError::NotLeader { leader: None })
+            }
+            Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    /// Runs `f` on the state machine (after [`Group::read_barrier`] for a
+    /// linearizable read).
+    pub fn read<T>(&self, f: impl FnOnce(&dyn super::Machine) -> T) -> T {
+        self.machine.with_machine(f)
+    }
+
+    /// Adds `node` as a voter: first as a learner until it has caught up,
+    /// then through a membership change. Call on the leader.
+    pub async fn add_voter(&self, node: NodeId, addr: String) -> Result<(), ConsensusError> {
+        self.raft.add_learner(node, BasicNode { addr }, true).await.map_err(write_error)?;
+        let voters = BTreeSet::from([node]);
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(write_error)?;
+        Ok(())
+    }
+
+    /// Removes `node` from the group (voter or learner). Call on the leader.
+    pub async fn remove_member(&self, node: NodeId) -> Result<(), ConsensusError> {
+        let status = self.status();
+        let ids = BTreeSet::from([node]);
+        if status.voters.contains_key(&node) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(write_error)?;
+        }
+        if self.status().learners.contains_key(&node) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(ids), false)
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// What this replica knows of the group now.
+    pub fn status(&self) -> GroupStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.insert(*id, node.addr.clone());
+            } else {
+                learners.insert(*id, node.addr.clone());
+            }
+        }
+        GroupStatus {
+            group: self.id,
+            node: m.id,
+            term: m.current_term,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            leader: m.current_leader,
+            voters,
+            learners,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+        }
+    }
+
+    /// Answers an RPC another replica sent (bytes of a [`RaftRpc`]) with
+    /// the bytes of a [`RaftRpcReply`].
+    pub async fn handle_rpc(&self, rpc: &[u8]) -> Result<Vec<u8>, String> {
+        let reply = match decode::<RaftRpc>(rpc)? {
+            RaftRpc::Append(r) => RaftRpcReply::Append(self.raft.append_entries(r).await),
+            RaftRpc::Vote(r) => RaftRpcReply::Vote(self.raft.vote(r).await),
+            RaftRpc::Snapshot(r) => RaftRpcReply::Snapshot(self.raft.install_snapshot(r).await),
+        };
+        Ok(encode(&reply))
+    }
+
+    /// Stops the replica's Raft tasks. Storage stays as it is on disk.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.id, error = %e, "raft group did not stop cleanly");
+        }
+    }
+}

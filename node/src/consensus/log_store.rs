@@ -1,0 +1,1 @@
+//! The Raft log of one group, in segment files.
