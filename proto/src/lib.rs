@@ -24,6 +24,6 @@ pub use error::{ErrorCode, ErrorInfo};
 pub use message::{
     AggregateReply, AggregateRequest, Bytes, ChunkInfo, Command, CommitToken, MapFunction,
     Password, RangeInfo, RangeOptions, Record, ReduceFunction, Reply, Request, Response, ScanReply,
-    ScanRequest, ServerHello, SinkSource, TreeStatus, ViewStatus, WriteOp,
+    ScanRequest, ServerHello, SinkSource, TreeStatus, ViewStatus, WriteOp, ClusterStatus, NodeInfo, NodeStatus,
 };
 pub use tuple::Element;
