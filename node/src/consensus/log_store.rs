@@ -453,7 +453,10 @@ struct Found {
     first_index: u64,
     /// Log id, offset and frame length of each entry.
     entries: Vec<(LogId<NodeId>, u64, u32)>,
+    /// Where the sound part ends; the file is cut there (a torn tail).
     len: u64,
+    /// Bytes in the file.
+    file_len: u64,
 }
 
 impl Found {
@@ -462,19 +465,27 @@ impl Found {
     }
 }
 
-/// Reads one segment: its header and entries. The newest one (`last`) has
-/// a torn tail cut (counted in `cut`); `None` when it holds no sound header
-/// (a torn creation), which the caller deletes.
-fn read_segment(id: u64, path: &Path, last: bool, cut: &mut u64) -> Result<Option<Found>, Failure> {
+/// Reads one segment: its header and entries, and for the newest one
+/// (`last`) where a torn tail starts (`len`; a torn header: no entries and
+/// `len` 0). Changes nothing on disk: the caller cuts and deletes once the
+/// whole log is known to be sound.
+fn read_segment(id: u64, path: &Path, last: bool) -> Result<Found, Failure> {
     let bytes = fs::read(path).map_err(io_at(path))?;
+    let file_len = bytes.len() as u64;
     let first_index = match decode_header(&bytes) {
         Ok(first) => first,
         Err(reason) => {
             let zeros_from = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
             let torn = bytes.len() < HEADER_BYTES as usize || zeros_from < HEADER_BYTES as usize;
             if last && torn {
-                *cut += bytes.len() as u64;
-                return Ok(None);
+                return Ok(Found {
+                    id,
+                    path: path.to_owned(),
+                    first_index: 0,
+                    entries: Vec::new(),
+                    len: 0,
+                    file_len,
+                });
             }
             return Err(Failure::Corrupt { path: path.to_owned(), offset: 0, reason });
         }
@@ -515,14 +526,7 @@ fn read_segment(id: u64, path: &Path, last: bool, cut: &mut u64) -> Result<Optio
         entries.push((entry.log_id, pos as u64, len as u32));
         pos += len;
     }
-    if pos < bytes.len() {
-        let f = OpenOptions::new().write(true).open(path).map_err(io_at(path))?;
-        f.set_len(pos as u64).map_err(io_at(path))?;
-        f.sync_all().map_err(io_at(path))?;
-        *cut += (bytes.len() - pos) as u64;
-        tracing::warn!(segment = %path.display(), offset = pos, bytes = bytes.len() - pos, "cut a torn write from the raft log");
-    }
-    Ok(Some(Found { id, path: path.to_owned(), first_index, entries, len: pos as u64 }))
+    Ok(Found { id, path: path.to_owned(), first_index, entries, len: pos as u64, file_len })
 }
 
 impl LogStore {
@@ -590,35 +594,17 @@ impl LogStore {
         ids.sort_unstable();
         let next_segment_id = ids.last().map_or(1, |id| id + 1);
 
-        let mut recovered = Recovered::default();
         let mut found = Vec::new();
-        let mut removed = false;
         for (k, &id) in ids.iter().enumerate() {
-            let path = segment_path(dir, id);
-            let last = k + 1 == ids.len();
-            match read_segment(id, &path, last, &mut recovered.cut_bytes)? {
-                Some(seg) => found.push(seg),
-                None => {
-                    fs::remove_file(&path).map_err(io_at(&path))?;
-                    recovered.removed_segments += 1;
-                    removed = true;
-                }
-            }
+            found.push(read_segment(id, &segment_path(dir, id), k + 1 == ids.len())?);
         }
         // Segments that hold nothing unpurged: a purge's deletes that a
-        // crash undid, or a segment whose only entries were torn.
+        // crash undid, a segment whose only entries were torn, or one whose
+        // creation was.
         let purged_next = purged.map_or(0, |p| p.index + 1);
         let (drop, keep): (Vec<Found>, Vec<Found>) = found.into_iter().partition(|s| {
             s.entries.is_empty() || (purged.is_some() && s.next_index() <= purged_next)
         });
-        for seg in drop {
-            fs::remove_file(&seg.path).map_err(io_at(&seg.path))?;
-            recovered.removed_segments += 1;
-            removed = true;
-        }
-        if removed {
-            sync_dir(dir).map_err(io_at(dir))?;
-        }
         if let (Some(p), Some(first)) = (purged, keep.first()) {
             if first.first_index > purged_next {
                 return Err(Failure::Corrupt {
@@ -643,6 +629,24 @@ impl LogStore {
                     ),
                 });
             }
+        }
+
+        // The log is sound: only now cut and delete.
+        let mut recovered = Recovered::default();
+        for seg in keep.iter().filter(|s| s.len < s.file_len) {
+            let f = OpenOptions::new().write(true).open(&seg.path).map_err(io_at(&seg.path))?;
+            f.set_len(seg.len).map_err(io_at(&seg.path))?;
+            f.sync_all().map_err(io_at(&seg.path))?;
+            recovered.cut_bytes += seg.file_len - seg.len;
+            tracing::warn!(segment = %seg.path.display(), offset = seg.len, bytes = seg.file_len - seg.len, "cut a torn write from the raft log");
+        }
+        for seg in &drop {
+            fs::remove_file(&seg.path).map_err(io_at(&seg.path))?;
+            recovered.cut_bytes += seg.file_len - seg.len;
+            recovered.removed_segments += 1;
+        }
+        if !drop.is_empty() {
+            sync_dir(dir).map_err(io_at(dir))?;
         }
 
         let mut index = Index {

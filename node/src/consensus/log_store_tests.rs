@@ -615,3 +615,28 @@ async fn entries_at_or_below_the_purge_point_are_skipped() {
     let mut log = open(dir.path(), 1 << 20);
     assert_eq!(ids(&mut log).await, vec![log_id(1, 3)]);
 }
+
+#[tokio::test]
+async fn a_damaged_log_is_left_as_it_is_even_its_torn_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = open(dir.path(), 100);
+    for i in 1..=6 {
+        log.blocking_append([ent(1, i)]).await.expect("append");
+    }
+    drop(log);
+    let segs = segments(dir.path());
+    let newest = segs.last().expect("segments").clone();
+    let torn = {
+        let b = std::fs::read(&newest).expect("file access");
+        b[..b.len() - 5].to_vec()
+    };
+    std::fs::write(&newest, &torn).expect("file access");
+    let mut first = std::fs::read(&segs[0]).expect("file access");
+    let n = first.len();
+    first[n - 3] ^= 0x10;
+    std::fs::write(&segs[0], &first).expect("file access");
+    let err = open_err(dir.path());
+    assert!(err.contains(&segs[0].display().to_string()), "{err}");
+    assert_eq!(std::fs::read(&newest).expect("file access"), torn, "the torn tail is not cut");
+    assert_eq!(segments(dir.path()), segs, "nothing is deleted");
+}
