@@ -92,9 +92,9 @@ use std::sync::Arc;
 use monotable_proto::limits::BATCH_OPS_MAX;
 pub use monotable_proto::{row, tuple};
 pub use monotable_proto::{
-    AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
-    MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, SinkSource, TreeStatus,
-    ViewStatus, ClusterStatus, NodeInfo, NodeStatus,
+    AggregateReply, AggregateRequest, ChunkInfo, ClusterStatus, CommitToken, Element, ErrorCode,
+    ErrorInfo, MapFunction, NodeInfo, NodeStatus, RangeInfo, RangeOptions, ReduceFunction,
+    ServerHello, SinkSource, TreeStatus, ViewStatus,
 };
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;

@@ -135,11 +135,9 @@ impl Node {
             Command::ClusterRemove { node } => {
                 self.cluster()?.remove(node).await.map(|()| Reply::Ok)
             }
-            Command::ClusterJoin { addr, token } => self
-                .cluster()?
-                .join_request(addr, token)
-                .await
-                .map(|node| Reply::Joined { node }),
+            Command::ClusterJoin { addr, token } => {
+                self.cluster()?.join_request(addr, token).await.map(|node| Reply::Joined { node })
+            }
             Command::ClusterAddVoter { node, addr } => {
                 self.cluster()?.add_voter(node, addr).await.map(|()| Reply::Ok)
             }

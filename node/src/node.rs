@@ -436,8 +436,7 @@ impl Node {
     /// This node's id and what it holds (`Command::NodeInfo`). Every chunk
     /// has one replica today, led by the node that holds it.
     pub fn node_info(&self) -> monotable_proto::NodeInfo {
-        let chunks: u64 =
-            self.router_read().ranges().map(|r| r.chunks.len() as u64).sum();
+        let chunks: u64 = self.router_read().ranges().map(|r| r.chunks.len() as u64).sum();
         monotable_proto::NodeInfo {
             id: self.cluster.get().and_then(|c| c.node_id()).unwrap_or(0),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -472,12 +472,9 @@ async fn start_cluster(
         password: node.config.password.as_ref().map(|p| p.expose().to_vec()),
         timing: node.config.raft_timing,
     };
-    let cluster = crate::cluster::Cluster::start(
-        config,
-        node.catalog.identity_store(),
-        Arc::new(crate::consensus::SyncEach),
-    )
-    .await?;
+    let cluster =
+        crate::cluster::Cluster::start(config, node.catalog.identity_store(), node.syncer.clone())
+            .await?;
     node.set_cluster(cluster.clone());
     Ok(cluster)
 }

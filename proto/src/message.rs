@@ -424,9 +424,7 @@ pub enum Reply {
     Views(Vec<ViewStatus>),
     Aggregate(AggregateReply),
     Cluster(ClusterStatus),
-    Joined {
-        node: u64,
-    },
+    Joined { node: u64 },
     NodeInfo(NodeInfo),
     Raft(Bytes),
 }

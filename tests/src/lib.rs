@@ -149,7 +149,8 @@ impl Node {
     /// unless it was started with [`Node::start_pinned`]).
     pub fn restart(&mut self) {
         self.kill();
-        let (addr, resp_addr, child) = spawn(&self.data_dir, &self.listen, &self.extra_args, &self.log);
+        let (addr, resp_addr, child) =
+            spawn(&self.data_dir, &self.listen, &self.extra_args, &self.log);
         self.addr = addr;
         self.resp_addr = resp_addr;
         self.child = Some(child);

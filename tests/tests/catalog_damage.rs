@@ -5,11 +5,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use monotable_client::{Client, RangeOptions};
-use monotable_tests::{binary, runtime, Node};
+use monotable_tests::{runtime, serve_exits, Node};
 
 type Model = BTreeMap<(String, String), Vec<u8>>;
 

@@ -84,13 +84,13 @@ fn a_single_node_is_a_cluster_of_one() {
 #[test]
 fn three_nodes_join_elect_fail_over_and_remove() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
-    let mut n1 = Node::start_pinned(dirs[0].path(), &FAST);
+    let n1 = Node::start_pinned(dirs[0].path(), &FAST);
     wait_status(n1.addr, "a founded cluster", |s| s["meta_leader"] == 1);
     let seed = n1.addr.to_string();
-    let mut n2 = Node::start_pinned(dirs[1].path(), &fast_with(&["--join", &seed]));
+    let n2 = Node::start_pinned(dirs[1].path(), &fast_with(&["--join", &seed]));
     // The third node joins through the second: any member is a seed.
     let seed2 = n2.addr.to_string();
-    let mut n3 = Node::start_pinned(dirs[2].path(), &fast_with(&["--join", &seed2]));
+    let n3 = Node::start_pinned(dirs[2].path(), &fast_with(&["--join", &seed2]));
     let s = wait_status(n1.addr, "three live voters", |s| all_live_voters(s, 3));
     let ids: Vec<u64> = nodes(&s).iter().map(|n| n.0).collect();
     assert_eq!(ids, vec![1, 2, 3]);
@@ -133,8 +133,11 @@ fn three_nodes_join_elect_fail_over_and_remove() {
 #[test]
 fn bad_cluster_options_are_refused_at_start() {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = serve_exits(dir.path(), &["--raft-heartbeat-ms", "500", "--raft-election-timeout-ms", "600"])
-        .expect("refused");
+    let out = serve_exits(
+        dir.path(),
+        &["--raft-heartbeat-ms", "500", "--raft-election-timeout-ms", "600"],
+    )
+    .expect("refused");
     assert!(out.contains("at least twice --raft-heartbeat-ms"), "{out}");
     let out = serve_exits(dir.path(), &["--listen", "0.0.0.0:0", "--join", "127.0.0.1:1"])
         .expect("refused");

@@ -7,8 +7,7 @@ use monotable_client::{Client, Options, RangeOptions, Scan};
 
 use super::{
     bench, bench_views, json, load, report, ClientOpts, ClusterCmd, Cmd, MapperCmd, RangeCmd,
-    ReducerCmd,
-    ScanArgs, EXIT_NOT_FOUND,
+    ReducerCmd, ScanArgs, EXIT_NOT_FOUND,
 };
 
 pub(super) fn client_main(cmd: Cmd) -> i32 {
@@ -450,9 +449,11 @@ fn write_cluster_table(
     )?;
     for n in &status.nodes {
         let (replicas, leaders, version) = match &n.info {
-            Some(i) => {
-                (i.chunk_replicas.to_string(), i.chunk_leaders.to_string(), i.server_version.clone())
-            }
+            Some(i) => (
+                i.chunk_replicas.to_string(),
+                i.chunk_leaders.to_string(),
+                i.server_version.clone(),
+            ),
             None => ("-".into(), "-".into(), "-".into()),
         };
         writeln!(

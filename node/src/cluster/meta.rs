@@ -135,8 +135,7 @@ mod tests {
     use super::*;
 
     fn apply(m: &mut MetaMachine, c: MetaCommand) -> MetaReply {
-        rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(&c).expect("encode")))
-            .expect("decode")
+        rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(&c).expect("encode"))).expect("decode")
     }
 
     #[test]

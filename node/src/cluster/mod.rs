@@ -164,9 +164,7 @@ impl Cluster {
                     None => {
                         let token = rand::random::<u64>().max(1);
                         let identity = ClusterIdentity { join_token: token, node: None };
-                        identities
-                            .set(&identity)
-                            .map_err(|e| NodeError::Start(e.to_string()))?;
+                        identities.set(&identity).map_err(|e| NodeError::Start(e.to_string()))?;
                         token
                     }
                 };
@@ -176,7 +174,9 @@ impl Cluster {
                     }
                     Some(seed) => {
                         let this = cluster.clone();
-                        tokio::spawn(async move { this.join(&identities, &seed, join_token).await });
+                        tokio::spawn(
+                            async move { this.join(&identities, &seed, join_token).await },
+                        );
                     }
                 }
             }
@@ -236,7 +236,8 @@ impl Cluster {
             }
             if let Ok(Leader::Here(_)) = self.leader().await {
                 if member.meta.read_barrier().await.is_ok() && !registered() {
-                    let found = MetaCommand::Found { addr: self.config.advertise.clone(), join_token };
+                    let found =
+                        MetaCommand::Found { addr: self.config.advertise.clone(), join_token };
                     if let Err(e) = self.propose(found).await {
                         tracing::warn!(error = %e, "registering the founding node failed");
                     }
@@ -350,7 +351,10 @@ impl Cluster {
         loop {
             match self.leader().await? {
                 Leader::Here(group) => match Self::propose_here(group, &command).await {
-                    Err(e) if Instant::now() < deadline && e.to_info().code == ErrorCode::ClusterUnavailable => {
+                    Err(e)
+                        if Instant::now() < deadline
+                            && e.to_info().code == ErrorCode::ClusterUnavailable =>
+                    {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     r => return r,
@@ -417,29 +421,35 @@ impl Cluster {
         match self.leader().await? {
             Leader::Here(group) => {
                 let known = self.member()?.state.state().nodes.get(&node).cloned();
-                match known {
-                    None => {
-                        return Err(NodeError::client(
-                            ErrorCode::BadRequest,
-                            format!("the cluster has no node {node}"),
-                        ))
-                    }
-                    Some(r) if r.removed => return Ok(()),
-                    Some(_) => {}
-                }
+                let Some(record) = known else {
+                    return Err(NodeError::client(
+                        ErrorCode::BadRequest,
+                        format!("the cluster has no node {node}"),
+                    ));
+                };
                 let status = group.status();
-                let voters_after = status.voters.keys().filter(|v| **v != node).count();
-                if voters_after == 0 {
+                let member =
+                    status.voters.contains_key(&node) || status.learners.contains_key(&node);
+                if member && !status.voters.keys().any(|v| *v != node) {
                     return Err(NodeError::client(
                         ErrorCode::BadRequest,
                         format!("node {node} is the cluster's last voter"),
                     ));
                 }
-                group.remove_member(node).await.map_err(consensus_error)?;
-                match self.propose(MetaCommand::Remove { node }).await? {
-                    MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
-                    _ => Ok(()),
+                // Marked removed first, so its join token can never rejoin
+                // even if the membership change below is cut short; a
+                // repeated removal finishes what is left.
+                if !record.removed {
+                    if let MetaReply::Refused(m) =
+                        self.propose(MetaCommand::Remove { node }).await?
+                    {
+                        return Err(NodeError::client(ErrorCode::BadRequest, m));
+                    }
                 }
+                if member {
+                    group.remove_member(node).await.map_err(consensus_error)?;
+                }
+                Ok(())
             }
             Leader::At(leader) => self
                 .peers
@@ -477,7 +487,12 @@ impl Cluster {
                 let info =
                     tokio::time::timeout(Duration::from_millis(STATUS_PROBE_TIMEOUT_MS), probe)
                         .await;
-                (i, matches!(&info, Ok(Ok(info)) if info.id == id).then(|| info).and_then(|i| i.ok()?.ok()))
+                (
+                    i,
+                    matches!(&info, Ok(Ok(info)) if info.id == id)
+                        .then(|| info)
+                        .and_then(|i| i.ok()?.ok()),
+                )
             });
         }
         let mut infos: Vec<Option<NodeInfo>> =

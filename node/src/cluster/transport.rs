@@ -66,13 +66,14 @@ impl Peers {
         Fut: std::future::Future<Output = Result<T, monotable_client::Error>>,
     {
         let client = self.client(addr).await.map_err(PeerError::Connect)?;
-        let result = tokio::time::timeout(Duration::from_millis(PEER_CALL_TIMEOUT_MS), call(client))
-            .await
-            .unwrap_or_else(|_| {
-                Err(monotable_client::Error::Timeout(format!(
-                    "no answer within {PEER_CALL_TIMEOUT_MS} ms"
-                )))
-            });
+        let result =
+            tokio::time::timeout(Duration::from_millis(PEER_CALL_TIMEOUT_MS), call(client))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(monotable_client::Error::Timeout(format!(
+                        "no answer within {PEER_CALL_TIMEOUT_MS} ms"
+                    )))
+                });
         match result {
             Ok(v) => Ok(v),
             // The peer answered with an error: the connection is fine.
@@ -107,16 +108,16 @@ impl Transport for Peers {
         let peers = self.clone();
         let addr = addr.to_owned();
         Box::pin(async move {
-            peers.call(&addr, |c| async move { c.raft_rpc(group, rpc).await }).await.map_err(
-                |e| match e {
+            peers.call(&addr, |c| async move { c.raft_rpc(group, rpc).await }).await.map_err(|e| {
+                match e {
                     PeerError::Connect(e) => TransportError::Unreachable {
                         node: target,
                         addr: addr.clone(),
                         reason: e.to_string(),
                     },
                     e => TransportError::Network { node: target, reason: e.to_string() },
-                },
-            )
+                }
+            })
         })
     }
 }

@@ -191,22 +191,20 @@ impl Group {
         Ok(())
     }
 
-    /// Removes `node` from the group (voter or learner). Call on the leader.
+    /// Removes `node` from the group, voter or learner, in one membership
+    /// change (a voter is not kept as a learner). Call on the leader; a
+    /// leader that removes itself steps down once the change commits.
     pub async fn remove_member(&self, node: NodeId) -> Result<(), ConsensusError> {
         let status = self.status();
         let ids = BTreeSet::from([node]);
-        if status.voters.contains_key(&node) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
-                .await
-                .map_err(write_error)?;
-        }
-        if self.status().learners.contains_key(&node) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes(ids), false)
-                .await
-                .map_err(write_error)?;
-        }
+        let change = if status.voters.contains_key(&node) {
+            ChangeMembers::RemoveVoters(ids)
+        } else if status.learners.contains_key(&node) {
+            ChangeMembers::RemoveNodes(ids)
+        } else {
+            return Ok(());
+        };
+        self.raft.change_membership(change, false).await.map_err(write_error)?;
         Ok(())
     }
 
