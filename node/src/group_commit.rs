@@ -943,4 +943,71 @@ mod tests {
         assert_eq!(sorted(&outcomes), [("late", Some(io::ErrorKind::Other))]);
         let _ = log.get_log_state().await.expect("state");
     }
+
+    /// Measures Raft logs appending concurrently through the group commit
+    /// against a thread and an fdatasync per append. Run with
+    /// `cargo test -j1 -p monotable-node --lib -- --ignored raft_logs_share --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement; prints numbers"]
+    async fn raft_logs_share_the_rounds_of_the_group_commit() {
+        use openraft::storage::RaftLogStorageExt;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+        const LOGS: u64 = 16;
+        const APPENDS: u64 = 200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = |method| {
+            let syncer =
+                Arc::new(Syncer::new(dir.path(), FsyncMode::Always, method).expect("syncer"));
+            let host: Arc<dyn ChunkHost> = Arc::new(Host::new(&syncer));
+            syncer.start(Arc::downgrade(&host)).expect("start");
+            (syncer, host)
+        };
+        let (auto, _auto_host) = start(SyncMethod::Auto);
+        let (fdatasync, _fdatasync_host) = start(SyncMethod::Fdatasync);
+        let points: [(&str, Arc<dyn SyncPoint>, Option<&Arc<Syncer>>); 3] = [
+            ("group commit, auto", auto.clone(), Some(&auto)),
+            ("group commit, fdatasync", fdatasync.clone(), Some(&fdatasync)),
+            ("a thread and an fdatasync per append", Arc::new(crate::consensus::SyncEach), None),
+        ];
+        let stats = |s: Option<&Arc<Syncer>>| {
+            s.map_or((0, 0), |s| {
+                (s.stats.rounds.load(Ordering::Relaxed), s.stats.syncs.load(Ordering::Relaxed))
+            })
+        };
+        for (k, (name, point, syncer)) in points.into_iter().enumerate() {
+            let before = stats(syncer);
+            let started_at = Instant::now();
+            let mut tasks = Vec::new();
+            for g in 0..LOGS {
+                let path = dir.path().join(format!("{k}-{g}"));
+                let mut log = crate::consensus::log_store::LogStore::open(&path, point.clone())
+                    .expect("open");
+                tasks.push(tokio::spawn(async move {
+                    for i in 1..=APPENDS {
+                        let entry = Entry::<crate::consensus::TypeConfig> {
+                            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                            payload: EntryPayload::Normal(crate::consensus::Command(vec![7; 100])),
+                        };
+                        log.blocking_append([entry]).await.expect("durable");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("task");
+            }
+            let elapsed = started_at.elapsed();
+            let appends = LOGS * APPENDS;
+            let after = stats(syncer);
+            println!(
+                "{name}: {LOGS} logs x {APPENDS} appends of 100 bytes: {:.0} ms, {:.1} us/append, {} rounds, {} syncs",
+                elapsed.as_secs_f64() * 1e3,
+                elapsed.as_secs_f64() * 1e6 / appends as f64,
+                after.0 - before.0,
+                after.1 - before.1,
+            );
+        }
+        auto.stop();
+        fdatasync.stop();
+    }
 }
