@@ -965,10 +965,15 @@ mod tests {
         };
         let (auto, _auto_host) = start(SyncMethod::Auto);
         let (fdatasync, _fdatasync_host) = start(SyncMethod::Fdatasync);
-        let points: [(&str, Arc<dyn SyncPoint>, Option<&Arc<Syncer>>); 3] = [
-            ("group commit, auto", auto.clone(), Some(&auto)),
-            ("group commit, fdatasync", fdatasync.clone(), Some(&fdatasync)),
-            ("a thread and an fdatasync per append", Arc::new(crate::consensus::SyncEach), None),
+        let (on_auto, on_fdatasync, each): (
+            Arc<dyn SyncPoint>,
+            Arc<dyn SyncPoint>,
+            Arc<dyn SyncPoint>,
+        ) = (auto.clone(), fdatasync.clone(), Arc::new(crate::consensus::SyncEach));
+        let points = [
+            ("group commit, auto", on_auto, Some(&auto)),
+            ("group commit, fdatasync", on_fdatasync, Some(&fdatasync)),
+            ("a thread and an fdatasync per append", each, None),
         ];
         let stats = |s: Option<&Arc<Syncer>>| {
             s.map_or((0, 0), |s| {
