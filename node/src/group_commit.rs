@@ -38,9 +38,10 @@
 //! The syncer is also the node's [`SyncPoint`]: Raft logs queue the files
 //! they wrote ([`Syncer`]'s `sync`), which kicks a round at once. A file
 //! queued before a round is cut is covered by that round: fdatasynced once
-//! however many times it was queued, or by the round's syncfs, whatever
-//! the `--fsync` mode (a Raft log acknowledges only what is durable), and
-//! every `done` of it is called with that outcome.
+//! however many times it was queued, or by the round's syncfs (if it lies
+//! on the data directory's file system; else fdatasynced), whatever the
+//! `--fsync` mode (a Raft log acknowledges only what is durable), and every
+//! `done` of it is called with that outcome.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -118,6 +119,9 @@ pub struct Syncer {
     /// per open file description, so one handle kept for the node's life
     /// sees every error after it was opened.
     fs: File,
+    /// The device of the data directory's file system: syncfs covers only
+    /// files on it.
+    fs_dev: u64,
     pub stats: CommitStats,
     /// The thread, joined at shutdown.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -158,12 +162,15 @@ impl Syncer {
             SyncMethod::Auto if !syncfs_reports_errors() => SyncMethod::Fdatasync,
             m => m,
         };
+        let fs = File::open(data_dir)?;
+        let fs_dev = std::os::unix::fs::MetadataExt::dev(&fs.metadata()?);
         Ok(Syncer {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             method,
             fsync,
-            fs: File::open(data_dir)?,
+            fs,
+            fs_dev,
             stats: CommitStats::default(),
             thread: Mutex::new(None),
             host: std::sync::OnceLock::new(),
@@ -453,13 +460,27 @@ impl Syncer {
         let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         if syncfs {
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            return match self.syncfs() {
-                Ok(()) => (Vec::new(), files.iter().map(|_| Ok(())).collect()),
-                Err(e) => (
-                    jobs.iter().map(|(i, _)| (*i, copy(&e))).collect(),
-                    files.iter().map(|_| Err(copy(&e))).collect(),
-                ),
+            let outcome = self.syncfs();
+            let failed = match &outcome {
+                Ok(()) => Vec::new(),
+                Err(e) => jobs.iter().map(|(i, _)| (*i, copy(e))).collect(),
             };
+            let files = files
+                .iter()
+                .map(|f| {
+                    let on_fs = f
+                        .metadata()
+                        .is_ok_and(|m| std::os::unix::fs::MetadataExt::dev(&m) == self.fs_dev);
+                    if on_fs {
+                        outcome.as_ref().map_err(copy).copied()
+                    } else {
+                        // Another file system: the syncfs did not cover it.
+                        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                        f.sync_data()
+                    }
+                })
+                .collect();
+            return (failed, files);
         }
         let mut failed = Vec::new();
         for (i, job) in jobs {
@@ -888,6 +909,35 @@ mod tests {
         let other = Some(io::ErrorKind::Other);
         assert_eq!(outcomes, [("a1", other), ("a2", other), ("b", other)]);
         assert!(!acked);
+    }
+
+    #[test]
+    fn a_file_on_another_file_system_is_fdatasynced_in_a_syncfs_round() {
+        if !syncfs_reports_errors() || !Path::new("/dev/shm").is_dir() {
+            eprintln!("SKIPPED: no syncfs errors or no /dev/shm");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Syncfs).expect("syncer"),
+        );
+        let same_fs = |p: &Path| {
+            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).expect("stat"))
+                == syncer.fs_dev
+        };
+        if same_fs(other.path()) {
+            eprintln!("SKIPPED: /dev/shm is on the data directory's file system");
+            return;
+        }
+        let host = Host::new(&syncer);
+        let outcomes = Outcomes::default();
+        syncer.sync(raft_file(dir.path(), "here"), recording(&outcomes, "here"));
+        syncer.sync(raft_file(other.path(), "there"), recording(&outcomes, "there"));
+        let files = std::mem::take(&mut syncer.queue().files);
+        syncer.round(&host, Vec::new(), files);
+        assert_eq!(sorted(&outcomes), [("here", None), ("there", None)]);
+        assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 2, "one syncfs, one fdatasync");
     }
 
     #[test]
