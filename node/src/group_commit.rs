@@ -38,9 +38,10 @@
 //! The syncer is also the node's [`SyncPoint`]: Raft logs queue the files
 //! they wrote ([`Syncer`]'s `sync`), which kicks a round at once. A file
 //! queued before a round is cut is covered by that round: fdatasynced once
-//! however many times it was queued, or by the round's syncfs, whatever
-//! the `--fsync` mode (a Raft log acknowledges only what is durable), and
-//! every `done` of it is called with that outcome.
+//! however many times it was queued, or by the round's syncfs (if it lies
+//! on the data directory's file system; else fdatasynced), whatever the
+//! `--fsync` mode (a Raft log acknowledges only what is durable), and every
+//! `done` of it is called with that outcome.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -118,6 +119,9 @@ pub struct Syncer {
     /// per open file description, so one handle kept for the node's life
     /// sees every error after it was opened.
     fs: File,
+    /// The device of the data directory's file system: syncfs covers only
+    /// files on it.
+    fs_dev: u64,
     pub stats: CommitStats,
     /// The thread, joined at shutdown.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -158,12 +162,15 @@ impl Syncer {
             SyncMethod::Auto if !syncfs_reports_errors() => SyncMethod::Fdatasync,
             m => m,
         };
+        let fs = File::open(data_dir)?;
+        let fs_dev = std::os::unix::fs::MetadataExt::dev(&fs.metadata()?);
         Ok(Syncer {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             method,
             fsync,
-            fs: File::open(data_dir)?,
+            fs,
+            fs_dev,
             stats: CommitStats::default(),
             thread: Mutex::new(None),
             host: std::sync::OnceLock::new(),
@@ -453,13 +460,27 @@ impl Syncer {
         let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         if syncfs {
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            return match self.syncfs() {
-                Ok(()) => (Vec::new(), files.iter().map(|_| Ok(())).collect()),
-                Err(e) => (
-                    jobs.iter().map(|(i, _)| (*i, copy(&e))).collect(),
-                    files.iter().map(|_| Err(copy(&e))).collect(),
-                ),
+            let outcome = self.syncfs();
+            let failed = match &outcome {
+                Ok(()) => Vec::new(),
+                Err(e) => jobs.iter().map(|(i, _)| (*i, copy(e))).collect(),
             };
+            let files = files
+                .iter()
+                .map(|f| {
+                    let on_fs = f
+                        .metadata()
+                        .is_ok_and(|m| std::os::unix::fs::MetadataExt::dev(&m) == self.fs_dev);
+                    if on_fs {
+                        outcome.as_ref().map_err(copy).copied()
+                    } else {
+                        // Another file system: the syncfs did not cover it.
+                        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                        f.sync_data()
+                    }
+                })
+                .collect();
+            return (failed, files);
         }
         let mut failed = Vec::new();
         for (i, job) in jobs {
@@ -891,6 +912,35 @@ mod tests {
     }
 
     #[test]
+    fn a_file_on_another_file_system_is_fdatasynced_in_a_syncfs_round() {
+        if !syncfs_reports_errors() || !Path::new("/dev/shm").is_dir() {
+            eprintln!("SKIPPED: no syncfs errors or no /dev/shm");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Syncfs).expect("syncer"),
+        );
+        let same_fs = |p: &Path| {
+            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).expect("stat"))
+                == syncer.fs_dev
+        };
+        if same_fs(other.path()) {
+            eprintln!("SKIPPED: /dev/shm is on the data directory's file system");
+            return;
+        }
+        let host = Host::new(&syncer);
+        let outcomes = Outcomes::default();
+        syncer.sync(raft_file(dir.path(), "here"), recording(&outcomes, "here"));
+        syncer.sync(raft_file(other.path(), "there"), recording(&outcomes, "there"));
+        let files = std::mem::take(&mut syncer.queue().files);
+        syncer.round(&host, Vec::new(), files);
+        assert_eq!(sorted(&outcomes), [("here", None), ("there", None)]);
+        assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 2, "one syncfs, one fdatasync");
+    }
+
+    #[test]
     fn files_are_synced_whatever_the_fsync_mode() {
         for fsync in [FsyncMode::Never, FsyncMode::Interval { ms: 60_000 }] {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -942,5 +992,77 @@ mod tests {
         syncer.sync(raft_file(dir.path(), "late"), recording(&outcomes, "late"));
         assert_eq!(sorted(&outcomes), [("late", Some(io::ErrorKind::Other))]);
         let _ = log.get_log_state().await.expect("state");
+    }
+
+    /// Measures Raft logs appending concurrently through the group commit
+    /// against a thread and an fdatasync per append. Run with
+    /// `cargo test -j1 -p monotable-node --lib -- --ignored raft_logs_share --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement; prints numbers"]
+    async fn raft_logs_share_the_rounds_of_the_group_commit() {
+        use openraft::storage::RaftLogStorageExt;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+        const LOGS: u64 = 16;
+        const APPENDS: u64 = 200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = |method| {
+            let syncer =
+                Arc::new(Syncer::new(dir.path(), FsyncMode::Always, method).expect("syncer"));
+            let host: Arc<dyn ChunkHost> = Arc::new(Host::new(&syncer));
+            syncer.start(Arc::downgrade(&host)).expect("start");
+            (syncer, host)
+        };
+        let (auto, _auto_host) = start(SyncMethod::Auto);
+        let (fdatasync, _fdatasync_host) = start(SyncMethod::Fdatasync);
+        let (on_auto, on_fdatasync, each): (
+            Arc<dyn SyncPoint>,
+            Arc<dyn SyncPoint>,
+            Arc<dyn SyncPoint>,
+        ) = (auto.clone(), fdatasync.clone(), Arc::new(crate::consensus::SyncEach));
+        let points = [
+            ("group commit, auto", on_auto, Some(&auto)),
+            ("group commit, fdatasync", on_fdatasync, Some(&fdatasync)),
+            ("a thread and an fdatasync per append", each, None),
+        ];
+        let stats = |s: Option<&Arc<Syncer>>| {
+            s.map_or((0, 0), |s| {
+                (s.stats.rounds.load(Ordering::Relaxed), s.stats.syncs.load(Ordering::Relaxed))
+            })
+        };
+        for (k, (name, point, syncer)) in points.into_iter().enumerate() {
+            let before = stats(syncer);
+            let started_at = Instant::now();
+            let mut tasks = Vec::new();
+            for g in 0..LOGS {
+                let path = dir.path().join(format!("{k}-{g}"));
+                let mut log = crate::consensus::log_store::LogStore::open(&path, point.clone())
+                    .expect("open");
+                tasks.push(tokio::spawn(async move {
+                    for i in 1..=APPENDS {
+                        let entry = Entry::<crate::consensus::TypeConfig> {
+                            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                            payload: EntryPayload::Normal(crate::consensus::Command(vec![7; 100])),
+                        };
+                        log.blocking_append([entry]).await.expect("durable");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("task");
+            }
+            let elapsed = started_at.elapsed();
+            let appends = LOGS * APPENDS;
+            let after = stats(syncer);
+            println!(
+                "{name}: {LOGS} logs x {APPENDS} appends of 100 bytes: {:.0} ms, {:.1} us/append, {} rounds, {} syncs",
+                elapsed.as_secs_f64() * 1e3,
+                elapsed.as_secs_f64() * 1e6 / appends as f64,
+                after.0 - before.0,
+                after.1 - before.1,
+            );
+        }
+        auto.stop();
+        fdatasync.stop();
     }
 }

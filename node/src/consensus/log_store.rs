@@ -348,7 +348,8 @@ impl Index {
 /// What only writers touch; its lock serializes them.
 struct Writer {
     /// Live segments by id; the highest is the one appended to. Every one
-    /// holds at least one entry.
+    /// holds at least one entry (unless a write into a new one failed,
+    /// which poisons the store).
     segments: BTreeMap<u64, Segment>,
     next_segment_id: u64,
     committed_file: File,
@@ -432,7 +433,8 @@ pub struct Recovered {
     pub segments: usize,
     /// Entries after the purged ones.
     pub entries: u64,
-    /// Bytes cut from the end of the newest segment: a torn write.
+    /// Bytes of torn writes dropped: cut from the end of the newest
+    /// segment, or that segment whole if its header or every entry was torn.
     pub cut_bytes: u64,
     /// Segment files deleted: wholly purged (a purge's deletes that a crash
     /// undid), empty, or with a torn header.

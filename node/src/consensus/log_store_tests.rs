@@ -640,3 +640,45 @@ async fn a_damaged_log_is_left_as_it_is_even_its_torn_tail() {
     assert_eq!(std::fs::read(&newest).expect("file access"), torn, "the torn tail is not cut");
     assert_eq!(segments(dir.path()), segs, "nothing is deleted");
 }
+
+/// Every way a crash can leave the newest segment (cut at any byte, or
+/// zero-filled from any byte to its end, or both) opens to the entries
+/// that lie wholly before the damage.
+#[tokio::test]
+async fn every_torn_tail_of_the_newest_segment_opens_to_a_prefix() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = open(dir.path(), 1 << 20);
+    log.blocking_append(ents(1, 1..=2)).await.expect("append");
+    log.blocking_append(ents(1, 3..=4)).await.expect("append");
+    drop(log);
+    let seg = segments(dir.path()).pop().expect("a segment");
+    let good = std::fs::read(&seg).expect("file access");
+    let mut ends = Vec::new();
+    let mut pos = HEADER_BYTES as usize;
+    while pos < good.len() {
+        pos += decode_frame(&good[pos..]).expect("sound frame").1;
+        ends.push(pos);
+    }
+    let whole_before = |at: usize| ends.iter().filter(|&&e| e <= at).count();
+    for at in HEADER_BYTES as usize..good.len() {
+        for shape in ["cut", "zeros", "zeros past the end"] {
+            let mut bad = good.clone();
+            match shape {
+                "cut" => bad.truncate(at),
+                "zeros" => bad[at..].fill(0),
+                _ => {
+                    bad[at..].fill(0);
+                    bad.extend_from_slice(&[0; 100]);
+                }
+            }
+            std::fs::write(&seg, &bad).expect("file access");
+            let mut log = LogStore::open_with_segment_bytes(dir.path(), Arc::new(SyncNow), 1 << 20)
+                .unwrap_or_else(|e| panic!("{shape} at {at}: {e}"));
+            let got = ids(&mut log).await;
+            let want: Vec<_> = (1..=whole_before(at) as u64).map(|i| log_id(1, i)).collect();
+            assert_eq!(got, want, "{shape} at {at}");
+            drop(log);
+            std::fs::write(&seg, &good).expect("file access");
+        }
+    }
+}
