@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::storage::RaftLogStorage;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 
-use super::machine_store::MachineStore;
 use super::network::NetworkFactory;
 use super::{
     decode, encode, Command, ConsensusError, GroupId, NodeId, RaftRpc, RaftRpcReply, Transport,
@@ -69,7 +68,6 @@ pub struct GroupStatus {
 pub struct Group {
     id: GroupId,
     raft: Raft<TypeConfig>,
-    machine: MachineStore,
 }
 
 fn fatal(e: impl std::fmt::Display) -> ConsensusError {
@@ -99,7 +97,7 @@ impl Group {
     pub async fn start(
         config: &GroupConfig,
         log: impl RaftLogStorage<TypeConfig>,
-        machine: MachineStore,
+        machine: impl RaftStateMachine<TypeConfig>,
         transport: Arc<dyn Transport>,
     ) -> Result<Group, ConsensusError> {
         let raft_config = openraft::Config {
@@ -114,10 +112,10 @@ impl Group {
         .validate()
         .map_err(fatal)?;
         let network = NetworkFactory::new(config.group, transport);
-        let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine.clone())
+        let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine)
             .await
             .map_err(fatal)?;
-        Ok(Group { id: config.group, raft, machine })
+        Ok(Group { id: config.group, raft })
     }
 
     pub fn id(&self) -> GroupId {
@@ -153,8 +151,8 @@ impl Group {
 
     /// Waits until this replica's state machine holds every entry committed
     /// before the call (Raft's read index: the leader confirms with a
-    /// majority that it still leads). A read of the machine after it is
-    /// linearizable.
+    /// majority that it still leads). A read of the machine (through the
+    /// caller's own handle on it) after it is linearizable.
     ///
     /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
     /// is no longer) the leader.
@@ -171,12 +169,6 @@ impl Group {
             }
             Err(RaftError::Fatal(f)) => Err(fatal(f)),
         }
-    }
-
-    /// Runs `f` on the state machine (after [`Group::read_barrier`] for a
-    /// linearizable read).
-    pub fn read<T>(&self, f: impl FnOnce(&dyn super::Machine) -> T) -> T {
-        self.machine.with_machine(f)
     }
 
     /// Adds `node` as a voter: first as a learner until it has caught up,
