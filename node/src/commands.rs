@@ -38,9 +38,27 @@ impl Node {
         if self.is_shutting_down() {
             return Err(NodeError::ShuttingDown);
         }
+        if let Some(reply) = self.route_replicated(&command).await {
+            return reply;
+        }
+        self.execute_here(command, session).await
+    }
+
+    /// Executes a request for a replicated range's replica as if the range
+    /// were this node's own (after the replicated layer decided to).
+    pub(crate) async fn execute_local(self: &Arc<Self>, command: Command) -> NodeResult<Reply> {
+        self.execute_here(command, &Session::default()).await
+    }
+
+    /// Executes one command on this node's own ranges.
+    async fn execute_here(
+        self: &Arc<Self>,
+        command: Command,
+        session: &Session,
+    ) -> NodeResult<Reply> {
         match command {
             Command::Ping => Ok(Reply::Pong),
-            Command::CreateRange { name, options } => {
+            Command::CreateRange { name, options, .. } => {
                 self.create_range(&name, options).await.map(|()| Reply::Ok)
             }
             Command::ListRanges => {
@@ -200,14 +218,23 @@ impl Node {
                 format!("range {name:?} already exists"),
             ));
         }
-        let range = RangeMeta {
-            id: self.catalog.next_id()?,
-            name: name.to_owned(),
-            options,
-            view_index: false,
-        };
-        let meta =
-            ChunkMeta { id: self.catalog.next_id()?, range_id: range.id, start: vec![], end: None };
+        let (range_id, chunk_id) = (self.catalog.next_id()?, self.catalog.next_id()?);
+        self.create_range_with_ids(name, options, range_id, chunk_id)?;
+        Ok(range_id)
+    }
+
+    /// Creates a range of one chunk under the given ids, in the catalog and
+    /// the router; returns the chunk's route. The caller holds
+    /// `creating_range` and checked that the name is free.
+    pub(crate) fn create_range_with_ids(
+        self: &Arc<Self>,
+        name: &str,
+        options: RangeOptions,
+        range_id: u64,
+        chunk_id: u64,
+    ) -> NodeResult<Route> {
+        let range = RangeMeta { id: range_id, name: name.to_owned(), options, view_index: false };
+        let meta = ChunkMeta { id: chunk_id, range_id, start: vec![], end: None };
         let dir = self.chunk_dir(meta.id);
         let segment = self.config.segment_size_for(options.chunk_size_max_bytes);
         let descriptor =
@@ -220,9 +247,9 @@ impl Node {
         let route = self.spawn_chunk(chunk, options.chunk_size_max_bytes);
         let mut router = self.router_write();
         router.insert_range(range.clone());
-        router.insert_chunk(range.id, route);
+        router.insert_chunk(range.id, route.clone());
         tracing::info!(range = name, id = range.id, "created range");
-        Ok(range.id)
+        Ok(route)
     }
 
     /// Asks every chunk of the range for its info. A chunk that split

@@ -99,6 +99,11 @@ pub enum Command {
     CreateRange {
         name: String,
         options: RangeOptions,
+        /// Nodes to hold a replica of each chunk (Raft voters); `None`: 3.
+        /// Capped at the number of live nodes; a range of one replica is
+        /// an ordinary range of the node that creates it.
+        #[serde(default)]
+        replicas: Option<u32>,
     },
     ListRanges,
     DescribeRange {

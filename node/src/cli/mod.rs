@@ -342,6 +342,11 @@ enum RangeCmd {
         /// Split chunks past this size: bytes, or with a unit (64MiB, 512KiB).
         #[arg(long, value_parser = parse_size)]
         chunk_size: Option<u64>,
+        /// Nodes that hold a replica of each chunk, replicated by Raft
+        /// (default 3; capped at the live nodes, with a warning; 1: an
+        /// ordinary range of the node asked).
+        #[arg(long)]
+        replicas: Option<u32>,
     },
     /// List ranges, one line each.
     List {

@@ -77,6 +77,8 @@ pub struct Cluster {
     sync: Arc<dyn SyncPoint>,
     /// Set once this node has an id and runs its meta replica.
     member: OnceLock<Member>,
+    /// The Raft groups of this node's chunk replicas, by chunk id.
+    groups: std::sync::RwLock<std::collections::HashMap<GroupId, Group>>,
 }
 
 struct Member {
@@ -132,6 +134,7 @@ impl Cluster {
             config,
             sync,
             member: OnceLock::new(),
+            groups: Default::default(),
         });
         let meta_dir = cluster.meta_dir();
         match identity {
@@ -373,7 +376,7 @@ impl Cluster {
             Leader::Here(_) => match self.propose(MetaCommand::Join { addr, join_token }).await? {
                 MetaReply::Node(id) => Ok(id),
                 MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
-                MetaReply::Ok => Err(NodeError::Internal("a join answered no node id".into())),
+                _ => Err(NodeError::Internal("a join answered no node id".into())),
             },
             Leader::At(leader) => self
                 .peers
@@ -462,10 +465,77 @@ impl Cluster {
     /// Answers a Raft RPC for one of this node's groups.
     pub async fn handle_rpc(&self, group: GroupId, rpc: &[u8]) -> NodeResult<Vec<u8>> {
         let target = match (group, self.member.get()) {
-            (META_GROUP, Some(m)) => &m.meta,
-            _ => return Ok(encode(&RaftRpcReply::NoGroup)),
+            (META_GROUP, Some(m)) => m.meta.clone(),
+            (META_GROUP, None) => return Ok(encode(&RaftRpcReply::NoGroup)),
+            (id, _) => match self.group(id) {
+                Some(g) => g,
+                None => return Ok(encode(&RaftRpcReply::NoGroup)),
+            },
         };
         target.handle_rpc(rpc).await.map_err(|e| NodeError::client(ErrorCode::BadRequest, e))
+    }
+
+    /// The Raft group of chunk replica `id` on this node.
+    pub fn group(&self, id: GroupId) -> Option<Group> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    /// Registers a chunk replica's group, so RPCs for it reach it.
+    pub fn add_group(&self, group: Group) {
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group.id(), group);
+    }
+
+    /// Unregisters a chunk replica's group and returns it.
+    pub fn remove_group(&self, id: GroupId) -> Option<Group> {
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&id)
+    }
+
+    /// The groups of this node's chunk replicas.
+    pub fn groups(&self) -> Vec<Group> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// The connections to peers.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Raft's timers on this node.
+    pub fn timing(&self) -> Timing {
+        self.config.timing
+    }
+
+    /// What this node's meta replica has applied.
+    pub fn meta(&self) -> Option<meta::MetaState> {
+        self.member.get().map(|m| m.state.state().clone())
+    }
+
+    /// Changes whenever this node's meta replica applies a command.
+    pub fn meta_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.member.get().map(|m| m.state.changes())
+    }
+
+    /// Whether this node leads the meta range now.
+    pub async fn meta_leader_here(&self) -> NodeResult<bool> {
+        Ok(matches!(self.leader().await?, Leader::Here(_)))
+    }
+
+    /// The meta leader's address, when it is another node.
+    pub async fn meta_leader_addr(&self) -> NodeResult<Option<String>> {
+        Ok(match self.leader().await? {
+            Leader::Here(_) => None,
+            Leader::At(addr) => Some(addr),
+        })
+    }
+
+    /// Proposes `command` on the meta range; this node must lead it.
+    pub async fn propose_meta(&self, command: MetaCommand) -> NodeResult<MetaReply> {
+        self.propose(command).await
+    }
+
+    /// The sync point the groups of this node share.
+    pub fn sync_point(&self) -> Arc<dyn SyncPoint> {
+        self.sync.clone()
     }
 
     /// The cluster as this node sees it; `local` is this node's own info.
@@ -530,8 +600,11 @@ impl Cluster {
         })
     }
 
-    /// Stops the meta replica's Raft.
+    /// Stops the Raft groups of this node.
     pub async fn shutdown(&self) {
+        for g in self.groups() {
+            g.shutdown().await;
+        }
         if let Some(m) = self.member.get() {
             m.meta.shutdown().await;
         }
