@@ -50,6 +50,28 @@ impl Node {
         self.execute_here(command, &Session::default()).await
     }
 
+    /// Answers a read (get, multi-get or scan) from everything this node
+    /// applied, durable here or not: on a replicated chunk's leader after
+    /// Raft's read index, where what was applied is committed.
+    pub(crate) async fn read_applied(&self, command: Command) -> NodeResult<Reply> {
+        match command {
+            Command::Get { range, key, .. } => {
+                check_key(&key)?;
+                let v = self.get(&range, key.into_vec(), ReadAt::Applied).await?;
+                Ok(Reply::Value(v.map(Into::into)))
+            }
+            Command::MultiGet { range, keys, .. } => {
+                check_count(keys.len(), MULTI_GET_KEYS_MAX, "keys", "multi-get")?;
+                keys.iter().try_for_each(|k| check_key(k))?;
+                let keys = keys.into_iter().map(|k| k.into_vec()).collect();
+                let values = self.multi_get(&range, keys, ReadAt::Applied).await?;
+                Ok(Reply::Values(values.into_iter().map(|v| v.map(Into::into)).collect()))
+            }
+            Command::Scan(req) => self.scan_range_applied(req).await.map(Reply::Scan),
+            other => Err(NodeError::Internal(format!("not a read: {other:?}"))),
+        }
+    }
+
     /// Executes one command on this node's own ranges.
     async fn execute_here(
         self: &Arc<Self>,
@@ -160,6 +182,11 @@ impl Node {
                 self.cluster()?.add_voter(node, addr).await.map(|()| Reply::Ok)
             }
             Command::NodeInfo => Ok(Reply::NodeInfo(self.node_info())),
+            Command::MetaPropose { command } => self
+                .cluster()?
+                .propose_encoded(&command)
+                .await
+                .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
             Command::Raft { group, rpc } => self
                 .cluster()?
                 .handle_rpc(group, &rpc)

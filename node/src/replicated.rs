@@ -1,9 +1,9 @@
 //! Replicated ranges on this node: their creation and drop through the
 //! meta range, the replicas this node holds, and the requests for them.
 //!
-//! A replicated range is created on the meta range's leader (a request to
-//! any other node is forwarded there), which picks its replicas and records
-//! it in the meta range. Every node follows the meta range
+//! A replicated range is created by the node asked: it picks the replicas
+//! (the live nodes holding the fewest) and records the range in the meta
+//! range (through the meta leader, wherever it is). Every node follows the meta range
 //! ([`Node::follow_meta`]): a node named as a replica creates the range in
 //! its catalog and router under the ids the meta range gave, and starts the
 //! chunk's Raft group over it ([`crate::replica`]); the first replica
@@ -13,7 +13,7 @@
 //! Requests ([`Node::route_replicated`]): a write is proposed to the chunk's
 //! Raft group and acknowledged once committed (a majority has it durable)
 //! and applied on the leader; a read waits for Raft's read index on the
-//! leader (and for the leader's own group commit), then reads there. A
+//! leader, then reads what the leader applied. A
 //! replica that is not the leader forwards the request to the leader; a
 //! node without a replica forwards it to one. Ranges of one replica are
 //! ordinary ranges of the node that made them.
@@ -171,16 +171,13 @@ impl Node {
             )),
             _ => {
                 // A linearizable read: Raft's read index on the leader,
-                // then what this node applied made durable here.
+                // then what the leader applied (all of it committed).
                 match self
                     .on_leader(&group, me, command, |g| async move { g.read_barrier().await })
                     .await?
                 {
                     Some(reply) => Ok(reply),
-                    None => {
-                        self.wait_settled().await?;
-                        Box::pin(self.execute_local(command.clone())).await
-                    }
+                    None => self.read_applied(command.clone()).await,
                 }
             }
         }
@@ -205,7 +202,19 @@ impl Node {
             match f(group.clone()).await {
                 Ok(()) => return Ok(None),
                 Err(ConsensusError::NotLeader { leader: Some((id, addr)) }) if id != me => {
-                    return self.forward(&addr, command.clone()).await.map(Some)
+                    match self.forward(&addr, command.clone()).await {
+                        // The leader this replica knows of is down (or
+                        // stepping down): ask again once Raft moved on. A
+                        // write sent again is a blind put or delete, which
+                        // gives the same state applied twice.
+                        Err(e)
+                            if e.to_info().code == ErrorCode::ClusterUnavailable
+                                && Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        other => return other.map(Some),
+                    }
                 }
                 Err(ConsensusError::NotLeader { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -301,10 +310,10 @@ impl Node {
                 format!("range {name:?} already exists"),
             )));
         }
-        Some(self.create_replicated_on_leader(cluster, name, options, wanted).await)
+        Some(self.create_replicated_range(cluster, name, options, wanted).await)
     }
 
-    async fn create_replicated_on_leader(
+    async fn create_replicated_range(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
         name: &str,
@@ -320,14 +329,6 @@ impl Node {
                     monotable_proto::limits::CHUNK_SIZE_MIN_BYTES
                 ),
             ));
-        }
-        if let Some(addr) = cluster.meta_leader_addr().await? {
-            let command = Command::CreateRange {
-                name: name.to_owned(),
-                options,
-                replicas: Some(wanted as u32),
-            };
-            return self.forward(&addr, command).await;
         }
         // Live nodes holding the fewest replicas, then the lowest ids.
         let status = cluster.status(self.node_info()).await?;
@@ -362,9 +363,6 @@ impl Node {
     }
 
     async fn drop_replicated(&self, cluster: &Arc<Cluster>, name: &str) -> NodeResult<Reply> {
-        if let Some(addr) = cluster.meta_leader_addr().await? {
-            return self.forward(&addr, Command::DropRange { name: name.to_owned() }).await;
-        }
         match cluster.propose_meta(MetaCommand::DropRange { name: name.to_owned() }).await? {
             MetaReply::Ok => Ok(Reply::Ok),
             MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::RangeNotFound, m)),

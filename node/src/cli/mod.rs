@@ -429,8 +429,15 @@ fn report(e: &anyhow::Error) -> i32 {
 }
 
 fn serve(args: ServeArgs) -> i32 {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // openraft reports benign races of its own tasks as warnings; they say
+    // nothing to an operator unless asked for by name.
+    let log = if args.log.contains("openraft") {
+        args.log.clone()
+    } else {
+        format!("{},openraft=error", args.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

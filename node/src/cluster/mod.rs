@@ -347,26 +347,65 @@ impl Cluster {
             .map_err(|e| NodeError::Internal(format!("undecodable meta reply: {e}")))
     }
 
-    /// Proposes `command` on the meta range; only on the leader (see
-    /// [`Cluster::join_request`] for forwarding).
+    /// Proposes `command` on the meta range, on its leader wherever it is
+    /// (forwarded with `Command::MetaPropose`), retrying while leadership
+    /// moves.
     async fn propose(&self, command: MetaCommand) -> NodeResult<MetaReply> {
         let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
+        let encoded = rmp_serde::to_vec(&command).expect("meta commands encode");
         loop {
-            match self.leader().await? {
-                Leader::Here(group) => match Self::propose_here(group, &command).await {
-                    Err(e)
-                        if Instant::now() < deadline
-                            && e.to_info().code == ErrorCode::ClusterUnavailable =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    r => return r,
-                },
+            let attempt = match self.leader().await? {
+                Leader::Here(group) => Self::propose_here(group, &command).await,
                 Leader::At(addr) => {
-                    return Err(unavailable(format!("the meta leader is at {addr}, not here")))
+                    let bytes = encoded.clone();
+                    self.peers
+                        .call(&addr, |c| async move {
+                            c.forward(monotable_proto::Command::MetaPropose {
+                                command: bytes.into(),
+                            })
+                            .await
+                        })
+                        .await
+                        .map_err(|e| peer_error(&addr, e))
+                        .and_then(|reply| match reply {
+                            monotable_proto::Reply::Raft(b) => {
+                                rmp_serde::from_slice(&b).map_err(|e| {
+                                    NodeError::Internal(format!("undecodable meta reply: {e}"))
+                                })
+                            }
+                            other => {
+                                Err(NodeError::Internal(format!("unexpected reply {other:?}")))
+                            }
+                        })
                 }
+            };
+            match attempt {
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_info().code == ErrorCode::ClusterUnavailable =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => return r,
             }
         }
+    }
+
+    /// `Command::MetaPropose`: proposes an encoded meta command here, if
+    /// this node leads the meta range (a forwarded proposal is not
+    /// forwarded again).
+    pub async fn propose_encoded(&self, command: &[u8]) -> NodeResult<Vec<u8>> {
+        let command: MetaCommand = rmp_serde::from_slice(command).map_err(|e| {
+            NodeError::client(ErrorCode::BadRequest, format!("undecodable meta command: {e}"))
+        })?;
+        let group = match self.leader().await? {
+            Leader::Here(group) => group,
+            Leader::At(addr) => {
+                return Err(unavailable(format!("the meta leader is at {addr}, not here")))
+            }
+        };
+        let reply = Self::propose_here(group, &command).await?;
+        Ok(rmp_serde::to_vec(&reply).expect("meta replies encode"))
     }
 
     /// `Command::ClusterJoin`: gives a joining node its id, on the meta
@@ -515,20 +554,7 @@ impl Cluster {
         self.member.get().map(|m| m.state.changes())
     }
 
-    /// Whether this node leads the meta range now.
-    pub async fn meta_leader_here(&self) -> NodeResult<bool> {
-        Ok(matches!(self.leader().await?, Leader::Here(_)))
-    }
-
-    /// The meta leader's address, when it is another node.
-    pub async fn meta_leader_addr(&self) -> NodeResult<Option<String>> {
-        Ok(match self.leader().await? {
-            Leader::Here(_) => None,
-            Leader::At(addr) => Some(addr),
-        })
-    }
-
-    /// Proposes `command` on the meta range; this node must lead it.
+    /// Proposes `command` on the meta range, through its leader.
     pub async fn propose_meta(&self, command: MetaCommand) -> NodeResult<MetaReply> {
         self.propose(command).await
     }
