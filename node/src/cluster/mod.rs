@@ -57,6 +57,20 @@ const JOIN_RETRY_MS: u64 = 1_000;
 /// How long `cluster status` waits for each node's answer.
 const STATUS_PROBE_TIMEOUT_MS: u64 = 1_000;
 
+/// The copy of this node's identity in the cluster directory.
+const IDENTITY_FILE: &str = "IDENTITY";
+
+/// Reads the identity copy; `None` if there is none.
+fn read_identity(path: &std::path::Path) -> NodeResult<Option<ClusterIdentity>> {
+    match std::fs::read(path) {
+        Ok(bytes) => rmp_serde::from_slice(&bytes).map(Some).map_err(|e| {
+            NodeError::Start(format!("{} is damaged ({e}); it names this node", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::Start(format!("{}: {e}", path.display()))),
+    }
+}
+
 /// How to run this node's part of the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -128,7 +142,20 @@ impl Cluster {
         identities: IdentityStore,
         sync: Arc<dyn SyncPoint>,
     ) -> NodeResult<Arc<Cluster>> {
-        let identity = identities.get().map_err(|e| NodeError::Start(e.to_string()))?;
+        let copy = config.dir.join(IDENTITY_FILE);
+        let identity = match identities.get().map_err(|e| NodeError::Start(e.to_string()))? {
+            Some(i) => Some(i),
+            // A catalog rebuilt by --recover-catalog: the copy beside the
+            // meta replica says who this node is.
+            None => match read_identity(&copy)? {
+                Some(i) => {
+                    identities.set(&i).map_err(|e| NodeError::Start(e.to_string()))?;
+                    tracing::warn!(node = ?i.node, file = %copy.display(), "cluster identity restored into the catalog");
+                    Some(i)
+                }
+                None => None,
+            },
+        };
         let cluster = Arc::new(Cluster {
             peers: Peers::new(config.password.clone()),
             config,
@@ -155,8 +182,8 @@ impl Cluster {
                 if meta_dir.exists() {
                     return Err(NodeError::Start(format!(
                         "{} holds this node's replica of the cluster's meta range, but the \
-                         catalog has no node id (a catalog rebuilt with --recover-catalog \
-                         does not keep it); this node cannot safely rejoin under a new id: \
+                         catalog has no node id and its copy in the cluster directory is \
+                         gone; this node cannot safely rejoin under a new id: \
                          remove it from the cluster (`monotable cluster remove`) and start it \
                          on an empty data directory",
                         meta_dir.display()
@@ -187,6 +214,21 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Records the identity in the catalog and, as a copy that survives a
+    /// rebuilt catalog, in the cluster directory.
+    fn record_identity(
+        &self,
+        identities: &IdentityStore,
+        identity: ClusterIdentity,
+    ) -> NodeResult<()> {
+        identities.set(&identity).map_err(|e| NodeError::Internal(e.to_string()))?;
+        std::fs::create_dir_all(&self.config.dir)
+            .map_err(|e| NodeError::Internal(format!("{}: {e}", self.config.dir.display())))?;
+        let bytes = rmp_serde::to_vec(&identity).expect("identities encode");
+        crate::storage::chunk_log::write_file_durably(&self.config.dir, IDENTITY_FILE, &bytes)
+            .map_err(|e| NodeError::Internal(e.to_string()))
+    }
+
     fn meta_dir(&self) -> PathBuf {
         self.config.dir.join("meta")
     }
@@ -215,9 +257,7 @@ impl Cluster {
 
     /// Founds a cluster of one: id 1, the only voter of the meta range.
     async fn found(&self, identities: &IdentityStore, join_token: u64) -> NodeResult<()> {
-        identities
-            .set(&ClusterIdentity { join_token, node: Some(1) })
-            .map_err(|e| NodeError::Start(e.to_string()))?;
+        self.record_identity(identities, ClusterIdentity { join_token, node: Some(1) })?;
         let member = self.run_meta(1).await?;
         let voters = BTreeMap::from([(1, self.config.advertise.clone())]);
         member.meta.initialize(voters).await.map_err(|e| NodeError::Start(e.to_string()))?;
@@ -286,9 +326,7 @@ impl Cluster {
                     .call(seed, |c| async move { c.cluster_join(addr, join_token).await })
                     .await
                     .map_err(|e| peer_error(seed, e))?;
-                identities
-                    .set(&ClusterIdentity { join_token, node: Some(id) })
-                    .map_err(|e| NodeError::Internal(e.to_string()))?;
+                self.record_identity(identities, ClusterIdentity { join_token, node: Some(id) })?;
                 self.run_meta(id).await?;
                 id
             }
