@@ -206,6 +206,8 @@ impl Cluster {
                 }
                 cluster.run_meta(id, cluster_id).await?;
                 tracing::info!(node = id, "resumed cluster membership");
+                let this = cluster.clone();
+                tokio::spawn(async move { this.check_address(id).await });
                 if id == 1 {
                     // A founder that stopped before its registration
                     // committed registers now (idempotent by token).
@@ -309,9 +311,40 @@ impl Cluster {
         Ok(())
     }
 
+    /// Warns when the cluster knows this node under another address than
+    /// the one it advertises now: the other nodes cannot reach it.
+    async fn check_address(&self, id: NodeId) {
+        for _ in 0..100 {
+            let known = self.meta().and_then(|m| m.nodes.get(&id).map(|n| n.addr.clone()));
+            if let Some(known) = known {
+                if known != self.config.advertise {
+                    tracing::warn!(
+                        node = id,
+                        %known,
+                        advertised = %self.config.advertise,
+                        "the cluster knows this node at another address, where the other \
+                         nodes will look for it: start it with --listen (or \
+                         --advertise-addr) {known}"
+                    );
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Registers the founding node if the meta range does not list it yet.
     async fn ensure_founded(&self, join_token: u64) {
         let Ok(member) = self.member() else { return };
+        // A founder that stopped before its meta range was initialized has
+        // an empty Raft log and no vote: no other node can have joined
+        // through it, so it founds again.
+        if member.meta.status().voters.is_empty() {
+            let voters = BTreeMap::from([(member.id, self.config.advertise.clone())]);
+            if let Err(e) = member.meta.initialize(voters).await {
+                tracing::warn!(error = %e, "initializing the meta range failed");
+            }
+        }
         let registered = || member.state.state().nodes.values().any(|n| n.join_token == join_token);
         // Applying the log after a restart may take a moment; only the
         // leader (which has applied everything committed) decides.

@@ -107,7 +107,7 @@ impl Peers {
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("cannot connect: {0}")]
+    #[error("{0}")]
     Connect(monotable_client::Error),
     #[error("{0}")]
     Call(monotable_client::Error),
