@@ -18,6 +18,10 @@
 //! - [`machine_store`]: openraft's state machine storage around a
 //!   [`Machine`], with its snapshots in a file.
 //! - [`log_store`]: the Raft log of one group in segment files.
+//! - [`quiescence`]: idle groups switch their timers off; one ping per
+//!   node pair and heartbeat interval keeps the nodes' liveness known.
+//! - [`mem_log`] and [`local_net`]: a Raft log in memory and an in-process
+//!   network of nodes, for tests and measurements.
 //!
 //! # Terms
 //!
@@ -36,11 +40,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub mod group;
+pub mod local_net;
 pub mod log_store;
 pub mod machine_store;
+pub mod mem_log;
 pub mod network;
+pub mod quiescence;
 
 pub use group::{Group, GroupConfig, GroupStatus, Timing};
+pub use quiescence::{Quiescence, NODE_GROUP};
 
 /// A node of the cluster, unique for the cluster's life.
 pub type NodeId = u64;
