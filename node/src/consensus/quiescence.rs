@@ -553,15 +553,21 @@ fn round(inner: &Arc<Inner>) {
                     *seen = m.last_log_index;
                     continue;
                 }
+                // Settled: everything applied here, one membership config,
+                // and every member matched the whole log, but for members
+                // on dead nodes as long as a majority of the voters has it.
                 let membership = m.membership_config.membership();
+                let matched = |id: &NodeId| {
+                    *id == inner.node
+                        || m.replication.as_ref().is_some_and(|r| {
+                            r.get(id).copied().flatten().map(|l| l.index) == m.last_log_index
+                        })
+                };
+                let voters: Vec<NodeId> = membership.voter_ids().collect();
                 let settled = m.last_applied.map(|l| l.index) == m.last_log_index
                     && membership.get_joint_config().len() == 1
-                    && m.replication.as_ref().is_some_and(|r| {
-                        membership.nodes().all(|(id, _)| {
-                            *id == inner.node
-                                || r.get(id).copied().flatten().map(|l| l.index) == m.last_log_index
-                        })
-                    });
+                    && membership.nodes().all(|(id, _)| matched(id) || dead.contains(id))
+                    && voters.iter().filter(|v| matched(v)).count() * 2 > voters.len();
                 if !settled {
                     *idle = 0;
                     continue;
@@ -685,3 +691,7 @@ fn round(inner: &Arc<Inner>) {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "quiescence_tests.rs"]
+mod tests;

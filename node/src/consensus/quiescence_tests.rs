@@ -1,0 +1,217 @@
+//! Quiescence on three in-process nodes with fast timing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::super::local_net::LocalNet;
+use super::super::machine_store::MachineStore;
+use super::super::mem_log::MemLogStore;
+use super::super::{ConsensusError, Group, GroupConfig, Machine, NodeId, Timing};
+use super::Quiescence;
+
+const TIMING: Timing = Timing::FAST;
+const NODES: [NodeId; 3] = [1, 2, 3];
+
+/// Counts the commands applied.
+struct Counter(u64);
+
+impl Machine for Counter {
+    fn apply(&mut self, _: u64, _: &[u8]) -> Vec<u8> {
+        self.0 += 1;
+        self.0.to_le_bytes().to_vec()
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+        self.0 = u64::from_le_bytes(s.try_into().map_err(|_| "bad snapshot")?);
+        Ok(())
+    }
+}
+
+struct Cluster {
+    net: Arc<LocalNet>,
+    _dir: tempfile::TempDir,
+    quiescences: BTreeMap<NodeId, Quiescence>,
+    /// Group id -> node -> replica.
+    groups: BTreeMap<u64, BTreeMap<NodeId, Group>>,
+}
+
+impl Cluster {
+    async fn start(groups: u64) -> Cluster {
+        let net = LocalNet::new();
+        let dir = tempfile::tempdir().unwrap();
+        let mut quiescences = BTreeMap::new();
+        for n in NODES {
+            let q = Quiescence::start(n, TIMING, net.transport(n));
+            net.set_quiescence(n, q.clone());
+            quiescences.insert(n, q);
+        }
+        let members: BTreeMap<NodeId, String> =
+            NODES.iter().map(|n| (*n, format!("node-{n}"))).collect();
+        let mut all = BTreeMap::new();
+        for g in 1..=groups {
+            let mut replicas = BTreeMap::new();
+            for n in NODES {
+                let config =
+                    GroupConfig { group: g, node: n, timing: TIMING, snapshot_every_entries: 1000 };
+                let dir = dir.path().join(format!("{n}/{g}"));
+                let machine = MachineStore::open(&dir, Box::new(Counter(0))).unwrap();
+                let group = Group::start(&config, MemLogStore::new(), machine, net.transport(n))
+                    .await
+                    .unwrap();
+                group.join_quiescence(&quiescences[&n]);
+                net.add_group(n, group.clone());
+                replicas.insert(n, group);
+            }
+            replicas[&NODES[(g % 3) as usize]].initialize(members.clone()).await.unwrap();
+            all.insert(g, replicas);
+        }
+        Cluster { net, _dir: dir, quiescences, groups: all }
+    }
+
+    /// The replica that leads `group`, among the nodes not in `down`.
+    fn leader(&self, group: u64, down: &[NodeId]) -> Option<&Group> {
+        self.groups[&group]
+            .iter()
+            .filter(|(n, _)| !down.contains(n))
+            .map(|(_, g)| g)
+            .find(|g| g.status().state == "leader")
+    }
+
+    async fn wait_for(&self, what: &str, max: Duration, mut done: impl FnMut(&Cluster) -> bool) {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(start.elapsed() < max, "{what}: not within {max:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_quiet(&self, group: u64) {
+        self.wait_for("group quiet", Duration::from_secs(10), |c| {
+            c.groups[&group].values().all(|g| g.is_quiet())
+        })
+        .await;
+    }
+
+    async fn stop(&self) {
+        for replicas in self.groups.values() {
+            for g in replicas.values() {
+                g.shutdown().await;
+            }
+        }
+        for q in self.quiescences.values() {
+            q.stop();
+        }
+    }
+}
+
+fn terms(replicas: &BTreeMap<NodeId, Group>) -> Vec<u64> {
+    replicas.values().map(|g| g.status().term).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_group_sends_nothing_then_wakes_and_commits_on_a_proposal() {
+    let c = Cluster::start(2).await;
+    c.wait_quiet(1).await;
+    c.wait_quiet(2).await;
+    let terms_before = terms(&c.groups[&1]);
+
+    // Twenty heartbeat intervals: no message of either group, and node
+    // pings only (one per node pair and direction per interval).
+    let (g1, g2, all) = (c.net.group_messages(1), c.net.group_messages(2), c.net.messages());
+    let window = Duration::from_millis(TIMING.heartbeat_ms * 20);
+    tokio::time::sleep(window).await;
+    assert_eq!(c.net.group_messages(1), g1, "a quiet group sent messages");
+    assert_eq!(c.net.group_messages(2), g2, "a quiet group sent messages");
+    let pings = c.net.messages() - all;
+    assert!(pings <= 6 * 22, "{pings} node messages in 20 intervals for 3 nodes");
+    assert!(c.groups[&1].values().all(|g| g.is_quiet()));
+
+    // A proposal wakes the group and commits on every replica.
+    let leader = c.leader(1, &[]).expect("a leader").clone();
+    let reply = leader.propose(b"x".to_vec()).await.unwrap();
+    assert_eq!(reply, 1u64.to_le_bytes().to_vec());
+    let index = leader.status().last_log_index;
+    c.wait_for("proposal applied everywhere", Duration::from_secs(5), |c| {
+        c.groups[&1].values().all(|g| g.status().last_applied_index == index)
+    })
+    .await;
+    assert_eq!(terms(&c.groups[&1]), terms_before, "waking cost an election");
+    // The other group stayed quiet; this one quiesces again.
+    assert!(c.groups[&2].values().all(|g| g.is_quiet()));
+    c.wait_quiet(1).await;
+    assert_eq!(terms(&c.groups[&1]), terms_before);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_barrier_and_misrouted_proposal_leave_leadership_alone() {
+    let c = Cluster::start(1).await;
+    c.wait_quiet(1).await;
+    let terms_before = terms(&c.groups[&1]);
+    let leader = c.leader(1, &[]).expect("a leader").clone();
+    leader.read_barrier().await.unwrap();
+
+    // A proposal to a quiet follower fails and does not wake it (its
+    // long-expired election timer would start an election).
+    let follower = c.groups[&1].values().find(|g| g.status().state == "follower").unwrap();
+    let e = follower.propose(b"x".to_vec()).await.unwrap_err();
+    assert!(matches!(e, ConsensusError::NotLeader { leader: Some(_) }), "{e:?}");
+    assert!(follower.is_quiet());
+
+    tokio::time::sleep(Duration::from_millis(TIMING.election_max_ms * 2)).await;
+    c.wait_quiet(1).await;
+    assert_eq!(terms(&c.groups[&1]), terms_before, "leadership changed");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_group_elects_a_new_leader_when_the_leader_node_dies() {
+    let c = Cluster::start(3).await;
+    for g in 1..=3 {
+        c.wait_quiet(g).await;
+    }
+    // Quiet for longer than the leader lease (election_max_ms), as an idle
+    // group in production would be.
+    tokio::time::sleep(Duration::from_millis(TIMING.election_max_ms * 2)).await;
+    let old = c.leader(1, &[]).expect("a leader").status();
+    let dead = old.node;
+    c.net.set_down(dead, true);
+    let killed = Instant::now();
+
+    // Detection (election_min_ms and a ping interval), the jitter
+    // (election_max_ms - election_min_ms), a tick and an election:
+    // within two election timeouts; allow four for a loaded machine.
+    let bound = Duration::from_millis(TIMING.election_max_ms * 4);
+    c.wait_for("new leader", bound, |c| c.leader(1, &[dead]).is_some()).await;
+    let elected = killed.elapsed();
+    let leader = c.leader(1, &[dead]).unwrap().clone();
+    assert!(leader.status().term > old.term);
+    eprintln!("new leader after {elected:?} (election timeout {}ms)", TIMING.election_max_ms);
+
+    // Every group that had its leader on the dead node gets a new one; the
+    // others keep theirs.
+    for g in 2..=3 {
+        c.wait_for("leader of every group", bound, |c| c.leader(g, &[dead]).is_some()).await;
+    }
+    let reply = leader.propose(b"after".to_vec()).await.unwrap();
+    assert_eq!(reply, 1u64.to_le_bytes().to_vec());
+
+    // With one voter node down the group still quiesces (two of three).
+    c.wait_for("quiet without the dead node", Duration::from_secs(10), |c| {
+        c.groups[&1].iter().filter(|(n, _)| **n != dead).all(|(_, g)| g.is_quiet())
+    })
+    .await;
+
+    // The node comes back: the groups wake so it hears its leaders, and it
+    // catches up.
+    c.net.set_down(dead, false);
+    let index = leader.status().last_log_index;
+    c.wait_for("the returned node caught up", Duration::from_secs(10), |c| {
+        c.groups[&1][&dead].status().last_applied_index == index
+    })
+    .await;
+    c.stop().await;
+}
