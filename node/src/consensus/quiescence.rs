@@ -95,7 +95,7 @@ struct Ping {
     wake: Vec<GroupId>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct QuiesceRequest {
     group: GroupId,
     term: u64,
@@ -105,8 +105,9 @@ struct QuiesceRequest {
 #[derive(Debug, Serialize, Deserialize)]
 struct Pong {
     incarnation: u64,
-    /// The requested groups the receiver quiesced (or had quiesced).
-    acked: Vec<GroupId>,
+    /// The requests the receiver quiesced its replica for (or had): an
+    /// acknowledgement counts only for the position it was asked at.
+    acked: Vec<QuiesceRequest>,
 }
 
 /// One group's quiescence switch, shared by its [`Group`] handles and the
@@ -321,20 +322,7 @@ impl State {
         }
         let members: Vec<(NodeId, String)> = self.groups[&group].phase.members().to_vec();
         for (id, addr) in members {
-            let p = self.peers.entry(id).or_insert_with(|| Peer {
-                addr: addr.clone(),
-                refs: 0,
-                last_ok: Instant::now(),
-                incarnation: None,
-                dead: false,
-                in_flight: false,
-            });
-            if p.refs == 0 && !p.dead {
-                // Not pinged while unreferenced: its silence meant nothing.
-                p.last_ok = Instant::now();
-            }
-            p.addr = addr;
-            p.refs += 1;
+            self.peer(id, addr).refs += 1;
         }
         if new_flag == QUIET {
             self.active.remove(&group);
@@ -353,13 +341,32 @@ impl State {
         }
     }
 
+    /// The peer `id`, known from now on if it was not.
+    fn peer(&mut self, id: NodeId, addr: String) -> &mut Peer {
+        let p = self.peers.entry(id).or_insert_with(|| Peer {
+            addr: addr.clone(),
+            refs: 0,
+            last_ok: Instant::now(),
+            incarnation: None,
+            dead: false,
+            in_flight: false,
+        });
+        if p.refs == 0 && !p.dead {
+            // Not pinged while unreferenced: its silence meant nothing.
+            p.last_ok = Instant::now();
+        }
+        p.addr = addr;
+        p
+    }
+
     fn unregister(&mut self, inner: &Inner, group: GroupId, raft: &Raft<TypeConfig>) {
         if !self.groups.contains_key(&group) {
             return;
         }
         let m = raft.metrics().borrow().clone();
         if m.current_leader == Some(inner.node) {
-            for (id, _) in others(&m, inner.node) {
+            for (id, addr) in others(&m, inner.node) {
+                self.peer(id, addr);
                 self.outbox.entry(id).or_default().push(group);
             }
         }
@@ -509,7 +516,7 @@ impl Quiescence {
             if !ok {
                 continue;
             }
-            acked.push(q.group);
+            acked.push(q.clone());
             let already = matches!(
                 member.phase,
                 Phase::QuietFollower { term, leader, last_log_index, wake_at: None, .. }
@@ -681,11 +688,17 @@ fn round(inner: &Arc<Inner>) {
                 s.peer_changed(&inner, id, true);
             }
             s.incarnation_seen(&inner, id, pong.incarnation);
-            for g in pong.acked {
-                if let Some(Member { phase: Phase::Quiescing { waiting, .. }, .. }) =
-                    s.groups.get_mut(&g)
+            for a in pong.acked {
+                if let Some(Member {
+                    phase: Phase::Quiescing { term, last_log_index, waiting, .. },
+                    ..
+                }) = s.groups.get_mut(&a.group)
                 {
-                    waiting.remove(&id);
+                    // A late acknowledgement of an earlier request is no
+                    // acknowledgement of this one.
+                    if *term == a.term && *last_log_index == a.last_log_index {
+                        waiting.remove(&id);
+                    }
                 }
             }
         });

@@ -215,3 +215,21 @@ async fn quiet_group_elects_a_new_leader_when_the_leader_node_dies() {
     .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_group_elects_when_its_leader_replica_stops_on_a_live_node() {
+    let c = Cluster::start(2).await;
+    c.wait_quiet(1).await;
+    c.wait_quiet(2).await;
+    let old = c.leader(1, &[]).expect("a leader").clone();
+    let (node, term) = (old.status().node, old.status().term);
+    // The node stays up (its pings are answered): only the replica's
+    // notice tells the followers to elect.
+    old.shutdown().await;
+    let bound = Duration::from_millis(TIMING.election_max_ms * 4);
+    c.wait_for("new leader", bound, |c| c.leader(1, &[node]).is_some()).await;
+    assert!(c.leader(1, &[node]).unwrap().status().term > term);
+    // The other group is untouched.
+    assert!(c.groups[&2].values().all(|g| g.is_quiet()));
+    c.stop().await;
+}
