@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::futures_lite::BoxedFuture;
 use super::quiescence::{Quiescence, NODE_GROUP};
@@ -14,7 +14,7 @@ use super::{encode, Group, GroupId, NodeId, RaftRpcReply, Transport, TransportEr
 #[derive(Default)]
 struct LocalNode {
     groups: RwLock<HashMap<GroupId, Group>>,
-    quiescence: OnceLock<Quiescence>,
+    quiescence: RwLock<Option<Quiescence>>,
     down: AtomicBool,
 }
 
@@ -52,9 +52,10 @@ impl LocalNet {
         n.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group.id(), group);
     }
 
-    /// Routes node-level messages to `node` to `quiescence`.
+    /// Routes node-level messages to `node` to `quiescence` (in place of
+    /// the one before, as after a restart of the node).
     pub fn set_quiescence(&self, node: NodeId, quiescence: Quiescence) {
-        let _ = self.node(node).quiescence.set(quiescence);
+        *self.node(node).quiescence.write().unwrap_or_else(|p| p.into_inner()) = Some(quiescence);
     }
 
     /// A node that is down neither sends nor receives: every call from or
@@ -104,7 +105,8 @@ impl Transport for LocalTransport {
             }
             let network = |reason: String| TransportError::Network { node: target, reason };
             if group == NODE_GROUP {
-                return match to.quiescence.get() {
+                let q = to.quiescence.read().unwrap_or_else(|p| p.into_inner()).clone();
+                return match q {
                     Some(q) => q.handle_rpc(&rpc).map_err(network),
                     None => Err(network("no quiescence on the node".into())),
                 };

@@ -32,7 +32,8 @@ impl Machine for Counter {
 
 struct Cluster {
     net: Arc<LocalNet>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    logs: BTreeMap<(u64, NodeId), MemLogStore>,
     quiescences: BTreeMap<NodeId, Quiescence>,
     /// Group id -> node -> replica.
     groups: BTreeMap<u64, BTreeMap<NodeId, Group>>,
@@ -50,25 +51,43 @@ impl Cluster {
         }
         let members: BTreeMap<NodeId, String> =
             NODES.iter().map(|n| (*n, format!("node-{n}"))).collect();
-        let mut all = BTreeMap::new();
+        let mut c =
+            Cluster { net, dir, logs: BTreeMap::new(), quiescences, groups: BTreeMap::new() };
         for g in 1..=groups {
-            let mut replicas = BTreeMap::new();
             for n in NODES {
-                let config =
-                    GroupConfig { group: g, node: n, timing: TIMING, snapshot_every_entries: 1000 };
-                let dir = dir.path().join(format!("{n}/{g}"));
-                let machine = MachineStore::open(&dir, Box::new(Counter(0))).unwrap();
-                let group = Group::start(&config, MemLogStore::new(), machine, net.transport(n))
-                    .await
-                    .unwrap();
-                group.join_quiescence(&quiescences[&n]);
-                net.add_group(n, group.clone());
-                replicas.insert(n, group);
+                c.start_replica(g, n).await;
             }
-            replicas[&NODES[(g % 3) as usize]].initialize(members.clone()).await.unwrap();
-            all.insert(g, replicas);
+            c.groups[&g][&NODES[(g % 3) as usize]].initialize(members.clone()).await.unwrap();
         }
-        Cluster { net, _dir: dir, quiescences, groups: all }
+        c
+    }
+
+    /// Starts node `n`'s replica of `group` on its log (kept over restarts).
+    async fn start_replica(&mut self, group: u64, n: NodeId) {
+        let config = GroupConfig { group, node: n, timing: TIMING, snapshot_every_entries: 1000 };
+        let dir = self.dir.path().join(format!("{n}/{group}"));
+        let machine = MachineStore::open(&dir, Box::new(Counter(0))).unwrap();
+        let log = self.logs.entry((group, n)).or_default().clone();
+        let replica = Group::start(&config, log, machine, self.net.transport(n)).await.unwrap();
+        replica.join_quiescence(&self.quiescences[&n]);
+        self.net.add_group(n, replica.clone());
+        self.groups.entry(group).or_default().insert(n, replica);
+    }
+
+    /// Stops node `n`'s replicas and quiescence and starts new ones, as a
+    /// process restart would (the logs are kept; the machines replay them).
+    async fn restart_node(&mut self, n: NodeId) {
+        let groups: Vec<u64> = self.groups.keys().copied().collect();
+        for g in &groups {
+            self.groups[g][&n].shutdown().await;
+        }
+        self.quiescences[&n].stop();
+        let q = Quiescence::start(n, TIMING, self.net.transport(n));
+        self.net.set_quiescence(n, q.clone());
+        self.quiescences.insert(n, q);
+        for g in groups {
+            self.start_replica(g, n).await;
+        }
     }
 
     /// The replica that leads `group`, among the nodes not in `down`.
@@ -231,5 +250,38 @@ async fn quiet_group_elects_when_its_leader_replica_stops_on_a_live_node() {
     assert!(c.leader(1, &[node]).unwrap().status().term > term);
     // The other group is untouched.
     assert!(c.groups[&2].values().all(|g| g.is_quiet()));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_follower_node_wakes_its_quiet_leaders_before_it_would_elect() {
+    let mut c = Cluster::start(3).await;
+    for g in 1..=3 {
+        c.wait_quiet(g).await;
+    }
+    // Leaders are on node (g % 3) + 1: node 1 leads group 3 and follows in
+    // groups 1 and 2.
+    let leaders: Vec<NodeId> = (1..=3).map(|g| c.leader(g, &[]).unwrap().status().node).collect();
+    let terms_before: Vec<Vec<u64>> = (1..=3).map(|g| terms(&c.groups[&g])).collect();
+    let restarted = 1;
+    assert_eq!(leaders[2], restarted);
+    c.restart_node(restarted).await;
+    // A restarted follower replica would campaign after the leader lease
+    // and its election timeout; the leaders, seeing the node's new
+    // incarnation in its pong, wake and heartbeat it first.
+    tokio::time::sleep(Duration::from_millis(TIMING.election_max_ms * 3)).await;
+    for g in [1u64, 2] {
+        let i = (g - 1) as usize;
+        let s = c.groups[&g][&restarted].status();
+        assert_eq!(s.leader, Some(leaders[i]), "group {g} on the restarted node");
+        assert_eq!(terms(&c.groups[&g]), terms_before[i], "group {g} held an election");
+    }
+    // The group node 1 led elects a new leader (its replica restarted as a
+    // follower; the others saw the node's new incarnation).
+    let bound = Duration::from_millis(TIMING.election_max_ms * 6);
+    c.wait_for("new leader of group 3", bound, |c| c.leader(3, &[]).is_some()).await;
+    for g in 1..=3 {
+        c.wait_quiet(g).await;
+    }
     c.stop().await;
 }
