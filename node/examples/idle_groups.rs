@@ -50,7 +50,9 @@ async fn main() {
     let quiet = args.get(3).is_some_and(|a| a == "quiet");
     let timing = Timing::PRODUCTION;
     let nodes = [1u64, 2, 3];
-    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("a temporary directory");
     let net = LocalNet::new();
     let members: BTreeMap<u64, String> = nodes.iter().map(|n| (*n, format!("node-{n}"))).collect();
     let quiescences: Vec<Quiescence> = nodes
@@ -68,11 +70,11 @@ async fn main() {
         for (i, n) in nodes.iter().enumerate() {
             let config =
                 GroupConfig { group: g, node: *n, timing, snapshot_every_entries: u64::MAX / 2 };
-            let machine =
-                MachineStore::open(&dir.path().join(format!("{n}/{g}")), Box::new(Nop)).unwrap();
+            let machine = MachineStore::open(&dir.path().join(format!("{n}/{g}")), Box::new(Nop))
+                .expect("a machine store");
             let group = Group::start(&config, MemLogStore::new(), machine, net.transport(*n))
                 .await
-                .unwrap();
+                .expect("a raft group starts");
             if quiet {
                 group.join_quiescence(&quiescences[i]);
             }
@@ -80,7 +82,8 @@ async fn main() {
             all[i].push(group);
         }
         // Leaders spread over the nodes.
-        all[(g % 3) as usize].last().unwrap().initialize(members.clone()).await.unwrap();
+        let first = all[(g % 3) as usize].last().expect("the replica just started");
+        first.initialize(members.clone()).await.expect("the group initializes");
     }
     eprintln!("started {} replicas in {:.1}s", groups * 3, start.elapsed().as_secs_f64());
 

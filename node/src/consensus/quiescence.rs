@@ -383,11 +383,11 @@ impl State {
         let mut wake_now = Vec::new();
         for (g, m) in self.groups.iter_mut() {
             match &mut m.phase {
-                Phase::QuietFollower { leader, wake_at, .. } if *leader == peer => {
-                    if wake_at.is_none() {
-                        *wake_at = Some(now + inner.jitter());
-                        self.active.insert(*g);
-                    }
+                Phase::QuietFollower { leader, wake_at, .. }
+                    if *leader == peer && wake_at.is_none() =>
+                {
+                    *wake_at = Some(now + inner.jitter());
+                    self.active.insert(*g);
                 }
                 Phase::QuietLeader { members } | Phase::Quiescing { members, .. }
                     if leaders_too && members.iter().any(|(id, _)| *id == peer) =>

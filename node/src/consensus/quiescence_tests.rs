@@ -42,7 +42,7 @@ struct Cluster {
 impl Cluster {
     async fn start(groups: u64) -> Cluster {
         let net = LocalNet::new();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut quiescences = BTreeMap::new();
         for n in NODES {
             let q = Quiescence::start(n, TIMING, net.transport(n));
@@ -57,7 +57,10 @@ impl Cluster {
             for n in NODES {
                 c.start_replica(g, n).await;
             }
-            c.groups[&g][&NODES[(g % 3) as usize]].initialize(members.clone()).await.unwrap();
+            c.groups[&g][&NODES[(g % 3) as usize]]
+                .initialize(members.clone())
+                .await
+                .expect("the group initializes");
         }
         c
     }
@@ -66,9 +69,11 @@ impl Cluster {
     async fn start_replica(&mut self, group: u64, n: NodeId) {
         let config = GroupConfig { group, node: n, timing: TIMING, snapshot_every_entries: 1000 };
         let dir = self.dir.path().join(format!("{n}/{group}"));
-        let machine = MachineStore::open(&dir, Box::new(Counter(0))).unwrap();
+        let machine = MachineStore::open(&dir, Box::new(Counter(0))).expect("a machine store");
         let log = self.logs.entry((group, n)).or_default().clone();
-        let replica = Group::start(&config, log, machine, self.net.transport(n)).await.unwrap();
+        let replica = Group::start(&config, log, machine, self.net.transport(n))
+            .await
+            .expect("a raft group starts");
         replica.join_quiescence(&self.quiescences[&n]);
         self.net.add_group(n, replica.clone());
         self.groups.entry(group).or_default().insert(n, replica);
@@ -150,7 +155,7 @@ async fn quiet_group_sends_nothing_then_wakes_and_commits_on_a_proposal() {
 
     // A proposal wakes the group and commits on every replica.
     let leader = c.leader(1, &[]).expect("a leader").clone();
-    let reply = leader.propose(b"x".to_vec()).await.unwrap();
+    let reply = leader.propose(b"x".to_vec()).await.expect("the proposal commits");
     assert_eq!(reply, 1u64.to_le_bytes().to_vec());
     let index = leader.status().last_log_index;
     c.wait_for("proposal applied everywhere", Duration::from_secs(5), |c| {
@@ -171,12 +176,13 @@ async fn read_barrier_and_misrouted_proposal_leave_leadership_alone() {
     c.wait_quiet(1).await;
     let terms_before = terms(&c.groups[&1]);
     let leader = c.leader(1, &[]).expect("a leader").clone();
-    leader.read_barrier().await.unwrap();
+    leader.read_barrier().await.expect("the read barrier passes");
 
     // A proposal to a quiet follower fails and does not wake it (its
     // long-expired election timer would start an election).
-    let follower = c.groups[&1].values().find(|g| g.status().state == "follower").unwrap();
-    let e = follower.propose(b"x".to_vec()).await.unwrap_err();
+    let follower =
+        c.groups[&1].values().find(|g| g.status().state == "follower").expect("a follower");
+    let e = follower.propose(b"x".to_vec()).await.expect_err("a follower refuses");
     assert!(matches!(e, ConsensusError::NotLeader { leader: Some(_) }), "{e:?}");
     assert!(follower.is_quiet());
 
@@ -206,7 +212,7 @@ async fn quiet_group_elects_a_new_leader_when_the_leader_node_dies() {
     let bound = Duration::from_millis(TIMING.election_max_ms * 4);
     c.wait_for("new leader", bound, |c| c.leader(1, &[dead]).is_some()).await;
     let elected = killed.elapsed();
-    let leader = c.leader(1, &[dead]).unwrap().clone();
+    let leader = c.leader(1, &[dead]).expect("a new leader").clone();
     assert!(leader.status().term > old.term);
     eprintln!("new leader after {elected:?} (election timeout {}ms)", TIMING.election_max_ms);
 
@@ -215,10 +221,12 @@ async fn quiet_group_elects_a_new_leader_when_the_leader_node_dies() {
     for g in 2..=3 {
         c.wait_for("leader of every group", bound, |c| c.leader(g, &[dead]).is_some()).await;
     }
-    let reply = leader.propose(b"after".to_vec()).await.unwrap();
+    let reply = leader.propose(b"after".to_vec()).await.expect("the new leader commits");
     assert_eq!(reply, 1u64.to_le_bytes().to_vec());
 
     // With one voter node down the group still quiesces (two of three).
+    // Postmortem: a leader waited for every member to match its log, so a
+    // group with a dead member never went quiet.
     c.wait_for("quiet without the dead node", Duration::from_secs(10), |c| {
         c.groups[&1].iter().filter(|(n, _)| **n != dead).all(|(_, g)| g.is_quiet())
     })
@@ -247,7 +255,7 @@ async fn quiet_group_elects_when_its_leader_replica_stops_on_a_live_node() {
     old.shutdown().await;
     let bound = Duration::from_millis(TIMING.election_max_ms * 4);
     c.wait_for("new leader", bound, |c| c.leader(1, &[node]).is_some()).await;
-    assert!(c.leader(1, &[node]).unwrap().status().term > term);
+    assert!(c.leader(1, &[node]).expect("a new leader").status().term > term);
     // The other group is untouched.
     assert!(c.groups[&2].values().all(|g| g.is_quiet()));
     c.stop().await;
@@ -261,7 +269,8 @@ async fn restarted_follower_node_wakes_its_quiet_leaders_before_it_would_elect()
     }
     // Leaders are on node (g % 3) + 1: node 1 leads group 3 and follows in
     // groups 1 and 2.
-    let leaders: Vec<NodeId> = (1..=3).map(|g| c.leader(g, &[]).unwrap().status().node).collect();
+    let leaders: Vec<NodeId> =
+        (1..=3).map(|g| c.leader(g, &[]).expect("a leader").status().node).collect();
     let terms_before: Vec<Vec<u64>> = (1..=3).map(|g| terms(&c.groups[&g])).collect();
     let restarted = 1;
     assert_eq!(leaders[2], restarted);
