@@ -5,7 +5,7 @@
 //!
 //! # Protocol
 //!
-//! Every group that [`Group::join_quiescence`]s is in one phase here:
+//! Every group that [`super::Group::join_quiescence`]s is in one phase here:
 //!
 //! - *active*: its Raft ticks as usual (heartbeats on a leader, election
 //!   timer on a follower).
@@ -24,7 +24,7 @@
 //! A group wakes (tick on again) on:
 //!
 //! - the leader: any proposal, read barrier or membership change
-//!   ([`Group`] calls [`Switch::wake`]) and any RPC it receives;
+//!   (`Group` calls `Switch::wake`) and any RPC it receives;
 //! - a follower: an RPC that is not the quiet leader's own empty heartbeat
 //!   at the quiesced position (an append with entries, another term or
 //!   leader, a moved commit; a vote request; a snapshot), *after* the RPC
@@ -110,7 +110,7 @@ struct Pong {
     acked: Vec<QuiesceRequest>,
 }
 
-/// One group's quiescence switch, shared by its [`Group`] handles and the
+/// One group's quiescence switch, shared by its [`super::Group`] handles and the
 /// node's [`Quiescence`].
 pub(crate) struct Switch {
     group: GroupId,
@@ -425,7 +425,7 @@ pub struct Quiescence {
 impl Quiescence {
     /// Starts this node's quiescence: a task on the current Tokio runtime
     /// that runs a round every `timing.heartbeat_ms`. Groups join with
-    /// [`Group::join_quiescence`]; node pings go out by `transport`.
+    /// [`super::Group::join_quiescence`]; node pings go out by `transport`.
     pub fn start(node: NodeId, timing: Timing, transport: Arc<dyn Transport>) -> Quiescence {
         let inner = Arc::new(Inner {
             node,

@@ -294,3 +294,32 @@ async fn restarted_follower_node_wakes_its_quiet_leaders_before_it_would_elect()
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_acknowledges_only_the_position_it_has() {
+    use super::super::{decode, encode};
+    use super::{Ping, Pong, QuiesceRequest};
+
+    let c = Cluster::start(1).await;
+    c.wait_quiet(1).await;
+    let leader = c.leader(1, &[]).expect("a leader").status();
+    let follower = c.groups[&1].values().find(|g| g.status().state == "follower").expect("one");
+    let node = follower.status().node;
+    let ask = |term: u64, last_log_index: Option<u64>, from: NodeId| {
+        let ping = Ping {
+            from,
+            // The sender's own, so that it does not look restarted.
+            incarnation: c.quiescences[&from].inner.incarnation,
+            quiesce: vec![QuiesceRequest { group: 1, term, last_log_index }],
+            wake: Vec::new(),
+        };
+        let reply = c.quiescences[&node].handle_rpc(&encode(&ping)).expect("a ping");
+        decode::<Pong>(&reply).expect("a pong").acked.len()
+    };
+    let index = leader.last_log_index;
+    assert_eq!(ask(leader.term, index, leader.node), 1);
+    assert_eq!(ask(leader.term, index.map(|i| i + 1), leader.node), 0, "a position it lacks");
+    assert_eq!(ask(leader.term + 1, index, leader.node), 0, "another term");
+    assert_eq!(ask(leader.term, index, node), 0, "not from its leader");
+    c.stop().await;
+}
