@@ -112,6 +112,9 @@ pub struct Cluster {
     sync: Arc<dyn SyncPoint>,
     /// Set once this node has an id and runs its meta replica.
     member: OnceLock<Member>,
+    /// Switches the timers of idle groups off; started with the meta
+    /// replica.
+    quiescence: OnceLock<crate::consensus::Quiescence>,
     /// The Raft groups of this node's chunk replicas, by chunk id.
     groups: std::sync::RwLock<std::collections::HashMap<GroupId, Group>>,
 }
@@ -196,6 +199,7 @@ impl Cluster {
             config,
             sync,
             member: OnceLock::new(),
+            quiescence: OnceLock::new(),
             groups: Default::default(),
         });
         let meta_dir = cluster.meta_dir();
@@ -290,6 +294,14 @@ impl Cluster {
         let meta = Group::start(&config, log, machine, Arc::new(self.peers.clone()))
             .await
             .map_err(|e| start(e.to_string()))?;
+        let quiescence = self.quiescence.get_or_init(|| {
+            crate::consensus::Quiescence::start(
+                id,
+                self.config.timing,
+                Arc::new(self.peers.clone()),
+            )
+        });
+        meta.join_quiescence(quiescence);
         let _ = self.member.set(Member { id, cluster, meta, state });
         Ok(self.member.get().expect("just set"))
     }
@@ -686,6 +698,14 @@ impl Cluster {
         if member.state.state().nodes.get(&from).is_some_and(|n| n.removed) {
             return refuse(format!("node {from} was removed from the cluster"));
         }
+        if group == crate::consensus::NODE_GROUP {
+            return match self.quiescence.get() {
+                Some(q) => {
+                    q.handle_rpc(rpc).map_err(|e| NodeError::client(ErrorCode::BadRequest, e))
+                }
+                None => Ok(encode(&RaftRpcReply::NoGroup)),
+            };
+        }
         let target = match group {
             META_GROUP => member.meta.clone(),
             id => match self.group(id) {
@@ -701,8 +721,12 @@ impl Cluster {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
     }
 
-    /// Registers a chunk replica's group, so RPCs for it reach it.
+    /// Registers a chunk replica's group, so RPCs for it reach it, and
+    /// lets it go quiet when idle.
     pub fn add_group(&self, group: Group) {
+        if let Some(q) = self.quiescence.get() {
+            group.join_quiescence(q);
+        }
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group.id(), group);
     }
 
@@ -820,6 +844,9 @@ impl Cluster {
 
     /// Stops the Raft groups of this node.
     pub async fn shutdown(&self) {
+        if let Some(q) = self.quiescence.get() {
+            q.stop();
+        }
         for g in self.groups() {
             g.shutdown().await;
         }

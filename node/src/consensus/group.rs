@@ -9,6 +9,7 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 
 use super::network::NetworkFactory;
+use super::quiescence::{Quiescence, Switch};
 use super::{
     decode, encode, Command, ConsensusError, GroupId, NodeId, RaftRpc, RaftRpcReply, Transport,
     TypeConfig,
@@ -76,6 +77,8 @@ pub struct Group {
     id: GroupId,
     raft: Raft<TypeConfig>,
     timing: Timing,
+    /// Its timers' switch, for the node's [`Quiescence`] if it joined one.
+    quiet: Arc<Switch>,
 }
 
 /// A leader that heard from no majority for this many election timeouts
@@ -158,7 +161,20 @@ impl Group {
         let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine)
             .await
             .map_err(fatal)?;
-        Ok(Group { id: config.group, raft, timing: config.timing })
+        let quiet = Arc::new(Switch::new(config.group, raft.clone()));
+        Ok(Group { id: config.group, raft, quiet, timing: config.timing })
+    }
+
+    /// Lets the node's `quiescence` switch this group's timers off while it
+    /// is idle (see [`super::quiescence`]). A group joins one quiescence
+    /// once; later calls do nothing.
+    pub fn join_quiescence(&self, quiescence: &Quiescence) {
+        quiescence.register(self.quiet.clone());
+    }
+
+    /// Whether this replica's timers are off because the group is quiet.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.is_quiet()
     }
 
     pub fn id(&self) -> GroupId {
@@ -188,6 +204,7 @@ impl Group {
     /// leader (the command was not proposed; retry at the leader named);
     /// [`ConsensusError::Fatal`] if the group stopped.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ConsensusError> {
+        self.quiet.wake();
         let reply =
             self.bounded(self.raft.client_write(Command(command))).await?.map_err(write_error)?;
         Ok(reply.data.0)
@@ -212,6 +229,7 @@ impl Group {
     /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
     /// is no longer) the leader.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        self.quiet.wake();
         match self.bounded(self.raft.ensure_linearizable()).await? {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -229,6 +247,7 @@ impl Group {
     /// Adds `node` as a voter: first as a learner until it has caught up,
     /// then through a membership change. Call on the leader.
     pub async fn add_voter(&self, node: NodeId, addr: String) -> Result<(), ConsensusError> {
+        self.quiet.wake();
         self.bounded(self.raft.add_learner(node, BasicNode { addr }, true))
             .await?
             .map_err(write_error)?;
@@ -243,6 +262,7 @@ impl Group {
     /// change (a voter is not kept as a learner). Call on the leader; a
     /// leader that removes itself steps down once the change commits.
     pub async fn remove_member(&self, node: NodeId) -> Result<(), ConsensusError> {
+        self.quiet.wake();
         let status = self.status();
         let ids = BTreeSet::from([node]);
         let change = if status.voters.contains_key(&node) {
@@ -286,6 +306,12 @@ impl Group {
                 // leads (Raft has it step down only when it hears a higher
                 // term): not reported as the leader once no majority
                 // answered for a while.
+                // A quiet leader hears no acknowledgements by design; the
+                // node pings vouch for its followers instead.
+                ServerState::Leader if voter_ids.len() > 1 && self.quiet.is_quiet() => {
+                    let alive = voter_ids.iter().filter(|v| !self.quiet.node_dead(**v)).count();
+                    (2 * alive > voter_ids.len()).then_some(m.id)
+                }
                 ServerState::Leader
                     if voter_ids.len() > 1
                         && m.millis_since_quorum_ack.is_none_or(|ms| {
@@ -306,16 +332,24 @@ impl Group {
     /// Answers an RPC another replica sent (bytes of a [`RaftRpc`]) with
     /// the bytes of a [`RaftRpcReply`].
     pub async fn handle_rpc(&self, rpc: &[u8]) -> Result<Vec<u8>, String> {
-        let reply = match decode::<RaftRpc>(rpc)? {
+        let rpc = decode::<RaftRpc>(rpc)?;
+        // A quiet replica wakes only after the RPC is handled, so that its
+        // election timer restarts from this contact, not from the old one.
+        let wake = self.quiet.wakes_on(&rpc);
+        let reply = match rpc {
             RaftRpc::Append(r) => RaftRpcReply::Append(self.raft.append_entries(r).await),
             RaftRpc::Vote(r) => RaftRpcReply::Vote(self.raft.vote(r).await),
             RaftRpc::Snapshot(r) => RaftRpcReply::Snapshot(self.raft.install_snapshot(r).await),
         };
+        if wake {
+            self.quiet.wake_after_rpc();
+        }
         Ok(encode(&reply))
     }
 
     /// Stops the replica's Raft tasks. Storage stays as it is on disk.
     pub async fn shutdown(&self) {
+        self.quiet.leave();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(group = self.id, error = %e, "raft group did not stop cleanly");
         }

@@ -20,6 +20,10 @@
 //! - [`log_store`]: the Raft log of one group in segment files.
 //! - [`replica_store`]: openraft's state machine storage for a machine
 //!   that stores its state itself (a chunk), marked durable at snapshots.
+//! - [`quiescence`]: idle groups switch their timers off; one ping per
+//!   node pair and heartbeat interval keeps the nodes' liveness known.
+//! - [`mem_log`] and [`local_net`]: a Raft log in memory and an in-process
+//!   network of nodes, for tests and measurements.
 //!
 //! # Terms
 //!
@@ -38,12 +42,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub mod group;
+pub mod local_net;
 pub mod log_store;
 pub mod machine_store;
+pub mod mem_log;
 pub mod network;
+pub mod quiescence;
 pub mod replica_store;
 
 pub use group::{Group, GroupConfig, GroupStatus, Timing};
+pub use quiescence::{Quiescence, NODE_GROUP};
 
 /// A node of the cluster, unique for the cluster's life.
 pub type NodeId = u64;

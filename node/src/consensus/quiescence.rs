@@ -1,0 +1,715 @@
+//! Quiescence: a group with nothing to do switches its Raft timers off, so
+//! thousands of idle groups on a node cost neither heartbeats nor election
+//! timers; one message per pair of nodes per heartbeat interval keeps the
+//! nodes' liveness known instead.
+//!
+//! # Protocol
+//!
+//! Every group that [`super::Group::join_quiescence`]s is in one phase here:
+//!
+//! - *active*: its Raft ticks as usual (heartbeats on a leader, election
+//!   timer on a follower).
+//! - *quiescing* (leader only): the leader saw no new log entry for
+//!   [`IDLE_ROUNDS`] heartbeat intervals, has applied its whole log and
+//!   every member has matched it (openraft's replication metrics). It asks
+//!   each member node, in its next node ping, to quiesce the group at
+//!   `(term, last log index)`, and keeps ticking meanwhile.
+//! - *quiet*: a follower accepts the request only if it has the same term,
+//!   knows the sender as its leader and has the same last log index,
+//!   applied; it then stops its Raft's tick (no election timer) and
+//!   acknowledges. Once every member acknowledged (or, for a member whose
+//!   node is dead, once the acknowledgements and the leader are a majority
+//!   of the voters), the leader stops its tick (no heartbeats).
+//!
+//! A group wakes (tick on again) on:
+//!
+//! - the leader: any proposal, read barrier or membership change
+//!   (`Group` calls `Switch::wake`) and any RPC it receives;
+//! - a follower: an RPC that is not the quiet leader's own empty heartbeat
+//!   at the quiesced position (an append with entries, another term or
+//!   leader, a moved commit; a vote request; a snapshot), *after* the RPC
+//!   was handled, so its election timer restarts from a fresh leader
+//!   contact;
+//! - a follower whose leader's node is dead (no ping answered for
+//!   `election_min_ms`), restarted (its incarnation changed) or which said
+//!   the group left it: after a random delay in
+//!   `0..=election_max_ms - election_min_ms` (so the followers of one group
+//!   do not all campaign at once); its election timer has long expired, so
+//!   it campaigns at its next tick;
+//! - a leader whose member node came back or restarted, so that member
+//!   hears heartbeats before its own election timer runs out.
+//!
+//! # Why it is safe
+//!
+//! Raft's safety (one leader per term, committed entries never lost) rests
+//! on votes and log matching, never on timers: stopping a tick only delays
+//! elections and heartbeats, so at worst it costs liveness. Reads stay
+//! linearizable because a read barrier (openraft's `ensure_linearizable`)
+//! confirms leadership with a quorum round, not with a lease, and it wakes
+//! the group first. Liveness rests on the node pings: a quiet follower
+//! whose leader's node stops answering wakes within `election_min_ms` plus
+//! one ping interval plus the jitter, and a quiet group with a live leader
+//! node needs no election. What is lost: a leader replica that stops while
+//! its node keeps answering pings and does not say so (e.g. a Raft that
+//! failed on a storage error) leaves its group without a leader until
+//! something else wakes it.
+//!
+//! # Messages
+//!
+//! Node pings travel by the node's [`Transport`] addressed to the group
+//! [`NODE_GROUP`]; the receiving node hands them to
+//! [`Quiescence::handle_rpc`]. A ping is a MessagePack `Ping`, its reply a
+//! `Pong`; both carry the sender's incarnation (random per process start).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::{Raft, ServerState};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::group::Timing;
+use super::{decode, encode, GroupId, NodeId, RaftRpc, Transport, TypeConfig};
+
+/// The group id node-level messages are addressed to; no Raft group has it.
+pub const NODE_GROUP: GroupId = GroupId::MAX;
+
+/// Heartbeat intervals without a new log entry before a leader quiesces
+/// its group.
+pub const IDLE_ROUNDS: u32 = 3;
+
+const ACTIVE: u8 = 0;
+const QUIESCING: u8 = 1;
+const QUIET: u8 = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Ping {
+    from: NodeId,
+    incarnation: u64,
+    /// Groups the sender leads and asks the receiver to quiesce.
+    quiesce: Vec<QuiesceRequest>,
+    /// Groups that left the sender while it led them: their replicas on
+    /// the receiver must wake and elect.
+    wake: Vec<GroupId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct QuiesceRequest {
+    group: GroupId,
+    term: u64,
+    last_log_index: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pong {
+    incarnation: u64,
+    /// The requests the receiver quiesced its replica for (or had): an
+    /// acknowledgement counts only for the position it was asked at.
+    acked: Vec<QuiesceRequest>,
+}
+
+/// One group's quiescence switch, shared by its [`super::Group`] handles and the
+/// node's [`Quiescence`].
+pub(crate) struct Switch {
+    group: GroupId,
+    flag: AtomicU8,
+    raft: Raft<TypeConfig>,
+    node: OnceLock<Weak<Inner>>,
+}
+
+impl Switch {
+    pub(crate) fn new(group: GroupId, raft: Raft<TypeConfig>) -> Switch {
+        Switch { group, flag: AtomicU8::new(ACTIVE), raft, node: OnceLock::new() }
+    }
+
+    fn inner(&self) -> Option<Arc<Inner>> {
+        self.node.get().and_then(Weak::upgrade)
+    }
+
+    /// Before a proposal, read barrier or membership change: wakes the
+    /// group if this replica quiesced it as its leader. A quiet follower
+    /// stays quiet (the request fails as not-the-leader; waking it would
+    /// start an election with its long-expired timer).
+    pub(crate) fn wake(&self) {
+        if self.flag.load(Ordering::Acquire) == ACTIVE {
+            return;
+        }
+        if let Some(inner) = self.inner() {
+            let mut s = inner.lock();
+            let leads = matches!(
+                s.groups.get(&self.group).map(|m| &m.phase),
+                Some(Phase::Quiescing { .. } | Phase::QuietLeader { .. })
+            );
+            if leads {
+                s.set_phase(&inner, self.group, Phase::active());
+            }
+        }
+    }
+
+    /// Whether `rpc`, received by this replica, wakes the group (to be
+    /// done with [`Switch::wake_after_rpc`] once the RPC was handled).
+    pub(crate) fn wakes_on(&self, rpc: &RaftRpc) -> bool {
+        if self.flag.load(Ordering::Acquire) == ACTIVE {
+            return false;
+        }
+        let Some(inner) = self.inner() else { return false };
+        let s = inner.lock();
+        match (s.groups.get(&self.group).map(|m| &m.phase), rpc) {
+            (
+                Some(Phase::QuietFollower { term, leader, last_log_index, .. }),
+                RaftRpc::Append(r),
+            ) => {
+                let l = r.vote.leader_id();
+                !r.entries.is_empty()
+                    || l.get_term() != *term
+                    || l.voted_for() != Some(*leader)
+                    || r.leader_commit.map(|c| c.index) != *last_log_index
+            }
+            (Some(Phase::Active { .. }) | None, _) => false,
+            _ => true,
+        }
+    }
+
+    pub(crate) fn wake_after_rpc(&self) {
+        if let Some(inner) = self.inner() {
+            let mut s = inner.lock();
+            if s.groups.get(&self.group).is_some_and(|m| !matches!(m.phase, Phase::Active { .. })) {
+                s.set_phase(&inner, self.group, Phase::active());
+            }
+        }
+    }
+
+    /// Whether `node` stopped answering this node's pings.
+    pub(crate) fn node_dead(&self, node: NodeId) -> bool {
+        self.inner().is_some_and(|inner| inner.lock().peers.get(&node).is_some_and(|p| p.dead))
+    }
+
+    /// Whether the group is quiet on this replica (its tick is off).
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.flag.load(Ordering::Acquire) == QUIET
+    }
+
+    /// The group stops on this node: it leaves the node's quiescence, and
+    /// if this replica led it, the other members are told to wake theirs.
+    pub(crate) fn leave(&self) {
+        if let Some(inner) = self.inner() {
+            inner.lock().unregister(&inner, self.group, &self.raft);
+        }
+    }
+}
+
+enum Phase {
+    Active {
+        /// Rounds in a row this replica led the group with nothing to do.
+        idle: u32,
+        /// The last log index seen at the previous round.
+        seen: Option<u64>,
+    },
+    Quiescing {
+        term: u64,
+        last_log_index: Option<u64>,
+        voters: BTreeSet<NodeId>,
+        members: Vec<(NodeId, String)>,
+        /// Members that have not acknowledged yet.
+        waiting: BTreeSet<NodeId>,
+    },
+    QuietLeader {
+        members: Vec<(NodeId, String)>,
+    },
+    QuietFollower {
+        term: u64,
+        leader: NodeId,
+        last_log_index: Option<u64>,
+        members: Vec<(NodeId, String)>,
+        /// Set once the leader's node is thought dead: when to wake.
+        wake_at: Option<Instant>,
+    },
+}
+
+impl Phase {
+    fn active() -> Phase {
+        Phase::Active { idle: 0, seen: None }
+    }
+
+    fn flag(&self) -> u8 {
+        match self {
+            Phase::Active { .. } => ACTIVE,
+            Phase::Quiescing { .. } => QUIESCING,
+            Phase::QuietLeader { .. } | Phase::QuietFollower { .. } => QUIET,
+        }
+    }
+
+    /// The other members, whose nodes are pinged while the group is not
+    /// active.
+    fn members(&self) -> &[(NodeId, String)] {
+        match self {
+            Phase::Active { .. } => &[],
+            Phase::Quiescing { members, .. }
+            | Phase::QuietLeader { members }
+            | Phase::QuietFollower { members, .. } => members,
+        }
+    }
+}
+
+struct Member {
+    switch: Arc<Switch>,
+    phase: Phase,
+}
+
+struct Peer {
+    addr: String,
+    /// Non-active groups that have this node as a member.
+    refs: usize,
+    last_ok: Instant,
+    incarnation: Option<u64>,
+    dead: bool,
+    in_flight: bool,
+}
+
+#[derive(Default)]
+struct State {
+    groups: HashMap<GroupId, Member>,
+    /// Groups in the active or quiescing phase: the ones looked at every
+    /// round. Quiet groups cost nothing per round.
+    active: HashSet<GroupId>,
+    peers: HashMap<NodeId, Peer>,
+    /// Wake notices to send with the next ping to each node.
+    outbox: HashMap<NodeId, Vec<GroupId>>,
+}
+
+struct Inner {
+    node: NodeId,
+    incarnation: u64,
+    timing: Timing,
+    transport: Arc<dyn Transport>,
+    state: Mutex<State>,
+    stopped: AtomicBool,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn jitter(&self) -> Duration {
+        let spread = self.timing.election_max_ms.saturating_sub(self.timing.election_min_ms);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
+    }
+}
+
+/// The members of a group other than `me`, with their addresses.
+fn others(
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    me: NodeId,
+) -> Vec<(NodeId, String)> {
+    m.membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect()
+}
+
+impl State {
+    /// Moves `group` to `phase`: switches its tick, and keeps the active set
+    /// and the peers' reference counts in step.
+    fn set_phase(&mut self, inner: &Inner, group: GroupId, phase: Phase) {
+        let Some(m) = self.groups.get_mut(&group) else { return };
+        let new_flag = phase.flag();
+        let old = std::mem::replace(&mut m.phase, phase);
+        let switch = m.switch.clone();
+        for (id, _) in old.members() {
+            if let Some(p) = self.peers.get_mut(id) {
+                p.refs = p.refs.saturating_sub(1);
+            }
+        }
+        let members: Vec<(NodeId, String)> = self.groups[&group].phase.members().to_vec();
+        for (id, addr) in members {
+            self.peer(id, addr).refs += 1;
+        }
+        if new_flag == QUIET {
+            self.active.remove(&group);
+        } else {
+            self.active.insert(group);
+        }
+        let old_flag = switch.flag.swap(new_flag, Ordering::AcqRel);
+        if (old_flag == QUIET) != (new_flag == QUIET) {
+            switch.raft.runtime_config().tick(new_flag != QUIET);
+            tracing::debug!(
+                group,
+                node = inner.node,
+                quiet = new_flag == QUIET,
+                "raft group quiescence changed"
+            );
+        }
+    }
+
+    /// The peer `id`, known from now on if it was not.
+    fn peer(&mut self, id: NodeId, addr: String) -> &mut Peer {
+        let p = self.peers.entry(id).or_insert_with(|| Peer {
+            addr: addr.clone(),
+            refs: 0,
+            last_ok: Instant::now(),
+            incarnation: None,
+            dead: false,
+            in_flight: false,
+        });
+        if p.refs == 0 && !p.dead {
+            // Not pinged while unreferenced: its silence meant nothing.
+            p.last_ok = Instant::now();
+        }
+        p.addr = addr;
+        p
+    }
+
+    fn unregister(&mut self, inner: &Inner, group: GroupId, raft: &Raft<TypeConfig>) {
+        if !self.groups.contains_key(&group) {
+            return;
+        }
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader == Some(inner.node) {
+            for (id, addr) in others(&m, inner.node) {
+                self.peer(id, addr);
+                self.outbox.entry(id).or_default().push(group);
+            }
+        }
+        self.set_phase(inner, group, Phase::active());
+        self.active.remove(&group);
+        self.groups.remove(&group);
+    }
+
+    /// Wakes the quiet followers whose leader is on `peer` (after a jitter)
+    /// and, if `leaders_too`, the groups this node leads with a member on
+    /// `peer` (at once).
+    fn peer_changed(&mut self, inner: &Inner, peer: NodeId, leaders_too: bool) {
+        let now = Instant::now();
+        let mut wake_now = Vec::new();
+        for (g, m) in self.groups.iter_mut() {
+            match &mut m.phase {
+                Phase::QuietFollower { leader, wake_at, .. }
+                    if *leader == peer && wake_at.is_none() =>
+                {
+                    *wake_at = Some(now + inner.jitter());
+                    self.active.insert(*g);
+                }
+                Phase::QuietLeader { members } | Phase::Quiescing { members, .. }
+                    if leaders_too && members.iter().any(|(id, _)| *id == peer) =>
+                {
+                    wake_now.push(*g);
+                }
+                _ => {}
+            }
+        }
+        for g in wake_now {
+            self.set_phase(inner, g, Phase::active());
+        }
+    }
+
+    fn incarnation_seen(&mut self, inner: &Inner, peer: NodeId, incarnation: u64) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let restarted = p.incarnation.is_some_and(|i| i != incarnation);
+        p.incarnation = Some(incarnation);
+        if restarted {
+            tracing::info!(node = inner.node, peer, "peer node restarted: waking its groups");
+            self.peer_changed(inner, peer, true);
+        }
+    }
+}
+
+/// A node's quiescence of its Raft groups: decides when they go quiet,
+/// pings the nodes of quiet groups, wakes groups whose peers die. Clones
+/// share it; it runs until [`Quiescence::stop`] or its last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Quiescence {
+    inner: Arc<Inner>,
+}
+
+impl Quiescence {
+    /// Starts this node's quiescence: a task on the current Tokio runtime
+    /// that runs a round every `timing.heartbeat_ms`. Groups join with
+    /// [`super::Group::join_quiescence`]; node pings go out by `transport`.
+    pub fn start(node: NodeId, timing: Timing, transport: Arc<dyn Transport>) -> Quiescence {
+        let inner = Arc::new(Inner {
+            node,
+            incarnation: rand::thread_rng().gen(),
+            timing,
+            transport,
+            state: Mutex::new(State::default()),
+            stopped: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let period = Duration::from_millis(timing.heartbeat_ms.max(1));
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                round(&inner);
+            }
+        });
+        Quiescence { inner }
+    }
+
+    pub(crate) fn register(&self, switch: Arc<Switch>) {
+        if switch.node.set(Arc::downgrade(&self.inner)).is_err() {
+            return;
+        }
+        let mut s = self.inner.lock();
+        let g = switch.group;
+        s.groups.insert(g, Member { switch, phase: Phase::active() });
+        s.active.insert(g);
+    }
+
+    /// How many of this node's groups are quiet (tick off).
+    pub fn quiet_groups(&self) -> usize {
+        let s = self.inner.lock();
+        s.groups.len() - s.active.len()
+    }
+
+    /// Stops the rounds and wakes every group (their timers run again).
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        let mut s = self.inner.lock();
+        let groups: Vec<GroupId> = s.groups.keys().copied().collect();
+        for g in groups {
+            s.set_phase(&self.inner, g, Phase::active());
+        }
+    }
+
+    /// Answers a node ping another node's [`Quiescence`] sent (the bytes a
+    /// [`Transport`] call addressed to [`NODE_GROUP`] carries).
+    ///
+    /// Errors: the bytes are not a ping.
+    pub fn handle_rpc(&self, rpc: &[u8]) -> Result<Vec<u8>, String> {
+        let ping: Ping = decode(rpc)?;
+        let inner = &self.inner;
+        let mut s = inner.lock();
+        s.incarnation_seen(inner, ping.from, ping.incarnation);
+        for g in ping.wake {
+            let follows = matches!(
+                s.groups.get(&g).map(|m| &m.phase),
+                Some(Phase::QuietFollower { leader, .. }) if *leader == ping.from
+            );
+            if follows {
+                if let Some(Member { phase: Phase::QuietFollower { wake_at, .. }, .. }) =
+                    s.groups.get_mut(&g)
+                {
+                    *wake_at = Some(Instant::now() + inner.jitter());
+                }
+                s.active.insert(g);
+            }
+        }
+        let mut acked = Vec::new();
+        for q in ping.quiesce {
+            let Some(member) = s.groups.get(&q.group) else { continue };
+            if matches!(member.phase, Phase::Quiescing { .. } | Phase::QuietLeader { .. }) {
+                continue;
+            }
+            let m = member.switch.raft.metrics().borrow().clone();
+            let ok = matches!(m.state, ServerState::Follower | ServerState::Learner)
+                && m.current_term == q.term
+                && m.current_leader == Some(ping.from)
+                && m.last_log_index == q.last_log_index
+                && m.last_applied.map(|l| l.index) == q.last_log_index;
+            if !ok {
+                continue;
+            }
+            acked.push(q.clone());
+            let already = matches!(
+                member.phase,
+                Phase::QuietFollower { term, leader, last_log_index, wake_at: None, .. }
+                    if term == q.term && leader == ping.from && last_log_index == q.last_log_index
+            );
+            if !already {
+                let phase = Phase::QuietFollower {
+                    term: q.term,
+                    leader: ping.from,
+                    last_log_index: q.last_log_index,
+                    members: others(&m, inner.node),
+                    wake_at: None,
+                };
+                s.set_phase(inner, q.group, phase);
+            }
+        }
+        Ok(encode(&Pong { incarnation: inner.incarnation, acked }))
+    }
+}
+
+/// One round: advances the phases of the groups not quiet, wakes the
+/// followers whose time came, finds dead peers and pings the live ones.
+fn round(inner: &Arc<Inner>) {
+    let now = Instant::now();
+    let dead_after = Duration::from_millis(inner.timing.election_min_ms);
+    let mut guard = inner.lock();
+    let s = &mut *guard;
+    let mut requests: HashMap<NodeId, Vec<QuiesceRequest>> = HashMap::new();
+    let mut moves: Vec<(GroupId, Phase)> = Vec::new();
+    let dead: HashSet<NodeId> = s.peers.iter().filter(|(_, p)| p.dead).map(|(id, _)| *id).collect();
+    let active: Vec<GroupId> = s.active.iter().copied().collect();
+    for g in active {
+        let Some(member) = s.groups.get_mut(&g) else { continue };
+        let metrics = member.switch.raft.metrics();
+        let m = metrics.borrow();
+        let leads = m.state == ServerState::Leader && m.current_leader == Some(inner.node);
+        match &mut member.phase {
+            Phase::Active { idle, seen } => {
+                if !leads || m.last_log_index != *seen {
+                    *idle = 0;
+                    *seen = m.last_log_index;
+                    continue;
+                }
+                // Settled: everything applied here, one membership config,
+                // and every member matched the whole log, but for members
+                // on dead nodes as long as a majority of the voters has it.
+                let membership = m.membership_config.membership();
+                let matched = |id: &NodeId| {
+                    *id == inner.node
+                        || m.replication.as_ref().is_some_and(|r| {
+                            r.get(id).copied().flatten().map(|l| l.index) == m.last_log_index
+                        })
+                };
+                let voters: Vec<NodeId> = membership.voter_ids().collect();
+                let settled = m.last_applied.map(|l| l.index) == m.last_log_index
+                    && membership.get_joint_config().len() == 1
+                    && membership.nodes().all(|(id, _)| matched(id) || dead.contains(id))
+                    && voters.iter().filter(|v| matched(v)).count() * 2 > voters.len();
+                if !settled {
+                    *idle = 0;
+                    continue;
+                }
+                *idle += 1;
+                if *idle >= IDLE_ROUNDS {
+                    let members = others(&m, inner.node);
+                    moves.push((
+                        g,
+                        Phase::Quiescing {
+                            term: m.current_term,
+                            last_log_index: m.last_log_index,
+                            voters: membership.voter_ids().collect(),
+                            waiting: members.iter().map(|(id, _)| *id).collect(),
+                            members,
+                        },
+                    ));
+                }
+            }
+            Phase::Quiescing { term, last_log_index, voters, waiting, members } => {
+                if !leads || m.current_term != *term || m.last_log_index != *last_log_index {
+                    moves.push((g, Phase::active()));
+                    continue;
+                }
+                let acked_voters =
+                    voters.iter().filter(|v| **v == inner.node || !waiting.contains(v)).count();
+                let rest_dead = waiting.iter().all(|id| dead.contains(id));
+                if waiting.is_empty() || (rest_dead && acked_voters * 2 > voters.len()) {
+                    moves.push((g, Phase::QuietLeader { members: members.clone() }));
+                    continue;
+                }
+                for id in waiting.iter() {
+                    requests.entry(*id).or_default().push(QuiesceRequest {
+                        group: g,
+                        term: *term,
+                        last_log_index: *last_log_index,
+                    });
+                }
+            }
+            Phase::QuietFollower { wake_at: Some(at), .. } => {
+                if *at <= now {
+                    moves.push((g, Phase::active()));
+                }
+            }
+            Phase::QuietFollower { wake_at: None, .. } | Phase::QuietLeader { .. } => {
+                // Only here for a moment (a wake was cancelled): quiet again.
+                s.active.remove(&g);
+            }
+        }
+    }
+    for (g, phase) in moves {
+        s.set_phase(inner, g, phase);
+    }
+
+    // Liveness, then pings.
+    let mut died = Vec::new();
+    for (id, p) in s.peers.iter_mut() {
+        if p.refs > 0 && !p.dead && now.duration_since(p.last_ok) > dead_after {
+            p.dead = true;
+            died.push(*id);
+        }
+    }
+    for id in died {
+        tracing::info!(node = inner.node, peer = id, "peer node unreachable: waking its groups");
+        s.peer_changed(inner, id, false);
+    }
+    let mut calls = Vec::new();
+    let targets: Vec<NodeId> = s
+        .peers
+        .iter()
+        .filter(|(id, p)| {
+            !p.in_flight && (p.refs > 0 || requests.contains_key(id) || s.outbox.contains_key(id))
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    for id in targets {
+        let wake = s.outbox.remove(&id).unwrap_or_default();
+        let p = s.peers.get_mut(&id).expect("target is a peer");
+        p.in_flight = true;
+        let ping = Ping {
+            from: inner.node,
+            incarnation: inner.incarnation,
+            quiesce: requests.remove(&id).unwrap_or_default(),
+            wake,
+        };
+        calls.push((id, p.addr.clone(), ping));
+    }
+    drop(guard);
+    for (id, addr, ping) in calls {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let timeout = Duration::from_millis(inner.timing.heartbeat_ms.max(1) * 2);
+            let call = inner.transport.call(id, &addr, NODE_GROUP, encode(&ping));
+            let reply = match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(bytes)) => decode::<Pong>(&bytes).ok(),
+                _ => None,
+            };
+            let mut s = inner.lock();
+            let Some(p) = s.peers.get_mut(&id) else { return };
+            p.in_flight = false;
+            let Some(pong) = reply else {
+                if !ping.wake.is_empty() {
+                    s.outbox.entry(id).or_default().extend(ping.wake);
+                }
+                return;
+            };
+            p.last_ok = Instant::now();
+            let back = std::mem::replace(&mut p.dead, false);
+            if back {
+                tracing::info!(node = inner.node, peer = id, "peer node reachable again");
+                s.peer_changed(&inner, id, true);
+            }
+            s.incarnation_seen(&inner, id, pong.incarnation);
+            for a in pong.acked {
+                if let Some(Member {
+                    phase: Phase::Quiescing { term, last_log_index, waiting, .. },
+                    ..
+                }) = s.groups.get_mut(&a.group)
+                {
+                    // A late acknowledgement of an earlier request is no
+                    // acknowledgement of this one.
+                    if *term == a.term && *last_log_index == a.last_log_index {
+                        waiting.remove(&id);
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "quiescence_tests.rs"]
+mod tests;
