@@ -380,6 +380,8 @@ impl ChunkActor {
             log_bytes: 0,
             last_seq: 0,
             unavailable,
+            replicas: Vec::new(),
+            leader: None,
         }
     }
 }

@@ -322,11 +322,14 @@ impl Node {
                         unavailable: Some(
                             "the chunk's actor stopped unexpectedly (see the node's log); restart the node".into(),
                         ),
+                        replicas: Vec::new(),
+                        leader: None,
                     });
                 }
                 Err(e) => return Err(e),
             }
         }
+        self.fill_replicas(name, meta.id, &mut chunks);
         Ok(RangeInfo { name: meta.name, id: meta.id, options: meta.options, chunks })
     }
 

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monotable_proto::{Command, ErrorCode, RangeOptions, Reply, WriteOp};
+use monotable_proto::{ChunkInfo, Command, ErrorCode, RangeOptions, Reply, WriteOp};
 
 use crate::cluster::meta::{MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
 use crate::cluster::Cluster;
@@ -367,6 +367,31 @@ impl Node {
             MetaReply::Ok => Ok(Reply::Ok),
             MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::RangeNotFound, m)),
             other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
+        }
+    }
+
+    /// Fills in who holds and leads each chunk of range `name` (id
+    /// `range_id`): this node for an ordinary range; the meta range's
+    /// replicas and the Raft leader for a replicated one.
+    pub(crate) fn fill_replicas(&self, name: &str, range_id: u64, chunks: &mut [ChunkInfo]) {
+        let Ok(cluster) = self.cluster() else { return };
+        let me = cluster.node_id().unwrap_or(0);
+        let replicas = if is_replicated(range_id) {
+            cluster.meta().and_then(|m| m.ranges.get(name).map(|r| r.replicas.clone()))
+        } else {
+            None
+        };
+        for c in chunks {
+            match &replicas {
+                Some(r) => {
+                    c.replicas = r.clone();
+                    c.leader = cluster.group(c.id).and_then(|g| g.status().leader);
+                }
+                None => {
+                    c.replicas = vec![me];
+                    c.leader = Some(me);
+                }
+            }
         }
     }
 

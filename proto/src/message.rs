@@ -408,6 +408,14 @@ pub struct ChunkInfo {
     pub last_seq: u64,
     /// Why the chunk is not serving, if it is not.
     pub unavailable: Option<String>,
+    /// The nodes holding a replica of the chunk (one for an ordinary
+    /// range: the node that answered).
+    #[serde(default)]
+    pub replicas: Vec<u64>,
+    /// The replica leading the chunk's Raft group, as the answering node
+    /// knows it; `None` while there is none (an election).
+    #[serde(default)]
+    pub leader: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -315,6 +315,13 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
     // One replica: an ordinary range of the node asked, not on the other.
     ok(cli(a, &["range", "create", "solo", "--replicas", "1"]));
     ok(cli(a, &["put", "solo", "k", "2"]));
+    // `range describe` names each chunk's replicas and leader.
+    let d: Json = serde_json::from_str(&ok(cli(b, &["range", "describe", "r"]))).expect("json");
+    assert_eq!(d["chunks"][0]["replicas"], serde_json::json!([1, 2]));
+    assert!(matches!(d["chunks"][0]["leader"].as_u64(), Some(1 | 2)), "{d}");
+    let d: Json = serde_json::from_str(&ok(cli(a, &["range", "describe", "solo"]))).expect("json");
+    assert_eq!(d["chunks"][0]["replicas"], serde_json::json!([1]));
+    assert_eq!(d["chunks"][0]["leader"], 1);
     assert!(err(cli(b, &["get", "solo", "k"])).contains("does not exist"));
     // Views on a replicated range, splits and snapshot reads are refused.
     let e = err(cli(a, &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));

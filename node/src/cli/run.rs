@@ -361,6 +361,8 @@ fn range_json(r: &monotable_client::RangeInfo) -> serde_json::Value {
             "log_bytes": c.log_bytes,
             "last_seq": c.last_seq,
             "unavailable": c.unavailable,
+            "replicas": c.replicas,
+            "leader": c.leader,
         })).collect::<Vec<_>>(),
     })
 }

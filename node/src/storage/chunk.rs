@@ -400,6 +400,8 @@ impl Chunk {
             log_bytes: self.log.total_bytes(),
             last_seq: self.index.last_seq(),
             unavailable: None,
+            replicas: Vec::new(),
+            leader: None,
         }
     }
 
