@@ -39,6 +39,8 @@ pub mod group;
 pub mod log_store;
 pub mod machine_store;
 pub mod network;
+#[cfg(test)]
+mod sim_tests;
 
 pub use group::{Group, GroupConfig, GroupStatus, Timing};
 
