@@ -18,6 +18,8 @@
 //! - [`machine_store`]: openraft's state machine storage around a
 //!   [`Machine`], with its snapshots in a file.
 //! - [`log_store`]: the Raft log of one group in segment files.
+//! - `sim_tests` (tests only): groups on several nodes under seeded
+//!   faults, with their clients' histories checked for linearizability.
 //!
 //! # Terms
 //!

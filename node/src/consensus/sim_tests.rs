@@ -13,7 +13,10 @@
 //! - every key's history is linearizable (a Wing-Gong search with
 //!   memoization, [`check_register`]; cross-checked against stateright's
 //!   `LinearizabilityTester` on small random histories);
-//! - at most one leader per (group, term), sampled from [`Group::status`];
+//! - leader election safety, sampled from [`Group::status`]: openraft's
+//!   default leader ids are (term, node) pairs, so two nodes may lead one
+//!   term in turn (counted, not a violation); no leadership may start
+//!   under a lower leader id than one already seen;
 //! - a replica's term never goes back, across restarts too;
 //! - once faults are healed and a final write committed, every member
 //!   replica has the same machine state (same writes in the same order) and
@@ -591,17 +594,55 @@ impl Transport for NodeTransport {
 #[derive(Default)]
 struct Checks {
     violations: Mutex<Vec<String>>,
-    leaders: Mutex<BTreeMap<(GroupId, u64), NodeId>>,
+    /// Leaderships seen: (group, term, node) -> when first seen (ms).
+    leaders: Mutex<BTreeMap<(GroupId, u64, NodeId), u128>>,
+    /// (group, term)s led by more than one node.
+    shared_terms: AtomicU64,
     max_term: Mutex<BTreeMap<(NodeId, GroupId), u64>>,
 }
 
+/// How late the sampler may notice a leadership (metrics are published
+/// asynchronously).
+const SAMPLING_SLACK_MS: u128 = 200;
+
 impl Checks {
     fn violation(&self, v: String) {
-        eprintln!("VIOLATION: {v}");
-        lock(&self.violations).push(v);
+        let mut all = lock(&self.violations);
+        if !all.contains(&v) {
+            eprintln!("VIOLATION: {v}");
+            all.push(v);
+        }
     }
 
-    fn sample(&self, net: &SimNet) {
+    /// Leader election safety in openraft's terms. Its default leader ids
+    /// are (term, node) pairs, ordered: a node may be elected in a term
+    /// another node led, if its id is higher (so "one leader per term"
+    /// does not hold, and is only counted). What must hold: a quorum that
+    /// granted a leader id grants no lower one later, so no leadership
+    /// starts under a lower id than one already seen.
+    fn leader_seen(&self, group: GroupId, term: u64, node: NodeId, now: u128) {
+        let mut leaders = lock(&self.leaders);
+        if leaders.contains_key(&(group, term, node)) {
+            return;
+        }
+        let higher = leaders
+            .range((group, term, node)..(group + 1, 0, 0))
+            .find(|(_, &seen)| seen + SAMPLING_SLACK_MS < now)
+            .map(|(k, seen)| (*k, *seen));
+        if leaders.range((group, term, 0)..(group, term + 1, 0)).next().is_some() {
+            self.shared_terms.fetch_add(1, Ordering::Relaxed);
+        }
+        leaders.insert((group, term, node), now);
+        drop(leaders);
+        if let Some(((_, t, n), seen)) = higher {
+            self.violation(format!(
+                "group {group}: node {node} became leader in term {term} at {now} ms, after \
+                 node {n} was seen leading term {t} at {seen} ms"
+            ));
+        }
+    }
+
+    fn sample(&self, net: &SimNet, now: u128) {
         for (node, group) in net.all_replicas() {
             let st = group.status();
             // openraft's metrics start out blank (term 0, no membership)
@@ -610,15 +651,7 @@ impl Checks {
                 continue;
             }
             if st.state == "leader" {
-                let mut leaders = lock(&self.leaders);
-                let first = *leaders.entry((st.group, st.term)).or_insert(node);
-                if first != node {
-                    drop(leaders);
-                    self.violation(format!(
-                        "group {}: nodes {first} and {node} both leaders in term {}",
-                        st.group, st.term
-                    ));
-                }
+                self.leader_seen(st.group, st.term, node, now);
             }
             let mut max = lock(&self.max_term);
             let seen = max.entry((node, st.group)).or_insert(0);
@@ -1309,7 +1342,8 @@ struct RunReport {
     calls: u64,
     dropped: u64,
     cut: u64,
-    terms: usize,
+    leaderships: usize,
+    shared_terms: u64,
     millis: u128,
     violations: Vec<String>,
 }
@@ -1342,7 +1376,7 @@ async fn run<B: LogBackend>(cfg: SimConfig, backend: B) -> RunReport {
         let (c, on) = (cluster.clone(), sampling.clone());
         tokio::spawn(async move {
             while on.load(Ordering::Relaxed) {
-                c.checks.sample(&c.net);
+                c.checks.sample(&c.net, c.started.elapsed().as_millis());
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -1424,7 +1458,8 @@ async fn run<B: LogBackend>(cfg: SimConfig, backend: B) -> RunReport {
     for (_, group) in cluster.net.all_replicas() {
         let _ = tokio::time::timeout(Duration::from_secs(5), group.shutdown()).await;
     }
-    let terms = lock(&cluster.checks.leaders).len();
+    let leaderships = lock(&cluster.checks.leaders).len();
+    let shared_terms = cluster.checks.shared_terms.load(Ordering::Relaxed);
     let violations = lock(&cluster.checks.violations).clone();
     let n = &cluster.net.counters;
     RunReport {
@@ -1436,7 +1471,8 @@ async fn run<B: LogBackend>(cfg: SimConfig, backend: B) -> RunReport {
         calls: n.calls.load(Ordering::Relaxed),
         dropped: n.dropped.load(Ordering::Relaxed),
         cut: n.cut.load(Ordering::Relaxed),
-        terms,
+        leaderships,
+        shared_terms,
         millis: started.elapsed().as_millis(),
         violations,
     }
@@ -1566,14 +1602,15 @@ fn seeds() -> Vec<u64> {
 
 fn print(backend: &str, r: &RunReport) {
     eprintln!(
-        "sim {backend} seed {}: {} nodes, {} ops ok, {} unknown, {} crashes, {} leader terms, \
-         {} msgs ({} dropped, {} cut), {} ms, {} violations",
+        "sim {backend} seed {}: {} nodes, {} ops ok, {} unknown, {} crashes, {} leaderships \
+         ({} in a term already led), {} msgs ({} dropped, {} cut), {} ms, {} violations",
         r.seed,
         r.nodes,
         r.ok,
         r.unknown,
         r.crashes,
-        r.terms,
+        r.leaderships,
+        r.shared_terms,
         r.calls,
         r.dropped,
         r.cut,
