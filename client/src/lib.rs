@@ -92,9 +92,9 @@ use std::sync::Arc;
 use monotable_proto::limits::BATCH_OPS_MAX;
 pub use monotable_proto::{row, tuple};
 pub use monotable_proto::{
-    AggregateReply, AggregateRequest, ChunkInfo, CommitToken, Element, ErrorCode, ErrorInfo,
-    MapFunction, RangeInfo, RangeOptions, ReduceFunction, ServerHello, SinkSource, TreeStatus,
-    ViewStatus,
+    AggregateReply, AggregateRequest, ChunkInfo, ClusterStatus, CommitToken, Element, ErrorCode,
+    ErrorInfo, MapFunction, NodeInfo, NodeStatus, RangeInfo, RangeOptions, ReduceFunction,
+    ServerHello, SinkSource, TreeStatus, ViewStatus,
 };
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;
@@ -699,6 +699,50 @@ impl Client {
 
     pub async fn drop_reducer(&self, name: &str) -> Result<()> {
         self.call_ok(Command::DropReducer { name: name.to_owned() }).await
+    }
+
+    /// The cluster's nodes as the node this client talks to sees them:
+    /// ids, addresses, liveness, meta-range roles and chunk counts.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        match self.call(Command::ClusterStatus).await? {
+            Reply::Cluster(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Takes node `node` out of the cluster for good.
+    pub async fn cluster_remove(&self, node: u64) -> Result<()> {
+        self.call_ok(Command::ClusterRemove { node }).await
+    }
+
+    /// Node to node: asks for a node id to join with (see
+    /// [`Command::ClusterJoin`]).
+    pub async fn cluster_join(&self, addr: &str, token: u64) -> Result<u64> {
+        match self.call(Command::ClusterJoin { addr: addr.to_owned(), token }).await? {
+            Reply::Joined { node } => Ok(node),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Node to node: makes a node that runs its meta replica a voter.
+    pub async fn cluster_add_voter(&self, node: u64, addr: &str) -> Result<()> {
+        self.call_ok(Command::ClusterAddVoter { node, addr: addr.to_owned() }).await
+    }
+
+    /// Node to node: the node's id and what it holds.
+    pub async fn node_info(&self) -> Result<NodeInfo> {
+        match self.call(Command::NodeInfo).await? {
+            Reply::NodeInfo(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Node to node: one Raft RPC of group `group`, as encoded bytes.
+    pub async fn raft_rpc(&self, group: u64, rpc: Vec<u8>) -> Result<Vec<u8>> {
+        match self.call(Command::Raft { group, rpc: Bytes::from(rpc) }).await? {
+            Reply::Raft(b) => Ok(b.into_vec()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Runs an aggregate. Reductions come back as MessagePack documents.

@@ -52,6 +52,11 @@ impl Secret {
         (!bytes.is_empty()).then_some(Secret(bytes))
     }
 
+    /// The password itself, for a node that authenticates to its peers.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Compares in time that depends only on `given`'s length, never on
     /// where it first differs from the secret nor on the secret's length.
     pub fn matches(&self, given: &[u8]) -> bool {

@@ -166,6 +166,42 @@ pub struct Catalog {
 }
 
 const ID_OFFSET_KEY: &[u8] = b"id_offset";
+const CLUSTER_IDENTITY_KEY: &[u8] = b"cluster_identity";
+
+/// Who this node is in its cluster: node-local, so it lives here and not
+/// in the replicated meta range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterIdentity {
+    /// The random id of this node's join attempt, kept so that a retried
+    /// join gets the same node id.
+    pub join_token: u64,
+    /// The node id, once the cluster gave one (the founding node takes 1).
+    pub node: Option<u64>,
+}
+
+/// The catalog's record of this node's [`ClusterIdentity`]; clones share it.
+#[derive(Clone)]
+pub struct IdentityStore {
+    db: sled::Db,
+    settings: sled::Tree,
+}
+
+impl IdentityStore {
+    /// This node's cluster identity, if it has one.
+    pub fn get(&self) -> Result<Option<ClusterIdentity>, CatalogError> {
+        match self.settings.get(CLUSTER_IDENTITY_KEY)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records this node's cluster identity durably.
+    pub fn set(&self, identity: &ClusterIdentity) -> Result<(), CatalogError> {
+        self.settings.insert(CLUSTER_IDENTITY_KEY, encode(identity))?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
@@ -215,6 +251,11 @@ impl Catalog {
             Ok::<_, ConflictableTransactionError<CatalogError>>(())
         })?;
         self.flush()
+    }
+
+    /// Where this node's cluster identity is kept.
+    pub fn identity_store(&self) -> IdentityStore {
+        IdentityStore { db: self.db.clone(), settings: self.settings.clone() }
     }
 
     pub fn flush(&self) -> Result<(), CatalogError> {

@@ -128,6 +128,25 @@ impl Node {
             Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),
             // The connection decides authentication before a request gets
             // here (server.rs); reaching the node is a bug of the caller.
+            Command::ClusterStatus => {
+                let local = self.node_info();
+                self.cluster()?.status(local).await.map(Reply::Cluster)
+            }
+            Command::ClusterRemove { node } => {
+                self.cluster()?.remove(node).await.map(|()| Reply::Ok)
+            }
+            Command::ClusterJoin { addr, token } => {
+                self.cluster()?.join_request(addr, token).await.map(|node| Reply::Joined { node })
+            }
+            Command::ClusterAddVoter { node, addr } => {
+                self.cluster()?.add_voter(node, addr).await.map(|()| Reply::Ok)
+            }
+            Command::NodeInfo => Ok(Reply::NodeInfo(self.node_info())),
+            Command::Raft { group, rpc } => self
+                .cluster()?
+                .handle_rpc(group, &rpc)
+                .await
+                .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
             Command::Auth { .. } => Err(NodeError::Internal(
                 "Auth must be handled by the connection, not the node".into(),
             )),

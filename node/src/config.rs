@@ -48,6 +48,14 @@ pub struct NodeConfig {
     /// Memory all Lua VMs of views may reserve together (each reserves its
     /// own limit while it lives): `serve --lua-memory-max-bytes`.
     pub lua_memory_max_bytes: usize,
+    /// `serve --join`: a node of the cluster to join (on a node that has
+    /// not joined one yet).
+    pub join: Option<String>,
+    /// The address other nodes reach this one at; `None`: the address the
+    /// native protocol listens on.
+    pub advertise: Option<String>,
+    /// Raft's timers for the groups of this node.
+    pub raft_timing: crate::consensus::Timing,
 }
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
@@ -78,6 +86,9 @@ impl Default for NodeConfig {
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
             recover_catalog: false,
             lua_memory_max_bytes: crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES,
+            join: None,
+            advertise: None,
+            raft_timing: crate::consensus::Timing::PRODUCTION,
         }
     }
 }

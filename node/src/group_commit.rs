@@ -34,6 +34,14 @@
 //! fdatasync, the chunk of the file that failed; with syncfs, which cannot
 //! say which file failed, every chunk of the round. Those chunks are
 //! poisoned (no more writes); nothing unsynced is ever acknowledged.
+//!
+//! The syncer is also the node's [`SyncPoint`]: Raft logs queue the files
+//! they wrote ([`Syncer`]'s `sync`), which kicks a round at once. A file
+//! queued before a round is cut is covered by that round: fdatasynced once
+//! however many times it was queued, or by the round's syncfs (if it lies
+//! on the data directory's file system; else fdatasynced), whatever the
+//! `--fsync` mode (a Raft log acknowledges only what is durable), and every
+//! `done` of it is called with that outcome.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -47,7 +55,11 @@ use std::time::{Duration, Instant};
 use crate::chunk_cell::{ChunkCell, Round, SettledRound};
 use crate::chunk_host::ChunkHost;
 use crate::config::FsyncMode;
+use crate::consensus::SyncPoint;
 use crate::storage::chunk_log::SyncJob;
+
+/// What a [`SyncPoint`] caller is told once its file is durable (or not).
+type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 /// How a round of the group commit makes its files durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +101,9 @@ pub struct CommitStats {
     pub chunks: AtomicU64,
     /// fdatasync and syncfs calls made.
     pub syncs: AtomicU64,
+    /// Distinct files of [`SyncPoint`] callers (Raft logs) those rounds
+    /// covered, summed.
+    pub files: AtomicU64,
 }
 
 /// The queue of chunks with writes to make durable, and its thread.
@@ -104,6 +119,9 @@ pub struct Syncer {
     /// per open file description, so one handle kept for the node's life
     /// sees every error after it was opened.
     fs: File,
+    /// The device of the data directory's file system: syncfs covers only
+    /// files on it.
+    fs_dev: u64,
     pub stats: CommitStats,
     /// The thread, joined at shutdown.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -120,6 +138,9 @@ pub struct Syncer {
 #[derive(Default)]
 struct Queue {
     cells: VecDeque<Arc<ChunkCell>>,
+    /// Files of [`SyncPoint`] callers, with what to call once the round
+    /// that takes them ends.
+    files: Vec<(Arc<File>, Done)>,
     /// A writer waits: run the round now.
     kicked: bool,
     /// The syncer sleeps until notified (nothing was queued).
@@ -141,12 +162,15 @@ impl Syncer {
             SyncMethod::Auto if !syncfs_reports_errors() => SyncMethod::Fdatasync,
             m => m,
         };
+        let fs = File::open(data_dir)?;
+        let fs_dev = std::os::unix::fs::MetadataExt::dev(&fs.metadata()?);
         Ok(Syncer {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             method,
             fsync,
-            fs: File::open(data_dir)?,
+            fs,
+            fs_dev,
             stats: CommitStats::default(),
             thread: Mutex::new(None),
             host: std::sync::OnceLock::new(),
@@ -240,7 +264,7 @@ impl Syncer {
         let mut next_sync = interval.map(|i| Instant::now() + i);
         let round_delay_max = Duration::from_millis(ROUND_DELAY_MAX_MS);
         loop {
-            let (cells, stopping) = {
+            let (cells, files, stopping) = {
                 let mut q = self.queue();
                 let mut queued_since: Option<Instant> = None;
                 loop {
@@ -248,7 +272,7 @@ impl Syncer {
                         break;
                     }
                     let now = Instant::now();
-                    if !q.cells.is_empty() {
+                    if !q.cells.is_empty() || !q.files.is_empty() {
                         // Woken by a waiting writer, or the round is overdue.
                         let since = *queued_since.get_or_insert(now);
                         if q.kicked || now >= since + round_delay_max {
@@ -258,7 +282,11 @@ impl Syncer {
                     if next_sync.is_some_and(|at| now >= at) {
                         break;
                     }
-                    let mut wait = if q.cells.is_empty() { None } else { Some(round_delay_max) };
+                    let mut wait = if q.cells.is_empty() && q.files.is_empty() {
+                        None
+                    } else {
+                        Some(round_delay_max)
+                    };
                     if let Some(at) = next_sync {
                         let left = at.saturating_duration_since(now);
                         wait = Some(wait.map_or(left, |w| w.min(left)));
@@ -276,11 +304,19 @@ impl Syncer {
                     };
                 }
                 q.kicked = false;
-                (q.cells.drain(..).collect::<Vec<_>>(), q.stopping)
+                (q.cells.drain(..).collect::<Vec<_>>(), std::mem::take(&mut q.files), q.stopping)
             };
-            let Some(host) = self.host.get().and_then(Weak::upgrade) else { return };
-            if !cells.is_empty() {
-                self.round(&*host, cells);
+            let Some(host) = self.host.get().and_then(Weak::upgrade) else {
+                // The node is gone: nothing will run a round again.
+                let mut q = self.queue();
+                q.stopping = true;
+                let left = std::mem::take(&mut q.files);
+                drop(q);
+                fail_files(files.into_iter().chain(left), "the node stopped");
+                return;
+            };
+            if !cells.is_empty() || !files.is_empty() {
+                self.round(&*host, cells, files);
             }
             if let (Some(at), Some(interval)) = (next_sync, interval) {
                 if stopping || Instant::now() >= at {
@@ -291,19 +327,44 @@ impl Syncer {
                     next_sync = Some(Instant::now() + interval);
                 }
             }
-            if stopping && self.queue().cells.is_empty() {
-                return;
+            if stopping {
+                let q = self.queue();
+                if q.cells.is_empty() && q.files.is_empty() {
+                    return;
+                }
             }
         }
     }
 
     /// One round: every queued chunk's entries written out, synced
     /// together (under `--fsync always`), then acknowledged.
-    pub(crate) fn round(&self, host: &dyn ChunkHost, cells: Vec<Arc<ChunkCell>>) {
+    /// `files` (queued by [`SyncPoint`] callers) are made durable by the
+    /// round's sync whatever the `--fsync` mode, then their `done`s called.
+    pub(crate) fn round(
+        &self,
+        host: &dyn ChunkHost,
+        cells: Vec<Arc<ChunkCell>>,
+        files: Vec<(Arc<File>, Done)>,
+    ) {
+        // Each file once, however often it was queued (one Raft log's
+        // appends between two rounds all name its active segment).
+        let mut distinct: Vec<Arc<File>> = Vec::new();
+        let mut slot_of: std::collections::HashMap<*const File, usize> = Default::default();
+        let dones: Vec<(usize, Done)> = files
+            .into_iter()
+            .map(|(file, done)| {
+                let i = *slot_of.entry(Arc::as_ptr(&file)).or_insert_with(|| {
+                    distinct.push(file.clone());
+                    distinct.len() - 1
+                });
+                (i, done)
+            })
+            .collect();
         let sync = self.fsync == FsyncMode::Always;
         let mut rounds: Vec<(Arc<ChunkCell>, Round)> =
             cells.into_iter().map(|c| (c.clone(), c.begin_round(sync))).collect();
         let mut outcomes: Vec<Option<io::Error>> = (0..rounds.len()).map(|_| None).collect();
+        let file_outcomes: Vec<io::Result<()>>;
         if sync {
             let jobs: Vec<(usize, &SyncJob)> = rounds
                 .iter()
@@ -312,13 +373,18 @@ impl Syncer {
                     r.job.as_ref().ok().and_then(Option::as_ref).map(|j| (i, j))
                 })
                 .collect();
-            for (i, e) in self.sync_jobs(&jobs) {
+            let (failed, files) = self.sync_round(&jobs, &distinct);
+            for (i, e) in failed {
                 outcomes[i] = Some(e);
             }
-        } else if self.fsync != FsyncMode::Never {
-            for (cell, _) in &rounds {
-                self.note_unsynced(cell);
+            file_outcomes = files;
+        } else {
+            if self.fsync != FsyncMode::Never {
+                for (cell, _) in &rounds {
+                    self.note_unsynced(cell);
+                }
             }
+            file_outcomes = self.sync_round(&[], &distinct).1;
         }
         let settled: Vec<_> = rounds
             .iter_mut()
@@ -334,6 +400,12 @@ impl Syncer {
         host.clock().resolve(settled.iter().flat_map(SettledRound::seqs));
         for s in settled {
             s.answer(host);
+        }
+        for (i, done) in dones {
+            done(match &file_outcomes[i] {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
         }
     }
 
@@ -359,28 +431,56 @@ impl Syncer {
     /// Syncs the jobs of one round by the node's method; returns the jobs
     /// that failed (by their index) with the error.
     fn sync_jobs(&self, jobs: &[(usize, &SyncJob)]) -> Vec<(usize, io::Error)> {
+        self.sync_round(jobs, &[]).0
+    }
+
+    /// Syncs the chunk jobs and the extra `files` of one round by the
+    /// node's method (`files` count toward the choice of syncfs); returns
+    /// the jobs that failed (by their index) with the error, and each
+    /// file's outcome, in order.
+    fn sync_round(
+        &self,
+        jobs: &[(usize, &SyncJob)],
+        files: &[Arc<File>],
+    ) -> (Vec<(usize, io::Error)>, Vec<io::Result<()>>) {
         let jobs: Vec<(usize, &SyncJob)> =
             jobs.iter().copied().filter(|(_, j)| !j.is_empty()).collect();
-        let files: usize = jobs.iter().map(|(_, j)| j.handles()).sum();
-        if files == 0 {
-            return Vec::new();
+        let handles: usize = jobs.iter().map(|(_, j)| j.handles()).sum::<usize>() + files.len();
+        if handles == 0 {
+            return (Vec::new(), Vec::new());
         }
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
         self.stats.chunks.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        self.stats.files.fetch_add(files.len() as u64, Ordering::Relaxed);
         let syncfs = match self.method {
             SyncMethod::Syncfs => true,
-            SyncMethod::Auto => files >= SYNCFS_MIN_FILES,
+            SyncMethod::Auto => handles >= SYNCFS_MIN_FILES,
             SyncMethod::Fdatasync => false,
         };
+        let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         if syncfs {
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            return match self.syncfs() {
+            let outcome = self.syncfs();
+            let failed = match &outcome {
                 Ok(()) => Vec::new(),
-                Err(e) => jobs
-                    .iter()
-                    .map(|(i, _)| (*i, io::Error::new(e.kind(), e.to_string())))
-                    .collect(),
+                Err(e) => jobs.iter().map(|(i, _)| (*i, copy(e))).collect(),
             };
+            let files = files
+                .iter()
+                .map(|f| {
+                    let on_fs = f
+                        .metadata()
+                        .is_ok_and(|m| std::os::unix::fs::MetadataExt::dev(&m) == self.fs_dev);
+                    if on_fs {
+                        outcome.as_ref().map_err(copy).copied()
+                    } else {
+                        // Another file system: the syncfs did not cover it.
+                        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                        f.sync_data()
+                    }
+                })
+                .collect();
+            return (failed, files);
         }
         let mut failed = Vec::new();
         for (i, job) in jobs {
@@ -389,7 +489,14 @@ impl Syncer {
                 failed.push((i, e));
             }
         }
-        failed
+        let outcomes = files
+            .iter()
+            .map(|f| {
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                self.injected_failure().map_or_else(|| f.sync_data(), Err)
+            })
+            .collect();
+        (failed, outcomes)
     }
 
     fn syncfs(&self) -> io::Result<()> {
@@ -414,6 +521,31 @@ impl Syncer {
     #[cfg(not(test))]
     fn injected_failure(&self) -> Option<io::Error> {
         None
+    }
+}
+
+/// Tells `files`' callers their sync will not happen.
+fn fail_files(files: impl IntoIterator<Item = (Arc<File>, Done)>, why: &str) {
+    for (_, done) in files {
+        done(Err(io::Error::other(format!("not synced: {why}"))));
+    }
+}
+
+impl SyncPoint for Syncer {
+    /// Queues `file` for the next round and starts it now: a Raft log
+    /// waits for this sync before it acknowledges anything. Under every
+    /// `--fsync` mode. After [`Syncer::stop`], `done` is told the sync
+    /// failed.
+    fn sync(&self, file: Arc<File>, done: Done) {
+        let mut q = self.queue();
+        if q.stopping {
+            drop(q);
+            fail_files([(file, done)], "the node's syncer stopped");
+            return;
+        }
+        q.files.push((file, done));
+        q.kicked = true;
+        self.wake.notify_one();
     }
 }
 
@@ -504,7 +636,7 @@ mod tests {
         let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
         assert_eq!(queued.len(), 3, "each cell is queued once");
         *syncer.fail_next_sync.lock().expect("hook") = Some(io::ErrorKind::Other);
-        syncer.round(&host, queued);
+        syncer.round(&host, queued, Vec::new());
         let acked = acks
             .into_iter()
             .map(|applied| applied.try_answer().expect("answered after the round").is_ok())
@@ -550,7 +682,7 @@ mod tests {
         cells[0].retire(&host).expect("an open chunk").destroy().expect("destroy");
         assert!(matches!(dropped.try_answer(), Some(Err(NodeError::Moved))));
         let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
-        syncer.round(&host, queued);
+        syncer.round(&host, queued, Vec::new());
         assert!(matches!(kept.try_answer(), Some(Ok(_))));
         assert_eq!(host.clock.stable(), host.clock.last_allocated(), "no seq left in flight");
     }
@@ -612,7 +744,7 @@ mod tests {
         }
         let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
         assert_eq!(queued.len(), 8);
-        syncer.round(&host, queued);
+        syncer.round(&host, queued, Vec::new());
         assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 1, "one syncfs for 8 chunks");
         assert_eq!(host.clock.stable(), 24);
         for cell in &cells {
@@ -672,5 +804,265 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         syncer.stop();
+    }
+
+    /// A file with a few bytes written, and a `done` that records its outcome.
+    fn raft_file(dir: &Path, name: &str) -> Arc<File> {
+        let f = File::create(dir.join(name)).expect("create");
+        std::io::Write::write_all(&mut &f, b"entry").expect("write");
+        Arc::new(f)
+    }
+
+    /// A `done`'s tag and the kind of error it was given, if any.
+    type Outcome = (&'static str, Option<io::ErrorKind>);
+    type Outcomes = Arc<Mutex<Vec<Outcome>>>;
+
+    fn recording(outcomes: &Outcomes, tag: &'static str) -> Done {
+        let outcomes = outcomes.clone();
+        Box::new(move |r: io::Result<()>| {
+            outcomes.lock().expect("outcomes").push((tag, r.err().map(|e| e.kind())));
+        })
+    }
+
+    fn sorted(outcomes: &Outcomes) -> Vec<Outcome> {
+        let mut v = outcomes.lock().expect("outcomes").clone();
+        v.sort();
+        v
+    }
+
+    /// Queues files `a` (twice) and `b` through the [`SyncPoint`], a batch
+    /// on one chunk, and runs one round, with `failure` injected into its
+    /// first sync; returns the files' outcomes and whether the chunk's
+    /// batch was acknowledged.
+    fn round_with_files(method: SyncMethod, failure: bool) -> (Vec<Outcome>, bool, Arc<Syncer>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(Syncer::new(dir.path(), FsyncMode::Always, method).expect("syncer"));
+        let host = Host::new(&syncer);
+        let cells = cells(dir.path(), 1);
+        let applied = cells[0].apply(&host, &put("k")).expect("apply");
+        let (a, b) = (raft_file(dir.path(), "a"), raft_file(dir.path(), "b"));
+        let outcomes = Outcomes::default();
+        let point: &dyn SyncPoint = &*syncer;
+        point.sync(a.clone(), recording(&outcomes, "a1"));
+        point.sync(b, recording(&outcomes, "b"));
+        point.sync(a, recording(&outcomes, "a2"));
+        let (queued, files) = {
+            let mut q = syncer.queue();
+            assert!(q.kicked, "a queued file starts a round at once");
+            (q.cells.drain(..).collect::<Vec<_>>(), std::mem::take(&mut q.files))
+        };
+        assert_eq!(files.len(), 3);
+        assert!(outcomes.lock().expect("outcomes").is_empty(), "nothing is done before its round");
+        if failure {
+            *syncer.fail_next_sync.lock().expect("hook") = Some(io::ErrorKind::Other);
+        }
+        syncer.round(&host, queued, files);
+        let acked = applied.try_answer().expect("answered after the round").is_ok();
+        (sorted(&outcomes), acked, syncer)
+    }
+
+    #[test]
+    fn files_queued_before_a_round_are_fdatasynced_once_each_by_it() {
+        let (outcomes, acked, syncer) = round_with_files(SyncMethod::Fdatasync, false);
+        assert_eq!(outcomes, [("a1", None), ("a2", None), ("b", None)]);
+        assert!(acked);
+        assert_eq!(syncer.stats.files.load(Ordering::Relaxed), 2, "file a once");
+        assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 3, "the chunk, a and b");
+        assert_eq!(syncer.stats.rounds.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_failed_fdatasync_fails_only_its_own_file_or_chunk() {
+        // The chunk's sync runs first and takes the injected failure.
+        let (outcomes, acked, _) = round_with_files(SyncMethod::Fdatasync, true);
+        assert!(!acked);
+        assert_eq!(outcomes, [("a1", None), ("a2", None), ("b", None)]);
+        // A round of files only: the first file (a) fails, every done of it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
+        );
+        let host = Host::new(&syncer);
+        let (a, b) = (raft_file(dir.path(), "a"), raft_file(dir.path(), "b"));
+        let outcomes = Outcomes::default();
+        syncer.sync(a.clone(), recording(&outcomes, "a1"));
+        syncer.sync(b, recording(&outcomes, "b"));
+        syncer.sync(a, recording(&outcomes, "a2"));
+        let files = std::mem::take(&mut syncer.queue().files);
+        *syncer.fail_next_sync.lock().expect("hook") = Some(io::ErrorKind::Other);
+        syncer.round(&host, Vec::new(), files);
+        let other = Some(io::ErrorKind::Other);
+        assert_eq!(sorted(&outcomes), [("a1", other), ("a2", other), ("b", None)]);
+    }
+
+    #[test]
+    fn a_syncfs_covers_the_files_of_its_round_and_its_failure_fails_them_all() {
+        if !syncfs_reports_errors() {
+            eprintln!("SKIPPED: this kernel's syncfs does not report errors");
+            return;
+        }
+        let (outcomes, acked, syncer) = round_with_files(SyncMethod::Syncfs, false);
+        assert_eq!(outcomes, [("a1", None), ("a2", None), ("b", None)]);
+        assert!(acked);
+        assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 1, "one syncfs for all");
+        let (outcomes, acked, _) = round_with_files(SyncMethod::Syncfs, true);
+        let other = Some(io::ErrorKind::Other);
+        assert_eq!(outcomes, [("a1", other), ("a2", other), ("b", other)]);
+        assert!(!acked);
+    }
+
+    #[test]
+    fn a_file_on_another_file_system_is_fdatasynced_in_a_syncfs_round() {
+        if !syncfs_reports_errors() || !Path::new("/dev/shm").is_dir() {
+            eprintln!("SKIPPED: no syncfs errors or no /dev/shm");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Syncfs).expect("syncer"),
+        );
+        let same_fs = |p: &Path| {
+            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).expect("stat"))
+                == syncer.fs_dev
+        };
+        if same_fs(other.path()) {
+            eprintln!("SKIPPED: /dev/shm is on the data directory's file system");
+            return;
+        }
+        let host = Host::new(&syncer);
+        let outcomes = Outcomes::default();
+        syncer.sync(raft_file(dir.path(), "here"), recording(&outcomes, "here"));
+        syncer.sync(raft_file(other.path(), "there"), recording(&outcomes, "there"));
+        let files = std::mem::take(&mut syncer.queue().files);
+        syncer.round(&host, Vec::new(), files);
+        assert_eq!(sorted(&outcomes), [("here", None), ("there", None)]);
+        assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 2, "one syncfs, one fdatasync");
+    }
+
+    #[test]
+    fn files_are_synced_whatever_the_fsync_mode() {
+        for fsync in [FsyncMode::Never, FsyncMode::Interval { ms: 60_000 }] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let syncer =
+                Arc::new(Syncer::new(dir.path(), fsync, SyncMethod::Fdatasync).expect("syncer"));
+            let host = Host::new(&syncer);
+            let outcomes = Outcomes::default();
+            syncer.sync(raft_file(dir.path(), "a"), recording(&outcomes, "a"));
+            let files = std::mem::take(&mut syncer.queue().files);
+            syncer.round(&host, Vec::new(), files);
+            assert_eq!(sorted(&outcomes), [("a", None)], "{fsync:?}");
+            assert_eq!(syncer.stats.syncs.load(Ordering::Relaxed), 1, "{fsync:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_raft_log_on_the_running_syncer_is_durable_and_poisoned_by_its_failure() {
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (syncer, _host) = started(dir.path());
+        // Let the syncer go to sleep on an empty queue: the file must wake it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut log =
+            crate::consensus::log_store::LogStore::open(&dir.path().join("raft"), syncer.clone())
+                .expect("open");
+        let entry = |i| Entry::<crate::consensus::TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(crate::consensus::Command(vec![i as u8])),
+        };
+        for i in 1..=5 {
+            tokio::time::timeout(Duration::from_secs(5), log.blocking_append([entry(i)]))
+                .await
+                .expect("acknowledged")
+                .expect("durable");
+        }
+        assert!(syncer.stats.files.load(Ordering::Relaxed) >= 1);
+        assert_eq!(log.try_get_log_entries(..).await.expect("read").len(), 5);
+        *syncer.fail_next_sync.lock().expect("hook") = Some(io::ErrorKind::Other);
+        let failed = tokio::time::timeout(Duration::from_secs(5), log.blocking_append([entry(6)]))
+            .await
+            .expect("answered");
+        assert!(failed.is_err(), "the failed sync fails the append");
+        assert!(log.blocking_append([entry(7)]).await.is_err(), "and poisons the log");
+        syncer.stop();
+        // After the stop, a sync is refused rather than left waiting.
+        let outcomes = Outcomes::default();
+        syncer.sync(raft_file(dir.path(), "late"), recording(&outcomes, "late"));
+        assert_eq!(sorted(&outcomes), [("late", Some(io::ErrorKind::Other))]);
+        let _ = log.get_log_state().await.expect("state");
+    }
+
+    /// Measures Raft logs appending concurrently through the group commit
+    /// against a thread and an fdatasync per append. Run with
+    /// `cargo test -j1 -p monotable-node --lib -- --ignored raft_logs_share --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement; prints numbers"]
+    async fn raft_logs_share_the_rounds_of_the_group_commit() {
+        use openraft::storage::RaftLogStorageExt;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+        const LOGS: u64 = 16;
+        const APPENDS: u64 = 200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = |method| {
+            let syncer =
+                Arc::new(Syncer::new(dir.path(), FsyncMode::Always, method).expect("syncer"));
+            let host: Arc<dyn ChunkHost> = Arc::new(Host::new(&syncer));
+            syncer.start(Arc::downgrade(&host)).expect("start");
+            (syncer, host)
+        };
+        let (auto, _auto_host) = start(SyncMethod::Auto);
+        let (fdatasync, _fdatasync_host) = start(SyncMethod::Fdatasync);
+        let (on_auto, on_fdatasync, each): (
+            Arc<dyn SyncPoint>,
+            Arc<dyn SyncPoint>,
+            Arc<dyn SyncPoint>,
+        ) = (auto.clone(), fdatasync.clone(), Arc::new(crate::consensus::SyncEach));
+        let points = [
+            ("group commit, auto", on_auto, Some(&auto)),
+            ("group commit, fdatasync", on_fdatasync, Some(&fdatasync)),
+            ("a thread and an fdatasync per append", each, None),
+        ];
+        let stats = |s: Option<&Arc<Syncer>>| {
+            s.map_or((0, 0), |s| {
+                (s.stats.rounds.load(Ordering::Relaxed), s.stats.syncs.load(Ordering::Relaxed))
+            })
+        };
+        for (k, (name, point, syncer)) in points.into_iter().enumerate() {
+            let before = stats(syncer);
+            let started_at = Instant::now();
+            let mut tasks = Vec::new();
+            for g in 0..LOGS {
+                let path = dir.path().join(format!("{k}-{g}"));
+                let mut log = crate::consensus::log_store::LogStore::open(&path, point.clone())
+                    .expect("open");
+                tasks.push(tokio::spawn(async move {
+                    for i in 1..=APPENDS {
+                        let entry = Entry::<crate::consensus::TypeConfig> {
+                            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                            payload: EntryPayload::Normal(crate::consensus::Command(vec![7; 100])),
+                        };
+                        log.blocking_append([entry]).await.expect("durable");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("task");
+            }
+            let elapsed = started_at.elapsed();
+            let appends = LOGS * APPENDS;
+            let after = stats(syncer);
+            println!(
+                "{name}: {LOGS} logs x {APPENDS} appends of 100 bytes: {:.0} ms, {:.1} us/append, {} rounds, {} syncs",
+                elapsed.as_secs_f64() * 1e3,
+                elapsed.as_secs_f64() * 1e6 / appends as f64,
+                after.0 - before.0,
+                after.1 - before.1,
+            );
+        }
+        auto.stop();
+        fdatasync.stop();
     }
 }

@@ -19,7 +19,14 @@
 //! - [`storage`]: the chunk itself: log segments on disk, its manifest and
 //!   descriptor, the versioned in-memory index, the seq clock and snapshot
 //!   pins; the row limits are enforced here, where every write passes.
-//! - [`catalog`]: ranges and chunk boundaries in sled.
+//! - [`consensus`]: Raft groups on openraft (pinned, every openraft type
+//!   kept inside): a group handle, the state machine and log storage, and
+//!   the network adapter over a transport shared by all groups of a node.
+//! - [`cluster`]: the nodes of the cluster and the meta range they
+//!   replicate (one Raft group): founding, `--join`, status, removal, and
+//!   the connections to peers that carry Raft RPCs and forwarded requests.
+//! - [`catalog`]: ranges and chunk boundaries in sled, and this node's
+//!   cluster identity (node-local state).
 //! - [`startup`]: the catalog checked against the chunk directories at
 //!   start, and its rebuild from them (`serve --recover-catalog`).
 //! - [`view`]: live map-reduce: mapper and reducer functions, the Lua
@@ -42,6 +49,7 @@ pub mod chunk_actor;
 pub mod chunk_cell;
 pub mod chunk_host;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod consensus;

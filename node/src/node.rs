@@ -66,6 +66,8 @@ pub struct Node {
     pub syncer: Arc<crate::group_commit::Syncer>,
     /// This node, for work started from a `&Node` (a split's halves).
     me: std::sync::Weak<Node>,
+    /// This node's part of the cluster, set by the server once it listens.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -255,6 +257,7 @@ impl Node {
             views_advanced: tokio::sync::Notify::new(),
             creating_range: Mutex::new(()),
             syncer: Arc::new(syncer),
+            cluster: std::sync::OnceLock::new(),
         });
         tracing::info!(fsync = ?node.config.fsync, sync_method = ?node.syncer.method(), "group commit");
         let host: Arc<dyn ChunkHost> = node.clone();
@@ -413,6 +416,33 @@ impl Node {
 
     fn self_arc(&self) -> Option<Arc<Node>> {
         self.me.upgrade()
+    }
+
+    /// Attaches this node's part of the cluster (once).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// This node's part of the cluster.
+    pub fn cluster(&self) -> NodeResult<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get().ok_or_else(|| {
+            NodeError::client(
+                monotable_proto::ErrorCode::ClusterUnavailable,
+                "this node has not started its cluster layer",
+            )
+        })
+    }
+
+    /// This node's id and what it holds (`Command::NodeInfo`). Every chunk
+    /// has one replica today, led by the node that holds it.
+    pub fn node_info(&self) -> monotable_proto::NodeInfo {
+        let chunks: u64 = self.router_read().ranges().map(|r| r.chunks.len() as u64).sum();
+        monotable_proto::NodeInfo {
+            id: self.cluster.get().and_then(|c| c.node_id()).unwrap_or(0),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            chunk_replicas: chunks,
+            chunk_leaders: chunks,
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -142,6 +142,7 @@ pub async fn serve_with_resp(
     let listener =
         TcpListener::from_std(listener).map_err(|e| NodeError::Internal(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
+    let cluster = start_cluster(&node, addr).await?;
     let state = Arc::new(ServerState::default());
     let (closing_tx, closing_rx) = watch::channel(false);
     if let Some(resp) = resp {
@@ -181,6 +182,7 @@ pub async fn serve_with_resp(
     let _ = closing_tx.send(true);
     state.wait_zero(&state.connections, deadline).await;
     node.shutdown().await;
+    cluster.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -445,6 +447,36 @@ async fn write_replies(
         buf.clear();
     }
     let _ = writer.shutdown().await;
+}
+
+/// Starts the node's part of the cluster: after the listener is bound, since
+/// a joining node must answer the leader that adds it.
+async fn start_cluster(
+    node: &Arc<Node>,
+    listening: std::net::SocketAddr,
+) -> Result<Arc<crate::cluster::Cluster>, NodeError> {
+    let advertise = match &node.config.advertise {
+        Some(a) => a.clone(),
+        None if listening.ip().is_unspecified() && node.config.join.is_some() => {
+            return Err(NodeError::Start(format!(
+                "--listen {listening} is a wildcard address, which other nodes cannot reach: \
+                 give the address they should use with --advertise-addr"
+            )))
+        }
+        None => listening.to_string(),
+    };
+    let config = crate::cluster::ClusterConfig {
+        dir: node.config.data_dir.join("cluster"),
+        advertise,
+        join: node.config.join.clone(),
+        password: node.config.password.as_ref().map(|p| p.expose().to_vec()),
+        timing: node.config.raft_timing,
+    };
+    let cluster =
+        crate::cluster::Cluster::start(config, node.catalog.identity_store(), node.syncer.clone())
+            .await?;
+    node.set_cluster(cluster.clone());
+    Ok(cluster)
 }
 
 /// A server running on its own thread, for tests and embedding.

@@ -39,12 +39,22 @@ pub enum ErrorCode {
     /// [`crate::Command::Auth`] gave the wrong password. The node answers
     /// failures more slowly the more an address has failed.
     AuthFailed,
+    /// The cluster cannot decide now: this node has not finished joining,
+    /// or no leader of the cluster's meta range is reachable (no majority
+    /// of its nodes is up). Retry later.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
     /// Whether the same request may succeed if sent again later unchanged.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::ViewLagging)
+        matches!(
+            self,
+            ErrorCode::Busy
+                | ErrorCode::ShuttingDown
+                | ErrorCode::ViewLagging
+                | ErrorCode::ClusterUnavailable
+        )
     }
 }
 

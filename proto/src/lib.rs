@@ -22,8 +22,9 @@ pub mod tuple;
 
 pub use error::{ErrorCode, ErrorInfo};
 pub use message::{
-    AggregateReply, AggregateRequest, Bytes, ChunkInfo, Command, CommitToken, MapFunction,
-    Password, RangeInfo, RangeOptions, Record, ReduceFunction, Reply, Request, Response, ScanReply,
-    ScanRequest, ServerHello, SinkSource, TreeStatus, ViewStatus, WriteOp,
+    AggregateReply, AggregateRequest, Bytes, ChunkInfo, ClusterStatus, Command, CommitToken,
+    MapFunction, NodeInfo, NodeStatus, Password, RangeInfo, RangeOptions, Record, ReduceFunction,
+    Reply, Request, Response, ScanReply, ScanRequest, ServerHello, SinkSource, TreeStatus,
+    ViewStatus, WriteOp,
 };
 pub use tuple::Element;

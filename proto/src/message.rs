@@ -182,6 +182,35 @@ pub enum Command {
     Auth {
         password: Password,
     },
+    /// The nodes of the cluster as the answering node sees them.
+    ClusterStatus,
+    /// Takes a node out of the cluster for good: it leaves the meta
+    /// range's Raft group and the node list. Its data directory can then
+    /// be deleted; it cannot rejoin with it.
+    ClusterRemove {
+        node: u64,
+    },
+    /// Node to node: a node asks for an id to join the cluster with.
+    /// `token` is the joining node's own random id for this attempt, so a
+    /// retried request gets the same node id.
+    ClusterJoin {
+        addr: String,
+        token: u64,
+    },
+    /// Node to node: once it runs its replica of the meta range, a joining
+    /// node asks the meta leader to make it a voter.
+    ClusterAddVoter {
+        node: u64,
+        addr: String,
+    },
+    /// Node to node: the answering node's id and what it holds.
+    NodeInfo,
+    /// Node to node: an RPC of the Raft group `group`, bytes as the
+    /// node's consensus layer encodes them.
+    Raft {
+        group: u64,
+        rpc: Bytes,
+    },
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged
@@ -394,4 +423,46 @@ pub enum Reply {
     Snapshot(u64),
     Views(Vec<ViewStatus>),
     Aggregate(AggregateReply),
+    Cluster(ClusterStatus),
+    Joined { node: u64 },
+    NodeInfo(NodeInfo),
+    Raft(Bytes),
+}
+
+/// The cluster as one node sees it (`monotable cluster status`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub answered_by: u64,
+    /// The meta range's leader as the answering node knows it.
+    pub meta_leader: Option<u64>,
+    /// The meta range's Raft term at the answering node.
+    pub meta_term: u64,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node of [`ClusterStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub addr: String,
+    /// It answered the answering node within a second.
+    pub live: bool,
+    /// Its place in the meta range's Raft group: "leader", "voter",
+    /// "learner" or "none" (registered, not yet a member).
+    pub meta_role: String,
+    /// What it reported of itself, when live.
+    pub info: Option<NodeInfo>,
+}
+
+/// What a node holds (`Command::NodeInfo`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub id: u64,
+    pub server_version: String,
+    /// Chunk replicas on the node.
+    pub chunk_replicas: u64,
+    /// Of those, the ones whose Raft leader it is (a chunk with one
+    /// replica is led by the node that holds it).
+    pub chunk_leaders: u64,
 }

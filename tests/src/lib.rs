@@ -75,6 +75,10 @@ pub struct Node {
     /// Every line the node logged, shared with the thread that reads them.
     log: Arc<Mutex<Vec<String>>>,
     extra_args: Vec<String>,
+    /// What `--listen` gets: port 0 (a new free port at every start), or a
+    /// fixed address kept across restarts (cluster nodes are known to
+    /// their peers by address).
+    listen: String,
 }
 
 impl Node {
@@ -85,10 +89,31 @@ impl Node {
 
     /// Starts a node with extra `serve` arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Node {
+        Self::start_listening(data_dir, "127.0.0.1:0".to_owned(), extra)
+    }
+
+    /// Starts a node on a free loopback port that it keeps across restarts.
+    pub fn start_pinned(data_dir: &Path, extra: &[&str]) -> Node {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_listening(data_dir, format!("127.0.0.1:{port}"), extra)
+    }
+
+    fn start_listening(data_dir: &Path, listen: String, extra: &[&str]) -> Node {
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr, resp_addr, child) = spawn(data_dir, &extra_args, &log);
-        Node { addr, resp_addr, data_dir: data_dir.to_owned(), child: Some(child), log, extra_args }
+        let (addr, resp_addr, child) = spawn(data_dir, &listen, &extra_args, &log);
+        Node {
+            addr,
+            resp_addr,
+            data_dir: data_dir.to_owned(),
+            child: Some(child),
+            log,
+            extra_args,
+            listen,
+        }
     }
 
     /// Kills the process without warning (SIGKILL).
@@ -120,10 +145,12 @@ impl Node {
         }
     }
 
-    /// Starts the node again on the same data directory (and a new port).
+    /// Starts the node again on the same data directory (and a new port,
+    /// unless it was started with [`Node::start_pinned`]).
     pub fn restart(&mut self) {
         self.kill();
-        let (addr, resp_addr, child) = spawn(&self.data_dir, &self.extra_args, &self.log);
+        let (addr, resp_addr, child) =
+            spawn(&self.data_dir, &self.listen, &self.extra_args, &self.log);
         self.addr = addr;
         self.resp_addr = resp_addr;
         self.child = Some(child);
@@ -177,6 +204,7 @@ fn log_filter() -> String {
 
 fn spawn(
     data_dir: &Path,
+    listen: &str,
     extra: &[String],
     log: &Arc<Mutex<Vec<String>>>,
 ) -> (SocketAddr, SocketAddr, Child) {
@@ -184,7 +212,7 @@ fn spawn(
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--resp-listen", "127.0.0.1:0", "--log", &log_filter()])
+        .args(["--listen", listen, "--resp-listen", "127.0.0.1:0", "--log", &log_filter()])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -217,6 +245,37 @@ fn spawn(
             let lines = log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
             panic!("node did not start serving within {START_TIMEOUT_SECS} s; its log:\n{lines}");
         }
+    }
+}
+
+/// Runs `serve` on `data`; returns its stderr if it exited within 30 s, or
+/// `None` if it was still running (then it is killed). Listens on free
+/// loopback ports unless `extra` gives `--listen`.
+pub fn serve_exits(data: &Path, extra: &[&str]) -> Option<String> {
+    let mut cmd = Command::new(binary());
+    cmd.arg("serve").arg("--data-dir").arg(data).args(["--resp-listen", "off"]);
+    if !extra.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            let out = child.wait_with_output().expect("output");
+            return Some(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

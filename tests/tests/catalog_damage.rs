@@ -5,11 +5,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use monotable_client::{Client, RangeOptions};
-use monotable_tests::{binary, runtime, Node};
+use monotable_tests::{runtime, serve_exits, Node};
 
 type Model = BTreeMap<(String, String), Vec<u8>>;
 
@@ -54,35 +52,6 @@ fn populate(data: &Path) -> Model {
     });
     assert!(node.stop());
     model
-}
-
-/// Runs `serve` on `data`; returns its stderr if it exited within the
-/// deadline, or `None` if it was still running (then it is killed).
-fn serve_exits(data: &Path, extra: &[&str]) -> Option<String> {
-    let mut child = Command::new(binary())
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--resp-listen", "off"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            let out = child.wait_with_output().expect("output");
-            return Some(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn check_everything_is_back(node: &Node, model: &Model) {

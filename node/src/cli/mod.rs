@@ -141,6 +141,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// See and change the cluster: nodes, liveness, removal.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Status of every view: watermark, pending changes, errors, backfill.
     Views {
         /// Print JSON lines instead of a table.
@@ -148,6 +155,24 @@ enum Cmd {
         json: bool,
         #[command(flatten)]
         client: ClientOpts,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// The cluster's nodes as the node asked sees them: id, address,
+    /// liveness, role in the meta range, chunk replicas and leaders.
+    Status {
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a node out of the cluster for good. Its id is never reused; to
+    /// bring the machine back, start it on an empty data directory with
+    /// --join.
+    Remove {
+        /// The node's id (see `cluster status`).
+        node: u64,
     },
 }
 
@@ -275,6 +300,24 @@ struct ServeArgs {
     /// must be created again.
     #[arg(long)]
     recover_catalog: bool,
+    /// Join the cluster the node at this address belongs to (native
+    /// address). Only on a node that is in no cluster yet; a node that
+    /// joined once rejoins by itself. Without it, a fresh node founds a
+    /// cluster of one.
+    #[arg(long, value_name = "ADDR")]
+    join: Option<String>,
+    /// The address other nodes reach this one at (default: --listen). Needed
+    /// when --listen is a wildcard address such as 0.0.0.0.
+    #[arg(long, value_name = "ADDR")]
+    advertise_addr: Option<String>,
+    /// Raft heartbeat interval of this node's groups, in milliseconds.
+    #[arg(long, default_value_t = crate::consensus::Timing::PRODUCTION.heartbeat_ms)]
+    raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for this long (randomised up to
+    /// twice as long) starts an election, in milliseconds. Must be well
+    /// above --raft-heartbeat-ms.
+    #[arg(long, default_value_t = crate::consensus::Timing::PRODUCTION.election_min_ms)]
+    raft_election_timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -411,6 +454,21 @@ fn serve(args: ServeArgs) -> i32 {
     config.sink_outage_max_ms = args.sink_outage_max_ms;
     config.recover_catalog = args.recover_catalog;
     config.lua_memory_max_bytes = args.lua_memory_max_bytes;
+    config.join = args.join;
+    config.advertise = args.advertise_addr;
+    if args.raft_heartbeat_ms == 0 || args.raft_election_timeout_ms < 2 * args.raft_heartbeat_ms {
+        return report(&anyhow::anyhow!(
+            "--raft-election-timeout-ms ({}) must be at least twice --raft-heartbeat-ms ({}), \
+             which must be above 0",
+            args.raft_election_timeout_ms,
+            args.raft_heartbeat_ms
+        ));
+    }
+    config.raft_timing = crate::consensus::Timing {
+        heartbeat_ms: args.raft_heartbeat_ms,
+        election_min_ms: args.raft_election_timeout_ms,
+        election_max_ms: 2 * args.raft_election_timeout_ms,
+    };
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }

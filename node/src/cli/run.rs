@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use monotable_client::{Client, Options, RangeOptions, Scan};
 
 use super::{
-    bench, bench_views, json, load, report, ClientOpts, Cmd, MapperCmd, RangeCmd, ReducerCmd,
-    ScanArgs, EXIT_NOT_FOUND,
+    bench, bench_views, json, load, report, ClientOpts, ClusterCmd, Cmd, MapperCmd, RangeCmd,
+    ReducerCmd, ScanArgs, EXIT_NOT_FOUND,
 };
 
 pub(super) fn client_main(cmd: Cmd) -> i32 {
@@ -244,6 +244,23 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
             out.flush()?;
             return Ok(code);
         }
+        Cmd::Cluster { command, client } => {
+            let c = connect(&client).await?;
+            match command {
+                ClusterCmd::Status { json } => {
+                    let status = c.cluster_status().await?;
+                    if json {
+                        writeln!(out, "{}", cluster_json(&status))?;
+                    } else {
+                        write_cluster_table(&mut out, &status)?;
+                    }
+                }
+                ClusterCmd::Remove { node } => {
+                    c.cluster_remove(node).await?;
+                    writeln!(out, "OK")?;
+                }
+            }
+        }
         Cmd::Views { json, client } => {
             let c = connect(&client).await?;
             let views = c.list_views().await?;
@@ -387,4 +404,68 @@ async fn scan(args: ScanArgs, out: &mut impl Write) -> Result<()> {
 /// The text of a Lua file given on the command line.
 fn read_source(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `cluster status --json`: one document with every node.
+fn cluster_json(status: &monotable_client::ClusterStatus) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n.id,
+                "addr": n.addr,
+                "live": n.live,
+                "meta_role": n.meta_role,
+                "chunk_replicas": n.info.as_ref().map(|i| i.chunk_replicas),
+                "chunk_leaders": n.info.as_ref().map(|i| i.chunk_leaders),
+                "version": n.info.as_ref().map(|i| i.server_version.clone()),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "answered_by": status.answered_by,
+        "meta_leader": status.meta_leader,
+        "meta_term": status.meta_term,
+        "nodes": nodes,
+    })
+}
+
+/// `cluster status` as a table.
+fn write_cluster_table(
+    out: &mut impl Write,
+    status: &monotable_client::ClusterStatus,
+) -> std::io::Result<()> {
+    let leader = status.meta_leader.map_or("none".to_owned(), |l| l.to_string());
+    writeln!(
+        out,
+        "answered by node {}; meta range leader: {leader} (term {})",
+        status.answered_by, status.meta_term
+    )?;
+    writeln!(
+        out,
+        "{:<6} {:<24} {:<6} {:<8} {:>8} {:>8}  VERSION",
+        "NODE", "ADDRESS", "LIVE", "META", "REPLICAS", "LEADERS"
+    )?;
+    for n in &status.nodes {
+        let (replicas, leaders, version) = match &n.info {
+            Some(i) => (
+                i.chunk_replicas.to_string(),
+                i.chunk_leaders.to_string(),
+                i.server_version.clone(),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        writeln!(
+            out,
+            "{:<6} {:<24} {:<6} {:<8} {:>8} {:>8}  {version}",
+            n.id,
+            n.addr,
+            if n.live { "yes" } else { "no" },
+            n.meta_role,
+            replicas,
+            leaders
+        )?;
+    }
+    Ok(())
 }

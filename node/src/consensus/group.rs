@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::{
     BasicNode, ChangeMembers, Entry, LogId, Raft, ServerState, SnapshotPolicy, StorageError, Vote,
 };
 
-use super::machine_store::MachineStore;
 use super::network::NetworkFactory;
 use super::{
     decode, encode, Command, ConsensusError, GroupId, NodeId, RaftRpc, RaftRpcReply, Transport,
@@ -71,7 +70,6 @@ pub struct GroupStatus {
 pub struct Group {
     id: GroupId,
     raft: Raft<TypeConfig>,
-    machine: MachineStore,
 }
 
 fn fatal(e: impl std::fmt::Display) -> ConsensusError {
@@ -101,7 +99,7 @@ impl Group {
     pub async fn start(
         config: &GroupConfig,
         log: impl RaftLogStorage<TypeConfig>,
-        machine: MachineStore,
+        machine: impl RaftStateMachine<TypeConfig>,
         transport: Arc<dyn Transport>,
     ) -> Result<Group, ConsensusError> {
         let raft_config = openraft::Config {
@@ -117,10 +115,10 @@ impl Group {
         .map_err(fatal)?;
         let network = NetworkFactory::new(config.group, transport);
         let log = NoLeaderRestart { log, node: config.node };
-        let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine.clone())
+        let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine)
             .await
             .map_err(fatal)?;
-        Ok(Group { id: config.group, raft, machine })
+        Ok(Group { id: config.group, raft })
     }
 
     pub fn id(&self) -> GroupId {
@@ -156,8 +154,8 @@ impl Group {
 
     /// Waits until this replica's state machine holds every entry committed
     /// before the call (Raft's read index: the leader confirms with a
-    /// majority that it still leads). A read of the machine after it is
-    /// linearizable.
+    /// majority that it still leads). A read of the machine (through the
+    /// caller's own handle on it) after it is linearizable.
     ///
     /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
     /// is no longer) the leader.
@@ -176,12 +174,6 @@ impl Group {
         }
     }
 
-    /// Runs `f` on the state machine (after [`Group::read_barrier`] for a
-    /// linearizable read).
-    pub fn read<T>(&self, f: impl FnOnce(&dyn super::Machine) -> T) -> T {
-        self.machine.with_machine(f)
-    }
-
     /// Adds `node` as a voter: first as a learner until it has caught up,
     /// then through a membership change. Call on the leader.
     pub async fn add_voter(&self, node: NodeId, addr: String) -> Result<(), ConsensusError> {
@@ -194,22 +186,20 @@ impl Group {
         Ok(())
     }
 
-    /// Removes `node` from the group (voter or learner). Call on the leader.
+    /// Removes `node` from the group, voter or learner, in one membership
+    /// change (a voter is not kept as a learner). Call on the leader; a
+    /// leader that removes itself steps down once the change commits.
     pub async fn remove_member(&self, node: NodeId) -> Result<(), ConsensusError> {
         let status = self.status();
         let ids = BTreeSet::from([node]);
-        if status.voters.contains_key(&node) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
-                .await
-                .map_err(write_error)?;
-        }
-        if self.status().learners.contains_key(&node) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes(ids), false)
-                .await
-                .map_err(write_error)?;
-        }
+        let change = if status.voters.contains_key(&node) {
+            ChangeMembers::RemoveVoters(ids)
+        } else if status.learners.contains_key(&node) {
+            ChangeMembers::RemoveNodes(ids)
+        } else {
+            return Ok(());
+        };
+        self.raft.change_membership(change, false).await.map_err(write_error)?;
         Ok(())
     }
 

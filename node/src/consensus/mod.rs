@@ -104,7 +104,7 @@ pub trait Machine: Send + Sync + 'static {
 
 /// Makes written files durable. A node's groups share one, so the log
 /// appends of all of them that arrive while a sync runs share the next
-/// sync (the node-level group commit).
+/// sync (the node-level group commit: [`crate::group_commit::Syncer`]).
 pub trait SyncPoint: Send + Sync + 'static {
     /// Makes what was written to `file` so far durable, then calls `done`
     /// (on any thread) with the outcome.

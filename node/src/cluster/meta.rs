@@ -1,0 +1,167 @@
+//! The meta range's state machine: what the whole cluster agrees on.
+//!
+//! Today it holds the node list; the chunk map (ranges, chunk boundaries
+//! with their generation, replica placement) and the registered views and
+//! sinks are to move here from each node's catalog. Every replica applies
+//! the same [`MetaCommand`]s in log order, so every replica holds the same
+//! [`MetaState`]; the encoding of both is MessagePack.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{Machine, NodeId};
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Where it serves the native protocol (and Raft).
+    pub addr: String,
+    /// The token of the join attempt that registered it.
+    pub join_token: u64,
+    /// Taken out with `cluster remove`; its id is never reused.
+    pub removed: bool,
+}
+
+/// The replicated state of the meta range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+}
+
+impl MetaState {
+    /// Nodes not removed, with their addresses.
+    pub fn live_members(&self) -> impl Iterator<Item = (NodeId, &NodeRecord)> {
+        self.nodes.iter().filter(|(_, n)| !n.removed).map(|(id, n)| (*id, n))
+    }
+}
+
+/// A change to the meta range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Registers the founding node under id 1 (the first command of a
+    /// cluster). Answers [`MetaReply::Node`].
+    Found { addr: String, join_token: u64 },
+    /// Gives a joining node its id: the node already registered with this
+    /// `join_token` keeps its id, a new token gets the next id. Answers
+    /// [`MetaReply::Node`], or an error for a token of a removed node.
+    Join { addr: String, join_token: u64 },
+    /// Marks a node removed. Answers [`MetaReply::Ok`].
+    Remove { node: NodeId },
+}
+
+/// What applying a [`MetaCommand`] answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaReply {
+    Ok,
+    Node(NodeId),
+    Refused(String),
+}
+
+/// The [`Machine`] of the meta range; clones share the state, so the node
+/// reads what its replica applied.
+#[derive(Clone, Default)]
+pub struct MetaMachine {
+    state: Arc<Mutex<MetaState>>,
+}
+
+impl MetaMachine {
+    pub fn state(&self) -> MutexGuard<'_, MetaState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, command: MetaCommand) -> MetaReply {
+        let mut s = self.state();
+        match command {
+            MetaCommand::Found { addr, join_token } => {
+                if let Some((id, _)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
+                    return MetaReply::Node(*id);
+                }
+                if s.nodes.contains_key(&1) {
+                    return MetaReply::Refused("the cluster already has a founding node".into());
+                }
+                s.nodes.insert(1, NodeRecord { addr, join_token, removed: false });
+                MetaReply::Node(1)
+            }
+            MetaCommand::Join { addr, join_token } => {
+                if let Some((id, n)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
+                    if n.removed {
+                        return MetaReply::Refused(format!(
+                            "node {id} was removed from the cluster; start it on an empty \
+                             data directory to join as a new node"
+                        ));
+                    }
+                    return MetaReply::Node(*id);
+                }
+                let id = s.nodes.keys().next_back().map_or(1, |last| last + 1);
+                s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
+                MetaReply::Node(id)
+            }
+            MetaCommand::Remove { node } => match s.nodes.get_mut(&node) {
+                Some(n) => {
+                    n.removed = true;
+                    MetaReply::Ok
+                }
+                None => MetaReply::Refused(format!("the cluster has no node {node}")),
+            },
+        }
+    }
+}
+
+impl Machine for MetaMachine {
+    fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+        let reply = match rmp_serde::from_slice::<MetaCommand>(command) {
+            Ok(c) => self.run(c),
+            Err(e) => MetaReply::Refused(format!("undecodable meta command: {e}")),
+        };
+        rmp_serde::to_vec(&reply).expect("meta replies always encode")
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        rmp_serde::to_vec(&*self.state()).expect("the meta state always encodes")
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        let state: MetaState = rmp_serde::from_slice(snapshot)
+            .map_err(|e| format!("undecodable meta snapshot: {e}"))?;
+        *self.state() = state;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(m: &mut MetaMachine, c: MetaCommand) -> MetaReply {
+        rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(&c).expect("encode"))).expect("decode")
+    }
+
+    #[test]
+    fn joins_are_idempotent_per_token_and_ids_are_never_reused() {
+        let mut m = MetaMachine::default();
+        let found = MetaCommand::Found { addr: "a:1".into(), join_token: 7 };
+        assert_eq!(apply(&mut m, found.clone()), MetaReply::Node(1));
+        assert_eq!(apply(&mut m, found), MetaReply::Node(1), "a retried founding");
+        let join = MetaCommand::Join { addr: "b:1".into(), join_token: 8 };
+        assert_eq!(apply(&mut m, join.clone()), MetaReply::Node(2));
+        assert_eq!(apply(&mut m, join.clone()), MetaReply::Node(2), "a retried join");
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 2 }), MetaReply::Ok);
+        assert!(matches!(apply(&mut m, join), MetaReply::Refused(_)), "a removed node's token");
+        let again = MetaCommand::Join { addr: "b:1".into(), join_token: 9 };
+        assert_eq!(apply(&mut m, again), MetaReply::Node(3), "a new token, a new id");
+        assert!(matches!(
+            apply(&mut m, MetaCommand::Found { addr: "c:1".into(), join_token: 10 }),
+            MetaReply::Refused(_)
+        ));
+        let snapshot = m.snapshot();
+        let mut other = MetaMachine::default();
+        other.restore(&snapshot).expect("restore");
+        assert_eq!(*other.state(), *m.state());
+        assert!(matches!(
+            rmp_serde::from_slice::<MetaReply>(&m.apply(0, b"\xc1")).expect("decode"),
+            MetaReply::Refused(_)
+        ));
+    }
+}

@@ -1,0 +1,539 @@
+//! The cluster: which nodes there are, and the meta range they all
+//! replicate.
+//!
+//! Every node is the same. `serve` without `--join` on an empty data
+//! directory founds a cluster of one: the node takes id 1 and starts the
+//! meta range's Raft group with itself as its only voter. `serve --join
+//! ADDR` on an empty data directory asks the node at ADDR for an id
+//! ([`MetaCommand::Join`], decided by the meta range's leader, wherever it
+//! is), records it in the catalog, starts its replica of the meta range and
+//! asks the leader to make it a voter. A node that has an id resumes its
+//! replica at start and ignores `--join`.
+//!
+//! # Layout
+//!
+//! - this file: [`Cluster`], start and join, requests that must run on
+//!   the meta range's leader (forwarded there from any node), status.
+//! - [`meta`]: the meta range's state machine.
+//! - [`transport`]: connections to peers over the native protocol, which
+//!   carry Raft RPCs and forwarded requests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use monotable_proto::{ClusterStatus, ErrorCode, NodeInfo, NodeStatus};
+
+use crate::catalog::{ClusterIdentity, IdentityStore};
+use crate::consensus::log_store::LogStore;
+use crate::consensus::machine_store::MachineStore;
+use crate::consensus::{
+    encode, ConsensusError, Group, GroupConfig, GroupId, NodeId, RaftRpcReply, SyncPoint, Timing,
+};
+use crate::error::{NodeError, NodeResult};
+
+pub mod meta;
+pub mod transport;
+
+use meta::{MetaCommand, MetaMachine, MetaReply};
+use transport::{PeerError, Peers};
+
+/// The Raft group of the meta range. Chunk ids, which name the chunks'
+/// groups, start at 1.
+pub const META_GROUP: GroupId = 0;
+
+/// The meta range builds a snapshot (and purges its log) every this many
+/// entries.
+const META_SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
+
+/// How long a request that must reach the meta leader waits for one to be
+/// elected before failing with [`ErrorCode::ClusterUnavailable`].
+const LEADER_WAIT_MAX_MS: u64 = 10_000;
+
+/// Pause between attempts of a join that could not reach the cluster.
+const JOIN_RETRY_MS: u64 = 1_000;
+
+/// How long `cluster status` waits for each node's answer.
+const STATUS_PROBE_TIMEOUT_MS: u64 = 1_000;
+
+/// How to run this node's part of the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where the meta range's replica lives (`<data-dir>/cluster`).
+    pub dir: PathBuf,
+    /// The address other nodes reach this one at (native protocol).
+    pub advertise: String,
+    /// `serve --join`: a node of the cluster to join.
+    pub join: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub timing: Timing,
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    peers: Peers,
+    sync: Arc<dyn SyncPoint>,
+    /// Set once this node has an id and runs its meta replica.
+    member: OnceLock<Member>,
+}
+
+struct Member {
+    id: NodeId,
+    meta: Group,
+    state: MetaMachine,
+}
+
+fn unavailable(message: impl Into<String>) -> NodeError {
+    NodeError::client(ErrorCode::ClusterUnavailable, message)
+}
+
+fn consensus_error(e: ConsensusError) -> NodeError {
+    match e {
+        ConsensusError::NotLeader { .. } => unavailable(e.to_string()),
+        ConsensusError::Membership(m) => NodeError::client(ErrorCode::BadRequest, m),
+        ConsensusError::Fatal(m) => NodeError::Internal(format!("meta range: {m}")),
+    }
+}
+
+fn peer_error(addr: &str, e: PeerError) -> NodeError {
+    match e {
+        PeerError::Server(info) => NodeError::client(info.code, info.message),
+        e => unavailable(format!("node at {addr}: {e}")),
+    }
+}
+
+/// Where a request for the meta leader goes.
+enum Leader<'a> {
+    Here(&'a Group),
+    At(String),
+}
+
+impl Cluster {
+    /// Starts this node's part of the cluster: resumes its meta replica, or
+    /// founds a cluster, or (with `config.join`) starts joining in the
+    /// background; the node serves meanwhile, and requests that need the
+    /// cluster fail with [`ErrorCode::ClusterUnavailable`] until it has
+    /// joined.
+    ///
+    /// Errors: the catalog cannot record the identity; the meta replica's
+    /// storage cannot be opened; the node has meta storage but no identity
+    /// (a catalog rebuilt by `--recover-catalog` loses it: rejoining under
+    /// a new id would be unsafe).
+    pub async fn start(
+        config: ClusterConfig,
+        identities: IdentityStore,
+        sync: Arc<dyn SyncPoint>,
+    ) -> NodeResult<Arc<Cluster>> {
+        let identity = identities.get().map_err(|e| NodeError::Start(e.to_string()))?;
+        let cluster = Arc::new(Cluster {
+            peers: Peers::new(config.password.clone()),
+            config,
+            sync,
+            member: OnceLock::new(),
+        });
+        let meta_dir = cluster.meta_dir();
+        match identity {
+            Some(ClusterIdentity { node: Some(id), .. }) => {
+                if let Some(join) = &cluster.config.join {
+                    tracing::info!(node = id, %join, "already a member of a cluster; --join ignored");
+                }
+                cluster.run_meta(id).await?;
+                tracing::info!(node = id, "resumed cluster membership");
+                if id == 1 {
+                    // A founder that stopped before its registration
+                    // committed registers now (idempotent by token).
+                    let (this, token) = (cluster.clone(), identity.map_or(0, |i| i.join_token));
+                    tokio::spawn(async move { this.ensure_founded(token).await });
+                }
+            }
+            identity => {
+                if meta_dir.exists() {
+                    return Err(NodeError::Start(format!(
+                        "{} holds this node's replica of the cluster's meta range, but the \
+                         catalog has no node id (a catalog rebuilt with --recover-catalog \
+                         does not keep it); this node cannot safely rejoin under a new id: \
+                         remove it from the cluster (`monotable cluster remove`) and start it \
+                         on an empty data directory",
+                        meta_dir.display()
+                    )));
+                }
+                let join_token = match identity {
+                    Some(i) => i.join_token,
+                    None => {
+                        let token = rand::random::<u64>().max(1);
+                        let identity = ClusterIdentity { join_token: token, node: None };
+                        identities.set(&identity).map_err(|e| NodeError::Start(e.to_string()))?;
+                        token
+                    }
+                };
+                match cluster.config.join.clone() {
+                    None => {
+                        cluster.found(&identities, join_token).await?;
+                    }
+                    Some(seed) => {
+                        let this = cluster.clone();
+                        tokio::spawn(
+                            async move { this.join(&identities, &seed, join_token).await },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn meta_dir(&self) -> PathBuf {
+        self.config.dir.join("meta")
+    }
+
+    /// Starts this node's meta replica under `id`.
+    async fn run_meta(&self, id: NodeId) -> NodeResult<&Member> {
+        let dir = self.meta_dir();
+        let start = |e: String| NodeError::Start(format!("meta range at {}: {e}", dir.display()));
+        let log = LogStore::open(&dir.join("log"), self.sync.clone())
+            .map_err(|e| start(e.to_string()))?;
+        let state = MetaMachine::default();
+        let machine = MachineStore::open(&dir.join("machine"), Box::new(state.clone()))
+            .map_err(|e| start(e.to_string()))?;
+        let config = GroupConfig {
+            group: META_GROUP,
+            node: id,
+            timing: self.config.timing,
+            snapshot_every_entries: META_SNAPSHOT_EVERY_ENTRIES,
+        };
+        let meta = Group::start(&config, log, machine, Arc::new(self.peers.clone()))
+            .await
+            .map_err(|e| start(e.to_string()))?;
+        let _ = self.member.set(Member { id, meta, state });
+        Ok(self.member.get().expect("just set"))
+    }
+
+    /// Founds a cluster of one: id 1, the only voter of the meta range.
+    async fn found(&self, identities: &IdentityStore, join_token: u64) -> NodeResult<()> {
+        identities
+            .set(&ClusterIdentity { join_token, node: Some(1) })
+            .map_err(|e| NodeError::Start(e.to_string()))?;
+        let member = self.run_meta(1).await?;
+        let voters = BTreeMap::from([(1, self.config.advertise.clone())]);
+        member.meta.initialize(voters).await.map_err(|e| NodeError::Start(e.to_string()))?;
+        let found = MetaCommand::Found { addr: self.config.advertise.clone(), join_token };
+        self.propose(found).await?;
+        tracing::info!(node = 1, "founded a cluster of one node");
+        Ok(())
+    }
+
+    /// Registers the founding node if the meta range does not list it yet.
+    async fn ensure_founded(&self, join_token: u64) {
+        let Ok(member) = self.member() else { return };
+        let registered = || member.state.state().nodes.values().any(|n| n.join_token == join_token);
+        // Applying the log after a restart may take a moment; only the
+        // leader (which has applied everything committed) decides.
+        for _ in 0..100 {
+            if registered() {
+                return;
+            }
+            if let Ok(Leader::Here(_)) = self.leader().await {
+                if member.meta.read_barrier().await.is_ok() && !registered() {
+                    let found =
+                        MetaCommand::Found { addr: self.config.advertise.clone(), join_token };
+                    if let Err(e) = self.propose(found).await {
+                        tracing::warn!(error = %e, "registering the founding node failed");
+                    }
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Joins the cluster the node at `seed` belongs to, retrying until it
+    /// succeeds (the seed or the meta leader may be down for a while).
+    async fn join(&self, identities: &IdentityStore, seed: &str, join_token: u64) {
+        let addr = self.config.advertise.clone();
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            match self.join_once(identities, seed, &addr, join_token).await {
+                Ok(id) => {
+                    tracing::info!(node = id, %seed, "joined the cluster");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%seed, attempt, error = %e, "joining the cluster failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(JOIN_RETRY_MS)).await;
+                }
+            }
+        }
+    }
+
+    async fn join_once(
+        &self,
+        identities: &IdentityStore,
+        seed: &str,
+        addr: &str,
+        join_token: u64,
+    ) -> NodeResult<NodeId> {
+        let id = match self.member.get() {
+            Some(m) => m.id,
+            None => {
+                let id = self
+                    .peers
+                    .call(seed, |c| async move { c.cluster_join(addr, join_token).await })
+                    .await
+                    .map_err(|e| peer_error(seed, e))?;
+                identities
+                    .set(&ClusterIdentity { join_token, node: Some(id) })
+                    .map_err(|e| NodeError::Internal(e.to_string()))?;
+                self.run_meta(id).await?;
+                id
+            }
+        };
+        self.peers
+            .call(seed, |c| async move { c.cluster_add_voter(id, addr).await })
+            .await
+            .map_err(|e| peer_error(seed, e))?;
+        Ok(id)
+    }
+
+    /// This node's id, once it has one.
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.member.get().map(|m| m.id)
+    }
+
+    fn member(&self) -> NodeResult<&Member> {
+        self.member.get().ok_or_else(|| unavailable("this node has not joined its cluster yet"))
+    }
+
+    /// Finds the meta leader, waiting for an election if there is none.
+    async fn leader(&self) -> NodeResult<Leader<'_>> {
+        let member = self.member()?;
+        let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
+        loop {
+            let status = member.meta.status();
+            match status.leader {
+                Some(id) if id == member.id && status.state == "leader" => {
+                    return Ok(Leader::Here(&member.meta))
+                }
+                Some(id) if id != member.id => {
+                    let addr = status.voters.get(&id).or_else(|| status.learners.get(&id));
+                    if let Some(addr) = addr {
+                        return Ok(Leader::At(addr.clone()));
+                    }
+                }
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(unavailable(format!(
+                    "the cluster's meta range has no leader after {LEADER_WAIT_MAX_MS} ms \
+                     (is a majority of its nodes up?)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Proposes a meta command on this node, which must lead the meta range.
+    async fn propose_here(group: &Group, command: &MetaCommand) -> NodeResult<MetaReply> {
+        let bytes = group
+            .propose(rmp_serde::to_vec(command).expect("meta commands encode"))
+            .await
+            .map_err(consensus_error)?;
+        rmp_serde::from_slice(&bytes)
+            .map_err(|e| NodeError::Internal(format!("undecodable meta reply: {e}")))
+    }
+
+    /// Proposes `command` on the meta range; only on the leader (see
+    /// [`Cluster::join_request`] for forwarding).
+    async fn propose(&self, command: MetaCommand) -> NodeResult<MetaReply> {
+        let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
+        loop {
+            match self.leader().await? {
+                Leader::Here(group) => match Self::propose_here(group, &command).await {
+                    Err(e)
+                        if Instant::now() < deadline
+                            && e.to_info().code == ErrorCode::ClusterUnavailable =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    r => return r,
+                },
+                Leader::At(addr) => {
+                    return Err(unavailable(format!("the meta leader is at {addr}, not here")))
+                }
+            }
+        }
+    }
+
+    /// `Command::ClusterJoin`: gives a joining node its id, on the meta
+    /// leader (forwarded there from any node).
+    pub async fn join_request(&self, addr: String, join_token: u64) -> NodeResult<NodeId> {
+        match self.leader().await? {
+            Leader::Here(_) => match self.propose(MetaCommand::Join { addr, join_token }).await? {
+                MetaReply::Node(id) => Ok(id),
+                MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
+                MetaReply::Ok => Err(NodeError::Internal("a join answered no node id".into())),
+            },
+            Leader::At(leader) => self
+                .peers
+                .call(&leader, |c| {
+                    let addr = addr.clone();
+                    async move { c.cluster_join(&addr, join_token).await }
+                })
+                .await
+                .map_err(|e| peer_error(&leader, e)),
+        }
+    }
+
+    /// `Command::ClusterAddVoter`: makes a registered node a voter of the
+    /// meta range, on the leader (forwarded there from any node). Returns
+    /// once the node has caught up and the membership change committed.
+    pub async fn add_voter(&self, node: NodeId, addr: String) -> NodeResult<()> {
+        match self.leader().await? {
+            Leader::Here(group) => {
+                let registered = self.member()?.state.state().nodes.get(&node).cloned();
+                match registered {
+                    Some(r) if !r.removed && r.addr == addr => {}
+                    _ => {
+                        return Err(NodeError::client(
+                            ErrorCode::BadRequest,
+                            format!("node {node} at {addr} has not joined through ClusterJoin"),
+                        ))
+                    }
+                }
+                group.add_voter(node, addr).await.map_err(consensus_error)
+            }
+            Leader::At(leader) => self
+                .peers
+                .call(&leader, |c| {
+                    let addr = addr.clone();
+                    async move { c.cluster_add_voter(node, &addr).await }
+                })
+                .await
+                .map_err(|e| peer_error(&leader, e)),
+        }
+    }
+
+    /// `Command::ClusterRemove`: takes `node` out of the meta range and
+    /// marks it removed, on the leader (forwarded there from any node).
+    pub async fn remove(&self, node: NodeId) -> NodeResult<()> {
+        match self.leader().await? {
+            Leader::Here(group) => {
+                let known = self.member()?.state.state().nodes.get(&node).cloned();
+                let Some(record) = known else {
+                    return Err(NodeError::client(
+                        ErrorCode::BadRequest,
+                        format!("the cluster has no node {node}"),
+                    ));
+                };
+                let status = group.status();
+                let member =
+                    status.voters.contains_key(&node) || status.learners.contains_key(&node);
+                if member && !status.voters.keys().any(|v| *v != node) {
+                    return Err(NodeError::client(
+                        ErrorCode::BadRequest,
+                        format!("node {node} is the cluster's last voter"),
+                    ));
+                }
+                // Marked removed first, so its join token can never rejoin
+                // even if the membership change below is cut short; a
+                // repeated removal finishes what is left.
+                if !record.removed {
+                    if let MetaReply::Refused(m) =
+                        self.propose(MetaCommand::Remove { node }).await?
+                    {
+                        return Err(NodeError::client(ErrorCode::BadRequest, m));
+                    }
+                }
+                if member {
+                    group.remove_member(node).await.map_err(consensus_error)?;
+                }
+                Ok(())
+            }
+            Leader::At(leader) => self
+                .peers
+                .call(&leader, |c| async move { c.cluster_remove(node).await })
+                .await
+                .map_err(|e| peer_error(&leader, e)),
+        }
+    }
+
+    /// Answers a Raft RPC for one of this node's groups.
+    pub async fn handle_rpc(&self, group: GroupId, rpc: &[u8]) -> NodeResult<Vec<u8>> {
+        let target = match (group, self.member.get()) {
+            (META_GROUP, Some(m)) => &m.meta,
+            _ => return Ok(encode(&RaftRpcReply::NoGroup)),
+        };
+        target.handle_rpc(rpc).await.map_err(|e| NodeError::client(ErrorCode::BadRequest, e))
+    }
+
+    /// The cluster as this node sees it; `local` is this node's own info.
+    /// Every other registered node is asked for its info (one second each,
+    /// in parallel); one that does not answer is reported not live.
+    pub async fn status(&self, local: NodeInfo) -> NodeResult<ClusterStatus> {
+        let member = self.member()?;
+        let meta = member.meta.status();
+        let nodes: Vec<(NodeId, meta::NodeRecord)> =
+            member.state.state().live_members().map(|(id, n)| (id, n.clone())).collect();
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, (id, record)) in nodes.iter().enumerate() {
+            if *id == member.id {
+                continue;
+            }
+            let (id, addr, peers) = (*id, record.addr.clone(), self.peers.clone());
+            probes.spawn(async move {
+                let probe = peers.call(&addr, |c| async move { c.node_info().await });
+                let info =
+                    tokio::time::timeout(Duration::from_millis(STATUS_PROBE_TIMEOUT_MS), probe)
+                        .await;
+                (
+                    i,
+                    matches!(&info, Ok(Ok(info)) if info.id == id)
+                        .then(|| info)
+                        .and_then(|i| i.ok()?.ok()),
+                )
+            });
+        }
+        let mut infos: Vec<Option<NodeInfo>> =
+            nodes.iter().map(|(id, _)| (*id == member.id).then(|| local.clone())).collect();
+        while let Some(done) = probes.join_next().await {
+            if let Ok((i, info)) = done {
+                infos[i] = info;
+            }
+        }
+        let nodes = nodes
+            .into_iter()
+            .zip(infos)
+            .map(|((id, record), info)| NodeStatus {
+                id,
+                addr: record.addr,
+                live: info.is_some(),
+                meta_role: if meta.leader == Some(id) {
+                    "leader"
+                } else if meta.voters.contains_key(&id) {
+                    "voter"
+                } else if meta.learners.contains_key(&id) {
+                    "learner"
+                } else {
+                    "none"
+                }
+                .to_owned(),
+                info,
+            })
+            .collect();
+        Ok(ClusterStatus {
+            answered_by: member.id,
+            meta_leader: meta.leader,
+            meta_term: meta.term,
+            nodes,
+        })
+    }
+
+    /// Stops the meta replica's Raft.
+    pub async fn shutdown(&self) {
+        if let Some(m) = self.member.get() {
+            m.meta.shutdown().await;
+        }
+    }
+}

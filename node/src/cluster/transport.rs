@@ -1,0 +1,123 @@
+//! Node-to-node calls over the native protocol: Raft RPCs of every group
+//! and the cluster's own requests share one connection per peer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use monotable_client::{Client, Options};
+
+use crate::consensus::futures_lite::BoxedFuture;
+use crate::consensus::{GroupId, NodeId, Transport, TransportError};
+
+/// How long a peer has to accept a connection.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// How long a peer has to answer one call.
+pub const PEER_CALL_TIMEOUT_MS: u64 = 5_000;
+
+/// Connections to peers, one per address, made on first use and dropped
+/// when a call on them fails. Clones share them.
+#[derive(Clone)]
+pub struct Peers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The cluster's password (`serve --requirepass`), which peers check
+    /// like any client's.
+    password: Option<Vec<u8>>,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl Peers {
+    pub fn new(password: Option<Vec<u8>>) -> Self {
+        Peers { inner: Arc::new(Inner { password, clients: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// A connection to the node at `addr`.
+    pub async fn client(&self, addr: &str) -> Result<Client, monotable_client::Error> {
+        if let Some(c) = self.clients().get(addr) {
+            return Ok(c.clone());
+        }
+        let mut options =
+            Options::new().connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS));
+        if let Some(p) = &self.inner.password {
+            options = options.password(p);
+        }
+        let client = Client::connect_with(addr, options).await?;
+        self.clients().insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Drops the connection to `addr`, so the next call makes a new one.
+    pub fn forget(&self, addr: &str) {
+        self.clients().remove(addr);
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {
+        self.inner.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `call` on the connection to `addr` within the call timeout; a
+    /// failed or timed-out call drops the connection.
+    pub async fn call<T, F, Fut>(&self, addr: &str, call: F) -> Result<T, PeerError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, monotable_client::Error>>,
+    {
+        let client = self.client(addr).await.map_err(PeerError::Connect)?;
+        let result =
+            tokio::time::timeout(Duration::from_millis(PEER_CALL_TIMEOUT_MS), call(client))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(monotable_client::Error::Timeout(format!(
+                        "no answer within {PEER_CALL_TIMEOUT_MS} ms"
+                    )))
+                });
+        match result {
+            Ok(v) => Ok(v),
+            // The peer answered with an error: the connection is fine.
+            Err(monotable_client::Error::Server(info)) => Err(PeerError::Server(info)),
+            Err(e) => {
+                self.forget(addr);
+                Err(PeerError::Call(e))
+            }
+        }
+    }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot connect: {0}")]
+    Connect(monotable_client::Error),
+    #[error("{0}")]
+    Call(monotable_client::Error),
+    #[error("{}", .0.message)]
+    Server(monotable_proto::ErrorInfo),
+}
+
+impl Transport for Peers {
+    fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        group: GroupId,
+        rpc: Vec<u8>,
+    ) -> BoxedFuture<Result<Vec<u8>, TransportError>> {
+        let peers = self.clone();
+        let addr = addr.to_owned();
+        Box::pin(async move {
+            peers.call(&addr, |c| async move { c.raft_rpc(group, rpc).await }).await.map_err(|e| {
+                match e {
+                    PeerError::Connect(e) => TransportError::Unreachable {
+                        node: target,
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    },
+                    e => TransportError::Network { node: target, reason: e.to_string() },
+                }
+            })
+        })
+    }
+}
