@@ -466,7 +466,7 @@ impl SimNet {
             cut: Mutex::new(None),
             faults: AtomicBool::new(true),
             drop_per_mille,
-            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_0f_4e7)),
+            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_f4e7)),
             counters: NetCounters::default(),
             hold: Mutex::new(None),
         }
@@ -774,7 +774,10 @@ enum Change {
     Remove(GroupId, bool),
 }
 
-fn schedule(cfg: &SimConfig) -> (Vec<(u64, u64, Fault)>, Vec<(u64, Change)>) {
+/// A fault: (start ms, duration ms, what).
+type Timed = (u64, u64, Fault);
+
+fn schedule(cfg: &SimConfig) -> (Vec<Timed>, Vec<(u64, Change)>) {
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 1);
     let ids: Vec<NodeId> = (1..=cfg.nodes).collect();
     let mut faults = Vec::new();
@@ -928,7 +931,7 @@ impl<B: LogBackend> Cluster<B> {
         best.map(|(_, n, g)| (n, g))
     }
 
-    async fn run_faults(&self, faults: Vec<(u64, u64, Fault)>, start: Instant) {
+    async fn run_faults(&self, faults: Vec<Timed>, start: Instant) {
         for (at, dur, fault) in faults {
             sleep_until(start + Duration::from_millis(at)).await;
             let fault = match fault {
@@ -1267,7 +1270,7 @@ fn check_register(ops: &[RegOp]) -> Result<(), String> {
         if steps > 50_000_000 {
             return Err(format!("gave up after {steps} steps ({n} ops)"));
         }
-        if entry % 2 == 0 {
+        if entry.is_multiple_of(2) {
             let i = entry / 2;
             let o = &ops[i];
             let moved = step(state, &o.op, o.ret.map(|(_, r)| r)).and_then(|new| {
