@@ -3,11 +3,16 @@
 //!
 //! A cluster of 3-5 nodes runs two groups each over one in-process
 //! transport ([`SimNet`]) that drops, delays and reorders messages and cuts
-//! the network in two for a while. Nodes crash (power failure: the log
-//! store loses what was not flushed) and restart from their storage; some
-//! seeds add a voter and remove one mid-run. Concurrent clients put, CAS and
-//! read a few keys per group through random gateway nodes and record a
-//! history of invocations and returns.
+//! the network in two for a while (a random minority, or a group's
+//! leader). Nodes crash and restart from their storage: on [`MemBackend`]
+//! a crash is a power failure (the log loses what was not flushed), on the
+//! file log store a process crash. Nodes 4 and 5, where a seed has them,
+//! join groups as voters mid-run and a voter (the leader, in some seeds)
+//! is removed. Concurrent clients put, CAS and read 3 keys per group
+//! through random gateway nodes, following `NotLeader` to the leader named,
+//! and record a history of invocations and returns. An op with no answer
+//! within [`OP_TIMEOUT`] stays open forever and its client is replaced by a
+//! new one (a fresh id), as Jepsen replaces a crashed process.
 //!
 //! Checked:
 //! - every key's history is linearizable (a Wing-Gong search with
@@ -35,6 +40,13 @@
 //! list (`3,17,42`) of seeds, on each log store. Default: [`DEFAULT_SEEDS`]
 //! seeds on a model of a disk that loses unflushed writes in a crash, and
 //! [`DEFAULT_FILE_SEEDS`] on the node's file log store ([`LogStore`]).
+//! `MONOTABLE_SIM_VERBOSE=1` prints each seed's schedule and phases; a
+//! history that is not linearizable is written whole to a file in the
+//! temporary directory, named in the failure.
+//!
+//! The checkers are shown to fail: `sim_catches_*` inject a bug (reads
+//! without a barrier; a log that acknowledges appends before they are
+//! durable) and expect a violation.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::RangeBounds;
@@ -824,6 +836,9 @@ struct Cluster<B: LogBackend> {
     hosted: Mutex<BTreeMap<NodeId, BTreeSet<GroupId>>>,
     checks: Checks,
     crashes: AtomicU64,
+    starting: tokio::sync::Mutex<()>,
+    /// Membership changes made.
+    changes: AtomicU64,
     started: Instant,
 }
 
@@ -837,12 +852,27 @@ impl<B: LogBackend> Cluster<B> {
             hosted: Mutex::new(BTreeMap::new()),
             checks: Checks::default(),
             crashes: AtomicU64::new(0),
+            starting: tokio::sync::Mutex::new(()),
+            changes: AtomicU64::new(0),
             started: Instant::now(),
             cfg,
         }
     }
 
+    /// Starts `node`'s replica of `group` unless it runs already or the
+    /// node is down (then its restart starts it).
     async fn start_replica(&self, node: NodeId, group: GroupId) {
+        // One start at a time: a restart and a membership change must not
+        // both open one replica's storage.
+        let _starting = self.starting.lock().await;
+        let incarnation = {
+            let nodes = lock(&self.net.nodes);
+            let entry = nodes.get(&node).expect("a known node");
+            if !entry.up || entry.groups.contains_key(&group) {
+                return;
+            }
+            entry.incarnation
+        };
         let dir = self.root.path().join(format!("n{node}")).join(format!("g{group}"));
         let machine = MachineStore::open(&dir.join("machine"), Box::new(KvMachine::default()))
             .expect("the machine store opens");
@@ -852,9 +882,20 @@ impl<B: LogBackend> Cluster<B> {
         let g =
             Group::start(&config, log, machine.clone(), transport).await.expect("the group starts");
         let g = Replica { group: g, machine };
-        let mut nodes = lock(&self.net.nodes);
-        let entry = nodes.get_mut(&node).expect("a known node");
-        entry.groups.insert(group, g);
+        let crashed = {
+            let mut nodes = lock(&self.net.nodes);
+            let entry = nodes.get_mut(&node).expect("a known node");
+            if entry.up && entry.incarnation == incarnation {
+                entry.groups.insert(group, g);
+                None
+            } else {
+                Some(g)
+            }
+        };
+        if let Some(g) = crashed {
+            // The node crashed while the replica started.
+            g.shutdown().await;
+        }
     }
 
     async fn boot(&self) {
@@ -884,8 +925,10 @@ impl<B: LogBackend> Cluster<B> {
             std::mem::take(&mut n.groups)
         };
         self.crashes.fetch_add(1, Ordering::Relaxed);
-        for &g in groups.keys() {
-            self.backend.crash(node, g);
+        // Every disk of the node, also of a replica still starting.
+        let hosted = lock(&self.hosted).get(&node).cloned().unwrap_or_default();
+        for g in hosted.iter().chain(groups.keys()).collect::<BTreeSet<_>>() {
+            self.backend.crash(node, *g);
         }
         for (g, group) in groups {
             if tokio::time::timeout(Duration::from_secs(5), group.shutdown()).await.is_err() {
@@ -976,6 +1019,7 @@ impl<B: LogBackend> Cluster<B> {
             sleep_until(start + Duration::from_millis(at)).await;
             while Instant::now() < end {
                 if self.try_change(&change, &mut rng).await {
+                    self.changes.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1402,6 +1446,8 @@ struct RunReport {
     cut: u64,
     leaderships: usize,
     shared_terms: u64,
+    changes: u64,
+    snapshots: usize,
     millis: u128,
     violations: Vec<String>,
 }
@@ -1517,6 +1563,14 @@ async fn run<B: LogBackend>(cfg: SimConfig, backend: B) -> RunReport {
         let _ = tokio::time::timeout(Duration::from_secs(5), group.shutdown()).await;
     }
     let leaderships = lock(&cluster.checks.leaders).len();
+    // Replicas that built or installed a snapshot.
+    let snapshots = (1..=cfg.nodes)
+        .flat_map(|n| (1..=cfg.groups).map(move |g| (n, g)))
+        .filter(|(n, g)| {
+            let dir = cluster.root.path().join(format!("n{n}/g{g}/machine/SNAPSHOT"));
+            dir.exists()
+        })
+        .count();
     let shared_terms = cluster.checks.shared_terms.load(Ordering::Relaxed);
     let violations = lock(&cluster.checks.violations).clone();
     let n = &cluster.net.counters;
@@ -1531,6 +1585,8 @@ async fn run<B: LogBackend>(cfg: SimConfig, backend: B) -> RunReport {
         cut: n.cut.load(Ordering::Relaxed),
         leaderships,
         shared_terms,
+        changes: cluster.changes.load(Ordering::Relaxed),
+        snapshots,
         millis: started.elapsed().as_millis(),
         violations,
     }
@@ -1592,7 +1648,16 @@ async fn settle<B: LogBackend>(cluster: &Cluster<B>, group: GroupId) -> Result<(
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "group {group}: members {behind:?} did not apply index {index} (members {members:?})"
+                "group {group}: members {behind:?} did not apply index {index} (members \
+                 {members:?}; leader {leader}: {st:?}; behind: {:?})",
+                behind
+                    .iter()
+                    .map(|&n| (
+                        n,
+                        lock(&cluster.hosted).get(&n).cloned(),
+                        cluster.net.group(n, group).map(|g| g.status())
+                    ))
+                    .collect::<Vec<_>>()
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1662,7 +1727,8 @@ fn seeds(default: u64) -> Vec<u64> {
 fn print(backend: &str, r: &RunReport) {
     eprintln!(
         "sim {backend} seed {}: {} nodes, {} ops ok, {} unknown, {} crashes, {} leaderships \
-         ({} in a term already led), {} msgs ({} dropped, {} cut), {} ms, {} violations",
+         ({} in a term already led), {} membership changes, {} replicas with a snapshot, {} msgs \
+         ({} dropped, {} cut), {} ms, {} violations",
         r.seed,
         r.nodes,
         r.ok,
@@ -1670,6 +1736,8 @@ fn print(backend: &str, r: &RunReport) {
         r.crashes,
         r.leaderships,
         r.shared_terms,
+        r.changes,
+        r.snapshots,
         r.calls,
         r.dropped,
         r.cut,
