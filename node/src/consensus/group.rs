@@ -159,6 +159,11 @@ impl Group {
     ///
     /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
     /// is no longer) the leader.
+    ///
+    /// Once leadership is confirmed it waits, without bound, for this
+    /// replica to apply the read index: a leader deposed meanwhile in a
+    /// group that makes no progress never returns. Callers bound it with a
+    /// timeout.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
@@ -203,7 +208,9 @@ impl Group {
         Ok(())
     }
 
-    /// What this replica knows of the group now.
+    /// What this replica knows of the group now. Right after
+    /// [`Group::start`] it may still be openraft's blank report (term 0, no
+    /// members) until the replica's Raft task has first reported.
     pub fn status(&self) -> GroupStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -248,6 +255,10 @@ impl Group {
     }
 
     /// Stops the replica's Raft tasks. Storage stays as it is on disk.
+    ///
+    /// openraft waits for each log append's flush without watching for
+    /// shutdown: this returns only once the log store has reported the
+    /// append in progress, if any, flushed or failed.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(group = self.id, error = %e, "raft group did not stop cleanly");
