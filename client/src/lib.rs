@@ -387,7 +387,22 @@ impl Client {
 
     /// Creates a range. Fails with [`ErrorCode::RangeExists`] if it exists.
     pub async fn create_range(&self, name: &str, options: RangeOptions) -> Result<()> {
-        self.call_ok(Command::CreateRange { name: name.to_owned(), options }).await
+        self.call_ok(Command::CreateRange { name: name.to_owned(), options, replicas: None }).await
+    }
+
+    /// Creates a range whose chunks are replicated by Raft on `replicas`
+    /// nodes (capped at the live nodes of the cluster; 1: an ordinary
+    /// range of the node asked). Fails with [`ErrorCode::RangeExists`] if
+    /// it exists.
+    pub async fn create_range_replicated(
+        &self,
+        name: &str,
+        options: RangeOptions,
+        replicas: u32,
+    ) -> Result<()> {
+        let command =
+            Command::CreateRange { name: name.to_owned(), options, replicas: Some(replicas) };
+        self.call_ok(command).await
     }
 
     /// Every range, with its chunks.
@@ -735,6 +750,13 @@ impl Client {
             Reply::NodeInfo(i) => Ok(i),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Node to node: sends a request as it is and returns the reply as it
+    /// is (a node forwarding a client's request to the node that must
+    /// answer it).
+    pub async fn forward(&self, command: Command) -> Result<Reply> {
+        self.call(command).await
     }
 
     /// Node to node: one Raft RPC of group `group`, as encoded bytes.

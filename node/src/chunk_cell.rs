@@ -50,6 +50,7 @@ pub type Pending = (u64, Ack);
 
 /// A batch applied by [`ChunkCell::apply`], on its way to durability.
 pub struct Applied {
+    seq: u64,
     ack: oneshot::Receiver<NodeResult<CommitToken>>,
     cell: Arc<ChunkCell>,
     syncer: Arc<Syncer>,
@@ -62,13 +63,18 @@ impl Applied {
     /// under `--fsync interval|never`, where a round is only a write, runs
     /// it on its own thread.
     pub async fn durable(self) -> NodeResult<CommitToken> {
-        let Applied { mut ack, cell, syncer } = self;
+        let Applied { mut ack, cell, syncer, .. } = self;
         match ack.try_recv() {
             Ok(answer) => return answer,
             Err(oneshot::error::TryRecvError::Closed) => return Err(group_commit_stopped()),
             Err(oneshot::error::TryRecvError::Empty) => syncer.start_round(&cell),
         }
         ack.await.unwrap_or_else(|_| Err(group_commit_stopped()))
+    }
+
+    /// The seq the batch was applied at.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// The answer, if the round has given it already.
@@ -296,7 +302,7 @@ impl ChunkCell {
         if queue {
             syncer.enqueue(self.clone());
         }
-        Ok(Applied { ack: rx, cell: self.clone(), syncer })
+        Ok(Applied { seq, ack: rx, cell: self.clone(), syncer })
     }
 
     fn after_commit_facts(&self, chunk: &Chunk) -> AfterCommit {

@@ -38,9 +38,49 @@ impl Node {
         if self.is_shutting_down() {
             return Err(NodeError::ShuttingDown);
         }
+        if let Some(reply) = self.route_replicated(&command).await {
+            return reply;
+        }
+        self.execute_here(command, session).await
+    }
+
+    /// Executes a request for a replicated range's replica as if the range
+    /// were this node's own (after the replicated layer decided to).
+    pub(crate) async fn execute_local(self: &Arc<Self>, command: Command) -> NodeResult<Reply> {
+        self.execute_here(command, &Session::default()).await
+    }
+
+    /// Answers a read (get, multi-get or scan) from everything this node
+    /// applied, durable here or not: on a replicated chunk's leader after
+    /// Raft's read index, where what was applied is committed.
+    pub(crate) async fn read_applied(&self, command: Command) -> NodeResult<Reply> {
+        match command {
+            Command::Get { range, key, .. } => {
+                check_key(&key)?;
+                let v = self.get(&range, key.into_vec(), ReadAt::Applied).await?;
+                Ok(Reply::Value(v.map(Into::into)))
+            }
+            Command::MultiGet { range, keys, .. } => {
+                check_count(keys.len(), MULTI_GET_KEYS_MAX, "keys", "multi-get")?;
+                keys.iter().try_for_each(|k| check_key(k))?;
+                let keys = keys.into_iter().map(|k| k.into_vec()).collect();
+                let values = self.multi_get(&range, keys, ReadAt::Applied).await?;
+                Ok(Reply::Values(values.into_iter().map(|v| v.map(Into::into)).collect()))
+            }
+            Command::Scan(req) => self.scan_range_applied(req).await.map(Reply::Scan),
+            other => Err(NodeError::Internal(format!("not a read: {other:?}"))),
+        }
+    }
+
+    /// Executes one command on this node's own ranges.
+    async fn execute_here(
+        self: &Arc<Self>,
+        command: Command,
+        session: &Session,
+    ) -> NodeResult<Reply> {
         match command {
             Command::Ping => Ok(Reply::Pong),
-            Command::CreateRange { name, options } => {
+            Command::CreateRange { name, options, .. } => {
                 self.create_range(&name, options).await.map(|()| Reply::Ok)
             }
             Command::ListRanges => {
@@ -142,6 +182,11 @@ impl Node {
                 self.cluster()?.add_voter(node, addr).await.map(|()| Reply::Ok)
             }
             Command::NodeInfo => Ok(Reply::NodeInfo(self.node_info())),
+            Command::MetaPropose { command } => self
+                .cluster()?
+                .propose_encoded(&command)
+                .await
+                .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
             Command::Raft { group, rpc } => self
                 .cluster()?
                 .handle_rpc(group, &rpc)
@@ -200,14 +245,23 @@ impl Node {
                 format!("range {name:?} already exists"),
             ));
         }
-        let range = RangeMeta {
-            id: self.catalog.next_id()?,
-            name: name.to_owned(),
-            options,
-            view_index: false,
-        };
-        let meta =
-            ChunkMeta { id: self.catalog.next_id()?, range_id: range.id, start: vec![], end: None };
+        let (range_id, chunk_id) = (self.catalog.next_id()?, self.catalog.next_id()?);
+        self.create_range_with_ids(name, options, range_id, chunk_id)?;
+        Ok(range_id)
+    }
+
+    /// Creates a range of one chunk under the given ids, in the catalog and
+    /// the router; returns the chunk's route. The caller holds
+    /// `creating_range` and checked that the name is free.
+    pub(crate) fn create_range_with_ids(
+        self: &Arc<Self>,
+        name: &str,
+        options: RangeOptions,
+        range_id: u64,
+        chunk_id: u64,
+    ) -> NodeResult<Route> {
+        let range = RangeMeta { id: range_id, name: name.to_owned(), options, view_index: false };
+        let meta = ChunkMeta { id: chunk_id, range_id, start: vec![], end: None };
         let dir = self.chunk_dir(meta.id);
         let segment = self.config.segment_size_for(options.chunk_size_max_bytes);
         let descriptor =
@@ -220,9 +274,9 @@ impl Node {
         let route = self.spawn_chunk(chunk, options.chunk_size_max_bytes);
         let mut router = self.router_write();
         router.insert_range(range.clone());
-        router.insert_chunk(range.id, route);
+        router.insert_chunk(range.id, route.clone());
         tracing::info!(range = name, id = range.id, "created range");
-        Ok(range.id)
+        Ok(route)
     }
 
     /// Asks every chunk of the range for its info. A chunk that split

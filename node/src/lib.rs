@@ -57,6 +57,8 @@ pub mod error;
 pub mod file_modes;
 pub mod group_commit;
 pub mod node;
+pub mod replica;
+pub mod replicated;
 pub mod resp;
 pub mod router;
 pub mod scan;

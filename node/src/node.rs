@@ -433,15 +433,27 @@ impl Node {
         })
     }
 
-    /// This node's id and what it holds (`Command::NodeInfo`). Every chunk
-    /// has one replica today, led by the node that holds it.
+    /// This node's id and what it holds (`Command::NodeInfo`): its chunk
+    /// replicas, and those it leads (a chunk of an ordinary range is led by
+    /// the node that holds it; a replicated chunk by its Raft leader).
     pub fn node_info(&self) -> monotable_proto::NodeInfo {
-        let chunks: u64 = self.router_read().ranges().map(|r| r.chunks.len() as u64).sum();
+        let (mut chunks, mut own) = (0u64, 0u64);
+        for r in self.router_read().ranges() {
+            chunks += r.chunks.len() as u64;
+            if !crate::replicated::is_replicated(r.meta.id) {
+                own += r.chunks.len() as u64;
+            }
+        }
+        let cluster = self.cluster.get();
+        let id = cluster.and_then(|c| c.node_id()).unwrap_or(0);
+        let led = cluster.map_or(0, |c| {
+            c.groups().iter().filter(|g| g.status().leader == Some(id)).count() as u64
+        });
         monotable_proto::NodeInfo {
-            id: self.cluster.get().and_then(|c| c.node_id()).unwrap_or(0),
+            id,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             chunk_replicas: chunks,
-            chunk_leaders: chunks,
+            chunk_leaders: own + led,
         }
     }
 

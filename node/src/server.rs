@@ -476,6 +476,7 @@ async fn start_cluster(
         crate::cluster::Cluster::start(config, node.catalog.identity_store(), node.syncer.clone())
             .await?;
     node.set_cluster(cluster.clone());
+    node.follow_meta(cluster.clone());
     Ok(cluster)
 }
 

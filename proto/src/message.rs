@@ -99,6 +99,11 @@ pub enum Command {
     CreateRange {
         name: String,
         options: RangeOptions,
+        /// Nodes to hold a replica of each chunk (Raft voters); `None`: 3.
+        /// Capped at the number of live nodes; a range of one replica is
+        /// an ordinary range of the node that creates it.
+        #[serde(default)]
+        replicas: Option<u32>,
     },
     ListRanges,
     DescribeRange {
@@ -205,6 +210,12 @@ pub enum Command {
     },
     /// Node to node: the answering node's id and what it holds.
     NodeInfo,
+    /// Node to node: a command for the meta range, encoded by the node's
+    /// cluster layer, to be proposed by the meta leader; answered with
+    /// [`Reply::Raft`] holding the encoded reply.
+    MetaPropose {
+        command: Bytes,
+    },
     /// Node to node: an RPC of the Raft group `group`, bytes as the
     /// node's consensus layer encodes them.
     Raft {

@@ -342,6 +342,11 @@ enum RangeCmd {
         /// Split chunks past this size: bytes, or with a unit (64MiB, 512KiB).
         #[arg(long, value_parser = parse_size)]
         chunk_size: Option<u64>,
+        /// Nodes that hold a replica of each chunk, replicated by Raft
+        /// (default 3; capped at the live nodes, with a warning; 1: an
+        /// ordinary range of the node asked).
+        #[arg(long)]
+        replicas: Option<u32>,
     },
     /// List ranges, one line each.
     List {
@@ -424,8 +429,15 @@ fn report(e: &anyhow::Error) -> i32 {
 }
 
 fn serve(args: ServeArgs) -> i32 {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // openraft reports benign races of its own tasks as warnings; they say
+    // nothing to an operator unless asked for by name.
+    let log = if args.log.contains("openraft") {
+        args.log.clone()
+    } else {
+        format!("{},openraft=error", args.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -48,12 +48,18 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
         Cmd::Range { command, client } => {
             let c = connect(&client).await?;
             match command {
-                RangeCmd::Create { name, chunk_size } => {
+                RangeCmd::Create { name, chunk_size, replicas } => {
                     let mut options = RangeOptions::default();
                     if let Some(size) = chunk_size {
                         options.chunk_size_max_bytes = size;
                     }
-                    c.create_range(&name, options).await?;
+                    match replicas {
+                        Some(n) => {
+                            warn_if_capped(&c, n).await;
+                            c.create_range_replicated(&name, options, n).await?
+                        }
+                        None => c.create_range(&name, options).await?,
+                    }
                     writeln!(out, "created range {name}")?;
                 }
                 RangeCmd::List { json } => {
@@ -404,6 +410,23 @@ async fn scan(args: ScanArgs, out: &mut impl Write) -> Result<()> {
 /// The text of a Lua file given on the command line.
 fn read_source(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Says so on stderr when a range asks for more replicas than the cluster
+/// has live nodes (the node caps the number).
+async fn warn_if_capped(c: &Client, replicas: u32) {
+    if replicas <= 1 {
+        return;
+    }
+    if let Ok(status) = c.cluster_status().await {
+        let live = status.nodes.iter().filter(|n| n.live).count();
+        if (replicas as usize) > live {
+            eprintln!(
+                "warning: {replicas} replicas asked for, but the cluster has {live} live node(s): \
+                 the range gets {live}"
+            );
+        }
+    }
 }
 
 /// `cluster status --json`: one document with every node.

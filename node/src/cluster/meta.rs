@@ -24,10 +24,45 @@ pub struct NodeRecord {
     pub removed: bool,
 }
 
+/// Ids of replicated ranges and chunks start here, far above the ids a
+/// node's catalog gives its own ranges and chunks, so the two never meet
+/// in a node's catalog or chunk directories.
+pub const REPLICATED_ID_BASE: u64 = 1 << 62;
+
+/// A range replicated by Raft over several nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaRange {
+    pub id: u64,
+    pub options: monotable_proto::RangeOptions,
+    /// The nodes holding a replica of every chunk; the first one starts
+    /// each chunk's Raft group.
+    pub replicas: Vec<NodeId>,
+    pub chunks: Vec<MetaChunk>,
+}
+
+/// A chunk of a [`MetaRange`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaChunk {
+    /// Also the id of its Raft group.
+    pub id: u64,
+    /// Inclusive.
+    pub start: Vec<u8>,
+    /// Exclusive; `None`: the end of the range.
+    pub end: Option<Vec<u8>>,
+    /// Raised by every change of the chunk's boundaries or replicas, so a
+    /// cached copy can tell it is stale.
+    pub generation: u64,
+}
+
 /// The replicated state of the meta range.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Replicated ranges by name.
+    pub ranges: BTreeMap<String, MetaRange>,
+    /// The next id for a replicated range or chunk, from
+    /// [`REPLICATED_ID_BASE`].
+    pub next_id: u64,
 }
 
 impl MetaState {
@@ -49,6 +84,12 @@ pub enum MetaCommand {
     Join { addr: String, join_token: u64 },
     /// Marks a node removed. Answers [`MetaReply::Ok`].
     Remove { node: NodeId },
+    /// Creates a replicated range of one chunk on `replicas`. Answers
+    /// [`MetaReply::Range`], or an error if the name is taken or a replica
+    /// is not a live node.
+    CreateRange { name: String, options: monotable_proto::RangeOptions, replicas: Vec<NodeId> },
+    /// Drops a replicated range. Answers [`MetaReply::Ok`].
+    DropRange { name: String },
 }
 
 /// What applying a [`MetaCommand`] answered.
@@ -56,19 +97,40 @@ pub enum MetaCommand {
 pub enum MetaReply {
     Ok,
     Node(NodeId),
+    Range(MetaRange),
     Refused(String),
 }
 
 /// The [`Machine`] of the meta range; clones share the state, so the node
 /// reads what its replica applied.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MetaMachine {
     state: Arc<Mutex<MetaState>>,
+    /// Counts applied commands and restores, for those who follow changes.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for MetaMachine {
+    fn default() -> Self {
+        MetaMachine {
+            state: Default::default(),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 impl MetaMachine {
     pub fn state(&self) -> MutexGuard<'_, MetaState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes after every applied command and restore.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
     }
 
     fn run(&self, command: MetaCommand) -> MetaReply {
@@ -98,6 +160,26 @@ impl MetaMachine {
                 s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
                 MetaReply::Node(id)
             }
+            MetaCommand::CreateRange { name, options, replicas } => {
+                if s.ranges.contains_key(&name) {
+                    return MetaReply::Refused(format!("range {name:?} already exists"));
+                }
+                if let Some(bad) =
+                    replicas.iter().find(|r| s.nodes.get(r).is_none_or(|n| n.removed))
+                {
+                    return MetaReply::Refused(format!("node {bad} is not a live member"));
+                }
+                let id = s.next_id.max(REPLICATED_ID_BASE);
+                s.next_id = id + 2;
+                let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
+                let range = MetaRange { id, options, replicas, chunks: vec![chunk] };
+                s.ranges.insert(name, range.clone());
+                MetaReply::Range(range)
+            }
+            MetaCommand::DropRange { name } => match s.ranges.remove(&name) {
+                Some(_) => MetaReply::Ok,
+                None => MetaReply::Refused(format!("range {name:?} does not exist")),
+            },
             MetaCommand::Remove { node } => match s.nodes.get_mut(&node) {
                 Some(n) => {
                     n.removed = true;
@@ -115,6 +197,7 @@ impl Machine for MetaMachine {
             Ok(c) => self.run(c),
             Err(e) => MetaReply::Refused(format!("undecodable meta command: {e}")),
         };
+        self.bump();
         rmp_serde::to_vec(&reply).expect("meta replies always encode")
     }
 
@@ -126,6 +209,7 @@ impl Machine for MetaMachine {
         let state: MetaState = rmp_serde::from_slice(snapshot)
             .map_err(|e| format!("undecodable meta snapshot: {e}"))?;
         *self.state() = state;
+        self.bump();
         Ok(())
     }
 }

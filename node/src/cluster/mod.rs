@@ -57,6 +57,20 @@ const JOIN_RETRY_MS: u64 = 1_000;
 /// How long `cluster status` waits for each node's answer.
 const STATUS_PROBE_TIMEOUT_MS: u64 = 1_000;
 
+/// The copy of this node's identity in the cluster directory.
+const IDENTITY_FILE: &str = "IDENTITY";
+
+/// Reads the identity copy; `None` if there is none.
+fn read_identity(path: &std::path::Path) -> NodeResult<Option<ClusterIdentity>> {
+    match std::fs::read(path) {
+        Ok(bytes) => rmp_serde::from_slice(&bytes).map(Some).map_err(|e| {
+            NodeError::Start(format!("{} is damaged ({e}); it names this node", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::Start(format!("{}: {e}", path.display()))),
+    }
+}
+
 /// How to run this node's part of the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -77,6 +91,8 @@ pub struct Cluster {
     sync: Arc<dyn SyncPoint>,
     /// Set once this node has an id and runs its meta replica.
     member: OnceLock<Member>,
+    /// The Raft groups of this node's chunk replicas, by chunk id.
+    groups: std::sync::RwLock<std::collections::HashMap<GroupId, Group>>,
 }
 
 struct Member {
@@ -126,12 +142,26 @@ impl Cluster {
         identities: IdentityStore,
         sync: Arc<dyn SyncPoint>,
     ) -> NodeResult<Arc<Cluster>> {
-        let identity = identities.get().map_err(|e| NodeError::Start(e.to_string()))?;
+        let copy = config.dir.join(IDENTITY_FILE);
+        let identity = match identities.get().map_err(|e| NodeError::Start(e.to_string()))? {
+            Some(i) => Some(i),
+            // A catalog rebuilt by --recover-catalog: the copy beside the
+            // meta replica says who this node is.
+            None => match read_identity(&copy)? {
+                Some(i) => {
+                    identities.set(&i).map_err(|e| NodeError::Start(e.to_string()))?;
+                    tracing::warn!(node = ?i.node, file = %copy.display(), "cluster identity restored into the catalog");
+                    Some(i)
+                }
+                None => None,
+            },
+        };
         let cluster = Arc::new(Cluster {
             peers: Peers::new(config.password.clone()),
             config,
             sync,
             member: OnceLock::new(),
+            groups: Default::default(),
         });
         let meta_dir = cluster.meta_dir();
         match identity {
@@ -152,8 +182,8 @@ impl Cluster {
                 if meta_dir.exists() {
                     return Err(NodeError::Start(format!(
                         "{} holds this node's replica of the cluster's meta range, but the \
-                         catalog has no node id (a catalog rebuilt with --recover-catalog \
-                         does not keep it); this node cannot safely rejoin under a new id: \
+                         catalog has no node id and its copy in the cluster directory is \
+                         gone; this node cannot safely rejoin under a new id: \
                          remove it from the cluster (`monotable cluster remove`) and start it \
                          on an empty data directory",
                         meta_dir.display()
@@ -184,6 +214,21 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Records the identity in the catalog and, as a copy that survives a
+    /// rebuilt catalog, in the cluster directory.
+    fn record_identity(
+        &self,
+        identities: &IdentityStore,
+        identity: ClusterIdentity,
+    ) -> NodeResult<()> {
+        identities.set(&identity).map_err(|e| NodeError::Internal(e.to_string()))?;
+        std::fs::create_dir_all(&self.config.dir)
+            .map_err(|e| NodeError::Internal(format!("{}: {e}", self.config.dir.display())))?;
+        let bytes = rmp_serde::to_vec(&identity).expect("identities encode");
+        crate::storage::chunk_log::write_file_durably(&self.config.dir, IDENTITY_FILE, &bytes)
+            .map_err(|e| NodeError::Internal(e.to_string()))
+    }
+
     fn meta_dir(&self) -> PathBuf {
         self.config.dir.join("meta")
     }
@@ -212,9 +257,7 @@ impl Cluster {
 
     /// Founds a cluster of one: id 1, the only voter of the meta range.
     async fn found(&self, identities: &IdentityStore, join_token: u64) -> NodeResult<()> {
-        identities
-            .set(&ClusterIdentity { join_token, node: Some(1) })
-            .map_err(|e| NodeError::Start(e.to_string()))?;
+        self.record_identity(identities, ClusterIdentity { join_token, node: Some(1) })?;
         let member = self.run_meta(1).await?;
         let voters = BTreeMap::from([(1, self.config.advertise.clone())]);
         member.meta.initialize(voters).await.map_err(|e| NodeError::Start(e.to_string()))?;
@@ -283,9 +326,7 @@ impl Cluster {
                     .call(seed, |c| async move { c.cluster_join(addr, join_token).await })
                     .await
                     .map_err(|e| peer_error(seed, e))?;
-                identities
-                    .set(&ClusterIdentity { join_token, node: Some(id) })
-                    .map_err(|e| NodeError::Internal(e.to_string()))?;
+                self.record_identity(identities, ClusterIdentity { join_token, node: Some(id) })?;
                 self.run_meta(id).await?;
                 id
             }
@@ -344,26 +385,65 @@ impl Cluster {
             .map_err(|e| NodeError::Internal(format!("undecodable meta reply: {e}")))
     }
 
-    /// Proposes `command` on the meta range; only on the leader (see
-    /// [`Cluster::join_request`] for forwarding).
+    /// Proposes `command` on the meta range, on its leader wherever it is
+    /// (forwarded with `Command::MetaPropose`), retrying while leadership
+    /// moves.
     async fn propose(&self, command: MetaCommand) -> NodeResult<MetaReply> {
         let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
+        let encoded = rmp_serde::to_vec(&command).expect("meta commands encode");
         loop {
-            match self.leader().await? {
-                Leader::Here(group) => match Self::propose_here(group, &command).await {
-                    Err(e)
-                        if Instant::now() < deadline
-                            && e.to_info().code == ErrorCode::ClusterUnavailable =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    r => return r,
-                },
+            let attempt = match self.leader().await? {
+                Leader::Here(group) => Self::propose_here(group, &command).await,
                 Leader::At(addr) => {
-                    return Err(unavailable(format!("the meta leader is at {addr}, not here")))
+                    let bytes = encoded.clone();
+                    self.peers
+                        .call(&addr, |c| async move {
+                            c.forward(monotable_proto::Command::MetaPropose {
+                                command: bytes.into(),
+                            })
+                            .await
+                        })
+                        .await
+                        .map_err(|e| peer_error(&addr, e))
+                        .and_then(|reply| match reply {
+                            monotable_proto::Reply::Raft(b) => {
+                                rmp_serde::from_slice(&b).map_err(|e| {
+                                    NodeError::Internal(format!("undecodable meta reply: {e}"))
+                                })
+                            }
+                            other => {
+                                Err(NodeError::Internal(format!("unexpected reply {other:?}")))
+                            }
+                        })
                 }
+            };
+            match attempt {
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_info().code == ErrorCode::ClusterUnavailable =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => return r,
             }
         }
+    }
+
+    /// `Command::MetaPropose`: proposes an encoded meta command here, if
+    /// this node leads the meta range (a forwarded proposal is not
+    /// forwarded again).
+    pub async fn propose_encoded(&self, command: &[u8]) -> NodeResult<Vec<u8>> {
+        let command: MetaCommand = rmp_serde::from_slice(command).map_err(|e| {
+            NodeError::client(ErrorCode::BadRequest, format!("undecodable meta command: {e}"))
+        })?;
+        let group = match self.leader().await? {
+            Leader::Here(group) => group,
+            Leader::At(addr) => {
+                return Err(unavailable(format!("the meta leader is at {addr}, not here")))
+            }
+        };
+        let reply = Self::propose_here(group, &command).await?;
+        Ok(rmp_serde::to_vec(&reply).expect("meta replies encode"))
     }
 
     /// `Command::ClusterJoin`: gives a joining node its id, on the meta
@@ -373,7 +453,7 @@ impl Cluster {
             Leader::Here(_) => match self.propose(MetaCommand::Join { addr, join_token }).await? {
                 MetaReply::Node(id) => Ok(id),
                 MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
-                MetaReply::Ok => Err(NodeError::Internal("a join answered no node id".into())),
+                _ => Err(NodeError::Internal("a join answered no node id".into())),
             },
             Leader::At(leader) => self
                 .peers
@@ -462,10 +542,64 @@ impl Cluster {
     /// Answers a Raft RPC for one of this node's groups.
     pub async fn handle_rpc(&self, group: GroupId, rpc: &[u8]) -> NodeResult<Vec<u8>> {
         let target = match (group, self.member.get()) {
-            (META_GROUP, Some(m)) => &m.meta,
-            _ => return Ok(encode(&RaftRpcReply::NoGroup)),
+            (META_GROUP, Some(m)) => m.meta.clone(),
+            (META_GROUP, None) => return Ok(encode(&RaftRpcReply::NoGroup)),
+            (id, _) => match self.group(id) {
+                Some(g) => g,
+                None => return Ok(encode(&RaftRpcReply::NoGroup)),
+            },
         };
         target.handle_rpc(rpc).await.map_err(|e| NodeError::client(ErrorCode::BadRequest, e))
+    }
+
+    /// The Raft group of chunk replica `id` on this node.
+    pub fn group(&self, id: GroupId) -> Option<Group> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    /// Registers a chunk replica's group, so RPCs for it reach it.
+    pub fn add_group(&self, group: Group) {
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group.id(), group);
+    }
+
+    /// Unregisters a chunk replica's group and returns it.
+    pub fn remove_group(&self, id: GroupId) -> Option<Group> {
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&id)
+    }
+
+    /// The groups of this node's chunk replicas.
+    pub fn groups(&self) -> Vec<Group> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// The connections to peers.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Raft's timers on this node.
+    pub fn timing(&self) -> Timing {
+        self.config.timing
+    }
+
+    /// What this node's meta replica has applied.
+    pub fn meta(&self) -> Option<meta::MetaState> {
+        self.member.get().map(|m| m.state.state().clone())
+    }
+
+    /// Changes whenever this node's meta replica applies a command.
+    pub fn meta_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.member.get().map(|m| m.state.changes())
+    }
+
+    /// Proposes `command` on the meta range, through its leader.
+    pub async fn propose_meta(&self, command: MetaCommand) -> NodeResult<MetaReply> {
+        self.propose(command).await
+    }
+
+    /// The sync point the groups of this node share.
+    pub fn sync_point(&self) -> Arc<dyn SyncPoint> {
+        self.sync.clone()
     }
 
     /// The cluster as this node sees it; `local` is this node's own info.
@@ -530,8 +664,11 @@ impl Cluster {
         })
     }
 
-    /// Stops the meta replica's Raft.
+    /// Stops the Raft groups of this node.
     pub async fn shutdown(&self) {
+        for g in self.groups() {
+            g.shutdown().await;
+        }
         if let Some(m) = self.member.get() {
             m.meta.shutdown().await;
         }

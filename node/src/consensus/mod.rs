@@ -18,6 +18,8 @@
 //! - [`machine_store`]: openraft's state machine storage around a
 //!   [`Machine`], with its snapshots in a file.
 //! - [`log_store`]: the Raft log of one group in segment files.
+//! - [`replica_store`]: openraft's state machine storage for a machine
+//!   that stores its state itself (a chunk), marked durable at snapshots.
 //! - `sim_tests` (tests only): groups on several nodes under seeded
 //!   faults, with their clients' histories checked for linearizability.
 //!
@@ -41,6 +43,7 @@ pub mod group;
 pub mod log_store;
 pub mod machine_store;
 pub mod network;
+pub mod replica_store;
 #[cfg(test)]
 mod sim_tests;
 

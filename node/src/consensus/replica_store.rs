@@ -1,0 +1,236 @@
+//! openraft's state machine storage for a [`Replica`]: a machine that keeps
+//! its own state on disk (a chunk), so a snapshot is a mark, not a copy.
+//!
+//! The replica applies committed commands to its own storage without
+//! waiting for them to be durable there: the Raft log has them. The file
+//! `APPLIED` in the group's directory records a log id up to which the
+//! replica's storage is known durable (and the membership at that point);
+//! it is written only after [`Replica::flush`], when openraft builds a
+//! snapshot, and openraft purges the Raft log only up to a built
+//! snapshot. After a crash the replica reports `APPLIED` as its applied
+//! state and openraft applies every committed entry after it again. The
+//! replica's commands must therefore give the same state when a suffix of
+//! them is applied again on top of a state that already holds some of
+//! them: blind puts and deletes of whole records do.
+//!
+//! A snapshot sent to a lagging replica is [`Replica::snapshot`]'s bytes,
+//! taken under the same lock as the applied log id, so the two agree.
+//!
+//! `APPLIED` holds a [`Marker`] in MessagePack followed by its CRC32C
+//! (4 bytes, little-endian).
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use super::futures_lite::BoxedFuture;
+use super::{CommandReply, NodeId, TypeConfig};
+
+const MARKER_FILE: &str = "APPLIED";
+
+type Meta = SnapshotMeta<NodeId, BasicNode>;
+
+/// A state machine that stores its state itself.
+pub trait Replica: Send + Sync + 'static {
+    /// Applies the committed command at log `index`; returns the reply. A
+    /// command refused by the machine is answered with an encoded error
+    /// and changes nothing, on every replica alike.
+    fn apply(&self, index: u64, command: &[u8]) -> Vec<u8>;
+    /// Makes everything applied so far durable.
+    fn flush(&self) -> BoxedFuture<Result<(), String>>;
+    /// The whole state, for a replica that is too far behind.
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
+    /// Replaces the whole state with a [`Replica::snapshot`]'s, durably.
+    fn restore(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<(), String>>;
+}
+
+/// What `APPLIED` holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Marker {
+    applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+}
+
+struct State {
+    applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    /// Snapshots built by this process, for unique snapshot ids.
+    built: u64,
+}
+
+/// The state machine storage of one replicated chunk; clones share it.
+#[derive(Clone)]
+pub struct ReplicaStore {
+    dir: PathBuf,
+    replica: Arc<dyn Replica>,
+    state: Arc<Mutex<State>>,
+}
+
+fn io_error(write: bool, e: impl std::fmt::Display) -> StorageError<NodeId> {
+    let e = openraft::AnyError::error(e.to_string());
+    if write {
+        StorageIOError::write_state_machine(e).into()
+    } else {
+        StorageIOError::read_state_machine(e).into()
+    }
+}
+
+impl ReplicaStore {
+    /// Opens the store of `replica` in `dir` (created if missing).
+    ///
+    /// Errors: `APPLIED` cannot be read or fails its checksum.
+    pub fn open(dir: &Path, replica: Arc<dyn Replica>) -> Result<Self, StorageError<NodeId>> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(true, e))?;
+        let path = dir.join(MARKER_FILE);
+        let marker = match std::fs::read(&path) {
+            Ok(bytes) => decode_marker(&bytes)
+                .map_err(|e| io_error(false, format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Marker::default(),
+            Err(e) => return Err(io_error(false, format!("{}: {e}", path.display()))),
+        };
+        let state = State { applied: marker.applied, membership: marker.membership, built: 0 };
+        Ok(ReplicaStore { dir: dir.to_owned(), replica, state: Arc::new(Mutex::new(state)) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log id of the last applied entry.
+    pub fn applied(&self) -> Option<LogId<NodeId>> {
+        self.lock().applied
+    }
+
+    async fn write_marker(&self, marker: Marker) -> Result<(), StorageError<NodeId>> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut bytes = rmp_serde::to_vec(&marker).map_err(|e| e.to_string())?;
+            let crc = crc32c::crc32c(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            crate::storage::chunk_log::write_file_durably(&dir, MARKER_FILE, &bytes)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| io_error(true, e))?
+        .map_err(|e| io_error(true, e))
+    }
+
+    /// The replica's state with the log id and membership it is at.
+    fn capture(&self) -> Result<(Meta, Vec<u8>), StorageError<NodeId>> {
+        let mut s = self.lock();
+        s.built += 1;
+        let data = self.replica.snapshot().map_err(|e| io_error(false, e))?;
+        let id = match s.applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, s.built),
+            None => format!("0-0-{}", s.built),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: s.applied,
+            last_membership: s.membership.clone(),
+            snapshot_id: id,
+        };
+        Ok((meta, data))
+    }
+}
+
+fn decode_marker(bytes: &[u8]) -> Result<Marker, String> {
+    let Some(split) = bytes.len().checked_sub(4) else {
+        return Err("too short".into());
+    };
+    let (body, crc) = bytes.split_at(split);
+    let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+    if crc32c::crc32c(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    rmp_serde::from_slice(body).map_err(|e| e.to_string())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ReplicaStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (meta, data) = self.capture()?;
+        // Everything applied up to the captured id is durable after this,
+        // so the log before it may go.
+        self.replica.flush().await.map_err(|e| io_error(true, e))?;
+        let marker = Marker { applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        self.write_marker(marker).await?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for ReplicaStore {
+    type SnapshotBuilder = ReplicaStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let s = self.lock();
+        Ok((s.applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandReply>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut replies = Vec::new();
+        for entry in entries {
+            // Applied under the lock that `capture` takes, so a snapshot
+            // never sees a command without its log id or the reverse.
+            let mut s = self.lock();
+            let reply = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(command) => self.replica.apply(entry.log_id.index, &command.0),
+                EntryPayload::Membership(m) => {
+                    s.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Vec::new()
+                }
+            };
+            s.applied = Some(entry.log_id);
+            replies.push(CommandReply(reply));
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> ReplicaStore {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.replica.restore(snapshot.into_inner()).await.map_err(|e| io_error(true, e))?;
+        let marker = Marker { applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        self.write_marker(marker).await?;
+        let mut s = self.lock();
+        s.applied = meta.last_log_id;
+        s.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        if self.lock().applied.is_none() {
+            return Ok(None);
+        }
+        // The current state, not the last one marked: the replica keeps no
+        // copy, and the log after it is never purged before a build.
+        let (meta, data) = self.capture()?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
