@@ -1650,18 +1650,37 @@ async fn settle<B: LogBackend>(cluster: &Cluster<B>, group: GroupId) -> Result<(
             return Err(format!(
                 "group {group}: members {behind:?} did not apply index {index} (members \
                  {members:?}; leader {leader}: {st:?}; behind: {:?})",
-                behind
-                    .iter()
-                    .map(|&n| (
-                        n,
-                        lock(&cluster.hosted).get(&n).cloned(),
-                        cluster.net.group(n, group).map(|g| g.status())
-                    ))
-                    .collect::<Vec<_>>()
+                why_behind(cluster, group, &behind).await
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// For each replica in `nodes`: the groups its node hosts, its status
+/// and, if its Raft stopped, why (what a proposal to it answers).
+async fn why_behind<B: LogBackend>(
+    cluster: &Cluster<B>,
+    group: GroupId,
+    nodes: &[NodeId],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for &n in nodes {
+        let hosted = lock(&cluster.hosted).get(&n).cloned();
+        let Some(g) = cluster.net.group(n, group) else {
+            out.push(format!("node {n}: no replica (hosts {hosted:?})"));
+            continue;
+        };
+        let st = g.status();
+        let stopped = if st.state == "shutdown" {
+            let op = encode(&KvOp::Read { key: SETTLE_KEY });
+            format!("; stopped: {:?}", g.propose(op).await.err())
+        } else {
+            String::new()
+        };
+        out.push(format!("node {n} (hosts {hosted:?}): {st:?}{stopped}"));
+    }
+    out
 }
 
 /// Every acknowledged write is in the final machine of its group.
