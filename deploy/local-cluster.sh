@@ -97,6 +97,16 @@ for i in $(seq 1 "$N"); do
     echo $! >"$DIR/node-$i.pid"
     wait_port "$port"
 done
+# Joins finish in the background: wait until every node is a live member.
+for _ in $(seq 1 600); do
+    if "$MT" cluster status --json --addr "$seed" 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if len(s["nodes"]) >= int(sys.argv[1]) and all(n["live"] for n in s["nodes"]) else 1)' "$N"; then
+        break
+    fi
+    sleep 0.1
+done
 echo "started $N node(s):"
 for i in $(seq 1 "$N"); do
     echo "  node $i: native 127.0.0.1:$((BASE + i)), Redis 127.0.0.1:$((RESP_BASE + i)), data $DIR/node-$i, log $DIR/node-$i.log"

@@ -732,9 +732,10 @@ impl Client {
 
     /// Node to node: asks for a node id to join with (see
     /// [`Command::ClusterJoin`]).
-    pub async fn cluster_join(&self, addr: &str, token: u64) -> Result<u64> {
+    /// Answers the node id and the cluster's id.
+    pub async fn cluster_join(&self, addr: &str, token: u64) -> Result<(u64, u64)> {
         match self.call(Command::ClusterJoin { addr: addr.to_owned(), token }).await? {
-            Reply::Joined { node } => Ok(node),
+            Reply::Joined { node, cluster } => Ok((node, cluster)),
             other => Err(unexpected(other)),
         }
     }
@@ -759,9 +760,16 @@ impl Client {
         self.call(command).await
     }
 
-    /// Node to node: one Raft RPC of group `group`, as encoded bytes.
-    pub async fn raft_rpc(&self, group: u64, rpc: Vec<u8>) -> Result<Vec<u8>> {
-        match self.call(Command::Raft { group, rpc: Bytes::from(rpc) }).await? {
+    /// Node to node: one Raft RPC of group `group`, as encoded bytes, from
+    /// node `from` of cluster `cluster` to node `to`.
+    pub async fn raft_rpc(
+        &self,
+        group: u64,
+        rpc: Vec<u8>,
+        (cluster, from, to): (u64, u64, u64),
+    ) -> Result<Vec<u8>> {
+        let command = Command::Raft { group, rpc: Bytes::from(rpc), cluster, from, to };
+        match self.call(command).await? {
             Reply::Raft(b) => Ok(b.into_vec()),
             other => Err(unexpected(other)),
         }

@@ -177,6 +177,9 @@ pub struct ClusterIdentity {
     pub join_token: u64,
     /// The node id, once the cluster gave one (the founding node takes 1).
     pub node: Option<u64>,
+    /// The cluster's random id, chosen by its founding node.
+    #[serde(default)]
+    pub cluster: u64,
 }
 
 /// The catalog's record of this node's [`ClusterIdentity`]; clones share it.

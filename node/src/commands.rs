@@ -175,9 +175,11 @@ impl Node {
             Command::ClusterRemove { node } => {
                 self.cluster()?.remove(node).await.map(|()| Reply::Ok)
             }
-            Command::ClusterJoin { addr, token } => {
-                self.cluster()?.join_request(addr, token).await.map(|node| Reply::Joined { node })
-            }
+            Command::ClusterJoin { addr, token } => self
+                .cluster()?
+                .join_request(addr, token)
+                .await
+                .map(|(node, cluster)| Reply::Joined { node, cluster }),
             Command::ClusterAddVoter { node, addr } => {
                 self.cluster()?.add_voter(node, addr).await.map(|()| Reply::Ok)
             }
@@ -187,9 +189,9 @@ impl Node {
                 .propose_encoded(&command)
                 .await
                 .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
-            Command::Raft { group, rpc } => self
+            Command::Raft { group, rpc, cluster, from, to } => self
                 .cluster()?
-                .handle_rpc(group, &rpc)
+                .handle_rpc(group, &rpc, (cluster, from, to))
                 .await
                 .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
             Command::Auth { .. } => Err(NodeError::Internal(

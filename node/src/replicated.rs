@@ -219,7 +219,7 @@ impl Node {
                 Err(ConsensusError::NotLeader { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e @ ConsensusError::NotLeader { .. }) => {
+                Err(e @ (ConsensusError::NotLeader { .. } | ConsensusError::Timeout(_))) => {
                     return Err(unavailable(format!("chunk {}: {e}", group.id())))
                 }
                 Err(e) => return Err(NodeError::Internal(format!("chunk {}: {e}", group.id()))),

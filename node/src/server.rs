@@ -456,7 +456,18 @@ async fn start_cluster(
     listening: std::net::SocketAddr,
 ) -> Result<Arc<crate::cluster::Cluster>, NodeError> {
     let advertise = match &node.config.advertise {
-        Some(a) => a.clone(),
+        Some(a) => {
+            let unreachable = a
+                .parse::<std::net::SocketAddr>()
+                .map(|s| s.ip().is_unspecified() || s.port() == 0)
+                .unwrap_or(false);
+            if unreachable {
+                return Err(NodeError::Start(format!(
+                    "--advertise-addr {a}: other nodes cannot reach a wildcard address or port 0"
+                )));
+            }
+            a.clone()
+        }
         None if listening.ip().is_unspecified() && node.config.join.is_some() => {
             return Err(NodeError::Start(format!(
                 "--listen {listening} is a wildcard address, which other nodes cannot reach: \

@@ -221,6 +221,13 @@ pub enum Command {
     Raft {
         group: u64,
         rpc: Bytes,
+        /// The sender's cluster and node, and the node it is meant for: a
+        /// node refuses a message of another cluster, for another node id
+        /// (a node that took over a member's address), or from a node
+        /// removed from the cluster.
+        cluster: u64,
+        from: u64,
+        to: u64,
     },
 }
 
@@ -435,7 +442,12 @@ pub enum Reply {
     Views(Vec<ViewStatus>),
     Aggregate(AggregateReply),
     Cluster(ClusterStatus),
-    Joined { node: u64 },
+    Joined {
+        node: u64,
+        /// The cluster's id, which every Raft message between its nodes
+        /// carries.
+        cluster: u64,
+    },
     NodeInfo(NodeInfo),
     Raft(Bytes),
 }

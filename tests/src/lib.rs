@@ -101,6 +101,11 @@ impl Node {
         Self::start_listening(data_dir, format!("127.0.0.1:{port}"), extra)
     }
 
+    /// Starts a node listening on `addr` (kept across restarts).
+    pub fn start_listening_at(data_dir: &Path, addr: SocketAddr, extra: &[&str]) -> Node {
+        Self::start_listening(data_dir, addr.to_string(), extra)
+    }
+
     fn start_listening(data_dir: &Path, listen: String, extra: &[&str]) -> Node {
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let log = Arc::new(Mutex::new(Vec::new()));

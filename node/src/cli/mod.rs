@@ -468,19 +468,18 @@ fn serve(args: ServeArgs) -> i32 {
     config.lua_memory_max_bytes = args.lua_memory_max_bytes;
     config.join = args.join;
     config.advertise = args.advertise_addr;
-    if args.raft_heartbeat_ms == 0 || args.raft_election_timeout_ms < 2 * args.raft_heartbeat_ms {
-        return report(&anyhow::anyhow!(
-            "--raft-election-timeout-ms ({}) must be at least twice --raft-heartbeat-ms ({}), \
-             which must be above 0",
-            args.raft_election_timeout_ms,
-            args.raft_heartbeat_ms
-        ));
-    }
     config.raft_timing = crate::consensus::Timing {
         heartbeat_ms: args.raft_heartbeat_ms,
         election_min_ms: args.raft_election_timeout_ms,
-        election_max_ms: 2 * args.raft_election_timeout_ms,
+        election_max_ms: args.raft_election_timeout_ms.saturating_mul(2),
     };
+    if let Err(e) = config.raft_timing.validate() {
+        return report(&anyhow::anyhow!(
+            "--raft-heartbeat-ms {} and --raft-election-timeout-ms {}: {e}",
+            args.raft_heartbeat_ms,
+            args.raft_election_timeout_ms
+        ));
+    }
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }

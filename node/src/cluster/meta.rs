@@ -58,6 +58,8 @@ pub struct MetaChunk {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// The cluster's random id, chosen by its founding node.
+    pub cluster: u64,
     /// Replicated ranges by name.
     pub ranges: BTreeMap<String, MetaRange>,
     /// The next id for a replicated range or chunk, from
@@ -77,7 +79,7 @@ impl MetaState {
 pub enum MetaCommand {
     /// Registers the founding node under id 1 (the first command of a
     /// cluster). Answers [`MetaReply::Node`].
-    Found { addr: String, join_token: u64 },
+    Found { addr: String, join_token: u64, cluster: u64 },
     /// Gives a joining node its id: the node already registered with this
     /// `join_token` keeps its id, a new token gets the next id. Answers
     /// [`MetaReply::Node`], or an error for a token of a removed node.
@@ -136,7 +138,7 @@ impl MetaMachine {
     fn run(&self, command: MetaCommand) -> MetaReply {
         let mut s = self.state();
         match command {
-            MetaCommand::Found { addr, join_token } => {
+            MetaCommand::Found { addr, join_token, cluster } => {
                 if let Some((id, _)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
                     return MetaReply::Node(*id);
                 }
@@ -144,6 +146,7 @@ impl MetaMachine {
                     return MetaReply::Refused("the cluster already has a founding node".into());
                 }
                 s.nodes.insert(1, NodeRecord { addr, join_token, removed: false });
+                s.cluster = cluster;
                 MetaReply::Node(1)
             }
             MetaCommand::Join { addr, join_token } => {
@@ -155,6 +158,12 @@ impl MetaMachine {
                         ));
                     }
                     return MetaReply::Node(*id);
+                }
+                if let Some((id, _)) = s.nodes.iter().find(|(_, n)| !n.removed && n.addr == addr) {
+                    return MetaReply::Refused(format!(
+                        "{addr} is the address of node {id}; if that node's data is gone, take \
+                         it out first with `monotable cluster remove {id}`"
+                    ));
                 }
                 let id = s.nodes.keys().next_back().map_or(1, |last| last + 1);
                 s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
@@ -225,7 +234,7 @@ mod tests {
     #[test]
     fn joins_are_idempotent_per_token_and_ids_are_never_reused() {
         let mut m = MetaMachine::default();
-        let found = MetaCommand::Found { addr: "a:1".into(), join_token: 7 };
+        let found = MetaCommand::Found { addr: "a:1".into(), join_token: 7, cluster: 5 };
         assert_eq!(apply(&mut m, found.clone()), MetaReply::Node(1));
         assert_eq!(apply(&mut m, found), MetaReply::Node(1), "a retried founding");
         let join = MetaCommand::Join { addr: "b:1".into(), join_token: 8 };
@@ -235,8 +244,12 @@ mod tests {
         assert!(matches!(apply(&mut m, join), MetaReply::Refused(_)), "a removed node's token");
         let again = MetaCommand::Join { addr: "b:1".into(), join_token: 9 };
         assert_eq!(apply(&mut m, again), MetaReply::Node(3), "a new token, a new id");
+        // A member's address is its own: a wiped node rejoining there must
+        // not stand in for the member, which would count twice.
+        let taken = MetaCommand::Join { addr: "b:1".into(), join_token: 11 };
+        assert!(matches!(apply(&mut m, taken), MetaReply::Refused(_)));
         assert!(matches!(
-            apply(&mut m, MetaCommand::Found { addr: "c:1".into(), join_token: 10 }),
+            apply(&mut m, MetaCommand::Found { addr: "c:1".into(), join_token: 10, cluster: 6 }),
             MetaReply::Refused(_)
         ));
         let snapshot = m.snapshot();

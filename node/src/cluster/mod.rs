@@ -54,8 +54,29 @@ const LEADER_WAIT_MAX_MS: u64 = 10_000;
 /// Pause between attempts of a join that could not reach the cluster.
 const JOIN_RETRY_MS: u64 = 1_000;
 
+/// Pause between attempts of a join whose password the seed refused.
+const JOIN_AUTH_RETRY_MS: u64 = 30_000;
+
 /// How long `cluster status` waits for each node's answer.
 const STATUS_PROBE_TIMEOUT_MS: u64 = 1_000;
+
+/// Refuses a `--join` address that cannot name another node.
+fn check_seed(seed: &str, advertise: &str) -> NodeResult<()> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = seed
+        .to_socket_addrs()
+        .map_err(|e| NodeError::Start(format!("--join {seed}: not an address ({e})")))?
+        .collect();
+    if addrs.iter().any(|a| a.port() == 0) {
+        return Err(NodeError::Start(format!("--join {seed}: port 0 names no node")));
+    }
+    if seed == advertise || addrs.iter().any(|a| a.to_string() == advertise) {
+        return Err(NodeError::Start(format!(
+            "--join {seed} is this node's own address; name another node of the cluster"
+        )));
+    }
+    Ok(())
+}
 
 /// The copy of this node's identity in the cluster directory.
 const IDENTITY_FILE: &str = "IDENTITY";
@@ -97,6 +118,8 @@ pub struct Cluster {
 
 struct Member {
     id: NodeId,
+    /// The cluster's id.
+    cluster: u64,
     meta: Group,
     state: MetaMachine,
 }
@@ -107,15 +130,22 @@ fn unavailable(message: impl Into<String>) -> NodeError {
 
 fn consensus_error(e: ConsensusError) -> NodeError {
     match e {
-        ConsensusError::NotLeader { .. } => unavailable(e.to_string()),
-        ConsensusError::Membership(m) => NodeError::client(ErrorCode::BadRequest, m),
+        ConsensusError::NotLeader { .. } | ConsensusError::Timeout(_) => unavailable(e.to_string()),
+        // Another membership change is under way: retry once it is done.
+        ConsensusError::Membership(m) => {
+            unavailable(format!("another membership change is under way; retry ({m})"))
+        }
         ConsensusError::Fatal(m) => NodeError::Internal(format!("meta range: {m}")),
     }
 }
 
 fn peer_error(addr: &str, e: PeerError) -> NodeError {
     match e {
-        PeerError::Server(info) => NodeError::client(info.code, info.message),
+        PeerError::Server(info)
+        | PeerError::Connect(monotable_client::Error::Server(info))
+        | PeerError::Connect(monotable_client::Error::Handshake(info)) => {
+            NodeError::client(info.code, format!("node at {addr}: {}", info.message))
+        }
         e => unavailable(format!("node at {addr}: {e}")),
     }
 }
@@ -142,6 +172,11 @@ impl Cluster {
         identities: IdentityStore,
         sync: Arc<dyn SyncPoint>,
     ) -> NodeResult<Arc<Cluster>> {
+        // Nothing is written before the settings are known to work.
+        config.timing.validate().map_err(NodeError::Start)?;
+        if let Some(seed) = &config.join {
+            check_seed(seed, &config.advertise)?;
+        }
         let copy = config.dir.join(IDENTITY_FILE);
         let identity = match identities.get().map_err(|e| NodeError::Start(e.to_string()))? {
             Some(i) => Some(i),
@@ -165,12 +200,14 @@ impl Cluster {
         });
         let meta_dir = cluster.meta_dir();
         match identity {
-            Some(ClusterIdentity { node: Some(id), .. }) => {
+            Some(ClusterIdentity { node: Some(id), cluster: cluster_id, .. }) => {
                 if let Some(join) = &cluster.config.join {
                     tracing::info!(node = id, %join, "already a member of a cluster; --join ignored");
                 }
-                cluster.run_meta(id).await?;
+                cluster.run_meta(id, cluster_id).await?;
                 tracing::info!(node = id, "resumed cluster membership");
+                let this = cluster.clone();
+                tokio::spawn(async move { this.check_address(id).await });
                 if id == 1 {
                     // A founder that stopped before its registration
                     // committed registers now (idempotent by token).
@@ -193,7 +230,8 @@ impl Cluster {
                     Some(i) => i.join_token,
                     None => {
                         let token = rand::random::<u64>().max(1);
-                        let identity = ClusterIdentity { join_token: token, node: None };
+                        let identity =
+                            ClusterIdentity { join_token: token, node: None, cluster: 0 };
                         identities.set(&identity).map_err(|e| NodeError::Start(e.to_string()))?;
                         token
                     }
@@ -234,7 +272,8 @@ impl Cluster {
     }
 
     /// Starts this node's meta replica under `id`.
-    async fn run_meta(&self, id: NodeId) -> NodeResult<&Member> {
+    async fn run_meta(&self, id: NodeId, cluster: u64) -> NodeResult<&Member> {
+        self.peers.set_ids(cluster, id);
         let dir = self.meta_dir();
         let start = |e: String| NodeError::Start(format!("meta range at {}: {e}", dir.display()));
         let log = LogStore::open(&dir.join("log"), self.sync.clone())
@@ -251,25 +290,61 @@ impl Cluster {
         let meta = Group::start(&config, log, machine, Arc::new(self.peers.clone()))
             .await
             .map_err(|e| start(e.to_string()))?;
-        let _ = self.member.set(Member { id, meta, state });
+        let _ = self.member.set(Member { id, cluster, meta, state });
         Ok(self.member.get().expect("just set"))
     }
 
     /// Founds a cluster of one: id 1, the only voter of the meta range.
     async fn found(&self, identities: &IdentityStore, join_token: u64) -> NodeResult<()> {
-        self.record_identity(identities, ClusterIdentity { join_token, node: Some(1) })?;
-        let member = self.run_meta(1).await?;
+        let cluster = rand::random::<u64>().max(1);
+        self.record_identity(identities, ClusterIdentity { join_token, node: Some(1), cluster })?;
+        let member = self.run_meta(1, cluster).await?;
         let voters = BTreeMap::from([(1, self.config.advertise.clone())]);
         member.meta.initialize(voters).await.map_err(|e| NodeError::Start(e.to_string()))?;
-        let found = MetaCommand::Found { addr: self.config.advertise.clone(), join_token };
+        let found = MetaCommand::Found { addr: self.config.advertise.clone(), join_token, cluster };
         self.propose(found).await?;
-        tracing::info!(node = 1, "founded a cluster of one node");
+        tracing::info!(
+            node = 1,
+            cluster = format!("{cluster:016x}"),
+            "founded a cluster of one node"
+        );
         Ok(())
+    }
+
+    /// Warns when the cluster knows this node under another address than
+    /// the one it advertises now: the other nodes cannot reach it.
+    async fn check_address(&self, id: NodeId) {
+        for _ in 0..100 {
+            let known = self.meta().and_then(|m| m.nodes.get(&id).map(|n| n.addr.clone()));
+            if let Some(known) = known {
+                if known != self.config.advertise {
+                    tracing::warn!(
+                        node = id,
+                        %known,
+                        advertised = %self.config.advertise,
+                        "the cluster knows this node at another address, where the other \
+                         nodes will look for it: start it with --listen (or \
+                         --advertise-addr) {known}"
+                    );
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Registers the founding node if the meta range does not list it yet.
     async fn ensure_founded(&self, join_token: u64) {
         let Ok(member) = self.member() else { return };
+        // A founder that stopped before its meta range was initialized has
+        // an empty Raft log and no vote: no other node can have joined
+        // through it, so it founds again.
+        if member.meta.status().voters.is_empty() {
+            let voters = BTreeMap::from([(member.id, self.config.advertise.clone())]);
+            if let Err(e) = member.meta.initialize(voters).await {
+                tracing::warn!(error = %e, "initializing the meta range failed");
+            }
+        }
         let registered = || member.state.state().nodes.values().any(|n| n.join_token == join_token);
         // Applying the log after a restart may take a moment; only the
         // leader (which has applied everything committed) decides.
@@ -279,8 +354,11 @@ impl Cluster {
             }
             if let Ok(Leader::Here(_)) = self.leader().await {
                 if member.meta.read_barrier().await.is_ok() && !registered() {
-                    let found =
-                        MetaCommand::Found { addr: self.config.advertise.clone(), join_token };
+                    let found = MetaCommand::Found {
+                        addr: self.config.advertise.clone(),
+                        join_token,
+                        cluster: member.cluster,
+                    };
                     if let Err(e) = self.propose(found).await {
                         tracing::warn!(error = %e, "registering the founding node failed");
                     }
@@ -304,8 +382,17 @@ impl Cluster {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(%seed, attempt, error = %e, "joining the cluster failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(JOIN_RETRY_MS)).await;
+                    let code = e.to_info().code;
+                    if matches!(code, ErrorCode::AuthFailed | ErrorCode::NoAuth) {
+                        // Not going away by itself: every node of a cluster
+                        // needs the same --requirepass. Slowly, so as not to
+                        // lock the seed's address out.
+                        tracing::error!(%seed, error = %e, "the seed refused this node's password; give every node of the cluster the same --requirepass");
+                        tokio::time::sleep(Duration::from_millis(JOIN_AUTH_RETRY_MS)).await;
+                    } else {
+                        tracing::warn!(%seed, attempt, error = %e, "joining the cluster failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(JOIN_RETRY_MS)).await;
+                    }
                 }
             }
         }
@@ -321,13 +408,14 @@ impl Cluster {
         let id = match self.member.get() {
             Some(m) => m.id,
             None => {
-                let id = self
+                let (id, cluster) = self
                     .peers
                     .call(seed, |c| async move { c.cluster_join(addr, join_token).await })
                     .await
                     .map_err(|e| peer_error(seed, e))?;
-                self.record_identity(identities, ClusterIdentity { join_token, node: Some(id) })?;
-                self.run_meta(id).await?;
+                let identity = ClusterIdentity { join_token, node: Some(id), cluster };
+                self.record_identity(identities, identity)?;
+                self.run_meta(id, cluster).await?;
                 id
             }
         };
@@ -448,10 +536,14 @@ impl Cluster {
 
     /// `Command::ClusterJoin`: gives a joining node its id, on the meta
     /// leader (forwarded there from any node).
-    pub async fn join_request(&self, addr: String, join_token: u64) -> NodeResult<NodeId> {
+    pub async fn join_request(&self, addr: String, join_token: u64) -> NodeResult<(NodeId, u64)> {
+        self.retrying(|| self.join_request_once(addr.clone(), join_token)).await
+    }
+
+    async fn join_request_once(&self, addr: String, join_token: u64) -> NodeResult<(NodeId, u64)> {
         match self.leader().await? {
             Leader::Here(_) => match self.propose(MetaCommand::Join { addr, join_token }).await? {
-                MetaReply::Node(id) => Ok(id),
+                MetaReply::Node(id) => Ok((id, self.member()?.cluster)),
                 MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
                 _ => Err(NodeError::Internal("a join answered no node id".into())),
             },
@@ -470,6 +562,10 @@ impl Cluster {
     /// meta range, on the leader (forwarded there from any node). Returns
     /// once the node has caught up and the membership change committed.
     pub async fn add_voter(&self, node: NodeId, addr: String) -> NodeResult<()> {
+        self.retrying(|| self.add_voter_once(node, addr.clone())).await
+    }
+
+    async fn add_voter_once(&self, node: NodeId, addr: String) -> NodeResult<()> {
         match self.leader().await? {
             Leader::Here(group) => {
                 let registered = self.member()?.state.state().nodes.get(&node).cloned();
@@ -498,6 +594,31 @@ impl Cluster {
     /// `Command::ClusterRemove`: takes `node` out of the meta range and
     /// marks it removed, on the leader (forwarded there from any node).
     pub async fn remove(&self, node: NodeId) -> NodeResult<()> {
+        self.retrying(|| self.remove_once(node)).await
+    }
+
+    /// Runs `attempt` again while it fails with `ClusterUnavailable` (the
+    /// leader moved or is being elected), up to the leader wait.
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> NodeResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = NodeResult<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
+        loop {
+            match attempt().await {
+                Err(e)
+                    if e.to_info().code == ErrorCode::ClusterUnavailable
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn remove_once(&self, node: NodeId) -> NodeResult<()> {
         match self.leader().await? {
             Leader::Here(group) => {
                 let known = self.member()?.state.state().nodes.get(&node).cloned();
@@ -539,12 +660,35 @@ impl Cluster {
         }
     }
 
-    /// Answers a Raft RPC for one of this node's groups.
-    pub async fn handle_rpc(&self, group: GroupId, rpc: &[u8]) -> NodeResult<Vec<u8>> {
-        let target = match (group, self.member.get()) {
-            (META_GROUP, Some(m)) => m.meta.clone(),
-            (META_GROUP, None) => return Ok(encode(&RaftRpcReply::NoGroup)),
-            (id, _) => match self.group(id) {
+    /// Answers a Raft RPC for one of this node's groups, sent by node
+    /// `from` of cluster `cluster` to node `to`.
+    ///
+    /// Errors: the message is for another cluster or another node id (a
+    /// node that took over a member's address must not answer for it), or
+    /// comes from a node removed from the cluster.
+    pub async fn handle_rpc(
+        &self,
+        group: GroupId,
+        rpc: &[u8],
+        (cluster, from, to): (u64, u64, u64),
+    ) -> NodeResult<Vec<u8>> {
+        let Some(member) = self.member.get() else {
+            return Ok(encode(&RaftRpcReply::NoGroup));
+        };
+        let refuse = |why: String| Err(NodeError::client(ErrorCode::BadRequest, why));
+        if cluster != member.cluster || to != member.id {
+            return refuse(format!(
+                "a raft message for node {to} of cluster {cluster:016x} reached node {} of \
+                 cluster {:016x}",
+                member.id, member.cluster
+            ));
+        }
+        if member.state.state().nodes.get(&from).is_some_and(|n| n.removed) {
+            return refuse(format!("node {from} was removed from the cluster"));
+        }
+        let target = match group {
+            META_GROUP => member.meta.clone(),
+            id => match self.group(id) {
                 Some(g) => g,
                 None => return Ok(encode(&RaftRpcReply::NoGroup)),
             },
@@ -607,6 +751,16 @@ impl Cluster {
     /// in parallel); one that does not answer is reported not live.
     pub async fn status(&self, local: NodeInfo) -> NodeResult<ClusterStatus> {
         let member = self.member()?;
+        if member.state.state().nodes.get(&member.id).is_some_and(|n| n.removed) {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!(
+                    "this node (node {}) was removed from the cluster; to bring it back, start \
+                     it on an empty data directory with --join",
+                    member.id
+                ),
+            ));
+        }
         let meta = member.meta.status();
         let nodes: Vec<(NodeId, meta::NodeRecord)> =
             member.state.state().live_members().map(|(id, n)| (id, n.clone())).collect();

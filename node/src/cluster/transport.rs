@@ -23,6 +23,9 @@ pub struct Peers {
 }
 
 struct Inner {
+    /// This node's cluster and node id, once known (0 before), sent with
+    /// every Raft message.
+    ids: Mutex<(u64, u64)>,
     /// The cluster's password (`serve --requirepass`), which peers check
     /// like any client's.
     password: Option<Vec<u8>>,
@@ -31,7 +34,22 @@ struct Inner {
 
 impl Peers {
     pub fn new(password: Option<Vec<u8>>) -> Self {
-        Peers { inner: Arc::new(Inner { password, clients: Mutex::new(HashMap::new()) }) }
+        Peers {
+            inner: Arc::new(Inner {
+                ids: Mutex::new((0, 0)),
+                password,
+                clients: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Sets the cluster and node id this node sends Raft messages as.
+    pub fn set_ids(&self, cluster: u64, node: u64) {
+        *self.inner.ids.lock().unwrap_or_else(|p| p.into_inner()) = (cluster, node);
+    }
+
+    fn ids(&self) -> (u64, u64) {
+        *self.inner.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A connection to the node at `addr`.
@@ -89,7 +107,7 @@ impl Peers {
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("cannot connect: {0}")]
+    #[error("{0}")]
     Connect(monotable_client::Error),
     #[error("{0}")]
     Call(monotable_client::Error),
@@ -107,16 +125,20 @@ impl Transport for Peers {
     ) -> BoxedFuture<Result<Vec<u8>, TransportError>> {
         let peers = self.clone();
         let addr = addr.to_owned();
+        let (cluster, me) = self.ids();
         Box::pin(async move {
-            peers.call(&addr, |c| async move { c.raft_rpc(group, rpc).await }).await.map_err(|e| {
-                match e {
-                    PeerError::Connect(e) => TransportError::Unreachable {
-                        node: target,
-                        addr: addr.clone(),
-                        reason: e.to_string(),
-                    },
-                    e => TransportError::Network { node: target, reason: e.to_string() },
-                }
+            let ids = (cluster, me, target);
+            let call = peers.call(&addr, |c| async move { c.raft_rpc(group, rpc, ids).await });
+            call.await.map_err(|e| match e {
+                // Nothing there, or a node that refuses the message (of
+                // another cluster or node id, or this node removed): Raft
+                // backs off.
+                PeerError::Connect(_) | PeerError::Server(_) => TransportError::Unreachable {
+                    node: target,
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                },
+                e => TransportError::Network { node: target, reason: e.to_string() },
             })
         })
     }

@@ -65,11 +65,53 @@ pub struct GroupStatus {
     pub last_applied_index: Option<u64>,
 }
 
+impl GroupStatus {
+    /// This replica leads the group and a majority confirmed it lately.
+    pub fn leads(&self) -> bool {
+        self.state == "leader" && self.leader == Some(self.node)
+    }
+}
+
 /// A handle on one group's replica. Clones share it.
 #[derive(Clone)]
 pub struct Group {
     id: GroupId,
     raft: Raft<TypeConfig>,
+    timing: Timing,
+}
+
+/// A leader that heard from no majority for this many election timeouts
+/// is not reported as the leader: it may have been cut off.
+const QUORUM_STALE_ELECTIONS: u64 = 2;
+
+impl Timing {
+    /// Checks the timers as Raft needs them.
+    ///
+    /// Errors: a heartbeat of 0, an election timeout below twice the
+    /// heartbeat, or values above an hour.
+    pub fn validate(&self) -> Result<(), String> {
+        const HOUR_MS: u64 = 3_600_000;
+        if self.heartbeat_ms == 0 || self.election_min_ms < 2 * self.heartbeat_ms {
+            return Err(format!(
+                "the election timeout ({} ms) must be at least twice the heartbeat ({} ms), \
+                 which must be above 0",
+                self.election_min_ms, self.heartbeat_ms
+            ));
+        }
+        if self.election_max_ms > HOUR_MS || self.election_max_ms <= self.election_min_ms {
+            return Err(format!(
+                "election timeouts must lie between the heartbeat and an hour, the maximum \
+                 above the minimum (got {}..{} ms)",
+                self.election_min_ms, self.election_max_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long a request waits for a majority before failing.
+    pub fn request_timeout_ms(&self) -> u64 {
+        (4 * self.election_max_ms).max(5_000)
+    }
 }
 
 fn fatal(e: impl std::fmt::Display) -> ConsensusError {
@@ -102,6 +144,7 @@ impl Group {
         machine: impl RaftStateMachine<TypeConfig>,
         transport: Arc<dyn Transport>,
     ) -> Result<Group, ConsensusError> {
+        config.timing.validate().map_err(ConsensusError::Fatal)?;
         let raft_config = openraft::Config {
             cluster_name: format!("group-{}", config.group),
             heartbeat_interval: config.timing.heartbeat_ms,
@@ -118,7 +161,7 @@ impl Group {
         let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine)
             .await
             .map_err(fatal)?;
-        Ok(Group { id: config.group, raft })
+        Ok(Group { id: config.group, raft, timing: config.timing })
     }
 
     pub fn id(&self) -> GroupId {
@@ -148,8 +191,20 @@ impl Group {
     /// leader (the command was not proposed; retry at the leader named);
     /// [`ConsensusError::Fatal`] if the group stopped.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, ConsensusError> {
-        let reply = self.raft.client_write(Command(command)).await.map_err(write_error)?;
+        let reply =
+            self.bounded(self.raft.client_write(Command(command))).await?.map_err(write_error)?;
         Ok(reply.data.0)
+    }
+
+    /// Runs a request against a majority, within the request timeout.
+    async fn bounded<T>(
+        &self,
+        request: impl std::future::Future<Output = T>,
+    ) -> Result<T, ConsensusError> {
+        let ms = self.timing.request_timeout_ms();
+        tokio::time::timeout(std::time::Duration::from_millis(ms), request)
+            .await
+            .map_err(|_| ConsensusError::Timeout(ms))
     }
 
     /// Waits until this replica's state machine holds every entry committed
@@ -165,7 +220,7 @@ impl Group {
     /// group that makes no progress never returns. Callers bound it with a
     /// timeout.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
-        match self.raft.ensure_linearizable().await {
+        match self.bounded(self.raft.ensure_linearizable()).await? {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f))
@@ -182,11 +237,12 @@ impl Group {
     /// Adds `node` as a voter: first as a learner until it has caught up,
     /// then through a membership change. Call on the leader.
     pub async fn add_voter(&self, node: NodeId, addr: String) -> Result<(), ConsensusError> {
-        self.raft.add_learner(node, BasicNode { addr }, true).await.map_err(write_error)?;
+        self.bounded(self.raft.add_learner(node, BasicNode { addr }, true))
+            .await?
+            .map_err(write_error)?;
         let voters = BTreeSet::from([node]);
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(voters), false)
-            .await
+        self.bounded(self.raft.change_membership(ChangeMembers::AddVoterIds(voters), false))
+            .await?
             .map_err(write_error)?;
         Ok(())
     }
@@ -204,7 +260,7 @@ impl Group {
         } else {
             return Ok(());
         };
-        self.raft.change_membership(change, false).await.map_err(write_error)?;
+        self.bounded(self.raft.change_membership(change, false)).await?.map_err(write_error)?;
         Ok(())
     }
 
@@ -235,7 +291,21 @@ impl Group {
                 ServerState::Learner => "learner",
                 ServerState::Shutdown => "shutdown",
             },
-            leader: m.current_leader,
+            leader: match m.state {
+                // A leader cut off from its majority keeps believing it
+                // leads (Raft has it step down only when it hears a higher
+                // term): not reported as the leader once no majority
+                // answered for a while.
+                ServerState::Leader
+                    if voter_ids.len() > 1
+                        && m.millis_since_quorum_ack.is_none_or(|ms| {
+                            ms > QUORUM_STALE_ELECTIONS * self.timing.election_max_ms
+                        }) =>
+                {
+                    None
+                }
+                _ => m.current_leader,
+            },
             voters,
             learners,
             last_log_index: m.last_log_index,

@@ -203,6 +203,10 @@ pub enum ConsensusError {
     /// A membership change that Raft refused (e.g. one already running).
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// No majority confirmed the request in time (the leader may have lost
+    /// its majority). A write may still take effect later.
+    #[error("no majority of the group answered within {0} ms; a write may still take effect")]
+    Timeout(u64),
     /// The group's storage failed or its Raft stopped; it serves nothing
     /// more until the node restarts.
     #[error("raft group stopped: {0}")]
