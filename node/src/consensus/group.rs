@@ -214,11 +214,6 @@ impl Group {
     ///
     /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
     /// is no longer) the leader.
-    ///
-    /// Once leadership is confirmed it waits, without bound, for this
-    /// replica to apply the read index: a leader deposed meanwhile in a
-    /// group that makes no progress never returns. Callers bound it with a
-    /// timeout.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
         match self.bounded(self.raft.ensure_linearizable()).await? {
             Ok(_) => Ok(()),

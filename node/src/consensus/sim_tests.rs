@@ -1187,7 +1187,9 @@ impl<B: LogBackend> Cluster<B> {
                 }
                 // The replica stopped (its node crashed) while the command
                 // may have been proposed: unknown.
-                ConsensusError::Fatal(_) | ConsensusError::Membership(_) => {
+                ConsensusError::Fatal(_)
+                | ConsensusError::Membership(_)
+                | ConsensusError::Timeout(_) => {
                     if matches!(op, KvOp::Read { .. }) {
                         target = self.random_node(rng);
                         continue;
