@@ -24,8 +24,8 @@
 //!   under a lower leader id than one already seen;
 //! - a replica's term never goes back, across restarts too;
 //! - once faults are healed and a final write committed, every member
-//!   replica has the same machine state (same writes in the same order) and
-//!   it holds every acknowledged write.
+//!   replica has the same machine state (same writes in the same order),
+//!   it holds every acknowledged write, and no write twice.
 //!
 //! Deterministic per seed: the cluster size, the fault schedule (which
 //! nodes crash or are cut off, when and for how long), the membership
@@ -1709,6 +1709,19 @@ async fn check_acked_writes<B: LogBackend>(cluster: &Cluster<B>, events: &[Event
             continue;
         };
         let m = leader.kv();
+        // Every op writes a value of its own: one written twice was
+        // applied twice (a retried command that had been committed).
+        let mut first: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+        for &(index, k, v) in &m.writes {
+            if k == SETTLE_KEY {
+                continue;
+            }
+            if let Some(earlier) = first.insert((k, v), index) {
+                cluster.checks.violation(format!(
+                    "group {g}: value {v} of key {k} written at indices {earlier} and {index}"
+                ));
+            }
+        }
         let writes: HashSet<(u8, u64)> = m.writes.iter().map(|&(_, k, v)| (k, v)).collect();
         let lost: Vec<_> =
             acked.iter().filter(|&&(ag, k, v)| ag == g && !writes.contains(&(k, v))).collect();
