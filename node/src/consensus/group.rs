@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    BasicNode, ChangeMembers, Entry, LogId, Raft, ServerState, SnapshotPolicy, StorageError, Vote,
+};
 
 use super::network::NetworkFactory;
 use super::quiescence::{Quiescence, Switch};
@@ -158,6 +160,7 @@ impl Group {
         .validate()
         .map_err(fatal)?;
         let network = NetworkFactory::new(config.group, transport);
+        let log = NoLeaderRestart { log, node: config.node };
         let raft = Raft::new(config.node, Arc::new(raft_config), network, log, machine)
             .await
             .map_err(fatal)?;
@@ -276,7 +279,9 @@ impl Group {
         Ok(())
     }
 
-    /// What this replica knows of the group now.
+    /// What this replica knows of the group now. Right after
+    /// [`Group::start`] it may still be openraft's blank report (term 0, no
+    /// members) until the replica's Raft task has first reported.
     pub fn status(&self) -> GroupStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -348,10 +353,109 @@ impl Group {
     }
 
     /// Stops the replica's Raft tasks. Storage stays as it is on disk.
+    ///
+    /// openraft waits for each log append's flush without watching for
+    /// shutdown: this returns only once the log store has reported the
+    /// append in progress, if any, flushed or failed.
     pub async fn shutdown(&self) {
         self.quiet.leave();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(group = self.id, error = %e, "raft group did not stop cleanly");
         }
+    }
+}
+
+/// A group's log store as Raft sees it: the store itself, except that a
+/// vote this node cast for itself reads back as not granted.
+///
+/// openraft 0.9 restarts a node whose stored vote is its own granted one
+/// straight back as leader of the same term. That leader lost its commit
+/// index with the restart (it reloads a stored one, which may be behind,
+/// or the snapshot's), and its read index is the term's first entry or that
+/// commit index: a read barrier on it passed without the writes it had
+/// acknowledged, and reads were stale. Reading the vote back as not granted
+/// makes the node restart as a follower that has voted for itself, as after
+/// any candidacy; it leads again only by winning an election in a new term,
+/// whose first entry the read index then waits for.
+struct NoLeaderRestart<S> {
+    log: S,
+    node: NodeId,
+}
+
+impl<S: RaftLogReader<TypeConfig>> RaftLogReader<TypeConfig> for NoLeaderRestart<S> {
+    async fn try_get_log_entries<
+        RB: std::ops::RangeBounds<u64> + Clone + std::fmt::Debug + Send,
+    >(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.log.try_get_log_entries(range).await
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.log.limited_get_log_entries(start, end).await
+    }
+}
+
+impl<S: RaftLogStorage<TypeConfig>> RaftLogStorage<TypeConfig> for NoLeaderRestart<S> {
+    type LogReader = S::LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        self.log.get_log_state().await
+    }
+
+    async fn get_log_reader(&mut self) -> S::LogReader {
+        self.log.get_log_reader().await
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.log.save_vote(vote).await
+    }
+
+    /// Called by openraft only when the group starts.
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        let vote = self.log.read_vote().await?;
+        Ok(vote.map(|v| {
+            if v.is_committed() && v.leader_id().voted_for() == Some(self.node) {
+                Vote::new(v.leader_id().term, self.node)
+            } else {
+                v
+            }
+        }))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.log.save_committed(committed).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        self.log.read_committed().await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        self.log.append(entries, callback).await
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.log.truncate(log_id).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.log.purge(log_id).await
     }
 }

@@ -3,7 +3,9 @@
 //! The machine lives in memory; what makes it durable is the Raft log plus
 //! the newest snapshot, kept in the file `SNAPSHOT` of the group's directory
 //! (written to a temporary name, fsynced and renamed, so a crash leaves the
-//! old snapshot or the new one). openraft purges log entries only once a
+//! old snapshot or the new one; one write at a time, and never a snapshot
+//! older than the file's, since openraft builds snapshots in a task of
+//! their own while the state machine may install one from the leader). openraft purges log entries only once a
 //! snapshot covers them, and a restart restores the snapshot and re-applies
 //! the committed entries after it.
 //!
@@ -51,6 +53,10 @@ struct State {
 pub struct MachineStore {
     dir: PathBuf,
     state: Arc<Mutex<State>>,
+    /// The last log id of the snapshot in the file. Held while the file is
+    /// written: openraft builds snapshots in a task of their own, which
+    /// may run while the state machine installs one from the leader.
+    on_disk: Arc<Mutex<Option<LogId<NodeId>>>>,
 }
 
 fn read_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -95,7 +101,12 @@ impl MachineStore {
             Err(e) => return Err(read_error(format!("{}: {e}", path.display()))),
         }
         state.machine = machine;
-        Ok(MachineStore { dir: dir.to_owned(), state: Arc::new(Mutex::new(state)) })
+        let on_disk = state.current.as_ref().and_then(|(meta, _)| meta.last_log_id);
+        Ok(MachineStore {
+            dir: dir.to_owned(),
+            state: Arc::new(Mutex::new(state)),
+            on_disk: Arc::new(Mutex::new(on_disk)),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -117,11 +128,18 @@ impl MachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         data: &[u8],
     ) -> Result<(), StorageError<NodeId>> {
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        if *on_disk > meta.last_log_id {
+            // A newer snapshot is in the file already: keep it.
+            return Ok(());
+        }
         let file =
             SnapshotFile { meta: meta.clone(), crc32c: crc32c::crc32c(data), data: data.to_vec() };
         let bytes = rmp_serde::to_vec(&file).map_err(write_error)?;
         crate::storage::chunk_log::write_file_durably(&self.dir, SNAPSHOT_FILE, &bytes)
-            .map_err(write_error)
+            .map_err(write_error)?;
+        *on_disk = meta.last_log_id;
+        Ok(())
     }
 }
 
@@ -244,5 +262,64 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
             meta: meta.clone(),
             snapshot: Box::new(Cursor::new(data.as_ref().clone())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    /// Its state is the bytes of the last snapshot restored.
+    struct Bytes(Vec<u8>);
+
+    impl Machine for Bytes {
+        fn apply(&mut self, _: u64, _: &[u8]) -> Vec<u8> {
+            Vec::new()
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.clone()
+        }
+        fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+            self.0 = snapshot.to_vec();
+            Ok(())
+        }
+    }
+
+    /// Postmortem: a snapshot built while one from the leader was being
+    /// installed wrote the same temporary file: one of the two failed its
+    /// rename (the replica stopped with a storage error, seen as a follower
+    /// that never caught up in the consensus simulation), or the older
+    /// snapshot landed last and a restart restored it behind a purged log.
+    #[test]
+    fn concurrent_build_and_install_keep_the_newest_snapshot() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = MachineStore::open(dir.path(), Box::new(Bytes(Vec::new()))).expect("opens");
+        rt.block_on(async {
+            for i in 1..=60u64 {
+                let meta = SnapshotMeta {
+                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), i)),
+                    last_membership: StoredMembership::default(),
+                    snapshot_id: format!("installed-{i}"),
+                };
+                let (mut builder, mut installer) = (store.clone(), store.clone());
+                let data = Box::new(Cursor::new(i.to_le_bytes().to_vec()));
+                let (built, installed) =
+                    tokio::join!(builder.build_snapshot(), installer.install_snapshot(&meta, data));
+                built.expect("the build succeeds");
+                installed.expect("the install succeeds");
+                let newest = store.clone().get_current_snapshot().await.expect("reads");
+                let newest = newest.expect("a snapshot").meta.last_log_id;
+                let reopened =
+                    MachineStore::open(dir.path(), Box::new(Bytes(Vec::new()))).expect("reopens");
+                assert_eq!(reopened.last_applied(), newest, "round {i}");
+            }
+        });
     }
 }

@@ -24,6 +24,8 @@
 //!   node pair and heartbeat interval keeps the nodes' liveness known.
 //! - [`mem_log`] and [`local_net`]: a Raft log in memory and an in-process
 //!   network of nodes, for tests and measurements.
+//! - `sim_tests` (tests only): groups on several nodes under seeded
+//!   faults, with their clients' histories checked for linearizability.
 //!
 //! # Terms
 //!
@@ -49,6 +51,8 @@ pub mod mem_log;
 pub mod network;
 pub mod quiescence;
 pub mod replica_store;
+#[cfg(test)]
+mod sim_tests;
 
 pub use group::{Group, GroupConfig, GroupStatus, Timing};
 pub use quiescence::{Quiescence, NODE_GROUP};

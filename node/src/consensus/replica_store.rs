@@ -7,7 +7,8 @@
 //! replica's storage is known durable (and the membership at that point);
 //! it is written only after [`Replica::flush`], when openraft builds a
 //! snapshot, and openraft purges the Raft log only up to a built
-//! snapshot. After a crash the replica reports `APPLIED` as its applied
+//! snapshot. A mark never replaces a newer one (a build may run while a
+//! snapshot from the leader is installed), and one is written at a time. After a crash the replica reports `APPLIED` as its applied
 //! state and openraft applies every committed entry after it again. The
 //! replica's commands must therefore give the same state when a suffix of
 //! them is applied again on top of a state that already holds some of
@@ -70,6 +71,10 @@ pub struct ReplicaStore {
     dir: PathBuf,
     replica: Arc<dyn Replica>,
     state: Arc<Mutex<State>>,
+    /// The log id in `APPLIED`. Held while the file is written: openraft
+    /// builds snapshots in a task of their own, which may run while the
+    /// state machine installs one from the leader.
+    marked: Arc<Mutex<Option<LogId<NodeId>>>>,
 }
 
 fn io_error(write: bool, e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -94,8 +99,14 @@ impl ReplicaStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Marker::default(),
             Err(e) => return Err(io_error(false, format!("{}: {e}", path.display()))),
         };
+        let marked = Arc::new(Mutex::new(marker.applied));
         let state = State { applied: marker.applied, membership: marker.membership, built: 0 };
-        Ok(ReplicaStore { dir: dir.to_owned(), replica, state: Arc::new(Mutex::new(state)) })
+        Ok(ReplicaStore {
+            dir: dir.to_owned(),
+            replica,
+            state: Arc::new(Mutex::new(state)),
+            marked,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -109,12 +120,21 @@ impl ReplicaStore {
 
     async fn write_marker(&self, marker: Marker) -> Result<(), StorageError<NodeId>> {
         let dir = self.dir.clone();
+        let marked = self.marked.clone();
         tokio::task::spawn_blocking(move || {
+            let mut marked = marked.lock().unwrap_or_else(|p| p.into_inner());
+            if *marked > marker.applied {
+                // A newer mark is in the file already: an older one would
+                // point before the log openraft purged up to the newer.
+                return Ok::<(), String>(());
+            }
             let mut bytes = rmp_serde::to_vec(&marker).map_err(|e| e.to_string())?;
             let crc = crc32c::crc32c(&bytes);
             bytes.extend_from_slice(&crc.to_le_bytes());
             crate::storage::chunk_log::write_file_durably(&dir, MARKER_FILE, &bytes)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            *marked = marker.applied;
+            Ok(())
         })
         .await
         .map_err(|e| io_error(true, e))?
@@ -232,5 +252,65 @@ impl RaftStateMachine<TypeConfig> for ReplicaStore {
         // copy, and the log after it is never purged before a build.
         let (meta, data) = self.capture()?;
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    /// Holds the bytes of the last snapshot restored.
+    #[derive(Default)]
+    struct Bytes(Mutex<Vec<u8>>);
+
+    impl Replica for Bytes {
+        fn apply(&self, _: u64, _: &[u8]) -> Vec<u8> {
+            Vec::new()
+        }
+        fn flush(&self) -> BoxedFuture<Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn snapshot(&self) -> Result<Vec<u8>, String> {
+            Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        }
+        fn restore(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<(), String>> {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Postmortem: a snapshot built while one from the leader was being
+    /// installed wrote `APPLIED` through the same temporary file: one of the
+    /// two failed its rename (the replica stopped with a storage error), or
+    /// the older mark landed last, pointing before the purged log.
+    #[test]
+    fn concurrent_build_and_install_keep_the_newest_mark() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = ReplicaStore::open(dir.path(), Arc::new(Bytes::default())).expect("opens");
+        rt.block_on(async {
+            for i in 1..=60u64 {
+                let meta = SnapshotMeta {
+                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), i)),
+                    last_membership: StoredMembership::default(),
+                    snapshot_id: format!("installed-{i}"),
+                };
+                let (mut builder, mut installer) = (store.clone(), store.clone());
+                let data = Box::new(Cursor::new(i.to_le_bytes().to_vec()));
+                let (built, installed) =
+                    tokio::join!(builder.build_snapshot(), installer.install_snapshot(&meta, data));
+                built.expect("the build succeeds");
+                installed.expect("the install succeeds");
+                let reopened =
+                    ReplicaStore::open(dir.path(), Arc::new(Bytes::default())).expect("reopens");
+                assert_eq!(reopened.applied(), meta.last_log_id, "round {i}");
+            }
+        });
     }
 }
