@@ -6,11 +6,8 @@
 //! refused.
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use monotable_tests::{binary, cli, ok, Node};
+use monotable_tests::{cli, ok, serve_exits, Node};
 use serde_json::{json, Value};
 
 fn json_lines(out: &str) -> Vec<Value> {
@@ -285,34 +282,6 @@ fn raw_keyed_records_group_by_their_emitted_key() {
     );
 }
 
-/// Runs `serve` on `data`; its stderr once it exits (`None`: still running
-/// after 30 s, then killed).
-fn serve_exits(data: &Path) -> Option<String> {
-    let mut child = Command::new(binary())
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--resp-listen", "off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            let out = child.wait_with_output().expect("output");
-            return Some(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Postmortem: the numeric key order changed the bytes of float keys; a
 /// data directory written before would have been misread, not refused.
 #[test]
@@ -333,7 +302,7 @@ fn a_data_directory_of_the_older_key_format_is_refused() {
         patched += 1;
     }
     assert!(patched > 0);
-    let err = serve_exits(dir.path()).expect("the node refuses to start");
+    let err = serve_exits(dir.path(), &[]).expect("the node refuses to start");
     assert!(err.contains("format 1") && err.contains("monotable load"), "{err}");
     // Nothing was touched: restoring the format lets it start again.
     for entry in fs::read_dir(dir.path().join("chunks")).expect("chunks") {

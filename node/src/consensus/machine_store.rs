@@ -18,9 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership,
-};
+use openraft::{BasicNode, Entry, LogId, StorageError, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 
 use super::{CommandReply, Machine, NodeId, TypeConfig};
@@ -212,15 +210,8 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
         let mut replies = Vec::new();
         for entry in entries {
             s.last_applied = Some(entry.log_id);
-            let reply = match entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(command) => s.machine.apply(entry.log_id.index, &command.0),
-                EntryPayload::Membership(m) => {
-                    s.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Vec::new()
-                }
-            };
-            replies.push(CommandReply(reply));
+            let State { machine, membership, .. } = &mut *s;
+            replies.push(super::apply_entry(entry, membership, |i, c| machine.apply(i, c)));
         }
         Ok(replies)
     }

@@ -191,6 +191,25 @@ pub enum RaftRpcReply {
     NoGroup,
 }
 
+/// Applies one committed entry: a command through `apply` (its reply is
+/// the entry's), a membership change into `membership`; a blank entry
+/// answers nothing.
+pub(crate) fn apply_entry(
+    entry: openraft::Entry<TypeConfig>,
+    membership: &mut openraft::StoredMembership<NodeId, openraft::BasicNode>,
+    apply: impl FnOnce(u64, &[u8]) -> Vec<u8>,
+) -> CommandReply {
+    let reply = match entry.payload {
+        openraft::EntryPayload::Blank => Vec::new(),
+        openraft::EntryPayload::Normal(command) => apply(entry.log_id.index, &command.0),
+        openraft::EntryPayload::Membership(m) => {
+            *membership = openraft::StoredMembership::new(Some(entry.log_id), m);
+            Vec::new()
+        }
+    };
+    CommandReply(reply)
+}
+
 /// Encodes an RPC or its reply for a [`Transport`] (MessagePack).
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     rmp_serde::to_vec(message).expect("raft messages always encode")

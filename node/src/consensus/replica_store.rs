@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership,
-};
+use openraft::{BasicNode, Entry, LogId, StorageError, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 
 use super::futures_lite::BoxedFuture;
@@ -204,16 +202,10 @@ impl RaftStateMachine<TypeConfig> for ReplicaStore {
             // Applied under the lock that `capture` takes, so a snapshot
             // never sees a command without its log id or the reverse.
             let mut s = self.lock();
-            let reply = match entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(command) => self.replica.apply(entry.log_id.index, &command.0),
-                EntryPayload::Membership(m) => {
-                    s.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Vec::new()
-                }
-            };
-            s.applied = Some(entry.log_id);
-            replies.push(CommandReply(reply));
+            let id = entry.log_id;
+            let replica = &self.replica;
+            replies.push(super::apply_entry(entry, &mut s.membership, |i, c| replica.apply(i, c)));
+            s.applied = Some(id);
         }
         Ok(replies)
     }
