@@ -157,7 +157,9 @@ impl ChunkActor {
             return false;
         }
         self.cell
-            .with_chunk(|chunk| Ok(needs_maintenance(chunk, self.cell.chunk_size_max_bytes)))
+            .with_chunk(|chunk| {
+                Ok(needs_maintenance(chunk, self.cell.chunk_size_max_bytes, self.cell.splits()))
+            })
             .unwrap_or(false)
     }
 
@@ -167,9 +169,12 @@ impl ChunkActor {
             return;
         }
         let size_max = self.cell.chunk_size_max_bytes;
+        let splits = self.cell.splits();
         let split_key = self
             .cell
-            .with_chunk(|c| Ok(if c.live_bytes() > size_max { c.split_key() } else { None }))
+            .with_chunk(|c| {
+                Ok(if splits && c.live_bytes() > size_max { c.split_key() } else { None })
+            })
             .unwrap_or(None);
         let result = match split_key {
             Some(key) => self.split(key, ctx),
@@ -184,6 +189,12 @@ impl ChunkActor {
         match msg {
             ChunkMsg::Compact { reply } => {
                 let _ = reply.send(self.compact());
+            }
+            ChunkMsg::Split { reply, .. } if !self.cell.splits() => {
+                let _ = reply.send(Err(NodeError::client(
+                    monotable_proto::ErrorCode::BadRequest,
+                    "this chunk is replicated: it does not split yet",
+                )));
             }
             ChunkMsg::Split { key, reply } => {
                 let key = match key {

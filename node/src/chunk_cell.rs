@@ -159,6 +159,10 @@ pub struct ChunkCell {
     /// A `Maintain` is on its way to the actor: not sent again until it
     /// ran.
     maintenance_asked: AtomicBool,
+    /// The chunk never splits, whatever its size: every replica of a
+    /// replicated chunk holds the same keys, so a split must be one
+    /// decision for all of them, not each replica's own.
+    no_splits: AtomicBool,
 }
 
 impl ChunkCell {
@@ -170,7 +174,18 @@ impl ChunkCell {
             actor: OnceLock::new(),
             chunk_size_max_bytes,
             maintenance_asked: AtomicBool::new(false),
+            no_splits: AtomicBool::new(false),
         }
+    }
+
+    /// From now on the chunk never splits (see `no_splits`).
+    pub fn forbid_splits(&self) {
+        self.no_splits.store(true, Ordering::Release);
+    }
+
+    /// Whether the chunk may split when it grows past its size limit.
+    pub fn splits(&self) -> bool {
+        !self.no_splits.load(Ordering::Acquire)
     }
 
     pub fn set_actor(&self, addr: Addr<ChunkActor>) {
@@ -309,7 +324,7 @@ impl ChunkCell {
         AfterCommit {
             range_id: chunk.meta.range_id,
             journal_len: chunk.journal_len(),
-            needs_maintenance: needs_maintenance(chunk, self.chunk_size_max_bytes),
+            needs_maintenance: needs_maintenance(chunk, self.chunk_size_max_bytes, self.splits()),
         }
     }
 
@@ -473,8 +488,8 @@ pub fn fail_batches(host: &dyn ChunkHost, pending: Vec<Pending>, error: impl Fn(
 
 /// Whether a chunk should split (over its size limit) or compact (mostly
 /// garbage).
-pub fn needs_maintenance(chunk: &Chunk, chunk_size_max_bytes: u64) -> bool {
-    (chunk.live_bytes() > chunk_size_max_bytes && chunk.can_split())
+pub fn needs_maintenance(chunk: &Chunk, chunk_size_max_bytes: u64, splits: bool) -> bool {
+    (splits && chunk.live_bytes() > chunk_size_max_bytes && chunk.can_split())
         || chunk.wants_compaction(compaction_min_bytes(chunk_size_max_bytes))
 }
 

@@ -405,6 +405,9 @@ impl Node {
         chunk_size_max_bytes: u64,
     ) -> Route {
         let cell = Arc::new(ChunkCell::new(meta.id, state, chunk_size_max_bytes));
+        if crate::replicated::is_replicated(meta.range_id) {
+            cell.forbid_splits();
+        }
         let host: Arc<dyn ChunkHost> = self.clone();
         let actor_cell = cell.clone();
         let actor_meta = meta.clone();

@@ -35,6 +35,10 @@ use crate::error::{NodeError, NodeResult};
 use crate::node::{check_op, Node};
 use crate::replica::{decode_reply, encode_command, ChunkCommand, ChunkReplica};
 
+/// Names of the Redis endpoint's databases start with this: they are
+/// ordinary ranges of the node a Redis client talks to, never replicated.
+const REDIS_DATABASE_PREFIX: &str = "redis.";
+
 /// Replicas a range gets when its creator names no number.
 pub const REPLICAS_DEFAULT: u32 = 3;
 
@@ -106,16 +110,46 @@ impl Node {
             return self.create_replicated(&cluster, name, *options, *replicas).await;
         }
         let name = routed_range(command)?;
-        let range = self.replicated_range(&cluster, name)?;
-        Some(self.serve_replicated(&cluster, command, name, &range).await)
+        let local = self.router_read().range(name).map(|r| r.meta.id);
+        let known = cluster.meta().and_then(|m| m.ranges.get(name).cloned());
+        match (local, known) {
+            // A range of this node's own.
+            (Some(id), _) if !is_replicated(id) => None,
+            (Some(id), Some(range)) if range.id == id => {
+                Some(self.serve_replicated(&cluster, command, name, &range).await)
+            }
+            // This node's replica of a range the meta range dropped (or
+            // replaced): never served as if it were the node's own.
+            (Some(_), _) => Some(Err(NodeError::client(
+                ErrorCode::RangeNotFound,
+                format!("range {name:?} does not exist (it was dropped)"),
+            ))),
+            (None, Some(range)) => {
+                Some(self.serve_replicated(&cluster, command, name, &range).await)
+            }
+            (None, None) => None,
+        }
     }
 
-    /// The replicated range `name`, from the local router or the meta range.
+    /// The replicated range `name`, from the meta range.
     fn replicated_range(&self, cluster: &Cluster, name: &str) -> Option<MetaRange> {
-        let local = self.router_read().range(name).map(|r| r.meta.id);
-        match local {
-            Some(id) if !is_replicated(id) => None,
-            _ => cluster.meta()?.ranges.get(name).cloned(),
+        cluster.meta()?.ranges.get(name).cloned()
+    }
+
+    /// Waits until this node's meta replica has applied what `done` looks
+    /// for (a create or drop this node just committed through the leader),
+    /// so the caller's next request here sees it.
+    async fn wait_meta(
+        &self,
+        cluster: &Cluster,
+        done: impl Fn(&crate::cluster::meta::MetaState) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        while Instant::now() < deadline {
+            if cluster.meta().is_some_and(|m| done(&m)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -299,10 +333,31 @@ impl Node {
         replicas: Option<u32>,
     ) -> Option<NodeResult<Reply>> {
         let meta = cluster.meta()?;
+        if replicas == Some(0) {
+            return Some(Err(NodeError::client(
+                ErrorCode::BadRequest,
+                "a range needs at least 1 replica",
+            )));
+        }
         let members: Vec<NodeId> = meta.live_members().map(|(id, _)| id).collect();
         let wanted = replicas.unwrap_or(REPLICAS_DEFAULT).max(1) as usize;
         if wanted.min(members.len()) <= 1 {
+            if meta.ranges.contains_key(name) {
+                return Some(Err(NodeError::client(
+                    ErrorCode::RangeExists,
+                    format!("range {name:?} already exists (replicated)"),
+                )));
+            }
             return None;
+        }
+        if name.starts_with(REDIS_DATABASE_PREFIX) {
+            return Some(Err(NodeError::client(
+                ErrorCode::InvalidRangeName,
+                format!(
+                    "{name:?}: names starting with {REDIS_DATABASE_PREFIX:?} are the Redis \
+                     endpoint's databases, which are not replicated"
+                ),
+            )));
         }
         if meta.ranges.contains_key(name) || self.router_read().range(name).is_some() {
             return Some(Err(NodeError::client(
@@ -349,9 +404,21 @@ impl Node {
             return Err(unavailable("fewer than two nodes are live to hold replicas"));
         }
         let command = MetaCommand::CreateRange { name: name.to_owned(), options, replicas: live };
+        // A range of one node's own under this name would shadow the
+        // replicated one on that node: refused while any live node has one.
+        for n in status.nodes.iter().filter(|n| n.live && n.id != status.answered_by) {
+            let describe = Command::DescribeRange { name: name.to_owned() };
+            if self.forward(&n.addr, describe).await.is_ok() {
+                return Err(NodeError::client(
+                    ErrorCode::RangeExists,
+                    format!("range {name:?} already exists on node {}", n.id),
+                ));
+            }
+        }
         match cluster.propose_meta(command).await? {
             MetaReply::Range(r) => {
                 tracing::info!(range = name, id = r.id, replicas = ?r.replicas, "created replicated range");
+                self.wait_meta(cluster, |m| m.ranges.get(name).is_some_and(|x| x.id == r.id)).await;
                 Ok(Reply::Ok)
             }
             MetaReply::Refused(m) if m.contains("already exists") => {
@@ -364,7 +431,10 @@ impl Node {
 
     async fn drop_replicated(&self, cluster: &Arc<Cluster>, name: &str) -> NodeResult<Reply> {
         match cluster.propose_meta(MetaCommand::DropRange { name: name.to_owned() }).await? {
-            MetaReply::Ok => Ok(Reply::Ok),
+            MetaReply::Ok => {
+                self.wait_meta(cluster, |m| !m.ranges.contains_key(name)).await;
+                Ok(Reply::Ok)
+            }
             MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::RangeNotFound, m)),
             other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
         }

@@ -300,6 +300,11 @@ fn replicated_range_survives_its_leader_kill() {
     }
 }
 
+/// Postmortems: replicated chunks split on each replica alone (writes then
+/// failed, refused writes reappeared and replicas diverged); a write
+/// through a node that had applied a drop but not yet dropped its replica
+/// was written to that replica alone; a replicated range could share its
+/// name with a range of one node's own, or a Redis database's.
 #[test]
 fn replica_counts_and_what_replicated_ranges_refuse() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
@@ -331,7 +336,29 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
         c.split_chunk("r", "k").await.expect_err("refused").to_string()
     });
     assert!(split.contains("does not split yet"), "{split}");
-    // Dropped through either node: gone from both.
+    // Refused: no replicas; a Redis database's name; a name that a node
+    // uses for a range of its own (it would shadow the replicated one).
+    assert!(err(cli(a, &["range", "create", "z", "--replicas", "0"])).contains("at least 1"));
+    assert!(err(cli(a, &["range", "create", "redis.1"])).contains("Redis"));
+    ok(cli(b, &["range", "create", "mine", "--replicas", "1"]));
+    assert!(err(cli(a, &["range", "create", "mine"])).contains("already exists on node 2"));
+    // A replicated chunk never splits on its own, however small its limit:
+    // each replica deciding alone made them diverge.
+    ok(cli(a, &["range", "create", "tiny", "--chunk-size", "1KiB"]));
+    let big = "x".repeat(300);
+    for i in 0..12 {
+        ok(cli(if i % 2 == 0 { a } else { b }, &["put", "tiny", &format!("k{i}"), &big]));
+    }
+    for n in [a, b] {
+        let d: Json =
+            serde_json::from_str(&ok(cli(n, &["range", "describe", "tiny"]))).expect("json");
+        assert_eq!(d["chunks"].as_array().map(Vec::len), Some(1), "{d}");
+        assert_eq!(d["chunks"][0]["records"], 12, "{d}");
+    }
+    // Dropped through either node: gone from both, and a write through the
+    // other node right after the drop is refused, not applied to a replica.
+    ok(cli(a, &["range", "drop", "tiny"]));
+    assert!(err(cli(b, &["put", "tiny", "late", "1"])).contains("does not exist"));
     ok(cli(b, &["range", "drop", "r"]));
     let deadline = Instant::now() + Duration::from_secs(30);
     while cli(a, &["range", "describe", "r"]).status.success() {
