@@ -8,7 +8,7 @@
 # time until a put to the chunk through another node succeeds, over KILLS
 # kills with the default Raft timers (p50 and p99). Prints Markdown.
 #
-#   deploy/bench-cluster.sh [REQUESTS] [KILLS]     (defaults 50000 and 20)
+#   deploy/bench-cluster.sh [REQUESTS] [KILLS]     (defaults 50000 and 20; KILLS 0: no failover)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS="${1:-50000}"
@@ -74,12 +74,12 @@ EOF
 )
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
-read -r s1 _ _ <<<"$(echo "$single1" | row put)"
-read -r s16 _ _ <<<"$(echo "$single16" | row put)"
-read -r c1 c1p50 c1p99 <<<"$(echo "$cluster1" | row put)"
-read -r c16 _ _ <<<"$(echo "$cluster16" | row put)"
-read -r g1 _ _ <<<"$(echo "$single1" | row get)"
-read -r cg1 cg1p50 cg1p99 <<<"$(echo "$cluster1" | row get)"
+read -r s1 _ _ <<<"$(echo "$single1" | row PUT)"
+read -r s16 _ _ <<<"$(echo "$single16" | row PUT)"
+read -r c1 c1p50 c1p99 <<<"$(echo "$cluster1" | row PUT)"
+read -r c16 _ _ <<<"$(echo "$cluster16" | row PUT)"
+read -r g1 _ _ <<<"$(echo "$single1" | row GET)"
+read -r cg1 cg1p50 cg1p99 <<<"$(echo "$cluster1" | row GET)"
 echo "### Three replicas on three local nodes"
 echo
 echo "| load | one node ops/s | 3 nodes, 3 replicas ops/s (p50/p99 ms) | 3 replicas vs one node | Redis + 1 replica, SET + WAIT 1 | 3 replicas vs Redis |"
@@ -90,6 +90,10 @@ echo "| linearizable get, -P 1 | $g1 | $cg1 ($cg1p50/$cg1p99) | $(ratio "$cg1" "
 echo
 
 # Failover: default Raft timers (elections after 3-6 s without a leader).
+if [ "$KILLS" -eq 0 ]; then
+    DIR="$work/cluster" deploy/local-cluster.sh stop >/dev/null
+    exit 0
+fi
 echo "### Failover: kill -9 of the chunk's leader to the first put through another node"
 echo
 times=()
