@@ -536,9 +536,8 @@ impl Node {
                 timing: cluster.timing(),
                 snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
             };
-            let group = Group::start(&config, log, store, Arc::new(cluster.peers().clone()))
-                .await
-                .map_err(|e| start(e.to_string()))?;
+            let group =
+                cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
             if range.replicas.first() == Some(&me) {
                 let voters = range
                     .replicas

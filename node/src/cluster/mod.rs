@@ -92,6 +92,20 @@ fn read_identity(path: &std::path::Path) -> NodeResult<Option<ClusterIdentity>> 
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A runtime dropped on an async thread would panic; this one's
+        // threads are told to stop and left to finish on their own.
+        let runtime = self.raft_runtime.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Threads that run this node's Raft groups.
+const RAFT_THREADS: usize = 2;
+
 /// How to run this node's part of the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -115,6 +129,10 @@ pub struct Cluster {
     /// Switches the timers of idle groups off; started with the meta
     /// replica.
     quiescence: OnceLock<crate::consensus::Quiescence>,
+    /// The runtime the node's Raft groups run on (their own threads, not
+    /// the thread that accepts connections); taken at shutdown.
+    raft_runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    raft_handle: tokio::runtime::Handle,
     /// The Raft groups of this node's chunk replicas, by chunk id.
     groups: std::sync::RwLock<std::collections::HashMap<GroupId, Group>>,
 }
@@ -194,7 +212,16 @@ impl Cluster {
                 None => None,
             },
         };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RAFT_THREADS)
+            .thread_name("monotable-raft")
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::Start(format!("cannot start the Raft threads: {e}")))?;
+        let raft_handle = runtime.handle().clone();
         let cluster = Arc::new(Cluster {
+            raft_runtime: std::sync::Mutex::new(Some(runtime)),
+            raft_handle,
             peers: Peers::new(config.password.clone()),
             config,
             sync,
@@ -291,10 +318,10 @@ impl Cluster {
             timing: self.config.timing,
             snapshot_every_entries: META_SNAPSHOT_EVERY_ENTRIES,
         };
-        let meta = Group::start(&config, log, machine, Arc::new(self.peers.clone()))
-            .await
-            .map_err(|e| start(e.to_string()))?;
+        let meta =
+            self.start_group(config, log, machine).await.map_err(|e| start(e.to_string()))?;
         let quiescence = self.quiescence.get_or_init(|| {
+            let _on_raft_threads = self.raft_handle.enter();
             crate::consensus::Quiescence::start(
                 id,
                 self.config.timing,
@@ -740,6 +767,16 @@ impl Cluster {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// Starts a Raft group of this node on the node's Raft threads.
+    pub async fn start_group(
+        &self,
+        config: GroupConfig,
+        log: LogStore,
+        machine: impl crate::consensus::StateMachineStore,
+    ) -> Result<Group, ConsensusError> {
+        Group::start_on(&self.raft_handle, config, log, machine, Arc::new(self.peers.clone())).await
+    }
+
     /// The connections to peers.
     pub fn peers(&self) -> &Peers {
         &self.peers
@@ -842,7 +879,7 @@ impl Cluster {
         })
     }
 
-    /// Stops the Raft groups of this node.
+    /// Stops the Raft groups of this node, then their threads.
     pub async fn shutdown(&self) {
         if let Some(q) = self.quiescence.get() {
             q.stop();
@@ -852,6 +889,10 @@ impl Cluster {
         }
         if let Some(m) = self.member.get() {
             m.meta.shutdown().await;
+        }
+        let runtime = self.raft_runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
         }
     }
 }

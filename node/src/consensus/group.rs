@@ -180,6 +180,22 @@ impl Group {
         self.quiet.is_quiet()
     }
 
+    /// [`Group::start`] on `runtime`: openraft's tasks of the group (its
+    /// core, replication, state machine worker) run there, not on the
+    /// caller's runtime.
+    pub async fn start_on(
+        runtime: &tokio::runtime::Handle,
+        config: GroupConfig,
+        log: impl RaftLogStorage<TypeConfig>,
+        machine: impl RaftStateMachine<TypeConfig>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Group, ConsensusError> {
+        runtime
+            .spawn(async move { Group::start(&config, log, machine, transport).await })
+            .await
+            .map_err(fatal)?
+    }
+
     pub fn id(&self) -> GroupId {
         self.id
     }

@@ -76,6 +76,12 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// A state machine store a [`Group`] can run on ([`machine_store::MachineStore`],
+/// [`replica_store::ReplicaStore`]), named without openraft's types.
+pub trait StateMachineStore: openraft::storage::RaftStateMachine<TypeConfig> {}
+
+impl<T: openraft::storage::RaftStateMachine<TypeConfig>> StateMachineStore for T {}
+
 /// A command a group replicates, encoded by the group's [`Machine`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command(#[serde(with = "serde_bytes")] pub Vec<u8>);
