@@ -100,6 +100,29 @@ use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;
 
 use connection::Connection;
+
+/// Most key and value bytes one request of [`Client::write`] carries: half a
+/// frame ([`monotable_proto::limits::FRAME_SIZE_MAX_BYTES`]), leaving room
+/// for the encoding.
+pub const WRITE_PART_BYTES_MAX: usize = monotable_proto::limits::FRAME_SIZE_MAX_BYTES / 2;
+
+/// Cuts `ops` into runs of at most `max` key and value bytes each (an
+/// operation alone over `max` is a run of its own), in order.
+fn split_by_bytes(ops: Vec<WriteOp>, max: usize) -> Vec<Vec<WriteOp>> {
+    let mut parts = vec![Vec::new()];
+    let mut bytes = 0;
+    for op in ops {
+        let size = op.key().len() + op.value().map_or(0, <[u8]>::len);
+        let last = parts.last_mut().expect("one part at least");
+        if !last.is_empty() && bytes + size > max {
+            parts.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        parts.last_mut().expect("one part at least").push(op);
+    }
+    parts
+}
 pub use error::{Error, Result};
 pub use options::{Options, CONNECT_TIMEOUT_DEFAULT_MS, HANDSHAKE_TIMEOUT_DEFAULT_MS};
 
@@ -452,7 +475,10 @@ impl Client {
     /// atomically, with one commit token each chunk; a batch spanning several
     /// chunks is *not* atomic as a whole: if the call fails, some chunks'
     /// parts may have been applied. Use [`Client::write_atomic`] to refuse
-    /// such batches instead.
+    /// such batches instead. A batch whose keys and values pass
+    /// [`WRITE_PART_BYTES_MAX`] (it would not fit one frame) is sent in
+    /// parts of at most that many bytes, one after the other: then not even
+    /// its operations in one chunk are atomic together.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -471,13 +497,14 @@ impl Client {
     /// ```
     pub async fn write(&self, range: &str, batch: Batch) -> Result<Vec<CommitToken>> {
         batch.check()?;
-        match self
-            .call(Command::Write { range: range.to_owned(), ops: batch.ops, atomic: false })
-            .await?
-        {
-            Reply::Written(tokens) => Ok(tokens),
-            other => Err(unexpected(other)),
+        let mut tokens = Vec::new();
+        for ops in split_by_bytes(batch.ops, WRITE_PART_BYTES_MAX) {
+            match self.call(Command::Write { range: range.to_owned(), ops, atomic: false }).await? {
+                Reply::Written(t) => tokens.extend(t),
+                other => return Err(unexpected(other)),
+            }
         }
+        Ok(tokens)
     }
 
     /// Applies a batch all or nothing; fails with
@@ -826,5 +853,24 @@ impl Client {
     /// ```
     pub fn aggregate_groups(&self, request: AggregateRequest) -> GroupStream {
         GroupStream { client: self.clone(), next: Some(request), page: Vec::new().into_iter() }
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_by_bytes_in_order() {
+        let put = |k: &str, n: usize| WriteOp::Put {
+            key: Bytes::from(k.as_bytes().to_vec()),
+            value: Bytes::from(vec![0u8; n]),
+        };
+        let ops = vec![put("a", 5), put("b", 3), put("c", 20), put("d", 1)];
+        let parts = split_by_bytes(ops, 10);
+        let keys: Vec<Vec<&[u8]>> =
+            parts.iter().map(|p| p.iter().map(WriteOp::key).collect()).collect();
+        assert_eq!(keys, vec![vec![&b"a"[..], b"b"], vec![b"c"], vec![b"d"]]);
+        assert_eq!(split_by_bytes(Vec::new(), 10).len(), 1, "an empty batch is one request");
     }
 }

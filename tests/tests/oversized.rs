@@ -149,3 +149,31 @@ fn oversized_rows_are_refused_on_every_path_and_lose_nothing() {
         assert!(chunks.iter().all(|c| c["unavailable"].is_null()), "{describe}");
     }
 }
+
+/// `load` of records that are each within the limits but whose batch would
+/// not fit one frame loads them all.
+///
+/// Postmortem: the client sent a batch as one frame whatever its size, so
+/// five 7 MiB values failed with FrameTooLarge and nothing was loaded.
+#[test]
+fn a_batch_larger_than_a_frame_is_written_in_parts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut node = Node::start(dir.path());
+    ok(cli(node.addr, &["range", "create", "big"]));
+    let value = "v".repeat(7 << 20);
+    let mut input = String::new();
+    for i in 0..5 {
+        input.push_str(&format!("{{\"key\":\"k{i}\",\"value\":\"{value}\"}}\n"));
+    }
+    ok(cli_with_stdin(node.addr, &["load", "big", "-"], Some(input.as_bytes())));
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(cli(node.addr, &["range", "describe", "big"]))).expect("json");
+    let records: u64 = d["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .map(|c| c["records"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(records, 5);
+    assert!(node.stop());
+}
