@@ -111,10 +111,13 @@ impl Node {
         }
         let name = routed_range(command)?;
         let local = self.router_read().range(name).map(|r| r.meta.id);
-        let known = cluster.meta().and_then(|m| m.ranges.get(name).cloned());
+        // A range of this node's own: served the ordinary way, without a
+        // look at the meta range.
+        if local.is_some_and(|id| !is_replicated(id)) {
+            return None;
+        }
+        let known = self.replicated_range(&cluster, name);
         match (local, known) {
-            // A range of this node's own.
-            (Some(id), _) if !is_replicated(id) => None,
             (Some(id), Some(range)) if range.id == id => {
                 Some(self.serve_replicated(&cluster, command, name, &range).await)
             }
@@ -133,7 +136,7 @@ impl Node {
 
     /// The replicated range `name`, from the meta range.
     fn replicated_range(&self, cluster: &Cluster, name: &str) -> Option<MetaRange> {
-        cluster.meta()?.ranges.get(name).cloned()
+        cluster.with_meta(|m| m.ranges.get(name).cloned()).flatten()
     }
 
     /// Waits until this node's meta replica has applied what `done` looks
@@ -146,7 +149,7 @@ impl Node {
     ) {
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
         while Instant::now() < deadline {
-            if cluster.meta().is_some_and(|m| done(&m)) {
+            if cluster.with_meta(&done).unwrap_or(false) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -447,7 +450,7 @@ impl Node {
         let Ok(cluster) = self.cluster() else { return };
         let me = cluster.node_id().unwrap_or(0);
         let replicas = if is_replicated(range_id) {
-            cluster.meta().and_then(|m| m.ranges.get(name).map(|r| r.replicas.clone()))
+            cluster.with_meta(|m| m.ranges.get(name).map(|r| r.replicas.clone())).flatten()
         } else {
             None
         };

@@ -787,9 +787,15 @@ impl Cluster {
         self.config.timing
     }
 
-    /// What this node's meta replica has applied.
+    /// What this node's meta replica has applied (a copy).
     pub fn meta(&self) -> Option<meta::MetaState> {
-        self.member.get().map(|m| m.state.state().clone())
+        self.with_meta(meta::MetaState::clone)
+    }
+
+    /// Runs `f` on what this node's meta replica has applied, without
+    /// copying it (for the request path).
+    pub fn with_meta<T>(&self, f: impl FnOnce(&meta::MetaState) -> T) -> Option<T> {
+        self.member.get().map(|m| f(&m.state.state()))
     }
 
     /// Changes whenever this node's meta replica applies a command.
