@@ -66,13 +66,6 @@ pub struct GroupStatus {
     pub last_applied_index: Option<u64>,
 }
 
-impl GroupStatus {
-    /// This replica leads the group and a majority confirmed it lately.
-    pub fn leads(&self) -> bool {
-        self.state == "leader" && self.leader == Some(self.node)
-    }
-}
-
 /// A handle on one group's replica. Clones share it.
 #[derive(Clone)]
 pub struct Group {
