@@ -390,6 +390,12 @@ impl Client {
         &self.conn.hello
     }
 
+    /// Whether the connection is known to be closed (the server closed it
+    /// or it broke): every later request fails without being sent.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
     async fn call(&self, command: Command) -> Result<Reply> {
         self.conn.call(command).await
     }

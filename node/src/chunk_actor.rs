@@ -393,6 +393,7 @@ impl ChunkActor {
             unavailable,
             replicas: Vec::new(),
             leader: None,
+            voters: Vec::new(),
         }
     }
 }

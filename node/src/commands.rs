@@ -324,6 +324,7 @@ impl Node {
                         ),
                         replicas: Vec::new(),
                         leader: None,
+                        voters: Vec::new(),
                     });
                 }
                 Err(e) => return Err(e),

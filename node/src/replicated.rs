@@ -59,6 +59,18 @@ fn unavailable(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::ClusterUnavailable, message)
 }
 
+/// A write whose fate is unknown: it may have been applied, so it must not
+/// be sent again as it is.
+fn outcome_unknown(message: impl Into<String>) -> NodeError {
+    NodeError::client(ErrorCode::OutcomeUnknown, message)
+}
+
+/// Whether a request changes data, so that a copy sent after an ambiguous
+/// failure could apply it twice.
+fn is_write(command: &Command) -> bool {
+    matches!(command, Command::Write { .. })
+}
+
 /// The range a data request names, if it is one the cluster routes.
 fn routed_range(command: &Command) -> Option<&str> {
     match command {
@@ -223,6 +235,14 @@ impl Node {
     /// Runs `f` on this node's replica if it leads the group; else forwards
     /// `command` to the leader and returns its reply (`Some`). Waits for an
     /// election when there is no leader.
+    ///
+    /// A request is sent again (to this replica or a leader) only when the
+    /// failure shows it was not taken: `NotLeader` before proposing, or a
+    /// leader that could not be connected to. A write whose proposal timed
+    /// out, whose replica stopped, or whose forwarded copy got no answer
+    /// fails with [`ErrorCode::OutcomeUnknown`]: Raft may still commit it,
+    /// so a copy could apply it twice (a put replayed after a later put of
+    /// the same key undoes that one).
     async fn on_leader<F, Fut>(
         &self,
         group: &Group,
@@ -240,10 +260,9 @@ impl Node {
                 Ok(()) => return Ok(None),
                 Err(ConsensusError::NotLeader { leader: Some((id, addr)) }) if id != me => {
                     match self.forward(&addr, command.clone()).await {
-                        // The leader this replica knows of is down (or
-                        // stepping down): ask again once Raft moved on. A
-                        // write sent again is a blind put or delete, which
-                        // gives the same state applied twice.
+                        // The leader this replica knows of could not be
+                        // reached (down, or not yet restarted): nothing was
+                        // sent; ask again once Raft moved on.
                         Err(e)
                             if e.to_info().code == ErrorCode::ClusterUnavailable
                                 && Instant::now() < deadline =>
@@ -256,7 +275,18 @@ impl Node {
                 Err(ConsensusError::NotLeader { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e @ (ConsensusError::NotLeader { .. } | ConsensusError::Timeout(_))) => {
+                Err(e @ ConsensusError::NotLeader { .. }) => {
+                    return Err(unavailable(format!("chunk {}: {e}", group.id())))
+                }
+                Err(e @ (ConsensusError::Timeout(_) | ConsensusError::Fatal(_)))
+                    if is_write(command) =>
+                {
+                    return Err(outcome_unknown(format!(
+                        "chunk {}: {e}; the write may or may not have been applied",
+                        group.id()
+                    )))
+                }
+                Err(e @ ConsensusError::Timeout(_)) => {
                     return Err(unavailable(format!("chunk {}: {e}", group.id())))
                 }
                 Err(e) => return Err(NodeError::Internal(format!("chunk {}: {e}", group.id()))),
@@ -296,13 +326,20 @@ impl Node {
     }
 
     /// Sends `command` to the node at `addr` as it is; its reply or error.
+    ///
+    /// Errors: `ClusterUnavailable` when no connection could be made
+    /// (nothing was sent); for a write that was sent and got no answer,
+    /// `OutcomeUnknown`; the node's own error otherwise.
     async fn forward(&self, addr: &str, command: Command) -> NodeResult<Reply> {
+        use crate::cluster::transport::PeerError;
         let cluster = self.cluster()?;
+        let write = is_write(&command);
         cluster.peers().call(addr, |c| async move { c.forward(command).await }).await.map_err(|e| {
             match e {
-                crate::cluster::transport::PeerError::Server(info) => {
-                    NodeError::client(info.code, info.message)
-                }
+                PeerError::Server(info) => NodeError::client(info.code, info.message),
+                PeerError::Call(e) if write => outcome_unknown(format!(
+                    "node at {addr}: {e}; the write may or may not have been applied"
+                )),
                 e => unavailable(format!("node at {addr}: {e}")),
             }
         })
@@ -458,7 +495,10 @@ impl Node {
             match &replicas {
                 Some(r) => {
                     c.replicas = r.clone();
-                    c.leader = cluster.group(c.id).and_then(|g| g.status().leader);
+                    if let Some(status) = cluster.group(c.id).map(|g| g.status()) {
+                        c.leader = status.leader;
+                        c.voters = status.voters.keys().copied().collect();
+                    }
                 }
                 None => {
                     c.replicas = vec![me];
@@ -502,6 +542,34 @@ impl Node {
     async fn reconcile(self: &Arc<Self>, cluster: &Arc<Cluster>) -> NodeResult<()> {
         let Some(me) = cluster.node_id() else { return Ok(()) };
         let Some(meta) = cluster.meta() else { return Ok(()) };
+        // Replicas of ranges the meta range dropped (or dropped and made
+        // again under the same name), or moved to other nodes.
+        let gone: Vec<String> = self
+            .router_read()
+            .ranges()
+            .filter(|r| {
+                is_replicated(r.meta.id)
+                    && meta
+                        .ranges
+                        .get(&r.meta.name)
+                        .is_none_or(|m| m.id != r.meta.id || !m.replicas.contains(&me))
+            })
+            .map(|r| r.meta.name.clone())
+            .collect();
+        for name in gone {
+            let chunks: Vec<u64> =
+                self.range_route(&name, |r| r.chunks.values().map(|c| c.id).collect())?;
+            for id in chunks {
+                if let Some(g) = cluster.remove_group(id) {
+                    g.shutdown().await;
+                }
+                let dir = self.config.data_dir.join("raft").join(format!("{id:016x}"));
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
+                }
+            }
+            self.drop_range_unchecked(&name).await?;
+        }
         // Replicas this node should hold.
         for (name, range) in &meta.ranges {
             if !range.replicas.contains(&me) {
@@ -541,9 +609,13 @@ impl Node {
             };
             let group =
                 cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
-            if range.replicas.first() == Some(&me) {
+            // Every replica the range was created on initializes the group
+            // with that same membership (a no-op where it ran before), so
+            // the group starts even if the others are down or were
+            // replaced since; a replica added later waits for its leader.
+            if range.initial_voters().contains(&me) {
                 let voters = range
-                    .replicas
+                    .initial_voters()
                     .iter()
                     .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
                     .collect();
@@ -551,27 +623,6 @@ impl Node {
             }
             cluster.add_group(group);
             tracing::info!(range = name, chunk = chunk.id, "replica running");
-        }
-        // Replicas of ranges the meta range dropped.
-        let gone: Vec<String> = self
-            .router_read()
-            .ranges()
-            .filter(|r| is_replicated(r.meta.id) && !meta.ranges.contains_key(&r.meta.name))
-            .map(|r| r.meta.name.clone())
-            .collect();
-        for name in gone {
-            let chunks: Vec<u64> =
-                self.range_route(&name, |r| r.chunks.values().map(|c| c.id).collect())?;
-            for id in chunks {
-                if let Some(g) = cluster.remove_group(id) {
-                    g.shutdown().await;
-                }
-                let dir = self.config.data_dir.join("raft").join(format!("{id:016x}"));
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
-                }
-            }
-            self.drop_range_unchecked(&name).await?;
         }
         Ok(())
     }

@@ -416,6 +416,12 @@ pub struct ChunkInfo {
     /// knows it; `None` while there is none (an election).
     #[serde(default)]
     pub leader: Option<u64>,
+    /// The voters of the chunk's Raft group as the answering replica knows
+    /// them: `replicas` once a replica move is done, and during one the
+    /// nodes that still count for a majority. Empty from a node without a
+    /// replica, and for an ordinary range.
+    #[serde(default)]
+    pub voters: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -34,10 +34,30 @@ pub const REPLICATED_ID_BASE: u64 = 1 << 62;
 pub struct MetaRange {
     pub id: u64,
     pub options: monotable_proto::RangeOptions,
-    /// The nodes holding a replica of every chunk; the first one starts
-    /// each chunk's Raft group.
+    /// The nodes meant to hold a replica of every chunk. When a node is
+    /// removed, another takes its place here first; each chunk's leader
+    /// then brings its group's voters to this list (a learner that catches
+    /// up, then a membership change) and the node left out drops its copy.
     pub replicas: Vec<NodeId>,
     pub chunks: Vec<MetaChunk>,
+    /// The replicas the range was created on, never changed: its chunks'
+    /// Raft groups are initialized with them as voters, by any of them (an
+    /// identical initial membership on every node that does it, so a
+    /// replica that starts late never makes a log that disagrees). Empty in
+    /// ranges recorded before the field: `replicas` then.
+    #[serde(default)]
+    pub seed: Vec<NodeId>,
+}
+
+impl MetaRange {
+    /// The voters its chunks' Raft groups are initialized with.
+    pub fn initial_voters(&self) -> &[NodeId] {
+        if self.seed.is_empty() {
+            &self.replicas
+        } else {
+            &self.seed
+        }
+    }
 }
 
 /// A chunk of a [`MetaRange`].
@@ -84,7 +104,11 @@ pub enum MetaCommand {
     /// `join_token` keeps its id, a new token gets the next id. Answers
     /// [`MetaReply::Node`], or an error for a token of a removed node.
     Join { addr: String, join_token: u64 },
-    /// Marks a node removed. Answers [`MetaReply::Ok`].
+    /// Marks a node removed and gives each range it held a replica of
+    /// another live node in its place (the one with the fewest replicas,
+    /// then the lowest id), or none when every live node holds one already.
+    /// Answers [`MetaReply::Ok`], or an error (and changes nothing) when
+    /// the node holds the only replica of a range and no node can take it.
     Remove { node: NodeId },
     /// Creates a replicated range of one chunk on `replicas`. Answers
     /// [`MetaReply::Range`], or an error if the name is taken or a replica
@@ -181,7 +205,8 @@ impl MetaMachine {
                 let id = s.next_id.max(REPLICATED_ID_BASE);
                 s.next_id = id + 2;
                 let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
-                let range = MetaRange { id, options, replicas, chunks: vec![chunk] };
+                let seed = replicas.clone();
+                let range = MetaRange { id, options, replicas, chunks: vec![chunk], seed };
                 s.ranges.insert(name, range.clone());
                 MetaReply::Range(range)
             }
@@ -189,15 +214,57 @@ impl MetaMachine {
                 Some(_) => MetaReply::Ok,
                 None => MetaReply::Refused(format!("range {name:?} does not exist")),
             },
-            MetaCommand::Remove { node } => match s.nodes.get_mut(&node) {
-                Some(n) => {
-                    n.removed = true;
-                    MetaReply::Ok
-                }
-                None => MetaReply::Refused(format!("the cluster has no node {node}")),
-            },
+            MetaCommand::Remove { node } => remove_node(&mut s, node),
         }
     }
+}
+
+/// [`MetaCommand::Remove`].
+fn remove_node(s: &mut MetaState, node: NodeId) -> MetaReply {
+    if !s.nodes.contains_key(&node) {
+        return MetaReply::Refused(format!("the cluster has no node {node}"));
+    }
+    let live: Vec<NodeId> = s.live_members().map(|(id, _)| id).filter(|&id| id != node).collect();
+    // Replicas per live node, to place each replacement on the emptiest.
+    let mut load: BTreeMap<NodeId, usize> = live.iter().map(|&id| (id, 0)).collect();
+    for r in s.ranges.values() {
+        for id in &r.replicas {
+            if let Some(n) = load.get_mut(id) {
+                *n += 1;
+            }
+        }
+    }
+    let mut ranges = s.ranges.clone();
+    for (name, r) in ranges.iter_mut() {
+        let Some(at) = r.replicas.iter().position(|&id| id == node) else { continue };
+        r.replicas.remove(at);
+        let spare = load
+            .iter()
+            .filter(|(id, _)| !r.replicas.contains(id))
+            .min_by_key(|&(id, n)| (*n, *id))
+            .map(|(id, _)| *id);
+        match spare {
+            // At the end: the order of `replicas` says nothing about who
+            // initializes a group (`seed` does).
+            Some(id) => {
+                r.replicas.push(id);
+                *load.get_mut(&id).expect("a live node") += 1;
+            }
+            None if r.replicas.is_empty() => {
+                return MetaReply::Refused(format!(
+                    "node {node} holds the only replica of range {name:?} and no other node \
+                     can take it: add a node first, or drop the range"
+                ));
+            }
+            None => {}
+        }
+        for c in &mut r.chunks {
+            c.generation += 1;
+        }
+    }
+    s.ranges = ranges;
+    s.nodes.get_mut(&node).expect("checked above").removed = true;
+    MetaReply::Ok
 }
 
 impl Machine for MetaMachine {
@@ -229,6 +296,64 @@ mod tests {
 
     fn apply(m: &mut MetaMachine, c: MetaCommand) -> MetaReply {
         rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(&c).expect("encode"))).expect("decode")
+    }
+
+    fn cluster_of(nodes: u64) -> MetaMachine {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "n1".into(), join_token: 1, cluster: 5 });
+        for n in 2..=nodes {
+            apply(&mut m, MetaCommand::Join { addr: format!("n{n}"), join_token: n });
+        }
+        m
+    }
+
+    fn create(m: &mut MetaMachine, name: &str, replicas: &[NodeId]) -> MetaReply {
+        let options = monotable_proto::RangeOptions::default();
+        let c = MetaCommand::CreateRange { name: name.into(), options, replicas: replicas.into() };
+        apply(m, c)
+    }
+
+    // `cluster remove` marked a node removed but left it in every range's
+    // replicas: its chunks stayed a replica short for good.
+    #[test]
+    fn a_removed_node_is_replaced_in_every_range_on_the_emptiest_node() {
+        let mut m = cluster_of(5);
+        create(&mut m, "a", &[1, 2, 3]);
+        create(&mut m, "b", &[2, 3, 4]);
+        create(&mut m, "c", &[1, 3]);
+        let before = m.state().clone();
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 3 }), MetaReply::Ok);
+        let s = m.state().clone();
+        // Loads without node 3: 1 -> 2, 2 -> 2, 4 -> 1, 5 -> 0.
+        assert_eq!(s.ranges["a"].replicas, vec![1, 2, 5]);
+        assert_eq!(s.ranges["b"].replicas, vec![2, 4, 5], "5 has one now, 4 has one too");
+        assert_eq!(s.ranges["c"].replicas, vec![1, 4]);
+        for (name, r) in &s.ranges {
+            assert_eq!(r.seed, before.ranges[name].seed, "the seed never changes");
+            assert_eq!(r.initial_voters(), &before.ranges[name].replicas[..]);
+            assert!(r.chunks[0].generation > before.ranges[name].chunks[0].generation);
+        }
+        assert!(s.nodes[&3].removed);
+        let again = apply(&mut m, MetaCommand::Remove { node: 3 });
+        assert_eq!((again, m.state().clone()), (MetaReply::Ok, s), "a retried remove");
+    }
+
+    #[test]
+    fn the_last_replica_of_a_range_is_not_removed_when_no_node_can_take_it() {
+        let mut m = cluster_of(2);
+        create(&mut m, "one", &[2]);
+        create(&mut m, "both", &[1, 2]);
+        // Node 1 takes "one"; "both" shrinks to node 1.
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 2 }), MetaReply::Ok);
+        assert_eq!(m.state().ranges["one"].replicas, vec![1]);
+        assert_eq!(m.state().ranges["both"].replicas, vec![1]);
+        let before = m.state().clone();
+        let refused = apply(&mut m, MetaCommand::Remove { node: 1 });
+        assert!(
+            matches!(&refused, MetaReply::Refused(e) if e.contains("only replica")),
+            "{refused:?}"
+        );
+        assert_eq!(*m.state(), before, "a refused remove changes nothing");
     }
 
     #[test]

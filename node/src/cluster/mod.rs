@@ -15,6 +15,8 @@
 //! - this file: [`Cluster`], start and join, requests that must run on
 //!   the meta range's leader (forwarded there from any node), status.
 //! - [`meta`]: the meta range's state machine.
+//! - [`placement`]: each chunk's leader brings its group's voters to the
+//!   replicas the meta range lists (replica moves after `cluster remove`).
 //! - [`transport`]: connections to peers over the native protocol, which
 //!   carry Raft RPCs and forwarded requests.
 
@@ -34,6 +36,7 @@ use crate::consensus::{
 use crate::error::{NodeError, NodeResult};
 
 pub mod meta;
+pub mod placement;
 pub mod transport;
 
 use meta::{MetaCommand, MetaMachine, MetaReply};
@@ -883,6 +886,11 @@ impl Cluster {
             meta_term: meta.term,
             nodes,
         })
+    }
+
+    /// Whether [`Cluster::shutdown`] ran.
+    pub fn is_shut_down(&self) -> bool {
+        self.raft_runtime.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// Stops the Raft groups of this node, then their threads.
