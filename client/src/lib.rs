@@ -658,7 +658,7 @@ impl Client {
 
     /// Compacts every chunk of a range now (it also happens on its own).
     pub async fn compact_range(&self, name: &str) -> Result<()> {
-        self.call_ok(Command::CompactRange { name: name.to_owned() }).await
+        self.call_ok(Command::CompactRange { name: name.to_owned(), replica_only: false }).await
     }
 
     /// Splits the chunk holding `key` so that `key` starts a chunk (chunks

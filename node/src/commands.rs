@@ -139,7 +139,7 @@ impl Node {
                     )),
                 }
             }
-            Command::CompactRange { name } => {
+            Command::CompactRange { name, .. } => {
                 let addrs: Vec<_> = self
                     .range_route(&name, |r| r.chunks.values().map(|c| c.addr.clone()).collect())?;
                 let replies: Vec<_> =

@@ -81,7 +81,7 @@ fn routed_range(command: &Command) -> Option<&str> {
         Command::Scan(req) => Some(&req.range),
         Command::DescribeRange { name }
         | Command::DropRange { name }
-        | Command::CompactRange { name } => Some(name),
+        | Command::CompactRange { name, .. } => Some(name),
         _ => None,
     }
 }
@@ -121,6 +121,9 @@ impl Node {
         if let Command::CreateRange { name, options, replicas } = command {
             return self.create_replicated(&cluster, name, *options, *replicas).await;
         }
+        if let Command::ListRanges = command {
+            return Some(self.list_with_replicated(&cluster).await);
+        }
         let name = routed_range(command)?;
         let local = self.router_read().range(name).map(|r| r.meta.id);
         // A range of this node's own: served the ordinary way, without a
@@ -143,6 +146,77 @@ impl Node {
                 Some(self.serve_replicated(&cluster, command, name, &range).await)
             }
             (None, None) => None,
+        }
+    }
+
+    /// `ListRanges` on a cluster: this node's ranges (its own, and its
+    /// replicas, described from its own state) and the replicated ranges
+    /// it holds no replica of (described by one of their replicas).
+    async fn list_with_replicated(self: &Arc<Self>, cluster: &Cluster) -> NodeResult<Reply> {
+        let Reply::Ranges(mut infos) = self.execute_local(Command::ListRanges).await? else {
+            return Err(NodeError::Internal("ListRanges answered something else".into()));
+        };
+        let elsewhere: Vec<String> = cluster
+            .with_meta(|m| {
+                m.ranges
+                    .keys()
+                    .filter(|name| !infos.iter().any(|i| &i.name == *name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in elsewhere {
+            match Box::pin(self.route_replicated(&Command::DescribeRange { name })).await {
+                Some(Ok(Reply::Range(info))) => infos.push(info),
+                // Dropped meanwhile.
+                Some(Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. })) => {}
+                Some(Err(e)) => return Err(e),
+                _ => {}
+            }
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Reply::Ranges(infos))
+    }
+
+    /// `CompactRange` on a replicated range: every replica compacts its own
+    /// chunk files (compaction is local to a replica's storage; the data is
+    /// the same everywhere). Fails naming the replicas that could not be
+    /// reached, after the others compacted.
+    async fn compact_replicated(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        me: NodeId,
+        range: &MetaRange,
+        name: &str,
+    ) -> NodeResult<Reply> {
+        let command = Command::CompactRange { name: name.to_owned(), replica_only: true };
+        let addrs: Vec<(NodeId, Option<String>)> = cluster
+            .with_meta(|m| {
+                range
+                    .replicas
+                    .iter()
+                    .map(|id| (*id, m.nodes.get(id).map(|n| n.addr.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut failed = Vec::new();
+        for (id, addr) in addrs {
+            let done = if id == me {
+                Box::pin(self.execute_local(command.clone())).await
+            } else {
+                match addr {
+                    Some(addr) => self.forward(&addr, command.clone()).await,
+                    None => Err(unavailable(format!("node {id} has no address"))),
+                }
+            };
+            if let Err(e) = done {
+                failed.push(format!("node {id}: {e}"));
+            }
+        }
+        if failed.is_empty() {
+            Ok(Reply::Ok)
+        } else {
+            Err(unavailable(format!("not every replica compacted: {}", failed.join("; "))))
         }
     }
 
@@ -178,6 +252,11 @@ impl Node {
         let me = cluster.node_id().ok_or_else(|| unavailable("this node has not joined"))?;
         if let Command::DropRange { .. } = command {
             return self.drop_replicated(cluster, name).await;
+        }
+        if let Command::CompactRange { name, replica_only } = command {
+            if !replica_only {
+                return self.compact_replicated(cluster, me, range, name).await;
+            }
         }
         if let Command::SplitChunk { .. } = command {
             return Err(NodeError::client(

@@ -136,9 +136,13 @@ pub enum Command {
         seq: u64,
     },
     /// Rewrites every chunk of the range keeping only what pinned snapshots
-    /// can still see.
+    /// can still see. On a replicated range every replica compacts its own
+    /// files; `replica_only` (sent from one replica's node to another's)
+    /// asks for the answering node's replica alone.
     CompactRange {
         name: String,
+        #[serde(default)]
+        replica_only: bool,
     },
     /// Splits the chunk holding `key` so that `key` starts a new chunk.
     SplitChunk {
