@@ -85,7 +85,16 @@ pub struct MetaState {
     /// The next id for a replicated range or chunk, from
     /// [`REPLICATED_ID_BASE`].
     pub next_id: u64,
+    /// The replies to the last [`RECENT_REPLIES_MAX`] [`MetaCommand::Once`]
+    /// commands, by token, oldest first.
+    #[serde(default)]
+    pub recent: std::collections::VecDeque<(u64, MetaReply)>,
 }
+
+/// How many replies of [`MetaCommand::Once`] the meta range remembers: a
+/// copy of a command sent again after more commands than this is applied
+/// again.
+pub const RECENT_REPLIES_MAX: usize = 1024;
 
 impl MetaState {
     /// Nodes not removed, with their addresses.
@@ -116,10 +125,16 @@ pub enum MetaCommand {
     CreateRange { name: String, options: monotable_proto::RangeOptions, replicas: Vec<NodeId> },
     /// Drops a replicated range. Answers [`MetaReply::Ok`].
     DropRange { name: String },
+    /// `command` at most once: a copy with the same `token` (sent again
+    /// after its first copy's answer was lost) gets the first copy's reply
+    /// and changes nothing (Raft's client sessions, Ongaro's thesis 6.3,
+    /// with one random token per request instead of a session).
+    Once { token: u64, command: Box<MetaCommand> },
 }
 
 /// What applying a [`MetaCommand`] answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum MetaReply {
     Ok,
     Node(NodeId),
@@ -161,61 +176,74 @@ impl MetaMachine {
 
     fn run(&self, command: MetaCommand) -> MetaReply {
         let mut s = self.state();
-        match command {
-            MetaCommand::Found { addr, join_token, cluster } => {
-                if let Some((id, _)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
-                    return MetaReply::Node(*id);
-                }
-                if s.nodes.contains_key(&1) {
-                    return MetaReply::Refused("the cluster already has a founding node".into());
-                }
-                s.nodes.insert(1, NodeRecord { addr, join_token, removed: false });
-                s.cluster = cluster;
-                MetaReply::Node(1)
+        run(&mut s, command)
+    }
+}
+
+fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
+    match command {
+        MetaCommand::Once { token, command } => {
+            if let Some((_, reply)) = s.recent.iter().find(|(t, _)| *t == token) {
+                return reply.clone();
             }
-            MetaCommand::Join { addr, join_token } => {
-                if let Some((id, n)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
-                    if n.removed {
-                        return MetaReply::Refused(format!(
-                            "node {id} was removed from the cluster; start it on an empty \
-                             data directory to join as a new node"
-                        ));
-                    }
-                    return MetaReply::Node(*id);
-                }
-                if let Some((id, _)) = s.nodes.iter().find(|(_, n)| !n.removed && n.addr == addr) {
+            let reply = run(s, *command);
+            if s.recent.len() >= RECENT_REPLIES_MAX {
+                s.recent.pop_front();
+            }
+            s.recent.push_back((token, reply.clone()));
+            reply
+        }
+        MetaCommand::Found { addr, join_token, cluster } => {
+            if let Some((id, _)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
+                return MetaReply::Node(*id);
+            }
+            if s.nodes.contains_key(&1) {
+                return MetaReply::Refused("the cluster already has a founding node".into());
+            }
+            s.nodes.insert(1, NodeRecord { addr, join_token, removed: false });
+            s.cluster = cluster;
+            MetaReply::Node(1)
+        }
+        MetaCommand::Join { addr, join_token } => {
+            if let Some((id, n)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
+                if n.removed {
                     return MetaReply::Refused(format!(
-                        "{addr} is the address of node {id}; if that node's data is gone, take \
-                         it out first with `monotable cluster remove {id}`"
+                        "node {id} was removed from the cluster; start it on an empty \
+                             data directory to join as a new node"
                     ));
                 }
-                let id = s.nodes.keys().next_back().map_or(1, |last| last + 1);
-                s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
-                MetaReply::Node(id)
+                return MetaReply::Node(*id);
             }
-            MetaCommand::CreateRange { name, options, replicas } => {
-                if s.ranges.contains_key(&name) {
-                    return MetaReply::Refused(format!("range {name:?} already exists"));
-                }
-                if let Some(bad) =
-                    replicas.iter().find(|r| s.nodes.get(r).is_none_or(|n| n.removed))
-                {
-                    return MetaReply::Refused(format!("node {bad} is not a live member"));
-                }
-                let id = s.next_id.max(REPLICATED_ID_BASE);
-                s.next_id = id + 2;
-                let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
-                let seed = replicas.clone();
-                let range = MetaRange { id, options, replicas, chunks: vec![chunk], seed };
-                s.ranges.insert(name, range.clone());
-                MetaReply::Range(range)
+            if let Some((id, _)) = s.nodes.iter().find(|(_, n)| !n.removed && n.addr == addr) {
+                return MetaReply::Refused(format!(
+                    "{addr} is the address of node {id}; if that node's data is gone, take \
+                         it out first with `monotable cluster remove {id}`"
+                ));
             }
-            MetaCommand::DropRange { name } => match s.ranges.remove(&name) {
-                Some(_) => MetaReply::Ok,
-                None => MetaReply::Refused(format!("range {name:?} does not exist")),
-            },
-            MetaCommand::Remove { node } => remove_node(&mut s, node),
+            let id = s.nodes.keys().next_back().map_or(1, |last| last + 1);
+            s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
+            MetaReply::Node(id)
         }
+        MetaCommand::CreateRange { name, options, replicas } => {
+            if s.ranges.contains_key(&name) {
+                return MetaReply::Refused(format!("range {name:?} already exists"));
+            }
+            if let Some(bad) = replicas.iter().find(|r| s.nodes.get(r).is_none_or(|n| n.removed)) {
+                return MetaReply::Refused(format!("node {bad} is not a live member"));
+            }
+            let id = s.next_id.max(REPLICATED_ID_BASE);
+            s.next_id = id + 2;
+            let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
+            let seed = replicas.clone();
+            let range = MetaRange { id, options, replicas, chunks: vec![chunk], seed };
+            s.ranges.insert(name, range.clone());
+            MetaReply::Range(range)
+        }
+        MetaCommand::DropRange { name } => match s.ranges.remove(&name) {
+            Some(_) => MetaReply::Ok,
+            None => MetaReply::Refused(format!("range {name:?} does not exist")),
+        },
+        MetaCommand::Remove { node } => remove_node(s, node),
     }
 }
 
@@ -354,6 +382,36 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(*m.state(), before, "a refused remove changes nothing");
+    }
+
+    // A create sent again after its answer was lost (a leader that died
+    // after committing it) was refused as "already exists"; a drop, as
+    // "does not exist".
+    #[test]
+    fn a_command_sent_twice_once_is_applied_once_and_answered_alike() {
+        let mut m = cluster_of(1);
+        let options = monotable_proto::RangeOptions::default();
+        let create = MetaCommand::CreateRange { name: "r".into(), options, replicas: vec![1] };
+        let once =
+            |token, c: &MetaCommand| MetaCommand::Once { token, command: Box::new(c.clone()) };
+        let first = apply(&mut m, once(7, &create));
+        assert!(matches!(first, MetaReply::Range(_)), "{first:?}");
+        let state = m.state().clone();
+        assert_eq!(apply(&mut m, once(7, &create)), first);
+        assert_eq!(*m.state(), state, "the copy changed nothing");
+        assert!(matches!(apply(&mut m, once(8, &create)), MetaReply::Refused(_)), "a new request");
+        let drop = MetaCommand::DropRange { name: "r".into() };
+        assert_eq!(apply(&mut m, once(9, &drop)), MetaReply::Ok);
+        assert_eq!(apply(&mut m, once(9, &drop)), MetaReply::Ok);
+        // Only the newest replies are kept.
+        for t in 100..100 + RECENT_REPLIES_MAX as u64 {
+            apply(&mut m, once(t, &MetaCommand::Remove { node: 1 }));
+        }
+        assert_eq!(m.state().recent.len(), RECENT_REPLIES_MAX);
+        assert!(matches!(apply(&mut m, once(9, &drop)), MetaReply::Refused(_)), "forgotten");
+        let mut other = MetaMachine::default();
+        other.restore(&m.snapshot()).expect("restore");
+        assert_eq!(*other.state(), *m.state(), "the replies are in the snapshot");
     }
 
     #[test]

@@ -517,8 +517,11 @@ impl Cluster {
 
     /// Proposes `command` on the meta range, on its leader wherever it is
     /// (forwarded with `Command::MetaPropose`), retrying while leadership
-    /// moves.
+    /// moves. Every copy carries one token ([`MetaCommand::Once`]), so a
+    /// copy sent again after an answer was lost (a timeout, a leader that
+    /// died after proposing it) is applied once and answered as the first.
     async fn propose(&self, command: MetaCommand) -> NodeResult<MetaReply> {
+        let command = MetaCommand::Once { token: rand::random(), command: Box::new(command) };
         let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
         let encoded = rmp_serde::to_vec(&command).expect("meta commands encode");
         loop {
