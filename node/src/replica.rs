@@ -60,12 +60,20 @@ impl ChunkReplica {
         self.host.upgrade().ok_or_else(|| NodeError::ShuttingDown.to_info())
     }
 
-    fn write(&self, ops: &[WriteOp]) -> ChunkReply {
-        let host = self.host()?;
-        let applied = self.cell.apply(host.as_ref(), ops).map_err(|e| e.to_info())?;
-        let token = CommitToken { chunk: self.cell.id, seq: applied.seq() };
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied);
-        Ok(token)
+    /// Applies a batch. `Ok(Err(_))`: refused alike on every replica (a
+    /// row limit, a key the chunk does not hold); `Err`: this replica could
+    /// not apply it (its chunk is unavailable, the node is stopping).
+    fn write(&self, ops: &[WriteOp]) -> Result<ChunkReply, String> {
+        let host = self.host().map_err(|e| e.message)?;
+        match self.cell.apply(host.as_ref(), ops) {
+            Ok(applied) => {
+                let token = CommitToken { chunk: self.cell.id, seq: applied.seq() };
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied);
+                Ok(Ok(token))
+            }
+            Err(e @ (NodeError::Client { .. } | NodeError::Moved)) => Ok(Err(e.to_info())),
+            Err(e) => Err(format!("chunk {}: {e}", self.cell.id)),
+        }
     }
 }
 
@@ -86,15 +94,15 @@ pub fn encode_command(command: &ChunkCommand) -> Vec<u8> {
 }
 
 impl Replica for ChunkReplica {
-    fn apply(&self, _index: u64, command: &[u8]) -> Vec<u8> {
+    fn apply(&self, _index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
         let reply = match rmp_serde::from_slice::<ChunkCommand>(command) {
-            Ok(ChunkCommand::Write { ops }) => self.write(&ops),
+            Ok(ChunkCommand::Write { ops }) => self.write(&ops)?,
             Err(e) => Err(ErrorInfo {
                 code: ErrorCode::BadRequest,
                 message: format!("undecodable chunk command: {e}"),
             }),
         };
-        encode_reply(&reply)
+        Ok(encode_reply(&reply))
     }
 
     fn flush(&self) -> BoxedFuture<Result<(), String>> {
