@@ -296,7 +296,7 @@ impl<'a> Writes<'a> {
         while !ops.is_empty() {
             let rest = ops.split_off(ops.len().min(BATCH_OPS_MAX));
             self.written += ops.len() as u64;
-            self.node.write_ops(self.target, ops).await?;
+            self.node.write_view_rows(self.target, ops).await?;
             ops = rest;
         }
         Ok(())
@@ -421,6 +421,10 @@ async fn run_round(
     };
     let mut errors = Vec::new();
     if let Some(backfill) = meta.backfill.clone() {
+        let mut writes = Writes::new(node, &meta.target);
+        if backfill.prune {
+            prune(node, meta, &mapper, &mut writes).await?;
+        }
         let reply = node
             .scan_range(ScanRequest {
                 range: meta.source.clone(),
@@ -430,7 +434,6 @@ async fn run_round(
                 ..ScanRequest::default()
             })
             .await?;
-        let mut writes = Writes::new(node, &meta.target);
         for step in reply.records.chunks(MAP_STEP_RECORDS) {
             let records: Vec<(Vec<u8>, Vec<u8>)> =
                 step.iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect();
@@ -448,6 +451,7 @@ async fn run_round(
             cursor: Some(k.into_vec()),
             done,
             total: backfill.total,
+            prune: false,
         });
         let cut = round_cut(node).await;
         let checkpoint = meta.checkpoint;
@@ -494,6 +498,57 @@ async fn run_round(
     // after it (nothing may announce it again) is the next round's.
     let more = replay || node.wait_announced(meta.source_id, meta.checkpoint).await;
     Ok(Outcome { rows_written, errors, more })
+}
+
+/// Deletes the target's rows that the source at the mapper's checkpoint
+/// does not produce (each row key names its source record,
+/// [`monotable_proto::row`]); the backfill that follows writes the rows it
+/// does produce. Reads the whole target (one chunk, bounded by its size)
+/// and the records its rows name. Rows that name no record, or whose
+/// record now maps to other keys, go.
+async fn prune(
+    node: &Arc<Node>,
+    meta: &MapperMeta,
+    mapper: &Arc<Mapper>,
+    writes: &mut Writes<'_>,
+) -> NodeResult<()> {
+    let rows = node.rows_at(meta.target_id, &[], None, None)?;
+    let mut by_source: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+    let mut pruned = 0u64;
+    for (key, _) in rows {
+        match monotable_proto::row::decode_row(&key) {
+            Ok((_, source_key, _)) => by_source.entry(source_key).or_default().push(key),
+            Err(_) => {
+                writes.push(WriteOp::Delete { key: key.into() });
+                pruned += 1;
+            }
+        }
+    }
+    let sources: Vec<(Vec<u8>, Vec<Vec<u8>>)> = by_source.into_iter().collect();
+    for step in sources.chunks(MAP_STEP_RECORDS) {
+        let mut records = Vec::new();
+        for (source_key, _) in step {
+            let mut end = source_key.clone();
+            end.push(0);
+            let found =
+                node.rows_at(meta.source_id, source_key, Some(&end), Some(meta.checkpoint))?;
+            records.extend(found);
+        }
+        let produced = map_off_thread(mapper, records.clone()).await?;
+        let mut keep: std::collections::HashSet<Vec<u8>> = Default::default();
+        for rows in produced.into_iter().flatten() {
+            keep.extend(rows.into_iter().map(|(k, _)| k));
+        }
+        for key in step.iter().flat_map(|(_, keys)| keys) {
+            if !keep.contains(key) {
+                writes.push(WriteOp::Delete { key: key.clone().into() });
+                pruned += 1;
+            }
+        }
+        writes.flush_if_full().await?;
+    }
+    tracing::info!(mapper = %meta.name, pruned, "target pruned before the backfill");
+    Ok(())
 }
 
 /// The upper seq of the round to run: the saved one of a round that did
