@@ -249,7 +249,13 @@ impl Node {
             Err(e) => return Err(unavailable(format!("chunk {group_id}: {e}"))),
         };
         match decode_reply(&bytes) {
-            Ok(_) => Ok(()),
+            // Applied here (the leader) at `token.seq`, which the group
+            // commit settles in a moment: the round's cut, chosen from the
+            // settled seqs, must cover it.
+            Ok(token) => {
+                self.clock.wait_stable(token.seq).await;
+                Ok(())
+            }
             Err(info) => Err(NodeError::client(info.code, info.message)),
         }
     }
@@ -588,6 +594,10 @@ impl Node {
                             .read_barrier()
                             .await
                             .map_err(|e| unavailable(format!("chunk {group_id}: {e}")))?;
+                        // What the leader applied (every acknowledged
+                        // write) is settled before a fresh query takes the
+                        // settled seq as the one to reach.
+                        self.clock.wait_stable(self.clock.last_allocated()).await;
                         if self.runs_here(&meta, name, status.term) {
                             return Box::pin(self.execute_local(command.clone())).await;
                         }
