@@ -249,3 +249,149 @@ fn restore_cell(
     }
     cell.apply(host, &ops).map(Some).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::catalog::CatalogError;
+    use crate::chunk_cell::CellState;
+    use crate::config::FsyncMode;
+    use crate::group_commit::{SyncMethod, Syncer};
+    use crate::storage::chunk::{Chunk, ChunkMeta};
+    use crate::storage::clock::SeqClock;
+    use crate::storage::descriptor::ChunkDescriptor;
+
+    /// A host whose syncer never runs (nothing here waits for durability)
+    /// and whose riders are cells made on demand.
+    struct Host {
+        clock: SeqClock,
+        syncer: Arc<Syncer>,
+        dir: PathBuf,
+        riders: Mutex<HashMap<u64, (RiderSpec, Arc<ChunkCell>)>>,
+    }
+
+    impl ChunkHost for Host {
+        fn clock(&self) -> &SeqClock {
+            &self.clock
+        }
+        fn syncer(&self) -> &Arc<Syncer> {
+            &self.syncer
+        }
+        fn notify_views(&self, _: u64) {}
+        fn view_floor(&self, _: u64) -> Option<u64> {
+            None
+        }
+        fn next_chunk_id(&self) -> Result<u64, CatalogError> {
+            unreachable!("no splits here")
+        }
+        fn chunk_dir(&self, _: u64) -> PathBuf {
+            unreachable!("no splits here")
+        }
+        fn segment_size_for(&self, _: u64) -> u64 {
+            4096
+        }
+        fn record_split(&self, _: u64, _: &ChunkMeta, _: &ChunkMeta) -> Result<(), CatalogError> {
+            unreachable!("no splits here")
+        }
+        fn start_halves(&self, _: u64, _: Chunk, _: Chunk, _: u64) {}
+    }
+
+    impl Riders for Host {
+        fn rider_cell(&self, spec: &RiderSpec) -> Result<Option<Arc<ChunkCell>>, String> {
+            if spec.name == "dropped" {
+                return Ok(None);
+            }
+            let mut riders = self.riders.lock().expect("riders");
+            let (_, cell) = riders
+                .entry(spec.chunk_id)
+                .or_insert_with(|| (spec.clone(), cell(&self.dir, spec.range_id, spec.chunk_id)));
+            Ok(Some(cell.clone()))
+        }
+        fn riders_of(&self, _: u64) -> Vec<(RiderSpec, Arc<ChunkCell>)> {
+            self.riders.lock().expect("riders").values().cloned().collect()
+        }
+    }
+
+    fn cell(dir: &Path, range_id: u64, id: u64) -> Arc<ChunkCell> {
+        let chunk = ChunkMeta { id, range_id, start: vec![], end: None };
+        let desc = ChunkDescriptor { range_name: "r".into(), options: Default::default(), chunk };
+        let chunk = Chunk::create(&desc, &dir.join(id.to_string()), 4096).expect("create");
+        Arc::new(ChunkCell::new(id, CellState::Open(chunk), 1 << 20))
+    }
+
+    /// A replica of chunk 1 over its own host, and the host.
+    fn replica(dir: &Path) -> (Arc<Host>, ChunkReplica) {
+        std::fs::create_dir_all(dir).expect("dir");
+        let syncer =
+            Syncer::new(dir, FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer");
+        let host = Arc::new(Host {
+            clock: SeqClock::new(0),
+            syncer: Arc::new(syncer),
+            dir: dir.to_owned(),
+            riders: Mutex::default(),
+        });
+        let as_host: Arc<dyn ChunkHost> = host.clone();
+        let as_riders: Arc<dyn Riders> = host.clone();
+        let replica = ChunkReplica::new(cell(dir, 1, 1), Arc::downgrade(&as_host))
+            .with_riders(Arc::downgrade(&as_riders));
+        (host, replica)
+    }
+
+    fn put(k: &str, v: &str) -> WriteOp {
+        WriteOp::Put { key: k.as_bytes().to_vec().into(), value: v.as_bytes().to_vec().into() }
+    }
+
+    fn command(c: ChunkCommand) -> Vec<u8> {
+        encode_command(&c)
+    }
+
+    fn keys(cell: &ChunkCell) -> Vec<(Vec<u8>, Vec<u8>)> {
+        applied_records(cell)
+            .expect("records")
+            .into_iter()
+            .map(|r| (r.key.to_vec(), r.value.to_vec()))
+            .collect()
+    }
+
+    fn spec(name: &str) -> RiderSpec {
+        RiderSpec { name: name.into(), range_id: 10, chunk_id: 11, options: Default::default() }
+    }
+
+    #[test]
+    fn riders_apply_in_the_log_and_travel_in_snapshots() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (host, a) = replica(&dir.path().join("a"));
+        let write = ChunkCommand::Write { ops: vec![put("k1", "v1"), put("k2", "v2")] };
+        assert!(decode_reply(&a.apply(1, &command(write))).is_ok());
+        let rows = vec![put("row1", "1"), put("row2", "2")];
+        let reply = decode_reply(&a.apply(2, &command(ChunkCommand::Rider { rider: spec("idx"), ops: rows })));
+        assert_eq!(reply.expect("applied").chunk, 11, "the token names the rider's chunk");
+        let delete = WriteOp::Delete { key: b"row1".to_vec().into() };
+        let rider = ChunkCommand::Rider { rider: spec("idx"), ops: vec![delete] };
+        assert!(decode_reply(&a.apply(3, &command(rider))).is_ok());
+        // A dropped rider's rows are skipped, not an error that would stop
+        // the log.
+        let gone = ChunkCommand::Rider { rider: spec("dropped"), ops: vec![put("x", "y")] };
+        assert!(decode_reply(&a.apply(4, &command(gone))).is_ok());
+        let rider_cell = host.riders.lock().expect("riders")[&11].1.clone();
+        assert_eq!(keys(&rider_cell), vec![(b"row2".to_vec(), b"2".to_vec())]);
+        assert_eq!(keys(&a.cell).len(), 2, "the chunk's own rows are apart");
+
+        // Another replica, behind and with rows of its own that must go,
+        // installs the snapshot: the chunk and its rider.
+        let snapshot = a.snapshot().expect("snapshot");
+        let (other_host, b) = replica(&dir.path().join("b"));
+        assert!(decode_reply(&b.apply(1, &command(ChunkCommand::Write { ops: vec![put("stale", "s")] }))).is_ok());
+        let stale = ChunkCommand::Rider { rider: spec("idx"), ops: vec![put("row9", "9")] };
+        assert!(decode_reply(&b.apply(2, &command(stale))).is_ok());
+        // Applied at once; the future only waits for durability, which no
+        // syncer runs here.
+        drop(b.restore(snapshot));
+        assert_eq!(keys(&b.cell), keys(&a.cell));
+        let other_rider = other_host.riders.lock().expect("riders")[&11].1.clone();
+        assert_eq!(keys(&other_rider), keys(&rider_cell));
+    }
+}

@@ -602,4 +602,64 @@ mod tests {
             MetaReply::Refused(_)
         ));
     }
+
+    #[test]
+    fn views_create_their_targets_on_the_source_log_and_guard_drops() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 5 });
+        apply(&mut m, MetaCommand::Join { addr: "b:1".into(), join_token: 2 });
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1, 2],
+        };
+        let MetaReply::Range(r) = apply(&mut m, create) else { panic!("created") };
+        let field = monotable_proto::MapFunction::Field { key_path: "c".into(), value_path: None };
+        let mapper =
+            MetaView::Mapper { source: "r".into(), target: "idx".into(), function: field.clone() };
+        let view = |name: &str, view: MetaView| MetaCommand::CreateView { name: name.into(), view };
+        assert_eq!(apply(&mut m, view("m", mapper.clone())), MetaReply::Ok);
+        let target = m.state().ranges["idx"].clone();
+        assert_eq!(target.rides_on, Some(r.chunks[0].id), "rides on the source's chunk");
+        assert_eq!(target.replicas, r.replicas, "on the source's replicas");
+        assert!(target.id > r.id && target.chunks[0].id != r.chunks[0].id, "ids of its own");
+        let count = monotable_proto::ReduceFunction::Builtin("count".into());
+        let reducer = MetaView::Reducer { range: "idx".into(), function: count.clone() };
+        assert_eq!(apply(&mut m, view("n", reducer)), MetaReply::Ok);
+        // Every view runs on the source chunk's leader.
+        assert_eq!(m.state().view_group("m"), Some(r.chunks[0].id));
+        assert_eq!(m.state().view_group("n"), Some(r.chunks[0].id));
+        let refused = |m: &mut MetaMachine, c| matches!(apply(m, c), MetaReply::Refused(_));
+        assert!(refused(&mut m, view("m", mapper.clone())), "a taken name");
+        let again = MetaView::Mapper { source: "r".into(), target: "idx".into(), function: field };
+        assert!(refused(&mut m, view("m2", again)), "an existing target");
+        let chain = MetaView::Mapper {
+            source: "idx".into(),
+            target: "idx2".into(),
+            function: monotable_proto::MapFunction::Lua { source: String::new() },
+        };
+        assert!(refused(&mut m, view("m3", chain)), "a chain of mappers");
+        let nowhere = MetaView::Reducer { range: "local".into(), function: count };
+        assert!(refused(&mut m, view("m4", nowhere)), "not a replicated range");
+        assert!(refused(&mut m, MetaCommand::DropRange { name: "r".into() }), "a source in use");
+        assert!(refused(&mut m, MetaCommand::DropRange { name: "idx".into() }), "a target");
+        assert!(refused(&mut m, MetaCommand::DropView { name: "m".into() }), "a target read");
+        assert_eq!(apply(&mut m, MetaCommand::DropView { name: "n".into() }), MetaReply::Ok);
+        assert_eq!(apply(&mut m, MetaCommand::DropView { name: "m".into() }), MetaReply::Ok);
+        assert!(!m.state().ranges.contains_key("idx"), "the target goes with its mapper");
+        assert!(refused(&mut m, MetaCommand::DropView { name: "m".into() }), "gone");
+        assert_eq!(apply(&mut m, MetaCommand::DropRange { name: "r".into() }), MetaReply::Ok);
+        // A meta state written before views existed still reads.
+        #[derive(Serialize)]
+        struct Old {
+            nodes: BTreeMap<NodeId, NodeRecord>,
+            cluster: u64,
+            ranges: BTreeMap<String, MetaRange>,
+            next_id: u64,
+        }
+        let old = Old { nodes: BTreeMap::new(), cluster: 3, ranges: BTreeMap::new(), next_id: 9 };
+        let bytes = rmp_serde::to_vec(&old).expect("encode");
+        let state: MetaState = rmp_serde::from_slice(&bytes).expect("old state");
+        assert!(state.views.is_empty() && state.next_id == 9);
+    }
 }

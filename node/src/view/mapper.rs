@@ -513,16 +513,10 @@ async fn prune(
     writes: &mut Writes<'_>,
 ) -> NodeResult<()> {
     let rows = node.rows_at(meta.target_id, &[], None, None)?;
-    let mut by_source: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
-    let mut pruned = 0u64;
-    for (key, _) in rows {
-        match monotable_proto::row::decode_row(&key) {
-            Ok((_, source_key, _)) => by_source.entry(source_key).or_default().push(key),
-            Err(_) => {
-                writes.push(WriteOp::Delete { key: key.into() });
-                pruned += 1;
-            }
-        }
+    let (by_source, strays) = rows_by_source(rows.into_iter().map(|(k, _)| k));
+    let mut pruned = strays.len() as u64;
+    for key in strays {
+        writes.push(WriteOp::Delete { key: key.into() });
     }
     let sources: Vec<(Vec<u8>, Vec<Vec<u8>>)> = by_source.into_iter().collect();
     for step in sources.chunks(MAP_STEP_RECORDS) {
@@ -551,6 +545,22 @@ async fn prune(
     Ok(())
 }
 
+/// Target row keys grouped by the source key each names
+/// ([`monotable_proto::row`]), and the keys that name none.
+fn rows_by_source(
+    keys: impl IntoIterator<Item = Vec<u8>>,
+) -> (std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>>, Vec<Vec<u8>>) {
+    let mut by_source: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+    let mut strays = Vec::new();
+    for key in keys {
+        match monotable_proto::row::decode_row(&key) {
+            Ok((_, source_key, _)) => by_source.entry(source_key).or_default().push(key),
+            Err(_) => strays.push(key),
+        }
+    }
+    (by_source, strays)
+}
+
 /// The upper seq of the round to run: the saved one of a round that did
 /// not finish (replayed over the same changes, so the rows it wrote from
 /// the values at that seq are exactly reconciled), or the seq up to which
@@ -574,4 +584,25 @@ fn round_upto(node: &Node, meta: &mut MapperMeta) -> NodeResult<Option<u64>> {
         return Err(e.into());
     }
     Ok(Some(upto))
+}
+
+#[cfg(test)]
+mod tests {
+    use monotable_proto::row::encode_row;
+
+    use super::*;
+
+    #[test]
+    fn target_rows_are_grouped_by_the_record_they_came_from() {
+        let a1 = encode_row(&["paris".into()], b"a", 0).expect("row");
+        let a2 = encode_row(&["oslo".into()], b"a", 1).expect("row");
+        let b1 = encode_row(&["paris".into()], b"b", 0).expect("row");
+        let stray = b"not a row".to_vec();
+        let (by_source, strays) =
+            rows_by_source([a1.clone(), b1.clone(), stray.clone(), a2.clone()]);
+        assert_eq!(by_source.len(), 2);
+        assert_eq!(by_source[&b"a".to_vec()], vec![a1, a2]);
+        assert_eq!(by_source[&b"b".to_vec()], vec![b1]);
+        assert_eq!(strays, vec![stray], "a key that names no record is pruned");
+    }
 }
