@@ -227,6 +227,10 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     let before = done.load(Ordering::Relaxed);
     wait_until("writes after the kill", 30, || done.load(Ordering::Relaxed) > before + 600);
     let survivor = addrs[(victim + 1) % 3];
+    // The views moved to the new leader, which pruned and backfilled.
+    wait_until("the views on the new leader", 30, || {
+        nodes.iter().enumerate().any(|(i, n)| i != victim && n.log_contains("view runs here"))
+    });
     // The views answer on the new leader (the sync loop moved them there).
     assert!(agg(survivor, "n").parse::<u64>().is_ok());
     nodes[victim].restart();
@@ -238,6 +242,11 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     }
 
     let records = check(&rt, &addrs, "at the end");
+    for (i, n) in nodes.iter().enumerate() {
+        let pruned: Vec<String> =
+            n.log().into_iter().filter(|l| l.contains("target pruned")).collect();
+        eprintln!("node {}: {pruned:?}", i + 1);
+    }
     // Grouped by city, through the restarted node.
     let out = ok(cli(addrs[victim], &["agg", "total", "--fresh", "--group-level", "1"]));
     for city in CITIES {
