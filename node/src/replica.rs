@@ -105,7 +105,10 @@ impl ChunkReplica {
     }
 
     fn riders(&self) -> Result<Arc<dyn Riders>, ErrorInfo> {
-        self.riders.as_ref().and_then(Weak::upgrade).ok_or_else(|| NodeError::ShuttingDown.to_info())
+        self.riders
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| NodeError::ShuttingDown.to_info())
     }
 
     fn write_rider(&self, spec: &RiderSpec, ops: &[WriteOp]) -> ChunkReply {
@@ -167,11 +170,10 @@ impl Replica for ChunkReplica {
 
     fn flush(&self) -> BoxedFuture<Result<(), String>> {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let riders: Vec<Applied> = std::mem::take(
-            &mut *self.riders_last.lock().unwrap_or_else(|p| p.into_inner()),
-        )
-        .into_values()
-        .collect();
+        let riders: Vec<Applied> =
+            std::mem::take(&mut *self.riders_last.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_values()
+                .collect();
         Box::pin(async move {
             for applied in last.into_iter().chain(riders) {
                 applied.durable().await.map_err(|e| e.to_string())?;
@@ -197,8 +199,8 @@ impl Replica for ChunkReplica {
 
     fn restore(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<(), String>> {
         let result = (|| {
-            let snapshot: ChunkSnapshot =
-                rmp_serde::from_slice(&snapshot).map_err(|e| format!("undecodable snapshot: {e}"))?;
+            let snapshot: ChunkSnapshot = rmp_serde::from_slice(&snapshot)
+                .map_err(|e| format!("undecodable snapshot: {e}"))?;
             let host = self.host().map_err(|e| e.message)?;
             let mut applied: Vec<Applied> =
                 restore_cell(&self.cell, host.as_ref(), snapshot.records)?.into_iter().collect();
@@ -325,8 +327,7 @@ mod tests {
     /// A replica of chunk 1 over its own host, and the host.
     fn replica(dir: &Path) -> (Arc<Host>, ChunkReplica) {
         std::fs::create_dir_all(dir).expect("dir");
-        let syncer =
-            Syncer::new(dir, FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer");
+        let syncer = Syncer::new(dir, FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer");
         let host = Arc::new(Host {
             clock: SeqClock::new(0),
             syncer: Arc::new(syncer),
@@ -367,7 +368,9 @@ mod tests {
         let write = ChunkCommand::Write { ops: vec![put("k1", "v1"), put("k2", "v2")] };
         assert!(decode_reply(&a.apply(1, &command(write))).is_ok());
         let rows = vec![put("row1", "1"), put("row2", "2")];
-        let reply = decode_reply(&a.apply(2, &command(ChunkCommand::Rider { rider: spec("idx"), ops: rows })));
+        let reply = decode_reply(
+            &a.apply(2, &command(ChunkCommand::Rider { rider: spec("idx"), ops: rows })),
+        );
         assert_eq!(reply.expect("applied").chunk, 11, "the token names the rider's chunk");
         let delete = WriteOp::Delete { key: b"row1".to_vec().into() };
         let rider = ChunkCommand::Rider { rider: spec("idx"), ops: vec![delete] };
@@ -384,7 +387,10 @@ mod tests {
         // installs the snapshot: the chunk and its rider.
         let snapshot = a.snapshot().expect("snapshot");
         let (other_host, b) = replica(&dir.path().join("b"));
-        assert!(decode_reply(&b.apply(1, &command(ChunkCommand::Write { ops: vec![put("stale", "s")] }))).is_ok());
+        assert!(decode_reply(
+            &b.apply(1, &command(ChunkCommand::Write { ops: vec![put("stale", "s")] }))
+        )
+        .is_ok());
         let stale = ChunkCommand::Rider { rider: spec("idx"), ops: vec![put("row9", "9")] };
         assert!(decode_reply(&b.apply(2, &command(stale))).is_ok());
         // Applied at once; the future only waits for durability, which no

@@ -86,8 +86,10 @@ const VIEW_READY_WAIT_MS: u64 = 15_000;
 /// The views on replicated ranges this node runs, and where their rows go.
 #[derive(Default)]
 pub struct ViewsHere {
-    /// View name -> the term of its group this node runs it in.
-    running: Mutex<HashMap<String, u64>>,
+    /// View name -> the term of its group this node runs it in, and the
+    /// view as it was then (a view dropped and created again under its
+    /// name between two checks is restarted).
+    running: Mutex<HashMap<String, (u64, MetaView)>>,
     /// Target range name -> where its mapper proposes rows: (group, rider,
     /// term the mapper runs in).
     targets: Mutex<HashMap<String, (u64, RiderSpec, u64)>>,
@@ -245,7 +247,9 @@ impl Node {
         let proposal = encode_command(&ChunkCommand::Rider { rider, ops });
         let bytes = match group.propose(proposal).await {
             Ok(bytes) => bytes,
-            Err(crate::consensus::ConsensusError::NotLeader { .. }) => return Err(NodeError::Moved),
+            Err(crate::consensus::ConsensusError::NotLeader { .. }) => {
+                return Err(NodeError::Moved)
+            }
             Err(e) => return Err(unavailable(format!("chunk {group_id}: {e}"))),
         };
         match decode_reply(&bytes) {
@@ -290,13 +294,13 @@ impl Node {
             })
             .collect();
         wanted.sort_by_key(|(_, v, _)| matches!(v, MetaView::Reducer { .. }));
-        let running: HashMap<String, u64> = lock(&self.replicated_views.running).clone();
+        let running = lock(&self.replicated_views.running).clone();
         // Stopped first (reducers before the mappers they read), so a view
         // restarted in a new term starts clean.
         let mut stop: Vec<(String, Option<MetaView>)> = running
             .iter()
-            .filter(|(name, term)| {
-                !wanted.iter().any(|(n, _, t)| n == *name && *t == Some(**term))
+            .filter(|(name, (term, view))| {
+                !wanted.iter().any(|(n, v, t)| n == *name && *t == Some(*term) && v == view)
             })
             .map(|(name, _)| (name.clone(), meta.views.get(name).cloned()))
             .collect();
@@ -316,7 +320,7 @@ impl Node {
             match self.start_view_here(cluster, &meta, &name, &view, term).await {
                 Ok(()) => {
                     tracing::info!(view = %name, term, "view runs here (its group's leader)");
-                    lock(&self.replicated_views.running).insert(name, term);
+                    lock(&self.replicated_views.running).insert(name, (term, view));
                 }
                 Err(e) => tracing::debug!(view = %name, error = %e, "view not started here yet"),
             }
@@ -557,7 +561,7 @@ impl Node {
         );
         std::iter::once(name)
             .chain(feeding.map(|(n, _)| n.as_str()))
-            .all(|n| running.get(n) == Some(&term))
+            .all(|n| running.get(n).is_some_and(|(t, _)| *t == term))
     }
 
     /// Answers `command` (an aggregate of view `name`) on the leader of the
@@ -587,33 +591,28 @@ impl Node {
             };
             let status = group.status();
             let me = cluster.node_id();
-            match status.leader {
-                Some(leader) if Some(leader) == me => {
-                    if self.runs_here(&meta, name, status.term) {
-                        group
-                            .read_barrier()
-                            .await
-                            .map_err(|e| unavailable(format!("chunk {group_id}: {e}")))?;
-                        // What the leader applied (every acknowledged
-                        // write) is settled before a fresh query takes the
-                        // settled seq as the one to reach.
-                        self.clock.wait_stable(self.clock.last_allocated()).await;
-                        if self.runs_here(&meta, name, status.term) {
-                            return Box::pin(self.execute_local(command.clone())).await;
-                        }
-                    }
+            let leading = status.leader.is_some() && status.leader == me;
+            // A leader deposed meanwhile fails its read index: asked again.
+            if leading
+                && self.runs_here(&meta, name, status.term)
+                && group.read_barrier().await.is_ok()
+            {
+                // What the leader applied (every acknowledged write) is
+                // settled before a fresh query takes the settled seq as
+                // the one to reach.
+                self.clock.wait_stable(self.clock.last_allocated()).await;
+                if self.runs_here(&meta, name, status.term) {
+                    return Box::pin(self.execute_local(command.clone())).await;
                 }
-                Some(leader) => {
-                    if let Some(node) = meta.nodes.get(&leader) {
-                        match self.forward(&node.addr, command.clone()).await {
-                            Err(e)
-                                if e.to_info().code == ErrorCode::ClusterUnavailable
-                                    && Instant::now() < deadline => {}
-                            other => return other,
-                        }
-                    }
+            } else if let Some(node) =
+                status.leader.filter(|_| !leading).and_then(|l| meta.nodes.get(&l))
+            {
+                match self.forward(&node.addr, command.clone()).await {
+                    Err(e)
+                        if e.to_info().code == ErrorCode::ClusterUnavailable
+                            && Instant::now() < deadline => {}
+                    other => return other,
                 }
-                None => {}
             }
             if Instant::now() >= deadline {
                 return Err(unavailable(format!(

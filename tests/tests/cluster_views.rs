@@ -32,7 +32,9 @@ fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 
 fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
     let first = Node::start_pinned(dirs[0].path(), &FAST);
-    wait_until("a founded cluster", 60, || status(first.addr).is_some_and(|s| s["meta_leader"] == 1));
+    wait_until("a founded cluster", 60, || {
+        status(first.addr).is_some_and(|s| s["meta_leader"] == 1)
+    });
     let seed = first.addr.to_string();
     let mut nodes = vec![first];
     for dir in &dirs[1..] {
@@ -114,7 +116,13 @@ fn source(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> BTreeMap<String, (S
             .map(|r| {
                 let doc: Json = rmp_serde::from_slice(&r.value).expect("msgpack");
                 let key = String::from_utf8(r.key.to_vec()).expect("utf-8");
-                (key, (doc["city"].as_str().expect("city").to_owned(), doc["amount"].as_i64().expect("n")))
+                (
+                    key,
+                    (
+                        doc["city"].as_str().expect("city").to_owned(),
+                        doc["amount"].as_i64().expect("n"),
+                    ),
+                )
             })
             .collect()
     })
@@ -155,7 +163,10 @@ fn check(
         let rows = (target_rows(*a, "idx"), target_rows(*a, "lidx"));
         assert_eq!(
             (&got[..], rows),
-            (&[want.0.clone(), want.1.clone(), want.1.clone(), want.0.clone()][..], (want.2, want.2)),
+            (
+                &[want.0.clone(), want.1.clone(), want.1.clone(), want.0.clone()][..],
+                (want.2, want.2)
+            ),
             "{when}: n, total, lsum, lcount; rows of idx, lidx through {a}"
         );
         let views = json_lines(&ok(cli(*a, &["views", "--json"])));
@@ -179,8 +190,19 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     // Built-in and Lua views, each created through another node.
     ok(cli(
         addrs[2],
-        &["mapper", "create", "by_city", "--source", "r", "--target", "idx", "--field", "city",
-          "--value-field", "amount"],
+        &[
+            "mapper",
+            "create",
+            "by_city",
+            "--source",
+            "r",
+            "--target",
+            "idx",
+            "--field",
+            "city",
+            "--value-field",
+            "amount",
+        ],
     ));
     ok(cli(addrs[0], &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"]));
     ok(cli(addrs[1], &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));
@@ -190,7 +212,10 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
         path.to_string_lossy().into_owned()
     };
     let lmap = lua("lmap.lua", "function map(key, v)\n  emit({v.city, v.amount}, v.amount)\nend\n");
-    ok(cli(addrs[0], &["mapper", "create", "lmap", "--source", "r", "--target", "lidx", "--lua", &lmap]));
+    ok(cli(
+        addrs[0],
+        &["mapper", "create", "lmap", "--source", "r", "--target", "lidx", "--lua", &lmap],
+    ));
     let lsum = lua(
         "lsum.lua",
         "function reduce(keys, values, rereduce)\n  local s = 0\n  for _, v in ipairs(values) do\n    if rereduce then s = s + v else s = s + v.amount end\n  end\n  return s\nend\n",

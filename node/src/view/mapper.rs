@@ -545,12 +545,13 @@ async fn prune(
     Ok(())
 }
 
+/// Target row keys by the source key each names.
+type RowsBySource = std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+
 /// Target row keys grouped by the source key each names
 /// ([`monotable_proto::row`]), and the keys that name none.
-fn rows_by_source(
-    keys: impl IntoIterator<Item = Vec<u8>>,
-) -> (std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>>, Vec<Vec<u8>>) {
-    let mut by_source: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+fn rows_by_source(keys: impl IntoIterator<Item = Vec<u8>>) -> (RowsBySource, Vec<Vec<u8>>) {
+    let mut by_source = RowsBySource::new();
     let mut strays = Vec::new();
     for key in keys {
         match monotable_proto::row::decode_row(&key) {
