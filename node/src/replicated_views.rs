@@ -310,6 +310,7 @@ impl Node {
                 tracing::warn!(view = %name, error = %e, "view not stopped here; retrying");
                 continue;
             }
+            tracing::info!(view = %name, "view stopped here (leadership moved, or dropped)");
             lock(&self.replicated_views.running).remove(&name);
         }
         for (name, view, term) in wanted {

@@ -71,35 +71,54 @@ fn chunk_leader(addr: SocketAddr, range: &str) -> Option<u64> {
 async fn load(addrs: Vec<SocketAddr>, stop: Arc<AtomicBool>, done: Arc<AtomicU64>, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut clients = Vec::new();
-    for a in &addrs {
-        clients.push(monotable_client::Client::connect(a).await.ok());
+    // A node that failed is left alone for a while (a paused one would
+    // hold every turn for the whole timeout).
+    let mut resting = Vec::new();
+    for _ in &addrs {
+        clients.push(None);
+        resting.push(Instant::now());
     }
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let which = i % addrs.len();
+        if resting[which] > Instant::now() {
+            if resting.iter().all(|r| *r > Instant::now()) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            continue;
+        }
         if clients[which].is_none() {
-            clients[which] = monotable_client::Client::connect(addrs[which]).await.ok();
+            let connect = monotable_client::Client::connect(addrs[which]);
+            clients[which] = tokio::time::timeout(Duration::from_secs(2), connect)
+                .await
+                .ok()
+                .and_then(Result::ok);
         }
         let Some(c) = &clients[which] else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            resting[which] = Instant::now() + Duration::from_secs(3);
             continue;
         };
         let key = format!("k{:03}", rng.gen_range(0..150));
-        let result = if rng.gen_range(0..5) == 0 {
-            c.delete("r", &key).await.map(|_| ())
-        } else {
-            let doc = json!({"city": CITIES[rng.gen_range(0..CITIES.len())],
-                             "amount": rng.gen_range(1..100)});
-            c.put("r", &key, msgpack(&doc)).await.map(|_| ())
+        let delete = rng.gen_range(0..5) == 0;
+        let doc = json!({"city": CITIES[rng.gen_range(0..CITIES.len())],
+                         "amount": rng.gen_range(1..100)});
+        let op = async {
+            if delete {
+                c.delete("r", &key).await.map(|_| ())
+            } else {
+                c.put("r", &key, msgpack(&doc)).await.map(|_| ())
+            }
         };
-        match result {
-            Ok(()) => {
+        // A paused node answers nothing: given up on, like a failure.
+        match tokio::time::timeout(Duration::from_secs(2), op).await {
+            Ok(Ok(())) => {
                 done.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
-                // The node may be gone: reconnect on the next turn.
+            Ok(Err(_)) | Err(_) => {
+                // The node may be gone: reconnect after a rest.
                 clients[which] = None;
+                resting[which] = Instant::now() + Duration::from_secs(3);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -261,6 +280,28 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     nodes[victim].restart();
     let before = done.load(Ordering::Relaxed);
     wait_until("writes after the restart", 30, || done.load(Ordering::Relaxed) > before + 300);
+
+    // A leader that loses its leadership alive, mid-round: paused until
+    // another node leads, then resumed. Its rounds must not land after the
+    // new leader's, and its views stop.
+    let paused = chunk_leader(survivor, "r").expect("a leader");
+    let pid = nodes[(paused - 1) as usize].pid().expect("running").to_string();
+    let signal = |s: &str| {
+        let status = std::process::Command::new("kill").args([s, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {s} {pid}");
+    };
+    signal("-STOP");
+    let other = addrs[paused as usize % 3];
+    wait_until("another leader", 30, || chunk_leader(other, "r").is_some_and(|l| l != paused));
+    let before = done.load(Ordering::Relaxed);
+    wait_until("writes under the new leader", 30, || done.load(Ordering::Relaxed) > before + 300);
+    signal("-CONT");
+    let resumed = &nodes[(paused - 1) as usize];
+    wait_until("the views stopped on the deposed leader", 30, || {
+        resumed.log_contains("view stopped here")
+    });
+    let before = done.load(Ordering::Relaxed);
+    wait_until("writes after the resume", 30, || done.load(Ordering::Relaxed) > before + 300);
     stop.store(true, Ordering::Relaxed);
     for l in loaders {
         rt.block_on(l).expect("load");
@@ -268,9 +309,10 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
 
     let records = check(&rt, &addrs, "at the end");
     for (i, n) in nodes.iter().enumerate() {
+        let started = n.log().into_iter().filter(|l| l.contains("view runs here")).count();
         let pruned: Vec<String> =
             n.log().into_iter().filter(|l| l.contains("target pruned")).collect();
-        eprintln!("node {}: {pruned:?}", i + 1);
+        eprintln!("node {}: {started} view starts; {pruned:?}", i + 1);
     }
     // Grouped by city, through the restarted node.
     let out = ok(cli(addrs[victim], &["agg", "total", "--fresh", "--group-level", "1"]));
