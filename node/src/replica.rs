@@ -55,9 +55,10 @@ pub struct RiderSpec {
 
 /// The chunks of riding ranges on this node.
 pub trait Riders: Send + Sync + 'static {
-    /// The local chunk of `spec`'s range, created when it is missing;
-    /// `None` when the range was dropped (its rows are then skipped).
-    fn rider_cell(&self, spec: &RiderSpec) -> Result<Option<Arc<ChunkCell>>, String>;
+    /// The local chunk of `spec`'s range, riding on chunk `group`, created
+    /// when it is missing; `None` when the range was dropped (its rows are
+    /// then skipped).
+    fn rider_cell(&self, group: u64, spec: &RiderSpec) -> Result<Option<Arc<ChunkCell>>, String>;
     /// The riders of the chunk `group` this node holds.
     fn riders_of(&self, group: u64) -> Vec<(RiderSpec, Arc<ChunkCell>)>;
 }
@@ -113,7 +114,7 @@ impl ChunkReplica {
 
     fn write_rider(&self, spec: &RiderSpec, ops: &[WriteOp]) -> ChunkReply {
         let host = self.host()?;
-        let cell = self.riders()?.rider_cell(spec).map_err(|message| ErrorInfo {
+        let cell = self.riders()?.rider_cell(self.cell.id, spec).map_err(|message| ErrorInfo {
             code: ErrorCode::Internal,
             message: format!("range {:?} riding on chunk {}: {message}", spec.name, self.cell.id),
         })?;
@@ -207,7 +208,7 @@ impl Replica for ChunkReplica {
             if !snapshot.riders.is_empty() {
                 let riders = self.riders().map_err(|e| e.message)?;
                 for (spec, records) in snapshot.riders {
-                    if let Some(cell) = riders.rider_cell(&spec)? {
+                    if let Some(cell) = riders.rider_cell(self.cell.id, &spec)? {
                         applied.extend(restore_cell(&cell, host.as_ref(), records)?);
                     }
                 }
@@ -302,7 +303,7 @@ mod tests {
     }
 
     impl Riders for Host {
-        fn rider_cell(&self, spec: &RiderSpec) -> Result<Option<Arc<ChunkCell>>, String> {
+        fn rider_cell(&self, _: u64, spec: &RiderSpec) -> Result<Option<Arc<ChunkCell>>, String> {
             if spec.name == "dropped" {
                 return Ok(None);
             }

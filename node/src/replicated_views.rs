@@ -93,8 +93,9 @@ pub struct ViewsHere {
     /// Target range name -> where its mapper proposes rows: (group, rider,
     /// term the mapper runs in).
     targets: Mutex<HashMap<String, (u64, RiderSpec, u64)>>,
-    /// Riders this node created from its log before its meta range knew
-    /// them: rider chunk id -> (group, rider).
+    /// Riders this node created (from its log, possibly before its meta
+    /// range knew them, or as a view started): rider chunk id -> (group,
+    /// rider). With the meta range's, what a group's snapshot holds.
     riders: Mutex<HashMap<u64, (u64, RiderSpec)>>,
 }
 
@@ -147,7 +148,7 @@ pub fn purge_replicated_views(
 }
 
 impl Riders for Node {
-    fn rider_cell(&self, spec: &RiderSpec) -> Result<Option<Arc<ChunkCell>>, String> {
+    fn rider_cell(&self, group: u64, spec: &RiderSpec) -> Result<Option<Arc<ChunkCell>>, String> {
         let local = |node: &Node| {
             let router = node.router_read();
             let route = router.range(&spec.name)?;
@@ -183,6 +184,7 @@ impl Riders for Node {
         let route = me
             .create_range_with_ids(&spec.name, spec.options, spec.range_id, spec.chunk_id)
             .map_err(|e| e.to_string())?;
+        lock(&self.replicated_views.riders).insert(spec.chunk_id, (group, spec.clone()));
         tracing::info!(range = %spec.name, id = spec.range_id, "riding range created from the log");
         Ok(Some(route.cell.clone()))
     }
@@ -359,7 +361,7 @@ impl Node {
                     .get(target)
                     .and_then(|r| rider_spec(target, r))
                     .ok_or_else(|| bad_request(format!("target {target:?} is gone")))?;
-                self.rider_cell(&rider).map_err(NodeError::Internal)?;
+                self.rider_cell(group_id, &rider).map_err(NodeError::Internal)?;
                 let f = self.checked_map_function(function.clone()).await?;
                 let (source_id, target_id) = (range_id(source)?, range_id(target)?);
                 lock(&self.replicated_views.targets)

@@ -264,12 +264,12 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     let loaders: Vec<_> = (0..3)
         .map(|seed| rt.spawn(load(addrs.clone(), stop.clone(), done.clone(), seed)))
         .collect();
-    wait_until("writes before the kill", 30, || done.load(Ordering::Relaxed) > 600);
+    wait_until("writes before the kill", 30, || done.load(Ordering::Relaxed) > 400);
     let leader = chunk_leader(addrs[0], "r").expect("a leader");
     let victim = (leader - 1) as usize;
     nodes[victim].kill();
     let before = done.load(Ordering::Relaxed);
-    wait_until("writes after the kill", 30, || done.load(Ordering::Relaxed) > before + 600);
+    wait_until("writes after the kill", 30, || done.load(Ordering::Relaxed) > before + 400);
     let survivor = addrs[(victim + 1) % 3];
     // The views moved to the new leader, which pruned and backfilled.
     wait_until("the views on the new leader", 30, || {
@@ -279,7 +279,7 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     assert!(agg(survivor, "n").parse::<u64>().is_ok());
     nodes[victim].restart();
     let before = done.load(Ordering::Relaxed);
-    wait_until("writes after the restart", 30, || done.load(Ordering::Relaxed) > before + 300);
+    wait_until("writes after the restart", 30, || done.load(Ordering::Relaxed) > before + 200);
 
     // A leader that loses its leadership alive, mid-round: paused until
     // another node leads, then resumed. Its rounds must not land after the
@@ -294,14 +294,14 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     let other = addrs[paused as usize % 3];
     wait_until("another leader", 30, || chunk_leader(other, "r").is_some_and(|l| l != paused));
     let before = done.load(Ordering::Relaxed);
-    wait_until("writes under the new leader", 30, || done.load(Ordering::Relaxed) > before + 300);
+    wait_until("writes under the new leader", 30, || done.load(Ordering::Relaxed) > before + 200);
     signal("-CONT");
     let resumed = &nodes[(paused - 1) as usize];
     wait_until("the views stopped on the deposed leader", 30, || {
         resumed.log_contains("view stopped here")
     });
     let before = done.load(Ordering::Relaxed);
-    wait_until("writes after the resume", 30, || done.load(Ordering::Relaxed) > before + 300);
+    wait_until("writes after the resume", 30, || done.load(Ordering::Relaxed) > before + 200);
     stop.store(true, Ordering::Relaxed);
     for l in loaders {
         rt.block_on(l).expect("load");

@@ -13,7 +13,12 @@
 //! pinned after the restart): row writes are idempotent, and the rows it
 //! wrote from the values at `S` are the new side of the replay, so none
 //! stays behind. A new mapper first backfills: it maps the source as of its
-//! first checkpoint, a batch of records at a time, persisting a cursor.
+//! first checkpoint, a batch of records at a time, persisting a cursor. A
+//! mapper that takes over a target holding rows (on the new leader of a
+//! replicated source, [`crate::replicated_views`]) first prunes the rows the
+//! source at its checkpoint does not produce, so the backfill leaves the
+//! target exact. Its rows go through [`Node::write_view_rows`] (into the
+//! source's Raft log for such a target).
 
 use std::collections::HashMap;
 use std::sync::Arc;
