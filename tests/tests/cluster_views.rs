@@ -268,9 +268,13 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     let leader = chunk_leader(addrs[0], "r").expect("a leader");
     let victim = (leader - 1) as usize;
     nodes[victim].kill();
+    let killed = Instant::now();
+    let survivor = addrs[(victim + 1) % 3];
+    // Answered once a new leader runs the views (the request waits).
+    assert!(agg(survivor, "total").parse::<i64>().is_ok());
+    eprintln!("a fresh aggregate answered {:?} after the kill", killed.elapsed());
     let before = done.load(Ordering::Relaxed);
     wait_until("writes after the kill", 30, || done.load(Ordering::Relaxed) > before + 400);
-    let survivor = addrs[(victim + 1) % 3];
     // The views moved to the new leader, which pruned and backfilled.
     wait_until("the views on the new leader", 30, || {
         nodes.iter().enumerate().any(|(i, n)| i != victim && n.log_contains("view runs here"))
