@@ -662,4 +662,38 @@ mod tests {
         let state: MetaState = rmp_serde::from_slice(&bytes).expect("old state");
         assert!(state.views.is_empty() && state.next_id == 9);
     }
+
+    #[test]
+    fn a_target_moves_with_its_source_when_a_node_is_removed() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 5 });
+        apply(&mut m, MetaCommand::Join { addr: "b:1".into(), join_token: 2 });
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1, 2],
+        };
+        apply(&mut m, create);
+        let mapper = MetaView::Mapper {
+            source: "r".into(),
+            target: "idx".into(),
+            function: monotable_proto::MapFunction::Field {
+                key_path: "c".into(),
+                value_path: None,
+            },
+        };
+        assert_eq!(
+            apply(&mut m, MetaCommand::CreateView { name: "m".into(), view: mapper }),
+            MetaReply::Ok
+        );
+        apply(&mut m, MetaCommand::Join { addr: "c:1".into(), join_token: 3 });
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 1 }), MetaReply::Ok);
+        let s = m.state();
+        assert_eq!(s.ranges["r"].replicas, vec![2, 3], "node 3 takes node 1's place");
+        assert_eq!(s.ranges["idx"].replicas, s.ranges["r"].replicas, "the target follows");
+        assert!(
+            s.ranges["idx"].chunks[0].generation > 1,
+            "a changed placement is a new generation"
+        );
+    }
 }
