@@ -156,7 +156,9 @@ impl Node {
                 self.create_mapper(&name, &source, &target, function).await.map(|()| Reply::Ok)
             }
             Command::DropMapper { name } => self.drop_mapper(&name).await.map(|()| Reply::Ok),
-            Command::ListViews => Ok(Reply::Views(self.view_statuses().await)),
+            Command::ListViews | Command::ListViewsHere => {
+                Ok(Reply::Views(self.view_statuses().await))
+            }
             Command::CreateReducer { name, range, function } => {
                 self.create_reducer(&name, &range, function).await.map(|()| Reply::Ok)
             }

@@ -68,6 +68,8 @@ pub struct Node {
     me: std::sync::Weak<Node>,
     /// This node's part of the cluster, set by the server once it listens.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// The views on replicated ranges this node runs.
+    pub(crate) replicated_views: crate::replicated_views::ViewsHere,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -191,6 +193,8 @@ impl Node {
         let metas = catalog.chunks().map_err(unreadable)?;
         let mappers = catalog.mappers().map_err(unreadable)?;
         let catalog_reducers = catalog.reducers().map_err(unreadable)?;
+        let (mappers, catalog_reducers) =
+            crate::replicated_views::purge_replicated_views(&catalog, mappers, catalog_reducers);
         let sinks = catalog.sinks().map_err(unreadable)?;
         let found = crate::startup::scan_chunk_dirs(&chunks_dir)
             .map_err(|e| NodeError::Start(format!("cannot read {}: {e}", chunks_dir.display())))?;
@@ -258,6 +262,7 @@ impl Node {
             creating_range: Mutex::new(()),
             syncer: Arc::new(syncer),
             cluster: std::sync::OnceLock::new(),
+            replicated_views: Default::default(),
         });
         tracing::info!(fsync = ?node.config.fsync, sync_method = ?node.syncer.method(), "group commit");
         let host: Arc<dyn ChunkHost> = node.clone();
@@ -417,7 +422,7 @@ impl Node {
         Arc::new(ChunkRoute { id: meta.id, start: meta.start, end: meta.end, addr, cell })
     }
 
-    fn self_arc(&self) -> Option<Arc<Node>> {
+    pub(crate) fn self_arc(&self) -> Option<Arc<Node>> {
         self.me.upgrade()
     }
 

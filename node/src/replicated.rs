@@ -18,8 +18,10 @@
 //! node without a replica forwards it to one. Ranges of one replica are
 //! ordinary ranges of the node that made them.
 //!
+//! Views on replicated ranges: [`crate::replicated_views`].
+//!
 //! Not yet: splits of replicated chunks (a replicated range is one chunk),
-//! reads at a snapshot, views, sinks and bridge jobs on replicated ranges.
+//! reads at a snapshot, sinks and bridge jobs on replicated ranges.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,20 +88,6 @@ fn routed_range(command: &Command) -> Option<&str> {
     }
 }
 
-/// The ranges a view request reads or writes.
-fn view_ranges(command: &Command) -> Vec<&str> {
-    match command {
-        Command::CreateMapper { source, target, .. } => vec![source, target],
-        Command::CreateReducer { range, .. } => vec![range],
-        Command::CreateSink { source, .. } => match source {
-            monotable_proto::SinkSource::Range(r) | monotable_proto::SinkSource::View(r) => {
-                vec![r]
-            }
-        },
-        _ => Vec::new(),
-    }
-}
-
 impl Node {
     /// Where a request for a replicated range is answered: `None` when
     /// this node answers it the ordinary way (a range of its own, or a
@@ -110,13 +98,8 @@ impl Node {
         command: &Command,
     ) -> Option<NodeResult<Reply>> {
         let cluster = self.cluster().ok()?.clone();
-        for name in view_ranges(command) {
-            if self.replicated_range(&cluster, name).is_some() {
-                return Some(Err(NodeError::client(
-                    ErrorCode::BadRequest,
-                    format!("range {name:?} is replicated: views, sinks and their rows on replicated ranges are not supported yet"),
-                )));
-            }
+        if let Some(reply) = self.route_view_command(&cluster, command).await {
+            return Some(reply);
         }
         if let Command::CreateRange { name, options, replicas } = command {
             return self.create_replicated(&cluster, name, *options, *replicas).await;
@@ -228,7 +211,7 @@ impl Node {
     /// Waits until this node's meta replica has applied what `done` looks
     /// for (a create or drop this node just committed through the leader),
     /// so the caller's next request here sees it.
-    async fn wait_meta(
+    pub(crate) async fn wait_meta(
         &self,
         cluster: &Cluster,
         done: impl Fn(&crate::cluster::meta::MetaState) -> bool,
@@ -264,10 +247,17 @@ impl Node {
                 format!("range {name:?} is replicated: its chunk does not split yet"),
             ));
         }
+        if range.rides_on.is_some() && matches!(command, Command::Write { .. }) {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!("range {name:?} is the target of a mapper: only the mapper writes it"),
+            ));
+        }
         if !range.replicas.contains(&me) {
             return self.forward_to_replica(cluster, range, command.clone()).await;
         }
-        let chunk = range.chunks[0].id;
+        // A view's target is read through the group its rows ride on.
+        let chunk = range.group_of(0).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
         let group = loop {
             // The replica appears once this node has applied the meta
@@ -409,7 +399,7 @@ impl Node {
     /// Errors: `ClusterUnavailable` when no connection could be made
     /// (nothing was sent); for a write that was sent and got no answer,
     /// `OutcomeUnknown`; the node's own error otherwise.
-    async fn forward(&self, addr: &str, command: Command) -> NodeResult<Reply> {
+    pub(crate) async fn forward(&self, addr: &str, command: Command) -> NodeResult<Reply> {
         use crate::cluster::transport::PeerError;
         let cluster = self.cluster()?;
         let write = is_write(&command);
@@ -424,7 +414,7 @@ impl Node {
         })
     }
 
-    async fn forward_to_replica(
+    pub(crate) async fn forward_to_replica(
         &self,
         cluster: &Cluster,
         range: &MetaRange,
@@ -566,15 +556,18 @@ impl Node {
         let Ok(cluster) = self.cluster() else { return };
         let me = cluster.node_id().unwrap_or(0);
         let replicas = if is_replicated(range_id) {
-            cluster.with_meta(|m| m.ranges.get(name).map(|r| r.replicas.clone())).flatten()
+            cluster
+                .with_meta(|m| m.ranges.get(name).map(|r| (r.replicas.clone(), r.rides_on)))
+                .flatten()
         } else {
             None
         };
         for c in chunks {
             match &replicas {
-                Some(r) => {
+                Some((r, rides_on)) => {
                     c.replicas = r.clone();
-                    if let Some(status) = cluster.group(c.id).map(|g| g.status()) {
+                    let group = rides_on.unwrap_or(c.id);
+                    if let Some(status) = cluster.group(group).map(|g| g.status()) {
                         c.leader = status.leader;
                         c.voters = status.voters.keys().copied().collect();
                     }
@@ -590,6 +583,7 @@ impl Node {
     /// Follows the meta range: creates, starts and drops this node's
     /// replicas as it says, now and after every change.
     pub fn follow_meta(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        self.follow_views(cluster.clone());
         let node = self.clone();
         tokio::spawn(async move {
             // Joining: no meta replica yet.
@@ -628,10 +622,13 @@ impl Node {
             .ranges()
             .filter(|r| {
                 is_replicated(r.meta.id)
-                    && meta
-                        .ranges
-                        .get(&r.meta.name)
-                        .is_none_or(|m| m.id != r.meta.id || !m.replicas.contains(&me))
+                    && match meta.ranges.get(&r.meta.name) {
+                        // An id this meta replica has not given out yet: a
+                        // view's target created from its source's log ahead
+                        // of the meta range's record of it, not a drop.
+                        None => r.meta.id < meta.next_id,
+                        Some(m) => m.id != r.meta.id || !m.replicas.contains(&me),
+                    }
             })
             .map(|r| r.meta.name.clone())
             .collect();
@@ -669,7 +666,8 @@ impl Node {
                     self.create_range_with_ids(name, range.options, range.id, chunk.id)?
                 }
             };
-            if cluster.group(chunk.id).is_some() {
+            // A view's target rides on its source's group.
+            if range.rides_on.is_some() || cluster.group(chunk.id).is_some() {
                 continue;
             }
             let dir = self.config.data_dir.join("raft").join(format!("{:016x}", chunk.id));
@@ -677,7 +675,11 @@ impl Node {
             let log = LogStore::open(&dir.join("log"), cluster.sync_point())
                 .map_err(|e| start(e.to_string()))?;
             let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
-            let replica = Arc::new(ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host)));
+            let riders: Arc<dyn crate::replica::Riders> = self.clone();
+            let replica = Arc::new(
+                ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host))
+                    .with_riders(Arc::downgrade(&riders)),
+            );
             let store = ReplicaStore::open(&dir.join("state"), replica)
                 .map_err(|e| start(e.to_string()))?;
             let config = GroupConfig {

@@ -233,6 +233,10 @@ pub enum Command {
         from: u64,
         to: u64,
     },
+    /// Status of the views this node runs, and no others (a node asks
+    /// the others with it to answer `ListViews` for views of replicated
+    /// ranges, which run on their chunk's leader).
+    ListViewsHere,
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged

@@ -328,8 +328,9 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
     assert_eq!(d["chunks"][0]["replicas"], serde_json::json!([1]));
     assert_eq!(d["chunks"][0]["leader"], 1);
     assert!(err(cli(b, &["get", "solo", "k"])).contains("does not exist"));
-    // Views on a replicated range, splits and snapshot reads are refused.
-    let e = err(cli(a, &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));
+    // Sinks on a replicated range, splits and snapshot reads are refused.
+    let url = "redis://127.0.0.1:1/0";
+    let e = err(cli(a, &["redis", "sink", "create", "s", "--range", "r", "--url", url]));
     assert!(e.contains("replicated"), "{e}");
     let split = monotable_tests::runtime().block_on(async {
         let c = monotable_client::Client::connect(b).await.expect("connect");

@@ -1,8 +1,9 @@
 //! The meta range's state machine: what the whole cluster agrees on.
 //!
-//! Today it holds the node list; the chunk map (ranges, chunk boundaries
-//! with their generation, replica placement) and the registered views and
-//! sinks are to move here from each node's catalog. Every replica applies
+//! It holds the node list, the replicated ranges (chunk boundaries with
+//! their generation, replica placement) and the views registered on them
+//! ([`MetaView`]); sinks, and views of a node's own ranges, are still in
+//! each node's catalog. Every replica applies
 //! the same [`MetaCommand`]s in log order, so every replica holds the same
 //! [`MetaState`]; the encoding of both is MessagePack.
 
@@ -47,15 +48,51 @@ pub struct MetaRange {
     /// ranges recorded before the field: `replicas` then.
     #[serde(default)]
     pub seed: Vec<NodeId>,
+    /// For a view's target: the chunk (Raft group) of the source range
+    /// whose log carries the target's rows, so they are replicated with
+    /// the source by its replicas, in one order with the source's writes
+    /// (see [`crate::replicated_views`]). Such a range has no Raft group
+    /// of its own, no client writes it, and its `replicas` follow the
+    /// source's. `None`: an ordinary range.
+    #[serde(default)]
+    pub rides_on: Option<u64>,
 }
 
 impl MetaRange {
+    /// The Raft group whose log carries the rows of chunk `i`: the chunk's
+    /// own, or the source chunk's for a view's target.
+    pub fn group_of(&self, i: usize) -> Option<u64> {
+        self.rides_on.or_else(|| self.chunks.get(i).map(|c| c.id))
+    }
+
     /// The voters its chunks' Raft groups are initialized with.
     pub fn initial_voters(&self) -> &[NodeId] {
         if self.seed.is_empty() {
             &self.replicas
         } else {
             &self.seed
+        }
+    }
+}
+
+/// A view registered on a replicated range: mappers and reducers run on
+/// the leader of the Raft group carrying their input
+/// ([`MetaState::view_group`]), where the view's local state lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaView {
+    /// Keeps `target` (a range created with the mapper, riding on the
+    /// source's chunk) equal to `function` applied to `source`.
+    Mapper { source: String, target: String, function: monotable_proto::MapFunction },
+    /// A reduce tree over `range` (a replicated range or a mapper's target).
+    Reducer { range: String, function: monotable_proto::ReduceFunction },
+}
+
+impl MetaView {
+    /// The range the view reads.
+    pub fn input(&self) -> &str {
+        match self {
+            MetaView::Mapper { source, .. } => source,
+            MetaView::Reducer { range, .. } => range,
         }
     }
 }
@@ -89,6 +126,9 @@ pub struct MetaState {
     /// commands, by token, oldest first.
     #[serde(default)]
     pub recent: std::collections::VecDeque<(u64, MetaReply)>,
+    /// Views on replicated ranges, by name.
+    #[serde(default)]
+    pub views: BTreeMap<String, MetaView>,
 }
 
 /// How many replies of [`MetaCommand::Once`] the meta range remembers: a
@@ -97,6 +137,21 @@ pub struct MetaState {
 pub const RECENT_REPLIES_MAX: usize = 1024;
 
 impl MetaState {
+    /// The Raft group whose leader runs view `name` (the group carrying
+    /// its input's rows); `None` when the view or its input is unknown.
+    pub fn view_group(&self, name: &str) -> Option<u64> {
+        let view = self.views.get(name)?;
+        self.ranges.get(view.input())?.group_of(0)
+    }
+
+    /// The views that read `range` or write it.
+    pub fn views_of<'a>(&'a self, range: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.views.iter().filter_map(move |(name, v)| {
+            let writes = matches!(v, MetaView::Mapper { target, .. } if target == range);
+            (v.input() == range || writes).then_some(name)
+        })
+    }
+
     /// Nodes not removed, with their addresses.
     pub fn live_members(&self) -> impl Iterator<Item = (NodeId, &NodeRecord)> {
         self.nodes.iter().filter(|(_, n)| !n.removed).map(|(id, n)| (*id, n))
@@ -123,8 +178,19 @@ pub enum MetaCommand {
     /// [`MetaReply::Range`], or an error if the name is taken or a replica
     /// is not a live node.
     CreateRange { name: String, options: monotable_proto::RangeOptions, replicas: Vec<NodeId> },
-    /// Drops a replicated range. Answers [`MetaReply::Ok`].
+    /// Drops a replicated range. Answers [`MetaReply::Ok`], or an error
+    /// while a view reads or writes it.
     DropRange { name: String },
+    /// Registers a view whose input is a replicated range; a mapper's
+    /// `target` (which must not exist) is created with it, on the source's
+    /// replicas and riding on its chunk. Answers [`MetaReply::Ok`], or an
+    /// error if the name is taken, the input is not a replicated range, or
+    /// the target exists.
+    CreateView { name: String, view: MetaView },
+    /// Drops a view; a mapper's target goes with it. Answers
+    /// [`MetaReply::Ok`], or an error if there is no such view or a view
+    /// reads the mapper's target.
+    DropView { name: String },
     /// `command` at most once: a copy with the same `token` (sent again
     /// after its first copy's answer was lost) gets the first copy's reply
     /// and changes nothing (Raft's client sessions, Ongaro's thesis 6.3,
@@ -235,14 +301,24 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
             s.next_id = id + 2;
             let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
             let seed = replicas.clone();
-            let range = MetaRange { id, options, replicas, chunks: vec![chunk], seed };
+            let range =
+                MetaRange { id, options, replicas, chunks: vec![chunk], seed, rides_on: None };
             s.ranges.insert(name, range.clone());
             MetaReply::Range(range)
         }
-        MetaCommand::DropRange { name } => match s.ranges.remove(&name) {
-            Some(_) => MetaReply::Ok,
-            None => MetaReply::Refused(format!("range {name:?} does not exist")),
-        },
+        MetaCommand::DropRange { name } => {
+            if let Some(view) = s.views_of(&name).next() {
+                return MetaReply::Refused(format!(
+                    "range {name:?} is used by view {view:?}; drop the view first"
+                ));
+            }
+            match s.ranges.remove(&name) {
+                Some(_) => MetaReply::Ok,
+                None => MetaReply::Refused(format!("range {name:?} does not exist")),
+            }
+        }
+        MetaCommand::CreateView { name, view } => create_view(s, name, view),
+        MetaCommand::DropView { name } => drop_view(s, name),
         MetaCommand::Remove { node } => remove_node(s, node),
     }
 }
@@ -255,7 +331,7 @@ fn remove_node(s: &mut MetaState, node: NodeId) -> MetaReply {
     let live: Vec<NodeId> = s.live_members().map(|(id, _)| id).filter(|&id| id != node).collect();
     // Replicas per live node, to place each replacement on the emptiest.
     let mut load: BTreeMap<NodeId, usize> = live.iter().map(|&id| (id, 0)).collect();
-    for r in s.ranges.values() {
+    for r in s.ranges.values().filter(|r| r.rides_on.is_none()) {
         for id in &r.replicas {
             if let Some(n) = load.get_mut(id) {
                 *n += 1;
@@ -263,7 +339,7 @@ fn remove_node(s: &mut MetaState, node: NodeId) -> MetaReply {
         }
     }
     let mut ranges = s.ranges.clone();
-    for (name, r) in ranges.iter_mut() {
+    for (name, r) in ranges.iter_mut().filter(|(_, r)| r.rides_on.is_none()) {
         let Some(at) = r.replicas.iter().position(|&id| id == node) else { continue };
         r.replicas.remove(at);
         let spare = load
@@ -290,9 +366,91 @@ fn remove_node(s: &mut MetaState, node: NodeId) -> MetaReply {
             c.generation += 1;
         }
     }
+    follow_sources(&mut ranges);
     s.ranges = ranges;
     s.nodes.get_mut(&node).expect("checked above").removed = true;
     MetaReply::Ok
+}
+
+/// Applies [`MetaCommand::CreateView`].
+fn create_view(s: &mut MetaState, name: String, view: MetaView) -> MetaReply {
+    if s.views.contains_key(&name) {
+        return MetaReply::Refused(format!("view {name:?} already exists"));
+    }
+    let Some(input) = s.ranges.get(view.input()).cloned() else {
+        return MetaReply::Refused(format!("range {:?} is not a replicated range", view.input()));
+    };
+    if let MetaView::Mapper { target, .. } = &view {
+        if s.ranges.contains_key(target) {
+            return MetaReply::Refused(format!(
+                "range {target:?} already exists: the target of a mapper on a replicated \
+                 range is created with it; choose a new name"
+            ));
+        }
+        if input.rides_on.is_some() {
+            return MetaReply::Refused(format!(
+                "range {:?} is a mapper's target: chains of mappers on replicated ranges are \
+                 not supported yet",
+                view.input()
+            ));
+        }
+        let Some(group) = input.group_of(0) else {
+            return MetaReply::Refused("the source range has no chunk".into());
+        };
+        let id = s.next_id.max(REPLICATED_ID_BASE);
+        s.next_id = id + 2;
+        let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
+        let range = MetaRange {
+            id,
+            options: input.options,
+            replicas: input.replicas.clone(),
+            chunks: vec![chunk],
+            seed: input.replicas.clone(),
+            rides_on: Some(group),
+        };
+        s.ranges.insert(target.clone(), range);
+    }
+    s.views.insert(name, view);
+    MetaReply::Ok
+}
+
+/// Applies [`MetaCommand::DropView`].
+fn drop_view(s: &mut MetaState, name: String) -> MetaReply {
+    let Some(view) = s.views.get(&name) else {
+        return MetaReply::Refused(format!("view {name:?} does not exist"));
+    };
+    if let MetaView::Mapper { target, .. } = view {
+        let target = target.clone();
+        let reader = s.views.iter().find(|(n, v)| *n != &name && v.input() == target);
+        if let Some((reader, _)) = reader {
+            return MetaReply::Refused(format!(
+                "view {reader:?} reads {target:?}, the target of mapper {name:?}; drop it first"
+            ));
+        }
+        s.ranges.remove(&target);
+    }
+    s.views.remove(&name);
+    MetaReply::Ok
+}
+
+/// Gives every view's target the replicas of the source it rides on (its
+/// rows are wherever the source's log is applied).
+fn follow_sources(ranges: &mut BTreeMap<String, MetaRange>) {
+    let sources: BTreeMap<u64, Vec<NodeId>> = ranges
+        .values()
+        .filter(|r| r.rides_on.is_none())
+        .flat_map(|r| r.chunks.iter().map(move |c| (c.id, r.replicas.clone())))
+        .collect();
+    for r in ranges.values_mut() {
+        if let Some(replicas) = r.rides_on.and_then(|g| sources.get(&g)) {
+            if &r.replicas != replicas {
+                r.replicas = replicas.clone();
+                for c in &mut r.chunks {
+                    c.generation += 1;
+                }
+            }
+        }
+    }
 }
 
 impl Machine for MetaMachine {
@@ -443,5 +601,99 @@ mod tests {
             rmp_serde::from_slice::<MetaReply>(&m.apply(0, b"\xc1")).expect("decode"),
             MetaReply::Refused(_)
         ));
+    }
+
+    #[test]
+    fn views_create_their_targets_on_the_source_log_and_guard_drops() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 5 });
+        apply(&mut m, MetaCommand::Join { addr: "b:1".into(), join_token: 2 });
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1, 2],
+        };
+        let MetaReply::Range(r) = apply(&mut m, create) else { panic!("created") };
+        let field = monotable_proto::MapFunction::Field { key_path: "c".into(), value_path: None };
+        let mapper =
+            MetaView::Mapper { source: "r".into(), target: "idx".into(), function: field.clone() };
+        let view = |name: &str, view: MetaView| MetaCommand::CreateView { name: name.into(), view };
+        assert_eq!(apply(&mut m, view("m", mapper.clone())), MetaReply::Ok);
+        let target = m.state().ranges["idx"].clone();
+        assert_eq!(target.rides_on, Some(r.chunks[0].id), "rides on the source's chunk");
+        assert_eq!(target.replicas, r.replicas, "on the source's replicas");
+        assert!(target.id > r.id && target.chunks[0].id != r.chunks[0].id, "ids of its own");
+        let count = monotable_proto::ReduceFunction::Builtin("count".into());
+        let reducer = MetaView::Reducer { range: "idx".into(), function: count.clone() };
+        assert_eq!(apply(&mut m, view("n", reducer)), MetaReply::Ok);
+        // Every view runs on the source chunk's leader.
+        assert_eq!(m.state().view_group("m"), Some(r.chunks[0].id));
+        assert_eq!(m.state().view_group("n"), Some(r.chunks[0].id));
+        let refused = |m: &mut MetaMachine, c| matches!(apply(m, c), MetaReply::Refused(_));
+        assert!(refused(&mut m, view("m", mapper.clone())), "a taken name");
+        let again = MetaView::Mapper { source: "r".into(), target: "idx".into(), function: field };
+        assert!(refused(&mut m, view("m2", again)), "an existing target");
+        let chain = MetaView::Mapper {
+            source: "idx".into(),
+            target: "idx2".into(),
+            function: monotable_proto::MapFunction::Lua { source: String::new() },
+        };
+        assert!(refused(&mut m, view("m3", chain)), "a chain of mappers");
+        let nowhere = MetaView::Reducer { range: "local".into(), function: count };
+        assert!(refused(&mut m, view("m4", nowhere)), "not a replicated range");
+        assert!(refused(&mut m, MetaCommand::DropRange { name: "r".into() }), "a source in use");
+        assert!(refused(&mut m, MetaCommand::DropRange { name: "idx".into() }), "a target");
+        assert!(refused(&mut m, MetaCommand::DropView { name: "m".into() }), "a target read");
+        assert_eq!(apply(&mut m, MetaCommand::DropView { name: "n".into() }), MetaReply::Ok);
+        assert_eq!(apply(&mut m, MetaCommand::DropView { name: "m".into() }), MetaReply::Ok);
+        assert!(!m.state().ranges.contains_key("idx"), "the target goes with its mapper");
+        assert!(refused(&mut m, MetaCommand::DropView { name: "m".into() }), "gone");
+        assert_eq!(apply(&mut m, MetaCommand::DropRange { name: "r".into() }), MetaReply::Ok);
+        // A meta state written before views existed still reads.
+        #[derive(Serialize)]
+        struct Old {
+            nodes: BTreeMap<NodeId, NodeRecord>,
+            cluster: u64,
+            ranges: BTreeMap<String, MetaRange>,
+            next_id: u64,
+        }
+        let old = Old { nodes: BTreeMap::new(), cluster: 3, ranges: BTreeMap::new(), next_id: 9 };
+        let bytes = rmp_serde::to_vec(&old).expect("encode");
+        let state: MetaState = rmp_serde::from_slice(&bytes).expect("old state");
+        assert!(state.views.is_empty() && state.next_id == 9);
+    }
+
+    #[test]
+    fn a_target_moves_with_its_source_when_a_node_is_removed() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 5 });
+        apply(&mut m, MetaCommand::Join { addr: "b:1".into(), join_token: 2 });
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1, 2],
+        };
+        apply(&mut m, create);
+        let mapper = MetaView::Mapper {
+            source: "r".into(),
+            target: "idx".into(),
+            function: monotable_proto::MapFunction::Field {
+                key_path: "c".into(),
+                value_path: None,
+            },
+        };
+        assert_eq!(
+            apply(&mut m, MetaCommand::CreateView { name: "m".into(), view: mapper }),
+            MetaReply::Ok
+        );
+        apply(&mut m, MetaCommand::Join { addr: "c:1".into(), join_token: 3 });
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 1 }), MetaReply::Ok);
+        let s = m.state();
+        assert_eq!(s.ranges["r"].replicas, vec![2, 3], "node 3 takes node 1's place");
+        assert_eq!(s.ranges["idx"].replicas, s.ranges["r"].replicas, "the target follows");
+        assert!(
+            s.ranges["idx"].chunks[0].generation > 1,
+            "a changed placement is a new generation"
+        );
     }
 }
