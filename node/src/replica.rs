@@ -388,19 +388,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (host, a) = replica(&dir.path().join("a"));
         let write = ChunkCommand::Write { ops: vec![put("k1", "v1"), put("k2", "v2")] };
-        assert!(decode_reply(&a.apply(1, &command(write))).is_ok());
+        assert!(decode_reply(&a.apply(1, &command(write)).expect("applied")).is_ok());
         let rows = vec![put("row1", "1"), put("row2", "2")];
         let reply = decode_reply(
-            &a.apply(2, &command(ChunkCommand::Rider { rider: spec("idx"), ops: rows })),
+            &a.apply(2, &command(ChunkCommand::Rider { rider: spec("idx"), ops: rows }))
+                .expect("applied"),
         );
         assert_eq!(reply.expect("applied").chunk, 11, "the token names the rider's chunk");
         let delete = WriteOp::Delete { key: b"row1".to_vec().into() };
         let rider = ChunkCommand::Rider { rider: spec("idx"), ops: vec![delete] };
-        assert!(decode_reply(&a.apply(3, &command(rider))).is_ok());
+        assert!(decode_reply(&a.apply(3, &command(rider)).expect("applied")).is_ok());
         // A dropped rider's rows are skipped, not an error that would stop
         // the log.
         let gone = ChunkCommand::Rider { rider: spec("dropped"), ops: vec![put("x", "y")] };
-        assert!(decode_reply(&a.apply(4, &command(gone))).is_ok());
+        assert!(decode_reply(&a.apply(4, &command(gone)).expect("applied")).is_ok());
         let rider_cell = host.riders.lock().expect("riders")[&11].1.clone();
         assert_eq!(keys(&rider_cell), vec![(b"row2".to_vec(), b"2".to_vec())]);
         assert_eq!(keys(&a.cell).len(), 2, "the chunk's own rows are apart");
@@ -411,10 +412,11 @@ mod tests {
         let (other_host, b) = replica(&dir.path().join("b"));
         assert!(decode_reply(
             &b.apply(1, &command(ChunkCommand::Write { ops: vec![put("stale", "s")] }))
+                .expect("applied")
         )
         .is_ok());
         let stale = ChunkCommand::Rider { rider: spec("idx"), ops: vec![put("row9", "9")] };
-        assert!(decode_reply(&b.apply(2, &command(stale))).is_ok());
+        assert!(decode_reply(&b.apply(2, &command(stale)).expect("applied")).is_ok());
         // Applied at once; the future only waits for durability, which no
         // syncer runs here.
         drop(b.restore(snapshot));
