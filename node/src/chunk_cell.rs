@@ -295,6 +295,33 @@ impl ChunkCell {
         ));
     }
 
+    /// Opens again, from its files, a replicated chunk that
+    /// [`Self::close_replica`] closed (once its disk has room again, say):
+    /// what its Raft log holds after the replica's last snapshot is then
+    /// applied again on top. Does nothing to an open chunk.
+    ///
+    /// Errors: the chunk's files cannot be opened (the cell stays closed).
+    pub fn reopen_replica(&self, host: &dyn ChunkHost) -> NodeResult<()> {
+        if !self.is_raft_durable() || !matches!(&*self.read(), CellState::Unavailable(_)) {
+            return Ok(());
+        }
+        let dir = host.chunk_dir(self.id);
+        let failed = |e: String| self.unavailable(&format!("reopening {}: {e}", dir.display()));
+        let descriptor = crate::storage::descriptor::ChunkDescriptor::read(&dir)
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| failed("no chunk descriptor".into()))?;
+        let segment = host.segment_size_for(descriptor.options.chunk_size_max_bytes);
+        let (chunk, _) =
+            Chunk::open(&descriptor, &dir, segment).map_err(|e| failed(e.to_string()))?;
+        let mut state = self.write();
+        if matches!(&*state, CellState::Unavailable(_)) {
+            self.commits().poisoned = None;
+            *state = CellState::Open(chunk);
+            tracing::info!(chunk = self.id, "replicated chunk opened again from its files");
+        }
+        Ok(())
+    }
+
     pub fn poison(&self, reason: String) {
         tracing::error!(chunk = self.id, %reason, "chunk stops accepting writes");
         self.commits().poisoned.get_or_insert(reason);

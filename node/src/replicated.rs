@@ -697,6 +697,13 @@ impl Node {
             if range.rides_on.is_some() || cluster.group(chunk.id).is_some() {
                 continue;
             }
+            // A replica that closed after losing applied writes (a full
+            // disk) opens again from its files; its Raft log applies them
+            // again on top.
+            route.cell.reopen_replica(self.as_ref())?;
+            for (_, cell) in crate::replica::Riders::riders_of(self.as_ref(), chunk.id) {
+                cell.reopen_replica(self.as_ref())?;
+            }
             let dir = self.config.data_dir.join("raft").join(format!("{:016x}", chunk.id));
             let start = |e: String| NodeError::Internal(format!("raft group {}: {e}", chunk.id));
             let log = LogStore::open(&dir.join("log"), cluster.sync_point())

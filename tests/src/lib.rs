@@ -567,3 +567,61 @@ pub fn aggregate_parts(reply: &monotable_client::AggregateReply) -> AggregatePar
         other => panic!("an unknown reply shape: {other}"),
     }
 }
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+pub struct SmallFs {
+    pub mount: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size_mib`; `None` (saying so) where mounting is
+    /// not permitted.
+    pub fn mount(size_mib: u64) -> Option<SmallFs> {
+        let parent = tempfile::tempdir().expect("tmp");
+        let mount = parent.path().join("fs");
+        std::fs::create_dir(&mount).expect("mkdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(&mount)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(SmallFs { mount, _parent: parent }),
+            other => {
+                println!(
+                    "SKIPPED: cannot mount a tmpfs here ({other:?}); run as root where mounting is permitted"
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+/// Fills the file system, leaving about `leave_bytes` free.
+pub fn fill(dir: &Path, leave_bytes: u64) -> PathBuf {
+    let filler = dir.join("filler");
+    let stat = Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().expect("df");
+    let avail: u64 = String::from_utf8_lossy(&stat.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df output");
+    let size = avail.saturating_sub(leave_bytes);
+    let chunk = vec![0xabu8; 1 << 20];
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let mut written = 0u64;
+    while written < size {
+        let n = (size - written).min(chunk.len() as u64) as usize;
+        if std::io::Write::write_all(&mut f, &chunk[..n]).is_err() {
+            break;
+        }
+        written += n as u64;
+    }
+    filler
+}

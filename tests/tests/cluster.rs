@@ -525,3 +525,61 @@ fn a_removed_nodes_replicas_move_to_another_node() {
         n.stop();
     }
 }
+
+/// A replica whose disk fills: its Raft log refuses the appends and its
+/// replica stops; the others go on; once there is room again the node
+/// starts the replica again from its files, without a restart, and it
+/// catches up. Runs one node on a small tmpfs the test mounts; skipped,
+/// saying so, where mounting is not permitted.
+///
+/// Postmortem: a replica that stopped on a storage error stayed stopped
+/// until its node restarted.
+#[test]
+fn a_replica_stopped_by_a_full_disk_comes_back_once_there_is_room() {
+    let Some(small) = monotable_tests::SmallFs::mount(48) else { return };
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let first = Node::start_pinned(dirs[0].path(), &FAST);
+    wait_status(first.addr, "a founded cluster", |s| s["meta_leader"] == 1);
+    let seed = first.addr.to_string();
+    let join = fast_with(&["--join", &seed]);
+    let mut procs = vec![first, Node::start_pinned(dirs[1].path(), &join)];
+    procs.push(Node::start_pinned(&small.mount.join("data"), &join));
+    wait_status(procs[0].addr, "live voters", |s| all_live_voters(s, 3));
+    let rt = monotable_tests::runtime();
+    let addrs: Vec<SocketAddr> = procs.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r", "--replicas", "3"]));
+    let (acked, _) = write_keys(&rt, &addrs[..2], 0, 100);
+    let small_node = addrs[2];
+    let first = scan_keys(&rt, addrs[0]).len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while replica_records(small_node) != first {
+        assert!(Instant::now() < deadline, "the third replica never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let filler = monotable_tests::fill(&small.mount, 0);
+    let (more, _) = write_keys(&rt, &addrs[..2], 100, 400);
+    assert!(acked.len() + more.len() >= 350, "two replicas of three are a majority");
+    assert!(
+        replica_records(small_node) < first + more.len() as u64,
+        "the full disk's replica took no writes: {}",
+        replica_records(small_node)
+    );
+    std::fs::remove_file(&filler).expect("room again");
+    let want = scan_keys(&rt, addrs[0]).len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while replica_records(small_node) != want {
+        if Instant::now() > deadline {
+            let log = procs[2].log();
+            panic!(
+                "the replica never came back: {} of {want} records; its log ends:\n{}",
+                replica_records(small_node),
+                log[log.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(procs[2].log_contains("restarting it"), "it was restarted, not the node");
+    for n in &mut procs {
+        n.stop();
+    }
+}

@@ -5,75 +5,17 @@
 //! mounting is not permitted.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use monotable_client::{Client, ErrorCode, RangeOptions};
-use monotable_tests::{cli, runtime, Node};
+use monotable_tests::{cli, fill, runtime, Node, SmallFs};
 
 /// Size of the file system the node runs on.
 const FS_SIZE_MIB: u64 = 24;
 
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct SmallFs {
-    mount: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount() -> Option<SmallFs> {
-        let parent = tempfile::tempdir().expect("tmp");
-        let mount = parent.path().join("fs");
-        fs::create_dir(&mount).expect("mkdir");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={FS_SIZE_MIB}m"), "tmpfs"])
-            .arg(&mount)
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(SmallFs { mount, _parent: parent }),
-            other => {
-                println!(
-                    "SKIPPED disk_full: cannot mount a tmpfs here ({other:?}); run as root where mounting is permitted"
-                );
-                None
-            }
-        }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
-    }
-}
-
-/// Fills the file system, leaving about `leave_bytes` free.
-fn fill(dir: &Path, leave_bytes: u64) -> PathBuf {
-    let filler = dir.join("filler");
-    let stat = Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().expect("df");
-    let avail: u64 = String::from_utf8_lossy(&stat.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .expect("df output");
-    let size = avail.saturating_sub(leave_bytes);
-    let chunk = vec![0xabu8; 1 << 20];
-    let mut f = fs::File::create(&filler).expect("filler");
-    let mut written = 0u64;
-    while written < size {
-        let n = (size - written).min(chunk.len() as u64) as usize;
-        if std::io::Write::write_all(&mut f, &chunk[..n]).is_err() {
-            break;
-        }
-        written += n as u64;
-    }
-    filler
-}
-
 #[test]
 fn full_disk_refuses_writes_and_recovers_without_restart() {
-    let Some(small) = SmallFs::mount() else { return };
+    let Some(small) = SmallFs::mount(FS_SIZE_MIB) else { return };
     let data = small.mount.join("data");
     let mut node = Node::start(&data);
     let rt = runtime();
