@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use monotable_proto::{Command, ErrorCode, Reply, ViewStatus, WriteOp};
 
-use crate::catalog::{Backfill, MapperMeta, ReducerMeta};
+use crate::catalog::{MapperMeta, ReducerMeta};
 use crate::chunk_cell::ChunkCell;
 use crate::cluster::meta::{MetaCommand, MetaRange, MetaReply, MetaState, MetaView};
 use crate::cluster::Cluster;
@@ -368,27 +368,8 @@ impl Node {
                     .insert(target.clone(), (group_id, rider, term));
                 self.set_view_index(target, true)?;
                 let total = self.range_records(source_id);
-                let checkpoint = self.pin_consistent(source_id);
-                let cut = self.pin_consistent(target_id);
-                let meta = MapperMeta {
-                    name: name.to_owned(),
-                    source: source.clone(),
-                    source_id,
-                    target: target.clone(),
-                    target_id,
-                    function: f,
-                    checkpoint,
-                    backfill: Some(Backfill { cursor: None, done: 0, total, prune: true }),
-                    round_upto: None,
-                    cut,
-                };
-                if let Err(e) = self.catalog.put_mapper(&meta) {
-                    self.clock.unpin(checkpoint);
-                    self.clock.unpin(cut);
-                    return Err(e.into());
-                }
-                self.start_mapper(meta)?;
-                self.rewatch(source_id).await?;
+                let ranges = (source.clone(), source_id, target.clone(), target_id);
+                self.start_new_mapper(name, ranges, f, total, true).await?;
             }
             MetaView::Reducer { range, function } => {
                 let function = self.checked_reduce_function(function.clone()).await?;

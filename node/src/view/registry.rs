@@ -860,17 +860,35 @@ impl Node {
         let target_id = self.describe_range(target).await?.id;
         self.set_view_index(target, true)?;
         let total = source_info.chunks.iter().map(|c| c.records).sum();
-        let checkpoint = self.pin_consistent(source_info.id);
+        let ranges = (source.to_owned(), source_info.id, target.to_owned(), target_id);
+        self.start_new_mapper(name, ranges, f, total, false).await?;
+        tracing::info!(mapper = name, source, target, "created mapper");
+        Ok(())
+    }
+
+    /// Records and starts a new mapper from `source` (name, id) into
+    /// `target` (name, id) that backfills first (`total` source records
+    /// to map; `prune`: also delete target rows the source does not
+    /// produce), from a checkpoint pinned now.
+    pub(crate) async fn start_new_mapper(
+        self: &Arc<Self>,
+        name: &str,
+        (source, source_id, target, target_id): (String, u64, String, u64),
+        function: MapperFunction,
+        total: u64,
+        prune: bool,
+    ) -> NodeResult<()> {
+        let checkpoint = self.pin_consistent(source_id);
         let cut = self.pin_consistent(target_id);
         let meta = MapperMeta {
             name: name.to_owned(),
-            source: source.to_owned(),
-            source_id: source_info.id,
-            target: target.to_owned(),
+            source,
+            source_id,
+            target,
             target_id,
-            function: f,
+            function,
             checkpoint,
-            backfill: Some(Backfill { cursor: None, done: 0, total, prune: false }),
+            backfill: Some(Backfill { cursor: None, done: 0, total, prune }),
             round_upto: None,
             cut,
         };
@@ -880,8 +898,7 @@ impl Node {
             return Err(e.into());
         }
         self.start_mapper(meta)?;
-        self.rewatch(source_info.id).await?;
-        tracing::info!(mapper = name, source, target, "created mapper");
+        self.rewatch(source_id).await?;
         Ok(())
     }
 
