@@ -528,6 +528,9 @@ impl SettledRound<'_> {
                 for (_, ack) in batch {
                     let _ = ack.send(Err(cell.unavailable(&reason)));
                 }
+                if cell.is_raft_durable() {
+                    host.replica_closed(cell.id);
+                }
                 if poisons {
                     cell.poison(reason);
                 } else {

@@ -36,4 +36,8 @@ pub trait ChunkHost: Send + Sync + 'static {
     ) -> Result<(), CatalogError>;
     /// Starts the halves of a recorded split and routes requests to them.
     fn start_halves(&self, parent: u64, lower: Chunk, upper: Chunk, chunk_size_max_bytes: u64);
+    /// A replicated chunk closed after it lost applied writes (see
+    /// `ChunkCell::mark_raft_durable`): its replica should stop serving at
+    /// once. Called on the syncer's thread; must not block.
+    fn replica_closed(&self, _chunk: u64) {}
 }

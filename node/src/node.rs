@@ -668,6 +668,12 @@ impl ChunkHost for Node {
         self.catalog.split_chunk(parent, lower, upper)
     }
 
+    fn replica_closed(&self, chunk: u64) {
+        if let Ok(cluster) = self.cluster() {
+            cluster.stop_replica(chunk);
+        }
+    }
+
     fn start_halves(&self, parent: u64, lower: Chunk, upper: Chunk, chunk_size_max_bytes: u64) {
         let Some(node) = self.self_arc() else { return };
         let range_id = lower.meta.range_id;

@@ -778,6 +778,15 @@ impl Cluster {
         &self.replicas_wanted
     }
 
+    /// Shuts down (in the background) this node's replica of chunk `id`, so
+    /// that it stops serving at once and the others elect a leader; it stays
+    /// registered, and [`placement`] starts it again.
+    pub fn stop_replica(&self, id: GroupId) {
+        if let Some(group) = self.group(id) {
+            self.raft_handle.spawn(async move { group.shutdown().await });
+        }
+    }
+
     /// The groups of this node's chunk replicas.
     pub fn groups(&self) -> Vec<Group> {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()

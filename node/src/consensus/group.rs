@@ -397,10 +397,15 @@ impl Group {
     /// openraft waits for each log append's flush without watching for
     /// shutdown: this returns only once the log store has reported the
     /// append in progress, if any, flushed or failed.
-    /// Why this replica stopped on its own (a storage error, a command it
-    /// could not apply), or `None` while it runs (or was shut down).
+    /// Why this replica stopped (a storage error, a command it could not
+    /// apply, a [`Group::shutdown`]), or `None` while it runs.
     pub fn stopped(&self) -> Option<String> {
-        self.raft.metrics().borrow().running_state.as_ref().err().map(|fatal| fatal.to_string())
+        let m = self.raft.metrics().borrow().clone();
+        match m.running_state {
+            Err(fatal) => Some(fatal.to_string()),
+            Ok(()) if m.state == ServerState::Shutdown => Some("shut down".into()),
+            Ok(()) => None,
+        }
     }
 
     pub async fn shutdown(&self) {
