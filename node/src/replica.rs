@@ -9,6 +9,18 @@
 //! snapshot ([`crate::consensus::replica_store`]), and a restart applies
 //! again what came after.
 //!
+//! A split is a command too ([`ChunkCommand::Split`]): every replica splits
+//! its chunk at the same log index, keeps the lower half under this Raft
+//! group and makes the upper half the chunk of a new group, over the same
+//! replicas, which the node starts ([`crate::replicated`]). From then on
+//! the replica's bounds are the lower half's: a write with a key outside
+//! them is refused with [`ErrorCode::StaleChunkMap`] on every replica alike
+//! (it was routed by a chunk map from before the split). Applied again
+//! after a restart, the split finds the chunk split already and changes
+//! nothing; writes from before it with keys of the upper half are refused
+//! likewise, and lose nothing: the split's halves were made durable with
+//! everything applied before it.
+//!
 //! Commands are MessagePack [`ChunkCommand`]s; replies MessagePack
 //! `Result<CommitToken, ErrorInfo>`.
 
@@ -31,29 +43,66 @@ pub enum ChunkCommand {
     /// One atomic batch; every key inside the chunk, checked against the
     /// row limits before it was proposed.
     Write { ops: Vec<WriteOp> },
+    /// Splits the chunk at `at` (strictly inside it): the keys from `at`
+    /// on become chunk `right_id` (an id from the meta range, also its Raft
+    /// group's), held by the same replicas. Refused with `StaleChunkMap` if
+    /// `at` is not inside the chunk (the chunk changed since the proposer
+    /// looked); changes nothing if the chunk ends at `at` already (the
+    /// split applied again after a restart).
+    Split { at: Vec<u8>, right_id: u64 },
 }
 
 /// The reply to a [`ChunkCommand`].
 pub type ChunkReply = Result<CommitToken, ErrorInfo>;
 
-/// A snapshot: every live record of the chunk, in key order.
+/// A snapshot: every live record of the chunk, in key order, and the
+/// chunk's bounds (start, end) when it was taken.
 #[derive(Serialize, Deserialize)]
 struct ChunkSnapshot {
     records: Vec<Record>,
+    #[serde(default)]
+    bounds: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// The replica of one chunk on this node.
 pub struct ChunkReplica {
-    cell: Arc<ChunkCell>,
+    /// The chunk as it is now: replaced by the lower half at a split.
+    cell: Mutex<Arc<ChunkCell>>,
     host: Weak<dyn ChunkHost>,
     /// The last batch applied, whose durability [`Replica::flush`] waits
     /// for (a round makes every earlier batch of the chunk durable too).
     last: Mutex<Option<Applied>>,
+    /// Told the id of a split's upper half once it is this node's chunk
+    /// (also when a split applied again finds it split already).
+    on_split: Box<dyn Fn(u64) + Send + Sync>,
+}
+
+fn stale(message: String) -> ErrorInfo {
+    ErrorInfo { code: ErrorCode::StaleChunkMap, message }
 }
 
 impl ChunkReplica {
-    pub fn new(cell: Arc<ChunkCell>, host: Weak<dyn ChunkHost>) -> Self {
-        ChunkReplica { cell, host, last: Mutex::new(None) }
+    /// The replica of the chunk in `cell`; `on_split` hears of the upper
+    /// halves of its splits (see the field).
+    pub fn new(
+        cell: Arc<ChunkCell>,
+        host: Weak<dyn ChunkHost>,
+        on_split: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Self {
+        ChunkReplica { cell: Mutex::new(cell), host, last: Mutex::new(None), on_split }
+    }
+
+    /// The chunk's cell now.
+    pub fn cell(&self) -> Arc<ChunkCell> {
+        self.cell.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The chunk's bounds now (start inclusive, end exclusive, `None` the
+    /// end of the range), as this replica applied them.
+    ///
+    /// Errors: the chunk is unavailable or closed.
+    pub fn bounds(&self) -> Result<(Vec<u8>, Option<Vec<u8>>), NodeError> {
+        self.cell().with_chunk(|c| Ok((c.meta.start.clone(), c.meta.end.clone())))
     }
 
     fn host(&self) -> Result<Arc<dyn ChunkHost>, ErrorInfo> {
@@ -62,10 +111,49 @@ impl ChunkReplica {
 
     fn write(&self, ops: &[WriteOp]) -> ChunkReply {
         let host = self.host()?;
-        let applied = self.cell.apply(host.as_ref(), ops).map_err(|e| e.to_info())?;
-        let token = CommitToken { chunk: self.cell.id, seq: applied.seq() };
+        let cell = self.cell();
+        let applied = cell.apply(host.as_ref(), ops).map_err(|e| match e {
+            NodeError::Moved => stale(format!(
+                "chunk {}: a key of the batch is outside the chunk; route again",
+                cell.id
+            )),
+            e => e.to_info(),
+        })?;
+        let token = CommitToken { chunk: cell.id, seq: applied.seq() };
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied);
         Ok(token)
+    }
+
+    fn split(&self, at: &[u8], right_id: u64) -> ChunkReply {
+        let cell = self.cell();
+        let (start, end) = self.bounds().map_err(|e| e.to_info())?;
+        if end.as_deref() == Some(at) {
+            // Applied before a restart (the chunk's log replays from its
+            // last durable mark).
+            (self.on_split)(right_id);
+            return Ok(CommitToken { chunk: cell.id, seq: 0 });
+        }
+        if at <= start.as_slice() || end.as_deref().is_some_and(|e| at >= e) {
+            return Err(stale(format!("chunk {}: the split key is outside the chunk", cell.id)));
+        }
+        let host = self.host()?;
+        match crate::chunk_actor::split_now(&host, &cell, at, right_id) {
+            Ok((lower, _upper)) => {
+                let token = CommitToken { chunk: lower.id, seq: 0 };
+                *self.cell.lock().unwrap_or_else(|p| p.into_inner()) = lower;
+                (self.on_split)(right_id);
+                Ok(token)
+            }
+            Err(e) => {
+                // Every other replica split here: this one must not take
+                // another write (nor mark its log applied) until a restart
+                // applies the split again.
+                let reason = format!("a split of this replicated chunk failed ({e}); restart the node");
+                tracing::error!(chunk = cell.id, error = %e, "replicated split failed");
+                cell.poison(reason);
+                Err(e.to_info())
+            }
+        }
     }
 }
 
@@ -89,6 +177,7 @@ impl Replica for ChunkReplica {
     fn apply(&self, _index: u64, command: &[u8]) -> Vec<u8> {
         let reply = match rmp_serde::from_slice::<ChunkCommand>(command) {
             Ok(ChunkCommand::Write { ops }) => self.write(&ops),
+            Ok(ChunkCommand::Split { at, right_id }) => self.split(&at, right_id),
             Err(e) => Err(ErrorInfo {
                 code: ErrorCode::BadRequest,
                 message: format!("undecodable chunk command: {e}"),
@@ -99,7 +188,12 @@ impl Replica for ChunkReplica {
 
     fn flush(&self) -> BoxedFuture<Result<(), String>> {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let poisoned = self.cell().poisoned();
         Box::pin(async move {
+            if let Some(reason) = poisoned {
+                // Never marked durable past what this replica failed to do.
+                return Err(reason);
+            }
             match last {
                 Some(applied) => applied.durable().await.map(|_| ()).map_err(|e| e.to_string()),
                 None => Ok(()),
@@ -108,24 +202,39 @@ impl Replica for ChunkReplica {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        let records = self
-            .cell
+        let (records, bounds) = self
+            .cell()
             .with_chunk(|c| {
                 let all = (Bound::Unbounded, Bound::Unbounded);
-                Ok(c.scan(all, ReadAt::Applied, false, usize::MAX, usize::MAX)?.records)
+                let records = c.scan(all, ReadAt::Applied, false, usize::MAX, usize::MAX)?.records;
+                Ok((records, (c.meta.start.clone(), c.meta.end.clone())))
             })
             .map_err(|e| e.to_string())?;
-        rmp_serde::to_vec(&ChunkSnapshot { records }).map_err(|e| e.to_string())
+        rmp_serde::to_vec(&ChunkSnapshot { records, bounds: Some(bounds) })
+            .map_err(|e| e.to_string())
     }
 
     fn restore(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<(), String>> {
         let snapshot: Result<ChunkSnapshot, String> =
             rmp_serde::from_slice(&snapshot).map_err(|e| format!("undecodable snapshot: {e}"));
+        let cell = self.cell();
         let ops = snapshot.and_then(|s| {
+            let here = self.bounds().map_err(|e| e.to_string())?;
+            if let Some(there) = &s.bounds {
+                if *there != here {
+                    // The leader's chunk split after this replica last
+                    // applied: the upper half's state at the split is not
+                    // in this snapshot, so this replica cannot rebuild it.
+                    return Err(format!(
+                        "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it \
+                         missed a split of the chunk and cannot take a snapshot over it",
+                        cell.id, there.0, there.1, here.0, here.1
+                    ));
+                }
+            }
             let keep: std::collections::BTreeSet<&[u8]> =
                 s.records.iter().map(|r| r.key.as_ref()).collect();
-            let gone = self
-                .cell
+            let gone = cell
                 .with_chunk(|c| {
                     let all = (Bound::Unbounded, Bound::Unbounded);
                     Ok(c.scan(all, ReadAt::Applied, false, usize::MAX, usize::MAX)?.records)
@@ -144,7 +253,7 @@ impl Replica for ChunkReplica {
                 return Ok(None);
             }
             let host = self.host().map_err(|e| e.message)?;
-            self.cell.apply(host.as_ref(), &ops).map(Some).map_err(|e| e.to_string())
+            cell.apply(host.as_ref(), &ops).map(Some).map_err(|e| e.to_string())
         });
         Box::pin(async move {
             match result? {

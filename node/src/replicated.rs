@@ -21,10 +21,15 @@
 //! Not yet: splits of replicated chunks (a replicated range is one chunk),
 //! reads at a snapshot, views, sinks and bridge jobs on replicated ranges.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monotable_proto::{ChunkInfo, Command, ErrorCode, RangeOptions, Reply, WriteOp};
+use monotable_proto::limits::SCAN_REPLY_SIZE_MAX_BYTES;
+use monotable_proto::{
+    ChunkInfo, Command, CommitToken, ErrorCode, RangeOptions, Reply, ScanReply, ScanRequest,
+    WriteOp,
+};
 
 use crate::cluster::meta::{MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
 use crate::cluster::Cluster;
@@ -34,6 +39,8 @@ use crate::consensus::{ConsensusError, Group, GroupConfig, NodeId};
 use crate::error::{NodeError, NodeResult};
 use crate::node::{check_op, Node};
 use crate::replica::{decode_reply, encode_command, ChunkCommand, ChunkReplica};
+use crate::router::Route;
+use crate::storage::chunk::ChunkMeta;
 
 /// Names of the Redis endpoint's databases start with this: they are
 /// ordinary ranges of the node a Redis client talks to, never replicated.
@@ -45,6 +52,10 @@ pub const REPLICAS_DEFAULT: u32 = 3;
 /// A replicated chunk builds a snapshot (marks its chunk durable and
 /// purges its Raft log) every this many entries.
 const CHUNK_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+
+/// How often a node checks that the meta range records every split of
+/// the chunks it leads.
+const REPAIR_EVERY_MS: u64 = 1_000;
 
 /// How long a request waits for a replica to appear or a leader to be
 /// elected before failing with `ClusterUnavailable`.
@@ -167,36 +178,15 @@ impl Node {
         if let Command::DropRange { .. } = command {
             return self.drop_replicated(cluster, name).await;
         }
-        if let Command::SplitChunk { .. } = command {
-            return Err(NodeError::client(
-                ErrorCode::BadRequest,
-                format!("range {name:?} is replicated: its chunk does not split yet"),
-            ));
-        }
         if !range.replicas.contains(&me) {
             return self.forward_to_replica(cluster, range, command.clone()).await;
         }
-        let chunk = range.chunks[0].id;
-        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
-        let group = loop {
-            // The replica appears once this node has applied the meta
-            // range's record of it.
-            if let Some(g) = cluster.group(chunk) {
-                break g;
-            }
-            if Instant::now() > deadline {
-                return Err(unavailable(format!(
-                    "this node's replica of range {name:?} is not running"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
         match command {
             Command::DescribeRange { .. } | Command::CompactRange { .. } => {
-                // This replica's own state.
+                // This replica's own state, once it has the range.
+                self.wait_local_range(name, range.id).await?;
                 Box::pin(self.execute_local(command.clone())).await
             }
-            Command::Write { ops, .. } => self.write_replicated(&group, me, ops, command).await,
             Command::Get { snapshot: Some(_), .. }
             | Command::MultiGet { snapshot: Some(_), .. } => Err(NodeError::client(
                 ErrorCode::BadRequest,
@@ -207,17 +197,332 @@ impl Node {
                 "reads at a snapshot are not supported on replicated ranges yet",
             )),
             _ => {
-                // A linearizable read: Raft's read index on the leader,
-                // then what the leader applied (all of it committed).
-                match self
-                    .on_leader(&group, me, command, |g| async move { g.read_barrier().await })
-                    .await?
-                {
-                    Some(reply) => Ok(reply),
-                    None => self.read_applied(command.clone()).await,
+                let mut attempt = 0u32;
+                let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+                loop {
+                    // The chunk map as this node's meta replica has it now.
+                    let range = self.replicated_range(cluster, name).ok_or_else(|| {
+                        NodeError::client(
+                            ErrorCode::RangeNotFound,
+                            format!("range {name:?} does not exist (it was dropped)"),
+                        )
+                    })?;
+                    let result = match command {
+                        Command::Write { ops, atomic, .. } => {
+                            self.write_chunks(cluster, me, name, &range, ops, *atomic).await
+                        }
+                        Command::SplitChunk { key, .. } => {
+                            self.split_command(cluster, me, name, &range, key, command).await
+                        }
+                        Command::Get { key, .. } => {
+                            let chunk = range.chunk_for(key);
+                            let span = (key.to_vec(), Some(key_after(key)));
+                            self.read_chunk(cluster, me, chunk.id, span, command.clone()).await
+                        }
+                        Command::MultiGet { keys, .. } => {
+                            self.multi_get_chunks(cluster, me, name, &range, keys).await
+                        }
+                        Command::Scan(req) => self.scan_chunks(cluster, me, &range, req).await,
+                        other => {
+                            Err(NodeError::Internal(format!("not a replicated request: {other:?}")))
+                        }
+                    };
+                    match result {
+                        // Routed by a chunk map from before a split: this
+                        // node's meta replica learns the new one shortly.
+                        Err(e)
+                            if e.to_info().code == ErrorCode::StaleChunkMap
+                                && Instant::now() < deadline =>
+                        {
+                            attempt += 1;
+                            let ms = (10u64 << attempt.min(4)).min(200);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        other => return other,
+                    }
                 }
             }
         }
+    }
+
+    /// Waits until this node holds its replica of range `name` (id `id`).
+    async fn wait_local_range(&self, name: &str, id: u64) -> NodeResult<()> {
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        while self.router_read().range(name).is_none_or(|r| r.meta.id != id) {
+            if Instant::now() > deadline {
+                return Err(unavailable(format!(
+                    "this node's replica of range {name:?} is not running"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// This node's replica of chunk `chunk`, once it runs (it appears once
+    /// this node applied the meta range's record of the range, or the
+    /// split that made the chunk).
+    async fn wait_group(&self, cluster: &Cluster, chunk: u64) -> NodeResult<(Group, Arc<ChunkReplica>)> {
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        loop {
+            if let (Some(g), Some(r)) = (cluster.group(chunk), self.replicated.replica(chunk)) {
+                return Ok((g, r));
+            }
+            if Instant::now() > deadline {
+                return Err(unavailable(format!("this node's replica of chunk {chunk} is not running")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes `ops` chunk by chunk (each chunk's part atomic), by the chunk
+    /// map `range`; parts refused as routed by a stale map are written
+    /// again by a fresher one, the rest are not.
+    async fn write_chunks(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        name: &str,
+        range: &MetaRange,
+        ops: &[WriteOp],
+        atomic: bool,
+    ) -> NodeResult<Reply> {
+        // Refused whole before anything is proposed, as on a local range.
+        ops.iter().try_for_each(check_op)?;
+        let mut parts: Vec<(u64, Vec<WriteOp>)> = Vec::new();
+        for op in ops {
+            let id = range.chunk_for(op.key()).id;
+            match parts.iter_mut().find(|(c, _)| *c == id) {
+                Some((_, v)) => v.push(op.clone()),
+                None => parts.push((id, vec![op.clone()])),
+            }
+        }
+        if atomic && parts.len() > 1 {
+            return Err(NodeError::client(
+                ErrorCode::CrossChunkBatch,
+                format!("an atomic batch must fall in one chunk; this one spans {}", parts.len()),
+            ));
+        }
+        let mut tokens = Vec::new();
+        for (chunk, part) in parts {
+            let (group, _) = self.wait_group(cluster, chunk).await?;
+            let sub = Command::Write { range: name.to_owned(), ops: part.clone(), atomic: true };
+            let proposal = encode_command(&ChunkCommand::Write { ops: part });
+            match self.propose_on_leader(&group, me, &sub, proposal).await? {
+                Proposed::Forwarded(Reply::Written(t)) => tokens.extend(t),
+                Proposed::Forwarded(other) => {
+                    return Err(NodeError::Internal(format!("unexpected reply {other:?}")))
+                }
+                Proposed::Here(token) => tokens.push(token),
+            }
+        }
+        tokens.sort();
+        Ok(Reply::Written(tokens))
+    }
+
+    /// Proposes `proposal` to `group` on its leader, or sends `command`
+    /// (the same change as a request) to the leader.
+    async fn propose_on_leader(
+        &self,
+        group: &Group,
+        me: NodeId,
+        command: &Command,
+        proposal: Vec<u8>,
+    ) -> NodeResult<Proposed> {
+        let reply = std::sync::Mutex::new(None);
+        let forwarded = self
+            .on_leader(group, me, command, |g| {
+                let (proposal, reply) = (proposal.clone(), &reply);
+                async move {
+                    let bytes = g.propose(proposal).await?;
+                    *reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+                    Ok(())
+                }
+            })
+            .await?;
+        if let Some(r) = forwarded {
+            return Ok(Proposed::Forwarded(r));
+        }
+        let bytes = reply.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
+        match decode_reply(&bytes) {
+            Ok(token) => Ok(Proposed::Here(token)),
+            Err(info) => Err(NodeError::client(info.code, info.message)),
+        }
+    }
+
+    /// Reads `command` (its keys within `span`: start inclusive, end
+    /// exclusive or `None` for the end of the range) from chunk `chunk` on
+    /// its leader, after Raft's read index there; `StaleChunkMap` if the
+    /// chunk no longer holds the whole span.
+    async fn read_chunk(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        chunk: u64,
+        span: (Vec<u8>, Option<Vec<u8>>),
+        command: Command,
+    ) -> NodeResult<Reply> {
+        let (group, replica) = self.wait_group(cluster, chunk).await?;
+        // A linearizable read: Raft's read index on the leader, then what
+        // the leader applied (all of it committed).
+        if let Some(reply) = self
+            .on_leader(&group, me, &command, |g| async move { g.read_barrier().await })
+            .await?
+        {
+            return Ok(reply);
+        }
+        let (start, end) = replica.bounds()?;
+        let inside = span.0 >= start
+            && match (&end, &span.1) {
+                (None, _) => true,
+                (Some(e), Some(s)) => s <= e,
+                (Some(_), None) => false,
+            };
+        if !inside {
+            return Err(NodeError::client(
+                ErrorCode::StaleChunkMap,
+                format!("chunk {chunk} no longer holds every key asked for"),
+            ));
+        }
+        self.read_applied(command).await
+    }
+
+    async fn multi_get_chunks(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        name: &str,
+        range: &MetaRange,
+        keys: &[monotable_proto::Bytes],
+    ) -> NodeResult<Reply> {
+        let mut parts: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let id = range.chunk_for(key).id;
+            match parts.iter_mut().find(|(c, _)| *c == id) {
+                Some((_, v)) => v.push(i),
+                None => parts.push((id, vec![i])),
+            }
+        }
+        let mut values = vec![None; keys.len()];
+        for (chunk, at) in parts {
+            let part: Vec<_> = at.iter().map(|i| keys[*i].clone()).collect();
+            let first = part.iter().min().map(|k| k.to_vec()).unwrap_or_default();
+            let last = part.iter().max().map(|k| key_after(k));
+            let sub = Command::MultiGet { range: name.to_owned(), keys: part, snapshot: None };
+            match self.read_chunk(cluster, me, chunk, (first, last), sub).await? {
+                Reply::Values(v) if v.len() == at.len() => {
+                    for (i, v) in at.into_iter().zip(v) {
+                        values[i] = v;
+                    }
+                }
+                other => return Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
+            }
+        }
+        Ok(Reply::Values(values))
+    }
+
+    /// A scan walking the chunks in key order (descending for a reverse
+    /// scan), each read on its leader, until the limit or the reply size
+    /// is reached (then `resume` is where the next chunk starts).
+    async fn scan_chunks(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        range: &MetaRange,
+        req: &ScanRequest,
+    ) -> NodeResult<Reply> {
+        let (start, end) = crate::scan::bounds_of(req)?;
+        let limit = crate::node::scan_limit(req.limit);
+        let (mut records, mut bytes) = (Vec::new(), 0usize);
+        let done = |records: Vec<_>, resume: Option<Vec<u8>>| {
+            Ok(Reply::Scan(ScanReply { records, resume: resume.map(Into::into), snapshot: None }))
+        };
+        if matches!((&start, &end), (Some(s), Some(e)) if s >= e) {
+            return done(records, None);
+        }
+        let mut lower = start.clone().unwrap_or_default();
+        let mut upper = end.clone();
+        loop {
+            let chunk = if req.reverse {
+                match &upper {
+                    Some(u) => {
+                        let i = range.chunks.partition_point(|c| c.start.as_slice() < u.as_slice());
+                        &range.chunks[i.saturating_sub(1)]
+                    }
+                    None => range.chunks.last().ok_or_else(|| NodeError::Internal("no chunks".into()))?,
+                }
+            } else {
+                range.chunk_for(&lower)
+            };
+            let sub_start = lower.clone().max(chunk.start.clone());
+            let sub_end = match (&upper, &chunk.end) {
+                (Some(u), Some(e)) => Some(u.clone().min(e.clone())),
+                (Some(u), None) => Some(u.clone()),
+                (None, e) => e.clone(),
+            };
+            let sub = ScanRequest {
+                range: req.range.clone(),
+                start: Some(sub_start.clone().into()),
+                end: sub_end.clone().map(Into::into),
+                prefix: None,
+                limit: (limit - records.len()) as u32,
+                reverse: req.reverse,
+                snapshot: None,
+            };
+            let reply = self
+                .read_chunk(cluster, me, chunk.id, (sub_start, sub_end), Command::Scan(sub))
+                .await?;
+            let Reply::Scan(part) = reply else {
+                return Err(NodeError::Internal(format!("unexpected reply {reply:?}")));
+            };
+            bytes += part.records.iter().map(|r| r.key.len() + r.value.len()).sum::<usize>();
+            records.extend(part.records);
+            if part.resume.is_some() {
+                return done(records, part.resume.map(|b| b.to_vec()));
+            }
+            // The next chunk in the scan's direction, if the scan reaches it.
+            let next = if req.reverse {
+                (!chunk.start.is_empty() && start.as_ref().is_none_or(|s| s < &chunk.start))
+                    .then(|| chunk.start.clone())
+            } else {
+                chunk.end.clone().filter(|e| end.as_ref().is_none_or(|x| e < x))
+            };
+            let Some(next) = next else { return done(records, None) };
+            if records.len() >= limit || bytes >= SCAN_REPLY_SIZE_MAX_BYTES {
+                return done(records, Some(next));
+            }
+            if req.reverse {
+                upper = Some(next);
+            } else {
+                lower = next;
+            }
+        }
+    }
+
+    /// `SplitChunk` on a replicated range: the chunk holding `key` splits
+    /// there, decided on its leader (forwarded there).
+    async fn split_command(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        me: NodeId,
+        name: &str,
+        range: &MetaRange,
+        key: &[u8],
+        command: &Command,
+    ) -> NodeResult<Reply> {
+        crate::node::check_key(key)?;
+        let chunk = range.chunk_for(key);
+        if chunk.start.as_slice() == key {
+            return Ok(Reply::Ok);
+        }
+        let (group, _) = self.wait_group(cluster, chunk.id).await?;
+        if let Some(reply) = self
+            .on_leader(&group, me, command, |g| async move { g.read_barrier().await })
+            .await?
+        {
+            return Ok(reply);
+        }
+        self.propose_split(cluster, name, chunk.id, key.to_vec()).await
     }
 
     /// Runs `f` on this node's replica if it leads the group; else forwards
@@ -264,34 +569,118 @@ impl Node {
         }
     }
 
-    async fn write_replicated(
-        &self,
-        group: &Group,
-        me: NodeId,
-        ops: &[WriteOp],
-        command: &Command,
+    /// Splits chunk `chunk` of range `name` at `at`, on the chunk's leader
+    /// (this node): an id for the upper half from the meta range, the
+    /// split through the chunk's Raft group, then its record in the meta
+    /// range. Refused (`StaleChunkMap`) while the meta range's record of
+    /// the chunk is not what this replica applied: a split waits for the
+    /// record of the one before it ([`Node::repair_chunk_map`]).
+    async fn propose_split(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        name: &str,
+        chunk: u64,
+        at: Vec<u8>,
     ) -> NodeResult<Reply> {
-        // Refused whole before anything is proposed, as on a local range.
-        ops.iter().try_for_each(check_op)?;
-        let proposal = encode_command(&ChunkCommand::Write { ops: ops.to_vec() });
-        let reply = std::sync::Mutex::new(None);
-        let forwarded = self
-            .on_leader(group, me, command, |g| {
-                let (proposal, reply) = (proposal.clone(), &reply);
-                async move {
-                    let bytes = g.propose(proposal).await?;
-                    *reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
-                    Ok(())
-                }
-            })
-            .await?;
-        if let Some(r) = forwarded {
-            return Ok(r);
+        let Some(_splitting) = self.replicated.begin_split(chunk) else {
+            return Err(NodeError::client(ErrorCode::Busy, format!("chunk {chunk} is splitting")));
+        };
+        let (group, replica) = self.wait_group(cluster, chunk).await?;
+        let range = self
+            .replicated_range(cluster, name)
+            .ok_or_else(|| NodeError::client(ErrorCode::RangeNotFound, format!("range {name:?} does not exist")))?;
+        let recorded = range.chunks.iter().find(|c| c.id == chunk).cloned();
+        let bounds = replica.bounds()?;
+        let Some(recorded) = recorded.filter(|c| (c.start.clone(), c.end.clone()) == bounds) else {
+            return Err(NodeError::client(
+                ErrorCode::StaleChunkMap,
+                format!("the meta range's record of chunk {chunk} is behind its replica"),
+            ));
+        };
+        if !recorded.contains(&at) || at == recorded.start {
+            return Ok(Reply::Ok);
         }
-        let bytes = reply.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
-        match decode_reply(&bytes) {
-            Ok(token) => Ok(Reply::Written(vec![token])),
-            Err(info) => Err(NodeError::client(info.code, info.message)),
+        let right = match cluster.propose_meta(MetaCommand::NewChunkId).await? {
+            MetaReply::Id(id) => id,
+            other => return Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
+        };
+        let proposal = encode_command(&ChunkCommand::Split { at: at.clone(), right_id: right });
+        let bytes = group.propose(proposal).await.map_err(|e| match e {
+            e @ (ConsensusError::NotLeader { .. } | ConsensusError::Timeout(_)) => {
+                unavailable(format!("chunk {chunk}: {e}"))
+            }
+            e => NodeError::Internal(format!("chunk {chunk}: {e}")),
+        })?;
+        decode_reply(&bytes).map_err(|info| NodeError::client(info.code, info.message))?;
+        tracing::info!(range = name, chunk, right, at = ?String::from_utf8_lossy(&at), "replicated chunk split");
+        let generation = recorded.generation + 1;
+        let record = MetaCommand::SplitChunk { range: name.to_owned(), chunk, at, right, generation };
+        match cluster.propose_meta(record).await? {
+            MetaReply::Ok => {}
+            // Dropped meanwhile, or recorded by a later split's repair.
+            other => tracing::warn!(range = name, chunk, reply = ?other, "split not recorded"),
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// Called from a replicated chunk's actor while the chunk is over its
+    /// size limit: if this node leads the chunk's Raft group, the chunk
+    /// splits at `key` (in a task of its own).
+    pub(crate) fn split_wanted(self: &Arc<Self>, chunk: &ChunkMeta, key: Vec<u8>) {
+        let Ok(cluster) = self.cluster() else { return };
+        let cluster = cluster.clone();
+        let Some(name) = self.router_read().range_by_id(chunk.range_id).map(|r| r.meta.name.clone())
+        else {
+            return;
+        };
+        let Some(group) = self.replicated.group_of(chunk.id) else { return };
+        let me = cluster.node_id();
+        if me.is_none() || cluster.group(group).and_then(|g| g.status().leader) != me {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            match node.propose_split(&cluster, &name, group, key).await {
+                Ok(_) => {}
+                Err(e) => tracing::debug!(range = name, chunk = group, error = %e, "split not made"),
+            }
+        });
+    }
+
+    /// Records in the meta range the splits that the chunks this node
+    /// leads applied but the meta range does not name (the leader that
+    /// split them stopped before it recorded them): a chunk whose replica
+    /// ends before its record does, with the upper half's chunk (its id is
+    /// its Raft group's, unsplit since: a chunk splits only once its record
+    /// is current) starting there.
+    async fn repair_chunk_map(&self, cluster: &Cluster) {
+        let Some(me) = cluster.node_id() else { return };
+        for (chunk, name, replica) in self.replicated.all() {
+            if cluster.group(chunk).and_then(|g| g.status().leader) != Some(me) {
+                continue;
+            }
+            let Ok((_, Some(at))) = replica.bounds() else { continue };
+            let Some(recorded) = self
+                .replicated_range(cluster, &name)
+                .and_then(|r| r.chunks.iter().find(|c| c.id == chunk).cloned())
+            else {
+                continue;
+            };
+            if recorded.end.as_deref() == Some(at.as_slice()) || !recorded.contains(&at) {
+                continue;
+            }
+            let right = self
+                .router_read()
+                .range(&name)
+                .and_then(|r| r.chunks.get(&at).map(|c| c.id))
+                .filter(|id| is_replicated(*id));
+            let Some(right) = right else { continue };
+            let generation = recorded.generation + 1;
+            tracing::info!(range = name, chunk, right, "recording a split the meta range missed");
+            let record = MetaCommand::SplitChunk { range: name.clone(), chunk, at, right, generation };
+            if let Err(e) = cluster.propose_meta(record).await {
+                tracing::debug!(range = name, chunk, error = %e, "split not recorded yet");
+            }
         }
     }
 
@@ -445,19 +834,19 @@ impl Node {
 
     /// Fills in who holds and leads each chunk of range `name` (id
     /// `range_id`): this node for an ordinary range; the meta range's
-    /// replicas and the Raft leader for a replicated one.
+    /// replicas and the Raft leader for a replicated one, whose chunks are
+    /// named by their Raft groups' ids.
     pub(crate) fn fill_replicas(&self, name: &str, range_id: u64, chunks: &mut [ChunkInfo]) {
         let Ok(cluster) = self.cluster() else { return };
         let me = cluster.node_id().unwrap_or(0);
-        let replicas = if is_replicated(range_id) {
-            cluster.with_meta(|m| m.ranges.get(name).map(|r| r.replicas.clone())).flatten()
-        } else {
-            None
-        };
+        let range = if is_replicated(range_id) { self.replicated_range(cluster, name) } else { None };
         for c in chunks {
-            match &replicas {
+            match &range {
                 Some(r) => {
-                    c.replicas = r.clone();
+                    c.replicas = r.replicas.clone();
+                    if let Some(group) = self.replicated.group_of(c.id) {
+                        c.id = group;
+                    }
                     c.leader = cluster.group(c.id).and_then(|g| g.status().leader);
                 }
                 None => {
@@ -469,7 +858,9 @@ impl Node {
     }
 
     /// Follows the meta range: creates, starts and drops this node's
-    /// replicas as it says, now and after every change.
+    /// replicas as it says, now, after every change and every split of a
+    /// chunk here; and once a second records the splits it missed
+    /// ([`Node::repair_chunk_map`]).
     pub fn follow_meta(self: &Arc<Self>, cluster: Arc<Cluster>) {
         let node = self.clone();
         tokio::spawn(async move {
@@ -483,6 +874,7 @@ impl Node {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
+            let kick = node.replicated.kick.clone();
             loop {
                 if node.is_shutting_down() {
                     return;
@@ -492,8 +884,11 @@ impl Node {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
-                if changes.changed().await.is_err() {
-                    return;
+                node.repair_chunk_map(&cluster).await;
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = kick.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(REPAIR_EVERY_MS)) => {}
                 }
             }
         });
@@ -507,50 +902,52 @@ impl Node {
             if !range.replicas.contains(&me) {
                 continue;
             }
-            let chunk = &range.chunks[0];
-            let route = {
+            // The range's first chunk: its id never changes (a split's
+            // lower half keeps its chunk's id and Raft group).
+            let first = range.id + 1;
+            let routes: Vec<Route> = {
                 let router = self.router_read();
-                router.range(name).and_then(|r| r.chunks.values().next().cloned())
-            };
-            let route = match route {
-                Some(r) => r,
-                None => {
-                    let _creating = self.creating_range.lock().unwrap_or_else(|p| p.into_inner());
-                    if self.router_read().range(name).is_some() {
-                        continue;
-                    }
-                    self.create_range_with_ids(name, range.options, range.id, chunk.id)?
+                match router.range(name) {
+                    Some(r) => r.chunks.values().cloned().collect(),
+                    None => Vec::new(),
                 }
             };
-            if cluster.group(chunk.id).is_some() {
-                continue;
-            }
-            let dir = self.config.data_dir.join("raft").join(format!("{:016x}", chunk.id));
-            let start = |e: String| NodeError::Internal(format!("raft group {}: {e}", chunk.id));
-            let log = LogStore::open(&dir.join("log"), cluster.sync_point())
-                .map_err(|e| start(e.to_string()))?;
-            let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
-            let replica = Arc::new(ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host)));
-            let store = ReplicaStore::open(&dir.join("state"), replica)
-                .map_err(|e| start(e.to_string()))?;
-            let config = GroupConfig {
-                group: chunk.id,
-                node: me,
-                timing: cluster.timing(),
-                snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
+            let routes = if routes.is_empty() {
+                let _creating = self.creating_range.lock().unwrap_or_else(|p| p.into_inner());
+                if self.router_read().range(name).is_some() {
+                    continue;
+                }
+                // A replica starts as the first chunk; the splits since
+                // come from its Raft log.
+                vec![self.create_range_with_ids(name, range.options, range.id, first)?]
+            } else {
+                routes
             };
-            let group =
-                cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
-            if range.replicas.first() == Some(&me) {
+            for route in routes {
+                // A chunk with an id of the meta range's is its Raft
+                // group's; one with an id of this node's is a split's
+                // lower half, the group that starts there.
+                let group = if is_replicated(route.id) {
+                    Some(route.id)
+                } else {
+                    range.chunks.iter().find(|c| c.start == route.start).map(|c| c.id)
+                };
+                let Some(group) = group else { continue };
+                if cluster.group(group).is_some() {
+                    continue;
+                }
+                // Every replica of a split's upper half starts its group
+                // with the same voters; a range's first chunk is started
+                // by its first replica.
+                let initialize = group != first || range.replicas.first() == Some(&me);
                 let voters = range
                     .replicas
                     .iter()
                     .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
                     .collect();
-                group.initialize(voters).await.map_err(|e| start(e.to_string()))?;
+                self.start_replica(cluster, me, name, group, &route, initialize.then_some(voters))
+                    .await?;
             }
-            cluster.add_group(group);
-            tracing::info!(range = name, chunk = chunk.id, "replica running");
         }
         // Replicas of ranges the meta range dropped.
         let gone: Vec<String> = self
@@ -560,19 +957,146 @@ impl Node {
             .map(|r| r.meta.name.clone())
             .collect();
         for name in gone {
-            let chunks: Vec<u64> =
+            let mut groups: Vec<u64> =
                 self.range_route(&name, |r| r.chunks.values().map(|c| c.id).collect())?;
-            for id in chunks {
+            groups.extend(self.replicated.remove_range(&name));
+            groups.sort_unstable();
+            groups.dedup();
+            for id in groups {
                 if let Some(g) = cluster.remove_group(id) {
                     g.shutdown().await;
                 }
                 let dir = self.config.data_dir.join("raft").join(format!("{id:016x}"));
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
+                if dir.exists() {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
+                    }
                 }
             }
             self.drop_range_unchecked(&name).await?;
         }
         Ok(())
     }
+
+    /// Starts this node's replica of chunk (and Raft group) `group` of
+    /// range `name` over the chunk at `route`; `voters` initializes the
+    /// group (a group that ran before keeps its own).
+    async fn start_replica(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        me: NodeId,
+        name: &str,
+        group: u64,
+        route: &Route,
+        voters: Option<std::collections::BTreeMap<NodeId, String>>,
+    ) -> NodeResult<()> {
+        let dir = self.config.data_dir.join("raft").join(format!("{group:016x}"));
+        let start = |e: String| NodeError::Internal(format!("raft group {group}: {e}"));
+        let log = LogStore::open(&dir.join("log"), cluster.sync_point())
+            .map_err(|e| start(e.to_string()))?;
+        let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
+        let kick = self.replicated.kick.clone();
+        let on_split = Box::new(move |_right: u64| kick.notify_one());
+        let replica =
+            Arc::new(ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host), on_split));
+        let store = ReplicaStore::open(&dir.join("state"), replica.clone())
+            .map_err(|e| start(e.to_string()))?;
+        let config = GroupConfig {
+            group,
+            node: me,
+            timing: cluster.timing(),
+            snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
+        };
+        // Registered before the group runs: its log may split the chunk
+        // as soon as it applies.
+        self.replicated.insert(group, name, replica);
+        let g = cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
+        if let Some(voters) = voters {
+            g.initialize(voters).await.map_err(|e| start(e.to_string()))?;
+        }
+        cluster.add_group(g);
+        tracing::info!(range = name, chunk = group, "replica running");
+        Ok(())
+    }
+}
+
+/// A split's proposal in flight on this node; ends when dropped.
+struct Splitting<'a> {
+    replicas: &'a Replicas,
+    chunk: u64,
+}
+
+impl Drop for Splitting<'_> {
+    fn drop(&mut self) {
+        self.replicas.lock_splitting().remove(&self.chunk);
+    }
+}
+
+/// The replicated chunks this node holds, by their Raft groups' ids.
+#[derive(Default)]
+pub struct Replicas {
+    replicas: std::sync::Mutex<HashMap<u64, (String, Arc<ChunkReplica>)>>,
+    /// Chunks whose split this node is proposing now.
+    splitting: std::sync::Mutex<HashSet<u64>>,
+    /// Woken when a chunk here split (its upper half's group is to start).
+    kick: Arc<tokio::sync::Notify>,
+}
+
+impl Replicas {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<ChunkReplica>)>> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_splitting(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.splitting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, group: u64, range: &str, replica: Arc<ChunkReplica>) {
+        self.lock().insert(group, (range.to_owned(), replica));
+    }
+
+    /// The replica of chunk `group`.
+    pub fn replica(&self, group: u64) -> Option<Arc<ChunkReplica>> {
+        self.lock().get(&group).map(|(_, r)| r.clone())
+    }
+
+    /// The Raft group whose replica is this node's chunk `chunk` (an id of
+    /// the node's catalog).
+    pub fn group_of(&self, chunk: u64) -> Option<u64> {
+        self.lock().iter().find(|(_, (_, r))| r.cell().id == chunk).map(|(g, _)| *g)
+    }
+
+    fn all(&self) -> Vec<(u64, String, Arc<ChunkReplica>)> {
+        self.lock().iter().map(|(g, (n, r))| (*g, n.clone(), r.clone())).collect()
+    }
+
+    /// Forgets the replicas of range `name`; returns their groups.
+    fn remove_range(&self, name: &str) -> Vec<u64> {
+        let mut replicas = self.lock();
+        let groups: Vec<u64> =
+            replicas.iter().filter(|(_, (n, _))| n == name).map(|(g, _)| *g).collect();
+        for g in &groups {
+            replicas.remove(g);
+        }
+        groups
+    }
+
+    /// Marks a split of `chunk` in flight, unless one is already.
+    fn begin_split(&self, chunk: u64) -> Option<Splitting<'_>> {
+        self.lock_splitting().insert(chunk).then_some(Splitting { replicas: self, chunk })
+    }
+}
+
+/// The least key after `key`.
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+/// A proposal's outcome: applied here, or the leader's reply to the
+/// request forwarded to it.
+enum Proposed {
+    Here(CommitToken),
+    Forwarded(Reply),
 }

@@ -43,6 +43,11 @@ pub enum ErrorCode {
     /// or no leader of the cluster's meta range is reachable (no majority
     /// of its nodes is up). Retry later.
     ClusterUnavailable,
+    /// The request was routed by a chunk map that changed meanwhile (a
+    /// replicated chunk split): its keys are no longer where it was sent.
+    /// The node asked routes it again by itself; a client sees this only
+    /// when that kept failing. Retry.
+    StaleChunkMap,
 }
 
 impl ErrorCode {
@@ -54,6 +59,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::ViewLagging
                 | ErrorCode::ClusterUnavailable
+                | ErrorCode::StaleChunkMap
         )
     }
 }

@@ -1,8 +1,8 @@
 //! The meta range's state machine: what the whole cluster agrees on.
 //!
-//! Today it holds the node list; the chunk map (ranges, chunk boundaries
-//! with their generation, replica placement) and the registered views and
-//! sinks are to move here from each node's catalog. Every replica applies
+//! It holds the node list and the chunk map of replicated ranges (chunk
+//! boundaries with their generation, replica placement); the registered
+//! views and sinks are to move here from each node's catalog. Every replica applies
 //! the same [`MetaCommand`]s in log order, so every replica holds the same
 //! [`MetaState`]; the encoding of both is MessagePack.
 
@@ -54,6 +54,20 @@ pub struct MetaChunk {
     pub generation: u64,
 }
 
+impl MetaRange {
+    /// The chunk holding `key` (chunks tile the range, in key order).
+    pub fn chunk_for(&self, key: &[u8]) -> &MetaChunk {
+        let i = self.chunks.partition_point(|c| c.start.as_slice() <= key);
+        &self.chunks[i.saturating_sub(1)]
+    }
+}
+
+impl MetaChunk {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
 /// The replicated state of the meta range.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
@@ -92,6 +106,17 @@ pub enum MetaCommand {
     CreateRange { name: String, options: monotable_proto::RangeOptions, replicas: Vec<NodeId> },
     /// Drops a replicated range. Answers [`MetaReply::Ok`].
     DropRange { name: String },
+    /// Allocates an id for a replicated chunk (the upper half of a split).
+    /// Answers [`MetaReply::Id`].
+    NewChunkId,
+    /// Records that chunk `chunk` of range `range` split at `at`: it ends
+    /// at `at` with generation `generation` (its previous one plus one)
+    /// and chunk `right` (generation 1) holds the rest. Answers
+    /// [`MetaReply::Ok`]; also when the chunk has `generation` or a later
+    /// one already (a replay, or a stale repeat: nothing changes). Refused
+    /// if the range or chunk is unknown, `generation` skips one, or `at`
+    /// is not strictly inside the chunk.
+    SplitChunk { range: String, chunk: u64, at: Vec<u8>, right: u64, generation: u64 },
 }
 
 /// What applying a [`MetaCommand`] answered.
@@ -100,6 +125,7 @@ pub enum MetaReply {
     Ok,
     Node(NodeId),
     Range(MetaRange),
+    Id(u64),
     Refused(String),
 }
 
@@ -189,6 +215,40 @@ impl MetaMachine {
                 Some(_) => MetaReply::Ok,
                 None => MetaReply::Refused(format!("range {name:?} does not exist")),
             },
+            MetaCommand::NewChunkId => {
+                let id = s.next_id.max(REPLICATED_ID_BASE);
+                s.next_id = id + 1;
+                MetaReply::Id(id)
+            }
+            MetaCommand::SplitChunk { range, chunk, at, right, generation } => {
+                let Some(r) = s.ranges.get_mut(&range) else {
+                    return MetaReply::Refused(format!("range {range:?} does not exist"));
+                };
+                let Some(i) = r.chunks.iter().position(|c| c.id == chunk) else {
+                    return MetaReply::Refused(format!("range {range:?} has no chunk {chunk}"));
+                };
+                let c = &r.chunks[i];
+                if c.generation >= generation {
+                    return MetaReply::Ok;
+                }
+                if c.generation + 1 != generation {
+                    return MetaReply::Refused(format!(
+                        "chunk {chunk} is at generation {}, not {}",
+                        c.generation,
+                        generation - 1
+                    ));
+                }
+                if !c.contains(&at) || at == c.start || r.chunks.iter().any(|c| c.id == right) {
+                    return MetaReply::Refused(format!("chunk {chunk} cannot split at {at:?}"));
+                }
+                let upper =
+                    MetaChunk { id: right, start: at.clone(), end: c.end.clone(), generation: 1 };
+                let c = &mut r.chunks[i];
+                c.end = Some(at);
+                c.generation = generation;
+                r.chunks.insert(i + 1, upper);
+                MetaReply::Ok
+            }
             MetaCommand::Remove { node } => match s.nodes.get_mut(&node) {
                 Some(n) => {
                     n.removed = true;
