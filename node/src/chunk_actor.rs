@@ -14,6 +14,10 @@
 //! logged meanwhile is copied too. A split holds the write lock from its
 //! finish to the catalog's record of it, so no write can land in the old
 //! chunk after the halves were cut from it.
+//!
+//! A replicated chunk does not split on its own: over its size limit, the
+//! actor asks the host ([`ChunkHost::split_wanted`]), and the split is
+//! applied by every replica, from its Raft log, with [`split_now`].
 
 use std::sync::Arc;
 
@@ -462,8 +466,12 @@ pub fn split_now(
         start: meta.start.clone(),
         end: Some(key.to_vec()),
     };
-    let upper_meta =
-        ChunkMeta { id: upper_id, range_id: meta.range_id, start: key.to_vec(), end: meta.end.clone() };
+    let upper_meta = ChunkMeta {
+        id: upper_id,
+        range_id: meta.range_id,
+        start: key.to_vec(),
+        end: meta.end.clone(),
+    };
     let lower_dir = host.chunk_dir(lower_meta.id);
     let upper_dir = host.chunk_dir(upper_meta.id);
     let size_max = cell.chunk_size_max_bytes;

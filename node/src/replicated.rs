@@ -10,16 +10,42 @@
 //! starts the group with every replica as a voter. A range dropped from the
 //! meta range is dropped by each replica.
 //!
-//! Requests ([`Node::route_replicated`]): a write is proposed to the chunk's
-//! Raft group and acknowledged once committed (a majority has it durable)
-//! and applied on the leader; a read waits for Raft's read index on the
-//! leader, then reads what the leader applied. A
-//! replica that is not the leader forwards the request to the leader; a
-//! node without a replica forwards it to one. Ranges of one replica are
+//! Splits: a chunk over the range's size limit asks the node (from its
+//! actor, the same trigger and split key as an ordinary chunk's); only the
+//! chunk's Raft leader acts, and only while the meta range's record of the
+//! chunk matches what the replica applied ([`Node::propose_split`]). It
+//! takes an id for the upper half from the meta range, proposes
+//! [`ChunkCommand::Split`] to the chunk's group (every replica splits its
+//! chunk at the same log index; the lower half keeps the chunk's id and
+//! group, the upper half gets the new id and a group of its own over the
+//! same replicas, started by each replica with the same voters), then
+//! records the split in the meta range ([`MetaCommand::SplitChunk`], with
+//! the chunk's next generation: replays and stale repeats change nothing).
+//! A leader that stops between the two leaves the record to the chunk's
+//! next leader, which checks every second that the meta range names the
+//! splits its chunks applied ([`Node::repair_chunk_map`]).
+//!
+//! A chunk's id is its Raft group's: a range's first chunk and every upper
+//! half keep theirs in the node's catalog; a lower half gets an id of the
+//! node's own, and is found by its start key, which its group keeps.
+//!
+//! Requests ([`Node::route_replicated`]) are routed by the chunk map in
+//! this node's meta replica, chunk by chunk: a write's part for a chunk is
+//! proposed to that chunk's group and acknowledged once committed (a
+//! majority has it durable) and applied on the leader; a read waits for
+//! Raft's read index on the chunk's leader, then reads what the leader
+//! applied, once the leader's replica still holds every key asked for;
+//! scans walk the chunks in key order. A replica that is not the leader
+//! forwards the request to the leader; a node without a replica forwards it
+//! to one. A part routed by a chunk map from before a split is refused with
+//! `StaleChunkMap` (by every replica alike, at apply) and routed again once
+//! the meta range has the split, for up to 15 s. Ranges of one replica are
 //! ordinary ranges of the node that made them.
 //!
-//! Not yet: splits of replicated chunks (a replicated range is one chunk),
-//! reads at a snapshot, views, sinks and bridge jobs on replicated ranges.
+//! Not yet: reads at a snapshot, views, sinks and bridge jobs on
+//! replicated ranges; a replica that missed a split and is sent a snapshot
+//! of the lower half refuses it (its group stops on that node, loudly) and
+//! must be rebuilt.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +57,7 @@ use monotable_proto::{
     WriteOp,
 };
 
-use crate::cluster::meta::{MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
+use crate::cluster::meta::{MetaChunk, MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
 use crate::cluster::Cluster;
 use crate::consensus::log_store::LogStore;
 use crate::consensus::replica_store::ReplicaStore;
@@ -262,14 +288,20 @@ impl Node {
     /// This node's replica of chunk `chunk`, once it runs (it appears once
     /// this node applied the meta range's record of the range, or the
     /// split that made the chunk).
-    async fn wait_group(&self, cluster: &Cluster, chunk: u64) -> NodeResult<(Group, Arc<ChunkReplica>)> {
+    async fn wait_group(
+        &self,
+        cluster: &Cluster,
+        chunk: u64,
+    ) -> NodeResult<(Group, Arc<ChunkReplica>)> {
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
         loop {
             if let (Some(g), Some(r)) = (cluster.group(chunk), self.replicated.replica(chunk)) {
                 return Ok((g, r));
             }
             if Instant::now() > deadline {
-                return Err(unavailable(format!("this node's replica of chunk {chunk} is not running")));
+                return Err(unavailable(format!(
+                    "this node's replica of chunk {chunk} is not running"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -365,9 +397,8 @@ impl Node {
         let (group, replica) = self.wait_group(cluster, chunk).await?;
         // A linearizable read: Raft's read index on the leader, then what
         // the leader applied (all of it committed).
-        if let Some(reply) = self
-            .on_leader(&group, me, &command, |g| async move { g.read_barrier().await })
-            .await?
+        if let Some(reply) =
+            self.on_leader(&group, me, &command, |g| async move { g.read_barrier().await }).await?
         {
             return Ok(reply);
         }
@@ -449,7 +480,10 @@ impl Node {
                         let i = range.chunks.partition_point(|c| c.start.as_slice() < u.as_slice());
                         &range.chunks[i.saturating_sub(1)]
                     }
-                    None => range.chunks.last().ok_or_else(|| NodeError::Internal("no chunks".into()))?,
+                    None => range
+                        .chunks
+                        .last()
+                        .ok_or_else(|| NodeError::Internal("no chunks".into()))?,
                 }
             } else {
                 range.chunk_for(&lower)
@@ -516,9 +550,8 @@ impl Node {
             return Ok(Reply::Ok);
         }
         let (group, _) = self.wait_group(cluster, chunk.id).await?;
-        if let Some(reply) = self
-            .on_leader(&group, me, command, |g| async move { g.read_barrier().await })
-            .await?
+        if let Some(reply) =
+            self.on_leader(&group, me, command, |g| async move { g.read_barrier().await }).await?
         {
             return Ok(reply);
         }
@@ -586,9 +619,9 @@ impl Node {
             return Err(NodeError::client(ErrorCode::Busy, format!("chunk {chunk} is splitting")));
         };
         let (group, replica) = self.wait_group(cluster, chunk).await?;
-        let range = self
-            .replicated_range(cluster, name)
-            .ok_or_else(|| NodeError::client(ErrorCode::RangeNotFound, format!("range {name:?} does not exist")))?;
+        let range = self.replicated_range(cluster, name).ok_or_else(|| {
+            NodeError::client(ErrorCode::RangeNotFound, format!("range {name:?} does not exist"))
+        })?;
         let recorded = range.chunks.iter().find(|c| c.id == chunk).cloned();
         let bounds = replica.bounds()?;
         let Some(recorded) = recorded.filter(|c| (c.start.clone(), c.end.clone()) == bounds) else {
@@ -614,7 +647,8 @@ impl Node {
         decode_reply(&bytes).map_err(|info| NodeError::client(info.code, info.message))?;
         tracing::info!(range = name, chunk, right, at = ?String::from_utf8_lossy(&at), "replicated chunk split");
         let generation = recorded.generation + 1;
-        let record = MetaCommand::SplitChunk { range: name.to_owned(), chunk, at, right, generation };
+        let record =
+            MetaCommand::SplitChunk { range: name.to_owned(), chunk, at, right, generation };
         match cluster.propose_meta(record).await? {
             MetaReply::Ok => {}
             // Dropped meanwhile, or recorded by a later split's repair.
@@ -629,7 +663,8 @@ impl Node {
     pub(crate) fn split_wanted(self: &Arc<Self>, chunk: &ChunkMeta, key: Vec<u8>) {
         let Ok(cluster) = self.cluster() else { return };
         let cluster = cluster.clone();
-        let Some(name) = self.router_read().range_by_id(chunk.range_id).map(|r| r.meta.name.clone())
+        let Some(name) =
+            self.router_read().range_by_id(chunk.range_id).map(|r| r.meta.name.clone())
         else {
             return;
         };
@@ -642,7 +677,9 @@ impl Node {
         tokio::spawn(async move {
             match node.propose_split(&cluster, &name, group, key).await {
                 Ok(_) => {}
-                Err(e) => tracing::debug!(range = name, chunk = group, error = %e, "split not made"),
+                Err(e) => {
+                    tracing::debug!(range = name, chunk = group, error = %e, "split not made")
+                }
             }
         });
     }
@@ -666,18 +703,10 @@ impl Node {
             else {
                 continue;
             };
-            if recorded.end.as_deref() == Some(at.as_slice()) || !recorded.contains(&at) {
-                continue;
-            }
-            let right = self
-                .router_read()
-                .range(&name)
-                .and_then(|r| r.chunks.get(&at).map(|c| c.id))
-                .filter(|id| is_replicated(*id));
-            let Some(right) = right else { continue };
-            let generation = recorded.generation + 1;
-            tracing::info!(range = name, chunk, right, "recording a split the meta range missed");
-            let record = MetaCommand::SplitChunk { range: name.clone(), chunk, at, right, generation };
+            let upper =
+                self.router_read().range(&name).and_then(|r| r.chunks.get(&at).map(|c| c.id));
+            let Some(record) = missed_split(&name, &recorded, at, upper) else { continue };
+            tracing::info!(range = name, chunk, "recording a split the meta range missed");
             if let Err(e) = cluster.propose_meta(record).await {
                 tracing::debug!(range = name, chunk, error = %e, "split not recorded yet");
             }
@@ -839,7 +868,8 @@ impl Node {
     pub(crate) fn fill_replicas(&self, name: &str, range_id: u64, chunks: &mut [ChunkInfo]) {
         let Ok(cluster) = self.cluster() else { return };
         let me = cluster.node_id().unwrap_or(0);
-        let range = if is_replicated(range_id) { self.replicated_range(cluster, name) } else { None };
+        let range =
+            if is_replicated(range_id) { self.replicated_range(cluster, name) } else { None };
         for c in chunks {
             match &range {
                 Some(r) => {
@@ -1087,6 +1117,31 @@ impl Replicas {
     }
 }
 
+/// The record of a split that chunk `recorded` of range `range` applied
+/// but the meta range lacks: `Some` when the chunk's replica ends at `at`,
+/// strictly inside the recorded chunk, and `upper` (the id of this node's
+/// chunk starting at `at`) is a replicated chunk's, so the split's upper
+/// half (which cannot have split since: a chunk splits only once its
+/// record is current).
+fn missed_split(
+    range: &str,
+    recorded: &MetaChunk,
+    at: Vec<u8>,
+    upper: Option<u64>,
+) -> Option<MetaCommand> {
+    if !recorded.contains(&at) || at == recorded.start {
+        return None;
+    }
+    let right = upper.filter(|id| is_replicated(*id))?;
+    Some(MetaCommand::SplitChunk {
+        range: range.to_owned(),
+        chunk: recorded.id,
+        at,
+        right,
+        generation: recorded.generation + 1,
+    })
+}
+
 /// The least key after `key`.
 fn key_after(key: &[u8]) -> Vec<u8> {
     let mut k = key.to_vec();
@@ -1099,4 +1154,75 @@ fn key_after(key: &[u8]) -> Vec<u8> {
 enum Proposed {
     Here(CommitToken),
     Forwarded(Reply),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::meta::MetaMachine;
+    use crate::consensus::Machine;
+
+    fn chunk(id: u64, start: &str, end: Option<&str>, generation: u64) -> MetaChunk {
+        let end = end.map(|e| e.as_bytes().to_vec());
+        MetaChunk { id, start: start.as_bytes().to_vec(), end, generation }
+    }
+
+    /// A split that a chunk's leader applied and that the meta range lacks
+    /// (its proposer died between the two) is recorded by the next leader,
+    /// at the next generation; a replica that agrees with its record, or a
+    /// chunk at `at` of the node's own ids (a lower half), records nothing.
+    /// Recorded twice, it changes the chunk map once.
+    #[test]
+    fn a_split_the_meta_range_missed_is_recorded_once() {
+        let base = REPLICATED_ID_BASE;
+        let recorded = chunk(base + 1, "", None, 3);
+        assert_eq!(missed_split("r", &recorded, b"".to_vec(), Some(base + 9)), None);
+        assert_eq!(missed_split("r", &recorded, b"m".to_vec(), Some(17)), None);
+        assert_eq!(missed_split("r", &recorded, b"m".to_vec(), None), None);
+        let bounded = chunk(base + 1, "", Some("m"), 3);
+        assert_eq!(missed_split("r", &bounded, b"m".to_vec(), Some(base + 9)), None, "agrees");
+        assert_eq!(missed_split("r", &bounded, b"q".to_vec(), Some(base + 9)), None, "outside");
+        let record = missed_split("r", &bounded, b"f".to_vec(), Some(base + 9)).expect("missed");
+        assert_eq!(
+            record,
+            MetaCommand::SplitChunk {
+                range: "r".into(),
+                chunk: base + 1,
+                at: b"f".to_vec(),
+                right: base + 9,
+                generation: 4
+            }
+        );
+        // Applied to a meta range that has the chunk at generation 3.
+        let mut m = MetaMachine::default();
+        let run = |m: &mut MetaMachine, c: &MetaCommand| -> MetaReply {
+            rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(c).expect("encode")))
+                .expect("decode")
+        };
+        let found = MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 1 };
+        run(&mut m, &found);
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1],
+        };
+        run(&mut m, &create);
+        for (g, at, right) in [(2, "t", base + 5), (3, "m", base + 6)] {
+            let c = MetaCommand::SplitChunk {
+                range: "r".into(),
+                chunk: base + 1,
+                at: at.as_bytes().to_vec(),
+                right,
+                generation: g,
+            };
+            assert_eq!(run(&mut m, &c), MetaReply::Ok);
+        }
+        assert_eq!(run(&mut m, &record), MetaReply::Ok);
+        let once = m.state().ranges["r"].clone();
+        assert_eq!(run(&mut m, &record), MetaReply::Ok);
+        assert_eq!(m.state().ranges["r"], once, "recorded twice, changed once");
+        let starts: Vec<&[u8]> = once.chunks.iter().map(|c| c.start.as_slice()).collect();
+        assert_eq!(starts, vec![&b""[..], b"f", b"m", b"t"]);
+        assert_eq!(once.chunks[0].generation, 4);
+    }
 }

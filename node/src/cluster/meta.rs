@@ -291,6 +291,66 @@ mod tests {
         rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(&c).expect("encode"))).expect("decode")
     }
 
+    fn range(m: &MetaMachine) -> MetaRange {
+        m.state().ranges.get("r").cloned().expect("range r")
+    }
+
+    fn split(chunk: u64, at: &str, right: u64, generation: u64) -> MetaCommand {
+        MetaCommand::SplitChunk {
+            range: "r".into(),
+            chunk,
+            at: at.as_bytes().to_vec(),
+            right,
+            generation,
+        }
+    }
+
+    /// A split's record: applied once per generation, replays and stale
+    /// repeats change nothing, gaps and keys outside the chunk are refused,
+    /// and ids for upper halves never meet the ranges' or each other.
+    #[test]
+    fn split_records_carry_generations_and_replay_harmlessly() {
+        let mut m = MetaMachine::default();
+        let found = MetaCommand::Found { addr: "a:1".into(), join_token: 7, cluster: 5 };
+        assert_eq!(apply(&mut m, found), MetaReply::Node(1));
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1],
+        };
+        let MetaReply::Range(r) = apply(&mut m, create) else { panic!("created") };
+        let first = r.chunks[0].id;
+        let MetaReply::Id(right) = apply(&mut m, MetaCommand::NewChunkId) else { panic!("id") };
+        let MetaReply::Id(other) = apply(&mut m, MetaCommand::NewChunkId) else { panic!("id") };
+        assert!(right > first && other > right, "fresh ids: {first} {right} {other}");
+        // A gap in generations, a key outside the chunk or at its start.
+        assert!(matches!(apply(&mut m, split(first, "m", right, 3)), MetaReply::Refused(_)));
+        assert!(matches!(apply(&mut m, split(first, "", right, 2)), MetaReply::Refused(_)));
+        assert!(matches!(apply(&mut m, split(99, "m", right, 2)), MetaReply::Refused(_)));
+        assert_eq!(range(&m).chunks.len(), 1, "nothing refused changed the map");
+        assert_eq!(apply(&mut m, split(first, "m", right, 2)), MetaReply::Ok);
+        let r = range(&m);
+        assert_eq!(r.chunks.len(), 2);
+        assert_eq!((r.chunks[0].end.as_deref(), r.chunks[0].generation), (Some(&b"m"[..]), 2));
+        assert_eq!((r.chunks[1].id, r.chunks[1].start.as_slice()), (right, &b"m"[..]));
+        assert_eq!((r.chunks[1].end.clone(), r.chunks[1].generation), (None, 1));
+        // Replayed, or a stale repeat of generation 2 at another key: the
+        // map stays as it is.
+        assert_eq!(apply(&mut m, split(first, "m", right, 2)), MetaReply::Ok);
+        assert_eq!(apply(&mut m, split(first, "f", other, 2)), MetaReply::Ok);
+        assert_eq!(range(&m), r);
+        // The upper half splits in its turn; lookups by key follow.
+        assert_eq!(apply(&mut m, split(right, "t", other, 2)), MetaReply::Ok);
+        let r = range(&m);
+        let ids: Vec<u64> =
+            ["", "a", "m", "s", "t", "zz"].iter().map(|k| r.chunk_for(k.as_bytes()).id).collect();
+        assert_eq!(ids, vec![first, first, right, right, other, other]);
+        // The same for every replica: a snapshot restores it.
+        let mut copy = MetaMachine::default();
+        copy.restore(&m.snapshot()).expect("restore");
+        assert_eq!(range(&copy), r);
+    }
+
     #[test]
     fn joins_are_idempotent_per_token_and_ids_are_never_reused() {
         let mut m = MetaMachine::default();
