@@ -137,7 +137,13 @@ impl ChunkReplica {
             return Err(stale(format!("chunk {}: the split key is outside the chunk", cell.id)));
         }
         let host = self.host()?;
-        match crate::chunk_actor::split_now(&host, &cell, at, right_id) {
+        let split = || crate::chunk_actor::split_now(&host, &cell, at, right_id);
+        // The copy may take a while: on the Raft groups' runtime, its other
+        // tasks (other groups' heartbeats) move to another thread meanwhile.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let done = if multi_thread { tokio::task::block_in_place(split) } else { split() };
+        match done {
             Ok((lower, _upper)) => {
                 let token = CommitToken { chunk: lower.id, seq: 0 };
                 *self.cell.lock().unwrap_or_else(|p| p.into_inner()) = lower;

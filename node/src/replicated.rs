@@ -235,7 +235,7 @@ impl Node {
                     })?;
                     let result = match command {
                         Command::Write { ops, atomic, .. } => {
-                            self.write_chunks(cluster, me, name, &range, ops, *atomic).await
+                            return self.write_chunks(cluster, me, name, ops, *atomic).await;
                         }
                         Command::SplitChunk { key, .. } => {
                             self.split_command(cluster, me, name, &range, key, command).await
@@ -308,48 +308,92 @@ impl Node {
     }
 
     /// Writes `ops` chunk by chunk (each chunk's part atomic), by the chunk
-    /// map `range`; parts refused as routed by a stale map are written
-    /// again by a fresher one, the rest are not.
+    /// map in this node's meta replica. A part refused as routed by a stale
+    /// map is routed again by a fresher one (alone: the parts written are
+    /// not written again), for up to [`READY_WAIT_MAX_MS`].
     async fn write_chunks(
         &self,
         cluster: &Cluster,
         me: NodeId,
         name: &str,
-        range: &MetaRange,
         ops: &[WriteOp],
         atomic: bool,
     ) -> NodeResult<Reply> {
         // Refused whole before anything is proposed, as on a local range.
         ops.iter().try_for_each(check_op)?;
-        let mut parts: Vec<(u64, Vec<WriteOp>)> = Vec::new();
-        for op in ops {
-            let id = range.chunk_for(op.key()).id;
-            match parts.iter_mut().find(|(c, _)| *c == id) {
-                Some((_, v)) => v.push(op.clone()),
-                None => parts.push((id, vec![op.clone()])),
-            }
-        }
-        if atomic && parts.len() > 1 {
-            return Err(NodeError::client(
-                ErrorCode::CrossChunkBatch,
-                format!("an atomic batch must fall in one chunk; this one spans {}", parts.len()),
-            ));
-        }
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
         let mut tokens = Vec::new();
-        for (chunk, part) in parts {
-            let (group, _) = self.wait_group(cluster, chunk).await?;
-            let sub = Command::Write { range: name.to_owned(), ops: part.clone(), atomic: true };
-            let proposal = encode_command(&ChunkCommand::Write { ops: part });
-            match self.propose_on_leader(&group, me, &sub, proposal).await? {
-                Proposed::Forwarded(Reply::Written(t)) => tokens.extend(t),
-                Proposed::Forwarded(other) => {
-                    return Err(NodeError::Internal(format!("unexpected reply {other:?}")))
+        let mut todo = ops.to_vec();
+        let mut attempt = 0u32;
+        while !todo.is_empty() {
+            let range = self.replicated_range(cluster, name).ok_or_else(|| {
+                NodeError::client(
+                    ErrorCode::RangeNotFound,
+                    format!("range {name:?} does not exist (it was dropped)"),
+                )
+            })?;
+            let mut parts: Vec<(u64, Vec<WriteOp>)> = Vec::new();
+            for op in std::mem::take(&mut todo) {
+                let id = range.chunk_for(op.key()).id;
+                match parts.iter_mut().find(|(c, _)| *c == id) {
+                    Some((_, v)) => v.push(op),
+                    None => parts.push((id, vec![op])),
                 }
-                Proposed::Here(token) => tokens.push(token),
+            }
+            if atomic && parts.len() > 1 {
+                return Err(NodeError::client(
+                    ErrorCode::CrossChunkBatch,
+                    format!(
+                        "an atomic batch must fall in one chunk; this one spans {}",
+                        parts.len()
+                    ),
+                ));
+            }
+            for (chunk, part) in parts {
+                match self.write_part(cluster, me, name, chunk, &part, atomic).await {
+                    Ok(t) => tokens.extend(t),
+                    Err(e)
+                        if e.to_info().code == ErrorCode::StaleChunkMap
+                            && Instant::now() < deadline =>
+                    {
+                        todo.extend(part)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !todo.is_empty() {
+                // This node's meta replica learns the split shortly.
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis((10u64 << attempt.min(4)).min(200)))
+                    .await;
             }
         }
         tokens.sort();
         Ok(Reply::Written(tokens))
+    }
+
+    /// Writes `part`, all of it in chunk `chunk` by this node's chunk map:
+    /// proposed on the chunk's leader here, or sent to it as a request
+    /// (atomic if the client's was: the leader's chunk map may be newer).
+    async fn write_part(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        name: &str,
+        chunk: u64,
+        part: &[WriteOp],
+        atomic: bool,
+    ) -> NodeResult<Vec<CommitToken>> {
+        let (group, _) = self.wait_group(cluster, chunk).await?;
+        let sub = Command::Write { range: name.to_owned(), ops: part.to_vec(), atomic };
+        let proposal = encode_command(&ChunkCommand::Write { ops: part.to_vec() });
+        match self.propose_on_leader(&group, me, &sub, proposal).await? {
+            Proposed::Forwarded(Reply::Written(t)) => Ok(t),
+            Proposed::Forwarded(other) => {
+                Err(NodeError::Internal(format!("unexpected reply {other:?}")))
+            }
+            Proposed::Here(token) => Ok(vec![token]),
+        }
     }
 
     /// Proposes `proposal` to `group` on its leader, or sends `command`

@@ -406,11 +406,16 @@ fn replicated_chunks_split_under_load_and_a_leader_kill() {
     std::thread::sleep(Duration::from_millis(700));
     nodes[victim].kill();
     let (a, u) = writer.join().expect("writer");
+    // Only writes through the killed node may fail: through the others,
+    // stale routes and elections are retried inside the cluster.
+    let through_victim: Vec<u32> =
+        order[500..1300].iter().copied().skip(victim).step_by(3).collect();
+    assert!(u.iter().all(|i| through_victim.contains(i)), "failed through a survivor: {u:?}");
     acked.extend(a);
     unknown.extend(u);
-    assert!(acked.len() > 900, "writes go on through the survivors: {}", acked.len());
     nodes[victim].restart();
     let (a, u) = write_spread(&rt, &addrs, order[1300..].to_vec());
+    assert!(u.is_empty(), "after the restart every write succeeds: {u:?}");
     acked.extend(a);
     unknown.extend(u);
     acked.sort_unstable();
