@@ -364,8 +364,7 @@ impl Node {
             if !todo.is_empty() {
                 // This node's meta replica learns the split shortly.
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis((10u64 << attempt.min(4)).min(200)))
-                    .await;
+                tokio::time::sleep(Duration::from_millis((10u64 << attempt.min(4)).min(200))).await;
             }
         }
         tokens.sort();

@@ -436,17 +436,43 @@ fn replicated_chunks_split_under_load_and_a_leader_kill() {
             assert!(acked.binary_search(&i).is_ok() || unknown.contains(&i), "{k} never written");
         }
         match &first {
-            None => first = Some(got),
+            None => first = Some(got.clone()),
             Some(f) => assert_eq!(f, &got, "every node reads the same"),
         }
-        // Point reads too, on a sample.
+        // Point reads, a multi-get over every chunk, and scans in pages
+        // across chunk boundaries (forward, reverse, by prefix).
         let sample: Vec<u32> = acked.iter().copied().step_by(97).collect();
+        let everything = got;
         rt.block_on(async {
+            use monotable_client::Scan;
             let c = monotable_client::Client::connect(a).await.expect("connect");
-            for i in sample {
+            for i in &sample {
                 let v = c.get("r", format!("k{i:05}")).await.expect("get").expect("present");
                 assert!(v.starts_with(format!("v{i}-").as_bytes()));
             }
+            let keys: Vec<String> = acked.iter().map(|i| format!("k{i:05}")).collect();
+            let values = c.multi_get("r", &keys).await.expect("multi-get");
+            for (i, v) in acked.iter().zip(values) {
+                assert!(v.is_some_and(|v| v.starts_with(format!("v{i}-").as_bytes())), "k{i:05}");
+            }
+            let stream = |scan: Scan| {
+                let c = c.clone();
+                async move {
+                    let mut s = c.scan_stream("r", scan);
+                    let mut keys = Vec::new();
+                    while let Some(r) = s.next().await {
+                        keys.push(String::from_utf8(r.expect("record").key).expect("utf-8"));
+                    }
+                    keys
+                }
+            };
+            let all: Vec<String> = everything.iter().map(|(k, _)| k.clone()).collect();
+            assert_eq!(stream(Scan::all().limit(37)).await, all, "forward pages");
+            let mut backwards = all.clone();
+            backwards.reverse();
+            assert_eq!(stream(Scan::all().limit(41).reverse()).await, backwards, "reverse pages");
+            let tens: Vec<String> = all.iter().filter(|k| k.starts_with("k010")).cloned().collect();
+            assert_eq!(stream(Scan::all().prefix("k010").limit(7)).await, tens, "prefix");
         });
     }
     let total = first.expect("read").len() as u64;
