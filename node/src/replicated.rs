@@ -51,7 +51,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monotable_proto::limits::SCAN_REPLY_SIZE_MAX_BYTES;
+use monotable_proto::limits::{BATCH_OPS_MAX, MULTI_GET_KEYS_MAX, SCAN_REPLY_SIZE_MAX_BYTES};
 use monotable_proto::{
     ChunkInfo, Command, CommitToken, ErrorCode, RangeOptions, Reply, ScanReply, ScanRequest,
     WriteOp,
@@ -59,11 +59,12 @@ use monotable_proto::{
 
 use crate::cluster::meta::{MetaChunk, MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
 use crate::cluster::Cluster;
+use crate::commands::check_count;
 use crate::consensus::log_store::LogStore;
 use crate::consensus::replica_store::ReplicaStore;
 use crate::consensus::{ConsensusError, Group, GroupConfig, NodeId};
 use crate::error::{NodeError, NodeResult};
-use crate::node::{check_op, Node};
+use crate::node::{check_key, check_op, Node};
 use crate::replica::{decode_reply, encode_command, ChunkCommand, ChunkReplica};
 use crate::router::Route;
 use crate::storage::chunk::ChunkMeta;
@@ -223,6 +224,18 @@ impl Node {
                 "reads at a snapshot are not supported on replicated ranges yet",
             )),
             _ => {
+                // Refused whole before anything is routed, as on a local range.
+                match command {
+                    Command::Write { ops, .. } => {
+                        check_count(ops.len(), BATCH_OPS_MAX, "operations", "batch")?;
+                    }
+                    Command::MultiGet { keys, .. } => {
+                        check_count(keys.len(), MULTI_GET_KEYS_MAX, "keys", "multi-get")?;
+                        keys.iter().try_for_each(|k| check_key(k))?;
+                    }
+                    Command::Get { key, .. } => check_key(key)?,
+                    _ => {}
+                }
                 let mut attempt = 0u32;
                 let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
                 loop {
@@ -587,7 +600,7 @@ impl Node {
         key: &[u8],
         command: &Command,
     ) -> NodeResult<Reply> {
-        crate::node::check_key(key)?;
+        check_key(key)?;
         let chunk = range.chunk_for(key);
         if chunk.start.as_slice() == key {
             return Ok(Reply::Ok);
