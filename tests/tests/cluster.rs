@@ -356,7 +356,10 @@ fn write_spread(
                     let value = format!("v{i}-{}", "x".repeat(60));
                     match c.put("r", format!("k{i:05}"), value).await {
                         Ok(_) => acked.push(i),
-                        Err(_) => unknown.push(i),
+                        Err(e) => {
+                            eprintln!("put k{i:05} through {addr}: {e}");
+                            unknown.push(i)
+                        }
                     }
                 }
                 (acked, unknown)
@@ -385,6 +388,10 @@ fn replicated_chunks_split_under_load_and_a_leader_kill() {
     let rt = monotable_tests::runtime();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     ok(cli(addrs[0], &["range", "create", "r", "--chunk-size", "16KiB"]));
+    // A node knows the range once its meta replica applied the creation.
+    for a in &addrs {
+        wait_chunks(*a, "r", |c| !c.is_empty());
+    }
     // Keys in a scattered order, so splits happen all over the range.
     const N: u32 = 1500;
     let order: Vec<u32> = (0..N).map(|i| (i * 7919) % N).collect();
@@ -568,9 +575,19 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
     let bounds = |c: &[Json]| -> Vec<(Json, Json)> {
         c.iter().map(|c| (c["start"].clone(), c["end"].clone())).collect()
     };
-    let on_a = wait_chunks(a, "tiny", |c| c.len() > 1 && records(c) == 12);
-    let on_b = wait_chunks(b, "tiny", |c| bounds(c) == bounds(&on_a) && records(c) == 12);
-    assert_eq!(bounds(&on_a), bounds(&on_b));
+    // Splits go on until every chunk is under the limit; then both nodes
+    // describe the same chunks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let on_a = wait_chunks(a, "tiny", |c| c.len() > 1 && records(c) == 12);
+        let on_b = wait_chunks(b, "tiny", |c| c.len() > 1 && records(c) == 12);
+        let small = on_a.iter().all(|c| c["live_bytes"].as_u64().is_some_and(|b| b <= 1024));
+        if small && bounds(&on_a) == bounds(&on_b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never the same chunks: {on_a:?} {on_b:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Dropped through either node: gone from both, and a write through the
     // other node right after the drop is refused, not applied to a replica.
     ok(cli(a, &["range", "drop", "tiny"]));
