@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, Weak};
 use monotable_proto::{CommitToken, ErrorCode, ErrorInfo, Record, WriteOp};
 use serde::{Deserialize, Serialize};
 
-use crate::chunk_cell::{Applied, ChunkCell};
+use crate::chunk_cell::{Applied, CellState, ChunkCell};
 use crate::chunk_host::ChunkHost;
 use crate::consensus::futures_lite::BoxedFuture;
 use crate::consensus::replica_store::Replica;
@@ -113,6 +113,15 @@ impl ChunkReplica {
         let host = self.host()?;
         let cell = self.cell();
         let applied = cell.apply(host.as_ref(), ops).map_err(|e| match e {
+            NodeError::Moved if matches!(&*cell.read(), CellState::Gone) => {
+                // Closed (the node is shutting down) while its group still
+                // applies: this replica misses a committed write, so its
+                // log must not be marked applied past it (see `flush`).
+                if cell.poisoned().is_none() {
+                    cell.poison("the chunk closed while its Raft group applied".into());
+                }
+                NodeError::ShuttingDown.to_info()
+            }
             NodeError::Moved => stale(format!(
                 "chunk {}: a key of the batch is outside the chunk; route again",
                 cell.id
@@ -405,6 +414,12 @@ mod tests {
             apply(&lower, 10, &split("m")).expect("already split");
             assert_eq!(contents(&node).await, (records.clone(), chunks.clone()));
             node.shutdown().await;
+            // Postmortem: a write applied to a chunk closed by the shutdown
+            // was refused as a stale route, and the replica's log could be
+            // marked applied past it; now the replica refuses to be marked.
+            let closed = apply(&lower, 30, &put("b", "closed")).expect_err("closed");
+            assert_eq!(closed.code, ErrorCode::ShuttingDown);
+            assert!(lower.flush().await.is_err(), "never marked applied past a missed write");
             drop(node);
 
             // Restarted with the chunk's log replayed from its start.
