@@ -72,9 +72,10 @@ pub struct ChunkReplica {
     /// The last batch applied, whose durability [`Replica::flush`] waits
     /// for (a round makes every earlier batch of the chunk durable too).
     last: Mutex<Option<Applied>>,
-    /// Told the id of a split's upper half once it is this node's chunk
-    /// (also when a split applied again finds it split already).
-    on_split: Box<dyn Fn(u64) + Send + Sync>,
+    /// Told the id of a split's upper half before the split (`false`) and
+    /// once the upper half is this node's chunk (`true`; also when a split
+    /// applied again finds the chunk split already).
+    on_split: Box<dyn Fn(u64, bool) + Send + Sync>,
 }
 
 fn stale(message: String) -> ErrorInfo {
@@ -87,7 +88,7 @@ impl ChunkReplica {
     pub fn new(
         cell: Arc<ChunkCell>,
         host: Weak<dyn ChunkHost>,
-        on_split: Box<dyn Fn(u64) + Send + Sync>,
+        on_split: Box<dyn Fn(u64, bool) + Send + Sync>,
     ) -> Self {
         ChunkReplica { cell: Mutex::new(cell), host, last: Mutex::new(None), on_split }
     }
@@ -139,13 +140,14 @@ impl ChunkReplica {
         if end.as_deref() == Some(at) {
             // Applied before a restart (the chunk's log replays from its
             // last durable mark).
-            (self.on_split)(right_id);
+            (self.on_split)(right_id, true);
             return Ok(CommitToken { chunk: cell.id, seq: 0 });
         }
         if at <= start.as_slice() || end.as_deref().is_some_and(|e| at >= e) {
             return Err(stale(format!("chunk {}: the split key is outside the chunk", cell.id)));
         }
         let host = self.host()?;
+        (self.on_split)(right_id, false);
         let split = || crate::chunk_actor::split_now(&host, &cell, at, right_id);
         // The copy may take a while: on the Raft groups' runtime, its other
         // tasks (other groups' heartbeats) move to another thread meanwhile.
@@ -156,7 +158,7 @@ impl ChunkReplica {
             Ok((lower, _upper)) => {
                 let token = CommitToken { chunk: lower.id, seq: 0 };
                 *self.cell.lock().unwrap_or_else(|p| p.into_inner()) = lower;
-                (self.on_split)(right_id);
+                (self.on_split)(right_id, true);
                 Ok(token)
             }
             Err(e) => {
@@ -314,7 +316,11 @@ mod tests {
         let host: Arc<dyn ChunkHost> = node.clone();
         let heard = Arc::new(Mutex::new(Vec::new()));
         let told = heard.clone();
-        let on_split = Box::new(move |id| told.lock().expect("heard").push(id));
+        let on_split = Box::new(move |id, done| {
+            if done {
+                told.lock().expect("heard").push(id)
+            }
+        });
         (ChunkReplica::new(cell, Arc::downgrade(&host), on_split), heard)
     }
 

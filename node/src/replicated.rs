@@ -84,6 +84,12 @@ const CHUNK_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
 /// the chunks it leads.
 const REPAIR_EVERY_MS: u64 = 1_000;
 
+/// A new group's leader-to-be campaigns this many times, this often,
+/// until the group has a leader (the other replicas start the group as
+/// they apply the split, up to a heartbeat later).
+const CAMPAIGN_TRIES: u32 = 20;
+const CAMPAIGN_EVERY_MS: u64 = 150;
+
 /// How long a request waits for a replica to appear or a leader to be
 /// elected before failing with `ClusterUnavailable`.
 const READY_WAIT_MAX_MS: u64 = 15_000;
@@ -749,7 +755,10 @@ impl Node {
     async fn repair_chunk_map(&self, cluster: &Cluster) {
         let Some(me) = cluster.node_id() else { return };
         for (chunk, name, replica) in self.replicated.all() {
-            if cluster.group(chunk).and_then(|g| g.status().leader) != Some(me) {
+            if cluster.group(chunk).and_then(|g| g.status().leader) != Some(me)
+                || self.replicated.lock_splitting().contains(&chunk)
+            {
+                // Not this node's to record, or about to be recorded.
                 continue;
             }
             let Ok((_, Some(at))) = replica.bounds() else { continue };
@@ -1022,17 +1031,31 @@ impl Node {
                 if cluster.group(group).is_some() {
                     continue;
                 }
-                // Every replica of a split's upper half starts its group
-                // with the same voters; a range's first chunk is started
-                // by its first replica.
-                let initialize = group != first || range.replicas.first() == Some(&me);
                 let voters = range
                     .replicas
                     .iter()
                     .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
                     .collect();
-                self.start_replica(cluster, me, name, group, &route, initialize.then_some(voters))
-                    .await?;
+                // A range's first chunk is started by its first replica. A
+                // split's upper half by the replica that led the split
+                // (initializing a group starts an election, and replicas
+                // all electing at once split the vote), and by each other
+                // replica too if the group is still empty there after
+                // twice the longest election timeout (that replica died).
+                let init = if group == first {
+                    if range.replicas.first() == Some(&me) {
+                        Init::Now(voters)
+                    } else {
+                        Init::Never
+                    }
+                } else {
+                    let parent = self.replicated.parents_lock().remove(&group);
+                    match parent.and_then(|p| cluster.group(p)).and_then(|p| p.status().leader) {
+                        Some(leader) if leader == me => Init::Lead(voters),
+                        _ => Init::Later(voters),
+                    }
+                };
+                self.start_replica(cluster, me, name, group, &route, init).await?;
             }
         }
         // Replicas of ranges the meta range dropped.
@@ -1065,8 +1088,8 @@ impl Node {
     }
 
     /// Starts this node's replica of chunk (and Raft group) `group` of
-    /// range `name` over the chunk at `route`; `voters` initializes the
-    /// group (a group that ran before keeps its own).
+    /// range `name` over the chunk at `route`, initialized as `init` says
+    /// (a group that ran before keeps its own voters).
     async fn start_replica(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
@@ -1074,15 +1097,24 @@ impl Node {
         name: &str,
         group: u64,
         route: &Route,
-        voters: Option<std::collections::BTreeMap<NodeId, String>>,
+        init: Init,
     ) -> NodeResult<()> {
         let dir = self.config.data_dir.join("raft").join(format!("{group:016x}"));
         let start = |e: String| NodeError::Internal(format!("raft group {group}: {e}"));
         let log = LogStore::open(&dir.join("log"), cluster.sync_point())
             .map_err(|e| start(e.to_string()))?;
         let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
-        let kick = self.replicated.kick.clone();
-        let on_split = Box::new(move |_right: u64| kick.notify_one());
+        let (kick, parents) = (self.replicated.kick.clone(), self.replicated.parents.clone());
+        let on_split = Box::new(move |right: u64, done: bool| {
+            if done {
+                // Its upper half's group is to start.
+                kick.notify_one()
+            } else {
+                // Recorded before the upper half is routed, where the next
+                // reconcile may find it: see `Init::Lead`.
+                parents.lock().unwrap_or_else(|p| p.into_inner()).insert(right, group);
+            }
+        });
         let replica =
             Arc::new(ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host), on_split));
         let store = ReplicaStore::open(&dir.join("state"), replica.clone())
@@ -1097,8 +1129,36 @@ impl Node {
         // as soon as it applies.
         self.replicated.insert(group, name, replica);
         let g = cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
-        if let Some(voters) = voters {
-            g.initialize(voters).await.map_err(|e| start(e.to_string()))?;
+        match init {
+            Init::Never => {}
+            Init::Now(voters) => g.initialize(voters).await.map_err(|e| start(e.to_string()))?,
+            Init::Lead(voters) => {
+                g.initialize(voters).await.map_err(|e| start(e.to_string()))?;
+                // The other replicas start the group as they apply the
+                // split: until they have, its votes go unanswered.
+                let g = g.clone();
+                tokio::spawn(async move {
+                    for _ in 0..CAMPAIGN_TRIES {
+                        tokio::time::sleep(Duration::from_millis(CAMPAIGN_EVERY_MS)).await;
+                        if g.status().leader.is_some() || g.campaign().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Init::Later(voters) => {
+                let g = g.clone();
+                let wait = Duration::from_millis(2 * cluster.timing().election_max_ms);
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    // Still nothing from a leader: none initialized it.
+                    if g.status().last_log_index.is_none() && g.status().state != "shutdown" {
+                        if let Err(e) = g.initialize(voters).await {
+                            tracing::warn!(group = g.id(), error = %e, "group not initialized");
+                        }
+                    }
+                });
+            }
         }
         cluster.add_group(g);
         tracing::info!(range = name, chunk = group, "replica running");
@@ -1126,11 +1186,18 @@ pub struct Replicas {
     splitting: std::sync::Mutex<HashSet<u64>>,
     /// Woken when a chunk here split (its upper half's group is to start).
     kick: Arc<tokio::sync::Notify>,
+    /// Upper halves of splits applied here whose groups are yet to start,
+    /// with the group they split from.
+    parents: Arc<std::sync::Mutex<HashMap<u64, u64>>>,
 }
 
 impl Replicas {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<ChunkReplica>)>> {
         self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn parents_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.parents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_splitting(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
@@ -1203,6 +1270,19 @@ fn key_after(key: &[u8]) -> Vec<u8> {
     let mut k = key.to_vec();
     k.push(0);
     k
+}
+
+/// How a replica's Raft group is initialized when it starts (voters by
+/// node id, with their addresses).
+enum Init {
+    Never,
+    Now(std::collections::BTreeMap<NodeId, String>),
+    /// Now, and campaign until the group has a leader: the replica that
+    /// led the split the group comes from.
+    Lead(std::collections::BTreeMap<NodeId, String>),
+    /// After twice the longest election timeout, if no leader sent it
+    /// anything meanwhile.
+    Later(std::collections::BTreeMap<NodeId, String>),
 }
 
 /// A proposal's outcome: applied here, or the leader's reply to the

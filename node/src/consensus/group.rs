@@ -256,6 +256,16 @@ impl Group {
         }
     }
 
+    /// Starts an election on this replica now rather than after the
+    /// election timeout: for a new group whose leader-to-be is known (the
+    /// node that led the group it split from).
+    ///
+    /// Errors: [`ConsensusError::Fatal`] if the group stopped.
+    pub async fn campaign(&self) -> Result<(), ConsensusError> {
+        self.quiet.wake();
+        self.raft.trigger().elect().await.map_err(fatal)
+    }
+
     /// Adds `node` as a voter: first as a learner until it has caught up,
     /// then through a membership change. Call on the leader.
     pub async fn add_voter(&self, node: NodeId, addr: String) -> Result<(), ConsensusError> {
