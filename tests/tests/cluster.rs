@@ -516,6 +516,49 @@ fn replicated_chunks_split_under_load_and_a_leader_kill() {
     }
 }
 
+/// With production Raft timers, the upper half of a split takes writes at
+/// once: its group is led by the replica that led the split.
+///
+/// Postmortem: every replica initialized the new group, each starting an
+/// election at once; the votes split, and writes to the upper half waited
+/// for the election timeouts (12 s measured under load).
+#[test]
+fn the_upper_half_of_a_split_takes_writes_at_once() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let first = Node::start_pinned(dirs[0].path(), &[]);
+    wait_status(first.addr, "a founded cluster", |s| s["meta_leader"] == 1);
+    let seed = first.addr.to_string();
+    let mut nodes = vec![first];
+    for dir in &dirs[1..] {
+        nodes.push(Node::start_pinned(dir.path(), &["--join", &seed]));
+    }
+    wait_status(nodes[0].addr, "live voters", |s| all_live_voters(s, 3));
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r"]));
+    for a in &addrs {
+        wait_chunks(*a, "r", |c| c.len() == 1 && c[0]["leader"].is_u64());
+    }
+    let rt = monotable_tests::runtime();
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(addrs[1]).await.expect("connect");
+        for k in ["a", "m", "x"] {
+            c.put("r", k, "1").await.expect("put");
+        }
+        for (i, at) in ["g", "p", "t"].iter().enumerate() {
+            let started = Instant::now();
+            c.split_chunk("r", at).await.expect("split");
+            c.put("r", format!("{at}{i}"), "2").await.expect("put in the upper half");
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(3), "split at {at} and a write above it: {took:?}");
+        }
+    });
+    let chunks = wait_chunks(addrs[2], "r", |c| c.len() == 4);
+    assert!(chunks.iter().all(|c| c["leader"].is_u64()), "{chunks:?}");
+    for n in &mut nodes {
+        assert!(n.stop());
+    }
+}
+
 /// Postmortems: replicated chunks split on each replica alone (writes then
 /// failed, refused writes reappeared and replicas diverged); a write
 /// through a node that had applied a drop but not yet dropped its replica
