@@ -91,6 +91,10 @@ impl Connection {
         }
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.pending).closed.is_some()
+    }
+
     pub(crate) async fn call(&self, command: Command) -> Result<Reply, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::new();

@@ -390,6 +390,12 @@ impl Client {
         &self.conn.hello
     }
 
+    /// Whether the connection is known to be closed (the server closed it
+    /// or it broke): every later request fails without being sent.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
     async fn call(&self, command: Command) -> Result<Reply> {
         self.conn.call(command).await
     }
@@ -652,7 +658,7 @@ impl Client {
 
     /// Compacts every chunk of a range now (it also happens on its own).
     pub async fn compact_range(&self, name: &str) -> Result<()> {
-        self.call_ok(Command::CompactRange { name: name.to_owned() }).await
+        self.call_ok(Command::CompactRange { name: name.to_owned(), replica_only: false }).await
     }
 
     /// Splits the chunk holding `key` so that `key` starts a chunk (chunks

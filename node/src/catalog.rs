@@ -143,6 +143,12 @@ pub struct Backfill {
     pub cursor: Option<Vec<u8>>,
     pub done: u64,
     pub total: u64,
+    /// Before its first batch, delete the target's rows that the source at
+    /// the checkpoint does not produce: a mapper taking over a target that
+    /// holds rows (a new leader of a replicated source, see
+    /// [`crate::replicated_views`]) makes it exact this way.
+    #[serde(default)]
+    pub prune: bool,
 }
 
 pub struct Catalog {

@@ -407,6 +407,7 @@ impl ChunkActor {
             unavailable,
             replicas: Vec::new(),
             leader: None,
+            voters: Vec::new(),
         }
     }
 }

@@ -139,7 +139,7 @@ impl Node {
                     )),
                 }
             }
-            Command::CompactRange { name } => {
+            Command::CompactRange { name, .. } => {
                 let addrs: Vec<_> = self
                     .range_route(&name, |r| r.chunks.values().map(|c| c.addr.clone()).collect())?;
                 let replies: Vec<_> =
@@ -156,7 +156,9 @@ impl Node {
                 self.create_mapper(&name, &source, &target, function).await.map(|()| Reply::Ok)
             }
             Command::DropMapper { name } => self.drop_mapper(&name).await.map(|()| Reply::Ok),
-            Command::ListViews => Ok(Reply::Views(self.view_statuses().await)),
+            Command::ListViews | Command::ListViewsHere => {
+                Ok(Reply::Views(self.view_statuses().await))
+            }
             Command::CreateReducer { name, range, function } => {
                 self.create_reducer(&name, &range, function).await.map(|()| Reply::Ok)
             }
@@ -324,6 +326,7 @@ impl Node {
                         ),
                         replicas: Vec::new(),
                         leader: None,
+                        voters: Vec::new(),
                     });
                 }
                 Err(e) => return Err(e),

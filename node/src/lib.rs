@@ -59,6 +59,7 @@ pub mod group_commit;
 pub mod node;
 pub mod replica;
 pub mod replicated;
+pub mod replicated_views;
 pub mod resp;
 pub mod router;
 pub mod scan;

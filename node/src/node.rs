@@ -70,6 +70,8 @@ pub struct Node {
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// The replicated chunks this node holds ([`crate::replicated`]).
     pub(crate) replicated: crate::replicated::Replicas,
+    /// The views on replicated ranges this node runs.
+    pub(crate) replicated_views: crate::replicated_views::ViewsHere,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -193,6 +195,8 @@ impl Node {
         let metas = catalog.chunks().map_err(unreadable)?;
         let mappers = catalog.mappers().map_err(unreadable)?;
         let catalog_reducers = catalog.reducers().map_err(unreadable)?;
+        let (mappers, catalog_reducers) =
+            crate::replicated_views::purge_replicated_views(&catalog, mappers, catalog_reducers);
         let sinks = catalog.sinks().map_err(unreadable)?;
         let found = crate::startup::scan_chunk_dirs(&chunks_dir)
             .map_err(|e| NodeError::Start(format!("cannot read {}: {e}", chunks_dir.display())))?;
@@ -261,6 +265,7 @@ impl Node {
             replicated: Default::default(),
             syncer: Arc::new(syncer),
             cluster: std::sync::OnceLock::new(),
+            replicated_views: Default::default(),
         });
         tracing::info!(fsync = ?node.config.fsync, sync_method = ?node.syncer.method(), "group commit");
         let host: Arc<dyn ChunkHost> = node.clone();
@@ -420,7 +425,7 @@ impl Node {
         Arc::new(ChunkRoute { id: meta.id, start: meta.start, end: meta.end, addr, cell })
     }
 
-    fn self_arc(&self) -> Option<Arc<Node>> {
+    pub(crate) fn self_arc(&self) -> Option<Arc<Node>> {
         self.me.upgrade()
     }
 

@@ -42,10 +42,14 @@
 //! the meta range has the split, for up to 15 s. Ranges of one replica are
 //! ordinary ranges of the node that made them.
 //!
-//! Not yet: reads at a snapshot, views, sinks and bridge jobs on
-//! replicated ranges; a replica that missed a split and is sent a snapshot
-//! of the lower half refuses it (its group stops on that node, loudly) and
-//! must be rebuilt.
+//! Views on replicated ranges: [`crate::replicated_views`]; a range a view
+//! reads or writes does not split, and no view is made on a range of
+//! several chunks (views run on one chunk's group).
+//!
+//! Not yet: reads at a snapshot, sinks and bridge jobs on replicated
+//! ranges; a replica that missed a split and is sent a snapshot of the
+//! lower half refuses it (its group stops on that node, loudly) and must
+//! be rebuilt.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -103,6 +107,18 @@ fn unavailable(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::ClusterUnavailable, message)
 }
 
+/// A write whose fate is unknown: it may have been applied, so it must not
+/// be sent again as it is.
+fn outcome_unknown(message: impl Into<String>) -> NodeError {
+    NodeError::client(ErrorCode::OutcomeUnknown, message)
+}
+
+/// Whether a request changes data, so that a copy sent after an ambiguous
+/// failure could apply it twice.
+fn is_write(command: &Command) -> bool {
+    matches!(command, Command::Write { .. })
+}
+
 /// The range a data request names, if it is one the cluster routes.
 fn routed_range(command: &Command) -> Option<&str> {
     match command {
@@ -113,22 +129,8 @@ fn routed_range(command: &Command) -> Option<&str> {
         Command::Scan(req) => Some(&req.range),
         Command::DescribeRange { name }
         | Command::DropRange { name }
-        | Command::CompactRange { name } => Some(name),
+        | Command::CompactRange { name, .. } => Some(name),
         _ => None,
-    }
-}
-
-/// The ranges a view request reads or writes.
-fn view_ranges(command: &Command) -> Vec<&str> {
-    match command {
-        Command::CreateMapper { source, target, .. } => vec![source, target],
-        Command::CreateReducer { range, .. } => vec![range],
-        Command::CreateSink { source, .. } => match source {
-            monotable_proto::SinkSource::Range(r) | monotable_proto::SinkSource::View(r) => {
-                vec![r]
-            }
-        },
-        _ => Vec::new(),
     }
 }
 
@@ -142,16 +144,14 @@ impl Node {
         command: &Command,
     ) -> Option<NodeResult<Reply>> {
         let cluster = self.cluster().ok()?.clone();
-        for name in view_ranges(command) {
-            if self.replicated_range(&cluster, name).is_some() {
-                return Some(Err(NodeError::client(
-                    ErrorCode::BadRequest,
-                    format!("range {name:?} is replicated: views, sinks and their rows on replicated ranges are not supported yet"),
-                )));
-            }
+        if let Some(reply) = self.route_view_command(&cluster, command).await {
+            return Some(reply);
         }
         if let Command::CreateRange { name, options, replicas } = command {
             return self.create_replicated(&cluster, name, *options, *replicas).await;
+        }
+        if let Command::ListRanges = command {
+            return Some(self.list_with_replicated(&cluster).await);
         }
         let name = routed_range(command)?;
         let local = self.router_read().range(name).map(|r| r.meta.id);
@@ -178,6 +178,77 @@ impl Node {
         }
     }
 
+    /// `ListRanges` on a cluster: this node's ranges (its own, and its
+    /// replicas, described from its own state) and the replicated ranges
+    /// it holds no replica of (described by one of their replicas).
+    async fn list_with_replicated(self: &Arc<Self>, cluster: &Cluster) -> NodeResult<Reply> {
+        let Reply::Ranges(mut infos) = self.execute_local(Command::ListRanges).await? else {
+            return Err(NodeError::Internal("ListRanges answered something else".into()));
+        };
+        let elsewhere: Vec<String> = cluster
+            .with_meta(|m| {
+                m.ranges
+                    .keys()
+                    .filter(|name| !infos.iter().any(|i| &i.name == *name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in elsewhere {
+            match Box::pin(self.route_replicated(&Command::DescribeRange { name })).await {
+                Some(Ok(Reply::Range(info))) => infos.push(info),
+                // Dropped meanwhile.
+                Some(Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. })) => {}
+                Some(Err(e)) => return Err(e),
+                _ => {}
+            }
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Reply::Ranges(infos))
+    }
+
+    /// `CompactRange` on a replicated range: every replica compacts its own
+    /// chunk files (compaction is local to a replica's storage; the data is
+    /// the same everywhere). Fails naming the replicas that could not be
+    /// reached, after the others compacted.
+    async fn compact_replicated(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        me: NodeId,
+        range: &MetaRange,
+        name: &str,
+    ) -> NodeResult<Reply> {
+        let command = Command::CompactRange { name: name.to_owned(), replica_only: true };
+        let addrs: Vec<(NodeId, Option<String>)> = cluster
+            .with_meta(|m| {
+                range
+                    .replicas
+                    .iter()
+                    .map(|id| (*id, m.nodes.get(id).map(|n| n.addr.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut failed = Vec::new();
+        for (id, addr) in addrs {
+            let done = if id == me {
+                Box::pin(self.execute_local(command.clone())).await
+            } else {
+                match addr {
+                    Some(addr) => self.forward(&addr, command.clone()).await,
+                    None => Err(unavailable(format!("node {id} has no address"))),
+                }
+            };
+            if let Err(e) = done {
+                failed.push(format!("node {id}: {e}"));
+            }
+        }
+        if failed.is_empty() {
+            Ok(Reply::Ok)
+        } else {
+            Err(unavailable(format!("not every replica compacted: {}", failed.join("; "))))
+        }
+    }
+
     /// The replicated range `name`, from the meta range.
     fn replicated_range(&self, cluster: &Cluster, name: &str) -> Option<MetaRange> {
         cluster.with_meta(|m| m.ranges.get(name).cloned()).flatten()
@@ -186,7 +257,7 @@ impl Node {
     /// Waits until this node's meta replica has applied what `done` looks
     /// for (a create or drop this node just committed through the leader),
     /// so the caller's next request here sees it.
-    async fn wait_meta(
+    pub(crate) async fn wait_meta(
         &self,
         cluster: &Cluster,
         done: impl Fn(&crate::cluster::meta::MetaState) -> bool,
@@ -211,8 +282,32 @@ impl Node {
         if let Command::DropRange { .. } = command {
             return self.drop_replicated(cluster, name).await;
         }
+        if let Command::CompactRange { name, replica_only } = command {
+            if !replica_only {
+                return self.compact_replicated(cluster, me, range, name).await;
+            }
+        }
+        if let Command::SplitChunk { .. } = command {
+            if range.rides_on.is_some() {
+                return Err(NodeError::client(
+                    ErrorCode::BadRequest,
+                    format!("range {name:?} is the target of a mapper: it does not split"),
+                ));
+            }
+        }
+        if range.rides_on.is_some() && matches!(command, Command::Write { .. }) {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!("range {name:?} is the target of a mapper: only the mapper writes it"),
+            ));
+        }
         if !range.replicas.contains(&me) {
             return self.forward_to_replica(cluster, range, command.clone()).await;
+        }
+        // A view's target (one chunk) is read through the group its rows
+        // ride on.
+        if range.rides_on.is_some() {
+            return self.serve_rider(cluster, me, command, name, range).await;
         }
         match command {
             Command::DescribeRange { .. } | Command::CompactRange { .. } => {
@@ -286,6 +381,125 @@ impl Node {
                         other => return other,
                     }
                 }
+            }
+        }
+    }
+
+    /// A request for a mapper's target (one chunk, whose rows ride on its
+    /// source's group): read through that group's leader.
+    async fn serve_rider(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        me: NodeId,
+        command: &Command,
+        name: &str,
+        range: &MetaRange,
+    ) -> NodeResult<Reply> {
+        let chunk = range.group_of(0).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        let group = loop {
+            // The replica appears once this node has applied the meta
+            // range's record of it.
+            if let Some(g) = cluster.group(chunk) {
+                break g;
+            }
+            if Instant::now() > deadline {
+                return Err(unavailable(format!(
+                    "this node's replica of range {name:?} is not running"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match command {
+            Command::DescribeRange { .. } | Command::CompactRange { .. } => {
+                // This replica's own state.
+                Box::pin(self.execute_local(command.clone())).await
+            }
+            Command::Write { .. } => Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!("range {name:?} is the target of a mapper: only the mapper writes it"),
+            )),
+            Command::Get { snapshot: Some(_), .. }
+            | Command::MultiGet { snapshot: Some(_), .. } => Err(NodeError::client(
+                ErrorCode::BadRequest,
+                "reads at a snapshot are not supported on replicated ranges yet",
+            )),
+            Command::Scan(req) if req.snapshot.is_some() => Err(NodeError::client(
+                ErrorCode::BadRequest,
+                "reads at a snapshot are not supported on replicated ranges yet",
+            )),
+            _ => {
+                // A linearizable read: Raft's read index on the leader,
+                // then what the leader applied (all of it committed).
+                match self
+                    .on_leader(&group, me, command, |g| async move { g.read_barrier().await })
+                    .await?
+                {
+                    Some(reply) => Ok(reply),
+                    None => self.read_applied(command.clone()).await,
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on this node's replica if it leads the group; else forwards
+    /// `command` to the leader and returns its reply (`Some`). Waits for an
+    /// election when there is no leader.
+    ///
+    /// A request is sent again (to this replica or a leader) only when the
+    /// failure shows it was not taken: `NotLeader` before proposing, or a
+    /// leader that could not be connected to. A write whose proposal timed
+    /// out, whose replica stopped, or whose forwarded copy got no answer
+    /// fails with [`ErrorCode::OutcomeUnknown`]: Raft may still commit it,
+    /// so a copy could apply it twice (a put replayed after a later put of
+    /// the same key undoes that one).
+    async fn on_leader<F, Fut>(
+        &self,
+        group: &Group,
+        me: NodeId,
+        command: &Command,
+        f: F,
+    ) -> NodeResult<Option<Reply>>
+    where
+        F: Fn(Group) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ConsensusError>>,
+    {
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        loop {
+            match f(group.clone()).await {
+                Ok(()) => return Ok(None),
+                Err(ConsensusError::NotLeader { leader: Some((id, addr)) }) if id != me => {
+                    match self.forward(&addr, command.clone()).await {
+                        // The leader this replica knows of could not be
+                        // reached (down, or not yet restarted): nothing was
+                        // sent; ask again once Raft moved on.
+                        Err(e)
+                            if e.to_info().code == ErrorCode::ClusterUnavailable
+                                && Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        other => return other.map(Some),
+                    }
+                }
+                Err(ConsensusError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e @ ConsensusError::NotLeader { .. }) => {
+                    return Err(unavailable(format!("chunk {}: {e}", group.id())))
+                }
+                Err(e @ (ConsensusError::Timeout(_) | ConsensusError::Fatal(_)))
+                    if is_write(command) =>
+                {
+                    return Err(outcome_unknown(format!(
+                        "chunk {}: {e}; the write may or may not have been applied",
+                        group.id()
+                    )))
+                }
+                Err(e @ ConsensusError::Timeout(_)) => {
+                    return Err(unavailable(format!("chunk {}: {e}", group.id())))
+                }
+                Err(e) => return Err(NodeError::Internal(format!("chunk {}: {e}", group.id()))),
             }
         }
     }
@@ -623,53 +837,6 @@ impl Node {
     /// Runs `f` on this node's replica if it leads the group; else forwards
     /// `command` to the leader and returns its reply (`Some`). Waits for an
     /// election when there is no leader.
-    async fn on_leader<F, Fut>(
-        &self,
-        group: &Group,
-        me: NodeId,
-        command: &Command,
-        f: F,
-    ) -> NodeResult<Option<Reply>>
-    where
-        F: Fn(Group) -> Fut,
-        Fut: std::future::Future<Output = Result<(), ConsensusError>>,
-    {
-        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
-        loop {
-            match f(group.clone()).await {
-                Ok(()) => return Ok(None),
-                Err(ConsensusError::NotLeader { leader: Some((id, addr)) }) if id != me => {
-                    match self.forward(&addr, command.clone()).await {
-                        // The leader this replica knows of is down (or
-                        // stepping down): ask again once Raft moved on. A
-                        // write sent again is a blind put or delete, which
-                        // gives the same state applied twice.
-                        Err(e)
-                            if e.to_info().code == ErrorCode::ClusterUnavailable
-                                && Instant::now() < deadline =>
-                        {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        other => return other.map(Some),
-                    }
-                }
-                Err(ConsensusError::NotLeader { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e @ (ConsensusError::NotLeader { .. } | ConsensusError::Timeout(_))) => {
-                    return Err(unavailable(format!("chunk {}: {e}", group.id())))
-                }
-                Err(e) => return Err(NodeError::Internal(format!("chunk {}: {e}", group.id()))),
-            }
-        }
-    }
-
-    /// Splits chunk `chunk` of range `name` at `at`, on the chunk's leader
-    /// (this node): an id for the upper half from the meta range, the
-    /// split through the chunk's Raft group, then its record in the meta
-    /// range. Refused (`StaleChunkMap`) while the meta range's record of
-    /// the chunk is not what this replica applied: a split waits for the
-    /// record of the one before it ([`Node::repair_chunk_map`]).
     async fn propose_split(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
@@ -779,19 +946,27 @@ impl Node {
     }
 
     /// Sends `command` to the node at `addr` as it is; its reply or error.
-    async fn forward(&self, addr: &str, command: Command) -> NodeResult<Reply> {
+    /// Sends `command` to the node at `addr` as it is; its reply or error.
+    ///
+    /// Errors: `ClusterUnavailable` when no connection could be made
+    /// (nothing was sent); for a write that was sent and got no answer,
+    /// `OutcomeUnknown`; the node's own error otherwise.
+    pub(crate) async fn forward(&self, addr: &str, command: Command) -> NodeResult<Reply> {
+        use crate::cluster::transport::PeerError;
         let cluster = self.cluster()?;
+        let write = is_write(&command);
         cluster.peers().call(addr, |c| async move { c.forward(command).await }).await.map_err(|e| {
             match e {
-                crate::cluster::transport::PeerError::Server(info) => {
-                    NodeError::client(info.code, info.message)
-                }
+                PeerError::Server(info) => NodeError::client(info.code, info.message),
+                PeerError::Call(e) if write => outcome_unknown(format!(
+                    "node at {addr}: {e}; the write may or may not have been applied"
+                )),
                 e => unavailable(format!("node at {addr}: {e}")),
             }
         })
     }
 
-    async fn forward_to_replica(
+    pub(crate) async fn forward_to_replica(
         &self,
         cluster: &Cluster,
         range: &MetaRange,
@@ -928,21 +1103,30 @@ impl Node {
 
     /// Fills in who holds and leads each chunk of range `name` (id
     /// `range_id`): this node for an ordinary range; the meta range's
-    /// replicas and the Raft leader for a replicated one, whose chunks are
-    /// named by their Raft groups' ids.
+    /// replicas, the Raft group's voters and leader for a replicated one,
+    /// whose chunks are named by their Raft groups' ids.
     pub(crate) fn fill_replicas(&self, name: &str, range_id: u64, chunks: &mut [ChunkInfo]) {
         let Ok(cluster) = self.cluster() else { return };
         let me = cluster.node_id().unwrap_or(0);
-        let range =
-            if is_replicated(range_id) { self.replicated_range(cluster, name) } else { None };
+        let replicas = if is_replicated(range_id) {
+            cluster
+                .with_meta(|m| m.ranges.get(name).map(|r| (r.replicas.clone(), r.rides_on)))
+                .flatten()
+        } else {
+            None
+        };
         for c in chunks {
-            match &range {
-                Some(r) => {
-                    c.replicas = r.replicas.clone();
+            match &replicas {
+                Some((r, rides_on)) => {
+                    c.replicas = r.clone();
                     if let Some(group) = self.replicated.group_of(c.id) {
                         c.id = group;
                     }
-                    c.leader = cluster.group(c.id).and_then(|g| g.status().leader);
+                    let group = rides_on.unwrap_or(c.id);
+                    if let Some(status) = cluster.group(group).map(|g| g.status()) {
+                        c.leader = status.leader;
+                        c.voters = status.voters.keys().copied().collect();
+                    }
                 }
                 None => {
                     c.replicas = vec![me];
@@ -957,6 +1141,7 @@ impl Node {
     /// chunk here; and once a second records the splits it missed
     /// ([`Node::repair_chunk_map`]).
     pub fn follow_meta(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        self.follow_views(cluster.clone());
         let node = self.clone();
         tokio::spawn(async move {
             // Joining: no meta replica yet.
@@ -992,11 +1177,51 @@ impl Node {
     async fn reconcile(self: &Arc<Self>, cluster: &Arc<Cluster>) -> NodeResult<()> {
         let Some(me) = cluster.node_id() else { return Ok(()) };
         let Some(meta) = cluster.meta() else { return Ok(()) };
+        // Replicas of ranges the meta range dropped (or dropped and made
+        // again under the same name), or moved to other nodes.
+        let gone: Vec<String> = self
+            .router_read()
+            .ranges()
+            .filter(|r| {
+                is_replicated(r.meta.id)
+                    && match meta.ranges.get(&r.meta.name) {
+                        // An id this meta replica has not given out yet: a
+                        // view's target created from its source's log ahead
+                        // of the meta range's record of it, not a drop.
+                        None => r.meta.id < meta.next_id,
+                        Some(m) => m.id != r.meta.id || !m.replicas.contains(&me),
+                    }
+            })
+            .map(|r| r.meta.name.clone())
+            .collect();
+        for name in gone {
+            // A split's lower halves have ids of this node's: their groups
+            // are the registry's.
+            let mut groups: Vec<u64> =
+                self.range_route(&name, |r| r.chunks.values().map(|c| c.id).collect())?;
+            groups.extend(self.replicated.remove_range(&name));
+            groups.sort_unstable();
+            groups.dedup();
+            for id in groups {
+                if let Some(g) = cluster.remove_group(id) {
+                    g.shutdown().await;
+                }
+                let dir = self.config.data_dir.join("raft").join(format!("{id:016x}"));
+                if dir.exists() {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
+                    }
+                }
+            }
+            self.drop_range_unchecked(&name).await?;
+        }
         // Replicas this node should hold.
         for (name, range) in &meta.ranges {
             if !range.replicas.contains(&me) {
                 continue;
             }
+            // A view's target rides on its source's group.
+            let rides = range.rides_on.is_some();
             // The range's first chunk: its id never changes (a split's
             // lower half keeps its chunk's id and Raft group).
             let first = range.id + 1;
@@ -1018,6 +1243,9 @@ impl Node {
             } else {
                 routes
             };
+            if rides {
+                continue;
+            }
             for route in routes {
                 // A chunk with an id of the meta range's is its Raft
                 // group's; one with an id of this node's is a split's
@@ -1032,22 +1260,25 @@ impl Node {
                     continue;
                 }
                 let voters = range
-                    .replicas
+                    .initial_voters()
                     .iter()
                     .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
                     .collect();
-                // A range's first chunk is started by its first replica. A
-                // split's upper half by the replica that led the split
+                let seeded = range.initial_voters().contains(&me);
+                // A range's first chunk is started by every replica it was
+                // created on (the same membership on each; a no-op where it
+                // ran before). A split's upper half by the replica that led
+                // the split
                 // (initializing a group starts an election, and replicas
                 // all electing at once split the vote), and by each other
                 // replica too if the group is still empty there after
                 // twice the longest election timeout (that replica died).
-                let init = if group == first {
-                    if range.replicas.first() == Some(&me) {
-                        Init::Now(voters)
-                    } else {
-                        Init::Never
-                    }
+                let init = if !seeded {
+                    // Added later (a removed node's place): its leader
+                    // brings it in.
+                    Init::Never
+                } else if group == first {
+                    Init::Now(voters)
                 } else {
                     let parent = self.replicated.parents_lock().remove(&group);
                     match parent.and_then(|p| cluster.group(p)).and_then(|p| p.status().leader) {
@@ -1057,32 +1288,6 @@ impl Node {
                 };
                 self.start_replica(cluster, me, name, group, &route, init).await?;
             }
-        }
-        // Replicas of ranges the meta range dropped.
-        let gone: Vec<String> = self
-            .router_read()
-            .ranges()
-            .filter(|r| is_replicated(r.meta.id) && !meta.ranges.contains_key(&r.meta.name))
-            .map(|r| r.meta.name.clone())
-            .collect();
-        for name in gone {
-            let mut groups: Vec<u64> =
-                self.range_route(&name, |r| r.chunks.values().map(|c| c.id).collect())?;
-            groups.extend(self.replicated.remove_range(&name));
-            groups.sort_unstable();
-            groups.dedup();
-            for id in groups {
-                if let Some(g) = cluster.remove_group(id) {
-                    g.shutdown().await;
-                }
-                let dir = self.config.data_dir.join("raft").join(format!("{id:016x}"));
-                if dir.exists() {
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
-                    }
-                }
-            }
-            self.drop_range_unchecked(&name).await?;
         }
         Ok(())
     }
@@ -1104,6 +1309,7 @@ impl Node {
         let log = LogStore::open(&dir.join("log"), cluster.sync_point())
             .map_err(|e| start(e.to_string()))?;
         let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
+        let riders: Arc<dyn crate::replica::Riders> = self.clone();
         let (kick, parents) = (self.replicated.kick.clone(), self.replicated.parents.clone());
         let on_split = Box::new(move |right: u64, done: bool| {
             if done {
@@ -1115,8 +1321,12 @@ impl Node {
                 parents.lock().unwrap_or_else(|p| p.into_inner()).insert(right, group);
             }
         });
-        let replica =
-            Arc::new(ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host), on_split));
+        let replica = Arc::new(
+            ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host))
+                .for_group(group)
+                .with_riders(Arc::downgrade(&riders))
+                .with_on_split(on_split),
+        );
         let store = ReplicaStore::open(&dir.join("state"), replica.clone())
             .map_err(|e| start(e.to_string()))?;
         let config = GroupConfig {

@@ -488,6 +488,7 @@ async fn start_cluster(
             .await?;
     node.set_cluster(cluster.clone());
     node.follow_meta(cluster.clone());
+    cluster.follow_placement();
     Ok(cluster)
 }
 

@@ -43,6 +43,12 @@ pub enum ErrorCode {
     /// or no leader of the cluster's meta range is reachable (no majority
     /// of its nodes is up). Retry later.
     ClusterUnavailable,
+    /// A write may or may not have been applied: the node that took it
+    /// stopped answering, or its Raft group did not decide within the
+    /// request timeout (it may still commit the write later). Not
+    /// retryable as it is: a write sent again may apply twice; read the
+    /// keys back (or make the write idempotent) before writing again.
+    OutcomeUnknown,
     /// The request was routed by a chunk map that changed meanwhile (a
     /// replicated chunk split): its keys are no longer where it was sent.
     /// The node asked routes it again by itself; a client sees this only

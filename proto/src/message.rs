@@ -136,9 +136,13 @@ pub enum Command {
         seq: u64,
     },
     /// Rewrites every chunk of the range keeping only what pinned snapshots
-    /// can still see.
+    /// can still see. On a replicated range every replica compacts its own
+    /// files; `replica_only` (sent from one replica's node to another's)
+    /// asks for the answering node's replica alone.
     CompactRange {
         name: String,
+        #[serde(default)]
+        replica_only: bool,
     },
     /// Splits the chunk holding `key` so that `key` starts a new chunk.
     SplitChunk {
@@ -229,6 +233,10 @@ pub enum Command {
         from: u64,
         to: u64,
     },
+    /// Status of the views this node runs, and no others (a node asks
+    /// the others with it to answer `ListViews` for views of replicated
+    /// ranges, which run on their chunk's leader).
+    ListViewsHere,
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged
@@ -416,6 +424,12 @@ pub struct ChunkInfo {
     /// knows it; `None` while there is none (an election).
     #[serde(default)]
     pub leader: Option<u64>,
+    /// The voters of the chunk's Raft group as the answering replica knows
+    /// them: `replicas` once a replica move is done, and during one the
+    /// nodes that still count for a majority. Empty from a node without a
+    /// replica, and for an ordinary range.
+    #[serde(default)]
+    pub voters: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

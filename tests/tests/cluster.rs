@@ -413,11 +413,13 @@ fn replicated_chunks_split_under_load_and_a_leader_kill() {
     std::thread::sleep(Duration::from_millis(700));
     nodes[victim].kill();
     let (a, u) = writer.join().expect("writer");
-    // Only writes through the killed node may fail: through the others,
-    // stale routes and elections are retried inside the cluster.
+    // Through the survivors, stale routes and elections are retried inside
+    // the cluster: a write fails only if it was in flight to the killed
+    // node (its outcome unknown), at most one per survivor's writer.
     let through_victim: Vec<u32> =
         order[500..1300].iter().copied().skip(victim).step_by(3).collect();
-    assert!(u.iter().all(|i| through_victim.contains(i)), "failed through a survivor: {u:?}");
+    let elsewhere: Vec<&u32> = u.iter().filter(|i| !through_victim.contains(i)).collect();
+    assert!(elsewhere.len() <= 2, "failed through a survivor: {elsewhere:?}");
     acked.extend(a);
     unknown.extend(u);
     nodes[victim].restart();
@@ -587,9 +589,10 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
     assert_eq!(d["chunks"][0]["replicas"], serde_json::json!([1]));
     assert_eq!(d["chunks"][0]["leader"], 1);
     assert!(err(cli(b, &["get", "solo", "k"])).contains("does not exist"));
-    // Views on a replicated range are refused; a split asked for through
+    // Sinks on a replicated range are refused; a split asked for through
     // either node is made on the chunk's leader, for both replicas.
-    let e = err(cli(a, &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));
+    let url = "redis://127.0.0.1:1/0";
+    let e = err(cli(a, &["redis", "sink", "create", "s", "--range", "r", "--url", url]));
     assert!(e.contains("replicated"), "{e}");
     monotable_tests::runtime().block_on(async {
         let c = monotable_client::Client::connect(b).await.expect("connect");
@@ -691,6 +694,111 @@ fn an_address_taken_over_is_not_a_member_and_a_lone_leader_steps_aside() {
     assert!(nodes(&s).iter().any(|n| n.0 == 4 && !n.2), "{s} (leader before: {leader:?})");
     let e = err(cli(procs[0].addr, &["cluster", "remove", "3"]));
     assert!(e.contains("ClusterUnavailable"), "{e}");
+    for n in &mut procs {
+        n.stop();
+    }
+}
+
+/// The replicas (or, with `field` "voters", the Raft voters) of the range
+/// `r` as `range describe` through `addr` says.
+fn described(addr: SocketAddr, field: &str) -> Vec<u64> {
+    let out = cli(addr, &["range", "describe", "r"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let d: Json = serde_json::from_slice(&out.stdout).expect("json");
+    let mut ids: Vec<u64> = d["chunks"][0][field]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| r.as_u64().expect("id"))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `cluster remove` of a dead replica: another node takes its place (a
+/// learner that catches up, then a voter), so the range keeps three copies
+/// and survives the loss of one more original replica.
+///
+/// Postmortem: a removed node stayed in every range's replicas and its
+/// chunks' Raft groups, which kept one copy fewer for good.
+#[test]
+fn a_removed_nodes_replicas_move_to_another_node() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut procs = start_cluster(&dirs);
+    let rt = monotable_tests::runtime();
+    let addrs: Vec<SocketAddr> = procs.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r", "--replicas", "3"]));
+    let (acked, unknown) = write_keys(&rt, &addrs, 0, 200);
+    assert!(unknown.is_empty() && acked.len() == 200, "{unknown:?}");
+    // Node ids by address.
+    let s = status(addrs[0]).expect("status");
+    let index_of = |id: u64| {
+        let addr = nodes(&s).into_iter().find(|n| n.0 == id).expect("listed").1;
+        addrs.iter().position(|a| a.to_string() == addr).expect("one of ours")
+    };
+    let replicas = described(addrs[0], "replicas");
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    let spare = (1..=4).find(|id| !replicas.contains(id)).expect("a node without a replica");
+    // A node without a replica lists the range (described by a replica),
+    // and compacts every replica, not one.
+    // Postmortems: `range list` there left replicated ranges out;
+    // `range compact` there compacted the first replica only.
+    let listed = ok(cli(addrs[index_of(spare)], &["range", "list", "--json"]));
+    let listed: Vec<Json> =
+        listed.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert!(
+        listed.iter().any(|r| r["name"] == "r" && r["chunks"][0]["records"] == 200),
+        "{listed:?}"
+    );
+    let (again, _) = write_keys(&rt, &addrs, 0, 200);
+    assert_eq!(again.len(), 200, "overwrites before any fault");
+    let log_bytes = |id: u64| {
+        let out = ok(cli(addrs[index_of(id)], &["range", "describe", "r"]));
+        let d: Json = serde_json::from_str(&out).expect("json");
+        d["chunks"][0]["log_bytes"].as_u64().expect("log_bytes")
+    };
+    let before: Vec<u64> = replicas.iter().map(|&id| log_bytes(id)).collect();
+    ok(cli(addrs[index_of(spare)], &["range", "compact", "r"]));
+    for (i, &id) in replicas.iter().enumerate() {
+        let after = log_bytes(id);
+        assert!(after < before[i], "replica on node {id} compacted: {} -> {after}", before[i]);
+    }
+    let (victim, other) = (replicas[0], replicas[1]);
+    procs[index_of(victim)].kill();
+    let via = addrs[index_of(spare)];
+    ok(cli(via, &["cluster", "remove", &victim.to_string()]));
+    let mut want: Vec<u64> = replicas.iter().copied().filter(|&id| id != victim).collect();
+    want.push(spare);
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while described(via, "replicas") != want
+        || described(via, "voters") != want
+        || replica_records(via) != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node {spare} never held a full replica as a voter: replicas {:?}, voters {:?}, \
+             records {}",
+            described(via, "replicas"),
+            described(via, "voters"),
+            replica_records(via)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The new replica is a voter: with one more original replica gone, the
+    // two left (the new one and one original) are a majority.
+    let last = *want.iter().find(|&&id| id != spare && id != other).expect("a third replica");
+    procs[index_of(other)].kill();
+    let left = [addrs[index_of(spare)], addrs[index_of(last)]];
+    let (more, unknown) = write_keys(&rt, &left, 200, 260);
+    assert!(more.len() >= 50, "writes go on with the new replica: {} ({unknown:?})", more.len());
+    let got = scan_keys(&rt, via);
+    for i in acked.iter().chain(&more) {
+        let k = format!("k{i:05}");
+        assert!(got.iter().any(|(key, v)| *key == k && *v == format!("v{i}")), "{k} missing");
+    }
     for n in &mut procs {
         n.stop();
     }

@@ -363,6 +363,7 @@ fn range_json(r: &monotable_client::RangeInfo) -> serde_json::Value {
             "unavailable": c.unavailable,
             "replicas": c.replicas,
             "leader": c.leader,
+            "voters": c.voters,
         })).collect::<Vec<_>>(),
     })
 }

@@ -1,8 +1,9 @@
 //! The meta range's state machine: what the whole cluster agrees on.
 //!
-//! It holds the node list and the chunk map of replicated ranges (chunk
-//! boundaries with their generation, replica placement); the registered
-//! views and sinks are to move here from each node's catalog. Every replica applies
+//! It holds the node list, the replicated ranges (chunk boundaries with
+//! their generation, replica placement) and the views registered on them
+//! ([`MetaView`]); sinks, and views of a node's own ranges, are still in
+//! each node's catalog. Every replica applies
 //! the same [`MetaCommand`]s in log order, so every replica holds the same
 //! [`MetaState`]; the encoding of both is MessagePack.
 
@@ -34,10 +35,66 @@ pub const REPLICATED_ID_BASE: u64 = 1 << 62;
 pub struct MetaRange {
     pub id: u64,
     pub options: monotable_proto::RangeOptions,
-    /// The nodes holding a replica of every chunk; the first one starts
-    /// each chunk's Raft group.
+    /// The nodes meant to hold a replica of every chunk. When a node is
+    /// removed, another takes its place here first; each chunk's leader
+    /// then brings its group's voters to this list (a learner that catches
+    /// up, then a membership change) and the node left out drops its copy.
     pub replicas: Vec<NodeId>,
     pub chunks: Vec<MetaChunk>,
+    /// The replicas the range was created on, never changed: its chunks'
+    /// Raft groups are initialized with them as voters, by any of them (an
+    /// identical initial membership on every node that does it, so a
+    /// replica that starts late never makes a log that disagrees). Empty in
+    /// ranges recorded before the field: `replicas` then.
+    #[serde(default)]
+    pub seed: Vec<NodeId>,
+    /// For a view's target: the chunk (Raft group) of the source range
+    /// whose log carries the target's rows, so they are replicated with
+    /// the source by its replicas, in one order with the source's writes
+    /// (see [`crate::replicated_views`]). Such a range has no Raft group
+    /// of its own, no client writes it, and its `replicas` follow the
+    /// source's. `None`: an ordinary range.
+    #[serde(default)]
+    pub rides_on: Option<u64>,
+}
+
+impl MetaRange {
+    /// The Raft group whose log carries the rows of chunk `i`: the chunk's
+    /// own, or the source chunk's for a view's target.
+    pub fn group_of(&self, i: usize) -> Option<u64> {
+        self.rides_on.or_else(|| self.chunks.get(i).map(|c| c.id))
+    }
+
+    /// The voters its chunks' Raft groups are initialized with.
+    pub fn initial_voters(&self) -> &[NodeId] {
+        if self.seed.is_empty() {
+            &self.replicas
+        } else {
+            &self.seed
+        }
+    }
+}
+
+/// A view registered on a replicated range: mappers and reducers run on
+/// the leader of the Raft group carrying their input
+/// ([`MetaState::view_group`]), where the view's local state lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaView {
+    /// Keeps `target` (a range created with the mapper, riding on the
+    /// source's chunk) equal to `function` applied to `source`.
+    Mapper { source: String, target: String, function: monotable_proto::MapFunction },
+    /// A reduce tree over `range` (a replicated range or a mapper's target).
+    Reducer { range: String, function: monotable_proto::ReduceFunction },
+}
+
+impl MetaView {
+    /// The range the view reads.
+    pub fn input(&self) -> &str {
+        match self {
+            MetaView::Mapper { source, .. } => source,
+            MetaView::Reducer { range, .. } => range,
+        }
+    }
 }
 
 /// A chunk of a [`MetaRange`].
@@ -79,9 +136,36 @@ pub struct MetaState {
     /// The next id for a replicated range or chunk, from
     /// [`REPLICATED_ID_BASE`].
     pub next_id: u64,
+    /// The replies to the last [`RECENT_REPLIES_MAX`] [`MetaCommand::Once`]
+    /// commands, by token, oldest first.
+    #[serde(default)]
+    pub recent: std::collections::VecDeque<(u64, MetaReply)>,
+    /// Views on replicated ranges, by name.
+    #[serde(default)]
+    pub views: BTreeMap<String, MetaView>,
 }
 
+/// How many replies of [`MetaCommand::Once`] the meta range remembers: a
+/// copy of a command sent again after more commands than this is applied
+/// again.
+pub const RECENT_REPLIES_MAX: usize = 1024;
+
 impl MetaState {
+    /// The Raft group whose leader runs view `name` (the group carrying
+    /// its input's rows); `None` when the view or its input is unknown.
+    pub fn view_group(&self, name: &str) -> Option<u64> {
+        let view = self.views.get(name)?;
+        self.ranges.get(view.input())?.group_of(0)
+    }
+
+    /// The views that read `range` or write it.
+    pub fn views_of<'a>(&'a self, range: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.views.iter().filter_map(move |(name, v)| {
+            let writes = matches!(v, MetaView::Mapper { target, .. } if target == range);
+            (v.input() == range || writes).then_some(name)
+        })
+    }
+
     /// Nodes not removed, with their addresses.
     pub fn live_members(&self) -> impl Iterator<Item = (NodeId, &NodeRecord)> {
         self.nodes.iter().filter(|(_, n)| !n.removed).map(|(id, n)| (*id, n))
@@ -98,14 +182,34 @@ pub enum MetaCommand {
     /// `join_token` keeps its id, a new token gets the next id. Answers
     /// [`MetaReply::Node`], or an error for a token of a removed node.
     Join { addr: String, join_token: u64 },
-    /// Marks a node removed. Answers [`MetaReply::Ok`].
+    /// Marks a node removed and gives each range it held a replica of
+    /// another live node in its place (the one with the fewest replicas,
+    /// then the lowest id), or none when every live node holds one already.
+    /// Answers [`MetaReply::Ok`], or an error (and changes nothing) when
+    /// the node holds the only replica of a range and no node can take it.
     Remove { node: NodeId },
     /// Creates a replicated range of one chunk on `replicas`. Answers
     /// [`MetaReply::Range`], or an error if the name is taken or a replica
     /// is not a live node.
     CreateRange { name: String, options: monotable_proto::RangeOptions, replicas: Vec<NodeId> },
-    /// Drops a replicated range. Answers [`MetaReply::Ok`].
+    /// Drops a replicated range. Answers [`MetaReply::Ok`], or an error
+    /// while a view reads or writes it.
     DropRange { name: String },
+    /// Registers a view whose input is a replicated range; a mapper's
+    /// `target` (which must not exist) is created with it, on the source's
+    /// replicas and riding on its chunk. Answers [`MetaReply::Ok`], or an
+    /// error if the name is taken, the input is not a replicated range, or
+    /// the target exists.
+    CreateView { name: String, view: MetaView },
+    /// Drops a view; a mapper's target goes with it. Answers
+    /// [`MetaReply::Ok`], or an error if there is no such view or a view
+    /// reads the mapper's target.
+    DropView { name: String },
+    /// `command` at most once: a copy with the same `token` (sent again
+    /// after its first copy's answer was lost) gets the first copy's reply
+    /// and changes nothing (Raft's client sessions, Ongaro's thesis 6.3,
+    /// with one random token per request instead of a session).
+    Once { token: u64, command: Box<MetaCommand> },
     /// Allocates an id for a replicated chunk (the upper half of a split).
     /// Answers [`MetaReply::Id`].
     NewChunkId,
@@ -114,19 +218,21 @@ pub enum MetaCommand {
     /// and chunk `right` (generation 1) holds the rest. Answers
     /// [`MetaReply::Ok`]; also when the chunk has `generation` or a later
     /// one already (a replay, or a stale repeat: nothing changes). Refused
-    /// if the range or chunk is unknown, `generation` skips one, or `at`
-    /// is not strictly inside the chunk.
+    /// if the range or chunk is unknown, `generation` skips one, `at` is
+    /// not strictly inside the chunk, or a view reads or writes the range
+    /// (views on replicated ranges run on one chunk's group).
     SplitChunk { range: String, chunk: u64, at: Vec<u8>, right: u64, generation: u64 },
 }
 
 /// What applying a [`MetaCommand`] answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum MetaReply {
     Ok,
     Node(NodeId),
     Range(MetaRange),
-    Id(u64),
     Refused(String),
+    Id(u64),
 }
 
 /// The [`Machine`] of the meta range; clones share the state, so the node
@@ -163,99 +269,269 @@ impl MetaMachine {
 
     fn run(&self, command: MetaCommand) -> MetaReply {
         let mut s = self.state();
-        match command {
-            MetaCommand::Found { addr, join_token, cluster } => {
-                if let Some((id, _)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
-                    return MetaReply::Node(*id);
-                }
-                if s.nodes.contains_key(&1) {
-                    return MetaReply::Refused("the cluster already has a founding node".into());
-                }
-                s.nodes.insert(1, NodeRecord { addr, join_token, removed: false });
-                s.cluster = cluster;
-                MetaReply::Node(1)
+        run(&mut s, command)
+    }
+}
+
+fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
+    match command {
+        MetaCommand::Once { token, command } => {
+            if let Some((_, reply)) = s.recent.iter().find(|(t, _)| *t == token) {
+                return reply.clone();
             }
-            MetaCommand::Join { addr, join_token } => {
-                if let Some((id, n)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
-                    if n.removed {
-                        return MetaReply::Refused(format!(
-                            "node {id} was removed from the cluster; start it on an empty \
-                             data directory to join as a new node"
-                        ));
-                    }
-                    return MetaReply::Node(*id);
-                }
-                if let Some((id, _)) = s.nodes.iter().find(|(_, n)| !n.removed && n.addr == addr) {
+            let reply = run(s, *command);
+            if s.recent.len() >= RECENT_REPLIES_MAX {
+                s.recent.pop_front();
+            }
+            s.recent.push_back((token, reply.clone()));
+            reply
+        }
+        MetaCommand::Found { addr, join_token, cluster } => {
+            if let Some((id, _)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
+                return MetaReply::Node(*id);
+            }
+            if s.nodes.contains_key(&1) {
+                return MetaReply::Refused("the cluster already has a founding node".into());
+            }
+            s.nodes.insert(1, NodeRecord { addr, join_token, removed: false });
+            s.cluster = cluster;
+            MetaReply::Node(1)
+        }
+        MetaCommand::Join { addr, join_token } => {
+            if let Some((id, n)) = s.nodes.iter().find(|(_, n)| n.join_token == join_token) {
+                if n.removed {
                     return MetaReply::Refused(format!(
-                        "{addr} is the address of node {id}; if that node's data is gone, take \
-                         it out first with `monotable cluster remove {id}`"
+                        "node {id} was removed from the cluster; start it on an empty \
+                             data directory to join as a new node"
                     ));
                 }
-                let id = s.nodes.keys().next_back().map_or(1, |last| last + 1);
-                s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
-                MetaReply::Node(id)
+                return MetaReply::Node(*id);
             }
-            MetaCommand::CreateRange { name, options, replicas } => {
-                if s.ranges.contains_key(&name) {
-                    return MetaReply::Refused(format!("range {name:?} already exists"));
-                }
-                if let Some(bad) =
-                    replicas.iter().find(|r| s.nodes.get(r).is_none_or(|n| n.removed))
-                {
-                    return MetaReply::Refused(format!("node {bad} is not a live member"));
-                }
-                let id = s.next_id.max(REPLICATED_ID_BASE);
-                s.next_id = id + 2;
-                let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
-                let range = MetaRange { id, options, replicas, chunks: vec![chunk] };
-                s.ranges.insert(name, range.clone());
-                MetaReply::Range(range)
+            if let Some((id, _)) = s.nodes.iter().find(|(_, n)| !n.removed && n.addr == addr) {
+                return MetaReply::Refused(format!(
+                    "{addr} is the address of node {id}; if that node's data is gone, take \
+                         it out first with `monotable cluster remove {id}`"
+                ));
             }
-            MetaCommand::DropRange { name } => match s.ranges.remove(&name) {
+            let id = s.nodes.keys().next_back().map_or(1, |last| last + 1);
+            s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
+            MetaReply::Node(id)
+        }
+        MetaCommand::CreateRange { name, options, replicas } => {
+            if s.ranges.contains_key(&name) {
+                return MetaReply::Refused(format!("range {name:?} already exists"));
+            }
+            if let Some(bad) = replicas.iter().find(|r| s.nodes.get(r).is_none_or(|n| n.removed)) {
+                return MetaReply::Refused(format!("node {bad} is not a live member"));
+            }
+            let id = s.next_id.max(REPLICATED_ID_BASE);
+            s.next_id = id + 2;
+            let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
+            let seed = replicas.clone();
+            let range =
+                MetaRange { id, options, replicas, chunks: vec![chunk], seed, rides_on: None };
+            s.ranges.insert(name, range.clone());
+            MetaReply::Range(range)
+        }
+        MetaCommand::DropRange { name } => {
+            if let Some(view) = s.views_of(&name).next() {
+                return MetaReply::Refused(format!(
+                    "range {name:?} is used by view {view:?}; drop the view first"
+                ));
+            }
+            match s.ranges.remove(&name) {
                 Some(_) => MetaReply::Ok,
                 None => MetaReply::Refused(format!("range {name:?} does not exist")),
-            },
-            MetaCommand::NewChunkId => {
-                let id = s.next_id.max(REPLICATED_ID_BASE);
-                s.next_id = id + 1;
-                MetaReply::Id(id)
             }
-            MetaCommand::SplitChunk { range, chunk, at, right, generation } => {
-                let Some(r) = s.ranges.get_mut(&range) else {
-                    return MetaReply::Refused(format!("range {range:?} does not exist"));
-                };
-                let Some(i) = r.chunks.iter().position(|c| c.id == chunk) else {
-                    return MetaReply::Refused(format!("range {range:?} has no chunk {chunk}"));
-                };
-                let c = &r.chunks[i];
-                if c.generation >= generation {
-                    return MetaReply::Ok;
-                }
-                if c.generation + 1 != generation {
-                    return MetaReply::Refused(format!(
-                        "chunk {chunk} is at generation {}, not {}",
-                        c.generation,
-                        generation - 1
-                    ));
-                }
-                if !c.contains(&at) || at == c.start || r.chunks.iter().any(|c| c.id == right) {
-                    return MetaReply::Refused(format!("chunk {chunk} cannot split at {at:?}"));
-                }
-                let upper =
-                    MetaChunk { id: right, start: at.clone(), end: c.end.clone(), generation: 1 };
-                let c = &mut r.chunks[i];
-                c.end = Some(at);
-                c.generation = generation;
-                r.chunks.insert(i + 1, upper);
-                MetaReply::Ok
+        }
+        MetaCommand::CreateView { name, view } => create_view(s, name, view),
+        MetaCommand::DropView { name } => drop_view(s, name),
+        MetaCommand::NewChunkId => {
+            let id = s.next_id.max(REPLICATED_ID_BASE);
+            s.next_id = id + 1;
+            MetaReply::Id(id)
+        }
+        MetaCommand::SplitChunk { range, chunk, at, right, generation } => {
+            split_chunk(s, range, chunk, at, right, generation)
+        }
+        MetaCommand::Remove { node } => remove_node(s, node),
+    }
+}
+
+/// [`MetaCommand::SplitChunk`].
+fn split_chunk(
+    s: &mut MetaState,
+    range: String,
+    chunk: u64,
+    at: Vec<u8>,
+    right: u64,
+    generation: u64,
+) -> MetaReply {
+    if let Some(view) = s.views_of(&range).next() {
+        return MetaReply::Refused(format!("range {range:?} is used by view {view:?}"));
+    }
+    let Some(r) = s.ranges.get_mut(&range) else {
+        return MetaReply::Refused(format!("range {range:?} does not exist"));
+    };
+    let Some(i) = r.chunks.iter().position(|c| c.id == chunk) else {
+        return MetaReply::Refused(format!("range {range:?} has no chunk {chunk}"));
+    };
+    let c = &r.chunks[i];
+    if c.generation >= generation {
+        return MetaReply::Ok;
+    }
+    if c.generation + 1 != generation {
+        return MetaReply::Refused(format!(
+            "chunk {chunk} is at generation {}, not {}",
+            c.generation,
+            generation - 1
+        ));
+    }
+    if !c.contains(&at) || at == c.start || r.chunks.iter().any(|c| c.id == right) {
+        return MetaReply::Refused(format!("chunk {chunk} cannot split at {at:?}"));
+    }
+    let upper = MetaChunk { id: right, start: at.clone(), end: c.end.clone(), generation: 1 };
+    let c = &mut r.chunks[i];
+    c.end = Some(at);
+    c.generation = generation;
+    r.chunks.insert(i + 1, upper);
+    MetaReply::Ok
+}
+
+/// [`MetaCommand::Remove`].
+fn remove_node(s: &mut MetaState, node: NodeId) -> MetaReply {
+    if !s.nodes.contains_key(&node) {
+        return MetaReply::Refused(format!("the cluster has no node {node}"));
+    }
+    let live: Vec<NodeId> = s.live_members().map(|(id, _)| id).filter(|&id| id != node).collect();
+    // Replicas per live node, to place each replacement on the emptiest.
+    let mut load: BTreeMap<NodeId, usize> = live.iter().map(|&id| (id, 0)).collect();
+    for r in s.ranges.values().filter(|r| r.rides_on.is_none()) {
+        for id in &r.replicas {
+            if let Some(n) = load.get_mut(id) {
+                *n += 1;
             }
-            MetaCommand::Remove { node } => match s.nodes.get_mut(&node) {
-                Some(n) => {
-                    n.removed = true;
-                    MetaReply::Ok
+        }
+    }
+    let mut ranges = s.ranges.clone();
+    for (name, r) in ranges.iter_mut().filter(|(_, r)| r.rides_on.is_none()) {
+        let Some(at) = r.replicas.iter().position(|&id| id == node) else { continue };
+        r.replicas.remove(at);
+        let spare = load
+            .iter()
+            .filter(|(id, _)| !r.replicas.contains(id))
+            .min_by_key(|&(id, n)| (*n, *id))
+            .map(|(id, _)| *id);
+        match spare {
+            // At the end: the order of `replicas` says nothing about who
+            // initializes a group (`seed` does).
+            Some(id) => {
+                r.replicas.push(id);
+                *load.get_mut(&id).expect("a live node") += 1;
+            }
+            None if r.replicas.is_empty() => {
+                return MetaReply::Refused(format!(
+                    "node {node} holds the only replica of range {name:?} and no other node \
+                     can take it: add a node first, or drop the range"
+                ));
+            }
+            None => {}
+        }
+        for c in &mut r.chunks {
+            c.generation += 1;
+        }
+    }
+    follow_sources(&mut ranges);
+    s.ranges = ranges;
+    s.nodes.get_mut(&node).expect("checked above").removed = true;
+    MetaReply::Ok
+}
+
+/// Applies [`MetaCommand::CreateView`].
+fn create_view(s: &mut MetaState, name: String, view: MetaView) -> MetaReply {
+    if s.views.contains_key(&name) {
+        return MetaReply::Refused(format!("view {name:?} already exists"));
+    }
+    let Some(input) = s.ranges.get(view.input()).cloned() else {
+        return MetaReply::Refused(format!("range {:?} is not a replicated range", view.input()));
+    };
+    if input.chunks.len() > 1 {
+        return MetaReply::Refused(format!(
+            "range {:?} has split into {} chunks: views on replicated ranges of several \
+             chunks are not supported yet",
+            view.input(),
+            input.chunks.len()
+        ));
+    }
+    if let MetaView::Mapper { target, .. } = &view {
+        if s.ranges.contains_key(target) {
+            return MetaReply::Refused(format!(
+                "range {target:?} already exists: the target of a mapper on a replicated \
+                 range is created with it; choose a new name"
+            ));
+        }
+        if input.rides_on.is_some() {
+            return MetaReply::Refused(format!(
+                "range {:?} is a mapper's target: chains of mappers on replicated ranges are \
+                 not supported yet",
+                view.input()
+            ));
+        }
+        let Some(group) = input.group_of(0) else {
+            return MetaReply::Refused("the source range has no chunk".into());
+        };
+        let id = s.next_id.max(REPLICATED_ID_BASE);
+        s.next_id = id + 2;
+        let chunk = MetaChunk { id: id + 1, start: Vec::new(), end: None, generation: 1 };
+        let range = MetaRange {
+            id,
+            options: input.options,
+            replicas: input.replicas.clone(),
+            chunks: vec![chunk],
+            seed: input.replicas.clone(),
+            rides_on: Some(group),
+        };
+        s.ranges.insert(target.clone(), range);
+    }
+    s.views.insert(name, view);
+    MetaReply::Ok
+}
+
+/// Applies [`MetaCommand::DropView`].
+fn drop_view(s: &mut MetaState, name: String) -> MetaReply {
+    let Some(view) = s.views.get(&name) else {
+        return MetaReply::Refused(format!("view {name:?} does not exist"));
+    };
+    if let MetaView::Mapper { target, .. } = view {
+        let target = target.clone();
+        let reader = s.views.iter().find(|(n, v)| *n != &name && v.input() == target);
+        if let Some((reader, _)) = reader {
+            return MetaReply::Refused(format!(
+                "view {reader:?} reads {target:?}, the target of mapper {name:?}; drop it first"
+            ));
+        }
+        s.ranges.remove(&target);
+    }
+    s.views.remove(&name);
+    MetaReply::Ok
+}
+
+/// Gives every view's target the replicas of the source it rides on (its
+/// rows are wherever the source's log is applied).
+fn follow_sources(ranges: &mut BTreeMap<String, MetaRange>) {
+    let sources: BTreeMap<u64, Vec<NodeId>> = ranges
+        .values()
+        .filter(|r| r.rides_on.is_none())
+        .flat_map(|r| r.chunks.iter().map(move |c| (c.id, r.replicas.clone())))
+        .collect();
+    for r in ranges.values_mut() {
+        if let Some(replicas) = r.rides_on.and_then(|g| sources.get(&g)) {
+            if &r.replicas != replicas {
+                r.replicas = replicas.clone();
+                for c in &mut r.chunks {
+                    c.generation += 1;
                 }
-                None => MetaReply::Refused(format!("the cluster has no node {node}")),
-            },
+            }
         }
     }
 }
@@ -349,6 +625,117 @@ mod tests {
         let mut copy = MetaMachine::default();
         copy.restore(&m.snapshot()).expect("restore");
         assert_eq!(range(&copy), r);
+        // Views on replicated ranges run on one chunk's group: none on a
+        // range of several chunks, and a range with a view does not split.
+        let count = monotable_proto::ReduceFunction::Builtin("count".into());
+        let view = MetaView::Reducer { range: "r".into(), function: count.clone() };
+        let create = MetaCommand::CreateView { name: "n".into(), view };
+        assert!(matches!(apply(&mut m, create), MetaReply::Refused(_)));
+        let create = MetaCommand::CreateRange {
+            name: "v".into(),
+            options: Default::default(),
+            replicas: vec![1],
+        };
+        let MetaReply::Range(v) = apply(&mut m, create) else { panic!("created") };
+        let view = MetaView::Reducer { range: "v".into(), function: count };
+        let create = MetaCommand::CreateView { name: "n".into(), view };
+        assert_eq!(apply(&mut m, create), MetaReply::Ok);
+        let split_v = MetaCommand::SplitChunk {
+            range: "v".into(),
+            chunk: v.chunks[0].id,
+            at: b"m".to_vec(),
+            right: other + 10,
+            generation: 2,
+        };
+        assert!(matches!(apply(&mut m, split_v), MetaReply::Refused(_)));
+    }
+
+    fn cluster_of(nodes: u64) -> MetaMachine {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "n1".into(), join_token: 1, cluster: 5 });
+        for n in 2..=nodes {
+            apply(&mut m, MetaCommand::Join { addr: format!("n{n}"), join_token: n });
+        }
+        m
+    }
+
+    fn create(m: &mut MetaMachine, name: &str, replicas: &[NodeId]) -> MetaReply {
+        let options = monotable_proto::RangeOptions::default();
+        let c = MetaCommand::CreateRange { name: name.into(), options, replicas: replicas.into() };
+        apply(m, c)
+    }
+
+    // `cluster remove` marked a node removed but left it in every range's
+    // replicas: its chunks stayed a replica short for good.
+    #[test]
+    fn a_removed_node_is_replaced_in_every_range_on_the_emptiest_node() {
+        let mut m = cluster_of(5);
+        create(&mut m, "a", &[1, 2, 3]);
+        create(&mut m, "b", &[2, 3, 4]);
+        create(&mut m, "c", &[1, 3]);
+        let before = m.state().clone();
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 3 }), MetaReply::Ok);
+        let s = m.state().clone();
+        // Loads without node 3: 1 -> 2, 2 -> 2, 4 -> 1, 5 -> 0.
+        assert_eq!(s.ranges["a"].replicas, vec![1, 2, 5]);
+        assert_eq!(s.ranges["b"].replicas, vec![2, 4, 5], "5 has one now, 4 has one too");
+        assert_eq!(s.ranges["c"].replicas, vec![1, 4]);
+        for (name, r) in &s.ranges {
+            assert_eq!(r.seed, before.ranges[name].seed, "the seed never changes");
+            assert_eq!(r.initial_voters(), &before.ranges[name].replicas[..]);
+            assert!(r.chunks[0].generation > before.ranges[name].chunks[0].generation);
+        }
+        assert!(s.nodes[&3].removed);
+        let again = apply(&mut m, MetaCommand::Remove { node: 3 });
+        assert_eq!((again, m.state().clone()), (MetaReply::Ok, s), "a retried remove");
+    }
+
+    #[test]
+    fn the_last_replica_of_a_range_is_not_removed_when_no_node_can_take_it() {
+        let mut m = cluster_of(2);
+        create(&mut m, "one", &[2]);
+        create(&mut m, "both", &[1, 2]);
+        // Node 1 takes "one"; "both" shrinks to node 1.
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 2 }), MetaReply::Ok);
+        assert_eq!(m.state().ranges["one"].replicas, vec![1]);
+        assert_eq!(m.state().ranges["both"].replicas, vec![1]);
+        let before = m.state().clone();
+        let refused = apply(&mut m, MetaCommand::Remove { node: 1 });
+        assert!(
+            matches!(&refused, MetaReply::Refused(e) if e.contains("only replica")),
+            "{refused:?}"
+        );
+        assert_eq!(*m.state(), before, "a refused remove changes nothing");
+    }
+
+    // A create sent again after its answer was lost (a leader that died
+    // after committing it) was refused as "already exists"; a drop, as
+    // "does not exist".
+    #[test]
+    fn a_command_sent_twice_once_is_applied_once_and_answered_alike() {
+        let mut m = cluster_of(1);
+        let options = monotable_proto::RangeOptions::default();
+        let create = MetaCommand::CreateRange { name: "r".into(), options, replicas: vec![1] };
+        let once =
+            |token, c: &MetaCommand| MetaCommand::Once { token, command: Box::new(c.clone()) };
+        let first = apply(&mut m, once(7, &create));
+        assert!(matches!(first, MetaReply::Range(_)), "{first:?}");
+        let state = m.state().clone();
+        assert_eq!(apply(&mut m, once(7, &create)), first);
+        assert_eq!(*m.state(), state, "the copy changed nothing");
+        assert!(matches!(apply(&mut m, once(8, &create)), MetaReply::Refused(_)), "a new request");
+        let drop = MetaCommand::DropRange { name: "r".into() };
+        assert_eq!(apply(&mut m, once(9, &drop)), MetaReply::Ok);
+        assert_eq!(apply(&mut m, once(9, &drop)), MetaReply::Ok);
+        // Only the newest replies are kept.
+        for t in 100..100 + RECENT_REPLIES_MAX as u64 {
+            apply(&mut m, once(t, &MetaCommand::Remove { node: 1 }));
+        }
+        assert_eq!(m.state().recent.len(), RECENT_REPLIES_MAX);
+        assert!(matches!(apply(&mut m, once(9, &drop)), MetaReply::Refused(_)), "forgotten");
+        let mut other = MetaMachine::default();
+        other.restore(&m.snapshot()).expect("restore");
+        assert_eq!(*other.state(), *m.state(), "the replies are in the snapshot");
     }
 
     #[test]
@@ -380,5 +767,99 @@ mod tests {
             rmp_serde::from_slice::<MetaReply>(&m.apply(0, b"\xc1")).expect("decode"),
             MetaReply::Refused(_)
         ));
+    }
+
+    #[test]
+    fn views_create_their_targets_on_the_source_log_and_guard_drops() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 5 });
+        apply(&mut m, MetaCommand::Join { addr: "b:1".into(), join_token: 2 });
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1, 2],
+        };
+        let MetaReply::Range(r) = apply(&mut m, create) else { panic!("created") };
+        let field = monotable_proto::MapFunction::Field { key_path: "c".into(), value_path: None };
+        let mapper =
+            MetaView::Mapper { source: "r".into(), target: "idx".into(), function: field.clone() };
+        let view = |name: &str, view: MetaView| MetaCommand::CreateView { name: name.into(), view };
+        assert_eq!(apply(&mut m, view("m", mapper.clone())), MetaReply::Ok);
+        let target = m.state().ranges["idx"].clone();
+        assert_eq!(target.rides_on, Some(r.chunks[0].id), "rides on the source's chunk");
+        assert_eq!(target.replicas, r.replicas, "on the source's replicas");
+        assert!(target.id > r.id && target.chunks[0].id != r.chunks[0].id, "ids of its own");
+        let count = monotable_proto::ReduceFunction::Builtin("count".into());
+        let reducer = MetaView::Reducer { range: "idx".into(), function: count.clone() };
+        assert_eq!(apply(&mut m, view("n", reducer)), MetaReply::Ok);
+        // Every view runs on the source chunk's leader.
+        assert_eq!(m.state().view_group("m"), Some(r.chunks[0].id));
+        assert_eq!(m.state().view_group("n"), Some(r.chunks[0].id));
+        let refused = |m: &mut MetaMachine, c| matches!(apply(m, c), MetaReply::Refused(_));
+        assert!(refused(&mut m, view("m", mapper.clone())), "a taken name");
+        let again = MetaView::Mapper { source: "r".into(), target: "idx".into(), function: field };
+        assert!(refused(&mut m, view("m2", again)), "an existing target");
+        let chain = MetaView::Mapper {
+            source: "idx".into(),
+            target: "idx2".into(),
+            function: monotable_proto::MapFunction::Lua { source: String::new() },
+        };
+        assert!(refused(&mut m, view("m3", chain)), "a chain of mappers");
+        let nowhere = MetaView::Reducer { range: "local".into(), function: count };
+        assert!(refused(&mut m, view("m4", nowhere)), "not a replicated range");
+        assert!(refused(&mut m, MetaCommand::DropRange { name: "r".into() }), "a source in use");
+        assert!(refused(&mut m, MetaCommand::DropRange { name: "idx".into() }), "a target");
+        assert!(refused(&mut m, MetaCommand::DropView { name: "m".into() }), "a target read");
+        assert_eq!(apply(&mut m, MetaCommand::DropView { name: "n".into() }), MetaReply::Ok);
+        assert_eq!(apply(&mut m, MetaCommand::DropView { name: "m".into() }), MetaReply::Ok);
+        assert!(!m.state().ranges.contains_key("idx"), "the target goes with its mapper");
+        assert!(refused(&mut m, MetaCommand::DropView { name: "m".into() }), "gone");
+        assert_eq!(apply(&mut m, MetaCommand::DropRange { name: "r".into() }), MetaReply::Ok);
+        // A meta state written before views existed still reads.
+        #[derive(Serialize)]
+        struct Old {
+            nodes: BTreeMap<NodeId, NodeRecord>,
+            cluster: u64,
+            ranges: BTreeMap<String, MetaRange>,
+            next_id: u64,
+        }
+        let old = Old { nodes: BTreeMap::new(), cluster: 3, ranges: BTreeMap::new(), next_id: 9 };
+        let bytes = rmp_serde::to_vec(&old).expect("encode");
+        let state: MetaState = rmp_serde::from_slice(&bytes).expect("old state");
+        assert!(state.views.is_empty() && state.next_id == 9);
+    }
+
+    #[test]
+    fn a_target_moves_with_its_source_when_a_node_is_removed() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 5 });
+        apply(&mut m, MetaCommand::Join { addr: "b:1".into(), join_token: 2 });
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1, 2],
+        };
+        apply(&mut m, create);
+        let mapper = MetaView::Mapper {
+            source: "r".into(),
+            target: "idx".into(),
+            function: monotable_proto::MapFunction::Field {
+                key_path: "c".into(),
+                value_path: None,
+            },
+        };
+        assert_eq!(
+            apply(&mut m, MetaCommand::CreateView { name: "m".into(), view: mapper }),
+            MetaReply::Ok
+        );
+        apply(&mut m, MetaCommand::Join { addr: "c:1".into(), join_token: 3 });
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 1 }), MetaReply::Ok);
+        let s = m.state();
+        assert_eq!(s.ranges["r"].replicas, vec![2, 3], "node 3 takes node 1's place");
+        assert_eq!(s.ranges["idx"].replicas, s.ranges["r"].replicas, "the target follows");
+        assert!(
+            s.ranges["idx"].chunks[0].generation > 1,
+            "a changed placement is a new generation"
+        );
     }
 }

@@ -15,6 +15,8 @@
 //! - this file: [`Cluster`], start and join, requests that must run on
 //!   the meta range's leader (forwarded there from any node), status.
 //! - [`meta`]: the meta range's state machine.
+//! - [`placement`]: each chunk's leader brings its group's voters to the
+//!   replicas the meta range lists (replica moves after `cluster remove`).
 //! - [`transport`]: connections to peers over the native protocol, which
 //!   carry Raft RPCs and forwarded requests.
 
@@ -34,6 +36,7 @@ use crate::consensus::{
 use crate::error::{NodeError, NodeResult};
 
 pub mod meta;
+pub mod placement;
 pub mod transport;
 
 use meta::{MetaCommand, MetaMachine, MetaReply};
@@ -514,8 +517,11 @@ impl Cluster {
 
     /// Proposes `command` on the meta range, on its leader wherever it is
     /// (forwarded with `Command::MetaPropose`), retrying while leadership
-    /// moves.
+    /// moves. Every copy carries one token ([`MetaCommand::Once`]), so a
+    /// copy sent again after an answer was lost (a timeout, a leader that
+    /// died after proposing it) is applied once and answered as the first.
     async fn propose(&self, command: MetaCommand) -> NodeResult<MetaReply> {
+        let command = MetaCommand::Once { token: rand::random(), command: Box::new(command) };
         let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
         let encoded = rmp_serde::to_vec(&command).expect("meta commands encode");
         loop {
@@ -883,6 +889,11 @@ impl Cluster {
             meta_term: meta.term,
             nodes,
         })
+    }
+
+    /// Whether [`Cluster::shutdown`] ran.
+    pub fn is_shut_down(&self) -> bool {
+        self.raft_runtime.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// Stops the Raft groups of this node, then their threads.

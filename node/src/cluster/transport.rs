@@ -52,10 +52,14 @@ impl Peers {
         *self.inner.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection to the node at `addr`.
+    /// A connection to the node at `addr`: the open one, or a new one if
+    /// there is none or it is known closed (so that a request is not
+    /// handed to a dead connection, which would leave its fate unknown).
     pub async fn client(&self, addr: &str) -> Result<Client, monotable_client::Error> {
         if let Some(c) = self.clients().get(addr) {
-            return Ok(c.clone());
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
         }
         let mut options =
             Options::new().connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS));

@@ -23,7 +23,9 @@ pub struct Timing {
     /// How often a leader sends heartbeats.
     pub heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in
-    /// `election_min_ms..election_max_ms` starts an election.
+    /// `election_min_ms..election_max_ms` starts an election (from
+    /// 3/4 of `election_max_ms` when that is later: see
+    /// [`Timing::openraft_election`]).
     pub election_min_ms: u64,
     pub election_max_ms: u64,
 }
@@ -94,14 +96,43 @@ impl Timing {
                 self.election_min_ms, self.heartbeat_ms
             ));
         }
-        if self.election_max_ms > HOUR_MS || self.election_max_ms <= self.election_min_ms {
+        if self.election_max_ms > HOUR_MS
+            || self.election_max_ms <= self.election_min_ms
+            || self.election_max_ms < 2 * self.heartbeat_ms + 4
+        {
             return Err(format!(
                 "election timeouts must lie between the heartbeat and an hour, the maximum \
-                 above the minimum (got {}..{} ms)",
+                 above the minimum and at least twice the heartbeat plus 4 ms (got {}..{} ms)",
                 self.election_min_ms, self.election_max_ms
             ));
         }
         Ok(())
+    }
+
+    /// openraft's `(election_timeout_min, election_timeout_max)` for these
+    /// timers.
+    ///
+    /// A follower of a known leader in openraft 0.9 waits out a leader
+    /// lease of `election_timeout_max` and then a random election timeout
+    /// in `election_timeout_min..election_timeout_max` before it campaigns,
+    /// and a voter refuses votes while its own lease runs. Passing our
+    /// timers through would make a follower wait `election_max_ms` plus up
+    /// to `election_max_ms` again (9-12 s with [`Timing::PRODUCTION`]), so
+    /// the lease is half of `election_max_ms` and the random part the rest:
+    /// a follower campaigns `max(election_min_ms, 3/4 election_max_ms,
+    /// election_max_ms / 2 + heartbeat_ms + 1)..election_max_ms` after its
+    /// leader last reached it (4.5-6 s with [`Timing::PRODUCTION`]), a
+    /// candidate without a majority tries again after the random part
+    /// alone (1.5-3 s), and voters whose leader reached them within `election_max_ms / 2`
+    /// (several heartbeats) still refuse a disruptive candidate.
+    pub fn openraft_election(&self) -> (u64, u64) {
+        let lease = self.election_max_ms / 2;
+        // A candidate whose vote got no majority tries again after the
+        // random part alone: not less than half the lease, so split votes
+        // are not retried faster than messages travel under load.
+        let min =
+            self.election_min_ms.saturating_sub(lease).max(lease / 2).max(self.heartbeat_ms + 1);
+        (min.min(lease - 1), lease)
     }
 
     /// How long a request waits for a majority before failing.
@@ -144,8 +175,8 @@ impl Group {
         let raft_config = openraft::Config {
             cluster_name: format!("group-{}", config.group),
             heartbeat_interval: config.timing.heartbeat_ms,
-            election_timeout_min: config.timing.election_min_ms,
-            election_timeout_max: config.timing.election_max_ms,
+            election_timeout_min: config.timing.openraft_election().0,
+            election_timeout_max: config.timing.openraft_election().1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: 0,
             ..Default::default()
@@ -476,5 +507,56 @@ impl<S: RaftLogStorage<TypeConfig>> RaftLogStorage<TypeConfig> for NoLeaderResta
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.log.purge(log_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timing;
+
+    /// A follower's wait in openraft is its lease plus a random timeout in
+    /// `min..max`, with the lease equal to `max`.
+    fn follower_wait(t: &Timing) -> (u64, u64) {
+        let (min, max) = t.openraft_election();
+        (max + min, 2 * max)
+    }
+
+    // Failover took 9-12 s with 3-6 s election timeouts: openraft's leader
+    // lease (its election_timeout_max) came on top of the election timeout.
+    #[test]
+    fn followers_campaign_within_the_election_timeout() {
+        for t in [Timing::PRODUCTION, Timing::FAST] {
+            let (from, to) = follower_wait(&t);
+            assert!(to <= t.election_max_ms, "{t:?}: waits up to {to} ms");
+            assert!(from >= t.election_min_ms, "{t:?}: waits from {from} ms");
+        }
+        assert_eq!(follower_wait(&Timing::PRODUCTION), (4500, 6000));
+    }
+
+    #[test]
+    fn every_valid_timing_is_valid_for_openraft() {
+        for heartbeat_ms in [1, 2, 3, 50, 500] {
+            for election_min_ms in [2 * heartbeat_ms, 2 * heartbeat_ms + 1, 1000, 3000] {
+                for extra in [1, 2, 3, 4, 5, 100, 3000] {
+                    let t = Timing {
+                        heartbeat_ms,
+                        election_min_ms,
+                        election_max_ms: election_min_ms + extra,
+                    };
+                    if t.validate().is_err() {
+                        continue;
+                    }
+                    let (min, max) = t.openraft_election();
+                    let config = openraft::Config {
+                        heartbeat_interval: heartbeat_ms,
+                        election_timeout_min: min,
+                        election_timeout_max: max,
+                        ..Default::default()
+                    };
+                    assert!(config.validate().is_ok(), "{t:?} -> {min}..{max}");
+                    assert!(2 * max <= t.election_max_ms, "{t:?}");
+                }
+            }
+        }
     }
 }

@@ -199,21 +199,22 @@ pub enum RaftRpcReply {
 
 /// Applies one committed entry: a command through `apply` (its reply is
 /// the entry's), a membership change into `membership`; a blank entry
-/// answers nothing.
-pub(crate) fn apply_entry(
+/// answers nothing. An error of `apply` (the replica could not apply the
+/// command: its storage failed) is returned as it is, with nothing applied.
+pub(crate) fn apply_entry<E>(
     entry: openraft::Entry<TypeConfig>,
     membership: &mut openraft::StoredMembership<NodeId, openraft::BasicNode>,
-    apply: impl FnOnce(u64, &[u8]) -> Vec<u8>,
-) -> CommandReply {
+    apply: impl FnOnce(u64, &[u8]) -> Result<Vec<u8>, E>,
+) -> Result<CommandReply, E> {
     let reply = match entry.payload {
         openraft::EntryPayload::Blank => Vec::new(),
-        openraft::EntryPayload::Normal(command) => apply(entry.log_id.index, &command.0),
+        openraft::EntryPayload::Normal(command) => apply(entry.log_id.index, &command.0)?,
         openraft::EntryPayload::Membership(m) => {
             *membership = openraft::StoredMembership::new(Some(entry.log_id), m);
             Vec::new()
         }
     };
-    CommandReply(reply)
+    Ok(CommandReply(reply))
 }
 
 /// Encodes an RPC or its reply for a [`Transport`] (MessagePack).

@@ -40,7 +40,12 @@ pub trait Replica: Send + Sync + 'static {
     /// Applies the committed command at log `index`; returns the reply. A
     /// command refused by the machine is answered with an encoded error
     /// and changes nothing, on every replica alike.
-    fn apply(&self, index: u64, command: &[u8]) -> Vec<u8>;
+    ///
+    /// Errors: this replica could not apply it (its storage failed, it is
+    /// shutting down): nothing was applied, and the group's replica stops
+    /// rather than go on without the command (which would make it differ
+    /// from the others); it applies the command again when restarted.
+    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> BoxedFuture<Result<(), String>>;
     /// The whole state, for a replica that is too far behind.
@@ -204,7 +209,15 @@ impl RaftStateMachine<TypeConfig> for ReplicaStore {
             let mut s = self.lock();
             let id = entry.log_id;
             let replica = &self.replica;
-            replies.push(super::apply_entry(entry, &mut s.membership, |i, c| replica.apply(i, c)));
+            let reply = super::apply_entry(entry, &mut s.membership, |i, c| replica.apply(i, c))
+                .map_err(|e| {
+                    tracing::error!(index = id.index, error = %e, "a replica could not apply a committed command; it stops");
+                    StorageIOError::write_state_machine(openraft::AnyError::error(format!(
+                        "applying log index {}: {e}",
+                        id.index
+                    )))
+                })?;
+            replies.push(reply);
             s.applied = Some(id);
         }
         Ok(replies)
@@ -258,8 +271,8 @@ mod tests {
     struct Bytes(Mutex<Vec<u8>>);
 
     impl Replica for Bytes {
-        fn apply(&self, _: u64, _: &[u8]) -> Vec<u8> {
-            Vec::new()
+        fn apply(&self, _: u64, _: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(Vec::new())
         }
         fn flush(&self) -> BoxedFuture<Result<(), String>> {
             Box::pin(async { Ok(()) })
@@ -304,5 +317,61 @@ mod tests {
                 assert_eq!(reopened.applied(), meta.last_log_id, "round {i}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    /// Applies commands until one says "fail", which it cannot apply.
+    #[derive(Default)]
+    struct FailsOn(Mutex<Vec<u64>>);
+
+    impl Replica for FailsOn {
+        fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
+            if command == b"fail" {
+                return Err("its storage failed".into());
+            }
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(index);
+            Ok(Vec::new())
+        }
+        fn flush(&self) -> BoxedFuture<Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn snapshot(&self) -> Result<Vec<u8>, String> {
+            Ok(Vec::new())
+        }
+        fn restore(&self, _: Vec<u8>) -> BoxedFuture<Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn entry(index: u64, command: &[u8]) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(super::super::Command(command.to_vec())),
+        }
+    }
+
+    // A chunk replica that could not apply a committed write (its chunk
+    // unavailable after a failed write or sync, the node stopping) answered
+    // it with an error and went on as if it were applied: that replica then
+    // lacked the write for good while the others had it.
+    #[test]
+    fn a_command_the_replica_cannot_apply_stops_it_unapplied() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let replica = Arc::new(FailsOn::default());
+        let mut store = ReplicaStore::open(dir.path(), replica.clone()).expect("opens");
+        rt.block_on(async {
+            let entries = vec![entry(1, b"a"), entry(2, b"fail"), entry(3, b"b")];
+            assert!(store.apply(entries).await.is_err(), "a storage error for openraft");
+            let (applied, _) = store.applied_state().await.expect("state");
+            assert_eq!(applied.map(|l| l.index), Some(1), "applied up to the failed command");
+        });
+        assert_eq!(*replica.0.lock().unwrap_or_else(|p| p.into_inner()), vec![1]);
     }
 }

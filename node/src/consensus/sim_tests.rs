@@ -974,6 +974,19 @@ impl<B: LogBackend> Cluster<B> {
         best.map(|(_, n, g)| (n, g))
     }
 
+    /// The leader of `group`, waiting up to `within` for one (a group
+    /// may be between two leaders when asked).
+    async fn wait_leader(&self, group: GroupId, within: Duration) -> Option<(NodeId, Replica)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let leader = self.leader(group);
+            if leader.is_some() || Instant::now() > deadline {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn run_faults(&self, faults: Vec<Timed>, start: Instant) {
         for (at, dur, fault) in faults {
             sleep_until(start + Duration::from_millis(at)).await;
@@ -1704,8 +1717,8 @@ async fn check_acked_writes<B: LogBackend>(cluster: &Cluster<B>, events: &[Event
         }
     }
     for g in 1..=cluster.cfg.groups {
-        let Some((_, leader)) = cluster.leader(g) else {
-            cluster.checks.violation(format!("group {g}: no leader at the end"));
+        let Some((_, leader)) = cluster.wait_leader(g, Duration::from_secs(5)).await else {
+            cluster.checks.violation(format!("group {g}: no leader within 5 s at the end"));
             continue;
         };
         let m = leader.kv();

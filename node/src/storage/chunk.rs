@@ -402,6 +402,7 @@ impl Chunk {
             unavailable: None,
             replicas: Vec::new(),
             leader: None,
+            voters: Vec::new(),
         }
     }
 

@@ -13,7 +13,12 @@
 //! pinned after the restart): row writes are idempotent, and the rows it
 //! wrote from the values at `S` are the new side of the replay, so none
 //! stays behind. A new mapper first backfills: it maps the source as of its
-//! first checkpoint, a batch of records at a time, persisting a cursor.
+//! first checkpoint, a batch of records at a time, persisting a cursor. A
+//! mapper that takes over a target holding rows (on the new leader of a
+//! replicated source, [`crate::replicated_views`]) first prunes the rows the
+//! source at its checkpoint does not produce, so the backfill leaves the
+//! target exact. Its rows go through [`Node::write_view_rows`] (into the
+//! source's Raft log for such a target).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -296,7 +301,7 @@ impl<'a> Writes<'a> {
         while !ops.is_empty() {
             let rest = ops.split_off(ops.len().min(BATCH_OPS_MAX));
             self.written += ops.len() as u64;
-            self.node.write_ops(self.target, ops).await?;
+            self.node.write_view_rows(self.target, ops).await?;
             ops = rest;
         }
         Ok(())
@@ -421,6 +426,10 @@ async fn run_round(
     };
     let mut errors = Vec::new();
     if let Some(backfill) = meta.backfill.clone() {
+        let mut writes = Writes::new(node, &meta.target);
+        if backfill.prune {
+            prune(node, meta, &mapper, &mut writes).await?;
+        }
         let reply = node
             .scan_range(ScanRequest {
                 range: meta.source.clone(),
@@ -430,7 +439,6 @@ async fn run_round(
                 ..ScanRequest::default()
             })
             .await?;
-        let mut writes = Writes::new(node, &meta.target);
         for step in reply.records.chunks(MAP_STEP_RECORDS) {
             let records: Vec<(Vec<u8>, Vec<u8>)> =
                 step.iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect();
@@ -448,6 +456,7 @@ async fn run_round(
             cursor: Some(k.into_vec()),
             done,
             total: backfill.total,
+            prune: false,
         });
         let cut = round_cut(node).await;
         let checkpoint = meta.checkpoint;
@@ -496,6 +505,68 @@ async fn run_round(
     Ok(Outcome { rows_written, errors, more })
 }
 
+/// Deletes the target's rows that the source at the mapper's checkpoint
+/// does not produce (each row key names its source record,
+/// [`monotable_proto::row`]); the backfill that follows writes the rows it
+/// does produce. Reads the whole target (one chunk, bounded by its size)
+/// and the records its rows name. Rows that name no record, or whose
+/// record now maps to other keys, go.
+async fn prune(
+    node: &Arc<Node>,
+    meta: &MapperMeta,
+    mapper: &Arc<Mapper>,
+    writes: &mut Writes<'_>,
+) -> NodeResult<()> {
+    let rows = node.rows_at(meta.target_id, &[], None, None)?;
+    let (by_source, strays) = rows_by_source(rows.into_iter().map(|(k, _)| k));
+    let mut pruned = strays.len() as u64;
+    for key in strays {
+        writes.push(WriteOp::Delete { key: key.into() });
+    }
+    let sources: Vec<(Vec<u8>, Vec<Vec<u8>>)> = by_source.into_iter().collect();
+    for step in sources.chunks(MAP_STEP_RECORDS) {
+        let mut records = Vec::new();
+        for (source_key, _) in step {
+            let mut end = source_key.clone();
+            end.push(0);
+            let found =
+                node.rows_at(meta.source_id, source_key, Some(&end), Some(meta.checkpoint))?;
+            records.extend(found);
+        }
+        let produced = map_off_thread(mapper, records.clone()).await?;
+        let mut keep: std::collections::HashSet<Vec<u8>> = Default::default();
+        for rows in produced.into_iter().flatten() {
+            keep.extend(rows.into_iter().map(|(k, _)| k));
+        }
+        for key in step.iter().flat_map(|(_, keys)| keys) {
+            if !keep.contains(key) {
+                writes.push(WriteOp::Delete { key: key.clone().into() });
+                pruned += 1;
+            }
+        }
+        writes.flush_if_full().await?;
+    }
+    tracing::info!(mapper = %meta.name, pruned, "target pruned before the backfill");
+    Ok(())
+}
+
+/// Target row keys by the source key each names.
+type RowsBySource = std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+
+/// Target row keys grouped by the source key each names
+/// ([`monotable_proto::row`]), and the keys that name none.
+fn rows_by_source(keys: impl IntoIterator<Item = Vec<u8>>) -> (RowsBySource, Vec<Vec<u8>>) {
+    let mut by_source = RowsBySource::new();
+    let mut strays = Vec::new();
+    for key in keys {
+        match monotable_proto::row::decode_row(&key) {
+            Ok((_, source_key, _)) => by_source.entry(source_key).or_default().push(key),
+            Err(_) => strays.push(key),
+        }
+    }
+    (by_source, strays)
+}
+
 /// The upper seq of the round to run: the saved one of a round that did
 /// not finish (replayed over the same changes, so the rows it wrote from
 /// the values at that seq are exactly reconciled), or the seq up to which
@@ -519,4 +590,25 @@ fn round_upto(node: &Node, meta: &mut MapperMeta) -> NodeResult<Option<u64>> {
         return Err(e.into());
     }
     Ok(Some(upto))
+}
+
+#[cfg(test)]
+mod tests {
+    use monotable_proto::row::encode_row;
+
+    use super::*;
+
+    #[test]
+    fn target_rows_are_grouped_by_the_record_they_came_from() {
+        let a1 = encode_row(&["paris".into()], b"a", 0).expect("row");
+        let a2 = encode_row(&["oslo".into()], b"a", 1).expect("row");
+        let b1 = encode_row(&["paris".into()], b"b", 0).expect("row");
+        let stray = b"not a row".to_vec();
+        let (by_source, strays) =
+            rows_by_source([a1.clone(), b1.clone(), stray.clone(), a2.clone()]);
+        assert_eq!(by_source.len(), 2);
+        assert_eq!(by_source[&b"a".to_vec()], vec![a1, a2]);
+        assert_eq!(by_source[&b"b".to_vec()], vec![b1]);
+        assert_eq!(strays, vec![stray], "a key that names no record is pruned");
+    }
 }

@@ -480,19 +480,7 @@ impl Node {
                 ));
             }
         }
-        let function = match function {
-            monotable_proto::ReduceFunction::Builtin(b) => {
-                ReducerFunction::Builtin(Builtin::parse(&b).ok_or_else(|| {
-                    bad_request(format!(
-                        "unknown reducer {b:?}: use count, sum, min, max, stats or count_distinct"
-                    ))
-                })?)
-            }
-            monotable_proto::ReduceFunction::Lua { source } => ReducerFunction::Lua(source),
-        };
-        // Refuse a function that does not compile now.
-        let (check, env) = (function.clone(), self.lua_env());
-        off_thread(move || check.check(&env)).await?;
+        let function = self.checked_reduce_function(function).await?;
         let range_id = self.describe_range(range).await?.id;
         let meta = ReducerMeta {
             name: name.to_owned(),
@@ -803,6 +791,45 @@ impl Node {
         Err(NodeError::client(ErrorCode::Busy, "the range kept splitting; retry"))
     }
 
+    /// A mapper's function from its request; refused (`BadRequest`) unless
+    /// it compiles, so it fails now, not on the first record.
+    pub(crate) async fn checked_map_function(
+        &self,
+        function: MapFunction,
+    ) -> NodeResult<MapperFunction> {
+        let f = match function {
+            MapFunction::Field { key_path, value_path } => MapperFunction::Field(
+                FieldMapper::new(&key_path, value_path.as_deref())
+                    .map_err(|e| bad_request(e.to_string()))?,
+            ),
+            MapFunction::Lua { source } => MapperFunction::Lua(source),
+        };
+        let (check, env) = (f.clone(), self.lua_env());
+        off_thread(move || check.compile(&env).map(|_| ())).await?;
+        Ok(f)
+    }
+
+    /// A reducer's function from its request; refused (`BadRequest`) for
+    /// an unknown built-in or Lua that does not compile.
+    pub(crate) async fn checked_reduce_function(
+        &self,
+        function: monotable_proto::ReduceFunction,
+    ) -> NodeResult<ReducerFunction> {
+        let function = match function {
+            monotable_proto::ReduceFunction::Builtin(b) => {
+                ReducerFunction::Builtin(Builtin::parse(&b).ok_or_else(|| {
+                    bad_request(format!(
+                        "unknown reducer {b:?}: use count, sum, min, max, stats or count_distinct"
+                    ))
+                })?)
+            }
+            monotable_proto::ReduceFunction::Lua { source } => ReducerFunction::Lua(source),
+        };
+        let (check, env) = (function.clone(), self.lua_env());
+        off_thread(move || check.check(&env)).await?;
+        Ok(function)
+    }
+
     pub(crate) async fn create_mapper(
         self: &Arc<Self>,
         name: &str,
@@ -822,16 +849,7 @@ impl Node {
                 "a mapper cannot write into its own source range {source:?}"
             )));
         }
-        let f = match function {
-            MapFunction::Field { key_path, value_path } => MapperFunction::Field(
-                FieldMapper::new(&key_path, value_path.as_deref())
-                    .map_err(|e| bad_request(e.to_string()))?,
-            ),
-            MapFunction::Lua { source } => MapperFunction::Lua(source),
-        };
-        // Refuse a function that does not compile now, not on the first record.
-        let (check, env) = (f.clone(), self.lua_env());
-        off_thread(move || check.compile(&env).map(|_| ())).await?;
+        let f = self.checked_map_function(function).await?;
         self.check_mapper_target(source, target)?;
         let source_info = self.describe_range(source).await?;
         if self.router_read().range(target).is_none() {
@@ -852,7 +870,7 @@ impl Node {
             target_id,
             function: f,
             checkpoint,
-            backfill: Some(Backfill { cursor: None, done: 0, total }),
+            backfill: Some(Backfill { cursor: None, done: 0, total, prune: false }),
             round_upto: None,
             cut,
         };
@@ -940,7 +958,7 @@ impl Node {
 
     /// Marks (or unmarks) a range as a view index range, in the catalog and
     /// the router.
-    fn set_view_index(&self, range: &str, view_index: bool) -> NodeResult<()> {
+    pub(crate) fn set_view_index(&self, range: &str, view_index: bool) -> NodeResult<()> {
         self.catalog.set_view_index(range, view_index)?;
         if let Some(r) = self.router_write().ranges_mut(range) {
             r.meta.view_index = view_index;
