@@ -164,6 +164,10 @@ pub struct ChunkCell {
     /// them (a Raft command); the actor asks its host for one instead
     /// ([`ChunkHost::split_wanted`]).
     no_splits: AtomicBool,
+    /// The chunk is a replica whose writes a Raft log keeps durable: a
+    /// group commit round that fails its writes closes it (see
+    /// `close_replica`) instead of leaving it to serve without them.
+    raft_durable: AtomicBool,
 }
 
 impl ChunkCell {
@@ -176,7 +180,19 @@ impl ChunkCell {
             chunk_size_max_bytes,
             maintenance_asked: AtomicBool::new(false),
             no_splits: AtomicBool::new(false),
+            raft_durable: AtomicBool::new(false),
         }
+    }
+
+    /// From now on the chunk is a replica kept durable by a Raft log (see
+    /// `raft_durable`).
+    pub fn mark_raft_durable(&self) {
+        self.raft_durable.store(true, Ordering::Release);
+    }
+
+    /// Whether the chunk is a replica kept durable by a Raft log.
+    pub fn is_raft_durable(&self) -> bool {
+        self.raft_durable.load(Ordering::Acquire)
     }
 
     /// From now on the chunk never splits on its own (see `no_splits`).
@@ -264,6 +280,21 @@ impl ChunkCell {
     /// Why the chunk takes no writes, if it does not.
     pub fn poisoned(&self) -> Option<String> {
         self.commits().poisoned.clone()
+    }
+
+    /// A replica kept durable by a Raft log whose chunk lost writes it had
+    /// applied (a write out refused by a full disk takes them out of the
+    /// chunk, a failed sync leaves them unknown): it must not serve reads
+    /// or take more writes without them, so the chunk closes as
+    /// unavailable; the replica stops at its next command and applies them
+    /// again from its Raft log when the node restarts.
+    fn close_replica(&self, reason: &str) {
+        tracing::error!(chunk = self.id, %reason, "replicated chunk lost applied writes; it closes until the node restarts");
+        self.poison(reason.to_owned());
+        *self.write() = CellState::Unavailable(format!(
+            "{reason}; this replica closed and applies its writes again from its Raft log after \
+             the node restarts"
+        ));
     }
 
     pub fn poison(&self, reason: String) {
@@ -410,6 +441,11 @@ impl ChunkCell {
             (Ok(_), Some(e)) => Err(GroupFailure::poisoning(format!("fsync failed: {e}"))),
             (Ok(_), None) => Ok(()),
         };
+        if let Err(f) = &result {
+            if self.is_raft_durable() {
+                self.close_replica(&f.reason);
+            }
+        }
         // The chunk must show a batch as durable before the clock calls its
         // seq stable: a snapshot or a view round at the stable seq reads
         // this chunk only up to what it shows as durable, and would skip

@@ -674,6 +674,37 @@ mod tests {
         assert_eq!(poisoned, [true, true, true]);
     }
 
+    // Postmortem: a replicated chunk whose write out a full disk refused
+    // took the applied batches out of the chunk (as an ordinary chunk does,
+    // for its writers to retry) and went on serving without writes Raft had
+    // committed: that replica's reads missed them for good.
+    #[test]
+    fn a_replicated_chunk_that_loses_applied_writes_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = Arc::new(
+            Syncer::new(dir.path(), FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer"),
+        );
+        let host = Host::new(&syncer);
+        let cells = cells(dir.path(), 2);
+        cells[0].mark_raft_durable();
+        let mut acks = Vec::new();
+        for (i, cell) in cells.iter().enumerate() {
+            acks.push(cell.apply(&host, &put(&format!("k{i}"))).expect("apply"));
+            cell.with_chunk_mut(|c| c.fail_next_write_out_for_tests()).expect("open");
+        }
+        let queued: Vec<_> = syncer.queue().cells.drain(..).collect();
+        syncer.round(&host, queued, Vec::new());
+        for a in acks {
+            assert!(a.try_answer().expect("answered").is_err(), "the round failed");
+        }
+        let read = |c: &ChunkCell| c.with_chunk(|c| Ok(c.last_seq()));
+        assert!(read(&cells[0]).is_err(), "the replica serves no reads without its writes");
+        assert!(cells[0].apply(&host, &put("again")).is_err(), "nor writes");
+        // An ordinary chunk is as it was and takes the next batch.
+        assert!(read(&cells[1]).is_ok());
+        assert!(cells[1].apply(&host, &put("again")).is_ok());
+    }
+
     // Postmortem: dropping a range failed the batches still waiting in its
     // chunks without settling their seqs, so the stable seq stopped below
     // them for good and every view of the node stalled (view_model hung in

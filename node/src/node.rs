@@ -415,6 +415,7 @@ impl Node {
         let cell = Arc::new(ChunkCell::new(meta.id, state, chunk_size_max_bytes));
         if crate::replicated::is_replicated(meta.range_id) {
             cell.forbid_splits();
+            cell.mark_raft_durable();
         }
         let host: Arc<dyn ChunkHost> = self.clone();
         let actor_cell = cell.clone();

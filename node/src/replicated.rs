@@ -465,8 +465,33 @@ impl Node {
         Fut: std::future::Future<Output = Result<(), ConsensusError>>,
     {
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        let write = is_write(command);
         loop {
-            match f(group.clone()).await {
+            // A write is proposed only on a replica that believes it leads,
+            // and one refused with `NotLeader` after that is not sent
+            // again: openraft answers `ForwardToLeader` also for an entry
+            // its log dropped in favour of a new leader's, and another
+            // replica that has that entry may still commit it (a copy sent
+            // on would then be applied twice).
+            let status = group.status();
+            let outcome = if write && status.state != "leader" {
+                let leader = status
+                    .leader
+                    .and_then(|id| status.voters.get(&id).map(|addr| (id, addr.clone())));
+                Err(ConsensusError::NotLeader { leader })
+            } else {
+                match f(group.clone()).await {
+                    Err(e @ ConsensusError::NotLeader { .. }) if write => {
+                        return Err(outcome_unknown(format!(
+                            "chunk {}: {e} while the write was proposed; it may or may not \
+                             have been applied",
+                            group.id()
+                        )))
+                    }
+                    other => other,
+                }
+            };
+            match outcome {
                 Ok(()) => return Ok(None),
                 Err(ConsensusError::NotLeader { leader: Some((id, addr)) }) if id != me => {
                     match self.forward(&addr, command.clone()).await {
@@ -1168,6 +1193,8 @@ impl Node {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = kick.notified() => {}
+                    // A replica stopped and was unregistered: start it again.
+                    _ = cluster.replicas_wanted().notified() => {}
                     () = tokio::time::sleep(Duration::from_millis(REPAIR_EVERY_MS)) => {}
                 }
             }

@@ -138,6 +138,8 @@ pub struct Cluster {
     raft_handle: tokio::runtime::Handle,
     /// The Raft groups of this node's chunk replicas, by chunk id.
     groups: std::sync::RwLock<std::collections::HashMap<GroupId, Group>>,
+    /// See [`Cluster::replicas_wanted`].
+    replicas_wanted: tokio::sync::Notify,
 }
 
 struct Member {
@@ -231,6 +233,7 @@ impl Cluster {
             member: OnceLock::new(),
             quiescence: OnceLock::new(),
             groups: Default::default(),
+            replicas_wanted: Default::default(),
         });
         let meta_dir = cluster.meta_dir();
         match identity {
@@ -766,6 +769,13 @@ impl Cluster {
     /// Unregisters a chunk replica's group and returns it.
     pub fn remove_group(&self, id: GroupId) -> Option<Group> {
         self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&id)
+    }
+
+    /// Notified when a chunk replica of this node was unregistered to be
+    /// started again (see [`placement`]); whoever starts replicas waits on
+    /// it besides the meta range's changes.
+    pub fn replicas_wanted(&self) -> &tokio::sync::Notify {
+        &self.replicas_wanted
     }
 
     /// The groups of this node's chunk replicas.

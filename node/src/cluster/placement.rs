@@ -16,17 +16,27 @@
 //! group steps down and another replica carries on. Every step is
 //! idempotent and driven by the state it finds, so a leader that changes or
 //! restarts halfway simply continues.
+//!
+//! The same loop restarts this node's chunk replicas that stopped on their
+//! own (a failed write or sync of the Raft log, a disk that was full, a
+//! command the replica could not apply): it unregisters and shuts the
+//! stopped replica down and asks `Node::reconcile` to start it again from
+//! its files (at most once per [`REVIVE_INTERVAL_MS`] per replica), which
+//! recovers the log and applies again what came after the last snapshot.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Cluster;
-use crate::consensus::{Group, NodeId};
+use crate::consensus::{Group, GroupId, NodeId};
 
 /// How often a node checks the groups it leads against the meta range
 /// (also after every change of the meta range).
 pub const PLACEMENT_INTERVAL_MS: u64 = 1_000;
+
+/// The shortest time between two restarts of one stopped replica.
+pub const REVIVE_INTERVAL_MS: u64 = 10_000;
 
 /// What a leader does next to bring its group's voters to `wanted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +69,7 @@ impl Cluster {
         let weak: Weak<Cluster> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut changes = None;
+            let mut revived: HashMap<GroupId, Instant> = HashMap::new();
             loop {
                 let Some(cluster) = weak.upgrade() else { return };
                 if cluster.is_shut_down() {
@@ -67,6 +78,7 @@ impl Cluster {
                 if changes.is_none() {
                     changes = cluster.meta_changes();
                 }
+                cluster.revive_stopped(&mut revived).await;
                 cluster.place_once().await;
                 drop(cluster);
                 let tick = tokio::time::sleep(Duration::from_millis(PLACEMENT_INTERVAL_MS));
@@ -81,6 +93,29 @@ impl Cluster {
                 }
             }
         });
+    }
+
+    /// Unregisters and shuts down this node's chunk replicas that stopped
+    /// on their own, so that `Node::reconcile` starts them again.
+    async fn revive_stopped(&self, revived: &mut HashMap<GroupId, Instant>) {
+        let now = Instant::now();
+        revived.retain(|_, at| now.duration_since(*at) < Duration::from_millis(REVIVE_INTERVAL_MS));
+        let mut any = false;
+        for group in self.groups() {
+            let Some(why) = group.stopped() else { continue };
+            if revived.contains_key(&group.id()) {
+                continue;
+            }
+            tracing::error!(chunk = group.id(), reason = %why, "chunk replica stopped; restarting it");
+            if let Some(g) = self.remove_group(group.id()) {
+                g.shutdown().await;
+            }
+            revived.insert(group.id(), now);
+            any = true;
+        }
+        if any {
+            self.replicas_wanted.notify_one();
+        }
     }
 
     /// One pass over the chunks whose group this node leads.

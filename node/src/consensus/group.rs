@@ -407,6 +407,12 @@ impl Group {
     /// openraft waits for each log append's flush without watching for
     /// shutdown: this returns only once the log store has reported the
     /// append in progress, if any, flushed or failed.
+    /// Why this replica stopped on its own (a storage error, a command it
+    /// could not apply), or `None` while it runs (or was shut down).
+    pub fn stopped(&self) -> Option<String> {
+        self.raft.metrics().borrow().running_state.as_ref().err().map(|fatal| fatal.to_string())
+    }
+
     pub async fn shutdown(&self) {
         self.quiet.leave();
         if let Err(e) = self.raft.shutdown().await {

@@ -1181,14 +1181,30 @@ impl<B: LogBackend> Cluster<B> {
                         Ok(Err(e)) => e,
                     }
                 }
+                // Proposed only on a replica that believes it leads; a
+                // `NotLeader` after proposing leaves the outcome unknown, as
+                // in the node's gateway (`Node::on_leader`).
+                // Postmortem: a write refused with `NotLeader` after its
+                // entry was appended (openraft answers so when its log drops
+                // the entry for a new leader's) was sent again, while
+                // another replica holding the entry later committed it:
+                // applied twice, at indices 20 and 24 (seed 0, file log).
                 KvOp::Put { .. } | KvOp::Cas { .. } => {
-                    match tokio::time::timeout(left, g.propose(encode(&op))).await {
-                        Err(_) => return None,
-                        Ok(Ok(reply)) => {
-                            let ret = rmp_serde::from_slice(&reply).expect("a KvRet");
-                            return Some((ret, via(&g)));
+                    let st = g.status();
+                    if st.state != "leader" {
+                        ConsensusError::NotLeader {
+                            leader: st.leader.map(|id| (id, String::new())),
                         }
-                        Ok(Err(e)) => e,
+                    } else {
+                        match tokio::time::timeout(left, g.propose(encode(&op))).await {
+                            Err(_) => return None,
+                            Ok(Ok(reply)) => {
+                                let ret = rmp_serde::from_slice(&reply).expect("a KvRet");
+                                return Some((ret, via(&g)));
+                            }
+                            Ok(Err(ConsensusError::NotLeader { .. })) => return None,
+                            Ok(Err(e)) => e,
+                        }
                     }
                 }
             };
