@@ -14,6 +14,10 @@
 //! logged meanwhile is copied too. A split holds the write lock from its
 //! finish to the catalog's record of it, so no write can land in the old
 //! chunk after the halves were cut from it.
+//!
+//! A replicated chunk does not split on its own: over its size limit, the
+//! actor asks the host ([`ChunkHost::split_wanted`]), and the split is
+//! applied by every replica, from its Raft log, with [`split_now`].
 
 use std::sync::Arc;
 
@@ -77,7 +81,14 @@ pub struct ChunkActor {
     cell: Arc<ChunkCell>,
     /// The chunk was split or dropped; requests still arriving are rerouted.
     retired: bool,
+    /// When the host was last asked for a split (a chunk that does not
+    /// split on its own): asked again only after [`SPLIT_ASK_EVERY`].
+    split_asked: Option<std::time::Instant>,
 }
+
+/// How often a chunk that does not split on its own asks its host for a
+/// split while it stays over its size limit.
+const SPLIT_ASK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Actor for ChunkActor {
     type Context = Context<Self>;
@@ -95,7 +106,7 @@ impl ChunkActor {
     /// An actor for `cell`, which holds an open chunk or the reason it is
     /// unavailable (then the actor answers every request with that reason).
     pub fn new(host: Arc<dyn ChunkHost>, meta: ChunkMeta, cell: Arc<ChunkCell>) -> Self {
-        ChunkActor { host, meta, cell, retired: false }
+        ChunkActor { host, meta, cell, retired: false, split_asked: None }
     }
 
     /// Compaction and splits rewrite the log from what is durable; on a
@@ -140,16 +151,7 @@ impl ChunkActor {
     /// Answers batches that the caller made durable (and that the group
     /// commit will therefore never see).
     fn acknowledge(&self, pending: Vec<Pending>) {
-        if pending.is_empty() {
-            return;
-        }
-        self.host.clock().resolve(pending.iter().map(|(seq, _)| *seq));
-        for (seq, ack) in pending {
-            let _ = ack.send(Ok(CommitToken { chunk: self.meta.id, seq }));
-        }
-        // Views hear of these batches here, as the group commit would have
-        // told them.
-        self.host.notify_views(self.meta.range_id);
+        acknowledge(&*self.host, &self.meta, pending);
     }
 
     fn needs_maintenance(&self) -> bool {
@@ -157,9 +159,7 @@ impl ChunkActor {
             return false;
         }
         self.cell
-            .with_chunk(|chunk| {
-                Ok(needs_maintenance(chunk, self.cell.chunk_size_max_bytes, self.cell.splits()))
-            })
+            .with_chunk(|chunk| Ok(needs_maintenance(chunk, self.cell.chunk_size_max_bytes)))
             .unwrap_or(false)
     }
 
@@ -172,12 +172,26 @@ impl ChunkActor {
         let splits = self.cell.splits();
         let split_key = self
             .cell
-            .with_chunk(|c| {
-                Ok(if splits && c.live_bytes() > size_max { c.split_key() } else { None })
-            })
+            .with_chunk(|c| Ok(if c.live_bytes() > size_max { c.split_key() } else { None }))
             .unwrap_or(None);
         let result = match split_key {
-            Some(key) => self.split(key, ctx),
+            Some(key) if splits => self.split(key, ctx),
+            Some(key) => {
+                // One decision for every replica: the host proposes it.
+                let now = std::time::Instant::now();
+                if self.split_asked.is_none_or(|t| now.duration_since(t) >= SPLIT_ASK_EVERY) {
+                    self.split_asked = Some(now);
+                    self.host.split_wanted(&self.meta, key);
+                }
+                let wants = self.cell.with_chunk(|c| {
+                    Ok(c.wants_compaction(crate::chunk_cell::compaction_min_bytes(size_max)))
+                });
+                if wants.unwrap_or(false) {
+                    self.compact()
+                } else {
+                    Ok(())
+                }
+            }
             None => self.compact(),
         };
         if let Err(e) = result {
@@ -193,7 +207,7 @@ impl ChunkActor {
             ChunkMsg::Split { reply, .. } if !self.cell.splits() => {
                 let _ = reply.send(Err(NodeError::client(
                     monotable_proto::ErrorCode::BadRequest,
-                    "this chunk is replicated: it does not split yet",
+                    "this chunk is replicated: it splits through its Raft group",
                 )));
             }
             ChunkMsg::Split { key, reply } => {
@@ -396,6 +410,130 @@ impl ChunkActor {
             voters: Vec::new(),
         }
     }
+}
+
+/// Answers batches that a split or shutdown made durable (and that the
+/// group commit will therefore never see).
+fn acknowledge(host: &dyn ChunkHost, meta: &ChunkMeta, pending: Vec<Pending>) {
+    if pending.is_empty() {
+        return;
+    }
+    host.clock().resolve(pending.iter().map(|(seq, _)| *seq));
+    for (seq, ack) in pending {
+        let _ = ack.send(Ok(CommitToken { chunk: meta.id, seq }));
+    }
+    // Views hear of these batches here, as the group commit would have
+    // told them.
+    host.notify_views(meta.range_id);
+}
+
+/// How long [`split_now`] waits between attempts while a compaction of
+/// the chunk runs.
+const SPLIT_NOW_RETRY_MS: u64 = 5;
+
+/// Splits the chunk in `cell` at `key` now, on the calling thread: the
+/// lower half gets a new id of the node's, the upper half `upper_id`. For
+/// a replicated chunk, whose split is a Raft command every replica applies
+/// at the same log index (so it cannot wait for the chunk's actor). The
+/// copy runs in steps under the read lock like the actor's; a compaction
+/// of the chunk running meanwhile is waited for. Writers routed to the old
+/// chunk meanwhile find it gone and route again; its actor stops once
+/// nothing addresses it.
+///
+/// Returns the halves' cells (lower, upper).
+///
+/// # Errors
+/// [`NodeError::Moved`] if `key` is not strictly inside the chunk or the
+/// chunk is no longer open; the chunk's poisoning or the catalog's error
+/// otherwise (then the chunk is poisoned if the catalog may have recorded
+/// the split, as in the actor's split).
+pub fn split_now(
+    host: &Arc<dyn ChunkHost>,
+    cell: &Arc<ChunkCell>,
+    key: &[u8],
+    upper_id: u64,
+) -> NodeResult<(Arc<ChunkCell>, Arc<ChunkCell>)> {
+    if let Some(reason) = cell.poisoned() {
+        return Err(cell.unavailable(&reason));
+    }
+    let meta = cell.with_chunk(|c| Ok(c.meta.clone()))?;
+    if !meta.contains(key) || key == meta.start.as_slice() {
+        return Err(NodeError::Moved);
+    }
+    let (pins, stable) = host.clock().retention();
+    let lower_meta = ChunkMeta {
+        id: host.next_chunk_id()?,
+        range_id: meta.range_id,
+        start: meta.start.clone(),
+        end: Some(key.to_vec()),
+    };
+    let upper_meta = ChunkMeta {
+        id: upper_id,
+        range_id: meta.range_id,
+        start: key.to_vec(),
+        end: meta.end.clone(),
+    };
+    let lower_dir = host.chunk_dir(lower_meta.id);
+    let upper_dir = host.chunk_dir(upper_meta.id);
+    let size_max = cell.chunk_size_max_bytes;
+    let segment = host.segment_size_for(size_max);
+    let mut job = loop {
+        let begun = cell
+            .with_chunk_mut(|c| {
+                c.begin_split(
+                    key,
+                    &pins,
+                    stable,
+                    (lower_meta.clone(), &lower_dir),
+                    (upper_meta.clone(), &upper_dir),
+                    segment,
+                )
+            })
+            .ok_or(NodeError::Moved)?;
+        match begun {
+            Err(ChunkError::Busy) => {
+                std::thread::sleep(std::time::Duration::from_millis(SPLIT_NOW_RETRY_MS))
+            }
+            other => break other?,
+        }
+    };
+    let mut synced = 0;
+    while !cell.with_chunk(|c| Ok(job.step(c)?))? {
+        if job.output_bytes() - synced >= MAINTENANCE_SYNC_EVERY_BYTES {
+            job.sync_bulk()?;
+            synced = job.output_bytes();
+        }
+    }
+    Steps::sync_bulk(&mut job)?;
+    let mut state = cell.write();
+    let CellState::Open(chunk) = &mut *state else { return Err(NodeError::Moved) };
+    if let Some(reason) = cell.poisoned() {
+        return Err(cell.unavailable(&reason));
+    }
+    let (lower, upper) = chunk.finish_split(job)?;
+    if let Err(e) = host.record_split(meta.id, &lower_meta, &upper_meta) {
+        drop(state);
+        if matches!(e, CatalogError::ChunkNotFound(_)) {
+            let _ = lower.destroy();
+            let _ = upper.destroy();
+        } else {
+            cell.poison(format!(
+                "the catalog could not record a split of this chunk ({e}); restart the node"
+            ));
+        }
+        return Err(e.into());
+    }
+    let (old, pending) = cell.take_locked(&mut state);
+    drop(state);
+    tracing::info!(chunk = meta.id, lower = lower_meta.id, upper = upper_meta.id, "split chunk");
+    let cells = host.start_halves(meta.id, lower, upper, size_max);
+    acknowledge(&**host, &meta, pending);
+    if let Some(old) = old {
+        if let Err(e) = old.destroy() {
+            tracing::warn!(chunk = meta.id, error = %e, "split chunk's files remain; removed at next start");
+        }
+    }
+    cells.ok_or(NodeError::ShuttingDown)
 }
 
 /// Output a compaction or split writes between two syncs of it. Without

@@ -159,9 +159,10 @@ pub struct ChunkCell {
     /// A `Maintain` is on its way to the actor: not sent again until it
     /// ran.
     maintenance_asked: AtomicBool,
-    /// The chunk never splits, whatever its size: every replica of a
-    /// replicated chunk holds the same keys, so a split must be one
-    /// decision for all of them, not each replica's own.
+    /// The chunk never splits on its own: every replica of a replicated
+    /// chunk holds the same keys, so a split is one decision for all of
+    /// them (a Raft command); the actor asks its host for one instead
+    /// ([`ChunkHost::split_wanted`]).
     no_splits: AtomicBool,
     /// The chunk is a replica whose writes a Raft log keeps durable: a
     /// group commit round that fails its writes closes it (see
@@ -194,12 +195,13 @@ impl ChunkCell {
         self.raft_durable.load(Ordering::Acquire)
     }
 
-    /// From now on the chunk never splits (see `no_splits`).
+    /// From now on the chunk never splits on its own (see `no_splits`).
     pub fn forbid_splits(&self) {
         self.no_splits.store(true, Ordering::Release);
     }
 
-    /// Whether the chunk may split when it grows past its size limit.
+    /// Whether the chunk splits on its own when it grows past its size
+    /// limit (else its actor asks the host for a split).
     pub fn splits(&self) -> bool {
         !self.no_splits.load(Ordering::Acquire)
     }
@@ -382,7 +384,7 @@ impl ChunkCell {
         AfterCommit {
             range_id: chunk.meta.range_id,
             journal_len: chunk.journal_len(),
-            needs_maintenance: needs_maintenance(chunk, self.chunk_size_max_bytes, self.splits()),
+            needs_maintenance: needs_maintenance(chunk, self.chunk_size_max_bytes),
         }
     }
 
@@ -554,8 +556,8 @@ pub fn fail_batches(host: &dyn ChunkHost, pending: Vec<Pending>, error: impl Fn(
 
 /// Whether a chunk should split (over its size limit) or compact (mostly
 /// garbage).
-pub fn needs_maintenance(chunk: &Chunk, chunk_size_max_bytes: u64, splits: bool) -> bool {
-    (splits && chunk.live_bytes() > chunk_size_max_bytes && chunk.can_split())
+pub fn needs_maintenance(chunk: &Chunk, chunk_size_max_bytes: u64) -> bool {
+    (chunk.live_bytes() > chunk_size_max_bytes && chunk.can_split())
         || chunk.wants_compaction(compaction_min_bytes(chunk_size_max_bytes))
 }
 

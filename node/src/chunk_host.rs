@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::catalog::CatalogError;
+use crate::chunk_cell::ChunkCell;
 use crate::group_commit::Syncer;
 use crate::storage::chunk::{Chunk, ChunkMeta};
 use crate::storage::clock::SeqClock;
@@ -34,8 +35,20 @@ pub trait ChunkHost: Send + Sync + 'static {
         lower: &ChunkMeta,
         upper: &ChunkMeta,
     ) -> Result<(), CatalogError>;
-    /// Starts the halves of a recorded split and routes requests to them.
-    fn start_halves(&self, parent: u64, lower: Chunk, upper: Chunk, chunk_size_max_bytes: u64);
+    /// Starts the halves of a recorded split and routes requests to them;
+    /// returns their cells (lower, upper), `None` if the node is gone.
+    fn start_halves(
+        &self,
+        parent: u64,
+        lower: Chunk,
+        upper: Chunk,
+        chunk_size_max_bytes: u64,
+    ) -> Option<(Arc<ChunkCell>, Arc<ChunkCell>)>;
+    /// A chunk that does not split on its own (a replicated one) is over
+    /// its size limit; `key` is where its live bytes halve. Called from the
+    /// chunk's actor, at most about once a second per chunk while it stays
+    /// over the limit; must not block.
+    fn split_wanted(&self, chunk: &ChunkMeta, key: Vec<u8>);
     /// A replicated chunk closed after it lost applied writes (see
     /// `ChunkCell::mark_raft_durable`): its replica should stop serving at
     /// once. Called on the syncer's thread; must not block.

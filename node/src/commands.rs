@@ -18,7 +18,7 @@ use crate::storage::chunk::{Chunk, ChunkMeta, ReadAt};
 use crate::storage::descriptor::ChunkDescriptor;
 
 /// Refuses a request carrying more items than its limit allows.
-fn check_count(n: usize, max: usize, items: &str, limit: &str) -> NodeResult<()> {
+pub(crate) fn check_count(n: usize, max: usize, items: &str, limit: &str) -> NodeResult<()> {
     if n > max {
         return Err(NodeError::client(
             ErrorCode::BatchTooLarge,

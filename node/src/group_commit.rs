@@ -603,7 +603,16 @@ mod tests {
         fn record_split(&self, _: u64, _: &ChunkMeta, _: &ChunkMeta) -> Result<(), CatalogError> {
             unreachable!("no splits here")
         }
-        fn start_halves(&self, _: u64, _: Chunk, _: Chunk, _: u64) {}
+        fn start_halves(
+            &self,
+            _: u64,
+            _: Chunk,
+            _: Chunk,
+            _: u64,
+        ) -> Option<(Arc<ChunkCell>, Arc<ChunkCell>)> {
+            None
+        }
+        fn split_wanted(&self, _: &ChunkMeta, _: Vec<u8>) {}
     }
 
     fn cells(dir: &Path, n: u64) -> Vec<Arc<ChunkCell>> {

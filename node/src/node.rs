@@ -68,6 +68,8 @@ pub struct Node {
     me: std::sync::Weak<Node>,
     /// This node's part of the cluster, set by the server once it listens.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// The replicated chunks this node holds ([`crate::replicated`]).
+    pub(crate) replicated: crate::replicated::Replicas,
     /// The views on replicated ranges this node runs.
     pub(crate) replicated_views: crate::replicated_views::ViewsHere,
 }
@@ -260,6 +262,7 @@ impl Node {
             views: RwLock::new(Default::default()),
             views_advanced: tokio::sync::Notify::new(),
             creating_range: Mutex::new(()),
+            replicated: Default::default(),
             syncer: Arc::new(syncer),
             cluster: std::sync::OnceLock::new(),
             replicated_views: Default::default(),
@@ -674,8 +677,14 @@ impl ChunkHost for Node {
         }
     }
 
-    fn start_halves(&self, parent: u64, lower: Chunk, upper: Chunk, chunk_size_max_bytes: u64) {
-        let Some(node) = self.self_arc() else { return };
+    fn start_halves(
+        &self,
+        parent: u64,
+        lower: Chunk,
+        upper: Chunk,
+        chunk_size_max_bytes: u64,
+    ) -> Option<(Arc<ChunkCell>, Arc<ChunkCell>)> {
+        let node = self.self_arc()?;
         let range_id = lower.meta.range_id;
         // The router stays locked from the halves' start to their routes: a
         // half over the size limit splits as soon as its actor starts, and
@@ -683,8 +692,16 @@ impl ChunkHost for Node {
         let mut router = self.router_write();
         let lower = node.spawn_chunk(lower, chunk_size_max_bytes);
         let upper = node.spawn_chunk(upper, chunk_size_max_bytes);
+        let cells = (lower.cell.clone(), upper.cell.clone());
         if !router.replace_split(range_id, parent, lower, upper) {
             tracing::error!(chunk = parent, "the router had no route to a chunk that split");
+        }
+        Some(cells)
+    }
+
+    fn split_wanted(&self, chunk: &ChunkMeta, key: Vec<u8>) {
+        if let Some(node) = self.self_arc() {
+            node.split_wanted(chunk, key);
         }
     }
 }

@@ -14,6 +14,18 @@
 //! to its own copy of the rider, in one order with the chunk's writes, and
 //! the chunk's snapshots hold them too.
 //!
+//! A split is a command too ([`ChunkCommand::Split`]): every replica splits
+//! its chunk at the same log index, keeps the lower half under this Raft
+//! group and makes the upper half the chunk of a new group, over the same
+//! replicas, which the node starts ([`crate::replicated`]). From then on
+//! the replica's bounds are the lower half's: a write with a key outside
+//! them is refused with [`ErrorCode::StaleChunkMap`] on every replica alike
+//! (it was routed by a chunk map from before the split). Applied again
+//! after a restart, the split finds the chunk split already and changes
+//! nothing; writes from before it with keys of the upper half are refused
+//! likewise, and lose nothing: the split's halves were made durable with
+//! everything applied before it.
+//!
 //! Commands are MessagePack [`ChunkCommand`]s; replies MessagePack
 //! `Result<CommitToken, ErrorInfo>`.
 
@@ -23,7 +35,7 @@ use std::sync::{Arc, Mutex, Weak};
 use monotable_proto::{CommitToken, ErrorCode, ErrorInfo, RangeOptions, Record, WriteOp};
 use serde::{Deserialize, Serialize};
 
-use crate::chunk_cell::{Applied, ChunkCell};
+use crate::chunk_cell::{Applied, CellState, ChunkCell};
 use crate::chunk_host::ChunkHost;
 use crate::consensus::futures_lite::BoxedFuture;
 use crate::consensus::replica_store::Replica;
@@ -39,6 +51,13 @@ pub enum ChunkCommand {
     /// One atomic batch into the chunk of `rider`, a range whose rows ride
     /// on this chunk's log (created where it is missing).
     Rider { rider: RiderSpec, ops: Vec<WriteOp> },
+    /// Splits the chunk at `at` (strictly inside it): the keys from `at`
+    /// on become chunk `right_id` (an id from the meta range, also its Raft
+    /// group's), held by the same replicas. Refused with `StaleChunkMap` if
+    /// `at` is not inside the chunk (the chunk changed since the proposer
+    /// looked); changes nothing if the chunk ends at `at` already (the
+    /// split applied again after a restart).
+    Split { at: Vec<u8>, right_id: u64 },
 }
 
 /// A range of one chunk whose rows ride on another chunk's Raft log, and
@@ -73,11 +92,17 @@ struct ChunkSnapshot {
     /// Every riding range's records.
     #[serde(default)]
     riders: Vec<(RiderSpec, Vec<Record>)>,
+    /// The chunk's bounds (start, end) when the snapshot was taken.
+    #[serde(default)]
+    bounds: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// The replica of one chunk on this node.
 pub struct ChunkReplica {
-    cell: Arc<ChunkCell>,
+    /// The chunk's Raft group (its riders are this group's).
+    group: u64,
+    /// The chunk as it is now: replaced by the lower half at a split.
+    cell: Mutex<Arc<ChunkCell>>,
     host: Weak<dyn ChunkHost>,
     /// The last batch applied, whose durability [`Replica::flush`] waits
     /// for (a round makes every earlier batch of the chunk durable too).
@@ -85,17 +110,93 @@ pub struct ChunkReplica {
     riders: Option<Weak<dyn Riders>>,
     /// The last batch applied to each rider, by rider chunk id.
     riders_last: Mutex<std::collections::HashMap<u64, Applied>>,
+    /// Told the id of a split's upper half before the split (`false`) and
+    /// once the upper half is this node's chunk (`true`; also when a split
+    /// applied again finds the chunk split already).
+    on_split: Option<Box<dyn Fn(u64, bool) + Send + Sync>>,
+}
+
+fn stale(message: String) -> ErrorInfo {
+    ErrorInfo { code: ErrorCode::StaleChunkMap, message }
 }
 
 impl ChunkReplica {
     pub fn new(cell: Arc<ChunkCell>, host: Weak<dyn ChunkHost>) -> Self {
         ChunkReplica {
-            cell,
+            group: cell.id,
+            cell: Mutex::new(cell),
             host,
             last: Mutex::new(None),
             riders: None,
             riders_last: Mutex::new(Default::default()),
+            on_split: None,
         }
+    }
+
+    /// The replica of Raft group `group` (when its chunk is a split's
+    /// lower half, whose id is not the group's).
+    pub fn for_group(mut self, group: u64) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// The replica, telling `on_split` of its splits' upper halves (see
+    /// the field).
+    pub fn with_on_split(mut self, on_split: Box<dyn Fn(u64, bool) + Send + Sync>) -> Self {
+        self.on_split = Some(on_split);
+        self
+    }
+
+    /// The chunk's cell now.
+    pub fn cell(&self) -> Arc<ChunkCell> {
+        self.cell.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The chunk's bounds now (start inclusive, end exclusive, `None` the
+    /// end of the range), as this replica applied them.
+    ///
+    /// Errors: the chunk is unavailable or closed.
+    pub fn bounds(&self) -> Result<(Vec<u8>, Option<Vec<u8>>), NodeError> {
+        self.cell().with_chunk(|c| Ok((c.meta.start.clone(), c.meta.end.clone())))
+    }
+
+    fn told(&self, right: u64, done: bool) {
+        if let Some(f) = &self.on_split {
+            f(right, done);
+        }
+    }
+
+    /// Applies a split; `Err` when this replica could not (it stops and
+    /// applies it again when restarted).
+    fn split(&self, at: &[u8], right_id: u64) -> Result<ChunkReply, String> {
+        let cell = self.cell();
+        let (start, end) = self.bounds().map_err(|e| e.to_string())?;
+        if end.as_deref() == Some(at) {
+            // Applied before a restart (the chunk's log replays from its
+            // last durable mark).
+            self.told(right_id, true);
+            return Ok(Ok(CommitToken { chunk: cell.id, seq: 0 }));
+        }
+        if at <= start.as_slice() || end.as_deref().is_some_and(|e| at >= e) {
+            let message = format!("chunk {}: the split key is outside the chunk", cell.id);
+            return Ok(Err(stale(message)));
+        }
+        let host = self.host().map_err(|e| e.message)?;
+        self.told(right_id, false);
+        let split = || crate::chunk_actor::split_now(&host, &cell, at, right_id);
+        // The copy may take a while: on the Raft groups' runtime, its other
+        // tasks (other groups' heartbeats) move to another thread meanwhile.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let done = if multi_thread { tokio::task::block_in_place(split) } else { split() };
+        let (lower, _upper) = done.map_err(|e| {
+            tracing::error!(chunk = cell.id, error = %e, "replicated split failed");
+            format!("chunk {}: split at apply failed: {e}", cell.id)
+        })?;
+        let token = CommitToken { chunk: lower.id, seq: 0 };
+        *self.cell.lock().unwrap_or_else(|p| p.into_inner()) = lower;
+        self.told(right_id, true);
+        Ok(Ok(token))
     }
 
     /// The replica, applying [`ChunkCommand::Rider`]s to the chunks
@@ -116,8 +217,8 @@ impl ChunkReplica {
     fn write_rider(&self, spec: &RiderSpec, ops: &[WriteOp]) -> Result<ChunkReply, String> {
         let host = self.host().map_err(|e| e.message)?;
         let riders = self.riders().map_err(|e| e.message)?;
-        let cell = riders.rider_cell(self.cell.id, spec).map_err(|message| {
-            format!("range {:?} riding on chunk {}: {message}", spec.name, self.cell.id)
+        let cell = riders.rider_cell(self.group, spec).map_err(|message| {
+            format!("range {:?} riding on chunk {}: {message}", spec.name, self.group)
         })?;
         let Some(cell) = cell else {
             return Ok(Ok(CommitToken { chunk: spec.chunk_id, seq: 0 }));
@@ -138,8 +239,14 @@ impl ChunkReplica {
     /// not apply it (its chunk is unavailable, the node is stopping).
     fn write(&self, ops: &[WriteOp]) -> Result<ChunkReply, String> {
         let host = self.host().map_err(|e| e.message)?;
-        Ok(apply_to(&self.cell, host.as_ref(), ops)?.map(|applied| {
-            let token = CommitToken { chunk: self.cell.id, seq: applied.seq() };
+        let cell = self.cell();
+        let reply = apply_to(&cell, host.as_ref(), ops)?;
+        if reply.is_err() && matches!(&*cell.read(), CellState::Gone) {
+            // Closed (the node is stopping) while its group applies.
+            return Err(format!("chunk {} is closed", cell.id));
+        }
+        Ok(reply.map(|applied| {
+            let token = CommitToken { chunk: cell.id, seq: applied.seq() };
             *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(applied);
             token
         }))
@@ -156,7 +263,12 @@ fn apply_to(
 ) -> Result<Result<Applied, ErrorInfo>, String> {
     match cell.apply(host, ops) {
         Ok(applied) => Ok(Ok(applied)),
-        Err(e @ (NodeError::Client { .. } | NodeError::Moved)) => Ok(Err(e.to_info())),
+        Err(e @ NodeError::Client { .. }) => Ok(Err(e.to_info())),
+        // Routed by a chunk map from before a split.
+        Err(NodeError::Moved) => Ok(Err(stale(format!(
+            "chunk {}: a key of the batch is outside the chunk; route again",
+            cell.id
+        )))),
         Err(e) => Err(format!("chunk {}: {e}", cell.id)),
     }
 }
@@ -182,6 +294,7 @@ impl Replica for ChunkReplica {
         let reply = match rmp_serde::from_slice::<ChunkCommand>(command) {
             Ok(ChunkCommand::Write { ops }) => self.write(&ops)?,
             Ok(ChunkCommand::Rider { rider, ops }) => self.write_rider(&rider, &ops)?,
+            Ok(ChunkCommand::Split { at, right_id }) => self.split(&at, right_id)?,
             Err(e) => Err(ErrorInfo {
                 code: ErrorCode::BadRequest,
                 message: format!("undecodable chunk command: {e}"),
@@ -205,10 +318,12 @@ impl Replica for ChunkReplica {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        let records = applied_records(&self.cell)?;
+        let cell = self.cell();
+        let bounds = self.bounds().map_err(|e| e.to_string())?;
+        let records = applied_records(&cell)?;
         let riders = match &self.riders {
             Some(_) => {
-                let riders = self.riders().map_err(|e| e.message)?.riders_of(self.cell.id);
+                let riders = self.riders().map_err(|e| e.message)?.riders_of(self.group);
                 riders
                     .into_iter()
                     .map(|(spec, cell)| Ok((spec, applied_records(&cell)?)))
@@ -216,7 +331,8 @@ impl Replica for ChunkReplica {
             }
             None => Vec::new(),
         };
-        rmp_serde::to_vec(&ChunkSnapshot { records, riders }).map_err(|e| e.to_string())
+        rmp_serde::to_vec(&ChunkSnapshot { records, riders, bounds: Some(bounds) })
+            .map_err(|e| e.to_string())
     }
 
     fn restore(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<(), String>> {
@@ -224,12 +340,26 @@ impl Replica for ChunkReplica {
             let snapshot: ChunkSnapshot = rmp_serde::from_slice(&snapshot)
                 .map_err(|e| format!("undecodable snapshot: {e}"))?;
             let host = self.host().map_err(|e| e.message)?;
+            let cell = self.cell();
+            let here = self.bounds().map_err(|e| e.to_string())?;
+            if let Some(there) = &snapshot.bounds {
+                if *there != here {
+                    // The leader's chunk split after this replica last
+                    // applied: the upper half's state at the split is not
+                    // in this snapshot, so this replica cannot rebuild it.
+                    return Err(format!(
+                        "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it \
+                         missed a split of the chunk and cannot take a snapshot over it",
+                        cell.id, there.0, there.1, here.0, here.1
+                    ));
+                }
+            }
             let mut applied: Vec<Applied> =
-                restore_cell(&self.cell, host.as_ref(), snapshot.records)?.into_iter().collect();
+                restore_cell(&cell, host.as_ref(), snapshot.records)?.into_iter().collect();
             if !snapshot.riders.is_empty() {
                 let riders = self.riders().map_err(|e| e.message)?;
                 for (spec, records) in snapshot.riders {
-                    if let Some(cell) = riders.rider_cell(self.cell.id, &spec)? {
+                    if let Some(cell) = riders.rider_cell(self.group, &spec)? {
                         applied.extend(restore_cell(&cell, host.as_ref(), records)?);
                     }
                 }
@@ -320,7 +450,16 @@ mod tests {
         fn record_split(&self, _: u64, _: &ChunkMeta, _: &ChunkMeta) -> Result<(), CatalogError> {
             unreachable!("no splits here")
         }
-        fn start_halves(&self, _: u64, _: Chunk, _: Chunk, _: u64) {}
+        fn start_halves(
+            &self,
+            _: u64,
+            _: Chunk,
+            _: Chunk,
+            _: u64,
+        ) -> Option<(Arc<ChunkCell>, Arc<ChunkCell>)> {
+            None
+        }
+        fn split_wanted(&self, _: &ChunkMeta, _: Vec<u8>) {}
     }
 
     impl Riders for Host {
@@ -404,7 +543,7 @@ mod tests {
         assert!(decode_reply(&a.apply(4, &command(gone)).expect("applied")).is_ok());
         let rider_cell = host.riders.lock().expect("riders")[&11].1.clone();
         assert_eq!(keys(&rider_cell), vec![(b"row2".to_vec(), b"2".to_vec())]);
-        assert_eq!(keys(&a.cell).len(), 2, "the chunk's own rows are apart");
+        assert_eq!(keys(&a.cell()).len(), 2, "the chunk's own rows are apart");
 
         // Another replica, behind and with rows of its own that must go,
         // installs the snapshot: the chunk and its rider.
@@ -420,8 +559,205 @@ mod tests {
         // Applied at once; the future only waits for durability, which no
         // syncer runs here.
         drop(b.restore(snapshot));
-        assert_eq!(keys(&b.cell), keys(&a.cell));
+        assert_eq!(keys(&b.cell()), keys(&a.cell()));
         let other_rider = other_host.riders.lock().expect("riders")[&11].1.clone();
         assert_eq!(keys(&other_rider), keys(&rider_cell));
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use std::sync::Arc;
+
+    use monotable_proto::{Command, ErrorCode, RangeOptions, Reply, ScanRequest, WriteOp};
+
+    use super::*;
+    use crate::cluster::meta::REPLICATED_ID_BASE;
+    use crate::config::NodeConfig;
+    use crate::node::Node;
+
+    const RANGE: u64 = REPLICATED_ID_BASE;
+    const FIRST: u64 = REPLICATED_ID_BASE + 1;
+    const RIGHT: u64 = REPLICATED_ID_BASE + 7;
+
+    fn put(k: &str, v: &str) -> ChunkCommand {
+        let (key, value) = (k.as_bytes().to_vec().into(), v.as_bytes().to_vec().into());
+        ChunkCommand::Write { ops: vec![WriteOp::Put { key, value }] }
+    }
+
+    fn split(at: &str) -> ChunkCommand {
+        ChunkCommand::Split { at: at.as_bytes().to_vec(), right_id: RIGHT }
+    }
+
+    /// The replica of the chunk starting at `start`, recording the upper
+    /// halves it reports.
+    fn replica(node: &Arc<Node>, start: &str) -> (ChunkReplica, Arc<Mutex<Vec<u64>>>) {
+        let cell = node
+            .range_route("r", |r| r.chunks.get(start.as_bytes()).map(|c| c.cell.clone()))
+            .expect("range")
+            .expect("chunk");
+        let host: Arc<dyn ChunkHost> = node.clone();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let told = heard.clone();
+        let on_split = Box::new(move |id, done| {
+            if done {
+                told.lock().expect("heard").push(id)
+            }
+        });
+        (ChunkReplica::new(cell, Arc::downgrade(&host)).with_on_split(on_split), heard)
+    }
+
+    fn apply(r: &ChunkReplica, index: u64, c: &ChunkCommand) -> ChunkReply {
+        decode_reply(&r.apply(index, &encode_command(c)).expect("applied by the replica"))
+    }
+
+    /// Every record of the node's replica of range `r`, with the chunks'
+    /// (start, id).
+    async fn contents(node: &Node) -> (Vec<(String, String)>, Vec<(String, u64)>) {
+        let req = ScanRequest { range: "r".into(), ..ScanRequest::default() };
+        let Ok(Reply::Scan(scan)) = node.read_applied(Command::Scan(req)).await else {
+            panic!("scan")
+        };
+        let records = scan
+            .records
+            .into_iter()
+            .map(|r| {
+                (String::from_utf8_lossy(&r.key).into(), String::from_utf8_lossy(&r.value).into())
+            })
+            .collect();
+        let chunks = node
+            .range_route("r", |r| {
+                r.chunks
+                    .values()
+                    .map(|c| (String::from_utf8_lossy(&c.start).into(), c.id))
+                    .collect()
+            })
+            .expect("range");
+        (records, chunks)
+    }
+
+    /// The log of one replica: writes on both sides of "m", the split at
+    /// "m", then writes to the lower half only (the upper half is another
+    /// group's from then on).
+    fn log() -> Vec<ChunkCommand> {
+        let mut log: Vec<ChunkCommand> =
+            "abcnopq".chars().map(|c| put(&c.to_string(), "old")).collect();
+        log.push(put("o", "before-split"));
+        log.push(split("m"));
+        log.push(put("b", "after-split"));
+        log
+    }
+
+    /// A split applied, applied again, and a log replayed after a restart
+    /// over a chunk that split already: writes routed by a stale map are
+    /// refused on every replica alike, and a replayed write from before
+    /// the split never overwrites what the upper half's own group wrote
+    /// since.
+    ///
+    /// Postmortem-style guard: a replay that applied pre-split writes to
+    /// the upper half by key would have put "o" back to an old value.
+    #[test]
+    fn split_applies_once_and_replays_without_touching_the_upper_half() {
+        let dir = tempfile::tempdir().expect("tmp");
+        actix::System::new().block_on(async {
+            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
+            let options = RangeOptions { chunk_size_max_bytes: 1 << 20 };
+            node.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            let (lower, heard) = replica(&node, "");
+            for (i, c) in log().iter().enumerate() {
+                apply(&lower, i as u64 + 1, c).expect("applied");
+            }
+            assert_eq!(*heard.lock().expect("heard"), vec![RIGHT]);
+            assert_eq!(lower.bounds().expect("bounds"), (Vec::new(), Some(b"m".to_vec())));
+            // A write routed before the split, to a key of the upper half:
+            // refused, retryably, and not applied anywhere.
+            let late = apply(&lower, 20, &put("z", "late")).expect_err("stale");
+            assert_eq!(late.code, ErrorCode::StaleChunkMap);
+            assert!(late.code.is_retryable());
+            // A split key outside the chunk now.
+            let outside = ChunkCommand::Split { at: b"x".to_vec(), right_id: RIGHT + 1 };
+            assert_eq!(
+                apply(&lower, 21, &outside).expect_err("stale").code,
+                ErrorCode::StaleChunkMap
+            );
+            // The upper half's own group writes "o".
+            let (upper, _) = replica(&node, "m");
+            apply(&upper, 1, &put("o", "upper-group")).expect("applied");
+            let (records, chunks) = contents(&node).await;
+            let want: Vec<(String, String)> = [
+                ("a", "old"),
+                ("b", "after-split"),
+                ("c", "old"),
+                ("n", "old"),
+                ("o", "upper-group"),
+                ("p", "old"),
+                ("q", "old"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            assert_eq!(records, want);
+            assert_eq!(chunks.len(), 2);
+            assert_eq!(chunks[1], ("m".to_string(), RIGHT));
+            // Applied again (a replay before the restart's): no change.
+            apply(&lower, 10, &split("m")).expect("already split");
+            assert_eq!(contents(&node).await, (records.clone(), chunks.clone()));
+            node.shutdown().await;
+            // Postmortem: a write applied to a chunk closed by the shutdown
+            // was refused as a stale route (an answer, so the log went on
+            // without it); now the replica stops unapplied.
+            assert!(lower.apply(30, &encode_command(&put("b", "closed"))).is_err());
+            drop(node);
+
+            // Restarted with the chunk's log replayed from its start.
+            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
+            let (lower, heard) = replica(&node, "");
+            for (i, c) in log().iter().enumerate() {
+                let reply = apply(&lower, i as u64 + 1, c);
+                if let ChunkCommand::Write { ops } = c {
+                    let upper = ops.iter().any(|op| op.key() >= &b"m"[..]);
+                    assert_eq!(reply.is_err(), upper, "{c:?}: {reply:?}");
+                }
+            }
+            assert_eq!(*heard.lock().expect("heard"), vec![RIGHT], "the upper half is reported");
+            assert_eq!(contents(&node).await, (records, chunks));
+            node.shutdown().await;
+        });
+    }
+
+    /// A snapshot carries the chunk's bounds: a replica whose chunk did not
+    /// split the same way refuses it rather than lose the upper half's
+    /// state; one with the same bounds takes it whole.
+    #[test]
+    fn a_snapshot_over_other_bounds_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let other = tempfile::tempdir().expect("tmp");
+        actix::System::new().block_on(async {
+            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
+            let behind = Node::start(NodeConfig::for_tests(other.path())).expect("node");
+            let options = RangeOptions { chunk_size_max_bytes: 1 << 20 };
+            node.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            behind.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            let (ahead, _) = replica(&node, "");
+            let (lagging, _) = replica(&behind, "");
+            for (i, c) in log().iter().enumerate() {
+                apply(&ahead, i as u64 + 1, c).expect("applied");
+            }
+            apply(&lagging, 1, &put("zz", "gone")).expect("applied");
+            let snapshot = ahead.snapshot().expect("snapshot");
+            let refused = lagging.restore(snapshot.clone()).await.expect_err("refused");
+            assert!(refused.contains("missed a split"), "{refused}");
+            // Split the same way: the snapshot replaces its state.
+            apply(&lagging, 2, &split("m")).expect("split");
+            lagging.restore(snapshot).await.expect("restored");
+            let (mine, _) = contents(&node).await;
+            let (theirs, _) = contents(&behind).await;
+            let lower = |v: Vec<(String, String)>| -> Vec<(String, String)> {
+                v.into_iter().filter(|(k, _)| k.as_str() < "m").collect()
+            };
+            assert_eq!(lower(theirs), lower(mine));
+            node.shutdown().await;
+            behind.shutdown().await;
+        });
     }
 }

@@ -10,32 +10,68 @@
 //! starts the group with every replica as a voter. A range dropped from the
 //! meta range is dropped by each replica.
 //!
-//! Requests ([`Node::route_replicated`]): a write is proposed to the chunk's
-//! Raft group and acknowledged once committed (a majority has it durable)
-//! and applied on the leader; a read waits for Raft's read index on the
-//! leader, then reads what the leader applied. A
-//! replica that is not the leader forwards the request to the leader; a
-//! node without a replica forwards it to one. Ranges of one replica are
+//! Splits: a chunk over the range's size limit asks the node (from its
+//! actor, the same trigger and split key as an ordinary chunk's); only the
+//! chunk's Raft leader acts, and only while the meta range's record of the
+//! chunk matches what the replica applied ([`Node::propose_split`]). It
+//! takes an id for the upper half from the meta range, proposes
+//! [`ChunkCommand::Split`] to the chunk's group (every replica splits its
+//! chunk at the same log index; the lower half keeps the chunk's id and
+//! group, the upper half gets the new id and a group of its own over the
+//! same replicas, started by each replica with the same voters), then
+//! records the split in the meta range ([`MetaCommand::SplitChunk`], with
+//! the chunk's next generation: replays and stale repeats change nothing).
+//! A leader that stops between the two leaves the record to the chunk's
+//! next leader, which checks every second that the meta range names the
+//! splits its chunks applied ([`Node::repair_chunk_map`]).
+//!
+//! A chunk's id is its Raft group's: a range's first chunk and every upper
+//! half keep theirs in the node's catalog; a lower half gets an id of the
+//! node's own, and is found by its start key, which its group keeps.
+//!
+//! Requests ([`Node::route_replicated`]) are routed by the chunk map in
+//! this node's meta replica, chunk by chunk: a write's part for a chunk is
+//! proposed to that chunk's group and acknowledged once committed (a
+//! majority has it durable) and applied on the leader; a read waits for
+//! Raft's read index on the chunk's leader, then reads what the leader
+//! applied, once the leader's replica still holds every key asked for;
+//! scans walk the chunks in key order. A replica that is not the leader
+//! forwards the request to the leader; a node without a replica forwards it
+//! to one. A part routed by a chunk map from before a split is refused with
+//! `StaleChunkMap` (by every replica alike, at apply) and routed again once
+//! the meta range has the split, for up to 15 s. Ranges of one replica are
 //! ordinary ranges of the node that made them.
 //!
-//! Views on replicated ranges: [`crate::replicated_views`].
+//! Views on replicated ranges: [`crate::replicated_views`]; a range a view
+//! reads or writes does not split, and no view is made on a range of
+//! several chunks (views run on one chunk's group).
 //!
-//! Not yet: splits of replicated chunks (a replicated range is one chunk),
-//! reads at a snapshot, sinks and bridge jobs on replicated ranges.
+//! Not yet: reads at a snapshot, sinks and bridge jobs on replicated
+//! ranges; a replica that missed a split and is sent a snapshot of the
+//! lower half refuses it (its group stops on that node, loudly) and must
+//! be rebuilt.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monotable_proto::{ChunkInfo, Command, ErrorCode, RangeOptions, Reply, WriteOp};
+use monotable_proto::limits::{BATCH_OPS_MAX, MULTI_GET_KEYS_MAX, SCAN_REPLY_SIZE_MAX_BYTES};
+use monotable_proto::{
+    ChunkInfo, Command, CommitToken, ErrorCode, RangeOptions, Reply, ScanReply, ScanRequest,
+    WriteOp,
+};
 
-use crate::cluster::meta::{MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
+use crate::cluster::meta::{MetaChunk, MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
 use crate::cluster::Cluster;
+use crate::commands::check_count;
 use crate::consensus::log_store::LogStore;
 use crate::consensus::replica_store::ReplicaStore;
 use crate::consensus::{ConsensusError, Group, GroupConfig, NodeId};
 use crate::error::{NodeError, NodeResult};
-use crate::node::{check_op, Node};
+use crate::node::{check_key, check_op, Node};
 use crate::replica::{decode_reply, encode_command, ChunkCommand, ChunkReplica};
+use crate::router::Route;
+use crate::storage::chunk::ChunkMeta;
 
 /// Names of the Redis endpoint's databases start with this: they are
 /// ordinary ranges of the node a Redis client talks to, never replicated.
@@ -47,6 +83,16 @@ pub const REPLICAS_DEFAULT: u32 = 3;
 /// A replicated chunk builds a snapshot (marks its chunk durable and
 /// purges its Raft log) every this many entries.
 const CHUNK_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+
+/// How often a node checks that the meta range records every split of
+/// the chunks it leads.
+const REPAIR_EVERY_MS: u64 = 1_000;
+
+/// A new group's leader-to-be campaigns this many times, this often,
+/// until the group has a leader (the other replicas start the group as
+/// they apply the split, up to a heartbeat later).
+const CAMPAIGN_TRIES: u32 = 20;
+const CAMPAIGN_EVERY_MS: u64 = 150;
 
 /// How long a request waits for a replica to appear or a leader to be
 /// elected before failing with `ClusterUnavailable`.
@@ -242,10 +288,12 @@ impl Node {
             }
         }
         if let Command::SplitChunk { .. } = command {
-            return Err(NodeError::client(
-                ErrorCode::BadRequest,
-                format!("range {name:?} is replicated: its chunk does not split yet"),
-            ));
+            if range.rides_on.is_some() {
+                return Err(NodeError::client(
+                    ErrorCode::BadRequest,
+                    format!("range {name:?} is the target of a mapper: it does not split"),
+                ));
+            }
         }
         if range.rides_on.is_some() && matches!(command, Command::Write { .. }) {
             return Err(NodeError::client(
@@ -256,7 +304,97 @@ impl Node {
         if !range.replicas.contains(&me) {
             return self.forward_to_replica(cluster, range, command.clone()).await;
         }
-        // A view's target is read through the group its rows ride on.
+        // A view's target (one chunk) is read through the group its rows
+        // ride on.
+        if range.rides_on.is_some() {
+            return self.serve_rider(cluster, me, command, name, range).await;
+        }
+        match command {
+            Command::DescribeRange { .. } | Command::CompactRange { .. } => {
+                // This replica's own state, once it has the range.
+                self.wait_local_range(name, range.id).await?;
+                Box::pin(self.execute_local(command.clone())).await
+            }
+            Command::Get { snapshot: Some(_), .. }
+            | Command::MultiGet { snapshot: Some(_), .. } => Err(NodeError::client(
+                ErrorCode::BadRequest,
+                "reads at a snapshot are not supported on replicated ranges yet",
+            )),
+            Command::Scan(req) if req.snapshot.is_some() => Err(NodeError::client(
+                ErrorCode::BadRequest,
+                "reads at a snapshot are not supported on replicated ranges yet",
+            )),
+            _ => {
+                // Refused whole before anything is routed, as on a local range.
+                match command {
+                    Command::Write { ops, .. } => {
+                        check_count(ops.len(), BATCH_OPS_MAX, "operations", "batch")?;
+                    }
+                    Command::MultiGet { keys, .. } => {
+                        check_count(keys.len(), MULTI_GET_KEYS_MAX, "keys", "multi-get")?;
+                        keys.iter().try_for_each(|k| check_key(k))?;
+                    }
+                    Command::Get { key, .. } => check_key(key)?,
+                    _ => {}
+                }
+                let mut attempt = 0u32;
+                let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+                loop {
+                    // The chunk map as this node's meta replica has it now.
+                    let range = self.replicated_range(cluster, name).ok_or_else(|| {
+                        NodeError::client(
+                            ErrorCode::RangeNotFound,
+                            format!("range {name:?} does not exist (it was dropped)"),
+                        )
+                    })?;
+                    let result = match command {
+                        Command::Write { ops, atomic, .. } => {
+                            return self.write_chunks(cluster, me, name, ops, *atomic).await;
+                        }
+                        Command::SplitChunk { key, .. } => {
+                            self.split_command(cluster, me, name, &range, key, command).await
+                        }
+                        Command::Get { key, .. } => {
+                            let chunk = range.chunk_for(key);
+                            let span = (key.to_vec(), Some(key_after(key)));
+                            self.read_chunk(cluster, me, chunk.id, span, command.clone()).await
+                        }
+                        Command::MultiGet { keys, .. } => {
+                            self.multi_get_chunks(cluster, me, name, &range, keys).await
+                        }
+                        Command::Scan(req) => self.scan_chunks(cluster, me, &range, req).await,
+                        other => {
+                            Err(NodeError::Internal(format!("not a replicated request: {other:?}")))
+                        }
+                    };
+                    match result {
+                        // Routed by a chunk map from before a split: this
+                        // node's meta replica learns the new one shortly.
+                        Err(e)
+                            if e.to_info().code == ErrorCode::StaleChunkMap
+                                && Instant::now() < deadline =>
+                        {
+                            attempt += 1;
+                            let ms = (10u64 << attempt.min(4)).min(200);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request for a mapper's target (one chunk, whose rows ride on its
+    /// source's group): read through that group's leader.
+    async fn serve_rider(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        me: NodeId,
+        command: &Command,
+        name: &str,
+        range: &MetaRange,
+    ) -> NodeResult<Reply> {
         let chunk = range.group_of(0).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
         let group = loop {
@@ -277,7 +415,10 @@ impl Node {
                 // This replica's own state.
                 Box::pin(self.execute_local(command.clone())).await
             }
-            Command::Write { ops, .. } => self.write_replicated(&group, me, ops, command).await,
+            Command::Write { .. } => Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!("range {name:?} is the target of a mapper: only the mapper writes it"),
+            )),
             Command::Get { snapshot: Some(_), .. }
             | Command::MultiGet { snapshot: Some(_), .. } => Err(NodeError::client(
                 ErrorCode::BadRequest,
@@ -388,16 +529,139 @@ impl Node {
         }
     }
 
-    async fn write_replicated(
+    /// Waits until this node holds its replica of range `name` (id `id`).
+    async fn wait_local_range(&self, name: &str, id: u64) -> NodeResult<()> {
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        while self.router_read().range(name).is_none_or(|r| r.meta.id != id) {
+            if Instant::now() > deadline {
+                return Err(unavailable(format!(
+                    "this node's replica of range {name:?} is not running"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// This node's replica of chunk `chunk`, once it runs (it appears once
+    /// this node applied the meta range's record of the range, or the
+    /// split that made the chunk).
+    async fn wait_group(
         &self,
-        group: &Group,
+        cluster: &Cluster,
+        chunk: u64,
+    ) -> NodeResult<(Group, Arc<ChunkReplica>)> {
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        loop {
+            if let (Some(g), Some(r)) = (cluster.group(chunk), self.replicated.replica(chunk)) {
+                return Ok((g, r));
+            }
+            if Instant::now() > deadline {
+                return Err(unavailable(format!(
+                    "this node's replica of chunk {chunk} is not running"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes `ops` chunk by chunk (each chunk's part atomic), by the chunk
+    /// map in this node's meta replica. A part refused as routed by a stale
+    /// map is routed again by a fresher one (alone: the parts written are
+    /// not written again), for up to [`READY_WAIT_MAX_MS`].
+    async fn write_chunks(
+        &self,
+        cluster: &Cluster,
         me: NodeId,
+        name: &str,
         ops: &[WriteOp],
-        command: &Command,
+        atomic: bool,
     ) -> NodeResult<Reply> {
         // Refused whole before anything is proposed, as on a local range.
         ops.iter().try_for_each(check_op)?;
-        let proposal = encode_command(&ChunkCommand::Write { ops: ops.to_vec() });
+        let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
+        let mut tokens = Vec::new();
+        let mut todo = ops.to_vec();
+        let mut attempt = 0u32;
+        while !todo.is_empty() {
+            let range = self.replicated_range(cluster, name).ok_or_else(|| {
+                NodeError::client(
+                    ErrorCode::RangeNotFound,
+                    format!("range {name:?} does not exist (it was dropped)"),
+                )
+            })?;
+            let mut parts: Vec<(u64, Vec<WriteOp>)> = Vec::new();
+            for op in std::mem::take(&mut todo) {
+                let id = range.chunk_for(op.key()).id;
+                match parts.iter_mut().find(|(c, _)| *c == id) {
+                    Some((_, v)) => v.push(op),
+                    None => parts.push((id, vec![op])),
+                }
+            }
+            if atomic && parts.len() > 1 {
+                return Err(NodeError::client(
+                    ErrorCode::CrossChunkBatch,
+                    format!(
+                        "an atomic batch must fall in one chunk; this one spans {}",
+                        parts.len()
+                    ),
+                ));
+            }
+            for (chunk, part) in parts {
+                match self.write_part(cluster, me, name, chunk, &part, atomic).await {
+                    Ok(t) => tokens.extend(t),
+                    Err(e)
+                        if e.to_info().code == ErrorCode::StaleChunkMap
+                            && Instant::now() < deadline =>
+                    {
+                        todo.extend(part)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !todo.is_empty() {
+                // This node's meta replica learns the split shortly.
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis((10u64 << attempt.min(4)).min(200))).await;
+            }
+        }
+        tokens.sort();
+        Ok(Reply::Written(tokens))
+    }
+
+    /// Writes `part`, all of it in chunk `chunk` by this node's chunk map:
+    /// proposed on the chunk's leader here, or sent to it as a request
+    /// (atomic if the client's was: the leader's chunk map may be newer).
+    async fn write_part(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        name: &str,
+        chunk: u64,
+        part: &[WriteOp],
+        atomic: bool,
+    ) -> NodeResult<Vec<CommitToken>> {
+        let (group, _) = self.wait_group(cluster, chunk).await?;
+        let sub = Command::Write { range: name.to_owned(), ops: part.to_vec(), atomic };
+        let proposal = encode_command(&ChunkCommand::Write { ops: part.to_vec() });
+        match self.propose_on_leader(&group, me, &sub, proposal).await? {
+            Proposed::Forwarded(Reply::Written(t)) => Ok(t),
+            Proposed::Forwarded(other) => {
+                Err(NodeError::Internal(format!("unexpected reply {other:?}")))
+            }
+            Proposed::Here(token) => Ok(vec![token]),
+        }
+    }
+
+    /// Proposes `proposal` to `group` on its leader, or sends `command`
+    /// (the same change as a request) to the leader.
+    async fn propose_on_leader(
+        &self,
+        group: &Group,
+        me: NodeId,
+        command: &Command,
+        proposal: Vec<u8>,
+    ) -> NodeResult<Proposed> {
         let reply = std::sync::Mutex::new(None);
         let forwarded = self
             .on_leader(group, me, command, |g| {
@@ -410,15 +674,303 @@ impl Node {
             })
             .await?;
         if let Some(r) = forwarded {
-            return Ok(r);
+            return Ok(Proposed::Forwarded(r));
         }
         let bytes = reply.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
         match decode_reply(&bytes) {
-            Ok(token) => Ok(Reply::Written(vec![token])),
+            Ok(token) => Ok(Proposed::Here(token)),
             Err(info) => Err(NodeError::client(info.code, info.message)),
         }
     }
 
+    /// Reads `command` (its keys within `span`: start inclusive, end
+    /// exclusive or `None` for the end of the range) from chunk `chunk` on
+    /// its leader, after Raft's read index there; `StaleChunkMap` if the
+    /// chunk no longer holds the whole span.
+    async fn read_chunk(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        chunk: u64,
+        span: (Vec<u8>, Option<Vec<u8>>),
+        command: Command,
+    ) -> NodeResult<Reply> {
+        let (group, replica) = self.wait_group(cluster, chunk).await?;
+        // A linearizable read: Raft's read index on the leader, then what
+        // the leader applied (all of it committed).
+        if let Some(reply) =
+            self.on_leader(&group, me, &command, |g| async move { g.read_barrier().await }).await?
+        {
+            return Ok(reply);
+        }
+        let (start, end) = replica.bounds()?;
+        let inside = span.0 >= start
+            && match (&end, &span.1) {
+                (None, _) => true,
+                (Some(e), Some(s)) => s <= e,
+                (Some(_), None) => false,
+            };
+        if !inside {
+            return Err(NodeError::client(
+                ErrorCode::StaleChunkMap,
+                format!("chunk {chunk} no longer holds every key asked for"),
+            ));
+        }
+        self.read_applied(command).await
+    }
+
+    async fn multi_get_chunks(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        name: &str,
+        range: &MetaRange,
+        keys: &[monotable_proto::Bytes],
+    ) -> NodeResult<Reply> {
+        let mut parts: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let id = range.chunk_for(key).id;
+            match parts.iter_mut().find(|(c, _)| *c == id) {
+                Some((_, v)) => v.push(i),
+                None => parts.push((id, vec![i])),
+            }
+        }
+        let mut values = vec![None; keys.len()];
+        for (chunk, at) in parts {
+            let part: Vec<_> = at.iter().map(|i| keys[*i].clone()).collect();
+            let first = part.iter().min().map(|k| k.to_vec()).unwrap_or_default();
+            let last = part.iter().max().map(|k| key_after(k));
+            let sub = Command::MultiGet { range: name.to_owned(), keys: part, snapshot: None };
+            match self.read_chunk(cluster, me, chunk, (first, last), sub).await? {
+                Reply::Values(v) if v.len() == at.len() => {
+                    for (i, v) in at.into_iter().zip(v) {
+                        values[i] = v;
+                    }
+                }
+                other => return Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
+            }
+        }
+        Ok(Reply::Values(values))
+    }
+
+    /// A scan walking the chunks in key order (descending for a reverse
+    /// scan), each read on its leader, until the limit or the reply size
+    /// is reached (then `resume` is where the next chunk starts).
+    async fn scan_chunks(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        range: &MetaRange,
+        req: &ScanRequest,
+    ) -> NodeResult<Reply> {
+        let (start, end) = crate::scan::bounds_of(req)?;
+        let limit = crate::node::scan_limit(req.limit);
+        let (mut records, mut bytes) = (Vec::new(), 0usize);
+        let done = |records: Vec<_>, resume: Option<Vec<u8>>| {
+            Ok(Reply::Scan(ScanReply { records, resume: resume.map(Into::into), snapshot: None }))
+        };
+        if matches!((&start, &end), (Some(s), Some(e)) if s >= e) {
+            return done(records, None);
+        }
+        let mut lower = start.clone().unwrap_or_default();
+        let mut upper = end.clone();
+        loop {
+            let chunk = if req.reverse {
+                match &upper {
+                    Some(u) => {
+                        let i = range.chunks.partition_point(|c| c.start.as_slice() < u.as_slice());
+                        &range.chunks[i.saturating_sub(1)]
+                    }
+                    None => range
+                        .chunks
+                        .last()
+                        .ok_or_else(|| NodeError::Internal("no chunks".into()))?,
+                }
+            } else {
+                range.chunk_for(&lower)
+            };
+            let sub_start = lower.clone().max(chunk.start.clone());
+            let sub_end = match (&upper, &chunk.end) {
+                (Some(u), Some(e)) => Some(u.clone().min(e.clone())),
+                (Some(u), None) => Some(u.clone()),
+                (None, e) => e.clone(),
+            };
+            let sub = ScanRequest {
+                range: req.range.clone(),
+                start: Some(sub_start.clone().into()),
+                end: sub_end.clone().map(Into::into),
+                prefix: None,
+                limit: (limit - records.len()) as u32,
+                reverse: req.reverse,
+                snapshot: None,
+            };
+            let reply = self
+                .read_chunk(cluster, me, chunk.id, (sub_start, sub_end), Command::Scan(sub))
+                .await?;
+            let Reply::Scan(part) = reply else {
+                return Err(NodeError::Internal(format!("unexpected reply {reply:?}")));
+            };
+            bytes += part.records.iter().map(|r| r.key.len() + r.value.len()).sum::<usize>();
+            records.extend(part.records);
+            if part.resume.is_some() {
+                return done(records, part.resume.map(|b| b.to_vec()));
+            }
+            // The next chunk in the scan's direction, if the scan reaches it.
+            let next = if req.reverse {
+                (!chunk.start.is_empty() && start.as_ref().is_none_or(|s| s < &chunk.start))
+                    .then(|| chunk.start.clone())
+            } else {
+                chunk.end.clone().filter(|e| end.as_ref().is_none_or(|x| e < x))
+            };
+            let Some(next) = next else { return done(records, None) };
+            if records.len() >= limit || bytes >= SCAN_REPLY_SIZE_MAX_BYTES {
+                return done(records, Some(next));
+            }
+            if req.reverse {
+                upper = Some(next);
+            } else {
+                lower = next;
+            }
+        }
+    }
+
+    /// `SplitChunk` on a replicated range: the chunk holding `key` splits
+    /// there, decided on its leader (forwarded there).
+    async fn split_command(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        me: NodeId,
+        name: &str,
+        range: &MetaRange,
+        key: &[u8],
+        command: &Command,
+    ) -> NodeResult<Reply> {
+        check_key(key)?;
+        let chunk = range.chunk_for(key);
+        if chunk.start.as_slice() == key {
+            return Ok(Reply::Ok);
+        }
+        let (group, _) = self.wait_group(cluster, chunk.id).await?;
+        if let Some(reply) =
+            self.on_leader(&group, me, command, |g| async move { g.read_barrier().await }).await?
+        {
+            return Ok(reply);
+        }
+        self.propose_split(cluster, name, chunk.id, key.to_vec()).await
+    }
+
+    /// Runs `f` on this node's replica if it leads the group; else forwards
+    /// `command` to the leader and returns its reply (`Some`). Waits for an
+    /// election when there is no leader.
+    async fn propose_split(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        name: &str,
+        chunk: u64,
+        at: Vec<u8>,
+    ) -> NodeResult<Reply> {
+        let Some(_splitting) = self.replicated.begin_split(chunk) else {
+            return Err(NodeError::client(ErrorCode::Busy, format!("chunk {chunk} is splitting")));
+        };
+        let (group, replica) = self.wait_group(cluster, chunk).await?;
+        let range = self.replicated_range(cluster, name).ok_or_else(|| {
+            NodeError::client(ErrorCode::RangeNotFound, format!("range {name:?} does not exist"))
+        })?;
+        let recorded = range.chunks.iter().find(|c| c.id == chunk).cloned();
+        let bounds = replica.bounds()?;
+        let Some(recorded) = recorded.filter(|c| (c.start.clone(), c.end.clone()) == bounds) else {
+            return Err(NodeError::client(
+                ErrorCode::StaleChunkMap,
+                format!("the meta range's record of chunk {chunk} is behind its replica"),
+            ));
+        };
+        if !recorded.contains(&at) || at == recorded.start {
+            return Ok(Reply::Ok);
+        }
+        let right = match cluster.propose_meta(MetaCommand::NewChunkId).await? {
+            MetaReply::Id(id) => id,
+            other => return Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
+        };
+        let proposal = encode_command(&ChunkCommand::Split { at: at.clone(), right_id: right });
+        let bytes = group.propose(proposal).await.map_err(|e| match e {
+            e @ (ConsensusError::NotLeader { .. } | ConsensusError::Timeout(_)) => {
+                unavailable(format!("chunk {chunk}: {e}"))
+            }
+            e => NodeError::Internal(format!("chunk {chunk}: {e}")),
+        })?;
+        decode_reply(&bytes).map_err(|info| NodeError::client(info.code, info.message))?;
+        tracing::info!(range = name, chunk, right, at = ?String::from_utf8_lossy(&at), "replicated chunk split");
+        let generation = recorded.generation + 1;
+        let record =
+            MetaCommand::SplitChunk { range: name.to_owned(), chunk, at, right, generation };
+        match cluster.propose_meta(record).await? {
+            MetaReply::Ok => {}
+            // Dropped meanwhile, or recorded by a later split's repair.
+            other => tracing::warn!(range = name, chunk, reply = ?other, "split not recorded"),
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// Called from a replicated chunk's actor while the chunk is over its
+    /// size limit: if this node leads the chunk's Raft group, the chunk
+    /// splits at `key` (in a task of its own).
+    pub(crate) fn split_wanted(self: &Arc<Self>, chunk: &ChunkMeta, key: Vec<u8>) {
+        let Ok(cluster) = self.cluster() else { return };
+        let cluster = cluster.clone();
+        let Some(name) =
+            self.router_read().range_by_id(chunk.range_id).map(|r| r.meta.name.clone())
+        else {
+            return;
+        };
+        let Some(group) = self.replicated.group_of(chunk.id) else { return };
+        let me = cluster.node_id();
+        if me.is_none() || cluster.group(group).and_then(|g| g.status().leader) != me {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            match node.propose_split(&cluster, &name, group, key).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(range = name, chunk = group, error = %e, "split not made")
+                }
+            }
+        });
+    }
+
+    /// Records in the meta range the splits that the chunks this node
+    /// leads applied but the meta range does not name (the leader that
+    /// split them stopped before it recorded them): a chunk whose replica
+    /// ends before its record does, with the upper half's chunk (its id is
+    /// its Raft group's, unsplit since: a chunk splits only once its record
+    /// is current) starting there.
+    async fn repair_chunk_map(&self, cluster: &Cluster) {
+        let Some(me) = cluster.node_id() else { return };
+        for (chunk, name, replica) in self.replicated.all() {
+            if cluster.group(chunk).and_then(|g| g.status().leader) != Some(me)
+                || self.replicated.lock_splitting().contains(&chunk)
+            {
+                // Not this node's to record, or about to be recorded.
+                continue;
+            }
+            let Ok((_, Some(at))) = replica.bounds() else { continue };
+            let Some(recorded) = self
+                .replicated_range(cluster, &name)
+                .and_then(|r| r.chunks.iter().find(|c| c.id == chunk).cloned())
+            else {
+                continue;
+            };
+            let upper =
+                self.router_read().range(&name).and_then(|r| r.chunks.get(&at).map(|c| c.id));
+            let Some(record) = missed_split(&name, &recorded, at, upper) else { continue };
+            tracing::info!(range = name, chunk, "recording a split the meta range missed");
+            if let Err(e) = cluster.propose_meta(record).await {
+                tracing::debug!(range = name, chunk, error = %e, "split not recorded yet");
+            }
+        }
+    }
+
+    /// Sends `command` to the node at `addr` as it is; its reply or error.
     /// Sends `command` to the node at `addr` as it is; its reply or error.
     ///
     /// Errors: `ClusterUnavailable` when no connection could be made
@@ -576,7 +1128,8 @@ impl Node {
 
     /// Fills in who holds and leads each chunk of range `name` (id
     /// `range_id`): this node for an ordinary range; the meta range's
-    /// replicas and the Raft leader for a replicated one.
+    /// replicas, the Raft group's voters and leader for a replicated one,
+    /// whose chunks are named by their Raft groups' ids.
     pub(crate) fn fill_replicas(&self, name: &str, range_id: u64, chunks: &mut [ChunkInfo]) {
         let Ok(cluster) = self.cluster() else { return };
         let me = cluster.node_id().unwrap_or(0);
@@ -591,6 +1144,9 @@ impl Node {
             match &replicas {
                 Some((r, rides_on)) => {
                     c.replicas = r.clone();
+                    if let Some(group) = self.replicated.group_of(c.id) {
+                        c.id = group;
+                    }
                     let group = rides_on.unwrap_or(c.id);
                     if let Some(status) = cluster.group(group).map(|g| g.status()) {
                         c.leader = status.leader;
@@ -606,7 +1162,9 @@ impl Node {
     }
 
     /// Follows the meta range: creates, starts and drops this node's
-    /// replicas as it says, now and after every change.
+    /// replicas as it says, now, after every change and every split of a
+    /// chunk here; and once a second records the splits it missed
+    /// ([`Node::repair_chunk_map`]).
     pub fn follow_meta(self: &Arc<Self>, cluster: Arc<Cluster>) {
         self.follow_views(cluster.clone());
         let node = self.clone();
@@ -621,6 +1179,7 @@ impl Node {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
+            let kick = node.replicated.kick.clone();
             loop {
                 if node.is_shutting_down() {
                     return;
@@ -630,10 +1189,13 @@ impl Node {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
+                node.repair_chunk_map(&cluster).await;
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
+                    () = kick.notified() => {}
                     // A replica stopped and was unregistered: start it again.
                     _ = cluster.replicas_wanted().notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(REPAIR_EVERY_MS)) => {}
                 }
             }
         });
@@ -660,15 +1222,22 @@ impl Node {
             .map(|r| r.meta.name.clone())
             .collect();
         for name in gone {
-            let chunks: Vec<u64> =
+            // A split's lower halves have ids of this node's: their groups
+            // are the registry's.
+            let mut groups: Vec<u64> =
                 self.range_route(&name, |r| r.chunks.values().map(|c| c.id).collect())?;
-            for id in chunks {
+            groups.extend(self.replicated.remove_range(&name));
+            groups.sort_unstable();
+            groups.dedup();
+            for id in groups {
                 if let Some(g) = cluster.remove_group(id) {
                     g.shutdown().await;
                 }
                 let dir = self.config.data_dir.join("raft").join(format!("{id:016x}"));
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
+                if dir.exists() {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
+                    }
                 }
             }
             self.drop_range_unchecked(&name).await?;
@@ -678,67 +1247,362 @@ impl Node {
             if !range.replicas.contains(&me) {
                 continue;
             }
-            let chunk = &range.chunks[0];
-            let route = {
+            // A view's target rides on its source's group.
+            let rides = range.rides_on.is_some();
+            // The range's first chunk: its id never changes (a split's
+            // lower half keeps its chunk's id and Raft group).
+            let first = range.id + 1;
+            let routes: Vec<Route> = {
                 let router = self.router_read();
-                router.range(name).and_then(|r| r.chunks.values().next().cloned())
-            };
-            let route = match route {
-                Some(r) => r,
-                None => {
-                    let _creating = self.creating_range.lock().unwrap_or_else(|p| p.into_inner());
-                    if self.router_read().range(name).is_some() {
-                        continue;
-                    }
-                    self.create_range_with_ids(name, range.options, range.id, chunk.id)?
+                match router.range(name) {
+                    Some(r) => r.chunks.values().cloned().collect(),
+                    None => Vec::new(),
                 }
             };
-            // A view's target rides on its source's group.
-            if range.rides_on.is_some() || cluster.group(chunk.id).is_some() {
+            let routes = if routes.is_empty() {
+                let _creating = self.creating_range.lock().unwrap_or_else(|p| p.into_inner());
+                if self.router_read().range(name).is_some() {
+                    continue;
+                }
+                // A replica starts as the first chunk; the splits since
+                // come from its Raft log.
+                vec![self.create_range_with_ids(name, range.options, range.id, first)?]
+            } else {
+                routes
+            };
+            if rides {
                 continue;
             }
-            // A replica that closed after losing applied writes (a full
-            // disk) opens again from its files; its Raft log applies them
-            // again on top.
-            route.cell.reopen_replica(self.as_ref())?;
-            for (_, cell) in crate::replica::Riders::riders_of(self.as_ref(), chunk.id) {
-                cell.reopen_replica(self.as_ref())?;
-            }
-            let dir = self.config.data_dir.join("raft").join(format!("{:016x}", chunk.id));
-            let start = |e: String| NodeError::Internal(format!("raft group {}: {e}", chunk.id));
-            let log = LogStore::open(&dir.join("log"), cluster.sync_point())
-                .map_err(|e| start(e.to_string()))?;
-            let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
-            let riders: Arc<dyn crate::replica::Riders> = self.clone();
-            let replica = Arc::new(
-                ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host))
-                    .with_riders(Arc::downgrade(&riders)),
-            );
-            let store = ReplicaStore::open(&dir.join("state"), replica)
-                .map_err(|e| start(e.to_string()))?;
-            let config = GroupConfig {
-                group: chunk.id,
-                node: me,
-                timing: cluster.timing(),
-                snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
-            };
-            let group =
-                cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
-            // Every replica the range was created on initializes the group
-            // with that same membership (a no-op where it ran before), so
-            // the group starts even if the others are down or were
-            // replaced since; a replica added later waits for its leader.
-            if range.initial_voters().contains(&me) {
+            for route in routes {
+                // A chunk with an id of the meta range's is its Raft
+                // group's; one with an id of this node's is a split's
+                // lower half, the group that starts there.
+                let group = if is_replicated(route.id) {
+                    Some(route.id)
+                } else {
+                    range.chunks.iter().find(|c| c.start == route.start).map(|c| c.id)
+                };
+                let Some(group) = group else { continue };
+                if cluster.group(group).is_some() {
+                    continue;
+                }
                 let voters = range
                     .initial_voters()
                     .iter()
                     .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
                     .collect();
-                group.initialize(voters).await.map_err(|e| start(e.to_string()))?;
+                let seeded = range.initial_voters().contains(&me);
+                // A range's first chunk is started by every replica it was
+                // created on (the same membership on each; a no-op where it
+                // ran before). A split's upper half by the replica that led
+                // the split
+                // (initializing a group starts an election, and replicas
+                // all electing at once split the vote), and by each other
+                // replica too if the group is still empty there after
+                // twice the longest election timeout (that replica died).
+                let init = if !seeded {
+                    // Added later (a removed node's place): its leader
+                    // brings it in.
+                    Init::Never
+                } else if group == first {
+                    Init::Now(voters)
+                } else {
+                    let parent = self.replicated.parents_lock().remove(&group);
+                    match parent.and_then(|p| cluster.group(p)).and_then(|p| p.status().leader) {
+                        Some(leader) if leader == me => Init::Lead(voters),
+                        _ => Init::Later(voters),
+                    }
+                };
+                self.start_replica(cluster, me, name, group, &route, init).await?;
             }
-            cluster.add_group(group);
-            tracing::info!(range = name, chunk = chunk.id, "replica running");
         }
         Ok(())
+    }
+
+    /// Starts this node's replica of chunk (and Raft group) `group` of
+    /// range `name` over the chunk at `route`, initialized as `init` says
+    /// (a group that ran before keeps its own voters).
+    async fn start_replica(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        me: NodeId,
+        name: &str,
+        group: u64,
+        route: &Route,
+        init: Init,
+    ) -> NodeResult<()> {
+        // A replica that closed after losing applied writes (a full disk)
+        // opens again from its files; its Raft log applies them again on
+        // top.
+        route.cell.reopen_replica(self.as_ref())?;
+        for (_, cell) in crate::replica::Riders::riders_of(self.as_ref(), group) {
+            cell.reopen_replica(self.as_ref())?;
+        }
+        let dir = self.config.data_dir.join("raft").join(format!("{group:016x}"));
+        let start = |e: String| NodeError::Internal(format!("raft group {group}: {e}"));
+        let log = LogStore::open(&dir.join("log"), cluster.sync_point())
+            .map_err(|e| start(e.to_string()))?;
+        let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
+        let riders: Arc<dyn crate::replica::Riders> = self.clone();
+        let (kick, parents) = (self.replicated.kick.clone(), self.replicated.parents.clone());
+        let on_split = Box::new(move |right: u64, done: bool| {
+            if done {
+                // Its upper half's group is to start.
+                kick.notify_one()
+            } else {
+                // Recorded before the upper half is routed, where the next
+                // reconcile may find it: see `Init::Lead`.
+                parents.lock().unwrap_or_else(|p| p.into_inner()).insert(right, group);
+            }
+        });
+        let replica = Arc::new(
+            ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host))
+                .for_group(group)
+                .with_riders(Arc::downgrade(&riders))
+                .with_on_split(on_split),
+        );
+        let store = ReplicaStore::open(&dir.join("state"), replica.clone())
+            .map_err(|e| start(e.to_string()))?;
+        let config = GroupConfig {
+            group,
+            node: me,
+            timing: cluster.timing(),
+            snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
+        };
+        // Registered before the group runs: its log may split the chunk
+        // as soon as it applies.
+        self.replicated.insert(group, name, replica);
+        let g = cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
+        match init {
+            Init::Never => {}
+            Init::Now(voters) => g.initialize(voters).await.map_err(|e| start(e.to_string()))?,
+            Init::Lead(voters) => {
+                g.initialize(voters).await.map_err(|e| start(e.to_string()))?;
+                // The other replicas start the group as they apply the
+                // split: until they have, its votes go unanswered.
+                let g = g.clone();
+                tokio::spawn(async move {
+                    for _ in 0..CAMPAIGN_TRIES {
+                        tokio::time::sleep(Duration::from_millis(CAMPAIGN_EVERY_MS)).await;
+                        if g.status().leader.is_some() || g.campaign().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Init::Later(voters) => {
+                let g = g.clone();
+                let wait = Duration::from_millis(2 * cluster.timing().election_max_ms);
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    // Still nothing from a leader: none initialized it.
+                    if g.status().last_log_index.is_none() && g.status().state != "shutdown" {
+                        if let Err(e) = g.initialize(voters).await {
+                            tracing::warn!(group = g.id(), error = %e, "group not initialized");
+                        }
+                    }
+                });
+            }
+        }
+        cluster.add_group(g);
+        tracing::info!(range = name, chunk = group, "replica running");
+        Ok(())
+    }
+}
+
+/// A split's proposal in flight on this node; ends when dropped.
+struct Splitting<'a> {
+    replicas: &'a Replicas,
+    chunk: u64,
+}
+
+impl Drop for Splitting<'_> {
+    fn drop(&mut self) {
+        self.replicas.lock_splitting().remove(&self.chunk);
+    }
+}
+
+/// The replicated chunks this node holds, by their Raft groups' ids.
+#[derive(Default)]
+pub struct Replicas {
+    replicas: std::sync::Mutex<HashMap<u64, (String, Arc<ChunkReplica>)>>,
+    /// Chunks whose split this node is proposing now.
+    splitting: std::sync::Mutex<HashSet<u64>>,
+    /// Woken when a chunk here split (its upper half's group is to start).
+    kick: Arc<tokio::sync::Notify>,
+    /// Upper halves of splits applied here whose groups are yet to start,
+    /// with the group they split from.
+    parents: Arc<std::sync::Mutex<HashMap<u64, u64>>>,
+}
+
+impl Replicas {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<ChunkReplica>)>> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn parents_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.parents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_splitting(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.splitting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, group: u64, range: &str, replica: Arc<ChunkReplica>) {
+        self.lock().insert(group, (range.to_owned(), replica));
+    }
+
+    /// The replica of chunk `group`.
+    pub fn replica(&self, group: u64) -> Option<Arc<ChunkReplica>> {
+        self.lock().get(&group).map(|(_, r)| r.clone())
+    }
+
+    /// The Raft group whose replica is this node's chunk `chunk` (an id of
+    /// the node's catalog).
+    pub fn group_of(&self, chunk: u64) -> Option<u64> {
+        self.lock().iter().find(|(_, (_, r))| r.cell().id == chunk).map(|(g, _)| *g)
+    }
+
+    fn all(&self) -> Vec<(u64, String, Arc<ChunkReplica>)> {
+        self.lock().iter().map(|(g, (n, r))| (*g, n.clone(), r.clone())).collect()
+    }
+
+    /// Forgets the replicas of range `name`; returns their groups.
+    fn remove_range(&self, name: &str) -> Vec<u64> {
+        let mut replicas = self.lock();
+        let groups: Vec<u64> =
+            replicas.iter().filter(|(_, (n, _))| n == name).map(|(g, _)| *g).collect();
+        for g in &groups {
+            replicas.remove(g);
+        }
+        groups
+    }
+
+    /// Marks a split of `chunk` in flight, unless one is already.
+    fn begin_split(&self, chunk: u64) -> Option<Splitting<'_>> {
+        self.lock_splitting().insert(chunk).then_some(Splitting { replicas: self, chunk })
+    }
+}
+
+/// The record of a split that chunk `recorded` of range `range` applied
+/// but the meta range lacks: `Some` when the chunk's replica ends at `at`,
+/// strictly inside the recorded chunk, and `upper` (the id of this node's
+/// chunk starting at `at`) is a replicated chunk's, so the split's upper
+/// half (which cannot have split since: a chunk splits only once its
+/// record is current).
+fn missed_split(
+    range: &str,
+    recorded: &MetaChunk,
+    at: Vec<u8>,
+    upper: Option<u64>,
+) -> Option<MetaCommand> {
+    if !recorded.contains(&at) || at == recorded.start {
+        return None;
+    }
+    let right = upper.filter(|id| is_replicated(*id))?;
+    Some(MetaCommand::SplitChunk {
+        range: range.to_owned(),
+        chunk: recorded.id,
+        at,
+        right,
+        generation: recorded.generation + 1,
+    })
+}
+
+/// The least key after `key`.
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+/// How a replica's Raft group is initialized when it starts (voters by
+/// node id, with their addresses).
+enum Init {
+    Never,
+    Now(std::collections::BTreeMap<NodeId, String>),
+    /// Now, and campaign until the group has a leader: the replica that
+    /// led the split the group comes from.
+    Lead(std::collections::BTreeMap<NodeId, String>),
+    /// After twice the longest election timeout, if no leader sent it
+    /// anything meanwhile.
+    Later(std::collections::BTreeMap<NodeId, String>),
+}
+
+/// A proposal's outcome: applied here, or the leader's reply to the
+/// request forwarded to it.
+enum Proposed {
+    Here(CommitToken),
+    Forwarded(Reply),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::meta::MetaMachine;
+    use crate::consensus::Machine;
+
+    fn chunk(id: u64, start: &str, end: Option<&str>, generation: u64) -> MetaChunk {
+        let end = end.map(|e| e.as_bytes().to_vec());
+        MetaChunk { id, start: start.as_bytes().to_vec(), end, generation }
+    }
+
+    /// A split that a chunk's leader applied and that the meta range lacks
+    /// (its proposer died between the two) is recorded by the next leader,
+    /// at the next generation; a replica that agrees with its record, or a
+    /// chunk at `at` of the node's own ids (a lower half), records nothing.
+    /// Recorded twice, it changes the chunk map once.
+    #[test]
+    fn a_split_the_meta_range_missed_is_recorded_once() {
+        let base = REPLICATED_ID_BASE;
+        let recorded = chunk(base + 1, "", None, 3);
+        assert_eq!(missed_split("r", &recorded, b"".to_vec(), Some(base + 9)), None);
+        assert_eq!(missed_split("r", &recorded, b"m".to_vec(), Some(17)), None);
+        assert_eq!(missed_split("r", &recorded, b"m".to_vec(), None), None);
+        let bounded = chunk(base + 1, "", Some("m"), 3);
+        assert_eq!(missed_split("r", &bounded, b"m".to_vec(), Some(base + 9)), None, "agrees");
+        assert_eq!(missed_split("r", &bounded, b"q".to_vec(), Some(base + 9)), None, "outside");
+        let record = missed_split("r", &bounded, b"f".to_vec(), Some(base + 9)).expect("missed");
+        assert_eq!(
+            record,
+            MetaCommand::SplitChunk {
+                range: "r".into(),
+                chunk: base + 1,
+                at: b"f".to_vec(),
+                right: base + 9,
+                generation: 4
+            }
+        );
+        // Applied to a meta range that has the chunk at generation 3.
+        let mut m = MetaMachine::default();
+        let run = |m: &mut MetaMachine, c: &MetaCommand| -> MetaReply {
+            rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(c).expect("encode")))
+                .expect("decode")
+        };
+        let found = MetaCommand::Found { addr: "a:1".into(), join_token: 1, cluster: 1 };
+        run(&mut m, &found);
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1],
+        };
+        run(&mut m, &create);
+        for (g, at, right) in [(2, "t", base + 5), (3, "m", base + 6)] {
+            let c = MetaCommand::SplitChunk {
+                range: "r".into(),
+                chunk: base + 1,
+                at: at.as_bytes().to_vec(),
+                right,
+                generation: g,
+            };
+            assert_eq!(run(&mut m, &c), MetaReply::Ok);
+        }
+        assert_eq!(run(&mut m, &record), MetaReply::Ok);
+        let once = m.state().ranges["r"].clone();
+        assert_eq!(run(&mut m, &record), MetaReply::Ok);
+        assert_eq!(m.state().ranges["r"], once, "recorded twice, changed once");
+        let starts: Vec<&[u8]> = once.chunks.iter().map(|c| c.start.as_slice()).collect();
+        assert_eq!(starts, vec![&b""[..], b"f", b"m", b"t"]);
+        assert_eq!(once.chunks[0].generation, 4);
     }
 }

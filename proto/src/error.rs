@@ -49,6 +49,11 @@ pub enum ErrorCode {
     /// retryable as it is: a write sent again may apply twice; read the
     /// keys back (or make the write idempotent) before writing again.
     OutcomeUnknown,
+    /// The request was routed by a chunk map that changed meanwhile (a
+    /// replicated chunk split): its keys are no longer where it was sent.
+    /// The node asked routes it again by itself; a client sees this only
+    /// when that kept failing. Retry.
+    StaleChunkMap,
 }
 
 impl ErrorCode {
@@ -60,6 +65,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::ViewLagging
                 | ErrorCode::ClusterUnavailable
+                | ErrorCode::StaleChunkMap
         )
     }
 }

@@ -300,6 +300,267 @@ fn replicated_range_survives_its_leader_kill() {
     }
 }
 
+/// The chunks of `range` as `range describe` at `addr` shows them, once
+/// `done` holds for them (within 30 s).
+fn wait_chunks(addr: SocketAddr, range: &str, done: impl Fn(&[Json]) -> bool) -> Vec<Json> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cli(addr, &["range", "describe", range]);
+        let chunks: Vec<Json> = if out.status.success() {
+            let d: Json = serde_json::from_slice(&out.stdout).expect("json");
+            d["chunks"].as_array().cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if done(&chunks) {
+            return chunks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chunks of {range} at {addr}: never as wanted: {chunks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The records of a replica's chunks.
+fn records(chunks: &[Json]) -> u64 {
+    chunks.iter().map(|c| c["records"].as_u64().unwrap_or(0)).sum()
+}
+
+/// Writes keys `keys` (each once, value `v<i>`) round-robin through
+/// `addrs`, several at a time; returns the keys acknowledged and those
+/// whose outcome is unknown.
+fn write_spread(
+    rt: &tokio::runtime::Runtime,
+    addrs: &[SocketAddr],
+    keys: Vec<u32>,
+) -> (Vec<u32>, Vec<u32>) {
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (w, addr) in addrs.iter().enumerate() {
+            let mine: Vec<u32> = keys
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|(j, _)| j % addrs.len() == w)
+                .map(|(_, k)| k)
+                .collect();
+            let addr = *addr;
+            tasks.push(tokio::spawn(async move {
+                let (mut acked, mut unknown) = (Vec::new(), Vec::new());
+                let Ok(c) = monotable_client::Client::connect(addr).await else {
+                    return (acked, mine);
+                };
+                for i in mine {
+                    let value = format!("v{i}-{}", "x".repeat(60));
+                    match c.put("r", format!("k{i:05}"), value).await {
+                        Ok(_) => acked.push(i),
+                        Err(e) => {
+                            eprintln!("put k{i:05} through {addr}: {e}");
+                            unknown.push(i)
+                        }
+                    }
+                }
+                (acked, unknown)
+            }));
+        }
+        let (mut acked, mut unknown) = (Vec::new(), Vec::new());
+        for t in tasks {
+            let (a, u) = t.await.expect("writer");
+            acked.extend(a);
+            unknown.extend(u);
+        }
+        (acked, unknown)
+    })
+}
+
+/// A replicated range with a small chunk size under writes through all
+/// three nodes splits several times; kill -9 of the node leading the most
+/// chunks in the middle of it, then its restart: every acknowledged write
+/// is read back through every node, no key twice, and every node
+/// describes the same chunks, each with three replicas and a leader, its
+/// replicas holding every record.
+#[test]
+fn replicated_chunks_split_under_load_and_a_leader_kill() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut nodes = start_cluster(&dirs);
+    let rt = monotable_tests::runtime();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r", "--chunk-size", "16KiB"]));
+    // A node knows the range once its meta replica applied the creation.
+    for a in &addrs {
+        wait_chunks(*a, "r", |c| !c.is_empty());
+    }
+    // Keys in a scattered order, so splits happen all over the range.
+    const N: u32 = 1500;
+    let order: Vec<u32> = (0..N).map(|i| (i * 7919) % N).collect();
+    let (mut acked, mut unknown) = write_spread(&rt, &addrs, order[..500].to_vec());
+    assert!(unknown.is_empty(), "no failure before any fault: {unknown:?}");
+    let chunks =
+        wait_chunks(addrs[0], "r", |c| c.len() >= 2 && c.iter().all(|c| c["leader"].is_u64()));
+    // The node leading the most chunks dies while writes go on.
+    let mut led = [0usize; 3];
+    for c in &chunks {
+        led[c["leader"].as_u64().expect("leader") as usize - 1] += 1;
+    }
+    let victim = (0..3).max_by_key(|i| led[*i]).expect("a node");
+    let later = order[500..1300].to_vec();
+    let writer = {
+        let addrs = addrs.clone();
+        std::thread::spawn(move || write_spread(&monotable_tests::runtime(), &addrs, later))
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    nodes[victim].kill();
+    let (a, u) = writer.join().expect("writer");
+    // Through the survivors, stale routes and elections are retried inside
+    // the cluster: a write fails only if it was in flight to the killed
+    // node (its outcome unknown), at most one per survivor's writer.
+    let through_victim: Vec<u32> =
+        order[500..1300].iter().copied().skip(victim).step_by(3).collect();
+    let elsewhere: Vec<&u32> = u.iter().filter(|i| !through_victim.contains(i)).collect();
+    assert!(elsewhere.len() <= 2, "failed through a survivor: {elsewhere:?}");
+    acked.extend(a);
+    unknown.extend(u);
+    nodes[victim].restart();
+    let (a, u) = write_spread(&rt, &addrs, order[1300..].to_vec());
+    assert!(u.is_empty(), "after the restart every write succeeds: {u:?}");
+    acked.extend(a);
+    unknown.extend(u);
+    acked.sort_unstable();
+    // Reads through every node: every acknowledged write, nothing else,
+    // no key twice.
+    let mut first: Option<Vec<(String, String)>> = None;
+    for a in &addrs {
+        let got = scan_keys(&rt, *a);
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "keys in order, each once");
+        for i in &acked {
+            let k = format!("k{i:05}");
+            let at = got.binary_search_by(|(key, _)| key.as_str().cmp(&k));
+            let at = at.unwrap_or_else(|_| panic!("acknowledged {k} missing at {a}"));
+            assert!(got[at].1.starts_with(&format!("v{i}-")));
+        }
+        for (k, _) in &got {
+            let i: u32 = k[1..].parse().expect("key");
+            assert!(acked.binary_search(&i).is_ok() || unknown.contains(&i), "{k} never written");
+        }
+        match &first {
+            None => first = Some(got.clone()),
+            Some(f) => assert_eq!(f, &got, "every node reads the same"),
+        }
+        // Point reads, a multi-get over every chunk, and scans in pages
+        // across chunk boundaries (forward, reverse, by prefix).
+        let sample: Vec<u32> = acked.iter().copied().step_by(97).collect();
+        let everything = got;
+        rt.block_on(async {
+            use monotable_client::Scan;
+            let c = monotable_client::Client::connect(a).await.expect("connect");
+            for i in &sample {
+                let v = c.get("r", format!("k{i:05}")).await.expect("get").expect("present");
+                assert!(v.starts_with(format!("v{i}-").as_bytes()));
+            }
+            let keys: Vec<String> = acked.iter().map(|i| format!("k{i:05}")).collect();
+            let values = c.multi_get("r", &keys).await.expect("multi-get");
+            for (i, v) in acked.iter().zip(values) {
+                assert!(v.is_some_and(|v| v.starts_with(format!("v{i}-").as_bytes())), "k{i:05}");
+            }
+            let stream = |scan: Scan| {
+                let c = c.clone();
+                async move {
+                    let mut s = c.scan_stream("r", scan);
+                    let mut keys = Vec::new();
+                    while let Some(r) = s.next().await {
+                        keys.push(String::from_utf8(r.expect("record").key).expect("utf-8"));
+                    }
+                    keys
+                }
+            };
+            let all: Vec<String> = everything.iter().map(|(k, _)| k.clone()).collect();
+            assert_eq!(stream(Scan::all().limit(37)).await, all, "forward pages");
+            let mut backwards = all.clone();
+            backwards.reverse();
+            assert_eq!(stream(Scan::all().limit(41).reverse()).await, backwards, "reverse pages");
+            let tens: Vec<String> = all.iter().filter(|k| k.starts_with("k010")).cloned().collect();
+            assert_eq!(stream(Scan::all().prefix("k010").limit(7)).await, tens, "prefix");
+        });
+    }
+    let total = first.expect("read").len() as u64;
+    // Every node describes the same chunks, three replicas each, and its
+    // own replicas hold every record (the restarted one once caught up).
+    let bounds = |c: &[Json]| -> Vec<(Json, Json, Json)> {
+        c.iter().map(|c| (c["id"].clone(), c["start"].clone(), c["end"].clone())).collect()
+    };
+    let want = wait_chunks(addrs[0], "r", |c| records(c) == total);
+    eprintln!(
+        "{} chunks, {} acknowledged, {} unknown, victim node {}, leading {} of {} chunks",
+        want.len(),
+        acked.len(),
+        unknown.len(),
+        victim + 1,
+        led[victim],
+        chunks.len()
+    );
+    assert!(want.len() >= 3, "several splits: {want:?}");
+    for a in &addrs {
+        let got = wait_chunks(*a, "r", |c| records(c) == total && bounds(c) == bounds(&want));
+        for c in &got {
+            assert_eq!(c["replicas"], serde_json::json!([1, 2, 3]), "{c}");
+            assert!(c["leader"].is_u64(), "{c}");
+        }
+    }
+    for n in &nodes {
+        for bad in ["replicated split failed", "missed a split", "maintenance failed"] {
+            assert!(!n.log_contains(bad), "node at {} logged {bad:?}", n.addr);
+        }
+    }
+    for n in &mut nodes {
+        assert!(n.stop());
+    }
+}
+
+/// With production Raft timers, the upper half of a split takes writes at
+/// once: its group is led by the replica that led the split.
+///
+/// Postmortem: every replica initialized the new group, each starting an
+/// election at once; the votes split, and writes to the upper half waited
+/// for the election timeouts (12 s measured under load).
+#[test]
+fn the_upper_half_of_a_split_takes_writes_at_once() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let first = Node::start_pinned(dirs[0].path(), &[]);
+    wait_status(first.addr, "a founded cluster", |s| s["meta_leader"] == 1);
+    let seed = first.addr.to_string();
+    let mut nodes = vec![first];
+    for dir in &dirs[1..] {
+        nodes.push(Node::start_pinned(dir.path(), &["--join", &seed]));
+    }
+    wait_status(nodes[0].addr, "live voters", |s| all_live_voters(s, 3));
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r"]));
+    for a in &addrs {
+        wait_chunks(*a, "r", |c| c.len() == 1 && c[0]["leader"].is_u64());
+    }
+    let rt = monotable_tests::runtime();
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(addrs[1]).await.expect("connect");
+        for k in ["a", "m", "x"] {
+            c.put("r", k, "1").await.expect("put");
+        }
+        for (i, at) in ["g", "p", "t"].iter().enumerate() {
+            let started = Instant::now();
+            c.split_chunk("r", at).await.expect("split");
+            c.put("r", format!("{at}{i}"), "2").await.expect("put in the upper half");
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(3), "split at {at} and a write above it: {took:?}");
+        }
+    });
+    let chunks = wait_chunks(addrs[2], "r", |c| c.len() == 4);
+    assert!(chunks.iter().all(|c| c["leader"].is_u64()), "{chunks:?}");
+    for n in &mut nodes {
+        assert!(n.stop());
+    }
+}
+
 /// Postmortems: replicated chunks split on each replica alone (writes then
 /// failed, refused writes reappeared and replicas diverged); a write
 /// through a node that had applied a drop but not yet dropped its replica
@@ -328,33 +589,50 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
     assert_eq!(d["chunks"][0]["replicas"], serde_json::json!([1]));
     assert_eq!(d["chunks"][0]["leader"], 1);
     assert!(err(cli(b, &["get", "solo", "k"])).contains("does not exist"));
-    // Sinks on a replicated range, splits and snapshot reads are refused.
+    // Sinks on a replicated range are refused; a split asked for through
+    // either node is made on the chunk's leader, for both replicas.
     let url = "redis://127.0.0.1:1/0";
     let e = err(cli(a, &["redis", "sink", "create", "s", "--range", "r", "--url", url]));
     assert!(e.contains("replicated"), "{e}");
-    let split = monotable_tests::runtime().block_on(async {
+    monotable_tests::runtime().block_on(async {
         let c = monotable_client::Client::connect(b).await.expect("connect");
-        c.split_chunk("r", "k").await.expect_err("refused").to_string()
+        c.split_chunk("r", "k").await.expect("split");
     });
-    assert!(split.contains("does not split yet"), "{split}");
+    for n in [a, b] {
+        let chunks = wait_chunks(n, "r", |c| c.len() == 2);
+        assert_eq!(chunks[1]["start"], serde_json::json!({"$raw": "6b"}), "{chunks:?}");
+        assert_eq!(chunks[1]["replicas"], serde_json::json!([1, 2]));
+    }
+    assert_eq!(ok(cli(a, &["get", "r", "k"])).trim(), "1");
     // Refused: no replicas; a Redis database's name; a name that a node
     // uses for a range of its own (it would shadow the replicated one).
     assert!(err(cli(a, &["range", "create", "z", "--replicas", "0"])).contains("at least 1"));
     assert!(err(cli(a, &["range", "create", "redis.1"])).contains("Redis"));
     ok(cli(b, &["range", "create", "mine", "--replicas", "1"]));
     assert!(err(cli(a, &["range", "create", "mine"])).contains("already exists on node 2"));
-    // A replicated chunk never splits on its own, however small its limit:
-    // each replica deciding alone made them diverge.
+    // A replicated chunk over its limit splits as one decision for every
+    // replica (each replica deciding alone made them diverge): both end
+    // with the same chunks, holding every record once.
     ok(cli(a, &["range", "create", "tiny", "--chunk-size", "1KiB"]));
     let big = "x".repeat(300);
     for i in 0..12 {
-        ok(cli(if i % 2 == 0 { a } else { b }, &["put", "tiny", &format!("k{i}"), &big]));
+        ok(cli(if i % 2 == 0 { a } else { b }, &["put", "tiny", &format!("k{i:02}"), &big]));
     }
-    for n in [a, b] {
-        let d: Json =
-            serde_json::from_str(&ok(cli(n, &["range", "describe", "tiny"]))).expect("json");
-        assert_eq!(d["chunks"].as_array().map(Vec::len), Some(1), "{d}");
-        assert_eq!(d["chunks"][0]["records"], 12, "{d}");
+    let bounds = |c: &[Json]| -> Vec<(Json, Json)> {
+        c.iter().map(|c| (c["start"].clone(), c["end"].clone())).collect()
+    };
+    // Splits go on until every chunk is under the limit; then both nodes
+    // describe the same chunks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let on_a = wait_chunks(a, "tiny", |c| c.len() > 1 && records(c) == 12);
+        let on_b = wait_chunks(b, "tiny", |c| c.len() > 1 && records(c) == 12);
+        let small = on_a.iter().all(|c| c["live_bytes"].as_u64().is_some_and(|b| b <= 1024));
+        if small && bounds(&on_a) == bounds(&on_b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never the same chunks: {on_a:?} {on_b:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
     // Dropped through either node: gone from both, and a write through the
     // other node right after the drop is refused, not applied to a replica.

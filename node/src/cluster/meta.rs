@@ -111,6 +111,20 @@ pub struct MetaChunk {
     pub generation: u64,
 }
 
+impl MetaRange {
+    /// The chunk holding `key` (chunks tile the range, in key order).
+    pub fn chunk_for(&self, key: &[u8]) -> &MetaChunk {
+        let i = self.chunks.partition_point(|c| c.start.as_slice() <= key);
+        &self.chunks[i.saturating_sub(1)]
+    }
+}
+
+impl MetaChunk {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
 /// The replicated state of the meta range.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
@@ -196,6 +210,18 @@ pub enum MetaCommand {
     /// and changes nothing (Raft's client sessions, Ongaro's thesis 6.3,
     /// with one random token per request instead of a session).
     Once { token: u64, command: Box<MetaCommand> },
+    /// Allocates an id for a replicated chunk (the upper half of a split).
+    /// Answers [`MetaReply::Id`].
+    NewChunkId,
+    /// Records that chunk `chunk` of range `range` split at `at`: it ends
+    /// at `at` with generation `generation` (its previous one plus one)
+    /// and chunk `right` (generation 1) holds the rest. Answers
+    /// [`MetaReply::Ok`]; also when the chunk has `generation` or a later
+    /// one already (a replay, or a stale repeat: nothing changes). Refused
+    /// if the range or chunk is unknown, `generation` skips one, `at` is
+    /// not strictly inside the chunk, or a view reads or writes the range
+    /// (views on replicated ranges run on one chunk's group).
+    SplitChunk { range: String, chunk: u64, at: Vec<u8>, right: u64, generation: u64 },
 }
 
 /// What applying a [`MetaCommand`] answered.
@@ -206,6 +232,7 @@ pub enum MetaReply {
     Node(NodeId),
     Range(MetaRange),
     Refused(String),
+    Id(u64),
 }
 
 /// The [`Machine`] of the meta range; clones share the state, so the node
@@ -319,8 +346,56 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
         }
         MetaCommand::CreateView { name, view } => create_view(s, name, view),
         MetaCommand::DropView { name } => drop_view(s, name),
+        MetaCommand::NewChunkId => {
+            let id = s.next_id.max(REPLICATED_ID_BASE);
+            s.next_id = id + 1;
+            MetaReply::Id(id)
+        }
+        MetaCommand::SplitChunk { range, chunk, at, right, generation } => {
+            split_chunk(s, range, chunk, at, right, generation)
+        }
         MetaCommand::Remove { node } => remove_node(s, node),
     }
+}
+
+/// [`MetaCommand::SplitChunk`].
+fn split_chunk(
+    s: &mut MetaState,
+    range: String,
+    chunk: u64,
+    at: Vec<u8>,
+    right: u64,
+    generation: u64,
+) -> MetaReply {
+    if let Some(view) = s.views_of(&range).next() {
+        return MetaReply::Refused(format!("range {range:?} is used by view {view:?}"));
+    }
+    let Some(r) = s.ranges.get_mut(&range) else {
+        return MetaReply::Refused(format!("range {range:?} does not exist"));
+    };
+    let Some(i) = r.chunks.iter().position(|c| c.id == chunk) else {
+        return MetaReply::Refused(format!("range {range:?} has no chunk {chunk}"));
+    };
+    let c = &r.chunks[i];
+    if c.generation >= generation {
+        return MetaReply::Ok;
+    }
+    if c.generation + 1 != generation {
+        return MetaReply::Refused(format!(
+            "chunk {chunk} is at generation {}, not {}",
+            c.generation,
+            generation - 1
+        ));
+    }
+    if !c.contains(&at) || at == c.start || r.chunks.iter().any(|c| c.id == right) {
+        return MetaReply::Refused(format!("chunk {chunk} cannot split at {at:?}"));
+    }
+    let upper = MetaChunk { id: right, start: at.clone(), end: c.end.clone(), generation: 1 };
+    let c = &mut r.chunks[i];
+    c.end = Some(at);
+    c.generation = generation;
+    r.chunks.insert(i + 1, upper);
+    MetaReply::Ok
 }
 
 /// [`MetaCommand::Remove`].
@@ -380,6 +455,14 @@ fn create_view(s: &mut MetaState, name: String, view: MetaView) -> MetaReply {
     let Some(input) = s.ranges.get(view.input()).cloned() else {
         return MetaReply::Refused(format!("range {:?} is not a replicated range", view.input()));
     };
+    if input.chunks.len() > 1 {
+        return MetaReply::Refused(format!(
+            "range {:?} has split into {} chunks: views on replicated ranges of several \
+             chunks are not supported yet",
+            view.input(),
+            input.chunks.len()
+        ));
+    }
     if let MetaView::Mapper { target, .. } = &view {
         if s.ranges.contains_key(target) {
             return MetaReply::Refused(format!(
@@ -482,6 +565,89 @@ mod tests {
 
     fn apply(m: &mut MetaMachine, c: MetaCommand) -> MetaReply {
         rmp_serde::from_slice(&m.apply(0, &rmp_serde::to_vec(&c).expect("encode"))).expect("decode")
+    }
+
+    fn range(m: &MetaMachine) -> MetaRange {
+        m.state().ranges.get("r").cloned().expect("range r")
+    }
+
+    fn split(chunk: u64, at: &str, right: u64, generation: u64) -> MetaCommand {
+        MetaCommand::SplitChunk {
+            range: "r".into(),
+            chunk,
+            at: at.as_bytes().to_vec(),
+            right,
+            generation,
+        }
+    }
+
+    /// A split's record: applied once per generation, replays and stale
+    /// repeats change nothing, gaps and keys outside the chunk are refused,
+    /// and ids for upper halves never meet the ranges' or each other.
+    #[test]
+    fn split_records_carry_generations_and_replay_harmlessly() {
+        let mut m = MetaMachine::default();
+        let found = MetaCommand::Found { addr: "a:1".into(), join_token: 7, cluster: 5 };
+        assert_eq!(apply(&mut m, found), MetaReply::Node(1));
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1],
+        };
+        let MetaReply::Range(r) = apply(&mut m, create) else { panic!("created") };
+        let first = r.chunks[0].id;
+        let MetaReply::Id(right) = apply(&mut m, MetaCommand::NewChunkId) else { panic!("id") };
+        let MetaReply::Id(other) = apply(&mut m, MetaCommand::NewChunkId) else { panic!("id") };
+        assert!(right > first && other > right, "fresh ids: {first} {right} {other}");
+        // A gap in generations, a key outside the chunk or at its start.
+        assert!(matches!(apply(&mut m, split(first, "m", right, 3)), MetaReply::Refused(_)));
+        assert!(matches!(apply(&mut m, split(first, "", right, 2)), MetaReply::Refused(_)));
+        assert!(matches!(apply(&mut m, split(99, "m", right, 2)), MetaReply::Refused(_)));
+        assert_eq!(range(&m).chunks.len(), 1, "nothing refused changed the map");
+        assert_eq!(apply(&mut m, split(first, "m", right, 2)), MetaReply::Ok);
+        let r = range(&m);
+        assert_eq!(r.chunks.len(), 2);
+        assert_eq!((r.chunks[0].end.as_deref(), r.chunks[0].generation), (Some(&b"m"[..]), 2));
+        assert_eq!((r.chunks[1].id, r.chunks[1].start.as_slice()), (right, &b"m"[..]));
+        assert_eq!((r.chunks[1].end.clone(), r.chunks[1].generation), (None, 1));
+        // Replayed, or a stale repeat of generation 2 at another key: the
+        // map stays as it is.
+        assert_eq!(apply(&mut m, split(first, "m", right, 2)), MetaReply::Ok);
+        assert_eq!(apply(&mut m, split(first, "f", other, 2)), MetaReply::Ok);
+        assert_eq!(range(&m), r);
+        // The upper half splits in its turn; lookups by key follow.
+        assert_eq!(apply(&mut m, split(right, "t", other, 2)), MetaReply::Ok);
+        let r = range(&m);
+        let ids: Vec<u64> =
+            ["", "a", "m", "s", "t", "zz"].iter().map(|k| r.chunk_for(k.as_bytes()).id).collect();
+        assert_eq!(ids, vec![first, first, right, right, other, other]);
+        // The same for every replica: a snapshot restores it.
+        let mut copy = MetaMachine::default();
+        copy.restore(&m.snapshot()).expect("restore");
+        assert_eq!(range(&copy), r);
+        // Views on replicated ranges run on one chunk's group: none on a
+        // range of several chunks, and a range with a view does not split.
+        let count = monotable_proto::ReduceFunction::Builtin("count".into());
+        let view = MetaView::Reducer { range: "r".into(), function: count.clone() };
+        let create = MetaCommand::CreateView { name: "n".into(), view };
+        assert!(matches!(apply(&mut m, create), MetaReply::Refused(_)));
+        let create = MetaCommand::CreateRange {
+            name: "v".into(),
+            options: Default::default(),
+            replicas: vec![1],
+        };
+        let MetaReply::Range(v) = apply(&mut m, create) else { panic!("created") };
+        let view = MetaView::Reducer { range: "v".into(), function: count };
+        let create = MetaCommand::CreateView { name: "n".into(), view };
+        assert_eq!(apply(&mut m, create), MetaReply::Ok);
+        let split_v = MetaCommand::SplitChunk {
+            range: "v".into(),
+            chunk: v.chunks[0].id,
+            at: b"m".to_vec(),
+            right: other + 10,
+            generation: 2,
+        };
+        assert!(matches!(apply(&mut m, split_v), MetaReply::Refused(_)));
     }
 
     fn cluster_of(nodes: u64) -> MetaMachine {

@@ -224,9 +224,11 @@ impl Group {
         self.id
     }
 
-    /// Makes `members` (id -> address) the group's first voters. Call it on
-    /// one node of a group that has never run; a group that has is left as
-    /// it is (`Ok`).
+    /// Makes `members` (id -> address) the group's first voters, on a
+    /// replica that has never run; one that has is left as it is (`Ok`).
+    /// Several members may call it, always with the same `members` (their
+    /// first log entries are then the same); each that does campaigns at
+    /// once, so replicas initializing together may split the first vote.
     pub async fn initialize(
         &self,
         members: BTreeMap<NodeId, String>,
@@ -285,6 +287,16 @@ impl Group {
             }
             Err(RaftError::Fatal(f)) => Err(fatal(f)),
         }
+    }
+
+    /// Starts an election on this replica now rather than after the
+    /// election timeout: for a new group whose leader-to-be is known (the
+    /// node that led the group it split from).
+    ///
+    /// Errors: [`ConsensusError::Fatal`] if the group stopped.
+    pub async fn campaign(&self) -> Result<(), ConsensusError> {
+        self.quiet.wake();
+        self.raft.trigger().elect().await.map_err(fatal)
     }
 
     /// Adds `node` as a voter: first as a learner until it has caught up,
