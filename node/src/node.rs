@@ -466,6 +466,7 @@ impl Node {
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             chunk_replicas: chunks,
             chunk_leaders: own + led,
+            meta_applied: cluster.and_then(|c| c.meta_applied()),
         }
     }
 

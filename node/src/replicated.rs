@@ -174,7 +174,22 @@ impl Node {
             (None, Some(range)) => {
                 Some(self.serve_replicated(&cluster, command, name, &range).await)
             }
-            (None, None) => None,
+            // Unknown here: maybe created through another node a moment
+            // ago, which this node's meta replica has not applied yet.
+            // Postmortem: a range created through one node and written at
+            // once through another was not found there.
+            (None, None) => {
+                let several = cluster.with_meta(|m| m.live_members().nth(1).is_some());
+                if several != Some(true) || !cluster.catch_up_meta().await {
+                    return None;
+                }
+                let range = self.replicated_range(&cluster, name)?;
+                if self.router_read().range(name).is_some() {
+                    // Started here meanwhile: served as a replica.
+                    return Box::pin(self.route_replicated(command)).await;
+                }
+                Some(self.serve_replicated(&cluster, command, name, &range).await)
+            }
         }
     }
 

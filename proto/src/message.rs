@@ -510,4 +510,7 @@ pub struct NodeInfo {
     /// Of those, the ones whose Raft leader it is (a chunk with one
     /// replica is led by the node that holds it).
     pub chunk_leaders: u64,
+    /// The last log index of the meta range this node's replica applied.
+    #[serde(default)]
+    pub meta_applied: Option<u64>,
 }

@@ -176,6 +176,9 @@ fn peer_error(addr: &str, e: PeerError) -> NodeError {
     }
 }
 
+/// How long [`Cluster::catch_up_meta`] waits for this node's meta replica.
+pub const META_CATCH_UP_MAX_MS: u64 = 2_000;
+
 /// Where a request for the meta leader goes.
 enum Leader<'a> {
     Here(&'a Group),
@@ -505,6 +508,39 @@ impl Cluster {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last log index this node's meta replica applied.
+    pub fn meta_applied(&self) -> Option<u64> {
+        self.member.get().and_then(|m| m.meta.status().last_applied_index)
+    }
+
+    /// Waits (up to [`META_CATCH_UP_MAX_MS`]) until this node's meta
+    /// replica has applied everything the meta range's leader had applied
+    /// when asked: after it, a range created (or dropped) through any node
+    /// before the call is seen here. Returns whether it caught up.
+    pub async fn catch_up_meta(&self) -> bool {
+        let Ok(member) = self.member() else { return false };
+        let target = match self.leader().await {
+            Ok(Leader::Here(group)) => return group.read_barrier().await.is_ok(),
+            Ok(Leader::At(addr)) => {
+                match self.peers.call(&addr, |c| async move { c.node_info().await }).await {
+                    Ok(info) => info.meta_applied,
+                    Err(_) => return false,
+                }
+            }
+            Err(_) => return false,
+        };
+        let deadline = Instant::now() + Duration::from_millis(META_CATCH_UP_MAX_MS);
+        loop {
+            if member.meta.status().last_applied_index >= target {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
