@@ -27,6 +27,9 @@
 //! changed since); the expirer checks the key before removing it.
 //!
 //! Mappers and reducers can be registered on `redis.N` like on any range.
+//!
+//! On a cluster, `redis.N` may be a replicated range: see [`super::cluster`]
+//! for where each database lives and how its commands run.
 
 use monotable_proto::tuple::{self, Element};
 
@@ -328,6 +331,13 @@ pub struct Db<'a> {
     pub range: String,
     /// Inside MULTI/EXEC: writes go here, and reads look here first.
     pub tx: Option<&'a Overlay>,
+    /// A write may create the database's range as this node's own (true
+    /// but on a cluster of two or more members, where the first write
+    /// creates it replicated: see [`super::cluster`]).
+    pub create_local: bool,
+    /// A write found the range missing and `create_local` false: the
+    /// write failed, nothing was written.
+    wants_replicated: std::sync::atomic::AtomicBool,
     durability: std::sync::Mutex<Durability>,
 }
 
@@ -350,7 +360,19 @@ impl<'a> Db<'a> {
         range: String,
         tx: Option<&'a Overlay>,
     ) -> Db<'a> {
-        Db { node, range, tx, durability: Default::default() }
+        Db {
+            node,
+            range,
+            tx,
+            create_local: true,
+            wants_replicated: Default::default(),
+            durability: Default::default(),
+        }
+    }
+
+    /// A write failed because the database is to be created replicated.
+    pub fn wants_replicated(&self) -> bool {
+        self.wants_replicated.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The acknowledgements the writes so far are waiting for.
@@ -585,6 +607,13 @@ impl<'a> Db<'a> {
     pub async fn ensure_range(&self) -> NodeResult<()> {
         if self.node.router_read().range(&self.range).is_some() {
             return Ok(());
+        }
+        if !self.create_local {
+            self.wants_replicated.store(true, std::sync::atomic::Ordering::Release);
+            return Err(NodeError::client(
+                monotable_proto::ErrorCode::RangeNotFound,
+                format!("{} is created replicated by its first write", self.range),
+            ));
         }
         match self.node.create_range_unchecked(&self.range, Default::default()) {
             Ok(_) => Ok(()),

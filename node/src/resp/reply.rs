@@ -22,6 +22,9 @@ pub enum Reply {
     Set(Vec<Reply>),
     /// A double in RESP3, a bulk string in RESP2.
     Double(f64),
+    /// A whole reply already encoded (by the node that ran the command, in
+    /// the connection's protocol version): written as it is.
+    Raw(Vec<u8>),
 }
 
 impl Reply {
@@ -43,7 +46,11 @@ impl Reply {
     }
 
     pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
+        match self {
+            Reply::Error(_) => true,
+            Reply::Raw(bytes) => bytes.first() == Some(&b'-'),
+            _ => false,
+        }
     }
 
     /// Appends the reply in protocol version `proto` (2 or 3).
@@ -109,6 +116,7 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Double(x) => Reply::Bulk(format_double(*x).into_bytes()).write(proto, out),
+            Reply::Raw(bytes) => out.extend_from_slice(bytes),
         }
     }
 }
