@@ -73,7 +73,7 @@ fn load(addrs: Arc<Mutex<Vec<SocketAddr>>>, start: usize, stop: Arc<AtomicBool>)
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let addr = {
-            let a = addrs.lock().unwrap();
+            let a = addrs.lock().expect("addrs");
             a[i % a.len()]
         };
         if con.as_ref().is_none_or(|(a, _)| *a != addr) {
@@ -84,7 +84,7 @@ fn load(addrs: Arc<Mutex<Vec<SocketAddr>>>, start: usize, stop: Arc<AtomicBool>)
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             let r: redis::RedisResult<(i64, i64)> =
                 redis::pipe().atomic().cmd("INCR").arg("pa").cmd("INCR").arg("pb").query(c);
             match r {
@@ -141,7 +141,7 @@ fn redis_clients_on_every_node_survive_the_leader_killed() {
     // a second copy, naming the node that holds it.
     let mut other = connect(nodes[1].resp_addr).expect("connect");
     let _: () = q(&mut other, &["SELECT", "5"]);
-    let refused = redis::cmd("SET").arg("x").arg("1").query::<()>(&mut other).unwrap_err();
+    let refused = redis::cmd("SET").arg("x").arg("1").query::<()>(&mut other).expect_err("refused");
     assert!(refused.to_string().contains("node 1"), "{refused}");
     assert_eq!(q::<String>(&mut alone, &["GET", "mine"]), "1");
 
@@ -195,9 +195,9 @@ fn redis_clients_on_every_node_survive_the_leader_killed() {
     let _: () = q(&mut cons[0], &["SET", "brief", "x", "PX", "300"]);
     let _: i64 = q(&mut cons[2], &["EXPIRE", "first", "1"]);
     // WATCH and FLUSHALL fail clearly on a replicated database.
-    let watch = redis::cmd("WATCH").arg("h").query::<()>(&mut cons[0]).unwrap_err();
+    let watch = redis::cmd("WATCH").arg("h").query::<()>(&mut cons[0]).expect_err("refused");
     assert!(watch.to_string().contains("replicated"), "{watch}");
-    let flush = redis::cmd("FLUSHALL").query::<()>(&mut cons[1]).unwrap_err();
+    let flush = redis::cmd("FLUSHALL").query::<()>(&mut cons[1]).expect_err("refused");
     assert!(flush.to_string().contains("databases 0"), "{flush}");
     std::thread::sleep(Duration::from_millis(1_500));
     for c in cons.iter_mut() {
@@ -227,13 +227,13 @@ fn redis_clients_on_every_node_survive_the_leader_killed() {
     let victim = (leader - 1) as usize;
     nodes[victim].kill();
     let killed = Instant::now();
-    addrs.lock().unwrap().retain(|a| *a != nodes[victim].resp_addr);
+    addrs.lock().expect("addrs").retain(|a| *a != nodes[victim].resp_addr);
     std::thread::sleep(Duration::from_millis(3_000));
     nodes[victim].restart();
     let survivor = (victim + 1) % 3;
     wait_until("a leader again", 30, || chunk_leader(nodes[survivor].addr, "redis.0").is_some());
     eprintln!("a new leader {:?} after the kill", killed.elapsed());
-    addrs.lock().unwrap().push(nodes[victim].resp_addr);
+    addrs.lock().expect("addrs").push(nodes[victim].resp_addr);
     std::thread::sleep(Duration::from_millis(2_000));
     stop.store(true, Ordering::Relaxed);
     let counts: Vec<Counts> = threads.into_iter().map(|t| t.join().expect("load")).collect();

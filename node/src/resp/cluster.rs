@@ -133,6 +133,9 @@ fn unavailable(message: impl Into<String>) -> NodeError {
 /// Runs `work` on database `db`, a replicated range, at its leader; the
 /// reply in protocol version `proto`, or an error reply.
 pub async fn run(state: &RespState, db: u32, proto: u8, work: Work) -> Reply {
+    // May wait on other nodes: nothing of the connection's burst is held
+    // meanwhile (see `stripes`).
+    super::stripes::release_held();
     if let Work::Multi(queue) = &work {
         if queue.iter().any(|c| c[0].eq_ignore_ascii_case(b"select")) {
             return Reply::err(format!(
@@ -317,6 +320,22 @@ pub async fn expire(state: &RespState, db: u32, range: &MetaRange) -> NodeResult
     let cluster = state.node.cluster()?;
     let Some(group) = range.group_of(0).and_then(|g| cluster.group(g)) else { return Ok(0) };
     if group.status().leader != cluster.node_id() {
+        return Ok(0);
+    }
+    // Nothing due here (this replica may lag; the next pass sees it): no
+    // read barrier, so an idle database's Raft group stays quiet.
+    let (start, end) = super::keyspace::expiry_rows_due(super::keyspace::now_ms());
+    let due = state
+        .node
+        .scan_range_applied(monotable_proto::ScanRequest {
+            range: range_name(db),
+            start: Some(start.into()),
+            end: Some(end.into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    if due.records.is_empty() {
         return Ok(0);
     }
     if group.read_barrier().await.is_err() {

@@ -591,7 +591,7 @@ async fn run_queue(
             replies.push(Reply::ok());
             continue;
         }
-        let name = match lookup(&args) {
+        let name = match lookup(args) {
             Ok(name) => name,
             Err(reply) => {
                 replies.push(reply);

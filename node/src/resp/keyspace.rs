@@ -426,7 +426,10 @@ impl<'a> Db<'a> {
                 reply.records.into_iter().map(|r| (r.key.into_vec(), r.value.into_vec())).collect();
             Ok::<_, NodeError>((rows, reply.resume.map(|r| r.into_vec())))
         };
-        if self.tx.is_none() {
+        // Nothing held back yet (a read-only command on a replicated
+        // database's leader, or a transaction before its first write): the
+        // stored rows are the answer, a page at a time.
+        if self.overlay().is_none_or(|o| o.is_empty()) {
             return page(start, end, limit).await;
         }
         let mut all = std::collections::BTreeMap::new();
