@@ -607,8 +607,26 @@ impl<'a> Db<'a> {
         self.write(put_ops(items)).await
     }
 
+    /// Makes sure the range exists before a write applied here: creates it
+    /// (as this node's own) when missing and allowed.
+    ///
+    /// Errors: `RangeNotFound` when missing and `create_local` is false
+    /// (then [`Db::wants_replicated`]); `ClusterUnavailable` when the range
+    /// is a replica of a replicated range, whose writes go only through
+    /// Raft (see [`super::cluster`]), never to the local chunk.
     pub async fn ensure_range(&self) -> NodeResult<()> {
-        if self.node.router_read().range(&self.range).is_some() {
+        let id = self.node.router_read().range(&self.range).map(|r| r.meta.id);
+        if let Some(id) = id {
+            if crate::replicated::is_replicated(id) {
+                return Err(NodeError::client(
+                    monotable_proto::ErrorCode::ClusterUnavailable,
+                    format!(
+                        "{} is replicated: its writes go through its chunk's leader, which is \
+                         not known here yet",
+                        self.range
+                    ),
+                ));
+            }
             return Ok(());
         }
         if !self.create_local {

@@ -197,4 +197,15 @@ mod tests {
         assert_eq!(text(&Reply::Double(1.5), 3), ",1.5\r\n");
         assert_eq!(text(&Reply::Double(2.0), 2), "$1\r\n2\r\n");
     }
+
+    #[test]
+    fn a_reply_encoded_elsewhere_is_relayed_as_it_is() {
+        let mut encoded = Vec::new();
+        let array = Reply::Array(vec![Reply::Int(1), Reply::Null]);
+        array.write(3, &mut encoded);
+        let raw = Reply::Raw(encoded.clone());
+        assert_eq!(text(&raw, 2), String::from_utf8(encoded).expect("utf8"));
+        assert!(!raw.is_error());
+        assert!(Reply::Raw(b"-ERR gone\r\n".to_vec()).is_error());
+    }
 }
