@@ -97,8 +97,19 @@ pub fn placement(node: &crate::node::Node, db: u32) -> Placement {
     if local.is_some_and(|id| !crate::replicated::is_replicated(id)) {
         return Placement::Local;
     }
-    match cluster.with_meta(|m| (m.ranges.get(&name).cloned(), m.live_members().count())) {
+    decide(local, cluster.with_meta(|m| (m.ranges.get(&name).cloned(), m.live_members().count())))
+}
+
+/// [`placement`] from what this node holds of the database's range (its
+/// id) and what its meta replica says (the replicated range of that name,
+/// and the cluster's members), if it has joined.
+fn decide(local: Option<u64>, meta: Option<(Option<MetaRange>, usize)>) -> Placement {
+    if local.is_some_and(|id| !crate::replicated::is_replicated(id)) {
+        return Placement::Local;
+    }
+    match meta {
         Some((Some(range), _)) => Placement::Replicated(range),
+        // A replica of a range the meta range dropped counts as missing.
         Some((None, members)) if members >= 2 => Placement::Unmade,
         _ => Placement::Local,
     }
@@ -357,6 +368,38 @@ fn parse_int(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replicated() -> MetaRange {
+        MetaRange {
+            id: crate::cluster::meta::REPLICATED_ID_BASE,
+            options: Default::default(),
+            replicas: vec![1, 2, 3],
+            chunks: Vec::new(),
+            seed: vec![1, 2, 3],
+            rides_on: None,
+        }
+    }
+
+    #[test]
+    fn where_a_database_lives() {
+        let ours = Some(7);
+        let range = replicated();
+        // A node's own range is served by it, even on a cluster that has a
+        // replicated range of that name (made before the cluster grew).
+        assert!(matches!(decide(ours, Some((Some(range.clone()), 3))), Placement::Local));
+        assert!(matches!(decide(ours, Some((None, 3))), Placement::Local));
+        // Alone (no cluster, or one member): today's local ranges.
+        assert!(matches!(decide(None, None), Placement::Local));
+        assert!(matches!(decide(None, Some((None, 1))), Placement::Local));
+        // On a cluster: made replicated by the first write.
+        assert!(matches!(decide(None, Some((None, 2))), Placement::Unmade));
+        assert!(matches!(decide(None, Some((Some(range.clone()), 3))), Placement::Replicated(_)));
+        // This node's replica, as the meta range has it; a dropped one is
+        // made again.
+        let replica = Some(range.id);
+        assert!(matches!(decide(replica, Some((Some(range), 3))), Placement::Replicated(_)));
+        assert!(matches!(decide(replica, Some((None, 3))), Placement::Unmade));
+    }
 
     #[test]
     fn per_node_commands_are_not_forwarded() {
