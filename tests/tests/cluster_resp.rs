@@ -1,7 +1,8 @@
-//! The Redis protocol on three real nodes: plain Redis clients on every
-//! node's RESP port, a mixed workload checked against a model, kill -9 of
-//! the database's chunk leader mid-load and its restart, then every node
-//! answers the same.
+//! The Redis protocol on four real nodes (a database gets three replicas,
+//! so one node holds none): plain Redis clients on every node's RESP port,
+//! a mixed workload checked against a model, kill -9 of the database's
+//! chunk leader mid-load and its restart, then every node answers the
+//! same.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -121,7 +122,7 @@ fn load(
 #[test]
 fn redis_clients_on_every_node_survive_the_leader_killed() {
     let started = Instant::now();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let mut nodes = vec![Node::start_pinned(dirs[0].path(), &FAST)];
     wait_until("a founded cluster", 60, || {
         status(nodes[0].addr).is_some_and(|s| s["meta_leader"] == 1)
@@ -139,7 +140,7 @@ fn redis_clients_on_every_node_survive_the_leader_killed() {
     wait_until("live voters", 60, || {
         status(nodes[0].addr).is_some_and(|s| {
             let all = s["nodes"].as_array().expect("nodes");
-            all.len() == 3
+            all.len() == 4
                 && all.iter().all(|n| {
                     n["live"] == true && matches!(n["meta_role"].as_str(), Some("leader" | "voter"))
                 })
@@ -161,7 +162,8 @@ fn redis_clients_on_every_node_survive_the_leader_killed() {
     let d: Json =
         serde_json::from_slice(&cli(nodes[2].addr, &["range", "describe", "redis.0"]).stdout)
             .expect("json");
-    assert_eq!(d["chunks"][0]["replicas"].as_array().map(Vec::len), Some(3), "{d}");
+    let replicas = d["chunks"][0]["replicas"].as_array().map(Vec::len);
+    assert_eq!(replicas, Some(3), "one node of four holds no replica: {d}");
     for c in cons.iter_mut() {
         assert_eq!(q::<String>(c, &["GET", "first"]), "v");
     }
@@ -170,7 +172,8 @@ fn redis_clients_on_every_node_survive_the_leader_killed() {
     let mut strings: BTreeMap<String, String> = BTreeMap::new();
     let mut incrs = 0i64;
     for i in 0..60usize {
-        let c = &mut cons[i % 3];
+        // Every node in turn, the one without a replica among them.
+        let c = &mut cons[i % 4];
         let key = format!("s{}", i % 7);
         match i % 6 {
             0 | 1 => {
@@ -202,11 +205,33 @@ fn redis_clients_on_every_node_survive_the_leader_killed() {
     }
     let _: () = q(&mut cons[0], &["SET", "brief", "x", "PX", "300"]);
     let _: i64 = q(&mut cons[2], &["EXPIRE", "first", "1"]);
+    // A database's first write may be a transaction; SELECT inside MULTI
+    // on a replicated database aborts the EXEC.
+    let _: () = q(&mut cons[3], &["SELECT", "2"]);
+    let (n, v): (i64, String) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("t")
+        .cmd("GET")
+        .arg("t")
+        .query(&mut cons[3])
+        .expect("exec");
+    assert_eq!((n, v.as_str()), (1, "1"));
+    let d: Json =
+        serde_json::from_slice(&cli(nodes[0].addr, &["range", "describe", "redis.2"]).stdout)
+            .expect("json");
+    assert_eq!(d["chunks"][0]["replicas"].as_array().map(Vec::len), Some(3), "{d}");
+    let _: () = q(&mut cons[3], &["MULTI"]);
+    let _: () = q(&mut cons[3], &["SELECT", "0"]);
+    let _: () = q(&mut cons[3], &["INCR", "t"]);
+    let aborted = redis::cmd("EXEC").query::<redis::Value>(&mut cons[3]).expect_err("aborted");
+    assert!(aborted.to_string().contains("SELECT inside MULTI"), "{aborted}");
+    let _: () = q(&mut cons[3], &["SELECT", "0"]);
     // WATCH and FLUSHALL fail clearly on a replicated database.
     let watch = redis::cmd("WATCH").arg("h").query::<()>(&mut cons[0]).expect_err("refused");
     assert!(watch.to_string().contains("replicated"), "{watch}");
     let flush = redis::cmd("FLUSHALL").query::<()>(&mut cons[1]).expect_err("refused");
-    assert!(flush.to_string().contains("databases 0"), "{flush}");
+    assert!(flush.to_string().contains("databases 0, 2"), "{flush}");
     std::thread::sleep(Duration::from_millis(1_500));
     for c in cons.iter_mut() {
         for (k, v) in &strings {
