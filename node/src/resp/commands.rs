@@ -492,7 +492,8 @@ fn is_transaction(name: &str) -> bool {
 /// transaction, then applies all of them in one atomic batch: a crash
 /// leaves all or none. That batch must fall in one chunk of one database;
 /// otherwise the transaction is discarded, nothing applied, with an error
-/// that says so.
+/// that says so. On a replicated database EXEC runs on its chunk's leader,
+/// the batch one Raft entry, and WATCH fails (see [`super::cluster`]).
 async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
     let only_name = |n: &str| args.len() != 1 && n != "watch";
     if only_name(name) || (name == "watch" && args.len() < 2) {

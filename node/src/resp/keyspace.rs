@@ -329,7 +329,9 @@ pub fn put_ops(items: &[(Vec<u8>, Value)]) -> Vec<WriteOp> {
 pub struct Db<'a> {
     pub node: &'a std::sync::Arc<Node>,
     pub range: String,
-    /// Inside MULTI/EXEC: writes go here, and reads look here first.
+    /// Inside MULTI/EXEC, and for a command on a replicated database's
+    /// leader (see [`super::cluster`]): writes go here, and reads look here
+    /// first.
     pub tx: Option<&'a Overlay>,
     /// A write may create the database's range as this node's own (true
     /// but on a cluster of two or more members, where the first write
@@ -395,8 +397,10 @@ impl<'a> Db<'a> {
     }
 
     /// Rows in `[start, end)`, forward or reverse: one page, and where the
-    /// next starts (a reverse scan goes on below it). Inside a transaction,
-    /// every row of the interval at once, with the transaction's writes.
+    /// next starts (a reverse scan goes on below it). With writes held
+    /// back (a transaction, or a command on a replicated database's leader,
+    /// once it wrote), every row of the interval at once, with those
+    /// writes.
     pub async fn scan_page(
         &self,
         start: Vec<u8>,
