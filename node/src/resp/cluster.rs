@@ -11,8 +11,11 @@
 //!   silent copy).
 //! - Otherwise a database that does not exist yet is created by its first
 //!   write as a replicated range `redis.N` of min(3, members) replicas,
-//!   through the meta range ([`Node::create_redis_database`]); reads of a
-//!   database not made yet answer as for an empty one.
+//!   through the meta range
+//!   ([`crate::node::Node::create_redis_database`]); reads of a database
+//!   not made yet answer as for an empty one (also where another
+//!   node holds it as its own: only a write finds that out, which would
+//!   cost every read a question to every node).
 //!
 //! A command for a replicated database runs on the leader of its chunk.
 //! Any other node forwards the whole command ([`Command::RespForward`]) and
