@@ -199,6 +199,10 @@ impl Node {
             Command::Auth { .. } => Err(NodeError::Internal(
                 "Auth must be handled by the connection, not the node".into(),
             )),
+            // The native server hands these to the Redis endpoint (server.rs).
+            Command::RespForward { .. } => Err(NodeError::Internal(
+                "RespForward must be handled by the server, not the node".into(),
+            )),
             Command::SplitChunk { range, key } => {
                 check_key(&key)?;
                 let mut attempt = 0;

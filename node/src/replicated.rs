@@ -73,8 +73,9 @@ use crate::replica::{decode_reply, encode_command, ChunkCommand, ChunkReplica};
 use crate::router::Route;
 use crate::storage::chunk::ChunkMeta;
 
-/// Names of the Redis endpoint's databases start with this: they are
-/// ordinary ranges of the node a Redis client talks to, never replicated.
+/// Names of the Redis endpoint's databases start with this: the endpoint
+/// creates them on a database's first write ([`Node::create_redis_database`]),
+/// `range create` does not.
 const REDIS_DATABASE_PREFIX: &str = "redis.";
 
 /// Replicas a range gets when its creator names no number.
@@ -116,7 +117,8 @@ fn outcome_unknown(message: impl Into<String>) -> NodeError {
 /// Whether a request changes data, so that a copy sent after an ambiguous
 /// failure could apply it twice.
 fn is_write(command: &Command) -> bool {
-    matches!(command, Command::Write { .. })
+    // A forwarded Redis command may write.
+    matches!(command, Command::Write { .. } | Command::RespForward { .. })
 }
 
 /// The range a data request names, if it is one the cluster routes.
@@ -468,7 +470,7 @@ impl Node {
     /// fails with [`ErrorCode::OutcomeUnknown`]: Raft may still commit it,
     /// so a copy could apply it twice (a put replayed after a later put of
     /// the same key undoes that one).
-    async fn on_leader<F, Fut>(
+    pub(crate) async fn on_leader<F, Fut>(
         &self,
         group: &Group,
         me: NodeId,
@@ -1056,7 +1058,7 @@ impl Node {
                 ErrorCode::InvalidRangeName,
                 format!(
                     "{name:?}: names starting with {REDIS_DATABASE_PREFIX:?} are the Redis \
-                     endpoint's databases, which are not replicated"
+                     endpoint's databases, created by their first write through it"
                 ),
             )));
         }
@@ -1127,6 +1129,41 @@ impl Node {
             }
             MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
             other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
+        }
+    }
+
+    /// Creates the Redis database range `name` (`redis.N`) as a replicated
+    /// range of min(3, members) replicas, through the meta range; `Ok` too
+    /// when another node created it meanwhile.
+    ///
+    /// Errors: `RangeExists` naming the node when a live node holds an
+    /// ordinary range of that name (made before the cluster grew: only that
+    /// node serves it); `ClusterUnavailable` when fewer than two nodes are
+    /// live.
+    pub(crate) async fn create_redis_database(self: &Arc<Self>, name: &str) -> NodeResult<()> {
+        let cluster = self.cluster()?.clone();
+        let meta = cluster.meta().ok_or_else(|| unavailable("this node has not joined"))?;
+        if meta.ranges.contains_key(name) {
+            return Ok(());
+        }
+        let wanted = meta.live_members().count().min(REPLICAS_DEFAULT as usize);
+        let created =
+            self.create_replicated_range(&cluster, name, RangeOptions::default(), wanted).await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e @ NodeError::Client { code: ErrorCode::RangeExists, .. }) => {
+                // Lost a race with another node's create: its record shows
+                // up here shortly. A node's own range never does.
+                let deadline = Instant::now() + Duration::from_millis(2_000);
+                while Instant::now() < deadline {
+                    if cluster.with_meta(|m| m.ranges.contains_key(name)).unwrap_or(false) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 

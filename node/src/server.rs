@@ -40,6 +40,10 @@ struct ServerState {
     in_flight: AtomicUsize,
     /// Woken whenever `in_flight` or `connections` drops to zero.
     idle: Notify,
+    /// The Redis endpoint's shared state, which answers the Redis commands
+    /// other nodes forward here ([`Command::RespForward`]), with or without
+    /// a RESP listener on this node.
+    resp: std::sync::OnceLock<Arc<crate::resp::commands::RespState>>,
 }
 
 impl ServerState {
@@ -144,11 +148,13 @@ pub async fn serve_with_resp(
     let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
     let cluster = start_cluster(&node, addr).await?;
     let state = Arc::new(ServerState::default());
+    let resp_state = Arc::new(crate::resp::commands::RespState::new(node.clone()));
+    let _ = state.resp.set(resp_state.clone());
     let (closing_tx, closing_rx) = watch::channel(false);
     if let Some(resp) = resp {
         let resp_addr = resp.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
         tracing::info!(resp = %resp_addr, "serving the Redis protocol");
-        actix_rt::spawn(crate::resp::server::serve(node.clone(), resp, closing_rx.clone()));
+        actix_rt::spawn(crate::resp::server::serve(resp_state, resp, closing_rx.clone()));
     }
     if node.auth.is_required() {
         tracing::info!("clients of both protocols must authenticate");
@@ -338,7 +344,13 @@ async fn connection(
         let tx = tx.clone();
         let unsent = unsent.clone();
         let mut task = Box::pin(async move {
-            let result = node.execute(request.command, &session).await.map_err(|e| e.to_info());
+            let result = match (request.command, state.resp.get()) {
+                (command @ Command::RespForward { .. }, Some(resp)) => {
+                    crate::resp::cluster::serve_forward(resp, command).await
+                }
+                (command, _) => node.execute(command, &session).await,
+            };
+            let result = result.map_err(|e| e.to_info());
             send(&tx, &unsent, request.id, result);
             drop(permit);
             state.request_done();

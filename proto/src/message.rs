@@ -237,6 +237,19 @@ pub enum Command {
     /// the others with it to answer `ListViews` for views of replicated
     /// ranges, which run on their chunk's leader).
     ListViewsHere,
+    /// Node to node: Redis commands for database `db`, a replicated range,
+    /// to run on the leader of its chunk (the node answering forwards them
+    /// on when it is not). `commands` holds one command, or with `multi`
+    /// the commands of a MULTI/EXEC to run as one transaction. Answered
+    /// with [`Reply::Resp`]: the reply in RESP version `proto` (2 or 3).
+    /// `hops` counts the forwards so far; past a few the request fails.
+    RespForward {
+        db: u32,
+        commands: Vec<Vec<Bytes>>,
+        multi: bool,
+        proto: u8,
+        hops: u8,
+    },
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged
@@ -472,6 +485,8 @@ pub enum Reply {
     },
     NodeInfo(NodeInfo),
     Raft(Bytes),
+    /// A Redis reply, RESP-encoded (answers [`Command::RespForward`]).
+    Resp(Bytes),
 }
 
 /// The cluster as one node sees it (`monotable cluster status`).

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::cluster::Placement;
 use super::keyspace::{expire_at, now_ms, Db, Value, DATABASES, KIND_STRING};
 use super::reply::Reply;
 use crate::error::NodeError;
@@ -36,7 +37,7 @@ pub struct RespState {
     pub cursors: std::sync::Mutex<super::keys::Cursors>,
     /// Every command runs holding this for reading; EXEC holds it for
     /// writing, so a transaction runs alone.
-    gate: tokio::sync::RwLock<()>,
+    pub(super) gate: tokio::sync::RwLock<()>,
     /// Bumped whenever a key hashing here is written (for WATCH); a key
     /// is "modified" when its slot moved (rarely, another key's write).
     versions: Vec<AtomicU64>,
@@ -360,6 +361,16 @@ pub async fn execute(
             return (Reply::Simple("QUEUED"), Vec::new());
         }
     }
+    let placement = if super::cluster::is_per_node(name) {
+        Placement::Local
+    } else {
+        super::cluster::placement(&state.node, conn.db)
+    };
+    if let Placement::Replicated(_) = placement {
+        // Runs on the chunk's leader (see `cluster`).
+        let reply = super::cluster::run(state, conn.db, conn.proto, Work::Command(args)).await;
+        return (reply, Vec::new());
+    }
     if name.starts_with("mt.") {
         // May wait long (a fresh aggregate): nothing of the burst is held
         // meanwhile.
@@ -373,12 +384,101 @@ pub async fn execute(
             state.gate.read().await
         }
     };
-    let db = Db::new(&state.node, conn.db, None);
+    let mut db = Db::new(&state.node, conn.db, None);
+    db.create_local = !matches!(placement, Placement::Unmade);
     let reply = match run(state, conn, &db, name, &args).await {
         Ok(reply) => reply,
         Err(e) => internal(e),
     };
+    if db.wants_replicated() {
+        // The database's first write, on a cluster: nothing was written
+        // here; it is created replicated and the command runs there.
+        drop(_gate);
+        super::stripes::release_held();
+        let work = Work::Command(args);
+        return (
+            super::cluster::create_and_run(state, conn.db, conn.proto, work).await,
+            Vec::new(),
+        );
+    }
     (reply, db.take_durability())
+}
+
+/// What runs on the leader of a replicated database's chunk.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// One command (never a per-node one, nor MULTI and the like).
+    Command(Vec<Vec<u8>>),
+    /// The commands a MULTI queued, for EXEC.
+    Multi(Vec<Vec<Vec<u8>>>),
+    /// One pass of the expirer.
+    Expire,
+}
+
+/// Runs `work` on database `dbi` with every write held back: the reply
+/// (in protocol `proto`'s terms, for a connection of its own) and the
+/// writes, for the caller to apply as one batch. A command that fails
+/// writes nothing; a transaction's commands that fail leave the others'
+/// writes, as EXEC does.
+///
+/// The caller holds the gate (for writing, for `Multi`), and keeps the
+/// stripes the commands take (a burst) until the writes are applied.
+pub(super) async fn run_held(
+    state: &RespState,
+    dbi: u32,
+    proto: u8,
+    work: &Work,
+) -> Result<(Reply, Vec<monotable_proto::WriteOp>), NodeError> {
+    let overlay = super::keyspace::Overlay::default();
+    let mut conn = Conn::new(0, IpAddr::from([127, 0, 0, 1]), true);
+    conn.db = dbi;
+    conn.proto = proto;
+    let reply = match work {
+        Work::Command(args) => {
+            let name = match lookup(args) {
+                Ok(name) => name,
+                Err(reply) => return Ok((reply, Vec::new())),
+            };
+            let db = Db::new(&state.node, dbi, Some(&overlay));
+            match run(state, &mut conn, &db, name, args).await {
+                Ok(reply) => reply,
+                Err(e) => return Ok((internal(e), Vec::new())),
+            }
+        }
+        Work::Multi(queue) => Reply::Array(run_queue(state, &mut conn, queue, &overlay).await),
+        Work::Expire => {
+            let db = Db::new(&state.node, dbi, Some(&overlay));
+            Reply::Int(super::keys::expire_db(state, dbi, &db).await? as i64)
+        }
+    };
+    let mut by_range = overlay_ops(overlay);
+    let range = super::keyspace::range_name(dbi);
+    let ops = by_range.remove(&range).unwrap_or_default();
+    if !by_range.is_empty() {
+        return Ok((
+            Reply::err(format!(
+                "EXECABORT Transaction discarded: its writes span databases other than {dbi}"
+            )),
+            Vec::new(),
+        ));
+    }
+    Ok((reply, ops))
+}
+
+/// A transaction's held-back writes, by range.
+fn overlay_ops(
+    overlay: super::keyspace::Overlay,
+) -> std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>> {
+    let writes = overlay.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut by_range: std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>> =
+        Default::default();
+    for ((range, row), value) in writes {
+        by_range.entry(range).or_default().push(match value {
+            Some(v) => monotable_proto::WriteOp::Put { key: row.into(), value: v.into() },
+            None => monotable_proto::WriteOp::Delete { key: row.into() },
+        });
+    }
+    by_range
 }
 
 fn is_transaction(name: &str) -> bool {
@@ -392,7 +492,8 @@ fn is_transaction(name: &str) -> bool {
 /// transaction, then applies all of them in one atomic batch: a crash
 /// leaves all or none. That batch must fall in one chunk of one database;
 /// otherwise the transaction is discarded, nothing applied, with an error
-/// that says so.
+/// that says so. On a replicated database EXEC runs on its chunk's leader,
+/// the batch one Raft entry, and WATCH fails (see [`super::cluster`]).
 async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
     let only_name = |n: &str| args.len() != 1 && n != "watch";
     if only_name(name) || (name == "watch" && args.len() < 2) {
@@ -415,6 +516,14 @@ async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec
         },
         "watch" if conn.multi.is_some() => Reply::err("ERR WATCH inside MULTI is not allowed"),
         "watch" => {
+            if !matches!(super::cluster::placement(&state.node, conn.db), Placement::Local) {
+                return Reply::err(format!(
+                    "ERR WATCH is not supported on database {}: it is (or its first write makes \
+                     it) a range replicated across the cluster, whose commands run on its \
+                     chunk's leader; use MULTI/EXEC without WATCH",
+                    conn.db
+                ));
+            }
             for k in &args[1..] {
                 conn.watched.push((conn.db, k.clone(), state.version(conn.db, k)));
             }
@@ -441,70 +550,96 @@ async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec
                 return Reply::err("EXECABORT Transaction discarded because of previous errors.");
             }
             super::stripes::release_held();
-            let _gate = state.gate.write().await;
-            if watched.iter().any(|(db, k, seen)| state.version(*db, k) != *seen) {
-                return Reply::NullArray;
+            let placement = super::cluster::placement(&state.node, conn.db);
+            if let Placement::Replicated(_) = placement {
+                return super::cluster::run(state, conn.db, conn.proto, Work::Multi(queue)).await;
             }
-            match exec(state, conn, queue).await {
-                Ok(reply) => reply,
-                Err(e) => internal(e),
+            let unmade = matches!(placement, Placement::Unmade);
+            let again = unmade.then(|| queue.clone());
+            let done = {
+                let _gate = state.gate.write().await;
+                if watched.iter().any(|(db, k, seen)| state.version(*db, k) != *seen) {
+                    return Reply::NullArray;
+                }
+                exec(state, conn, queue, !unmade).await
+            };
+            match (done, again) {
+                (Ok(Some(reply)), _) => reply,
+                // The database's first write, on a cluster: nothing was
+                // written; it is created replicated and EXEC runs there.
+                (Ok(None), Some(queue)) => {
+                    let work = Work::Multi(queue);
+                    super::cluster::create_and_run(state, conn.db, conn.proto, work).await
+                }
+                (Ok(None), None) => internal(NodeError::Internal("EXEC lost its queue".into())),
+                (Err(e), _) => internal(e),
             }
         }
     }
 }
 
-async fn exec(
+/// Runs a transaction's commands with their writes held back in
+/// `overlay`; their replies.
+async fn run_queue(
     state: &RespState,
     conn: &mut Conn,
-    queue: Vec<Vec<Vec<u8>>>,
-) -> Result<Reply, NodeError> {
-    let overlay = super::keyspace::Overlay::default();
+    queue: &[Vec<Vec<u8>>],
+    overlay: &super::keyspace::Overlay,
+) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(queue.len());
     for args in queue {
         if lower(&args[0]) == "unwatch" {
             replies.push(Reply::ok());
             continue;
         }
-        let name = match lookup(&args) {
+        let name = match lookup(args) {
             Ok(name) => name,
             Err(reply) => {
                 replies.push(reply);
                 continue;
             }
         };
-        let db = Db::new(&state.node, conn.db, Some(&overlay));
-        replies.push(match run(state, conn, &db, name, &args).await {
+        let db = Db::new(&state.node, conn.db, Some(overlay));
+        replies.push(match run(state, conn, &db, name, args).await {
             Ok(reply) => reply,
             Err(e) => internal(e),
         });
     }
-    let writes = overlay.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut by_range: std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>> =
-        Default::default();
-    for ((range, row), value) in writes {
-        by_range.entry(range).or_default().push(match value {
-            Some(v) => monotable_proto::WriteOp::Put { key: row.into(), value: v.into() },
-            None => monotable_proto::WriteOp::Delete { key: row.into() },
-        });
-    }
+    replies
+}
+
+/// EXEC on a database of this node's own: the replies, or `None` when the
+/// transaction writes to a database not made yet that `create_local` does
+/// not allow to make here (nothing was written).
+async fn exec(
+    state: &RespState,
+    conn: &mut Conn,
+    queue: Vec<Vec<Vec<u8>>>,
+    create_local: bool,
+) -> Result<Option<Reply>, NodeError> {
+    let overlay = super::keyspace::Overlay::default();
+    let replies = run_queue(state, conn, &queue, &overlay).await;
+    let by_range = overlay_ops(overlay);
     if by_range.len() > 1 {
-        return Ok(Reply::err(
+        return Ok(Some(Reply::err(
             "EXECABORT Transaction discarded: its writes span more than one database (SELECT inside MULTI)",
-        ));
+        )));
     }
     if let Some((range, ops)) = by_range.into_iter().next() {
-        let db = Db::of_range(&state.node, range.clone(), None);
+        let mut db = Db::of_range(&state.node, range.clone(), None);
+        db.create_local = create_local;
         match db.write_atomic(ops).await {
             Ok(()) => {}
+            Err(_) if db.wants_replicated() => return Ok(None),
             Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, .. }) => {
-                return Ok(Reply::err(format!(
+                return Ok(Some(Reply::err(format!(
                     "EXECABORT Transaction discarded: its keys fall in more than one chunk of range {range}; a transaction is atomic within one chunk"
-                )))
+                ))))
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(Reply::Array(replies))
+    Ok(Some(Reply::Array(replies)))
 }
 
 async fn run(

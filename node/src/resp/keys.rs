@@ -61,7 +61,7 @@ pub async fn run(
         "keys" => keys(db, &args[1]).await,
         "scan" => scan(state, db, args).await,
         "dbsize" => live_keys(db).await.map(|k| Reply::Int(k.len() as i64)),
-        "flushdb" | "flushall" => flush(state, name, dbi, args).await,
+        "flushdb" | "flushall" => flush(state, db, name, dbi, args).await,
         "rename" | "renamenx" => {
             let _g = state.lock(dbi, &[&args[1], &args[2]]).await;
             rename(db, name, &args[1], &args[2]).await
@@ -190,10 +190,28 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
 pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
     let mut removed = 0;
     for i in 0..DATABASES {
+        match super::cluster::placement(&state.node, i) {
+            super::cluster::Placement::Local => {}
+            super::cluster::Placement::Unmade => continue,
+            super::cluster::Placement::Replicated(range) => {
+                removed += super::cluster::expire(state, i, &range).await?;
+                continue;
+            }
+        }
         let db = Db::new(&state.node, i, None);
         if db.node.router_read().range(&db.range).is_none() {
             continue;
         }
+        removed += expire_db(state, i, &db).await?;
+    }
+    Ok(removed)
+}
+
+/// One batch of database `i`'s due keys removed through `db` (whose
+/// overlay, if any, holds the writes back); how many.
+pub async fn expire_db(state: &RespState, i: u32, db: &Db<'_>) -> NodeResult<usize> {
+    let mut removed = 0;
+    {
         let (start, end) = super::keyspace::expiry_rows_due(now_ms());
         let reply = db
             .node
@@ -205,14 +223,22 @@ pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
                 ..Default::default()
             })
             .await?;
-        for r in reply.records {
-            let Some(key) = super::keyspace::key_of_expiry_row(&r.key) else { continue };
-            let _g = state.lock(i, &[&key]).await;
+        let due: Vec<(Vec<u8>, monotable_proto::Bytes)> = reply
+            .records
+            .into_iter()
+            .filter_map(|r| Some((super::keyspace::key_of_expiry_row(&r.key)?, r.key)))
+            .collect();
+        // Every key of the batch at once: with writes held back until the
+        // batch's end, a key let go earlier could be set meanwhile and then
+        // lose its new value to this batch's delete.
+        let keys: Vec<&[u8]> = due.iter().map(|(k, _)| k.as_slice()).collect();
+        let _g = state.lock(i, &keys).await;
+        for (key, row) in due {
             // Removes the key if it is due (its expiry may have moved on).
             if db.get(&key).await?.is_none() {
                 removed += 1;
             }
-            db.write(vec![WriteOp::Delete { key: r.key }]).await?;
+            db.write(vec![WriteOp::Delete { key: row }]).await?;
         }
     }
     Ok(removed)
@@ -284,18 +310,48 @@ async fn element_scan(
     Ok(Reply::Array(vec![Reply::bulk(cursor.to_string()), Reply::Array(out)]))
 }
 
-async fn flush(state: &RespState, name: &str, dbi: u32, args: &[Vec<u8>]) -> NodeResult<Reply> {
+/// FLUSHDB / FLUSHALL. A replicated database (FLUSHDB only, run on its
+/// chunk's leader) is emptied row by row in the command's one write.
+async fn flush(
+    state: &RespState,
+    db: &Db<'_>,
+    name: &str,
+    dbi: u32,
+    args: &[Vec<u8>],
+) -> NodeResult<Reply> {
     match args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()) {
         None => {}
         Some(mode) if (mode == "sync" || mode == "async") && args.len() == 2 => {}
         Some(_) => return Ok(Reply::err(SYNTAX)),
     }
     let dbs: Vec<u32> = if name == "flushdb" { vec![dbi] } else { (0..DATABASES).collect() };
+    if name == "flushall" {
+        let replicated: Vec<String> = dbs
+            .iter()
+            .filter(|&&i| {
+                let placement = super::cluster::placement(&state.node, i);
+                matches!(placement, super::cluster::Placement::Replicated(_))
+            })
+            .map(|i| i.to_string())
+            .collect();
+        if !replicated.is_empty() {
+            return Ok(Reply::err(format!(
+                "ERR FLUSHALL spans databases {}, replicated across the cluster, each with a \
+                 leader of its own: SELECT each and FLUSHDB",
+                replicated.join(", ")
+            )));
+        }
+    }
     state.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     for i in dbs {
         let range = super::keyspace::range_name(i);
         let Some(id) = state.node.router_read().range(&range).map(|r| r.meta.id) else { continue };
-        if state.node.range_in_views(id).is_none() {
+        if crate::replicated::is_replicated(id) {
+            // Here on the leader, `db` holds the writes back for Raft.
+            let rows = db.rows_with_prefix(&[]).await?;
+            db.write(rows.into_iter().map(|(k, _)| WriteOp::Delete { key: k.into() }).collect())
+                .await?;
+        } else if state.node.range_in_views(id).is_none() {
             state.node.drop_range_unchecked(&range).await?;
         } else {
             // Views read it: delete the rows, so the views see them go.

@@ -27,6 +27,9 @@
 //! changed since); the expirer checks the key before removing it.
 //!
 //! Mappers and reducers can be registered on `redis.N` like on any range.
+//!
+//! On a cluster, `redis.N` may be a replicated range: see [`super::cluster`]
+//! for where each database lives and how its commands run.
 
 use monotable_proto::tuple::{self, Element};
 
@@ -326,8 +329,17 @@ pub fn put_ops(items: &[(Vec<u8>, Value)]) -> Vec<WriteOp> {
 pub struct Db<'a> {
     pub node: &'a std::sync::Arc<Node>,
     pub range: String,
-    /// Inside MULTI/EXEC: writes go here, and reads look here first.
+    /// Inside MULTI/EXEC, and for a command on a replicated database's
+    /// leader (see [`super::cluster`]): writes go here, and reads look here
+    /// first.
     pub tx: Option<&'a Overlay>,
+    /// A write may create the database's range as this node's own (true
+    /// but on a cluster of two or more members, where the first write
+    /// creates it replicated: see [`super::cluster`]).
+    pub create_local: bool,
+    /// A write found the range missing and `create_local` false: the
+    /// write failed, nothing was written.
+    wants_replicated: std::sync::atomic::AtomicBool,
     durability: std::sync::Mutex<Durability>,
 }
 
@@ -350,7 +362,19 @@ impl<'a> Db<'a> {
         range: String,
         tx: Option<&'a Overlay>,
     ) -> Db<'a> {
-        Db { node, range, tx, durability: Default::default() }
+        Db {
+            node,
+            range,
+            tx,
+            create_local: true,
+            wants_replicated: Default::default(),
+            durability: Default::default(),
+        }
+    }
+
+    /// A write failed because the database is to be created replicated.
+    pub fn wants_replicated(&self) -> bool {
+        self.wants_replicated.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The acknowledgements the writes so far are waiting for.
@@ -373,8 +397,10 @@ impl<'a> Db<'a> {
     }
 
     /// Rows in `[start, end)`, forward or reverse: one page, and where the
-    /// next starts (a reverse scan goes on below it). Inside a transaction,
-    /// every row of the interval at once, with the transaction's writes.
+    /// next starts (a reverse scan goes on below it). With writes held
+    /// back (a transaction, or a command on a replicated database's leader,
+    /// once it wrote), every row of the interval at once, with those
+    /// writes.
     pub async fn scan_page(
         &self,
         start: Vec<u8>,
@@ -404,7 +430,10 @@ impl<'a> Db<'a> {
                 reply.records.into_iter().map(|r| (r.key.into_vec(), r.value.into_vec())).collect();
             Ok::<_, NodeError>((rows, reply.resume.map(|r| r.into_vec())))
         };
-        if self.tx.is_none() {
+        // Nothing held back yet (a read-only command on a replicated
+        // database's leader, or a transaction before its first write): the
+        // stored rows are the answer, a page at a time.
+        if self.overlay().is_none_or(|o| o.is_empty()) {
             return page(start, end, limit).await;
         }
         let mut all = std::collections::BTreeMap::new();
@@ -582,9 +611,34 @@ impl<'a> Db<'a> {
         self.write(put_ops(items)).await
     }
 
+    /// Makes sure the range exists before a write applied here: creates it
+    /// (as this node's own) when missing and allowed.
+    ///
+    /// Errors: `RangeNotFound` when missing and `create_local` is false
+    /// (then [`Db::wants_replicated`]); `ClusterUnavailable` when the range
+    /// is a replica of a replicated range, whose writes go only through
+    /// Raft (see [`super::cluster`]), never to the local chunk.
     pub async fn ensure_range(&self) -> NodeResult<()> {
-        if self.node.router_read().range(&self.range).is_some() {
+        let id = self.node.router_read().range(&self.range).map(|r| r.meta.id);
+        if let Some(id) = id {
+            if crate::replicated::is_replicated(id) {
+                return Err(NodeError::client(
+                    monotable_proto::ErrorCode::ClusterUnavailable,
+                    format!(
+                        "{} is replicated: its writes go through its chunk's leader, which is \
+                         not known here yet",
+                        self.range
+                    ),
+                ));
+            }
             return Ok(());
+        }
+        if !self.create_local {
+            self.wants_replicated.store(true, std::sync::atomic::Ordering::Release);
+            return Err(NodeError::client(
+                monotable_proto::ErrorCode::RangeNotFound,
+                format!("{} is created replicated by its first write", self.range),
+            ));
         }
         match self.node.create_range_unchecked(&self.range, Default::default()) {
             Ok(_) => Ok(()),

@@ -1,7 +1,8 @@
 //! The Redis protocol endpoint (RESP2 and RESP3): Redis clients talk to
 //! Monotable unchanged. Redis data lives in ordinary ranges, one per
 //! database (see [`keyspace`] for the row layout), so views can be
-//! registered over what Redis clients write.
+//! registered over what Redis clients write. On a cluster every node
+//! answers for every database ([`cluster`]).
 
 /// Unwraps `Ok`, or returns the reply in `Err` from the enclosing function
 /// (which returns `NodeResult<Reply>`): for lookups that may answer with an
@@ -16,6 +17,7 @@ macro_rules! or_reply {
 }
 
 pub mod args;
+pub mod cluster;
 pub mod collections;
 pub mod commands;
 pub mod glob;

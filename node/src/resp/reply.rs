@@ -22,6 +22,9 @@ pub enum Reply {
     Set(Vec<Reply>),
     /// A double in RESP3, a bulk string in RESP2.
     Double(f64),
+    /// A whole reply already encoded (by the node that ran the command, in
+    /// the connection's protocol version): written as it is.
+    Raw(Vec<u8>),
 }
 
 impl Reply {
@@ -43,7 +46,11 @@ impl Reply {
     }
 
     pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
+        match self {
+            Reply::Error(_) => true,
+            Reply::Raw(bytes) => bytes.first() == Some(&b'-'),
+            _ => false,
+        }
     }
 
     /// Appends the reply in protocol version `proto` (2 or 3).
@@ -109,6 +116,7 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Double(x) => Reply::Bulk(format_double(*x).into_bytes()).write(proto, out),
+            Reply::Raw(bytes) => out.extend_from_slice(bytes),
         }
     }
 }
@@ -188,5 +196,16 @@ mod tests {
         assert_eq!(text(&Reply::Set(vec![Reply::bulk("x")]), 3), "~1\r\n$1\r\nx\r\n");
         assert_eq!(text(&Reply::Double(1.5), 3), ",1.5\r\n");
         assert_eq!(text(&Reply::Double(2.0), 2), "$1\r\n2\r\n");
+    }
+
+    #[test]
+    fn a_reply_encoded_elsewhere_is_relayed_as_it_is() {
+        let mut encoded = Vec::new();
+        let array = Reply::Array(vec![Reply::Int(1), Reply::Null]);
+        array.write(3, &mut encoded);
+        let raw = Reply::Raw(encoded.clone());
+        assert_eq!(text(&raw, 2), String::from_utf8(encoded).expect("utf8"));
+        assert!(!raw.is_error());
+        assert!(Reply::Raw(b"-ERR gone\r\n".to_vec()).is_error());
     }
 }

@@ -15,14 +15,18 @@ use super::commands::{execute, Conn, RespState};
 use super::parse::{Parsed, RequestReader, ARG_SIZE_MAX_BYTES};
 use super::reply::Reply;
 use crate::config::CONNECTIONS_MAX;
-use crate::node::Node;
 use monotable_proto::limits::REPLY_BUFFER_MAX_BYTES;
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Accepts RESP connections until `closing` turns true.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, mut closing: watch::Receiver<bool>) {
-    let state = Arc::new(RespState::new(node));
+/// Accepts RESP connections until `closing` turns true. `state` is the
+/// node's one Redis endpoint state (also answering commands other nodes
+/// forward, see [`super::cluster`]).
+pub async fn serve(
+    state: Arc<RespState>,
+    listener: TcpListener,
+    mut closing: watch::Receiver<bool>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     actix_rt::spawn(expire_keys(state.clone(), closing.clone()));
     loop {

@@ -1,0 +1,308 @@
+//! The Redis protocol on four real nodes (a database gets three replicas,
+//! so one node holds none): plain Redis clients on every node's RESP port,
+//! a mixed workload checked against a model, kill -9 of the database's
+//! chunk leader mid-load and its restart, then every node answers the
+//! same.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use monotable_tests::{cli, Node};
+use serde_json::Value as Json;
+
+/// Raft timers short enough for tests on one machine.
+const FAST: [&str; 4] = ["--raft-heartbeat-ms", "50", "--raft-election-timeout-ms", "400"];
+
+fn status(addr: SocketAddr) -> Option<Json> {
+    let out = cli(addr, &["cluster", "status", "--json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("status is JSON"))
+}
+
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: never happened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn connect(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    con.set_read_timeout(Some(Duration::from_secs(20)))?;
+    Ok(con)
+}
+
+fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(con).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// The leader of `range`'s chunk, as `range describe` through `addr` says.
+fn chunk_leader(addr: SocketAddr, range: &str) -> Option<u64> {
+    let out = cli(addr, &["range", "describe", range]);
+    if !out.status.success() {
+        return None;
+    }
+    let d: Json = serde_json::from_slice(&out.stdout).ok()?;
+    d["chunks"][0]["leader"].as_u64()
+}
+
+/// What a load thread saw: INCRs acknowledged, and those that failed
+/// (their outcome unknown: applied or not).
+#[derive(Default, Debug)]
+struct Counts {
+    acked: u64,
+    failed: u64,
+    /// EXECs of `INCR pa; INCR pb` acknowledged / failed.
+    pairs_acked: u64,
+    pairs_failed: u64,
+}
+
+/// INCRs `c` and runs `MULTI INCR pa INCR pb EXEC` through the nodes in
+/// `addrs` in turn until `stop`, reconnecting after a failure.
+fn load(
+    addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    start: usize,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> Counts {
+    let mut counts = Counts::default();
+    let mut i = start;
+    let mut con: Option<(SocketAddr, redis::Connection)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let addr = {
+            let a = addrs.lock().expect("addrs");
+            a[i % a.len()]
+        };
+        if con.as_ref().is_none_or(|(a, _)| *a != addr) {
+            con = connect(addr).ok().map(|c| (addr, c));
+        }
+        let Some((_, c)) = con.as_mut() else {
+            // Nothing was sent.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if i.is_multiple_of(4) {
+            let r: redis::RedisResult<(i64, i64)> =
+                redis::pipe().atomic().cmd("INCR").arg("pa").cmd("INCR").arg("pb").query(c);
+            match r {
+                Ok((a, b)) => {
+                    assert_eq!(a, b, "a transaction's two counters moved together");
+                    counts.pairs_acked += 1;
+                }
+                Err(_) => {
+                    counts.pairs_failed += 1;
+                    con = None;
+                }
+            }
+        } else {
+            match redis::cmd("INCR").arg("c").query::<i64>(c) {
+                Ok(_) => {
+                    counts.acked += 1;
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    counts.failed += 1;
+                    con = None;
+                }
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn redis_clients_on_every_node_survive_the_leader_killed() {
+    let started = Instant::now();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut nodes = vec![Node::start_pinned(dirs[0].path(), &FAST)];
+    wait_until("a founded cluster", 60, || {
+        status(nodes[0].addr).is_some_and(|s| s["meta_leader"] == 1)
+    });
+    // Alone, node 1 keeps today's local databases: database 5 is its own.
+    let mut alone = connect(nodes[0].resp_addr).expect("connect");
+    let _: () = q(&mut alone, &["SELECT", "5"]);
+    let _: () = q(&mut alone, &["SET", "mine", "1"]);
+    let seed = nodes[0].addr.to_string();
+    for dir in &dirs[1..] {
+        let mut args = FAST.to_vec();
+        args.extend(["--join", &seed]);
+        nodes.push(Node::start_pinned(dir.path(), &args));
+    }
+    wait_until("live voters", 60, || {
+        status(nodes[0].addr).is_some_and(|s| {
+            let all = s["nodes"].as_array().expect("nodes");
+            all.len() == 4
+                && all.iter().all(|n| {
+                    n["live"] == true && matches!(n["meta_role"].as_str(), Some("leader" | "voter"))
+                })
+        })
+    });
+    // Node 1 still serves its own database 5; another node refuses to make
+    // a second copy, naming the node that holds it.
+    let mut other = connect(nodes[1].resp_addr).expect("connect");
+    let _: () = q(&mut other, &["SELECT", "5"]);
+    let refused = redis::cmd("SET").arg("x").arg("1").query::<()>(&mut other).expect_err("refused");
+    assert!(refused.to_string().contains("node 1"), "{refused}");
+    assert_eq!(q::<String>(&mut alone, &["GET", "mine"]), "1");
+
+    // Database 0 is made replicated by its first write, through any node.
+    let mut cons: Vec<redis::Connection> =
+        nodes.iter().map(|n| connect(n.resp_addr).expect("connect")).collect();
+    let _: () = q(&mut cons[1], &["SET", "first", "v"]);
+    wait_until("a leader of redis.0", 30, || chunk_leader(nodes[0].addr, "redis.0").is_some());
+    let d: Json =
+        serde_json::from_slice(&cli(nodes[2].addr, &["range", "describe", "redis.0"]).stdout)
+            .expect("json");
+    let replicas = d["chunks"][0]["replicas"].as_array().map(Vec::len);
+    assert_eq!(replicas, Some(3), "one node of four holds no replica: {d}");
+    for c in cons.iter_mut() {
+        assert_eq!(q::<String>(c, &["GET", "first"]), "v");
+    }
+
+    // A mixed workload from every node, against a model.
+    let mut strings: BTreeMap<String, String> = BTreeMap::new();
+    let mut incrs = 0i64;
+    for i in 0..60usize {
+        // Every node in turn, the one without a replica among them.
+        let c = &mut cons[i % 4];
+        let key = format!("s{}", i % 7);
+        match i % 6 {
+            0 | 1 => {
+                let _: () = q(c, &["SET", &key, &format!("v{i}")]);
+                strings.insert(key, format!("v{i}"));
+            }
+            2 => {
+                let n: i64 = q(c, &["DEL", &key]);
+                assert_eq!(n, i64::from(strings.remove(&key).is_some()), "DEL {key}");
+            }
+            _ => {}
+        }
+        let n: i64 = q(c, &["INCR", "counter"]);
+        incrs += 1;
+        assert_eq!(n, incrs, "INCRs from every node add up");
+        let _: i64 = q(c, &["HSET", "h", &format!("f{}", i % 5), &i.to_string()]);
+        let _: i64 = q(c, &["LPUSH", "l", &i.to_string()]);
+        let _: i64 = q(c, &["ZADD", "z", &i.to_string(), &format!("m{}", i % 4)]);
+        let (a, b): (String, i64) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg("tx")
+            .arg(i)
+            .cmd("INCR")
+            .arg("txn")
+            .query(c)
+            .expect("exec");
+        assert_eq!((a.as_str(), b), ("OK", i as i64 + 1));
+    }
+    let _: () = q(&mut cons[0], &["SET", "brief", "x", "PX", "300"]);
+    let _: i64 = q(&mut cons[2], &["EXPIRE", "first", "1"]);
+    // A database's first write may be a transaction; SELECT inside MULTI
+    // on a replicated database aborts the EXEC.
+    let _: () = q(&mut cons[3], &["SELECT", "2"]);
+    let (n, v): (i64, String) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("t")
+        .cmd("GET")
+        .arg("t")
+        .query(&mut cons[3])
+        .expect("exec");
+    assert_eq!((n, v.as_str()), (1, "1"));
+    let d: Json =
+        serde_json::from_slice(&cli(nodes[0].addr, &["range", "describe", "redis.2"]).stdout)
+            .expect("json");
+    assert_eq!(d["chunks"][0]["replicas"].as_array().map(Vec::len), Some(3), "{d}");
+    let _: () = q(&mut cons[3], &["MULTI"]);
+    let _: () = q(&mut cons[3], &["SELECT", "0"]);
+    let _: () = q(&mut cons[3], &["INCR", "t"]);
+    let aborted = redis::cmd("EXEC").query::<redis::Value>(&mut cons[3]).expect_err("aborted");
+    assert!(aborted.to_string().contains("SELECT inside MULTI"), "{aborted}");
+    let _: () = q(&mut cons[3], &["SELECT", "0"]);
+    // WATCH and FLUSHALL fail clearly on a replicated database.
+    let watch = redis::cmd("WATCH").arg("h").query::<()>(&mut cons[0]).expect_err("refused");
+    assert!(watch.to_string().contains("replicated"), "{watch}");
+    let flush = redis::cmd("FLUSHALL").query::<()>(&mut cons[1]).expect_err("refused");
+    assert!(flush.to_string().contains("databases 0, 2"), "{flush}");
+    std::thread::sleep(Duration::from_millis(1_500));
+    for c in cons.iter_mut() {
+        for (k, v) in &strings {
+            assert_eq!(q::<String>(c, &["GET", k]), *v, "GET {k}");
+        }
+        assert_eq!(q::<i64>(c, &["DBSIZE"]), strings.len() as i64 + 6);
+        assert_eq!(q::<i64>(c, &["EXISTS", "brief", "first"]), 0, "expired");
+        assert_eq!(q::<i64>(c, &["GET", "counter"]), incrs);
+        assert_eq!(q::<i64>(c, &["HLEN", "h"]), 5);
+        assert_eq!(q::<i64>(c, &["LLEN", "l"]), 60);
+        assert_eq!(q::<String>(c, &["LINDEX", "l", "0"]), "59");
+        assert_eq!(q::<String>(c, &["ZSCORE", "z", "m3"]), "59");
+        assert_eq!(q::<String>(c, &["GET", "tx"]), "59");
+    }
+    // Load through every node; kill -9 the chunk leader mid-load.
+    let addrs = Arc::new(Mutex::new(nodes.iter().map(|n| n.resp_addr).collect::<Vec<_>>()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let (addrs, stop, progress) = (addrs.clone(), stop.clone(), progress.clone());
+            std::thread::spawn(move || load(addrs, t, stop, progress))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let leader = chunk_leader(nodes[0].addr, "redis.0").expect("a leader");
+    let victim = (leader - 1) as usize;
+    nodes[victim].kill();
+    let killed = Instant::now();
+    addrs.lock().expect("addrs").retain(|a| *a != nodes[victim].resp_addr);
+    // The two others go on: a new leader takes the INCRs.
+    let before = progress.load(Ordering::Relaxed);
+    wait_until("INCRs after the kill", 30, || progress.load(Ordering::Relaxed) >= before + 10);
+    eprintln!("10 INCRs acknowledged {:?} after the kill", killed.elapsed());
+    std::thread::sleep(Duration::from_millis(1_000));
+    nodes[victim].restart();
+    addrs.lock().expect("addrs").push(nodes[victim].resp_addr);
+    std::thread::sleep(Duration::from_millis(2_000));
+    stop.store(true, Ordering::Relaxed);
+    let counts: Vec<Counts> = threads.into_iter().map(|t| t.join().expect("load")).collect();
+    eprintln!("{counts:?}");
+    let acked: u64 = counts.iter().map(|c| c.acked).sum();
+    let failed: u64 = counts.iter().map(|c| c.failed).sum();
+    let pairs: u64 = counts.iter().map(|c| c.pairs_acked).sum();
+    let pairs_failed: u64 = counts.iter().map(|c| c.pairs_failed).sum();
+    assert!(acked > 50, "the load ran: {counts:?}");
+
+    // Every node answers the same, within what the failures allow.
+    let mut seen = Vec::new();
+    for n in &nodes {
+        let mut c = None;
+        wait_until("a connection", 30, || {
+            c = connect(n.resp_addr).ok();
+            c.is_some()
+        });
+        let c = c.as_mut().expect("connected");
+        let got: (i64, i64, i64) =
+            (q(c, &["GET", "c"]), q(c, &["GET", "pa"]), q(c, &["GET", "pb"]));
+        for (k, v) in &strings {
+            assert_eq!(q::<String>(c, &["GET", k]), *v, "GET {k} after the kill");
+        }
+        assert_eq!(q::<i64>(c, &["GET", "counter"]), incrs);
+        seen.push(got);
+    }
+    assert!(seen.iter().all(|s| *s == seen[0]), "every node answers the same: {seen:?}");
+    let (c, pa, pb) = seen[0];
+    assert!(
+        (acked as i64..=(acked + failed) as i64).contains(&c),
+        "c = {c}: {acked} acknowledged, {failed} failed"
+    );
+    assert_eq!(pa, pb, "transactions applied whole");
+    assert!((pairs as i64..=(pairs + pairs_failed) as i64).contains(&pa), "pa = {pa}");
+    eprintln!("took {:?}", started.elapsed());
+}
