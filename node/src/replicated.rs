@@ -114,6 +114,15 @@ fn outcome_unknown(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::OutcomeUnknown, message)
 }
 
+/// Whether a request reads at a snapshot seq (which is one replica's own).
+fn reads_at_snapshot(command: &Command) -> bool {
+    match command {
+        Command::Get { snapshot, .. } | Command::MultiGet { snapshot, .. } => snapshot.is_some(),
+        Command::Scan(req) => req.snapshot.is_some(),
+        _ => false,
+    }
+}
+
 /// Whether a request changes data, so that a copy sent after an ambiguous
 /// failure could apply it twice.
 fn is_write(command: &Command) -> bool {
@@ -332,12 +341,7 @@ impl Node {
                 self.wait_local_range(name, range.id).await?;
                 Box::pin(self.execute_local(command.clone())).await
             }
-            Command::Get { snapshot: Some(_), .. }
-            | Command::MultiGet { snapshot: Some(_), .. } => Err(NodeError::client(
-                ErrorCode::BadRequest,
-                "reads at a snapshot are not supported on replicated ranges yet",
-            )),
-            Command::Scan(req) if req.snapshot.is_some() => Err(NodeError::client(
+            _ if reads_at_snapshot(command) => Err(NodeError::client(
                 ErrorCode::BadRequest,
                 "reads at a snapshot are not supported on replicated ranges yet",
             )),
@@ -436,12 +440,7 @@ impl Node {
                 ErrorCode::BadRequest,
                 format!("range {name:?} is the target of a mapper: only the mapper writes it"),
             )),
-            Command::Get { snapshot: Some(_), .. }
-            | Command::MultiGet { snapshot: Some(_), .. } => Err(NodeError::client(
-                ErrorCode::BadRequest,
-                "reads at a snapshot are not supported on replicated ranges yet",
-            )),
-            Command::Scan(req) if req.snapshot.is_some() => Err(NodeError::client(
+            _ if reads_at_snapshot(command) => Err(NodeError::client(
                 ErrorCode::BadRequest,
                 "reads at a snapshot are not supported on replicated ranges yet",
             )),

@@ -625,3 +625,70 @@ pub fn fill(dir: &Path, leave_bytes: u64) -> PathBuf {
     }
     filler
 }
+
+/// Clusters of nodes on loopback for tests: short Raft timers, status,
+/// waiting, and starting a cluster.
+pub mod cluster {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value as Json;
+
+    use super::{cli, Node};
+
+    /// Raft timers short enough for tests on one machine.
+    pub const FAST: [&str; 4] = ["--raft-heartbeat-ms", "50", "--raft-election-timeout-ms", "400"];
+
+    /// [`FAST`] and `extra`.
+    pub fn fast_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args: Vec<&str> = FAST.to_vec();
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// `cluster status --json` through `addr`, if it answered.
+    pub fn status(addr: SocketAddr) -> Option<Json> {
+        let out = cli(addr, &["cluster", "status", "--json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("status is JSON"))
+    }
+
+    /// Waits up to `secs` until `done`; panics naming `what` if it never is.
+    pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: never happened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether `s` (a status) lists `n` nodes, every one live and a voter
+    /// (or the leader) of the meta range, which has a leader.
+    pub fn all_live_voters(s: &Json, n: usize) -> bool {
+        let Some(all) = s["nodes"].as_array() else { return false };
+        all.len() == n
+            && all.iter().all(|node| {
+                node["live"] == true
+                    && matches!(node["meta_role"].as_str(), Some("leader" | "voter"))
+            })
+            && s["meta_leader"].is_u64()
+    }
+
+    /// Starts a founder and one node joining it per further directory, all
+    /// on fixed ports with [`FAST`] timers, and waits until every one is a
+    /// live voter of the meta range.
+    pub fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
+        let first = Node::start_pinned(dirs[0].path(), &FAST);
+        wait_until("a founded cluster", 60, || {
+            status(first.addr).is_some_and(|s| s["meta_leader"] == 1)
+        });
+        let seed = first.addr.to_string();
+        let mut nodes = vec![first];
+        for dir in &dirs[1..] {
+            nodes.push(Node::start_pinned(dir.path(), &fast_with(&["--join", &seed])));
+        }
+        wait_until("live voters", 60, || {
+            status(nodes[0].addr).is_some_and(|s| all_live_voters(&s, dirs.len()))
+        });
+        nodes
+    }
+}

@@ -4,22 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use monotable_tests::cluster::{all_live_voters, fast_with, start_cluster, status, FAST};
 use monotable_tests::{cli, err, ok, serve_exits, Node};
 use serde_json::Value as Json;
-
-/// Raft timers short enough for tests on one machine.
-const FAST: [&str; 4] = ["--raft-heartbeat-ms", "50", "--raft-election-timeout-ms", "400"];
-
-fn fast_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args: Vec<&str> = FAST.to_vec();
-    args.extend_from_slice(extra);
-    args
-}
-
-fn status(addr: SocketAddr) -> Option<Json> {
-    let out = cli(addr, &["cluster", "status", "--json"]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("status is JSON"))
-}
 
 /// Waits until `cluster status` at `addr` satisfies `done`; returns it.
 fn wait_status(addr: SocketAddr, what: &str, done: impl Fn(&Json) -> bool) -> Json {
@@ -50,13 +37,6 @@ fn nodes(s: &Json) -> Vec<(u64, String, bool, String)> {
             )
         })
         .collect()
-}
-
-fn all_live_voters(s: &Json, n: usize) -> bool {
-    let nodes = nodes(s);
-    nodes.len() == n
-        && nodes.iter().all(|(_, _, live, role)| *live && (role == "leader" || role == "voter"))
-        && s["meta_leader"].is_u64()
 }
 
 #[test]
@@ -142,20 +122,6 @@ fn bad_cluster_options_are_refused_at_start() {
     let out = serve_exits(dir.path(), &["--listen", "0.0.0.0:0", "--join", "127.0.0.1:1"])
         .expect("refused");
     assert!(out.contains("--advertise-addr"), "{out}");
-}
-
-/// Starts a founder and `n - 1` nodes joining it, all on fixed ports, and
-/// waits until every one is a live voter of the meta range.
-fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
-    let first = Node::start_pinned(dirs[0].path(), &FAST);
-    wait_status(first.addr, "a founded cluster", |s| s["meta_leader"] == 1);
-    let seed = first.addr.to_string();
-    let mut nodes = vec![first];
-    for dir in &dirs[1..] {
-        nodes.push(Node::start_pinned(dir.path(), &fast_with(&["--join", &seed])));
-    }
-    wait_status(nodes[0].addr, "live voters", |s| all_live_voters(s, dirs.len()));
-    nodes
 }
 
 /// The node leading the replicated chunk, by `cluster status`: the one

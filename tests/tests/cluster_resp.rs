@@ -10,24 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use monotable_tests::cluster::{status, wait_until, FAST};
 use monotable_tests::{cli, Node};
 use serde_json::Value as Json;
-
-/// Raft timers short enough for tests on one machine.
-const FAST: [&str; 4] = ["--raft-heartbeat-ms", "50", "--raft-election-timeout-ms", "400"];
-
-fn status(addr: SocketAddr) -> Option<Json> {
-    let out = cli(addr, &["cluster", "status", "--json"]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("status is JSON"))
-}
-
-fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: never happened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn connect(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
     let client = redis::Client::open(format!("redis://{addr}/"))?;

@@ -8,51 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monotable_tests::{cli, err, json_lines, msgpack, ok, Node};
+use monotable_tests::cluster::{start_cluster, wait_until};
+use monotable_tests::{cli, err, json_lines, msgpack, ok};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
 
-/// Raft timers short enough for tests on one machine.
-const FAST: [&str; 4] = ["--raft-heartbeat-ms", "50", "--raft-election-timeout-ms", "400"];
-
 const CITIES: [&str; 4] = ["paris", "oslo", "rome", "lima"];
-
-fn status(addr: SocketAddr) -> Option<Json> {
-    let out = cli(addr, &["cluster", "status", "--json"]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("status is JSON"))
-}
-
-fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: never happened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
-    let first = Node::start_pinned(dirs[0].path(), &FAST);
-    wait_until("a founded cluster", 60, || {
-        status(first.addr).is_some_and(|s| s["meta_leader"] == 1)
-    });
-    let seed = first.addr.to_string();
-    let mut nodes = vec![first];
-    for dir in &dirs[1..] {
-        let mut args = FAST.to_vec();
-        args.extend(["--join", &seed]);
-        nodes.push(Node::start_pinned(dir.path(), &args));
-    }
-    wait_until("live voters", 60, || {
-        status(nodes[0].addr).is_some_and(|s| {
-            let all = s["nodes"].as_array().expect("nodes");
-            all.len() == dirs.len()
-                && all.iter().all(|n| {
-                    n["live"] == true && matches!(n["meta_role"].as_str(), Some("leader" | "voter"))
-                })
-        })
-    });
-    nodes
-}
 
 /// The leader of range `range`'s chunk, as `range describe` through `addr`
 /// says.

@@ -143,6 +143,10 @@ pub struct MetaState {
     /// Views on replicated ranges, by name.
     #[serde(default)]
     pub views: BTreeMap<String, MetaView>,
+    /// The log index of the last command applied (the same on every
+    /// replica; membership changes and blank entries do not count).
+    #[serde(default)]
+    pub applied: u64,
 }
 
 /// How many replies of [`MetaCommand::Once`] the meta range remembers: a
@@ -537,11 +541,12 @@ fn follow_sources(ranges: &mut BTreeMap<String, MetaRange>) {
 }
 
 impl Machine for MetaMachine {
-    fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
         let reply = match rmp_serde::from_slice::<MetaCommand>(command) {
             Ok(c) => self.run(c),
             Err(e) => MetaReply::Refused(format!("undecodable meta command: {e}")),
         };
+        self.state().applied = index;
         self.bump();
         rmp_serde::to_vec(&reply).expect("meta replies always encode")
     }

@@ -511,9 +511,11 @@ impl Cluster {
         }
     }
 
-    /// The last log index this node's meta replica applied.
+    /// The log index of the last command this node's meta replica applied
+    /// (read from the machine itself: openraft's metrics may lag it, and a
+    /// reply to a proposal leaves once the machine applied it).
     pub fn meta_applied(&self) -> Option<u64> {
-        self.member.get().and_then(|m| m.meta.status().last_applied_index)
+        self.with_meta(|m| m.applied)
     }
 
     /// Waits (up to [`META_CATCH_UP_MAX_MS`]) until this node's meta
@@ -534,7 +536,7 @@ impl Cluster {
         };
         let deadline = Instant::now() + Duration::from_millis(META_CATCH_UP_MAX_MS);
         loop {
-            if member.meta.status().last_applied_index >= target {
+            if Some(member.state.state().applied) >= target {
                 return true;
             }
             if Instant::now() > deadline {
