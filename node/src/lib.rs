@@ -24,7 +24,17 @@
 //!   the network adapter over a transport shared by all groups of a node.
 //! - [`cluster`]: the nodes of the cluster and the meta range they
 //!   replicate (one Raft group): founding, `--join`, status, removal, and
-//!   the connections to peers that carry Raft RPCs and forwarded requests.
+//!   the connections to peers that carry Raft RPCs and forwarded requests;
+//!   its placement loop moves replicas to where the meta range wants them.
+//! - [`replica`]: a chunk replicated by Raft: the state machine that
+//!   applies a chunk's committed commands (writes, splits, the rows of
+//!   views riding on it) to its chunk cell.
+//! - [`replicated`]: requests for replicated ranges on any node: proposed
+//!   or read on the chunk's leader (forwarded there), replicated ranges
+//!   created and dropped through the meta range, each node's replicas
+//!   started and stopped as the meta range says, splits.
+//! - [`replicated_views`]: views on replicated ranges, run on the leader
+//!   of the chunk they read and resynced by a new leader.
 //! - [`catalog`]: ranges and chunk boundaries in sled, and this node's
 //!   cluster identity (node-local state).
 //! - [`startup`]: the catalog checked against the chunk directories at
@@ -32,8 +42,9 @@
 //! - [`view`]: live map-reduce: mapper and reducer functions, the Lua
 //!   sandbox, the reduce tree, and the mapper and reducer actors that
 //!   follow their ranges.
-//! - [`resp`]: the Redis protocol endpoint: request reader, commands, and
-//!   the layout of Redis databases as ranges.
+//! - [`resp`]: the Redis protocol endpoint: request reader, commands, the
+//!   layout of Redis databases as ranges, and their commands on a cluster
+//!   (run on the leader of the database's chunk).
 //! - [`config`], [`error`]: settings with their defaults, and error types.
 //! - [`auth`]: the password both protocols check, and the throttle on
 //!   failed attempts; [`file_modes`]: data files readable by their owner
