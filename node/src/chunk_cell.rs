@@ -298,7 +298,7 @@ impl ChunkCell {
     }
 
     /// Opens again, from its files, a replicated chunk that
-    /// [`Self::close_replica`] closed (once its disk has room again, say):
+    /// `close_replica` closed (once its disk has room again, say):
     /// what its Raft log holds after the replica's last snapshot is then
     /// applied again on top. Does nothing to an open chunk.
     ///
