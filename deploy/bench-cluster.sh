@@ -124,5 +124,7 @@ printf '%s\n' "${times[@]}" | python3 -c '
 import sys
 t = sorted(int(x) for x in sys.stdin)
 p = lambda q: t[min(len(t) - 1, int(q * len(t)))]
-print(f"| kills | p50 ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|\n| {len(t)} | {p(0.5)} | {p(0.99)} | {t[0]} | {t[-1]} |")'
+print(f"| kills | p50 ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|\n| {len(t)} | {p(0.5)} | {p(0.99)} | {t[0]} | {t[-1]} |")
+print()
+print("Every kill, ms, sorted: " + ", ".join(str(x) for x in t))'
 DIR="$work/cluster" deploy/local-cluster.sh stop >/dev/null
