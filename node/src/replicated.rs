@@ -1531,7 +1531,14 @@ impl Replicas {
 
     /// Marks a split of `chunk` in flight, unless one is already.
     fn begin_split(&self, chunk: u64) -> Option<Splitting<'_>> {
-        self.lock_splitting().insert(chunk).then_some(Splitting { replicas: self, chunk })
+        // The lock is released before a guard exists: dropping one takes
+        // it again. Postmortem: `then_some` built the guard even when the
+        // chunk was already marked, then dropped it with the lock still
+        // held (the thread locked the mutex it held: the node hung for
+        // good under concurrent splits), and its drop also unmarked the
+        // split in flight.
+        let inserted = self.lock_splitting().insert(chunk);
+        inserted.then(|| Splitting { replicas: self, chunk })
     }
 }
 
@@ -1592,6 +1599,25 @@ mod tests {
     use super::*;
     use crate::cluster::meta::MetaMachine;
     use crate::consensus::Machine;
+
+    // A second split of a chunk already splitting deadlocked the thread
+    // (see `Replicas::begin_split`); it must be refused and leave the
+    // first one marked.
+    #[test]
+    fn a_second_split_of_a_chunk_in_flight_is_refused_and_keeps_the_first() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = Replicas::default();
+            let first = r.begin_split(7).expect("the first split");
+            let second = r.begin_split(7).is_none();
+            let still = r.lock_splitting().contains(&7);
+            drop(first);
+            let again = r.begin_split(7).is_some();
+            let _ = tx.send((second, still, again));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(10)).expect("no deadlock");
+        assert_eq!(got, (true, true, true), "(second refused, first still marked, free after)");
+    }
 
     fn chunk(id: u64, start: &str, end: Option<&str>, generation: u64) -> MetaChunk {
         let end = end.map(|e| e.as_bytes().to_vec());
