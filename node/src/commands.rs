@@ -244,6 +244,19 @@ impl Node {
                 format!("chunk size must be at least {CHUNK_SIZE_MIN_BYTES} bytes"),
             ));
         }
+        // A node still joining its cluster (`serve --join`) does not know
+        // yet whether the name is a replicated range (or a Redis database)
+        // of the cluster: a range made here now would be this node's own
+        // copy beside the cluster's.
+        // Postmortem: `range create` and a Redis write on a node within
+        // 100 ms of its start with --join made node-local ranges (redis.0
+        // among them) that the other nodes never saw.
+        if self.cluster().is_ok_and(|c| c.node_id().is_none()) {
+            return Err(NodeError::client(
+                ErrorCode::ClusterUnavailable,
+                "this node is still joining its cluster; retry once it has joined",
+            ));
+        }
         // One creation at a time: two creators of one name must not both
         // pass the check below before either is in the router.
         let _creating = self.creating_range.lock().unwrap_or_else(|p| p.into_inner());

@@ -839,3 +839,24 @@ fn a_replica_stopped_by_a_full_disk_comes_back_once_there_is_room() {
         n.stop();
     }
 }
+
+/// A node still joining its cluster makes no range of its own: not by
+/// `range create`, not by a Redis client's first write.
+///
+/// Postmortem: a node within 100 ms of its start with `--join` made
+/// node-local ranges (the Redis database `redis.0` among them) beside the
+/// cluster's, and its answers differed from the other nodes' for good.
+#[test]
+fn a_node_still_joining_makes_no_range_of_its_own() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Nothing answers at the seed: the node keeps joining.
+    let mut node = Node::start_pinned(dir.path(), &fast_with(&["--join", "127.0.0.1:9"]));
+    let refused = err(cli(node.addr, &["range", "create", "mine"]));
+    assert!(refused.contains("still joining"), "{refused}");
+    let mut resp = monotable_tests::RawResp::connect(node.resp_addr, 10);
+    let reply = resp.call(&[b"SET", b"k", b"v"]);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with('-') && reply.contains("still joining"), "{reply}");
+    assert!(err(cli(node.addr, &["range", "describe", "redis.0"])).contains("does not exist"));
+    node.stop();
+}
