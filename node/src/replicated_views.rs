@@ -374,18 +374,7 @@ impl Node {
             MetaView::Reducer { range, function } => {
                 let function = self.checked_reduce_function(function.clone()).await?;
                 let range_id = range_id(range)?;
-                let meta = ReducerMeta {
-                    name: name.to_owned(),
-                    range: range.clone(),
-                    range_id,
-                    function,
-                    checkpoint: None,
-                    levels: Vec::new(),
-                };
-                self.catalog.put_reducer(&meta)?;
-                let addr = self.register_reducer(meta)?;
-                self.rewatch(range_id).await?;
-                addr.do_send(crate::view::mapper::Dirty);
+                self.start_new_reducer(name, range, range_id, function).await?;
             }
         }
         Ok(())

@@ -482,18 +482,7 @@ impl Node {
         }
         let function = self.checked_reduce_function(function).await?;
         let range_id = self.describe_range(range).await?.id;
-        let meta = ReducerMeta {
-            name: name.to_owned(),
-            range: range.to_owned(),
-            range_id,
-            function,
-            checkpoint: None,
-            levels: Vec::new(),
-        };
-        self.catalog.put_reducer(&meta)?;
-        let addr = self.register_reducer(meta)?;
-        self.rewatch(range_id).await?;
-        addr.do_send(Dirty);
+        self.start_new_reducer(name, range, range_id, function).await?;
         tracing::info!(reducer = name, range, "created reducer");
         Ok(())
     }
@@ -863,6 +852,30 @@ impl Node {
         let ranges = (source.to_owned(), source_info.id, target.to_owned(), target_id);
         self.start_new_mapper(name, ranges, f, total, false).await?;
         tracing::info!(mapper = name, source, target, "created mapper");
+        Ok(())
+    }
+
+    /// Records and starts a new reducer of `range` (id `range_id`), which
+    /// builds its tree from the range first.
+    pub(crate) async fn start_new_reducer(
+        self: &Arc<Self>,
+        name: &str,
+        range: &str,
+        range_id: u64,
+        function: ReducerFunction,
+    ) -> NodeResult<()> {
+        let meta = ReducerMeta {
+            name: name.to_owned(),
+            range: range.to_owned(),
+            range_id,
+            function,
+            checkpoint: None,
+            levels: Vec::new(),
+        };
+        self.catalog.put_reducer(&meta)?;
+        let addr = self.register_reducer(meta)?;
+        self.rewatch(range_id).await?;
+        addr.do_send(Dirty);
         Ok(())
     }
 
