@@ -119,6 +119,7 @@ impl Node {
             Command::Scan(req) => self.scan_range(req).await.map(Reply::Scan),
             Command::CreateSnapshot => {
                 // A snapshot shows every write acknowledged before it.
+                self.settle_replicas().await?;
                 self.wait_settled().await?;
                 let seq = self.clock.pin_stable();
                 session.pins.lock().unwrap_or_else(|p| p.into_inner()).push(seq);
@@ -186,6 +187,7 @@ impl Node {
                 self.cluster()?.add_voter(node, addr).await.map(|()| Reply::Ok)
             }
             Command::NodeInfo => Ok(Reply::NodeInfo(self.node_info())),
+            Command::ReadIndex { group } => self.serve_read_index(group).await,
             Command::MetaPropose { command } => self
                 .cluster()?
                 .propose_encoded(&command)

@@ -46,10 +46,14 @@
 //! reads or writes does not split, and no view is made on a range of
 //! several chunks (views run on one chunk's group).
 //!
-//! Not yet: reads at a snapshot, sinks and bridge jobs on replicated
-//! ranges; a replica that missed a split and is sent a snapshot of the
-//! lower half refuses it (its group stops on that node, loudly) and must
-//! be rebuilt.
+//! Reads at a snapshot are served by this node's own replicas, and never
+//! forwarded (a snapshot's seq is one node's): a snapshot taken here waits
+//! first for each replica's read index ([`Node::settle_replicas`]). A Redis
+//! database never splits ([`is_redis_database`]).
+//!
+//! Not yet: sinks on replicated ranges; a replica that missed a split and
+//! is sent a snapshot of the lower half refuses it (its group stops on
+//! that node, loudly) and must be rebuilt.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,8 +79,17 @@ use crate::storage::chunk::ChunkMeta;
 
 /// Names of the Redis endpoint's databases start with this: the endpoint
 /// creates them on a database's first write ([`Node::create_redis_database`]),
-/// `range create` does not.
+/// and so does `range create` of such a name (a bridge import), with the
+/// same replicas and options.
 const REDIS_DATABASE_PREFIX: &str = "redis.";
+
+/// Whether replicated range `name` is a Redis database. One never splits:
+/// a Redis command runs on one Raft group (its database's), and a key's
+/// rows lie under several tags (see `resp::keyspace`), so any split would
+/// put one key's rows in two groups.
+pub(crate) fn is_redis_database(name: &str) -> bool {
+    name.starts_with(REDIS_DATABASE_PREFIX)
+}
 
 /// Replicas a range gets when its creator names no number.
 pub const REPLICAS_DEFAULT: u32 = 3;
@@ -327,6 +340,23 @@ impl Node {
                 format!("range {name:?} is the target of a mapper: only the mapper writes it"),
             ));
         }
+        if reads_at_snapshot(command) {
+            // A snapshot's seq is the node's own: such a read is served by
+            // this node's replicas, as they were when it was pinned (after
+            // `Node::settle_replicas`), and never forwarded.
+            if !range.replicas.contains(&me) {
+                return Err(NodeError::client(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "range {name:?} has replicas on nodes {:?}, not on this node {me}: read \
+                         it at a snapshot taken through one of those (a snapshot is one node's)",
+                        range.replicas
+                    ),
+                ));
+            }
+            self.wait_local_range(name, range.id).await?;
+            return Box::pin(self.execute_local(command.clone())).await;
+        }
         if !range.replicas.contains(&me) {
             return self.forward_to_replica(cluster, range, command.clone()).await;
         }
@@ -341,10 +371,6 @@ impl Node {
                 self.wait_local_range(name, range.id).await?;
                 Box::pin(self.execute_local(command.clone())).await
             }
-            _ if reads_at_snapshot(command) => Err(NodeError::client(
-                ErrorCode::BadRequest,
-                "reads at a snapshot are not supported on replicated ranges yet",
-            )),
             _ => {
                 // Refused whole before anything is routed, as on a local range.
                 match command {
@@ -440,10 +466,6 @@ impl Node {
                 ErrorCode::BadRequest,
                 format!("range {name:?} is the target of a mapper: only the mapper writes it"),
             )),
-            _ if reads_at_snapshot(command) => Err(NodeError::client(
-                ErrorCode::BadRequest,
-                "reads at a snapshot are not supported on replicated ranges yet",
-            )),
             _ => {
                 // A linearizable read: Raft's read index on the leader,
                 // then what the leader applied (all of it committed).
@@ -456,6 +478,57 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Waits until every replica this node holds has applied every entry
+    /// committed before the call: a snapshot pinned after it shows every
+    /// write acknowledged before it, on every replicated chunk here. A
+    /// leader confirms its read index with a majority; a follower asks its
+    /// leader for it ([`Command::ReadIndex`]) and waits to apply up to it.
+    /// Costs one round to a majority per group held, all at once.
+    ///
+    /// Errors: `ClusterUnavailable` when a group has no reachable leader
+    /// in time.
+    pub(crate) async fn settle_replicas(self: &Arc<Self>) -> NodeResult<()> {
+        let Ok(cluster) = self.cluster() else { return Ok(()) };
+        let Some(me) = cluster.node_id() else { return Ok(()) };
+        let mut settles = tokio::task::JoinSet::new();
+        for (id, _, _) in self.replicated.all() {
+            let Some(group) = cluster.group(id) else { continue };
+            let node = self.clone();
+            settles.spawn(async move {
+                let command = Command::ReadIndex { group: group.id() };
+                let read = |g: Group| async move { g.read_barrier().await };
+                match node.on_leader(&group, me, &command, read).await? {
+                    None => Ok(()),
+                    Some(Reply::ReadIndex(index)) => group
+                        .wait_applied(index)
+                        .await
+                        .map_err(|e| unavailable(format!("chunk {}: {e}", group.id()))),
+                    Some(other) => {
+                        Err(NodeError::Internal(format!("unexpected read index reply {other:?}")))
+                    }
+                }
+            });
+        }
+        while let Some(done) = settles.join_next().await {
+            done.map_err(|e| NodeError::Internal(format!("settling a replica: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// [`Command::ReadIndex`]: the read index of chunk group `group`,
+    /// which this node must lead.
+    ///
+    /// Errors: `ClusterUnavailable` when this node holds no replica of it
+    /// or does not lead it.
+    pub(crate) async fn serve_read_index(&self, group: u64) -> NodeResult<Reply> {
+        let cluster = self.cluster()?;
+        let g = cluster
+            .group(group)
+            .ok_or_else(|| unavailable(format!("no replica of chunk {group} runs here")))?;
+        let index = g.read_index().await.map_err(|e| unavailable(format!("chunk {group}: {e}")))?;
+        Ok(Reply::ReadIndex(index))
     }
 
     /// Runs `f` on this node's replica if it leads the group; else forwards
@@ -482,6 +555,12 @@ impl Node {
     {
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
         let write = is_write(command);
+        // `f` proposes the command itself (for a `RespForward`, `f` is a
+        // read barrier and the leader proposes later, on its own terms).
+        // Postmortem: a read barrier refused on a replica that had just
+        // lost its leadership failed RESP reads (TYPE) with "may or may
+        // not have been applied".
+        let proposes = matches!(command, Command::Write { .. });
         loop {
             // A write is proposed only on a replica that believes it leads,
             // and one refused with `NotLeader` after that is not sent
@@ -497,7 +576,7 @@ impl Node {
                 Err(ConsensusError::NotLeader { leader })
             } else {
                 match f(group.clone()).await {
-                    Err(e @ ConsensusError::NotLeader { .. }) if write => {
+                    Err(e @ ConsensusError::NotLeader { .. }) if proposes => {
                         return Err(outcome_unknown(format!(
                             "chunk {}: {e} while the write was proposed; it may or may not \
                              have been applied",
@@ -529,9 +608,7 @@ impl Node {
                 Err(e @ ConsensusError::NotLeader { .. }) => {
                     return Err(unavailable(format!("chunk {}: {e}", group.id())))
                 }
-                Err(e @ (ConsensusError::Timeout(_) | ConsensusError::Fatal(_)))
-                    if is_write(command) =>
-                {
+                Err(e @ (ConsensusError::Timeout(_) | ConsensusError::Fatal(_))) if proposes => {
                     return Err(outcome_unknown(format!(
                         "chunk {}: {e}; the write may or may not have been applied",
                         group.id()
@@ -875,9 +952,16 @@ impl Node {
         self.propose_split(cluster, name, chunk.id, key.to_vec()).await
     }
 
-    /// Runs `f` on this node's replica if it leads the group; else forwards
-    /// `command` to the leader and returns its reply (`Some`). Waits for an
-    /// election when there is no leader.
+    /// Splits replicated chunk `chunk` of range `name` at `at`, on this
+    /// node, its leader (see the module docs: the upper half's id from the
+    /// meta range, [`ChunkCommand::Split`] through the chunk's group, then
+    /// [`MetaCommand::SplitChunk`]). `Ok` without a split when `at` is not
+    /// strictly inside the chunk.
+    ///
+    /// Errors: `BadRequest` for a Redis database; `Busy` while the chunk is
+    /// splitting; `StaleChunkMap` while the meta range's record of the
+    /// chunk is behind the replica; `ClusterUnavailable` when the group
+    /// lost its leader.
     async fn propose_split(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
@@ -885,6 +969,15 @@ impl Node {
         chunk: u64,
         at: Vec<u8>,
     ) -> NodeResult<Reply> {
+        if is_redis_database(name) {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!(
+                    "range {name:?} is a Redis database on a cluster: it stays one chunk (one \
+                     key's rows lie under several tags, and a command runs on one Raft group)"
+                ),
+            ));
+        }
         let Some(_splitting) = self.replicated.begin_split(chunk) else {
             return Err(NodeError::client(ErrorCode::Busy, format!("chunk {chunk} is splitting")));
         };
@@ -938,6 +1031,10 @@ impl Node {
         else {
             return;
         };
+        if is_redis_database(&name) {
+            // Stays one chunk (see `is_redis_database`), however large.
+            return;
+        }
         let Some(group) = self.replicated.group_of(chunk.id) else { return };
         let me = cluster.node_id();
         if me.is_none() || cluster.group(group).and_then(|g| g.status().leader) != me {
@@ -986,7 +1083,6 @@ impl Node {
         }
     }
 
-    /// Sends `command` to the node at `addr` as it is; its reply or error.
     /// Sends `command` to the node at `addr` as it is; its reply or error.
     ///
     /// Errors: `ClusterUnavailable` when no connection could be made
@@ -1052,20 +1148,25 @@ impl Node {
             }
             return None;
         }
-        if name.starts_with(REDIS_DATABASE_PREFIX) {
-            return Some(Err(NodeError::client(
-                ErrorCode::InvalidRangeName,
-                format!(
-                    "{name:?}: names starting with {REDIS_DATABASE_PREFIX:?} are the Redis \
-                     endpoint's databases, created by their first write through it"
-                ),
-            )));
-        }
         if meta.ranges.contains_key(name) || self.router_read().range(name).is_some() {
             return Some(Err(NodeError::client(
                 ErrorCode::RangeExists,
                 format!("range {name:?} already exists"),
             )));
+        }
+        if is_redis_database(name) {
+            // Made as the endpoint's first write makes it (a bridge import
+            // into a database no client wrote yet comes this way).
+            if options != RangeOptions::default() || replicas.is_some() {
+                return Some(Err(NodeError::client(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "{name:?} is a Redis database: on a cluster it gets the default options \
+                         and min({REPLICAS_DEFAULT}, members) replicas"
+                    ),
+                )));
+            }
+            return Some(self.create_redis_database(name).await.map(|()| Reply::Ok));
         }
         Some(self.create_replicated_range(cluster, name, options, wanted).await)
     }
@@ -1172,7 +1273,12 @@ impl Node {
                 self.wait_meta(cluster, |m| !m.ranges.contains_key(name)).await;
                 Ok(Reply::Ok)
             }
-            MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::RangeNotFound, m)),
+            MetaReply::Refused(m) if m.ends_with("does not exist") => {
+                Err(NodeError::client(ErrorCode::RangeNotFound, m))
+            }
+            // Postmortem: dropping a range a view reads answered
+            // `RangeNotFound` (every refusal was mapped to it).
+            MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
             other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
         }
     }

@@ -250,6 +250,12 @@ pub enum Command {
         proto: u8,
         hops: u8,
     },
+    /// Node to node: the read index of chunk group `group` (Raft's read
+    /// index, confirmed with a majority by its leader; refused with
+    /// `NotLeader` elsewhere). Answered with [`Reply::ReadIndex`].
+    ReadIndex {
+        group: u64,
+    },
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged
@@ -487,6 +493,8 @@ pub enum Reply {
     Raft(Bytes),
     /// A Redis reply, RESP-encoded (answers [`Command::RespForward`]).
     Resp(Bytes),
+    /// A Raft log index (answers [`Command::ReadIndex`]).
+    ReadIndex(u64),
 }
 
 /// The cluster as one node sees it (`monotable cluster status`).

@@ -582,10 +582,12 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
         assert_eq!(chunks[1]["replicas"], serde_json::json!([1, 2]));
     }
     assert_eq!(ok(cli(a, &["get", "r", "k"])).trim(), "1");
-    // Refused: no replicas; a Redis database's name; a name that a node
-    // uses for a range of its own (it would shadow the replicated one).
+    // Refused: no replicas; a Redis database's name with options of its
+    // own (it is made as its first write would make it); a name that a
+    // node uses for a range of its own (it would shadow the replicated one).
     assert!(err(cli(a, &["range", "create", "z", "--replicas", "0"])).contains("at least 1"));
-    assert!(err(cli(a, &["range", "create", "redis.1"])).contains("Redis"));
+    let e = err(cli(a, &["range", "create", "redis.1", "--replicas", "2"]));
+    assert!(e.contains("is a Redis database"), "{e}");
     ok(cli(b, &["range", "create", "mine", "--replicas", "1"]));
     assert!(err(cli(a, &["range", "create", "mine"])).contains("already exists on node 2"));
     // A replicated chunk over its limit splits as one decision for every

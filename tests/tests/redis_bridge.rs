@@ -566,3 +566,84 @@ fn a_sink_recovers_when_someone_else_changes_a_key_type_in_redis() {
     run(&mut m, &[b"HSET", b"h", b"g", b"2"]);
     wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the foreign write");
 }
+
+/// The replicas of `range`'s first chunk, as `range describe` through
+/// `addr` names them.
+fn replicas_of(addr: SocketAddr, range: &str) -> Vec<u64> {
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(cli(addr, &["range", "describe", range]))).expect("json");
+    d["chunks"][0]["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| r.as_u64().expect("id"))
+        .collect()
+}
+
+/// The bridge on four nodes, where a Redis database gets three replicas:
+/// an import through the node without one makes the database (replicated)
+/// and every node's RESP endpoint then reads it; an export through a
+/// follower right after a write through another node includes that write
+/// (a snapshot waits for each replica's read index); an export through the
+/// node without a replica is refused naming the nodes that have one; the
+/// database refuses to split.
+#[test]
+fn import_verify_and_export_on_a_cluster() {
+    use monotable_tests::cluster::start_cluster;
+    let source = Redis::start();
+    populate(source.addr);
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let nodes = start_cluster(&dirs);
+
+    // Node 4 joined last and holds no replica of a database made now (the
+    // live nodes with the fewest replicas, then the lowest ids).
+    let out = cli(nodes[3].addr, &["redis", "import", "--url", &source.url(0), "--verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("imported 3212 keys"), "{text}");
+    assert!(text.contains("no differences"), "{text}");
+    let replicas = replicas_of(nodes[0].addr, "redis.0");
+    assert_eq!(replicas, vec![1, 2, 3], "a database gets min(3, members) replicas");
+    // Read through RESP on the node without a replica (each command
+    // forwarded to the leader), and key by key through every node.
+    // (Every type, binary keys, big collections; a sample of the small
+    // keys: each forwarded read costs a round trip and a read index.)
+    for prefix in [&b"h1"[..], b"set1", b"l1", b"z1", b"s1", b"big", b"bin", b"hz", b"sz", b"zz"] {
+        let (want, got) = (dump(source.addr, 0, prefix), dump(nodes[3].resp_addr, 0, prefix));
+        assert_eq!(want, got, "keys under {:?} through RESP", prefix.escape_ascii().to_string());
+    }
+    for n in [&nodes[1], &nodes[3]] {
+        let out = cli(n.addr, &["redis", "verify", "--url", &source.url(0)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    // Each replica's export holds a write acknowledged through another
+    // node just before it.
+    let dest = Redis::start();
+    for (i, n) in nodes[..3].iter().enumerate() {
+        let key = format!("fresh{i}");
+        run(&mut con(nodes[(i + 1) % 4].resp_addr, 0), &[b"SET", key.as_bytes(), b"v"]);
+        run(&mut con(source.addr, 0), &[b"SET", key.as_bytes(), b"v"]);
+        let db = (i + 1) as u32;
+        let out = cli(n.addr, &["redis", "export", "--range", "redis.0", "--url", &dest.url(db)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(dump(dest.addr, db, b""), dump(source.addr, 0, b""), "export through {i}");
+    }
+
+    // No replica on node 4: a snapshot there cannot read the database.
+    let out = cli(nodes[3].addr, &["redis", "export", "--range", "redis.0", "--url", &dest.url(5)]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("at a snapshot taken through one of those"), "{e}");
+
+    // A Redis database on a cluster stays one chunk: its commands run on
+    // one Raft group.
+    monotable_tests::runtime().block_on(async {
+        let c = monotable_client::Client::connect(nodes[1].addr).await.expect("connect");
+        let e = c.split_chunk("redis.0", "k").await.expect_err("refused");
+        assert!(e.to_string().contains("stays one chunk"), "{e}");
+    });
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(cli(nodes[0].addr, &["range", "describe", "redis.0"])))
+            .expect("json");
+    assert_eq!(d["chunks"].as_array().map(Vec::len), Some(1), "{d}");
+}

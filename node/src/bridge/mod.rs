@@ -28,10 +28,19 @@ pub enum BridgeError {
     /// Redis answered a command with an error (WRONGTYPE, OOM, ...).
     #[error("redis replied: {0}")]
     RedisReply(String),
+    /// The node refused a request or could not be reached. Not a
+    /// `#[source]`: the message already holds it, and an error chain
+    /// printed it twice ("monotable: X: X").
     #[error("monotable: {0}")]
-    Monotable(#[from] monotable_client::Error),
+    Monotable(monotable_client::Error),
     #[error(transparent)]
     Node(#[from] crate::error::NodeError),
     #[error("damaged row: {0}")]
     Damaged(String),
+}
+
+impl From<monotable_client::Error> for BridgeError {
+    fn from(e: monotable_client::Error) -> Self {
+        BridgeError::Monotable(e)
+    }
 }

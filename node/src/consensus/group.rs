@@ -274,9 +274,20 @@ impl Group {
     /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
     /// is no longer) the leader.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        self.read_index().await.map(|_| ())
+    }
+
+    /// [`Group::read_barrier`], returning the read index: the log index
+    /// every entry committed before the call is at or below (0 for an
+    /// empty log). A follower that has applied up to it
+    /// ([`Group::wait_applied`]) holds every write acknowledged before the
+    /// call.
+    ///
+    /// Errors: as [`Group::read_barrier`].
+    pub async fn read_index(&self) -> Result<u64, ConsensusError> {
         self.quiet.wake();
         match self.bounded(self.raft.ensure_linearizable()).await? {
-            Ok(_) => Ok(()),
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f))
             }
@@ -286,6 +297,23 @@ impl Group {
                 Err(ConsensusError::NotLeader { leader: None })
             }
             Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    /// Waits until this replica has applied the entry at `index` (a read
+    /// index its leader gave, [`Group::read_index`]), within the request
+    /// timeout.
+    ///
+    /// Errors: [`ConsensusError::Timeout`]; [`ConsensusError::Fatal`] if
+    /// the group stopped.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ConsensusError> {
+        if index == 0 {
+            return Ok(());
+        }
+        let wait = self.raft.wait(None);
+        match self.bounded(wait.applied_index_at_least(Some(index), "read index")).await? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ConsensusError::Fatal(format!("waiting for index {index}: {e}"))),
         }
     }
 

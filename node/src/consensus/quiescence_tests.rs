@@ -323,3 +323,23 @@ async fn a_follower_acknowledges_only_the_position_it_has() {
     assert_eq!(ask(leader.term, index, node), 0, "not from its leader");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_apply_up_to_the_leaders_read_index() {
+    let c = Cluster::start(1).await;
+    c.wait_quiet(1).await;
+    let leader = c.leader(1, &[]).expect("a leader").clone();
+    for _ in 0..5 {
+        leader.propose(b"x".to_vec()).await.expect("the proposal commits");
+    }
+    let index = leader.read_index().await.expect("the leader's read index");
+    assert!(index >= 5, "read index {index} below the 5 proposals");
+    for g in c.groups[&1].values().filter(|g| g.status().state != "leader") {
+        let e = g.read_index().await.expect_err("a follower has no read index of its own");
+        assert!(matches!(e, ConsensusError::NotLeader { .. }), "{e:?}");
+        g.wait_applied(index).await.expect("the follower applies up to it");
+        assert!(g.status().last_applied_index >= Some(index));
+        g.wait_applied(0).await.expect("index 0 needs nothing");
+    }
+    c.stop().await;
+}

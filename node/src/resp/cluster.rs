@@ -40,11 +40,13 @@
 //! every entry before it. So every command takes effect at one point between
 //! its start and its reply, in Raft's log order.
 //!
-//! A proposal Raft refuses before taking it (`NotLeader`) leaves nothing
-//! written: the command runs again on the leader. A proposal that timed
-//! out, or a forwarded command whose connection broke, may have been
-//! applied: it fails with an error saying its outcome is unknown
-//! (`ErrorCode::OutcomeUnknown`), never sent again.
+//! A command on a replica that no longer believes it leads proposes
+//! nothing and runs again on the leader. A proposal refused with
+//! `NotLeader`, one that timed out, or a forwarded command whose
+//! connection broke, may have been applied (openraft refuses so also an
+//! entry that a new leader may still commit): it fails with an error
+//! saying its outcome is unknown (`ErrorCode::OutcomeUnknown`), never sent
+//! again.
 //!
 //! MULTI/EXEC on a replicated database: the queued commands go to the
 //! leader as one unit and run there alone, their writes one proposal (all
@@ -310,20 +312,31 @@ async fn lead(
 }
 
 /// Proposes one atomic write of the chunk's rows to its Raft group.
+///
+/// Only a replica that believes it leads proposes, and a proposal refused
+/// with `NotLeader` after that is never run again: openraft answers so
+/// also for an entry its log dropped in favour of a new leader's, which
+/// another replica may still commit (a second run would apply it twice).
+/// Postmortem: the command ran again after any `NotLeader`, so an INCR
+/// could be applied twice across a leader change.
 async fn propose(group: &Group, ops: Vec<WriteOp>) -> Result<(), Lead> {
+    if group.status().state != "leader" {
+        return Err(Lead::NotLeader);
+    }
     let proposal = encode_command(&ChunkCommand::Write { ops });
     match group.propose(proposal).await {
         Ok(bytes) => match decode_reply(&bytes) {
             Ok(_) => Ok(()),
             Err(info) => Err(Lead::Failed(NodeError::client(info.code, info.message))),
         },
-        Err(ConsensusError::NotLeader { .. }) => Err(Lead::NotLeader),
-        Err(e @ (ConsensusError::Timeout(_) | ConsensusError::Fatal(_))) => {
-            Err(Lead::Failed(NodeError::client(
-                ErrorCode::OutcomeUnknown,
-                format!("chunk {}: {e}; the write may or may not have been applied", group.id()),
-            )))
-        }
+        Err(
+            e @ (ConsensusError::NotLeader { .. }
+            | ConsensusError::Timeout(_)
+            | ConsensusError::Fatal(_)),
+        ) => Err(Lead::Failed(NodeError::client(
+            ErrorCode::OutcomeUnknown,
+            format!("chunk {}: {e}; the write may or may not have been applied", group.id()),
+        ))),
         Err(e) => Err(Lead::Failed(NodeError::Internal(format!("chunk {}: {e}", group.id())))),
     }
 }
