@@ -337,8 +337,8 @@ pub struct Db<'a> {
     /// but on a cluster of two or more members, where the first write
     /// creates it replicated: see [`super::cluster`]).
     pub create_local: bool,
-    /// A write found the range missing and `create_local` false: the
-    /// write failed, nothing was written.
+    /// A write found the range missing and `create_local` false, or
+    /// found it replicated: the write failed, nothing was written.
     wants_replicated: std::sync::atomic::AtomicBool,
     durability: std::sync::Mutex<Durability>,
 }
@@ -614,19 +614,25 @@ impl<'a> Db<'a> {
     /// Makes sure the range exists before a write applied here: creates it
     /// (as this node's own) when missing and allowed.
     ///
-    /// Errors: `RangeNotFound` when missing and `create_local` is false
-    /// (then [`Db::wants_replicated`]); `ClusterUnavailable` when the range
-    /// is a replica of a replicated range, whose writes go only through
-    /// Raft (see [`super::cluster`]), never to the local chunk.
+    /// Errors: `RangeNotFound` when missing and `create_local` is false;
+    /// `ClusterUnavailable` when the range is a replica of a replicated
+    /// range, whose writes go only through Raft (see [`super::cluster`]),
+    /// never to the local chunk. Both set [`Db::wants_replicated`].
     pub async fn ensure_range(&self) -> NodeResult<()> {
         let id = self.node.router_read().range(&self.range).map(|r| r.meta.id);
         if let Some(id) = id {
             if crate::replicated::is_replicated(id) {
+                // Made replicated (by another node) since this command
+                // looked where the database lives: nothing is written
+                // here; the command runs again on the leader.
+                // Postmortem: a database's first writes through two nodes
+                // at once failed on one of them with "leader not known
+                // here yet".
+                self.wants_replicated.store(true, std::sync::atomic::Ordering::Release);
                 return Err(NodeError::client(
                     monotable_proto::ErrorCode::ClusterUnavailable,
                     format!(
-                        "{} is replicated: its writes go through its chunk's leader, which is \
-                         not known here yet",
+                        "{} is replicated: its writes go through its chunk's leader",
                         self.range
                     ),
                 ));
