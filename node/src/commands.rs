@@ -164,9 +164,10 @@ impl Node {
                 self.create_reducer(&name, &range, function).await.map(|()| Reply::Ok)
             }
             Command::DropReducer { name } => self.drop_reducer(&name).await.map(|()| Reply::Ok),
-            Command::CreateSink { name, source, url, prefix } => {
-                self.create_sink(&name, source, &url, prefix.into_vec()).await.map(|()| Reply::Ok)
-            }
+            Command::CreateSink { name, source, url, prefix } => self
+                .create_sink(&name, source, &url, prefix.into_vec(), None)
+                .await
+                .map(|()| Reply::Ok),
             Command::DropSink { name } => self.drop_sink(&name).await.map(|()| Reply::Ok),
             Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),
             // The connection decides authentication before a request gets

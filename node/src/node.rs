@@ -72,6 +72,8 @@ pub struct Node {
     pub(crate) replicated: crate::replicated::Replicas,
     /// The views on replicated ranges this node runs.
     pub(crate) replicated_views: crate::replicated_views::ViewsHere,
+    /// Sinks of replicated ranges this node runs (as their leader).
+    pub(crate) replicated_sinks: crate::bridge::cluster_sinks::SinksHere,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -197,7 +199,10 @@ impl Node {
         let catalog_reducers = catalog.reducers().map_err(unreadable)?;
         let (mappers, catalog_reducers) =
             crate::replicated_views::purge_replicated_views(&catalog, mappers, catalog_reducers);
-        let sinks = catalog.sinks().map_err(unreadable)?;
+        let sinks = crate::bridge::cluster_sinks::purge_replicated_sinks(
+            &catalog,
+            catalog.sinks().map_err(unreadable)?,
+        );
         let found = crate::startup::scan_chunk_dirs(&chunks_dir)
             .map_err(|e| NodeError::Start(format!("cannot read {}: {e}", chunks_dir.display())))?;
         let plan = crate::startup::plan_start(&ranges, &metas, &found).map_err(|problems| {
@@ -266,6 +271,7 @@ impl Node {
             syncer: Arc::new(syncer),
             cluster: std::sync::OnceLock::new(),
             replicated_views: Default::default(),
+            replicated_sinks: Default::default(),
         });
         tracing::info!(fsync = ?node.config.fsync, sync_method = ?node.syncer.method(), "group commit");
         let host: Arc<dyn ChunkHost> = node.clone();

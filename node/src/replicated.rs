@@ -51,7 +51,9 @@
 //! first for each replica's read index ([`Node::settle_replicas`]). A Redis
 //! database never splits ([`is_redis_database`]).
 //!
-//! Not yet: sinks on replicated ranges; a replica that missed a split and
+//! Sinks of replicated ranges: [`crate::bridge::cluster_sinks`].
+//!
+//! Not yet: a replica that missed a split and
 //! is sent a snapshot of the lower half refuses it (its group stops on
 //! that node, loudly) and must be rebuilt.
 

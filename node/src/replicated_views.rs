@@ -276,6 +276,7 @@ impl Node {
                     return;
                 }
                 node.sync_views(&cluster).await;
+                node.sync_sinks(&cluster).await;
                 tokio::time::sleep(Duration::from_millis(VIEW_SYNC_MS)).await;
             }
         });
@@ -440,15 +441,8 @@ impl Node {
                 }
                 Some(self.drop_replicated_view(cluster, name).await)
             }
-            Command::CreateSink { source, .. } => {
-                let (monotable_proto::SinkSource::Range(r) | monotable_proto::SinkSource::View(r)) =
-                    source;
-                if !known(&|m| m.ranges.contains_key(r) || m.views.contains_key(r)) {
-                    return None;
-                }
-                Some(Err(bad_request(format!(
-                    "{r:?} is replicated: sinks on replicated ranges are not supported yet"
-                ))))
+            Command::CreateSink { .. } | Command::DropSink { .. } => {
+                self.route_sink_command(cluster, command).await
             }
             Command::Aggregate(req) => {
                 if !known(&|m| m.views.contains_key(&req.reducer)) {
@@ -602,18 +596,23 @@ impl Node {
     async fn all_view_statuses(self: &Arc<Self>, cluster: &Arc<Cluster>) -> Vec<ViewStatus> {
         let mut out = self.view_statuses().await;
         let Some(meta) = cluster.meta() else { return out };
-        let missing: Vec<String> =
-            meta.views.keys().filter(|n| !out.iter().any(|v| &v.name == *n)).cloned().collect();
+        // Views and sinks of replicated ranges (a sink runs like a view).
+        let missing: Vec<String> = (meta.views.keys().chain(meta.sinks.keys()))
+            .filter(|n| !out.iter().any(|v| &v.name == *n))
+            .cloned()
+            .collect();
         let mut asked: HashMap<String, Vec<ViewStatus>> = HashMap::new();
         for name in missing {
-            let leader = meta
-                .view_group(&name)
+            let leader = (meta.view_group(&name).or_else(|| meta.sink_group(&name)))
                 .and_then(|g| cluster.group(g))
                 .and_then(|g| g.status().leader)
                 .or_else(|| {
                     // Not a replica here: ask the replicas.
-                    let range = meta.ranges.get(meta.views.get(&name)?.input())?;
-                    range.replicas.first().copied()
+                    let input = match meta.views.get(&name) {
+                        Some(v) => v.input(),
+                        None => &meta.sinks.get(&name)?.source,
+                    };
+                    meta.ranges.get(input)?.replicas.first().copied()
                 });
             let addr = leader.and_then(|l| meta.nodes.get(&l)).map(|n| n.addr.clone());
             let mut found = None;
@@ -645,7 +644,10 @@ fn placeholder(meta: &MetaState, name: &str) -> ViewStatus {
         Some(MetaView::Reducer { range, function }) => {
             ("reducer", range.clone(), String::new(), format!("{function:?}"))
         }
-        None => ("", String::new(), String::new(), String::new()),
+        None => match meta.sinks.get(name) {
+            Some(sink) => ("sink", sink.source.clone(), String::new(), "sink".to_owned()),
+            None => ("", String::new(), String::new(), String::new()),
+        },
     };
     ViewStatus {
         name: name.to_owned(),

@@ -647,3 +647,119 @@ fn import_verify_and_export_on_a_cluster() {
             .expect("json");
     assert_eq!(d["chunks"].as_array().map(Vec::len), Some(1), "{d}");
 }
+
+/// Sinks of replicated ranges on three nodes: created through any node,
+/// run on the leader of the source's chunk, they keep Redis equal to the
+/// source through writes on every node, a kill -9 of that leader, and its
+/// restart; the fence key in Redis names the leader's term and node.
+#[test]
+fn sinks_of_replicated_ranges_follow_their_leader() {
+    use monotable_tests::cluster::{start_cluster, wait_until};
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut nodes = start_cluster(&dirs);
+    let dest = Redis::start();
+    // A Redis database (replicated by its first write) and a plain range.
+    run(&mut con(nodes[0].resp_addr, 0), &[b"HSET", b"h", b"f", b"v"]);
+    ok(cli(nodes[0].addr, &["range", "create", "r"]));
+    let mut model: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..20 {
+        let (k, v) = (format!("k{i:02}"), format!("v{i}"));
+        ok(cli(nodes[i % 3].addr, &["put", "r", &k, &v]));
+        model.insert(k, v);
+    }
+    for (node, name, range, db, prefix) in
+        [(1, "typed", "redis.0", 1, "m:"), (2, "rows", "r", 2, "p:")]
+    {
+        let url = dest.url(db);
+        let args = ["redis", "sink", "create", name, "--range", range, "--url", &url];
+        ok(cli(nodes[node].addr, &[&args[..], &["--prefix", prefix]].concat()));
+    }
+    let rows_equal = |model: &BTreeMap<String, String>| {
+        let want: Dump = model
+            .iter()
+            .map(|(k, v)| {
+                (k.clone().into_bytes(), ("string".into(), vec![v.clone().into_bytes()], false))
+            })
+            .collect();
+        dump(dest.addr, 2, b"p:") == want
+    };
+    let write_round = |nodes: &[Node], round: usize, model: &mut BTreeMap<String, String>| {
+        for (i, n) in nodes.iter().enumerate() {
+            let mut c = con(n.resp_addr, 0);
+            run(&mut c, &[b"SET", format!("s{round}-{i}").as_bytes(), b"x"]);
+            run(&mut c, &[b"HSET", b"h", format!("f{round}").as_bytes(), b"y"]);
+            run(&mut c, &[b"RPUSH", b"l", format!("{round}").as_bytes()]);
+            let k = format!("k{:02}", (round * 3 + i) % 20);
+            if round.is_multiple_of(2) {
+                ok(cli(n.addr, &["del", "r", &k]));
+                model.remove(&k);
+            } else {
+                ok(cli(n.addr, &["put", "r", &k, &format!("r{round}")]));
+                model.insert(k, format!("r{round}"));
+            }
+        }
+    };
+    write_round(&nodes, 0, &mut model);
+    write_round(&nodes, 1, &mut model);
+    wait_equal((nodes[2].resp_addr, 0, b""), (dest.addr, 1, b"m:"), "typed sink, copy and follow");
+    wait_until("rows sink", 60, || rows_equal(&model));
+
+    // Kill -9 the leader of the database's chunk: the sink moves with it.
+    let leader = |n: &Node| -> Option<u64> {
+        let d: serde_json::Value =
+            serde_json::from_str(&ok(cli(n.addr, &["range", "describe", "redis.0"]))).ok()?;
+        d["chunks"][0]["leader"].as_u64()
+    };
+    let old = leader(&nodes[0]).expect("a leader");
+    let fence = |c: &mut redis::Connection| -> String {
+        redis::cmd("GET").arg("monotable:sink-fence:typed").query(c).expect("fence")
+    };
+    assert!(fence(&mut con(dest.addr, 1)).ends_with(&format!(":{old}")), "fence names the leader");
+    nodes[(old - 1) as usize].kill();
+    let live: Vec<usize> = (0..3).filter(|i| *i != (old - 1) as usize).collect();
+    wait_until("a new leader", 60, || leader(&nodes[live[0]]).is_some_and(|l| l != old));
+    let survivors: Vec<&Node> = live.iter().map(|i| &nodes[*i]).collect();
+    for round in 2..4 {
+        for n in &survivors {
+            let mut c = con(n.resp_addr, 0);
+            run(&mut c, &[b"SET", format!("after{round}").as_bytes(), b"z"]);
+            run(&mut c, &[b"DEL", b"s0-0"]);
+        }
+    }
+    wait_equal((survivors[0].resp_addr, 0, b""), (dest.addr, 1, b"m:"), "after the kill");
+    let new = leader(survivors[0]).expect("a leader");
+    let token = fence(&mut con(dest.addr, 1));
+    assert!(token.ends_with(&format!(":{new}")), "fence {token} names leader {new}");
+
+    // The killed node comes back; the sinks keep following.
+    nodes[(old - 1) as usize].restart();
+    write_round(&nodes, 4, &mut model);
+    wait_equal((nodes[0].resp_addr, 0, b""), (dest.addr, 1, b"m:"), "after the restart");
+    wait_until("rows sink after the restart", 60, || rows_equal(&model));
+
+    // A fence naming a later term (as a newer leader would) stops the
+    // sink's writes: nothing more reaches Redis.
+    let later = "999999:9";
+    let _: () = redis::cmd("SET")
+        .arg("monotable:sink-fence:typed")
+        .arg(later)
+        .query(&mut con(dest.addr, 1))
+        .expect("set");
+    run(&mut con(nodes[0].resp_addr, 0), &[b"SET", b"fenced-out", b"1"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let got: Option<String> =
+        redis::cmd("GET").arg("m:fenced-out").query(&mut con(dest.addr, 1)).expect("get");
+    assert_eq!(got, None, "a fenced-out sink wrote");
+    assert_eq!(fence(&mut con(dest.addr, 1)), later);
+
+    // Listed through every node; dropped through any; then the range too.
+    for n in &nodes {
+        let views = monotable_tests::views_json(n.addr);
+        let sinks = views.iter().filter(|v| v["kind"] == "sink").count();
+        assert_eq!(sinks, 2, "{views:?}");
+    }
+    let e = monotable_tests::err(cli(nodes[0].addr, &["range", "drop", "r"]));
+    assert!(e.contains("sink"), "{e}");
+    ok(cli(nodes[0].addr, &["redis", "sink", "drop", "rows"]));
+    ok(cli(nodes[1].addr, &["range", "drop", "r"]));
+}

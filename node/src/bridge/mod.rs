@@ -8,8 +8,10 @@
 //!   reading keys whole and replacing them.
 //! - [`import`], [`export`], [`verify`]: the `monotable redis` commands.
 //! - [`sink`]: a node-side follower that keeps a Redis database equal to a
-//!   range or a view as it changes; [`sink_writes`]: what it writes.
+//!   range or a view as it changes; [`sink_writes`]: what it writes;
+//!   [`cluster_sinks`]: sinks of replicated ranges, run on their leader.
 
+pub mod cluster_sinks;
 pub mod export;
 pub mod import;
 pub mod item;

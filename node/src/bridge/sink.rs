@@ -95,6 +95,57 @@ pub struct SinkMeta {
     /// changed back, which Redis may have taken half of.
     #[serde(default)]
     pub round_upto: Option<u64>,
+    /// For a sink on a replicated range: the fence it writes under.
+    #[serde(default)]
+    pub fence: Option<Fence>,
+}
+
+/// Keeps a deposed leader's sink from writing to Redis after the next
+/// leader's: a sink on a replicated range runs on its chunk's leader, and
+/// holds a key in Redis (`key`) naming the leader it runs on (`token`:
+/// the Raft term and node id). A new leader takes the key (refused when it
+/// names a later term), and every page a sink sends is one MULTI/EXEC
+/// under `WATCH` of the key, sent only while the key holds its token:
+/// compare-and-set in Redis, not a lease, so a leader that has not noticed
+/// it was deposed (cut off from its group, not from Redis) writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub key: Vec<u8>,
+    pub token: Vec<u8>,
+    pub term: u64,
+}
+
+impl Fence {
+    /// The fence of sink `name` on a leader in Raft term `term`.
+    pub fn new(name: &str, term: u64, node: u64) -> Fence {
+        Fence {
+            key: format!("monotable:sink-fence:{name}").into_bytes(),
+            token: format!("{term}:{node}").into_bytes(),
+            term,
+        }
+    }
+
+    /// Takes the fence key for this leader: `Ok(false)` when it names a
+    /// later term (this leader is deposed already).
+    pub async fn claim(&self, con: &mut MultiplexedConnection) -> Result<bool, BridgeError> {
+        loop {
+            let mut watch = redis::pipe();
+            watch.cmd("WATCH").arg(&self.key).ignore().cmd("GET").arg(&self.key);
+            let (holder,): (Option<String>,) = watch.query_async(con).await?;
+            let held_term =
+                holder.as_deref().and_then(|h| h.split(':').next()?.parse::<u64>().ok());
+            if held_term.is_some_and(|t| t > self.term) {
+                let _: () = redis::cmd("UNWATCH").query_async(con).await?;
+                return Ok(false);
+            }
+            let mut set = redis::pipe();
+            set.atomic().cmd("SET").arg(&self.key).arg(&self.token).ignore();
+            let done: Option<()> = set.query_async(con).await?;
+            if done.is_some() {
+                return Ok(true);
+            }
+        }
+    }
 }
 
 impl SinkMeta {
@@ -460,6 +511,7 @@ impl Node {
         source: monotable_proto::SinkSource,
         url: &str,
         prefix: Vec<u8>,
+        fence: Option<Fence>,
     ) -> NodeResult<()> {
         crate::node::validate_range_name(name)?;
         if self.views_read().contains(name) {
@@ -499,6 +551,15 @@ impl Node {
             .query_async::<()>(&mut con)
             .await
             .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+        if let Some(fence) = &fence {
+            let claimed = fence.claim(&mut con).await.map_err(|e| match e {
+                BridgeError::Node(e) => e,
+                e => bad_request(format!("{}: {e}", target.display)),
+            })?;
+            if !claimed {
+                return Err(NodeError::Moved);
+            }
+        }
         let typed = view.is_none() && database_of_range(&range).is_some();
         let total = info.chunks.iter().map(|c| c.records).sum();
         let checkpoint = self.pin_consistent(info.id);
@@ -514,6 +575,7 @@ impl Node {
             phase: SinkPhase::Copy { cursor: None, done: 0, total },
             redis_run_id: None,
             round_upto: None,
+            fence,
         };
         if let Err(e) = self.catalog.put_sink(&meta) {
             self.clock.unpin(checkpoint);

@@ -10,7 +10,7 @@ use monotable_proto::{Bytes, ScanRequest};
 use redis::aio::MultiplexedConnection;
 
 use super::item::{key_of_row, Item};
-use super::redis_io::{format_score, prefixed, queue_item, scan_page, send};
+use super::redis_io::{format_score, prefixed, queue_item, scan_page};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::sink::SinkMeta;
 use super::BridgeError;
@@ -30,6 +30,41 @@ const TRANSACTION_KEYS_MAX: usize = 500;
 
 /// SCAN's COUNT during the sweep.
 const SWEEP_COUNT: usize = 1_000;
+
+/// Sends a page of writes: as it is, or for a fenced sink (one running on
+/// a replicated range's leader, [`super::sink::Fence`]) as one MULTI/EXEC
+/// under `WATCH` of the fence key, sent only while the key still holds
+/// this sink's token.
+///
+/// Errors: `Moved` (as [`BridgeError::Node`]) when the fence names a newer
+/// leader, or changed while the page was being sent (nothing written).
+async fn send(
+    meta: &SinkMeta,
+    pipe: &redis::Pipeline,
+    con: &mut MultiplexedConnection,
+) -> Result<(), BridgeError> {
+    if pipe.is_empty() {
+        return Ok(());
+    }
+    let Some(fence) = &meta.fence else {
+        return super::redis_io::send(pipe, con).await;
+    };
+    let mut watch = redis::pipe();
+    watch.cmd("WATCH").arg(&fence.key).ignore().cmd("GET").arg(&fence.key);
+    let (holder,): (Option<Vec<u8>>,) = watch.query_async(con).await?;
+    if holder.as_deref() != Some(&fence.token[..]) {
+        let _: () = redis::cmd("UNWATCH").query_async(con).await?;
+        return Err(NodeError::Moved.into());
+    }
+    let mut fenced = pipe.clone();
+    fenced.atomic();
+    // EXEC answers nil when the fence key changed after WATCH.
+    let done: Option<redis::Value> = fenced.query_async(con).await?;
+    match done {
+        Some(_) => Ok(()),
+        None => Err(NodeError::Moved.into()),
+    }
+}
 
 fn redis_key(meta: &SinkMeta, key: &[u8]) -> Vec<u8> {
     prefixed(&meta.prefix, key)
@@ -97,7 +132,7 @@ pub async fn copy_page(
                 .ignore();
         }
     }
-    send(&pipe, con).await?;
+    send(meta, &pipe, con).await?;
     Ok((reply.records.len() as u64, reply.resume.map(|k| k.into_vec())))
 }
 
@@ -127,6 +162,9 @@ pub async fn sweep_page(
     let mut pipe = redis::pipe();
     let mut deleted = 0;
     for k in keys {
+        if meta.fence.as_ref().is_some_and(|f| f.key == k) {
+            continue;
+        }
         let Some(ours) = k.strip_prefix(&meta.prefix[..]) else { continue };
         let held = if meta.typed {
             item_at(node, meta.source_id, ours, meta.checkpoint)?.is_some()
@@ -146,7 +184,7 @@ pub async fn sweep_page(
             deleted += 1;
         }
     }
-    send(&pipe, con).await?;
+    send(meta, &pipe, con).await?;
     Ok((deleted, next))
 }
 
@@ -288,7 +326,7 @@ pub async fn follow(
             for (key, changes) in part {
                 queue_key_changes(node, meta, &mut pipe, key, changes, upto)?;
             }
-            send(&pipe, con).await?;
+            send(meta, &pipe, con).await?;
             written += part.len() as u64;
         }
     } else {
@@ -302,7 +340,7 @@ pub async fn follow(
                     None => pipe.cmd("DEL").arg(key).ignore(),
                 };
             }
-            send(&pipe, con).await?;
+            send(meta, &pipe, con).await?;
             written += part.len() as u64;
         }
     }

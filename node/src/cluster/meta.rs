@@ -2,8 +2,8 @@
 //!
 //! It holds the node list, the replicated ranges (chunk boundaries with
 //! their generation, replica placement) and the views registered on them
-//! ([`MetaView`]); sinks, and views of a node's own ranges, are still in
-//! each node's catalog. Every replica applies
+//! ([`MetaView`]) and the sinks of them ([`MetaSink`]); views and sinks
+//! of a node's own ranges are in its catalog. Every replica applies
 //! the same [`MetaCommand`]s in log order, so every replica holds the same
 //! [`MetaState`]; the encoding of both is MessagePack.
 
@@ -147,6 +147,9 @@ pub struct MetaState {
     /// replica; membership changes and blank entries do not count).
     #[serde(default)]
     pub applied: u64,
+    /// Sinks of replicated ranges, by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, MetaSink>,
 }
 
 /// How many replies of [`MetaCommand::Once`] the meta range remembers: a
@@ -168,6 +171,12 @@ impl MetaState {
             let writes = matches!(v, MetaView::Mapper { target, .. } if target == range);
             (v.input() == range || writes).then_some(name)
         })
+    }
+
+    /// The Raft group whose leader runs sink `name`: its source's first
+    /// chunk's.
+    pub fn sink_group(&self, name: &str) -> Option<u64> {
+        self.ranges.get(&self.sinks.get(name)?.source)?.group_of(0)
     }
 
     /// Nodes not removed, with their addresses.
@@ -226,6 +235,24 @@ pub enum MetaCommand {
     /// not strictly inside the chunk, or a view reads or writes the range
     /// (views on replicated ranges run on one chunk's group).
     SplitChunk { range: String, chunk: u64, at: Vec<u8>, right: u64, generation: u64 },
+    /// Registers a sink of a replicated range. Answers [`MetaReply::Ok`],
+    /// or an error if the name is taken (by a sink or a view) or the
+    /// source is not a replicated range of its own rows (a mapper's target
+    /// is refused).
+    CreateSink { name: String, sink: MetaSink },
+    /// Drops a sink. Answers [`MetaReply::Ok`], or an error if there is no
+    /// such sink.
+    DropSink { name: String },
+}
+
+/// A sink on a replicated range: it runs on the leader of the range's
+/// first chunk ([`MetaState::sink_group`]), fenced in Redis (see
+/// `crate::bridge::sink::Fence`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaSink {
+    pub source: String,
+    pub url: String,
+    pub prefix: Vec<u8>,
 }
 
 /// What applying a [`MetaCommand`] answered.
@@ -343,6 +370,11 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
                     "range {name:?} is used by view {view:?}; drop the view first"
                 ));
             }
+            if let Some((sink, _)) = s.sinks.iter().find(|(_, k)| k.source == name) {
+                return MetaReply::Refused(format!(
+                    "range {name:?} is used by sink {sink:?}; drop the sink first"
+                ));
+            }
             match s.ranges.remove(&name) {
                 Some(_) => MetaReply::Ok,
                 None => MetaReply::Refused(format!("range {name:?} does not exist")),
@@ -350,6 +382,11 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
         }
         MetaCommand::CreateView { name, view } => create_view(s, name, view),
         MetaCommand::DropView { name } => drop_view(s, name),
+        MetaCommand::CreateSink { name, sink } => create_sink(s, name, sink),
+        MetaCommand::DropSink { name } => match s.sinks.remove(&name) {
+            Some(_) => MetaReply::Ok,
+            None => MetaReply::Refused(format!("sink {name:?} does not exist")),
+        },
         MetaCommand::NewChunkId => {
             let id = s.next_id.max(REPLICATED_ID_BASE);
             s.next_id = id + 1;
@@ -453,7 +490,7 @@ fn remove_node(s: &mut MetaState, node: NodeId) -> MetaReply {
 
 /// Applies [`MetaCommand::CreateView`].
 fn create_view(s: &mut MetaState, name: String, view: MetaView) -> MetaReply {
-    if s.views.contains_key(&name) {
+    if s.views.contains_key(&name) || s.sinks.contains_key(&name) {
         return MetaReply::Refused(format!("view {name:?} already exists"));
     }
     let Some(input) = s.ranges.get(view.input()).cloned() else {
@@ -502,6 +539,24 @@ fn create_view(s: &mut MetaState, name: String, view: MetaView) -> MetaReply {
 }
 
 /// Applies [`MetaCommand::DropView`].
+fn create_sink(s: &mut MetaState, name: String, sink: MetaSink) -> MetaReply {
+    if s.sinks.contains_key(&name) || s.views.contains_key(&name) {
+        return MetaReply::Refused(format!("view {name:?} already exists"));
+    }
+    let Some(source) = s.ranges.get(&sink.source) else {
+        return MetaReply::Refused(format!("range {:?} is not a replicated range", sink.source));
+    };
+    if source.rides_on.is_some() {
+        return MetaReply::Refused(format!(
+            "range {:?} is a mapper's target: sinks of views on replicated ranges are not \
+             supported yet",
+            sink.source
+        ));
+    }
+    s.sinks.insert(name, sink);
+    MetaReply::Ok
+}
+
 fn drop_view(s: &mut MetaState, name: String) -> MetaReply {
     let Some(view) = s.views.get(&name) else {
         return MetaReply::Refused(format!("view {name:?} does not exist"));

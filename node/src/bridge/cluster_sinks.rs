@@ -1,0 +1,224 @@
+//! Sinks of replicated ranges: a Redis database kept equal to a range
+//! replicated by Raft ([`crate::replicated`]).
+//!
+//! A sink of a replicated range is registered in the meta range
+//! ([`MetaSink`], by name), so every node knows it. It runs on the leader
+//! of the source's first chunk ([`MetaState::sink_group`]) and only there:
+//! every node checks every [`crate::replicated_views::VIEW_SYNC_MS`] which
+//! sinks' groups it leads, and in which term ([`Node::sync_sinks`]), and
+//! starts or stops its local sink actor ([`super::sink`]) to match.
+//!
+//! The actor reads this node's replica of the range (every chunk of a
+//! range has the same replicas, so the leader of the first chunk holds them
+//! all), as a sink of a node's own range would. A replica applies only
+//! committed entries, in log order, so what it mirrors is always a state
+//! the range had. Seqs are each replica's own, so a sink starting on a new
+//! leader does not resume from the old leader's checkpoint: after the
+//! group's read index it copies the range afresh and sweeps what Redis
+//! holds beyond it, then follows, as a new sink does.
+//!
+//! Two leaders may believe they lead for a moment (one not yet told it
+//! was deposed); Redis must not take the old one's writes after the new
+//! one's. Each sink writes under a fence ([`super::sink::Fence`]): a key in
+//! Redis naming the term and node it runs on, which a new leader takes,
+//! and which every page of writes checks with `WATCH` inside the same
+//! MULTI/EXEC.
+//!
+//! Not yet: sinks of a mapper's rows on a replicated range (refused).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use monotable_proto::{Command, ErrorCode, Reply, SinkSource};
+
+use super::redis_io::Target;
+use super::sink::Fence;
+use crate::cluster::meta::{MetaCommand, MetaReply, MetaSink};
+use crate::cluster::Cluster;
+use crate::error::{NodeError, NodeResult};
+use crate::node::{validate_range_name, Node};
+
+/// The sinks of replicated ranges this node runs.
+#[derive(Default)]
+pub struct SinksHere {
+    /// Sink name -> the term of its group this node runs it in, and the
+    /// sink as it was then.
+    running: Mutex<HashMap<String, (u64, MetaSink)>>,
+}
+
+impl SinksHere {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, MetaSink)>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> NodeError {
+    NodeError::client(ErrorCode::BadRequest, message)
+}
+
+/// Local catalog entries of sinks of replicated ranges, left by a run that
+/// ended: removed at start (a sink of a replicated range starts afresh
+/// wherever its group's leader is). Returns the node's own sinks.
+pub fn purge_replicated_sinks(
+    catalog: &crate::catalog::Catalog,
+    sinks: Vec<super::sink::SinkMeta>,
+) -> Vec<super::sink::SinkMeta> {
+    let (gone, kept): (Vec<_>, Vec<_>) =
+        sinks.into_iter().partition(|s| crate::replicated::is_replicated(s.source_id));
+    for s in gone {
+        if let Err(e) = catalog.remove_sink(&s.name) {
+            tracing::warn!(sink = %s.name, error = %e, "stale entry not removed");
+        }
+    }
+    kept
+}
+
+impl Node {
+    /// Answers a sink request that concerns a replicated range (`None`:
+    /// not one; the node answers it the ordinary way).
+    pub(crate) async fn route_sink_command(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        command: &Command,
+    ) -> Option<NodeResult<Reply>> {
+        let meta = cluster.meta()?;
+        match command {
+            Command::CreateSink { name, source: SinkSource::Range(range), url, prefix } => {
+                meta.ranges.get(range)?;
+                let sink =
+                    MetaSink { source: range.clone(), url: url.clone(), prefix: prefix.to_vec() };
+                Some(self.create_replicated_sink(cluster, name, sink).await)
+            }
+            Command::CreateSink { source: SinkSource::View(view), .. } => {
+                meta.views.contains_key(view).then(|| {
+                    Err(bad_request(format!(
+                        "{view:?} is a view on a replicated range: sinks of views on replicated \
+                         ranges are not supported yet (a sink of the source range is)"
+                    )))
+                })
+            }
+            Command::DropSink { name } if meta.sinks.contains_key(name) => {
+                let drop = MetaCommand::DropSink { name: name.clone() };
+                Some(match cluster.propose_meta(drop).await {
+                    Ok(MetaReply::Ok) => {
+                        self.wait_meta(cluster, |m| !m.sinks.contains_key(name)).await;
+                        Ok(Reply::Ok)
+                    }
+                    Ok(MetaReply::Refused(m)) => {
+                        Err(NodeError::client(ErrorCode::RangeNotFound, m))
+                    }
+                    Ok(other) => {
+                        Err(NodeError::Internal(format!("unexpected meta reply {other:?}")))
+                    }
+                    Err(e) => Err(e),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    async fn create_replicated_sink(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        name: &str,
+        sink: MetaSink,
+    ) -> NodeResult<Reply> {
+        validate_range_name(name)?;
+        if self.views_read().contains(name) {
+            return Err(NodeError::client(
+                ErrorCode::RangeExists,
+                format!("view {name:?} already exists"),
+            ));
+        }
+        // Refuse a Redis that cannot be reached now, rather than retry for
+        // ever on the leader.
+        let target = Target::parse(&sink.url).map_err(|e| bad_request(e.to_string()))?;
+        let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+        let command = MetaCommand::CreateSink { name: name.to_owned(), sink };
+        match cluster.propose_meta(command).await? {
+            MetaReply::Ok => {
+                self.wait_meta(cluster, |m| m.sinks.contains_key(name)).await;
+                tracing::info!(sink = name, "created sink of a replicated range");
+                Ok(Reply::Ok)
+            }
+            MetaReply::Refused(m) if m.contains("already exists") => {
+                Err(NodeError::client(ErrorCode::RangeExists, m))
+            }
+            MetaReply::Refused(m) => Err(bad_request(m)),
+            other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
+        }
+    }
+
+    /// Starts the sinks whose group this node leads in a term it does not
+    /// run them for yet, and stops those it no longer leads (or that were
+    /// dropped or changed).
+    pub(crate) async fn sync_sinks(self: &Arc<Self>, cluster: &Arc<Cluster>) {
+        let Some(meta) = cluster.meta() else { return };
+        let Some(me) = cluster.node_id() else { return };
+        let leads = |group: u64| {
+            let status = cluster.group(group)?.status();
+            (status.leader == Some(me)).then_some(status.term)
+        };
+        let wanted: Vec<(String, MetaSink, Option<u64>)> = meta
+            .sinks
+            .iter()
+            .map(|(name, sink)| (name.clone(), sink.clone(), meta.sink_group(name).and_then(leads)))
+            .collect();
+        let running = self.replicated_sinks.lock().clone();
+        for (name, (term, sink)) in running {
+            if wanted.iter().any(|(n, s, t)| *n == name && *t == Some(term) && *s == sink) {
+                continue;
+            }
+            if let Err(e) = self.drop_sink(&name).await {
+                tracing::warn!(sink = %name, error = %e, "sink not stopped here; retrying");
+                continue;
+            }
+            tracing::info!(sink = %name, "sink stopped here (leadership moved, or dropped)");
+            self.replicated_sinks.lock().remove(&name);
+        }
+        for (name, sink, term) in wanted {
+            let Some(term) = term else { continue };
+            if self.replicated_sinks.lock().contains_key(&name) {
+                continue;
+            }
+            match self.start_sink_here(cluster, &name, &sink, term, me).await {
+                Ok(()) => {
+                    tracing::info!(sink = %name, term, "sink runs here (its group's leader)");
+                    self.replicated_sinks.lock().insert(name, (term, sink));
+                }
+                Err(e) => tracing::debug!(sink = %name, error = %e, "sink not started here yet"),
+            }
+        }
+    }
+
+    /// Starts sink `name` on this node, the leader of its group in `term`:
+    /// a new local sink (copy, sweep, follow) under a fence of `term`.
+    async fn start_sink_here(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        name: &str,
+        sink: &MetaSink,
+        term: u64,
+        me: u64,
+    ) -> NodeResult<()> {
+        let group_id =
+            cluster.with_meta(|m| m.sink_group(name)).flatten().ok_or(NodeError::Moved)?;
+        let group = cluster.group(group_id).ok_or(NodeError::Moved)?;
+        // Every committed entry is applied here before the copy pins its
+        // snapshot.
+        group.read_barrier().await.map_err(|e| {
+            NodeError::client(ErrorCode::ClusterUnavailable, format!("chunk {group_id}: {e}"))
+        })?;
+        if self.views_read().sinks.contains_key(name) {
+            // Left by a stop that did not finish: done now.
+            self.drop_sink(name).await?;
+        }
+        let source = SinkSource::Range(sink.source.clone());
+        let fence = Fence::new(name, term, me);
+        self.create_sink(name, source, &sink.url, sink.prefix.clone(), Some(fence)).await
+    }
+}
