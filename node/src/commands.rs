@@ -196,6 +196,20 @@ impl Node {
                 .handle_rpc(group, &rpc, (cluster, from, to))
                 .await
                 .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
+            Command::GroupReadIndex { group } => {
+                let group = self.cluster()?.group(group).ok_or_else(|| {
+                    NodeError::client(
+                        monotable_proto::ErrorCode::ClusterUnavailable,
+                        format!("this node has no replica of chunk {group}"),
+                    )
+                })?;
+                group.read_index().await.map(Reply::Index).map_err(|e| {
+                    NodeError::client(
+                        monotable_proto::ErrorCode::ClusterUnavailable,
+                        format!("chunk {}: {e}", group.id()),
+                    )
+                })
+            }
             Command::Auth { .. } => Err(NodeError::Internal(
                 "Auth must be handled by the connection, not the node".into(),
             )),

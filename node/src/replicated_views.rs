@@ -570,12 +570,29 @@ impl Node {
                 && self.runs_here(&meta, name, status.term)
                 && group.read_barrier().await.is_ok()
             {
-                // What the leader applied (every acknowledged write) is
-                // settled before a fresh query takes the settled seq as
-                // the one to reach.
-                self.clock.wait_stable(self.clock.last_allocated()).await;
-                if self.runs_here(&meta, name, status.term) {
-                    return Box::pin(self.execute_local(command.clone())).await;
+                // A fresh query over several chunks also needs this node's
+                // replica of every other chunk to hold the writes
+                // acknowledged before it (they are applied on each chunk's
+                // leader, maybe not yet here).
+                let fresh = matches!(command, Command::Aggregate(r) if r.fresh);
+                let caught = match carrying_range(&meta, name) {
+                    Some(range) if fresh => {
+                        self.catch_up_chunks(cluster, &range, group_id, deadline).await
+                    }
+                    _ => Ok(()),
+                };
+                match caught {
+                    Ok(()) => {
+                        // What the leader applied (every acknowledged
+                        // write) is settled before a fresh query takes the
+                        // settled seq as the one to reach.
+                        self.clock.wait_stable(self.clock.last_allocated()).await;
+                        if self.runs_here(&meta, name, status.term) {
+                            return Box::pin(self.execute_local(command.clone())).await;
+                        }
+                    }
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(e) => tracing::debug!(view = name, error = %e, "chunks not caught up yet"),
                 }
             } else if let Some(node) =
                 status.leader.filter(|_| !leading).and_then(|l| meta.nodes.get(&l))
@@ -593,6 +610,116 @@ impl Node {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Brings this node's replica of every chunk of replicated range
+    /// `range` (but `done`, whose read index it has) up to the read index
+    /// of the chunk's group: asked of each chunk's leader, all at once, then
+    /// waited for here. A chunk that split meanwhile is caught up with its
+    /// upper half (the split is in the chunk's log, so applying up to the
+    /// read index makes the upper half known here).
+    ///
+    /// Errors: `ClusterUnavailable` when a chunk has no leader, its leader
+    /// did not answer, or this node has no replica of it yet (a split's
+    /// upper half whose group has not started); the caller retries until
+    /// `deadline`.
+    pub(crate) async fn catch_up_chunks(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        range: &str,
+        done: u64,
+        deadline: Instant,
+    ) -> NodeResult<()> {
+        let mut caught = std::collections::HashSet::from([done]);
+        loop {
+            let todo: Vec<u64> = self
+                .chunk_groups(cluster, range)
+                .into_iter()
+                .filter(|g| !caught.contains(g))
+                .collect();
+            if todo.is_empty() {
+                return Ok(());
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for g in todo.iter().copied() {
+                let (node, cluster) = (self.clone(), cluster.clone());
+                tasks.spawn(async move { node.catch_up_group(&cluster, g, deadline).await });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.map_err(|e| NodeError::Internal(format!("catch-up task: {e}")))??;
+            }
+            caught.extend(todo);
+        }
+    }
+
+    /// The Raft groups of replicated range `range`'s chunks: those the meta
+    /// range records and those this node's replica has (it may know a split
+    /// the meta range does not record yet, or the other way round).
+    fn chunk_groups(&self, cluster: &Cluster, range: &str) -> Vec<u64> {
+        let mut groups: Vec<u64> = cluster
+            .with_meta(|m| m.ranges.get(range).map(|r| r.chunks.iter().map(|c| c.id).collect()))
+            .flatten()
+            .unwrap_or_default();
+        let local: Vec<u64> = self
+            .router_read()
+            .range(range)
+            .map(|r| r.chunks.values().map(|c| c.id).collect())
+            .unwrap_or_default();
+        for chunk in local {
+            if let Some(g) = self.replicated.group_of(chunk) {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Waits until this node's replica of chunk group `g` applied its
+    /// leader's read index (see [`Node::catch_up_chunks`]).
+    async fn catch_up_group(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        g: u64,
+        deadline: Instant,
+    ) -> NodeResult<()> {
+        loop {
+            let attempt = async {
+                let group = cluster
+                    .group(g)
+                    .ok_or_else(|| unavailable(format!("no replica of chunk {g} runs here yet")))?;
+                let status = group.status();
+                let me = cluster.node_id();
+                if status.leader.is_some() && status.leader == me {
+                    return group
+                        .read_barrier()
+                        .await
+                        .map_err(|e| unavailable(format!("chunk {g}: {e}")));
+                }
+                let addr = status
+                    .leader
+                    .and_then(|l| cluster.with_meta(|m| m.nodes.get(&l).map(|n| n.addr.clone())))
+                    .flatten()
+                    .ok_or_else(|| unavailable(format!("chunk {g} has no leader")))?;
+                match self.forward(&addr, Command::GroupReadIndex { group: g }).await? {
+                    Reply::Index(index) => group
+                        .wait_applied(index)
+                        .await
+                        .map_err(|e| unavailable(format!("chunk {g}: {e}"))),
+                    other => Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
+                }
+            };
+            match attempt.await {
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_info().code == ErrorCode::ClusterUnavailable =>
+                {
+                    tracing::debug!(chunk = g, error = %e, "chunk not caught up yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -632,6 +759,22 @@ impl Node {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+}
+
+/// The replicated range whose chunks carry view `name`'s input: the input
+/// itself, or for a mapper's target the source whose first chunk's log its
+/// rows ride on.
+pub fn carrying_range(meta: &MetaState, name: &str) -> Option<String> {
+    let input = meta.views.get(name)?.input();
+    let range = meta.ranges.get(input)?;
+    match range.rides_on {
+        None => Some(input.to_owned()),
+        Some(g) => meta
+            .ranges
+            .iter()
+            .find(|(_, r)| r.rides_on.is_none() && r.chunks.iter().any(|c| c.id == g))
+            .map(|(n, _)| n.clone()),
     }
 }
 

@@ -250,6 +250,12 @@ pub enum Command {
         proto: u8,
         hops: u8,
     },
+    /// Node to node: Raft's read index of chunk group `group`, asked of its
+    /// leader (answered with [`Reply::Index`]): a replica that applied its
+    /// log up to it holds every write acknowledged before the request.
+    GroupReadIndex {
+        group: u64,
+    },
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged
@@ -487,6 +493,8 @@ pub enum Reply {
     Raft(Bytes),
     /// A Redis reply, RESP-encoded (answers [`Command::RespForward`]).
     Resp(Bytes),
+    /// A Raft log index (answers [`Command::GroupReadIndex`]).
+    Index(u64),
 }
 
 /// The cluster as one node sees it (`monotable cluster status`).

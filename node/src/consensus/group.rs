@@ -274,9 +274,21 @@ impl Group {
     /// Errors: [`ConsensusError::NotLeader`] on a replica that is not (or
     /// is no longer) the leader.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        self.read_index().await.map(|_| ())
+    }
+
+    /// Raft's read index: the log index every entry committed before the
+    /// call is at or below, confirmed by a majority as the leader's, and
+    /// applied on this replica when it returns (0: nothing was ever
+    /// committed). Another replica that applied up to it
+    /// ([`Group::wait_applied`]) holds every write acknowledged before the
+    /// call.
+    ///
+    /// Errors: as [`Group::read_barrier`].
+    pub async fn read_index(&self) -> Result<u64, ConsensusError> {
         self.quiet.wake();
         match self.bounded(self.raft.ensure_linearizable()).await? {
-            Ok(_) => Ok(()),
+            Ok(read) => Ok(read.map_or(0, |l| l.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f))
             }
@@ -286,6 +298,24 @@ impl Group {
                 Err(ConsensusError::NotLeader { leader: None })
             }
             Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    /// Waits until this replica applied the log up to `index` (a leader's
+    /// [`Group::read_index`]), within the request timeout.
+    ///
+    /// Errors: [`ConsensusError::Timeout`] if it did not in time;
+    /// [`ConsensusError::Fatal`] if the group stopped.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ConsensusError> {
+        if index == 0 {
+            return Ok(());
+        }
+        let ms = self.timing.request_timeout_ms();
+        let wait = self.raft.wait(Some(std::time::Duration::from_millis(ms)));
+        match wait.applied_index_at_least(Some(index), "wait_applied").await {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ConsensusError::Timeout(ms)),
+            Err(e) => Err(fatal(e)),
         }
     }
 
