@@ -102,9 +102,8 @@ async fn load_keys(
 /// Every record of the source through `addr`: key -> (city, amount).
 fn source(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> BTreeMap<String, (String, i64)> {
     rt.block_on(async {
-        let c = monotable_client::Client::connect(addr).await.expect("connect");
-        let page = c.scan("r", &monotable_client::Scan::all().limit(100_000)).await.expect("scan");
-        page.records
+        all_records(addr, "r")
+            .await
             .into_iter()
             .map(|r| {
                 let doc: Json = rmp_serde::from_slice(&r.value).expect("msgpack");
@@ -119,6 +118,17 @@ fn source(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> BTreeMap<String, (S
             })
             .collect()
     })
+}
+
+/// Every record of `range` through `addr`, page by page.
+async fn all_records(addr: SocketAddr, range: &str) -> Vec<monotable_client::Record> {
+    let c = monotable_client::Client::connect(addr).await.expect("connect");
+    let mut stream = c.scan_stream(range, monotable_client::Scan::all());
+    let mut out = Vec::new();
+    while let Some(r) = stream.next().await {
+        out.push(r.expect("a page"));
+    }
+    out
 }
 
 fn agg(addr: SocketAddr, reducer: &str) -> String {
@@ -354,10 +364,8 @@ fn mapped(
 /// Every row of target `range` through `addr`: key -> value.
 fn target(rt: &tokio::runtime::Runtime, addr: SocketAddr, range: &str) -> BTreeMap<Vec<u8>, i64> {
     rt.block_on(async {
-        let c = monotable_client::Client::connect(addr).await.expect("connect");
-        let page =
-            c.scan(range, &monotable_client::Scan::all().limit(100_000)).await.expect("scan");
-        page.records
+        all_records(addr, range)
+            .await
             .iter()
             .map(|r| (r.key.to_vec(), rmp_serde::from_slice::<i64>(&r.value).expect("a number")))
             .collect()
@@ -513,6 +521,148 @@ fn views_on_a_splitting_replicated_range_stay_exact() {
         }
         eprintln!("agg --fresh n through {a}: {:?} each (CLI)", t.elapsed() / 10);
     }
+    for n in &mut nodes {
+        assert!(n.stop());
+    }
+}
+
+/// Writes `n` records `k00000`.. (city and amount from `seed`) through
+/// `addr` in batches.
+fn fill(rt: &tokio::runtime::Runtime, addr: SocketAddr, n: usize, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(addr).await.expect("connect");
+        for start in (0..n).step_by(2_000) {
+            let mut batch = monotable_client::Batch::new();
+            for i in start..(start + 2_000).min(n) {
+                let doc = json!({"city": CITIES[rng.gen_range(0..CITIES.len())],
+                                 "amount": rng.gen_range(1..100)});
+                batch = batch.put(format!("k{i:05}"), msgpack(&doc));
+            }
+            c.write("r", batch).await.expect("a batch");
+        }
+    });
+}
+
+/// The mapper's backfill as `views --json` through `addr` reports it.
+fn backfill(addr: SocketAddr, mapper: &str) -> Json {
+    let views = json_lines(&ok(cli(addr, &["views", "--json"])));
+    views
+        .into_iter()
+        .find(|v| v["name"] == mapper)
+        .map(|v| v["backfill"].clone())
+        .unwrap_or_default()
+}
+
+/// Seconds since midnight of a log line's timestamp (`...THH:MM:SS.ffffffZ`).
+fn log_secs(line: &str) -> Option<f64> {
+    let t = line.split('T').nth(1)?.split('Z').next()?;
+    let mut parts = t.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// A source split while its mapper backfills, then a kill -9 of the first
+/// chunk's leader (the views' node): the new leader's resync (prune and
+/// backfill over every chunk) leaves the target and the aggregates exact.
+/// Prints what the resync cost.
+#[test]
+fn a_split_during_a_backfill_and_a_resync_keep_the_views_exact() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut nodes = start_cluster(&dirs);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let rt = monotable_tests::runtime();
+    ok(cli(addrs[0], &["range", "create", "r"]));
+    let records = 40_000;
+    let t = Instant::now();
+    fill(&rt, addrs[1], records, 3);
+    eprintln!("{records} records written in {:?}", t.elapsed());
+    ok(cli(
+        addrs[2],
+        &[
+            "mapper",
+            "create",
+            "by_city",
+            "--source",
+            "r",
+            "--target",
+            "idx",
+            "--field",
+            "city",
+            "--value-field",
+            "amount",
+        ],
+    ));
+    ok(cli(addrs[0], &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"]));
+    ok(cli(addrs[1], &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));
+    // Splits while the mapper backfills: each through another node.
+    let mut during = Vec::new();
+    for (i, at) in ["k10000", "k20000", "k30000", "k05000"].iter().enumerate() {
+        during.push(backfill(addrs[0], "by_city"));
+        rt.block_on(async {
+            let c = monotable_client::Client::connect(addrs[i % 3]).await.expect("connect");
+            c.split_chunk("r", at).await.expect("a split");
+        });
+    }
+    eprintln!("backfill before each split: {during:?}");
+    wait_until("five chunks", 30, || chunks(addrs[2], "r").len() == 5);
+    let want = source(&rt, addrs[0]);
+    assert_eq!(want.len(), records);
+    let exact = |when: &str| {
+        let sum: i64 = want.values().map(|(_, x)| x).sum();
+        let idx = mapped(&want, |c, _| vec![monotable_proto::tuple::Element::String(c.into())]);
+        for a in &addrs {
+            assert_eq!(agg(*a, "n"), want.len().to_string(), "{when}: n through {a}");
+            assert_eq!(agg(*a, "total"), sum.to_string(), "{when}: total through {a}");
+            assert_eq!(target(&rt, *a, "idx"), idx, "{when}: idx through {a}");
+        }
+    };
+    exact("after splits during the backfill");
+
+    // The resync's cost: kill -9 of the views' node, then the time until a
+    // fresh aggregate answers through a survivor, and the new leader's
+    // prune and backfill as its log times them.
+    let leader = chunk_leader(addrs[0], "r").expect("a leader");
+    let victim = (leader - 1) as usize;
+    nodes[victim].kill();
+    let killed = Instant::now();
+    let survivor = addrs[(victim + 1) % 3];
+    let sum: i64 = want.values().map(|(_, x)| x).sum();
+    // A reducer on the target answers once the mapper caught up there.
+    assert_eq!(agg(survivor, "total"), sum.to_string());
+    eprintln!(
+        "fresh aggregate on the target of {records} records answered {:?} after the kill",
+        killed.elapsed()
+    );
+    // The new leader's resync as its log times it: from the view's start
+    // there to the end of its prune and of its backfill.
+    let resync = |n: &monotable_tests::Node| {
+        let log = n.log();
+        let last =
+            |needle: &str| log.iter().rposition(|l| l.contains(needle) && l.contains("by_city"));
+        let (runs, pruned, done) =
+            (last("view runs here")?, last("target pruned")?, last("backfill done")?);
+        (runs < pruned && pruned < done).then(|| {
+            let t = |i: usize| log_secs(&log[i]).expect("a timestamp");
+            (t(pruned) - t(runs), t(done) - t(runs))
+        })
+    };
+    let mut timed = None;
+    wait_until("the new leader's backfill done", 60, || {
+        timed = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .find_map(|(i, n)| resync(n).map(|t| (i + 1, t)));
+        timed.is_some()
+    });
+    let (node, (prune, all)) = timed.expect("timed");
+    eprintln!(
+        "resync of mapper by_city over {records} source records on node {node}: prune {prune:.3} \
+         s, prune and backfill {all:.3} s"
+    );
+    nodes[victim].restart();
+    exact("after the resync");
     for n in &mut nodes {
         assert!(n.stop());
     }
