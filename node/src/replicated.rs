@@ -42,9 +42,10 @@
 //! the meta range has the split, for up to 15 s. Ranges of one replica are
 //! ordinary ranges of the node that made them.
 //!
-//! Views on replicated ranges: [`crate::replicated_views`]; a range a view
-//! reads or writes does not split, and no view is made on a range of
-//! several chunks (views run on one chunk's group).
+//! Views on replicated ranges: [`crate::replicated_views`]; they run on the
+//! leader of the range's first chunk, over its replica of every chunk, so a
+//! range a view reads goes on splitting; a mapper's target rides on the
+//! first chunk's log and does not split.
 //!
 //! Not yet: reads at a snapshot, sinks and bridge jobs on replicated
 //! ranges; a replica that missed a split and is sent a snapshot of the

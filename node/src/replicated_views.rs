@@ -5,23 +5,37 @@
 //!
 //! A view on a replicated range is registered in the meta range
 //! ([`MetaView`], by name), so every node knows it. A mapper's target is
-//! created with it as a range *riding* on the source's chunk
+//! created with it as a range *riding* on the source's first chunk
 //! ([`MetaRange::rides_on`]): it has no Raft group of its own; its rows are
-//! written as [`ChunkCommand::Rider`] entries of the source chunk's Raft
-//! log, so every replica of the source holds a copy of the target, applied
-//! in one order with the source's writes.
+//! written as [`ChunkCommand::Rider`] entries of that chunk's Raft log, so
+//! every replica of the source holds a copy of the target, applied in one
+//! order with the first chunk's writes. A source's first chunk keeps its id
+//! and Raft group through every split (a split's lower half keeps them), so
+//! the target rides on the same group for its whole life; it is one chunk
+//! and does not split (`SplitChunk` refuses it).
 //!
 //! # Where they run
 //!
-//! A view runs on the leader of the Raft group carrying its input (the
-//! source's chunk for a mapper; for a reducer, its range's chunk, or the
-//! chunk its range rides on), and only there. Every node checks every
-//! [`VIEW_SYNC_MS`] which of those groups it leads, and in which term
-//! ([`Node::sync_views`]): a view whose group it leads in a term it does
-//! not run the view for yet is (re)started here, a view whose group it no
-//! longer leads in that term is stopped. Its local state (the catalog
-//! entry, pinned checkpoint, the reducer's tree) is this node's alone and
-//! goes when the view stops here (and at a restart).
+//! A view runs on the leader of the Raft group carrying its input
+//! ([`MetaState::view_group`]: the source's first chunk for a mapper, and
+//! for a reducer its range's first chunk, or the chunk its range rides
+//! on), and only there, over that node's replica of *every* chunk of the
+//! range: all chunks of a range have the same replicas (the range's
+//! `replicas`; a split's upper half gets a group over the same nodes), so
+//! the node holds them all, each applied in its own group's log order. The
+//! mapper and the reducer are the single-node ones, over the node's local
+//! range of several chunks: they follow each chunk's change journal, and a
+//! split of a source chunk ([`ChunkCommand::Split`], applied at one log
+//! index on every replica) is a local split of the node's replica, which
+//! single-node views follow already (the split keeps the journals from the
+//! views' pinned seqs; a backfill's cursor is a key, not a chunk). Every
+//! node checks every [`VIEW_SYNC_MS`] which of those groups it leads, and
+//! in which term ([`Node::sync_views`]): a view whose group it leads in a
+//! term it does not run the view for yet is (re)started here, a view whose
+//! group it no longer leads in that term is stopped. Its local state (the
+//! catalog entry, pinned checkpoint, the reducer's tree) is this node's
+//! alone and goes when the view stops here (and at a restart). Leader
+//! changes of the other chunks do not move the views.
 //!
 //! # Why a new leader's views are exact: resync, not replicated seqs
 //!
@@ -37,27 +51,61 @@
 //!   journal from `S` with this node's seqs, as on a single node;
 //! - a reducer builds its tree from its range at `S`, then follows it.
 //!
-//! Both cost one pass over the chunk (bounded by the chunk size). The
-//! result is exact because the target's rows are in the source's log: the
-//! old leader's writes that committed are all applied before `S`, those
-//! that did not commit never will be (a deposed leader's proposals fail,
-//! and its round stops), and the new leader's writes follow `S` in the
-//! same log. A mapper writes rows only while its node leads the group in
-//! the term it started in ([`Node::write_view_rows`]).
+//! Both cost one pass over the whole range, every chunk (measured in
+//! `tests/tests/cluster_views.rs`: the prune reads every target row and
+//! maps again each source record it names; the backfill maps the source
+//! and writes its rows through the first chunk's log). The result is exact
+//! because the target's rows are in the first chunk's log: the old
+//! leader's writes that committed are all applied before `S`, those that
+//! did not commit never will be (a deposed leader's proposals fail, and its
+//! round stops), and the new leader's writes follow `S` in the same log. A
+//! mapper writes rows only while its node leads the group in the term it
+//! started in ([`Node::write_view_rows`]). The other chunks' replicas on
+//! the new leader may lag their own leaders at `S`: a record they have not
+//! applied yet is pruned (or not yet backfilled) and mapped once it is
+//! applied here, like any change.
+//!
+//! # Fresh aggregates over several chunks
+//!
+//! A write to a chunk other than the view group's is acknowledged once its
+//! own leader applied it; the views' node may apply it later. So a
+//! `--fresh` aggregate, on the views' node after the view group's read
+//! index, also asks each other chunk's leader for its group's read index
+//! (`Command::GroupReadIndex`; [`crate::consensus::Group::read_index`]),
+//! all at once, and waits until its own replica applied up to it
+//! ([`crate::consensus::Group::wait_applied`]) before it settles its seqs
+//! and answers as on a single node ([`Node::catch_up_chunks`]). A chunk
+//! that split meanwhile is caught up with its upper half: the split is in
+//! the chunk's log, so once applied the node knows the upper half, whose
+//! group it catches up in turn. Non-fresh aggregates answer from what the
+//! node applied.
 //!
 //! Requests: creating and dropping views go through the meta range from
 //! any node; an aggregate is answered on the leader of its reducer's group
-//! (forwarded there, after Raft's read index, so `--fresh` sees every
-//! write acknowledged before it); `ListViews` gathers each view's status
-//! from the node running it; a target is read like any replicated range,
-//! through the source chunk's leader.
+//! (forwarded there); `ListViews` gathers each view's status from the node
+//! running it; a target is read like any replicated range, through the
+//! source's first chunk's leader.
 //!
-//! Several source chunks (once replicated chunks split) extend this
-//! directly: the target gets one riding chunk per source chunk (its rows
-//! are keyed by source key, so the chunks' rows never collide, and a
-//! target scan merges them), and each source chunk's leader runs the
-//! mapper for its part; a reducer gets one part per chunk, each kept on
-//! its chunk's leader, with the parts' totals combined at query time.
+//! # Why not one part per source chunk
+//!
+//! The other way (the mapper's target in one riding part per source chunk,
+//! each source chunk's leader mapping its own part, a reducer of one part
+//! per chunk with the parts' results combined by rereduce at query time)
+//! spreads the views' work over the chunks' leaders and lets targets grow
+//! with their sources. It needs, beyond this: mappers and reducers bounded
+//! to a chunk's key span; target scans and gets merging parts (a target
+//! row's key starts with the emitted key, so parts overlap in key order);
+//! parts that split with their source chunk at the split's log index;
+//! reduce states that travel between nodes and combine (the built-in
+//! reducers' states, not only their final values); and grouped aggregates
+//! paged across parts. Running the single-node views over one node's
+//! replica of every chunk gives the same exactness through leader changes
+//! and splits with none of that, at these costs, which are the limits
+//! today: one node (the first chunk's leader) does all of a range's view
+//! work, every target row goes through the first chunk's Raft log, a
+//! target is one chunk (so it is bounded by one chunk's practical size,
+//! and the first chunk's Raft snapshots carry it), and a leader change of
+//! the first chunk resyncs over the whole range.
 //!
 //! Not yet: sinks on replicated ranges, chains of mappers (a mapper whose
 //! source is a riding target), and mapping into an existing range.
@@ -820,5 +868,59 @@ fn placeholder(meta: &MetaState, name: &str) -> ViewStatus {
         last_error_key: None,
         backfill: Some((0, 0)),
         tree: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::meta::MetaChunk;
+
+    fn range(id: u64, chunks: &[u64], rides_on: Option<u64>) -> MetaRange {
+        MetaRange {
+            id,
+            options: Default::default(),
+            replicas: vec![1, 2, 3],
+            chunks: chunks
+                .iter()
+                .map(|&c| MetaChunk { id: c, start: Vec::new(), end: None, generation: 1 })
+                .collect(),
+            seed: Vec::new(),
+            rides_on,
+        }
+    }
+
+    /// A fresh aggregate catches up the chunks of the range carrying the
+    /// view's input: the source itself, or for a reducer on a mapper's
+    /// target, the source whose first chunk the target rides on (whatever
+    /// chunk of it that is after splits).
+    #[test]
+    fn the_carrying_range_of_a_view_is_its_input_or_the_source_its_target_rides_on() {
+        let mut meta = MetaState::default();
+        meta.ranges.insert("r".into(), range(10, &[11, 20, 21], None));
+        meta.ranges.insert("other".into(), range(30, &[31], None));
+        meta.ranges.insert("idx".into(), range(12, &[13], Some(11)));
+        let count = monotable_proto::ReduceFunction::Builtin("count".into());
+        let map = monotable_proto::MapFunction::Field { key_path: "a".into(), value_path: None };
+        meta.views.insert(
+            "m".into(),
+            MetaView::Mapper { source: "r".into(), target: "idx".into(), function: map },
+        );
+        meta.views
+            .insert("n".into(), MetaView::Reducer { range: "r".into(), function: count.clone() });
+        meta.views.insert(
+            "total".into(),
+            MetaView::Reducer { range: "idx".into(), function: count.clone() },
+        );
+        meta.views.insert("gone".into(), MetaView::Reducer { range: "x".into(), function: count });
+        assert_eq!(carrying_range(&meta, "m").as_deref(), Some("r"));
+        assert_eq!(carrying_range(&meta, "n").as_deref(), Some("r"));
+        assert_eq!(carrying_range(&meta, "total").as_deref(), Some("r"));
+        assert_eq!(carrying_range(&meta, "gone"), None, "an input the meta range lost");
+        assert_eq!(carrying_range(&meta, "nope"), None);
+        // Every view of the range runs on its first chunk's group.
+        for v in ["m", "n", "total"] {
+            assert_eq!(meta.view_group(v), Some(11), "{v}");
+        }
     }
 }

@@ -81,7 +81,7 @@ impl MetaRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaView {
     /// Keeps `target` (a range created with the mapper, riding on the
-    /// source's chunk) equal to `function` applied to `source`.
+    /// source's first chunk) equal to `function` applied to `source`.
     Mapper { source: String, target: String, function: monotable_proto::MapFunction },
     /// A reduce tree over `range` (a replicated range or a mapper's target).
     Reducer { range: String, function: monotable_proto::ReduceFunction },
@@ -201,7 +201,8 @@ pub enum MetaCommand {
     DropRange { name: String },
     /// Registers a view whose input is a replicated range; a mapper's
     /// `target` (which must not exist) is created with it, on the source's
-    /// replicas and riding on its chunk. Answers [`MetaReply::Ok`], or an
+    /// replicas and riding on its first chunk (whose id and group never
+    /// change). The input may have several chunks. Answers [`MetaReply::Ok`], or an
     /// error if the name is taken, the input is not a replicated range, or
     /// the target exists.
     CreateView { name: String, view: MetaView },

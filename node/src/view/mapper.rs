@@ -508,8 +508,10 @@ async fn run_round(
 /// Deletes the target's rows that the source at the mapper's checkpoint
 /// does not produce (each row key names its source record,
 /// [`monotable_proto::row`]); the backfill that follows writes the rows it
-/// does produce. Reads the whole target (one chunk, bounded by its size)
-/// and the records its rows name. Rows that name no record, or whose
+/// does produce. Reads the whole target into memory (one chunk: on a
+/// single node bounded by its size; a replicated source's target does not
+/// split, so it is as large as the source's rows make it) and the records
+/// its rows name. Rows that name no record, or whose
 /// record now maps to other keys, go.
 async fn prune(
     node: &Arc<Node>,
