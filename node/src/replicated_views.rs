@@ -131,6 +131,13 @@ pub const VIEW_SYNC_MS: u64 = 100;
 /// How long a request waits for a view's leader to run it.
 const VIEW_READY_WAIT_MS: u64 = 15_000;
 
+/// How long a fresh aggregate waits for this node's replicas of a range's
+/// other chunks to reach their leaders' read indexes (each chunk retried
+/// meanwhile, e.g. through its election) before it fails with
+/// `ClusterUnavailable`: below a node-to-node call's timeout
+/// ([`crate::cluster::transport::PEER_CALL_TIMEOUT_MS`]).
+const CATCH_UP_WAIT_MS: u64 = 4_000;
+
 /// The views on replicated ranges this node runs, and where their rows go.
 #[derive(Default)]
 pub struct ViewsHere {
@@ -627,7 +634,12 @@ impl Node {
                 let fresh = matches!(command, Command::Aggregate(r) if r.fresh);
                 let caught = match carrying_range(&meta, name) {
                     Some(range) if fresh => {
-                        self.catch_up_chunks(cluster, &range, group_id, deadline).await
+                        // Within a node-to-node call's timeout, so that a
+                        // node that forwarded the query gets this node's
+                        // reason (a chunk without a leader) rather than
+                        // silence.
+                        let cap = Instant::now() + Duration::from_millis(CATCH_UP_WAIT_MS);
+                        self.catch_up_chunks(cluster, &range, group_id, deadline.min(cap)).await
                     }
                     _ => Ok(()),
                 };
@@ -641,8 +653,9 @@ impl Node {
                             return Box::pin(self.execute_local(command.clone())).await;
                         }
                     }
-                    Err(e) if Instant::now() >= deadline => return Err(e),
-                    Err(e) => tracing::debug!(view = name, error = %e, "chunks not caught up yet"),
+                    // Retried by the node that forwarded the query, or by
+                    // the client (ClusterUnavailable is retryable).
+                    Err(e) => return Err(e),
                 }
             } else if let Some(node) =
                 status.leader.filter(|_| !leading).and_then(|l| meta.nodes.get(&l))
