@@ -354,10 +354,22 @@ impl Node {
         let running = lock(&self.replicated_views.running).clone();
         // Stopped first (reducers before the mappers they read), so a view
         // restarted in a new term starts clean.
+        // A view goes only once its node is no longer the leader of its
+        // term: not while the group's status merely stops naming a leader
+        // for a moment (no quorum acknowledgement for a while under load),
+        // which would cost a full resync. Its writes fail meanwhile anyway
+        // ([`Node::write_view_rows`] checks the leader).
+        let still_leads = |name: &str, term: u64| {
+            let status = meta.view_group(name).and_then(|g| cluster.group(g)).map(|g| g.status());
+            status.is_some_and(|s| s.term == term && s.state == "leader")
+        };
         let mut stop: Vec<(String, Option<MetaView>)> = running
             .iter()
             .filter(|(name, (term, view))| {
-                !wanted.iter().any(|(n, v, t)| n == *name && *t == Some(*term) && v == view)
+                let same = |n: &String, v: &MetaView| n == *name && v == view;
+                !wanted.iter().any(|(n, v, t)| {
+                    same(n, v) && (*t == Some(*term) || (t.is_none() && still_leads(name, *term)))
+                })
             })
             .map(|(name, _)| (name.clone(), meta.views.get(name).cloned()))
             .collect();
@@ -508,7 +520,15 @@ impl Node {
                 ))))
             }
             Command::Aggregate(req) => {
-                if !known(&|m| m.views.contains_key(&req.reducer)) {
+                // Postmortem: a node just restarted, its meta replica not
+                // yet caught up, answered "reducer does not exist" for a
+                // view on a replicated range. A reducer of this node's own
+                // is answered at once, without asking the meta leader.
+                let view = |m: &MetaState| m.views.contains_key(&req.reducer);
+                if !known(&view)
+                    && (self.views_read().reducers.contains_key(&req.reducer)
+                        || !known_caught_up(cluster, &view).await)
+                {
                     return None;
                 }
                 Some(self.serve_replicated_view(cluster, &req.reducer, command).await)
@@ -650,7 +670,16 @@ impl Node {
                         // settled seq as the one to reach.
                         self.clock.wait_stable(self.clock.last_allocated()).await;
                         if self.runs_here(&meta, name, status.term) {
-                            return Box::pin(self.execute_local(command.clone())).await;
+                            let reply = Box::pin(self.execute_local(command.clone())).await;
+                            // A view stopped here while the query waited
+                            // for it (leadership moved): asked again, of
+                            // the new leader.
+                            if reply.is_ok()
+                                || self.runs_here(&meta, name, status.term)
+                                || Instant::now() >= deadline
+                            {
+                                return reply;
+                            }
                         }
                     }
                     // Retried by the node that forwarded the query, or by
