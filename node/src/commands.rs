@@ -188,7 +188,6 @@ impl Node {
                 self.cluster()?.add_voter(node, addr).await.map(|()| Reply::Ok)
             }
             Command::NodeInfo => Ok(Reply::NodeInfo(self.node_info())),
-            Command::ReadIndex { group } => self.serve_read_index(group).await,
             Command::MetaPropose { command } => self
                 .cluster()?
                 .propose_encoded(&command)
@@ -199,6 +198,20 @@ impl Node {
                 .handle_rpc(group, &rpc, (cluster, from, to))
                 .await
                 .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
+            Command::GroupReadIndex { group } => {
+                let group = self.cluster()?.group(group).ok_or_else(|| {
+                    NodeError::client(
+                        monotable_proto::ErrorCode::ClusterUnavailable,
+                        format!("this node has no replica of chunk {group}"),
+                    )
+                })?;
+                group.read_index().await.map(Reply::Index).map_err(|e| {
+                    NodeError::client(
+                        monotable_proto::ErrorCode::ClusterUnavailable,
+                        format!("chunk {}: {e}", group.id()),
+                    )
+                })
+            }
             Command::Auth { .. } => Err(NodeError::Internal(
                 "Auth must be handled by the connection, not the node".into(),
             )),

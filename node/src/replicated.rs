@@ -42,9 +42,10 @@
 //! the meta range has the split, for up to 15 s. Ranges of one replica are
 //! ordinary ranges of the node that made them.
 //!
-//! Views on replicated ranges: [`crate::replicated_views`]; a range a view
-//! reads or writes does not split, and no view is made on a range of
-//! several chunks (views run on one chunk's group).
+//! Views on replicated ranges: [`crate::replicated_views`]; they run on the
+//! leader of the range's first chunk, over its replica of every chunk, so a
+//! range a view reads goes on splitting; a mapper's target rides on the
+//! first chunk's log and does not split.
 //!
 //! Reads at a snapshot are served by this node's own replicas, and never
 //! forwarded (a snapshot's seq is one node's): a snapshot taken here waits
@@ -486,7 +487,7 @@ impl Node {
     /// committed before the call: a snapshot pinned after it shows every
     /// write acknowledged before it, on every replicated chunk here. A
     /// leader confirms its read index with a majority; a follower asks its
-    /// leader for it ([`Command::ReadIndex`]) and waits to apply up to it.
+    /// leader for it ([`Command::GroupReadIndex`]) and waits to apply up to it.
     /// Costs one round to a majority per group held, all at once.
     ///
     /// Errors: `ClusterUnavailable` when a group has no reachable leader
@@ -499,11 +500,11 @@ impl Node {
             let Some(group) = cluster.group(id) else { continue };
             let node = self.clone();
             settles.spawn(async move {
-                let command = Command::ReadIndex { group: group.id() };
+                let command = Command::GroupReadIndex { group: group.id() };
                 let read = |g: Group| async move { g.read_barrier().await };
                 match node.on_leader(&group, me, &command, read).await? {
                     None => Ok(()),
-                    Some(Reply::ReadIndex(index)) => group
+                    Some(Reply::Index(index)) => group
                         .wait_applied(index)
                         .await
                         .map_err(|e| unavailable(format!("chunk {}: {e}", group.id()))),
@@ -517,20 +518,6 @@ impl Node {
             done.map_err(|e| NodeError::Internal(format!("settling a replica: {e}")))??;
         }
         Ok(())
-    }
-
-    /// [`Command::ReadIndex`]: the read index of chunk group `group`,
-    /// which this node must lead.
-    ///
-    /// Errors: `ClusterUnavailable` when this node holds no replica of it
-    /// or does not lead it.
-    pub(crate) async fn serve_read_index(&self, group: u64) -> NodeResult<Reply> {
-        let cluster = self.cluster()?;
-        let g = cluster
-            .group(group)
-            .ok_or_else(|| unavailable(format!("no replica of chunk {group} runs here")))?;
-        let index = g.read_index().await.map_err(|e| unavailable(format!("chunk {group}: {e}")))?;
-        Ok(Reply::ReadIndex(index))
     }
 
     /// Runs `f` on this node's replica if it leads the group; else forwards

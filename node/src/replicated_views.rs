@@ -5,23 +5,37 @@
 //!
 //! A view on a replicated range is registered in the meta range
 //! ([`MetaView`], by name), so every node knows it. A mapper's target is
-//! created with it as a range *riding* on the source's chunk
+//! created with it as a range *riding* on the source's first chunk
 //! ([`MetaRange::rides_on`]): it has no Raft group of its own; its rows are
-//! written as [`ChunkCommand::Rider`] entries of the source chunk's Raft
-//! log, so every replica of the source holds a copy of the target, applied
-//! in one order with the source's writes.
+//! written as [`ChunkCommand::Rider`] entries of that chunk's Raft log, so
+//! every replica of the source holds a copy of the target, applied in one
+//! order with the first chunk's writes. A source's first chunk keeps its id
+//! and Raft group through every split (a split's lower half keeps them), so
+//! the target rides on the same group for its whole life; it is one chunk
+//! and does not split (`SplitChunk` refuses it).
 //!
 //! # Where they run
 //!
-//! A view runs on the leader of the Raft group carrying its input (the
-//! source's chunk for a mapper; for a reducer, its range's chunk, or the
-//! chunk its range rides on), and only there. Every node checks every
-//! [`VIEW_SYNC_MS`] which of those groups it leads, and in which term
-//! ([`Node::sync_views`]): a view whose group it leads in a term it does
-//! not run the view for yet is (re)started here, a view whose group it no
-//! longer leads in that term is stopped. Its local state (the catalog
-//! entry, pinned checkpoint, the reducer's tree) is this node's alone and
-//! goes when the view stops here (and at a restart).
+//! A view runs on the leader of the Raft group carrying its input
+//! ([`MetaState::view_group`]: the source's first chunk for a mapper, and
+//! for a reducer its range's first chunk, or the chunk its range rides
+//! on), and only there, over that node's replica of *every* chunk of the
+//! range: all chunks of a range have the same replicas (the range's
+//! `replicas`; a split's upper half gets a group over the same nodes), so
+//! the node holds them all, each applied in its own group's log order. The
+//! mapper and the reducer are the single-node ones, over the node's local
+//! range of several chunks: they follow each chunk's change journal, and a
+//! split of a source chunk ([`ChunkCommand::Split`], applied at one log
+//! index on every replica) is a local split of the node's replica, which
+//! single-node views follow already (the split keeps the journals from the
+//! views' pinned seqs; a backfill's cursor is a key, not a chunk). Every
+//! node checks every [`VIEW_SYNC_MS`] which of those groups it leads, and
+//! in which term ([`Node::sync_views`]): a view whose group it leads in a
+//! term it does not run the view for yet is (re)started here, a view whose
+//! group it no longer leads in that term is stopped. Its local state (the
+//! catalog entry, pinned checkpoint, the reducer's tree) is this node's
+//! alone and goes when the view stops here (and at a restart). Leader
+//! changes of the other chunks do not move the views.
 //!
 //! # Why a new leader's views are exact: resync, not replicated seqs
 //!
@@ -37,30 +51,66 @@
 //!   journal from `S` with this node's seqs, as on a single node;
 //! - a reducer builds its tree from its range at `S`, then follows it.
 //!
-//! Both cost one pass over the chunk (bounded by the chunk size). The
-//! result is exact because the target's rows are in the source's log: the
-//! old leader's writes that committed are all applied before `S`, those
-//! that did not commit never will be (a deposed leader's proposals fail,
-//! and its round stops), and the new leader's writes follow `S` in the
-//! same log. A mapper writes rows only while its node leads the group in
-//! the term it started in ([`Node::write_view_rows`]).
+//! Both cost one pass over the whole range, every chunk (measured in
+//! `tests/tests/cluster_views.rs`: the prune reads every target row and
+//! maps again each source record it names; the backfill maps the source
+//! and writes its rows through the first chunk's log). The result is exact
+//! because the target's rows are in the first chunk's log: the old
+//! leader's writes that committed are all applied before `S`, those that
+//! did not commit never will be (a deposed leader's proposals fail, and its
+//! round stops), and the new leader's writes follow `S` in the same log. A
+//! mapper writes rows only while its node leads the group in the term it
+//! started in ([`Node::write_view_rows`]). The other chunks' replicas on
+//! the new leader may lag their own leaders at `S`: a record they have not
+//! applied yet is pruned (or not yet backfilled) and mapped once it is
+//! applied here, like any change.
+//!
+//! # Fresh aggregates over several chunks
+//!
+//! A write to a chunk other than the view group's is acknowledged once its
+//! own leader applied it; the views' node may apply it later. So a
+//! `--fresh` aggregate, on the views' node after the view group's read
+//! index, also asks each other chunk's leader for its group's read index
+//! (`Command::GroupReadIndex`; [`crate::consensus::Group::read_index`]),
+//! all at once, and waits until its own replica applied up to it
+//! ([`crate::consensus::Group::wait_applied`]) before it settles its seqs
+//! and answers as on a single node ([`Node::catch_up_chunks`]). A chunk
+//! that split meanwhile is caught up with its upper half: the split is in
+//! the chunk's log, so once applied the node knows the upper half, whose
+//! group it catches up in turn. Non-fresh aggregates answer from what the
+//! node applied.
 //!
 //! Requests: creating and dropping views go through the meta range from
 //! any node; an aggregate is answered on the leader of its reducer's group
-//! (forwarded there, after Raft's read index, so `--fresh` sees every
-//! write acknowledged before it); `ListViews` gathers each view's status
-//! from the node running it; a target is read like any replicated range,
-//! through the source chunk's leader.
+//! (forwarded there); `ListViews` gathers each view's status from the node
+//! running it; a target is read like any replicated range, through the
+//! source's first chunk's leader.
 //!
-//! Several source chunks (once replicated chunks split) extend this
-//! directly: the target gets one riding chunk per source chunk (its rows
-//! are keyed by source key, so the chunks' rows never collide, and a
-//! target scan merges them), and each source chunk's leader runs the
-//! mapper for its part; a reducer gets one part per chunk, each kept on
-//! its chunk's leader, with the parts' totals combined at query time.
+//! # Why not one part per source chunk
 //!
-//! Not yet: sinks on replicated ranges, chains of mappers (a mapper whose
-//! source is a riding target), and mapping into an existing range.
+//! The other way (the mapper's target in one riding part per source chunk,
+//! each source chunk's leader mapping its own part, a reducer of one part
+//! per chunk with the parts' results combined by rereduce at query time)
+//! spreads the views' work over the chunks' leaders and lets targets grow
+//! with their sources. It needs, beyond this: mappers and reducers bounded
+//! to a chunk's key span; target scans and gets merging parts (a target
+//! row's key starts with the emitted key, so parts overlap in key order);
+//! parts that split with their source chunk at the split's log index;
+//! reduce states that travel between nodes and combine (the built-in
+//! reducers' states, not only their final values); and grouped aggregates
+//! paged across parts. Running the single-node views over one node's
+//! replica of every chunk gives the same exactness through leader changes
+//! and splits with none of that, at these costs, which are the limits
+//! today: one node (the first chunk's leader) does all of a range's view
+//! work, every target row goes through the first chunk's Raft log, a
+//! target is one chunk (so it is bounded by one chunk's practical size,
+//! and the first chunk's Raft snapshots carry it), and a leader change of
+//! the first chunk resyncs over the whole range.
+//!
+//! Sinks of replicated ranges run the same way: [`crate::bridge::cluster_sinks`].
+//!
+//! Not yet: chains of mappers (a mapper whose source is a riding target),
+//! and mapping into an existing range.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,6 +132,13 @@ pub const VIEW_SYNC_MS: u64 = 100;
 
 /// How long a request waits for a view's leader to run it.
 const VIEW_READY_WAIT_MS: u64 = 15_000;
+
+/// How long a fresh aggregate waits for this node's replicas of a range's
+/// other chunks to reach their leaders' read indexes (each chunk retried
+/// meanwhile, e.g. through its election) before it fails with
+/// `ClusterUnavailable`: below a node-to-node call's timeout
+/// ([`crate::cluster::transport::PEER_CALL_TIMEOUT_MS`]).
+const CATCH_UP_WAIT_MS: u64 = 4_000;
 
 /// The views on replicated ranges this node runs, and where their rows go.
 #[derive(Default)]
@@ -300,10 +357,22 @@ impl Node {
         let running = lock(&self.replicated_views.running).clone();
         // Stopped first (reducers before the mappers they read), so a view
         // restarted in a new term starts clean.
+        // A view goes only once its node is no longer the leader of its
+        // term: not while the group's status merely stops naming a leader
+        // for a moment (no quorum acknowledgement for a while under load),
+        // which would cost a full resync. Its writes fail meanwhile anyway
+        // ([`Node::write_view_rows`] checks the leader).
+        let still_leads = |name: &str, term: u64| {
+            let status = meta.view_group(name).and_then(|g| cluster.group(g)).map(|g| g.status());
+            status.is_some_and(|s| s.term == term && s.state == "leader")
+        };
         let mut stop: Vec<(String, Option<MetaView>)> = running
             .iter()
             .filter(|(name, (term, view))| {
-                !wanted.iter().any(|(n, v, t)| n == *name && *t == Some(*term) && v == view)
+                let same = |n: &String, v: &MetaView| n == *name && v == view;
+                !wanted.iter().any(|(n, v, t)| {
+                    same(n, v) && (*t == Some(*term) || (t.is_none() && still_leads(name, *term)))
+                })
             })
             .map(|(name, _)| (name.clone(), meta.views.get(name).cloned()))
             .collect();
@@ -413,7 +482,9 @@ impl Node {
         let known = |f: &dyn Fn(&MetaState) -> bool| cluster.with_meta(f).unwrap_or(false);
         match command {
             Command::CreateMapper { name, source, target, function } => {
-                if !known(&|m| m.ranges.contains_key(source) || m.ranges.contains_key(target)) {
+                let names =
+                    |m: &MetaState| m.ranges.contains_key(source) || m.ranges.contains_key(target);
+                if !known_caught_up(cluster, &names).await {
                     return None;
                 }
                 let view = MetaView::Mapper {
@@ -424,7 +495,7 @@ impl Node {
                 Some(self.create_replicated_view(cluster, name, view).await)
             }
             Command::CreateReducer { name, range, function } => {
-                if !known(&|m| m.ranges.contains_key(range)) {
+                if !known_caught_up(cluster, &|m| m.ranges.contains_key(range)).await {
                     return None;
                 }
                 let view = MetaView::Reducer { range: range.clone(), function: function.clone() };
@@ -445,7 +516,15 @@ impl Node {
                 self.route_sink_command(cluster, command).await
             }
             Command::Aggregate(req) => {
-                if !known(&|m| m.views.contains_key(&req.reducer)) {
+                // Postmortem: a node just restarted, its meta replica not
+                // yet caught up, answered "reducer does not exist" for a
+                // view on a replicated range. A reducer of this node's own
+                // is answered at once, without asking the meta leader.
+                let view = |m: &MetaState| m.views.contains_key(&req.reducer);
+                if !known(&view)
+                    && (self.views_read().reducers.contains_key(&req.reducer)
+                        || !known_caught_up(cluster, &view).await)
+                {
                     return None;
                 }
                 Some(self.serve_replicated_view(cluster, &req.reducer, command).await)
@@ -564,12 +643,44 @@ impl Node {
                 && self.runs_here(&meta, name, status.term)
                 && group.read_barrier().await.is_ok()
             {
-                // What the leader applied (every acknowledged write) is
-                // settled before a fresh query takes the settled seq as
-                // the one to reach.
-                self.clock.wait_stable(self.clock.last_allocated()).await;
-                if self.runs_here(&meta, name, status.term) {
-                    return Box::pin(self.execute_local(command.clone())).await;
+                // A fresh query over several chunks also needs this node's
+                // replica of every other chunk to hold the writes
+                // acknowledged before it (they are applied on each chunk's
+                // leader, maybe not yet here).
+                let fresh = matches!(command, Command::Aggregate(r) if r.fresh);
+                let caught = match carrying_range(&meta, name) {
+                    Some(range) if fresh => {
+                        // Within a node-to-node call's timeout, so that a
+                        // node that forwarded the query gets this node's
+                        // reason (a chunk without a leader) rather than
+                        // silence.
+                        let cap = Instant::now() + Duration::from_millis(CATCH_UP_WAIT_MS);
+                        self.catch_up_chunks(cluster, &range, group_id, deadline.min(cap)).await
+                    }
+                    _ => Ok(()),
+                };
+                match caught {
+                    Ok(()) => {
+                        // What the leader applied (every acknowledged
+                        // write) is settled before a fresh query takes the
+                        // settled seq as the one to reach.
+                        self.clock.wait_stable(self.clock.last_allocated()).await;
+                        if self.runs_here(&meta, name, status.term) {
+                            let reply = Box::pin(self.execute_local(command.clone())).await;
+                            // A view stopped here while the query waited
+                            // for it (leadership moved): asked again, of
+                            // the new leader.
+                            if reply.is_ok()
+                                || self.runs_here(&meta, name, status.term)
+                                || Instant::now() >= deadline
+                            {
+                                return reply;
+                            }
+                        }
+                    }
+                    // Retried by the node that forwarded the query, or by
+                    // the client (ClusterUnavailable is retryable).
+                    Err(e) => return Err(e),
                 }
             } else if let Some(node) =
                 status.leader.filter(|_| !leading).and_then(|l| meta.nodes.get(&l))
@@ -587,6 +698,116 @@ impl Node {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Brings this node's replica of every chunk of replicated range
+    /// `range` (but `done`, whose read index it has) up to the read index
+    /// of the chunk's group: asked of each chunk's leader, all at once, then
+    /// waited for here. A chunk that split meanwhile is caught up with its
+    /// upper half (the split is in the chunk's log, so applying up to the
+    /// read index makes the upper half known here).
+    ///
+    /// Errors: `ClusterUnavailable` when a chunk has no leader, its leader
+    /// did not answer, or this node has no replica of it yet (a split's
+    /// upper half whose group has not started); the caller retries until
+    /// `deadline`.
+    pub(crate) async fn catch_up_chunks(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        range: &str,
+        done: u64,
+        deadline: Instant,
+    ) -> NodeResult<()> {
+        let mut caught = std::collections::HashSet::from([done]);
+        loop {
+            let todo: Vec<u64> = self
+                .chunk_groups(cluster, range)
+                .into_iter()
+                .filter(|g| !caught.contains(g))
+                .collect();
+            if todo.is_empty() {
+                return Ok(());
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for g in todo.iter().copied() {
+                let (node, cluster) = (self.clone(), cluster.clone());
+                tasks.spawn(async move { node.catch_up_group(&cluster, g, deadline).await });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.map_err(|e| NodeError::Internal(format!("catch-up task: {e}")))??;
+            }
+            caught.extend(todo);
+        }
+    }
+
+    /// The Raft groups of replicated range `range`'s chunks: those the meta
+    /// range records and those this node's replica has (it may know a split
+    /// the meta range does not record yet, or the other way round).
+    fn chunk_groups(&self, cluster: &Cluster, range: &str) -> Vec<u64> {
+        let mut groups: Vec<u64> = cluster
+            .with_meta(|m| m.ranges.get(range).map(|r| r.chunks.iter().map(|c| c.id).collect()))
+            .flatten()
+            .unwrap_or_default();
+        let local: Vec<u64> = self
+            .router_read()
+            .range(range)
+            .map(|r| r.chunks.values().map(|c| c.id).collect())
+            .unwrap_or_default();
+        for chunk in local {
+            if let Some(g) = self.replicated.group_of(chunk) {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Waits until this node's replica of chunk group `g` applied its
+    /// leader's read index (see [`Node::catch_up_chunks`]).
+    async fn catch_up_group(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        g: u64,
+        deadline: Instant,
+    ) -> NodeResult<()> {
+        loop {
+            let attempt = async {
+                let group = cluster
+                    .group(g)
+                    .ok_or_else(|| unavailable(format!("no replica of chunk {g} runs here yet")))?;
+                let status = group.status();
+                let me = cluster.node_id();
+                if status.leader.is_some() && status.leader == me {
+                    return group
+                        .read_barrier()
+                        .await
+                        .map_err(|e| unavailable(format!("chunk {g}: {e}")));
+                }
+                let addr = status
+                    .leader
+                    .and_then(|l| cluster.with_meta(|m| m.nodes.get(&l).map(|n| n.addr.clone())))
+                    .flatten()
+                    .ok_or_else(|| unavailable(format!("chunk {g} has no leader")))?;
+                match self.forward(&addr, Command::GroupReadIndex { group: g }).await? {
+                    Reply::Index(index) => group
+                        .wait_applied(index)
+                        .await
+                        .map_err(|e| unavailable(format!("chunk {g}: {e}"))),
+                    other => Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
+                }
+            };
+            match attempt.await {
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_info().code == ErrorCode::ClusterUnavailable =>
+                {
+                    tracing::debug!(chunk = g, error = %e, "chunk not caught up yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -634,6 +855,36 @@ impl Node {
     }
 }
 
+/// Whether this node's meta replica says `f`, after catching up with the
+/// meta leader when it does not at first (on a cluster of several nodes): a
+/// range made through another node a moment ago is then seen here, so a
+/// view on it is not taken for a view of a range of this node's own.
+/// Postmortem: `reducer create` on a mapper's target, through another node
+/// right after `mapper create`, failed with RangeNotFound.
+async fn known_caught_up(cluster: &Cluster, f: &dyn Fn(&MetaState) -> bool) -> bool {
+    if cluster.with_meta(f).unwrap_or(false) {
+        return true;
+    }
+    let several = cluster.with_meta(|m| m.live_members().nth(1).is_some());
+    several == Some(true) && cluster.catch_up_meta().await && cluster.with_meta(f).unwrap_or(false)
+}
+
+/// The replicated range whose chunks carry view `name`'s input: the input
+/// itself, or for a mapper's target the source whose first chunk's log its
+/// rows ride on.
+pub fn carrying_range(meta: &MetaState, name: &str) -> Option<String> {
+    let input = meta.views.get(name)?.input();
+    let range = meta.ranges.get(input)?;
+    match range.rides_on {
+        None => Some(input.to_owned()),
+        Some(g) => meta
+            .ranges
+            .iter()
+            .find(|(_, r)| r.rides_on.is_none() && r.chunks.iter().any(|c| c.id == g))
+            .map(|(n, _)| n.clone()),
+    }
+}
+
 /// The status of a view whose node could not be asked.
 fn placeholder(meta: &MetaState, name: &str) -> ViewStatus {
     let view = meta.views.get(name);
@@ -663,5 +914,59 @@ fn placeholder(meta: &MetaState, name: &str) -> ViewStatus {
         last_error_key: None,
         backfill: Some((0, 0)),
         tree: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::meta::MetaChunk;
+
+    fn range(id: u64, chunks: &[u64], rides_on: Option<u64>) -> MetaRange {
+        MetaRange {
+            id,
+            options: Default::default(),
+            replicas: vec![1, 2, 3],
+            chunks: chunks
+                .iter()
+                .map(|&c| MetaChunk { id: c, start: Vec::new(), end: None, generation: 1 })
+                .collect(),
+            seed: Vec::new(),
+            rides_on,
+        }
+    }
+
+    /// A fresh aggregate catches up the chunks of the range carrying the
+    /// view's input: the source itself, or for a reducer on a mapper's
+    /// target, the source whose first chunk the target rides on (whatever
+    /// chunk of it that is after splits).
+    #[test]
+    fn the_carrying_range_of_a_view_is_its_input_or_the_source_its_target_rides_on() {
+        let mut meta = MetaState::default();
+        meta.ranges.insert("r".into(), range(10, &[11, 20, 21], None));
+        meta.ranges.insert("other".into(), range(30, &[31], None));
+        meta.ranges.insert("idx".into(), range(12, &[13], Some(11)));
+        let count = monotable_proto::ReduceFunction::Builtin("count".into());
+        let map = monotable_proto::MapFunction::Field { key_path: "a".into(), value_path: None };
+        meta.views.insert(
+            "m".into(),
+            MetaView::Mapper { source: "r".into(), target: "idx".into(), function: map },
+        );
+        meta.views
+            .insert("n".into(), MetaView::Reducer { range: "r".into(), function: count.clone() });
+        meta.views.insert(
+            "total".into(),
+            MetaView::Reducer { range: "idx".into(), function: count.clone() },
+        );
+        meta.views.insert("gone".into(), MetaView::Reducer { range: "x".into(), function: count });
+        assert_eq!(carrying_range(&meta, "m").as_deref(), Some("r"));
+        assert_eq!(carrying_range(&meta, "n").as_deref(), Some("r"));
+        assert_eq!(carrying_range(&meta, "total").as_deref(), Some("r"));
+        assert_eq!(carrying_range(&meta, "gone"), None, "an input the meta range lost");
+        assert_eq!(carrying_range(&meta, "nope"), None);
+        // Every view of the range runs on its first chunk's group.
+        for v in ["m", "n", "total"] {
+            assert_eq!(meta.view_group(v), Some(11), "{v}");
+        }
     }
 }

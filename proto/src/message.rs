@@ -250,10 +250,10 @@ pub enum Command {
         proto: u8,
         hops: u8,
     },
-    /// Node to node: the read index of chunk group `group` (Raft's read
-    /// index, confirmed with a majority by its leader; refused with
-    /// `NotLeader` elsewhere). Answered with [`Reply::ReadIndex`].
-    ReadIndex {
+    /// Node to node: Raft's read index of chunk group `group`, asked of its
+    /// leader (answered with [`Reply::Index`]): a replica that applied its
+    /// log up to it holds every write acknowledged before the request.
+    GroupReadIndex {
         group: u64,
     },
 }
@@ -493,8 +493,8 @@ pub enum Reply {
     Raft(Bytes),
     /// A Redis reply, RESP-encoded (answers [`Command::RespForward`]).
     Resp(Bytes),
-    /// A Raft log index (answers [`Command::ReadIndex`]).
-    ReadIndex(u64),
+    /// A Raft log index (answers [`Command::GroupReadIndex`]).
+    Index(u64),
 }
 
 /// The cluster as one node sees it (`monotable cluster status`).

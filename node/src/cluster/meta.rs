@@ -81,7 +81,7 @@ impl MetaRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaView {
     /// Keeps `target` (a range created with the mapper, riding on the
-    /// source's chunk) equal to `function` applied to `source`.
+    /// source's first chunk) equal to `function` applied to `source`.
     Mapper { source: String, target: String, function: monotable_proto::MapFunction },
     /// A reduce tree over `range` (a replicated range or a mapper's target).
     Reducer { range: String, function: monotable_proto::ReduceFunction },
@@ -210,7 +210,8 @@ pub enum MetaCommand {
     DropRange { name: String },
     /// Registers a view whose input is a replicated range; a mapper's
     /// `target` (which must not exist) is created with it, on the source's
-    /// replicas and riding on its chunk. Answers [`MetaReply::Ok`], or an
+    /// replicas and riding on its first chunk (whose id and group never
+    /// change). The input may have several chunks. Answers [`MetaReply::Ok`], or an
     /// error if the name is taken, the input is not a replicated range, or
     /// the target exists.
     CreateView { name: String, view: MetaView },
@@ -232,8 +233,8 @@ pub enum MetaCommand {
     /// [`MetaReply::Ok`]; also when the chunk has `generation` or a later
     /// one already (a replay, or a stale repeat: nothing changes). Refused
     /// if the range or chunk is unknown, `generation` skips one, `at` is
-    /// not strictly inside the chunk, or a view reads or writes the range
-    /// (views on replicated ranges run on one chunk's group).
+    /// not strictly inside the chunk, or the range is a mapper's target
+    /// (it rides on one chunk's log).
     SplitChunk { range: String, chunk: u64, at: Vec<u8>, right: u64, generation: u64 },
     /// Registers a sink of a replicated range. Answers [`MetaReply::Ok`],
     /// or an error if the name is taken (by a sink or a view) or the
@@ -408,12 +409,15 @@ fn split_chunk(
     right: u64,
     generation: u64,
 ) -> MetaReply {
-    if let Some(view) = s.views_of(&range).next() {
-        return MetaReply::Refused(format!("range {range:?} is used by view {view:?}"));
-    }
     let Some(r) = s.ranges.get_mut(&range) else {
         return MetaReply::Refused(format!("range {range:?} does not exist"));
     };
+    if r.rides_on.is_some() {
+        // Its rows ride on its source's first chunk's log: one chunk.
+        return MetaReply::Refused(format!(
+            "range {range:?} is a mapper's target: it does not split"
+        ));
+    }
     let Some(i) = r.chunks.iter().position(|c| c.id == chunk) else {
         return MetaReply::Refused(format!("range {range:?} has no chunk {chunk}"));
     };
@@ -496,14 +500,6 @@ fn create_view(s: &mut MetaState, name: String, view: MetaView) -> MetaReply {
     let Some(input) = s.ranges.get(view.input()).cloned() else {
         return MetaReply::Refused(format!("range {:?} is not a replicated range", view.input()));
     };
-    if input.chunks.len() > 1 {
-        return MetaReply::Refused(format!(
-            "range {:?} has split into {} chunks: views on replicated ranges of several \
-             chunks are not supported yet",
-            view.input(),
-            input.chunks.len()
-        ));
-    }
     if let MetaView::Mapper { target, .. } = &view {
         if s.ranges.contains_key(target) {
             return MetaReply::Refused(format!(
@@ -685,29 +681,39 @@ mod tests {
         let mut copy = MetaMachine::default();
         copy.restore(&m.snapshot()).expect("restore");
         assert_eq!(range(&copy), r);
-        // Views on replicated ranges run on one chunk's group: none on a
-        // range of several chunks, and a range with a view does not split.
+        // Views on a range of several chunks: made, and the range goes on
+        // splitting; a mapper's target (riding on the source's first
+        // chunk's log) does not split.
         let count = monotable_proto::ReduceFunction::Builtin("count".into());
-        let view = MetaView::Reducer { range: "r".into(), function: count.clone() };
-        let create = MetaCommand::CreateView { name: "n".into(), view };
-        assert!(matches!(apply(&mut m, create), MetaReply::Refused(_)));
-        let create = MetaCommand::CreateRange {
-            name: "v".into(),
-            options: Default::default(),
-            replicas: vec![1],
-        };
-        let MetaReply::Range(v) = apply(&mut m, create) else { panic!("created") };
-        let view = MetaView::Reducer { range: "v".into(), function: count };
+        let view = MetaView::Reducer { range: "r".into(), function: count };
         let create = MetaCommand::CreateView { name: "n".into(), view };
         assert_eq!(apply(&mut m, create), MetaReply::Ok);
-        let split_v = MetaCommand::SplitChunk {
-            range: "v".into(),
-            chunk: v.chunks[0].id,
-            at: b"m".to_vec(),
+        let map = monotable_proto::MapFunction::Field { key_path: "a".into(), value_path: None };
+        let view = MetaView::Mapper { source: "r".into(), target: "t".into(), function: map };
+        let create = MetaCommand::CreateView { name: "m".into(), view };
+        assert_eq!(apply(&mut m, create), MetaReply::Ok);
+        assert_eq!(m.state().view_group("m"), Some(first), "the first chunk's group");
+        assert_eq!(m.state().ranges["t"].rides_on, Some(first));
+        let last = range(&m).chunks.last().expect("a chunk").clone();
+        let split_r = MetaCommand::SplitChunk {
+            range: "r".into(),
+            chunk: last.id,
+            at: b"x".to_vec(),
             right: other + 10,
+            generation: last.generation + 1,
+        };
+        assert_eq!(apply(&mut m, split_r), MetaReply::Ok);
+        assert_eq!(range(&m).chunks.len(), 4);
+        assert_eq!(m.state().view_group("n"), Some(first), "splits do not move views");
+        let t = m.state().ranges["t"].clone();
+        let split_t = MetaCommand::SplitChunk {
+            range: "t".into(),
+            chunk: t.chunks[0].id,
+            at: b"m".to_vec(),
+            right: other + 11,
             generation: 2,
         };
-        assert!(matches!(apply(&mut m, split_v), MetaReply::Refused(_)));
+        assert!(matches!(apply(&mut m, split_t), MetaReply::Refused(_)));
     }
 
     fn cluster_of(nodes: u64) -> MetaMachine {

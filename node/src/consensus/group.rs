@@ -277,9 +277,10 @@ impl Group {
         self.read_index().await.map(|_| ())
     }
 
-    /// [`Group::read_barrier`], returning the read index: the log index
-    /// every entry committed before the call is at or below (0 for an
-    /// empty log). A follower that has applied up to it
+    /// Raft's read index: the log index every entry committed before the
+    /// call is at or below, confirmed by a majority as the leader's, and
+    /// applied on this replica when it returns (0: nothing was ever
+    /// committed). Another replica that applied up to it
     /// ([`Group::wait_applied`]) holds every write acknowledged before the
     /// call.
     ///
@@ -287,7 +288,7 @@ impl Group {
     pub async fn read_index(&self) -> Result<u64, ConsensusError> {
         self.quiet.wake();
         match self.bounded(self.raft.ensure_linearizable()).await? {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(read) => Ok(read.map_or(0, |l| l.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f))
             }
@@ -300,20 +301,21 @@ impl Group {
         }
     }
 
-    /// Waits until this replica has applied the entry at `index` (a read
-    /// index its leader gave, [`Group::read_index`]), within the request
-    /// timeout.
+    /// Waits until this replica applied the log up to `index` (a leader's
+    /// [`Group::read_index`]), within the request timeout.
     ///
-    /// Errors: [`ConsensusError::Timeout`]; [`ConsensusError::Fatal`] if
-    /// the group stopped.
+    /// Errors: [`ConsensusError::Timeout`] if it did not in time;
+    /// [`ConsensusError::Fatal`] if the group stopped.
     pub async fn wait_applied(&self, index: u64) -> Result<(), ConsensusError> {
         if index == 0 {
             return Ok(());
         }
-        let wait = self.raft.wait(None);
-        match self.bounded(wait.applied_index_at_least(Some(index), "read index")).await? {
+        let ms = self.timing.request_timeout_ms();
+        let wait = self.raft.wait(Some(std::time::Duration::from_millis(ms)));
+        match wait.applied_index_at_least(Some(index), "wait_applied").await {
             Ok(_) => Ok(()),
-            Err(e) => Err(ConsensusError::Fatal(format!("waiting for index {index}: {e}"))),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ConsensusError::Timeout(ms)),
+            Err(e) => Err(fatal(e)),
         }
     }
 

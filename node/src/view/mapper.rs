@@ -263,6 +263,16 @@ fn checked_puts(rows: Vec<Row>) -> Result<Vec<WriteOp>, String> {
         .collect()
 }
 
+/// Whether range `target_id` holds `op`'s row already, with its value (as
+/// applied here; only the mapper writes its target).
+fn holds(node: &Node, target_id: u64, op: &WriteOp) -> NodeResult<bool> {
+    let WriteOp::Put { key, value } = op else { return Ok(false) };
+    let mut end = key.to_vec();
+    end.push(0);
+    let found = node.rows_at(target_id, key, Some(&end), None)?;
+    Ok(found.first().is_some_and(|(k, v)| k[..] == key[..] && v[..] == value[..]))
+}
+
 /// Gathers a round's target writes and writes them once they pass
 /// [`ROUND_WRITE_BYTES_MAX`] (a round repeats from its checkpoint after a
 /// crash, so writing part of it early is safe).
@@ -439,12 +449,23 @@ async fn run_round(
                 ..ScanRequest::default()
             })
             .await?;
+        // On a replicated source the backfill is a new leader's resync
+        // (the target it takes over holds nearly every row already): rows
+        // the target holds with the same value are not written again, each
+        // being one more entry of the source's Raft log on every replica.
+        let skip_same = crate::cluster::meta::REPLICATED_ID_BASE <= meta.source_id;
         for step in reply.records.chunks(MAP_STEP_RECORDS) {
             let records: Vec<(Vec<u8>, Vec<u8>)> =
                 step.iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect();
             for (r, rows) in step.iter().zip(map_off_thread(&mapper, records).await?) {
                 match rows.and_then(checked_puts) {
-                    Ok(ops) => ops.into_iter().for_each(|op| writes.push(op)),
+                    Ok(ops) => {
+                        for op in ops {
+                            if !(skip_same && holds(node, meta.target_id, &op)?) {
+                                writes.push(op);
+                            }
+                        }
+                    }
                     Err(e) => errors.push((r.key.to_vec(), e)),
                 }
             }
@@ -508,8 +529,10 @@ async fn run_round(
 /// Deletes the target's rows that the source at the mapper's checkpoint
 /// does not produce (each row key names its source record,
 /// [`monotable_proto::row`]); the backfill that follows writes the rows it
-/// does produce. Reads the whole target (one chunk, bounded by its size)
-/// and the records its rows name. Rows that name no record, or whose
+/// does produce. Reads the whole target into memory (one chunk: on a
+/// single node bounded by its size; a replicated source's target does not
+/// split, so it is as large as the source's rows make it) and the records
+/// its rows name. Rows that name no record, or whose
 /// record now maps to other keys, go.
 async fn prune(
     node: &Arc<Node>,
