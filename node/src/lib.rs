@@ -33,8 +33,10 @@
 //!   or read on the chunk's leader (forwarded there), replicated ranges
 //!   created and dropped through the meta range, each node's replicas
 //!   started and stopped as the meta range says, splits.
-//! - [`replicated_views`]: views on replicated ranges, run on the leader
-//!   of the chunk they read and resynced by a new leader.
+//! - [`replicated_views`]: views on replicated ranges (of any number of
+//!   chunks), run on the leader of the range's first chunk over its replica
+//!   of every chunk, resynced by a new leader; fresh aggregates catch up
+//!   every chunk's replica there first.
 //! - [`catalog`]: ranges and chunk boundaries in sled, and this node's
 //!   cluster identity (node-local state).
 //! - [`startup`]: the catalog checked against the chunk directories at

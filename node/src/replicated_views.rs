@@ -54,7 +54,8 @@
 //! Both cost one pass over the whole range, every chunk (measured in
 //! `tests/tests/cluster_views.rs`: the prune reads every target row and
 //! maps again each source record it names; the backfill maps the source
-//! and writes its rows through the first chunk's log). The result is exact
+//! and writes through the first chunk's log the rows the target does not
+//! hold already with their value). The result is exact
 //! because the target's rows are in the first chunk's log: the old
 //! leader's writes that committed are all applied before `S`, those that
 //! did not commit never will be (a deposed leader's proposals fail, and its

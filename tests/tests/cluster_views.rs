@@ -15,6 +15,15 @@ use serde_json::{json, Value as Json};
 
 const CITIES: [&str; 4] = ["paris", "oslo", "rome", "lima"];
 
+/// Held by each test for its whole run: each runs three nodes under load
+/// (one of them with tens of thousands of records), and three such at once
+/// on a small machine starve the loaders of each.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The leader of range `range`'s chunk, as `range describe` through `addr`
 /// says.
 fn chunk_leader(addr: SocketAddr, range: &str) -> Option<u64> {
@@ -185,6 +194,7 @@ fn check(
 /// the leader waits for everything applied to settle).
 #[test]
 fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
+    let _serial = one_at_a_time();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let mut nodes = start_cluster(&dirs);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
@@ -418,6 +428,7 @@ fn groups(out: &str) -> BTreeMap<String, i64> {
 /// leader's read index.
 #[test]
 fn views_on_a_splitting_replicated_range_stay_exact() {
+    let _serial = one_at_a_time();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let mut nodes = start_cluster(&dirs);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
@@ -617,6 +628,7 @@ fn log_secs(line: &str) -> Option<f64> {
 /// Prints what the resync cost.
 #[test]
 fn a_split_during_a_backfill_and_a_resync_keep_the_views_exact() {
+    let _serial = one_at_a_time();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let mut nodes = start_cluster(&dirs);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();

@@ -17,7 +17,9 @@
 //! mapper that takes over a target holding rows (on the new leader of a
 //! replicated source, [`crate::replicated_views`]) first prunes the rows the
 //! source at its checkpoint does not produce, so the backfill leaves the
-//! target exact. Its rows go through [`Node::write_view_rows`] (into the
+//! target exact; on a replicated source that backfill skips the rows the
+//! target holds already with their value (each write would be one more
+//! entry of the source's Raft log). Its rows go through [`Node::write_view_rows`] (into the
 //! source's Raft log for such a target).
 
 use std::collections::HashMap;
