@@ -127,8 +127,12 @@ impl Fence {
 
     /// Takes the fence key for this leader: `Ok(false)` when it names a
     /// later term (this leader is deposed already).
+    ///
+    /// Errors: Redis's; `Redis` when the key changed under every one of a
+    /// few attempts (something else keeps writing it).
     pub async fn claim(&self, con: &mut MultiplexedConnection) -> Result<bool, BridgeError> {
-        loop {
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
             let mut watch = redis::pipe();
             watch.cmd("WATCH").arg(&self.key).ignore().cmd("GET").arg(&self.key);
             let (holder,): (Option<String>,) = watch.query_async(con).await?;
@@ -145,6 +149,8 @@ impl Fence {
                 return Ok(true);
             }
         }
+        let key = String::from_utf8_lossy(&self.key);
+        Err(BridgeError::Redis(format!("the sink's fence key {key} changed {ATTEMPTS} times over")))
     }
 }
 
