@@ -1438,14 +1438,9 @@ impl Node {
                     .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
                     .collect();
                 let seeded = range.initial_voters().contains(&me);
-                // A range's first chunk is started by every replica it was
-                // created on (the same membership on each; a no-op where it
-                // ran before). A split's upper half by the replica that led
-                // the split
-                // (initializing a group starts an election, and replicas
-                // all electing at once split the vote), and by each other
-                // replica too if the group is still empty there after
-                // twice the longest election timeout (that replica died).
+                // Every replica a range was created on seeds its chunks'
+                // groups with the same voters (a no-op where it ran
+                // before); one of them campaigns at once (see `Init`).
                 let init = if !seeded {
                     // Added later (a removed node's place): its leader
                     // brings it in.
@@ -1515,40 +1510,45 @@ impl Node {
             timing: cluster.timing(),
             snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
         };
+        // A new group's log starts with its membership on every replica
+        // (see `LogStore::seed_membership`): whichever of them is up can
+        // be elected. Postmortem: the first replica initialized the group
+        // and the others waited to hear from it; one that voted for it and
+        // never got its first entry could not start the group itself, so a
+        // split's upper half had no leader until the splitting node was
+        // back.
+        let fresh = match &init {
+            Init::Never => false,
+            Init::Now(voters) | Init::Lead(voters) | Init::Later(voters) => {
+                log.seed_membership(voters.clone()).await.map_err(|e| start(e.to_string()))?
+            }
+        };
         // Registered before the group runs: its log may split the chunk
         // as soon as it applies.
         self.replicated.insert(group, name, replica);
         let g = cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
-        match init {
-            Init::Never => {}
-            Init::Now(voters) => g.initialize(voters).await.map_err(|e| start(e.to_string()))?,
-            Init::Lead(voters) => {
-                g.initialize(voters).await.map_err(|e| start(e.to_string()))?;
-                // The other replicas start the group as they apply the
-                // split: until they have, its votes go unanswered.
-                let g = g.clone();
-                tokio::spawn(async move {
-                    for _ in 0..CAMPAIGN_TRIES {
-                        tokio::time::sleep(Duration::from_millis(CAMPAIGN_EVERY_MS)).await;
-                        if g.status().leader.is_some() || g.campaign().await.is_err() {
-                            return;
-                        }
+        // One replica of a new group campaigns at once (all at once would
+        // split the vote): the one that led the split it comes from, or a
+        // new range's lowest-id replica. The others elect after their
+        // election timeout if it does not win.
+        let campaigns = fresh
+            && match &init {
+                Init::Lead(_) => true,
+                Init::Now(voters) => voters.keys().next() == Some(&me),
+                Init::Never | Init::Later(_) => false,
+            };
+        if campaigns {
+            let g = g.clone();
+            tokio::spawn(async move {
+                for _ in 0..CAMPAIGN_TRIES {
+                    if g.status().leader.is_some() || g.campaign().await.is_err() {
+                        return;
                     }
-                });
-            }
-            Init::Later(voters) => {
-                let g = g.clone();
-                let wait = Duration::from_millis(2 * cluster.timing().election_max_ms);
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    // Still nothing from a leader: none initialized it.
-                    if g.status().last_log_index.is_none() && g.status().state != "shutdown" {
-                        if let Err(e) = g.initialize(voters).await {
-                            tracing::warn!(group = g.id(), error = %e, "group not initialized");
-                        }
-                    }
-                });
-            }
+                    // Until the other replicas start the group (as they
+                    // apply the split), its votes go unanswered.
+                    tokio::time::sleep(Duration::from_millis(CAMPAIGN_EVERY_MS)).await;
+                }
+            });
         }
         cluster.add_group(g);
         tracing::info!(range = name, chunk = group, "replica running");
@@ -1671,14 +1671,20 @@ fn key_after(key: &[u8]) -> Vec<u8> {
 
 /// How a replica's Raft group is initialized when it starts (voters by
 /// node id, with their addresses).
+///
+/// Every variant but `Never` seeds a new group's log with its voters
+/// ([`LogStore::seed_membership`]); they differ in who campaigns at once.
 enum Init {
+    /// A replica added later (in a removed node's place): its leader
+    /// brings it in.
     Never,
+    /// A new range's first chunk: its lowest-id replica campaigns at once.
     Now(std::collections::BTreeMap<NodeId, String>),
-    /// Now, and campaign until the group has a leader: the replica that
-    /// led the split the group comes from.
+    /// A split's upper half on the replica that led the split: it
+    /// campaigns until the group has a leader.
     Lead(std::collections::BTreeMap<NodeId, String>),
-    /// After twice the longest election timeout, if no leader sent it
-    /// anything meanwhile.
+    /// A split's upper half on the other replicas: they elect after their
+    /// election timeout if the splitting replica does not win.
     Later(std::collections::BTreeMap<NodeId, String>),
 }
 

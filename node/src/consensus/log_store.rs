@@ -357,8 +357,15 @@ struct Writer {
 }
 
 struct Pending {
-    callback: Option<LogFlushed<TypeConfig>>,
+    callback: Option<Done>,
     outcome: Option<io::Result<()>>,
+}
+
+/// Who is told that an append is durable (or failed): openraft, or a
+/// caller writing before any Raft runs on the log ([`LogStore::seed`]).
+enum Done {
+    Raft(LogFlushed<TypeConfig>),
+    Seed(tokio::sync::oneshot::Sender<io::Result<()>>),
 }
 
 /// Appends waiting for their syncs, acknowledged in order.
@@ -407,8 +414,12 @@ fn complete(acks: &Mutex<Acks>, seq: u64, outcome: io::Result<()>) {
         }
     }
     for (callback, result) in ready {
-        if let Some(cb) = callback {
-            cb.log_io_completed(result);
+        match callback {
+            Some(Done::Raft(cb)) => cb.log_io_completed(result),
+            Some(Done::Seed(tx)) => {
+                let _ = tx.send(result);
+            }
+            None => {}
         }
     }
 }
@@ -536,6 +547,45 @@ impl LogStore {
     /// [`SEGMENT_BYTES_DEFAULT`]; see [`LogStore::open_with_segment_bytes`].
     pub fn open(dir: &Path, sync: Arc<dyn SyncPoint>) -> Result<LogStore, StorageError<NodeId>> {
         Self::open_with_segment_bytes(dir, sync, SEGMENT_BYTES_DEFAULT)
+    }
+
+    /// Writes a group's first entry into an empty log, before any Raft
+    /// runs on it, and waits until it is durable: the membership of
+    /// `voters` (id -> address) at the default log id, the entry openraft's
+    /// `initialize` writes. Every replica that seeds its log with the same
+    /// voters holds the same entry, so any of them can be elected later,
+    /// unlike after `initialize`, which also starts an election, and which
+    /// a replica that already voted in the group's first term (for a
+    /// candidate that then died) can no longer call. Returns whether it
+    /// wrote (`false`: the log holds entries, or held some before a purge).
+    ///
+    /// Errors: the log's write or sync failed (it is poisoned).
+    pub async fn seed_membership(
+        &self,
+        voters: BTreeMap<NodeId, String>,
+    ) -> Result<bool, StorageError<NodeId>> {
+        let nodes: BTreeMap<NodeId, openraft::BasicNode> =
+            voters.into_iter().map(|(id, addr)| (id, openraft::BasicNode { addr })).collect();
+        let membership = openraft::Membership::from(nodes);
+        let entry = Entry::<TypeConfig> {
+            log_id: LogId::default(),
+            payload: openraft::EntryPayload::Membership(membership),
+        };
+        self.seed(entry).await
+    }
+
+    async fn seed(&self, entry: Entry<TypeConfig>) -> Result<bool, StorageError<NodeId>> {
+        {
+            let index = self.shared.index();
+            if index.purged.is_some() || index.next_index().is_some() {
+                return Ok(false);
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared.append(std::iter::once(entry), Done::Seed(tx)).map_err(write_err)?;
+        let synced = rx.await.unwrap_or_else(|_| Err(io::Error::other("the log store closed")));
+        synced.map_err(|e| write_err(Failure::Io { path: self.shared.dir.clone(), source: e }))?;
+        Ok(true)
     }
 
     /// Opens the log in `dir` (created if missing), closing segments once
@@ -758,7 +808,7 @@ impl Shared {
     }
 
     /// Registers an append's callback; returns its sequence number.
-    fn register(&self, callback: LogFlushed<TypeConfig>) -> u64 {
+    fn register(&self, callback: Done) -> u64 {
         let mut a = self.acks();
         let seq = a.next_seq;
         a.next_seq += 1;
@@ -769,7 +819,7 @@ impl Shared {
     fn append(
         &self,
         entries: impl Iterator<Item = Entry<TypeConfig>>,
-        callback: LogFlushed<TypeConfig>,
+        callback: Done,
     ) -> Result<(), Failure> {
         let mut w = self.writer();
         self.check_poisoned()?;
@@ -1189,7 +1239,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        self.shared.append(entries.into_iter(), callback).map_err(write_err)
+        self.shared.append(entries.into_iter(), Done::Raft(callback)).map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {

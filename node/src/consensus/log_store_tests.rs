@@ -682,3 +682,50 @@ async fn every_torn_tail_of_the_newest_segment_opens_to_a_prefix() {
         }
     }
 }
+
+/// Postmortem: a replica that voted for a new group's first candidate,
+/// which died before sending it the group's first entry, could not start
+/// the group (openraft refuses `initialize` after a vote), so a split's
+/// upper half stayed without a leader until the splitting node came back.
+/// Replicas whose logs are seeded with the membership elect without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_replicas_elect_without_the_candidate_they_voted_for() {
+    use crate::consensus::local_net::LocalNet;
+    use crate::consensus::{Group, GroupConfig, Timing};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let voters: BTreeMap<NodeId, String> = (1..=3).map(|n| (n, format!("node-{n}"))).collect();
+    let net = LocalNet::new();
+    let mut groups = Vec::new();
+    // Node 1, the candidate, never starts: it died.
+    for n in [2u64, 3] {
+        let mut log =
+            LogStore::open(&dir.path().join(format!("{n}/log")), Arc::new(SyncNow)).expect("a log");
+        // Each granted node 1 its vote in term 1, and got nothing more:
+        // neither may `initialize` the group now.
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+        assert!(log.seed_membership(voters.clone()).await.expect("seeded"));
+        assert!(!log.seed_membership(voters.clone()).await.expect("no-op"), "seeded once");
+        let machine = MachineStore::open(
+            &dir.path().join(format!("{n}/state")),
+            Box::new(Counter::default()),
+        )
+        .expect("a machine");
+        let config =
+            GroupConfig { group: 7, node: n, timing: Timing::FAST, snapshot_every_entries: 100 };
+        let g = Group::start(&config, log, machine, net.transport(n)).await.expect("started");
+        net.add_group(n, g.clone());
+        groups.push(g);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let leader = loop {
+        if let Some(g) = groups.iter().find(|g| g.status().state == "leader") {
+            break g.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader without node 1");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    leader.propose(b"x".to_vec()).await.expect("a majority of two commits");
+    for g in &groups {
+        g.shutdown().await;
+    }
+}
