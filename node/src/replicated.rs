@@ -1541,7 +1541,13 @@ impl Node {
             let g = g.clone();
             tokio::spawn(async move {
                 for _ in 0..CAMPAIGN_TRIES {
-                    if g.status().leader.is_some() || g.campaign().await.is_err() {
+                    // A leader not yet acknowledged by a quorum reports no
+                    // leader: campaigning again would depose it.
+                    let status = g.status();
+                    if status.state == "leader" || status.leader.is_some() {
+                        return;
+                    }
+                    if g.campaign().await.is_err() {
                         return;
                     }
                     // Until the other replicas start the group (as they

@@ -490,26 +490,21 @@ fn views_on_a_splitting_replicated_range_stay_exact() {
     let victim = (leader - 1) as usize;
     nodes[victim].kill();
     let survivor = addrs[(victim + 1) % 3];
-    // A probe, not a check: the upper half of a split led by the killed
-    // node moments before has no leader until that node is back if the
-    // others had not yet received its group's first entry (README, splits
-    // of replicated chunks); a fresh aggregate then fails with
-    // ClusterUnavailable (retryable), naming the chunk.
+    // Every chunk gets a leader among the survivors, also the upper half
+    // of a split the killed node led moments before. Postmortem: such an
+    // upper half had no leader until that node was back when the others
+    // had voted for it without its group's first entry, and a fresh
+    // aggregate failed with ClusterUnavailable meanwhile.
     let killed = Instant::now();
     let out = cli(survivor, &["agg", "n", "--fresh", "--timeout-ms", "30000"]);
-    eprintln!(
-        "fresh aggregate after the kill: {:?} in {:?}",
-        if out.status.success() { "answered".into() } else { String::from_utf8_lossy(&out.stderr) },
-        killed.elapsed()
+    assert!(
+        out.status.success(),
+        "fresh aggregate after the kill: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // Load while it is down: 300 writes, or 10 s when a chunk has no
-    // leader until it is back (its writes fail and the loaders rest).
+    eprintln!("fresh aggregate after the kill: answered in {:?}", killed.elapsed());
     let before = done.load(Ordering::Relaxed);
-    let down = Instant::now();
-    wait_until("writes after the kill", 60, || {
-        let n = done.load(Ordering::Relaxed) - before;
-        n > 300 || (n > 0 && down.elapsed() > Duration::from_secs(10))
-    });
+    wait_until("writes after the kill", 60, || done.load(Ordering::Relaxed) > before + 300);
     eprintln!("{} writes while it was down", done.load(Ordering::Relaxed) - before);
     nodes[victim].restart();
     let before = done.load(Ordering::Relaxed);
