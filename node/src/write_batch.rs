@@ -275,7 +275,7 @@ mod tests {
             if key == b"bad" {
                 return Err(ErrorInfo { code: ErrorCode::ValueTooLarge, message: "bad".into() });
             }
-            let mut log = self.log.lock().unwrap();
+            let mut log = self.log.lock().expect("lock");
             log.push(key);
             Ok(CommitToken { chunk: 1, seq: log.len() as u64 })
         }
@@ -287,17 +287,17 @@ mod tests {
             Box::pin(async move {
                 fake.proposals.fetch_add(1, Ordering::SeqCst);
                 fake.gate.acquire().await.expect("gate").forget();
-                if let Some(e) = fake.fail.lock().unwrap().take() {
+                if let Some(e) = fake.fail.lock().expect("lock").take() {
                     return Err(e);
                 }
                 let command: ChunkCommand = rmp_serde::from_slice(&command).expect("command");
                 Ok(match command {
                     ChunkCommand::Write { ops } => {
-                        fake.entries.lock().unwrap().push(1);
-                        rmp_serde::to_vec(&fake.apply(&ops)).unwrap()
+                        fake.entries.lock().expect("lock").push(1);
+                        rmp_serde::to_vec(&fake.apply(&ops)).expect("encodes")
                     }
                     ChunkCommand::Writes { writes } => {
-                        fake.entries.lock().unwrap().push(writes.len());
+                        fake.entries.lock().expect("lock").push(writes.len());
                         encode_replies(&writes.iter().map(|w| fake.apply(w)).collect::<Vec<_>>())
                     }
                     other => panic!("unexpected {other:?}"),
@@ -343,19 +343,19 @@ mod tests {
         assert_eq!(batcher.load(), (4, IN_FLIGHT_MAX));
         fake.gate.add_permits(100);
         for h in first {
-            h.await.unwrap().unwrap().unwrap();
+            h.await.expect("task").expect("proposed").expect("applied");
         }
         let mut seqs = Vec::new();
         for h in rest {
-            seqs.push(h.await.unwrap().unwrap().unwrap().seq);
+            seqs.push(h.await.expect("task").expect("proposed").expect("applied").seq);
         }
         // Applied in arrival order, each writer told its own position.
-        let log = fake.log.lock().unwrap().clone();
-        let at = |k: &str| log.iter().position(|x| x == k.as_bytes()).unwrap() as u64 + 1;
+        let log = fake.log.lock().expect("lock").clone();
+        let at = |k: &str| log.iter().position(|x| x == k.as_bytes()).expect("applied") as u64 + 1;
         assert_eq!(seqs, vec![at("a"), at("b"), at("c"), at("d")]);
         assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "{seqs:?}");
         // The four queued writes went as one entry.
-        let entries = fake.entries.lock().unwrap().clone();
+        let entries = fake.entries.lock().expect("lock").clone();
         assert!(entries.contains(&4), "{entries:?}");
         assert_eq!(batcher.load(), (0, 0));
     }
@@ -366,19 +366,19 @@ mod tests {
         let (first, rest) = pile_up(&batcher, &fake, &["a", "bad", "c"]).await;
         fake.gate.add_permits(100);
         for h in first {
-            h.await.unwrap().unwrap().unwrap();
+            h.await.expect("task").expect("proposed").expect("applied");
         }
         let out: Vec<ChunkReply> = {
             let mut v = Vec::new();
             for h in rest {
-                v.push(h.await.unwrap().unwrap());
+                v.push(h.await.expect("task").expect("proposed"));
             }
             v
         };
         assert!(out[0].is_ok());
-        assert_eq!(out[1].as_ref().unwrap_err().code, ErrorCode::ValueTooLarge);
+        assert_eq!(out[1].as_ref().expect_err("refused").code, ErrorCode::ValueTooLarge);
         assert!(out[2].is_ok());
-        assert!(fake.entries.lock().unwrap().contains(&3));
+        assert!(fake.entries.lock().expect("lock").contains(&3));
     }
 
     #[tokio::test]
@@ -388,16 +388,19 @@ mod tests {
         // The entries in flight succeed; the batch of "a" and "b" fails.
         fake.gate.add_permits(IN_FLIGHT_MAX);
         for h in first {
-            h.await.unwrap().unwrap().unwrap();
+            h.await.expect("task").expect("proposed").expect("applied");
         }
-        *fake.fail.lock().unwrap() = Some(ConsensusError::Timeout(5));
+        *fake.fail.lock().expect("lock") = Some(ConsensusError::Timeout(5));
         fake.gate.add_permits(100);
         for h in rest {
-            assert_eq!(h.await.unwrap(), Err(ConsensusError::Timeout(5)));
+            assert_eq!(h.await.expect("task"), Err(ConsensusError::Timeout(5)));
         }
         // Nothing of it applied; the batcher takes writes again.
-        assert!(fake.log.lock().unwrap().iter().all(|k| k != b"a" && k != b"b"));
-        assert_eq!(batcher.write(&fake, put("e")).await.unwrap().unwrap().seq, 3);
+        assert!(fake.log.lock().expect("lock").iter().all(|k| k != b"a" && k != b"b"));
+        assert_eq!(
+            batcher.write(&fake, put("e")).await.expect("proposed").expect("applied").seq,
+            3
+        );
         assert_eq!(batcher.load(), (0, 0));
     }
 
@@ -409,9 +412,9 @@ mod tests {
         let (first, rest) = pile_up(&batcher, &fake, &refs).await;
         fake.gate.add_permits(10_000);
         for h in first.into_iter().chain(rest) {
-            h.await.unwrap().unwrap().unwrap();
+            h.await.expect("task").expect("proposed").expect("applied");
         }
-        let entries = fake.entries.lock().unwrap().clone();
+        let entries = fake.entries.lock().expect("lock").clone();
         assert!(entries.iter().all(|&n| n <= BATCH_WRITES_MAX), "{entries:?}");
         assert_eq!(entries.iter().sum::<usize>(), BATCH_WRITES_MAX + 5 + IN_FLIGHT_MAX);
         assert_eq!(op_bytes(&put("ab")), 3);
