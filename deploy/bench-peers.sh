@@ -8,8 +8,12 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools
 fi
-cargo build --release -p monotable-node >/dev/null
-MT=target/release/monotable
+# MT=path/to/monotable runs that binary instead (e.g. an older build, to
+# compare in the same conditions) and skips the build.
+if [ -z "${MT:-}" ]; then
+    cargo build -j1 --release -p monotable-node >/dev/null
+    MT=target/release/monotable
+fi
 
 work="$(mktemp -d)"
 pids=()

@@ -28,7 +28,8 @@
 //!   its placement loop moves replicas to where the meta range wants them.
 //! - [`replica`]: a chunk replicated by Raft: the state machine that
 //!   applies a chunk's committed commands (writes, splits, the rows of
-//!   views riding on it) to its chunk cell.
+//!   views riding on it) to its chunk cell; [`write_batch`]: writes to a
+//!   chunk arriving together on its leader, proposed as one Raft entry.
 //! - [`replicated`]: requests for replicated ranges on any node: proposed
 //!   or read on the chunk's leader (forwarded there), replicated ranges
 //!   created and dropped through the meta range, each node's replicas
@@ -80,3 +81,4 @@ pub mod server;
 pub mod startup;
 pub mod storage;
 pub mod view;
+pub mod write_batch;

@@ -27,7 +27,10 @@
 //! everything applied before it.
 //!
 //! Commands are MessagePack [`ChunkCommand`]s; replies MessagePack
-//! `Result<CommitToken, ErrorInfo>`.
+//! `Result<CommitToken, ErrorInfo>` (for [`ChunkCommand::Writes`], a list
+//! of them, one per write). Writes proposed on a node go through the
+//! replica's [`WriteBatcher`], which gathers those arriving together into
+//! one [`ChunkCommand::Writes`] entry.
 
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, Weak};
@@ -41,6 +44,7 @@ use crate::consensus::futures_lite::BoxedFuture;
 use crate::consensus::replica_store::Replica;
 use crate::error::NodeError;
 use crate::storage::chunk::ReadAt;
+use crate::write_batch::WriteBatcher;
 
 /// A change to a replicated chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,12 @@ pub enum ChunkCommand {
     /// looked); changes nothing if the chunk ends at `at` already (the
     /// split applied again after a restart).
     Split { at: Vec<u8>, right_id: u64 },
+    /// Several writes of [`ChunkCommand::Write`]'s kind in one entry
+    /// ([`crate::write_batch`]): applied one after the other in order, each
+    /// atomic and answered on its own (a write refused alike on every
+    /// replica refuses only itself). Its reply is the list of the writes'
+    /// replies, in order ([`decode_replies`]).
+    Writes { writes: Vec<Vec<WriteOp>> },
 }
 
 /// A range of one chunk whose rows ride on another chunk's Raft log, and
@@ -114,6 +124,9 @@ pub struct ChunkReplica {
     /// once the upper half is this node's chunk (`true`; also when a split
     /// applied again finds the chunk split already).
     on_split: Option<Box<dyn Fn(u64, bool) + Send + Sync>>,
+    /// Where writes to the chunk proposed on this node gather into entries
+    /// (used on the leader).
+    batcher: WriteBatcher,
 }
 
 fn stale(message: String) -> ErrorInfo {
@@ -130,7 +143,14 @@ impl ChunkReplica {
             riders: None,
             riders_last: Mutex::new(Default::default()),
             on_split: None,
+            batcher: WriteBatcher::new(),
         }
+    }
+
+    /// The batcher that writes to this chunk proposed on this node go
+    /// through ([`crate::write_batch`]).
+    pub fn batcher(&self) -> &WriteBatcher {
+        &self.batcher
     }
 
     /// The replica of Raft group `group` (when its chunk is a split's
@@ -230,6 +250,15 @@ impl ChunkReplica {
         }))
     }
 
+    /// The chunk's cell and its riders' cells.
+    fn cells(&self) -> Vec<Arc<ChunkCell>> {
+        let riders = match &self.riders {
+            Some(_) => self.riders().map(|r| r.riders_of(self.group)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        std::iter::once(self.cell()).chain(riders.into_iter().map(|(_, c)| c)).collect()
+    }
+
     fn host(&self) -> Result<Arc<dyn ChunkHost>, ErrorInfo> {
         self.host.upgrade().ok_or_else(|| NodeError::ShuttingDown.to_info())
     }
@@ -284,6 +313,24 @@ pub fn decode_reply(bytes: &[u8]) -> ChunkReply {
     })
 }
 
+/// Encodes the replies to a [`ChunkCommand::Writes`], in its order.
+pub fn encode_replies(replies: &[ChunkReply]) -> Vec<u8> {
+    rmp_serde::to_vec(replies).expect("chunk replies always encode")
+}
+
+/// Decodes the replies to a [`ChunkCommand::Writes`]; `Err` if the bytes
+/// are not a list of replies (a replica answered the whole entry with one
+/// error: it could not decode it).
+pub fn decode_replies(bytes: &[u8]) -> Result<Vec<ChunkReply>, ErrorInfo> {
+    match rmp_serde::from_slice::<Vec<ChunkReply>>(bytes) {
+        Ok(replies) => Ok(replies),
+        Err(e) => Err(decode_reply(bytes).err().unwrap_or_else(|| ErrorInfo {
+            code: ErrorCode::Internal,
+            message: format!("undecodable replies to a batch of writes: {e}"),
+        })),
+    }
+}
+
 /// Encodes a command for [`crate::consensus::Group::propose`].
 pub fn encode_command(command: &ChunkCommand) -> Vec<u8> {
     rmp_serde::to_vec(command).expect("chunk commands always encode")
@@ -295,6 +342,14 @@ impl Replica for ChunkReplica {
             Ok(ChunkCommand::Write { ops }) => self.write(&ops)?,
             Ok(ChunkCommand::Rider { rider, ops }) => self.write_rider(&rider, &ops)?,
             Ok(ChunkCommand::Split { at, right_id }) => self.split(&at, right_id)?,
+            Ok(ChunkCommand::Writes { writes }) => {
+                // A write this replica cannot apply stops it with the
+                // writes before it applied: applied again after a restart,
+                // they give the same state (blind puts and deletes).
+                let replies =
+                    writes.iter().map(|ops| self.write(ops)).collect::<Result<Vec<_>, _>>()?;
+                return Ok(encode_replies(&replies));
+            }
             Err(e) => Err(ErrorInfo {
                 code: ErrorCode::BadRequest,
                 message: format!("undecodable chunk command: {e}"),
@@ -309,11 +364,13 @@ impl Replica for ChunkReplica {
             std::mem::take(&mut *self.riders_last.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_values()
                 .collect();
+        let cells = self.cells();
         Box::pin(async move {
             for applied in last.into_iter().chain(riders) {
                 applied.durable().await.map_err(|e| e.to_string())?;
             }
-            Ok(())
+            // Written out by now; the group commit does not sync them.
+            cells.iter().try_for_each(|c| sync_cell(c))
         })
     }
 
@@ -366,12 +423,26 @@ impl Replica for ChunkReplica {
             }
             Ok::<_, String>(applied)
         })();
+        let cells = self.cells();
         Box::pin(async move {
             for a in result? {
                 a.durable().await.map_err(|e| e.to_string())?;
             }
-            Ok(())
+            cells.iter().try_for_each(|c| sync_cell(c))
         })
+    }
+}
+
+/// Makes durable what `cell` handed to the kernel: the group commit writes
+/// a replica's chunk without syncing it (its Raft log keeps its writes).
+///
+/// Errors: the sync failed, or the cell is closed (nothing can say its
+/// writes are durable).
+fn sync_cell(cell: &ChunkCell) -> Result<(), String> {
+    match cell.take_sync_job() {
+        Some(Ok(job)) => job.run().map_err(|e| format!("chunk {}: sync failed: {e}", cell.id)),
+        Some(Err(f)) => Err(format!("chunk {}: {}", cell.id, f.reason)),
+        None => Err(format!("chunk {} is closed", cell.id)),
     }
 }
 
@@ -562,6 +633,31 @@ mod tests {
         assert_eq!(keys(&b.cell()), keys(&a.cell()));
         let other_rider = other_host.riders.lock().expect("riders")[&11].1.clone();
         assert_eq!(keys(&other_rider), keys(&rider_cell));
+    }
+
+    #[test]
+    fn a_batch_of_writes_applies_each_in_order_and_answers_each() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_host, a) = replica(&dir.path().join("a"));
+        let huge = "k".repeat(monotable_proto::limits::KEY_SIZE_MAX_BYTES + 1);
+        let writes = vec![
+            vec![put("a", "1"), put("b", "1")],
+            // Refused alike on every replica: refuses only itself, whole.
+            vec![put("c", "1"), put(&huge, "1")],
+            vec![put("a", "2")],
+        ];
+        let bytes = a.apply(1, &command(ChunkCommand::Writes { writes })).expect("applied");
+        let replies = decode_replies(&bytes).expect("a reply per write");
+        assert_eq!(replies.len(), 3);
+        let (first, third) = (replies[0].clone().expect("ok"), replies[2].clone().expect("ok"));
+        assert_eq!(replies[1].as_ref().expect_err("refused").code, ErrorCode::KeyTooLarge);
+        assert!(first.seq < third.seq, "applied in order: {first:?} {third:?}");
+        let want = vec![(b"a".to_vec(), b"2".to_vec()), (b"b".to_vec(), b"1".to_vec())];
+        assert_eq!(keys(&a.cell()), want, "the refused write left nothing");
+        // A list of replies is not one reply, and the reverse.
+        assert!(decode_reply(&bytes).is_err());
+        let one = a.apply(2, &command(ChunkCommand::Write { ops: vec![put("d", "1")] }));
+        assert!(decode_replies(&one.expect("applied")).is_err());
     }
 }
 

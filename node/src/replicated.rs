@@ -64,8 +64,8 @@ use std::time::{Duration, Instant};
 
 use monotable_proto::limits::{BATCH_OPS_MAX, MULTI_GET_KEYS_MAX, SCAN_REPLY_SIZE_MAX_BYTES};
 use monotable_proto::{
-    ChunkInfo, Command, CommitToken, ErrorCode, RangeOptions, Reply, ScanReply, ScanRequest,
-    WriteOp,
+    ChunkInfo, Command, CommitToken, ErrorCode, ErrorInfo, RangeOptions, Reply, ScanReply,
+    ScanRequest, WriteOp,
 };
 
 use crate::cluster::meta::{MetaChunk, MetaCommand, MetaRange, MetaReply, REPLICATED_ID_BASE};
@@ -557,8 +557,10 @@ impl Node {
             // its log dropped in favour of a new leader's, and another
             // replica that has that entry may still commit it (a copy sent
             // on would then be applied twice).
-            let status = group.status();
-            let outcome = if write && status.state != "leader" {
+            // The full status (it copies the group's membership) only
+            // when this replica does not lead: not on every write.
+            let outcome = if write && !group.is_leader() {
+                let status = group.status();
                 let leader = status
                     .leader
                     .and_then(|id| status.voters.get(&id).map(|addr| (id, addr.clone())));
@@ -723,10 +725,9 @@ impl Node {
         part: &[WriteOp],
         atomic: bool,
     ) -> NodeResult<Vec<CommitToken>> {
-        let (group, _) = self.wait_group(cluster, chunk).await?;
+        let (group, replica) = self.wait_group(cluster, chunk).await?;
         let sub = Command::Write { range: name.to_owned(), ops: part.to_vec(), atomic };
-        let proposal = encode_command(&ChunkCommand::Write { ops: part.to_vec() });
-        match self.propose_on_leader(&group, me, &sub, proposal).await? {
+        match self.propose_on_leader(&group, &replica, me, &sub, part).await? {
             Proposed::Forwarded(Reply::Written(t)) => Ok(t),
             Proposed::Forwarded(other) => {
                 Err(NodeError::Internal(format!("unexpected reply {other:?}")))
@@ -735,22 +736,26 @@ impl Node {
         }
     }
 
-    /// Proposes `proposal` to `group` on its leader, or sends `command`
-    /// (the same change as a request) to the leader.
+    /// Proposes the write `ops` to `group` on its leader (through the
+    /// replica's batcher: with the other writes to the chunk that arrive
+    /// meanwhile), or sends `command` (the same change as a request) to
+    /// the leader.
     async fn propose_on_leader(
         &self,
         group: &Group,
+        replica: &ChunkReplica,
         me: NodeId,
         command: &Command,
-        proposal: Vec<u8>,
+        ops: &[WriteOp],
     ) -> NodeResult<Proposed> {
         let reply = std::sync::Mutex::new(None);
+        let batcher = replica.batcher();
         let forwarded = self
             .on_leader(group, me, command, |g| {
-                let (proposal, reply) = (proposal.clone(), &reply);
+                let reply = &reply;
                 async move {
-                    let bytes = g.propose(proposal).await?;
-                    *reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+                    let answer = batcher.write(&g, ops.to_vec()).await?;
+                    *reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
                     Ok(())
                 }
             })
@@ -758,8 +763,10 @@ impl Node {
         if let Some(r) = forwarded {
             return Ok(Proposed::Forwarded(r));
         }
-        let bytes = reply.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
-        match decode_reply(&bytes) {
+        let answer = reply.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| {
+            Err(ErrorInfo { code: ErrorCode::Internal, message: "no reply to a write".into() })
+        });
+        match answer {
             Ok(token) => Ok(Proposed::Here(token)),
             Err(info) => Err(NodeError::client(info.code, info.message)),
         }

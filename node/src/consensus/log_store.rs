@@ -913,8 +913,15 @@ impl Shared {
         w.scratch = buf;
         let seq = self.register(callback);
         let acks = self.acks.clone();
+        let (started, entries) = (std::time::Instant::now(), framed.len());
         // Under the writer lock, so syncs are asked for in append order.
-        self.sync.sync(file, Box::new(move |outcome| complete(&acks, seq, outcome)));
+        self.sync.sync(
+            file,
+            Box::new(move |outcome| {
+                tracing::debug!(target: super::TIMING, stage = "log_sync", entries, us = started.elapsed().as_micros() as u64);
+                complete(&acks, seq, outcome)
+            }),
+        );
         Ok(())
     }
 

@@ -128,6 +128,12 @@ pub trait SyncPoint: Send + Sync + 'static {
     fn sync(&self, file: Arc<std::fs::File>, done: Box<dyn FnOnce(io::Result<()>) + Send>);
 }
 
+/// The tracing target of the debug events that time a write's stages
+/// (`propose`, `append_rpc`, `append_handle`, `log_sync`, `apply`, and the
+/// write batcher's `batch` and the syncer's `round`), each with its
+/// duration in `us`: `serve --log info,monotable::timing=debug`.
+pub const TIMING: &str = "monotable::timing";
+
 /// A [`SyncPoint`] that calls `fdatasync` on a blocking thread per call.
 /// The reference to compare a shared sync point with, and enough for tests.
 #[derive(Debug, Default)]

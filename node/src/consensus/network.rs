@@ -113,10 +113,15 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        match self.call(RaftRpc::Append(rpc)).await? {
+        let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
+        let reply = match self.call(RaftRpc::Append(rpc)).await? {
             RaftRpcReply::Append(r) => self.remote(r),
             other => Err(self.unexpected(&other)),
+        };
+        if entries > 0 {
+            tracing::debug!(target: super::TIMING, stage = "append_rpc", entries, us = started.elapsed().as_micros() as u64);
         }
+        reply
     }
 
     async fn install_snapshot(

@@ -203,6 +203,7 @@ impl RaftStateMachine<TypeConfig> for ReplicaStore {
         I::IntoIter: Send,
     {
         let mut replies = Vec::new();
+        let started = std::time::Instant::now();
         for entry in entries {
             // Applied under the lock that `capture` takes, so a snapshot
             // never sees a command without its log id or the reverse.
@@ -220,6 +221,7 @@ impl RaftStateMachine<TypeConfig> for ReplicaStore {
             replies.push(reply);
             s.applied = Some(id);
         }
+        tracing::debug!(target: super::TIMING, stage = "apply", entries = replies.len(), us = started.elapsed().as_micros() as u64);
         Ok(replies)
     }
 

@@ -23,8 +23,10 @@
 //! (Raft's read index), then runs the command with the single-node code,
 //! under its stripe locks (a MULTI/EXEC alone, under the endpoint's gate),
 //! with every write held back in an overlay, which the command's later
-//! reads see; then it proposes the command's writes as one entry on the
-//! chunk's Raft group and replies once it is committed and applied. Writes
+//! reads see; then it proposes the command's writes as one atomic write
+//! on the chunk's Raft group (one entry, or one write of an entry that
+//! gathers the writes of commands arriving together:
+//! [`crate::write_batch`]) and replies once it is committed and applied. Writes
 //! are never applied to the local chunk directly, and a command that fails
 //! proposes nothing.
 //!
@@ -302,7 +304,7 @@ async fn lead(
         }
         let (reply, ops) = run_held(state, db, proto, work).await.map_err(Lead::Failed)?;
         if !ops.is_empty() {
-            propose(group, ops).await?;
+            propose(state, group, ops).await?;
         }
         let mut out = Vec::new();
         reply.write(proto, &mut out);
@@ -311,7 +313,9 @@ async fn lead(
     .await
 }
 
-/// Proposes one atomic write of the chunk's rows to its Raft group.
+/// Proposes one atomic write of the chunk's rows to its Raft group,
+/// through the replica's write batcher (in one entry with other commands'
+/// writes arriving meanwhile, each still atomic and answered on its own).
 ///
 /// Only a replica that believes it leads proposes, and a proposal refused
 /// with `NotLeader` after that is never run again: openraft answers so
@@ -319,13 +323,19 @@ async fn lead(
 /// another replica may still commit (a second run would apply it twice).
 /// Postmortem: the command ran again after any `NotLeader`, so an INCR
 /// could be applied twice across a leader change.
-async fn propose(group: &Group, ops: Vec<WriteOp>) -> Result<(), Lead> {
-    if group.status().state != "leader" {
+async fn propose(state: &RespState, group: &Group, ops: Vec<WriteOp>) -> Result<(), Lead> {
+    if !group.is_leader() {
         return Err(Lead::NotLeader);
     }
-    let proposal = encode_command(&ChunkCommand::Write { ops });
-    match group.propose(proposal).await {
-        Ok(bytes) => match decode_reply(&bytes) {
+    let outcome = match state.node.replicated.replica(group.id()) {
+        Some(replica) => replica.batcher().write(group, ops).await,
+        None => {
+            let proposal = encode_command(&ChunkCommand::Write { ops });
+            group.propose(proposal).await.map(|bytes| decode_reply(&bytes))
+        }
+    };
+    match outcome {
+        Ok(reply) => match reply {
             Ok(_) => Ok(()),
             Err(info) => Err(Lead::Failed(NodeError::client(info.code, info.message))),
         },
