@@ -338,7 +338,9 @@ fn first_writes_to_a_database_through_every_node_at_once() {
             let mut c = connect(*addr).expect("connect");
             let _: () = q(&mut c, &["SELECT", &db.to_string()]);
             let n: u64 = q(&mut c, &["DBSIZE"]);
-            assert_eq!(n, 15, "database {db} through {addr}");
+            let mut keys: Vec<String> = q(&mut c, &["KEYS", "*"]);
+            keys.sort();
+            assert_eq!(n, 15, "database {db} through {addr}: {keys:?}");
         }
     }
 }

@@ -646,6 +646,30 @@ impl<'a> Db<'a> {
                 format!("{} is created replicated by its first write", self.range),
             ));
         }
+        if let (Ok(cluster), Some(db)) = (self.node.cluster(), database_of_range(&self.range)) {
+            // A database is this node's own only on a cluster of one
+            // member, which this node's meta replica may not show yet
+            // (it joined moments ago): asked again once it has caught up.
+            // Postmortem: a node's first writes right after it joined made
+            // the database its own range; the others never saw them.
+            if !cluster.catch_up_meta().await {
+                return Err(NodeError::client(
+                    monotable_proto::ErrorCode::ClusterUnavailable,
+                    format!(
+                        "{}: cannot reach the meta range's leader to tell where it lives",
+                        self.range
+                    ),
+                ));
+            }
+            if !matches!(super::cluster::placement(self.node, db), super::cluster::Placement::Local)
+            {
+                self.wants_replicated.store(true, std::sync::atomic::Ordering::Release);
+                return Err(NodeError::client(
+                    monotable_proto::ErrorCode::RangeNotFound,
+                    format!("{} is created replicated by its first write", self.range),
+                ));
+            }
+        }
         match self.node.create_range_unchecked(&self.range, Default::default()) {
             Ok(_) => Ok(()),
             // Created meanwhile by another connection.
