@@ -1220,10 +1220,7 @@ impl Node {
                 self.wait_meta(cluster, |m| m.ranges.get(name).is_some_and(|x| x.id == r.id)).await;
                 Ok(Reply::Ok)
             }
-            MetaReply::Refused(m) if m.contains("already exists") => {
-                Err(NodeError::client(ErrorCode::RangeExists, m))
-            }
-            MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
+            MetaReply::Refused(m) => Err(meta_refusal(m)),
             other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
         }
     }
@@ -1264,17 +1261,27 @@ impl Node {
     }
 
     async fn drop_replicated(&self, cluster: &Arc<Cluster>, name: &str) -> NodeResult<Reply> {
-        match cluster.propose_meta(MetaCommand::DropRange { name: name.to_owned() }).await? {
+        let drop = MetaCommand::DropRange { name: name.to_owned() };
+        self.change_meta(cluster, drop, |m| !m.ranges.contains_key(name)).await.map(|()| Reply::Ok)
+    }
+
+    /// Proposes `command` (answered [`MetaReply::Ok`]) to the meta range
+    /// and waits until this node's meta replica shows `done`.
+    ///
+    /// Errors: a refusal as [`meta_refusal`] maps it; the meta range's
+    /// errors.
+    pub(crate) async fn change_meta(
+        &self,
+        cluster: &Cluster,
+        command: MetaCommand,
+        done: impl Fn(&crate::cluster::meta::MetaState) -> bool,
+    ) -> NodeResult<()> {
+        match cluster.propose_meta(command).await? {
             MetaReply::Ok => {
-                self.wait_meta(cluster, |m| !m.ranges.contains_key(name)).await;
-                Ok(Reply::Ok)
+                self.wait_meta(cluster, done).await;
+                Ok(())
             }
-            MetaReply::Refused(m) if m.ends_with("does not exist") => {
-                Err(NodeError::client(ErrorCode::RangeNotFound, m))
-            }
-            // Postmortem: dropping a range a view reads answered
-            // `RangeNotFound` (every refusal was mapped to it).
-            MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
+            MetaReply::Refused(m) => Err(meta_refusal(m)),
             other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
         }
     }
@@ -1680,6 +1687,21 @@ fn key_after(key: &[u8]) -> Vec<u8> {
     let mut k = key.to_vec();
     k.push(0);
     k
+}
+
+/// The client error for a refusal of the meta range: `RangeExists` for a
+/// name taken, `RangeNotFound` for a name unknown, `BadRequest` otherwise.
+/// Postmortem: dropping a range a view reads answered `RangeNotFound`
+/// (every refusal of a drop was mapped to it).
+pub(crate) fn meta_refusal(message: String) -> NodeError {
+    let code = if message.contains("already exists") {
+        ErrorCode::RangeExists
+    } else if message.ends_with("does not exist") {
+        ErrorCode::RangeNotFound
+    } else {
+        ErrorCode::BadRequest
+    };
+    NodeError::client(code, message)
 }
 
 /// How a replica's Raft group is initialized when it starts (voters by

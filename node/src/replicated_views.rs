@@ -121,7 +121,7 @@ use monotable_proto::{Command, ErrorCode, Reply, ViewStatus, WriteOp};
 
 use crate::catalog::{MapperMeta, ReducerMeta};
 use crate::chunk_cell::ChunkCell;
-use crate::cluster::meta::{MetaCommand, MetaRange, MetaReply, MetaState, MetaView};
+use crate::cluster::meta::{MetaCommand, MetaRange, MetaState, MetaView};
 use crate::cluster::Cluster;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_range_name, Node};
@@ -569,32 +569,14 @@ impl Node {
             }
         }
         let command = MetaCommand::CreateView { name: name.to_owned(), view };
-        match cluster.propose_meta(command).await? {
-            MetaReply::Ok => {
-                self.wait_meta(cluster, |m| m.views.contains_key(name)).await;
-                tracing::info!(view = name, "created view on a replicated range");
-                Ok(Reply::Ok)
-            }
-            MetaReply::Refused(m) if m.contains("already exists") => {
-                Err(NodeError::client(ErrorCode::RangeExists, m))
-            }
-            MetaReply::Refused(m) => Err(bad_request(m)),
-            other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
-        }
+        self.change_meta(cluster, command, |m| m.views.contains_key(name)).await?;
+        tracing::info!(view = name, "created view on a replicated range");
+        Ok(Reply::Ok)
     }
 
     async fn drop_replicated_view(&self, cluster: &Arc<Cluster>, name: &str) -> NodeResult<Reply> {
-        match cluster.propose_meta(MetaCommand::DropView { name: name.to_owned() }).await? {
-            MetaReply::Ok => {
-                self.wait_meta(cluster, |m| !m.views.contains_key(name)).await;
-                Ok(Reply::Ok)
-            }
-            MetaReply::Refused(m) if m.contains("does not exist") => {
-                Err(NodeError::client(ErrorCode::RangeNotFound, m))
-            }
-            MetaReply::Refused(m) => Err(bad_request(m)),
-            other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
-        }
+        let drop = MetaCommand::DropView { name: name.to_owned() };
+        self.change_meta(cluster, drop, |m| !m.views.contains_key(name)).await.map(|()| Reply::Ok)
     }
 
     /// Whether view `name` and every mapper writing its input run here in

@@ -33,7 +33,7 @@ use monotable_proto::{Command, ErrorCode, Reply, SinkSource};
 
 use super::redis_io::Target;
 use super::sink::Fence;
-use crate::cluster::meta::{MetaCommand, MetaReply, MetaSink};
+use crate::cluster::meta::{MetaCommand, MetaSink};
 use crate::cluster::Cluster;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_range_name, Node};
@@ -99,19 +99,8 @@ impl Node {
             }
             Command::DropSink { name } if meta.sinks.contains_key(name) => {
                 let drop = MetaCommand::DropSink { name: name.clone() };
-                Some(match cluster.propose_meta(drop).await {
-                    Ok(MetaReply::Ok) => {
-                        self.wait_meta(cluster, |m| !m.sinks.contains_key(name)).await;
-                        Ok(Reply::Ok)
-                    }
-                    Ok(MetaReply::Refused(m)) => {
-                        Err(NodeError::client(ErrorCode::RangeNotFound, m))
-                    }
-                    Ok(other) => {
-                        Err(NodeError::Internal(format!("unexpected meta reply {other:?}")))
-                    }
-                    Err(e) => Err(e),
-                })
+                let dropped = self.change_meta(cluster, drop, |m| !m.sinks.contains_key(name));
+                Some(dropped.await.map(|()| Reply::Ok))
             }
             _ => None,
         }
@@ -130,27 +119,12 @@ impl Node {
                 format!("view {name:?} already exists"),
             ));
         }
-        // Refuse a Redis that cannot be reached now, rather than retry for
-        // ever on the leader.
         let target = Target::parse(&sink.url).map_err(|e| bad_request(e.to_string()))?;
-        let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut con)
-            .await
-            .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+        super::sink::reachable(&target).await?;
         let command = MetaCommand::CreateSink { name: name.to_owned(), sink };
-        match cluster.propose_meta(command).await? {
-            MetaReply::Ok => {
-                self.wait_meta(cluster, |m| m.sinks.contains_key(name)).await;
-                tracing::info!(sink = name, "created sink of a replicated range");
-                Ok(Reply::Ok)
-            }
-            MetaReply::Refused(m) if m.contains("already exists") => {
-                Err(NodeError::client(ErrorCode::RangeExists, m))
-            }
-            MetaReply::Refused(m) => Err(bad_request(m)),
-            other => Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
-        }
+        self.change_meta(cluster, command, |m| m.sinks.contains_key(name)).await?;
+        tracing::info!(sink = name, "created sink of a replicated range");
+        Ok(Reply::Ok)
     }
 
     /// Starts the sinks whose group this node leads in a term it does not

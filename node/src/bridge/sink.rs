@@ -510,6 +510,19 @@ fn bad_request(message: impl Into<String>) -> NodeError {
     NodeError::client(monotable_proto::ErrorCode::BadRequest, message)
 }
 
+/// A connection to `target` that answered PING: a sink is refused at once
+/// when its Redis cannot be reached, rather than retried for ever.
+///
+/// Errors: `BadRequest` naming the server and why.
+pub(crate) async fn reachable(target: &Target) -> NodeResult<MultiplexedConnection> {
+    let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+    redis::cmd("PING")
+        .query_async::<()>(&mut con)
+        .await
+        .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+    Ok(con)
+}
+
 impl Node {
     pub(crate) async fn create_sink(
         self: &Arc<Self>,
@@ -551,12 +564,7 @@ impl Node {
             }
         };
         let info = self.describe_range(&range).await?;
-        // Refuse a Redis that cannot be reached now, rather than retry for ever.
-        let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut con)
-            .await
-            .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+        let mut con = reachable(&target).await?;
         if let Some(fence) = &fence {
             let claimed = fence.claim(&mut con).await.map_err(|e| match e {
                 BridgeError::Node(e) => e,
