@@ -53,7 +53,9 @@
 //!   failed attempts; [`file_modes`]: data files readable by their owner
 //!   only.
 //! - [`bridge`]: data in and out of Redis servers: import, export, and
-//!   sinks that mirror a range into Redis as it changes.
+//!   sinks that mirror a range into Redis as it changes (on a cluster, a
+//!   replicated range's sink runs on the leader of its first chunk, fenced
+//!   in Redis).
 //! - [`cli`]: the `monotable` command line (client commands, load, bench).
 
 pub mod auth;
