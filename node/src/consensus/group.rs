@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::{
     BasicNode, ChangeMembers, Entry, LogId, Raft, ServerState, SnapshotPolicy, StorageError, Vote,
@@ -394,8 +395,23 @@ impl Group {
         // election timer restarts from this contact, not from the old one.
         let wake = self.quiet.wakes_on(&rpc);
         let reply = match rpc {
-            RaftRpc::Append(r) => RaftRpcReply::Append(self.raft.append_entries(r).await),
-            RaftRpc::Vote(r) => RaftRpcReply::Vote(self.raft.vote(r).await),
+            RaftRpc::Append(r) => {
+                let reply = self.raft.append_entries(r).await;
+                if matches!(&reply, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    self.quiet.note_append();
+                }
+                RaftRpcReply::Append(reply)
+            }
+            RaftRpc::Vote(r) => {
+                let (term, theirs) = (r.vote.leader_id().get_term(), r.last_log_id);
+                let reply = self.raft.vote(r).await;
+                if let Ok(v) = &reply {
+                    if !v.vote_granted {
+                        self.quiet.vote_refused(term, v.last_log_id > theirs);
+                    }
+                }
+                RaftRpcReply::Vote(reply)
+            }
             RaftRpc::Snapshot(r) => RaftRpcReply::Snapshot(self.raft.install_snapshot(r).await),
         };
         if wake {
