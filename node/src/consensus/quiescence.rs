@@ -587,12 +587,13 @@ impl State {
                 r.current_leader == Some(peer) && r.state != ServerState::Leader
             };
             match &mut m.phase {
-                Phase::QuietFollower { leader, wake_at, .. } if *leader == peer && !follows => {
-                    // A learner, or one whose metrics moved on: wakes as before.
-                    if wake_at.is_none() {
-                        *wake_at = Some(now + inner.jitter());
-                        self.active.insert(*g);
-                    }
+                // Quiet at the dead leader's word, though Raft has moved
+                // on since: it wakes after a jitter, its timer elects.
+                Phase::QuietFollower { leader, wake_at, .. }
+                    if *leader == peer && !follows && wake_at.is_none() =>
+                {
+                    *wake_at = Some(now + inner.jitter());
+                    self.active.insert(*g);
                 }
                 _ if follows => {
                     let at = if m.switch.ahead_within(t.election_max_ms) {
