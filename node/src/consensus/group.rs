@@ -404,11 +404,14 @@ impl Group {
             }
             RaftRpc::Vote(r) => {
                 let (term, theirs) = (r.vote.leader_id().get_term(), r.last_log_id);
-                let reply = self.raft.vote(r).await;
-                if let Ok(v) = &reply {
-                    if !v.vote_granted {
-                        self.quiet.vote_refused(term, v.last_log_id > theirs);
-                    }
+                let reply = {
+                    let _voting = self.quiet.vote_handling();
+                    self.raft.vote(r).await
+                };
+                match &reply {
+                    Ok(v) if v.vote_granted => self.quiet.vote_granted(),
+                    Ok(v) => self.quiet.vote_refused(term, v.last_log_id > theirs),
+                    Err(_) => {}
                 }
                 RaftRpcReply::Vote(reply)
             }

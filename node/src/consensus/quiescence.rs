@@ -143,6 +143,11 @@ pub(crate) struct Switch {
     contact_ms: AtomicU64,
     /// The highest term a candidate was refused this replica's vote in.
     refused_term: AtomicU64,
+    /// When this replica last granted its vote (as `contact_ms`).
+    granted_ms: AtomicU64,
+    /// Vote requests being handled (a grant is answered only once the vote
+    /// is durable, tens of milliseconds later).
+    voting: AtomicU64,
     /// When this replica last refused a candidate behind its own log while
     /// its leader's node still answered pings (as `contact_ms`).
     ahead_ms: AtomicU64,
@@ -159,6 +164,8 @@ impl Switch {
             contact_ms: AtomicU64::new(0),
             refused_term: AtomicU64::new(0),
             ahead_ms: AtomicU64::new(0),
+            granted_ms: AtomicU64::new(0),
+            voting: AtomicU64::new(0),
         }
     }
 
@@ -171,7 +178,24 @@ impl Switch {
 
     /// Whether a leader's append reached this replica within `ms`.
     fn heard_within(&self, ms: u64) -> bool {
-        let at = self.contact_ms.load(Ordering::Acquire);
+        self.within(&self.contact_ms, ms)
+    }
+
+    /// A vote request is being handled until the guard returned drops.
+    pub(crate) fn vote_handling(&self) -> Voting<'_> {
+        self.voting.fetch_add(1, Ordering::AcqRel);
+        Voting(&self.voting)
+    }
+
+    /// Records that this replica granted its vote to a candidate.
+    pub(crate) fn vote_granted(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        self.granted_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether the instant in `mark` (as `contact_ms`) is less than `ms` ago.
+    fn within(&self, mark: &AtomicU64, ms: u64) -> bool {
+        let at = mark.load(Ordering::Acquire);
         at != 0 && (self.born.elapsed().as_millis() as u64 + 1).saturating_sub(at) < ms
     }
 
@@ -212,7 +236,7 @@ impl Switch {
         let delay = inner.jitter_up_to(timing.heartbeat_ms);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if switch.may_campaign(timing.openraft_election().1) {
+            if switch.may_campaign(&timing) {
                 tracing::info!(
                     group = switch.group,
                     term,
@@ -226,21 +250,25 @@ impl Switch {
     /// Whether this replica refused a candidate behind its own log within
     /// `ms`.
     fn ahead_within(&self, ms: u64) -> bool {
-        let at = self.ahead_ms.load(Ordering::Acquire);
-        at != 0 && (self.born.elapsed().as_millis() as u64 + 1).saturating_sub(at) < ms
+        self.within(&self.ahead_ms, ms)
     }
 
     /// Whether this replica should campaign now: it is a follower or a
-    /// candidate, has granted its vote to no other candidate still in the
-    /// running, and no leader reached it within `lease_ms`.
-    fn may_campaign(&self, lease_ms: u64) -> bool {
+    /// candidate, no leader reached it within the leader lease, and it is
+    /// granting no vote now nor granted one within half the minimum
+    /// election timeout (that
+    /// candidate is likely winning: a campaign now would unseat it).
+    /// Postmortem: read from openraft's metrics (a vote for another node
+    /// not committed), a grant was seen too late, and a replica that
+    /// openraft had made take a refused candidate's vote as its own looked
+    /// like one that granted it, so it never took over from a candidate
+    /// behind it: two replicas campaigned in turn in the same terms for 15 s.
+    fn may_campaign(&self, t: &Timing) -> bool {
         let m = self.raft.metrics().borrow().clone();
-        let me = m.id;
-        let granted_other =
-            !m.vote.is_committed() && m.vote.leader_id().voted_for().is_some_and(|v| v != me);
         matches!(m.state, ServerState::Follower | ServerState::Candidate)
-            && !granted_other
-            && !self.heard_within(lease_ms)
+            && self.voting.load(Ordering::Acquire) == 0
+            && !self.within(&self.granted_ms, t.election_min_ms / 2)
+            && !self.heard_within(t.openraft_election().1)
     }
 
     /// Campaigns now (openraft does nothing if this replica leads or is
@@ -345,6 +373,16 @@ impl Switch {
         if let Some(inner) = self.inner() {
             inner.lock().unregister(&inner, self.group, &self.raft);
         }
+    }
+}
+
+/// A vote request in handling, for [`Switch::may_campaign`]; counted out
+/// when dropped (also if the RPC's handling is cancelled).
+pub(crate) struct Voting<'a>(&'a AtomicU64);
+
+impl Drop for Voting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -776,7 +814,7 @@ async fn campaign_after(inner: Weak<Inner>, switch: Arc<Switch>, dead: NodeId, m
                 return;
             }
         }
-        if !switch.may_campaign(t.openraft_election().1) {
+        if !switch.may_campaign(&t) {
             return;
         }
         tracing::info!(
