@@ -405,13 +405,18 @@ impl Group {
             RaftRpc::Vote(r) => {
                 let (term, theirs) = (r.vote.leader_id().get_term(), r.last_log_id);
                 let reply = {
+                    // Counted as handling until the grant is recorded.
                     let _voting = self.quiet.vote_handling();
-                    self.raft.vote(r).await
+                    let reply = self.raft.vote(r).await;
+                    if matches!(&reply, Ok(v) if v.vote_granted) {
+                        self.quiet.vote_granted();
+                    }
+                    reply
                 };
-                match &reply {
-                    Ok(v) if v.vote_granted => self.quiet.vote_granted(),
-                    Ok(v) => self.quiet.vote_refused(term, v.last_log_id > theirs),
-                    Err(_) => {}
+                if let Ok(v) = &reply {
+                    if !v.vote_granted {
+                        self.quiet.vote_refused(term, v.last_log_id > theirs);
+                    }
                 }
                 RaftRpcReply::Vote(reply)
             }
