@@ -45,8 +45,9 @@
 //! `election_min_ms`), every replica here that follows it, quiet or not,
 //! campaigns itself (`campaign_after`): at a random time between
 //! `election_min_ms` and a heartbeat before `election_max_ms` after the
-//! node last answered, then again after half to all of the spread between
-//! the two while there is no leader. A replica that refuses its vote to a
+//! node last answered (later while the dead leader's last append or a vote
+//! it granted is recent), then again after half to all of the spread
+//! between the two while there is no leader. A replica that refuses its vote to a
 //! candidate whose log is behind its own campaigns at once if its leader's
 //! node is dead (or as soon as it is found so): the candidate cannot win,
 //! and this replica may. Every campaign is in a term above the terms of
@@ -789,14 +790,21 @@ impl Quiescence {
 /// Attempts at campaigning after a leader's node died, at most.
 const CAMPAIGN_ATTEMPTS: u32 = 5;
 
+/// Looks at whether to campaign after a leader's node died, at most (one a
+/// heartbeat while the replica may not campaign yet).
+const CAMPAIGN_CHECKS: u32 = 100;
+
 /// The campaigns of `switch`'s replica after its leader's node `dead`
-/// stopped answering pings ([`State::peer_died`]): the first at `at`,
-/// then again after half to all of the election timeout spread while the
-/// group has no leader, its node is still dead and the replica may
-/// campaign ([`Switch::may_campaign`]).
+/// stopped answering pings ([`State::peer_died`]): the first at `at` (or,
+/// while [`Switch::may_campaign`] says not yet, a heartbeat later, again),
+/// then again after half to all of the election timeout spread, while the
+/// group has no leader and the node is still dead.
 async fn campaign_after(inner: Weak<Inner>, switch: Arc<Switch>, dead: NodeId, mut at: Instant) {
-    for _ in 0..CAMPAIGN_ATTEMPTS {
+    let mut attempts = 0;
+    let mut checks = 0;
+    while attempts < CAMPAIGN_ATTEMPTS && checks < CAMPAIGN_CHECKS {
         tokio::time::sleep_until(at.into()).await;
+        checks += 1;
         let Some(inner) = inner.upgrade() else { return };
         if inner.stopped.load(Ordering::Acquire) {
             return;
@@ -815,7 +823,13 @@ async fn campaign_after(inner: Weak<Inner>, switch: Arc<Switch>, dead: NodeId, m
             }
         }
         if !switch.may_campaign(&t) {
-            return;
+            // The dead leader's last append (or a vote just granted) is
+            // still recent: look again a heartbeat later.
+            // Postmortem: the task gave up here, and a survivor whose
+            // leader's node was found dead before the leader lease ran
+            // out left the election to openraft's timer (11 s).
+            at = Instant::now() + Duration::from_millis(t.heartbeat_ms.max(1));
+            continue;
         }
         tracing::info!(
             group = switch.group,
@@ -824,6 +838,7 @@ async fn campaign_after(inner: Weak<Inner>, switch: Arc<Switch>, dead: NodeId, m
             "the leader's node stopped answering: campaigning"
         );
         switch.campaign(Some(&inner)).await;
+        attempts += 1;
         let spread = t.election_max_ms.saturating_sub(t.election_min_ms);
         at = Instant::now()
             + Duration::from_millis(spread / 2)
