@@ -9,10 +9,17 @@
 # kills with the default Raft timers (p50 and p99). Prints Markdown.
 #
 #   deploy/bench-cluster.sh [REQUESTS] [KILLS]     (defaults 50000 and 20; KILLS 0: no failover)
+#
+# Environment: LOG, the nodes' log filter (default warn; e.g.
+# "info,openraft=info" to see every election), and KEEP_LOGS, a directory
+# the nodes' logs are copied to at the end (the scratch directory is
+# removed). Each kill's time goes to stderr as it is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS="${1:-50000}"
 KILLS="${2:-20}"
+LOG="${LOG:-warn}"
+KEEP_LOGS="${KEEP_LOGS:-}"
 
 # shellcheck source=deploy/bench-peers.sh
 . deploy/bench-peers.sh
@@ -33,7 +40,7 @@ single16=$(bench "127.0.0.1:$P1" 16)
 
 # Three nodes, the bench range on all three.
 base=$(( $(free_port) % 20000 + 30000 ))
-export MONOTABLE="$MT" DIR="$work/cluster" BASE="$base" RESP_BASE=$((base + 100)) EXTRA="--log warn"
+export MONOTABLE="$MT" DIR="$work/cluster" BASE="$base" RESP_BASE=$((base + 100)) EXTRA="--log $LOG"
 deploy/local-cluster.sh 3 >/dev/null
 pids+=($(cat "$work"/cluster/node-*.pid))
 A1="127.0.0.1:$((base + 1))"
@@ -98,20 +105,27 @@ echo "### Failover: kill -9 of the chunk's leader to the first put through anoth
 echo
 times=()
 for k in $(seq 1 "$KILLS"); do
-    leader=$("$MT" cluster status --json --addr "$A1" | python3 -c '
+    # `leader` is the node's number in local-cluster.sh (its port less
+    # BASE), not its cluster id: ids follow the order the joins finished in.
+    # Postmortem: with node ids taken for those numbers, the "leader"
+    # killed was sometimes a follower, or the put went to the dead node.
+    read -r leader lid <<<"$("$MT" cluster status --json --addr "$A1" | python3 -c '
 import json,sys
 s=json.load(sys.stdin)
-print([n["id"] for n in s["nodes"] if n.get("chunk_leaders")==1][0])')
+n=[n for n in s["nodes"] if n.get("chunk_leaders")==1][0]
+print(int(n["addr"].rsplit(":",1)[1]) - int(sys.argv[1]), n["id"])' "$base")"
     other=$(( leader % 3 + 1 ))
+    A1="127.0.0.1:$((base + other))"
     pid=$(cat "$work/cluster/node-$leader.pid")
     t0=$(date +%s.%N)
     kill -9 "$pid"
     until "$MT" put bench "k$k" 1 --addr "127.0.0.1:$((base + other))" >/dev/null 2>&1; do :; done
     t1=$(date +%s.%N)
     times+=("$(python3 -c "print(f'{($t1-$t0)*1000:.0f}')")")
+    echo "kill $k: node $leader (id $lid) at $(date -u -d "@$t0" +%T.%N), put through node $other after ${times[-1]} ms" >&2
     # Restart it on its data and wait until all three are live again.
     "$MT" serve --data-dir "$work/cluster/node-$leader" --listen "127.0.0.1:$((base + leader))" \
-        --resp-listen "127.0.0.1:$((base + 100 + leader))" --log warn >>"$work/cluster/node-$leader.log" 2>&1 &
+        --resp-listen "127.0.0.1:$((base + 100 + leader))" --log "$LOG" >>"$work/cluster/node-$leader.log" 2>&1 &
     echo $! >"$work/cluster/node-$leader.pid"
     pids+=($!)
     wait_port $((base + leader))
@@ -128,3 +142,7 @@ print(f"| kills | p50 ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|\n| 
 print()
 print("Every kill, ms, sorted: " + ", ".join(str(x) for x in t))'
 DIR="$work/cluster" deploy/local-cluster.sh stop >/dev/null
+if [ -n "$KEEP_LOGS" ]; then
+    mkdir -p "$KEEP_LOGS"
+    cp "$work"/cluster/node-*.log "$KEEP_LOGS"/
+fi

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::{
     BasicNode, ChangeMembers, Entry, LogId, Raft, ServerState, SnapshotPolicy, StorageError, Vote,
@@ -439,9 +440,29 @@ impl Group {
                 if entries > 0 {
                     tracing::debug!(target: super::TIMING, stage = "append_handle", entries, us = started.elapsed().as_micros() as u64);
                 }
+                if matches!(&reply, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    self.quiet.note_append();
+                }
                 RaftRpcReply::Append(reply)
             }
-            RaftRpc::Vote(r) => RaftRpcReply::Vote(self.raft.vote(r).await),
+            RaftRpc::Vote(r) => {
+                let (term, theirs) = (r.vote.leader_id().get_term(), r.last_log_id);
+                let reply = {
+                    // Counted as handling until the grant is recorded.
+                    let _voting = self.quiet.vote_handling();
+                    let reply = self.raft.vote(r).await;
+                    if matches!(&reply, Ok(v) if v.vote_granted) {
+                        self.quiet.vote_granted();
+                    }
+                    reply
+                };
+                if let Ok(v) = &reply {
+                    if !v.vote_granted {
+                        self.quiet.vote_refused(term, v.last_log_id > theirs);
+                    }
+                }
+                RaftRpcReply::Vote(reply)
+            }
             RaftRpc::Snapshot(r) => RaftRpcReply::Snapshot(self.raft.install_snapshot(r).await),
         };
         if wake {

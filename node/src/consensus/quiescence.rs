@@ -30,14 +30,33 @@
 //!   leader, a moved commit; a vote request; a snapshot), *after* the RPC
 //!   was handled, so its election timer restarts from a fresh leader
 //!   contact;
-//! - a follower whose leader's node is dead (no ping answered for
-//!   `election_min_ms`), restarted (its incarnation changed) or which said
-//!   the group left it: after a random delay in
+//! - a follower whose leader's node restarted (its incarnation changed) or
+//!   said the group left it: after a random delay in
 //!   `0..=election_max_ms - election_min_ms` (so the followers of one group
 //!   do not all campaign at once); its election timer has long expired, so
 //!   it campaigns at its next tick;
 //! - a leader whose member node came back or restarted, so that member
 //!   hears heartbeats before its own election timer runs out.
+//!
+//! # Failover
+//!
+//! The node pings also watch the node of every leader that an active group
+//! here follows. When a leader's node stops answering (no ping answered for
+//! `election_min_ms`), every replica here that follows it, quiet or not,
+//! campaigns itself (`campaign_after`): at a random time between
+//! `election_min_ms` and a heartbeat before `election_max_ms` after the
+//! node last answered (later while the dead leader's last append or a vote
+//! it granted is recent), then again after half to all of the spread
+//! between the two while there is no leader. A replica that refuses its vote to a
+//! candidate whose log is behind its own campaigns at once if its leader's
+//! node is dead (or as soon as it is found so): the candidate cannot win,
+//! and this replica may. Every campaign is in a term above the terms of
+//! the candidates this replica refused (openraft 0.9 does not take them,
+//! and its next campaign in such a term is refused by that candidate's own
+//! vote). openraft's own election timer still runs on active followers, and
+//! elects when a leader replica stops on a live node; but after losing an
+//! election to a longer log it adds twice `election_max_ms` to its timeout
+//! until its next campaign, which is why it is not relied on here.
 //!
 //! # Why it is safe
 //!
@@ -46,10 +65,12 @@
 //! elections and heartbeats, so at worst it costs liveness. Reads stay
 //! linearizable because a read barrier (openraft's `ensure_linearizable`)
 //! confirms leadership with a quorum round, not with a lease, and it wakes
-//! the group first. Liveness rests on the node pings: a quiet follower
-//! whose leader's node stops answering wakes within `election_min_ms` plus
-//! one ping interval plus the jitter, and a quiet group with a live leader
-//! node needs no election. What is lost: a leader replica that stops while
+//! the group first. A campaign is only ever a campaign: it is safe at any
+//! time (a replica votes for itself in a term only if it has voted in no
+//! later one, once per term, as any candidate does). Liveness rests on the
+//! node pings: a follower whose leader's node stops answering campaigns
+//! within `election_max_ms` of the node's last answer, and a quiet group
+//! with a live leader node needs no election. What is lost: a leader replica that stops while
 //! its node keeps answering pings and does not say so (e.g. a Raft that
 //! failed on a storage error) leaves its group without a leader until
 //! something else wakes it.
@@ -62,7 +83,7 @@
 //! `Pong`; both carry the sender's incarnation (random per process start).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -117,11 +138,167 @@ pub(crate) struct Switch {
     flag: AtomicU8,
     raft: Raft<TypeConfig>,
     node: OnceLock<Weak<Inner>>,
+    born: Instant,
+    /// When this replica last took an append from a leader: milliseconds
+    /// after `born`, plus one (0: never).
+    contact_ms: AtomicU64,
+    /// The highest term a candidate was refused this replica's vote in.
+    refused_term: AtomicU64,
+    /// When this replica last granted its vote (as `contact_ms`).
+    granted_ms: AtomicU64,
+    /// Vote requests being handled (a grant is answered only once the vote
+    /// is durable, tens of milliseconds later).
+    voting: AtomicU64,
+    /// When this replica last refused a candidate behind its own log while
+    /// its leader's node still answered pings (as `contact_ms`).
+    ahead_ms: AtomicU64,
 }
 
 impl Switch {
     pub(crate) fn new(group: GroupId, raft: Raft<TypeConfig>) -> Switch {
-        Switch { group, flag: AtomicU8::new(ACTIVE), raft, node: OnceLock::new() }
+        Switch {
+            group,
+            flag: AtomicU8::new(ACTIVE),
+            raft,
+            node: OnceLock::new(),
+            born: Instant::now(),
+            contact_ms: AtomicU64::new(0),
+            refused_term: AtomicU64::new(0),
+            ahead_ms: AtomicU64::new(0),
+            granted_ms: AtomicU64::new(0),
+            voting: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a leader's append reached this replica (whatever it
+    /// carried, but for one refused as from a stale term).
+    pub(crate) fn note_append(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        self.contact_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether a leader's append reached this replica within `ms`.
+    fn heard_within(&self, ms: u64) -> bool {
+        self.within(&self.contact_ms, ms)
+    }
+
+    /// A vote request is being handled until the guard returned drops.
+    pub(crate) fn vote_handling(&self) -> Voting<'_> {
+        self.voting.fetch_add(1, Ordering::AcqRel);
+        Voting(&self.voting)
+    }
+
+    /// Records that this replica granted its vote to a candidate.
+    pub(crate) fn vote_granted(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        self.granted_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether the instant in `mark` (as `contact_ms`) is less than `ms` ago.
+    fn within(&self, mark: &AtomicU64, ms: u64) -> bool {
+        let at = mark.load(Ordering::Acquire);
+        at != 0 && (self.born.elapsed().as_millis() as u64 + 1).saturating_sub(at) < ms
+    }
+
+    /// This replica refused its vote to a candidate of `term`; `ours_longer`
+    /// if because its own log is ahead of the candidate's.
+    ///
+    /// openraft 0.9 does not take a refused candidate's term, so this
+    /// replica's next campaign would be in that very term, where the
+    /// refused candidate has voted for itself: refused in turn, and the
+    /// group waits another election timeout (the second round of slow
+    /// failovers). Campaigns from here are in a term above it (see
+    /// [`Switch::campaign`]). And a candidate refused for a shorter log
+    /// cannot win while this replica lives: if the leader this replica
+    /// knows is on a node that stopped answering pings (or it knows none),
+    /// it campaigns at once (after up to a heartbeat of jitter, so that
+    /// several voters ahead of the candidate rarely split the vote);
+    /// otherwise it remembers the refusal, and campaigns as soon as the
+    /// leader's node is found dead rather than after the usual jitter. A
+    /// live leader is not disrupted by a candidate behind it.
+    pub(crate) fn vote_refused(self: &Arc<Self>, term: u64, ours_longer: bool) {
+        self.refused_term.fetch_max(term, Ordering::AcqRel);
+        let Some(inner) = self.inner() else { return };
+        if !ours_longer {
+            return;
+        }
+        let leader = self.raft.metrics().borrow().current_leader;
+        let leader_gone = match leader {
+            Some(l) => inner.lock().peers.get(&l).is_some_and(|p| p.dead),
+            None => true,
+        };
+        if !leader_gone {
+            let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+            self.ahead_ms.store(ms, Ordering::Release);
+            return;
+        }
+        let switch = self.clone();
+        let timing = inner.timing;
+        let delay = inner.jitter_up_to(timing.heartbeat_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if switch.may_campaign(&timing) {
+                tracing::info!(
+                    group = switch.group,
+                    term,
+                    "a candidate behind this replica's log asked for its vote: campaigning"
+                );
+                switch.campaign(Some(&inner)).await;
+            }
+        });
+    }
+
+    /// Whether this replica refused a candidate behind its own log within
+    /// `ms`.
+    fn ahead_within(&self, ms: u64) -> bool {
+        self.within(&self.ahead_ms, ms)
+    }
+
+    /// Whether this replica should campaign now: it is a follower or a
+    /// candidate, no leader reached it within the leader lease, and it is
+    /// granting no vote now nor granted one within half the minimum
+    /// election timeout (that
+    /// candidate is likely winning: a campaign now would unseat it).
+    /// Postmortem: read from openraft's metrics (a vote for another node
+    /// not committed), a grant was seen too late, and a replica that
+    /// openraft had made take a refused candidate's vote as its own looked
+    /// like one that granted it, so it never took over from a candidate
+    /// behind it: two replicas campaigned in turn in the same terms for 15 s.
+    fn may_campaign(&self, t: &Timing) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        matches!(m.state, ServerState::Follower | ServerState::Candidate)
+            && self.voting.load(Ordering::Acquire) == 0
+            && !self.within(&self.granted_ms, t.election_min_ms / 2)
+            && !self.heard_within(t.openraft_election().1)
+    }
+
+    /// Campaigns now (openraft does nothing if this replica leads or is
+    /// not a voter), in a term above every term this replica refused a
+    /// candidate in: it first votes for itself in the highest of them, as
+    /// it would had it campaigned then (safe: it had voted in no such term,
+    /// so it still has its one vote there). Its own leader lease refuses
+    /// that vote while a leader reached it within the lease; then it does
+    /// not campaign. `inner` (its node's quiescence) wakes it if quiet.
+    async fn campaign(&self, inner: Option<&Arc<Inner>>) {
+        let m = self.raft.metrics().borrow().clone();
+        let refused = self.refused_term.load(Ordering::Acquire);
+        if refused > m.vote.leader_id().get_term() {
+            let top =
+                openraft::LogId::new(openraft::CommittedLeaderId::new(u64::MAX, m.id), u64::MAX);
+            let own =
+                openraft::raft::VoteRequest::new(openraft::Vote::new(refused, m.id), Some(top));
+            match self.raft.vote(own).await {
+                Ok(r) if r.vote_granted => {}
+                _ => return,
+            }
+        }
+        if let Some(inner) = inner {
+            let mut s = inner.lock();
+            if s.groups.get(&self.group).is_some_and(|m| !matches!(m.phase, Phase::Active { .. })) {
+                s.set_phase(inner, self.group, Phase::active());
+            }
+        }
+        let _ = self.raft.trigger().elect().await;
     }
 
     fn inner(&self) -> Option<Arc<Inner>> {
@@ -200,6 +377,16 @@ impl Switch {
     }
 }
 
+/// A vote request in handling, for [`Switch::may_campaign`]; counted out
+/// when dropped (also if the RPC's handling is cancelled).
+pub(crate) struct Voting<'a>(&'a AtomicU64);
+
+impl Drop for Voting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 enum Phase {
     Active {
         /// Rounds in a row this replica led the group with nothing to do.
@@ -266,6 +453,9 @@ struct Peer {
     incarnation: Option<u64>,
     dead: bool,
     in_flight: bool,
+    /// The node leads an active group this node follows: pinged too, so
+    /// that its death starts campaigns ([`State::peer_died`]).
+    watched: bool,
 }
 
 #[derive(Default)]
@@ -294,8 +484,11 @@ impl Inner {
     }
 
     fn jitter(&self) -> Duration {
-        let spread = self.timing.election_max_ms.saturating_sub(self.timing.election_min_ms);
-        Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
+        self.jitter_up_to(self.timing.election_max_ms.saturating_sub(self.timing.election_min_ms))
+    }
+
+    fn jitter_up_to(&self, ms: u64) -> Duration {
+        Duration::from_millis(rand::thread_rng().gen_range(0..=ms))
     }
 }
 
@@ -355,8 +548,9 @@ impl State {
             incarnation: None,
             dead: false,
             in_flight: false,
+            watched: false,
         });
-        if p.refs == 0 && !p.dead {
+        if p.refs == 0 && !p.watched && !p.dead {
             // Not pinged while unreferenced: its silence meant nothing.
             p.last_ok = Instant::now();
         }
@@ -404,6 +598,57 @@ impl State {
         }
         for g in wake_now {
             self.set_phase(inner, g, Phase::active());
+        }
+    }
+
+    /// The node `peer` stopped answering pings: every replica here that
+    /// follows a leader on it campaigns (quiet or not), each at a random
+    /// time between `election_min_ms` after the peer last answered and a
+    /// heartbeat before `election_max_ms` after it; until then openraft's
+    /// own timers may get there first.
+    ///
+    /// Why not openraft's timers alone: after an election this replica
+    /// lost to a longer log, openraft 0.9 keeps adding twice
+    /// `election_max_ms` to its election timeout until its next campaign,
+    /// however much later (6 s with the production timers, on the next
+    /// failover: the slowest kills took two election rounds), and a quiet
+    /// follower's timer was off anyway.
+    fn peer_died(&mut self, inner: &Arc<Inner>, peer: NodeId) {
+        let Some(last_ok) = self.peers.get(&peer).map(|p| p.last_ok) else { return };
+        let t = inner.timing;
+        let now = Instant::now();
+        let spread = t.election_max_ms.saturating_sub(t.election_min_ms);
+        let mut armed = 0;
+        for (g, m) in self.groups.iter_mut() {
+            let follows = {
+                let metrics = m.switch.raft.metrics();
+                let r = metrics.borrow();
+                r.current_leader == Some(peer) && r.state != ServerState::Leader
+            };
+            match &mut m.phase {
+                // Quiet at the dead leader's word, though Raft has moved
+                // on since: it wakes after a jitter, its timer elects.
+                Phase::QuietFollower { leader, wake_at, .. }
+                    if *leader == peer && !follows && wake_at.is_none() =>
+                {
+                    *wake_at = Some(now + inner.jitter());
+                    self.active.insert(*g);
+                }
+                _ if follows => {
+                    let at = if m.switch.ahead_within(t.election_max_ms) {
+                        now + inner.jitter_up_to(t.heartbeat_ms)
+                    } else {
+                        let from = last_ok + Duration::from_millis(t.election_min_ms);
+                        (from + inner.jitter_up_to(spread.saturating_sub(t.heartbeat_ms))).max(now)
+                    };
+                    armed += 1;
+                    tokio::spawn(campaign_after(Arc::downgrade(inner), m.switch.clone(), peer, at));
+                }
+                _ => {}
+            }
+        }
+        if armed > 0 {
+            tracing::debug!(node = inner.node, peer, groups = armed, "campaigns armed");
         }
     }
 
@@ -542,6 +787,65 @@ impl Quiescence {
     }
 }
 
+/// Attempts at campaigning after a leader's node died, at most.
+const CAMPAIGN_ATTEMPTS: u32 = 5;
+
+/// Looks at whether to campaign after a leader's node died, at most (one a
+/// heartbeat while the replica may not campaign yet).
+const CAMPAIGN_CHECKS: u32 = 100;
+
+/// The campaigns of `switch`'s replica after its leader's node `dead`
+/// stopped answering pings ([`State::peer_died`]): the first at `at` (or,
+/// while [`Switch::may_campaign`] says not yet, a heartbeat later, again),
+/// then again after half to all of the election timeout spread, while the
+/// group has no leader and the node is still dead.
+async fn campaign_after(inner: Weak<Inner>, switch: Arc<Switch>, dead: NodeId, mut at: Instant) {
+    let mut attempts = 0;
+    let mut checks = 0;
+    while attempts < CAMPAIGN_ATTEMPTS && checks < CAMPAIGN_CHECKS {
+        tokio::time::sleep_until(at.into()).await;
+        checks += 1;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let t = inner.timing;
+        {
+            let s = inner.lock();
+            let ours = s.groups.get(&switch.group).is_some_and(|m| Arc::ptr_eq(&m.switch, &switch));
+            let gone = s.peers.get(&dead).is_some_and(|p| p.dead);
+            let m = switch.raft.metrics().borrow().clone();
+            let led = m.current_leader.is_some_and(|l| {
+                l == m.id || (l != dead && !s.peers.get(&l).is_some_and(|p| p.dead))
+            });
+            if !ours || !gone || led {
+                return;
+            }
+        }
+        if !switch.may_campaign(&t) {
+            // The dead leader's last append (or a vote just granted) is
+            // still recent: look again a heartbeat later.
+            // Postmortem: the task gave up here, and a survivor whose
+            // leader's node was found dead before the leader lease ran
+            // out left the election to openraft's timer (11 s).
+            at = Instant::now() + Duration::from_millis(t.heartbeat_ms.max(1));
+            continue;
+        }
+        tracing::info!(
+            group = switch.group,
+            node = inner.node,
+            leader_node = dead,
+            "the leader's node stopped answering: campaigning"
+        );
+        switch.campaign(Some(&inner)).await;
+        attempts += 1;
+        let spread = t.election_max_ms.saturating_sub(t.election_min_ms);
+        at = Instant::now()
+            + Duration::from_millis(spread / 2)
+            + inner.jitter_up_to(spread - spread / 2);
+    }
+}
+
 /// One round: advances the phases of the groups not quiet, wakes the
 /// followers whose time came, finds dead peers and pings the live ones.
 fn round(inner: &Arc<Inner>) {
@@ -553,11 +857,17 @@ fn round(inner: &Arc<Inner>) {
     let mut moves: Vec<(GroupId, Phase)> = Vec::new();
     let dead: HashSet<NodeId> = s.peers.iter().filter(|(_, p)| p.dead).map(|(id, _)| *id).collect();
     let active: Vec<GroupId> = s.active.iter().copied().collect();
+    let mut watched: HashMap<NodeId, String> = HashMap::new();
     for g in active {
         let Some(member) = s.groups.get_mut(&g) else { continue };
         let metrics = member.switch.raft.metrics();
         let m = metrics.borrow();
         let leads = m.state == ServerState::Leader && m.current_leader == Some(inner.node);
+        if let Some(l) = m.current_leader.filter(|l| !leads && *l != inner.node) {
+            if let Some(n) = m.membership_config.membership().get_node(&l) {
+                watched.entry(l).or_insert_with(|| n.addr.clone());
+            }
+        }
         match &mut member.phase {
             Phase::Active { idle, seen } => {
                 if !leads || m.last_log_index != *seen {
@@ -635,23 +945,44 @@ fn round(inner: &Arc<Inner>) {
     }
 
     // Liveness, then pings.
+    for (id, addr) in &watched {
+        let p = s.peers.entry(*id).or_insert_with(|| Peer {
+            addr: addr.clone(),
+            refs: 0,
+            last_ok: now,
+            incarnation: None,
+            dead: false,
+            in_flight: false,
+            watched: false,
+        });
+        if !p.watched && p.refs == 0 && !p.dead {
+            // Not pinged until now: its silence meant nothing.
+            p.last_ok = now;
+        }
+        p.watched = true;
+    }
     let mut died = Vec::new();
     for (id, p) in s.peers.iter_mut() {
-        if p.refs > 0 && !p.dead && now.duration_since(p.last_ok) > dead_after {
+        p.watched &= watched.contains_key(id);
+        if (p.refs > 0 || p.watched) && !p.dead && now.duration_since(p.last_ok) > dead_after {
             p.dead = true;
             died.push(*id);
         }
     }
     for id in died {
         tracing::info!(node = inner.node, peer = id, "peer node unreachable: waking its groups");
-        s.peer_changed(inner, id, false);
+        s.peer_died(inner, id);
     }
     let mut calls = Vec::new();
     let targets: Vec<NodeId> = s
         .peers
         .iter()
         .filter(|(id, p)| {
-            !p.in_flight && (p.refs > 0 || requests.contains_key(id) || s.outbox.contains_key(id))
+            !p.in_flight
+                && (p.refs > 0
+                    || p.watched
+                    || requests.contains_key(id)
+                    || s.outbox.contains_key(id))
         })
         .map(|(id, _)| *id)
         .collect();
