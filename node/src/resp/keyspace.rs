@@ -646,7 +646,8 @@ impl<'a> Db<'a> {
                 format!("{} is created replicated by its first write", self.range),
             ));
         }
-        if let (Ok(cluster), Some(db)) = (self.node.cluster(), database_of_range(&self.range)) {
+        let joined = self.node.cluster().ok().filter(|c| c.node_id().is_some());
+        if let (Some(cluster), Some(db)) = (joined, database_of_range(&self.range)) {
             // A database is this node's own only on a cluster of one
             // member, which this node's meta replica may not show yet
             // (it joined moments ago): asked again once it has caught up.
