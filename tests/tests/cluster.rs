@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use monotable_tests::cluster::{all_live_voters, fast_with, start_cluster, status, FAST};
+use monotable_tests::cluster::{
+    all_live_voters, fast_with, start_cluster, status, wait_until, FAST,
+};
 use monotable_tests::{cli, err, ok, serve_exits, Node};
 use serde_json::Value as Json;
 
@@ -863,4 +865,33 @@ fn a_node_still_joining_makes_no_range_of_its_own() {
     assert!(reply.starts_with('-') && reply.contains("still joining"), "{reply}");
     assert!(err(cli(node.addr, &["range", "describe", "redis.0"])).contains("does not exist"));
     node.stop();
+}
+
+/// A replica that was down while large writes went on catches up when it
+/// is back: 48 MB behind, more than one message between nodes may carry
+/// (32 MiB), so its catch-up must come in several AppendEntries (the log
+/// reads at most 4 MiB of entries for one).
+#[test]
+fn a_replica_behind_by_more_than_a_frame_catches_up() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut nodes = start_cluster(&dirs);
+    let rt = monotable_tests::runtime();
+    ok(cli(nodes[0].addr, &["range", "create", "r"]));
+    for n in &nodes {
+        wait_chunks(n.addr, "r", |c| !c.is_empty());
+    }
+    nodes[2].kill();
+    // 48 MB in writes of 200 KB while node 3 is down.
+    const WRITES: u64 = 240;
+    let addr = nodes[0].addr;
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(addr).await.expect("connect");
+        let value = "v".repeat(200_000);
+        for i in 0..WRITES {
+            c.put("r", format!("k{i:04}"), value.as_str()).await.expect("a majority is up");
+        }
+    });
+    nodes[2].restart();
+    let back = nodes[2].addr;
+    wait_until("node 3's replica caught up", 120, || replica_records(back) == WRITES);
 }
