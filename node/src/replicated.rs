@@ -1195,14 +1195,20 @@ impl Node {
                 range = name,
                 wanted,
                 live = live.len(),
-                "fewer live nodes than replicas asked for: the range gets one per live node"
+                "fewer live nodes than replicas asked for: the range gets one per live node, \
+                 and one on each node that joins later until it has as many as asked for"
             );
         }
         live.truncate(wanted);
         if live.len() < 2 {
             return Err(unavailable("fewer than two nodes are live to hold replicas"));
         }
-        let command = MetaCommand::CreateRange { name: name.to_owned(), options, replicas: live };
+        let command = MetaCommand::CreateRange {
+            name: name.to_owned(),
+            options,
+            replicas: live,
+            wanted: wanted as u32,
+        };
         // A range of one node's own under this name would shadow the
         // replicated one on that node: refused while any live node has one.
         for n in status.nodes.iter().filter(|n| n.live && n.id != status.answered_by) {
@@ -1798,6 +1804,7 @@ mod tests {
             name: "r".into(),
             options: Default::default(),
             replicas: vec![1],
+            wanted: 0,
         };
         run(&mut m, &create);
         for (g, at, right) in [(2, "t", base + 5), (3, "m", base + 6)] {

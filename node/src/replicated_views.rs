@@ -916,6 +916,7 @@ mod tests {
                 .collect(),
             seed: Vec::new(),
             rides_on,
+            wanted: 0,
         }
     }
 

@@ -895,3 +895,32 @@ fn a_replica_behind_by_more_than_a_frame_catches_up() {
     let back = nodes[2].addr;
     wait_until("node 3's replica caught up", 120, || replica_records(back) == WRITES);
 }
+
+/// A range made with `--replicas 3` on a cluster of two nodes has two,
+/// and gets its third replica, with every record, when a third node joins.
+#[test]
+fn a_range_made_short_of_replicas_fills_up_as_nodes_join() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut nodes = start_cluster(&dirs[..2]);
+    let a = nodes[0].addr;
+    ok(cli(a, &["range", "create", "r", "--replicas", "3"]));
+    for i in 0..50 {
+        ok(cli(nodes[i % 2].addr, &["put", "r", &format!("k{i:02}"), "v"]));
+    }
+    let replicas = |addr: SocketAddr| -> Json {
+        let d: Json =
+            serde_json::from_str(&ok(cli(addr, &["range", "describe", "r"]))).expect("json");
+        d["chunks"][0]["replicas"].clone()
+    };
+    assert_eq!(replicas(a), serde_json::json!([1, 2]));
+    let seed = a.to_string();
+    nodes.push(Node::start_pinned(dirs[2].path(), &fast_with(&["--join", &seed])));
+    let c = nodes[2].addr;
+    wait_until("a third replica", 60, || replicas(a) == serde_json::json!([1, 2, 3]));
+    wait_until("the third replica holds every record", 60, || replica_records(c) == 50);
+    // It takes writes with the others.
+    ok(cli(c, &["put", "r", "late", "v"]));
+    wait_until("the late write on every replica", 30, || {
+        nodes.iter().all(|n| replica_records(n.addr) == 51)
+    });
+}

@@ -403,6 +403,7 @@ mod tests {
             chunks: Vec::new(),
             seed: vec![1, 2, 3],
             rides_on: None,
+            wanted: 3,
         }
     }
 
