@@ -188,6 +188,16 @@ fn check(
     records
 }
 
+/// The built-in views most tests read, each created through another
+/// node: mapper `by_city` (range `r` -> `idx`, key `city`, value `amount`),
+/// reducers `total` (sum over `idx`) and `n` (count over `r`).
+fn create_city_views(addrs: &[SocketAddr]) {
+    let mapper = ["mapper", "create", "by_city", "--source", "r", "--target", "idx"];
+    ok(cli(addrs[2], &[&mapper[..], &["--field", "city", "--value-field", "amount"]].concat()));
+    ok(cli(addrs[0], &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"]));
+    ok(cli(addrs[1], &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));
+}
+
 /// Postmortem: reducers on a target missed a mapper's last rows, since a
 /// round's rows, applied through Raft, were not yet settled when the round
 /// chose its cut (the mapper now waits for them to settle; a fresh query on
@@ -201,24 +211,7 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     let rt = monotable_tests::runtime();
     ok(cli(addrs[1], &["range", "create", "r"]));
     // Built-in and Lua views, each created through another node.
-    ok(cli(
-        addrs[2],
-        &[
-            "mapper",
-            "create",
-            "by_city",
-            "--source",
-            "r",
-            "--target",
-            "idx",
-            "--field",
-            "city",
-            "--value-field",
-            "amount",
-        ],
-    ));
-    ok(cli(addrs[0], &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"]));
-    ok(cli(addrs[1], &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));
+    create_city_views(&addrs);
     let lua = |name: &str, src: &str| {
         let path = dirs[0].path().join(name);
         std::fs::write(&path, src).expect("write lua");
@@ -633,24 +626,7 @@ fn a_split_during_a_backfill_and_a_resync_keep_the_views_exact() {
     let t = Instant::now();
     fill(&rt, addrs[1], records, 3);
     eprintln!("{records} records written in {:?}", t.elapsed());
-    ok(cli(
-        addrs[2],
-        &[
-            "mapper",
-            "create",
-            "by_city",
-            "--source",
-            "r",
-            "--target",
-            "idx",
-            "--field",
-            "city",
-            "--value-field",
-            "amount",
-        ],
-    ));
-    ok(cli(addrs[0], &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"]));
-    ok(cli(addrs[1], &["reducer", "create", "n", "--range", "r", "--builtin", "count"]));
+    create_city_views(&addrs);
     // Splits while the mapper backfills: each through another node.
     let mut during = Vec::new();
     for (i, at) in ["k10000", "k15000", "k05000", "k02500"].iter().enumerate() {
