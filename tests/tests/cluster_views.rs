@@ -188,6 +188,19 @@ fn check(
     records
 }
 
+/// Writes Lua source `src` to `dir/name`; its path, for `--lua`.
+fn lua_file(dir: &std::path::Path, name: &str, src: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, src).expect("write lua");
+    path.to_string_lossy().into_owned()
+}
+
+/// A Lua mapper: key (city, amount), value the amount.
+const LUA_MAP_CITY: &str = "function map(key, v)\n  emit({v.city, v.amount}, v.amount)\nend\n";
+
+/// A Lua reducer: the sum of the records' amounts.
+const LUA_SUM_AMOUNT: &str = "function reduce(keys, values, rereduce)\n  local s = 0\n  for _, v in ipairs(values) do\n    if rereduce then s = s + v else s = s + v.amount end\n  end\n  return s\nend\n";
+
 /// The built-in views most tests read, each created through another
 /// node: mapper `by_city` (range `r` -> `idx`, key `city`, value `amount`),
 /// reducers `total` (sum over `idx`) and `n` (count over `r`).
@@ -212,20 +225,13 @@ fn views_on_a_replicated_range_stay_exact_across_a_leader_kill() {
     ok(cli(addrs[1], &["range", "create", "r"]));
     // Built-in and Lua views, each created through another node.
     create_city_views(&addrs);
-    let lua = |name: &str, src: &str| {
-        let path = dirs[0].path().join(name);
-        std::fs::write(&path, src).expect("write lua");
-        path.to_string_lossy().into_owned()
-    };
-    let lmap = lua("lmap.lua", "function map(key, v)\n  emit({v.city, v.amount}, v.amount)\nend\n");
+    let lua = |name: &str, src: &str| lua_file(dirs[0].path(), name, src);
+    let lmap = lua("lmap.lua", LUA_MAP_CITY);
     ok(cli(
         addrs[0],
         &["mapper", "create", "lmap", "--source", "r", "--target", "lidx", "--lua", &lmap],
     ));
-    let lsum = lua(
-        "lsum.lua",
-        "function reduce(keys, values, rereduce)\n  local s = 0\n  for _, v in ipairs(values) do\n    if rereduce then s = s + v else s = s + v.amount end\n  end\n  return s\nend\n",
-    );
+    let lsum = lua("lsum.lua", LUA_SUM_AMOUNT);
     ok(cli(addrs[2], &["reducer", "create", "lsum", "--range", "r", "--lua", &lsum]));
     ok(cli(addrs[1], &["reducer", "create", "lcount", "--range", "lidx", "--builtin", "count"]));
     // Refused: writes into a target, a mapper into an existing range, a sink.
@@ -444,20 +450,13 @@ fn views_on_a_splitting_replicated_range_stay_exact() {
         ],
     ));
     ok(cli(addrs[2], &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"]));
-    let lua = |name: &str, src: &str| {
-        let path = dirs[0].path().join(name);
-        std::fs::write(&path, src).expect("write lua");
-        path.to_string_lossy().into_owned()
-    };
-    let lmap = lua("lmap.lua", "function map(key, v)\n  emit({v.city, v.amount}, v.amount)\nend\n");
+    let lua = |name: &str, src: &str| lua_file(dirs[0].path(), name, src);
+    let lmap = lua("lmap.lua", LUA_MAP_CITY);
     ok(cli(
         addrs[0],
         &["mapper", "create", "lmap", "--source", "r", "--target", "lidx", "--lua", &lmap],
     ));
-    let lsum = lua(
-        "lsum.lua",
-        "function reduce(keys, values, rereduce)\n  local s = 0\n  for _, v in ipairs(values) do\n    if rereduce then s = s + v else s = s + v.amount end\n  end\n  return s\nend\n",
-    );
+    let lsum = lua("lsum.lua", LUA_SUM_AMOUNT);
     ok(cli(addrs[1], &["reducer", "create", "lsum", "--range", "r", "--lua", &lsum]));
     let lcount = lua(
         "lcount.lua",
