@@ -1333,6 +1333,7 @@ impl Node {
     /// ([`Node::repair_chunk_map`]).
     pub fn follow_meta(self: &Arc<Self>, cluster: Arc<Cluster>) {
         self.follow_views(cluster.clone());
+        self.follow_sinks(cluster.clone());
         let node = self.clone();
         tokio::spawn(async move {
             // Joining: no meta replica yet.

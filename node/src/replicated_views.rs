@@ -334,7 +334,6 @@ impl Node {
                     return;
                 }
                 node.sync_views(&cluster).await;
-                node.sync_sinks(&cluster).await;
                 tokio::time::sleep(Duration::from_millis(VIEW_SYNC_MS)).await;
             }
         });

@@ -127,6 +127,21 @@ impl Node {
         Ok(Reply::Ok)
     }
 
+    /// Starts the loop that runs this node's share of the sinks of
+    /// replicated ranges ([`Node::sync_sinks`]), apart from the views' loop:
+    /// a sink starting here waits on its Redis, which must not hold back a
+    /// view's move to a new leader.
+    pub fn follow_sinks(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let every = std::time::Duration::from_millis(crate::replicated_views::VIEW_SYNC_MS);
+            while !node.is_shutting_down() {
+                node.sync_sinks(&cluster).await;
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
     /// Starts the sinks whose group this node leads in a term it does not
     /// run them for yet, and stops those it no longer leads (or that were
     /// dropped or changed).
