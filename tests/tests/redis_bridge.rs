@@ -737,6 +737,16 @@ fn sinks_of_replicated_ranges_follow_their_leader() {
     wait_equal((nodes[0].resp_addr, 0, b""), (dest.addr, 1, b"m:"), "after the restart");
     wait_until("rows sink after the restart", 60, || rows_equal(&model));
 
+    // FLUSHDB of the targets (fence keys and all): the sinks copy afresh.
+    // Postmortem: a sink whose fence key vanished stopped for good,
+    // silently.
+    for db in [1, 2] {
+        let _: () = redis::cmd("FLUSHDB").query(&mut con(dest.addr, db)).expect("flushdb");
+    }
+    write_round(&nodes, 5, &mut model);
+    wait_equal((nodes[1].resp_addr, 0, b""), (dest.addr, 1, b"m:"), "after a FLUSHDB");
+    wait_until("rows sink after a FLUSHDB", 60, || rows_equal(&model));
+
     // A fence naming a later term (as a newer leader would) stops the
     // sink's writes: nothing more reaches Redis.
     let later = "999999:9";

@@ -120,7 +120,15 @@ impl Node {
             ));
         }
         let target = Target::parse(&sink.url).map_err(|e| bad_request(e.to_string()))?;
-        super::sink::reachable(&target).await?;
+        let mut con = super::sink::reachable(&target).await?;
+        // The fence needs WATCH and MULTI/EXEC: a server without them (a
+        // replicated database of Monotable's own RESP port) is refused now.
+        // Postmortem: such a sink was created and never started, silently.
+        let me = cluster.node_id().unwrap_or_default();
+        Fence::new(name, 0, me)
+            .claim(&mut con)
+            .await
+            .map_err(|e| bad_request(format!("{}: the sink's fence: {e}", target.display)))?;
         let command = MetaCommand::CreateSink { name: name.to_owned(), sink };
         self.change_meta(cluster, command, |m| m.sinks.contains_key(name)).await?;
         tracing::info!(sink = name, "created sink of a replicated range");

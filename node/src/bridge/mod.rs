@@ -39,6 +39,15 @@ pub enum BridgeError {
     Node(#[from] crate::error::NodeError),
     #[error("damaged row: {0}")]
     Damaged(String),
+    /// What the sink wrote is gone from Redis (its fence key vanished or
+    /// went back to an older term: a FLUSHDB, a restore): it copies afresh.
+    #[error("Redis lost what the sink wrote: {0}; copying afresh")]
+    Lost(String),
+    /// A sink's fence key names a later term than the sink's: a newer
+    /// leader's sink, or something else writing it. The sink writes nothing
+    /// until its node stops leading (or leads in a later term).
+    #[error("fenced out: the fence key holds {0}")]
+    Fenced(String),
 }
 
 impl From<monotable_client::Error> for BridgeError {

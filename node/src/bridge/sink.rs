@@ -343,13 +343,16 @@ impl Handler<Round> for SinkActor {
                         act.errors += 1;
                         act.last_error = Some(format!("retrying: {e}"));
                     }
+                    // Someone else changed a key the sink owns (its type,
+                    // so a patch no longer applies), or Redis lost what
+                    // the sink wrote: copy afresh, which replaces every
+                    // key whole.
+                    let lost = matches!(&e, BridgeError::Lost(_))
+                        || matches!(&e, BridgeError::RedisReply(m) if m.contains("WRONGTYPE"));
                     match &e {
                         BridgeError::Redis(_) => act.redis_down(),
-                        // Someone else changed a key the sink owns (its type,
-                        // so a patch no longer applies): copy afresh, which
-                        // replaces every key whole.
-                        BridgeError::RedisReply(m) if m.contains("WRONGTYPE") => {
-                            tracing::warn!(sink = %act.meta.name, "a key the sink writes was changed in Redis; copying afresh");
+                        _ if lost => {
+                            tracing::warn!(sink = %act.meta.name, "Redis no longer holds what the sink wrote; copying afresh");
                             if let Err(e) = copy_afresh(&act.node, &mut act.meta) {
                                 tracing::error!(sink = %act.meta.name, error = %e, "cannot restart the sink's copy");
                             }

@@ -54,7 +54,15 @@ async fn send(
     let (holder,): (Option<Vec<u8>>,) = watch.query_async(con).await?;
     if holder.as_deref() != Some(&fence.token[..]) {
         let _: () = redis::cmd("UNWATCH").query_async(con).await?;
-        return Err(NodeError::Moved.into());
+        let shown = holder.as_deref().map(|h| String::from_utf8_lossy(h).into_owned());
+        // Postmortem: a FLUSHDB (the key gone) or a key set by hand stopped
+        // the sink for good, silently (every page answered `Moved`).
+        if fence.claim(con).await? {
+            // Gone, or an older term: Redis lost the sink's writes.
+            let was = shown.unwrap_or_else(|| "nothing".into());
+            return Err(BridgeError::Lost(format!("its fence key held {was}")));
+        }
+        return Err(BridgeError::Fenced(shown.unwrap_or_default()));
     }
     let mut fenced = pipe.clone();
     fenced.atomic();
