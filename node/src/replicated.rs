@@ -1550,14 +1550,20 @@ impl Node {
         let g = cluster.start_group(config, log, store).await.map_err(|e| start(e.to_string()))?;
         // One replica of a new group campaigns at once (all at once would
         // split the vote): the one that led the split it comes from, or a
-        // new range's lowest-id replica. The others elect after their
-        // election timeout if it does not win.
+        // new range's lowest-id replica. The others hold their own
+        // elections until they hear from a leader, for two election
+        // timeouts at most (it may be down).
         let campaigns = fresh
             && match &init {
                 Init::Lead(_) => true,
                 Init::Now(voters) => voters.keys().next() == Some(&me),
                 Init::Never | Init::Later(_) => false,
             };
+        if fresh && !campaigns {
+            // The replica that campaigns wins unopposed unless it is down.
+            let election_max = Duration::from_millis(cluster.timing().election_max_ms);
+            g.hold_elections(2 * election_max);
+        }
         if campaigns {
             let g = g.clone();
             tokio::spawn(async move {

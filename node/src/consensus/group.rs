@@ -332,6 +332,33 @@ impl Group {
         self.raft.trigger().elect().await.map_err(fatal)
     }
 
+    /// Keeps this replica's election timer from starting an election until
+    /// it has heard from a leader, or for `grace` at most: for the replicas
+    /// of a new group that wait for the one that [`Group::campaign`]s.
+    /// Explicit campaigns (the node pings' failover) still run.
+    ///
+    /// Postmortem: a follower of a split's new group whose timer ran out
+    /// before the splitter's appends reached it (openraft backs off 500 ms
+    /// from a replica that had not started the group yet) campaigned in a
+    /// later term; its answer to the next append deposed the new leader,
+    /// and a write proposed there failed with its outcome unknown.
+    pub fn hold_elections(&self, grace: std::time::Duration) {
+        let raft = self.raft.clone();
+        raft.runtime_config().elect(false);
+        let deadline = tokio::time::Instant::now() + grace;
+        tokio::spawn(async move {
+            let mut metrics = raft.metrics();
+            while metrics.borrow_and_update().current_leader.is_none() {
+                match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                    Ok(Ok(())) => {}
+                    // Past the grace, or the group stopped.
+                    _ => break,
+                }
+            }
+            raft.runtime_config().elect(true);
+        });
+    }
+
     /// Adds `node` as a voter: first as a learner until it has caught up,
     /// then through a membership change. Call on the leader.
     pub async fn add_voter(&self, node: NodeId, addr: String) -> Result<(), ConsensusError> {

@@ -683,49 +683,112 @@ async fn every_torn_tail_of_the_newest_segment_opens_to_a_prefix() {
     }
 }
 
+/// Starts node `n`'s replica of group 7 on a log seeded with `voters`
+/// (after granting node 1 its vote in term 1 when `voted`), reachable on
+/// `net` only when `reachable`.
+async fn seeded_replica(
+    dir: &Path,
+    net: &Arc<crate::consensus::local_net::LocalNet>,
+    n: NodeId,
+    voters: &BTreeMap<NodeId, String>,
+    voted: bool,
+    reachable: bool,
+) -> crate::consensus::Group {
+    use crate::consensus::{Group, GroupConfig, Timing};
+    let mut log = LogStore::open(&dir.join(format!("{n}/log")), Arc::new(SyncNow)).expect("a log");
+    if voted {
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    }
+    assert!(log.seed_membership(voters.clone()).await.expect("seeded"));
+    assert!(!log.seed_membership(voters.clone()).await.expect("no-op"), "seeded once");
+    let machine = MachineStore::open(&dir.join(format!("{n}/state")), Box::new(Counter::default()))
+        .expect("a machine");
+    let config =
+        GroupConfig { group: 7, node: n, timing: Timing::FAST, snapshot_every_entries: 100 };
+    let g = Group::start(&config, log, machine, net.transport(n)).await.expect("started");
+    if reachable {
+        net.add_group(n, g.clone());
+    }
+    g
+}
+
+async fn wait_for_leader(groups: &[crate::consensus::Group]) -> crate::consensus::Group {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(g) = groups.iter().find(|g| g.status().state == "leader") {
+            return g.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Postmortem: a replica that voted for a new group's first candidate,
 /// which died before sending it the group's first entry, could not start
 /// the group (openraft refuses `initialize` after a vote), so a split's
 /// upper half stayed without a leader until the splitting node came back.
-/// Replicas whose logs are seeded with the membership elect without it.
+/// Replicas whose logs are seeded with the membership elect without it,
+/// also when they hold their elections for a leader that never comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_replicas_elect_without_the_candidate_they_voted_for() {
     use crate::consensus::local_net::LocalNet;
-    use crate::consensus::{Group, GroupConfig, Timing};
     let dir = tempfile::tempdir().expect("temp dir");
     let voters: BTreeMap<NodeId, String> = (1..=3).map(|n| (n, format!("node-{n}"))).collect();
     let net = LocalNet::new();
     let mut groups = Vec::new();
     // Node 1, the candidate, never starts: it died.
     for n in [2u64, 3] {
-        let mut log =
-            LogStore::open(&dir.path().join(format!("{n}/log")), Arc::new(SyncNow)).expect("a log");
-        // Each granted node 1 its vote in term 1, and got nothing more:
-        // neither may `initialize` the group now.
-        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
-        assert!(log.seed_membership(voters.clone()).await.expect("seeded"));
-        assert!(!log.seed_membership(voters.clone()).await.expect("no-op"), "seeded once");
-        let machine = MachineStore::open(
-            &dir.path().join(format!("{n}/state")),
-            Box::new(Counter::default()),
-        )
-        .expect("a machine");
-        let config =
-            GroupConfig { group: 7, node: n, timing: Timing::FAST, snapshot_every_entries: 100 };
-        let g = Group::start(&config, log, machine, net.transport(n)).await.expect("started");
-        net.add_group(n, g.clone());
+        let g = seeded_replica(dir.path(), &net, n, &voters, true, true).await;
+        g.hold_elections(std::time::Duration::from_millis(500));
         groups.push(g);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let leader = loop {
-        if let Some(g) = groups.iter().find(|g| g.status().state == "leader") {
-            break g.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no leader without node 1");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let leader = wait_for_leader(&groups).await;
     leader.propose(b"x".to_vec()).await.expect("a majority of two commits");
     for g in &groups {
+        g.shutdown().await;
+    }
+}
+
+/// Postmortem: a split's new group lost its first leader under load: a
+/// replica whose election timer ran out before the leader's appends
+/// reached it campaigned in a later term, and its answer to the next
+/// append deposed the leader (a write proposed there failed with its
+/// outcome unknown). A replica that holds its elections waits for the
+/// leader instead. (Without `hold_elections` below, node 3 campaigns while
+/// unreachable and the leader's term changes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_replica_of_a_new_group_holding_elections_leaves_its_leader_alone() {
+    use crate::consensus::local_net::LocalNet;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let voters: BTreeMap<NodeId, String> = (1..=3).map(|n| (n, format!("node-{n}"))).collect();
+    let net = LocalNet::new();
+    let one = seeded_replica(dir.path(), &net, 1, &voters, false, true).await;
+    let two = seeded_replica(dir.path(), &net, 2, &voters, false, true).await;
+    two.hold_elections(std::time::Duration::from_secs(5));
+    one.campaign().await.expect("campaign");
+    let leader = wait_for_leader(&[one.clone(), two.clone()]).await;
+    assert_eq!(leader.status().node, 1, "the campaigning replica leads");
+    let term = leader.status().term;
+    // Node 3 starts its replica but the leader cannot reach it yet (as
+    // before a replica applies the split): several election timeouts.
+    let three = seeded_replica(dir.path(), &net, 3, &voters, false, false).await;
+    three.hold_elections(std::time::Duration::from_secs(5));
+    for i in 0..20u8 {
+        leader.propose(vec![i]).await.expect("the first leader commits");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    net.add_group(3, three.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while three.status().leader != Some(1) {
+        assert!(std::time::Instant::now() < deadline, "node 3 never follows node 1");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for i in 0..20u8 {
+        leader.propose(vec![i]).await.expect("the first leader still commits");
+    }
+    assert_eq!(leader.status().term, term, "the leader kept its term");
+    assert_eq!(leader.status().state, "leader");
+    for g in [&one, &two, &three] {
         g.shutdown().await;
     }
 }
