@@ -4,8 +4,11 @@
 //! The meta range decides where replicas go (today: when a node is removed,
 //! another node takes its place, see [`super::meta::MetaCommand::Remove`]);
 //! this loop carries it out, one membership change at a time per group, on
-//! the node that leads the group:
+//! the node that leads the group, for up to [`MOVES_AT_ONCE`] groups at a
+//! time (a node's chunks move to its replacement side by side):
 //!
+//! 0. a change left half done (a joint configuration, after the leader
+//!    that proposed it changed) is finished first;
 //! 1. a listed node that is not a voter is added: as a learner first, which
 //!    the leader catches up (log entries or a snapshot), then as a voter;
 //! 2. only then is a voter that is not listed removed, so the group never
@@ -29,7 +32,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::Cluster;
-use crate::consensus::{Group, GroupId, NodeId};
+use crate::consensus::{GroupId, NodeId};
 
 /// How often a node checks the groups it leads against the meta range
 /// (also after every change of the meta range).
@@ -38,9 +41,16 @@ pub const PLACEMENT_INTERVAL_MS: u64 = 1_000;
 /// The shortest time between two restarts of one stopped replica.
 pub const REVIVE_INTERVAL_MS: u64 = 10_000;
 
+/// Most membership changes one node runs at once (each may be streaming a
+/// snapshot to a new replica).
+pub const MOVES_AT_ONCE: usize = 8;
+
 /// What a leader does next to bring its group's voters to `wanted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Finish the joint configuration a change left: change to these
+    /// voters.
+    Finish(BTreeSet<NodeId>),
     /// Add this node (learner, caught up, then voter).
     Add(NodeId),
     /// Remove this voter or learner.
@@ -48,14 +58,20 @@ pub enum Step {
 }
 
 /// The next membership change that brings `voters` (and `learners`) to
-/// `wanted`, or `None` when they match: additions first (lowest id first),
-/// then removals, one at a time. A learner not wanted is removed too; a
-/// wanted learner is made a voter by [`Step::Add`].
+/// `wanted`, or `None` when they match: a half-done change (`joint_target`,
+/// with `voters` holding both configurations) is finished first; then
+/// additions (lowest id first), then removals, one at a time. A learner not
+/// wanted is removed too; a wanted learner is made a voter by
+/// [`Step::Add`].
 pub fn next_step(
     voters: &BTreeSet<NodeId>,
     learners: &BTreeSet<NodeId>,
+    joint_target: Option<&BTreeSet<NodeId>>,
     wanted: &BTreeSet<NodeId>,
 ) -> Option<Step> {
+    if let Some(target) = joint_target {
+        return Some(Step::Finish(target.clone()));
+    }
     if let Some(id) = wanted.difference(voters).next() {
         return Some(Step::Add(*id));
     }
@@ -70,6 +86,7 @@ impl Cluster {
         tokio::spawn(async move {
             let mut changes = None;
             let mut revived: HashMap<GroupId, Instant> = HashMap::new();
+            let moves = Moves::default();
             loop {
                 let Some(cluster) = weak.upgrade() else { return };
                 if cluster.is_shut_down() {
@@ -79,7 +96,7 @@ impl Cluster {
                     changes = cluster.meta_changes();
                 }
                 cluster.revive_stopped(&mut revived).await;
-                cluster.place_once().await;
+                cluster.place_once(&moves);
                 drop(cluster);
                 let tick = tokio::time::sleep(Duration::from_millis(PLACEMENT_INTERVAL_MS));
                 match changes.as_mut() {
@@ -118,8 +135,10 @@ impl Cluster {
         }
     }
 
-    /// One pass over the chunks whose group this node leads.
-    async fn place_once(&self) {
+    /// One pass over the chunks whose group this node leads: starts the
+    /// next step of each that is not where the meta range wants it and has
+    /// no step under way, while fewer than [`MOVES_AT_ONCE`] are.
+    fn place_once(&self, moves: &Moves) {
         let Some(me) = self.node_id() else { return };
         let Some(work) = self.with_meta(|m| {
             let mut work = Vec::new();
@@ -141,26 +160,77 @@ impl Cluster {
             }
             let voters: BTreeSet<NodeId> = status.voters.keys().copied().collect();
             let learners: BTreeSet<NodeId> = status.learners.keys().copied().collect();
-            let Some(step) = next_step(&voters, &learners, &wanted) else { continue };
-            if let Err(e) = self.take_step(&group, &step).await {
-                tracing::warn!(chunk, ?step, error = %e, "replica move did not finish; retrying");
-            } else {
-                tracing::info!(chunk, ?step, "replica moved");
-            }
+            let joint = status.joint_target.as_ref();
+            let Some(step) = next_step(&voters, &learners, joint, &wanted) else { continue };
+            let addr = match &step {
+                Step::Add(id) => {
+                    match self.with_meta(|m| m.nodes.get(id).map(|n| n.addr.clone())) {
+                        Some(Some(addr)) => Some(addr),
+                        _ => {
+                            tracing::warn!(chunk, ?step, "node is not in the meta range");
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let Some(slot) = moves.start(chunk) else {
+                if moves.full() {
+                    return;
+                }
+                continue;
+            };
+            tokio::spawn(async move {
+                let _slot = slot;
+                let done = match (&step, addr) {
+                    (Step::Add(id), Some(addr)) => group.add_voter(*id, addr).await,
+                    (Step::Remove(id), _) => group.remove_member(*id).await,
+                    (Step::Finish(_), _) => group.finish_membership_change().await,
+                    (Step::Add(_), None) => return,
+                };
+                match done {
+                    Ok(()) => tracing::info!(chunk, ?step, "replica moved"),
+                    Err(e) => {
+                        tracing::warn!(chunk, ?step, error = %e, "replica move did not finish; retrying")
+                    }
+                }
+            });
         }
     }
+}
 
-    async fn take_step(&self, group: &Group, step: &Step) -> Result<(), String> {
-        match *step {
-            Step::Add(id) => {
-                let addr = self
-                    .with_meta(|m| m.nodes.get(&id).map(|n| n.addr.clone()))
-                    .flatten()
-                    .ok_or_else(|| format!("node {id} is not in the meta range"))?;
-                group.add_voter(id, addr).await.map_err(|e| e.to_string())
-            }
-            Step::Remove(id) => group.remove_member(id).await.map_err(|e| e.to_string()),
+/// The groups with a membership change under way on this node.
+#[derive(Default, Clone)]
+struct Moves(Arc<std::sync::Mutex<BTreeSet<GroupId>>>);
+
+impl Moves {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<GroupId>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn full(&self) -> bool {
+        self.lock().len() >= MOVES_AT_ONCE
+    }
+
+    /// A slot for a change of `group`, held until dropped; `None` when one
+    /// is under way for it or [`MOVES_AT_ONCE`] are.
+    fn start(&self, group: GroupId) -> Option<MoveSlot> {
+        let mut under_way = self.lock();
+        if under_way.len() >= MOVES_AT_ONCE || !under_way.insert(group) {
+            return None;
         }
+        Some(MoveSlot { moves: self.clone(), group })
+    }
+}
+
+struct MoveSlot {
+    moves: Moves,
+    group: GroupId,
+}
+
+impl Drop for MoveSlot {
+    fn drop(&mut self) {
+        self.moves.lock().remove(&self.group);
     }
 }
 
@@ -175,15 +245,39 @@ mod tests {
     #[test]
     fn additions_come_before_removals_one_at_a_time() {
         let (voters, none) = (set(&[1, 2, 3]), set(&[]));
-        assert_eq!(next_step(&voters, &none, &set(&[1, 2, 3])), None);
-        assert_eq!(next_step(&voters, &none, &set(&[1, 2, 4])), Some(Step::Add(4)));
+        assert_eq!(next_step(&voters, &none, None, &set(&[1, 2, 3])), None);
+        assert_eq!(next_step(&voters, &none, None, &set(&[1, 2, 4])), Some(Step::Add(4)));
         let grown = set(&[1, 2, 3, 4]);
-        assert_eq!(next_step(&grown, &none, &set(&[1, 2, 4])), Some(Step::Remove(3)));
+        assert_eq!(next_step(&grown, &none, None, &set(&[1, 2, 4])), Some(Step::Remove(3)));
         // A learner left over from an interrupted move: made a voter if
         // wanted, removed if not.
-        assert_eq!(next_step(&voters, &set(&[4]), &set(&[1, 2, 3, 4])), Some(Step::Add(4)));
-        assert_eq!(next_step(&voters, &set(&[4]), &voters), Some(Step::Remove(4)));
+        assert_eq!(next_step(&voters, &set(&[4]), None, &set(&[1, 2, 3, 4])), Some(Step::Add(4)));
+        assert_eq!(next_step(&voters, &set(&[4]), None, &voters), Some(Step::Remove(4)));
         // A shrink (no node to take the removed one's place).
-        assert_eq!(next_step(&voters, &none, &set(&[1, 2])), Some(Step::Remove(3)));
+        assert_eq!(next_step(&voters, &none, None, &set(&[1, 2])), Some(Step::Remove(3)));
+        // A change left joint ({1,2,3} -> {1,2,4}) is finished before
+        // anything else, whatever is wanted now.
+        let joint = set(&[1, 2, 3, 4]);
+        let target = set(&[1, 2, 4]);
+        for wanted in [set(&[1, 2, 4]), set(&[1, 2, 3]), set(&[1, 2, 5])] {
+            assert_eq!(
+                next_step(&joint, &none, Some(&target), &wanted),
+                Some(Step::Finish(target.clone()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_group_has_one_move_at_a_time_and_a_node_a_bounded_number() {
+        let moves = Moves::default();
+        let first = moves.start(1).expect("a slot");
+        assert!(moves.start(1).is_none(), "one change per group at a time");
+        let mut held: Vec<MoveSlot> =
+            (2..=MOVES_AT_ONCE as u64).map(|g| moves.start(g).expect("a slot")).collect();
+        assert!(moves.full() && moves.start(100).is_none(), "at most MOVES_AT_ONCE");
+        drop(first);
+        assert!(moves.start(1).is_some(), "its slot is free once its move ended");
+        held.clear();
+        assert!(!moves.full());
     }
 }

@@ -67,6 +67,9 @@ pub struct GroupStatus {
     pub learners: BTreeMap<NodeId, String>,
     pub last_log_index: Option<u64>,
     pub last_applied_index: Option<u64>,
+    /// While a membership change is half done (a joint configuration:
+    /// `voters` holds both), the voters it is changing to.
+    pub joint_target: Option<BTreeSet<NodeId>>,
 }
 
 /// A handle on one group's replica. Clones share it.
@@ -366,10 +369,38 @@ impl Group {
         self.bounded(self.raft.add_learner(node, BasicNode { addr }, true))
             .await?
             .map_err(write_error)?;
-        let voters = BTreeSet::from([node]);
-        self.bounded(self.raft.change_membership(ChangeMembers::AddVoterIds(voters), false))
-            .await?
-            .map_err(write_error)?;
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node]))).await
+    }
+
+    /// Finishes a membership change left half done (a joint configuration,
+    /// as after its leader changed between the two steps): changes to the
+    /// voters it was changing to. Does nothing when none is. Call on the
+    /// leader.
+    pub async fn finish_membership_change(&self) -> Result<(), ConsensusError> {
+        self.quiet.wake();
+        match self.status().joint_target {
+            Some(target) => self.change_membership(ChangeMembers::ReplaceAllVoters(target)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Runs openraft's two-step change (a joint configuration, then the
+    /// new one) in a task of its own and waits for it for the request
+    /// timeout: a caller that gives up, or times out, no longer cuts the
+    /// change off between its steps. Members dropped from the voters are
+    /// removed, not kept as learners.
+    ///
+    /// Postmortem: cut off by the request timeout after its joint step, a
+    /// replica move left the group joint, and the next move was refused
+    /// ("already undergoing a configuration change") until one happened to
+    /// finish it; a node's replicas took minutes to move.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<(), ConsensusError> {
+        let raft = self.raft.clone();
+        let task = tokio::spawn(async move { raft.change_membership(change, false).await });
+        self.bounded(task).await?.map_err(fatal)?.map_err(write_error)?;
         Ok(())
     }
 
@@ -387,8 +418,7 @@ impl Group {
         } else {
             return Ok(());
         };
-        self.bounded(self.raft.change_membership(change, false)).await?.map_err(write_error)?;
-        Ok(())
+        self.change_membership(change).await
     }
 
     /// Whether this replica is in the leader state now (as
@@ -450,6 +480,10 @@ impl Group {
             learners,
             last_log_index: m.last_log_index,
             last_applied_index: m.last_applied.map(|l| l.index),
+            joint_target: match membership.get_joint_config().as_slice() {
+                [_, .., last] => Some(last.clone()),
+                _ => None,
+            },
         }
     }
 
