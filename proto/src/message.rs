@@ -239,9 +239,12 @@ pub enum Command {
     ListViewsHere,
     /// Node to node: Redis commands for database `db`, a replicated range,
     /// to run on the leader of its chunk (the node answering forwards them
-    /// on when it is not). `commands` holds one command, or with `multi`
-    /// the commands of a MULTI/EXEC to run as one transaction. Answered
-    /// with [`Reply::Resp`]: the reply in RESP version `proto` (2 or 3).
+    /// on when it is not). `commands` holds one command; or with `multi`
+    /// the commands of a MULTI/EXEC to run as one transaction; or, without
+    /// it, up to 256 commands a client pipelined, to run one after another
+    /// with their writes in one Raft entry. Answered with [`Reply::Resp`]:
+    /// the reply (or the pipeline's replies, one after another) in RESP
+    /// version `proto` (2 or 3).
     /// `hops` counts the forwards so far; past a few the request fails.
     RespForward {
         db: u32,

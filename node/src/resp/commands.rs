@@ -404,6 +404,23 @@ pub async fn execute(
     (reply, db.take_durability())
 }
 
+/// Whether `args` would run on the leader of the selected database's
+/// chunk (a replicated database) if executed now on `conn`: a known
+/// command with a valid arity, not per node, outside MULTI, on an
+/// authenticated connection. Such commands may run as one
+/// [`Work::Pipeline`] when a client pipelines them.
+pub fn runs_replicated(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> bool {
+    if !conn.authenticated || conn.multi.is_some() {
+        return false;
+    }
+    match lookup(args) {
+        Ok(name) if !is_transaction(name) && !super::cluster::is_per_node(name) => {
+            matches!(super::cluster::placement(&state.node, conn.db), Placement::Replicated(_))
+        }
+        _ => false,
+    }
+}
+
 /// What runs on the leader of a replicated database's chunk.
 #[derive(Debug, Clone)]
 pub enum Work {
@@ -411,6 +428,9 @@ pub enum Work {
     Command(Vec<Vec<u8>>),
     /// The commands a MULTI queued, for EXEC.
     Multi(Vec<Vec<Vec<u8>>>),
+    /// Commands a client pipelined, one after another (see
+    /// [`super::cluster::run_pipeline`]); their replies one after another.
+    Pipeline(Vec<Vec<Vec<u8>>>),
     /// One pass of the expirer.
     Expire,
 }
@@ -446,6 +466,13 @@ pub(super) async fn run_held(
             }
         }
         Work::Multi(queue) => Reply::Array(run_queue(state, &mut conn, queue, &overlay).await),
+        Work::Pipeline(queue) => {
+            let mut out = Vec::new();
+            for reply in run_queue(state, &mut conn, queue, &overlay).await {
+                reply.write(proto, &mut out);
+            }
+            Reply::Raw(out)
+        }
         Work::Expire => {
             let db = Db::new(&state.node, dbi, Some(&overlay));
             Reply::Int(super::keys::expire_db(state, dbi, &db).await? as i64)

@@ -128,6 +128,40 @@ async fn connection(
     }
 }
 
+/// Commands of one database gathered for [`super::cluster::run_pipeline`].
+#[derive(Default)]
+struct Pipeline {
+    db: u32,
+    commands: Vec<Vec<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl Pipeline {
+    /// Adds a command for database `db`; returns the commands gathered
+    /// when they are to run now: before it, when it is for another
+    /// database, or with it, once the pipeline is full.
+    fn push(&mut self, db: u32, args: Vec<Vec<u8>>) -> Option<(u32, Vec<Vec<Vec<u8>>>)> {
+        let before = if db != self.db { self.take() } else { None };
+        self.db = db;
+        self.bytes += args.iter().map(|a| a.len() + 32).sum::<usize>();
+        self.commands.push(args);
+        let full = self.commands.len() >= super::cluster::PIPELINE_COMMANDS_MAX
+            || self.bytes >= super::cluster::PIPELINE_BYTES_MAX;
+        match before {
+            Some(before) => Some(before),
+            None if full => self.take(),
+            None => None,
+        }
+    }
+
+    /// The commands gathered, if any.
+    fn take(&mut self) -> Option<(u32, Vec<Vec<Vec<u8>>>)> {
+        self.bytes = 0;
+        let commands = std::mem::take(&mut self.commands);
+        (!commands.is_empty()).then_some((self.db, commands))
+    }
+}
+
 /// Replies of one batch of commands, ready to send.
 struct Batch {
     out: Vec<u8>,
@@ -156,12 +190,32 @@ async fn run_batch(
         let mut bytes = 0;
         let mut pending = Vec::new();
         let (mut close, mut full) = (false, false);
+        // Commands for a replicated database's leader, gathered while the
+        // client pipelines them (see `cluster::run_pipeline`).
+        let mut pipeline = Pipeline::default();
         loop {
             if bytes >= REPLY_BUFFER_MAX_BYTES {
                 full = true;
                 break;
             }
-            let reply = match requests.next(conn.authenticated) {
+            let parsed = requests.next(conn.authenticated);
+            if let Parsed::Command(args) = &parsed {
+                if super::commands::runs_replicated(state, conn, args) {
+                    let Parsed::Command(args) = parsed else { unreachable!() };
+                    if let Some(out) = pipeline.push(conn.db, args) {
+                        let out = super::cluster::run_pipeline(state, out.0, conn.proto, out.1).await;
+                        bytes += out.len();
+                        replies.push(out);
+                    }
+                    continue;
+                }
+            }
+            if let Some((db, commands)) = pipeline.take() {
+                let out = super::cluster::run_pipeline(state, db, conn.proto, commands).await;
+                bytes += out.len();
+                replies.push(out);
+            }
+            let reply = match parsed {
                 Parsed::Incomplete => break,
                 Parsed::Error(message) => {
                     tracing::debug!(%peer, %message, "RESP protocol error; closing");
@@ -188,6 +242,9 @@ async fn run_batch(
             if close {
                 break;
             }
+        }
+        if let Some((db, commands)) = pipeline.take() {
+            replies.push(super::cluster::run_pipeline(state, db, conn.proto, commands).await);
         }
         (replies, pending, close, full)
     })
