@@ -50,6 +50,12 @@
 //! saying its outcome is unknown (`ErrorCode::OutcomeUnknown`), never sent
 //! again.
 //!
+//! Commands a client pipelines on a replicated database (those that have
+//! arrived together) run at the leader as one unit ([`run_pipeline`]), up
+//! to [`PIPELINE_COMMANDS_MAX`] commands or [`PIPELINE_BYTES_MAX`] bytes: one
+//! forward, one read barrier, their writes one proposal, their replies once
+//! it is committed. A per-node command (PING, SELECT, ...) ends such a unit.
+//!
 //! MULTI/EXEC on a replicated database: the queued commands go to the
 //! leader as one unit and run there alone, their writes one proposal (all
 //! or none). SELECT inside such a MULTI fails the EXEC (a transaction runs
