@@ -38,6 +38,9 @@
 //!   chunks), run on the leader of the range's first chunk over its replica
 //!   of every chunk, resynced by a new leader; fresh aggregates catch up
 //!   every chunk's replica there first.
+//! - [`leader_tasks`]: the rule by which work tied to a Raft group's
+//!   leader (views and sinks of replicated ranges) runs on the node that
+//!   leads it and restarts in each new term.
 //! - [`catalog`]: ranges and chunk boundaries in sled, and this node's
 //!   cluster identity (node-local state).
 //! - [`startup`]: the catalog checked against the chunk directories at
@@ -72,6 +75,7 @@ pub mod consensus;
 pub mod error;
 pub mod file_modes;
 pub mod group_commit;
+pub mod leader_tasks;
 pub mod node;
 pub mod replica;
 pub mod replicated;

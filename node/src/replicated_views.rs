@@ -147,7 +147,7 @@ pub struct ViewsHere {
     /// View name -> the term of its group this node runs it in, and the
     /// view as it was then (a view dropped and created again under its
     /// name between two checks is restarted).
-    running: Mutex<HashMap<String, (u64, MetaView)>>,
+    running: crate::leader_tasks::LeaderTasks<MetaView>,
     /// Target range name -> where its mapper proposes rows: (group, rider,
     /// term the mapper runs in).
     targets: Mutex<HashMap<String, (u64, RiderSpec, u64)>>,
@@ -345,55 +345,34 @@ impl Node {
     /// finds its mapper backfilling, never a target without its mapper.
     pub(crate) async fn sync_views(self: &Arc<Self>, cluster: &Arc<Cluster>) {
         let Some(meta) = cluster.meta() else { return };
-        let mut wanted: Vec<(String, MetaView, Option<u64>)> = meta
+        let wanted = meta
             .views
             .iter()
-            .map(|(name, view)| {
-                let term = meta.view_group(name).and_then(|g| self.leads(cluster, g));
-                (name.clone(), view.clone(), term)
-            })
+            .map(|(name, view)| (name.clone(), view.clone(), meta.view_group(name)))
             .collect();
-        wanted.sort_by_key(|(_, v, _)| matches!(v, MetaView::Reducer { .. }));
-        let running = lock(&self.replicated_views.running).clone();
-        // Stopped first (reducers before the mappers they read), so a view
-        // restarted in a new term starts clean.
-        // A view goes only once its node is no longer the leader of its
-        // term: not while the group's status merely stops naming a leader
-        // for a moment (no quorum acknowledgement for a while under load),
-        // which would cost a full resync. Its writes fail meanwhile anyway
-        // ([`Node::write_view_rows`] checks the leader).
-        let still_leads = |name: &str, term: u64| {
-            let status = meta.view_group(name).and_then(|g| cluster.group(g)).map(|g| g.status());
-            status.is_some_and(|s| s.term == term && s.state == "leader")
-        };
-        let mut stop: Vec<(String, Option<MetaView>)> = running
-            .iter()
-            .filter(|(name, (term, view))| {
-                let same = |n: &String, v: &MetaView| n == *name && v == view;
-                !wanted.iter().any(|(n, v, t)| {
-                    same(n, v) && (*t == Some(*term) || (t.is_none() && still_leads(name, *term)))
-                })
-            })
-            .map(|(name, _)| (name.clone(), meta.views.get(name).cloned()))
-            .collect();
-        stop.sort_by_key(|(_, v)| !matches!(v, Some(MetaView::Reducer { .. })));
-        for (name, _) in stop {
+        let mut plan = self.replicated_views.running.plan(cluster, wanted);
+        // Stopped first, reducers before the mappers they read, so a view
+        // restarted in a new term starts clean; started mappers first.
+        plan.stop
+            .sort_by_key(|name| !matches!(meta.views.get(name), Some(MetaView::Reducer { .. })));
+        plan.start.sort_by_key(|(_, v, _)| matches!(v, MetaView::Reducer { .. }));
+        for name in plan.stop {
             if let Err(e) = self.stop_view_here(&name).await {
                 tracing::warn!(view = %name, error = %e, "view not stopped here; retrying");
                 continue;
             }
             tracing::info!(view = %name, "view stopped here (leadership moved, or dropped)");
-            lock(&self.replicated_views.running).remove(&name);
+            self.replicated_views.running.stopped(&name);
         }
-        for (name, view, term) in wanted {
-            let Some(term) = term else { continue };
-            if lock(&self.replicated_views.running).contains_key(&name) {
+        for (name, view, term) in plan.start {
+            if self.replicated_views.running.term(&name).is_some() {
+                // Its stop failed: retried on the next pass.
                 continue;
             }
             match self.start_view_here(cluster, &meta, &name, &view, term).await {
                 Ok(()) => {
                     tracing::info!(view = %name, term, "view runs here (its group's leader)");
-                    lock(&self.replicated_views.running).insert(name, (term, view));
+                    self.replicated_views.running.started(name, term, view);
                 }
                 Err(e) => tracing::debug!(view = %name, error = %e, "view not started here yet"),
             }
@@ -582,14 +561,14 @@ impl Node {
     /// `term` (a reducer answers only once the mapper feeding it runs on
     /// the same node: a fresh query waits for it there).
     fn runs_here(&self, meta: &MetaState, name: &str, term: u64) -> bool {
-        let running = lock(&self.replicated_views.running);
+        let running = &self.replicated_views.running;
         let Some(view) = meta.views.get(name) else { return false };
         let feeding = meta.views.iter().filter(
             |(_, v)| matches!(v, MetaView::Mapper { target, .. } if target == view.input()),
         );
         std::iter::once(name)
             .chain(feeding.map(|(n, _)| n.as_str()))
-            .all(|n| running.get(n).is_some_and(|(t, _)| *t == term))
+            .all(|n| running.term(n) == Some(term))
     }
 
     /// Answers `command` (an aggregate of view `name`) on the leader of the

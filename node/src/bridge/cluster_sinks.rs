@@ -26,8 +26,7 @@
 //!
 //! Not yet: sinks of a mapper's rows on a replicated range (refused).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use monotable_proto::{Command, ErrorCode, Reply, SinkSource};
 
@@ -38,19 +37,9 @@ use crate::cluster::Cluster;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_range_name, Node};
 
-/// The sinks of replicated ranges this node runs.
-#[derive(Default)]
-pub struct SinksHere {
-    /// Sink name -> the term of its group this node runs it in, and the
-    /// sink as it was then.
-    running: Mutex<HashMap<String, (u64, MetaSink)>>,
-}
-
-impl SinksHere {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, MetaSink)>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+/// The sinks of replicated ranges this node runs: sink name -> the term
+/// of its group this node runs it in, and the sink as it was then.
+pub type SinksHere = crate::leader_tasks::LeaderTasks<MetaSink>;
 
 fn bad_request(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::BadRequest, message)
@@ -156,36 +145,29 @@ impl Node {
     pub(crate) async fn sync_sinks(self: &Arc<Self>, cluster: &Arc<Cluster>) {
         let Some(meta) = cluster.meta() else { return };
         let Some(me) = cluster.node_id() else { return };
-        let leads = |group: u64| {
-            let status = cluster.group(group)?.status();
-            (status.leader == Some(me)).then_some(status.term)
-        };
-        let wanted: Vec<(String, MetaSink, Option<u64>)> = meta
+        let wanted = meta
             .sinks
             .iter()
-            .map(|(name, sink)| (name.clone(), sink.clone(), meta.sink_group(name).and_then(leads)))
+            .map(|(name, sink)| (name.clone(), sink.clone(), meta.sink_group(name)))
             .collect();
-        let running = self.replicated_sinks.lock().clone();
-        for (name, (term, sink)) in running {
-            if wanted.iter().any(|(n, s, t)| *n == name && *t == Some(term) && *s == sink) {
-                continue;
-            }
+        let plan = self.replicated_sinks.plan(cluster, wanted);
+        for name in plan.stop {
             if let Err(e) = self.drop_sink(&name).await {
                 tracing::warn!(sink = %name, error = %e, "sink not stopped here; retrying");
                 continue;
             }
             tracing::info!(sink = %name, "sink stopped here (leadership moved, or dropped)");
-            self.replicated_sinks.lock().remove(&name);
+            self.replicated_sinks.stopped(&name);
         }
-        for (name, sink, term) in wanted {
-            let Some(term) = term else { continue };
-            if self.replicated_sinks.lock().contains_key(&name) {
+        for (name, sink, term) in plan.start {
+            if self.replicated_sinks.term(&name).is_some() {
+                // Its stop failed: retried on the next pass.
                 continue;
             }
             match self.start_sink_here(cluster, &name, &sink, term, me).await {
                 Ok(()) => {
                     tracing::info!(sink = %name, term, "sink runs here (its group's leader)");
-                    self.replicated_sinks.lock().insert(name, (term, sink));
+                    self.replicated_sinks.started(name, term, sink);
                 }
                 Err(e) => tracing::debug!(sink = %name, error = %e, "sink not started here yet"),
             }
