@@ -28,7 +28,8 @@ fn dump(addr: SocketAddr, db: u32, prefix: &[u8]) -> Dump {
     pattern.push(b'*');
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(&pattern).query(&mut c).expect("keys");
     let mut out = Dump::new();
-    for k in keys {
+    // A sink's own keys in its target (fence, owners' record) are no data.
+    for k in keys.into_iter().filter(|k| !k.starts_with(b"monotable:sink-")) {
         let kind: String = redis::cmd("TYPE").arg(&k).query(&mut c).expect("type");
         let ttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut c).expect("pttl");
         let mut items: Vec<Vec<u8>> = match kind.as_str() {
@@ -567,6 +568,71 @@ fn a_sink_recovers_when_someone_else_changes_a_key_type_in_redis() {
     wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the foreign write");
 }
 
+/// One sink per keyspace. Postmortem: two sinks into one Redis database
+/// each swept away the other's keys (and its fence key), for ever; verify
+/// reported a sink's fence key as "only in Redis"; a bad sink name was
+/// called an "invalid range name".
+#[test]
+fn sinks_on_overlapping_keys_are_refused_naming_the_owner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let dest = Redis::start();
+    let mut m = con(node.resp_addr, 0);
+    run(&mut m, &[b"SET", b"a", b"1"]);
+    run(&mut m, &[b"HSET", b"h", b"f", b"v"]);
+    run(&mut con(node.resp_addr, 1), &[b"SET", b"b", b"2"]);
+    let create = |node: &Node, name: &str, range: &str, db: u32, prefix: &str| {
+        let url = dest.url(db);
+        let args = ["redis", "sink", "create", name, "--range", range, "--url", &url];
+        cli(node.addr, &[&args[..], &["--prefix", prefix]].concat())
+    };
+    ok(create(&node, "mirror", "redis.0", 0, ""));
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the copy");
+
+    // Same database: refused, with or without a prefix (the first sink has
+    // none, so it owns every key there); the message names the owner.
+    for prefix in ["", "x:"] {
+        let e = monotable_tests::err(create(&node, "second", "redis.1", 0, prefix));
+        assert!(e.contains("sink \"mirror\" already writes"), "{e}");
+    }
+    // Prefixes that start one another overlap; others do not.
+    ok(create(&node, "p", "redis.1", 1, "p:"));
+    let e = monotable_tests::err(create(&node, "pq", "redis.0", 1, "p:q"));
+    assert!(e.contains("sink \"p\" already writes"), "{e}");
+    ok(create(&node, "q", "redis.0", 1, "q:"));
+
+    // Another node (another cluster) sees the owner recorded in Redis.
+    let other_dir = tempfile::tempdir().expect("tmp");
+    let other = Node::start(other_dir.path());
+    run(&mut con(other.resp_addr, 0), &[b"SET", b"c", b"3"]);
+    let e = monotable_tests::err(create(&other, "elsewhere", "redis.0", 0, "y:"));
+    assert!(e.contains("sink \"mirror\" already writes") && e.contains("recorded in Redis"), "{e}");
+
+    // The first sink's keys are all still there, and follow changes.
+    run(&mut m, &[b"SET", b"later", b"1"]);
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the refusals");
+
+    // verify skips the sinks' bookkeeping keys (here the owners' record
+    // and a fence key as a sink of a replicated range keeps) and says so.
+    run(&mut con(dest.addr, 0), &[b"SET", b"monotable:sink-fence:mirror", b"3:1"]);
+    let out = cli(node.addr, &["redis", "verify", "--url", &dest.url(0)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("skipped 2 sink bookkeeping key(s)"), "{text}");
+    assert!(text.contains("no differences"), "{text}");
+
+    // Names: a sink's and a view's bad name say what they name.
+    let e = monotable_tests::err(create(&node, "bad name", "redis.0", 2, ""));
+    assert!(e.contains("invalid sink name \"bad name\""), "{e}");
+    let args = ["mapper", "create", "bad name", "--source", "redis.0", "--target", "t"];
+    let e = monotable_tests::err(cli(node.addr, &[&args[..], &["--field", "age"]].concat()));
+    assert!(e.contains("invalid view name \"bad name\""), "{e}");
+
+    // A dropped sink's record goes with it: the database is free again.
+    ok(cli(node.addr, &["redis", "sink", "drop", "mirror"]));
+    ok(create(&other, "elsewhere", "redis.0", 0, "y:"));
+}
+
 /// The replicas of `range`'s first chunk, as `range describe` through
 /// `addr` names them.
 fn replicas_of(addr: SocketAddr, range: &str) -> Vec<u64> {
@@ -674,6 +740,17 @@ fn sinks_of_replicated_ranges_follow_their_leader() {
         let args = ["redis", "sink", "create", name, "--range", range, "--url", &url];
         ok(cli(nodes[node].addr, &[&args[..], &["--prefix", prefix]].concat()));
     }
+    // One sink per keyspace, checked through any node: for a sink of a
+    // replicated range and for one of a node's own range.
+    let url = dest.url(1);
+    let args = ["redis", "sink", "create", "typed2", "--range", "r", "--url", &url];
+    let e = monotable_tests::err(cli(nodes[0].addr, &[&args[..], &["--prefix", "m:x"]].concat()));
+    assert!(e.contains("sink \"typed\" already writes"), "{e}");
+    ok(cli(nodes[0].addr, &["range", "create", "own", "--replicas", "1"]));
+    let url = dest.url(2);
+    let args = ["redis", "sink", "create", "own-sink", "--range", "own", "--url", &url];
+    let e = monotable_tests::err(cli(nodes[0].addr, &args));
+    assert!(e.contains("sink \"rows\" already writes"), "{e}");
     let rows_equal = |model: &BTreeMap<String, String>| {
         let want: Dump = model
             .iter()

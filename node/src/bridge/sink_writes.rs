@@ -110,6 +110,7 @@ pub async fn copy_page(
     con: &mut MultiplexedConnection,
     cursor: Option<Vec<u8>>,
 ) -> Result<(u64, Option<Vec<u8>>), BridgeError> {
+    let first_page = cursor.is_none();
     let (start, end) = if meta.typed {
         let prefix = key_rows_prefix();
         let end = tuple_prefix_end(&prefix);
@@ -128,6 +129,12 @@ pub async fn copy_page(
         })
         .await?;
     let mut pipe = redis::pipe();
+    if first_page {
+        // A copy from scratch follows a FLUSHDB or a restarted Redis, which
+        // lost the record made at creation too.
+        let owner = node.sink_owner(&meta.prefix, meta.fence.is_some());
+        super::ownership::queue_record(&mut pipe, &meta.name, &owner);
+    }
     for r in &reply.records {
         if meta.typed {
             let key = crate::resp::keyspace::last_bytes(&r.key)?;
@@ -170,7 +177,8 @@ pub async fn sweep_page(
     let mut pipe = redis::pipe();
     let mut deleted = 0;
     for k in keys {
-        if meta.fence.as_ref().is_some_and(|f| f.key == k) {
+        // Fence keys and the owners' record are no source's keys.
+        if super::ownership::is_bookkeeping(&k) {
             continue;
         }
         let Some(ours) = k.strip_prefix(&meta.prefix[..]) else { continue };
