@@ -31,19 +31,28 @@ RESP_BASE="${RESP_BASE:-7379}"
 EXTRA="${EXTRA:-}"
 MT="${MONOTABLE:-target/release/monotable}"
 
+# Whether process $1 runs. A process that exited but was not yet reaped (a
+# zombie: the nodes' parent, this script, is gone, and a container's init
+# may be slow to reap) counts as gone, or a killed node would seem to run.
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n "$state" && "$state" != Z* ]]
+}
+
 stop() {
     local pids=()
     for f in "$DIR"/node-*.pid; do
         [ -e "$f" ] || continue
         local pid
         pid=$(cat "$f")
-        if kill -TERM "$pid" 2>/dev/null; then
+        if alive "$pid" && kill -TERM "$pid" 2>/dev/null; then
             pids+=("$pid")
         fi
         rm -f "$f"
     done
     for pid in "${pids[@]}"; do
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        while alive "$pid"; do sleep 0.1; done
     done
     echo "stopped ${#pids[@]} node(s)"
 }
@@ -61,7 +70,7 @@ wait_port() {
 
 # Whether node $1 runs (its pid file names a live process).
 running() {
-    [ -e "$DIR/node-$1.pid" ] && kill -0 "$(cat "$DIR/node-$1.pid")" 2>/dev/null
+    [ -e "$DIR/node-$1.pid" ] && alive "$(cat "$DIR/node-$1.pid")"
 }
 
 # The native address of a node that runs (node 1 if none does).
