@@ -446,11 +446,10 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     let mut d = con(dest.addr, 4);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut d).expect("keys");
-        if keys == ["p:bob"] {
+        if data_keys(&mut d) == ["p:bob"] {
             break;
         }
-        assert!(Instant::now() < deadline, "rows sink: {keys:?}");
+        assert!(Instant::now() < deadline, "rows sink: {:?}", data_keys(&mut d));
         std::thread::sleep(Duration::from_millis(50));
     }
     let bob: String = redis::cmd("GET").arg("p:bob").query(&mut d).expect("get");
@@ -467,7 +466,7 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     let mut d5 = con(dest.addr, 5);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut d5).expect("keys");
+        let keys = data_keys(&mut d5);
         if keys == [r#"[[40],{"$bytes":"0264616e00"}]"#] {
             break;
         }
@@ -481,12 +480,8 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("view \"nosuch\" does not exist"));
 
-    // Dropping a sink stops it; what it wrote stays.
-    let sorted_keys = |c: &mut redis::Connection| {
-        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).expect("keys");
-        keys.sort();
-        keys
-    };
+    // Dropping a sink stops it; what it wrote stays, its record goes.
+    let sorted_keys = data_keys;
     let deadline = Instant::now() + Duration::from_secs(60);
     while sorted_keys(&mut d) != ["p:bob", "p:dan"] {
         assert!(Instant::now() < deadline, "rows sink: {:?}", sorted_keys(&mut d));
@@ -496,6 +491,21 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     assert!(cli(node.addr, &["put", "people", "carl", "1"]).status.success());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sorted_keys(&mut d), ["p:bob", "p:dan"]);
+    let recorded: bool = redis::cmd("HEXISTS")
+        .arg("monotable:sink-owners")
+        .arg("people-sink")
+        .query(&mut d)
+        .expect("hexists");
+    assert!(!recorded, "a dropped sink's record stayed");
+}
+
+/// The keys of a database, sorted, without a sink's own (fence, owners'
+/// record).
+fn data_keys(c: &mut redis::Connection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).expect("keys");
+    keys.retain(|k| !k.starts_with("monotable:sink-"));
+    keys.sort();
+    keys
 }
 
 #[test]

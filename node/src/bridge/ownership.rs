@@ -9,9 +9,9 @@
 //! target overlaps one of another sink:
 //!
 //! - registered on the same node (its catalog) or in the cluster's meta
-//!   range (sinks of replicated ranges), checked by the node, and again by
-//!   the meta range's state machine, so two creations racing through two
-//!   nodes cannot both succeed;
+//!   range (sinks of replicated ranges), checked by the node; a sink of a
+//!   replicated range is checked again by the meta range's state machine,
+//!   so two such creations racing through two nodes cannot both succeed;
 //! - recorded in the target itself: every sink records itself in the hash
 //!   [`OWNERS_KEY`] of the database it writes (field: its name, value: its
 //!   prefix, node and cluster, [`Owner`]), at creation and at the start of
@@ -19,9 +19,9 @@
 //!   another cluster is seen too, and so is one of the same name there.
 //!
 //! Not detected: the same server named by two addresses (`localhost` and
-//! `127.0.0.1`), two creations on two clusters at the same moment (the
-//! read and the write of [`OWNERS_KEY`] are not one transaction; within a
-//! cluster the meta range decides), a sink whose record was removed (a
+//! `127.0.0.1`), two creations at the same moment unless both are of
+//! sinks of replicated ranges of one cluster (the read and the write of
+//! [`OWNERS_KEY`] are not one transaction), a sink whose record was removed (a
 //! FLUSHDB) until its next copy, and sinks of versions that did not record
 //! themselves (only their fence keys are there, which are not looked for).
 //! A dropped sink's record is removed at the drop; if Redis was
@@ -214,9 +214,8 @@ impl crate::node::Node {
         url: &str,
         prefix: &[u8],
     ) -> crate::error::NodeResult<()> {
-        let bad = |m: String| {
-            crate::error::NodeError::client(monotable_proto::ErrorCode::BadRequest, m)
-        };
+        let bad =
+            |m: String| crate::error::NodeError::client(monotable_proto::ErrorCode::BadRequest, m);
         let target = SinkTarget::of(url, prefix).map_err(|e| bad(e.to_string()))?;
         let own = self.catalog.sinks()?;
         let own = own.iter().map(|s| (s.name.as_str(), s.url.as_str(), &s.prefix[..]));

@@ -709,8 +709,12 @@ mod tests {
     fn sinks_on_overlapping_keys_are_refused() {
         let mut m = MetaMachine::default();
         apply(&mut m, MetaCommand::Found { addr: "n1".into(), join_token: 1, cluster: 5 });
-        let create =
-            MetaCommand::CreateRange { name: "r".into(), options: Default::default(), replicas: vec![1], wanted: 1 };
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1],
+            wanted: 1,
+        };
         assert!(matches!(apply(&mut m, create), MetaReply::Range(_)));
         let sink = |name: &str, db: u32, prefix: &str| MetaCommand::CreateSink {
             name: name.into(),
