@@ -591,6 +591,10 @@ fn sinks_on_overlapping_keys_are_refused_naming_the_owner() {
     run(&mut m, &[b"SET", b"a", b"1"]);
     run(&mut m, &[b"HSET", b"h", b"f", b"v"]);
     run(&mut con(node.resp_addr, 1), &[b"SET", b"b", b"2"]);
+    // Source keys named as a sink's own keys in Redis (as an import of a
+    // sink's target brought in): never written over the sink's.
+    run(&mut m, &[b"HSET", b"monotable:sink-owners", b"intruder", b"{}"]);
+    run(&mut m, &[b"SET", b"monotable:sink-fence:zzz", b"1:1"]);
     let create = |node: &Node, name: &str, range: &str, db: u32, prefix: &str| {
         let url = dest.url(db);
         let args = ["redis", "sink", "create", name, "--range", range, "--url", &url];
@@ -620,16 +624,31 @@ fn sinks_on_overlapping_keys_are_refused_naming_the_owner() {
 
     // The first sink's keys are all still there, and follow changes.
     run(&mut m, &[b"SET", b"later", b"1"]);
+    run(&mut m, &[b"HSET", b"monotable:sink-owners", b"intruder2", b"{}"]);
     wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the refusals");
+    let mut d = con(dest.addr, 0);
+    let owners: Vec<String> =
+        redis::cmd("HKEYS").arg("monotable:sink-owners").query(&mut d).expect("hkeys");
+    assert_eq!(owners, ["mirror"], "the source's keys of that name were written");
+    let fence: Option<String> =
+        redis::cmd("GET").arg("monotable:sink-fence:zzz").query(&mut d).expect("get");
+    assert_eq!(fence, None);
 
     // verify skips the sinks' bookkeeping keys (here the owners' record
-    // and a fence key as a sink of a replicated range keeps) and says so.
-    run(&mut con(dest.addr, 0), &[b"SET", b"monotable:sink-fence:mirror", b"3:1"]);
+    // and a fence key as a sink of a replicated range keeps, in Redis, and
+    // the fence key only the range holds) and says so; import leaves them.
+    run(&mut d, &[b"SET", b"monotable:sink-fence:mirror", b"3:1"]);
     let out = cli(node.addr, &["redis", "verify", "--url", &dest.url(0)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("skipped 2 sink bookkeeping key(s)"), "{text}");
+    assert!(text.contains("skipped 3 sink bookkeeping key(s)"), "{text}");
     assert!(text.contains("no differences"), "{text}");
+    let out = cli(node.addr, &["redis", "import", "--url", &dest.url(0), "--range", "redis.5"]);
+    let text = ok(out);
+    assert!(text.contains("skipped 2 sink bookkeeping key(s)"), "{text}");
+    let imported: Vec<String> =
+        redis::cmd("KEYS").arg("monotable:*").query(&mut con(node.resp_addr, 5)).expect("keys");
+    assert_eq!(imported, Vec::<String>::new());
 
     // Names: a sink's and a view's bad name say what they name.
     let e = monotable_tests::err(create(&node, "bad name", "redis.0", 2, ""));

@@ -1,7 +1,7 @@
 //! `--verify`: compares a Redis database with a Redis database range, key
-//! by key: type, value and expiry. A sink's bookkeeping keys in Redis
-//! (its fence key, the owners' record: [`super::ownership`]) are skipped,
-//! and counted.
+//! by key: type, value and expiry. A sink's bookkeeping keys (its fence
+//! key, the owners' record: [`super::ownership`]) are skipped on both
+//! sides, and counted.
 
 use std::collections::HashSet;
 
@@ -30,8 +30,8 @@ pub struct Report {
     /// The first differences, one line each.
     pub differences: Vec<String>,
     pub differences_total: u64,
-    /// Redis keys left out: the bookkeeping keys of a sink writing this
-    /// database ([`super::ownership::is_bookkeeping`]), which are no data.
+    /// Keys left out, on either side: the bookkeeping keys of a sink
+    /// ([`super::ownership::is_bookkeeping`]), which are no data.
     pub skipped_bookkeeping: u64,
 }
 
@@ -127,6 +127,10 @@ pub async fn verify(
         if seen.contains(&key)
             || pattern.is_some_and(|p| !crate::resp::glob::matches(p.as_bytes(), &key))
         {
+            continue;
+        }
+        if is_bookkeeping(&key) {
+            report.skipped_bookkeeping += 1;
             continue;
         }
         let Some(head) = Value::decode(&r.value) else {

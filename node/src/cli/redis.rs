@@ -138,7 +138,7 @@ async fn compare(
     if report.skipped_bookkeeping > 0 {
         writeln!(
             out,
-            "verify: skipped {} sink bookkeeping key(s) in Redis (monotable:sink-fence:*, monotable:sink-owners)",
+            "verify: skipped {} sink bookkeeping key(s) (monotable:sink-fence:*, monotable:sink-owners)",
             report.skipped_bookkeeping
         )?;
     }
