@@ -168,7 +168,7 @@ impl Node {
                 .create_sink(&name, source, &url, prefix.into_vec(), None)
                 .await
                 .map(|()| Reply::Ok),
-            Command::DropSink { name } => self.drop_sink(&name).await.map(|()| Reply::Ok),
+            Command::DropSink { name } => self.drop_sink_for_good(&name).await.map(|()| Reply::Ok),
             Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),
             // The connection decides authentication before a request gets
             // here (server.rs); reaching the node is a bug of the caller.

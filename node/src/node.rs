@@ -133,7 +133,19 @@ pub(crate) async fn backoff(node: &Node, attempt: u32) -> NodeResult<()> {
     Ok(())
 }
 
+/// Checks the name of a range: 1 to [`RANGE_NAME_LEN_MAX`] characters
+/// from `A-Z a-z 0-9 _ - . :`.
+///
+/// Errors: `InvalidRangeName`, saying "invalid range name".
 pub fn validate_range_name(name: &str) -> NodeResult<()> {
+    validate_name("range", name)
+}
+
+/// Checks the name of a `what` (`"range"`, `"view"`, `"sink"`: one rule
+/// for all three) as [`validate_range_name`] does.
+///
+/// Errors: `InvalidRangeName`, saying "invalid WHAT name".
+pub fn validate_name(what: &str, name: &str) -> NodeResult<()> {
     let ok = !name.is_empty()
         && name.len() <= RANGE_NAME_LEN_MAX
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
@@ -143,7 +155,7 @@ pub fn validate_range_name(name: &str) -> NodeResult<()> {
         Err(NodeError::client(
             ErrorCode::InvalidRangeName,
             format!(
-                "invalid range name {name:?}: use 1 to {RANGE_NAME_LEN_MAX} characters from A-Z a-z 0-9 _ - . :"
+                "invalid {what} name {name:?}: use 1 to {RANGE_NAME_LEN_MAX} characters from A-Z a-z 0-9 _ - . :"
             ),
         ))
     }

@@ -124,7 +124,7 @@ use crate::chunk_cell::ChunkCell;
 use crate::cluster::meta::{MetaCommand, MetaRange, MetaState, MetaView};
 use crate::cluster::Cluster;
 use crate::error::{NodeError, NodeResult};
-use crate::node::{validate_range_name, Node};
+use crate::node::{validate_name, validate_range_name, Node};
 use crate::replica::{decode_reply, encode_command, ChunkCommand, RiderSpec, Riders};
 use crate::replicated::is_replicated;
 
@@ -519,7 +519,7 @@ impl Node {
         name: &str,
         view: MetaView,
     ) -> NodeResult<Reply> {
-        validate_range_name(name)?;
+        validate_name("view", name)?;
         if self.views_read().contains(name) {
             return Err(NodeError::client(
                 ErrorCode::RangeExists,

@@ -28,7 +28,8 @@ fn dump(addr: SocketAddr, db: u32, prefix: &[u8]) -> Dump {
     pattern.push(b'*');
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(&pattern).query(&mut c).expect("keys");
     let mut out = Dump::new();
-    for k in keys {
+    // A sink's own keys in its target (fence, owners' record) are no data.
+    for k in keys.into_iter().filter(|k| !k.starts_with(b"monotable:sink-")) {
         let kind: String = redis::cmd("TYPE").arg(&k).query(&mut c).expect("type");
         let ttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut c).expect("pttl");
         let mut items: Vec<Vec<u8>> = match kind.as_str() {
@@ -445,11 +446,10 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     let mut d = con(dest.addr, 4);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut d).expect("keys");
-        if keys == ["p:bob"] {
+        if data_keys(&mut d) == ["p:bob"] {
             break;
         }
-        assert!(Instant::now() < deadline, "rows sink: {keys:?}");
+        assert!(Instant::now() < deadline, "rows sink: {:?}", data_keys(&mut d));
         std::thread::sleep(Duration::from_millis(50));
     }
     let bob: String = redis::cmd("GET").arg("p:bob").query(&mut d).expect("get");
@@ -466,7 +466,7 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     let mut d5 = con(dest.addr, 5);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut d5).expect("keys");
+        let keys = data_keys(&mut d5);
         if keys == [r#"[[40],{"$bytes":"0264616e00"}]"#] {
             break;
         }
@@ -480,12 +480,8 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("view \"nosuch\" does not exist"));
 
-    // Dropping a sink stops it; what it wrote stays.
-    let sorted_keys = |c: &mut redis::Connection| {
-        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).expect("keys");
-        keys.sort();
-        keys
-    };
+    // Dropping a sink stops it; what it wrote stays, its record goes.
+    let sorted_keys = data_keys;
     let deadline = Instant::now() + Duration::from_secs(60);
     while sorted_keys(&mut d) != ["p:bob", "p:dan"] {
         assert!(Instant::now() < deadline, "rows sink: {:?}", sorted_keys(&mut d));
@@ -495,6 +491,21 @@ fn a_sink_keeps_redis_equal_through_changes_and_restarts() {
     assert!(cli(node.addr, &["put", "people", "carl", "1"]).status.success());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sorted_keys(&mut d), ["p:bob", "p:dan"]);
+    let recorded: bool = redis::cmd("HEXISTS")
+        .arg("monotable:sink-owners")
+        .arg("people-sink")
+        .query(&mut d)
+        .expect("hexists");
+    assert!(!recorded, "a dropped sink's record stayed");
+}
+
+/// The keys of a database, sorted, without a sink's own (fence, owners'
+/// record).
+fn data_keys(c: &mut redis::Connection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).expect("keys");
+    keys.retain(|k| !k.starts_with("monotable:sink-"));
+    keys.sort();
+    keys
 }
 
 #[test]
@@ -565,6 +576,90 @@ fn a_sink_recovers_when_someone_else_changes_a_key_type_in_redis() {
     run(&mut r, &[b"SET", b"h", b"foreign"]);
     run(&mut m, &[b"HSET", b"h", b"g", b"2"]);
     wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the foreign write");
+}
+
+/// One sink per keyspace. Postmortem: two sinks into one Redis database
+/// each swept away the other's keys (and its fence key), for ever; verify
+/// reported a sink's fence key as "only in Redis"; a bad sink name was
+/// called an "invalid range name".
+#[test]
+fn sinks_on_overlapping_keys_are_refused_naming_the_owner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let dest = Redis::start();
+    let mut m = con(node.resp_addr, 0);
+    run(&mut m, &[b"SET", b"a", b"1"]);
+    run(&mut m, &[b"HSET", b"h", b"f", b"v"]);
+    run(&mut con(node.resp_addr, 1), &[b"SET", b"b", b"2"]);
+    // Source keys named as a sink's own keys in Redis (as an import of a
+    // sink's target brought in): never written over the sink's.
+    run(&mut m, &[b"HSET", b"monotable:sink-owners", b"intruder", b"{}"]);
+    run(&mut m, &[b"SET", b"monotable:sink-fence:zzz", b"1:1"]);
+    let create = |node: &Node, name: &str, range: &str, db: u32, prefix: &str| {
+        let url = dest.url(db);
+        let args = ["redis", "sink", "create", name, "--range", range, "--url", &url];
+        cli(node.addr, &[&args[..], &["--prefix", prefix]].concat())
+    };
+    ok(create(&node, "mirror", "redis.0", 0, ""));
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the copy");
+
+    // Same database: refused, with or without a prefix (the first sink has
+    // none, so it owns every key there); the message names the owner.
+    for prefix in ["", "x:"] {
+        let e = monotable_tests::err(create(&node, "second", "redis.1", 0, prefix));
+        assert!(e.contains("sink \"mirror\" already writes"), "{e}");
+    }
+    // Prefixes that start one another overlap; others do not.
+    ok(create(&node, "p", "redis.1", 1, "p:"));
+    let e = monotable_tests::err(create(&node, "pq", "redis.0", 1, "p:q"));
+    assert!(e.contains("sink \"p\" already writes"), "{e}");
+    ok(create(&node, "q", "redis.0", 1, "q:"));
+
+    // Another node (another cluster) sees the owner recorded in Redis.
+    let other_dir = tempfile::tempdir().expect("tmp");
+    let other = Node::start(other_dir.path());
+    run(&mut con(other.resp_addr, 0), &[b"SET", b"c", b"3"]);
+    let e = monotable_tests::err(create(&other, "elsewhere", "redis.0", 0, "y:"));
+    assert!(e.contains("sink \"mirror\" already writes") && e.contains("recorded in Redis"), "{e}");
+
+    // The first sink's keys are all still there, and follow changes.
+    run(&mut m, &[b"SET", b"later", b"1"]);
+    run(&mut m, &[b"HSET", b"monotable:sink-owners", b"intruder2", b"{}"]);
+    wait_equal((node.resp_addr, 0, b""), (dest.addr, 0, b""), "after the refusals");
+    let mut d = con(dest.addr, 0);
+    let owners: Vec<String> =
+        redis::cmd("HKEYS").arg("monotable:sink-owners").query(&mut d).expect("hkeys");
+    assert_eq!(owners, ["mirror"], "the source's keys of that name were written");
+    let fence: Option<String> =
+        redis::cmd("GET").arg("monotable:sink-fence:zzz").query(&mut d).expect("get");
+    assert_eq!(fence, None);
+
+    // verify skips the sinks' bookkeeping keys (here the owners' record
+    // and a fence key as a sink of a replicated range keeps, in Redis, and
+    // the fence key only the range holds) and says so; import leaves them.
+    run(&mut d, &[b"SET", b"monotable:sink-fence:mirror", b"3:1"]);
+    let out = cli(node.addr, &["redis", "verify", "--url", &dest.url(0)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("skipped 3 sink bookkeeping key(s)"), "{text}");
+    assert!(text.contains("no differences"), "{text}");
+    let out = cli(node.addr, &["redis", "import", "--url", &dest.url(0), "--range", "redis.5"]);
+    let text = ok(out);
+    assert!(text.contains("skipped 2 sink bookkeeping key(s)"), "{text}");
+    let imported: Vec<String> =
+        redis::cmd("KEYS").arg("monotable:*").query(&mut con(node.resp_addr, 5)).expect("keys");
+    assert_eq!(imported, Vec::<String>::new());
+
+    // Names: a sink's and a view's bad name say what they name.
+    let e = monotable_tests::err(create(&node, "bad name", "redis.0", 2, ""));
+    assert!(e.contains("invalid sink name \"bad name\""), "{e}");
+    let args = ["mapper", "create", "bad name", "--source", "redis.0", "--target", "t"];
+    let e = monotable_tests::err(cli(node.addr, &[&args[..], &["--field", "age"]].concat()));
+    assert!(e.contains("invalid view name \"bad name\""), "{e}");
+
+    // A dropped sink's record goes with it: the database is free again.
+    ok(cli(node.addr, &["redis", "sink", "drop", "mirror"]));
+    ok(create(&other, "elsewhere", "redis.0", 0, "y:"));
 }
 
 /// The replicas of `range`'s first chunk, as `range describe` through
@@ -674,6 +769,17 @@ fn sinks_of_replicated_ranges_follow_their_leader() {
         let args = ["redis", "sink", "create", name, "--range", range, "--url", &url];
         ok(cli(nodes[node].addr, &[&args[..], &["--prefix", prefix]].concat()));
     }
+    // One sink per keyspace, checked through any node: for a sink of a
+    // replicated range and for one of a node's own range.
+    let url = dest.url(1);
+    let args = ["redis", "sink", "create", "typed2", "--range", "r", "--url", &url];
+    let e = monotable_tests::err(cli(nodes[0].addr, &[&args[..], &["--prefix", "m:x"]].concat()));
+    assert!(e.contains("sink \"typed\" already writes"), "{e}");
+    ok(cli(nodes[0].addr, &["range", "create", "own", "--replicas", "1"]));
+    let url = dest.url(2);
+    let args = ["redis", "sink", "create", "own-sink", "--range", "own", "--url", &url];
+    let e = monotable_tests::err(cli(nodes[0].addr, &args));
+    assert!(e.contains("sink \"rows\" already writes"), "{e}");
     let rows_equal = |model: &BTreeMap<String, String>| {
         let want: Dump = model
             .iter()

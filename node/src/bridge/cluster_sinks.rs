@@ -35,7 +35,7 @@ use super::sink::Fence;
 use crate::cluster::meta::{MetaCommand, MetaSink};
 use crate::cluster::Cluster;
 use crate::error::{NodeError, NodeResult};
-use crate::node::{validate_range_name, Node};
+use crate::node::{validate_name, Node};
 
 /// The sinks of replicated ranges this node runs: sink name -> the term
 /// of its group this node runs it in, and the sink as it was then.
@@ -86,10 +86,15 @@ impl Node {
                     )))
                 })
             }
-            Command::DropSink { name } if meta.sinks.contains_key(name) => {
+            Command::DropSink { name } => {
+                let url = meta.sinks.get(name)?.url.clone();
                 let drop = MetaCommand::DropSink { name: name.clone() };
                 let dropped = self.change_meta(cluster, drop, |m| !m.sinks.contains_key(name));
-                Some(dropped.await.map(|()| Reply::Ok))
+                if let Err(e) = dropped.await {
+                    return Some(Err(e));
+                }
+                super::ownership::forget(&url, name).await;
+                Some(Ok(Reply::Ok))
             }
             _ => None,
         }
@@ -101,7 +106,7 @@ impl Node {
         name: &str,
         sink: MetaSink,
     ) -> NodeResult<Reply> {
-        validate_range_name(name)?;
+        validate_name("sink", name)?;
         if self.views_read().contains(name) {
             return Err(NodeError::client(
                 ErrorCode::RangeExists,
@@ -109,6 +114,9 @@ impl Node {
             ));
         }
         let target = Target::parse(&sink.url).map_err(|e| bad_request(e.to_string()))?;
+        // Checked again by the meta range as it applies the creation,
+        // against sinks created meanwhile through other nodes.
+        self.refuse_taken_target(name, &sink.url, &sink.prefix)?;
         let mut con = super::sink::reachable(&target).await?;
         // The fence needs WATCH and MULTI/EXEC: a server without them (a
         // replicated database of Monotable's own RESP port) is refused now.
@@ -118,6 +126,8 @@ impl Node {
             .claim(&mut con)
             .await
             .map_err(|e| bad_request(format!("{}: the sink's fence: {e}", target.display)))?;
+        let owner = self.sink_owner(&sink.prefix, true);
+        self.own_target(&mut con, name, &target, &owner, true).await?;
         let command = MetaCommand::CreateSink { name: name.to_owned(), sink };
         self.change_meta(cluster, command, |m| m.sinks.contains_key(name)).await?;
         tracing::info!(sink = name, "created sink of a replicated range");

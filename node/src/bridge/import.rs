@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::monotable_io::{ensure_range, read_items, replace_items, show, Writer};
+use super::ownership::is_bookkeeping;
 use super::redis_io::{read_items as read_redis, scan_page, Read, Target};
 use super::BridgeError;
 
@@ -59,6 +60,10 @@ pub struct Progress {
     /// they pass: left out, the rest of the import goes on.
     #[serde(default)]
     pub too_large: Vec<(Vec<u8>, String)>,
+    /// A sink's keys in its target (fence keys, its owners' record:
+    /// [`super::ownership::is_bookkeeping`]): no data, left out.
+    #[serde(default)]
+    pub bookkeeping: u64,
     pub elapsed_ms: u64,
 }
 
@@ -97,6 +102,13 @@ impl std::fmt::Display for ImportSummary {
         }
         if p.gone > 0 {
             writeln!(f, "skipped {} keys deleted or expired while the import ran", p.gone)?;
+        }
+        if p.bookkeeping > 0 {
+            writeln!(
+                f,
+                "skipped {} sink bookkeeping key(s) (monotable:sink-fence:*, monotable:sink-owners)",
+                p.bookkeeping
+            )?;
         }
         if !p.unsupported.is_empty() {
             let list: Vec<String> =
@@ -147,6 +159,8 @@ struct Page {
     read: Read,
     /// Keys of `read` left out for a row over the limits.
     too_large: Vec<(Vec<u8>, String)>,
+    /// Sinks' bookkeeping keys the SCAN returned, left out.
+    bookkeeping: u64,
 }
 
 impl Progress {
@@ -161,6 +175,7 @@ impl Progress {
         self.gone += page.read.gone;
         self.unsupported.extend(page.read.unsupported);
         self.too_large.extend(page.too_large);
+        self.bookkeeping += page.bookkeeping;
         self.cursor = page.cursor;
     }
 }
@@ -216,10 +231,16 @@ pub async fn import(client: &Client, opts: ImportOptions) -> Result<ImportSummar
             let mut cursor = start;
             loop {
                 let page = async {
-                    let (next, keys) =
+                    let (next, mut keys) =
                         scan_page(&mut con, cursor, pattern.as_deref(), count).await?;
+                    // Postmortem: an import of a sink's target took in its
+                    // fence and owners' keys, which a sink of the range
+                    // then wrote over another sink's in its own target.
+                    let scanned = keys.len();
+                    keys.retain(|k| !is_bookkeeping(k));
+                    let bookkeeping = (scanned - keys.len()) as u64;
                     let read = read_redis(&mut con, &keys).await?;
-                    Ok(Page { cursor: next, read, too_large: Vec::new() })
+                    Ok(Page { cursor: next, read, too_large: Vec::new(), bookkeeping })
                 }
                 .await;
                 let done = matches!(&page, Ok(p) if p.cursor == 0) || page.is_err();

@@ -9,13 +9,16 @@
 //! - [`import`], [`export`], [`verify`]: the `monotable redis` commands.
 //! - [`sink`]: a node-side follower that keeps a Redis database equal to a
 //!   range or a view as it changes; [`sink_writes`]: what it writes;
-//!   [`cluster_sinks`]: sinks of replicated ranges, run on their leader.
+//!   [`cluster_sinks`]: sinks of replicated ranges, run on their leader;
+//!   [`ownership`]: one sink per keyspace, and the keys sinks keep for
+//!   themselves in Redis.
 
 pub mod cluster_sinks;
 pub mod export;
 pub mod import;
 pub mod item;
 pub mod monotable_io;
+pub mod ownership;
 pub mod redis_io;
 pub mod rows;
 pub mod sink;

@@ -34,6 +34,7 @@ use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::ownership;
 use super::redis_io::{run_id, Target};
 use super::sink_writes::{copy_page, follow, sweep_page};
 use super::BridgeError;
@@ -119,7 +120,7 @@ impl Fence {
     /// The fence of sink `name` on a leader in Raft term `term`.
     pub fn new(name: &str, term: u64, node: u64) -> Fence {
         Fence {
-            key: format!("monotable:sink-fence:{name}").into_bytes(),
+            key: [super::ownership::FENCE_KEY_PREFIX, name.as_bytes()].concat(),
             token: format!("{term}:{node}").into_bytes(),
             term,
         }
@@ -535,7 +536,7 @@ impl Node {
         prefix: Vec<u8>,
         fence: Option<Fence>,
     ) -> NodeResult<()> {
-        crate::node::validate_range_name(name)?;
+        crate::node::validate_name("sink", name)?;
         if self.views_read().contains(name) {
             return Err(NodeError::client(
                 monotable_proto::ErrorCode::RangeExists,
@@ -567,7 +568,14 @@ impl Node {
             }
         };
         let info = self.describe_range(&range).await?;
+        // A sink of a replicated range starting on a new leader was
+        // checked when it was created (and the meta range holds it).
+        if fence.is_none() {
+            self.refuse_taken_target(name, url, &prefix)?;
+        }
         let mut con = reachable(&target).await?;
+        let owner = self.sink_owner(&prefix, fence.is_some());
+        self.own_target(&mut con, name, &target, &owner, fence.is_none()).await?;
         if let Some(fence) = &fence {
             let claimed = fence.claim(&mut con).await.map_err(|e| match e {
                 BridgeError::Node(e) => e,
@@ -604,6 +612,48 @@ impl Node {
         Ok(())
     }
 
+    /// Records sink `name` (as `owner`) in its target's
+    /// [`ownership::OWNERS_KEY`], first refusing (when `check`) a target
+    /// where another sink records overlapping keys: a sink of another node
+    /// or cluster.
+    ///
+    /// Errors: `BadRequest` naming the other sink, or Redis's error.
+    pub(crate) async fn own_target(
+        &self,
+        con: &mut MultiplexedConnection,
+        name: &str,
+        target: &Target,
+        owner: &ownership::Owner,
+        check: bool,
+    ) -> NodeResult<()> {
+        let redis_error = |e: BridgeError| bad_request(format!("{}: {e}", target.display));
+        if check {
+            let server = target.display.clone();
+            let wanted = ownership::SinkTarget { server, prefix: owner.prefix.clone() };
+            ownership::check_owners(con, name, &wanted, owner)
+                .await
+                .map_err(redis_error)?
+                .map_err(bad_request)?;
+        }
+        let mut pipe = redis::pipe();
+        ownership::queue_record(&mut pipe, name, owner);
+        super::redis_io::send(&pipe, con).await.map_err(redis_error)
+    }
+
+    /// Drops sink `name` for good (a client's `DropSink`), and its record
+    /// in its target ([`ownership::forget`]).
+    pub(crate) async fn drop_sink_for_good(&self, name: &str) -> NodeResult<()> {
+        let url = self.catalog.sinks()?.into_iter().find(|s| s.name == name).map(|s| s.url);
+        self.drop_sink(name).await?;
+        if let Some(url) = url {
+            ownership::forget(&url, name).await;
+        }
+        Ok(())
+    }
+
+    /// Stops sink `name` here and removes it from the catalog; a sink of a
+    /// replicated range stopped here (its leadership moved) keeps running
+    /// elsewhere, so its record in Redis stays.
     pub(crate) async fn drop_sink(&self, name: &str) -> NodeResult<()> {
         let found =
             self.views_read().sinks.get(name).map(|s| (s.addr.clone().recipient(), s.source_id));

@@ -1,6 +1,9 @@
 //! What a sink writes to Redis in each of its phases: a page of the copy,
 //! a page of the sweep, a round of changes (patching collections element
-//! by element where it can). See [`super::sink`] for the phases.
+//! by element where it can). See [`super::sink`] for the phases. A source
+//! key that would land on a sink's own key in Redis (a fence key, the
+//! owners' record: [`super::ownership`]) is never written, and the sweep
+//! never deletes those.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use monotable_proto::{Bytes, ScanRequest};
 use redis::aio::MultiplexedConnection;
 
 use super::item::{key_of_row, Item};
+use super::ownership::is_bookkeeping;
 use super::redis_io::{format_score, prefixed, queue_item, scan_page};
 use super::rows::{keys_rendering_as, render_key, render_value};
 use super::sink::SinkMeta;
@@ -74,6 +78,9 @@ async fn send(
     }
 }
 
+/// The Redis key a source key goes to. Callers leave out the keys that
+/// land on a sink's own ([`is_bookkeeping`]): writing them would overwrite
+/// this or another sink's fence or record.
 fn redis_key(meta: &SinkMeta, key: &[u8]) -> Vec<u8> {
     prefixed(&meta.prefix, key)
 }
@@ -110,6 +117,7 @@ pub async fn copy_page(
     con: &mut MultiplexedConnection,
     cursor: Option<Vec<u8>>,
 ) -> Result<(u64, Option<Vec<u8>>), BridgeError> {
+    let first_page = cursor.is_none();
     let (start, end) = if meta.typed {
         let prefix = key_rows_prefix();
         let end = tuple_prefix_end(&prefix);
@@ -128,16 +136,26 @@ pub async fn copy_page(
         })
         .await?;
     let mut pipe = redis::pipe();
+    if first_page {
+        // A copy from scratch follows a FLUSHDB or a restarted Redis, which
+        // lost the record made at creation too.
+        let owner = node.sink_owner(&meta.prefix, meta.fence.is_some());
+        super::ownership::queue_record(&mut pipe, &meta.name, &owner);
+    }
     for r in &reply.records {
         if meta.typed {
             let key = crate::resp::keyspace::last_bytes(&r.key)?;
+            let target = redis_key(meta, &key);
+            if is_bookkeeping(&target) {
+                continue;
+            }
             let item = item_at(node, meta.source_id, &key, meta.checkpoint)?;
-            queue_item(&mut pipe, &redis_key(meta, &key), item.as_ref());
+            queue_item(&mut pipe, &target, item.as_ref());
         } else {
-            pipe.cmd("SET")
-                .arg(redis_key(meta, &render_key(&r.key)))
-                .arg(render_value(&r.value))
-                .ignore();
+            let target = redis_key(meta, &render_key(&r.key));
+            if !is_bookkeeping(&target) {
+                pipe.cmd("SET").arg(target).arg(render_value(&r.value)).ignore();
+            }
         }
     }
     send(meta, &pipe, con).await?;
@@ -170,7 +188,8 @@ pub async fn sweep_page(
     let mut pipe = redis::pipe();
     let mut deleted = 0;
     for k in keys {
-        if meta.fence.as_ref().is_some_and(|f| f.key == k) {
+        // Fence keys and the owners' record are no source's keys.
+        if is_bookkeeping(&k) {
             continue;
         }
         let Some(ours) = k.strip_prefix(&meta.prefix[..]) else { continue };
@@ -323,7 +342,8 @@ pub async fn follow(
     if meta.typed {
         let mut by_key: BTreeMap<Vec<u8>, Vec<&Change>> = BTreeMap::new();
         for c in &changes {
-            if let Some(key) = key_of_row(&c.key) {
+            let Some(key) = key_of_row(&c.key) else { continue };
+            if !is_bookkeeping(&redis_key(meta, &key)) {
                 by_key.entry(key).or_default().push(c);
             }
         }
@@ -343,6 +363,9 @@ pub async fn follow(
             pipe.atomic();
             for c in part {
                 let key = redis_key(meta, &render_key(&c.key));
+                if is_bookkeeping(&key) {
+                    continue;
+                }
                 match &c.new {
                     Some(v) => pipe.cmd("SET").arg(key).arg(render_value(v)).ignore(),
                     None => pipe.cmd("DEL").arg(key).ignore(),

@@ -135,6 +135,13 @@ async fn compare(
     let target = Target::parse(url)?;
     let range = range.unwrap_or_else(|| crate::bridge::import::default_range(&target));
     let report = verify(c, &target, &range, pattern.as_deref()).await?;
+    if report.skipped_bookkeeping > 0 {
+        writeln!(
+            out,
+            "verify: skipped {} sink bookkeeping key(s) (monotable:sink-fence:*, monotable:sink-owners)",
+            report.skipped_bookkeeping
+        )?;
+    }
     if report.differences_total == 0 {
         writeln!(out, "verify: {} keys, no differences", report.keys)?;
         return Ok(0);

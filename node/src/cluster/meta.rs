@@ -584,6 +584,16 @@ fn create_sink(s: &mut MetaState, name: String, sink: MetaSink) -> MetaReply {
             sink.source
         ));
     }
+    // Two sinks on overlapping keys of one Redis database delete each
+    // other's keys; the node asked checked already, but another node may
+    // have created one since. (A pure function of the URLs and prefixes.)
+    use crate::bridge::ownership::{first_conflict, SinkTarget};
+    if let Ok(target) = SinkTarget::of(&sink.url, &sink.prefix) {
+        let others = s.sinks.iter().map(|(n, o)| (n.as_str(), o.url.as_str(), &o.prefix[..]));
+        if let Some(refusal) = first_conflict(&name, &target, others) {
+            return MetaReply::Refused(refusal);
+        }
+    }
     s.sinks.insert(name, sink);
     MetaReply::Ok
 }
@@ -689,6 +699,40 @@ mod tests {
         assert_eq!(state.ranges["old"].replicas, vec![1, 2]);
         apply(&mut m, MetaCommand::Join { addr: "n4".into(), join_token: 4 });
         assert_eq!(range(&m).replicas, vec![1, 2, 3], "it has what it asked for");
+    }
+
+    /// Two sinks on overlapping keys of one Redis database are refused by
+    /// the state machine too: creations racing through two nodes each
+    /// passed their node's check. Postmortem: such sinks swept each
+    /// other's keys away for ever.
+    #[test]
+    fn sinks_on_overlapping_keys_are_refused() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "n1".into(), join_token: 1, cluster: 5 });
+        let create = MetaCommand::CreateRange {
+            name: "r".into(),
+            options: Default::default(),
+            replicas: vec![1],
+            wanted: 1,
+        };
+        assert!(matches!(apply(&mut m, create), MetaReply::Range(_)));
+        let sink = |name: &str, db: u32, prefix: &str| MetaCommand::CreateSink {
+            name: name.into(),
+            sink: MetaSink {
+                source: "r".into(),
+                url: format!("redis://127.0.0.1:6379/{db}"),
+                prefix: prefix.as_bytes().to_vec(),
+            },
+        };
+        assert_eq!(apply(&mut m, sink("a", 0, "a:")), MetaReply::Ok);
+        for overlapping in ["", "a", "a:b"] {
+            match apply(&mut m, sink("b", 0, overlapping)) {
+                MetaReply::Refused(e) => assert!(e.contains("sink \"a\" already writes"), "{e}"),
+                other => panic!("{overlapping:?}: {other:?}"),
+            }
+        }
+        assert_eq!(apply(&mut m, sink("b", 0, "b:")), MetaReply::Ok);
+        assert_eq!(apply(&mut m, sink("c", 1, "")), MetaReply::Ok);
     }
 
     fn split(chunk: u64, at: &str, right: u64, generation: u64) -> MetaCommand {

@@ -14,7 +14,7 @@ use crate::catalog::ReducerMeta;
 use crate::catalog::{Backfill, MapperMeta};
 use crate::chunk_actor::ChunkMsg;
 use crate::error::{NodeError, NodeResult};
-use crate::node::{validate_range_name, Node};
+use crate::node::{validate_name, Node};
 use crate::router::Route;
 use crate::storage::chunk::Change;
 use crate::view::levels::{PartBounds, Rows};
@@ -470,7 +470,7 @@ impl Node {
         range: &str,
         function: monotable_proto::ReduceFunction,
     ) -> NodeResult<()> {
-        validate_range_name(name)?;
+        validate_name("view", name)?;
         {
             let views = self.views_read();
             if views.contains(name) {
@@ -826,7 +826,7 @@ impl Node {
         target: &str,
         function: MapFunction,
     ) -> NodeResult<()> {
-        validate_range_name(name)?;
+        validate_name("view", name)?;
         if self.views_read().contains(name) {
             return Err(NodeError::client(
                 ErrorCode::RangeExists,
