@@ -1,7 +1,8 @@
-//! Numeric arguments: every count, index, offset and length a command
-//! takes is parsed and bounded here, with Redis's rules and words, so the
-//! commands only ever do arithmetic on values that cannot overflow and
-//! never size an allocation from a number a client chose.
+//! Arguments: every count, index, offset and length a command takes is
+//! parsed and bounded here, with Redis's rules and words, so the commands
+//! only ever do arithmetic on values that cannot overflow and never size
+//! an allocation from a number a client chose; and words (names, options)
+//! are lowercased here.
 
 use monotable_proto::limits::VALUE_SIZE_MAX_BYTES;
 
@@ -24,6 +25,11 @@ pub const STRING_LEN_MAX_BYTES: usize = VALUE_SIZE_MAX_BYTES - STRING_HEADER_BYT
 /// a negative count). Redis streams any count (-2^63+1 runs until the
 /// client goes away); this answers out of range past it instead.
 pub const REPEATED_ELEMENTS_MAX: u64 = 1_000_000;
+
+/// A command name or option word, lowercased (as Redis compares them).
+pub fn lower(word: &[u8]) -> String {
+    String::from_utf8_lossy(word).to_ascii_lowercase()
+}
 
 /// Redis's integer parsing (`string2ll`): optional `-`, digits, no `+`,
 /// spaces or leading zeros, no `-0`, within i64.

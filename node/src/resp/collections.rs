@@ -7,11 +7,13 @@ use monotable_proto::WriteOp;
 use rand::seq::SliceRandom;
 
 use super::args::{parse_i64, positive_count, random_count};
-use super::commands::{RespState, WRONGTYPE};
+use super::errors::WRONGTYPE;
 use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
 };
 use super::reply::{format_increment, Reply};
+use super::state::RespState;
+use super::table::{Command, Flag};
 use crate::error::NodeResult;
 
 /// The key's collection of `kind`: `Ok(None)` when absent, `Err(reply)`
@@ -79,28 +81,24 @@ pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
     (!x.is_nan()).then_some(x)
 }
 
-/// Runs a hash or set command; `None` when `name` is neither.
+/// Runs a hash or set command (`command` is its row of the table); a
+/// writing one holds its key's stripe.
 pub async fn run(
     state: &RespState,
     dbi: u32,
     db: &Db<'_>,
-    name: &str,
+    command: &Command,
     args: &[Vec<u8>],
-) -> Option<NodeResult<Reply>> {
-    let reply = match name {
-        "hset" | "hmset" | "hsetnx" | "hdel" | "hincrby" | "hincrbyfloat" | "sadd" | "srem"
-        | "spop" => {
-            let _g = state.lock(dbi, &[&args[1]]).await;
-            write_command(db, name, args).await
-        }
-        "hget" | "hmget" | "hgetall" | "hexists" | "hlen" | "hkeys" | "hvals" | "hstrlen"
-        | "sismember" | "smismember" | "smembers" | "scard" | "srandmember" => {
-            read_command(db, name, args).await
-        }
+) -> NodeResult<Reply> {
+    let name = command.name;
+    if command.has(Flag::Write) {
+        let _g = state.lock(dbi, &[&args[1]]).await;
+        return write_command(db, name, args).await;
+    }
+    match name {
         "sinter" | "sunion" | "sdiff" => set_algebra(db, name, &args[1..]).await,
-        _ => return None,
-    };
-    Some(reply)
+        _ => read_command(db, name, args).await,
+    }
 }
 
 async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
