@@ -108,9 +108,16 @@ pub fn info(c: &Command) -> Reply {
         Reply::Int(c.last_key.into()),
         Reply::Int(c.step.into()),
         simples(c.acl_categories),
-        simples(c.tips),
+        // Tips are bulk strings, unlike flags and categories.
+        Reply::Set(c.tips.iter().map(|t| bulk(t)).collect()),
         Reply::Set(c.key_specs.iter().map(key_spec).collect()),
-        Reply::Set(c.subcommands.iter().map(info).collect()),
+        // Redis 7.0 writes no subcommands as an empty set, and some as an
+        // array.
+        if c.subcommands.is_empty() {
+            Reply::Set(Vec::new())
+        } else {
+            Reply::Array(c.subcommands.iter().map(info).collect())
+        },
     ])
 }
 
