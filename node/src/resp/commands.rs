@@ -15,16 +15,20 @@ use super::cluster::Placement;
 use super::errors::{internal, unknown_command, NOAUTH};
 use super::keyspace::Db;
 use super::reply::Reply;
-pub use super::state::{Conn, RespState, MULTI_QUEUE_MAX_BYTES};
+use super::state::{Conn, RespState, MULTI_QUEUE_MAX_BYTES};
 use super::table::{Command, Flag, Handler};
 use crate::error::NodeError;
 
 /// The command `args` names, once its arity is checked; otherwise the
 /// error reply (unknown command, wrong number of arguments).
 fn lookup(args: &[Vec<u8>]) -> Result<&'static Command, Reply> {
-    let Some(command) = super::table::lookup(&lower(&args[0])) else {
-        return Err(unknown_command(args));
-    };
+    checked(super::table::lookup(&lower(&args[0])), args)
+}
+
+/// `found` (the table's row for `args[0]`, if any), once `args` fit its
+/// arity; otherwise the error reply.
+fn checked(found: Option<&'static Command>, args: &[Vec<u8>]) -> Result<&'static Command, Reply> {
+    let Some(command) = found else { return Err(unknown_command(args)) };
     if !command.arity_fits(args.len()) {
         return Err(Reply::wrong_arity(command.name));
     }
@@ -44,16 +48,16 @@ pub async fn execute(
     if !conn.authenticated && !found.is_some_and(|c| c.has(Flag::NoAuth)) {
         // Redis reports an unknown command or a wrong arity first (but
         // not for MULTI and the like).
-        let reply = match lookup(&args) {
+        let reply = match checked(found, &args) {
             Err(reply) if !found.is_some_and(|c| c.handler == Handler::Transaction) => reply,
             _ => Reply::err(NOAUTH),
         };
         return (reply, Vec::new());
     }
     if let Some(command) = found.filter(|c| c.handler == Handler::Transaction) {
-        return (transaction(state, conn, command.name, &args).await, Vec::new());
+        return (transaction(state, conn, command, &args).await, Vec::new());
     }
-    let command = match lookup(&args) {
+    let command = match checked(found, &args) {
         Ok(command) => command,
         Err(reply) => {
             if conn.multi.is_some() {
@@ -207,12 +211,16 @@ fn overlay_ops(
 /// otherwise the transaction is discarded, nothing applied, with an error
 /// that says so. On a replicated database EXEC runs on its chunk's leader,
 /// the batch one Raft entry, and WATCH fails (see [`super::cluster`]).
-async fn transaction(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
-    let only_name = |n: &str| args.len() != 1 && n != "watch";
-    if only_name(name) || (name == "watch" && args.len() < 2) {
-        return Reply::wrong_arity(name);
+async fn transaction(
+    state: &RespState,
+    conn: &mut Conn,
+    command: &Command,
+    args: &[Vec<u8>],
+) -> Reply {
+    if !command.arity_fits(args.len()) {
+        return Reply::wrong_arity(command.name);
     }
-    match name {
+    match command.name {
         "multi" if conn.multi.is_some() => Reply::err("ERR MULTI calls can not be nested"),
         "multi" => {
             conn.multi = Some(Vec::new());

@@ -65,7 +65,9 @@ pub fn command(args: &[Vec<u8>]) -> Reply {
             Reply::Array(args[2..].iter().map(|n| find(n).map_or(Reply::Null, info)).collect())
         }
         "command|docs" if args.len() == 2 => Reply::Map(COMMANDS.iter().map(docs_pair).collect()),
-        "command|docs" => Reply::Map(args[2..].iter().filter_map(find).map(docs_pair).collect()),
+        "command|docs" => {
+            Reply::Map(args[2..].iter().filter_map(|n| find(n)).map(docs_pair).collect())
+        }
         "command|list" => list(&args[2..]),
         "command|getkeys" => getkeys(&args[2..], false),
         "command|getkeysandflags" => getkeys(&args[2..], true),
@@ -76,7 +78,7 @@ pub fn command(args: &[Vec<u8>]) -> Reply {
 
 /// A command or subcommand by the name a client gave (`client|id` names a
 /// subcommand), as COMMAND INFO and DOCS look names up.
-fn find(name: &Vec<u8>) -> Option<&'static Command> {
+fn find(name: &[u8]) -> Option<&'static Command> {
     let name = lower(name);
     match name.split_once('|') {
         None => table::lookup(&name),
