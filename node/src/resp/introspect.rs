@@ -8,13 +8,21 @@
 //!   subcommands only ID, GETNAME and SETNAME; `COMMAND COUNT` counts the
 //!   table's top-level commands. `MT.SCAN`, `MT.AGG` and `MT.VIEWS` are
 //!   listed too (group `module`, though `FILTERBY MODULE` lists nothing).
-//! - `COMMAND` and `COMMAND INFO` list commands in name order (Redis: its
-//!   hash table's order).
+//! - `COMMAND`, and INFO, DOCS and LIST without names, go in name order
+//!   (Redis: its hash table's order).
 //! - `COMMAND DOCS` gives summary, since, group, complexity and the
 //!   deprecation fields (and subcommands), not `history` nor `arguments`.
 //! - GETKEYS uses the key specs for every command (Redis uses a command's
-//!   own key finder for a few; SET's flags in GETKEYSANDFLAGS, the only
-//!   one here whose flags vary, are worked out as Redis's `setGetKeys`).
+//!   own key finder where its specs are not enough; no command here is one
+//!   of those). SET's flags in GETKEYSANDFLAGS, the only ones here that
+//!   vary, are worked out as Redis's `setGetKeys` does.
+//! - `LIST FILTERBY PATTERN` lowercases the pattern, then matches it
+//!   against the lowercase names; Redis matches ignoring case, which comes
+//!   to the same but for odd classes whose bounds change order (`[Z-a]`).
+//!
+//! Everything else (every row's INFO entry, the DOCS fields given, the
+//! errors, HELP, GETKEYS) is compared with a running `redis-server` by
+//! `tests/tests/resp_command.rs`.
 
 use super::args::{lower, parse_i64};
 use super::errors::{unknown_subcommand, SYNTAX};
