@@ -48,6 +48,20 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
     s.parse().ok()
 }
 
+/// Redis's float parsing for increments: no spaces, no NaN.
+pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let x: f64 = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        other => other.parse().ok()?,
+    };
+    (!x.is_nan()).then_some(x)
+}
+
 /// An integer argument, or Redis's reply for one that is not.
 pub fn integer(bytes: &[u8]) -> Result<i64, Reply> {
     parse_i64(bytes).ok_or_else(|| Reply::err(NOT_INTEGER))

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use monotable_proto::WriteOp;
 use rand::seq::SliceRandom;
 
-use super::args::{parse_i64, positive_count, random_count};
+use super::args::{parse_f64, parse_i64, positive_count, random_count};
 use super::errors::WRONGTYPE;
 use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
@@ -65,20 +65,6 @@ fn del(kind: u8, key: &[u8], element: &[u8]) -> WriteOp {
 
 fn bulks(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<Reply> {
     items.into_iter().map(Reply::Bulk).collect()
-}
-
-/// Redis's float parsing for increments: no spaces, no NaN.
-pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
-        return None;
-    }
-    let x: f64 = match s.to_ascii_lowercase().as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        other => other.parse().ok()?,
-    };
-    (!x.is_nan()).then_some(x)
 }
 
 /// Runs a hash or set command (`command` is its row of the table); a

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::args::{parse_i64, NOT_INTEGER};
-use super::collections::parse_f64;
+use super::args::{parse_f64, parse_i64, NOT_INTEGER};
 use super::errors::{misrouted, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{

@@ -7,8 +7,7 @@
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::args::{parse_i64, NOT_INTEGER};
-use super::collections::parse_f64;
+use super::args::{parse_f64, parse_i64, NOT_INTEGER};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_score, encode_score, key_row, score_row, zset_member_row as member_row, Db, Value,
