@@ -43,7 +43,7 @@ struct ServerState {
     /// The Redis endpoint's shared state, which answers the Redis commands
     /// other nodes forward here ([`Command::RespForward`]), with or without
     /// a RESP listener on this node.
-    resp: std::sync::OnceLock<Arc<crate::resp::commands::RespState>>,
+    resp: std::sync::OnceLock<Arc<crate::resp::state::RespState>>,
 }
 
 impl ServerState {
@@ -148,7 +148,7 @@ pub async fn serve_with_resp(
     let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
     let cluster = start_cluster(&node, addr).await?;
     let state = Arc::new(ServerState::default());
-    let resp_state = Arc::new(crate::resp::commands::RespState::new(node.clone()));
+    let resp_state = Arc::new(crate::resp::state::RespState::new(node.clone()));
     let _ = state.resp.set(resp_state.clone());
     let (closing_tx, closing_rx) = watch::channel(false);
     if let Some(resp) = resp {

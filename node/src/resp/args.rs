@@ -1,7 +1,8 @@
-//! Numeric arguments: every count, index, offset and length a command
-//! takes is parsed and bounded here, with Redis's rules and words, so the
-//! commands only ever do arithmetic on values that cannot overflow and
-//! never size an allocation from a number a client chose.
+//! Arguments: every count, index, offset and length a command takes is
+//! parsed and bounded here, with Redis's rules and words, so the commands
+//! only ever do arithmetic on values that cannot overflow and never size
+//! an allocation from a number a client chose; and words (names, options)
+//! are lowercased here.
 
 use monotable_proto::limits::VALUE_SIZE_MAX_BYTES;
 
@@ -25,6 +26,11 @@ pub const STRING_LEN_MAX_BYTES: usize = VALUE_SIZE_MAX_BYTES - STRING_HEADER_BYT
 /// client goes away); this answers out of range past it instead.
 pub const REPEATED_ELEMENTS_MAX: u64 = 1_000_000;
 
+/// A command name or option word, lowercased (as Redis compares them).
+pub fn lower(word: &[u8]) -> String {
+    String::from_utf8_lossy(word).to_ascii_lowercase()
+}
+
 /// Redis's integer parsing (`string2ll`): optional `-`, digits, no `+`,
 /// spaces or leading zeros, no `-0`, within i64.
 pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
@@ -40,6 +46,20 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Redis's float parsing for increments: no spaces, no NaN.
+pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let x: f64 = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        other => other.parse().ok()?,
+    };
+    (!x.is_nan()).then_some(x)
 }
 
 /// An integer argument, or Redis's reply for one that is not.

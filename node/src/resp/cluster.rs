@@ -64,19 +64,21 @@
 //! and the leader may change between WATCH and EXEC.
 //!
 //! The background expirer removes due keys of a replicated database only
-//! on the leader of its chunk, through the same path. Pub/sub, CLIENT,
-//! INFO, HELLO, AUTH, SELECT, the `mt.*` commands and SCAN cursors stay per
-//! node (a SCAN cursor is the leader's: it may not survive a leader
-//! change). FLUSHALL on a node while any database is replicated fails,
+//! on the leader of its chunk, through the same path. CLIENT, INFO,
+//! HELLO, AUTH, SELECT, COMMAND, TIME, FLUSHALL, the `mt.*` commands and
+//! the like stay per node (the `per_node` column of [`super::table`]), and
+//! so do SCAN cursors (a SCAN cursor is the leader's: it may not survive a
+//! leader change). FLUSHALL on a node while any database is replicated fails,
 //! naming it: each database has its own leader (FLUSHDB each).
 
 use std::time::{Duration, Instant};
 
 use monotable_proto::{Bytes, Command, ErrorCode, WriteOp};
 
-use super::commands::{run_held, RespState, Work};
+use super::commands::{run_held, Work};
 use super::keyspace::range_name;
 use super::reply::Reply;
+use super::state::RespState;
 use crate::cluster::meta::MetaRange;
 use crate::consensus::{ConsensusError, Group};
 use crate::error::{NodeError, NodeResult};
@@ -126,28 +128,6 @@ fn decide(local: Option<u64>, meta: Option<(Option<MetaRange>, usize)>) -> Place
         Some((None, members)) if members >= 2 => Placement::Unmade,
         _ => Placement::Local,
     }
-}
-
-/// Commands every node answers itself, whatever database is selected.
-pub fn is_per_node(name: &str) -> bool {
-    matches!(
-        name,
-        "ping"
-            | "echo"
-            | "quit"
-            | "select"
-            | "hello"
-            | "auth"
-            | "reset"
-            | "info"
-            | "command"
-            | "client"
-            | "time"
-            | "flushall"
-            | "mt.scan"
-            | "mt.agg"
-            | "mt.views"
-    )
 }
 
 fn unavailable(message: impl Into<String>) -> NodeError {
@@ -485,16 +465,6 @@ mod tests {
         let replica = Some(range.id);
         assert!(matches!(decide(replica, Some((Some(range), 3))), Placement::Replicated(_)));
         assert!(matches!(decide(replica, Some((None, 3))), Placement::Unmade));
-    }
-
-    #[test]
-    fn per_node_commands_are_not_forwarded() {
-        for name in ["ping", "select", "client", "info", "hello", "flushall", "mt.agg"] {
-            assert!(is_per_node(name), "{name}");
-        }
-        for name in ["get", "set", "incr", "del", "flushdb", "scan", "zadd", "expire"] {
-            assert!(!is_per_node(name), "{name}");
-        }
     }
 
     #[test]

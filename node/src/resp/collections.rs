@@ -6,12 +6,14 @@ use std::collections::HashSet;
 use monotable_proto::WriteOp;
 use rand::seq::SliceRandom;
 
-use super::args::{parse_i64, positive_count, random_count};
-use super::commands::{RespState, WRONGTYPE};
+use super::args::{parse_f64, parse_i64, positive_count, random_count};
+use super::errors::WRONGTYPE;
 use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
 };
 use super::reply::{format_increment, Reply};
+use super::state::RespState;
+use super::table::{Command, Flag};
 use crate::error::NodeResult;
 
 /// The key's collection of `kind`: `Ok(None)` when absent, `Err(reply)`
@@ -65,42 +67,24 @@ fn bulks(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<Reply> {
     items.into_iter().map(Reply::Bulk).collect()
 }
 
-/// Redis's float parsing for increments: no spaces, no NaN.
-pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
-        return None;
-    }
-    let x: f64 = match s.to_ascii_lowercase().as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        other => other.parse().ok()?,
-    };
-    (!x.is_nan()).then_some(x)
-}
-
-/// Runs a hash or set command; `None` when `name` is neither.
+/// Runs a hash or set command (`command` is its row of the table); a
+/// writing one holds its key's stripe.
 pub async fn run(
     state: &RespState,
     dbi: u32,
     db: &Db<'_>,
-    name: &str,
+    command: &Command,
     args: &[Vec<u8>],
-) -> Option<NodeResult<Reply>> {
-    let reply = match name {
-        "hset" | "hmset" | "hsetnx" | "hdel" | "hincrby" | "hincrbyfloat" | "sadd" | "srem"
-        | "spop" => {
-            let _g = state.lock(dbi, &[&args[1]]).await;
-            write_command(db, name, args).await
-        }
-        "hget" | "hmget" | "hgetall" | "hexists" | "hlen" | "hkeys" | "hvals" | "hstrlen"
-        | "sismember" | "smismember" | "smembers" | "scard" | "srandmember" => {
-            read_command(db, name, args).await
-        }
+) -> NodeResult<Reply> {
+    let name = command.name;
+    if command.has(Flag::Write) {
+        let _g = state.lock(dbi, &[&args[1]]).await;
+        return write_command(db, name, args).await;
+    }
+    match name {
         "sinter" | "sunion" | "sdiff" => set_algebra(db, name, &args[1..]).await,
-        _ => return None,
-    };
-    Some(reply)
+        _ => read_command(db, name, args).await,
+    }
 }
 
 async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {

@@ -1,18 +1,21 @@
-//! Commands over whole keys: listing and scanning them, expiry, renaming,
-//! flushing, and the string commands that edit parts of a value.
+//! Commands over whole keys: listing and scanning them (also the
+//! elements of one: HSCAN, SSCAN, ZSCAN), existence, type, deletion,
+//! expiry and TTLs, renaming, flushing, TIME, and the string commands that
+//! edit parts of a value or count in floats.
 
 use std::collections::BTreeMap;
 
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::collections::parse_f64;
-use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
+use super::args::{parse_f64, parse_i64, NOT_INTEGER};
+use super::errors::{misrouted, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
     expiry_row, key_row, key_rows_prefix, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
 };
 use super::reply::{format_double, format_increment, Reply};
+use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
 
 /// SCAN cursors kept at once; the oldest are forgotten first (a client
@@ -50,14 +53,15 @@ async fn live_keys(db: &Db<'_>) -> NodeResult<Vec<(Vec<u8>, Value)>> {
     Ok(out)
 }
 
+/// Runs one of this module's commands, its arity checked.
 pub async fn run(
     state: &RespState,
     dbi: u32,
     db: &Db<'_>,
     name: &str,
     args: &[Vec<u8>],
-) -> Option<NodeResult<Reply>> {
-    let reply = match name {
+) -> NodeResult<Reply> {
+    match name {
         "keys" => keys(db, &args[1]).await,
         "scan" => scan(state, db, args).await,
         "dbsize" => live_keys(db).await.map(|k| Reply::Int(k.len() as i64)),
@@ -84,6 +88,9 @@ pub async fn run(
             let _g = state.lock(dbi, &[&args[1]]).await;
             setrange(db, args).await
         }
+        "del" | "unlink" | "exists" | "type" | "ttl" | "pttl" | "persist" => {
+            generic(state, dbi, db, name, args).await
+        }
         "time" => {
             let micros = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -93,9 +100,64 @@ pub async fn run(
                 Reply::bulk((micros % 1_000_000).to_string()),
             ]))
         }
-        _ => return None,
-    };
-    Some(reply)
+        other => Err(misrouted(other)),
+    }
+}
+
+/// DEL, UNLINK, EXISTS, TYPE, TTL, PTTL, PERSIST.
+async fn generic(
+    state: &RespState,
+    dbi: u32,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> NodeResult<Reply> {
+    Ok(match name {
+        "del" | "unlink" => {
+            let keys: Vec<&[u8]> = args[1..].iter().map(Vec::as_slice).collect();
+            let _g = state.lock(dbi, &keys).await;
+            let mut seen: std::collections::HashSet<&[u8]> = Default::default();
+            let mut found = 0;
+            for k in &args[1..] {
+                if !seen.insert(k) {
+                    continue;
+                }
+                if let Some(v) = db.get(k).await? {
+                    db.remove(k, &v).await?;
+                    found += 1;
+                }
+            }
+            Reply::Int(found)
+        }
+        "exists" => {
+            let mut n = 0;
+            for k in &args[1..] {
+                n += i64::from(db.get(k).await?.is_some());
+            }
+            Reply::Int(n)
+        }
+        "type" => Reply::Simple(db.get(&args[1]).await?.map_or("none", |v| v.type_name())),
+        "ttl" | "pttl" => match db.get(&args[1]).await? {
+            None => Reply::Int(-2),
+            Some(Value { expire_at_ms: None, .. }) => Reply::Int(-1),
+            Some(Value { expire_at_ms: Some(at), .. }) => {
+                let left = i64::try_from(at.saturating_sub(now_ms())).unwrap_or(i64::MAX);
+                Reply::Int(if name == "ttl" { left.saturating_add(500) / 1000 } else { left })
+            }
+        },
+        "persist" => {
+            let _g = state.lock(dbi, &[&args[1]]).await;
+            match db.get(&args[1]).await? {
+                Some(mut v) if v.expire_at_ms.is_some() => {
+                    v.expire_at_ms = None;
+                    db.put(&args[1], &v).await?;
+                    Reply::Int(1)
+                }
+                _ => Reply::Int(0),
+            }
+        }
+        other => return Err(misrouted(other)),
+    })
 }
 
 async fn keys(db: &Db<'_>, pattern: &[u8]) -> NodeResult<Reply> {

@@ -7,12 +7,14 @@
 use monotable_proto::WriteOp;
 
 use super::args::{parse_i64, positive_count, span, NOT_INTEGER};
-use super::commands::{RespState, SYNTAX, WRONGTYPE};
+use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_field, encode_field, key_row, list_head, list_payload, list_row as row, Db, Value,
     KIND_LIST,
 };
 use super::reply::Reply;
+use super::state::RespState;
+use super::table::{Command, Flag};
 use crate::error::{NodeError, NodeResult};
 
 /// A list's shape, from its key row.
@@ -86,34 +88,18 @@ fn offset(index: i64, count: i64) -> Option<i64> {
     (0..count).contains(&i).then_some(i)
 }
 
+/// Runs a list command (`command` is its row of the table); a writing
+/// one holds its key's stripe.
 pub async fn run(
     state: &RespState,
     dbi: u32,
     db: &Db<'_>,
-    name: &str,
+    command: &Command,
     args: &[Vec<u8>],
-) -> Option<NodeResult<Reply>> {
-    if !matches!(
-        name,
-        "lpush"
-            | "rpush"
-            | "lpushx"
-            | "rpushx"
-            | "lpop"
-            | "rpop"
-            | "llen"
-            | "lrange"
-            | "lindex"
-            | "lset"
-            | "lrem"
-            | "ltrim"
-            | "linsert"
-    ) {
-        return None;
-    }
-    let writes = !matches!(name, "llen" | "lrange" | "lindex");
+) -> NodeResult<Reply> {
+    let writes = command.has(Flag::Write);
     let _g = if writes { Some(state.lock(dbi, &[&args[1]]).await) } else { None };
-    Some(command(db, name, args).await)
+    self::command(db, command.name, args).await
 }
 
 async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {

@@ -3,6 +3,24 @@
 //! database (see [`keyspace`] for the row layout), so views can be
 //! registered over what Redis clients write. On a cluster every node
 //! answers for every database ([`cluster`]).
+//!
+//! # Layout
+//!
+//! A request flows `server` (connections) -> `parse` (RESP frames into
+//! arguments) -> `commands` (the dispatcher) -> a command module ->
+//! `keyspace` (rows) -> `reply` (RESP2/RESP3 bytes).
+//!
+//! - [`table`]: the one static table of commands (name, arity, flags, key
+//!   positions and specs, ACL categories, docs, per-node, handler), sorted
+//!   for a binary search; the dispatcher and `COMMAND` both read it.
+//! - [`commands`]: looks a command up, checks arity and AUTH, queues it in
+//!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
+//!   transaction commands.
+//! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
+//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`], [`mt`].
+//! - Below them: [`state`] (shared and per-connection state), [`errors`]
+//!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
+//!   locks), [`glob`], [`keyspace`], [`reply`].
 
 /// Unwraps `Ok`, or returns the reply in `Err` from the enclosing function
 /// (which returns `NodeResult<Reply>`): for lookups that may answer with an
@@ -20,7 +38,10 @@ pub mod args;
 pub mod cluster;
 pub mod collections;
 pub mod commands;
+pub mod connection;
+pub mod errors;
 pub mod glob;
+pub mod introspect;
 pub mod keys;
 pub mod keyspace;
 pub mod lists;
@@ -28,5 +49,8 @@ pub mod mt;
 pub mod parse;
 pub mod reply;
 pub mod server;
+pub mod state;
+pub mod strings;
 pub mod stripes;
+pub mod table;
 pub mod zsets;

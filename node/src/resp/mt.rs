@@ -116,9 +116,9 @@ fn json_bulk(j: &serde_json::Value) -> Reply {
     Reply::Bulk(j.to_string().into_bytes())
 }
 
-/// Runs an `MT.*` command; `None` when `name` is not one.
-pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
-    let reply = match name {
+/// Runs an `MT.*` command, its arity checked.
+pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Reply {
+    match name {
         "mt.views" => {
             let views = node.view_statuses().await;
             Reply::Array(views.iter().map(|v| json_bulk(&crate::cli::run::view_json(v))).collect())
@@ -126,7 +126,7 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
         "mt.scan" => {
             let o = match options(&args[2..], &["START", "END", "PREFIX", "COUNT"]) {
                 Ok(o) => o,
-                Err(reply) => return Some(reply),
+                Err(reply) => return reply,
             };
             let req = monotable_proto::ScanRequest {
                 range: String::from_utf8_lossy(&args[1]).into_owned(),
@@ -153,10 +153,10 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
                 ["START", "END", "PREFIX", "GROUPLEVEL", "FRESH", "TIMEOUT", "CURSOR", "COUNT"];
             let o = match options(&args[2..], &allowed) {
                 Ok(o) => o,
-                Err(reply) => return Some(reply),
+                Err(reply) => return reply,
             };
             if (o.cursor.is_some() || o.count.is_some()) && o.group_level.is_none() {
-                return Some(Reply::err("ERR CURSOR and COUNT page the groups of GROUPLEVEL"));
+                return Reply::err("ERR CURSOR and COUNT page the groups of GROUPLEVEL");
             }
             let req = monotable_proto::AggregateRequest {
                 reducer: String::from_utf8_lossy(&args[1]).into_owned(),
@@ -207,9 +207,8 @@ pub async fn run(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Reply> {
                 Err(e) => Reply::err(format!("ERR {e}")),
             }
         }
-        _ => return None,
-    };
-    Some(reply)
+        other => super::errors::internal(super::errors::misrouted(other)),
+    }
 }
 
 fn decode(v: &[u8]) -> serde_json::Value {

@@ -11,9 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::commands::{execute, Conn, RespState};
+use super::commands::execute;
 use super::parse::{Parsed, RequestReader, ARG_SIZE_MAX_BYTES};
 use super::reply::Reply;
+use super::state::{Conn, RespState};
 use crate::config::CONNECTIONS_MAX;
 use monotable_proto::limits::REPLY_BUFFER_MAX_BYTES;
 

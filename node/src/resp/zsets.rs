@@ -7,13 +7,15 @@
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::collections::parse_f64;
-use super::commands::{parse_i64, RespState, NOT_INTEGER, SYNTAX, WRONGTYPE};
+use super::args::{parse_f64, parse_i64, NOT_INTEGER};
+use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_score, encode_score, key_row, score_row, zset_member_row as member_row, Db, Value,
     KIND_ZSET,
 };
 use super::reply::Reply;
+use super::state::RespState;
+use super::table::{Command, Flag};
 use crate::error::{NodeError, NodeResult};
 
 fn score_prefix(key: &[u8]) -> Vec<u8> {
@@ -207,34 +209,19 @@ fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
     Reply::Array(items.into_iter().flat_map(|(m, s)| [Reply::Bulk(m), Reply::Double(s)]).collect())
 }
 
+/// Runs a sorted set command (`command` is its row of the table); a writing
+/// one holds its key's stripe.
 pub async fn run(
     state: &RespState,
     dbi: u32,
     proto: u8,
     db: &Db<'_>,
-    name: &str,
+    command: &Command,
     args: &[Vec<u8>],
-) -> Option<NodeResult<Reply>> {
-    let writes =
-        matches!(name, "zadd" | "zrem" | "zincrby" | "zremrangebyscore" | "zremrangebyrank");
-    let reads = matches!(
-        name,
-        "zscore"
-            | "zmscore"
-            | "zcard"
-            | "zcount"
-            | "zrange"
-            | "zrangebyscore"
-            | "zrevrange"
-            | "zrevrangebyscore"
-            | "zrank"
-            | "zrevrank"
-    );
-    if !writes && !reads {
-        return None;
-    }
+) -> NodeResult<Reply> {
+    let writes = command.has(Flag::Write);
     let _g = if writes { Some(state.lock(dbi, &[&args[1]]).await) } else { None };
-    Some(command(db, proto, name, args).await)
+    self::command(db, proto, command.name, args).await
 }
 
 async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {

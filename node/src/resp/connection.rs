@@ -1,0 +1,169 @@
+//! The connection and server commands: PING, ECHO, QUIT, SELECT, HELLO,
+//! AUTH, RESET, CLIENT (ID, GETNAME, SETNAME) and INFO. Each node answers
+//! them itself (their `per_node` column in [`super::table`]).
+
+use std::sync::atomic::Ordering;
+
+use super::args::{lower, parse_i64};
+use super::errors::{misrouted, SYNTAX, WRONGPASS};
+use super::keyspace::DATABASES;
+use super::reply::Reply;
+use super::state::{Conn, RespState};
+use crate::error::NodeResult;
+
+/// Runs one of this module's commands, its arity checked.
+pub async fn run(
+    state: &RespState,
+    conn: &mut Conn,
+    name: &str,
+    args: &[Vec<u8>],
+) -> NodeResult<Reply> {
+    Ok(match name {
+        "ping" => match args.len() {
+            1 => Reply::Simple("PONG"),
+            2 => Reply::bulk(args[1].clone()),
+            _ => Reply::wrong_arity("ping"),
+        },
+        "echo" => Reply::bulk(args[1].clone()),
+        "quit" => {
+            conn.closing = true;
+            Reply::ok()
+        }
+        "select" => match super::args::in_range(&args[1], i32::MIN.into(), i32::MAX.into()) {
+            Ok(i) if (0..i64::from(DATABASES)).contains(&i) => {
+                conn.db = i as u32;
+                Reply::ok()
+            }
+            Ok(_) => Reply::err("ERR DB index is out of range"),
+            Err(reply) => reply,
+        },
+        "hello" => hello(state, conn, args).await,
+        "auth" => {
+            let (user, pass) = match args.len() {
+                2 if !state.node.auth.is_required() => {
+                    return Ok(Reply::err(
+                        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                    ))
+                }
+                2 => (&b"default"[..], &args[1][..]),
+                3 => (&args[1][..], &args[2][..]),
+                _ => return Ok(Reply::err(SYNTAX)),
+            };
+            if state.check_credentials(conn, user, pass).await {
+                conn.authenticated = true;
+                Reply::ok()
+            } else {
+                Reply::err(WRONGPASS)
+            }
+        }
+        "reset" => {
+            *conn = Conn::new(conn.id, conn.peer, !state.node.auth.is_required());
+            Reply::Simple("RESET")
+        }
+        "info" => Reply::bulk(info(state).into_bytes()),
+        "client" => client(conn, args),
+        other => return Err(misrouted(other)),
+    })
+}
+
+/// INFO: the sections clients and tools read most, in Redis's format
+/// (`field:value` lines under `# Section` headers).
+fn info(state: &RespState) -> String {
+    let lines = [
+        "# Server".to_owned(),
+        "redis_version:7.2.0".to_owned(),
+        "redis_mode:standalone".to_owned(),
+        format!("monotable_version:{}", env!("CARGO_PKG_VERSION")),
+        format!("process_id:{}", std::process::id()),
+        format!("run_id:{}", state.run_id),
+        format!("uptime_in_seconds:{}", state.started.elapsed().as_secs()),
+        String::new(),
+        "# Clients".to_owned(),
+        format!("connected_clients:{}", state.clients.load(Ordering::Relaxed)),
+        String::new(),
+        "# Persistence".to_owned(),
+        "aof_enabled:0".to_owned(),
+        format!("monotable_fsync:{:?}", state.node.config.fsync),
+        String::new(),
+        "# Replication".to_owned(),
+        "role:master".to_owned(),
+        "connected_slaves:0".to_owned(),
+    ];
+    lines.join("\r\n") + "\r\n"
+}
+
+async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    let mut i = 1;
+    let mut proto = conn.proto;
+    if let Some(v) = args.get(1) {
+        match parse_i64(v) {
+            Some(p @ 2..=3) => proto = p as u8,
+            Some(_) => return Reply::err("NOPROTO unsupported protocol version"),
+            None => return Reply::err("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    let mut name = None;
+    let mut authenticated = conn.authenticated;
+    while i < args.len() {
+        match lower(&args[i]).as_str() {
+            "setname" if i + 1 < args.len() => {
+                name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            "auth" if i + 2 < args.len() => {
+                if !state.check_credentials(conn, &args[i + 1], &args[i + 2]).await {
+                    return Reply::err(WRONGPASS);
+                }
+                authenticated = true;
+                i += 3;
+            }
+            other => {
+                return Reply::err(format!("ERR Syntax error in HELLO option '{other}'"));
+            }
+        }
+    }
+    if !authenticated {
+        return Reply::err(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    conn.authenticated = true;
+    conn.proto = proto;
+    if name.is_some() {
+        conn.name = name;
+    }
+    let s = |x: &str| Reply::bulk(x.as_bytes().to_vec());
+    Reply::Map(vec![
+        (s("server"), s("redis")),
+        (s("version"), s("7.2.0")),
+        (s("proto"), Reply::Int(i64::from(conn.proto))),
+        (s("id"), Reply::Int(conn.id as i64)),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn client(conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    match (lower(&args[1]).as_str(), args.len()) {
+        ("id", 2) => Reply::Int(conn.id as i64),
+        ("getname", 2) => conn.name.clone().map_or(Reply::Null, Reply::Bulk),
+        ("setname", 3) => {
+            if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
+                return Reply::err(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            conn.name = if args[2].is_empty() { None } else { Some(args[2].clone()) };
+            Reply::ok()
+        }
+        (sub @ ("id" | "getname" | "setname"), _) => {
+            Reply::err(format!("ERR wrong number of arguments for 'client|{sub}' command"))
+        }
+        _ => Reply::err(format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
+}

@@ -1,0 +1,147 @@
+//! What the Redis endpoint keeps between commands: [`RespState`], shared
+//! by every connection of a node (key locks, WATCH versions, SCAN cursors,
+//! the transaction gate), and [`Conn`], one client's connection.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::node::Node;
+
+/// Stripes of the key lock table: read-modify-write commands hold the
+/// stripes of their keys, so each is atomic among RESP clients.
+use super::stripes::{KeyLocks, StripeGuards, LOCK_STRIPES};
+
+/// Most bytes of commands (arguments, 32 bytes each besides their own)
+/// one MULTI may queue; past it the command is refused and EXEC aborts.
+/// Redis has no such bound; without one a client could make the node hold
+/// any number of commands.
+pub const MULTI_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Modification counters for WATCH, by key hash.
+const VERSION_SLOTS: usize = 65_536;
+
+/// What every RESP connection of a node shares.
+pub struct RespState {
+    pub node: Arc<Node>,
+    /// Key locks by stripe (see [`super::stripes`]).
+    locks: KeyLocks,
+    next_client_id: AtomicU64,
+    /// SCAN cursors: number -> the key row to go on from.
+    pub cursors: std::sync::Mutex<super::keys::Cursors>,
+    /// Every command runs holding this for reading; EXEC holds it for
+    /// writing, so a transaction runs alone.
+    pub(super) gate: tokio::sync::RwLock<()>,
+    /// Bumped whenever a key hashing here is written (for WATCH); a key
+    /// is "modified" when its slot moved (rarely, another key's write).
+    versions: Vec<AtomicU64>,
+    /// Bumped by FLUSHDB and FLUSHALL: every watch fails.
+    pub epoch: AtomicU64,
+    /// Open connections (for INFO).
+    pub clients: std::sync::atomic::AtomicUsize,
+    pub(super) started: std::time::Instant,
+    /// A random id of this process, as Redis's `run_id`: tools (a sink
+    /// among them) compare it to tell that the server restarted.
+    pub(super) run_id: String,
+}
+
+impl RespState {
+    pub fn new(node: Arc<Node>) -> Self {
+        RespState {
+            node,
+            locks: KeyLocks::default(),
+            next_client_id: AtomicU64::new(1),
+            cursors: Default::default(),
+            gate: tokio::sync::RwLock::new(()),
+            versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: AtomicU64::new(0),
+            clients: Default::default(),
+            started: std::time::Instant::now(),
+            run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
+        }
+    }
+
+    fn slot(db: u32, key: &[u8]) -> usize {
+        crc32c::crc32c_append(db, key) as usize
+    }
+
+    /// What WATCH records of a key.
+    pub(super) fn version(&self, db: u32, key: &[u8]) -> (u64, u64) {
+        let v = self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire);
+        (v, self.epoch.load(Ordering::Acquire))
+    }
+
+    pub fn new_conn(&self, peer: IpAddr) -> Conn {
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        Conn::new(id, peer, !self.node.auth.is_required())
+    }
+
+    /// Checks AUTH's (or HELLO AUTH's) credentials through the node's
+    /// shared, throttled check; only the default user exists.
+    pub(super) async fn check_credentials(&self, conn: &Conn, user: &[u8], pass: &[u8]) -> bool {
+        let password_ok = self.node.auth.check(conn.peer, pass).await.is_ok();
+        password_ok && user == b"default"
+    }
+
+    /// Locks the stripes of `keys` of database `db`, in stripe order (so two
+    /// multi-key commands never wait on each other in a cycle).
+    pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
+        // Only writers lock: their keys count as modified for WATCH.
+        for k in keys {
+            self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+        }
+        let mut stripes: Vec<usize> =
+            keys.iter().map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        self.locks.lock(stripes).await
+    }
+}
+
+/// One client's connection state.
+pub struct Conn {
+    pub id: u64,
+    /// The client's address, which AUTH failures are throttled by.
+    pub peer: IpAddr,
+    pub db: u32,
+    /// Protocol version: 2 or 3 (after HELLO 3).
+    pub proto: u8,
+    pub name: Option<Vec<u8>>,
+    /// AUTH succeeded, or no password is configured.
+    pub authenticated: bool,
+    /// Set by QUIT: close after the reply.
+    pub closing: bool,
+    /// Inside MULTI: the commands queued so far.
+    pub(super) multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// Bytes `multi` holds (see [`MULTI_QUEUE_MAX_BYTES`]).
+    pub(super) multi_bytes: usize,
+    /// A command queued in this MULTI was refused: EXEC will abort.
+    pub(super) multi_failed: bool,
+    /// WATCHed keys: (database, key, version seen).
+    pub(super) watched: Vec<(u32, Vec<u8>, (u64, u64))>,
+}
+
+impl Conn {
+    /// A command was refused before it could run (an argument too large):
+    /// inside MULTI, EXEC will abort, as for any command refused there.
+    pub fn refused(&mut self) {
+        if self.multi.is_some() {
+            self.multi_failed = true;
+        }
+    }
+
+    pub fn new(id: u64, peer: IpAddr, authenticated: bool) -> Self {
+        Conn {
+            id,
+            peer,
+            db: 0,
+            proto: 2,
+            name: None,
+            authenticated,
+            closing: false,
+            multi: None,
+            multi_failed: false,
+            multi_bytes: 0,
+            watched: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The one table of the Redis commands this endpoint knows: for each, what
+//! Redis 7.0's `COMMAND` says of it (arity, flags, legacy key positions,
+//! ACL categories, tips, key specs, subcommands, and the summary of
+//! `COMMAND DOCS`), whether every node answers it itself on a cluster
+//! (`per_node`, see [`super::cluster`]), and which module runs it
+//! ([`Handler`]).
+//!
+//! [`COMMANDS`] is sorted by name, so [`lookup`] is a binary search; a
+//! unit test keeps it sorted. The dispatcher ([`super::commands`]) checks
+//! arity against it and picks the handler with one match; `COMMAND`
+//! ([`super::introspect`]) answers from it. The rows of Redis's own
+//! commands were taken from `redis-server` 7.0.15, and the differential
+//! test `tests/tests/resp_command.rs` compares them with a running one;
+//! `mt.*` rows are Monotable's own (group `module`, as Redis shows a
+//! module's commands).
+
+/// A command flag, as `COMMAND` names it. Declared in the order Redis
+/// 7.0 lists them in a reply, which is the order each row keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    Write,
+    Readonly,
+    Denyoom,
+    Admin,
+    Pubsub,
+    Noscript,
+    Blocking,
+    Loading,
+    Stale,
+    SkipMonitor,
+    SkipSlowlog,
+    Asking,
+    Fast,
+    NoAuth,
+    NoMandatoryKeys,
+    NoAsyncLoading,
+    NoMulti,
+    MovableKeys,
+    AllowBusy,
+}
+
+impl Flag {
+    /// The flag's name in `COMMAND`'s reply.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flag::Write => "write",
+            Flag::Readonly => "readonly",
+            Flag::Denyoom => "denyoom",
+            Flag::Admin => "admin",
+            Flag::Pubsub => "pubsub",
+            Flag::Noscript => "noscript",
+            Flag::Blocking => "blocking",
+            Flag::Loading => "loading",
+            Flag::Stale => "stale",
+            Flag::SkipMonitor => "skip_monitor",
+            Flag::SkipSlowlog => "skip_slowlog",
+            Flag::Asking => "asking",
+            Flag::Fast => "fast",
+            Flag::NoAuth => "no_auth",
+            Flag::NoMandatoryKeys => "no_mandatory_keys",
+            Flag::NoAsyncLoading => "no_async_loading",
+            Flag::NoMulti => "no_multi",
+            Flag::MovableKeys => "movablekeys",
+            Flag::AllowBusy => "allow_busy",
+        }
+    }
+}
+
+/// The module that runs a command: the dispatcher matches this once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// PING, ECHO, QUIT, SELECT, HELLO, AUTH, RESET, CLIENT, INFO
+    /// ([`super::connection`]).
+    Connection,
+    /// COMMAND and its subcommands ([`super::introspect`]).
+    Command,
+    /// String commands ([`super::strings`]).
+    Strings,
+    /// Whole keys: expiry, renaming, scanning, flushing, and the string
+    /// commands that edit parts of a value ([`super::keys`]).
+    Keys,
+    /// Hashes and sets ([`super::collections`]).
+    Collections,
+    /// Lists ([`super::lists`]).
+    Lists,
+    /// Sorted sets ([`super::zsets`]).
+    Zsets,
+    /// Monotable's own `MT.*` commands ([`super::mt`]).
+    Mt,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
+    /// before a command is queued or placed.
+    Transaction,
+}
+
+/// Where a key spec starts looking for keys (Redis's `begin_search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeginSearch {
+    /// At this argument (the command name is 0).
+    Index(i32),
+    /// After `keyword`, searched for from argument `start_from` (a negative
+    /// one counts from the end and searches backwards).
+    Keyword { keyword: &'static str, start_from: i32 },
+}
+
+/// Which arguments from the start are keys (Redis's `find_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindKeys {
+    /// From the start to `last_key` (relative to it; -1 the last
+    /// argument, -2 the one before...), every `key_step`-th; a negative
+    /// last key with `limit` > 1 stops at 1/limit of the rest.
+    Range { last_key: i32, key_step: i32, limit: i32 },
+    /// A count of keys at `key_num_index` (relative to the start), the
+    /// first key at `first_key`, every `key_step`-th.
+    KeyNum { key_num_index: i32, first_key: i32, key_step: i32 },
+}
+
+/// One of a command's key specs, as Redis 7.0 describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Redis's key spec flags (`RO`, `RW`, `OW`, `RM`, `access`, `insert`,
+    /// `update`, `delete`, ...), in its order.
+    pub flags: &'static [&'static str],
+    pub notes: Option<&'static str>,
+    pub begin: BeginSearch,
+    pub find: FindKeys,
+}
+
+impl KeySpec {
+    const fn notes(self, notes: &'static str) -> KeySpec {
+        KeySpec { notes: Some(notes), ..self }
+    }
+}
+
+/// A key spec found by index and range, as every command here has.
+const fn spec(
+    flags: &'static [&'static str],
+    index: i32,
+    last_key: i32,
+    key_step: i32,
+    limit: i32,
+) -> KeySpec {
+    KeySpec {
+        flags,
+        notes: None,
+        begin: BeginSearch::Index(index),
+        find: FindKeys::Range { last_key, key_step, limit },
+    }
+}
+
+/// What `COMMAND DOCS` says of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Docs {
+    pub summary: &'static str,
+    /// The Redis version that added it.
+    pub since: &'static str,
+    pub group: &'static str,
+    pub complexity: &'static str,
+    /// For a deprecated command: (since which version, what replaces it).
+    pub deprecated: Option<(&'static str, &'static str)>,
+}
+
+/// One command (or subcommand, named `parent|sub`) of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Command {
+    /// Lowercase.
+    pub name: &'static str,
+    /// Redis's arity, counting the name: positive exact, negative a minimum.
+    pub arity: i32,
+    pub flags: &'static [Flag],
+    /// The legacy key positions (first key, last key, step) of `COMMAND`.
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    /// ACL categories with their `@`, in Redis's order.
+    pub acl_categories: &'static [&'static str],
+    /// Redis's command tips (`request_policy:...`, `nondeterministic_output`).
+    pub tips: &'static [&'static str],
+    pub key_specs: &'static [KeySpec],
+    /// The subcommands `COMMAND` shows (only those this endpoint runs).
+    pub subcommands: &'static [Command],
+    pub docs: Docs,
+    /// Every node answers it itself, whatever database is selected: it is
+    /// never run on a replicated database's leader (see [`super::cluster`]).
+    pub per_node: bool,
+    pub handler: Handler,
+}
+
+impl Command {
+    /// Whether `argc` arguments (the name included) fit the arity.
+    pub fn arity_fits(&self, argc: usize) -> bool {
+        let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+        let arity = i64::from(self.arity);
+        if arity >= 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
+    }
+
+    pub fn has(&self, flag: Flag) -> bool {
+        self.flags.contains(&flag)
+    }
+
+    const fn tips(self, tips: &'static [&'static str]) -> Command {
+        Command { tips, ..self }
+    }
+
+    const fn specs(self, key_specs: &'static [KeySpec]) -> Command {
+        Command { key_specs, ..self }
+    }
+
+    const fn subcommands(self, subcommands: &'static [Command]) -> Command {
+        Command { subcommands, ..self }
+    }
+
+    const fn docs(
+        self,
+        summary: &'static str,
+        since: &'static str,
+        group: &'static str,
+        complexity: &'static str,
+    ) -> Command {
+        Command { docs: Docs { summary, since, group, complexity, deprecated: None }, ..self }
+    }
+
+    const fn deprecated(self, since: &'static str, replaced_by: &'static str) -> Command {
+        let mut docs = self.docs;
+        docs.deprecated = Some((since, replaced_by));
+        Command { docs, ..self }
+    }
+
+    const fn per_node(self) -> Command {
+        Command { per_node: true, ..self }
+    }
+}
+
+/// A row with what every row has; the builder methods add the rest.
+const fn cmd(
+    name: &'static str,
+    arity: i32,
+    handler: Handler,
+    flags: &'static [Flag],
+    (first_key, last_key, step): (i32, i32, i32),
+    acl_categories: &'static [&'static str],
+) -> Command {
+    Command {
+        name,
+        arity,
+        flags,
+        first_key,
+        last_key,
+        step,
+        acl_categories,
+        tips: &[],
+        key_specs: &[],
+        subcommands: &[],
+        docs: Docs { summary: "", since: "", group: "", complexity: "", deprecated: None },
+        per_node: false,
+        handler,
+    }
+}
+
+/// The command named `name` (lowercase), by binary search.
+pub fn lookup(name: &str) -> Option<&'static Command> {
+    COMMANDS.binary_search_by(|c| c.name.cmp(name)).ok().map(|i| &COMMANDS[i])
+}
+
+/// The subcommand `sub` (lowercase) of `command`, as `COMMAND GETKEYS`
+/// and `COMMAND INFO` look it up (a short list: a linear search).
+pub fn subcommand(command: &'static Command, sub: &str) -> Option<&'static Command> {
+    let (_, own) = command.name.split_once('|').unwrap_or((command.name, ""));
+    debug_assert!(own.is_empty(), "subcommands have no subcommands");
+    command.subcommands.iter().find(|s| s.name.split_once('|').is_some_and(|(_, n)| n == sub))
+}
+
+mod rows;
+pub use rows::COMMANDS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_sorted_and_unique_so_lookup_finds_each() {
+        for pair in COMMANDS.windows(2) {
+            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+        }
+        for c in COMMANDS {
+            assert_eq!(c.name, c.name.to_ascii_lowercase());
+            assert!(std::ptr::eq(lookup(c.name).expect(c.name), c));
+            assert!(!c.docs.summary.is_empty() && !c.docs.since.is_empty(), "{}", c.name);
+            for s in c.subcommands {
+                let (parent, sub) = s.name.split_once('|').expect("parent|sub");
+                assert_eq!(parent, c.name);
+                assert!(std::ptr::eq(subcommand(c, sub).expect(s.name), s));
+                assert!(s.subcommands.is_empty());
+            }
+        }
+        assert!(lookup("nosuch").is_none() && lookup("GET").is_none());
+        assert!(subcommand(lookup("client").expect("client"), "kill").is_none());
+    }
+
+    #[test]
+    fn per_node_commands_are_not_forwarded() {
+        let per_node: Vec<&str> = COMMANDS.iter().filter(|c| c.per_node).map(|c| c.name).collect();
+        assert_eq!(
+            per_node,
+            [
+                "auth", "client", "command", "echo", "flushall", "hello", "info", "mt.agg",
+                "mt.scan", "mt.views", "ping", "quit", "reset", "select", "time"
+            ]
+        );
+    }
+
+    #[test]
+    fn arity_is_exact_or_a_minimum() {
+        let get = lookup("get").expect("get");
+        assert!(!get.arity_fits(1) && get.arity_fits(2) && !get.arity_fits(3));
+        let del = lookup("del").expect("del");
+        assert!(!del.arity_fits(1) && del.arity_fits(2) && del.arity_fits(300));
+    }
+
+    #[test]
+    fn the_legacy_range_agrees_with_simple_key_specs() {
+        // Where every key spec is an index and a range, COMMAND's legacy
+        // (first, last, step) spans them (Redis derives it so).
+        for c in COMMANDS.iter().filter(|c| !c.key_specs.is_empty()) {
+            let first = c.key_specs.iter().filter_map(|k| match k.begin {
+                BeginSearch::Index(i) => Some(i),
+                BeginSearch::Keyword { .. } => None,
+            });
+            assert_eq!(first.min(), Some(c.first_key), "{}", c.name);
+        }
+        for c in COMMANDS.iter().filter(|c| c.key_specs.is_empty()) {
+            assert_eq!((c.first_key, c.last_key, c.step), (0, 0, 0), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn handlers_lock_by_the_write_flag() {
+        // Lists, sorted sets, hashes and sets hold a key's stripe exactly
+        // when their row says they write.
+        for c in COMMANDS {
+            assert!(!(c.has(Flag::Write) && c.has(Flag::Readonly)), "{}", c.name);
+        }
+        let transaction: Vec<&str> =
+            COMMANDS.iter().filter(|c| c.handler == Handler::Transaction).map(|c| c.name).collect();
+        assert_eq!(transaction, ["discard", "exec", "multi", "unwatch", "watch"]);
+    }
+}

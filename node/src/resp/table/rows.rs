@@ -1,0 +1,412 @@
+//! The rows of [`super::COMMANDS`]: Redis's own taken from
+//! `redis-server` 7.0.15's `COMMAND INFO` and `COMMAND DOCS` (checked
+//! against a running one by `tests/tests/resp_command.rs`), and
+//! Monotable's `mt.*`. Kept sorted by name (a unit test checks): the
+//! subcommand lists too, as COMMAND LIST names them in this order.
+
+use super::Flag::*;
+use super::Handler as H;
+use super::{cmd, spec, Command};
+
+#[rustfmt::skip]
+pub static COMMANDS: &[Command] = &[
+    cmd("append", 3, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Append a value to a key", "2.0.0", "string", "O(1). The amortized time complexity is O(1) assuming the appended value is small and the already present value is of any size, since the dynamic string library used by Redis will double the free space available on every reallocation."),
+    cmd("auth", -2, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Authenticate to the server", "1.0.0", "connection", "O(N) where N is the number of passwords defined for the user")
+        .per_node(),
+    cmd("client", -2, H::Connection, &[], (0, 0, 0), &["@slow"])
+        .subcommands(CLIENT_SUBCOMMANDS)
+        .docs("A container for client connection commands", "2.4.0", "connection", "Depends on subcommand.")
+        .per_node(),
+    cmd("command", -1, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .tips(&["nondeterministic_output_order"])
+        .subcommands(COMMAND_SUBCOMMANDS)
+        .docs("Get array of Redis command details", "2.8.13", "server", "O(N) where N is the total number of Redis commands")
+        .per_node(),
+    cmd("dbsize", 1, H::Keys, &[Readonly, Fast], (0, 0, 0), &["@keyspace", "@read", "@fast"])
+        .tips(&["request_policy:all_shards", "response_policy:agg_sum"])
+        .docs("Return the number of keys in the selected database", "1.0.0", "server", "O(1)"),
+    cmd("decr", 2, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Decrement the integer value of a key by one", "1.0.0", "string", "O(1)"),
+    cmd("decrby", 3, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Decrement the integer value of a key by the given number", "1.0.0", "string", "O(1)"),
+    cmd("del", -2, H::Keys, &[Write], (1, -1, 1), &["@keyspace", "@write", "@slow"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_sum"])
+        .specs(&[spec(&["RM", "delete"], 1, -1, 1, 0)])
+        .docs("Delete a key", "1.0.0", "generic", "O(N) where N is the number of keys that will be removed. When a key to remove holds a value other than a string, the individual complexity for this key is O(M) where M is the number of elements in the list, set, sorted set or hash. Removing a single key that holds a string value is O(1)."),
+    cmd("discard", 1, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (0, 0, 0), &["@fast", "@transaction"])
+        .docs("Discard all commands issued after MULTI", "2.0.0", "transactions", "O(N), when N is the number of queued commands"),
+    cmd("echo", 2, H::Connection, &[Loading, Stale, Fast], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Echo the given string", "1.0.0", "connection", "O(1)")
+        .per_node(),
+    cmd("exec", 1, H::Transaction, &[Noscript, Loading, Stale, SkipSlowlog], (0, 0, 0), &["@slow", "@transaction"])
+        .docs("Execute all commands issued after MULTI", "1.2.0", "transactions", "Depends on commands in the transaction"),
+    cmd("exists", -2, H::Keys, &[Readonly, Fast], (1, -1, 1), &["@keyspace", "@read", "@fast"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_sum"])
+        .specs(&[spec(&["RO"], 1, -1, 1, 0)])
+        .docs("Determine if a key exists", "1.0.0", "generic", "O(N) where N is the number of keys to check."),
+    cmd("expire", -3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Set a key's time to live in seconds", "1.0.0", "generic", "O(1)"),
+    cmd("expireat", -3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Set the expiration for a key as a UNIX timestamp", "1.2.0", "generic", "O(1)"),
+    cmd("flushall", -1, H::Keys, &[Write], (0, 0, 0), &["@keyspace", "@write", "@slow", "@dangerous"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Remove all keys from all databases", "1.0.0", "server", "O(N) where N is the total number of keys in all databases")
+        .per_node(),
+    cmd("flushdb", -1, H::Keys, &[Write], (0, 0, 0), &["@keyspace", "@write", "@slow", "@dangerous"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Remove all keys from the current database", "1.0.0", "server", "O(N) where N is the number of keys in the selected database"),
+    cmd("get", 2, H::Strings, &[Readonly, Fast], (1, 1, 1), &["@read", "@string", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the value of a key", "1.0.0", "string", "O(1)"),
+    cmd("getdel", 2, H::Strings, &[Write, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .docs("Get the value of a key and delete the key", "6.2.0", "string", "O(1)"),
+    cmd("getex", -2, H::Keys, &[Write, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0).notes("RW and UPDATE because it changes the TTL")])
+        .docs("Get the value of a key and optionally set its expiration", "6.2.0", "string", "O(1)"),
+    cmd("getrange", 4, H::Keys, &[Readonly], (1, 1, 1), &["@read", "@string", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get a substring of the string stored at a key", "2.4.0", "string", "O(N) where N is the length of the returned string. The complexity is ultimately determined by the returned length, but because creating a substring from an existing string is very cheap, it can be considered O(1) for small strings."),
+    cmd("getset", 3, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Set the string value of a key and return its old value", "1.0.0", "string", "O(1)")
+        .deprecated("6.2.0", "`SET` with the `!GET` argument"),
+    cmd("hdel", -3, H::Collections, &[Write, Fast], (1, 1, 1), &["@write", "@hash", "@fast"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Delete one or more hash fields", "2.0.0", "hash", "O(N) where N is the number of fields to be removed."),
+    cmd("hello", -1, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Handshake with Redis", "6.0.0", "connection", "O(1)")
+        .per_node(),
+    cmd("hexists", 3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@hash", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Determine if a hash field exists", "2.0.0", "hash", "O(1)"),
+    cmd("hget", 3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@hash", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the value of a hash field", "2.0.0", "hash", "O(1)"),
+    cmd("hgetall", 2, H::Collections, &[Readonly], (1, 1, 1), &["@read", "@hash", "@slow"])
+        .tips(&["nondeterministic_output_order"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get all the fields and values in a hash", "2.0.0", "hash", "O(N) where N is the size of the hash."),
+    cmd("hincrby", 4, H::Collections, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@hash", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Increment the integer value of a hash field by the given number", "2.0.0", "hash", "O(1)"),
+    cmd("hincrbyfloat", 4, H::Collections, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@hash", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Increment the float value of a hash field by the given amount", "2.6.0", "hash", "O(1)"),
+    cmd("hkeys", 2, H::Collections, &[Readonly], (1, 1, 1), &["@read", "@hash", "@slow"])
+        .tips(&["nondeterministic_output_order"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get all the fields in a hash", "2.0.0", "hash", "O(N) where N is the size of the hash."),
+    cmd("hlen", 2, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@hash", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Get the number of fields in a hash", "2.0.0", "hash", "O(1)"),
+    cmd("hmget", -3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@hash", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the values of all the given hash fields", "2.0.0", "hash", "O(N) where N is the number of fields being requested."),
+    cmd("hmset", -4, H::Collections, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@hash", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Set multiple hash fields to multiple values", "2.0.0", "hash", "O(N) where N is the number of fields being set.")
+        .deprecated("4.0.0", "`HSET` with multiple field-value pairs"),
+    cmd("hscan", -3, H::Keys, &[Readonly], (1, 1, 1), &["@read", "@hash", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Incrementally iterate hash fields and associated values", "2.8.0", "hash", "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.."),
+    cmd("hset", -4, H::Collections, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@hash", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Set the string value of a hash field", "2.0.0", "hash", "O(1) for each field/value pair added, so O(N) to add N field/value pairs when the command is called with multiple field/value pairs."),
+    cmd("hsetnx", 4, H::Collections, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@hash", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Set the value of a hash field, only if the field does not exist", "2.0.0", "hash", "O(1)"),
+    cmd("hstrlen", 3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@hash", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Get the length of the value of a hash field", "3.2.0", "hash", "O(1)"),
+    cmd("hvals", 2, H::Collections, &[Readonly], (1, 1, 1), &["@read", "@hash", "@slow"])
+        .tips(&["nondeterministic_output_order"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get all the values in a hash", "2.0.0", "hash", "O(N) where N is the size of the hash."),
+    cmd("incr", 2, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Increment the integer value of a key by one", "1.0.0", "string", "O(1)"),
+    cmd("incrby", 3, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Increment the integer value of a key by the given amount", "1.0.0", "string", "O(1)"),
+    cmd("incrbyfloat", 3, H::Keys, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Increment the float value of a key by the given amount", "2.6.0", "string", "O(1)"),
+    cmd("info", -1, H::Connection, &[Loading, Stale], (0, 0, 0), &["@slow", "@dangerous"])
+        .tips(&["nondeterministic_output", "request_policy:all_shards", "response_policy:special"])
+        .docs("Get information and statistics about the server", "1.0.0", "server", "O(1)")
+        .per_node(),
+    cmd("keys", 2, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow", "@dangerous"])
+        .tips(&["request_policy:all_shards", "nondeterministic_output_order"])
+        .docs("Find all keys matching the given pattern", "1.0.0", "generic", "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length."),
+    cmd("lindex", 3, H::Lists, &[Readonly], (1, 1, 1), &["@read", "@list", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get an element from a list by its index", "1.0.0", "list", "O(N) where N is the number of elements to traverse to get to the element at index. This makes asking for the first or the last element of the list O(1)."),
+    cmd("linsert", 5, H::Lists, &[Write, Denyoom], (1, 1, 1), &["@write", "@list", "@slow"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Insert an element before or after another element in a list", "2.2.0", "list", "O(N) where N is the number of elements to traverse before seeing the value pivot. This means that inserting somewhere on the left end on the list (head) can be considered O(1) and inserting somewhere on the right end (tail) is O(N)."),
+    cmd("llen", 2, H::Lists, &[Readonly, Fast], (1, 1, 1), &["@read", "@list", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Get the length of a list", "1.0.0", "list", "O(1)"),
+    cmd("lpop", -2, H::Lists, &[Write, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .docs("Remove and get the first elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
+    cmd("lpush", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Prepend one or multiple elements to a list", "1.0.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
+    cmd("lpushx", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Prepend an element to a list, only if the list exists", "2.2.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
+    cmd("lrange", 4, H::Lists, &[Readonly], (1, 1, 1), &["@read", "@list", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get a range of elements from a list", "1.0.0", "list", "O(S+N) where S is the distance of start offset from HEAD for small lists, from nearest end (HEAD or TAIL) for large lists; and N is the number of elements in the specified range."),
+    cmd("lrem", 4, H::Lists, &[Write], (1, 1, 1), &["@write", "@list", "@slow"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Remove elements from a list", "1.0.0", "list", "O(N+M) where N is the length of the list and M is the number of elements removed."),
+    cmd("lset", 4, H::Lists, &[Write, Denyoom], (1, 1, 1), &["@write", "@list", "@slow"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Set the value of an element in a list by its index", "1.0.0", "list", "O(N) where N is the length of the list. Setting either the first or the last element of the list is O(1)."),
+    cmd("ltrim", 4, H::Lists, &[Write], (1, 1, 1), &["@write", "@list", "@slow"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Trim a list to the specified range", "1.0.0", "list", "O(N) where N is the number of elements to be removed by the operation."),
+    cmd("mget", -2, H::Strings, &[Readonly, Fast], (1, -1, 1), &["@read", "@string", "@fast"])
+        .tips(&["request_policy:multi_shard"])
+        .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
+        .docs("Get the values of all the given keys", "1.0.0", "string", "O(N) where N is the number of keys to retrieve."),
+    cmd("mset", -3, H::Strings, &[Write, Denyoom], (1, -1, 2), &["@write", "@string", "@slow"])
+        .tips(&["request_policy:multi_shard", "response_policy:all_succeeded"])
+        .specs(&[spec(&["OW", "update"], 1, -1, 2, 0)])
+        .docs("Set multiple keys to multiple values", "1.0.1", "string", "O(N) where N is the number of keys to set."),
+    cmd("msetnx", -3, H::Strings, &[Write, Denyoom], (1, -1, 2), &["@write", "@string", "@slow"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_min"])
+        .specs(&[spec(&["OW", "insert"], 1, -1, 2, 0)])
+        .docs("Set multiple keys to multiple values, only if none of the keys exist", "1.0.1", "string", "O(N) where N is the number of keys to set."),
+    // Monotable's own: Redis knows nothing of them ("since" is Monotable's version).
+    cmd("mt.agg", -2, H::Mt, &[Readonly], (0, 0, 0), &["@read", "@slow"])
+        .docs("Reduce a range of a view's rows with its reducer (JSON reply)", "0.1.0", "module", "O(log(N)) with N the rows of the view, more when FRESH waits for the view")
+        .per_node(),
+    cmd("mt.scan", -2, H::Mt, &[Readonly], (0, 0, 0), &["@read", "@slow"])
+        .docs("Return the records of a range between two keys (JSON reply)", "0.1.0", "module", "O(log(N)+M) with N the records of the range and M the records returned")
+        .per_node(),
+    cmd("mt.views", 1, H::Mt, &[Readonly], (0, 0, 0), &["@read", "@slow"])
+        .docs("Return the status of every view (JSON reply)", "0.1.0", "module", "O(N) with N the number of views")
+        .per_node(),
+    cmd("multi", 1, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (0, 0, 0), &["@fast", "@transaction"])
+        .docs("Mark the start of a transaction block", "1.2.0", "transactions", "O(1)"),
+    cmd("persist", 2, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Remove the expiration from a key", "2.2.0", "generic", "O(1)"),
+    cmd("pexpire", -3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Set a key's time to live in milliseconds", "2.6.0", "generic", "O(1)"),
+    cmd("pexpireat", -3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Set the expiration for a key as a UNIX timestamp specified in milliseconds", "2.6.0", "generic", "O(1)"),
+    cmd("ping", -1, H::Connection, &[Fast], (0, 0, 0), &["@fast", "@connection"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Ping the server", "1.0.0", "connection", "O(1)")
+        .per_node(),
+    cmd("psetex", 4, H::Strings, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0)])
+        .docs("Set the value and expiration in milliseconds of a key", "2.6.0", "string", "O(1)"),
+    cmd("pttl", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the time to live for a key in milliseconds", "2.6.0", "generic", "O(1)"),
+    cmd("quit", -1, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Close the connection", "1.0.0", "connection", "O(1)")
+        .per_node(),
+    cmd("rename", 3, H::Keys, &[Write], (1, 2, 1), &["@keyspace", "@write", "@slow"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["OW", "update"], 2, 0, 1, 0)])
+        .docs("Rename a key", "1.0.0", "generic", "O(1)"),
+    cmd("renamenx", 3, H::Keys, &[Write, Fast], (1, 2, 1), &["@keyspace", "@write", "@fast"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["OW", "insert"], 2, 0, 1, 0)])
+        .docs("Rename a key, only if the new key does not exist", "1.0.0", "generic", "O(1)"),
+    cmd("reset", 1, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Reset the connection", "6.2.0", "connection", "O(1)")
+        .per_node(),
+    cmd("rpop", -2, H::Lists, &[Write, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .docs("Remove and get the last elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
+    cmd("rpush", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Append one or multiple elements to a list", "1.0.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
+    cmd("rpushx", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Append an element to a list, only if the list exists", "2.2.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
+    cmd("sadd", -3, H::Collections, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@set", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Add one or more members to a set", "1.0.0", "set", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
+    cmd("scan", -2, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow"])
+        .tips(&["nondeterministic_output", "request_policy:special"])
+        .docs("Incrementally iterate the keys space", "2.8.0", "generic", "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection."),
+    cmd("scard", 2, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@set", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Get the number of members in a set", "1.0.0", "set", "O(1)"),
+    cmd("sdiff", -2, H::Collections, &[Readonly], (1, -1, 1), &["@read", "@set", "@slow"])
+        .tips(&["nondeterministic_output_order"])
+        .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
+        .docs("Subtract multiple sets", "1.0.0", "set", "O(N) where N is the total number of elements in all given sets."),
+    cmd("select", 2, H::Connection, &[Loading, Stale, Fast], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Change the selected database for the current connection", "1.0.0", "connection", "O(1)")
+        .per_node(),
+    cmd("set", -3, H::Strings, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
+        .specs(&[spec(&["RW", "access", "update", "variable_flags"], 1, 0, 1, 0).notes("RW and ACCESS due to the optional `GET` argument")])
+        .docs("Set the string value of a key", "1.0.0", "string", "O(1)"),
+    cmd("setex", 4, H::Strings, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0)])
+        .docs("Set the value and expiration of a key", "2.0.0", "string", "O(1)"),
+    cmd("setnx", 3, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
+        .specs(&[spec(&["OW", "insert"], 1, 0, 1, 0)])
+        .docs("Set the value of a key, only if the key does not exist", "1.0.0", "string", "O(1)"),
+    cmd("setrange", 4, H::Keys, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Overwrite part of a string at key starting at the specified offset", "2.2.0", "string", "O(1), not counting the time taken to copy the new string in place. Usually, this string is very small so the amortized complexity is O(1). Otherwise, complexity is O(M) with M being the length of the value argument."),
+    cmd("sinter", -2, H::Collections, &[Readonly], (1, -1, 1), &["@read", "@set", "@slow"])
+        .tips(&["nondeterministic_output_order"])
+        .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
+        .docs("Intersect multiple sets", "1.0.0", "set", "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets."),
+    cmd("sismember", 3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@set", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Determine if a given value is a member of a set", "1.0.0", "set", "O(1)"),
+    cmd("smembers", 2, H::Collections, &[Readonly], (1, 1, 1), &["@read", "@set", "@slow"])
+        .tips(&["nondeterministic_output_order"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get all the members in a set", "1.0.0", "set", "O(N) where N is the set cardinality."),
+    cmd("smismember", -3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@set", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Returns the membership associated with the given elements for a set", "6.2.0", "set", "O(N) where N is the number of elements being checked for membership"),
+    cmd("spop", -2, H::Collections, &[Write, Fast], (1, 1, 1), &["@write", "@set", "@fast"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .docs("Remove and return one or multiple random members from a set", "1.0.0", "set", "Without the count argument O(1), otherwise O(N) where N is the value of the passed count."),
+    cmd("srandmember", -2, H::Collections, &[Readonly], (1, 1, 1), &["@read", "@set", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get one or multiple random members from a set", "1.0.0", "set", "Without the count argument O(1), otherwise O(N) where N is the absolute value of the passed count."),
+    cmd("srem", -3, H::Collections, &[Write, Fast], (1, 1, 1), &["@write", "@set", "@fast"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Remove one or more members from a set", "1.0.0", "set", "O(N) where N is the number of members to be removed."),
+    cmd("sscan", -3, H::Keys, &[Readonly], (1, 1, 1), &["@read", "@set", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Incrementally iterate Set elements", "2.8.0", "set", "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.."),
+    cmd("strlen", 2, H::Strings, &[Readonly, Fast], (1, 1, 1), &["@read", "@string", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Get the length of the value stored in a key", "2.2.0", "string", "O(1)"),
+    cmd("sunion", -2, H::Collections, &[Readonly], (1, -1, 1), &["@read", "@set", "@slow"])
+        .tips(&["nondeterministic_output_order"])
+        .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
+        .docs("Add multiple sets", "1.0.0", "set", "O(N) where N is the total number of elements in all given sets."),
+    cmd("time", 1, H::Keys, &[Loading, Stale, Fast], (0, 0, 0), &["@fast"])
+        .tips(&["nondeterministic_output"])
+        .docs("Return the current server time", "2.6.0", "server", "O(1)")
+        .per_node(),
+    cmd("ttl", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the time to live for a key in seconds", "1.0.0", "generic", "O(1)"),
+    cmd("type", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Determine the type stored at key", "1.0.0", "generic", "O(1)"),
+    cmd("unlink", -2, H::Keys, &[Write, Fast], (1, -1, 1), &["@keyspace", "@write", "@fast"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_sum"])
+        .specs(&[spec(&["RM", "delete"], 1, -1, 1, 0)])
+        .docs("Delete a key asynchronously in another thread. Otherwise it is just as DEL, but non blocking.", "4.0.0", "generic", "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects where composed of."),
+    cmd("unwatch", 1, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (0, 0, 0), &["@fast", "@transaction"])
+        .docs("Forget about all watched keys", "2.2.0", "transactions", "O(1)"),
+    cmd("watch", -2, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (1, -1, 1), &["@fast", "@transaction"])
+        .specs(&[spec(&["RO"], 1, -1, 1, 0)])
+        .docs("Watch the given keys to determine execution of the MULTI/EXEC block", "2.2.0", "transactions", "O(1) for every key."),
+    cmd("zadd", -4, H::Zsets, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Add one or more members to a sorted set, or update its score if it already exists", "1.2.0", "sorted-set", "O(log(N)) for each item added, where N is the number of elements in the sorted set."),
+    cmd("zcard", 2, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Get the number of members in a sorted set", "1.2.0", "sorted-set", "O(1)"),
+    cmd("zcount", 4, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Count the members in a sorted set with scores within the given values", "2.0.0", "sorted-set", "O(log(N)) with N being the number of elements in the sorted set."),
+    cmd("zincrby", 4, H::Zsets, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Increment the score of a member in a sorted set", "1.2.0", "sorted-set", "O(log(N)) where N is the number of elements in the sorted set."),
+    cmd("zmscore", -3, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the score associated with the given members in a sorted set", "6.2.0", "sorted-set", "O(N) where N is the number of members being requested."),
+    cmd("zrange", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of members in a sorted set", "1.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned."),
+    cmd("zrangebyscore", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of members in a sorted set, by score", "1.0.5", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).")
+        .deprecated("6.2.0", "`ZRANGE` with the `BYSCORE` argument"),
+    cmd("zrank", 3, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Determine the index of a member in a sorted set", "2.0.0", "sorted-set", "O(log(N))"),
+    cmd("zrem", -3, H::Zsets, &[Write, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Remove one or more members from a sorted set", "1.2.0", "sorted-set", "O(M*log(N)) with N being the number of elements in the sorted set and M the number of elements to be removed."),
+    cmd("zremrangebyrank", 4, H::Zsets, &[Write], (1, 1, 1), &["@write", "@sortedset", "@slow"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Remove all members in a sorted set within the given indexes", "2.0.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation."),
+    cmd("zremrangebyscore", 4, H::Zsets, &[Write], (1, 1, 1), &["@write", "@sortedset", "@slow"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Remove all members in a sorted set within the given scores", "1.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation."),
+    cmd("zrevrange", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of members in a sorted set, by index, with scores ordered from high to low", "1.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.")
+        .deprecated("6.2.0", "`ZRANGE` with the `REV` argument"),
+    cmd("zrevrangebyscore", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of members in a sorted set, by score, with scores ordered from high to low", "2.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).")
+        .deprecated("6.2.0", "`ZRANGE` with the `REV` and `BYSCORE` arguments"),
+    cmd("zrevrank", 3, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Determine the index of a member in a sorted set, with scores ordered from high to low", "2.0.0", "sorted-set", "O(log(N))"),
+    cmd("zscan", -3, H::Keys, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Incrementally iterate sorted sets elements and associated scores", "2.8.0", "sorted-set", "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.."),
+    cmd("zscore", 3, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the score associated with the given member in a sorted set", "1.2.0", "sorted-set", "O(1)"),
+];
+
+#[rustfmt::skip]
+static CLIENT_SUBCOMMANDS: &[Command] = &[
+    cmd("client|getname", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Get the current connection name", "2.6.9", "connection", "O(1)"),
+    cmd("client|id", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Returns the client ID for the current connection", "5.0.0", "connection", "O(1)"),
+    cmd("client|setname", 3, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Set the current connection name", "2.6.9", "connection", "O(1)"),
+];
+
+#[rustfmt::skip]
+static COMMAND_SUBCOMMANDS: &[Command] = &[
+    cmd("command|count", 2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Get total number of Redis commands", "2.8.13", "server", "O(1)"),
+    cmd("command|docs", -2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .tips(&["nondeterministic_output_order"])
+        .docs("Get array of specific Redis command documentation", "7.0.0", "server", "O(N) where N is the number of commands to look up"),
+    cmd("command|getkeys", -4, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Extract keys given a full Redis command", "2.8.13", "server", "O(N) where N is the number of arguments to the command"),
+    cmd("command|getkeysandflags", -4, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Extract keys and access flags given a full Redis command", "7.0.0", "server", "O(N) where N is the number of arguments to the command"),
+    cmd("command|help", 2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Show helpful text about the different subcommands", "5.0.0", "server", "O(1)"),
+    cmd("command|info", -2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .tips(&["nondeterministic_output_order"])
+        .docs("Get array of specific Redis command details, or all when no argument is given.", "2.8.13", "server", "O(N) where N is the number of commands to look up"),
+    cmd("command|list", -2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .tips(&["nondeterministic_output_order"])
+        .docs("Get an array of Redis command names", "7.0.0", "server", "O(N) where N is the total number of Redis commands"),
+];
