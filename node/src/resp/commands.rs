@@ -135,7 +135,7 @@ pub fn runs_replicated(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> bool
         return false;
     }
     match lookup(args) {
-        Ok(name) if !is_transaction(name) && !super::cluster::is_per_node(name) => {
+        Ok(command) if command.handler != Handler::Transaction && !command.per_node => {
             matches!(super::cluster::placement(&state.node, conn.db), Placement::Replicated(_))
         }
         _ => false,
