@@ -67,7 +67,21 @@ pub async fn execute(
         }
     };
     let name = command.name;
+    if conn.in_subscribed_context() && !super::pubsub::allowed_when_subscribed(name) {
+        let message = format!(
+            "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
+             RESET are allowed in this context"
+        );
+        return (Reply::err(message), Vec::new());
+    }
     if let Some(queue) = &mut conn.multi {
+        if super::pubsub::subscribes(name) {
+            // EXEC runs its commands for the transaction, not on the
+            // connection: a subscription made there would go nowhere.
+            conn.multi_failed = true;
+            let message = format!("ERR {} is not allowed inside MULTI", name.to_uppercase());
+            return (Reply::err(message), Vec::new());
+        }
         if name != "quit" && name != "reset" {
             let size: usize = args.iter().map(|a| a.len() + 32).sum();
             conn.multi_bytes = conn.multi_bytes.saturating_add(size);
@@ -409,6 +423,7 @@ async fn run(
         Handler::Lists => super::lists::run(state, dbi, db, command, args).await,
         Handler::Zsets => super::zsets::run(state, dbi, conn.proto, db, command, args).await,
         Handler::Mt => Ok(super::mt::run(&state.node, name, args).await),
+        Handler::PubSub => Ok(super::pubsub::run(state, conn, name, args)),
         // Run by `execute` before anything is queued or placed; one that
         // reaches here (a forwarded command) is one this path does not run.
         Handler::Transaction => Ok(unknown_command(args)),

@@ -19,6 +19,10 @@ pub async fn run(
     args: &[Vec<u8>],
 ) -> NodeResult<Reply> {
     Ok(match name {
+        "ping" if conn.in_subscribed_context() => Reply::Array(vec![
+            Reply::bulk(&b"pong"[..]),
+            Reply::bulk(args.get(1).cloned().unwrap_or_default()),
+        ]),
         "ping" => match args.len() {
             1 => Reply::Simple("PONG"),
             2 => Reply::bulk(args[1].clone()),

@@ -47,6 +47,7 @@ pub mod keyspace;
 pub mod lists;
 pub mod mt;
 pub mod parse;
+pub mod pubsub;
 pub mod reply;
 pub mod server;
 pub mod state;

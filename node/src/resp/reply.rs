@@ -22,6 +22,9 @@ pub enum Reply {
     Set(Vec<Reply>),
     /// A double in RESP3, a bulk string in RESP2.
     Double(f64),
+    /// An out-of-band push in RESP3 (`>`: pub/sub messages and
+    /// confirmations), an array in RESP2.
+    Push(Vec<Reply>),
     /// A whole reply already encoded (by the node that ran the command, in
     /// the connection's protocol version): written as it is.
     Raw(Vec<u8>),
@@ -89,6 +92,12 @@ impl Reply {
             Reply::NullArray => out.extend_from_slice(b"*-1\r\n"),
             Reply::Array(items) => {
                 header(out, b'*', items.len());
+                for i in items {
+                    i.write(proto, out);
+                }
+            }
+            Reply::Push(items) => {
+                header(out, if resp3 { b'>' } else { b'*' }, items.len());
                 for i in items {
                     i.write(proto, out);
                 }

@@ -120,6 +120,20 @@ async fn connection(
         }
         let n = tokio::select! {
             _ = closing.changed() => return,
+            message = next_message(&mut conn) => {
+                // Published to a channel it listens to: written at once,
+                // with whatever else is queued.
+                let Some(message) = message else { continue };
+                let mut out = Vec::new();
+                message.reply().write(conn.proto, &mut out);
+                if let Some(subs) = conn.subs.as_mut() {
+                    subs.drain(conn.proto, &mut out);
+                }
+                if stream.write_all(&out).await.is_err() || overflowed(&conn) {
+                    return;
+                }
+                continue;
+            }
             read = stream.read(&mut chunk) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
@@ -127,6 +141,21 @@ async fn connection(
         };
         requests.feed(&chunk[..n]);
     }
+}
+
+/// The next message published to one of `conn`'s channels or patterns
+/// (never, while it has none).
+async fn next_message(conn: &mut Conn) -> Option<super::pubsub::Message> {
+    match conn.subs.as_mut() {
+        Some(subs) => subs.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A subscriber that let too many messages pile up: closed (see
+/// [`super::pubsub::SUBSCRIBER_PENDING_MAX_BYTES`]).
+fn overflowed(conn: &Conn) -> bool {
+    conn.subs.as_ref().is_some_and(|s| s.overflowed())
 }
 
 /// Commands of one database gathered for [`super::cluster::run_pipeline`].
@@ -215,6 +244,15 @@ async fn run_batch(
                 let out = super::cluster::run_pipeline(state, db, conn.proto, commands).await;
                 bytes += out.len();
                 replies.push(out);
+            }
+            if let Some(subs) = conn.subs.as_mut() {
+                // Messages published before this command ran go first.
+                let mut pushed = Vec::new();
+                subs.drain(conn.proto, &mut pushed);
+                if !pushed.is_empty() {
+                    bytes += pushed.len();
+                    replies.push(pushed);
+                }
             }
             let reply = match parsed {
                 Parsed::Incomplete => break,

@@ -42,6 +42,8 @@ pub struct RespState {
     /// A random id of this process, as Redis's `run_id`: tools (a sink
     /// among them) compare it to tell that the server restarted.
     pub(super) run_id: String,
+    /// Channels and patterns subscribed to on this node.
+    pub pubsub: Arc<super::pubsub::Hub>,
 }
 
 impl RespState {
@@ -57,6 +59,7 @@ impl RespState {
             clients: Default::default(),
             started: std::time::Instant::now(),
             run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
+            pubsub: Default::default(),
         }
     }
 
@@ -118,6 +121,8 @@ pub struct Conn {
     pub(super) multi_failed: bool,
     /// WATCHed keys: (database, key, version seen).
     pub(super) watched: Vec<(u32, Vec<u8>, (u64, u64))>,
+    /// Its channels and patterns, once it subscribed to any.
+    pub subs: Option<super::pubsub::Subscriptions>,
 }
 
 impl Conn {
@@ -142,6 +147,14 @@ impl Conn {
             multi_failed: false,
             multi_bytes: 0,
             watched: Vec::new(),
+            subs: None,
         }
+    }
+
+    /// Subscribed to a channel or pattern, in RESP2: only the
+    /// subscribe-family commands, PING, QUIT and RESET run (Redis's
+    /// "subscribed context").
+    pub fn in_subscribed_context(&self) -> bool {
+        self.proto < 3 && self.subs.as_ref().is_some_and(|s| s.count() > 0)
     }
 }

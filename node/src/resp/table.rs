@@ -87,6 +87,8 @@ pub enum Handler {
     Zsets,
     /// Monotable's own `MT.*` commands ([`super::mt`]).
     Mt,
+    /// PUBLISH, SUBSCRIBE and the like, PUBSUB ([`super::pubsub`]).
+    PubSub,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,
@@ -306,8 +308,27 @@ mod tests {
         assert_eq!(
             per_node,
             [
-                "auth", "client", "command", "echo", "flushall", "hello", "info", "mt.agg",
-                "mt.scan", "mt.views", "ping", "quit", "reset", "select", "time"
+                "auth",
+                "client",
+                "command",
+                "echo",
+                "flushall",
+                "hello",
+                "info",
+                "mt.agg",
+                "mt.scan",
+                "mt.views",
+                "ping",
+                "psubscribe",
+                "publish",
+                "pubsub",
+                "punsubscribe",
+                "quit",
+                "reset",
+                "select",
+                "subscribe",
+                "time",
+                "unsubscribe"
             ]
         );
     }

@@ -217,10 +217,23 @@ pub static COMMANDS: &[Command] = &[
     cmd("psetex", 4, H::Strings, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
         .specs(&[spec(&["OW", "update"], 1, 0, 1, 0)])
         .docs("Set the value and expiration in milliseconds of a key", "2.6.0", "string", "O(1)"),
+    cmd("psubscribe", -2, H::PubSub, &[Pubsub, Noscript, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("Listen for messages published to channels matching the given patterns", "2.0.0", "pubsub", "O(N) where N is the number of patterns the client is already subscribed to.")
+        .per_node(),
     cmd("pttl", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
         .tips(&["nondeterministic_output"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the time to live for a key in milliseconds", "2.6.0", "generic", "O(1)"),
+    cmd("publish", 3, H::PubSub, &[Pubsub, Loading, Stale, Fast], (0, 0, 0), &["@pubsub", "@fast"])
+        .docs("Post a message to a channel", "2.0.0", "pubsub", "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns (by any client).")
+        .per_node(),
+    cmd("pubsub", -2, H::PubSub, &[], (0, 0, 0), &["@slow"])
+        .subcommands(PUBSUB_SUBCOMMANDS)
+        .docs("A container for Pub/Sub commands", "2.8.0", "pubsub", "Depends on subcommand.")
+        .per_node(),
+    cmd("punsubscribe", -1, H::PubSub, &[Pubsub, Noscript, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("Stop listening for messages posted to channels matching the given patterns", "2.0.0", "pubsub", "O(N+M) where N is the number of patterns the client is already subscribed and M is the number of total patterns subscribed in the system (by any client).")
+        .per_node(),
     cmd("quit", -1, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
         .docs("Close the connection", "1.0.0", "connection", "O(1)")
         .per_node(),
@@ -302,6 +315,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("strlen", 2, H::Strings, &[Readonly, Fast], (1, 1, 1), &["@read", "@string", "@fast"])
         .specs(&[spec(&["RO"], 1, 0, 1, 0)])
         .docs("Get the length of the value stored in a key", "2.2.0", "string", "O(1)"),
+    cmd("subscribe", -2, H::PubSub, &[Pubsub, Noscript, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("Listen for messages published to the given channels", "2.0.0", "pubsub", "O(N) where N is the number of channels to subscribe to.")
+        .per_node(),
     cmd("sunion", -2, H::Collections, &[Readonly], (1, -1, 1), &["@read", "@set", "@slow"])
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
@@ -321,6 +337,9 @@ pub static COMMANDS: &[Command] = &[
         .tips(&["request_policy:multi_shard", "response_policy:agg_sum"])
         .specs(&[spec(&["RM", "delete"], 1, -1, 1, 0)])
         .docs("Delete a key asynchronously in another thread. Otherwise it is just as DEL, but non blocking.", "4.0.0", "generic", "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects where composed of."),
+    cmd("unsubscribe", -1, H::PubSub, &[Pubsub, Noscript, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("Stop listening for messages posted to the given channels", "2.0.0", "pubsub", "O(N) where N is the number of clients already subscribed to a channel.")
+        .per_node(),
     cmd("unwatch", 1, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (0, 0, 0), &["@fast", "@transaction"])
         .docs("Forget about all watched keys", "2.2.0", "transactions", "O(1)"),
     cmd("watch", -2, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (1, -1, 1), &["@fast", "@transaction"])
@@ -409,4 +428,20 @@ static COMMAND_SUBCOMMANDS: &[Command] = &[
     cmd("command|list", -2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .tips(&["nondeterministic_output_order"])
         .docs("Get an array of Redis command names", "7.0.0", "server", "O(N) where N is the total number of Redis commands"),
+];
+
+#[rustfmt::skip]
+static PUBSUB_SUBCOMMANDS: &[Command] = &[
+    cmd("pubsub|channels", -2, H::PubSub, &[Pubsub, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("List active channels", "2.8.0", "pubsub", "O(N) where N is the number of active channels, and assuming constant time pattern matching (relatively short channels and patterns)"),
+    cmd("pubsub|help", 2, H::PubSub, &[Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Show helpful text about the different subcommands", "6.2.0", "pubsub", "O(1)"),
+    cmd("pubsub|numpat", 2, H::PubSub, &[Pubsub, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("Get the count of unique patterns pattern subscriptions", "2.8.0", "pubsub", "O(1)"),
+    cmd("pubsub|numsub", -2, H::PubSub, &[Pubsub, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("Get the count of subscribers for channels", "2.8.0", "pubsub", "O(N) for the NUMSUB subcommand, where N is the number of requested channels"),
+    cmd("pubsub|shardchannels", -2, H::PubSub, &[Pubsub, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("List active shard channels", "7.0.0", "pubsub", "O(N) where N is the number of active shard channels, and assuming constant time pattern matching (relatively short shard channels)."),
+    cmd("pubsub|shardnumsub", -2, H::PubSub, &[Pubsub, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
+        .docs("Get the count of subscribers for shard channels", "7.0.0", "pubsub", "O(N) for the SHARDNUMSUB subcommand, where N is the number of requested shard channels"),
 ];

@@ -1,0 +1,534 @@
+//! Pub/sub: PUBLISH, SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE and
+//! PUBSUB CHANNELS / NUMSUB / NUMPAT / HELP, with Redis 7.0's replies.
+//!
+//! A node's [`Hub`] maps channels and patterns to the connections
+//! subscribed to them. A connection's [`Subscriptions`] hold its mailbox,
+//! an unbounded queue the hub pushes messages into: PUBLISH never waits on
+//! a subscriber. A subscriber that lets more than
+//! [`SUBSCRIBER_PENDING_MAX_BYTES`] of messages pile up is disconnected,
+//! as Redis does past `client-output-buffer-limit pubsub 32mb`.
+//!
+//! The connection writes queued messages between batches of replies, and
+//! before each command's reply ([`Subscriptions::drain`]): a message
+//! published before an UNSUBSCRIBE ran reaches the client before that
+//! UNSUBSCRIBE's confirmation, as in Redis. Messages are encoded in the
+//! connection's protocol: arrays in RESP2, push types in RESP3.
+//!
+//! Messages are per node: a PUBLISH reaches the subscribers of the node it
+//! was sent to, and returns how many it reached there (as PUBLISH in a
+//! Redis Cluster counts the receiving node's subscribers only).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::reply::Reply;
+use super::state::{Conn, RespState};
+
+/// Bytes of messages one subscriber may have waiting before it is
+/// disconnected (Redis: `client-output-buffer-limit pubsub 32mb`).
+pub const SUBSCRIBER_PENDING_MAX_BYTES: usize = 32 << 20;
+
+/// One published message, as queued for a subscriber.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The pattern it matched, for a PSUBSCRIBEr.
+    pub pattern: Option<Arc<[u8]>>,
+    pub channel: Arc<[u8]>,
+    pub payload: Arc<[u8]>,
+}
+
+impl Message {
+    fn bytes(&self) -> usize {
+        self.channel.len() + self.payload.len() + self.pattern.as_ref().map_or(0, |p| p.len()) + 64
+    }
+
+    /// The message as Redis sends it: `message` or `pmessage`.
+    pub fn reply(&self) -> Reply {
+        let bulk = |b: &[u8]| Reply::bulk(b.to_vec());
+        match &self.pattern {
+            None => Reply::Push(vec![bulk(b"message"), bulk(&self.channel), bulk(&self.payload)]),
+            Some(p) => Reply::Push(vec![
+                bulk(b"pmessage"),
+                bulk(p),
+                bulk(&self.channel),
+                bulk(&self.payload),
+            ]),
+        }
+    }
+}
+
+/// Where the hub puts a subscriber's messages.
+struct Mailbox {
+    tx: mpsc::UnboundedSender<Message>,
+    /// Bytes queued and not yet taken by the connection.
+    pending: AtomicUsize,
+    /// Past [`SUBSCRIBER_PENDING_MAX_BYTES`]: the connection is to close.
+    overflowed: AtomicBool,
+}
+
+impl Mailbox {
+    /// Queues `m`; false if it overflowed (or the connection is gone).
+    fn push(&self, m: Message) -> bool {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let size = m.bytes();
+        if self.pending.fetch_add(size, Ordering::AcqRel) + size > SUBSCRIBER_PENDING_MAX_BYTES {
+            self.overflowed.store(true, Ordering::Relaxed);
+            return false;
+        }
+        self.tx.send(m).is_ok()
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Channel -> subscribed connections (by client id).
+    channels: HashMap<Vec<u8>, HashMap<u64, Arc<Mailbox>>>,
+    /// Pattern -> subscribed connections.
+    patterns: HashMap<Vec<u8>, HashMap<u64, Arc<Mailbox>>>,
+}
+
+impl Registry {
+    fn map(&mut self, kind: Kind) -> &mut HashMap<Vec<u8>, HashMap<u64, Arc<Mailbox>>> {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, name: &[u8], id: u64) {
+        let map = self.map(kind);
+        if let Some(subs) = map.get_mut(name) {
+            subs.remove(&id);
+            if subs.is_empty() {
+                map.remove(name);
+            }
+        }
+    }
+}
+
+/// The node's channels and patterns and who listens to them.
+#[derive(Default)]
+pub struct Hub {
+    registry: Mutex<Registry>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Delivers `payload` on `channel` to this node's subscribers of the
+    /// channel and of every pattern matching it; how many it reached.
+    pub fn publish(&self, channel: &[u8], payload: &[u8]) -> usize {
+        let mut registry = self.lock();
+        let (channel_arc, payload_arc): (Arc<[u8]>, Arc<[u8]>) = (channel.into(), payload.into());
+        let mut reached = 0;
+        // Subscribers past their limit, to be let go (their connections
+        // close when they next run).
+        let mut cut: Vec<(Kind, Vec<u8>, u64)> = Vec::new();
+        if let Some(subs) = registry.channels.get(channel) {
+            for (id, mailbox) in subs {
+                let m = Message {
+                    pattern: None,
+                    channel: channel_arc.clone(),
+                    payload: payload_arc.clone(),
+                };
+                match mailbox.push(m) {
+                    true => reached += 1,
+                    false => cut.push((Kind::Channel, channel.to_vec(), *id)),
+                }
+            }
+        }
+        for (pattern, subs) in &registry.patterns {
+            if !super::glob::matches(pattern, channel) {
+                continue;
+            }
+            let shared: Arc<[u8]> = pattern.as_slice().into();
+            for (id, mailbox) in subs {
+                let m = Message {
+                    pattern: Some(shared.clone()),
+                    channel: channel_arc.clone(),
+                    payload: payload_arc.clone(),
+                };
+                match mailbox.push(m) {
+                    true => reached += 1,
+                    false => cut.push((Kind::Pattern, pattern.clone(), *id)),
+                }
+            }
+        }
+        for (kind, name, id) in cut {
+            registry.remove(kind, &name, id);
+        }
+        reached
+    }
+
+    /// Channels with at least one subscriber, matching `pattern` if given.
+    pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
+        let registry = self.lock();
+        let mut out: Vec<Vec<u8>> = registry
+            .channels
+            .keys()
+            .filter(|c| pattern.is_none_or(|p| super::glob::matches(p, c)))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Subscribers of `channel` (not counting patterns).
+    pub fn numsub(&self, channel: &[u8]) -> usize {
+        self.lock().channels.get(channel).map_or(0, HashMap::len)
+    }
+
+    /// Distinct patterns subscribed to.
+    pub fn numpat(&self) -> usize {
+        self.lock().patterns.len()
+    }
+}
+
+/// Which of a connection's subscriptions a command changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Channel,
+    Pattern,
+}
+
+impl Kind {
+    fn subscribed_word(self) -> &'static [u8] {
+        match self {
+            Kind::Channel => b"subscribe",
+            Kind::Pattern => b"psubscribe",
+        }
+    }
+
+    fn unsubscribed_word(self) -> &'static [u8] {
+        match self {
+            Kind::Channel => b"unsubscribe",
+            Kind::Pattern => b"punsubscribe",
+        }
+    }
+}
+
+/// One connection's channels and patterns, and its mailbox. Dropped (the
+/// connection closed, or RESET), it leaves every channel and pattern.
+pub struct Subscriptions {
+    id: u64,
+    hub: Arc<Hub>,
+    mailbox: Arc<Mailbox>,
+    rx: mpsc::UnboundedReceiver<Message>,
+    /// In name order (Redis's is its hash table's: UNSUBSCRIBE without
+    /// names confirms in another order).
+    channels: BTreeSet<Vec<u8>>,
+    /// In the order subscribed, as Redis keeps them.
+    patterns: Vec<Vec<u8>>,
+}
+
+impl Subscriptions {
+    /// Subscriptions of client `id` on `hub` (none yet).
+    pub fn new(hub: Arc<Hub>, id: u64) -> Subscriptions {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mailbox = Arc::new(Mailbox {
+            tx,
+            pending: AtomicUsize::new(0),
+            overflowed: AtomicBool::new(false),
+        });
+        Subscriptions { id, hub, mailbox, rx, channels: BTreeSet::new(), patterns: Vec::new() }
+    }
+
+    /// Channels and patterns subscribed to (Redis's subscription count).
+    pub fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// Subscribes to each of `names`: one confirmation each, as Redis
+    /// sends them.
+    pub fn subscribe(&mut self, kind: Kind, names: &[Vec<u8>]) -> Vec<Reply> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let added = match kind {
+                Kind::Channel => self.channels.insert(name.clone()),
+                Kind::Pattern if self.patterns.contains(name) => false,
+                Kind::Pattern => {
+                    self.patterns.push(name.clone());
+                    true
+                }
+            };
+            if added {
+                let mut registry = self.hub.lock();
+                let subs = registry.map(kind).entry(name.clone()).or_default();
+                subs.insert(self.id, self.mailbox.clone());
+            }
+            out.push(self.confirmation(kind.subscribed_word(), Some(name)));
+        }
+        out
+    }
+
+    /// Unsubscribes from each of `names`, or from all of `kind` when
+    /// `names` is empty: one confirmation each (one with a null name when
+    /// there was none to leave).
+    pub fn unsubscribe(&mut self, kind: Kind, names: &[Vec<u8>]) -> Vec<Reply> {
+        let names: Vec<Vec<u8>> = if names.is_empty() {
+            match kind {
+                Kind::Channel => self.channels.iter().cloned().collect(),
+                Kind::Pattern => self.patterns.to_vec(),
+            }
+        } else {
+            names.to_vec()
+        };
+        if names.is_empty() {
+            return vec![self.confirmation(kind.unsubscribed_word(), None)];
+        }
+        names
+            .iter()
+            .map(|name| {
+                self.leave(kind, name);
+                self.confirmation(kind.unsubscribed_word(), Some(name))
+            })
+            .collect()
+    }
+
+    fn leave(&mut self, kind: Kind, name: &[u8]) {
+        let removed = match kind {
+            Kind::Channel => self.channels.remove(name),
+            Kind::Pattern => {
+                let at = self.patterns.iter().position(|p| p == name);
+                at.map(|i| self.patterns.remove(i)).is_some()
+            }
+        };
+        if !removed {
+            return;
+        }
+        self.hub.lock().remove(kind, name, self.id);
+    }
+
+    fn confirmation(&self, word: &[u8], name: Option<&[u8]>) -> Reply {
+        Reply::Push(vec![
+            Reply::bulk(word.to_vec()),
+            name.map_or(Reply::Null, |n| Reply::bulk(n.to_vec())),
+            Reply::Int(self.count() as i64),
+        ])
+    }
+
+    /// Whether more than [`SUBSCRIBER_PENDING_MAX_BYTES`] piled up: the
+    /// connection is to be closed.
+    pub fn overflowed(&self) -> bool {
+        self.mailbox.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Appends the messages queued now, encoded in protocol `proto`.
+    pub fn drain(&mut self, proto: u8, out: &mut Vec<u8>) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.mailbox.pending.fetch_sub(m.bytes(), Ordering::AcqRel);
+            m.reply().write(proto, out);
+        }
+    }
+
+    /// Waits until a message is queued.
+    pub async fn ready(&mut self) -> Option<Message> {
+        let m = self.rx.recv().await?;
+        self.mailbox.pending.fetch_sub(m.bytes(), Ordering::AcqRel);
+        Some(m)
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        let channels: Vec<Vec<u8>> = self.channels.iter().cloned().collect();
+        for c in channels {
+            self.leave(Kind::Channel, &c);
+        }
+        let patterns = self.patterns.clone();
+        for p in patterns {
+            self.leave(Kind::Pattern, &p);
+        }
+    }
+}
+
+/// PUBSUB's subcommands (arity as Redis 7.0 checks it: CHANNELS takes
+/// one optional pattern, NUMPAT and HELP nothing).
+pub fn pubsub(hub: &Hub, args: &[Vec<u8>]) -> Reply {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    let fits = match sub.as_str() {
+        // Past the table's arity, Redis's own check answers so.
+        "channels" | "shardchannels" if args.len() > 3 => {
+            return Reply::err(format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+                String::from_utf8_lossy(&args[1])
+            ))
+        }
+        "channels" | "shardchannels" | "numsub" | "shardnumsub" => true,
+        "numpat" | "help" => args.len() == 2,
+        _ => return super::errors::unknown_subcommand(b"pubsub", &args[1]),
+    };
+    if !fits {
+        return Reply::wrong_arity(&format!("pubsub|{sub}"));
+    }
+    let counts = |count: &dyn Fn(&[u8]) -> usize| {
+        let mut out = Vec::new();
+        for c in &args[2..] {
+            out.push(Reply::bulk(c.clone()));
+            out.push(Reply::Int(count(c) as i64));
+        }
+        Reply::Array(out)
+    };
+    match sub.as_str() {
+        "channels" => Reply::Array(
+            hub.channels(args.get(2).map(Vec::as_slice)).into_iter().map(Reply::bulk).collect(),
+        ),
+        "numsub" => counts(&|c| hub.numsub(c)),
+        "numpat" => Reply::Int(hub.numpat() as i64),
+        // Shard channels (SSUBSCRIBE) are not served: none is active.
+        "shardchannels" => Reply::Array(Vec::new()),
+        "shardnumsub" => counts(&|_| 0),
+        _ => Reply::Array(
+            [
+                "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CHANNELS [<pattern>]",
+                "    Return the currently active channels matching a <pattern> (default: '*').",
+                "NUMPAT",
+                "    Return number of subscriptions to patterns.",
+                "NUMSUB [<channel> ...]",
+                "    Return the number of subscribers for the specified channels, excluding",
+                "    pattern subscriptions(default: no channels).",
+                "SHARDCHANNELS [<pattern>]",
+                "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+                "SHARDNUMSUB [<shardchannel> ...]",
+                "    Return the number of subscribers for the specified shard level channel(s)",
+                "HELP",
+                "    Prints this help.",
+            ]
+            .iter()
+            .map(|l| Reply::Simple(l))
+            .collect(),
+        ),
+    }
+}
+
+/// Commands a RESP2 connection with subscriptions may run (Redis's
+/// "subscribed context").
+pub fn allowed_when_subscribed(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe"
+            | "ssubscribe"
+            | "unsubscribe"
+            | "sunsubscribe"
+            | "psubscribe"
+            | "punsubscribe"
+            | "ping"
+            | "quit"
+            | "reset"
+    )
+}
+
+/// Whether `name` changes a connection's subscriptions.
+pub fn subscribes(name: &str) -> bool {
+    matches!(name, "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe")
+}
+
+/// Runs one of this module's commands (its arity checked) for `conn`.
+pub fn run(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
+    match name {
+        "publish" => Reply::Int(state.pubsub.publish(&args[1], &args[2]) as i64),
+        "pubsub" => pubsub(&state.pubsub, args),
+        _ => {
+            let kind = if name.starts_with('p') { Kind::Pattern } else { Kind::Channel };
+            let (hub, id) = (state.pubsub.clone(), conn.id);
+            let subs = conn.subs.get_or_insert_with(|| Subscriptions::new(hub, id));
+            let replies = match name {
+                "subscribe" | "psubscribe" => subs.subscribe(kind, &args[1..]),
+                _ => subs.unsubscribe(kind, &args[1..]),
+            };
+            // One reply each, one after another.
+            let mut out = Vec::new();
+            for r in replies {
+                r.write(conn.proto, &mut out);
+            }
+            Reply::Raw(out)
+        }
+    }
+}
+
+#[cfg(test)]
+type Counts = std::collections::BTreeMap<Vec<u8>, usize>;
+
+/// A sorted view of a registry, for tests.
+#[cfg(test)]
+fn snapshot(hub: &Hub) -> (Counts, Counts) {
+    let r = hub.lock();
+    (
+        r.channels.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+        r.patterns.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn messages_reach_channel_and_pattern_subscribers_and_drop_leaves() {
+        let hub = Arc::new(Hub::default());
+        let mut a = Subscriptions::new(hub.clone(), 1);
+        let mut c = Subscriptions::new(hub.clone(), 2);
+        a.subscribe(Kind::Channel, &[b("news"), b("news")]);
+        c.subscribe(Kind::Pattern, &[b("n*")]);
+        assert_eq!(a.count(), 1, "a channel counts once");
+        assert_eq!(hub.publish(b"news", b"hi\0there"), 2);
+        assert_eq!(hub.publish(b"other", b"x"), 0);
+        let mut out = Vec::new();
+        a.drain(2, &mut out);
+        assert_eq!(out, b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$8\r\nhi\0there\r\n");
+        let mut out = Vec::new();
+        c.drain(3, &mut out);
+        assert_eq!(out, b">4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$8\r\nhi\0there\r\n");
+        assert_eq!(hub.numsub(b"news"), 1);
+        assert_eq!(hub.numpat(), 1);
+        drop(a);
+        drop(c);
+        assert_eq!(snapshot(&hub), (Counts::new(), Counts::new()), "nothing left");
+        assert_eq!(hub.publish(b"news", b"x"), 0);
+    }
+
+    #[test]
+    fn unsubscribe_without_names_leaves_all_and_confirms_each() {
+        let hub = Arc::new(Hub::default());
+        let mut s = Subscriptions::new(hub.clone(), 1);
+        s.subscribe(Kind::Channel, &[b("a"), b("b")]);
+        s.subscribe(Kind::Pattern, &[b("p*")]);
+        let r = s.unsubscribe(Kind::Channel, &[]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[1],
+            Reply::Push(vec![Reply::bulk(b("unsubscribe")), Reply::bulk(b("b")), Reply::Int(1)])
+        );
+        let none = s.unsubscribe(Kind::Channel, &[]);
+        assert_eq!(
+            none,
+            vec![Reply::Push(vec![Reply::bulk(b("unsubscribe")), Reply::Null, Reply::Int(1)])]
+        );
+        assert_eq!(hub.channels(None), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn a_subscriber_that_never_reads_is_cut_off_not_the_publisher() {
+        let hub = Arc::new(Hub::default());
+        let mut s = Subscriptions::new(hub.clone(), 1);
+        s.subscribe(Kind::Channel, &[b("c")]);
+        let big = vec![b'x'; 1 << 20];
+        let mut delivered = 0;
+        for _ in 0..40 {
+            delivered += hub.publish(b"c", &big);
+        }
+        assert!(delivered < 40 && s.overflowed(), "delivered {delivered}");
+    }
+}
