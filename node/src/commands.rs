@@ -216,8 +216,8 @@ impl Node {
                 "Auth must be handled by the connection, not the node".into(),
             )),
             // The native server hands these to the Redis endpoint (server.rs).
-            Command::RespForward { .. } => Err(NodeError::Internal(
-                "RespForward must be handled by the server, not the node".into(),
+            Command::RespForward { .. } | Command::RespPublish { .. } => Err(NodeError::Internal(
+                "RespForward and RespPublish must be handled by the server, not the node".into(),
             )),
             Command::SplitChunk { range, key } => {
                 check_key(&key)?;

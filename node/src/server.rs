@@ -348,6 +348,10 @@ async fn connection(
                 (command @ Command::RespForward { .. }, Some(resp)) => {
                     crate::resp::cluster::serve_forward(resp, command).await
                 }
+                (Command::RespPublish { channel, message }, Some(resp)) => {
+                    resp.pubsub.publish(&channel, &message);
+                    Ok(monotable_proto::Reply::Ok)
+                }
                 (command, _) => node.execute(command, &session).await,
             };
             let result = result.map_err(|e| e.to_info());

@@ -259,6 +259,13 @@ pub enum Command {
     GroupReadIndex {
         group: u64,
     },
+    /// Node to node: a message PUBLISHed on another node's Redis endpoint,
+    /// for this node's subscribers of `channel` and of the patterns
+    /// matching it (answered with [`Reply::Ok`]; it goes no further).
+    RespPublish {
+        channel: Bytes,
+        message: Bytes,
+    },
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged

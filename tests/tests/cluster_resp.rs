@@ -443,3 +443,39 @@ fn pipelines_on_a_replicated_database_answer_as_redis_through_every_node() {
         assert_eq!(keys, keys_redis, "keys through {}", node.resp_addr);
     }
 }
+
+/// PUBLISH through any node reaches the subscribers of every node, in the
+/// order published through that node; it counts the subscribers of the
+/// node it was sent to, as in Redis Cluster.
+/// Postmortem: messages stayed on the node they were published to.
+#[test]
+fn published_messages_reach_subscribers_on_every_node() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let nodes = monotable_tests::cluster::start_cluster(&dirs);
+    let mut subscribers: Vec<monotable_tests::RawResp> = Vec::new();
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let mut s = monotable_tests::RawResp::connect(node.resp_addr, 20);
+        let reply =
+            if i == 1 { s.call(&[b"SUBSCRIBE", b"news"]) } else { s.call(&[b"PSUBSCRIBE", b"n*"]) };
+        assert!(reply.starts_with(b"*3\r\n"), "{}", String::from_utf8_lossy(&reply));
+        subscribers.push(s);
+    }
+    let mut publisher = monotable_tests::RawResp::connect(nodes[0].resp_addr, 20);
+    for i in 0..50 {
+        let payload = format!("m{i}\0");
+        let reply = publisher.call(&[b"PUBLISH", b"news", payload.as_bytes()]);
+        assert_eq!(reply, b":0\r\n", "no subscriber on the node published to");
+    }
+    for (i, s) in subscribers.iter_mut().enumerate() {
+        for k in 0..50 {
+            let m = s.reply().unwrap_or_else(|| panic!("subscriber {i}: message {k} never came"));
+            let text = String::from_utf8_lossy(&m).into_owned();
+            let payload = format!("m{k}\0");
+            let tail = format!("$4\r\nnews\r\n${}\r\n{payload}\r\n", payload.len());
+            assert!(text.ends_with(&tail), "{i}/{k}: {text:?}");
+        }
+    }
+    // Through the node of the channel's subscriber, it counts that one.
+    let mut local = monotable_tests::RawResp::connect(nodes[1].resp_addr, 20);
+    assert_eq!(local.call(&[b"PUBLISH", b"news", b"x"]), b":1\r\n");
+}

@@ -14,9 +14,15 @@
 //! UNSUBSCRIBE's confirmation, as in Redis. Messages are encoded in the
 //! connection's protocol: arrays in RESP2, push types in RESP3.
 //!
-//! Messages are per node: a PUBLISH reaches the subscribers of the node it
-//! was sent to, and returns how many it reached there (as PUBLISH in a
-//! Redis Cluster counts the receiving node's subscribers only).
+//! On a cluster a PUBLISH reaches the subscribers of every node: the node
+//! it was sent to delivers it to its own and relays it to each other live
+//! member ([`Relay`], `Command::RespPublish`), and returns how many it
+//! reached itself (as PUBLISH in a Redis Cluster counts the receiving
+//! node's subscribers only). A relay keeps the order of the messages
+//! published through one node, per receiving node; a message is relayed
+//! at most once (one that a peer does not take, being down, is dropped,
+//! as pub/sub promises no more), and at most [`RELAY_PENDING_MAX_BYTES`]
+//! wait for one peer.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,6 +36,79 @@ use super::state::{Conn, RespState};
 /// Bytes of messages one subscriber may have waiting before it is
 /// disconnected (Redis: `client-output-buffer-limit pubsub 32mb`).
 pub const SUBSCRIBER_PENDING_MAX_BYTES: usize = 32 << 20;
+
+/// Bytes of messages waiting to be relayed to one peer, at most; more are
+/// dropped (a peer that is down or slow must not hold the node's memory).
+pub const RELAY_PENDING_MAX_BYTES: usize = 64 << 20;
+
+/// Relays messages published here to the cluster's other nodes: one queue
+/// and one sending task per peer address, so each peer gets this node's
+/// messages in the order they were published.
+#[derive(Default)]
+pub struct Relay {
+    queues: Mutex<HashMap<String, Arc<RelayQueue>>>,
+}
+
+struct RelayQueue {
+    tx: mpsc::UnboundedSender<(Vec<u8>, Vec<u8>)>,
+    pending: AtomicUsize,
+}
+
+impl Relay {
+    /// Sends `channel`/`message` to every live member of the cluster but
+    /// this node, in the background. Does nothing off a cluster.
+    pub fn relay(&self, node: &crate::node::Node, channel: &[u8], message: &[u8]) {
+        let Ok(cluster) = node.cluster() else { return };
+        let me = cluster.node_id();
+        let Some(peers) = cluster.with_meta(|m| {
+            m.live_members()
+                .filter(|(id, _)| Some(*id) != me)
+                .map(|(_, n)| n.addr.clone())
+                .collect::<Vec<String>>()
+        }) else {
+            return;
+        };
+        for addr in peers {
+            let queue = self.queue(cluster, addr);
+            let size = channel.len() + message.len();
+            if queue.pending.fetch_add(size, Ordering::AcqRel) + size > RELAY_PENDING_MAX_BYTES {
+                queue.pending.fetch_sub(size, Ordering::AcqRel);
+                tracing::debug!("a peer's pub/sub relay queue is full; message dropped");
+                continue;
+            }
+            let _ = queue.tx.send((channel.to_vec(), message.to_vec()));
+        }
+    }
+
+    fn queue(&self, cluster: &Arc<crate::cluster::Cluster>, addr: String) -> Arc<RelayQueue> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queues.get(&addr).filter(|q| !q.tx.is_closed()) {
+            return q.clone();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, Vec<u8>)>();
+        let queue = Arc::new(RelayQueue { tx, pending: AtomicUsize::new(0) });
+        queues.insert(addr.clone(), queue.clone());
+        let (weak, cluster) = (Arc::downgrade(&queue), Arc::downgrade(cluster));
+        tokio::spawn(async move {
+            while let Some((channel, message)) = rx.recv().await {
+                let size = channel.len() + message.len();
+                if let Some(q) = weak.upgrade() {
+                    q.pending.fetch_sub(size, Ordering::AcqRel);
+                }
+                let Some(cluster) = cluster.upgrade() else { return };
+                let command = monotable_proto::Command::RespPublish {
+                    channel: channel.into(),
+                    message: message.into(),
+                };
+                let sent = cluster.peers().call(&addr, |c| async move { c.forward(command).await });
+                if let Err(e) = sent.await {
+                    tracing::debug!(peer = %addr, error = %e, "pub/sub message not relayed");
+                }
+            }
+        });
+        queue
+    }
+}
 
 /// One published message, as queued for a subscriber.
 #[derive(Debug, Clone)]
@@ -434,7 +513,10 @@ pub fn subscribes(name: &str) -> bool {
 /// Runs one of this module's commands (its arity checked) for `conn`.
 pub fn run(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
     match name {
-        "publish" => Reply::Int(state.pubsub.publish(&args[1], &args[2]) as i64),
+        "publish" => {
+            state.relay.relay(&state.node, &args[1], &args[2]);
+            Reply::Int(state.pubsub.publish(&args[1], &args[2]) as i64)
+        }
         "pubsub" => pubsub(&state.pubsub, args),
         _ => {
             let kind = if name.starts_with('p') { Kind::Pattern } else { Kind::Channel };

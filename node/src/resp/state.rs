@@ -44,6 +44,8 @@ pub struct RespState {
     pub(super) run_id: String,
     /// Channels and patterns subscribed to on this node.
     pub pubsub: Arc<super::pubsub::Hub>,
+    /// Messages published here, on their way to the other nodes.
+    pub relay: super::pubsub::Relay,
 }
 
 impl RespState {
@@ -60,6 +62,7 @@ impl RespState {
             started: std::time::Instant::now(),
             run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
             pubsub: Default::default(),
+            relay: Default::default(),
         }
     }
 
