@@ -17,7 +17,8 @@
 //!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
-//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`], [`mt`].
+//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`], [`mt`],
+//!   [`pubsub`] (channels and patterns of the node, relayed to the cluster).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
 //!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
 //!   locks), [`glob`], [`keyspace`], [`reply`].
