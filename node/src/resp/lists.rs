@@ -98,8 +98,214 @@ pub async fn run(
     args: &[Vec<u8>],
 ) -> NodeResult<Reply> {
     let writes = command.has(Flag::Write);
+    match command.name {
+        "lmove" | "rpoplpush" => {
+            let _g = state.lock(dbi, &[&args[1], &args[2]]).await;
+            return lmove(db, args).await;
+        }
+        "lmpop" => {
+            let keys = match mpop_keys(args) {
+                Ok(keys) => keys,
+                Err(reply) => return Ok(reply),
+            };
+            let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            let _g = state.lock(dbi, &refs).await;
+            return lmpop(db, args, &keys).await;
+        }
+        "lpos" => return lpos(db, args).await,
+        _ => {}
+    }
     let _g = if writes { Some(state.lock(dbi, &[&args[1]]).await) } else { None };
     self::command(db, command.name, args).await
+}
+
+/// LEFT or RIGHT (LMOVE, LMPOP): `true` for the head.
+fn end(arg: &[u8]) -> Result<bool, Reply> {
+    match String::from_utf8_lossy(arg).to_ascii_lowercase().as_str() {
+        "left" => Ok(true),
+        "right" => Ok(false),
+        _ => Err(Reply::err(SYNTAX)),
+    }
+}
+
+/// LMOVE source destination LEFT|RIGHT LEFT|RIGHT, and RPOPLPUSH source
+/// destination (RIGHT LEFT): one element from one end of `source` to one
+/// end of `destination` (the same list: a rotation). Nil when `source` is
+/// missing; WRONGTYPE, moving nothing, when either is not a list.
+async fn lmove(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let (from_head, to_head) = if args.len() == 5 {
+        match (end(&args[3]), end(&args[4])) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(reply), _) | (_, Err(reply)) => return Ok(reply),
+        }
+    } else {
+        (false, true)
+    };
+    let (src, dst) = (&args[1], &args[2]);
+    let Some(mut from) = or_reply!(list(db, src).await?) else { return Ok(Reply::Null) };
+    let to = if src == dst { None } else { or_reply!(list(db, dst).await?) };
+    let pos = if from_head { from.head } else { from.head + from.count - 1 };
+    let Some(element) = elements(db, src, pos, pos + 1).await?.pop() else {
+        return Err(NodeError::Internal(format!("list row {pos} missing")));
+    };
+    let mut ops = vec![WriteOp::Delete { key: row(src, pos).into() }];
+    if from_head {
+        from.head += 1;
+    }
+    from.count -= 1;
+    if src == dst {
+        push(src, &mut from, to_head, &element, &mut ops);
+        commit(db, src, from, ops).await?;
+    } else {
+        commit(db, src, from, ops).await?;
+        let mut to = to.unwrap_or(Shape { count: 0, head: 0, expire: None });
+        let mut ops = Vec::new();
+        push(dst, &mut to, to_head, &element, &mut ops);
+        commit(db, dst, to, ops).await?;
+    }
+    Ok(Reply::Bulk(element))
+}
+
+/// Adds `element` at the head or tail of the list `s` at `key`.
+fn push(key: &[u8], s: &mut Shape, head: bool, element: &[u8], ops: &mut Vec<WriteOp>) {
+    if head {
+        s.head -= 1;
+        ops.push(put(key, s.head, element));
+    } else {
+        ops.push(put(key, s.head + s.count, element));
+    }
+    s.count += 1;
+}
+
+/// LMPOP's keys, its other arguments checked as Redis checks them first.
+fn mpop_keys(args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Reply> {
+    let numkeys = match parse_i64(&args[1]) {
+        Some(n) if n >= 1 => n as u64,
+        _ => return Err(Reply::err("ERR numkeys should be greater than 0")),
+    };
+    let where_at = 2u64.saturating_add(numkeys);
+    if where_at >= args.len() as u64 {
+        return Err(Reply::err(SYNTAX));
+    }
+    Ok(args[2..where_at as usize].to_vec())
+}
+
+/// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]: up to `count`
+/// elements from one end of the first non-empty list, as `[key,
+/// [elements]]`; a null array when every list is empty.
+async fn lmpop(db: &Db<'_>, args: &[Vec<u8>], keys: &[Vec<u8>]) -> NodeResult<Reply> {
+    let where_at = 2 + keys.len();
+    let head = match end(&args[where_at]) {
+        Ok(head) => head,
+        Err(reply) => return Ok(reply),
+    };
+    let mut count = None;
+    let mut j = where_at + 1;
+    while j < args.len() {
+        let more = j + 1 < args.len();
+        if count.is_none() && more && args[j].eq_ignore_ascii_case(b"count") {
+            match parse_i64(&args[j + 1]) {
+                Some(n) if n >= 1 => count = Some(n),
+                _ => return Ok(Reply::err("ERR count should be greater than 0")),
+            }
+            j += 2;
+        } else {
+            return Ok(Reply::err(SYNTAX));
+        }
+    }
+    let count = count.unwrap_or(1);
+    for key in keys {
+        let Some(mut s) = or_reply!(list(db, key).await?) else { continue };
+        let n = count.min(s.count);
+        let (from, to) =
+            if head { (s.head, s.head + n) } else { (s.head + s.count - n, s.head + s.count) };
+        let mut popped = elements(db, key, from, to).await?;
+        if !head {
+            popped.reverse();
+        }
+        let ops = (from..to).map(|p| WriteOp::Delete { key: row(key, p).into() }).collect();
+        if head {
+            s.head += n;
+        }
+        s.count -= n;
+        commit(db, key, s, ops).await?;
+        return Ok(Reply::Array(vec![
+            Reply::Bulk(key.clone()),
+            Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
+        ]));
+    }
+    Ok(Reply::NullArray)
+}
+
+/// LPOS key element [RANK rank] [COUNT count] [MAXLEN len]: the index of
+/// the rank-th match (from the tail for a negative rank), or with COUNT
+/// the indexes of up to `count` matches (all for 0), looking at no more
+/// than `len` elements (all for 0).
+async fn lpos(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let (mut rank, mut count, mut maxlen) = (1i64, None, 0i64);
+    let mut j = 3;
+    while j < args.len() {
+        let more = j + 1 < args.len();
+        let opt = String::from_utf8_lossy(&args[j]).to_ascii_lowercase();
+        match opt.as_str() {
+            "rank" if more => {
+                rank =
+                    match parse_i64(&args[j + 1]) {
+                        Some(0) => return Ok(Reply::err(
+                            "ERR RANK can't be zero: use 1 to start from the first match, 2 from \
+                             the second ... or use negative to start from the end of the list",
+                        )),
+                        Some(r) => r,
+                        None => return Ok(Reply::err(NOT_INTEGER)),
+                    }
+            }
+            "count" if more => match parse_i64(&args[j + 1]) {
+                Some(n) if n >= 0 => count = Some(n),
+                _ => return Ok(Reply::err("ERR COUNT can't be negative")),
+            },
+            "maxlen" if more => match parse_i64(&args[j + 1]) {
+                Some(n) if n >= 0 => maxlen = n,
+                _ => return Ok(Reply::err("ERR MAXLEN can't be negative")),
+            },
+            _ => return Ok(Reply::err(SYNTAX)),
+        }
+        j += 2;
+    }
+    // A negative rank counts from the tail (as in Redis, -i64::MIN is
+    // i64::MIN: it then takes the first match from the tail).
+    let from_tail = rank < 0;
+    if from_tail {
+        rank = rank.wrapping_neg();
+    }
+    let Some(s) = or_reply!(list(db, &args[1]).await?) else {
+        return Ok(if count.is_some() { Reply::Array(Vec::new()) } else { Reply::Null });
+    };
+    let all = elements(db, &args[1], s.head, s.head + s.count).await?;
+    let len = all.len() as i64;
+    let order: Box<dyn Iterator<Item = i64>> =
+        if from_tail { Box::new((0..len).rev()) } else { Box::new(0..len) };
+    let (mut matches, mut found) = (0i64, Vec::new());
+    for (seen, i) in order.enumerate() {
+        if maxlen != 0 && seen as i64 >= maxlen {
+            break;
+        }
+        if all[i as usize] != args[2] {
+            continue;
+        }
+        matches += 1;
+        if matches >= rank {
+            found.push(i);
+            match count {
+                None => break,
+                Some(c) if c != 0 && matches - rank + 1 >= c => break,
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(match count {
+        Some(_) => Reply::Array(found.into_iter().map(Reply::Int).collect()),
+        None => found.first().map_or(Reply::Null, |i| Reply::Int(*i)),
+    })
 }
 
 async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {

@@ -6,7 +6,7 @@
 
 use super::Flag::*;
 use super::Handler as H;
-use super::{cmd, spec, Command};
+use super::{cmd, spec, BeginSearch, Command, FindKeys, KeySpec};
 
 #[rustfmt::skip]
 pub static COMMANDS: &[Command] = &[
@@ -156,9 +156,18 @@ pub static COMMANDS: &[Command] = &[
     cmd("llen", 2, H::Lists, &[Readonly, Fast], (1, 1, 1), &["@read", "@list", "@fast"])
         .specs(&[spec(&["RO"], 1, 0, 1, 0)])
         .docs("Get the length of a list", "1.0.0", "list", "O(1)"),
+    cmd("lmove", 5, H::Lists, &[Write, Denyoom], (1, 2, 1), &["@write", "@list", "@slow"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
+        .docs("Pop an element from a list, push it to another list and return it", "6.2.0", "list", "O(1)"),
+    cmd("lmpop", -4, H::Lists, &[Write, MovableKeys], (0, 0, 0), &["@write", "@list", "@slow"])
+        .specs(&[KeySpec { flags: &["RW", "access", "delete"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Pop elements from a list", "7.0.0", "list", "O(N+M) where N is the number of provided keys and M is the number of elements returned."),
     cmd("lpop", -2, H::Lists, &[Write, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
         .docs("Remove and get the first elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
+    cmd("lpos", -3, H::Lists, &[Readonly], (1, 1, 1), &["@read", "@list", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return the index of matching elements on a list", "6.0.6", "list", "O(N) where N is the number of elements in the list, for the average case. When searching for elements near the head or the tail of the list, or when the MAXLEN option is provided, the command may run in constant time."),
     cmd("lpush", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
         .docs("Prepend one or multiple elements to a list", "1.0.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
@@ -249,6 +258,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("rpop", -2, H::Lists, &[Write, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
         .docs("Remove and get the last elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
+    cmd("rpoplpush", 3, H::Lists, &[Write, Denyoom], (1, 2, 1), &["@write", "@list", "@slow"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
+        .docs("Remove the last element in a list, prepend it to another list and return it", "1.2.0", "list", "O(1)"),
     cmd("rpush", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
         .docs("Append one or multiple elements to a list", "1.0.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
