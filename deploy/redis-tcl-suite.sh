@@ -17,8 +17,9 @@
 # hits an unknown command fails alone instead of aborting its unit. Tests
 # tagged external:skip, needs:debug, needs:repl, needs:pfdebug, needs:save
 # and needs:config-maxmemory are skipped, as are encoding and digest checks
-# (--ignore-encoding, --ignore-digest). Exit 0 only when the failures are
-# exactly the expected ones (for --target redis: none).
+# (--ignore-encoding, --ignore-digest). The run copy of the suite gets a few
+# harness shims, no-ops on redis-server (see "Shims" below). Exit 0 only
+# when the failures are exactly the expected ones (for --target redis: none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -212,7 +213,7 @@ SKIP_UNITS=(
 )
 TAGS="-needs:debug -needs:repl -needs:pfdebug -needs:save -needs:config-maxmemory"
 
-# Two shims in the run copy of the suite (the cache stays as shipped), both
+# Shims in the run copy of the suite (the cache stays as shipped), all
 # no-ops on redis-server, where the commands they catch succeed:
 # - the harness runs FUNCTION FLUSH before every server block, and CONFIG
 #   GET/SET for the block's `overrides` (mostly encoding thresholds and
