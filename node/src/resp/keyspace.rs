@@ -574,7 +574,6 @@ impl<'a> Db<'a> {
             return Ok(());
         }
         ops.iter().try_for_each(crate::node::check_op)?;
-        ops.iter().try_for_each(crate::node::check_op)?;
         if let Some(mut o) = self.overlay() {
             for op in ops {
                 match op {
