@@ -103,7 +103,11 @@ pub async fn execute(
     };
     if let Placement::Replicated(_) = placement {
         // Runs on the chunk's leader (see `cluster`).
+        let blocking = command.has(Flag::Blocking).then(|| args.clone());
         let reply = super::cluster::run(state, conn.db, conn.proto, Work::Command(args)).await;
+        if let Some(args) = blocking {
+            conn.block = super::blocking::poll_block(conn, name, &args, &reply);
+        }
         return (reply, Vec::new());
     }
     if command.handler == Handler::Mt {
@@ -149,7 +153,11 @@ pub fn runs_replicated(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> bool
         return false;
     }
     match lookup(args) {
-        Ok(command) if command.handler != Handler::Transaction && !command.per_node => {
+        Ok(command)
+            if command.handler != Handler::Transaction
+                && !command.per_node
+                && !command.has(Flag::Blocking) =>
+        {
             matches!(super::cluster::placement(&state.node, conn.db), Placement::Replicated(_))
         }
         _ => false,
@@ -424,6 +432,7 @@ async fn run(
         Handler::Zsets => super::zsets::run(state, dbi, conn.proto, db, command, args).await,
         Handler::Mt => Ok(super::mt::run(&state.node, name, args).await),
         Handler::PubSub => Ok(super::pubsub::run(state, conn, name, args)),
+        Handler::Blocking => super::blocking::run(state, conn, db, name, args).await,
         // Run by `execute` before anything is queued or placed; one that
         // reaches here (a forwarded command) is one this path does not run.
         Handler::Transaction => Ok(unknown_command(args)),

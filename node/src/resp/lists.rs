@@ -120,7 +120,7 @@ pub async fn run(
 }
 
 /// LEFT or RIGHT (LMOVE, LMPOP): `true` for the head.
-fn end(arg: &[u8]) -> Result<bool, Reply> {
+pub(super) fn end(arg: &[u8]) -> Result<bool, Reply> {
     match String::from_utf8_lossy(arg).to_ascii_lowercase().as_str() {
         "left" => Ok(true),
         "right" => Ok(false),
@@ -141,9 +141,37 @@ async fn lmove(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     } else {
         (false, true)
     };
-    let (src, dst) = (&args[1], &args[2]);
-    let Some(mut from) = or_reply!(list(db, src).await?) else { return Ok(Reply::Null) };
-    let to = if src == dst { None } else { or_reply!(list(db, dst).await?) };
+    Ok(match move_one(db, &args[1], &args[2], from_head, to_head).await? {
+        Ok(Some(element)) => Reply::Bulk(element),
+        Ok(None) => Reply::Null,
+        Err(reply) => reply,
+    })
+}
+
+/// Moves one element from the head (`from_head`) or tail of `src` to the
+/// head (`to_head`) or tail of `dst`: the element, `None` when `src` is
+/// missing, or WRONGTYPE (nothing moved) when `src`, or with `src` not
+/// empty `dst`, is not a list. The caller holds both keys' stripes.
+pub(super) async fn move_one(
+    db: &Db<'_>,
+    src: &[u8],
+    dst: &[u8],
+    from_head: bool,
+    to_head: bool,
+) -> NodeResult<Result<Option<Vec<u8>>, Reply>> {
+    let mut from = match list(db, src).await? {
+        Ok(Some(from)) => from,
+        Ok(None) => return Ok(Ok(None)),
+        Err(reply) => return Ok(Err(reply)),
+    };
+    let to = if src == dst {
+        None
+    } else {
+        match list(db, dst).await? {
+            Ok(to) => to,
+            Err(reply) => return Ok(Err(reply)),
+        }
+    };
     let pos = if from_head { from.head } else { from.head + from.count - 1 };
     let Some(element) = elements(db, src, pos, pos + 1).await?.pop() else {
         return Err(NodeError::Internal(format!("list row {pos} missing")));
@@ -163,7 +191,7 @@ async fn lmove(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         push(dst, &mut to, to_head, &element, &mut ops);
         commit(db, dst, to, ops).await?;
     }
-    Ok(Reply::Bulk(element))
+    Ok(Ok(Some(element)))
 }
 
 /// Adds `element` at the head or tail of the list `s` at `key`.
@@ -178,7 +206,7 @@ fn push(key: &[u8], s: &mut Shape, head: bool, element: &[u8], ops: &mut Vec<Wri
 }
 
 /// LMPOP's keys, its other arguments checked as Redis checks them first.
-fn mpop_keys(args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Reply> {
+pub(super) fn mpop_keys(args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Reply> {
     let numkeys = match parse_i64(&args[1]) {
         Some(n) if n >= 1 => n as u64,
         _ => return Err(Reply::err("ERR numkeys should be greater than 0")),
@@ -194,11 +222,25 @@ fn mpop_keys(args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Reply> {
 /// elements from one end of the first non-empty list, as `[key,
 /// [elements]]`; a null array when every list is empty.
 async fn lmpop(db: &Db<'_>, args: &[Vec<u8>], keys: &[Vec<u8>]) -> NodeResult<Reply> {
-    let where_at = 2 + keys.len();
-    let head = match end(&args[where_at]) {
-        Ok(head) => head,
+    let (head, count) = match mpop_options(args, keys) {
+        Ok(options) => options,
         Err(reply) => return Ok(reply),
     };
+    Ok(match pop_first(db, keys, head, count).await? {
+        Ok(Some((key, popped))) => Reply::Array(vec![
+            Reply::Bulk(key),
+            Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
+        ]),
+        Ok(None) => Reply::NullArray,
+        Err(reply) => reply,
+    })
+}
+
+/// LMPOP's end and count, after its `keys` (from `mpop_keys`): whether
+/// to pop at the head, and how many (1 without COUNT).
+pub(super) fn mpop_options(args: &[Vec<u8>], keys: &[Vec<u8>]) -> Result<(bool, i64), Reply> {
+    let where_at = 2 + keys.len();
+    let head = end(&args[where_at])?;
     let mut count = None;
     let mut j = where_at + 1;
     while j < args.len() {
@@ -206,16 +248,32 @@ async fn lmpop(db: &Db<'_>, args: &[Vec<u8>], keys: &[Vec<u8>]) -> NodeResult<Re
         if count.is_none() && more && args[j].eq_ignore_ascii_case(b"count") {
             match parse_i64(&args[j + 1]) {
                 Some(n) if n >= 1 => count = Some(n),
-                _ => return Ok(Reply::err("ERR count should be greater than 0")),
+                _ => return Err(Reply::err("ERR count should be greater than 0")),
             }
             j += 2;
         } else {
-            return Ok(Reply::err(SYNTAX));
+            return Err(Reply::err(SYNTAX));
         }
     }
-    let count = count.unwrap_or(1);
+    Ok((head, count.unwrap_or(1)))
+}
+
+/// Pops up to `count` elements from the head (`head`) or tail of the
+/// first of `keys` that holds a list: the key and its elements (in the
+/// order popped), `None` when none does, or WRONGTYPE when a key before
+/// that one holds another type. The caller holds the keys' stripes.
+pub(super) async fn pop_first(
+    db: &Db<'_>,
+    keys: &[Vec<u8>],
+    head: bool,
+    count: i64,
+) -> NodeResult<Result<Option<(Vec<u8>, Vec<Vec<u8>>)>, Reply>> {
     for key in keys {
-        let Some(mut s) = or_reply!(list(db, key).await?) else { continue };
+        let mut s = match list(db, key).await? {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
+            Err(reply) => return Ok(Err(reply)),
+        };
         let n = count.min(s.count);
         let (from, to) =
             if head { (s.head, s.head + n) } else { (s.head + s.count - n, s.head + s.count) };
@@ -229,12 +287,9 @@ async fn lmpop(db: &Db<'_>, args: &[Vec<u8>], keys: &[Vec<u8>]) -> NodeResult<Re
         }
         s.count -= n;
         commit(db, key, s, ops).await?;
-        return Ok(Reply::Array(vec![
-            Reply::Bulk(key.clone()),
-            Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),
-        ]));
+        return Ok(Ok(Some((key.clone(), popped))));
     }
-    Ok(Reply::NullArray)
+    Ok(Ok(None))
 }
 
 /// LPOS key element [RANK rank] [COUNT count] [MAXLEN len]: the index of

@@ -18,7 +18,9 @@
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
 //!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`], [`mt`],
-//!   [`pubsub`] (channels and patterns of the node, relayed to the cluster).
+//!   [`pubsub`] (channels and patterns of the node, relayed to the cluster),
+//!   [`blocking`] (BLPOP and the like: the connection waits, woken by
+//!   writers of the keys).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
 //!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
 //!   locks), [`glob`], [`keyspace`], [`reply`].
@@ -36,6 +38,7 @@ macro_rules! or_reply {
 }
 
 pub mod args;
+pub mod blocking;
 pub mod cluster;
 pub mod collections;
 pub mod commands;

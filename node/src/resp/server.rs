@@ -112,6 +112,15 @@ async fn connection(
                 let _ = stream.shutdown().await;
                 return;
             }
+            if conn.block.is_some() {
+                // A blocking command found nothing: nothing more of the
+                // pipeline runs until it has its reply.
+                let io = Io { stream: &mut stream, requests: &mut requests, chunk: &mut chunk };
+                if !wait_blocked(&state, &mut conn, io, &mut closing).await {
+                    return;
+                }
+                continue;
+            }
             if !batch.full {
                 break;
             }
@@ -141,6 +150,83 @@ async fn connection(
         };
         requests.feed(&chunk[..n]);
     }
+}
+
+/// A connection's socket and what it has read, for [`wait_blocked`].
+struct Io<'a> {
+    stream: &'a mut TcpStream,
+    requests: &'a mut RequestReader,
+    chunk: &'a mut Vec<u8>,
+}
+
+/// Waits out `conn`'s blocked command (see [`super::blocking`]): runs it
+/// again when a key it waits on is written (or, on a replicated database,
+/// every [`super::blocking::POLL_INTERVAL_MS`]) until it gets its reply or
+/// its timeout passes, then writes the reply. Commands the client sends
+/// meanwhile are kept for later. Returns false when the connection is to
+/// close (the client went away, the node is shutting down).
+async fn wait_blocked(
+    state: &RespState,
+    conn: &mut Conn,
+    io: Io<'_>,
+    closing: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(block) = conn.block.take() else { return true };
+    let notify = Arc::new(tokio::sync::Notify::new());
+    if !block.poll {
+        state.blocking.register(block.db, &block.keys, conn.id, &notify);
+    }
+    let deadline = block.deadline.map(tokio::time::Instant::from_std);
+    let poll = Duration::from_millis(super::blocking::POLL_INTERVAL_MS);
+    let outcome = loop {
+        let woken = async {
+            if block.poll {
+                tokio::time::sleep(poll).await
+            } else {
+                notify.notified().await
+            }
+        };
+        let timed_out = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = closing.changed() => break None,
+            _ = timed_out => break Some((block.timed_out(), Vec::new())),
+            read = io.stream.read(io.chunk) => match read {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => io.requests.feed(&io.chunk[..n]),
+            },
+            _ = woken => {
+                let args = block.args.clone();
+                let done = super::stripes::with_burst(execute(state, conn, args)).await;
+                if conn.block.take().is_none() {
+                    break Some(done);
+                }
+            }
+        }
+    };
+    if !block.poll {
+        state.blocking.unregister(block.db, &block.keys, conn.id);
+        // A wake-up it may have taken goes to the next in line.
+        for k in &block.keys {
+            state.blocking.signal(block.db, k);
+        }
+    }
+    let Some((reply, durability)) = outcome else { return false };
+    let read_upto = state.node.clock.last_allocated();
+    let mut out = Vec::new();
+    let mut failed = None;
+    for ack in durability {
+        if let Err(e) = ack.durable().await {
+            failed = Some(Reply::err(format!("ERR {e}")));
+        }
+    }
+    failed.unwrap_or(reply).write(conn.proto, &mut out);
+    state.node.clock.wait_stable(read_upto).await;
+    io.stream.write_all(&out).await.is_ok()
 }
 
 /// The next message published to one of `conn`'s channels or patterns
@@ -269,6 +355,10 @@ async fn run_batch(
                 }
                 Parsed::Command(args) => {
                     let (reply, durability) = execute(state, conn, args).await;
+                    if conn.block.is_some() {
+                        // No reply yet (see `wait_blocked`).
+                        break;
+                    }
                     pending.push((replies.len(), durability));
                     close = conn.closing;
                     reply

@@ -46,6 +46,8 @@ pub struct RespState {
     pub pubsub: Arc<super::pubsub::Hub>,
     /// Messages published here, on their way to the other nodes.
     pub relay: super::pubsub::Relay,
+    /// Connections blocked on keys (BLPOP and the like).
+    pub blocking: super::blocking::Waiters,
 }
 
 impl RespState {
@@ -63,6 +65,7 @@ impl RespState {
             run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
             pubsub: Default::default(),
             relay: Default::default(),
+            blocking: Default::default(),
         }
     }
 
@@ -90,7 +93,23 @@ impl RespState {
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
     /// multi-key commands never wait on each other in a cycle).
+    /// Clients blocked on any of the keys are woken (see
+    /// [`super::blocking`]).
     pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
+        let guards = self.lock_as_waiter(db, keys).await;
+        // Once the stripes are taken: a woken client runs its command again
+        // only after this writer (its burst, or its EXEC) is done.
+        // Postmortem: woken before the writer took the stripe, a client
+        // could run again first, find nothing, and wait for good.
+        for k in keys {
+            self.blocking.signal(db, k);
+        }
+        guards
+    }
+
+    /// [`RespState::lock`] for a blocked command running again: it wakes
+    /// no one (it would wake itself, first in line).
+    pub async fn lock_as_waiter(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
         // Only writers lock: their keys count as modified for WATCH.
         for k in keys {
             self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
@@ -126,6 +145,9 @@ pub struct Conn {
     pub(super) watched: Vec<(u32, Vec<u8>, (u64, u64))>,
     /// Its channels and patterns, once it subscribed to any.
     pub subs: Option<super::pubsub::Subscriptions>,
+    /// Set by a blocking command that found nothing: what the connection
+    /// waits for before it replies (see [`super::blocking`]).
+    pub block: Option<super::blocking::Block>,
 }
 
 impl Conn {
@@ -151,6 +173,7 @@ impl Conn {
             multi_bytes: 0,
             watched: Vec::new(),
             subs: None,
+            block: None,
         }
     }
 

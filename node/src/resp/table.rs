@@ -89,6 +89,8 @@ pub enum Handler {
     Mt,
     /// PUBLISH, SUBSCRIBE and the like, PUBSUB ([`super::pubsub`]).
     PubSub,
+    /// BLPOP and the other blocking pops ([`super::blocking`]).
+    Blocking,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,

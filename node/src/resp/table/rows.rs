@@ -16,6 +16,22 @@ pub static COMMANDS: &[Command] = &[
     cmd("auth", -2, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
         .docs("Authenticate to the server", "1.0.0", "connection", "O(N) where N is the number of passwords defined for the user")
         .per_node(),
+    cmd("blmove", 6, H::Blocking, &[Write, Denyoom, Noscript, Blocking], (1, 2, 1), &["@write", "@list", "@slow", "@blocking"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
+        .docs("Pop an element from a list, push it to another list and return it; or block until one is available", "6.2.0", "list", "O(1)"),
+    cmd("blmpop", -5, H::Blocking, &[Write, Blocking, MovableKeys], (0, 0, 0), &["@write", "@list", "@slow", "@blocking"])
+        .specs(&[KeySpec { flags: &["RW", "access", "delete"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Pop elements from a list, or block until one is available", "7.0.0", "list", "O(N+M) where N is the number of provided keys and M is the number of elements returned."),
+    cmd("blpop", -3, H::Blocking, &[Write, Noscript, Blocking], (1, -2, 1), &["@write", "@list", "@slow", "@blocking"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .docs("Remove and get the first element in a list, or block until one is available", "2.0.0", "list", "O(N) where N is the number of provided keys."),
+    cmd("brpop", -3, H::Blocking, &[Write, Noscript, Blocking], (1, -2, 1), &["@write", "@list", "@slow", "@blocking"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .docs("Remove and get the last element in a list, or block until one is available", "2.0.0", "list", "O(N) where N is the number of provided keys."),
+    cmd("brpoplpush", 4, H::Blocking, &[Write, Denyoom, Noscript, Blocking], (1, 2, 1), &["@write", "@list", "@slow", "@blocking"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
+        .docs("Pop an element from a list, push it to another list and return it; or block until one is available", "2.2.0", "list", "O(1)")
+        .deprecated("6.2.0", "`BLMOVE` with the `RIGHT` and `LEFT` arguments"),
     cmd("client", -2, H::Connection, &[], (0, 0, 0), &["@slow"])
         .subcommands(CLIENT_SUBCOMMANDS)
         .docs("A container for client connection commands", "2.4.0", "connection", "Depends on subcommand.")
@@ -260,7 +276,8 @@ pub static COMMANDS: &[Command] = &[
         .docs("Remove and get the last elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
     cmd("rpoplpush", 3, H::Lists, &[Write, Denyoom], (1, 2, 1), &["@write", "@list", "@slow"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
-        .docs("Remove the last element in a list, prepend it to another list and return it", "1.2.0", "list", "O(1)"),
+        .docs("Remove the last element in a list, prepend it to another list and return it", "1.2.0", "list", "O(1)")
+        .deprecated("6.2.0", "`LMOVE` with the `RIGHT` and `LEFT` arguments"),
     cmd("rpush", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
         .docs("Append one or multiple elements to a list", "1.0.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),

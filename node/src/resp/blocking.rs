@@ -1,0 +1,342 @@
+//! Blocking list pops: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, with
+//! Redis 7.0's replies, errors and timeouts (seconds, fractions allowed, 0
+//! for ever).
+//!
+//! A blocking command first runs as its non-blocking form. If every key it
+//! waits on is empty (missing), it does not reply: it records a [`Block`] on
+//! the connection, and the connection ([`super::server`]) waits, reading
+//! nothing more of its pipeline, until a key it waits on is written, its
+//! timeout passes (the reply is then a null), or the client goes away.
+//!
+//! Wake-ups: every writer of a key takes its stripe through
+//! [`super::state::RespState::lock`], which [`Waiters::signal`]s the key:
+//! the first connection waiting on it (in the order they blocked) runs its
+//! command again once it can take the stripe, so after the writer's burst
+//! (or EXEC) is applied. One that gets an element signals the key again,
+//! for the next in line; one that finds nothing (another client took it)
+//! waits on, keeping its place. A pop that runs again takes its stripes
+//! without signalling ([`super::state::RespState::lock_as_waiter`]).
+//!
+//! Inside MULTI (and when EXEC runs the queue) a blocking command behaves
+//! as its non-blocking form, as in Redis: a null when everything is empty.
+//! On a replicated database the command runs on the chunk's leader, as the
+//! non-blocking form; the connection's node runs it again every
+//! [`POLL_INTERVAL_MS`] until it gets an element or its timeout passes.
+//!
+//! Differences from Redis: a client that is not blocked may take a pushed
+//! element before the blocked client that was first in line (Redis serves
+//! blocked clients before running the next command); on a replicated
+//! database, clients blocked on one key are not served in the order they
+//! blocked.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::errors::SYNTAX;
+use super::keyspace::Db;
+use super::reply::Reply;
+use super::state::{Conn, RespState};
+use crate::error::NodeResult;
+
+/// How often a command blocked on a replicated database runs again.
+pub const POLL_INTERVAL_MS: u64 = 100;
+
+/// The clients waiting on one key, in the order they blocked: (client id,
+/// its wake-up).
+type Line = VecDeque<(u64, Arc<Notify>)>;
+
+/// Lines by database and key.
+type Lines = HashMap<u32, HashMap<Vec<u8>, Line>>;
+
+/// Connections waiting on keys, by database and key, in the order they
+/// blocked.
+#[derive(Default)]
+pub struct Waiters {
+    queues: Mutex<Lines>,
+    /// Connections waiting now (so a write with none waiting costs one
+    /// atomic load).
+    waiting: AtomicUsize,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts client `id` at the end of the line of each of `keys`.
+    pub fn register(&self, db: u32, keys: &[Vec<u8>], id: u64, notify: &Arc<Notify>) {
+        let mut queues = self.lock();
+        let per_db = queues.entry(db).or_default();
+        for k in keys {
+            per_db.entry(k.clone()).or_default().push_back((id, notify.clone()));
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes client `id` out of the lines of `keys`.
+    pub fn unregister(&self, db: u32, keys: &[Vec<u8>], id: u64) {
+        let mut queues = self.lock();
+        if let Some(per_db) = queues.get_mut(&db) {
+            for k in keys {
+                if let Some(line) = per_db.get_mut(k.as_slice()) {
+                    line.retain(|(c, _)| *c != id);
+                    if line.is_empty() {
+                        per_db.remove(k.as_slice());
+                    }
+                }
+            }
+            if per_db.is_empty() {
+                queues.remove(&db);
+            }
+        }
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// `key` of database `db` may have changed: wakes the first client
+    /// waiting on it.
+    pub fn signal(&self, db: u32, key: &[u8]) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let queues = self.lock();
+        if let Some(first) = queues.get(&db).and_then(|d| d.get(key)).and_then(|l| l.front()) {
+            first.1.notify_one();
+        }
+    }
+}
+
+/// A command waiting for one of its keys to be written.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub db: u32,
+    /// The keys it waits on.
+    pub keys: Vec<Vec<u8>>,
+    /// When it gives up (`None`: never).
+    pub deadline: Option<Instant>,
+    /// The command, to run again.
+    pub args: Vec<Vec<u8>>,
+    /// Run again every [`POLL_INTERVAL_MS`] (a replicated database) rather
+    /// than on a signal.
+    pub poll: bool,
+}
+
+impl Block {
+    /// What a blocked command answers when its timeout passes: a null
+    /// array, for every one of them (also BLMOVE, as Redis does).
+    pub fn timed_out(&self) -> Reply {
+        Reply::NullArray
+    }
+}
+
+/// A blocking command's timeout argument, as Redis reads it: seconds,
+/// fractions allowed; `None` for 0 (for ever).
+fn timeout(arg: &[u8]) -> Result<Option<Duration>, Reply> {
+    let secs = match super::args::parse_f64(arg) {
+        Some(s) => s,
+        None => return Err(Reply::err("ERR timeout is not a float or out of range")),
+    };
+    if secs < 0.0 {
+        return Err(Reply::err("ERR timeout is negative"));
+    }
+    let ms = secs * 1000.0;
+    if !ms.is_finite() || ms > i64::MAX as f64 {
+        return Err(Reply::err("ERR timeout is out of range"));
+    }
+    // Redis rounds the milliseconds up: a timeout is never cut short.
+    Ok((ms > 0.0).then(|| Duration::from_millis(ms.ceil() as u64)))
+}
+
+/// What a blocking command asks for.
+struct Ask {
+    /// Keys it waits on.
+    waits: Vec<Vec<u8>>,
+    /// Keys it writes (stripes to take).
+    writes: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+    /// The reply when everything is empty and it may not block (inside a
+    /// transaction): LMOVE's null for the moves, a null array for the pops.
+    empty: Reply,
+    op: Op,
+}
+
+enum Op {
+    /// BLPOP / BRPOP: one element from the first non-empty list.
+    Pop { head: bool },
+    /// BLMOVE / BRPOPLPUSH.
+    Move { from_head: bool, to_head: bool },
+    /// BLMPOP.
+    MPop { head: bool, count: i64 },
+}
+
+/// Parses `args` as Redis does, errors first (arguments, then timeout, in
+/// Redis's order per command).
+fn ask(name: &str, args: &[Vec<u8>]) -> Result<Ask, Reply> {
+    let last = args.len() - 1;
+    match name {
+        "blpop" | "brpop" => Ok(Ask {
+            waits: args[1..last].to_vec(),
+            writes: args[1..last].to_vec(),
+            timeout: timeout(&args[last])?,
+            empty: Reply::NullArray,
+            op: Op::Pop { head: name == "blpop" },
+        }),
+        "brpoplpush" => Ok(Ask {
+            waits: vec![args[1].clone()],
+            writes: vec![args[1].clone(), args[2].clone()],
+            timeout: timeout(&args[3])?,
+            empty: Reply::Null,
+            op: Op::Move { from_head: false, to_head: true },
+        }),
+        "blmove" => {
+            let from_head = super::lists::end(&args[3])?;
+            let to_head = super::lists::end(&args[4])?;
+            Ok(Ask {
+                waits: vec![args[1].clone()],
+                writes: vec![args[1].clone(), args[2].clone()],
+                timeout: timeout(&args[5])?,
+                empty: Reply::Null,
+                op: Op::Move { from_head, to_head },
+            })
+        }
+        "blmpop" => {
+            let timeout = timeout(&args[1])?;
+            // LMPOP's arguments after the timeout.
+            let rest: Vec<Vec<u8>> =
+                std::iter::once(args[0].clone()).chain(args[2..].iter().cloned()).collect();
+            let keys = super::lists::mpop_keys(&rest)?;
+            let (head, count) = super::lists::mpop_options(&rest, &keys)?;
+            Ok(Ask {
+                waits: keys.clone(),
+                writes: keys,
+                timeout,
+                empty: Reply::NullArray,
+                op: Op::MPop { head, count },
+            })
+        }
+        _ => Err(Reply::err(SYNTAX)),
+    }
+}
+
+/// Runs a blocking command on `db` (its arity checked): its reply, or, with
+/// every key empty outside a transaction, a [`Block`] recorded on `conn`
+/// (the reply returned is then the timeout's, not to be sent yet).
+pub async fn run(
+    state: &RespState,
+    conn: &mut Conn,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> NodeResult<Reply> {
+    let ask = match ask(name, args) {
+        Ok(ask) => ask,
+        Err(reply) => return Ok(reply),
+    };
+    let dbi = conn.db;
+    let keys: Vec<&[u8]> = ask.writes.iter().map(Vec::as_slice).collect();
+    let got = {
+        let _g = state.lock_as_waiter(dbi, &keys).await;
+        match ask.op {
+            Op::Pop { head } => super::lists::pop_first(db, &ask.waits, head, 1).await?.map(|p| {
+                p.map(|(key, mut e)| {
+                    Reply::Array(vec![Reply::Bulk(key), Reply::Bulk(e.pop().unwrap_or_default())])
+                })
+            }),
+            Op::Move { from_head, to_head } => {
+                super::lists::move_one(db, &args[1], &args[2], from_head, to_head)
+                    .await?
+                    .map(|e| e.map(Reply::Bulk))
+            }
+            Op::MPop { head, count } => {
+                super::lists::pop_first(db, &ask.waits, head, count).await?.map(|p| {
+                    p.map(|(key, e)| {
+                        Reply::Array(vec![
+                            Reply::Bulk(key),
+                            Reply::Array(e.into_iter().map(Reply::Bulk).collect()),
+                        ])
+                    })
+                })
+            }
+        }
+    };
+    match got {
+        Err(reply) => Ok(reply),
+        Ok(Some(reply)) => {
+            // More may be left for the next in line.
+            for k in &ask.waits {
+                state.blocking.signal(dbi, k);
+            }
+            Ok(reply)
+        }
+        Ok(None) if db.tx.is_some() => Ok(ask.empty),
+        Ok(None) => {
+            conn.block = Some(Block {
+                db: dbi,
+                keys: ask.waits,
+                deadline: ask.timeout.map(|t| Instant::now() + t),
+                args: args.to_vec(),
+                poll: false,
+            });
+            Ok(ask.empty)
+        }
+    }
+}
+
+/// For a blocking command that ran on a replicated database's leader and
+/// found nothing (`reply`, as that node encoded it, is a null): the
+/// [`Block`] that makes this connection run it again until its timeout.
+pub fn poll_block(conn: &Conn, name: &str, args: &[Vec<u8>], reply: &Reply) -> Option<Block> {
+    let Reply::Raw(bytes) = reply else { return None };
+    if !matches!(bytes.as_slice(), b"*-1\r\n" | b"$-1\r\n" | b"_\r\n") {
+        return None;
+    }
+    let ask = ask(name, args).ok()?;
+    Some(Block {
+        db: conn.db,
+        keys: ask.waits,
+        deadline: ask.timeout.map(|t| Instant::now() + t),
+        args: args.to_vec(),
+        poll: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_as_redis_reads_them() {
+        assert_eq!(timeout(b"0"), Ok(None));
+        assert_eq!(timeout(b"0.0001"), Ok(Some(Duration::from_millis(1))), "rounded up");
+        assert_eq!(timeout(b"1.5"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(timeout(b"-1"), Err(Reply::err("ERR timeout is negative")));
+        let bad = Reply::err("ERR timeout is not a float or out of range");
+        assert_eq!(timeout(b"x"), Err(bad.clone()));
+        assert_eq!(timeout(b""), Err(bad));
+        assert_eq!(timeout(b"inf"), Err(Reply::err("ERR timeout is out of range")));
+    }
+
+    #[tokio::test]
+    async fn the_first_to_block_is_woken_first_and_leaving_frees_the_line() {
+        let w = Waiters::default();
+        let (a, b) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        w.register(0, &[b"k".to_vec()], 1, &a);
+        w.register(0, &[b"k".to_vec(), b"j".to_vec()], 2, &b);
+        w.signal(0, b"k");
+        tokio::time::timeout(Duration::from_secs(1), a.notified()).await.expect("a woken");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), b.notified()).await.is_err(),
+            "b still waits"
+        );
+        w.unregister(0, &[b"k".to_vec()], 1);
+        w.signal(0, b"k");
+        tokio::time::timeout(Duration::from_secs(1), b.notified()).await.expect("b woken");
+        w.signal(0, b"j");
+        w.unregister(0, &[b"k".to_vec(), b"j".to_vec()], 2);
+        assert!(w.lock().is_empty() && w.waiting.load(Ordering::Acquire) == 0);
+        w.signal(1, b"k");
+    }
+}
