@@ -42,6 +42,7 @@ use crate::chunk_cell::{Applied, CellState, ChunkCell};
 use crate::chunk_host::ChunkHost;
 use crate::consensus::futures_lite::BoxedFuture;
 use crate::consensus::replica_store::Replica;
+use crate::consensus::LogPosition;
 use crate::error::NodeError;
 use crate::storage::chunk::ReadAt;
 use crate::write_batch::WriteBatcher;
@@ -68,6 +69,17 @@ pub enum ChunkCommand {
     /// replica refuses only itself). Its reply is the list of the writes'
     /// replies, in order ([`decode_replies`]).
     Writes { writes: Vec<Vec<WriteOp>> },
+    /// Writes as in [`ChunkCommand::Writes`], each with the leader term it
+    /// was computed in, if any (a read-modify-write command's, from what
+    /// the leader read under a read barrier): one whose term is not the
+    /// entry's own is refused with `StaleTerm`, applying nothing. Between
+    /// a leader's read and the append of its entry another leader may have
+    /// written the same keys; within one term only that leader appends.
+    /// Postmortem: writes computed by a leader, queued in its write
+    /// batcher while it lost and then won back its leadership, were
+    /// appended after another leader's writes to the same list and
+    /// overwrote them (acknowledged RPUSHes lost).
+    Fenced { writes: Vec<(Option<u64>, Vec<WriteOp>)> },
 }
 
 /// A range of one chunk whose rows ride on another chunk's Raft log, and
@@ -337,7 +349,7 @@ pub fn encode_command(command: &ChunkCommand) -> Vec<u8> {
 }
 
 impl Replica for ChunkReplica {
-    fn apply(&self, _index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
+    fn apply(&self, at: LogPosition, command: &[u8]) -> Result<Vec<u8>, String> {
         let reply = match rmp_serde::from_slice::<ChunkCommand>(command) {
             Ok(ChunkCommand::Write { ops }) => self.write(&ops)?,
             Ok(ChunkCommand::Rider { rider, ops }) => self.write_rider(&rider, &ops)?,
@@ -348,6 +360,23 @@ impl Replica for ChunkReplica {
                 // they give the same state (blind puts and deletes).
                 let replies =
                     writes.iter().map(|ops| self.write(ops)).collect::<Result<Vec<_>, _>>()?;
+                return Ok(encode_replies(&replies));
+            }
+            Ok(ChunkCommand::Fenced { writes }) => {
+                let replies = writes
+                    .iter()
+                    .map(|(term, ops)| match term {
+                        Some(t) if *t != at.term => Ok(Err(ErrorInfo {
+                            code: ErrorCode::StaleTerm,
+                            message: format!(
+                                "chunk {}: a write computed in term {t} reached the log in \
+                                 term {}; not applied",
+                                self.group, at.term
+                            ),
+                        })),
+                        _ => self.write(ops),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 return Ok(encode_replies(&replies));
             }
             Err(e) => Err(ErrorInfo {

@@ -754,7 +754,7 @@ impl Node {
             .on_leader(group, me, command, |g| {
                 let reply = &reply;
                 async move {
-                    let answer = batcher.write(&g, ops.to_vec()).await?;
+                    let answer = batcher.write(&g, ops.to_vec(), None).await?;
                     *reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
                     Ok(())
                 }
@@ -1372,7 +1372,20 @@ impl Node {
         let Some(me) = cluster.node_id() else { return Ok(()) };
         let Some(meta) = cluster.meta() else { return Ok(()) };
         // Replicas of ranges the meta range dropped (or dropped and made
-        // again under the same name), or moved to other nodes.
+        // again under the same name), or moved to other nodes. A moved
+        // replica that leads one of the range's groups stays until it has
+        // handed the group over (its placement loop adds the new replica,
+        // then removes itself, and steps down).
+        // Postmortem: a removed node that led a group dropped its replica
+        // at once; the others kept following a leader whose node still
+        // answered pings, and the database was unavailable until the
+        // removed node's process ended.
+        let leads_here = |name: &str| {
+            self.replicated
+                .all()
+                .iter()
+                .any(|(g, n, _)| n == name && cluster.group(*g).is_some_and(|g| g.is_leader()))
+        };
         let gone: Vec<String> = self
             .router_read()
             .ranges()
@@ -1383,7 +1396,8 @@ impl Node {
                         // view's target created from its source's log ahead
                         // of the meta range's record of it, not a drop.
                         None => r.meta.id < meta.next_id,
-                        Some(m) => m.id != r.meta.id || !m.replicas.contains(&me),
+                        Some(m) if m.id != r.meta.id => true,
+                        Some(m) => !m.replicas.contains(&me) && !leads_here(&r.meta.name),
                     }
             })
             .map(|r| r.meta.name.clone())

@@ -65,6 +65,9 @@ type Outcome = Result<ChunkReply, ConsensusError>;
 
 struct Waiting {
     ops: Vec<WriteOp>,
+    /// The leader term the write was computed in, if it was (see
+    /// [`ChunkCommand::Fenced`]).
+    term: Option<u64>,
     bytes: usize,
     queued: std::time::Instant,
     reply: oneshot::Sender<Outcome>,
@@ -123,16 +126,26 @@ impl WriteBatcher {
     /// with other writes; returns this write's own reply once its entry is
     /// committed and applied here.
     ///
+    /// A write computed by the leader in `term` (from what it read) is
+    /// applied only if its entry is appended in that term; otherwise it is
+    /// answered `StaleTerm` and changes nothing.
+    ///
     /// Errors: the [`ConsensusError`] of the entry's proposal (the write
     /// may then have been applied, except with `NotLeader` before
     /// anything was proposed, which the caller tells apart as it does for
     /// [`Group::propose`]).
-    pub async fn write<P: Proposer>(&self, proposer: &P, ops: Vec<WriteOp>) -> Outcome {
+    pub async fn write<P: Proposer>(
+        &self,
+        proposer: &P,
+        ops: Vec<WriteOp>,
+        term: Option<u64>,
+    ) -> Outcome {
         let (tx, rx) = oneshot::channel();
         let bytes = op_bytes(&ops);
         let start = {
             let mut s = lock(&self.state);
-            s.queue.push_back(Waiting { ops, bytes, queued: std::time::Instant::now(), reply: tx });
+            let queued = std::time::Instant::now();
+            s.queue.push_back(Waiting { ops, term, bytes, queued, reply: tx });
             let start = s.in_flight < IN_FLIGHT_MAX;
             if start {
                 s.in_flight += 1;
@@ -191,17 +204,35 @@ async fn drive<P: Proposer>(mut in_flight: InFlight, proposer: P) {
 
 /// Proposes `batch` as one entry and answers each of its writers.
 async fn propose<P: Proposer>(proposer: &P, mut batch: Vec<Waiting>) {
-    if batch.len() == 1 {
+    let fenced = batch.iter().any(|w| w.term.is_some());
+    if batch.len() == 1 && !fenced {
         let w = batch.pop().expect("one write");
         let command = encode_command(&ChunkCommand::Write { ops: w.ops });
         let outcome = proposer.propose(command).await.map(|bytes| decode_reply(&bytes));
         let _ = w.reply.send(outcome);
         return;
     }
-    let (writes, replies): (Vec<Vec<WriteOp>>, Vec<oneshot::Sender<Outcome>>) =
-        batch.into_iter().map(|w| (w.ops, w.reply)).unzip();
-    let n = writes.len();
-    let command = encode_command(&ChunkCommand::Writes { writes });
+    let n = batch.len();
+    let mut replies = Vec::with_capacity(n);
+    let command = if fenced {
+        let writes = batch
+            .into_iter()
+            .map(|w| {
+                replies.push(w.reply);
+                (w.term, w.ops)
+            })
+            .collect();
+        encode_command(&ChunkCommand::Fenced { writes })
+    } else {
+        let writes = batch
+            .into_iter()
+            .map(|w| {
+                replies.push(w.reply);
+                w.ops
+            })
+            .collect();
+        encode_command(&ChunkCommand::Writes { writes })
+    };
     match proposer.propose(command).await {
         Ok(bytes) => {
             let answers = decode_replies(&bytes).and_then(|answers| {

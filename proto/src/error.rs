@@ -49,6 +49,12 @@ pub enum ErrorCode {
     /// retryable as it is: a write sent again may apply twice; read the
     /// keys back (or make the write idempotent) before writing again.
     OutcomeUnknown,
+    /// A write computed by a chunk's leader (from what it read under a
+    /// read barrier) reached the Raft log in a later leader's term: it was
+    /// not applied (it could undo writes made in between). The node asked
+    /// runs the command again at the current leader by itself; a client
+    /// sees this only when that kept failing. Retry.
+    StaleTerm,
     /// The request was routed by a chunk map that changed meanwhile (a
     /// replicated chunk split): its keys are no longer where it was sent.
     /// The node asked routes it again by itself; a client sees this only
@@ -66,6 +72,7 @@ impl ErrorCode {
                 | ErrorCode::ViewLagging
                 | ErrorCode::ClusterUnavailable
                 | ErrorCode::StaleChunkMap
+                | ErrorCode::StaleTerm
         )
     }
 }

@@ -421,6 +421,14 @@ impl Group {
         self.change_membership(change).await
     }
 
+    /// The group's current term as this replica knows it (cheaper than
+    /// [`Group::status`]). A replica that leads in term T before and after
+    /// something led throughout it: a lost and regained leadership has a
+    /// later term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// Whether this replica is in the leader state now (as
     /// [`GroupStatus::state`] `"leader"`; it may have lost its majority
     /// without knowing). Cheaper than [`Group::status`]: copies nothing.

@@ -211,8 +211,8 @@ impl RaftStateMachine<TypeConfig> for MachineStore {
         for entry in entries {
             s.last_applied = Some(entry.log_id);
             let State { machine, membership, .. } = &mut *s;
-            let reply = super::apply_entry(entry, membership, |i, c| {
-                Ok::<_, std::convert::Infallible>(machine.apply(i, c))
+            let reply = super::apply_entry(entry, membership, |at, c| {
+                Ok::<_, std::convert::Infallible>(machine.apply(at.index, c))
             });
             replies.push(reply.unwrap_or_else(|never| match never {}));
         }

@@ -207,14 +207,23 @@ pub enum RaftRpcReply {
 /// the entry's), a membership change into `membership`; a blank entry
 /// answers nothing. An error of `apply` (the replica could not apply the
 /// command: its storage failed) is returned as it is, with nothing applied.
+/// Where a committed command sits in its group's log: its index, and the
+/// term of the leader that appended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    pub index: u64,
+    pub term: u64,
+}
+
 pub(crate) fn apply_entry<E>(
     entry: openraft::Entry<TypeConfig>,
     membership: &mut openraft::StoredMembership<NodeId, openraft::BasicNode>,
-    apply: impl FnOnce(u64, &[u8]) -> Result<Vec<u8>, E>,
+    apply: impl FnOnce(LogPosition, &[u8]) -> Result<Vec<u8>, E>,
 ) -> Result<CommandReply, E> {
+    let at = LogPosition { index: entry.log_id.index, term: entry.log_id.leader_id.term };
     let reply = match entry.payload {
         openraft::EntryPayload::Blank => Vec::new(),
-        openraft::EntryPayload::Normal(command) => apply(entry.log_id.index, &command.0)?,
+        openraft::EntryPayload::Normal(command) => apply(at, &command.0)?,
         openraft::EntryPayload::Membership(m) => {
             *membership = openraft::StoredMembership::new(Some(entry.log_id), m);
             Vec::new()

@@ -29,7 +29,7 @@ use openraft::{BasicNode, Entry, LogId, StorageError, StorageIOError, StoredMemb
 use serde::{Deserialize, Serialize};
 
 use super::futures_lite::BoxedFuture;
-use super::{CommandReply, NodeId, TypeConfig};
+use super::{CommandReply, LogPosition, NodeId, TypeConfig};
 
 const MARKER_FILE: &str = "APPLIED";
 
@@ -37,7 +37,8 @@ type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 /// A state machine that stores its state itself.
 pub trait Replica: Send + Sync + 'static {
-    /// Applies the committed command at log `index`; returns the reply. A
+    /// Applies the committed command at log position `at` (its index, and
+    /// the term it was appended in); returns the reply. A
     /// command refused by the machine is answered with an encoded error
     /// and changes nothing, on every replica alike.
     ///
@@ -45,7 +46,7 @@ pub trait Replica: Send + Sync + 'static {
     /// shutting down): nothing was applied, and the group's replica stops
     /// rather than go on without the command (which would make it differ
     /// from the others); it applies the command again when restarted.
-    fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String>;
+    fn apply(&self, at: LogPosition, command: &[u8]) -> Result<Vec<u8>, String>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> BoxedFuture<Result<(), String>>;
     /// The whole state, for a replica that is too far behind.
@@ -210,7 +211,7 @@ impl RaftStateMachine<TypeConfig> for ReplicaStore {
             let mut s = self.lock();
             let id = entry.log_id;
             let replica = &self.replica;
-            let reply = super::apply_entry(entry, &mut s.membership, |i, c| replica.apply(i, c))
+            let reply = super::apply_entry(entry, &mut s.membership, |at, c| replica.apply(at, c))
                 .map_err(|e| {
                     tracing::error!(index = id.index, error = %e, "a replica could not apply a committed command; it stops");
                     StorageIOError::write_state_machine(openraft::AnyError::error(format!(
@@ -273,7 +274,7 @@ mod tests {
     struct Bytes(Mutex<Vec<u8>>);
 
     impl Replica for Bytes {
-        fn apply(&self, _: u64, _: &[u8]) -> Result<Vec<u8>, String> {
+        fn apply(&self, _: LogPosition, _: &[u8]) -> Result<Vec<u8>, String> {
             Ok(Vec::new())
         }
         fn flush(&self) -> BoxedFuture<Result<(), String>> {
@@ -333,11 +334,11 @@ mod apply_tests {
     struct FailsOn(Mutex<Vec<u64>>);
 
     impl Replica for FailsOn {
-        fn apply(&self, index: u64, command: &[u8]) -> Result<Vec<u8>, String> {
+        fn apply(&self, at: LogPosition, command: &[u8]) -> Result<Vec<u8>, String> {
             if command == b"fail" {
                 return Err("its storage failed".into());
             }
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(index);
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(at.index);
             Ok(Vec::new())
         }
         fn flush(&self) -> BoxedFuture<Result<(), String>> {

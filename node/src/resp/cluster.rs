@@ -82,7 +82,7 @@ use super::state::RespState;
 use crate::cluster::meta::MetaRange;
 use crate::consensus::{ConsensusError, Group};
 use crate::error::{NodeError, NodeResult};
-use crate::replica::{decode_reply, encode_command, ChunkCommand};
+use crate::replica::{encode_command, ChunkCommand};
 
 /// Forwards a command may take before reaching a leader (two nodes with
 /// stale views of the leader could otherwise pass it back and forth).
@@ -301,12 +301,21 @@ async fn run_at_leader(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
+        // The term the command's reads are made in: its writes apply only
+        // in that term (`ChunkCommand::Fenced`).
+        let term = group.term();
         let at_leader =
             node.on_leader(&group, me, &forward, |g| async move { g.read_barrier().await }).await?;
         if let Some(reply) = at_leader {
             return resp_bytes(reply);
         }
-        match lead(state, db, proto, work, &group).await {
+        let led = if group.term() == term {
+            lead(state, db, proto, work, &group, term).await
+        } else {
+            // Leadership changed during the barrier: run again.
+            Err(Lead::NotLeader)
+        };
+        match led {
             Ok(bytes) => return Ok(bytes),
             Err(Lead::NotLeader) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -328,6 +337,7 @@ async fn lead(
     proto: u8,
     work: &Work,
     group: &Group,
+    term: u64,
 ) -> Result<Vec<u8>, Lead> {
     // A connection never waits while it holds stripes (see `stripes`).
     super::stripes::release_held();
@@ -343,7 +353,7 @@ async fn lead(
         }
         let (reply, ops) = run_held(state, db, proto, work).await.map_err(Lead::Failed)?;
         if !ops.is_empty() {
-            propose(state, group, ops).await?;
+            propose(state, group, ops, term).await?;
         }
         let mut out = Vec::new();
         reply.write(proto, &mut out);
@@ -354,7 +364,9 @@ async fn lead(
 
 /// Proposes one atomic write of the chunk's rows to its Raft group,
 /// through the replica's write batcher (in one entry with other commands'
-/// writes arriving meanwhile, each still atomic and answered on its own).
+/// writes arriving meanwhile, each still atomic and answered on its own),
+/// to apply only if appended in `term`, the term its reads were made in
+/// (refused otherwise, applying nothing, and run again at the leader).
 ///
 /// Only a replica that believes it leads proposes, and a proposal refused
 /// with `NotLeader` after that is never run again: openraft answers so
@@ -362,20 +374,35 @@ async fn lead(
 /// another replica may still commit (a second run would apply it twice).
 /// Postmortem: the command ran again after any `NotLeader`, so an INCR
 /// could be applied twice across a leader change.
-async fn propose(state: &RespState, group: &Group, ops: Vec<WriteOp>) -> Result<(), Lead> {
+async fn propose(
+    state: &RespState,
+    group: &Group,
+    ops: Vec<WriteOp>,
+    term: u64,
+) -> Result<(), Lead> {
     if !group.is_leader() {
         return Err(Lead::NotLeader);
     }
     let outcome = match state.node.replicated.replica(group.id()) {
-        Some(replica) => replica.batcher().write(group, ops).await,
+        Some(replica) => replica.batcher().write(group, ops, Some(term)).await,
         None => {
-            let proposal = encode_command(&ChunkCommand::Write { ops });
-            group.propose(proposal).await.map(|bytes| decode_reply(&bytes))
+            let writes = vec![(Some(term), ops)];
+            let proposal = encode_command(&ChunkCommand::Fenced { writes });
+            group.propose(proposal).await.map(|bytes| {
+                crate::replica::decode_replies(&bytes).and_then(|mut r| {
+                    r.pop().unwrap_or_else(|| Err(monotable_proto::ErrorInfo {
+                        code: ErrorCode::Internal,
+                        message: "no reply to a fenced write".into(),
+                    }))
+                })
+            })
         }
     };
     match outcome {
         Ok(reply) => match reply {
             Ok(_) => Ok(()),
+            // Not applied: computed in a term that ended first.
+            Err(info) if info.code == ErrorCode::StaleTerm => Err(Lead::NotLeader),
             Err(info) => Err(Lead::Failed(NodeError::client(info.code, info.message))),
         },
         Err(
@@ -414,10 +441,11 @@ pub async fn expire(state: &RespState, db: u32, range: &MetaRange) -> NodeResult
     if due.records.is_empty() {
         return Ok(0);
     }
-    if group.read_barrier().await.is_err() {
+    let term = group.term();
+    if group.read_barrier().await.is_err() || group.term() != term {
         return Ok(0);
     }
-    match lead(state, db, 2, &Work::Expire, &group).await {
+    match lead(state, db, 2, &Work::Expire, &group, term).await {
         Ok(bytes) => Ok(parse_int(&bytes).unwrap_or(0)),
         Err(Lead::NotLeader) => Ok(0),
         Err(Lead::Failed(e)) => Err(e),
