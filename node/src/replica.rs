@@ -509,6 +509,11 @@ mod tests {
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
 
+    /// A log position in term 1.
+    fn at(index: u64) -> LogPosition {
+        LogPosition { index, term: 1 }
+    }
+
     use super::*;
     use crate::catalog::CatalogError;
     use crate::chunk_cell::CellState;
@@ -627,20 +632,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (host, a) = replica(&dir.path().join("a"));
         let write = ChunkCommand::Write { ops: vec![put("k1", "v1"), put("k2", "v2")] };
-        assert!(decode_reply(&a.apply(1, &command(write)).expect("applied")).is_ok());
+        assert!(decode_reply(&a.apply(at(1), &command(write)).expect("applied")).is_ok());
         let rows = vec![put("row1", "1"), put("row2", "2")];
         let reply = decode_reply(
-            &a.apply(2, &command(ChunkCommand::Rider { rider: spec("idx"), ops: rows }))
+            &a.apply(at(2), &command(ChunkCommand::Rider { rider: spec("idx"), ops: rows }))
                 .expect("applied"),
         );
         assert_eq!(reply.expect("applied").chunk, 11, "the token names the rider's chunk");
         let delete = WriteOp::Delete { key: b"row1".to_vec().into() };
         let rider = ChunkCommand::Rider { rider: spec("idx"), ops: vec![delete] };
-        assert!(decode_reply(&a.apply(3, &command(rider)).expect("applied")).is_ok());
+        assert!(decode_reply(&a.apply(at(3), &command(rider)).expect("applied")).is_ok());
         // A dropped rider's rows are skipped, not an error that would stop
         // the log.
         let gone = ChunkCommand::Rider { rider: spec("dropped"), ops: vec![put("x", "y")] };
-        assert!(decode_reply(&a.apply(4, &command(gone)).expect("applied")).is_ok());
+        assert!(decode_reply(&a.apply(at(4), &command(gone)).expect("applied")).is_ok());
         let rider_cell = host.riders.lock().expect("riders")[&11].1.clone();
         assert_eq!(keys(&rider_cell), vec![(b"row2".to_vec(), b"2".to_vec())]);
         assert_eq!(keys(&a.cell()).len(), 2, "the chunk's own rows are apart");
@@ -650,12 +655,12 @@ mod tests {
         let snapshot = a.snapshot().expect("snapshot");
         let (other_host, b) = replica(&dir.path().join("b"));
         assert!(decode_reply(
-            &b.apply(1, &command(ChunkCommand::Write { ops: vec![put("stale", "s")] }))
+            &b.apply(at(1), &command(ChunkCommand::Write { ops: vec![put("stale", "s")] }))
                 .expect("applied")
         )
         .is_ok());
         let stale = ChunkCommand::Rider { rider: spec("idx"), ops: vec![put("row9", "9")] };
-        assert!(decode_reply(&b.apply(2, &command(stale)).expect("applied")).is_ok());
+        assert!(decode_reply(&b.apply(at(2), &command(stale)).expect("applied")).is_ok());
         // Applied at once; the future only waits for durability, which no
         // syncer runs here.
         drop(b.restore(snapshot));
@@ -675,7 +680,7 @@ mod tests {
             vec![put("c", "1"), put(&huge, "1")],
             vec![put("a", "2")],
         ];
-        let bytes = a.apply(1, &command(ChunkCommand::Writes { writes })).expect("applied");
+        let bytes = a.apply(at(1), &command(ChunkCommand::Writes { writes })).expect("applied");
         let replies = decode_replies(&bytes).expect("a reply per write");
         assert_eq!(replies.len(), 3);
         let (first, third) = (replies[0].clone().expect("ok"), replies[2].clone().expect("ok"));
@@ -685,8 +690,32 @@ mod tests {
         assert_eq!(keys(&a.cell()), want, "the refused write left nothing");
         // A list of replies is not one reply, and the reverse.
         assert!(decode_reply(&bytes).is_err());
-        let one = a.apply(2, &command(ChunkCommand::Write { ops: vec![put("d", "1")] }));
+        let one = a.apply(at(2), &command(ChunkCommand::Write { ops: vec![put("d", "1")] }));
         assert!(decode_replies(&one.expect("applied")).is_err());
+    }
+
+    /// A write computed by a leader in one term and appended in another
+    /// changes nothing; those of the entry's own term, or with no term,
+    /// apply.
+    #[test]
+    fn fenced_writes_apply_only_in_the_term_they_were_computed_in() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_host, a) = replica(&dir.path().join("a"));
+        let writes = vec![
+            (Some(4), vec![put("stale", "computed in term 4")]),
+            (Some(5), vec![put("fresh", "computed in term 5")]),
+            (None, vec![put("blind", "a plain put")]),
+        ];
+        let position = LogPosition { index: 1, term: 5 };
+        let bytes = a.apply(position, &command(ChunkCommand::Fenced { writes })).expect("applied");
+        let replies = decode_replies(&bytes).expect("a reply per write");
+        assert_eq!(replies[0].as_ref().expect_err("refused").code, ErrorCode::StaleTerm);
+        assert!(replies[1].is_ok() && replies[2].is_ok());
+        let want = vec![
+            (b"blind".to_vec(), b"a plain put".to_vec()),
+            (b"fresh".to_vec(), b"computed in term 5".to_vec()),
+        ];
+        assert_eq!(keys(&a.cell()), want, "the stale write left nothing");
     }
 }
 
@@ -733,7 +762,10 @@ mod split_tests {
     }
 
     fn apply(r: &ChunkReplica, index: u64, c: &ChunkCommand) -> ChunkReply {
-        decode_reply(&r.apply(index, &encode_command(c)).expect("applied by the replica"))
+        decode_reply(
+            &r.apply(LogPosition { index, term: 1 }, &encode_command(c))
+                .expect("applied by the replica"),
+        )
     }
 
     /// Every record of the node's replica of range `r`, with the chunks'
@@ -831,7 +863,9 @@ mod split_tests {
             // Postmortem: a write applied to a chunk closed by the shutdown
             // was refused as a stale route (an answer, so the log went on
             // without it); now the replica stops unapplied.
-            assert!(lower.apply(30, &encode_command(&put("b", "closed"))).is_err());
+            assert!(lower
+                .apply(LogPosition { index: 30, term: 1 }, &encode_command(&put("b", "closed")))
+                .is_err());
             drop(node);
 
             // Restarted with the chunk's log replayed from its start.

@@ -351,7 +351,7 @@ mod tests {
         let mut first = Vec::new();
         for i in 0..IN_FLIGHT_MAX {
             let (b, f, k) = (batcher.clone(), fake.clone(), format!("first{i}"));
-            first.push(tokio::spawn(async move { b.write(&f, put(&k)).await }));
+            first.push(tokio::spawn(async move { b.write(&f, put(&k), None).await }));
             while fake.proposals.load(Ordering::SeqCst) <= i {
                 tokio::task::yield_now().await;
             }
@@ -359,7 +359,7 @@ mod tests {
         let mut rest = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let (b, f, k) = (batcher.clone(), fake.clone(), k.to_string());
-            rest.push(tokio::spawn(async move { b.write(&f, put(&k)).await }));
+            rest.push(tokio::spawn(async move { b.write(&f, put(&k), None).await }));
             while batcher.load().0 <= i {
                 tokio::task::yield_now().await;
             }
@@ -429,7 +429,7 @@ mod tests {
         // Nothing of it applied; the batcher takes writes again.
         assert!(fake.log.lock().expect("lock").iter().all(|k| k != b"a" && k != b"b"));
         assert_eq!(
-            batcher.write(&fake, put("e")).await.expect("proposed").expect("applied").seq,
+            batcher.write(&fake, put("e"), None).await.expect("proposed").expect("applied").seq,
             3
         );
         assert_eq!(batcher.load(), (0, 0));

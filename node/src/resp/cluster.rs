@@ -390,10 +390,12 @@ async fn propose(
             let proposal = encode_command(&ChunkCommand::Fenced { writes });
             group.propose(proposal).await.map(|bytes| {
                 crate::replica::decode_replies(&bytes).and_then(|mut r| {
-                    r.pop().unwrap_or_else(|| Err(monotable_proto::ErrorInfo {
-                        code: ErrorCode::Internal,
-                        message: "no reply to a fenced write".into(),
-                    }))
+                    r.pop().unwrap_or_else(|| {
+                        Err(monotable_proto::ErrorInfo {
+                            code: ErrorCode::Internal,
+                            message: "no reply to a fenced write".into(),
+                        })
+                    })
                 })
             })
         }

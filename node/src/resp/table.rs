@@ -348,9 +348,8 @@ mod tests {
         // Where every key spec is an index and a range, COMMAND's legacy
         // (first, last, step) spans them (Redis derives it so); a key count
         // in the arguments (LMPOP) makes the keys movable: (0, 0, 0).
-        let counted = |c: &&Command| {
-            c.key_specs.iter().any(|k| matches!(k.find, FindKeys::KeyNum { .. }))
-        };
+        let counted =
+            |c: &&Command| c.key_specs.iter().any(|k| matches!(k.find, FindKeys::KeyNum { .. }));
         for c in COMMANDS.iter().filter(|c| counted(c)) {
             assert!(c.has(Flag::MovableKeys), "{}", c.name);
             assert_eq!((c.first_key, c.last_key, c.step), (0, 0, 0), "{}", c.name);
