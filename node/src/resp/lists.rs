@@ -178,7 +178,7 @@ fn push(key: &[u8], s: &mut Shape, head: bool, element: &[u8], ops: &mut Vec<Wri
 }
 
 /// LMPOP's keys, its other arguments checked as Redis checks them first.
-fn mpop_keys(args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Reply> {
+pub(super) fn mpop_keys(args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Reply> {
     let numkeys = match parse_i64(&args[1]) {
         Some(n) if n >= 1 => n as u64,
         _ => return Err(Reply::err("ERR numkeys should be greater than 0")),

@@ -17,7 +17,8 @@
 //!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
-//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`], [`mt`],
+//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`],
+//!   [`zset_algebra`] (sorted set commands over several keys), [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
 //!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
@@ -55,4 +56,5 @@ pub mod state;
 pub mod strings;
 pub mod stripes;
 pub mod table;
+pub mod zset_algebra;
 pub mod zsets;

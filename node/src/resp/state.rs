@@ -91,12 +91,25 @@ impl RespState {
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
     /// multi-key commands never wait on each other in a cycle).
     pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
-        // Only writers lock: their keys count as modified for WATCH.
-        for k in keys {
+        self.lock_reading(db, keys, &[]).await
+    }
+
+    /// Locks the stripes of `written` and `read` (keys of database `db`) in
+    /// one call, as [`RespState::lock`] does: only `written` count as
+    /// modified for WATCH. For commands that read several keys and must
+    /// see them at one moment (ZUNION, ZINTERSTORE's sources).
+    pub async fn lock_reading(
+        &self,
+        db: u32,
+        written: &[&[u8]],
+        read: &[&[u8]],
+    ) -> StripeGuards {
+        // Writers' keys count as modified for WATCH.
+        for k in written {
             self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
         }
         let mut stripes: Vec<usize> =
-            keys.iter().map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
+            written.iter().chain(read).map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
         stripes.sort_unstable();
         stripes.dedup();
         self.locks.lock(stripes).await

@@ -3,11 +3,17 @@
 //! ranges by score (the tuple order of floats is numeric, then members
 //! order as bytes, which is Redis's order). Ranges by score or by index
 //! read only the rows they return (by index: and those before them).
+//! Commands over several keys (ZUNION, ZMPOP, ZRANGESTORE...) are in
+//! [`super::zset_algebra`], built on the helpers here.
 
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::args::{parse_f64, parse_i64, NOT_INTEGER};
+use rand::seq::SliceRandom;
+
+use super::args::{
+    in_range, parse_f64, parse_i64, positive_count, NOT_INTEGER, REPEATED_ELEMENTS_MAX,
+};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_score, encode_score, key_row, score_row, zset_member_row as member_row, Db, Value,
@@ -18,7 +24,7 @@ use super::state::RespState;
 use super::table::{Command, Flag};
 use crate::error::{NodeError, NodeResult};
 
-fn score_prefix(key: &[u8]) -> Vec<u8> {
+pub(super) fn score_prefix(key: &[u8]) -> Vec<u8> {
     tuple::encode(&[Element::String("Z".into()), Element::Bytes(key.to_vec())]).expect("encodes")
 }
 
@@ -43,8 +49,8 @@ fn parse_score_row(row: &[u8]) -> NodeResult<(f64, Vec<u8>)> {
     }
 }
 
-/// -0 and 0 are one score, as in Redis.
-fn norm(x: f64) -> f64 {
+/// -0 and 0 are one score, as in Redis (a stored score is never -0).
+pub(super) fn norm(x: f64) -> f64 {
     if x == 0.0 {
         0.0
     } else {
@@ -52,12 +58,14 @@ fn norm(x: f64) -> f64 {
     }
 }
 
-struct Zset {
-    count: u64,
-    expire: Option<u64>,
+/// A sorted set's key row: how many members, and its expiry.
+pub(super) struct Zset {
+    pub(super) count: u64,
+    pub(super) expire: Option<u64>,
 }
 
-async fn zset(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Zset>, Reply>> {
+/// The sorted set at `key`, `None` when missing, WRONGTYPE for another type.
+pub(super) async fn zset(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Zset>, Reply>> {
     Ok(match db.get(key).await? {
         None => Ok(None),
         Some(v) if v.kind == KIND_ZSET => {
@@ -71,7 +79,7 @@ async fn score_of(db: &Db<'_>, key: &[u8], member: &[u8]) -> NodeResult<Option<f
     db.read_row(member_row(key, member)).await?.map(|v| decode_score(&v)).transpose()
 }
 
-fn set_ops(key: &[u8], member: &[u8], old: Option<f64>, new: f64, ops: &mut Vec<WriteOp>) {
+pub(super) fn set_ops(key: &[u8], member: &[u8], old: Option<f64>, new: f64, ops: &mut Vec<WriteOp>) {
     if let Some(o) = old {
         ops.push(WriteOp::Delete { key: score_row(key, o, member).into() });
     }
@@ -79,12 +87,12 @@ fn set_ops(key: &[u8], member: &[u8], old: Option<f64>, new: f64, ops: &mut Vec<
     ops.push(WriteOp::Put { key: score_row(key, new, member).into(), value: Vec::new().into() });
 }
 
-fn del_ops(key: &[u8], member: &[u8], score: f64, ops: &mut Vec<WriteOp>) {
+pub(super) fn del_ops(key: &[u8], member: &[u8], score: f64, ops: &mut Vec<WriteOp>) {
     ops.push(WriteOp::Delete { key: member_row(key, member).into() });
     ops.push(WriteOp::Delete { key: score_row(key, score, member).into() });
 }
 
-async fn commit(
+pub(super) async fn commit(
     db: &Db<'_>,
     key: &[u8],
     before: Option<&Zset>,
@@ -104,7 +112,7 @@ async fn commit(
 
 /// Members in score order within row bounds, forward or reverse, after
 /// skipping `offset`, at most `limit` (None: all).
-async fn scan_scores(
+pub(super) async fn scan_scores(
     db: &Db<'_>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
@@ -152,7 +160,7 @@ fn score_range(key: &[u8], min: (f64, bool), max: (f64, bool)) -> (Vec<u8>, Opti
 }
 
 /// A lex bound: `[a`, `(a`, `-`, `+`.
-enum Lex {
+pub(super) enum Lex {
     Min,
     Max,
     At(Vec<u8>, bool),
@@ -168,33 +176,78 @@ fn parse_lex(arg: &[u8]) -> Option<Lex> {
     }
 }
 
-fn in_lex(m: &[u8], min: &Lex, max: &Lex) -> bool {
-    let above = match min {
+/// Redis's `zslLexValueGteMin`: `m` is at or above `min`.
+fn above_min(m: &[u8], min: &Lex) -> bool {
+    match min {
         Lex::Min => true,
         Lex::Max => false,
-        Lex::At(v, excl) => {
-            if *excl {
-                m > v.as_slice()
-            } else {
-                m >= v.as_slice()
-            }
-        }
-    };
-    let below = match max {
-        Lex::Max => true,
-        Lex::Min => false,
-        Lex::At(v, excl) => {
-            if *excl {
-                m < v.as_slice()
-            } else {
-                m <= v.as_slice()
-            }
-        }
-    };
-    above && below
+        Lex::At(v, true) => m > v.as_slice(),
+        Lex::At(v, false) => m >= v.as_slice(),
+    }
 }
 
-fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
+/// Redis's `zslLexValueLteMax`: `m` is at or below `max`.
+fn below_max(m: &[u8], max: &Lex) -> bool {
+    match max {
+        Lex::Max => true,
+        Lex::Min => false,
+        Lex::At(v, true) => m < v.as_slice(),
+        Lex::At(v, false) => m <= v.as_slice(),
+    }
+}
+
+/// A lex range no member can be in (Redis's `sdscmplex` test: `-` and
+/// `+` count as exclusive).
+fn lex_range_is_empty(min: &Lex, max: &Lex) -> bool {
+    use std::cmp::Ordering::*;
+    let rank = |l: &Lex| match l {
+        Lex::Min => 0,
+        Lex::At(..) => 1,
+        Lex::Max => 2,
+    };
+    let cmp = match (min, max) {
+        (Lex::At(a, _), Lex::At(b, _)) => a.cmp(b),
+        _ => rank(min).cmp(&rank(max)),
+    };
+    let exclusive = |l: &Lex| !matches!(l, Lex::At(_, false));
+    cmp == Greater || (cmp == Equal && (exclusive(min) || exclusive(max)))
+}
+
+/// The members of a lex range, from `all` (every member in score order),
+/// as Redis 7.0 walks a small sorted set (a listpack): from the first
+/// member at or above `min` (reverse: the last at or below `max`), which
+/// must be within the other bound too; `offset` members skipped unchecked;
+/// then members while they stay within the far bound. With one score for
+/// all, that is the plain lex range; with mixed scores it is Redis's
+/// answer for sets of up to 128 members.
+pub(super) fn lex_select(
+    all: &[(Vec<u8>, f64)],
+    min: &Lex,
+    max: &Lex,
+    rev: bool,
+    offset: usize,
+    limit: Option<usize>,
+) -> Vec<(Vec<u8>, f64)> {
+    let (Some(first), Some(last)) = (all.first(), all.last()) else { return Vec::new() };
+    if lex_range_is_empty(min, max) || !above_min(&last.0, min) || !below_max(&first.0, max) {
+        return Vec::new();
+    }
+    let start = if rev {
+        all.iter().rposition(|(m, _)| below_max(m, max)).filter(|&i| above_min(&all[i].0, min))
+    } else {
+        all.iter().position(|(m, _)| above_min(m, min)).filter(|&i| below_max(&all[i].0, max))
+    };
+    let Some(start) = start else { return Vec::new() };
+    let walk: Box<dyn Iterator<Item = &(Vec<u8>, f64)>> =
+        if rev { Box::new(all[..=start].iter().rev()) } else { Box::new(all[start..].iter()) };
+    walk.skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .take_while(|(m, _)| if rev { above_min(m, min) } else { below_max(m, max) })
+        .cloned()
+        .collect()
+}
+
+pub(super) fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
     if !scores {
         return Reply::Array(items.into_iter().map(|(m, _)| Reply::Bulk(m)).collect());
     }
@@ -219,6 +272,9 @@ pub async fn run(
     command: &Command,
     args: &[Vec<u8>],
 ) -> NodeResult<Reply> {
+    if super::zset_algebra::handles(command.name) {
+        return super::zset_algebra::run(state, dbi, proto, db, command.name, args).await;
+    }
     let writes = command.has(Flag::Write);
     let _g = if writes { Some(state.lock(dbi, &[&args[1]]).await) } else { None };
     self::command(db, proto, command.name, args).await
@@ -228,6 +284,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
     let key = &args[1];
     match name {
         "zadd" => return zadd(db, args).await,
+        "zpopmin" | "zpopmax" => return zpop(db, proto, name, args).await,
+        "zrandmember" => return zrandmember(db, proto, args).await,
         "zincrby" => {
             let Some(by) = parse_f64(&args[2]) else {
                 return Ok(Reply::err("ERR value is not a valid float"));
@@ -274,7 +332,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
         "zscore" => Reply::Null,
         "zmscore" => Reply::Array(vec![Reply::Null; args.len() - 2]),
         "zrank" | "zrevrank" => Reply::Null,
-        "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" => Reply::Array(Vec::new()),
+        "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" | "zrangebylex"
+        | "zrevrangebylex" => Reply::Array(Vec::new()),
         _ => Reply::Int(0),
     };
     let Some(z) = before else { return Ok(empty(name)) };
@@ -301,7 +360,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
             let (start, end) = score_range(key, min, max);
             Reply::Int(scan_scores(db, start, end, false, 0, None).await?.len() as i64)
         }
-        "zremrangebyscore" | "zremrangebyrank" => {
+        "zlexcount" => Reply::Int(select(db, key, &z, &range).await?.len() as i64),
+        "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" => {
             let items = select(db, key, &z, &range).await?;
             let mut ops = Vec::new();
             for (m, s) in &items {
@@ -320,7 +380,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
     })
 }
 
-enum RangeArgs {
+/// A parsed range of a Z*RANGE* command, its options included.
+pub(super) enum RangeArgs {
     None,
     Rank {
         start: i64,
@@ -345,7 +406,7 @@ enum RangeArgs {
     },
 }
 
-fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs, Reply> {
+pub(super) fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs, Reply> {
     let upper = |a: &Vec<u8>| String::from_utf8_lossy(a).to_ascii_uppercase();
     match name {
         "zcount" | "zremrangebyscore" => {
@@ -361,17 +422,27 @@ fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs, Reply> {
             };
             Ok(RangeArgs::Rank { start, stop, rev: false, scores: false })
         }
-        "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" => {
+        "zlexcount" | "zremrangebylex" => {
+            let (Some(min), Some(max)) = (parse_lex(&args[2]), parse_lex(&args[3])) else {
+                return Err(Reply::err("ERR min or max not valid string range item"));
+            };
+            Ok(RangeArgs::Lex { min, max, rev: false, offset: 0, limit: None })
+        }
+        // ZRANGESTORE's arguments come here without the destination.
+        "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" | "zrangebylex"
+        | "zrevrangebylex" | "zrangestore" => {
             let (mut by_score, mut by_lex, mut rev, mut scores) =
-                (name.ends_with("byscore"), false, name.starts_with("zrev"), false);
+                (name.ends_with("byscore"), name.ends_with("bylex"), name.starts_with("zrev"), false);
+            // Only ZRANGE and ZRANGESTORE take BYSCORE, BYLEX and REV, once.
+            let auto = name == "zrange" || name == "zrangestore";
             let mut limit: Option<(i64, i64)> = None;
             let mut i = 4;
             while i < args.len() {
                 match upper(&args[i]).as_str() {
-                    "WITHSCORES" => scores = true,
-                    "BYSCORE" if name == "zrange" => by_score = true,
-                    "BYLEX" if name == "zrange" => by_lex = true,
-                    "REV" if name == "zrange" => rev = true,
+                    "WITHSCORES" if name != "zrangestore" => scores = true,
+                    "BYSCORE" if auto && !by_score && !by_lex => by_score = true,
+                    "BYLEX" if auto && !by_score && !by_lex => by_lex = true,
+                    "REV" if auto && !rev => rev = true,
                     "LIMIT" if i + 2 < args.len() => {
                         let (Some(o), Some(c)) = (parse_i64(&args[i + 1]), parse_i64(&args[i + 2]))
                         else {
@@ -384,10 +455,8 @@ fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs, Reply> {
                 }
                 i += 1;
             }
-            if by_score && by_lex {
-                return Err(Reply::err(SYNTAX));
-            }
-            if limit.is_some() && !by_score && !by_lex {
+            // Redis takes a LIMIT count of -1 for no LIMIT at all.
+            if limit.is_some_and(|(_, c)| c != -1) && !by_score && !by_lex {
                 return Err(Reply::err(
                     "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
                 ));
@@ -403,20 +472,22 @@ fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs, Reply> {
             } else {
                 (&args[2], &args[3])
             };
+            // A negative offset selects nothing, once the range is valid.
             let (offset, count) = match limit {
-                Some((o, _)) if o < 0 => return Ok(RangeArgs::None),
-                Some((o, c)) => (o as usize, (c >= 0).then_some(c as usize)),
-                None => (0, None),
+                Some((o, c)) => (usize::try_from(o).ok(), usize::try_from(c).ok()),
+                None => (Some(0), None),
             };
             if by_score {
                 let (Some(min), Some(max)) = (parse_score_bound(a), parse_score_bound(b)) else {
                     return Err(Reply::err("ERR min or max is not a float"));
                 };
+                let Some(offset) = offset else { return Ok(RangeArgs::None) };
                 Ok(RangeArgs::Score { min, max, rev, scores, offset, limit: count })
             } else if by_lex {
                 let (Some(min), Some(max)) = (parse_lex(a), parse_lex(b)) else {
                     return Err(Reply::err("ERR min or max not valid string range item"));
                 };
+                let Some(offset) = offset else { return Ok(RangeArgs::None) };
                 Ok(RangeArgs::Lex { min, max, rev, offset, limit: count })
             } else {
                 let (Some(start), Some(stop)) = (parse_i64(a), parse_i64(b)) else {
@@ -430,7 +501,7 @@ fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs, Reply> {
 }
 
 /// The members a range selects, in the order to reply.
-async fn select(
+pub(super) async fn select(
     db: &Db<'_>,
     key: &[u8],
     z: &Zset,
@@ -456,15 +527,103 @@ async fn select(
             scan_scores(db, start, end, *rev, *offset, *limit).await
         }
         RangeArgs::Lex { min, max, rev, offset, limit } => {
-            let all = scan_scores(db, prefix, prefix_end, *rev, 0, None).await?;
-            Ok(all
-                .into_iter()
-                .filter(|(m, _)| in_lex(m, min, max))
-                .skip(*offset)
-                .take(limit.unwrap_or(usize::MAX))
-                .collect())
+            let all = scan_scores(db, prefix, prefix_end, false, 0, None).await?;
+            Ok(lex_select(&all, min, max, *rev, *offset, *limit))
         }
     }
+}
+
+/// Removes the `n` (at most the set's size) lowest, or with `max`
+/// highest, members of `z` at `key`, and returns them in that order.
+pub(super) async fn pop(
+    db: &Db<'_>,
+    key: &[u8],
+    z: &Zset,
+    max: bool,
+    n: u64,
+) -> NodeResult<Vec<(Vec<u8>, f64)>> {
+    let prefix = score_prefix(key);
+    let end = monotable_proto::keys::tuple_prefix_end(&prefix);
+    let take = usize::try_from(n.min(z.count)).unwrap_or(usize::MAX);
+    let items = scan_scores(db, prefix, end, max, 0, Some(take)).await?;
+    let mut ops = Vec::new();
+    for (m, s) in &items {
+        del_ops(key, m, *s, &mut ops);
+    }
+    commit(db, key, Some(z), z.count - items.len() as u64, ops).await?;
+    Ok(items)
+}
+
+/// ZPOPMIN|ZPOPMAX key [count]: a flat `[member, score, ...]`, nested
+/// pairs in RESP3 when a count is given (as Redis 7.0 answers).
+async fn zpop(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    if args.len() > 3 {
+        return Ok(Reply::err(SYNTAX));
+    }
+    let count = match args.get(2).map(|a| positive_count(a)).transpose() {
+        Ok(c) => c,
+        Err(reply) => return Ok(reply),
+    };
+    let key = &args[1];
+    let Some(z) = or_reply!(zset(db, key).await?) else { return Ok(Reply::Array(Vec::new())) };
+    let n = count.unwrap_or(1);
+    if n == 0 {
+        return Ok(Reply::Array(Vec::new()));
+    }
+    let items = pop(db, key, &z, name == "zpopmax", n).await?;
+    let nested = count.is_some() && proto >= 3;
+    Ok(with_scores(items, true, if nested { 3 } else { 2 }))
+}
+
+/// ZRANDMEMBER key [count [WITHSCORES]]: one member (nil when missing), or
+/// `count` distinct ones, or for a negative count that many with repeats.
+/// Redis streams any negative count (-2^63+1 runs until the client goes
+/// away); past [`REPEATED_ELEMENTS_MAX`] this refuses it, as SRANDMEMBER.
+async fn zrandmember(db: &Db<'_>, proto: u8, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let key = &args[1];
+    let mut rng = rand::thread_rng();
+    let Some(count) = args.get(2) else {
+        let Some(z) = or_reply!(zset(db, key).await?) else { return Ok(Reply::Null) };
+        let all = members(db, key, &z).await?;
+        return Ok(all.choose(&mut rng).map_or(Reply::Null, |(m, _)| Reply::Bulk(m.clone())));
+    };
+    // Redis's order: the count, the other words, then the key.
+    let l = match in_range(count, -i64::MAX, i64::MAX) {
+        Ok(l) => l,
+        Err(reply) => return Ok(reply),
+    };
+    if args.len() > 4 || (args.len() == 4 && !args[3].eq_ignore_ascii_case(b"withscores")) {
+        return Ok(Reply::err(SYNTAX));
+    }
+    let scores = args.len() == 4;
+    // Redis doubles the count for WITHSCORES: half of i64 at most.
+    if scores && !(-i64::MAX / 2..=i64::MAX / 2).contains(&l) {
+        return Ok(Reply::err("ERR value is out of range"));
+    }
+    let Some(z) = or_reply!(zset(db, key).await?) else { return Ok(Reply::Array(Vec::new())) };
+    if l < 0 && l.unsigned_abs() > REPEATED_ELEMENTS_MAX {
+        return Ok(Reply::err(format!(
+            "ERR value is out of range, value must between -{REPEATED_ELEMENTS_MAX} and {}",
+            i64::MAX
+        )));
+    }
+    let all = members(db, key, &z).await?;
+    let picked: Vec<(Vec<u8>, f64)> = if l < 0 {
+        (0..l.unsigned_abs()).filter_map(|_| all.choose(&mut rng).cloned()).collect()
+    } else {
+        let n = usize::try_from(l).unwrap_or(usize::MAX);
+        all.choose_multiple(&mut rng, n).cloned().collect()
+    };
+    Ok(with_scores(picked, scores, proto))
+}
+
+/// Every member of `z` at `key` with its score, in score order.
+pub(super) async fn members(
+    db: &Db<'_>,
+    key: &[u8],
+    z: &Zset,
+) -> NodeResult<Vec<(Vec<u8>, f64)>> {
+    select(db, key, z, &RangeArgs::Rank { start: 0, stop: -1, rev: false, scores: true }).await
 }
 
 /// ZADD key [NX | XX] [GT | LT] [CH] [INCR] score member [score member ...]
@@ -567,11 +726,33 @@ mod tests {
         assert_eq!(format_double(1.5e-7), "1.4999999999999999e-07");
         assert_eq!(format_double(123456789012345678.0), "1.2345678901234568e+17");
         assert_eq!(format_double(0.1), "0.10000000000000001");
-        assert_eq!(format_double(-0.0), "0");
+        assert_eq!(format_double(-0.0), "-0");
+        assert_eq!(format_double(0.0), "0");
         assert_eq!(format_double(3.0000000000000004), "3.0000000000000004");
         assert_eq!(format_double(0.0001), "0.0001");
         assert_eq!(format_double(12345678901234567.0), "12345678901234568");
         assert_eq!(format_double(99999999999999999.0), "1e+17");
+    }
+
+    #[test]
+    fn lex_ranges_walk_members_in_score_order_as_redis_does() {
+        use super::{lex_select, parse_lex};
+        let all: Vec<(Vec<u8>, f64)> =
+            [("b", 1.0), ("a", 2.0), ("c", 3.0), ("d", 3.0)].map(|(m, s)| (m.into(), s)).into();
+        let lex = |a: &str| parse_lex(a.as_bytes()).expect("a lex bound");
+        let names = |v: Vec<(Vec<u8>, f64)>| -> Vec<String> {
+            v.into_iter().map(|(m, _)| String::from_utf8(m).expect("utf8")).collect()
+        };
+        // From "b" (the first at or above "[b"), while at or below "[c":
+        // "a" too, though it is below "b".
+        assert_eq!(names(lex_select(&all, &lex("[b"), &lex("[c"), false, 0, None)), ["b", "a", "c"]);
+        // The first member is past the far bound: nothing.
+        assert_eq!(names(lex_select(&all, &lex("-"), &lex("(b"), false, 0, None)), Vec::<String>::new());
+        assert_eq!(names(lex_select(&all, &lex("[c"), &lex("+"), true, 0, None)), ["d", "c"]);
+        // The offset skips members without checking them.
+        assert_eq!(names(lex_select(&all, &lex("-"), &lex("+"), false, 1, Some(2))), ["a", "c"]);
+        assert!(lex_select(&all, &lex("-"), &lex("-"), false, 0, None).is_empty());
+        assert!(lex_select(&all, &lex("(a"), &lex("[a"), false, 0, None).is_empty());
     }
 
     #[test]
