@@ -98,12 +98,7 @@ impl RespState {
     /// one call, as [`RespState::lock`] does: only `written` count as
     /// modified for WATCH. For commands that read several keys and must
     /// see them at one moment (ZUNION, ZINTERSTORE's sources).
-    pub async fn lock_reading(
-        &self,
-        db: u32,
-        written: &[&[u8]],
-        read: &[&[u8]],
-    ) -> StripeGuards {
+    pub async fn lock_reading(&self, db: u32, written: &[&[u8]], read: &[&[u8]]) -> StripeGuards {
         // Writers' keys count as modified for WATCH.
         for k in written {
             self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);

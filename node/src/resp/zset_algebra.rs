@@ -138,7 +138,9 @@ pub fn combine(op: Op, mut inputs: Vec<Input>, agg: Aggregate) -> Vec<(Vec<u8>, 
         }
     }
     // No score is NaN here; -0 and 0 tie and order by member, as in Redis.
-    out.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0)));
+    out.sort_by(|a, b| {
+        a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0))
+    });
     out
 }
 
@@ -217,7 +219,9 @@ async fn read_source(db: &Db<'_>, key: &[u8], s: &Source) -> NodeResult<Vec<(Vec
     Ok(match s {
         Source::Missing => Vec::new(),
         Source::Zset(z) => zsets::members(db, key, z).await?,
-        Source::Set => db.elements(KIND_SET, key).await?.into_iter().map(|(m, _)| (m, 1.0)).collect(),
+        Source::Set => {
+            db.elements(KIND_SET, key).await?.into_iter().map(|(m, _)| (m, 1.0)).collect()
+        }
     })
 }
 
@@ -250,7 +254,10 @@ async fn algebra(
     while j < args.len() {
         let remaining = args.len() - j;
         let word = &args[j];
-        if op != Op::Diff && !card && remaining > keys.len() && word.eq_ignore_ascii_case(b"weights")
+        if op != Op::Diff
+            && !card
+            && remaining > keys.len()
+            && word.eq_ignore_ascii_case(b"weights")
         {
             for (i, w) in weights.iter_mut().enumerate() {
                 match parse_f64(&args[j + 1 + i]) {
@@ -259,7 +266,10 @@ async fn algebra(
                 }
             }
             j += 1 + keys.len();
-        } else if op != Op::Diff && !card && remaining >= 2 && word.eq_ignore_ascii_case(b"aggregate")
+        } else if op != Op::Diff
+            && !card
+            && remaining >= 2
+            && word.eq_ignore_ascii_case(b"aggregate")
         {
             agg = match super::args::lower(&args[j + 1]).as_str() {
                 "sum" => Aggregate::Sum,
@@ -304,7 +314,10 @@ async fn store_result(db: &Db<'_>, dst: &[u8], items: Vec<(Vec<u8>, f64)>) -> No
     let mut puts = Vec::with_capacity(items.len() * 2 + 1);
     for (m, s) in &items {
         let s = norm(*s);
-        puts.push(WriteOp::Put { key: zset_member_row(dst, m).into(), value: encode_score(s).into() });
+        puts.push(WriteOp::Put {
+            key: zset_member_row(dst, m).into(),
+            value: encode_score(s).into(),
+        });
         puts.push(WriteOp::Put { key: score_row(dst, s, m).into(), value: Vec::new().into() });
     }
     if !items.is_empty() {
@@ -387,7 +400,10 @@ mod tests {
     use super::*;
 
     fn input(members: &[(&str, f64)], weight: f64) -> Input {
-        Input { members: members.iter().map(|(m, s)| (m.as_bytes().to_vec(), *s)).collect(), weight }
+        Input {
+            members: members.iter().map(|(m, s)| (m.as_bytes().to_vec(), *s)).collect(),
+            weight,
+        }
     }
 
     fn names(out: &[(Vec<u8>, f64)]) -> Vec<(String, f64)> {

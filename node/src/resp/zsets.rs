@@ -79,7 +79,13 @@ async fn score_of(db: &Db<'_>, key: &[u8], member: &[u8]) -> NodeResult<Option<f
     db.read_row(member_row(key, member)).await?.map(|v| decode_score(&v)).transpose()
 }
 
-pub(super) fn set_ops(key: &[u8], member: &[u8], old: Option<f64>, new: f64, ops: &mut Vec<WriteOp>) {
+pub(super) fn set_ops(
+    key: &[u8],
+    member: &[u8],
+    old: Option<f64>,
+    new: f64,
+    ops: &mut Vec<WriteOp>,
+) {
     if let Some(o) = old {
         ops.push(WriteOp::Delete { key: score_row(key, o, member).into() });
     }
@@ -431,8 +437,12 @@ pub(super) fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs
         // ZRANGESTORE's arguments come here without the destination.
         "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" | "zrangebylex"
         | "zrevrangebylex" | "zrangestore" => {
-            let (mut by_score, mut by_lex, mut rev, mut scores) =
-                (name.ends_with("byscore"), name.ends_with("bylex"), name.starts_with("zrev"), false);
+            let (mut by_score, mut by_lex, mut rev, mut scores) = (
+                name.ends_with("byscore"),
+                name.ends_with("bylex"),
+                name.starts_with("zrev"),
+                false,
+            );
             // Only ZRANGE and ZRANGESTORE take BYSCORE, BYLEX and REV, once.
             let auto = name == "zrange" || name == "zrangestore";
             let mut limit: Option<(i64, i64)> = None;
@@ -618,11 +628,7 @@ async fn zrandmember(db: &Db<'_>, proto: u8, args: &[Vec<u8>]) -> NodeResult<Rep
 }
 
 /// Every member of `z` at `key` with its score, in score order.
-pub(super) async fn members(
-    db: &Db<'_>,
-    key: &[u8],
-    z: &Zset,
-) -> NodeResult<Vec<(Vec<u8>, f64)>> {
+pub(super) async fn members(db: &Db<'_>, key: &[u8], z: &Zset) -> NodeResult<Vec<(Vec<u8>, f64)>> {
     select(db, key, z, &RangeArgs::Rank { start: 0, stop: -1, rev: false, scores: true }).await
 }
 
@@ -745,9 +751,15 @@ mod tests {
         };
         // From "b" (the first at or above "[b"), while at or below "[c":
         // "a" too, though it is below "b".
-        assert_eq!(names(lex_select(&all, &lex("[b"), &lex("[c"), false, 0, None)), ["b", "a", "c"]);
+        assert_eq!(
+            names(lex_select(&all, &lex("[b"), &lex("[c"), false, 0, None)),
+            ["b", "a", "c"]
+        );
         // The first member is past the far bound: nothing.
-        assert_eq!(names(lex_select(&all, &lex("-"), &lex("(b"), false, 0, None)), Vec::<String>::new());
+        assert_eq!(
+            names(lex_select(&all, &lex("-"), &lex("(b"), false, 0, None)),
+            Vec::<String>::new()
+        );
         assert_eq!(names(lex_select(&all, &lex("[c"), &lex("+"), true, 0, None)), ["d", "c"]);
         // The offset skips members without checking them.
         assert_eq!(names(lex_select(&all, &lex("-"), &lex("+"), false, 1, Some(2))), ["a", "c"]);
