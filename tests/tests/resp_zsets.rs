@@ -476,7 +476,9 @@ fn random_steps_match(redis: &mut RawResp, mono: &mut RawResp, seed: u64, steps:
             0..=3 => vec![b"ZADD", k, s, m, pick(&mut rng, &scores), pick(&mut rng, &members)],
             4 => vec![b"ZREM", k, m],
             5 => vec![b"SADD", k, m],
-            6 => vec![b"SET", k, b"v"],
+            // Rarely: a string stays until DEL, and every command on it fails.
+            6 if rng.gen_bool(0.3) => vec![b"SET", k, b"v"],
+            6 => vec![b"ZADD", k, b"GT", s, m],
             7 => vec![b"DEL", k],
             8 => vec![b"ZPOPMIN", k, c],
             9 => vec![b"ZPOPMAX", k],
