@@ -18,7 +18,8 @@
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
 //!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`],
-//!   [`zset_algebra`] (sorted set commands over several keys), [`mt`],
+//!   [`zset_algebra`] (sorted set commands over several keys), [`zset_range`]
+//!   (their range arguments), [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
 //!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
@@ -57,4 +58,5 @@ pub mod strings;
 pub mod stripes;
 pub mod table;
 pub mod zset_algebra;
+pub mod zset_range;
 pub mod zsets;

@@ -383,7 +383,7 @@ async fn zmpop(db: &Db<'_>, args: &[Vec<u8>], keys: &[Vec<u8>]) -> NodeResult<Re
 /// the range's members with their scores into `dst` (replacing it, or
 /// deleting it when the range is empty or `src` missing).
 async fn zrangestore(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
-    let range = match zsets::parse_range_args("zrangestore", &args[1..]) {
+    let range = match super::zset_range::parse_range_args("zrangestore", &args[1..]) {
         Ok(r) => r,
         Err(reply) => return Ok(reply),
     };
