@@ -21,9 +21,9 @@ const STRING_HEADER_BYTES: usize = 9;
 /// (512 MB), and its words are kept.
 pub const STRING_LEN_MAX_BYTES: usize = VALUE_SIZE_MAX_BYTES - STRING_HEADER_BYTES;
 
-/// Most elements a reply that repeats elements may hold (SRANDMEMBER with
-/// a negative count). Redis streams any count (-2^63+1 runs until the
-/// client goes away); this answers out of range past it instead.
+/// Most elements a reply that repeats elements may hold (SRANDMEMBER and
+/// ZRANDMEMBER with a negative count). Redis streams any count (-2^63+1
+/// runs until the client goes away); this answers out of range past it.
 pub const REPEATED_ELEMENTS_MAX: u64 = 1_000_000;
 
 /// A command name or option word, lowercased (as Redis compares them).

@@ -238,7 +238,7 @@ pub async fn run(
     let dbi = conn.db;
     let keys: Vec<&[u8]> = ask.writes.iter().map(Vec::as_slice).collect();
     let got = {
-        let _g = state.lock_as_waiter(dbi, &keys).await;
+        let _g = state.lock_as_waiter(dbi, &keys, &[]).await;
         match ask.op {
             Op::Pop { head } => super::lists::pop_first(db, &ask.waits, head, 1).await?.map(|p| {
                 p.map(|(key, mut e)| {

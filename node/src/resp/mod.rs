@@ -17,7 +17,9 @@
 //!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
-//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`], [`mt`],
+//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`],
+//!   [`zset_algebra`] (sorted set commands over several keys), [`zset_range`]
+//!   (their range arguments), [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster),
 //!   [`blocking`] (BLPOP and the like: the connection waits, woken by
 //!   writers of the keys).
@@ -58,4 +60,6 @@ pub mod state;
 pub mod strings;
 pub mod stripes;
 pub mod table;
+pub mod zset_algebra;
+pub mod zset_range;
 pub mod zsets;

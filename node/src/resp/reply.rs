@@ -132,13 +132,14 @@ impl Reply {
 
 /// A double as Redis prints a score: C's `%.17g` (17 significant digits,
 /// trailing zeros dropped, an exponent below 1e-4 or from 1e17 on),
-/// `inf`, `-inf`, and 0 for either zero.
+/// `inf`, `-inf`, and `-0` for negative zero (ZUNION's weights make one;
+/// stored scores never are: see `zsets`).
 pub fn format_double(x: f64) -> String {
     if x.is_infinite() {
         return if x > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if x == 0.0 {
-        return "0".into();
+        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
     }
     // Rounded to 17 significant digits first: the exponent that decides
     // the notation is the rounded one, as in C.

@@ -96,26 +96,35 @@ impl RespState {
     /// Clients blocked on any of the keys are woken (see
     /// [`super::blocking`]).
     pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
-        let guards = self.lock_as_waiter(db, keys).await;
+        self.lock_reading(db, keys, &[]).await
+    }
+
+    /// Locks the stripes of `written` and `read` (keys of database `db`) in
+    /// one call, as [`RespState::lock`] does: only `written` count as
+    /// modified for WATCH and wake clients blocked on them. For commands
+    /// that read several keys and must see them at one moment (ZUNION,
+    /// ZINTERSTORE's sources).
+    pub async fn lock_reading(&self, db: u32, written: &[&[u8]], read: &[&[u8]]) -> StripeGuards {
+        let guards = self.lock_as_waiter(db, written, read).await;
         // Once the stripes are taken: a woken client runs its command again
         // only after this writer (its burst, or its EXEC) is done.
         // Postmortem: woken before the writer took the stripe, a client
         // could run again first, find nothing, and wait for good.
-        for k in keys {
+        for k in written {
             self.blocking.signal(db, k);
         }
         guards
     }
 
-    /// [`RespState::lock`] for a blocked command running again: it wakes
-    /// no one (it would wake itself, first in line).
-    pub async fn lock_as_waiter(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
-        // Only writers lock: their keys count as modified for WATCH.
-        for k in keys {
+    /// [`RespState::lock_reading`] for a blocked command running again: it
+    /// wakes no one (it would wake itself, first in line).
+    pub async fn lock_as_waiter(&self, db: u32, written: &[&[u8]], read: &[&[u8]]) -> StripeGuards {
+        // Writers' keys count as modified for WATCH.
+        for k in written {
             self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
         }
         let mut stripes: Vec<usize> =
-            keys.iter().map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
+            written.iter().chain(read).map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
         stripes.sort_unstable();
         stripes.dedup();
         self.locks.lock(stripes).await

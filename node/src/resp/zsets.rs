@@ -3,11 +3,16 @@
 //! ranges by score (the tuple order of floats is numeric, then members
 //! order as bytes, which is Redis's order). Ranges by score or by index
 //! read only the rows they return (by index: and those before them).
+//! Commands over several keys (ZUNION, ZMPOP, ZRANGESTORE...) are in
+//! [`super::zset_algebra`], built on the helpers here; range arguments
+//! are parsed in [`super::zset_range`].
 
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::args::{parse_f64, parse_i64, NOT_INTEGER};
+use rand::seq::SliceRandom;
+
+use super::args::{in_range, parse_f64, positive_count, REPEATED_ELEMENTS_MAX};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_score, encode_score, key_row, score_row, zset_member_row as member_row, Db, Value,
@@ -16,14 +21,15 @@ use super::keyspace::{
 use super::reply::Reply;
 use super::state::RespState;
 use super::table::{Command, Flag};
+use super::zset_range::{lex_select, parse_range_args, score_range, RangeArgs};
 use crate::error::{NodeError, NodeResult};
 
-fn score_prefix(key: &[u8]) -> Vec<u8> {
+pub(super) fn score_prefix(key: &[u8]) -> Vec<u8> {
     tuple::encode(&[Element::String("Z".into()), Element::Bytes(key.to_vec())]).expect("encodes")
 }
 
 /// Rows at this score (any member) start with this.
-fn score_bound(key: &[u8], score: f64) -> Vec<u8> {
+pub(super) fn score_bound(key: &[u8], score: f64) -> Vec<u8> {
     tuple::encode(&[
         Element::String("Z".into()),
         Element::Bytes(key.to_vec()),
@@ -43,8 +49,8 @@ fn parse_score_row(row: &[u8]) -> NodeResult<(f64, Vec<u8>)> {
     }
 }
 
-/// -0 and 0 are one score, as in Redis.
-fn norm(x: f64) -> f64 {
+/// -0 and 0 are one score, as in Redis (a stored score is never -0).
+pub(super) fn norm(x: f64) -> f64 {
     if x == 0.0 {
         0.0
     } else {
@@ -52,12 +58,14 @@ fn norm(x: f64) -> f64 {
     }
 }
 
-struct Zset {
-    count: u64,
-    expire: Option<u64>,
+/// A sorted set's key row: how many members, and its expiry.
+pub(super) struct Zset {
+    pub(super) count: u64,
+    pub(super) expire: Option<u64>,
 }
 
-async fn zset(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Zset>, Reply>> {
+/// The sorted set at `key`, `None` when missing, WRONGTYPE for another type.
+pub(super) async fn zset(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Zset>, Reply>> {
     Ok(match db.get(key).await? {
         None => Ok(None),
         Some(v) if v.kind == KIND_ZSET => {
@@ -71,7 +79,13 @@ async fn score_of(db: &Db<'_>, key: &[u8], member: &[u8]) -> NodeResult<Option<f
     db.read_row(member_row(key, member)).await?.map(|v| decode_score(&v)).transpose()
 }
 
-fn set_ops(key: &[u8], member: &[u8], old: Option<f64>, new: f64, ops: &mut Vec<WriteOp>) {
+pub(super) fn set_ops(
+    key: &[u8],
+    member: &[u8],
+    old: Option<f64>,
+    new: f64,
+    ops: &mut Vec<WriteOp>,
+) {
     if let Some(o) = old {
         ops.push(WriteOp::Delete { key: score_row(key, o, member).into() });
     }
@@ -79,12 +93,12 @@ fn set_ops(key: &[u8], member: &[u8], old: Option<f64>, new: f64, ops: &mut Vec<
     ops.push(WriteOp::Put { key: score_row(key, new, member).into(), value: Vec::new().into() });
 }
 
-fn del_ops(key: &[u8], member: &[u8], score: f64, ops: &mut Vec<WriteOp>) {
+pub(super) fn del_ops(key: &[u8], member: &[u8], score: f64, ops: &mut Vec<WriteOp>) {
     ops.push(WriteOp::Delete { key: member_row(key, member).into() });
     ops.push(WriteOp::Delete { key: score_row(key, score, member).into() });
 }
 
-async fn commit(
+pub(super) async fn commit(
     db: &Db<'_>,
     key: &[u8],
     before: Option<&Zset>,
@@ -104,7 +118,7 @@ async fn commit(
 
 /// Members in score order within row bounds, forward or reverse, after
 /// skipping `offset`, at most `limit` (None: all).
-async fn scan_scores(
+pub(super) async fn scan_scores(
     db: &Db<'_>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
@@ -130,71 +144,7 @@ async fn scan_scores(
     Ok(out)
 }
 
-/// A score bound: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`.
-fn parse_score_bound(arg: &[u8]) -> Option<(f64, bool)> {
-    match arg.strip_prefix(b"(") {
-        Some(rest) => Some((parse_f64(rest)?, true)),
-        None => Some((parse_f64(arg)?, false)),
-    }
-}
-
-/// Row bounds `[start, end)` for scores between `min` and `max`. The rows
-/// at one score are a tuple prefix: they end before that prefix followed by
-/// `0xFF`, where a greater non-integral score in the same integer interval
-/// begins (so a byte-prefix end would skip from `(1` past `1.5`).
-fn score_range(key: &[u8], min: (f64, bool), max: (f64, bool)) -> (Vec<u8>, Option<Vec<u8>>) {
-    use monotable_proto::keys::tuple_prefix_end;
-    let lo = score_bound(key, norm(min.0));
-    let start = if min.1 { tuple_prefix_end(&lo).unwrap_or(lo) } else { lo };
-    let hi = score_bound(key, norm(max.0));
-    let end = if max.1 { hi } else { tuple_prefix_end(&hi).unwrap_or(hi) };
-    (start, Some(end))
-}
-
-/// A lex bound: `[a`, `(a`, `-`, `+`.
-enum Lex {
-    Min,
-    Max,
-    At(Vec<u8>, bool),
-}
-
-fn parse_lex(arg: &[u8]) -> Option<Lex> {
-    match arg.split_first()? {
-        (b'-', []) => Some(Lex::Min),
-        (b'+', []) => Some(Lex::Max),
-        (b'[', rest) => Some(Lex::At(rest.to_vec(), false)),
-        (b'(', rest) => Some(Lex::At(rest.to_vec(), true)),
-        _ => None,
-    }
-}
-
-fn in_lex(m: &[u8], min: &Lex, max: &Lex) -> bool {
-    let above = match min {
-        Lex::Min => true,
-        Lex::Max => false,
-        Lex::At(v, excl) => {
-            if *excl {
-                m > v.as_slice()
-            } else {
-                m >= v.as_slice()
-            }
-        }
-    };
-    let below = match max {
-        Lex::Max => true,
-        Lex::Min => false,
-        Lex::At(v, excl) => {
-            if *excl {
-                m < v.as_slice()
-            } else {
-                m <= v.as_slice()
-            }
-        }
-    };
-    above && below
-}
-
-fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
+pub(super) fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
     if !scores {
         return Reply::Array(items.into_iter().map(|(m, _)| Reply::Bulk(m)).collect());
     }
@@ -219,6 +169,9 @@ pub async fn run(
     command: &Command,
     args: &[Vec<u8>],
 ) -> NodeResult<Reply> {
+    if super::zset_algebra::handles(command.name) {
+        return super::zset_algebra::run(state, dbi, proto, db, command.name, args).await;
+    }
     let writes = command.has(Flag::Write);
     let _g = if writes { Some(state.lock(dbi, &[&args[1]]).await) } else { None };
     self::command(db, proto, command.name, args).await
@@ -228,6 +181,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
     let key = &args[1];
     match name {
         "zadd" => return zadd(db, args).await,
+        "zpopmin" | "zpopmax" => return zpop(db, proto, name, args).await,
+        "zrandmember" => return zrandmember(db, proto, args).await,
         "zincrby" => {
             let Some(by) = parse_f64(&args[2]) else {
                 return Ok(Reply::err("ERR value is not a valid float"));
@@ -274,7 +229,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
         "zscore" => Reply::Null,
         "zmscore" => Reply::Array(vec![Reply::Null; args.len() - 2]),
         "zrank" | "zrevrank" => Reply::Null,
-        "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" => Reply::Array(Vec::new()),
+        "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" | "zrangebylex"
+        | "zrevrangebylex" => Reply::Array(Vec::new()),
         _ => Reply::Int(0),
     };
     let Some(z) = before else { return Ok(empty(name)) };
@@ -301,7 +257,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
             let (start, end) = score_range(key, min, max);
             Reply::Int(scan_scores(db, start, end, false, 0, None).await?.len() as i64)
         }
-        "zremrangebyscore" | "zremrangebyrank" => {
+        "zlexcount" => Reply::Int(select(db, key, &z, &range).await?.len() as i64),
+        "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" => {
             let items = select(db, key, &z, &range).await?;
             let mut ops = Vec::new();
             for (m, s) in &items {
@@ -320,117 +277,8 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
     })
 }
 
-enum RangeArgs {
-    None,
-    Rank {
-        start: i64,
-        stop: i64,
-        rev: bool,
-        scores: bool,
-    },
-    Score {
-        min: (f64, bool),
-        max: (f64, bool),
-        rev: bool,
-        scores: bool,
-        offset: usize,
-        limit: Option<usize>,
-    },
-    Lex {
-        min: Lex,
-        max: Lex,
-        rev: bool,
-        offset: usize,
-        limit: Option<usize>,
-    },
-}
-
-fn parse_range_args(name: &str, args: &[Vec<u8>]) -> Result<RangeArgs, Reply> {
-    let upper = |a: &Vec<u8>| String::from_utf8_lossy(a).to_ascii_uppercase();
-    match name {
-        "zcount" | "zremrangebyscore" => {
-            let (Some(min), Some(max)) = (parse_score_bound(&args[2]), parse_score_bound(&args[3]))
-            else {
-                return Err(Reply::err("ERR min or max is not a float"));
-            };
-            Ok(RangeArgs::Score { min, max, rev: false, scores: false, offset: 0, limit: None })
-        }
-        "zremrangebyrank" => {
-            let (Some(start), Some(stop)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
-                return Err(Reply::err(NOT_INTEGER));
-            };
-            Ok(RangeArgs::Rank { start, stop, rev: false, scores: false })
-        }
-        "zrange" | "zrangebyscore" | "zrevrange" | "zrevrangebyscore" => {
-            let (mut by_score, mut by_lex, mut rev, mut scores) =
-                (name.ends_with("byscore"), false, name.starts_with("zrev"), false);
-            let mut limit: Option<(i64, i64)> = None;
-            let mut i = 4;
-            while i < args.len() {
-                match upper(&args[i]).as_str() {
-                    "WITHSCORES" => scores = true,
-                    "BYSCORE" if name == "zrange" => by_score = true,
-                    "BYLEX" if name == "zrange" => by_lex = true,
-                    "REV" if name == "zrange" => rev = true,
-                    "LIMIT" if i + 2 < args.len() => {
-                        let (Some(o), Some(c)) = (parse_i64(&args[i + 1]), parse_i64(&args[i + 2]))
-                        else {
-                            return Err(Reply::err(NOT_INTEGER));
-                        };
-                        limit = Some((o, c));
-                        i += 2;
-                    }
-                    _ => return Err(Reply::err(SYNTAX)),
-                }
-                i += 1;
-            }
-            if by_score && by_lex {
-                return Err(Reply::err(SYNTAX));
-            }
-            if limit.is_some() && !by_score && !by_lex {
-                return Err(Reply::err(
-                    "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
-                ));
-            }
-            if by_lex && scores {
-                return Err(Reply::err(
-                    "ERR syntax error, WITHSCORES not supported in combination with BYLEX",
-                ));
-            }
-            // ZREVRANGEBYSCORE and ZRANGE ... REV take max first.
-            let (a, b) = if rev && (by_score || by_lex) {
-                (&args[3], &args[2])
-            } else {
-                (&args[2], &args[3])
-            };
-            let (offset, count) = match limit {
-                Some((o, _)) if o < 0 => return Ok(RangeArgs::None),
-                Some((o, c)) => (o as usize, (c >= 0).then_some(c as usize)),
-                None => (0, None),
-            };
-            if by_score {
-                let (Some(min), Some(max)) = (parse_score_bound(a), parse_score_bound(b)) else {
-                    return Err(Reply::err("ERR min or max is not a float"));
-                };
-                Ok(RangeArgs::Score { min, max, rev, scores, offset, limit: count })
-            } else if by_lex {
-                let (Some(min), Some(max)) = (parse_lex(a), parse_lex(b)) else {
-                    return Err(Reply::err("ERR min or max not valid string range item"));
-                };
-                Ok(RangeArgs::Lex { min, max, rev, offset, limit: count })
-            } else {
-                let (Some(start), Some(stop)) = (parse_i64(a), parse_i64(b)) else {
-                    return Err(Reply::err(NOT_INTEGER));
-                };
-                Ok(RangeArgs::Rank { start, stop, rev, scores })
-            }
-        }
-        _ => Ok(RangeArgs::None),
-    }
-}
-
 /// The members a range selects, in the order to reply.
-async fn select(
+pub(super) async fn select(
     db: &Db<'_>,
     key: &[u8],
     z: &Zset,
@@ -456,15 +304,99 @@ async fn select(
             scan_scores(db, start, end, *rev, *offset, *limit).await
         }
         RangeArgs::Lex { min, max, rev, offset, limit } => {
-            let all = scan_scores(db, prefix, prefix_end, *rev, 0, None).await?;
-            Ok(all
-                .into_iter()
-                .filter(|(m, _)| in_lex(m, min, max))
-                .skip(*offset)
-                .take(limit.unwrap_or(usize::MAX))
-                .collect())
+            let all = scan_scores(db, prefix, prefix_end, false, 0, None).await?;
+            Ok(lex_select(&all, min, max, *rev, *offset, *limit))
         }
     }
+}
+
+/// Removes the `n` (at most the set's size) lowest, or with `max`
+/// highest, members of `z` at `key`, and returns them in that order.
+pub(super) async fn pop(
+    db: &Db<'_>,
+    key: &[u8],
+    z: &Zset,
+    max: bool,
+    n: u64,
+) -> NodeResult<Vec<(Vec<u8>, f64)>> {
+    let prefix = score_prefix(key);
+    let end = monotable_proto::keys::tuple_prefix_end(&prefix);
+    let take = usize::try_from(n.min(z.count)).unwrap_or(usize::MAX);
+    let items = scan_scores(db, prefix, end, max, 0, Some(take)).await?;
+    let mut ops = Vec::new();
+    for (m, s) in &items {
+        del_ops(key, m, *s, &mut ops);
+    }
+    commit(db, key, Some(z), z.count - items.len() as u64, ops).await?;
+    Ok(items)
+}
+
+/// ZPOPMIN|ZPOPMAX key [count]: a flat `[member, score, ...]`, nested
+/// pairs in RESP3 when a count is given (as Redis 7.0 answers).
+async fn zpop(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    if args.len() > 3 {
+        return Ok(Reply::err(SYNTAX));
+    }
+    let count = match args.get(2).map(|a| positive_count(a)).transpose() {
+        Ok(c) => c,
+        Err(reply) => return Ok(reply),
+    };
+    let key = &args[1];
+    let Some(z) = or_reply!(zset(db, key).await?) else { return Ok(Reply::Array(Vec::new())) };
+    let n = count.unwrap_or(1);
+    if n == 0 {
+        return Ok(Reply::Array(Vec::new()));
+    }
+    let items = pop(db, key, &z, name == "zpopmax", n).await?;
+    let nested = count.is_some() && proto >= 3;
+    Ok(with_scores(items, true, if nested { 3 } else { 2 }))
+}
+
+/// ZRANDMEMBER key [count [WITHSCORES]]: one member (nil when missing), or
+/// `count` distinct ones, or for a negative count that many with repeats.
+/// Redis streams any negative count (-2^63+1 runs until the client goes
+/// away); past [`REPEATED_ELEMENTS_MAX`] this refuses it, as SRANDMEMBER.
+async fn zrandmember(db: &Db<'_>, proto: u8, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let key = &args[1];
+    let mut rng = rand::thread_rng();
+    let Some(count) = args.get(2) else {
+        let Some(z) = or_reply!(zset(db, key).await?) else { return Ok(Reply::Null) };
+        let all = members(db, key, &z).await?;
+        return Ok(all.choose(&mut rng).map_or(Reply::Null, |(m, _)| Reply::Bulk(m.clone())));
+    };
+    // Redis's order: the count, the other words, then the key.
+    let l = match in_range(count, -i64::MAX, i64::MAX) {
+        Ok(l) => l,
+        Err(reply) => return Ok(reply),
+    };
+    if args.len() > 4 || (args.len() == 4 && !args[3].eq_ignore_ascii_case(b"withscores")) {
+        return Ok(Reply::err(SYNTAX));
+    }
+    let scores = args.len() == 4;
+    // Redis doubles the count for WITHSCORES: half of i64 at most.
+    if scores && !(-i64::MAX / 2..=i64::MAX / 2).contains(&l) {
+        return Ok(Reply::err("ERR value is out of range"));
+    }
+    let Some(z) = or_reply!(zset(db, key).await?) else { return Ok(Reply::Array(Vec::new())) };
+    if l < 0 && l.unsigned_abs() > REPEATED_ELEMENTS_MAX {
+        return Ok(Reply::err(format!(
+            "ERR value is out of range, value must between -{REPEATED_ELEMENTS_MAX} and {}",
+            i64::MAX
+        )));
+    }
+    let all = members(db, key, &z).await?;
+    let picked: Vec<(Vec<u8>, f64)> = if l < 0 {
+        (0..l.unsigned_abs()).filter_map(|_| all.choose(&mut rng).cloned()).collect()
+    } else {
+        let n = usize::try_from(l).unwrap_or(usize::MAX);
+        all.choose_multiple(&mut rng, n).cloned().collect()
+    };
+    Ok(with_scores(picked, scores, proto))
+}
+
+/// Every member of `z` at `key` with its score, in score order.
+pub(super) async fn members(db: &Db<'_>, key: &[u8], z: &Zset) -> NodeResult<Vec<(Vec<u8>, f64)>> {
+    select(db, key, z, &RangeArgs::Rank { start: 0, stop: -1, rev: false, scores: true }).await
 }
 
 /// ZADD key [NX | XX] [GT | LT] [CH] [INCR] score member [score member ...]
@@ -567,7 +499,8 @@ mod tests {
         assert_eq!(format_double(1.5e-7), "1.4999999999999999e-07");
         assert_eq!(format_double(123456789012345678.0), "1.2345678901234568e+17");
         assert_eq!(format_double(0.1), "0.10000000000000001");
-        assert_eq!(format_double(-0.0), "0");
+        assert_eq!(format_double(-0.0), "-0");
+        assert_eq!(format_double(0.0), "0");
         assert_eq!(format_double(3.0000000000000004), "3.0000000000000004");
         assert_eq!(format_double(0.0001), "0.0001");
         assert_eq!(format_double(12345678901234567.0), "12345678901234568");

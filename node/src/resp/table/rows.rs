@@ -383,25 +383,66 @@ pub static COMMANDS: &[Command] = &[
     cmd("zcount", 4, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Count the members in a sorted set with scores within the given values", "2.0.0", "sorted-set", "O(log(N)) with N being the number of elements in the sorted set."),
+    cmd("zdiff", -3, H::Zsets, &[Readonly, MovableKeys], (0, 0, 0), &["@read", "@sortedset", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Subtract multiple sorted sets", "6.2.0", "sorted-set", "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set."),
+    cmd("zdiffstore", -4, H::Zsets, &[Write, Denyoom, MovableKeys], (1, 1, 1), &["@write", "@sortedset", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0), KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Subtract multiple sorted sets and store the resulting sorted set in a new key", "6.2.0", "sorted-set", "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set."),
     cmd("zincrby", 4, H::Zsets, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
         .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
         .docs("Increment the score of a member in a sorted set", "1.2.0", "sorted-set", "O(log(N)) where N is the number of elements in the sorted set."),
+    cmd("zinter", -3, H::Zsets, &[Readonly, MovableKeys], (0, 0, 0), &["@read", "@sortedset", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Intersect multiple sorted sets", "6.2.0", "sorted-set", "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set."),
+    cmd("zintercard", -3, H::Zsets, &[Readonly, MovableKeys], (0, 0, 0), &["@read", "@sortedset", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Intersect multiple sorted sets and return the cardinality of the result", "7.0.0", "sorted-set", "O(N*K) worst case with N being the smallest input sorted set, K being the number of input sorted sets."),
+    cmd("zinterstore", -4, H::Zsets, &[Write, Denyoom, MovableKeys], (1, 1, 1), &["@write", "@sortedset", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0), KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Intersect multiple sorted sets and store the resulting sorted set in a new key", "2.0.0", "sorted-set", "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set."),
+    cmd("zlexcount", 4, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Count the number of members in a sorted set between a given lexicographical range", "2.8.9", "sorted-set", "O(log(N)) with N being the number of elements in the sorted set."),
+    cmd("zmpop", -4, H::Zsets, &[Write, MovableKeys], (0, 0, 0), &["@write", "@sortedset", "@slow"])
+        .specs(&[KeySpec { flags: &["RW", "access", "delete"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Remove and return members with scores in a sorted set", "7.0.0", "sorted-set", "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped."),
     cmd("zmscore", -3, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the score associated with the given members in a sorted set", "6.2.0", "sorted-set", "O(N) where N is the number of members being requested."),
+    cmd("zpopmax", -2, H::Zsets, &[Write, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .docs("Remove and return members with the highest scores in a sorted set", "5.0.0", "sorted-set", "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped."),
+    cmd("zpopmin", -2, H::Zsets, &[Write, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .docs("Remove and return members with the lowest scores in a sorted set", "5.0.0", "sorted-set", "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped."),
+    cmd("zrandmember", -2, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get one or multiple random elements from a sorted set", "6.2.0", "sorted-set", "O(N) where N is the number of elements returned"),
     cmd("zrange", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Return a range of members in a sorted set", "1.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned."),
+    cmd("zrangebylex", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of members in a sorted set, by lexicographical range", "2.8.9", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).")
+        .deprecated("6.2.0", "`ZRANGE` with the `BYLEX` argument"),
     cmd("zrangebyscore", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Return a range of members in a sorted set, by score", "1.0.5", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).")
         .deprecated("6.2.0", "`ZRANGE` with the `BYSCORE` argument"),
+    cmd("zrangestore", -5, H::Zsets, &[Write, Denyoom], (1, 2, 1), &["@write", "@sortedset", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0), spec(&["RO", "access"], 2, 0, 1, 0)])
+        .docs("Store a range of members from sorted set into another key", "6.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements stored into the destination key."),
     cmd("zrank", 3, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Determine the index of a member in a sorted set", "2.0.0", "sorted-set", "O(log(N))"),
     cmd("zrem", -3, H::Zsets, &[Write, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
         .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
         .docs("Remove one or more members from a sorted set", "1.2.0", "sorted-set", "O(M*log(N)) with N being the number of elements in the sorted set and M the number of elements to be removed."),
+    cmd("zremrangebylex", 4, H::Zsets, &[Write], (1, 1, 1), &["@write", "@sortedset", "@slow"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Remove all members in a sorted set between the given lexicographical range", "2.8.9", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation."),
     cmd("zremrangebyrank", 4, H::Zsets, &[Write], (1, 1, 1), &["@write", "@sortedset", "@slow"])
         .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
         .docs("Remove all members in a sorted set within the given indexes", "2.0.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation."),
@@ -412,6 +453,10 @@ pub static COMMANDS: &[Command] = &[
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Return a range of members in a sorted set, by index, with scores ordered from high to low", "1.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.")
         .deprecated("6.2.0", "`ZRANGE` with the `REV` argument"),
+    cmd("zrevrangebylex", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of members in a sorted set, by lexicographical range, ordered from higher to lower strings.", "2.8.9", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).")
+        .deprecated("6.2.0", "`ZRANGE` with the `REV` and `BYLEX` arguments"),
     cmd("zrevrangebyscore", -4, H::Zsets, &[Readonly], (1, 1, 1), &["@read", "@sortedset", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Return a range of members in a sorted set, by score, with scores ordered from high to low", "2.2.0", "sorted-set", "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).")
@@ -426,6 +471,12 @@ pub static COMMANDS: &[Command] = &[
     cmd("zscore", 3, H::Zsets, &[Readonly, Fast], (1, 1, 1), &["@read", "@sortedset", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the score associated with the given member in a sorted set", "1.2.0", "sorted-set", "O(1)"),
+    cmd("zunion", -3, H::Zsets, &[Readonly, MovableKeys], (0, 0, 0), &["@read", "@sortedset", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Add multiple sorted sets", "6.2.0", "sorted-set", "O(N)+O(M*log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set."),
+    cmd("zunionstore", -4, H::Zsets, &[Write, Denyoom, MovableKeys], (1, 1, 1), &["@write", "@sortedset", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0), KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Add multiple sorted sets and store the resulting sorted set in a new key", "2.0.0", "sorted-set", "O(N)+O(M log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set."),
 ];
 
 #[rustfmt::skip]
