@@ -1,6 +1,7 @@
 //! Commands over whole keys: listing and scanning them (also the
-//! elements of one: HSCAN, SSCAN, ZSCAN), existence, type, deletion,
-//! expiry and TTLs, renaming, flushing, TIME, and the string commands that
+//! elements of one: HSCAN, SSCAN, ZSCAN), RANDOMKEY, existence (and
+//! TOUCH), type, deletion, expiry, TTLs and expiry times, renaming,
+//! copying (through [`super::key_copy`]), flushing, TIME, and the string commands that
 //! edit parts of a value or count in floats.
 
 use std::collections::BTreeMap;
@@ -88,7 +89,15 @@ pub async fn run(
             let _g = state.lock(dbi, &[&args[1]]).await;
             setrange(db, args).await
         }
-        "del" | "unlink" | "exists" | "type" | "ttl" | "pttl" | "persist" => {
+        "copy" => super::key_copy::copy(state, dbi, db, args).await,
+        "randomkey" => {
+            use rand::seq::SliceRandom;
+            let keys = live_keys(db).await?;
+            let chosen = keys.choose(&mut rand::thread_rng());
+            Ok(chosen.map_or(Reply::Null, |(k, _)| Reply::Bulk(k.clone())))
+        }
+        "del" | "unlink" | "exists" | "touch" | "type" | "ttl" | "pttl" | "expiretime"
+        | "pexpiretime" | "persist" => {
             generic(state, dbi, db, name, args).await
         }
         "time" => {
@@ -104,7 +113,8 @@ pub async fn run(
     }
 }
 
-/// DEL, UNLINK, EXISTS, TYPE, TTL, PTTL, PERSIST.
+/// DEL, UNLINK, EXISTS, TOUCH, TYPE, TTL, PTTL, EXPIRETIME, PEXPIRETIME,
+/// PERSIST.
 async fn generic(
     state: &RespState,
     dbi: u32,
@@ -129,7 +139,7 @@ async fn generic(
             }
             Reply::Int(found)
         }
-        "exists" => {
+        "exists" | "touch" => {
             let mut n = 0;
             for k in &args[1..] {
                 n += i64::from(db.get(k).await?.is_some());
@@ -143,6 +153,15 @@ async fn generic(
             Some(Value { expire_at_ms: Some(at), .. }) => {
                 let left = i64::try_from(at.saturating_sub(now_ms())).unwrap_or(i64::MAX);
                 Reply::Int(if name == "ttl" { left.saturating_add(500) / 1000 } else { left })
+            }
+        },
+        "expiretime" | "pexpiretime" => match db.get(&args[1]).await? {
+            None => Reply::Int(-2),
+            Some(Value { expire_at_ms: None, .. }) => Reply::Int(-1),
+            Some(Value { expire_at_ms: Some(at), .. }) => {
+                let at = i64::try_from(at).unwrap_or(i64::MAX);
+                // Redis rounds seconds to the nearest: (ms + 500) / 1000.
+                Reply::Int(if name == "expiretime" { at.saturating_add(500) / 1000 } else { at })
             }
         },
         "persist" => {
@@ -404,7 +423,8 @@ async fn flush(
             )));
         }
     }
-    state.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    // No version bump: a WATCH fails only on the keys that existed (see
+    // `state::Watched`), as Redis's `touchAllWatchedKeysInDb`.
     for i in dbs {
         let range = super::keyspace::range_name(i);
         let Some(id) = state.node.router_read().range(&range).map(|r| r.meta.id) else { continue };

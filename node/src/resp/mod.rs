@@ -17,7 +17,7 @@
 //!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
-//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`], [`mt`],
+//!   [`strings`], [`keys`], [`key_copy`], [`collections`], [`sets`], [`lists`], [`zsets`], [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
 //!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
@@ -43,6 +43,7 @@ pub mod connection;
 pub mod errors;
 pub mod glob;
 pub mod introspect;
+pub mod key_copy;
 pub mod keys;
 pub mod keyspace;
 pub mod lists;
@@ -51,6 +52,7 @@ pub mod parse;
 pub mod pubsub;
 pub mod reply;
 pub mod server;
+pub mod sets;
 pub mod state;
 pub mod strings;
 pub mod stripes;

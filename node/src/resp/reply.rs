@@ -18,6 +18,9 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// Pairs: a map in RESP3, a flat array in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// Pairs as RESP3 shows HRANDFIELD's WITHVALUES: an array of arrays of
+    /// two; a flat array in RESP2.
+    Pairs(Vec<(Reply, Reply)>),
     /// A set in RESP3, an array in RESP2.
     Set(Vec<Reply>),
     /// A double in RESP3, a bulk string in RESP2.
@@ -106,6 +109,16 @@ impl Reply {
                 header(out, if resp3 { b'~' } else { b'*' }, items.len());
                 for i in items {
                     i.write(proto, out);
+                }
+            }
+            Reply::Pairs(pairs) => {
+                header(out, b'*', if resp3 { pairs.len() } else { pairs.len() * 2 });
+                for (k, v) in pairs {
+                    if resp3 {
+                        header(out, b'*', 2);
+                    }
+                    k.write(proto, out);
+                    v.write(proto, out);
                 }
             }
             Reply::Map(pairs) => {

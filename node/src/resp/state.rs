@@ -34,8 +34,6 @@ pub struct RespState {
     /// Bumped whenever a key hashing here is written (for WATCH); a key
     /// is "modified" when its slot moved (rarely, another key's write).
     versions: Vec<AtomicU64>,
-    /// Bumped by FLUSHDB and FLUSHALL: every watch fails.
-    pub epoch: AtomicU64,
     /// Open connections (for INFO).
     pub clients: std::sync::atomic::AtomicUsize,
     pub(super) started: std::time::Instant,
@@ -57,7 +55,6 @@ impl RespState {
             cursors: Default::default(),
             gate: tokio::sync::RwLock::new(()),
             versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            epoch: AtomicU64::new(0),
             clients: Default::default(),
             started: std::time::Instant::now(),
             run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
@@ -70,10 +67,9 @@ impl RespState {
         crc32c::crc32c_append(db, key) as usize
     }
 
-    /// What WATCH records of a key.
-    pub(super) fn version(&self, db: u32, key: &[u8]) -> (u64, u64) {
-        let v = self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire);
-        (v, self.epoch.load(Ordering::Acquire))
+    /// The modification counter WATCH records of a key.
+    pub(super) fn version(&self, db: u32, key: &[u8]) -> u64 {
+        self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire)
     }
 
     pub fn new_conn(&self, peer: IpAddr) -> Conn {
@@ -89,18 +85,44 @@ impl RespState {
     }
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
-    /// multi-key commands never wait on each other in a cycle).
+    /// multi-key commands never wait on each other in a cycle); every key
+    /// counts as written (see [`RespState::lock_keys`]).
     pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
-        // Only writers lock: their keys count as modified for WATCH.
-        for k in keys {
-            self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+        let keys: Vec<(u32, &[u8], bool)> = keys.iter().map(|k| (db, *k, true)).collect();
+        self.lock_keys(&keys).await
+    }
+
+    /// Locks the stripes of every `(database, key, written)` at once, in
+    /// stripe order. Only written keys count as modified for WATCH: a key a
+    /// command only reads (SINTERSTORE's sources, COPY's source) is locked
+    /// so that it cannot change midway, yet a WATCH on it holds, as in Redis.
+    pub async fn lock_keys(&self, keys: &[(u32, &[u8], bool)]) -> StripeGuards {
+        for (db, k, written) in keys {
+            if *written {
+                self.versions[Self::slot(*db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+            }
         }
         let mut stripes: Vec<usize> =
-            keys.iter().map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
+            keys.iter().map(|(db, k, _)| Self::slot(*db, k) % LOCK_STRIPES).collect();
         stripes.sort_unstable();
         stripes.dedup();
         self.locks.lock(stripes).await
     }
+}
+
+/// A key WATCH recorded. EXEC aborts when its version moved (a command
+/// wrote it), or when it was live at WATCH and is gone or expired now:
+/// expiry (lazy or in the background) and FLUSHDB/FLUSHALL remove keys
+/// without a version bump, and Redis fails the watch of a key that existed
+/// (`touchAllWatchedKeysInDb`, "WATCH will consider touched expired keys")
+/// but not of one that did not, or had expired already, at WATCH.
+#[derive(Debug, Clone)]
+pub(super) struct Watched {
+    pub db: u32,
+    pub key: Vec<u8>,
+    pub version: u64,
+    /// The key existed, unexpired, when WATCH ran.
+    pub live: bool,
 }
 
 /// One client's connection state.
@@ -122,8 +144,8 @@ pub struct Conn {
     pub(super) multi_bytes: usize,
     /// A command queued in this MULTI was refused: EXEC will abort.
     pub(super) multi_failed: bool,
-    /// WATCHed keys: (database, key, version seen).
-    pub(super) watched: Vec<(u32, Vec<u8>, (u64, u64))>,
+    /// WATCHed keys.
+    pub(super) watched: Vec<Watched>,
     /// Its channels and patterns, once it subscribed to any.
     pub subs: Option<super::pubsub::Subscriptions>,
 }
