@@ -6,12 +6,13 @@ use std::collections::HashSet;
 use monotable_proto::WriteOp;
 use rand::seq::SliceRandom;
 
-use super::args::{lower, parse_f64, parse_i64, positive_count, random_count};
+use super::args::{lower, parse_i64, positive_count, random_count};
 use super::errors::WRONGTYPE;
 use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
 };
-use super::reply::{format_increment, Reply};
+use super::long_double::{increment, IncrError};
+use super::reply::Reply;
 use super::state::RespState;
 use super::table::{Command, Flag};
 use crate::error::NodeResult;
@@ -233,16 +234,16 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
         "hincrby" if parse_i64(&args[3]).is_none() => {
             return Ok(Reply::err("ERR value is not an integer or out of range"))
         }
-        "hincrbyfloat" => match parse_f64(&args[3]) {
-            None => return Ok(Reply::err("ERR value is not a valid float")),
+        "hincrbyfloat" => match increment(None, &args[3]) {
+            Err(IncrError::BadIncrement) => {
+                return Ok(Reply::err("ERR value is not a valid float"))
+            }
             // Redis refuses an infinite increment before it looks the key
             // up, in other words than for an infinite result.
             // Postmortem: `HINCRBYFLOAT k f +inf` answered "increment would
             // produce NaN or Infinity".
-            Some(by) if by.is_infinite() => {
-                return Ok(Reply::err("ERR value is NaN or Infinity"))
-            }
-            Some(_) => {}
+            Err(_) => return Ok(Reply::err("ERR value is NaN or Infinity")),
+            Ok(_) => {}
         },
         _ => {}
     }
@@ -315,24 +316,25 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
             Reply::Int(next)
         }
         "hincrbyfloat" => {
-            let Some(by) = parse_f64(&args[3]) else {
-                return Ok(Reply::err("ERR value is not a valid float"));
-            };
-            let current = match field(db, key, &args[2]).await? {
-                None => {
-                    count += 1;
-                    0.0
-                }
-                Some(v) => match parse_f64(&v) {
-                    Some(x) => x,
-                    None => return Ok(Reply::err("ERR hash value is not a float")),
-                },
-            };
-            let next = current + by;
-            if !next.is_finite() {
-                return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
+            let current = field(db, key, &args[2]).await?;
+            if current.is_none() {
+                count += 1;
             }
-            let text = format_increment(next);
+            let text = match increment(current.as_deref(), &args[3]) {
+                Ok(text) => text,
+                Err(IncrError::BadCurrent) => {
+                    return Ok(Reply::err("ERR hash value is not a float"))
+                }
+                Err(IncrError::BadIncrement) => {
+                    return Ok(Reply::err("ERR value is not a valid float"))
+                }
+                Err(IncrError::InfiniteIncrement) => {
+                    return Ok(Reply::err("ERR value is NaN or Infinity"))
+                }
+                Err(IncrError::NotFinite) => {
+                    return Ok(Reply::err("ERR increment would produce NaN or Infinity"))
+                }
+            };
             ops.push(put(kind, key, &args[2], text.as_bytes()));
             Reply::Bulk(text.into_bytes())
         }

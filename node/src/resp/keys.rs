@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::args::{parse_f64, parse_i64, NOT_INTEGER};
+use super::args::{parse_i64, NOT_INTEGER};
 use super::errors::{misrouted, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
     expiry_row, key_row, key_rows_prefix, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
 };
-use super::reply::{format_double, format_increment, Reply};
+use super::reply::{format_double, Reply};
 use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
 
@@ -576,22 +576,21 @@ async fn getex(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
 }
 
 async fn incrbyfloat(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
-    let Some(by) = parse_f64(&args[2]) else {
-        return Ok(Reply::err("ERR value is not a valid float"));
-    };
+    use super::long_double::{increment, IncrError};
     let (current, expire) = match db.get(&args[1]).await? {
-        None => (0.0, None),
+        None => (None, None),
         Some(v) if v.kind != KIND_STRING => return Ok(Reply::err(WRONGTYPE)),
-        Some(v) => match parse_f64(&v.payload) {
-            Some(x) => (x, v.expire_at_ms),
-            None => return Ok(Reply::err("ERR value is not a valid float")),
-        },
+        Some(v) => (Some(v.payload), v.expire_at_ms),
     };
-    let next = current + by;
-    if !next.is_finite() {
-        return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
-    }
-    let text = format_increment(next);
+    let text = match increment(current.as_deref(), &args[2]) {
+        Ok(text) => text,
+        Err(IncrError::BadCurrent | IncrError::BadIncrement) => {
+            return Ok(Reply::err("ERR value is not a valid float"))
+        }
+        Err(IncrError::InfiniteIncrement | IncrError::NotFinite) => {
+            return Ok(Reply::err("ERR increment would produce NaN or Infinity"))
+        }
+    };
     db.put(&args[1], &Value::string(text.clone().into_bytes(), expire)).await?;
     Ok(Reply::Bulk(text.into_bytes()))
 }

@@ -20,7 +20,8 @@
 //!   [`strings`], [`keys`], [`key_copy`], [`collections`], [`sets`], [`lists`], [`zsets`], [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
-//!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
+//!   (shared error replies), [`args`] (argument parsing), [`long_double`]
+//!   (float increments in C's long double, as Redis), [`stripes`] (key
 //!   locks), [`glob`], [`keyspace`], [`reply`].
 
 /// Unwraps `Ok`, or returns the reply in `Err` from the enclosing function
@@ -47,6 +48,7 @@ pub mod key_copy;
 pub mod keys;
 pub mod keyspace;
 pub mod lists;
+pub mod long_double;
 pub mod mt;
 pub mod parse;
 pub mod pubsub;

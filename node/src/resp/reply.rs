@@ -165,25 +165,6 @@ pub fn format_double(x: f64) -> String {
     trim_fraction(&format!("{x:.*}", (16 - exp) as usize)).to_owned()
 }
 
-/// The result of INCRBYFLOAT and HINCRBYFLOAT as Redis prints it: fixed
-/// notation, at most 17 decimals, trailing zeros dropped. Redis computes in
-/// 80-bit long doubles; this computes in doubles and keeps 15 significant
-/// digits (what a double holds exactly), so `0.1 + 0.2` reads `0.3` as in
-/// Redis; past 15 digits the last ones can differ.
-pub fn format_increment(x: f64) -> String {
-    if x == 0.0 {
-        return "0".into();
-    }
-    let exp = x.abs().log10().floor() as i32;
-    let decimals = (14 - exp).clamp(0, 17) as usize;
-    let text = trim_fraction(&format!("{x:.decimals$}")).to_owned();
-    if text == "-0" {
-        "0".into()
-    } else {
-        text
-    }
-}
-
 /// `1.2500` -> `1.25`, `3.000` -> `3`; text without a `.` is unchanged.
 fn trim_fraction(s: &str) -> &str {
     if s.contains('.') {
