@@ -276,7 +276,8 @@ pub static COMMANDS: &[Command] = &[
         .docs("Remove and get the last elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
     cmd("rpoplpush", 3, H::Lists, &[Write, Denyoom], (1, 2, 1), &["@write", "@list", "@slow"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
-        .docs("Remove the last element in a list, prepend it to another list and return it", "1.2.0", "list", "O(1)"),
+        .docs("Remove the last element in a list, prepend it to another list and return it", "1.2.0", "list", "O(1)")
+        .deprecated("6.2.0", "`LMOVE` with the `RIGHT` and `LEFT` arguments"),
     cmd("rpush", -3, H::Lists, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
         .docs("Append one or multiple elements to a list", "1.0.0", "list", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
