@@ -94,12 +94,18 @@ fn random_ok(mono: &mut RawResp, args: &[&[u8]], want: &[u8], got: &[u8]) {
     let cmd: Vec<String> = args.iter().map(|a| show(a)).collect();
     let (w, _) = parse(want);
     let (g, _) = parse(got);
-    let shape = |v: &Value| match v {
-        Value::Line(l) if l.starts_with(b"-") => show(l),
-        Value::Line(l) => format!("line {}", l[0] as char),
-        Value::Bulk(_) => "bulk".into(),
-        Value::Agg(t, items) => format!("{} {}", *t as char, items.len()),
-    };
+    fn shape(v: &Value) -> String {
+        match v {
+            Value::Line(l) if l.starts_with(b"-") => show(l),
+            Value::Line(l) => format!("line {}", l[0] as char),
+            Value::Bulk(_) => "bulk".into(),
+            // Its items' shapes too: RESP3 WITHVALUES pairs are arrays.
+            Value::Agg(t, items) => {
+                let inner: Vec<String> = items.iter().map(shape).collect();
+                format!("{} {} {inner:?}", *t as char, items.len())
+            }
+        }
+    }
     assert_eq!(shape(&g), shape(&w), "{cmd:?}: {} vs {}", show(got), show(want));
     let name = name_of(args);
     let elements: Vec<Vec<u8>> = match &g {
@@ -361,6 +367,14 @@ const SCRIPT: &[&str] = &[
     "PEXPIRETIME m4",
     "EXEC",
     "SMEMBERS m4",
+    // COPY to another database inside MULTI: its one write is there.
+    "MULTI",
+    "COPY m4 m5 DB 1",
+    "TOUCH m4",
+    "EXEC",
+    "SELECT 1",
+    "SMEMBERS m5",
+    "SELECT 0",
 ];
 
 fn resp3(c: &mut RawResp) {
@@ -400,7 +414,11 @@ fn random_step(rng: &mut StdRng) -> Vec<Vec<u8>> {
         4 => vec![s("HSET"), key(rng), el(rng), el(rng)],
         5 => vec![s("SET"), key(rng), el(rng)],
         6 => vec![s("DEL"), key(rng)],
-        7 => vec![s("EXPIREAT"), key(rng), s(&rng.gen_range(4_000_000_000u64..4_000_000_009).to_string())],
+        7 => vec![
+            s("EXPIREAT"),
+            key(rng),
+            s(&rng.gen_range(4_000_000_000u64..4_000_000_009).to_string()),
+        ],
         8 => vec![s("SMOVE"), key(rng), key(rng), el(rng)],
         9 => vec![s("SINTERSTORE"), key(rng), key(rng), key(rng)],
         10 => vec![s("SUNIONSTORE"), key(rng), key(rng), key(rng)],
@@ -601,4 +619,27 @@ fn float_increments_answer_as_redis() {
     for line in &lines {
         run_line(&mut redis, &mut mono, line);
     }
+}
+
+#[test]
+fn a_key_only_read_keeps_its_watch_and_a_written_one_fails_it() {
+    on_both(|a, b, who| {
+        for (watched, command, runs) in [
+            ("src", "SUNIONSTORE dst src", true),
+            ("src", "COPY src dst REPLACE", true),
+            ("src", "SINTERCARD 1 src", true),
+            ("dst", "SUNIONSTORE dst src", false),
+            ("dst", "COPY src dst REPLACE", false),
+            ("src", "SMOVE src dst a", false),
+        ] {
+            a.call_str("DEL src dst");
+            a.call_str("SADD src a b");
+            assert_eq!(a.call_str(&format!("WATCH {watched}")), b"+OK\r\n", "{who}");
+            assert!(!b.call_str(command).starts_with(b"-"), "{who} {command}");
+            assert_eq!(a.call_str("MULTI"), b"+OK\r\n", "{who}");
+            assert_eq!(a.call_str("PING"), b"+QUEUED\r\n", "{who}");
+            let want: &[u8] = if runs { b"*1\r\n+PONG\r\n" } else { b"*-1\r\n" };
+            assert_eq!(a.call_str("EXEC"), want, "{who}: WATCH {watched}, {command}");
+        }
+    });
 }

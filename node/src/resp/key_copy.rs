@@ -22,12 +22,7 @@ use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
 
 /// Runs COPY (its arity checked) from database `dbi` through `db`.
-pub async fn copy(
-    state: &RespState,
-    dbi: u32,
-    db: &Db<'_>,
-    args: &[Vec<u8>],
-) -> NodeResult<Reply> {
+pub async fn copy(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let (mut to_db, mut replace) = (dbi, false);
     let mut i = 3;
     while i < args.len() {
@@ -52,7 +47,8 @@ pub async fn copy(
     if to_db == dbi && from == to {
         return Ok(Reply::err("ERR source and destination objects are the same"));
     }
-    let both_local = [dbi, to_db].iter().all(|&d| matches!(placement(&state.node, d), Placement::Local));
+    let both_local =
+        [dbi, to_db].iter().all(|&d| matches!(placement(&state.node, d), Placement::Local));
     if to_db != dbi && !both_local {
         return Ok(Reply::err(format!(
             "ERR COPY from database {dbi} to database {to_db} needs both to be this node's own: \

@@ -97,9 +97,7 @@ pub async fn run(
             Ok(chosen.map_or(Reply::Null, |(k, _)| Reply::Bulk(k.clone())))
         }
         "del" | "unlink" | "exists" | "touch" | "type" | "ttl" | "pttl" | "expiretime"
-        | "pexpiretime" | "persist" => {
-            generic(state, dbi, db, name, args).await
-        }
+        | "pexpiretime" | "persist" => generic(state, dbi, db, name, args).await,
         "time" => {
             let micros = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

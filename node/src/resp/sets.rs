@@ -72,12 +72,16 @@ fn algebra(op: &str, sets: Vec<Option<Vec<Vec<u8>>>>) -> Vec<Vec<u8>> {
     let sets: Vec<Vec<Vec<u8>>> = sets.into_iter().map(Option::unwrap_or_default).collect();
     let Some((first, rest)) = sets.split_first() else { return Vec::new() };
     match op {
-        "sinter" => {
-            first.iter().filter(|m| rest.iter().all(|s| s.binary_search(m).is_ok())).cloned().collect()
-        }
-        "sdiff" => {
-            first.iter().filter(|m| rest.iter().all(|s| s.binary_search(m).is_err())).cloned().collect()
-        }
+        "sinter" => first
+            .iter()
+            .filter(|m| rest.iter().all(|s| s.binary_search(m).is_ok()))
+            .cloned()
+            .collect(),
+        "sdiff" => first
+            .iter()
+            .filter(|m| rest.iter().all(|s| s.binary_search(m).is_err()))
+            .cloned()
+            .collect(),
         _ => {
             let mut all: Vec<Vec<u8>> = sets.into_iter().flatten().collect();
             all.sort();
@@ -104,7 +108,10 @@ async fn store(db: &Db<'_>, op: &str, dest: &[u8], keys: &[Vec<u8>]) -> NodeResu
         let value = Value::collection(KIND_SET, result.len() as u64, None);
         ops.push(WriteOp::Put { key: key_row(dest).into(), value: value.encode().into() });
         for m in &result {
-            ops.push(WriteOp::Put { key: element_row(KIND_SET, dest, m).into(), value: Vec::new().into() });
+            ops.push(WriteOp::Put {
+                key: element_row(KIND_SET, dest, m).into(),
+                value: Vec::new().into(),
+            });
         }
     }
     db.write(last_op_per_row(ops)).await?;

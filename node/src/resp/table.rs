@@ -347,9 +347,8 @@ mod tests {
         // (first, last, step) spans them (Redis derives it so).
         // A key count (LMPOP, SINTERCARD) makes the keys movable: Redis
         // shows no legacy range then.
-        let movable = |c: &&Command| {
-            c.key_specs.iter().any(|k| matches!(k.find, FindKeys::KeyNum { .. }))
-        };
+        let movable =
+            |c: &&Command| c.key_specs.iter().any(|k| matches!(k.find, FindKeys::KeyNum { .. }));
         for c in COMMANDS.iter().filter(movable) {
             assert!(c.has(Flag::MovableKeys), "{}", c.name);
             assert_eq!((c.first_key, c.last_key, c.step), (0, 0, 0), "{}", c.name);
