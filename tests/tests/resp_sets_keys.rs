@@ -629,11 +629,26 @@ fn a_key_only_read_keeps_its_watch_and_a_written_one_fails_it() {
             ("src", "COPY src dst REPLACE", true),
             ("src", "SINTERCARD 1 src", true),
             ("dst", "SUNIONSTORE dst src", false),
+            ("dst", "SINTERSTORE dst src missing", true),
+            ("dst", "COPY missing dst", true),
             ("dst", "COPY src dst REPLACE", false),
             ("src", "SMOVE src dst a", false),
+            ("dst", "SMOVE src dst a", false),
+            ("src", "SMOVE src dst zz", true),
+            ("src", "SMOVE src src a", true),
         ] {
             a.call_str("DEL src dst");
             a.call_str("SADD src a b");
+            if command == "SMOVE src dst a" && watched == "dst" {
+                // The destination has the member: SMOVE leaves it unchanged.
+                a.call_str("SADD dst a");
+                assert_eq!(a.call_str("WATCH dst"), b"+OK\r\n", "{who}");
+                assert_eq!(b.call_str(command), b":1\r\n", "{who}");
+                assert_eq!(a.call_str("MULTI"), b"+OK\r\n", "{who}");
+                assert_eq!(a.call_str("PING"), b"+QUEUED\r\n", "{who}");
+                assert_eq!(a.call_str("EXEC"), b"*1\r\n+PONG\r\n", "{who}: SMOVE to a member");
+                continue;
+            }
             assert_eq!(a.call_str(&format!("WATCH {watched}")), b"+OK\r\n", "{who}");
             assert!(!b.call_str(command).starts_with(b"-"), "{who} {command}");
             assert_eq!(a.call_str("MULTI"), b"+OK\r\n", "{who}");

@@ -56,14 +56,21 @@ pub async fn copy(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) ->
              on its chunk's leader; copy within one database"
         )));
     }
-    let _g = state.lock_keys(&[(dbi, from, false), (to_db, to, true)]).await;
-    if to_db == dbi {
-        return run(db, db, from, to, replace).await;
+    // Locked as read: the destination counts as modified for WATCH only
+    // once copied to.
+    let _g = state.lock_keys(&[(dbi, from, false), (to_db, to, false)]).await;
+    let reply = if to_db == dbi {
+        run(db, db, from, to, replace).await?
+    } else {
+        let dest = Db::new(db.node, to_db, db.tx);
+        let reply = run(db, &dest, from, to, replace).await;
+        db.add_durability(dest.take_durability());
+        reply?
+    };
+    if reply == Reply::Int(1) {
+        state.touch(to_db, to);
     }
-    let dest = Db::new(db.node, to_db, db.tx);
-    let written = run(db, &dest, from, to, replace).await;
-    db.add_durability(dest.take_durability());
-    written
+    Ok(reply)
 }
 
 /// The copy itself, `from` of `src` to `to` of `dest`, once both are locked.

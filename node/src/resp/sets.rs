@@ -1,7 +1,8 @@
 //! Set commands over several keys: SINTER, SUNION, SDIFF, their `*STORE`
-//! forms, SINTERCARD and SMOVE. Each runs under one lock of every key it
-//! reads or writes (only the written ones count as modified for WATCH), and
-//! writes its rows in one write, so it is atomic among RESP clients.
+//! forms, SINTERCARD and SMOVE. A writing one runs under one lock of every
+//! key it reads or writes and writes its rows in one write, so it is atomic
+//! among RESP clients; a key counts as modified for WATCH only when it was
+//! changed, as Redis signals it.
 
 use monotable_proto::WriteOp;
 
@@ -29,14 +30,31 @@ pub async fn run(
         }
         "sintercard" => sintercard(db, args).await,
         "sinterstore" | "sunionstore" | "sdiffstore" => {
-            let mut keys: Vec<(u32, &[u8], bool)> = vec![(dbi, &args[1], true)];
-            keys.extend(args[2..].iter().map(|k| (dbi, k.as_slice(), false)));
+            // Locked as read: the destination counts as modified for WATCH
+            // only when written (a missing one left missing is not).
+            let keys: Vec<(u32, &[u8], bool)> =
+                args[1..].iter().map(|k| (dbi, k.as_slice(), false)).collect();
             let _g = state.lock_keys(&keys).await;
-            store(db, name.trim_end_matches("store"), &args[1], &args[2..]).await
+            let (reply, written) =
+                store(db, name.trim_end_matches("store"), &args[1], &args[2..]).await?;
+            if written {
+                state.touch(dbi, &args[1]);
+            }
+            Ok(reply)
         }
         "smove" => {
-            let _g = state.lock(dbi, &[&args[1], &args[2]]).await;
-            smove(db, &args[1], &args[2], &args[3]).await
+            // Locked as read: only what SMOVE changes counts for WATCH.
+            let _g = state.lock_keys(&[(dbi, &args[1], false), (dbi, &args[2], false)]).await;
+            let (reply, moved, added) = smove(db, &args[1], &args[2], &args[3]).await?;
+            if moved {
+                state.touch(dbi, &args[1]);
+            }
+            if added {
+                // Postmortem: SMOVE of a member the destination had failed
+                // a WATCH of the destination; Redis leaves it.
+                state.touch(dbi, &args[2]);
+            }
+            Ok(reply)
         }
         other => Err(super::errors::misrouted(other)),
     }
@@ -93,13 +111,22 @@ fn algebra(op: &str, sets: Vec<Option<Vec<Vec<u8>>>>) -> Vec<Vec<u8>> {
 
 /// SINTERSTORE / SUNIONSTORE / SDIFFSTORE destination key [key ...]: the
 /// result replaces `dest` (whatever its type, its TTL dropped); an empty
-/// one deletes it. The reply is the result's size.
-async fn store(db: &Db<'_>, op: &str, dest: &[u8], keys: &[Vec<u8>]) -> NodeResult<Reply> {
-    let sets = or_reply!(members(db, keys).await?);
+/// one deletes it. The reply is the result's size, and whether `dest` was
+/// written.
+async fn store(
+    db: &Db<'_>,
+    op: &str,
+    dest: &[u8],
+    keys: &[Vec<u8>],
+) -> NodeResult<(Reply, bool)> {
+    let sets = match members(db, keys).await? {
+        Ok(sets) => sets,
+        Err(reply) => return Ok((reply, false)),
+    };
     let result = algebra(op, sets);
     let mut ops = match db.get(dest).await? {
         Some(old) => db.remove_ops(dest, &old).await?,
-        None if result.is_empty() => return Ok(Reply::Int(0)),
+        None if result.is_empty() => return Ok((Reply::Int(0), false)),
         None => Vec::new(),
     };
     // A source may be the destination: its old rows are deleted first,
@@ -115,7 +142,7 @@ async fn store(db: &Db<'_>, op: &str, dest: &[u8], keys: &[Vec<u8>]) -> NodeResu
         }
     }
     db.write(last_op_per_row(ops)).await?;
-    Ok(Reply::Int(result.len() as i64))
+    Ok((Reply::Int(result.len() as i64), true))
 }
 
 /// SINTERCARD numkeys key [key ...] [LIMIT limit]: the size of the
@@ -153,16 +180,22 @@ async fn sintercard(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
 
 /// SMOVE source destination member: 1 when moved (or, source and
 /// destination the same set, when a member); 0 when the source is missing
-/// (whatever the destination holds) or lacks the member.
-async fn smove(db: &Db<'_>, from: &[u8], to: &[u8], member: &[u8]) -> NodeResult<Reply> {
-    let Some(src) = db.get(from).await? else { return Ok(Reply::Int(0)) };
+/// (whatever the destination holds) or lacks the member. Also whether the
+/// source lost the member, and whether the destination gained it.
+async fn smove(
+    db: &Db<'_>,
+    from: &[u8],
+    to: &[u8],
+    member: &[u8],
+) -> NodeResult<(Reply, bool, bool)> {
+    let Some(src) = db.get(from).await? else { return Ok((Reply::Int(0), false, false)) };
     let dst = db.get(to).await?;
     if src.kind != KIND_SET || dst.as_ref().is_some_and(|d| d.kind != KIND_SET) {
-        return Ok(Reply::err(WRONGTYPE));
+        return Ok((Reply::err(WRONGTYPE), false, false));
     }
     let present = db.element(KIND_SET, from, member).await?.is_some();
     if from == to || !present {
-        return Ok(Reply::Int(i64::from(present)));
+        return Ok((Reply::Int(i64::from(present)), false, false));
     }
     let mut ops = vec![WriteOp::Delete { key: element_row(KIND_SET, from, member).into() }];
     if src.count() <= 1 {
@@ -185,5 +218,5 @@ async fn smove(db: &Db<'_>, from: &[u8], to: &[u8], member: &[u8]) -> NodeResult
         });
     }
     db.write(ops).await?;
-    Ok(Reply::Int(1))
+    Ok((Reply::Int(1), true, added))
 }

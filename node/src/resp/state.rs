@@ -92,6 +92,13 @@ impl RespState {
         self.lock_keys(&keys).await
     }
 
+    /// Counts `key` of database `db` as modified for WATCH, for a command
+    /// that locked it as read only and wrote it after all (SMOVE: the
+    /// destination only when the member was added, as Redis signals it).
+    pub fn touch(&self, db: u32, key: &[u8]) {
+        self.versions[Self::slot(db, key) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Locks the stripes of every `(database, key, written)` at once, in
     /// stripe order. Only written keys count as modified for WATCH: a key a
     /// command only reads (SINTERSTORE's sources, COPY's source) is locked
