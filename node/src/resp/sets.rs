@@ -113,12 +113,7 @@ fn algebra(op: &str, sets: Vec<Option<Vec<Vec<u8>>>>) -> Vec<Vec<u8>> {
 /// result replaces `dest` (whatever its type, its TTL dropped); an empty
 /// one deletes it. The reply is the result's size, and whether `dest` was
 /// written.
-async fn store(
-    db: &Db<'_>,
-    op: &str,
-    dest: &[u8],
-    keys: &[Vec<u8>],
-) -> NodeResult<(Reply, bool)> {
+async fn store(db: &Db<'_>, op: &str, dest: &[u8], keys: &[Vec<u8>]) -> NodeResult<(Reply, bool)> {
     let sets = match members(db, keys).await? {
         Ok(sets) => sets,
         Err(reply) => return Ok((reply, false)),
