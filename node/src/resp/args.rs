@@ -21,9 +21,10 @@ const STRING_HEADER_BYTES: usize = 9;
 /// (512 MB), and its words are kept.
 pub const STRING_LEN_MAX_BYTES: usize = VALUE_SIZE_MAX_BYTES - STRING_HEADER_BYTES;
 
-/// Most elements a reply that repeats elements may hold (SRANDMEMBER and
-/// ZRANDMEMBER with a negative count). Redis streams any count (-2^63+1
-/// runs until the client goes away); this answers out of range past it.
+/// Most elements a reply that repeats elements may hold (SRANDMEMBER,
+/// HRANDFIELD and ZRANDMEMBER with a negative count). Redis streams any
+/// count (-2^63+1 runs until the client goes away); this answers out of
+/// range past it.
 pub const REPEATED_ELEMENTS_MAX: u64 = 1_000_000;
 
 /// A command name or option word, lowercased (as Redis compares them).
@@ -86,7 +87,7 @@ pub fn positive_count(bytes: &[u8]) -> Result<u64, Reply> {
     }
 }
 
-/// SRANDMEMBER's count: how many elements, and whether they may repeat
+/// SRANDMEMBER's and HRANDFIELD's count: how many elements, and whether they may repeat
 /// (a negative count). Redis refuses -2^63 (it has no positive twin);
 /// a repeating count past [`REPEATED_ELEMENTS_MAX`] is refused here too.
 pub fn random_count(bytes: &[u8]) -> Result<(u64, bool), Reply> {

@@ -6,12 +6,13 @@ use std::collections::HashSet;
 use monotable_proto::WriteOp;
 use rand::seq::SliceRandom;
 
-use super::args::{parse_f64, parse_i64, positive_count, random_count};
+use super::args::{lower, parse_i64, positive_count, random_count};
 use super::errors::WRONGTYPE;
 use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
 };
-use super::reply::{format_increment, Reply};
+use super::long_double::{increment, IncrError};
+use super::reply::Reply;
 use super::state::RespState;
 use super::table::{Command, Flag};
 use crate::error::NodeResult;
@@ -77,14 +78,16 @@ pub async fn run(
     args: &[Vec<u8>],
 ) -> NodeResult<Reply> {
     let name = command.name;
+    if let "sinter" | "sunion" | "sdiff" | "sinterstore" | "sunionstore" | "sdiffstore"
+    | "sintercard" | "smove" = name
+    {
+        return super::sets::run(state, dbi, db, name, args).await;
+    }
     if command.has(Flag::Write) {
         let _g = state.lock(dbi, &[&args[1]]).await;
         return write_command(db, name, args).await;
     }
-    match name {
-        "sinter" | "sunion" | "sdiff" => set_algebra(db, name, &args[1..]).await,
-        _ => read_command(db, name, args).await,
-    }
+    read_command(db, name, args).await
 }
 
 async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
@@ -96,6 +99,14 @@ async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<R
             return Ok(reply);
         }
     }
+    let random = if name == "hrandfield" && args.len() > 2 {
+        match hrandfield_args(args) {
+            Ok(r) => Some(r),
+            Err(reply) => return Ok(reply),
+        }
+    } else {
+        None
+    };
     let found = or_reply!(collection(db, key, kind).await?);
     let Some(v) = found else {
         return Ok(match name {
@@ -109,7 +120,8 @@ async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<R
                 Ok(_) => Reply::Array(Vec::new()),
                 Err(reply) => reply,
             },
-            "srandmember" => Reply::Null,
+            "srandmember" | "hrandfield" if args.len() <= 2 => Reply::Null,
+            "hrandfield" => Reply::Array(Vec::new()),
             _ => Reply::Int(0),
         });
     };
@@ -168,8 +180,50 @@ async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<R
                 },
             }
         }
+        "hrandfield" => {
+            let fields = db.elements(kind, key).await?;
+            let mut rng = rand::thread_rng();
+            let Some((count, repeat, with_values)) = random else {
+                let (f, _) = fields.choose(&mut rng).cloned().unwrap_or_default();
+                return Ok(Reply::Bulk(f));
+            };
+            let chosen: Vec<&(Vec<u8>, Vec<u8>)> = if repeat {
+                (0..count).filter_map(|_| fields.choose(&mut rng)).collect()
+            } else {
+                let n = usize::try_from(count).unwrap_or(usize::MAX);
+                fields.choose_multiple(&mut rng, n).collect()
+            };
+            if with_values {
+                let mut pairs = Vec::with_capacity(chosen.len());
+                for (f, v) in chosen {
+                    pairs.push((Reply::Bulk(f.clone()), Reply::Bulk(decode_field(v)?)));
+                }
+                Reply::Pairs(pairs)
+            } else {
+                Reply::Array(chosen.into_iter().map(|(f, _)| Reply::Bulk(f.clone())).collect())
+            }
+        }
         _ => Reply::err("ERR unknown command"),
     })
+}
+
+/// HRANDFIELD key count [WITHVALUES]: how many fields, whether they may
+/// repeat (a negative count), whether with values; Redis's errors, in its
+/// order (count, syntax, then the bound WITHVALUES puts on the count).
+fn hrandfield_args(args: &[Vec<u8>]) -> Result<(u64, bool, bool), Reply> {
+    super::args::in_range(&args[2], -i64::MAX, i64::MAX)?;
+    if args.len() > 4 || (args.len() == 4 && lower(&args[3]) != "withvalues") {
+        return Err(Reply::err(super::errors::SYNTAX));
+    }
+    let with_values = args.len() == 4;
+    if with_values {
+        let n = super::args::integer(&args[2])?;
+        if !(-i64::MAX / 2..=i64::MAX / 2).contains(&n) {
+            return Err(Reply::err("ERR value is out of range"));
+        }
+    }
+    let (count, repeat) = random_count(&args[2])?;
+    Ok((count, repeat, with_values))
 }
 
 async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
@@ -180,9 +234,17 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
         "hincrby" if parse_i64(&args[3]).is_none() => {
             return Ok(Reply::err("ERR value is not an integer or out of range"))
         }
-        "hincrbyfloat" if parse_f64(&args[3]).is_none() => {
-            return Ok(Reply::err("ERR value is not a valid float"))
-        }
+        "hincrbyfloat" => match increment(None, &args[3]) {
+            Err(IncrError::BadIncrement) => {
+                return Ok(Reply::err("ERR value is not a valid float"))
+            }
+            // Redis refuses an infinite increment before it looks the key
+            // up, in other words than for an infinite result.
+            // Postmortem: `HINCRBYFLOAT k f +inf` answered "increment would
+            // produce NaN or Infinity".
+            Err(_) => return Ok(Reply::err("ERR value is NaN or Infinity")),
+            Ok(_) => {}
+        },
         _ => {}
     }
     let before = or_reply!(collection(db, key, kind).await?);
@@ -254,24 +316,25 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
             Reply::Int(next)
         }
         "hincrbyfloat" => {
-            let Some(by) = parse_f64(&args[3]) else {
-                return Ok(Reply::err("ERR value is not a valid float"));
-            };
-            let current = match field(db, key, &args[2]).await? {
-                None => {
-                    count += 1;
-                    0.0
-                }
-                Some(v) => match parse_f64(&v) {
-                    Some(x) => x,
-                    None => return Ok(Reply::err("ERR hash value is not a float")),
-                },
-            };
-            let next = current + by;
-            if !next.is_finite() {
-                return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
+            let current = field(db, key, &args[2]).await?;
+            if current.is_none() {
+                count += 1;
             }
-            let text = format_increment(next);
+            let text = match increment(current.as_deref(), &args[3]) {
+                Ok(text) => text,
+                Err(IncrError::BadCurrent) => {
+                    return Ok(Reply::err("ERR hash value is not a float"))
+                }
+                Err(IncrError::BadIncrement) => {
+                    return Ok(Reply::err("ERR value is not a valid float"))
+                }
+                Err(IncrError::InfiniteIncrement) => {
+                    return Ok(Reply::err("ERR value is NaN or Infinity"))
+                }
+                Err(IncrError::NotFinite) => {
+                    return Ok(Reply::err("ERR increment would produce NaN or Infinity"))
+                }
+            };
             ops.push(put(kind, key, &args[2], text.as_bytes()));
             Reply::Bulk(text.into_bytes())
         }
@@ -321,33 +384,4 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
     }
     commit(db, key, kind, before.as_ref(), count, ops).await?;
     Ok(reply)
-}
-
-async fn set_algebra(db: &Db<'_>, name: &str, keys: &[Vec<u8>]) -> NodeResult<Reply> {
-    let mut sets: Vec<Vec<Vec<u8>>> = Vec::with_capacity(keys.len());
-    for k in keys {
-        let found = or_reply!(collection(db, k, KIND_SET).await?);
-        sets.push(match found {
-            None => Vec::new(),
-            Some(_) => db.elements(KIND_SET, k).await?.into_iter().map(|(m, _)| m).collect(),
-        });
-    }
-    let first = sets.first().cloned().unwrap_or_default();
-    let result: Vec<Vec<u8>> = match name {
-        "sinter" => first
-            .into_iter()
-            .filter(|m| sets[1..].iter().all(|s| s.binary_search(m).is_ok()))
-            .collect(),
-        "sdiff" => first
-            .into_iter()
-            .filter(|m| sets[1..].iter().all(|s| s.binary_search(m).is_err()))
-            .collect(),
-        _ => {
-            let mut all: Vec<Vec<u8>> = sets.into_iter().flatten().collect();
-            all.sort();
-            all.dedup();
-            all
-        }
-    };
-    Ok(Reply::Set(bulks(result)))
 }

@@ -15,7 +15,7 @@ use super::cluster::Placement;
 use super::errors::{internal, unknown_command, NOAUTH};
 use super::keyspace::Db;
 use super::reply::Reply;
-use super::state::{Conn, RespState, MULTI_QUEUE_MAX_BYTES};
+use super::state::{Conn, RespState, Watched, MULTI_QUEUE_MAX_BYTES};
 use super::table::{Command, Flag, Handler};
 use crate::error::NodeError;
 
@@ -295,7 +295,12 @@ async fn transaction(
                 ));
             }
             for k in &args[1..] {
-                conn.watched.push((conn.db, k.clone(), state.version(conn.db, k)));
+                let version = state.version(conn.db, k);
+                let live = match live_key(state, conn.db, k).await {
+                    Ok(live) => live,
+                    Err(e) => return internal(e),
+                };
+                conn.watched.push(Watched { db: conn.db, key: k.clone(), version, live });
             }
             Reply::ok()
         }
@@ -328,8 +333,10 @@ async fn transaction(
             let again = unmade.then(|| queue.clone());
             let done = {
                 let _gate = state.gate.write().await;
-                if watched.iter().any(|(db, k, seen)| state.version(*db, k) != *seen) {
-                    return Reply::NullArray;
+                match watch_failed(state, &watched).await {
+                    Ok(false) => {}
+                    Ok(true) => return Reply::NullArray,
+                    Err(e) => return internal(e),
                 }
                 exec(state, conn, queue, !unmade).await
             };
@@ -346,6 +353,28 @@ async fn transaction(
             }
         }
     }
+}
+
+/// Whether `key` of database `dbi` exists unexpired, read without
+/// removing it if expired (as Redis's `keyIsExpired`, which WATCH uses).
+async fn live_key(state: &RespState, dbi: u32, key: &[u8]) -> Result<bool, NodeError> {
+    let db = Db::new(&state.node, dbi, None);
+    let row = db.read_row(super::keyspace::key_row(key)).await?;
+    let value = row.as_deref().and_then(super::keyspace::Value::decode);
+    let now = super::keyspace::now_ms();
+    Ok(value.is_some_and(|v| v.expire_at_ms.is_none_or(|at| at > now)))
+}
+
+/// Whether EXEC must abort for one of `watched` (see [`Watched`]).
+async fn watch_failed(state: &RespState, watched: &[Watched]) -> Result<bool, NodeError> {
+    for w in watched {
+        if state.version(w.db, &w.key) != w.version
+            || (w.live && !live_key(state, w.db, &w.key).await?)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Runs a transaction's commands with their writes held back in

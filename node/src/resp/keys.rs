@@ -1,6 +1,7 @@
 //! Commands over whole keys: listing and scanning them (also the
-//! elements of one: HSCAN, SSCAN, ZSCAN), existence, type, deletion,
-//! expiry and TTLs, renaming, flushing, TIME, and the string commands that
+//! elements of one: HSCAN, SSCAN, ZSCAN), RANDOMKEY, existence (and
+//! TOUCH), type, deletion, expiry, TTLs and expiry times, renaming,
+//! copying (through [`super::key_copy`]), flushing, TIME, and the string commands that
 //! edit parts of a value or count in floats.
 
 use std::collections::BTreeMap;
@@ -8,13 +9,13 @@ use std::collections::BTreeMap;
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::args::{parse_f64, parse_i64, NOT_INTEGER};
+use super::args::{parse_i64, NOT_INTEGER};
 use super::errors::{misrouted, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
     expiry_row, key_row, key_rows_prefix, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
 };
-use super::reply::{format_double, format_increment, Reply};
+use super::reply::{format_double, Reply};
 use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
 
@@ -88,9 +89,15 @@ pub async fn run(
             let _g = state.lock(dbi, &[&args[1]]).await;
             setrange(db, args).await
         }
-        "del" | "unlink" | "exists" | "type" | "ttl" | "pttl" | "persist" => {
-            generic(state, dbi, db, name, args).await
+        "copy" => super::key_copy::copy(state, dbi, db, args).await,
+        "randomkey" => {
+            use rand::seq::SliceRandom;
+            let keys = live_keys(db).await?;
+            let chosen = keys.choose(&mut rand::thread_rng());
+            Ok(chosen.map_or(Reply::Null, |(k, _)| Reply::Bulk(k.clone())))
         }
+        "del" | "unlink" | "exists" | "touch" | "type" | "ttl" | "pttl" | "expiretime"
+        | "pexpiretime" | "persist" => generic(state, dbi, db, name, args).await,
         "time" => {
             let micros = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -104,7 +111,8 @@ pub async fn run(
     }
 }
 
-/// DEL, UNLINK, EXISTS, TYPE, TTL, PTTL, PERSIST.
+/// DEL, UNLINK, EXISTS, TOUCH, TYPE, TTL, PTTL, EXPIRETIME, PEXPIRETIME,
+/// PERSIST.
 async fn generic(
     state: &RespState,
     dbi: u32,
@@ -129,7 +137,7 @@ async fn generic(
             }
             Reply::Int(found)
         }
-        "exists" => {
+        "exists" | "touch" => {
             let mut n = 0;
             for k in &args[1..] {
                 n += i64::from(db.get(k).await?.is_some());
@@ -143,6 +151,15 @@ async fn generic(
             Some(Value { expire_at_ms: Some(at), .. }) => {
                 let left = i64::try_from(at.saturating_sub(now_ms())).unwrap_or(i64::MAX);
                 Reply::Int(if name == "ttl" { left.saturating_add(500) / 1000 } else { left })
+            }
+        },
+        "expiretime" | "pexpiretime" => match db.get(&args[1]).await? {
+            None => Reply::Int(-2),
+            Some(Value { expire_at_ms: None, .. }) => Reply::Int(-1),
+            Some(Value { expire_at_ms: Some(at), .. }) => {
+                let at = i64::try_from(at).unwrap_or(i64::MAX);
+                // Redis rounds seconds to the nearest: (ms + 500) / 1000.
+                Reply::Int(if name == "expiretime" { at.saturating_add(500) / 1000 } else { at })
             }
         },
         "persist" => {
@@ -404,7 +421,8 @@ async fn flush(
             )));
         }
     }
-    state.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    // No version bump: a WATCH fails only on the keys that existed (see
+    // `state::Watched`), as Redis's `touchAllWatchedKeysInDb`.
     for i in dbs {
         let range = super::keyspace::range_name(i);
         let Some(id) = state.node.router_read().range(&range).map(|r| r.meta.id) else { continue };
@@ -556,22 +574,21 @@ async fn getex(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
 }
 
 async fn incrbyfloat(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
-    let Some(by) = parse_f64(&args[2]) else {
-        return Ok(Reply::err("ERR value is not a valid float"));
-    };
+    use super::long_double::{increment, IncrError};
     let (current, expire) = match db.get(&args[1]).await? {
-        None => (0.0, None),
+        None => (None, None),
         Some(v) if v.kind != KIND_STRING => return Ok(Reply::err(WRONGTYPE)),
-        Some(v) => match parse_f64(&v.payload) {
-            Some(x) => (x, v.expire_at_ms),
-            None => return Ok(Reply::err("ERR value is not a valid float")),
-        },
+        Some(v) => (Some(v.payload), v.expire_at_ms),
     };
-    let next = current + by;
-    if !next.is_finite() {
-        return Ok(Reply::err("ERR increment would produce NaN or Infinity"));
-    }
-    let text = format_increment(next);
+    let text = match increment(current.as_deref(), &args[2]) {
+        Ok(text) => text,
+        Err(IncrError::BadCurrent | IncrError::BadIncrement) => {
+            return Ok(Reply::err("ERR value is not a valid float"))
+        }
+        Err(IncrError::InfiniteIncrement | IncrError::NotFinite) => {
+            return Ok(Reply::err("ERR increment would produce NaN or Infinity"))
+        }
+    };
     db.put(&args[1], &Value::string(text.clone().into_bytes(), expire)).await?;
     Ok(Reply::Bulk(text.into_bytes()))
 }

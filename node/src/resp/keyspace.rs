@@ -320,6 +320,20 @@ pub fn put_ops(items: &[(Vec<u8>, Value)]) -> Vec<WriteOp> {
     ops
 }
 
+/// `ops` with only the last op on each row, in row order: a delete then a
+/// put of the same row (a key overwritten by a value with that element
+/// too) is that put.
+pub fn last_op_per_row(ops: Vec<WriteOp>) -> Vec<WriteOp> {
+    let mut last: std::collections::BTreeMap<Vec<u8>, WriteOp> = Default::default();
+    for op in ops {
+        let row = match &op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key.to_vec(),
+        };
+        last.insert(row, op);
+    }
+    last.into_values().collect()
+}
+
 /// Reads and writes rows of one database.
 ///
 /// Reads see every applied write, durable or not, and writes return once
@@ -380,6 +394,13 @@ impl<'a> Db<'a> {
     /// The acknowledgements the writes so far are waiting for.
     pub fn take_durability(&self) -> Durability {
         std::mem::take(&mut *self.durability.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds acknowledgements another `Db` (of another database, written by
+    /// the same command: COPY ... DB) is waiting for, so the reply waits
+    /// for them too.
+    pub fn add_durability(&self, more: Durability) {
+        self.durability.lock().unwrap_or_else(|p| p.into_inner()).extend(more);
     }
 
     fn overlay(&self) -> Option<std::sync::MutexGuard<'_, Writes>> {

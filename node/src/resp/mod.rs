@@ -17,14 +17,15 @@
 //!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
-//!   [`strings`], [`keys`], [`collections`], [`lists`], [`zsets`],
-//!   [`zset_algebra`] (sorted set commands over several keys), [`zset_range`]
-//!   (their range arguments), [`mt`],
+//!   [`strings`], [`keys`], [`key_copy`], [`collections`], [`sets`],
+//!   [`lists`], [`zsets`], [`zset_algebra`] (sorted set commands over
+//!   several keys), [`zset_range`] (their range arguments), [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster),
 //!   [`blocking`] (BLPOP and the like: the connection waits, woken by
 //!   writers of the keys).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
-//!   (shared error replies), [`args`] (argument parsing), [`stripes`] (key
+//!   (shared error replies), [`args`] (argument parsing), [`long_double`]
+//!   (float increments in C's long double, as Redis), [`stripes`] (key
 //!   locks), [`glob`], [`keyspace`], [`reply`].
 
 /// Unwraps `Ok`, or returns the reply in `Err` from the enclosing function
@@ -48,14 +49,17 @@ pub mod connection;
 pub mod errors;
 pub mod glob;
 pub mod introspect;
+pub mod key_copy;
 pub mod keys;
 pub mod keyspace;
 pub mod lists;
+pub mod long_double;
 pub mod mt;
 pub mod parse;
 pub mod pubsub;
 pub mod reply;
 pub mod server;
+pub mod sets;
 pub mod state;
 pub mod strings;
 pub mod stripes;

@@ -18,6 +18,9 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// Pairs: a map in RESP3, a flat array in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// Pairs as RESP3 shows HRANDFIELD's WITHVALUES: an array of arrays of
+    /// two; a flat array in RESP2.
+    Pairs(Vec<(Reply, Reply)>),
     /// A set in RESP3, an array in RESP2.
     Set(Vec<Reply>),
     /// A double in RESP3, a bulk string in RESP2.
@@ -108,6 +111,16 @@ impl Reply {
                     i.write(proto, out);
                 }
             }
+            Reply::Pairs(pairs) => {
+                header(out, b'*', if resp3 { pairs.len() } else { pairs.len() * 2 });
+                for (k, v) in pairs {
+                    if resp3 {
+                        header(out, b'*', 2);
+                    }
+                    k.write(proto, out);
+                    v.write(proto, out);
+                }
+            }
             Reply::Map(pairs) => {
                 if resp3 {
                     header(out, b'%', pairs.len());
@@ -151,25 +164,6 @@ pub fn format_double(x: f64) -> String {
         return format!("{}e{sign}{:02}", trim_fraction(mantissa), exp.abs());
     }
     trim_fraction(&format!("{x:.*}", (16 - exp) as usize)).to_owned()
-}
-
-/// The result of INCRBYFLOAT and HINCRBYFLOAT as Redis prints it: fixed
-/// notation, at most 17 decimals, trailing zeros dropped. Redis computes in
-/// 80-bit long doubles; this computes in doubles and keeps 15 significant
-/// digits (what a double holds exactly), so `0.1 + 0.2` reads `0.3` as in
-/// Redis; past 15 digits the last ones can differ.
-pub fn format_increment(x: f64) -> String {
-    if x == 0.0 {
-        return "0".into();
-    }
-    let exp = x.abs().log10().floor() as i32;
-    let decimals = (14 - exp).clamp(0, 17) as usize;
-    let text = trim_fraction(&format!("{x:.decimals$}")).to_owned();
-    if text == "-0" {
-        "0".into()
-    } else {
-        text
-    }
 }
 
 /// `1.2500` -> `1.25`, `3.000` -> `3`; text without a `.` is unchanged.

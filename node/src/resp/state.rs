@@ -34,8 +34,6 @@ pub struct RespState {
     /// Bumped whenever a key hashing here is written (for WATCH); a key
     /// is "modified" when its slot moved (rarely, another key's write).
     versions: Vec<AtomicU64>,
-    /// Bumped by FLUSHDB and FLUSHALL: every watch fails.
-    pub epoch: AtomicU64,
     /// Open connections (for INFO).
     pub clients: std::sync::atomic::AtomicUsize,
     pub(super) started: std::time::Instant,
@@ -59,7 +57,6 @@ impl RespState {
             cursors: Default::default(),
             gate: tokio::sync::RwLock::new(()),
             versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            epoch: AtomicU64::new(0),
             clients: Default::default(),
             started: std::time::Instant::now(),
             run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
@@ -73,10 +70,9 @@ impl RespState {
         crc32c::crc32c_append(db, key) as usize
     }
 
-    /// What WATCH records of a key.
-    pub(super) fn version(&self, db: u32, key: &[u8]) -> (u64, u64) {
-        let v = self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire);
-        (v, self.epoch.load(Ordering::Acquire))
+    /// The modification counter WATCH records of a key.
+    pub(super) fn version(&self, db: u32, key: &[u8]) -> u64 {
+        self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire)
     }
 
     pub fn new_conn(&self, peer: IpAddr) -> Conn {
@@ -92,26 +88,49 @@ impl RespState {
     }
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
-    /// multi-key commands never wait on each other in a cycle).
-    /// Clients blocked on any of the keys are woken (see
-    /// [`super::blocking`]).
+    /// multi-key commands never wait on each other in a cycle); every key
+    /// counts as written (see [`RespState::lock_keys`]).
     pub async fn lock(&self, db: u32, keys: &[&[u8]]) -> StripeGuards {
         self.lock_reading(db, keys, &[]).await
     }
 
     /// Locks the stripes of `written` and `read` (keys of database `db`) in
-    /// one call, as [`RespState::lock`] does: only `written` count as
-    /// modified for WATCH and wake clients blocked on them. For commands
-    /// that read several keys and must see them at one moment (ZUNION,
+    /// one call (see [`RespState::lock_keys`]). For commands that read
+    /// several keys and must see them at one moment (ZUNION,
     /// ZINTERSTORE's sources).
     pub async fn lock_reading(&self, db: u32, written: &[&[u8]], read: &[&[u8]]) -> StripeGuards {
-        let guards = self.lock_as_waiter(db, written, read).await;
+        self.lock_keys(&Self::marked(db, written, read)).await
+    }
+
+    fn marked<'k>(db: u32, written: &[&'k [u8]], read: &[&'k [u8]]) -> Vec<(u32, &'k [u8], bool)> {
+        let written = written.iter().map(|k| (db, *k, true));
+        written.chain(read.iter().map(|k| (db, *k, false))).collect()
+    }
+
+    /// Counts `key` of database `db` as modified for WATCH, for a command
+    /// that locked it as read only and wrote it after all (SMOVE: the
+    /// destination only when the member was added, as Redis signals it).
+    pub fn touch(&self, db: u32, key: &[u8]) {
+        self.versions[Self::slot(db, key) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+        self.blocking.signal(db, key);
+    }
+
+    /// Locks the stripes of every `(database, key, written)` at once, in
+    /// stripe order. Only written keys count as modified for WATCH (and
+    /// wake clients blocked on them, see [`super::blocking`]): a key a
+    /// command only reads (SINTERSTORE's sources, COPY's source) is locked
+    /// so that it cannot change midway, yet a WATCH on it holds, as in
+    /// Redis.
+    pub async fn lock_keys(&self, keys: &[(u32, &[u8], bool)]) -> StripeGuards {
+        let guards = self.lock_keys_quietly(keys).await;
         // Once the stripes are taken: a woken client runs its command again
         // only after this writer (its burst, or its EXEC) is done.
         // Postmortem: woken before the writer took the stripe, a client
         // could run again first, find nothing, and wait for good.
-        for k in written {
-            self.blocking.signal(db, k);
+        for (db, k, written) in keys {
+            if *written {
+                self.blocking.signal(*db, k);
+            }
         }
         guards
     }
@@ -119,16 +138,36 @@ impl RespState {
     /// [`RespState::lock_reading`] for a blocked command running again: it
     /// wakes no one (it would wake itself, first in line).
     pub async fn lock_as_waiter(&self, db: u32, written: &[&[u8]], read: &[&[u8]]) -> StripeGuards {
-        // Writers' keys count as modified for WATCH.
-        for k in written {
-            self.versions[Self::slot(db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+        self.lock_keys_quietly(&Self::marked(db, written, read)).await
+    }
+
+    async fn lock_keys_quietly(&self, keys: &[(u32, &[u8], bool)]) -> StripeGuards {
+        for (db, k, written) in keys {
+            if *written {
+                self.versions[Self::slot(*db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+            }
         }
         let mut stripes: Vec<usize> =
-            written.iter().chain(read).map(|k| Self::slot(db, k) % LOCK_STRIPES).collect();
+            keys.iter().map(|(db, k, _)| Self::slot(*db, k) % LOCK_STRIPES).collect();
         stripes.sort_unstable();
         stripes.dedup();
         self.locks.lock(stripes).await
     }
+}
+
+/// A key WATCH recorded. EXEC aborts when its version moved (a command
+/// wrote it), or when it was live at WATCH and is gone or expired now:
+/// expiry (lazy or in the background) and FLUSHDB/FLUSHALL remove keys
+/// without a version bump, and Redis fails the watch of a key that existed
+/// (`touchAllWatchedKeysInDb`, "WATCH will consider touched expired keys")
+/// but not of one that did not, or had expired already, at WATCH.
+#[derive(Debug, Clone)]
+pub(super) struct Watched {
+    pub db: u32,
+    pub key: Vec<u8>,
+    pub version: u64,
+    /// The key existed, unexpired, when WATCH ran.
+    pub live: bool,
 }
 
 /// One client's connection state.
@@ -150,8 +189,8 @@ pub struct Conn {
     pub(super) multi_bytes: usize,
     /// A command queued in this MULTI was refused: EXEC will abort.
     pub(super) multi_failed: bool,
-    /// WATCHed keys: (database, key, version seen).
-    pub(super) watched: Vec<(u32, Vec<u8>, (u64, u64))>,
+    /// WATCHed keys.
+    pub(super) watched: Vec<Watched>,
     /// Its channels and patterns, once it subscribed to any.
     pub subs: Option<super::pubsub::Subscriptions>,
     /// Set by a blocking command that found nothing: what the connection

@@ -506,15 +506,4 @@ mod tests {
         assert_eq!(format_double(12345678901234567.0), "12345678901234568");
         assert_eq!(format_double(99999999999999999.0), "1e+17");
     }
-
-    #[test]
-    fn increments_format_like_redis() {
-        use super::super::reply::format_increment;
-        assert_eq!(format_increment(0.1 + 0.2), "0.3");
-        assert_eq!(format_increment(1e20 + 1.5), "100000000000000000000");
-        assert_eq!(format_increment(1.00001), "1.00001");
-        assert_eq!(format_increment(-2.5), "-2.5");
-        assert_eq!(format_increment(10.0), "10");
-        assert_eq!(format_increment(1e-20), "0");
-    }
 }

@@ -41,6 +41,9 @@ pub static COMMANDS: &[Command] = &[
         .subcommands(COMMAND_SUBCOMMANDS)
         .docs("Get array of Redis command details", "2.8.13", "server", "O(N) where N is the total number of Redis commands")
         .per_node(),
+    cmd("copy", -3, H::Keys, &[Write, Denyoom], (1, 2, 1), &["@keyspace", "@write", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0), spec(&["OW", "update"], 2, 0, 1, 0)])
+        .docs("Copy a key", "6.2.0", "generic", "O(N) worst case for collections, where N is the number of nested items. O(1) for string values."),
     cmd("dbsize", 1, H::Keys, &[Readonly, Fast], (0, 0, 0), &["@keyspace", "@read", "@fast"])
         .tips(&["request_policy:all_shards", "response_policy:agg_sum"])
         .docs("Return the number of keys in the selected database", "1.0.0", "server", "O(1)"),
@@ -71,6 +74,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("expireat", -3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
         .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
         .docs("Set the expiration for a key as a UNIX timestamp", "1.2.0", "generic", "O(1)"),
+    cmd("expiretime", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the expiration Unix timestamp for a key", "7.0.0", "generic", "O(1)"),
     cmd("flushall", -1, H::Keys, &[Write], (0, 0, 0), &["@keyspace", "@write", "@slow", "@dangerous"])
         .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
         .docs("Remove all keys from all databases", "1.0.0", "server", "O(N) where N is the total number of keys in all databases")
@@ -130,6 +136,10 @@ pub static COMMANDS: &[Command] = &[
         .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
         .docs("Set multiple hash fields to multiple values", "2.0.0", "hash", "O(N) where N is the number of fields being set.")
         .deprecated("4.0.0", "`HSET` with multiple field-value pairs"),
+    cmd("hrandfield", -2, H::Collections, &[Readonly], (1, 1, 1), &["@read", "@hash", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get one or multiple random fields from a hash", "6.2.0", "hash", "O(N) where N is the number of fields returned"),
     cmd("hscan", -3, H::Keys, &[Readonly], (1, 1, 1), &["@read", "@hash", "@slow"])
         .tips(&["nondeterministic_output"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
@@ -235,6 +245,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("pexpireat", -3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
         .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
         .docs("Set the expiration for a key as a UNIX timestamp specified in milliseconds", "2.6.0", "generic", "O(1)"),
+    cmd("pexpiretime", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get the expiration Unix timestamp for a key in milliseconds", "7.0.0", "generic", "O(1)"),
     cmd("ping", -1, H::Connection, &[Fast], (0, 0, 0), &["@fast", "@connection"])
         .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
         .docs("Ping the server", "1.0.0", "connection", "O(1)")
@@ -262,6 +275,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("quit", -1, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
         .docs("Close the connection", "1.0.0", "connection", "O(1)")
         .per_node(),
+    cmd("randomkey", 1, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow"])
+        .tips(&["request_policy:all_shards", "nondeterministic_output"])
+        .docs("Return a random key from the keyspace", "1.0.0", "generic", "O(1)"),
     cmd("rename", 3, H::Keys, &[Write], (1, 2, 1), &["@keyspace", "@write", "@slow"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["OW", "update"], 2, 0, 1, 0)])
         .docs("Rename a key", "1.0.0", "generic", "O(1)"),
@@ -297,6 +313,9 @@ pub static COMMANDS: &[Command] = &[
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
         .docs("Subtract multiple sets", "1.0.0", "set", "O(N) where N is the total number of elements in all given sets."),
+    cmd("sdiffstore", -3, H::Collections, &[Write, Denyoom], (1, -1, 1), &["@write", "@set", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0), spec(&["RO", "access"], 2, -1, 1, 0)])
+        .docs("Subtract multiple sets and store the resulting set in a key", "1.0.0", "set", "O(N) where N is the total number of elements in all given sets."),
     cmd("select", 2, H::Connection, &[Loading, Stale, Fast], (0, 0, 0), &["@fast", "@connection"])
         .docs("Change the selected database for the current connection", "1.0.0", "connection", "O(1)")
         .per_node(),
@@ -316,6 +335,12 @@ pub static COMMANDS: &[Command] = &[
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
         .docs("Intersect multiple sets", "1.0.0", "set", "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets."),
+    cmd("sintercard", -3, H::Collections, &[Readonly, MovableKeys], (0, 0, 0), &["@read", "@set", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Intersect multiple sets and return the cardinality of the result", "7.0.0", "set", "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets."),
+    cmd("sinterstore", -3, H::Collections, &[Write, Denyoom], (1, -1, 1), &["@write", "@set", "@slow"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0), spec(&["RO", "access"], 2, -1, 1, 0)])
+        .docs("Intersect multiple sets and store the resulting set in a key", "1.0.0", "set", "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets."),
     cmd("sismember", 3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@set", "@fast"])
         .specs(&[spec(&["RO"], 1, 0, 1, 0)])
         .docs("Determine if a given value is a member of a set", "1.0.0", "set", "O(1)"),
@@ -326,6 +351,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("smismember", -3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@set", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Returns the membership associated with the given elements for a set", "6.2.0", "set", "O(N) where N is the number of elements being checked for membership"),
+    cmd("smove", 4, H::Collections, &[Write, Fast], (1, 2, 1), &["@write", "@set", "@fast"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
+        .docs("Move a member from one set to another", "1.0.0", "set", "O(1)"),
     cmd("spop", -2, H::Collections, &[Write, Fast], (1, 1, 1), &["@write", "@set", "@fast"])
         .tips(&["nondeterministic_output"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
@@ -351,10 +379,17 @@ pub static COMMANDS: &[Command] = &[
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
         .docs("Add multiple sets", "1.0.0", "set", "O(N) where N is the total number of elements in all given sets."),
+    cmd("sunionstore", -3, H::Collections, &[Write, Denyoom], (1, -1, 1), &["@write", "@set", "@slow"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0), spec(&["RO", "access"], 2, -1, 1, 0)])
+        .docs("Add multiple sets and store the resulting set in a key", "1.0.0", "set", "O(N) where N is the total number of elements in all given sets."),
     cmd("time", 1, H::Keys, &[Loading, Stale, Fast], (0, 0, 0), &["@fast"])
         .tips(&["nondeterministic_output"])
         .docs("Return the current server time", "2.6.0", "server", "O(1)")
         .per_node(),
+    cmd("touch", -2, H::Keys, &[Readonly, Fast], (1, -1, 1), &["@keyspace", "@read", "@fast"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_sum"])
+        .specs(&[spec(&["RO"], 1, -1, 1, 0)])
+        .docs("Alters the last access time of a key(s). Returns the number of existing keys specified.", "3.2.1", "generic", "O(N) where N is the number of keys that will be touched."),
     cmd("ttl", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
         .tips(&["nondeterministic_output"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
