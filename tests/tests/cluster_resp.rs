@@ -382,6 +382,9 @@ fn pipeline_commands(prefix: &str, n: usize, seed: u64) -> Vec<Vec<Vec<u8>>> {
         };
         out.push(words);
     }
+    // An empty transaction (Postmortem: refused when forwarded).
+    out.push(vec![b"MULTI".to_vec()]);
+    out.push(vec![b"EXEC".to_vec()]);
     out
 }
 

@@ -74,8 +74,12 @@ impl Node {
         match command {
             Command::CreateSink { name, source: SinkSource::Range(range), url, prefix } => {
                 meta.ranges.get(range)?;
-                let sink =
-                    MetaSink { source: range.clone(), url: url.clone(), prefix: prefix.to_vec() };
+                let sink = MetaSink {
+                    source: range.clone(),
+                    url: url.clone(),
+                    prefix: prefix.to_vec(),
+                    incarnation: 0,
+                };
                 Some(self.create_replicated_sink(cluster, name, sink).await)
             }
             Command::CreateSink { source: SinkSource::View(view), .. } => {
@@ -162,9 +166,14 @@ impl Node {
             .collect();
         let plan = self.replicated_sinks.plan(cluster, wanted);
         for name in plan.stop {
-            if let Err(e) = self.drop_sink(&name).await {
-                tracing::warn!(sink = %name, error = %e, "sink not stopped here; retrying");
-                continue;
+            match self.drop_sink(&name).await {
+                Ok(()) => {}
+                // Stopped already (dropped through this node).
+                Err(e) if e.to_info().code == ErrorCode::RangeNotFound => {}
+                Err(e) => {
+                    tracing::warn!(sink = %name, error = %e, "sink not stopped here; retrying");
+                    continue;
+                }
             }
             tracing::info!(sink = %name, "sink stopped here (leadership moved, or dropped)");
             self.replicated_sinks.stopped(&name);

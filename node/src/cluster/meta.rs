@@ -267,6 +267,13 @@ pub struct MetaSink {
     pub source: String,
     pub url: String,
     pub prefix: Vec<u8>,
+    /// Set when the meta range applies the creation (an id of its own):
+    /// a sink dropped and made again under its name, with the same source
+    /// and target, is a new sink, which its leader starts afresh.
+    /// Postmortem: such a sink counted as the one already running, whose
+    /// local copy the drop had stopped; it never ran.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// What applying a [`MetaCommand`] answered.
@@ -594,7 +601,9 @@ fn create_sink(s: &mut MetaState, name: String, sink: MetaSink) -> MetaReply {
             return MetaReply::Refused(refusal);
         }
     }
-    s.sinks.insert(name, sink);
+    let incarnation = s.next_id.max(REPLICATED_ID_BASE);
+    s.next_id = incarnation + 1;
+    s.sinks.insert(name, MetaSink { incarnation, ..sink });
     MetaReply::Ok
 }
 
@@ -722,6 +731,7 @@ mod tests {
                 source: "r".into(),
                 url: format!("redis://127.0.0.1:6379/{db}"),
                 prefix: prefix.as_bytes().to_vec(),
+                incarnation: 0,
             },
         };
         assert_eq!(apply(&mut m, sink("a", 0, "a:")), MetaReply::Ok);
@@ -733,6 +743,13 @@ mod tests {
         }
         assert_eq!(apply(&mut m, sink("b", 0, "b:")), MetaReply::Ok);
         assert_eq!(apply(&mut m, sink("c", 1, "")), MetaReply::Ok);
+        // Dropped and made again alike: a new incarnation, which its leader
+        // starts afresh.
+        let incarnation = |m: &MetaMachine| m.state.lock().expect("state").sinks["c"].incarnation;
+        let first = incarnation(&m);
+        assert_eq!(apply(&mut m, MetaCommand::DropSink { name: "c".into() }), MetaReply::Ok);
+        assert_eq!(apply(&mut m, sink("c", 1, "")), MetaReply::Ok);
+        assert_ne!(incarnation(&m), first);
     }
 
     fn split(chunk: u64, at: &str, right: u64, generation: u64) -> MetaCommand {

@@ -82,6 +82,9 @@ pub struct Group {
     quiet: Arc<Switch>,
 }
 
+/// Bytes of a snapshot sent in one message.
+pub const SNAPSHOT_SEGMENT_BYTES: u64 = 1 << 20;
+
 /// A leader that heard from no majority for this many election timeouts
 /// is not reported as the leader: it may have been cut off.
 const QUORUM_STALE_ELECTIONS: u64 = 2;
@@ -183,6 +186,13 @@ impl Group {
             election_timeout_max: config.timing.openraft_election().1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: 0,
+            // A snapshot travels in segments of 1 MiB, each (the last one
+            // with its installation) given the request timeout.
+            // Postmortem: with openraft's defaults (3 MiB, 200 ms) a 6 MB
+            // chunk's snapshot never reached a new replica: every attempt
+            // timed out, and its move after `cluster remove` never ended.
+            snapshot_max_chunk_size: SNAPSHOT_SEGMENT_BYTES,
+            install_snapshot_timeout: config.timing.request_timeout_ms(),
             ..Default::default()
         }
         .validate()

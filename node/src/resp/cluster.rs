@@ -220,7 +220,9 @@ pub async fn serve_forward(
     };
     let mut commands: Vec<Vec<Vec<u8>>> =
         commands.into_iter().map(|c| c.into_iter().map(Bytes::into_vec).collect()).collect();
-    if commands.is_empty() || commands.iter().any(Vec::is_empty) {
+    // An empty MULTI/EXEC is a transaction of no command (Redis: `*0`).
+    // Postmortem: refused as "an empty Redis command" when forwarded.
+    if (commands.is_empty() && !multi) || commands.iter().any(Vec::is_empty) {
         return Err(NodeError::client(ErrorCode::BadRequest, "an empty Redis command"));
     }
     let work = if multi {
