@@ -131,6 +131,12 @@ impl Node {
 
     /// Asks the process to shut down (SIGTERM) and waits; returns whether it
     /// exited successfully.
+    /// Whether the process is still running (not killed, stopped or
+    /// exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn stop(&mut self) -> bool {
         let Some(mut c) = self.child.take() else {
             return true;
