@@ -345,24 +345,32 @@ fn first_writes_to_a_database_through_every_node_at_once() {
     }
 }
 
+/// A script the pipelines run: a write, reads, and a WRONGTYPE or
+/// not-an-integer error (with the script's line) when the key holds one.
+const SCRIPT: &str = "local v = redis.call('incr', KEYS[1] .. ':n')\n\
+                      redis.call('rpush', KEYS[1] .. ':log', ARGV[1])\n\
+                      local e = redis.pcall('incr', KEYS[1])\n\
+                      if ARGV[1] == 'b' then redis.call('hget', KEYS[1], 'f') end\n\
+                      return {v, redis.call('llen', KEYS[1] .. ':log'), e}";
+
 /// One client's pipeline of `n` commands on keys prefixed `prefix`: writes,
 /// reads of what it wrote, type errors, per-node commands (PING, SELECT)
 /// between them, keys with NUL and CRLF bytes, and values large enough to
-/// fill a pipeline's byte bound.
+/// fill a pipeline's byte bound, scripts (EVAL, EVALSHA).
 fn pipeline_commands(prefix: &str, n: usize, seed: u64) -> Vec<Vec<Vec<u8>>> {
     let mut x = seed;
     let mut next = move |m: u64| {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (x >> 33) % m
     };
-    let mut out = Vec::new();
+    let mut out = vec![vec![b"SCRIPT".to_vec(), b"LOAD".to_vec(), SCRIPT.as_bytes().to_vec()]];
     for i in 0..n {
         let key = match next(4) {
             0 => format!("{prefix}\0k\r\n{}", next(3)).into_bytes(),
             _ => format!("{prefix}k{}", next(6)).into_bytes(),
         };
         let list = format!("{prefix}list").into_bytes();
-        let words: Vec<Vec<u8>> = match next(16) {
+        let words: Vec<Vec<u8>> = match next(18) {
             0 => vec![b"PING".to_vec()],
             1 => vec![b"SET".to_vec(), key, format!("v{i}").into_bytes()],
             2 | 3 => vec![b"GET".to_vec(), key],
@@ -378,6 +386,18 @@ fn pipeline_commands(prefix: &str, n: usize, seed: u64) -> Vec<Vec<Vec<u8>>> {
             12 => vec![b"STRLEN".to_vec(), key],
             13 => vec![b"TYPE".to_vec(), key],
             14 => vec![b"SELECT".to_vec(), b"0".to_vec()],
+            // Scripts run at the leader; EVALSHA goes there as EVAL.
+            15 => vec![
+                b"EVAL".to_vec(),
+                SCRIPT.as_bytes().to_vec(),
+                b"1".to_vec(),
+                key,
+                b"a\0".to_vec(),
+            ],
+            16 => {
+                let sha = sha1_smol::Sha1::from(SCRIPT).digest().to_string();
+                vec![b"EVALSHA".to_vec(), sha.into_bytes(), b"1".to_vec(), key, b"b".to_vec()]
+            }
             _ => vec![b"EXISTS".to_vec(), key, format!("{prefix}k0").into_bytes()],
         };
         out.push(words);

@@ -348,7 +348,7 @@ async fn lead(
     // write.
     super::stripes::with_burst(async {
         let (_shared, _alone);
-        if matches!(work, Work::Multi(_)) {
+        if work.runs_alone() {
             _alone = state.gate.write().await;
         } else {
             _shared = state.gate.read().await;

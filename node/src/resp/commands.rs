@@ -102,13 +102,21 @@ pub async fn execute(
         super::cluster::placement(&state.node, conn.db)
     };
     if let Placement::Replicated(_) = placement {
-        // Runs on the chunk's leader (see `cluster`).
+        // Runs on the chunk's leader (see `cluster`), which may not have
+        // an EVALSHA's script: it gets the body.
+        let args = match super::scripting::with_body(state, args) {
+            Ok(args) => args,
+            Err(reply) => return (reply, Vec::new()),
+        };
         let blocking = command.has(Flag::Blocking).then(|| args.clone());
         let reply = super::cluster::run(state, conn.db, conn.proto, Work::Command(args)).await;
         if let Some(args) = blocking {
             conn.block = super::blocking::poll_block(conn, name, &args, &reply);
         }
         return (reply, Vec::new());
+    }
+    if command.handler == Handler::Scripting && !command.per_node {
+        return (script_alone(state, conn, args, placement).await, Vec::new());
     }
     if command.handler == Handler::Mt {
         // May wait long (a fresh aggregate): nothing of the burst is held
@@ -155,6 +163,7 @@ pub fn runs_replicated(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> bool
     match lookup(args) {
         Ok(command)
             if command.handler != Handler::Transaction
+                && command.handler != Handler::Scripting
                 && !command.per_node
                 && !command.has(Flag::Blocking) =>
         {
@@ -176,6 +185,21 @@ pub enum Work {
     Pipeline(Vec<Vec<Vec<u8>>>),
     /// One pass of the expirer.
     Expire,
+}
+
+impl Work {
+    /// Whether it must run with no other command running on the node
+    /// meanwhile (the endpoint's gate held for writing): a transaction,
+    /// or a script.
+    pub fn runs_alone(&self) -> bool {
+        match self {
+            Work::Multi(_) => true,
+            Work::Command(args) => {
+                lookup(args).is_ok_and(|c| c.handler == Handler::Scripting && !c.per_node)
+            }
+            Work::Pipeline(_) | Work::Expire => false,
+        }
+    }
 }
 
 /// Runs `work` on database `dbi` with every write held back: the reply
@@ -327,6 +351,12 @@ async fn transaction(
             super::stripes::release_held();
             let placement = super::cluster::placement(&state.node, conn.db);
             if let Placement::Replicated(_) = placement {
+                // An EVALSHA whose script this node does not have either
+                // gets its NOSCRIPT from the leader, in EXEC's reply.
+                let queue = queue
+                    .into_iter()
+                    .map(|c| super::scripting::with_body(state, c.clone()).unwrap_or(c))
+                    .collect();
                 return super::cluster::run(state, conn.db, conn.proto, Work::Multi(queue)).await;
             }
             let unmade = matches!(placement, Placement::Unmade);
@@ -338,7 +368,7 @@ async fn transaction(
                     Ok(true) => return Reply::NullArray,
                     Err(e) => return internal(e),
                 }
-                exec(state, conn, queue, !unmade).await
+                exec(state, conn, queue, !unmade, Unit::Transaction).await
             };
             match (done, again) {
                 (Ok(Some(reply)), _) => reply,
@@ -407,6 +437,58 @@ async fn run_queue(
     replies
 }
 
+/// What [`exec`] runs: a transaction's queue, or one script (whose
+/// refusals are worded for a script).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Transaction,
+    Script,
+}
+
+impl Unit {
+    fn discarded(self, why: &str) -> Reply {
+        match self {
+            Unit::Transaction => Reply::err(format!("EXECABORT Transaction discarded: {why}")),
+            Unit::Script => {
+                Reply::err(format!("ERR Script discarded, none of its writes applied: {why}"))
+            }
+        }
+    }
+}
+
+/// EVAL and the like on a database of this node's own, or one not made
+/// yet: run as a transaction of one command (alone, its writes applied
+/// as one atomic batch when it returns).
+async fn script_alone(
+    state: &RespState,
+    conn: &mut Conn,
+    args: Vec<Vec<u8>>,
+    placement: Placement,
+) -> Reply {
+    super::stripes::release_held();
+    let unmade = matches!(placement, Placement::Unmade);
+    let again = unmade.then(|| args.clone());
+    let done = {
+        let _gate = state.gate.write().await;
+        exec(state, conn, vec![args], !unmade, Unit::Script).await
+    };
+    match (done, again) {
+        (Ok(Some(Reply::Array(mut replies))), _) if replies.len() == 1 => {
+            replies.pop().unwrap_or(Reply::Null)
+        }
+        (Ok(Some(reply)), _) => reply,
+        (Ok(None), Some(args)) => match super::scripting::with_body(state, args) {
+            Ok(args) => {
+                let work = Work::Command(args);
+                super::cluster::create_and_run(state, conn.db, conn.proto, work).await
+            }
+            Err(reply) => reply,
+        },
+        (Ok(None), None) => internal(NodeError::Internal("a script lost its command".into())),
+        (Err(e), _) => internal(e),
+    }
+}
+
 /// EXEC on a database of this node's own: the replies, or `None` when the
 /// transaction writes to a database not made yet that `create_local` does
 /// not allow to make here (nothing was written).
@@ -415,14 +497,16 @@ async fn exec(
     conn: &mut Conn,
     queue: Vec<Vec<Vec<u8>>>,
     create_local: bool,
+    unit: Unit,
 ) -> Result<Option<Reply>, NodeError> {
     let overlay = super::keyspace::Overlay::default();
     let replies = run_queue(state, conn, &queue, &overlay).await;
     let by_range = overlay_ops(overlay);
     if by_range.len() > 1 {
-        return Ok(Some(Reply::err(
-            "EXECABORT Transaction discarded: its writes span more than one database (SELECT inside MULTI)",
-        )));
+        let what = if unit == Unit::Script { "the script" } else { "MULTI" };
+        return Ok(Some(unit.discarded(&format!(
+            "its writes span more than one database (SELECT inside {what})"
+        ))));
     }
     if let Some((range, ops)) = by_range.into_iter().next() {
         let mut db = Db::of_range(&state.node, range.clone(), None);
@@ -431,8 +515,8 @@ async fn exec(
             Ok(()) => {}
             Err(_) if db.wants_replicated() => return Ok(None),
             Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, .. }) => {
-                return Ok(Some(Reply::err(format!(
-                    "EXECABORT Transaction discarded: its keys fall in more than one chunk of range {range}; a transaction is atomic within one chunk"
+                return Ok(Some(unit.discarded(&format!(
+                    "its keys fall in more than one chunk of range {range}; a transaction is atomic within one chunk"
                 ))))
             }
             Err(e) => return Err(e),
@@ -462,8 +546,85 @@ async fn run(
         Handler::Mt => Ok(super::mt::run(&state.node, name, args).await),
         Handler::PubSub => Ok(super::pubsub::run(state, conn, name, args)),
         Handler::Blocking => super::blocking::run(state, conn, db, name, args).await,
+        Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
+        Handler::Scripting => run_script(state, conn, db, name, args).await,
         // Run by `execute` before anything is queued or placed; one that
         // reaches here (a forwarded command) is one this path does not run.
         Handler::Transaction => Ok(unknown_command(args)),
+    }
+}
+
+/// Runs a script (EVAL and the like) inside a transaction (`db`'s
+/// overlay): each command it calls runs through [`script_call`], its
+/// writes held in the overlay; those of a script stopped at its budget
+/// are dropped.
+async fn run_script(
+    state: &RespState,
+    conn: &Conn,
+    db: &Db<'_>,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Result<Reply, NodeError> {
+    let script = match super::scripting::invocation(state, name, args) {
+        Ok(script) => script,
+        Err(reply) => return Ok(reply),
+    };
+    let Some(overlay) = db.tx else {
+        return Err(NodeError::Internal("a script ran outside a transaction".into()));
+    };
+    let before = overlay.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let read_only = script.read_only;
+    // The script's own connection: SELECT inside it changes nothing else.
+    let mut own = Conn::new(conn.id, conn.peer, true);
+    own.db = conn.db;
+    let mut running = super::scripting::start(state, script);
+    let mut answer = None;
+    loop {
+        match running.next(answer.take()).await {
+            super::scripting::Step::Call(call) => {
+                own.proto = call.resp;
+                answer = Some(script_call(state, &mut own, overlay, call.args, read_only).await);
+            }
+            super::scripting::Step::Done(outcome) => {
+                if outcome.stopped {
+                    *overlay.lock().unwrap_or_else(|p| p.into_inner()) = before;
+                }
+                return Ok(outcome.reply);
+            }
+        }
+    }
+}
+
+/// One command a script calls, checked as Redis's `scriptCall` does
+/// (known, its arity, allowed in scripts, no write from a read-only
+/// script), run on the script's connection with the transaction's writes.
+async fn script_call(
+    state: &RespState,
+    conn: &mut Conn,
+    overlay: &super::keyspace::Overlay,
+    args: Vec<Vec<u8>>,
+    read_only: bool,
+) -> Reply {
+    let Some(command) = super::table::lookup(&lower(&args[0])) else {
+        return Reply::err("ERR Unknown Redis command called from script");
+    };
+    if !command.arity_fits(args.len()) {
+        return Reply::err("ERR Wrong number of args calling Redis command from script");
+    }
+    let sub = args
+        .get(1)
+        .filter(|_| !command.subcommands.is_empty())
+        .and_then(|sub| super::table::subcommand(command, &lower(sub)));
+    let flagged = |flag| command.has(flag) || sub.is_some_and(|s| s.has(flag));
+    if flagged(Flag::Noscript) || command.handler == Handler::Transaction {
+        return Reply::err("ERR This Redis command is not allowed from script");
+    }
+    if read_only && flagged(Flag::Write) {
+        return Reply::err("ERR Write commands are not allowed from read-only scripts.");
+    }
+    let db = Db::new(&state.node, conn.db, Some(overlay));
+    match Box::pin(run(state, conn, &db, command, &args)).await {
+        Ok(reply) => reply,
+        Err(e) => internal(e),
     }
 }

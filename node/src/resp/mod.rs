@@ -22,7 +22,8 @@
 //!   several keys), [`zset_range`] (their range arguments), [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster),
 //!   [`blocking`] (BLPOP and the like: the connection waits, woken by
-//!   writers of the keys).
+//!   writers of the keys), [`scripting`] (EVAL and SCRIPT: Lua scripts
+//!   whose commands the dispatcher runs, as a transaction's).
 //! - Below them: [`state`] (shared and per-connection state), [`errors`]
 //!   (shared error replies), [`args`] (argument parsing), [`long_double`]
 //!   (float increments in C's long double, as Redis), [`stripes`] (key
@@ -58,6 +59,7 @@ pub mod mt;
 pub mod parse;
 pub mod pubsub;
 pub mod reply;
+pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod state;

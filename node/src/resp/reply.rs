@@ -7,6 +7,9 @@
 pub enum Reply {
     /// `+OK`
     Simple(&'static str),
+    /// A status made at run time (a script's `{ok=...}`); line breaks are
+    /// written as spaces.
+    Status(String),
     /// `-ERR ...`: the whole message, with its prefix (`ERR`, `WRONGTYPE`).
     Error(String),
     Int(i64),
@@ -25,6 +28,12 @@ pub enum Reply {
     Set(Vec<Reply>),
     /// A double in RESP3, a bulk string in RESP2.
     Double(f64),
+    /// `#t`/`#f` in RESP3, `:1`/`:0` in RESP2 (a script's boolean in
+    /// RESP3 mode).
+    Bool(bool),
+    /// `(digits` in RESP3, a bulk string in RESP2 (a script's
+    /// `{big_number=...}`).
+    BigNumber(String),
     /// An out-of-band push in RESP3 (`>`: pub/sub messages and
     /// confirmations), an array in RESP2.
     Push(Vec<Reply>),
@@ -71,6 +80,11 @@ impl Reply {
             Reply::Simple(s) => {
                 out.push(b'+');
                 out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Status(s) => {
+                out.push(b'+');
+                out.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Error(e) => {
@@ -138,6 +152,16 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Double(x) => Reply::Bulk(format_double(*x).into_bytes()).write(proto, out),
+            Reply::Bool(b) if resp3 => {
+                out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" })
+            }
+            Reply::Bool(b) => Reply::Int(i64::from(*b)).write(proto, out),
+            Reply::BigNumber(n) if resp3 => {
+                out.push(b'(');
+                out.extend(n.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::BigNumber(n) => Reply::Bulk(n.clone().into_bytes()).write(proto, out),
             Reply::Raw(bytes) => out.extend_from_slice(bytes),
         }
     }

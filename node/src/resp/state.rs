@@ -46,6 +46,8 @@ pub struct RespState {
     pub relay: super::pubsub::Relay,
     /// Connections blocked on keys (BLPOP and the like).
     pub blocking: super::blocking::Waiters,
+    /// Lua scripts' bodies and VM (EVAL, SCRIPT).
+    pub scripts: Arc<super::scripting::Scripts>,
 }
 
 impl RespState {
@@ -63,6 +65,7 @@ impl RespState {
             pubsub: Default::default(),
             relay: Default::default(),
             blocking: Default::default(),
+            scripts: Default::default(),
         }
     }
 

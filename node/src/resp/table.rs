@@ -91,6 +91,9 @@ pub enum Handler {
     PubSub,
     /// BLPOP and the other blocking pops ([`super::blocking`]).
     Blocking,
+    /// EVAL and the like, SCRIPT ([`super::scripting`]); the dispatcher
+    /// runs a script's commands.
+    Scripting,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,
@@ -327,6 +330,7 @@ mod tests {
                 "punsubscribe",
                 "quit",
                 "reset",
+                "script",
                 "select",
                 "subscribe",
                 "time",

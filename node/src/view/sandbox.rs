@@ -231,7 +231,8 @@ impl Meter {
 /// Wraps the base functions that could catch the stop or register a
 /// finalizer. Runs before the user's source, with the originals as locals.
 const PRELUDE: &str = r#"
-local pcall, xpcall, setmetatable, rawget, type, error, next, stopped = pcall, xpcall, setmetatable, rawget, type, error, next, ...
+local pcall, xpcall, setmetatable, rawget, type, error, next = pcall, xpcall, setmetatable, rawget, type, error, next
+local stopped, purpose = ...
 local function pass(...)
   local why = stopped()
   if why then error(why, 0) end
@@ -255,7 +256,7 @@ _G.setmetatable = function(t, mt)
   if type(mt) == "table" then
     for field, what in next, banned do
       if rawget(mt, field) ~= nil then
-        error(what .. " are not allowed in view functions", 2)
+        error(what .. " are not allowed in " .. purpose, 2)
       end
     end
     local locked = {}
@@ -281,6 +282,17 @@ impl Sandbox {
     /// A VM with only the safe libraries, the wrappers, and `source` run
     /// (under the same limits as any call).
     pub fn new(source: &str, env: &LuaEnv) -> Result<Sandbox, LuaFnError> {
+        Sandbox::for_purpose(source, env, "view functions")
+    }
+
+    /// [`Sandbox::new`] for code that is not a view function: `purpose`
+    /// names it in the sandbox's own errors ("... are not allowed in
+    /// `purpose`").
+    pub fn for_purpose(
+        source: &str,
+        env: &LuaEnv,
+        purpose: &'static str,
+    ) -> Result<Sandbox, LuaFnError> {
         let memory = env.memory.reserve(LUA_MEMORY_MAX_BYTES)?;
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8;
         let lua = Lua::new_with(libs, LuaOptions::default()).map_err(setup)?;
@@ -306,7 +318,7 @@ impl Sandbox {
             .run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
                 let stop_meter = sandbox.meter.clone();
                 let stopped = sandbox.lua.create_function(move |_, ()| Ok(stop_meter.stopped()))?;
-                sandbox.lua.load(PRELUDE).set_mode(ChunkMode::Text).call::<()>(stopped)
+                sandbox.lua.load(PRELUDE).set_mode(ChunkMode::Text).call::<()>((stopped, purpose))
             })
             .map_err(|e| LuaFnError::Compile(e.to_string()))?;
         sandbox

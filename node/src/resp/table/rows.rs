@@ -62,6 +62,18 @@ pub static COMMANDS: &[Command] = &[
     cmd("echo", 2, H::Connection, &[Loading, Stale, Fast], (0, 0, 0), &["@fast", "@connection"])
         .docs("Echo the given string", "1.0.0", "connection", "O(1)")
         .per_node(),
+    cmd("eval", -3, H::Scripting, &[Noscript, Stale, SkipMonitor, NoMandatoryKeys, MovableKeys], (0, 0, 0), &["@slow", "@scripting"])
+        .specs(&[KeySpec { flags: &["RW", "access", "update"], notes: Some("We cannot tell how the keys will be used so we assume the worst, RW and UPDATE"), begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Execute a Lua script server side", "2.6.0", "scripting", "Depends on the script that is executed."),
+    cmd("eval_ro", -3, H::Scripting, &[Readonly, Noscript, Stale, SkipMonitor, NoMandatoryKeys, MovableKeys], (0, 0, 0), &["@slow", "@scripting"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: Some("We cannot tell how the keys will be used so we assume the worst, RO and ACCESS"), begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Execute a read-only Lua script server side", "7.0.0", "scripting", "Depends on the script that is executed."),
+    cmd("evalsha", -3, H::Scripting, &[Noscript, Stale, SkipMonitor, NoMandatoryKeys, MovableKeys], (0, 0, 0), &["@slow", "@scripting"])
+        .specs(&[KeySpec { flags: &["RW", "access", "update"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Execute a Lua script server side", "2.6.0", "scripting", "Depends on the script that is executed."),
+    cmd("evalsha_ro", -3, H::Scripting, &[Readonly, Noscript, Stale, SkipMonitor, NoMandatoryKeys, MovableKeys], (0, 0, 0), &["@slow", "@scripting"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Execute a read-only Lua script server side", "7.0.0", "scripting", "Depends on the script that is executed."),
     cmd("exec", 1, H::Transaction, &[Noscript, Loading, Stale, SkipSlowlog], (0, 0, 0), &["@slow", "@transaction"])
         .docs("Execute all commands issued after MULTI", "1.2.0", "transactions", "Depends on commands in the transaction"),
     cmd("exists", -2, H::Keys, &[Readonly, Fast], (1, -1, 1), &["@keyspace", "@read", "@fast"])
@@ -309,6 +321,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("scard", 2, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@set", "@fast"])
         .specs(&[spec(&["RO"], 1, 0, 1, 0)])
         .docs("Get the number of members in a set", "1.0.0", "set", "O(1)"),
+    cmd("script", -2, H::Scripting, &[], (0, 0, 0), &["@slow"])
+        .subcommands(SCRIPT_SUBCOMMANDS)
+        .docs("A container for Lua scripts management commands", "2.6.0", "scripting", "Depends on subcommand.")
+        .per_node(),
     cmd("sdiff", -2, H::Collections, &[Readonly], (1, -1, 1), &["@read", "@set", "@slow"])
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
@@ -559,4 +575,22 @@ static PUBSUB_SUBCOMMANDS: &[Command] = &[
         .docs("List active shard channels", "7.0.0", "pubsub", "O(N) where N is the number of active shard channels, and assuming constant time pattern matching (relatively short shard channels)."),
     cmd("pubsub|shardnumsub", -2, H::PubSub, &[Pubsub, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
         .docs("Get the count of subscribers for shard channels", "7.0.0", "pubsub", "O(N) for the SHARDNUMSUB subcommand, where N is the number of requested shard channels"),
+];
+
+#[rustfmt::skip]
+static SCRIPT_SUBCOMMANDS: &[Command] = &[
+    cmd("script|exists", -3, H::Scripting, &[Noscript], (0, 0, 0), &["@slow", "@scripting"])
+        .tips(&["request_policy:all_shards", "response_policy:agg_logical_and"])
+        .docs("Check existence of scripts in the script cache.", "2.6.0", "scripting", "O(N) with N being the number of scripts to check (so checking a single script is an O(1) operation)."),
+    cmd("script|flush", -2, H::Scripting, &[Noscript], (0, 0, 0), &["@slow", "@scripting"])
+        .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+        .docs("Remove all the scripts from the script cache.", "2.6.0", "scripting", "O(N) with N being the number of scripts in cache"),
+    cmd("script|help", 2, H::Scripting, &[Loading, Stale], (0, 0, 0), &["@slow", "@scripting"])
+        .docs("Show helpful text about the different subcommands", "5.0.0", "scripting", "O(1)"),
+    cmd("script|kill", 2, H::Scripting, &[Noscript, AllowBusy], (0, 0, 0), &["@slow", "@scripting"])
+        .tips(&["request_policy:all_shards", "response_policy:one_succeeded"])
+        .docs("Kill the script currently in execution.", "2.6.0", "scripting", "O(1)"),
+    cmd("script|load", 3, H::Scripting, &[Noscript, Stale], (0, 0, 0), &["@slow", "@scripting"])
+        .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+        .docs("Load the specified Lua script into the script cache.", "2.6.0", "scripting", "O(N) with N being the length in bytes of the script body."),
 ];
