@@ -70,23 +70,14 @@ EXPECTED=deploy/redis-tcl-expected-failures.txt
 SUITE=target/redis-7.0.15-tests
 VERSION=7.0.15
 
-sudo_cmd=""
-[ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+. deploy/lib.sh
 
 # --- packages --------------------------------------------------------------
 # redis-tools: unit integration/redis-cli runs redis-cli 7.0.15 against the
 # server under test.
 need_packages=(tcl redis-tools)
 [ "$TARGET" = redis ] && need_packages+=(redis-server)
-missing=()
-for p in "${need_packages[@]}"; do
-    status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-    [ "$status" = "install ok installed" ] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
-fi
+apt_install "${need_packages[@]}"
 
 # --- the suite, downloaded once --------------------------------------------
 # From the Debian source package through a throwaway apt configuration, so

@@ -4,25 +4,17 @@
 # integration tests start, then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ $# -gt 0 ]; then
+    echo "Usage: deploy/test.sh   (no options: installs redis-server, redis-tools and"
+    echo "python3-redis if missing, builds the binaries, runs every test)"
+    [ "$1" = --help ] && exit 0
+    exit 2
+fi
 
 # The RESP tests compare Monotable with a real redis-server and drive it
-# with redis-cli.
-need_packages=(redis-server redis-tools)
-if ((${#need_packages[@]})); then
-    missing=()
-    for p in "${need_packages[@]}"; do
-        # `dpkg -s` also succeeds for a removed package that left its
-        # configuration behind: ask for the installed state itself.
-        status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-        [ "$status" = "install ok installed" ] || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        sudo_cmd=""
-        [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-        $sudo_cmd apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
-    fi
-fi
+# with redis-cli, redis-benchmark and redis-py.
+. deploy/lib.sh
+apt_install redis-server redis-tools python3-redis
 
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-fail-fast
