@@ -64,3 +64,15 @@ long mt_ld_incr(const char *current, size_t current_len, const char *by, size_t 
     }
     return l;
 }
+
+/* A blocking command's timeout in seconds as Redis's
+ * getTimeoutFromObjectOrReply(UNIT_SECONDS) reads it: string2ld, then
+ * (long long) ceill(seconds * 1000) (a value past the range of long long
+ * converts as the platform does: on x86-64 to LLONG_MIN, which Redis then
+ * calls negative). Returns 0 when it is not a long double. */
+int mt_timeout_ms(const char *s, size_t slen, long long *ms) {
+    long double seconds;
+    if (!mt_string2ld(s, slen, &seconds)) return 0;
+    *ms = (long long)ceill(seconds * 1000.0L);
+    return 1;
+}

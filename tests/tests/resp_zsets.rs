@@ -410,6 +410,40 @@ fn script_matches(redis: &mut RawResp, mono: &mut RawResp) {
         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         random_members_fit(redis, mono, &args);
     }
+    // Floats as Redis's strtod reads them: hex floats, overflow and
+    // underflow, leading and trailing spaces, NUL bytes, bare `(` bounds.
+    // Postmortem: scores were read with Rust's parser, which refuses
+    // `0x10` and takes `1e400` as inf.
+    for args in [
+        &[&b"ZADD"[..], b"fl", b"0x10", b"hex"][..],
+        &[b"ZADD", b"fl", b"0x1p-3", b"hexexp"],
+        &[b"ZADD", b"fl", b"1e400", b"over"],
+        &[b"ZADD", b"fl", b"-1e400", b"over"],
+        &[b"ZADD", b"fl", b"1e-400", b"under"],
+        &[b"ZADD", b"fl", b"4e-320", b"subnormal"],
+        &[b"ZADD", b"fl", b" 5", b"lead"],
+        &[b"ZADD", b"fl", b"5 ", b"trail"],
+        &[b"ZADD", b"fl", b"5\x005", b"nul"],
+        &[b"ZADD", b"fl", b"nan", b"nan"],
+        &[b"ZADD", b"fl", b"-Infinity", b"minf"],
+        &[b"ZADD", b"fl", b"+.5", b"half"],
+        &[b"ZADD", b"fl", b"", b"empty"],
+        &[b"ZINCRBY", b"fl", b"0X1P3", b"hex"],
+        &[b"ZRANGE", b"fl", b"0", b"-1", b"WITHSCORES"],
+        &[b"ZRANGEBYSCORE", b"fl", b"(", b"+inf"],
+        &[b"ZRANGEBYSCORE", b"fl", b"( 5", b"1e400"],
+        &[b"ZCOUNT", b"fl", b"-1e400", b"0x10"],
+        &[b"ZCOUNT", b"fl", b" 0", b"16\0junk"],
+        &[b"ZCOUNT", b"fl", b"nan", b"1"],
+        &[b"ZCOUNT", b"fl", b"1 ", b"2"],
+        &[b"ZUNIONSTORE", b"fl2", b"1", b"fl", b"WEIGHTS", b"0x2"],
+        &[b"ZUNIONSTORE", b"fl2", b"1", b"fl", b"WEIGHTS", b"1e400"],
+        &[b"ZRANGE", b"fl2", b"0", b"-1", b"WITHSCORES"],
+        &[b"BLPOP", b"nolist", b"0x0.1p-4"],
+        &[b"BLPOP", b"nolist", b"1e400"],
+    ] {
+        same(redis, mono, args);
+    }
     // Members with NUL and CRLF bytes.
     let odd: &[&[u8]] = &[b"ZADD", b"odd", b"1", b"a\0b", b"1", b"a", b"2", b"x\r\ny", b"0", b""];
     same(redis, mono, odd);

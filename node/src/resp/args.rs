@@ -49,18 +49,41 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
     s.parse().ok()
 }
 
-/// Redis's float parsing for increments: no spaces, no NaN.
+/// A float argument (a score, a weight, an increment, a timeout) as
+/// Redis's `string2d` reads it (`node/csrc/strtod.c`): C's `strtod` over
+/// the whole argument, so hex floats (`0x10`) and `inf` are taken; a
+/// leading space, trailing bytes, NaN, and an overflow (`1e400`) or an
+/// underflow to zero are refused.
 pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
-        return None;
-    }
-    let x: f64 = match s.to_ascii_lowercase().as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        other => other.parse().ok()?,
-    };
-    (!x.is_nan()).then_some(x)
+    let mut x = 0.0;
+    // SAFETY: the C side reads `bytes.len()` bytes from the pointer and
+    // writes one double through the other.
+    let ok = unsafe { mt_string2d(bytes.as_ptr().cast(), bytes.len(), &mut x) };
+    (ok == 1).then_some(x)
+}
+
+/// A score bound of a range (its `(` taken off) as Redis's
+/// `zslParseRange` reads it: C's `strtod` up to the end (or a NUL byte),
+/// only NaN refused, so `1e400` is `inf`, a leading space is skipped and
+/// an empty bound is 0.
+pub fn parse_bound_f64(bytes: &[u8]) -> Option<f64> {
+    let mut x = 0.0;
+    // SAFETY: as for `parse_f64`.
+    let ok = unsafe { mt_range_strtod(bytes.as_ptr().cast(), bytes.len(), &mut x) };
+    (ok == 1).then_some(x)
+}
+
+extern "C" {
+    fn mt_string2d(
+        s: *const std::os::raw::c_char,
+        len: usize,
+        out: *mut f64,
+    ) -> std::os::raw::c_int;
+    fn mt_range_strtod(
+        s: *const std::os::raw::c_char,
+        len: usize,
+        out: *mut f64,
+    ) -> std::os::raw::c_int;
 }
 
 /// An integer argument, or Redis's reply for one that is not.

@@ -175,6 +175,11 @@ async fn wait_blocked(
     let notify = Arc::new(tokio::sync::Notify::new());
     if !block.poll {
         state.blocking.register(block.db, &block.keys, conn.id, &notify);
+        // Runs once more at once: a write between the command's first run
+        // and this registration signalled no one.
+        // Postmortem: an LPUSH sent right after a BLPOP could land in that
+        // gap, and the client waited for the next write to the key.
+        notify.notify_one();
     }
     let deadline = block.deadline.map(tokio::time::Instant::from_std);
     let poll = Duration::from_millis(super::blocking::POLL_INTERVAL_MS);
@@ -192,17 +197,41 @@ async fn wait_blocked(
                 None => std::future::pending().await,
             }
         };
+        // What the client sends meanwhile is kept for later, up to a bound:
+        // past it, nothing more is read until the command has its reply.
+        // Postmortem: a blocked client could make the node keep gigabytes.
+        let reading = io.requests.buffered() < BLOCKED_REQUESTS_MAX_BYTES;
         tokio::select! {
             _ = closing.changed() => break None,
             _ = timed_out => break Some((block.timed_out(), Vec::new())),
-            read = io.stream.read(io.chunk) => match read {
+            read = io.stream.read(io.chunk), if reading => match read {
                 Ok(0) | Err(_) => break None,
                 Ok(n) => io.requests.feed(&io.chunk[..n]),
             },
+            // A RESP3 subscriber's messages go out while it waits, as in
+            // Redis, and past its bound it is closed.
+            message = next_message(conn) => {
+                let Some(message) = message else { continue };
+                let mut out = Vec::new();
+                message.reply().write(conn.proto, &mut out);
+                if let Some(subs) = conn.subs.as_mut() {
+                    subs.drain(conn.proto, &mut out);
+                }
+                if io.stream.write_all(&out).await.is_err() || overflowed(conn) {
+                    break None;
+                }
+            }
             _ = woken => {
                 let args = block.args.clone();
                 let done = super::stripes::with_burst(execute(state, conn, args)).await;
                 if conn.block.take().is_none() {
+                    // Redis serves a blocked client only from a key of the
+                    // type it waits for: one that now holds another type
+                    // leaves it waiting.
+                    // Postmortem: it got WRONGTYPE at once.
+                    if is_wrong_type(&done.0) {
+                        continue;
+                    }
                     break Some(done);
                 }
             }
@@ -227,6 +256,19 @@ async fn wait_blocked(
     failed.unwrap_or(reply).write(conn.proto, &mut out);
     state.node.clock.wait_stable(read_upto).await;
     io.stream.write_all(&out).await.is_ok()
+}
+
+/// Bytes of requests a blocked connection keeps before it stops reading.
+const BLOCKED_REQUESTS_MAX_BYTES: usize = 16 << 20;
+
+/// A WRONGTYPE reply (as a reply, or encoded by a replicated database's
+/// leader).
+fn is_wrong_type(reply: &Reply) -> bool {
+    match reply {
+        Reply::Error(e) => e.starts_with("WRONGTYPE"),
+        Reply::Raw(bytes) => bytes.starts_with(b"-WRONGTYPE"),
+        _ => false,
+    }
 }
 
 /// The next message published to one of `conn`'s channels or patterns

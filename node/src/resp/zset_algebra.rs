@@ -351,11 +351,25 @@ async fn store_result(db: &Db<'_>, dst: &[u8], items: Vec<(Vec<u8>, f64)>) -> No
 /// protocols; a null array when every key is missing. The first key that
 /// exists decides: WRONGTYPE when it is not a sorted set.
 async fn zmpop(db: &Db<'_>, args: &[Vec<u8>], keys: &[Vec<u8>]) -> NodeResult<Reply> {
+    let (max, count) = match zmpop_options(args, keys) {
+        Ok(options) => options,
+        Err(reply) => return Ok(reply),
+    };
+    Ok(match pop_first(db, keys, max, count).await? {
+        Ok(Some((key, items))) => Reply::Array(vec![Reply::Bulk(key), with_scores(items, true, 3)]),
+        Ok(None) => Reply::NullArray,
+        Err(reply) => reply,
+    })
+}
+
+/// ZMPOP's (and BZMPOP's) `MIN|MAX [COUNT count]` after `keys`: whether
+/// the highest, and how many.
+pub(super) fn zmpop_options(args: &[Vec<u8>], keys: &[Vec<u8>]) -> Result<(bool, u64), Reply> {
     let where_at = 2 + keys.len();
     let max = match super::args::lower(&args[where_at]).as_str() {
         "min" => false,
         "max" => true,
-        _ => return Ok(Reply::err(SYNTAX)),
+        _ => return Err(Reply::err(SYNTAX)),
     };
     let mut count = None;
     let mut j = where_at + 1;
@@ -364,19 +378,36 @@ async fn zmpop(db: &Db<'_>, args: &[Vec<u8>], keys: &[Vec<u8>]) -> NodeResult<Re
         if count.is_none() && more && args[j].eq_ignore_ascii_case(b"count") {
             match parse_i64(&args[j + 1]) {
                 Some(n) if n >= 1 => count = Some(n.unsigned_abs()),
-                _ => return Ok(Reply::err("ERR count should be greater than 0")),
+                _ => return Err(Reply::err("ERR count should be greater than 0")),
             }
             j += 2;
         } else {
-            return Ok(Reply::err(SYNTAX));
+            return Err(Reply::err(SYNTAX));
         }
     }
+    Ok((max, count.unwrap_or(1)))
+}
+
+/// Pops up to `count` of the lowest (`max`: highest) members of the first
+/// of `keys` that holds a sorted set: the key and its members with
+/// scores; `None` when none does; WRONGTYPE for a key of another type met
+/// first.
+pub(super) async fn pop_first(
+    db: &Db<'_>,
+    keys: &[Vec<u8>],
+    max: bool,
+    count: u64,
+) -> NodeResult<Result<Option<(Vec<u8>, Vec<(Vec<u8>, f64)>)>, Reply>> {
     for key in keys {
-        let Some(z) = or_reply!(zsets::zset(db, key).await?) else { continue };
-        let items = zsets::pop(db, key, &z, max, count.unwrap_or(1)).await?;
-        return Ok(Reply::Array(vec![Reply::Bulk(key.clone()), with_scores(items, true, 3)]));
+        let z = match zsets::zset(db, key).await? {
+            Ok(Some(z)) => z,
+            Ok(None) => continue,
+            Err(reply) => return Ok(Err(reply)),
+        };
+        let items = zsets::pop(db, key, &z, max, count).await?;
+        return Ok(Ok(Some((key.clone(), items))));
     }
-    Ok(Reply::NullArray)
+    Ok(Ok(None))
 }
 
 /// ZRANGESTORE dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]:

@@ -3,7 +3,7 @@
 //! 7.0's words and in its order, and the walk Redis makes over a lex
 //! range. Plain functions: the rows are read in [`super::zsets`].
 
-use super::args::{parse_f64, parse_i64, NOT_INTEGER};
+use super::args::{parse_bound_f64, parse_i64, NOT_INTEGER};
 use super::errors::SYNTAX;
 use super::reply::Reply;
 use super::zsets::{norm, score_bound};
@@ -11,8 +11,8 @@ use super::zsets::{norm, score_bound};
 /// A score bound: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`.
 fn parse_score_bound(arg: &[u8]) -> Option<(f64, bool)> {
     match arg.strip_prefix(b"(") {
-        Some(rest) => Some((parse_f64(rest)?, true)),
-        None => Some((parse_f64(arg)?, false)),
+        Some(rest) => Some((parse_bound_f64(rest)?, true)),
+        None => Some((parse_bound_f64(arg)?, false)),
     }
 }
 

@@ -32,6 +32,15 @@ pub static COMMANDS: &[Command] = &[
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
         .docs("Pop an element from a list, push it to another list and return it; or block until one is available", "2.2.0", "list", "O(1)")
         .deprecated("6.2.0", "`BLMOVE` with the `RIGHT` and `LEFT` arguments"),
+    cmd("bzmpop", -5, H::Blocking, &[Write, Blocking, MovableKeys], (0, 0, 0), &["@write", "@sortedset", "@slow", "@blocking"])
+        .specs(&[KeySpec { flags: &["RW", "access", "delete"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Remove and return members with scores in a sorted set or block until one is available", "7.0.0", "sorted-set", "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped."),
+    cmd("bzpopmax", -3, H::Blocking, &[Write, Noscript, Blocking, Fast], (1, -2, 1), &["@write", "@sortedset", "@fast", "@blocking"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .docs("Remove and return the member with the highest score from one or more sorted sets, or block until one is available", "5.0.0", "sorted-set", "O(log(N)) with N being the number of elements in the sorted set."),
+    cmd("bzpopmin", -3, H::Blocking, &[Write, Noscript, Blocking, Fast], (1, -2, 1), &["@write", "@sortedset", "@fast", "@blocking"])
+        .specs(&[spec(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .docs("Remove and return the member with the lowest score from one or more sorted sets, or block until one is available", "5.0.0", "sorted-set", "O(log(N)) with N being the number of elements in the sorted set."),
     cmd("client", -2, H::Connection, &[], (0, 0, 0), &["@slow"])
         .subcommands(CLIENT_SUBCOMMANDS)
         .docs("A container for client connection commands", "2.4.0", "connection", "Depends on subcommand.")
