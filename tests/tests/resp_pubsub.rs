@@ -95,7 +95,36 @@ fn steps() -> Vec<Step> {
         Step(2, "PUBSUB NUMSUB again", [0, 0, 1]),
         Step(0, "SUBSCRIBE", [1, 0, 0]),
         Step(2, "PUBLISH", [0, 0, 1]),
+        // Redis's glob quirks: `*` does not match the empty channel, and
+        // `[a-]` is a range to `]` that takes the rest of the pattern.
+        // Postmortem: `*` matched "", `[a-]` was the set {a, -}.
+        Step(1, "PSUBSCRIBE * x[a-]y]", [0, 2, 0]),
+        Step(2, "PUBLISH  empty", [0, 0, 1]),
+        Step(2, "PUBLISH xy m", [0, 2, 1]),
+        Step(2, "PUBLISH x- m", [0, 1, 1]),
+        Step(2, "PUBSUB CHANNELS *", [0, 0, 1]),
     ]
+}
+
+/// A RESP3 client publishing to a channel it listens to gets the message
+/// before PUBLISH's reply, as from redis-server.
+/// Postmortem: the reply came first.
+#[test]
+fn a_resp3_client_hears_its_own_message_before_the_reply() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let mut seen = Vec::new();
+    for addr in [redis.addr, node.resp_addr] {
+        let mut c = RawResp::connect(addr, 10);
+        assert!(c.call(&[b"HELLO", b"3"]).starts_with(b"%"));
+        let mut got = vec![show(&c.call(&[b"SUBSCRIBE", b"self"]))];
+        c.send(&[b"PUBLISH", b"self", b"me"]);
+        got.push(show(&c.reply().expect("first")));
+        got.push(show(&c.reply().expect("second")));
+        seen.push(got);
+    }
+    assert_eq!(seen[1], seen[0]);
 }
 
 #[test]

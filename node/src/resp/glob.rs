@@ -1,7 +1,21 @@
-//! Redis's glob-style patterns (KEYS, SCAN MATCH): `*`, `?`, `[abc]`,
-//! `[^a]`, `[a-z]`, and `\` to take the next character literally.
+//! Redis's glob-style patterns (KEYS, SCAN MATCH, PSUBSCRIBE): `*`, `?`,
+//! `[abc]`, `[^a]`, `[a-z]`, and `\\` to take the next character literally,
+//! with the quirks of Redis 7.0's `stringmatchlen`: an empty string matches
+//! only an empty pattern (KEYS and SCAN treat a lone `*` as "everything"
+//! before matching: see [`matches_all`]), and a `-` before a class's `]`
+//! makes a range that ends at that `]`.
+
+/// Whether KEYS and the SCAN family skip matching for `pattern` (a lone
+/// `*`, which Redis takes as every key, the empty one included).
+pub fn matches_all(pattern: &[u8]) -> bool {
+    pattern == b"*"
+}
 
 pub fn matches(pattern: &[u8], s: &[u8]) -> bool {
+    if s.is_empty() {
+        // Redis's loop never starts on an empty string.
+        return pattern.is_empty();
+    }
     let (mut p, mut i) = (0, 0);
     // Where to resume after the last `*`: (pattern index, string index).
     let mut star: Option<(usize, usize)> = None;
@@ -60,11 +74,8 @@ fn class(pattern: &[u8], mut p: usize, c: u8) -> Option<usize> {
                 found |= pattern[p + 1] == c;
                 p += 2;
             }
-            Some(&lo)
-                if pattern.get(p + 1) == Some(&b'-')
-                    && p + 2 < pattern.len()
-                    && pattern[p + 2] != b']' =>
-            {
+            // `[a-]`: a range from `a` to `]`, as Redis reads it.
+            Some(&lo) if pattern.get(p + 1) == Some(&b'-') && p + 2 < pattern.len() => {
                 let hi = pattern[p + 2];
                 let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
                 found |= (lo..=hi).contains(&c);
@@ -86,8 +97,12 @@ mod tests {
     #[test]
     fn globs_match_like_redis() {
         let yes = [
-            ("*", ""),
+            ("", ""),
             ("*", "anything"),
+            // `[a-]` is the range `]`..`a`, and takes the rest of the
+            // pattern as part of the class.
+            ("[a-]", "_"),
+            ("x[a-]y]", "xy"),
             ("h?llo", "hello"),
             ("h*llo", "heeeello"),
             ("h[ae]llo", "hallo"),
@@ -106,6 +121,11 @@ mod tests {
             ("\\*", "x"),
             ("a*b*c", "aXbY"),
             ("", "a"),
+            // Postmortem: `*` matched the empty channel name, `[a-]` was
+            // the set {a, -}.
+            ("*", ""),
+            ("?*", ""),
+            ("[a-]", "-"),
         ];
         for (p, s) in yes {
             assert!(matches(p.as_bytes(), s.as_bytes()), "{p} ~ {s}");

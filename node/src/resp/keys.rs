@@ -181,7 +181,7 @@ async fn keys(db: &Db<'_>, pattern: &[u8]) -> NodeResult<Reply> {
     let keys = live_keys(db).await?;
     Ok(Reply::Array(
         keys.into_iter()
-            .filter(|(k, _)| glob::matches(pattern, k))
+            .filter(|(k, _)| glob::matches_all(pattern) || glob::matches(pattern, k))
             .map(|(k, _)| Reply::Bulk(k))
             .collect(),
     ))
@@ -247,7 +247,7 @@ async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Re
                 continue;
             }
             let key = super::keyspace::last_bytes(row)?;
-            if pattern.as_ref().is_some_and(|p| !glob::matches(p, &key)) {
+            if pattern.as_ref().is_some_and(|p| !glob::matches_all(p) && !glob::matches(p, &key)) {
                 continue;
             }
             if kind.as_ref().is_some_and(|t| t != v.type_name()) {
@@ -363,7 +363,7 @@ async fn element_scan(
     let mut out = Vec::new();
     for (row, value) in rows {
         let element = super::keyspace::last_bytes(&row)?;
-        if pattern.as_ref().is_some_and(|p| !glob::matches(p, &element)) {
+        if pattern.as_ref().is_some_and(|p| !glob::matches_all(p) && !glob::matches(p, &element)) {
             continue;
         }
         out.push(Reply::Bulk(element));

@@ -396,10 +396,24 @@ async fn run_batch(
                     ))
                 }
                 Parsed::Command(args) => {
+                    let publish = args[0].eq_ignore_ascii_case(b"publish");
                     let (reply, durability) = execute(state, conn, args).await;
                     if conn.block.is_some() {
                         // No reply yet (see `wait_blocked`).
                         break;
+                    }
+                    if let Some(subs) = conn.subs.as_mut().filter(|_| publish) {
+                        // Messages the command published to this
+                        // connection's own channels go before its reply, as
+                        // Redis writes them.
+                        // Postmortem: a RESP3 client publishing to its own
+                        // channel got `:1` before the push.
+                        let mut pushed = Vec::new();
+                        subs.drain(conn.proto, &mut pushed);
+                        if !pushed.is_empty() {
+                            bytes += pushed.len();
+                            replies.push(pushed);
+                        }
                     }
                     pending.push((replies.len(), durability));
                     close = conn.closing;
