@@ -539,6 +539,7 @@ async fn run(
         Handler::Connection => super::connection::run(state, conn, name, args).await,
         Handler::Command => Ok(super::introspect::command(args)),
         Handler::Strings => super::strings::run(state, dbi, db, name, args).await,
+        Handler::Bits => super::bits::run(state, dbi, db, name, args).await,
         Handler::Keys => super::keys::run(state, dbi, db, name, args).await,
         Handler::Collections => super::collections::run(state, dbi, db, command, args).await,
         Handler::Lists => super::lists::run(state, dbi, db, command, args).await,

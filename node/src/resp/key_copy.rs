@@ -1,5 +1,6 @@
 //! COPY source destination [DB destination-db] [REPLACE]: a key's value,
-//! elements and expiry under another name, in this database or another.
+//! elements and expiry under another name, in this database or another;
+//! and MOVE key db, a copy to another database and a delete.
 //!
 //! The copy is one write to the destination's database (the source is only
 //! read), made under one lock of both keys, so it is atomic also across
@@ -71,6 +72,49 @@ pub async fn copy(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) ->
         state.touch(to_db, to);
     }
     Ok(reply)
+}
+
+/// MOVE key db: `key` to database `db` when it is there and not there
+/// yet (1), else 0. Runs when both databases are this node's own, as COPY
+/// ... DB. The copy is written before the source is deleted: a crash in
+/// between leaves the key in both databases, never in neither.
+pub async fn move_key(
+    state: &RespState,
+    dbi: u32,
+    db: &Db<'_>,
+    args: &[Vec<u8>],
+) -> NodeResult<Reply> {
+    let to_db = match super::args::parse_i64(&args[2]) {
+        Some(n) if i32::try_from(n).is_ok() => n,
+        _ => return Ok(Reply::err(super::args::NOT_INTEGER)),
+    };
+    let Some(to_db) = u32::try_from(to_db).ok().filter(|&n| n < DATABASES) else {
+        return Ok(Reply::err("ERR DB index is out of range"));
+    };
+    if to_db == dbi {
+        return Ok(Reply::err("ERR source and destination objects are the same"));
+    }
+    let both_local =
+        [dbi, to_db].iter().all(|&d| matches!(placement(&state.node, d), Placement::Local));
+    if !both_local {
+        return Ok(Reply::err(format!(
+            "ERR MOVE from database {dbi} to database {to_db} needs both to be this node's own: \
+             on a cluster each database is a range replicated on its own, whose commands run \
+             on its chunk's leader"
+        )));
+    }
+    let key = &args[1];
+    let _g = state.lock_keys(&[(dbi, key, true), (to_db, key, true)]).await;
+    let dest = Db::new(db.node, to_db, db.tx);
+    let moved = run(db, &dest, key, key, false).await;
+    db.add_durability(dest.take_durability());
+    let moved = moved?;
+    if moved == Reply::Int(1) {
+        if let Some(v) = db.get(key).await? {
+            db.remove(key, &v).await?;
+        }
+    }
+    Ok(moved)
 }
 
 /// The copy itself, `from` of `src` to `to` of `dest`, once both are locked.

@@ -90,6 +90,7 @@ pub async fn run(
             setrange(db, args).await
         }
         "copy" => super::key_copy::copy(state, dbi, db, args).await,
+        "move" => super::key_copy::move_key(state, dbi, db, args).await,
         "randomkey" => {
             use rand::seq::SliceRandom;
             let keys = live_keys(db).await?;

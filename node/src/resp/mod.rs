@@ -17,7 +17,7 @@
 //!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
 //!   transaction commands.
 //! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
-//!   [`strings`], [`keys`], [`key_copy`], [`collections`], [`sets`],
+//!   [`strings`], [`bits`], [`keys`], [`key_copy`], [`collections`], [`sets`],
 //!   [`lists`], [`zsets`], [`zset_algebra`] (sorted set commands over
 //!   several keys), [`zset_range`] (their range arguments), [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster),
@@ -42,6 +42,7 @@ macro_rules! or_reply {
 }
 
 pub mod args;
+pub mod bits;
 pub mod blocking;
 pub mod cluster;
 pub mod collections;

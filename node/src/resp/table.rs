@@ -76,6 +76,8 @@ pub enum Handler {
     Command,
     /// String commands ([`super::strings`]).
     Strings,
+    /// Bitmap commands on strings ([`super::bits`]).
+    Bits,
     /// Whole keys: expiry, renaming, scanning, flushing, and the string
     /// commands that edit parts of a value ([`super::keys`]).
     Keys,

@@ -16,6 +16,15 @@ pub static COMMANDS: &[Command] = &[
     cmd("auth", -2, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
         .docs("Authenticate to the server", "1.0.0", "connection", "O(N) where N is the number of passwords defined for the user")
         .per_node(),
+    cmd("bitcount", -2, H::Bits, &[Readonly], (1, 1, 1), &["@read", "@bitmap", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Count set bits in a string", "2.6.0", "bitmap", "O(N)"),
+    cmd("bitop", -4, H::Bits, &[Write, Denyoom], (2, -1, 1), &["@write", "@bitmap", "@slow"])
+        .specs(&[spec(&["OW", "update"], 2, 0, 1, 0), spec(&["RO", "access"], 3, -1, 1, 0)])
+        .docs("Perform bitwise operations between strings", "2.6.0", "bitmap", "O(N)"),
+    cmd("bitpos", -3, H::Bits, &[Readonly], (1, 1, 1), &["@read", "@bitmap", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Find first bit set or clear in a string", "2.8.7", "bitmap", "O(N)"),
     cmd("blmove", 6, H::Blocking, &[Write, Denyoom, Noscript, Blocking], (1, 2, 1), &["@write", "@list", "@slow", "@blocking"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
         .docs("Pop an element from a list, push it to another list and return it; or block until one is available", "6.2.0", "list", "O(1)"),
@@ -108,6 +117,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("get", 2, H::Strings, &[Readonly, Fast], (1, 1, 1), &["@read", "@string", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the value of a key", "1.0.0", "string", "O(1)"),
+    cmd("getbit", 3, H::Bits, &[Readonly, Fast], (1, 1, 1), &["@read", "@bitmap", "@fast"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Returns the bit value at offset in the string value stored at key", "2.2.0", "bitmap", "O(1)"),
     cmd("getdel", 2, H::Strings, &[Write, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
         .docs("Get the value of a key and delete the key", "6.2.0", "string", "O(1)"),
@@ -237,6 +249,9 @@ pub static COMMANDS: &[Command] = &[
         .tips(&["request_policy:multi_shard"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
         .docs("Get the values of all the given keys", "1.0.0", "string", "O(N) where N is the number of keys to retrieve."),
+    cmd("move", 3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Move a key to another database", "1.0.0", "generic", "O(1)"),
     cmd("mset", -3, H::Strings, &[Write, Denyoom], (1, -1, 2), &["@write", "@string", "@slow"])
         .tips(&["request_policy:multi_shard", "response_policy:all_succeeded"])
         .specs(&[spec(&["OW", "update"], 1, -1, 2, 0)])
@@ -347,6 +362,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("set", -3, H::Strings, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
         .specs(&[spec(&["RW", "access", "update", "variable_flags"], 1, 0, 1, 0).notes("RW and ACCESS due to the optional `GET` argument")])
         .docs("Set the string value of a key", "1.0.0", "string", "O(1)"),
+    cmd("setbit", 4, H::Bits, &[Write, Denyoom], (1, 1, 1), &["@write", "@bitmap", "@slow"])
+        .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .docs("Sets or clears the bit at offset in the string value stored at key", "2.2.0", "bitmap", "O(1)"),
     cmd("setex", 4, H::Strings, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
         .specs(&[spec(&["OW", "update"], 1, 0, 1, 0)])
         .docs("Set the value and expiration of a key", "2.0.0", "string", "O(1)"),
