@@ -1,4 +1,4 @@
-//! Bitmap commands (GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP) and MOVE
+//! Bitmap commands (GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP), MOVE and LCS
 //! against a real `redis-server` 7.0 started here on a free loopback port:
 //! hand-written edge cases and a seeded random sequence over a few keys,
 //! replies compared byte for byte.
@@ -111,6 +111,24 @@ const LINES: &[&str] = &[
     "MOVE h 0",
     "SELECT 0",
     "HGETALL h",
+    // LCS
+    "SET la ohmytext",
+    "SET lb mynewtext",
+    "LCS la lb",
+    "LCS la lb LEN",
+    "LCS la lb IDX",
+    "LCS la lb IDX MINMATCHLEN 4",
+    "LCS la lb IDX MINMATCHLEN 4 WITHMATCHLEN",
+    "LCS la lb IDX WITHMATCHLEN MINMATCHLEN -5",
+    "LCS la lb LEN IDX",
+    "LCS la lb NOPE",
+    "LCS la lb MINMATCHLEN x",
+    "LCS la nokey",
+    "LCS nokey nokey2 IDX",
+    "LCS la h",
+    "SET lc aaaaa",
+    "SET ld aaa",
+    "LCS lc ld IDX WITHMATCHLEN",
 ];
 
 #[test]
@@ -130,12 +148,13 @@ fn bitmaps_and_move_answer_as_redis() {
         let key = ["r1", "r2", "r3"][rng.gen_range(0..3)];
         let (a, b) = (rng.gen_range(-40i64..200), rng.gen_range(-40i64..200));
         let unit = ["", " BIT", " BYTE"][rng.gen_range(0..3)];
-        let line = match rng.gen_range(0..7) {
+        let line = match rng.gen_range(0..8) {
             0 | 1 => format!("SETBIT {key} {} {}", rng.gen_range(0..300), rng.gen_range(0..2)),
             2 => format!("GETBIT {key} {}", rng.gen_range(0..320)),
             3 => format!("BITCOUNT {key} {a} {b}{unit}"),
             4 => format!("BITPOS {key} {} {a} {b}{unit}", rng.gen_range(0..2)),
             5 => format!("BITPOS {key} {} {a}", rng.gen_range(0..2)),
+            6 if rng.gen_range(0..3) == 0 => format!("LCS r1 {key} IDX WITHMATCHLEN"),
             _ => {
                 let op = ["AND", "OR", "XOR"][rng.gen_range(0..3)];
                 format!("BITOP {op} {key} r1 r2 r3")

@@ -165,6 +165,7 @@ pub async fn run(
             Some(v) if v.kind != KIND_STRING => Reply::err(WRONGTYPE),
             Some(v) => Reply::Int(v.payload.len() as i64),
         },
+        "lcs" => return lcs(db, args).await,
         other => return Err(misrouted(other)),
     })
 }
@@ -209,4 +210,120 @@ async fn set(db: &Db<'_>, args: &[Vec<u8>]) -> Result<Reply, NodeError> {
     }
     db.replace(&args[1], &Value::string(args[2].clone(), expire), old.as_ref()).await?;
     Ok(if get { old_reply() } else { Reply::ok() })
+}
+
+/// Bytes of transient table LCS may use: Redis allows `proto-max-bulk-len`
+/// (512 MB); a node serving many clients allows less.
+pub const LCS_TABLE_MAX_BYTES: u64 = 64 << 20;
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]: the
+/// longest common subsequence of two strings, by Redis 7.0's dynamic
+/// programming (`t_string.c` lcsCommand) and its replies: the string, its
+/// length, or the matched ranges from the end.
+async fn lcs(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let (x, y) = (db.get(&args[1]).await?, db.get(&args[2]).await?);
+    if [&x, &y].iter().any(|v| v.as_ref().is_some_and(|v| v.kind != KIND_STRING)) {
+        return Ok(Reply::err("ERR The specified keys must contain string values"));
+    }
+    let a = x.map(|v| v.payload).unwrap_or_default();
+    let b = y.map(|v| v.payload).unwrap_or_default();
+    let (mut getlen, mut getidx, mut withmatchlen, mut minmatchlen) = (false, false, false, 0u64);
+    let mut j = 3;
+    while j < args.len() {
+        match lower(&args[j]).as_str() {
+            "idx" => getidx = true,
+            "len" => getlen = true,
+            "withmatchlen" => withmatchlen = true,
+            "minmatchlen" if j + 1 < args.len() => {
+                let Some(n) = parse_i64(&args[j + 1]) else {
+                    return Ok(Reply::err(NOT_INTEGER));
+                };
+                minmatchlen = n.max(0) as u64;
+                j += 1;
+            }
+            _ => return Ok(Reply::err(SYNTAX)),
+        }
+        j += 1;
+    }
+    if getlen && getidx {
+        return Ok(Reply::err("ERR If you want both the length and indexes, please just use IDX."));
+    }
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen as u64 + 1) * (blen as u64 + 1);
+    if cells * 4 > LCS_TABLE_MAX_BYTES {
+        return Ok(Reply::err(
+            "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
+    }
+    let w = blen + 1;
+    let mut t = vec![0u32; cells as usize];
+    for i in 1..=alen {
+        for k in 1..=blen {
+            t[i * w + k] = if a[i - 1] == b[k - 1] {
+                t[(i - 1) * w + k - 1] + 1
+            } else {
+                t[(i - 1) * w + k].max(t[i * w + k - 1])
+            };
+        }
+    }
+    let total = t[alen * w + blen];
+    if getlen {
+        return Ok(Reply::Int(i64::from(total)));
+    }
+    let mut result = vec![0u8; total as usize];
+    let mut idx = total as usize;
+    let mut matches = Vec::new();
+    // Redis's walk back from the end, ranges as it emits them.
+    let (mut astart, mut aend, mut bstart, mut bend) = (alen, 0, 0, 0);
+    let (mut i, mut k) = (alen, blen);
+    while i > 0 && k > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[k - 1] {
+            result[idx - 1] = a[i - 1];
+            if astart == alen {
+                (astart, aend, bstart, bend) = (i - 1, i - 1, k - 1, k - 1);
+            } else if astart == i && bstart == k {
+                astart -= 1;
+                bstart -= 1;
+            } else {
+                emit = true;
+            }
+            if astart == 0 || bstart == 0 {
+                emit = true;
+            }
+            idx -= 1;
+            i -= 1;
+            k -= 1;
+        } else {
+            if t[(i - 1) * w + k] > t[i * w + k - 1] {
+                i -= 1;
+            } else {
+                k -= 1;
+            }
+            if astart != alen {
+                emit = true;
+            }
+        }
+        let match_len = aend.wrapping_sub(astart).wrapping_add(1) as u64;
+        if emit {
+            if getidx && (minmatchlen == 0 || match_len >= minmatchlen) {
+                let mut m = vec![
+                    Reply::Array(vec![Reply::Int(astart as i64), Reply::Int(aend as i64)]),
+                    Reply::Array(vec![Reply::Int(bstart as i64), Reply::Int(bend as i64)]),
+                ];
+                if withmatchlen {
+                    m.push(Reply::Int(match_len as i64));
+                }
+                matches.push(Reply::Array(m));
+            }
+            astart = alen;
+        }
+    }
+    if getidx {
+        return Ok(Reply::Map(vec![
+            (Reply::bulk("matches"), Reply::Array(matches)),
+            (Reply::bulk("len"), Reply::Int(i64::from(total))),
+        ]));
+    }
+    Ok(Reply::Bulk(result))
 }

@@ -206,6 +206,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("keys", 2, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow", "@dangerous"])
         .tips(&["request_policy:all_shards", "nondeterministic_output_order"])
         .docs("Find all keys matching the given pattern", "1.0.0", "generic", "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length."),
+    cmd("lcs", -3, H::Strings, &[Readonly], (1, 2, 1), &["@read", "@string", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 1, 1, 0)])
+        .docs("Find longest common substring", "7.0.0", "string", "O(N*M) where N and M are the lengths of s1 and s2, respectively"),
     cmd("lindex", 3, H::Lists, &[Readonly], (1, 1, 1), &["@read", "@list", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get an element from a list by its index", "1.0.0", "list", "O(N) where N is the number of elements to traverse to get to the element at index. This makes asking for the first or the last element of the list O(1)."),
