@@ -123,6 +123,14 @@ fn steps() -> Vec<Step> {
         Step(0, "EXEC", true, None),
         Step(0, "DEL wt", true, None),
         Step(0, "RPUSH wt b", true, Some(1)),
+        // A woken move whose destination holds another type answers
+        // WRONGTYPE and moves nothing (Redis's "BRPOPLPUSH maintains order
+        // of elements after failure").
+        Step(0, "DEL blist target", true, None),
+        Step(0, "SET target nolist", true, None),
+        Step(1, "BRPOPLPUSH blist target 0", false, None),
+        Step(0, "RPUSH blist a b c", true, Some(1)),
+        Step(0, "LRANGE blist 0 -1", true, None),
         // Sorted sets: BZPOPMIN, BZPOPMAX, BZMPOP.
         Step(0, "DEL z z2", true, None),
         Step(0, "BZPOPMIN z -1", true, None),

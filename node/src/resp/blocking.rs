@@ -183,6 +183,16 @@ enum Op {
     ZMPop { max: bool, count: u64 },
 }
 
+impl Op {
+    /// The type of the keys it pops from.
+    fn kind(&self) -> u8 {
+        match self {
+            Op::ZPop { .. } | Op::ZMPop { .. } => super::keyspace::KIND_ZSET,
+            _ => super::keyspace::KIND_LIST,
+        }
+    }
+}
+
 /// Parses `args` as Redis does, errors first (arguments, then timeout, in
 /// Redis's order per command).
 fn ask(name: &str, args: &[Vec<u8>]) -> Result<Ask, Reply> {
@@ -264,7 +274,7 @@ pub async fn run(
     name: &str,
     args: &[Vec<u8>],
 ) -> NodeResult<Reply> {
-    let ask = match ask(name, args) {
+    let mut ask = match ask(name, args) {
         Ok(ask) => ask,
         Err(reply) => return Ok(reply),
     };
@@ -272,6 +282,25 @@ pub async fn run(
     let keys: Vec<&[u8]> = ask.writes.iter().map(Vec::as_slice).collect();
     let got = {
         let _g = state.lock_as_waiter(dbi, &keys, &[]).await;
+        // Woken, it is served only from keys of its type: one that came to
+        // hold another type is passed over (its destination's type is still
+        // checked, with WRONGTYPE, as in Redis).
+        // Postmortem: a key turned into a string answered its waiter with
+        // WRONGTYPE at once.
+        if conn.retrying {
+            let kind = ask.op.kind();
+            let mut of_kind = Vec::with_capacity(ask.waits.len());
+            for k in std::mem::take(&mut ask.waits) {
+                if db.get(&k).await?.is_none_or(|v| v.kind == kind) {
+                    of_kind.push(k);
+                }
+            }
+            if of_kind.is_empty() {
+                of_kind_missing(conn, &ask, args);
+                return Ok(ask.empty);
+            }
+            ask.waits = of_kind;
+        }
         match ask.op {
             Op::Pop { head } => super::lists::pop_first(db, &ask.waits, head, 1).await?.map(|p| {
                 p.map(|(key, mut e)| {
@@ -331,16 +360,22 @@ pub async fn run(
         }
         Ok(None) if db.tx.is_some() => Ok(ask.empty),
         Ok(None) => {
-            conn.block = Some(Block {
-                db: dbi,
-                keys: ask.waits,
-                deadline: ask.timeout.map(|t| Instant::now() + t),
-                args: args.to_vec(),
-                poll: false,
-            });
+            of_kind_missing(conn, &ask, args);
             Ok(ask.empty)
         }
     }
+}
+
+/// Nothing of the command's type was found: it blocks (again) on the keys
+/// it waits on.
+fn of_kind_missing(conn: &mut Conn, ask: &Ask, args: &[Vec<u8>]) {
+    conn.block = Some(Block {
+        db: conn.db,
+        keys: ask.waits.clone(),
+        deadline: ask.timeout.map(|t| Instant::now() + t),
+        args: args.to_vec(),
+        poll: false,
+    });
 }
 
 /// For a blocking command that ran on a replicated database's leader and

@@ -223,15 +223,10 @@ async fn wait_blocked(
             }
             _ = woken => {
                 let args = block.args.clone();
+                conn.retrying = true;
                 let done = super::stripes::with_burst(execute(state, conn, args)).await;
+                conn.retrying = false;
                 if conn.block.take().is_none() {
-                    // Redis serves a blocked client only from a key of the
-                    // type it waits for: one that now holds another type
-                    // leaves it waiting.
-                    // Postmortem: it got WRONGTYPE at once.
-                    if is_wrong_type(&done.0) {
-                        continue;
-                    }
                     break Some(done);
                 }
             }
@@ -260,16 +255,6 @@ async fn wait_blocked(
 
 /// Bytes of requests a blocked connection keeps before it stops reading.
 const BLOCKED_REQUESTS_MAX_BYTES: usize = 16 << 20;
-
-/// A WRONGTYPE reply (as a reply, or encoded by a replicated database's
-/// leader).
-fn is_wrong_type(reply: &Reply) -> bool {
-    match reply {
-        Reply::Error(e) => e.starts_with("WRONGTYPE"),
-        Reply::Raw(bytes) => bytes.starts_with(b"-WRONGTYPE"),
-        _ => false,
-    }
-}
 
 /// The next message published to one of `conn`'s channels or patterns
 /// (never, while it has none).

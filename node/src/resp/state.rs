@@ -199,6 +199,10 @@ pub struct Conn {
     /// Set by a blocking command that found nothing: what the connection
     /// waits for before it replies (see [`super::blocking`]).
     pub block: Option<super::blocking::Block>,
+    /// A blocked command is running again (woken): keys it waits on that
+    /// now hold another type are passed over, as Redis serves a blocked
+    /// client only from a key of the type it waits for.
+    pub retrying: bool,
 }
 
 impl Conn {
@@ -225,6 +229,7 @@ impl Conn {
             watched: Vec::new(),
             subs: None,
             block: None,
+            retrying: false,
         }
     }
 
