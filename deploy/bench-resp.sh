@@ -4,11 +4,14 @@
 # fsync before every acknowledgement) vs Redis with appendfsync always, and
 # Monotable with --fsync never vs Redis without persistence. 50 clients,
 # pipelines of 1 and 16, random keys from a keyspace of 100,000 (-r), the
-# commands the issue names. Prints a Markdown table with ratios.
+# commands named below, or with --all redis-benchmark's whole default test
+# list. Prints a Markdown table with ratios.
 #
-#   deploy/bench-resp.sh [REQUESTS]      (default 100000 per test)
+#   deploy/bench-resp.sh [--all] [REQUESTS]      (default 100000 per test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ALL=no
+if [ "${1:-}" = --all ]; then ALL=yes; shift; fi
 REQUESTS="${1:-100000}"
 CLIENTS=50
 KEYSPACE=100000
@@ -30,17 +33,25 @@ RN=$(free_port); start_redis redis-mem "$RN" --appendonly no
 MD=$(free_port); start_monotable mt-durable "$MD"
 MN=$(free_port); start_monotable mt-nofsync "$MN" --fsync never
 
-bench() { redis-benchmark -p "$1" -c $CLIENTS -P "$2" -n "$REQUESTS" -r $KEYSPACE -t $TESTS --csv 2>/dev/null; }
-rps() { grep "^\"$1\"" | head -1 | tr -d '"' | awk -F, '{printf "%.0f", $2}'; }
+bench() {
+    if [ "$ALL" = yes ]; then
+        redis-benchmark -p "$1" -c $CLIENTS -P "$2" -n "$REQUESTS" -r $KEYSPACE --csv 2>/dev/null
+    else
+        redis-benchmark -p "$1" -c $CLIENTS -P "$2" -n "$REQUESTS" -r $KEYSPACE -t $TESTS --csv 2>/dev/null
+    fi
+}
+rps() { grep -F "\"$1\"," | head -1 | awk -F'","' '{gsub(/"/, "", $2); printf "%.0f", $2}'; }
 
 echo "| pipeline | command | monotable durable | redis appendfsync always | ratio | monotable --fsync never | redis no persistence | ratio |"
 echo "|---|---|---|---|---|---|---|---|"
 for pipeline in 1 16; do
     md=$(bench "$MD" $pipeline); ra=$(bench "$RA" $pipeline)
     mn=$(bench "$MN" $pipeline); rn=$(bench "$RN" $pipeline)
-    for t in SET GET INCR HSET LPUSH SADD ZADD; do
+    # The tests, as the first run names them.
+    mapfile -t names < <(tail -n +2 <<<"$md" | cut -d'"' -f2)
+    for t in "${names[@]}"; do
         a=$(rps "$t" <<<"$md"); b=$(rps "$t" <<<"$ra"); c=$(rps "$t" <<<"$mn"); d=$(rps "$t" <<<"$rn")
-        awk -v p=$pipeline -v t=$t -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN {
+        awk -v p=$pipeline -v t="$t" -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN {
             printf "| %d | %s | %d | %d | %.2fx | %d | %d | %.2fx |\n", p, t, a, b, a/b, c, d, c/d }'
     done
 done

@@ -96,30 +96,45 @@ _G.pcall = function(...)
 end
 _G.unpack = unpack
 _G.redis = api
+_G.print = nil
 local function readonly()
   error("Attempt to modify a readonly table", 2)
 end
-local protected = { [_G] = true }
+-- What getmetatable answers for a protected table: itself read-only.
+local locked = setmetatable({}, { __newindex = readonly, __metatable = false })
+local protected = {}
+local function protect(t)
+  local proxy = setmetatable({}, { __index = t, __newindex = readonly, __metatable = locked })
+  protected[proxy] = true
+  return proxy
+end
 for _, name in next, { "redis", "string", "table", "math", "utf8", "time" } do
   local lib = rawget(_G, name)
-  if lib ~= nil then
-    local proxy = setmetatable({}, { __index = lib, __newindex = readonly, __metatable = false })
-    protected[proxy] = true
-    rawset(_G, name, proxy)
-  end
+  if lib ~= nil then rawset(_G, name, protect(lib)) end
 end
 _G.rawset = function(t, k, v)
   if protected[t] then readonly() end
   return rawset(t, k, v)
 end
-setmetatable(_G, {
+local set_metatable = setmetatable
+_G.setmetatable = function(t, mt)
+  if protected[t] then readonly() end
+  return set_metatable(t, mt)
+end
+-- Scripts see the globals through a proxy (their _ENV and _G): every
+-- assignment to it fails, to an existing global too, and reading one
+-- that does not exist is an error, as in Redis.
+local env = _G
+local scripts_env = protect(env)
+rawset(env, "_G", scripts_env)
+set_metatable(env, {
   __index = function(_, name)
     error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
   end,
   __newindex = readonly,
-  __metatable = false,
+  __metatable = locked,
 })
-return function(f) return xpcall(f, handler) end
+return function(f) return xpcall(f, handler) end, scripts_env
 "#;
 
 /// A Lua VM for scripts, with the scripts it compiled.
@@ -127,6 +142,8 @@ pub struct ScriptVm {
     sandbox: Sandbox,
     /// `run(f)`: calls `f` under the error handler; `ok, value`.
     runner: Function,
+    /// The read-only view of the globals scripts run in (their `_ENV`).
+    env: Table,
     /// sha -> compiled function.
     compiled: Table,
     compiled_count: usize,
@@ -137,21 +154,21 @@ impl ScriptVm {
     pub fn new(env: &LuaEnv) -> Result<ScriptVm, String> {
         let sandbox =
             Sandbox::for_purpose("", env, "scripts").map_err(|e| format!("ERR Lua VM: {e}"))?;
-        let setup = || -> mlua::Result<(Function, Table)> {
+        let setup = || -> mlua::Result<(Function, Table, Table)> {
             let lua = &sandbox.lua;
             let raw = api_functions(lua)?;
             let handler = lua.create_function(error_handler)?;
-            let runner: Function = lua
+            let (runner, env): (Function, Table) = lua
                 .load(SETUP)
                 .set_name("=scripting")
                 .set_mode(ChunkMode::Text)
                 .call((raw, handler))?;
-            Ok((runner, lua.create_table()?))
+            Ok((runner, env, lua.create_table()?))
         };
-        let (runner, compiled) = sandbox
+        let (runner, env, compiled) = sandbox
             .run(LUA_INSTRUCTIONS_MAX_PER_CALL, setup)
             .map_err(|e| format!("ERR Lua VM: {e}"))?;
-        Ok(ScriptVm { sandbox, runner, compiled, compiled_count: 0 })
+        Ok(ScriptVm { sandbox, runner, env, compiled, compiled_count: 0 })
     }
 
     /// Compiles `body` as script `sha` unless it is compiled already.
@@ -172,6 +189,7 @@ impl ScriptVm {
             .load(body)
             .set_name("@user_script")
             .set_mode(ChunkMode::Text)
+            .set_environment(self.env.clone())
             .into_function()
             .map_err(|e| {
                 let text = match e {
@@ -733,6 +751,31 @@ mod tests {
         );
         assert!(
             matches!(run("rawset(_G, 'z', 1)").reply, Reply::Error(e) if e.contains("Attempt to modify a readonly table"))
+        );
+        // Existing globals are as read-only as new ones, through every door
+        // Redis's own suite tries.
+        // Postmortem: `redis = function() end` replaced `redis` for every
+        // later script (only new globals were refused).
+        for trick in [
+            "redis = function() return 1 end",
+            "_G = {}",
+            "KEYS = {}",
+            "setmetatable(_G, {})",
+            "local g = getmetatable(_G) g.__index = {}",
+            "_G.redis = 1",
+            "rawset(redis, 'call', 1)",
+            "string.rep = nil",
+            "getmetatable(redis).x = 1",
+        ] {
+            let r = run(trick).reply;
+            let refused =
+                matches!(&r, Reply::Error(e) if e.contains("Attempt to modify a readonly table"));
+            assert!(refused, "{trick}: {r:?}");
+        }
+        let r = run("print('x')").reply;
+        assert!(
+            matches!(&r, Reply::Error(e) if e.contains("nonexistent global variable 'print'")),
+            "{r:?}"
         );
         assert!(
             matches!(run("syntax error here").reply, Reply::Error(e) if e.starts_with("ERR Error compiling script (new function): user_script:1:"))
