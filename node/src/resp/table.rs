@@ -69,8 +69,8 @@ impl Flag {
 /// The module that runs a command: the dispatcher matches this once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
-    /// PING, ECHO, QUIT, SELECT, HELLO, AUTH, RESET, CLIENT, INFO
-    /// ([`super::connection`]).
+    /// PING, ECHO, QUIT, SELECT, HELLO, AUTH, RESET ([`super::connection`]),
+    /// CLIENT ([`super::clients`]), INFO ([`super::info`]).
     Connection,
     /// COMMAND and its subcommands ([`super::introspect`]).
     Command,
@@ -91,6 +91,8 @@ pub enum Handler {
     PubSub,
     /// BLPOP and the other blocking pops ([`super::blocking`]).
     Blocking,
+    /// CONFIG ([`super::config`]), OBJECT and MEMORY ([`super::object`]).
+    Server,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,
@@ -301,7 +303,7 @@ mod tests {
             }
         }
         assert!(lookup("nosuch").is_none() && lookup("GET").is_none());
-        assert!(subcommand(lookup("client").expect("client"), "kill").is_none());
+        assert!(subcommand(lookup("client").expect("client"), "setinfo").is_none());
     }
 
     #[test]
@@ -313,6 +315,7 @@ mod tests {
                 "auth",
                 "client",
                 "command",
+                "config",
                 "echo",
                 "flushall",
                 "hello",
