@@ -167,7 +167,7 @@ fn server(state: &RespState) -> Vec<String> {
         format!("redis_version:{REDIS_VERSION}"),
         "redis_git_sha1:00000000".into(),
         "redis_git_dirty:0".into(),
-        "redis_build_id:0".into(),
+        format!("redis_build_id:monotable-{}", env!("CARGO_PKG_VERSION")),
         "redis_mode:standalone".into(),
         format!("os:{}", os()),
         format!("arch_bits:{}", usize::BITS),

@@ -7,7 +7,10 @@
 //! objects:
 //!
 //! - OBJECT ENCODING names the encoding Redis 7.0 would choose for the
-//!   same contents under the thresholds CONFIG holds (7.0's defaults:
+//!   same contents written now, under the thresholds CONFIG holds (Redis
+//!   keeps the encoding a key got when written: a set that was an intset
+//!   stays one after the threshold is lowered, a hash that grew past it and
+//!   shrank stays a hashtable; Monotable cannot know that past) (7.0's defaults:
 //!   `hash-max-listpack-entries` 512 / `-value` 64, `set-max-intset-entries`
 //!   512, `zset-max-listpack-entries` 128 / `-value` 64): a string is `int`
 //!   when it reads as a 64-bit integer, `embstr` up to 44 bytes, `raw`
@@ -107,17 +110,18 @@ pub async fn run(
     Ok(match spec.name {
         "object|help" => help(OBJECT_HELP),
         "memory|help" => help(MEMORY_HELP),
-        "object|freq" if !lfu => Reply::err(
-            "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
-        ),
-        "object|idletime" if lfu => Reply::err(
-            "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
-        ),
         "object|encoding" | "object|refcount" | "object|idletime" | "object|freq" => {
+            // The key first, then the policy, as Redis.
             let Some(value) = db.get(&args[2]).await? else { return Ok(Reply::Null) };
             match spec.name {
                 "object|encoding" => Reply::bulk(encoding(state, db, &args[2], &value).await?),
                 "object|refcount" => Reply::Int(refcount(&value)),
+                "object|freq" if !lfu => Reply::err(
+                    "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+                ),
+                "object|idletime" if lfu => Reply::err(
+                    "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+                ),
                 // No access clock per key (see the module's docs).
                 _ => Reply::Int(0),
             }
@@ -135,7 +139,7 @@ pub async fn run(
         "memory|stats" => stats(state),
         "memory|doctor" => verbatim(
             proto,
-            "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base."
+            "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n"
                 .to_owned(),
         ),
         "memory|malloc-stats" => {
