@@ -143,8 +143,10 @@ impl ClientInfo {
     }
 
     /// Its line of CLIENT LIST / CLIENT INFO (no newline), with Redis 7.0's
-    /// fields in its order; `cmd` is the name of the command it ran last.
-    pub fn line(&self, cmd: &str) -> String {
+    /// fields in its order; `cmd` is the name of the command it ran last,
+    /// `qbuf` the bytes of its query buffer (known only of the connection
+    /// asking: its own command's).
+    pub fn line(&self, cmd: &str, qbuf: usize) -> String {
         let flags = self.flags.load(Ordering::Relaxed);
         let mut letters = String::new();
         for (bit, letter) in
@@ -160,7 +162,7 @@ impl ClientInfo {
         let name = self.name().map(|n| String::from_utf8_lossy(&n).into_owned());
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={letters} db={} sub={} \
-             psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
+             psub={} ssub=0 multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
              oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir=-1 resp={}",
             self.id,
             self.addr,
@@ -404,8 +406,8 @@ pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
             conn.info.set_name(conn.name.clone());
             Reply::ok()
         }
-        "client|info" => verbatim(conn.proto, line(state, &conn.info) + "\n"),
-        "client|list" => list(state, conn, &args[2..]),
+        "client|info" => verbatim(conn.proto, line(state, &conn.info, args) + "\n"),
+        "client|list" => list(state, conn, args),
         "client|kill" => kill(state, conn, &args[2..]),
         "client|pause" => pause(state, &args[2..]),
         "client|unpause" => {
@@ -441,14 +443,24 @@ pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
     }
 }
 
-/// `info`'s CLIENT LIST line, naming its last command.
-fn line(state: &RespState, info: &ClientInfo) -> String {
+/// `info`'s CLIENT LIST line, naming its last command, for the connection
+/// running `args`: its own query buffer holds them (in RESP's encoding).
+fn line(state: &RespState, info: &ClientInfo, args: &[Vec<u8>]) -> String {
     let slot = info.last_cmd.load(Ordering::Relaxed);
-    info.line(state.stats.name(slot).unwrap_or("NULL"))
+    let qbuf = match args.len() {
+        0 => 0,
+        n => {
+            let bulks: usize = args.iter().map(|a| a.len() + a.len().to_string().len() + 5).sum();
+            bulks + n.to_string().len() + 3
+        }
+    };
+    info.line(state.stats.name(slot).unwrap_or("NULL"), qbuf)
 }
 
-/// CLIENT LIST [TYPE type | ID id [id ...]], as Redis 7.0 parses it.
-fn list(state: &RespState, conn: &Conn, options: &[Vec<u8>]) -> Reply {
+/// CLIENT LIST [TYPE type | ID id [id ...]], as Redis 7.0 parses it
+/// (`args` the whole command).
+fn list(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
+    let options = &args[2..];
     let keep: Box<dyn Fn(&ClientInfo) -> bool> = match options {
         [] => Box::new(|_| true),
         [word, t] if lower(word) == "type" => match client_type(t) {
@@ -469,7 +481,8 @@ fn list(state: &RespState, conn: &Conn, options: &[Vec<u8>]) -> Reply {
     };
     let mut out = String::new();
     for info in state.clients.all().iter().filter(|i| keep(i)) {
-        out.push_str(&line(state, info));
+        let own: &[Vec<u8>] = if info.id == conn.id { args } else { &[] };
+        out.push_str(&line(state, info, own));
         out.push('\n');
     }
     verbatim(conn.proto, out)
@@ -574,7 +587,7 @@ mod tests {
         info.set_name(Some(b"worker".to_vec()));
         info.set_flag(FLAG_MULTI, true);
         info.set_flag(FLAG_PUBSUB, true);
-        let line = info.line("get");
+        let line = info.line("get", 26);
         let keys: Vec<&str> =
             line.split(' ').map(|kv| kv.split_once('=').expect("key=value").0).collect();
         assert_eq!(
@@ -612,7 +625,7 @@ mod tests {
         );
         assert!(line.contains(" name=worker ") && line.contains(" flags=Px "), "{line}");
         info.set_flag(FLAG_MULTI | FLAG_PUBSUB, false);
-        assert!(info.line("get").contains(" flags=N "));
+        assert!(info.line("get", 0).contains(" flags=N "));
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //!   (`hash-max-listpack-entries` and the like, with their `ziplist`
 //!   aliases), which OBJECT ENCODING's answers follow ([`super::object`]);
 //! - **fixed** facts of Monotable, which CONFIG SET refuses as immutable:
-//!   `databases`, `port`, `bind`, `dir`, `maxclients`,
-//!   `proto-max-bulk-len`, `daemonize`, `cluster-enabled`;
+//!   `databases`, `daemonize`, `cluster-enabled`, `replicaof` (immutable in
+//!   Redis too), and `port`, `bind`, `dir`, `maxclients`,
+//!   `proto-max-bulk-len` (which Redis can change: setting the value they
+//!   have is accepted, as a round trip of CONFIG GET and SET does);
 //! - **accepted, no effect** (documented in the README): `save` and
 //!   `appendonly` (every write goes through Monotable's journal, fsynced
 //!   as the node's `--fsync` says; there are no RDB snapshots nor AOF),
-//!   `maxmemory`, `maxmemory-policy`, `maxmemory-samples` (the data lives
+//!   `maxmemory`, `maxmemory-clients`, `maxmemory-policy`,
+//!   `maxmemory-samples` (the data lives
 //!   on disk; nothing is evicted), `lazyfree-lazy-*`.
 //!
 //! Any other name is unknown: CONFIG GET matches nothing, CONFIG SET
@@ -42,10 +45,16 @@ enum Kind {
     Memory,
     Bool,
     Enum(&'static [&'static str]),
+    /// Bytes, or a percentage up to 100 (`maxmemory-clients`).
+    MemoryOrPercent,
     /// `save`: pairs of seconds and changes, or empty.
     Save,
-    /// A fact of Monotable: CONFIG SET refuses it.
+    /// Immutable in Redis too: CONFIG SET refuses it.
     Immutable,
+    /// A fact of Monotable that Redis lets CONFIG SET change: setting the
+    /// value it has is accepted (nothing changes), another is refused as
+    /// immutable.
+    Held,
 }
 
 /// One parameter: its names (the first is the main one; Redis lists each
@@ -73,15 +82,15 @@ const POLICIES: &[&str] = &[
 const INT_MAX: i64 = i32::MAX as i64;
 const LONG_MAX: i64 = i64::MAX;
 
-/// The parameters with Redis 7.0's defaults. Immutable ones get their
-/// values from the node ([`fixed`]); an empty default there.
+/// The parameters with Redis 7.0's defaults. Immutable and held ones get
+/// their values from the node ([`fixed`]); an empty default there.
 static PARAMS: &[Param] = &[
     param(&["appendonly"], Kind::Bool, "no"),
-    param(&["bind"], Kind::Immutable, ""),
+    param(&["bind"], Kind::Held, ""),
     param(&["cluster-enabled"], Kind::Immutable, "no"),
     param(&["daemonize"], Kind::Immutable, "no"),
     param(&["databases"], Kind::Immutable, ""),
-    param(&["dir"], Kind::Immutable, ""),
+    param(&["dir"], Kind::Held, ""),
     param(
         &["hash-max-listpack-entries", "hash-max-ziplist-entries"],
         Kind::Int { min: 0, max: LONG_MAX },
@@ -102,12 +111,14 @@ static PARAMS: &[Param] = &[
         Kind::Int { min: i32::MIN as i64, max: INT_MAX },
         "-2",
     ),
-    param(&["maxclients"], Kind::Immutable, ""),
+    param(&["maxclients"], Kind::Held, ""),
     param(&["maxmemory"], Kind::Memory, "0"),
+    param(&["maxmemory-clients"], Kind::MemoryOrPercent, "0"),
     param(&["maxmemory-policy"], Kind::Enum(POLICIES), "noeviction"),
     param(&["maxmemory-samples"], Kind::Int { min: 1, max: 64 }, "5"),
-    param(&["port"], Kind::Immutable, ""),
-    param(&["proto-max-bulk-len"], Kind::Immutable, ""),
+    param(&["port"], Kind::Held, ""),
+    param(&["proto-max-bulk-len"], Kind::Held, ""),
+    param(&["replicaof", "slaveof"], Kind::Immutable, ""),
     param(&["save"], Kind::Save, ""),
     param(&["set-max-intset-entries"], Kind::Int { min: 0, max: LONG_MAX }, "512"),
     param(&["timeout"], Kind::Int { min: 0, max: INT_MAX }, "0"),
@@ -149,7 +160,7 @@ impl Default for RespConfig {
     fn default() -> Self {
         let values = PARAMS
             .iter()
-            .filter(|p| !matches!(p.kind, Kind::Immutable))
+            .filter(|p| !fixed_kind(p.kind))
             .map(|p| (p.names[0], p.default.to_owned()))
             .collect();
         RespConfig { values: Mutex::new(values) }
@@ -199,10 +210,15 @@ fn fixed(state: &RespState, name: &str) -> String {
     }
 }
 
+fn fixed_kind(kind: Kind) -> bool {
+    matches!(kind, Kind::Immutable | Kind::Held)
+}
+
 fn value(state: &RespState, p: &Param) -> String {
-    match p.kind {
-        Kind::Immutable => fixed(state, p.names[0]),
-        _ => state.config.text(p.names[0]),
+    if fixed_kind(p.kind) {
+        fixed(state, p.names[0])
+    } else {
+        state.config.text(p.names[0])
     }
 }
 
@@ -229,7 +245,7 @@ fn memory(text: &str) -> Option<u64> {
 fn check(p: &Param, v: &[u8]) -> Result<String, String> {
     let text = String::from_utf8_lossy(v).into_owned();
     match p.kind {
-        Kind::Immutable => Err("can't set immutable config".into()),
+        Kind::Immutable | Kind::Held => Err("can't set immutable config".into()),
         Kind::Int { min, max } => match parse_i64(v) {
             None => Err("argument couldn't be parsed into an integer".into()),
             Some(n) if n < min || n > max => {
@@ -240,6 +256,15 @@ fn check(p: &Param, v: &[u8]) -> Result<String, String> {
         Kind::Memory => match memory(&text) {
             Some(bytes) => Ok(bytes.to_string()),
             None => Err("argument must be a memory value".into()),
+        },
+        Kind::MemoryOrPercent => match text.strip_suffix('%').map(str::parse::<u64>) {
+            Some(Ok(p)) if p <= 100 => Ok(format!("{p}%")),
+            Some(Ok(_)) => Err("percentage argument must be less or equal to 100".into()),
+            Some(Err(_)) => Err("argument must be a memory or percent value".into()),
+            None => match memory(&text) {
+                Some(bytes) => Ok(bytes.to_string()),
+                None => Err("argument must be a memory or percent value".into()),
+            },
         },
         Kind::Bool => match lower(v).as_str() {
             w @ ("yes" | "no") => Ok(w.to_owned()),
@@ -341,7 +366,8 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
                 String::from_utf8_lossy(&pair[0])
             ));
         };
-        if matches!(p.kind, Kind::Immutable) {
+        let unchanged = matches!(p.kind, Kind::Held) && pair[1] == value(state, p).as_bytes();
+        if fixed_kind(p.kind) && !unchanged {
             return failed(&pair[0], "can't set immutable config");
         }
         if found.iter().any(|(q, _, _)| std::ptr::eq(*q, p)) {
@@ -350,7 +376,8 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
         found.push((p, &pair[0], &pair[1]));
     }
     let mut checked = Vec::with_capacity(found.len());
-    for (p, name, v) in found {
+    // A held parameter set to its own value changes nothing.
+    for (p, name, v) in found.into_iter().filter(|(p, _, _)| !fixed_kind(p.kind)) {
         match check(p, v) {
             Ok(value) => checked.push((p.names[0], value)),
             Err(why) => return failed(name, &why),
@@ -389,6 +416,10 @@ mod tests {
         assert_eq!(check(find("save"), b""), Ok(String::new()));
         assert_eq!(check(find("maxmemory-policy"), b"allkeys-LRU"), Ok("allkeys-lru".into()));
         assert!(check(find("databases"), b"3").is_err());
+        assert_eq!(check(find("maxmemory-clients"), b"5%"), Ok("5%".into()));
+        let over = check(find("maxmemory-clients"), b"200%").unwrap_err();
+        assert_eq!(over, "percentage argument must be less or equal to 100");
+        assert!(check(find("maxmemory-clients"), b"x%").unwrap_err().contains("percent value"));
     }
 
     #[test]
@@ -396,7 +427,7 @@ mod tests {
         for pair in PARAMS.windows(2) {
             assert!(pair[0].names[0] < pair[1].names[0]);
         }
-        for p in PARAMS.iter().filter(|p| !matches!(p.kind, Kind::Immutable)) {
+        for p in PARAMS.iter().filter(|p| !fixed_kind(p.kind)) {
             assert_eq!(check(p, p.default.as_bytes()).as_deref(), Ok(p.default), "{}", p.names[0]);
         }
         let config = RespConfig::default();
