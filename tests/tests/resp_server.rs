@@ -498,9 +498,25 @@ fn client_pause_write_holds_writers_while_reads_go_on() {
     }
     writer.reader.get_mut().set_read_timeout(Some(Duration::from_millis(300))).expect("t");
     assert!(writer.reply().is_none(), "a write ran during CLIENT PAUSE WRITE");
+    // Postmortem: a paused writer did not count as blocked, as Redis counts
+    // it (its suite waits for `blocked_clients` to rise).
+    let clients = info(&mut reader, "clients");
+    assert_eq!(field(&clients[0].1, "blocked_clients"), "1");
+    // A transaction that only reads is not held; one that writes is.
+    let mut tx = RawResp::connect(node.resp_addr, 10);
+    for line in ["MULTI", "GET k", "PING"] {
+        tx.call_str(line);
+    }
+    assert_eq!(tx.call_str("EXEC"), b"*2\r\n$6\r\nbefore\r\n+PONG\r\n");
+    for line in ["MULTI", "SET k tx"] {
+        tx.call_str(line);
+    }
+    tx.send(&[b"EXEC"]);
     assert_eq!(admin.call_str("CLIENT UNPAUSE"), b"+OK\r\n");
     writer.reader.get_mut().set_read_timeout(Some(Duration::from_secs(10))).expect("t");
     assert_eq!(writer.reply().expect("the write, once unpaused"), b"+OK\r\n");
+    assert_eq!(tx.reply().expect("the EXEC, once unpaused"), b"*1\r\n+OK\r\n");
+    assert_eq!(reader.call_str("SET k after"), b"+OK\r\n");
     assert_eq!(reader.call_str("GET k"), b"$5\r\nafter\r\n");
 
     // ALL holds reads too, until the pause ends by itself.
@@ -545,4 +561,26 @@ fn config_set_timeout_closes_idle_connections() {
         b"*2\r\n$4\r\npong\r\n$0\r\n\r\n".to_vec(),
         "the subscriber is still there"
     );
+}
+
+/// Postmortem: CLIENT REPLY OFF dropped RESP3 subscribe confirmations,
+/// which Redis sends (they are pushes), and a subscriber waited for good.
+#[test]
+fn client_reply_off_keeps_resp3_pushes() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let mut seen = Vec::new();
+    for addr in [redis.addr, node.resp_addr] {
+        let mut c = RawResp::connect(addr, 10);
+        let mut publisher = RawResp::connect(addr, 10);
+        c.call_str("HELLO 3");
+        c.send(&[b"CLIENT", b"REPLY", b"OFF"]);
+        c.send(&[b"SUBSCRIBE", b"ch"]);
+        let confirmation = show(&c.reply().expect("the push"));
+        assert_eq!(publisher.call_str("PUBLISH ch hi"), b":1\r\n");
+        let message = show(&c.reply().expect("the message"));
+        seen.push((confirmation, message));
+    }
+    assert_eq!(seen[1], seen[0]);
 }

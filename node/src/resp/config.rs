@@ -281,7 +281,8 @@ fn check(p: &Param, v: &[u8]) -> Result<String, String> {
         }
         Kind::Save => {
             let words: Vec<&str> = text.split_whitespace().collect();
-            let valid = words.len() % 2 == 0 && words.iter().all(|w| w.parse::<u64>().is_ok());
+            let valid =
+                words.len().is_multiple_of(2) && words.iter().all(|w| w.parse::<u64>().is_ok());
             if valid {
                 Ok(words.join(" "))
             } else {
@@ -348,7 +349,7 @@ fn get(state: &RespState, patterns: &[Vec<u8>]) -> Reply {
 
 /// CONFIG SET name value [name value ...], all or nothing.
 fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return Reply::err(SYNTAX);
     }
     let failed = |name: &[u8], why: &str| {
@@ -409,7 +410,9 @@ mod tests {
     fn values_are_checked_as_redis_checks_them() {
         let find = |n: &str| PARAMS.iter().find(|p| p.names.contains(&n)).expect(n);
         assert_eq!(check(find("timeout"), b"30"), Ok("30".into()));
-        assert!(check(find("timeout"), b"-1").unwrap_err().contains("between 0 and 2147483647"));
+        assert!(check(find("timeout"), b"-1")
+            .expect_err("refused")
+            .contains("between 0 and 2147483647"));
         assert_eq!(check(find("appendonly"), b"YES"), Ok("yes".into()));
         assert_eq!(check(find("save"), b"3600 1  300 100"), Ok("3600 1 300 100".into()));
         assert_eq!(check(find("save"), b"3600 1 300"), Err("Invalid save parameters".into()));
@@ -417,9 +420,11 @@ mod tests {
         assert_eq!(check(find("maxmemory-policy"), b"allkeys-LRU"), Ok("allkeys-lru".into()));
         assert!(check(find("databases"), b"3").is_err());
         assert_eq!(check(find("maxmemory-clients"), b"5%"), Ok("5%".into()));
-        let over = check(find("maxmemory-clients"), b"200%").unwrap_err();
+        let over = check(find("maxmemory-clients"), b"200%").expect_err("refused");
         assert_eq!(over, "percentage argument must be less or equal to 100");
-        assert!(check(find("maxmemory-clients"), b"x%").unwrap_err().contains("percent value"));
+        assert!(check(find("maxmemory-clients"), b"x%")
+            .expect_err("refused")
+            .contains("percent value"));
     }
 
     #[test]

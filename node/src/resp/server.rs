@@ -172,6 +172,17 @@ async fn connection(
     }
 }
 
+/// Whether `reply` is a RESP3 push (pub/sub confirmations), which Redis
+/// sends even under CLIENT REPLY OFF or SKIP.
+fn is_push(proto: u8, reply: &Reply) -> bool {
+    proto >= 3
+        && match reply {
+            Reply::Push(_) => true,
+            Reply::Raw(bytes) => bytes.first() == Some(&b'>'),
+            _ => false,
+        }
+}
+
 /// Counts a write of `bytes` to a client for INFO.
 fn count_write(state: &RespState, bytes: usize) {
     state.stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +267,7 @@ async fn wait_blocked(
     }
     let reply = failed.unwrap_or(reply);
     super::stats::finish(state, conn, &reply);
-    if conn.reply_wanted() {
+    if conn.reply_wanted() || is_push(conn.proto, &reply) {
         reply.write(conn.proto, &mut out);
     }
     state.node.clock.wait_stable(read_upto).await;
@@ -395,7 +406,7 @@ async fn run_batch(
                         // No reply yet (see `wait_blocked`).
                         break;
                     }
-                    if !conn.reply_wanted() {
+                    if !conn.reply_wanted() && !is_push(conn.proto, &reply) {
                         // CLIENT REPLY OFF or SKIP: its writes still wait
                         // for durability; nothing is sent.
                         pending.push((replies.len(), durability));

@@ -230,12 +230,17 @@ pub async fn begin(
     let Some(command) = found else { return };
     // Inside MULTI commands are queued, not run: only EXEC waits.
     let queued = conn.multi.is_some() && command.handler != Handler::Transaction;
-    let write = command.has(Flag::Write) || command.name == "publish" || command.name == "exec";
-    if !queued && state.pause.holds(state.started, write) {
-        // Nothing of the burst is held while waiting: reads of other
-        // clients go on.
-        super::stripes::release_held();
-        state.pause.wait(state.started, write).await;
+    // One atomic load unless a pause is on.
+    if !queued && state.pause.holds(state.started, true) {
+        let write = writes(command, conn);
+        if state.pause.holds(state.started, write) {
+            // Nothing of the burst is held while waiting: reads of other
+            // clients go on. Redis counts a paused client as blocked.
+            super::stripes::release_held();
+            conn.info.set_flag(FLAG_BLOCKED, true);
+            state.pause.wait(state.started, write).await;
+            conn.info.set_flag(FLAG_BLOCKED, false);
+        }
     }
     if std::mem::take(&mut conn.rerun) {
         // A blocked command running again: it counted once already.
@@ -248,12 +253,25 @@ pub async fn begin(
     conn.running = Some(Running { slot, started: Instant::now(), arity_ok });
 }
 
+/// Whether CLIENT PAUSE WRITE holds `command` on `conn`: a command flagged
+/// `write`, PUBLISH (it reaches other nodes), or an EXEC whose queue holds
+/// one of those (Redis's "may replicate").
+fn writes(command: &Command, conn: &Conn) -> bool {
+    let writes_one = |c: &Command| c.has(Flag::Write) || c.name == "publish";
+    if command.name == "exec" {
+        let queue = conn.multi.as_deref().unwrap_or_default();
+        return queue.iter().any(|args| {
+            super::table::lookup(&super::args::lower(&args[0])).is_some_and(writes_one)
+        });
+    }
+    writes_one(command)
+}
+
 /// Once `conn`'s command replied `reply` (or blocked): counts it and its
 /// time, counts an error reply, and updates what CLIENT LIST shows of the
 /// connection.
 pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply) {
     let stats = &state.stats;
-    stats.total_commands.fetch_add(1, Ordering::Relaxed);
     let error = match reply {
         Reply::Error(e) => Some(e.as_str()),
         _ => None,
@@ -261,6 +279,9 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply) {
     if let Some(running) = conn.running.take() {
         let s = &stats.slots[running.slot as usize];
         if running.arity_ok {
+            // Redis's `total_commands_processed`: commands that ran (not
+            // unknown or refused ones), once each.
+            stats.total_commands.fetch_add(1, Ordering::Relaxed);
             s.calls.fetch_add(1, Ordering::Relaxed);
             s.usec.fetch_add(running.started.elapsed().as_micros() as u64, Ordering::Relaxed);
             if error.is_some() {
