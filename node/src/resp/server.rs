@@ -1,6 +1,10 @@
 //! The RESP listener: one task per connection, commands run in order
 //! (pipelined requests are answered in order, replies coalesced into one
-//! write per batch, a batch bounded by [`REPLY_BUFFER_MAX_BYTES`]).
+//! write per batch, a batch bounded by [`REPLY_BUFFER_MAX_BYTES`]). Each
+//! connection is listed in [`RespState::clients`] while open and closes at
+//! once when CLIENT KILL (or the idle `timeout`) picks it, even blocked or
+//! subscribed; it reports each command's end to [`super::stats::finish`]
+//! and holds back replies under CLIENT REPLY OFF/SKIP.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
 //! What the Redis endpoint keeps between commands: [`RespState`], shared
 //! by every connection of a node (key locks, WATCH versions, SCAN cursors,
-//! the transaction gate), and [`Conn`], one client's connection.
+//! the transaction gate, the open connections, CLIENT PAUSE, INFO's
+//! counters, CONFIG's values), and [`Conn`], one client's connection.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
