@@ -584,3 +584,36 @@ fn client_reply_off_keeps_resp3_pushes() {
     }
     assert_eq!(seen[1], seen[0]);
 }
+
+/// Postmortem: commands a client pipelines to a replicated database's
+/// leader skip the dispatcher, so CLIENT PAUSE WRITE did not hold them and
+/// commandstats did not count them.
+#[test]
+fn pipelined_writes_on_a_replicated_database_wait_out_a_pause() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let nodes = monotable_tests::cluster::start_cluster(&dirs);
+    let addr = nodes[1].resp_addr;
+    let mut admin = RawResp::connect(addr, 30);
+    // The first write makes database 0 a replicated range.
+    assert_eq!(admin.call_str("SET made 1"), b"+OK\r\n");
+    assert_eq!(admin.call_str("CONFIG RESETSTAT"), b"+OK\r\n");
+    assert_eq!(admin.call_str("CLIENT PAUSE 60000 WRITE"), b"+OK\r\n");
+    let mut writer = RawResp::connect(addr, 30);
+    let mut pipeline = RawResp::encode(&[b"SET", b"k", b"1"]);
+    pipeline.extend(RawResp::encode(&[b"INCR", b"k"]));
+    writer.send_raw(&pipeline);
+    writer.reader.get_mut().set_read_timeout(Some(Duration::from_millis(500))).expect("t");
+    assert!(writer.reply().is_none(), "a pipelined write ran during CLIENT PAUSE WRITE");
+    assert_eq!(admin.call_str("GET made"), b"$1\r\n1\r\n", "reads go on");
+    assert_eq!(admin.call_str("CLIENT UNPAUSE"), b"+OK\r\n");
+    writer.reader.get_mut().set_read_timeout(Some(Duration::from_secs(30))).expect("t");
+    assert_eq!(writer.reply().expect("SET"), b"+OK\r\n");
+    assert_eq!(writer.reply().expect("INCR"), b":2\r\n");
+    let stats = info(&mut admin, "commandstats");
+    let calls = |name: &str| {
+        let line = field(&stats[0].1, &format!("cmdstat_{name}")).to_owned();
+        line.split(',').next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(calls("set"), "calls=1");
+    assert_eq!(calls("incr"), "calls=1");
+}

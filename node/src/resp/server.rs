@@ -366,8 +366,12 @@ async fn run_batch(
             }
             let parsed = requests.next(conn.authenticated);
             if let Parsed::Command(args) = &parsed {
-                if super::commands::runs_replicated(state, conn, args) {
+                // Under CLIENT REPLY OFF/SKIP each command runs on its own,
+                // so that its reply can be held back.
+                let replies_wanted = !conn.reply_off && conn.reply_skip == 0;
+                if replies_wanted && super::commands::runs_replicated(state, conn, args) {
                     let Parsed::Command(args) = parsed else { unreachable!() };
+                    super::stats::pipelined(state, conn, &args).await;
                     if let Some(out) = pipeline.push(conn.db, args) {
                         let out = super::cluster::run_pipeline(state, out.0, conn.proto, out.1).await;
                         bytes += out.len();

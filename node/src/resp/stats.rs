@@ -12,7 +12,9 @@
 //! What differs from `redis-server` 7.0: commands queued in a MULTI count
 //! when queued (Redis: when EXEC runs them); a blocked command counts once,
 //! its time being that of its first run; commands a replicated database's
-//! leader runs for another node count on the node the client talks to.
+//! leader runs for another node count on the node the client talks to, and
+//! those a client pipelines there count as calls without their time or
+//! errors ([`pipelined`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -251,6 +253,20 @@ pub async fn begin(
     conn.info.last_cmd.store(slot, Ordering::Relaxed);
     let arity_ok = command.arity_fits(args.len());
     conn.running = Some(Running { slot, started: Instant::now(), arity_ok });
+}
+
+/// A command a client pipelined to a replicated database's leader (see
+/// [`super::cluster::run_pipeline`]), which does not pass the dispatcher
+/// here: it waits out CLIENT PAUSE and counts as a call, as [`begin`] and
+/// [`finish`] would count it; its time and errors are the leader's, not
+/// counted here.
+pub async fn pipelined(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) {
+    let found = super::table::lookup(&super::args::lower(&args[0]));
+    begin(state, conn, found, args).await;
+    if let Some(running) = conn.running.take() {
+        state.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+        state.stats.slots[running.slot as usize].calls.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Whether CLIENT PAUSE WRITE holds `command` on `conn`: a command flagged
