@@ -112,8 +112,8 @@ async fn connection(
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let mut conn = state.new_conn(peer, local, fd);
-    // Listed (CLIENT LIST, INFO) until this returns.
-    let _listed = state.clients.register(conn.info.clone());
+    // Listed (CLIENT LIST, INFO) until this returns, or the socket closes.
+    let listed = state.clients.register(conn.info.clone());
     let info = conn.info.clone();
     let mut requests = RequestReader::new();
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
@@ -130,6 +130,9 @@ async fn connection(
                 count_write(&state, batch.out.len());
             }
             if batch.close || info.is_killed() {
+                // Unlisted first: a client that sees the socket close sees
+                // it gone from CLIENT LIST.
+                drop(listed);
                 let _ = stream.shutdown().await;
                 return;
             }
