@@ -209,14 +209,17 @@ TAGS="-needs:debug -needs:repl -needs:pfdebug -needs:save -needs:config-maxmemor
 # - the harness runs FUNCTION FLUSH before every server block, and CONFIG
 #   GET/SET for the block's `overrides` (mostly encoding thresholds and
 #   `save ""`); on a server without these commands every unit would abort
-#   there, so their "unknown command" is ignored (the block runs on the
+#   there, so their "unknown command" is ignored, and an override of a
+#   parameter CONFIG GET does not list is skipped (the block runs on the
 #   server's defaults);
 # - `r config set` of an encoding threshold (list-max-ziplist-size,
 #   set-max-intset-entries, ...) answers OK, and `r config get` of one an
-#   empty value, on a server without CONFIG: a server without encodings has
-#   nothing to set, and the tests go on to check replies (encodings
-#   themselves are not checked: --ignore-encoding). So do proto-max-bulk-len
-#   and client-query-buffer-limit, which only gate --large-memory tests;
+#   empty value, on a server without CONFIG or without that parameter
+#   ("Unknown option", or "immutable" for a value it cannot take): a server
+#   without encodings has nothing to set, and the tests go on to check
+#   replies (encodings themselves are not checked: --ignore-encoding). So do
+#   proto-max-bulk-len and client-query-buffer-limit, which only gate
+#   --large-memory tests;
 # - the suite's memory_usage helper answers 1 without MEMORY USAGE, as it
 #   does itself on an allocator other than jemalloc.
 cp -a "$SUITE/tests" "$work/tests"
@@ -232,7 +235,7 @@ ln -s "$(command -v redis-cli)" "$work/src/redis-cli"
 server_tcl="$work/tests/support/server.tcl"
 patch_line "$server_tcl" '    r function flush' '    unknown_command_ok {r function flush}'
 patch_line "$server_tcl" '        dict set saved_config $param [lindex [r config get $param] 1]' \
-    '        if {![unknown_command_ok {dict set saved_config $param [lindex [r config get $param] 1]}]} continue'
+    '        if {![unknown_command_ok {set known [r config get $param]}] || [llength $known] == 0} continue; dict set saved_config $param [lindex $known 1]'
 patch_line "$work/tests/test_helper.tcl" 'proc r {args} {' 'proc r_unshimmed {args} {'
 # A test that fails half-way (a command unknown to the server) can leave its
 # connection in MULTI (every later test would get QUEUED), in RESP3 after
@@ -270,7 +273,8 @@ proc r {args} {
         if {[string is integer [lindex $cmd 0]]} { set cmd [lrange $cmd 1 end] }
         set sub [string tolower [lindex $cmd 1]]
         if {[string tolower [lindex $cmd 0]] eq "config" && ($sub eq "set" || $sub eq "get") &&
-            [string match "*unknown command*" $res] &&
+            ([string match "*unknown command*" $res] || [string match "*Unknown option*" $res] ||
+             [string match "*immutable config*" $res]) &&
             [regexp {^(list-max-(ziplist|listpack)-size|list-compress-depth|(hash|zset|set)-max-(ziplist|listpack|intset)-(entries|value)|stream-node-max-(bytes|entries)|proto-max-bulk-len|client-query-buffer-limit)$} [lindex $cmd 2]]} {
             if {$sub eq "get"} { return [list [lindex $cmd 2] ""] }
             return OK

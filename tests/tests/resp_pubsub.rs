@@ -98,10 +98,15 @@ fn steps() -> Vec<Step> {
         // Redis's glob quirks: `*` does not match the empty channel, and
         // `[a-]` is a range to `]` that takes the rest of the pattern.
         // Postmortem: `*` matched "", `[a-]` was the set {a, -}.
-        Step(1, "PSUBSCRIBE * x[a-]y]", [0, 2, 0]),
+        // (One pattern at a time: Redis delivers to several matching
+        // patterns in its hash table's order.)
+        Step(1, "PSUBSCRIBE *", [0, 1, 0]),
         Step(2, "PUBLISH  empty", [0, 0, 1]),
-        Step(2, "PUBLISH xy m", [0, 2, 1]),
-        Step(2, "PUBLISH x- m", [0, 1, 1]),
+        Step(2, "PUBLISH a m", [0, 1, 1]),
+        Step(1, "PUNSUBSCRIBE *", [0, 1, 0]),
+        Step(1, "PSUBSCRIBE x[a-]y]", [0, 1, 0]),
+        Step(2, "PUBLISH xy m", [0, 1, 1]),
+        Step(2, "PUBLISH x- m", [0, 0, 1]),
         Step(2, "PUBSUB CHANNELS *", [0, 0, 1]),
     ]
 }

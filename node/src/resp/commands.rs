@@ -54,6 +54,7 @@ pub async fn execute(
         };
         return (reply, Vec::new());
     }
+    super::stats::begin(state, conn, found, &args).await;
     if let Some(command) = found.filter(|c| c.handler == Handler::Transaction) {
         return (transaction(state, conn, command, &args).await, Vec::new());
     }
@@ -549,6 +550,7 @@ async fn run(
         Handler::Blocking => super::blocking::run(state, conn, db, name, args).await,
         Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
         Handler::Scripting => run_script(state, conn, db, name, args).await,
+        Handler::Server => super::config::server(state, conn.proto, db, name, args).await,
         // Run by `execute` before anything is queued or placed; one that
         // reaches here (a forwarded command) is one this path does not run.
         Handler::Transaction => Ok(unknown_command(args)),

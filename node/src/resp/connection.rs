@@ -1,8 +1,7 @@
-//! The connection and server commands: PING, ECHO, QUIT, SELECT, HELLO,
-//! AUTH, RESET, CLIENT (ID, GETNAME, SETNAME) and INFO. Each node answers
-//! them itself (their `per_node` column in [`super::table`]).
-
-use std::sync::atomic::Ordering;
+//! The connection commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH,
+//! RESET, and the way to CLIENT ([`super::clients`]) and INFO
+//! ([`super::info`]). Each node answers them itself (their `per_node`
+//! column in [`super::table`]).
 
 use super::args::{lower, parse_i64};
 use super::errors::{misrouted, SYNTAX, WRONGPASS};
@@ -61,39 +60,18 @@ pub async fn run(
             }
         }
         "reset" => {
+            // The connection stays what CLIENT LIST shows, nameless again.
+            let info = conn.info.clone();
             *conn = Conn::new(conn.id, conn.peer, !state.node.auth.is_required());
+            info.set_name(None);
+            info.set_flag(super::clients::FLAG_NO_EVICT, false);
+            conn.info = info;
             Reply::Simple("RESET")
         }
-        "info" => Reply::bulk(info(state).into_bytes()),
-        "client" => client(conn, args),
+        "info" => super::info::info(state, conn.proto, &args[1..]).await,
+        "client" => super::clients::client(state, conn, args),
         other => return Err(misrouted(other)),
     })
-}
-
-/// INFO: the sections clients and tools read most, in Redis's format
-/// (`field:value` lines under `# Section` headers).
-fn info(state: &RespState) -> String {
-    let lines = [
-        "# Server".to_owned(),
-        "redis_version:7.2.0".to_owned(),
-        "redis_mode:standalone".to_owned(),
-        format!("monotable_version:{}", env!("CARGO_PKG_VERSION")),
-        format!("process_id:{}", std::process::id()),
-        format!("run_id:{}", state.run_id),
-        format!("uptime_in_seconds:{}", state.started.elapsed().as_secs()),
-        String::new(),
-        "# Clients".to_owned(),
-        format!("connected_clients:{}", state.clients.load(Ordering::Relaxed)),
-        String::new(),
-        "# Persistence".to_owned(),
-        "aof_enabled:0".to_owned(),
-        format!("monotable_fsync:{:?}", state.node.config.fsync),
-        String::new(),
-        "# Replication".to_owned(),
-        "role:master".to_owned(),
-        "connected_slaves:0".to_owned(),
-    ];
-    lines.join("\r\n") + "\r\n"
 }
 
 async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
@@ -136,38 +114,16 @@ async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
     conn.proto = proto;
     if name.is_some() {
         conn.name = name;
+        conn.info.set_name(conn.name.clone());
     }
     let s = |x: &str| Reply::bulk(x.as_bytes().to_vec());
     Reply::Map(vec![
         (s("server"), s("redis")),
-        (s("version"), s("7.2.0")),
+        (s("version"), s(super::info::REDIS_VERSION)),
         (s("proto"), Reply::Int(i64::from(conn.proto))),
         (s("id"), Reply::Int(conn.id as i64)),
         (s("mode"), s("standalone")),
         (s("role"), s("master")),
         (s("modules"), Reply::Array(Vec::new())),
     ])
-}
-
-fn client(conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
-    match (lower(&args[1]).as_str(), args.len()) {
-        ("id", 2) => Reply::Int(conn.id as i64),
-        ("getname", 2) => conn.name.clone().map_or(Reply::Null, Reply::Bulk),
-        ("setname", 3) => {
-            if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
-                return Reply::err(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                );
-            }
-            conn.name = if args[2].is_empty() { None } else { Some(args[2].clone()) };
-            Reply::ok()
-        }
-        (sub @ ("id" | "getname" | "setname"), _) => {
-            Reply::err(format!("ERR wrong number of arguments for 'client|{sub}' command"))
-        }
-        _ => Reply::err(format!(
-            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(&args[1])
-        )),
-    }
 }

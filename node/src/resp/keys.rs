@@ -311,8 +311,13 @@ pub async fn expire_db(state: &RespState, i: u32, db: &Db<'_>) -> NodeResult<usi
         // Every key of the batch at once: with writes held back until the
         // batch's end, a key let go earlier could be set meanwhile and then
         // lose its new value to this batch's delete.
-        let keys: Vec<&[u8]> = due.iter().map(|(k, _)| k.as_slice()).collect();
-        let _g = state.lock(i, &keys).await;
+        // Locked as read: removing an expired key is not a change WATCH
+        // sees (EXEC checks whether a watched key is still live).
+        // Postmortem: the expirer removing a key already expired at WATCH
+        // made EXEC abort (a flaky test), which Redis does not.
+        let keys: Vec<(u32, &[u8], bool)> =
+            due.iter().map(|(k, _)| (i, k.as_slice(), false)).collect();
+        let _g = state.lock_keys(&keys).await;
         for (key, row) in due {
             // Removes the key if it is due (its expiry may have moved on).
             if db.get(&key).await?.is_none() {

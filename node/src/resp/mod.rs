@@ -16,7 +16,9 @@
 //! - [`commands`]: looks a command up, checks arity and AUTH, queues it in
 //!   MULTI, places it ([`cluster`]) and runs its row's handler; runs the
 //!   transaction commands.
-//! - Command modules: [`connection`], [`introspect`] (`COMMAND`),
+//! - Command modules: [`connection`], [`clients`] (`CLIENT`, the
+//!   registry of connections, CLIENT PAUSE), [`info`] (`INFO`), [`config`]
+//!   (`CONFIG`), [`object`] (`OBJECT`, `MEMORY`), [`introspect`] (`COMMAND`),
 //!   [`strings`], [`bits`], [`keys`], [`key_copy`], [`collections`], [`sets`],
 //!   [`lists`], [`zsets`], [`zset_algebra`] (sorted set commands over
 //!   several keys), [`zset_range`] (their range arguments), [`mt`],
@@ -24,7 +26,9 @@
 //!   [`blocking`] (BLPOP and the like: the connection waits, woken by
 //!   writers of the keys), [`scripting`] (EVAL and SCRIPT: Lua scripts
 //!   whose commands the dispatcher runs, as a transaction's).
-//! - Below them: [`state`] (shared and per-connection state), [`errors`]
+//! - Below them: [`state`] (shared and per-connection state), [`stats`]
+//!   (INFO's counters: the dispatcher calls [`stats::begin`] as a command
+//!   starts, the connection [`stats::finish`] once it replied), [`errors`]
 //!   (shared error replies), [`args`] (argument parsing), [`long_double`]
 //!   (float increments in C's long double, as Redis), [`stripes`] (key
 //!   locks), [`glob`], [`keyspace`], [`reply`].
@@ -44,12 +48,15 @@ macro_rules! or_reply {
 pub mod args;
 pub mod bits;
 pub mod blocking;
+pub mod clients;
 pub mod cluster;
 pub mod collections;
 pub mod commands;
+pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod glob;
+pub mod info;
 pub mod introspect;
 pub mod key_copy;
 pub mod keys;
@@ -57,6 +64,7 @@ pub mod keyspace;
 pub mod lists;
 pub mod long_double;
 pub mod mt;
+pub mod object;
 pub mod parse;
 pub mod pubsub;
 pub mod reply;
@@ -64,6 +72,7 @@ pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod state;
+pub mod stats;
 pub mod strings;
 pub mod stripes;
 pub mod table;

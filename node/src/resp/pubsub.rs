@@ -324,6 +324,11 @@ impl Subscriptions {
         self.channels.len() + self.patterns.len()
     }
 
+    /// (channels, patterns) subscribed to, as CLIENT LIST's `sub` and `psub`.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.channels.len(), self.patterns.len())
+    }
+
     /// Subscribes to each of `names`: one confirmation each, as Redis
     /// sends them.
     pub fn subscribe(&mut self, kind: Kind, names: &[Vec<u8>]) -> Vec<Reply> {

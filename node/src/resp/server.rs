@@ -1,6 +1,10 @@
 //! The RESP listener: one task per connection, commands run in order
 //! (pipelined requests are answered in order, replies coalesced into one
-//! write per batch, a batch bounded by [`REPLY_BUFFER_MAX_BYTES`]).
+//! write per batch, a batch bounded by [`REPLY_BUFFER_MAX_BYTES`]). Each
+//! connection is listed in [`RespState::clients`] while open and closes at
+//! once when CLIENT KILL (or the idle `timeout`) picks it, even blocked or
+//! subscribed; it reports each command's end to [`super::stats::finish`]
+//! and holds back replies under CLIENT REPLY OFF/SKIP.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +33,9 @@ pub async fn serve(
     mut closing: watch::Receiver<bool>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
+    if let Ok(addr) = listener.local_addr() {
+        let _ = state.resp_addr.set(addr);
+    }
     actix_rt::spawn(expire_keys(state.clone(), closing.clone()));
     loop {
         tokio::select! {
@@ -47,13 +54,19 @@ pub async fn serve(
 /// Time between passes of the background expirer.
 const EXPIRE_INTERVAL_MS: u64 = 100;
 
-/// Removes expired keys in the background until `closing` turns true.
+/// Removes expired keys in the background until `closing` turns true;
+/// on the same tick, samples INFO's rates and closes connections idle past
+/// CONFIG's `timeout` (Redis does both in its `serverCron`).
 async fn expire_keys(state: Arc<RespState>, mut closing: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(EXPIRE_INTERVAL_MS));
     loop {
         tokio::select! {
             _ = closing.changed() => return,
             _ = tick.tick() => {
+                state.stats.sample();
+                if let Some(timeout) = state.config.idle_timeout() {
+                    state.clients.close_idle(timeout);
+                }
                 if let Err(e) = super::keys::expire_due(&state).await {
                     tracing::debug!(error = %e, "expiring keys failed; retrying");
                 }
@@ -72,6 +85,7 @@ fn accept(
     let Ok(std_stream) = stream.into_std() else { return };
     if open.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
         open.fetch_sub(1, Ordering::AcqRel);
+        state.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
         let _ =
             std::io::Write::write_all(&mut &std_stream, b"-ERR max number of clients reached\r\n");
         return;
@@ -80,9 +94,8 @@ fn accept(
     state.node.next_worker().spawn_fn(move || {
         actix_rt::spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
-                state.clients.fetch_add(1, Ordering::Relaxed);
+                state.stats.connections_received.fetch_add(1, Ordering::Relaxed);
                 connection(state.clone(), closing, stream, peer).await;
-                state.clients.fetch_sub(1, Ordering::Relaxed);
             }
             open.fetch_sub(1, Ordering::AcqRel);
         });
@@ -96,7 +109,12 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut conn = state.new_conn(peer.ip());
+    let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let mut conn = state.new_conn(peer, local, fd);
+    // Listed (CLIENT LIST, INFO) until this returns, or the socket closes.
+    let listed = state.clients.register(conn.info.clone());
+    let info = conn.info.clone();
     let mut requests = RequestReader::new();
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
     loop {
@@ -105,10 +123,16 @@ async fn connection(
         // run until they are written.
         loop {
             let batch = run_batch(&state, &mut conn, &mut requests, peer).await;
-            if !batch.out.is_empty() && stream.write_all(&batch.out).await.is_err() {
-                return;
+            if !batch.out.is_empty() {
+                if stream.write_all(&batch.out).await.is_err() {
+                    return;
+                }
+                count_write(&state, batch.out.len());
             }
-            if batch.close {
+            if batch.close || info.is_killed() {
+                // Unlisted first: a client that sees the socket close sees
+                // it gone from CLIENT LIST.
+                drop(listed);
                 let _ = stream.shutdown().await;
                 return;
             }
@@ -129,6 +153,7 @@ async fn connection(
         }
         let n = tokio::select! {
             _ = closing.changed() => return,
+            _ = info.killed() => return,
             message = next_message(&mut conn) => {
                 // Published to a channel it listens to: written at once,
                 // with whatever else is queued.
@@ -148,8 +173,27 @@ async fn connection(
                 Ok(n) => n,
             },
         };
+        state.stats.reads.fetch_add(1, Ordering::Relaxed);
+        state.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
         requests.feed(&chunk[..n]);
     }
+}
+
+/// Whether `reply` is a RESP3 push (pub/sub confirmations), which Redis
+/// sends even under CLIENT REPLY OFF or SKIP.
+fn is_push(proto: u8, reply: &Reply) -> bool {
+    proto >= 3
+        && match reply {
+            Reply::Push(_) => true,
+            Reply::Raw(bytes) => bytes.first() == Some(&b'>'),
+            _ => false,
+        }
+}
+
+/// Counts a write of `bytes` to a client for INFO.
+fn count_write(state: &RespState, bytes: usize) {
+    state.stats.writes.fetch_add(1, Ordering::Relaxed);
+    state.stats.net_output_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
 /// A connection's socket and what it has read, for [`wait_blocked`].
@@ -182,6 +226,7 @@ async fn wait_blocked(
         notify.notify_one();
     }
     let deadline = block.deadline.map(tokio::time::Instant::from_std);
+    let info = conn.info.clone();
     let poll = Duration::from_millis(super::blocking::POLL_INTERVAL_MS);
     let outcome = loop {
         let woken = async {
@@ -203,6 +248,8 @@ async fn wait_blocked(
         let reading = io.requests.buffered() < BLOCKED_REQUESTS_MAX_BYTES;
         tokio::select! {
             _ = closing.changed() => break None,
+            // CLIENT KILL: closed at once, though blocked.
+            _ = info.killed() => break None,
             _ = timed_out => break Some((block.timed_out(), Vec::new())),
             read = io.stream.read(io.chunk), if reading => match read {
                 Ok(0) | Err(_) => break None,
@@ -248,8 +295,13 @@ async fn wait_blocked(
             failed = Some(Reply::err(format!("ERR {e}")));
         }
     }
-    failed.unwrap_or(reply).write(conn.proto, &mut out);
+    let reply = failed.unwrap_or(reply);
+    super::stats::finish(state, conn, &reply);
+    if conn.reply_wanted() || is_push(conn.proto, &reply) {
+        reply.write(conn.proto, &mut out);
+    }
     state.node.clock.wait_stable(read_upto).await;
+    count_write(state, out.len());
     io.stream.write_all(&out).await.is_ok()
 }
 
@@ -343,8 +395,12 @@ async fn run_batch(
             }
             let parsed = requests.next(conn.authenticated);
             if let Parsed::Command(args) = &parsed {
-                if super::commands::runs_replicated(state, conn, args) {
+                // Under CLIENT REPLY OFF/SKIP each command runs on its own,
+                // so that its reply can be held back.
+                let replies_wanted = !conn.reply_off && conn.reply_skip == 0;
+                if replies_wanted && super::commands::runs_replicated(state, conn, args) {
                     let Parsed::Command(args) = parsed else { unreachable!() };
+                    super::stats::pipelined(state, conn, &args).await;
                     if let Some(out) = pipeline.push(conn.db, args) {
                         let out = super::cluster::run_pipeline(state, out.0, conn.proto, out.1).await;
                         bytes += out.len();
@@ -383,6 +439,7 @@ async fn run_batch(
                 Parsed::Command(args) => {
                     let publish = args[0].eq_ignore_ascii_case(b"publish");
                     let (reply, durability) = execute(state, conn, args).await;
+                    super::stats::finish(state, conn, &reply);
                     if conn.block.is_some() {
                         // No reply yet (see `wait_blocked`).
                         break;
@@ -399,6 +456,17 @@ async fn run_batch(
                             bytes += pushed.len();
                             replies.push(pushed);
                         }
+                    }
+                    if !conn.reply_wanted() && !is_push(conn.proto, &reply) {
+                        // CLIENT REPLY OFF or SKIP: its writes still wait
+                        // for durability; nothing is sent.
+                        pending.push((replies.len(), durability));
+                        replies.push(Vec::new());
+                        close = conn.closing;
+                        if close {
+                            break;
+                        }
+                        continue;
                     }
                     pending.push((replies.len(), durability));
                     close = conn.closing;

@@ -1,8 +1,9 @@
 //! What the Redis endpoint keeps between commands: [`RespState`], shared
 //! by every connection of a node (key locks, WATCH versions, SCAN cursors,
-//! the transaction gate), and [`Conn`], one client's connection.
+//! the transaction gate, the open connections, CLIENT PAUSE, INFO's
+//! counters, CONFIG's values), and [`Conn`], one client's connection.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -34,8 +35,20 @@ pub struct RespState {
     /// Bumped whenever a key hashing here is written (for WATCH); a key
     /// is "modified" when its slot moved (rarely, another key's write).
     versions: Vec<AtomicU64>,
-    /// Open connections (for INFO).
-    pub clients: std::sync::atomic::AtomicUsize,
+    /// Open connections (CLIENT LIST, CLIENT KILL, INFO).
+    pub clients: super::clients::Clients,
+    /// CLIENT PAUSE.
+    pub pause: super::clients::Pause,
+    /// What INFO counts (see [`super::stats`]).
+    pub stats: super::stats::Stats,
+    /// CONFIG's parameters.
+    pub config: super::config::RespConfig,
+    /// The RESP listener's address, once it listens (CONFIG GET port, INFO).
+    pub resp_addr: std::sync::OnceLock<SocketAddr>,
+    /// Resident bytes when the endpoint started (INFO's startup memory).
+    pub(super) startup_rss: u64,
+    /// The largest resident size seen (see [`RespState::peak_rss`]).
+    peak_rss: AtomicU64,
     pub(super) started: std::time::Instant,
     /// A random id of this process, as Redis's `run_id`: tools (a sink
     /// among them) compare it to tell that the server restarted.
@@ -60,6 +73,12 @@ impl RespState {
             gate: tokio::sync::RwLock::new(()),
             versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             clients: Default::default(),
+            pause: Default::default(),
+            stats: Default::default(),
+            config: Default::default(),
+            resp_addr: Default::default(),
+            startup_rss: super::info::rss_bytes(),
+            peak_rss: AtomicU64::new(0),
             started: std::time::Instant::now(),
             run_id: (0..20).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
             pubsub: Default::default(),
@@ -78,9 +97,18 @@ impl RespState {
         self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire)
     }
 
-    pub fn new_conn(&self, peer: IpAddr) -> Conn {
+    /// A new connection from `peer` to `local` on socket `fd`; the caller
+    /// lists its [`Conn::info`] in [`RespState::clients`].
+    pub fn new_conn(&self, peer: SocketAddr, local: SocketAddr, fd: i32) -> Conn {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
-        Conn::new(id, peer, !self.node.auth.is_required())
+        let mut conn = Conn::new(id, peer.ip(), !self.node.auth.is_required());
+        conn.info = Arc::new(super::clients::ClientInfo::new(id, peer, local, fd));
+        conn
+    }
+
+    /// The largest resident size seen, `rss_now` included.
+    pub(super) fn peak_rss(&self, rss_now: u64) -> u64 {
+        self.peak_rss.fetch_max(rss_now, Ordering::Relaxed).max(rss_now)
     }
 
     /// Checks AUTH's (or HELLO AUTH's) credentials through the node's
@@ -203,6 +231,15 @@ pub struct Conn {
     /// now hold another type are passed over, as Redis serves a blocked
     /// client only from a key of the type it waits for.
     pub retrying: bool,
+    /// What other connections see of it (CLIENT LIST); a detached one for
+    /// a connection of no socket.
+    pub info: Arc<super::clients::ClientInfo>,
+    /// The command running, for [`super::stats::finish`].
+    pub(super) running: Option<super::stats::Running>,
+    /// CLIENT REPLY OFF: no reply is sent.
+    pub reply_off: bool,
+    /// CLIENT REPLY SKIP: the replies of this many commands are not sent.
+    pub reply_skip: u8,
 }
 
 impl Conn {
@@ -230,7 +267,26 @@ impl Conn {
             subs: None,
             block: None,
             retrying: false,
+            info: Arc::new(super::clients::ClientInfo::new(
+                id,
+                SocketAddr::new(peer, 0),
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                -1,
+            )),
+            running: None,
+            reply_off: false,
+            reply_skip: 0,
         }
+    }
+
+    /// Whether the reply of the command that just ran is to be sent
+    /// (CLIENT REPLY OFF and SKIP), counting a skipped one.
+    pub fn reply_wanted(&mut self) -> bool {
+        if self.reply_skip > 0 {
+            self.reply_skip -= 1;
+            return false;
+        }
+        !self.reply_off
     }
 
     /// Subscribed to a channel or pattern, in RESP2: only the

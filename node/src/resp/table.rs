@@ -69,8 +69,8 @@ impl Flag {
 /// The module that runs a command: the dispatcher matches this once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
-    /// PING, ECHO, QUIT, SELECT, HELLO, AUTH, RESET, CLIENT, INFO
-    /// ([`super::connection`]).
+    /// PING, ECHO, QUIT, SELECT, HELLO, AUTH, RESET ([`super::connection`]),
+    /// CLIENT ([`super::clients`]), INFO ([`super::info`]).
     Connection,
     /// COMMAND and its subcommands ([`super::introspect`]).
     Command,
@@ -96,6 +96,8 @@ pub enum Handler {
     /// EVAL and the like, SCRIPT ([`super::scripting`]); the dispatcher
     /// runs a script's commands.
     Scripting,
+    /// CONFIG ([`super::config`]), OBJECT and MEMORY ([`super::object`]).
+    Server,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,
@@ -306,7 +308,7 @@ mod tests {
             }
         }
         assert!(lookup("nosuch").is_none() && lookup("GET").is_none());
-        assert!(subcommand(lookup("client").expect("client"), "kill").is_none());
+        assert!(subcommand(lookup("client").expect("client"), "setinfo").is_none());
     }
 
     #[test]
@@ -318,6 +320,7 @@ mod tests {
                 "auth",
                 "client",
                 "command",
+                "config",
                 "echo",
                 "flushall",
                 "hello",

@@ -251,6 +251,13 @@ pub fn start(state: &RespState, script: Invocation) -> Running {
 }
 
 impl Scripts {
+    /// Scripts cached for EVALSHA, and the bytes of their bodies (INFO's
+    /// `number_of_cached_scripts`, `used_memory_scripts_eval`).
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        (cache.bodies.len(), cache.bytes)
+    }
+
     fn take_vm(&self) -> (u64, Option<ScriptVm>) {
         let generation = self.cache.lock().unwrap_or_else(|p| p.into_inner()).generation;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -59,6 +59,10 @@ pub static COMMANDS: &[Command] = &[
         .subcommands(COMMAND_SUBCOMMANDS)
         .docs("Get array of Redis command details", "2.8.13", "server", "O(N) where N is the total number of Redis commands")
         .per_node(),
+    cmd("config", -2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .subcommands(CONFIG_SUBCOMMANDS)
+        .docs("A container for server configuration commands", "2.0.0", "server", "Depends on subcommand.")
+        .per_node(),
     cmd("copy", -3, H::Keys, &[Write, Denyoom], (1, 2, 1), &["@keyspace", "@write", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0), spec(&["OW", "update"], 2, 0, 1, 0)])
         .docs("Copy a key", "6.2.0", "generic", "O(N) worst case for collections, where N is the number of nested items. O(1) for string values."),
@@ -248,6 +252,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("ltrim", 4, H::Lists, &[Write], (1, 1, 1), &["@write", "@list", "@slow"])
         .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
         .docs("Trim a list to the specified range", "1.0.0", "list", "O(N) where N is the number of elements to be removed by the operation."),
+    cmd("memory", -2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .subcommands(MEMORY_SUBCOMMANDS)
+        .docs("A container for memory diagnostics commands", "4.0.0", "server", "Depends on subcommand."),
     cmd("mget", -2, H::Strings, &[Readonly, Fast], (1, -1, 1), &["@read", "@string", "@fast"])
         .tips(&["request_policy:multi_shard"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
@@ -275,6 +282,9 @@ pub static COMMANDS: &[Command] = &[
         .per_node(),
     cmd("multi", 1, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (0, 0, 0), &["@fast", "@transaction"])
         .docs("Mark the start of a transaction block", "1.2.0", "transactions", "O(1)"),
+    cmd("object", -2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .subcommands(OBJECT_SUBCOMMANDS)
+        .docs("A container for object introspection commands", "2.2.3", "generic", "Depends on subcommand."),
     cmd("persist", 2, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
         .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
         .docs("Remove the expiration from a key", "2.2.0", "generic", "O(1)"),
@@ -564,10 +574,28 @@ pub static COMMANDS: &[Command] = &[
 static CLIENT_SUBCOMMANDS: &[Command] = &[
     cmd("client|getname", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Get the current connection name", "2.6.9", "connection", "O(1)"),
+    cmd("client|help", 2, H::Connection, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Show helpful text about the different subcommands", "5.0.0", "connection", "O(1)"),
     cmd("client|id", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Returns the client ID for the current connection", "5.0.0", "connection", "O(1)"),
+    cmd("client|info", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .tips(&["nondeterministic_output"])
+        .docs("Returns information about the current client connection.", "6.2.0", "connection", "O(1)"),
+    cmd("client|kill", -3, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
+        .docs("Kill the connection of a client", "2.4.0", "connection", "O(N) where N is the number of client connections"),
+    cmd("client|list", -2, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
+        .tips(&["nondeterministic_output"])
+        .docs("Get the list of client connections", "2.4.0", "connection", "O(N) where N is the number of client connections"),
+    cmd("client|no-evict", 3, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
+        .docs("Set client eviction mode for the current connection", "7.0.0", "connection", "O(1)"),
+    cmd("client|pause", -3, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
+        .docs("Stop processing commands from clients for some time", "2.9.50", "connection", "O(1)"),
+    cmd("client|reply", 3, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Instruct the server whether to reply to commands", "3.2.0", "connection", "O(1)"),
     cmd("client|setname", 3, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Set the current connection name", "2.6.9", "connection", "O(1)"),
+    cmd("client|unpause", 2, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
+        .docs("Resume processing of clients that were paused", "6.2.0", "connection", "O(N) Where N is the number of paused clients"),
 ];
 
 #[rustfmt::skip]
@@ -623,4 +651,62 @@ static SCRIPT_SUBCOMMANDS: &[Command] = &[
     cmd("script|load", 3, H::Scripting, &[Noscript, Stale], (0, 0, 0), &["@slow", "@scripting"])
         .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
         .docs("Load the specified Lua script into the script cache.", "2.6.0", "scripting", "O(N) with N being the length in bytes of the script body."),
+];
+
+#[rustfmt::skip]
+static CONFIG_SUBCOMMANDS: &[Command] = &[
+    cmd("config|get", -3, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Get the values of configuration parameters", "2.0.0", "server", "O(N) when N is the number of configuration parameters provided"),
+    cmd("config|help", 2, H::Server, &[Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Show helpful text about the different subcommands", "5.0.0", "server", "O(1)"),
+    cmd("config|resetstat", 2, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Reset the stats returned by INFO", "2.0.0", "server", "O(1)"),
+    cmd("config|rewrite", 2, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Rewrite the configuration file with the in memory configuration", "2.8.0", "server", "O(1)"),
+    cmd("config|set", -4, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+        .docs("Set configuration parameters to the given values", "2.0.0", "server", "O(N) when N is the number of configuration parameters provided"),
+];
+
+#[rustfmt::skip]
+static MEMORY_SUBCOMMANDS: &[Command] = &[
+    cmd("memory|doctor", 2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output", "request_policy:all_shards", "response_policy:special"])
+        .docs("Outputs memory problems report", "4.0.0", "server", "O(1)"),
+    cmd("memory|help", 2, H::Server, &[Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Show helpful text about the different subcommands", "4.0.0", "server", "O(1)"),
+    cmd("memory|malloc-stats", 2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output", "request_policy:all_shards", "response_policy:special"])
+        .docs("Show allocator internal stats", "4.0.0", "server", "Depends on how much memory is allocated, could be slow"),
+    cmd("memory|purge", 2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Ask the allocator to release memory", "4.0.0", "server", "Depends on how much memory is allocated, could be slow"),
+    cmd("memory|stats", 2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output", "request_policy:all_shards", "response_policy:special"])
+        .docs("Show memory usage details", "4.0.0", "server", "O(1)"),
+    cmd("memory|usage", -3, H::Server, &[Readonly], (2, 2, 1), &["@read", "@slow"])
+        .specs(&[spec(&["RO"], 2, 0, 1, 0)])
+        .docs("Estimate the memory usage of a key", "4.0.0", "server", "O(N) where N is the number of samples."),
+];
+
+#[rustfmt::skip]
+static OBJECT_SUBCOMMANDS: &[Command] = &[
+    cmd("object|encoding", 3, H::Server, &[Readonly], (2, 2, 1), &["@keyspace", "@read", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO"], 2, 0, 1, 0)])
+        .docs("Inspect the internal encoding of a Redis object", "2.2.3", "generic", "O(1)"),
+    cmd("object|freq", 3, H::Server, &[Readonly], (2, 2, 1), &["@keyspace", "@read", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO"], 2, 0, 1, 0)])
+        .docs("Get the logarithmic access frequency counter of a Redis object", "4.0.0", "generic", "O(1)"),
+    cmd("object|help", 2, H::Server, &[Loading, Stale], (0, 0, 0), &["@keyspace", "@slow"])
+        .docs("Show helpful text about the different subcommands", "6.2.0", "generic", "O(1)"),
+    cmd("object|idletime", 3, H::Server, &[Readonly], (2, 2, 1), &["@keyspace", "@read", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO"], 2, 0, 1, 0)])
+        .docs("Get the time since a Redis object was last accessed", "2.2.3", "generic", "O(1)"),
+    cmd("object|refcount", 3, H::Server, &[Readonly], (2, 2, 1), &["@keyspace", "@read", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO"], 2, 0, 1, 0)])
+        .docs("Get the number of references to the value of the key", "2.2.3", "generic", "O(1)"),
 ];
