@@ -25,6 +25,14 @@ use super::descriptor::ChunkDescriptor;
 use super::entry::EntryRef;
 use super::journal::ChangeJournal;
 
+/// Deleted keys (tombstones in the index) past which a chunk compacts,
+/// also when they are more than an eighth of its live keys. Tombstones are
+/// small, so the garbage-bytes rule alone let them pile up, and a scan from
+/// the front walked past every one: popping a queue from its front
+/// (ZPOPMIN, the expirer's rows) cost more per pop the more had been
+/// popped (20,000 ZPOPMINs ran at 80 a second at the end).
+pub const DEAD_KEYS_COMPACTION_MIN: u64 = 4096;
+
 /// The identity and key interval of a chunk, as the catalog stores it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChunkMeta {
@@ -598,10 +606,14 @@ impl Chunk {
         Ok(out)
     }
 
-    /// Whether enough of the log is garbage that compacting is worth it.
+    /// Whether enough of the log is garbage that compacting is worth it,
+    /// or enough deleted keys sit in the index (see
+    /// [`DEAD_KEYS_COMPACTION_MIN`]).
     pub fn wants_compaction(&self, min_bytes: u64) -> bool {
         let log = self.log.total_bytes();
-        log >= min_bytes && log > 2 * self.index.live_bytes() + min_bytes / 2
+        let garbage = log >= min_bytes && log > 2 * self.index.live_bytes() + min_bytes / 2;
+        let dead = self.index.dead_keys();
+        garbage || dead > DEAD_KEYS_COMPACTION_MIN.max(self.index.live_records() / 8)
     }
 
     /// Registers a new job, refusing a second one while one runs.

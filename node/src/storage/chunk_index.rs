@@ -107,6 +107,12 @@ impl ChunkIndex {
         self.live_records
     }
 
+    /// Keys whose newest version is a tombstone: they stay in the index,
+    /// and scans walk past them, until a compaction drops them.
+    pub fn dead_keys(&self) -> u64 {
+        (self.keys.len() as u64).saturating_sub(self.live_records)
+    }
+
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
     }
