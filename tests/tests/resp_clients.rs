@@ -63,3 +63,26 @@ fn redis_benchmarks_default_run_completes() {
     assert!(want.len() >= 20, "{want:?}");
     assert_eq!(benchmark(node.resp_addr.port()), want);
 }
+
+/// CLIENT SETINFO, which clients send on every connect, answers as Redis
+/// 7.2 does (OK, or its errors), though COMMAND shows 7.0.15's table.
+#[test]
+fn client_setinfo_answers_as_redis_7_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let mut c = monotable_tests::RawResp::connect(node.resp_addr, 10);
+    assert_eq!(c.call(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"CLIENT", b"SETINFO", b"lib-ver", b"5.0.1"]), b"+OK\r\n");
+    assert_eq!(
+        c.call(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"a b"]),
+        b"-ERR LIB-NAME cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(
+        c.call(&[b"CLIENT", b"SETINFO", b"nope", b"x"]),
+        b"-ERR Unrecognized option 'nope'\r\n"
+    );
+    assert_eq!(
+        c.call(&[b"CLIENT", b"SETINFO", b"LIB-NAME"]),
+        b"-ERR wrong number of arguments for 'client|setinfo' command\r\n"
+    );
+}

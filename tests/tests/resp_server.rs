@@ -158,7 +158,6 @@ fn server_commands_answer_as_redis() {
         "CLIENT NO-EVICT maybe",
         "CLIENT NO-EVICT on",
         "CLIENT NO-EVICT off",
-        "CLIENT SETINFO lib-name x",
         "CLIENT NO-TOUCH on",
         "CLIENT SETNAME",
         "OBJECT ENCODING nokey",

@@ -378,10 +378,34 @@ pub fn verbatim(proto: u8, text: String) -> Reply {
 }
 
 /// Runs `CLIENT subcommand ...` (`args[0]` is CLIENT).
+/// CLIENT SETINFO LIB-NAME|LIB-VER value: Redis 7.2's, which client
+/// libraries (redis-py, go-redis, Jedis, ioredis) send on every connect.
+/// Accepted with 7.2's checks and errors, so that they see OK; not shown
+/// by COMMAND (7.0.15 has no such subcommand) nor in CLIENT LIST (7.0's
+/// fields).
+fn setinfo(args: &[Vec<u8>]) -> Reply {
+    if args.len() != 4 {
+        return Reply::wrong_arity("client|setinfo");
+    }
+    let attr = String::from_utf8_lossy(&args[2]);
+    if !matches!(lower(&args[2]).as_str(), "lib-name" | "lib-ver") {
+        return Reply::err(format!("ERR Unrecognized option '{attr}'"));
+    }
+    if args[3].iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Reply::err(format!(
+            "ERR {attr} cannot contain spaces, newlines or special characters."
+        ));
+    }
+    Reply::ok()
+}
+
 pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
     let Some(parent) = super::table::lookup("client") else {
         return Reply::err("ERR the command table has no CLIENT");
     };
+    if lower(&args[1]) == "setinfo" {
+        return setinfo(args);
+    }
     let Some(spec) = super::table::subcommand(parent, &lower(&args[1])) else {
         return unknown_subcommand(&args[0], &args[1]);
     };
