@@ -46,6 +46,9 @@ pub struct Scripts {
     /// The VM between scripts (taken by the one that runs), and the
     /// generation of SCRIPT FLUSH it belongs to.
     idle: Mutex<(u64, Option<ScriptVm>)>,
+    /// What VMs are made with (the node's Lua memory pool and shutdown
+    /// interrupt), taken from the node once.
+    env: std::sync::OnceLock<crate::view::sandbox::LuaEnv>,
 }
 
 #[derive(Default)]
@@ -226,7 +229,7 @@ impl Running {
 /// one, its memory reserved from the node's Lua pool).
 pub fn start(state: &RespState, script: Invocation) -> Running {
     let scripts = state.scripts.clone();
-    let env = state.node.lua_env();
+    let env = state.scripts.env(state);
     let (calls_tx, calls) = tokio::sync::mpsc::unbounded_channel();
     let (answers, answers_rx) = std::sync::mpsc::channel();
     let done = tokio::task::spawn_blocking(move || {
@@ -251,6 +254,10 @@ pub fn start(state: &RespState, script: Invocation) -> Running {
 }
 
 impl Scripts {
+    fn env(&self, state: &RespState) -> crate::view::sandbox::LuaEnv {
+        self.env.get_or_init(|| state.node.lua_env()).clone()
+    }
+
     /// Scripts cached for EVALSHA, and the bytes of their bodies (INFO's
     /// `number_of_cached_scripts`, `used_memory_scripts_eval`).
     pub fn cached(&self) -> (usize, usize) {
@@ -335,7 +342,7 @@ async fn load(state: &RespState, body: Vec<u8>) -> Reply {
         return Reply::err(text);
     }
     let scripts = state.scripts.clone();
-    let env = state.node.lua_env();
+    let env = state.scripts.env(state);
     let body: Arc<[u8]> = Arc::from(body);
     let compiled = {
         let (sha, body) = (sha.clone(), body.clone());
