@@ -105,9 +105,13 @@ pub async fn execute(
     if let Placement::Replicated(_) = placement {
         // Runs on the chunk's leader (see `cluster`), which may not have
         // an EVALSHA's script: it gets the body.
-        let args = match super::scripting::with_body(state, args) {
-            Ok(args) => args,
-            Err(reply) => return (reply, Vec::new()),
+        let args = if command.handler == Handler::Scripting {
+            match super::scripting::with_body(state, args) {
+                Ok(args) => args,
+                Err(reply) => return (reply, Vec::new()),
+            }
+        } else {
+            args
         };
         let blocking = command.has(Flag::Blocking).then(|| args.clone());
         let reply = super::cluster::run(state, conn.db, conn.proto, Work::Command(args)).await;

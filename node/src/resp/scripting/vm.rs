@@ -57,8 +57,8 @@ const REPLY_ELEMENTS_MAX: usize = 1 << 21;
 /// Compiled scripts one VM keeps; past it the cache starts over (scripts
 /// compile again from their bodies on their next call).
 const COMPILED_MAX: usize = 10_000;
-/// The Redis version scripts see (`redis.REDIS_VERSION`).
-pub const REDIS_VERSION: &str = "7.0.15";
+use super::super::info::REDIS_VERSION;
+/// [`REDIS_VERSION`] as `redis.REDIS_VERSION_NUM` gives it (0x00MMmmpp).
 const REDIS_VERSION_NUM: i64 = 0x0007_000f;
 
 /// The API, after the sandbox's prelude: `redis.call` raising what
