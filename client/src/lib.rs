@@ -716,7 +716,12 @@ impl Client {
         self.call_ok(Command::DropSink { name: name.to_owned() }).await
     }
 
-    /// Status of every view: watermark, pending changes, errors, backfill.
+    /// Status of every view: watermark, pending changes, errors, backfill,
+    /// sorted by name. The node takes the statuses upstream first (a
+    /// mapper's before those of the views reading its target), so a
+    /// listing in which no view has a backfill or pending changes means
+    /// every view, however deep its chain, reflects its sources as of the
+    /// moment the listing started.
     pub async fn list_views(&self) -> Result<Vec<ViewStatus>> {
         match self.call(Command::ListViews).await? {
             Reply::Views(v) => Ok(v),

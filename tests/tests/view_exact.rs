@@ -182,7 +182,11 @@ async fn index_rows(c: &Client, range: &str) -> Vec<IndexRow> {
 ///
 /// Postmortem: a replayed round re-read the source at newer values than the
 /// crashed round had written rows from, so it retracted the wrong rows and
-/// left 22-413 rows of versions that no longer existed.
+/// left 22-413 rows of versions that no longer existed. Later, on a loaded
+/// CI machine, the chain was compared while it still had rows to map: the
+/// node asked every view for its status at once, so the chain could answer
+/// "nothing pending" just before the first mapper's last round wrote its
+/// index (statuses are now taken upstream first).
 #[test]
 fn kill_9_while_behind_leaves_no_stale_rows_in_a_chain() {
     let dir = tempfile::tempdir().expect("tmp");

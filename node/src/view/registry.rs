@@ -106,6 +106,32 @@ impl ViewRegistry {
         mappers.chain(reducers).chain(sinks).min()
     }
 
+    /// How many mappers a change passes through before it reaches
+    /// `range_id`: 0 for a range no mapper writes, else one more than the
+    /// deepest source of the mappers writing it (bounded by
+    /// [`FRESH_CHAIN_DEPTH_MAX`]; cycles are refused when mappers are
+    /// created).
+    pub fn depth_of(&self, range_id: u64) -> usize {
+        let mut depth = 0;
+        let mut frontier = vec![range_id];
+        while depth < FRESH_CHAIN_DEPTH_MAX {
+            let mut sources: Vec<u64> = self
+                .mappers
+                .values()
+                .filter(|m| frontier.contains(&m.target_id))
+                .map(|m| m.source_id)
+                .collect();
+            sources.sort_unstable();
+            sources.dedup();
+            if sources.is_empty() {
+                break;
+            }
+            depth += 1;
+            frontier = sources;
+        }
+        depth
+    }
+
     /// Whether a view or sink has this name.
     pub fn contains(&self, name: &str) -> bool {
         self.mappers.contains_key(name)
@@ -132,6 +158,16 @@ const FRESH_POLL_MS: u64 = 20;
 /// Longest `views` waits for a view busy with a round before reporting it
 /// as busy.
 const STATUS_WAIT_MS: u64 = 1_000;
+
+/// What the registry knows of a view: enough to report it busy.
+struct Known {
+    name: String,
+    kind: &'static str,
+    source_id: u64,
+    checkpoint: u64,
+    /// Still backfilling or loading its tree.
+    catching_up: bool,
+}
 /// Longest wait a fresh aggregate may ask for (a day); a larger timeout
 /// is this. Regression: `TIMEOUT 18446744073709551615` overflowed the
 /// deadline and panicked.
@@ -1059,53 +1095,17 @@ impl Node {
         Ok(())
     }
 
-    pub(crate) async fn view_statuses(&self) -> Vec<ViewStatus> {
-        /// What the registry knows of a view: enough to report it busy.
-        struct Known {
-            name: String,
-            kind: &'static str,
-            source_id: u64,
-            checkpoint: u64,
-            /// Still backfilling or loading its tree.
-            catching_up: bool,
-        }
-        let known = |name: &String, kind, source_id, checkpoint, catching_up| Known {
-            name: name.clone(),
-            kind,
-            source_id,
-            checkpoint,
-            catching_up,
-        };
-        let all: Vec<(Known, actix::Recipient<Status>)> = {
-            let views = self.views_read();
-            let mappers = views.mappers.iter().map(|(n, m)| {
-                let k = known(n, "mapper", m.source_id, m.checkpoint, m.backfilling);
-                (k, m.addr.clone().recipient())
-            });
-            let reducers = views.reducers.iter().map(|(n, r)| {
-                (
-                    known(n, "reducer", r.range_id, r.checkpoint, !r.loaded),
-                    r.addr.clone().recipient(),
-                )
-            });
-            let sinks = views.sinks.iter().map(|(n, s)| {
-                (known(n, "sink", s.source_id, s.checkpoint, false), s.addr.clone().recipient())
-            });
-            mappers.chain(reducers).chain(sinks).collect()
-        };
-        let asked: Vec<_> = all
-            .into_iter()
-            .map(|(known, addr)| {
-                let (tx, rx) = oneshot::channel();
-                addr.do_send(Status(tx));
-                (known, rx)
-            })
-            .collect();
-        // A view answers between rounds; one whose round runs long (a slow
-        // function) is reported as busy rather than holding up the others.
+    /// Waits for the answers of views asked for their status together, up
+    /// to [`STATUS_WAIT_MS`]: a view answers between rounds, and one whose
+    /// round runs long (a slow function) is reported as busy rather than
+    /// holding up the others.
+    async fn gather_statuses(
+        &self,
+        asked: Vec<(Known, oneshot::Receiver<ViewStatus>)>,
+        out: &mut Vec<ViewStatus>,
+    ) {
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_millis(STATUS_WAIT_MS);
-        let mut out = Vec::with_capacity(asked.len());
         for (k, rx) in asked {
             match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(status)) => out.push(status),
@@ -1129,6 +1129,52 @@ impl Node {
                     tree: None,
                 }),
             }
+        }
+    }
+
+    pub(crate) async fn view_statuses(&self) -> Vec<ViewStatus> {
+        let known = |name: &String, kind, source_id, checkpoint, catching_up| Known {
+            name: name.clone(),
+            kind,
+            source_id,
+            checkpoint,
+            catching_up,
+        };
+        let mut all: Vec<(usize, Known, actix::Recipient<Status>)> = {
+            let views = self.views_read();
+            let depth = |range_id| views.depth_of(range_id);
+            let mappers = views.mappers.iter().map(|(n, m)| {
+                let k = known(n, "mapper", m.source_id, m.checkpoint, m.backfilling);
+                (depth(m.source_id), k, m.addr.clone().recipient())
+            });
+            let reducers = views.reducers.iter().map(|(n, r)| {
+                let k = known(n, "reducer", r.range_id, r.checkpoint, !r.loaded);
+                (depth(r.range_id), k, r.addr.clone().recipient())
+            });
+            let sinks = views.sinks.iter().map(|(n, s)| {
+                let k = known(n, "sink", s.source_id, s.checkpoint, false);
+                (depth(s.source_id), k, s.addr.clone().recipient())
+            });
+            mappers.chain(reducers).chain(sinks).collect()
+        };
+        // Views are asked upstream first, a level at a time: a mapper
+        // answers after its round, whose rows are then in its target's
+        // journal, so the views reading that target (asked next) count
+        // them as pending. One listing in which no view has changes
+        // pending thus means every view reflects its sources as of the
+        // listing's start, however deep the chain.
+        all.sort_by_key(|(depth, _, _)| *depth);
+        let mut out = Vec::with_capacity(all.len());
+        let mut all = all.into_iter().peekable();
+        while let Some((depth, _, _)) = all.peek() {
+            let depth = *depth;
+            let mut asked = Vec::new();
+            while let Some((_, known, addr)) = all.next_if(|(d, _, _)| *d == depth) {
+                let (tx, rx) = oneshot::channel();
+                addr.do_send(Status(tx));
+                asked.push((known, rx));
+            }
+            self.gather_statuses(asked, &mut out).await;
         }
         // A reducer fed by a mapper that is still backfilling is building
         // too: it shows that backfill's progress, never "done" while
