@@ -15,8 +15,9 @@ use super::cluster::Placement;
 use super::errors::{internal, unknown_command, NOAUTH};
 use super::keyspace::Db;
 use super::reply::Reply;
-use super::state::{Conn, RespState, Watched, MULTI_QUEUE_MAX_BYTES};
+use super::state::{Conn, RespState, MULTI_QUEUE_MAX_BYTES};
 use super::table::{Command, Flag, Handler};
+use super::watches::Watched;
 use crate::error::NodeError;
 
 /// The command `args` names, once its arity is checked; otherwise the
@@ -136,7 +137,7 @@ pub async fn execute(
             state.gate.read().await
         }
     };
-    let mut db = Db::new(&state.node, conn.db, None);
+    let mut db = Db::new(state, conn.db, None);
     db.create_local = !matches!(placement, Placement::Unmade);
     let reply = match run(state, conn, &db, command, &args).await {
         Ok(reply) => reply,
@@ -231,7 +232,7 @@ pub(super) async fn run_held(
                 Ok(command) => command,
                 Err(reply) => return Ok((reply, Vec::new())),
             };
-            let db = Db::new(&state.node, dbi, Some(&overlay));
+            let db = Db::new(state, dbi, Some(&overlay));
             match run(state, &mut conn, &db, command, args).await {
                 Ok(reply) => reply,
                 Err(e) => return Ok((internal(e), Vec::new())),
@@ -246,7 +247,7 @@ pub(super) async fn run_held(
             Reply::Raw(out)
         }
         Work::Expire => {
-            let db = Db::new(&state.node, dbi, Some(&overlay));
+            let db = Db::new(state, dbi, Some(&overlay));
             Reply::Int(super::keys::expire_db(state, dbi, &db).await? as i64)
         }
     };
@@ -323,13 +324,19 @@ async fn transaction(
                     conn.db
                 ));
             }
+            // Alone, as EXEC: a write under way when a key is watched
+            // would not count it (see `super::watches`). A burst's
+            // stripes go first: a command holding the gate may wait on
+            // them.
+            super::stripes::release_held();
+            let _gate = state.gate.write().await;
             for k in &args[1..] {
-                let version = state.version(conn.db, k);
-                let live = match live_key(state, conn.db, k).await {
+                let mut watched = state.watches.watch(conn.db, k, false);
+                watched.live = match live_key(state, conn.db, k).await {
                     Ok(live) => live,
                     Err(e) => return internal(e),
                 };
-                conn.watched.push(Watched { db: conn.db, key: k.clone(), version, live });
+                conn.watched.push(watched);
             }
             Reply::ok()
         }
@@ -393,7 +400,7 @@ async fn transaction(
 /// Whether `key` of database `dbi` exists unexpired, read without
 /// removing it if expired (as Redis's `keyIsExpired`, which WATCH uses).
 async fn live_key(state: &RespState, dbi: u32, key: &[u8]) -> Result<bool, NodeError> {
-    let db = Db::new(&state.node, dbi, None);
+    let db = Db::new(state, dbi, None);
     let row = db.read_row(super::keyspace::key_row(key)).await?;
     let value = row.as_deref().and_then(super::keyspace::Value::decode);
     let now = super::keyspace::now_ms();
@@ -403,9 +410,7 @@ async fn live_key(state: &RespState, dbi: u32, key: &[u8]) -> Result<bool, NodeE
 /// Whether EXEC must abort for one of `watched` (see [`Watched`]).
 async fn watch_failed(state: &RespState, watched: &[Watched]) -> Result<bool, NodeError> {
     for w in watched {
-        if state.version(w.db, &w.key) != w.version
-            || (w.live && !live_key(state, w.db, &w.key).await?)
-        {
+        if w.written() || (w.live && !live_key(state, w.db, &w.key).await?) {
             return Ok(true);
         }
     }
@@ -433,7 +438,7 @@ async fn run_queue(
                 continue;
             }
         };
-        let db = Db::new(&state.node, conn.db, Some(overlay));
+        let db = Db::new(state, conn.db, Some(overlay));
         replies.push(match run(state, conn, &db, command, args).await {
             Ok(reply) => reply,
             Err(e) => internal(e),
@@ -514,7 +519,7 @@ async fn exec(
         ))));
     }
     if let Some((range, ops)) = by_range.into_iter().next() {
-        let mut db = Db::of_range(&state.node, range.clone(), None);
+        let mut db = Db::of_range(state, range.clone(), None);
         db.create_local = create_local;
         match db.write_atomic(ops).await {
             Ok(()) => {}
@@ -629,7 +634,7 @@ async fn script_call(
     if read_only && flagged(Flag::Write) {
         return Reply::err("ERR Write commands are not allowed from read-only scripts.");
     }
-    let db = Db::new(&state.node, conn.db, Some(overlay));
+    let db = Db::new(state, conn.db, Some(overlay));
     match Box::pin(run(state, conn, &db, command, &args)).await {
         Ok(reply) => reply,
         Err(e) => internal(e),

@@ -409,7 +409,7 @@ async fn keyspace(state: &RespState) -> Vec<String> {
     let end = monotable_proto::keys::tuple_prefix_end(&prefix);
     let now = now_ms();
     for dbi in 0..DATABASES {
-        let db = Db::new(&state.node, dbi, None);
+        let db = Db::new(state, dbi, None);
         let (mut keys, mut expires, mut ttl_sum) = (0u64, 0u64, 0u64);
         let visited = db
             .visit_rows(prefix.clone(), end.clone(), false, |_, bytes| {

@@ -63,13 +63,13 @@ pub async fn copy(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) ->
     let reply = if to_db == dbi {
         run(db, db, from, to, replace).await?
     } else {
-        let dest = Db::new(db.node, to_db, db.tx);
+        let dest = Db::new(db.state, to_db, db.tx);
         let reply = run(db, &dest, from, to, replace).await;
         db.add_durability(dest.take_durability());
         reply?
     };
     if reply == Reply::Int(1) {
-        state.touch(to_db, to);
+        state.wake(to_db, to);
     }
     Ok(reply)
 }
@@ -105,7 +105,7 @@ pub async fn move_key(
     }
     let key = &args[1];
     let _g = state.lock_keys(&[(dbi, key, true), (to_db, key, true)]).await;
-    let dest = Db::new(db.node, to_db, db.tx);
+    let dest = Db::new(db.state, to_db, db.tx);
     let moved = run(db, &dest, key, key, false).await;
     db.add_durability(dest.take_durability());
     let moved = moved?;

@@ -278,7 +278,7 @@ pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
                 continue;
             }
         }
-        let db = Db::new(&state.node, i, None);
+        let db = Db::new(state, i, None);
         if db.node.router_read().range(&db.range).is_none() {
             continue;
         }
@@ -441,7 +441,7 @@ async fn flush(
             state.node.drop_range_unchecked(&range).await?;
         } else {
             // Views read it: delete the rows, so the views see them go.
-            let db = Db::of_range(&state.node, range, None);
+            let db = Db::of_range(state, range, None);
             let rows = db.rows_with_prefix(&[]).await?;
             for batch in rows.chunks(1000) {
                 let ops =

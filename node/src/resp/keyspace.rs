@@ -341,8 +341,12 @@ pub fn last_op_per_row(ops: Vec<WriteOp>) -> Vec<WriteOp> {
 /// after the writes in [`Db::take_durability`] are durable and the stable
 /// seq has passed everything it read.
 pub struct Db<'a> {
+    pub state: &'a super::state::RespState,
     pub node: &'a std::sync::Arc<Node>,
     pub range: String,
+    /// The Redis database the range serves, if it is one: its applied
+    /// writes count as modifications for WATCH (see [`super::watches`]).
+    dbi: Option<u32>,
     /// Inside MULTI/EXEC, and for a command on a replicated database's
     /// leader (see [`super::cluster`]): writes go here, and reads look here
     /// first.
@@ -367,17 +371,19 @@ fn not_found_is_empty<T: Default>(r: NodeResult<T>) -> NodeResult<T> {
 }
 
 impl<'a> Db<'a> {
-    pub fn new(node: &'a std::sync::Arc<Node>, db: u32, tx: Option<&'a Overlay>) -> Db<'a> {
-        Db::of_range(node, range_name(db), tx)
+    pub fn new(state: &'a super::state::RespState, db: u32, tx: Option<&'a Overlay>) -> Db<'a> {
+        Db::of_range(state, range_name(db), tx)
     }
 
     pub fn of_range(
-        node: &'a std::sync::Arc<Node>,
+        state: &'a super::state::RespState,
         range: String,
         tx: Option<&'a Overlay>,
     ) -> Db<'a> {
         Db {
-            node,
+            state,
+            node: &state.node,
+            dbi: database_of_range(&range),
             range,
             tx,
             create_local: true,
@@ -493,7 +499,10 @@ impl<'a> Db<'a> {
         let value = Value::decode(&bytes)
             .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
         if value.expire_at_ms.is_some_and(|at| at <= now_ms()) {
-            self.remove(key, &value).await?;
+            // Not a modification WATCH sees: EXEC checks whether a key
+            // live at WATCH still is (see `super::watches`).
+            let ops = self.remove_ops(key, &value).await?;
+            self.write_rows(ops, false).await?;
             return Ok(None);
         }
         Ok(Some(value))
@@ -591,6 +600,13 @@ impl<'a> Db<'a> {
     /// inside a transaction, so a command over the limits fails alone and
     /// writes nothing.
     pub async fn write(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
+        self.write_rows(ops, true).await
+    }
+
+    /// [`Db::write`]; `modifies`: the keys written count as modified for
+    /// WATCH once the rows are applied (not when an expired key is
+    /// removed).
+    async fn write_rows(&self, ops: Vec<WriteOp>, modifies: bool) -> NodeResult<()> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -607,9 +623,22 @@ impl<'a> Db<'a> {
             return Ok(());
         }
         self.ensure_range().await?;
+        let written = modifies.then(|| self.keys_for_watch(&ops)).flatten();
         let pending = self.node.write_ops_applied(&self.range, ops).await?;
         self.durability.lock().unwrap_or_else(|p| p.into_inner()).extend(pending);
+        if let Some((dbi, keys)) = written {
+            self.state.watches.written(dbi, keys);
+        }
         Ok(())
+    }
+
+    /// The keys `ops` write, for [`super::watches::Watches::written`] once
+    /// they are applied: `None` when no key is watched (WATCH runs with
+    /// no command running, so none can be watched before the write is
+    /// applied) or this is no Redis database.
+    fn keys_for_watch(&self, ops: &[WriteOp]) -> Option<(u32, Vec<Vec<u8>>)> {
+        let dbi = self.dbi?;
+        self.state.watches.any().then(|| (dbi, super::watches::keys_written(ops)))
     }
 
     /// Applies a transaction's writes to this database in one atomic
@@ -620,7 +649,12 @@ impl<'a> Db<'a> {
             return Ok(());
         }
         self.ensure_range().await?;
-        self.node.write_ops_atomic(&self.range, ops).await
+        let written = self.keys_for_watch(&ops);
+        self.node.write_ops_atomic(&self.range, ops).await?;
+        if let Some((dbi, keys)) = written {
+            self.state.watches.written(dbi, keys);
+        }
+        Ok(())
     }
 
     pub async fn put(&self, key: &[u8], value: &Value) -> NodeResult<()> {

@@ -76,6 +76,7 @@ pub mod stats;
 pub mod strings;
 pub mod stripes;
 pub mod table;
+pub mod watches;
 pub mod zset_algebra;
 pub mod zset_range;
 pub mod zsets;

@@ -38,7 +38,7 @@ pub async fn run(
             let (reply, written) =
                 store(db, name.trim_end_matches("store"), &args[1], &args[2..]).await?;
             if written {
-                state.touch(dbi, &args[1]);
+                state.wake(dbi, &args[1]);
             }
             Ok(reply)
         }
@@ -47,12 +47,12 @@ pub async fn run(
             let _g = state.lock_keys(&[(dbi, &args[1], false), (dbi, &args[2], false)]).await;
             let (reply, moved, added) = smove(db, &args[1], &args[2], &args[3]).await?;
             if moved {
-                state.touch(dbi, &args[1]);
+                state.wake(dbi, &args[1]);
             }
             if added {
                 // Postmortem: SMOVE of a member the destination had failed
                 // a WATCH of the destination; Redis leaves it.
-                state.touch(dbi, &args[2]);
+                state.wake(dbi, &args[2]);
             }
             Ok(reply)
         }

@@ -18,8 +18,6 @@ use super::stripes::{KeyLocks, StripeGuards, LOCK_STRIPES};
 /// Redis has no such bound; without one a client could make the node hold
 /// any number of commands.
 pub const MULTI_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// Modification counters for WATCH, by key hash.
-const VERSION_SLOTS: usize = 65_536;
 
 /// What every RESP connection of a node shares.
 pub struct RespState {
@@ -32,9 +30,8 @@ pub struct RespState {
     /// Every command runs holding this for reading; EXEC holds it for
     /// writing, so a transaction runs alone.
     pub(super) gate: tokio::sync::RwLock<()>,
-    /// Bumped whenever a key hashing here is written (for WATCH); a key
-    /// is "modified" when its slot moved (rarely, another key's write).
-    versions: Vec<AtomicU64>,
+    /// Keys connections WATCH (see [`super::watches`]).
+    pub watches: Arc<super::watches::Watches>,
     /// Open connections (CLIENT LIST, CLIENT KILL, INFO).
     pub clients: super::clients::Clients,
     /// CLIENT PAUSE.
@@ -71,7 +68,7 @@ impl RespState {
             next_client_id: AtomicU64::new(1),
             cursors: Default::default(),
             gate: tokio::sync::RwLock::new(()),
-            versions: (0..VERSION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            watches: Default::default(),
             clients: Default::default(),
             pause: Default::default(),
             stats: Default::default(),
@@ -90,11 +87,6 @@ impl RespState {
 
     fn slot(db: u32, key: &[u8]) -> usize {
         crc32c::crc32c_append(db, key) as usize
-    }
-
-    /// The modification counter WATCH records of a key.
-    pub(super) fn version(&self, db: u32, key: &[u8]) -> u64 {
-        self.versions[Self::slot(db, key) % VERSION_SLOTS].load(Ordering::Acquire)
     }
 
     /// A new connection from `peer` to `local` on socket `fd`; the caller
@@ -138,20 +130,19 @@ impl RespState {
         written.chain(read.iter().map(|k| (db, *k, false))).collect()
     }
 
-    /// Counts `key` of database `db` as modified for WATCH, for a command
+    /// Wakes the clients blocked on `key` of database `db`, for a command
     /// that locked it as read only and wrote it after all (SMOVE: the
-    /// destination only when the member was added, as Redis signals it).
-    pub fn touch(&self, db: u32, key: &[u8]) {
-        self.versions[Self::slot(db, key) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
+    /// destination only when the member was added).
+    pub fn wake(&self, db: u32, key: &[u8]) {
         self.blocking.signal(db, key);
     }
 
     /// Locks the stripes of every `(database, key, written)` at once, in
-    /// stripe order. Only written keys count as modified for WATCH (and
-    /// wake clients blocked on them, see [`super::blocking`]): a key a
-    /// command only reads (SINTERSTORE's sources, COPY's source) is locked
-    /// so that it cannot change midway, yet a WATCH on it holds, as in
-    /// Redis.
+    /// stripe order. Written keys wake the clients blocked on them (see
+    /// [`super::blocking`]); a key a command only reads (SINTERSTORE's
+    /// sources, COPY's source) is locked so that it cannot change midway.
+    /// Neither counts as a modification for WATCH: only an applied write
+    /// does (see [`super::watches`]).
     pub async fn lock_keys(&self, keys: &[(u32, &[u8], bool)]) -> StripeGuards {
         let guards = self.lock_keys_quietly(keys).await;
         // Once the stripes are taken: a woken client runs its command again
@@ -173,32 +164,12 @@ impl RespState {
     }
 
     async fn lock_keys_quietly(&self, keys: &[(u32, &[u8], bool)]) -> StripeGuards {
-        for (db, k, written) in keys {
-            if *written {
-                self.versions[Self::slot(*db, k) % VERSION_SLOTS].fetch_add(1, Ordering::AcqRel);
-            }
-        }
         let mut stripes: Vec<usize> =
             keys.iter().map(|(db, k, _)| Self::slot(*db, k) % LOCK_STRIPES).collect();
         stripes.sort_unstable();
         stripes.dedup();
         self.locks.lock(stripes).await
     }
-}
-
-/// A key WATCH recorded. EXEC aborts when its version moved (a command
-/// wrote it), or when it was live at WATCH and is gone or expired now:
-/// expiry (lazy or in the background) and FLUSHDB/FLUSHALL remove keys
-/// without a version bump, and Redis fails the watch of a key that existed
-/// (`touchAllWatchedKeysInDb`, "WATCH will consider touched expired keys")
-/// but not of one that did not, or had expired already, at WATCH.
-#[derive(Debug, Clone)]
-pub(super) struct Watched {
-    pub db: u32,
-    pub key: Vec<u8>,
-    pub version: u64,
-    /// The key existed, unexpired, when WATCH ran.
-    pub live: bool,
 }
 
 /// One client's connection state.
@@ -220,8 +191,8 @@ pub struct Conn {
     pub(super) multi_bytes: usize,
     /// A command queued in this MULTI was refused: EXEC will abort.
     pub(super) multi_failed: bool,
-    /// WATCHed keys.
-    pub(super) watched: Vec<Watched>,
+    /// WATCHed keys (unwatched when dropped).
+    pub(super) watched: Vec<super::watches::Watched>,
     /// Its channels and patterns, once it subscribed to any.
     pub subs: Option<super::pubsub::Subscriptions>,
     /// Set by a blocking command that found nothing: what the connection

@@ -193,10 +193,14 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
             if new.is_nan() {
                 return Ok(Reply::err("ERR resulting score is not a number (NaN)"));
             }
-            let mut ops = Vec::new();
-            set_ops(key, &args[3], old, new, &mut ops);
-            let count = before.as_ref().map_or(0, |b| b.count) + u64::from(old.is_none());
-            commit(db, key, before.as_ref(), count, ops).await?;
+            // An unchanged score writes nothing (no modification for
+            // WATCH), as Redis's zsetAdd.
+            if old != Some(new) {
+                let mut ops = Vec::new();
+                set_ops(key, &args[3], old, new, &mut ops);
+                let count = before.as_ref().map_or(0, |b| b.count) + u64::from(old.is_none());
+                commit(db, key, before.as_ref(), count, ops).await?;
+            }
             return Ok(Reply::Double(new));
         }
         "zrem" => {
