@@ -491,6 +491,41 @@ fn client_kill_closes_idle_blocked_and_subscribed_clients_at_once() {
     assert!(got.iter().take(3).all(|l| l.ends_with("kill=:1\\r\\n closed=true")), "{got:?}");
 }
 
+/// Postmortem: CLIENT PAUSE WRITE let EVAL and EVALSHA (and an EXEC of
+/// only those) through, writes and all; Redis holds every command that
+/// may replicate, scripts whatever they do among them, but not EVAL_RO.
+#[test]
+fn client_pause_write_holds_scripts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let mut admin = RawResp::connect(node.resp_addr, 10);
+    let mut script = RawResp::connect(node.resp_addr, 10);
+    let mut tx = RawResp::connect(node.resp_addr, 10);
+    let set = b"return redis.call('SET', KEYS[1], 'script')";
+    assert_eq!(admin.call_str("SET k before"), b"+OK\r\n");
+    let sha = script.call(&[b"SCRIPT", b"LOAD", set]);
+    let sha = sha[sha.len() - 42..sha.len() - 2].to_vec();
+    assert_eq!(admin.call_str("CLIENT PAUSE 60000 WRITE"), b"+OK\r\n");
+    let get = b"return redis.call('GET', KEYS[1])";
+    assert_eq!(admin.call(&[b"EVAL_RO", get, b"1", b"k"]), b"$6\r\nbefore\r\n");
+    script.send(&[b"EVALSHA", &sha, b"1", b"k"]);
+    assert_eq!(tx.call_str("MULTI"), b"+OK\r\n");
+    assert_eq!(tx.call(&[b"EVAL", b"return 1", b"0"]), b"+QUEUED\r\n");
+    tx.send(&[b"EXEC"]);
+    for held in [&mut script, &mut tx] {
+        held.reader.get_mut().set_read_timeout(Some(Duration::from_millis(300))).expect("t");
+        assert!(held.reply().is_none(), "a script ran during CLIENT PAUSE WRITE");
+    }
+    assert_eq!(admin.call_str("GET k"), b"$6\r\nbefore\r\n");
+    assert_eq!(admin.call_str("CLIENT UNPAUSE"), b"+OK\r\n");
+    for held in [&mut script, &mut tx] {
+        held.reader.get_mut().set_read_timeout(Some(Duration::from_secs(10))).expect("t");
+    }
+    assert_eq!(script.reply().expect("the EVALSHA, once unpaused"), b"+OK\r\n");
+    assert_eq!(tx.reply().expect("the EXEC, once unpaused"), b"*1\r\n:1\r\n");
+    assert_eq!(admin.call_str("GET k"), b"$6\r\nscript\r\n");
+}
+
 #[test]
 fn client_pause_write_holds_writers_while_reads_go_on() {
     let dir = tempfile::tempdir().expect("tmp");

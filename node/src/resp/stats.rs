@@ -269,11 +269,16 @@ pub async fn pipelined(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) {
     }
 }
 
+/// Commands Redis 7.0 flags `MAY_REPLICATE` (not shown by COMMAND): they
+/// may write (a script) or reach replicas (PUBLISH).
+const MAY_REPLICATE: &[&str] = &["eval", "evalsha", "fcall", "pfcount", "publish", "spublish"];
+
 /// Whether CLIENT PAUSE WRITE holds `command` on `conn`: a command flagged
-/// `write`, PUBLISH (it reaches other nodes), or an EXEC whose queue holds
-/// one of those (Redis's "may replicate").
+/// `write` or `MAY_REPLICATE` (EVAL and EVALSHA whatever their script
+/// does, PUBLISH), or an EXEC whose queue holds one of those, as Redis's
+/// `is_may_replicate_command`.
 fn writes(command: &Command, conn: &Conn) -> bool {
-    let writes_one = |c: &Command| c.has(Flag::Write) || c.name == "publish";
+    let writes_one = |c: &Command| c.has(Flag::Write) || MAY_REPLICATE.contains(&c.name);
     if command.name == "exec" {
         let queue = conn.multi.as_deref().unwrap_or_default();
         return queue.iter().any(|args| {
