@@ -334,6 +334,10 @@ pub fn last_op_per_row(ops: Vec<WriteOp>) -> Vec<WriteOp> {
     last.into_values().collect()
 }
 
+/// Rows the first page of [`Db::visit_rows`] reads; each next page reads
+/// twice as many, up to the scan limit.
+const FIRST_PAGE_ROWS: usize = 128;
+
 /// Reads and writes rows of one database.
 ///
 /// Reads see every applied write, durable or not, and writes return once
@@ -545,11 +549,30 @@ impl<'a> Db<'a> {
         start: Vec<u8>,
         end: Option<Vec<u8>>,
         reverse: bool,
+        visit: impl FnMut(Vec<u8>, Vec<u8>) -> NodeResult<bool>,
+    ) -> NodeResult<()> {
+        self.visit_rows_expecting(start, end, reverse, FIRST_PAGE_ROWS, visit).await
+    }
+
+    /// [`Db::visit_rows`] for a caller that expects to stop after about
+    /// `expected` rows (ZPOPMIN's count, a range's offset and limit): the
+    /// first page reads that many (and one more), later pages twice as
+    /// many as the one before, so a visit that stops early reads (and
+    /// copies the values of) few rows past where it stops.
+    pub async fn visit_rows_expecting(
+        &self,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        reverse: bool,
+        expected: usize,
         mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> NodeResult<bool>,
     ) -> NodeResult<()> {
         let (mut lo, mut hi) = (start, end);
+        let max = monotable_proto::limits::SCAN_LIMIT_MAX;
+        let mut page_rows = u32::try_from(expected.saturating_add(1)).unwrap_or(max).min(max);
         loop {
-            let (rows, resume) = self.scan_page(lo.clone(), hi.clone(), reverse, 0).await?;
+            let (rows, resume) = self.scan_page(lo.clone(), hi.clone(), reverse, page_rows).await?;
+            page_rows = page_rows.saturating_mul(2).min(max);
             for (row, value) in rows {
                 if !visit(row, value)? {
                     return Ok(());

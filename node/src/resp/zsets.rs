@@ -128,7 +128,8 @@ pub(super) async fn scan_scores(
 ) -> NodeResult<Vec<(Vec<u8>, f64)>> {
     let mut out = Vec::new();
     let mut skipped = 0;
-    db.visit_rows(start, end, reverse, |row, _| {
+    let expected = limit.map_or(usize::MAX, |l| offset.saturating_add(l));
+    db.visit_rows_expecting(start, end, reverse, expected, |row, _| {
         if skipped < offset {
             skipped += 1;
             return Ok(true);
