@@ -618,12 +618,12 @@ impl Node {
     }
 
     /// Scans one chunk step of a larger scan, routing again if it moved.
-    pub(crate) async fn scan_step(
+    pub(crate) async fn scan_step<T>(
         &self,
         range: &str,
         locate: impl Fn(&RangeRoute) -> Option<Route>,
-        scan: impl Fn(&Chunk) -> NodeResult<crate::storage::chunk::ChunkScan>,
-    ) -> NodeResult<(Route, crate::storage::chunk::ChunkScan)> {
+        scan: impl Fn(&Chunk) -> NodeResult<T>,
+    ) -> NodeResult<(Route, T)> {
         let mut attempt = 0;
         loop {
             let route = self

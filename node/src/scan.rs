@@ -130,3 +130,93 @@ pub async fn run_at(node: &Node, req: ScanRequest, at: ReadAt) -> NodeResult<Sca
     }
     Ok(ScanReply { records, resume: resume.map(Into::into), snapshot: req.snapshot })
 }
+
+/// Rows of `range` in `[start, end)` (`None`: unbounded) as reads of
+/// everything applied see them ([`ReadAt::Applied`]): O(log n) per chunk
+/// the interval touches, however many rows it holds.
+pub async fn count_applied(
+    node: &Node,
+    range: &str,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> NodeResult<u64> {
+    let mut total = 0;
+    walk_applied(
+        node,
+        range,
+        start,
+        end,
+        |chunk, bounds| chunk.count_applied(bounds),
+        |count| {
+            total += count;
+            None::<()>
+        },
+    )
+    .await?;
+    Ok(total)
+}
+
+/// The row key at position `n` (0: the first) of `range` in `[start, end)`
+/// as reads of everything applied see them, in O(log n) per chunk the
+/// interval touches; `None` when it holds `n` rows or fewer.
+pub async fn select_applied(
+    node: &Node,
+    range: &str,
+    start: &[u8],
+    end: Option<&[u8]>,
+    n: u64,
+) -> NodeResult<Option<Vec<u8>>> {
+    let left = std::cell::Cell::new(n);
+    walk_applied(
+        node,
+        range,
+        start,
+        end,
+        |chunk, bounds| chunk.select_applied(bounds, left.get()),
+        |found| match found {
+            Ok(key) => Some(key),
+            Err(count) => {
+                left.set(left.get() - count);
+                None
+            }
+        },
+    )
+    .await
+}
+
+/// Reads each chunk of `range` that `[start, end)` touches, in key order,
+/// with the interval clipped to it (`read`, which may run again on a chunk
+/// that moved meanwhile), and folds the answers (`fold`, once per chunk)
+/// until it returns something.
+async fn walk_applied<R, T>(
+    node: &Node,
+    range: &str,
+    start: &[u8],
+    end: Option<&[u8]>,
+    read: impl Fn(&crate::storage::chunk::Chunk, crate::storage::chunk_index::KeyBounds<'_>) -> R,
+    mut fold: impl FnMut(R) -> Option<T>,
+) -> NodeResult<Option<T>> {
+    if end.is_some_and(|e| e <= start) {
+        return Ok(None);
+    }
+    let mut pos = start.to_vec();
+    loop {
+        let (route, answer) = node
+            .scan_step(
+                range,
+                |r| r.chunk_for(&pos).cloned(),
+                |c| {
+                    let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+                    Ok(read(c, (Bound::Included(&pos[..]), upper)))
+                },
+            )
+            .await?;
+        if let Some(done) = fold(answer) {
+            return Ok(Some(done));
+        }
+        match route.end.clone() {
+            Some(chunk_end) if end.is_none_or(|e| chunk_end.as_slice() < e) => pos = chunk_end,
+            _ => return Ok(None),
+        }
+    }
+}

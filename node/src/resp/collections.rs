@@ -162,49 +162,98 @@ async fn read_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<R
         }
         "smembers" => Reply::Set(bulks(db.elements(kind, key).await?.into_iter().map(|(m, _)| m))),
         "srandmember" => {
-            let members: Vec<Vec<u8>> =
-                db.elements(kind, key).await?.into_iter().map(|(m, _)| m).collect();
-            let mut rng = rand::thread_rng();
+            let total = v.count();
+            let members = |picks, repeats| random_elements(db, kind, key, total, picks, repeats);
             match args.get(2) {
-                None => members.choose(&mut rng).cloned().map_or(Reply::Null, Reply::Bulk),
+                None => {
+                    let one = members(1, false).await?.into_iter().next();
+                    one.map_or(Reply::Null, |(m, _)| Reply::Bulk(m))
+                }
                 Some(n) => match random_count(n) {
                     Err(reply) => reply,
-                    Ok((n, false)) => {
-                        let n = usize::try_from(n).unwrap_or(usize::MAX);
-                        Reply::Array(bulks(members.choose_multiple(&mut rng, n).cloned()))
-                    }
                     // Negative: that many, repeats allowed.
-                    Ok((n, true)) => Reply::Array(bulks(
-                        (0..n).filter_map(|_| members.choose(&mut rng).cloned()),
-                    )),
+                    Ok((n, repeats)) => {
+                        Reply::Array(bulks(members(n, repeats).await?.into_iter().map(|(m, _)| m)))
+                    }
                 },
             }
         }
         "hrandfield" => {
-            let fields = db.elements(kind, key).await?;
-            let mut rng = rand::thread_rng();
+            let total = v.count();
             let Some((count, repeat, with_values)) = random else {
-                let (f, _) = fields.choose(&mut rng).cloned().unwrap_or_default();
+                let one = random_elements(db, kind, key, total, 1, false).await?;
+                let (f, _) = one.into_iter().next().unwrap_or_default();
                 return Ok(Reply::Bulk(f));
             };
-            let chosen: Vec<&(Vec<u8>, Vec<u8>)> = if repeat {
-                (0..count).filter_map(|_| fields.choose(&mut rng)).collect()
-            } else {
-                let n = usize::try_from(count).unwrap_or(usize::MAX);
-                fields.choose_multiple(&mut rng, n).collect()
-            };
+            let chosen = random_elements(db, kind, key, total, count, repeat).await?;
             if with_values {
                 let mut pairs = Vec::with_capacity(chosen.len());
                 for (f, v) in chosen {
-                    pairs.push((Reply::Bulk(f.clone()), Reply::Bulk(decode_field(v)?)));
+                    pairs.push((Reply::Bulk(f), Reply::Bulk(decode_field(&v)?)));
                 }
                 Reply::Pairs(pairs)
             } else {
-                Reply::Array(chosen.into_iter().map(|(f, _)| Reply::Bulk(f.clone())).collect())
+                Reply::Array(chosen.into_iter().map(|(f, _)| Reply::Bulk(f)).collect())
             }
         }
         _ => Reply::err("ERR unknown command"),
     })
+}
+
+/// Most random picks made one at a time, each in O(log n); more are
+/// chosen from the whole collection, read once.
+const RANDOM_PICKS_ONE_BY_ONE_MAX: u64 = 128;
+
+/// Elements (with their stored values) of the collection `kind` at `key`,
+/// which holds `total`, picked at random: `picks` distinct ones (every
+/// element when `picks >= total`), or, with `repeats`, `picks` draws that
+/// may repeat. A few picks cost O(log n) each, however large the
+/// collection.
+async fn random_elements(
+    db: &Db<'_>,
+    kind: u8,
+    key: &[u8],
+    total: u64,
+    picks: u64,
+    repeats: bool,
+) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    if total == 0 || picks == 0 || (!repeats && picks >= total) {
+        return if total == 0 || picks == 0 {
+            Ok(Vec::new())
+        } else {
+            db.elements(kind, key).await
+        };
+    }
+    if picks > RANDOM_PICKS_ONE_BY_ONE_MAX {
+        let all = db.elements(kind, key).await?;
+        let mut rng = rand::thread_rng();
+        return Ok(if repeats {
+            (0..picks).filter_map(|_| all.choose(&mut rng).cloned()).collect()
+        } else {
+            let n = usize::try_from(picks).unwrap_or(usize::MAX);
+            all.choose_multiple(&mut rng, n).cloned().collect()
+        });
+    }
+    let positions: Vec<u64> = {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        if repeats {
+            (0..picks).map(|_| rng.gen_range(0..total)).collect()
+        } else {
+            let total = usize::try_from(total).unwrap_or(usize::MAX);
+            let index = rand::seq::index::sample(&mut rng, total, picks as usize);
+            index.into_iter().map(|i| i as u64).collect()
+        }
+    };
+    let prefix = super::keyspace::element_prefix(kind, key);
+    let end = monotable_proto::keys::tuple_prefix_end(&prefix);
+    let mut out = Vec::with_capacity(positions.len());
+    for p in positions {
+        if let Some((row, value)) = db.select_row(&prefix, end.as_deref(), p).await? {
+            out.push((super::keyspace::last_bytes(&row)?, value));
+        }
+    }
+    Ok(out)
 }
 
 /// HRANDFIELD key count [WITHVALUES]: how many fields, whether they may
@@ -359,14 +408,14 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
                     Err(reply) => return Ok(reply),
                 },
             };
-            let members: Vec<Vec<u8>> = if before.is_some() {
-                db.elements(kind, key).await?.into_iter().map(|(m, _)| m).collect()
-            } else {
-                Vec::new()
+            let chosen: Vec<Vec<u8>> = match &before {
+                Some(b) => {
+                    let picks = n.map_or(1, |n| n as u64);
+                    let picked = random_elements(db, kind, key, b.count(), picks, false).await?;
+                    picked.into_iter().map(|(m, _)| m).collect()
+                }
+                None => Vec::new(),
             };
-            let mut rng = rand::thread_rng();
-            let chosen: Vec<Vec<u8>> =
-                members.choose_multiple(&mut rng, n.unwrap_or(1)).cloned().collect();
             for m in &chosen {
                 ops.push(del(kind, key, m));
             }

@@ -65,7 +65,11 @@ pub async fn run(
     match name {
         "keys" => keys(db, &args[1]).await,
         "scan" => scan(state, db, args).await,
-        "dbsize" => live_keys(db).await.map(|k| Reply::Int(k.len() as i64)),
+        // Keys not yet removed by expiry count, as in Redis; O(log n).
+        "dbsize" => {
+            let (start, end) = key_rows_span();
+            Ok(Reply::Int(db.count_rows(&start, end.as_deref()).await? as i64))
+        }
         "flushdb" | "flushall" => flush(state, db, name, dbi, args).await,
         "rename" | "renamenx" => {
             let _g = state.lock(dbi, &[&args[1], &args[2]]).await;
@@ -91,12 +95,7 @@ pub async fn run(
         }
         "copy" => super::key_copy::copy(state, dbi, db, args).await,
         "move" => super::key_copy::move_key(state, dbi, db, args).await,
-        "randomkey" => {
-            use rand::seq::SliceRandom;
-            let keys = live_keys(db).await?;
-            let chosen = keys.choose(&mut rand::thread_rng());
-            Ok(chosen.map_or(Reply::Null, |(k, _)| Reply::Bulk(k.clone())))
-        }
+        "randomkey" => random_key(db).await,
         "del" | "unlink" | "exists" | "touch" | "type" | "ttl" | "pttl" | "expiretime"
         | "pexpiretime" | "persist" => generic(state, dbi, db, name, args).await,
         "time" => {
@@ -110,6 +109,35 @@ pub async fn run(
         }
         other => Err(misrouted(other)),
     }
+}
+
+/// Where the key rows lie: `[start, end)`.
+fn key_rows_span() -> (Vec<u8>, Option<Vec<u8>>) {
+    let prefix = super::keyspace::key_rows_prefix();
+    let end = monotable_proto::keys::tuple_prefix_end(&prefix);
+    (prefix, end)
+}
+
+/// RANDOMKEY: a key picked at random in O(log n). An expired one found
+/// is removed and another picked, as Redis's `dbRandomKey`, up to 100
+/// times (then nil: the background expirer removes the rest).
+async fn random_key(db: &Db<'_>) -> NodeResult<Reply> {
+    use rand::Rng;
+    const TRIES: usize = 100;
+    let (start, end) = key_rows_span();
+    for _ in 0..TRIES {
+        let count = db.count_rows(&start, end.as_deref()).await?;
+        if count == 0 {
+            return Ok(Reply::Null);
+        }
+        let n = rand::thread_rng().gen_range(0..count);
+        let Some((row, _)) = db.select_row(&start, end.as_deref(), n).await? else { continue };
+        let key = super::keyspace::last_bytes(&row)?;
+        if db.get(&key).await?.is_some() {
+            return Ok(Reply::Bulk(key));
+        }
+    }
+    Ok(Reply::Null)
 }
 
 /// DEL, UNLINK, EXISTS, TOUCH, TYPE, TTL, PTTL, EXPIRETIME, PEXPIRETIME,

@@ -542,6 +542,81 @@ impl<'a> Db<'a> {
         Ok(ops)
     }
 
+    /// Rows in `[start, end)` as this database (and transaction) has them,
+    /// counted in O(log n) per chunk the interval touches (and a read per
+    /// row a transaction wrote there).
+    pub async fn count_rows(&self, start: &[u8], end: Option<&[u8]>) -> NodeResult<u64> {
+        let stored = if self.node.router_read().range(&self.range).is_some() {
+            not_found_is_empty(
+                crate::scan::count_applied(self.node, &self.range, start, end).await,
+            )?
+        } else {
+            0
+        };
+        let mut count = i128::from(stored);
+        for (row, held) in self.overlay_rows(start, end) {
+            let before =
+                not_found_is_empty(self.node.get(&self.range, row, ReadAt::Applied).await)?;
+            count += i128::from(held) - i128::from(before.is_some());
+        }
+        Ok(u64::try_from(count.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// The row at position `n` (0: the first) of `[start, end)`, with its
+    /// value, as this database (and transaction) has them: O(log n) per
+    /// chunk the interval touches; `None` when it holds `n` rows or fewer.
+    /// Inside a transaction that wrote rows of the interval, the rows are
+    /// walked instead.
+    pub async fn select_row(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        n: u64,
+    ) -> NodeResult<Option<(Vec<u8>, Vec<u8>)>> {
+        if !self.overlay_rows(start, end).is_empty() {
+            let mut left = n;
+            let mut found = None;
+            let expected = usize::try_from(n).unwrap_or(usize::MAX);
+            self.visit_rows_expecting(
+                start.to_vec(),
+                end.map(<[u8]>::to_vec),
+                false,
+                expected,
+                |row, value| {
+                    if left == 0 {
+                        found = Some((row, value));
+                        return Ok(false);
+                    }
+                    left -= 1;
+                    Ok(true)
+                },
+            )
+            .await?;
+            return Ok(found);
+        }
+        if self.node.router_read().range(&self.range).is_none() {
+            return Ok(None);
+        }
+        let selected = crate::scan::select_applied(self.node, &self.range, start, end, n).await;
+        let Some(row) = not_found_is_empty(selected)? else { return Ok(None) };
+        // Read under the same stripes the caller holds: the row is there.
+        let value = self.read_row(row.clone()).await?;
+        Ok(value.map(|v| (row, v)))
+    }
+
+    /// The rows of `[start, end)` this transaction wrote, each with whether
+    /// it holds a value (a put) or not (a delete).
+    fn overlay_rows(&self, start: &[u8], end: Option<&[u8]>) -> Vec<(Vec<u8>, bool)> {
+        let Some(o) = self.overlay() else { return Vec::new() };
+        let from = (self.range.clone(), start.to_vec());
+        o.range(from..)
+            .take_while(|((range, row), _)| {
+                range == &self.range && end.is_none_or(|e| row.as_slice() < e)
+            })
+            .map(|((_, row), v)| (row.clone(), v.is_some()))
+            .collect()
+    }
+
     /// Visits the rows in `[start, end)` in order (reverse: descending),
     /// page by page, until `visit` returns false.
     pub async fn visit_rows(

@@ -145,6 +145,41 @@ pub(super) async fn scan_scores(
     Ok(out)
 }
 
+/// [`scan_scores`] that finds where to start in O(log n) rather than
+/// walking `offset` rows: ZRANGE by index, ZRANGEBYSCORE ... LIMIT.
+pub(super) async fn scan_scores_from(
+    db: &Db<'_>,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    reverse: bool,
+    offset: usize,
+    limit: Option<usize>,
+) -> NodeResult<Vec<(Vec<u8>, f64)>> {
+    if offset == 0 {
+        return scan_scores(db, start, end, reverse, 0, limit).await;
+    }
+    let offset = offset as u64;
+    // The first row to return, as a position from the interval's start.
+    let position = if reverse {
+        let count = db.count_rows(&start, end.as_deref()).await?;
+        let Some(p) = count.checked_sub(offset + 1) else { return Ok(Vec::new()) };
+        p
+    } else {
+        offset
+    };
+    let Some((first, _)) = db.select_row(&start, end.as_deref(), position).await? else {
+        return Ok(Vec::new());
+    };
+    if reverse {
+        // Down from the first row: the interval ends just past it.
+        let mut past = first;
+        past.push(0);
+        scan_scores(db, start, Some(past), true, 0, limit).await
+    } else {
+        scan_scores(db, first, end, false, 0, limit).await
+    }
+}
+
 pub(super) fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
     if !scores {
         return Reply::Array(items.into_iter().map(|(m, _)| Reply::Bulk(m)).collect());
@@ -251,16 +286,16 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
         "zcard" => Reply::Int(z.count as i64),
         "zrank" | "zrevrank" => {
             let Some(score) = score_of(db, key, &args[2]).await? else { return Ok(Reply::Null) };
-            // Rows before this member's: O(rank).
+            // Rows before this member's, counted in O(log n).
             let prefix = score_prefix(key);
             let end = score_row(key, score, &args[2]);
-            let before = scan_scores(db, prefix, Some(end), false, 0, None).await?.len() as i64;
+            let before = db.count_rows(&prefix, Some(&end)).await? as i64;
             Reply::Int(if name == "zrank" { before } else { z.count as i64 - 1 - before })
         }
         "zcount" => {
             let RangeArgs::Score { min, max, .. } = range else { return Ok(Reply::err(SYNTAX)) };
             let (start, end) = score_range(key, min, max);
-            Reply::Int(scan_scores(db, start, end, false, 0, None).await?.len() as i64)
+            Reply::Int(db.count_rows(&start, end.as_deref()).await? as i64)
         }
         "zlexcount" => Reply::Int(select(db, key, &z, &range).await?.len() as i64),
         "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" => {
@@ -299,14 +334,14 @@ pub(super) async fn select(
             };
             let take = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
             let skip = usize::try_from(first).unwrap_or(usize::MAX);
-            scan_scores(db, prefix, prefix_end, *rev, skip, Some(take)).await
+            scan_scores_from(db, prefix, prefix_end, *rev, skip, Some(take)).await
         }
         RangeArgs::Score { min, max, rev, offset, limit, .. } => {
             let (start, end) = score_range(key, *min, *max);
             if start >= end.clone().unwrap_or_default() {
                 return Ok(Vec::new());
             }
-            scan_scores(db, start, end, *rev, *offset, *limit).await
+            scan_scores_from(db, start, end, *rev, *offset, *limit).await
         }
         RangeArgs::Lex { min, max, rev, offset, limit } => {
             let all = scan_scores(db, prefix, prefix_end, false, 0, None).await?;

@@ -581,6 +581,19 @@ impl Chunk {
         }
     }
 
+    /// Keys within `bounds` as reads of everything applied see them
+    /// ([`ReadAt::Applied`]), counted in O(log n).
+    pub fn count_applied(&self, bounds: KeyBounds<'_>) -> u64 {
+        self.index.count_live(bounds)
+    }
+
+    /// The key at position `n` (0: the lowest) within `bounds`, as reads of
+    /// everything applied see them, in O(log n); `Err(count)` when only
+    /// `count` keys lie there.
+    pub fn select_applied(&self, bounds: KeyBounds<'_>, n: u64) -> Result<Vec<u8>, u64> {
+        self.index.select_live(bounds, n).map(<[u8]>::to_vec)
+    }
+
     /// Records within `bounds` (already clipped to this chunk by the caller,
     /// or not: keys outside the chunk do not exist here anyway).
     pub fn scan(

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use super::ranked_keys::RankedKeys;
+
 /// Where one entry lives in the chunk log, and what it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
@@ -82,7 +84,7 @@ impl Chain {
 /// A key as the index stores it: short keys (nearly all of them) live inside
 /// the B-tree node, so a lookup compares bytes already in cache instead of
 /// chasing a pointer per comparison.
-type IndexKey = smallvec::SmallVec<[u8; 24]>;
+pub(crate) type IndexKey = smallvec::SmallVec<[u8; 24]>;
 
 /// Bounds of a scan over keys.
 pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
@@ -90,6 +92,10 @@ pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 #[derive(Debug, Default)]
 pub struct ChunkIndex {
     keys: BTreeMap<IndexKey, Chain>,
+    /// Keys whose newest version is not a tombstone, ranked: counts and
+    /// positions in O(log n) (ZRANK, DBSIZE, a random member). It holds
+    /// each live key a second time, the price of not walking the keys.
+    live: RankedKeys,
     /// Keys whose newest version is not a tombstone.
     live_records: u64,
     /// Sum of the entry sizes of the newest, non-tombstone versions.
@@ -154,6 +160,15 @@ impl ChunkIndex {
         };
         self.live_records = self.live_records + u64::from(!v.is_tombstone()) - u64::from(old_live);
         self.live_bytes = self.live_bytes + v.live_bytes() - old_bytes;
+        match (old_live, !v.is_tombstone()) {
+            (false, true) => {
+                self.live.insert(key);
+            }
+            (true, false) => {
+                self.live.remove(key);
+            }
+            _ => {}
+        }
     }
 
     /// Takes out every version above `seq` (batches whose write failed
@@ -170,6 +185,16 @@ impl ChunkIndex {
                 chain.as_slice().iter().copied().filter(|v| v.seq <= seq).collect();
             self.live_records -= u64::from(!old.is_tombstone());
             self.live_bytes -= old.live_bytes();
+            let live_now = kept.last().is_some_and(|v| !v.is_tombstone());
+            match (!old.is_tombstone(), live_now) {
+                (false, true) => {
+                    self.live.insert(key);
+                }
+                (true, false) => {
+                    self.live.remove(key);
+                }
+                _ => {}
+            }
             match kept.last() {
                 None => emptied.push(key.clone()),
                 Some(newest) => {
@@ -192,6 +217,40 @@ impl ChunkIndex {
     pub fn get(&self, key: &[u8], at: u64) -> Option<Version> {
         let v = self.keys.get(key)?.at(at)?;
         (!v.is_tombstone()).then_some(*v)
+    }
+
+    /// Live keys (newest versions) within `bounds`, in O(log n).
+    pub fn count_live(&self, bounds: KeyBounds<'_>) -> u64 {
+        let (below, end) = self.rank_span(bounds);
+        end.saturating_sub(below)
+    }
+
+    /// The live key (newest versions) at position `n` within `bounds`
+    /// (0: the lowest), in O(log n); `Err(count)` when there are only
+    /// `count` (at most `n`).
+    pub fn select_live(&self, bounds: KeyBounds<'_>, n: u64) -> Result<&[u8], u64> {
+        let (below, end) = self.rank_span(bounds);
+        let count = end.saturating_sub(below);
+        if n >= count {
+            return Err(count);
+        }
+        self.live.select(below + n).ok_or(count)
+    }
+
+    /// Ranks among the live keys of the first key within `bounds` and of
+    /// the first key past them.
+    fn rank_span(&self, (lower, upper): KeyBounds<'_>) -> (u64, u64) {
+        let below = match lower {
+            Bound::Included(k) => self.live.rank(k, false),
+            Bound::Excluded(k) => self.live.rank(k, true),
+            Bound::Unbounded => 0,
+        };
+        let end = match upper {
+            Bound::Included(k) => self.live.rank(k, true),
+            Bound::Excluded(k) => self.live.rank(k, false),
+            Bound::Unbounded => self.live.len(),
+        };
+        (below, end)
     }
 
     /// Live records within `bounds` at snapshot `at`, in key order (or
@@ -334,6 +393,49 @@ mod tests {
     }
     fn del(seq: u64) -> Version {
         Version::new(seq, 0, seq * 100, 30, true)
+    }
+
+    proptest::proptest! {
+        /// Counts and positions of live keys agree with a walk of the
+        /// newest versions, through puts, deletes, the same key twice in a
+        /// batch, and batches taken back by `discard_above`.
+        #[test]
+        fn counts_and_positions_match_a_scan(
+            steps in proptest::collection::vec((0u8..24, 0u8..3), 1..300),
+            discard_at in proptest::option::of(0usize..300),
+            lo in 0u8..24,
+            hi in 0u8..24,
+        ) {
+            let mut ix = ChunkIndex::new();
+            for (i, (key, action)) in steps.iter().enumerate() {
+                // Two steps share a seq now and then: one batch, one key twice.
+                let seq = i as u64 / 2 + 1;
+                let k = [b'k', *key];
+                ix.apply(&k, if *action == 0 { del(seq) } else { put(seq, 10) });
+                if discard_at == Some(i) {
+                    ix.discard_above(seq / 2);
+                }
+            }
+            let (lo, hi) = ([b'k', lo.min(hi)], [b'k', lo.max(hi)]);
+            let bounds_list: [KeyBounds<'_>; 4] = [
+                (Unbounded, Unbounded),
+                (Bound::Included(&lo[..]), Bound::Excluded(&hi[..])),
+                (Bound::Excluded(&lo[..]), Bound::Included(&hi[..])),
+                (Unbounded, Bound::Excluded(&hi[..])),
+            ];
+            for bounds in bounds_list {
+                let want: Vec<&[u8]> = ix.scan(bounds, u64::MAX, false).map(|(k, _)| k).collect();
+                proptest::prop_assert_eq!(ix.count_live(bounds), want.len() as u64);
+                for (n, key) in want.iter().enumerate() {
+                    proptest::prop_assert_eq!(ix.select_live(bounds, n as u64), Ok(*key));
+                }
+                proptest::prop_assert_eq!(
+                    ix.select_live(bounds, want.len() as u64),
+                    Err(want.len() as u64)
+                );
+            }
+            proptest::prop_assert_eq!(ix.live.len(), ix.live_records());
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`chunk_log`]: a chunk's segment files: append, read back, recover, rewrite.
 //! - [`manifest`]: which segments make up a chunk's log; recovery's plan.
 //! - [`chunk_index`]: the in-memory versioned index (no I/O).
+//! - [`ranked_keys`]: the index's order statistics: how many live keys lie
+//!   in a key interval, and which has a given position.
 //! - [`chunk`]: index + log = one chunk, with reads at snapshots, compaction
 //!   and splits.
 //! - [`descriptor`]: the file that makes a chunk directory self-describing.
@@ -18,6 +20,7 @@ pub mod descriptor;
 pub mod entry;
 pub mod journal;
 pub mod manifest;
+pub mod ranked_keys;
 
 #[cfg(test)]
 mod maintenance_tests;
