@@ -314,6 +314,30 @@ fn a_script_over_its_budget_is_stopped_and_writes_nothing() {
     assert_eq!(show(&c.call(&[b"EVAL", b"return 7", b"0"])), ":7\\r\\n");
 }
 
+/// Postmortem: a script's writes were held in memory without a bound
+/// until it ended, so a loop of large SETs made the node hold gigabytes;
+/// past 64 MiB a write now fails with an error the script can catch.
+#[test]
+fn a_scripts_held_writes_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let mut c = RawResp::connect(node.resp_addr, 120);
+    let body = "local v = string.rep('x', 1000000) \
+                for i = 1, 1000 do \
+                  local ok, e = pcall(redis.call, 'set', 'big' .. i, v) \
+                  if not ok then return {i, e} end \
+                end \
+                return 'all written'";
+    let reply = show(&c.call(&[b"EVAL", body.as_bytes(), b"0"]));
+    // 1,000,000-byte values plus keys: the 68th would pass 64 MiB.
+    assert!(reply.starts_with("*2\\r\\n:68\\r\\n"), "{reply}");
+    assert!(reply.contains("may write 67108864 bytes"), "{reply}");
+    // What the script wrote before the refused one is applied, as after
+    // any error a script catches.
+    assert_eq!(show(&c.call(&[b"EXISTS", b"big1", b"big67", b"big68"])), ":2\\r\\n");
+    assert!(node.rss_bytes() < 1 << 30, "RSS {} bytes", node.rss_bytes());
+}
+
 /// Once a script has replied its writes are durable: kill -9 and restart.
 #[test]
 fn a_scripts_writes_survive_kill_9() {

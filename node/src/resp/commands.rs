@@ -584,7 +584,7 @@ async fn run_script(
     let Some(overlay) = db.tx else {
         return Err(NodeError::Internal("a script ran outside a transaction".into()));
     };
-    let before = overlay.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let before = overlay.save();
     let read_only = script.read_only;
     // The script's own connection: SELECT inside it changes nothing else.
     let mut own = Conn::new(conn.id, conn.peer, true);
@@ -599,7 +599,7 @@ async fn run_script(
             }
             super::scripting::Step::Done(outcome) => {
                 if outcome.stopped {
-                    *overlay.lock().unwrap_or_else(|p| p.into_inner()) = before;
+                    overlay.restore(before);
                 }
                 return Ok(outcome.reply);
             }

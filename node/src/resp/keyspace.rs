@@ -298,9 +298,61 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Most bytes (row keys and values, each write counted) a transaction or
+/// script may hold back before applying them: a command past it fails
+/// with an error and holds nothing back. The writes are held in memory
+/// and applied as one batch; without a bound one script could make the
+/// node hold any amount.
+pub const TRANSACTION_WRITES_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// Writes of a transaction not yet applied: (range, row) -> value, or
 /// `None` for a delete. Reads inside the transaction see them.
-pub type Overlay = std::sync::Mutex<Writes>;
+#[derive(Default)]
+pub struct Overlay {
+    writes: std::sync::Mutex<Writes>,
+    /// Bytes written so far (see [`TRANSACTION_WRITES_MAX_BYTES`]).
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Overlay {
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Writes>> {
+        self.writes.lock()
+    }
+
+    pub fn into_inner(self) -> std::sync::LockResult<Writes> {
+        self.writes.into_inner()
+    }
+
+    /// The writes and their byte count, to put back with
+    /// [`Overlay::restore`].
+    pub fn save(&self) -> (Writes, usize) {
+        let writes = self.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (writes, self.bytes.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    pub fn restore(&self, (writes, bytes): (Writes, usize)) {
+        *self.lock().unwrap_or_else(|p| p.into_inner()) = writes;
+        self.bytes.store(bytes, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Counts `more` bytes written, unless that passes
+    /// [`TRANSACTION_WRITES_MAX_BYTES`].
+    fn reserve(&self, more: usize) -> NodeResult<()> {
+        use std::sync::atomic::Ordering;
+        let fits = self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(more).filter(|&total| total <= TRANSACTION_WRITES_MAX_BYTES)
+        });
+        fits.map(|_| ()).map_err(|_| {
+            NodeError::client(
+                monotable_proto::ErrorCode::BadRequest,
+                format!(
+                    "a transaction or script may write {TRANSACTION_WRITES_MAX_BYTES} bytes \
+                     before they are applied; this command would pass that"
+                ),
+            )
+        })
+    }
+}
 
 /// (range, row) -> value, or `None` for a delete.
 pub type Writes = std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>;
@@ -709,6 +761,10 @@ impl<'a> Db<'a> {
             return Ok(());
         }
         ops.iter().try_for_each(crate::node::check_op)?;
+        if let Some(tx) = self.tx {
+            let bytes = ops.iter().map(|op| op.key().len() + op.value().map_or(0, <[u8]>::len));
+            tx.reserve(bytes.sum())?;
+        }
         if let Some(mut o) = self.overlay() {
             for op in ops {
                 match op {
