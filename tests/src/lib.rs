@@ -477,6 +477,12 @@ impl RawResp {
     }
 }
 
+/// Bytes of a RESP reply as one line (CR LF shown as `\\r\\n`), for
+/// assertions and their messages.
+pub fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
+}
+
 /// The stderr of a command that must have failed with the error exit code
 /// (2).
 pub fn err(o: Output) -> String {

@@ -7,16 +7,13 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn raw_connect(addr: SocketAddr) -> RawResp {
     RawResp::connect(addr, 10)
-}
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
 }
 
 /// The flat bulk strings of an array reply, in order (None: not one).

@@ -3,13 +3,10 @@
 //! hand-written edge cases and a seeded random sequence over a few keys,
 //! replies compared byte for byte.
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 fn same(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
     let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();

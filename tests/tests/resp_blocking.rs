@@ -6,11 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 fn words(line: &str) -> Vec<Vec<u8>> {
     line.split(' ').map(|w| w.as_bytes().to_vec()).collect()

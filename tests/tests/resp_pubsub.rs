@@ -6,11 +6,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 /// An array of bulk strings whose order Redis leaves open (its hash
 /// table's), with its items sorted.

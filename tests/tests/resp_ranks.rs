@@ -8,13 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use monotable_tests::show;
 use monotable_tests::{cli, ok, Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 /// A node whose database 0 splits into chunks of 4 KiB.
 fn small_chunked_node(dir: &std::path::Path) -> Node {

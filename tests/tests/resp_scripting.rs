@@ -8,11 +8,8 @@
 //! budget is stopped with none of its writes applied, and a script's
 //! writes survive kill -9 once it has replied.
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 fn eval(body: &str, keys: &[&str], argv: &[&str]) -> Vec<Vec<u8>> {
     script("EVAL", body, &keys.len().to_string(), keys, argv)

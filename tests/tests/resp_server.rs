@@ -13,11 +13,8 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 /// A reply's text: a bulk or verbatim string's body.
 fn body(reply: &[u8]) -> String {

@@ -8,13 +8,10 @@
 
 use std::time::Duration;
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 /// A parsed reply: a line (its type byte and text) or an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -5,11 +5,8 @@
 //! command really modified the watched key (`signalModifiedKey`): no-op
 //! writes, refused writes (WRONGTYPE) and writes of other keys leave it.
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
-}
 
 /// (setup, watched key, the other client's commands). Every setup starts
 /// from two empty databases 0 and 1.

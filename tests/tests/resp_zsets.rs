@@ -8,16 +8,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn raw_connect(addr: SocketAddr) -> RawResp {
     RawResp::connect(addr, 10)
-}
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace("\r\n", "\\r\\n")
 }
 
 /// Sends `args` to both and asserts the replies are the same bytes.

@@ -117,7 +117,9 @@ pub(super) async fn commit(
 }
 
 /// Members in score order within row bounds, forward or reverse, after
-/// skipping `offset`, at most `limit` (None: all).
+/// skipping `offset`, at most `limit` (None: all). Where to start is found
+/// in O(log n) (ZRANGE by index, ZRANGEBYSCORE ... LIMIT), not by walking
+/// the rows skipped.
 pub(super) async fn scan_scores(
     db: &Db<'_>,
     start: Vec<u8>,
@@ -126,37 +128,8 @@ pub(super) async fn scan_scores(
     offset: usize,
     limit: Option<usize>,
 ) -> NodeResult<Vec<(Vec<u8>, f64)>> {
-    let mut out = Vec::new();
-    let mut skipped = 0;
-    let expected = limit.map_or(usize::MAX, |l| offset.saturating_add(l));
-    db.visit_rows_expecting(start, end, reverse, expected, |row, _| {
-        if skipped < offset {
-            skipped += 1;
-            return Ok(true);
-        }
-        if limit.is_some_and(|l| out.len() >= l) {
-            return Ok(false);
-        }
-        let (score, member) = parse_score_row(&row)?;
-        out.push((member, score));
-        Ok(true)
-    })
-    .await?;
-    Ok(out)
-}
-
-/// [`scan_scores`] that finds where to start in O(log n) rather than
-/// walking `offset` rows: ZRANGE by index, ZRANGEBYSCORE ... LIMIT.
-pub(super) async fn scan_scores_from(
-    db: &Db<'_>,
-    start: Vec<u8>,
-    end: Option<Vec<u8>>,
-    reverse: bool,
-    offset: usize,
-    limit: Option<usize>,
-) -> NodeResult<Vec<(Vec<u8>, f64)>> {
     if offset == 0 {
-        return scan_scores(db, start, end, reverse, 0, limit).await;
+        return walk_scores(db, start, end, reverse, limit).await;
     }
     let offset = offset as u64;
     // The first row to return, as a position from the interval's start.
@@ -174,10 +147,32 @@ pub(super) async fn scan_scores_from(
         // Down from the first row: the interval ends just past it.
         let mut past = first;
         past.push(0);
-        scan_scores(db, start, Some(past), true, 0, limit).await
+        walk_scores(db, start, Some(past), true, limit).await
     } else {
-        scan_scores(db, first, end, false, 0, limit).await
+        walk_scores(db, first, end, false, limit).await
     }
+}
+
+/// Members in score order from the first row within bounds, at most
+/// `limit`.
+async fn walk_scores(
+    db: &Db<'_>,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    reverse: bool,
+    limit: Option<usize>,
+) -> NodeResult<Vec<(Vec<u8>, f64)>> {
+    let mut out = Vec::new();
+    db.visit_rows_expecting(start, end, reverse, limit.unwrap_or(usize::MAX), |row, _| {
+        if limit.is_some_and(|l| out.len() >= l) {
+            return Ok(false);
+        }
+        let (score, member) = parse_score_row(&row)?;
+        out.push((member, score));
+        Ok(true)
+    })
+    .await?;
+    Ok(out)
 }
 
 pub(super) fn with_scores(items: Vec<(Vec<u8>, f64)>, scores: bool, proto: u8) -> Reply {
@@ -334,14 +329,14 @@ pub(super) async fn select(
             };
             let take = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
             let skip = usize::try_from(first).unwrap_or(usize::MAX);
-            scan_scores_from(db, prefix, prefix_end, *rev, skip, Some(take)).await
+            scan_scores(db, prefix, prefix_end, *rev, skip, Some(take)).await
         }
         RangeArgs::Score { min, max, rev, offset, limit, .. } => {
             let (start, end) = score_range(key, *min, *max);
             if start >= end.clone().unwrap_or_default() {
                 return Ok(Vec::new());
             }
-            scan_scores_from(db, start, end, *rev, *offset, *limit).await
+            scan_scores(db, start, end, *rev, *offset, *limit).await
         }
         RangeArgs::Lex { min, max, rev, offset, limit } => {
             let all = scan_scores(db, prefix, prefix_end, false, 0, None).await?;
