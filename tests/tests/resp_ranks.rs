@@ -57,6 +57,39 @@ fn positions_and_counts_match_redis_across_chunks() {
     for i in 0..1500 {
         same(&mut redis, &mut mono, &format!("SET k{i} v"));
     }
+    // One score for all: what lex ranges are for.
+    for chunk in 0..5 {
+        let mut line = "ZADD zl".to_owned();
+        for i in 0..200 {
+            line += &format!(" 0 {}", member(&mut rng));
+            let _ = (chunk, i);
+        }
+        same(&mut redis, &mut mono, &line);
+    }
+    let lex = |rng: &mut StdRng| match rng.gen_range(0..5) {
+        0 => "-".to_owned(),
+        1 => "+".to_owned(),
+        2 => format!("(m{:04}", rng.gen_range(0..1500)),
+        3 => format!("[m{:03}", rng.gen_range(0..150)),
+        _ => format!("[m{:04}", rng.gen_range(0..1500)),
+    };
+    for _ in 0..300 {
+        let (a, b) = (lex(&mut rng), lex(&mut rng));
+        let line = match rng.gen_range(0..5) {
+            0 => format!("ZLEXCOUNT zl {a} {b}"),
+            1 => format!("ZRANGEBYLEX zl {a} {b}"),
+            2 => format!(
+                "ZREVRANGEBYLEX zl {b} {a} LIMIT {} {}",
+                rng.gen_range(0..50),
+                rng.gen_range(-1..9)
+            ),
+            3 => format!("ZRANGEBYLEX zl {a} {b} LIMIT {} 5", rng.gen_range(0..900)),
+            _ => format!("ZADD zl 0 {}", member(&mut rng)),
+        };
+        same(&mut redis, &mut mono, &line);
+    }
+    same(&mut redis, &mut mono, "ZREMRANGEBYLEX zl [m0100 (m0900");
+    same(&mut redis, &mut mono, "ZRANGEBYLEX zl - +");
     let bound = |rng: &mut StdRng| match rng.gen_range(0..4) {
         0 => "-inf".to_owned(),
         1 => "+inf".to_owned(),

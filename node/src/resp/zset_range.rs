@@ -72,7 +72,7 @@ fn below_max(m: &[u8], max: &Lex) -> bool {
 
 /// A lex range no member can be in (Redis's `sdscmplex` test: `-` and
 /// `+` count as exclusive).
-fn lex_range_is_empty(min: &Lex, max: &Lex) -> bool {
+pub(super) fn lex_range_is_empty(min: &Lex, max: &Lex) -> bool {
     use std::cmp::Ordering::*;
     let rank = |l: &Lex| match l {
         Lex::Min => 0,

@@ -21,7 +21,9 @@ use super::keyspace::{
 use super::reply::Reply;
 use super::state::RespState;
 use super::table::{Command, Flag};
-use super::zset_range::{lex_select, parse_range_args, score_range, RangeArgs};
+use super::zset_range::{
+    lex_range_is_empty, lex_select, parse_range_args, score_range, Lex, RangeArgs,
+};
 use crate::error::{NodeError, NodeResult};
 
 pub(super) fn score_prefix(key: &[u8]) -> Vec<u8> {
@@ -292,7 +294,15 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
             let (start, end) = score_range(key, min, max);
             Reply::Int(db.count_rows(&start, end.as_deref()).await? as i64)
         }
-        "zlexcount" => Reply::Int(select(db, key, &z, &range).await?.len() as i64),
+        "zlexcount" => match &range {
+            RangeArgs::Lex { min, max, .. } => match lex_rows(db, key, min, max).await? {
+                Some((start, end)) => {
+                    Reply::Int(db.count_rows(&start, end.as_deref()).await? as i64)
+                }
+                None => Reply::Int(select(db, key, &z, &range).await?.len() as i64),
+            },
+            _ => Reply::Int(select(db, key, &z, &range).await?.len() as i64),
+        },
         "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" => {
             let items = select(db, key, &z, &range).await?;
             let mut ops = Vec::new();
@@ -339,10 +349,60 @@ pub(super) async fn select(
             scan_scores(db, start, end, *rev, *offset, *limit).await
         }
         RangeArgs::Lex { min, max, rev, offset, limit } => {
+            if let Some((start, end)) = lex_rows(db, key, min, max).await? {
+                return scan_scores(db, start, end, *rev, *offset, *limit).await;
+            }
             let all = scan_scores(db, prefix, prefix_end, false, 0, None).await?;
             Ok(lex_select(&all, min, max, *rev, *offset, *limit))
         }
     }
+}
+
+/// When every member of the sorted set at `key` has one score (what lex
+/// ranges are meant for), the score rows of its members within `[min,
+/// max]`: `[start, end)`, so the range costs O(log n) to find. `None` with
+/// mixed scores, whose answer [`lex_select`] works out from every member
+/// as Redis does.
+async fn lex_rows(
+    db: &Db<'_>,
+    key: &[u8],
+    min: &Lex,
+    max: &Lex,
+) -> NodeResult<Option<(Vec<u8>, Option<Vec<u8>>)>> {
+    let prefix = score_prefix(key);
+    let prefix_end = monotable_proto::keys::tuple_prefix_end(&prefix);
+    let lowest = walk_scores(db, prefix.clone(), prefix_end.clone(), false, Some(1)).await?;
+    let highest = walk_scores(db, prefix, prefix_end, true, Some(1)).await?;
+    let (Some((_, low)), Some((_, high))) = (lowest.first(), highest.first()) else {
+        return Ok(None);
+    };
+    if low != high {
+        return Ok(None);
+    }
+    let base = score_bound(key, *low);
+    let nothing = Some((base.clone(), Some(base.clone())));
+    if lex_range_is_empty(min, max) {
+        return Ok(nothing);
+    }
+    let row = |member: &[u8], past: bool| {
+        let mut row = score_row(key, *low, member);
+        if past {
+            // The first row key after this member's.
+            row.push(0);
+        }
+        row
+    };
+    let start = match min {
+        Lex::Min => base.clone(),
+        Lex::Max => return Ok(nothing),
+        Lex::At(member, exclusive) => row(member, *exclusive),
+    };
+    let end = match max {
+        Lex::Max => monotable_proto::keys::tuple_prefix_end(&base),
+        Lex::Min => return Ok(nothing),
+        Lex::At(member, exclusive) => Some(row(member, !*exclusive)),
+    };
+    Ok(Some((start, end)))
 }
 
 /// Removes the `n` (at most the set's size) lowest, or with `max`
