@@ -9,15 +9,17 @@
 //! Pins keep snapshots readable: compaction keeps every version a pinned
 //! snapshot can see. They are counted, since two clients may pin the same seq.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 struct ClockState {
     /// The next seq to hand out.
     next: u64,
-    /// Seqs handed out whose batches are not yet durable.
-    in_flight: BTreeSet<u64>,
+    /// Seqs handed out whose batches are not yet durable, each with the
+    /// number of its parts still unsettled (one batch per chunk: one part,
+    /// unless [`SeqClock::allocate_parts`] gave the seq to several).
+    in_flight: BTreeMap<u64, u32>,
     /// Pinned snapshot -> number of holders.
     pins: BTreeMap<u64, u32>,
     /// The highest seq settled so far. It may be above the stable seq: a
@@ -32,8 +34,8 @@ struct ClockState {
 
 impl ClockState {
     fn stable(&self) -> u64 {
-        match self.in_flight.first() {
-            Some(&oldest) => oldest - 1,
+        match self.in_flight.first_key_value() {
+            Some((&oldest, _)) => oldest - 1,
             None => self.next - 1,
         }
     }
@@ -72,23 +74,51 @@ impl SeqClock {
 
     /// Takes the next seq for a batch that is about to be logged.
     pub fn allocate(&self) -> u64 {
+        self.allocate_parts(1)
+    }
+
+    /// Takes the next seq for one batch written as `parts` batches (one
+    /// per chunk, all under this seq): the seq settles when every part has
+    /// been resolved, so no stable snapshot shows some parts and not the
+    /// others.
+    ///
+    /// # Panics
+    /// When `parts` is 0.
+    pub fn allocate_parts(&self, parts: u32) -> u64 {
+        assert!(parts > 0, "a batch has at least one part");
         let mut s = self.lock();
         let seq = s.next;
         s.next += 1;
-        s.in_flight.insert(seq);
+        s.in_flight.insert(seq, parts);
         seq
     }
 
-    /// Marks batches as settled: durable, or failed for good.
+    /// Marks batches (or one part each of them) as settled: durable, or
+    /// failed for good.
     pub fn resolve(&self, seqs: impl IntoIterator<Item = u64>) {
         let mut s = self.lock();
         for seq in seqs {
-            let was = s.in_flight.remove(&seq);
-            debug_assert!(was, "seq {seq} resolved twice");
-            s.settled_max = s.settled_max.max(seq);
+            match s.in_flight.get_mut(&seq) {
+                Some(parts) if *parts > 1 => *parts -= 1,
+                Some(_) => {
+                    s.in_flight.remove(&seq);
+                    s.settled_max = s.settled_max.max(seq);
+                }
+                None => debug_assert!(false, "seq {seq} resolved twice"),
+            }
         }
         drop(s);
         self.settled.notify_waiters();
+    }
+
+    /// Raises the next seq above `seq` (one found at start outside the
+    /// chunk logs, in the intent log).
+    pub fn observe(&self, seq: u64) {
+        let mut s = self.lock();
+        if s.next <= seq {
+            s.next = seq + 1;
+            s.settled_max = s.settled_max.max(seq);
+        }
     }
 
     /// The last seq handed out: everything applied so far is at or below it.
@@ -213,6 +243,21 @@ mod tests {
         assert_eq!(c.stable(), 10);
         c.resolve([a]);
         assert_eq!(c.stable(), 12);
+    }
+
+    #[test]
+    fn a_seq_of_several_parts_settles_with_its_last_part() {
+        let c = SeqClock::new(10);
+        let shared = c.allocate_parts(3);
+        let after = c.allocate();
+        c.resolve([after, shared, shared]);
+        assert_eq!((c.stable(), c.settled_max()), (10, 12), "one part still in flight");
+        c.resolve([shared]);
+        assert_eq!((c.stable(), c.settled_max()), (12, 12));
+        c.observe(40);
+        assert_eq!(c.allocate(), 41);
+        c.observe(5);
+        assert_eq!(c.allocate(), 42);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`descriptor`]: the file that makes a chunk directory self-describing.
 //! - [`clock`]: the node's seq counter and snapshot pins.
 //! - [`journal`]: the keys a chunk changed, for views to catch up on.
+//! - [`intents`]: the node's log of batches that span chunks, recorded
+//!   whole before any chunk applies its part.
 
 pub mod chunk;
 pub mod chunk_index;
@@ -18,6 +20,7 @@ pub mod chunk_log;
 pub mod clock;
 pub mod descriptor;
 pub mod entry;
+pub mod intents;
 pub mod journal;
 pub mod manifest;
 pub mod ranked_keys;
