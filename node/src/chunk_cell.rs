@@ -380,6 +380,102 @@ impl ChunkCell {
         Ok(Applied { seq, ack: rx, cell: self.clone(), syncer })
     }
 
+    /// Applies one batch that spans chunks atomically: every chunk of
+    /// `parts` is locked (in id order, so two such batches never wait on
+    /// each other in a cycle), one seq is taken for all the parts (or
+    /// `seq` is used: a batch completed again at start), `record(seq)`
+    /// makes the whole batch durable elsewhere (the node's intent log)
+    /// before any part is applied, and each chunk then logs and indexes its
+    /// part under that seq. The seq settles once every part is durable.
+    /// Nothing later reaches these chunks before their part: what a chunk
+    /// logs after the seq, it logs after the part.
+    ///
+    /// Errors: `Moved` if a key is outside its chunk or a chunk split or
+    /// went, `Unavailable` on a poisoned chunk, or `record`'s error, with
+    /// nothing applied; a log failure part way through poisons that chunk
+    /// and is returned, while the parts already applied stay (the intent
+    /// log completes the batch at the next start).
+    pub fn apply_across(
+        host: &dyn ChunkHost,
+        parts: &[(Arc<ChunkCell>, Vec<WriteOp>)],
+        seq: Option<u64>,
+        record: impl FnOnce(u64) -> NodeResult<()>,
+    ) -> NodeResult<Vec<Applied>> {
+        let clock = host.clock();
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by_key(|&i| parts[i].0.id);
+        let mut states = Vec::with_capacity(parts.len());
+        for &i in &order {
+            let (cell, ops) = &parts[i];
+            let state = cell.write();
+            match &*state {
+                CellState::Open(chunk) if ops.iter().all(|op| chunk.meta.contains(op.key())) => {}
+                CellState::Open(_) | CellState::Gone => return Err(NodeError::Moved),
+                CellState::Unavailable(reason) => return Err(cell.unavailable(reason)),
+            }
+            if let Some(reason) = &cell.commits().poisoned {
+                return Err(cell.unavailable(reason));
+            }
+            states.push((i, state));
+        }
+        let count = u32::try_from(parts.len()).expect("far fewer chunks than 4 billion");
+        let seq = match seq {
+            Some(seq) => {
+                clock.adopt(seq, count);
+                seq
+            }
+            None => clock.allocate_parts(count),
+        };
+        if let Err(e) = record(seq) {
+            clock.resolve(std::iter::repeat_n(seq, parts.len()));
+            return Err(e);
+        }
+        let mut applied = Vec::with_capacity(parts.len());
+        let mut failure = None;
+        let mut to_queue = Vec::new();
+        for (done, (i, state)) in states.iter_mut().enumerate() {
+            let (cell, ops) = &parts[*i];
+            let CellState::Open(chunk) = &mut **state else { unreachable!("checked above") };
+            let mut commits = cell.commits();
+            if let Err(e) = chunk.apply_batch(seq, ops) {
+                clock.resolve(std::iter::repeat_n(seq, parts.len() - done));
+                drop(commits);
+                let reason = e.to_string();
+                if !matches!(e, ChunkError::Refused(_)) {
+                    cell.poison(reason.clone());
+                }
+                failure = Some(cell.unavailable(&reason));
+                break;
+            }
+            let (tx, rx) = oneshot::channel();
+            commits.pending.push((seq, tx));
+            if !std::mem::replace(&mut commits.queued, true) {
+                to_queue.push(cell.clone());
+            }
+            applied.push(Applied {
+                seq,
+                ack: rx,
+                cell: cell.clone(),
+                syncer: host.syncer().clone(),
+            });
+        }
+        drop(states);
+        for cell in to_queue {
+            host.syncer().enqueue(cell);
+        }
+        match failure {
+            Some(e) => {
+                // The parts applied are durable in time; their writers are
+                // gone, so a round is started for them.
+                for a in &applied {
+                    a.syncer.start_round(&a.cell);
+                }
+                Err(e)
+            }
+            None => Ok(applied),
+        }
+    }
+
     fn after_commit_facts(&self, chunk: &Chunk) -> AfterCommit {
         AfterCommit {
             range_id: chunk.meta.range_id,

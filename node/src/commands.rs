@@ -607,9 +607,118 @@ impl Node {
         crate::scan::run_at(self, req, ReadAt::Applied).await
     }
 
-    /// Writes rows in one atomic batch, which must fall in one chunk.
-    pub(crate) async fn write_ops_atomic(&self, range: &str, ops: Vec<WriteOp>) -> NodeResult<()> {
-        self.write(range, ops, true).await.map(|_| ())
+    /// Writes the rows of several ranges of this node as one atomic batch,
+    /// whatever chunks they fall in, and returns once it is durable: a
+    /// crash leaves all of it or none. A batch of one chunk is written as
+    /// any; one of several is first recorded whole in the intent log (one
+    /// more fsync), then applied with one seq in every chunk (see
+    /// [`crate::chunk_cell::ChunkCell::apply_across`]), so readers at any seq see all of it or
+    /// none.
+    ///
+    /// Errors: `CrossChunkBatch` when a range is replicated (its writes go
+    /// through Raft, one chunk per entry); a key or value over its limit;
+    /// a chunk unavailable; the intent log failing (nothing applied).
+    pub(crate) async fn write_across(&self, parts: Vec<(String, Vec<WriteOp>)>) -> NodeResult<()> {
+        for (range, ops) in &parts {
+            ops.iter().try_for_each(check_op)?;
+            let id = self.range_route(range, |r| r.meta.id)?;
+            if crate::replicated::is_replicated(id) {
+                return Err(NodeError::client(
+                    ErrorCode::CrossChunkBatch,
+                    format!(
+                        "{range} is replicated: an atomic batch must fall in one of its chunks"
+                    ),
+                ));
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let mut groups: Vec<(Arc<crate::chunk_cell::ChunkCell>, Vec<WriteOp>)> = Vec::new();
+            for (range, ops) in &parts {
+                for (route, ops) in self.group_by_chunk(range, ops.clone(), WriteOp::key)? {
+                    groups.push((route.cell.clone(), ops));
+                }
+            }
+            let result = match groups.as_slice() {
+                [] => return Ok(()),
+                [(cell, ops)] => cell.apply(self, ops).map(|a| vec![a]),
+                _ => crate::chunk_cell::ChunkCell::apply_across(self, &groups, None, |seq| {
+                    let intent = crate::storage::intents::Intent { seq, parts: parts.clone() };
+                    self.intents_log()
+                        .record(&intent)
+                        .map_err(|e| NodeError::Internal(e.to_string()))
+                }),
+            };
+            match result {
+                Ok(applied) => return self.await_across(applied).await,
+                Err(NodeError::Moved) => {
+                    backoff(self, attempt).await?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn intents_log(&self) -> std::sync::MutexGuard<'_, crate::storage::intents::IntentLog> {
+        self.intents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for every part of a batch to be durable, then forgets its
+    /// intent (if it had one).
+    async fn await_across(&self, applied: Vec<crate::chunk_cell::Applied>) -> NodeResult<()> {
+        let seq = applied.first().map(crate::chunk_cell::Applied::seq);
+        let parts = applied.len();
+        for a in applied {
+            a.durable().await?;
+        }
+        if let (Some(seq), true) = (seq, parts > 1) {
+            self.intents_log().done(seq).map_err(|e| NodeError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Completes the batches the intent log held at start: each part whose
+    /// chunk has not logged the batch's seq is applied again under that
+    /// seq, then the intent is done. Runs before the node serves.
+    ///
+    /// Errors: a chunk that cannot take its part (unavailable); the node
+    /// must not serve a half-applied batch.
+    pub async fn complete_intents(&self) -> NodeResult<()> {
+        let found =
+            std::mem::take(&mut *self.intents_found.lock().unwrap_or_else(|p| p.into_inner()));
+        for intent in found {
+            let seq = intent.seq;
+            let mut groups: Vec<(Arc<crate::chunk_cell::ChunkCell>, Vec<WriteOp>)> = Vec::new();
+            for (range, ops) in intent.parts {
+                if self.router_read().range(&range).is_none() {
+                    // Dropped since: nothing of it is left to complete.
+                    continue;
+                }
+                for (route, ops) in self.group_by_chunk(&range, ops, WriteOp::key)? {
+                    let logged = route.cell.with_chunk(|c| Ok(c.last_seq() >= seq))?;
+                    if !logged {
+                        groups.push((route.cell.clone(), ops));
+                    }
+                }
+            }
+            if !groups.is_empty() {
+                tracing::warn!(
+                    seq,
+                    chunks = groups.len(),
+                    "completing a batch cut short by a stop"
+                );
+                let applied =
+                    crate::chunk_cell::ChunkCell::apply_across(self, &groups, Some(seq), |_| {
+                        Ok(())
+                    })?;
+                for a in applied {
+                    a.durable().await?;
+                }
+            }
+            self.intents_log().done(seq).map_err(|e| NodeError::Internal(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// A range scan (for clients and for views backfilling).

@@ -33,6 +33,13 @@ const ROUTE_ATTEMPTS_MAX: u32 = 100;
 
 pub struct Node {
     pub config: NodeConfig,
+    /// Batches that span chunks, recorded whole before their parts are
+    /// applied (see [`crate::storage::intents`]). A std mutex: held to
+    /// append and sync one record.
+    pub(crate) intents: Mutex<crate::storage::intents::IntentLog>,
+    /// The intents found at start, completed by [`Node::complete_intents`]
+    /// before the node serves.
+    pub(crate) intents_found: Mutex<Vec<crate::storage::intents::Intent>>,
     /// The password check both protocol servers share, with its throttle.
     pub auth: crate::auth::Auth,
     pub clock: SeqClock,
@@ -256,6 +263,10 @@ impl Node {
             .chain(catalog_reducers.iter().filter_map(|r| r.checkpoint))
             .fold(last_seq, u64::max);
 
+        let intents_path = config.data_dir.join("intents.log");
+        let (intents, intents_found) = crate::storage::intents::IntentLog::open(&intents_path)
+            .map_err(|e| NodeError::Start(e.to_string()))?;
+        let last_seq = intents_found.iter().map(|i| i.seq).fold(last_seq, u64::max);
         let syncer =
             crate::group_commit::Syncer::new(&config.data_dir, config.fsync, config.sync_method)
                 .map_err(|e| NodeError::Start(format!("group commit: {e}")))?;
@@ -264,6 +275,8 @@ impl Node {
         let workers = arbiters.iter().map(Arbiter::handle).collect();
         let node = Arc::new_cyclic(|me| Node {
             me: me.clone(),
+            intents: Mutex::new(intents),
+            intents_found: Mutex::new(intents_found),
             auth: crate::auth::Auth::new(config.password.clone()),
             config,
             clock: SeqClock::new(last_seq),

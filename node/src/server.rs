@@ -137,6 +137,7 @@ pub async fn serve_with_resp(
         NodeError::Internal(format!("cannot create {}: {e}", config.data_dir.display()))
     })?;
     let node = Node::start(config)?;
+    node.complete_intents().await?;
     let to_tokio = |l: std::net::TcpListener| {
         l.set_nonblocking(true).map_err(|e| NodeError::Internal(e.to_string()))?;
         TcpListener::from_std(l).map_err(|e| NodeError::Internal(e.to_string()))

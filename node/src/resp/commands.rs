@@ -511,26 +511,14 @@ async fn exec(
 ) -> Result<Option<Reply>, NodeError> {
     let overlay = super::keyspace::Overlay::default();
     let replies = run_queue(state, conn, &queue, &overlay).await;
-    let by_range = overlay_ops(overlay);
-    if by_range.len() > 1 {
-        let what = if unit == Unit::Script { "the script" } else { "MULTI" };
-        return Ok(Some(unit.discarded(&format!(
-            "its writes span more than one database (SELECT inside {what})"
-        ))));
-    }
-    if let Some((range, ops)) = by_range.into_iter().next() {
-        let mut db = Db::of_range(state, range.clone(), None);
-        db.create_local = create_local;
-        match db.write_atomic(ops).await {
-            Ok(()) => {}
-            Err(_) if db.wants_replicated() => return Ok(None),
-            Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, .. }) => {
-                return Ok(Some(unit.discarded(&format!(
-                    "its keys fall in more than one chunk of range {range}; a transaction is atomic within one chunk"
-                ))))
-            }
-            Err(e) => return Err(e),
+    let by_range: Vec<_> = overlay_ops(overlay).into_iter().collect();
+    match Db::apply_transaction(state, by_range, create_local).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, message }) => {
+            return Ok(Some(unit.discarded(&message)))
         }
+        Err(e) => return Err(e),
     }
     Ok(Some(Reply::Array(replies)))
 }

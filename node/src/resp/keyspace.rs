@@ -795,20 +795,36 @@ impl<'a> Db<'a> {
         self.state.watches.any().then(|| (dbi, super::watches::keys_written(ops)))
     }
 
-    /// Applies a transaction's writes to this database in one atomic
-    /// batch; fails with `CrossChunkBatch` (nothing applied) when they fall
-    /// in more than one chunk.
-    pub async fn write_atomic(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
-        if ops.is_empty() {
-            return Ok(());
+    /// Applies a transaction's writes (`parts`: rows by range, of one or
+    /// more databases of this node) as one atomic batch, whatever chunks
+    /// they fall in: a crash leaves all or none (see
+    /// [`crate::node::Node::write_across`]). Returns once it is durable;
+    /// `false` when a database is to be created replicated first (on a
+    /// cluster; nothing was written, see [`Db::wants_replicated`]).
+    ///
+    /// Errors: `CrossChunkBatch` when a database is replicated (its
+    /// transactions run on its leader, within one chunk).
+    pub async fn apply_transaction(
+        state: &super::state::RespState,
+        parts: Vec<(String, Vec<WriteOp>)>,
+        create_local: bool,
+    ) -> NodeResult<bool> {
+        let mut written = Vec::new();
+        for (range, ops) in &parts {
+            let mut db = Db::of_range(state, range.clone(), None);
+            db.create_local = create_local;
+            match db.ensure_range().await {
+                Ok(()) => {}
+                Err(_) if db.wants_replicated() => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            written.extend(db.keys_for_watch(ops));
         }
-        self.ensure_range().await?;
-        let written = self.keys_for_watch(&ops);
-        self.node.write_ops_atomic(&self.range, ops).await?;
-        if let Some((dbi, keys)) = written {
-            self.state.watches.written(dbi, keys);
+        state.node.write_across(parts).await?;
+        for (dbi, keys) in written {
+            state.watches.written(dbi, keys);
         }
-        Ok(())
+        Ok(true)
     }
 
     pub async fn put(&self, key: &[u8], value: &Value) -> NodeResult<()> {

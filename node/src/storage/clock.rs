@@ -111,6 +111,15 @@ impl SeqClock {
         self.settled.notify_waiters();
     }
 
+    /// Puts `seq`, handed out before a restart, in flight again for
+    /// `parts` parts: a batch the intent log completes at start (the
+    /// clock has [`SeqClock::observe`]d it already).
+    pub fn adopt(&self, seq: u64, parts: u32) {
+        let mut s = self.lock();
+        debug_assert!(seq < s.next, "adopted seq {seq} was never handed out");
+        *s.in_flight.entry(seq).or_insert(0) += parts;
+    }
+
     /// Raises the next seq above `seq` (one found at start outside the
     /// chunk logs, in the intent log).
     pub fn observe(&self, seq: u64) {
