@@ -577,10 +577,13 @@ impl Node {
         self.write(range, ops, false).await.map(|_| ())
     }
 
-    /// Writes rows and returns once every chunk has applied its part (each
-    /// part atomically); the receivers answer when each part is durable.
-    /// A part whose chunk moved meanwhile is written the ordinary way
-    /// (durable on return).
+    /// Writes rows atomically and returns once they are applied: the
+    /// receivers answer when they are durable. Rows of one chunk are one
+    /// batch; rows of several chunks of a range of this node's own are one
+    /// batch through the intent log ([`Node::write_across`]), durable on
+    /// return. On a replicated range's chunk (a leader applying its
+    /// entry), each chunk's part is atomic and a part whose chunk moved
+    /// meanwhile is written the ordinary way.
     pub(crate) async fn write_ops_applied(
         &self,
         range: &str,
@@ -588,6 +591,13 @@ impl Node {
     ) -> NodeResult<Vec<crate::chunk_cell::Applied>> {
         ops.iter().try_for_each(check_op)?;
         let groups = self.group_by_chunk(range, ops, WriteOp::key)?;
+        let replicated =
+            self.range_route(range, |r| crate::replicated::is_replicated(r.meta.id))?;
+        if groups.len() > 1 && !replicated {
+            let ops = groups.into_iter().flat_map(|(_, ops)| ops).collect();
+            self.write_across(vec![(range.to_owned(), ops)]).await?;
+            return Ok(Vec::new());
+        }
         let mut durable = Vec::with_capacity(groups.len());
         for (route, ops) in groups {
             match route.cell.apply(self, &ops) {
