@@ -513,9 +513,12 @@ impl Client {
         Ok(tokens)
     }
 
-    /// Applies a batch all or nothing; fails with
-    /// [`ErrorCode::CrossChunkBatch`] (and applies nothing) if its keys fall
-    /// in more than one chunk.
+    /// Applies a batch all or nothing, whatever chunks its keys fall in: a
+    /// batch over several chunks is recorded whole in the node's intent log
+    /// first (one more fsync) and applied under one seq in every chunk, so
+    /// a crash leaves all of it or none. On a replicated range it must fall
+    /// in one chunk: [`ErrorCode::CrossChunkBatch`] otherwise, nothing
+    /// applied.
     pub async fn write_atomic(&self, range: &str, batch: Batch) -> Result<CommitToken> {
         batch.check()?;
         match self

@@ -114,6 +114,15 @@ impl Node {
             }
             Command::Write { range, ops, atomic } => {
                 check_count(ops.len(), BATCH_OPS_MAX, "operations", "batch")?;
+                let replicated = self.range_route(&range, |r| {
+                    crate::replicated::is_replicated(r.meta.id)
+                })?;
+                if atomic && !replicated {
+                    // All or nothing whatever chunks it falls in; its parts
+                    // share one seq, so one token stands for all.
+                    let tokens = self.write_across(vec![(range, ops)]).await?;
+                    return Ok(Reply::Written(tokens.into_iter().max().into_iter().collect()));
+                }
                 self.write(&range, ops, atomic).await.map(Reply::Written)
             }
             Command::Scan(req) => self.scan_range(req).await.map(Reply::Scan),
@@ -628,7 +637,10 @@ impl Node {
     /// Errors: `CrossChunkBatch` when a range is replicated (its writes go
     /// through Raft, one chunk per entry); a key or value over its limit;
     /// a chunk unavailable; the intent log failing (nothing applied).
-    pub(crate) async fn write_across(&self, parts: Vec<(String, Vec<WriteOp>)>) -> NodeResult<()> {
+    pub(crate) async fn write_across(
+        &self,
+        parts: Vec<(String, Vec<WriteOp>)>,
+    ) -> NodeResult<Vec<CommitToken>> {
         for (range, ops) in &parts {
             ops.iter().try_for_each(check_op)?;
             let id = self.range_route(range, |r| r.meta.id)?;
@@ -650,7 +662,7 @@ impl Node {
                 }
             }
             let result = match groups.as_slice() {
-                [] => return Ok(()),
+                [] => return Ok(Vec::new()),
                 [(cell, ops)] => cell.apply(self, ops).map(|a| vec![a]),
                 _ => crate::chunk_cell::ChunkCell::apply_across(self, &groups, None, |seq| {
                     let intent = crate::storage::intents::Intent { seq, parts: parts.clone() };
@@ -676,16 +688,20 @@ impl Node {
 
     /// Waits for every part of a batch to be durable, then forgets its
     /// intent (if it had one).
-    async fn await_across(&self, applied: Vec<crate::chunk_cell::Applied>) -> NodeResult<()> {
+    async fn await_across(
+        &self,
+        applied: Vec<crate::chunk_cell::Applied>,
+    ) -> NodeResult<Vec<CommitToken>> {
         let seq = applied.first().map(crate::chunk_cell::Applied::seq);
         let parts = applied.len();
+        let mut tokens = Vec::with_capacity(parts);
         for a in applied {
-            a.durable().await?;
+            tokens.push(a.durable().await?);
         }
         if let (Some(seq), true) = (seq, parts > 1) {
             self.intents_log().done(seq).map_err(|e| NodeError::Internal(e.to_string()))?;
         }
-        Ok(())
+        Ok(tokens)
     }
 
     /// Completes the batches the intent log held at start: each part whose
