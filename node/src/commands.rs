@@ -114,9 +114,8 @@ impl Node {
             }
             Command::Write { range, ops, atomic } => {
                 check_count(ops.len(), BATCH_OPS_MAX, "operations", "batch")?;
-                let replicated = self.range_route(&range, |r| {
-                    crate::replicated::is_replicated(r.meta.id)
-                })?;
+                let replicated =
+                    self.range_route(&range, |r| crate::replicated::is_replicated(r.meta.id))?;
                 if atomic && !replicated {
                     // All or nothing whatever chunks it falls in; its parts
                     // share one seq, so one token stands for all.

@@ -193,3 +193,77 @@ fn an_intent_found_at_start_is_completed() {
     let out = ok(cli(node.addr, &["get", "r", "a-first"]));
     assert!(out.contains("later"), "{out}");
 }
+
+/// Postmortem: FLUSHDB and FLUSHALL inside MULTI or a script dropped the
+/// stored keys but not the writes the transaction held back, which EXEC
+/// then applied: keys survived the flush, and collections kept counts
+/// without their members. And a flushed database came back with the
+/// default chunk size instead of the one it was created with.
+#[test]
+fn a_flush_inside_a_transaction_takes_its_held_writes_too() {
+    let redis_server = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = small_chunked_node(dir.path());
+    let mut redis = RawResp::connect(redis_server.addr, 30);
+    let mut mono = RawResp::connect(node.resp_addr, 30);
+    let mut same = |args: &[&[u8]]| {
+        let want = redis.call(args);
+        let got = mono.call(args);
+        assert_eq!(
+            show(&got),
+            show(&want),
+            "{:?}",
+            args.iter().map(|a| show(a)).collect::<Vec<_>>()
+        );
+    };
+    let lines = [
+        "MULTI",
+        "SET c 3",
+        "FLUSHDB",
+        "GET c",
+        "EXEC",
+        "EXISTS c",
+        "SADD s a b c",
+        "MULTI",
+        "SADD s d",
+        "FLUSHDB",
+        "EXEC",
+        "SCARD s",
+        "SADD s x",
+        "SCARD s",
+        "SPOP s",
+        "EXISTS s",
+        "RPUSH l x y",
+        "MULTI",
+        "RPUSH l z",
+        "FLUSHALL",
+        "RPUSH l q",
+        "EXEC",
+        "LRANGE l 0 -1",
+        "LLEN l",
+        "MULTI",
+        "SELECT 1",
+        "SET other 1",
+        "SELECT 0",
+        "FLUSHALL",
+        "SET after 1",
+        "EXEC",
+        "DBSIZE",
+        "SELECT 1",
+        "DBSIZE",
+        "SELECT 0",
+    ];
+    for line in lines {
+        let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        same(&words);
+    }
+    same(&[
+        b"EVAL",
+        b"redis.call('set', 'e', '1') redis.call('flushdb') return redis.call('get', 'e')",
+        b"0",
+    ]);
+    same(&[b"EXISTS", b"e"]);
+    let described: serde_json::Value =
+        serde_json::from_str(&ok(cli(node.addr, &["range", "describe", "redis.0"]))).expect("json");
+    assert_eq!(described["chunk_size"], 4096, "{described}");
+}

@@ -182,7 +182,12 @@ fn random_picks_reach_every_element() {
         hset.push(m.clone());
         hset.push(format!("value-of-{m}"));
     }
-    for cmd in [&sadd, &hset] {
+    let mut zadd = vec!["ZADD".to_owned(), "z".to_owned()];
+    for (i, m) in members.iter().enumerate() {
+        zadd.push(i.to_string());
+        zadd.push(m.clone());
+    }
+    for cmd in [&sadd, &hset, &zadd] {
         let words: Vec<&[u8]> = cmd.iter().map(|w| w.as_bytes()).collect();
         c.call(&words);
     }
@@ -208,6 +213,8 @@ fn random_picks_reach_every_element() {
             ("srandmember -7", "SRANDMEMBER s -7"),
             ("hrandfield", "HRANDFIELD h 3 WITHVALUES"),
             ("randomkey", "RANDOMKEY"),
+            ("zrandmember", "ZRANDMEMBER z"),
+            ("zrandmember 4", "ZRANDMEMBER z 4"),
         ] {
             let reply = c.call_str(line);
             let got = if what == "randomkey" {
@@ -222,6 +229,9 @@ fn random_picks_reach_every_element() {
                     assert_eq!(got.iter().collect::<HashSet<_>>().len(), 5, "distinct: {got:?}");
                 }
                 "srandmember -7" => assert_eq!(got.len(), 7, "{line}"),
+                "zrandmember 4" => {
+                    assert_eq!(got.iter().collect::<HashSet<_>>().len(), 4, "distinct: {got:?}")
+                }
                 "hrandfield" => {
                     assert_eq!(got.len(), 6, "{line}");
                     for pair in got.chunks(2) {
@@ -244,7 +254,7 @@ fn random_picks_reach_every_element() {
             assert_eq!(got.len(), members.len(), "{what} never picked some members");
         }
     }
-    // RANDOMKEY picks among the 62 keys (s, h and the 60 strings).
+    // RANDOMKEY picks among the 63 keys (s, h, z and the 60 strings).
     assert!(seen["randomkey"].len() >= 50, "{:?}", seen["randomkey"].len());
     // SPOP takes distinct members out until the set is gone.
     let mut popped = HashSet::new();

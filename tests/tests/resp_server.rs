@@ -490,7 +490,8 @@ fn client_kill_closes_idle_blocked_and_subscribed_clients_at_once() {
 
 /// Postmortem: CLIENT PAUSE WRITE let EVAL and EVALSHA (and an EXEC of
 /// only those) through, writes and all; Redis holds every command that
-/// may replicate, scripts whatever they do among them, but not EVAL_RO.
+/// may replicate, scripts among them, but not EVAL_RO or a script that
+/// declares `flags=no-writes`.
 #[test]
 fn client_pause_write_holds_scripts() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -505,6 +506,9 @@ fn client_pause_write_holds_scripts() {
     assert_eq!(admin.call_str("CLIENT PAUSE 60000 WRITE"), b"+OK\r\n");
     let get = b"return redis.call('GET', KEYS[1])";
     assert_eq!(admin.call(&[b"EVAL_RO", get, b"1", b"k"]), b"$6\r\nbefore\r\n");
+    // Neither is a script that declares it writes nothing.
+    let no_writes = b"#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])";
+    assert_eq!(admin.call(&[b"EVAL", no_writes, b"1", b"k"]), b"$6\r\nbefore\r\n");
     script.send(&[b"EVALSHA", &sha, b"1", b"k"]);
     assert_eq!(tx.call_str("MULTI"), b"+OK\r\n");
     assert_eq!(tx.call(&[b"EVAL", b"return 1", b"0"]), b"+QUEUED\r\n");

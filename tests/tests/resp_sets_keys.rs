@@ -345,6 +345,10 @@ const SCRIPT: &[&str] = &[
     "HRANDFIELD str 0",
     "HRANDFIELD",
     "SRANDMEMBER s2 -3",
+    // The count is checked before the key's type.
+    "SPOP str -1",
+    "SPOP str x",
+    "SPOP missing -1",
     // RANDOMKEY
     "RANDOMKEY",
     "RANDOMKEY x",

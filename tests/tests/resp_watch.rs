@@ -35,6 +35,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("", "k", "LPUSHX k a"),
     ("", "k", "RPUSHX k a"),
     ("", "k", "LPOP k"),
+    ("RPUSH k a b", "k", "LPOP k 0"),
+    ("RPUSH k a b", "k", "RPOP k 0"),
     ("", "k", "SPOP k"),
     ("", "k", "ZPOPMIN k"),
     ("", "k", "RPOPLPUSH k k"),
@@ -60,6 +62,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("", "k", "SELECT 1\nFLUSHDB"),
     ("SET k v", "k", "SELECT 1\nFLUSHDB"),
     ("SET k v", "k", "SELECT 1\nSET k w\nDEL k"),
+    // FLUSHDB inside another client's MULTI, its held writes gone too.
+    ("SET k v", "k", "MULTI\nSET k w\nFLUSHDB\nEXEC"),
     // Refused writes.
     ("SET k v", "k", "LPUSH k a"),
     ("SET k v", "k", "SADD k a"),

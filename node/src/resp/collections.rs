@@ -209,7 +209,7 @@ const RANDOM_PICKS_ONE_BY_ONE_MAX: u64 = 128;
 /// element when `picks >= total`), or, with `repeats`, `picks` draws that
 /// may repeat. A few picks cost O(log n) each, however large the
 /// collection.
-async fn random_elements(
+pub(super) async fn random_elements(
     db: &Db<'_>,
     kind: u8,
     key: &[u8],
@@ -294,6 +294,13 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
             Err(_) => return Ok(Reply::err("ERR value is NaN or Infinity")),
             Ok(_) => {}
         },
+        // Postmortem: `SPOP str -1` answered WRONGTYPE; Redis refuses the
+        // count first.
+        "spop" => {
+            if let Some(Err(reply)) = args.get(2).map(|n| positive_count(n)) {
+                return Ok(reply);
+            }
+        }
         _ => {}
     }
     let before = or_reply!(collection(db, key, kind).await?);

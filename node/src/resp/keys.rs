@@ -459,7 +459,14 @@ async fn flush(
     // `state::Watched`), as Redis's `touchAllWatchedKeysInDb`.
     for i in dbs {
         let range = super::keyspace::range_name(i);
-        let Some(id) = state.node.router_read().range(&range).map(|r| r.meta.id) else { continue };
+        // Inside MULTI or a script, the writes held back for this database
+        // go too: the flush comes after them.
+        // Postmortem: they were applied at EXEC after the flush, leaving
+        // keys (and collections' counts without their members) behind.
+        db.forget_held(&range);
+        let found =
+            state.node.router_read().range(&range).map(|r| (r.meta.id, r.meta.options.clone()));
+        let Some((id, options)) = found else { continue };
         if crate::replicated::is_replicated(id) {
             // Here on the leader, `db` holds the writes back for Raft.
             let rows = db.rows_with_prefix(&[]).await?;
@@ -467,6 +474,10 @@ async fn flush(
                 .await?;
         } else if state.node.range_in_views(id).is_none() {
             state.node.drop_range_unchecked(&range).await?;
+            // Made again at once with its options (a chunk size given with
+            // `range create`), empty.
+            // Postmortem: the next write made it with the defaults.
+            state.node.create_range_unchecked(&range, options)?;
         } else {
             // Views read it: delete the rows, so the views see them go.
             let db = Db::of_range(state, range, None);

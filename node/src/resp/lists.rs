@@ -281,12 +281,16 @@ pub(super) async fn pop_first(
         if !head {
             popped.reverse();
         }
-        let ops = (from..to).map(|p| WriteOp::Delete { key: row(key, p).into() }).collect();
-        if head {
-            s.head += n;
+        if n > 0 {
+            // A count of 0 changes nothing (no write, no modification for
+            // WATCH), as in Redis.
+            let ops = (from..to).map(|p| WriteOp::Delete { key: row(key, p).into() }).collect();
+            if head {
+                s.head += n;
+            }
+            s.count -= n;
+            commit(db, key, s, ops).await?;
         }
-        s.count -= n;
-        commit(db, key, s, ops).await?;
         return Ok(Ok(Some((key.clone(), popped))));
     }
     Ok(Ok(None))
@@ -412,25 +416,15 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
             Reply::Int(s.count)
         }
         "lpop" | "rpop" => {
-            let Some(mut s) = found else {
+            if found.is_none() {
                 return Ok(if count_arg.is_some() { Reply::NullArray } else { Reply::Null });
-            };
-            let n = count_arg.unwrap_or(1).min(s.count);
-            let (from, to) = if name == "lpop" {
-                (s.head, s.head + n)
-            } else {
-                (s.head + s.count - n, s.head + s.count)
-            };
-            let mut popped = elements(db, key, from, to).await?;
-            if name == "rpop" {
-                popped.reverse();
             }
-            let ops = (from..to).map(|p| WriteOp::Delete { key: row(key, p).into() }).collect();
-            if name == "lpop" {
-                s.head += n;
-            }
-            s.count -= n;
-            commit(db, key, s, ops).await?;
+            let head = name == "lpop";
+            let n = count_arg.unwrap_or(1);
+            let popped = match pop_first(db, std::slice::from_ref(key), head, n).await? {
+                Ok(found) => found.map(|(_, popped)| popped).unwrap_or_default(),
+                Err(reply) => return Ok(reply),
+            };
             match count_arg {
                 None => popped.into_iter().next().map_or(Reply::Null, Reply::Bulk),
                 Some(_) => Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),

@@ -234,7 +234,7 @@ pub async fn begin(
     let queued = conn.multi.is_some() && command.handler != Handler::Transaction;
     // One atomic load unless a pause is on.
     if !queued && state.pause.holds(state.started, true) {
-        let write = writes(command, conn);
+        let write = writes(state, command, args, conn);
         if state.pause.holds(state.started, write) {
             // Nothing of the burst is held while waiting: reads of other
             // clients go on. Redis counts a paused client as blocked.
@@ -273,19 +273,25 @@ pub async fn pipelined(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) {
 /// may write (a script) or reach replicas (PUBLISH).
 const MAY_REPLICATE: &[&str] = &["eval", "evalsha", "fcall", "pfcount", "publish", "spublish"];
 
-/// Whether CLIENT PAUSE WRITE holds `command` on `conn`: a command flagged
-/// `write` or `MAY_REPLICATE` (EVAL and EVALSHA whatever their script
-/// does, PUBLISH), or an EXEC whose queue holds one of those, as Redis's
+/// Whether CLIENT PAUSE WRITE holds `command` (called with `args`) on
+/// `conn`: a command flagged `write` or `MAY_REPLICATE` (PUBLISH; EVAL
+/// and EVALSHA unless their script declares `flags=no-writes`), or an
+/// EXEC whose queue holds one of those, as Redis's
 /// `is_may_replicate_command`.
-fn writes(command: &Command, conn: &Conn) -> bool {
-    let writes_one = |c: &Command| c.has(Flag::Write) || MAY_REPLICATE.contains(&c.name);
+fn writes(state: &RespState, command: &Command, args: &[Vec<u8>], conn: &Conn) -> bool {
+    let writes_one = |c: &Command, args: &[Vec<u8>]| {
+        if c.handler == Handler::Scripting && matches!(c.name, "eval" | "evalsha") {
+            return !super::scripting::declares_no_writes(state, args);
+        }
+        c.has(Flag::Write) || MAY_REPLICATE.contains(&c.name)
+    };
     if command.name == "exec" {
         let queue = conn.multi.as_deref().unwrap_or_default();
         return queue.iter().any(|args| {
-            super::table::lookup(&super::args::lower(&args[0])).is_some_and(writes_one)
+            super::table::lookup(&super::args::lower(&args[0])).is_some_and(|c| writes_one(c, args))
         });
     }
-    writes_one(command)
+    writes_one(command, args)
 }
 
 /// Once `conn`'s command replied `reply` (or blocked): counts it and its

@@ -10,8 +10,6 @@
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use rand::seq::SliceRandom;
-
 use super::args::{in_range, parse_f64, positive_count, REPEATED_ELEMENTS_MAX};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
@@ -453,11 +451,19 @@ async fn zpop(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeResul
 /// away); past [`REPEATED_ELEMENTS_MAX`] this refuses it, as SRANDMEMBER.
 async fn zrandmember(db: &Db<'_>, proto: u8, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let key = &args[1];
-    let mut rng = rand::thread_rng();
+    // Picked from the member rows ("z"), each in O(log n).
+    let pick = |total, picks, repeats| async move {
+        let picked =
+            super::collections::random_elements(db, KIND_ZSET, key, total, picks, repeats).await?;
+        picked
+            .into_iter()
+            .map(|(member, score)| Ok((member, decode_score(&score)?)))
+            .collect::<NodeResult<Vec<(Vec<u8>, f64)>>>()
+    };
     let Some(count) = args.get(2) else {
         let Some(z) = or_reply!(zset(db, key).await?) else { return Ok(Reply::Null) };
-        let all = members(db, key, &z).await?;
-        return Ok(all.choose(&mut rng).map_or(Reply::Null, |(m, _)| Reply::Bulk(m.clone())));
+        let one = pick(z.count, 1, false).await?.into_iter().next();
+        return Ok(one.map_or(Reply::Null, |(m, _)| Reply::Bulk(m)));
     };
     // Redis's order: the count, the other words, then the key.
     let l = match in_range(count, -i64::MAX, i64::MAX) {
@@ -479,13 +485,7 @@ async fn zrandmember(db: &Db<'_>, proto: u8, args: &[Vec<u8>]) -> NodeResult<Rep
             i64::MAX
         )));
     }
-    let all = members(db, key, &z).await?;
-    let picked: Vec<(Vec<u8>, f64)> = if l < 0 {
-        (0..l.unsigned_abs()).filter_map(|_| all.choose(&mut rng).cloned()).collect()
-    } else {
-        let n = usize::try_from(l).unwrap_or(usize::MAX);
-        all.choose_multiple(&mut rng, n).cloned().collect()
-    };
+    let picked = pick(z.count, l.unsigned_abs(), l < 0).await?;
     Ok(with_scores(picked, scores, proto))
 }
 

@@ -172,6 +172,24 @@ pub fn invocation(state: &RespState, name: &str, args: &[Vec<u8>]) -> Result<Inv
     })
 }
 
+/// Whether the script EVAL or EVALSHA (`args`) would run declares
+/// `#!lua flags=no-writes` (false when it is unknown or its shebang is
+/// bad: it then fails when it runs).
+pub fn declares_no_writes(state: &RespState, args: &[Vec<u8>]) -> bool {
+    let Some(script) = args.get(1) else { return false };
+    let body: Arc<[u8]> = if lower(&args[0]).starts_with("evalsha") {
+        let sha = String::from_utf8_lossy(script).to_ascii_lowercase();
+        let cache = state.scripts.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(&sha) {
+            Some(body) => body,
+            None => return false,
+        }
+    } else {
+        Arc::from(&script[..])
+    };
+    matches!(shebang(&body), Ok((true, _)))
+}
+
 /// EVALSHA's arguments as EVAL's, with the body this node has, for a node
 /// that may not have it (a replicated database's leader); other commands'
 /// as they are. NOSCRIPT when this node does not have it either.
