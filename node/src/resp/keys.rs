@@ -464,8 +464,7 @@ async fn flush(
         // Postmortem: they were applied at EXEC after the flush, leaving
         // keys (and collections' counts without their members) behind.
         db.forget_held(&range);
-        let found =
-            state.node.router_read().range(&range).map(|r| (r.meta.id, r.meta.options.clone()));
+        let found = state.node.router_read().range(&range).map(|r| (r.meta.id, r.meta.options));
         let Some((id, options)) = found else { continue };
         if crate::replicated::is_replicated(id) {
             // Here on the leader, `db` holds the writes back for Raft.
