@@ -477,6 +477,14 @@ impl RawResp {
     }
 }
 
+/// A node whose Redis database 0 splits into chunks of 4 KiB (the range
+/// made before any Redis write), so a few thousand keys span many chunks.
+pub fn small_chunked_redis_node(data_dir: &Path) -> Node {
+    let node = Node::start(data_dir);
+    ok(cli(node.addr, &["range", "create", "redis.0", "--chunk-size", "4KiB"]));
+    node
+}
+
 /// Bytes of a RESP reply as one line (CR LF shown as `\\r\\n`), for
 /// assertions and their messages.
 pub fn show(b: &[u8]) -> String {

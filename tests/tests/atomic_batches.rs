@@ -11,13 +11,6 @@ use monotable_proto::WriteOp;
 use monotable_tests::show;
 use monotable_tests::{cli, ok, Node, RawResp, Redis};
 
-/// A node whose database 0 splits into chunks of 4 KiB.
-fn small_chunked_node(dir: &std::path::Path) -> Node {
-    let node = Node::start(dir);
-    ok(cli(node.addr, &["range", "create", "redis.0", "--chunk-size", "4KiB"]));
-    node
-}
-
 /// Postmortem: EXEC answered EXECABORT when its writes fell in more than
 /// one chunk or database; they are now one batch recorded in the intent
 /// log and applied under one seq in every chunk.
@@ -25,7 +18,7 @@ fn small_chunked_node(dir: &std::path::Path) -> Node {
 fn exec_spanning_chunks_and_databases_applies_whole() {
     let redis_server = Redis::start();
     let dir = tempfile::tempdir().expect("tmp");
-    let node = small_chunked_node(dir.path());
+    let node = monotable_tests::small_chunked_redis_node(dir.path());
     let mut redis = RawResp::connect(redis_server.addr, 30);
     let mut mono = RawResp::connect(node.resp_addr, 30);
     let mut same = |line: &str| {
@@ -79,7 +72,7 @@ fn kill_9_leaves_each_mset_whole() {
 
 fn kill_9_rounds(multi: bool) {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut node = small_chunked_node(dir.path());
+    let mut node = monotable_tests::small_chunked_redis_node(dir.path());
     let keys: Vec<String> = (0..40).map(|i| format!("g:{:05}", i * 53)).collect();
     {
         let mut c = RawResp::connect(node.resp_addr, 30);
@@ -203,7 +196,7 @@ fn an_intent_found_at_start_is_completed() {
 fn a_flush_inside_a_transaction_takes_its_held_writes_too() {
     let redis_server = Redis::start();
     let dir = tempfile::tempdir().expect("tmp");
-    let node = small_chunked_node(dir.path());
+    let node = monotable_tests::small_chunked_redis_node(dir.path());
     let mut redis = RawResp::connect(redis_server.addr, 30);
     let mut mono = RawResp::connect(node.resp_addr, 30);
     let mut same = |args: &[&[u8]]| {

@@ -9,16 +9,9 @@
 use std::collections::{HashMap, HashSet};
 
 use monotable_tests::show;
-use monotable_tests::{cli, ok, Node, RawResp, Redis};
+use monotable_tests::{RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// A node whose database 0 splits into chunks of 4 KiB.
-fn small_chunked_node(dir: &std::path::Path) -> Node {
-    let node = Node::start(dir);
-    ok(cli(node.addr, &["range", "create", "redis.0", "--chunk-size", "4KiB"]));
-    node
-}
 
 fn same(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
     let want = redis.call_str(line);
@@ -32,7 +25,7 @@ fn same(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
 fn positions_and_counts_match_redis_across_chunks() {
     let redis_server = Redis::start();
     let dir = tempfile::tempdir().expect("tmp");
-    let node = small_chunked_node(dir.path());
+    let node = monotable_tests::small_chunked_redis_node(dir.path());
     let mut redis = RawResp::connect(redis_server.addr, 30);
     let mut mono = RawResp::connect(node.resp_addr, 30);
     let mut rng = StdRng::seed_from_u64(0x5a_7a11);
@@ -171,7 +164,7 @@ fn positions_and_counts_match_redis_across_chunks() {
 #[test]
 fn random_picks_reach_every_element() {
     let dir = tempfile::tempdir().expect("tmp");
-    let node = small_chunked_node(dir.path());
+    let node = monotable_tests::small_chunked_redis_node(dir.path());
     let mut c = RawResp::connect(node.resp_addr, 30);
     let members: Vec<String> =
         (0..60).map(|i| format!("member-{i:03}-{}", "x".repeat(40))).collect();
