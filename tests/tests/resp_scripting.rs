@@ -139,6 +139,10 @@ fn cases() -> Vec<Vec<Vec<u8>>> {
         words("EVALSHA short 0"),
         script("EVAL_RO", "return redis.call('get','s')", "0", &[], &[]),
         script("EVAL_RO", "return redis.call('del','s')", "0", &[], &[]),
+        // Postmortem: a read-only script could PUBLISH; Redis refuses what
+        // may replicate too.
+        script("EVAL_RO", "return redis.call('publish','ch','m')", "0", &[], &[]),
+        eval("#!lua flags=no-writes\nreturn redis.call('publish', 'ch', 'm')", &[], &[]),
         words("EVALSHA_RO ffffffffffffffffffffffffffffffffffffffff 0"),
         words("SCRIPT KILL"),
         words("SCRIPT NOSUCH"),

@@ -619,7 +619,8 @@ async fn script_call(
     if flagged(Flag::Noscript) || command.handler == Handler::Transaction {
         return Reply::err("ERR This Redis command is not allowed from script");
     }
-    if read_only && flagged(Flag::Write) {
+    // As Redis's scriptCall: writes, and what may replicate (PUBLISH).
+    if read_only && (flagged(Flag::Write) || command.may_replicate()) {
         return Reply::err("ERR Write commands are not allowed from read-only scripts.");
     }
     let db = Db::new(state, conn.db, Some(overlay));

@@ -269,10 +269,6 @@ pub async fn pipelined(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) {
     }
 }
 
-/// Commands Redis 7.0 flags `MAY_REPLICATE` (not shown by COMMAND): they
-/// may write (a script) or reach replicas (PUBLISH).
-const MAY_REPLICATE: &[&str] = &["eval", "evalsha", "fcall", "pfcount", "publish", "spublish"];
-
 /// Whether CLIENT PAUSE WRITE holds `command` (called with `args`) on
 /// `conn`: a command flagged `write` or `MAY_REPLICATE` (PUBLISH; EVAL
 /// and EVALSHA unless their script declares `flags=no-writes`), or an
@@ -283,7 +279,7 @@ fn writes(state: &RespState, command: &Command, args: &[Vec<u8>], conn: &Conn) -
         if c.handler == Handler::Scripting && matches!(c.name, "eval" | "evalsha") {
             return !super::scripting::declares_no_writes(state, args);
         }
-        c.has(Flag::Write) || MAY_REPLICATE.contains(&c.name)
+        c.has(Flag::Write) || c.may_replicate()
     };
     if command.name == "exec" {
         let queue = conn.multi.as_deref().unwrap_or_default();

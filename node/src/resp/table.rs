@@ -196,7 +196,17 @@ pub struct Command {
     pub handler: Handler,
 }
 
+/// Commands Redis 7.0 flags `MAY_REPLICATE` (not shown by COMMAND): they
+/// may write (a script) or reach replicas (PUBLISH).
+const MAY_REPLICATE: &[&str] = &["eval", "evalsha", "fcall", "pfcount", "publish", "spublish"];
+
 impl Command {
+    /// Whether Redis 7.0 flags the command `MAY_REPLICATE`: CLIENT PAUSE
+    /// WRITE holds it, and a read-only script may not call it.
+    pub fn may_replicate(&self) -> bool {
+        MAY_REPLICATE.contains(&self.name)
+    }
+
     /// Whether `argc` arguments (the name included) fit the arity.
     pub fn arity_fits(&self, argc: usize) -> bool {
         let argc = i64::try_from(argc).unwrap_or(i64::MAX);
