@@ -114,9 +114,7 @@ impl Node {
             }
             Command::Write { range, ops, atomic } => {
                 check_count(ops.len(), BATCH_OPS_MAX, "operations", "batch")?;
-                let replicated =
-                    self.range_route(&range, |r| crate::replicated::is_replicated(r.meta.id))?;
-                if atomic && !replicated {
+                if atomic && !self.range_is_replicated(&range)? {
                     // All or nothing whatever chunks it falls in; its parts
                     // share one seq, so one token stands for all.
                     let tokens = self.write_across(vec![(range, ops)]).await?;
@@ -599,9 +597,7 @@ impl Node {
     ) -> NodeResult<Vec<crate::chunk_cell::Applied>> {
         ops.iter().try_for_each(check_op)?;
         let groups = self.group_by_chunk(range, ops, WriteOp::key)?;
-        let replicated =
-            self.range_route(range, |r| crate::replicated::is_replicated(r.meta.id))?;
-        if groups.len() > 1 && !replicated {
+        if groups.len() > 1 && !self.range_is_replicated(range)? {
             let ops = groups.into_iter().flat_map(|(_, ops)| ops).collect();
             self.write_across(vec![(range.to_owned(), ops)]).await?;
             return Ok(Vec::new());
@@ -642,8 +638,7 @@ impl Node {
     ) -> NodeResult<Vec<CommitToken>> {
         for (range, ops) in &parts {
             ops.iter().try_for_each(check_op)?;
-            let id = self.range_route(range, |r| r.meta.id)?;
-            if crate::replicated::is_replicated(id) {
+            if self.range_is_replicated(range)? {
                 return Err(NodeError::client(
                     ErrorCode::CrossChunkBatch,
                     format!(
@@ -654,12 +649,7 @@ impl Node {
         }
         let mut attempt = 0;
         loop {
-            let mut groups: Vec<(Arc<crate::chunk_cell::ChunkCell>, Vec<WriteOp>)> = Vec::new();
-            for (range, ops) in &parts {
-                for (route, ops) in self.group_by_chunk(range, ops.clone(), WriteOp::key)? {
-                    groups.push((route.cell.clone(), ops));
-                }
-            }
+            let groups = self.cells_of(&parts, |_| true)?;
             let result = match groups.as_slice() {
                 [] => return Ok(Vec::new()),
                 [(cell, ops)] => cell.apply(self, ops).map(|a| vec![a]),
@@ -679,6 +669,33 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether `range` is replicated (its writes go through Raft).
+    fn range_is_replicated(&self, range: &str) -> NodeResult<bool> {
+        self.range_route(range, |r| crate::replicated::is_replicated(r.meta.id))
+    }
+
+    /// The rows of `parts` (by range) grouped by the chunk that holds them,
+    /// keeping the chunks `wanted` accepts; ranges that no longer exist
+    /// are passed over.
+    fn cells_of(
+        &self,
+        parts: &[(String, Vec<WriteOp>)],
+        wanted: impl Fn(&crate::chunk_cell::ChunkCell) -> bool,
+    ) -> NodeResult<Vec<(Arc<crate::chunk_cell::ChunkCell>, Vec<WriteOp>)>> {
+        let mut groups = Vec::new();
+        for (range, ops) in parts {
+            if self.router_read().range(range).is_none() {
+                continue;
+            }
+            for (route, ops) in self.group_by_chunk(range, ops.clone(), WriteOp::key)? {
+                if wanted(&route.cell) {
+                    groups.push((route.cell.clone(), ops));
+                }
+            }
+        }
+        Ok(groups)
     }
 
     fn intents_log(&self) -> std::sync::MutexGuard<'_, crate::storage::intents::IntentLog> {
@@ -714,19 +731,12 @@ impl Node {
             std::mem::take(&mut *self.intents_found.lock().unwrap_or_else(|p| p.into_inner()));
         for intent in found {
             let seq = intent.seq;
-            let mut groups: Vec<(Arc<crate::chunk_cell::ChunkCell>, Vec<WriteOp>)> = Vec::new();
-            for (range, ops) in intent.parts {
-                if self.router_read().range(&range).is_none() {
-                    // Dropped since: nothing of it is left to complete.
-                    continue;
-                }
-                for (route, ops) in self.group_by_chunk(&range, ops, WriteOp::key)? {
-                    let logged = route.cell.with_chunk(|c| Ok(c.last_seq() >= seq))?;
-                    if !logged {
-                        groups.push((route.cell.clone(), ops));
-                    }
-                }
-            }
+            // A range dropped since has nothing left to complete; a chunk
+            // that logged the seq has its part.
+            let logged = |cell: &crate::chunk_cell::ChunkCell| {
+                cell.with_chunk(|c| Ok(c.last_seq() >= seq)).unwrap_or(false)
+            };
+            let groups = self.cells_of(&intent.parts, |cell| !logged(cell))?;
             if !groups.is_empty() {
                 tracing::warn!(
                     seq,
