@@ -11,6 +11,7 @@ use monotable_proto::keys::prefix_end;
 
 use crate::node::{scan_limit, Node};
 use crate::storage::chunk::ReadAt;
+use crate::storage::hash_order::MergedPages;
 
 /// Resolves `start`/`end`/`prefix` into an inclusive start and exclusive end.
 /// An inclusive start and an exclusive end; `None` is unbounded.
@@ -182,6 +183,34 @@ pub async fn select_applied(
         },
     )
     .await
+}
+
+/// The children of the tuple `parent` in `range`, in hashed order from
+/// hash `from` on, as reads of everything applied see them: each chunk the
+/// parent's rows span gives about `limit` ([`crate::storage::hash_order`]),
+/// merged for [`MergedPages::take`].
+pub async fn hashed_applied(
+    node: &Node,
+    range: &str,
+    parent: &[u8],
+    from: u64,
+    limit: usize,
+) -> NodeResult<MergedPages> {
+    let mut merged = MergedPages::default();
+    let end = monotable_proto::keys::tuple_prefix_end(parent);
+    walk_applied(
+        node,
+        range,
+        parent,
+        end.as_deref(),
+        |chunk, _| chunk.hashed_applied(parent, from, limit),
+        |page| {
+            merged.add(page);
+            None::<()>
+        },
+    )
+    .await?;
+    Ok(merged)
 }
 
 /// Reads each chunk of `range` that `[start, end)` touches, in key order,

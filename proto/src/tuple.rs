@@ -299,6 +299,19 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Element>, TupleError> {
     Ok(out)
 }
 
+/// Where the last top-level element of the key bytes `bytes` starts: the
+/// bytes before it encode the tuple's parent (every element but the
+/// last). Errors as [`decode`] does, and on an empty tuple.
+pub fn last_element_start(bytes: &[u8]) -> Result<usize, TupleError> {
+    let mut decoder = Decoder { bytes, pos: 0 };
+    let mut start = None;
+    while decoder.pos < bytes.len() {
+        start = Some(decoder.pos);
+        decoder.element(false, 0)?;
+    }
+    start.ok_or(TupleError::Malformed { what: "empty tuple", offset: 0 })
+}
+
 struct Decoder<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -654,6 +667,16 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The parent's bytes are the encoding of every element but the last.
+        #[test]
+        fn last_element_start_splits_off_the_parent(
+            t in proptest::collection::vec(element_strategy(), 1..5)
+        ) {
+            let bytes = encode(&t).expect("encodes");
+            let at = last_element_start(&bytes).expect("splits");
+            prop_assert_eq!(&bytes[..at], &encode(&t[..t.len() - 1]).expect("encodes")[..]);
+        }
+
         #[test]
         fn encoding_order_equals_tuple_order(a in tuple_strategy(), b in tuple_strategy()) {
             let ea = encode(&a).expect("in range");

@@ -66,9 +66,9 @@
 //! The background expirer removes due keys of a replicated database only
 //! on the leader of its chunk, through the same path. CLIENT, INFO,
 //! HELLO, AUTH, SELECT, COMMAND, TIME, FLUSHALL, the `mt.*` commands and
-//! the like stay per node (the `per_node` column of [`super::table`]), and
-//! so do SCAN cursors (a SCAN cursor is the leader's: it may not survive a
-//! leader change). FLUSHALL on a node while any database is replicated fails,
+//! the like stay per node (the `per_node` column of [`super::table`]). A
+//! SCAN cursor is a position in the keys' hashed order, the same on every
+//! replica, so an iteration goes on across a leader change. FLUSHALL on a node while any database is replicated fails,
 //! naming it: each database has its own leader (FLUSHDB each).
 
 use std::time::{Duration, Instant};

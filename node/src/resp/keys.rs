@@ -4,8 +4,6 @@
 //! copying (through [`super::key_copy`]), flushing, TIME, and the string commands that
 //! edit parts of a value or count in floats.
 
-use std::collections::BTreeMap;
-
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
@@ -18,28 +16,6 @@ use super::keyspace::{
 use super::reply::{format_double, Reply};
 use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
-
-/// SCAN cursors kept at once; the oldest are forgotten first (a client
-/// that comes back with one starts over).
-const CURSORS_MAX: usize = 65_536;
-
-/// SCAN cursors: a number for clients, the next key row for us.
-#[derive(Default)]
-pub struct Cursors {
-    next: u64,
-    positions: BTreeMap<u64, Vec<u8>>,
-}
-
-impl Cursors {
-    fn save(&mut self, position: Vec<u8>) -> u64 {
-        self.next += 1;
-        self.positions.insert(self.next, position);
-        while self.positions.len() > CURSORS_MAX {
-            self.positions.pop_first();
-        }
-        self.next
-    }
-}
 
 /// Every live key with its value.
 async fn live_keys(db: &Db<'_>) -> NodeResult<Vec<(Vec<u8>, Value)>> {
@@ -64,7 +40,7 @@ pub async fn run(
 ) -> NodeResult<Reply> {
     match name {
         "keys" => keys(db, &args[1]).await,
-        "scan" => scan(state, db, args).await,
+        "scan" => scan(db, args).await,
         // Keys not yet removed by expiry count, as in Redis; O(log n).
         "dbsize" => {
             let (start, end) = key_rows_span();
@@ -88,7 +64,7 @@ pub async fn run(
             incrbyfloat(db, args).await
         }
         "getrange" => getrange(db, args).await,
-        "hscan" | "sscan" | "zscan" => element_scan(state, db, name, args).await,
+        "hscan" | "sscan" | "zscan" => element_scan(db, name, args).await,
         "setrange" => {
             let _g = state.lock(dbi, &[&args[1]]).await;
             setrange(db, args).await
@@ -249,48 +225,41 @@ fn scan_options(args: &[Vec<u8>], at: usize, allow_type: bool) -> Result<ScanOpt
     Ok(o)
 }
 
-/// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
-async fn scan(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+/// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]. The cursor is
+/// a position in the keys' hashed order ([`Db::hashed_rows`]): any 64-bit
+/// number is one, it stays good however many other scans run meanwhile,
+/// and a whole iteration returns every key present from its first call
+/// to its last (some maybe twice, as Redis allows).
+async fn scan(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let ScanOptions { cursor, pattern, count, kind } = match scan_options(args, 1, true) {
         Ok(o) => o,
         Err(reply) => return Ok(reply),
     };
-    let prefix = key_rows_prefix();
-    let start = if cursor == 0 {
-        Some(prefix.clone())
-    } else {
-        state.cursors.lock().unwrap_or_else(|p| p.into_inner()).positions.get(&cursor).cloned()
-    };
-    // A forgotten cursor starts over, which SCAN's guarantees allow.
-    let start = start.unwrap_or_else(|| prefix.clone());
+    let (rows, next) = db.hashed_rows(&key_rows_prefix(), cursor, scan_page_rows(count)).await?;
+    let now = now_ms();
     let mut found = Vec::new();
-    let next;
-    {
-        let limit = count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32;
-        let end = monotable_proto::keys::tuple_prefix_end(&prefix);
-        let (rows, resume) = db.scan_page(start, end, false, limit).await?;
-        let now = now_ms();
-        for (row, value) in &rows {
-            let Some(v) = Value::decode(value) else { continue };
-            if v.expire_at_ms.is_some_and(|at| at <= now) {
-                continue;
-            }
-            let key = super::keyspace::last_bytes(row)?;
-            if pattern.as_ref().is_some_and(|p| !glob::matches_all(p) && !glob::matches(p, &key)) {
-                continue;
-            }
-            if kind.as_ref().is_some_and(|t| t != v.type_name()) {
-                continue;
-            }
-            found.push(Reply::Bulk(key));
+    for row in rows {
+        let Some(v) = db.read_row(row.clone()).await?.as_deref().and_then(Value::decode) else {
+            continue;
+        };
+        if v.expire_at_ms.is_some_and(|at| at <= now) {
+            continue;
         }
-        next = resume;
+        let key = super::keyspace::last_bytes(&row)?;
+        if pattern.as_ref().is_some_and(|p| !glob::matches_all(p) && !glob::matches(p, &key)) {
+            continue;
+        }
+        if kind.as_ref().is_some_and(|t| t != v.type_name()) {
+            continue;
+        }
+        found.push(Reply::Bulk(key));
     }
-    let cursor = match next {
-        Some(position) => state.cursors.lock().unwrap_or_else(|p| p.into_inner()).save(position),
-        None => 0,
-    };
-    Ok(Reply::Array(vec![Reply::bulk(cursor.to_string()), Reply::Array(found)]))
+    Ok(Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(found)]))
+}
+
+/// Rows a SCAN-family call reads for COUNT `count`.
+fn scan_page_rows(count: usize) -> usize {
+    count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize)
 }
 
 /// Removes keys whose time has come, a batch at a time, database by
@@ -363,12 +332,7 @@ const EXPIRE_BATCH: u32 = 200;
 /// HSCAN / SSCAN / ZSCAN key cursor [MATCH pattern] [COUNT count]: a
 /// collection's elements a page at a time (fields with values, members,
 /// members with scores), cursors as for SCAN.
-async fn element_scan(
-    state: &RespState,
-    db: &Db<'_>,
-    name: &str,
-    args: &[Vec<u8>],
-) -> NodeResult<Reply> {
+async fn element_scan(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let kind = match name {
         "hscan" => super::keyspace::KIND_HASH,
         "sscan" => super::keyspace::KIND_SET,
@@ -385,42 +349,32 @@ async fn element_scan(
         Some(_) => {}
     }
     let prefix = super::keyspace::element_prefix(kind, &args[1]);
-    let start = match cursor {
-        0 => Some(prefix.clone()),
-        c => state.cursors.lock().unwrap_or_else(|p| p.into_inner()).positions.get(&c).cloned(),
-    }
-    .unwrap_or_else(|| prefix.clone());
-    let limit = count.min(monotable_proto::limits::SCAN_LIMIT_MAX as usize) as u32;
-    // Whole elements: the rows of key "a" end before those of "a\0b".
-    let end = monotable_proto::keys::tuple_prefix_end(&prefix);
-    let (rows, resume) = db.scan_page(start, end, false, limit).await?;
+    let (rows, next) = db.hashed_rows(&prefix, cursor, scan_page_rows(count)).await?;
     let mut out = Vec::new();
-    for (row, value) in rows {
+    for row in rows {
         let element = super::keyspace::last_bytes(&row)?;
         if pattern.as_ref().is_some_and(|p| !glob::matches_all(p) && !glob::matches(p, &element)) {
             continue;
         }
+        let value = match kind {
+            super::keyspace::KIND_SET => Vec::new(),
+            _ => match db.read_row(row).await? {
+                Some(value) => value,
+                None => continue,
+            },
+        };
         out.push(Reply::Bulk(element));
         match kind {
             super::keyspace::KIND_HASH => {
                 out.push(Reply::Bulk(super::keyspace::decode_field(&value)?))
             }
-            super::keyspace::KIND_ZSET => {
-                let mut rest = value.as_slice();
-                let score = match rmpv::decode::read_value(&mut rest) {
-                    Ok(rmpv::Value::F64(x)) => x,
-                    _ => return Err(NodeError::Internal("damaged sorted set row".into())),
-                };
-                out.push(Reply::Bulk(format_double(score).into_bytes()));
-            }
+            super::keyspace::KIND_ZSET => out.push(Reply::Bulk(
+                format_double(super::keyspace::decode_score(&value)?).into_bytes(),
+            )),
             _ => {}
         }
     }
-    let cursor = match resume {
-        Some(position) => state.cursors.lock().unwrap_or_else(|p| p.into_inner()).save(position),
-        None => 0,
-    };
-    Ok(Reply::Array(vec![Reply::bulk(cursor.to_string()), Reply::Array(out)]))
+    Ok(Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(out)]))
 }
 
 /// FLUSHDB / FLUSHALL. A replicated database (FLUSHDB only, run on its

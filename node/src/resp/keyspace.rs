@@ -656,6 +656,34 @@ impl<'a> Db<'a> {
         Ok(value.map(|v| (row, v)))
     }
 
+    /// About `limit` children of the tuple `parent` (key rows under
+    /// `("k")`, a collection's element rows) in hashed order from hash
+    /// `from` on, as this database (and transaction) has them, and the
+    /// hash to go on from (`0`: none left): SCAN's stateless cursor
+    /// ([`crate::storage::hash_order`]).
+    pub async fn hashed_rows(
+        &self,
+        parent: &[u8],
+        from: u64,
+        limit: usize,
+    ) -> NodeResult<(Vec<Vec<u8>>, u64)> {
+        let mut merged = if self.node.router_read().range(&self.range).is_some() {
+            let read = crate::scan::hashed_applied(self.node, &self.range, parent, from, limit);
+            not_found_is_empty(read.await)?
+        } else {
+            Default::default()
+        };
+        let end = monotable_proto::keys::tuple_prefix_end(parent);
+        for (row, live) in self.overlay_rows(parent, end.as_deref()) {
+            let child = crate::storage::hash_order::position(&row).map(|p| p.0);
+            if child == Some(parent.len()) {
+                merged.overlay(row, live);
+            }
+        }
+        let (rows, next) = merged.take(from, limit);
+        Ok((rows.into_iter().map(|(_, row)| row).collect(), next))
+    }
+
     /// Drops the writes this transaction holds back for `range` (a
     /// FLUSHDB or FLUSHALL inside it).
     pub fn forget_held(&self, range: &str) {

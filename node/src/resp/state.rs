@@ -1,5 +1,5 @@
 //! What the Redis endpoint keeps between commands: [`RespState`], shared
-//! by every connection of a node (key locks, WATCH versions, SCAN cursors,
+//! by every connection of a node (key locks, WATCH versions,
 //! the transaction gate, the open connections, CLIENT PAUSE, INFO's
 //! counters, CONFIG's values), and [`Conn`], one client's connection.
 
@@ -25,8 +25,6 @@ pub struct RespState {
     /// Key locks by stripe (see [`super::stripes`]).
     locks: KeyLocks,
     next_client_id: AtomicU64,
-    /// SCAN cursors: number -> the key row to go on from.
-    pub cursors: std::sync::Mutex<super::keys::Cursors>,
     /// Every command runs holding this for reading; EXEC holds it for
     /// writing, so a transaction runs alone.
     pub(super) gate: tokio::sync::RwLock<()>,
@@ -66,7 +64,6 @@ impl RespState {
             node,
             locks: KeyLocks::default(),
             next_client_id: AtomicU64::new(1),
-            cursors: Default::default(),
             gate: tokio::sync::RwLock::new(()),
             watches: Default::default(),
             clients: Default::default(),

@@ -594,6 +594,18 @@ impl Chunk {
         self.index.select_live(bounds, n).map(<[u8]>::to_vec)
     }
 
+    /// The children of the tuple `parent` in hashed order from hash `from`
+    /// on, about `limit` of them, as reads of everything applied see them
+    /// ([`super::hash_order`]).
+    pub fn hashed_applied(
+        &self,
+        parent: &[u8],
+        from: u64,
+        limit: usize,
+    ) -> super::hash_order::HashedPage {
+        self.index.hashed_page(parent, from, limit)
+    }
+
     /// Records within `bounds` (already clipped to this chunk by the caller,
     /// or not: keys outside the chunk do not exist here anyway).
     pub fn scan(

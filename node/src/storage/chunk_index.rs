@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use super::hash_order::{HashOrder, HashedPage};
 use super::ranked_keys::RankedKeys;
 
 /// Where one entry lives in the chunk log, and what it was.
@@ -96,6 +97,9 @@ pub struct ChunkIndex {
     /// positions in O(log n) (ZRANK, DBSIZE, a random member). It holds
     /// each live key a second time, the price of not walking the keys.
     live: RankedKeys,
+    /// The live keys in hashed order (SCAN's stateless cursors), once a
+    /// read asked for it: see [`super::hash_order`].
+    hashed: std::sync::Mutex<Option<HashOrder>>,
     /// Keys whose newest version is not a tombstone.
     live_records: u64,
     /// Sum of the entry sizes of the newest, non-tombstone versions.
@@ -163,18 +167,46 @@ impl ChunkIndex {
         match (old_live, !v.is_tombstone()) {
             (false, true) => {
                 self.live.insert(key);
+                if let Some(h) = self.hashed_mut() {
+                    h.insert(key);
+                }
             }
             (true, false) => {
                 self.live.remove(key);
+                if let Some(h) = self.hashed_mut() {
+                    h.remove(key);
+                }
             }
             _ => {}
         }
+    }
+
+    fn hashed_mut(&mut self) -> Option<&mut HashOrder> {
+        self.hashed.get_mut().unwrap_or_else(|p| p.into_inner()).as_mut()
+    }
+
+    /// The live children of `parent` in hashed order from hash `from` on,
+    /// about `limit` of them ([`HashOrder::page`]); the first such read
+    /// builds the order, in O(n log n).
+    pub fn hashed_page(&self, parent: &[u8], from: u64, limit: usize) -> HashedPage {
+        let mut hashed = self.hashed.lock().unwrap_or_else(|p| p.into_inner());
+        let order = hashed.get_or_insert_with(|| {
+            HashOrder::build(
+                self.keys
+                    .iter()
+                    .filter(|(_, chain)| !chain.newest().is_tombstone())
+                    .map(|(k, _)| k.as_slice()),
+            )
+        });
+        order.page(parent, from, limit)
     }
 
     /// Takes out every version above `seq` (batches whose write failed
     /// before it reached the log) and lowers the last seq to `seq`. Walks
     /// every key: this is the rare failure path, not the write path.
     pub fn discard_above(&mut self, seq: u64) {
+        // Built again by the next read that wants it.
+        *self.hashed.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
         let mut emptied = Vec::new();
         for (key, chain) in self.keys.iter_mut() {
             if chain.newest().seq <= seq {

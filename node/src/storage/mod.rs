@@ -6,6 +6,8 @@
 //! - [`chunk_index`]: the in-memory versioned index (no I/O).
 //! - [`ranked_keys`]: the index's order statistics: how many live keys lie
 //!   in a key interval, and which has a given position.
+//! - [`hash_order`]: a second order of the live keys, by hash, so a scan
+//!   resumes from a cursor that is one number (Redis's SCAN).
 //! - [`chunk`]: index + log = one chunk, with reads at snapshots, compaction
 //!   and splits.
 //! - [`descriptor`]: the file that makes a chunk directory self-describing.
@@ -20,6 +22,7 @@ pub mod chunk_log;
 pub mod clock;
 pub mod descriptor;
 pub mod entry;
+pub mod hash_order;
 pub mod intents;
 pub mod journal;
 pub mod manifest;
