@@ -867,6 +867,7 @@ impl Chunk {
         }
         out.finish_at(last_seq)?;
         let files = self.log.install_compacted(id)?;
+        index.take_hash_order(&mut self.index);
         let old = std::mem::replace(&mut self.index, index);
         self.superseded = Superseded { files, index: Some(old) };
         self.written_seq = last_seq;

@@ -185,6 +185,14 @@ impl ChunkIndex {
         self.hashed.get_mut().unwrap_or_else(|p| p.into_inner()).as_mut()
     }
 
+    /// Takes over `other`'s hashed order, if it has one: for a rewrite of
+    /// the same live keys (a compaction), which so does not build it again.
+    pub fn take_hash_order(&mut self, other: &mut ChunkIndex) {
+        debug_assert_eq!(self.live_records, other.live_records);
+        let theirs = other.hashed.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        *self.hashed.get_mut().unwrap_or_else(|p| p.into_inner()) = theirs;
+    }
+
     /// The live children of `parent` in hashed order from hash `from` on,
     /// about `limit` of them ([`HashOrder::page`]); the first such read
     /// builds the order, in O(n log n).
