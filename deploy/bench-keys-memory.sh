@@ -19,21 +19,7 @@ start() {
 rss_mib() { echo $(($(awk '/VmRSS/{print $2}' "/proc/$(cat "$D/pid")/status") / 1024)); }
 start
 until redis-cli -p 17522 ping >/dev/null 2>&1; do sleep 0.05; done
-python3 - <<'PY'
-import socket
-s = socket.create_connection(("127.0.0.1", 17522))
-def cmd(*a):
-    out = b"*%d\r\n" % len(a)
-    for x in a:
-        x = x if isinstance(x, bytes) else str(x).encode()
-        out += b"$%d\r\n%s\r\n" % (len(x), x)
-    return out
-for base in range(0, 1000000, 100000):
-    s.sendall(b"".join(cmd("SET", "key:%010d" % i, "v%d" % i) for i in range(base, base + 100000)))
-    data = b""
-    while data.count(b"\r\n") < 100000:
-        data += s.recv(1 << 20)
-PY
+python3 "$(dirname "$0")/resp-load.py" 17522 1000000 'SET key:{i:010d} v{i}'
 echo "keys: $(redis-cli -p 17522 dbsize)"
 echo "RSS after load: $(rss_mib) MiB"
 kill "$(cat "$D/pid")"
