@@ -3,7 +3,8 @@
  * them): util.c string2d (scores, weights, increments: no leading space,
  * no trailing bytes, no overflow or underflow to zero, no NaN) and t_zset.c
  * zslParseRange (score bounds: strtod up to the first NUL byte, only NaN
- * refused). Called from node/src/resp/args.rs. */
+ * refused) and sort.c (values to sort by: as zslParseRange, and ERANGE
+ * refused too). Called from node/src/resp/args.rs. */
 
 #include <ctype.h>
 #include <errno.h>
@@ -53,6 +54,25 @@ int mt_range_strtod(const char *s, size_t slen, double *dp) {
     if (buf == NULL) return 0;
     value = strtod(buf, &eptr);
     ok = eptr[0] == '\0' && !isnan(value);
+    free(buf);
+    if (ok) *dp = value;
+    return ok;
+}
+
+/* sort.c's reading of a value to sort by (the element itself, or what a
+ * BY pattern found): strtod up to the end (or a NUL byte), refused when it
+ * stops early, overflows or underflows (ERANGE), or reads NaN. An empty
+ * string reads as 0. */
+int mt_sort_strtod(const char *s, size_t slen, double *dp) {
+    char *buf, *eptr;
+    double value;
+    int ok;
+
+    buf = mt_terminated(s, slen);
+    if (buf == NULL) return 0;
+    errno = 0;
+    value = strtod(buf, &eptr);
+    ok = eptr[0] == '\0' && errno != ERANGE && !isnan(value);
     free(buf);
     if (ok) *dp = value;
     return ok;

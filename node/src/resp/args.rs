@@ -73,7 +73,23 @@ pub fn parse_bound_f64(bytes: &[u8]) -> Option<f64> {
     (ok == 1).then_some(x)
 }
 
+/// A value SORT sorts by (an element, or what its BY pattern found) as
+/// Redis's `sort.c` reads it: C's `strtod` up to the end (or a NUL byte),
+/// refused when bytes are left, on an overflow or underflow (`ERANGE`)
+/// and for NaN; an empty value is 0.
+pub fn parse_sort_f64(bytes: &[u8]) -> Option<f64> {
+    let mut x = 0.0;
+    // SAFETY: as for `parse_f64`.
+    let ok = unsafe { mt_sort_strtod(bytes.as_ptr().cast(), bytes.len(), &mut x) };
+    (ok == 1).then_some(x)
+}
+
 extern "C" {
+    fn mt_sort_strtod(
+        s: *const std::os::raw::c_char,
+        len: usize,
+        out: *mut f64,
+    ) -> std::os::raw::c_int;
     fn mt_string2d(
         s: *const std::os::raw::c_char,
         len: usize,

@@ -548,6 +548,7 @@ async fn run(
         Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
         Handler::Scripting => run_script(state, conn, db, name, args).await,
         Handler::Server => super::config::server(state, conn.proto, db, name, args).await,
+        Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         // Run by `execute` before anything is queued or placed; one that
         // reaches here (a forwarded command) is one this path does not run.
         Handler::Transaction => Ok(unknown_command(args)),

@@ -140,6 +140,7 @@ fn key_spec(k: &KeySpec) -> Reply {
             "keyword",
             vec![(bulk("keyword"), bulk(keyword)), (bulk("startfrom"), int(start_from))],
         ),
+        BeginSearch::Unknown => ("unknown", Vec::new()),
     };
     let (find_type, find) = match k.find {
         FindKeys::Range { last_key, key_step, limit } => (
@@ -158,6 +159,7 @@ fn key_spec(k: &KeySpec) -> Reply {
                 (bulk("keystep"), int(key_step)),
             ],
         ),
+        FindKeys::Unknown => ("unknown", Vec::new()),
     };
     let search = |kind: &str, spec: Vec<(Reply, Reply)>| {
         Reply::Map(vec![(bulk("type"), bulk(kind)), (bulk("spec"), Reply::Map(spec))])
@@ -265,6 +267,31 @@ fn command_of(full: &[Vec<u8>]) -> Option<&'static Command> {
     }
 }
 
+/// SORT's keys as Redis's `sortGetKeys` finds them (SORT_RO's as
+/// `sortROGetKeys`): the sorted key, and the argument after the last
+/// `STORE` (LIMIT's, GET's and BY's arguments skipped).
+fn sort_keys(command: &Command, args: &[Vec<u8>]) -> Vec<(usize, &'static [&'static str])> {
+    const SORTED: &[&str] = &["RO", "access"];
+    const STORE: &[&str] = &["OW", "update"];
+    let mut keys = vec![(1, SORTED)];
+    if command.name == "sort_ro" {
+        return keys;
+    }
+    let mut store = None;
+    let mut i = 2;
+    while i < args.len() {
+        match lower(&args[i]).as_str() {
+            "limit" => i += 2,
+            "get" | "by" => i += 1,
+            "store" if i + 1 < args.len() => store = Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    keys.extend(store.map(|at| (at, STORE)));
+    keys
+}
+
 /// The keys of `args` (a whole command, its name at 0) by `command`'s key
 /// specs, as Redis 7.0's `getKeysUsingKeySpecs`: each key's argument index
 /// and flags, in spec order; `None` when a spec does not fit the arguments
@@ -274,6 +301,10 @@ pub fn keys_of(
     args: &[Vec<u8>],
 ) -> Option<Vec<(usize, &'static [&'static str])>> {
     let argc = i64::try_from(args.len()).ok()?;
+    if command.key_specs.iter().any(|k| k.begin == BeginSearch::Unknown) {
+        // Redis's spec search fails ("incomplete"): its own key finder.
+        return Some(sort_keys(command, args));
+    }
     let mut keys = Vec::new();
     for spec in command.key_specs {
         if spec.flags.contains(&"not_key") {
@@ -281,6 +312,7 @@ pub fn keys_of(
         }
         let first = match spec.begin {
             BeginSearch::Index(i) => i64::from(i),
+            BeginSearch::Unknown => continue,
             BeginSearch::Keyword { keyword, start_from } => {
                 let start = i64::from(start_from);
                 let (from, backwards) =
@@ -311,6 +343,7 @@ pub fn keys_of(
                 };
                 (first, last, i64::from(key_step))
             }
+            FindKeys::Unknown => continue,
             FindKeys::KeyNum { key_num_index, first_key, key_step } => {
                 let at = usize::try_from(first + i64::from(key_num_index)).ok()?;
                 let n = parse_i64(args.get(at)?).filter(|&n| n >= 0)?;

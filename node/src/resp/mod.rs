@@ -71,6 +71,7 @@ pub mod reply;
 pub mod scripting;
 pub mod server;
 pub mod sets;
+pub mod sort;
 pub mod state;
 pub mod stats;
 pub mod strings;

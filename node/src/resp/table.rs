@@ -98,6 +98,8 @@ pub enum Handler {
     Scripting,
     /// CONFIG ([`super::config`]), OBJECT and MEMORY ([`super::object`]).
     Server,
+    /// SORT and SORT_RO ([`super::sort`]).
+    Sort,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,
@@ -111,6 +113,9 @@ pub enum BeginSearch {
     /// After `keyword`, searched for from argument `start_from` (a negative
     /// one counts from the end and searches backwards).
     Keyword { keyword: &'static str, start_from: i32 },
+    /// Not known from the arguments' positions (SORT's STORE, and the keys
+    /// its BY and GET patterns name).
+    Unknown,
 }
 
 /// Which arguments from the start are keys (Redis's `find_keys`).
@@ -123,6 +128,8 @@ pub enum FindKeys {
     /// A count of keys at `key_num_index` (relative to the start), the
     /// first key at `first_key`, every `key_step`-th.
     KeyNum { key_num_index: i32, first_key: i32, key_step: i32 },
+    /// Not known from the arguments' positions.
+    Unknown,
 }
 
 /// One of a command's key specs, as Redis 7.0 describes it.

@@ -38,7 +38,7 @@ pub(super) fn score_bound(key: &[u8], score: f64) -> Vec<u8> {
     .expect("encodes")
 }
 
-fn parse_score_row(row: &[u8]) -> NodeResult<(f64, Vec<u8>)> {
+pub(super) fn parse_score_row(row: &[u8]) -> NodeResult<(f64, Vec<u8>)> {
     let mut t = tuple::decode(row).map_err(|_| NodeError::Internal("damaged score row".into()))?;
     match (t.pop(), t.pop()) {
         (Some(Element::Bytes(m)), Some(Element::Float(s))) => Ok((s, m)),

@@ -410,6 +410,12 @@ pub static COMMANDS: &[Command] = &[
     cmd("smove", 4, H::Collections, &[Write, Fast], (1, 2, 1), &["@write", "@set", "@fast"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["RW", "insert"], 2, 0, 1, 0)])
         .docs("Move a member from one set to another", "1.0.0", "set", "O(1)"),
+    cmd("sort", -2, H::Sort, &[Write, Denyoom, MovableKeys], (1, 1, 1), &["@write", "@set", "@sortedset", "@list", "@slow", "@dangerous"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0), KeySpec { flags: &["RO", "access"], notes: Some("For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort"), begin: BeginSearch::Unknown, find: FindKeys::Unknown }, KeySpec { flags: &["OW", "update"], notes: Some("For the optional STORE keyword. It is marked 'unknown' because the keyword can appear anywhere in the argument array"), begin: BeginSearch::Unknown, find: FindKeys::Unknown }])
+        .docs("Sort the elements in a list, set or sorted set", "1.0.0", "generic", "O(N+M*log(M)) where N is the number of elements in the list or set to sort, and M the number of returned elements. When the elements are not sorted, complexity is O(N)."),
+    cmd("sort_ro", -2, H::Sort, &[Readonly, MovableKeys], (1, 1, 1), &["@read", "@set", "@sortedset", "@list", "@slow", "@dangerous"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0), KeySpec { flags: &["RO", "access"], notes: Some("For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort"), begin: BeginSearch::Unknown, find: FindKeys::Unknown }])
+        .docs("Sort the elements in a list, set or sorted set. Read-only variant of SORT.", "7.0.0", "generic", "O(N+M*log(M)) where N is the number of elements in the list or set to sort, and M the number of returned elements. When the elements are not sorted, complexity is O(N)."),
     cmd("spop", -2, H::Collections, &[Write, Fast], (1, 1, 1), &["@write", "@set", "@fast"])
         .tips(&["nondeterministic_output"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
