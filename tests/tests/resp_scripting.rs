@@ -169,6 +169,24 @@ fn cases() -> Vec<Vec<Vec<u8>>> {
         "redis.setresp(3) return redis.call('get', 'nokey')",
         "redis.setresp(3) return {redis.call('get', 'nokey') == nil}",
         "redis.setresp(3) return redis.call('smembers', 'nokey')",
+        // The libraries Redis gives scripts: cjson, cmsgpack, bit, loadstring.
+        "return cjson.encode({1, 2, 'a', true, false, cjson.null, {}, {x='y'}})",
+        "return cjson.encode('a/b\"c\\\\d\\n\\1\\127')",
+        "return cjson.encode({0.1, 1e300, 2^53, -0.0, 100, -5.5})",
+        "return cjson.encode({1, nil, 3})",
+        "return table.concat(cjson.decode('[0.0, -5e3, -1, 0.3e-3, 1023.2, 0e10]'), ' ')",
+        "local t = cjson.decode('{\"a\":[1,2,{\"b\":null}],\"s\":\"\\\\u00e9\"}') return {t.a[1], t.a[3].b == cjson.null, t.s}",
+        "return {(pcall(cjson.decode, '{bad')), (pcall(cjson.encode, {[false]=1})), (pcall(cjson.encode, 0/0))}",
+        "cjson.encode_max_depth(2) local ok = pcall(cjson.encode, {{{1}}}) cjson.encode_max_depth(1000) return {ok, cjson.encode({{1}})}",
+        "local h = '' for _, v in ipairs({cmsgpack.pack(0.1), cmsgpack.pack(-1099511627776), cmsgpack.pack({1,2,3}), cmsgpack.pack({}), cmsgpack.pack('abc', true, false), cmsgpack.pack(300, -33, 1.5), cmsgpack.pack(string.rep('x', 40))}) do for i = 1, #v do h = h .. string.format('%02x', string.byte(v, i)) end h = h .. ' ' end return h",
+        "return {cmsgpack.unpack(cmsgpack.pack(1, 'a', {1, 2}, -7, 2.5))}",
+        "local p = cmsgpack.pack('a', 'bb', 'ccc') local o1, a = cmsgpack.unpack_limit(p, 1, 0) local o2, b = cmsgpack.unpack_one(p, o1) local o3, c = cmsgpack.unpack_limit(p, 0, o2) return {o1, a, o2, b, o3, c}",
+        "return {bit.tobit(0xffffffff), bit.band(0xff, 0x0f), bit.bor(1, 2, 4), bit.bxor(1, 3), bit.lshift(1, 31), bit.rshift(-1, 28), bit.arshift(-256, 4), bit.tohex(255), bit.tohex(-1, -4), bit.bnot(0), bit.rol(1, 33), bit.bswap(0x12345678), bit.tobit(2^32 + 5)}",
+        "return loadstring('return 1 + 1')()",
+        "return loadstring(string.dump(function() return 1 end)) == nil",
+        "cjson.encode = 1",
+        "bit.lshift = 1",
+        "cmsgpack.pack = 1",
     ] {
         c.push(eval(body, &[], &[]));
     }

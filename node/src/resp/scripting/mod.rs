@@ -22,6 +22,7 @@
 //! [`SCRIPT_CACHE_MAX_BYTES`]; EVALSHA of one answers NOSCRIPT, which
 //! clients answer by sending the body again.
 
+pub mod libs;
 pub mod vm;
 
 use std::collections::{HashMap, VecDeque};

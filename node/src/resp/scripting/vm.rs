@@ -12,9 +12,10 @@
 //! Lua code never blocks the runtime.
 //!
 //! What differs from Redis's Lua 5.1: the VM is Lua 5.4 (`tostring(10/2)`
-//! is `5.0`, integers are a subtype); `unpack` is provided as in 5.1; the
-//! `cjson`, `cmsgpack`, `struct` and `bit` libraries are not; globals,
-//! `redis` and the standard library tables are read-only as in Redis.
+//! is `5.0`, integers are a subtype); `unpack` and `loadstring` (text
+//! only) are provided as in 5.1; `cjson`, `cmsgpack` and `bit` are
+//! ([`super::libs`]), `struct` is not; globals, `redis`, those libraries
+//! and the standard library tables are read-only as in Redis.
 
 use std::sync::mpsc;
 
@@ -96,6 +97,10 @@ _G.pcall = function(...)
 end
 _G.unpack = unpack
 _G.redis = api
+_G.cjson = raw.cjson
+_G.cmsgpack = raw.cmsgpack
+_G.bit = raw.bit
+_G.loadstring = raw.loadstring
 _G.print = nil
 local function readonly()
   error("Attempt to modify a readonly table", 2)
@@ -108,7 +113,7 @@ local function protect(t)
   protected[proxy] = true
   return proxy
 end
-for _, name in next, { "redis", "string", "table", "math", "utf8", "time" } do
+for _, name in next, { "redis", "string", "table", "math", "utf8", "time", "cjson", "cmsgpack", "bit" } do
   local lib = rawget(_G, name)
   if lib ~= nil then rawset(_G, name, protect(lib)) end
 end
@@ -163,6 +168,7 @@ impl ScriptVm {
                 .set_name("=scripting")
                 .set_mode(ChunkMode::Text)
                 .call((raw, handler))?;
+            lua.set_named_registry_value(super::libs::SCRIPTS_ENV_KEY, env.clone())?;
             Ok((runner, env, lua.create_table()?))
         };
         let (runner, env, compiled) = sandbox
@@ -386,6 +392,7 @@ fn api_functions(lua: &Lua) -> mlua::Result<Table> {
         raw.set("setresp", lua.create_c_function(redis_setresp)?)?;
         raw.set("log", lua.create_c_function(redis_log)?)?;
     }
+    super::libs::install(lua, &raw)?;
     raw.set("version", REDIS_VERSION)?;
     raw.set("version_num", REDIS_VERSION_NUM)?;
     Ok(raw)
