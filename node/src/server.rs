@@ -150,6 +150,11 @@ pub async fn serve_with_resp(
     let cluster = start_cluster(&node, addr).await?;
     let state = Arc::new(ServerState::default());
     let resp_state = Arc::new(crate::resp::state::RespState::new(node.clone()));
+    resp_state
+        .scripts
+        .functions
+        .open(&node.config.data_dir.join("functions"))
+        .map_err(NodeError::Internal)?;
     let _ = state.resp.set(resp_state.clone());
     let (closing_tx, closing_rx) = watch::channel(false);
     if let Some(resp) = resp {

@@ -545,6 +545,9 @@ async fn run(
         Handler::Mt => Ok(super::mt::run(&state.node, name, args).await),
         Handler::PubSub => Ok(super::pubsub::run(state, conn, name, args)),
         Handler::Blocking => super::blocking::run(state, conn, db, name, args).await,
+        Handler::Scripting if command.per_node && name == "function" => {
+            Ok(super::scripting::functions::command(state, args).await)
+        }
         Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
         Handler::Scripting => run_script(state, conn, db, name, args).await,
         Handler::Server => super::config::server(state, conn.proto, db, name, args).await,

@@ -279,6 +279,12 @@ fn writes(state: &RespState, command: &Command, args: &[Vec<u8>], conn: &Conn) -
         if c.handler == Handler::Scripting && matches!(c.name, "eval" | "evalsha") {
             return !super::scripting::declares_no_writes(state, args);
         }
+        if c.name == "fcall" {
+            // A function flagged no-writes runs as a read (Redis's
+            // fcallGetCommandFlags).
+            let found = args.get(1).and_then(|f| state.scripts.functions.find(f));
+            return !found.is_some_and(|f| f.no_writes);
+        }
         c.has(Flag::Write) || c.may_replicate()
     };
     if command.name == "exec" {

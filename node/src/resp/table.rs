@@ -340,6 +340,7 @@ mod tests {
                 "config",
                 "echo",
                 "flushall",
+                "function",
                 "hello",
                 "info",
                 "mt.agg",

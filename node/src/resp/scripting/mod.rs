@@ -22,6 +22,7 @@
 //! [`SCRIPT_CACHE_MAX_BYTES`]; EVALSHA of one answers NOSCRIPT, which
 //! clients answer by sending the body again.
 
+pub mod functions;
 pub mod libs;
 pub mod vm;
 
@@ -50,6 +51,8 @@ pub struct Scripts {
     /// What VMs are made with (the node's Lua memory pool and shutdown
     /// interrupt), taken from the node once.
     env: std::sync::OnceLock<crate::view::sandbox::LuaEnv>,
+    /// FUNCTION's libraries.
+    pub functions: functions::Functions,
 }
 
 #[derive(Default)]
@@ -98,10 +101,15 @@ pub fn sha1_hex(body: &[u8]) -> String {
     sha1_smol::Sha1::from(body).digest().to_string()
 }
 
+/// What an invocation runs: a script's body, or a library's function.
+enum Program {
+    Script { sha: String, body: Arc<[u8]> },
+    Function { library: String, code: Arc<[u8]>, function: String },
+}
+
 /// A script to run, its arguments checked.
 pub struct Invocation {
-    sha: String,
-    body: Arc<[u8]>,
+    program: Program,
     keys: Vec<Vec<u8>>,
     argv: Vec<Vec<u8>>,
     /// EVAL_RO/EVALSHA_RO, or a `#!lua flags=no-writes` script: a write
@@ -144,6 +152,9 @@ fn shebang(body: &[u8]) -> Result<(bool, usize), String> {
 /// Checks EVAL's (or EVALSHA's, `_RO`'s) arguments: the script and its
 /// keys and arguments, or the error reply.
 pub fn invocation(state: &RespState, name: &str, args: &[Vec<u8>]) -> Result<Invocation, Reply> {
+    if name.starts_with("fcall") {
+        return function_invocation(state, name, args);
+    }
     let by_sha = name.starts_with("evalsha");
     let numkeys = match parse_i64(&args[2]) {
         Some(n) if n < 0 => return Err(Reply::err("ERR Number of keys can't be negative")),
@@ -165,11 +176,44 @@ pub fn invocation(state: &RespState, name: &str, args: &[Vec<u8>]) -> Result<Inv
     };
     let (no_writes, _) = shebang(&body).map_err(Reply::err)?;
     Ok(Invocation {
-        sha,
-        body,
+        program: Program::Script { sha, body },
         keys: args[3..3 + numkeys].to_vec(),
         argv: args[3 + numkeys..].to_vec(),
         read_only: no_writes || name.ends_with("_ro"),
+    })
+}
+
+/// FCALL's (FCALL_RO's) arguments checked, as Redis's
+/// `fcallCommandGeneric` and `scriptPrepareForRun`.
+fn function_invocation(
+    state: &RespState,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Result<Invocation, Reply> {
+    let Some(found) = state.scripts.functions.find(&args[1]) else {
+        return Err(Reply::err("ERR Function not found"));
+    };
+    let numkeys = match parse_i64(&args[2]) {
+        None => return Err(Reply::err("ERR Bad number of keys provided")),
+        Some(n) if n > (args.len() - 3) as i64 => {
+            return Err(Reply::err("ERR Number of keys can't be greater than number of args"))
+        }
+        Some(n) if n < 0 => return Err(Reply::err("ERR Number of keys can't be negative")),
+        Some(n) => n as usize,
+    };
+    let read_only = name == "fcall_ro";
+    if read_only && !found.no_writes {
+        return Err(Reply::err("ERR Can not execute a script with write flag using *_ro command."));
+    }
+    Ok(Invocation {
+        program: Program::Function {
+            library: found.library.name.clone(),
+            code: Arc::from(found.library.code.as_slice()),
+            function: found.function,
+        },
+        keys: args[3..3 + numkeys].to_vec(),
+        argv: args[3 + numkeys..].to_vec(),
+        read_only: read_only || found.no_writes,
     })
 }
 
@@ -257,15 +301,28 @@ pub fn start(state: &RespState, script: Invocation) -> Running {
             Ok(vm) => vm,
             Err(text) => return Outcome { reply: Reply::err(text), stopped: false },
         };
-        let (_, skip) = shebang(&script.body).unwrap_or((false, 0));
-        let mut body = script.body.to_vec();
-        // The `#!` line is skipped, its line feed kept (line numbers hold).
-        body.drain(..skip);
-        // Cached once it compiles, as Redis does, whatever the run does.
-        if vm.compile(&script.sha, &body).is_ok() {
-            scripts.add(&script.sha, script.body.clone(), false);
-        }
-        let outcome = vm.run(&script.sha, &body, &script.keys, &script.argv, calls_tx, answers_rx);
+        let outcome = match &script.program {
+            Program::Script { sha, body: whole } => {
+                let (_, skip) = shebang(whole).unwrap_or((false, 0));
+                let mut body = whole.to_vec();
+                // The `#!` line is skipped, its line feed kept (line numbers hold).
+                body.drain(..skip);
+                // Cached once it compiles, as Redis does, whatever the run does.
+                if vm.compile(sha, &body).is_ok() {
+                    scripts.add(sha, whole.clone(), false);
+                }
+                vm.run(sha, &body, &script.keys, &script.argv, calls_tx, answers_rx)
+            }
+            Program::Function { library, code, function } => vm.run_function(
+                library,
+                code,
+                function,
+                &script.keys,
+                &script.argv,
+                calls_tx,
+                answers_rx,
+            ),
+        };
         scripts.put_vm(generation, vm);
         outcome
     });

@@ -18,6 +18,7 @@
 //! and the standard library tables are read-only as in Redis.
 
 use std::sync::mpsc;
+use std::sync::Arc;
 
 use mlua::{ChunkMode, Function, Lua, MultiValue, Table, Value};
 
@@ -139,7 +140,131 @@ set_metatable(env, {
   __newindex = readonly,
   __metatable = locked,
 })
-return function(f) return xpcall(f, handler) end, scripts_env
+-- FUNCTION libraries (Redis's function_lua.c): their code runs in
+-- `lib_env`. While a library loads, its only global is `redis` with
+-- register_function, log and the version (Redis's library API); once
+-- loaded, its functions see the scripts' globals.
+local lower, tostring, pairs = string.lower, tostring, pairs
+local registering
+local known_flags = {
+  ["no-writes"] = true, ["allow-oom"] = true, ["allow-stale"] = true,
+  ["no-cluster"] = true, ["allow-cross-slot-keys"] = true,
+}
+local function name_ok(name)
+  return #name > 0 and not name:find("[^%w_]")
+end
+-- register_function's errors: error tables without a position, as
+-- Redis's luaPushError makes them.
+local function fail(message) error({ err = "ERR " .. message }) end
+local function register_function(...)
+  if not registering then
+    fail("redis.register_function can only be called on FUNCTION LOAD command")
+  end
+  local n = select('#', ...)
+  if n < 1 or n > 2 then fail("wrong number of arguments to redis.register_function") end
+  local name, callback, flags, description
+  if n == 1 then
+    local t = ...
+    if type(t) ~= "table" then
+      fail("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).")
+    end
+    for k, v in pairs(t) do
+      if type(k) ~= "string" and type(k) ~= "number" then
+        fail("named argument key given to redis.register_function is not a string")
+      end
+      local key = lower(tostring(k))
+      if key == "function_name" then
+        if type(v) ~= "string" and type(v) ~= "number" then
+          fail("function_name argument given to redis.register_function must be a string")
+        end
+        name = tostring(v)
+      elseif key == "description" then
+        if type(v) ~= "string" and type(v) ~= "number" then
+          fail("description argument given to redis.register_function must be a string")
+        end
+        description = tostring(v)
+      elseif key == "callback" then
+        if type(v) ~= "function" then
+          fail("callback argument given to redis.register_function must be a function")
+        end
+        callback = v
+      elseif key == "flags" then
+        if type(v) ~= "table" then
+          fail("flags argument to redis.register_function must be a table representing function flags")
+        end
+        flags = {}
+        local i = 1
+        while v[i] ~= nil do
+          local f = v[i]
+          if (type(f) ~= "string" and type(f) ~= "number") or not known_flags[lower(tostring(f))] then
+            fail("unknown flag given")
+          end
+          flags[#flags + 1] = lower(tostring(f))
+          i = i + 1
+        end
+      else
+        fail("unknown argument given to redis.register_function")
+      end
+    end
+    if not name then fail("redis.register_function must get a function name argument") end
+    if not callback then fail("redis.register_function must get a callback argument") end
+  else
+    name, callback = ...
+    if type(name) ~= "string" and type(name) ~= "number" then
+      fail("first argument to redis.register_function must be a string")
+    end
+    name = tostring(name)
+    if type(callback) ~= "function" then
+      fail("second argument to redis.register_function must be a function")
+    end
+  end
+  if not name_ok(name) then
+    fail("Library names can only contain letters, numbers, or underscores(_) and must be at least one character long")
+  end
+  if registering.names[name] then fail("Function already exists in the library") end
+  registering.names[name] = true
+  registering[#registering + 1] = {
+    name = name, callback = callback, flags = flags or {}, description = description,
+  }
+end
+local function missing(_, name)
+  error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+end
+local load_redis = set_metatable({
+  register_function = register_function, log = raw.log,
+  LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
+  REDIS_VERSION = raw.version, REDIS_VERSION_NUM = raw.version_num,
+}, { __index = missing, __newindex = readonly, __metatable = locked })
+local load_api = set_metatable({ redis = load_redis }, {
+  __index = missing, __newindex = readonly, __metatable = locked,
+})
+local lib_env = set_metatable({}, {
+  __index = function(_, name)
+    if registering then
+      local v = rawget(load_api, name)
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+      end
+      return v
+    end
+    return scripts_env[name]
+  end,
+  __newindex = readonly,
+  __metatable = locked,
+})
+local function load_library(code)
+  registering = { names = {} }
+  local ok, err = xpcall(code, handler)
+  local found = registering
+  registering = nil
+  found.names = nil
+  if not ok then return false, err end
+  return true, found
+end
+local function call_function(f, keys, args)
+  return xpcall(f, handler, keys, args)
+end
+return function(f) return xpcall(f, handler) end, scripts_env, lib_env, load_library, call_function
 "#;
 
 /// A Lua VM for scripts, with the scripts it compiled.
@@ -152,6 +277,25 @@ pub struct ScriptVm {
     /// sha -> compiled function.
     compiled: Table,
     compiled_count: usize,
+    /// What FUNCTION libraries' code runs in (see SETUP).
+    lib_env: Table,
+    /// `load_library(f)`: runs a library's compiled code; `ok, found`.
+    load_library: Function,
+    /// `call_function(f, keys, args)`: a function under the handler.
+    call_function: Function,
+    /// Library name -> { function name -> callback }, as loaded here.
+    libraries: Table,
+    /// The code each library here was loaded from.
+    loaded: std::collections::HashMap<String, std::sync::Arc<[u8]>>,
+}
+
+/// A function a library registered: its name, description and flags
+/// (`no-writes`...), as FUNCTION LIST shows them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Registered {
+    pub name: String,
+    pub description: Option<String>,
+    pub flags: Vec<String>,
 }
 
 impl ScriptVm {
@@ -159,22 +303,197 @@ impl ScriptVm {
     pub fn new(env: &LuaEnv) -> Result<ScriptVm, String> {
         let sandbox =
             Sandbox::for_purpose("", env, "scripts").map_err(|e| format!("ERR Lua VM: {e}"))?;
-        let setup = || -> mlua::Result<(Function, Table, Table)> {
+        type Setup = (Function, Table, Table, Function, Function);
+        let setup = || -> mlua::Result<(Setup, Table, Table)> {
             let lua = &sandbox.lua;
             let raw = api_functions(lua)?;
             let handler = lua.create_function(error_handler)?;
-            let (runner, env): (Function, Table) = lua
+            let made: Setup = lua
                 .load(SETUP)
                 .set_name("=scripting")
                 .set_mode(ChunkMode::Text)
                 .call((raw, handler))?;
-            lua.set_named_registry_value(super::libs::SCRIPTS_ENV_KEY, env.clone())?;
-            Ok((runner, env, lua.create_table()?))
+            lua.set_named_registry_value(super::libs::SCRIPTS_ENV_KEY, made.1.clone())?;
+            Ok((made, lua.create_table()?, lua.create_table()?))
         };
-        let (runner, env, compiled) = sandbox
+        let ((runner, env, lib_env, load_library, call_function), compiled, libraries) = sandbox
             .run(LUA_INSTRUCTIONS_MAX_PER_CALL, setup)
             .map_err(|e| format!("ERR Lua VM: {e}"))?;
-        Ok(ScriptVm { sandbox, runner, env, compiled, compiled_count: 0 })
+        Ok(ScriptVm {
+            sandbox,
+            runner,
+            env,
+            compiled,
+            compiled_count: 0,
+            lib_env,
+            load_library,
+            call_function,
+            libraries,
+            loaded: Default::default(),
+        })
+    }
+
+    /// Loads FUNCTION library `name` from `code` (its whole text, the
+    /// `#!lua name=...` line included): runs it so it registers its
+    /// functions (under the instruction budget), and keeps them here.
+    ///
+    /// Errors: Redis's `ERR Error compiling function: ...`, `ERR Error
+    /// registering functions: ...`, `ERR No functions registered`.
+    pub fn load_library(
+        &mut self,
+        name: &str,
+        code: &Arc<[u8]>,
+    ) -> Result<Vec<Registered>, String> {
+        // The `#!` line is skipped, its line feed kept (line numbers hold).
+        let body = match code.iter().position(|&b| b == b'\n') {
+            Some(at) => &code[at..],
+            None => &code[code.len()..],
+        };
+        let f = self
+            .sandbox
+            .lua
+            .load(body)
+            .set_name("@user_function")
+            .set_mode(ChunkMode::Text)
+            .set_environment(self.lib_env.clone())
+            .into_function()
+            .map_err(|e| {
+                let text = match e {
+                    mlua::Error::SyntaxError { message, .. } => message,
+                    other => other.to_string(),
+                };
+                format!("ERR Error compiling function: {text}")
+            })?;
+        let loader = self.load_library.clone();
+        let lua = &self.sandbox.lua;
+        let run = self.sandbox.run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
+            let (ok, found): (bool, Value) = loader.call(f)?;
+            if !ok {
+                let text = match &found {
+                    Value::Table(t) => match t.raw_get::<Value>("err")? {
+                        Value::String(s) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
+                        _ => String::new(),
+                    },
+                    _ => String::new(),
+                };
+                return Ok(Err(format!("ERR Error registering functions: {text}")));
+            }
+            let Value::Table(found) = found else {
+                return Ok(Err("ERR Error registering functions".into()));
+            };
+            let callbacks = lua.create_table()?;
+            let mut out = Vec::new();
+            for entry in found.sequence_values::<Table>() {
+                let entry = entry?;
+                let name: String = entry.get("name")?;
+                callbacks.raw_set(name.as_str(), entry.get::<Function>("callback")?)?;
+                let flags: Vec<String> = entry
+                    .get::<Table>("flags")?
+                    .sequence_values::<String>()
+                    .collect::<mlua::Result<_>>()?;
+                out.push(Registered { name, description: entry.get("description")?, flags });
+            }
+            Ok(Ok((out, callbacks)))
+        });
+        let (functions, callbacks) = match run {
+            Ok(Ok(done)) => done,
+            Ok(Err(text)) => return Err(text),
+            Err(LuaFnError::Limit(why)) => {
+                return Err(format!(
+                    "ERR Error registering functions: FUNCTION LOAD timeout ({why})"
+                ))
+            }
+            Err(e) => return Err(format!("ERR Error registering functions: {e}")),
+        };
+        if functions.is_empty() {
+            return Err("ERR No functions registered".into());
+        }
+        // FUNCTION LIST's order (Redis leaves it open): by name.
+        let mut functions = functions;
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        self.libraries.raw_set(name, callbacks).map_err(|e| format!("ERR {e}"))?;
+        self.loaded.insert(name.to_owned(), code.clone());
+        Ok(functions)
+    }
+
+    /// Runs `function` of library `library` (loaded from `code` first if
+    /// this VM has another version or none) with its keys and arguments,
+    /// as [`ScriptVm::run`] runs a script.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_function(
+        &mut self,
+        library: &str,
+        code: &Arc<[u8]>,
+        function: &str,
+        keys: &[Vec<u8>],
+        argv: &[Vec<u8>],
+        calls: tokio::sync::mpsc::UnboundedSender<Call>,
+        answers: mpsc::Receiver<Reply>,
+    ) -> Outcome {
+        if self.loaded.get(library).is_none_or(|c| c[..] != code[..]) {
+            if let Err(text) = self.load_library(library, code) {
+                return Outcome { reply: Reply::err(text), stopped: false };
+            }
+        }
+        let callback =
+            self.libraries.raw_get::<Table>(library).and_then(|t| t.raw_get::<Function>(function));
+        let callback = match callback {
+            Ok(f) => f,
+            Err(_) => {
+                return Outcome { reply: Reply::err("ERR Function not found"), stopped: false }
+            }
+        };
+        let lua = &self.sandbox.lua;
+        let sequence =
+            |items: &[Vec<u8>]| lua.create_sequence_from(items.iter().map(|a| lua_bytes(lua, a)));
+        let (keys, args) = match (sequence(keys), sequence(argv)) {
+            (Ok(k), Ok(a)) => (k, a),
+            (Err(e), _) | (_, Err(e)) => {
+                return Outcome { reply: Reply::err(format!("ERR {e}")), stopped: false }
+            }
+        };
+        let caller = self.call_function.clone();
+        self.call(function, calls, answers, || caller.call::<MultiValue>((callback, keys, args)))
+    }
+
+    /// Runs `start` (a script or function under the error handler: `ok,
+    /// value`) with the command channels in place, and makes its reply.
+    fn call(
+        &mut self,
+        name: &str,
+        calls: tokio::sync::mpsc::UnboundedSender<Call>,
+        answers: mpsc::Receiver<Reply>,
+        start: impl FnOnce() -> mlua::Result<MultiValue>,
+    ) -> Outcome {
+        let lua = &self.sandbox.lua;
+        lua.set_app_data(Ctx { calls, answers, resp: 2 });
+        let result = self.sandbox.run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
+            let mut out = start()?.into_iter();
+            let ok = matches!(out.next(), Some(Value::Boolean(true)));
+            let value = out.next().unwrap_or(Value::Nil);
+            let resp = lua.app_data_ref::<Ctx>().map_or(2, |c| c.resp);
+            if ok {
+                let mut elements = 0;
+                Ok(to_reply(&value, resp, 0, &mut elements))
+            } else {
+                Ok(uncaught(name, &value))
+            }
+        });
+        // Closes the calls channel: the caller's loop ends.
+        lua.remove_app_data::<Ctx>();
+        match result {
+            Ok(reply) => Outcome { reply, stopped: false },
+            Err(LuaFnError::Limit(why)) => Outcome {
+                reply: Reply::err(format!(
+                    "ERR Script killed: {why}; none of its writes were applied script: {name}"
+                )),
+                stopped: true,
+            },
+            Err(e) => Outcome {
+                reply: Reply::err(format!("ERR Error running script {name}, {e}")),
+                stopped: false,
+            },
+        }
     }
 
     /// Compiles `body` as script `sha` unless it is compiled already.
@@ -238,38 +557,12 @@ impl ScriptVm {
         if let Err(e) = set_args() {
             return Outcome { reply: Reply::err(format!("ERR {e}")), stopped: false };
         }
-        lua.set_app_data(Ctx { calls, answers, resp: 2 });
         let runner = self.runner.clone();
-        let result = self.sandbox.run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
-            let mut out = runner.call::<MultiValue>(f)?.into_iter();
-            let ok = matches!(out.next(), Some(Value::Boolean(true)));
-            let value = out.next().unwrap_or(Value::Nil);
-            let resp = lua.app_data_ref::<Ctx>().map_or(2, |c| c.resp);
-            if ok {
-                let mut elements = 0;
-                Ok(to_reply(&value, resp, 0, &mut elements))
-            } else {
-                Ok(uncaught(sha, &value))
-            }
-        });
-        // Closes the calls channel: the caller's loop ends.
-        lua.remove_app_data::<Ctx>();
-        let globals = lua.globals();
+        let outcome = self.call(sha, calls, answers, || runner.call::<MultiValue>(f));
+        let globals = self.sandbox.lua.globals();
         let _ = globals.raw_set("KEYS", Value::Nil);
         let _ = globals.raw_set("ARGV", Value::Nil);
-        match result {
-            Ok(reply) => Outcome { reply, stopped: false },
-            Err(LuaFnError::Limit(why)) => Outcome {
-                reply: Reply::err(format!(
-                    "ERR Script killed: {why}; none of its writes were applied script: {sha}"
-                )),
-                stopped: true,
-            },
-            Err(e) => Outcome {
-                reply: Reply::err(format!("ERR Error running script {sha}, {e}")),
-                stopped: false,
-            },
-        }
+        outcome
     }
 }
 
@@ -648,10 +941,12 @@ fn error_handler(lua: &Lua, err: Value) -> mlua::Result<Value> {
     };
     let line = (1..64).map_while(|level| lua.inspect_stack(level)).find_map(|frame| {
         let source = frame.source();
-        (source.source.as_deref() == Some("@user_script")).then(|| frame.curr_line())
+        let source =
+            source.source.as_deref().filter(|s| *s == "@user_script" || *s == "@user_function")?;
+        Some((source.to_owned(), frame.curr_line()))
     });
-    if let Some(line) = line {
-        t.raw_set("source", "@user_script")?;
+    if let Some((source, line)) = line {
+        t.raw_set("source", source)?;
         t.raw_set("line", line)?;
     }
     Ok(Value::Table(t))

@@ -111,6 +111,12 @@ pub static COMMANDS: &[Command] = &[
     cmd("expiretime", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the expiration Unix timestamp for a key", "7.0.0", "generic", "O(1)"),
+    cmd("fcall", -3, H::Scripting, &[Noscript, Stale, SkipMonitor, NoMandatoryKeys, MovableKeys], (0, 0, 0), &["@slow", "@scripting"])
+        .specs(&[KeySpec { flags: &["RW", "access", "update"], notes: Some("We cannot tell how the keys will be used so we assume the worst, RW and UPDATE"), begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Invoke a function", "7.0.0", "scripting", "Depends on the function that is executed."),
+    cmd("fcall_ro", -3, H::Scripting, &[Readonly, Noscript, Stale, SkipMonitor, NoMandatoryKeys, MovableKeys], (0, 0, 0), &["@slow", "@scripting"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: Some("We cannot tell how the keys will be used so we assume the worst, RO and ACCESS"), begin: BeginSearch::Index(2), find: FindKeys::KeyNum { key_num_index: 0, first_key: 1, key_step: 1 } }])
+        .docs("Invoke a read-only function", "7.0.0", "scripting", "Depends on the function that is executed."),
     cmd("flushall", -1, H::Keys, &[Write], (0, 0, 0), &["@keyspace", "@write", "@slow", "@dangerous"])
         .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
         .docs("Remove all keys from all databases", "1.0.0", "server", "O(N) where N is the total number of keys in all databases")
@@ -118,6 +124,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("flushdb", -1, H::Keys, &[Write], (0, 0, 0), &["@keyspace", "@write", "@slow", "@dangerous"])
         .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
         .docs("Remove all keys from the current database", "1.0.0", "server", "O(N) where N is the number of keys in the selected database"),
+    cmd("function", -2, H::Scripting, &[], (0, 0, 0), &["@slow"])
+        .subcommands(FUNCTION_SUBCOMMANDS)
+        .docs("A container for function commands", "7.0.0", "scripting", "Depends on subcommand.")
+        .per_node(),
     cmd("get", 2, H::Strings, &[Readonly, Fast], (1, 1, 1), &["@read", "@string", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the value of a key", "1.0.0", "string", "O(1)"),
@@ -715,4 +725,33 @@ static OBJECT_SUBCOMMANDS: &[Command] = &[
         .tips(&["nondeterministic_output"])
         .specs(&[spec(&["RO"], 2, 0, 1, 0)])
         .docs("Get the number of references to the value of the key", "2.2.3", "generic", "O(1)"),
+];
+
+#[rustfmt::skip]
+static FUNCTION_SUBCOMMANDS: &[Command] = &[
+    cmd("function|delete", 3, H::Scripting, &[Write, Noscript], (0, 0, 0), &["@write", "@slow", "@scripting"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Delete a function by name", "7.0.0", "scripting", "O(1)"),
+    cmd("function|dump", 2, H::Scripting, &[Noscript], (0, 0, 0), &["@slow", "@scripting"])
+        .docs("Dump all functions into a serialized binary payload", "7.0.0", "scripting", "O(N) where N is the number of functions"),
+    cmd("function|flush", -2, H::Scripting, &[Write, Noscript], (0, 0, 0), &["@write", "@slow", "@scripting"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Deleting all functions", "7.0.0", "scripting", "O(N) where N is the number of functions deleted"),
+    cmd("function|help", 2, H::Scripting, &[Loading, Stale], (0, 0, 0), &["@slow", "@scripting"])
+        .docs("Show helpful text about the different subcommands", "7.0.0", "scripting", "O(1)"),
+    cmd("function|kill", 2, H::Scripting, &[Noscript, AllowBusy], (0, 0, 0), &["@slow", "@scripting"])
+        .tips(&["request_policy:all_shards", "response_policy:one_succeeded"])
+        .docs("Kill the function currently in execution.", "7.0.0", "scripting", "O(1)"),
+    cmd("function|list", -2, H::Scripting, &[Noscript], (0, 0, 0), &["@slow", "@scripting"])
+        .tips(&["nondeterministic_output_order"])
+        .docs("List information about all the functions", "7.0.0", "scripting", "O(N) where N is the number of functions"),
+    cmd("function|load", -3, H::Scripting, &[Write, Denyoom, Noscript], (0, 0, 0), &["@write", "@slow", "@scripting"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Create a function with the given arguments (name, code, description)", "7.0.0", "scripting", "O(1) (considering compilation time is redundant)"),
+    cmd("function|restore", -3, H::Scripting, &[Write, Denyoom, Noscript], (0, 0, 0), &["@write", "@slow", "@scripting"])
+        .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+        .docs("Restore all the functions on the given payload", "7.0.0", "scripting", "O(N) where N is the number of functions on the payload"),
+    cmd("function|stats", 2, H::Scripting, &[Noscript, AllowBusy], (0, 0, 0), &["@slow", "@scripting"])
+        .tips(&["nondeterministic_output", "request_policy:all_shards", "response_policy:special"])
+        .docs("Return information about the function currently running (name, description, duration)", "7.0.0", "scripting", "O(1)"),
 ];
