@@ -36,6 +36,8 @@ static int mt_string2ld(const char *s, size_t slen, long double *dp) {
     return 1;
 }
 
+static long mt_ld_print(long double value, char *out);
+
 /* current + by, printed into out (MT_LD_CHARS bytes) as Redis's
  * ld2string(LD_STR_HUMAN). Returns the length, or: -1 current is not a
  * float, -2 by is not a float (checked first), -3 by is infinite, -4 the
@@ -48,6 +50,19 @@ long mt_ld_incr(const char *current, size_t current_len, const char *by, size_t 
     if (isinf(incr)) return -3;
     value += incr;
     if (isnan(value) || isinf(value)) return -4;
+    return mt_ld_print(value, out);
+}
+
+/* x as a long double printed by ld2string(LD_STR_HUMAN) into out
+ * (MT_LD_CHARS bytes), as addReplyHumanLongDouble shows GEOPOS's
+ * coordinates. Returns the length, or -4 when it does not fit. */
+long mt_ld_human(double x, char *out) {
+    return mt_ld_print((long double)x, out);
+}
+
+/* ld2string(LD_STR_HUMAN): "%.17Lf", trailing zeros (and a bare dot)
+ * dropped, "-0" printed "0". Returns the length, or -4. */
+static long mt_ld_print(long double value, char *out) {
     int l = snprintf(out, MT_LD_CHARS, "%.17Lf", value);
     if (l < 0 || l + 1 > MT_LD_CHARS) return -4;
     if (strchr(out, '.') != NULL) {

@@ -13,6 +13,7 @@ use std::os::raw::{c_char, c_long};
 const LONG_DOUBLE_CHARS: usize = 5 * 1024;
 
 extern "C" {
+    fn mt_ld_human(x: f64, out: *mut c_char) -> c_long;
     fn mt_ld_incr(
         current: *const c_char,
         current_len: usize,
@@ -35,6 +36,17 @@ pub enum IncrError {
     /// The sum is NaN or infinite ("increment would produce NaN or
     /// Infinity").
     NotFinite,
+}
+
+/// `x` as Redis's `addReplyHumanLongDouble` shows it (GEOPOS, WITHCOORD):
+/// as a long double, `%.17Lf` with trailing zeros dropped.
+pub fn human(x: f64) -> String {
+    let mut out = vec![0u8; LONG_DOUBLE_CHARS];
+    // SAFETY: `out` holds LONG_DOUBLE_CHARS bytes, which the C side never
+    // passes.
+    let n = unsafe { mt_ld_human(x, out.as_mut_ptr().cast()) };
+    out.truncate(usize::try_from(n).unwrap_or(0).min(LONG_DOUBLE_CHARS));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `current` (None: 0, a missing key or field) plus `by`, as Redis's text.

@@ -55,6 +55,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod geo;
 pub mod glob;
 pub mod info;
 pub mod introspect;

@@ -100,6 +100,8 @@ pub enum Handler {
     Server,
     /// SORT and SORT_RO ([`super::sort`]).
     Sort,
+    /// GEOADD and the other geo commands, over sorted sets ([`super::geo`]).
+    Geo,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,

@@ -309,7 +309,11 @@ async fn algebra(
 /// Replaces whatever `dst` held with a sorted set of `items` (no expiry),
 /// or deletes it when `items` is empty; replies with the new size. Scores
 /// are stored as Redis's small sets store them: -0 as 0.
-async fn store_result(db: &Db<'_>, dst: &[u8], items: Vec<(Vec<u8>, f64)>) -> NodeResult<Reply> {
+pub(super) async fn store_result(
+    db: &Db<'_>,
+    dst: &[u8],
+    items: Vec<(Vec<u8>, f64)>,
+) -> NodeResult<Reply> {
     let old = db.get(dst).await?;
     let mut puts = Vec::with_capacity(items.len() * 2 + 1);
     for (m, s) in &items {

@@ -128,6 +128,40 @@ pub static COMMANDS: &[Command] = &[
         .subcommands(FUNCTION_SUBCOMMANDS)
         .docs("A container for function commands", "7.0.0", "scripting", "Depends on subcommand.")
         .per_node(),
+    cmd("geoadd", -5, H::Geo, &[Write, Denyoom], (1, 1, 1), &["@write", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RW", "update"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Add one or more geospatial items in the geospatial index represented using a sorted set", "3.2.0", "geo", "O(log(N)) for each item added, where N is the number of elements in the sorted set."),
+    cmd("geodist", -4, H::Geo, &[Readonly], (1, 1, 1), &["@read", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Returns the distance between two members of a geospatial index", "3.2.0", "geo", "O(log(N))"),
+    cmd("geohash", -2, H::Geo, &[Readonly], (1, 1, 1), &["@read", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Returns members of a geospatial index as standard geohash strings", "3.2.0", "geo", "O(log(N)) for each member requested, where N is the number of elements in the sorted set."),
+    cmd("geopos", -2, H::Geo, &[Readonly], (1, 1, 1), &["@read", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Returns longitude and latitude of members of a geospatial index", "3.2.0", "geo", "O(N) where N is the number of members requested."),
+    cmd("georadius", -6, H::Geo, &[Write, Denyoom, MovableKeys], (1, 1, 1), &["@write", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }, KeySpec { flags: &["OW", "update"], notes: None, begin: BeginSearch::Keyword { keyword: "STORE", start_from: 6 }, find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }, KeySpec { flags: &["OW", "update"], notes: None, begin: BeginSearch::Keyword { keyword: "STOREDIST", start_from: 6 }, find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Query a sorted set representing a geospatial index to fetch members matching a given maximum distance from a point", "3.2.0", "geo", "O(N+log(M)) where N is the number of elements inside the bounding box of the circular area delimited by center and radius and M is the number of items inside the index.")
+        .deprecated("6.2.0", "`GEOSEARCH` and `GEOSEARCHSTORE` with the `BYRADIUS` argument"),
+    cmd("georadius_ro", -6, H::Geo, &[Readonly], (1, 1, 1), &["@read", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("A read-only variant for GEORADIUS", "3.2.10", "geo", "O(N+log(M)) where N is the number of elements inside the bounding box of the circular area delimited by center and radius and M is the number of items inside the index.")
+        .deprecated("6.2.0", "`GEOSEARCH` with the `BYRADIUS` argument"),
+    cmd("georadiusbymember", -5, H::Geo, &[Write, Denyoom, MovableKeys], (1, 1, 1), &["@write", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }, KeySpec { flags: &["OW", "update"], notes: None, begin: BeginSearch::Keyword { keyword: "STORE", start_from: 5 }, find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }, KeySpec { flags: &["OW", "update"], notes: None, begin: BeginSearch::Keyword { keyword: "STOREDIST", start_from: 5 }, find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Query a sorted set representing a geospatial index to fetch members matching a given maximum distance from a member", "3.2.0", "geo", "O(N+log(M)) where N is the number of elements inside the bounding box of the circular area delimited by center and radius and M is the number of items inside the index.")
+        .deprecated("6.2.0", "`GEOSEARCH` and `GEOSEARCHSTORE` with the `BYRADIUS` and `FROMMEMBER` arguments"),
+    cmd("georadiusbymember_ro", -5, H::Geo, &[Readonly], (1, 1, 1), &["@read", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("A read-only variant for GEORADIUSBYMEMBER", "3.2.10", "geo", "O(N+log(M)) where N is the number of elements inside the bounding box of the circular area delimited by center and radius and M is the number of items inside the index.")
+        .deprecated("6.2.0", "`GEOSEARCH` with the `BYRADIUS` and `FROMMEMBER` arguments"),
+    cmd("geosearch", -7, H::Geo, &[Readonly], (1, 1, 1), &["@read", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Query a sorted set representing a geospatial index to fetch members inside an area of a box or a circle.", "6.2.0", "geo", "O(N+log(M)) where N is the number of elements in the grid-aligned bounding box area around the shape provided as the filter and M is the number of items inside the shape"),
+    cmd("geosearchstore", -8, H::Geo, &[Write, Denyoom], (1, 2, 1), &["@write", "@geo", "@slow"])
+        .specs(&[KeySpec { flags: &["OW", "update"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }, KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(2), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Query a sorted set representing a geospatial index to fetch members inside an area of a box or a circle, and store the result in another key.", "6.2.0", "geo", "O(N+log(M)) where N is the number of elements in the grid-aligned bounding box area around the shape provided as the filter and M is the number of items inside the shape"),
     cmd("get", 2, H::Strings, &[Readonly, Fast], (1, 1, 1), &["@read", "@string", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the value of a key", "1.0.0", "string", "O(1)"),
