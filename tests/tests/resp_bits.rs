@@ -1,4 +1,5 @@
-//! Bitmap commands (GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP), MOVE and LCS
+//! Bitmap commands (GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD,
+//! BITFIELD_RO), MOVE and LCS
 //! against a real `redis-server` 7.0 started here on a free loopback port:
 //! hand-written edge cases and a seeded random sequence over a few keys,
 //! replies compared byte for byte.
@@ -162,4 +163,80 @@ fn bitmaps_and_move_answer_as_redis() {
     for key in ["r1", "r2", "r3"] {
         same(&mut redis, &mut mono, &format!("GET {key}"));
     }
+}
+
+/// BITFIELD's types, offsets, overflows and errors, and a random sequence
+/// of its operations, as redis-server answers them.
+#[test]
+fn bitfield_answers_as_redis() {
+    let redis_server = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    let mut redis = RawResp::connect(redis_server.addr, 10);
+    let mut mono = RawResp::connect(node.resp_addr, 10);
+    for line in [
+        "BITFIELD f GET u8 0",
+        "EXISTS f",
+        "BITFIELD f SET i8 0 -100 GET u8 0 INCRBY i8 0 -100",
+        "BITFIELD f OVERFLOW SAT INCRBY i8 0 -100 OVERFLOW FAIL INCRBY i8 0 -100 GET i8 0",
+        "BITFIELD f OVERFLOW WRAP INCRBY u2 100 7 SET u63 #3 9223372036854775807 GET i64 #3",
+        "BITFIELD f SET i64 0 -9223372036854775808 INCRBY i64 0 -1 OVERFLOW SAT INCRBY i64 0 -1",
+        "BITFIELD f GET u64 0",
+        "BITFIELD f GET i65 0",
+        "BITFIELD f GET x8 0",
+        "BITFIELD f GET u0 0",
+        "BITFIELD f GET u8 -1",
+        "BITFIELD f GET u8 #-1",
+        "BITFIELD f GET u8 4294967296",
+        "BITFIELD f SET u8 0 x",
+        "BITFIELD f OVERFLOW BOGUS GET u8 0",
+        "BITFIELD f GET u8",
+        "BITFIELD f BOGUS",
+        "BITFIELD_RO f GET u8 0 GET i4 #1",
+        "BITFIELD_RO f SET u8 0 1",
+        "BITFIELD_RO nokey GET u8 0",
+        "SET s x",
+        "RPUSH notastring a",
+        "BITFIELD notastring GET u8 0",
+        "BITFIELD notastring SET u8 0 1",
+        "BITFIELD g OVERFLOW FAIL INCRBY u8 0 300",
+        "GET g",
+        "COMMAND GETKEYSANDFLAGS BITFIELD f GET u8 0 OVERFLOW SAT",
+        "COMMAND GETKEYSANDFLAGS BITFIELD f GET u8 0 SET u8 0 1",
+        "GET f",
+    ] {
+        same(&mut redis, &mut mono, line);
+    }
+    // Past the node's value limit (Redis allows 512 MB): refused whole.
+    assert_eq!(
+        show(&mono.call_str("BITFIELD f SET u8 67108863 1")),
+        "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\\r\\n"
+    );
+    let mut rng = StdRng::seed_from_u64(6);
+    for _ in 0..800 {
+        let mut line = "BITFIELD rf".to_owned();
+        for _ in 0..rng.gen_range(1..4) {
+            let signed = rng.gen_bool(0.5);
+            let bits = rng.gen_range(1..if signed { 65 } else { 64 });
+            let ty = format!("{}{bits}", if signed { 'i' } else { 'u' });
+            let offset = if rng.gen_bool(0.3) {
+                format!("#{}", rng.gen_range(0..6))
+            } else {
+                rng.gen_range(0..200).to_string()
+            };
+            let value = match rng.gen_range(0..4) {
+                0 => i64::MAX.to_string(),
+                1 => i64::MIN.to_string(),
+                _ => rng.gen_range(-300i64..300).to_string(),
+            };
+            line += &match rng.gen_range(0..5) {
+                0 => format!(" OVERFLOW {}", ["WRAP", "SAT", "FAIL"][rng.gen_range(0..3)]),
+                1 | 2 => format!(" GET {ty} {offset}"),
+                3 => format!(" SET {ty} {offset} {value}"),
+                _ => format!(" INCRBY {ty} {offset} {value}"),
+            };
+        }
+        same(&mut redis, &mut mono, &line);
+    }
+    same(&mut redis, &mut mono, "GET rf");
 }

@@ -1,5 +1,6 @@
 //! Bitmap commands on strings: GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP,
-//! as Redis 7.0's `bitops.c` (bit 0 is the most significant bit of the
+//! BITFIELD and BITFIELD_RO, as Redis 7.0's `bitops.c` (bit 0 is the most
+//! significant bit of the
 //! first byte; BIT and BYTE ranges; its argument checks, errors and their
 //! order). A string grows only up to the node's value limit
 //! ([`super::args::string_end`]): SETBIT past it answers Redis's
@@ -27,6 +28,15 @@ pub async fn run(
         "setbit" => {
             let _g = state.lock(dbi, &[&args[1]]).await;
             setbit(db, args).await
+        }
+        "bitfield" | "bitfield_ro" => {
+            let ops = or_reply!(bitfield_ops(args));
+            let writes = ops.iter().any(|o| o.op != FieldOp::Get);
+            if writes && name == "bitfield_ro" {
+                return Ok(Reply::err("ERR BITFIELD_RO only supports the GET subcommand"));
+            }
+            let _g = if writes { Some(state.lock(dbi, &[&args[1]]).await) } else { None };
+            bitfield(db, &args[1], &ops).await
         }
         "bitcount" => bitcount(db, args).await,
         "bitpos" => bitpos(db, args).await,
@@ -295,4 +305,228 @@ mod tests {
         let s = span(3, -2, -1, false);
         assert_eq!((s.start, s.end), (1, 2));
     }
+}
+
+/// What a BITFIELD operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldOp {
+    Get,
+    Set,
+    IncrBy,
+}
+
+/// BITFIELD's OVERFLOW behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    Wrap,
+    Sat,
+    Fail,
+}
+
+/// One BITFIELD operation: its type (`signed`, `bits`), bit offset, value
+/// (SET, INCRBY) and the OVERFLOW in force.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    op: FieldOp,
+    signed: bool,
+    bits: u32,
+    offset: u64,
+    value: i64,
+    overflow: Overflow,
+}
+
+/// Parses BITFIELD's operations as `bitfieldGeneric` (errors in its order).
+fn bitfield_ops(args: &[Vec<u8>]) -> Result<Vec<Field>, Reply> {
+    const TYPE_ERR: &str = "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.";
+    let mut ops = Vec::new();
+    let mut overflow = Overflow::Wrap;
+    let mut j = 2;
+    while j < args.len() {
+        let left = args.len() - j - 1;
+        let op = match lower(&args[j]).as_str() {
+            "get" if left >= 2 => FieldOp::Get,
+            "set" if left >= 3 => FieldOp::Set,
+            "incrby" if left >= 3 => FieldOp::IncrBy,
+            "overflow" if left >= 1 => {
+                overflow = match lower(&args[j + 1]).as_str() {
+                    "wrap" => Overflow::Wrap,
+                    "sat" => Overflow::Sat,
+                    "fail" => Overflow::Fail,
+                    _ => return Err(Reply::err("ERR Invalid OVERFLOW type specified")),
+                };
+                j += 2;
+                continue;
+            }
+            _ => return Err(Reply::err(SYNTAX)),
+        };
+        let ty = &args[j + 1];
+        let signed = match ty.first() {
+            Some(b'i') => true,
+            Some(b'u') => false,
+            _ => return Err(Reply::err(TYPE_ERR)),
+        };
+        let bits = match parse_i64(&ty[1..]) {
+            Some(n) if n >= 1 && n <= if signed { 64 } else { 63 } => n as u32,
+            _ => return Err(Reply::err(TYPE_ERR)),
+        };
+        let raw = &args[j + 2];
+        let hash = raw.first() == Some(&b'#');
+        let offset = match parse_i64(&raw[usize::from(hash)..]) {
+            Some(n) if hash => n.checked_mul(i64::from(bits)),
+            other => other,
+        };
+        let offset = match offset {
+            Some(n) if n >= 0 && (n >> 3) < 512 << 20 => n as u64,
+            _ => return Err(Reply::err(BIT_OFFSET_ERR)),
+        };
+        let value = if op == FieldOp::Get { 0 } else { integer(&args[j + 3])? };
+        ops.push(Field { op, signed, bits, offset, value, overflow });
+        j += if op == FieldOp::Get { 3 } else { 4 };
+    }
+    Ok(ops)
+}
+
+/// The `bits`-bit unsigned field at bit `offset` of `p` (missing bytes 0).
+fn get_field(p: &[u8], offset: u64, bits: u32) -> u64 {
+    let mut value = 0u64;
+    for j in 0..u64::from(bits) {
+        let at = offset + j;
+        let byte = p.get(usize::try_from(at >> 3).unwrap_or(usize::MAX)).copied().unwrap_or(0);
+        value = (value << 1) | u64::from((byte >> (7 - (at & 7))) & 1);
+    }
+    value
+}
+
+fn get_signed(p: &[u8], offset: u64, bits: u32) -> i64 {
+    let mut value = get_field(p, offset, bits) as i64;
+    if bits < 64 && value & (1i64 << (bits - 1)) != 0 {
+        value |= -1i64 << bits;
+    }
+    value
+}
+
+fn set_field(p: &mut [u8], offset: u64, bits: u32, value: u64) {
+    for j in 0..u64::from(bits) {
+        let bit = (value >> (u64::from(bits) - 1 - j)) & 1;
+        let at = offset + j;
+        let byte = &mut p[(at >> 3) as usize];
+        let shift = 7 - (at & 7);
+        *byte = (*byte & !(1 << shift)) | ((bit as u8) << shift);
+    }
+}
+
+/// `checkUnsignedBitfieldOverflow`: 0, or 1/-1 on overflow with what
+/// WRAP or SAT makes of it.
+fn unsigned_overflow(value: u64, incr: i64, bits: u32, ow: Overflow) -> (i32, u64) {
+    let max = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let maxincr = max.wrapping_sub(value) as i64;
+    let minincr = (value as i64).wrapping_neg();
+    let wrap = || value.wrapping_add(incr as u64) & !(u64::MAX << bits);
+    if value > max || (incr > 0 && incr > maxincr) {
+        (1, if ow == Overflow::Wrap { wrap() } else { max })
+    } else if incr < 0 && incr < minincr {
+        (-1, if ow == Overflow::Wrap { wrap() } else { 0 })
+    } else {
+        (0, 0)
+    }
+}
+
+/// `checkSignedBitfieldOverflow`.
+fn signed_overflow(value: i64, incr: i64, bits: u32, ow: Overflow) -> (i32, i64) {
+    let max = if bits == 64 { i64::MAX } else { (1i64 << (bits - 1)) - 1 };
+    let min = -max - 1;
+    let maxincr = (max as u64).wrapping_sub(value as u64) as i64;
+    let minincr = min.wrapping_sub(value);
+    let wrap = || {
+        let mut c = (value as u64).wrapping_add(incr as u64);
+        if bits < 64 {
+            let mask = u64::MAX << bits;
+            if c & (1u64 << (bits - 1)) != 0 {
+                c |= mask;
+            } else {
+                c &= !mask;
+            }
+        }
+        c as i64
+    };
+    if value > max || (bits != 64 && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr) {
+        (1, if ow == Overflow::Wrap { wrap() } else { max })
+    } else if value < min
+        || (bits != 64 && incr < minincr)
+        || (value < 0 && incr < 0 && incr < minincr)
+    {
+        (-1, if ow == Overflow::Wrap { wrap() } else { min })
+    } else {
+        (0, 0)
+    }
+}
+
+/// BITFIELD's operations on `key`, in order: GET's value, SET's old
+/// value, INCRBY's new one, nil for a FAIL overflow (nothing written).
+async fn bitfield(db: &Db<'_>, key: &[u8], ops: &[Field]) -> NodeResult<Reply> {
+    let found = or_reply!(string(db, key).await?);
+    let created = found.is_none();
+    let mut v = found.unwrap_or_else(|| Value::string(Vec::new(), None));
+    let highest =
+        ops.iter().filter(|o| o.op != FieldOp::Get).map(|o| o.offset + u64::from(o.bits) - 1).max();
+    let mut grown = false;
+    if let Some(highest) = highest {
+        let end = match super::args::string_end(highest >> 3, 1) {
+            Ok(end) => end,
+            Err(reply) => return Ok(reply),
+        };
+        if v.payload.len() < end {
+            v.payload.resize(end, 0);
+            grown = true;
+        }
+    }
+    let mut changed = false;
+    let mut out = Vec::with_capacity(ops.len());
+    for o in ops {
+        if o.op == FieldOp::Get {
+            out.push(Reply::Int(if o.signed {
+                get_signed(&v.payload, o.offset, o.bits)
+            } else {
+                get_field(&v.payload, o.offset, o.bits) as i64
+            }));
+            continue;
+        }
+        let (fail, reply, new, old) = if o.signed {
+            let old = get_signed(&v.payload, o.offset, o.bits);
+            let (overflow, wrapped, new, reply) = if o.op == FieldOp::IncrBy {
+                let (ov, w) = signed_overflow(old, o.value, o.bits, o.overflow);
+                let new = if ov != 0 { w } else { old.wrapping_add(o.value) };
+                (ov, w, new, new)
+            } else {
+                let (ov, w) = signed_overflow(o.value, 0, o.bits, o.overflow);
+                (ov, w, if ov != 0 { w } else { o.value }, old)
+            };
+            let _ = wrapped;
+            (overflow != 0 && o.overflow == Overflow::Fail, reply, new as u64, old as u64)
+        } else {
+            let old = get_field(&v.payload, o.offset, o.bits);
+            let (ov, new, reply) = if o.op == FieldOp::IncrBy {
+                let (ov, w) = unsigned_overflow(old, o.value, o.bits, o.overflow);
+                let new = if ov != 0 { w } else { old.wrapping_add(o.value as u64) };
+                (ov, new, new as i64)
+            } else {
+                let (ov, w) = unsigned_overflow(o.value as u64, 0, o.bits, o.overflow);
+                (ov, if ov != 0 { w } else { o.value as u64 }, old as i64)
+            };
+            (ov != 0 && o.overflow == Overflow::Fail, reply, new, old)
+        };
+        if fail {
+            out.push(Reply::Null);
+            continue;
+        }
+        out.push(Reply::Int(reply));
+        let mask = if o.bits == 64 { u64::MAX } else { (1u64 << o.bits) - 1 };
+        set_field(&mut v.payload, o.offset, o.bits, new & mask);
+        changed |= old & mask != new & mask;
+    }
+    // Written only when something changed, as Redis signals it.
+    if created && highest.is_some() || grown || changed {
+        db.put(key, &v).await?;
+    }
+    Ok(Reply::Array(out))
 }

@@ -372,6 +372,19 @@ pub fn keys_of(
 /// as the command's own key finder gives them: SET's key is read too
 /// with GET (Redis's `setGetKeys`).
 fn variable_flags(command: &Command, args: &[Vec<u8>]) -> Option<&'static [&'static str]> {
+    if command.name == "bitfield" {
+        // Redis's bitfieldGetKeys: read-only when every operation is a GET.
+        let mut i = 2;
+        while i < args.len() {
+            let left = args.len() - i - 1;
+            match lower(&args[i]).as_str() {
+                "get" if left >= 2 => i += 3,
+                "overflow" if left >= 1 => i += 2,
+                _ => return Some(&["RW", "access", "update"]),
+            }
+        }
+        return Some(&["RO", "access"]);
+    }
     if command.name != "set" {
         return None;
     }

@@ -19,6 +19,12 @@ pub static COMMANDS: &[Command] = &[
     cmd("bitcount", -2, H::Bits, &[Readonly], (1, 1, 1), &["@read", "@bitmap", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Count set bits in a string", "2.6.0", "bitmap", "O(N)"),
+    cmd("bitfield", -2, H::Bits, &[Write, Denyoom], (1, 1, 1), &["@write", "@bitmap", "@slow"])
+        .specs(&[KeySpec { flags: &["RW", "access", "update", "variable_flags"], notes: Some("This command allows both access and modification of the key"), begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Perform arbitrary bitfield integer operations on strings", "3.2.0", "bitmap", "O(1) for each subcommand specified"),
+    cmd("bitfield_ro", -2, H::Bits, &[Readonly, Fast], (1, 1, 1), &["@read", "@bitmap", "@fast"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Index(1), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }])
+        .docs("Perform arbitrary bitfield integer operations on strings. Read-only variant of BITFIELD", "6.0.0", "bitmap", "O(1) for each subcommand specified"),
     cmd("bitop", -4, H::Bits, &[Write, Denyoom], (2, -1, 1), &["@write", "@bitmap", "@slow"])
         .specs(&[spec(&["OW", "update"], 2, 0, 1, 0), spec(&["RO", "access"], 3, -1, 1, 0)])
         .docs("Perform bitwise operations between strings", "2.6.0", "bitmap", "O(N)"),
