@@ -256,6 +256,20 @@ fn a_flush_inside_a_transaction_takes_its_held_writes_too() {
         b"0",
     ]);
     same(&[b"EXISTS", b"e"]);
+    // A script stopped by its budget applies nothing: its FLUSHDB neither.
+    // Postmortem: the flush dropped the range at once, ahead of the
+    // script's batch, so the stopped script had emptied the database.
+    assert_eq!(mono.call_str("MSET keep1 1 keep2 2"), b"+OK\r\n");
+    let stopped = mono.call(&[
+        b"EVAL",
+        b"redis.call('set', 'c', '3') redis.call('flushdb') redis.call('set', 'd', '4') while true do end",
+        b"0",
+    ]);
+    assert!(show(&stopped).contains("none of its writes were applied"), "{}", show(&stopped));
+    assert_eq!(
+        mono.call_str("MGET keep1 keep2 c d"),
+        b"*4\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n$-1\r\n"
+    );
     let described: serde_json::Value =
         serde_json::from_str(&ok(cli(node.addr, &["range", "describe", "redis.0"]))).expect("json");
     assert_eq!(described["chunk_size"], 4096, "{described}");

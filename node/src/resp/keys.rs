@@ -413,11 +413,20 @@ async fn flush(
     // `state::Watched`), as Redis's `touchAllWatchedKeysInDb`.
     for i in dbs {
         let range = super::keyspace::range_name(i);
-        // Inside MULTI or a script, the writes held back for this database
-        // go too: the flush comes after them.
-        // Postmortem: they were applied at EXEC after the flush, leaving
-        // keys (and collections' counts without their members) behind.
-        db.forget_held(&range);
+        if db.tx.is_some() {
+            // Inside MULTI or a script: every row deleted within the
+            // transaction's one batch (its held writes included), so a
+            // crash or a stopped script leaves all of it or none.
+            // Postmortem: the range was dropped at once, ahead of the
+            // batch: a crash during EXEC left the flush without the rest,
+            // and a script stopped by its budget had emptied the database.
+            let tx_db = Db::new(state, i, db.tx);
+            let rows = tx_db.rows_with_prefix(&[]).await?;
+            tx_db
+                .write(rows.into_iter().map(|(k, _)| WriteOp::Delete { key: k.into() }).collect())
+                .await?;
+            continue;
+        }
         let found = state.node.router_read().range(&range).map(|r| (r.meta.id, r.meta.options));
         let Some((id, options)) = found else { continue };
         if crate::replicated::is_replicated(id) {

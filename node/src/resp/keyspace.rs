@@ -684,14 +684,6 @@ impl<'a> Db<'a> {
         Ok((rows.into_iter().map(|(_, row)| row).collect(), next))
     }
 
-    /// Drops the writes this transaction holds back for `range` (a
-    /// FLUSHDB or FLUSHALL inside it).
-    pub fn forget_held(&self, range: &str) {
-        if let Some(mut o) = self.overlay() {
-            o.retain(|(r, _), _| r != range);
-        }
-    }
-
     /// The rows of `[start, end)` this transaction wrote, each with whether
     /// it holds a value (a put) or not (a delete).
     fn overlay_rows(&self, start: &[u8], end: Option<&[u8]>) -> Vec<(Vec<u8>, bool)> {
