@@ -314,6 +314,11 @@ impl Node {
             let _ = chunk.destroy();
             return Err(e.into());
         }
+        // The catalog names it now; a mark left by a failure here is taken
+        // off at the next start.
+        if let Err(e) = crate::storage::descriptor::unmark_creating(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a chunk's creation mark");
+        }
         let route = self.spawn_chunk(chunk, options.chunk_size_max_bytes);
         let mut router = self.router_write();
         router.insert_range(range.clone());

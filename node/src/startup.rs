@@ -39,6 +39,8 @@ pub struct FoundDir {
     pub dropped: bool,
     /// Holds segment files: chunk data, whatever its descriptor says.
     pub has_segments: bool,
+    /// Marked by a range creation (not yet named by the catalog then).
+    pub creating: bool,
 }
 
 /// Reads every entry of the chunks directory.
@@ -57,7 +59,8 @@ pub fn scan_chunk_dirs(chunks_dir: &Path) -> std::io::Result<Vec<FoundDir>> {
         let has_segments = fs::read_dir(&path).is_ok_and(|entries| {
             entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "seg"))
         });
-        found.push(FoundDir { path, id, descriptor, dropped, has_segments });
+        let creating = descriptor::is_marked_creating(&path);
+        found.push(FoundDir { path, id, descriptor, dropped, has_segments, creating });
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(found)
@@ -109,6 +112,9 @@ pub struct StartPlan {
     pub finish_drop: Vec<PathBuf>,
     /// Catalog chunks marked by a drop that did not commit: unmarked.
     pub unmark: Vec<PathBuf>,
+    /// Catalog chunks still marked by their range's creation (it committed
+    /// just before a crash): unmarked.
+    pub unmark_creating: Vec<PathBuf>,
     /// Directories the catalog does not need: moved into `orphaned/`.
     pub move_aside: Vec<(PathBuf, String)>,
 }
@@ -174,6 +180,9 @@ pub fn plan_start(
                 if dir.dropped {
                     plan.unmark.push(dir.path.clone());
                 }
+                if dir.creating {
+                    plan.unmark_creating.push(dir.path.clone());
+                }
                 plan.open.push(expected);
             }
         }
@@ -185,6 +194,17 @@ pub fn plan_start(
         }
         if dir.dropped {
             plan.finish_drop.push(dir.path.clone());
+            continue;
+        }
+        if dir.creating {
+            // Made by a range creation the catalog never recorded: no
+            // write ever reached it (writes follow the catalog's commit).
+            // Postmortem: a kill -9 during FLUSHDB (which makes its range
+            // again) left such a directory, and the node refused to start.
+            plan.move_aside.push((
+                dir.path.clone(),
+                "a range creation that did not commit (marked CREATING)".into(),
+            ));
             continue;
         }
         let found = match &dir.descriptor {
@@ -248,6 +268,10 @@ pub fn apply_start_plan(data_dir: &Path, plan: &StartPlan) -> std::io::Result<()
         tracing::info!(dir = %path.display(), "the range drop did not commit; keeping the chunk");
         descriptor::unmark_dropped(path)?;
     }
+    for path in &plan.unmark_creating {
+        tracing::info!(dir = %path.display(), "the range creation committed; unmarking the chunk");
+        descriptor::unmark_creating(path)?;
+    }
     if !plan.move_aside.is_empty() {
         let aside = data_dir.join(ORPHANED_DIR);
         fs::create_dir_all(&aside)?;
@@ -292,6 +316,10 @@ pub fn plan_recovery(dirs: &[FoundDir]) -> Result<RecoveryPlan, Vec<String>> {
             (_, true) => {
                 plan.left_out.push((dir.path.clone(), "marked by a range drop".into()));
             }
+            _ if dir.creating => plan.left_out.push((
+                dir.path.clone(),
+                "marked by a range creation (it may not have committed)".into(),
+            )),
             (Ok(Some(d)), false) if dir.id == Some(d.chunk.id) => {
                 by_range.entry(d.chunk.range_id).or_default().push((dir, d));
             }
@@ -529,7 +557,26 @@ mod tests {
             })),
             dropped: false,
             has_segments: true,
+            creating: false,
         }
+    }
+
+    #[test]
+    fn an_uncommitted_creation_is_moved_aside_and_a_committed_one_unmarked() {
+        let r = range(1, "users");
+        let a = chunk(2, 1, "", None);
+        let new = chunk(7, 9, "", None);
+        let mut known = dir_of(&a, "users");
+        known.creating = true;
+        let mut unknown = dir_of(&new, "redis.3");
+        unknown.creating = true;
+        let plan = plan_start(&[r], std::slice::from_ref(&a), &[known, unknown.clone()])
+            .expect("a creation that did not commit stops nothing");
+        assert_eq!(plan.unmark_creating, vec![PathBuf::from(format!("{:016x}", a.id))]);
+        assert_eq!(plan.move_aside.len(), 1);
+        assert!(plan.move_aside[0].1.contains("did not commit"), "{:?}", plan.move_aside);
+        let recovered = plan_recovery(&[unknown]).expect("recovers");
+        assert_eq!(recovered.left_out.len(), 1);
     }
 
     #[test]

@@ -186,3 +186,54 @@ fn an_unknown_chunk_directory_is_moved_aside_not_deleted() {
     let model: Model = model.into_iter().filter(|((r, _), _)| r != "events").collect();
     check_everything_is_back_after_restart(&node, &model);
 }
+
+/// Postmortem: a kill -9 during FLUSHDB (which makes its range again)
+/// left a chunk directory of a range the catalog never recorded, and the
+/// node refused to start. A range creation now marks its chunk directory
+/// `CREATING` first and unmarks it once the catalog commits.
+#[test]
+fn a_range_creation_cut_short_is_moved_aside_and_a_committed_one_unmarked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (other, data) = (dir.path().join("other"), dir.path().join("data"));
+    // A chunk of a range that only another node's catalog knows, as a
+    // creation cut short before its catalog commit leaves it.
+    let mut maker = Node::start(&other);
+    runtime().block_on(async {
+        let c = Client::connect(maker.addr).await.expect("connect");
+        for name in ["ghost1", "ghost2", "ghost3"] {
+            c.create_range(name, RangeOptions::default()).await.expect("create");
+        }
+    });
+    assert!(maker.stop());
+    let mut node = Node::start(&data);
+    runtime().block_on(async {
+        let c = Client::connect(node.addr).await.expect("connect");
+        c.create_range("kept", RangeOptions::default()).await.expect("create");
+        c.put("kept", "k", b"v").await.expect("put");
+    });
+    assert!(node.stop());
+    let ghost = chunk_dirs(&other)
+        .into_iter()
+        .find(|g| !data.join("chunks").join(g.file_name().expect("name")).exists())
+        .expect("a chunk id this node never gave out");
+    let stray = data.join("chunks").join(ghost.file_name().expect("name"));
+    fs::create_dir(&stray).expect("mkdir");
+    for f in fs::read_dir(&ghost).expect("read") {
+        let f = f.expect("entry").path();
+        fs::copy(&f, stray.join(f.file_name().expect("name"))).expect("copy");
+    }
+    // Without its mark it is a range the catalog does not know: refused.
+    let refused = serve_exits(&data, &[]).expect("refused");
+    assert!(refused.contains("does not know"), "{refused}");
+    fs::write(stray.join("CREATING"), b"").expect("mark");
+    // A committed creation still marked (a crash right after the commit).
+    let kept = chunk_dirs(&data).into_iter().find(|p| *p != stray).expect("kept");
+    fs::write(kept.join("CREATING"), b"").expect("mark");
+    node.restart();
+    assert!(!stray.exists() && !kept.join("CREATING").exists());
+    assert!(data.join("orphaned").join(stray.file_name().expect("name")).exists());
+    runtime().block_on(async {
+        let c = Client::connect(node.addr).await.expect("connect");
+        assert_eq!(c.get("kept", "k").await.expect("get").as_deref(), Some(&b"v"[..]));
+    });
+}

@@ -303,8 +303,11 @@ impl Chunk {
         segment_size_max_bytes: u64,
     ) -> Result<Self, ChunkError> {
         create_chunk_dir(dir)?;
-        let log =
-            descriptor.write(dir).and_then(|()| ChunkLog::create(dir, segment_size_max_bytes));
+        // Marked first: until the caller's catalog names the chunk and
+        // unmarks it, a start takes it for a creation that did not commit.
+        let log = super::descriptor::mark_creating(dir)
+            .and_then(|()| descriptor.write(dir))
+            .and_then(|()| ChunkLog::create(dir, segment_size_max_bytes));
         let log = match log {
             Ok(log) => log,
             Err(e) => {

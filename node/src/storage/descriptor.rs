@@ -102,6 +102,24 @@ impl ChunkDescriptor {
     }
 }
 
+/// Marks a chunk directory whose range is being created: written before
+/// anything else in it, removed once the catalog names the chunk, so a
+/// start finds out what a crash in between left (see `startup`).
+pub const CREATING_FILE: &str = "CREATING";
+
+pub fn mark_creating(dir: &Path) -> Result<(), LogError> {
+    write_file_durably(dir, CREATING_FILE, b"")
+}
+
+pub fn is_marked_creating(dir: &Path) -> bool {
+    dir.join(CREATING_FILE).exists()
+}
+
+/// Removes the creation mark once the catalog names the chunk.
+pub fn unmark_creating(dir: &Path) -> io::Result<()> {
+    fs::remove_file(dir.join(CREATING_FILE))
+}
+
 /// Marks a chunk directory as belonging to a range being dropped.
 pub fn mark_dropped(dir: &Path) -> Result<(), LogError> {
     write_file_durably(dir, DROPPED_FILE, b"")
