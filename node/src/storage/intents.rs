@@ -22,10 +22,13 @@
 //!
 //! Integers are little-endian. Intents are appended one at a time, each
 //! made durable before the next, so only the last one can be torn by a
-//! crash: a torn last record is cut off (its batch was never applied
-//! anywhere); a damaged record before the last is corruption, and opening
-//! fails. The file is emptied whenever no intent is pending, so it holds
-//! only the batches in flight.
+//! crash: a torn last record (cut short, zeros where it should be, or
+//! failing its checksum) is cut off with a log line (it was not durable,
+//! so its batch was never applied anywhere); a damaged record before the
+//! last is corruption, and opening fails. An append that fails (a full
+//! disk) is cut back off at once, so what follows is never written after
+//! a partial record. The file is emptied whenever no intent is pending, so
+//! it holds only the batches in flight.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -63,6 +66,11 @@ pub struct IntentLog {
     file: File,
     /// Seqs recorded and not yet done.
     pending: BTreeSet<u64>,
+    /// The length of the file's good records: where the next one goes.
+    len: u64,
+    /// A failed append could not be cut back off: no more appends until a
+    /// restart (whose open cuts the partial record as torn).
+    broken: bool,
 }
 
 impl IntentLog {
@@ -93,7 +101,15 @@ impl IntentLog {
                     intents.push(intent);
                     offset += used;
                 }
-                Err(Decode::Torn) => break,
+                Err(Decode::Torn) => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        offset,
+                        bytes = bytes.len() - offset,
+                        "cutting off an intent record a crash left unfinished (it was never applied)"
+                    );
+                    break;
+                }
                 Err(Decode::Damaged(what)) => {
                     return Err(IntentError::Damaged {
                         path: path.to_owned(),
@@ -109,7 +125,9 @@ impl IntentLog {
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
         let pending = intents.iter().map(|i| i.seq).collect();
-        Ok((IntentLog { path: path.to_owned(), file, pending }, intents))
+        let log =
+            IntentLog { path: path.to_owned(), file, pending, len: offset as u64, broken: false };
+        Ok((log, intents))
     }
 
     fn io(&self, source: std::io::Error) -> IntentError {
@@ -133,13 +151,45 @@ impl IntentLog {
                     format!("an intent of {} bytes is over the limit", body.len()),
                 ))
             })?;
+        if self.broken {
+            return Err(self.io(std::io::Error::other(
+                "an earlier append failed and could not be cut off; restart the node",
+            )));
+        }
         let mut record = Vec::with_capacity(RECORD_PREFIX_BYTES + body.len());
         record.extend_from_slice(&len.to_le_bytes());
         record.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         record.extend_from_slice(&body);
-        self.file.write_all(&record).map_err(|e| self.io(e))?;
-        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.append(&record, |file, bytes| {
+            file.write_all(bytes)?;
+            file.sync_data()
+        })?;
         self.pending.insert(intent.seq);
+        Ok(())
+    }
+
+    /// Appends `record` with `write` (all of it, durably), or cuts the file
+    /// back to its good records when that fails.
+    fn append(
+        &mut self,
+        record: &[u8],
+        write: impl FnOnce(&mut File, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), IntentError> {
+        if let Err(e) = write(&mut self.file, record) {
+            // Cut back to the good records, or no append until a restart.
+            // Postmortem: a partial record left by a full disk stayed, the
+            // next intents went after it, and a crash then made the start
+            // refuse the log as damaged.
+            let cut = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()));
+            if cut.is_err() {
+                self.broken = true;
+            }
+            return Err(self.io(e));
+        }
+        self.len += record.len() as u64;
         Ok(())
     }
 
@@ -154,6 +204,7 @@ impl IntentLog {
         if self.pending.is_empty() {
             self.file.set_len(0).map_err(|e| self.io(e))?;
             self.file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+            self.len = 0;
         }
         Ok(())
     }
@@ -175,7 +226,14 @@ fn decode_record(buf: &[u8]) -> Result<(Intent, usize), Decode> {
     if buf.len() < RECORD_PREFIX_BYTES {
         return Err(Decode::Torn);
     }
+    // Zeros to the end: a file grown by a crash before its bytes landed.
+    if buf.iter().all(|&b| b == 0) {
+        return Err(Decode::Torn);
+    }
     let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    if len == 0 {
+        return Err(Decode::Damaged("a record of 0 bytes".into()));
+    }
     let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
     if len > RECORD_BODY_MAX_BYTES {
         return Err(Decode::Damaged(format!("a record length of {len} bytes")));
@@ -259,5 +317,40 @@ mod tests {
         std::fs::write(&path, &flipped).expect("write");
         let e = IntentLog::open(&path).expect_err("damaged");
         assert!(matches!(e, IntentError::Damaged { offset: 0, .. }), "{e}");
+        // Zeros after the records (a file grown before its bytes landed):
+        // torn, cut off.
+        // Postmortem: a zero header read as an empty record refused the start.
+        let mut zeros = whole.clone();
+        zeros.extend([0u8; 100]);
+        std::fs::write(&path, &zeros).expect("write");
+        assert_eq!(IntentLog::open(&path).expect("zero tail").1, vec![intent(1), intent(2)]);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len() as usize, whole.len());
+        std::fs::write(&path, [0u8; 50]).expect("write");
+        assert!(IntentLog::open(&path).expect("all zeros").1.is_empty());
+    }
+
+    /// Postmortem: an append that failed (a full disk) left its partial
+    /// bytes; later intents went after them, and a crash made the log
+    /// unreadable. A failed append is cut back off.
+    #[test]
+    fn a_failed_append_leaves_no_partial_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("intents");
+        let (mut log, _) = IntentLog::open(&path).expect("open");
+        log.record(&intent(1)).expect("record");
+        let good = std::fs::metadata(&path).expect("meta").len();
+        // An intent over the size limit fails before writing; a write that
+        // fails midway is simulated by a partial record the log must cut.
+        // A write that fails midway (a full disk) after half the bytes.
+        let failed =
+            log.append(b"\x40\x00\x00\x00\x01\x02\x03\x04partial record", |file, bytes| {
+                file.write_all(&bytes[..bytes.len() / 2])?;
+                Err(std::io::Error::other("no space left on device"))
+            });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), good);
+        log.record(&intent(3)).expect("record after a failure");
+        drop(log);
+        assert_eq!(IntentLog::open(&path).expect("reopen").1, vec![intent(1), intent(3)]);
     }
 }
