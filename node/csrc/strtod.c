@@ -42,28 +42,10 @@ int mt_string2d(const char *s, size_t slen, double *dp) {
     return ok;
 }
 
-/* zslParseRange's reading of one bound (its "(" already taken off): 1
- * when strtod reads up to the string's end, or to a NUL byte in it, and
- * the value is not NaN. An empty string reads as 0. */
-int mt_range_strtod(const char *s, size_t slen, double *dp) {
-    char *buf, *eptr;
-    double value;
-    int ok;
-
-    buf = mt_terminated(s, slen);
-    if (buf == NULL) return 0;
-    value = strtod(buf, &eptr);
-    ok = eptr[0] == '\0' && !isnan(value);
-    free(buf);
-    if (ok) *dp = value;
-    return ok;
-}
-
-/* sort.c's reading of a value to sort by (the element itself, or what a
- * BY pattern found): strtod up to the end (or a NUL byte), refused when it
- * stops early, overflows or underflows (ERANGE), or reads NaN. An empty
- * string reads as 0. */
-int mt_sort_strtod(const char *s, size_t slen, double *dp) {
+/* strtod over s[0..slen) up to its end or a NUL byte: 1 when it reads
+ * that far and the value is not NaN (nor, with refuse_erange, out of
+ * range), the value in *dp. An empty string reads as 0. */
+static int mt_strtod_to_end(const char *s, size_t slen, double *dp, int refuse_erange) {
     char *buf, *eptr;
     double value;
     int ok;
@@ -72,8 +54,20 @@ int mt_sort_strtod(const char *s, size_t slen, double *dp) {
     if (buf == NULL) return 0;
     errno = 0;
     value = strtod(buf, &eptr);
-    ok = eptr[0] == '\0' && errno != ERANGE && !isnan(value);
+    ok = eptr[0] == '\0' && !isnan(value) && !(refuse_erange && errno == ERANGE);
     free(buf);
     if (ok) *dp = value;
     return ok;
+}
+
+/* zslParseRange's reading of one bound (its "(" already taken off): only
+ * NaN refused, so 1e400 is inf. */
+int mt_range_strtod(const char *s, size_t slen, double *dp) {
+    return mt_strtod_to_end(s, slen, dp, 0);
+}
+
+/* sort.c's reading of a value to sort by (the element itself, or what a
+ * BY pattern found): an overflow or underflow (ERANGE) refused too. */
+int mt_sort_strtod(const char *s, size_t slen, double *dp) {
+    return mt_strtod_to_end(s, slen, dp, 1);
 }

@@ -349,21 +349,7 @@ impl ScriptVm {
             Some(at) => &code[at..],
             None => &code[code.len()..],
         };
-        let f = self
-            .sandbox
-            .lua
-            .load(body)
-            .set_name("@user_function")
-            .set_mode(ChunkMode::Text)
-            .set_environment(self.lib_env.clone())
-            .into_function()
-            .map_err(|e| {
-                let text = match e {
-                    mlua::Error::SyntaxError { message, .. } => message,
-                    other => other.to_string(),
-                };
-                format!("ERR Error compiling function: {text}")
-            })?;
+        let f = self.compile_text(body, "@user_function", &self.lib_env, "function")?;
         let loader = self.load_library.clone();
         let lua = &self.sandbox.lua;
         let run = self.sandbox.run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
@@ -496,6 +482,31 @@ impl ScriptVm {
         }
     }
 
+    /// Compiles the text chunk `body` as `name` (its errors' source) in
+    /// `env`; errors are Redis's `ERR Error compiling WHAT: ...`.
+    fn compile_text(
+        &self,
+        body: &[u8],
+        name: &str,
+        env: &Table,
+        what: &str,
+    ) -> Result<Function, String> {
+        self.sandbox
+            .lua
+            .load(body)
+            .set_name(name)
+            .set_mode(ChunkMode::Text)
+            .set_environment(env.clone())
+            .into_function()
+            .map_err(|e| {
+                let text = match e {
+                    mlua::Error::SyntaxError { message, .. } => message,
+                    other => other.to_string(),
+                };
+                format!("ERR Error compiling {what}: {text}")
+            })
+    }
+
     /// Compiles `body` as script `sha` unless it is compiled already.
     ///
     /// Errors: Redis's `ERR Error compiling script (new function): ...`
@@ -508,21 +519,7 @@ impl ScriptVm {
             self.compiled = self.sandbox.lua.create_table().map_err(|e| format!("ERR {e}"))?;
             self.compiled_count = 0;
         }
-        let f = self
-            .sandbox
-            .lua
-            .load(body)
-            .set_name("@user_script")
-            .set_mode(ChunkMode::Text)
-            .set_environment(self.env.clone())
-            .into_function()
-            .map_err(|e| {
-                let text = match e {
-                    mlua::Error::SyntaxError { message, .. } => message,
-                    other => other.to_string(),
-                };
-                format!("ERR Error compiling script (new function): {text}")
-            })?;
+        let f = self.compile_text(body, "@user_script", &self.env, "script (new function)")?;
         self.compiled.raw_set(sha, f.clone()).map_err(|e| format!("ERR {e}"))?;
         self.compiled_count += 1;
         Ok(f)
