@@ -67,6 +67,15 @@ fn functions_answer_as_redis_does() {
         vec![b"FUNCTION", b"LOAD", b"#!lua name=other\nredis.register_function('f', function() end)\nredis.register_function('f', function() end)"],
         vec![b"FUNCTION", b"LOAD", b"#!lua name=other\nredis.register_function{function_name='f', callback=function() end, flags={'bogus'}}"],
         vec![b"FUNCTION", b"LOAD", b"#!lua name=other\nredis.register_function('f')"],
+        // The load-time `redis` table is read-only: a library cannot break
+        // or hijack the loads after it.
+        // Postmortem: assigning redis.register_function succeeded and every
+        // later FUNCTION LOAD failed (or ran the attacker's wrapper).
+        vec![b"FUNCTION", b"LOAD", b"#!lua name=evil\nredis.register_function('e', function() return 1 end)\nredis.register_function = nil"],
+        vec![b"FUNCTION", b"LOAD", b"#!lua name=evil\nredis.register_function('e', function() return 1 end)\nredis.log = 1"],
+        vec![b"FUNCTION", b"LOAD", b"#!lua name=after\nredis.register_function('after', function() return 2 end)"],
+        vec![b"FCALL", b"after", b"0"],
+        vec![b"FUNCTION", b"DELETE", b"after"],
         vec![b"FUNCTION", b"LOAD", b"return 1"],
         vec![b"FUNCTION", b"LOAD", b"#!lua name=a-b\nx"],
         vec![b"FUNCTION", b"LOAD", b"#!nolua name=ab\nx"],

@@ -83,6 +83,9 @@ fn geo_commands_match_redis() {
         conn.call(&[b"HELLO", b"3"]);
     }
     same(&mut r, &mut m, "GEOPOS Sicily Palermo nosuch");
+    // A script sees RESP3 coordinates as doubles, not as frames.
+    // Postmortem: it got the bytes ",13.36...\r\n".
+    same(&mut r, &mut m, "EVAL redis.setresp(3);return(redis.call('geopos','Sicily','Palermo')) 0");
     same(&mut r, &mut m, "GEOSEARCH Sicily FROMLONLAT 15 37 BYRADIUS 200 km ASC WITHCOORD");
     for conn in [&mut r, &mut m] {
         conn.call(&[b"HELLO", b"2"]);

@@ -184,6 +184,15 @@ fn cases() -> Vec<Vec<Vec<u8>>> {
         "return {bit.tobit(0xffffffff), bit.band(0xff, 0x0f), bit.bor(1, 2, 4), bit.bxor(1, 3), bit.lshift(1, 31), bit.rshift(-1, 28), bit.arshift(-256, 4), bit.tohex(255), bit.tohex(-1, -4), bit.bnot(0), bit.rol(1, 33), bit.bswap(0x12345678), bit.tobit(2^32 + 5)}",
         "return loadstring('return 1 + 1')()",
         "return loadstring(string.dump(function() return 1 end)) == nil",
+        // Deep but legal nesting, and nesting past the limits: errors, not
+        // a process stack overflow.
+        // Postmortem: 600 nested msgpack arrays, 700 nested tables for
+        // cjson and nested gsub callbacks aborted the node.
+        "return (pcall(cmsgpack.unpack, string.rep('\\145', 2000) .. '\\192'))",
+        "return (pcall(cmsgpack.unpack, string.rep('\\145', 100000) .. '\\192'))",
+        "local t = {} local c = t for i = 1, 700 do c[1] = {} c = c[1] end return (pcall(cjson.encode, t))",
+        "local t = {} t.t = t return (pcall(cjson.encode, t))",
+        "local function f(n) if n == 0 then return 'x' end return (string.gsub('a', 'a', function() return f(n - 1) end)) end return f(150)",
         "cjson.encode = 1",
         "bit.lshift = 1",
         "cmsgpack.pack = 1",

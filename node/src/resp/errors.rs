@@ -39,11 +39,17 @@ pub fn unknown_subcommand(command: &[u8], sub: &[u8]) -> Reply {
 /// node's limits are the client's doing: their message names the limit.
 pub fn internal(e: NodeError) -> Reply {
     match e {
-        NodeError::Client {
-            code:
-                monotable_proto::ErrorCode::KeyTooLarge | monotable_proto::ErrorCode::ValueTooLarge,
-            message,
-        } => Reply::err(format!("ERR {message}")),
+        NodeError::Client { code: monotable_proto::ErrorCode::KeyTooLarge, message } => {
+            // The limit applies to the stored row key, which is longer than
+            // the Redis key (or field) the client sent.
+            Reply::err(format!(
+                "ERR key or element too long: {message} (a row key holds the Redis key, its type \
+                 tag and, for an element, the element; each NUL byte takes two)"
+            ))
+        }
+        NodeError::Client { code: monotable_proto::ErrorCode::ValueTooLarge, message } => {
+            Reply::err(format!("ERR {message}"))
+        }
         e => Reply::err(format!("ERR {e}")),
     }
 }

@@ -256,7 +256,7 @@ async fn load_code(state: &RespState, code: Vec<u8>) -> Result<Library, String> 
     let name = library_name(&code)?;
     let scripts = state.scripts.clone();
     let env = scripts.env(state);
-    tokio::task::spawn_blocking(move || {
+    super::on_lua_thread(move || {
         let (generation, vm) = scripts.take_vm();
         let mut vm = vm.map_or_else(|| ScriptVm::new(&env), Ok)?;
         let code_arc: Arc<[u8]> = Arc::from(code.as_slice());

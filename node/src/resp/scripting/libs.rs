@@ -297,6 +297,8 @@ fn json_to_lua(lua: &Lua, v: &serde_json::Value, depth: usize, max: usize) -> ml
 
 /// Nesting lua-cmsgpack encodes; deeper tables become nil.
 const MSGPACK_DEPTH_MAX: usize = 16;
+/// Nesting `unpack` reads before it refuses the input.
+const MSGPACK_DECODE_DEPTH_MAX: usize = 4000;
 
 fn cmsgpack(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
@@ -425,12 +427,18 @@ fn msgpack_decode(
     while at < data.len() && values.len() < limit {
         let mut rest = &data[at..];
         let before = rest.len();
-        let v = rmpv::decode::read_value(&mut rest).map_err(|e| match e {
-            rmpv::decode::Error::InvalidMarkerRead(_) | rmpv::decode::Error::InvalidDataRead(_) => {
-                runtime("Missing bytes in input.")
-            }
-            _ => runtime("Bad data format in input."),
-        })?;
+        // Nesting bounded: decoding recurses.
+        // Postmortem: 600 nested arrays overflowed the stack and aborted
+        // the process.
+        // rmpv counts two steps per nested array or map.
+        let v = rmpv::decode::read_value_with_max_depth(&mut rest, 2 * MSGPACK_DECODE_DEPTH_MAX)
+            .map_err(|e| match e {
+                rmpv::decode::Error::InvalidMarkerRead(_)
+                | rmpv::decode::Error::InvalidDataRead(_) => runtime("Missing bytes in input."),
+                rmpv::decode::Error::DepthLimitExceeded => runtime(format!(
+                    "stack overflow (input nested deeper than {MSGPACK_DECODE_DEPTH_MAX} levels)"
+                )),
+            })?;
         at += before - rest.len();
         values.push(msgpack_to_lua(lua, &v)?);
     }

@@ -252,6 +252,45 @@ pub fn with_body(state: &RespState, args: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, 
     Ok(args)
 }
 
+/// Stack of the thread Lua runs on: deep but legal nesting (cjson's 1000
+/// levels, Lua's 200 C calls) needs more than a pool thread's 2 MiB,
+/// notably in debug builds. Only the pages touched are committed.
+const LUA_THREAD_STACK_BYTES: usize = 256 << 20;
+
+type LuaJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the node's Lua thread and hands back its result. Scripts
+/// run alone on a node (the endpoint's gate), so one thread serves them
+/// and the loads of scripts and libraries, in turn.
+/// Postmortem: deep cjson nesting and nested string.gsub callbacks
+/// overflowed a blocking-pool thread's stack and aborted the process.
+pub fn on_lua_thread<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    static JOBS: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<LuaJob>>> =
+        std::sync::OnceLock::new();
+    let jobs = JOBS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<LuaJob>();
+        std::thread::Builder::new()
+            .name("monotable-lua".into())
+            .stack_size(LUA_THREAD_STACK_BYTES)
+            .spawn(move || {
+                for job in rx {
+                    // A job that panics must not take the thread down.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .expect("the Lua thread starts");
+        Mutex::new(tx)
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: LuaJob = Box::new(move || {
+        let _ = tx.send(job());
+    });
+    let _ = jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
+    rx
+}
+
 /// What a running script asks of its caller next.
 pub enum Step {
     /// Run this command for it (see [`Running::next`]).
@@ -264,7 +303,7 @@ pub enum Step {
 pub struct Running {
     calls: tokio::sync::mpsc::UnboundedReceiver<Call>,
     answers: std::sync::mpsc::Sender<Reply>,
-    done: tokio::task::JoinHandle<Outcome>,
+    done: tokio::sync::oneshot::Receiver<Outcome>,
 }
 
 impl Running {
@@ -295,7 +334,7 @@ pub fn start(state: &RespState, script: Invocation) -> Running {
     let env = state.scripts.env(state);
     let (calls_tx, calls) = tokio::sync::mpsc::unbounded_channel();
     let (answers, answers_rx) = std::sync::mpsc::channel();
-    let done = tokio::task::spawn_blocking(move || {
+    let done = on_lua_thread(move || {
         let (generation, mut vm) = scripts.take_vm();
         let mut vm = match vm.take().map_or_else(|| ScriptVm::new(&env), Ok) {
             Ok(vm) => vm,
@@ -422,7 +461,7 @@ async fn load(state: &RespState, body: Vec<u8>) -> Reply {
     let body: Arc<[u8]> = Arc::from(body);
     let compiled = {
         let (sha, body) = (sha.clone(), body.clone());
-        tokio::task::spawn_blocking(move || {
+        on_lua_thread(move || {
             let (generation, vm) = scripts.take_vm();
             let mut vm = vm.map_or_else(|| ScriptVm::new(&env), Ok)?;
             let (_, skip) = shebang(&body).unwrap_or((false, 0));

@@ -230,11 +230,26 @@ end
 local function missing(_, name)
   error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
 end
-local load_redis = set_metatable({
+-- A read-only proxy, as every library loaded later gets the same one.
+-- Postmortem: a library set redis.register_function to nil (or wrapped
+-- it) and broke (or hijacked) every FUNCTION LOAD after it.
+local load_redis_fields = {
   register_function = register_function, log = raw.log,
   LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
   REDIS_VERSION = raw.version, REDIS_VERSION_NUM = raw.version_num,
-}, { __index = missing, __newindex = readonly, __metatable = locked })
+}
+local load_redis = set_metatable({}, {
+  __index = function(_, name)
+    local v = rawget(load_redis_fields, name)
+    if v == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+    end
+    return v
+  end,
+  __newindex = readonly,
+  __metatable = locked,
+})
+protected[load_redis] = true
 local load_api = set_metatable({ redis = load_redis }, {
   __index = missing, __newindex = readonly, __metatable = locked,
 })
@@ -252,6 +267,8 @@ local lib_env = set_metatable({}, {
   __newindex = readonly,
   __metatable = locked,
 })
+-- Libraries may not add globals through rawset or setmetatable either.
+protected[lib_env] = true
 local function load_library(code)
   registering = { names = {} }
   local ok, err = xpcall(code, handler)
@@ -836,8 +853,49 @@ fn to_lua(lua: &Lua, reply: Reply, resp: u8) -> mlua::Result<Value> {
         Reply::Bool(b) => Value::Integer(i64::from(b)),
         Reply::BigNumber(n) if resp3 => field("big_number", string(n.as_bytes())?)?,
         Reply::BigNumber(n) => string(n.as_bytes())?,
-        Reply::Raw(bytes) => string(&bytes)?,
+        Reply::Raw(bytes) => match raw_frame(&bytes) {
+            RawFrame::Double(x) if resp3 => field("double", Value::Number(x))?,
+            RawFrame::Double(_) | RawFrame::Text => string(frame_text(&bytes))?,
+            RawFrame::Other => string(&bytes)?,
+        },
     })
+}
+
+/// What a reply already encoded as RESP3 bytes holds, as far as a script
+/// sees it (GEOPOS's coordinates, INFO's verbatim text).
+enum RawFrame {
+    Double(f64),
+    /// A verbatim string.
+    Text,
+    Other,
+}
+
+fn raw_frame(bytes: &[u8]) -> RawFrame {
+    match bytes.first() {
+        Some(b',') => std::str::from_utf8(frame_text(bytes))
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+            .map_or(RawFrame::Other, RawFrame::Double),
+        Some(b'=') => RawFrame::Text,
+        _ => RawFrame::Other,
+    }
+}
+
+/// The payload of a one-line (`,`) or verbatim (`=`) RESP3 frame: its
+/// text without the type, length, format prefix or final CRLF.
+/// Postmortem: scripts got the frames' bytes, CRLFs and all.
+fn frame_text(bytes: &[u8]) -> &[u8] {
+    let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
+    match bytes.first() {
+        Some(b'=') => {
+            let after_len = body.iter().position(|&b| b == b'\n').map_or(body.len(), |at| at + 1);
+            let text = &body[after_len.min(body.len())..];
+            // "txt:" or "mkd:" before the text.
+            text.get(4..).unwrap_or_default()
+        }
+        Some(_) => &body[1..],
+        None => body,
+    }
 }
 
 /// A script's return value as Redis 7.0 replies it
