@@ -251,7 +251,7 @@ fn split_args(line: &str) -> Option<Vec<String>> {
     }
 }
 
-/// Loads `code` in a VM (on a blocking thread): the library it makes.
+/// Loads `code` in a VM (on the Lua thread): the library it makes.
 async fn load_code(state: &RespState, code: Vec<u8>) -> Result<Library, String> {
     let name = library_name(&code)?;
     let scripts = state.scripts.clone();

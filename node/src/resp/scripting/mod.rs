@@ -299,7 +299,7 @@ pub enum Step {
     Done(Outcome),
 }
 
-/// A script running on a blocking thread.
+/// A script running on the Lua thread ([`on_lua_thread`]).
 pub struct Running {
     calls: tokio::sync::mpsc::UnboundedReceiver<Call>,
     answers: std::sync::mpsc::Sender<Reply>,
@@ -327,7 +327,7 @@ impl Running {
     }
 }
 
-/// Starts `script` on a blocking thread, with the node's idle VM (or a new
+/// Starts `script` on the Lua thread, with the node's idle VM (or a new
 /// one, its memory reserved from the node's Lua pool).
 pub fn start(state: &RespState, script: Invocation) -> Running {
     let scripts = state.scripts.clone();
@@ -449,7 +449,7 @@ pub async fn script(state: &RespState, args: &[Vec<u8>]) -> Reply {
     }
 }
 
-/// SCRIPT LOAD: compiles `body` (in the idle VM, on a blocking thread) and
+/// SCRIPT LOAD: compiles `body` (in the idle VM, on the Lua thread) and
 /// keeps it; its SHA1.
 async fn load(state: &RespState, body: Vec<u8>) -> Reply {
     let sha = sha1_hex(&body);

@@ -5,7 +5,7 @@
 //! values and replies (Redis's `script_lua.c`, whose rules and error
 //! texts are followed).
 //!
-//! A script runs on a blocking thread. `redis.call`/`redis.pcall` hand
+//! A script runs on the node's Lua thread. `redis.call`/`redis.pcall` hand
 //! the command to the task that started it (a [`Call`] on a channel) and
 //! wait for its reply: the commands run on the async side, with the
 //! dispatcher's checks and the transaction's held-back writes, while the
