@@ -182,6 +182,7 @@ fn cases() -> Vec<Vec<Vec<u8>>> {
         "return {cmsgpack.unpack(cmsgpack.pack(1, 'a', {1, 2}, -7, 2.5))}",
         "local p = cmsgpack.pack('a', 'bb', 'ccc') local o1, a = cmsgpack.unpack_limit(p, 1, 0) local o2, b = cmsgpack.unpack_one(p, o1) local o3, c = cmsgpack.unpack_limit(p, 0, o2) return {o1, a, o2, b, o3, c}",
         "return {bit.tobit(0xffffffff), bit.band(0xff, 0x0f), bit.bor(1, 2, 4), bit.bxor(1, 3), bit.lshift(1, 31), bit.rshift(-1, 28), bit.arshift(-256, 4), bit.tohex(255), bit.tohex(-1, -4), bit.bnot(0), bit.rol(1, 33), bit.bswap(0x12345678), bit.tobit(2^32 + 5)}",
+        "return {bit.tobit('12'), bit.tobit(1/0), bit.band('7', 3), bit.tobit(0/0)}",
         "return loadstring('return 1 + 1')()",
         "return loadstring(string.dump(function() return 1 end)) == nil",
         // Deep but legal nesting, and nesting past the limits: errors, not

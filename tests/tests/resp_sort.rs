@@ -141,6 +141,15 @@ fn sort_matches_redis() {
     same(&mut r, &mut m, &[b"SORT", b"nul", b"GET", b"w_*\0x"]);
     same(&mut r, &mut m, &[b"SORT", b"nul", b"BY", b"no\0*", b"ALPHA"]);
     same(&mut r, &mut m, &[b"SORT", b"nul", b"GET", b"#\0"]);
+    // ALPHA compares C strings (up to a NUL) unless it stores: then whole
+    // byte strings.
+    // Postmortem: ALPHA compared past the NUL byte.
+    for conn in [&mut r, &mut m] {
+        conn.call(&[b"RPUSH", b"nul2", b"a\0z", b"a", b"b", b"a\0b"]);
+    }
+    same(&mut r, &mut m, &[b"SORT", b"nul2", b"ALPHA"]);
+    same(&mut r, &mut m, &[b"SORT", b"nul2", b"ALPHA", b"STORE", b"nul3"]);
+    same(&mut r, &mut m, &[b"LRANGE", b"nul3", b"0", b"-1"]);
 
     // Inside MULTI (seeing the transaction's own writes) and a script.
     for line in ["MULTI", "RPUSH t 9 8 7", "SORT t", "SORT t STORE t2", "LRANGE t2 0 -1", "EXEC"] {

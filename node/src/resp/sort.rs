@@ -14,8 +14,9 @@
 //! STORE writes the result as a list (missing GETs as empty strings) and
 //! answers its length, deleting the destination when it is empty.
 //!
-//! ALPHA compares bytes, as Redis does in the C locale (`strcoll` is then
-//! `strcmp`; Redis under another `LC_COLLATE` orders by it). The source and
+//! ALPHA compares bytes up to a NUL byte, as Redis does in the C locale
+//! (`strcoll` is then `strcmp`; Redis under another `LC_COLLATE` orders by
+//! it), and whole values with STORE (its `compareStringObjects`). The source and
 //! destination are locked for the command; keys that BY and GET patterns
 //! name are read as they are when reached, not locked.
 
@@ -153,7 +154,7 @@ pub async fn run(
             Some(by) => {
                 let mut pairs: Vec<(SortBy, Vec<u8>)> = by.into_iter().zip(vector).collect();
                 pairs.sort_by(|a, b| {
-                    let cmp = compare(&a.0, &a.1, &b.0, &b.1);
+                    let cmp = compare(&a.0, &a.1, &b.0, &b.1, o.store.is_some());
                     if o.desc {
                         cmp.reverse()
                     } else {
@@ -255,20 +256,22 @@ async fn sort_keys(
     Ok(Some(out))
 }
 
-/// `sortCompare`, ascending.
-fn compare(a: &SortBy, ae: &[u8], b: &SortBy, be: &[u8]) -> std::cmp::Ordering {
+/// `sortCompare`, ascending. ALPHA compares as `strcoll` in the C locale
+/// (up to a NUL byte), or whole byte strings when storing, as Redis.
+fn compare(a: &SortBy, ae: &[u8], b: &SortBy, be: &[u8], store: bool) -> std::cmp::Ordering {
     use std::cmp::Ordering;
+    let alpha = |x: &[u8], y: &[u8]| if store { x.cmp(y) } else { c_str(x).cmp(c_str(y)) };
     match (a, b) {
         (SortBy::Score(x), SortBy::Score(y)) => {
             x.partial_cmp(y).unwrap_or(Ordering::Equal).then_with(|| ae.cmp(be))
         }
         (SortBy::Bytes(x), SortBy::Bytes(y)) => match (x, y) {
-            (Some(x), Some(y)) => x.cmp(y),
+            (Some(x), Some(y)) => alpha(x, y),
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Less,
             (Some(_), None) => Ordering::Greater,
         },
-        _ => ae.cmp(be),
+        _ => alpha(ae, be),
     }
 }
 
@@ -330,10 +333,10 @@ mod tests {
     fn numbers_compare_then_bytes() {
         use std::cmp::Ordering::*;
         let s = SortBy::Score;
-        assert_eq!(compare(&s(1.0), b"b", &s(2.0), b"a"), Less);
-        assert_eq!(compare(&s(1.0), b"b", &s(1.0), b"a"), Greater);
+        assert_eq!(compare(&s(1.0), b"b", &s(2.0), b"a", false), Less);
+        assert_eq!(compare(&s(1.0), b"b", &s(1.0), b"a", false), Greater);
         let none = SortBy::Bytes(None);
-        assert_eq!(compare(&none, b"z", &SortBy::Bytes(Some(b"a".to_vec())), b"a"), Less);
+        assert_eq!(compare(&none, b"z", &SortBy::Bytes(Some(b"a".to_vec())), b"a", false), Less);
         assert_eq!(parse_sort_f64(b""), Some(0.0));
         assert_eq!(parse_sort_f64(b" 0x10"), Some(16.0));
         assert_eq!(parse_sort_f64(b"1\0x"), Some(1.0));

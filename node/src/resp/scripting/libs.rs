@@ -482,8 +482,17 @@ fn msgpack_to_lua(lua: &Lua, v: &rmpv::Value) -> mlua::Result<Value> {
 /// LuaBitOp's normalisation: a number to a signed 32-bit integer (rounded,
 /// then taken modulo 2^32).
 fn tobit(v: &Value) -> mlua::Result<i32> {
-    let x =
-        lua_number(v).ok_or_else(|| runtime("bad argument to bit operation (number expected)"))?;
+    // A numeric string counts, as Lua's luaL_checknumber takes it.
+    let from_string = |s: &mlua::String| s.to_str().ok().and_then(|t| t.trim().parse::<f64>().ok());
+    let x = match v {
+        Value::String(s) => from_string(s),
+        other => lua_number(other),
+    }
+    .ok_or_else(|| runtime("bad argument to bit operation (number expected)"))?;
+    // LuaBitOp's normalisation of a non-finite number: 0.
+    if !x.is_finite() {
+        return Ok(0);
+    }
     Ok((x.round_ties_even() as i64) as u32 as i32)
 }
 
