@@ -91,7 +91,26 @@ pub struct MapperActor {
 /// catches up on whatever happened while it was not running.
 impl Actor for MapperActor {
     type Context = Context<Self>;
+
+    /// A check every [`PENDING_CHECK_MS`]: changes pending with no round
+    /// running or scheduled start one, so a lost `Dirty` delays a mapper
+    /// instead of stalling it until the next write.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_millis(PENDING_CHECK_MS), |act, ctx| {
+            if !act.running
+                && act.stopping.is_none()
+                && act.node.pending_changes(act.meta.source_id, act.meta.checkpoint) > 0
+            {
+                act.schedule(ctx);
+            }
+        });
+    }
 }
+
+/// How often a mapper checks for changes no `Dirty` announced (ms).
+/// Postmortem: a mapper dropped and created again under load sat with 16
+/// changes pending for 120 s (a `Dirty` lost; cause not found yet).
+const PENDING_CHECK_MS: u64 = 1000;
 
 /// What one round did.
 struct Outcome {
