@@ -82,6 +82,9 @@ pub struct MapperActor {
     /// A change arrived since the running round began.
     dirty: bool,
     running: bool,
+    /// The checkpoint at which the last pending check found the mapper
+    /// idle with changes pending.
+    idle_with_pending: Option<u64>,
     stats: Stats,
     /// A drop waits for the running round to end.
     stopping: Option<oneshot::Sender<NodeResult<()>>>,
@@ -92,24 +95,46 @@ pub struct MapperActor {
 impl Actor for MapperActor {
     type Context = Context<Self>;
 
-    /// A check every [`PENDING_CHECK_MS`]: changes pending with no round
-    /// running or scheduled start one, so a lost `Dirty` delays a mapper
-    /// instead of stalling it until the next write.
+    /// A check every [`PENDING_CHECK_MS`]: a mapper idle at the same
+    /// checkpoint, with no round due, while its source is consistent past
+    /// changes it has not mapped, at two checks in a row (a `Dirty` in
+    /// flight is handled between them) missed its wakeup: a bug, logged,
+    /// and a round starts, so the mapper is delayed instead of stalled
+    /// until the next write.
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(Duration::from_millis(PENDING_CHECK_MS), |act, ctx| {
-            if !act.running
-                && act.stopping.is_none()
-                && act.node.pending_changes(act.meta.source_id, act.meta.checkpoint) > 0
-            {
-                act.schedule(ctx);
+            let idle = !act.running && !act.dirty && act.stopping.is_none() && act.mapper.is_ok();
+            let (source, checkpoint) = (act.meta.source_id, act.meta.checkpoint);
+            let pending = if idle {
+                act.node.changes_between(source, checkpoint, act.node.consistent_upto(source))
+            } else {
+                0
+            };
+            if pending == 0 {
+                act.idle_with_pending = None;
+                return;
             }
+            if act.idle_with_pending != Some(checkpoint) {
+                act.idle_with_pending = Some(checkpoint);
+                return;
+            }
+            tracing::warn!(
+                mapper = %act.meta.name,
+                checkpoint,
+                pending,
+                "mapper idle with changes no Dirty announced; starting a round"
+            );
+            act.idle_with_pending = None;
+            act.schedule(ctx);
         });
     }
 }
 
 /// How often a mapper checks for changes no `Dirty` announced (ms).
-/// Postmortem: a mapper dropped and created again under load sat with 16
-/// changes pending for 120 s (a `Dirty` lost; cause not found yet).
+/// Postmortem: a mapper created again under load sat with 16 changes
+/// pending for 120 s: they were acknowledged before it was registered and
+/// not yet stable at its checkpoint, and its last backfill round ended
+/// without a round of changes.
 const PENDING_CHECK_MS: u64 = 1000;
 
 /// What one round did.
@@ -132,6 +157,7 @@ impl MapperActor {
             mapper: mapper.map(Arc::new),
             dirty: false,
             running: false,
+            idle_with_pending: None,
             stats,
             stopping: None,
         }
@@ -506,8 +532,11 @@ async fn run_round(
         if meta.backfill.is_none() {
             tracing::info!(mapper = %meta.name, records = done, "backfill done");
         }
-        let more = meta.backfill.is_some();
-        return Ok(Outcome { rows_written, errors, more });
+        // The last backfill round is followed by a round of changes too:
+        // those above the checkpoint that were acknowledged before the
+        // mapper was registered (not yet stable when it pinned the
+        // checkpoint) were announced to no one.
+        return Ok(Outcome { rows_written, errors, more: true });
     }
     let replay = meta.round_upto.is_some();
     let previous = meta.checkpoint;

@@ -284,12 +284,16 @@ impl Node {
         // have moved since the round chose its seq, and the wait returns at
         // once if it has).
         let settled = self.clock.settled_max();
+        (self.changes_between(range_id, checkpoint, settled) > 0).then_some(settled)
+    }
+
+    /// Journaled changes of `range_id` in `(after, upto]`.
+    pub fn changes_between(&self, range_id: u64, after: u64, upto: u64) -> u64 {
         let routes = self.routes_of(range_id).unwrap_or_default();
-        let acknowledged: u64 = routes
+        routes
             .iter()
-            .map(|r| r.cell.with_chunk(|c| Ok(c.changes_between(checkpoint, settled))).unwrap_or(0))
-            .sum();
-        (acknowledged > 0).then_some(settled)
+            .map(|r| r.cell.with_chunk(|c| Ok(c.changes_between(after, upto))).unwrap_or(0))
+            .sum()
     }
 
     /// The lock a mapper holds through a round writing into `range_id`
