@@ -485,6 +485,34 @@ pub fn small_chunked_redis_node(data_dir: &Path) -> Node {
     node
 }
 
+/// Asserts that redis-server and Monotable answer `args` with the same
+/// bytes (the differential tests' one check).
+pub fn assert_same(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {
+    let want = redis.call(args);
+    let got = mono.call(args);
+    let line: Vec<String> = args.iter().map(|a| show(a)).collect();
+    assert_eq!(show(&got), show(&want), "{}", line.join(" "));
+}
+
+/// [`assert_same`] for a command given as words separated by single
+/// spaces.
+pub fn assert_same_line(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
+    let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+    assert_same(redis, mono, &words);
+}
+
+/// [`assert_same`] for replies whose order Redis leaves open: the same
+/// RESP lines, in any order.
+pub fn assert_same_lines(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {
+    let lines = |reply: Vec<u8>| {
+        let mut l: Vec<String> = show(&reply).split("\\r\\n").map(str::to_owned).collect();
+        l.sort();
+        l
+    };
+    let line: Vec<String> = args.iter().map(|a| show(a)).collect();
+    assert_eq!(lines(mono.call(args)), lines(redis.call(args)), "{}", line.join(" "));
+}
+
 /// Bytes of a RESP reply as one line (CR LF shown as `\\r\\n`), for
 /// assertions and their messages.
 pub fn show(b: &[u8]) -> String {

@@ -4,17 +4,11 @@
 //! hand-written edge cases and a seeded random sequence over a few keys,
 //! replies compared byte for byte.
 
+use monotable_tests::assert_same_line as same;
 use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn same(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
-    let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
-    let want = redis.call(&words);
-    let got = mono.call(&words);
-    assert_eq!(show(&got), show(&want), "{line}");
-}
 
 const LINES: &[&str] = &[
     "FLUSHALL",

@@ -3,25 +3,9 @@
 //! `redis-server` (replies and errors), libraries kept across a kill -9,
 //! and a damaged library file refused at start instead of dropped.
 
+use monotable_tests::assert_same as same;
+use monotable_tests::assert_same_lines as same_lines;
 use monotable_tests::{show, Node, RawResp, Redis};
-
-fn same(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {
-    let want = redis.call(args);
-    let got = mono.call(args);
-    let line: Vec<String> = args.iter().map(|a| show(a)).collect();
-    assert_eq!(show(&got), show(&want), "{}", line.join(" "));
-}
-
-/// The same reply lines, in any order.
-fn same_lines(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {
-    let lines = |reply: Vec<u8>| {
-        let mut l: Vec<String> = show(&reply).split("\\r\\n").map(str::to_owned).collect();
-        l.sort();
-        l
-    };
-    let line: Vec<String> = args.iter().map(|a| show(a)).collect();
-    assert_eq!(lines(mono.call(args)), lines(redis.call(args)), "{}", line.join(" "));
-}
 
 const LIB: &str = "#!lua name=mylib\n\
 redis.register_function('incr_by', function(keys, args) return redis.call('INCRBY', keys[1], args[1]) end)\n\

@@ -5,15 +5,10 @@
 //! over the chunks of a small-chunked database, including near the poles
 //! and the antimeridian.
 
-use monotable_tests::{show, RawResp, Redis};
+use monotable_tests::assert_same_line as same;
+use monotable_tests::{RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn same(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
-    let want = redis.call_str(line);
-    let got = mono.call_str(line);
-    assert_eq!(show(&got), show(&want), "{line}");
-}
 
 #[test]
 fn geo_commands_match_redis() {

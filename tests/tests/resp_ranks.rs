@@ -8,16 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use monotable_tests::show;
+use monotable_tests::assert_same_line as same;
 use monotable_tests::{RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn same(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
-    let want = redis.call_str(line);
-    let got = mono.call_str(line);
-    assert_eq!(show(&got), show(&want), "{line}");
-}
 
 /// Postmortem: ZRANK, ZCOUNT and ranges with an offset walked every row
 /// before the answer (O(rank)), and DBSIZE read every key.

@@ -30,10 +30,7 @@ fn words(line: &str) -> Vec<Vec<u8>> {
 
 fn same(redis: &mut RawResp, mono: &mut RawResp, args: &[Vec<u8>]) {
     let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    let want = redis.call(&args);
-    let got = mono.call(&args);
-    let shown: Vec<String> = args.iter().map(|a| show(a)).collect();
-    assert_eq!(show(&got), show(&want), "{shown:?}");
+    monotable_tests::assert_same(redis, mono, &args);
 }
 
 /// Scripts whose replies Redis 7.0 fixes, in both protocols.

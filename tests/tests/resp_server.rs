@@ -90,9 +90,7 @@ fn closed_within(c: &mut RawResp, secs: u64) -> bool {
 /// The same lines on both servers, every reply byte for byte.
 fn same_replies(redis: &mut RawResp, mono: &mut RawResp, lines: &[&str]) {
     for line in lines {
-        let want = redis.call_str(line);
-        let got = mono.call_str(line);
-        assert_eq!(show(&got), show(&want), "{line}");
+        monotable_tests::assert_same_line(redis, mono, line);
     }
 }
 

@@ -5,21 +5,11 @@
 //! values that are not numbers, the errors, COMMAND GETKEYS, and SORT
 //! inside MULTI and a script; a random model-based round at the end.
 
+use monotable_tests::assert_same as same;
+use monotable_tests::assert_same_line as same_str;
 use monotable_tests::{show, RawResp, Redis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn same(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {
-    let want = redis.call(args);
-    let got = mono.call(args);
-    let line: Vec<String> = args.iter().map(|a| show(a)).collect();
-    assert_eq!(show(&got), show(&want), "{}", line.join(" "));
-}
-
-fn same_str(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
-    let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
-    same(redis, mono, &args);
-}
 
 #[test]
 fn sort_matches_redis() {

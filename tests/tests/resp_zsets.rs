@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use monotable_tests::assert_same as same;
 use monotable_tests::show;
 use monotable_tests::{Node, RawResp, Redis};
 use rand::rngs::StdRng;
@@ -15,14 +16,6 @@ use rand::{Rng, SeedableRng};
 
 fn raw_connect(addr: SocketAddr) -> RawResp {
     RawResp::connect(addr, 10)
-}
-
-/// Sends `args` to both and asserts the replies are the same bytes.
-fn same(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {
-    let want = redis.call(args);
-    let got = mono.call(args);
-    let cmd: Vec<String> = args.iter().map(|a| show(a)).collect();
-    assert_eq!(show(&got), show(&want), "{cmd:?}");
 }
 
 fn words(line: &str) -> Vec<Vec<u8>> {

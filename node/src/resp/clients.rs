@@ -400,27 +400,16 @@ fn setinfo(args: &[Vec<u8>]) -> Reply {
 }
 
 pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
-    let Some(parent) = super::table::lookup("client") else {
-        return Reply::err("ERR the command table has no CLIENT");
-    };
-    if lower(&args[1]) == "setinfo" {
-        return setinfo(args);
-    }
-    let Some(spec) = super::table::subcommand(parent, &lower(&args[1])) else {
-        return unknown_subcommand(&args[0], &args[1]);
-    };
-    if !spec.arity_fits(args.len()) {
-        return Reply::wrong_arity(spec.name);
-    }
     let on_off = |word: &[u8]| match lower(word).as_str() {
         "on" => Some(true),
         "off" => Some(false),
         _ => None,
     };
-    match spec.name {
-        "client|id" => Reply::Int(conn.id as i64),
-        "client|getname" => conn.name.clone().map_or(Reply::Null, Reply::Bulk),
-        "client|setname" => {
+    match lower(&args[1]).as_str() {
+        "setinfo" => setinfo(args),
+        "id" => Reply::Int(conn.id as i64),
+        "getname" => conn.name.clone().map_or(Reply::Null, Reply::Bulk),
+        "setname" => {
             if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
                 return Reply::err(
                     "ERR Client names cannot contain spaces, newlines or special characters.",
@@ -430,15 +419,15 @@ pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
             conn.info.set_name(conn.name.clone());
             Reply::ok()
         }
-        "client|info" => verbatim(conn.proto, line(state, &conn.info, args) + "\n"),
-        "client|list" => list(state, conn, args),
-        "client|kill" => kill(state, conn, &args[2..]),
-        "client|pause" => pause(state, &args[2..]),
-        "client|unpause" => {
+        "info" => verbatim(conn.proto, line(state, &conn.info, args) + "\n"),
+        "list" => list(state, conn, args),
+        "kill" => kill(state, conn, &args[2..]),
+        "pause" => pause(state, &args[2..]),
+        "unpause" => {
             state.pause.end();
             Reply::ok()
         }
-        "client|reply" => match lower(&args[2]).as_str() {
+        "reply" => match lower(&args[2]).as_str() {
             "on" => {
                 conn.reply_off = false;
                 conn.reply_skip = 0;
@@ -455,14 +444,14 @@ pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
             }
             _ => Reply::err(SYNTAX),
         },
-        "client|no-evict" => match on_off(&args[2]) {
+        "no-evict" => match on_off(&args[2]) {
             Some(on) => {
                 conn.info.set_flag(FLAG_NO_EVICT, on);
                 Reply::ok()
             }
             None => Reply::err(SYNTAX),
         },
-        "client|help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
+        "help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
         _ => unknown_subcommand(&args[0], &args[1]),
     }
 }

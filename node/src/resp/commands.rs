@@ -12,17 +12,18 @@ use std::net::IpAddr;
 
 use super::args::lower;
 use super::cluster::Placement;
-use super::errors::{internal, unknown_command, NOAUTH};
+use super::errors::{internal, unknown_command, unknown_subcommand, NOAUTH};
 use super::keyspace::Db;
 use super::reply::Reply;
 use super::state::{Conn, RespState, MULTI_QUEUE_MAX_BYTES};
-use super::table::{Command, Flag, Handler};
+use super::table::{Command, Flag, Handler, SubcommandError};
 use super::watches::Watched;
 use crate::error::NodeError;
 
-/// The command `args` names, once its arity is checked; otherwise the
-/// error reply (unknown command, wrong number of arguments).
-fn lookup(args: &[Vec<u8>]) -> Result<&'static Command, Reply> {
+/// The command `args` names, once its arity (and its subcommand's) is
+/// checked; otherwise the error reply (unknown command or subcommand,
+/// wrong number of arguments).
+pub(super) fn checked_command(args: &[Vec<u8>]) -> Result<&'static Command, Reply> {
     checked(super::table::lookup(&lower(&args[0])), args)
 }
 
@@ -33,7 +34,11 @@ fn checked(found: Option<&'static Command>, args: &[Vec<u8>]) -> Result<&'static
     if !command.arity_fits(args.len()) {
         return Err(Reply::wrong_arity(command.name));
     }
-    Ok(command)
+    match super::table::checked_subcommand(command, args) {
+        Ok(_) => Ok(command),
+        Err(SubcommandError::Unknown) => Err(unknown_subcommand(&args[0], &args[1])),
+        Err(SubcommandError::Arity(name)) => Err(Reply::wrong_arity(name)),
+    }
 }
 
 /// Runs one command (or queues it, inside MULTI). Its writes are applied
@@ -43,23 +48,23 @@ fn checked(found: Option<&'static Command>, args: &[Vec<u8>]) -> Result<&'static
 pub async fn execute(
     state: &RespState,
     conn: &mut Conn,
-    args: Vec<Vec<u8>>,
+    args: &[Vec<u8>],
 ) -> (Reply, super::keyspace::Durability) {
     let found = super::table::lookup(&lower(&args[0]));
     if !conn.authenticated && !found.is_some_and(|c| c.has(Flag::NoAuth)) {
         // Redis reports an unknown command or a wrong arity first (but
         // not for MULTI and the like).
-        let reply = match checked(found, &args) {
+        let reply = match checked(found, args) {
             Err(reply) if !found.is_some_and(|c| c.handler == Handler::Transaction) => reply,
             _ => Reply::err(NOAUTH),
         };
         return (reply, Vec::new());
     }
-    super::stats::begin(state, conn, found, &args).await;
+    super::stats::begin(state, conn, found, args).await;
     if let Some(command) = found.filter(|c| c.handler == Handler::Transaction) {
-        return (transaction(state, conn, command, &args).await, Vec::new());
+        return (transaction(state, conn, command, args).await, Vec::new());
     }
-    let command = match checked(found, &args) {
+    let command = match checked(found, args) {
         Ok(command) => command,
         Err(reply) => {
             if conn.multi.is_some() {
@@ -94,7 +99,7 @@ pub async fn execute(
                 );
                 return (Reply::err(message), Vec::new());
             }
-            queue.push(args);
+            queue.push(args.to_vec());
             return (Reply::Simple("QUEUED"), Vec::new());
         }
     }
@@ -107,12 +112,12 @@ pub async fn execute(
         // Runs on the chunk's leader (see `cluster`), which may not have
         // an EVALSHA's script: it gets the body.
         let args = if command.handler == Handler::Scripting {
-            match super::scripting::with_body(state, args) {
+            match super::scripting::with_body(state, args.to_vec()) {
                 Ok(args) => args,
                 Err(reply) => return (reply, Vec::new()),
             }
         } else {
-            args
+            args.to_vec()
         };
         let blocking = command.has(Flag::Blocking).then(|| args.clone());
         let reply = super::cluster::run(state, conn.db, conn.proto, Work::Command(args)).await;
@@ -122,7 +127,7 @@ pub async fn execute(
         return (reply, Vec::new());
     }
     if command.handler == Handler::Scripting && !command.per_node {
-        return (script_alone(state, conn, args, placement).await, Vec::new());
+        return (script_alone(state, conn, args.to_vec(), placement).await, Vec::new());
     }
     if command.handler == Handler::Mt {
         // May wait long (a fresh aggregate): nothing of the burst is held
@@ -139,7 +144,7 @@ pub async fn execute(
     };
     let mut db = Db::new(state, conn.db, None);
     db.create_local = !matches!(placement, Placement::Unmade);
-    let reply = match run(state, conn, &db, command, &args).await {
+    let reply = match run(state, conn, &db, command, args).await {
         Ok(reply) => reply,
         Err(e) => internal(e),
     };
@@ -148,7 +153,7 @@ pub async fn execute(
         // here; it is created replicated and the command runs there.
         drop(_gate);
         super::stripes::release_held();
-        let work = Work::Command(args);
+        let work = Work::Command(args.to_vec());
         return (
             super::cluster::create_and_run(state, conn.db, conn.proto, work).await,
             Vec::new(),
@@ -166,7 +171,7 @@ pub fn runs_replicated(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> bool
     if !conn.authenticated || conn.multi.is_some() {
         return false;
     }
-    match lookup(args) {
+    match checked_command(args) {
         Ok(command)
             if command.handler != Handler::Transaction
                 && command.handler != Handler::Scripting
@@ -201,7 +206,7 @@ impl Work {
         match self {
             Work::Multi(_) => true,
             Work::Command(args) => {
-                lookup(args).is_ok_and(|c| c.handler == Handler::Scripting && !c.per_node)
+                checked_command(args).is_ok_and(|c| c.handler == Handler::Scripting && !c.per_node)
             }
             Work::Pipeline(_) | Work::Expire => false,
         }
@@ -228,7 +233,7 @@ pub(super) async fn run_held(
     conn.proto = proto;
     let reply = match work {
         Work::Command(args) => {
-            let command = match lookup(args) {
+            let command = match checked_command(args) {
                 Ok(command) => command,
                 Err(reply) => return Ok((reply, Vec::new())),
             };
@@ -238,10 +243,12 @@ pub(super) async fn run_held(
                 Err(e) => return Ok((internal(e), Vec::new())),
             }
         }
-        Work::Multi(queue) => Reply::Array(run_queue(state, &mut conn, queue, &overlay).await),
+        Work::Multi(queue) => {
+            Reply::Array(run_queue(state, &mut conn, queue, &overlay, false).await)
+        }
         Work::Pipeline(queue) => {
             let mut out = Vec::new();
-            for reply in run_queue(state, &mut conn, queue, &overlay).await {
+            for reply in run_queue(state, &mut conn, queue, &overlay, false).await {
                 reply.write(proto, &mut out);
             }
             Reply::Raw(out)
@@ -419,11 +426,15 @@ async fn watch_failed(state: &RespState, watched: &[Watched]) -> Result<bool, No
 
 /// Runs a transaction's commands with their writes held back in
 /// `overlay`; their replies.
+/// Runs `queue` on `conn` with its writes held in `overlay`; with
+/// `log_slow` (a transaction of the connection's own), each command goes
+/// to the slowlog if slow, as Redis logs the commands EXEC runs.
 async fn run_queue(
     state: &RespState,
     conn: &mut Conn,
     queue: &[Vec<Vec<u8>>],
     overlay: &super::keyspace::Overlay,
+    log_slow: bool,
 ) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(queue.len());
     for args in queue {
@@ -431,7 +442,7 @@ async fn run_queue(
             replies.push(Reply::ok());
             continue;
         }
-        let command = match lookup(args) {
+        let command = match checked_command(args) {
             Ok(command) => command,
             Err(reply) => {
                 replies.push(reply);
@@ -439,10 +450,14 @@ async fn run_queue(
             }
         };
         let db = Db::new(state, conn.db, Some(overlay));
+        let started = std::time::Instant::now();
         replies.push(match run(state, conn, &db, command, args).await {
             Ok(reply) => reply,
             Err(e) => internal(e),
         });
+        if log_slow {
+            state.slowlog.note(conn, args, started.elapsed());
+        }
     }
     replies
 }
@@ -510,7 +525,8 @@ async fn exec(
     unit: Unit,
 ) -> Result<Option<Reply>, NodeError> {
     let overlay = super::keyspace::Overlay::default();
-    let replies = run_queue(state, conn, &queue, &overlay).await;
+    let log_slow = unit == Unit::Transaction;
+    let replies = run_queue(state, conn, &queue, &overlay, log_slow).await;
     let by_range: Vec<_> = overlay_ops(overlay).into_iter().collect();
     match Db::apply_transaction(state, by_range, create_local).await {
         Ok(true) => {}
@@ -616,10 +632,15 @@ async fn script_call(
     if !command.arity_fits(args.len()) {
         return Reply::err("ERR Wrong number of args calling Redis command from script");
     }
-    let sub = args
-        .get(1)
-        .filter(|_| !command.subcommands.is_empty())
-        .and_then(|sub| super::table::subcommand(command, &lower(sub)));
+    let sub = match super::table::checked_subcommand(command, &args) {
+        Ok(sub) => sub,
+        Err(SubcommandError::Unknown) => {
+            return Reply::err("ERR Unknown Redis command called from script")
+        }
+        Err(SubcommandError::Arity(_)) => {
+            return Reply::err("ERR Wrong number of args calling Redis command from script")
+        }
+    };
     let flagged = |flag| command.has(flag) || sub.is_some_and(|s| s.has(flag));
     if flagged(Flag::Noscript) || command.handler == Handler::Transaction {
         return Reply::err("ERR This Redis command is not allowed from script");
@@ -629,8 +650,11 @@ async fn script_call(
         return Reply::err("ERR Write commands are not allowed from read-only scripts.");
     }
     let db = Db::new(state, conn.db, Some(overlay));
-    match Box::pin(run(state, conn, &db, command, &args)).await {
+    let started = std::time::Instant::now();
+    let reply = match Box::pin(run(state, conn, &db, command, &args)).await {
         Ok(reply) => reply,
         Err(e) => internal(e),
-    }
+    };
+    state.slowlog.note_script_call(&args, started.elapsed());
+    reply
 }

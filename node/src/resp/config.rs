@@ -121,6 +121,8 @@ static PARAMS: &[Param] = &[
     param(&["replicaof", "slaveof"], Kind::Immutable, ""),
     param(&["save"], Kind::Save, ""),
     param(&["set-max-intset-entries"], Kind::Int { min: 0, max: LONG_MAX }, "512"),
+    param(&["slowlog-log-slower-than"], Kind::Int { min: -1, max: LONG_MAX }, "10000"),
+    param(&["slowlog-max-len"], Kind::Int { min: 0, max: LONG_MAX }, "128"),
     param(&["timeout"], Kind::Int { min: 0, max: INT_MAX }, "0"),
     param(
         &["zset-max-listpack-entries", "zset-max-ziplist-entries"],
@@ -293,8 +295,8 @@ fn check(p: &Param, v: &[u8]) -> Result<String, String> {
 }
 
 /// Runs a command of [`super::table::Handler::Server`]: CONFIG here,
-/// OBJECT and MEMORY in [`super::object`] (on database `db`, in protocol
-/// `proto`).
+/// SLOWLOG in [`super::slowlog`], OBJECT and MEMORY in [`super::object`]
+/// (on database `db`, in protocol `proto`).
 pub async fn server(
     state: &RespState,
     proto: u8,
@@ -304,30 +306,22 @@ pub async fn server(
 ) -> crate::error::NodeResult<Reply> {
     match name {
         "config" => Ok(run(state, args)),
+        "slowlog" => Ok(super::slowlog::run(state, args)),
         _ => super::object::run(state, proto, db, name, args).await,
     }
 }
 
 /// Runs `CONFIG subcommand ...` (`args[0]` is CONFIG).
 pub fn run(state: &RespState, args: &[Vec<u8>]) -> Reply {
-    let Some(parent) = super::table::lookup("config") else {
-        return Reply::err("ERR the command table has no CONFIG");
-    };
-    let Some(spec) = super::table::subcommand(parent, &lower(&args[1])) else {
-        return unknown_subcommand(&args[0], &args[1]);
-    };
-    if !spec.arity_fits(args.len()) {
-        return Reply::wrong_arity(spec.name);
-    }
-    match spec.name {
-        "config|get" => get(state, &args[2..]),
-        "config|set" => set(state, &args[2..]),
-        "config|resetstat" => {
+    match lower(&args[1]).as_str() {
+        "get" => get(state, &args[2..]),
+        "set" => set(state, &args[2..]),
+        "resetstat" => {
             state.stats.reset();
             Reply::ok()
         }
-        "config|rewrite" => Reply::err("ERR The server is running without a config file"),
-        "config|help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
+        "rewrite" => Reply::err("ERR The server is running without a config file"),
+        "help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
         _ => unknown_subcommand(&args[0], &args[1]),
     }
 }
@@ -386,6 +380,13 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
     }
     let mut values = state.config.lock();
     for (name, value) in checked {
+        // Read per command: kept beside the map, where commands read them.
+        let number = || parse_i64(value.as_bytes()).unwrap_or(0);
+        match name {
+            "slowlog-log-slower-than" => state.slowlog.set_slower_than(number()),
+            "slowlog-max-len" => state.slowlog.set_max_len(number().max(0) as u64),
+            _ => {}
+        }
         values.insert(name, value);
     }
     Reply::ok()

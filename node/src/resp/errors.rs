@@ -35,6 +35,16 @@ pub fn unknown_subcommand(command: &[u8], sub: &[u8]) -> Reply {
     ))
 }
 
+/// A known subcommand called with arguments it does not take, in Redis's
+/// words (`addReplySubcommandSyntaxError`).
+pub fn subcommand_syntax(command: &[u8], sub: &[u8]) -> Reply {
+    Reply::err(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+        String::from_utf8_lossy(&sub[..sub.len().min(128)]),
+        String::from_utf8_lossy(command).to_ascii_uppercase()
+    ))
+}
+
 /// The one place a node error becomes a reply. Keys and values over the
 /// node's limits are the client's doing: their message names the limit.
 pub fn internal(e: NodeError) -> Reply {

@@ -58,29 +58,18 @@ const HELP: &[&str] = &[
 /// Runs `COMMAND [subcommand args...]` (`args[0]` is COMMAND itself).
 pub fn command(args: &[Vec<u8>]) -> Reply {
     let Some(sub) = args.get(1) else { return all_info() };
-    let Some(parent) = table::lookup("command") else {
-        return Reply::err("ERR the command table has no COMMAND");
-    };
-    let Some(spec) = table::subcommand(parent, &lower(sub)) else {
-        return unknown_subcommand(&args[0], sub);
-    };
-    if !spec.arity_fits(args.len()) {
-        return Reply::wrong_arity(spec.name);
-    }
-    match spec.name {
-        "command|count" => Reply::Int(COMMANDS.len() as i64),
-        "command|info" if args.len() == 2 => all_info(),
-        "command|info" => {
+    match lower(sub).as_str() {
+        "count" => Reply::Int(COMMANDS.len() as i64),
+        "info" if args.len() == 2 => all_info(),
+        "info" => {
             Reply::Array(args[2..].iter().map(|n| find(n).map_or(Reply::Null, info)).collect())
         }
-        "command|docs" if args.len() == 2 => Reply::Map(COMMANDS.iter().map(docs_pair).collect()),
-        "command|docs" => {
-            Reply::Map(args[2..].iter().filter_map(|n| find(n)).map(docs_pair).collect())
-        }
-        "command|list" => list(&args[2..]),
-        "command|getkeys" => getkeys(&args[2..], false),
-        "command|getkeysandflags" => getkeys(&args[2..], true),
-        "command|help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
+        "docs" if args.len() == 2 => Reply::Map(COMMANDS.iter().map(docs_pair).collect()),
+        "docs" => Reply::Map(args[2..].iter().filter_map(|n| find(n)).map(docs_pair).collect()),
+        "list" => list(&args[2..]),
+        "getkeys" => getkeys(&args[2..], false),
+        "getkeysandflags" => getkeys(&args[2..], true),
+        "help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
         _ => unknown_subcommand(&args[0], sub),
     }
 }
@@ -400,8 +389,14 @@ mod tests {
         line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
     }
 
+    /// COMMAND as the dispatcher runs it: its subcommand and arity
+    /// checked first.
     fn run(line: &str) -> Reply {
-        command(&words(line))
+        let args = words(line);
+        match super::super::commands::checked_command(&args) {
+            Ok(_) => command(&args),
+            Err(reply) => reply,
+        }
     }
 
     fn keys(line: &str) -> Option<Vec<String>> {

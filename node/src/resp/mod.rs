@@ -72,6 +72,7 @@ pub mod reply;
 pub mod scripting;
 pub mod server;
 pub mod sets;
+pub mod slowlog;
 pub mod sort;
 pub mod state;
 pub mod stats;

@@ -440,10 +440,7 @@ pub fn pubsub(hub: &Hub, args: &[Vec<u8>]) -> Reply {
     let fits = match sub.as_str() {
         // Past the table's arity, Redis's own check answers so.
         "channels" | "shardchannels" if args.len() > 3 => {
-            return Reply::err(format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
-                String::from_utf8_lossy(&args[1])
-            ))
+            return super::errors::subcommand_syntax(&args[0], &args[1])
         }
         "channels" | "shardchannels" | "numsub" | "shardnumsub" => true,
         "numpat" | "help" => args.len() == 2,

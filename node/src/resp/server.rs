@@ -269,9 +269,8 @@ async fn wait_blocked(
                 }
             }
             _ = woken => {
-                let args = block.args.clone();
                 conn.retrying = true;
-                let done = super::stripes::with_burst(execute(state, conn, args)).await;
+                let done = super::stripes::with_burst(execute(state, conn, &block.args)).await;
                 conn.retrying = false;
                 if conn.block.take().is_none() {
                     break Some(done);
@@ -296,7 +295,7 @@ async fn wait_blocked(
         }
     }
     let reply = failed.unwrap_or(reply);
-    super::stats::finish(state, conn, &reply);
+    super::stats::finish(state, conn, &reply, &block.args);
     if conn.reply_wanted() || is_push(conn.proto, &reply) {
         reply.write(conn.proto, &mut out);
     }
@@ -438,8 +437,8 @@ async fn run_batch(
                 }
                 Parsed::Command(args) => {
                     let publish = args[0].eq_ignore_ascii_case(b"publish");
-                    let (reply, durability) = execute(state, conn, args).await;
-                    super::stats::finish(state, conn, &reply);
+                    let (reply, durability) = execute(state, conn, &args).await;
+                    super::stats::finish(state, conn, &reply, &args);
                     if conn.block.is_some() {
                         // No reply yet (see `wait_blocked`).
                         break;

@@ -36,6 +36,8 @@ pub struct RespState {
     pub pause: super::clients::Pause,
     /// What INFO counts (see [`super::stats`]).
     pub stats: super::stats::Stats,
+    /// SLOWLOG's entries (see [`super::slowlog`]).
+    pub slowlog: super::slowlog::SlowLog,
     /// CONFIG's parameters.
     pub config: super::config::RespConfig,
     /// The RESP listener's address, once it listens (CONFIG GET port, INFO).
@@ -69,6 +71,7 @@ impl RespState {
             clients: Default::default(),
             pause: Default::default(),
             stats: Default::default(),
+            slowlog: Default::default(),
             config: Default::default(),
             resp_addr: Default::default(),
             startup_rss: super::info::rss_bytes(),

@@ -218,6 +218,12 @@ pub struct Running {
     started: Instant,
     /// Its arguments fit its arity (else it is refused: `rejected_calls`).
     arity_ok: bool,
+    /// A blocked command running again once woken: counted when it
+    /// blocked; only the slowlog times this run.
+    woken: bool,
+    /// Flagged `skip_slowlog` (EXEC), or queued in a MULTI (EXEC logs
+    /// the commands it runs).
+    skip_slowlog: bool,
 }
 
 /// The dispatcher's one call as a command starts on `conn` (`found` is its
@@ -244,15 +250,20 @@ pub async fn begin(
             conn.info.set_flag(FLAG_BLOCKED, false);
         }
     }
-    if conn.retrying {
-        // A blocked command running again: it counted once already.
-        return;
-    }
-    conn.info.touch();
     let Some(slot) = state.stats.slot(command, args.get(1).map(Vec::as_slice)) else { return };
-    conn.info.last_cmd.store(slot, Ordering::Relaxed);
-    let arity_ok = command.arity_fits(args.len());
-    conn.running = Some(Running { slot, started: Instant::now(), arity_ok });
+    let woken = conn.retrying;
+    if !woken {
+        conn.info.touch();
+        conn.info.last_cmd.store(slot, Ordering::Relaxed);
+    }
+    conn.running = Some(Running {
+        slot,
+        started: Instant::now(),
+        arity_ok: command.arity_fits(args.len())
+            && super::table::checked_subcommand(command, args).is_ok(),
+        woken,
+        skip_slowlog: queued || command.has(Flag::SkipSlowlog),
+    });
 }
 
 /// A command a client pipelined to a replicated database's leader (see
@@ -296,23 +307,30 @@ fn writes(state: &RespState, command: &Command, args: &[Vec<u8>], conn: &Conn) -
     writes_one(command, args)
 }
 
-/// Once `conn`'s command replied `reply` (or blocked): counts it and its
-/// time, counts an error reply, and updates what CLIENT LIST shows of the
-/// connection.
-pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply) {
+/// Once `conn`'s command `args` replied `reply` (or blocked): counts it
+/// and its time, counts an error reply, logs it if slow
+/// ([`super::slowlog`]; once served, if it blocked), and updates what
+/// CLIENT LIST shows of the connection.
+pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>]) {
     let stats = &state.stats;
     let error = match reply {
         Reply::Error(e) => Some(e.as_str()),
         _ => None,
     };
     if let Some(running) = conn.running.take() {
+        let took = running.started.elapsed();
+        if running.arity_ok && !running.skip_slowlog && conn.block.is_none() {
+            state.slowlog.note(conn, args, took);
+        }
         let s = &stats.slots[running.slot as usize];
-        if running.arity_ok {
+        if running.woken {
+            // Counted when it blocked.
+        } else if running.arity_ok {
             // Redis's `total_commands_processed`: commands that ran (not
             // unknown or refused ones), once each.
             stats.total_commands.fetch_add(1, Ordering::Relaxed);
             s.calls.fetch_add(1, Ordering::Relaxed);
-            s.usec.fetch_add(running.started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            s.usec.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
             if error.is_some() {
                 s.failed.fetch_add(1, Ordering::Relaxed);
             }

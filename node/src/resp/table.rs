@@ -303,6 +303,40 @@ pub fn subcommand(command: &'static Command, sub: &str) -> Option<&'static Comma
     command.subcommands.iter().find(|s| s.name.split_once('|').is_some_and(|(_, n)| n == sub))
 }
 
+/// Why a container command's call names no subcommand it can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubcommandError {
+    /// No such subcommand.
+    Unknown,
+    /// The subcommand (named so, `config|get`) takes another number of
+    /// arguments.
+    Arity(&'static str),
+}
+
+/// The subcommand `args` call of `command`, its arity checked, as Redis's
+/// `processCommand` checks it before any handler runs: `Ok(None)` for a
+/// command without subcommands or a container called without one
+/// (`COMMAND`). CLIENT SETINFO (Redis 7.2's, which client libraries send on
+/// every connect) is accepted though 7.0's table has no row for it; its
+/// handler checks it.
+pub fn checked_subcommand(
+    command: &'static Command,
+    args: &[Vec<u8>],
+) -> Result<Option<&'static Command>, SubcommandError> {
+    let Some(sub) = args.get(1).filter(|_| !command.subcommands.is_empty()) else {
+        return Ok(None);
+    };
+    let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    if command.name == "client" && sub == "setinfo" {
+        return Ok(None);
+    }
+    let spec = subcommand(command, &sub).ok_or(SubcommandError::Unknown)?;
+    if !spec.arity_fits(args.len()) {
+        return Err(SubcommandError::Arity(spec.name));
+    }
+    Ok(Some(spec))
+}
+
 mod rows;
 pub use rows::COMMANDS;
 
@@ -357,6 +391,7 @@ mod tests {
                 "reset",
                 "script",
                 "select",
+                "slowlog",
                 "subscribe",
                 "time",
                 "unsubscribe"

@@ -268,23 +268,12 @@ async fn load_code(state: &RespState, code: Vec<u8>) -> Result<Library, String> 
     .map_err(|e| format!("ERR loading the library failed: {e}"))?
 }
 
-/// FUNCTION and its subcommands (arity checked by the table).
+/// FUNCTION and its subcommands (the subcommand and its arity checked by
+/// the dispatcher, [`super::super::table::checked_subcommand`]).
 pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
     let sub = lower(&args[1]);
-    let parent = super::super::table::lookup("function").expect("FUNCTION is in the table");
-    let Some(spec) = super::super::table::subcommand(parent, &sub) else {
-        return super::super::errors::unknown_subcommand(&args[0], &args[1]);
-    };
-    if !spec.arity_fits(args.len()) {
-        return Reply::wrong_arity(spec.name);
-    }
     let functions = &state.scripts.functions;
-    let syntax = || {
-        Reply::err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
-            String::from_utf8_lossy(&args[1])
-        ))
-    };
+    let syntax = || super::super::errors::subcommand_syntax(&args[0], &args[1]);
     match sub.as_str() {
         "load" => {
             let mut replace = false;
@@ -328,7 +317,7 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
                 Err(text) => Reply::err(text),
             }
         }
-        "delete" if args.len() == 3 => {
+        "delete" => {
             let _g = state.scripts.functions.changing.lock().await;
             let mut libraries = functions.current();
             let name = String::from_utf8_lossy(&args[2]).into_owned();
@@ -345,9 +334,9 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
             functions.install(BTreeMap::new()).map_or_else(Reply::err, |()| Reply::ok())
         }
         "list" => list(functions, args),
-        "dump" if args.len() == 2 => Reply::Bulk(encode(&functions.all())),
+        "dump" => Reply::Bulk(encode(&functions.all())),
         "restore" if args.len() <= 4 => restore(state, args).await,
-        "stats" if args.len() == 2 => {
+        "stats" => {
             let all = functions.all();
             let count = all.iter().map(|l| l.functions.len()).sum::<usize>();
             let lua = Reply::Map(vec![
@@ -359,15 +348,10 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
                 (Reply::bulk("engines"), Reply::Map(vec![(Reply::bulk("LUA"), lua)])),
             ])
         }
-        "kill" if args.len() == 2 => Reply::err("NOTBUSY No scripts in execution right now."),
-        "help" if args.len() == 2 => {
-            Reply::Array(HELP.iter().map(|l| Reply::Status((*l).to_owned())).collect())
-        }
-        "delete" | "flush" | "dump" | "restore" | "stats" | "kill" | "help" => syntax(),
-        _ => Reply::err(format!(
-            "ERR unknown subcommand '{}'. Try FUNCTION HELP.",
-            String::from_utf8_lossy(&args[1])
-        )),
+        "kill" => Reply::err("NOTBUSY No scripts in execution right now."),
+        "help" => Reply::Array(HELP.iter().map(|l| Reply::Status((*l).to_owned())).collect()),
+        "flush" | "restore" => syntax(),
+        _ => super::super::errors::unknown_subcommand(&args[0], &args[1]),
     }
 }
 

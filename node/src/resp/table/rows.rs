@@ -450,6 +450,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("sismember", 3, H::Collections, &[Readonly, Fast], (1, 1, 1), &["@read", "@set", "@fast"])
         .specs(&[spec(&["RO"], 1, 0, 1, 0)])
         .docs("Determine if a given value is a member of a set", "1.0.0", "set", "O(1)"),
+    cmd("slowlog", -2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .subcommands(SLOWLOG_SUBCOMMANDS)
+        .docs("A container for slow log commands", "2.2.12", "server", "Depends on subcommand.")
+        .per_node(),
     cmd("smembers", 2, H::Collections, &[Readonly], (1, 1, 1), &["@read", "@set", "@slow"])
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
@@ -794,4 +798,53 @@ static FUNCTION_SUBCOMMANDS: &[Command] = &[
     cmd("function|stats", 2, H::Scripting, &[Noscript, AllowBusy], (0, 0, 0), &["@slow", "@scripting"])
         .tips(&["nondeterministic_output", "request_policy:all_shards", "response_policy:special"])
         .docs("Return information about the function currently running (name, description, duration)", "7.0.0", "scripting", "O(1)"),
+];
+
+static SLOWLOG_SUBCOMMANDS: &[Command] = &[
+    cmd(
+        "slowlog|get",
+        -2,
+        H::Server,
+        &[Admin, Loading, Stale],
+        (0, 0, 0),
+        &["@admin", "@slow", "@dangerous"],
+    )
+    .tips(&["request_policy:all_nodes", "nondeterministic_output"])
+    .docs(
+        "Get the slow log's entries",
+        "2.2.12",
+        "server",
+        "O(N) where N is the number of entries returned",
+    ),
+    cmd("slowlog|help", 2, H::Server, &[Loading, Stale], (0, 0, 0), &["@slow"]).docs(
+        "Show helpful text about the different subcommands",
+        "6.2.0",
+        "server",
+        "O(1)",
+    ),
+    cmd(
+        "slowlog|len",
+        2,
+        H::Server,
+        &[Admin, Loading, Stale],
+        (0, 0, 0),
+        &["@admin", "@slow", "@dangerous"],
+    )
+    .tips(&["request_policy:all_nodes", "response_policy:agg_sum", "nondeterministic_output"])
+    .docs("Get the slow log's length", "2.2.12", "server", "O(1)"),
+    cmd(
+        "slowlog|reset",
+        2,
+        H::Server,
+        &[Admin, Loading, Stale],
+        (0, 0, 0),
+        &["@admin", "@slow", "@dangerous"],
+    )
+    .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+    .docs(
+        "Clear all entries from the slow log",
+        "2.2.12",
+        "server",
+        "O(N) where N is the number of entries in the slowlog",
+    ),
 ];
