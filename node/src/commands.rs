@@ -654,7 +654,7 @@ impl Node {
         }
         let mut attempt = 0;
         loop {
-            let groups = self.cells_of(&parts, |_| true)?;
+            let groups = self.cells_of(&parts, |_| Ok(true))?;
             let result = match groups.as_slice() {
                 [] => return Ok(Vec::new()),
                 [(cell, ops)] => cell.apply(self, ops).map(|a| vec![a]),
@@ -682,20 +682,19 @@ impl Node {
     }
 
     /// The rows of `parts` (by range) grouped by the chunk that holds them,
-    /// keeping the chunks `wanted` accepts; ranges that no longer exist
-    /// are passed over.
+    /// keeping the chunks `wanted` accepts.
+    ///
+    /// Errors: a range that does not exist (a batch must not be applied
+    /// without one of its parts), or `wanted`'s.
     fn cells_of(
         &self,
         parts: &[(String, Vec<WriteOp>)],
-        wanted: impl Fn(&crate::chunk_cell::ChunkCell) -> bool,
+        wanted: impl Fn(&crate::chunk_cell::ChunkCell) -> NodeResult<bool>,
     ) -> NodeResult<Vec<(Arc<crate::chunk_cell::ChunkCell>, Vec<WriteOp>)>> {
         let mut groups = Vec::new();
         for (range, ops) in parts {
-            if self.router_read().range(range).is_none() {
-                continue;
-            }
             for (route, ops) in self.group_by_chunk(range, ops.clone(), WriteOp::key)? {
-                if wanted(&route.cell) {
+                if wanted(&route.cell)? {
                     groups.push((route.cell.clone(), ops));
                 }
             }
@@ -738,10 +737,14 @@ impl Node {
             let seq = intent.seq;
             // A range dropped since has nothing left to complete; a chunk
             // that logged the seq has its part.
-            let logged = |cell: &crate::chunk_cell::ChunkCell| {
-                cell.with_chunk(|c| Ok(c.last_seq() >= seq)).unwrap_or(false)
-            };
-            let groups = self.cells_of(&intent.parts, |cell| !logged(cell))?;
+            let parts: Vec<(String, Vec<WriteOp>)> = intent
+                .parts
+                .into_iter()
+                .filter(|(range, _)| self.router_read().range(range).is_some())
+                .collect();
+            let unlogged =
+                |cell: &crate::chunk_cell::ChunkCell| cell.with_chunk(|c| Ok(c.last_seq() < seq));
+            let groups = self.cells_of(&parts, unlogged)?;
             if !groups.is_empty() {
                 tracing::warn!(
                     seq,

@@ -138,3 +138,30 @@ fn libraries_survive_kill_9_and_a_damaged_file_stops_the_start() {
     let refused = monotable_tests::serve_exits(dir.path(), &[]).expect("the start is refused");
     assert!(refused.contains("damaged"), "{refused}");
 }
+
+/// Postmortem: the VM scripts run in kept every library FCALL had loaded
+/// (and FUNCTION LOAD validated), deleted ones too, so a loop of LOAD,
+/// FCALL and DELETE with fresh names filled the Lua memory until every
+/// script failed.
+#[test]
+fn deleted_libraries_leave_the_script_vm() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start_with(dir.path(), &["--lua-memory-max-bytes", "67108864"]);
+    let mut c = RawResp::connect(node.resp_addr, 60);
+    // Each library's function holds 2 MB in an upvalue once called: 40 would
+    // pass the 64 MiB limit if they stayed.
+    for i in 0..40 {
+        let lib = format!(
+            "#!lua name=big{i}\nlocal big\n\
+             redis.register_function('f{i}', function() \
+             big = big or string.rep('x', 2000000) return #big end)\n"
+        );
+        let name = format!("big{i}");
+        let loaded = format!("${}\\r\\n{name}\\r\\n", name.len());
+        assert_eq!(show(&c.call(&[b"FUNCTION", b"LOAD", lib.as_bytes()])), loaded);
+        let f = format!("f{i}");
+        assert_eq!(show(&c.call(&[b"FCALL", f.as_bytes(), b"0"])), ":2000000\\r\\n", "library {i}");
+        assert_eq!(show(&c.call(&[b"FUNCTION", b"DELETE", name.as_bytes()])), "+OK\\r\\n");
+    }
+    assert_eq!(show(&c.call(&[b"EVAL", b"return 7", b"0"])), ":7\\r\\n");
+}

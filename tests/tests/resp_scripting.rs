@@ -338,6 +338,15 @@ fn a_script_over_its_budget_is_stopped_and_writes_nothing() {
     let reply = show(&c.call(&[b"EVAL", hog.as_bytes(), b"0"]));
     assert!(reply.starts_with("-"), "{reply}");
     assert_eq!(show(&c.call(&[b"EVAL", b"return 7", b"0"])), ":7\\r\\n");
+    // Postmortem: a table holding one subtable four times, 30 levels deep,
+    // encoded to 4^30 elements outside the Lua heap: cjson.encode and
+    // cmsgpack.pack stop past the string limit with an error.
+    for f in ["cjson.encode", "cmsgpack.pack"] {
+        let bomb = format!("local t = {{1}} for i = 1, 30 do t = {{t, t, t, t}} end return {f}(t)");
+        let reply = show(&c.call(&[b"EVAL", bomb.as_bytes(), b"0"]));
+        assert!(reply.starts_with("-") && reply.contains("would exceed"), "{f}: {reply}");
+    }
+    assert_eq!(show(&c.call(&[b"EVAL", b"return 7", b"0"])), ":7\\r\\n");
 }
 
 /// Postmortem: a script's writes were held in memory without a bound

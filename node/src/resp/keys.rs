@@ -420,20 +420,14 @@ async fn flush(
             // Postmortem: the range was dropped at once, ahead of the
             // batch: a crash during EXEC left the flush without the rest,
             // and a script stopped by its budget had emptied the database.
-            let tx_db = Db::new(state, i, db.tx);
-            let rows = tx_db.rows_with_prefix(&[]).await?;
-            tx_db
-                .write(rows.into_iter().map(|(k, _)| WriteOp::Delete { key: k.into() }).collect())
-                .await?;
+            Db::new(state, i, db.tx).delete_all_rows().await?;
             continue;
         }
         let found = state.node.router_read().range(&range).map(|r| (r.meta.id, r.meta.options));
         let Some((id, options)) = found else { continue };
         if crate::replicated::is_replicated(id) {
             // Here on the leader, `db` holds the writes back for Raft.
-            let rows = db.rows_with_prefix(&[]).await?;
-            db.write(rows.into_iter().map(|(k, _)| WriteOp::Delete { key: k.into() }).collect())
-                .await?;
+            db.delete_all_rows().await?;
         } else if state.node.range_in_views(id).is_none() {
             state.node.drop_range_unchecked(&range).await?;
             // Made again at once with its options (a chunk size given with
@@ -442,13 +436,7 @@ async fn flush(
             state.node.create_range_unchecked(&range, options)?;
         } else {
             // Views read it: delete the rows, so the views see them go.
-            let db = Db::of_range(state, range, None);
-            let rows = db.rows_with_prefix(&[]).await?;
-            for batch in rows.chunks(1000) {
-                let ops =
-                    batch.iter().map(|(k, _)| WriteOp::Delete { key: k.clone().into() }).collect();
-                db.write(ops).await?;
-            }
+            Db::of_range(state, range, None).delete_all_rows().await?;
         }
     }
     Ok(Reply::ok())

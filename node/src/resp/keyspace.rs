@@ -754,6 +754,23 @@ impl<'a> Db<'a> {
         Ok(out)
     }
 
+    /// Deletes every row of this database: their keys are read (not their
+    /// values), then deleted in batches of 1,000 rows, or, inside a
+    /// transaction, in its one batch (bounded as its other writes are).
+    pub async fn delete_all_rows(&self) -> NodeResult<()> {
+        let mut keys = Vec::new();
+        self.visit_rows(Vec::new(), None, false, |row, _| {
+            keys.push(row);
+            Ok(true)
+        })
+        .await?;
+        for batch in keys.chunks(1000) {
+            self.write(batch.iter().map(|k| WriteOp::Delete { key: k.clone().into() }).collect())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A collection's elements (and their values), in element order.
     pub async fn elements(&self, kind: u8, key: &[u8]) -> NodeResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let rows = self.rows_with_prefix(&element_prefix(kind, key)).await?;

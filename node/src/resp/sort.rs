@@ -166,8 +166,14 @@ pub async fn run(
             None => return Ok(Reply::err("ERR One or more scores can't be converted into double")),
         }
     }
-    let picked: &[Vec<u8>] =
-        if end >= start { &vector[start as usize..=end as usize] } else { &[] };
+    // The range was clamped by the key's count; its rows decide (a count
+    // that disagrees with them must not panic).
+    let end = end.min(vector.len() as i64 - 1);
+    let picked: &[Vec<u8>] = if end >= start {
+        vector.get(start as usize..=end as usize).unwrap_or_default()
+    } else {
+        &[]
+    };
     let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(picked.len() * o.gets.len().max(1));
     for element in picked {
         if o.gets.is_empty() {

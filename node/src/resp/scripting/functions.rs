@@ -256,13 +256,13 @@ async fn load_code(state: &RespState, code: Vec<u8>) -> Result<Library, String> 
     let name = library_name(&code)?;
     let scripts = state.scripts.clone();
     let env = scripts.env(state);
+    // A VM of its own, dropped after: a library that is refused (or
+    // replaced or deleted later) leaves nothing in the VM scripts run in.
     super::on_lua_thread(move || {
-        let (generation, vm) = scripts.take_vm();
-        let mut vm = vm.map_or_else(|| ScriptVm::new(&env), Ok)?;
+        let mut vm = ScriptVm::new(&env)?;
         let code_arc: Arc<[u8]> = Arc::from(code.as_slice());
-        let result = vm.load_library(&name, &code_arc);
-        scripts.put_vm(generation, vm);
-        Ok(Library { name, code, functions: result? })
+        let functions = vm.load_library(&name, &code_arc)?;
+        Ok(Library { name, code, functions })
     })
     .await
     .map_err(|e| format!("ERR loading the library failed: {e}"))?
@@ -274,7 +274,7 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
     let sub = lower(&args[1]);
     let functions = &state.scripts.functions;
     let syntax = || super::super::errors::subcommand_syntax(&args[0], &args[1]);
-    match sub.as_str() {
+    let reply = match sub.as_str() {
         "load" => {
             let mut replace = false;
             let mut at = 2;
@@ -352,7 +352,13 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
         "help" => Reply::Array(HELP.iter().map(|l| Reply::Status((*l).to_owned())).collect()),
         "flush" | "restore" => syntax(),
         _ => super::super::errors::unknown_subcommand(&args[0], &args[1]),
+    };
+    if matches!(sub.as_str(), "delete" | "flush" | "restore") {
+        // The idle VM holds the libraries FCALL ran: those gone would stay
+        // in its memory for good.
+        state.scripts.drop_idle_vm();
     }
+    reply
 }
 
 /// FUNCTION LIST [LIBRARYNAME pattern] [WITHCODE].

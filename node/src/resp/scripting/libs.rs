@@ -187,12 +187,27 @@ fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// The most bytes `cjson.encode` and `cmsgpack.pack` produce: the largest
+/// string value Monotable stores. Their output is built outside the Lua
+/// heap, where the script's memory limit does not see it, and a table that
+/// holds one subtable many times over encodes to exponentially many bytes.
+const ENCODED_BYTES_MAX: usize = crate::resp::args::STRING_LEN_MAX_BYTES;
+
+/// Refuses to go on once `out` is past [`ENCODED_BYTES_MAX`].
+fn within_bound(out: &[u8], what: &str) -> mlua::Result<()> {
+    if out.len() > ENCODED_BYTES_MAX {
+        return Err(runtime(format!("{what}: the result would exceed {ENCODED_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
 fn json_encode(
     v: &Value,
     config: &JsonConfig,
     depth: usize,
     out: &mut Vec<u8>,
 ) -> mlua::Result<()> {
+    within_bound(out, "Cannot serialise")?;
     match v {
         Value::Nil => out.extend_from_slice(b"null"),
         Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
@@ -372,6 +387,7 @@ fn packed<T, E: std::fmt::Display>(r: Result<T, E>) -> mlua::Result<()> {
 }
 
 fn msgpack_encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> mlua::Result<()> {
+    within_bound(out, "MessagePack pack failed")?;
     match v {
         Value::Boolean(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
         Value::Integer(_) | Value::Number(_) => {

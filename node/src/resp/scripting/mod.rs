@@ -396,6 +396,12 @@ impl Scripts {
         }
     }
 
+    /// Drops the idle VM (the next script starts a new one): the
+    /// libraries it loaded for FCALL may have been deleted or replaced.
+    fn drop_idle_vm(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).1 = None;
+    }
+
     fn add(&self, sha: &str, body: Arc<[u8]>, loaded: bool) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).add(sha, body, loaded);
     }
