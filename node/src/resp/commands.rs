@@ -569,6 +569,7 @@ async fn run(
         Handler::Server => super::config::server(state, conn.proto, db, name, args).await,
         Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,
+        Handler::HyperLogLog => super::hyperloglog::run(state, dbi, db, name, args).await,
         // Run by `execute` before anything is queued or placed; one that
         // reaches here (a forwarded command) is one this path does not run.
         Handler::Transaction => Ok(unknown_command(args)),

@@ -101,6 +101,7 @@ static PARAMS: &[Param] = &[
         Kind::Int { min: 0, max: LONG_MAX },
         "64",
     ),
+    param(&["hll-sparse-max-bytes"], Kind::Memory, "3000"),
     param(&["lazyfree-lazy-eviction"], Kind::Bool, "no"),
     param(&["lazyfree-lazy-expire"], Kind::Bool, "no"),
     param(&["lazyfree-lazy-server-del"], Kind::Bool, "no"),

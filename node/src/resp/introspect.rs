@@ -172,6 +172,9 @@ fn docs_pair(c: &'static Command) -> (Reply, Reply) {
         (bulk("group"), bulk(d.group)),
         (bulk("complexity"), bulk(d.complexity)),
     ];
+    if d.syscmd {
+        map.push((bulk("doc_flags"), simples(&["syscmd"])));
+    }
     if let Some((since, replaced_by)) = d.deprecated {
         map.push((bulk("doc_flags"), simples(&["deprecated"])));
         map.push((bulk("deprecated_since"), bulk(since)));

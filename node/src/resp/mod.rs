@@ -57,6 +57,7 @@ pub mod connection;
 pub mod errors;
 pub mod geo;
 pub mod glob;
+pub mod hyperloglog;
 pub mod info;
 pub mod introspect;
 pub mod key_copy;

@@ -102,6 +102,9 @@ pub enum Handler {
     Sort,
     /// GEOADD and the other geo commands, over sorted sets ([`super::geo`]).
     Geo,
+    /// PFADD and the other HyperLogLog commands, over strings
+    /// ([`super::hyperloglog`]).
+    HyperLogLog,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,
@@ -177,6 +180,8 @@ pub struct Docs {
     pub complexity: &'static str,
     /// For a deprecated command: (since which version, what replaces it).
     pub deprecated: Option<(&'static str, &'static str)>,
+    /// A system command, not meant for applications (`doc_flags` syscmd).
+    pub syscmd: bool,
 }
 
 /// One command (or subcommand, named `parent|sub`) of the table.
@@ -250,7 +255,16 @@ impl Command {
         group: &'static str,
         complexity: &'static str,
     ) -> Command {
-        Command { docs: Docs { summary, since, group, complexity, deprecated: None }, ..self }
+        Command {
+            docs: Docs { summary, since, group, complexity, deprecated: None, syscmd: false },
+            ..self
+        }
+    }
+
+    const fn syscmd(self) -> Command {
+        let mut docs = self.docs;
+        docs.syscmd = true;
+        Command { docs, ..self }
     }
 
     const fn deprecated(self, since: &'static str, replaced_by: &'static str) -> Command {
@@ -284,7 +298,14 @@ const fn cmd(
         tips: &[],
         key_specs: &[],
         subcommands: &[],
-        docs: Docs { summary: "", since: "", group: "", complexity: "", deprecated: None },
+        docs: Docs {
+            summary: "",
+            since: "",
+            group: "",
+            complexity: "",
+            deprecated: None,
+            syscmd: false,
+        },
         per_node: false,
         handler,
     }

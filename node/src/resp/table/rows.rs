@@ -347,6 +347,19 @@ pub static COMMANDS: &[Command] = &[
     cmd("pexpiretime", 2, H::Keys, &[Readonly, Fast], (1, 1, 1), &["@keyspace", "@read", "@fast"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Get the expiration Unix timestamp for a key in milliseconds", "7.0.0", "generic", "O(1)"),
+    cmd("pfadd", -2, H::HyperLogLog, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@hyperloglog", "@fast"])
+        .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
+        .docs("Adds the specified elements to the specified HyperLogLog.", "2.8.9", "hyperloglog", "O(1) to add every element."),
+    cmd("pfcount", -2, H::HyperLogLog, &[Readonly], (1, -1, 1), &["@read", "@hyperloglog", "@slow"])
+        .specs(&[spec(&["RW", "access"], 1, -1, 1, 0).notes("RW because it may change the internal representation of the key, and propagate to replicas")])
+        .docs("Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s).", "2.8.9", "hyperloglog", "O(1) with a very small average constant time when called with a single key. O(N) with N being the number of keys, and much bigger constant times, when called with multiple keys."),
+    cmd("pfdebug", 3, H::HyperLogLog, &[Write, Denyoom, Admin], (2, 2, 1), &["@write", "@hyperloglog", "@admin", "@slow", "@dangerous"])
+        .specs(&[spec(&["RW", "access"], 2, 0, 1, 0)])
+        .docs("Internal commands for debugging HyperLogLog values", "2.8.9", "hyperloglog", "N/A")
+        .syscmd(),
+    cmd("pfmerge", -2, H::HyperLogLog, &[Write, Denyoom], (1, -1, 1), &["@write", "@hyperloglog", "@slow"])
+        .specs(&[spec(&["RW", "access", "insert"], 1, 0, 1, 0), spec(&["RO", "access"], 2, -1, 1, 0)])
+        .docs("Merge N different HyperLogLogs into a single one.", "2.8.9", "hyperloglog", "O(N) to merge N HyperLogLogs, but with high constant times."),
     cmd("ping", -1, H::Connection, &[Fast], (0, 0, 0), &["@fast", "@connection"])
         .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
         .docs("Ping the server", "1.0.0", "connection", "O(1)")
