@@ -132,9 +132,8 @@ impl ReplicaStore {
                 // point before the log openraft purged up to the newer.
                 return Ok::<(), String>(());
             }
-            let mut bytes = rmp_serde::to_vec(&marker).map_err(|e| e.to_string())?;
-            let crc = crc32c::crc32c(&bytes);
-            bytes.extend_from_slice(&crc.to_le_bytes());
+            let body = rmp_serde::to_vec(&marker).map_err(|e| e.to_string())?;
+            let bytes = crate::storage::manifest::with_crc(body);
             crate::storage::chunk_log::write_file_durably(&dir, MARKER_FILE, &bytes)
                 .map_err(|e| e.to_string())?;
             *marked = marker.applied;
@@ -164,14 +163,7 @@ impl ReplicaStore {
 }
 
 fn decode_marker(bytes: &[u8]) -> Result<Marker, String> {
-    let Some(split) = bytes.len().checked_sub(4) else {
-        return Err("too short".into());
-    };
-    let (body, crc) = bytes.split_at(split);
-    let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-    if crc32c::crc32c(body) != crc {
-        return Err("checksum mismatch".into());
-    }
+    let body = crate::storage::manifest::checked_crc(bytes)?;
     rmp_serde::from_slice(body).map_err(|e| e.to_string())
 }
 

@@ -69,6 +69,26 @@ impl Manifest {
     }
 }
 
+/// `body` followed by its CRC32C (4 bytes, little-endian): the framing of
+/// the node's small files that carry no header of their own.
+pub fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    body
+}
+
+/// The body of [`with_crc`]'s bytes, once its CRC32C matches.
+///
+/// Errors: too short for a checksum, or a checksum mismatch.
+pub fn checked_crc(bytes: &[u8]) -> Result<&[u8], String> {
+    let split = bytes.len().checked_sub(4).ok_or("too short for its checksum")?;
+    let (body, crc) = bytes.split_at(split);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(body)
+}
+
 /// Replaces `dir/name` with `bytes` atomically and durably: a temporary
 /// file, fsynced, renamed over the old one, then the directory fsynced. A
 /// crash leaves either the old file or the new one.

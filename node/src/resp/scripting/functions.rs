@@ -55,24 +55,24 @@ pub struct Found {
 
 const FORMAT_VERSION: u8 = 1;
 
-/// The libraries as bytes: a version byte, their MessagePack, and the
-/// CRC32C of both (little-endian).
+/// The libraries as bytes: a version byte and their MessagePack, framed
+/// with their CRC32C ([`crate::storage::manifest::with_crc`]).
 fn encode(libraries: &[Arc<Library>]) -> Vec<u8> {
     let list: Vec<&Library> = libraries.iter().map(|l| l.as_ref()).collect();
-    let mut out = vec![FORMAT_VERSION];
-    out.extend(rmp_serde::to_vec(&list).expect("libraries serialize"));
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    let mut body = vec![FORMAT_VERSION];
+    body.extend(rmp_serde::to_vec(&list).expect("libraries serialize"));
+    crate::storage::manifest::with_crc(body)
 }
 
-/// [`encode`]'s bytes back; `None` when the version or checksum is wrong.
-fn decode(bytes: &[u8]) -> Option<Vec<Library>> {
-    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body).to_le_bytes() != crc || body.first() != Some(&FORMAT_VERSION) {
-        return None;
+/// [`encode`]'s bytes back.
+///
+/// Errors: a checksum mismatch, another version, or undecodable bytes.
+fn decode(bytes: &[u8]) -> Result<Vec<Library>, String> {
+    let body = crate::storage::manifest::checked_crc(bytes)?;
+    if body.first() != Some(&FORMAT_VERSION) {
+        return Err(format!("unknown format {:?}", body.first()));
     }
-    rmp_serde::from_slice(&body[1..]).ok()
+    rmp_serde::from_slice(&body[1..]).map_err(|e| e.to_string())
 }
 
 impl Functions {
@@ -81,14 +81,17 @@ impl Functions {
     /// Errors: the file cannot be read, or is damaged.
     pub fn open(&self, path: &Path) -> Result<(), String> {
         let _ = self.path.set(path.to_owned());
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        let (dir, name) = dir_and_name(path);
+        let libraries = match crate::storage::manifest::read_small_file(dir, name, decode) {
+            Ok(found) => found.unwrap_or_default(),
+            Err(crate::storage::chunk_log::LogError::Corrupt { reason, .. }) => {
+                return Err(format!(
+                    "{} is damaged ({reason}): move it away to start without its functions",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
         };
-        let libraries = decode(&bytes).ok_or_else(|| {
-            format!("{} is damaged (bad checksum or version): move it away to start without its functions", path.display())
-        })?;
         let mut held = self.libraries.lock().unwrap_or_else(|p| p.into_inner());
         for l in libraries {
             held.insert(l.name.clone(), Arc::new(l));
@@ -118,7 +121,8 @@ impl Functions {
     fn install(&self, libraries: BTreeMap<String, Arc<Library>>) -> Result<(), String> {
         if let Some(path) = self.path.get() {
             let list: Vec<Arc<Library>> = libraries.values().cloned().collect();
-            write_durably(path, &encode(&list))
+            let (dir, name) = dir_and_name(path);
+            crate::storage::manifest::write_file_durably(dir, name, &encode(&list))
                 .map_err(|e| format!("ERR cannot keep the functions in {}: {e}", path.display()))?;
         }
         *self.libraries.lock().unwrap_or_else(|p| p.into_inner()) = libraries;
@@ -145,19 +149,10 @@ impl Functions {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new
-/// one: a temporary file, fsynced, renamed over it, the directory fsynced.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+/// `path` as the directory and file name the storage helpers take.
+fn dir_and_name(path: &Path) -> (&Path, &str) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    (dir, path.file_name().and_then(|n| n.to_str()).unwrap_or("functions"))
 }
 
 /// The name in a library's `#!lua name=...` line, as Redis's
@@ -312,7 +307,7 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
                 return Reply::err(text);
             }
             libraries.insert(name.clone(), Arc::new(library));
-            match functions.install(libraries) {
+            match install(state, libraries).await {
                 Ok(()) => Reply::bulk(name),
                 Err(text) => Reply::err(text),
             }
@@ -324,14 +319,14 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
             if libraries.remove(&name).is_none() {
                 return Reply::err("ERR Library not found");
             }
-            functions.install(libraries).map_or_else(Reply::err, |()| Reply::ok())
+            install(state, libraries).await.map_or_else(Reply::err, |()| Reply::ok())
         }
         "flush" if args.len() <= 3 => {
             if args.len() == 3 && !matches!(lower(&args[2]).as_str(), "sync" | "async") {
                 return Reply::err("ERR FUNCTION FLUSH only supports SYNC|ASYNC option");
             }
             let _g = state.scripts.functions.changing.lock().await;
-            functions.install(BTreeMap::new()).map_or_else(Reply::err, |()| Reply::ok())
+            install(state, BTreeMap::new()).await.map_or_else(Reply::err, |()| Reply::ok())
         }
         "list" => list(functions, args),
         "dump" => Reply::Bulk(encode(&functions.all())),
@@ -429,7 +424,7 @@ async fn restore(state: &RespState, args: &[Vec<u8>]) -> Reply {
                 "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
             ),
         };
-    let Some(payload) = decode(&args[2]) else {
+    let Ok(payload) = decode(&args[2]) else {
         return Reply::err("ERR DUMP payload version or checksum are wrong");
     };
     // Each library loaded again: the payload's own list is not trusted.
@@ -454,7 +449,19 @@ async fn restore(state: &RespState, args: &[Vec<u8>]) -> Reply {
         }
         libraries.insert(library.name.clone(), Arc::new(library));
     }
-    state.scripts.functions.install(libraries).map_or_else(Reply::err, |()| Reply::ok())
+    install(state, libraries).await.map_or_else(Reply::err, |()| Reply::ok())
+}
+
+/// [`Functions::install`] on a blocking thread: it writes and fsyncs the
+/// file.
+async fn install(
+    state: &RespState,
+    libraries: BTreeMap<String, Arc<Library>>,
+) -> Result<(), String> {
+    let scripts = state.scripts.clone();
+    tokio::task::spawn_blocking(move || scripts.functions.install(libraries))
+        .await
+        .map_err(|e| format!("ERR {e}"))?
 }
 
 const HELP: &[&str] = &[
@@ -534,10 +541,10 @@ mod tests {
             functions: vec![Registered { name: "f".into(), description: None, flags: vec![] }],
         });
         let bytes = encode(std::slice::from_ref(&l));
-        assert_eq!(decode(&bytes), Some(vec![(*l).clone()]));
+        assert_eq!(decode(&bytes), Ok(vec![(*l).clone()]));
         let mut bad = bytes.clone();
         bad[3] ^= 1;
-        assert_eq!(decode(&bad), None);
-        assert_eq!(decode(b"xyz"), None);
+        assert!(decode(&bad).is_err());
+        assert!(decode(b"xyz").is_err());
     }
 }
