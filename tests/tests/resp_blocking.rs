@@ -255,3 +255,65 @@ fn a_blocked_client_cannot_make_the_node_keep_its_flood() {
     }
     flood.join().expect("flood");
 }
+
+/// CLIENT UNBLOCK on one server: the transcript of a client blocked in
+/// several commands and unblocked each way, and the errors.
+fn unblock_session(addr: SocketAddr, resp3: bool) -> Vec<String> {
+    let mut blocked = RawResp::connect(addr, 20);
+    let mut admin = RawResp::connect(addr, 20);
+    if resp3 {
+        assert!(blocked.call(&[b"HELLO", b"3"]).starts_with(b"%"));
+    }
+    let id = show(&blocked.call(&[b"CLIENT", b"ID"]));
+    let id = id.trim_start_matches(':').trim_end_matches("\\r\\n").to_owned();
+    let mut seen = Vec::new();
+    let line = |seen: &mut Vec<String>, c: &mut RawResp, l: &str| {
+        let w = words(l);
+        let refs: Vec<&[u8]> = w.iter().map(Vec::as_slice).collect();
+        seen.push(format!("{}: {}", l.replace(&id, "ID"), show(&c.call(&refs))));
+    };
+    line(&mut seen, &mut admin, "DEL l z");
+    for (command, how) in [
+        ("BLPOP l 0", ""),
+        ("BRPOP l 0", " TIMEOUT"),
+        ("BLPOP l 0", " ERROR"),
+        ("BZPOPMIN z 0", " timeout"),
+        ("BLMOVE l dst LEFT RIGHT 0", " error"),
+        ("BLMPOP 0 1 l LEFT", ""),
+    ] {
+        let w = words(command);
+        let refs: Vec<&[u8]> = w.iter().map(Vec::as_slice).collect();
+        blocked.send(&refs);
+        std::thread::sleep(SETTLE);
+        line(&mut seen, &mut admin, &format!("CLIENT UNBLOCK {id}{how}"));
+        let r = blocked.reply().unwrap_or_else(|| panic!("{command}: no reply"));
+        seen.push(format!("{command} unblocked{how}: {}", show(&r)));
+    }
+    // Not blocked now; bad ids, reasons and arities.
+    for l in [
+        format!("CLIENT UNBLOCK {id}"),
+        "CLIENT UNBLOCK 999999".to_owned(),
+        "CLIENT UNBLOCK asd".to_owned(),
+        format!("CLIENT UNBLOCK {id} MAYBE"),
+        "CLIENT UNBLOCK asd MAYBE".to_owned(),
+        format!("CLIENT UNBLOCK {id} TIMEOUT x"),
+        "CLIENT UNBLOCK".to_owned(),
+    ] {
+        line(&mut seen, &mut admin, &l);
+    }
+    // The unblocked client works on.
+    line(&mut seen, &mut blocked, "RPUSH l a");
+    line(&mut seen, &mut blocked, "BLPOP l 0");
+    seen
+}
+
+/// Postmortem: CLIENT UNBLOCK was missing.
+#[test]
+fn client_unblock_answers_as_redis() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    for resp3 in [false, true] {
+        assert_eq!(unblock_session(node.resp_addr, resp3), unblock_session(redis.addr, resp3));
+    }
+}

@@ -1,7 +1,7 @@
 //! The node's open RESP connections ([`Clients`], one [`ClientInfo`]
 //! each), the pause of [`Pause`], and the `CLIENT` command: ID, GETNAME,
-//! SETNAME, INFO, LIST, KILL, PAUSE, UNPAUSE, REPLY, NO-EVICT, HELP, in
-//! Redis 7.0's words.
+//! SETNAME, INFO, LIST, KILL, UNBLOCK, PAUSE, UNPAUSE, REPLY, NO-EVICT,
+//! HELP, in Redis 7.0's words.
 //!
 //! A connection's task owns its [`super::state::Conn`]; what other
 //! connections may read of it (CLIENT LIST, INFO) sits in its
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, O
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::args::{lower, parse_i64};
+use super::args::{lower, parse_i64, NOT_INTEGER};
 use super::errors::{unknown_subcommand, SYNTAX};
 use super::reply::Reply;
 use super::state::{Conn, RespState};
@@ -69,7 +69,19 @@ pub struct ClientInfo {
     killed: AtomicBool,
     /// Wakes its task when killed (a permit is kept if it is not waiting).
     kill_notify: tokio::sync::Notify,
+    /// Waiting in a blocking command (its task sets it), so CLIENT UNBLOCK
+    /// may end the wait.
+    waiting: AtomicBool,
+    /// CLIENT UNBLOCK's reason: 0 none, [`UNBLOCK_TIMEOUT`] or
+    /// [`UNBLOCK_ERROR`].
+    unblock: AtomicU8,
+    unblock_notify: tokio::sync::Notify,
 }
+
+/// CLIENT UNBLOCK ... TIMEOUT: the blocked command answers as timed out.
+pub const UNBLOCK_TIMEOUT: u8 = 1;
+/// CLIENT UNBLOCK ... ERROR: it answers Redis's `UNBLOCKED` error.
+pub const UNBLOCK_ERROR: u8 = 2;
 
 impl ClientInfo {
     pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: i32) -> ClientInfo {
@@ -90,6 +102,42 @@ impl ClientInfo {
             name: Mutex::new(None),
             killed: AtomicBool::new(false),
             kill_notify: tokio::sync::Notify::new(),
+            waiting: AtomicBool::new(false),
+            unblock: AtomicU8::new(0),
+            unblock_notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Its task waits in a blocking command (`true`) or no longer does;
+    /// a reason left from an earlier CLIENT UNBLOCK is cleared.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.unblock.store(0, Ordering::Release);
+        self.waiting.store(waiting, Ordering::Release);
+    }
+
+    /// CLIENT UNBLOCK: ends its wait with `reason` ([`UNBLOCK_TIMEOUT`]
+    /// or [`UNBLOCK_ERROR`]); false when it waits for nothing.
+    pub fn request_unblock(&self, reason: u8) -> bool {
+        if !self.waiting.load(Ordering::Acquire)
+            || self
+                .unblock
+                .compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        self.unblock_notify.notify_one();
+        true
+    }
+
+    /// Completes with the reason once CLIENT UNBLOCK ends its wait.
+    pub async fn unblocked(&self) -> u8 {
+        loop {
+            let reason = self.unblock.load(Ordering::Acquire);
+            if reason != 0 {
+                return reason;
+            }
+            self.unblock_notify.notified().await;
         }
     }
 
@@ -422,6 +470,7 @@ pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
         "info" => verbatim(conn.proto, line(state, &conn.info, args) + "\n"),
         "list" => list(state, conn, args),
         "kill" => kill(state, conn, &args[2..]),
+        "unblock" => unblock(state, args),
         "pause" => pause(state, &args[2..]),
         "unpause" => {
             state.pause.end();
@@ -499,6 +548,25 @@ fn list(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
         out.push('\n');
     }
     verbatim(conn.proto, out)
+}
+
+/// CLIENT UNBLOCK client-id [TIMEOUT|ERROR]: 1 when the client waited in a
+/// blocking command and now answers (as timed out, or Redis's `UNBLOCKED`
+/// error), else 0.
+fn unblock(state: &RespState, args: &[Vec<u8>]) -> Reply {
+    let options = &args[2..];
+    if options.len() > 2 {
+        return super::errors::subcommand_syntax(&args[0], &args[1]);
+    }
+    let reason = match options.get(1).map(|r| lower(r)) {
+        None => UNBLOCK_TIMEOUT,
+        Some(r) if r == "timeout" => UNBLOCK_TIMEOUT,
+        Some(r) if r == "error" => UNBLOCK_ERROR,
+        Some(_) => return Reply::err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
+    };
+    let Some(id) = parse_i64(&options[0]) else { return Reply::err(NOT_INTEGER) };
+    let target = state.clients.all().into_iter().find(|c| i64::try_from(c.id) == Ok(id));
+    Reply::Int(i64::from(target.is_some_and(|c| c.request_unblock(reason))))
 }
 
 /// CLIENT KILL addr (may kill itself; `+OK` or "No such client") or CLIENT

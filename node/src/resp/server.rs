@@ -227,6 +227,7 @@ async fn wait_blocked(
     }
     let deadline = block.deadline.map(tokio::time::Instant::from_std);
     let info = conn.info.clone();
+    info.set_waiting(true);
     let poll = Duration::from_millis(super::blocking::POLL_INTERVAL_MS);
     let outcome = loop {
         let woken = async {
@@ -250,6 +251,14 @@ async fn wait_blocked(
             _ = closing.changed() => break None,
             // CLIENT KILL: closed at once, though blocked.
             _ = info.killed() => break None,
+            reason = info.unblocked() => {
+                let reply = if reason == super::clients::UNBLOCK_ERROR {
+                    Reply::err("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+                } else {
+                    block.timed_out()
+                };
+                break Some((reply, Vec::new()));
+            }
             _ = timed_out => break Some((block.timed_out(), Vec::new())),
             read = io.stream.read(io.chunk), if reading => match read {
                 Ok(0) | Err(_) => break None,
@@ -278,6 +287,7 @@ async fn wait_blocked(
             }
         }
     };
+    info.set_waiting(false);
     if !block.poll {
         state.blocking.unregister(block.db, &block.keys, conn.id);
         // A wake-up it may have taken goes to the next in line.

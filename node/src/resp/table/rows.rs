@@ -667,6 +667,8 @@ static CLIENT_SUBCOMMANDS: &[Command] = &[
         .docs("Instruct the server whether to reply to commands", "3.2.0", "connection", "O(1)"),
     cmd("client|setname", 3, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Set the current connection name", "2.6.9", "connection", "O(1)"),
+    cmd("client|unblock", -3, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
+        .docs("Unblock a client blocked in a blocking command from a different connection", "5.0.0", "connection", "O(log N) where N is the number of client connections"),
     cmd("client|unpause", 2, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
         .docs("Resume processing of clients that were paused", "6.2.0", "connection", "O(N) Where N is the number of paused clients"),
 ];
