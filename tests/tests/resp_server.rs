@@ -661,3 +661,37 @@ fn pipelined_writes_on_a_replicated_database_wait_out_a_pause() {
     assert_eq!(calls("set"), "calls=1");
     assert_eq!(calls("incr"), "calls=1");
 }
+
+/// The `expired_keys` line of INFO stats.
+fn expired_keys(c: &mut RawResp) -> String {
+    let info = String::from_utf8_lossy(&c.call(&[b"INFO", b"stats"])).into_owned();
+    info.lines().find(|l| l.starts_with("expired_keys:")).unwrap_or("none").to_owned()
+}
+
+/// Postmortem: INFO's `expired_keys` stayed 0.
+#[test]
+fn expired_keys_are_counted_as_redis_counts_them() {
+    let redis_server = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    for addr in [redis_server.addr, node.resp_addr] {
+        let mut c = RawResp::connect(addr, 10);
+        c.call_str("CONFIG RESETSTAT");
+        for k in ["a", "b", "c"] {
+            c.call(&[b"SET", k.as_bytes(), b"v", b"PX", b"20"]);
+        }
+        c.call_str("SET kept v");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Read past its TTL: removed, counted.
+        assert_eq!(show(&c.call_str("GET a")), "$-1\\r\\n");
+        // The others go when read or by the expirer, whichever comes first.
+        for _ in 0..100 {
+            c.call_str("EXISTS b c");
+            if expired_keys(&mut c) == "expired_keys:3" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(expired_keys(&mut c), "expired_keys:3", "{addr}");
+    }
+}

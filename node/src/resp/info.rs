@@ -13,8 +13,8 @@
 //! Monotable has no one main thread); persistence fields say no RDB nor
 //! AOF exists (writes go through Monotable's journal, `monotable_fsync`);
 //! replication fields are a master's with no replicas (Monotable's own
-//! replication is Raft, not Redis's). `keyspace_hits`/`misses`,
-//! `expired_keys` and `evicted_keys` are not counted (0). Latencystats
+//! replication is Raft, not Redis's). `keyspace_hits`/`misses` and
+//! `evicted_keys` are not counted (0). Latencystats
 //! has no lines (no per-command histograms are kept).
 
 use std::sync::atomic::Ordering;
@@ -329,7 +329,7 @@ fn stats(state: &RespState) -> Vec<String> {
         "sync_full:0".into(),
         "sync_partial_ok:0".into(),
         "sync_partial_err:0".into(),
-        "expired_keys:0".into(),
+        format!("expired_keys:{}", n(&s.expired_keys)),
         "expired_stale_perc:0.00".into(),
         "expired_time_cap_reached_count:0".into(),
         "expire_cycle_cpu_milliseconds:0".into(),

@@ -559,6 +559,7 @@ impl<'a> Db<'a> {
             // live at WATCH still is (see `super::watches`).
             let ops = self.remove_ops(key, &value).await?;
             self.write_rows(ops, false).await?;
+            self.state.stats.expired_keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(None);
         }
         Ok(Some(value))

@@ -73,6 +73,9 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
+    /// Keys removed because their TTL passed (Redis's `expired_keys`),
+    /// when read or by the expirer.
+    pub expired_keys: AtomicU64,
     /// The instantaneous rates (see [`Stats::sample`]): a std Mutex, taken
     /// by the sampler and INFO only.
     samples: Mutex<Samples>,
@@ -100,6 +103,7 @@ impl Default for Stats {
             net_output_bytes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            expired_keys: AtomicU64::new(0),
             samples: Mutex::default(),
         }
     }
@@ -172,6 +176,7 @@ impl Stats {
             &self.net_output_bytes,
             &self.reads,
             &self.writes,
+            &self.expired_keys,
         ] {
             c.store(0, Ordering::Relaxed);
         }
