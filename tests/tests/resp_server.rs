@@ -668,7 +668,8 @@ fn expired_keys(c: &mut RawResp) -> String {
     info.lines().find(|l| l.starts_with("expired_keys:")).unwrap_or("none").to_owned()
 }
 
-/// Postmortem: INFO's `expired_keys` stayed 0.
+/// Postmortem: INFO's `expired_keys` stayed 0, and keys expired while
+/// CLIENT PAUSE held writes.
 #[test]
 fn expired_keys_are_counted_as_redis_counts_them() {
     let redis_server = Redis::start();
@@ -693,5 +694,17 @@ fn expired_keys_are_counted_as_redis_counts_them() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(expired_keys(&mut c), "expired_keys:3", "{addr}");
+        // A write pause stops expiry: the key reads as gone but stays
+        // (not counted) until the pause ends.
+        c.call_str("MULTI");
+        c.call_str("SET p v PX 10");
+        c.call_str("CLIENT PAUSE 50000 WRITE");
+        c.call_str("EXEC");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(show(&c.call_str("GET p")), "$-1\\r\\n");
+        assert_eq!(expired_keys(&mut c), "expired_keys:3", "{addr} while paused");
+        c.call_str("CLIENT UNPAUSE");
+        c.call_str("GET p");
+        assert_eq!(expired_keys(&mut c), "expired_keys:4", "{addr} after the pause");
     }
 }

@@ -266,6 +266,10 @@ fn scan_page_rows(count: usize) -> usize {
 /// database (Redis's active expiry; reads also expire keys lazily).
 pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
     let mut removed = 0;
+    if state.pause.holds(state.started, true) {
+        // CLIENT PAUSE WRITE stops the expirer too, as Redis's.
+        return Ok(0);
+    }
     for i in 0..DATABASES {
         match super::cluster::placement(&state.node, i) {
             super::cluster::Placement::Local => {}

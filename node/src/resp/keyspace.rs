@@ -555,6 +555,11 @@ impl<'a> Db<'a> {
         let value = Value::decode(&bytes)
             .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
         if value.expire_at_ms.is_some_and(|at| at <= now_ms()) {
+            // While CLIENT PAUSE holds writes, an expired key is gone for
+            // readers but stays, as in Redis (nothing is written).
+            if self.state.pause.holds(self.state.started, true) {
+                return Ok(None);
+            }
             // Not a modification WATCH sees: EXEC checks whether a key
             // live at WATCH still is (see `super::watches`).
             let ops = self.remove_ops(key, &value).await?;
