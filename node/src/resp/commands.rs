@@ -630,17 +630,23 @@ async fn script_call(
     let Some(command) = super::table::lookup(&lower(&args[0])) else {
         return Reply::err("ERR Unknown Redis command called from script");
     };
+    let slot = state.stats.slot(command, args.get(1).map(Vec::as_slice));
+    let wrong_arity = || {
+        // Counted as refused, as Redis counts a script's call.
+        if let Some(slot) = slot {
+            state.stats.count_rejected(slot);
+        }
+        Reply::err("ERR Wrong number of args calling Redis command from script")
+    };
     if !command.arity_fits(args.len()) {
-        return Reply::err("ERR Wrong number of args calling Redis command from script");
+        return wrong_arity();
     }
     let sub = match super::table::checked_subcommand(command, &args) {
         Ok(sub) => sub,
         Err(SubcommandError::Unknown) => {
             return Reply::err("ERR Unknown Redis command called from script")
         }
-        Err(SubcommandError::Arity(_)) => {
-            return Reply::err("ERR Wrong number of args calling Redis command from script")
-        }
+        Err(SubcommandError::Arity(_)) => return wrong_arity(),
     };
     let flagged = |flag| command.has(flag) || sub.is_some_and(|s| s.has(flag));
     if flagged(Flag::Noscript) || command.handler == Handler::Transaction {
@@ -656,6 +662,12 @@ async fn script_call(
         Ok(reply) => reply,
         Err(e) => internal(e),
     };
-    state.slowlog.note_script_call(&args, started.elapsed());
+    let took = started.elapsed();
+    // Counted as Redis counts the commands a script calls: each as a call
+    // of its own, besides the script's.
+    if let Some(slot) = slot {
+        state.stats.count_call(slot, took, matches!(reply, Reply::Error(_)));
+    }
+    state.slowlog.note_script_call(&args, took);
     reply
 }

@@ -128,6 +128,25 @@ impl Stats {
         Some(at.map_or(first, |j| first + 1 + j as u32))
     }
 
+    /// Counts one run of the command of `slot` that took `took` (and
+    /// replied an error if `failed`), in Redis's `total_commands_processed`
+    /// too: commands that ran (not unknown or refused ones), once each.
+    pub fn count_call(&self, slot: u32, took: std::time::Duration, failed: bool) {
+        self.total_commands.fetch_add(1, Ordering::Relaxed);
+        let s = &self.slots[slot as usize];
+        s.calls.fetch_add(1, Ordering::Relaxed);
+        s.usec.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if failed {
+            s.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a call of the command of `slot` refused before it ran (a
+    /// wrong number of arguments).
+    pub fn count_rejected(&self, slot: u32) {
+        self.slots[slot as usize].rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The name of slot `slot` (`client|list`).
     pub fn name(&self, slot: u32) -> Option<&'static str> {
         self.names.get(slot as usize).copied()
@@ -327,20 +346,12 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
         if running.arity_ok && !running.skip_slowlog && conn.block.is_none() {
             state.slowlog.note(conn, args, took);
         }
-        let s = &stats.slots[running.slot as usize];
         if running.woken {
             // Counted when it blocked.
         } else if running.arity_ok {
-            // Redis's `total_commands_processed`: commands that ran (not
-            // unknown or refused ones), once each.
-            stats.total_commands.fetch_add(1, Ordering::Relaxed);
-            s.calls.fetch_add(1, Ordering::Relaxed);
-            s.usec.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-            if error.is_some() {
-                s.failed.fetch_add(1, Ordering::Relaxed);
-            }
+            stats.count_call(running.slot, took, error.is_some());
         } else {
-            s.rejected.fetch_add(1, Ordering::Relaxed);
+            stats.count_rejected(running.slot);
         }
     }
     if let Some(e) = error {
