@@ -35,6 +35,8 @@ pub const FLAG_BLOCKED: u8 = 2;
 pub const FLAG_PUBSUB: u8 = 4;
 /// CLIENT NO-EVICT ON (Redis's `e`).
 pub const FLAG_NO_EVICT: u8 = 8;
+/// In MONITOR mode (`O`).
+pub const FLAG_MONITOR: u8 = 16;
 
 /// What other connections may see of one connection. Written by its own
 /// task only (but for `killed` and the name, set under the mutex).
@@ -197,9 +199,13 @@ impl ClientInfo {
     pub fn line(&self, cmd: &str, qbuf: usize) -> String {
         let flags = self.flags.load(Ordering::Relaxed);
         let mut letters = String::new();
-        for (bit, letter) in
-            [(FLAG_PUBSUB, 'P'), (FLAG_MULTI, 'x'), (FLAG_BLOCKED, 'b'), (FLAG_NO_EVICT, 'e')]
-        {
+        for (bit, letter) in [
+            (FLAG_MONITOR, 'O'),
+            (FLAG_PUBSUB, 'P'),
+            (FLAG_MULTI, 'x'),
+            (FLAG_BLOCKED, 'b'),
+            (FLAG_NO_EVICT, 'e'),
+        ] {
             if flags & bit != 0 {
                 letters.push(letter);
             }

@@ -74,7 +74,14 @@ pub async fn execute(
         }
     };
     let name = command.name;
+    let keyspace =
+        command.has(Flag::Write) || command.has(Flag::Readonly) || command.may_replicate();
+    if keyspace && conn.subs.as_ref().is_some_and(|s| s.is_monitor()) {
+        super::stats::refused(conn);
+        return (Reply::err("ERR Replica can't interact with the keyspace"), Vec::new());
+    }
     if conn.in_subscribed_context() && !super::pubsub::allowed_when_subscribed(name) {
+        super::stats::refused(conn);
         let message = format!(
             "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
              RESET are allowed in this context"
@@ -426,15 +433,16 @@ async fn watch_failed(state: &RespState, watched: &[Watched]) -> Result<bool, No
 
 /// Runs a transaction's commands with their writes held back in
 /// `overlay`; their replies.
-/// Runs `queue` on `conn` with its writes held in `overlay`; with
-/// `log_slow` (a transaction of the connection's own), each command goes
-/// to the slowlog if slow, as Redis logs the commands EXEC runs.
+/// Runs `queue` on `conn` with its writes held in `overlay`; with `own`
+/// (a transaction of the connection's own), each command goes to the
+/// slowlog if slow and is shown to monitors, as Redis treats the commands
+/// EXEC runs.
 async fn run_queue(
     state: &RespState,
     conn: &mut Conn,
     queue: &[Vec<Vec<u8>>],
     overlay: &super::keyspace::Overlay,
-    log_slow: bool,
+    own: bool,
 ) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(queue.len());
     for args in queue {
@@ -455,8 +463,11 @@ async fn run_queue(
             Ok(reply) => reply,
             Err(e) => internal(e),
         });
-        if log_slow {
+        if own {
             state.slowlog.note(conn, args, started.elapsed());
+            if !(command.has(Flag::SkipMonitor) || command.has(Flag::Admin)) {
+                super::monitor::feed(state, conn.db, &conn.info.addr.to_string(), args);
+            }
         }
     }
     replies
@@ -525,8 +536,8 @@ async fn exec(
     unit: Unit,
 ) -> Result<Option<Reply>, NodeError> {
     let overlay = super::keyspace::Overlay::default();
-    let log_slow = unit == Unit::Transaction;
-    let replies = run_queue(state, conn, &queue, &overlay, log_slow).await;
+    let own = unit == Unit::Transaction;
+    let replies = run_queue(state, conn, &queue, &overlay, own).await;
     let by_range: Vec<_> = overlay_ops(overlay).into_iter().collect();
     match Db::apply_transaction(state, by_range, create_local).await {
         Ok(true) => {}
@@ -550,6 +561,12 @@ async fn run(
     let dbi = conn.db;
     let name = command.name;
     match command.handler {
+        // EXEC denies blocking to what it runs, as Redis's
+        // CLIENT_DENY_BLOCKING: MONITOR, which never replies again, too.
+        Handler::Connection if name == "monitor" && db.tx.is_some() => {
+            Ok(Reply::err("ERR MONITOR isn't allowed for DENY BLOCKING client"))
+        }
+        Handler::Connection if name == "monitor" => Ok(super::monitor::start(state, conn)),
         Handler::Connection => super::connection::run(state, conn, name, args).await,
         Handler::Command => Ok(super::introspect::command(args)),
         Handler::Strings => super::strings::run(state, dbi, db, name, args).await,
@@ -587,6 +604,9 @@ async fn run_script(
     name: &str,
     args: &[Vec<u8>],
 ) -> Result<Reply, NodeError> {
+    // Shown before the script runs, so its calls follow it (Redis feeds
+    // EVAL, EVALSHA and FCALL so).
+    super::monitor::feed(state, conn.db, &conn.info.addr.to_string(), args);
     let script = match super::scripting::invocation(state, name, args) {
         Ok(script) => script,
         Err(reply) => return Ok(reply),
@@ -669,5 +689,6 @@ async fn script_call(
         state.stats.count_call(slot, took, matches!(reply, Reply::Error(_)));
     }
     state.slowlog.note_script_call(&args, took);
+    super::monitor::feed(state, conn.db, "lua", &args);
     reply
 }

@@ -170,8 +170,11 @@ fn docs_pair(c: &'static Command) -> (Reply, Reply) {
         (bulk("summary"), bulk(d.summary)),
         (bulk("since"), bulk(d.since)),
         (bulk("group"), bulk(d.group)),
-        (bulk("complexity"), bulk(d.complexity)),
     ];
+    // Redis leaves it out when the command's docs give none (MONITOR).
+    if !d.complexity.is_empty() {
+        map.push((bulk("complexity"), bulk(d.complexity)));
+    }
     if d.syscmd {
         map.push((bulk("doc_flags"), simples(&["syscmd"])));
     }

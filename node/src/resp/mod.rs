@@ -65,6 +65,7 @@ pub mod keys;
 pub mod keyspace;
 pub mod lists;
 pub mod long_double;
+pub mod monitor;
 pub mod mt;
 pub mod object;
 pub mod parse;

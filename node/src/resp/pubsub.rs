@@ -117,6 +117,8 @@ pub struct Message {
     pub pattern: Option<Arc<[u8]>>,
     pub channel: Arc<[u8]>,
     pub payload: Arc<[u8]>,
+    /// A MONITOR line (the payload), not a published message.
+    pub monitor: bool,
 }
 
 impl Message {
@@ -127,6 +129,9 @@ impl Message {
     /// The message as Redis sends it: `message` or `pmessage`.
     pub fn reply(&self) -> Reply {
         let bulk = |b: &[u8]| Reply::bulk(b.to_vec());
+        if self.monitor {
+            return Reply::Status(String::from_utf8_lossy(&self.payload).into_owned());
+        }
         match &self.pattern {
             None => Reply::Push(vec![bulk(b"message"), bulk(&self.channel), bulk(&self.payload)]),
             Some(p) => Reply::Push(vec![
@@ -190,10 +195,16 @@ impl Registry {
     }
 }
 
-/// The node's channels and patterns and who listens to them.
+/// The node's channels and patterns and who listens to them, and its
+/// monitors ([`super::monitor`]).
 #[derive(Default)]
 pub struct Hub {
     registry: Mutex<Registry>,
+    /// MONITOR connections by client id: a std Mutex, taken to feed a line
+    /// only when [`Hub::has_monitors`].
+    monitors: Mutex<HashMap<u64, Arc<Mailbox>>>,
+    /// How many monitors there are: one atomic load per command when none.
+    monitor_count: AtomicUsize,
 }
 
 impl Hub {
@@ -216,6 +227,7 @@ impl Hub {
                     pattern: None,
                     channel: channel_arc.clone(),
                     payload: payload_arc.clone(),
+                    monitor: false,
                 };
                 match mailbox.push(m) {
                     true => reached += 1,
@@ -233,6 +245,7 @@ impl Hub {
                     pattern: Some(shared.clone()),
                     channel: channel_arc.clone(),
                     payload: payload_arc.clone(),
+                    monitor: false,
                 };
                 match mailbox.push(m) {
                     true => reached += 1,
@@ -244,6 +257,36 @@ impl Hub {
             registry.remove(kind, &name, id);
         }
         reached
+    }
+
+    /// Whether any connection is in MONITOR mode.
+    pub fn has_monitors(&self) -> bool {
+        self.monitor_count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Queues `line` for every monitor; one past its bound is let go.
+    pub fn feed_monitors(&self, line: String) {
+        let payload: Arc<[u8]> = line.into_bytes().into();
+        let mut monitors = self.monitors.lock().unwrap_or_else(|p| p.into_inner());
+        let empty: Arc<[u8]> = Arc::from(&b""[..]);
+        monitors.retain(|_, mailbox| {
+            mailbox.push(Message {
+                pattern: None,
+                channel: empty.clone(),
+                payload: payload.clone(),
+                monitor: true,
+            })
+        });
+        self.monitor_count.store(monitors.len(), Ordering::Relaxed);
+    }
+
+    fn set_monitor(&self, id: u64, mailbox: Option<Arc<Mailbox>>) {
+        let mut monitors = self.monitors.lock().unwrap_or_else(|p| p.into_inner());
+        match mailbox {
+            Some(m) => monitors.insert(id, m),
+            None => monitors.remove(&id),
+        };
+        self.monitor_count.store(monitors.len(), Ordering::Relaxed);
     }
 
     /// Channels with at least one subscriber, matching `pattern` if given.
@@ -305,6 +348,8 @@ pub struct Subscriptions {
     channels: BTreeSet<Vec<u8>>,
     /// In the order subscribed, as Redis keeps them.
     patterns: Vec<Vec<u8>>,
+    /// In MONITOR mode.
+    monitoring: bool,
 }
 
 impl Subscriptions {
@@ -316,7 +361,28 @@ impl Subscriptions {
             pending: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
         });
-        Subscriptions { id, hub, mailbox, rx, channels: BTreeSet::new(), patterns: Vec::new() }
+        Subscriptions {
+            id,
+            hub,
+            mailbox,
+            rx,
+            channels: BTreeSet::new(),
+            patterns: Vec::new(),
+            monitoring: false,
+        }
+    }
+
+    /// Enters MONITOR mode: the mailbox gets every monitor line.
+    pub fn monitor(&mut self) {
+        if !self.monitoring {
+            self.monitoring = true;
+            self.hub.set_monitor(self.id, Some(self.mailbox.clone()));
+        }
+    }
+
+    /// In MONITOR mode.
+    pub fn is_monitor(&self) -> bool {
+        self.monitoring
     }
 
     /// Channels and patterns subscribed to (Redis's subscription count).
@@ -422,6 +488,9 @@ impl Subscriptions {
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
+        if self.monitoring {
+            self.hub.set_monitor(self.id, None);
+        }
         let channels: Vec<Vec<u8>> = self.channels.iter().cloned().collect();
         for c in channels {
             self.leave(Kind::Channel, &c);

@@ -145,7 +145,7 @@ fn logged_args(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
 /// The positions of `args` that hold secrets, as Redis redacts them
 /// (`redactClientCommandArgument`): AUTH's arguments, the two after
 /// HELLO's AUTH, the value of CONFIG SET `requirepass` or `masterauth`.
-fn redacted(args: &[Vec<u8>]) -> Vec<usize> {
+pub(super) fn redacted(args: &[Vec<u8>]) -> Vec<usize> {
     match lower(&args[0]).as_str() {
         "auth" => (1..args.len()).collect(),
         "hello" => {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::clients::{FLAG_BLOCKED, FLAG_MULTI, FLAG_PUBSUB};
+use super::clients::{FLAG_BLOCKED, FLAG_MONITOR, FLAG_MULTI, FLAG_PUBSUB};
 use super::reply::Reply;
 use super::state::{Conn, RespState};
 use super::table::{Command, Flag, Handler, COMMANDS};
@@ -248,6 +248,9 @@ pub struct Running {
     /// Flagged `skip_slowlog` (EXEC), or queued in a MULTI (EXEC logs
     /// the commands it runs).
     skip_slowlog: bool,
+    /// Not shown to monitors: flagged `admin` or `skip_monitor` (itself or
+    /// its subcommand), or queued in a MULTI.
+    skip_monitor: bool,
 }
 
 /// The dispatcher's one call as a command starts on `conn` (`found` is its
@@ -280,14 +283,25 @@ pub async fn begin(
         conn.info.touch();
         conn.info.last_cmd.store(slot, Ordering::Relaxed);
     }
+    let sub = super::table::checked_subcommand(command, args);
+    let flagged = |f| command.has(f) || sub.is_ok_and(|s| s.is_some_and(|s| s.has(f)));
     conn.running = Some(Running {
         slot,
         started: Instant::now(),
-        arity_ok: command.arity_fits(args.len())
-            && super::table::checked_subcommand(command, args).is_ok(),
+        arity_ok: command.arity_fits(args.len()) && sub.is_ok(),
         woken,
-        skip_slowlog: queued || command.has(Flag::SkipSlowlog),
+        skip_slowlog: queued || flagged(Flag::SkipSlowlog),
+        skip_monitor: queued || flagged(Flag::SkipMonitor) || flagged(Flag::Admin),
     });
+}
+
+/// The command that started on `conn` was refused before it ran (as
+/// Redis's `rejectCommand`): counted as `rejected_calls`, neither logged
+/// as slow nor shown to monitors.
+pub fn refused(conn: &mut Conn) {
+    if let Some(running) = conn.running.as_mut() {
+        running.arity_ok = false;
+    }
 }
 
 /// A command a client pipelined to a replicated database's leader (see
@@ -346,6 +360,9 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
         if running.arity_ok && !running.skip_slowlog && conn.block.is_none() {
             state.slowlog.note(conn, args, took);
         }
+        if running.arity_ok && !running.skip_monitor && !running.woken {
+            super::monitor::feed(state, conn.db, &conn.info.addr.to_string(), args);
+        }
         if running.woken {
             // Counted when it blocked.
         } else if running.arity_ok {
@@ -368,6 +385,7 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
     info.set_flag(FLAG_BLOCKED, conn.block.is_some());
     let (sub, psub) = conn.subs.as_ref().map_or((0, 0), |s| s.counts());
     info.set_flag(FLAG_PUBSUB, sub + psub > 0);
+    info.set_flag(FLAG_MONITOR, conn.subs.as_ref().is_some_and(|s| s.is_monitor()));
     info.sub.store(sub as u32, Ordering::Relaxed);
     info.psub.store(psub as u32, Ordering::Relaxed);
 }

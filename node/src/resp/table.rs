@@ -400,6 +400,7 @@ mod tests {
                 "function",
                 "hello",
                 "info",
+                "monitor",
                 "mt.agg",
                 "mt.scan",
                 "mt.views",

@@ -309,6 +309,9 @@ pub static COMMANDS: &[Command] = &[
         .tips(&["request_policy:multi_shard"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
         .docs("Get the values of all the given keys", "1.0.0", "string", "O(N) where N is the number of keys to retrieve."),
+    cmd("monitor", 1, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Listen for all requests received by the server in real time", "1.0.0", "server", "")
+        .per_node(),
     cmd("move", 3, H::Keys, &[Write, Fast], (1, 1, 1), &["@keyspace", "@write", "@fast"])
         .specs(&[spec(&["RW", "access", "update"], 1, 0, 1, 0)])
         .docs("Move a key to another database", "1.0.0", "generic", "O(1)"),
