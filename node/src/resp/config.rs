@@ -5,7 +5,9 @@
 //! Each parameter is one of:
 //!
 //! - **in effect**: `timeout` (idle connections are closed, see
-//!   [`super::clients::Clients::close_idle`]) and the encoding thresholds
+//!   [`super::clients::Clients::close_idle`]), `slowlog-log-slower-than`
+//!   and `slowlog-max-len` ([`super::slowlog`]), `hll-sparse-max-bytes`
+//!   ([`super::hyperloglog`]) and the encoding thresholds
 //!   (`hash-max-listpack-entries` and the like, with their `ziplist`
 //!   aliases), which OBJECT ENCODING's answers follow ([`super::object`]);
 //! - **fixed** facts of Monotable, which CONFIG SET refuses as immutable:
@@ -18,7 +20,10 @@
 //!   as the node's `--fsync` says; there are no RDB snapshots nor AOF),
 //!   `maxmemory`, `maxmemory-clients`, `maxmemory-policy`,
 //!   `maxmemory-samples` (the data lives
-//!   on disk; nothing is evicted), `lazyfree-lazy-*`.
+//!   on disk; nothing is evicted), `lazyfree-lazy-*`,
+//!   `client-query-buffer-limit` (requests are bounded by the argument
+//!   limit, `proto-max-bulk-len`), `repl-backlog-size` (no Redis
+//!   replication here).
 //!
 //! Any other name is unknown: CONFIG GET matches nothing, CONFIG SET
 //! answers Redis's "Unknown option" error. CONFIG SET of several pairs is
@@ -41,8 +46,10 @@ enum Kind {
         min: i64,
         max: i64,
     },
-    /// Bytes, with Redis's units (`1gb`, `100mb`, `10k`).
-    Memory,
+    /// Bytes, with Redis's units (`1gb`, `100mb`, `10k`), at least `min`.
+    Memory {
+        min: u64,
+    },
     Bool,
     Enum(&'static [&'static str]),
     /// Bytes, or a percentage up to 100 (`maxmemory-clients`).
@@ -87,6 +94,7 @@ const LONG_MAX: i64 = i64::MAX;
 static PARAMS: &[Param] = &[
     param(&["appendonly"], Kind::Bool, "no"),
     param(&["bind"], Kind::Held, ""),
+    param(&["client-query-buffer-limit"], Kind::Memory { min: 1 << 20 }, "1073741824"),
     param(&["cluster-enabled"], Kind::Immutable, "no"),
     param(&["daemonize"], Kind::Immutable, "no"),
     param(&["databases"], Kind::Immutable, ""),
@@ -101,7 +109,7 @@ static PARAMS: &[Param] = &[
         Kind::Int { min: 0, max: LONG_MAX },
         "64",
     ),
-    param(&["hll-sparse-max-bytes"], Kind::Memory, "3000"),
+    param(&["hll-sparse-max-bytes"], Kind::Memory { min: 0 }, "3000"),
     param(&["lazyfree-lazy-eviction"], Kind::Bool, "no"),
     param(&["lazyfree-lazy-expire"], Kind::Bool, "no"),
     param(&["lazyfree-lazy-server-del"], Kind::Bool, "no"),
@@ -113,12 +121,13 @@ static PARAMS: &[Param] = &[
         "-2",
     ),
     param(&["maxclients"], Kind::Held, ""),
-    param(&["maxmemory"], Kind::Memory, "0"),
+    param(&["maxmemory"], Kind::Memory { min: 0 }, "0"),
     param(&["maxmemory-clients"], Kind::MemoryOrPercent, "0"),
     param(&["maxmemory-policy"], Kind::Enum(POLICIES), "noeviction"),
     param(&["maxmemory-samples"], Kind::Int { min: 1, max: 64 }, "5"),
     param(&["port"], Kind::Held, ""),
     param(&["proto-max-bulk-len"], Kind::Held, ""),
+    param(&["repl-backlog-size"], Kind::Memory { min: 1 }, "1048576"),
     param(&["replicaof", "slaveof"], Kind::Immutable, ""),
     param(&["save"], Kind::Save, ""),
     param(&["set-max-intset-entries"], Kind::Int { min: 0, max: LONG_MAX }, "512"),
@@ -256,7 +265,10 @@ fn check(p: &Param, v: &[u8]) -> Result<String, String> {
             }
             Some(n) => Ok(n.to_string()),
         },
-        Kind::Memory => match memory(&text) {
+        Kind::Memory { min } => match memory(&text) {
+            Some(bytes) if bytes < min || bytes > LONG_MAX as u64 => {
+                Err(format!("argument must be between {min} and {LONG_MAX} inclusive"))
+            }
             Some(bytes) => Ok(bytes.to_string()),
             None => Err("argument must be a memory value".into()),
         },
