@@ -419,18 +419,6 @@ fn is_type(info: &ClientInfo, t: Type) -> bool {
     }
 }
 
-/// A text reply as Redis gives INFO and CLIENT LIST: a verbatim string
-/// (`txt`) in RESP3, a bulk string in RESP2.
-pub fn verbatim(proto: u8, text: String) -> Reply {
-    if proto < 3 {
-        return Reply::bulk(text.into_bytes());
-    }
-    let mut out = format!("={}\r\ntxt:", text.len() + 4).into_bytes();
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    Reply::Raw(out)
-}
-
 /// Runs `CLIENT subcommand ...` (`args[0]` is CLIENT).
 /// CLIENT SETINFO LIB-NAME|LIB-VER value: Redis 7.2's, which client
 /// libraries (redis-py, go-redis, Jedis, ioredis) send on every connect.
@@ -473,7 +461,7 @@ pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
             conn.info.set_name(conn.name.clone());
             Reply::ok()
         }
-        "info" => verbatim(conn.proto, line(state, &conn.info, args) + "\n"),
+        "info" => Reply::Verbatim(line(state, &conn.info, args) + "\n"),
         "list" => list(state, conn, args),
         "kill" => kill(state, conn, &args[2..]),
         "unblock" => unblock(state, args),
@@ -553,7 +541,7 @@ fn list(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
         out.push_str(&line(state, info, own));
         out.push('\n');
     }
-    verbatim(conn.proto, out)
+    Reply::Verbatim(out)
 }
 
 /// CLIENT UNBLOCK client-id [TIMEOUT|ERROR]: 1 when the client waited in a

@@ -583,7 +583,7 @@ async fn run(
         }
         Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
         Handler::Scripting => run_script(state, conn, db, name, args).await,
-        Handler::Server => super::config::server(state, conn.proto, db, name, args).await,
+        Handler::Server => super::config::server(state, db, name, args).await,
         Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,
         Handler::HyperLogLog => super::hyperloglog::run(state, dbi, db, name, args).await,

@@ -309,10 +309,9 @@ fn check(p: &Param, v: &[u8]) -> Result<String, String> {
 
 /// Runs a command of [`super::table::Handler::Server`]: CONFIG here,
 /// SLOWLOG in [`super::slowlog`], OBJECT and MEMORY in [`super::object`]
-/// (on database `db`, in protocol `proto`).
+/// (on database `db`).
 pub async fn server(
     state: &RespState,
-    proto: u8,
     db: &super::keyspace::Db<'_>,
     name: &str,
     args: &[Vec<u8>],
@@ -320,7 +319,7 @@ pub async fn server(
     match name {
         "config" => Ok(run(state, args)),
         "slowlog" => Ok(super::slowlog::run(state, args)),
-        _ => super::object::run(state, proto, db, name, args).await,
+        _ => super::object::run(state, db, name, args).await,
     }
 }
 

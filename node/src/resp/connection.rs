@@ -68,7 +68,7 @@ pub async fn run(
             conn.info = info;
             Reply::Simple("RESET")
         }
-        "info" => super::info::info(state, conn.proto, &args[1..]).await,
+        "info" => super::info::info(state, &args[1..]).await,
         "client" => super::clients::client(state, conn, args),
         other => return Err(misrouted(other)),
     })

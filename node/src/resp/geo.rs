@@ -346,13 +346,8 @@ fn four_decimals(d: f64) -> String {
 }
 
 /// A coordinate as `addReplyHumanLongDouble` sends it.
-fn coordinate(x: f64, proto: u8) -> Reply {
-    let text = super::long_double::human(x);
-    if proto >= 3 {
-        Reply::Raw(format!(",{text}\r\n").into_bytes())
-    } else {
-        Reply::Bulk(text.into_bytes())
-    }
+fn coordinate(x: f64) -> Reply {
+    Reply::DoubleText(super::long_double::human(x))
 }
 
 /// Meters per unit, or Redis's error.
@@ -427,7 +422,7 @@ pub async fn run(
                     None => Reply::Null,
                     Some(s) if command.name == "geopos" => {
                         let (x, y) = position(s);
-                        Reply::Array(vec![coordinate(x, proto), coordinate(y, proto)])
+                        Reply::Array(vec![coordinate(x), coordinate(y)])
                     }
                     Some(s) => Reply::bulk(geohash_string(s)),
                 });
@@ -451,7 +446,7 @@ pub async fn run(
             let ((x1, y1), (x2, y2)) = (position(a), position(b));
             Ok(Reply::bulk(four_decimals(distance(x1, y1, x2, y2) / to_meter)))
         }
-        name => search(state, dbi, proto, db, name, args).await,
+        name => search(state, dbi, db, name, args).await,
     }
 }
 
@@ -536,7 +531,6 @@ struct Found {
 async fn search(
     state: &RespState,
     dbi: u32,
-    proto: u8,
     db: &Db<'_>,
     name: &str,
     args: &[Vec<u8>],
@@ -743,7 +737,7 @@ async fn search(
                 item.push(Reply::Int(f.score as i64));
             }
             if withcoord {
-                item.push(Reply::Array(vec![coordinate(f.x, proto), coordinate(f.y, proto)]));
+                item.push(Reply::Array(vec![coordinate(f.x), coordinate(f.y)]));
             }
             Reply::Array(item)
         })

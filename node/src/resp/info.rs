@@ -125,7 +125,7 @@ fn os() -> String {
 }
 
 /// INFO's reply (a verbatim string in RESP3).
-pub async fn info(state: &RespState, proto: u8, args: &[Vec<u8>]) -> Reply {
+pub async fn info(state: &RespState, args: &[Vec<u8>]) -> Reply {
     let mut out = String::new();
     for (i, section) in sections(args).into_iter().enumerate() {
         if i > 0 {
@@ -138,7 +138,7 @@ pub async fn info(state: &RespState, proto: u8, args: &[Vec<u8>]) -> Reply {
             out.push_str("\r\n");
         }
     }
-    super::clients::verbatim(proto, out)
+    Reply::Verbatim(out)
 }
 
 async fn section_lines(state: &RespState, section: &str) -> (&'static str, Vec<String>) {

@@ -29,7 +29,6 @@
 //!   samples.
 
 use super::args::{lower, parse_i64};
-use super::clients::verbatim;
 use super::errors::{unknown_subcommand, SYNTAX};
 use super::keyspace::{
     decode_field, element_prefix, key_row, Db, Value, KIND_HASH, KIND_LIST, KIND_SET, KIND_STRING,
@@ -86,11 +85,9 @@ const MEMORY_HELP: &[&str] = &[
     "    Prints this help.",
 ];
 
-/// Runs `OBJECT ...` or `MEMORY ...` on database `db`, in protocol
-/// `proto`.
+/// Runs `OBJECT ...` or `MEMORY ...` on database `db`.
 pub async fn run(
     state: &RespState,
-    proto: u8,
     db: &Db<'_>,
     name: &str,
     args: &[Vec<u8>],
@@ -129,8 +126,7 @@ pub async fn run(
             }
         }
         "memory|stats" => stats(state),
-        "memory|doctor" => verbatim(
-            proto,
+        "memory|doctor" => Reply::Verbatim(
             "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n"
                 .to_owned(),
         ),

@@ -37,6 +37,12 @@ pub enum Reply {
     /// An out-of-band push in RESP3 (`>`: pub/sub messages and
     /// confirmations), an array in RESP2.
     Push(Vec<Reply>),
+    /// Text as a RESP3 verbatim string (`=`, format `txt`), a bulk string
+    /// in RESP2 (INFO, CLIENT LIST).
+    Verbatim(String),
+    /// A double given by its text, as Redis prints a long double (GEOPOS's
+    /// coordinates): `,` in RESP3, a bulk string in RESP2.
+    DoubleText(String),
     /// A whole reply already encoded (by the node that ran the command, in
     /// the connection's protocol version): written as it is.
     Raw(Vec<u8>),
@@ -162,6 +168,20 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::BigNumber(n) => Reply::Bulk(n.clone().into_bytes()).write(proto, out),
+            Reply::Verbatim(text) if resp3 => {
+                header(out, b'=', text.len() + 4);
+                out.extend_from_slice(b"txt:");
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::DoubleText(text) if resp3 => {
+                out.push(b',');
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Verbatim(text) | Reply::DoubleText(text) => {
+                Reply::Bulk(text.clone().into_bytes()).write(proto, out)
+            }
             Reply::Raw(bytes) => out.extend_from_slice(bytes),
         }
     }

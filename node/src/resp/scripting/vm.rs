@@ -853,49 +853,13 @@ fn to_lua(lua: &Lua, reply: Reply, resp: u8) -> mlua::Result<Value> {
         Reply::Bool(b) => Value::Integer(i64::from(b)),
         Reply::BigNumber(n) if resp3 => field("big_number", string(n.as_bytes())?)?,
         Reply::BigNumber(n) => string(n.as_bytes())?,
-        Reply::Raw(bytes) => match raw_frame(&bytes) {
-            RawFrame::Double(x) if resp3 => field("double", Value::Number(x))?,
-            RawFrame::Double(_) | RawFrame::Text => string(frame_text(&bytes))?,
-            RawFrame::Other => string(&bytes)?,
+        Reply::DoubleText(text) if resp3 => match text.parse::<f64>() {
+            Ok(x) => field("double", Value::Number(x))?,
+            Err(_) => string(text.as_bytes())?,
         },
+        Reply::Verbatim(text) | Reply::DoubleText(text) => string(text.as_bytes())?,
+        Reply::Raw(bytes) => string(&bytes)?,
     })
-}
-
-/// What a reply already encoded as RESP3 bytes holds, as far as a script
-/// sees it (GEOPOS's coordinates, INFO's verbatim text).
-enum RawFrame {
-    Double(f64),
-    /// A verbatim string.
-    Text,
-    Other,
-}
-
-fn raw_frame(bytes: &[u8]) -> RawFrame {
-    match bytes.first() {
-        Some(b',') => std::str::from_utf8(frame_text(bytes))
-            .ok()
-            .and_then(|t| t.parse::<f64>().ok())
-            .map_or(RawFrame::Other, RawFrame::Double),
-        Some(b'=') => RawFrame::Text,
-        _ => RawFrame::Other,
-    }
-}
-
-/// The payload of a one-line (`,`) or verbatim (`=`) RESP3 frame: its
-/// text without the type, length, format prefix or final CRLF.
-/// Postmortem: scripts got the frames' bytes, CRLFs and all.
-fn frame_text(bytes: &[u8]) -> &[u8] {
-    let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
-    match bytes.first() {
-        Some(b'=') => {
-            let after_len = body.iter().position(|&b| b == b'\n').map_or(body.len(), |at| at + 1);
-            let text = &body[after_len.min(body.len())..];
-            // "txt:" or "mkd:" before the text.
-            text.get(4..).unwrap_or_default()
-        }
-        Some(_) => &body[1..],
-        None => body,
-    }
 }
 
 /// A script's return value as Redis 7.0 replies it
