@@ -192,22 +192,34 @@ impl Reply {
 /// `inf`, `-inf`, and `-0` for negative zero (ZUNION's weights make one;
 /// stored scores never are: see `zsets`).
 pub fn format_double(x: f64) -> String {
+    format_g(x, 17)
+}
+
+/// `x` as C's `%.<digits>g` prints it (`digits` from 1 to 17): that many
+/// significant digits, trailing zeros dropped, an exponent below 1e-4 or
+/// from 1e`digits` on; `inf`, `-inf`, `nan`, `-nan`, `-0`.
+pub fn format_g(x: f64, digits: usize) -> String {
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if x.is_nan() {
+        return format!("{sign}nan");
+    }
     if x.is_infinite() {
-        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+        return format!("{sign}inf");
     }
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
+        return format!("{sign}0");
     }
-    // Rounded to 17 significant digits first: the exponent that decides
-    // the notation is the rounded one, as in C.
-    let sci = format!("{x:.16e}");
+    let digits = digits.clamp(1, 17);
+    // Rounded to `digits` significant digits first: the exponent that
+    // decides the notation is the rounded one, as in C.
+    let sci = format!("{x:.*e}", digits - 1);
     let (mantissa, exp) = sci.split_once('e').expect("an exponent");
     let exp: i32 = exp.parse().expect("an integer exponent");
-    if !(-4..17).contains(&exp) {
+    if exp < -4 || exp >= digits as i32 {
         let sign = if exp < 0 { '-' } else { '+' };
         return format!("{}e{sign}{:02}", trim_fraction(mantissa), exp.abs());
     }
-    trim_fraction(&format!("{x:.*}", (16 - exp) as usize)).to_owned()
+    trim_fraction(&format!("{x:.*}", (digits as i32 - 1 - exp) as usize)).to_owned()
 }
 
 /// `1.2500` -> `1.25`, `3.000` -> `3`; text without a `.` is unchanged.
@@ -222,6 +234,41 @@ fn trim_fraction(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// C's own `%.<digits>g`, the oracle.
+    fn c_format(x: f64, digits: usize) -> String {
+        let mut buf = [0u8; 64];
+        let format = std::ffi::CString::new(format!("%.{digits}g")).expect("a format");
+        // SAFETY: snprintf writes at most `buf.len()` bytes, NUL included,
+        // and the format takes one double.
+        let n = unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), x) };
+        String::from_utf8_lossy(&buf[..usize::try_from(n).unwrap_or(0).min(buf.len() - 1)])
+            .into_owned()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn doubles_print_as_c_prints_them(bits in proptest::num::u64::ANY, digits in 1usize..=17) {
+            let x = f64::from_bits(bits);
+            proptest::prop_assume!(!x.is_nan());
+            proptest::prop_assert_eq!(format_g(x, digits), c_format(x, digits));
+        }
+
+        #[test]
+        fn everyday_doubles_print_as_c_prints_them(x in -1e20f64..1e20, scale in -30i32..30, digits in 1usize..=17) {
+            let x = x * 10f64.powi(scale);
+            proptest::prop_assert_eq!(format_g(x, digits), c_format(x, digits));
+        }
+    }
+
+    #[test]
+    fn round_numbers_print_as_c_prints_them() {
+        for x in [0.1, 1.0, 100.0, 1e-5, 1e-4, 9.9999e16, 1e17, 123456.5, -0.0, 2f64.powi(53)] {
+            for digits in [1, 6, 14, 17] {
+                assert_eq!(format_g(x, digits), c_format(x, digits), "{x} %.{digits}g");
+            }
+        }
+    }
 
     fn text(r: &Reply, proto: u8) -> String {
         let mut out = Vec::new();

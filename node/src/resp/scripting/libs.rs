@@ -131,11 +131,7 @@ fn cjson(lua: &Lua) -> mlua::Result<Table> {
 
 /// `%.14g`, as lua-cjson formats numbers.
 fn format_g14(x: f64) -> String {
-    let mut buf = [0u8; 64];
-    // SAFETY: snprintf writes at most `buf.len()` bytes, NUL included, and
-    // the format takes one double.
-    let n = unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), c"%.14g".as_ptr(), x) };
-    String::from_utf8_lossy(&buf[..usize::try_from(n).unwrap_or(0).min(buf.len() - 1)]).into_owned()
+    crate::resp::reply::format_g(x, 14)
 }
 
 fn lua_number(v: &Value) -> Option<f64> {
