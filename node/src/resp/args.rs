@@ -9,6 +9,7 @@ use monotable_proto::limits::VALUE_SIZE_MAX_BYTES;
 use super::reply::Reply;
 
 pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const NOT_FLOAT: &str = "ERR value is not a valid float";
 pub const NOT_POSITIVE: &str = "ERR value is out of range, must be positive";
 pub const STRING_TOO_LONG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
@@ -100,6 +101,17 @@ extern "C" {
         len: usize,
         out: *mut f64,
     ) -> std::os::raw::c_int;
+}
+
+/// A float argument (Redis's `strtod` rules, [`parse_f64`]), or the
+/// error reply `message` for one that is not.
+pub fn float_or(bytes: &[u8], message: &str) -> Result<f64, Reply> {
+    parse_f64(bytes).ok_or_else(|| Reply::err(message.to_owned()))
+}
+
+/// A float argument, or Redis's reply for one that is not.
+pub fn float(bytes: &[u8]) -> Result<f64, Reply> {
+    float_or(bytes, NOT_FLOAT)
 }
 
 /// An integer argument, or Redis's reply for one that is not.

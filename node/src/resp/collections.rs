@@ -284,9 +284,7 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
             return Ok(Reply::err("ERR value is not an integer or out of range"))
         }
         "hincrbyfloat" => match increment(None, &args[3]) {
-            Err(IncrError::BadIncrement) => {
-                return Ok(Reply::err("ERR value is not a valid float"))
-            }
+            Err(IncrError::BadIncrement) => return Ok(Reply::err(super::args::NOT_FLOAT)),
             // Redis refuses an infinite increment before it looks the key
             // up, in other words than for an infinite result.
             // Postmortem: `HINCRBYFLOAT k f +inf` answered "increment would
@@ -381,9 +379,7 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
                 Err(IncrError::BadCurrent) => {
                     return Ok(Reply::err("ERR hash value is not a float"))
                 }
-                Err(IncrError::BadIncrement) => {
-                    return Ok(Reply::err("ERR value is not a valid float"))
-                }
+                Err(IncrError::BadIncrement) => return Ok(Reply::err(super::args::NOT_FLOAT)),
                 Err(IncrError::InfiniteIncrement) => {
                     return Ok(Reply::err("ERR value is NaN or Infinity"))
                 }

@@ -12,7 +12,7 @@
 //! them inside the circle or box. Coordinates print as Redis prints them
 //! (as a long double, `%.17Lf` trimmed), distances with four decimals.
 
-use super::args::{lower, parse_f64, parse_i64, NOT_INTEGER};
+use super::args::{float, float_or, integer, lower};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{decode_score, zset_member_row, Db, KIND_ZSET};
 use super::reply::Reply;
@@ -361,16 +361,10 @@ fn unit(arg: &[u8]) -> Result<f64, Reply> {
     }
 }
 
-fn float(arg: &[u8], message: &str) -> Result<f64, Reply> {
-    parse_f64(arg).ok_or_else(|| Reply::err(message.to_owned()))
-}
-
-const NOT_FLOAT: &str = "ERR value is not a valid float";
-
 /// A longitude and latitude argument pair, checked.
 fn long_lat(args: &[Vec<u8>]) -> Result<(f64, f64), Reply> {
-    let x = float(&args[0], NOT_FLOAT)?;
-    let y = float(&args[1], NOT_FLOAT)?;
+    let x = float(&args[0])?;
+    let y = float(&args[1])?;
     if !(LONG_MIN..=LONG_MAX).contains(&x) || !(LAT_MIN..=LAT_MAX).contains(&y) {
         return Err(Reply::err(format!("ERR invalid longitude,latitude pair {x:.6},{y:.6}")));
     }
@@ -379,7 +373,7 @@ fn long_lat(args: &[Vec<u8>]) -> Result<(f64, f64), Reply> {
 
 /// A radius and its unit.
 fn radius(args: &[Vec<u8>]) -> Result<(f64, f64), Reply> {
-    let r = float(&args[0], "ERR need numeric radius")?;
+    let r = float_or(&args[0], "ERR need numeric radius")?;
     if r < 0.0 {
         return Err(Reply::err("ERR radius cannot be negative"));
     }
@@ -597,10 +591,9 @@ async fn search(
             "asc" => sort = Some(true),
             "desc" => sort = Some(false),
             "count" if left >= 1 => {
-                count = match parse_i64(&rest[i + 1]) {
-                    Some(n) if n > 0 => n,
-                    Some(_) => return Ok(Reply::err("ERR COUNT must be > 0")),
-                    None => return Ok(Reply::err(NOT_INTEGER)),
+                count = match or_reply!(integer(&rest[i + 1])) {
+                    n if n > 0 => n,
+                    _ => return Ok(Reply::err("ERR COUNT must be > 0")),
                 };
                 i += 1;
             }
@@ -632,8 +625,8 @@ async fn search(
                 i += 2;
             }
             "bybox" if left >= 3 && geosearch && !byradius => {
-                let w = or_reply!(float(&rest[i + 1], "ERR need numeric width"));
-                let h = or_reply!(float(&rest[i + 2], "ERR need numeric height"));
+                let w = or_reply!(float_or(&rest[i + 1], "ERR need numeric width"));
+                let h = or_reply!(float_or(&rest[i + 2], "ERR need numeric height"));
                 if w < 0.0 || h < 0.0 {
                     return Ok(Reply::err("ERR height or width cannot be negative"));
                 }

@@ -582,7 +582,7 @@ async fn incrbyfloat(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let text = match increment(current.as_deref(), &args[2]) {
         Ok(text) => text,
         Err(IncrError::BadCurrent | IncrError::BadIncrement) => {
-            return Ok(Reply::err("ERR value is not a valid float"))
+            return Ok(Reply::err(super::args::NOT_FLOAT))
         }
         Err(IncrError::InfiniteIncrement | IncrError::NotFinite) => {
             return Ok(Reply::err("ERR increment would produce NaN or Infinity"))

@@ -22,7 +22,7 @@
 
 use monotable_proto::WriteOp;
 
-use super::args::{lower, parse_i64, parse_sort_f64, NOT_INTEGER};
+use super::args::{integer, lower, parse_sort_f64};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_field, encode_field, key_row, list_payload, list_row, Db, Value, KIND_HASH, KIND_LIST,
@@ -58,12 +58,7 @@ fn parse(args: &[Vec<u8>], readonly: bool) -> Result<Options, Reply> {
             "desc" => o.desc = true,
             "alpha" => o.alpha = true,
             "limit" if left >= 2 => {
-                let (Some(offset), Some(count)) =
-                    (parse_i64(&args[j + 1]), parse_i64(&args[j + 2]))
-                else {
-                    return Err(Reply::err(NOT_INTEGER));
-                };
-                o.limit = (offset, count);
+                o.limit = (integer(&args[j + 1])?, integer(&args[j + 2])?);
                 j += 2;
             }
             "store" if left >= 1 && !readonly => {
@@ -331,7 +326,10 @@ mod tests {
         assert!(parse(&args("sort k BY nosort"), false).expect("parses").dontsort);
         assert_eq!(parse(&args("sort k STORE d"), true), Err(Reply::err(SYNTAX)));
         assert_eq!(parse(&args("sort k LIMIT 1"), false), Err(Reply::err(SYNTAX)));
-        assert_eq!(parse(&args("sort k LIMIT a 1"), false), Err(Reply::err(NOT_INTEGER)));
+        assert_eq!(
+            parse(&args("sort k LIMIT a 1"), false),
+            Err(Reply::err(super::super::args::NOT_INTEGER))
+        );
         assert_eq!(parse(&args("sort k GET"), false), Err(Reply::err(SYNTAX)));
     }
 

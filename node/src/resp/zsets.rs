@@ -10,7 +10,7 @@
 use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
-use super::args::{in_range, parse_f64, positive_count, REPEATED_ELEMENTS_MAX};
+use super::args::{in_range, positive_count, REPEATED_ELEMENTS_MAX};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{
     decode_score, encode_score, key_row, score_row, zset_member_row as member_row, Db, Value,
@@ -215,9 +215,7 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
         "zpopmin" | "zpopmax" => return zpop(db, proto, name, args).await,
         "zrandmember" => return zrandmember(db, proto, args).await,
         "zincrby" => {
-            let Some(by) = parse_f64(&args[2]) else {
-                return Ok(Reply::err("ERR value is not a valid float"));
-            };
+            let by = or_reply!(super::args::float(&args[2]));
             let before = or_reply!(zset(db, key).await?);
             let old = if before.is_some() { score_of(db, key, &args[3]).await? } else { None };
             let new = norm(old.unwrap_or(0.0) + by);
@@ -527,9 +525,7 @@ async fn zadd(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     }
     let mut items = Vec::with_capacity(pairs.len() / 2);
     for p in pairs.chunks(2) {
-        let Some(score) = parse_f64(&p[0]) else {
-            return Ok(Reply::err("ERR value is not a valid float"));
-        };
+        let score = or_reply!(super::args::float(&p[0]));
         items.push((norm(score), &p[1]));
     }
     let before = or_reply!(zset(db, key).await?);
