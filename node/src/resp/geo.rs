@@ -13,11 +13,12 @@
 //! (as a long double, `%.17Lf` trimmed), distances with four decimals.
 
 use super::args::{float, float_or, integer, lower};
-use super::errors::{SYNTAX, WRONGTYPE};
-use super::keyspace::{decode_score, zset_member_row, Db, KIND_ZSET};
+use super::errors::SYNTAX;
+use super::keyspace::Db;
 use super::reply::Reply;
 use super::state::RespState;
 use super::table::Command;
+use super::zsets::{score_of, zset};
 use crate::error::NodeResult;
 
 const STEP_MAX: u8 = 26;
@@ -380,19 +381,6 @@ fn radius(args: &[Vec<u8>]) -> Result<(f64, f64), Reply> {
     Ok((r, unit(&args[1])?))
 }
 
-async fn score(db: &Db<'_>, key: &[u8], member: &[u8]) -> NodeResult<Option<f64>> {
-    db.read_row(zset_member_row(key, member)).await?.map(|v| decode_score(&v)).transpose()
-}
-
-/// The sorted set at `key`: whether it exists, or WRONGTYPE.
-async fn exists(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<bool, Reply>> {
-    Ok(match db.get(key).await? {
-        None => Ok(false),
-        Some(v) if v.kind == KIND_ZSET => Ok(true),
-        Some(_) => Err(Reply::err(WRONGTYPE)),
-    })
-}
-
 /// Runs a geo command, its arity checked.
 pub async fn run(
     state: &RespState,
@@ -405,13 +393,13 @@ pub async fn run(
     match command.name {
         "geoadd" => geoadd(state, dbi, proto, db, args).await,
         "geopos" | "geohash" => {
-            if !or_reply!(exists(db, &args[1]).await?) {
+            if or_reply!(zset(db, &args[1]).await?).is_none() {
                 let empty = if command.name == "geopos" { Reply::NullArray } else { Reply::Null };
                 return Ok(Reply::Array(args[2..].iter().map(|_| empty.clone()).collect()));
             }
             let mut out = Vec::with_capacity(args.len() - 2);
             for m in &args[2..] {
-                out.push(match score(db, &args[1], m).await? {
+                out.push(match score_of(db, &args[1], m).await? {
                     None if command.name == "geopos" => Reply::NullArray,
                     None => Reply::Null,
                     Some(s) if command.name == "geopos" => {
@@ -429,11 +417,11 @@ pub async fn run(
                 5 => or_reply!(unit(&args[4])),
                 _ => return Ok(Reply::err(SYNTAX)),
             };
-            if !or_reply!(exists(db, &args[1]).await?) {
+            if or_reply!(zset(db, &args[1]).await?).is_none() {
                 return Ok(Reply::Null);
             }
             let (Some(a), Some(b)) =
-                (score(db, &args[1], &args[2]).await?, score(db, &args[1], &args[3]).await?)
+                (score_of(db, &args[1], &args[2]).await?, score_of(db, &args[1], &args[3]).await?)
             else {
                 return Ok(Reply::Null);
             };
@@ -550,7 +538,7 @@ async fn search(
         keys.push((dbi, d.as_slice(), true));
     }
     let _g = state.lock_keys(&keys).await;
-    let present = or_reply!(exists(db, source).await?);
+    let present = or_reply!(zset(db, source).await?).is_some();
     let mut center = None;
     let mut shape = None;
     let base = if by_coords {
@@ -561,7 +549,7 @@ async fn search(
         6
     } else if by_member {
         if present {
-            let Some(s) = score(db, source, &args[2]).await? else {
+            let Some(s) = score_of(db, source, &args[2]).await? else {
                 return Ok(Reply::err("ERR could not decode requested zset member"));
             };
             center = Some(position(s));
@@ -606,7 +594,7 @@ async fn search(
             "frommember" if left >= 1 && geosearch && !fromloc => {
                 frommember = true;
                 if present {
-                    let Some(s) = score(db, source, &rest[i + 1]).await? else {
+                    let Some(s) = score_of(db, source, &rest[i + 1]).await? else {
                         return Ok(Reply::err("ERR could not decode requested zset member"));
                     };
                     center = Some(position(s));

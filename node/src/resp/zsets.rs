@@ -75,7 +75,7 @@ pub(super) async fn zset(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Zs
     })
 }
 
-async fn score_of(db: &Db<'_>, key: &[u8], member: &[u8]) -> NodeResult<Option<f64>> {
+pub(super) async fn score_of(db: &Db<'_>, key: &[u8], member: &[u8]) -> NodeResult<Option<f64>> {
     db.read_row(member_row(key, member)).await?.map(|v| decode_score(&v)).transpose()
 }
 
