@@ -239,14 +239,15 @@ async fn scan(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let now = now_ms();
     let mut found = Vec::new();
     for row in rows {
-        let Some(v) = db.read_row(row.clone()).await?.as_deref().and_then(Value::decode) else {
+        // The pattern first, as Redis: a key it leaves out is not read.
+        let key = super::keyspace::last_bytes(&row)?;
+        if pattern.as_ref().is_some_and(|p| !glob::matches_all(p) && !glob::matches(p, &key)) {
+            continue;
+        }
+        let Some(v) = db.read_row(row).await?.as_deref().and_then(Value::decode) else {
             continue;
         };
         if v.expire_at_ms.is_some_and(|at| at <= now) {
-            continue;
-        }
-        let key = super::keyspace::last_bytes(&row)?;
-        if pattern.as_ref().is_some_and(|p| !glob::matches_all(p) && !glob::matches(p, &key)) {
             continue;
         }
         if kind.as_ref().is_some_and(|t| t != v.type_name()) {
