@@ -485,6 +485,37 @@ pub fn small_chunked_redis_node(data_dir: &Path) -> Node {
     node
 }
 
+/// A redis-server and a Monotable node side by side, each on free
+/// loopback ports: the differential tests' oracle and subject. Both stop
+/// when it is dropped.
+pub struct Twin {
+    pub redis: Redis,
+    pub node: Node,
+    _dir: tempfile::TempDir,
+}
+
+impl Twin {
+    /// A redis-server and a node with the default options.
+    pub fn start() -> Twin {
+        let dir = tempfile::tempdir().expect("tmp");
+        Twin { redis: Redis::start(), node: Node::start(dir.path()), _dir: dir }
+    }
+
+    /// A redis-server and a [`small_chunked_redis_node`].
+    pub fn small_chunked() -> Twin {
+        let dir = tempfile::tempdir().expect("tmp");
+        Twin { redis: Redis::start(), node: small_chunked_redis_node(dir.path()), _dir: dir }
+    }
+
+    /// A new connection to each: (redis-server, Monotable).
+    pub fn connect(&self, read_timeout_secs: u64) -> (RawResp, RawResp) {
+        (
+            RawResp::connect(self.redis.addr, read_timeout_secs),
+            RawResp::connect(self.node.resp_addr, read_timeout_secs),
+        )
+    }
+}
+
 /// Asserts that redis-server and Monotable answer `args` with the same
 /// bytes (the differential tests' one check).
 pub fn assert_same(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {

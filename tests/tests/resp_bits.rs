@@ -6,7 +6,7 @@
 
 use monotable_tests::assert_same_line as same;
 use monotable_tests::show;
-use monotable_tests::{Node, RawResp, Redis};
+use monotable_tests::Twin;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -125,11 +125,8 @@ const LINES: &[&str] = &[
 
 #[test]
 fn bitmaps_and_move_answer_as_redis() {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = Node::start(dir.path());
-    let mut redis = RawResp::connect(redis_server.addr, 10);
-    let mut mono = RawResp::connect(node.resp_addr, 10);
+    let twin = Twin::start();
+    let (mut redis, mut mono) = twin.connect(10);
     for line in LINES {
         same(&mut redis, &mut mono, line);
     }
@@ -163,11 +160,8 @@ fn bitmaps_and_move_answer_as_redis() {
 /// of its operations, as redis-server answers them.
 #[test]
 fn bitfield_answers_as_redis() {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = Node::start(dir.path());
-    let mut redis = RawResp::connect(redis_server.addr, 10);
-    let mut mono = RawResp::connect(node.resp_addr, 10);
+    let twin = Twin::start();
+    let (mut redis, mut mono) = twin.connect(10);
     for line in [
         "BITFIELD f GET u8 0",
         "EXISTS f",

@@ -6,17 +6,14 @@
 //! and the antimeridian.
 
 use monotable_tests::assert_same_line as same;
-use monotable_tests::{RawResp, Redis};
+use monotable_tests::Twin;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 #[test]
 fn geo_commands_match_redis() {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = monotable_tests::small_chunked_redis_node(dir.path());
-    let mut r = RawResp::connect(redis_server.addr, 30);
-    let mut m = RawResp::connect(node.resp_addr, 30);
+    let twin = Twin::small_chunked();
+    let (mut r, mut m) = twin.connect(30);
     let fixed = [
         "GEOADD Sicily 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
         "GEOADD Sicily NX 13.361389 38.115556 Palermo 12.758489 38.788135 edge1",

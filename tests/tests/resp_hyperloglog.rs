@@ -3,23 +3,15 @@
 //! the same value bytes (GET), sparse and dense, through random adds,
 //! merges, the sparse-to-dense promotion and damaged values.
 
-use monotable_tests::{assert_same, assert_same_line, show, RawResp, Redis};
+use monotable_tests::{assert_same, assert_same_line, show, Twin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn twin() -> (Redis, tempfile::TempDir, monotable_tests::Node, RawResp, RawResp) {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = monotable_tests::Node::start(dir.path());
-    let r = RawResp::connect(redis_server.addr, 30);
-    let m = RawResp::connect(node.resp_addr, 30);
-    (redis_server, dir, node, r, m)
-}
 
 /// Postmortem: PFADD, PFCOUNT and PFMERGE were missing.
 #[test]
 fn hyperloglogs_are_redis_hyperloglogs_byte_for_byte() {
-    let (_redis, _dir, _node, mut r, mut m) = twin();
+    let twin = Twin::start();
+    let (mut r, mut m) = twin.connect(30);
     for line in [
         "PFADD h",
         "GET h",
@@ -112,7 +104,8 @@ fn hyperloglogs_are_redis_hyperloglogs_byte_for_byte() {
 /// Redis finds them, whatever the command, and never crash the node.
 #[test]
 fn damaged_hyperloglogs_are_refused_as_redis_refuses_them() {
-    let (_redis, _dir, _node, mut r, mut m) = twin();
+    let twin = Twin::start();
+    let (mut r, mut m) = twin.connect(30);
     for line in [
         "PFADD a 1 2 3",
         "SETRANGE a 0 HYLX",

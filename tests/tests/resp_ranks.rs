@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use monotable_tests::assert_same_line as same;
-use monotable_tests::{RawResp, Redis};
+use monotable_tests::{RawResp, Twin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -17,11 +17,8 @@ use rand::{Rng, SeedableRng};
 /// before the answer (O(rank)), and DBSIZE read every key.
 #[test]
 fn positions_and_counts_match_redis_across_chunks() {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = monotable_tests::small_chunked_redis_node(dir.path());
-    let mut redis = RawResp::connect(redis_server.addr, 30);
-    let mut mono = RawResp::connect(node.resp_addr, 30);
+    let twin = Twin::small_chunked();
+    let (mut redis, mut mono) = twin.connect(30);
     let mut rng = StdRng::seed_from_u64(0x5a_7a11);
     let member = |rng: &mut StdRng| format!("m{:04}", rng.gen_range(0..1500));
     let score = |rng: &mut StdRng| match rng.gen_range(0..4) {

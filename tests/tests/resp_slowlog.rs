@@ -4,7 +4,7 @@
 //! ids, times and addresses differ) and the subcommands answer the same
 //! errors, byte for byte.
 
-use monotable_tests::{assert_same_line, Node, RawResp, Redis};
+use monotable_tests::{assert_same_line, RawResp, Twin};
 use redis::Value;
 
 /// The arguments and client name of every entry of `SLOWLOG GET -1`, newest
@@ -39,11 +39,8 @@ fn run(con: &mut redis::Connection, line: &str) {
 /// Postmortem: SLOWLOG and its two parameters were missing.
 #[test]
 fn slowlog_keeps_what_redis_keeps() {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = Node::start(dir.path());
-    let mut r = RawResp::connect(redis_server.addr, 10);
-    let mut m = RawResp::connect(node.resp_addr, 10);
+    let twin = Twin::start();
+    let (mut r, mut m) = twin.connect(10);
     for line in [
         "SLOWLOG LEN",
         "SLOWLOG GET",
@@ -67,7 +64,7 @@ fn slowlog_keeps_what_redis_keeps() {
         let client = redis::Client::open(format!("redis://{addr}/0")).expect("url");
         client.get_connection().expect("connect")
     };
-    let (mut rc, mut mc) = (open(redis_server.addr), open(node.resp_addr));
+    let (mut rc, mut mc) = (open(twin.redis.addr), open(twin.node.resp_addr));
     let long = "x".repeat(300);
     let many: Vec<String> = (0..40).map(|i| i.to_string()).collect();
     let sadd_many = format!("SADD many {}", many.join(" "));
@@ -108,7 +105,7 @@ fn slowlog_keeps_what_redis_keeps() {
     assert_eq!(entries(&mut mc), entries(&mut rc));
 
     // A blocked command is logged once it is served, with its own words.
-    for (addr, con) in [(redis_server.addr, &mut rc), (node.resp_addr, &mut mc)] {
+    for (addr, con) in [(twin.redis.addr, &mut rc), (twin.node.resp_addr, &mut mc)] {
         run(con, "SLOWLOG RESET");
         let mut blocked = RawResp::connect(addr, 10);
         blocked.send(&[b"BLPOP", b"q", b"0"]);

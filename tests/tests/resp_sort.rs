@@ -7,17 +7,14 @@
 
 use monotable_tests::assert_same as same;
 use monotable_tests::assert_same_line as same_str;
-use monotable_tests::{show, RawResp, Redis};
+use monotable_tests::{show, Twin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 #[test]
 fn sort_matches_redis() {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = monotable_tests::small_chunked_redis_node(dir.path());
-    let mut r = RawResp::connect(redis_server.addr, 30);
-    let mut m = RawResp::connect(node.resp_addr, 30);
+    let twin = Twin::small_chunked();
+    let (mut r, mut m) = twin.connect(30);
     let setup = [
         "RPUSH l 3 1 2 10 -5 2.5 0x10 1e2",
         "RPUSH words banana apple cherry apple Banana",
@@ -156,11 +153,8 @@ fn sort_matches_redis() {
 /// every way, as redis-server does.
 #[test]
 fn random_sorts_match_redis() {
-    let redis_server = Redis::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let node = monotable_tests::small_chunked_redis_node(dir.path());
-    let mut r = RawResp::connect(redis_server.addr, 30);
-    let mut m = RawResp::connect(node.resp_addr, 30);
+    let twin = Twin::small_chunked();
+    let (mut r, mut m) = twin.connect(30);
     let mut rng = StdRng::seed_from_u64(0x5017);
     let value = |rng: &mut StdRng| match rng.gen_range(0..6) {
         0 => rng.gen_range(-1000..1000).to_string(),
