@@ -81,6 +81,28 @@ fn hyperloglogs_are_redis_hyperloglogs_byte_for_byte() {
     }
     assert_same_line(&mut r, &mut m, "PFDEBUG GETREG k0");
 
+    // Crafted dense values whose registers are all 50 or 52: an estimate
+    // past 2^63, which Redis's llroundl turns into i64::MIN (and a cache
+    // with its "stale" bit set).
+    // Postmortem: the estimate saturated to u64::MAX (PFCOUNT -1).
+    for value in [50u8, 52, 63, 1] {
+        let mut hll = b"HYLL\0\0\0\0\0\0\0\0\0\0\0\x80".to_vec();
+        let mut registers = vec![0u8; 12288];
+        for i in 0..16384usize {
+            let (byte, bit) = (i * 6 / 8, (i * 6) % 8);
+            let v = u16::from(value) << bit;
+            registers[byte] |= v as u8;
+            if byte + 1 < registers.len() {
+                registers[byte + 1] |= (v >> 8) as u8;
+            }
+        }
+        hll.extend(registers);
+        assert_same(&mut r, &mut m, &[b"SET", b"crafted", &hll]);
+        for line in ["PFCOUNT crafted", "GET crafted", "PFCOUNT crafted k0", "PFCOUNT crafted"] {
+            assert_same_line(&mut r, &mut m, line);
+        }
+    }
+
     // A lower hll-sparse-max-bytes promotes earlier; TODENSE, GETREG.
     for line in [
         "CONFIG SET hll-sparse-max-bytes 30",

@@ -369,7 +369,9 @@ fn estimate(histogram: &[u64; 64]) -> u64 {
         z *= 0.5;
     }
     z += m * sigma(histogram[0] as f64 / m);
-    (ALPHA_INF * m * m / z).round() as u64
+    // As Redis's `(uint64_t) llroundl(...)`: an estimate past 2^63 (all
+    // registers 50 or more, only in a crafted value) is i64::MIN.
+    super::reply::c_llround(ALPHA_INF * m * m / z) as u64
 }
 
 /// The estimate of HLL `v`; `None` for a damaged sparse value.

@@ -222,6 +222,23 @@ pub fn format_g(x: f64, digits: usize) -> String {
     trim_fraction(&format!("{x:.*}", (digits as i32 - 1 - exp) as usize)).to_owned()
 }
 
+/// A double converted to a C `long long` as on x86-64 (`cvttsd2si`):
+/// truncated toward zero; NaN and values out of range give `i64::MIN`
+/// (the "integer indefinite"), as Redis's casts give it.
+pub fn c_double_to_i64(x: f64) -> i64 {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if x.is_nan() || !(-TWO_63..TWO_63).contains(&x) {
+        return i64::MIN;
+    }
+    x as i64
+}
+
+/// C's `llround` as glibc gives it on x86-64: halves away from zero, and
+/// `i64::MIN` out of range.
+pub fn c_llround(x: f64) -> i64 {
+    c_double_to_i64(x.round())
+}
+
 /// `1.2500` -> `1.25`, `3.000` -> `3`; text without a `.` is unchanged.
 fn trim_fraction(s: &str) -> &str {
     if s.contains('.') {

@@ -875,7 +875,8 @@ fn to_reply(v: &Value, resp: u8, depth: usize, elements: &mut usize) -> Reply {
         Value::Boolean(true) => Reply::Int(1),
         Value::Boolean(false) => Reply::Null,
         Value::Integer(n) => Reply::Int(*n),
-        Value::Number(n) => Reply::Int(*n as i64),
+        // As Redis's `(long long)` cast: 1e30 and NaN give i64::MIN.
+        Value::Number(n) => Reply::Int(crate::resp::reply::c_double_to_i64(*n)),
         Value::Table(t) => table_reply(t, resp, depth, elements),
         _ => Reply::Null,
     }
