@@ -56,6 +56,8 @@ fn session(addr: SocketAddr) -> Vec<String> {
         &[b"GET"],
         &[b"BLPOP", b"empty", b"0.01"],
         &[b"PING"],
+        // Postmortem: RESET dropped its own record and was not shown.
+        &[b"RESET"],
     ];
     for args in lines {
         c.call(args);

@@ -115,6 +115,29 @@ fn slowlog_keeps_what_redis_keeps() {
     }
     assert_eq!(entries(&mut mc), entries(&mut rc));
 
+    // A blocked command that times out, or that CLIENT UNBLOCK ends, is
+    // logged with the time of its first run: not over 100 ms, however long
+    // it waited.
+    // Postmortem: it was logged with its whole wait (a BLPOP's timeout
+    // filled the slowlog of every worker loop).
+    for (addr, con) in [(twin.redis.addr, &mut rc), (twin.node.resp_addr, &mut mc)] {
+        run(con, "CONFIG SET slowlog-log-slower-than 100000");
+        run(con, "SLOWLOG RESET");
+        let mut blocked = RawResp::connect(addr, 10);
+        assert_eq!(blocked.call(&[b"BLPOP", b"q", b"0.3"]), b"*-1\r\n");
+        assert_eq!(blocked.call(&[b"BZPOPMIN", b"z", b"0.2"]), b"*-1\r\n");
+        let id = blocked.call(&[b"CLIENT", b"ID"]);
+        let id = String::from_utf8_lossy(&id[1..id.len() - 2]).into_owned();
+        blocked.send(&[b"BLPOP", b"q", b"0"]);
+        wait_blocked(con);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        run(con, &format!("CLIENT UNBLOCK {id}"));
+        assert!(blocked.reply().is_some());
+        let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(con).expect("len");
+        assert_eq!(len, 0, "{addr}");
+        run(con, "CONFIG SET slowlog-log-slower-than 0");
+    }
+
     // The newest `slowlog-max-len` entries are kept; -1 turns logging off.
     for con in [&mut rc, &mut mc] {
         run(con, "CONFIG SET slowlog-max-len 3");

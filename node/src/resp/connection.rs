@@ -62,7 +62,10 @@ pub async fn run(
         "reset" => {
             // The connection stays what CLIENT LIST shows, nameless again.
             let info = conn.info.clone();
+            // RESET itself is still running: counted, logged and shown.
+            let running = conn.running.take();
             *conn = Conn::new(conn.id, conn.peer, !state.node.auth.is_required());
+            conn.running = running;
             info.set_name(None);
             info.set_flag(super::clients::FLAG_NO_EVICT, false);
             conn.info = info;

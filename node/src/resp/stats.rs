@@ -357,6 +357,9 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
     };
     if let Some(running) = conn.running.take() {
         let took = running.started.elapsed();
+        if let Some(block) = conn.block.as_mut() {
+            block.first_run = took;
+        }
         if running.arity_ok && !running.skip_slowlog && conn.block.is_none() {
             state.slowlog.note(conn, args, took);
         }
