@@ -171,6 +171,10 @@ fn cases() -> Vec<Vec<Vec<u8>>> {
         "return cjson.encode('a/b\"c\\\\d\\n\\1\\127')",
         "return cjson.encode({0.1, 1e300, 2^53, -0.0, 100, -5.5})",
         "return cjson.encode({1, nil, 3})",
+        // Nesting up to decode_max_depth (1000), brackets in strings not
+        // counted. Postmortem: serde's own limit refused 129 levels.
+        "return #cjson.decode(string.rep('[', 1000) .. string.rep(']', 1000))",
+        "return #cjson.decode('[\"[[[\", ' .. string.rep('[', 999) .. string.rep(']', 999) .. ']')",
         // Numbers past a long long convert as C casts them.
         // Postmortem: they saturated (1e30 gave i64::MAX, Redis i64::MIN).
         "return 1e30",

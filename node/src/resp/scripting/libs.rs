@@ -82,7 +82,18 @@ fn cjson(lua: &Lua) -> mlua::Result<Table> {
         "decode",
         lua.create_function(move |lua, text: mlua::String| {
             let max = c.lock().unwrap_or_else(|p| p.into_inner()).decode_max_depth;
-            let parsed: serde_json::Value = serde_json::from_slice(&text.as_bytes())
+            let bytes = text.as_bytes();
+            let max = max.min(DECODE_DEPTH_CAP);
+            if let Some((depth, at)) = nesting_past(&bytes, max) {
+                return Err(runtime(format!(
+                    "Found too many nested data structures ({depth}) at character {at}"
+                )));
+            }
+            // Nesting is bounded above, so serde's own limit (128) is off.
+            let mut de = serde_json::Deserializer::from_slice(&bytes);
+            de.disable_recursion_limit();
+            let parsed = serde::Deserialize::deserialize(&mut de)
+                .and_then(|v: serde_json::Value| de.end().map(|()| v))
                 .map_err(|e| runtime(format!("Expected value but found invalid token: {e}")))?;
             json_to_lua(lua, &parsed, 1, max)
         })?,
@@ -195,6 +206,40 @@ fn within_bound(out: &[u8], what: &str) -> mlua::Result<()> {
         return Err(runtime(format!("{what}: the result would exceed {ENCODED_BYTES_MAX} bytes")));
     }
     Ok(())
+}
+
+/// The deepest `decode_max_depth` honoured, whatever is set: parsing
+/// recurses once per level on the Lua thread's stack.
+const DECODE_DEPTH_CAP: usize = 20_000;
+
+/// Where the nesting of arrays and objects in `text` (strings skipped)
+/// first passes `max`: (the depth, the 1-based character), as lua-cjson
+/// reports it before building anything.
+fn nesting_past(text: &[u8], max: usize) -> Option<(usize, usize)> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in text.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some((depth, i + 1));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn json_encode(
