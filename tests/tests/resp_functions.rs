@@ -164,4 +164,9 @@ fn deleted_libraries_leave_the_script_vm() {
         assert_eq!(show(&c.call(&[b"FUNCTION", b"DELETE", name.as_bytes()])), "+OK\\r\\n");
     }
     assert_eq!(show(&c.call(&[b"EVAL", b"return 7", b"0"])), ":7\\r\\n");
+    // Postmortem: a library that ran out of memory at load answered an
+    // empty reason.
+    let hog = b"#!lua name=hog\nlocal t = {} local c = t while true do c[1] = {} c = c[1] end";
+    let reply = show(&c.call(&[b"FUNCTION", b"LOAD", hog]));
+    assert_eq!(reply, "-ERR Error registering functions: not enough memory\\r\\n");
 }

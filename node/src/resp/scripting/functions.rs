@@ -251,12 +251,16 @@ async fn load_code(state: &RespState, code: Vec<u8>) -> Result<Library, String> 
     let name = library_name(&code)?;
     let scripts = state.scripts.clone();
     let env = scripts.env(state);
-    // A VM of its own, dropped after: a library that is refused (or
-    // replaced or deleted later) leaves nothing in the VM scripts run in.
+    // A fresh VM, in place of the idle one (whose memory reservation it
+    // takes over): a library that is refused leaves nothing behind, and
+    // the VM becomes the idle one only once the library loaded.
     super::on_lua_thread(move || {
+        let (generation, idle) = scripts.take_vm();
+        drop(idle);
         let mut vm = ScriptVm::new(&env)?;
         let code_arc: Arc<[u8]> = Arc::from(code.as_slice());
         let functions = vm.load_library(&name, &code_arc)?;
+        scripts.put_vm(generation, vm);
         Ok(Library { name, code, functions })
     })
     .await

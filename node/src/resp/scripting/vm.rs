@@ -372,11 +372,15 @@ impl ScriptVm {
         let run = self.sandbox.run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
             let (ok, found): (bool, Value) = loader.call(f)?;
             if !ok {
+                // The handler's error table, or the bare error a memory
+                // failure raises (no handler runs then).
                 let text = match &found {
                     Value::Table(t) => match t.raw_get::<Value>("err")? {
                         Value::String(s) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
                         _ => String::new(),
                     },
+                    Value::String(s) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
+                    Value::Error(e) => e.to_string().lines().next().unwrap_or_default().to_owned(),
                     _ => String::new(),
                 };
                 return Ok(Err(format!("ERR Error registering functions: {text}")));
