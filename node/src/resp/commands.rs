@@ -466,7 +466,7 @@ async fn run_queue(
         if own {
             state.slowlog.note(conn, args, started.elapsed());
             if !(command.has(Flag::SkipMonitor) || command.has(Flag::Admin)) {
-                super::monitor::feed(state, conn.db, &conn.info.addr.to_string(), args);
+                super::monitor::feed(state, conn.db, &conn.info.addr, args);
             }
         }
     }
@@ -606,7 +606,7 @@ async fn run_script(
 ) -> Result<Reply, NodeError> {
     // Shown before the script runs, so its calls follow it (Redis feeds
     // EVAL, EVALSHA and FCALL so).
-    super::monitor::feed(state, conn.db, &conn.info.addr.to_string(), args);
+    super::monitor::feed(state, conn.db, &conn.info.addr, args);
     let script = match super::scripting::invocation(state, name, args) {
         Ok(script) => script,
         Err(reply) => return Ok(reply),
@@ -689,6 +689,6 @@ async fn script_call(
         state.stats.count_call(slot, took, matches!(reply, Reply::Error(_)));
     }
     state.slowlog.note_script_call(&args, took);
-    super::monitor::feed(state, conn.db, "lua", &args);
+    super::monitor::feed(state, conn.db, &"lua", &args);
     reply
 }

@@ -36,7 +36,7 @@ pub fn start(state: &RespState, conn: &mut Conn) -> Reply {
 /// Shows `args`, run on database `db` by the client at `peer` (`lua` for
 /// a script's calls), to every monitor. Nothing is formatted when none
 /// listens.
-pub fn feed(state: &RespState, db: u32, peer: &str, args: &[Vec<u8>]) {
+pub fn feed(state: &RespState, db: u32, peer: &dyn std::fmt::Display, args: &[Vec<u8>]) {
     if !state.pubsub.has_monitors() {
         return;
     }

@@ -364,7 +364,7 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
             state.slowlog.note(conn, args, took);
         }
         if running.arity_ok && !running.skip_monitor && !running.woken {
-            super::monitor::feed(state, conn.db, &conn.info.addr.to_string(), args);
+            super::monitor::feed(state, conn.db, &conn.info.addr, args);
         }
         if running.woken {
             // Counted when it blocked.
