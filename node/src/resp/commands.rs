@@ -74,9 +74,10 @@ pub async fn execute(
         }
     };
     let name = command.name;
+    // The monitor test first: the flags are looked at only for a monitor.
     let keyspace =
-        command.has(Flag::Write) || command.has(Flag::Readonly) || command.may_replicate();
-    if keyspace && conn.subs.as_ref().is_some_and(|s| s.is_monitor()) {
+        || command.has(Flag::Write) || command.has(Flag::Readonly) || command.may_replicate();
+    if conn.subs.as_ref().is_some_and(|s| s.is_monitor()) && keyspace() {
         super::stats::refused(conn);
         return (Reply::err("ERR Replica can't interact with the keyspace"), Vec::new());
     }
@@ -458,12 +459,12 @@ async fn run_queue(
             }
         };
         let db = Db::new(state, conn.db, Some(overlay));
-        let started = std::time::Instant::now();
+        let started = own.then(std::time::Instant::now);
         replies.push(match run(state, conn, &db, command, args).await {
             Ok(reply) => reply,
             Err(e) => internal(e),
         });
-        if own {
+        if let Some(started) = started {
             state.slowlog.note(conn, args, started.elapsed());
             if !(command.has(Flag::SkipMonitor) || command.has(Flag::Admin)) {
                 super::monitor::feed(state, conn.db, &conn.info.addr, args);
