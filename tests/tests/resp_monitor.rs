@@ -56,7 +56,10 @@ fn session(addr: SocketAddr) -> Vec<String> {
         &[b"GET"],
         &[b"BLPOP", b"empty", b"0.01"],
         &[b"PING"],
-        // Postmortem: RESET dropped its own record and was not shown.
+        // Postmortem: RESET dropped its own record and was not shown, nor
+        // inside MULTI (taken for a queued command).
+        &[b"MULTI"],
+        &[b"SET", b"queued", b"1"],
         &[b"RESET"],
     ];
     for args in lines {

@@ -122,9 +122,6 @@ pub struct Block {
     /// Run again every [`POLL_INTERVAL_MS`] (a replicated database) rather
     /// than on a signal.
     pub poll: bool,
-    /// How long its first run took (set once it ran), what SLOWLOG logs
-    /// if it times out.
-    pub first_run: std::time::Duration,
 }
 
 impl Block {
@@ -378,7 +375,6 @@ fn of_kind_missing(conn: &mut Conn, ask: &Ask, args: &[Vec<u8>]) {
         deadline: ask.timeout.map(|t| Instant::now() + t),
         args: args.to_vec(),
         poll: false,
-        first_run: Default::default(),
     });
 }
 
@@ -397,7 +393,6 @@ pub fn poll_block(conn: &Conn, name: &str, args: &[Vec<u8>], reply: &Reply) -> O
         deadline: ask.timeout.map(|t| Instant::now() + t),
         args: args.to_vec(),
         poll: true,
-        first_run: Default::default(),
     })
 }
 

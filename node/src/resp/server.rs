@@ -228,8 +228,6 @@ async fn wait_blocked(
     let deadline = block.deadline.map(tokio::time::Instant::from_std);
     let info = conn.info.clone();
     info.set_waiting(true);
-    // Ended by its timeout or CLIENT UNBLOCK rather than served.
-    let mut ended_unserved = false;
     let poll = Duration::from_millis(super::blocking::POLL_INTERVAL_MS);
     let outcome = loop {
         let woken = async {
@@ -253,8 +251,9 @@ async fn wait_blocked(
             _ = closing.changed() => break None,
             // CLIENT KILL: closed at once, though blocked.
             _ = info.killed() => break None,
+            // Neither this nor a timeout goes to the slowlog (no run of
+            // the command is timed), as in Redis 7.0.
             reason = info.unblocked() => {
-                ended_unserved = true;
                 let reply = if reason == super::clients::UNBLOCK_ERROR {
                     Reply::err("UNBLOCKED client unblocked via CLIENT UNBLOCK")
                 } else {
@@ -262,10 +261,7 @@ async fn wait_blocked(
                 };
                 break Some((reply, Vec::new()));
             }
-            _ = timed_out => {
-                ended_unserved = true;
-                break Some((block.timed_out(), Vec::new()));
-            }
+            _ = timed_out => break Some((block.timed_out(), Vec::new())),
             read = io.stream.read(io.chunk), if reading => match read {
                 Ok(0) | Err(_) => break None,
                 Ok(n) => io.requests.feed(&io.chunk[..n]),
@@ -313,11 +309,6 @@ async fn wait_blocked(
         }
     }
     let reply = failed.unwrap_or(reply);
-    if ended_unserved {
-        // Logged with the time of its first run, as Redis logs a blocked
-        // command that times out (its wait is not its time).
-        state.slowlog.note(conn, &block.args, block.first_run);
-    }
     super::stats::finish(state, conn, &reply, &block.args);
     if conn.reply_wanted() || is_push(conn.proto, &reply) {
         reply.write(conn.proto, &mut out);

@@ -12,7 +12,8 @@
 //! What is timed is what INFO's commandstats times ([`super::stats`]): from
 //! the dispatcher's start of the command to its reply, without the wait for
 //! its writes to be durable. A blocked command is logged once it is
-//! served, with the time of that run; EXEC is not logged, the commands it
+//! served, with the time of that run (one that times out or that CLIENT
+//! UNBLOCK ends is not logged); EXEC is not logged, the commands it
 //! runs are, each with its own time; a script is, and so is each command
 //! it calls (as by Redis's scripting client: `?:0`, no name). Commands a
 //! replicated database's leader runs for another node are logged on

@@ -264,7 +264,10 @@ pub async fn begin(
 ) {
     let Some(command) = found else { return };
     // Inside MULTI commands are queued, not run: only EXEC waits.
-    let queued = conn.multi.is_some() && command.handler != Handler::Transaction;
+    // QUIT and RESET run at once inside MULTI too.
+    let queued = conn.multi.is_some()
+        && command.handler != Handler::Transaction
+        && !matches!(command.name, "quit" | "reset");
     // One atomic load unless a pause is on.
     if !queued && state.pause.holds(state.started, true) {
         let write = writes(state, command, args, conn);
@@ -357,9 +360,6 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
     };
     if let Some(running) = conn.running.take() {
         let took = running.started.elapsed();
-        if let Some(block) = conn.block.as_mut() {
-            block.first_run = took;
-        }
         if running.arity_ok && !running.skip_slowlog && conn.block.is_none() {
             state.slowlog.note(conn, args, took);
         }
