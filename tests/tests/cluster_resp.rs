@@ -469,7 +469,7 @@ fn pipelines_on_a_replicated_database_answer_as_redis_through_every_node() {
 
 /// PUBLISH through any node reaches the subscribers of every node, in the
 /// order published through that node; it counts the subscribers of the
-/// node it was sent to, as in Redis Cluster.
+/// node it was sent to, as in Redis Cluster. Keyspace events too.
 /// Postmortem: messages stayed on the node they were published to.
 #[test]
 fn published_messages_reach_subscribers_on_every_node() {
@@ -501,4 +501,28 @@ fn published_messages_reach_subscribers_on_every_node() {
     // Through the node of the channel's subscriber, it counts that one.
     let mut local = monotable_tests::RawResp::connect(nodes[1].resp_addr, 20);
     assert_eq!(local.call(&[b"PUBLISH", b"news", b"x"]), b":1\r\n");
+
+    // Keyspace events of a replicated database, raised on its leader,
+    // reach every node's subscribers in order.
+    let mut events = Vec::new();
+    for node in &nodes {
+        let mut c = monotable_tests::RawResp::connect(node.resp_addr, 20);
+        assert_eq!(c.call_str("CONFIG SET notify-keyspace-events E$l"), b"+OK\r\n");
+        let mut s = monotable_tests::RawResp::connect(node.resp_addr, 20);
+        s.call_str("PSUBSCRIBE __keyevent@5__:*");
+        events.push(s);
+    }
+    let mut writer = monotable_tests::RawResp::connect(nodes[2].resp_addr, 20);
+    writer.call_str("SELECT 5");
+    for line in ["SET k1 v", "LPUSH l1 a", "SET k2 v"] {
+        assert!(!writer.call_str(line).starts_with(b"-"), "{line}");
+    }
+    for (i, s) in events.iter_mut().enumerate() {
+        for (event, key) in [("set", "k1"), ("lpush", "l1"), ("set", "k2")] {
+            let m = s.reply().unwrap_or_else(|| panic!("node {i}: {event} {key} never came"));
+            let tail = format!("__keyevent@5__:{event}\r\n$2\r\n{key}\r\n");
+            let text = String::from_utf8_lossy(&m).into_owned();
+            assert!(text.ends_with(&tail), "node {i}: {text:?}");
+        }
+    }
 }

@@ -103,6 +103,7 @@ async fn setbit(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     if created || grows || old != on {
         v.payload[byte] = (v.payload[byte] & !(1 << shift)) | (on << shift);
         db.put(&args[1], &v).await?;
+        db.notify(super::notify::STRING, "setbit", &args[1]);
     }
     Ok(Reply::Int(i64::from(old)))
 }
@@ -272,6 +273,7 @@ async fn bitop(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     if len == 0 {
         if let Some(old) = db.get(dest).await? {
             db.remove(dest, &old).await?;
+            db.notify(super::notify::GENERIC, "del", dest);
         }
     } else {
         // Replaces whatever `dest` held, its expiry too.
@@ -282,6 +284,7 @@ async fn bitop(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         let mut ops = ops;
         ops.extend(super::keyspace::put_ops(&[(dest.clone(), Value::string(out, None))]));
         db.write(super::keyspace::last_op_per_row(ops)).await?;
+        db.notify(super::notify::STRING, "set", dest);
     }
     Ok(Reply::Int(len as i64))
 }
@@ -527,6 +530,7 @@ async fn bitfield(db: &Db<'_>, key: &[u8], ops: &[Field]) -> NodeResult<Reply> {
     // Written only when something changed, as Redis signals it.
     if created && highest.is_some() || grown || changed {
         db.put(key, &v).await?;
+        db.notify(super::notify::STRING, "setbit", key);
     }
     Ok(Reply::Array(out))
 }

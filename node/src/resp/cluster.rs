@@ -353,10 +353,12 @@ async fn lead(
         } else {
             _shared = state.gate.read().await;
         }
-        let (reply, ops) = run_held(state, db, proto, work).await.map_err(Lead::Failed)?;
-        if !ops.is_empty() {
-            propose(state, group, ops, term).await?;
+        let held = run_held(state, db, proto, work).await.map_err(Lead::Failed)?;
+        let reply = held.reply;
+        if !held.ops.is_empty() {
+            propose(state, group, held.ops, term).await?;
         }
+        super::notify::publish(state, held.events);
         let mut out = Vec::new();
         reply.write(proto, &mut out);
         Ok(out)

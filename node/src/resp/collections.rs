@@ -12,6 +12,7 @@ use super::keyspace::{
     decode_field, element_row, encode_field, key_row, Db, Value, KIND_HASH, KIND_SET,
 };
 use super::long_double::{increment, IncrError};
+use super::notify;
 use super::reply::Reply;
 use super::state::RespState;
 use super::table::{Command, Flag};
@@ -275,7 +276,7 @@ fn hrandfield_args(args: &[Vec<u8>]) -> Result<(u64, bool, bool), Reply> {
     Ok((count, repeat, with_values))
 }
 
-async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> {
+async fn write_command(db: &Db<'_>, name: &'static str, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let key = &args[1];
     let kind = if name.starts_with('h') { KIND_HASH } else { KIND_SET };
     // Arguments are checked before the key, as Redis does.
@@ -434,6 +435,19 @@ async fn write_command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<
     if before.is_none() && count == 0 {
         return Ok(reply);
     }
+    // Each command here that writes an element raises its event (HSET's
+    // even when no value changes), and `del` when it emptied the key.
+    let changed = !ops.is_empty();
     commit(db, key, kind, before.as_ref(), count, ops).await?;
+    if changed {
+        let event = match name {
+            "hmset" | "hsetnx" => "hset",
+            other => other,
+        };
+        db.notify(if kind == KIND_HASH { notify::HASH } else { notify::SET }, event, key);
+        if count == 0 {
+            db.notify(notify::GENERIC, "del", key);
+        }
+    }
     Ok(reply)
 }

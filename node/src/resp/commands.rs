@@ -234,7 +234,7 @@ pub(super) async fn run_held(
     dbi: u32,
     proto: u8,
     work: &Work,
-) -> Result<(Reply, Vec<monotable_proto::WriteOp>), NodeError> {
+) -> Result<Held, NodeError> {
     let overlay = super::keyspace::Overlay::default();
     let mut conn = Conn::new(0, IpAddr::from([127, 0, 0, 1]), true);
     conn.db = dbi;
@@ -243,12 +243,12 @@ pub(super) async fn run_held(
         Work::Command(args) => {
             let command = match checked_command(args) {
                 Ok(command) => command,
-                Err(reply) => return Ok((reply, Vec::new())),
+                Err(reply) => return Ok(Held::nothing(reply)),
             };
             let db = Db::new(state, dbi, Some(&overlay));
             match run(state, &mut conn, &db, command, args).await {
                 Ok(reply) => reply,
-                Err(e) => return Ok((internal(e), Vec::new())),
+                Err(e) => return Ok(Held::nothing(internal(e))),
             }
         }
         Work::Multi(queue) => {
@@ -266,18 +266,30 @@ pub(super) async fn run_held(
             Reply::Int(super::keys::expire_db(state, dbi, &db).await? as i64)
         }
     };
+    let events = overlay.take_events();
     let mut by_range = overlay_ops(overlay);
     let range = super::keyspace::range_name(dbi);
     let ops = by_range.remove(&range).unwrap_or_default();
     if !by_range.is_empty() {
-        return Ok((
-            Reply::err(format!(
-                "EXECABORT Transaction discarded: its writes span databases other than {dbi}"
-            )),
-            Vec::new(),
-        ));
+        return Ok(Held::nothing(Reply::err(format!(
+            "EXECABORT Transaction discarded: its writes span databases other than {dbi}"
+        ))));
     }
-    Ok((reply, ops))
+    Ok(Held { reply, ops, events })
+}
+
+/// What [`run_held`] gives back: the reply, the writes to apply as one
+/// batch, and the keyspace events to publish once they are applied.
+pub(super) struct Held {
+    pub reply: Reply,
+    pub ops: Vec<monotable_proto::WriteOp>,
+    pub events: Vec<super::notify::Event>,
+}
+
+impl Held {
+    fn nothing(reply: Reply) -> Held {
+        Held { reply, ops: Vec::new(), events: Vec::new() }
+    }
 }
 
 /// A transaction's held-back writes, by range.
@@ -539,9 +551,10 @@ async fn exec(
     let overlay = super::keyspace::Overlay::default();
     let own = unit == Unit::Transaction;
     let replies = run_queue(state, conn, &queue, &overlay, own).await;
+    let events = overlay.take_events();
     let by_range: Vec<_> = overlay_ops(overlay).into_iter().collect();
     match Db::apply_transaction(state, by_range, create_local).await {
-        Ok(true) => {}
+        Ok(true) => super::notify::publish(state, events),
         Ok(false) => return Ok(None),
         Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, message }) => {
             return Ok(Some(unit.discarded(&message)))

@@ -7,7 +7,8 @@
 //! - **in effect**: `timeout` (idle connections are closed, see
 //!   [`super::clients::Clients::close_idle`]), `slowlog-log-slower-than`
 //!   and `slowlog-max-len` ([`super::slowlog`]), `hll-sparse-max-bytes`
-//!   ([`super::hyperloglog`]) and the encoding thresholds
+//!   ([`super::hyperloglog`]), `notify-keyspace-events`
+//!   ([`super::notify`]) and the encoding thresholds
 //!   (`hash-max-listpack-entries` and the like, with their `ziplist`
 //!   aliases), which OBJECT ENCODING's answers follow ([`super::object`]);
 //! - **fixed** facts of Monotable, which CONFIG SET refuses as immutable:
@@ -56,6 +57,8 @@ enum Kind {
     MemoryOrPercent,
     /// `save`: pairs of seconds and changes, or empty.
     Save,
+    /// `notify-keyspace-events`: class letters (see [`super::notify`]).
+    Events,
     /// Immutable in Redis too: CONFIG SET refuses it.
     Immutable,
     /// A fact of Monotable that Redis lets CONFIG SET change: setting the
@@ -125,6 +128,7 @@ static PARAMS: &[Param] = &[
     param(&["maxmemory-clients"], Kind::MemoryOrPercent, "0"),
     param(&["maxmemory-policy"], Kind::Enum(POLICIES), "noeviction"),
     param(&["maxmemory-samples"], Kind::Int { min: 1, max: 64 }, "5"),
+    param(&["notify-keyspace-events"], Kind::Events, ""),
     param(&["port"], Kind::Held, ""),
     param(&["proto-max-bulk-len"], Kind::Held, ""),
     param(&["repl-backlog-size"], Kind::Memory { min: 1 }, "1048576"),
@@ -294,6 +298,10 @@ fn check(p: &Param, v: &[u8]) -> Result<String, String> {
                 }
             }
         }
+        Kind::Events => match super::notify::parse(v) {
+            Some(flags) => Ok(super::notify::format(flags)),
+            None => Err(super::notify::INVALID_CLASS.into()),
+        },
         Kind::Save => {
             let words: Vec<&str> = text.split_whitespace().collect();
             let valid =
@@ -397,6 +405,12 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
         match name {
             "slowlog-log-slower-than" => state.slowlog.set_slower_than(number()),
             "slowlog-max-len" => state.slowlog.set_max_len(number().max(0) as u64),
+            "notify-keyspace-events" => {
+                // Parsed from what was sent: the text kept may leave out
+                // `n` (see `notify::format`).
+                let sent = pairs.chunks(2).rev().find(|p| lower(&p[0]) == name);
+                state.notify.set(sent.and_then(|p| super::notify::parse(&p[1])).unwrap_or(0));
+            }
             _ => {}
         }
         values.insert(name, value);

@@ -649,7 +649,7 @@ async fn search(
     let (Some(center), Some((shape, conversion)), true) = (center, shape, present) else {
         return Ok(match store {
             Some(dest) => {
-                super::zset_algebra::store_result(db, &dest, Vec::new()).await?;
+                super::zset_algebra::store_result(db, &dest, Vec::new(), "").await?;
                 Reply::Int(0)
             }
             None => Reply::Array(Vec::new()),
@@ -701,7 +701,8 @@ async fn search(
             .into_iter()
             .map(|f| (f.member, if storedist { f.dist / conversion } else { f.score }))
             .collect();
-        return super::zset_algebra::store_result(db, &dest, items).await;
+        let event = if geosearch { "geosearchstore" } else { "georadiusstore" };
+        return super::zset_algebra::store_result(db, &dest, items, event).await;
     }
     let options = usize::from(withdist) + usize::from(withhash) + usize::from(withcoord);
     let out = found

@@ -450,6 +450,7 @@ pub async fn run(
             if updated {
                 invalidate_cache(&mut v.payload);
                 db.put(&args[1], &v).await?;
+                db.notify(super::notify::STRING, "pfadd", &args[1]);
             }
             Ok(Reply::Int(i64::from(updated)))
         }
@@ -509,6 +510,8 @@ pub async fn run(
             }
             invalidate_cache(&mut v.payload);
             db.put(&args[1], &v).await?;
+            // `pfadd`, as Redis names a merge's event.
+            db.notify(super::notify::STRING, "pfadd", &args[1]);
             Ok(Reply::ok())
         }
         "pfdebug" => {

@@ -18,6 +18,7 @@ use super::args::{in_range, lower};
 use super::cluster::{placement, Placement};
 use super::errors::SYNTAX;
 use super::keyspace::{expiry_row, key_row, last_op_per_row, row_prefixes, Db, DATABASES};
+use super::notify;
 use super::reply::Reply;
 use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
@@ -60,15 +61,20 @@ pub async fn copy(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) ->
     // Locked as read: the destination counts as modified for WATCH only
     // once copied to.
     let _g = state.lock_keys(&[(dbi, from, false), (to_db, to, false)]).await;
-    let reply = if to_db == dbi {
-        run(db, db, from, to, replace).await?
+    let other;
+    let dest = if to_db == dbi {
+        db
     } else {
-        let dest = Db::new(db.state, to_db, db.tx);
-        let reply = run(db, &dest, from, to, replace).await;
-        db.add_durability(dest.take_durability());
-        reply?
+        other = Db::new(db.state, to_db, db.tx);
+        &other
     };
+    let reply = run(db, dest, from, to, replace).await;
+    if to_db != dbi {
+        db.add_durability(dest.take_durability());
+    }
+    let reply = reply?;
     if reply == Reply::Int(1) {
+        dest.notify(notify::GENERIC, "copy_to", to);
         state.wake(to_db, to);
     }
     Ok(reply)
@@ -113,6 +119,9 @@ pub async fn move_key(
         if let Some(v) = db.get(key).await? {
             db.remove(key, &v).await?;
         }
+        dest.notify_created(key);
+        db.notify(notify::GENERIC, "move_from", key);
+        dest.notify(notify::GENERIC, "move_to", key);
     }
     Ok(moved)
 }

@@ -13,6 +13,7 @@ use super::glob;
 use super::keyspace::{
     expiry_row, key_row, key_rows_prefix, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
 };
+use super::notify;
 use super::reply::{format_double, Reply};
 use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
@@ -137,6 +138,7 @@ async fn generic(
                 }
                 if let Some(v) = db.get(k).await? {
                     db.remove(k, &v).await?;
+                    db.notify(notify::GENERIC, "del", k);
                     found += 1;
                 }
             }
@@ -173,6 +175,7 @@ async fn generic(
                 Some(mut v) if v.expire_at_ms.is_some() => {
                     v.expire_at_ms = None;
                     db.put(&args[1], &v).await?;
+                    db.notify(notify::GENERIC, "persist", &args[1]);
                     Reply::Int(1)
                 }
                 _ => Reply::Int(0),
@@ -481,6 +484,10 @@ async fn rename(db: &Db<'_>, name: &str, from: &[u8], to: &[u8]) -> NodeResult<R
         }
     }
     db.write(ops).await?;
+    // Redis raises the new key's `new` first (see `notify`).
+    db.notify_created(to);
+    db.notify(notify::GENERIC, "rename_from", from);
+    db.notify(notify::GENERIC, "rename_to", to);
     Ok(if name == "rename" { Reply::ok() } else { Reply::Int(1) })
 }
 
@@ -532,9 +539,11 @@ async fn expire(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply> 
     }
     if at <= now_ms() as i64 {
         db.remove(&args[1], &v).await?;
+        db.notify(notify::GENERIC, "del", &args[1]);
     } else {
         v.expire_at_ms = Some(at as u64);
         db.put(&args[1], &v).await?;
+        db.notify(notify::GENERIC, "expire", &args[1]);
     }
     Ok(Reply::Int(1))
 }
@@ -564,11 +573,23 @@ async fn getex(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         return Ok(Reply::err(WRONGTYPE));
     }
     let reply = Reply::Bulk(v.payload.clone());
-    if let Some(expire) = change {
-        if v.expire_at_ms != expire {
-            v.expire_at_ms = expire;
-            db.put(&args[1], &v).await?;
+    match change {
+        // EXAT/PXAT in the past: the key goes, as in Redis.
+        Some(Some(at)) if at <= now_ms() => {
+            db.remove(&args[1], &v).await?;
+            db.notify(notify::GENERIC, "del", &args[1]);
         }
+        Some(Some(at)) => {
+            v.expire_at_ms = Some(at);
+            db.put(&args[1], &v).await?;
+            db.notify(notify::GENERIC, "expire", &args[1]);
+        }
+        Some(None) if v.expire_at_ms.is_some() => {
+            v.expire_at_ms = None;
+            db.put(&args[1], &v).await?;
+            db.notify(notify::GENERIC, "persist", &args[1]);
+        }
+        Some(None) | None => {}
     }
     Ok(reply)
 }
@@ -590,6 +611,7 @@ async fn incrbyfloat(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         }
     };
     db.put(&args[1], &Value::string(text.clone().into_bytes(), expire)).await?;
+    db.notify(notify::STRING, "incrbyfloat", &args[1]);
     Ok(Reply::Bulk(text.into_bytes()))
 }
 
@@ -637,5 +659,6 @@ async fn setrange(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     }
     v.payload[end - value.len()..end].copy_from_slice(value);
     db.put(&args[1], &v).await?;
+    db.notify(notify::STRING, "setrange", &args[1]);
     Ok(Reply::Int(v.payload.len() as i64))
 }

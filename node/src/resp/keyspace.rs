@@ -67,6 +67,14 @@ pub fn key_row(key: &[u8]) -> Vec<u8> {
         .expect("a key within the size limit encodes")
 }
 
+/// The key a key row belongs to; `None` for any other row.
+pub fn key_of_key_row(row: &[u8]) -> Option<Vec<u8>> {
+    match tuple::decode(row).ok()?.as_slice() {
+        [Element::String(tag), Element::Bytes(key)] if tag == "k" => Some(key.clone()),
+        _ => None,
+    }
+}
+
 /// A Redis key's value and expiry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Value {
@@ -107,6 +115,11 @@ impl Value {
     /// A collection's element count.
     pub fn count(&self) -> u64 {
         self.payload.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
+    }
+
+    /// Whether its expiry time has passed.
+    pub fn is_expired(&self) -> bool {
+        self.expire_at_ms.is_some_and(|at| at <= now_ms())
     }
 
     pub fn set_count(&mut self, count: u64) {
@@ -312,6 +325,8 @@ pub struct Overlay {
     writes: std::sync::Mutex<Writes>,
     /// Bytes written so far (see [`TRANSACTION_WRITES_MAX_BYTES`]).
     bytes: std::sync::atomic::AtomicUsize,
+    /// Keyspace events raised, to publish once the writes are applied.
+    events: std::sync::Mutex<Vec<super::notify::Event>>,
 }
 
 impl Overlay {
@@ -323,16 +338,27 @@ impl Overlay {
         self.writes.into_inner()
     }
 
-    /// The writes and their byte count, to put back with
-    /// [`Overlay::restore`].
-    pub fn save(&self) -> (Writes, usize) {
-        let writes = self.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        (writes, self.bytes.load(std::sync::atomic::Ordering::Acquire))
+    fn events(&self) -> std::sync::MutexGuard<'_, Vec<super::notify::Event>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn restore(&self, (writes, bytes): (Writes, usize)) {
-        *self.lock().unwrap_or_else(|p| p.into_inner()) = writes;
-        self.bytes.store(bytes, std::sync::atomic::Ordering::Release);
+    /// The keyspace events raised so far, in order, taken out.
+    pub fn take_events(&self) -> Vec<super::notify::Event> {
+        std::mem::take(&mut *self.events())
+    }
+
+    /// The writes, their byte count and the events raised, to put back
+    /// with [`Overlay::restore`].
+    pub fn save(&self) -> Saved {
+        let writes = self.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let bytes = self.bytes.load(std::sync::atomic::Ordering::Acquire);
+        Saved { writes, bytes, events: self.events().len() }
+    }
+
+    pub fn restore(&self, saved: Saved) {
+        *self.lock().unwrap_or_else(|p| p.into_inner()) = saved.writes;
+        self.bytes.store(saved.bytes, std::sync::atomic::Ordering::Release);
+        self.events().truncate(saved.events);
     }
 
     /// Counts `more` bytes written, unless that passes
@@ -352,6 +378,14 @@ impl Overlay {
             )
         })
     }
+}
+
+/// What [`Overlay::save`] keeps.
+pub struct Saved {
+    writes: Writes,
+    bytes: usize,
+    /// Events raised by then (later ones are dropped on restore).
+    events: usize,
 }
 
 /// (range, row) -> value, or `None` for a delete.
@@ -415,6 +449,20 @@ pub struct Db<'a> {
     /// found it replicated: the write failed, nothing was written.
     wants_replicated: std::sync::atomic::AtomicBool,
     durability: std::sync::Mutex<Durability>,
+    /// Keys its writes created, whose `new` event is raised just before
+    /// the key's next event (where Redis's `dbAdd` raises it), or when
+    /// this is dropped.
+    created: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Drop for Db<'_> {
+    /// Raises the `new` events no other event of their keys came after.
+    fn drop(&mut self) {
+        let created = std::mem::take(&mut *self.created_list());
+        for key in created {
+            self.raise(super::notify::NEW, "new", &key);
+        }
+    }
 }
 
 fn not_found_is_empty<T: Default>(r: NodeResult<T>) -> NodeResult<T> {
@@ -445,6 +493,7 @@ impl<'a> Db<'a> {
             create_local: true,
             wants_replicated: Default::default(),
             durability: Default::default(),
+            created: Default::default(),
         }
     }
 
@@ -554,7 +603,7 @@ impl<'a> Db<'a> {
         let Some(bytes) = self.read_row(key_row(key)).await? else { return Ok(None) };
         let value = Value::decode(&bytes)
             .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
-        if value.expire_at_ms.is_some_and(|at| at <= now_ms()) {
+        if value.is_expired() {
             // While CLIENT PAUSE holds writes, an expired key is gone for
             // readers but stays, as in Redis (nothing is written).
             if self.state.pause.holds(self.state.started, true) {
@@ -565,6 +614,7 @@ impl<'a> Db<'a> {
             let ops = self.remove_ops(key, &value).await?;
             self.write_rows(ops, false).await?;
             self.state.stats.expired_keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.notify(super::notify::EXPIRED, "expired", key);
             return Ok(None);
         }
         Ok(Some(value))
@@ -816,6 +866,7 @@ impl<'a> Db<'a> {
             let bytes = ops.iter().map(|op| op.key().len() + op.value().map_or(0, <[u8]>::len));
             tx.reserve(bytes.sum())?;
         }
+        let created = self.created_keys(&ops).await?;
         if let Some(mut o) = self.overlay() {
             for op in ops {
                 match op {
@@ -825,6 +876,8 @@ impl<'a> Db<'a> {
                     WriteOp::Delete { key } => o.insert((self.range.clone(), key.into_vec()), None),
                 };
             }
+            drop(o);
+            self.created_list().extend(created);
             return Ok(());
         }
         self.ensure_range().await?;
@@ -834,7 +887,67 @@ impl<'a> Db<'a> {
         if let Some((dbi, keys)) = written {
             self.state.watches.written(dbi, keys);
         }
+        self.created_list().extend(created);
         Ok(())
+    }
+
+    fn created_list(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.created.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keys whose key rows `ops` put where no live key is now, for
+    /// the `new` event (read only when it is wanted; a key already
+    /// waiting for its event is left out).
+    async fn created_keys(&self, ops: &[WriteOp]) -> NodeResult<Vec<Vec<u8>>> {
+        if self.dbi.is_none() || !self.state.notify.wants(super::notify::NEW) {
+            return Ok(Vec::new());
+        }
+        let mut created = Vec::new();
+        for op in ops {
+            let WriteOp::Put { key: row, .. } = op else { continue };
+            let Some(key) = key_of_key_row(row) else { continue };
+            let old = self.read_row(row.to_vec()).await?;
+            let live = old.as_deref().and_then(Value::decode).is_some_and(|v| !v.is_expired());
+            if !live && !created.contains(&key) && !self.created_list().contains(&key) {
+                created.push(key);
+            }
+        }
+        Ok(created)
+    }
+
+    /// Raises keyspace event `name` of `key`, of `class` (see
+    /// [`super::notify`]): published now, or with the transaction's writes
+    /// once they are applied. Nothing when `class` is off or this range
+    /// serves no Redis database. The key's `new` event, if its creation
+    /// by this command waits for one, goes first.
+    pub fn notify(&self, class: u32, name: &'static str, key: &[u8]) {
+        self.notify_created(key);
+        self.raise(class, name, key);
+    }
+
+    /// Raises `key`'s `new` event now if it waits (see [`Db::notify`]):
+    /// for a command whose events of other keys come after the creation,
+    /// as RENAME's `rename_from`.
+    pub fn notify_created(&self, key: &[u8]) {
+        let waiting = {
+            let mut created = self.created_list();
+            let at = created.iter().position(|k| k == key);
+            at.map(|at| created.remove(at))
+        };
+        if waiting.is_some() {
+            self.raise(super::notify::NEW, "new", key);
+        }
+    }
+
+    fn raise(&self, class: u32, name: &'static str, key: &[u8]) {
+        let Some(dbi) = self.dbi else { return };
+        let Some(event) = super::notify::Event::raised(self.state, class, name, dbi, key) else {
+            return;
+        };
+        match self.tx {
+            Some(tx) => tx.events().push(event),
+            None => super::notify::publish(self.state, [event]),
+        }
     }
 
     /// The keys `ops` write, for [`super::watches::Watches::written`] once

@@ -12,6 +12,7 @@ use super::keyspace::{
     decode_field, encode_field, key_row, list_head, list_payload, list_row as row, Db, Value,
     KIND_LIST,
 };
+use super::notify;
 use super::reply::Reply;
 use super::state::RespState;
 use super::table::{Command, Flag};
@@ -191,7 +192,20 @@ pub(super) async fn move_one(
         push(dst, &mut to, to_head, &element, &mut ops);
         commit(db, dst, to, ops).await?;
     }
+    // The push first, then the pop, as Redis's `lmoveGenericCommand`.
+    db.notify(notify::LIST, if to_head { "lpush" } else { "rpush" }, dst);
+    notify_popped(db, src, from_head, from.count);
     Ok(Ok(Some(element)))
+}
+
+/// Raises the events of elements popped from the head (`head`) or tail of
+/// the list at `key`, `left` elements remaining (Redis's
+/// `listElementsRemoved`).
+fn notify_popped(db: &Db<'_>, key: &[u8], head: bool, left: i64) {
+    db.notify(notify::LIST, if head { "lpop" } else { "rpop" }, key);
+    if left == 0 {
+        db.notify(notify::GENERIC, "del", key);
+    }
 }
 
 /// Adds `element` at the head or tail of the list `s` at `key`.
@@ -290,6 +304,7 @@ pub(super) async fn pop_first(
             }
             s.count -= n;
             commit(db, key, s, ops).await?;
+            notify_popped(db, key, head, s.count);
         }
         return Ok(Ok(Some((key.clone(), popped))));
     }
@@ -413,6 +428,7 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
                 s.count += 1;
             }
             commit(db, key, s, ops).await?;
+            db.notify(notify::LIST, if name.starts_with('l') { "lpush" } else { "rpush" }, key);
             Reply::Int(s.count)
         }
         "lpop" | "rpop" => {
@@ -459,6 +475,7 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
                 None => Reply::err("ERR index out of range"),
                 Some(o) => {
                     db.write(vec![put(key, s.head + o, &args[3])]).await?;
+                    db.notify(notify::LIST, "lset", key);
                     Reply::ok()
                 }
             }
@@ -476,6 +493,10 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
                 .collect();
             let trimmed = Shape { count: keep_to - keep_from, head: s.head + keep_from, ..s };
             commit(db, key, trimmed, ops).await?;
+            db.notify(notify::LIST, "ltrim", key);
+            if trimmed.count == 0 {
+                db.notify(notify::GENERIC, "del", key);
+            }
             Reply::ok()
         }
         "lrem" => {
@@ -500,6 +521,10 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
             if removed > 0 {
                 let rest: Vec<Vec<u8>> = keep.into_iter().flatten().cloned().collect();
                 rewrite(db, key, s, &rest).await?;
+                db.notify(notify::LIST, "lrem", key);
+                if rest.is_empty() {
+                    db.notify(notify::GENERIC, "del", key);
+                }
             }
             Reply::Int(removed as i64)
         }
@@ -514,6 +539,7 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
             let Some(i) = all.iter().position(|e| e == &args[3]) else { return Ok(Reply::Int(-1)) };
             all.insert(if before { i } else { i + 1 }, args[4].clone());
             rewrite(db, key, s, &all).await?;
+            db.notify(notify::LIST, "linsert", key);
             Reply::Int(all.len() as i64)
         }
         _ => return Err(NodeError::Internal(format!("{name} is not a list command"))),

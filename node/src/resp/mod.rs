@@ -67,6 +67,7 @@ pub mod lists;
 pub mod long_double;
 pub mod monitor;
 pub mod mt;
+pub mod notify;
 pub mod object;
 pub mod parse;
 pub mod pubsub;

@@ -450,17 +450,21 @@ async fn run_batch(
                     ))
                 }
                 Parsed::Command(args) => {
-                    let publish = args[0].eq_ignore_ascii_case(b"publish");
+                    // What a SUBSCRIBE confirms goes before any message
+                    // of its channels.
+                    let subscribing = [&b"subscribe"[..], b"psubscribe"]
+                        .iter()
+                        .any(|n| args[0].eq_ignore_ascii_case(n));
                     let (reply, durability) = execute(state, conn, &args).await;
                     super::stats::finish(state, conn, &reply, &args);
                     if conn.block.is_some() {
                         // No reply yet (see `wait_blocked`).
                         break;
                     }
-                    if let Some(subs) = conn.subs.as_mut().filter(|_| publish) {
+                    if let Some(subs) = conn.subs.as_mut().filter(|_| !subscribing) {
                         // Messages the command published to this
-                        // connection's own channels go before its reply, as
-                        // Redis writes them.
+                        // connection's own channels (PUBLISH, a keyspace
+                        // event) go before its reply, as Redis writes them.
                         // Postmortem: a RESP3 client publishing to its own
                         // channel got `:1` before the push.
                         let mut pushed = Vec::new();

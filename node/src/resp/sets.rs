@@ -9,6 +9,7 @@ use monotable_proto::WriteOp;
 use super::args::{lower, parse_i64};
 use super::errors::{SYNTAX, WRONGTYPE};
 use super::keyspace::{element_row, key_row, last_op_per_row, Db, Value, KIND_SET};
+use super::notify;
 use super::reply::Reply;
 use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
@@ -137,6 +138,16 @@ async fn store(db: &Db<'_>, op: &str, dest: &[u8], keys: &[Vec<u8>]) -> NodeResu
         }
     }
     db.write(last_op_per_row(ops)).await?;
+    if result.is_empty() {
+        db.notify(notify::GENERIC, "del", dest);
+    } else {
+        let event = match op {
+            "sinter" => "sinterstore",
+            "sunion" => "sunionstore",
+            _ => "sdiffstore",
+        };
+        db.notify(notify::SET, event, dest);
+    }
     Ok((Reply::Int(result.len() as i64), true))
 }
 
@@ -213,5 +224,12 @@ async fn smove(
         });
     }
     db.write(ops).await?;
+    db.notify(notify::SET, "srem", from);
+    if src.count() <= 1 {
+        db.notify(notify::GENERIC, "del", from);
+    }
+    if added {
+        db.notify(notify::SET, "sadd", to);
+    }
     Ok((Reply::Int(1), true, added))
 }

@@ -184,8 +184,9 @@ pub async fn run(
         ));
     };
     let n = out.len();
-    let mut ops = match db.get(dest).await? {
-        Some(old) => db.remove_ops(dest, &old).await?,
+    let old = db.get(dest).await?;
+    let mut ops = match &old {
+        Some(old) => db.remove_ops(dest, old).await?,
         None => Vec::new(),
     };
     if n > 0 {
@@ -199,6 +200,11 @@ pub async fn run(
     }
     if !ops.is_empty() {
         db.write(super::keyspace::last_op_per_row(ops)).await?;
+    }
+    if n > 0 {
+        db.notify(super::notify::LIST, "sortstore", dest);
+    } else if old.is_some() {
+        db.notify(super::notify::GENERIC, "del", dest);
     }
     Ok(Reply::Int(n as i64))
 }

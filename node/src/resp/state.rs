@@ -40,6 +40,8 @@ pub struct RespState {
     pub slowlog: super::slowlog::SlowLog,
     /// CONFIG's parameters.
     pub config: super::config::RespConfig,
+    /// `notify-keyspace-events` (see [`super::notify`]).
+    pub notify: super::notify::Flags,
     /// The RESP listener's address, once it listens (CONFIG GET port, INFO).
     pub resp_addr: std::sync::OnceLock<SocketAddr>,
     /// Resident bytes when the endpoint started (INFO's startup memory).
@@ -73,6 +75,7 @@ impl RespState {
             stats: Default::default(),
             slowlog: Default::default(),
             config: Default::default(),
+            notify: Default::default(),
             resp_addr: Default::default(),
             startup_rss: super::info::rss_bytes(),
             peak_rss: AtomicU64::new(0),

@@ -5,6 +5,7 @@
 use super::args::{lower, parse_i64, NOT_INTEGER};
 use super::errors::{misrouted, SYNTAX, WRONGTYPE};
 use super::keyspace::{expire_at, Db, Value, KIND_STRING};
+use super::notify;
 use super::reply::Reply;
 use super::state::RespState;
 use crate::error::{NodeError, NodeResult};
@@ -50,10 +51,13 @@ pub async fn run(
                     return Ok(Reply::Int(0));
                 }
                 db.put(key, &Value::string(value.clone(), None)).await?;
+                db.notify(notify::STRING, "set", key);
                 Reply::Int(1)
             } else {
                 let old = db.get(key).await?;
                 db.replace(key, &Value::string(value.clone(), expire), old.as_ref()).await?;
+                db.notify(notify::STRING, "set", key);
+                db.notify(notify::GENERIC, "expire", key);
                 Reply::ok()
             }
         }
@@ -65,8 +69,10 @@ pub async fn run(
             }
             if name == "getset" {
                 db.put(&args[1], &Value::string(args[2].clone(), None)).await?;
+                db.notify(notify::STRING, "set", &args[1]);
             } else if let Some(v) = &old {
                 db.remove(&args[1], v).await?;
+                db.notify(notify::GENERIC, "del", &args[1]);
             }
             old.map_or(Reply::Null, |v| Reply::bulk(v.payload))
         }
@@ -113,6 +119,11 @@ pub async fn run(
             }
             ops.extend(super::keyspace::put_ops(&items));
             db.write(ops).await?;
+            // One event per pair, a key given twice twice, as Redis sets
+            // each in turn.
+            for k in &keys {
+                db.notify(notify::STRING, "set", k);
+            }
             if name == "msetnx" {
                 Reply::Int(1)
             } else {
@@ -144,6 +155,7 @@ pub async fn run(
             };
             let Some(next) = current.checked_add(by) else { return Ok(Reply::err(OVERFLOW)) };
             db.put(&args[1], &Value::string(next.to_string().into_bytes(), expire)).await?;
+            db.notify(notify::STRING, "incrby", &args[1]);
             Reply::Int(next)
         }
         "append" => {
@@ -158,6 +170,7 @@ pub async fn run(
             }
             v.payload.extend_from_slice(&args[2]);
             db.put(&args[1], &v).await?;
+            db.notify(notify::STRING, "append", &args[1]);
             Reply::Int(v.payload.len() as i64)
         }
         "strlen" => match db.get(&args[1]).await? {
@@ -209,6 +222,10 @@ async fn set(db: &Db<'_>, args: &[Vec<u8>]) -> Result<Reply, NodeError> {
         expire = old.as_ref().and_then(|v| v.expire_at_ms);
     }
     db.replace(&args[1], &Value::string(args[2].clone(), expire), old.as_ref()).await?;
+    db.notify(notify::STRING, "set", &args[1]);
+    if expire.is_some() && !keepttl {
+        db.notify(notify::GENERIC, "expire", &args[1]);
+    }
     Ok(if get { old_reply() } else { Reply::ok() })
 }
 

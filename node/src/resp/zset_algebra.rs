@@ -301,18 +301,25 @@ async fn algebra(
         return Ok(Reply::Int((if limit > 0 { n.min(limit) } else { n }) as i64));
     }
     if store {
-        return store_result(db, &args[1], result).await;
+        let event = match name {
+            "zunionstore" => "zunionstore",
+            "zinterstore" => "zinterstore",
+            _ => "zdiffstore",
+        };
+        return store_result(db, &args[1], result, event).await;
     }
     Ok(with_scores(result, scores, proto))
 }
 
 /// Replaces whatever `dst` held with a sorted set of `items` (no expiry),
 /// or deletes it when `items` is empty; replies with the new size. Scores
-/// are stored as Redis's small sets store them: -0 as 0.
+/// are stored as Redis's small sets store them: -0 as 0. Raises `event`
+/// of `dst`, or `del` when that deleted it.
 pub(super) async fn store_result(
     db: &Db<'_>,
     dst: &[u8],
     items: Vec<(Vec<u8>, f64)>,
+    event: &'static str,
 ) -> NodeResult<Reply> {
     let old = db.get(dst).await?;
     let mut puts = Vec::with_capacity(items.len() * 2 + 1);
@@ -347,6 +354,11 @@ pub(super) async fn store_result(
     });
     ops.extend(puts);
     db.write(ops).await?;
+    if !items.is_empty() {
+        db.notify(super::notify::ZSET, event, dst);
+    } else if old.is_some() {
+        db.notify(super::notify::GENERIC, "del", dst);
+    }
     Ok(Reply::Int(items.len() as i64))
 }
 
@@ -427,7 +439,7 @@ async fn zrangestore(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         Some(z) => zsets::select(db, src, &z, &range).await?,
         None => Vec::new(),
     };
-    store_result(db, dst, items).await
+    store_result(db, dst, items, "zrangestore").await
 }
 
 #[cfg(test)]

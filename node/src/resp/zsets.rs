@@ -16,6 +16,7 @@ use super::keyspace::{
     decode_score, encode_score, key_row, score_row, zset_member_row as member_row, Db, Value,
     KIND_ZSET,
 };
+use super::notify;
 use super::reply::Reply;
 use super::state::RespState;
 use super::table::{Command, Flag};
@@ -229,6 +230,7 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
                 set_ops(key, &args[3], old, new, &mut ops);
                 let count = before.as_ref().map_or(0, |b| b.count) + u64::from(old.is_none());
                 commit(db, key, before.as_ref(), count, ops).await?;
+                db.notify(notify::ZSET, "zincr", key);
             }
             return Ok(Reply::Double(new));
         }
@@ -247,6 +249,7 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
                 }
             }
             commit(db, key, Some(&z), z.count - removed.len() as u64, ops).await?;
+            notify_removed(db, "zrem", key, removed.len() as u64, z.count);
             return Ok(Reply::Int(removed.len() as i64));
         }
         _ => {}
@@ -306,6 +309,12 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
                 del_ops(key, m, *s, &mut ops);
             }
             commit(db, key, Some(&z), z.count - items.len() as u64, ops).await?;
+            let event = match name {
+                "zremrangebyscore" => "zremrangebyscore",
+                "zremrangebyrank" => "zremrangebyrank",
+                _ => "zremrangebylex",
+            };
+            notify_removed(db, event, key, items.len() as u64, z.count);
             Reply::Int(items.len() as i64)
         }
         _ => {
@@ -419,7 +428,19 @@ pub(super) async fn pop(
         del_ops(key, m, *s, &mut ops);
     }
     commit(db, key, Some(z), z.count - items.len() as u64, ops).await?;
+    notify_removed(db, if max { "zpopmax" } else { "zpopmin" }, key, items.len() as u64, z.count);
     Ok(items)
+}
+
+/// Raises `event` when `removed` of the `had` members of the sorted set
+/// at `key` went (none: nothing), and `del` when that emptied it.
+fn notify_removed(db: &Db<'_>, event: &'static str, key: &[u8], removed: u64, had: u64) {
+    if removed > 0 {
+        db.notify(notify::ZSET, event, key);
+        if removed == had {
+            db.notify(notify::GENERIC, "del", key);
+        }
+    }
 }
 
 /// ZPOPMIN|ZPOPMAX key [count]: a flat `[member, score, ...]`, nested
@@ -569,6 +590,7 @@ async fn zadd(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     }
     if !ops.is_empty() {
         commit(db, key, before.as_ref(), count, ops).await?;
+        db.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, key);
     }
     Ok(if incr {
         incr_result.map_or(Reply::Null, Reply::Double)
