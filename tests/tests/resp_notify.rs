@@ -145,6 +145,23 @@ const SESSION: &[&[&[u8]]] = &[
     &[b"RPUSH", b"sl", b"3", b"1", b"2"],
     &[b"SORT", b"sl", b"STORE", b"sl2"],
     &[b"SORT", b"nothing", b"STORE", b"sl2"],
+    // Streams.
+    &[b"XADD", b"st", b"1", b"a", b"b"],
+    &[b"XADD", b"st", b"MAXLEN", b"0", b"2", b"a", b"b"],
+    &[b"XADD", b"st", b"3", b"a", b"b"],
+    &[b"XDEL", b"st", b"3", b"9"],
+    &[b"XDEL", b"st", b"9"],
+    &[b"XSETID", b"st", b"5"],
+    &[b"XGROUP", b"CREATE", b"st", b"g", b"0"],
+    &[b"XGROUP", b"CREATE", b"st2", b"g", b"0", b"MKSTREAM"],
+    &[b"XGROUP", b"CREATECONSUMER", b"st", b"g", b"c"],
+    &[b"XADD", b"st", b"6", b"a", b"b"],
+    &[b"XREADGROUP", b"GROUP", b"g", b"c2", b"STREAMS", b"st", b">"],
+    &[b"XGROUP", b"SETID", b"st", b"g", b"0"],
+    &[b"XGROUP", b"DELCONSUMER", b"st", b"g", b"c"],
+    &[b"XGROUP", b"DESTROY", b"st", b"g"],
+    &[b"XTRIM", b"st", b"MAXLEN", b"0"],
+    &[b"XTRIM", b"st", b"MAXLEN", b"0"],
     // Wrong types and failures raise nothing.
     &[b"LPUSH", b"h1", b"a"],
     &[b"INCR", b"sl"],
@@ -210,7 +227,7 @@ fn subscribers_receive_the_events_redis_publishes() {
     let redis = Redis::start();
     let dir = tempfile::tempdir().expect("tmp");
     let node = Node::start(dir.path());
-    for flags in ["KEA", "Kl", "E$", "Kgx", "KEAn", "En"] {
+    for flags in ["KEA", "Kl", "E$", "Kgx", "KEAn", "En", "Kt"] {
         let want = session(redis.addr, flags);
         let got = session(node.resp_addr, flags);
         assert!(!want.is_empty(), "{flags}: Redis published nothing");
@@ -332,4 +349,30 @@ fn a_stopped_script_raises_no_events() {
     let seen = until_marker(&mut c, &mut sub);
     let keys: Vec<&str> = seen.iter().map(|m| m.rsplit("\\r\\n").nth(1).unwrap_or("")).collect();
     assert_eq!(keys, ["before", "after"], "{seen:#?}");
+}
+
+/// Subscription confirmations are sent whatever CLIENT REPLY says, as
+/// Redis pushes them; the messages after them too.
+/// Postmortem: under CLIENT REPLY OFF or SKIP a PSUBSCRIBE's confirmation
+/// was held back, and a client waiting for it waited for ever.
+#[test]
+fn confirmations_and_events_reach_a_client_whose_replies_are_off() {
+    let twin = Twin::start();
+    let run = |addr: SocketAddr| {
+        let mut c = RawResp::connect(addr, 10);
+        c.call_str("CONFIG SET notify-keyspace-events KA");
+        let mut seen = Vec::new();
+        for mode in ["OFF", "SKIP"] {
+            let mut sub = RawResp::connect(addr, 10);
+            sub.send(&[b"CLIENT", b"REPLY", mode.as_bytes()]);
+            sub.send(&[b"PSUBSCRIBE", b"*"]);
+            seen.push(show(&sub.reply().expect("confirmation")));
+            c.call_str("SET foo bar");
+            seen.push(show(&sub.reply().expect("event")));
+            sub.send(&[b"PUNSUBSCRIBE"]);
+            seen.push(show(&sub.reply().expect("unsubscribed")));
+        }
+        seen
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
 }

@@ -4,7 +4,7 @@
 use crate::resp::keyspace::{
     decode_field, decode_score, element_prefix, element_row, encode_field, encode_score,
     expiry_row, key_row, last_bytes, list_payload, list_row, score_row, Value, KIND_HASH,
-    KIND_LIST, KIND_SET, KIND_STRING, KIND_ZSET,
+    KIND_LIST, KIND_SET, KIND_STREAM, KIND_STRING, KIND_ZSET,
 };
 
 use super::BridgeError;
@@ -162,6 +162,11 @@ impl Item {
             KIND_SET => Data::Set(each(elements, |r, _| last_bytes(r))?),
             KIND_LIST => Data::List(each(elements, |_, v| decode_field(v))?),
             KIND_ZSET => Data::ZSet(each(elements, |r, v| Ok((last_bytes(r)?, decode_score(v)?)))?),
+            KIND_STREAM => {
+                return Err(BridgeError::Damaged(
+                    "a stream: streams are not exported to Redis".into(),
+                ))
+            }
             other => return Err(BridgeError::Damaged(format!("unknown key type {other}"))),
         };
         Ok(Item { key, data, expire_at_ms: head.expire_at_ms })
@@ -184,7 +189,7 @@ pub fn key_of_row(row: &[u8]) -> Option<Vec<u8>> {
         _ => return None,
     };
     let key = match tag.as_str() {
-        "k" | "h" | "s" | "l" | "z" | "Z" => t.next()?,
+        tag if crate::resp::keyspace::KEY_TAGS.contains(&tag) => t.next()?,
         "x" => t.nth(1)?,
         _ => return None,
     };

@@ -96,6 +96,32 @@ impl Waiters {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// `key` of database `db` got entries every reader may want (XADD):
+    /// wakes every client waiting on it.
+    pub fn signal_all(&self, db: u32, key: &[u8]) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let queues = self.lock();
+        for (_, notify) in queues.get(&db).and_then(|d| d.get(key)).into_iter().flatten() {
+            notify.notify_one();
+        }
+    }
+
+    /// Every key of database `db` may have changed (FLUSHDB, FLUSHALL):
+    /// wakes every client waiting on one, each to find what its key holds.
+    pub fn signal_database(&self, db: u32) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let queues = self.lock();
+        for line in queues.get(&db).into_iter().flat_map(|d| d.values()) {
+            for (_, notify) in line {
+                notify.notify_one();
+            }
+        }
+    }
+
     /// `key` of database `db` may have changed: wakes the first client
     /// waiting on it.
     pub fn signal(&self, db: u32, key: &[u8]) {

@@ -601,6 +601,7 @@ async fn run(
         Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,
         Handler::HyperLogLog => super::hyperloglog::run(state, dbi, db, name, args).await,
+        Handler::Streams => super::stream_commands::run(state, conn, db, command, args).await,
         // Run by `execute` before anything is queued or placed; one that
         // reaches here (a forwarded command) is one this path does not run.
         Handler::Transaction => Ok(unknown_command(args)),
@@ -633,6 +634,7 @@ async fn run_script(
     // The script's own connection: SELECT inside it changes nothing else.
     let mut own = Conn::new(conn.id, conn.peer, true);
     own.db = conn.db;
+    own.in_script = true;
     let mut running = super::scripting::start(state, script);
     let mut answer = None;
     loop {

@@ -7,7 +7,8 @@
 //! - **in effect**: `timeout` (idle connections are closed, see
 //!   [`super::clients::Clients::close_idle`]), `slowlog-log-slower-than`
 //!   and `slowlog-max-len` ([`super::slowlog`]), `hll-sparse-max-bytes`
-//!   ([`super::hyperloglog`]), `notify-keyspace-events`
+//!   ([`super::hyperloglog`]), `stream-node-max-entries` and
+//!   `stream-node-max-bytes` ([`super::streams`]), `notify-keyspace-events`
 //!   ([`super::notify`]) and the encoding thresholds
 //!   (`hash-max-listpack-entries` and the like, with their `ziplist`
 //!   aliases), which OBJECT ENCODING's answers follow ([`super::object`]);
@@ -137,6 +138,8 @@ static PARAMS: &[Param] = &[
     param(&["set-max-intset-entries"], Kind::Int { min: 0, max: LONG_MAX }, "512"),
     param(&["slowlog-log-slower-than"], Kind::Int { min: -1, max: LONG_MAX }, "10000"),
     param(&["slowlog-max-len"], Kind::Int { min: 0, max: LONG_MAX }, "128"),
+    param(&["stream-node-max-bytes"], Kind::Memory { min: 0 }, "4096"),
+    param(&["stream-node-max-entries"], Kind::Int { min: 0, max: LONG_MAX }, "100"),
     param(&["timeout"], Kind::Int { min: 0, max: INT_MAX }, "0"),
     param(
         &["zset-max-listpack-entries", "zset-max-ziplist-entries"],

@@ -419,7 +419,7 @@ async fn flush(
     }
     // No version bump: a WATCH fails only on the keys that existed (see
     // `state::Watched`), as Redis's `touchAllWatchedKeysInDb`.
-    for i in dbs {
+    for &i in &dbs {
         let range = super::keyspace::range_name(i);
         if db.tx.is_some() {
             // Inside MULTI or a script: every row deleted within the
@@ -446,6 +446,12 @@ async fn flush(
             // Views read it: delete the rows, so the views see them go.
             Db::of_range(state, range, None).delete_all_rows().await?;
         }
+    }
+    // Clients blocked on a key look again (an XREADGROUP's stream is
+    // gone); inside a transaction they run once it is applied (EXEC runs
+    // alone).
+    for i in dbs {
+        state.blocking.signal_database(i);
     }
     Ok(Reply::ok())
 }

@@ -44,6 +44,8 @@ pub const KIND_HASH: u8 = 1;
 pub const KIND_SET: u8 = 2;
 pub const KIND_LIST: u8 = 3;
 pub const KIND_ZSET: u8 = 4;
+/// A stream (see [`super::streams`] for its rows).
+pub use super::streams::KIND_STREAM;
 
 /// Databases a client may SELECT (Redis's default `databases 16`).
 pub const DATABASES: u32 = 16;
@@ -133,6 +135,7 @@ impl Value {
             KIND_SET => "set",
             KIND_LIST => "list",
             KIND_ZSET => "zset",
+            KIND_STREAM => "stream",
             _ => "none",
         }
     }
@@ -196,9 +199,14 @@ pub fn tag(kind: u8) -> Option<&'static str> {
         KIND_SET => Some("s"),
         KIND_LIST => Some("l"),
         KIND_ZSET => Some("z"),
+        KIND_STREAM => Some("X"),
         _ => None,
     }
 }
+
+/// The tags of the rows that belong to a Redis key: its key row's and
+/// every collection's element rows' (a stream's included).
+pub const KEY_TAGS: [&str; 12] = ["k", "h", "s", "l", "z", "Z", "X", "Xn", "Xg", "Xp", "Xc", "Xq"];
 
 /// The row of one element of a collection.
 pub fn element_row(kind: u8, key: &[u8], element: &[u8]) -> Vec<u8> {
@@ -218,6 +226,9 @@ pub fn row_prefixes(kind: u8, key: &[u8]) -> Vec<Vec<u8>> {
     let mut tags = vec![t];
     if kind == KIND_ZSET {
         tags.push("Z");
+    }
+    if kind == KIND_STREAM {
+        tags = super::streams::ROW_TAGS.to_vec();
     }
     tags.into_iter()
         .map(|t| {

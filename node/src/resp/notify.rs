@@ -3,7 +3,8 @@
 //! (`notify.c`, <https://redis.io/docs/manual/keyspace-notifications/>).
 //!
 //! An event has a class (one of the flag letters: `g` generic, `$`
-//! string, `l` list, `s` set, `h` hash, `z` zset, `x` expired, `n` new;
+//! string, `l` list, `s` set, `h` hash, `z` zset, `t` stream, `x`
+//! expired, `n` new;
 //! `A` is all of them but `n`, as in Redis) and a name (`set`, `lpush`,
 //! `del`, `expired`, ...). With `K` it is published to
 //! `__keyspace@DB__:KEY` (message: the name), with `E` to
@@ -19,9 +20,8 @@
 //! order they were raised (none for a transaction that is discarded).
 //! On a cluster they reach every node's subscribers, as PUBLISH does.
 //!
-//! Not raised: `evicted` (`e`: nothing is evicted), stream events (`t`:
-//! no streams), `keymiss` (`m`), module events (`d`). Their letters are
-//! accepted and kept.
+//! Not raised: `evicted` (`e`: nothing is evicted), `keymiss` (`m`),
+//! module events (`d`). Their letters are accepted and kept.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

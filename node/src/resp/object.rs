@@ -189,6 +189,7 @@ async fn encoding(
         KIND_STRING if value.payload.len() <= EMBSTR_MAX_BYTES => "embstr",
         KIND_STRING => "raw",
         KIND_LIST => "quicklist",
+        super::keyspace::KIND_STREAM => "stream",
         KIND_SET => {
             let small = count <= limit("set-max-intset-entries")
                 && elements_all(db, KIND_SET, key, |member, _| as_integer(member).is_some())

@@ -455,6 +455,12 @@ async fn run_batch(
                     let subscribing = [&b"subscribe"[..], b"psubscribe"]
                         .iter()
                         .any(|n| args[0].eq_ignore_ascii_case(n));
+                    // Subscription confirmations are sent whatever CLIENT
+                    // REPLY says, as Redis pushes them.
+                    let confirms = subscribing
+                        || [&b"unsubscribe"[..], b"punsubscribe"]
+                            .iter()
+                            .any(|n| args[0].eq_ignore_ascii_case(n));
                     let (reply, durability) = execute(state, conn, &args).await;
                     super::stats::finish(state, conn, &reply, &args);
                     if conn.block.is_some() {
@@ -474,7 +480,9 @@ async fn run_batch(
                             replies.push(pushed);
                         }
                     }
-                    if !conn.reply_wanted() && !is_push(conn.proto, &reply) {
+                    let pushed = (confirms && !matches!(reply, Reply::Error(_)))
+                        || is_push(conn.proto, &reply);
+                    if !conn.reply_wanted() && !pushed {
                         // CLIENT REPLY OFF or SKIP: its writes still wait
                         // for durability; nothing is sent.
                         pending.push((replies.len(), durability));

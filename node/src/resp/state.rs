@@ -214,6 +214,8 @@ pub struct Conn {
     pub reply_off: bool,
     /// CLIENT REPLY SKIP: the replies of this many commands are not sent.
     pub reply_skip: u8,
+    /// A script's own connection: commands it calls run on it.
+    pub in_script: bool,
 }
 
 impl Conn {
@@ -250,6 +252,7 @@ impl Conn {
             running: None,
             reply_off: false,
             reply_skip: 0,
+            in_script: false,
         }
     }
 

@@ -105,6 +105,8 @@ pub enum Handler {
     /// PFADD and the other HyperLogLog commands, over strings
     /// ([`super::hyperloglog`]).
     HyperLogLog,
+    /// Streams ([`super::stream_commands`], [`super::stream_groups`]).
+    Streams,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,

@@ -110,7 +110,7 @@ fn key_of_row(row: &[u8]) -> Option<Vec<u8>> {
     let elements = tuple::decode(row).ok()?;
     match elements.as_slice() {
         [Element::String(tag), Element::Bytes(key), ..]
-            if matches!(tag.as_str(), "k" | "h" | "s" | "l" | "z" | "Z") =>
+            if super::keyspace::KEY_TAGS.contains(&tag.as_str()) =>
         {
             Some(key.clone())
         }

@@ -541,6 +541,56 @@ pub static COMMANDS: &[Command] = &[
     cmd("watch", -2, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (1, -1, 1), &["@fast", "@transaction"])
         .specs(&[spec(&["RO"], 1, -1, 1, 0)])
         .docs("Watch the given keys to determine execution of the MULTI/EXEC block", "2.2.0", "transactions", "O(1) for every key."),
+    cmd("xack", -4, H::Streams, &[Write, Fast], (1, 1, 1), &["@write", "@stream", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Marks a pending message as correctly processed, effectively removing it from the pending entries list of the consumer group. Return value of the command is the number of messages successfully acknowledged, that is, the IDs we were actually able to resolve in the PEL.", "5.0.0", "stream", "O(1) for each message ID processed."),
+    cmd("xadd", -5, H::Streams, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@stream", "@fast"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0).notes("UPDATE instead of INSERT because of the optional trimming feature")])
+        .docs("Appends a new entry to a stream", "5.0.0", "stream", "O(1) when adding a new entry, O(N) when trimming where N being the number of entries evicted."),
+    cmd("xautoclaim", -6, H::Streams, &[Write, Fast], (1, 1, 1), &["@write", "@stream", "@fast"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Changes (or acquires) ownership of messages in a consumer group, as if the messages were delivered to the specified consumer.", "6.2.0", "stream", "O(1) if COUNT is small."),
+    cmd("xclaim", -6, H::Streams, &[Write, Fast], (1, 1, 1), &["@write", "@stream", "@fast"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("Changes (or acquires) ownership of a message in a consumer group, as if the message was delivered to the specified consumer.", "5.0.0", "stream", "O(log N) with N being the number of messages in the PEL of the consumer group."),
+    cmd("xdel", -3, H::Streams, &[Write, Fast], (1, 1, 1), &["@write", "@stream", "@fast"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Removes the specified entries from the stream. Returns the number of items actually deleted, that may be different from the number of IDs passed in case certain IDs do not exist.", "5.0.0", "stream", "O(1) for each single item to delete in the stream, regardless of the stream size."),
+    cmd("xgroup", -2, H::Streams, &[], (0, 0, 0), &["@slow"])
+        .subcommands(XGROUP_SUBCOMMANDS)
+        .docs("A container for consumer groups commands", "5.0.0", "stream", "Depends on subcommand."),
+    cmd("xinfo", -2, H::Streams, &[], (0, 0, 0), &["@slow"])
+        .subcommands(XINFO_SUBCOMMANDS)
+        .docs("A container for stream introspection commands", "5.0.0", "stream", "Depends on subcommand."),
+    cmd("xlen", 2, H::Streams, &[Readonly, Fast], (1, 1, 1), &["@read", "@stream", "@fast"])
+        .specs(&[spec(&["RO"], 1, 0, 1, 0)])
+        .docs("Return the number of entries in a stream", "5.0.0", "stream", "O(1)"),
+    cmd("xpending", -3, H::Streams, &[Readonly], (1, 1, 1), &["@read", "@stream", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return information and entries from a stream consumer group pending entries list, that are messages fetched but never acknowledged.", "5.0.0", "stream", "O(N) with N being the number of elements returned, so asking for a small fixed number of entries per call is O(1). O(M), where M is the total number of entries scanned when used with the IDLE filter. When the command returns just the summary and the list of consumers is small, it runs in O(1) time; otherwise, an additional O(N) time for iterating every consumer."),
+    cmd("xrange", -4, H::Streams, &[Readonly], (1, 1, 1), &["@read", "@stream", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of elements in a stream, with IDs matching the specified IDs interval", "5.0.0", "stream", "O(N) with N being the number of elements being returned. If N is constant (e.g. always asking for the first 10 elements with COUNT), you can consider it O(1)."),
+    cmd("xread", -4, H::Streams, &[Readonly, Blocking, MovableKeys], (0, 0, 0), &["@read", "@stream", "@slow", "@blocking"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Keyword { keyword: "STREAMS", start_from: 1 }, find: FindKeys::Range { last_key: -1, key_step: 1, limit: 2 } }])
+        .docs("Return never seen elements in multiple streams, with IDs greater than the ones reported by the caller for each stream. Can block.", "5.0.0", "stream", "For each stream mentioned: O(N) with N being the number of elements being returned, it means that XREAD-ing with a fixed COUNT is O(1). Note that when the BLOCK option is used, XADD will pay O(M) time in order to serve the M clients blocked on the stream getting new data."),
+    cmd("xreadgroup", -7, H::Streams, &[Write, Blocking, MovableKeys], (0, 0, 0), &["@write", "@stream", "@slow", "@blocking"])
+        .specs(&[KeySpec { flags: &["RO", "access"], notes: None, begin: BeginSearch::Keyword { keyword: "STREAMS", start_from: 4 }, find: FindKeys::Range { last_key: -1, key_step: 1, limit: 2 } }])
+        .docs("Return new entries from a stream using a consumer group, or access the history of the pending entries for a given consumer. Can block.", "5.0.0", "stream", "For each stream mentioned: O(M) with M being the number of elements returned. If M is constant (e.g. always asking for the first 10 elements with COUNT), you can consider it O(1). On the other side when XREADGROUP blocks, XADD will pay the O(N) time in order to serve the N clients blocked on the stream getting new data."),
+    cmd("xrevrange", -4, H::Streams, &[Readonly], (1, 1, 1), &["@read", "@stream", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a range of elements in a stream, with IDs matching the specified IDs interval, in reverse order (from greater to smaller IDs) compared to XRANGE", "5.0.0", "stream", "O(N) with N being the number of elements returned. If N is constant (e.g. always asking for the first 10 elements with COUNT), you can consider it O(1)."),
+    cmd("xsetid", -3, H::Streams, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@stream", "@fast"])
+        .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
+        .docs("An internal command for replicating stream values", "5.0.0", "stream", "O(1)"),
+    cmd("xtrim", -4, H::Streams, &[Write], (1, 1, 1), &["@write", "@stream", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RW", "delete"], 1, 0, 1, 0)])
+        .docs("Trims the stream to (approximately if '~' is passed) a certain size", "5.0.0", "stream", "O(N), with N being the number of evicted entries. Constant times are very small however, since entries are organized in macro nodes containing multiple entries that can be released with a single deallocation."),
     cmd("zadd", -4, H::Zsets, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@sortedset", "@fast"])
         .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
         .docs("Add one or more members to a sorted set, or update its score if it already exists", "1.2.0", "sorted-set", "O(log(N)) for each item added, where N is the number of elements in the sorted set."),
@@ -865,4 +915,41 @@ static SLOWLOG_SUBCOMMANDS: &[Command] = &[
         "server",
         "O(N) where N is the number of entries in the slowlog",
     ),
+];
+
+#[rustfmt::skip]
+static XGROUP_SUBCOMMANDS: &[Command] = &[
+    cmd("xgroup|create", -5, H::Streams, &[Write, Denyoom], (2, 2, 1), &["@write", "@stream", "@slow"])
+        .specs(&[spec(&["RW", "insert"], 2, 0, 1, 0)])
+        .docs("Create a consumer group.", "5.0.0", "stream", "O(1)"),
+    cmd("xgroup|createconsumer", 5, H::Streams, &[Write, Denyoom], (2, 2, 1), &["@write", "@stream", "@slow"])
+        .specs(&[spec(&["RW", "insert"], 2, 0, 1, 0)])
+        .docs("Create a consumer in a consumer group.", "6.2.0", "stream", "O(1)"),
+    cmd("xgroup|delconsumer", 5, H::Streams, &[Write], (2, 2, 1), &["@write", "@stream", "@slow"])
+        .specs(&[spec(&["RW", "delete"], 2, 0, 1, 0)])
+        .docs("Delete a consumer from a consumer group.", "5.0.0", "stream", "O(1)"),
+    cmd("xgroup|destroy", 4, H::Streams, &[Write], (2, 2, 1), &["@write", "@stream", "@slow"])
+        .specs(&[spec(&["RW", "delete"], 2, 0, 1, 0)])
+        .docs("Destroy a consumer group.", "5.0.0", "stream", "O(N) where N is the number of entries in the group's pending entries list (PEL)."),
+    cmd("xgroup|help", 2, H::Streams, &[Loading, Stale], (0, 0, 0), &["@stream", "@slow"])
+        .docs("Show helpful text about the different subcommands", "5.0.0", "stream", "O(1)"),
+    cmd("xgroup|setid", -5, H::Streams, &[Write], (2, 2, 1), &["@write", "@stream", "@slow"])
+        .specs(&[spec(&["RW", "update"], 2, 0, 1, 0)])
+        .docs("Set a consumer group to an arbitrary last delivered ID value.", "5.0.0", "stream", "O(1)"),
+];
+
+#[rustfmt::skip]
+static XINFO_SUBCOMMANDS: &[Command] = &[
+    cmd("xinfo|consumers", 4, H::Streams, &[Readonly], (2, 2, 1), &["@read", "@stream", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 2, 0, 1, 0)])
+        .docs("List the consumers in a consumer group", "5.0.0", "stream", "O(1)"),
+    cmd("xinfo|groups", 3, H::Streams, &[Readonly], (2, 2, 1), &["@read", "@stream", "@slow"])
+        .specs(&[spec(&["RO", "access"], 2, 0, 1, 0)])
+        .docs("List the consumer groups of a stream", "5.0.0", "stream", "O(1)"),
+    cmd("xinfo|help", 2, H::Streams, &[Loading, Stale], (0, 0, 0), &["@stream", "@slow"])
+        .docs("Show helpful text about the different subcommands", "5.0.0", "stream", "O(1)"),
+    cmd("xinfo|stream", -3, H::Streams, &[Readonly], (2, 2, 1), &["@read", "@stream", "@slow"])
+        .specs(&[spec(&["RO", "access"], 2, 0, 1, 0)])
+        .docs("Get information about a stream", "5.0.0", "stream", "O(1)"),
 ];
