@@ -526,3 +526,34 @@ fn published_messages_reach_subscribers_on_every_node() {
         }
     }
 }
+
+/// A blocked XREAD and XREADGROUP on a replicated database (polled on its
+/// chunk's leader) are served by an XADD through another node; `$` is the
+/// last ID when the read blocked.
+/// Postmortem: a blocking stream read on a replicated database answered
+/// null at once.
+#[test]
+fn blocked_stream_reads_on_a_replicated_database_are_served() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let nodes = monotable_tests::cluster::start_cluster(&dirs);
+    let mut writer = monotable_tests::RawResp::connect(nodes[0].resp_addr, 20);
+    writer.call_str("SELECT 2");
+    assert_eq!(writer.call_str("XADD s 1 old v"), b"$3\r\n1-0\r\n");
+    assert_eq!(writer.call_str("XGROUP CREATE s g $"), b"+OK\r\n");
+    let mut reader = monotable_tests::RawResp::connect(nodes[1].resp_addr, 20);
+    reader.call_str("SELECT 2");
+    reader.send(&[b"XREAD", b"BLOCK", b"10000", b"STREAMS", b"s", b"$"]);
+    let mut grouped = monotable_tests::RawResp::connect(nodes[2].resp_addr, 20);
+    grouped.call_str("SELECT 2");
+    grouped.send(&[b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"0", b"STREAMS", b"s", b">"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(writer.call_str("XADD s 2 new v"), b"$3\r\n2-0\r\n");
+    let want = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n2-0\r\n*2\r\n$3\r\nnew\r\n$1\r\nv\r\n";
+    for c in [&mut reader, &mut grouped] {
+        let got = c.reply().expect("served");
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    }
+    // A timeout answers a null.
+    reader.send(&[b"XREAD", b"BLOCK", b"300", b"STREAMS", b"s", b"$"]);
+    assert_eq!(reader.reply().expect("timed out"), b"*-1\r\n");
+}

@@ -43,6 +43,8 @@ pub struct ExportSummary {
     pub written: u64,
     pub bytes: u64,
     pub elapsed_ms: u64,
+    /// Streams passed over (the bridge does not write them to Redis).
+    pub streams_skipped: u64,
 }
 
 impl std::fmt::Display for ExportSummary {
@@ -55,7 +57,11 @@ impl std::fmt::Display for ExportSummary {
             self.written,
             self.written as f64 / secs,
             mb / secs
-        )
+        )?;
+        if self.streams_skipped > 0 {
+            writeln!(f, "skipped {} streams (streams are not exported)", self.streams_skipped)?;
+        }
+        Ok(())
     }
 }
 
@@ -72,7 +78,7 @@ pub async fn export(client: &Client, opts: ExportOptions) -> Result<ExportSummar
     let snapshot = client.snapshot().await?;
     let started = Instant::now();
     let result = async {
-        let mut summary = ExportSummary { written: 0, bytes: 0, elapsed_ms: 0 };
+        let mut summary = ExportSummary { written: 0, bytes: 0, elapsed_ms: 0, streams_skipped: 0 };
         let mut pipe = redis::pipe();
         let mut queued = 0;
         if let ExportAs::Hash(h) = &opts.mode {
@@ -89,6 +95,11 @@ pub async fn export(client: &Client, opts: ExportOptions) -> Result<ExportSummar
                 ExportAs::Redis => {
                     let key =
                         last_bytes(&r.key).map_err(|e| BridgeError::Damaged(e.to_string()))?;
+                    let head = crate::resp::keyspace::Value::decode(&r.value);
+                    if head.is_some_and(|h| h.kind == crate::resp::keyspace::KIND_STREAM) {
+                        summary.streams_skipped += 1;
+                        continue;
+                    }
                     let item =
                         read_item(client, &opts.range, key.clone(), &r.value, Some(snapshot))
                             .await?;

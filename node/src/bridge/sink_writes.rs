@@ -85,19 +85,29 @@ fn redis_key(meta: &SinkMeta, key: &[u8]) -> Vec<u8> {
     prefixed(&meta.prefix, key)
 }
 
-/// The Redis key `key` of a Redis database range as of `snapshot`; `None`
-/// when absent or expired.
-fn item_at(node: &Node, range_id: u64, key: &[u8], snapshot: u64) -> NodeResult<Option<Item>> {
+/// What a sink writes of one key.
+enum Synced {
+    /// The key (`None`: absent or expired, deleted in Redis).
+    Key(Option<Item>),
+    /// A stream: not written to Redis, nor deleted there.
+    Stream,
+}
+
+/// The Redis key `key` of a Redis database range as of `snapshot`.
+fn item_at(node: &Node, range_id: u64, key: &[u8], snapshot: u64) -> NodeResult<Synced> {
     let row = key_row(key);
     let mut end = row.clone();
     end.push(0);
     let Some((_, head)) = node.rows_at(range_id, &row, Some(&end), Some(snapshot))?.pop() else {
-        return Ok(None);
+        return Ok(Synced::Key(None));
     };
     let head = Value::decode(&head)
         .ok_or_else(|| NodeError::Internal(format!("damaged key row for {key:?}")))?;
+    if head.kind == crate::resp::keyspace::KIND_STREAM {
+        return Ok(Synced::Stream);
+    }
     if head.expire_at_ms.is_some_and(|at| at <= now_ms()) {
-        return Ok(None);
+        return Ok(Synced::Key(None));
     }
     let elements = match Item::element_prefix(&head, key) {
         // Whole elements: the rows of key "a" are not those of "a\0b".
@@ -105,7 +115,7 @@ fn item_at(node: &Node, range_id: u64, key: &[u8], snapshot: u64) -> NodeResult<
         None => Vec::new(),
     };
     Item::from_rows(key.to_vec(), &head, elements)
-        .map(Some)
+        .map(|item| Synced::Key(Some(item)))
         .map_err(|e| NodeError::Internal(e.to_string()))
 }
 
@@ -149,8 +159,9 @@ pub async fn copy_page(
             if is_bookkeeping(&target) {
                 continue;
             }
-            let item = item_at(node, meta.source_id, &key, meta.checkpoint)?;
-            queue_item(&mut pipe, &target, item.as_ref());
+            if let Synced::Key(item) = item_at(node, meta.source_id, &key, meta.checkpoint)? {
+                queue_item(&mut pipe, &target, item.as_ref());
+            }
         } else {
             let target = redis_key(meta, &render_key(&r.key));
             if !is_bookkeeping(&target) {
@@ -194,7 +205,8 @@ pub async fn sweep_page(
         }
         let Some(ours) = k.strip_prefix(&meta.prefix[..]) else { continue };
         let held = if meta.typed {
-            item_at(node, meta.source_id, ours, meta.checkpoint)?.is_some()
+            // A stream's name is kept: the sink leaves what Redis holds there.
+            !matches!(item_at(node, meta.source_id, ours, meta.checkpoint)?, Synced::Key(None))
         } else {
             let mut held = false;
             for row in keys_rendering_as(ours) {
@@ -273,8 +285,9 @@ fn queue_key_changes(
         _ => false,
     };
     let (true, Some(old), Some(new)) = (patched, &old_head, &new_head) else {
-        let item = item_at(node, meta.source_id, key, upto)?;
-        queue_item(pipe, &target, item.as_ref());
+        if let Synced::Key(item) = item_at(node, meta.source_id, key, upto)? {
+            queue_item(pipe, &target, item.as_ref());
+        }
         return Ok(());
     };
     if old.expire_at_ms != new.expire_at_ms {

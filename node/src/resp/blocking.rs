@@ -412,6 +412,17 @@ pub fn poll_block(conn: &Conn, name: &str, args: &[Vec<u8>], reply: &Reply) -> O
     if !matches!(bytes.as_slice(), b"*-1\r\n" | b"$-1\r\n" | b"_\r\n") {
         return None;
     }
+    if name == "xread" || name == "xreadgroup" {
+        let r = super::stream_commands::read_args(args, name == "xreadgroup", false).ok()?;
+        let ms = r.block?;
+        return Some(Block {
+            db: conn.db,
+            keys: r.keys,
+            deadline: (ms > 0).then(|| Instant::now() + Duration::from_millis(ms)),
+            args: args.to_vec(),
+            poll: true,
+        });
+    }
     let ask = ask(name, args).ok()?;
     Some(Block {
         db: conn.db,

@@ -124,6 +124,9 @@ pub async fn execute(
                 Ok(args) => args,
                 Err(reply) => return (reply, Vec::new()),
             }
+        } else if name == "xread" {
+            // Polled until it gets entries: `$` must stay what it was now.
+            super::stream_commands::with_last_ids(state, conn.db, args.to_vec()).await
         } else {
             args.to_vec()
         };

@@ -601,3 +601,42 @@ async fn xinfo_stream(
 fn radix_tree_nodes(keys: u64) -> u64 {
     1 + keys.saturating_mul(2)
 }
+
+/// For a blocked XREAD or XREADGROUP on a replicated database, which runs
+/// on the chunk's leader and is polled from here (see
+/// [`super::blocking::poll_block`]): the arguments with each `$` replaced
+/// by the stream's last ID now, read from the leader (XINFO STREAM), so
+/// that the polls read what comes after it. Other commands, and XREAD
+/// without BLOCK, are returned as they are.
+pub async fn with_last_ids(state: &RespState, db: u32, args: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let Ok(r) = read_args(&args, false, false) else { return args };
+    if r.block.is_none() || !r.ids.iter().any(|id| id == b"$") {
+        return args;
+    }
+    let at = args.len() - r.ids.len();
+    let mut out = args.clone();
+    for (i, (key, id)) in r.keys.iter().zip(&r.ids).enumerate() {
+        if id != b"$" {
+            continue;
+        }
+        let info = vec![b"XINFO".to_vec(), b"STREAM".to_vec(), key.clone()];
+        let reply = super::cluster::run(state, db, 2, super::commands::Work::Command(info)).await;
+        let last = match reply {
+            Reply::Raw(bytes) => last_generated_id(&bytes),
+            _ => None,
+        };
+        // A missing stream: `$` is 0-0 there too.
+        out[at + i] = last.unwrap_or_else(|| b"0-0".to_vec());
+    }
+    out
+}
+
+/// The `last-generated-id` of an XINFO STREAM reply in RESP2.
+fn last_generated_id(reply: &[u8]) -> Option<Vec<u8>> {
+    let name = b"$17\r\nlast-generated-id\r\n$";
+    let at = reply.windows(name.len()).position(|w| w == name)? + name.len();
+    let rest = &reply[at..];
+    let nl = rest.iter().position(|&c| c == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..nl]).ok()?.parse().ok()?;
+    rest.get(nl + 2..nl + 2 + len).map(<[u8]>::to_vec)
+}
