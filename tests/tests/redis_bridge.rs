@@ -205,6 +205,14 @@ fn import_verify_and_export_round_trip_every_type_with_ttls() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.contains("unsupported types: stream1 (stream)"), "{text}");
+    // A stream of Monotable's is skipped by an export and reported.
+    // Postmortem: it failed the export as a damaged key.
+    run(&mut m, &[b"XADD", b"mine", b"1-1", b"f", b"v"]);
+    let out = cli(node.addr, &["redis", "export", "--range", "redis.0", "--url", &dest.url(4)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("exported 3212 keys") && text.contains("skipped 1 streams"), "{text}");
+    run(&mut m, &[b"DEL", b"mine"]);
 
     // An ordinary range exports one string per row, or one hash.
     assert!(cli(node.addr, &["range", "create", "people"]).status.success());

@@ -557,6 +557,15 @@ fn blocked_stream_reads_are_served_as_redis_serves_them() {
         std::thread::sleep(Duration::from_millis(200));
         c.call_str("XADD s2 5 c d");
         seen.push(show(&readers[0].reply().expect("woken by the second XADD")));
+        // Nor does a key that comes to hold a list (then deleted).
+        readers[0].send(&words("XREAD BLOCK 5000 STREAMS s3 $"));
+        std::thread::sleep(Duration::from_millis(200));
+        for line in ["MULTI", "XADD s3 1 a b", "DEL s3", "LPUSH s3 x", "EXEC", "DEL s3"] {
+            c.call_str(line);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        c.call_str("XADD s3 5 c d");
+        seen.push(show(&readers[0].reply().expect("woken by the XADD after the list")));
         // A timeout.
         readers[0].send(&words("XREAD BLOCK 100 STREAMS s $"));
         seen.push(show(&readers[0].reply().expect("timed out")));
@@ -568,8 +577,19 @@ fn blocked_stream_reads_are_served_as_redis_serves_them() {
         seen.push(show(&readers[0].reply().expect("group read woken")));
         readers[0].send(&words("XREADGROUP GROUP g alice BLOCK 0 STREAMS s >"));
         std::thread::sleep(Duration::from_millis(200));
+        c.call_str("CONFIG RESETSTAT");
         c.call_str("XGROUP DESTROY s g");
         seen.push(show(&readers[0].reply().expect("group destroyed")));
+        // Counted once, as failed (Redis's `updateStatsOnUnblock`).
+        let stats = String::from_utf8_lossy(&c.call_str("INFO commandstats")).into_owned();
+        let xreadgroup = stats.lines().find(|l| l.starts_with("cmdstat_xreadgroup"));
+        let counts = xreadgroup.map(|l| {
+            l.split(',')
+                .filter(|f| f.starts_with("cmdstat") || f.contains("_calls"))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        seen.push(format!("{counts:?}"));
         c.call_str("XGROUP CREATE s g $");
         readers[0].send(&words("XREADGROUP GROUP g alice BLOCK 0 STREAMS s >"));
         std::thread::sleep(Duration::from_millis(200));

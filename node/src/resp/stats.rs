@@ -367,7 +367,12 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
             super::monitor::feed(state, conn.db, &conn.info.addr, args);
         }
         if running.woken {
-            // Counted when it blocked.
+            // Counted when it blocked; an error served when woken (an
+            // XREADGROUP whose group went) counts as failed, as Redis's
+            // `updateStatsOnUnblock` counts it.
+            if error.is_some() {
+                stats.slots[running.slot as usize].failed.fetch_add(1, Ordering::Relaxed);
+            }
         } else if running.arity_ok {
             stats.count_call(running.slot, took, error.is_some());
         } else {

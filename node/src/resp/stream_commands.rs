@@ -449,8 +449,16 @@ async fn xread(conn: &mut Conn, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Rep
     let r = or_reply!(read_args(args, false, conn.in_script));
     // The IDs after which to read, each `$` the stream's last ID now.
     let mut after = Vec::with_capacity(r.keys.len());
+    let mut present = Vec::with_capacity(r.keys.len());
     for (key, id) in r.keys.iter().zip(&r.ids) {
-        let s = stream_or_reply!(streams::load(db, key).await?);
+        let s = match streams::load(db, key).await? {
+            Ok(s) => s,
+            // Woken, a key that came to hold another type is passed over,
+            // as Redis serves a blocked reader only from a stream.
+            Err(_) if conn.retrying => None,
+            Err(reply) => return Ok(reply),
+        };
+        present.push(s.is_some());
         after.push(match id.as_slice() {
             b"$" => s.map_or(StreamId::MIN, |s| s.meta.last_id),
             b">" => {
@@ -463,11 +471,8 @@ async fn xread(conn: &mut Conn, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Rep
         });
     }
     let mut served = Vec::new();
-    for (key, &from) in r.keys.iter().zip(&after) {
-        let Some(start) = from.next() else { continue };
-        if stream_or_reply!(streams::load(db, key).await?).is_none() {
-            continue;
-        }
+    for ((key, &from), &present) in r.keys.iter().zip(&after).zip(&present) {
+        let Some(start) = from.next().filter(|_| present) else { continue };
         let entries = streams::range(db, key, start, StreamId::MAX, r.count, false).await?;
         if entries.is_empty() {
             continue;
