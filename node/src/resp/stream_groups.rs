@@ -548,7 +548,7 @@ async fn xreadgroup(
             None => None,
         };
         let exists = found.is_some();
-        let (Some(s), Some(g)) = (found, group) else {
+        let (Some(_), Some(_)) = (found, group) else {
             if conn.retrying {
                 return Ok(Reply::err(if exists {
                     "NOGROUP the consumer group this client was blocked on no longer exists"
@@ -572,10 +572,16 @@ async fn xreadgroup(
                 b">" => None,
                 other => Some(or_reply!(strict_id(other))),
             };
-        reads.push((key, s, g, from));
+        reads.push((key, from));
     }
     let mut served = Vec::new();
-    for (key, mut s, mut g, from) in reads {
+    for (key, from) in reads {
+        // Read again: a key given twice sees what its first read did.
+        let (Ok(Some(mut s)), Some(mut g)) =
+            (streams::load(db, key).await?, Groups::new(db, key).group(&group_name).await?)
+        else {
+            return Err(NodeError::Internal("a stream checked for XREADGROUP went".into()));
+        };
         let mut groups = Groups::new(db, key);
         let entries = match from {
             // History: the consumer's own pending entries after `after`.
@@ -842,47 +848,39 @@ async fn xpending(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let start_bytes = start.bytes();
     from.push(&start_bytes);
     let lo = row(tag, key, &from);
-    let mut ids = Vec::new();
-    let mut stop = false;
+    // A page of the PEL at a time, each pending entry filtered as read,
+    // until `count` are found or the range ends.
+    let end_row = monotable_proto::keys::tuple_prefix_end(&prefix);
     let mut cursor = lo;
-    while !stop {
-        let mut page = Vec::new();
-        let end_row = monotable_proto::keys::tuple_prefix_end(&prefix);
-        let (rows, next) = db.scan_page(cursor.clone(), end_row, false, 256).await?;
-        for (r, _) in rows {
-            page.push(streams::id_of_row(&r)?);
-        }
-        for id in page {
-            if id > end {
-                stop = true;
-                break;
+    'pages: loop {
+        let (rows, next) = db.scan_page(cursor, end_row.clone(), false, 256).await?;
+        for (r, v) in rows {
+            let id = streams::id_of_row(&r)?;
+            if id > end || out.len() as u64 >= count {
+                break 'pages;
             }
-            ids.push(id);
+            let n = match tag {
+                "Xp" => Nack::decode(&v)?,
+                _ => match groups.nack(group_name, id).await? {
+                    Some(n) => n,
+                    None => continue,
+                },
+            };
+            let idle = now - n.delivery_time as i64;
+            if min_idle != 0 && idle < min_idle {
+                continue;
+            }
+            out.push(Reply::Array(vec![
+                id.reply(),
+                Reply::Bulk(n.consumer),
+                Reply::Int(idle.max(0)),
+                Reply::Int(n.delivery_count as i64),
+            ]));
         }
         match next {
-            Some(n) if !stop => cursor = n,
-            _ => stop = true,
+            Some(n) if (out.len() as u64) < count => cursor = n,
+            _ => break,
         }
-        // Enough without an IDLE filter: no more are needed.
-        if min_idle == 0 && ids.len() as u64 >= count {
-            break;
-        }
-    }
-    for id in ids {
-        if out.len() as u64 >= count {
-            break;
-        }
-        let Some(n) = groups.nack(group_name, id).await? else { continue };
-        let idle = now - n.delivery_time as i64;
-        if min_idle != 0 && idle < min_idle {
-            continue;
-        }
-        out.push(Reply::Array(vec![
-            id.reply(),
-            Reply::Bulk(n.consumer.clone()),
-            Reply::Int(idle.max(0)),
-            Reply::Int(n.delivery_count as i64),
-        ]));
     }
     Ok(Reply::Array(out))
 }
