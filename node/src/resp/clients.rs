@@ -37,6 +37,10 @@ pub const FLAG_PUBSUB: u8 = 4;
 pub const FLAG_NO_EVICT: u8 = 8;
 /// In MONITOR mode (`O`).
 pub const FLAG_MONITOR: u8 = 16;
+/// CLIENT TRACKING on (`t`).
+pub const FLAG_TRACKING: u8 = 32;
+/// Tracking in BCAST mode (`B`).
+pub const FLAG_TRACKING_BCAST: u8 = 128;
 
 /// What other connections may see of one connection. Written by its own
 /// task only (but for `killed` and the name, set under the mutex).
@@ -205,6 +209,8 @@ impl ClientInfo {
             (FLAG_MULTI, 'x'),
             (FLAG_BLOCKED, 'b'),
             (FLAG_NO_EVICT, 'e'),
+            (FLAG_TRACKING, 't'),
+            (FLAG_TRACKING_BCAST, 'B'),
         ] {
             if flags & bit != 0 {
                 letters.push(letter);
@@ -249,6 +255,11 @@ impl Clients {
     }
 
     /// Lists `info` until the returned guard is dropped.
+    /// Whether client `id` is connected.
+    pub fn exists(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
     pub fn register(&self, info: Arc<ClientInfo>) -> Registered<'_> {
         let id = info.id;
         self.lock().insert(id, info);
@@ -353,6 +364,10 @@ impl Pause {
 /// CLIENT's help, in Redis 7.0's words, of the subcommands here.
 const HELP: &[&str] = &[
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
     "GETNAME",
     "    Return the name of the current connection.",
     "ID",
@@ -385,6 +400,13 @@ const HELP: &[&str] = &[
     "    Control the replies sent to the current connection.",
     "SETNAME <name>",
     "    Assign the name <name> to the current connection.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
     "NO-EVICT (ON|OFF)",
     "    Protect current client connection from eviction.",
     "HELP",
@@ -495,8 +517,100 @@ pub fn client(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
             None => Reply::err(SYNTAX),
         },
         "help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
+        "tracking" => tracking(state, conn, args),
+        "caching" => match lower(&args[2]).as_str() {
+            w @ ("yes" | "no") => match state.tracking.caching(conn.id, w == "yes") {
+                Ok(()) => Reply::ok(),
+                Err(e) => Reply::err(e),
+            },
+            _ => Reply::err(SYNTAX),
+        },
+        "getredir" => Reply::Int(state.tracking.options(conn.id).map_or(-1, |o| o.redirect as i64)),
+        "trackinginfo" => tracking_info(state, conn.id),
         _ => unknown_subcommand(&args[0], &args[1]),
     }
+}
+
+/// CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN]
+/// [OPTOUT] [NOLOOP], parsed and checked as Redis 7.0 does.
+fn tracking(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    let mut o = super::tracking::Options::default();
+    let mut prefixes = Vec::new();
+    let mut j = 3;
+    while j < args.len() {
+        let more = j + 1 < args.len();
+        match lower(&args[j]).as_str() {
+            "redirect" if more => {
+                j += 1;
+                if o.redirect != 0 {
+                    return Reply::err("ERR A client can only redirect to a single other client");
+                }
+                let Some(id) = parse_i64(&args[j]) else { return Reply::err(NOT_INTEGER) };
+                if id <= 0 || !state.clients.exists(id as u64) {
+                    return Reply::err("ERR The client ID you want redirect to does not exist");
+                }
+                o.redirect = id as u64;
+            }
+            "bcast" => o.bcast = true,
+            "optin" => o.optin = true,
+            "optout" => o.optout = true,
+            "noloop" => o.noloop = true,
+            "prefix" if more => {
+                j += 1;
+                prefixes.push(args[j].clone());
+            }
+            _ => return Reply::err(SYNTAX),
+        }
+        j += 1;
+    }
+    match lower(&args[2]).as_str() {
+        "on" => {
+            let bcast = o.bcast;
+            if let Err(e) = state.tracking.enable(conn.id, o, prefixes) {
+                return Reply::err(e);
+            }
+            conn.info.set_flag(FLAG_TRACKING, true);
+            conn.info.set_flag(FLAG_TRACKING_BCAST, bcast);
+        }
+        "off" => {
+            state.tracking.disable(conn.id);
+            for flag in [FLAG_TRACKING, FLAG_TRACKING_BCAST] {
+                conn.info.set_flag(flag, false);
+            }
+        }
+        _ => return Reply::err(SYNTAX),
+    }
+    Reply::ok()
+}
+
+/// CLIENT TRACKINGINFO: flags, redirect, prefixes, as Redis 7.0 gives them.
+fn tracking_info(state: &RespState, id: u64) -> Reply {
+    let o = state.tracking.options(id);
+    let mut flags = vec![Reply::bulk(if o.is_some() { "on" } else { "off" })];
+    let mut redirect = -1;
+    let mut prefixes = Vec::new();
+    if let Some(o) = o {
+        for (on, name) in [
+            (o.bcast, "bcast"),
+            (o.optin, "optin"),
+            (o.optin && o.caching, "caching-yes"),
+            (o.optout, "optout"),
+            (o.optout && o.caching, "caching-no"),
+            (o.noloop, "noloop"),
+            (o.broken, "broken_redirect"),
+        ] {
+            if on {
+                flags.push(Reply::bulk(name));
+            }
+        }
+        redirect = o.redirect as i64;
+        prefixes = o.prefixes.into_iter().map(Reply::Bulk).collect();
+    }
+    Reply::Map(vec![
+        (Reply::bulk("flags"), Reply::Set(flags)),
+        (Reply::bulk("redirect"), Reply::Int(redirect)),
+        (Reply::bulk("prefixes"), Reply::Array(prefixes)),
+    ])
 }
 
 /// `info`'s CLIENT LIST line, naming its last command, for the connection

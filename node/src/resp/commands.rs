@@ -154,6 +154,7 @@ pub async fn execute(
         }
     };
     let mut db = Db::new(state, conn.db, None);
+    db.client = Some(conn.id);
     db.create_local = !matches!(placement, Placement::Unmade);
     let reply = match run(state, conn, &db, command, args).await {
         Ok(reply) => reply,
@@ -473,7 +474,8 @@ async fn run_queue(
                 continue;
             }
         };
-        let db = Db::new(state, conn.db, Some(overlay));
+        let mut db = Db::new(state, conn.db, Some(overlay));
+        db.client = Some(conn.id);
         let started = own.then(std::time::Instant::now);
         replies.push(match run(state, conn, &db, command, args).await {
             Ok(reply) => reply,
@@ -556,7 +558,7 @@ async fn exec(
     let replies = run_queue(state, conn, &queue, &overlay, own).await;
     let events = overlay.take_events();
     let by_range: Vec<_> = overlay_ops(overlay).into_iter().collect();
-    match Db::apply_transaction(state, by_range, create_local).await {
+    match Db::apply_transaction(state, by_range, create_local, Some(conn.id)).await {
         Ok(true) => super::notify::publish(state, events),
         Ok(false) => return Ok(None),
         Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, message }) => {
@@ -569,6 +571,35 @@ async fn exec(
 
 /// Runs `command` (its arity checked) on `db` with its row's handler.
 async fn run(
+    state: &RespState,
+    conn: &mut Conn,
+    db: &Db<'_>,
+    command: &'static Command,
+    args: &[Vec<u8>],
+) -> Result<Reply, NodeError> {
+    let reply = run_handler(state, conn, db, command, args).await;
+    if state.tracking.any() && reply.is_ok() {
+        remember_keys(state, conn.id, command, args);
+    }
+    reply
+}
+
+/// CLIENT TRACKING: the keys a read-only command read are remembered for
+/// client `id` (a script's calls for the script's client; EVAL_RO,
+/// EVALSHA_RO and FCALL_RO themselves read nothing, as in Redis).
+fn remember_keys(state: &RespState, id: u64, command: &'static Command, args: &[Vec<u8>]) {
+    if !command.has(Flag::Readonly) || matches!(command.name, "eval_ro" | "evalsha_ro" | "fcall_ro")
+    {
+        return;
+    }
+    let Some(keys) = super::introspect::keys_of(command, args) else { return };
+    let keys: Vec<Vec<u8>> = keys.into_iter().map(|(i, _)| args[i].clone()).collect();
+    let max = usize::try_from(state.config.int("tracking-table-max-keys")).unwrap_or(0);
+    state.tracking.remember(&state.pubsub, id, keys, max);
+}
+
+/// [`run`]'s dispatch to the command's handler.
+async fn run_handler(
     state: &RespState,
     conn: &mut Conn,
     db: &Db<'_>,
@@ -695,7 +726,8 @@ async fn script_call(
     if read_only && (flagged(Flag::Write) || command.may_replicate()) {
         return Reply::err("ERR Write commands are not allowed from read-only scripts.");
     }
-    let db = Db::new(state, conn.db, Some(overlay));
+    let mut db = Db::new(state, conn.db, Some(overlay));
+    db.client = Some(conn.id);
     let started = std::time::Instant::now();
     let reply = match Box::pin(run(state, conn, &db, command, &args)).await {
         Ok(reply) => reply,

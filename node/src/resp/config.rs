@@ -8,7 +8,8 @@
 //!   [`super::clients::Clients::close_idle`]), `slowlog-log-slower-than`
 //!   and `slowlog-max-len` ([`super::slowlog`]), `hll-sparse-max-bytes`
 //!   ([`super::hyperloglog`]), `stream-node-max-entries` and
-//!   `stream-node-max-bytes` ([`super::streams`]), `notify-keyspace-events`
+//!   `stream-node-max-bytes` ([`super::streams`]), `tracking-table-max-keys`
+//!   ([`super::tracking`]), `notify-keyspace-events`
 //!   ([`super::notify`]) and the encoding thresholds
 //!   (`hash-max-listpack-entries` and the like, with their `ziplist`
 //!   aliases), which OBJECT ENCODING's answers follow ([`super::object`]);
@@ -141,6 +142,7 @@ static PARAMS: &[Param] = &[
     param(&["stream-node-max-bytes"], Kind::Memory { min: 0 }, "4096"),
     param(&["stream-node-max-entries"], Kind::Int { min: 0, max: LONG_MAX }, "100"),
     param(&["timeout"], Kind::Int { min: 0, max: INT_MAX }, "0"),
+    param(&["tracking-table-max-keys"], Kind::Int { min: 0, max: LONG_MAX }, "1000000"),
     param(
         &["zset-max-listpack-entries", "zset-max-ziplist-entries"],
         Kind::Int { min: 0, max: LONG_MAX },

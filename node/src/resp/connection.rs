@@ -64,7 +64,9 @@ pub async fn run(
             let info = conn.info.clone();
             // RESET itself is still running: counted, logged and shown.
             let running = conn.running.take();
+            state.tracking.disable(conn.id);
             *conn = Conn::new(conn.id, conn.peer, !state.node.auth.is_required());
+            conn.subs = Some(super::pubsub::Subscriptions::new(state.pubsub.clone(), conn.id));
             conn.running = running;
             info.set_name(None);
             info.set_flag(super::clients::FLAG_NO_EVICT, false);

@@ -202,7 +202,7 @@ fn clients(state: &RespState) -> Vec<String> {
         "client_recent_max_input_buffer:0".into(),
         "client_recent_max_output_buffer:0".into(),
         format!("blocked_clients:{blocked}"),
-        "tracking_clients:0".into(),
+        format!("tracking_clients:{}", state.tracking.counts().0),
         format!("clients_in_timeout_table:{blocked}"),
     ]
 }
@@ -313,6 +313,7 @@ fn stats(state: &RespState) -> Vec<String> {
     let s = &state.stats;
     let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let (ops, input, output) = s.instantaneous();
+    let tracking = state.tracking.counts();
     vec![
         format!("total_connections_received:{}", n(&s.connections_received)),
         format!("total_commands_processed:{}", n(&s.total_commands)),
@@ -352,9 +353,9 @@ fn stats(state: &RespState) -> Vec<String> {
         "active_defrag_key_misses:0".into(),
         "total_active_defrag_time:0".into(),
         "current_active_defrag_time:0".into(),
-        "tracking_total_keys:0".into(),
-        "tracking_total_items:0".into(),
-        "tracking_total_prefixes:0".into(),
+        format!("tracking_total_keys:{}", tracking.1),
+        format!("tracking_total_items:{}", tracking.2),
+        format!("tracking_total_prefixes:{}", tracking.3),
         "unexpected_error_replies:0".into(),
         format!("total_error_replies:{}", n(&s.total_errors)),
         "dump_payload_sanitizations:0".into(),

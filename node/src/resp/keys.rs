@@ -447,6 +447,8 @@ async fn flush(
             Db::of_range(state, range, None).delete_all_rows().await?;
         }
     }
+    // Clients that cache keys are told everything went.
+    state.tracking.flushed(&state.pubsub, db.client);
     // Clients blocked on a key look again (an XREADGROUP's stream is
     // gone); inside a transaction they run once it is applied (EXEC runs
     // alone).

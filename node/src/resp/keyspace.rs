@@ -460,6 +460,10 @@ pub struct Db<'a> {
     /// found it replicated: the write failed, nothing was written.
     wants_replicated: std::sync::atomic::AtomicBool,
     durability: std::sync::Mutex<Durability>,
+    /// The client whose command writes through it (CLIENT TRACKING's
+    /// NOLOOP, and messages kept for after its reply); `None` for the
+    /// node's own writes (the expirer).
+    pub client: Option<u64>,
     /// Keys its writes created, whose `new` event is raised just before
     /// the key's next event (where Redis's `dbAdd` raises it), or when
     /// this is dropped.
@@ -504,6 +508,7 @@ impl<'a> Db<'a> {
             create_local: true,
             wants_replicated: Default::default(),
             durability: Default::default(),
+            client: None,
             created: Default::default(),
         }
     }
@@ -893,10 +898,15 @@ impl<'a> Db<'a> {
         }
         self.ensure_range().await?;
         let written = modifies.then(|| self.keys_for_watch(&ops)).flatten();
+        let tracked = (self.dbi.is_some() && self.state.tracking.any())
+            .then(|| super::watches::keys_written(&ops));
         let pending = self.node.write_ops_applied(&self.range, ops).await?;
         self.durability.lock().unwrap_or_else(|p| p.into_inner()).extend(pending);
         if let Some((dbi, keys)) = written {
             self.state.watches.written(dbi, keys);
+        }
+        if let Some(keys) = tracked {
+            self.state.tracking.invalidate(&self.state.pubsub, self.client, &keys);
         }
         self.created_list().extend(created);
         Ok(())
@@ -983,8 +993,10 @@ impl<'a> Db<'a> {
         state: &super::state::RespState,
         parts: Vec<(String, Vec<WriteOp>)>,
         create_local: bool,
+        client: Option<u64>,
     ) -> NodeResult<bool> {
         let mut written = Vec::new();
+        let mut tracked = Vec::new();
         for (range, ops) in &parts {
             let mut db = Db::of_range(state, range.clone(), None);
             db.create_local = create_local;
@@ -994,11 +1006,15 @@ impl<'a> Db<'a> {
                 Err(e) => return Err(e),
             }
             written.extend(db.keys_for_watch(ops));
+            if state.tracking.any() && database_of_range(range).is_some() {
+                tracked.extend(super::watches::keys_written(ops));
+            }
         }
         state.node.write_across(parts).await?;
         for (dbi, keys) in written {
             state.watches.written(dbi, keys);
         }
+        state.tracking.invalidate(&state.pubsub, client, &tracked);
         Ok(true)
     }
 

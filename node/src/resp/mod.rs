@@ -85,6 +85,7 @@ pub mod streams;
 pub mod strings;
 pub mod stripes;
 pub mod table;
+pub mod tracking;
 pub mod watches;
 pub mod zset_algebra;
 pub mod zset_range;

@@ -110,37 +110,60 @@ impl Relay {
     }
 }
 
-/// One published message, as queued for a subscriber.
+/// One message queued for a connection.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// The pattern it matched, for a PSUBSCRIBEr.
-    pub pattern: Option<Arc<[u8]>>,
-    pub channel: Arc<[u8]>,
-    pub payload: Arc<[u8]>,
-    /// A MONITOR line (the payload), not a published message.
-    pub monitor: bool,
+    pub body: Body,
+}
+
+/// What a queued message is.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Published on `channel` (matching `pattern`, for a PSUBSCRIBEr).
+    Published { pattern: Option<Arc<[u8]>>, channel: Arc<[u8]>, payload: Arc<[u8]> },
+    /// A MONITOR line.
+    Monitor(Arc<[u8]>),
+    /// A CLIENT TRACKING invalidation of `keys` (`None`: all); sent to a
+    /// redirect target if `redirected` (see [`super::tracking`]).
+    Invalidate { keys: Option<Vec<Vec<u8>>>, redirected: bool },
+    /// The client a tracking client redirects to went away.
+    RedirectBroken(u64),
 }
 
 impl Message {
-    fn bytes(&self) -> usize {
-        self.channel.len() + self.payload.len() + self.pattern.as_ref().map_or(0, |p| p.len()) + 64
+    pub fn new(body: Body) -> Message {
+        Message { body }
     }
 
-    /// The message as Redis sends it: `message` or `pmessage`.
-    pub fn reply(&self) -> Reply {
+    fn bytes(&self) -> usize {
+        64 + match &self.body {
+            Body::Published { pattern, channel, payload } => {
+                channel.len() + payload.len() + pattern.as_ref().map_or(0, |p| p.len())
+            }
+            Body::Monitor(line) => line.len(),
+            Body::Invalidate { keys, .. } => {
+                keys.as_ref().map_or(0, |k| k.iter().map(|k| k.len() + 16).sum())
+            }
+            Body::RedirectBroken(_) => 0,
+        }
+    }
+
+    /// The message as Redis sends it to a connection speaking `proto`
+    /// (`subscribed`: in pub/sub mode): `message` or `pmessage`, a monitor
+    /// line, a tracking push; `None` when Redis sends nothing (a tracking
+    /// message to a RESP2 connection that cannot take it).
+    pub fn reply(&self, proto: u8, subscribed: bool) -> Option<Reply> {
         let bulk = |b: &[u8]| Reply::bulk(b.to_vec());
-        if self.monitor {
-            return Reply::Status(String::from_utf8_lossy(&self.payload).into_owned());
-        }
-        match &self.pattern {
-            None => Reply::Push(vec![bulk(b"message"), bulk(&self.channel), bulk(&self.payload)]),
-            Some(p) => Reply::Push(vec![
-                bulk(b"pmessage"),
-                bulk(p),
-                bulk(&self.channel),
-                bulk(&self.payload),
-            ]),
-        }
+        Some(match &self.body {
+            Body::Monitor(line) => Reply::Status(String::from_utf8_lossy(line).into_owned()),
+            Body::Published { pattern: None, channel, payload } => {
+                Reply::Push(vec![bulk(b"message"), bulk(channel), bulk(payload)])
+            }
+            Body::Published { pattern: Some(p), channel, payload } => {
+                Reply::Push(vec![bulk(b"pmessage"), bulk(p), bulk(channel), bulk(payload)])
+            }
+            body => return super::tracking::reply(body, proto, subscribed),
+        })
     }
 }
 
@@ -205,6 +228,9 @@ pub struct Hub {
     monitors: Mutex<HashMap<u64, Arc<Mailbox>>>,
     /// How many monitors there are: one atomic load per command when none.
     monitor_count: AtomicUsize,
+    /// Every connection's mailbox by client id (messages sent to one
+    /// connection: tracking invalidations).
+    mailboxes: Mutex<HashMap<u64, Arc<Mailbox>>>,
 }
 
 impl Hub {
@@ -223,12 +249,11 @@ impl Hub {
         let mut cut: Vec<(Kind, Vec<u8>, u64)> = Vec::new();
         if let Some(subs) = registry.channels.get(channel) {
             for (id, mailbox) in subs {
-                let m = Message {
+                let m = Message::new(Body::Published {
                     pattern: None,
                     channel: channel_arc.clone(),
                     payload: payload_arc.clone(),
-                    monitor: false,
-                };
+                });
                 match mailbox.push(m) {
                     true => reached += 1,
                     false => cut.push((Kind::Channel, channel.to_vec(), *id)),
@@ -241,12 +266,11 @@ impl Hub {
             }
             let shared: Arc<[u8]> = pattern.as_slice().into();
             for (id, mailbox) in subs {
-                let m = Message {
+                let m = Message::new(Body::Published {
                     pattern: Some(shared.clone()),
                     channel: channel_arc.clone(),
                     payload: payload_arc.clone(),
-                    monitor: false,
-                };
+                });
                 match mailbox.push(m) {
                     true => reached += 1,
                     false => cut.push((Kind::Pattern, pattern.clone(), *id)),
@@ -259,6 +283,29 @@ impl Hub {
         reached
     }
 
+    fn mailboxes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Mailbox>>> {
+        self.mailboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether client `id`'s connection is open.
+    pub fn has_mailbox(&self, id: u64) -> bool {
+        self.mailboxes().contains_key(&id)
+    }
+
+    /// Queues each message for its client's connection (one gone, or past
+    /// its bound, does not get it).
+    pub fn deliver_all(&self, messages: Vec<(u64, Message)>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mailboxes = self.mailboxes();
+        for (id, m) in messages {
+            if let Some(mailbox) = mailboxes.get(&id) {
+                mailbox.push(m);
+            }
+        }
+    }
+
     /// Whether any connection is in MONITOR mode.
     pub fn has_monitors(&self) -> bool {
         self.monitor_count.load(Ordering::Relaxed) > 0
@@ -268,15 +315,7 @@ impl Hub {
     pub fn feed_monitors(&self, line: String) {
         let payload: Arc<[u8]> = line.into_bytes().into();
         let mut monitors = self.monitors.lock().unwrap_or_else(|p| p.into_inner());
-        let empty: Arc<[u8]> = Arc::from(&b""[..]);
-        monitors.retain(|_, mailbox| {
-            mailbox.push(Message {
-                pattern: None,
-                channel: empty.clone(),
-                payload: payload.clone(),
-                monitor: true,
-            })
-        });
+        monitors.retain(|_, mailbox| mailbox.push(Message::new(Body::Monitor(payload.clone()))));
         self.monitor_count.store(monitors.len(), Ordering::Relaxed);
     }
 
@@ -361,6 +400,7 @@ impl Subscriptions {
             pending: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
         });
+        hub.mailboxes().insert(id, mailbox.clone());
         Subscriptions {
             id,
             hub,
@@ -472,9 +512,12 @@ impl Subscriptions {
 
     /// Appends the messages queued now, encoded in protocol `proto`.
     pub fn drain(&mut self, proto: u8, out: &mut Vec<u8>) {
+        let subscribed = self.count() > 0;
         while let Ok(m) = self.rx.try_recv() {
             self.mailbox.pending.fetch_sub(m.bytes(), Ordering::AcqRel);
-            m.reply().write(proto, out);
+            if let Some(reply) = m.reply(proto, subscribed) {
+                reply.write(proto, out);
+            }
         }
     }
 
@@ -488,6 +531,12 @@ impl Subscriptions {
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
+        {
+            let mut mailboxes = self.hub.mailboxes();
+            if mailboxes.get(&self.id).is_some_and(|m| Arc::ptr_eq(m, &self.mailbox)) {
+                mailboxes.remove(&self.id);
+            }
+        }
         if self.monitoring {
             self.hub.set_monitor(self.id, None);
         }

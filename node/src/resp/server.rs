@@ -102,6 +102,15 @@ fn accept(
     });
 }
 
+/// Turns a connection's CLIENT TRACKING off when it ends.
+struct EndTracking(Arc<RespState>, u64);
+
+impl Drop for EndTracking {
+    fn drop(&mut self) {
+        self.0.tracking.disable(self.1);
+    }
+}
+
 async fn connection(
     state: Arc<RespState>,
     mut closing: watch::Receiver<bool>,
@@ -112,6 +121,8 @@ async fn connection(
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let mut conn = state.new_conn(peer, local, fd);
+    // Its tracking ends with it, however it ends.
+    let _tracking = EndTracking(state.clone(), conn.id);
     // Listed (CLIENT LIST, INFO) until this returns, or the socket closes.
     let listed = state.clients.register(conn.info.clone());
     let info = conn.info.clone();
@@ -159,9 +170,15 @@ async fn connection(
                 // with whatever else is queued.
                 let Some(message) = message else { continue };
                 let mut out = Vec::new();
-                message.reply().write(conn.proto, &mut out);
+                let subscribed = conn.subs.as_ref().is_some_and(|s| s.count() > 0);
+                if let Some(reply) = message.reply(conn.proto, subscribed) {
+                    reply.write(conn.proto, &mut out);
+                }
                 if let Some(subs) = conn.subs.as_mut() {
                     subs.drain(conn.proto, &mut out);
+                }
+                if out.is_empty() {
+                    continue;
                 }
                 if stream.write_all(&out).await.is_err() || overflowed(&conn) {
                     return;
@@ -271,7 +288,10 @@ async fn wait_blocked(
             message = next_message(conn) => {
                 let Some(message) = message else { continue };
                 let mut out = Vec::new();
-                message.reply().write(conn.proto, &mut out);
+                let subscribed = conn.subs.as_ref().is_some_and(|s| s.count() > 0);
+                if let Some(reply) = message.reply(conn.proto, subscribed) {
+                    reply.write(conn.proto, &mut out);
+                }
                 if let Some(subs) = conn.subs.as_mut() {
                     subs.drain(conn.proto, &mut out);
                 }
@@ -316,6 +336,24 @@ async fn wait_blocked(
     state.node.clock.wait_stable(read_upto).await;
     count_write(state, out.len());
     io.stream.write_all(&out).await.is_ok()
+}
+
+/// CLIENT TRACKING once a command of `conn` replied: the BCAST messages of
+/// what it wrote go out, and the invalidations it caused for `conn` itself
+/// are encoded to follow its reply.
+fn tracking_after_reply(state: &RespState, conn: &Conn) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !state.tracking.any() {
+        return out;
+    }
+    state.tracking.broadcast(&state.pubsub);
+    let subscribed = conn.subs.as_ref().is_some_and(|s| s.count() > 0);
+    for m in state.tracking.take_own(conn.id) {
+        if let Some(reply) = m.reply(conn.proto, subscribed) {
+            reply.write(conn.proto, &mut out);
+        }
+    }
+    out
 }
 
 /// Bytes of requests a blocked connection keeps before it stops reading.
@@ -463,6 +501,11 @@ async fn run_batch(
                             .any(|n| args[0].eq_ignore_ascii_case(n));
                     let (reply, durability) = execute(state, conn, &args).await;
                     super::stats::finish(state, conn, &reply, &args);
+                    // CLIENT CACHING applies to the next command (or
+                    // transaction) only.
+                    if conn.multi.is_none() && !args[0].eq_ignore_ascii_case(b"client") {
+                        state.tracking.command_done(conn.id);
+                    }
                     if conn.block.is_some() {
                         // No reply yet (see `wait_blocked`).
                         break;
@@ -487,6 +530,9 @@ async fn run_batch(
                         // for durability; nothing is sent.
                         pending.push((replies.len(), durability));
                         replies.push(Vec::new());
+                        let tracked = tracking_after_reply(state, conn);
+                        bytes += tracked.len();
+                        replies.push(tracked);
                         close = conn.closing;
                         if close {
                             break;
@@ -500,6 +546,9 @@ async fn run_batch(
             };
             let mut encoded = Vec::new();
             reply.write(conn.proto, &mut encoded);
+            // CLIENT TRACKING's messages its command caused, after its
+            // reply, as Redis writes them.
+            encoded.extend(tracking_after_reply(state, conn));
             bytes += encoded.len();
             replies.push(encoded);
             if close {

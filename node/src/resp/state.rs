@@ -42,6 +42,8 @@ pub struct RespState {
     pub config: super::config::RespConfig,
     /// `notify-keyspace-events` (see [`super::notify`]).
     pub notify: super::notify::Flags,
+    /// CLIENT TRACKING's table (see [`super::tracking`]).
+    pub tracking: super::tracking::Tracking,
     /// The RESP listener's address, once it listens (CONFIG GET port, INFO).
     pub resp_addr: std::sync::OnceLock<SocketAddr>,
     /// Resident bytes when the endpoint started (INFO's startup memory).
@@ -76,6 +78,7 @@ impl RespState {
             slowlog: Default::default(),
             config: Default::default(),
             notify: Default::default(),
+            tracking: Default::default(),
             resp_addr: Default::default(),
             startup_rss: super::info::rss_bytes(),
             peak_rss: AtomicU64::new(0),
@@ -98,6 +101,9 @@ impl RespState {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
         let mut conn = Conn::new(id, peer.ip(), !self.node.auth.is_required());
         conn.info = Arc::new(super::clients::ClientInfo::new(id, peer, local, fd));
+        // A mailbox from the start: messages sent to this connection (a
+        // tracking redirect's) reach it subscribed or not.
+        conn.subs = Some(super::pubsub::Subscriptions::new(self.pubsub.clone(), id));
         conn
     }
 

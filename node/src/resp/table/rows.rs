@@ -698,8 +698,12 @@ pub static COMMANDS: &[Command] = &[
 
 #[rustfmt::skip]
 static CLIENT_SUBCOMMANDS: &[Command] = &[
+    cmd("client|caching", 3, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Instruct the server about tracking or not keys in the next request", "6.0.0", "connection", "O(1)"),
     cmd("client|getname", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Get the current connection name", "2.6.9", "connection", "O(1)"),
+    cmd("client|getredir", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Get tracking notifications redirection client ID if any", "6.0.0", "connection", "O(1)"),
     cmd("client|help", 2, H::Connection, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Show helpful text about the different subcommands", "5.0.0", "connection", "O(1)"),
     cmd("client|id", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
@@ -720,6 +724,10 @@ static CLIENT_SUBCOMMANDS: &[Command] = &[
         .docs("Instruct the server whether to reply to commands", "3.2.0", "connection", "O(1)"),
     cmd("client|setname", 3, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Set the current connection name", "2.6.9", "connection", "O(1)"),
+    cmd("client|tracking", -3, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Enable or disable server assisted client side caching support", "6.0.0", "connection", "O(1). Some options may introduce additional complexity."),
+    cmd("client|trackinginfo", 2, H::Connection, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
+        .docs("Return information about server assisted client side caching for the current connection", "6.2.0", "connection", "O(1)"),
     cmd("client|unblock", -3, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])
         .docs("Unblock a client blocked in a blocking command from a different connection", "5.0.0", "connection", "O(log N) where N is the number of client connections"),
     cmd("client|unpause", 2, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous", "@connection"])

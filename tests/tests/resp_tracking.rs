@@ -1,0 +1,163 @@
+//! CLIENT TRACKING against a real redis-server 7.0 (both started here on
+//! free loopback ports): the invalidation messages a tracking client (or
+//! its redirect target) receives for the same commands, in the same
+//! order, and CLIENT TRACKING's, CACHING's, GETREDIR's and TRACKINGINFO's
+//! replies and errors.
+
+use std::net::SocketAddr;
+
+use monotable_tests::{show, RawResp, Twin};
+
+fn words(line: &str) -> Vec<&[u8]> {
+    line.split(' ').map(str::as_bytes).collect()
+}
+
+/// Runs `line` on `c`, and reads `replies` replies (a command's reply and
+/// the pushes around it); each as a line of text.
+fn run(c: &mut RawResp, line: &str, replies: usize) -> Vec<String> {
+    c.send(&words(line));
+    (0..replies).map(|_| format!("{line} -> {}", show(&c.reply().expect("a reply")))).collect()
+}
+
+/// A session of a RESP3 tracking client and a writer on the server at
+/// `addr`; the lines each client read.
+fn resp3_session(addr: SocketAddr) -> Vec<String> {
+    let mut t = RawResp::connect(addr, 10);
+    let mut w = RawResp::connect(addr, 10);
+    let mut seen = Vec::new();
+    w.call_str("FLUSHALL");
+    w.call_str("MSET a 1 b 2 c 3 pre:x 1");
+    t.call_str("HELLO 3");
+    for line in
+        ["CLIENT TRACKING on", "CLIENT TRACKINGINFO", "CLIENT GETREDIR", "GET a", "MGET b c"]
+    {
+        seen.extend(run(&mut t, line, 1));
+    }
+    // Another client's writes: one invalidation per key read, once.
+    w.call_str("SET a 10");
+    w.call_str("SET a 11");
+    w.call_str("DEL b nothing");
+    seen.extend(run(&mut t, "PING", 3));
+    // Its own write of a key it read: the invalidation after the reply.
+    seen.extend(run(&mut t, "GET c", 1));
+    seen.extend(run(&mut t, "SET c 30", 2));
+    // A transaction: the reply, then the invalidations.
+    seen.extend(run(&mut t, "GET a", 1));
+    seen.extend(run(&mut t, "MULTI", 1));
+    seen.extend(run(&mut t, "SET a 12", 1));
+    seen.extend(run(&mut t, "INCR a", 1));
+    seen.extend(run(&mut t, "EXEC", 2));
+    // NOLOOP: its own writes are not reported.
+    seen.extend(run(&mut t, "CLIENT TRACKING on NOLOOP", 1));
+    seen.extend(run(&mut t, "GET a", 1));
+    seen.extend(run(&mut t, "SET a 13", 1));
+    w.call_str("SET a 14");
+    seen.extend(run(&mut t, "PING", 1));
+    // OPTIN: only reads after CLIENT CACHING yes.
+    seen.extend(run(&mut t, "CLIENT TRACKING off", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on OPTIN", 1));
+    seen.extend(run(&mut t, "CLIENT CACHING no", 1));
+    seen.extend(run(&mut t, "GET a", 1));
+    seen.extend(run(&mut t, "CLIENT CACHING yes", 1));
+    seen.extend(run(&mut t, "GET b", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKINGINFO", 1));
+    w.call_str("SET a 15");
+    w.call_str("SET b 15");
+    seen.extend(run(&mut t, "PING", 2));
+    seen.extend(run(&mut t, "CLIENT TRACKING on OPTOUT", 1));
+    // BCAST with prefixes: the keys a command wrote, in one message.
+    seen.extend(run(&mut t, "CLIENT TRACKING off", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on BCAST PREFIX pre: PREFIX x", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on BCAST PREFIX p", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on BCAST PREFIX y PREFIX yz", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on PREFIX q", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKINGINFO", 1));
+    w.call_str("MSET pre:1 a pre:2 b other c");
+    w.call_str("SET xkey 1");
+    seen.extend(run(&mut t, "PING", 3));
+    // A flush: a null invalidation.
+    seen.extend(run(&mut t, "CLIENT TRACKING off", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on", 1));
+    seen.extend(run(&mut t, "GET a", 1));
+    w.call_str("FLUSHALL");
+    seen.extend(run(&mut t, "PING", 2));
+    seen.extend(run(&mut t, "FLUSHDB", 2));
+    // Errors.
+    for line in [
+        "CLIENT TRACKING maybe",
+        "CLIENT TRACKING on OPTIN OPTOUT",
+        "CLIENT TRACKING on BCAST OPTIN",
+        "CLIENT TRACKING on REDIRECT 999999",
+        "CLIENT TRACKING on REDIRECT x",
+        "CLIENT TRACKING on FOO",
+        "CLIENT CACHING maybe",
+        "CLIENT CACHING yes",
+        "CLIENT TRACKING off",
+        "CLIENT CACHING yes",
+        "CLIENT GETREDIR",
+        "CLIENT TRACKINGINFO",
+    ] {
+        seen.extend(run(&mut t, line, 1));
+    }
+    seen
+}
+
+/// Postmortem: CLIENT TRACKING was missing (and Redis's tracking unit
+/// waited for ever for invalidations).
+#[test]
+fn a_resp3_tracking_client_is_told_what_redis_tells_it() {
+    let twin = Twin::start();
+    let want = resp3_session(twin.redis.addr);
+    let got = resp3_session(twin.node.resp_addr);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+/// Redirection to a RESP2 connection subscribed to
+/// `__redis__:invalidate`, several clients redirecting to it, and a
+/// redirect whose target went away.
+fn redirect_session(addr: SocketAddr) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut w = RawResp::connect(addr, 10);
+    w.call_str("FLUSHALL");
+    w.call_str("MSET k1 1 k2 2");
+    let mut target = RawResp::connect(addr, 10);
+    let id = String::from_utf8_lossy(&target.call_str("CLIENT ID"))
+        .trim_start_matches(':')
+        .trim()
+        .to_owned();
+    target.call_str("SUBSCRIBE __redis__:invalidate");
+    let mut a = RawResp::connect(addr, 10);
+    let mut b = RawResp::connect(addr, 10);
+    for c in [&mut a, &mut b] {
+        assert_eq!(show(&c.call_str(&format!("CLIENT TRACKING on REDIRECT {id}"))), "+OK\\r\\n");
+    }
+    let masked = |reply: Vec<u8>| show(&reply).replace(&format!(":{id}\\r\\n"), ":ID\\r\\n");
+    seen.push(masked(a.call_str("CLIENT GETREDIR")));
+    a.call_str("GET k1");
+    b.call_str("GET k1");
+    b.call_str("GET k2");
+    w.call_str("SET k1 10");
+    w.call_str("SET k2 20");
+    for _ in 0..3 {
+        seen.push(show(&target.reply().expect("an invalidation")));
+    }
+    // The target goes: a RESP3 client is told its redirect broke.
+    a.call_str("HELLO 3");
+    a.call_str("GET k1");
+    drop(target);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    w.call_str("SET k1 11");
+    seen.push(masked(a.reply().expect("redirect broken")));
+    seen.push(masked(a.call_str("CLIENT TRACKINGINFO")));
+    seen
+}
+
+#[test]
+fn redirected_invalidations_reach_their_target_as_in_redis() {
+    let twin = Twin::start();
+    assert_eq!(redirect_session(twin.node.resp_addr), redirect_session(twin.redis.addr));
+}
