@@ -18,9 +18,9 @@
 //! for the client whose command caused them wait until that command has
 //! replied ([`Tracking::take_own`]), as Redis writes them after the reply.
 //!
-//! The table is per node and sees the writes this node applies through
-//! its Redis endpoint: on a cluster, a replicated database's writes made
-//! through another node's endpoint are not seen here.
+//! The table is per node and sees the writes of the node's own (not
+//! replicated) databases: on a cluster, writes to a replicated database go
+//! through Raft (see [`super::cluster`]) and invalidate nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
