@@ -115,6 +115,7 @@ static PARAMS: &[Param] = &[
         "64",
     ),
     param(&["hll-sparse-max-bytes"], Kind::Memory { min: 0 }, "3000"),
+    param(&["latency-monitor-threshold"], Kind::Int { min: 0, max: LONG_MAX }, "0"),
     param(&["lazyfree-lazy-eviction"], Kind::Bool, "no"),
     param(&["lazyfree-lazy-expire"], Kind::Bool, "no"),
     param(&["lazyfree-lazy-server-del"], Kind::Bool, "no"),
@@ -332,6 +333,7 @@ pub async fn server(
     match name {
         "config" => Ok(run(state, args)),
         "slowlog" => Ok(super::slowlog::run(state, args)),
+        "latency" => Ok(super::latency::run(state, args)),
         _ => super::object::run(state, db, name, args).await,
     }
 }
@@ -410,6 +412,7 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
         match name {
             "slowlog-log-slower-than" => state.slowlog.set_slower_than(number()),
             "slowlog-max-len" => state.slowlog.set_max_len(number().max(0) as u64),
+            "latency-monitor-threshold" => state.latency.set_threshold(number()),
             "notify-keyspace-events" => {
                 // Parsed from what was sent: the text kept may leave out
                 // `n` (see `notify::format`).

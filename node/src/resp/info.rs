@@ -153,7 +153,7 @@ async fn section_lines(state: &RespState, section: &str) -> (&'static str, Vec<S
         "modules" => ("Modules", Vec::new()),
         "commandstats" => ("Commandstats", state.stats.command_lines()),
         "errorstats" => ("Errorstats", state.stats.error_lines()),
-        "latencystats" => ("Latencystats", Vec::new()),
+        "latencystats" => ("Latencystats", super::latency::info_lines(state)),
         "cluster" => ("Cluster", vec!["cluster_enabled:0".to_owned()]),
         _ => ("Keyspace", keyspace(state).await),
     }

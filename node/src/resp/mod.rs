@@ -63,6 +63,7 @@ pub mod introspect;
 pub mod key_copy;
 pub mod keys;
 pub mod keyspace;
+pub mod latency;
 pub mod lists;
 pub mod long_double;
 pub mod monitor;

@@ -44,6 +44,8 @@ pub struct RespState {
     pub notify: super::notify::Flags,
     /// CLIENT TRACKING's table (see [`super::tracking`]).
     pub tracking: super::tracking::Tracking,
+    /// LATENCY's events (see [`super::latency`]).
+    pub latency: super::latency::Monitor,
     /// The RESP listener's address, once it listens (CONFIG GET port, INFO).
     pub resp_addr: std::sync::OnceLock<SocketAddr>,
     /// Resident bytes when the endpoint started (INFO's startup memory).
@@ -79,6 +81,7 @@ impl RespState {
             config: Default::default(),
             notify: Default::default(),
             tracking: Default::default(),
+            latency: Default::default(),
             resp_addr: Default::default(),
             startup_rss: super::info::rss_bytes(),
             peak_rss: AtomicU64::new(0),

@@ -35,6 +35,8 @@ pub struct CommandStat {
     pub rejected: AtomicU64,
     /// Ran and replied with an error.
     pub failed: AtomicU64,
+    /// How long its calls took (LATENCY HISTOGRAM, INFO latencystats).
+    pub histogram: super::latency::Histogram,
 }
 
 /// Samples of the command and byte counters taken every
@@ -136,6 +138,7 @@ impl Stats {
         let s = &self.slots[slot as usize];
         s.calls.fetch_add(1, Ordering::Relaxed);
         s.usec.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        s.histogram.record(took);
         if failed {
             s.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -145,6 +148,35 @@ impl Stats {
     /// wrong number of arguments).
     pub fn count_rejected(&self, slot: u32) {
         self.slots[slot as usize].rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many slots there are (commands and subcommands).
+    pub fn slot_count(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// The call durations of slot `slot`.
+    pub fn histogram(&self, slot: u32) -> &super::latency::Histogram {
+        &self.slots[slot as usize].histogram
+    }
+
+    /// The slots a command name (lowercase; `parent|sub` for one
+    /// subcommand) stands for, as LATENCY HISTOGRAM reads it: a command's
+    /// own, a container's subcommands', none for an unknown name.
+    pub fn slots_named(&self, name: &str) -> Vec<u32> {
+        if let Some((parent, sub)) = name.split_once('|') {
+            let Some(command) = super::table::lookup(parent) else { return Vec::new() };
+            if super::table::subcommand(command, sub).is_none() {
+                return Vec::new();
+            }
+            return self.slot(command, Some(sub.as_bytes())).into_iter().collect();
+        }
+        let Some(command) = super::table::lookup(name) else { return Vec::new() };
+        let Some(first) = self.slot(command, None) else { return Vec::new() };
+        if command.subcommands.is_empty() {
+            return vec![first];
+        }
+        (1..=command.subcommands.len() as u32).map(|j| first + j).collect()
     }
 
     /// The name of slot `slot` (`client|list`).
@@ -184,6 +216,7 @@ impl Stats {
             for c in [&s.calls, &s.usec, &s.rejected, &s.failed] {
                 c.store(0, Ordering::Relaxed);
             }
+            s.histogram.reset();
         }
         self.errors.lock().unwrap_or_else(|p| p.into_inner()).clear();
         for c in [
@@ -251,6 +284,8 @@ pub struct Running {
     /// Not shown to monitors: flagged `admin` or `skip_monitor` (itself or
     /// its subcommand), or queued in a MULTI.
     skip_monitor: bool,
+    /// Flagged `fast`: its latency events are `fast-command`.
+    fast: bool,
 }
 
 /// The dispatcher's one call as a command starts on `conn` (`found` is its
@@ -295,6 +330,7 @@ pub async fn begin(
         woken,
         skip_slowlog: queued || flagged(Flag::SkipSlowlog),
         skip_monitor: queued || flagged(Flag::SkipMonitor) || flagged(Flag::Admin),
+        fast: flagged(Flag::Fast),
     });
 }
 
@@ -362,6 +398,8 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
         let took = running.started.elapsed();
         if running.arity_ok && !running.skip_slowlog && conn.block.is_none() {
             state.slowlog.note(conn, args, took);
+            let event = if running.fast { "fast-command" } else { "command" };
+            state.latency.sample(event, took);
         }
         if running.arity_ok && !running.skip_monitor && !running.woken {
             super::monitor::feed(state, conn.db, &conn.info.addr, args);

@@ -260,6 +260,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("keys", 2, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow", "@dangerous"])
         .tips(&["request_policy:all_shards", "nondeterministic_output_order"])
         .docs("Find all keys matching the given pattern", "1.0.0", "generic", "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length."),
+    cmd("latency", -2, H::Server, &[], (0, 0, 0), &["@slow"])
+        .subcommands(LATENCY_SUBCOMMANDS)
+        .docs("A container for latency diagnostics commands", "2.8.13", "server", "Depends on subcommand."),
     cmd("lcs", -3, H::Strings, &[Readonly], (1, 2, 1), &["@read", "@string", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 1, 1, 0)])
         .docs("Find longest common substring", "7.0.0", "string", "O(N*M) where N and M are the lengths of s1 and s2, respectively"),
@@ -960,4 +963,28 @@ static XINFO_SUBCOMMANDS: &[Command] = &[
     cmd("xinfo|stream", -3, H::Streams, &[Readonly], (2, 2, 1), &["@read", "@stream", "@slow"])
         .specs(&[spec(&["RO", "access"], 2, 0, 1, 0)])
         .docs("Get information about a stream", "5.0.0", "stream", "O(1)"),
+];
+
+#[rustfmt::skip]
+static LATENCY_SUBCOMMANDS: &[Command] = &[
+    cmd("latency|doctor", 2, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"])
+        .docs("Return a human readable latency analysis report.", "2.8.13", "server", "O(1)"),
+    cmd("latency|graph", 3, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"])
+        .docs("Return a latency graph for the event.", "2.8.13", "server", "O(1)"),
+    cmd("latency|help", 2, H::Server, &[Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Show helpful text about the different subcommands.", "2.8.13", "server", "O(1)"),
+    cmd("latency|histogram", -2, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"])
+        .docs("Return the cumulative distribution of latencies of a subset of commands or all.", "7.0.0", "server", "O(N) where N is the number of commands with latency information being retrieved."),
+    cmd("latency|history", 3, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"])
+        .docs("Return timestamp-latency samples for the event.", "2.8.13", "server", "O(1)"),
+    cmd("latency|latest", 2, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"])
+        .docs("Return the latest latency samples for all events.", "2.8.13", "server", "O(1)"),
+    cmd("latency|reset", -2, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+        .docs("Reset latency data for one or more events.", "2.8.13", "server", "O(1)"),
 ];

@@ -1,0 +1,97 @@
+//! LATENCY and INFO latencystats against a real redis-server 7.0 (both
+//! started here on free loopback ports): the same replies with what
+//! depends on the clock (sample times, durations, bucket bounds) masked.
+
+use monotable_tests::{assert_same_line, show, RawResp, Twin};
+
+/// A reply with every integer and every `p..=` value masked.
+fn shape(reply: &[u8]) -> String {
+    show(reply)
+        .split("\\r\\n")
+        .map(|p| {
+            if p.starts_with(':') {
+                ":N".to_owned()
+            } else if p.starts_with("latency_percentiles_usec_") {
+                p.split(':').next().unwrap_or_default().to_owned()
+            } else {
+                p.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\\r\\n")
+}
+
+fn same_shape(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
+    let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+    assert_eq!(shape(&mono.call(&args)), shape(&redis.call(&args)), "{line}");
+}
+
+/// Postmortem: LATENCY was missing, and INFO latencystats had no lines.
+#[test]
+fn latency_answers_as_redis() {
+    let twin = Twin::start();
+    let (mut redis, mut mono) = twin.connect(30);
+    for line in [
+        "LATENCY HELP",
+        "LATENCY HELP x",
+        "LATENCY NOSUCH",
+        "LATENCY LATEST",
+        "LATENCY HISTORY command",
+        "LATENCY RESET",
+        "LATENCY RESET command other",
+        "LATENCY GRAPH command",
+        "LATENCY DOCTOR",
+        "CONFIG GET latency-monitor-threshold",
+        "CONFIG SET latency-monitor-threshold -1",
+        "CONFIG SET latency-monitor-threshold x",
+    ] {
+        assert_same_line(&mut redis, &mut mono, line);
+    }
+    // Histograms: what ran since CONFIG RESETSTAT, by command and
+    // subcommand, in a map in RESP3.
+    for c in [&mut redis, &mut mono] {
+        c.call_str("CONFIG RESETSTAT");
+        c.call_str("SET a b");
+        c.call_str("SET c d");
+        c.call_str("GET a");
+        c.call_str("CLIENT ID");
+    }
+    for line in [
+        "LATENCY HISTOGRAM set",
+        "LATENCY HISTOGRAM get set nosuch",
+        "LATENCY HISTOGRAM client",
+        "LATENCY HISTOGRAM client|id",
+        "LATENCY HISTOGRAM nosuch client|nosuch",
+    ] {
+        same_shape(&mut redis, &mut mono, line);
+    }
+    // INFO's lines, in any order (Redis's is its command table's hash).
+    let lines = |c: &mut RawResp| {
+        let text = String::from_utf8_lossy(&c.call_str("INFO latencystats")).into_owned();
+        let mut l: Vec<String> = text.lines().skip(1).map(|l| shape(l.as_bytes())).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(lines(&mut mono), lines(&mut redis));
+    for c in [&mut redis, &mut mono] {
+        c.call_str("HELLO 3");
+    }
+    same_shape(&mut redis, &mut mono, "LATENCY HISTOGRAM get");
+    // An event: a command slower than the threshold.
+    let slow = "local n = 0 for i = 1, 3000000 do n = n + i end return 1";
+    for c in [&mut redis, &mut mono] {
+        c.call_str("HELLO 2");
+        c.call_str("CONFIG SET latency-monitor-threshold 1");
+        c.call(&[b"EVAL", slow.as_bytes(), b"0"]);
+    }
+    for line in ["LATENCY LATEST", "LATENCY HISTORY command", "LATENCY RESET"] {
+        same_shape(&mut redis, &mut mono, line);
+    }
+    for c in [&mut redis, &mut mono] {
+        c.call(&[b"EVAL", slow.as_bytes(), b"0"]);
+    }
+    let graph = show(&mono.call_str("LATENCY GRAPH command"));
+    assert!(graph.contains("command - high") && graph.contains('_'), "{graph}");
+    let doctor = show(&mono.call_str("LATENCY DOCTOR"));
+    assert!(doctor.contains("1. command: 1 latency spikes"), "{doctor}");
+}
