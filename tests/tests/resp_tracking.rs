@@ -83,6 +83,16 @@ fn resp3_session(addr: SocketAddr) -> Vec<String> {
     w.call_str("FLUSHALL");
     seen.extend(run(&mut t, "PING", 2));
     seen.extend(run(&mut t, "FLUSHDB", 2));
+    // A script that reads has read the keys it declared; one that only
+    // writes has not.
+    seen.extend(run(&mut t, "CLIENT TRACKING off", 1));
+    seen.extend(run(&mut t, "CLIENT TRACKING on", 1));
+    for body in ["redis.call('set', 'k3', 'v')", "redis.call('get', 'k3')"] {
+        t.send(&[b"EVAL", body.as_bytes(), b"2", b"k1", b"k2"]);
+        seen.push(format!("{body} -> {}", show(&t.reply().expect("a reply"))));
+        w.call_str("MSET k2 1 k1 1");
+    }
+    seen.extend(run(&mut t, "PING", 3));
     // Errors.
     for line in [
         "CLIENT TRACKING maybe",

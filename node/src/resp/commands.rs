@@ -578,20 +578,19 @@ async fn run(
     args: &[Vec<u8>],
 ) -> Result<Reply, NodeError> {
     let reply = run_handler(state, conn, db, command, args).await;
-    if state.tracking.any() && reply.is_ok() {
+    // A script's calls remember its own keys (see `script_call`); EVAL_RO
+    // and the like, flagged read-only, remember nothing themselves.
+    let reads = command.has(Flag::Readonly) && command.handler != Handler::Scripting;
+    if state.tracking.any() && reply.is_ok() && reads && !conn.in_script {
         remember_keys(state, conn.id, command, args);
     }
     reply
 }
 
-/// CLIENT TRACKING: the keys a read-only command read are remembered for
-/// client `id` (a script's calls for the script's client; EVAL_RO,
-/// EVALSHA_RO and FCALL_RO themselves read nothing, as in Redis).
+/// CLIENT TRACKING: the keys of `command` (`args`) are remembered for
+/// client `id`: a read-only command's, or the keys a script declared
+/// once it called a read-only command.
 fn remember_keys(state: &RespState, id: u64, command: &'static Command, args: &[Vec<u8>]) {
-    if !command.has(Flag::Readonly) || matches!(command.name, "eval_ro" | "evalsha_ro" | "fcall_ro")
-    {
-        return;
-    }
     let Some(keys) = super::introspect::keys_of(command, args) else { return };
     let keys: Vec<Vec<u8>> = keys.into_iter().map(|(i, _)| args[i].clone()).collect();
     let max = usize::try_from(state.config.int("tracking-table-max-keys")).unwrap_or(0);
@@ -630,7 +629,7 @@ async fn run_handler(
             Ok(super::scripting::functions::command(state, args).await)
         }
         Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
-        Handler::Scripting => run_script(state, conn, db, name, args).await,
+        Handler::Scripting => run_script(state, conn, db, command, args).await,
         Handler::Server => super::config::server(state, db, name, args).await,
         Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,
@@ -650,9 +649,10 @@ async fn run_script(
     state: &RespState,
     conn: &Conn,
     db: &Db<'_>,
-    name: &str,
+    command: &'static Command,
     args: &[Vec<u8>],
 ) -> Result<Reply, NodeError> {
+    let name = command.name;
     // Shown before the script runs, so its calls follow it (Redis feeds
     // EVAL, EVALSHA and FCALL so).
     super::monitor::feed(state, conn.db, &conn.info.addr, args);
@@ -675,7 +675,9 @@ async fn run_script(
         match running.next(answer.take()).await {
             super::scripting::Step::Call(call) => {
                 own.proto = call.resp;
-                answer = Some(script_call(state, &mut own, overlay, call.args, read_only).await);
+                let outer = (command, args);
+                answer =
+                    Some(script_call(state, &mut own, overlay, call.args, read_only, outer).await);
             }
             super::scripting::Step::Done(outcome) => {
                 if outcome.stopped {
@@ -696,6 +698,7 @@ async fn script_call(
     overlay: &super::keyspace::Overlay,
     args: Vec<Vec<u8>>,
     read_only: bool,
+    (script, script_args): (&'static Command, &[Vec<u8>]),
 ) -> Reply {
     let Some(command) = super::table::lookup(&lower(&args[0])) else {
         return Reply::err("ERR Unknown Redis command called from script");
@@ -733,6 +736,11 @@ async fn script_call(
         Ok(reply) => reply,
         Err(e) => internal(e),
     };
+    // CLIENT TRACKING: a script that reads has read the keys it declared
+    // (Redis remembers its caller's command's keys).
+    if state.tracking.any() && command.has(Flag::Readonly) {
+        remember_keys(state, conn.id, script, script_args);
+    }
     let took = started.elapsed();
     // Counted as Redis counts the commands a script calls: each as a call
     // of its own, besides the script's.

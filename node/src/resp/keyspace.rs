@@ -899,7 +899,7 @@ impl<'a> Db<'a> {
         self.ensure_range().await?;
         let written = modifies.then(|| self.keys_for_watch(&ops)).flatten();
         let tracked = (self.dbi.is_some() && self.state.tracking.any())
-            .then(|| super::watches::keys_written(&ops));
+            .then(|| super::watches::keys_in_order(&ops));
         let pending = self.node.write_ops_applied(&self.range, ops).await?;
         self.durability.lock().unwrap_or_else(|p| p.into_inner()).extend(pending);
         if let Some((dbi, keys)) = written {
@@ -1007,7 +1007,7 @@ impl<'a> Db<'a> {
             }
             written.extend(db.keys_for_watch(ops));
             if state.tracking.any() && database_of_range(range).is_some() {
-                tracked.extend(super::watches::keys_written(ops));
+                tracked.extend(super::watches::keys_in_order(ops));
             }
         }
         state.node.write_across(parts).await?;

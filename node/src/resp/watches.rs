@@ -95,7 +95,15 @@ impl Watches {
     }
 }
 
-/// The Redis keys whose rows `ops` write, each once.
+/// The Redis keys whose rows `ops` write, each once, in the order `ops`
+/// first write them (as a command wrote them: CLIENT TRACKING tells of
+/// them so).
+pub fn keys_in_order(ops: &[WriteOp]) -> Vec<Vec<u8>> {
+    let mut seen = std::collections::HashSet::new();
+    ops.iter().filter_map(|op| key_of_row(op.key())).filter(|k| seen.insert(k.clone())).collect()
+}
+
+/// The Redis keys whose rows `ops` write, each once, sorted.
 pub fn keys_written(ops: &[WriteOp]) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = ops.iter().filter_map(|op| key_of_row(op.key())).collect();
     keys.sort_unstable();
