@@ -171,3 +171,38 @@ fn redirected_invalidations_reach_their_target_as_in_redis() {
     let twin = Twin::start();
     assert_eq!(redirect_session(twin.node.resp_addr), redirect_session(twin.redis.addr));
 }
+
+/// A blocked BLMOVE that a push serves writes a list its client tracks:
+/// the invalidation follows its reply; and a lowered
+/// `tracking-table-max-keys` lets go of keys, each with its invalidation.
+/// Postmortem: the BLMOVE's invalidation was never sent (kept for after a
+/// reply that the blocked path did not look for).
+#[test]
+fn a_served_blmove_and_a_lowered_table_bound_invalidate_as_in_redis() {
+    let twin = Twin::start();
+    let run = |addr: SocketAddr| {
+        let mut seen = Vec::new();
+        let mut w = RawResp::connect(addr, 10);
+        w.call_str("FLUSHALL");
+        w.call_str("RPUSH list2 a");
+        let mut c = RawResp::connect(addr, 10);
+        c.call_str("HELLO 3");
+        c.call_str("CLIENT TRACKING on");
+        c.call_str("LRANGE list2 0 -1");
+        c.send(&words("BLMOVE list1 list2 LEFT LEFT 0"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        w.call_str("RPUSH list1 foo");
+        seen.push(show(&c.reply().expect("served")));
+        seen.push(show(&c.reply().expect("invalidated")));
+        c.call_str("CLIENT TRACKING off");
+        c.call_str("CLIENT TRACKING on");
+        c.call_str("MSET k1 1 k2 2");
+        c.call_str("MGET k1 k2");
+        w.call_str("CONFIG SET tracking-table-max-keys 1");
+        let gone = show(&c.reply().expect("one key let go"));
+        seen.push(format!("{}", gone.contains("$2\\r\\nk1") || gone.contains("$2\\r\\nk2")));
+        w.call_str("CONFIG SET tracking-table-max-keys 1000000");
+        seen
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
+}

@@ -67,6 +67,10 @@ async fn expire_keys(state: Arc<RespState>, mut closing: watch::Receiver<bool>) 
                 if let Some(timeout) = state.config.idle_timeout() {
                     state.clients.close_idle(timeout);
                 }
+                if state.tracking.any() {
+                    let max = state.config.int("tracking-table-max-keys");
+                    state.tracking.limit(&state.pubsub, usize::try_from(max).unwrap_or(0));
+                }
                 if let Err(e) = super::keys::expire_due(&state).await {
                     tracing::debug!(error = %e, "expiring keys failed; retrying");
                 }
@@ -333,6 +337,8 @@ async fn wait_blocked(
     if conn.reply_wanted() || is_push(conn.proto, &reply) {
         reply.write(conn.proto, &mut out);
     }
+    // What its own run caused (a BLMOVE's destination it tracks) follows.
+    out.extend(tracking_after_reply(state, conn));
     state.node.clock.wait_stable(read_upto).await;
     count_write(state, out.len());
     io.stream.write_all(&out).await.is_ok()

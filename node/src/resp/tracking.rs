@@ -218,11 +218,22 @@ impl Tracking {
                 inner.items += 1;
             }
         }
+        drop(inner);
+        self.limit(hub, max_keys);
+    }
+
+    /// Lets go of remembered keys past `max_keys` (0: no bound), any of
+    /// them (as Redis's random walk), each with its invalidation. Run as
+    /// keys are remembered and, for a lowered bound, by the node's
+    /// periodic tick (Redis's `trackingLimitUsedSlots`).
+    pub fn limit(&self, hub: &Hub, max_keys: usize) {
+        if !self.any() {
+            return;
+        }
+        let mut inner = self.lock();
         if max_keys == 0 || inner.table.len() <= max_keys {
             return;
         }
-        // Let go of keys (any of them, as Redis's random walk) until under
-        // the bound, each with its invalidation.
         let over = inner.table.len() - max_keys;
         let gone: Vec<Vec<u8>> = inner.table.keys().take(over).cloned().collect();
         let mut out = Vec::new();
