@@ -615,3 +615,33 @@ fn blocked_stream_reads_are_served_as_redis_serves_them() {
     let got = run(twin.node.resp_addr);
     assert_eq!(got, want);
 }
+
+/// A blocked XREADGROUP whose client was killed, or unblocked, is not
+/// served by an XADD that follows: the entry goes to the next reader.
+/// Postmortem: an XADD right after CLIENT KILL delivered its entry to the
+/// killed consumer (with NOACK, lost to the group).
+#[test]
+fn a_killed_or_unblocked_group_reader_takes_no_entry() {
+    let twin = Twin::start();
+    let run = |addr: std::net::SocketAddr| -> Vec<String> {
+        let mut seen = Vec::new();
+        for (round, end) in ["CLIENT KILL ID", "CLIENT UNBLOCK"].iter().enumerate() {
+            let mut a = RawResp::connect(addr, 10);
+            a.call_str("FLUSHALL");
+            a.call_str("XGROUP CREATE s g $ MKSTREAM");
+            let mut b = RawResp::connect(addr, 10);
+            let id = String::from_utf8_lossy(&b.call_str("CLIENT ID"))
+                .trim_start_matches(':')
+                .trim()
+                .to_owned();
+            b.send(&words("XREADGROUP GROUP g dead NOACK BLOCK 0 STREAMS s >"));
+            std::thread::sleep(Duration::from_millis(200));
+            seen.push(show(&a.call_str(&format!("{end} {id}"))));
+            a.call_str(&format!("XADD s {}-0 f v", round + 1));
+            seen.push(show(&a.call_str("XREADGROUP GROUP g live STREAMS s >")));
+            seen.push(show(&a.call_str("XPENDING s g")));
+        }
+        seen
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
+}

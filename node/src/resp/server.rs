@@ -268,7 +268,13 @@ async fn wait_blocked(
         // past it, nothing more is read until the command has its reply.
         // Postmortem: a blocked client could make the node keep gigabytes.
         let reading = io.requests.buffered() < BLOCKED_REQUESTS_MAX_BYTES;
+        // In this order: a client killed, unblocked, timed out or gone is
+        // not served by a wake-up that came at the same time (an entry a
+        // blocked XREADGROUP took would be lost with it).
+        // Postmortem: an XADD right after CLIENT KILL delivered its entry
+        // to the killed consumer's pending list.
         tokio::select! {
+            biased;
             _ = closing.changed() => break None,
             // CLIENT KILL: closed at once, though blocked.
             _ = info.killed() => break None,
@@ -304,6 +310,9 @@ async fn wait_blocked(
                 }
             }
             _ = woken => {
+                if info.is_killed() {
+                    break None;
+                }
                 conn.retrying = true;
                 let done = super::stripes::with_burst(execute(state, conn, &block.args)).await;
                 conn.retrying = false;

@@ -1051,11 +1051,6 @@ async fn xautoclaim(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         None => None,
     };
     let (Some(mut s), Some(mut g)) = (found, group) else { return Ok(nogroup(key, group_name)) };
-    if count > 100_000_000 {
-        return Ok(Reply::err(
-            "ERR Insufficient memory, failed allocating transient memory, COUNT too high.",
-        ));
-    }
     let now = now_ms();
     let mut attempts = count.saturating_mul(10);
     let (mut claimed, mut deleted) = (Vec::new(), Vec::new());
