@@ -145,14 +145,23 @@ pub async fn execute(
         // meanwhile.
         super::stripes::release_held();
     }
-    let _gate = match state.gate.try_read() {
-        Ok(gate) => gate,
-        Err(_) => {
-            // EXEC runs alone and may want a stripe this burst holds.
-            super::stripes::release_held();
-            state.gate.read().await
-        }
-    };
+    // FLUSHDB and FLUSHALL run alone, as EXEC: a database dropped and made
+    // again is never seen half done (a woken XREADGROUP found its stream
+    // and not its group).
+    let (mut shared, mut alone) = (None, None);
+    if matches!(name, "flushdb" | "flushall") {
+        super::stripes::release_held();
+        alone = Some(state.gate.write().await);
+    } else {
+        shared = Some(match state.gate.try_read() {
+            Ok(gate) => gate,
+            Err(_) => {
+                // EXEC runs alone and may want a stripe this burst holds.
+                super::stripes::release_held();
+                state.gate.read().await
+            }
+        });
+    }
     let mut db = Db::new(state, conn.db, None);
     db.client = Some(conn.id);
     db.create_local = !matches!(placement, Placement::Unmade);
@@ -163,7 +172,7 @@ pub async fn execute(
     if db.wants_replicated() {
         // The database's first write, on a cluster: nothing was written
         // here; it is created replicated and the command runs there.
-        drop(_gate);
+        drop((shared.take(), alone.take()));
         super::stripes::release_held();
         let work = Work::Command(args.to_vec());
         return (

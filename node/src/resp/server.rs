@@ -459,6 +459,12 @@ async fn run_batch(
                 full = true;
                 break;
             }
+            // CLIENT KILL: nothing more of it runs (a command read before
+            // the kill would otherwise run after it).
+            if conn.info.is_killed() {
+                close = true;
+                break;
+            }
             let parsed = requests.next(conn.authenticated);
             if let Parsed::Command(args) = &parsed {
                 // Under CLIENT REPLY OFF/SKIP each command runs on its own,
