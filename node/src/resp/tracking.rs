@@ -273,10 +273,9 @@ impl Tracking {
     /// FLUSHDB or FLUSHALL by `writer`: every tracking client is told that
     /// everything changed (a null invalidation), and the table is emptied.
     pub fn flushed(&self, hub: &Hub, writer: Option<u64>) {
-        if !self.any() {
-            return;
-        }
         let mut inner = self.lock();
+        // Emptied whether or not anyone tracks now: keys of clients that
+        // turned tracking off stay in the table until then, as in Redis.
         inner.table.clear();
         inner.items = 0;
         let out: Vec<(u64, Message)> =
