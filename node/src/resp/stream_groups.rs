@@ -327,6 +327,24 @@ fn entries_read_reply(g: &Group) -> Reply {
     g.entries_read.map_or(Reply::Null, |n| Reply::Int(n as i64))
 }
 
+/// The stream at `key` and its group `name`, each if it exists;
+/// WRONGTYPE for a key of another type.
+async fn stream_and_group(
+    db: &Db<'_>,
+    key: &[u8],
+    name: &[u8],
+) -> NodeResult<Result<(Option<Stream>, Option<Group>), Reply>> {
+    let found = match streams::load(db, key).await? {
+        Ok(found) => found,
+        Err(reply) => return Ok(Err(reply)),
+    };
+    let group = match &found {
+        Some(_) => Groups::new(db, key).group(name).await?,
+        None => None,
+    };
+    Ok(Ok((found, group)))
+}
+
 /// Runs XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM or XAUTOCLAIM.
 pub async fn run(
     state: &RespState,
@@ -773,15 +791,8 @@ async fn xpending(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         range = Some((min_idle, start, end, count, consumer));
     }
     let (key, group_name) = (&args[1], &args[2]);
-    let found = match streams::load(db, key).await? {
-        Ok(found) => found,
-        Err(reply) => return Ok(reply),
-    };
+    let (_, group) = or_reply!(stream_and_group(db, key, group_name).await?);
     let mut groups = Groups::new(db, key);
-    let group = match &found {
-        Some(_) => groups.group(group_name).await?,
-        None => None,
-    };
     let Some(g) = group else { return Ok(nogroup(key, group_name)) };
     let Some((min_idle, start, end, count, consumer)) = range else {
         if g.pel == 0 {
@@ -908,15 +919,8 @@ async fn claim(
 /// [LASTID lastid]
 async fn xclaim(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let (key, group_name, name) = (&args[1], &args[2], &args[3]);
-    let found = match streams::load(db, key).await? {
-        Ok(found) => found,
-        Err(reply) => return Ok(reply),
-    };
+    let (found, group) = or_reply!(stream_and_group(db, key, group_name).await?);
     let mut groups = Groups::new(db, key);
-    let group = match &found {
-        Some(_) => groups.group(group_name).await?,
-        None => None,
-    };
     let (Some(mut s), Some(mut g)) = (found, group) else { return Ok(nogroup(key, group_name)) };
     let Some(min_idle) = parse_i64(&args[4]) else {
         return Ok(Reply::err("ERR Invalid min-idle-time argument for XCLAIM"));
@@ -1041,15 +1045,8 @@ async fn xautoclaim(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         }
         j += 1;
     }
-    let found = match streams::load(db, key).await? {
-        Ok(found) => found,
-        Err(reply) => return Ok(reply),
-    };
+    let (found, group) = or_reply!(stream_and_group(db, key, group_name).await?);
     let mut groups = Groups::new(db, key);
-    let group = match &found {
-        Some(_) => groups.group(group_name).await?,
-        None => None,
-    };
     let (Some(mut s), Some(mut g)) = (found, group) else { return Ok(nogroup(key, group_name)) };
     let now = now_ms();
     let mut attempts = count.saturating_mul(10);

@@ -632,31 +632,40 @@ pub async fn trim(db: &Db<'_>, key: &[u8], s: &mut Stream, t: Trim) -> NodeResul
     if deleted == 0 {
         return Ok(0);
     }
-    if s.meta.length == 0 {
-        s.meta.first_id = StreamId::MIN;
-    } else {
-        // The first live entry, past what this trim deletes.
-        let gone: std::collections::HashSet<Vec<u8>> = ops
-            .iter()
-            .filter_map(|op| match op {
-                WriteOp::Delete { key } => Some(key.to_vec()),
-                WriteOp::Put { .. } => None,
-            })
-            .collect();
-        let mut first = None;
-        db.visit_rows(prefix("X", key), None, false, |row, _| {
-            if gone.contains(&row) {
-                return Ok(true);
-            }
-            first = Some(id_of_row(&row)?);
-            Ok(false)
+    let gone: std::collections::HashSet<Vec<u8>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Delete { key } => Some(key.to_vec()),
+            WriteOp::Put { .. } => None,
         })
-        .await?;
-        s.meta.first_id = first.unwrap_or(StreamId::MIN);
-    }
+        .collect();
+    s.meta.first_id = first_remaining(db, key, s.meta.length, &gone).await?;
     ops.push(s.put_op(key));
     db.write(ops).await?;
     Ok(deleted)
+}
+
+/// The first entry's ID once the entry rows in `gone` are deleted (0-0
+/// when `length`, the entries left, is 0), as Redis records it.
+async fn first_remaining(
+    db: &Db<'_>,
+    key: &[u8],
+    length: u64,
+    gone: &std::collections::HashSet<Vec<u8>>,
+) -> NodeResult<StreamId> {
+    if length == 0 {
+        return Ok(StreamId::MIN);
+    }
+    let mut first = None;
+    db.visit_rows(prefix("X", key), None, false, |row, _| {
+        if gone.contains(&row) {
+            return Ok(true);
+        }
+        first = Some(id_of_row(&row)?);
+        Ok(false)
+    })
+    .await?;
+    Ok(first.unwrap_or(StreamId::MIN))
 }
 
 /// Deletes the entries `ids` of the stream `s` at `key` (missing ones are
@@ -703,20 +712,9 @@ pub async fn delete(db: &Db<'_>, key: &[u8], s: &mut Stream, ids: &[StreamId]) -
             ops.push(node.put_op(key));
         }
     }
-    if s.meta.length == 0 {
-        s.meta.first_id = StreamId::MIN;
-    } else if first_deleted {
-        let mut first = None;
-        db.visit_rows(prefix("X", key), None, false, |row, _| {
-            let id = id_of_row(&row)?;
-            if gone.contains(&id) {
-                return Ok(true);
-            }
-            first = Some(id);
-            Ok(false)
-        })
-        .await?;
-        s.meta.first_id = first.unwrap_or(StreamId::MIN);
+    if s.meta.length == 0 || first_deleted {
+        let rows = gone.iter().map(|&id| entry_row(key, id)).collect();
+        s.meta.first_id = first_remaining(db, key, s.meta.length, &rows).await?;
     }
     ops.push(s.put_op(key));
     db.write(ops).await?;
