@@ -308,6 +308,12 @@ pub async fn run(
     let keys: Vec<&[u8]> = ask.writes.iter().map(Vec::as_slice).collect();
     let got = {
         let _g = state.lock_as_waiter(dbi, &keys, &[]).await;
+        // Woken after its client was killed or unblocked: it takes
+        // nothing, and its wait ends so.
+        if conn.retrying && conn.info.leaving() {
+            of_kind_missing(conn, &ask, args);
+            return Ok(ask.empty);
+        }
         // Woken, it is served only from keys of its type: one that came to
         // hold another type is passed over (its destination's type is still
         // checked, with WRONGTYPE, as in Redis).

@@ -136,6 +136,12 @@ impl ClientInfo {
         true
     }
 
+    /// Whether the connection is killed or CLIENT UNBLOCK ended its wait:
+    /// a blocked command woken now must take nothing.
+    pub fn leaving(&self) -> bool {
+        self.is_killed() || self.unblock.load(Ordering::Acquire) != 0
+    }
+
     /// Completes with the reason once CLIENT UNBLOCK ends its wait.
     pub async fn unblocked(&self) -> u8 {
         loop {

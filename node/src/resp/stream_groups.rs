@@ -551,6 +551,9 @@ async fn xreadgroup(
     let (group_name, consumer_name) = r.group.clone().expect("XREADGROUP's GROUP was checked");
     let keys: Vec<&[u8]> = r.keys.iter().map(Vec::as_slice).collect();
     let _g = state.lock(conn.db, &keys).await;
+    // Woken after its client was killed or unblocked (while this run
+    // waited for the keys): it takes nothing, and its wait ends so.
+    let taking = !(conn.retrying && conn.info.leaving());
     // Checked first, key by key, as Redis: the type, the group, the ID.
     let mut reads = Vec::with_capacity(r.keys.len());
     for (key, id) in r.keys.iter().zip(&r.ids) {
@@ -593,7 +596,7 @@ async fn xreadgroup(
         reads.push((key, from));
     }
     let mut served = Vec::new();
-    for (key, from) in reads {
+    for (key, from) in reads.into_iter().filter(|_| taking) {
         // Read again: a key given twice sees what its first read did.
         let (Ok(Some(mut s)), Some(mut g)) =
             (streams::load(db, key).await?, Groups::new(db, key).group(&group_name).await?)
