@@ -206,3 +206,19 @@ fn a_served_blmove_and_a_lowered_table_bound_invalidate_as_in_redis() {
     };
     assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
 }
+
+/// RESET turns tracking off, and CLIENT LIST shows it so (as Redis's
+/// `t` flag goes).
+#[test]
+fn reset_ends_tracking_as_in_redis() {
+    let twin = Twin::start();
+    let run = |addr: SocketAddr| {
+        let mut c = RawResp::connect(addr, 10);
+        c.call_str("CLIENT TRACKING on");
+        let on = String::from_utf8_lossy(&c.call_str("CLIENT INFO")).contains("flags=t ");
+        c.call_str("RESET");
+        let info = String::from_utf8_lossy(&c.call_str("CLIENT INFO")).into_owned();
+        (on, info.contains("flags=N "), show(&c.call_str("CLIENT GETREDIR")))
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
+}

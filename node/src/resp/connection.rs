@@ -69,7 +69,13 @@ pub async fn run(
             conn.subs = Some(super::pubsub::Subscriptions::new(state.pubsub.clone(), conn.id));
             conn.running = running;
             info.set_name(None);
-            info.set_flag(super::clients::FLAG_NO_EVICT, false);
+            for flag in [
+                super::clients::FLAG_NO_EVICT,
+                super::clients::FLAG_TRACKING,
+                super::clients::FLAG_TRACKING_BCAST,
+            ] {
+                info.set_flag(flag, false);
+            }
             conn.info = info;
             Reply::Simple("RESET")
         }
