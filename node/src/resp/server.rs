@@ -531,7 +531,12 @@ async fn run_batch(
                         // No reply yet (see `wait_blocked`).
                         break;
                     }
-                    if let Some(subs) = conn.subs.as_mut().filter(|_| !subscribing) {
+                    // Not a monitor's: the line of its own command goes
+                    // after its reply, as Redis feeds monitors after the
+                    // command ran.
+                    // Postmortem: a monitor's PING got its own line first.
+                    let drains = !subscribing && !conn.subs.as_ref().is_some_and(|s| s.is_monitor());
+                    if let Some(subs) = conn.subs.as_mut().filter(|_| drains) {
                         // Messages the command published to this
                         // connection's own channels (PUBLISH, a keyspace
                         // event) go before its reply, as Redis writes them.
