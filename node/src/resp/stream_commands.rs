@@ -79,7 +79,7 @@ pub async fn run(
         }
         "xsetid" => xsetid(state, dbi, db, args).await,
         "xread" => xread(conn, db, args).await,
-        "xinfo" => xinfo(db, conn.proto, args).await,
+        "xinfo" => xinfo(db, args).await,
         _ => super::stream_groups::run(state, conn, db, command, args).await,
     }
 }
@@ -533,7 +533,7 @@ const XINFO_HELP: &[&str] = &[
 ];
 
 /// XINFO STREAM | GROUPS | CONSUMERS | HELP.
-async fn xinfo(db: &Db<'_>, proto: u8, args: &[Vec<u8>]) -> NodeResult<Reply> {
+async fn xinfo(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     let sub = lower(&args[1]);
     if sub == "help" {
         return Ok(Reply::Array(XINFO_HELP.iter().map(|l| Reply::Simple(l)).collect()));
@@ -543,15 +543,14 @@ async fn xinfo(db: &Db<'_>, proto: u8, args: &[Vec<u8>]) -> NodeResult<Reply> {
         return Ok(Reply::err("ERR no such key"));
     };
     match sub.as_str() {
-        "stream" => xinfo_stream(db, proto, key, &s, args).await,
-        _ => super::stream_groups::xinfo(db, proto, key, &s, &sub, args).await,
+        "stream" => xinfo_stream(db, key, &s, args).await,
+        _ => super::stream_groups::xinfo(db, key, &s, &sub, args).await,
     }
 }
 
 /// XINFO STREAM key [FULL [COUNT count]]
 async fn xinfo_stream(
     db: &Db<'_>,
-    proto: u8,
     key: &[u8],
     s: &Stream,
     args: &[Vec<u8>],
@@ -594,7 +593,7 @@ async fn xinfo_stream(
             let entries =
                 streams::range(db, key, StreamId::MIN, StreamId::MAX, count, false).await?;
             pairs.push(("entries", Reply::Array(entries.into_iter().map(entry_reply).collect())));
-            let groups = super::stream_groups::full_groups(db, proto, key, s, count).await?;
+            let groups = super::stream_groups::full_groups(db, key, s, count).await?;
             pairs.push(("groups", groups));
         }
     }

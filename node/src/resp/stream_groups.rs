@@ -1101,7 +1101,6 @@ async fn xautoclaim(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
 /// XINFO GROUPS key; XINFO CONSUMERS key group.
 pub async fn xinfo(
     db: &Db<'_>,
-    _proto: u8,
     key: &[u8],
     s: &Stream,
     sub: &str,
@@ -1150,7 +1149,6 @@ pub async fn xinfo(
 /// `count` (0: all).
 pub async fn full_groups(
     db: &Db<'_>,
-    _proto: u8,
     key: &[u8],
     s: &Stream,
     count: u64,
