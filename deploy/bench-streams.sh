@@ -10,6 +10,8 @@
 #
 #   deploy/bench-streams.sh [REQUESTS]      (default 100000 per test)
 set -euo pipefail
+# The commands hold `*`: no file name expansion.
+set -f
 cd "$(dirname "$0")/.."
 REQUESTS="${1:-100000}"
 CLIENTS=50

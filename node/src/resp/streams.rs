@@ -554,14 +554,19 @@ pub struct Trim {
 /// (whole nodes first; with `approx` nothing inside a node); writes the
 /// rows and the key row when anything went. How many entries went.
 pub async fn trim(db: &Db<'_>, key: &[u8], s: &mut Stream, t: Trim) -> NodeResult<u64> {
+    // Nothing to read when nothing can go (most XADDs with MAXLEN).
+    if matches!(t.to, TrimTo::MaxLen(max) if s.meta.length <= max) || s.meta.nodes == 0 {
+        return Ok(0);
+    }
     let mut ops = Vec::new();
     let mut deleted = 0u64;
     let start = prefix("Xn", key);
     let end = monotable_proto::keys::tuple_prefix_end(&start);
     let mut nodes = Vec::new();
-    // Nodes are read a page at a time, as many as the trim may look at.
+    // Nodes are read a page at a time, as many as the trim may look at
+    // (most trims remove one node, or none).
     let mut length = s.meta.length;
-    db.visit_rows_expecting(start, end, false, 16, |row, value| {
+    db.visit_rows_expecting(start, end, false, 1, |row, value| {
         let node = Node::decode(id_of_row(&row)?, &value)?;
         let more = match t.to {
             TrimTo::MaxLen(max) => length.saturating_sub(node.live) >= max,
