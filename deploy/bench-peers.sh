@@ -35,3 +35,13 @@ start_redis() { # name port args...
     pids+=($!)
     wait_port "$port"
 }
+
+# A Monotable node on data directory $work/NAME with its Redis endpoint on
+# RESP-PORT (its native listener on a free port), stopped with the peers.
+resp_monotable() { # name resp-port args...
+    local name=$1 port=$2; shift 2
+    "$MT" serve --data-dir "$work/$name" --listen 127.0.0.1:0 --resp-listen "127.0.0.1:$port" \
+        --log warn "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    wait_port "$port"
+}

@@ -20,18 +20,10 @@ TESTS=set,get,incr,hset,lpush,sadd,zadd
 # shellcheck source=deploy/bench-peers.sh
 . deploy/bench-peers.sh
 
-start_monotable() { # name resp-port args...
-    local name=$1 port=$2; shift 2
-    "$MT" serve --data-dir "$work/$name" --listen 127.0.0.1:0 --resp-listen "127.0.0.1:$port" \
-        --log warn "$@" >"$work/$name.log" 2>&1 &
-    pids+=($!)
-    wait_port "$port"
-}
-
 RA=$(free_port); start_redis redis-aof "$RA" --appendonly yes --appendfsync always
 RN=$(free_port); start_redis redis-mem "$RN" --appendonly no
-MD=$(free_port); start_monotable mt-durable "$MD"
-MN=$(free_port); start_monotable mt-nofsync "$MN" --fsync never
+MD=$(free_port); resp_monotable mt-durable "$MD"
+MN=$(free_port); resp_monotable mt-nofsync "$MN" --fsync never
 
 bench() {
     if [ "$ALL" = yes ]; then
