@@ -549,12 +549,7 @@ async fn xinfo(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
 }
 
 /// XINFO STREAM key [FULL [COUNT count]]
-async fn xinfo_stream(
-    db: &Db<'_>,
-    key: &[u8],
-    s: &Stream,
-    args: &[Vec<u8>],
-) -> NodeResult<Reply> {
+async fn xinfo_stream(db: &Db<'_>, key: &[u8], s: &Stream, args: &[Vec<u8>]) -> NodeResult<Reply> {
     // FULL, or FULL COUNT count, as Redis's `xinfoReplyWithStreamInfo`.
     let options = &args[3..];
     let full = match options.len() {

@@ -1147,12 +1147,7 @@ pub async fn xinfo(
 
 /// The `groups` of XINFO STREAM FULL, each PEL and consumer PEL cut at
 /// `count` (0: all).
-pub async fn full_groups(
-    db: &Db<'_>,
-    key: &[u8],
-    s: &Stream,
-    count: u64,
-) -> NodeResult<Reply> {
+pub async fn full_groups(db: &Db<'_>, key: &[u8], s: &Stream, count: u64) -> NodeResult<Reply> {
     let mut groups = Groups::new(db, key);
     let limit = usize::try_from(count).unwrap_or(usize::MAX);
     let mut out = Vec::new();
