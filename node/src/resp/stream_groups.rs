@@ -10,7 +10,6 @@
 //! order, so XPENDING and XAUTOCLAIM read only what they return, as
 //! Redis's radix trees do.
 
-use monotable_proto::tuple::Element;
 use monotable_proto::WriteOp;
 
 use super::args::{lower, parse_i64};
@@ -20,7 +19,7 @@ use super::notify;
 use super::reply::Reply;
 use super::state::{Conn, RespState};
 use super::stream_commands::{read_args, read_reply, ReadArgs, XREAD_BLOCKED_DEFAULT_COUNT};
-use super::streams::{self, entry_reply, interval_bound, strict_id, Meta, Stream, StreamId};
+use super::streams::{self, entry_reply, interval_bound, row, strict_id, Meta, Stream, StreamId};
 use super::table::Command;
 use crate::error::{NodeError, NodeResult};
 
@@ -109,12 +108,6 @@ impl Consumer {
 
 fn damaged() -> NodeError {
     NodeError::Internal("damaged stream consumer group row".into())
-}
-
-fn row(tag: &str, key: &[u8], rest: &[&[u8]]) -> Vec<u8> {
-    let mut parts = vec![Element::String(tag.into()), Element::Bytes(key.to_vec())];
-    parts.extend(rest.iter().map(|r| Element::Bytes(r.to_vec())));
-    monotable_proto::tuple::encode(&parts).expect("a key within the size limit encodes")
 }
 
 /// The rows of one stream's groups, and the writes a command makes to

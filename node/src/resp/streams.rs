@@ -281,9 +281,11 @@ pub async fn load(db: &Db<'_>, key: &[u8]) -> NodeResult<Result<Option<Stream>, 
     Ok(Ok(Some(Stream { value, meta })))
 }
 
-fn row(tag: &str, key: &[u8], rest: &[Element]) -> Vec<u8> {
+/// The row `(tag, key, rest...)` of the stream at `key`, every part after
+/// the tag bytes (see the module doc for the tags).
+pub(super) fn row(tag: &str, key: &[u8], rest: &[&[u8]]) -> Vec<u8> {
     let mut parts = vec![Element::String(tag.into()), Element::Bytes(key.to_vec())];
-    parts.extend_from_slice(rest);
+    parts.extend(rest.iter().map(|r| Element::Bytes(r.to_vec())));
     tuple::encode(&parts).expect("a key within the size limit encodes")
 }
 
@@ -293,11 +295,11 @@ pub fn prefix(tag: &str, key: &[u8]) -> Vec<u8> {
 }
 
 pub fn entry_row(key: &[u8], id: StreamId) -> Vec<u8> {
-    row("X", key, &[Element::Bytes(id.bytes().to_vec())])
+    row("X", key, &[&id.bytes()])
 }
 
 fn node_row(key: &[u8], master: StreamId) -> Vec<u8> {
-    row("Xn", key, &[Element::Bytes(master.bytes().to_vec())])
+    row("Xn", key, &[&master.bytes()])
 }
 
 /// The ID at the end of a stream row (an entry's, a node's).
