@@ -260,12 +260,12 @@ impl Clients {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Lists `info` until the returned guard is dropped.
     /// Whether client `id` is connected.
     pub fn exists(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
     }
 
+    /// Lists `info` until the returned guard is dropped.
     pub fn register(&self, info: Arc<ClientInfo>) -> Registered<'_> {
         let id = info.id;
         self.lock().insert(id, info);

@@ -54,13 +54,18 @@ impl Histogram {
         self.counts().iter().sum()
     }
 
-    /// The microseconds Redis reports for bucket `b`: its upper bound's
+    /// Bucket `b`'s upper bound as Redis reports it, in nanoseconds: the
     /// highest equivalent value in an HdrHistogram of two significant
-    /// digits, divided by 1,000.
-    fn bucket_micros(b: usize) -> u64 {
+    /// digits.
+    fn bucket_nanos(b: usize) -> u64 {
         let bound = 1024u64 << b;
         let resolution = 1u64 << (b + 3);
-        (bound + resolution - 1) / 1000
+        bound + resolution - 1
+    }
+
+    /// The whole microseconds Redis reports for bucket `b`.
+    fn bucket_micros(b: usize) -> u64 {
+        Self::bucket_nanos(b) / 1000
     }
 
     /// LATENCY HISTOGRAM's `histogram_usec`: (microseconds, calls up to
@@ -90,8 +95,7 @@ impl Histogram {
         for (b, n) in counts.into_iter().enumerate() {
             seen += n;
             if seen >= wanted {
-                let bound = 1024u64 << b;
-                return (bound + (1u64 << (b + 3)) - 1) as f64 / 1000.0;
+                return Self::bucket_nanos(b) as f64 / 1000.0;
             }
         }
         0.0

@@ -512,12 +512,18 @@ impl Subscriptions {
 
     /// Appends the messages queued now, encoded in protocol `proto`.
     pub fn drain(&mut self, proto: u8, out: &mut Vec<u8>) {
-        let subscribed = self.count() > 0;
         while let Ok(m) = self.rx.try_recv() {
             self.mailbox.pending.fetch_sub(m.bytes(), Ordering::AcqRel);
-            if let Some(reply) = m.reply(proto, subscribed) {
-                reply.write(proto, out);
-            }
+            self.write(&m, proto, out);
+        }
+    }
+
+    /// Appends `m` as this connection (speaking `proto`, subscribed or
+    /// not) is sent it; some messages are nothing to it (see
+    /// [`Message::reply`]).
+    pub fn write(&self, m: &Message, proto: u8, out: &mut Vec<u8>) {
+        if let Some(reply) = m.reply(proto, self.count() > 0) {
+            reply.write(proto, out);
         }
     }
 

@@ -173,14 +173,7 @@ async fn connection(
                 // Published to a channel it listens to: written at once,
                 // with whatever else is queued.
                 let Some(message) = message else { continue };
-                let mut out = Vec::new();
-                let subscribed = conn.subs.as_ref().is_some_and(|s| s.count() > 0);
-                if let Some(reply) = message.reply(conn.proto, subscribed) {
-                    reply.write(conn.proto, &mut out);
-                }
-                if let Some(subs) = conn.subs.as_mut() {
-                    subs.drain(conn.proto, &mut out);
-                }
+                let out = encode_messages(&mut conn, &message);
                 if out.is_empty() {
                     continue;
                 }
@@ -297,14 +290,7 @@ async fn wait_blocked(
             // Redis, and past its bound it is closed.
             message = next_message(conn) => {
                 let Some(message) = message else { continue };
-                let mut out = Vec::new();
-                let subscribed = conn.subs.as_ref().is_some_and(|s| s.count() > 0);
-                if let Some(reply) = message.reply(conn.proto, subscribed) {
-                    reply.write(conn.proto, &mut out);
-                }
-                if let Some(subs) = conn.subs.as_mut() {
-                    subs.drain(conn.proto, &mut out);
-                }
+                let out = encode_messages(conn, &message);
                 if io.stream.write_all(&out).await.is_err() || overflowed(conn) {
                     break None;
                 }
@@ -362,10 +348,10 @@ fn tracking_after_reply(state: &RespState, conn: &Conn) -> Vec<u8> {
         return out;
     }
     state.tracking.broadcast(&state.pubsub);
-    let subscribed = conn.subs.as_ref().is_some_and(|s| s.count() > 0);
-    for m in state.tracking.take_own(conn.id) {
-        if let Some(reply) = m.reply(conn.proto, subscribed) {
-            reply.write(conn.proto, &mut out);
+    let own = state.tracking.take_own(conn.id);
+    if let Some(subs) = conn.subs.as_ref() {
+        for m in &own {
+            subs.write(m, conn.proto, &mut out);
         }
     }
     out
@@ -376,6 +362,17 @@ const BLOCKED_REQUESTS_MAX_BYTES: usize = 16 << 20;
 
 /// The next message published to one of `conn`'s channels or patterns
 /// (never, while it has none).
+/// `first` (a message that came while the connection waited) and whatever
+/// else is queued, encoded for `conn`.
+fn encode_messages(conn: &mut Conn, first: &super::pubsub::Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(subs) = conn.subs.as_mut() {
+        subs.write(first, conn.proto, &mut out);
+        subs.drain(conn.proto, &mut out);
+    }
+    out
+}
+
 async fn next_message(conn: &mut Conn) -> Option<super::pubsub::Message> {
     match conn.subs.as_mut() {
         Some(subs) => subs.ready().await,

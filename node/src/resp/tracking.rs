@@ -75,8 +75,7 @@ pub struct Tracking {
     inner: Mutex<Inner>,
 }
 
-/// Where a message goes: the tracking client (`None`), or its redirect
-/// target.
+/// Messages and the client id each goes to.
 type Deliveries = Vec<(u64, Message)>;
 
 impl Tracking {
