@@ -493,30 +493,36 @@ async fn xread(conn: &mut Conn, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Rep
             keys: r.keys.clone(),
             deadline: (ms > 0)
                 .then(|| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
-            args: blocked_args(&r, &after),
+            args: r.blocked(after.iter().map(|id| id.to_string().into_bytes()).collect()),
             poll: false,
         });
     }
     Ok(Reply::NullArray)
 }
 
-/// The XREAD a blocked one runs again: its `$`s resolved, its count
-/// [`XREAD_BLOCKED_DEFAULT_COUNT`] without COUNT, blocking.
-fn blocked_args(r: &ReadArgs, after: &[StreamId]) -> Vec<Vec<u8>> {
-    let count = if r.count == 0 { XREAD_BLOCKED_DEFAULT_COUNT } else { r.count };
-    // BLOCK: a run that finds nothing blocks again (the deadline is the
-    // first run's).
-    let mut out: Vec<Vec<u8>> = vec![
-        b"XREAD".to_vec(),
-        b"COUNT".to_vec(),
-        count.to_string().into_bytes(),
-        b"BLOCK".to_vec(),
-        b"0".to_vec(),
-    ];
-    out.push(b"STREAMS".to_vec());
-    out.extend(r.keys.iter().cloned());
-    out.extend(after.iter().map(|id| id.to_string().into_bytes()));
-    out
+impl ReadArgs {
+    /// The XREAD or XREADGROUP a blocked one runs again, reading after
+    /// `ids` (one per key: an XREAD's with its `$`s resolved): blocking
+    /// (a run that finds nothing blocks again; the deadline is the first
+    /// run's), its count [`XREAD_BLOCKED_DEFAULT_COUNT`] without COUNT.
+    pub fn blocked(&self, ids: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let count = if self.count == 0 { XREAD_BLOCKED_DEFAULT_COUNT } else { self.count };
+        let mut out = match &self.group {
+            Some((group, consumer)) => {
+                vec![b"XREADGROUP".to_vec(), b"GROUP".to_vec(), group.clone(), consumer.clone()]
+            }
+            None => vec![b"XREAD".to_vec()],
+        };
+        out.extend([b"COUNT".to_vec(), count.to_string().into_bytes()]);
+        out.extend([b"BLOCK".to_vec(), b"0".to_vec()]);
+        if self.noack {
+            out.push(b"NOACK".to_vec());
+        }
+        out.push(b"STREAMS".to_vec());
+        out.extend(self.keys.iter().cloned());
+        out.extend(ids);
+        out
+    }
 }
 
 /// XINFO's help, word for word as Redis 7.0 gives it.

@@ -18,7 +18,7 @@ use super::keyspace::{now_ms, Db};
 use super::notify;
 use super::reply::Reply;
 use super::state::{Conn, RespState};
-use super::stream_commands::{read_args, read_reply, ReadArgs, XREAD_BLOCKED_DEFAULT_COUNT};
+use super::stream_commands::{read_args, read_reply};
 use super::streams::{self, entry_reply, interval_bound, row, strict_id, Meta, Stream, StreamId};
 use super::table::Command;
 use crate::error::{NodeError, NodeResult};
@@ -634,35 +634,11 @@ async fn xreadgroup(
             keys: r.keys.clone(),
             deadline: (ms > 0)
                 .then(|| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
-            args: blocked_args(&r),
+            args: r.blocked(r.ids.clone()),
             poll: false,
         });
     }
     Ok(Reply::NullArray)
-}
-
-/// The XREADGROUP a blocked one runs again (blocking): without COUNT, a
-/// count of [`XREAD_BLOCKED_DEFAULT_COUNT`].
-fn blocked_args(r: &ReadArgs) -> Vec<Vec<u8>> {
-    let count = if r.count == 0 { XREAD_BLOCKED_DEFAULT_COUNT } else { r.count };
-    let (group, consumer) = r.group.clone().unwrap_or_default();
-    let mut out = vec![
-        b"XREADGROUP".to_vec(),
-        b"GROUP".to_vec(),
-        group,
-        consumer,
-        b"COUNT".to_vec(),
-        count.to_string().into_bytes(),
-        b"BLOCK".to_vec(),
-        b"0".to_vec(),
-    ];
-    if r.noack {
-        out.push(b"NOACK".to_vec());
-    }
-    out.push(b"STREAMS".to_vec());
-    out.extend(r.keys.iter().cloned());
-    out.extend(r.ids.iter().cloned());
-    out
 }
 
 /// Delivers entry `id` to a consumer (`to`: the group's name and the
