@@ -26,7 +26,8 @@
 //!   on disk; nothing is evicted), `lazyfree-lazy-*`,
 //!   `client-query-buffer-limit` (requests are bounded by the argument
 //!   limit, `proto-max-bulk-len`), `repl-backlog-size` (no Redis
-//!   replication here).
+//!   replication here), `sanitize-dump-payload` (RESTORE checks every
+//!   payload whole, see [`super::rdb`]).
 //!
 //! Any other name is unknown: CONFIG GET matches nothing, CONFIG SET
 //! answers Redis's "Unknown option" error. CONFIG SET of several pairs is
@@ -80,6 +81,10 @@ struct Param {
 const fn param(names: &'static [&'static str], kind: Kind, default: &'static str) -> Param {
     Param { names, kind, default }
 }
+
+/// `sanitize-dump-payload`'s values: RESTORE checks every payload whole
+/// whatever it says (see [`super::rdb`]).
+const SANITIZE: &[&str] = &["no", "yes", "clients"];
 
 const POLICIES: &[&str] = &[
     "volatile-lru",
@@ -136,6 +141,7 @@ static PARAMS: &[Param] = &[
     param(&["proto-max-bulk-len"], Kind::Held, ""),
     param(&["repl-backlog-size"], Kind::Memory { min: 1 }, "1048576"),
     param(&["replicaof", "slaveof"], Kind::Immutable, ""),
+    param(&["sanitize-dump-payload"], Kind::Enum(SANITIZE), "no"),
     param(&["save"], Kind::Save, ""),
     param(&["set-max-intset-entries"], Kind::Int { min: 0, max: LONG_MAX }, "512"),
     param(&["slowlog-log-slower-than"], Kind::Int { min: -1, max: LONG_MAX }, "10000"),

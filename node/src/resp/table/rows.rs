@@ -87,6 +87,10 @@ pub static COMMANDS: &[Command] = &[
         .docs("Delete a key", "1.0.0", "generic", "O(N) where N is the number of keys that will be removed. When a key to remove holds a value other than a string, the individual complexity for this key is O(M) where M is the number of elements in the list, set, sorted set or hash. Removing a single key that holds a string value is O(1)."),
     cmd("discard", 1, H::Transaction, &[Noscript, Loading, Stale, Fast, AllowBusy], (0, 0, 0), &["@fast", "@transaction"])
         .docs("Discard all commands issued after MULTI", "2.0.0", "transactions", "O(N), when N is the number of queued commands"),
+    cmd("dump", 2, H::Keys, &[Readonly], (1, 1, 1), &["@keyspace", "@read", "@slow"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Return a serialized version of the value stored at the specified key.", "2.6.0", "generic", "O(1) to access the key and additional O(N*M) to serialize it, where N is the number of Redis objects composing the value and M their average size. For small string values the time complexity is thus O(1)+O(1*M) where M is small, so simply O(1)."),
     cmd("echo", 2, H::Connection, &[Loading, Stale, Fast], (0, 0, 0), &["@fast", "@connection"])
         .docs("Echo the given string", "1.0.0", "connection", "O(1)")
         .per_node(),
@@ -405,6 +409,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("reset", 1, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
         .docs("Reset the connection", "6.2.0", "connection", "O(1)")
         .per_node(),
+    cmd("restore", -4, H::Keys, &[Write, Denyoom], (1, 1, 1), &["@keyspace", "@write", "@slow", "@dangerous"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0)])
+        .docs("Create a key using the provided serialized value, previously obtained using DUMP.", "2.6.0", "generic", "O(1) to create the new key and additional O(N*M) to reconstruct the serialized value, where N is the number of Redis objects composing the value and M their average size. For small string values the time complexity is thus O(1)+O(1*M) where M is small, so simply O(1). However for sorted set values the complexity is O(N*M*log(N)) because inserting values into sorted sets is O(log(N))."),
     cmd("rpop", -2, H::Lists, &[Write, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
         .docs("Remove and get the last elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
