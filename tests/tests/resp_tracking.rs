@@ -222,3 +222,49 @@ fn reset_ends_tracking_as_in_redis() {
     };
     assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
 }
+
+/// Postmortem: with no tracking client left, writes stopped consulting the
+/// tracking table, so keys a closed client had read stayed counted in
+/// INFO's `tracking_total_keys` for ever; Redis removes a key from the
+/// table when it is next written. Consumer-group commands (which Redis
+/// does not count as modifying the key) sent invalidations.
+#[test]
+fn the_table_forgets_written_keys_after_its_clients_leave_as_in_redis() {
+    let twin = Twin::start();
+    let run = |addr: SocketAddr| {
+        let total = |c: &mut RawResp| {
+            let info = String::from_utf8_lossy(&c.call_str("INFO stats")).into_owned();
+            info.lines()
+                .find(|l| l.starts_with("tracking_total_keys:"))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        let mut seen = Vec::new();
+        let mut w = RawResp::connect(addr, 10);
+        w.call_str("FLUSHALL");
+        w.call_str("MSET x 1 y 2");
+        w.call_str("XADD s 1-1 f v");
+        w.call_str("XGROUP CREATE s g 0");
+        let mut t = RawResp::connect(addr, 10);
+        t.call_str("HELLO 3");
+        t.call_str("CLIENT TRACKING on");
+        t.call_str("MGET x y");
+        t.call_str("XRANGE s - +");
+        // Group reads and changes: no invalidation.
+        w.call_str("XREADGROUP GROUP g c STREAMS s >");
+        w.call_str("XACK s g 1-1");
+        w.call_str("XSETID s 9-9");
+        w.call_str("XGROUP CREATECONSUMER s g c2");
+        seen.extend(run(&mut t, "PING", 1));
+        seen.push(total(&mut w));
+        drop(t);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        seen.push(total(&mut w));
+        w.call_str("SET y 3");
+        seen.push(total(&mut w));
+        w.call_str("DEL x s");
+        seen.push(total(&mut w));
+        seen
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
+}

@@ -106,7 +106,25 @@ const CASES: &[(&str, &str, &str)] = &[
     ("SET k v", "k", "SETRANGE k 0 v"),
     ("SET k 1", "k", "SETBIT k 0 0"),
     ("SET k v", "k", "GETEX k EX 100"),
+    // Consumer-group commands change a stream's groups, not the key
+    // (Redis signals only XGROUP CREATE ... MKSTREAM that creates it).
+    (G, "k", "XREADGROUP GROUP g c STREAMS k >"),
+    (G, "k", "XREADGROUP GROUP g c STREAMS k >\nXACK k g 1-1"),
+    (G, "k", "XREADGROUP GROUP g c STREAMS k >\nXCLAIM k g c2 0 1-1"),
+    (G, "k", "XREADGROUP GROUP g c STREAMS k >\nXAUTOCLAIM k g c2 0 0"),
+    (G, "k", "XGROUP CREATECONSUMER k g c3"),
+    (G, "k", "XGROUP CREATECONSUMER k g c3\nXGROUP DELCONSUMER k g c3"),
+    (G, "k", "XGROUP SETID k g 0"),
+    (G, "k", "XGROUP DESTROY k g"),
+    (G, "k", "XGROUP CREATE k g2 $"),
+    (G, "k", "XSETID k 5-0"),
+    ("", "k", "XGROUP CREATE k g $ MKSTREAM"),
+    (G, "k", "XGROUP CREATE k g2 $ MKSTREAM"),
+    (G, "k", "XADD k 2-1 f v"),
 ];
+
+/// A stream `k` with one entry and a group `g` reading from the start.
+const G: &str = "XADD k 1-1 f v\nXGROUP CREATE k g 0";
 
 /// Whether EXEC ran (true) or aborted, on the server at `addr`, for one
 /// case.
@@ -138,6 +156,9 @@ fn exec_runs(addr: std::net::SocketAddr, (setup, watched, command): (&str, &str,
 /// of absent members, ZADD of an unchanged score), refused ones and
 /// writes of other keys in the slot aborted EXEC; Redis aborts only when
 /// the key was modified. Versions now move when a key's rows are written.
+/// Postmortem: consumer-group commands wrote rows under the stream's key,
+/// so XREADGROUP, XACK, XCLAIM, XGROUP and XSETID aborted EXEC; they now
+/// write quietly (`Seen::Quiet`) unless XGROUP CREATE MKSTREAM creates it.
 #[test]
 fn exec_aborts_exactly_when_redis_does() {
     let redis = Redis::start();

@@ -280,7 +280,7 @@ pub(super) async fn run_held(
         }
     };
     let events = overlay.take_events();
-    let mut by_range = overlay_ops(overlay);
+    let mut by_range = overlay_parts(overlay).0;
     let range = super::keyspace::range_name(dbi);
     let ops = by_range.remove(&range).unwrap_or_default();
     if !by_range.is_empty() {
@@ -305,11 +305,12 @@ impl Held {
     }
 }
 
-/// A transaction's held-back writes, by range.
-fn overlay_ops(
+/// A transaction's held-back writes, by range, with how the rows not
+/// written as modifications were written (see [`super::keyspace::Seen`]).
+fn overlay_parts(
     overlay: super::keyspace::Overlay,
-) -> std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>> {
-    let writes = overlay.into_inner().unwrap_or_else(|p| p.into_inner());
+) -> (std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>>, super::keyspace::Unseen) {
+    let (writes, unseen) = overlay.into_parts();
     let mut by_range: std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>> =
         Default::default();
     for ((range, row), value) in writes {
@@ -318,7 +319,7 @@ fn overlay_ops(
             None => monotable_proto::WriteOp::Delete { key: row.into() },
         });
     }
-    by_range
+    (by_range, unseen)
 }
 
 /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
@@ -566,8 +567,9 @@ async fn exec(
     let own = unit == Unit::Transaction;
     let replies = run_queue(state, conn, &queue, &overlay, own).await;
     let events = overlay.take_events();
-    let by_range: Vec<_> = overlay_ops(overlay).into_iter().collect();
-    match Db::apply_transaction(state, by_range, create_local, Some(conn.id)).await {
+    let (by_range, unseen) = overlay_parts(overlay);
+    let by_range: Vec<_> = by_range.into_iter().collect();
+    match Db::apply_transaction(state, by_range, &unseen, create_local, Some(conn.id)).await {
         Ok(true) => super::notify::publish(state, events),
         Ok(false) => return Ok(None),
         Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, message }) => {

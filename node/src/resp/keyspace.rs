@@ -329,11 +329,31 @@ pub fn now_ms() -> u64 {
 /// node hold any amount.
 pub const TRANSACTION_WRITES_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// What a write is to WATCH and CLIENT TRACKING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A change of the key (Redis's `signalModifiedKey`): a WATCH of it
+    /// fails, its tracking clients are told.
+    Modified,
+    /// An expired key removed: its tracking clients are told; WATCH is
+    /// not failed by it (EXEC checks whether a watched key is live).
+    Expired,
+    /// Bookkeeping Redis does not count as a change of the key (a
+    /// stream's consumer groups, XSETID): neither sees it.
+    Quiet,
+}
+
+/// Rows of a transaction last written otherwise than [`Seen::Modified`],
+/// and how.
+pub type Unseen = std::collections::HashMap<(String, Vec<u8>), Seen>;
+
 /// Writes of a transaction not yet applied: (range, row) -> value, or
 /// `None` for a delete. Reads inside the transaction see them.
 #[derive(Default)]
 pub struct Overlay {
     writes: std::sync::Mutex<Writes>,
+    /// How the rows not written as modifications were written.
+    unseen: std::sync::Mutex<Unseen>,
     /// Bytes written so far (see [`TRANSACTION_WRITES_MAX_BYTES`]).
     bytes: std::sync::atomic::AtomicUsize,
     /// Keyspace events raised, to publish once the writes are applied.
@@ -345,8 +365,15 @@ impl Overlay {
         self.writes.lock()
     }
 
-    pub fn into_inner(self) -> std::sync::LockResult<Writes> {
-        self.writes.into_inner()
+    /// The writes held, and how the rows not written as modifications
+    /// were written.
+    pub fn into_parts(self) -> (Writes, Unseen) {
+        let writes = self.writes.into_inner().unwrap_or_else(|p| p.into_inner());
+        (writes, self.unseen.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn unseen(&self) -> std::sync::MutexGuard<'_, Unseen> {
+        self.unseen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn events(&self) -> std::sync::MutexGuard<'_, Vec<super::notify::Event>> {
@@ -363,11 +390,12 @@ impl Overlay {
     pub fn save(&self) -> Saved {
         let writes = self.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let bytes = self.bytes.load(std::sync::atomic::Ordering::Acquire);
-        Saved { writes, bytes, events: self.events().len() }
+        Saved { writes, unseen: self.unseen().clone(), bytes, events: self.events().len() }
     }
 
     pub fn restore(&self, saved: Saved) {
         *self.lock().unwrap_or_else(|p| p.into_inner()) = saved.writes;
+        *self.unseen() = saved.unseen;
         self.bytes.store(saved.bytes, std::sync::atomic::Ordering::Release);
         self.events().truncate(saved.events);
     }
@@ -394,6 +422,7 @@ impl Overlay {
 /// What [`Overlay::save`] keeps.
 pub struct Saved {
     writes: Writes,
+    unseen: Unseen,
     bytes: usize,
     /// Events raised by then (later ones are dropped on restore).
     events: usize,
@@ -628,7 +657,7 @@ impl<'a> Db<'a> {
             // Not a modification WATCH sees: EXEC checks whether a key
             // live at WATCH still is (see `super::watches`).
             let ops = self.remove_ops(key, &value).await?;
-            self.write_rows(ops, false).await?;
+            self.write_rows(ops, Seen::Expired).await?;
             self.state.stats.expired_keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.notify(super::notify::EXPIRED, "expired", key);
             return Ok(None);
@@ -867,13 +896,18 @@ impl<'a> Db<'a> {
     /// inside a transaction, so a command over the limits fails alone and
     /// writes nothing.
     pub async fn write(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
-        self.write_rows(ops, true).await
+        self.write_rows(ops, Seen::Modified).await
     }
 
-    /// [`Db::write`]; `modifies`: the keys written count as modified for
-    /// WATCH once the rows are applied (not when an expired key is
-    /// removed).
-    async fn write_rows(&self, ops: Vec<WriteOp>, modifies: bool) -> NodeResult<()> {
+    /// [`Db::write`] of bookkeeping that does not change the key for
+    /// WATCH and CLIENT TRACKING ([`Seen::Quiet`]).
+    pub async fn write_quietly(&self, ops: Vec<WriteOp>) -> NodeResult<()> {
+        self.write_rows(ops, Seen::Quiet).await
+    }
+
+    /// [`Db::write`]; `seen`: what the write is to WATCH and CLIENT
+    /// TRACKING once the rows are applied.
+    async fn write_rows(&self, ops: Vec<WriteOp>, seen: Seen) -> NodeResult<()> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -883,22 +917,27 @@ impl<'a> Db<'a> {
             tx.reserve(bytes.sum())?;
         }
         let created = self.created_keys(&ops).await?;
-        if let Some(mut o) = self.overlay() {
+        if let (Some(tx), Some(mut o)) = (self.tx, self.overlay()) {
+            let mut unseen = tx.unseen();
             for op in ops {
-                match op {
-                    WriteOp::Put { key, value } => {
-                        o.insert((self.range.clone(), key.into_vec()), Some(value.into_vec()))
-                    }
-                    WriteOp::Delete { key } => o.insert((self.range.clone(), key.into_vec()), None),
+                let (row, value) = match op {
+                    WriteOp::Put { key, value } => (key.into_vec(), Some(value.into_vec())),
+                    WriteOp::Delete { key } => (key.into_vec(), None),
                 };
+                let at = (self.range.clone(), row);
+                match seen {
+                    Seen::Modified => unseen.remove(&at),
+                    other => unseen.insert(at.clone(), other),
+                };
+                o.insert(at, value);
             }
-            drop(o);
+            drop((o, unseen));
             self.created_list().extend(created);
             return Ok(());
         }
         self.ensure_range().await?;
-        let written = modifies.then(|| self.keys_for_watch(&ops)).flatten();
-        let tracked = (self.dbi.is_some() && self.state.tracking.any())
+        let written = (seen == Seen::Modified).then(|| self.keys_for_watch(&ops)).flatten();
+        let tracked = (seen != Seen::Quiet && self.dbi.is_some() && self.state.tracking.any())
             .then(|| super::watches::keys_in_order(&ops));
         let pending = self.node.write_ops_applied(&self.range, ops).await?;
         self.durability.lock().unwrap_or_else(|p| p.into_inner()).extend(pending);
@@ -992,6 +1031,7 @@ impl<'a> Db<'a> {
     pub async fn apply_transaction(
         state: &super::state::RespState,
         parts: Vec<(String, Vec<WriteOp>)>,
+        unseen: &Unseen,
         create_local: bool,
         client: Option<u64>,
     ) -> NodeResult<bool> {
@@ -1005,9 +1045,18 @@ impl<'a> Db<'a> {
                 Err(_) if db.wants_replicated() => return Ok(false),
                 Err(e) => return Err(e),
             }
-            written.extend(db.keys_for_watch(ops));
+            // Each row as it was last written (see `Seen`).
+            let seen = |op: &WriteOp| {
+                let at = (range.clone(), op.key().to_vec());
+                unseen.get(&at).copied().unwrap_or(Seen::Modified)
+            };
+            let modified: Vec<WriteOp> =
+                ops.iter().filter(|op| seen(op) == Seen::Modified).cloned().collect();
+            written.extend(db.keys_for_watch(&modified));
             if state.tracking.any() && database_of_range(range).is_some() {
-                tracked.extend(super::watches::keys_in_order(ops));
+                let told: Vec<WriteOp> =
+                    ops.iter().filter(|op| seen(op) != Seen::Quiet).cloned().collect();
+                tracked.extend(super::watches::keys_in_order(&told));
             }
         }
         state.node.write_across(parts).await?;

@@ -323,7 +323,9 @@ async fn xsetid(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> N
     if max_deleted != StreamId::MIN {
         s.meta.max_deleted = max_deleted;
     }
-    db.write(vec![s.put_op(key)]).await?;
+    // Not a change of the stream for WATCH and CLIENT TRACKING, as in
+    // Redis 7.0.
+    db.write_quietly(vec![s.put_op(key)]).await?;
     db.notify(notify::STREAM, "xsetid", key);
     Ok(Reply::ok())
 }

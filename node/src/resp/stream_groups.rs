@@ -260,11 +260,17 @@ impl<'d, 'a> Groups<'d, 'a> {
         Ok(out)
     }
 
-    /// Writes the ops gathered and `s`'s key row in one write.
-    async fn commit(mut self, s: &mut Stream) -> NodeResult<()> {
+    /// Writes the ops gathered and `s`'s key row in one write: quietly
+    /// (see [`super::keyspace::Seen`]), as Redis 7.0 does not count a
+    /// consumer group's changes as changes of the stream, unless it
+    /// `creates` the stream (XGROUP CREATE ... MKSTREAM).
+    async fn commit(mut self, s: &mut Stream, creates: bool) -> NodeResult<()> {
         self.ops.push(s.put_op(self.key));
         let ops = super::keyspace::last_op_per_row(std::mem::take(&mut self.ops));
-        self.db.write(ops).await
+        match creates {
+            true => self.db.write(ops).await,
+            false => self.db.write_quietly(ops).await,
+        }
     }
 }
 
@@ -462,11 +468,12 @@ async fn xgroup(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> N
             if group.is_some() {
                 return Ok(Reply::err("BUSYGROUP Consumer Group name already exists"));
             }
+            let creates = found.is_none();
             let mut s = found.unwrap_or_else(Stream::empty);
             s.meta.groups += 1;
             let g = Group { last_id: id, entries_read, pel: 0, consumers: 0 };
             groups.put_group(name, &g);
-            groups.commit(&mut s).await?;
+            groups.commit(&mut s, creates).await?;
             db.notify(notify::STREAM, "xgroup-create", key);
             Ok(Reply::ok())
         }
@@ -480,7 +487,7 @@ async fn xgroup(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> N
             };
             g.entries_read = entries_read;
             groups.put_group(name, &g);
-            groups.commit(&mut s).await?;
+            groups.commit(&mut s, false).await?;
             db.notify(notify::STREAM, "xgroup-setid", key);
             Ok(Reply::ok())
         }
@@ -493,7 +500,7 @@ async fn xgroup(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> N
             }
             groups.ops.push(WriteOp::Delete { key: row("Xg", key, &[name]).into() });
             s.meta.groups -= 1;
-            groups.commit(&mut s).await?;
+            groups.commit(&mut s, false).await?;
             db.notify(notify::STREAM, "xgroup-destroy", key);
             Ok(Reply::Int(1))
         }
@@ -507,7 +514,7 @@ async fn xgroup(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> N
             groups.put_consumer(name, &args[4], Consumer { seen_time: now_ms(), pel: 0 });
             g.consumers += 1;
             groups.put_group(name, &g);
-            groups.commit(&mut s).await?;
+            groups.commit(&mut s, false).await?;
             db.notify(notify::STREAM, "xgroup-createconsumer", key);
             Ok(Reply::Int(1))
         }
@@ -524,7 +531,7 @@ async fn xgroup(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> N
             g.consumers -= 1;
             g.pel -= c.pel;
             groups.put_group(name, &g);
-            groups.commit(&mut s).await?;
+            groups.commit(&mut s, false).await?;
             db.notify(notify::STREAM, "xgroup-delconsumer", key);
             Ok(Reply::Int(c.pel as i64))
         }
@@ -622,7 +629,7 @@ async fn xreadgroup(
                 out
             }
         };
-        groups.commit(&mut s).await?;
+        groups.commit(&mut s, false).await?;
         served.push((key.clone(), entries));
     }
     if !served.is_empty() {
@@ -734,7 +741,7 @@ async fn xack(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
     }
     if acked > 0 {
         groups.put_group(&args[2], &g);
-        groups.commit(&mut s).await?;
+        groups.commit(&mut s, false).await?;
     }
     Ok(Reply::Int(acked))
 }
@@ -986,7 +993,7 @@ async fn xclaim(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         out.push(if justid { id.reply() } else { entry_reply(entry) });
     }
     groups.put_group(group_name, &g);
-    groups.commit(&mut s).await?;
+    groups.commit(&mut s, false).await?;
     Ok(Reply::Array(out))
 }
 
@@ -1063,7 +1070,7 @@ async fn xautoclaim(db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
         }
     }
     groups.put_group(group_name, &g);
-    groups.commit(&mut s).await?;
+    groups.commit(&mut s, false).await?;
     Ok(Reply::Array(vec![next_id.reply(), Reply::Array(claimed), Reply::Array(deleted)]))
 }
 

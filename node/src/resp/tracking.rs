@@ -23,7 +23,7 @@
 //! through Raft (see [`super::cluster`]) and invalidate nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::pubsub::{Body, Hub, Message};
@@ -70,8 +70,10 @@ struct Inner {
 /// The node's tracking table and its tracking clients.
 #[derive(Default)]
 pub struct Tracking {
-    /// Tracking clients: 0 lets every command pass this by with one load.
-    on: AtomicUsize,
+    /// Whether there are tracking clients or remembered keys (keys of
+    /// clients gone stay until written or flushed, as in Redis): false
+    /// lets every command pass this by with one load.
+    on: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -83,9 +85,17 @@ impl Tracking {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether any client tracks.
+    /// Notes whether anything is left to do (see `on`), as a change of
+    /// `inner` ends.
+    fn settle(&self, inner: &Inner) {
+        let on = !inner.clients.is_empty() || !inner.table.is_empty();
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether any client tracks or any key is remembered: writes must be
+    /// looked at.
     pub fn any(&self) -> bool {
-        self.on.load(Ordering::Relaxed) > 0
+        self.on.load(Ordering::Relaxed)
     }
 
     /// Client `id`'s options, if it tracks.
@@ -142,9 +152,8 @@ impl Tracking {
                 options.prefixes.insert(p);
             }
         }
-        if inner.clients.insert(id, options).is_none() {
-            self.on.fetch_add(1, Ordering::Relaxed);
-        }
+        inner.clients.insert(id, options);
+        self.settle(&inner);
         Ok(())
     }
 
@@ -155,7 +164,7 @@ impl Tracking {
         }
         let mut inner = self.lock();
         let Some(options) = inner.clients.remove(&id) else { return };
-        self.on.fetch_sub(1, Ordering::Relaxed);
+        self.settle(&inner);
         for p in options.prefixes {
             if let Some(prefix) = inner.prefixes.get_mut(&p) {
                 prefix.clients.remove(&id);
@@ -217,6 +226,7 @@ impl Tracking {
                 inner.items += 1;
             }
         }
+        self.settle(&inner);
         drop(inner);
         self.limit(hub, max_keys);
     }
@@ -239,6 +249,7 @@ impl Tracking {
         for key in gone {
             invalidate_key(&mut inner, None, &key, &mut out);
         }
+        self.settle(&inner);
         let out = route(&mut inner, hub, None, out);
         drop(inner);
         hub.deliver_all(out);
@@ -261,6 +272,7 @@ impl Tracking {
             }
             invalidate_key(&mut inner, writer, key, &mut out);
         }
+        self.settle(&inner);
         let own = route(&mut inner, hub, writer, out);
         drop(inner);
         hub.deliver_all(own);
@@ -277,6 +289,7 @@ impl Tracking {
         // turned tracking off stay in the table until then, as in Redis.
         inner.table.clear();
         inner.items = 0;
+        self.settle(&inner);
         let out: Vec<(u64, Message)> =
             inner.clients.keys().map(|&id| (id, invalidation(None))).collect();
         let own = route(&mut inner, hub, writer, out);
