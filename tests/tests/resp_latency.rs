@@ -94,4 +94,18 @@ fn latency_answers_as_redis() {
     assert!(graph.contains("command - high") && graph.contains('_'), "{graph}");
     let doctor = show(&mono.call_str("LATENCY DOCTOR"));
     assert!(doctor.contains("1. command: 1 latency spikes"), "{doctor}");
+    // The advices, which name the Slow Log's setting.
+    // Postmortem: the two Slow Log advices were missing.
+    for slower_than in ["-1", "10000", "1000", "0"] {
+        let advices = |c: &mut RawResp| {
+            c.call_str(&format!("CONFIG SET slowlog-log-slower-than {slower_than}"));
+            let doctor = show(&c.call_str("LATENCY DOCTOR"));
+            doctor.split_once("advices for you").map(|(_, a)| a.to_owned()).unwrap_or(doctor)
+        };
+        assert_eq!(
+            advices(&mut mono),
+            advices(&mut redis),
+            "slowlog-log-slower-than {slower_than}"
+        );
+    }
 }

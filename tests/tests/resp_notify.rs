@@ -56,6 +56,12 @@ const SESSION: &[&[&[u8]]] = &[
     &[b"RENAMENX", b"r", b"n"],
     &[b"COPY", b"r", b"c"],
     &[b"COPY", b"r", b"c", b"DB", b"1"],
+    // Over an existing key: Redis deletes it and adds it anew (`new`).
+    &[b"SET", b"s3", b"v"],
+    &[b"COPY", b"s3", b"c", b"REPLACE"],
+    &[b"RENAME", b"s3", b"c"],
+    &[b"DUMP-RESTORE", b"c", b"r"],
+    &[b"DUMP-RESTORE", b"c", b"r"],
     &[b"MOVE", b"c", b"2"],
     &[b"DEL", b"r", b"nothing", b"r", b"n"],
     &[b"UNLINK", b"f"],
@@ -202,6 +208,14 @@ fn session(addr: SocketAddr, flags: &str) -> Vec<String> {
     for args in SESSION {
         if args[0] == b"DEBUG-SLEEP" {
             std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        if args[0] == b"DUMP-RESTORE" {
+            // DUMP args[1], RESTORE args[2] from it (REPLACE).
+            let dumped = c.call(&[b"DUMP", args[1]]);
+            let at = dumped.iter().position(|&b| b == b'\n').expect("a bulk string");
+            let payload = &dumped[at + 1..dumped.len() - 2];
+            c.call(&[b"RESTORE", args[2], b"0", payload, b"REPLACE"]);
             continue;
         }
         c.call(args);

@@ -268,3 +268,122 @@ fn the_table_forgets_written_keys_after_its_clients_leave_as_in_redis() {
     };
     assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
 }
+
+/// Postmortem: RENAME invalidated its destination before its source
+/// (keys went in the order their rows were written); Redis signals each
+/// multi-key command's keys in its own order.
+#[test]
+fn multi_key_writes_invalidate_in_redis_order() {
+    let twin = Twin::start();
+    const KEYS: &str = "a b c s1 s2 l1 l2 x y d z1 z2";
+    let run = |addr: SocketAddr| {
+        let mut seen = Vec::new();
+        let mut w = RawResp::connect(addr, 10);
+        let mut t = RawResp::connect(addr, 10);
+        t.call_str("HELLO 3");
+        for line in [
+            "RENAME a b",
+            "RENAME b a",
+            "SMOVE s1 s2 m",
+            "SMOVE s2 s1 m",
+            "LMOVE l1 l2 LEFT RIGHT",
+            "RPOPLPUSH l2 l1",
+            "MSET y 1 x 2",
+            "MSETNX d 1 c 2",
+            "DEL y x nothing",
+            "SUNIONSTORE d s1 s2",
+            "SINTERSTORE d s2 s1",
+            "ZUNIONSTORE z2 2 z1 z2",
+            "COPY a c REPLACE",
+            "BITOP OR x a c",
+            "MOVE c 1",
+        ] {
+            // Off while the keys are set up: no flush invalidation.
+            t.call_str("CLIENT TRACKING off");
+            w.call_str("FLUSHALL");
+            w.call_str("MSET a 1 b 2 c 3");
+            w.call_str("SADD s1 m n");
+            w.call_str("SADD s2 o");
+            w.call_str("RPUSH l1 p q");
+            w.call_str("RPUSH l2 r");
+            w.call_str("ZADD z1 1 m");
+            t.call_str("CLIENT TRACKING on");
+            t.call_str(&format!("EXISTS {KEYS}"));
+            seen.push(show(&w.call_str(line)));
+            t.send(&words("PING"));
+            loop {
+                let message = show(&t.reply().expect("a message"));
+                if message.contains("PONG") {
+                    break;
+                }
+                seen.push(format!("{line} -> {message}"));
+            }
+        }
+        seen
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
+}
+
+/// Postmortem: CLIENT INFO said `redir=-1` for a client tracking without
+/// REDIRECT (Redis: 0) and never showed flag `R` once the redirect
+/// target was gone.
+#[test]
+fn client_info_shows_tracking_redirection_as_redis() {
+    let twin = Twin::start();
+    let run = |addr: SocketAddr| {
+        let field = |c: &mut RawResp, name: &str| {
+            let info = String::from_utf8_lossy(&c.call_str("CLIENT INFO")).into_owned();
+            let at = info.find(&format!(" {name}=")).expect("the field") + name.len() + 2;
+            info[at..].split([' ', '\r']).next().unwrap_or_default().to_owned()
+        };
+        let mut seen = Vec::new();
+        let mut c = RawResp::connect(addr, 10);
+        let mut target = RawResp::connect(addr, 10);
+        let target_id = String::from_utf8_lossy(&target.call_str("CLIENT ID"))
+            .trim_start_matches(':')
+            .trim()
+            .to_owned();
+        seen.push((field(&mut c, "flags"), field(&mut c, "redir")));
+        c.call_str("CLIENT TRACKING on");
+        seen.push((field(&mut c, "flags"), field(&mut c, "redir")));
+        c.call_str(&format!("CLIENT TRACKING on REDIRECT {target_id}"));
+        let redir = field(&mut c, "redir");
+        seen.push((field(&mut c, "flags"), (redir == target_id).to_string()));
+        c.call_str("GET k");
+        drop(target);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        c.call_str("SET k 1");
+        seen.push((field(&mut c, "flags"), (field(&mut c, "redir") == target_id).to_string()));
+        c.call_str("CLIENT TRACKING on BCAST");
+        c.call_str("CLIENT TRACKING off");
+        c.call_str("CLIENT TRACKING on BCAST");
+        seen.push((field(&mut c, "flags"), field(&mut c, "redir")));
+        seen
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
+}
+
+/// Postmortem: a container command's read-only subcommands (OBJECT
+/// ENCODING, MEMORY USAGE, XINFO STREAM) remembered no key: the flags
+/// looked at were the container's.
+#[test]
+fn read_only_subcommands_remember_their_keys_as_in_redis() {
+    let twin = Twin::start();
+    let run = |addr: SocketAddr| {
+        let mut seen = Vec::new();
+        let mut w = RawResp::connect(addr, 10);
+        w.call_str("FLUSHALL");
+        w.call_str("MSET a 1 b 2 c 3");
+        w.call_str("XADD s 1-1 f v");
+        let mut t = RawResp::connect(addr, 10);
+        t.call_str("HELLO 3");
+        t.call_str("CLIENT TRACKING on");
+        for line in ["OBJECT ENCODING a", "MEMORY USAGE b", "OBJECT REFCOUNT c", "XINFO STREAM s"] {
+            t.call_str(line);
+        }
+        w.call_str("DEL a b c s");
+        seen.extend(run(&mut t, "PING", 5));
+        seen
+    };
+    assert_eq!(run(twin.node.resp_addr), run(twin.redis.addr));
+}

@@ -205,23 +205,33 @@ impl ClientInfo {
     /// Its line of CLIENT LIST / CLIENT INFO (no newline), with Redis 7.0's
     /// fields in its order; `cmd` is the name of the command it ran last,
     /// `qbuf` the bytes of its query buffer (known only of the connection
-    /// asking: its own command's).
-    pub fn line(&self, cmd: &str, qbuf: usize) -> String {
+    /// asking: its own command's), `tracking` its CLIENT TRACKING options
+    /// when it tracks (`redir` is -1 when it does not, else its REDIRECT
+    /// id or 0; flag `R` when that client is gone).
+    pub fn line(
+        &self,
+        cmd: &str,
+        qbuf: usize,
+        tracking: Option<&super::tracking::Options>,
+    ) -> String {
         let flags = self.flags.load(Ordering::Relaxed);
+        let broken = tracking.is_some_and(|o| o.broken);
         let mut letters = String::new();
-        for (bit, letter) in [
-            (FLAG_MONITOR, 'O'),
-            (FLAG_PUBSUB, 'P'),
-            (FLAG_MULTI, 'x'),
-            (FLAG_BLOCKED, 'b'),
-            (FLAG_NO_EVICT, 'e'),
-            (FLAG_TRACKING, 't'),
-            (FLAG_TRACKING_BCAST, 'B'),
+        for (on, letter) in [
+            (flags & FLAG_MONITOR != 0, 'O'),
+            (flags & FLAG_PUBSUB != 0, 'P'),
+            (flags & FLAG_MULTI != 0, 'x'),
+            (flags & FLAG_BLOCKED != 0, 'b'),
+            (flags & FLAG_TRACKING != 0, 't'),
+            (broken, 'R'),
+            (flags & FLAG_TRACKING_BCAST != 0, 'B'),
+            (flags & FLAG_NO_EVICT != 0, 'e'),
         ] {
-            if flags & bit != 0 {
+            if on {
                 letters.push(letter);
             }
         }
+        let redir = tracking.map_or(-1, |o| o.redirect as i64);
         if letters.is_empty() {
             letters.push('N');
         }
@@ -229,7 +239,7 @@ impl ClientInfo {
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={letters} db={} sub={} \
              psub={} ssub=0 multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
-             oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir=-1 resp={}",
+             oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir={redir} resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -630,7 +640,8 @@ fn line(state: &RespState, info: &ClientInfo, args: &[Vec<u8>]) -> String {
             bulks + n.to_string().len() + 3
         }
     };
-    info.line(state.stats.name(slot).unwrap_or("NULL"), qbuf)
+    let tracking = state.tracking.options(info.id);
+    info.line(state.stats.name(slot).unwrap_or("NULL"), qbuf, tracking.as_ref())
 }
 
 /// CLIENT LIST [TYPE type | ID id [id ...]], as Redis 7.0 parses it
@@ -782,7 +793,7 @@ mod tests {
         info.set_name(Some(b"worker".to_vec()));
         info.set_flag(FLAG_MULTI, true);
         info.set_flag(FLAG_PUBSUB, true);
-        let line = info.line("get", 26);
+        let line = info.line("get", 26, None);
         let keys: Vec<&str> =
             line.split(' ').map(|kv| kv.split_once('=').expect("key=value").0).collect();
         assert_eq!(
@@ -820,7 +831,7 @@ mod tests {
         );
         assert!(line.contains(" name=worker ") && line.contains(" flags=Px "), "{line}");
         info.set_flag(FLAG_MULTI | FLAG_PUBSUB, false);
-        assert!(info.line("get", 0).contains(" flags=N "));
+        assert!(info.line("get", 0, None).contains(" flags=N "));
     }
 
     #[test]

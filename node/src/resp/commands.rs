@@ -169,6 +169,15 @@ pub async fn execute(
         Ok(reply) => reply,
         Err(e) => internal(e),
     };
+    // Postmortem: DEL of several keys, LMOVE (and its blocking forms) and
+    // XADD with a trim wrote two or more batches, so a crash between them
+    // kept part of the command; every test run now checks it.
+    debug_assert!(
+        db.batches() <= 1,
+        "{} wrote {} batches: a crash could keep part of it",
+        command.name,
+        db.batches()
+    );
     if db.wants_replicated() {
         // The database's first write, on a cluster: nothing was written
         // here; it is created replicated and the command runs there.
@@ -280,7 +289,7 @@ pub(super) async fn run_held(
         }
     };
     let events = overlay.take_events();
-    let mut by_range = overlay_parts(overlay).0;
+    let mut by_range = overlay.into_batches().0;
     let range = super::keyspace::range_name(dbi);
     let ops = by_range.remove(&range).unwrap_or_default();
     if !by_range.is_empty() {
@@ -303,23 +312,6 @@ impl Held {
     fn nothing(reply: Reply) -> Held {
         Held { reply, ops: Vec::new(), events: Vec::new() }
     }
-}
-
-/// A transaction's held-back writes, by range, with how the rows not
-/// written as modifications were written (see [`super::keyspace::Seen`]).
-fn overlay_parts(
-    overlay: super::keyspace::Overlay,
-) -> (std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>>, super::keyspace::Unseen) {
-    let (writes, unseen) = overlay.into_parts();
-    let mut by_range: std::collections::BTreeMap<String, Vec<monotable_proto::WriteOp>> =
-        Default::default();
-    for ((range, row), value) in writes {
-        by_range.entry(range).or_default().push(match value {
-            Some(v) => monotable_proto::WriteOp::Put { key: row.into(), value: v.into() },
-            None => monotable_proto::WriteOp::Delete { key: row.into() },
-        });
-    }
-    (by_range, unseen)
 }
 
 /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
@@ -567,7 +559,7 @@ async fn exec(
     let own = unit == Unit::Transaction;
     let replies = run_queue(state, conn, &queue, &overlay, own).await;
     let events = overlay.take_events();
-    let (by_range, unseen) = overlay_parts(overlay);
+    let (by_range, unseen) = overlay.into_batches();
     let by_range: Vec<_> = by_range.into_iter().collect();
     match Db::apply_transaction(state, by_range, &unseen, create_local, Some(conn.id)).await {
         Ok(true) => super::notify::publish(state, events),
@@ -589,11 +581,22 @@ async fn run(
     args: &[Vec<u8>],
 ) -> Result<Reply, NodeError> {
     let reply = run_handler(state, conn, db, command, args).await;
-    // A script's calls remember its own keys (see `script_call`); EVAL_RO
-    // and the like, flagged read-only, remember nothing themselves.
-    let reads = command.has(Flag::Readonly) && command.handler != Handler::Scripting;
-    if state.tracking.any() && reply.is_ok() && reads && !conn.in_script {
-        remember_keys(state, conn.id, command, args);
+    if state.tracking.any() && reply.is_ok() && !conn.in_script {
+        // A container's subcommand has its own flags and keys (OBJECT
+        // ENCODING, MEMORY USAGE and XINFO STREAM read their key).
+        let command = match (command.subcommands.is_empty(), args.get(1)) {
+            (false, Some(sub)) => {
+                let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+                super::table::subcommand(command, &sub).unwrap_or(command)
+            }
+            _ => command,
+        };
+        // A script's calls remember its own keys (see `script_call`);
+        // EVAL_RO and the like, flagged read-only, remember nothing
+        // themselves.
+        if command.has(Flag::Readonly) && command.handler != Handler::Scripting {
+            remember_keys(state, conn.id, command, args);
+        }
     }
     reply
 }

@@ -118,6 +118,9 @@ pub async fn restore(
     }
     // An old row the new value has too is put, not deleted.
     db.write(last_op_per_row(ops)).await?;
+    if old.is_some() {
+        db.recreated(key);
+    }
     db.notify(notify::GENERIC, "restore", key);
     Ok(Reply::ok())
 }

@@ -136,7 +136,9 @@ async fn run(
 ) -> NodeResult<Reply> {
     let Some(v) = src.get(from).await? else { return Ok(Reply::Int(0)) };
     let mut ops = Vec::new();
-    if let Some(old) = dest.get(to).await? {
+    let old = dest.get(to).await?;
+    let overwrites = old.is_some();
+    if let Some(old) = old {
         if !replace {
             return Ok(Reply::Int(0));
         }
@@ -146,20 +148,38 @@ async fn run(
     if let Some(at) = v.expire_at_ms {
         ops.push(WriteOp::Put { key: expiry_row(at, to).into(), value: Vec::new().into() });
     }
-    for prefix in row_prefixes(v.kind, from) {
-        for (row, value) in src.rows_with_prefix(&prefix).await? {
-            // The same row under the new key: (tag, KEY, element...).
-            let mut parts = tuple::decode(&row)
-                .map_err(|_| NodeError::Internal("damaged element row".into()))?;
-            if parts.len() < 3 {
-                return Err(NodeError::Internal("damaged element row".into()));
-            }
-            parts[1] = Element::Bytes(to.to_vec());
-            let copied = tuple::encode(&parts).map_err(|e| NodeError::Internal(e.to_string()))?;
-            ops.push(WriteOp::Put { key: copied.into(), value: value.into() });
-        }
+    for (_, copied, value) in element_rows_as(src, v.kind, from, to).await? {
+        ops.push(WriteOp::Put { key: copied.into(), value: value.into() });
     }
     // An old row of `to` that the copy has too is put, not deleted.
     dest.write(last_op_per_row(ops)).await?;
+    if overwrites {
+        dest.recreated(to);
+    }
     Ok(Reply::Int(1))
+}
+
+/// The element rows of key `from` (of type `kind`) in `db`, each as
+/// (its row, the same row under key `to`, its value): a key's rows are
+/// `(tag, KEY, element...)`, so only the second part changes.
+pub async fn element_rows_as(
+    db: &Db<'_>,
+    kind: u8,
+    from: &[u8],
+    to: &[u8],
+) -> NodeResult<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>> {
+    let damaged = || NodeError::Internal("damaged element row".into());
+    let mut out = Vec::new();
+    for prefix in row_prefixes(kind, from) {
+        for (row, value) in db.rows_with_prefix(&prefix).await? {
+            let mut parts = tuple::decode(&row).map_err(|_| damaged())?;
+            if parts.len() < 3 {
+                return Err(damaged());
+            }
+            parts[1] = Element::Bytes(to.to_vec());
+            let renamed = tuple::encode(&parts).map_err(|e| NodeError::Internal(e.to_string()))?;
+            out.push((row, renamed, value));
+        }
+    }
+    Ok(out)
 }

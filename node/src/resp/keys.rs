@@ -4,19 +4,18 @@
 //! copying (through [`super::key_copy`]), flushing, TIME, and the string commands that
 //! edit parts of a value or count in floats.
 
-use monotable_proto::tuple::{self, Element};
 use monotable_proto::WriteOp;
 
 use super::args::{parse_i64, NOT_INTEGER};
 use super::errors::{misrouted, SYNTAX, WRONGTYPE};
 use super::glob;
 use super::keyspace::{
-    expiry_row, key_row, key_rows_prefix, now_ms, row_prefixes, Db, Value, DATABASES, KIND_STRING,
+    expiry_row, key_row, key_rows_prefix, now_ms, Db, Value, DATABASES, KIND_STRING,
 };
 use super::notify;
 use super::reply::{format_double, Reply};
 use super::state::RespState;
-use crate::error::{NodeError, NodeResult};
+use crate::error::NodeResult;
 
 /// Every live key with its value.
 async fn live_keys(db: &Db<'_>) -> NodeResult<Vec<(Vec<u8>, Value)>> {
@@ -133,18 +132,22 @@ async fn generic(
             let keys: Vec<&[u8]> = args[1..].iter().map(Vec::as_slice).collect();
             let _g = state.lock(dbi, &keys).await;
             let mut seen: std::collections::HashSet<&[u8]> = Default::default();
-            let mut found = 0;
+            // Every key's rows in one write: a crash leaves all or none.
+            let (mut ops, mut found) = (Vec::new(), Vec::new());
             for k in &args[1..] {
                 if !seen.insert(k) {
                     continue;
                 }
                 if let Some(v) = db.get(k).await? {
-                    db.remove(k, &v).await?;
-                    db.notify(notify::GENERIC, "del", k);
-                    found += 1;
+                    ops.extend(db.remove_ops(k, &v).await?);
+                    found.push(k);
                 }
             }
-            Reply::Int(found)
+            db.write(ops).await?;
+            for k in &found {
+                db.notify(notify::GENERIC, "del", k);
+            }
+            Reply::Int(found.len() as i64)
         }
         "exists" | "touch" => {
             let mut n = 0;
@@ -475,33 +478,28 @@ async fn rename(db: &Db<'_>, name: &str, from: &[u8], to: &[u8]) -> NodeResult<R
     }
     // One write: if a moved row is refused (over the limits), both keys
     // stay as they were.
-    let mut ops = Vec::new();
-    if let Some(old) = db.get(to).await? {
+    // `from` first: CLIENT TRACKING invalidates in the order keys are
+    // written, and Redis signals `from` before `to`.
+    let mut ops = vec![WriteOp::Delete { key: key_row(from).into() }];
+    let overwrites = db.get(to).await?;
+    if let Some(old) = &overwrites {
         if name == "renamenx" {
             return Ok(Reply::Int(0));
         }
-        ops.extend(db.remove_ops(to, &old).await?);
+        ops.extend(db.remove_ops(to, old).await?);
     }
     ops.push(WriteOp::Put { key: key_row(to).into(), value: v.encode().into() });
-    ops.push(WriteOp::Delete { key: key_row(from).into() });
     if let Some(at) = v.expire_at_ms {
         ops.push(WriteOp::Put { key: expiry_row(at, to).into(), value: Vec::new().into() });
     }
-    for prefix in row_prefixes(v.kind, from) {
-        for (row, value) in db.rows_with_prefix(&prefix).await? {
-            // The same row under the new key: (tag, KEY, element...).
-            let mut parts = tuple::decode(&row)
-                .map_err(|_| NodeError::Internal("damaged element row".into()))?;
-            if parts.len() < 3 {
-                return Err(NodeError::Internal("damaged element row".into()));
-            }
-            parts[1] = Element::Bytes(to.to_vec());
-            let moved = tuple::encode(&parts).map_err(|e| NodeError::Internal(e.to_string()))?;
-            ops.push(WriteOp::Put { key: moved.into(), value: value.into() });
-            ops.push(WriteOp::Delete { key: row.into() });
-        }
+    for (row, moved, value) in super::key_copy::element_rows_as(db, v.kind, from, to).await? {
+        ops.push(WriteOp::Put { key: moved.into(), value: value.into() });
+        ops.push(WriteOp::Delete { key: row.into() });
     }
     db.write(ops).await?;
+    if overwrites.is_some() {
+        db.recreated(to);
+    }
     // Redis raises the new key's `new` first (see `notify`).
     db.notify_created(to);
     db.notify(notify::GENERIC, "rename_from", from);

@@ -372,6 +372,20 @@ impl Overlay {
         (writes, self.unseen.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The writes held, as each range's batch (rows in order), and how
+    /// the rows not written as modifications were written.
+    pub fn into_batches(self) -> (std::collections::BTreeMap<String, Vec<WriteOp>>, Unseen) {
+        let (writes, unseen) = self.into_parts();
+        let mut by_range: std::collections::BTreeMap<String, Vec<WriteOp>> = Default::default();
+        for ((range, row), value) in writes {
+            by_range.entry(range).or_default().push(match value {
+                Some(v) => WriteOp::Put { key: row.into(), value: v.into() },
+                None => WriteOp::Delete { key: row.into() },
+            });
+        }
+        (by_range, unseen)
+    }
+
     fn unseen(&self) -> std::sync::MutexGuard<'_, Unseen> {
         self.unseen.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -497,6 +511,9 @@ pub struct Db<'a> {
     /// the key's next event (where Redis's `dbAdd` raises it), or when
     /// this is dropped.
     created: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Batches written straight to storage (not held back), lazy expiry
+    /// left out: a command's writes must be one (see [`Db::batches`]).
+    batches: std::sync::atomic::AtomicU32,
 }
 
 impl Drop for Db<'_> {
@@ -539,12 +556,21 @@ impl<'a> Db<'a> {
             durability: Default::default(),
             client: None,
             created: Default::default(),
+            batches: Default::default(),
         }
     }
 
     /// A write failed because the database is to be created replicated.
     pub fn wants_replicated(&self) -> bool {
         self.wants_replicated.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// How many batches its writes were, lazy expiry left out: a
+    /// command's rows are one batch, so a crash leaves all of it or none
+    /// (a command that reads its own writes between two of them uses
+    /// [`Db::in_one_batch`]).
+    pub fn batches(&self) -> u32 {
+        self.batches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The acknowledgements the writes so far are waiting for.
@@ -936,6 +962,9 @@ impl<'a> Db<'a> {
             return Ok(());
         }
         self.ensure_range().await?;
+        if seen != Seen::Expired {
+            self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let written = (seen == Seen::Modified).then(|| self.keys_for_watch(&ops)).flatten();
         let tracked = (seen != Seen::Quiet && self.dbi.is_some() && self.state.tracking.any())
             .then(|| super::watches::keys_in_order(&ops));
@@ -983,6 +1012,20 @@ impl<'a> Db<'a> {
     pub fn notify(&self, class: u32, name: &'static str, key: &[u8]) {
         self.notify_created(key);
         self.raise(class, name, key);
+    }
+
+    /// Notes that the write just made deleted `key` and added it anew
+    /// (RENAME, COPY REPLACE and RESTORE REPLACE over an existing key, where
+    /// Redis runs `dbDelete` then `dbAdd`): its `new` event waits as for a
+    /// key created where none was.
+    pub fn recreated(&self, key: &[u8]) {
+        if self.dbi.is_none() || !self.state.notify.wants(super::notify::NEW) {
+            return;
+        }
+        let mut created = self.created_list();
+        if !created.iter().any(|k| k == key) {
+            created.push(key.to_vec());
+        }
     }
 
     /// Raises `key`'s `new` event now if it waits (see [`Db::notify`]):
@@ -1065,6 +1108,37 @@ impl<'a> Db<'a> {
         }
         state.tracking.invalidate(&state.pubsub, client, &tracked);
         Ok(true)
+    }
+
+    /// Runs `f` on a view of this database whose writes are held back
+    /// (its reads see them) and applied as one batch when `f` returns:
+    /// for a command that reads its own writes between two of them (XADD
+    /// and its trim), so a crash leaves all of it or none. Nothing is
+    /// written when `f` fails. Inside a transaction or script (already
+    /// held back) `f` runs on `self`.
+    pub async fn in_one_batch<T>(
+        &self,
+        f: impl AsyncFnOnce(&Db<'_>) -> NodeResult<T>,
+    ) -> NodeResult<T> {
+        let Some(dbi) = self.dbi.filter(|_| self.tx.is_none()) else { return f(self).await };
+        let overlay = Overlay::default();
+        let out = {
+            let mut held = Db::new(self.state, dbi, Some(&overlay));
+            held.client = self.client;
+            f(&held).await?
+            // `held` dropped here raises its waiting `new` events.
+        };
+        let events = overlay.take_events();
+        let (batches, unseen) = overlay.into_batches();
+        let parts = batches.into_iter().collect();
+        if !Db::apply_transaction(self.state, parts, &unseen, self.create_local, self.client)
+            .await?
+        {
+            self.wants_replicated.store(true, std::sync::atomic::Ordering::Release);
+            return Err(NodeError::Internal("the database is to be created replicated".into()));
+        }
+        super::notify::publish(self.state, events);
+        Ok(out)
     }
 
     pub async fn put(&self, key: &[u8], value: &Value) -> NodeResult<()> {

@@ -397,6 +397,7 @@ fn doctor(state: &RespState) -> String {
     }
     let mut report = String::new();
     let (mut slowlog, mut large, mut scheduler, mut advices) = (false, false, false, 0);
+    let (mut slowlog_enable, mut slowlog_tune) = (false, false);
     let now = unix_secs();
     for (n, (event, s)) in events.iter().enumerate() {
         if n == 0 {
@@ -420,6 +421,16 @@ fn doctor(state: &RespState) -> String {
         ));
         match event.as_str() {
             "command" => {
+                // Redis's `createLatencyReport`: is the Slow Log on, and
+                // does it log what the monitor sees?
+                let slower_than = state.config.int("slowlog-log-slower-than");
+                if slower_than < 0 {
+                    slowlog_enable = true;
+                    advices += 1;
+                } else if slower_than / 1000 > threshold as i64 {
+                    slowlog_tune = true;
+                    advices += 1;
+                }
                 slowlog = true;
                 large = true;
                 advices += 2;
@@ -453,6 +464,22 @@ fn doctor(state: &RespState) -> String {
         return report;
     }
     report.push_str("\nI have a few advices for you:\n\n");
+    let slower_than = threshold.saturating_mul(1000);
+    if slowlog_enable {
+        report.push_str(&format!(
+            "- There are latency issues with potentially slow commands you are using. Try to \
+             enable the Slow Log Redis feature using the command 'CONFIG SET \
+             slowlog-log-slower-than {slower_than}'. If the Slow log is disabled Redis is not \
+             able to log slow commands execution for you.\n"
+        ));
+    }
+    if slowlog_tune {
+        report.push_str(&format!(
+            "- Your current Slow Log configuration only logs events that are slower than your \
+             configured latency monitor threshold. Please use 'CONFIG SET \
+             slowlog-log-slower-than {slower_than}'.\n"
+        ));
+    }
     if slowlog {
         report.push_str(
             "- Check your Slow Log to understand what are the commands you are running which are \

@@ -63,12 +63,17 @@ async fn elements(db: &Db<'_>, key: &[u8], from: i64, to: i64) -> NodeResult<Vec
 
 /// Writes the list's new shape with `ops` (or removes the key when empty).
 async fn commit(db: &Db<'_>, key: &[u8], s: Shape, mut ops: Vec<WriteOp>) -> NodeResult<()> {
-    if s.count == 0 {
-        ops.push(WriteOp::Delete { key: key_row(key).into() });
-    } else {
-        ops.push(WriteOp::Put { key: key_row(key).into(), value: key_value(s).encode().into() });
-    }
+    ops.push(shape_op(key, s));
     db.write(ops).await
+}
+
+/// The write of the list's key row for shape `s` (its delete when empty).
+fn shape_op(key: &[u8], s: Shape) -> WriteOp {
+    if s.count == 0 {
+        WriteOp::Delete { key: key_row(key).into() }
+    } else {
+        WriteOp::Put { key: key_row(key).into(), value: key_value(s).encode().into() }
+    }
 }
 
 /// Rewrites a whole list from `elements` (LREM, LINSERT).
@@ -177,20 +182,24 @@ pub(super) async fn move_one(
     let Some(element) = elements(db, src, pos, pos + 1).await?.pop() else {
         return Err(NodeError::Internal(format!("list row {pos} missing")));
     };
-    let mut ops = vec![WriteOp::Delete { key: row(src, pos).into() }];
+    let pop = WriteOp::Delete { key: row(src, pos).into() };
     if from_head {
         from.head += 1;
     }
     from.count -= 1;
     if src == dst {
+        let mut ops = vec![pop];
         push(src, &mut from, to_head, &element, &mut ops);
         commit(db, src, from, ops).await?;
     } else {
-        commit(db, src, from, ops).await?;
+        // Both lists in one write (a crash leaves the element in one of
+        // them), `dst` first: Redis signals the push before the pop.
         let mut to = to.unwrap_or(Shape { count: 0, head: 0, expire: None });
         let mut ops = Vec::new();
         push(dst, &mut to, to_head, &element, &mut ops);
-        commit(db, dst, to, ops).await?;
+        ops.push(shape_op(dst, to));
+        ops.push(pop);
+        commit(db, src, from, ops).await?;
     }
     // The push first, then the pop, as Redis's `lmoveGenericCommand`.
     db.notify(notify::LIST, if to_head { "lpush" } else { "rpush" }, dst);

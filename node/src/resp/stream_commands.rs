@@ -232,11 +232,23 @@ async fn xadd(state: &RespState, dbi: u32, db: &Db<'_>, args: &[Vec<u8>]) -> Nod
             "ERR The ID specified in XADD is equal or smaller than the target stream top item",
         ));
     }
-    streams::append(db, key, &mut s, id, &args[o.id_at + 1..], node_limits(state)).await?;
-    db.notify(notify::STREAM, "xadd", key);
-    if let Some(trim) = o.trim {
-        if streams::trim(db, key, &mut s, trim).await? > 0 {
-            db.notify(notify::STREAM, "xtrim", key);
+    let pairs = &args[o.id_at + 1..];
+    match o.trim {
+        None => {
+            streams::append(db, key, &mut s, id, pairs, node_limits(state)).await?;
+            db.notify(notify::STREAM, "xadd", key);
+        }
+        // The trim reads what the append wrote; both in one batch.
+        Some(trim) => {
+            db.in_one_batch(async |db: &Db<'_>| {
+                streams::append(db, key, &mut s, id, pairs, node_limits(state)).await?;
+                db.notify(notify::STREAM, "xadd", key);
+                if streams::trim(db, key, &mut s, trim).await? > 0 {
+                    db.notify(notify::STREAM, "xtrim", key);
+                }
+                Ok(())
+            })
+            .await?
         }
     }
     state.blocking.signal_all(dbi, key);
