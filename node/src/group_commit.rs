@@ -514,7 +514,8 @@ impl Syncer {
         (failed, outcomes)
     }
 
-    fn syncfs(&self) -> io::Result<()> {
+    /// `syncfs(2)` of the data directory's file system.
+    pub fn syncfs(&self) -> io::Result<()> {
         if let Some(e) = self.injected_failure() {
             return Err(e);
         }

@@ -501,6 +501,33 @@ impl Node {
         }
     }
 
+    /// Makes everything written so far durable now, whatever `--fsync`
+    /// says (Redis's SAVE): the catalog is flushed and the data
+    /// directory's file system synced (`syncfs`; where the kernel would
+    /// not report its errors, every file of the data directory is
+    /// fdatasynced instead). Blocks: call it off the async threads.
+    ///
+    /// Errors: the sync's, as an I/O error; the data stays as it was.
+    pub fn sync_all(&self) -> std::io::Result<()> {
+        self.catalog.flush().map_err(|e| std::io::Error::other(e.to_string()))?;
+        if crate::group_commit::syncfs_reports_errors() {
+            return self.syncer.syncfs();
+        }
+        fn walk(dir: &std::path::Path) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    walk(&entry.path())?;
+                } else if kind.is_file() {
+                    std::fs::File::open(entry.path())?.sync_data()?;
+                }
+            }
+            std::fs::File::open(dir)?.sync_all()
+        }
+        walk(&self.config.data_dir)
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }

@@ -160,7 +160,7 @@ pub async fn serve_with_resp(
     if let Some(resp) = resp {
         let resp_addr = resp.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
         tracing::info!(resp = %resp_addr, "serving the Redis protocol");
-        actix_rt::spawn(crate::resp::server::serve(resp_state, resp, closing_rx.clone()));
+        actix_rt::spawn(crate::resp::server::serve(resp_state.clone(), resp, closing_rx.clone()));
     }
     if node.auth.is_required() {
         tracing::info!("clients of both protocols must authenticate");
@@ -176,6 +176,7 @@ pub async fn serve_with_resp(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            () = resp_state.saves.shutdown.notified() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => accept(&node, &state, &closing_rx, stream, peer),
                 Err(e) => {

@@ -129,14 +129,29 @@ impl Node {
         }
     }
 
-    /// Asks the process to shut down (SIGTERM) and waits; returns whether it
-    /// exited successfully.
     /// Whether the process is still running (not killed, stopped or
     /// exited).
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits up to `secs` seconds for the process to exit by itself;
+    /// whether it exited successfully (`None`: still running).
+    pub fn wait_exit(&mut self, secs: u64) -> Option<bool> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Asks the process to shut down (SIGTERM) and waits; returns whether it
+    /// exited successfully.
     pub fn stop(&mut self) -> bool {
         let Some(mut c) = self.child.take() else {
             return true;

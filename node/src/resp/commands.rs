@@ -97,6 +97,10 @@ pub async fn execute(
             let message = format!("ERR {} is not allowed inside MULTI", name.to_uppercase());
             return (Reply::err(message), Vec::new());
         }
+        if command.has(Flag::NoMulti) {
+            conn.multi_failed = true;
+            return (Reply::err("ERR Command not allowed inside a transaction"), Vec::new());
+        }
         if name != "quit" && name != "reset" {
             let size: usize = args.iter().map(|a| a.len() + 32).sum();
             conn.multi_bytes = conn.multi_bytes.saturating_add(size);
@@ -645,6 +649,7 @@ async fn run_handler(
         Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
         Handler::Scripting => run_script(state, conn, db, command, args).await,
         Handler::Server => super::config::server(state, db, name, args).await,
+        Handler::Persistence => Ok(super::persistence::run(state, conn, name, args).await),
         Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,
         Handler::HyperLogLog => super::hyperloglog::run(state, dbi, db, name, args).await,

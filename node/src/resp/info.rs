@@ -273,7 +273,7 @@ fn memory(state: &RespState) -> Vec<String> {
 }
 
 fn persistence(state: &RespState) -> Vec<String> {
-    let started_unix = (now_ms() / 1000).saturating_sub(state.started.elapsed().as_secs());
+    let [changes, in_progress, last_save, last_status, saves] = state.saves.info();
     vec![
         "loading:0".into(),
         "async_loading:0".into(),
@@ -283,13 +283,13 @@ fn persistence(state: &RespState) -> Vec<String> {
         "current_fork_perc:0.00".into(),
         "current_save_keys_processed:0".into(),
         "current_save_keys_total:0".into(),
-        "rdb_changes_since_last_save:0".into(),
-        "rdb_bgsave_in_progress:0".into(),
-        format!("rdb_last_save_time:{started_unix}"),
-        "rdb_last_bgsave_status:ok".into(),
+        changes,
+        in_progress,
+        last_save,
+        last_status,
         "rdb_last_bgsave_time_sec:-1".into(),
         "rdb_current_bgsave_time_sec:-1".into(),
-        "rdb_saves:0".into(),
+        saves,
         "rdb_last_cow_size:0".into(),
         "rdb_last_load_keys_expired:0".into(),
         "rdb_last_load_keys_loaded:0".into(),

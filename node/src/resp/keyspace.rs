@@ -64,6 +64,13 @@ pub fn key_rows_prefix() -> Vec<u8> {
     tuple::encode(&[Element::String("k".into())]).expect("a tag encodes")
 }
 
+/// How many of `ops` write a key row: the keys a write modifies (each
+/// modification of a key writes its key row).
+pub fn key_rows_in(ops: &[WriteOp]) -> u64 {
+    let prefix = key_rows_prefix();
+    ops.iter().filter(|op| op.key().starts_with(&prefix)).count() as u64
+}
+
 pub fn key_row(key: &[u8]) -> Vec<u8> {
     tuple::encode(&[Element::String("k".into()), Element::Bytes(key.to_vec())])
         .expect("a key within the size limit encodes")
@@ -966,6 +973,9 @@ impl<'a> Db<'a> {
             self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let written = (seen == Seen::Modified).then(|| self.keys_for_watch(&ops)).flatten();
+        if seen == Seen::Modified && self.dbi.is_some() {
+            self.state.saves.modified(key_rows_in(&ops));
+        }
         let tracked = (seen != Seen::Quiet && self.dbi.is_some() && self.state.tracking.any())
             .then(|| super::watches::keys_in_order(&ops));
         let pending = self.node.write_ops_applied(&self.range, ops).await?;
@@ -1078,8 +1088,7 @@ impl<'a> Db<'a> {
         create_local: bool,
         client: Option<u64>,
     ) -> NodeResult<bool> {
-        let mut written = Vec::new();
-        let mut tracked = Vec::new();
+        let (mut written, mut tracked, mut dirty) = (Vec::new(), Vec::new(), 0);
         for (range, ops) in &parts {
             let mut db = Db::of_range(state, range.clone(), None);
             db.create_local = create_local;
@@ -1096,6 +1105,9 @@ impl<'a> Db<'a> {
             let modified: Vec<WriteOp> =
                 ops.iter().filter(|op| seen(op) == Seen::Modified).cloned().collect();
             written.extend(db.keys_for_watch(&modified));
+            if database_of_range(range).is_some() {
+                dirty += key_rows_in(&modified);
+            }
             if state.tracking.any() && database_of_range(range).is_some() {
                 let told: Vec<WriteOp> =
                     ops.iter().filter(|op| seen(op) != Seen::Quiet).cloned().collect();
@@ -1103,6 +1115,7 @@ impl<'a> Db<'a> {
             }
         }
         state.node.write_across(parts).await?;
+        state.saves.modified(dirty);
         for (dbi, keys) in written {
             state.watches.written(dbi, keys);
         }

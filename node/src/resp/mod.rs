@@ -18,7 +18,8 @@
 //!   transaction commands.
 //! - Command modules: [`connection`], [`clients`] (`CLIENT`, the
 //!   registry of connections, CLIENT PAUSE), [`info`] (`INFO`), [`config`]
-//!   (`CONFIG`), [`object`] (`OBJECT`, `MEMORY`), [`introspect`] (`COMMAND`),
+//!   (`CONFIG`), [`object`] (`OBJECT`, `MEMORY`), [`persistence`] (`SAVE`,
+//!   `BGSAVE`, `LASTSAVE`, `SHUTDOWN`), [`introspect`] (`COMMAND`),
 //!   [`strings`], [`bits`], [`keys`], [`key_copy`], [`collections`], [`sets`],
 //!   [`lists`], [`zsets`], [`zset_algebra`] (sorted set commands over
 //!   several keys), [`zset_range`] (their range arguments), [`mt`],
@@ -72,6 +73,7 @@ pub mod mt;
 pub mod notify;
 pub mod object;
 pub mod parse;
+pub mod persistence;
 pub mod pubsub;
 pub mod rdb;
 pub mod reply;

@@ -64,6 +64,8 @@ pub struct RespState {
     pub blocking: super::blocking::Waiters,
     /// Lua scripts' bodies and VM (EVAL, SCRIPT).
     pub scripts: Arc<super::scripting::Scripts>,
+    /// SAVE's figures and SHUTDOWN's request (see [`super::persistence`]).
+    pub saves: Arc<super::persistence::Saves>,
 }
 
 impl RespState {
@@ -91,6 +93,7 @@ impl RespState {
             relay: Default::default(),
             blocking: Default::default(),
             scripts: Default::default(),
+            saves: Default::default(),
         }
     }
 

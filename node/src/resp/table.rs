@@ -98,6 +98,8 @@ pub enum Handler {
     Scripting,
     /// CONFIG ([`super::config`]), OBJECT and MEMORY ([`super::object`]).
     Server,
+    /// SAVE, BGSAVE, LASTSAVE, SHUTDOWN ([`super::persistence`]).
+    Persistence,
     /// SORT and SORT_RO ([`super::sort`]).
     Sort,
     /// GEOADD and the other geo commands, over sorted sets ([`super::geo`]).
@@ -394,6 +396,7 @@ mod tests {
             per_node,
             [
                 "auth",
+                "bgsave",
                 "client",
                 "command",
                 "config",
@@ -402,6 +405,7 @@ mod tests {
                 "function",
                 "hello",
                 "info",
+                "lastsave",
                 "monitor",
                 "mt.agg",
                 "mt.scan",
@@ -413,8 +417,10 @@ mod tests {
                 "punsubscribe",
                 "quit",
                 "reset",
+                "save",
                 "script",
                 "select",
+                "shutdown",
                 "slowlog",
                 "subscribe",
                 "time",

@@ -16,6 +16,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("auth", -2, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
         .docs("Authenticate to the server", "1.0.0", "connection", "O(N) where N is the number of passwords defined for the user")
         .per_node(),
+    cmd("bgsave", -1, H::Persistence, &[Admin, Noscript, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Asynchronously save the dataset to disk", "1.0.0", "server", "O(1)")
+        .per_node(),
     cmd("bitcount", -2, H::Bits, &[Readonly], (1, 1, 1), &["@read", "@bitmap", "@slow"])
         .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
         .docs("Count set bits in a string", "2.6.0", "bitmap", "O(N)"),
@@ -264,6 +267,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("keys", 2, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow", "@dangerous"])
         .tips(&["request_policy:all_shards", "nondeterministic_output_order"])
         .docs("Find all keys matching the given pattern", "1.0.0", "generic", "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length."),
+    cmd("lastsave", 1, H::Persistence, &[Loading, Stale, Fast], (0, 0, 0), &["@admin", "@fast", "@dangerous"])
+        .tips(&["nondeterministic_output"])
+        .docs("Get the UNIX time stamp of the last successful save to disk", "1.0.0", "server", "O(1)")
+        .per_node(),
     cmd("latency", -2, H::Server, &[], (0, 0, 0), &["@slow"])
         .subcommands(LATENCY_SUBCOMMANDS)
         .docs("A container for latency diagnostics commands", "2.8.13", "server", "Depends on subcommand."),
@@ -428,6 +435,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("sadd", -3, H::Collections, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@set", "@fast"])
         .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
         .docs("Add one or more members to a set", "1.0.0", "set", "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments."),
+    cmd("save", 1, H::Persistence, &[Admin, Noscript, NoAsyncLoading, NoMulti], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Synchronously save the dataset to disk", "1.0.0", "server", "O(N) where N is the total number of keys in all databases")
+        .per_node(),
     cmd("scan", -2, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow"])
         .tips(&["nondeterministic_output", "request_policy:special"])
         .docs("Incrementally iterate the keys space", "2.8.0", "generic", "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection."),
@@ -463,6 +473,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("setrange", 4, H::Keys, &[Write, Denyoom], (1, 1, 1), &["@write", "@string", "@slow"])
         .specs(&[spec(&["RW", "update"], 1, 0, 1, 0)])
         .docs("Overwrite part of a string at key starting at the specified offset", "2.2.0", "string", "O(1), not counting the time taken to copy the new string in place. Usually, this string is very small so the amortized complexity is O(1). Otherwise, complexity is O(M) with M being the length of the value argument."),
+    cmd("shutdown", -1, H::Persistence, &[Admin, Noscript, Loading, Stale, NoMulti, AllowBusy], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Synchronously save the dataset to disk and then shut down the server", "1.0.0", "server", "O(N) when saving, where N is the total number of keys in all databases when saving data, otherwise O(1)")
+        .per_node(),
     cmd("sinter", -2, H::Collections, &[Readonly], (1, -1, 1), &["@read", "@set", "@slow"])
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])

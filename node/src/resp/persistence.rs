@@ -1,0 +1,174 @@
+//! SAVE, BGSAVE, LASTSAVE and SHUTDOWN, and INFO's persistence figures.
+//!
+//! Monotable keeps no RDB snapshot nor AOF: every write is in its chunk's
+//! log, durable as `--fsync` says before it is acknowledged. SAVE makes
+//! everything written so far durable at once whatever `--fsync` says
+//! ([`crate::node::Node::sync_all`]: the catalog flushed, the data
+//! directory's file system synced), which under `--fsync always` finds
+//! nothing left to do. BGSAVE does the same on a blocking thread. The
+//! changes counted since the last save (Redis's `dirty`, INFO's
+//! `rdb_changes_since_last_save`) are the keys modified, one per key per
+//! write: a command that changes several members of one key counts one
+//! where Redis may count each.
+//!
+//! SHUTDOWN saves (unless NOSAVE; with FORCE a failed save does not stop
+//! it), then stops the node as SIGTERM does: new requests refused, those
+//! running finished, every chunk closed. The connection that asked is
+//! closed without a reply, as Redis's is. ABORT answers as Redis does when
+//! no shutdown waits (there is never one to abort: a shutdown starts at
+//! once).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::args::lower;
+use super::errors::SYNTAX;
+use super::keyspace::now_ms;
+use super::reply::Reply;
+use super::state::{Conn, RespState};
+use crate::node::Node;
+
+/// What INFO's persistence section and LASTSAVE report, and SHUTDOWN's
+/// request to the server.
+pub struct Saves {
+    /// Keys modified since the last save began.
+    dirty: AtomicU64,
+    /// Unix seconds of the last save that succeeded (the start of the
+    /// endpoint before any).
+    last_save: AtomicU64,
+    /// Saves that succeeded.
+    saves: AtomicU64,
+    /// A BGSAVE runs.
+    in_progress: AtomicBool,
+    /// Whether the last BGSAVE succeeded.
+    last_ok: AtomicBool,
+    /// SHUTDOWN asked the server to stop (a permit kept until it waits).
+    pub shutdown: tokio::sync::Notify,
+}
+
+impl Default for Saves {
+    fn default() -> Self {
+        Saves {
+            dirty: AtomicU64::new(0),
+            last_save: AtomicU64::new(now_ms() / 1000),
+            saves: AtomicU64::new(0),
+            in_progress: AtomicBool::new(false),
+            last_ok: AtomicBool::new(true),
+            shutdown: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Saves {
+    /// Counts `keys` keys modified by a write just applied.
+    pub fn modified(&self, keys: u64) {
+        self.dirty.fetch_add(keys, Ordering::Relaxed);
+    }
+
+    /// INFO's persistence lines this module knows.
+    pub fn info(&self) -> [String; 5] {
+        let in_progress = self.in_progress.load(Ordering::Acquire);
+        let status = if self.last_ok.load(Ordering::Acquire) { "ok" } else { "err" };
+        [
+            format!("rdb_changes_since_last_save:{}", self.dirty.load(Ordering::Relaxed)),
+            format!("rdb_bgsave_in_progress:{}", u8::from(in_progress)),
+            format!("rdb_last_save_time:{}", self.last_save.load(Ordering::Relaxed)),
+            format!("rdb_last_bgsave_status:{status}"),
+            format!("rdb_saves:{}", self.saves.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// Makes everything written so far durable (see the module doc); on
+/// success the changes counted before it began are cleared.
+async fn save_now(node: Arc<Node>, saves: &Saves) -> std::io::Result<()> {
+    let counted = saves.dirty.load(Ordering::Relaxed);
+    let synced = tokio::task::spawn_blocking(move || node.sync_all())
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    match &synced {
+        Ok(()) => {
+            saves.dirty.fetch_sub(counted, Ordering::Relaxed);
+            saves.last_save.store(now_ms() / 1000, Ordering::Relaxed);
+            saves.saves.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SAVE failed: the data directory could not be synced")
+        }
+    }
+    synced
+}
+
+/// Runs SAVE, BGSAVE, LASTSAVE or SHUTDOWN (`name`, its arity checked).
+pub async fn run(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
+    match name {
+        "lastsave" => Reply::Int(state.saves.last_save.load(Ordering::Relaxed) as i64),
+        "save" => {
+            if state.saves.in_progress.load(Ordering::Acquire) {
+                return Reply::err("ERR Background save already in progress");
+            }
+            match save_now(state.node.clone(), &state.saves).await {
+                Ok(()) => Reply::ok(),
+                Err(_) => Reply::err("ERR"),
+            }
+        }
+        "bgsave" => bgsave(state, args),
+        _ => shutdown(state, conn, args).await,
+    }
+}
+
+/// BGSAVE [SCHEDULE].
+fn bgsave(state: &RespState, args: &[Vec<u8>]) -> Reply {
+    let schedule = match args.get(1).map(|a| lower(a)) {
+        None => false,
+        Some(a) if a == "schedule" && args.len() == 2 => true,
+        Some(_) => return Reply::err(SYNTAX),
+    };
+    let saves = &state.saves;
+    if saves.in_progress.swap(true, Ordering::AcqRel) {
+        // One runs: it covers everything written before it began, and a
+        // scheduled one would add only what came since.
+        return match schedule {
+            true => Reply::Simple("Background saving scheduled"),
+            false => Reply::err("ERR Background save already in progress"),
+        };
+    }
+    let (node, saves) = (state.node.clone(), saves.clone());
+    actix_rt::spawn(async move {
+        let ok = save_now(node, &saves).await.is_ok();
+        saves.last_ok.store(ok, Ordering::Release);
+        saves.in_progress.store(false, Ordering::Release);
+    });
+    Reply::Simple("Background saving started")
+}
+
+/// SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT], parsed as Redis 7.0's.
+async fn shutdown(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
+    let (mut nosave, mut save, mut force, mut abort, mut other) =
+        (false, false, false, false, false);
+    for a in &args[1..] {
+        match lower(a).as_str() {
+            "nosave" => nosave = true,
+            "save" => save = true,
+            "now" => other = true,
+            "force" => force = true,
+            "abort" => abort = true,
+            _ => return Reply::err(SYNTAX),
+        }
+    }
+    if (abort && (nosave || save || force || other)) || (nosave && save) {
+        return Reply::err(SYNTAX);
+    }
+    if abort {
+        // A shutdown starts at once: there is never one waiting to abort.
+        return Reply::err("ERR No shutdown in progress.");
+    }
+    if !nosave && save_now(state.node.clone(), &state.saves).await.is_err() && !force {
+        return Reply::err("ERR Errors trying to SHUTDOWN. Check logs.");
+    }
+    tracing::info!(client = conn.id, "SHUTDOWN asked by a Redis client");
+    state.saves.shutdown.notify_one();
+    // Closed without a reply, as Redis's process exits.
+    conn.closing = true;
+    Reply::Raw(Vec::new())
+}
