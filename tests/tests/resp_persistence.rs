@@ -42,6 +42,7 @@ fn session(c: &mut RawResp) -> Vec<String> {
         "EVAL \"return redis.call('save')\" 0",
         "EVAL \"return redis.pcall('shutdown')\" 0",
         "EVAL \"return redis.pcall('lastsave') > 0\" 0",
+        "EVAL \"return redis.pcall('cluster', 'reset')\" 0",
         "COMMAND INFO save shutdown lastsave bgsave",
     ] {
         run(c, line);

@@ -650,6 +650,7 @@ async fn run_handler(
         Handler::Scripting => run_script(state, conn, db, command, args).await,
         Handler::Server => super::config::server(state, db, name, args).await,
         Handler::Persistence => Ok(super::persistence::run(state, conn, name, args).await),
+        Handler::Cluster => Ok(Reply::err("ERR This instance has cluster support disabled")),
         Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,
         Handler::HyperLogLog => super::hyperloglog::run(state, dbi, db, name, args).await,

@@ -100,6 +100,9 @@ pub enum Handler {
     Server,
     /// SAVE, BGSAVE, LASTSAVE, SHUTDOWN ([`super::persistence`]).
     Persistence,
+    /// CLUSTER: answered as by a Redis with cluster support disabled
+    /// (Monotable's own cluster routes every key from any node).
+    Cluster,
     /// SORT and SORT_RO ([`super::sort`]).
     Sort,
     /// GEOADD and the other geo commands, over sorted sets ([`super::geo`]).
@@ -398,6 +401,7 @@ mod tests {
                 "auth",
                 "bgsave",
                 "client",
+                "cluster",
                 "command",
                 "config",
                 "echo",

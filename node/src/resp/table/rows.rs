@@ -63,6 +63,10 @@ pub static COMMANDS: &[Command] = &[
         .subcommands(CLIENT_SUBCOMMANDS)
         .docs("A container for client connection commands", "2.4.0", "connection", "Depends on subcommand.")
         .per_node(),
+    cmd("cluster", -2, H::Cluster, &[], (0, 0, 0), &["@slow"])
+        .docs("A container for cluster commands", "3.0.0", "cluster", "Depends on subcommand.")
+        .subcommands(CLUSTER_SUBCOMMANDS)
+        .per_node(),
     cmd("command", -1, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .tips(&["nondeterministic_output_order"])
         .subcommands(COMMAND_SUBCOMMANDS)
@@ -758,24 +762,123 @@ static CLIENT_SUBCOMMANDS: &[Command] = &[
 ];
 
 #[rustfmt::skip]
+static CLUSTER_SUBCOMMANDS: &[Command] = &[
+    cmd("cluster|addslots", -3, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Assign new hash slots to receiving node", "3.0.0", "cluster", "O(N) where N is the total number of hash slot arguments"),
+    cmd("cluster|addslotsrange", -4, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Assign new hash slots to receiving node", "7.0.0", "cluster", "O(N) where N is the total number of the slots between the start slot and end slot arguments."),
+    cmd("cluster|bumpepoch", 2, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output"])
+        .docs("Advance the cluster config epoch", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|count-failure-reports", 3, H::Cluster, &[Admin, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output"])
+        .docs("Return the number of failure reports active for a given node", "3.0.0", "cluster", "O(N) where N is the number of failure reports"),
+    cmd("cluster|countkeysinslot", 3, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .docs("Return the number of local keys in the specified hash slot", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|delslots", -3, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Set hash slots as unbound in receiving node", "3.0.0", "cluster", "O(N) where N is the total number of hash slot arguments"),
+    cmd("cluster|delslotsrange", -4, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Set hash slots as unbound in receiving node", "7.0.0", "cluster", "O(N) where N is the total number of the slots between the start slot and end slot arguments."),
+    cmd("cluster|failover", -2, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Forces a replica to perform a manual failover of its master.", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|flushslots", 2, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Delete a node's own slots information", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|forget", 3, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Remove a node from the nodes table", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|getkeysinslot", 4, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output"])
+        .docs("Return local key names in the specified hash slot", "3.0.0", "cluster", "O(log(N)) where N is the number of requested keys"),
+    cmd("cluster|help", 2, H::Cluster, &[Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Show helpful text about the different subcommands", "5.0.0", "cluster", "O(1)"),
+    cmd("cluster|info", 2, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output"])
+        .docs("Provides info about Redis Cluster node state", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|keyslot", 3, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .docs("Returns the hash slot of the specified key", "3.0.0", "cluster", "O(N) where N is the number of bytes in the key"),
+    cmd("cluster|links", 2, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output"])
+        .docs("Returns a list of all TCP links to and from peer nodes in cluster", "7.0.0", "cluster", "O(N) where N is the total number of Cluster nodes"),
+    cmd("cluster|meet", -4, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Force a node cluster to handshake with another node", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|myid", 2, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .docs("Return the node id", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|nodes", 2, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output"])
+        .docs("Get Cluster config for the node", "3.0.0", "cluster", "O(N) where N is the total number of Cluster nodes"),
+    cmd("cluster|replicas", 3, H::Cluster, &[Admin, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output"])
+        .docs("List replica nodes of the specified master node", "5.0.0", "cluster", "O(1)"),
+    cmd("cluster|replicate", 3, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Reconfigure a node as a replica of the specified master node", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|reset", -2, H::Cluster, &[Admin, Noscript, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Reset a Redis Cluster node", "3.0.0", "cluster", "O(N) where N is the number of known nodes. The command may execute a FLUSHALL as a side effect."),
+    cmd("cluster|saveconfig", 2, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Forces the node to save cluster state on disk", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|set-config-epoch", 3, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Set the configuration epoch in a new node", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|setslot", -4, H::Cluster, &[Admin, Stale, NoAsyncLoading], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Bind a hash slot to a specific node", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|shards", 2, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output"])
+        .docs("Get array of cluster slots to node mappings", "7.0.0", "cluster", "O(N) where N is the total number of cluster nodes"),
+    cmd("cluster|slaves", 3, H::Cluster, &[Admin, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output"])
+        .docs("List replica nodes of the specified master node", "3.0.0", "cluster", "O(1)"),
+    cmd("cluster|slots", 2, H::Cluster, &[Stale], (0, 0, 0), &["@slow"])
+        .tips(&["nondeterministic_output"])
+        .docs("Get array of Cluster slot to node mappings", "3.0.0", "cluster", "O(N) where N is the total number of Cluster nodes"),
+];
+
 static COMMAND_SUBCOMMANDS: &[Command] = &[
     cmd("command|count", 2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Get total number of Redis commands", "2.8.13", "server", "O(1)"),
     cmd("command|docs", -2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .tips(&["nondeterministic_output_order"])
-        .docs("Get array of specific Redis command documentation", "7.0.0", "server", "O(N) where N is the number of commands to look up"),
+        .docs(
+            "Get array of specific Redis command documentation",
+            "7.0.0",
+            "server",
+            "O(N) where N is the number of commands to look up",
+        ),
     cmd("command|getkeys", -4, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
-        .docs("Extract keys given a full Redis command", "2.8.13", "server", "O(N) where N is the number of arguments to the command"),
-    cmd("command|getkeysandflags", -4, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
-        .docs("Extract keys and access flags given a full Redis command", "7.0.0", "server", "O(N) where N is the number of arguments to the command"),
+        .docs(
+            "Extract keys given a full Redis command",
+            "2.8.13",
+            "server",
+            "O(N) where N is the number of arguments to the command",
+        ),
+    cmd(
+        "command|getkeysandflags",
+        -4,
+        H::Command,
+        &[Loading, Stale],
+        (0, 0, 0),
+        &["@slow", "@connection"],
+    )
+    .docs(
+        "Extract keys and access flags given a full Redis command",
+        "7.0.0",
+        "server",
+        "O(N) where N is the number of arguments to the command",
+    ),
     cmd("command|help", 2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .docs("Show helpful text about the different subcommands", "5.0.0", "server", "O(1)"),
     cmd("command|info", -2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .tips(&["nondeterministic_output_order"])
-        .docs("Get array of specific Redis command details, or all when no argument is given.", "2.8.13", "server", "O(N) where N is the number of commands to look up"),
+        .docs(
+            "Get array of specific Redis command details, or all when no argument is given.",
+            "2.8.13",
+            "server",
+            "O(N) where N is the number of commands to look up",
+        ),
     cmd("command|list", -2, H::Command, &[Loading, Stale], (0, 0, 0), &["@slow", "@connection"])
         .tips(&["nondeterministic_output_order"])
-        .docs("Get an array of Redis command names", "7.0.0", "server", "O(N) where N is the total number of Redis commands"),
+        .docs(
+            "Get an array of Redis command names",
+            "7.0.0",
+            "server",
+            "O(N) where N is the total number of Redis commands",
+        ),
 ];
 
 #[rustfmt::skip]
