@@ -198,6 +198,8 @@ fn command_introspection_matches_redis() {
         "COMMAND GETKEYSANDFLAGS lpush l a b",
         "COMMAND GETKEYSANDFLAGS del a b",
         "COMMAND GETKEYSANDFLAGS mset a 1 b 2",
+        "COMMAND GETKEYSANDFLAGS migrate 127.0.0.1 1 k 0 5 COPY",
+        "COMMAND GETKEYS migrate 127.0.0.1 1 k 0 5 KEYS a b",
         "COMMAND GETKEYS nosuch a",
         "COMMAND GETKEYS ping x",
         "COMMAND GETKEYS get a b",

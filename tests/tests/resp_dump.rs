@@ -3,7 +3,7 @@
 //! other to the same value, and RESTORE's errors and options answer as
 //! Redis's, through hostile payloads, MULTI and a kill -9.
 
-use monotable_tests::{assert_same, assert_same_line, Twin};
+use monotable_tests::{assert_same, assert_same_line, show, RawResp, Twin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::Value;
@@ -254,4 +254,119 @@ fn restore_errors_and_options_answer_as_redis() {
     ] {
         assert_same(&mut r, &mut m, &args);
     }
+}
+
+/// `line`'s words (split at spaces), `<empty>` as an empty argument.
+fn words(line: &str) -> Vec<&[u8]> {
+    line.split(' ').map(|w| if w == "<empty>" { &b""[..] } else { w.as_bytes() }).collect()
+}
+
+/// The replies of `line` run from `source` (after `setup` there and a
+/// FLUSHALL of the target at `target`), then the target's and the
+/// source's value of every key named in `keys`.
+fn migrate_case(
+    source: &mut RawResp,
+    target: std::net::SocketAddr,
+    setup: &[&str],
+    line: &str,
+    keys: &[&str],
+) -> Vec<String> {
+    let mut t = RawResp::connect(target, 10);
+    t.call_str("FLUSHALL");
+    t.call_str("SET busy there");
+    source.call_str("FLUSHALL");
+    for s in setup {
+        source.call_str(s);
+    }
+    let mut seen = vec![format!("{line} -> {}", show(&source.call(&words(line))))];
+    for k in keys {
+        for (who, c) in [("target", &mut t), ("source", &mut *source)] {
+            let v = show(&c.call_str(&format!("DUMP {k}"))) != "$-1\\r\\n";
+            let ttl = show(&c.call_str(&format!("TTL {k}")));
+            seen.push(format!("{who} {k}: exists {v}, ttl {ttl}"));
+        }
+    }
+    seen
+}
+
+/// Postmortem: MIGRATE was missing. From Monotable and from redis-server
+/// to the same third server (a redis-server), the same commands give the
+/// same replies and move the same keys; then keys of every type move
+/// between Monotable and redis-server both ways.
+#[test]
+fn migrate_moves_keys_as_redis_does() {
+    let twin = Twin::start();
+    let third = monotable_tests::Redis::start();
+    let (port, closed) = (third.addr.port().to_string(), free_port().to_string());
+    let mut r = RawResp::connect(twin.redis.addr, 30);
+    let mut m = RawResp::connect(twin.node.resp_addr, 30);
+    let setup = ["SET a 1", "RPUSH l x y", "SET t v EX 1000", "SET busy here"];
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (format!("MIGRATE 127.0.0.1 {port} a 0 5000"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} nosuch 0 5000"), vec!["nosuch"]),
+        (format!("MIGRATE 127.0.0.1 {port} <empty> 0 5000 KEYS a l t nosuch"), vec!["a", "l", "t"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 3 5000 COPY"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} busy 0 5000"), vec!["busy"]),
+        (format!("MIGRATE 127.0.0.1 {port} <empty> 0 5000 KEYS a busy l"), vec!["a", "busy", "l"]),
+        (format!("MIGRATE 127.0.0.1 {port} busy 0 5000 REPLACE"), vec!["busy"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 0 5000 AUTH secret"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 0 5000 AUTH2 user secret"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 99 5000"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {closed} a 0 200"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 0 5000 KEYS b"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 0 5000 BADOPT"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 0 soon"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a zero 5000"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 0 5000 AUTH"), vec!["a"]),
+        (format!("MIGRATE 127.0.0.1 {port} a 0"), vec![]),
+    ];
+    for (line, keys) in &cases {
+        let want = migrate_case(&mut r, third.addr, &setup, line, keys);
+        let got = migrate_case(&mut m, third.addr, &setup, line, keys);
+        assert_eq!(got, want, "{line}");
+    }
+    // Every type, both ways, with the values compared.
+    let mut rc = conn(twin.redis.addr);
+    let mut mc = conn(twin.node.resp_addr);
+    for (from, to, to_addr) in
+        [(&mut m, &mut rc, twin.redis.addr), (&mut r, &mut mc, twin.node.resp_addr)]
+    {
+        from.call_str("FLUSHALL");
+        for line in [
+            "SET s hello",
+            "SET n 12345",
+            "RPUSH l a b c",
+            "SADD set x 1 2",
+            "HSET h f v g w",
+            "ZADD z 1 a 2.5 b",
+            "SET ttl v PX 100000",
+        ] {
+            from.call_str(line);
+        }
+        let mut want = Vec::new();
+        let mut from_conn = conn(if to_addr == twin.node.resp_addr {
+            twin.redis.addr
+        } else {
+            twin.node.resp_addr
+        });
+        let keys = ["s", "n", "l", "set", "h", "z", "ttl"];
+        for k in keys {
+            want.push(value_of(&mut from_conn, k.as_bytes()));
+        }
+        redis::cmd("FLUSHALL").query::<()>(to).expect("FLUSHALL");
+        let line =
+            format!("MIGRATE 127.0.0.1 {} <empty> 0 5000 KEYS {}", to_addr.port(), keys.join(" "));
+        assert_eq!(show(&from.call(&words(&line))), "+OK\\r\\n", "{line}");
+        let got: Vec<_> = keys.iter().map(|k| value_of(to, k.as_bytes())).collect();
+        assert_eq!(got, want);
+        let pttl: i64 = redis::cmd("PTTL").arg("ttl").query(to).expect("PTTL");
+        assert!(pttl > 90_000 && pttl <= 100_000, "{pttl}");
+        assert_eq!(show(&from.call_str("DBSIZE")), ":0\\r\\n");
+    }
+}
+
+/// A loopback port nothing listens on.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }

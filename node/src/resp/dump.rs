@@ -9,7 +9,7 @@
 
 use super::args::{lower, parse_i64, NOT_INTEGER};
 use super::errors::SYNTAX;
-use super::keyspace::{last_op_per_row, now_ms, Db, KIND_STREAM};
+use super::keyspace::{last_op_per_row, now_ms, Db, Value, KIND_STREAM};
 use super::notify;
 use super::rdb::{self, PayloadError};
 use super::reply::Reply;
@@ -21,16 +21,25 @@ use monotable_proto::WriteOp;
 /// DUMP key: the payload, or a null reply when there is no such key.
 pub async fn dump(db: &Db<'_>, key: &[u8]) -> NodeResult<Reply> {
     let Some(head) = db.get(key).await? else { return Ok(Reply::Null) };
+    Ok(match payload(db, key, &head).await? {
+        Ok(payload) => Reply::Bulk(payload),
+        Err(reply) => reply,
+    })
+}
+
+/// The DUMP payload of `key`, whose key row holds `head`; an error reply
+/// for a stream (not dumped).
+pub async fn payload(db: &Db<'_>, key: &[u8], head: &Value) -> NodeResult<Result<Vec<u8>, Reply>> {
     if head.kind == KIND_STREAM {
-        return Ok(Reply::err("ERR DUMP of a stream is not supported"));
+        return Ok(Err(Reply::err("ERR DUMP of a stream is not supported")));
     }
-    let elements = match Item::element_prefix(&head, key) {
+    let elements = match Item::element_prefix(head, key) {
         Some(prefix) => db.rows_with_prefix(&prefix).await?,
         None => Vec::new(),
     };
-    let item = Item::from_rows(key.to_vec(), &head, elements)
+    let item = Item::from_rows(key.to_vec(), head, elements)
         .map_err(|e| NodeError::Internal(e.to_string()))?;
-    Ok(Reply::Bulk(rdb::encode(&item.data)))
+    Ok(Ok(rdb::encode(&item.data)))
 }
 
 /// RESTORE key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds]

@@ -287,6 +287,33 @@ fn sort_keys(command: &Command, args: &[Vec<u8>]) -> Vec<(usize, &'static [&'sta
     keys
 }
 
+/// The flags of MIGRATE's keys (Redis's `migrateGetKeys`).
+const MIGRATED: &[&str] = &["RW", "access", "delete"];
+
+/// MIGRATE's keys as Redis's `migrateGetKeys` finds them: the key
+/// argument, or after a `KEYS` option (AUTH's and AUTH2's arguments
+/// skipped) every argument after it, none if the key argument is not
+/// empty (its key spec is "incomplete", so Redis uses its own finder);
+/// argument indexes.
+pub fn migrate_keys(args: &[Vec<u8>]) -> Vec<usize> {
+    let mut i = 6;
+    while i < args.len() {
+        match lower(&args[i]).as_str() {
+            "keys" if args[3].is_empty() => return (i + 1..args.len()).collect(),
+            "keys" => return Vec::new(),
+            "auth" => i += 1,
+            "auth2" => i += 2,
+            _ => {}
+        }
+        i += 1;
+    }
+    if args.len() > 3 {
+        vec![3]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The keys of `args` (a whole command, its name at 0) by `command`'s key
 /// specs, as Redis 7.0's `getKeysUsingKeySpecs`: each key's argument index
 /// and flags, in spec order; `None` when a spec does not fit the arguments
@@ -299,6 +326,9 @@ pub fn keys_of(
     if command.key_specs.iter().any(|k| k.begin == BeginSearch::Unknown) {
         // Redis's spec search fails ("incomplete"): its own key finder.
         return Some(sort_keys(command, args));
+    }
+    if command.name == "migrate" {
+        return Some(migrate_keys(args).into_iter().map(|i| (i, MIGRATED)).collect());
     }
     let mut keys = Vec::new();
     for spec in command.key_specs {

@@ -20,7 +20,8 @@
 //!   registry of connections, CLIENT PAUSE), [`info`] (`INFO`), [`config`]
 //!   (`CONFIG`), [`object`] (`OBJECT`, `MEMORY`), [`persistence`] (`SAVE`,
 //!   `BGSAVE`, `LASTSAVE`, `SHUTDOWN`), [`introspect`] (`COMMAND`),
-//!   [`strings`], [`bits`], [`keys`], [`key_copy`], [`collections`], [`sets`],
+//!   [`strings`], [`bits`], [`keys`], [`key_copy`], [`dump`] (`DUMP`,
+//!   `RESTORE`), [`migrate`], [`collections`], [`sets`],
 //!   [`lists`], [`zsets`], [`zset_algebra`] (sorted set commands over
 //!   several keys), [`zset_range`] (their range arguments), [`mt`],
 //!   [`pubsub`] (channels and patterns of the node, relayed to the cluster),
@@ -68,6 +69,7 @@ pub mod keyspace;
 pub mod latency;
 pub mod lists;
 pub mod long_double;
+pub mod migrate;
 pub mod monitor;
 pub mod mt;
 pub mod notify;

@@ -327,6 +327,10 @@ pub static COMMANDS: &[Command] = &[
         .tips(&["request_policy:multi_shard"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
         .docs("Get the values of all the given keys", "1.0.0", "string", "O(N) where N is the number of keys to retrieve."),
+    cmd("migrate", -6, H::Keys, &[Write, MovableKeys], (3, 3, 1), &["@keyspace", "@write", "@slow", "@dangerous"])
+        .tips(&["nondeterministic_output"])
+        .specs(&[KeySpec { flags: &["RW", "access", "delete"], notes: None, begin: BeginSearch::Index(3), find: FindKeys::Range { last_key: 0, key_step: 1, limit: 0 } }, KeySpec { flags: &["RW", "access", "delete", "incomplete"], notes: None, begin: BeginSearch::Keyword { keyword: "KEYS", start_from: -2 }, find: FindKeys::Range { last_key: -1, key_step: 1, limit: 0 } }])
+        .docs("Atomically transfer a key from a Redis instance to another one.", "2.6.0", "generic", "This command actually executes a DUMP+DEL in the source instance, and a RESTORE in the target instance. See the pages of these commands for time complexity. Also an O(N) data transfer between the two instances is performed."),
     cmd("monitor", 1, H::Connection, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
         .docs("Listen for all requests received by the server in real time", "1.0.0", "server", "")
         .per_node(),
