@@ -950,6 +950,17 @@ impl<'a> Db<'a> {
             tx.reserve(bytes.sum())?;
         }
         let created = self.created_keys(&ops).await?;
+        self.write_rows_created(ops, seen, created).await
+    }
+
+    /// [`Db::write_rows`] once the keys it creates (for their `new`
+    /// events) are known.
+    async fn write_rows_created(
+        &self,
+        ops: Vec<WriteOp>,
+        seen: Seen,
+        created: Vec<Vec<u8>>,
+    ) -> NodeResult<()> {
         if let (Some(tx), Some(mut o)) = (self.tx, self.overlay()) {
             let mut unseen = tx.unseen();
             for op in ops {
@@ -1142,7 +1153,18 @@ impl<'a> Db<'a> {
             // `held` dropped here raises its waiting `new` events.
         };
         let events = overlay.take_events();
-        let (batches, unseen) = overlay.into_batches();
+        let (mut batches, unseen) = overlay.into_batches();
+        if batches.len() == 1 && unseen.is_empty() {
+            if let Some(ops) = batches.remove(&self.range) {
+                // One range, every row a modification: a write as any, its
+                // durability waited for with the command's reply (a
+                // pipeline's commands share one sync); the `new` events
+                // are among `events` already.
+                self.write_rows_created(ops, Seen::Modified, Vec::new()).await?;
+                super::notify::publish(self.state, events);
+                return Ok(out);
+            }
+        }
         let parts = batches.into_iter().collect();
         if !Db::apply_transaction(self.state, parts, &unseen, self.create_local, self.client)
             .await?
