@@ -207,6 +207,10 @@ fn restore_errors_and_options_answer_as_redis() {
                 vec![b"RESTORE", b"s", b"0", p],
                 vec![b"RESTORE", b"t", b"2569591501", p],
                 vec![b"TTL", b"t"],
+                // A TTL whose sum with now passes i64: already expired.
+                // Postmortem: it was kept as the largest expiry time.
+                vec![b"RESTORE", b"huge", b"9223372036854775807", p],
+                vec![b"EXISTS", b"huge"],
                 vec![b"DEL", b"t", b"new"],
             ] {
                 assert_same(&mut r, &mut m, &args);
@@ -242,6 +246,19 @@ fn restore_errors_and_options_answer_as_redis() {
         p.extend_from_slice(&sum.to_le_bytes());
         assert_same(&mut r, &mut m, &[b"RESTORE", b"bad", b"0", &p]);
         assert_same(&mut r, &mut m, &[b"EXISTS", b"bad"]);
+    }
+    // A -0 score restores as 0. Postmortem: it stayed -0.
+    let mut p = vec![5u8, 1, 1, b'm'];
+    p.extend_from_slice(&(-0.0f64).to_le_bytes());
+    p.extend_from_slice(&10u16.to_le_bytes());
+    let sum = crc.checksum(&p);
+    p.extend_from_slice(&sum.to_le_bytes());
+    for args in [
+        vec![&b"RESTORE"[..], b"zz", b"0", &p],
+        vec![b"ZSCORE", b"zz", b"m"],
+        vec![b"ZMSCORE", b"zz", b"m"],
+    ] {
+        assert_same(&mut r, &mut m, &args);
     }
     // Inside MULTI, applied with the transaction.
     let p = payload(&mut m, "l");

@@ -111,7 +111,9 @@ pub async fn restore(
     let expire_at_ms = match ttl {
         0 => None,
         t if absttl => Some(t),
-        t => Some(t.saturating_add(now)),
+        // Past i64::MAX (Redis's signed sum overflows): already expired,
+        // as in Redis.
+        t => Some(t.checked_add(now).filter(|&at| at <= i64::MAX as u64).unwrap_or(0)),
     };
     if expire_at_ms.is_some_and(|at| at <= now) {
         // Already expired: nothing is created; a replaced key is deleted.

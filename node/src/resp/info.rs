@@ -411,7 +411,9 @@ async fn keyspace(state: &RespState) -> Vec<String> {
     let now = now_ms();
     for dbi in 0..DATABASES {
         let db = Db::new(state, dbi, None);
-        let (mut keys, mut expires, mut ttl_sum) = (0u64, 0u64, 0u64);
+        // The TTLs' sum in 128 bits: three keys expiring near i64::MAX
+        // pass a u64.
+        let (mut keys, mut expires, mut ttl_sum) = (0u64, 0u64, 0u128);
         let visited = db
             .visit_rows(prefix.clone(), end.clone(), false, |_, bytes| {
                 if let Some(v) = Value::decode(&bytes) {
@@ -420,7 +422,7 @@ async fn keyspace(state: &RespState) -> Vec<String> {
                         Some(at) if at > now => {
                             keys += 1;
                             expires += 1;
-                            ttl_sum += at - now;
+                            ttl_sum += u128::from(at - now);
                         }
                         Some(_) => {}
                     }
@@ -429,7 +431,7 @@ async fn keyspace(state: &RespState) -> Vec<String> {
             })
             .await;
         if visited.is_ok() && keys > 0 {
-            let avg_ttl = ttl_sum.checked_div(expires).unwrap_or(0);
+            let avg_ttl = ttl_sum.checked_div(u128::from(expires)).unwrap_or(0);
             out.push(format!("db{dbi}:keys={keys},expires={expires},avg_ttl={avg_ttl}"));
         }
     }

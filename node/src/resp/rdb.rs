@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 
 use crate::bridge::item::Data;
+use monotable_proto::limits::VALUE_SIZE_MAX_BYTES;
 
 /// The RDB version this node writes and the newest it reads (Redis 7.0's
 /// `RDB_VERSION`).
@@ -140,14 +141,22 @@ pub fn decode(payload: &[u8]) -> Result<Data, PayloadError> {
         return Err(PayloadError::Footer);
     }
     // What follows the object is not looked at, as in Redis.
-    Reader { b: &payload[..body_len], at: 0 }.object()
+    Reader { b: &payload[..body_len], at: 0, expanded: 0 }.object()
 }
 
 /// A cursor over RDB bytes; every read is bounds-checked.
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    /// Bytes LZF strings expanded to so far (see [`EXPANDED_MAX_BYTES`]).
+    expanded: usize,
 }
+
+/// The most a payload's LZF strings may expand to in all: a payload under
+/// the 8 MiB argument limit could otherwise declare gigabytes (LZF
+/// back-references repeat bytes cheaply). The bytes a transaction may
+/// write, as a RESTORE's rows are one batch.
+pub const EXPANDED_MAX_BYTES: usize = super::keyspace::TRANSACTION_WRITES_MAX_BYTES;
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], PayloadError> {
@@ -222,6 +231,13 @@ impl<'a> Reader<'a> {
                 if len == 0 {
                     return bad("an empty LZF string");
                 }
+                // Refused before anything is allocated for it.
+                if len > VALUE_SIZE_MAX_BYTES
+                    || self.expanded.saturating_add(len) > EXPANDED_MAX_BYTES
+                {
+                    return bad("LZF strings expanding past the limits");
+                }
+                self.expanded += len;
                 match lzf::decompress(compressed, len) {
                     Ok(out) if out.len() == len => Ok(out),
                     _ => bad("an LZF string that does not decompress"),
@@ -323,8 +339,14 @@ impl<'a> Reader<'a> {
 }
 
 /// A collection as RESTORE may create it: not empty, no member or field
-/// twice, no NaN score.
-fn checked(data: Data) -> Result<Data, PayloadError> {
+/// twice, no NaN score; a -0 score is 0, as Monotable stores every score.
+fn checked(mut data: Data) -> Result<Data, PayloadError> {
+    if let Data::ZSet(members) = &mut data {
+        // Postmortem: a restored -0 score stayed -0 (ZSCORE answered "-0").
+        for (_, score) in members.iter_mut().filter(|(_, s)| *s == 0.0) {
+            *score = 0.0;
+        }
+    }
     if data.is_empty() {
         return bad("an empty collection");
     }
@@ -396,7 +418,7 @@ fn ziplist(b: &[u8]) -> Result<Vec<Vec<u8>>, PayloadError> {
         return bad("a ziplist without its end");
     }
     let count = u16::from_le_bytes([b[8], b[9]]);
-    let mut r = Reader { b: &b[..b.len() - 1], at: 10 };
+    let mut r = Reader { b: &b[..b.len() - 1], at: 10, expanded: 0 };
     let mut out = Vec::new();
     while r.at < r.b.len() {
         let prev = r.byte()?;
@@ -448,7 +470,7 @@ fn listpack(b: &[u8]) -> Result<Vec<Vec<u8>>, PayloadError> {
         return bad("a listpack without its end");
     }
     let count = u16::from_le_bytes([b[4], b[5]]);
-    let mut r = Reader { b: &b[..b.len() - 1], at: 6 };
+    let mut r = Reader { b: &b[..b.len() - 1], at: 6, expanded: 0 };
     let mut out = Vec::new();
     while r.at < r.b.len() {
         let start = r.at;
@@ -561,7 +583,7 @@ mod tests {
             let mut out = Vec::new();
             put_len(&mut out, len);
             assert_eq!(out.len(), bytes, "{len}");
-            assert_eq!(Reader { b: &out, at: 0 }.len(), Ok(len));
+            assert_eq!(Reader { b: &out, at: 0, expanded: 0 }.len(), Ok(len));
         }
     }
 
@@ -645,6 +667,41 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+
+    /// An RDB LZF string (encoding 3) of `len` bytes of `a`.
+    fn lzf_string(len: usize) -> Vec<u8> {
+        let compressed = lzf::compress(&vec![b'a'; len]).expect("compresses");
+        let mut out = vec![0xc3];
+        put_len(&mut out, compressed.len() as u64);
+        put_len(&mut out, len as u64);
+        out.extend(compressed);
+        out
+    }
+
+    /// Postmortem: an LZF string was expanded to the length it declared
+    /// before any limit was checked, so an 8 MiB payload could make the
+    /// node allocate gigabytes (a list of many such elements passed the
+    /// per-value limit each).
+    #[test]
+    fn lzf_strings_cannot_expand_past_the_limits() {
+        let mut one = vec![TYPE_STRING, 0xc3];
+        put_len(&mut one, 10);
+        put_len(&mut one, VALUE_SIZE_MAX_BYTES as u64 + 1);
+        one.extend([0; 10]);
+        assert!(matches!(decode(&with_footer(one)), Err(PayloadError::Format(_))));
+        let each = 4 << 20;
+        let mut list = vec![TYPE_LIST];
+        let n = EXPANDED_MAX_BYTES / each + 1;
+        put_len(&mut list, n as u64);
+        for _ in 0..n {
+            list.extend(lzf_string(each));
+        }
+        assert!(matches!(decode(&with_footer(list)), Err(PayloadError::Format(_))));
+        let mut fits = vec![TYPE_LIST, 2];
+        fits.extend(lzf_string(each));
+        fits.extend(lzf_string(each));
+        assert!(decode(&with_footer(fits)).is_ok());
     }
 
     #[test]
