@@ -563,10 +563,14 @@ async fn exec(
     let own = unit == Unit::Transaction;
     let replies = run_queue(state, conn, &queue, &overlay, own).await;
     let events = overlay.take_events();
+    let changed = overlay.changed();
     let (by_range, unseen) = overlay.into_batches();
     let by_range: Vec<_> = by_range.into_iter().collect();
     match Db::apply_transaction(state, by_range, &unseen, create_local, Some(conn.id)).await {
-        Ok(true) => super::notify::publish(state, events),
+        Ok(true) => {
+            state.saves.modified(changed);
+            super::notify::publish(state, events);
+        }
         Ok(false) => return Ok(None),
         Err(NodeError::Client { code: monotable_proto::ErrorCode::CrossChunkBatch, message }) => {
             return Ok(Some(unit.discarded(&message)))
@@ -649,7 +653,9 @@ async fn run_handler(
         Handler::Scripting if command.per_node => Ok(super::scripting::script(state, args).await),
         Handler::Scripting => run_script(state, conn, db, command, args).await,
         Handler::Server => super::config::server(state, db, name, args).await,
-        Handler::Persistence => Ok(super::persistence::run(state, conn, name, args).await),
+        Handler::Persistence => {
+            Ok(super::persistence::run(state, conn, db.tx.is_some(), name, args).await)
+        }
         Handler::Cluster => Ok(Reply::err("ERR This instance has cluster support disabled")),
         Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,

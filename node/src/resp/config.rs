@@ -120,6 +120,7 @@ static PARAMS: &[Param] = &[
         "64",
     ),
     param(&["hll-sparse-max-bytes"], Kind::Memory { min: 0 }, "3000"),
+    param(&["hz"], Kind::Int { min: 0, max: INT_MAX }, "10"),
     param(&["latency-monitor-threshold"], Kind::Int { min: 0, max: LONG_MAX }, "0"),
     param(&["lazyfree-lazy-eviction"], Kind::Bool, "no"),
     param(&["lazyfree-lazy-expire"], Kind::Bool, "no"),
@@ -351,6 +352,7 @@ pub fn run(state: &RespState, args: &[Vec<u8>]) -> Reply {
         "set" => set(state, &args[2..]),
         "resetstat" => {
             state.stats.reset();
+            state.saves.reset_stats();
             Reply::ok()
         }
         "rewrite" => Reply::err("ERR The server is running without a config file"),

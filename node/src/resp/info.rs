@@ -273,7 +273,8 @@ fn memory(state: &RespState) -> Vec<String> {
 }
 
 fn persistence(state: &RespState) -> Vec<String> {
-    let [changes, in_progress, last_save, last_status, saves] = state.saves.info();
+    let [changes, in_progress, last_save, last_status, last_secs, current_secs, saves] =
+        state.saves.info();
     vec![
         "loading:0".into(),
         "async_loading:0".into(),
@@ -287,8 +288,8 @@ fn persistence(state: &RespState) -> Vec<String> {
         in_progress,
         last_save,
         last_status,
-        "rdb_last_bgsave_time_sec:-1".into(),
-        "rdb_current_bgsave_time_sec:-1".into(),
+        last_secs,
+        current_secs,
         saves,
         "rdb_last_cow_size:0".into(),
         "rdb_last_load_keys_expired:0".into(),

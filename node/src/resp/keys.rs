@@ -451,7 +451,11 @@ async fn flush(
             // Here on the leader, `db` holds the writes back for Raft.
             db.delete_all_rows().await?;
         } else if state.node.range_in_views(id).is_none() {
+            // Its keys count as changed since the last save, as in Redis.
+            let (start, end) = key_rows_span();
+            let keys = Db::new(state, i, None).count_rows(&start, end.as_deref()).await?;
             state.node.drop_range_unchecked(&range).await?;
+            state.saves.modified(keys);
             // Made again at once with its options (a chunk size given with
             // `range create`), empty.
             // Postmortem: the next write made it with the defaults.

@@ -64,11 +64,41 @@ pub fn key_rows_prefix() -> Vec<u8> {
     tuple::encode(&[Element::String("k".into())]).expect("a tag encodes")
 }
 
-/// How many of `ops` write a key row: the keys a write modifies (each
-/// modification of a key writes its key row).
-pub fn key_rows_in(ops: &[WriteOp]) -> u64 {
-    let prefix = key_rows_prefix();
-    ops.iter().filter(|op| op.key().starts_with(&prefix)).count() as u64
+/// The changes a write makes, for INFO's `rdb_changes_since_last_save`,
+/// as Redis counts most commands: the collection elements it adds or
+/// sets (HSET of two fields: 2), else those it removes from collections
+/// that stay (SREM, LPOP, XDEL), else the keys it writes (SET, MSET, DEL
+/// of whole keys, EXPIRE), else one (an in-place change without a key
+/// row); expiry rows alone count for nothing. Counted from the rows'
+/// prefixes, without decoding them.
+pub fn keys_changed(ops: &[WriteOp]) -> u64 {
+    let prefix = |tag: &str| tuple::encode(&[Element::String(tag.into())]).expect("a tag encodes");
+    let (key_rows, expiry_rows) = (prefix("k"), prefix("x"));
+    let elements: Vec<Vec<u8>> = ["h", "s", "l", "z", "X"].into_iter().map(prefix).collect();
+    let is_element = |row: &[u8]| elements.iter().any(|p| row.starts_with(p));
+    let (mut set, mut removed, mut keys, mut keys_removed, mut other) = (0, 0, 0, 0, false);
+    for op in ops {
+        let row = op.key();
+        match op {
+            WriteOp::Put { .. } if is_element(row) => set += 1,
+            WriteOp::Delete { .. } if is_element(row) => removed += 1,
+            WriteOp::Put { .. } if row.starts_with(&key_rows) => keys += 1,
+            WriteOp::Delete { .. } if row.starts_with(&key_rows) => {
+                keys += 1;
+                keys_removed += 1;
+            }
+            _ => other |= !row.starts_with(&expiry_rows),
+        }
+    }
+    if set > 0 {
+        set
+    } else if removed > 0 && keys_removed == 0 {
+        removed
+    } else if keys > 0 {
+        keys
+    } else {
+        u64::from(other)
+    }
 }
 
 pub fn key_row(key: &[u8]) -> Vec<u8> {
@@ -365,6 +395,9 @@ pub struct Overlay {
     bytes: std::sync::atomic::AtomicUsize,
     /// Keyspace events raised, to publish once the writes are applied.
     events: std::sync::Mutex<Vec<super::notify::Event>>,
+    /// Changes its writes made, counted per write (see [`keys_changed`]),
+    /// for INFO's changes since the last save once they are applied.
+    changed: std::sync::atomic::AtomicU64,
 }
 
 impl Overlay {
@@ -411,14 +444,21 @@ impl Overlay {
     pub fn save(&self) -> Saved {
         let writes = self.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let bytes = self.bytes.load(std::sync::atomic::Ordering::Acquire);
-        Saved { writes, unseen: self.unseen().clone(), bytes, events: self.events().len() }
+        let changed = self.changed.load(std::sync::atomic::Ordering::Acquire);
+        Saved { writes, unseen: self.unseen().clone(), bytes, changed, events: self.events().len() }
     }
 
     pub fn restore(&self, saved: Saved) {
         *self.lock().unwrap_or_else(|p| p.into_inner()) = saved.writes;
         *self.unseen() = saved.unseen;
         self.bytes.store(saved.bytes, std::sync::atomic::Ordering::Release);
+        self.changed.store(saved.changed, std::sync::atomic::Ordering::Release);
         self.events().truncate(saved.events);
+    }
+
+    /// The changes its writes made so far (see [`keys_changed`]).
+    pub fn changed(&self) -> u64 {
+        self.changed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Counts `more` bytes written, unless that passes
@@ -445,6 +485,7 @@ pub struct Saved {
     writes: Writes,
     unseen: Unseen,
     bytes: usize,
+    changed: u64,
     /// Events raised by then (later ones are dropped on restore).
     events: usize,
 }
@@ -950,18 +991,23 @@ impl<'a> Db<'a> {
             tx.reserve(bytes.sum())?;
         }
         let created = self.created_keys(&ops).await?;
-        self.write_rows_created(ops, seen, created).await
+        self.write_rows_created(ops, seen, created, true).await
     }
 
     /// [`Db::write_rows`] once the keys it creates (for their `new`
     /// events) are known.
+    /// `counted`: its changed keys are counted here (else by the caller).
     async fn write_rows_created(
         &self,
         ops: Vec<WriteOp>,
         seen: Seen,
         created: Vec<Vec<u8>>,
+        counted: bool,
     ) -> NodeResult<()> {
         if let (Some(tx), Some(mut o)) = (self.tx, self.overlay()) {
+            if seen != Seen::Expired && self.dbi.is_some() {
+                tx.changed.fetch_add(keys_changed(&ops), std::sync::atomic::Ordering::AcqRel);
+            }
             let mut unseen = tx.unseen();
             for op in ops {
                 let (row, value) = match op {
@@ -984,8 +1030,8 @@ impl<'a> Db<'a> {
             self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let written = (seen == Seen::Modified).then(|| self.keys_for_watch(&ops)).flatten();
-        if seen == Seen::Modified && self.dbi.is_some() {
-            self.state.saves.modified(key_rows_in(&ops));
+        if counted && seen != Seen::Expired && self.dbi.is_some() {
+            self.state.saves.modified(keys_changed(&ops));
         }
         let tracked = (seen != Seen::Quiet && self.dbi.is_some() && self.state.tracking.any())
             .then(|| super::watches::keys_in_order(&ops));
@@ -1099,7 +1145,7 @@ impl<'a> Db<'a> {
         create_local: bool,
         client: Option<u64>,
     ) -> NodeResult<bool> {
-        let (mut written, mut tracked, mut dirty) = (Vec::new(), Vec::new(), 0);
+        let (mut written, mut tracked) = (Vec::new(), Vec::new());
         for (range, ops) in &parts {
             let mut db = Db::of_range(state, range.clone(), None);
             db.create_local = create_local;
@@ -1116,9 +1162,7 @@ impl<'a> Db<'a> {
             let modified: Vec<WriteOp> =
                 ops.iter().filter(|op| seen(op) == Seen::Modified).cloned().collect();
             written.extend(db.keys_for_watch(&modified));
-            if database_of_range(range).is_some() {
-                dirty += key_rows_in(&modified);
-            }
+
             if state.tracking.any() && database_of_range(range).is_some() {
                 let told: Vec<WriteOp> =
                     ops.iter().filter(|op| seen(op) != Seen::Quiet).cloned().collect();
@@ -1126,7 +1170,6 @@ impl<'a> Db<'a> {
             }
         }
         state.node.write_across(parts).await?;
-        state.saves.modified(dirty);
         for (dbi, keys) in written {
             state.watches.written(dbi, keys);
         }
@@ -1153,6 +1196,7 @@ impl<'a> Db<'a> {
             // `held` dropped here raises its waiting `new` events.
         };
         let events = overlay.take_events();
+        let changed = overlay.changed();
         let (mut batches, unseen) = overlay.into_batches();
         if batches.len() == 1 && unseen.is_empty() {
             if let Some(ops) = batches.remove(&self.range) {
@@ -1160,7 +1204,8 @@ impl<'a> Db<'a> {
                 // durability waited for with the command's reply (a
                 // pipeline's commands share one sync); the `new` events
                 // are among `events` already.
-                self.write_rows_created(ops, Seen::Modified, Vec::new()).await?;
+                self.write_rows_created(ops, Seen::Modified, Vec::new(), false).await?;
+                self.state.saves.modified(changed);
                 super::notify::publish(self.state, events);
                 return Ok(out);
             }
@@ -1172,6 +1217,7 @@ impl<'a> Db<'a> {
             self.wants_replicated.store(true, std::sync::atomic::Ordering::Release);
             return Err(NodeError::Internal("the database is to be created replicated".into()));
         }
+        self.state.saves.modified(changed);
         super::notify::publish(self.state, events);
         Ok(out)
     }

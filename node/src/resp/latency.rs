@@ -397,7 +397,7 @@ fn doctor(state: &RespState) -> String {
     }
     let mut report = String::new();
     let (mut slowlog, mut large, mut scheduler, mut advices) = (false, false, false, 0);
-    let (mut slowlog_enable, mut slowlog_tune) = (false, false);
+    let (mut slowlog_enable, mut slowlog_tune, mut hz) = (false, false, false);
     let now = unix_secs();
     for (n, (event, s)) in events.iter().enumerate() {
         if n == 0 {
@@ -440,8 +440,9 @@ fn doctor(state: &RespState) -> String {
                 advices += 1;
             }
             "expire-cycle" => {
+                hz = true;
                 large = true;
-                advices += 1;
+                advices += 2;
             }
             _ => {}
         }
@@ -494,7 +495,15 @@ fn doctor(state: &RespState) -> String {
              You should try to:\n  1) Lower the system load.\n  2) Use a computer / VM just for \
              Redis if you are running other software in the same system.\n  3) Check if you have \
              a \"noisy neighbour\" problem.\n  4) Check with 'redis-cli --intrinsic-latency 100' \
-             what is the intrinsic latency in your system.\n",
+             what is the intrinsic latency in your system.\n  5) Check if the problem is \
+             allocator-related by recompiling Redis with MALLOC=libc, if you are using Jemalloc. \
+             However this may create fragmentation problems.\n",
+        );
+    }
+    if hz && state.config.int("hz") < 100 {
+        report.push_str(
+            "- In order to make the Redis keys expiring process more incremental, try to set \
+             the 'hz' configuration parameter to 100 using 'CONFIG SET hz 100'.\n",
         );
     }
     if large {

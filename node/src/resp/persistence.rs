@@ -7,9 +7,9 @@
 //! directory's file system synced), which under `--fsync always` finds
 //! nothing left to do. BGSAVE does the same on a blocking thread. The
 //! changes counted since the last save (Redis's `dirty`, INFO's
-//! `rdb_changes_since_last_save`) are the keys modified, one per key per
-//! write: a command that changes several members of one key counts one
-//! where Redis may count each.
+//! `rdb_changes_since_last_save`) are counted per write as
+//! [`super::keyspace::keys_changed`] says, which is Redis's count for
+//! most commands.
 //!
 //! SHUTDOWN saves (unless NOSAVE; with FORCE a failed save does not stop
 //! it), then stops the node as SIGTERM does: new requests refused, those
@@ -31,7 +31,7 @@ use crate::node::Node;
 /// What INFO's persistence section and LASTSAVE report, and SHUTDOWN's
 /// request to the server.
 pub struct Saves {
-    /// Keys modified since the last save began.
+    /// Changes since the last save began (see the module doc).
     dirty: AtomicU64,
     /// Unix seconds of the last save that succeeded (the start of the
     /// endpoint before any).
@@ -42,6 +42,10 @@ pub struct Saves {
     in_progress: AtomicBool,
     /// Whether the last BGSAVE succeeded.
     last_ok: AtomicBool,
+    /// How long the last BGSAVE took, in seconds (-1: none yet).
+    last_bgsave_secs: std::sync::atomic::AtomicI64,
+    /// When the running BGSAVE began (unix milliseconds).
+    bgsave_began_ms: AtomicU64,
     /// SHUTDOWN asked the server to stop (a permit kept until it waits).
     pub shutdown: tokio::sync::Notify,
 }
@@ -54,26 +58,42 @@ impl Default for Saves {
             saves: AtomicU64::new(0),
             in_progress: AtomicBool::new(false),
             last_ok: AtomicBool::new(true),
+            last_bgsave_secs: std::sync::atomic::AtomicI64::new(-1),
+            bgsave_began_ms: AtomicU64::new(0),
             shutdown: tokio::sync::Notify::new(),
         }
     }
 }
 
 impl Saves {
-    /// Counts `keys` keys modified by a write just applied.
-    pub fn modified(&self, keys: u64) {
-        self.dirty.fetch_add(keys, Ordering::Relaxed);
+    /// Counts `changes` made by a write just applied.
+    pub fn modified(&self, changes: u64) {
+        self.dirty.fetch_add(changes, Ordering::Relaxed);
     }
 
-    /// INFO's persistence lines this module knows.
-    pub fn info(&self) -> [String; 5] {
+    /// CONFIG RESETSTAT: the count of saves starts again.
+    pub fn reset_stats(&self) {
+        self.saves.store(0, Ordering::Relaxed);
+    }
+
+    /// INFO's persistence lines this module knows, in INFO's order.
+    pub fn info(&self) -> [String; 7] {
         let in_progress = self.in_progress.load(Ordering::Acquire);
         let status = if self.last_ok.load(Ordering::Acquire) { "ok" } else { "err" };
+        let current = match in_progress {
+            true => {
+                (now_ms().saturating_sub(self.bgsave_began_ms.load(Ordering::Acquire)) / 1000)
+                    as i64
+            }
+            false => -1,
+        };
         [
             format!("rdb_changes_since_last_save:{}", self.dirty.load(Ordering::Relaxed)),
             format!("rdb_bgsave_in_progress:{}", u8::from(in_progress)),
             format!("rdb_last_save_time:{}", self.last_save.load(Ordering::Relaxed)),
             format!("rdb_last_bgsave_status:{status}"),
+            format!("rdb_last_bgsave_time_sec:{}", self.last_bgsave_secs.load(Ordering::Relaxed)),
+            format!("rdb_current_bgsave_time_sec:{current}"),
             format!("rdb_saves:{}", self.saves.load(Ordering::Relaxed)),
         ]
     }
@@ -99,8 +119,15 @@ async fn save_now(node: Arc<Node>, saves: &Saves) -> std::io::Result<()> {
     synced
 }
 
-/// Runs SAVE, BGSAVE, LASTSAVE or SHUTDOWN (`name`, its arity checked).
-pub async fn run(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>]) -> Reply {
+/// Runs SAVE, BGSAVE, LASTSAVE or SHUTDOWN (`name`, its arity checked);
+/// `in_exec` when EXEC runs it.
+pub async fn run(
+    state: &RespState,
+    conn: &mut Conn,
+    in_exec: bool,
+    name: &str,
+    args: &[Vec<u8>],
+) -> Reply {
     match name {
         "lastsave" => Reply::Int(state.saves.last_save.load(Ordering::Relaxed) as i64),
         "save" => {
@@ -112,34 +139,37 @@ pub async fn run(state: &RespState, conn: &mut Conn, name: &str, args: &[Vec<u8>
                 Err(_) => Reply::err("ERR"),
             }
         }
-        "bgsave" => bgsave(state, args),
+        "bgsave" => bgsave(state, in_exec, args),
         _ => shutdown(state, conn, args).await,
     }
 }
 
-/// BGSAVE [SCHEDULE].
-fn bgsave(state: &RespState, args: &[Vec<u8>]) -> Reply {
-    let schedule = match args.get(1).map(|a| lower(a)) {
-        None => false,
-        Some(a) if a == "schedule" && args.len() == 2 => true,
+/// BGSAVE [SCHEDULE], as Redis 7.0's `bgsaveCommand`: refused while one
+/// runs (SCHEDULE waits only for other background work, which Monotable
+/// does not have); inside EXEC it is "scheduled" (it starts at once).
+fn bgsave(state: &RespState, in_exec: bool, args: &[Vec<u8>]) -> Reply {
+    match args.get(1).map(|a| lower(a)) {
+        None => {}
+        Some(a) if a == "schedule" && args.len() == 2 => {}
         Some(_) => return Reply::err(SYNTAX),
-    };
+    }
     let saves = &state.saves;
     if saves.in_progress.swap(true, Ordering::AcqRel) {
-        // One runs: it covers everything written before it began, and a
-        // scheduled one would add only what came since.
-        return match schedule {
-            true => Reply::Simple("Background saving scheduled"),
-            false => Reply::err("ERR Background save already in progress"),
-        };
+        return Reply::err("ERR Background save already in progress");
     }
+    saves.bgsave_began_ms.store(now_ms(), Ordering::Release);
     let (node, saves) = (state.node.clone(), saves.clone());
     actix_rt::spawn(async move {
+        let began = std::time::Instant::now();
         let ok = save_now(node, &saves).await.is_ok();
+        saves.last_bgsave_secs.store(began.elapsed().as_secs() as i64, Ordering::Relaxed);
         saves.last_ok.store(ok, Ordering::Release);
         saves.in_progress.store(false, Ordering::Release);
     });
-    Reply::Simple("Background saving started")
+    match in_exec {
+        true => Reply::Simple("Background saving scheduled"),
+        false => Reply::Simple("Background saving started"),
+    }
 }
 
 /// SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT], parsed as Redis 7.0's.

@@ -51,18 +51,21 @@ pub async fn serve(
     }
 }
 
-/// Time between passes of the background expirer.
-const EXPIRE_INTERVAL_MS: u64 = 100;
+/// Time between passes of the background expirer, by CONFIG's `hz`
+/// (passes per second, 1 to 500 as Redis clamps it; default 10: 100 ms).
+fn expire_interval(state: &RespState) -> Duration {
+    let hz = state.config.int("hz").clamp(1, 500) as u64;
+    Duration::from_millis(1000 / hz)
+}
 
 /// Removes expired keys in the background until `closing` turns true;
 /// on the same tick, samples INFO's rates and closes connections idle past
 /// CONFIG's `timeout` (Redis does both in its `serverCron`).
 async fn expire_keys(state: Arc<RespState>, mut closing: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(EXPIRE_INTERVAL_MS));
     loop {
         tokio::select! {
             _ = closing.changed() => return,
-            _ = tick.tick() => {
+            _ = tokio::time::sleep(expire_interval(&state)) => {
                 state.stats.sample();
                 if let Some(timeout) = state.config.idle_timeout() {
                     state.clients.close_idle(timeout);
