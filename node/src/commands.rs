@@ -744,19 +744,36 @@ impl Node {
                 .collect();
             let unlogged =
                 |cell: &crate::chunk_cell::ChunkCell| cell.with_chunk(|c| Ok(c.last_seq() < seq));
-            let groups = self.cells_of(&parts, unlogged)?;
-            if !groups.is_empty() {
-                tracing::warn!(
-                    seq,
-                    chunks = groups.len(),
-                    "completing a batch cut short by a stop"
-                );
-                let applied =
-                    crate::chunk_cell::ChunkCell::apply_across(self, &groups, Some(seq), |_| {
-                        Ok(())
-                    })?;
-                for a in applied {
-                    a.durable().await?;
+            // A chunk may split meanwhile (one found oversized at start):
+            // route again, as `write_across` does; its halves carry its
+            // last seq, so the check above still tells what is missing.
+            // Postmortem: a split during the start made it fail with
+            // "chunk moved" after a kill -9.
+            let mut attempt = 0;
+            loop {
+                let applied = self.cells_of(&parts, unlogged).and_then(|groups| {
+                    if groups.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    tracing::warn!(
+                        seq,
+                        chunks = groups.len(),
+                        "completing a batch cut short by a stop"
+                    );
+                    crate::chunk_cell::ChunkCell::apply_across(self, &groups, Some(seq), |_| Ok(()))
+                });
+                match applied {
+                    Ok(applied) => {
+                        for a in applied {
+                            a.durable().await?;
+                        }
+                        break;
+                    }
+                    Err(NodeError::Moved) => {
+                        backoff(self, attempt).await?;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             self.intents_log().done(seq).map_err(|e| NodeError::Internal(e.to_string()))?;
