@@ -687,33 +687,39 @@ impl<'a> Db<'a> {
         if self.overlay().is_none_or(|o| o.is_empty()) {
             return page(start, end, limit).await;
         }
-        let mut all = std::collections::BTreeMap::new();
-        let (mut lo, mut hi) = (start.clone(), end.clone());
-        loop {
-            let (rows, resume) = page(lo.clone(), hi.clone(), 0).await?;
-            all.extend(rows);
-            match resume {
-                Some(next) if reverse => hi = Some(next),
-                Some(next) => lo = next,
-                None => break,
-            }
-        }
-        if let Some(o) = self.overlay() {
-            for ((range, row), v) in o.iter() {
-                if range != &self.range || row < &start || end.as_ref().is_some_and(|e| row >= e) {
-                    continue;
+        // A page of the stored rows, merged with the held writes in the
+        // interval it covers (forward `[start, resume)`, reverse
+        // `[resume, end)`; the rest of `[start, end)` when it is the
+        // last): a page may come short where held deletes fall, and the
+        // caller goes on from `resume` as always.
+        // Postmortem: every row of the interval was read once anything was
+        // held, so XADD ... MAXLEN (its trim reading after its append)
+        // read all of a stream's nodes on every call.
+        let (stored, resume) = page(start.clone(), end.clone(), limit).await?;
+        let (lo, hi) = match (&resume, reverse) {
+            (Some(next), false) => (start, Some(next.clone())),
+            (Some(next), true) => (next.clone(), end),
+            (None, _) => (start, end),
+        };
+        let mut all: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (row, held) in self.overlay_rows(&lo, hi.as_deref()) {
+            match held {
+                true => {
+                    let value = self
+                        .overlay()
+                        .and_then(|o| o.get(&(self.range.clone(), row.clone())).cloned().flatten());
+                    all.insert(row, value.unwrap_or_default());
                 }
-                match v {
-                    Some(v) => all.insert(row.clone(), v.clone()),
-                    None => all.remove(row),
-                };
+                false => {
+                    all.remove(&row);
+                }
             }
         }
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = all.into_iter().collect();
         if reverse {
             rows.reverse();
         }
-        Ok((rows, None))
+        Ok((rows, resume))
     }
 
     /// The key's live value; an expired one is deleted on the way (lazy
