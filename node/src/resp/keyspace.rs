@@ -72,9 +72,13 @@ pub fn key_rows_prefix() -> Vec<u8> {
 /// row); expiry rows alone count for nothing. Counted from the rows'
 /// prefixes, without decoding them.
 pub fn keys_changed(ops: &[WriteOp]) -> u64 {
-    let prefix = |tag: &str| tuple::encode(&[Element::String(tag.into())]).expect("a tag encodes");
-    let (key_rows, expiry_rows) = (prefix("k"), prefix("x"));
-    let elements: Vec<Vec<u8>> = ["h", "s", "l", "z", "X"].into_iter().map(prefix).collect();
+    /// The encoded tags: key rows, expiry rows, then the element tags of hashes, sets, lists,
+    /// sorted sets and streams.
+    static TAGS: std::sync::LazyLock<[Vec<u8>; 7]> = std::sync::LazyLock::new(|| {
+        ["k", "x", "h", "s", "l", "z", "X"]
+            .map(|tag| tuple::encode(&[Element::String(tag.into())]).expect("a tag encodes"))
+    });
+    let [key_rows, expiry_rows, elements @ ..] = &*TAGS;
     let is_element = |row: &[u8]| elements.iter().any(|p| row.starts_with(p));
     let (mut set, mut removed, mut keys, mut keys_removed, mut other) = (0, 0, 0, 0, false);
     for op in ops {
@@ -82,12 +86,12 @@ pub fn keys_changed(ops: &[WriteOp]) -> u64 {
         match op {
             WriteOp::Put { .. } if is_element(row) => set += 1,
             WriteOp::Delete { .. } if is_element(row) => removed += 1,
-            WriteOp::Put { .. } if row.starts_with(&key_rows) => keys += 1,
-            WriteOp::Delete { .. } if row.starts_with(&key_rows) => {
+            WriteOp::Put { .. } if row.starts_with(key_rows) => keys += 1,
+            WriteOp::Delete { .. } if row.starts_with(key_rows) => {
                 keys += 1;
                 keys_removed += 1;
             }
-            _ => other |= !row.starts_with(&expiry_rows),
+            _ => other |= !row.starts_with(expiry_rows),
         }
     }
     if set > 0 {
@@ -702,18 +706,11 @@ impl<'a> Db<'a> {
             (None, _) => (start, end),
         };
         let mut all: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-        for (row, held) in self.overlay_rows(&lo, hi.as_deref()) {
+        for (row, held) in self.overlay_rows_as(&lo, hi.as_deref(), Option::clone) {
             match held {
-                true => {
-                    let value = self
-                        .overlay()
-                        .and_then(|o| o.get(&(self.range.clone(), row.clone())).cloned().flatten());
-                    all.insert(row, value.unwrap_or_default());
-                }
-                false => {
-                    all.remove(&row);
-                }
-            }
+                Some(value) => all.insert(row, value),
+                None => all.remove(&row),
+            };
         }
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = all.into_iter().collect();
         if reverse {
@@ -868,13 +865,24 @@ impl<'a> Db<'a> {
     /// The rows of `[start, end)` this transaction wrote, each with whether
     /// it holds a value (a put) or not (a delete).
     fn overlay_rows(&self, start: &[u8], end: Option<&[u8]>) -> Vec<(Vec<u8>, bool)> {
+        self.overlay_rows_as(start, end, Option::is_some)
+    }
+
+    /// The rows of `[start, end)` this transaction wrote, each with `held`
+    /// of its held value (`None`: a delete), under one lock of the overlay.
+    fn overlay_rows_as<T>(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        held: impl Fn(&Option<Vec<u8>>) -> T,
+    ) -> Vec<(Vec<u8>, T)> {
         let Some(o) = self.overlay() else { return Vec::new() };
         let from = (self.range.clone(), start.to_vec());
         o.range(from..)
             .take_while(|((range, row), _)| {
                 range == &self.range && end.is_none_or(|e| row.as_slice() < e)
             })
-            .map(|((_, row), v)| (row.clone(), v.is_some()))
+            .map(|((_, row), v)| (row.clone(), held(v)))
             .collect()
     }
 
