@@ -16,7 +16,7 @@ use crate::chunk_actor::ChunkMsg;
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_name, Node};
 use crate::router::Route;
-use crate::storage::chunk::Change;
+use crate::storage::chunk::{Change, Chunk};
 use crate::view::levels::{PartBounds, Rows};
 use crate::view::lua::LuaEnv;
 use crate::view::map_fn::{FieldMapper, MapperFunction};
@@ -289,11 +289,35 @@ impl Node {
 
     /// Journaled changes of `range_id` in `(after, upto]`.
     pub fn changes_between(&self, range_id: u64, after: u64, upto: u64) -> u64 {
-        let routes = self.routes_of(range_id).unwrap_or_default();
-        routes
-            .iter()
-            .map(|r| r.cell.with_chunk(|c| Ok(c.changes_between(after, upto))).unwrap_or(0))
-            .sum()
+        self.sum_over_chunks(range_id, |c| c.changes_between(after, upto))
+    }
+
+    /// `count` summed over the chunks of `range_id`, read again from the
+    /// router when a chunk split meanwhile (its halves hold its count).
+    /// A chunk that cannot be read (unavailable) counts 0.
+    /// Postmortem: a chunk that split between the routes being read and
+    /// being counted counted 0, so a view's pending changes read 0 while
+    /// its source's journal held some, and a reader waiting for the views
+    /// to be idle read a mapper's target half caught up.
+    fn sum_over_chunks(&self, range_id: u64, count: impl Fn(&Chunk) -> u64) -> u64 {
+        let mut total = 0;
+        for _ in 0..REWATCH_ATTEMPTS_MAX {
+            total = 0;
+            let mut moved = false;
+            for route in self.routes_of(range_id).unwrap_or_default() {
+                match route.cell.with_chunk(|c| Ok(count(c))) {
+                    Ok(n) => total += n,
+                    Err(NodeError::Moved) => moved = true,
+                    Err(_) => {}
+                }
+            }
+            if !moved {
+                break;
+            }
+            // The split's halves are routed right after it gives up its cell.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        total
     }
 
     /// The lock a mapper holds through a round writing into `range_id`
@@ -500,8 +524,7 @@ impl Node {
 
     /// Live records of a range, from its chunks.
     pub(crate) fn range_records(&self, range_id: u64) -> u64 {
-        let routes = self.routes_of(range_id).unwrap_or_default();
-        routes.iter().map(|r| r.cell.with_chunk(|c| Ok(c.info().records)).unwrap_or(0)).sum()
+        self.sum_over_chunks(range_id, |c| c.info().records)
     }
 
     pub(crate) async fn create_reducer(
@@ -734,11 +757,7 @@ impl Node {
 
     /// Changes to `range_id` above `after` that views have yet to see.
     pub fn pending_changes(&self, range_id: u64, after: u64) -> u64 {
-        let routes = self.routes_of(range_id).unwrap_or_default();
-        routes
-            .iter()
-            .map(|r| r.cell.with_chunk(|c| Ok(c.pending_changes(after))).unwrap_or(0))
-            .sum()
+        self.sum_over_chunks(range_id, |c| c.pending_changes(after))
     }
 
     /// Starts the actor of a registered mapper, whose checkpoint and cut
