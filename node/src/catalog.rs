@@ -172,6 +172,9 @@ pub struct Catalog {
 }
 
 const ID_OFFSET_KEY: &[u8] = b"id_offset";
+/// The ranges a rename (SWAPDB) is renaming, with their former names,
+/// until every chunk's descriptor names them anew.
+const RENAMING_KEY: &[u8] = b"renaming";
 const CLUSTER_IDENTITY_KEY: &[u8] = b"cluster_identity";
 
 /// Who this node is in its cluster: node-local, so it lives here and not
@@ -311,6 +314,55 @@ impl Catalog {
         })?;
         self.flush()?;
         Ok(ids)
+    }
+
+    /// Gives ranges `a` and `b` each other's names (either may not exist:
+    /// the other is then renamed), in one transaction that also records
+    /// each renamed range's former name (see [`Catalog::renaming`]), which
+    /// the chunks' descriptors still hold until [`Catalog::renamed`].
+    pub fn swap_range_names(&self, a: &str, b: &str) -> Result<(), CatalogError> {
+        (&self.ranges, &self.settings).transaction(|(r, s)| {
+            type Tx = ConflictableTransactionError<CatalogError>;
+            let get = |name: &str| -> Result<Option<RangeMeta>, Tx> {
+                match r.get(name.as_bytes())? {
+                    Some(v) => Ok(Some(decode(&v).map_err(abort)?)),
+                    None => Ok(None),
+                }
+            };
+            let (ra, rb) = (get(a)?, get(b)?);
+            let mut renaming: Vec<(u64, String)> = match s.get(RENAMING_KEY)? {
+                Some(v) => decode(&v).map_err(abort)?,
+                None => Vec::new(),
+            };
+            for (range, name) in [(&ra, b), (&rb, a)] {
+                r.remove(name.as_bytes())?;
+                if let Some(range) = range {
+                    if !renaming.iter().any(|(id, _)| *id == range.id) {
+                        renaming.push((range.id, range.name.clone()));
+                    }
+                    let renamed = RangeMeta { name: name.to_owned(), ..range.clone() };
+                    r.insert(name.as_bytes(), encode(&renamed))?;
+                }
+            }
+            s.insert(RENAMING_KEY, encode(&renaming))?;
+            Ok::<_, Tx>(())
+        })?;
+        self.flush()
+    }
+
+    /// Ranges renamed whose chunks' descriptors may still hold the former
+    /// name: range id -> former name.
+    pub fn renaming(&self) -> Result<Vec<(u64, String)>, CatalogError> {
+        match self.settings.get(RENAMING_KEY)? {
+            Some(v) => decode(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Every chunk's descriptor names its range as the catalog does.
+    pub fn renamed(&self) -> Result<(), CatalogError> {
+        self.settings.remove(RENAMING_KEY)?;
+        self.flush()
     }
 
     /// Marks a range as a view index range, or not; false when it does not

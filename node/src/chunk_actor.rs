@@ -54,6 +54,12 @@ pub enum ChunkMsg {
         after: Option<u64>,
         reply: ReplyTo<()>,
     },
+    /// The chunk's range is named `name` now (see [`Chunk::rename_range`]);
+    /// `Moved` when the chunk split meanwhile.
+    RenameRange {
+        name: String,
+        reply: ReplyTo<()>,
+    },
     /// Make everything durable and stop; the chunk takes no more requests.
     Shutdown {
         reply: ReplyTo<()>,
@@ -232,6 +238,13 @@ impl ChunkActor {
                     None => c.unwatch_changes(),
                 });
                 let _ = reply.send(Ok(()));
+            }
+            ChunkMsg::RenameRange { name, reply } => {
+                let result = self.cell.with_chunk_mut(|c| c.rename_range(&name));
+                let _ = reply.send(match result {
+                    Some(r) => r.map_err(|e| NodeError::Internal(e.to_string())),
+                    None => Err(NodeError::Moved),
+                });
             }
             ChunkMsg::Shutdown { reply } => {
                 let mut state = self.cell.write();

@@ -399,6 +399,90 @@ impl Node {
     }
 
     /// Drops a range, whoever uses it.
+    /// Gives ranges `a` and `b` each other's names (Redis's SWAPDB); a
+    /// range that does not exist counts as empty (the other is renamed).
+    /// Refused (`BadRequest`) for a range a view or sink reads or writes,
+    /// or a replicated one. The catalog swaps both names in one durable
+    /// transaction that records the former names; then every chunk of
+    /// both ranges writes its descriptor anew, and the record goes. A
+    /// start after a crash in between finishes the descriptors
+    /// ([`crate::startup::plan_start`]). Readers and writers that look the
+    /// name up after the swap reach the other range.
+    pub(crate) async fn swap_range_names(&self, a: &str, b: &str) -> NodeResult<()> {
+        let refused = |m: String| NodeError::client(ErrorCode::BadRequest, m);
+        let ids = {
+            let _creating = self.creating_range.lock().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<u64> = {
+                let router = self.router_read();
+                [a, b].iter().filter_map(|n| router.range(n).map(|r| r.meta.id)).collect()
+            };
+            for &id in &ids {
+                if crate::replicated::is_replicated(id) {
+                    return Err(refused(format!(
+                        "range {id} is replicated across the cluster; its name cannot change"
+                    )));
+                }
+                if let Some(view) = self.range_in_views(id) {
+                    return Err(refused(format!(
+                        "view {view:?} reads or writes the range; drop it first"
+                    )));
+                }
+            }
+            if ids.is_empty() {
+                return Ok(());
+            }
+            self.catalog.swap_range_names(a, b)?;
+            let mut router = self.router_write();
+            let (ra, rb) = (router.remove_range(a), router.remove_range(b));
+            for (route, name) in [(ra, b), (rb, a)] {
+                if let Some(mut route) = route {
+                    route.meta.name = name.to_owned();
+                    router.insert_route(route);
+                }
+            }
+            ids
+        };
+        tracing::info!(a, b, "swapped range names");
+        for id in ids {
+            self.rename_chunks(id).await?;
+        }
+        self.catalog.renamed()?;
+        Ok(())
+    }
+
+    /// Has every chunk of range `id` write the range's name into its
+    /// descriptor; a chunk that splits meanwhile is asked again as its
+    /// halves (made with the name its parent had).
+    async fn rename_chunks(&self, id: u64) -> NodeResult<()> {
+        for attempt in 0.. {
+            let Some((name, routes)) = self
+                .router_read()
+                .range_by_id(id)
+                .map(|r| (r.meta.name.clone(), r.chunks.values().cloned().collect::<Vec<Route>>()))
+            else {
+                // Dropped meanwhile.
+                return Ok(());
+            };
+            let replies: Vec<_> = routes
+                .iter()
+                .map(|c| call(&c.addr, |reply| ChunkMsg::RenameRange { name: name.clone(), reply }))
+                .collect();
+            let mut moved = false;
+            for rx in replies {
+                match answer(rx).await {
+                    Ok(()) => {}
+                    Err(NodeError::Moved) => moved = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !moved {
+                return Ok(());
+            }
+            backoff(self, attempt).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn drop_range_unchecked(&self, name: &str) -> NodeResult<()> {
         // Marked first, so that directories a crash leaves behind once the
         // catalog has forgotten the range are known to be garbage.

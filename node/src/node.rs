@@ -224,19 +224,24 @@ impl Node {
         );
         let found = crate::startup::scan_chunk_dirs(&chunks_dir)
             .map_err(|e| NodeError::Start(format!("cannot read {}: {e}", chunks_dir.display())))?;
-        let plan = crate::startup::plan_start(&ranges, &metas, &found).map_err(|problems| {
-            NodeError::Start(format!(
-                "the catalog at {} disagrees with the chunk directories in {}: {}. \
+        let renaming = catalog.renaming().map_err(unreadable)?;
+        let plan =
+            crate::startup::plan_start(&ranges, &metas, &found, &renaming).map_err(|problems| {
+                NodeError::Start(format!(
+                    "the catalog at {} disagrees with the chunk directories in {}: {}. \
                  No chunk directory was touched. If the catalog is damaged, rebuild it from \
                  the chunk directories with `monotable serve --data-dir {} --recover-catalog`",
-                catalog_dir.display(),
-                chunks_dir.display(),
-                problems.join("; "),
-                config.data_dir.display()
-            ))
-        })?;
+                    catalog_dir.display(),
+                    chunks_dir.display(),
+                    problems.join("; "),
+                    config.data_dir.display()
+                ))
+            })?;
         crate::startup::apply_start_plan(&config.data_dir, &plan)
             .map_err(|e| NodeError::Start(format!("cannot tidy {}: {e}", chunks_dir.display())))?;
+        if !renaming.is_empty() {
+            catalog.renamed().map_err(unreadable)?;
+        }
 
         let options_of = |range_id: u64| {
             ranges.iter().find(|r| r.id == range_id).map(|r| r.options).unwrap_or_default()

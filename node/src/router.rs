@@ -38,6 +38,12 @@ impl Router {
         self.ranges.insert(meta.name.clone(), RangeRoute { meta, chunks: BTreeMap::new() });
     }
 
+    /// Puts back a range taken out with [`Router::remove_range`], under
+    /// the name its meta holds now.
+    pub fn insert_route(&mut self, route: RangeRoute) {
+        self.ranges.insert(route.meta.name.clone(), route);
+    }
+
     pub fn remove_range(&mut self, name: &str) -> Option<RangeRoute> {
         self.ranges.remove(name)
     }

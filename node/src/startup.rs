@@ -117,6 +117,9 @@ pub struct StartPlan {
     pub unmark_creating: Vec<PathBuf>,
     /// Directories the catalog does not need: moved into `orphaned/`.
     pub move_aside: Vec<(PathBuf, String)>,
+    /// Catalog chunks whose descriptor still holds their range's former
+    /// name (a rename, SWAPDB, did not finish): written anew.
+    pub rename: Vec<(PathBuf, ChunkDescriptor)>,
 }
 
 /// Whether `chunks` (of one range, any order) cover the whole key space
@@ -140,6 +143,7 @@ pub fn plan_start(
     ranges: &[RangeMeta],
     chunks: &[ChunkMeta],
     dirs: &[FoundDir],
+    renaming: &[(u64, String)],
 ) -> Result<StartPlan, Vec<String>> {
     let mut plan = StartPlan::default();
     let mut problems = Vec::new();
@@ -168,7 +172,18 @@ pub fn plan_start(
         match dir_by_id.get(&chunk.id) {
             None => plan.missing.push((chunk.clone(), "the chunk's directory is missing".into())),
             Some(dir) => {
+                let former = |found: &ChunkDescriptor| {
+                    let renamed =
+                        ChunkDescriptor { range_name: range.name.clone(), ..found.clone() };
+                    renamed == expected
+                        && renaming
+                            .iter()
+                            .any(|(id, name)| *id == range.id && *name == found.range_name)
+                };
                 match &dir.descriptor {
+                    Ok(Some(found)) if *found != expected && former(found) => {
+                        plan.rename.push((dir.path.clone(), expected.clone()));
+                    }
                     Ok(Some(found)) if *found != expected => problems.push(format!(
                         "{} describes {found:?}, the catalog {expected:?}",
                         dir.path.display()
@@ -226,8 +241,10 @@ pub fn plan_start(
                 continue;
             }
         };
+        // By id alone: ids are never reused, and a rename (SWAPDB) leaves
+        // a superseded chunk's descriptor with the former name.
         match range_by_id.get(&found.chunk.range_id) {
-            Some(range) if range.name == found.range_name => {
+            Some(_) => {
                 // The catalog covers the range's keys (else it was reported
                 // above): this is a split's half or parent a crash left.
                 plan.move_aside.push((
@@ -238,7 +255,7 @@ pub fn plan_start(
                     ),
                 ));
             }
-            _ => problems.push(format!(
+            None => problems.push(format!(
                 "{} holds chunk {} of range {:?} (id {}), which the catalog does not know",
                 dir.path.display(),
                 found.chunk.id,
@@ -267,6 +284,10 @@ pub fn apply_start_plan(data_dir: &Path, plan: &StartPlan) -> std::io::Result<()
     for path in &plan.unmark {
         tracing::info!(dir = %path.display(), "the range drop did not commit; keeping the chunk");
         descriptor::unmark_dropped(path)?;
+    }
+    for (path, descriptor) in &plan.rename {
+        tracing::info!(dir = %path.display(), range = %descriptor.range_name, "the range was renamed; naming it so in the chunk's descriptor");
+        descriptor.write(path).map_err(std::io::Error::other)?;
     }
     for path in &plan.unmark_creating {
         tracing::info!(dir = %path.display(), "the range creation committed; unmarking the chunk");
@@ -459,7 +480,10 @@ fn catalog_is_sound(catalog_dir: &Path, dirs: &[FoundDir]) -> Result<bool, Strin
     let readable =
         catalog.mappers().is_ok() && catalog.reducers().is_ok() && catalog.sinks().is_ok();
     Ok(match read {
-        Ok((ranges, chunks)) => readable && plan_start(&ranges, &chunks, dirs).is_ok(),
+        Ok((ranges, chunks)) => {
+            let renaming = catalog.renaming().unwrap_or_default();
+            readable && plan_start(&ranges, &chunks, dirs, &renaming).is_ok()
+        }
         Err(_) => false,
     })
 }
@@ -570,7 +594,7 @@ mod tests {
         known.creating = true;
         let mut unknown = dir_of(&new, "redis.3");
         unknown.creating = true;
-        let plan = plan_start(&[r], std::slice::from_ref(&a), &[known, unknown.clone()])
+        let plan = plan_start(&[r], std::slice::from_ref(&a), &[known, unknown.clone()], &[])
             .expect("a creation that did not commit stops nothing");
         assert_eq!(plan.unmark_creating, vec![PathBuf::from(format!("{:016x}", a.id))]);
         assert_eq!(plan.move_aside.len(), 1);
@@ -584,7 +608,7 @@ mod tests {
         let r = range(1, "users");
         let (a, b) = (chunk(2, 1, "", Some("m")), chunk(3, 1, "m", None));
         let dirs = [dir_of(&a, "users"), dir_of(&b, "users")];
-        let plan = plan_start(&[r], &[a, b], &dirs).expect("agrees");
+        let plan = plan_start(&[r], &[a, b], &dirs, &[]).expect("agrees");
         assert_eq!(plan.open.len(), 2);
         assert!(plan.finish_drop.is_empty() && plan.move_aside.is_empty());
     }
@@ -594,7 +618,7 @@ mod tests {
     #[test]
     fn empty_catalog_with_chunk_directories_stops_the_start() {
         let a = chunk(2, 1, "", None);
-        let problems = plan_start(&[], &[], &[dir_of(&a, "users")]).expect_err("disagrees");
+        let problems = plan_start(&[], &[], &[dir_of(&a, "users")], &[]).expect_err("disagrees");
         assert!(problems[0].contains("does not know"), "{problems:?}");
     }
 
@@ -604,7 +628,7 @@ mod tests {
         let parent = chunk(2, 1, "", None);
         let half = chunk(5, 1, "", Some("m"));
         let dirs = [dir_of(&parent, "users"), dir_of(&half, "users")];
-        let plan = plan_start(&[r], std::slice::from_ref(&parent), &dirs).expect("agrees");
+        let plan = plan_start(&[r], std::slice::from_ref(&parent), &dirs, &[]).expect("agrees");
         assert_eq!(plan.move_aside.len(), 1);
         assert!(plan.finish_drop.is_empty());
     }
@@ -619,12 +643,13 @@ mod tests {
             std::slice::from_ref(&r),
             std::slice::from_ref(&a),
             &[dir_of(&a, "users"), old.clone()],
+            &[],
         )
         .expect_err("unexplained data");
         assert!(problems[0].contains("without a descriptor"), "{problems:?}");
         old.has_segments = false;
-        let plan =
-            plan_start(&[r], std::slice::from_ref(&a), &[dir_of(&a, "users"), old]).expect("empty");
+        let plan = plan_start(&[r], std::slice::from_ref(&a), &[dir_of(&a, "users"), old], &[])
+            .expect("empty");
         assert_eq!(plan.move_aside.len(), 1);
     }
 
@@ -633,7 +658,7 @@ mod tests {
         let r = range(1, "users");
         let (a, b) = (chunk(2, 1, "", Some("m")), chunk(3, 1, "m", None));
         let dirs = [dir_of(&a, "users"), dir_of(&b, "users")];
-        let problems = plan_start(&[r], &[a], &dirs).expect_err("gap");
+        let problems = plan_start(&[r], &[a], &dirs, &[]).expect_err("gap");
         assert!(problems[0].contains("do not cover"), "{problems:?}");
     }
 
@@ -646,9 +671,31 @@ mod tests {
         kept_dir.dropped = true;
         let mut gone_dir = dir_of(&gone, "old");
         gone_dir.dropped = true;
-        let plan = plan_start(&[r], &[kept], &[kept_dir, gone_dir]).expect("agrees");
+        let plan = plan_start(&[r], &[kept], &[kept_dir, gone_dir], &[]).expect("agrees");
         assert_eq!(plan.finish_drop, vec![PathBuf::from(format!("{:016x}", 7))]);
         assert_eq!(plan.unmark, vec![PathBuf::from(format!("{:016x}", 2))]);
+    }
+
+    /// A rename (SWAPDB) interrupted after the catalog swapped the names:
+    /// a descriptor holding the former name the catalog recorded is written
+    /// anew; any other name still stops the start.
+    #[test]
+    fn descriptor_with_a_recorded_former_name_is_renamed() {
+        let r = range(1, "redis.1");
+        let a = chunk(2, 1, "", None);
+        let dirs = [dir_of(&a, "redis.0")];
+        let renaming = [(1, "redis.0".to_owned())];
+        let plan = plan_start(std::slice::from_ref(&r), std::slice::from_ref(&a), &dirs, &renaming)
+            .expect("renamed");
+        assert_eq!(plan.rename.len(), 1);
+        assert_eq!(plan.rename[0].1.range_name, "redis.1");
+        assert_eq!(plan.open.len(), 1);
+        let problems = plan_start(std::slice::from_ref(&r), std::slice::from_ref(&a), &dirs, &[])
+            .expect_err("no rename recorded");
+        assert!(problems[0].contains("describes"), "{problems:?}");
+        let other = [(9, "redis.0".to_owned())];
+        let problems = plan_start(&[r], &[a], &dirs, &other).expect_err("another range's");
+        assert!(problems[0].contains("describes"), "{problems:?}");
     }
 
     #[test]
@@ -657,7 +704,8 @@ mod tests {
         let a = chunk(2, 1, "", None);
         let mut other = a.clone();
         other.end = Some(b"x".to_vec());
-        let problems = plan_start(&[r], &[a], &[dir_of(&other, "users")]).expect_err("differs");
+        let problems =
+            plan_start(&[r], &[a], &[dir_of(&other, "users")], &[]).expect_err("differs");
         assert!(problems[0].contains("describes"), "{problems:?}");
     }
 
@@ -665,7 +713,7 @@ mod tests {
     fn catalog_chunk_without_directory_is_unavailable() {
         let r = range(1, "users");
         let a = chunk(2, 1, "", None);
-        let plan = plan_start(&[r], &[a], &[]).expect("agrees");
+        let plan = plan_start(&[r], &[a], &[], &[]).expect("agrees");
         assert_eq!(plan.missing.len(), 1);
     }
 

@@ -149,11 +149,11 @@ pub async fn execute(
         // meanwhile.
         super::stripes::release_held();
     }
-    // FLUSHDB and FLUSHALL run alone, as EXEC: a database dropped and made
-    // again is never seen half done (a woken XREADGROUP found its stream
-    // and not its group).
+    // FLUSHDB, FLUSHALL and SWAPDB run alone, as EXEC: a database dropped
+    // and made again (or swapped) is never seen half done (a woken
+    // XREADGROUP found its stream and not its group).
     let (mut shared, mut alone) = (None, None);
-    if matches!(name, "flushdb" | "flushall") {
+    if matches!(name, "flushdb" | "flushall" | "swapdb") {
         super::stripes::release_held();
         alone = Some(state.gate.write().await);
     } else {
@@ -437,11 +437,7 @@ async fn transaction(
 /// Whether `key` of database `dbi` exists unexpired, read without
 /// removing it if expired (as Redis's `keyIsExpired`, which WATCH uses).
 async fn live_key(state: &RespState, dbi: u32, key: &[u8]) -> Result<bool, NodeError> {
-    let db = Db::new(state, dbi, None);
-    let row = db.read_row(super::keyspace::key_row(key)).await?;
-    let value = row.as_deref().and_then(super::keyspace::Value::decode);
-    let now = super::keyspace::now_ms();
-    Ok(value.is_some_and(|v| v.expire_at_ms.is_none_or(|at| at > now)))
+    Db::new(state, dbi, None).is_live(key).await
 }
 
 /// Whether EXEC must abort for one of `watched` (see [`Watched`]).

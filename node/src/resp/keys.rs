@@ -47,6 +47,7 @@ pub async fn run(
             Ok(Reply::Int(db.count_rows(&start, end.as_deref()).await? as i64))
         }
         "flushdb" | "flushall" => flush(state, db, name, dbi, args).await,
+        "swapdb" => swapdb(state, db, args).await,
         "rename" | "renamenx" => {
             let _g = state.lock(dbi, &[&args[1], &args[2]]).await;
             rename(db, name, &args[1], &args[2]).await
@@ -297,6 +298,10 @@ async fn expire_all(state: &RespState) -> NodeResult<usize> {
                 continue;
             }
         }
+        // Beside other commands, not beside one that runs alone: SWAPDB
+        // between reading a due expiry row and deleting it would delete
+        // that row in the other database.
+        let _gate = state.gate.read().await;
         let db = Db::new(state, i, None);
         if db.node.router_read().range(&db.range).is_none() {
             continue;
@@ -473,6 +478,70 @@ async fn flush(
     for i in dbs {
         state.blocking.signal_database(i);
     }
+    Ok(Reply::ok())
+}
+
+/// SWAPDB index1 index2: each database takes the other's keys, as Redis's
+/// `dbSwapDatabases`. Runs alone (no other command meanwhile). The
+/// databases' ranges swap names ([`crate::node::Node`]'s
+/// `swap_range_names`: one durable catalog transaction), so a crash leaves
+/// both swapped or neither. Connections stay in their database: a watched
+/// key live in either database before the swap fails its EXEC (Redis's
+/// `touchAllWatchedKeysInDb`), and clients blocked on keys of either look
+/// again. Refused inside MULTI or a script (their held writes name the
+/// databases), for a database a view or sink reads, and for a database
+/// replicated across a cluster.
+async fn swapdb(state: &RespState, db: &Db<'_>, args: &[Vec<u8>]) -> NodeResult<Reply> {
+    let index = |arg: &[u8]| parse_i64(arg).and_then(|n| i32::try_from(n).ok());
+    let Some(a) = index(&args[1]) else { return Ok(Reply::err("ERR invalid first DB index")) };
+    let Some(b) = index(&args[2]) else { return Ok(Reply::err("ERR invalid second DB index")) };
+    let in_range = |n: i32| u32::try_from(n).ok().filter(|&n| n < DATABASES);
+    let (Some(a), Some(b)) = (in_range(a), in_range(b)) else {
+        return Ok(Reply::err("ERR DB index is out of range"));
+    };
+    if db.tx.is_some() {
+        return Ok(Reply::err(
+            "ERR SWAPDB cannot run inside MULTI or a script: their writes are held for the \
+             databases as they are named now",
+        ));
+    }
+    for i in [a, b] {
+        if !matches!(super::cluster::placement(&state.node, i), super::cluster::Placement::Local) {
+            return Ok(Reply::err(format!(
+                "ERR SWAPDB needs both databases to be this node's own: database {i} is \
+                 replicated across the cluster"
+            )));
+        }
+    }
+    if a != b {
+        // Which watched keys the swap changes, before it.
+        let mut touched = Vec::new();
+        for (i, other) in [(a, b), (b, a)] {
+            let (here, there) = (Db::new(state, i, None), Db::new(state, other, None));
+            let mut keys = Vec::new();
+            for key in state.watches.watched_in(i) {
+                if here.is_live(&key).await? || there.is_live(&key).await? {
+                    keys.push(key);
+                }
+            }
+            touched.push((i, keys));
+        }
+        let (name_a, name_b) = (super::keyspace::range_name(a), super::keyspace::range_name(b));
+        match state.node.swap_range_names(&name_a, &name_b).await {
+            Ok(()) => {}
+            Err(crate::error::NodeError::Client { message, .. }) => {
+                return Ok(Reply::err(format!("ERR {message}")));
+            }
+            Err(e) => return Err(e),
+        }
+        for (i, keys) in touched {
+            state.watches.written(i, keys);
+        }
+        for i in [a, b] {
+            state.blocking.signal_database(i);
+        }
+    }
+    state.saves.modified(1);
     Ok(Reply::ok())
 }
 

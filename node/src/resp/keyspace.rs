@@ -719,6 +719,15 @@ impl<'a> Db<'a> {
         Ok((rows, resume))
     }
 
+    /// Whether the key exists, unexpired, now; nothing is written (an
+    /// expired key stays until expiry removes it).
+    pub async fn is_live(&self, key: &[u8]) -> NodeResult<bool> {
+        let row = self.read_row(key_row(key)).await?;
+        let value = row.as_deref().and_then(Value::decode);
+        let now = now_ms();
+        Ok(value.is_some_and(|v| v.expire_at_ms.is_none_or(|at| at > now)))
+    }
+
     /// The key's live value; an expired one is deleted on the way (lazy
     /// expiry, as Redis does on access).
     pub async fn get(&self, key: &[u8]) -> NodeResult<Option<Value>> {

@@ -83,6 +83,11 @@ impl Watches {
         self.held.load(Ordering::SeqCst) > 0
     }
 
+    /// The keys of database `db` some connection watches.
+    pub fn watched_in(&self, db: u32) -> Vec<Vec<u8>> {
+        self.keys().keys().filter(|(d, _)| *d == db).map(|(_, k)| k.clone()).collect()
+    }
+
     /// Counts `keys` of database `db` as modified (their writes were
     /// applied).
     pub fn written(&self, db: u32, keys: Vec<Vec<u8>>) {

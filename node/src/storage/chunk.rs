@@ -385,6 +385,17 @@ impl Chunk {
         }
     }
 
+    /// Names the chunk's range `name` (the range was renamed), in memory
+    /// and, durably, in its descriptor. On error the descriptor may hold
+    /// either name (start-up accepts the former one while the catalog
+    /// records the rename).
+    pub fn rename_range(&mut self, name: &str) -> Result<(), ChunkError> {
+        let renamed = ChunkDescriptor { range_name: name.to_owned(), ..self.descriptor() };
+        renamed.write(self.log.dir())?;
+        self.range_name = renamed.range_name;
+        Ok(())
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.index.last_seq()
     }

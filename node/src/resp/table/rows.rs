@@ -545,6 +545,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("sunionstore", -3, H::Collections, &[Write, Denyoom], (1, -1, 1), &["@write", "@set", "@slow"])
         .specs(&[spec(&["OW", "update"], 1, 0, 1, 0), spec(&["RO", "access"], 2, -1, 1, 0)])
         .docs("Add multiple sets and store the resulting set in a key", "1.0.0", "set", "O(N) where N is the total number of elements in all given sets."),
+    cmd("swapdb", 3, H::Keys, &[Write, Fast], (0, 0, 0), &["@keyspace", "@write", "@fast", "@dangerous"])
+        .docs("Swaps two Redis databases", "4.0.0", "server", "O(N) where N is the count of clients watching or blocking on keys from both databases.")
+        .per_node(),
     cmd("time", 1, H::Keys, &[Loading, Stale, Fast], (0, 0, 0), &["@fast"])
         .tips(&["nondeterministic_output"])
         .docs("Return the current server time", "2.6.0", "server", "O(1)")
