@@ -122,6 +122,22 @@ fn server_commands_answer_as_redis() {
         "CONFIG GET timeout",
         "CONFIG GET databases",
         "CONFIG GET hash-max-ziplist-entries",
+        // Exact names answer as sent; hz is taken into 1..500.
+        "CONFIG GET HZ",
+        "CONFIG GET Timeout",
+        "CONFIG GET HASH-max-ziplist-entries",
+        "CONFIG SET hz 0",
+        "CONFIG GET hz",
+        "CONFIG SET hz 100000",
+        "CONFIG GET hz",
+        "CONFIG SET HZ 10",
+        // Cluster plumbing of a Redis without cluster support.
+        "READONLY",
+        "READWRITE",
+        "ASKING",
+        "READONLY x",
+        "RESTORE-ASKING k 0 nonsense",
+        "COMMAND INFO readonly readwrite asking restore-asking",
         "CONFIG SET timeout 0 maxmemory 1gb",
         "CONFIG GET maxmemory",
         "CONFIG SET maxmemory 0",
@@ -745,5 +761,20 @@ fn info_keyspace_survives_the_largest_ttls() {
             assert!(avg > 9_000_000_000_000_000_000, "{line}");
         }
         c.call_str("FLUSHDB");
+    }
+}
+
+/// INFO's `hz` and `configured_hz` follow CONFIG SET hz, as Redis's.
+#[test]
+fn info_reports_the_configured_hz() {
+    let redis_server = Redis::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = Node::start(dir.path());
+    for addr in [redis_server.addr, node.resp_addr] {
+        let mut c = RawResp::connect(addr, 10);
+        c.call_str("CONFIG SET hz 77");
+        let server = info(&mut c, "server");
+        let fields = &server[0].1;
+        assert_eq!((field(fields, "hz"), field(fields, "configured_hz")), ("77", "77"), "{addr}");
     }
 }

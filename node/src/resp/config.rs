@@ -364,16 +364,29 @@ pub fn run(state: &RespState, args: &[Vec<u8>]) -> Reply {
 /// CONFIG GET pattern [pattern ...]: every name matching one of the
 /// patterns (case-insensitive globs), once, with its value.
 fn get(state: &RespState, patterns: &[Vec<u8>]) -> Reply {
-    let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
-    let mut pairs = Vec::new();
-    for p in PARAMS {
-        for name in p.names {
-            if patterns.iter().any(|pat| super::glob::matches(pat, name.as_bytes())) {
-                pairs.push((Reply::bulk(name.as_bytes()), Reply::bulk(value(state, p))));
+    // A name without glob characters answers under the name as sent, as
+    // Redis's (`CONFIG GET HZ`: "HZ").
+    let is_glob = |p: &[u8]| p.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
+    let (globs, exact): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = patterns.iter().partition(|p| is_glob(p));
+    let globs: Vec<Vec<u8>> = globs.iter().map(|p| p.to_ascii_lowercase()).collect();
+    let mut pairs: Vec<(Vec<u8>, String)> = Vec::new();
+    for sent in exact {
+        let name = lower(sent);
+        if let Some(p) = PARAMS.iter().find(|p| p.names.contains(&name.as_str())) {
+            if !pairs.iter().any(|(n, _)| n == sent) {
+                pairs.push((sent.clone(), value(state, p)));
             }
         }
     }
-    Reply::Map(pairs)
+    for p in PARAMS {
+        for name in p.names {
+            let matched = globs.iter().any(|pat| super::glob::matches(pat, name.as_bytes()));
+            if matched && !pairs.iter().any(|(n, _)| n == name.as_bytes()) {
+                pairs.push((name.as_bytes().to_vec(), value(state, p)));
+            }
+        }
+    }
+    Reply::Map(pairs.into_iter().map(|(n, v)| (Reply::bulk(n), Reply::bulk(v))).collect())
 }
 
 /// CONFIG SET name value [name value ...], all or nothing.
@@ -414,10 +427,14 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
         }
     }
     let mut values = state.config.lock();
-    for (name, value) in checked {
+    for (name, mut value) in checked {
         // Read per command: kept beside the map, where commands read them.
-        let number = || parse_i64(value.as_bytes()).unwrap_or(0);
+        let number = parse_i64(value.as_bytes()).unwrap_or(0);
+        let number = || number;
         match name {
+            // Taken into Redis's bounds (CONFIG_MIN_HZ, CONFIG_MAX_HZ), as
+            // Redis's apply step does: CONFIG GET shows the value in use.
+            "hz" => value = number().clamp(1, 500).to_string(),
             "slowlog-log-slower-than" => state.slowlog.set_slower_than(number()),
             "slowlog-max-len" => state.slowlog.set_max_len(number().max(0) as u64),
             "latency-monitor-threshold" => state.latency.set_threshold(number()),

@@ -72,7 +72,8 @@ pub async fn run(
         }
         "copy" => super::key_copy::copy(state, dbi, db, args).await,
         "dump" => super::dump::dump(db, &args[1]).await,
-        "restore" => super::dump::restore(state, dbi, db, args).await,
+        // A Redis Cluster node migrating keys here sends RESTORE-ASKING.
+        "restore" | "restore-asking" => super::dump::restore(state, dbi, db, args).await,
         "migrate" => super::migrate::migrate(state, dbi, db, args).await,
         "move" => super::key_copy::move_key(state, dbi, db, args).await,
         "randomkey" => random_key(db).await,

@@ -13,6 +13,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("append", 3, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
         .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
         .docs("Append a value to a key", "2.0.0", "string", "O(1). The amortized time complexity is O(1) assuming the appended value is small and the already present value is of any size, since the dynamic string library used by Redis will double the free space available on every reallocation."),
+    cmd("asking", 1, H::Cluster, &[Fast], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Sent by cluster clients after an -ASK redirect", "3.0.0", "cluster", "O(1)")
+        .per_node(),
     cmd("auth", -2, H::Connection, &[Noscript, Loading, Stale, Fast, NoAuth, AllowBusy], (0, 0, 0), &["@fast", "@connection"])
         .docs("Authenticate to the server", "1.0.0", "connection", "O(N) where N is the number of passwords defined for the user")
         .per_node(),
@@ -415,6 +418,12 @@ pub static COMMANDS: &[Command] = &[
     cmd("randomkey", 1, H::Keys, &[Readonly], (0, 0, 0), &["@keyspace", "@read", "@slow"])
         .tips(&["request_policy:all_shards", "nondeterministic_output"])
         .docs("Return a random key from the keyspace", "1.0.0", "generic", "O(1)"),
+    cmd("readonly", 1, H::Cluster, &[Loading, Stale, Fast], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Enables read queries for a connection to a cluster replica node", "3.0.0", "cluster", "O(1)")
+        .per_node(),
+    cmd("readwrite", 1, H::Cluster, &[Loading, Stale, Fast], (0, 0, 0), &["@fast", "@connection"])
+        .docs("Disables read queries for a connection to a cluster replica node", "3.0.0", "cluster", "O(1)")
+        .per_node(),
     cmd("rename", 3, H::Keys, &[Write], (1, 2, 1), &["@keyspace", "@write", "@slow"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0), spec(&["OW", "update"], 2, 0, 1, 0)])
         .docs("Rename a key", "1.0.0", "generic", "O(1)"),
@@ -427,6 +436,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("restore", -4, H::Keys, &[Write, Denyoom], (1, 1, 1), &["@keyspace", "@write", "@slow", "@dangerous"])
         .specs(&[spec(&["OW", "update"], 1, 0, 1, 0)])
         .docs("Create a key using the provided serialized value, previously obtained using DUMP.", "2.6.0", "generic", "O(1) to create the new key and additional O(N*M) to reconstruct the serialized value, where N is the number of Redis objects composing the value and M their average size. For small string values the time complexity is thus O(1)+O(1*M) where M is small, so simply O(1). However for sorted set values the complexity is O(N*M*log(N)) because inserting values into sorted sets is O(log(N))."),
+    cmd("restore-asking", -4, H::Keys, &[Write, Denyoom, Asking], (1, 1, 1), &["@keyspace", "@write", "@slow", "@dangerous"])
+        .specs(&[spec(&["OW", "update"], 1, 0, 1, 0)])
+        .docs("An internal command for migrating keys in a cluster", "3.0.0", "server", "O(1) to create the new key and additional O(N*M) to reconstruct the serialized value, where N is the number of Redis objects composing the value and M their average size. For small string values the time complexity is thus O(1)+O(1*M) where M is small, so simply O(1). However for sorted set values the complexity is O(N*M*log(N)) because inserting values into sorted sets is O(log(N)).")
+        .syscmd(),
     cmd("rpop", -2, H::Lists, &[Write, Fast], (1, 1, 1), &["@write", "@list", "@fast"])
         .specs(&[spec(&["RW", "access", "delete"], 1, 0, 1, 0)])
         .docs("Remove and get the last elements in a list", "1.0.0", "list", "O(N) where N is the number of elements returned"),
