@@ -66,6 +66,28 @@ fn session(c: &mut RawResp) -> Vec<String> {
         "ZINCRBY z 1 a",
         "MULTI;SET y 2;INCR y;SET w 1;EXEC",
         "FLUSHDB",
+        // Commands whose rows say more than Redis counts: LINSERT and LREM
+        // rewrite the list's positions, removals that empty the key count
+        // their elements.
+        "RPUSH big 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19",
+        "LINSERT big BEFORE 10 x",
+        "LINSERT big BEFORE nosuch x",
+        "LREM big 0 x",
+        "LTRIM big 0 -1",
+        "LTRIM big 2 5",
+        "LTRIM big 5 1",
+        "RPUSH l 1 2",
+        "LPOP l 10",
+        "SADD s a b c",
+        "SREM s a b c",
+        "SADD s a b c",
+        "SPOP s 5",
+        "HSET h2 f 1 g 2",
+        "HDEL h2 f g",
+        "ZADD z2 1 a 2 b 3 c",
+        "ZREMRANGEBYRANK z2 0 -1",
+        "ZADD z2 0 a 0 b",
+        "ZREMRANGEBYLEX z2 - +",
     ] {
         for part in line.split(';') {
             c.call_str(part);

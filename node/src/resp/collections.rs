@@ -348,6 +348,10 @@ async fn write_command(db: &Db<'_>, name: &'static str, args: &[Vec<u8>]) -> Nod
                 }
             }
             count -= removed;
+            if removed > 0 {
+                // The fields removed, also when the key goes with them.
+                db.count_changes(removed);
+            }
             Reply::Int(removed as i64)
         }
         "hincrby" => {
@@ -422,6 +426,9 @@ async fn write_command(db: &Db<'_>, name: &'static str, args: &[Vec<u8>]) -> Nod
             };
             for m in &chosen {
                 ops.push(del(kind, key, m));
+            }
+            if !chosen.is_empty() {
+                db.count_changes(chosen.len() as u64);
             }
             count -= chosen.len() as u64;
             match n {

@@ -566,7 +566,14 @@ pub struct Db<'a> {
     /// Batches written straight to storage (not held back), lazy expiry
     /// left out: a command's writes must be one (see [`Db::batches`]).
     batches: std::sync::atomic::AtomicU32,
+    /// What the next write counts for INFO's changes since the last save,
+    /// when the command said ([`Db::count_changes`]); [`NO_COUNT`]: what
+    /// [`keys_changed`] says.
+    changes: std::sync::atomic::AtomicU64,
 }
+
+/// [`Db`]'s `changes` when no command set it.
+const NO_COUNT: u64 = u64::MAX;
 
 impl Drop for Db<'_> {
     /// Raises the `new` events no other event of their keys came after.
@@ -609,6 +616,25 @@ impl<'a> Db<'a> {
             client: None,
             created: Default::default(),
             batches: Default::default(),
+            changes: std::sync::atomic::AtomicU64::new(NO_COUNT),
+        }
+    }
+
+    /// Counts the next write as `n` changes for INFO's
+    /// `rdb_changes_since_last_save`: for a command whose rows do not say
+    /// what Redis counts ([`keys_changed`]): LINSERT rewrites the
+    /// positions after its element and counts 1, LREM and LTRIM count the
+    /// elements removed, a pop the elements popped.
+    pub fn count_changes(&self, n: u64) {
+        self.changes.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What `ops`, the next write, count as changes (see
+    /// [`Db::count_changes`]).
+    fn changes_of(&self, ops: &[WriteOp]) -> u64 {
+        match self.changes.swap(NO_COUNT, std::sync::atomic::Ordering::Relaxed) {
+            NO_COUNT => keys_changed(ops),
+            n => n,
         }
     }
 
@@ -1029,7 +1055,7 @@ impl<'a> Db<'a> {
     ) -> NodeResult<()> {
         if let (Some(tx), Some(mut o)) = (self.tx, self.overlay()) {
             if seen != Seen::Expired && self.dbi.is_some() {
-                tx.changed.fetch_add(keys_changed(&ops), std::sync::atomic::Ordering::AcqRel);
+                tx.changed.fetch_add(self.changes_of(&ops), std::sync::atomic::Ordering::AcqRel);
             }
             let mut unseen = tx.unseen();
             for op in ops {
@@ -1054,7 +1080,7 @@ impl<'a> Db<'a> {
         }
         let written = (seen == Seen::Modified).then(|| self.keys_for_watch(&ops)).flatten();
         if counted && seen != Seen::Expired && self.dbi.is_some() {
-            self.state.saves.modified(keys_changed(&ops));
+            self.state.saves.modified(self.changes_of(&ops));
         }
         let tracked = (seen != Seen::Quiet && self.dbi.is_some() && self.state.tracking.any())
             .then(|| super::watches::keys_in_order(&ops));

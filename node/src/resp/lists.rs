@@ -312,6 +312,7 @@ pub(super) async fn pop_first(
                 s.head += n;
             }
             s.count -= n;
+            db.count_changes(n as u64);
             commit(db, key, s, ops).await?;
             notify_popped(db, key, head, s.count);
         }
@@ -501,6 +502,7 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
                 .map(|o| WriteOp::Delete { key: row(key, s.head + o).into() })
                 .collect();
             let trimmed = Shape { count: keep_to - keep_from, head: s.head + keep_from, ..s };
+            db.count_changes((s.count - trimmed.count) as u64);
             commit(db, key, trimmed, ops).await?;
             db.notify(notify::LIST, "ltrim", key);
             if trimmed.count == 0 {
@@ -529,6 +531,7 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
             }
             if removed > 0 {
                 let rest: Vec<Vec<u8>> = keep.into_iter().flatten().cloned().collect();
+                db.count_changes(removed as u64);
                 rewrite(db, key, s, &rest).await?;
                 db.notify(notify::LIST, "lrem", key);
                 if rest.is_empty() {
@@ -547,6 +550,7 @@ async fn command(db: &Db<'_>, name: &str, args: &[Vec<u8>]) -> NodeResult<Reply>
             let mut all = elements(db, key, s.head, s.head + s.count).await?;
             let Some(i) = all.iter().position(|e| e == &args[3]) else { return Ok(Reply::Int(-1)) };
             all.insert(if before { i } else { i + 1 }, args[4].clone());
+            db.count_changes(1);
             rewrite(db, key, s, &all).await?;
             db.notify(notify::LIST, "linsert", key);
             Reply::Int(all.len() as i64)

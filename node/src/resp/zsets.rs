@@ -308,6 +308,9 @@ async fn command(db: &Db<'_>, proto: u8, name: &str, args: &[Vec<u8>]) -> NodeRe
             for (m, s) in &items {
                 del_ops(key, m, *s, &mut ops);
             }
+            if !items.is_empty() {
+                db.count_changes(items.len() as u64);
+            }
             commit(db, key, Some(&z), z.count - items.len() as u64, ops).await?;
             let event = match name {
                 "zremrangebyscore" => "zremrangebyscore",
