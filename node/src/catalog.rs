@@ -444,6 +444,27 @@ impl Catalog {
         })?;
         self.flush()
     }
+
+    /// Records that `lower` and `upper`, neighbours of one range, became
+    /// `merged`; [`CatalogError::ChunkNotFound`] (and nothing changed) if
+    /// either is not recorded.
+    pub fn merge_chunks(
+        &self,
+        lower: u64,
+        upper: u64,
+        merged: &ChunkMeta,
+    ) -> Result<(), CatalogError> {
+        self.chunks.transaction(|c| {
+            for id in [lower, upper] {
+                if c.remove(&id.to_be_bytes())?.is_none() {
+                    return Err(abort(CatalogError::ChunkNotFound(id)));
+                }
+            }
+            c.insert(&merged.id.to_be_bytes(), encode(merged))?;
+            Ok(())
+        })?;
+        self.flush()
+    }
 }
 
 #[cfg(test)]

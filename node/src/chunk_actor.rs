@@ -64,6 +64,9 @@ pub enum ChunkMsg {
     Shutdown {
         reply: ReplyTo<()>,
     },
+    /// A merge took this chunk (its cell is gone, its files go with the
+    /// merging actor): stop.
+    Merged,
     /// The range was dropped: stop and delete the chunk's files.
     Retire {
         reply: ReplyTo<()>,
@@ -92,6 +95,10 @@ pub struct ChunkActor {
     split_asked: Option<std::time::Instant>,
 }
 
+/// How often a chunk checks whether it and its neighbour above should
+/// merge (see [`ChunkActor::merge_if_empty`]).
+const MERGE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How often a chunk that does not split on its own asks its host for a
 /// split while it stays over its size limit.
 const SPLIT_ASK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -105,6 +112,13 @@ impl Actor for ChunkActor {
         if self.needs_maintenance() {
             ctx.notify(Maintain);
         }
+        // An empty chunk takes no writes that would ask for maintenance:
+        // it is looked at on a timer.
+        ctx.run_interval(MERGE_CHECK_EVERY, |act, ctx| {
+            if let Err(e) = act.merge_if_empty(ctx) {
+                tracing::warn!(chunk = act.meta.id, error = %e, "merge failed; the chunks stay as they were");
+            }
+        });
     }
 }
 
@@ -229,6 +243,11 @@ impl ChunkActor {
                 };
                 let _ = reply.send(result);
             }
+            // Split or merged meanwhile (its actor not yet stopped): the
+            // asker routes again.
+            ChunkMsg::Info { reply } if matches!(&*self.cell.read(), CellState::Gone) => {
+                let _ = reply.send(Err(NodeError::Moved));
+            }
             ChunkMsg::Info { reply } => {
                 let _ = reply.send(Ok(self.info()));
             }
@@ -264,6 +283,10 @@ impl ChunkActor {
                 }
                 self.retired = true;
                 let _ = reply.send(result);
+                ctx.stop();
+            }
+            ChunkMsg::Merged => {
+                self.retired = true;
                 ctx.stop();
             }
             ChunkMsg::Retire { reply } => {
@@ -383,6 +406,137 @@ impl ChunkActor {
         }
         ctx.stop();
         Ok(())
+    }
+
+    /// Merges this chunk with its neighbour above into one new chunk when
+    /// either holds no live record and both together hold at most half the
+    /// size limit: ranges whose keys move on (a queue's list positions, a
+    /// trimmed stream, a sorted set of deadlines) leave chunks behind that
+    /// nothing writes again, and each is an actor, a directory and files.
+    /// Chunks that a Raft group replicates are left alone (they change
+    /// shape through their group). Like a split: the copy runs in steps
+    /// under both read locks (this chunk's first, as every merge locks),
+    /// the finish under both write locks; the catalog records the merged
+    /// chunk in one transaction, and a crash before it leaves a directory
+    /// that start-up moves aside. Returns whether it merged.
+    fn merge_if_empty(&mut self, ctx: &mut Context<Self>) -> NodeResult<bool> {
+        if self.retired || !self.cell.splits() || self.cell.poisoned().is_some() {
+            return Ok(false);
+        }
+        let host = self.host.clone();
+        let Some(end) = self.meta.end.clone() else { return Ok(false) };
+        let Some((upper_meta, upper_cell, upper_addr)) =
+            host.chunk_starting_at(self.meta.range_id, &end)
+        else {
+            return Ok(false);
+        };
+        let size_max = self.cell.chunk_size_max_bytes;
+        let sizes =
+            |cell: &ChunkCell| cell.with_chunk(|c| Ok((c.live_records(), c.live_bytes()))).ok();
+        let (Some((records, bytes)), Some((upper_records, upper_bytes))) =
+            (sizes(&self.cell), sizes(&upper_cell))
+        else {
+            return Ok(false);
+        };
+        let either_empty = records == 0 || upper_records == 0;
+        if !either_empty || bytes + upper_bytes > size_max / 2 || upper_cell.poisoned().is_some() {
+            return Ok(false);
+        }
+        let (pins, stable) = host.clock().retention();
+        let merged_meta = ChunkMeta {
+            id: host.next_chunk_id()?,
+            range_id: self.meta.range_id,
+            start: self.meta.start.clone(),
+            end: upper_meta.end.clone(),
+        };
+        let dir = host.chunk_dir(merged_meta.id);
+        let segment = host.segment_size_for(size_max);
+        let mut job = {
+            let mut lower = self.cell.write();
+            let mut upper = upper_cell.write();
+            let (CellState::Open(l), CellState::Open(u)) = (&mut *lower, &mut *upper) else {
+                return Ok(false);
+            };
+            match l.begin_merge(u, &pins, stable, (merged_meta.clone(), &dir), segment) {
+                Ok(job) => job,
+                // Either runs another job: another time.
+                Err(ChunkError::Busy) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut synced = 0;
+        loop {
+            let done = {
+                let lower = self.cell.read();
+                let upper = upper_cell.read();
+                let (CellState::Open(l), CellState::Open(u)) = (&*lower, &*upper) else {
+                    return Ok(false);
+                };
+                l.merge_step(u, &mut job, STEP_BUDGET_BYTES)?
+            };
+            if done {
+                break;
+            }
+            if job.output_bytes() - synced >= MAINTENANCE_SYNC_EVERY_BYTES {
+                job.sync_bulk()?;
+                synced = job.output_bytes();
+            }
+        }
+        job.sync_bulk()?;
+        let mut lower = self.cell.write();
+        let mut upper = upper_cell.write();
+        let (CellState::Open(l), CellState::Open(u)) = (&mut *lower, &mut *upper) else {
+            return Ok(false);
+        };
+        // Poisoned meanwhile: batches that failed are still in the index
+        // and must not come back to life in the merged chunk.
+        self.check_not_poisoned()?;
+        if let Some(reason) = upper_cell.poisoned() {
+            return Err(upper_cell.unavailable(&reason));
+        }
+        let merged = l.finish_merge(u, job)?;
+        if let Err(e) = host.record_merge(self.meta.id, upper_meta.id, &merged_meta) {
+            drop((upper, lower));
+            if matches!(e, CatalogError::ChunkNotFound(_)) {
+                let _ = merged.destroy();
+            } else {
+                // The catalog may yet record the merge: both chunks and
+                // the merged one are kept, and neither takes more writes,
+                // so whichever the catalog names at the next start holds
+                // everything.
+                let why = format!(
+                    "the catalog could not record a merge of this chunk ({e}); restart the node"
+                );
+                self.cell.poison(why.clone());
+                upper_cell.poison(why);
+            }
+            return Err(e.into());
+        }
+        // Writers waiting for either lock find the cell gone and route again.
+        let (old_lower, pending_lower) = self.cell.take_locked(&mut lower);
+        let (old_upper, pending_upper) = upper_cell.take_locked(&mut upper);
+        drop((upper, lower));
+        tracing::info!(
+            lower = self.meta.id,
+            upper = upper_meta.id,
+            merged = merged_meta.id,
+            records = records + upper_records,
+            "merged chunks"
+        );
+        host.start_merged(self.meta.id, upper_meta.id, merged, size_max);
+        // The merged chunk holds every batch still waiting, synced.
+        self.acknowledge(pending_lower);
+        acknowledge(&*host, &upper_meta, pending_upper);
+        upper_addr.do_send(ChunkMsg::Merged);
+        self.retired = true;
+        for old in [old_lower, old_upper].into_iter().flatten() {
+            let id = old.meta.id;
+            if let Err(e) = old.destroy() {
+                tracing::warn!(chunk = id, error = %e, "merged chunk's files remain; removed at next start");
+            }
+        }
+        ctx.stop();
+        Ok(true)
     }
 
     /// Runs a job's copy steps, each under the read lock, syncing its

@@ -44,6 +44,35 @@ pub trait ChunkHost: Send + Sync + 'static {
         upper: Chunk,
         chunk_size_max_bytes: u64,
     ) -> Option<(Arc<ChunkCell>, Arc<ChunkCell>)>;
+    /// The chunk of range `range_id` that starts at `start` (a chunk's
+    /// neighbour above), with its cell and actor; `None` if none is routed
+    /// (or the host merges no chunks: the default).
+    fn chunk_starting_at(
+        &self,
+        range_id: u64,
+        start: &[u8],
+    ) -> Option<(ChunkMeta, Arc<ChunkCell>, actix::Addr<crate::chunk_actor::ChunkActor>)> {
+        let _ = (range_id, start);
+        None
+    }
+    /// Records in the catalog that neighbours `lower` and `upper` became
+    /// `merged`.
+    fn record_merge(&self, lower: u64, upper: u64, merged: &ChunkMeta) -> Result<(), CatalogError> {
+        let _ = (upper, merged);
+        Err(CatalogError::ChunkNotFound(lower))
+    }
+    /// Starts the chunk of a recorded merge and routes requests to it in
+    /// place of `lower` and `upper`; `None` if the node is gone.
+    fn start_merged(
+        &self,
+        lower: u64,
+        upper: u64,
+        merged: Chunk,
+        chunk_size_max_bytes: u64,
+    ) -> Option<Arc<ChunkCell>> {
+        let _ = (lower, upper, merged, chunk_size_max_bytes);
+        None
+    }
     /// A chunk that does not split on its own (a replicated one) is over
     /// its size limit; `key` is where its live bytes halve. Called from the
     /// chunk's actor, at most about once a second per chunk while it stays

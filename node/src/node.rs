@@ -763,6 +763,49 @@ impl ChunkHost for Node {
         Some(cells)
     }
 
+    fn chunk_starting_at(
+        &self,
+        range_id: u64,
+        start: &[u8],
+    ) -> Option<(ChunkMeta, Arc<ChunkCell>, actix::Addr<crate::chunk_actor::ChunkActor>)> {
+        let router = self.router_read();
+        let route = router.range_by_id(range_id)?.chunks.get(start)?;
+        let meta = ChunkMeta {
+            id: route.id,
+            range_id,
+            start: route.start.clone(),
+            end: route.end.clone(),
+        };
+        Some((meta, route.cell.clone(), route.addr.clone()))
+    }
+
+    fn record_merge(
+        &self,
+        lower: u64,
+        upper: u64,
+        merged: &ChunkMeta,
+    ) -> Result<(), crate::catalog::CatalogError> {
+        self.catalog.merge_chunks(lower, upper, merged)
+    }
+
+    fn start_merged(
+        &self,
+        lower: u64,
+        upper: u64,
+        merged: Chunk,
+        chunk_size_max_bytes: u64,
+    ) -> Option<Arc<ChunkCell>> {
+        let node = self.self_arc()?;
+        let range_id = merged.meta.range_id;
+        let mut router = self.router_write();
+        let route = node.spawn_chunk(merged, chunk_size_max_bytes);
+        let cell = route.cell.clone();
+        if !router.replace_merge(range_id, lower, upper, route) {
+            tracing::error!(lower, upper, "the router had no routes to chunks that merged");
+        }
+        Some(cell)
+    }
+
     fn split_wanted(&self, chunk: &ChunkMeta, key: Vec<u8>) {
         if let Some(node) = self.self_arc() {
             node.split_wanted(chunk, key);

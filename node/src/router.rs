@@ -96,6 +96,27 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Routes to `merged` in place of chunks `lower` and `upper` (its
+    /// halves); false, and nothing changed, if they are not routed.
+    pub fn replace_merge(&mut self, range_id: u64, lower: u64, upper: u64, merged: Route) -> bool {
+        let Some(r) = self.range_by_id_mut(range_id) else {
+            return false;
+        };
+        let Some(upper_start) =
+            r.chunks.get(&merged.start).filter(|c| c.id == lower).and_then(|c| c.end.clone())
+        else {
+            return false;
+        };
+        if r.chunks.get(&upper_start).is_none_or(|c| c.id != upper) {
+            return false;
+        }
+        r.chunks.remove(&upper_start);
+        r.chunks.insert(merged.start.clone(), merged);
+        true
+    }
+}
+
 impl RangeRoute {
     /// The chunk whose interval holds `key`.
     pub fn chunk_for(&self, key: &[u8]) -> Option<&Route> {

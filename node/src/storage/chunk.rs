@@ -224,6 +224,37 @@ impl Split {
     }
 }
 
+/// A merge under way (see [`Chunk::begin_merge`]): a chunk and its
+/// neighbour above copied into one new chunk, the lower's part first.
+/// Dropping it before it finished removes the new directory, which no
+/// catalog names yet; both chunks are unaffected.
+pub struct Merge {
+    /// The output (one "half") and the lower chunk's copy.
+    into: Split,
+    /// The upper chunk's copy.
+    upper_copy: RewriteCursor,
+}
+
+impl Merge {
+    /// Appends one entry of either chunk to the merged one.
+    fn take(halves: &mut [Half], e: &EntryRef<'_>) -> Result<(), LogError> {
+        let merged = &mut halves[0];
+        let out = merged.out.as_mut().expect("a merge is written until it is finished");
+        merged.index.apply(e.key, out.append(e)?);
+        Ok(())
+    }
+
+    /// See [`Split::sync_bulk`].
+    pub fn sync_bulk(&mut self) -> Result<(), ChunkError> {
+        self.into.sync_bulk()
+    }
+
+    /// Bytes of output so far.
+    pub fn output_bytes(&self) -> u64 {
+        self.into.output_bytes()
+    }
+}
+
 impl Drop for Split {
     fn drop(&mut self) {
         for half in &mut self.halves {
@@ -410,6 +441,11 @@ impl Chunk {
 
     pub fn log_bytes(&self) -> u64 {
         self.log.total_bytes()
+    }
+
+    /// Keys with a live value.
+    pub fn live_records(&self) -> u64 {
+        self.index.live_records()
     }
 
     pub fn info(&self) -> ChunkInfo {
@@ -1105,6 +1141,131 @@ impl Chunk {
         let upper = made.pop().expect("two halves");
         let lower = made.pop().expect("two halves");
         Ok((lower, upper))
+    }
+
+    /// Begins merging this chunk with `upper`, the chunk of its range
+    /// right above it, into a new chunk `merged` (spanning both) in its
+    /// directory: keeps what `pins` and snapshots at or above `stable` can
+    /// see, as a compaction does. Brief: call it under both cells' write
+    /// locks (this chunk's first: merges lock in key order). The copy is
+    /// done by [`Chunk::merge_step`], the rest by [`Chunk::finish_merge`].
+    ///
+    /// # Errors
+    /// [`ChunkError::Busy`] while either chunk runs another job;
+    /// [`ChunkError::Log`] if the new directory cannot be made.
+    pub fn begin_merge(
+        &mut self,
+        upper: &mut Chunk,
+        pins: &[u64],
+        stable: u64,
+        merged: (ChunkMeta, &Path),
+        segment_size_max_bytes: u64,
+    ) -> Result<Merge, ChunkError> {
+        assert_eq!(self.meta.range_id, upper.meta.range_id, "a merge within one range");
+        assert_eq!(self.meta.end.as_deref(), Some(upper.meta.start.as_slice()), "neighbours");
+        let token = self.register_job()?;
+        let upper_token = upper.register_job()?;
+        let (meta, dir) = merged;
+        let mut into = Split {
+            copy: self.rewrite_cursor(pins, stable, token),
+            split_key: Vec::new(),
+            halves: Vec::with_capacity(1),
+            segment_size_max_bytes,
+            horizon: self.gc_horizon.max(upper.gc_horizon).max(stable),
+            created: Vec::with_capacity(1),
+            descriptors_written: false,
+        };
+        create_chunk_dir(dir)?;
+        into.created.push(dir.to_owned());
+        let last_seq = self.index.last_seq().max(upper.index.last_seq());
+        let out = ChunkLog::first_segment_writer(dir, last_seq)?;
+        let descriptor = ChunkDescriptor { chunk: meta.clone(), ..self.descriptor() };
+        into.halves.push(Half {
+            meta,
+            descriptor,
+            dir: dir.to_owned(),
+            out: Some(out),
+            index: ChunkIndex::new(),
+        });
+        Ok(Merge { into, upper_copy: upper.rewrite_cursor(pins, stable, upper_token) })
+    }
+
+    /// Copies about `budget_bytes` more of a merge (this chunk's part, then
+    /// `upper`'s). Under both cells' read locks; `true` once the job may
+    /// finish.
+    pub fn merge_step(
+        &self,
+        upper: &Chunk,
+        job: &mut Merge,
+        budget_bytes: usize,
+    ) -> Result<bool, ChunkError> {
+        let Merge { into, upper_copy } = job;
+        let Split { copy, halves, .. } = into;
+        if !self.rewrite_step(copy, budget_bytes, &mut |e| Merge::take(halves, e))? {
+            return Ok(false);
+        }
+        upper.rewrite_step(upper_copy, budget_bytes, &mut |e| Merge::take(halves, e))
+    }
+
+    /// Finishes a merge whose steps are done: copies what both chunks
+    /// logged since (written or not), fsyncs the merged chunk and returns
+    /// it with everything durable and both change journals. Call under both
+    /// cells' write locks, kept until the catalog names the merged chunk
+    /// and neither chunk takes more writes. Both chunks are left untouched;
+    /// the caller swaps the catalog over, then destroys them.
+    ///
+    /// # Errors
+    /// [`ChunkError::Log`], or [`ChunkError::RewriteRefused`] when the copy
+    /// does not hold what both chunks hold: the new directory is removed,
+    /// both chunks are unharmed.
+    pub fn finish_merge(&self, upper: &Chunk, mut job: Merge) -> Result<Chunk, ChunkError> {
+        {
+            let Merge { into, upper_copy } = &mut job;
+            let Split { copy, halves, .. } = into;
+            self.rewrite_tail(copy, &mut |e| Merge::take(halves, e))?;
+            upper.rewrite_tail(upper_copy, &mut |e| Merge::take(halves, e))?;
+        }
+        let last_seq = self.index.last_seq().max(upper.index.last_seq());
+        let into = &mut job.into;
+        let merged = &mut into.halves[0];
+        merged.index.bump_last_seq(last_seq);
+        let want = (
+            self.index.live_records() + upper.index.live_records(),
+            self.index.live_bytes() + upper.index.live_bytes(),
+        );
+        let got = (merged.index.live_records(), merged.index.live_bytes());
+        if got != want {
+            return Err(self.rewrite_refused(format!(
+                "the merge holds {} live records of {} bytes, the two chunks {} of {}",
+                got.0, got.1, want.0, want.1
+            )));
+        }
+        into.write_descriptors()?;
+        let journal = match (&self.journal, &upper.journal) {
+            (Some(lower), Some(upper)) => Some(ChangeJournal::merged(lower, upper)),
+            // One keeps none (a watch request it missed): the merged chunk
+            // keeps none either, and a view that asks has it watch again.
+            _ => None,
+        };
+        let merged = &mut into.halves[0];
+        merged.out.take().expect("finished once").finish_at(last_seq)?;
+        let log = ChunkLog::publish_first(&merged.dir, into.segment_size_max_bytes)?;
+        let chunk = Chunk {
+            meta: merged.meta.clone(),
+            range_name: self.range_name.clone(),
+            options: self.options,
+            index: std::mem::take(&mut merged.index),
+            log,
+            durable_seq: last_seq,
+            written_seq: last_seq,
+            gc_horizon: into.horizon,
+            journal,
+            job: Weak::new(),
+            superseded: Superseded::default(),
+        };
+        // Complete: the directory is the merged chunk's now.
+        into.created.clear();
+        Ok(chunk)
     }
 
     /// Whether the chunk has at least two live keys to split between.

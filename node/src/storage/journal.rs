@@ -70,6 +70,13 @@ impl ChangeJournal {
     }
 
     /// The changes below `key` and those from `key` on, for a split.
+    /// The journal of two chunks merged into one (see
+    /// [`super::chunk::Chunk::finish_merge`]): both one's changes, in seq
+    /// order.
+    pub fn merged(lower: &ChangeJournal, upper: &ChangeJournal) -> ChangeJournal {
+        ChangeJournal::from_changes(lower.entries.iter().chain(&upper.entries).cloned().collect())
+    }
+
     pub fn split(&self, key: &[u8]) -> (ChangeJournal, ChangeJournal) {
         let (lower, upper): (VecDeque<_>, VecDeque<_>) =
             self.entries.iter().cloned().partition(|(_, k)| &**k < key);

@@ -359,3 +359,76 @@ fn deleted_keys_piling_up_in_the_index_make_a_chunk_compact() {
     assert!(!c.wants_compaction(min_bytes));
     assert_eq!(contents(&c, ReadAt::Latest).len(), 5);
 }
+
+/// A split's halves, written on, merged back: the merged chunk holds what
+/// both did, at the latest seq and at a pinned one, with both journals,
+/// also after it is opened again from its files.
+#[test]
+fn merge_joins_two_neighbours_without_loss() {
+    use super::chunk::Change;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let (c, _) = filled(&dir);
+    let key = c.split_key().expect("splittable");
+    let lower_meta = ChunkMeta { id: 2, range_id: 1, start: vec![], end: Some(key.clone()) };
+    let upper_meta = ChunkMeta { id: 3, range_id: 1, start: key.clone(), end: None };
+    let (mut lower, mut upper) = c
+        .split(
+            &key,
+            &[],
+            60,
+            (lower_meta, &tmp.path().join("l")),
+            (upper_meta, &tmp.path().join("u")),
+            SEGMENT_MAX,
+        )
+        .expect("split");
+    lower.watch_changes(60);
+    upper.watch_changes(60);
+    let (low_key, high_key) = ("a-low", "z-high");
+    commit(&mut lower, 61, &[put(low_key, "1")]);
+    commit(&mut upper, 62, &[put(high_key, "1"), del(std::str::from_utf8(&key).expect("utf8"))]);
+    let pinned = (
+        contents(&lower, ReadAt::Snapshot { seq: 62, pinned: true }),
+        contents(&upper, ReadAt::Snapshot { seq: 62, pinned: true }),
+    );
+    commit(&mut lower, 63, &[put(low_key, "2")]);
+    commit(&mut upper, 64, &[put(high_key, "2")]);
+    let merged_meta = ChunkMeta { id: 4, range_id: 1, start: vec![], end: None };
+    let mut job = lower
+        .begin_merge(
+            &mut upper,
+            &[62],
+            64,
+            (merged_meta.clone(), &tmp.path().join("m")),
+            SEGMENT_MAX,
+        )
+        .expect("begin");
+    assert!(matches!(upper.begin_compaction(&[], 64), Err(ChunkError::Busy)), "one job at a time");
+    while !lower.merge_step(&upper, &mut job, 256).expect("step") {}
+    // Written after the steps: the finish takes it.
+    lower.apply_batch(65, &[put("b-late", "x")]).expect("apply");
+    let merged = lower.finish_merge(&upper, job).expect("finish");
+    // Everything applied, durable now in the merged chunk.
+    let mut want = contents(&lower, ReadAt::Applied);
+    want.extend(contents(&upper, ReadAt::Applied));
+    assert!(want.contains_key("b-late"));
+    assert_eq!(contents(&merged, ReadAt::Latest), want);
+    let mut want_pinned = pinned.0;
+    want_pinned.extend(pinned.1);
+    assert_eq!(contents(&merged, ReadAt::Snapshot { seq: 62, pinned: true }), want_pinned);
+    assert_eq!(merged.last_seq(), 65);
+    let change = |k: &str, old: Option<&str>, new: Option<&str>| Change {
+        key: k.into(),
+        old: old.map(|v| v.into()),
+        new: new.map(|v| v.into()),
+    };
+    assert_eq!(
+        merged.changes(62, 64).expect("read"),
+        Some(vec![change(low_key, Some("1"), Some("2")), change(high_key, Some("1"), Some("2"))])
+    );
+    drop(merged);
+    let (merged, _) =
+        Chunk::open(&desc(merged_meta), &tmp.path().join("m"), SEGMENT_MAX).expect("open");
+    assert_eq!(contents(&merged, ReadAt::Latest), want);
+    assert_eq!(merged.last_seq(), 65);
+}
