@@ -277,6 +277,11 @@ fn scan_page_rows(count: usize) -> usize {
 /// Removes keys whose time has come, a batch at a time, database by
 /// database (Redis's active expiry; reads also expire keys lazily).
 pub async fn expire_due(state: &RespState) -> NodeResult<usize> {
+    // Beside other commands, not beside one that runs alone: SWAPDB
+    // between reading a due expiry row and deleting it would delete that
+    // row in the other database. Taken before the clock starts: waiting
+    // for an EXEC is no expiry latency.
+    let _gate = state.gate.read().await;
     let started = std::time::Instant::now();
     let removed = expire_all(state).await;
     state.latency.sample("expire-cycle", started.elapsed());
@@ -299,10 +304,6 @@ async fn expire_all(state: &RespState) -> NodeResult<usize> {
                 continue;
             }
         }
-        // Beside other commands, not beside one that runs alone: SWAPDB
-        // between reading a due expiry row and deleting it would delete
-        // that row in the other database.
-        let _gate = state.gate.read().await;
         let db = Db::new(state, i, None);
         if db.node.router_read().range(&db.range).is_none() {
             continue;

@@ -398,6 +398,7 @@ mod tests {
         assert_eq!(
             per_node,
             [
+                "asking",
                 "auth",
                 "bgsave",
                 "client",
@@ -420,6 +421,8 @@ mod tests {
                 "pubsub",
                 "punsubscribe",
                 "quit",
+                "readonly",
+                "readwrite",
                 "reset",
                 "save",
                 "script",
@@ -427,6 +430,7 @@ mod tests {
                 "shutdown",
                 "slowlog",
                 "subscribe",
+                "swapdb",
                 "time",
                 "unsubscribe"
             ]
