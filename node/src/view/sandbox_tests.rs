@@ -188,8 +188,17 @@ fn an_interrupt_stops_a_running_call() {
     let batch: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &v[..])).collect();
     let out = m.map_batch(&batch);
     stopper.join().expect("stopper");
+    // A loaded machine may run the first records to their instruction limit before the
+    // stopper is scheduled (CI, about 1 run in 50); from the stop on, every record is
+    // interrupted, and the stop comes long before eight records' worth of instructions.
+    let interrupted = |r: &Result<Vec<crate::view::map_fn::Row>, LuaFnError>| matches!(r, Err(e) if e.to_string().contains("interrupted"));
+    let first =
+        out.iter().position(interrupted).unwrap_or_else(|| panic!("never stopped: {out:?}"));
+    assert!(out[first..].iter().all(interrupted), "{out:?}");
     assert!(
-        out.iter().all(|r| matches!(r, Err(e) if e.to_string().contains("interrupted"))),
+        out[..first]
+            .iter()
+            .all(|r| matches!(r, Err(e) if e.to_string().contains("instruction limit"))),
         "{out:?}"
     );
     let err = m.map_batch(&[(&k, &v)])[0].clone().expect_err("stays stopped").to_string();
