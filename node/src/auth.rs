@@ -152,6 +152,22 @@ impl Auth {
     /// before returning.
     pub async fn check(&self, peer: IpAddr, given: &[u8]) -> Result<(), AuthError> {
         let Some(password) = &self.password else { return Ok(()) };
+        self.check_with(peer, || password.matches(given)).await
+    }
+
+    /// The node's password (`serve --requirepass`), if it has one.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
+    /// Throttles an attempt from `peer` whose outcome `matches` decides
+    /// (the Redis protocol's ACL users), as [`Auth::check`] throttles the
+    /// node's password: the same records, delays and count.
+    pub async fn check_with(
+        &self,
+        peer: IpAddr,
+        matches: impl FnOnce() -> bool,
+    ) -> Result<(), AuthError> {
         let record = self.record(throttle_key(peer));
         let mut failures = record.lock().await;
         let now = Instant::now();
@@ -162,7 +178,7 @@ impl Auth {
         if let Some(f) = failures.as_ref() {
             tokio::time::sleep_until(f.not_before).await;
         }
-        if password.matches(given) {
+        if matches() {
             *failures = None;
             return Ok(());
         }

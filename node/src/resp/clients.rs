@@ -71,6 +71,8 @@ pub struct ClientInfo {
     /// happens while it is held, and it is taken only when the name is set
     /// or listed.
     name: Mutex<Option<Vec<u8>>>,
+    /// Its ACL user's name (a std Mutex: taken on AUTH and when listed).
+    user: Mutex<Vec<u8>>,
     /// CLIENT KILL chose it: its task closes the connection at once.
     killed: AtomicBool,
     /// Wakes its task when killed (a permit is kept if it is not waiting).
@@ -106,6 +108,7 @@ impl ClientInfo {
             resp: AtomicU8::new(2),
             last_cmd: AtomicU32::new(u32::MAX),
             name: Mutex::new(None),
+            user: Mutex::new(b"default".to_vec()),
             killed: AtomicBool::new(false),
             kill_notify: tokio::sync::Notify::new(),
             waiting: AtomicBool::new(false),
@@ -166,6 +169,14 @@ impl ClientInfo {
 
     pub fn set_name(&self, name: Option<Vec<u8>>) {
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name;
+    }
+
+    pub fn set_user(&self, user: &[u8]) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user.to_vec();
+    }
+
+    pub fn user(&self) -> Vec<u8> {
+        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn name(&self) -> Option<Vec<u8>> {
@@ -239,7 +250,7 @@ impl ClientInfo {
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={letters} db={} sub={} \
              psub={} ssub=0 multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
-             oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir={redir} resp={}",
+             oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user={} redir={redir} resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -251,6 +262,7 @@ impl ClientInfo {
             self.sub.load(Ordering::Relaxed),
             self.psub.load(Ordering::Relaxed),
             self.multi.load(Ordering::Relaxed),
+            String::from_utf8_lossy(&self.user()),
             self.resp.load(Ordering::Relaxed),
         )
     }
@@ -698,7 +710,7 @@ fn unblock(state: &RespState, args: &[Vec<u8>]) -> Reply {
 /// KILL filter value ... (how many it killed; SKIPME YES by default).
 fn kill(state: &RespState, conn: &Conn, options: &[Vec<u8>]) -> Reply {
     let old_form = options.len() == 1;
-    let (mut id, mut kind, mut addr, mut laddr) = (None, None, None, None);
+    let (mut id, mut kind, mut addr, mut laddr, mut user) = (None, None, None, None, None);
     let mut skip_me = !old_form;
     if old_form {
         addr = Some(options[0].clone());
@@ -717,7 +729,7 @@ fn kill(state: &RespState, conn: &Conn, options: &[Vec<u8>]) -> Reply {
                 },
                 "addr" => addr = Some(value.clone()),
                 "laddr" => laddr = Some(value.clone()),
-                "user" if value.as_slice() == b"default" => {}
+                "user" if state.acl.user(value).is_some() => user = Some(value.clone()),
                 "user" => {
                     return Reply::err(format!(
                         "ERR No such user '{}'",
@@ -739,7 +751,8 @@ fn kill(state: &RespState, conn: &Conn, options: &[Vec<u8>]) -> Reply {
         let matches = id.is_none_or(|id| info.id == id)
             && kind.is_none_or(|t| is_type(&info, t))
             && addr.as_ref().is_none_or(|a| info.addr.to_string().as_bytes() == a.as_slice())
-            && laddr.as_ref().is_none_or(|a| info.laddr.to_string().as_bytes() == a.as_slice());
+            && laddr.as_ref().is_none_or(|a| info.laddr.to_string().as_bytes() == a.as_slice())
+            && user.as_ref().is_none_or(|u| info.user() == *u);
         if matches && !(skip_me && info.id == conn.id) {
             // Its own connection closes once this reply is written.
             info.kill();

@@ -61,10 +61,22 @@ pub async fn execute(
         return (reply, Vec::new());
     }
     super::stats::begin(state, conn, found, args).await;
+    let checked = checked(found, args);
+    if let Ok(command) = checked {
+        // Before MULTI queues it, as Redis's processCommand checks.
+        let run = super::table::checked_subcommand(command, args).ok().flatten();
+        if let Err(denied) = state.acl_check(conn, run.unwrap_or(command), args) {
+            super::stats::refused(conn);
+            if conn.multi.is_some() {
+                conn.multi_failed = true;
+            }
+            return (Reply::err(denied.message(run.unwrap_or(command).name)), Vec::new());
+        }
+    }
     if let Some(command) = found.filter(|c| c.handler == Handler::Transaction) {
         return (transaction(state, conn, command, args).await, Vec::new());
     }
-    let command = match checked(found, args) {
+    let command = match checked {
         Ok(command) => command,
         Err(reply) => {
             if conn.multi.is_some() {
@@ -634,6 +646,7 @@ async fn run_handler(
         Handler::Connection if name == "monitor" => Ok(super::monitor::start(state, conn)),
         Handler::Connection => super::connection::run(state, conn, name, args).await,
         Handler::Command => Ok(super::introspect::command(args)),
+        Handler::Acl => Ok(super::acl_command::run(state, conn, args)),
         Handler::Strings => super::strings::run(state, dbi, db, name, args).await,
         Handler::Bits => super::bits::run(state, dbi, db, name, args).await,
         Handler::Keys => super::keys::run(state, dbi, db, name, args).await,
@@ -691,10 +704,15 @@ async fn run_script(
     let mut own = Conn::new(conn.id, conn.peer, true);
     own.db = conn.db;
     own.in_script = true;
+    // Its calls are checked against the caller's ACL user.
+    own.acl = conn.acl.clone();
     let mut running = super::scripting::start(state, script);
     let mut answer = None;
     loop {
         match running.next(answer.take()).await {
+            super::scripting::Step::Call(call) if call.acl_check => {
+                answer = Some(acl_check_call(state, &own, &call.args));
+            }
             super::scripting::Step::Call(call) => {
                 own.proto = call.resp;
                 let outer = (command, args);
@@ -709,6 +727,22 @@ async fn run_script(
             }
         }
     }
+}
+
+/// `redis.acl_check_cmd`'s answer: 1 when the script's caller may run
+/// `args`, 0 when not (nothing is logged), an error for an unknown
+/// command.
+fn acl_check_call(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
+    let Some(command) = super::introspect::command_of(args) else {
+        return Reply::err("ERR Invalid command passed to redis.acl_check_cmd()");
+    };
+    let allowed = match &conn.acl {
+        Some(session) => {
+            state.acl.user(&session.user.name).is_some_and(|u| u.check(command, args).is_ok())
+        }
+        None => true,
+    };
+    Reply::Int(i64::from(allowed))
 }
 
 /// One command a script calls, checked as Redis's `scriptCall` does
@@ -750,6 +784,12 @@ async fn script_call(
     // As Redis's scriptCall: writes, and what may replicate (PUBLISH).
     if read_only && (flagged(Flag::Write) || command.may_replicate()) {
         return Reply::err("ERR Write commands are not allowed from read-only scripts.");
+    }
+    if let Err(denied) = state.acl_check(conn, sub.unwrap_or(command), &args) {
+        return Reply::err(format!(
+            "ERR The user executing the script {}",
+            denied.script_message()
+        ));
     }
     let mut db = Db::new(state, conn.db, Some(overlay));
     db.client = Some(conn.id);

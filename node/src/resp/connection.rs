@@ -43,7 +43,7 @@ pub async fn run(
         "hello" => hello(state, conn, args).await,
         "auth" => {
             let (user, pass) = match args.len() {
-                2 if !state.node.auth.is_required() => {
+                2 if state.acl.default_user().nopass() => {
                     return Ok(Reply::err(
                         "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                     ))
@@ -53,7 +53,6 @@ pub async fn run(
                 _ => return Ok(Reply::err(SYNTAX)),
             };
             if state.check_credentials(conn, user, pass).await {
-                conn.authenticated = true;
                 Reply::ok()
             } else {
                 Reply::err(WRONGPASS)
@@ -65,7 +64,8 @@ pub async fn run(
             // RESET itself is still running: counted, logged and shown.
             let running = conn.running.take();
             state.tracking.disable(conn.id);
-            *conn = Conn::new(conn.id, conn.peer, !state.node.auth.is_required());
+            *conn = Conn::new(conn.id, conn.peer, false);
+            state.log_in_as_default(conn);
             conn.subs = Some(super::pubsub::Subscriptions::new(state.pubsub.clone(), conn.id));
             conn.running = running;
             info.set_name(None);
@@ -76,6 +76,7 @@ pub async fn run(
             ] {
                 info.set_flag(flag, false);
             }
+            info.set_user(&conn.info.user());
             conn.info = info;
             Reply::Simple("RESET")
         }
@@ -97,7 +98,6 @@ async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
         i = 2;
     }
     let mut name = None;
-    let mut authenticated = conn.authenticated;
     while i < args.len() {
         match lower(&args[i]).as_str() {
             "setname" if i + 1 < args.len() => {
@@ -108,7 +108,6 @@ async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
                 if !state.check_credentials(conn, &args[i + 1], &args[i + 2]).await {
                     return Reply::err(WRONGPASS);
                 }
-                authenticated = true;
                 i += 3;
             }
             other => {
@@ -116,12 +115,11 @@ async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
             }
         }
     }
-    if !authenticated {
+    if !conn.authenticated {
         return Reply::err(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         );
     }
-    conn.authenticated = true;
     conn.proto = proto;
     if name.is_some() {
         conn.name = name;

@@ -254,7 +254,7 @@ fn getkeys(full: &[Vec<u8>], with_flags: bool) -> Reply {
 
 /// The command a whole command line runs, as Redis's `lookupCommand`: a
 /// container's subcommand when there is an argument after its name.
-fn command_of(full: &[Vec<u8>]) -> Option<&'static Command> {
+pub(super) fn command_of(full: &[Vec<u8>]) -> Option<&'static Command> {
     let command = table::lookup(&lower(full.first()?))?;
     match full.get(1) {
         Some(sub) if !command.subcommands.is_empty() => table::subcommand(command, &lower(sub)),

@@ -64,7 +64,7 @@ pub async fn run(
             let _g = state.lock(dbi, &[&args[1]]).await;
             incrbyfloat(db, args).await
         }
-        "getrange" => getrange(db, args).await,
+        "getrange" | "substr" => getrange(db, args).await,
         "hscan" | "sscan" | "zscan" => element_scan(db, name, args).await,
         "setrange" => {
             let _g = state.lock(dbi, &[&args[1]]).await;

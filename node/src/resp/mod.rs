@@ -47,6 +47,8 @@ macro_rules! or_reply {
     };
 }
 
+pub mod acl;
+pub mod acl_command;
 pub mod args;
 pub mod bits;
 pub mod blocking;

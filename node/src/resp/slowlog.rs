@@ -145,10 +145,14 @@ fn logged_args(args: &[Vec<u8>]) -> Vec<Vec<u8>> {
 
 /// The positions of `args` that hold secrets, as Redis redacts them
 /// (`redactClientCommandArgument`): AUTH's arguments, the two after
-/// HELLO's AUTH, the value of CONFIG SET `requirepass` or `masterauth`.
+/// HELLO's AUTH, the value of CONFIG SET `requirepass` or `masterauth`,
+/// everything after ACL SETUSER.
 pub(super) fn redacted(args: &[Vec<u8>]) -> Vec<usize> {
     match lower(&args[0]).as_str() {
         "auth" => (1..args.len()).collect(),
+        "acl" if args.len() > 1 && args[1].eq_ignore_ascii_case(b"setuser") => {
+            (2..args.len()).collect()
+        }
         "hello" => {
             let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"auth"));
             at.map_or_else(Vec::new, |i| vec![i + 1, i + 2])
@@ -252,6 +256,10 @@ mod tests {
     fn passwords_are_redacted() {
         let r = |w: &[&str]| logged_args(&words(w));
         assert_eq!(r(&["AUTH", "pw"]), words(&["AUTH", "(redacted)"]));
+        assert_eq!(
+            r(&["acl", "SETUSER", "u", ">pw"]),
+            words(&["acl", "SETUSER", "(redacted)", "(redacted)"])
+        );
         assert_eq!(r(&["auth", "u", "pw"]), words(&["auth", "(redacted)", "(redacted)"]));
         assert_eq!(
             r(&["hello", "3", "AUTH", "u", "pw", "SETNAME", "n"]),

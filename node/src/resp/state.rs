@@ -66,11 +66,15 @@ pub struct RespState {
     pub scripts: Arc<super::scripting::Scripts>,
     /// SAVE's figures and SHUTDOWN's request (see [`super::persistence`]).
     pub saves: Arc<super::persistence::Saves>,
+    /// The ACL users and log (see [`super::acl`]).
+    pub acl: super::acl::Acl,
 }
 
 impl RespState {
     pub fn new(node: Arc<Node>) -> Self {
+        let acl = super::acl::Acl::new(node.auth.password().map(|p| p.expose()));
         RespState {
+            acl,
             node,
             locks: KeyLocks::default(),
             next_client_id: AtomicU64::new(1),
@@ -105,8 +109,9 @@ impl RespState {
     /// lists its [`Conn::info`] in [`RespState::clients`].
     pub fn new_conn(&self, peer: SocketAddr, local: SocketAddr, fd: i32) -> Conn {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
-        let mut conn = Conn::new(id, peer.ip(), !self.node.auth.is_required());
+        let mut conn = Conn::new(id, peer.ip(), false);
         conn.info = Arc::new(super::clients::ClientInfo::new(id, peer, local, fd));
+        self.log_in_as_default(&mut conn);
         // A mailbox from the start: messages sent to this connection (a
         // tracking redirect's) reach it subscribed or not.
         conn.subs = Some(super::pubsub::Subscriptions::new(self.pubsub.clone(), id));
@@ -118,11 +123,89 @@ impl RespState {
         self.peak_rss.fetch_max(rss_now, Ordering::Relaxed).max(rss_now)
     }
 
+    /// Makes `conn` the `default` user's, authenticated when that user
+    /// needs no password and is on (a new connection, RESET).
+    pub(super) fn log_in_as_default(&self, conn: &mut Conn) {
+        let user = self.acl.default_user();
+        conn.authenticated = user.nopass() && user.enabled();
+        conn.info.set_user(&user.name);
+        conn.acl = Some(self.acl.session(user));
+    }
+
     /// Checks AUTH's (or HELLO AUTH's) credentials through the node's
-    /// shared, throttled check; only the default user exists.
-    pub(super) async fn check_credentials(&self, conn: &Conn, user: &[u8], pass: &[u8]) -> bool {
-        let password_ok = self.node.auth.check(conn.peer, pass).await.is_ok();
-        password_ok && user == b"default"
+    /// shared failure throttle; on success the connection is `user`'s. A
+    /// failure is logged (`ACL LOG`, reason `auth`).
+    pub(super) async fn check_credentials(
+        &self,
+        conn: &mut Conn,
+        user: &[u8],
+        pass: &[u8],
+    ) -> bool {
+        let mut found = None;
+        let ok = self.node.auth.check_with(conn.peer, || {
+            found = self.acl.credentials(user, pass);
+            found.is_some()
+        });
+        match (ok.await, found) {
+            (Ok(()), Some(found)) => {
+                conn.authenticated = true;
+                conn.info.set_user(&found.name);
+                conn.acl = Some(self.acl.session(found));
+                true
+            }
+            _ => {
+                let context = if conn.multi.is_some() {
+                    super::acl::Context::Multi
+                } else {
+                    super::acl::Context::Toplevel
+                };
+                self.acl.log(super::acl::LogEntry {
+                    count: 1,
+                    reason: "auth",
+                    context,
+                    object: b"AUTH".to_vec(),
+                    username: user.to_vec(),
+                    at: std::time::Instant::now(),
+                    client_info: conn.info.line("auth", 0, None),
+                });
+                false
+            }
+        }
+    }
+
+    /// Whether `conn`'s user may run `command` (the row run: a
+    /// subcommand's own) with `args`; a refusal is logged (`ACL LOG`) and
+    /// answered as Redis does. A connection of no user (one the node runs
+    /// itself) may run anything.
+    pub(super) fn acl_check(
+        &self,
+        conn: &mut Conn,
+        command: &super::table::Command,
+        args: &[Vec<u8>],
+    ) -> Result<(), super::acl::Denied> {
+        let Some(session) = conn.acl.as_mut() else { return Ok(()) };
+        if !self.acl.refresh(session) {
+            // Its user was removed (the connection is closing).
+            return Err(super::acl::Denied::Command);
+        }
+        if session.user.unrestricted() {
+            return Ok(());
+        }
+        let denied = match session.user.check(command, args) {
+            Ok(()) => return Ok(()),
+            Err(denied) => denied,
+        };
+        let context = if conn.in_script {
+            super::acl::Context::Lua
+        } else if conn.multi.is_some() {
+            super::acl::Context::Multi
+        } else {
+            super::acl::Context::Toplevel
+        };
+        let name = session.user.name.clone();
+        let info = conn.info.line(command.name, 0, None);
+        self.acl.log(denied.entry(command.name, args, &name, context, info));
+        Err(denied)
     }
 
     /// Locks the stripes of `keys` of database `db`, in stripe order (so two
@@ -228,6 +311,10 @@ pub struct Conn {
     pub reply_skip: u8,
     /// A script's own connection: commands it calls run on it.
     pub in_script: bool,
+    /// Its ACL user; `None` for a connection the node runs itself (a
+    /// replicated database's leader running forwarded commands), which may
+    /// run anything.
+    pub acl: Option<super::acl::Session>,
 }
 
 impl Conn {
@@ -265,6 +352,7 @@ impl Conn {
             reply_off: false,
             reply_skip: 0,
             in_script: false,
+            acl: None,
         }
     }
 

@@ -112,6 +112,8 @@ pub enum Handler {
     HyperLogLog,
     /// Streams ([`super::stream_commands`], [`super::stream_groups`]).
     Streams,
+    /// ACL and its subcommands ([`super::acl_command`]).
+    Acl,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: run by the dispatcher itself,
     /// before a command is queued or placed.
     Transaction,
@@ -398,6 +400,7 @@ mod tests {
         assert_eq!(
             per_node,
             [
+                "acl",
                 "asking",
                 "auth",
                 "bgsave",

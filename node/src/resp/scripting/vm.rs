@@ -32,6 +32,9 @@ use crate::view::sandbox::{LuaEnv, LuaFnError, Sandbox, LUA_INSTRUCTIONS_MAX_PER
 pub struct Call {
     pub args: Vec<Vec<u8>>,
     pub resp: u8,
+    /// `redis.acl_check_cmd`: not run, only checked against the caller's
+    /// ACL user; the answer is 1 or 0 (or an error for an unknown command).
+    pub acl_check: bool,
 }
 
 /// The two ends a running script talks through, kept in the VM's app data
@@ -81,6 +84,7 @@ local api = {
   status_reply = raw.status_reply,
   setresp = raw.setresp,
   log = raw.log,
+  acl_check_cmd = raw.acl_check_cmd,
   set_repl = function() end,
   replicate_commands = function() return true end,
   breakpoint = function() return false end,
@@ -695,6 +699,7 @@ fn api_functions(lua: &Lua) -> mlua::Result<Table> {
         Ok(Value::Nil)
     })?;
     lua.set_named_registry_value(key(LOG_KEY), log)?;
+    lua.set_named_registry_value(key(ACL_CHECK_KEY), lua.create_function(redis_acl_check)?)?;
     // SAFETY: each only moves values on the stack it is given and calls
     // the function stored under its key (set just above).
     unsafe {
@@ -702,6 +707,7 @@ fn api_functions(lua: &Lua) -> mlua::Result<Table> {
         raw.set("sha1hex", lua.create_c_function(redis_sha1hex)?)?;
         raw.set("setresp", lua.create_c_function(redis_setresp)?)?;
         raw.set("log", lua.create_c_function(redis_log)?)?;
+        raw.set("acl_check_cmd", lua.create_c_function(redis_acl_check_cmd)?)?;
     }
     super::libs::install(lua, &raw)?;
     raw.set("version", REDIS_VERSION)?;
@@ -715,6 +721,7 @@ const PCALL_KEY: &std::ffi::CStr = c"monotable.redis.pcall";
 const SHA1HEX_KEY: &std::ffi::CStr = c"monotable.redis.sha1hex";
 const SETRESP_KEY: &std::ffi::CStr = c"monotable.redis.setresp";
 const LOG_KEY: &std::ffi::CStr = c"monotable.redis.log";
+const ACL_CHECK_KEY: &std::ffi::CStr = c"monotable.redis.acl_check_cmd";
 
 fn key(name: &std::ffi::CStr) -> &str {
     name.to_str().unwrap_or_default()
@@ -762,6 +769,12 @@ unsafe extern "C-unwind" fn redis_log(state: *mut mlua::ffi::lua_State) -> std::
     call_raising(state, LOG_KEY)
 }
 
+unsafe extern "C-unwind" fn redis_acl_check_cmd(
+    state: *mut mlua::ffi::lua_State,
+) -> std::ffi::c_int {
+    call_raising(state, ACL_CHECK_KEY)
+}
+
 /// A Lua value as a command argument: strings as they are, numbers as
 /// C's `%.17g` (Redis's rule; integers in full), anything else `None`.
 fn arg_bytes(v: &Value) -> Option<Vec<u8>> {
@@ -776,6 +789,32 @@ fn arg_bytes(v: &Value) -> Option<Vec<u8>> {
 
 /// `redis.pcall(command, args...)`: the command's reply as a Lua value,
 /// an error as `{err = ...}` (which `redis.call` raises).
+/// `redis.acl_check_cmd(command, args...)`: whether the script's caller
+/// may run it, as a boolean (Redis's `luaRedisAclCheckCmdPermissionsCommand`).
+fn redis_acl_check(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
+    if args.is_empty() {
+        return err_table(lua, b"ERR Please specify at least one argument for this redis lib call");
+    }
+    let Some(argv) = args.iter().map(arg_bytes).collect::<Option<Vec<_>>>() else {
+        return err_table(lua, b"ERR Lua redis lib command arguments must be strings or integers");
+    };
+    let Some(ctx) = lua.app_data_ref::<Ctx>() else {
+        return err_table(
+            lua,
+            b"ERR redis.acl_check_cmd can only be called inside a script invocation",
+        );
+    };
+    let call = Call { args: argv, resp: ctx.resp, acl_check: true };
+    if ctx.calls.send(call).is_err() {
+        return err_table(lua, b"ERR the script's client is gone");
+    }
+    match ctx.answers.recv() {
+        Ok(Reply::Int(n)) => Ok(Value::Boolean(n != 0)),
+        Ok(Reply::Error(e)) => err_table(lua, e.as_bytes()),
+        Ok(_) | Err(_) => err_table(lua, b"ERR the script's client is gone"),
+    }
+}
+
 fn redis_pcall(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
     if args.is_empty() {
         return err_table(lua, b"ERR Please specify at least one argument for this redis lib call");
@@ -791,7 +830,7 @@ fn redis_pcall(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
             );
         };
         let resp = ctx.resp;
-        if ctx.calls.send(Call { args: argv, resp }).is_err() {
+        if ctx.calls.send(Call { args: argv, resp, acl_check: false }).is_err() {
             return err_table(lua, b"ERR the script's client is gone");
         }
         match ctx.answers.recv() {

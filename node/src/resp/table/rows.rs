@@ -10,6 +10,10 @@ use super::{cmd, spec, BeginSearch, Command, FindKeys, KeySpec};
 
 #[rustfmt::skip]
 pub static COMMANDS: &[Command] = &[
+    cmd("acl", -2, H::Acl, &[], (0, 0, 0), &["@slow"])
+        .subcommands(ACL_SUBCOMMANDS)
+        .docs("A container for Access List Control commands ", "6.0.0", "server", "Depends on subcommand.")
+        .per_node(),
     cmd("append", 3, H::Strings, &[Write, Denyoom, Fast], (1, 1, 1), &["@write", "@string", "@fast"])
         .specs(&[spec(&["RW", "insert"], 1, 0, 1, 0)])
         .docs("Append a value to a key", "2.0.0", "string", "O(1). The amortized time complexity is O(1) assuming the appended value is small and the already present value is of any size, since the dynamic string library used by Redis will double the free space available on every reallocation."),
@@ -551,6 +555,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("subscribe", -2, H::PubSub, &[Pubsub, Noscript, Loading, Stale], (0, 0, 0), &["@pubsub", "@slow"])
         .docs("Listen for messages published to the given channels", "2.0.0", "pubsub", "O(N) where N is the number of channels to subscribe to.")
         .per_node(),
+    cmd("substr", 4, H::Keys, &[Readonly], (1, 1, 1), &["@read", "@string", "@slow"])
+        .specs(&[spec(&["RO", "access"], 1, 0, 1, 0)])
+        .docs("Get a substring of the string stored at a key", "1.0.0", "string", "O(N) where N is the length of the returned string. The complexity is ultimately determined by the returned length, but because creating a substring from an existing string is very cheap, it can be considered O(1) for small strings.")
+        .deprecated("2.0.0", "`GETRANGE`"),
     cmd("sunion", -2, H::Collections, &[Readonly], (1, -1, 1), &["@read", "@set", "@slow"])
         .tips(&["nondeterministic_output_order"])
         .specs(&[spec(&["RO", "access"], 1, -1, 1, 0)])
@@ -948,6 +956,36 @@ static CONFIG_SUBCOMMANDS: &[Command] = &[
     cmd("config|set", -4, H::Server, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
         .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
         .docs("Set configuration parameters to the given values", "2.0.0", "server", "O(N) when N is the number of configuration parameters provided"),
+];
+
+#[rustfmt::skip]
+static ACL_SUBCOMMANDS: &[Command] = &[
+    cmd("acl|cat", -2, H::Acl, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("List the ACL categories or the commands inside a category", "6.0.0", "server", "O(1) since the categories and commands are a fixed set."),
+    cmd("acl|deluser", -3, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Remove the specified ACL users and the associated rules", "6.0.0", "server", "O(1) amortized time considering the typical user."),
+    cmd("acl|dryrun", -4, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Returns whether the user can execute the given command without executing the command.", "7.0.0", "server", "O(1)."),
+    cmd("acl|genpass", -2, H::Acl, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Generate a pseudorandom secure password to use for ACL users", "6.0.0", "server", "O(1)"),
+    cmd("acl|getuser", 3, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Get the rules for a specific ACL user", "6.0.0", "server", "O(N). Where N is the number of password, command and pattern rules that the user has."),
+    cmd("acl|help", 2, H::Acl, &[Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Show helpful text about the different subcommands", "6.0.0", "server", "O(1)"),
+    cmd("acl|list", 2, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("List the current ACL rules in ACL config file format", "6.0.0", "server", "O(N). Where N is the number of configured users."),
+    cmd("acl|load", 2, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Reload the ACLs from the configured ACL file", "6.0.0", "server", "O(N). Where N is the number of configured users."),
+    cmd("acl|log", -2, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("List latest events denied because of ACLs in place", "6.0.0", "server", "O(N) with N being the number of entries shown."),
+    cmd("acl|save", 2, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Save the current ACL rules in the configured ACL file", "6.0.0", "server", "O(N). Where N is the number of configured users."),
+    cmd("acl|setuser", -3, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("Modify or create the rules for a specific ACL user", "6.0.0", "server", "O(N). Where N is the number of rules provided."),
+    cmd("acl|users", 2, H::Acl, &[Admin, Noscript, Loading, Stale], (0, 0, 0), &["@admin", "@slow", "@dangerous"])
+        .docs("List the username of all the configured ACL rules", "6.0.0", "server", "O(N). Where N is the number of configured users."),
+    cmd("acl|whoami", 2, H::Acl, &[Noscript, Loading, Stale], (0, 0, 0), &["@slow"])
+        .docs("Return the name of the user associated to the current connection", "6.0.0", "server", "O(1)"),
 ];
 
 #[rustfmt::skip]
