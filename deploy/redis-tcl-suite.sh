@@ -15,8 +15,8 @@
 #
 # Each unit runs on its own (`--single`), with `--durable` so a test that
 # hits an unknown command fails alone instead of aborting its unit. Tests
-# tagged external:skip, needs:debug, needs:repl, needs:pfdebug, needs:save
-# and needs:config-maxmemory are skipped, as are encoding and digest checks
+# tagged external:skip, needs:debug, needs:repl, needs:pfdebug and needs:save
+# are skipped, as are encoding and digest checks
 # (--ignore-encoding, --ignore-digest). The run copy of the suite gets a few
 # harness shims, no-ops on redis-server (see "Shims" below). Exit 0 only
 # when the failures are exactly the expected ones (for --target redis: none).
@@ -202,7 +202,7 @@ HANG_TESTS=(
 # Units that cannot run against an external server at all.
 SKIP_UNITS=(
 )
-TAGS="-needs:debug -needs:repl -needs:pfdebug -needs:save -needs:config-maxmemory"
+TAGS="-needs:debug -needs:repl -needs:pfdebug -needs:save"
 
 # Shims in the run copy of the suite (the cache stays as shipped), all
 # no-ops on redis-server, where the commands they catch succeed:

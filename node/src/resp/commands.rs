@@ -72,6 +72,14 @@ pub async fn execute(
             }
             return (Reply::err(denied.message(run.unwrap_or(command).name)), Vec::new());
         }
+        let denyoom = command.has(Flag::Denyoom) || run.is_some_and(|s| s.has(Flag::Denyoom));
+        if refused_when_out_of_memory(conn, command.name, denyoom) && state.memory.over() {
+            super::stats::refused(conn);
+            if conn.multi.is_some() {
+                conn.multi_failed = true;
+            }
+            return (Reply::err(super::maxmemory::OOM), Vec::new());
+        }
     }
     if let Some(command) = found.filter(|c| c.handler == Handler::Transaction) {
         return (transaction(state, conn, command, args).await, Vec::new());
@@ -206,6 +214,25 @@ pub async fn execute(
         );
     }
     (reply, db.take_durability())
+}
+
+/// Whether a command (`name`, `denyoom` its flag) is refused while the
+/// node is over `maxmemory`, as Redis's `processCommand` decides: one that
+/// may grow the data, anything but EXEC, DISCARD, QUIT and RESET inside
+/// MULTI (queuing takes memory), and EXEC of a queue that holds one.
+fn refused_when_out_of_memory(conn: &Conn, name: &str, denyoom: bool) -> bool {
+    let Some(queue) = &conn.multi else { return denyoom };
+    match name {
+        "exec" => queue.iter().any(|args| {
+            checked_command(args).is_ok_and(|c| {
+                c.has(Flag::Denyoom)
+                    || super::table::checked_subcommand(c, args)
+                        .is_ok_and(|s| s.is_some_and(|s| s.has(Flag::Denyoom)))
+            })
+        }),
+        "discard" | "quit" | "reset" => false,
+        _ => true,
+    }
 }
 
 /// Whether `args` would run on the leader of the selected database's
@@ -682,7 +709,7 @@ async fn run_handler(
 /// are dropped.
 async fn run_script(
     state: &RespState,
-    conn: &Conn,
+    conn: &mut Conn,
     db: &Db<'_>,
     command: &'static Command,
     args: &[Vec<u8>],
@@ -698,6 +725,11 @@ async fn run_script(
     let Some(overlay) = db.tx else {
         return Err(NodeError::Internal("a script ran outside a transaction".into()));
     };
+    if script.refused_when_out_of_memory() && state.memory.over() {
+        return Ok(Reply::err(super::maxmemory::OOM));
+    }
+    // Redis's compatibility mode: decided once, when the script starts.
+    let mut out_of_memory = script.calls_checked_for_memory() && state.memory.over();
     let before = overlay.save();
     let read_only = script.read_only;
     // The script's own connection: SELECT inside it changes nothing else.
@@ -708,6 +740,9 @@ async fn run_script(
     own.acl = conn.acl.clone();
     let mut running = super::scripting::start(state, script);
     let mut answer = None;
+    // The errors its calls answered, each counted already (INFO
+    // errorstats), as Redis counts them, caught by the script or not.
+    let mut call_errors: Vec<String> = Vec::new();
     loop {
         match running.next(answer.take()).await {
             super::scripting::Step::Call(call) if call.acl_check => {
@@ -716,12 +751,28 @@ async fn run_script(
             super::scripting::Step::Call(call) => {
                 own.proto = call.resp;
                 let outer = (command, args);
-                answer =
-                    Some(script_call(state, &mut own, overlay, call.args, read_only, outer).await);
+                let refusals = Refusals { read_only, out_of_memory };
+                let writes = checked_command(&call.args).is_ok_and(|c| c.has(Flag::Write));
+                let reply = script_call(state, &mut own, overlay, call.args, refusals, outer).await;
+                // A script that has written may go on writing (Redis's
+                // SCRIPT_WRITE_DIRTY): the write is there either way.
+                if writes && !matches!(reply, Reply::Error(_)) {
+                    out_of_memory = false;
+                }
+                if let Reply::Error(e) = &reply {
+                    state.stats.count_error(e);
+                    call_errors.push(e.clone());
+                }
+                answer = Some(reply);
             }
             super::scripting::Step::Done(outcome) => {
                 if outcome.stopped {
                     overlay.restore(before);
+                }
+                // A call's error the script raised (or returned) is not
+                // counted twice.
+                if let Reply::Error(e) = &outcome.reply {
+                    conn.error_counted = call_errors.iter().any(|c| e.starts_with(c.as_str()));
                 }
                 return Ok(outcome.reply);
             }
@@ -745,6 +796,15 @@ fn acl_check_call(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
     Reply::Int(i64::from(allowed))
 }
 
+/// What refuses a script's calls besides the command's own checks.
+struct Refusals {
+    /// A read-only script: no writes.
+    read_only: bool,
+    /// Over `maxmemory` when the script started, and no write yet: no
+    /// `denyoom` command.
+    out_of_memory: bool,
+}
+
 /// One command a script calls, checked as Redis's `scriptCall` does
 /// (known, its arity, allowed in scripts, no write from a read-only
 /// script), run on the script's connection with the transaction's writes.
@@ -753,7 +813,7 @@ async fn script_call(
     conn: &mut Conn,
     overlay: &super::keyspace::Overlay,
     args: Vec<Vec<u8>>,
-    read_only: bool,
+    Refusals { read_only, out_of_memory }: Refusals,
     (script, script_args): (&'static Command, &[Vec<u8>]),
 ) -> Reply {
     let Some(command) = super::table::lookup(&lower(&args[0])) else {
@@ -778,18 +838,26 @@ async fn script_call(
         Err(SubcommandError::Arity(_)) => return wrong_arity(),
     };
     let flagged = |flag| command.has(flag) || sub.is_some_and(|s| s.has(flag));
+    // Refused before it runs: counted as a rejected call, as Redis's
+    // scriptCall counts its refusals.
+    let rejected = |text: String| {
+        if let Some(slot) = slot {
+            state.stats.count_rejected(slot);
+        }
+        Reply::err(text)
+    };
     if flagged(Flag::Noscript) || command.handler == Handler::Transaction {
-        return Reply::err("ERR This Redis command is not allowed from script");
+        return rejected("ERR This Redis command is not allowed from script".into());
     }
     // As Redis's scriptCall: writes, and what may replicate (PUBLISH).
     if read_only && (flagged(Flag::Write) || command.may_replicate()) {
-        return Reply::err("ERR Write commands are not allowed from read-only scripts.");
+        return rejected("ERR Write commands are not allowed from read-only scripts.".into());
+    }
+    if out_of_memory && flagged(Flag::Denyoom) {
+        return rejected(super::maxmemory::OOM.into());
     }
     if let Err(denied) = state.acl_check(conn, sub.unwrap_or(command), &args) {
-        return Reply::err(format!(
-            "ERR The user executing the script {}",
-            denied.script_message()
-        ));
+        return rejected(format!("ERR The user executing the script {}", denied.script_message()));
     }
     let mut db = Db::new(state, conn.db, Some(overlay));
     db.client = Some(conn.id);

@@ -21,9 +21,9 @@
 //! - **accepted, no effect** (documented in the README): `save` and
 //!   `appendonly` (every write goes through Monotable's journal, fsynced
 //!   as the node's `--fsync` says; there are no RDB snapshots nor AOF),
-//!   `maxmemory`, `maxmemory-clients`, `maxmemory-policy`,
-//!   `maxmemory-samples` (the data lives
-//!   on disk; nothing is evicted), `lazyfree-lazy-*`,
+//!   `maxmemory-clients`, `maxmemory-policy`, `maxmemory-samples` (the
+//!   data lives on disk; nothing is evicted: `maxmemory` refuses writes as
+//!   `noeviction` does, see [`super::maxmemory`]), `lazyfree-lazy-*`,
 //!   `client-query-buffer-limit` (requests are bounded by the argument
 //!   limit, `proto-max-bulk-len`), `repl-backlog-size` (no Redis
 //!   replication here), `sanitize-dump-payload` (RESTORE checks every
@@ -437,6 +437,7 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
             "hz" => value = number().clamp(1, 500).to_string(),
             "slowlog-log-slower-than" => state.slowlog.set_slower_than(number()),
             "slowlog-max-len" => state.slowlog.set_max_len(number().max(0) as u64),
+            "maxmemory" => state.memory.set_limit(memory(&value).unwrap_or(0)),
             "latency-monitor-threshold" => state.latency.set_threshold(number()),
             "notify-keyspace-events" => {
                 // Parsed from what was sent: the text kept may leave out

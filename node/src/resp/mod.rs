@@ -70,6 +70,7 @@ pub mod keys;
 pub mod keyspace;
 pub mod latency;
 pub mod lists;
+pub mod maxmemory;
 pub mod long_double;
 pub mod migrate;
 pub mod monitor;

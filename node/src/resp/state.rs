@@ -68,6 +68,8 @@ pub struct RespState {
     pub saves: Arc<super::persistence::Saves>,
     /// The ACL users and log (see [`super::acl`]).
     pub acl: super::acl::Acl,
+    /// `maxmemory` (see [`super::maxmemory`]).
+    pub memory: super::maxmemory::MemoryGuard,
 }
 
 impl RespState {
@@ -75,6 +77,7 @@ impl RespState {
         let acl = super::acl::Acl::new(node.auth.password().map(|p| p.expose()));
         RespState {
             acl,
+            memory: Default::default(),
             node,
             locks: KeyLocks::default(),
             next_client_id: AtomicU64::new(1),
@@ -315,6 +318,9 @@ pub struct Conn {
     /// replicated database's leader running forwarded commands), which may
     /// run anything.
     pub acl: Option<super::acl::Session>,
+    /// The error its command answers was counted already (a script's
+    /// call's error, counted when the call answered it).
+    pub(super) error_counted: bool,
 }
 
 impl Conn {
@@ -353,6 +359,7 @@ impl Conn {
             reply_skip: 0,
             in_script: false,
             acl: None,
+            error_counted: false,
         }
     }
 

@@ -146,6 +146,13 @@ impl Stats {
 
     /// Counts a call of the command of `slot` refused before it ran (a
     /// wrong number of arguments).
+    /// An error reply (`total_error_replies`, `errorstat_PREFIX`).
+    pub fn count_error(&self, text: &str) {
+        self.total_errors.fetch_add(1, Ordering::Relaxed);
+        let prefix = text.split(' ').next().unwrap_or("ERR").to_owned();
+        *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(prefix).or_default() += 1;
+    }
+
     pub fn count_rejected(&self, slot: u32) {
         self.slots[slot as usize].rejected.fetch_add(1, Ordering::Relaxed);
     }
@@ -297,6 +304,7 @@ pub async fn begin(
     found: Option<&'static Command>,
     args: &[Vec<u8>],
 ) {
+    conn.error_counted = false;
     let Some(command) = found else { return };
     // Inside MULTI commands are queued, not run: only EXEC waits.
     // QUIT and RESET run at once inside MULTI too.
@@ -417,10 +425,8 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
             stats.count_rejected(running.slot);
         }
     }
-    if let Some(e) = error {
-        stats.total_errors.fetch_add(1, Ordering::Relaxed);
-        let prefix = e.split(' ').next().unwrap_or("ERR").to_owned();
-        *stats.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(prefix).or_default() += 1;
+    if let Some(e) = error.filter(|_| !std::mem::take(&mut conn.error_counted)) {
+        stats.count_error(e);
     }
     let info = &conn.info;
     info.db.store(conn.db, Ordering::Relaxed);

@@ -51,6 +51,7 @@ pub struct Found {
     pub library: Arc<Library>,
     pub function: String,
     pub no_writes: bool,
+    pub allow_oom: bool,
 }
 
 const FORMAT_VERSION: u8 = 1;
@@ -113,6 +114,7 @@ impl Functions {
                 library: l.clone(),
                 function: f.name.clone(),
                 no_writes: f.flags.iter().any(|x| x == "no-writes"),
+                allow_oom: f.flags.iter().any(|x| x == "allow-oom"),
             })
         })
     }

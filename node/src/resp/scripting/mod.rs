@@ -115,6 +115,53 @@ pub struct Invocation {
     /// EVAL_RO/EVALSHA_RO, or a `#!lua flags=no-writes` script: a write
     /// command fails.
     pub read_only: bool,
+    /// How it meets `maxmemory` (see [`Invocation::refused_when_out_of_memory`]).
+    oom: OomRule,
+}
+
+/// How a script meets `maxmemory`, as Redis 7.0's scripts do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomRule {
+    /// A script without a `#!lua` line: it runs, and its calls of
+    /// `denyoom` commands fail until it has written (Redis's compatibility
+    /// mode).
+    Calls,
+    /// A script with a `#!lua` line or a function, without `allow-oom` nor
+    /// `no-writes`: refused whole.
+    Refused,
+    /// `allow-oom` or `no-writes`: runs, its calls unchecked.
+    Allowed,
+}
+
+impl Invocation {
+    /// Whether it is refused whole while the node is over `maxmemory`.
+    pub fn refused_when_out_of_memory(&self) -> bool {
+        self.oom == OomRule::Refused
+    }
+
+    /// Whether its calls of `denyoom` commands are checked against
+    /// `maxmemory` (until it writes).
+    pub fn calls_checked_for_memory(&self) -> bool {
+        self.oom == OomRule::Calls
+    }
+}
+
+/// The rule of a script of `body` with no-writes `no_writes`.
+fn oom_rule(body: &[u8], no_writes: bool) -> OomRule {
+    if !body.starts_with(b"#!") {
+        return OomRule::Calls;
+    }
+    let line = body.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let allow_oom = line
+        .split_ascii_whitespace()
+        .filter_map(|p| p.strip_prefix("flags="))
+        .any(|flags| flags.split(',').any(|f| f == "allow-oom"));
+    if allow_oom || no_writes {
+        OomRule::Allowed
+    } else {
+        OomRule::Refused
+    }
 }
 
 /// The flags of a script's `#!lua` line, if it has one (Redis's
@@ -175,11 +222,13 @@ pub fn invocation(state: &RespState, name: &str, args: &[Vec<u8>]) -> Result<Inv
         (sha1_hex(&args[1]), Arc::from(&args[1][..]))
     };
     let (no_writes, _) = shebang(&body).map_err(Reply::err)?;
+    let oom = oom_rule(&body, no_writes);
     Ok(Invocation {
         program: Program::Script { sha, body },
         keys: args[3..3 + numkeys].to_vec(),
         argv: args[3 + numkeys..].to_vec(),
         read_only: no_writes || name.ends_with("_ro"),
+        oom,
     })
 }
 
@@ -214,6 +263,7 @@ fn function_invocation(
         keys: args[3..3 + numkeys].to_vec(),
         argv: args[3 + numkeys..].to_vec(),
         read_only: read_only || found.no_writes,
+        oom: if found.no_writes || found.allow_oom { OomRule::Allowed } else { OomRule::Refused },
     })
 }
 
@@ -516,6 +566,10 @@ mod tests {
         assert_eq!(shebang(b"return 1"), Ok((false, 0)));
         assert_eq!(shebang(b"#!lua\nreturn 1"), Ok((false, 5)));
         assert_eq!(shebang(b"#!lua flags=no-writes,allow-oom\nreturn 1"), Ok((true, 31)));
+        assert_eq!(oom_rule(b"return 1", false), OomRule::Calls);
+        assert_eq!(oom_rule(b"#!lua\nreturn 1", false), OomRule::Refused);
+        assert_eq!(oom_rule(b"#!lua flags=allow-oom\nreturn 1", false), OomRule::Allowed);
+        assert_eq!(oom_rule(b"#!lua flags=no-writes\nreturn 1", true), OomRule::Allowed);
         assert_eq!(shebang(b"#!lua"), Err("ERR Invalid script shebang".into()));
         assert_eq!(
             shebang(b"#!python\n"),
