@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// else (Redis's `requirepass`; native `Command::Auth`); `None`: no
     /// authentication. See [`crate::auth`] for how failures are throttled.
     pub password: Option<Secret>,
+    /// `serve --aclfile`: the Redis protocol's ACL users, read at start and
+    /// by ACL LOAD, written by ACL SAVE (see [`crate::resp::acl`]).
+    pub acl_file: Option<std::path::PathBuf>,
     /// How long a sink keeps the source's history for a Redis it cannot
     /// reach before it lets go and plans a fresh copy.
     pub sink_outage_max_ms: u64,
@@ -83,6 +86,7 @@ impl Default for NodeConfig {
             segment_size_max_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             password: None,
+            acl_file: None,
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
             recover_catalog: false,
             lua_memory_max_bytes: crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES,

@@ -264,6 +264,12 @@ struct ServeArgs {
     /// newline); wins over --requirepass and MONOTABLE_REQUIREPASS.
     #[arg(long, env = "MONOTABLE_REQUIREPASS_FILE")]
     requirepass_file: Option<PathBuf>,
+    /// The Redis protocol's ACL users (Redis's aclfile): one `user NAME
+    /// RULES...` line each, read at start (a file that does not load stops
+    /// the start) and by ACL LOAD, written by ACL SAVE. Without it users
+    /// live in memory only.
+    #[arg(long, env = "MONOTABLE_ACLFILE")]
+    aclfile: Option<PathBuf>,
     /// How long a Redis sink keeps the source's history while its Redis is
     /// unreachable; after that it lets go and copies afresh once Redis is
     /// back.
@@ -463,6 +469,13 @@ fn serve(args: ServeArgs) -> i32 {
         None => args.requirepass,
     };
     config.password = password.and_then(crate::auth::Secret::new);
+    if let Some(path) = &args.aclfile {
+        let password = config.password.as_ref().map(|p| p.expose());
+        if let Err(e) = crate::resp::acl::Acl::with_file(password, path) {
+            return report(&anyhow::anyhow!("the ACL file does not load: {e}"));
+        }
+    }
+    config.acl_file = args.aclfile;
     config.sink_outage_max_ms = args.sink_outage_max_ms;
     config.recover_catalog = args.recover_catalog;
     config.lua_memory_max_bytes = args.lua_memory_max_bytes;

@@ -772,6 +772,10 @@ pub struct LogEntry {
 
 /// The node's users and the ACL log.
 pub struct Acl {
+    /// The `default` user's password at start (`serve --requirepass`).
+    default_password: Option<Vec<u8>>,
+    /// `serve --aclfile`: where ACL LOAD and SAVE read and write users.
+    file: Option<std::path::PathBuf>,
     users: RwLock<BTreeMap<Vec<u8>, Arc<User>>>,
     /// Bumped by every change, so a connection knows to look its user up
     /// again (see [`Acl::refresh`]).
@@ -790,21 +794,107 @@ impl Acl {
     /// The `default` user alone: every command, key and channel, with
     /// `password` (`serve --requirepass`) or `nopass`.
     pub fn new(password: Option<&[u8]>) -> Acl {
-        let mut default = User::new(b"default");
-        for op in [&b"+@all"[..], b"~*", b"&*", b"on"] {
-            default.apply(op).expect("the default user's rules are valid");
-        }
-        match password {
-            Some(p) => default.passwords.push(hash_password(p)),
-            None => default.nopass = true,
-        }
+        let default_password = password.map(<[u8]>::to_vec);
         let mut users = BTreeMap::new();
-        users.insert(b"default".to_vec(), Arc::new(default));
+        users.insert(b"default".to_vec(), Arc::new(default_user(default_password.as_deref())));
         Acl {
+            default_password,
+            file: None,
             users: RwLock::new(users),
             generation: AtomicU64::new(1),
             log: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// [`Acl::new`] with its users read from `path` (`serve --aclfile`),
+    /// as [`Acl::load`] reads them.
+    pub fn with_file(password: Option<&[u8]>, path: &std::path::Path) -> Result<Acl, String> {
+        let mut acl = Acl::new(password);
+        acl.file = Some(path.to_owned());
+        acl.load()?;
+        Ok(acl)
+    }
+
+    /// This with `path` as its ACL file, its users as they are.
+    pub fn with_path(mut self, path: &std::path::Path) -> Acl {
+        self.file = Some(path.to_owned());
+        self
+    }
+
+    /// The ACL file, if the node has one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
+    }
+
+    /// ACL LOAD: replaces every user with those of the ACL file, one
+    /// `user NAME RULES...` line each (blank lines and `#` comments
+    /// skipped; words split at spaces, no quoting), as Redis's
+    /// `ACLLoadFromFile`: all or nothing. A file that does not define
+    /// `default` keeps the start's one. A missing file holds no user.
+    pub fn load(&self) -> Result<(), String> {
+        let Some(path) = &self.file else { return Err(NO_ACL_FILE.into()) };
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("ERR Error loading ACLs, opening file '{}': {e}", path.display())),
+        };
+        let mut users = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+            let words: Vec<Vec<u8>> =
+                line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).map(<[u8]>::to_vec).collect();
+            if words.is_empty() || words[0].starts_with(b"#") {
+                continue;
+            }
+            let at = format!("{}:{}", path.display(), i + 1);
+            if words[0] != b"user" || words.len() < 2 {
+                errors.push(format!("{at}: should start with user keyword"));
+                continue;
+            }
+            if users.contains_key(&words[1]) {
+                errors.push(format!("{at}: Duplicate user '{}' found", String::from_utf8_lossy(&words[1])));
+                continue;
+            }
+            match build_user(None, &words[1], &words[2..]) {
+                Ok(user) => {
+                    users.insert(words[1].clone(), Arc::new(user));
+                }
+                Err(e) => errors.push(format!("{at}: {}", e.trim_start_matches("ERR "))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(format!(
+                "ERR {}. WARNING: ACL errors detected, no change to the previously active ACL rules was performed",
+                errors.join(". ")
+            ));
+        }
+        users
+            .entry(b"default".to_vec())
+            .or_insert_with(|| Arc::new(default_user(self.default_password.as_deref())));
+        *self.write() = users;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// ACL SAVE: every user as a `user NAME RULES` line (passwords as
+    /// their SHA-256), written to a new file made durable before it
+    /// replaces the ACL file.
+    pub fn save(&self) -> Result<(), String> {
+        let Some(path) = &self.file else { return Err(NO_ACL_FILE.into()) };
+        let mut text = Vec::new();
+        for user in self.all() {
+            text.extend_from_slice(b"user ");
+            text.extend_from_slice(&user.name);
+            text.push(b' ');
+            text.extend_from_slice(&user.describe());
+            text.push(b'\n');
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        crate::storage::manifest::write_file_durably(dir, &name, &text).map_err(|e| {
+            tracing::error!(path = %path.display(), error = %e, "ACL SAVE failed");
+            "ERR There was an error trying to save the ACLs. Please check the server logs for more information".to_string()
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Arc<User>>> {
@@ -862,20 +952,8 @@ impl Acl {
     /// `ACL SETUSER name rules...`: every rule applied to a copy first,
     /// so a bad one changes nothing; Redis's error text otherwise.
     pub fn set_user(&self, name: &[u8], rules: &[Vec<u8>]) -> Result<(), String> {
-        if has_spaces(name) {
-            return Err("ERR Usernames can't contain spaces or null characters".into());
-        }
-        let rules = merge_selectors(rules)?;
         let mut users = self.write();
-        let mut user = users.get(name).map_or_else(|| User::new(name), |u| (**u).clone());
-        for rule in &rules {
-            if let Err(why) = user.apply(rule) {
-                return Err(format!(
-                    "ERR Error in ACL SETUSER modifier '{}': {why}",
-                    String::from_utf8_lossy(rule)
-                ));
-            }
-        }
+        let user = build_user(users.get(name).map(|u| &**u), name, rules)?;
         users.insert(name.to_vec(), Arc::new(user));
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -951,6 +1029,46 @@ impl Denied {
             client_info,
         }
     }
+}
+
+/// What ACL LOAD and SAVE answer on a node without `--aclfile` (Redis's
+/// words).
+pub const NO_ACL_FILE: &str = "ERR This Redis instance is not configured to use an ACL file. You \
+     may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE \
+     (assuming you have a Redis configuration file set) in order to store users in the Redis \
+     configuration.";
+
+/// The `default` user of a start: every permission, and `password` or
+/// `nopass`.
+fn default_user(password: Option<&[u8]>) -> User {
+    let mut default = User::new(b"default");
+    for op in [&b"+@all"[..], b"~*", b"&*", b"on"] {
+        default.apply(op).expect("the default user's rules are valid");
+    }
+    match password {
+        Some(p) => default.passwords.push(hash_password(p)),
+        None => default.nopass = true,
+    }
+    default
+}
+
+/// `existing` (or a new user `name`) with `rules` applied, or Redis's
+/// error for the first that is not valid.
+fn build_user(existing: Option<&User>, name: &[u8], rules: &[Vec<u8>]) -> Result<User, String> {
+    if has_spaces(name) {
+        return Err("ERR Usernames can't contain spaces or null characters".into());
+    }
+    let rules = merge_selectors(rules)?;
+    let mut user = existing.cloned().unwrap_or_else(|| User::new(name));
+    for rule in &rules {
+        if let Err(why) = user.apply(rule) {
+            return Err(format!(
+                "ERR Error in ACL SETUSER modifier '{}': {why}",
+                String::from_utf8_lossy(rule)
+            ));
+        }
+    }
+    Ok(user)
 }
 
 /// `ACL SETUSER`'s arguments with each `(...)` selector spread over
@@ -1130,6 +1248,27 @@ mod tests {
         );
         assert_eq!(acl.delete_users(&words("u nobody")), Ok(1));
         assert!(acl.delete_users(&words("default")).is_err());
+    }
+
+    #[test]
+    fn the_acl_file_round_trips_and_a_bad_one_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("users.acl");
+        let acl = Acl::with_file(Some(b"pw"), &path).expect("no file yet: no users");
+        acl.set_user(b"app", &words("on >s3 ~app:* +@read (+set ~w*)")).expect("ok");
+        acl.save().expect("saved");
+        let again = Acl::with_file(None, &path).expect("loads");
+        for name in [&b"default"[..], b"app"] {
+            assert_eq!(again.user(name), acl.user(name), "{}", String::from_utf8_lossy(name));
+        }
+        std::fs::write(&path, "# users\n\nuser x on +get\nuser x off\nbogus\nuser y +nosuch\n")
+            .expect("write");
+        let err = again.load().expect_err("refused");
+        assert!(err.contains(":4: Duplicate user 'x' found"), "{err}");
+        assert!(err.contains(":5: should start with user keyword"), "{err}");
+        assert!(err.contains(":6: Error in ACL SETUSER modifier '+nosuch'"), "{err}");
+        assert!(again.user(b"app").is_some(), "nothing changed");
+        assert_eq!(Acl::new(None).load(), Err(NO_ACL_FILE.into()));
     }
 
     #[test]

@@ -103,12 +103,22 @@ pub fn run(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
             Some(session) => bulk(session.user.name.clone()),
             None => Reply::Null,
         },
-        "load" | "save" => Reply::err(
-            "ERR This Redis instance is not configured to use an ACL file. You may want to \
-             specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming \
-             you have a Redis configuration file set) in order to store users in the Redis \
-             configuration.",
-        ),
+        "load" => match state.acl.load() {
+            Ok(()) => {
+                // Connections of users the file no longer has close.
+                for info in state.clients.all() {
+                    if state.acl.user(&info.user()).is_none() {
+                        info.kill();
+                    }
+                }
+                Reply::ok()
+            }
+            Err(e) => Reply::err(e),
+        },
+        "save" => match state.acl.save() {
+            Ok(()) => Reply::ok(),
+            Err(e) => Reply::err(e),
+        },
         "cat" if args.len() == 2 => {
             Reply::Array(super::acl::CATEGORIES.iter().map(|c| text(c)).collect())
         }

@@ -66,19 +66,12 @@ pub async fn execute(
         // Before MULTI queues it, as Redis's processCommand checks.
         let run = super::table::checked_subcommand(command, args).ok().flatten();
         if let Err(denied) = state.acl_check(conn, run.unwrap_or(command), args) {
-            super::stats::refused(conn);
-            if conn.multi.is_some() {
-                conn.multi_failed = true;
-            }
-            return (Reply::err(denied.message(run.unwrap_or(command).name)), Vec::new());
+            let text = denied.message(run.unwrap_or(command).name);
+            return (reject(conn, command.name, &text), Vec::new());
         }
         let denyoom = command.has(Flag::Denyoom) || run.is_some_and(|s| s.has(Flag::Denyoom));
         if refused_when_out_of_memory(conn, command.name, denyoom) && state.memory.over() {
-            super::stats::refused(conn);
-            if conn.multi.is_some() {
-                conn.multi_failed = true;
-            }
-            return (Reply::err(super::maxmemory::OOM), Vec::new());
+            return (reject(conn, command.name, super::maxmemory::OOM), Vec::new());
         }
     }
     if let Some(command) = found.filter(|c| c.handler == Handler::Transaction) {
@@ -214,6 +207,22 @@ pub async fn execute(
         );
     }
     (reply, db.take_durability())
+}
+
+/// The reply to command `name`, refused with error `text` before it ran
+/// (Redis's `rejectCommand`): a transaction it is queued in will abort;
+/// a refused EXEC discards its transaction with `EXECABORT`.
+fn reject(conn: &mut Conn, name: &str, text: &str) -> Reply {
+    super::stats::refused(conn);
+    if name == "exec" && conn.multi.take().is_some() {
+        conn.multi_failed = false;
+        conn.watched.clear();
+        return Reply::err(format!("EXECABORT Transaction discarded because of: {text}"));
+    }
+    if conn.multi.is_some() {
+        conn.multi_failed = true;
+    }
+    Reply::err(text)
 }
 
 /// Whether a command (`name`, `denyoom` its flag) is refused while the

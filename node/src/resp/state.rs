@@ -74,7 +74,14 @@ pub struct RespState {
 
 impl RespState {
     pub fn new(node: Arc<Node>) -> Self {
-        let acl = super::acl::Acl::new(node.auth.password().map(|p| p.expose()));
+        let password = node.auth.password().map(|p| p.expose());
+        let acl = match &node.config.acl_file {
+            Some(path) => super::acl::Acl::with_file(password, path).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the ACL file did not load: only the default user exists");
+                super::acl::Acl::new(password).with_path(path)
+            }),
+            None => super::acl::Acl::new(password),
+        };
         RespState {
             acl,
             memory: Default::default(),
