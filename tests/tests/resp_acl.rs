@@ -297,3 +297,38 @@ fn the_node_password_is_the_default_users() {
     assert_same(&mut r, &mut m, &[b"RESET"]);
     assert_same(&mut r, &mut m, &[b"GET", b"k"]);
 }
+
+#[test]
+fn users_outlive_a_restart_through_the_acl_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let file = dir.path().join("users.acl");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let mut node = Node::start_with(&data, &["--aclfile", file_arg]);
+    let mut c = RawResp::connect(node.resp_addr, 10);
+    for (line, want) in [
+        ("ACL SETUSER app on >s3cret ~app:* +@read +set", "+OK"),
+        ("ACL SAVE", "+OK"),
+        ("ACL SETUSER temp on nopass +@all ~*", "+OK"),
+        ("ACL LOAD", "+OK"),
+        ("ACL USERS", "*2\\r\\n$3\\r\\napp\\r\\n$7\\r\\ndefault"),
+    ] {
+        let got = show(&c.call_str(line));
+        assert!(got.starts_with(want), "{line}: {got}");
+    }
+    node.restart();
+    let mut c = RawResp::connect(node.resp_addr, 10);
+    assert_eq!(show(&c.call_str("AUTH app s3cret")), "+OK\\r\\n");
+    assert_eq!(show(&c.call_str("SET app:1 v")), "+OK\\r\\n");
+    assert!(show(&c.call_str("DEL app:1")).starts_with("-NOPERM"));
+    // A file that does not load changes nothing, and stops a start.
+    std::fs::write(&file, "user app on >x +@all\nuser bad +nosuchcommand\n").expect("write");
+    let mut admin = RawResp::connect(node.resp_addr, 10);
+    let got = show(&admin.call_str("ACL LOAD"));
+    assert!(got.contains(":2: Error in ACL SETUSER modifier '+nosuchcommand'"), "{got}");
+    assert_eq!(show(&c.call_str("AUTH app s3cret")), "+OK\\r\\n");
+    node.stop();
+    let stderr =
+        monotable_tests::serve_exits(&data, &["--aclfile", file_arg]).expect("the start stops");
+    assert!(stderr.contains("the ACL file does not load"), "{stderr}");
+}

@@ -96,15 +96,39 @@ fn a_scripts_call_errors_count_once_as_redis() {
         "EVAL \"return redis.error_reply('MY oops')\" 0",
         "EVAL \"error('plain')\" 0",
     ] {
-        same_lines(&mut r, &mut m, &["CONFIG RESETSTAT", "CONFIG SET maxmemory 1", script, "CONFIG SET maxmemory 0"]);
+        same_lines(
+            &mut r,
+            &mut m,
+            &["CONFIG RESETSTAT", "CONFIG SET maxmemory 1", script, "CONFIG SET maxmemory 0"],
+        );
         let errors = |c: &mut RawResp| {
             let info = String::from_utf8_lossy(&c.call(&[b"INFO", b"errorstats"])).into_owned();
             let mut lines: Vec<String> =
                 info.lines().filter(|l| l.starts_with("errorstat_")).map(str::to_owned).collect();
             let stats = String::from_utf8_lossy(&c.call(&[b"INFO", b"stats"])).into_owned();
-            lines.extend(stats.lines().filter(|l| l.starts_with("total_error_replies")).map(str::to_owned));
+            lines.extend(
+                stats.lines().filter(|l| l.starts_with("total_error_replies")).map(str::to_owned),
+            );
             lines
         };
         assert_eq!(errors(&mut m), errors(&mut r), "{script}");
     }
+}
+
+/// An EXEC refused (over maxmemory, or by ACL) discards its transaction
+/// with `EXECABORT ... because of: ...`, as Redis's rejectCommand.
+#[test]
+fn a_refused_exec_discards_its_transaction_as_redis() {
+    let twin = Twin::start();
+    let (mut r, mut m) = twin.connect(10);
+    let (mut r2, mut m2) = twin.connect(10);
+    same_lines(&mut r, &mut m, &["MULTI", "SET x 1", "GET x"]);
+    same_lines(&mut r2, &mut m2, &["CONFIG SET maxmemory 1"]);
+    same_lines(&mut r, &mut m, &["EXEC", "EXEC", "GET x"]);
+    same_lines(
+        &mut r2,
+        &mut m2,
+        &["CONFIG SET maxmemory 0", "ACL SETUSER u on nopass +@all -exec ~*"],
+    );
+    same_lines(&mut r, &mut m, &["AUTH u x", "MULTI", "SET x 1", "EXEC", "DISCARD", "GET x"]);
 }

@@ -836,13 +836,21 @@ impl Acl {
         let text = match std::fs::read(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("ERR Error loading ACLs, opening file '{}': {e}", path.display())),
+            Err(e) => {
+                return Err(format!(
+                    "ERR Error loading ACLs, opening file '{}': {e}",
+                    path.display()
+                ))
+            }
         };
         let mut users = BTreeMap::new();
         let mut errors = Vec::new();
         for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-            let words: Vec<Vec<u8>> =
-                line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).map(<[u8]>::to_vec).collect();
+            let words: Vec<Vec<u8>> = line
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
             if words.is_empty() || words[0].starts_with(b"#") {
                 continue;
             }
@@ -852,7 +860,10 @@ impl Acl {
                 continue;
             }
             if users.contains_key(&words[1]) {
-                errors.push(format!("{at}: Duplicate user '{}' found", String::from_utf8_lossy(&words[1])));
+                errors.push(format!(
+                    "{at}: Duplicate user '{}' found",
+                    String::from_utf8_lossy(&words[1])
+                ));
                 continue;
             }
             match build_user(None, &words[1], &words[2..]) {
@@ -889,7 +900,10 @@ impl Acl {
             text.extend_from_slice(&user.describe());
             text.push(b'\n');
         }
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         crate::storage::manifest::write_file_durably(dir, &name, &text).map_err(|e| {
             tracing::error!(path = %path.display(), error = %e, "ACL SAVE failed");

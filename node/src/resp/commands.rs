@@ -73,6 +73,11 @@ pub async fn execute(
         if refused_when_out_of_memory(conn, command.name, denyoom) && state.memory.over() {
             return (reject(conn, command.name, super::maxmemory::OOM), Vec::new());
         }
+        if !allows_busy(command, args) {
+            if let Some(busy) = state.scripts.busy.busy_error() {
+                return (reject(conn, command.name, busy), Vec::new());
+            }
+        }
     }
     if let Some(command) = found.filter(|c| c.handler == Handler::Transaction) {
         return (transaction(state, conn, command, args).await, Vec::new());
@@ -166,16 +171,25 @@ pub async fn execute(
     // and made again (or swapped) is never seen half done (a woken
     // XREADGROUP found its stream and not its group).
     let (mut shared, mut alone) = (None, None);
-    if matches!(name, "flushdb" | "flushall" | "swapdb") {
+    if allows_busy(command, args) {
+        // Touches no key (SCRIPT KILL, AUTH, SHUTDOWN...): runs while a
+        // script holds the gate, as Redis runs it while a script is busy.
+    } else if matches!(name, "flushdb" | "flushall" | "swapdb") {
         super::stripes::release_held();
-        alone = Some(state.gate.write().await);
+        match unless_busy(state, || state.gate.write()).await {
+            Ok(gate) => alone = Some(gate),
+            Err(busy) => return (reject(conn, name, busy), Vec::new()),
+        }
     } else {
         shared = Some(match state.gate.try_read() {
             Ok(gate) => gate,
             Err(_) => {
                 // EXEC runs alone and may want a stripe this burst holds.
                 super::stripes::release_held();
-                state.gate.read().await
+                match unless_busy(state, || state.gate.read()).await {
+                    Ok(gate) => gate,
+                    Err(busy) => return (reject(conn, name, busy), Vec::new()),
+                }
             }
         });
     }
@@ -207,6 +221,35 @@ pub async fn execute(
         );
     }
     (reply, db.take_durability())
+}
+
+/// Whether `command` (with `args`, for its subcommand) may run while a
+/// script is busy (Redis's `allow_busy` flag).
+fn allows_busy(command: &'static Command, args: &[Vec<u8>]) -> bool {
+    command.has(Flag::AllowBusy)
+        || super::table::checked_subcommand(command, args)
+            .is_ok_and(|s| s.is_some_and(|s| s.has(Flag::AllowBusy)))
+}
+
+/// Waits for `lock` (the gate, for reading or writing) unless a script is
+/// or turns busy meanwhile: then the BUSY error, as Redis answers the
+/// commands that arrive while a script is busy.
+async fn unless_busy<G, F: std::future::Future<Output = G>>(
+    state: &RespState,
+    lock: impl Fn() -> F,
+) -> Result<G, &'static str> {
+    loop {
+        let turned = state.scripts.busy.turned_busy.notified();
+        tokio::pin!(turned);
+        turned.as_mut().enable();
+        if let Some(busy) = state.scripts.busy.busy_error() {
+            return Err(busy);
+        }
+        tokio::select! {
+            gate = lock() => return Ok(gate),
+            () = &mut turned => {}
+        }
+    }
 }
 
 /// The reply to command `name`, refused with error `text` before it ran
@@ -459,7 +502,14 @@ async fn transaction(
             let unmade = matches!(placement, Placement::Unmade);
             let again = unmade.then(|| queue.clone());
             let done = {
-                let _gate = state.gate.write().await;
+                let _gate = match unless_busy(state, || state.gate.write()).await {
+                    Ok(gate) => gate,
+                    Err(busy) => {
+                        return Reply::err(format!(
+                            "EXECABORT Transaction discarded because of: {busy}"
+                        ))
+                    }
+                };
                 match watch_failed(state, &watched).await {
                     Ok(false) => {}
                     Ok(true) => return Reply::NullArray,
@@ -573,7 +623,10 @@ async fn script_alone(
     let unmade = matches!(placement, Placement::Unmade);
     let again = unmade.then(|| args.clone());
     let done = {
-        let _gate = state.gate.write().await;
+        let _gate = match unless_busy(state, || state.gate.write()).await {
+            Ok(gate) => gate,
+            Err(busy) => return Reply::err(busy),
+        };
         exec(state, conn, vec![args], !unmade, Unit::Script).await
     };
     match (done, again) {
@@ -747,6 +800,8 @@ async fn run_script(
     own.in_script = true;
     // Its calls are checked against the caller's ACL user.
     own.acl = conn.acl.clone();
+    let function = name.starts_with("fcall").then(|| String::from_utf8_lossy(&args[1]).into_owned());
+    let ticket = state.scripts.busy.begin(function, args);
     let mut running = super::scripting::start(state, script);
     let mut answer = None;
     // The errors its calls answered, each counted already (INFO
@@ -767,6 +822,7 @@ async fn run_script(
                 // SCRIPT_WRITE_DIRTY): the write is there either way.
                 if writes && !matches!(reply, Reply::Error(_)) {
                     out_of_memory = false;
+                    state.scripts.busy.wrote(ticket);
                 }
                 if let Reply::Error(e) = &reply {
                     state.stats.count_error(e);
@@ -774,7 +830,10 @@ async fn run_script(
                 }
                 answer = Some(reply);
             }
-            super::scripting::Step::Done(outcome) => {
+            super::scripting::Step::Done(mut outcome) => {
+                if state.scripts.busy.end(ticket) {
+                    outcome.reply = Reply::err(super::scripting::busy::KILLED);
+                }
                 if outcome.stopped {
                     overlay.restore(before);
                 }

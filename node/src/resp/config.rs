@@ -104,6 +104,7 @@ const LONG_MAX: i64 = i64::MAX;
 static PARAMS: &[Param] = &[
     param(&["appendonly"], Kind::Bool, "no"),
     param(&["bind"], Kind::Held, ""),
+    param(&["busy-reply-threshold", "lua-time-limit"], Kind::Int { min: 0, max: LONG_MAX }, "5000"),
     param(&["client-query-buffer-limit"], Kind::Memory { min: 1 << 20 }, "1073741824"),
     param(&["cluster-enabled"], Kind::Immutable, "no"),
     param(&["daemonize"], Kind::Immutable, "no"),
@@ -437,6 +438,7 @@ fn set(state: &RespState, pairs: &[Vec<u8>]) -> Reply {
             "hz" => value = number().clamp(1, 500).to_string(),
             "slowlog-log-slower-than" => state.slowlog.set_slower_than(number()),
             "slowlog-max-len" => state.slowlog.set_max_len(number().max(0) as u64),
+            "busy-reply-threshold" => state.scripts.busy.set_time_limit_ms(number().max(0) as u64),
             "maxmemory" => state.memory.set_limit(memory(&value).unwrap_or(0)),
             "latency-monitor-threshold" => state.latency.set_threshold(number()),
             "notify-keyspace-events" => {

@@ -144,6 +144,12 @@ impl Interrupt {
         self.view.store(true, Ordering::Release);
     }
 
+    /// Lets calls run again after [`Interrupt::stop_view`] (a script
+    /// VM, reused after SCRIPT KILL stopped one script).
+    pub fn clear_view(&self) {
+        self.view.store(false, Ordering::Release);
+    }
+
     /// Stops the calls of every view of the node.
     pub fn stop_node(&self) {
         self.node.store(true, Ordering::Release);

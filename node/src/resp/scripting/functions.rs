@@ -337,6 +337,7 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
         "list" => list(functions, args),
         "dump" => Reply::Bulk(encode(&functions.all())),
         "restore" if args.len() <= 4 => restore(state, args).await,
+        "stats" if state.scripts.busy.eval_running() => Reply::err(super::busy::BUSY_EVAL),
         "stats" => {
             let all = functions.all();
             let count = all.iter().map(|l| l.functions.len()).sum::<usize>();
@@ -344,12 +345,20 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
                 (Reply::bulk("libraries_count"), Reply::Int(all.len() as i64)),
                 (Reply::bulk("functions_count"), Reply::Int(count as i64)),
             ]);
+            let running = match state.scripts.busy.running_function() {
+                Some((name, command, ms)) => Reply::Map(vec![
+                    (Reply::bulk("name"), Reply::bulk(name.into_bytes())),
+                    (Reply::bulk("command"), Reply::Array(command.into_iter().map(Reply::Bulk).collect())),
+                    (Reply::bulk("duration_ms"), Reply::Int(ms as i64)),
+                ]),
+                None => Reply::Null,
+            };
             Reply::Map(vec![
-                (Reply::bulk("running_script"), Reply::Null),
+                (Reply::bulk("running_script"), running),
                 (Reply::bulk("engines"), Reply::Map(vec![(Reply::bulk("LUA"), lua)])),
             ])
         }
-        "kill" => Reply::err("NOTBUSY No scripts in execution right now."),
+        "kill" => state.scripts.busy.kill(false).map_or_else(Reply::err, |()| Reply::ok()),
         "help" => Reply::Array(HELP.iter().map(|l| Reply::Status((*l).to_owned())).collect()),
         "flush" | "restore" => syntax(),
         _ => super::super::errors::unknown_subcommand(&args[0], &args[1]),

@@ -10,11 +10,11 @@
 //! body this node knows.
 //!
 //! As in Redis, a script that raises an error keeps the writes it made
-//! before. A script that runs over its instruction budget
-//! ([`crate::view::sandbox::LUA_INSTRUCTIONS_MAX_PER_CALL`], the view
-//! functions' limit) is stopped, and none of its writes are applied: it
-//! cannot hold the node longer than that, so no other client ever sees a
-//! BUSY error, and SCRIPT KILL answers NOTBUSY.
+//! before. One that runs longer than `lua-time-limit` makes the node BUSY
+//! for other clients until it ends, and SCRIPT KILL (FUNCTION KILL) stops
+//! it unless it has written ([`busy`]). A script that runs over
+//! [`vm::SCRIPT_INSTRUCTIONS_MAX`] instructions, killed or not, is stopped
+//! and none of its writes are applied.
 //!
 //! The cache of scripts is per node, like Redis's per server: SCRIPT LOAD
 //! on one node does not make EVALSHA work on another. Bodies of scripts
@@ -22,6 +22,7 @@
 //! [`SCRIPT_CACHE_MAX_BYTES`]; EVALSHA of one answers NOSCRIPT, which
 //! clients answer by sending the body again.
 
+pub mod busy;
 pub mod functions;
 pub mod libs;
 pub mod vm;
@@ -53,6 +54,8 @@ pub struct Scripts {
     env: std::sync::OnceLock<crate::view::sandbox::LuaEnv>,
     /// FUNCTION's libraries.
     pub functions: functions::Functions,
+    /// The running script and the BUSY state.
+    pub busy: Arc<busy::Busy>,
 }
 
 #[derive(Default)]
@@ -420,7 +423,15 @@ pub fn start(state: &RespState, script: Invocation) -> Running {
 
 impl Scripts {
     fn env(&self, state: &RespState) -> crate::view::sandbox::LuaEnv {
-        self.env.get_or_init(|| state.node.lua_env()).clone()
+        self.env
+            .get_or_init(|| {
+                // The view flag of this environment is the scripts' own:
+                // SCRIPT KILL sets it, the next script clears it.
+                let env = state.node.lua_env();
+                self.busy.set_interrupt(env.interrupt.clone());
+                env
+            })
+            .clone()
     }
 
     /// Scripts cached for EVALSHA, and the bytes of their bodies (INFO's
@@ -493,7 +504,7 @@ pub async fn script(state: &RespState, args: &[Vec<u8>]) -> Reply {
             }
             _ => Reply::err("ERR SCRIPT FLUSH only support SYNC|ASYNC option"),
         },
-        ("kill", 2) => Reply::err("NOTBUSY No scripts in execution right now."),
+        ("kill", 2) => state.scripts.busy.kill(true).map_or_else(Reply::err, |()| Reply::ok()),
         ("help", 2) => Reply::Array(HELP.iter().map(|l| Reply::Status((*l).to_owned())).collect()),
         ("load" | "exists" | "flush" | "kill" | "help", _) => {
             Reply::err(format!("ERR wrong number of arguments for 'script|{sub}' command"))

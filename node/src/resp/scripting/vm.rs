@@ -54,6 +54,12 @@ pub struct Outcome {
     pub stopped: bool,
 }
 
+/// Instructions a script (or function) may run: far past any script a
+/// client waits for (minutes), a last stop for one that has written and
+/// so cannot be killed; its writes are then dropped. Other clients see the
+/// node BUSY long before (`lua-time-limit`, see [`super::busy`]).
+pub const SCRIPT_INSTRUCTIONS_MAX: u64 = 20_000_000_000;
+
 /// Nested tables a script's reply may have.
 const REPLY_DEPTH_MAX: usize = 256;
 /// Elements (of every level) a script's reply may have: a table that holds
@@ -478,7 +484,7 @@ impl ScriptVm {
     ) -> Outcome {
         let lua = &self.sandbox.lua;
         lua.set_app_data(Ctx { calls, answers, resp: 2 });
-        let result = self.sandbox.run(LUA_INSTRUCTIONS_MAX_PER_CALL, || {
+        let result = self.sandbox.run(SCRIPT_INSTRUCTIONS_MAX, || {
             let mut out = start()?.into_iter();
             let ok = matches!(out.next(), Some(Value::Boolean(true)));
             let value = out.next().unwrap_or(Value::Nil);
