@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use monotable_tests::show;
-use monotable_tests::{Node, RawResp, Redis};
+use monotable_tests::{Node, RawResp, Redis, Twin};
 
 fn words(line: &str) -> Vec<Vec<u8>> {
     line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
@@ -315,5 +315,46 @@ fn client_unblock_answers_as_redis() {
     let node = Node::start(dir.path());
     for resp3 in [false, true] {
         assert_eq!(unblock_session(node.resp_addr, resp3), unblock_session(redis.addr, resp3));
+    }
+}
+
+/// The reply to a push comes after the blocked clients it woke have run,
+/// each after those it woke in turn, as Redis serves blocked clients
+/// before it replies: right after an RPUSH, a circle of two BRPOPLPUSH
+/// clients has moved the element round and back, on both servers.
+/// Postmortem: the RPUSH replied first, and a read right after it found
+/// the element where the first BRPOPLPUSH had not yet taken it.
+#[test]
+fn a_push_replies_after_the_blocked_clients_it_served() {
+    let twin = Twin::start();
+    let observe = |addr: SocketAddr| -> Vec<String> {
+        let mut r = RawResp::connect(addr, 10);
+        let mut rd1 = RawResp::connect(addr, 10);
+        let mut rd2 = RawResp::connect(addr, 10);
+        let mut out = Vec::new();
+        for round in 0..20 {
+            r.call(&[b"DEL", b"list1", b"list2"]);
+            rd1.send(&[b"BRPOPLPUSH", b"list1", b"list2", b"0"]);
+            rd2.send(&[b"BRPOPLPUSH", b"list2", b"list1", b"0"]);
+            wait_blocked(&mut r, 2);
+            let value = format!("v{round}");
+            out.push(show(&r.call(&[b"RPUSH", b"list1", value.as_bytes()])));
+            out.push(show(&r.call(&[b"LRANGE", b"list1", b"0", b"-1"])));
+            out.push(show(&r.call(&[b"LRANGE", b"list2", b"0", b"-1"])));
+            out.push(show(&rd1.reply().expect("served")));
+            out.push(show(&rd2.reply().expect("served")));
+        }
+        out
+    };
+    assert_eq!(observe(twin.node.resp_addr), observe(twin.redis.addr));
+}
+
+/// Waits until INFO counts `n` blocked clients.
+fn wait_blocked(c: &mut RawResp, n: usize) {
+    let want = format!("blocked_clients:{n}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&c.call(&[b"INFO", b"clients"])).contains(&want) {
+        assert!(std::time::Instant::now() < deadline, "never {want}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

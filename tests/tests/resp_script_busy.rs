@@ -34,7 +34,9 @@ fn steps(addr: std::net::SocketAddr) -> Vec<String> {
     out.push(show(&admin.call_str("SCRIPT KILL")));
     let killed = show(&script.reply().expect("the script's reply"));
     // Redis adds where the script was (" script: SHA, on @user_script:N.").
-    out.push(killed.split(" script:").next().unwrap_or_default().trim_end_matches("\\r\\n").to_owned());
+    out.push(
+        killed.split(" script:").next().unwrap_or_default().trim_end_matches("\\r\\n").to_owned(),
+    );
     out.push(show(&admin.call_str("PING")));
     out.push(show(&admin.call_str("SCRIPT KILL")));
     // A script that wrote cannot be killed; it ends on its own here.

@@ -23,11 +23,19 @@
 //! non-blocking form; the connection's node runs it again every
 //! [`POLL_INTERVAL_MS`] until it gets an element or its timeout passes.
 //!
+//! The client whose write woke blocked clients gets its reply once they
+//! have run their command again (each after the clients it woke in turn),
+//! as Redis serves blocked clients before it replies to the command that
+//! served them: after an RPUSH's reply, a BRPOPLPUSH it woke has moved the
+//! element ([`Wake`], [`served`]). Waiting for them is bounded by
+//! [`SERVED_WAIT_MAX_MS`].
+//!
 //! Differences from Redis: a client that is not blocked may take a pushed
 //! element before the blocked client that was first in line (Redis serves
-//! blocked clients before running the next command); on a replicated
-//! database, clients blocked on one key are not served in the order they
-//! blocked.
+//! blocked clients before running the next command), and a pipelined
+//! command after the write may run before them (they are waited for once
+//! per batch of the pipeline); on a replicated database, clients blocked
+//! on one key are not served in the order they blocked.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,9 +53,65 @@ use crate::error::NodeResult;
 /// How often a command blocked on a replicated database runs again.
 pub const POLL_INTERVAL_MS: u64 = 100;
 
+/// How long a client waits, before it replies, for the blocked clients its
+/// writes woke to run again (a bound for a stalled one; they take far less).
+pub const SERVED_WAIT_MAX_MS: u64 = 1_000;
+
+/// A blocked connection's wake-up: the notification, and one
+/// acknowledgement per wake-up given, dropped (so answered) once the
+/// connection has run its command again.
+#[derive(Default)]
+pub struct Wake {
+    pub notify: Notify,
+    acks: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Wake {
+    /// The acknowledgements of the wake-ups given so far: dropping them
+    /// tells their givers this connection has run again.
+    pub fn take_acks(&self) -> Vec<tokio::sync::oneshot::Sender<()>> {
+        std::mem::take(&mut *self.acks.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Wakes the connection; the giver (this task, if it runs commands of
+    /// a client) waits for it in [`served`].
+    fn wake(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.acks.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        let _ = WOKEN.try_with(|w| w.borrow_mut().push(rx));
+        self.notify.notify_one();
+    }
+}
+
+tokio::task_local! {
+    /// The wake-ups a client's commands gave, not yet waited for.
+    static WOKEN: std::cell::RefCell<Vec<tokio::sync::oneshot::Receiver<()>>>;
+}
+
+/// Runs `f` (a connection's whole life) so that the wake-ups its commands
+/// give can be waited for ([`served`]).
+pub async fn recording_wakes<F: std::future::Future>(f: F) -> F::Output {
+    WOKEN.scope(std::cell::RefCell::new(Vec::new()), f).await
+}
+
+/// Waits (at most [`SERVED_WAIT_MAX_MS`]) until the clients this task's
+/// commands woke have run again. Call it holding no stripe nor the gate.
+pub async fn served() {
+    let woken = WOKEN.try_with(|w| std::mem::take(&mut *w.borrow_mut())).unwrap_or_default();
+    if woken.is_empty() {
+        return;
+    }
+    let all = async {
+        for rx in woken {
+            let _ = rx.await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(SERVED_WAIT_MAX_MS), all).await;
+}
+
 /// The clients waiting on one key, in the order they blocked: (client id,
 /// its wake-up).
-type Line = VecDeque<(u64, Arc<Notify>)>;
+type Line = VecDeque<(u64, Arc<Wake>)>;
 
 /// Lines by database and key.
 type Lines = HashMap<u32, HashMap<Vec<u8>, Line>>;
@@ -68,11 +132,11 @@ impl Waiters {
     }
 
     /// Puts client `id` at the end of the line of each of `keys`.
-    pub fn register(&self, db: u32, keys: &[Vec<u8>], id: u64, notify: &Arc<Notify>) {
+    pub fn register(&self, db: u32, keys: &[Vec<u8>], id: u64, wake: &Arc<Wake>) {
         let mut queues = self.lock();
         let per_db = queues.entry(db).or_default();
         for k in keys {
-            per_db.entry(k.clone()).or_default().push_back((id, notify.clone()));
+            per_db.entry(k.clone()).or_default().push_back((id, wake.clone()));
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
     }
@@ -103,8 +167,8 @@ impl Waiters {
             return;
         }
         let queues = self.lock();
-        for (_, notify) in queues.get(&db).and_then(|d| d.get(key)).into_iter().flatten() {
-            notify.notify_one();
+        for (_, wake) in queues.get(&db).and_then(|d| d.get(key)).into_iter().flatten() {
+            wake.wake();
         }
     }
 
@@ -116,8 +180,8 @@ impl Waiters {
         }
         let queues = self.lock();
         for line in queues.get(&db).into_iter().flat_map(|d| d.values()) {
-            for (_, notify) in line {
-                notify.notify_one();
+            for (_, wake) in line {
+                wake.wake();
             }
         }
     }
@@ -130,7 +194,7 @@ impl Waiters {
         }
         let queues = self.lock();
         if let Some(first) = queues.get(&db).and_then(|d| d.get(key)).and_then(|l| l.front()) {
-            first.1.notify_one();
+            first.1.wake();
         }
     }
 }
@@ -461,21 +525,44 @@ mod tests {
     #[tokio::test]
     async fn the_first_to_block_is_woken_first_and_leaving_frees_the_line() {
         let w = Waiters::default();
-        let (a, b) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (a, b) = (Arc::new(Wake::default()), Arc::new(Wake::default()));
         w.register(0, &[b"k".to_vec()], 1, &a);
         w.register(0, &[b"k".to_vec(), b"j".to_vec()], 2, &b);
         w.signal(0, b"k");
-        tokio::time::timeout(Duration::from_secs(1), a.notified()).await.expect("a woken");
+        tokio::time::timeout(Duration::from_secs(1), a.notify.notified()).await.expect("a woken");
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), b.notified()).await.is_err(),
+            tokio::time::timeout(Duration::from_millis(50), b.notify.notified()).await.is_err(),
             "b still waits"
         );
         w.unregister(0, &[b"k".to_vec()], 1);
         w.signal(0, b"k");
-        tokio::time::timeout(Duration::from_secs(1), b.notified()).await.expect("b woken");
+        tokio::time::timeout(Duration::from_secs(1), b.notify.notified()).await.expect("b woken");
         w.signal(0, b"j");
         w.unregister(0, &[b"k".to_vec(), b"j".to_vec()], 2);
         assert!(w.lock().is_empty() && w.waiting.load(Ordering::Acquire) == 0);
         w.signal(1, b"k");
+    }
+
+    #[tokio::test]
+    async fn a_writer_waits_until_the_clients_it_woke_have_run() {
+        recording_wakes(async {
+            let w = Waiters::default();
+            let wake = Arc::new(Wake::default());
+            w.register(0, &[b"k".to_vec()], 1, &wake);
+            w.signal(0, b"k");
+            let acks = wake.take_acks();
+            assert_eq!(acks.len(), 1);
+            let started = std::time::Instant::now();
+            let answer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(acks);
+            });
+            served().await;
+            assert!(started.elapsed() >= Duration::from_millis(100), "waited for the ack");
+            answer.await.expect("answered");
+            // Nothing woken: no wait.
+            served().await;
+        })
+        .await;
     }
 }

@@ -800,7 +800,8 @@ async fn run_script(
     own.in_script = true;
     // Its calls are checked against the caller's ACL user.
     own.acl = conn.acl.clone();
-    let function = name.starts_with("fcall").then(|| String::from_utf8_lossy(&args[1]).into_owned());
+    let function =
+        name.starts_with("fcall").then(|| String::from_utf8_lossy(&args[1]).into_owned());
     let ticket = state.scripts.busy.begin(function, args);
     let mut running = super::scripting::start(state, script);
     let mut answer = None;

@@ -102,7 +102,8 @@ fn accept(
         actix_rt::spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
                 state.stats.connections_received.fetch_add(1, Ordering::Relaxed);
-                connection(state.clone(), closing, stream, peer).await;
+                super::blocking::recording_wakes(connection(state.clone(), closing, stream, peer))
+                    .await;
             }
             open.fetch_sub(1, Ordering::AcqRel);
         });
@@ -141,6 +142,9 @@ async fn connection(
         // run until they are written.
         loop {
             let batch = run_batch(&state, &mut conn, &mut requests, peer).await;
+            // Blocked clients its writes woke run before it gets its
+            // replies, as Redis serves them before replying.
+            super::blocking::served().await;
             if !batch.out.is_empty() {
                 if stream.write_all(&batch.out).await.is_err() {
                     return;
@@ -233,15 +237,18 @@ async fn wait_blocked(
     closing: &mut watch::Receiver<bool>,
 ) -> bool {
     let Some(block) = conn.block.take() else { return true };
-    let notify = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::new(super::blocking::Wake::default());
     if !block.poll {
-        state.blocking.register(block.db, &block.keys, conn.id, &notify);
+        state.blocking.register(block.db, &block.keys, conn.id, &wake);
         // Runs once more at once: a write between the command's first run
         // and this registration signalled no one.
         // Postmortem: an LPUSH sent right after a BLPOP could land in that
         // gap, and the client waited for the next write to the key.
-        notify.notify_one();
+        wake.notify.notify_one();
     }
+    // The wake-ups of the run that serves it, answered once the clients
+    // that run woke in turn have run (see `blocking::served`).
+    let mut acks = Vec::new();
     let deadline = block.deadline.map(tokio::time::Instant::from_std);
     let info = conn.info.clone();
     info.set_waiting(true);
@@ -251,7 +258,7 @@ async fn wait_blocked(
             if block.poll {
                 tokio::time::sleep(poll).await
             } else {
-                notify.notified().await
+                wake.notify.notified().await
             }
         };
         let timed_out = async {
@@ -302,12 +309,15 @@ async fn wait_blocked(
                 if info.is_killed() {
                     break None;
                 }
+                acks = wake.take_acks();
                 conn.retrying = true;
                 let done = super::stripes::with_burst(execute(state, conn, &block.args)).await;
                 conn.retrying = false;
                 if conn.block.take().is_none() {
                     break Some(done);
                 }
+                // Found nothing: this run is done.
+                acks.clear();
                 // Blocked again: this run is not the one that serves it.
                 conn.running = None;
             }
@@ -321,6 +331,13 @@ async fn wait_blocked(
             state.blocking.signal(block.db, k);
         }
     }
+    // Out of every line first, so a client it woke that pushes back to
+    // one of its keys does not wait for it in turn; wake-ups given since
+    // its run began are answered now (its own, for the next in line, among
+    // them: it would wait for itself).
+    drop(wake.take_acks());
+    super::blocking::served().await;
+    drop(acks);
     let Some((reply, durability)) = outcome else { return false };
     let read_upto = state.node.clock.last_allocated();
     let mut out = Vec::new();

@@ -88,11 +88,7 @@ impl Busy {
 
     /// A script starts (`function` for FCALL): it turns busy after the time
     /// limit unless it has ended by then.
-    pub fn begin(
-        self: &Arc<Self>,
-        function: Option<String>,
-        command: &[Vec<u8>],
-    ) -> Ticket {
+    pub fn begin(self: &Arc<Self>, function: Option<String>, command: &[Vec<u8>]) -> Ticket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(interrupt) = self.interrupt.get() {
             interrupt.clear_view();

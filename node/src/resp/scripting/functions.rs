@@ -348,7 +348,10 @@ pub async fn command(state: &RespState, args: &[Vec<u8>]) -> Reply {
             let running = match state.scripts.busy.running_function() {
                 Some((name, command, ms)) => Reply::Map(vec![
                     (Reply::bulk("name"), Reply::bulk(name.into_bytes())),
-                    (Reply::bulk("command"), Reply::Array(command.into_iter().map(Reply::Bulk).collect())),
+                    (
+                        Reply::bulk("command"),
+                        Reply::Array(command.into_iter().map(Reply::Bulk).collect()),
+                    ),
                     (Reply::bulk("duration_ms"), Reply::Int(ms as i64)),
                 ]),
                 None => Reply::Null,
