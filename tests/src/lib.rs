@@ -547,6 +547,30 @@ pub fn assert_same_line(redis: &mut RawResp, mono: &mut RawResp, line: &str) {
     assert_same(redis, mono, &words);
 }
 
+/// The words of `line` split at single spaces, a `"..."` being one word
+/// (its quotes dropped): a script body in one line of a test.
+pub fn quoted_words(line: &str) -> Vec<Vec<u8>> {
+    let (mut out, mut word, mut quoted) = (Vec::new(), Vec::new(), false);
+    for b in line.bytes() {
+        match b {
+            b'"' => quoted = !quoted,
+            b' ' if !quoted => out.push(std::mem::take(&mut word)),
+            _ => word.push(b),
+        }
+    }
+    out.push(word);
+    out
+}
+
+/// [`assert_same`] for each of `lines`, split by [`quoted_words`].
+pub fn assert_same_quoted(redis: &mut RawResp, mono: &mut RawResp, lines: &[&str]) {
+    for line in lines {
+        let words = quoted_words(line);
+        let args: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+        assert_same(redis, mono, &args);
+    }
+}
+
 /// [`assert_same`] for replies whose order Redis leaves open: the same
 /// RESP lines, in any order.
 pub fn assert_same_lines(redis: &mut RawResp, mono: &mut RawResp, args: &[&[u8]]) {

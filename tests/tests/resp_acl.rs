@@ -3,35 +3,15 @@
 //! MULTI and in scripts (`redis.acl_check_cmd`); AUTH, HELLO AUTH, RESET,
 //! ACL LOG and DRYRUN; and the node's password as the `default` user's.
 
-use monotable_tests::{assert_same, assert_same_lines, show, Node, RawResp, Twin};
-
-/// Words of `line` split at spaces, a `"..."` being one word.
-fn words(line: &str) -> Vec<Vec<u8>> {
-    let (mut out, mut word, mut quoted) = (Vec::new(), Vec::new(), false);
-    for b in line.bytes() {
-        match b {
-            b'"' => quoted = !quoted,
-            b' ' if !quoted => out.push(std::mem::take(&mut word)),
-            _ => word.push(b),
-        }
-    }
-    out.push(word);
-    out
-}
-
-fn same_lines(r: &mut RawResp, m: &mut RawResp, lines: &[&str]) {
-    for line in lines {
-        let words = words(line);
-        let args: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
-        assert_same(r, m, &args);
-    }
-}
+use monotable_tests::{
+    assert_same, assert_same_lines, assert_same_quoted, show, Node, RawResp, Twin,
+};
 
 #[test]
 fn users_are_made_listed_and_removed_as_redis() {
     let twin = Twin::start();
     let (mut r, mut m) = twin.connect(10);
-    same_lines(
+    assert_same_quoted(
         &mut r,
         &mut m,
         &[
@@ -105,7 +85,7 @@ fn users_are_made_listed_and_removed_as_redis() {
 fn permissions_are_enforced_as_redis() {
     let twin = Twin::start();
     let (mut admin_r, mut admin_m) = twin.connect(10);
-    same_lines(
+    assert_same_quoted(
         &mut admin_r,
         &mut admin_m,
         &[
@@ -119,7 +99,7 @@ fn permissions_are_enforced_as_redis() {
         ],
     );
     let (mut r, mut m) = twin.connect(10);
-    same_lines(
+    assert_same_quoted(
         &mut r,
         &mut m,
         &[
@@ -173,13 +153,13 @@ fn permissions_are_enforced_as_redis() {
     );
     // A subscriber may subscribe to its channels only.
     let (mut r, mut m) = twin.connect(10);
-    same_lines(
+    assert_same_quoted(
         &mut r,
         &mut m,
         &["AUTH app pw", "SUBSCRIBE gossip", "PSUBSCRIBE news.*x", "SUBSCRIBE news.a"],
     );
     // DRYRUN answers for any user without running anything.
-    same_lines(
+    assert_same_quoted(
         &mut admin_r,
         &mut admin_m,
         &[
@@ -218,13 +198,13 @@ fn log_summary(c: &mut RawResp) -> String {
 fn denials_are_logged_as_redis() {
     let twin = Twin::start();
     let (mut admin_r, mut admin_m) = twin.connect(10);
-    same_lines(
+    assert_same_quoted(
         &mut admin_r,
         &mut admin_m,
         &["ACL LOG RESET", "ACL SETUSER u on >pw +get +multi +eval ~k* &c", "ACL LOG"],
     );
     let (mut r, mut m) = twin.connect(10);
-    same_lines(
+    assert_same_quoted(
         &mut r,
         &mut m,
         &[
@@ -246,14 +226,14 @@ fn denials_are_logged_as_redis() {
         "{newest}"
     );
     assert_eq!(show(&admin_m.call(&[b"ACL", b"LOG", b"0"])), "*0\\r\\n");
-    same_lines(&mut admin_r, &mut admin_m, &["ACL LOG RESET", "ACL LOG"]);
+    assert_same_quoted(&mut admin_r, &mut admin_m, &["ACL LOG RESET", "ACL LOG"]);
 }
 
 #[test]
 fn removed_users_lose_their_connections_and_client_list_names_users() {
     let twin = Twin::start();
     let (mut r, mut m) = twin.connect(10);
-    same_lines(&mut r, &mut m, &["ACL SETUSER gone on nopass +@all ~*"]);
+    assert_same_quoted(&mut r, &mut m, &["ACL SETUSER gone on nopass +@all ~*"]);
     for (addr, c) in [(twin.redis.addr, &mut r), (twin.node.resp_addr, &mut m)] {
         let mut other = RawResp::connect(addr, 10);
         assert_eq!(show(&other.call(&[b"AUTH", b"gone", b"x"])), "+OK\\r\\n");
@@ -275,7 +255,7 @@ fn the_node_password_is_the_default_users() {
     let redis = monotable_tests::Redis::start_with(&["--requirepass", "sekrit"]);
     let mut r = RawResp::connect(redis.addr, 10);
     let mut m = RawResp::connect(node.resp_addr, 10);
-    same_lines(
+    assert_same_quoted(
         &mut r,
         &mut m,
         &[
@@ -293,7 +273,7 @@ fn the_node_password_is_the_default_users() {
         let hello = show(&c.call(&[b"HELLO", b"2", b"AUTH", b"default", b"sekrit"]));
         assert!(hello.starts_with("*14\\r\\n$6\\r\\nserver"), "{hello}");
     }
-    same_lines(&mut r, &mut m, &["ACL WHOAMI", "HELLO 2 AUTH ro nope", "ACL WHOAMI"]);
+    assert_same_quoted(&mut r, &mut m, &["ACL WHOAMI", "HELLO 2 AUTH ro nope", "ACL WHOAMI"]);
     assert_same(&mut r, &mut m, &[b"RESET"]);
     assert_same(&mut r, &mut m, &[b"GET", b"k"]);
 }

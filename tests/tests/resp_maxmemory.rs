@@ -5,35 +5,13 @@
 //! writing calls fail; with one it is refused whole unless `allow-oom` or
 //! `no-writes`), and `maxmemory 0` lifts it all.
 
-use monotable_tests::{assert_same, RawResp, Twin};
-
-/// Words of `line` split at spaces, a `"..."` being one word.
-fn words(line: &str) -> Vec<Vec<u8>> {
-    let (mut out, mut word, mut quoted) = (Vec::new(), Vec::new(), false);
-    for b in line.bytes() {
-        match b {
-            b'"' => quoted = !quoted,
-            b' ' if !quoted => out.push(std::mem::take(&mut word)),
-            _ => word.push(b),
-        }
-    }
-    out.push(word);
-    out
-}
-
-fn same_lines(r: &mut RawResp, m: &mut RawResp, lines: &[&str]) {
-    for line in lines {
-        let words = words(line);
-        let args: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
-        assert_same(r, m, &args);
-    }
-}
+use monotable_tests::{assert_same_quoted, RawResp, Twin};
 
 #[test]
 fn over_maxmemory_writes_are_refused_as_redis_noeviction() {
     let twin = Twin::start();
     let (mut r, mut m) = twin.connect(10);
-    same_lines(
+    assert_same_quoted(
         &mut r,
         &mut m,
         &[
@@ -96,7 +74,7 @@ fn a_scripts_call_errors_count_once_as_redis() {
         "EVAL \"return redis.error_reply('MY oops')\" 0",
         "EVAL \"error('plain')\" 0",
     ] {
-        same_lines(
+        assert_same_quoted(
             &mut r,
             &mut m,
             &["CONFIG RESETSTAT", "CONFIG SET maxmemory 1", script, "CONFIG SET maxmemory 0"],
@@ -122,13 +100,17 @@ fn a_refused_exec_discards_its_transaction_as_redis() {
     let twin = Twin::start();
     let (mut r, mut m) = twin.connect(10);
     let (mut r2, mut m2) = twin.connect(10);
-    same_lines(&mut r, &mut m, &["MULTI", "SET x 1", "GET x"]);
-    same_lines(&mut r2, &mut m2, &["CONFIG SET maxmemory 1"]);
-    same_lines(&mut r, &mut m, &["EXEC", "EXEC", "GET x"]);
-    same_lines(
+    assert_same_quoted(&mut r, &mut m, &["MULTI", "SET x 1", "GET x"]);
+    assert_same_quoted(&mut r2, &mut m2, &["CONFIG SET maxmemory 1"]);
+    assert_same_quoted(&mut r, &mut m, &["EXEC", "EXEC", "GET x"]);
+    assert_same_quoted(
         &mut r2,
         &mut m2,
         &["CONFIG SET maxmemory 0", "ACL SETUSER u on nopass +@all -exec ~*"],
     );
-    same_lines(&mut r, &mut m, &["AUTH u x", "MULTI", "SET x 1", "EXEC", "DISCARD", "GET x"]);
+    assert_same_quoted(
+        &mut r,
+        &mut m,
+        &["AUTH u x", "MULTI", "SET x 1", "EXEC", "DISCARD", "GET x"],
+    );
 }
