@@ -51,6 +51,10 @@ pub struct NodeConfig {
     /// Memory all Lua VMs of views may reserve together (each reserves its
     /// own limit while it lives): `serve --lua-memory-max-bytes`.
     pub lua_memory_max_bytes: usize,
+    /// Instructions an EVAL script or FCALL function may run before it is
+    /// stopped, none of its writes applied (`serve
+    /// --script-instructions-max`).
+    pub script_instructions_max: u64,
     /// `serve --join`: a node of the cluster to join (on a node that has
     /// not joined one yet).
     pub join: Option<String>,
@@ -90,6 +94,7 @@ impl Default for NodeConfig {
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
             recover_catalog: false,
             lua_memory_max_bytes: crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES,
+            script_instructions_max: crate::resp::scripting::vm::SCRIPT_INSTRUCTIONS_MAX,
             join: None,
             advertise: None,
             raft_timing: crate::consensus::Timing::PRODUCTION,

@@ -196,7 +196,10 @@ fn an_intent_found_at_start_is_completed() {
 fn a_flush_inside_a_transaction_takes_its_held_writes_too() {
     let redis_server = Redis::start();
     let dir = tempfile::tempdir().expect("tmp");
-    let node = monotable_tests::small_chunked_redis_node(dir.path());
+    // Scripts stopped at 10M instructions (seconds, not minutes): the
+    // stopped script below has written, so SCRIPT KILL cannot stop it.
+    let node = Node::start_with(dir.path(), &["--script-instructions-max", "10000000"]);
+    ok(cli(node.addr, &["range", "create", "redis.0", "--chunk-size", "4KiB"]));
     let mut redis = RawResp::connect(redis_server.addr, 30);
     let mut mono = RawResp::connect(node.resp_addr, 30);
     let mut same = |args: &[&[u8]]| {

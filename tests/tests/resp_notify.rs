@@ -347,7 +347,7 @@ fn background_expiry_raises_expired_and_unapplied_writes_raise_nothing() {
 #[test]
 fn a_stopped_script_raises_no_events() {
     let dir = tempfile::tempdir().expect("tmp");
-    let node = Node::start(dir.path());
+    let node = Node::start_with(dir.path(), &["--script-instructions-max", "10000000"]);
     let mut c = RawResp::connect(node.resp_addr, 60);
     c.call_str("CONFIG SET notify-keyspace-events E$");
     let mut sub = RawResp::connect(node.resp_addr, 60);

@@ -320,7 +320,7 @@ fn concurrent_scripts_run_alone() {
 #[test]
 fn a_script_over_its_budget_is_stopped_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(dir.path());
+    let node = Node::start_with(dir.path(), &["--script-instructions-max", "10000000"]);
     let mut c = RawResp::connect(node.resp_addr, 60);
     let body = "redis.call('set', 'written', 'yes') \
                 while true do pcall(function() while true do end end) end";

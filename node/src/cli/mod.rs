@@ -279,6 +279,11 @@ struct ServeArgs {
     /// reserves its own limit (64 MiB) from it while it lives.
     #[arg(long, default_value_t = crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES)]
     lua_memory_max_bytes: usize,
+    /// Instructions an EVAL script or FCALL function may run before it is
+    /// stopped with none of its writes applied (a last stop for one that
+    /// has written and cannot be killed; SCRIPT KILL stops the others).
+    #[arg(long, default_value_t = crate::resp::scripting::vm::SCRIPT_INSTRUCTIONS_MAX)]
+    script_instructions_max: u64,
     /// When writes are fsynced: always (before each acknowledgement, many
     /// writes per fsync), interval (every --fsync-interval-ms), never (left
     /// to the OS).
@@ -479,6 +484,7 @@ fn serve(args: ServeArgs) -> i32 {
     config.sink_outage_max_ms = args.sink_outage_max_ms;
     config.recover_catalog = args.recover_catalog;
     config.lua_memory_max_bytes = args.lua_memory_max_bytes;
+    config.script_instructions_max = args.script_instructions_max.max(1);
     config.join = args.join;
     config.advertise = args.advertise_addr;
     config.raft_timing = crate::consensus::Timing {

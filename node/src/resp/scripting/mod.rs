@@ -385,6 +385,7 @@ impl Running {
 pub fn start(state: &RespState, script: Invocation) -> Running {
     let scripts = state.scripts.clone();
     let env = state.scripts.env(state);
+    let budget = state.node.config.script_instructions_max;
     let (calls_tx, calls) = tokio::sync::mpsc::unbounded_channel();
     let (answers, answers_rx) = std::sync::mpsc::channel();
     let done = on_lua_thread(move || {
@@ -393,6 +394,7 @@ pub fn start(state: &RespState, script: Invocation) -> Running {
             Ok(vm) => vm,
             Err(text) => return Outcome { reply: Reply::err(text), stopped: false },
         };
+        vm.budget = budget;
         let outcome = match &script.program {
             Program::Script { sha, body: whole } => {
                 let (_, skip) = shebang(whole).unwrap_or((false, 0));

@@ -54,10 +54,11 @@ pub struct Outcome {
     pub stopped: bool,
 }
 
-/// Instructions a script (or function) may run: far past any script a
-/// client waits for (minutes), a last stop for one that has written and
-/// so cannot be killed; its writes are then dropped. Other clients see the
-/// node BUSY long before (`lua-time-limit`, see [`super::busy`]).
+/// Instructions a script (or function) may run by default
+/// (`serve --script-instructions-max`): far past any script a client waits
+/// for (minutes), a last stop for one that has written and so cannot be
+/// killed; its writes are then dropped. Other clients see the node BUSY
+/// long before (`lua-time-limit`, see [`super::busy`]).
 pub const SCRIPT_INSTRUCTIONS_MAX: u64 = 20_000_000_000;
 
 /// Nested tables a script's reply may have.
@@ -312,6 +313,8 @@ pub struct ScriptVm {
     call_function: Function,
     /// Library name -> { function name -> callback }, as loaded here.
     libraries: Table,
+    /// Instructions a script may run (`serve --script-instructions-max`).
+    pub budget: u64,
     /// The code each library here was loaded from.
     loaded: std::collections::HashMap<String, std::sync::Arc<[u8]>>,
 }
@@ -357,6 +360,7 @@ impl ScriptVm {
             call_function,
             libraries,
             loaded: Default::default(),
+            budget: SCRIPT_INSTRUCTIONS_MAX,
         })
     }
 
@@ -484,7 +488,7 @@ impl ScriptVm {
     ) -> Outcome {
         let lua = &self.sandbox.lua;
         lua.set_app_data(Ctx { calls, answers, resp: 2 });
-        let result = self.sandbox.run(SCRIPT_INSTRUCTIONS_MAX, || {
+        let result = self.sandbox.run(self.budget, || {
             let mut out = start()?.into_iter();
             let ok = matches!(out.next(), Some(Value::Boolean(true)));
             let value = out.next().unwrap_or(Value::Nil);
