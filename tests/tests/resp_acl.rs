@@ -305,10 +305,66 @@ fn users_outlive_a_restart_through_the_acl_file() {
     std::fs::write(&file, "user app on >x +@all\nuser bad +nosuchcommand\n").expect("write");
     let mut admin = RawResp::connect(node.resp_addr, 10);
     let got = show(&admin.call_str("ACL LOAD"));
-    assert!(got.contains(":2: Error in ACL SETUSER modifier '+nosuchcommand'"), "{got}");
+    assert!(got.contains(":2: Error in applying operation '+nosuchcommand'"), "{got}");
     assert_eq!(show(&c.call_str("AUTH app s3cret")), "+OK\\r\\n");
     node.stop();
     let stderr =
         monotable_tests::serve_exits(&data, &["--aclfile", file_arg]).expect("the start stops");
     assert!(stderr.contains("the ACL file does not load"), "{stderr}");
+}
+
+/// Breaker findings, each a way round a user's key or channel patterns.
+/// Postmortem: SORT's BY and GET read keys the user may not (Redis refuses
+/// them without access to every key); MT.SCAN read every range; a queued
+/// command ran after its user lost the right; a subscriber kept channels
+/// its user lost; HELLO SETNAME took a name that forged CLIENT LIST lines.
+#[test]
+fn patterns_hold_for_sort_exec_subscribers_and_names() {
+    let twin = Twin::start();
+    let (mut admin_r, mut admin_m) = twin.connect(10);
+    assert_same_quoted(
+        &mut admin_r,
+        &mut admin_m,
+        &[
+            "SET other:1 SECRET",
+            "RPUSH app:l 1",
+            "ACL SETUSER st on >p ~app:* -@all +sort +multi +exec +get +subscribe +psubscribe &news.*",
+        ],
+    );
+    let (mut r, mut m) = twin.connect(10);
+    assert_same_quoted(
+        &mut r,
+        &mut m,
+        &[
+            "AUTH st p",
+            "SORT app:l",
+            "SORT app:l BY nosort",
+            "SORT app:l BY other:*",
+            "SORT app:l BY nosort GET other:*",
+            "SORT app:l GET #",
+            "HELLO 2 SETNAME \"a b\"",
+            "MULTI",
+            "GET app:1",
+            "SORT app:l",
+        ],
+    );
+    assert_same_quoted(&mut admin_r, &mut admin_m, &["ACL SETUSER st -sort resetkeys ~nothing:*"]);
+    assert_same_quoted(&mut r, &mut m, &["EXEC"]);
+    // A subscriber whose user loses its channels is closed.
+    for (addr, admin) in [(twin.redis.addr, &mut admin_r), (twin.node.resp_addr, &mut admin_m)] {
+        let mut sub = RawResp::connect(addr, 10);
+        assert_eq!(show(&sub.call_str("AUTH st p")), "+OK\\r\\n");
+        sub.call_str("SUBSCRIBE news.1");
+        assert_eq!(show(&admin.call_str("ACL SETUSER st resetchannels")), "+OK\\r\\n");
+        assert!(!sub.try_send(&[b"PING"]) || sub.reply().is_none(), "closed");
+    }
+    // MT.SCAN reads whole ranges: only for a user who may read every key.
+    admin_m.call_str("ACL SETUSER rd on >p ~app:* +@read");
+    let mut rd = RawResp::connect(twin.node.resp_addr, 10);
+    assert_eq!(show(&rd.call_str("AUTH rd p")), "+OK\\r\\n");
+    let scan = show(&rd.call_str("MT.SCAN redis.0"));
+    assert!(scan.starts_with("-NOPERM"), "{scan}");
+    admin_m.call_str("ACL SETUSER rd %R~*");
+    let scan = show(&rd.call_str("MT.SCAN redis.0"));
+    assert!(!scan.starts_with("-NOPERM"), "{scan}");
 }

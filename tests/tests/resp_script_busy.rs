@@ -28,7 +28,10 @@ fn steps(addr: std::net::SocketAddr) -> Vec<String> {
     out.push(show(&admin.call(&[b"SCRIPT", b"KILL"])));
     script.send(&[b"EVAL", b"local i = 0 while true do i = i + 1 end", b"0"]);
     wait_busy(&mut admin);
-    for line in ["GET k", "SET k v", "MULTI", "DISCARD", "FUNCTION STATS", "FUNCTION KILL"] {
+    // SHUTDOWN without NOSAVE is refused while a script is busy.
+    for line in
+        ["GET k", "SET k v", "MULTI", "DISCARD", "FUNCTION STATS", "FUNCTION KILL", "SHUTDOWN"]
+    {
         out.push(show(&admin.call_str(line)));
     }
     out.push(show(&admin.call_str("SCRIPT KILL")));

@@ -264,6 +264,10 @@ impl Selector {
                 }
                 let (mut read, mut write, mut at) = (false, false, 1);
                 if op[0] == b'%' {
+                    // `%~pattern` grants nothing: Redis refuses it.
+                    if op.get(1) == Some(&b'~') {
+                        return Err(SYNTAX_ERROR);
+                    }
                     loop {
                         match op.get(at).map(u8::to_ascii_uppercase) {
                             Some(b'R') if !read => read = true,
@@ -357,6 +361,10 @@ impl Selector {
                 return Err(Denied::Command);
             }
         }
+        // Monotable's MT.* commands read whole ranges: they need every key.
+        if command.handler == super::table::Handler::Mt && !self.reads_every_key() {
+            return Err(Denied::Key(1.min(args.len().saturating_sub(1))));
+        }
         if !self.all_keys && !command.key_specs.is_empty() {
             for (at, flags) in super::introspect::keys_of(command, args).unwrap_or_default() {
                 let read = flags.contains(&"access");
@@ -384,6 +392,11 @@ impl Selector {
             }
         }
         Ok(())
+    }
+
+    /// Whether it may read any key (`allkeys`, `~*` or `%R~*`).
+    fn reads_every_key(&self) -> bool {
+        self.all_keys || self.keys.iter().any(|k| k.read && k.pattern == b"*")
     }
 
     /// The selector's keys, channels and commands as rules (Redis's
@@ -681,6 +694,27 @@ impl User {
         Err(worst)
     }
 
+    /// Whether the user may run `command` with `args` and read every key
+    /// while at it (Redis's `ACLUserCheckCmdWithUnrestrictedKeyAccess` for
+    /// read access): SORT's BY and GET read keys no argument names.
+    pub fn reads_every_key(&self, command: &Command, args: &[Vec<u8>]) -> bool {
+        let Some(id) = id_of(command) else { return false };
+        self.selectors.iter().any(|s| s.reads_every_key() && s.check(command, id, args).is_ok())
+    }
+
+    /// Whether some channel it could subscribe to under `self` it can no
+    /// longer under `now` (its subscribers must then go, as Redis's
+    /// `ACLKillPubsubClientsIfNeeded` closes them).
+    pub fn channels_narrowed(&self, now: &User) -> bool {
+        if now.selectors.iter().any(|s| s.all_channels) {
+            return false;
+        }
+        let rules = |u: &User| -> Vec<(bool, Vec<Vec<u8>>)> {
+            u.selectors.iter().map(|s| (s.all_channels, s.channels.clone())).collect()
+        };
+        rules(self) != rules(now)
+    }
+
     /// The user as `ACL LIST` shows it, without `user NAME ` (Redis's
     /// `ACLDescribeUser`).
     pub fn describe(&self) -> Vec<u8> {
@@ -870,7 +904,11 @@ impl Acl {
                 Ok(user) => {
                     users.insert(words[1].clone(), Arc::new(user));
                 }
-                Err(e) => errors.push(format!("{at}: {}", e.trim_start_matches("ERR "))),
+                Err(e) => errors.push(format!(
+                    "{at}: {}",
+                    e.trim_start_matches("ERR ")
+                        .replace("Error in ACL SETUSER modifier", "Error in applying operation")
+                )),
             }
         }
         if !errors.is_empty() {
@@ -1184,6 +1222,7 @@ mod tests {
         assert_eq!(acl.user(b"u").expect("ok"), before);
         assert!(acl.set_user(b"u", &words("~* ~x")).expect_err("refused").contains("'allkeys'"));
         assert!(acl.set_user(b"u", &words("#abc")).expect_err("refused").contains("64 characters"));
+        assert!(acl.set_user(b"u", &words("%~y")).expect_err("refused").contains("Syntax error"));
         assert!(acl
             .set_user(b"u", &words("<nope"))
             .expect_err("refused")
@@ -1280,7 +1319,7 @@ mod tests {
         let err = again.load().expect_err("refused");
         assert!(err.contains(":4: Duplicate user 'x' found"), "{err}");
         assert!(err.contains(":5: should start with user keyword"), "{err}");
-        assert!(err.contains(":6: Error in ACL SETUSER modifier '+nosuch'"), "{err}");
+        assert!(err.contains(":6: Error in applying operation '+nosuch'"), "{err}");
         assert!(again.user(b"app").is_some(), "nothing changed");
         assert_eq!(Acl::new(None).load(), Err(NO_ACL_FILE.into()));
     }

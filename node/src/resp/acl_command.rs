@@ -54,10 +54,21 @@ pub fn run(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
     let bulk = |b: Vec<u8>| Reply::Bulk(b);
     let text = |s: &str| Reply::bulk(s.as_bytes().to_vec());
     match sub.as_str() {
-        "setuser" => match state.acl.set_user(&args[2], &args[3..]) {
-            Ok(()) => Reply::ok(),
-            Err(e) => Reply::err(e),
-        },
+        "setuser" => {
+            let before = state.acl.user(&args[2]);
+            match state.acl.set_user(&args[2], &args[3..]) {
+                Ok(()) => {
+                    let now = state.acl.user(&args[2]);
+                    if let (Some(before), Some(now)) = (before, now) {
+                        if before.channels_narrowed(&now) {
+                            close_subscribers(state, &args[2]);
+                        }
+                    }
+                    Reply::ok()
+                }
+                Err(e) => Reply::err(e),
+            }
+        }
         "deluser" => match state.acl.delete_users(&args[2..]) {
             Ok(n) => {
                 // Their connections close, as Redis's
@@ -151,6 +162,18 @@ pub fn run(state: &RespState, conn: &Conn, args: &[Vec<u8>]) -> Reply {
         "dryrun" => dryrun(state, &args[2..]),
         "help" => Reply::Array(HELP.iter().map(|l| Reply::Simple(l)).collect()),
         _ => subcommand_syntax(&args[0], &args[1]),
+    }
+}
+
+/// Closes the subscribed connections of user `name`, whose channels were
+/// narrowed: they may hold channels it lost (Redis closes them so).
+fn close_subscribers(state: &RespState, name: &[u8]) {
+    use std::sync::atomic::Ordering;
+    for info in state.clients.all() {
+        let subscribed = info.sub.load(Ordering::Relaxed) + info.psub.load(Ordering::Relaxed) > 0;
+        if subscribed && info.user() == name {
+            info.kill();
+        }
     }
 }
 

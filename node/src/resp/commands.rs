@@ -574,6 +574,25 @@ async fn run_queue(
                 continue;
             }
         };
+        // Checked again as EXEC runs it: the user's rules may have changed
+        // since it was queued (Redis's execCommand).
+        let run_as = super::table::checked_subcommand(command, args).ok().flatten();
+        let context = super::acl::Context::Multi;
+        if let Err(denied) = state.acl_check_as(conn, run_as.unwrap_or(command), args, context) {
+            let reason = match denied {
+                super::acl::Denied::Command => "no permission to execute the command or subcommand",
+                super::acl::Denied::Key(_) => "no permission to touch the specified keys",
+                super::acl::Denied::Channel(_) => {
+                    "no permission to access one of the channels used as arguments"
+                }
+            };
+            replies.push(Reply::err(format!(
+                "NOPERM ACLs rules changed between the moment the transaction was accumulated \
+                 and the EXEC call. This command is no longer allowed for the following reason: \
+                 {reason}"
+            )));
+            continue;
+        }
         let mut db = Db::new(state, conn.db, Some(overlay));
         db.client = Some(conn.id);
         let started = own.then(std::time::Instant::now);
@@ -755,7 +774,12 @@ async fn run_handler(
             Ok(super::persistence::run(state, conn, db.tx.is_some(), name, args).await)
         }
         Handler::Cluster => Ok(Reply::err("ERR This instance has cluster support disabled")),
-        Handler::Sort => super::sort::run(state, dbi, db, name, args).await,
+        Handler::Sort => {
+            // BY and GET read keys no argument names: only for a user who
+            // may read every key (Redis's sortCommand).
+            let every_key = conn.acl.as_ref().is_none_or(|s| s.user.reads_every_key(command, args));
+            super::sort::run(state, dbi, db, name, args, every_key).await
+        }
         Handler::Geo => super::geo::run(state, dbi, conn.proto, db, command, args).await,
         Handler::HyperLogLog => super::hyperloglog::run(state, dbi, db, name, args).await,
         Handler::Streams => super::stream_commands::run(state, conn, db, command, args).await,

@@ -52,7 +52,7 @@ pub async fn run(
                 3 => (&args[1][..], &args[2][..]),
                 _ => return Ok(Reply::err(SYNTAX)),
             };
-            if state.check_credentials(conn, user, pass).await {
+            if state.check_credentials(conn, &args[0], user, pass).await {
                 Reply::ok()
             } else {
                 Reply::err(WRONGPASS)
@@ -101,11 +101,16 @@ async fn hello(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply {
     while i < args.len() {
         match lower(&args[i]).as_str() {
             "setname" if i + 1 < args.len() => {
+                if args[i + 1].iter().any(|&b| b <= b' ' || b > b'~') {
+                    return Reply::err(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
                 name = Some(args[i + 1].clone());
                 i += 2;
             }
             "auth" if i + 2 < args.len() => {
-                if !state.check_credentials(conn, &args[i + 1], &args[i + 2]).await {
+                if !state.check_credentials(conn, &args[0], &args[i + 1], &args[i + 2]).await {
                     return Reply::err(WRONGPASS);
                 }
                 i += 3;

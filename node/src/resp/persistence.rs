@@ -193,6 +193,12 @@ async fn shutdown(state: &RespState, conn: &mut Conn, args: &[Vec<u8>]) -> Reply
         // A shutdown starts at once: there is never one waiting to abort.
         return Reply::err("ERR No shutdown in progress.");
     }
+    // A busy script stops only a SHUTDOWN NOSAVE (Redis's shutdownCommand).
+    if !nosave {
+        if let Some(busy) = state.scripts.busy.busy_error() {
+            return Reply::err(busy);
+        }
+    }
     if !nosave && save_now(state.node.clone(), &state.saves).await.is_err() && !force {
         return Reply::err("ERR Errors trying to SHUTDOWN. Check logs.");
     }

@@ -93,8 +93,21 @@ pub async fn run(
     db: &Db<'_>,
     name: &str,
     args: &[Vec<u8>],
+    reads_every_key: bool,
 ) -> NodeResult<Reply> {
     let mut o = or_reply!(parse(args, name == "sort_ro"));
+    if !reads_every_key {
+        if o.by.is_some() && !o.dontsort {
+            return Ok(Reply::err(
+                "ERR BY option of SORT denied due to insufficient ACL permissions.",
+            ));
+        }
+        if !o.gets.is_empty() {
+            return Ok(Reply::err(
+                "ERR GET option of SORT denied due to insufficient ACL permissions.",
+            ));
+        }
+    }
     let mut keys = vec![(dbi, args[1].as_slice(), false)];
     if let Some(dest) = &o.store {
         keys.push((dbi, dest.as_slice(), true));

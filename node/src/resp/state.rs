@@ -148,6 +148,7 @@ impl RespState {
     pub(super) async fn check_credentials(
         &self,
         conn: &mut Conn,
+        via: &[u8],
         user: &[u8],
         pass: &[u8],
     ) -> bool {
@@ -173,7 +174,7 @@ impl RespState {
                     count: 1,
                     reason: "auth",
                     context,
-                    object: b"AUTH".to_vec(),
+                    object: via.to_vec(),
                     username: user.to_vec(),
                     at: std::time::Instant::now(),
                     client_info: conn.info.line("auth", 0, None),
@@ -193,6 +194,24 @@ impl RespState {
         command: &super::table::Command,
         args: &[Vec<u8>],
     ) -> Result<(), super::acl::Denied> {
+        let context = if conn.in_script {
+            super::acl::Context::Lua
+        } else if conn.multi.is_some() {
+            super::acl::Context::Multi
+        } else {
+            super::acl::Context::Toplevel
+        };
+        self.acl_check_as(conn, command, args, context)
+    }
+
+    /// [`RespState::acl_check`], logged under `context`.
+    pub(super) fn acl_check_as(
+        &self,
+        conn: &mut Conn,
+        command: &super::table::Command,
+        args: &[Vec<u8>],
+        context: super::acl::Context,
+    ) -> Result<(), super::acl::Denied> {
         let Some(session) = conn.acl.as_mut() else { return Ok(()) };
         if !self.acl.refresh(session) {
             // Its user was removed (the connection is closing).
@@ -204,13 +223,6 @@ impl RespState {
         let denied = match session.user.check(command, args) {
             Ok(()) => return Ok(()),
             Err(denied) => denied,
-        };
-        let context = if conn.in_script {
-            super::acl::Context::Lua
-        } else if conn.multi.is_some() {
-            super::acl::Context::Multi
-        } else {
-            super::acl::Context::Toplevel
         };
         let name = session.user.name.clone();
         let info = conn.info.line(command.name, 0, None);
