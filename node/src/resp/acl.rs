@@ -133,6 +133,20 @@ impl Denied {
         }
     }
 
+    /// How EXEC refuses a queued command the user may no longer run
+    /// (Redis's execCommand).
+    pub fn exec_message(self) -> String {
+        let reason = match self {
+            Denied::Command => "no permission to execute the command or subcommand",
+            Denied::Key(_) => "no permission to touch the specified keys",
+            Denied::Channel(_) => "no permission to access one of the channels used as arguments",
+        };
+        format!(
+            "NOPERM ACLs rules changed between the moment the transaction was accumulated and \
+             the EXEC call. This command is no longer allowed for the following reason: {reason}"
+        )
+    }
+
     /// How a script's call is refused (Redis's `getAclErrorMessage`).
     pub fn script_message(self) -> &'static str {
         match self {

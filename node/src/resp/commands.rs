@@ -62,6 +62,8 @@ pub async fn execute(
     }
     super::stats::begin(state, conn, found, args).await;
     let checked = checked(found, args);
+    // Set for a command that may run while a script is busy.
+    let mut allow_busy = false;
     if let Ok(command) = checked {
         // Before MULTI queues it, as Redis's processCommand checks.
         let run = super::table::checked_subcommand(command, args).ok().flatten();
@@ -69,11 +71,12 @@ pub async fn execute(
             let text = denied.message(run.unwrap_or(command).name);
             return (reject(conn, command.name, &text), Vec::new());
         }
-        let denyoom = command.has(Flag::Denyoom) || run.is_some_and(|s| s.has(Flag::Denyoom));
+        let denyoom = flagged(command, run, Flag::Denyoom);
         if refused_when_out_of_memory(conn, command.name, denyoom) && state.memory.over() {
             return (reject(conn, command.name, super::maxmemory::OOM), Vec::new());
         }
-        if !allows_busy(command, args) {
+        allow_busy = flagged(command, run, Flag::AllowBusy);
+        if !allow_busy {
             if let Some(busy) = state.scripts.busy.busy_error() {
                 return (reject(conn, command.name, busy), Vec::new());
             }
@@ -171,7 +174,7 @@ pub async fn execute(
     // and made again (or swapped) is never seen half done (a woken
     // XREADGROUP found its stream and not its group).
     let (mut shared, mut alone) = (None, None);
-    if allows_busy(command, args) {
+    if allow_busy {
         // Touches no key (SCRIPT KILL, AUTH, SHUTDOWN...): runs while a
         // script holds the gate, as Redis runs it while a script is busy.
     } else if matches!(name, "flushdb" | "flushall" | "swapdb") {
@@ -223,12 +226,9 @@ pub async fn execute(
     (reply, db.take_durability())
 }
 
-/// Whether `command` (with `args`, for its subcommand) may run while a
-/// script is busy (Redis's `allow_busy` flag).
-fn allows_busy(command: &'static Command, args: &[Vec<u8>]) -> bool {
-    command.has(Flag::AllowBusy)
-        || super::table::checked_subcommand(command, args)
-            .is_ok_and(|s| s.is_some_and(|s| s.has(Flag::AllowBusy)))
+/// Whether `command` or the subcommand `sub` it runs has `flag`.
+fn flagged(command: &Command, sub: Option<&Command>, flag: Flag) -> bool {
+    command.has(flag) || sub.is_some_and(|s| s.has(flag))
 }
 
 /// Waits for `lock` (the gate, for reading or writing) unless a script is
@@ -277,9 +277,8 @@ fn refused_when_out_of_memory(conn: &Conn, name: &str, denyoom: bool) -> bool {
     match name {
         "exec" => queue.iter().any(|args| {
             checked_command(args).is_ok_and(|c| {
-                c.has(Flag::Denyoom)
-                    || super::table::checked_subcommand(c, args)
-                        .is_ok_and(|s| s.is_some_and(|s| s.has(Flag::Denyoom)))
+                let sub = super::table::checked_subcommand(c, args).ok().flatten();
+                flagged(c, sub, Flag::Denyoom)
             })
         }),
         "discard" | "quit" | "reset" => false,
@@ -579,18 +578,7 @@ async fn run_queue(
         let run_as = super::table::checked_subcommand(command, args).ok().flatten();
         let context = super::acl::Context::Multi;
         if let Err(denied) = state.acl_check_as(conn, run_as.unwrap_or(command), args, context) {
-            let reason = match denied {
-                super::acl::Denied::Command => "no permission to execute the command or subcommand",
-                super::acl::Denied::Key(_) => "no permission to touch the specified keys",
-                super::acl::Denied::Channel(_) => {
-                    "no permission to access one of the channels used as arguments"
-                }
-            };
-            replies.push(Reply::err(format!(
-                "NOPERM ACLs rules changed between the moment the transaction was accumulated \
-                 and the EXEC call. This command is no longer allowed for the following reason: \
-                 {reason}"
-            )));
+            replies.push(Reply::err(denied.exec_message()));
             continue;
         }
         let mut db = Db::new(state, conn.db, Some(overlay));
@@ -930,7 +918,7 @@ async fn script_call(
         }
         Err(SubcommandError::Arity(_)) => return wrong_arity(),
     };
-    let flagged = |flag| command.has(flag) || sub.is_some_and(|s| s.has(flag));
+    let flagged = |flag| flagged(command, sub, flag);
     // Refused before it runs: counted as a rejected call, as Redis's
     // scriptCall counts its refusals.
     let rejected = |text: String| {
