@@ -26,6 +26,10 @@
 //!   replicate (one Raft group): founding, `--join`, status, removal, and
 //!   the connections to peers that carry Raft RPCs and forwarded requests;
 //!   its placement loop moves replicas to where the meta range wants them.
+//! - [`segments`]: segment reads: a replica that needs a chunk's whole
+//!   state copies the log segments of the replica that built the snapshot
+//!   by offset (`read(region, offset, len)`), each entry verified by its
+//!   CRC32C, with no work for that replica's chunk.
 //! - [`replica`]: a chunk replicated by Raft: the state machine that
 //!   applies a chunk's committed commands (writes, splits, the rows of
 //!   views riding on it) to its chunk cell; [`write_batch`]: writes to a
@@ -83,6 +87,7 @@ pub mod replicated_views;
 pub mod resp;
 pub mod router;
 pub mod scan;
+pub mod segments;
 pub mod server;
 pub mod startup;
 pub mod storage;

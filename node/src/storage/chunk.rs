@@ -16,6 +16,7 @@ use std::sync::{Arc, Weak};
 use monotable_proto::{ChunkInfo, Record, WriteOp};
 
 use super::chunk_index::{ChunkIndex, KeyBounds};
+pub use super::chunk_log::SegmentImage;
 pub use super::chunk_log::BASE_ID_HEADROOM;
 use super::chunk_log::{
     create_chunk_dir, remove_superseded, ChunkLog, LogError, LogPos, Recovery, SegmentWriter,
@@ -441,6 +442,13 @@ impl Chunk {
 
     pub fn log_bytes(&self) -> u64 {
         self.log.total_bytes()
+    }
+
+    /// The segments of the chunk's log as they are now (see
+    /// [`SegmentImage`]): the chunk's whole state, for a new replica to
+    /// copy.
+    pub fn segment_images(&self) -> Vec<SegmentImage> {
+        self.log.images()
     }
 
     /// Keys with a live value.

@@ -95,6 +95,22 @@ struct Segment {
     written_len: u64,
 }
 
+/// One segment of a log as it was at one moment: the first `len` bytes of
+/// `file` (its header included). Those bytes never change while the file
+/// is open: the log only appends, a refused write cuts back only bytes
+/// written after them, and a compaction that supersedes the segment
+/// unlinks the file, which stays readable through `file`. Bytes that were
+/// still in the log's unwritten buffer reach the file when the group
+/// commit writes them out (or never, if that write fails and the chunk
+/// stops): a reader past the file's end waits for them.
+#[derive(Debug, Clone)]
+pub struct SegmentImage {
+    pub id: u32,
+    pub file: Arc<File>,
+    pub len: u64,
+    pub path: PathBuf,
+}
+
 pub struct ChunkLog {
     dir: PathBuf,
     segments: BTreeMap<u32, Segment>,
@@ -191,7 +207,7 @@ pub(super) fn encode_header(
 }
 
 /// Returns the base segment's last seq (`None` for a plain segment).
-pub(super) fn check_header(h: &[u8], id: u32) -> Result<Option<u64>, String> {
+pub fn check_header(h: &[u8], id: u32) -> Result<Option<u64>, String> {
     if h.len() < SEGMENT_HEADER_BYTES as usize {
         return Err("segment shorter than its header".into());
     }
@@ -405,6 +421,24 @@ impl ChunkLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Every segment of the log with the length of its contents now,
+    /// unwritten bytes included, lowest id first: read from offset 0 to
+    /// `len`, they hold the log as it is (see [`SegmentImage`]).
+    pub fn images(&self) -> Vec<SegmentImage> {
+        self.segments
+            .iter()
+            .map(|(&id, s)| {
+                let unwritten = if id == self.active { self.unwritten.len() as u64 } else { 0 };
+                SegmentImage {
+                    id,
+                    file: s.file.clone(),
+                    len: s.written_len + unwritten,
+                    path: s.path.clone(),
+                }
+            })
+            .collect()
     }
 
     /// Bytes the log takes on disk (and in its unwritten buffer).
