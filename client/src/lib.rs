@@ -816,6 +816,23 @@ impl Client {
         }
     }
 
+    /// Node to node: up to `len` bytes at `offset` of segment region
+    /// `region` of the node's process `incarnation`, for cluster
+    /// `cluster` (see [`Command::SegmentRead`]).
+    pub async fn segment_read(
+        &self,
+        cluster: u64,
+        (incarnation, region): (u64, u64),
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>> {
+        let command = Command::SegmentRead { cluster, incarnation, region, offset, len };
+        match self.call(command).await? {
+            Reply::Segment(b) => Ok(b.into_vec()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Runs an aggregate. Reductions come back as MessagePack documents.
     /// A grouped aggregate answers one page of groups (at most
     /// `request.limit`, and

@@ -204,6 +204,11 @@ impl Node {
                 .handle_rpc(group, &rpc, (cluster, from, to))
                 .await
                 .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
+            Command::SegmentRead { cluster, incarnation, region, offset, len } => self
+                .cluster()?
+                .read_segment(cluster, (incarnation, region), offset, len)
+                .await
+                .map(|b| Reply::Segment(monotable_proto::Bytes::from(b))),
             Command::GroupReadIndex { group } => {
                 let group = self.cluster()?.group(group).ok_or_else(|| {
                     NodeError::client(

@@ -132,6 +132,17 @@ pub async fn serve_with_resp(
     resp: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    serve_inner(config, listener, resp, shutdown, None).await
+}
+
+/// [`serve_with_resp`], handing the node to `started` once it serves.
+async fn serve_inner(
+    config: NodeConfig,
+    listener: std::net::TcpListener,
+    resp: Option<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+    started: Option<tokio::sync::oneshot::Sender<Arc<Node>>>,
+) -> Result<(), NodeError> {
     crate::file_modes::restrict_new_files();
     crate::file_modes::prepare_data_dir(&config.data_dir).map_err(|e| {
         NodeError::Internal(format!("cannot create {}: {e}", config.data_dir.display()))
@@ -172,6 +183,9 @@ pub async fn serve_with_resp(
         );
     }
     tracing::info!(%addr, data_dir = %node.config.data_dir.display(), "monotable is serving");
+    if let Some(started) = started {
+        let _ = started.send(node.clone());
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -518,32 +532,44 @@ async fn start_cluster(
 /// A server running on its own thread, for tests and embedding.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// The node being served.
+    pub node: Arc<Node>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), NodeError>>>,
 }
 
 impl ServerHandle {
     /// Binds `config.listen` (port 0 picks a free port) and starts serving on
-    /// a new thread. Returns once the node has opened its data.
+    /// a new thread. Returns once the node serves.
+    ///
+    /// Errors: the address cannot be bound, or the node did not start (its
+    /// error).
     pub fn start(mut config: NodeConfig) -> Result<ServerHandle, NodeError> {
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| NodeError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
         config.listen = addr;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Arc<Node>>();
         let thread = std::thread::Builder::new()
             .name("monotable-server".into())
             .spawn(move || {
                 actix_rt::System::new().block_on(async move {
-                    serve(config, listener, async {
+                    let stopped = async {
                         let _ = stop_rx.await;
-                    })
-                    .await
+                    };
+                    serve_inner(config, listener, None, stopped, Some(started_tx)).await
                 })
             })
             .map_err(|e| NodeError::Internal(e.to_string()))?;
-        let handle = ServerHandle { addr, stop: Some(stop_tx), thread: Some(thread) };
-        Ok(handle)
+        match started_rx.blocking_recv() {
+            Ok(node) => Ok(ServerHandle { addr, node, stop: Some(stop_tx), thread: Some(thread) }),
+            Err(_) => Err(thread
+                .join()
+                .map_err(|_| NodeError::Internal("server thread panicked".into()))?
+                .err()
+                .unwrap_or_else(|| NodeError::Internal("the server stopped at start".into()))),
+        }
     }
 
     /// Shuts the server down gracefully and waits for it.

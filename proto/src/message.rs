@@ -266,6 +266,20 @@ pub enum Command {
         channel: Bytes,
         message: Bytes,
     },
+    /// Node to node: up to `len` bytes at `offset` of segment region
+    /// `region` that the answering node registered in its process
+    /// `incarnation` (a replica copying a chunk's log segments for a
+    /// snapshot), answered with [`Reply::Segment`]: fewer bytes only when
+    /// the node has not written the rest yet. Errors: `SnapshotNotFound`
+    /// when the region is gone (the snapshot that listed it is stale),
+    /// `BadRequest` for a read outside it or over 1 MiB.
+    SegmentRead {
+        cluster: u64,
+        incarnation: u64,
+        region: u64,
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged
@@ -505,6 +519,8 @@ pub enum Reply {
     Resp(Bytes),
     /// A Raft log index (answers [`Command::GroupReadIndex`]).
     Index(u64),
+    /// Bytes of a segment region (answers [`Command::SegmentRead`]).
+    Segment(Bytes),
 }
 
 /// The cluster as one node sees it (`monotable cluster status`).

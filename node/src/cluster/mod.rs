@@ -34,6 +34,7 @@ use crate::consensus::{
     encode, ConsensusError, Group, GroupConfig, GroupId, NodeId, RaftRpcReply, SyncPoint, Timing,
 };
 use crate::error::{NodeError, NodeResult};
+use crate::segments::{ReadError, Regions, SegmentReader};
 
 pub mod meta;
 pub mod placement;
@@ -148,6 +149,9 @@ struct Member {
     cluster: u64,
     meta: Group,
     state: MetaMachine,
+    /// The segment regions this node serves to replicas copying its
+    /// chunks' logs ([`crate::segments`]).
+    regions: Arc<Regions>,
 }
 
 fn unavailable(message: impl Into<String>) -> NodeError {
@@ -338,7 +342,8 @@ impl Cluster {
             )
         });
         meta.join_quiescence(quiescence);
-        let _ = self.member.set(Member { id, cluster, meta, state });
+        let regions = Arc::new(Regions::new(id, self.config.advertise.clone()));
+        let _ = self.member.set(Member { id, cluster, meta, state, regions });
         Ok(self.member.get().expect("just set"))
     }
 
@@ -788,6 +793,55 @@ impl Cluster {
             },
         };
         target.handle_rpc(rpc).await.map_err(|e| NodeError::client(ErrorCode::BadRequest, e))
+    }
+
+    /// Serves a segment read of another node (see [`crate::segments`]),
+    /// off the async threads: the file read may wait for the disk.
+    ///
+    /// Errors: a read of another cluster, before this node is a member,
+    /// or of a region that is gone (`SnapshotNotFound`), outside its
+    /// region (`BadRequest`), or whose file read failed (`Internal`).
+    pub async fn read_segment(
+        &self,
+        cluster: u64,
+        (incarnation, region): (u64, u64),
+        offset: u64,
+        len: u32,
+    ) -> NodeResult<Vec<u8>> {
+        let member = self.member.get().ok_or_else(|| unavailable("this node is not a member"))?;
+        if cluster != member.cluster {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!(
+                    "a segment read for cluster {cluster:016x} reached cluster {:016x}",
+                    member.cluster
+                ),
+            ));
+        }
+        let regions = member.regions.clone();
+        let read =
+            tokio::task::spawn_blocking(move || regions.read(incarnation, region, offset, len))
+                .await
+                .map_err(|e| NodeError::Internal(format!("segment read: {e}")))?;
+        read.map_err(|e| {
+            let code = match e {
+                ReadError::Gone { .. } => ErrorCode::SnapshotNotFound,
+                ReadError::OutOfBounds { .. } => ErrorCode::BadRequest,
+                ReadError::Failed { .. } => ErrorCode::Internal,
+            };
+            NodeError::client(code, e.to_string())
+        })
+    }
+
+    /// This node's segment regions and a reader of other nodes' (over the
+    /// native protocol), once the node is a member.
+    pub fn segments(&self) -> Option<(Arc<Regions>, Arc<dyn SegmentReader>)> {
+        let member = self.member.get()?;
+        let reader: Arc<dyn SegmentReader> = Arc::new(transport::SegmentReads {
+            peers: self.peers.clone(),
+            cluster: member.cluster,
+        });
+        Some((member.regions.clone(), reader))
     }
 
     /// The Raft group of chunk replica `id` on this node.

@@ -98,4 +98,4 @@ pub trait SegmentReader: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod contract_tests;
+pub(crate) mod contract_tests;
