@@ -32,7 +32,9 @@
 //!   CRC32C, with no work for that replica's chunk.
 //! - [`replica`]: a chunk replicated by Raft: the state machine that
 //!   applies a chunk's committed commands (writes, splits, the rows of
-//!   views riding on it) to its chunk cell; [`write_batch`]: writes to a
+//!   views riding on it) to its chunk cell; [`replica_snapshot`]: its
+//!   snapshots, lists of its log segments that a replica in need copies
+//!   by segment reads; [`write_batch`]: writes to a
 //!   chunk arriving together on its leader, proposed as one Raft entry.
 //! - [`replicated`]: requests for replicated ranges on any node: proposed
 //!   or read on the chunk's leader (forwarded there), replicated ranges
@@ -82,6 +84,7 @@ pub mod group_commit;
 pub mod leader_tasks;
 pub mod node;
 pub mod replica;
+pub mod replica_snapshot;
 pub mod replicated;
 pub mod replicated_views;
 pub mod resp;

@@ -45,7 +45,9 @@ use crate::consensus::replica_store::Replica;
 use crate::consensus::LogPosition;
 use crate::error::NodeError;
 use crate::storage::chunk::ReadAt;
+use crate::replica_snapshot::{self, ChunkSnapshot, Incoming, SnapshotCopies};
 use crate::write_batch::WriteBatcher;
+use std::path::PathBuf;
 
 /// A change to a replicated chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,18 +109,6 @@ pub trait Riders: Send + Sync + 'static {
 /// The reply to a [`ChunkCommand`].
 pub type ChunkReply = Result<CommitToken, ErrorInfo>;
 
-/// A snapshot: every live record of the chunk, in key order.
-#[derive(Serialize, Deserialize)]
-struct ChunkSnapshot {
-    records: Vec<Record>,
-    /// Every riding range's records.
-    #[serde(default)]
-    riders: Vec<(RiderSpec, Vec<Record>)>,
-    /// The chunk's bounds (start, end) when the snapshot was taken.
-    #[serde(default)]
-    bounds: Option<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
 /// The replica of one chunk on this node.
 pub struct ChunkReplica {
     /// The chunk's Raft group (its riders are this group's).
@@ -139,6 +129,9 @@ pub struct ChunkReplica {
     /// Where writes to the chunk proposed on this node gather into entries
     /// (used on the leader).
     batcher: WriteBatcher,
+    /// Snapshots: this node's regions they list, and the copies of those
+    /// sent to this replica; `None` takes none.
+    incoming: Option<Arc<Incoming>>,
 }
 
 fn stale(message: String) -> ErrorInfo {
@@ -156,7 +149,16 @@ impl ChunkReplica {
             riders_last: Mutex::new(Default::default()),
             on_split: None,
             batcher: WriteBatcher::new(),
+            incoming: None,
         }
+    }
+
+    /// The replica, taking snapshots through `copies` (see
+    /// [`crate::replica_snapshot`]) and staging the copies of those it is
+    /// sent in `staging_dir`.
+    pub fn with_snapshots(mut self, copies: Arc<SnapshotCopies>, staging_dir: PathBuf) -> Self {
+        self.incoming = Some(Arc::new(Incoming::new(self.group, copies, staging_dir)));
+        self
     }
 
     /// The batcher that writes to this chunk proposed on this node go
@@ -404,60 +406,105 @@ impl Replica for ChunkReplica {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        let cell = self.cell();
+        let incoming = self.incoming()?;
+        let regions = &incoming.copies().regions;
+        let images = |cell: &ChunkCell| {
+            cell.with_chunk(|c| Ok(c.segment_images())).map_err(|e| e.to_string())
+        };
         let bounds = self.bounds().map_err(|e| e.to_string())?;
-        let records = applied_records(&cell)?;
+        let chunk = replica_snapshot::register(regions, &images(&self.cell())?)?;
         let riders = match &self.riders {
             Some(_) => {
                 let riders = self.riders().map_err(|e| e.message)?.riders_of(self.group);
                 riders
                     .into_iter()
-                    .map(|(spec, cell)| Ok((spec, applied_records(&cell)?)))
+                    .map(|(spec, cell)| {
+                        Ok((spec, replica_snapshot::register(regions, &images(&cell)?)?))
+                    })
                     .collect::<Result<_, String>>()?
             }
             None => Vec::new(),
         };
-        rmp_serde::to_vec(&ChunkSnapshot { records, riders, bounds: Some(bounds) })
-            .map_err(|e| e.to_string())
+        Ok(ChunkSnapshot { bounds, chunk, riders }.encode())
     }
 
     fn restore(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<(), String>> {
-        let result = (|| {
-            let snapshot: ChunkSnapshot = rmp_serde::from_slice(&snapshot)
-                .map_err(|e| format!("undecodable snapshot: {e}"))?;
+        let installed = self.install(snapshot);
+        let cells = self.cells();
+        Box::pin(async move {
+            for a in installed.await? {
+                a.durable().await.map_err(|e| e.to_string())?;
+            }
+            cells.iter().try_for_each(|c| sync_cell(c))
+        })
+    }
+
+    fn prepare_restore(
+        &self,
+        snapshot: &[u8],
+        wait: std::time::Duration,
+    ) -> BoxedFuture<crate::consensus::replica_store::Prepared> {
+        let (incoming, snapshot) = (self.incoming.clone(), snapshot.to_vec());
+        Box::pin(async move {
+            match incoming {
+                Some(incoming) => incoming.prepare(&snapshot, wait).await,
+                None => crate::consensus::replica_store::Prepared::Ready,
+            }
+        })
+    }
+}
+
+impl ChunkReplica {
+    fn incoming(&self) -> Result<&Arc<Incoming>, String> {
+        self.incoming
+            .as_ref()
+            .ok_or_else(|| format!("chunk {}: this replica takes no snapshots", self.group))
+    }
+
+    /// Copies the snapshot's segments (or takes the copy made already)
+    /// and makes the chunk and its riders hold what they held at the
+    /// snapshot; returns the batches that did, whose durability the caller
+    /// waits for.
+    ///
+    /// Errors: a snapshot over other bounds than the chunk's (see below),
+    /// a copy that failed, a chunk that could not apply the batch.
+    fn install(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<Vec<Applied>, String>> {
+        let prepared = (|| {
+            let parsed = ChunkSnapshot::decode(&snapshot)?;
             let host = self.host().map_err(|e| e.message)?;
             let cell = self.cell();
             let here = self.bounds().map_err(|e| e.to_string())?;
-            if let Some(there) = &snapshot.bounds {
-                if *there != here {
-                    // The leader's chunk split after this replica last
-                    // applied: the upper half's state at the split is not
-                    // in this snapshot, so this replica cannot rebuild it.
-                    return Err(format!(
-                        "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it \
-                         missed a split of the chunk and cannot take a snapshot over it",
-                        cell.id, there.0, there.1, here.0, here.1
-                    ));
-                }
+            if parsed.bounds != here {
+                // The leader's chunk split after this replica last
+                // applied: the upper half's state at the split is not in
+                // this snapshot, so this replica cannot rebuild it.
+                let there = &parsed.bounds;
+                return Err(format!(
+                    "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it \
+                     missed a split of the chunk and cannot take a snapshot over it",
+                    cell.id, there.0, there.1, here.0, here.1
+                ));
             }
+            let riders = match parsed.riders.is_empty() {
+                true => None,
+                false => Some(self.riders().map_err(|e| e.message)?),
+            };
+            Ok((parsed, host, cell, riders, self.incoming()?.clone()))
+        })();
+        let group = self.group;
+        Box::pin(async move {
+            let (parsed, host, cell, riders, incoming) = prepared?;
+            let (records, rider_records) = incoming.records(&parsed, &snapshot).await?;
             let mut applied: Vec<Applied> =
-                restore_cell(&cell, host.as_ref(), snapshot.records)?.into_iter().collect();
-            if !snapshot.riders.is_empty() {
-                let riders = self.riders().map_err(|e| e.message)?;
-                for (spec, records) in snapshot.riders {
-                    if let Some(cell) = riders.rider_cell(self.group, &spec)? {
+                restore_cell(&cell, host.as_ref(), records)?.into_iter().collect();
+            if let Some(riders) = riders {
+                for (spec, records) in rider_records {
+                    if let Some(cell) = riders.rider_cell(group, &spec)? {
                         applied.extend(restore_cell(&cell, host.as_ref(), records)?);
                     }
                 }
             }
-            Ok::<_, String>(applied)
-        })();
-        let cells = self.cells();
-        Box::pin(async move {
-            for a in result? {
-                a.durable().await.map_err(|e| e.to_string())?;
-            }
-            cells.iter().try_for_each(|c| sync_cell(c))
+            Ok(applied)
         })
     }
 }
@@ -603,8 +650,21 @@ mod tests {
         let as_host: Arc<dyn ChunkHost> = host.clone();
         let as_riders: Arc<dyn Riders> = host.clone();
         let replica = ChunkReplica::new(cell(dir, 1, 1), Arc::downgrade(&as_host))
-            .with_riders(Arc::downgrade(&as_riders));
+            .with_riders(Arc::downgrade(&as_riders))
+            .with_snapshots(copies(), dir.join("incoming"));
         (host, replica)
+    }
+
+    /// The segment regions every replica of these tests shares, read in
+    /// process.
+    pub(super) fn copies() -> Arc<SnapshotCopies> {
+        static COPIES: std::sync::OnceLock<Arc<SnapshotCopies>> = std::sync::OnceLock::new();
+        COPIES
+            .get_or_init(|| {
+                let regions = Arc::new(crate::segments::Regions::new(1, "local".into()));
+                Arc::new(SnapshotCopies::new(regions.clone(), regions))
+            })
+            .clone()
     }
 
     fn put(k: &str, v: &str) -> WriteOp {
@@ -652,6 +712,12 @@ mod tests {
 
         // Another replica, behind and with rows of its own that must go,
         // installs the snapshot: the chunk and its rider.
+        // The group commit, which no syncer runs here, hands the entries
+        // to the kernel; the snapshot's copy waits for them.
+        for cell in [a.cell(), rider_cell.clone()] {
+            let round = cell.begin_round(false);
+            cell.end_round(host.as_ref(), round, None);
+        }
         let snapshot = a.snapshot().expect("snapshot");
         let (other_host, b) = replica(&dir.path().join("b"));
         assert!(decode_reply(
@@ -661,9 +727,10 @@ mod tests {
         .is_ok());
         let stale = ChunkCommand::Rider { rider: spec("idx"), ops: vec![put("row9", "9")] };
         assert!(decode_reply(&b.apply(at(2), &command(stale)).expect("applied")).is_ok());
-        // Applied at once; the future only waits for durability, which no
-        // syncer runs here.
-        drop(b.restore(snapshot));
+        // Installed without waiting for durability, which no syncer runs
+        // here.
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(b.install(snapshot)).expect("installed");
         assert_eq!(keys(&b.cell()), keys(&a.cell()));
         let other_rider = other_host.riders.lock().expect("riders")[&11].1.clone();
         assert_eq!(keys(&other_rider), keys(&rider_cell));
@@ -758,7 +825,11 @@ mod split_tests {
                 told.lock().expect("heard").push(id)
             }
         });
-        (ChunkReplica::new(cell, Arc::downgrade(&host)).with_on_split(on_split), heard)
+        let staging = node.config.data_dir.join(format!("incoming-{start}"));
+        let replica = ChunkReplica::new(cell, Arc::downgrade(&host))
+            .with_on_split(on_split)
+            .with_snapshots(super::tests::copies(), staging);
+        (replica, heard)
     }
 
     fn apply(r: &ChunkReplica, index: u64, c: &ChunkCommand) -> ChunkReply {

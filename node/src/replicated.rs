@@ -1520,6 +1520,9 @@ impl Node {
             .map_err(|e| start(e.to_string()))?;
         let host: Arc<dyn crate::chunk_host::ChunkHost> = self.clone();
         let riders: Arc<dyn crate::replica::Riders> = self.clone();
+        let copies = cluster
+            .snapshot_copies()
+            .ok_or_else(|| start("this node is not a member of the cluster yet".into()))?;
         let (kick, parents) = (self.replicated.kick.clone(), self.replicated.parents.clone());
         let on_split = Box::new(move |right: u64, done: bool| {
             if done {
@@ -1535,7 +1538,8 @@ impl Node {
             ChunkReplica::new(route.cell.clone(), Arc::downgrade(&host))
                 .for_group(group)
                 .with_riders(Arc::downgrade(&riders))
-                .with_on_split(on_split),
+                .with_on_split(on_split)
+                .with_snapshots(copies, dir.join("incoming")),
         );
         let store = ReplicaStore::open(&dir.join("state"), replica.clone())
             .map_err(|e| start(e.to_string()))?;
@@ -1544,6 +1548,7 @@ impl Node {
             node: me,
             timing: cluster.timing(),
             snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
+            snapshot_gate: Some(store.gate()),
         };
         // A new group's log starts with its membership on every replica
         // (see `LogStore::seed_membership`): whichever of them is up can

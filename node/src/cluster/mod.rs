@@ -34,6 +34,7 @@ use crate::consensus::{
     encode, ConsensusError, Group, GroupConfig, GroupId, NodeId, RaftRpcReply, SyncPoint, Timing,
 };
 use crate::error::{NodeError, NodeResult};
+use crate::replica_snapshot::SnapshotCopies;
 use crate::segments::{ReadError, Regions, SegmentReader};
 
 pub mod meta;
@@ -150,8 +151,9 @@ struct Member {
     meta: Group,
     state: MetaMachine,
     /// The segment regions this node serves to replicas copying its
-    /// chunks' logs ([`crate::segments`]).
-    regions: Arc<Regions>,
+    /// chunks' logs ([`crate::segments`]), the reader of other nodes', and
+    /// the copies under way.
+    copies: Arc<SnapshotCopies>,
 }
 
 fn unavailable(message: impl Into<String>) -> NodeError {
@@ -330,6 +332,7 @@ impl Cluster {
             node: id,
             timing: self.config.timing,
             snapshot_every_entries: META_SNAPSHOT_EVERY_ENTRIES,
+            snapshot_gate: None,
         };
         let meta =
             self.start_group(config, log, machine).await.map_err(|e| start(e.to_string()))?;
@@ -343,7 +346,10 @@ impl Cluster {
         });
         meta.join_quiescence(quiescence);
         let regions = Arc::new(Regions::new(id, self.config.advertise.clone()));
-        let _ = self.member.set(Member { id, cluster, meta, state, regions });
+        let reader: Arc<dyn SegmentReader> =
+            Arc::new(transport::SegmentReads { peers: self.peers.clone(), cluster });
+        let copies = Arc::new(SnapshotCopies::new(regions, reader));
+        let _ = self.member.set(Member { id, cluster, meta, state, copies });
         Ok(self.member.get().expect("just set"))
     }
 
@@ -818,7 +824,7 @@ impl Cluster {
                 ),
             ));
         }
-        let regions = member.regions.clone();
+        let regions = member.copies.regions.clone();
         let read =
             tokio::task::spawn_blocking(move || regions.read(incarnation, region, offset, len))
                 .await
@@ -833,15 +839,11 @@ impl Cluster {
         })
     }
 
-    /// This node's segment regions and a reader of other nodes' (over the
-    /// native protocol), once the node is a member.
-    pub fn segments(&self) -> Option<(Arc<Regions>, Arc<dyn SegmentReader>)> {
-        let member = self.member.get()?;
-        let reader: Arc<dyn SegmentReader> = Arc::new(transport::SegmentReads {
-            peers: self.peers.clone(),
-            cluster: member.cluster,
-        });
-        Some((member.regions.clone(), reader))
+    /// This node's segment regions, a reader of other nodes' (over the
+    /// native protocol) and the copies under way, once the node is a
+    /// member.
+    pub fn snapshot_copies(&self) -> Option<Arc<SnapshotCopies>> {
+        Some(self.member.get()?.copies.clone())
     }
 
     /// The Raft group of chunk replica `id` on this node.

@@ -205,11 +205,11 @@ mod tests {
         config.password = crate::auth::Secret::new(b"sesame".to_vec());
         let server = crate::server::ServerHandle::start(config).expect("a node");
         let cluster = server.node.cluster().expect("a cluster of one").clone();
-        let (regions, reader) = cluster.segments().expect("a member");
+        let copies = cluster.snapshot_copies().expect("a member");
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
         runtime.block_on(crate::segments::contract_tests::check_contract(
-            reader,
-            &regions,
+            copies.reader.clone(),
+            &copies.regions,
             dir.path(),
         ));
         // Another cluster's reads are refused.

@@ -13,6 +13,7 @@ use openraft::{
 
 use super::network::NetworkFactory;
 use super::quiescence::{Quiescence, Switch};
+use super::replica_store::{Prepared, SnapshotGate};
 use super::{
     decode, encode, Command, ConsensusError, GroupId, NodeId, RaftRpc, RaftRpcReply, Transport,
     TypeConfig,
@@ -51,6 +52,10 @@ pub struct GroupConfig {
     /// A snapshot is built once this many entries were applied since the
     /// last one, and the log before it is purged.
     pub snapshot_every_entries: u64,
+    /// Checks snapshots sent to this replica before they are installed
+    /// (a replica that fetches a snapshot's data, see
+    /// [`super::replica_store::Replica::prepare_restore`]).
+    pub snapshot_gate: Option<Arc<dyn SnapshotGate>>,
 }
 
 /// What a replica knows of its group.
@@ -80,7 +85,15 @@ pub struct Group {
     timing: Timing,
     /// Its timers' switch, for the node's [`Quiescence`] if it joined one.
     quiet: Arc<Switch>,
+    /// See [`GroupConfig::snapshot_gate`].
+    gate: Option<Arc<dyn SnapshotGate>>,
 }
+
+/// How long a snapshot message waits for its replica to be ready before
+/// it is answered "not yet": well inside the sender's call timeout
+/// (`transport::PEER_CALL_TIMEOUT_MS`, and openraft's snapshot timeout,
+/// at least 5 s).
+pub const SNAPSHOT_PREPARE_WAIT_MS: u64 = 2_000;
 
 /// Bytes of a snapshot sent in one message.
 pub const SNAPSHOT_SEGMENT_BYTES: u64 = 1 << 20;
@@ -203,7 +216,8 @@ impl Group {
             .await
             .map_err(fatal)?;
         let quiet = Arc::new(Switch::new(config.group, raft.clone()));
-        Ok(Group { id: config.group, raft, quiet, timing: config.timing })
+        let gate = config.snapshot_gate.clone();
+        Ok(Group { id: config.group, raft, quiet, timing: config.timing, gate })
     }
 
     /// Lets the node's `quiescence` switch this group's timers off while it
@@ -542,7 +556,27 @@ impl Group {
                 }
                 RaftRpcReply::Vote(reply)
             }
-            RaftRpc::Snapshot(r) => RaftRpcReply::Snapshot(self.raft.install_snapshot(r).await),
+            RaftRpc::Snapshot(r) => {
+                // A snapshot in one message (a chunk's: a list of
+                // segments) may name data the replica fetches first.
+                let whole = r.offset == 0 && r.done;
+                let prepared = match (&self.gate, whole) {
+                    (Some(gate), true) => {
+                        let wait = std::time::Duration::from_millis(SNAPSHOT_PREPARE_WAIT_MS);
+                        gate.prepare(&r.data, wait).await
+                    }
+                    _ => Prepared::Ready,
+                };
+                match prepared {
+                    Prepared::Ready => RaftRpcReply::Snapshot(self.raft.install_snapshot(r).await),
+                    Prepared::Copying { copied_bytes, total_bytes } => RaftRpcReply::NotReady(
+                        format!("copying the snapshot: {copied_bytes} of {total_bytes} bytes"),
+                    ),
+                    Prepared::Failed(e) => {
+                        RaftRpcReply::NotReady(format!("the snapshot's copy failed: {e}"))
+                    }
+                }
+            }
         };
         if wake {
             self.quiet.wake_after_rpc();

@@ -201,6 +201,10 @@ pub enum RaftRpcReply {
     ),
     /// The receiving node has no such group (not yet created, or removed).
     NoGroup,
+    /// A snapshot the receiving replica is not ready to install yet (it
+    /// is fetching its data), or whose fetch failed; why, for the log.
+    /// The sender tries again later.
+    NotReady(String),
 }
 
 /// Applies one committed entry: a command through `apply` (its reply is

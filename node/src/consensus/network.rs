@@ -82,6 +82,12 @@ impl Network {
             };
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
+        if let RaftRpcReply::NotReady(why) = reply {
+            // Sent again after a short pause (openraft's snapshot retries),
+            // then with the next replication attempt.
+            let e = std::io::Error::other(format!("node {}: {why}", self.target));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
         Ok(reply)
     }
 

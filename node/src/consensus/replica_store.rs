@@ -53,6 +53,50 @@ pub trait Replica: Send + Sync + 'static {
     fn snapshot(&self) -> Result<Vec<u8>, String>;
     /// Replaces the whole state with a [`Replica::snapshot`]'s, durably.
     fn restore(&self, snapshot: Vec<u8>) -> BoxedFuture<Result<(), String>>;
+    /// Gets ready to restore `snapshot`, waiting up to `wait`: for a
+    /// snapshot that names data to fetch, the fetch starts (or goes on)
+    /// in the background. [`Prepared::Ready`] (the default) lets the
+    /// snapshot be installed now.
+    fn prepare_restore(
+        &self,
+        snapshot: &[u8],
+        wait: std::time::Duration,
+    ) -> BoxedFuture<Prepared> {
+        let _ = (snapshot, wait);
+        Box::pin(async { Prepared::Ready })
+    }
+}
+
+/// Whether a replica is ready to install a snapshot it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    Ready,
+    /// It is still fetching the snapshot's data.
+    Copying { copied_bytes: u64, total_bytes: u64 },
+    /// The fetch failed; the sender should send a newer snapshot.
+    Failed(String),
+}
+
+/// Checks a snapshot before its group installs it (see
+/// [`Replica::prepare_restore`]); a group given one answers a snapshot
+/// message with "not yet" until it is ready.
+pub trait SnapshotGate: Send + Sync + 'static {
+    fn prepare(&self, snapshot: &[u8], wait: std::time::Duration) -> BoxedFuture<Prepared>;
+}
+
+impl std::fmt::Debug for dyn SnapshotGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotGate")
+    }
+}
+
+/// The gate of a [`Replica`].
+struct ReplicaGate(Arc<dyn Replica>);
+
+impl SnapshotGate for ReplicaGate {
+    fn prepare(&self, snapshot: &[u8], wait: std::time::Duration) -> BoxedFuture<Prepared> {
+        self.0.prepare_restore(snapshot, wait)
+    }
 }
 
 /// What `APPLIED` holds.
@@ -115,6 +159,12 @@ impl ReplicaStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The gate through which the group checks snapshots sent to this
+    /// replica before installing them.
+    pub fn gate(&self) -> Arc<dyn SnapshotGate> {
+        Arc::new(ReplicaGate(self.replica.clone()))
     }
 
     /// The log id of the last applied entry.

@@ -1,0 +1,266 @@
+//! Snapshots of a chunk replica: the list of its log segments, which a
+//! replica that needs the whole state copies by segment reads.
+//!
+//! A chunk keeps its state in its own log, so a snapshot needs no copy on
+//! the replica that builds it: [`ChunkSnapshot`] lists the segments of the
+//! chunk (and of the ranges riding on it) as they are at the snapshot's
+//! log index, registered as regions of this node ([`crate::segments`]). A
+//! snapshot is a few hundred bytes whatever the chunk's size.
+//!
+//! The replica that receives it copies the regions from the node that
+//! listed them, verifying every entry, into its staging directory, folds
+//! them into the records they hold and makes its chunk hold exactly those
+//! (Raft then sends the entries after the snapshot's index). The copy runs
+//! in a task of its own ([`Incoming`]), started by the first message that
+//! carries the snapshot: openraft gives each snapshot message a timeout,
+//! and a copy of a large chunk outlasts it. Until the copy is done the
+//! message is answered "still copying" (the leader sends it again after a
+//! pause); a later snapshot of the same chunk goes on from what the copy
+//! staged (the regions it shares with the earlier one, the active segment
+//! from where it was).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use monotable_proto::Record;
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::replica_store::Prepared;
+use crate::consensus::NodeId;
+use crate::replica::RiderSpec;
+use crate::segments::{CopyProgress, RegionRef, Regions, SegmentReader, Staging};
+use crate::storage::chunk::SegmentImage;
+
+/// A snapshot of a replicated chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkSnapshot {
+    /// The chunk's bounds (start, end) at the snapshot.
+    pub bounds: (Vec<u8>, Option<Vec<u8>>),
+    /// The chunk's log segments, lowest id first.
+    pub chunk: Vec<RegionRef>,
+    /// Each riding range's log segments.
+    pub riders: Vec<(RiderSpec, Vec<RegionRef>)>,
+}
+
+impl ChunkSnapshot {
+    /// Every region it lists.
+    fn regions(&self) -> Vec<RegionRef> {
+        self.chunk.iter().chain(self.riders.iter().flat_map(|(_, r)| r)).cloned().collect()
+    }
+
+    /// The node whose regions it lists.
+    pub fn source(&self) -> Option<NodeId> {
+        self.chunk.first().map(|r| r.owner)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| format!("undecodable chunk snapshot: {e}"))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("chunk snapshots always encode")
+    }
+}
+
+/// Registers `images` as regions of this node.
+pub fn register(regions: &Regions, images: &[SegmentImage]) -> Result<Vec<RegionRef>, String> {
+    images.iter().map(|i| regions.register(i)).collect()
+}
+
+/// What a node's replicas snapshot with: its regions, a reader of other
+/// nodes' regions, and the copies under way (for `cluster status`).
+pub struct SnapshotCopies {
+    pub regions: Arc<Regions>,
+    pub reader: Arc<dyn SegmentReader>,
+    /// Copies under way, by chunk group. A std mutex: held only to add,
+    /// remove or list.
+    copying: Mutex<BTreeMap<u64, Arc<CopyProgress>>>,
+}
+
+impl SnapshotCopies {
+    pub fn new(regions: Arc<Regions>, reader: Arc<dyn SegmentReader>) -> Self {
+        SnapshotCopies { regions, reader, copying: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn copying(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<CopyProgress>>> {
+        self.copying.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes `progress` from the copies under way (unless a newer copy
+    /// of the group took its place).
+    fn forget(&self, group: u64, progress: &Arc<CopyProgress>) {
+        let mut copying = self.copying();
+        if copying.get(&group).is_some_and(|p| Arc::ptr_eq(p, progress)) {
+            copying.remove(&group);
+        }
+    }
+
+    /// The copies under way on this node: chunk group and progress.
+    pub fn under_way(&self) -> Vec<(u64, Arc<CopyProgress>)> {
+        self.copying().iter().map(|(g, p)| (*g, p.clone())).collect()
+    }
+}
+
+/// A copy of one snapshot, under way or done.
+struct Fetch {
+    /// The snapshot it copies (its bytes, as the leader sent them).
+    snapshot: Vec<u8>,
+    progress: Arc<CopyProgress>,
+    /// `None` while it runs, then its outcome.
+    done: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A replica's copies of snapshots sent to it.
+pub struct Incoming {
+    group: u64,
+    copies: Arc<SnapshotCopies>,
+    staging_dir: PathBuf,
+    /// The staged copies, taken by the copy task while it runs and by the
+    /// fold; a tokio mutex, held across the copy's awaits.
+    staging: Arc<tokio::sync::Mutex<Option<Staging>>>,
+    /// The copy of the latest snapshot sent. A std mutex, never held
+    /// across an await.
+    fetch: Mutex<Option<Fetch>>,
+}
+
+impl Incoming {
+    pub fn new(group: u64, copies: Arc<SnapshotCopies>, staging_dir: PathBuf) -> Self {
+        Incoming {
+            group,
+            copies,
+            staging_dir,
+            staging: Arc::new(tokio::sync::Mutex::new(None)),
+            fetch: Mutex::new(None),
+        }
+    }
+
+    pub fn copies(&self) -> &Arc<SnapshotCopies> {
+        &self.copies
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Fetch>> {
+        self.fetch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The copy of `snapshot`: the one under way or done, or a new one
+    /// (which ends a copy of another snapshot and goes on from what it
+    /// staged).
+    fn start(&self, snapshot: &[u8], parsed: &ChunkSnapshot) -> (Arc<CopyProgress>, Receiver) {
+        let mut fetch = self.lock();
+        if let Some(f) = fetch.as_ref() {
+            let failed = matches!(&*f.done.borrow(), Some(Err(_)));
+            if f.snapshot == snapshot && !failed {
+                return (f.progress.clone(), f.done.clone());
+            }
+        }
+        if let Some(old) = fetch.take() {
+            old.task.abort();
+        }
+        let progress = Arc::new(CopyProgress::new(parsed.source().unwrap_or_default()));
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let regions = parsed.regions();
+        let (staging, dir) = (self.staging.clone(), self.staging_dir.clone());
+        let (reader, copies, group) = (self.copies.reader.clone(), self.copies.clone(), self.group);
+        let p = progress.clone();
+        copies.copying().insert(group, p.clone());
+        let task = tokio::spawn(async move {
+            let result = async {
+                let mut staging = staging.lock().await;
+                if staging.is_none() {
+                    *staging = Some(Staging::open(&dir).map_err(|e| e.to_string())?);
+                }
+                let staging = staging.as_mut().expect("opened above");
+                staging.copy(&reader, &regions, &p).await.map_err(|e| e.to_string())
+            }
+            .await;
+            match &result {
+                Ok(()) => tracing::info!(
+                    chunk = group,
+                    from = p.source,
+                    bytes = p.total_bytes(),
+                    ms = p.started.elapsed().as_millis() as u64,
+                    "copied a snapshot's segments"
+                ),
+                Err(e) => {
+                    tracing::warn!(chunk = group, from = p.source, error = %e, "snapshot copy failed")
+                }
+            }
+            copies.forget(group, &p);
+            let _ = tx.send(Some(result));
+        });
+        *fetch = Some(Fetch { snapshot: snapshot.to_vec(), progress: progress.clone(), done: rx.clone(), task });
+        (progress, rx)
+    }
+
+    /// Starts (or joins) the copy of `snapshot` and waits for it up to
+    /// `wait`.
+    pub async fn prepare(&self, snapshot: &[u8], wait: Duration) -> Prepared {
+        let parsed = match ChunkSnapshot::decode(snapshot) {
+            Ok(p) => p,
+            Err(e) => return Prepared::Failed(e),
+        };
+        let (progress, mut done) = self.start(snapshot, &parsed);
+        let outcome = tokio::time::timeout(wait, async {
+            done.wait_for(Option::is_some).await.map(|r| r.clone().expect("waited for an outcome"))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(r)) => match r {
+                Ok(()) => Prepared::Ready,
+                Err(e) => Prepared::Failed(e),
+            },
+            Ok(Err(_)) => Prepared::Failed("the copy was replaced by a newer one".into()),
+            Err(_) => Prepared::Copying {
+                copied_bytes: progress.copied_bytes(),
+                total_bytes: progress.total_bytes(),
+            },
+        }
+    }
+
+    /// Copies `snapshot` (or waits for its copy under way) and folds it:
+    /// the records of the chunk within its bounds, and of each rider. The
+    /// staged copies are dropped afterwards.
+    pub async fn records(
+        &self,
+        snapshot: &ChunkSnapshot,
+        bytes: &[u8],
+    ) -> Result<(Vec<Record>, Vec<(RiderSpec, Vec<Record>)>), String> {
+        let (_, mut done) = self.start(bytes, snapshot);
+        let outcome = done
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone().expect("waited for an outcome"))
+            .map_err(|_| "the copy of the snapshot was replaced by a newer one".to_string())?;
+        outcome?;
+        let mut staging = self.staging.lock().await;
+        let staged = staging.as_mut().ok_or("the snapshot's copy is gone")?;
+        let (start, end) = &snapshot.bounds;
+        let records =
+            staged.fold(&snapshot.chunk, start, end.as_deref()).map_err(|e| e.to_string())?;
+        let riders = snapshot
+            .riders
+            .iter()
+            .map(|(spec, regions)| {
+                staged.fold(regions, b"", None).map(|r| (spec.clone(), r)).map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        // Installed: the staged copies are of no more use.
+        *staging = None;
+        *self.lock() = None;
+        Ok((records, riders))
+    }
+}
+
+type Receiver = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(f) = self.lock().take() {
+            f.task.abort();
+            self.copies.forget(self.group, &f.progress);
+        }
+    }
+}
