@@ -773,6 +773,12 @@ fn a_removed_nodes_replicas_move_to_another_node() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // It copied the chunk's log segments from the leader (a snapshot built
+    // for the move) rather than replaying the log.
+    assert!(
+        procs[index_of(spare)].log_contains("copied a snapshot's segments"),
+        "node {spare} copied the chunk's segments"
+    );
     // The new replica is a voter: with one more original replica gone, the
     // two left (the new one and one original) are a majority.
     let last = *want.iter().find(|&&id| id != spare && id != other).expect("a third replica");

@@ -10,7 +10,10 @@
 //! 0. a change left half done (a joint configuration, after the leader
 //!    that proposed it changed) is finished first;
 //! 1. a listed node that is not a voter is added: as a learner first, which
-//!    the leader catches up (log entries or a snapshot), then as a voter;
+//!    the leader catches up, then as a voter. The leader first builds a
+//!    snapshot and purges its log up to it, so the learner copies the
+//!    chunk's log segments ([`crate::replica_snapshot`]) and replays only
+//!    the entries after them;
 //! 2. only then is a voter that is not listed removed, so the group never
 //!    has fewer copies than it had while a move is under way.
 //!
@@ -183,7 +186,14 @@ impl Cluster {
             tokio::spawn(async move {
                 let _slot = slot;
                 let done = match (&step, addr) {
-                    (Step::Add(id), Some(addr)) => group.add_voter(*id, addr).await,
+                    (Step::Add(id), Some(addr)) => {
+                        // The new replica copies the chunk's segments and
+                        // replays only the log after them.
+                        match group.snapshot_and_purge().await {
+                            Ok(()) => group.add_voter(*id, addr).await,
+                            Err(e) => Err(e),
+                        }
+                    }
                     (Step::Remove(id), _) => group.remove_member(*id).await,
                     (Step::Finish(_), _) => group.finish_membership_change().await,
                     (Step::Add(_), None) => return,

@@ -396,6 +396,25 @@ impl Group {
         self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node]))).await
     }
 
+    /// Builds a snapshot of everything this replica applied and purges its
+    /// log up to it: a replica added next (or one behind) then installs the
+    /// snapshot and replays only what came after, instead of the whole log.
+    ///
+    /// Errors: [`ConsensusError::Timeout`] if the build does not end within
+    /// the request timeout; [`ConsensusError::Fatal`] if the group stopped.
+    pub async fn snapshot_and_purge(&self) -> Result<(), ConsensusError> {
+        self.quiet.wake();
+        let mut metrics = self.raft.metrics();
+        let Some(applied) = metrics.borrow().last_applied else { return Ok(()) };
+        if metrics.borrow().snapshot < Some(applied) {
+            self.raft.trigger().snapshot().await.map_err(fatal)?;
+            self.bounded(metrics.wait_for(|m| m.snapshot >= Some(applied)))
+                .await?
+                .map_err(fatal)?;
+        }
+        self.raft.trigger().purge_log(applied.index).await.map_err(fatal)
+    }
+
     /// Finishes a membership change left half done (a joint configuration,
     /// as after its leader changed between the two steps): changes to the
     /// voters it was changing to. Does nothing when none is. Call on the
