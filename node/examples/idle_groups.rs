@@ -68,8 +68,13 @@ async fn main() {
     let mut all: Vec<Vec<Group>> = vec![Vec::new(); nodes.len()];
     for g in 1..=groups {
         for (i, n) in nodes.iter().enumerate() {
-            let config =
-                GroupConfig { group: g, node: *n, timing, snapshot_every_entries: u64::MAX / 2 };
+            let config = GroupConfig {
+                group: g,
+                node: *n,
+                timing,
+                snapshot_every_entries: u64::MAX / 2,
+                snapshot_gate: None,
+            };
             let machine = MachineStore::open(&dir.path().join(format!("{n}/{g}")), Box::new(Nop))
                 .expect("a machine store");
             let group = Group::start(&config, MemLogStore::new(), machine, net.transport(*n))

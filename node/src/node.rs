@@ -503,6 +503,7 @@ impl Node {
             chunk_replicas: chunks,
             chunk_leaders: own + led,
             meta_applied: cluster.and_then(|c| c.meta_applied()),
+            copies: cluster.map(|c| c.copies_under_way()).unwrap_or_default(),
         }
     }
 

@@ -44,8 +44,8 @@ use crate::consensus::futures_lite::BoxedFuture;
 use crate::consensus::replica_store::Replica;
 use crate::consensus::LogPosition;
 use crate::error::NodeError;
-use crate::storage::chunk::ReadAt;
 use crate::replica_snapshot::{self, ChunkSnapshot, Incoming, SnapshotCopies};
+use crate::storage::chunk::ReadAt;
 use crate::write_batch::WriteBatcher;
 use std::path::PathBuf;
 

@@ -191,7 +191,12 @@ impl Incoming {
             copies.forget(group, &p);
             let _ = tx.send(Some(result));
         });
-        *fetch = Some(Fetch { snapshot: snapshot.to_vec(), progress: progress.clone(), done: rx.clone(), task });
+        *fetch = Some(Fetch {
+            snapshot: snapshot.to_vec(),
+            progress: progress.clone(),
+            done: rx.clone(),
+            task,
+        });
         (progress, rx)
     }
 
@@ -244,7 +249,10 @@ impl Incoming {
             .riders
             .iter()
             .map(|(spec, regions)| {
-                staged.fold(regions, b"", None).map(|r| (spec.clone(), r)).map_err(|e| e.to_string())
+                staged
+                    .fold(regions, b"", None)
+                    .map(|r| (spec.clone(), r))
+                    .map_err(|e| e.to_string())
             })
             .collect::<Result<_, _>>()?;
         // Installed: the staged copies are of no more use.

@@ -562,4 +562,22 @@ pub struct NodeInfo {
     /// The last log index of the meta range this node's replica applied.
     #[serde(default)]
     pub meta_applied: Option<u64>,
+    /// Chunk replicas this node is copying from another node (a replica
+    /// move, or a replica that fell behind the leader's log).
+    #[serde(default)]
+    pub copies: Vec<CopyStatus>,
+}
+
+/// A copy of a chunk's log segments under way (`cluster status`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyStatus {
+    /// The chunk (its Raft group).
+    pub chunk: u64,
+    /// The node copied from.
+    pub from: u64,
+    pub copied_bytes: u64,
+    pub total_bytes: u64,
+    /// Bytes per second read so far.
+    pub rate_bytes_per_sec: u64,
+    pub elapsed_ms: u64,
 }

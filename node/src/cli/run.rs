@@ -446,6 +446,21 @@ fn cluster_json(status: &monotable_client::ClusterStatus) -> serde_json::Value {
                 "chunk_replicas": n.info.as_ref().map(|i| i.chunk_replicas),
                 "chunk_leaders": n.info.as_ref().map(|i| i.chunk_leaders),
                 "version": n.info.as_ref().map(|i| i.server_version.clone()),
+                "copies": n.info.as_ref().map(|i| {
+                    i.copies
+                        .iter()
+                        .map(|c| {
+                            serde_json::json!({
+                                "chunk": c.chunk,
+                                "from": c.from,
+                                "copied_bytes": c.copied_bytes,
+                                "total_bytes": c.total_bytes,
+                                "rate_bytes_per_sec": c.rate_bytes_per_sec,
+                                "elapsed_ms": c.elapsed_ms,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                }),
             })
         })
         .collect();
@@ -493,5 +508,106 @@ fn write_cluster_table(
             leaders
         )?;
     }
+    let copies: Vec<(u64, &monotable_proto::CopyStatus)> = status
+        .nodes
+        .iter()
+        .flat_map(|n| n.info.iter().flat_map(move |i| i.copies.iter().map(move |c| (n.id, c))))
+        .collect();
+    if !copies.is_empty() {
+        writeln!(out, "replica copies under way:")?;
+        writeln!(
+            out,
+            "{:<8} {:<6} {:<6} {:>12} {:>12} {:>6} {:>12}",
+            "CHUNK", "TO", "FROM", "COPIED", "TOTAL", "DONE", "RATE"
+        )?;
+        for (to, c) in copies {
+            let done = match c.total_bytes {
+                0 => 100,
+                t => c.copied_bytes.min(t) * 100 / t,
+            };
+            writeln!(
+                out,
+                "{:<8} {:<6} {:<6} {:>12} {:>12} {:>5}% {:>10}/s",
+                c.chunk,
+                to,
+                c.from,
+                human_bytes(c.copied_bytes),
+                human_bytes(c.total_bytes),
+                done,
+                human_bytes(c.rate_bytes_per_sec)
+            )?;
+        }
+    }
     Ok(())
+}
+
+/// `n` bytes in the largest binary unit that keeps it at or above 1.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cluster status` lists the copies under way with bytes, share done
+    /// and rate, under the nodes.
+    #[test]
+    fn the_status_table_shows_copies_under_way() {
+        let info = |copies| monotable_proto::NodeInfo {
+            id: 2,
+            server_version: "v".into(),
+            chunk_replicas: 3,
+            chunk_leaders: 0,
+            meta_applied: Some(9),
+            copies,
+        };
+        let copy = monotable_proto::CopyStatus {
+            chunk: 4611686018427387905,
+            from: 1,
+            copied_bytes: 3 << 20,
+            total_bytes: 12 << 20,
+            rate_bytes_per_sec: 1536,
+            elapsed_ms: 2048,
+        };
+        let node = |copies| monotable_proto::NodeStatus {
+            id: 2,
+            addr: "127.0.0.1:1".into(),
+            live: true,
+            meta_role: "voter".into(),
+            info: Some(info(copies)),
+        };
+        let status = |copies| monotable_client::ClusterStatus {
+            answered_by: 2,
+            meta_leader: Some(1),
+            meta_term: 3,
+            nodes: vec![node(copies)],
+        };
+        let mut out = Vec::new();
+        write_cluster_table(&mut out, &status(vec![copy.clone()])).expect("written");
+        let table = String::from_utf8(out).expect("utf-8");
+        let line = table.lines().last().expect("a line");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            words,
+            ["4611686018427387905", "2", "1", "3.0", "MiB", "12.0", "MiB", "25%", "1.5", "KiB/s"],
+            "{table}"
+        );
+        let mut out = Vec::new();
+        write_cluster_table(&mut out, &status(Vec::new())).expect("written");
+        assert!(!String::from_utf8(out).expect("utf-8").contains("copies"), "none under way");
+        let json = cluster_json(&status(vec![copy]));
+        assert_eq!(json["nodes"][0]["copies"][0]["copied_bytes"], 3 << 20);
+        assert_eq!(human_bytes(1023), "1023 B");
+    }
 }

@@ -839,6 +839,23 @@ impl Cluster {
         })
     }
 
+    /// The copies of chunk segments this node has under way.
+    pub fn copies_under_way(&self) -> Vec<monotable_proto::CopyStatus> {
+        let Some(copies) = self.snapshot_copies() else { return Vec::new() };
+        copies
+            .under_way()
+            .into_iter()
+            .map(|(chunk, p)| monotable_proto::CopyStatus {
+                chunk,
+                from: p.source,
+                copied_bytes: p.copied_bytes(),
+                total_bytes: p.total_bytes(),
+                rate_bytes_per_sec: p.rate_bytes_per_sec(),
+                elapsed_ms: p.started.elapsed().as_millis() as u64,
+            })
+            .collect()
+    }
+
     /// This node's segment regions, a reader of other nodes' (over the
     /// native protocol) and the copies under way, once the node is a
     /// member.

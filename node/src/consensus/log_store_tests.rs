@@ -703,8 +703,13 @@ async fn seeded_replica(
     assert!(!log.seed_membership(voters.clone()).await.expect("no-op"), "seeded once");
     let machine = MachineStore::open(&dir.join(format!("{n}/state")), Box::new(Counter::default()))
         .expect("a machine");
-    let config =
-        GroupConfig { group: 7, node: n, timing: Timing::FAST, snapshot_every_entries: 100, snapshot_gate: None };
+    let config = GroupConfig {
+        group: 7,
+        node: n,
+        timing: Timing::FAST,
+        snapshot_every_entries: 100,
+        snapshot_gate: None,
+    };
     let g = Group::start(&config, log, machine, net.transport(n)).await.expect("started");
     if reachable {
         net.add_group(n, g.clone());

@@ -67,7 +67,13 @@ impl Cluster {
 
     /// Starts node `n`'s replica of `group` on its log (kept over restarts).
     async fn start_replica(&mut self, group: u64, n: NodeId) {
-        let config = GroupConfig { group, node: n, timing: TIMING, snapshot_every_entries: 1000, snapshot_gate: None };
+        let config = GroupConfig {
+            group,
+            node: n,
+            timing: TIMING,
+            snapshot_every_entries: 1000,
+            snapshot_gate: None,
+        };
         let dir = self.dir.path().join(format!("{n}/{group}"));
         let machine = MachineStore::open(&dir, Box::new(Counter(0))).expect("a machine store");
         let log = self.logs.entry((group, n)).or_default().clone();

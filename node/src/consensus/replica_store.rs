@@ -57,11 +57,7 @@ pub trait Replica: Send + Sync + 'static {
     /// snapshot that names data to fetch, the fetch starts (or goes on)
     /// in the background. [`Prepared::Ready`] (the default) lets the
     /// snapshot be installed now.
-    fn prepare_restore(
-        &self,
-        snapshot: &[u8],
-        wait: std::time::Duration,
-    ) -> BoxedFuture<Prepared> {
+    fn prepare_restore(&self, snapshot: &[u8], wait: std::time::Duration) -> BoxedFuture<Prepared> {
         let _ = (snapshot, wait);
         Box::pin(async { Prepared::Ready })
     }
@@ -72,7 +68,10 @@ pub trait Replica: Send + Sync + 'static {
 pub enum Prepared {
     Ready,
     /// It is still fetching the snapshot's data.
-    Copying { copied_bytes: u64, total_bytes: u64 },
+    Copying {
+        copied_bytes: u64,
+        total_bytes: u64,
+    },
     /// The fetch failed; the sender should send a newer snapshot.
     Failed(String),
 }

@@ -877,7 +877,13 @@ impl<B: LogBackend> Cluster<B> {
         let machine = MachineStore::open(&dir.join("machine"), Box::new(KvMachine::default()))
             .expect("the machine store opens");
         let log = self.backend.open(node, group, &dir.join("log"), self.cfg.seed);
-        let config = GroupConfig { group, node, timing: SIM_TIMING, snapshot_every_entries: 20, snapshot_gate: None };
+        let config = GroupConfig {
+            group,
+            node,
+            timing: SIM_TIMING,
+            snapshot_every_entries: 20,
+            snapshot_gate: None,
+        };
         let transport = Arc::new(NodeTransport { from: node, net: self.net.clone() });
         let g =
             Group::start(&config, log, machine.clone(), transport).await.expect("the group starts");

@@ -32,9 +32,8 @@ pub(crate) fn sample_log(
     let mut log = ChunkLog::create(dir, segment_bytes).expect("a log");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut oracle = BTreeMap::new();
-    let mut seq = 0u64;
-    for _ in 0..batches {
-        seq += 1;
+    for batch in 0..batches {
+        let seq = batch as u64 + 1;
         let n = rng.gen_range(1..5);
         let mut owned: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for _ in 0..n {
