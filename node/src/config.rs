@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Raft's timers for the groups of this node.
     pub raft_timing: crate::consensus::Timing,
+    /// `serve --dead-after-secs`: a member silent this long is drained and
+    /// removed; 0 never.
+    pub dead_after_secs: u64,
 }
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
@@ -98,6 +101,7 @@ impl Default for NodeConfig {
             join: None,
             advertise: None,
             raft_timing: crate::consensus::Timing::PRODUCTION,
+            dead_after_secs: crate::cluster::balance::DEAD_AFTER_SECS_DEFAULT,
         }
     }
 }

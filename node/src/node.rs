@@ -504,6 +504,7 @@ impl Node {
             chunk_leaders: own + led,
             meta_applied: cluster.and_then(|c| c.meta_applied()),
             copies: cluster.map(|c| c.copies_under_way()).unwrap_or_default(),
+            replica_groups: cluster.map_or(0, |c| c.groups().len() as u64),
         }
     }
 

@@ -1188,7 +1188,8 @@ impl Node {
         let status = cluster.status(self.node_info()).await?;
         let meta = cluster.meta().ok_or_else(|| unavailable("this node has not joined"))?;
         let load = |id: NodeId| meta.ranges.values().filter(|r| r.replicas.contains(&id)).count();
-        let mut live: Vec<NodeId> = status.nodes.iter().filter(|n| n.live).map(|n| n.id).collect();
+        let mut live: Vec<NodeId> =
+            status.nodes.iter().filter(|n| n.live && !n.draining).map(|n| n.id).collect();
         live.sort_by_key(|id| (load(*id), *id));
         if live.len() < wanted {
             tracing::warn!(

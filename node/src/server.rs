@@ -519,6 +519,7 @@ async fn start_cluster(
         join: node.config.join.clone(),
         password: node.config.password.as_ref().map(|p| p.expose().to_vec()),
         timing: node.config.raft_timing,
+        dead_after_secs: node.config.dead_after_secs,
     };
     let cluster =
         crate::cluster::Cluster::start(config, node.catalog.identity_store(), node.syncer.clone())

@@ -547,6 +547,10 @@ pub struct NodeStatus {
     pub meta_role: String,
     /// What it reported of itself, when live.
     pub info: Option<NodeInfo>,
+    /// Its replicas are moving to other nodes (`cluster remove`, or dead
+    /// too long); it is removed once it holds none.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// What a node holds (`Command::NodeInfo`).
@@ -562,6 +566,10 @@ pub struct NodeInfo {
     /// The last log index of the meta range this node's replica applied.
     #[serde(default)]
     pub meta_applied: Option<u64>,
+    /// Raft groups of chunk replicas the node runs (a draining node is
+    /// removed once it runs none).
+    #[serde(default)]
+    pub replica_groups: u64,
     /// Chunk replicas this node is copying from another node (a replica
     /// move, or a replica that fell behind the leader's log).
     #[serde(default)]

@@ -167,9 +167,10 @@ enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Take a node out of the cluster for good. Its id is never reused; to
-    /// bring the machine back, start it on an empty data directory with
-    /// --join.
+    /// Take a node out of the cluster for good. A node that holds chunk
+    /// replicas is drained first: they move to other nodes (watch `cluster
+    /// status`), then it leaves. Its id is never reused; to bring the
+    /// machine back, start it on an empty data directory with --join.
     Remove {
         /// The node's id (see `cluster status`).
         node: u64,
@@ -329,6 +330,11 @@ struct ServeArgs {
     /// above --raft-heartbeat-ms.
     #[arg(long, default_value_t = crate::consensus::Timing::PRODUCTION.election_min_ms)]
     raft_election_timeout_ms: u64,
+    /// A member that answers nobody for this long, in seconds, is drained:
+    /// its chunk replicas move to other nodes, and then it is removed from
+    /// the cluster (as `cluster remove` does). 0: never.
+    #[arg(long, default_value_t = crate::cluster::balance::DEAD_AFTER_SECS_DEFAULT)]
+    dead_after_secs: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -487,6 +493,7 @@ fn serve(args: ServeArgs) -> i32 {
     config.script_instructions_max = args.script_instructions_max.max(1);
     config.join = args.join;
     config.advertise = args.advertise_addr;
+    config.dead_after_secs = args.dead_after_secs;
     config.raft_timing = crate::consensus::Timing {
         heartbeat_ms: args.raft_heartbeat_ms,
         election_min_ms: args.raft_election_timeout_ms,

@@ -263,7 +263,15 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 }
                 ClusterCmd::Remove { node } => {
                     c.cluster_remove(node).await?;
-                    writeln!(out, "OK")?;
+                    let status = c.cluster_status().await?;
+                    match status.nodes.iter().find(|n| n.id == node) {
+                        Some(n) if n.draining => writeln!(
+                            out,
+                            "node {node} is draining: its replicas move to other nodes, then it \
+                             leaves the cluster (see `cluster status`)"
+                        )?,
+                        _ => writeln!(out, "OK")?,
+                    }
                 }
             }
         }
@@ -442,6 +450,7 @@ fn cluster_json(status: &monotable_client::ClusterStatus) -> serde_json::Value {
                 "id": n.id,
                 "addr": n.addr,
                 "live": n.live,
+                "draining": n.draining,
                 "meta_role": n.meta_role,
                 "chunk_replicas": n.info.as_ref().map(|i| i.chunk_replicas),
                 "chunk_leaders": n.info.as_ref().map(|i| i.chunk_leaders),
@@ -485,8 +494,8 @@ fn write_cluster_table(
     )?;
     writeln!(
         out,
-        "{:<6} {:<24} {:<6} {:<8} {:>8} {:>8}  VERSION",
-        "NODE", "ADDRESS", "LIVE", "META", "REPLICAS", "LEADERS"
+        "{:<6} {:<24} {:<6} {:<8} {:<8} {:>8} {:>8}  VERSION",
+        "NODE", "ADDRESS", "LIVE", "DRAINING", "META", "REPLICAS", "LEADERS"
     )?;
     for n in &status.nodes {
         let (replicas, leaders, version) = match &n.info {
@@ -499,10 +508,11 @@ fn write_cluster_table(
         };
         writeln!(
             out,
-            "{:<6} {:<24} {:<6} {:<8} {:>8} {:>8}  {version}",
+            "{:<6} {:<24} {:<6} {:<8} {:<8} {:>8} {:>8}  {version}",
             n.id,
             n.addr,
             if n.live { "yes" } else { "no" },
+            if n.draining { "yes" } else { "no" },
             n.meta_role,
             replicas,
             leaders
@@ -571,6 +581,7 @@ mod tests {
             chunk_leaders: 0,
             meta_applied: Some(9),
             copies,
+            replica_groups: 3,
         };
         let copy = monotable_proto::CopyStatus {
             chunk: 4611686018427387905,
@@ -586,6 +597,7 @@ mod tests {
             live: true,
             meta_role: "voter".into(),
             info: Some(info(copies)),
+            draining: false,
         };
         let status = |copies| monotable_client::ClusterStatus {
             answered_by: 2,

@@ -23,6 +23,12 @@ pub struct NodeRecord {
     pub join_token: u64,
     /// Taken out with `cluster remove`; its id is never reused.
     pub removed: bool,
+    /// Being emptied (`cluster remove`, or dead for longer than
+    /// `serve --dead-after-secs`): no range is placed on it, its replicas
+    /// move to other nodes ([`MetaCommand::MoveReplica`]), and once no
+    /// range lists it, it is removed.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Ids of replicated ranges and chunks start here, far above the ids a
@@ -189,6 +195,68 @@ impl MetaState {
     pub fn live_members(&self) -> impl Iterator<Item = (NodeId, &NodeRecord)> {
         self.nodes.iter().filter(|(_, n)| !n.removed).map(|(id, n)| (*id, n))
     }
+
+    /// Nodes that may take new replicas: members not draining.
+    pub fn placeable(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.live_members().filter(|(_, n)| !n.draining).map(|(id, _)| id)
+    }
+
+    /// The chunk replicas the map places on each member (removed nodes
+    /// left out; a view's target, whose rows ride on its source's log, is
+    /// not counted): the load that balancing evens out.
+    pub fn chunk_loads(&self) -> BTreeMap<NodeId, u64> {
+        let mut load: BTreeMap<NodeId, u64> = self.live_members().map(|(id, _)| (id, 0)).collect();
+        for r in self.ranges.values().filter(|r| r.rides_on.is_none()) {
+            for id in &r.replicas {
+                if let Some(n) = load.get_mut(id) {
+                    *n += r.chunks.len() as u64;
+                }
+            }
+        }
+        load
+    }
+
+    /// Whether a node must shed its replicas: draining, removed or
+    /// unknown.
+    fn leaving(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_none_or(|n| n.removed || n.draining)
+    }
+
+    /// The move of one of range `name`'s replicas that best evens out the
+    /// chunk loads, if any ([`MetaCommand::MoveReplica`]): from a leaving
+    /// node first (to the placeable node with the fewest chunk replicas
+    /// that holds none of the range, or to none when there is no such node
+    /// and the range has other replicas); else from its most loaded
+    /// replica to that least loaded node, when their loads differ by more
+    /// than the range's chunks (so the move narrows the gap and never
+    /// swings it back).
+    pub fn balancing_move(&self, name: &str) -> Option<(NodeId, Option<NodeId>)> {
+        let r = self.ranges.get(name).filter(|r| r.rides_on.is_none())?;
+        let load = self.chunk_loads();
+        let to = self
+            .placeable()
+            .filter(|id| !r.replicas.contains(id))
+            .min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
+        if let Some(from) = r.replicas.iter().copied().find(|&id| self.leaving(id)) {
+            return match to {
+                Some(to) => Some((from, Some(to))),
+                None if r.replicas.len() > 1 => Some((from, None)),
+                None => None,
+            };
+        }
+        let to = to?;
+        let from = r
+            .replicas
+            .iter()
+            .copied()
+            .max_by_key(|id| (load.get(id).copied().unwrap_or(0), *id))?;
+        let gap = load
+            .get(&from)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(load.get(&to).copied().unwrap_or(0));
+        (gap > r.chunks.len() as u64).then_some((from, Some(to)))
+    }
 }
 
 /// A change to the meta range.
@@ -257,6 +325,19 @@ pub enum MetaCommand {
     /// Drops a sink. Answers [`MetaReply::Ok`], or an error if there is no
     /// such sink.
     DropSink { name: String },
+    /// Moves range `range`'s replica on `from` to `to` (`None`: drops it,
+    /// for a leaving node no node can replace), decided by the leader of
+    /// the range's first chunk from the chunk loads the map shows. Applied
+    /// only if it is still the move [`MetaState::balancing_move`] would
+    /// allow (another node's move may have changed the loads since):
+    /// answers [`MetaReply::Ok`], or an error and changes nothing. Each
+    /// chunk's leader then carries it out (see `super::placement`).
+    MoveReplica { range: String, from: NodeId, to: Option<NodeId> },
+    /// Starts emptying node `node` (see [`NodeRecord::draining`]).
+    /// Answers [`MetaReply::Ok`] (also when it drains already), or an
+    /// error for an unknown or removed node, or the last node that could
+    /// hold the replicas.
+    Drain { node: NodeId },
 }
 
 /// A sink on a replicated range: it runs on the leader of the range's
@@ -345,7 +426,7 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
             if s.nodes.contains_key(&1) {
                 return MetaReply::Refused("the cluster already has a founding node".into());
             }
-            s.nodes.insert(1, NodeRecord { addr, join_token, removed: false });
+            s.nodes.insert(1, NodeRecord { addr, join_token, removed: false, draining: false });
             s.cluster = cluster;
             MetaReply::Node(1)
         }
@@ -366,7 +447,7 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
                 ));
             }
             let id = s.nodes.keys().next_back().map_or(1, |last| last + 1);
-            s.nodes.insert(id, NodeRecord { addr, join_token, removed: false });
+            s.nodes.insert(id, NodeRecord { addr, join_token, removed: false, draining: false });
             add_wanted_replicas(s, id);
             MetaReply::Node(id)
         }
@@ -376,6 +457,9 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
             }
             if let Some(bad) = replicas.iter().find(|r| s.nodes.get(r).is_none_or(|n| n.removed)) {
                 return MetaReply::Refused(format!("node {bad} is not a live member"));
+            }
+            if let Some(bad) = replicas.iter().find(|r| s.leaving(**r)) {
+                return MetaReply::Refused(format!("node {bad} is draining"));
             }
             let id = s.next_id.max(REPLICATED_ID_BASE);
             s.next_id = id + 2;
@@ -419,7 +503,66 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
             split_chunk(s, range, chunk, at, right, generation)
         }
         MetaCommand::Remove { node } => remove_node(s, node),
+        MetaCommand::MoveReplica { range, from, to } => move_replica(s, range, from, to),
+        MetaCommand::Drain { node } => {
+            match s.nodes.get(&node) {
+                None => return MetaReply::Refused(format!("the cluster has no node {node}")),
+                Some(n) if n.removed => {
+                    return MetaReply::Refused(format!("node {node} was removed already"))
+                }
+                Some(n) if n.draining => return MetaReply::Ok,
+                Some(_) => {}
+            }
+            if !s.placeable().any(|id| id != node) {
+                return MetaReply::Refused(format!(
+                    "node {node} is the last node that can hold replicas: add a node first"
+                ));
+            }
+            s.nodes.get_mut(&node).expect("checked above").draining = true;
+            MetaReply::Ok
+        }
     }
+}
+
+/// Applies [`MetaCommand::MoveReplica`].
+fn move_replica(s: &mut MetaState, name: String, from: NodeId, to: Option<NodeId>) -> MetaReply {
+    let wanted = s.balancing_move(&name);
+    let allowed = match (wanted, to) {
+        // The best move, or another of the same kind: any placeable
+        // target that the gap allows (two nodes tied for least load).
+        (Some((f, Some(best))), Some(to)) if f == from => {
+            let load = s.chunk_loads();
+            let k = s.ranges.get(&name).map_or(0, |r| r.chunks.len() as u64);
+            let ok_target = s.placeable().any(|id| id == to)
+                && s.ranges.get(&name).is_some_and(|r| !r.replicas.contains(&to));
+            ok_target
+                && (s.leaving(from)
+                    || load.get(&from).copied().unwrap_or(0)
+                        > load.get(&to).copied().unwrap_or(0) + k
+                    || best == to)
+        }
+        (Some((f, None)), None) => f == from,
+        _ => false,
+    };
+    if !allowed {
+        return MetaReply::Refused(format!(
+            "moving range {name:?}'s replica from node {from} to {to:?} no longer evens out \
+             the load"
+        ));
+    }
+    let mut ranges = std::mem::take(&mut s.ranges);
+    if let Some(r) = ranges.get_mut(&name) {
+        r.replicas.retain(|&id| id != from);
+        // At the end: the order of `replicas` says nothing about who
+        // initializes a group (`seed` does).
+        r.replicas.extend(to);
+        for c in &mut r.chunks {
+            c.generation += 1;
+        }
+    }
+    follow_sources(&mut ranges);
+    s.ranges = ranges;
+    MetaReply::Ok
 }
 
 /// [`MetaCommand::SplitChunk`].
@@ -1061,5 +1204,86 @@ mod tests {
             s.ranges["idx"].chunks[0].generation > 1,
             "a changed placement is a new generation"
         );
+    }
+
+    /// Balancing: ranges created on one node spread as nodes join, one
+    /// move at a time, each allowed by the meta range only while it still
+    /// evens out the load, until no node holds more than a range's chunks
+    /// above another; a drained node sheds every replica (dropped where
+    /// no node can take it) and is then removed.
+    #[test]
+    fn moves_even_out_the_load_and_empty_draining_nodes() {
+        let mut m = MetaMachine::default();
+        apply(&mut m, MetaCommand::Found { addr: "n1".into(), join_token: 1, cluster: 5 });
+        let options = monotable_proto::RangeOptions::default();
+        for i in 0..12 {
+            let create = MetaCommand::CreateRange {
+                name: format!("r{i:02}"),
+                options,
+                replicas: vec![1],
+                wanted: 1,
+            };
+            assert!(matches!(apply(&mut m, create), MetaReply::Range(_)));
+        }
+        let settle = |m: &mut MetaMachine| {
+            let mut moves = 0;
+            loop {
+                let names: Vec<String> = m.state().ranges.keys().cloned().collect();
+                let next = names.iter().find_map(|n| {
+                    m.state().balancing_move(n).map(|(from, to)| (n.clone(), from, to))
+                });
+                let Some((range, from, to)) = next else { return moves };
+                let reply = apply(m, MetaCommand::MoveReplica { range, from, to });
+                assert_eq!(reply, MetaReply::Ok);
+                moves += 1;
+                assert!(moves < 100, "balancing ends");
+            }
+        };
+        for n in 2..=4u64 {
+            apply(&mut m, MetaCommand::Join { addr: format!("n{n}"), join_token: n });
+            settle(&mut m);
+            let loads: Vec<u64> = m.state().chunk_loads().values().copied().collect();
+            let (max, min) = (loads.iter().max().copied(), loads.iter().min().copied());
+            assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{n} nodes: {loads:?}");
+        }
+        assert_eq!(m.state().chunk_loads().values().sum::<u64>(), 12, "nothing lost or doubled");
+        // A move that no longer evens anything out is refused.
+        let (range, from) = {
+            let s = m.state();
+            let (name, r) = s.ranges.iter().next().expect("a range");
+            (name.clone(), r.replicas[0])
+        };
+        let to = (1..=4).find(|&id| id != from);
+        let stale = apply(&mut m, MetaCommand::MoveReplica { range, from, to });
+        assert!(matches!(stale, MetaReply::Refused(_)), "{stale:?}");
+        // Node 4 drains: its replicas go to the others.
+        assert_eq!(apply(&mut m, MetaCommand::Drain { node: 4 }), MetaReply::Ok);
+        assert_eq!(apply(&mut m, MetaCommand::Drain { node: 4 }), MetaReply::Ok, "again");
+        let create =
+            MetaCommand::CreateRange { name: "x".into(), options, replicas: vec![4], wanted: 1 };
+        assert!(matches!(apply(&mut m, create), MetaReply::Refused(_)), "nothing new on it");
+        settle(&mut m);
+        assert_eq!(m.state().chunk_loads()[&4], 0, "node 4 holds nothing");
+        assert_eq!(m.state().chunk_loads().values().sum::<u64>(), 12);
+        assert_eq!(apply(&mut m, MetaCommand::Remove { node: 4 }), MetaReply::Ok);
+        // A range with a replica on every node: a draining node's replica
+        // is dropped (no node can take it), the others stay.
+        let create = MetaCommand::CreateRange {
+            name: "wide".into(),
+            options,
+            replicas: vec![1, 2, 3],
+            wanted: 3,
+        };
+        assert!(matches!(apply(&mut m, create), MetaReply::Range(_)));
+        assert_eq!(apply(&mut m, MetaCommand::Drain { node: 3 }), MetaReply::Ok);
+        settle(&mut m);
+        let mut wide = m.state().ranges["wide"].replicas.clone();
+        wide.sort_unstable();
+        assert_eq!(wide, vec![1, 2]);
+        assert_eq!(m.state().chunk_loads()[&3], 0);
+        // The last node that could hold replicas cannot drain.
+        assert_eq!(apply(&mut m, MetaCommand::Drain { node: 2 }), MetaReply::Ok);
+        let last = apply(&mut m, MetaCommand::Drain { node: 1 });
+        assert!(matches!(last, MetaReply::Refused(_)), "{last:?}");
     }
 }

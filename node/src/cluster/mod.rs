@@ -37,6 +37,7 @@ use crate::error::{NodeError, NodeResult};
 use crate::replica_snapshot::SnapshotCopies;
 use crate::segments::{ReadError, Regions, SegmentReader};
 
+pub mod balance;
 pub mod meta;
 pub mod placement;
 pub mod transport;
@@ -122,6 +123,9 @@ pub struct ClusterConfig {
     pub join: Option<String>,
     pub password: Option<Vec<u8>>,
     pub timing: Timing,
+    /// A member silent this long (seconds) is drained and removed; 0
+    /// never ([`balance`]).
+    pub dead_after_secs: u64,
 }
 
 /// This node's membership of the cluster.
@@ -734,6 +738,17 @@ impl Cluster {
                         format!("node {node} is the cluster's last voter"),
                     ));
                 }
+                // A node that holds replicas is drained first: they move
+                // to other nodes ([`balance`]), which then remove it.
+                let listed = self
+                    .with_meta(|m| m.ranges.values().any(|r| r.replicas.contains(&node)))
+                    .unwrap_or(false);
+                if listed && !record.removed {
+                    return match self.propose(MetaCommand::Drain { node }).await? {
+                        MetaReply::Refused(m) => Err(NodeError::client(ErrorCode::BadRequest, m)),
+                        _ => Ok(()),
+                    };
+                }
                 // Marked removed first, so its join token can never rejoin
                 // even if the membership change below is cut short; a
                 // repeated removal finishes what is left.
@@ -1011,6 +1026,7 @@ impl Cluster {
                 }
                 .to_owned(),
                 info,
+                draining: record.draining,
             })
             .collect();
         Ok(ClusterStatus {

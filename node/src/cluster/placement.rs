@@ -90,6 +90,7 @@ impl Cluster {
             let mut changes = None;
             let mut revived: HashMap<GroupId, Instant> = HashMap::new();
             let moves = Moves::default();
+            let mut balancer = super::balance::Balancer::default();
             loop {
                 let Some(cluster) = weak.upgrade() else { return };
                 if cluster.is_shut_down() {
@@ -100,6 +101,8 @@ impl Cluster {
                 }
                 cluster.revive_stopped(&mut revived).await;
                 cluster.place_once(&moves);
+                cluster.balance_once(&mut balancer).await;
+                cluster.watch_members(&mut balancer).await;
                 drop(cluster);
                 let tick = tokio::time::sleep(Duration::from_millis(PLACEMENT_INTERVAL_MS));
                 match changes.as_mut() {
