@@ -209,6 +209,19 @@ impl Node {
                 .read_segment(cluster, (incarnation, region), offset, len)
                 .await
                 .map(|b| Reply::Segment(monotable_proto::Bytes::from(b))),
+            Command::GroupMembers { group } => {
+                let group = self.cluster()?.group(group).ok_or_else(|| {
+                    NodeError::client(
+                        monotable_proto::ErrorCode::ClusterUnavailable,
+                        format!("this node has no replica of chunk {group}"),
+                    )
+                })?;
+                let status = group.status();
+                let me = status.node;
+                let members = status.voters.keys().chain(status.learners.keys()).copied().collect();
+                let leader = status.state == "leader" && status.leader == Some(me);
+                Ok(Reply::Members { leader, members })
+            }
             Command::GroupReadIndex { group } => {
                 let group = self.cluster()?.group(group).ok_or_else(|| {
                     NodeError::client(

@@ -1135,7 +1135,10 @@ impl Node {
         }
         let members: Vec<NodeId> = meta.live_members().map(|(id, _)| id).collect();
         let wanted = replicas.unwrap_or(REPLICAS_DEFAULT).max(1) as usize;
-        if wanted.min(members.len()) <= 1 {
+        // A cluster of one makes ordinary ranges, unless more replicas are
+        // asked for: then a replicated range of one, which takes more as
+        // nodes join.
+        if wanted <= 1 || (members.len() <= 1 && replicas.is_none()) {
             if meta.ranges.contains_key(name) {
                 return Some(Err(NodeError::client(
                     ErrorCode::RangeExists,
@@ -1201,9 +1204,6 @@ impl Node {
             );
         }
         live.truncate(wanted);
-        if live.len() < 2 {
-            return Err(unavailable("fewer than two nodes are live to hold replicas"));
-        }
         let command = MetaCommand::CreateRange {
             name: name.to_owned(),
             options,
@@ -1387,11 +1387,11 @@ impl Node {
                 .iter()
                 .any(|(g, n, _)| n == name && cluster.group(*g).is_some_and(|g| g.is_leader()))
         };
-        let gone: Vec<String> = self
+        let candidates: Vec<(String, bool)> = self
             .router_read()
             .ranges()
-            .filter(|r| {
-                is_replicated(r.meta.id)
+            .filter_map(|r| {
+                let gone = is_replicated(r.meta.id)
                     && match meta.ranges.get(&r.meta.name) {
                         // An id this meta replica has not given out yet: a
                         // view's target created from its source's log ahead
@@ -1399,10 +1399,24 @@ impl Node {
                         None => r.meta.id < meta.next_id,
                         Some(m) if m.id != r.meta.id => true,
                         Some(m) => !m.replicas.contains(&me) && !leads_here(&r.meta.name),
-                    }
+                    };
+                let moved = meta.ranges.get(&r.meta.name).is_some_and(|m| m.id == r.meta.id);
+                gone.then(|| (r.meta.name.clone(), moved))
             })
-            .map(|r| r.meta.name.clone())
             .collect();
+        // A replica moved away is dropped only once every group of the
+        // range here has left it out: until then it may still count
+        // towards a majority, and entries it acknowledged would be lost
+        // with it. Postmortem: a follower dropped its replica as soon as
+        // the chunk map moved it, while still a voter; placed on the range
+        // again before the leader removed it, it came back empty and the
+        // leader found its log reverted.
+        let mut gone = Vec::new();
+        for (name, moved) in candidates {
+            if !moved || self.released(cluster, me, &name).await {
+                gone.push(name);
+            }
+        }
         for name in gone {
             // A split's lower halves have ids of this node's: their groups
             // are the registry's.
@@ -1473,7 +1487,10 @@ impl Node {
                     .iter()
                     .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
                     .collect();
-                let seeded = range.initial_voters().contains(&me);
+                // A node moved off the range and placed on it again
+                // starts empty: it must not seed (its log would be a second
+                // history of the group); the leader brings it in.
+                let seeded = range.initial_voters().contains(&me) && !range.departed.contains(&me);
                 // Every replica a range was created on seeds its chunks'
                 // groups with the same voters (a no-op where it ran
                 // before); one of them campaigns at once (see `Init`).
@@ -1494,6 +1511,63 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Whether every Raft group of this node's replica of range `name` has
+    /// taken this node out of its voters and learners, as the group's
+    /// leader (asked with [`Command::GroupMembers`]) or this replica
+    /// itself says; `false` when that cannot be told now.
+    async fn released(&self, cluster: &Arc<Cluster>, me: NodeId, name: &str) -> bool {
+        let groups: Vec<u64> = self
+            .replicated
+            .all()
+            .into_iter()
+            .filter(|(_, n, _)| n == name)
+            .map(|(g, _, _)| g)
+            .collect();
+        for id in groups {
+            let Some(group) = cluster.group(id) else { continue };
+            if group.stopped().is_some() {
+                return false;
+            }
+            let status = group.status();
+            if !status.voters.contains_key(&me) && !status.learners.contains_key(&me) {
+                continue;
+            }
+            // The replicas it knows of, and those the chunk map lists now
+            // (the leader may be one added since this replica last heard).
+            let listed: Vec<(NodeId, String)> = cluster
+                .with_meta(|m| {
+                    let replicas =
+                        m.ranges.get(name).map(|r| r.replicas.clone()).unwrap_or_default();
+                    replicas
+                        .into_iter()
+                        .filter_map(|id| m.nodes.get(&id).map(|n| (id, n.addr.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let known =
+                status.voters.iter().chain(&status.learners).map(|(id, a)| (*id, a.clone()));
+            let mut peers: Vec<(NodeId, String)> = known.chain(listed).collect();
+            peers.sort();
+            peers.dedup();
+            let mut confirmed = false;
+            for (peer, addr) in &peers {
+                if *peer == me {
+                    continue;
+                }
+                let ask = self.forward(addr, Command::GroupMembers { group: id });
+                let answer = tokio::time::timeout(Duration::from_millis(1_000), ask).await;
+                if let Ok(Ok(Reply::Members { leader: true, members })) = answer {
+                    confirmed = !members.contains(&me);
+                    break;
+                }
+            }
+            if !confirmed {
+                return false;
+            }
+        }
+        true
     }
 
     /// Starts this node's replica of chunk (and Raft group) `group` of

@@ -895,6 +895,7 @@ mod tests {
             seed: Vec::new(),
             rides_on,
             wanted: 0,
+            departed: Vec::new(),
         }
     }
 

@@ -266,6 +266,13 @@ pub enum Command {
         channel: Bytes,
         message: Bytes,
     },
+    /// Node to node: the voters and learners of chunk group `group` as the
+    /// answering node's replica knows them, answered with
+    /// [`Reply::Members`] (a node asks before it drops a replica the chunk
+    /// map no longer lists: only once the group's leader has taken it out).
+    GroupMembers {
+        group: u64,
+    },
     /// Node to node: up to `len` bytes at `offset` of segment region
     /// `region` that the answering node registered in its process
     /// `incarnation` (a replica copying a chunk's log segments for a
@@ -521,6 +528,12 @@ pub enum Reply {
     Index(u64),
     /// Bytes of a segment region (answers [`Command::SegmentRead`]).
     Segment(Bytes),
+    /// A group's voters and learners, and whether the answering replica
+    /// leads it (answers [`Command::GroupMembers`]).
+    Members {
+        leader: bool,
+        members: Vec<u64>,
+    },
 }
 
 /// The cluster as one node sees it (`monotable cluster status`).

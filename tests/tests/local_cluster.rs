@@ -1,6 +1,8 @@
 //! `deploy/local-cluster.sh`: three nodes started, one killed with
 //! SIGKILL and started again (by running the script again, then with
-//! `start-node K`) while the others run, then all stopped.
+//! `start-node K`) while the others run, then all stopped; and a cluster
+//! grown from one node to five under a write load with views registered,
+//! then shrunk by two.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -70,7 +72,7 @@ impl Drop for Script {
     }
 }
 
-/// A base such that BASE+1..=BASE+3 are free loopback ports (as far as
+/// A base such that BASE+1..=BASE+5 are free loopback ports (as far as
 /// can be told before the script binds them).
 fn free_base() -> u16 {
     loop {
@@ -80,10 +82,27 @@ fn free_base() -> u16 {
             continue;
         }
         let held: Vec<_> =
-            (1..=3).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
-        if held.len() == 3 {
+            (1..=5).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        if held.len() == 5 {
             return base;
         }
+    }
+}
+
+/// The script over a new directory and free ports.
+fn script() -> Script {
+    let base = free_base();
+    let resp_base = loop {
+        let b = free_base();
+        if b.abs_diff(base) > 5 {
+            break b;
+        }
+    };
+    Script {
+        path: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-cluster.sh"),
+        dir: tempfile::tempdir().expect("tmp"),
+        base,
+        resp_base,
     }
 }
 
@@ -95,19 +114,7 @@ fn text(o: &Output) -> String {
 /// ran: the script refused ("node 1 already runs; stop first").
 #[test]
 fn a_killed_node_of_a_local_cluster_starts_again_alone() {
-    let base = free_base();
-    let resp_base = loop {
-        let b = free_base();
-        if b.abs_diff(base) > 3 {
-            break b;
-        }
-    };
-    let script = Script {
-        path: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-cluster.sh"),
-        dir: tempfile::tempdir().expect("tmp"),
-        base,
-        resp_base,
-    };
+    let script = script();
     let out = script.run(&["3"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(script.all_live(1, 3), "{}", text(&out));
@@ -138,4 +145,238 @@ fn a_killed_node_of_a_local_cluster_starts_again_alone() {
     let out = script.run(&["stop"]);
     assert!(text(&out).contains("stopped 3 node(s)"), "{}", text(&out));
     assert!((1..=3).all(|i| std::net::TcpStream::connect(script.addr(i)).is_err()));
+}
+
+/// Each chunk of `range` through `addr`: its replicas and its Raft
+/// voters, sorted; empty if the range cannot be described.
+fn chunks(addr: SocketAddr, range: &str) -> Vec<(Vec<u64>, Vec<u64>)> {
+    let out = monotable_tests::cli(addr, &["range", "describe", range]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ids = |v: &serde_json::Value| {
+        let mut ids: Vec<u64> =
+            v.as_array().into_iter().flatten().filter_map(serde_json::Value::as_u64).collect();
+        ids.sort_unstable();
+        ids
+    };
+    d["chunks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (ids(&c["replicas"]), ids(&c["voters"])))
+        .collect()
+}
+
+const RANGES: [&str; 6] = ["r", "a", "b", "c", "d", "e"];
+
+/// Whether every chunk of every range has 3 replicas among `nodes`, with
+/// its voters the same, and the chunk replicas per node are within one
+/// range's chunks of each other; the loads when so.
+fn placed(addr: SocketAddr, nodes: &[u64]) -> Option<std::collections::BTreeMap<u64, usize>> {
+    let mut load: std::collections::BTreeMap<u64, usize> = nodes.iter().map(|&n| (n, 0)).collect();
+    let mut widest = 0;
+    for range in RANGES {
+        let chunks = chunks(addr, range);
+        if chunks.is_empty() {
+            return None;
+        }
+        widest = widest.max(chunks.len());
+        for (replicas, voters) in chunks {
+            if replicas.len() != 3 || replicas != voters {
+                return None;
+            }
+            for id in replicas {
+                *load.get_mut(&id)? += 1;
+            }
+        }
+    }
+    let (max, min) = (load.values().max()?, load.values().min()?);
+    (max - min <= widest).then_some(load)
+}
+
+/// A cluster grows from one node to five under writes to six ranges (one
+/// with a mapper and reducers), one `deploy/local-cluster.sh N` at a time:
+/// replicas spread to the new nodes (each range short of its three
+/// replicas takes the first joiners; then leaders move replicas until
+/// the chunk replicas per node are even), each new replica copying the
+/// chunks' segments. Two nodes are then removed (drained: their replicas
+/// move first). Every acknowledged write is there, the views are exact,
+/// and every chunk has its three replicas as voters.
+#[test]
+fn a_cluster_grows_to_five_nodes_and_shrinks_by_two_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let script = script();
+    let out = script.run(&["1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = script.addr(1);
+    for range in RANGES {
+        monotable_tests::ok(monotable_tests::cli(
+            first,
+            &["range", "create", range, "--replicas", "3"],
+        ));
+    }
+    let views: [&[&str]; 3] = [
+        &[
+            "mapper",
+            "create",
+            "by_city",
+            "--source",
+            "r",
+            "--target",
+            "idx",
+            "--field",
+            "city",
+            "--value-field",
+            "amount",
+        ],
+        &["reducer", "create", "n", "--range", "r", "--builtin", "count"],
+        &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"],
+    ];
+    for v in views {
+        monotable_tests::ok(monotable_tests::cli(first, v));
+    }
+    // Writes through every node up, each key once: an acknowledged key
+    // must be there with its value; one whose answer was lost may be.
+    let rt = monotable_tests::runtime();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, String, i64)>>> = Arc::default();
+    let addrs: Vec<SocketAddr> = (1..=5).map(|i| script.addr(i)).collect();
+    let loader = {
+        let (stop, acked, addrs) = (stop.clone(), acked.clone(), addrs.clone());
+        rt.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let addr = addrs[(i % 5) as usize];
+                let Ok(Ok(c)) = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    monotable_client::Client::connect(addr),
+                )
+                .await
+                else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                };
+                for _ in 0..20 {
+                    i += 1;
+                    let range = RANGES[(i % 6) as usize];
+                    let key = format!("k{i:06}");
+                    let amount = (i % 97) as i64;
+                    let city = ["paris", "oslo"][(i % 2) as usize];
+                    let doc = serde_json::json!({"city": city, "amount": amount});
+                    let put = c.put(range, &key, monotable_tests::msgpack(&doc));
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(5), put).await
+                    {
+                        acked.lock().expect("acked").push((range.to_owned(), key, amount));
+                    } else {
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    let count = || acked.lock().expect("acked").len();
+    wait_until("writes on one node", 60, || count() > 200);
+    for n in 2..=5u16 {
+        let out = script.run(&[&n.to_string()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let before = count();
+        wait_until("writes go on as the cluster grows", 60, || count() > before + 100);
+    }
+    wait_until("replicas spread evenly over five nodes", 180, || {
+        placed(first, &[1, 2, 3, 4, 5]).is_some()
+    });
+    let load = placed(first, &[1, 2, 3, 4, 5]).expect("placed");
+    assert!(load[&4] > 0 && load[&5] > 0, "the last nodes to join hold replicas: {load:?}");
+    let log4 = std::fs::read_to_string(script.dir.path().join("node-4.log")).expect("node 4's log");
+    assert!(log4.contains("copied a snapshot's segments"), "node 4 copied segments");
+
+    // Two nodes removed: drained first, then gone.
+    for node in ["2", "4"] {
+        let out = monotable_tests::cli(first, &["cluster", "remove", node]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let members: Vec<u64> = status(first)
+            .and_then(|s| s["nodes"].as_array().cloned())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["id"].as_u64())
+            .collect();
+        if members == [1, 3, 5] && placed(first, &[1, 3, 5]).is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let chunks: Vec<_> = RANGES.iter().map(|r| (r, chunks(first, r))).collect();
+            let dir = script.dir.path().to_owned();
+            std::mem::forget(script);
+            panic!(
+                "nodes 2 and 4 never drained and left: members {members:?}, chunks {chunks:?}; \
+                 logs in {}",
+                dir.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let before = count();
+    wait_until("writes go on on three nodes", 60, || count() > before + 100);
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(loader).expect("the loader");
+
+    // Every acknowledged write, through a node that was there all along.
+    let via = script.addr(3);
+    let acked = acked.lock().expect("acked").clone();
+    let mut want: std::collections::BTreeMap<&str, Vec<(String, i64)>> = Default::default();
+    for (range, key, amount) in &acked {
+        want.entry(range.as_str()).or_default().push((key.clone(), *amount));
+    }
+    let mut records_r = 0usize;
+    let mut sum_r = 0i64;
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(via).await.expect("connect");
+        for range in RANGES {
+            let mut stream = c.scan_stream(range, monotable_client::Scan::all());
+            let mut got = std::collections::BTreeMap::new();
+            while let Some(r) = stream.next().await {
+                let r = r.expect("a page");
+                let doc: serde_json::Value = rmp_serde::from_slice(&r.value).expect("msgpack");
+                got.insert(
+                    String::from_utf8(r.key.to_vec()).expect("utf-8"),
+                    doc["amount"].as_i64().expect("amount"),
+                );
+            }
+            for (key, amount) in want.get(range).into_iter().flatten() {
+                assert_eq!(got.get(key), Some(amount), "range {range}: acknowledged {key} lost");
+            }
+            if range == "r" {
+                records_r = got.len();
+                sum_r = got.values().sum();
+            }
+        }
+    });
+    let agg = |reducer: &str| {
+        monotable_tests::ok(monotable_tests::cli(
+            via,
+            &["agg", reducer, "--fresh", "--timeout-ms", "30000"],
+        ))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(agg("n"), records_r.to_string(), "count over r");
+    assert_eq!(agg("total"), sum_r.to_string(), "sum over idx");
+    let idx_rows =
+        monotable_tests::ok(monotable_tests::cli(via, &["scan", "idx", "--limit", "1000000"]))
+            .lines()
+            .count();
+    assert_eq!(idx_rows, records_r, "one idx row per record of r");
+    for node in 1..=5 {
+        let log = std::fs::read_to_string(script.dir.path().join(format!("node-{node}.log")))
+            .expect("a node's log");
+        assert!(!log.contains("panicked at"), "node {node}'s Raft tasks never panicked");
+    }
 }

@@ -87,7 +87,10 @@ impl Cluster {
         for (name, chunks, replicas) in ranges {
             let Some(first) = chunks.first().and_then(|c| self.group(*c)) else { continue };
             let status = first.status();
-            if status.state != "leader" || status.leader != Some(me) {
+            if status.state != "leader"
+                || status.leader != Some(me)
+                || !status.voters.contains_key(&me)
+            {
                 continue;
             }
             let wanted: std::collections::BTreeSet<NodeId> = replicas.iter().copied().collect();
@@ -188,8 +191,11 @@ impl Cluster {
             let listed = self
                 .with_meta(|m| m.ranges.values().any(|r| r.replicas.contains(id)))
                 .unwrap_or(true);
-            let let_go = !live.contains(id) || b.replicas.get(id) == Some(&0);
-            if *draining && !listed && let_go && *id != me {
+            let let_go = match *id == me {
+                true => self.groups().is_empty(),
+                false => !live.contains(id) || b.replicas.get(id) == Some(&0),
+            };
+            if *draining && !listed && let_go {
                 match self.remove(*id).await {
                     Ok(()) => tracing::info!(node = id, "node drained: removed from the cluster"),
                     Err(e) => tracing::warn!(node = id, error = %e, "drained node not removed yet"),

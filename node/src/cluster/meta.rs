@@ -68,6 +68,12 @@ pub struct MetaRange {
     /// recorded before the field: as many as `replicas`.
     #[serde(default)]
     pub wanted: u32,
+    /// Nodes whose replica of the range was moved away. Such a node, if
+    /// placed on the range again, never seeds its chunks' groups with the
+    /// initial voters (its empty log would make a second history): it
+    /// waits for the leader to add it.
+    #[serde(default)]
+    pub departed: Vec<NodeId>,
 }
 
 impl MetaRange {
@@ -223,14 +229,15 @@ impl MetaState {
     }
 
     /// The move of one of range `name`'s replicas that best evens out the
-    /// chunk loads, if any ([`MetaCommand::MoveReplica`]): from a leaving
-    /// node first (to the placeable node with the fewest chunk replicas
-    /// that holds none of the range, or to none when there is no such node
-    /// and the range has other replicas); else from its most loaded
-    /// replica to that least loaded node, when their loads differ by more
-    /// than the range's chunks (so the move narrows the gap and never
-    /// swings it back).
-    pub fn balancing_move(&self, name: &str) -> Option<(NodeId, Option<NodeId>)> {
+    /// chunk loads, if any ([`MetaCommand::MoveReplica`]), as (from, to):
+    /// from a leaving node first (to the placeable node with the fewest
+    /// chunk replicas that holds none of the range, or to none when there
+    /// is no such node and the range has other replicas); else, for a
+    /// range short of the replicas it asked for, a new one on that least
+    /// loaded node (from none); else from its most loaded replica to that
+    /// node, when their loads differ by more than the range's chunks (so
+    /// the move narrows the gap and never swings it back).
+    pub fn balancing_move(&self, name: &str) -> Option<(Option<NodeId>, Option<NodeId>)> {
         let r = self.ranges.get(name).filter(|r| r.rides_on.is_none())?;
         let load = self.chunk_loads();
         let to = self
@@ -239,12 +246,17 @@ impl MetaState {
             .min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
         if let Some(from) = r.replicas.iter().copied().find(|&id| self.leaving(id)) {
             return match to {
-                Some(to) => Some((from, Some(to))),
-                None if r.replicas.len() > 1 => Some((from, None)),
+                Some(to) => Some((Some(from), Some(to))),
+                None if r.replicas.len() > 1 => Some((Some(from), None)),
                 None => None,
             };
         }
         let to = to?;
+        if (r.replicas.len() as u32) < r.wanted {
+            // Short of the replicas asked for (made while fewer nodes
+            // were up): one more, on the least loaded node.
+            return Some((None, Some(to)));
+        }
         let from = r
             .replicas
             .iter()
@@ -255,7 +267,7 @@ impl MetaState {
             .copied()
             .unwrap_or(0)
             .saturating_sub(load.get(&to).copied().unwrap_or(0));
-        (gap > r.chunks.len() as u64).then_some((from, Some(to)))
+        (gap > r.chunks.len() as u64).then_some((Some(from), Some(to)))
     }
 }
 
@@ -325,14 +337,15 @@ pub enum MetaCommand {
     /// Drops a sink. Answers [`MetaReply::Ok`], or an error if there is no
     /// such sink.
     DropSink { name: String },
-    /// Moves range `range`'s replica on `from` to `to` (`None`: drops it,
-    /// for a leaving node no node can replace), decided by the leader of
+    /// Moves range `range`'s replica on `from` to `to` (`to` `None`: drops
+    /// it, for a leaving node no node can replace; `from` `None`: adds one,
+    /// for a range short of its replicas), decided by the leader of
     /// the range's first chunk from the chunk loads the map shows. Applied
     /// only if it is still the move [`MetaState::balancing_move`] would
     /// allow (another node's move may have changed the loads since):
     /// answers [`MetaReply::Ok`], or an error and changes nothing. Each
     /// chunk's leader then carries it out (see `super::placement`).
-    MoveReplica { range: String, from: NodeId, to: Option<NodeId> },
+    MoveReplica { range: String, from: Option<NodeId>, to: Option<NodeId> },
     /// Starts emptying node `node` (see [`NodeRecord::draining`]).
     /// Answers [`MetaReply::Ok`] (also when it drains already), or an
     /// error for an unknown or removed node, or the last node that could
@@ -467,7 +480,16 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
             let seed = replicas.clone();
             let wanted = wanted.max(replicas.len() as u32);
             let chunks = vec![chunk];
-            let range = MetaRange { id, options, replicas, chunks, seed, rides_on: None, wanted };
+            let range = MetaRange {
+                id,
+                options,
+                replicas,
+                chunks,
+                seed,
+                rides_on: None,
+                wanted,
+                departed: Vec::new(),
+            };
             s.ranges.insert(name, range.clone());
             MetaReply::Range(range)
         }
@@ -525,7 +547,12 @@ fn run(s: &mut MetaState, command: MetaCommand) -> MetaReply {
 }
 
 /// Applies [`MetaCommand::MoveReplica`].
-fn move_replica(s: &mut MetaState, name: String, from: NodeId, to: Option<NodeId>) -> MetaReply {
+fn move_replica(
+    s: &mut MetaState,
+    name: String,
+    from: Option<NodeId>,
+    to: Option<NodeId>,
+) -> MetaReply {
     let wanted = s.balancing_move(&name);
     let allowed = match (wanted, to) {
         // The best move, or another of the same kind: any placeable
@@ -535,24 +562,26 @@ fn move_replica(s: &mut MetaState, name: String, from: NodeId, to: Option<NodeId
             let k = s.ranges.get(&name).map_or(0, |r| r.chunks.len() as u64);
             let ok_target = s.placeable().any(|id| id == to)
                 && s.ranges.get(&name).is_some_and(|r| !r.replicas.contains(&to));
+            let load_of = |id: NodeId| load.get(&id).copied().unwrap_or(0);
             ok_target
-                && (s.leaving(from)
-                    || load.get(&from).copied().unwrap_or(0)
-                        > load.get(&to).copied().unwrap_or(0) + k
-                    || best == to)
+                && match from {
+                    None => true,
+                    Some(from) => s.leaving(from) || load_of(from) > load_of(to) + k || best == to,
+                }
         }
         (Some((f, None)), None) => f == from,
         _ => false,
     };
     if !allowed {
         return MetaReply::Refused(format!(
-            "moving range {name:?}'s replica from node {from} to {to:?} no longer evens out \
+            "moving range {name:?}'s replica from node {from:?} to {to:?} no longer evens out \
              the load"
         ));
     }
     let mut ranges = std::mem::take(&mut s.ranges);
     if let Some(r) = ranges.get_mut(&name) {
-        r.replicas.retain(|&id| id != from);
+        r.replicas.retain(|&id| Some(id) != from);
+        r.departed.extend(from.filter(|f| !r.departed.contains(f)));
         // At the end: the order of `replicas` says nothing about who
         // initializes a group (`seed` does).
         r.replicas.extend(to);
@@ -645,6 +674,9 @@ fn remove_node(s: &mut MetaState, node: NodeId) -> MetaReply {
     for (name, r) in ranges.iter_mut().filter(|(_, r)| r.rides_on.is_none()) {
         let Some(at) = r.replicas.iter().position(|&id| id == node) else { continue };
         r.replicas.remove(at);
+        if !r.departed.contains(&node) {
+            r.departed.push(node);
+        }
         let spare = load
             .iter()
             .filter(|(id, _)| !r.replicas.contains(id))
@@ -712,6 +744,7 @@ fn create_view(s: &mut MetaState, name: String, view: MetaView) -> MetaReply {
             rides_on: Some(group),
             // Follows its source's replicas.
             wanted: 0,
+            departed: Vec::new(),
         };
         s.ranges.insert(target.clone(), range);
     }
@@ -1254,7 +1287,7 @@ mod tests {
             (name.clone(), r.replicas[0])
         };
         let to = (1..=4).find(|&id| id != from);
-        let stale = apply(&mut m, MetaCommand::MoveReplica { range, from, to });
+        let stale = apply(&mut m, MetaCommand::MoveReplica { range, from: Some(from), to });
         assert!(matches!(stale, MetaReply::Refused(_)), "{stale:?}");
         // Node 4 drains: its replicas go to the others.
         assert_eq!(apply(&mut m, MetaCommand::Drain { node: 4 }), MetaReply::Ok);

@@ -161,7 +161,15 @@ impl Cluster {
         for (chunk, wanted) in work {
             let Some(group) = self.group(chunk) else { continue };
             let status = group.status();
-            if status.state != "leader" || status.leader != Some(me) {
+            // A leader that removed itself leads until it steps down, but
+            // must change the membership no more (openraft asserts it).
+            // Postmortem: a leader that had just removed itself from a
+            // chunk's group started the next move of that group; its Raft
+            // task panicked and the group stopped on that node.
+            if status.state != "leader"
+                || status.leader != Some(me)
+                || !status.voters.contains_key(&me)
+            {
                 continue;
             }
             let voters: BTreeSet<NodeId> = status.voters.keys().copied().collect();

@@ -477,6 +477,7 @@ mod tests {
             seed: vec![1, 2, 3],
             rides_on: None,
             wanted: 3,
+            departed: Vec::new(),
         }
     }
 
