@@ -285,13 +285,25 @@ impl Catalog {
 
     /// Records a new range and its first chunk (whose files must exist).
     pub fn create_range(&self, range: &RangeMeta, chunk: &ChunkMeta) -> Result<(), CatalogError> {
+        self.create_range_of(range, std::slice::from_ref(chunk))
+    }
+
+    /// Records a new range made of `chunks` (whose files must exist),
+    /// atomically.
+    pub fn create_range_of(
+        &self,
+        range: &RangeMeta,
+        chunks: &[ChunkMeta],
+    ) -> Result<(), CatalogError> {
         let name = range.name.as_str();
         (&self.ranges, &self.chunks).transaction(|(r, c)| {
             if r.get(name.as_bytes())?.is_some() {
                 return Err(abort(CatalogError::RangeExists(name.to_owned())));
             }
             r.insert(name.as_bytes(), encode(range))?;
-            c.insert(&chunk.id.to_be_bytes(), encode(chunk))?;
+            for chunk in chunks {
+                c.insert(&chunk.id.to_be_bytes(), encode(chunk))?;
+            }
             Ok(())
         })?;
         self.flush()

@@ -321,28 +321,62 @@ impl Node {
         range_id: u64,
         chunk_id: u64,
     ) -> NodeResult<Route> {
+        let first = ChunkMeta { id: chunk_id, range_id, start: vec![], end: None };
+        let mut routes = self.create_range_with_chunks(name, options, range_id, &[first])?;
+        Ok(routes.remove(0))
+    }
+
+    /// Creates range `name` (id `range_id`) made of `chunks` (which tile
+    /// it, in key order), empty, and routes them; returns their routes.
+    /// A replica of a replicated range starts this way from the chunk map,
+    /// so that each chunk's group installs a snapshot over the same bounds
+    /// as its leader's.
+    pub(crate) fn create_range_with_chunks(
+        self: &Arc<Self>,
+        name: &str,
+        options: RangeOptions,
+        range_id: u64,
+        chunks: &[ChunkMeta],
+    ) -> NodeResult<Vec<Route>> {
         let range = RangeMeta { id: range_id, name: name.to_owned(), options, view_index: false };
-        let meta = ChunkMeta { id: chunk_id, range_id, start: vec![], end: None };
-        let dir = self.chunk_dir(meta.id);
         let segment = self.config.segment_size_for(options.chunk_size_max_bytes);
-        let descriptor =
-            ChunkDescriptor { range_name: name.to_owned(), options, chunk: meta.clone() };
-        let chunk = Chunk::create(&descriptor, &dir, segment)?;
-        if let Err(e) = self.catalog.create_range(&range, &meta) {
-            let _ = chunk.destroy();
+        let mut made: Vec<Chunk> = Vec::with_capacity(chunks.len());
+        for meta in chunks {
+            let descriptor =
+                ChunkDescriptor { range_name: name.to_owned(), options, chunk: meta.clone() };
+            match Chunk::create(&descriptor, &self.chunk_dir(meta.id), segment) {
+                Ok(chunk) => made.push(chunk),
+                Err(e) => {
+                    for chunk in made {
+                        let _ = chunk.destroy();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        if let Err(e) = self.catalog.create_range_of(&range, chunks) {
+            for chunk in made {
+                let _ = chunk.destroy();
+            }
             return Err(e.into());
         }
-        // The catalog names it now; a mark left by a failure here is taken
-        // off at the next start.
-        if let Err(e) = crate::storage::descriptor::unmark_creating(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a chunk's creation mark");
+        let mut routes = Vec::with_capacity(made.len());
+        for chunk in made {
+            // The catalog names it now; a mark left by a failure here is
+            // taken off at the next start.
+            let dir = self.chunk_dir(chunk.meta.id);
+            if let Err(e) = crate::storage::descriptor::unmark_creating(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a chunk's creation mark");
+            }
+            routes.push(self.spawn_chunk(chunk, options.chunk_size_max_bytes));
         }
-        let route = self.spawn_chunk(chunk, options.chunk_size_max_bytes);
         let mut router = self.router_write();
         router.insert_range(range.clone());
-        router.insert_chunk(range.id, route.clone());
-        tracing::info!(range = name, id = range.id, "created range");
-        Ok(route)
+        for route in &routes {
+            router.insert_chunk(range.id, route.clone());
+        }
+        tracing::info!(range = name, id = range.id, chunks = routes.len(), "created range");
+        Ok(routes)
     }
 
     /// Asks every chunk of the range for its info. A chunk that split

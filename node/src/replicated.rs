@@ -1460,9 +1460,31 @@ impl Node {
                 if self.router_read().range(name).is_some() {
                     continue;
                 }
-                // A replica starts as the first chunk; the splits since
-                // come from its Raft log.
-                vec![self.create_range_with_ids(name, range.options, range.id, first)?]
+                // A replica starts as the chunks the map lists (with their
+                // groups' ids); splits not yet in the map come from the
+                // groups' logs. Postmortem: a replica started as the first
+                // chunk alone waited for the splits to come from that
+                // chunk's log; once the log was purged (a snapshot for a
+                // move) the snapshot covered less than the chunk, which
+                // refused it, and the replica never came up.
+                let chunks: Vec<ChunkMeta> = match rides {
+                    true => Vec::new(),
+                    false => range
+                        .chunks
+                        .iter()
+                        .map(|c| ChunkMeta {
+                            id: c.id,
+                            range_id: range.id,
+                            start: c.start.clone(),
+                            end: c.end.clone(),
+                        })
+                        .collect(),
+                };
+                if chunks.is_empty() {
+                    vec![self.create_range_with_ids(name, range.options, range.id, first)?]
+                } else {
+                    self.create_range_with_chunks(name, range.options, range.id, &chunks)?
+                }
             } else {
                 routes
             };
