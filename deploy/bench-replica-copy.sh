@@ -41,7 +41,7 @@ monotable_round() { # replicas
     local cpu0 t0 t1 cpu1
     cpu0=$(cpu_secs "$leader")
     t0=$(now)
-    deploy/local-cluster.sh $((n + 1)) >/dev/null
+    deploy/local-cluster.sh $((n + 1)) >/dev/null 2>&1
     pids+=($(cat "$dir"/node-*.pid))
     # Every chunk of `big` has all n + 1 replicas as voters.
     until "$MT" range describe big --addr "$a1" 2>/dev/null | python3 -c '
@@ -63,10 +63,14 @@ sys.exit(0 if all(len(c.get("voters") or []) == want and sorted(c["voters"]) == 
 redis_round() { # replicas
     local n=$1 mp
     mp=$(free_port)
-    start_redis "rm$n" "$mp" --appendonly no --repl-diskless-sync yes --repl-diskless-sync-delay 0 \
+    start_redis "rm$n" "$mp" --appendonly no --enable-debug-command yes --repl-diskless-sync yes \
+        --repl-diskless-sync-delay 0 \
         --repl-diskless-sync-max-replicas 0
     local master=${pids[-1]}
     redis-cli -p "$mp" DEBUG POPULATE "$RECORDS" key "$VALUE" >/dev/null
+    local size
+    size=$(redis-cli -p "$mp" DBSIZE)
+    [ "$size" = "$RECORDS" ] || { echo "Redis holds $size keys, not $RECORDS" >&2; exit 1; }
     local cpu0 t0 t1 cpu1 ports=()
     cpu0=$(cpu_secs "$master")
     t0=$(now)

@@ -171,6 +171,27 @@ fn chunks(addr: SocketAddr, range: &str) -> Vec<(Vec<u64>, Vec<u64>)> {
 
 const RANGES: [&str; 6] = ["r", "a", "b", "c", "d", "e"];
 
+/// The last warnings, errors and panics of every node's log, for a
+/// failure's message (the nodes and their logs go with the test).
+fn warnings(script: &Script) -> String {
+    let mut out = String::new();
+    for node in 1..=5 {
+        let Ok(log) = std::fs::read_to_string(script.dir.path().join(format!("node-{node}.log")))
+        else {
+            continue;
+        };
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+            .filter(|l| !l.contains("openraft::replication"))
+            .collect();
+        for line in &lines[lines.len().saturating_sub(8)..] {
+            out.push_str(&format!("node {node}: {line}\n"));
+        }
+    }
+    out
+}
+
 /// Whether every chunk of every range has 3 replicas among `nodes`, with
 /// its voters the same, and the chunk replicas per node are within one
 /// range's chunks of each other; the loads when so.
@@ -313,12 +334,10 @@ fn a_cluster_grows_to_five_nodes_and_shrinks_by_two_under_load() {
         }
         if std::time::Instant::now() > deadline {
             let chunks: Vec<_> = RANGES.iter().map(|r| (r, chunks(first, r))).collect();
-            let dir = script.dir.path().to_owned();
-            std::mem::forget(script);
             panic!(
                 "nodes 2 and 4 never drained and left: members {members:?}, chunks {chunks:?}; \
-                 logs in {}",
-                dir.display()
+                 the nodes' last warnings:\n{}",
+                warnings(&script)
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -377,6 +396,6 @@ fn a_cluster_grows_to_five_nodes_and_shrinks_by_two_under_load() {
     for node in 1..=5 {
         let log = std::fs::read_to_string(script.dir.path().join(format!("node-{node}.log")))
             .expect("a node's log");
-        assert!(!log.contains("panicked at"), "node {node}'s Raft tasks never panicked");
+        assert!(!log.contains("panicked at"), "node {node} panicked:\n{}", warnings(&script));
     }
 }
