@@ -210,25 +210,14 @@ impl Node {
                 .await
                 .map(|b| Reply::Segment(monotable_proto::Bytes::from(b))),
             Command::GroupMembers { group } => {
-                let group = self.cluster()?.group(group).ok_or_else(|| {
-                    NodeError::client(
-                        monotable_proto::ErrorCode::ClusterUnavailable,
-                        format!("this node has no replica of chunk {group}"),
-                    )
-                })?;
-                let status = group.status();
+                let status = self.replica_group(group)?.status();
                 let me = status.node;
                 let members = status.voters.keys().chain(status.learners.keys()).copied().collect();
                 let leader = status.state == "leader" && status.leader == Some(me);
                 Ok(Reply::Members { leader, members })
             }
             Command::GroupReadIndex { group } => {
-                let group = self.cluster()?.group(group).ok_or_else(|| {
-                    NodeError::client(
-                        monotable_proto::ErrorCode::ClusterUnavailable,
-                        format!("this node has no replica of chunk {group}"),
-                    )
-                })?;
+                let group = self.replica_group(group)?;
                 group.read_index().await.map(Reply::Index).map_err(|e| {
                     NodeError::client(
                         monotable_proto::ErrorCode::ClusterUnavailable,
@@ -314,6 +303,18 @@ impl Node {
     /// Creates a range of one chunk under the given ids, in the catalog and
     /// the router; returns the chunk's route. The caller holds
     /// `creating_range` and checked that the name is free.
+    /// This node's replica of chunk group `group`.
+    ///
+    /// Errors: `ClusterUnavailable` when the node has none.
+    fn replica_group(&self, group: u64) -> NodeResult<crate::consensus::Group> {
+        self.cluster()?.group(group).ok_or_else(|| {
+            NodeError::client(
+                monotable_proto::ErrorCode::ClusterUnavailable,
+                format!("this node has no replica of chunk {group}"),
+            )
+        })
+    }
+
     pub(crate) fn create_range_with_ids(
         self: &Arc<Self>,
         name: &str,
