@@ -1398,6 +1398,14 @@ impl Node {
                         // of the meta range's record of it, not a drop.
                         None => r.meta.id < meta.next_id,
                         Some(m) if m.id != r.meta.id => true,
+                        // A view's target goes with the replica of the
+                        // group it rides on, not before: that replica's
+                        // snapshots carry the target's rows. Postmortem: a
+                        // drained leader dropped the target at once while
+                        // it kept leading its source (handing it over); the
+                        // snapshot it sent the new replica held the source
+                        // without the target's rows.
+                        Some(m) if m.rides_on.is_some_and(|g| cluster.group(g).is_some()) => false,
                         Some(m) => !m.replicas.contains(&me) && !leads_here(&r.meta.name),
                     };
                 let moved = meta.ranges.get(&r.meta.name).is_some_and(|m| m.id == r.meta.id);

@@ -382,6 +382,22 @@ fn a_cluster_grows_to_five_nodes_and_shrinks_by_two_under_load() {
             .lines()
             .count();
     assert_eq!(idx_rows, records_r, "one idx row per record of r");
+    // Each node's own replica of the target holds every row (a replica
+    // read there serves it after a leader change).
+    for node in [1u16, 3, 5] {
+        let out = monotable_tests::ok(monotable_tests::cli(
+            script.addr(node),
+            &["range", "describe", "idx"],
+        ));
+        let d: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let held: u64 = d["chunks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["records"].as_u64())
+            .sum();
+        assert_eq!(held, records_r as u64, "node {node}'s replica of idx");
+    }
     for node in 1..=5 {
         let log = std::fs::read_to_string(script.dir.path().join(format!("node-{node}.log")))
             .expect("a node's log");

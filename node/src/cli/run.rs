@@ -263,7 +263,18 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 }
                 ClusterCmd::Remove { node } => {
                     c.cluster_remove(node).await?;
-                    let status = c.cluster_status().await?;
+                    // The answering node may not have applied the drain
+                    // yet (the meta range's leader decided it).
+                    let mut status = c.cluster_status().await?;
+                    for _ in 0..20 {
+                        match status.nodes.iter().find(|n| n.id == node) {
+                            Some(n) if !n.draining => {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                status = c.cluster_status().await?;
+                            }
+                            _ => break,
+                        }
+                    }
                     match status.nodes.iter().find(|n| n.id == node) {
                         Some(n) if n.draining => writeln!(
                             out,

@@ -833,10 +833,7 @@ impl Cluster {
         if cluster != member.cluster {
             return Err(NodeError::client(
                 ErrorCode::BadRequest,
-                format!(
-                    "a segment read for cluster {cluster:016x} reached cluster {:016x}",
-                    member.cluster
-                ),
+                format!("a segment read for cluster {cluster:016x} reached another cluster"),
             ));
         }
         let regions = member.copies.regions.clone();

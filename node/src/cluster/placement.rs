@@ -38,7 +38,8 @@ use super::Cluster;
 use crate::consensus::{GroupId, NodeId};
 
 /// How often a node checks the groups it leads against the meta range
-/// (also after every change of the meta range).
+/// (also after every change of the meta range, and as soon as one of its
+/// membership changes ends, so a move's next step does not wait a tick).
 pub const PLACEMENT_INTERVAL_MS: u64 = 1_000;
 
 /// The shortest time between two restarts of one stopped replica.
@@ -110,9 +111,15 @@ impl Cluster {
                         tokio::select! {
                             _ = tick => {}
                             r = c.changed() => if r.is_err() { return },
+                            () = moves.ended().notified() => {}
                         }
                     }
-                    None => tick.await,
+                    None => {
+                        tokio::select! {
+                            _ = tick => {}
+                            () = moves.ended().notified() => {}
+                        }
+                    }
                 }
             }
         });
@@ -220,13 +227,20 @@ impl Cluster {
     }
 }
 
-/// The groups with a membership change under way on this node.
+/// The groups with a membership change under way on this node, and a
+/// notice when one ends (the loop then takes the group's next step at
+/// once, not at its next tick).
 #[derive(Default, Clone)]
-struct Moves(Arc<std::sync::Mutex<BTreeSet<GroupId>>>);
+struct Moves(Arc<std::sync::Mutex<BTreeSet<GroupId>>>, Arc<tokio::sync::Notify>);
 
 impl Moves {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<GroupId>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notified when a change ends.
+    fn ended(&self) -> &tokio::sync::Notify {
+        &self.1
     }
 
     fn full(&self) -> bool {
@@ -252,6 +266,7 @@ struct MoveSlot {
 impl Drop for MoveSlot {
     fn drop(&mut self) {
         self.moves.lock().remove(&self.group);
+        self.moves.ended().notify_one();
     }
 }
 
