@@ -210,7 +210,13 @@ impl Node {
                 .await
                 .map(|b| Reply::Segment(monotable_proto::Bytes::from(b))),
             Command::GroupMembers { group } => {
-                let status = self.replica_group(group)?.status();
+                let group = self.cluster()?.group_or_meta(group).ok_or_else(|| {
+                    NodeError::client(
+                        monotable_proto::ErrorCode::ClusterUnavailable,
+                        format!("this node has no replica of group {group}"),
+                    )
+                })?;
+                let status = group.status();
                 let me = status.node;
                 let members = status.voters.keys().chain(status.learners.keys()).copied().collect();
                 let leader = status.state == "leader" && status.leader == Some(me);

@@ -266,7 +266,8 @@ pub enum Command {
         channel: Bytes,
         message: Bytes,
     },
-    /// Node to node: the voters and learners of chunk group `group` as the
+    /// Node to node: the voters and learners of group `group` (a chunk's,
+    /// or 0: the meta range's) as the
     /// answering node's replica knows them, answered with
     /// [`Reply::Members`] (a node asks before it drops a replica the chunk
     /// map no longer lists: only once the group's leader has taken it out).

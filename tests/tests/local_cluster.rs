@@ -331,6 +331,14 @@ fn a_cluster_grows_to_five_nodes_and_shrinks_by_two_under_load() {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // The removed nodes, still running, stop their Raft groups (left
+    // running, they campaigned for ever, refused by every member).
+    for node in [2, 4] {
+        wait_until("a removed node stops its groups", 30, || {
+            std::fs::read_to_string(script.dir.path().join(format!("node-{node}.log")))
+                .is_ok_and(|log| log.contains("this node was removed from the cluster"))
+        });
+    }
     let before = count();
     wait_until("writes go on on three nodes", 60, || count() > before + 100);
     stop.store(true, Ordering::Relaxed);

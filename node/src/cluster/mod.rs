@@ -503,6 +503,14 @@ impl Cluster {
         let member = self.member()?;
         let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MAX_MS);
         loop {
+            // A removed node stops its replica of the meta range: whoever
+            // asked it (taking it for the leader) asks again elsewhere.
+            if member.state.state().nodes.get(&member.id).is_some_and(|n| n.removed) {
+                return Err(unavailable(format!(
+                    "node {} was removed from the cluster; ask another node",
+                    member.id
+                )));
+            }
             let status = member.meta.status();
             match status.leader {
                 Some(id) if id == member.id && status.state == "leader" => {
@@ -1037,6 +1045,72 @@ impl Cluster {
     /// Whether [`Cluster::shutdown`] ran.
     pub fn is_shut_down(&self) -> bool {
         self.raft_runtime.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+
+    /// Stops every Raft group of this node, once, if the meta range says
+    /// the node was removed from the cluster and its own replica of the
+    /// meta range no longer counts it a member; returns whether it did.
+    /// Such a node is in no group any more: left running, its groups
+    /// would campaign for ever, refused by every member.
+    pub async fn stop_if_removed(&self) -> bool {
+        let Some(member) = self.member.get() else { return false };
+        let removed = member.state.state().nodes.get(&member.id).is_some_and(|n| n.removed);
+        // Not before the meta range's membership left it out: a leader
+        // removing itself finishes that change first.
+        if !removed {
+            return false;
+        }
+        let meta = member.meta.status();
+        let still_member =
+            meta.voters.contains_key(&member.id) || meta.learners.contains_key(&member.id);
+        if still_member && !self.left_meta_group(member).await {
+            return false;
+        }
+        tracing::warn!(
+            node = member.id,
+            "this node was removed from the cluster: its Raft groups stop (start it on an \
+             empty data directory with --join to bring it back)"
+        );
+        if let Some(q) = self.quiescence.get() {
+            q.stop();
+        }
+        for g in self.groups() {
+            if let Some(g) = self.remove_group(g.id()) {
+                g.shutdown().await;
+            }
+        }
+        member.meta.shutdown().await;
+        true
+    }
+
+    /// Whether the meta range's leader (asked with `GroupMembers`) counts
+    /// this node out of the meta range's group: a removed follower may
+    /// never hear of the configuration that left it out.
+    async fn left_meta_group(&self, member: &Member) -> bool {
+        let others: Vec<String> = member
+            .state
+            .state()
+            .live_members()
+            .filter(|(id, _)| *id != member.id)
+            .map(|(_, n)| n.addr.clone())
+            .collect();
+        for addr in others {
+            let ask = self.peers.call(&addr, |c| async move {
+                c.forward(monotable_proto::Command::GroupMembers { group: META_GROUP }).await
+            });
+            if let Ok(monotable_proto::Reply::Members { leader: true, members }) = ask.await {
+                return !members.contains(&member.id);
+            }
+        }
+        false
+    }
+
+    /// This node's replica of group `id`: the meta range's, or a chunk's.
+    pub fn group_or_meta(&self, id: GroupId) -> Option<Group> {
+        match id {
+            META_GROUP => self.member.get().map(|m| m.meta.clone()),
+            id => self.group(id),
+        }
     }
 
     /// Stops the Raft groups of this node, then their threads.

@@ -100,6 +100,9 @@ impl Cluster {
                 if changes.is_none() {
                     changes = cluster.meta_changes();
                 }
+                if cluster.stop_if_removed().await {
+                    return;
+                }
                 cluster.revive_stopped(&mut revived).await;
                 cluster.place_once(&moves);
                 cluster.balance_once(&mut balancer).await;
