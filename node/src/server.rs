@@ -141,7 +141,7 @@ async fn serve_inner(
     listener: std::net::TcpListener,
     resp: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
-    started: Option<tokio::sync::oneshot::Sender<Arc<Node>>>,
+    started: Option<std::sync::mpsc::SyncSender<Arc<Node>>>,
 ) -> Result<(), NodeError> {
     crate::file_modes::restrict_new_files();
     crate::file_modes::prepare_data_dir(&config.data_dir).map_err(|e| {
@@ -551,7 +551,9 @@ impl ServerHandle {
         let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
         config.listen = addr;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Arc<Node>>();
+        // A std channel: the caller may be on an async runtime's thread,
+        // where a tokio channel's blocking receive panics.
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<Arc<Node>>(1);
         let thread = std::thread::Builder::new()
             .name("monotable-server".into())
             .spawn(move || {
@@ -563,7 +565,7 @@ impl ServerHandle {
                 })
             })
             .map_err(|e| NodeError::Internal(e.to_string()))?;
-        match started_rx.blocking_recv() {
+        match started_rx.recv() {
             Ok(node) => Ok(ServerHandle { addr, node, stop: Some(stop_tx), thread: Some(thread) }),
             Err(_) => Err(thread
                 .join()
