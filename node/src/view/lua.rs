@@ -354,6 +354,12 @@ impl LuaMapper {
         Ok(LuaMapper { sandbox, emits, driver })
     }
 
+    /// Whether its calls are being stopped ([`super::sandbox::Interrupt`]):
+    /// what they returned meanwhile is not the function's answer.
+    pub fn interrupted(&self) -> bool {
+        self.sandbox.meter().interrupted()
+    }
+
     /// Maps records in one call; per record, its rows or its error. A
     /// batch that fails is mapped again record by record, so the error
     /// lands on its record, all within one budget of instructions and

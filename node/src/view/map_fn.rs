@@ -11,6 +11,8 @@
 use monotable_proto::row;
 use monotable_proto::tuple::Element;
 
+use super::sandbox::Interrupted;
+
 /// A record's value as one MessagePack value. Bytes that are not exactly
 /// one (raw bytes a client wrote unencoded: `b"hello"` starts like the
 /// integer 104 and goes on) are an error, never a value that maps to
@@ -233,16 +235,32 @@ impl MapperFunction {
 
 impl Mapper {
     /// The rows of each record, or the error it caused.
-    pub fn map_many(&self, records: &[(&[u8], &[u8])]) -> Vec<Result<Vec<Row>, String>> {
+    ///
+    /// # Errors
+    /// [`Interrupted`] when a Lua call was stopped meanwhile (a drop or a
+    /// shutdown): the errors it left on records are not theirs, and a round
+    /// that kept them would lose those records' rows for good.
+    pub fn map_many(
+        &self,
+        records: &[(&[u8], &[u8])],
+    ) -> Result<Vec<Result<Vec<Row>, String>>, Interrupted> {
         match self {
             Mapper::Field(f) => {
-                records.iter().map(|(k, v)| f.map(k, v).map_err(|e| e.to_string())).collect()
+                Ok(records.iter().map(|(k, v)| f.map(k, v).map_err(|e| e.to_string())).collect())
             }
-            Mapper::Lua(m) => records
-                .chunks(LUA_BATCH_RECORDS)
-                .flat_map(|batch| m.map_batch(batch))
-                .map(|r| r.map_err(|e| e.to_string()))
-                .collect(),
+            Mapper::Lua(m) => {
+                let out = records
+                    .chunks(LUA_BATCH_RECORDS)
+                    .flat_map(|batch| m.map_batch(batch))
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect();
+                // Checked after the calls: the flag is sticky, so a call it
+                // cut short finds it still set here.
+                if m.interrupted() {
+                    return Err(Interrupted);
+                }
+                Ok(out)
+            }
         }
     }
 }

@@ -394,6 +394,13 @@ impl ReducerActor {
         if self.saving || self.stopping.is_some() || !matches!(self.phase, Phase::Following) {
             return;
         }
+        // A Lua call cut short by a drop or a shutdown left an error in the
+        // reductions above its row; the flag is sticky, so once it is set
+        // nothing of the tree is saved (the next start restores from the
+        // last save and replays the journal from there).
+        if self.lua.interrupt.is_set() {
+            return;
+        }
         let target = self.checkpoint;
         if !self.view.has_unsaved() && self.saved == Some(target) {
             return;
@@ -877,6 +884,56 @@ impl Handler<Round> for ReducerActor {
 mod tests {
     use super::*;
     use monotable_proto::tuple::Element;
+
+    /// Postmortem (the kind of the mapper's interrupted round): a Lua call
+    /// cut short by a shutdown leaves an error in every reduction above its
+    /// row; saved, it would stand after the restart until that part changed
+    /// again. Nothing of the tree is saved once calls are interrupted.
+    #[test]
+    fn reductions_of_interrupted_calls_are_never_saved() {
+        use crate::config::NodeConfig;
+        use monotable_proto::{RangeOptions, ReduceFunction};
+
+        let sum = "function reduce(keys, values, rereduce)
+                     local s = 0
+                     for _, v in ipairs(values) do s = s + v end
+                     return s
+                   end";
+        let one = rmp_serde::to_vec(&1u8).expect("one");
+        let puts = |from: u8| -> Vec<WriteOp> {
+            (from..from + 10)
+                .map(|i| WriteOp::Put { key: vec![b'k', i].into(), value: one.clone().into() })
+                .collect()
+        };
+        let total = |node: Arc<Node>| async move {
+            let q = AggregateQuery { limit: 10, ..AggregateQuery::default() };
+            node.aggregate("s", q, true, 5_000).await
+        };
+        let saved = |node: &Node| {
+            let all = node.catalog.reducers().expect("catalog");
+            all.into_iter().find(|r| r.name == "s").expect("saved").checkpoint
+        };
+        let dir = tempfile::tempdir().expect("tmp");
+        actix::System::new().block_on(async {
+            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
+            let options = RangeOptions { chunk_size_max_bytes: 1 << 20 };
+            node.create_range("r", options).await.expect("range");
+            node.write_ops("r", puts(0)).await.expect("written");
+            node.create_reducer("s", "r", ReduceFunction::Lua { source: sum.into() })
+                .await
+                .expect("reducer");
+            assert_eq!(total(node.clone()).await.expect("sum"), AggregateAnswer::Total(10.into()));
+            tokio::time::sleep(Duration::from_millis(10 * SAVE_INTERVAL_MS)).await;
+            let before = saved(&node);
+            assert!(before.is_some(), "the tree was saved");
+            node.interrupt_lua();
+            node.write_ops("r", puts(10)).await.expect("written");
+            // Rounds follow the writes meanwhile, and saves are due.
+            tokio::time::sleep(Duration::from_millis(20 * SAVE_INTERVAL_MS)).await;
+            assert_eq!(saved(&node), before, "a tree of interrupted calls was saved");
+            node.shutdown().await;
+        });
+    }
 
     fn s(v: &str) -> Element {
         Element::String(v.into())

@@ -155,10 +155,20 @@ impl Interrupt {
         self.node.store(true, Ordering::Release);
     }
 
-    fn is_set(&self) -> bool {
+    /// Whether calls are being stopped. Sticky until the view or node is
+    /// gone (a script VM excepted, [`Interrupt::clear_view`]): a result
+    /// computed while it was set is not the function's answer.
+    pub fn is_set(&self) -> bool {
         self.node.load(Ordering::Acquire) || self.view.load(Ordering::Acquire)
     }
 }
+
+/// A batch of calls was cut short by an [`Interrupt`] (the view is being
+/// dropped or the node is shutting down): its per-record errors are not
+/// the records' own, so nothing computed from it may be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted: the view is being dropped or the node is shutting down")]
+pub struct Interrupted;
 
 /// What a sandbox is made with: the node's memory pool and the view's
 /// interrupt.
