@@ -5,16 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -gt 0 ]; then
-    echo "Usage: deploy/test.sh   (no options: installs redis-server, redis-tools and"
-    echo "python3-redis if missing, builds the binaries, runs every test)"
+    echo "Usage: deploy/test.sh   (no options: installs redis-server, redis-tools,"
+    echo "python3-redis, cmake and clang if missing, builds the binaries and the RDMA"
+    echo "transport, runs every test)"
     [ "$1" = --help ] && exit 0
     exit 2
 fi
 
 # The RESP tests compare Monotable with a real redis-server and drive it
-# with redis-cli, redis-benchmark and redis-py.
+# with redis-cli, redis-benchmark and redis-py; the RDMA transport's
+# verbs bindings are made with cmake and bindgen (libclang).
 . deploy/lib.sh
-apt_install redis-server redis-tools python3-redis
+apt_install redis-server redis-tools python3-redis cmake clang libclang-dev
 
 cargo build --workspace --bins --locked
+# The RDMA transport (cargo feature `rdma`) is built and linted on every
+# run; no machine here has a device to run it on, and a node built with it
+# falls back to TCP (the tests below run the default build).
+cargo build -p monotable-node --lib --features rdma --locked
+cargo clippy -p monotable-node --features rdma --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-fail-fast

@@ -833,6 +833,34 @@ impl Client {
         }
     }
 
+    /// Node to node: connects a queue pair of the server to `reader` for
+    /// RDMA READs of its segment regions; returns the server's queue pair.
+    /// Errors: `BadRequest` from a node without RDMA.
+    pub async fn rdma_connect(
+        &self,
+        cluster: u64,
+        reader: monotable_proto::RdmaEndpoint,
+    ) -> Result<monotable_proto::RdmaEndpoint> {
+        match self.call(Command::RdmaConnect { cluster, reader }).await? {
+            Reply::RdmaEndpoint(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Node to node: registers a segment region for RDMA READs and renews
+    /// its lease; returns `(addr, rkey, len)`. Errors as
+    /// [`Client::segment_read`], and `BadRequest` from a node without RDMA.
+    pub async fn rdma_region(
+        &self,
+        cluster: u64,
+        (incarnation, region): (u64, u64),
+    ) -> Result<(u64, u32, u64)> {
+        match self.call(Command::RdmaRegion { cluster, incarnation, region }).await? {
+            Reply::RdmaRegion { addr, rkey, len } => Ok((addr, rkey, len)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Runs an aggregate. Reductions come back as MessagePack documents.
     /// A grouped aggregate answers one page of groups (at most
     /// `request.limit`, and

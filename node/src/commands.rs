@@ -209,6 +209,14 @@ impl Node {
                 .read_segment(cluster, (incarnation, region), offset, len)
                 .await
                 .map(|b| Reply::Segment(monotable_proto::Bytes::from(b))),
+            Command::RdmaConnect { cluster, reader } => {
+                self.cluster()?.rdma_connect(cluster, reader).await.map(Reply::RdmaEndpoint)
+            }
+            Command::RdmaRegion { cluster, incarnation, region } => self
+                .cluster()?
+                .rdma_region(cluster, (incarnation, region))
+                .await
+                .map(|(addr, rkey, len)| Reply::RdmaRegion { addr, rkey, len }),
             Command::GroupMembers { group } => {
                 let group = self.cluster()?.group_or_meta(group).ok_or_else(|| {
                     NodeError::client(

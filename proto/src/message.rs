@@ -288,6 +288,38 @@ pub enum Command {
         offset: u64,
         len: u32,
     },
+    /// Node to node, on nodes built with RDMA: connects a reliable-connected
+    /// queue pair of the answering node to `reader`'s, answered with
+    /// [`Reply::RdmaEndpoint`] (the answering side's queue pair), over
+    /// which the reader then posts RDMA READs of regions. Errors:
+    /// `BadRequest` from a node without RDMA (built without it, or no
+    /// device): the reader uses [`Command::SegmentRead`] instead.
+    RdmaConnect {
+        cluster: u64,
+        reader: RdmaEndpoint,
+    },
+    /// Node to node, on nodes built with RDMA: registers segment region
+    /// `region` (of process `incarnation`) for remote reads, renewing its
+    /// lease, answered with [`Reply::RdmaRegion`]. Errors as
+    /// [`Command::SegmentRead`], and `BadRequest` from a node without RDMA.
+    RdmaRegion {
+        cluster: u64,
+        incarnation: u64,
+        region: u64,
+    },
+}
+
+/// A reliable-connected queue pair's address (InfiniBand or RoCE): what
+/// the other side needs to connect its own queue pair to it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RdmaEndpoint {
+    /// The port's local identifier (InfiniBand; 0 on RoCE).
+    pub lid: u16,
+    /// The port's global identifier (an IPv6 address on RoCE).
+    pub gid: [u8; 16],
+    pub qp_num: u32,
+    /// The first packet sequence number (24 bits).
+    pub psn: u32,
 }
 
 /// A password on the wire. Its `Debug` form hides the bytes, so a logged
@@ -529,6 +561,18 @@ pub enum Reply {
     Index(u64),
     /// Bytes of a segment region (answers [`Command::SegmentRead`]).
     Segment(Bytes),
+    /// The answering node's queue pair (answers [`Command::RdmaConnect`]).
+    RdmaEndpoint(RdmaEndpoint),
+    /// Where a region is readable by RDMA READ (answers
+    /// [`Command::RdmaRegion`]): its registered address and remote key,
+    /// and the bytes registered from `addr` (the file's length when it was
+    /// registered; an active segment grows, and asking again registers the
+    /// longer file).
+    RdmaRegion {
+        addr: u64,
+        rkey: u32,
+        len: u64,
+    },
     /// A group's voters and learners, and whether the answering replica
     /// leads it (answers [`Command::GroupMembers`]).
     Members {

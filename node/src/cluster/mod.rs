@@ -158,10 +158,55 @@ struct Member {
     /// chunks' logs ([`crate::segments`]), the reader of other nodes', and
     /// the copies under way.
     copies: Arc<SnapshotCopies>,
+    /// The regions exposed to RDMA READs, when this node has a device.
+    #[cfg(feature = "rdma")]
+    rdma: Option<Arc<crate::segments::rdma::RdmaOwner>>,
 }
 
 fn unavailable(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::ClusterUnavailable, message)
+}
+
+/// A segment read refused, as the reader's transport maps it back.
+fn read_refusal(e: ReadError) -> NodeError {
+    let code = match e {
+        ReadError::Gone { .. } => ErrorCode::SnapshotNotFound,
+        ReadError::OutOfBounds { .. } => ErrorCode::BadRequest,
+        ReadError::Failed { .. } => ErrorCode::Internal,
+    };
+    NodeError::client(code, e.to_string())
+}
+
+/// The answer of a node that cannot serve RDMA READs.
+fn no_rdma() -> NodeError {
+    let why = if cfg!(feature = "rdma") {
+        "this node has no RDMA device"
+    } else {
+        "this node was built without RDMA (cargo feature `rdma`)"
+    };
+    NodeError::client(ErrorCode::BadRequest, format!("{why}: read its segments over TCP"))
+}
+
+/// The segment reader of a node built with RDMA: RDMA READs when a device
+/// opens (each owner over TCP when RDMA with it fails), else TCP; and the
+/// owner's side, exposing this node's regions, when a device opened.
+#[cfg(feature = "rdma")]
+fn rdma_transport(
+    tcp: transport::SegmentReads,
+    regions: &Arc<Regions>,
+) -> (Arc<dyn SegmentReader>, Option<Arc<crate::segments::rdma::RdmaOwner>>) {
+    match crate::segments::rdma::Verbs::open() {
+        Ok(verbs) => {
+            let verbs = Arc::new(verbs);
+            tracing::info!(device = verbs.name(), "segment reads use RDMA READ");
+            let owner = crate::segments::rdma::RdmaOwner::new(verbs.clone(), regions.clone());
+            (Arc::new(transport::RdmaSegmentReads::new(verbs, tcp)), Some(Arc::new(owner)))
+        }
+        Err(reason) => {
+            tracing::info!(%reason, "no RDMA device: segment reads use TCP");
+            (Arc::new(tcp), None)
+        }
+    }
 }
 
 fn consensus_error(e: ConsensusError) -> NodeError {
@@ -350,10 +395,21 @@ impl Cluster {
         });
         meta.join_quiescence(quiescence);
         let regions = Arc::new(Regions::new(id, self.config.advertise.clone()));
-        let reader: Arc<dyn SegmentReader> =
-            Arc::new(transport::SegmentReads { peers: self.peers.clone(), cluster });
+        let tcp = transport::SegmentReads { peers: self.peers.clone(), cluster };
+        #[cfg(feature = "rdma")]
+        let (reader, rdma) = rdma_transport(tcp, &regions);
+        #[cfg(not(feature = "rdma"))]
+        let reader: Arc<dyn SegmentReader> = Arc::new(tcp);
         let copies = Arc::new(SnapshotCopies::new(regions, reader));
-        let _ = self.member.set(Member { id, cluster, meta, state, copies });
+        let _ = self.member.set(Member {
+            id,
+            cluster,
+            meta,
+            state,
+            copies,
+            #[cfg(feature = "rdma")]
+            rdma,
+        });
         Ok(self.member.get().expect("just set"))
     }
 
@@ -837,26 +893,72 @@ impl Cluster {
         offset: u64,
         len: u32,
     ) -> NodeResult<Vec<u8>> {
-        let member = self.member.get().ok_or_else(|| unavailable("this node is not a member"))?;
-        if cluster != member.cluster {
-            return Err(NodeError::client(
-                ErrorCode::BadRequest,
-                format!("a segment read for cluster {cluster:016x} reached another cluster"),
-            ));
-        }
-        let regions = member.copies.regions.clone();
+        let regions = self.member_of(cluster, "a segment read")?.copies.regions.clone();
         let read =
             tokio::task::spawn_blocking(move || regions.read(incarnation, region, offset, len))
                 .await
                 .map_err(|e| NodeError::Internal(format!("segment read: {e}")))?;
-        read.map_err(|e| {
-            let code = match e {
-                ReadError::Gone { .. } => ErrorCode::SnapshotNotFound,
-                ReadError::OutOfBounds { .. } => ErrorCode::BadRequest,
-                ReadError::Failed { .. } => ErrorCode::Internal,
-            };
-            NodeError::client(code, e.to_string())
-        })
+        read.map_err(read_refusal)
+    }
+
+    /// This node's membership, for a node-to-node request (`what`) of
+    /// cluster `cluster`.
+    ///
+    /// Errors: before this node is a member (`ClusterUnavailable`), or a
+    /// request of another cluster (`BadRequest`, not naming this one).
+    fn member_of(&self, cluster: u64, what: &str) -> NodeResult<&Member> {
+        let member = self.member.get().ok_or_else(|| unavailable("this node is not a member"))?;
+        if cluster != member.cluster {
+            return Err(NodeError::client(
+                ErrorCode::BadRequest,
+                format!("{what} for cluster {cluster:016x} reached another cluster"),
+            ));
+        }
+        Ok(member)
+    }
+
+    /// Serves `RdmaConnect`: a queue pair connected to `reader`'s.
+    ///
+    /// Errors: as [`Cluster::read_segment`]'s membership checks;
+    /// `BadRequest` on a node without RDMA (the reader then reads over
+    /// TCP); `Internal` if the verbs fail.
+    pub async fn rdma_connect(
+        &self,
+        cluster: u64,
+        reader: monotable_proto::RdmaEndpoint,
+    ) -> NodeResult<monotable_proto::RdmaEndpoint> {
+        let member = self.member_of(cluster, "an RDMA connection")?;
+        #[cfg(feature = "rdma")]
+        if let Some(owner) = member.rdma.clone() {
+            return tokio::task::spawn_blocking(move || owner.connect(&reader))
+                .await
+                .map_err(|e| NodeError::Internal(format!("RDMA connect: {e}")))?
+                .map_err(|e| NodeError::Internal(format!("RDMA connect: {e}")));
+        }
+        let _ = (member, reader);
+        Err(no_rdma())
+    }
+
+    /// Serves `RdmaRegion`: exposes a region to RDMA READs, renewing its
+    /// lease; `(addr, rkey, len)`.
+    ///
+    /// Errors: as [`Cluster::read_segment`]; `BadRequest` on a node without
+    /// RDMA.
+    pub async fn rdma_region(
+        &self,
+        cluster: u64,
+        (incarnation, region): (u64, u64),
+    ) -> NodeResult<(u64, u32, u64)> {
+        let member = self.member_of(cluster, "an RDMA region")?;
+        #[cfg(feature = "rdma")]
+        if let Some(owner) = member.rdma.clone() {
+            return tokio::task::spawn_blocking(move || owner.expose(incarnation, region))
+                .await
+                .map_err(|e| NodeError::Internal(format!("RDMA region: {e}")))?
+                .map_err(read_refusal);
+        }
+        let _ = (member, incarnation, region);
+        Err(no_rdma())
     }
 
     /// The copies of chunk segments this node has under way.

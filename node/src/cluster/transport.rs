@@ -154,10 +154,31 @@ impl Transport for Peers {
 /// The TCP transport of segment reads: `SegmentRead` requests on the
 /// native protocol, served by the owner from the file
 /// ([`super::Cluster::read_segment`]).
+#[derive(Clone)]
 pub struct SegmentReads {
     pub peers: Peers,
     /// The cluster's id, which the owner checks.
     pub cluster: u64,
+}
+
+/// A read outside the contract of [`SegmentReader::read`], refused before
+/// anything goes on the wire.
+fn out_of_bounds(region: &RegionRef, offset: u64, len: u32) -> Option<ReadError> {
+    let end = offset.checked_add(u64::from(len));
+    (len == 0 || len > SEGMENT_READ_MAX_BYTES || end.is_none_or(|end| end > region.len)).then_some(
+        ReadError::OutOfBounds { region: region.region, offset, len, region_len: region.len },
+    )
+}
+
+/// A failed call about `region` as a read error: `SnapshotNotFound` says
+/// the region is gone.
+fn read_error(region: &RegionRef, e: PeerError) -> ReadError {
+    match e {
+        PeerError::Server(info) if info.code == ErrorCode::SnapshotNotFound => {
+            ReadError::Gone { owner: region.owner, region: region.region }
+        }
+        e => ReadError::Failed { owner: region.owner, reason: e.to_string() },
+    }
 }
 
 impl SegmentReader for SegmentReads {
@@ -167,27 +188,231 @@ impl SegmentReader for SegmentReads {
         offset: u64,
         len: u32,
     ) -> BoxedFuture<Result<Vec<u8>, ReadError>> {
-        let (peers, cluster, region) = (self.peers.clone(), self.cluster, region.clone());
-        let out =
-            ReadError::OutOfBounds { region: region.region, offset, len, region_len: region.len };
-        let end = offset.checked_add(u64::from(len));
-        if len == 0 || len > SEGMENT_READ_MAX_BYTES || end.is_none_or(|end| end > region.len) {
+        if let Some(out) = out_of_bounds(region, offset, len) {
             return Box::pin(async move { Err(out) });
         }
+        let (peers, cluster, region) = (self.peers.clone(), self.cluster, region.clone());
         Box::pin(async move {
-            let (owner, at) = (region.owner, (region.incarnation, region.region));
+            let at = (region.incarnation, region.region);
             let call = peers
                 .call(&region.owner_addr, |c| async move {
                     c.segment_read(cluster, at, offset, len).await
                 })
                 .await;
-            call.map_err(|e| match e {
-                PeerError::Server(info) if info.code == ErrorCode::SnapshotNotFound => {
-                    ReadError::Gone { owner, region: region.region }
-                }
-                e => ReadError::Failed { owner, reason: e.to_string() },
-            })
+            call.map_err(|e| read_error(&region, e))
         })
+    }
+}
+
+#[cfg(feature = "rdma")]
+pub use rdma_reads::RdmaSegmentReads;
+
+#[cfg(feature = "rdma")]
+mod rdma_reads {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::{out_of_bounds, read_error, Peers, SegmentReads};
+    use crate::consensus::futures_lite::BoxedFuture;
+    use crate::segments::rdma::{Pending, RdmaConn, Verbs};
+    use crate::segments::regions::REGION_LEASE_MS;
+    use crate::segments::{ReadError, RegionRef, SegmentReader};
+
+    /// How long an owner that RDMA failed with is read over TCP before
+    /// RDMA is tried with it again.
+    pub const RDMA_FALLBACK_MS: u64 = 60_000;
+    /// A region's key is asked for again after this long, which renews
+    /// the region's lease on its owner (who sees no READs).
+    const KEY_RENEW_MS: u64 = REGION_LEASE_MS / 4;
+
+    /// The RDMA transport of segment reads: RDMA READs of the regions the
+    /// owner exposes (`RdmaConnect` and `RdmaRegion` on the native protocol
+    /// set them up), each owner over TCP ([`SegmentReads`]) for
+    /// [`RDMA_FALLBACK_MS`] after RDMA with it failed (an owner without
+    /// RDMA refuses the connection at once).
+    #[derive(Clone)]
+    pub struct RdmaSegmentReads {
+        inner: Arc<Inner>,
+    }
+
+    struct Inner {
+        verbs: Arc<Verbs>,
+        tcp: SegmentReads,
+        /// By owner address. A std mutex: held to look up or replace, never
+        /// across an await or a READ.
+        owners: Mutex<HashMap<String, Owner>>,
+        /// By (incarnation, region).
+        keys: Mutex<HashMap<(u64, u64), Key>>,
+    }
+
+    #[derive(Clone)]
+    enum Owner {
+        Rdma(Arc<Mutex<RdmaConn>>),
+        Tcp { until: Instant },
+    }
+
+    /// Where a region is readable, and when that was asked.
+    #[derive(Clone, Copy)]
+    struct Key {
+        addr: u64,
+        rkey: u32,
+        len: u64,
+        asked: Instant,
+    }
+
+    impl RdmaSegmentReads {
+        pub fn new(verbs: Arc<Verbs>, tcp: SegmentReads) -> Self {
+            let inner = Inner { verbs, tcp, owners: Mutex::default(), keys: Mutex::default() };
+            RdmaSegmentReads { inner: Arc::new(inner) }
+        }
+
+        fn peers(&self) -> &Peers {
+            &self.inner.tcp.peers
+        }
+
+        /// Reads owner `addr`'s segments over TCP for a while.
+        fn fall_back(&self, addr: &str, reason: &str) {
+            let until = Instant::now() + Duration::from_millis(RDMA_FALLBACK_MS);
+            let mut owners = self.inner.owners.lock().unwrap_or_else(|p| p.into_inner());
+            let was_rdma = !matches!(owners.get(addr), Some(Owner::Tcp { .. }));
+            owners.insert(addr.to_owned(), Owner::Tcp { until });
+            if was_rdma {
+                tracing::warn!(
+                    owner = addr,
+                    reason,
+                    "RDMA READ from this node is not possible: reading its segments over TCP \
+                     for {RDMA_FALLBACK_MS} ms"
+                );
+            }
+        }
+
+        /// The connection to owner `addr`, made on first use; `None` while
+        /// the owner is read over TCP.
+        async fn conn(&self, addr: &str) -> Option<Arc<Mutex<RdmaConn>>> {
+            let known =
+                self.inner.owners.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned();
+            match known {
+                Some(Owner::Rdma(conn)) => return Some(conn),
+                Some(Owner::Tcp { until }) if Instant::now() < until => return None,
+                _ => {}
+            }
+            let pending = match Pending::new(self.inner.verbs.clone()) {
+                Ok(p) => p,
+                Err(reason) => {
+                    self.fall_back(addr, &reason);
+                    return None;
+                }
+            };
+            let (cluster, endpoint) = (self.inner.tcp.cluster, pending.endpoint);
+            let answer = self
+                .peers()
+                .call(addr, |c| async move { c.rdma_connect(cluster, endpoint).await })
+                .await;
+            let conn = match answer {
+                Ok(owner) => pending.connect(&owner),
+                Err(e) => Err(e.to_string()),
+            };
+            match conn {
+                Ok(conn) => {
+                    let conn = Arc::new(Mutex::new(conn));
+                    self.inner
+                        .owners
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(addr.to_owned(), Owner::Rdma(conn.clone()));
+                    Some(conn)
+                }
+                Err(reason) => {
+                    self.fall_back(addr, &reason);
+                    None
+                }
+            }
+        }
+
+        /// Where `region` is readable up to at least `end` (or as far as
+        /// its owner has written), asked again when older than
+        /// [`KEY_RENEW_MS`] or shorter than `end`.
+        async fn key(&self, region: &RegionRef, end: u64) -> Result<Key, ReadError> {
+            let at = (region.incarnation, region.region);
+            let known = self.inner.keys.lock().unwrap_or_else(|p| p.into_inner()).get(&at).copied();
+            if let Some(k) = known {
+                let fresh = k.asked.elapsed() < Duration::from_millis(KEY_RENEW_MS);
+                if fresh && k.len >= end {
+                    return Ok(k);
+                }
+            }
+            let cluster = self.inner.tcp.cluster;
+            let (addr, rkey, len) = self
+                .peers()
+                .call(&region.owner_addr, |c| async move { c.rdma_region(cluster, at).await })
+                .await
+                .map_err(|e| read_error(region, e))?;
+            let key = Key { addr, rkey, len, asked: Instant::now() };
+            let mut keys = self.inner.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.retain(|_, k| k.asked.elapsed() < Duration::from_millis(REGION_LEASE_MS));
+            keys.insert(at, key);
+            Ok(key)
+        }
+
+        /// One READ of `region`; `Ok(None)` when its owner is read over TCP
+        /// (now, or from this failure on).
+        async fn rdma_read(
+            &self,
+            region: &RegionRef,
+            offset: u64,
+            len: u32,
+        ) -> Result<Option<Vec<u8>>, ReadError> {
+            let addr = &region.owner_addr;
+            let Some(conn) = self.conn(addr).await else { return Ok(None) };
+            let key = match self.key(region, offset + u64::from(len)).await {
+                Ok(key) => key,
+                Err(gone @ ReadError::Gone { .. }) => return Err(gone),
+                Err(e) => {
+                    self.fall_back(addr, &e.to_string());
+                    return Ok(None);
+                }
+            };
+            // Not written yet: a short read, as over TCP.
+            if offset >= key.len {
+                return Ok(Some(Vec::new()));
+            }
+            let n = u32::try_from((key.len - offset).min(u64::from(len))).expect("at most len");
+            let read = tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                conn.read(key.addr + offset, key.rkey, n)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the READ's thread failed: {e}")));
+            match read {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(reason) => {
+                    // A queue pair in error stays so: the next try connects anew.
+                    self.fall_back(addr, &reason);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    impl SegmentReader for RdmaSegmentReads {
+        fn read(
+            &self,
+            region: &RegionRef,
+            offset: u64,
+            len: u32,
+        ) -> BoxedFuture<Result<Vec<u8>, ReadError>> {
+            if let Some(out) = out_of_bounds(region, offset, len) {
+                return Box::pin(async move { Err(out) });
+            }
+            let (this, region) = (self.clone(), region.clone());
+            Box::pin(async move {
+                match this.rdma_read(&region, offset, len).await? {
+                    Some(bytes) => Ok(bytes),
+                    None => this.inner.tcp.read(&region, offset, len).await,
+                }
+            })
+        }
     }
 }
 
@@ -225,6 +450,34 @@ mod tests {
         };
         let refused = runtime.block_on(stranger.read(&region, 0, 8));
         assert!(matches!(refused, Err(ReadError::Failed { .. })), "{refused:?}");
+        // A node without an RDMA device (none here) refuses RDMA set-up
+        // with an answer, and the reader reads over TCP instead.
+        let peers = Peers::new(Some(b"sesame".to_vec()));
+        let addr = server.addr.to_string();
+        let endpoint = monotable_proto::RdmaEndpoint { lid: 0, gid: [0; 16], qp_num: 7, psn: 1 };
+        let cluster_id = cluster.meta().expect("a member").cluster;
+        for (asked_cluster, want) in
+            [(cluster_id, "read its segments over TCP"), (1, "another cluster")]
+        {
+            let connect = runtime.block_on(
+                peers.call(&addr, |c| async move { c.rdma_connect(asked_cluster, endpoint).await }),
+            );
+            let region =
+                runtime
+                    .block_on(peers.call(&addr, |c| async move {
+                        c.rdma_region(asked_cluster, (0, 1)).await
+                    }));
+            for refused in [connect.map(|_| ()), region.map(|_| ())] {
+                match refused {
+                    Err(PeerError::Server(info)) => {
+                        assert_eq!(info.code, ErrorCode::BadRequest);
+                        assert!(info.message.contains(want), "{}", info.message);
+                        assert!(!info.message.contains(&format!("{cluster_id:016x}")));
+                    }
+                    other => panic!("RDMA set-up on a node without RDMA: {other:?}"),
+                }
+            }
+        }
         drop(runtime);
         server.stop().expect("stops");
     }

@@ -22,9 +22,14 @@
 //!   every entry verified and bad reads retried, then folded into the
 //!   records they hold.
 //!
+//! - [`rdma`] (cargo feature `rdma`): regions exposed to RDMA one-sided
+//!   READs, and the reader's connections.
+//!
 //! The TCP transport (the default) is the native protocol's
 //! `SegmentRead` request, served by the owner from the file on the
-//! connection's own task (`cluster::transport`).
+//! connection's own task (`cluster::transport`); the RDMA one
+//! (`cluster::transport::RdmaSegmentReads`) falls back to it for an owner
+//! it cannot reach that way.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +37,8 @@ use crate::consensus::futures_lite::BoxedFuture;
 use crate::consensus::NodeId;
 
 pub mod copy;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod regions;
 
 pub use copy::{CopyError, CopyProgress, Staging};

@@ -177,6 +177,30 @@ impl Regions {
         Ok(buf)
     }
 
+    /// The file of region `region` and its length, with its lease renewed:
+    /// for a transport that reads the file by other means (RDMA maps it).
+    ///
+    /// Errors: [`ReadError::Gone`] for a region not registered (in this
+    /// incarnation).
+    pub fn lease(&self, incarnation: u64, region: u64) -> Result<(Arc<File>, u64), ReadError> {
+        let gone = ReadError::Gone { owner: self.owner, region };
+        if incarnation != self.incarnation {
+            return Err(gone);
+        }
+        let mut inner = self.lock();
+        sweep(&mut inner, Instant::now(), self.lease);
+        let r = inner.by_id.get_mut(&region).ok_or(gone)?;
+        r.used = Instant::now();
+        Ok((r.file.clone(), r.len))
+    }
+
+    /// Whether region `region` is still registered (its lease not over).
+    pub fn contains(&self, region: u64) -> bool {
+        let mut inner = self.lock();
+        sweep(&mut inner, Instant::now(), self.lease);
+        inner.by_id.contains_key(&region)
+    }
+
     /// Regions registered now (after dropping those whose lease ended).
     pub fn len(&self) -> usize {
         let mut inner = self.lock();
