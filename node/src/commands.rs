@@ -218,12 +218,7 @@ impl Node {
                 .await
                 .map(|(addr, rkey, len)| Reply::RdmaRegion { addr, rkey, len }),
             Command::GroupMembers { group } => {
-                let group = self.cluster()?.group_or_meta(group).ok_or_else(|| {
-                    NodeError::client(
-                        monotable_proto::ErrorCode::ClusterUnavailable,
-                        format!("this node has no replica of group {group}"),
-                    )
-                })?;
+                let group = self.replica_group(group)?;
                 let status = group.status();
                 let me = status.node;
                 let members = status.voters.keys().chain(status.learners.keys()).copied().collect();
@@ -317,14 +312,15 @@ impl Node {
     /// Creates a range of one chunk under the given ids, in the catalog and
     /// the router; returns the chunk's route. The caller holds
     /// `creating_range` and checked that the name is free.
-    /// This node's replica of chunk group `group`.
+    /// This node's replica of group `group` (a chunk's, or 0: the meta
+    /// range's).
     ///
     /// Errors: `ClusterUnavailable` when the node has none.
     fn replica_group(&self, group: u64) -> NodeResult<crate::consensus::Group> {
-        self.cluster()?.group(group).ok_or_else(|| {
+        self.cluster()?.group_or_meta(group).ok_or_else(|| {
             NodeError::client(
                 monotable_proto::ErrorCode::ClusterUnavailable,
-                format!("this node has no replica of chunk {group}"),
+                format!("this node has no replica of group {group}"),
             )
         })
     }

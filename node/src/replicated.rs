@@ -105,6 +105,10 @@ const CHUNK_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
 /// the chunks it leads.
 const REPAIR_EVERY_MS: u64 = 1_000;
 
+/// How long a peer has to say whether it leads a group, and who its
+/// members are, before a replica is dropped (all peers are asked at once).
+const GROUP_MEMBERS_ASK_MS: u64 = 1_000;
+
 /// A new group's leader-to-be campaigns this many times, this often,
 /// until the group has a leader (the other replicas start the group as
 /// they apply the split, up to a heartbeat later).
@@ -1581,14 +1585,19 @@ impl Node {
             let mut peers: Vec<(NodeId, String)> = known.chain(listed).collect();
             peers.sort();
             peers.dedup();
+            // Every peer at once; the leader's answer decides.
+            let mut asks = tokio::task::JoinSet::new();
+            for (_, addr) in peers.into_iter().filter(|(peer, _)| *peer != me) {
+                let transport = cluster.peers().clone();
+                asks.spawn(async move {
+                    let command = Command::GroupMembers { group: id };
+                    let ask = transport.call(&addr, |c| async move { c.forward(command).await });
+                    tokio::time::timeout(Duration::from_millis(GROUP_MEMBERS_ASK_MS), ask).await
+                });
+            }
             let mut confirmed = false;
-            for (peer, addr) in &peers {
-                if *peer == me {
-                    continue;
-                }
-                let ask = self.forward(addr, Command::GroupMembers { group: id });
-                let answer = tokio::time::timeout(Duration::from_millis(1_000), ask).await;
-                if let Ok(Ok(Reply::Members { leader: true, members })) = answer {
+            while let Some(answer) = asks.join_next().await {
+                if let Ok(Ok(Ok(Reply::Members { leader: true, members }))) = answer {
                     confirmed = !members.contains(&me);
                     break;
                 }

@@ -7,6 +7,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use monotable_tests::binary;
 use monotable_tests::cluster::{status, wait_until};
@@ -180,9 +181,17 @@ fn warnings(script: &Script) -> String {
         else {
             continue;
         };
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+        let all: Vec<&str> = log.lines().collect();
+        // Every panic, with the message on the lines after it.
+        for (i, _) in all.iter().enumerate().filter(|(_, l)| l.contains("panicked")) {
+            for line in &all[i..(i + 3).min(all.len())] {
+                out.push_str(&format!("node {node}: {line}\n"));
+            }
+        }
+        let lines: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
             .filter(|l| !l.contains("openraft::replication"))
             .collect();
         for line in &lines[lines.len().saturating_sub(8)..] {
@@ -359,7 +368,7 @@ fn a_cluster_grows_to_five_nodes_and_shrinks_by_two_under_load() {
             let mut stream = c.scan_stream(range, monotable_client::Scan::all());
             let mut got = std::collections::BTreeMap::new();
             while let Some(r) = stream.next().await {
-                let r = r.expect("a page");
+                let r = r.unwrap_or_else(|e| panic!("a page: {e}\n{}", warnings(&script)));
                 let doc: serde_json::Value = rmp_serde::from_slice(&r.value).expect("msgpack");
                 got.insert(
                     String::from_utf8(r.key.to_vec()).expect("utf-8"),
@@ -390,21 +399,30 @@ fn a_cluster_grows_to_five_nodes_and_shrinks_by_two_under_load() {
             .lines()
             .count();
     assert_eq!(idx_rows, records_r, "one idx row per record of r");
-    // Each node's own replica of the target holds every row (a replica
-    // read there serves it after a leader change).
+    // Each node's own replica of the target comes to hold every row (a
+    // replica read there serves it after a leader change); a follower may
+    // apply the last entries a moment after the leader.
     for node in [1u16, 3, 5] {
-        let out = monotable_tests::ok(monotable_tests::cli(
-            script.addr(node),
-            &["range", "describe", "idx"],
-        ));
-        let d: serde_json::Value = serde_json::from_str(&out).expect("json");
-        let held: u64 = d["chunks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["records"].as_u64())
-            .sum();
-        assert_eq!(held, records_r as u64, "node {node}'s replica of idx");
+        let held = || {
+            let out = monotable_tests::ok(monotable_tests::cli(
+                script.addr(node),
+                &["range", "describe", "idx"],
+            ));
+            let d: serde_json::Value = serde_json::from_str(&out).expect("json");
+            d["chunks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["records"].as_u64())
+                .sum::<u64>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = held();
+        while last != records_r as u64 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            last = held();
+        }
+        assert_eq!(last, records_r as u64, "node {node}'s replica of idx\n{}", warnings(&script));
     }
     for node in 1..=5 {
         let log = std::fs::read_to_string(script.dir.path().join(format!("node-{node}.log")))

@@ -136,6 +136,40 @@ fn count_by<K: ToString>(keys: impl IntoIterator<Item = K>) -> BTreeMap<String, 
     out
 }
 
+/// A Lua mapper slow on purpose (9,000 additions a record), so it is far
+/// behind when the node stops; it emits `{g}`.
+const SLOW_MAP: &str = r#"function map(k, v)
+                    local x = 0
+                    for i = 1, 9000 do x = x + i end
+                    emit({v.g}, x)
+                  end"#;
+
+/// `n` random changes of 600 keys: deletes (one in ten) and puts of
+/// `{"g": 0..20}`.
+fn random_g_batch(rng: &mut rand::rngs::StdRng, n: usize) -> Batch {
+    let mut batch = Batch::new();
+    for _ in 0..n {
+        let k = int_key(rng.gen_range(0..600u64));
+        batch = if rng.gen_bool(0.1) {
+            batch.delete(k)
+        } else {
+            batch.put(k, msgpack(&serde_json::json!({"g": rng.gen_range(0..20)})))
+        };
+    }
+    batch
+}
+
+/// The rows a from-scratch mapping of `src` by its field `g` gives.
+fn g_rows(src: &BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeSet<Vec<u8>> {
+    src.iter()
+        .filter_map(|(k, v)| {
+            let doc: serde_json::Value = rmp_serde::from_slice(v).ok()?;
+            let g = doc.get("g")?.as_i64()?;
+            Some(row::encode_row(&[Element::Int(i128::from(g))], k, 0).expect("row"))
+        })
+        .collect()
+}
+
 /// Postmortem: a mapper round's upper seq lived only in memory; after a
 /// kill -9 between writing rows and saving the checkpoint, the replay
 /// read up to a newer seq, so the rows written from the values at the old
@@ -145,12 +179,6 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut node = Node::start(dir.path());
     let rt = runtime();
-    // Slow on purpose, so the mapper is far behind when the node dies.
-    let slow = r#"function map(k, v)
-                    local x = 0
-                    for i = 1, 9000 do x = x + i end
-                    emit({v.g}, x)
-                  end"#;
     // The chain reads the first mapper's rows: k = {{g}, source key}.
     let chain = "function map(k, v) emit({k[1][1] % 5}, 1) end";
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -158,7 +186,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
         let c = Client::connect(node.addr).await.expect("connect");
         c.create_range("src", RangeOptions { chunk_size_max_bytes: 8192 }).await.expect("range");
         let lua = |s: &str| MapFunction::Lua { source: s.to_owned() };
-        c.create_mapper("slow", "src", "idx", lua(slow)).await.expect("mapper");
+        c.create_mapper("slow", "src", "idx", lua(SLOW_MAP)).await.expect("mapper");
         c.create_mapper("chain", "idx", "idx2", lua(chain)).await.expect("chain");
         c.create_reducer("n1", "idx", "count").await.expect("reducer");
         c.create_reducer("n2", "idx2", "count").await.expect("reducer");
@@ -169,20 +197,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
         let behind = rt.block_on(async {
             let c = Client::connect(node.addr).await.expect("connect");
             // 3,000 changes at once: far more than the mapper maps meanwhile.
-            let batches: Vec<Batch> = (0..6)
-                .map(|_| {
-                    let mut batch = Batch::new();
-                    for _ in 0..500 {
-                        let k = int_key(rng.gen_range(0..600u64));
-                        batch = if rng.gen_bool(0.1) {
-                            batch.delete(k)
-                        } else {
-                            batch.put(k, msgpack(&serde_json::json!({"g": rng.gen_range(0..20)})))
-                        };
-                    }
-                    batch
-                })
-                .collect();
+            let batches: Vec<Batch> = (0..6).map(|_| random_g_batch(&mut rng, 500)).collect();
             let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             monotable_tests::join_all(batches.into_iter().map(|b| {
                 let (c, seqs) = (c.clone(), seqs.clone());
@@ -218,14 +233,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
         (all_rows(&c, "idx").await, all_rows(&c, "idx2").await)
     });
     // Rows exactly as a from-scratch mapping gives them.
-    let want: BTreeSet<Vec<u8>> = src
-        .iter()
-        .filter_map(|(k, v)| {
-            let doc: serde_json::Value = rmp_serde::from_slice(v).ok()?;
-            let g = doc.get("g")?.as_i64()?;
-            Some(row::encode_row(&[Element::Int(i128::from(g))], k, 0).expect("row"))
-        })
-        .collect();
+    let want = g_rows(&src);
     assert_eq!(idx.keys().cloned().collect::<BTreeSet<_>>(), want, "first mapper's rows");
     let chain_rows: BTreeSet<Vec<u8>> = idx
         .keys()
@@ -247,16 +255,11 @@ fn a_graceful_stop_while_a_lua_mapper_is_behind_loses_no_rows() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut node = Node::start(dir.path());
     let rt = runtime();
-    let slow = r#"function map(k, v)
-                    local x = 0
-                    for i = 1, 9000 do x = x + i end
-                    emit({v.g}, x)
-                  end"#;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
         c.create_range("src", RangeOptions { chunk_size_max_bytes: 8192 }).await.expect("range");
-        let lua = MapFunction::Lua { source: slow.to_owned() };
+        let lua = MapFunction::Lua { source: SLOW_MAP.to_owned() };
         c.create_mapper("slow", "src", "idx", lua).await.expect("mapper");
     });
     let mut behind_at_stop = Vec::new();
@@ -265,15 +268,7 @@ fn a_graceful_stop_while_a_lua_mapper_is_behind_loses_no_rows() {
         let behind = rt.block_on(async {
             let c = Client::connect(node.addr).await.expect("connect");
             for _ in 0..4 {
-                let mut batch = Batch::new();
-                for _ in 0..500 {
-                    let k = int_key(rng.gen_range(0..600u64));
-                    batch = if rng.gen_bool(0.1) {
-                        batch.delete(k)
-                    } else {
-                        batch.put(k, msgpack(&serde_json::json!({"g": rng.gen_range(0..20)})))
-                    };
-                }
+                let batch = random_g_batch(&mut rng, 500);
                 written = written.max(seq_of(&c.write("src", batch).await.expect("write")));
             }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
@@ -290,14 +285,7 @@ fn a_graceful_stop_while_a_lua_mapper_is_behind_loses_no_rows() {
         caught_up(&c, &["slow"], written, 50).await;
         (all_rows(&c, "src").await, all_rows(&c, "idx").await)
     });
-    let want: BTreeSet<Vec<u8>> = src
-        .iter()
-        .filter_map(|(k, v)| {
-            let doc: serde_json::Value = rmp_serde::from_slice(v).ok()?;
-            let g = doc.get("g")?.as_i64()?;
-            Some(row::encode_row(&[Element::Int(i128::from(g))], k, 0).expect("row"))
-        })
-        .collect();
+    let want = g_rows(&src);
     let got: BTreeSet<Vec<u8>> = idx.keys().cloned().collect();
     assert_eq!(
         (got.difference(&want).count(), want.difference(&got).count()),

@@ -143,22 +143,13 @@ impl Cluster {
         }) else {
             return;
         };
-        let mut probes = tokio::task::JoinSet::new();
-        for (id, addr, _) in members.iter().filter(|(id, _, _)| *id != me) {
-            let (id, addr, peers) = (*id, addr.clone(), self.peers.clone());
-            probes.spawn(async move {
-                let probe = peers.call(&addr, |c| async move { c.node_info().await });
-                let ms = Duration::from_millis(super::STATUS_PROBE_TIMEOUT_MS);
-                let info = tokio::time::timeout(ms, probe).await;
-                (id, info.ok().and_then(|i| i.ok()).filter(|i| i.id == id))
-            });
-        }
+        let others = members.iter().filter(|(id, _, _)| *id != me);
+        let timeout = Duration::from_millis(super::STATUS_PROBE_TIMEOUT_MS);
+        let answers = self.peers.probe(others.map(|(id, a, _)| (*id, a.clone())), timeout).await;
         let mut live = std::collections::HashSet::from([me]);
-        while let Some(done) = probes.join_next().await {
-            if let Ok((id, Some(info))) = done {
-                live.insert(id);
-                b.replicas.insert(id, info.replica_groups);
-            }
+        for (id, info) in answers {
+            live.insert(id);
+            b.replicas.insert(id, info.replica_groups);
         }
         for (id, _, _) in &members {
             let seen = b.last_live.entry(*id).or_insert(now);

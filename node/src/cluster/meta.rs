@@ -238,8 +238,16 @@ impl MetaState {
     /// node, when their loads differ by more than the range's chunks (so
     /// the move narrows the gap and never swings it back).
     pub fn balancing_move(&self, name: &str) -> Option<(Option<NodeId>, Option<NodeId>)> {
+        self.balancing_move_at(name, &self.chunk_loads())
+    }
+
+    /// [`MetaState::balancing_move`] with the chunk loads given.
+    fn balancing_move_at(
+        &self,
+        name: &str,
+        load: &BTreeMap<NodeId, u64>,
+    ) -> Option<(Option<NodeId>, Option<NodeId>)> {
         let r = self.ranges.get(name).filter(|r| r.rides_on.is_none())?;
-        let load = self.chunk_loads();
         let to = self
             .placeable()
             .filter(|id| !r.replicas.contains(id))
@@ -553,12 +561,12 @@ fn move_replica(
     from: Option<NodeId>,
     to: Option<NodeId>,
 ) -> MetaReply {
-    let wanted = s.balancing_move(&name);
+    let load = s.chunk_loads();
+    let wanted = s.balancing_move_at(&name, &load);
     let allowed = match (wanted, to) {
         // The best move, or another of the same kind: any placeable
         // target that the gap allows (two nodes tied for least load).
         (Some((f, Some(best))), Some(to)) if f == from => {
-            let load = s.chunk_loads();
             let k = s.ranges.get(&name).map_or(0, |r| r.chunks.len() as u64);
             let ok_target = s.placeable().any(|id| id == to)
                 && s.ranges.get(&name).is_some_and(|r| !r.replicas.contains(&to));

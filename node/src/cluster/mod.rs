@@ -1089,32 +1089,14 @@ impl Cluster {
         let meta = member.meta.status();
         let nodes: Vec<(NodeId, meta::NodeRecord)> =
             member.state.state().live_members().map(|(id, n)| (id, n.clone())).collect();
-        let mut probes = tokio::task::JoinSet::new();
-        for (i, (id, record)) in nodes.iter().enumerate() {
-            if *id == member.id {
-                continue;
-            }
-            let (id, addr, peers) = (*id, record.addr.clone(), self.peers.clone());
-            probes.spawn(async move {
-                let probe = peers.call(&addr, |c| async move { c.node_info().await });
-                let info =
-                    tokio::time::timeout(Duration::from_millis(STATUS_PROBE_TIMEOUT_MS), probe)
-                        .await;
-                (
-                    i,
-                    matches!(&info, Ok(Ok(info)) if info.id == id)
-                        .then(|| info)
-                        .and_then(|i| i.ok()?.ok()),
-                )
-            });
-        }
-        let mut infos: Vec<Option<NodeInfo>> =
-            nodes.iter().map(|(id, _)| (*id == member.id).then(|| local.clone())).collect();
-        while let Some(done) = probes.join_next().await {
-            if let Ok((i, info)) = done {
-                infos[i] = info;
-            }
-        }
+        let others = nodes.iter().filter(|(id, _)| *id != member.id);
+        let timeout = Duration::from_millis(STATUS_PROBE_TIMEOUT_MS);
+        let mut answers =
+            self.peers.probe(others.map(|(id, r)| (*id, r.addr.clone())), timeout).await;
+        let infos: Vec<Option<NodeInfo>> = nodes
+            .iter()
+            .map(|(id, _)| if *id == member.id { Some(local.clone()) } else { answers.remove(id) })
+            .collect();
         let nodes = nodes
             .into_iter()
             .zip(infos)

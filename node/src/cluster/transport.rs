@@ -111,6 +111,34 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// Asks each of `nodes` (id, address) for its [`NodeInfo`] at once,
+    /// each within `timeout`; the answers of the nodes that gave one as
+    /// the id expected (another node at the address does not count).
+    pub async fn probe(
+        &self,
+        nodes: impl IntoIterator<Item = (NodeId, String)>,
+        timeout: Duration,
+    ) -> HashMap<NodeId, monotable_proto::NodeInfo> {
+        let mut probes = tokio::task::JoinSet::new();
+        for (id, addr) in nodes {
+            let peers = self.clone();
+            probes.spawn(async move {
+                let probe = peers.call(&addr, |c| async move { c.node_info().await });
+                let info = tokio::time::timeout(timeout, probe).await;
+                (id, info.ok().and_then(|i| i.ok()).filter(|i| i.id == id))
+            });
+        }
+        let mut answers = HashMap::new();
+        while let Some(done) = probes.join_next().await {
+            if let Ok((id, Some(info))) = done {
+                answers.insert(id, info);
+            }
+        }
+        answers
+    }
+}
+
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {

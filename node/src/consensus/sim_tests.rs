@@ -7,8 +7,13 @@
 //! leader). Nodes crash and restart from their storage: on [`MemBackend`]
 //! a crash is a power failure (the log loses what was not flushed), on the
 //! file log store a process crash. Nodes 4 and 5, where a seed has them,
-//! join groups as voters mid-run and a voter (the leader, in some seeds)
-//! is removed. Concurrent clients put, CAS and read 3 keys per group
+//! join groups as voters mid-run, a voter (the leader, in some seeds) is
+//! removed, and a replica moves as the node's balancer moves one (a
+//! snapshot and a purge of the leader's log, a learner on a node without
+//! a replica, its promotion, the old voter's removal). A replica sent a
+//! snapshot copies its data first, as a chunk replica copies segments: a
+//! gate ([`SlowCopy`]) answers "not ready" for a while, or fails a copy
+//! once. Concurrent clients put, CAS and read 3 keys per group
 //! through random gateway nodes, following `NotLeader` to the leader named,
 //! and record a history of invocations and returns. An op with no answer
 //! within [`OP_TIMEOUT`] stays open forever and its client is replaced by a
@@ -62,8 +67,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::futures_lite::BoxedFuture;
 use super::log_store::LogStore;
 use super::machine_store::MachineStore;
+use super::replica_store::{Prepared, SnapshotGate};
 use super::{
     decode, encode, ConsensusError, Group, GroupConfig, GroupId, Machine, NodeId, RaftRpc,
     RaftRpcReply, SyncEach, Timing, Transport, TransportError, TypeConfig,
@@ -784,10 +791,67 @@ enum Change {
     Add(GroupId, NodeId),
     /// Removes a voter: the leader itself if `leader`, else another one.
     Remove(GroupId, bool),
+    /// Moves a replica as the node's balancer does: the leader builds a
+    /// snapshot and purges its log, a node that holds no replica joins as
+    /// a learner (installing the snapshot through the copy gate) and is
+    /// promoted, then a voter goes (the leader itself if `leader`).
+    Move(GroupId, bool),
 }
 
 /// A fault: (start ms, duration ms, what).
 type Timed = (u64, u64, Fault);
+
+/// Longest a [`SlowCopy`] holds a snapshot message before answering "not
+/// ready" (the node's gate waits 2 s; the simulation's runs are short).
+const COPY_WAIT_MS: u64 = 50;
+
+/// A chunk replica's copy of a snapshot's data (segment reads), modelled
+/// as a gate: each snapshot a replica is sent takes a time drawn from the
+/// seed and the snapshot (up to 700 ms from when it first came) to copy,
+/// while the replica answers "not ready" (the leader sends it again); one
+/// copy in eight fails once first. A restarted replica copies anew.
+struct SlowCopy {
+    seed: u64,
+    /// By snapshot: when it first came.
+    seen: Mutex<BTreeMap<u64, Instant>>,
+    failed: Mutex<BTreeSet<u64>>,
+    gated: Arc<AtomicU64>,
+}
+
+impl SlowCopy {
+    fn new(seed: u64, gated: Arc<AtomicU64>) -> SlowCopy {
+        SlowCopy { seed, seen: Mutex::default(), failed: Mutex::default(), gated }
+    }
+}
+
+impl SnapshotGate for SlowCopy {
+    fn prepare(&self, snapshot: &[u8], wait: Duration) -> BoxedFuture<Prepared> {
+        let id = u64::from(crc32c::crc32c(snapshot)) << 32 | snapshot.len() as u64;
+        let mut rng = StdRng::seed_from_u64(self.seed ^ id);
+        let copy = Duration::from_millis(rng.gen_range(0..700));
+        let fails = rng.gen_ratio(1, 8);
+        let first = *lock(&self.seen).entry(id).or_insert_with(Instant::now);
+        let gated = self.gated.clone();
+        if fails && lock(&self.failed).insert(id) {
+            gated.fetch_add(1, Ordering::Relaxed);
+            return Box::pin(async { Prepared::Failed("a simulated copy failure".into()) });
+        }
+        let wait = wait.min(Duration::from_millis(COPY_WAIT_MS));
+        Box::pin(async move {
+            let ready_at = first + copy;
+            tokio::time::sleep(ready_at.saturating_duration_since(Instant::now()).min(wait)).await;
+            if Instant::now() >= ready_at {
+                return Prepared::Ready;
+            }
+            gated.fetch_add(1, Ordering::Relaxed);
+            let total = copy.as_millis() as u64;
+            Prepared::Copying {
+                copied_bytes: first.elapsed().as_millis() as u64,
+                total_bytes: total,
+            }
+        })
+    }
+}
 
 fn schedule(cfg: &SimConfig) -> (Vec<Timed>, Vec<(u64, Change)>) {
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 1);
@@ -821,6 +885,8 @@ fn schedule(cfg: &SimConfig) -> (Vec<Timed>, Vec<(u64, Change)>) {
             let new = rng.gen_range(4..=cfg.nodes);
             changes.push((cfg.fault_ms / 5 + rng.gen_range(0..300), Change::Add(g, new)));
             changes.push((cfg.fault_ms / 2 + rng.gen_range(0..300), Change::Remove(g, rng.gen())));
+            changes
+                .push((cfg.fault_ms * 7 / 10 + rng.gen_range(0..300), Change::Move(g, rng.gen())));
         }
         changes.sort_by_key(|(t, _)| *t);
     }
@@ -839,6 +905,12 @@ struct Cluster<B: LogBackend> {
     starting: tokio::sync::Mutex<()>,
     /// Membership changes made.
     changes: AtomicU64,
+    /// Of those, replica moves.
+    moves: AtomicU64,
+    /// By group: the node a [`Change::Move`] under way joined.
+    moving: Mutex<BTreeMap<GroupId, NodeId>>,
+    /// Snapshot messages answered "not ready" by the copy gates.
+    gated: Arc<AtomicU64>,
     started: Instant,
 }
 
@@ -854,6 +926,9 @@ impl<B: LogBackend> Cluster<B> {
             crashes: AtomicU64::new(0),
             starting: tokio::sync::Mutex::new(()),
             changes: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
+            moving: Mutex::new(BTreeMap::new()),
+            gated: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
             cfg,
         }
@@ -882,7 +957,7 @@ impl<B: LogBackend> Cluster<B> {
             node,
             timing: SIM_TIMING,
             snapshot_every_entries: 20,
-            snapshot_gate: None,
+            snapshot_gate: Some(Arc::new(SlowCopy::new(self.cfg.seed ^ node, self.gated.clone()))),
         };
         let transport = Arc::new(NodeTransport { from: node, net: self.net.clone() });
         let g =
@@ -1039,10 +1114,22 @@ impl<B: LogBackend> Cluster<B> {
             while Instant::now() < end {
                 if self.try_change(&change, &mut rng).await {
                     self.changes.fetch_add(1, Ordering::Relaxed);
+                    if matches!(change, Change::Move(..)) {
+                        self.moves.fetch_add(1, Ordering::Relaxed);
+                    }
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+
+    /// Makes `node` keep a replica of group `group` (an empty one, which
+    /// catches up from the leader), from now on and after restarts.
+    async fn start_hosting(&self, node: NodeId, group: GroupId) {
+        let new = lock(&self.hosted).entry(node).or_default().insert(group);
+        if new {
+            self.start_replica(node, group).await;
         }
     }
 
@@ -1060,8 +1147,7 @@ impl<B: LogBackend> Cluster<B> {
                     if !self.net.up_nodes().contains(&node) {
                         return false;
                     }
-                    lock(&self.hosted).entry(node).or_default().insert(g);
-                    self.start_replica(node, g).await;
+                    self.start_hosting(node, g).await;
                 }
                 matches!(
                     tokio::time::timeout(
@@ -1071,6 +1157,57 @@ impl<B: LogBackend> Cluster<B> {
                     .await,
                     Ok(Ok(()))
                 )
+            }
+            Change::Move(g, remove_leader) => {
+                // The node joined by an earlier attempt, if it got that far.
+                let joined = *lock(&self.moving).get(&g).unwrap_or(&0);
+                let to = if joined != 0 && st.voters.contains_key(&joined) {
+                    joined
+                } else {
+                    let up = self.net.up_nodes();
+                    let mut spare: Vec<NodeId> = (1..=self.cfg.nodes)
+                        .filter(|n| !st.voters.contains_key(n) && up.contains(n))
+                        .collect();
+                    spare.sort_unstable();
+                    let Some(&to) = spare.choose(rng) else {
+                        // Every node holds a replica already: nothing to move to.
+                        return st.voters.len() <= 3 || self.cfg.nodes <= 3;
+                    };
+                    lock(&self.moving).insert(g, to);
+                    self.start_hosting(to, g).await;
+                    let added = async {
+                        leader.snapshot_and_purge().await?;
+                        leader.add_voter(to, addr(to)).await
+                    };
+                    if !matches!(
+                        tokio::time::timeout(Duration::from_secs(3), added).await,
+                        Ok(Ok(()))
+                    ) {
+                        return false;
+                    }
+                    to
+                };
+                let st = leader.status();
+                let others: Vec<NodeId> =
+                    st.voters.keys().copied().filter(|&n| n != to && n != leader_id).collect();
+                let victim = if remove_leader && leader_id != to {
+                    leader_id
+                } else {
+                    match others.choose(rng) {
+                        Some(&n) => n,
+                        None => return false,
+                    }
+                };
+                let done = matches!(
+                    tokio::time::timeout(Duration::from_secs(2), leader.remove_member(victim))
+                        .await,
+                    Ok(Ok(()))
+                );
+                if done {
+                    lock(&self.moving).remove(&g);
+                    self.drop_replica(victim, g).await;
+                }
+                done
             }
             Change::Remove(g, remove_leader) => {
                 if st.voters.len() <= 3 {
@@ -1100,7 +1237,7 @@ impl<B: LogBackend> Cluster<B> {
 
 fn change_group(c: &Change) -> GroupId {
     match *c {
-        Change::Add(g, _) | Change::Remove(g, _) => g,
+        Change::Add(g, _) | Change::Remove(g, _) | Change::Move(g, _) => g,
     }
 }
 
@@ -1484,7 +1621,10 @@ struct RunReport {
     leaderships: usize,
     shared_terms: u64,
     changes: u64,
+    moves: u64,
     snapshots: usize,
+    /// Snapshot messages answered "not ready" or "failed" by copy gates.
+    gated: u64,
     millis: u128,
     violations: Vec<String>,
 }
@@ -1623,7 +1763,9 @@ async fn run<B: LogBackend>(cfg: SimConfig, backend: B) -> RunReport {
         leaderships,
         shared_terms,
         changes: cluster.changes.load(Ordering::Relaxed),
+        moves: cluster.moves.load(Ordering::Relaxed),
         snapshots,
+        gated: cluster.gated.load(Ordering::Relaxed),
         millis: started.elapsed().as_millis(),
         violations,
     }
@@ -1796,8 +1938,8 @@ fn seeds(default: u64) -> Vec<u64> {
 fn print(backend: &str, r: &RunReport) {
     eprintln!(
         "sim {backend} seed {}: {} nodes, {} ops ok, {} unknown, {} crashes, {} leaderships \
-         ({} in a term already led), {} membership changes, {} replicas with a snapshot, {} msgs \
-         ({} dropped, {} cut), {} ms, {} violations",
+         ({} in a term already led), {} membership changes ({} moves), {} replicas with a snapshot ({} \
+         answered not ready), {} msgs ({} dropped, {} cut), {} ms, {} violations",
         r.seed,
         r.nodes,
         r.ok,
@@ -1806,7 +1948,9 @@ fn print(backend: &str, r: &RunReport) {
         r.leaderships,
         r.shared_terms,
         r.changes,
+        r.moves,
         r.snapshots,
+        r.gated,
         r.calls,
         r.dropped,
         r.cut,

@@ -155,11 +155,13 @@ struct Faults {
 }
 
 /// A reader over `inner` that damages, cuts or fails about one read in
-/// `one_in`.
+/// `one_in`, with a fault of `kinds` (0: a flipped bit, 1: cut short,
+/// 2: failed).
 struct Faulty {
     inner: Arc<dyn SegmentReader>,
     rng: Mutex<StdRng>,
     one_in: u32,
+    kinds: std::ops::Range<u32>,
     faults: Arc<Faults>,
 }
 
@@ -173,7 +175,8 @@ impl SegmentReader for Faulty {
         let (inner, region) = (self.inner.clone(), region.clone());
         let (fault, at) = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            let fault = if rng.gen_ratio(1, self.one_in) { rng.gen_range(0..3) } else { 3 };
+            let fault =
+                if rng.gen_ratio(1, self.one_in) { rng.gen_range(self.kinds.clone()) } else { 3 };
             (fault, rng.gen::<usize>())
         };
         let faults = self.faults.clone();
@@ -219,6 +222,7 @@ async fn damaged_cut_and_failed_reads_are_detected_and_read_again() {
             inner: owner.clone(),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             one_in: 4,
+            kinds: 0..3,
             faults: faults.clone(),
         });
         let mut staging = Staging::open(&dir.path().join("staging")).expect("staging");
@@ -243,24 +247,13 @@ async fn a_path_that_always_damages_fails_the_copy() {
     let (log, _) = sample_log(&dir.path().join("log"), 5, 50, 1 << 20);
     let regions: Vec<RegionRef> =
         log.images().iter().map(|i| owner.register(i).expect("registered")).collect();
-    struct Flip(Arc<Regions>);
-    impl SegmentReader for Flip {
-        fn read(
-            &self,
-            region: &RegionRef,
-            offset: u64,
-            len: u32,
-        ) -> crate::consensus::futures_lite::BoxedFuture<Result<Vec<u8>, ReadError>> {
-            let mut r = Regions::read(&self.0, region.incarnation, region.region, offset, len);
-            if let Ok(b) = &mut r {
-                if let Some(last) = b.last_mut() {
-                    *last ^= 0x40;
-                }
-            }
-            Box::pin(async move { r })
-        }
-    }
-    let reader: Arc<dyn SegmentReader> = Arc::new(Flip(owner.clone()));
+    let reader: Arc<dyn SegmentReader> = Arc::new(Faulty {
+        inner: owner.clone(),
+        rng: Mutex::new(StdRng::seed_from_u64(1)),
+        one_in: 1,
+        kinds: 0..1,
+        faults: Arc::default(),
+    });
     let mut staging = Staging::open(&dir.path().join("staging")).expect("staging");
     let err = staging
         .copy(&reader, &regions, &CopyProgress::new(1))
