@@ -152,7 +152,7 @@ impl Qp {
             .setup_port(PORT)
             .setup_grh_src_gid_index(verbs.gid_index)
             .setup_grh_dest_gid(&Gid { raw: remote.gid })
-            .setup_grh_hop_limit(1);
+            .setup_grh_hop_limit(64);
         rtr.setup_address_vector(&ah);
         self.qp.modify(&rtr).map_err(|e| format!("queue pair to RTR: {e}"))?;
         let mut rts = QueuePairAttribute::new();
