@@ -103,6 +103,10 @@ impl SnapshotCopies {
     }
 }
 
+/// Times an install makes its snapshot's copy again when a newer one
+/// replaced it.
+const INSTALL_COPY_ATTEMPTS: u32 = 5;
+
 /// A copy of one snapshot, under way or done.
 struct Fetch {
     /// The snapshot it copies (its bytes, as the leader sent them).
@@ -124,6 +128,9 @@ pub struct Incoming {
     /// The copy of the latest snapshot sent. A std mutex, never held
     /// across an await.
     fetch: Mutex<Option<Fetch>>,
+    /// A snapshot is being installed from its copy ([`Incoming::records`]):
+    /// a newer one sent meanwhile waits, and does not replace that copy.
+    installing: std::sync::atomic::AtomicBool,
 }
 
 impl Incoming {
@@ -134,6 +141,7 @@ impl Incoming {
             staging_dir,
             staging: Arc::new(tokio::sync::Mutex::new(None)),
             fetch: Mutex::new(None),
+            installing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -207,6 +215,13 @@ impl Incoming {
             Ok(p) => p,
             Err(e) => return Prepared::Failed(e),
         };
+        let other = self.lock().as_ref().is_some_and(|f| f.snapshot != snapshot);
+        if other && self.installing.load(std::sync::atomic::Ordering::Acquire) {
+            // Another snapshot is being installed from its copy: this one
+            // comes after it (the sender tries again).
+            let total_bytes = parsed.regions().iter().map(|r| r.len).sum();
+            return Prepared::Copying { copied_bytes: 0, total_bytes };
+        }
         let (progress, mut done) = self.start(snapshot, &parsed);
         let outcome = tokio::time::timeout(wait, async {
             done.wait_for(Option::is_some).await.map(|r| r.clone().expect("waited for an outcome"))
@@ -233,12 +248,31 @@ impl Incoming {
         snapshot: &ChunkSnapshot,
         bytes: &[u8],
     ) -> Result<(Vec<Record>, Vec<(RiderSpec, Vec<Record>)>), String> {
-        let (_, mut done) = self.start(bytes, snapshot);
-        let outcome = done
-            .wait_for(Option::is_some)
-            .await
-            .map(|r| r.clone().expect("waited for an outcome"))
-            .map_err(|_| "the copy of the snapshot was replaced by a newer one".to_string())?;
+        use std::sync::atomic::Ordering;
+        /// Clears [`Incoming::installing`] however the install ends.
+        struct Installing<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Installing<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        self.installing.store(true, Ordering::Release);
+        let _installing = Installing(&self.installing);
+        // openraft treats a failed install as a broken state machine and
+        // stops the group: a copy replaced meanwhile (by one that began
+        // before this install) is made again, never a failure.
+        // Postmortem: "the copy of the snapshot was replaced by a newer
+        // one" stopped a new replica's group mid-install.
+        let mut replaced = 0;
+        let outcome = loop {
+            let (_, mut done) = self.start(bytes, snapshot);
+            let waited = done.wait_for(Option::is_some).await.map(|r| r.clone());
+            match waited {
+                Ok(r) => break r.expect("waited for an outcome"),
+                Err(_) if replaced < INSTALL_COPY_ATTEMPTS => replaced += 1,
+                Err(_) => return Err("the copy of the snapshot kept being replaced".into()),
+            }
+        };
         outcome?;
         let mut staging = self.staging.lock().await;
         let staged = staging.as_mut().ok_or("the snapshot's copy is gone")?;
@@ -270,5 +304,63 @@ impl Drop for Incoming {
             f.task.abort();
             self.copies.forget(self.group, &f.progress);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::futures_lite::BoxedFuture;
+    use crate::segments::contract_tests::sample_log;
+    use crate::segments::ReadError;
+
+    /// The owner's regions, each read taking a while.
+    struct Slow(Arc<Regions>);
+
+    impl SegmentReader for Slow {
+        fn read(
+            &self,
+            region: &RegionRef,
+            offset: u64,
+            len: u32,
+        ) -> BoxedFuture<Result<Vec<u8>, ReadError>> {
+            let read = self.0.read(region.incarnation, region.region, offset, len);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                read
+            })
+        }
+    }
+
+    /// Postmortem: a newer snapshot sent while a replica installed an
+    /// older one replaced the older one's copy under the install, which
+    /// failed ("the copy of the snapshot was replaced by a newer one"); a
+    /// failed install stops the group. The newer one now waits.
+    #[tokio::test]
+    async fn a_newer_snapshot_waits_for_the_install_of_the_one_before() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let regions = Arc::new(Regions::new(1, "local".into()));
+        let (log, oracle) = sample_log(&dir.path().join("log"), 7, 40, 16 * 1024);
+        let refs = register(&regions, &log.images()).expect("registered");
+        assert!(refs.len() >= 3, "several regions, so the copy takes a while");
+        let older =
+            ChunkSnapshot { bounds: (Vec::new(), None), chunk: refs.clone(), riders: Vec::new() };
+        let newer = ChunkSnapshot { bounds: (vec![0], None), ..older.clone() };
+        let copies = Arc::new(SnapshotCopies::new(regions.clone(), Arc::new(Slow(regions))));
+        let incoming = Arc::new(Incoming::new(9, copies, dir.path().join("incoming")));
+        let install = {
+            let (incoming, older) = (incoming.clone(), older.clone());
+            tokio::spawn(async move { incoming.records(&older, &older.encode()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let prepared = incoming.prepare(&newer.encode(), Duration::from_millis(10)).await;
+        assert!(matches!(prepared, Prepared::Copying { .. }), "{prepared:?}");
+        let (records, _) = install.await.expect("the install ran").expect("installed");
+        let got: BTreeMap<Vec<u8>, Vec<u8>> =
+            records.into_iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect();
+        assert_eq!(got, oracle, "the older snapshot's records, whole");
+        // Then the newer one is copied.
+        let prepared = incoming.prepare(&newer.encode(), Duration::from_secs(30)).await;
+        assert_eq!(prepared, Prepared::Ready);
     }
 }

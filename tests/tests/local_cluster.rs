@@ -70,6 +70,13 @@ impl Script {
 impl Drop for Script {
     fn drop(&mut self) {
         let _ = self.run(&["stop"]);
+        // A failed test keeps the nodes' logs and data for a look.
+        if std::thread::panicking() {
+            if let Ok(empty) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, empty).keep();
+                eprintln!("the nodes' logs and data are kept in {}", kept.display());
+            }
+        }
     }
 }
 
@@ -183,7 +190,7 @@ fn warnings(script: &Script) -> String {
         };
         let all: Vec<&str> = log.lines().collect();
         // Every panic, with the message on the lines after it.
-        for (i, _) in all.iter().enumerate().filter(|(_, l)| l.contains("panicked")) {
+        for (i, _) in all.iter().enumerate().filter(|(_, l)| l.contains("panicked at")) {
             for line in &all[i..(i + 3).min(all.len())] {
                 out.push_str(&format!("node {node}: {line}\n"));
             }
@@ -193,6 +200,7 @@ fn warnings(script: &Script) -> String {
             .copied()
             .filter(|l| l.contains("WARN") || l.contains("ERROR"))
             .filter(|l| !l.contains("openraft::replication"))
+            .filter(|l| !l.contains("openraft::network::snapshot_transport"))
             .collect();
         for line in &lines[lines.len().saturating_sub(8)..] {
             out.push_str(&format!("node {node}: {line}\n"));

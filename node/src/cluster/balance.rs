@@ -133,6 +133,29 @@ impl Cluster {
             b.replicas.clear();
             return;
         }
+        // A removal whose membership change was cut short (its leader
+        // changed between marking the node removed and taking it out of
+        // the meta range's group) is finished here. Postmortem: a meta
+        // leader that removed itself lost its leadership in between; the
+        // removed node stayed a voter of the meta range, campaigned for
+        // ever, and never learnt it should stop.
+        let stale: Vec<NodeId> = meta
+            .voters
+            .keys()
+            .chain(meta.learners.keys())
+            .copied()
+            .filter(|id| {
+                self.with_meta(|m| m.nodes.get(id).is_some_and(|n| n.removed)).unwrap_or(false)
+            })
+            .collect();
+        for id in stale {
+            match member.meta.remove_member(id).await {
+                Ok(()) => tracing::info!(node = id, "a removed node left the meta range's group"),
+                Err(e) => {
+                    tracing::warn!(node = id, error = %e, "removed node still in the meta group")
+                }
+            }
+        }
         if b.last_probe.is_some_and(|t| t.elapsed() < Duration::from_millis(LIVENESS_PROBE_MS)) {
             return;
         }

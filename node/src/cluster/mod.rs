@@ -1178,14 +1178,24 @@ impl Cluster {
             .filter(|(id, _)| *id != member.id)
             .map(|(_, n)| n.addr.clone())
             .collect();
+        let mut answers = Vec::new();
         for addr in others {
             let ask = self.peers.call(&addr, |c| async move {
                 c.forward(monotable_proto::Command::GroupMembers { group: META_GROUP }).await
             });
-            if let Ok(monotable_proto::Reply::Members { leader: true, members }) = ask.await {
-                return !members.contains(&member.id);
+            match ask.await {
+                Ok(monotable_proto::Reply::Members { leader: true, members }) => {
+                    return !members.contains(&member.id);
+                }
+                Ok(other) => answers.push(format!("{addr}: {other:?}")),
+                Err(e) => answers.push(format!("{addr}: {e}")),
             }
         }
+        tracing::info!(
+            node = member.id,
+            ?answers,
+            "removed from the cluster, but no meta leader says this node left the meta range yet"
+        );
         false
     }
 
