@@ -1657,6 +1657,13 @@ impl Node {
         );
         let store = ReplicaStore::open(&dir.join("state"), replica.clone())
             .map_err(|e| start(e.to_string()))?;
+        if log.unpurge_to_snapshot(store.applied()).map_err(|e| start(e.to_string()))? {
+            tracing::warn!(
+                chunk = group,
+                "the replica's log was purged past its snapshot (an install cut short): it goes \
+                 back to its snapshot and is sent the newer one again"
+            );
+        }
         let config = GroupConfig {
             group,
             node: me,

@@ -376,6 +376,11 @@ impl Cluster {
         let state = MetaMachine::default();
         let machine = MachineStore::open(&dir.join("machine"), Box::new(state.clone()))
             .map_err(|e| start(e.to_string()))?;
+        if log.unpurge_to_snapshot(machine.last_applied()).map_err(|e| start(e.to_string()))? {
+            tracing::warn!(
+                "the meta range's log was purged past its snapshot: back to the snapshot"
+            );
+        }
         let config = GroupConfig {
             group: META_GROUP,
             node: id,

@@ -772,6 +772,29 @@ impl LogStore {
         &self.shared.recovered
     }
 
+    /// Before the group starts: when the log was purged past `durable`
+    /// (the last snapshot its state machine holds durably) and holds no
+    /// entry after the purge point, lowers the purge point to `durable`;
+    /// returns whether it did.
+    ///
+    /// openraft 0.9 purges a replica's log up to a snapshot it installs as
+    /// soon as it hands the snapshot to the state machine, not once the
+    /// state machine holds it; an install cut short (a crash, or a failed
+    /// install) leaves the log purged past the state machine, and the
+    /// group panics when it starts (`purge_upto <= snapshot_last_log_id`).
+    /// Nothing after an unfinished install was acknowledged (the leader
+    /// sends entries after a snapshot only once its install is answered),
+    /// so the replica may go back to its own snapshot and be sent the
+    /// newer one again.
+    ///
+    /// Errors: the purge record cannot be rewritten.
+    pub fn unpurge_to_snapshot(
+        &self,
+        durable: Option<LogId<NodeId>>,
+    ) -> Result<bool, StorageError<NodeId>> {
+        self.shared.unpurge_to(durable).map_err(write_err)
+    }
+
     /// Why the store takes no more writes, if it does not.
     pub fn poisoned(&self) -> Option<String> {
         self.shared.acks().poisoned.clone()
@@ -1053,6 +1076,36 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// See [`LogStore::unpurge_to_snapshot`].
+    fn unpurge_to(&self, durable: Option<LogId<NodeId>>) -> Result<bool, Failure> {
+        let w = self.writer();
+        self.check_poisoned()?;
+        {
+            let index = self.index();
+            let Some(purged) = index.purged else { return Ok(false) };
+            if durable >= Some(purged) || !index.slots.is_empty() {
+                return Ok(false);
+            }
+        }
+        match durable {
+            Some(point) => write_file_durably(&self.dir, PURGED_FILE, &encode_small(&point))
+                .map_err(Failure::File)?,
+            None => {
+                let path = self.dir.join(PURGED_FILE);
+                fs::remove_file(&path).map_err(io_at(&path))?;
+                crate::storage::chunk_log::sync_dir(&self.dir).map_err(io_at(&self.dir))?;
+            }
+        }
+        // The committed id named a purged entry; it names none now.
+        let path = self.dir.join(COMMITTED_FILE);
+        w.committed_file.write_all_at(&encode_small(&durable), 0).map_err(io_at(&path))?;
+        let mut index = self.index();
+        index.purged = durable;
+        index.first = durable.map_or(0, |p| p.index + 1);
+        index.committed = durable;
+        Ok(true)
     }
 
     fn save_vote(&self, vote: &Vote) -> Result<(), Failure> {

@@ -192,6 +192,43 @@ async fn a_purge_of_everything_survives_a_restart() {
     assert_eq!(ids(&mut log).await, vec![log_id(2, 21)]);
 }
 
+/// Postmortem: openraft purged a new replica's log up to a snapshot as it
+/// handed the snapshot to the state machine; the install failed, and the
+/// restarted group panicked on a log purged past its snapshot. Before a
+/// group starts, such a log goes back to the state machine's snapshot.
+#[tokio::test]
+async fn a_log_purged_past_the_snapshot_goes_back_to_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = open(dir.path(), 100);
+    log.blocking_append(ents(1, 1..=10)).await.expect("append");
+    log.save_committed(Some(log_id(1, 20))).await.expect("committed");
+    log.purge(log_id(1, 20)).await.expect("log call");
+    assert!(log.unpurge_to_snapshot(Some(log_id(1, 5))).expect("repaired"));
+    drop(log);
+    let mut log = open(dir.path(), 100);
+    let state = log.get_log_state().await.expect("log call");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+    assert!(log.read_committed().await.expect("committed") <= Some(log_id(1, 5)));
+    log.blocking_append([ent(2, 6)]).await.expect("the entry after the snapshot");
+    assert_eq!(ids(&mut log).await, vec![log_id(2, 6)]);
+    // Entries after the purge point were acknowledged: nothing changes.
+    assert!(!log.unpurge_to_snapshot(Some(log_id(1, 2))).expect("checked"));
+    // A replica with no snapshot yet goes back to an empty log.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = open(dir.path(), 100);
+    log.blocking_append(ents(1, 1..=3)).await.expect("append");
+    log.purge(log_id(1, 9)).await.expect("log call");
+    assert!(log.unpurge_to_snapshot(None).expect("repaired"));
+    drop(log);
+    let mut log = open(dir.path(), 100);
+    let state = log.get_log_state().await.expect("log call");
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+    log.blocking_append([ent(1, 1)]).await.expect("a first entry");
+    // A log purged no further than its snapshot is left alone.
+    assert!(!log.unpurge_to_snapshot(Some(log_id(1, 1))).expect("checked"));
+}
+
 #[tokio::test]
 async fn purged_segments_that_come_back_are_deleted_at_open() {
     let dir = tempfile::tempdir().expect("temp dir");
