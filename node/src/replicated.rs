@@ -1585,23 +1585,13 @@ impl Node {
             let mut peers: Vec<(NodeId, String)> = known.chain(listed).collect();
             peers.sort();
             peers.dedup();
-            // Every peer at once; the leader's answer decides.
-            let mut asks = tokio::task::JoinSet::new();
-            for (_, addr) in peers.into_iter().filter(|(peer, _)| *peer != me) {
-                let transport = cluster.peers().clone();
-                asks.spawn(async move {
-                    let command = Command::GroupMembers { group: id };
-                    let ask = transport.call(&addr, |c| async move { c.forward(command).await });
-                    tokio::time::timeout(Duration::from_millis(GROUP_MEMBERS_ASK_MS), ask).await
-                });
-            }
-            let mut confirmed = false;
-            while let Some(answer) = asks.join_next().await {
-                if let Ok(Ok(Ok(Reply::Members { leader: true, members }))) = answer {
-                    confirmed = !members.contains(&me);
-                    break;
-                }
-            }
+            let addrs = peers.into_iter().filter(|(peer, _)| *peer != me).map(|(_, a)| a);
+            let ask = Duration::from_millis(GROUP_MEMBERS_ASK_MS);
+            let confirmed = cluster
+                .peers()
+                .leader_members(id, addrs, ask)
+                .await
+                .is_some_and(|members| !members.contains(&me));
             if !confirmed {
                 return false;
             }
@@ -1657,13 +1647,7 @@ impl Node {
         );
         let store = ReplicaStore::open(&dir.join("state"), replica.clone())
             .map_err(|e| start(e.to_string()))?;
-        if log.unpurge_to_snapshot(store.applied()).map_err(|e| start(e.to_string()))? {
-            tracing::warn!(
-                chunk = group,
-                "the replica's log was purged past its snapshot (an install cut short): it goes \
-                 back to its snapshot and is sent the newer one again"
-            );
-        }
+        log.unpurge_to_snapshot(store.applied()).map_err(|e| start(e.to_string()))?;
         let config = GroupConfig {
             group,
             node: me,

@@ -376,11 +376,7 @@ impl Cluster {
         let state = MetaMachine::default();
         let machine = MachineStore::open(&dir.join("machine"), Box::new(state.clone()))
             .map_err(|e| start(e.to_string()))?;
-        if log.unpurge_to_snapshot(machine.last_applied()).map_err(|e| start(e.to_string()))? {
-            tracing::warn!(
-                "the meta range's log was purged past its snapshot: back to the snapshot"
-            );
-        }
+        log.unpurge_to_snapshot(machine.last_applied()).map_err(|e| start(e.to_string()))?;
         let config = GroupConfig {
             group: META_GROUP,
             node: id,
@@ -1183,25 +1179,17 @@ impl Cluster {
             .filter(|(id, _)| *id != member.id)
             .map(|(_, n)| n.addr.clone())
             .collect();
-        let mut answers = Vec::new();
-        for addr in others {
-            let ask = self.peers.call(&addr, |c| async move {
-                c.forward(monotable_proto::Command::GroupMembers { group: META_GROUP }).await
-            });
-            match ask.await {
-                Ok(monotable_proto::Reply::Members { leader: true, members }) => {
-                    return !members.contains(&member.id);
-                }
-                Ok(other) => answers.push(format!("{addr}: {other:?}")),
-                Err(e) => answers.push(format!("{addr}: {e}")),
+        let ask = Duration::from_millis(transport::PEER_CALL_TIMEOUT_MS);
+        match self.peers.leader_members(META_GROUP, others, ask).await {
+            Some(members) => !members.contains(&member.id),
+            None => {
+                tracing::info!(
+                    node = member.id,
+                    "removed from the cluster, but no meta leader answered yet"
+                );
+                false
             }
         }
-        tracing::info!(
-            node = member.id,
-            ?answers,
-            "removed from the cluster, but no meta leader says this node left the meta range yet"
-        );
-        false
     }
 
     /// This node's replica of group `id`: the meta range's, or a chunk's.

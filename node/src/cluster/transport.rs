@@ -139,6 +139,34 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// The members (voters and learners) of group `group` as its leader
+    /// says, asking every one of `addrs` at once (`GroupMembers`), each
+    /// within `timeout`; `None` when no leader answered.
+    pub async fn leader_members(
+        &self,
+        group: GroupId,
+        addrs: impl IntoIterator<Item = String>,
+        timeout: Duration,
+    ) -> Option<Vec<NodeId>> {
+        let mut asks = tokio::task::JoinSet::new();
+        for addr in addrs {
+            let peers = self.clone();
+            asks.spawn(async move {
+                let command = monotable_proto::Command::GroupMembers { group };
+                let ask = peers.call(&addr, |c| async move { c.forward(command).await });
+                tokio::time::timeout(timeout, ask).await
+            });
+        }
+        while let Some(answer) = asks.join_next().await {
+            if let Ok(Ok(Ok(monotable_proto::Reply::Members { leader: true, members }))) = answer {
+                return Some(members);
+            }
+        }
+        None
+    }
+}
+
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {

@@ -792,7 +792,15 @@ impl LogStore {
         &self,
         durable: Option<LogId<NodeId>>,
     ) -> Result<bool, StorageError<NodeId>> {
-        self.shared.unpurge_to(durable).map_err(write_err)
+        let lowered = self.shared.unpurge_to(durable).map_err(write_err)?;
+        if lowered {
+            tracing::warn!(
+                log = %self.shared.dir.display(),
+                "a raft log was purged past its state machine's snapshot (an install cut short): \
+                 it goes back to the snapshot, and the newer one is sent again"
+            );
+        }
+        Ok(lowered)
     }
 
     /// Why the store takes no more writes, if it does not.

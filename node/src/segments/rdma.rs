@@ -213,7 +213,7 @@ impl RdmaOwner {
     /// [`ReadError::Failed`] if the file cannot be mapped or registered.
     pub fn expose(&self, incarnation: u64, region: u64) -> Result<(u64, u32, u64), ReadError> {
         let (file, region_len) = self.regions.lease(incarnation, region)?;
-        let failed = |reason: String| ReadError::Failed { owner: 0, reason };
+        let failed = |reason: String| ReadError::Failed { owner: self.regions.owner(), reason };
         let file_len = file.metadata().map_err(|e| failed(e.to_string()))?.len();
         let len = file_len.min(region_len);
         let mut exposed = self.exposed.lock().unwrap_or_else(|p| p.into_inner());

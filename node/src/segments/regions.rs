@@ -201,6 +201,11 @@ impl Regions {
         inner.by_id.contains_key(&region)
     }
 
+    /// The node whose regions these are.
+    pub fn owner(&self) -> NodeId {
+        self.owner
+    }
+
     /// Regions registered now (after dropping those whose lease ended).
     pub fn len(&self) -> usize {
         let mut inner = self.lock();
