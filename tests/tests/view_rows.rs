@@ -279,7 +279,7 @@ fn a_graceful_stop_while_a_lua_mapper_is_behind_loses_no_rows() {
         assert!(node.stop(), "clean shutdown");
         node.restart();
     }
-    assert!(behind_at_stop.iter().any(|&b| b > 500), "the mapper kept up: {behind_at_stop:?}");
+    assert!(behind_at_stop.iter().any(|&b| b >= 200), "the mapper kept up: {behind_at_stop:?}");
     let (src, idx) = rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
         caught_up(&c, &["slow"], written, 50).await;
