@@ -120,6 +120,32 @@ pub struct MapperMeta {
     /// checkpoint, so the target stays readable at it after a restart.
     #[serde(default)]
     pub cut: u64,
+    /// What its rounds did since it was created, saved with the
+    /// checkpoint: a restart keeps the figures.
+    #[serde(default)]
+    pub tally: MapperTally,
+}
+
+/// A mapper's figures since it was created, up to its checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapperTally {
+    /// Rows it wrote into its target (puts and deletes).
+    pub rows_written: u64,
+    /// Source records its function failed on (each failing change counts).
+    pub errors: u64,
+    /// The last record it failed on: (source key, error).
+    pub last_error: Option<(Vec<u8>, String)>,
+}
+
+impl MapperTally {
+    /// Adds a round's figures.
+    pub fn add(&mut self, rows_written: u64, errors: &[(Vec<u8>, String)]) {
+        self.rows_written += rows_written;
+        self.errors += errors.len() as u64;
+        if let Some(last) = errors.last() {
+            self.last_error = Some(last.clone());
+        }
+    }
 }
 
 /// A registered reducer and how far it got.

@@ -100,7 +100,7 @@ fn mapper_matches_a_from_scratch_oracle_through_kill_9() {
     let mut model = BTreeMap::new();
 
     // Phase 1: data first, then the mapper, which backfills it.
-    rt.block_on(async {
+    let (rows_written, bad) = rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
         c.create_range(SOURCE, RangeOptions { chunk_size_max_bytes: 2048 }).await.expect("create");
         random_writes(&c, &mut rng, &mut model, 300).await;
@@ -123,6 +123,7 @@ fn mapper_matches_a_from_scratch_oracle_through_kill_9() {
         assert_eq!(views[0].errors, 1);
         assert_eq!(views[0].last_error_key.as_ref().map(|k| k.to_vec()), Some(bad.clone()));
         c.delete(SOURCE, &bad).await.expect("delete");
+        (views[0].rows_written, bad)
     });
 
     // Phase 3: kill -9 under a write load, restart, converge.
@@ -164,6 +165,11 @@ fn mapper_matches_a_from_scratch_oracle_through_kill_9() {
         model.insert(0, (Some("lyon".into()), 1));
         caught_up(&c, t.seq).await;
         assert_eq!(target_rows(&c).await, oracle(&model), "after kill -9 and restart");
+        // Regression: a restart set the mapper's figures back to zero.
+        let views = c.list_views().await.expect("views");
+        assert_eq!(views[0].errors, 1, "{views:?}");
+        assert_eq!(views[0].last_error_key.as_ref().map(|k| k.to_vec()), Some(bad), "{views:?}");
+        assert!(views[0].rows_written > rows_written, "{views:?}");
         c.drop_mapper("by_city").await.expect("drop");
         assert!(c.list_views().await.expect("views").is_empty());
     });

@@ -64,14 +64,6 @@ pub struct Stop(pub oneshot::Sender<NodeResult<()>>);
 #[rtype(result = "()")]
 struct Round;
 
-#[derive(Debug, Default, Clone)]
-struct Stats {
-    rows_written: u64,
-    errors: u64,
-    last_error: Option<String>,
-    last_error_key: Option<Vec<u8>>,
-}
-
 pub struct MapperActor {
     node: Arc<Node>,
     meta: MapperMeta,
@@ -85,7 +77,9 @@ pub struct MapperActor {
     /// The checkpoint at which the last pending check found the mapper
     /// idle with changes pending.
     idle_with_pending: Option<u64>,
-    stats: Stats,
+    /// Why rounds cannot run or keep failing, until one succeeds (the
+    /// figures of records' errors are the checkpoint's, in `meta.tally`).
+    trouble: Option<String>,
     /// A drop waits for the running round to end.
     stopping: Option<oneshot::Sender<NodeResult<()>>>,
 }
@@ -139,7 +133,6 @@ const PENDING_CHECK_MS: u64 = 1000;
 
 /// What one round did.
 struct Outcome {
-    rows_written: u64,
     errors: Vec<(Vec<u8>, String)>,
     /// More work is known to be waiting (the backfill goes on).
     more: bool,
@@ -147,10 +140,7 @@ struct Outcome {
 
 impl MapperActor {
     pub fn new(node: Arc<Node>, meta: MapperMeta, mapper: Result<Mapper, String>) -> Self {
-        let stats = Stats {
-            last_error: mapper.as_ref().err().map(|e| format!("the function cannot run: {e}")),
-            ..Stats::default()
-        };
+        let trouble = mapper.as_ref().err().map(|e| format!("the function cannot run: {e}"));
         MapperActor {
             node,
             meta,
@@ -158,7 +148,7 @@ impl MapperActor {
             dirty: false,
             running: false,
             idle_with_pending: None,
-            stats,
+            trouble,
             stopping: None,
         }
     }
@@ -199,10 +189,13 @@ impl MapperActor {
             function: m.function.describe(),
             watermark: m.checkpoint,
             pending_changes: self.node.pending_changes(m.source_id, m.checkpoint),
-            rows_written: self.stats.rows_written,
-            errors: self.stats.errors,
-            last_error: self.stats.last_error.clone(),
-            last_error_key: self.stats.last_error_key.clone().map(Bytes::from),
+            rows_written: m.tally.rows_written,
+            errors: m.tally.errors,
+            last_error: self.trouble.clone().or_else(|| m.tally.last_error.clone().map(|e| e.1)),
+            last_error_key: match &self.trouble {
+                Some(_) => None,
+                None => m.tally.last_error.clone().map(|e| Bytes::from(e.0)),
+            },
             backfill: m.backfill.as_ref().map(|b| (b.done, b.total)),
             tree: None,
         }
@@ -244,12 +237,9 @@ impl Handler<Round> for MapperActor {
                         backfilling,
                         act.meta.cut,
                     );
-                    act.stats.rows_written += outcome.rows_written;
-                    for (key, error) in outcome.errors {
+                    act.trouble = None;
+                    for (_, error) in outcome.errors {
                         tracing::debug!(mapper = %act.meta.name, %error, "map failed for a record");
-                        act.stats.errors += 1;
-                        act.stats.last_error = Some(error);
-                        act.stats.last_error_key = Some(key);
                     }
                     if outcome.more || act.dirty {
                         act.schedule(ctx);
@@ -262,7 +252,7 @@ impl Handler<Round> for MapperActor {
                     tracing::debug!(mapper = %act.meta.name, error = %e, "round failed; retrying");
                     // A chunk that moved is routine; anything else is shown.
                     if !matches!(e, NodeError::Moved) {
-                        act.stats.last_error = Some(format!("round failed, retrying: {e}"));
+                        act.trouble = Some(format!("round failed, retrying: {e}"));
                     }
                     act.dirty = true;
                     ctx.run_later(Duration::from_millis(ROUND_RETRY_MS), |act, ctx| {
@@ -530,6 +520,7 @@ async fn run_round(
         });
         let cut = round_cut(node).await;
         let checkpoint = meta.checkpoint;
+        meta.tally.add(rows_written, &errors);
         end_round(node, meta, checkpoint, cut)?;
         if meta.backfill.is_none() {
             tracing::info!(mapper = %meta.name, records = done, "backfill done");
@@ -538,7 +529,7 @@ async fn run_round(
         // those above the checkpoint that were acknowledged before the
         // mapper was registered (not yet stable when it pinned the
         // checkpoint) were announced to no one.
-        return Ok(Outcome { rows_written, errors, more: true });
+        return Ok(Outcome { errors, more: true });
     }
     let replay = meta.round_upto.is_some();
     let previous = meta.checkpoint;
@@ -554,7 +545,7 @@ async fn run_round(
             }
         }
         let more = node.wait_announced(meta.source_id, meta.checkpoint).await;
-        return Ok(Outcome { rows_written: 0, errors, more });
+        return Ok(Outcome { errors, more });
     };
     let changes = node.changes(meta.source_id, previous, upto)?;
     tracing::debug!(mapper = %meta.name, after = previous, upto, replay, changes = changes.len(), "round");
@@ -567,15 +558,18 @@ async fn run_round(
     // stays the round's, for the retry.
     meta.checkpoint = upto;
     meta.round_upto = None;
+    let tally = meta.tally.clone();
+    meta.tally.add(rows_written, &errors);
     if let Err(e) = end_round(node, meta, previous, cut) {
         meta.checkpoint = previous;
         meta.round_upto = Some(upto);
+        meta.tally = tally;
         return Err(e);
     }
     // A replayed round stopped at the seq it had chosen before: what came
     // after it (nothing may announce it again) is the next round's.
     let more = replay || node.wait_announced(meta.source_id, meta.checkpoint).await;
-    Ok(Outcome { rows_written, errors, more })
+    Ok(Outcome { errors, more })
 }
 
 /// Deletes the target's rows that the source at the mapper's checkpoint

@@ -963,6 +963,7 @@ impl Node {
             backfill: Some(Backfill { cursor: None, done: 0, total, prune }),
             round_upto: None,
             cut,
+            tally: Default::default(),
         };
         if let Err(e) = self.catalog.put_mapper(&meta) {
             self.clock.unpin(checkpoint);
