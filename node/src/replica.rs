@@ -495,16 +495,22 @@ impl ChunkReplica {
         Box::pin(async move {
             let (parsed, host, cell, riders, incoming) = prepared?;
             let (records, rider_records) = incoming.records(&parsed, &snapshot).await?;
-            let mut applied: Vec<Applied> =
-                restore_cell(&cell, host.as_ref(), records)?.into_iter().collect();
-            if let Some(riders) = riders {
-                for (spec, records) in rider_records {
-                    if let Some(cell) = riders.rider_cell(group, &spec)? {
-                        applied.extend(restore_cell(&cell, host.as_ref(), records)?);
+            // A whole chunk's records take a while to apply: off the
+            // runtime's workers, which go on answering heartbeats.
+            tokio::task::spawn_blocking(move || {
+                let mut applied: Vec<Applied> =
+                    restore_cell(&cell, host.as_ref(), records)?.into_iter().collect();
+                if let Some(riders) = riders {
+                    for (spec, records) in rider_records {
+                        if let Some(cell) = riders.rider_cell(group, &spec)? {
+                            applied.extend(restore_cell(&cell, host.as_ref(), records)?);
+                        }
                     }
                 }
-            }
-            Ok(applied)
+                Ok(applied)
+            })
+            .await
+            .map_err(|e| format!("chunk {group}: the install stopped: {e}"))?
         })
     }
 }

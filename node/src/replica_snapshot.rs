@@ -243,11 +243,7 @@ impl Incoming {
     /// Copies `snapshot` (or waits for its copy under way) and folds it:
     /// the records of the chunk within its bounds, and of each rider. The
     /// staged copies are dropped afterwards.
-    pub async fn records(
-        &self,
-        snapshot: &ChunkSnapshot,
-        bytes: &[u8],
-    ) -> Result<(Vec<Record>, Vec<(RiderSpec, Vec<Record>)>), String> {
+    pub async fn records(&self, snapshot: &ChunkSnapshot, bytes: &[u8]) -> Result<Folded, String> {
         use std::sync::atomic::Ordering;
         /// Clears [`Incoming::installing`] however the install ends.
         struct Installing<'a>(&'a std::sync::atomic::AtomicBool);
@@ -263,40 +259,65 @@ impl Incoming {
         // before this install) is made again, never a failure.
         // Postmortem: "the copy of the snapshot was replaced by a newer
         // one" stopped a new replica's group mid-install.
-        let mut replaced = 0;
-        let outcome = loop {
+        let mut attempts = 0;
+        loop {
             let (_, mut done) = self.start(bytes, snapshot);
-            let waited = done.wait_for(Option::is_some).await.map(|r| r.clone());
-            match waited {
-                Ok(r) => break r.expect("waited for an outcome"),
-                Err(_) if replaced < INSTALL_COPY_ATTEMPTS => replaced += 1,
+            match done.wait_for(Option::is_some).await.map(|r| r.clone()) {
+                Ok(r) => r.expect("waited for an outcome")?,
+                Err(_) if attempts < INSTALL_COPY_ATTEMPTS => {
+                    attempts += 1;
+                    continue;
+                }
                 Err(_) => return Err("the copy of the snapshot kept being replaced".into()),
             }
-        };
-        outcome?;
-        let mut staging = self.staging.lock().await;
-        let staged = staging.as_mut().ok_or("the snapshot's copy is gone")?;
-        let (start, end) = &snapshot.bounds;
-        let records =
-            staged.fold(&snapshot.chunk, start, end.as_deref()).map_err(|e| e.to_string())?;
-        let riders = snapshot
-            .riders
-            .iter()
-            .map(|(spec, regions)| {
-                staged
-                    .fold(regions, b"", None)
-                    .map(|r| (spec.clone(), r))
-                    .map_err(|e| e.to_string())
+            let mut staging = self.staging.lock().await;
+            let Some(mut staged) = staging.take() else {
+                // Installed once already, and its copy dropped: copied again.
+                *self.lock() = None;
+                if attempts < INSTALL_COPY_ATTEMPTS {
+                    attempts += 1;
+                    continue;
+                }
+                return Err("the snapshot's copy is gone".into());
+            };
+            // Folding reads every staged byte: off the runtime's workers.
+            let snapshot = snapshot.clone();
+            let (staged, folded) = tokio::task::spawn_blocking(move || {
+                let folded = fold(&mut staged, &snapshot);
+                // Folded: the staged copies are of no more use.
+                (folded.is_err().then_some(staged), folded)
             })
-            .collect::<Result<_, _>>()?;
-        // Installed: the staged copies are of no more use.
-        *staging = None;
-        *self.lock() = None;
-        Ok((records, riders))
+            .await
+            .map_err(|e| format!("the fold of the snapshot stopped: {e}"))?;
+            *staging = staged;
+            // The copy stays known as done: the same snapshot sent again
+            // (its sender timed out while this one was installed) is
+            // answered at once instead of being copied a second time.
+            // Postmortem: a new replica copied its first 8 chunks twice.
+            return folded;
+        }
     }
 }
 
 type Receiver = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
+
+/// A snapshot folded: the records of its chunk, and of each rider.
+pub type Folded = (Vec<Record>, Vec<(RiderSpec, Vec<Record>)>);
+
+/// The records of a snapshot's chunk within its bounds, and of each rider,
+/// from their staged copies.
+fn fold(staged: &mut Staging, snapshot: &ChunkSnapshot) -> Result<Folded, String> {
+    let (start, end) = &snapshot.bounds;
+    let records = staged.fold(&snapshot.chunk, start, end.as_deref()).map_err(|e| e.to_string())?;
+    let riders = snapshot
+        .riders
+        .iter()
+        .map(|(spec, regions)| {
+            staged.fold(regions, b"", None).map(|r| (spec.clone(), r)).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((records, riders))
+}
 
 impl Drop for Incoming {
     fn drop(&mut self) {

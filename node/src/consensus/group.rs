@@ -579,7 +579,11 @@ impl Group {
                 // A snapshot in one message (a chunk's: a list of
                 // segments) may name data the replica fetches first.
                 let whole = r.offset == 0 && r.done;
-                let prepared = match (&self.gate, whole) {
+                // One this replica applied already (sent again, its sender
+                // having timed out while it was installed) needs no copy:
+                // openraft answers it as installed.
+                let applied = r.meta.last_log_id <= self.raft.metrics().borrow().last_applied;
+                let prepared = match (&self.gate, whole && !applied) {
                     (Some(gate), true) => {
                         let wait = std::time::Duration::from_millis(SNAPSHOT_PREPARE_WAIT_MS);
                         gate.prepare(&r.data, wait).await

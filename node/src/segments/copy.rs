@@ -223,9 +223,19 @@ impl Staging {
                     staged.verified, region.len
                 )));
             }
-            let mut bytes = vec![0u8; region.len as usize];
-            staged.file.read_exact_at(&mut bytes, 0).map_err(|e| staging_err(e.to_string()))?;
-            let (verified, damage) = verify(&bytes, 0, region.segment);
+            if region.len == 0 {
+                continue;
+            }
+            // Mapped, not read into a buffer: the page cache the copy just
+            // filled is read in place. The file is this node's own, staged
+            // once and not changed while it is folded.
+            // SAFETY: nothing writes the staged file while it is mapped (the
+            // staging is borrowed mutably here, and only it writes there).
+            let map =
+                unsafe { memmap2::MmapOptions::new().len(region.len as usize).map(&staged.file) }
+                    .map_err(|e| staging_err(e.to_string()))?;
+            let bytes: &[u8] = &map;
+            let (verified, damage) = verify(bytes, 0, region.segment);
             if let Some((offset, reason)) = damage.or_else(|| {
                 (verified < bytes.len()).then(|| (verified as u64, "cut short".to_string()))
             }) {

@@ -38,13 +38,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use super::chunk_index::Version;
-use super::entry::{decode_entry, encode_entry, peek_entry_len, EntryError, EntryRef};
+use super::entry::{decode_entry, encode_entry, entry_size, peek_entry_len, EntryError, EntryRef};
 pub use super::manifest::write_file_durably;
 use super::manifest::{plan_legacy, plan_segments, Manifest, MANIFEST_FILE};
 
 const SEGMENT_MAGIC: [u8; 8] = *b"MTSEGMNT";
 const SEGMENT_FORMAT: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
+/// Size of the pieces a large batch is written in, as it is encoded (see
+/// [`ChunkLog::append_batch`]); the unwritten buffer gives back capacity
+/// beyond twice this once written out, so a chunk holds no memory for the
+/// largest batch it ever took.
+const UNWRITTEN_KEEP_BYTES: usize = 1 << 20;
 const FLAG_BASE: u32 = 1;
 pub(super) const SEGMENT_SUFFIX: &str = ".seg";
 pub(super) const TMP_SUFFIX: &str = ".tmp";
@@ -545,6 +550,14 @@ impl ChunkLog {
     /// Encodes a batch (the last entry marked as its end) into the unwritten
     /// buffer and returns each entry's version, in order. Never splits a
     /// batch across segments.
+    ///
+    /// A batch larger than [`UNWRITTEN_KEEP_BYTES`] that finds nothing else
+    /// unwritten (a snapshot's install) is handed to the kernel in pieces
+    /// of about that size as it is encoded, so it never takes a buffer of
+    /// its whole size: until its last entry is there the batch has no end
+    /// mark, and recovery cuts it as a torn write. If a piece cannot be
+    /// written, the file is cut back to where the batch began
+    /// ([`LogError::WriteRefused`]).
     pub fn append_batch(&mut self, entries: &mut [EntryRef<'_>]) -> Result<Vec<Version>, LogError> {
         // Rotation waits until everything encoded is written out (at the
         // latest after the next group), so a failed write never spans two
@@ -556,19 +569,41 @@ impl ChunkLog {
             last.batch_end = true;
         }
         let mut versions = Vec::with_capacity(entries.len());
+        let size: usize =
+            entries.iter().map(|e| entry_size(e.key.len(), e.value.map_or(0, <[u8]>::len))).sum();
         let batch_start = self.unwritten.len();
-        for e in entries.iter() {
+        let in_pieces = batch_start == 0 && size > UNWRITTEN_KEEP_BYTES;
+        let batch_offset = self.active_len();
+        let mut written = false;
+        self.unwritten.reserve(size.min(2 * UNWRITTEN_KEEP_BYTES));
+        for (i, e) in entries.iter().enumerate() {
             let offset = self.active_len();
             let before = self.unwritten.len();
             if let Err(refused) = encode_entry(&mut self.unwritten, e) {
                 // All of the batch or none of it.
                 self.unwritten.truncate(batch_start);
+                if written {
+                    self.cut_back(batch_offset)?;
+                }
                 return Err(refused.into());
             }
             let len = self.unwritten.len() - before;
             versions.push(Version::new(e.seq, self.active, offset, len, e.value.is_none()));
+            if in_pieces && self.unwritten.len() >= UNWRITTEN_KEEP_BYTES && i + 1 < entries.len() {
+                self.write_unwritten(batch_offset)?;
+                written = true;
+            }
         }
         Ok(versions)
+    }
+
+    /// Cuts the active segment back to `len` bytes, dropping what was
+    /// written after it.
+    fn cut_back(&mut self, len: u64) -> Result<(), LogError> {
+        let seg = self.segments.get_mut(&self.active).expect("the active segment is open");
+        seg.file.set_len(len).map_err(io_err(&seg.path))?;
+        seg.written_len = len;
+        Ok(())
     }
 
     fn active_len(&self) -> u64 {
@@ -622,6 +657,12 @@ impl ChunkLog {
     /// the entries are dropped: the log is as it was before them, readable,
     /// and takes the next batch ([`LogError::WriteRefused`]).
     pub fn write_out(&mut self) -> Result<(), LogError> {
+        let good = self.segments.get(&self.active).map_or(0, |s| s.written_len);
+        self.write_unwritten(good)
+    }
+
+    /// [`Self::write_out`], cutting the file back to `good` bytes on failure.
+    fn write_unwritten(&mut self, good: u64) -> Result<(), LogError> {
         if self.unwritten.is_empty() {
             return Ok(());
         }
@@ -639,11 +680,16 @@ impl ChunkLog {
         };
         if let Err(source) = written {
             self.unwritten.clear();
-            seg.file.set_len(seg.written_len).map_err(io_err(&seg.path))?;
-            return Err(LogError::WriteRefused { path: seg.path.clone(), source });
+            let path = seg.path.clone();
+            self.cut_back(good)?;
+            return Err(LogError::WriteRefused { path, source });
         }
         seg.written_len += self.unwritten.len() as u64;
         self.unwritten.clear();
+        if self.unwritten.capacity() > 2 * UNWRITTEN_KEEP_BYTES {
+            // One large batch does not hold its memory for the chunk's life.
+            self.unwritten = Vec::new();
+        }
         if self.unsynced.last() != Some(&self.active) {
             self.unsynced.push(self.active);
         }

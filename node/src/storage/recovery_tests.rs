@@ -185,3 +185,63 @@ fn a_chunk_removal_cut_short_keeps_its_descriptor() {
     crate::startup::refuse_old_format(data.path(), &chunks)
         .expect("a half-removed chunk is not a data directory of an older format");
 }
+
+fn big_batch(n: usize) -> Vec<WriteOp> {
+    (0..n)
+        .map(|i| WriteOp::Put {
+            key: format!("big{i:06}").into_bytes().into(),
+            value: vec![b'x'; 1024].into(),
+        })
+        .collect()
+}
+
+/// A batch larger than the log's write pieces (a snapshot's install) goes
+/// to the file as it is encoded, without a buffer of its size: whole once
+/// written out, and cut whole when the process dies before its last piece.
+#[test]
+fn a_large_batch_is_written_in_pieces_and_recovered_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta()), &dir, 64 << 20).expect("create");
+    commit(&mut c, 1, &[put("a")]);
+    let newest = segments(&dir).pop().expect("segment");
+    let len_before = fs::metadata(&newest).expect("meta").len();
+    c.apply_batch(2, &big_batch(3000)).expect("apply");
+    let len_applied = fs::metadata(&newest).expect("meta").len();
+    assert!(len_applied > len_before + (1 << 20), "pieces reach the file as they are encoded");
+    c.write_out().expect("write out");
+    c.take_sync_job().expect("job").run().expect("sync");
+    c.mark_durable(2);
+    assert_eq!(keys(&c), 3001);
+    drop(c);
+    assert_eq!(keys(&open(&dir).expect("reopen")), 3001);
+    // A crash after some pieces: the batch has no end mark and is cut whole.
+    let file = OpenOptions::new().write(true).open(&newest).expect("open");
+    file.set_len(len_applied).expect("cut");
+    drop(file);
+    let c = open(&dir).expect("reopen after the cut");
+    assert_eq!(keys(&c), 1);
+    assert_eq!(fs::metadata(&newest).expect("meta").len(), len_before, "the torn batch is cut");
+}
+
+/// A piece of a large batch that cannot be written (a full disk) leaves the
+/// log as it was before the batch.
+#[test]
+fn a_refused_piece_of_a_large_batch_rolls_the_whole_batch_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c");
+    let mut c = Chunk::create(&desc(meta()), &dir, 64 << 20).expect("create");
+    commit(&mut c, 1, &[put("a")]);
+    let newest = segments(&dir).pop().expect("segment");
+    let len_before = fs::metadata(&newest).expect("meta").len();
+    c.fail_next_write_out_for_tests();
+    match c.apply_batch(2, &big_batch(3000)) {
+        Err(ChunkError::Log(LogError::WriteRefused { .. })) => {}
+        other => panic!("expected a refused write, got {other:?}"),
+    }
+    assert_eq!(fs::metadata(&newest).expect("meta").len(), len_before);
+    assert_eq!(keys(&c), 1, "nothing of the refused batch is in the index");
+    commit(&mut c, 3, &[put("c")]);
+    drop(c);
+    assert_eq!(keys(&open(&dir).expect("reopen")), 2);
+}
