@@ -25,7 +25,7 @@ use crate::chunk_actor::{ChunkActor, Maintain};
 use crate::chunk_host::ChunkHost;
 use crate::error::{NodeError, NodeResult};
 use crate::group_commit::Syncer;
-use crate::storage::chunk::{Chunk, ChunkError};
+use crate::storage::chunk::{BatchOp, Chunk, ChunkError};
 use crate::storage::chunk_log::{LogError, SyncJob};
 
 /// The change journal is trimmed once it holds this many entries.
@@ -339,7 +339,11 @@ impl ChunkCell {
     /// Errors: `Moved` if a key is outside the chunk or the chunk split or
     /// went; `Unavailable` on a poisoned chunk; the storage's refusal (key
     /// or value over its limit, a full disk) with nothing applied.
-    pub fn apply(self: &Arc<Self>, host: &dyn ChunkHost, ops: &[WriteOp]) -> NodeResult<Applied> {
+    pub fn apply<O: BatchOp>(
+        self: &Arc<Self>,
+        host: &dyn ChunkHost,
+        ops: &[O],
+    ) -> NodeResult<Applied> {
         let clock = host.clock();
         let mut state = self.write();
         let chunk = match &mut *state {

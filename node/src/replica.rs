@@ -38,6 +38,9 @@ use std::sync::{Arc, Mutex, Weak};
 use monotable_proto::{CommitToken, ErrorCode, ErrorInfo, RangeOptions, Record, WriteOp};
 use serde::{Deserialize, Serialize};
 
+use crate::segments::FoldedRows;
+use crate::storage::chunk::BatchOp;
+
 use crate::chunk_cell::{Applied, CellState, ChunkCell};
 use crate::chunk_host::ChunkHost;
 use crate::consensus::futures_lite::BoxedFuture;
@@ -499,11 +502,11 @@ impl ChunkReplica {
             // runtime's workers, which go on answering heartbeats.
             tokio::task::spawn_blocking(move || {
                 let mut applied: Vec<Applied> =
-                    restore_cell(&cell, host.as_ref(), records)?.into_iter().collect();
+                    restore_cell(&cell, host.as_ref(), &records)?.into_iter().collect();
                 if let Some(riders) = riders {
                     for (spec, records) in rider_records {
                         if let Some(cell) = riders.rider_cell(group, &spec)? {
-                            applied.extend(restore_cell(&cell, host.as_ref(), records)?);
+                            applied.extend(restore_cell(&cell, host.as_ref(), &records)?);
                         }
                     }
                 }
@@ -537,20 +540,44 @@ fn applied_records(cell: &ChunkCell) -> Result<Vec<Record>, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Makes `cell` hold exactly `records`: one batch deleting the records it
+/// A write of a snapshot's install: a row of the staged copy to put, or a
+/// key the chunk holds beyond the snapshot to delete.
+enum RestoreOp<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+}
+
+impl BatchOp for RestoreOp<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            RestoreOp::Put(k, _) | RestoreOp::Delete(k) => k,
+        }
+    }
+    fn value(&self) -> Option<&[u8]> {
+        match self {
+            RestoreOp::Put(_, v) => Some(v),
+            RestoreOp::Delete(_) => None,
+        }
+    }
+}
+
+/// Makes `cell` hold exactly `rows`: one batch deleting the records it
 /// has beyond them and putting them; `None` when nothing was to change.
 fn restore_cell(
     cell: &Arc<ChunkCell>,
     host: &dyn ChunkHost,
-    records: Vec<Record>,
+    rows: &FoldedRows,
 ) -> Result<Option<Applied>, String> {
-    let keep: std::collections::BTreeSet<&[u8]> = records.iter().map(|r| r.key.as_ref()).collect();
-    let mut ops: Vec<WriteOp> = applied_records(cell)?
-        .into_iter()
-        .filter(|r| !keep.contains(r.key.as_ref()))
-        .map(|r| WriteOp::Delete { key: r.key })
-        .collect();
-    ops.extend(records.into_iter().map(|r| WriteOp::Put { key: r.key, value: r.value }));
+    let applied = applied_records(cell)?;
+    let keep: std::collections::BTreeSet<&[u8]> = rows.iter().map(|(k, _)| k).collect();
+    let mut ops: Vec<RestoreOp<'_>> = Vec::with_capacity(rows.len());
+    ops.extend(
+        applied
+            .iter()
+            .filter(|r| !keep.contains(r.key.as_ref()))
+            .map(|r| RestoreOp::Delete(r.key.as_ref())),
+    );
+    ops.extend(rows.iter().map(|(k, v)| RestoreOp::Put(k, v)));
     if ops.is_empty() {
         return Ok(None);
     }

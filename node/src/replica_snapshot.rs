@@ -24,13 +24,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use monotable_proto::Record;
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::replica_store::Prepared;
 use crate::consensus::NodeId;
 use crate::replica::RiderSpec;
-use crate::segments::{CopyProgress, RegionRef, Regions, SegmentReader, Staging};
+use crate::segments::{CopyProgress, FoldedRows, RegionRef, Regions, SegmentReader, Staging};
 use crate::storage::chunk::SegmentImage;
 
 /// A snapshot of a replicated chunk.
@@ -302,7 +301,7 @@ impl Incoming {
 type Receiver = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
 /// A snapshot folded: the records of its chunk, and of each rider.
-pub type Folded = (Vec<Record>, Vec<(RiderSpec, Vec<Record>)>);
+pub type Folded = (FoldedRows, Vec<(RiderSpec, FoldedRows)>);
 
 /// The records of a snapshot's chunk within its bounds, and of each rider,
 /// from their staged copies.
@@ -378,7 +377,7 @@ mod tests {
         assert!(matches!(prepared, Prepared::Copying { .. }), "{prepared:?}");
         let (records, _) = install.await.expect("the install ran").expect("installed");
         let got: BTreeMap<Vec<u8>, Vec<u8>> =
-            records.into_iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect();
+            records.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
         assert_eq!(got, oracle, "the older snapshot's records, whole");
         // Then the newer one is copied.
         let prepared = incoming.prepare(&newer.encode(), Duration::from_secs(30)).await;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monotable_proto::{Bytes, Record};
+use monotable_proto::Record;
 
 use super::{ReadError, RegionRef, SegmentReader, SEGMENT_READ_MAX_BYTES};
 use crate::storage::chunk_log::{check_header, SEGMENT_HEADER_BYTES};
@@ -202,7 +202,9 @@ impl Staging {
     /// The records `regions` hold (copied in full by [`Staging::copy`],
     /// listed in log order: ascending segment ids): for each key inside
     /// `[start, end)` its newest entry (highest seq, the last in log order
-    /// among equal seqs), unless that is a delete; in key order.
+    /// among equal seqs), unless that is a delete; in key order. The rows
+    /// are slices of the staged files, mapped read-only: nothing is copied
+    /// until they are applied.
     ///
     /// Errors: a region not staged in full, or a staged file that cannot
     /// be read back or fails its checks (damaged on this node's disk).
@@ -211,8 +213,8 @@ impl Staging {
         regions: &[RegionRef],
         start: &[u8],
         end: Option<&[u8]>,
-    ) -> Result<Vec<Record>, CopyError> {
-        let mut newest: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+    ) -> Result<FoldedRows, CopyError> {
+        let mut maps = Vec::with_capacity(regions.len());
         for region in regions {
             let staged = self.staged(region)?;
             let staging_err =
@@ -226,21 +228,26 @@ impl Staging {
             if region.len == 0 {
                 continue;
             }
-            // Mapped, not read into a buffer: the page cache the copy just
-            // filled is read in place. The file is this node's own, staged
-            // once and not changed while it is folded.
-            // SAFETY: nothing writes the staged file while it is mapped (the
-            // staging is borrowed mutably here, and only it writes there).
+            // SAFETY: nothing writes a staged file once it is verified in
+            // full (only its copy writes it, and that copy is done); the
+            // mapping outlives the file's removal.
             let map =
                 unsafe { memmap2::MmapOptions::new().len(region.len as usize).map(&staged.file) }
                     .map_err(|e| staging_err(e.to_string()))?;
-            let bytes: &[u8] = &map;
-            let (verified, damage) = verify(bytes, 0, region.segment);
+            let (verified, damage) = verify(&map, 0, region.segment);
             if let Some((offset, reason)) = damage.or_else(|| {
-                (verified < bytes.len()).then(|| (verified as u64, "cut short".to_string()))
+                (verified < map.len()).then(|| (verified as u64, "cut short".to_string()))
             }) {
                 return Err(staging_err(format!("damaged at byte {offset}: {reason}")));
             }
+            maps.push(map);
+        }
+        /// A key's newest entry: its seq, its mapping, its key there (an
+        /// insert over an older entry keeps the older one's key) and its
+        /// value (`None` for a delete).
+        type Newest<'a> = (u64, usize, &'a [u8], Option<&'a [u8]>);
+        let mut newest: BTreeMap<&[u8], Newest<'_>> = BTreeMap::new();
+        for (i, bytes) in maps.iter().enumerate() {
             let mut at = SEGMENT_HEADER_BYTES as usize;
             while at < bytes.len() {
                 let (e, len) = decode_entry(&bytes[at..]).expect("verified above");
@@ -251,19 +258,73 @@ impl Staging {
                 }
                 // Equal seqs are one batch's: the later entry is the newer.
                 match newest.get(e.key) {
-                    Some((seq, _)) if *seq > e.seq => {}
+                    Some((seq, ..)) if *seq > e.seq => {}
                     _ => {
-                        newest.insert(e.key.to_vec(), (e.seq, e.value.map(<[u8]>::to_vec)));
+                        newest.insert(e.key, (e.seq, i, e.key, e.value));
                     }
                 }
             }
         }
-        Ok(newest
+        // An empty part may be a slice of anything (a literal `&[]`).
+        let within = |map: &[u8], part: &[u8]| match part.is_empty() {
+            true => 0..0,
+            false => {
+                let from = part.as_ptr() as usize - map.as_ptr() as usize;
+                debug_assert!(from + part.len() <= map.len(), "a slice of its mapping");
+                from..from + part.len()
+            }
+        };
+        let rows = newest
             .into_iter()
-            .filter_map(|(key, (_, value))| {
-                value.map(|v| Record { key: Bytes::from(key), value: Bytes::from(v) })
+            .filter_map(|(_, (_, i, key, value))| {
+                value.map(|v| FoldedRow {
+                    map: i,
+                    key: within(&maps[i], key),
+                    value: within(&maps[i], v),
+                })
             })
-            .collect())
+            .collect();
+        Ok(FoldedRows { maps, rows })
+    }
+}
+
+/// What [`Staging::fold`] found: the live rows of a chunk, in key order,
+/// each a slice of a mapped staged file.
+pub struct FoldedRows {
+    maps: Vec<memmap2::Mmap>,
+    rows: Vec<FoldedRow>,
+}
+
+/// A row of [`FoldedRows`]: where its key and value are in which mapping.
+struct FoldedRow {
+    map: usize,
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+}
+
+impl FoldedRows {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Each row's key and value, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.rows.iter().map(|r| {
+            let map = &self.maps[r.map];
+            (&map[r.key.clone()], &map[r.value.clone()])
+        })
+    }
+
+    /// The rows as records (each copied).
+    pub fn to_records(&self) -> Vec<Record> {
+        self.iter()
+            .map(|(k, v)| Record { key: k.to_vec().into(), value: v.to_vec().into() })
+            .collect()
     }
 }
 

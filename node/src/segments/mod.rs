@@ -41,7 +41,7 @@ pub mod copy;
 pub mod rdma;
 pub mod regions;
 
-pub use copy::{CopyError, CopyProgress, Staging};
+pub use copy::{CopyError, CopyProgress, FoldedRows, Staging};
 pub use regions::Regions;
 
 /// The most bytes one [`SegmentReader::read`] returns (a native-protocol

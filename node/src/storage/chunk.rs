@@ -100,6 +100,23 @@ pub struct ChunkScan {
     pub stopped_at: Option<Vec<u8>>,
 }
 
+/// One write of a batch ([`Chunk::apply_batch`]): a put of `value`, or a
+/// delete when it has none. [`WriteOp`] is one; an install applies rows
+/// that are slices of the files it copied, without a copy of each.
+pub trait BatchOp {
+    fn key(&self) -> &[u8];
+    fn value(&self) -> Option<&[u8]>;
+}
+
+impl BatchOp for WriteOp {
+    fn key(&self) -> &[u8] {
+        WriteOp::key(self)
+    }
+    fn value(&self) -> Option<&[u8]> {
+        WriteOp::value(self)
+    }
+}
+
 /// The default `budget_bytes` of a compaction or split step: about a
 /// millisecond or two of copying.
 pub const STEP_BUDGET_BYTES: usize = 1 << 20;
@@ -484,20 +501,20 @@ impl Chunk {
     /// [`ChunkError::Refused`] when a row is over the key or value limits
     /// ([`WriteOp::check_size`]): nothing of the batch is logged, and the
     /// chunk goes on. [`ChunkError::Log`] when the log failed.
-    pub fn apply_batch(&mut self, seq: u64, ops: &[WriteOp]) -> Result<(), ChunkError> {
+    pub fn apply_batch<O: BatchOp>(&mut self, seq: u64, ops: &[O]) -> Result<(), ChunkError> {
         assert!(seq > self.index.last_seq(), "seq {seq} not above {}", self.index.last_seq());
         for op in ops {
-            op.check_size().map_err(ChunkError::Refused)?;
+            monotable_proto::limits::check_row_size(op.key(), op.value())
+                .map_err(ChunkError::Refused)?;
         }
         let mut entries: Vec<EntryRef<'_>> = ops
             .iter()
-            .map(|op| match op {
-                WriteOp::Put { key, value } => {
-                    EntryRef { seq, key, value: Some(value), expiry_ms: 0, batch_end: false }
-                }
-                WriteOp::Delete { key } => {
-                    EntryRef { seq, key, value: None, expiry_ms: 0, batch_end: false }
-                }
+            .map(|op| EntryRef {
+                seq,
+                key: op.key(),
+                value: op.value(),
+                expiry_ms: 0,
+                batch_end: false,
             })
             .collect();
         let versions = self.log.append_batch(&mut entries)?;
