@@ -9,8 +9,9 @@ use std::io;
 use std::time::Duration;
 
 use monotable_proto::frame::{
-    client_handshake, decode_payload, encode_frame, read_frame, FrameError,
+    client_handshake, decode_payload, encode_frame, read_frame_keeping, FrameError,
 };
+use monotable_proto::limits::FRAME_SIZE_MAX_BYTES;
 use monotable_proto::{Command, ErrorInfo, Password, Reply, Request, Response, ServerHello};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -173,11 +174,22 @@ async fn write_frames(
     let _ = writer.shutdown().await;
 }
 
+/// Capacity the reply buffer keeps between replies: a large reply's
+/// buffer is reused by the next (segment reads come 1 MiB at a time).
+const REPLY_BUFFER_KEPT_BYTES: usize = 4 * 1024 * 1024;
+
 async fn read_replies(reader: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::new();
     loop {
-        match read_frame(&mut reader, &mut buf).await {
+        match read_frame_keeping(
+            &mut reader,
+            &mut buf,
+            FRAME_SIZE_MAX_BYTES,
+            REPLY_BUFFER_KEPT_BYTES,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 return close(&pending, Error::Disconnected("server closed the connection".into()))

@@ -569,14 +569,15 @@ fn restore_cell(
     rows: &FoldedRows,
 ) -> Result<Option<Applied>, String> {
     let applied = applied_records(cell)?;
-    let keep: std::collections::BTreeSet<&[u8]> = rows.iter().map(|(k, _)| k).collect();
     let mut ops: Vec<RestoreOp<'_>> = Vec::with_capacity(rows.len());
-    ops.extend(
-        applied
-            .iter()
-            .filter(|r| !keep.contains(r.key.as_ref()))
-            .map(|r| RestoreOp::Delete(r.key.as_ref())),
-    );
+    // Both in key order: a walk of the two finds the keys to delete.
+    let mut kept = rows.iter().map(|(k, _)| k).peekable();
+    for r in &applied {
+        while kept.next_if(|k| *k < r.key.as_ref()).is_some() {}
+        if kept.peek() != Some(&r.key.as_ref()) {
+            ops.push(RestoreOp::Delete(r.key.as_ref()));
+        }
+    }
     ops.extend(rows.iter().map(|(k, v)| RestoreOp::Put(k, v)));
     if ops.is_empty() {
         return Ok(None);
@@ -754,8 +755,14 @@ mod tests {
         let snapshot = a.snapshot().expect("snapshot");
         let (other_host, b) = replica(&dir.path().join("b"));
         assert!(decode_reply(
-            &b.apply(at(1), &command(ChunkCommand::Write { ops: vec![put("stale", "s")] }))
-                .expect("applied")
+            &b.apply(
+                at(1),
+                // Keys before, between, on and after the snapshot's (k1, k2).
+                &command(ChunkCommand::Write {
+                    ops: vec![put("a", "s"), put("k1", "old"), put("k15", "s"), put("stale", "s")]
+                })
+            )
+            .expect("applied")
         )
         .is_ok());
         let stale = ChunkCommand::Rider { rider: spec("idx"), ops: vec![put("row9", "9")] };

@@ -75,6 +75,18 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> Result<bool, FrameError> {
+    read_frame_keeping(reader, buf, limit, FRAME_BUFFER_KEPT_BYTES).await
+}
+
+/// [`read_frame_within`], keeping up to `keep` bytes of capacity between
+/// frames (a client reading large replies one after another, such as
+/// segment reads of 1 MiB, spares re-growing its buffer for each).
+pub async fn read_frame_keeping<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    keep: usize,
+) -> Result<bool, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     let mut filled = 0;
     while filled < FRAME_HEADER_BYTES {
@@ -93,8 +105,8 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
     // must cost the receiver nothing to hold. A large buffer left by an
     // earlier frame is given back.
     buf.clear();
-    if buf.capacity() > FRAME_BUFFER_KEPT_BYTES {
-        buf.shrink_to(FRAME_BUFFER_KEPT_BYTES);
+    if buf.capacity() > keep {
+        buf.shrink_to(keep);
     }
     let read = reader.take(len as u64).read_to_end(buf).await?;
     if read < len {

@@ -274,16 +274,14 @@ impl Staging {
                 from..from + part.len()
             }
         };
-        let rows = newest
-            .into_iter()
-            .filter_map(|(_, (_, i, key, value))| {
-                value.map(|v| FoldedRow {
-                    map: i,
-                    key: within(&maps[i], key),
-                    value: within(&maps[i], v),
-                })
+        let mut rows = Vec::with_capacity(newest.len());
+        rows.extend(newest.into_iter().filter_map(|(_, (_, i, key, value))| {
+            value.map(|v| FoldedRow {
+                map: i,
+                key: within(&maps[i], key),
+                value: within(&maps[i], v),
             })
-            .collect();
+        }));
         Ok(FoldedRows { maps, rows })
     }
 }
