@@ -141,6 +141,16 @@ fn a_chunk_from_before_descriptors_gets_a_descriptor_and_a_manifest() {
     assert_eq!(keys(&open(&dir).expect("reopen")), 60);
 }
 
+/// A chunk in `dir` holding one durable key; its newest segment and that
+/// segment's length.
+fn one_key_chunk(dir: &Path, segment_max: u64) -> (Chunk, std::path::PathBuf, u64) {
+    let mut c = Chunk::create(&desc(meta()), dir, segment_max).expect("create");
+    commit(&mut c, 1, &[put("a")]);
+    let newest = segments(dir).pop().expect("segment");
+    let len = fs::metadata(&newest).expect("meta").len();
+    (c, newest, len)
+}
+
 /// A write that fails half-way (the log's test hook writes half the bytes,
 /// then fails as a full disk would); the disk-full integration test does
 /// the same with a real small file system.
@@ -148,10 +158,7 @@ fn a_chunk_from_before_descriptors_gets_a_descriptor_and_a_manifest() {
 fn a_refused_write_rolls_the_chunk_back_and_it_takes_the_next_batch() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("c");
-    let mut c = Chunk::create(&desc(meta()), &dir, 1 << 20).expect("create");
-    commit(&mut c, 1, &[put("a")]);
-    let newest = segments(&dir).pop().expect("segment");
-    let len_before = fs::metadata(&newest).expect("meta").len();
+    let (mut c, newest, len_before) = one_key_chunk(&dir, 1 << 20);
     c.apply_batch(2, &[put("b")]).expect("apply");
     c.fail_next_write_out_for_tests();
     match c.write_out() {
@@ -202,10 +209,7 @@ fn big_batch(n: usize) -> Vec<WriteOp> {
 fn a_large_batch_is_written_in_pieces_and_recovered_whole_or_not_at_all() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("c");
-    let mut c = Chunk::create(&desc(meta()), &dir, 64 << 20).expect("create");
-    commit(&mut c, 1, &[put("a")]);
-    let newest = segments(&dir).pop().expect("segment");
-    let len_before = fs::metadata(&newest).expect("meta").len();
+    let (mut c, newest, len_before) = one_key_chunk(&dir, 64 << 20);
     c.apply_batch(2, &big_batch(3000)).expect("apply");
     let len_applied = fs::metadata(&newest).expect("meta").len();
     assert!(len_applied > len_before + (1 << 20), "pieces reach the file as they are encoded");
@@ -230,10 +234,7 @@ fn a_large_batch_is_written_in_pieces_and_recovered_whole_or_not_at_all() {
 fn a_refused_piece_of_a_large_batch_rolls_the_whole_batch_back() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("c");
-    let mut c = Chunk::create(&desc(meta()), &dir, 64 << 20).expect("create");
-    commit(&mut c, 1, &[put("a")]);
-    let newest = segments(&dir).pop().expect("segment");
-    let len_before = fs::metadata(&newest).expect("meta").len();
+    let (mut c, newest, len_before) = one_key_chunk(&dir, 64 << 20);
     c.fail_next_write_out_for_tests();
     match c.apply_batch(2, &big_batch(3000)) {
         Err(ChunkError::Log(LogError::WriteRefused { .. })) => {}
