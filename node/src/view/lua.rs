@@ -360,52 +360,46 @@ impl LuaMapper {
         self.sandbox.meter().interrupted()
     }
 
-    /// Maps records in one call; per record, its rows or its error, for a
-    /// prefix of `records` (at least one record when there are any). A
+    /// Maps records in one call; per record, its rows or its error. A
     /// batch that fails is mapped again record by record, so the error
-    /// lands on its record. Every record gets a whole call's budget
-    /// ([`LUA_INSTRUCTIONS_MAX_PER_CALL`] instructions,
-    /// [`LUA_EMIT_BYTES_MAX_PER_CALL`] bytes emitted), so its result is the
-    /// one it gets mapped alone; the batch stops once what it has left
-    /// ([`LUA_INSTRUCTIONS_MAX_PER_BATCH`], [`LUA_EMIT_BYTES_MAX_PER_BATCH`])
-    /// is less than that, and the records after it are the caller's to map
-    /// in a fresh batch.
+    /// lands on its record, all within one budget of instructions and
+    /// emitted bytes per batch.
     pub fn map_batch(&self, records: &[(&[u8], &[u8])]) -> Vec<Result<Vec<Row>, LuaFnError>> {
-        let whole = self.call(records, LUA_INSTRUCTIONS_MAX_PER_CALL, LUA_EMIT_BYTES_MAX_PER_CALL);
-        let mut instructions_left =
-            LUA_INSTRUCTIONS_MAX_PER_BATCH.saturating_sub(self.sandbox.used());
+        let mut instructions_left = LUA_INSTRUCTIONS_MAX_PER_BATCH;
         let mut bytes_left = LUA_EMIT_BYTES_MAX_PER_BATCH;
-        match whole {
+        let whole = self.call(records, LUA_INSTRUCTIONS_MAX_PER_CALL, LUA_EMIT_BYTES_MAX_PER_CALL);
+        instructions_left = instructions_left.saturating_sub(self.sandbox.used());
+        let first_error = match whole {
             Ok(rows) => return rows,
             Err(e) if records.len() == 1 => return vec![Err(e)],
             Err(e @ LuaFnError::Limit(_)) if self.sandbox.meter().interrupted() => {
                 return records.iter().map(|_| Err(e.clone())).collect();
             }
-            Err(_) => {}
-        }
+            Err(e) => e,
+        };
         // One record spoiled the batch: map each alone to find it.
-        let mut out = Vec::new();
-        for r in records {
-            if !out.is_empty()
-                && (instructions_left < LUA_INSTRUCTIONS_MAX_PER_CALL
-                    || bytes_left < LUA_EMIT_BYTES_MAX_PER_CALL)
-            {
-                break;
-            }
-            let result = self.call(
-                std::slice::from_ref(r),
-                LUA_INSTRUCTIONS_MAX_PER_CALL,
-                LUA_EMIT_BYTES_MAX_PER_CALL,
-            );
-            instructions_left = instructions_left.saturating_sub(self.sandbox.used());
-            let rows = result.and_then(|mut v| v.pop().unwrap_or(Ok(Vec::new())));
-            if let Ok(rows) = &rows {
-                let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
-                bytes_left = bytes_left.saturating_sub(bytes);
-            }
-            out.push(rows);
-        }
-        out
+        records
+            .iter()
+            .map(|r| {
+                if instructions_left == 0 || bytes_left == 0 {
+                    return Err(LuaFnError::Limit(format!(
+                        "not mapped: records of its batch that failed used up the batch's \
+                         budget ({LUA_INSTRUCTIONS_MAX_PER_BATCH} instructions, \
+                         {LUA_EMIT_BYTES_MAX_PER_BATCH} bytes emitted); the batch failed with: \
+                         {first_error}"
+                    )));
+                }
+                let budget = instructions_left.min(LUA_INSTRUCTIONS_MAX_PER_CALL);
+                let result = self.call(std::slice::from_ref(r), budget, bytes_left);
+                instructions_left = instructions_left.saturating_sub(self.sandbox.used());
+                let mut rows = result.and_then(|mut v| v.pop().unwrap_or(Ok(Vec::new())));
+                if let Ok(rows) = &mut rows {
+                    let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    bytes_left = bytes_left.saturating_sub(bytes);
+                }
+                rows
+            })
+            .collect()
     }
 
     fn call(

@@ -249,15 +249,11 @@ impl Mapper {
                 Ok(records.iter().map(|(k, v)| f.map(k, v).map_err(|e| e.to_string())).collect())
             }
             Mapper::Lua(m) => {
-                let mut out = Vec::with_capacity(records.len());
-                while out.len() < records.len() {
-                    let rest = &records[out.len()..];
-                    let batch = &rest[..rest.len().min(LUA_BATCH_RECORDS)];
-                    // A batch maps at least one record: each turn goes on.
-                    out.extend(
-                        m.map_batch(batch).into_iter().map(|r| r.map_err(|e| e.to_string())),
-                    );
-                }
+                let out = records
+                    .chunks(LUA_BATCH_RECORDS)
+                    .flat_map(|batch| m.map_batch(batch))
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect();
                 // Checked after the calls: the flag is sticky, so a call it
                 // cut short finds it still set here.
                 if m.interrupted() {
