@@ -319,6 +319,7 @@ impl FoldedRows {
     }
 
     /// The rows as records (each copied).
+    #[cfg(test)]
     pub fn to_records(&self) -> Vec<Record> {
         self.iter()
             .map(|(k, v)| Record { key: k.to_vec().into(), value: v.to_vec().into() })
