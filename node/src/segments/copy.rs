@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monotable_proto::Record;
-
 use super::{ReadError, RegionRef, SegmentReader, SEGMENT_READ_MAX_BYTES};
 use crate::storage::chunk_log::{check_header, SEGMENT_HEADER_BYTES};
 use crate::storage::entry::{decode_entry, EntryError};
@@ -320,9 +318,12 @@ impl FoldedRows {
 
     /// The rows as records (each copied).
     #[cfg(test)]
-    pub fn to_records(&self) -> Vec<Record> {
+    pub fn to_records(&self) -> Vec<monotable_proto::Record> {
         self.iter()
-            .map(|(k, v)| Record { key: k.to_vec().into(), value: v.to_vec().into() })
+            .map(|(k, v)| monotable_proto::Record {
+                key: k.to_vec().into(),
+                value: v.to_vec().into(),
+            })
             .collect()
     }
 }
