@@ -360,46 +360,55 @@ impl LuaMapper {
         self.sandbox.meter().interrupted()
     }
 
-    /// Maps records in one call; per record, its rows or its error. A
-    /// batch that fails is mapped again record by record, so the error
-    /// lands on its record, all within one budget of instructions and
-    /// emitted bytes per batch.
-    pub fn map_batch(&self, records: &[(&[u8], &[u8])]) -> Vec<Result<Vec<Row>, LuaFnError>> {
-        let mut instructions_left = LUA_INSTRUCTIONS_MAX_PER_BATCH;
-        let mut bytes_left = LUA_EMIT_BYTES_MAX_PER_BATCH;
+    /// Maps records in one call; per record, its rows or its error, for a
+    /// prefix of `records` (at least one record when there are any), and
+    /// the instructions that took. A batch that fails is mapped again
+    /// record by record, so the error lands on its record. Every record
+    /// gets a whole call's budget ([`LUA_INSTRUCTIONS_MAX_PER_CALL`]
+    /// instructions, [`LUA_EMIT_BYTES_MAX_PER_CALL`] bytes emitted), so its
+    /// result is the one it gets mapped alone; the batch stops once what it
+    /// has left ([`LUA_INSTRUCTIONS_MAX_PER_BATCH`],
+    /// [`LUA_EMIT_BYTES_MAX_PER_BATCH`]) is less than that, and the records
+    /// after it are the caller's to map in a fresh batch.
+    pub fn map_batch(
+        &self,
+        records: &[(&[u8], &[u8])],
+    ) -> (Vec<Result<Vec<Row>, LuaFnError>>, u64) {
         let whole = self.call(records, LUA_INSTRUCTIONS_MAX_PER_CALL, LUA_EMIT_BYTES_MAX_PER_CALL);
-        instructions_left = instructions_left.saturating_sub(self.sandbox.used());
-        let first_error = match whole {
-            Ok(rows) => return rows,
-            Err(e) if records.len() == 1 => return vec![Err(e)],
+        let mut used = self.sandbox.used();
+        match whole {
+            Ok(rows) => return (rows, used),
+            Err(e) if records.len() == 1 => return (vec![Err(e)], used),
             Err(e @ LuaFnError::Limit(_)) if self.sandbox.meter().interrupted() => {
-                return records.iter().map(|_| Err(e.clone())).collect();
+                return (records.iter().map(|_| Err(e.clone())).collect(), used);
             }
-            Err(e) => e,
-        };
+            Err(_) => {}
+        }
         // One record spoiled the batch: map each alone to find it.
-        records
-            .iter()
-            .map(|r| {
-                if instructions_left == 0 || bytes_left == 0 {
-                    return Err(LuaFnError::Limit(format!(
-                        "not mapped: records of its batch that failed used up the batch's \
-                         budget ({LUA_INSTRUCTIONS_MAX_PER_BATCH} instructions, \
-                         {LUA_EMIT_BYTES_MAX_PER_BATCH} bytes emitted); the batch failed with: \
-                         {first_error}"
-                    )));
-                }
-                let budget = instructions_left.min(LUA_INSTRUCTIONS_MAX_PER_CALL);
-                let result = self.call(std::slice::from_ref(r), budget, bytes_left);
-                instructions_left = instructions_left.saturating_sub(self.sandbox.used());
-                let mut rows = result.and_then(|mut v| v.pop().unwrap_or(Ok(Vec::new())));
-                if let Ok(rows) = &mut rows {
-                    let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
-                    bytes_left = bytes_left.saturating_sub(bytes);
-                }
-                rows
-            })
-            .collect()
+        let mut bytes_left = LUA_EMIT_BYTES_MAX_PER_BATCH;
+        let mut out = Vec::new();
+        for r in records {
+            let instructions_left = LUA_INSTRUCTIONS_MAX_PER_BATCH.saturating_sub(used);
+            if !out.is_empty()
+                && (instructions_left < LUA_INSTRUCTIONS_MAX_PER_CALL
+                    || bytes_left < LUA_EMIT_BYTES_MAX_PER_CALL)
+            {
+                break;
+            }
+            let result = self.call(
+                std::slice::from_ref(r),
+                LUA_INSTRUCTIONS_MAX_PER_CALL,
+                LUA_EMIT_BYTES_MAX_PER_CALL,
+            );
+            used += self.sandbox.used();
+            let rows = result.and_then(|mut v| v.pop().unwrap_or(Ok(Vec::new())));
+            if let Ok(rows) = &rows {
+                let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+                bytes_left = bytes_left.saturating_sub(bytes);
+            }
+            out.push(rows);
+        }
+        (out, used)
     }
 
     fn call(
@@ -581,7 +590,7 @@ mod tests {
         let (k1, k2) = (key(1), key(2));
         let v1 = doc(serde_json::json!({"tags": ["a", "b"], "n": 5}));
         let v2 = doc(serde_json::json!({"tags": [], "n": 6}));
-        let out = m.map_batch(&[(&k1, &v1), (&k2, &v2)]);
+        let out = m.map_batch(&[(&k1, &v1), (&k2, &v2)]).0;
         let rows = out[0].clone().expect("maps");
         assert_eq!(rows.len(), 2);
         let want = row::encode_row(&["a".into(), Element::from(5i64)], &k1, 0).expect("key");
@@ -616,7 +625,7 @@ mod tests {
                         (&k[..], v)
                     })
                     .collect();
-                let out = m.map_batch(&records);
+                let out = m.map_batch(&records).0;
                 assert_eq!(out.len(), len);
                 for (i, result) in out.iter().enumerate() {
                     if mask & (1 << i) != 0 {
@@ -644,7 +653,7 @@ mod tests {
         .expect("compiles");
         let k = key(7);
         let v = doc(serde_json::json!({}));
-        let rows = m.map_batch(&[(&k, &v)])[0].clone().expect("maps");
+        let rows = m.map_batch(&[(&k, &v)]).0[0].clone().expect("maps");
         let decoded: Vec<(Vec<Element>, Vec<u8>, u64)> =
             rows.iter().map(|(key, _)| row::decode_row(key).expect("a row key")).collect();
         let a = vec![Element::from("a")];
@@ -664,7 +673,7 @@ mod tests {
         let m = LuaMapper::new("function map(k, v) emit(1, 1) end", &LuaEnv::standalone())
             .expect("compiles");
         let k = key(1);
-        let out = m.map_batch(&[(&k, b"hello")]);
+        let out = m.map_batch(&[(&k, b"hello")]).0;
         let err = out[0].clone().expect_err("raw bytes").to_string();
         assert!(err.contains("not MessagePack"), "{err}");
     }
@@ -683,7 +692,7 @@ mod tests {
             let m = LuaMapper::new(src, &LuaEnv::standalone()).expect("compiles");
             let k = key(1);
             let v = doc(serde_json::json!({}));
-            let out = m.map_batch(&[(&k, &v)]);
+            let out = m.map_batch(&[(&k, &v)]).0;
             let err = out[0].clone().expect_err(src).to_string();
             assert!(err.to_lowercase().contains(needle), "{src}: {err}");
         }
@@ -780,10 +789,10 @@ mod tests {
         ];
         let batch: Vec<(&[u8], &[u8])> =
             keys.iter().zip(&vals).map(|(k, v)| (&k[..], &v[..])).collect();
-        let out = m.map_batch(&batch);
+        let out = m.map_batch(&batch).0;
         assert!(out[0].is_ok() && out[2].is_ok());
         assert!(out[1].is_err());
         // The VM is healthy afterwards.
-        assert!(m.map_batch(&batch[..1])[0].is_ok());
+        assert!(m.map_batch(&batch[..1]).0[0].is_ok());
     }
 }

@@ -234,7 +234,11 @@ impl MapperFunction {
 }
 
 impl Mapper {
-    /// The rows of each record, or the error it caused.
+    /// The rows of each record, or the error it caused, for a prefix of
+    /// `records`: every record when `instructions_max` is `None`, else the
+    /// batches mapped until they used `instructions_max` Lua instructions
+    /// (at least one batch, so a non-empty input maps at least one record).
+    /// Each record maps as it would alone, with a whole call's budget.
     ///
     /// # Errors
     /// [`Interrupted`] when a Lua call was stopped meanwhile (a drop or a
@@ -243,17 +247,25 @@ impl Mapper {
     pub fn map_many(
         &self,
         records: &[(&[u8], &[u8])],
+        instructions_max: Option<u64>,
     ) -> Result<Vec<Result<Vec<Row>, String>>, Interrupted> {
         match self {
             Mapper::Field(f) => {
                 Ok(records.iter().map(|(k, v)| f.map(k, v).map_err(|e| e.to_string())).collect())
             }
             Mapper::Lua(m) => {
-                let out = records
-                    .chunks(LUA_BATCH_RECORDS)
-                    .flat_map(|batch| m.map_batch(batch))
-                    .map(|r| r.map_err(|e| e.to_string()))
-                    .collect();
+                let mut out = Vec::with_capacity(records.len());
+                let mut used = 0u64;
+                while out.len() < records.len()
+                    && instructions_max.is_none_or(|max| out.is_empty() || used < max)
+                {
+                    let rest = &records[out.len()..];
+                    let batch = &rest[..rest.len().min(LUA_BATCH_RECORDS)];
+                    // A batch maps at least one record: each turn goes on.
+                    let (mapped, instructions) = m.map_batch(batch);
+                    used = used.saturating_add(instructions);
+                    out.extend(mapped.into_iter().map(|r| r.map_err(|e| e.to_string())));
+                }
                 // Checked after the calls: the flag is sticky, so a call it
                 // cut short finds it still set here.
                 if m.interrupted() {

@@ -36,6 +36,7 @@ use crate::error::{NodeError, NodeResult};
 use crate::node::{check_op, Node};
 use crate::storage::chunk::Change;
 use crate::view::map_fn::{Mapper, Row};
+use crate::view::sandbox::LUA_INSTRUCTIONS_MAX_PER_BATCH;
 
 /// Source records mapped per backfill batch.
 const BACKFILL_BATCH_RECORDS: u32 = 2_000;
@@ -274,14 +275,17 @@ const MAP_STEP_RECORDS: usize = 256;
 /// Maps records on a blocking thread: a Lua call runs up to its budget, and
 /// meanwhile the view worker goes on answering status and drop requests
 /// and running other views.
+/// Maps a prefix of `records` ([`Mapper::map_many`]): all of them when
+/// `instructions_max` is `None`.
 async fn map_off_thread(
     mapper: &Arc<Mapper>,
     records: Vec<(Vec<u8>, Vec<u8>)>,
+    instructions_max: Option<u64>,
 ) -> NodeResult<Vec<Result<Vec<Row>, String>>> {
     let mapper = mapper.clone();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-        mapper.map_many(&refs)
+        mapper.map_many(&refs, instructions_max)
     })
     .await
     .map_err(|e| NodeError::Internal(format!("mapping stopped: {e}")))?
@@ -381,8 +385,8 @@ async fn diff_rows(
                 })
                 .collect()
         };
-        let mut old_rows = map_off_thread(mapper, values(false)).await?.into_iter();
-        let mut new_rows = map_off_thread(mapper, values(true)).await?.into_iter();
+        let mut old_rows = map_off_thread(mapper, values(false), None).await?.into_iter();
+        let mut new_rows = map_off_thread(mapper, values(true), None).await?.into_iter();
         for change in step {
             let old: HashMap<Vec<u8>, Vec<u8>> = match &change.old {
                 Some(_) => {
@@ -493,10 +497,17 @@ async fn run_round(
         // the target holds with the same value are not written again, each
         // being one more entry of the source's Raft log on every replica.
         let skip_same = crate::cluster::meta::REPLICATED_ID_BASE <= meta.source_id;
+        // Records mapped so far; the round ends early, at a record, once
+        // its mapping has taken about a batch's budget of instructions.
+        let mut mapped = 0usize;
         for step in reply.records.chunks(MAP_STEP_RECORDS) {
             let records: Vec<(Vec<u8>, Vec<u8>)> =
                 step.iter().map(|r| (r.key.to_vec(), r.value.to_vec())).collect();
-            for (r, rows) in step.iter().zip(map_off_thread(&mapper, records).await?) {
+            let budget = Some(LUA_INSTRUCTIONS_MAX_PER_BATCH);
+            let results = map_off_thread(&mapper, records, budget).await?;
+            mapped += results.len();
+            let cut_short = results.len() < step.len();
+            for (r, rows) in step.iter().zip(results) {
                 match rows.and_then(checked_puts) {
                     Ok(ops) => {
                         for op in ops {
@@ -509,15 +520,18 @@ async fn run_round(
                 }
             }
             writes.flush_if_full().await?;
+            if cut_short {
+                break;
+            }
         }
         let rows_written = writes.finish().await?;
-        let done = backfill.done + reply.records.len() as u64;
-        meta.backfill = reply.resume.map(|k| Backfill {
-            cursor: Some(k.into_vec()),
-            done,
-            total: backfill.total,
-            prune: false,
-        });
+        let done = backfill.done + mapped as u64;
+        let resume = match reply.records.get(mapped) {
+            Some(next) => Some(next.key.to_vec()),
+            None => reply.resume.map(|k| k.into_vec()),
+        };
+        meta.backfill =
+            resume.map(|k| Backfill { cursor: Some(k), done, total: backfill.total, prune: false });
         let cut = round_cut(node).await;
         let checkpoint = meta.checkpoint;
         meta.tally.add(rows_written, &errors);
@@ -602,7 +616,7 @@ async fn prune(
                 node.rows_at(meta.source_id, source_key, Some(&end), Some(meta.checkpoint))?;
             records.extend(found);
         }
-        let produced = map_off_thread(mapper, records.clone()).await?;
+        let produced = map_off_thread(mapper, records.clone(), None).await?;
         let mut keep: std::collections::HashSet<Vec<u8>> = Default::default();
         for rows in produced.into_iter().flatten() {
             keep.extend(rows.into_iter().map(|(k, _)| k));

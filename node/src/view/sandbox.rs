@@ -32,8 +32,11 @@ use mlua::{ChunkMode, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Value, 
 
 /// Lua VM instructions one call may run (a batch of records shares it).
 pub const LUA_INSTRUCTIONS_MAX_PER_CALL: u64 = 10_000_000;
-/// Instructions one batch may use in all, its retries record by record
-/// included: a function that fails on every record costs at most this.
+/// Instructions one batch of records may use, its retries record by record
+/// included, before it stops and leaves the records it has not reached to
+/// a fresh batch. Every record still gets a whole call's budget; this
+/// bounds how long one batch runs, so a backfill round that has used it
+/// ends and saves its progress.
 pub const LUA_INSTRUCTIONS_MAX_PER_BATCH: u64 = 4 * LUA_INSTRUCTIONS_MAX_PER_CALL;
 /// Memory one Lua VM may hold.
 pub const LUA_MEMORY_MAX_BYTES: usize = 64 * 1024 * 1024;
