@@ -52,6 +52,22 @@ use crate::storage::chunk::ReadAt;
 use crate::write_batch::WriteBatcher;
 use std::path::PathBuf;
 
+/// A Raft group's voters: node id to address.
+pub type Voters = std::collections::BTreeMap<crate::consensus::NodeId, String>;
+
+/// What a replica calls with news of the splits it applies.
+pub type OnSplit = Box<dyn Fn(SplitNews<'_>) + Send + Sync>;
+
+/// What a replica tells its node of a split it applies.
+pub struct SplitNews<'a> {
+    /// The upper half's chunk id, also its Raft group's.
+    pub right: u64,
+    /// The voters the split carried ([`ChunkCommand::Split`]).
+    pub voters: &'a Voters,
+    /// Whether the upper half is this node's chunk now.
+    pub done: bool,
+}
+
 /// A change to a replicated chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ChunkCommand {
@@ -66,8 +82,17 @@ pub enum ChunkCommand {
     /// group's), held by the same replicas. Refused with `StaleChunkMap` if
     /// `at` is not inside the chunk (the chunk changed since the proposer
     /// looked); changes nothing if the chunk ends at `at` already (the
-    /// split applied again after a restart).
-    Split { at: Vec<u8>, right_id: u64 },
+    /// split applied again after a restart). `voters`: the chunk's group's
+    /// voters (node id to address) when the split was proposed, the
+    /// initial voters of the upper half's group on every replica that
+    /// applies it (empty in splits proposed before the field: the range's
+    /// initial voters then).
+    Split {
+        at: Vec<u8>,
+        right_id: u64,
+        #[serde(default)]
+        voters: Voters,
+    },
     /// Several writes of [`ChunkCommand::Write`]'s kind in one entry
     /// ([`crate::write_batch`]): applied one after the other in order, each
     /// atomic and answered on its own (a write refused alike on every
@@ -125,10 +150,11 @@ pub struct ChunkReplica {
     riders: Option<Weak<dyn Riders>>,
     /// The last batch applied to each rider, by rider chunk id.
     riders_last: Mutex<std::collections::HashMap<u64, Applied>>,
-    /// Told the id of a split's upper half before the split (`false`) and
-    /// once the upper half is this node's chunk (`true`; also when a split
-    /// applied again finds the chunk split already).
-    on_split: Option<Box<dyn Fn(u64, bool) + Send + Sync>>,
+    /// Told of a split's upper half (see [`SplitNews`]) before the split
+    /// (`done` false) and once the upper half is this node's chunk (`done`
+    /// true; also when a split applied again finds the chunk split
+    /// already, after being told again of it before).
+    on_split: Option<OnSplit>,
     /// Where writes to the chunk proposed on this node gather into entries
     /// (used on the leader).
     batcher: WriteBatcher,
@@ -179,7 +205,7 @@ impl ChunkReplica {
 
     /// The replica, telling `on_split` of its splits' upper halves (see
     /// the field).
-    pub fn with_on_split(mut self, on_split: Box<dyn Fn(u64, bool) + Send + Sync>) -> Self {
+    pub fn with_on_split(mut self, on_split: OnSplit) -> Self {
         self.on_split = Some(on_split);
         self
     }
@@ -197,21 +223,23 @@ impl ChunkReplica {
         self.cell().with_chunk(|c| Ok((c.meta.start.clone(), c.meta.end.clone())))
     }
 
-    fn told(&self, right: u64, done: bool) {
+    fn told(&self, news: SplitNews<'_>) {
         if let Some(f) = &self.on_split {
-            f(right, done);
+            f(news);
         }
     }
 
     /// Applies a split; `Err` when this replica could not (it stops and
     /// applies it again when restarted).
-    fn split(&self, at: &[u8], right_id: u64) -> Result<ChunkReply, String> {
+    fn split(&self, at: &[u8], right_id: u64, voters: &Voters) -> Result<ChunkReply, String> {
         let cell = self.cell();
         let (start, end) = self.bounds().map_err(|e| e.to_string())?;
+        let news = |done| SplitNews { right: right_id, voters, done };
         if end.as_deref() == Some(at) {
             // Applied before a restart (the chunk's log replays from its
             // last durable mark).
-            self.told(right_id, true);
+            self.told(news(false));
+            self.told(news(true));
             return Ok(Ok(CommitToken { chunk: cell.id, seq: 0 }));
         }
         if at <= start.as_slice() || end.as_deref().is_some_and(|e| at >= e) {
@@ -219,7 +247,7 @@ impl ChunkReplica {
             return Ok(Err(stale(message)));
         }
         let host = self.host().map_err(|e| e.message)?;
-        self.told(right_id, false);
+        self.told(news(false));
         let split = || crate::chunk_actor::split_now(&host, &cell, at, right_id);
         // The copy may take a while: on the Raft groups' runtime, its other
         // tasks (other groups' heartbeats) move to another thread meanwhile.
@@ -232,7 +260,7 @@ impl ChunkReplica {
         })?;
         let token = CommitToken { chunk: lower.id, seq: 0 };
         *self.cell.lock().unwrap_or_else(|p| p.into_inner()) = lower;
-        self.told(right_id, true);
+        self.told(news(true));
         Ok(Ok(token))
     }
 
@@ -358,7 +386,9 @@ impl Replica for ChunkReplica {
         let reply = match rmp_serde::from_slice::<ChunkCommand>(command) {
             Ok(ChunkCommand::Write { ops }) => self.write(&ops)?,
             Ok(ChunkCommand::Rider { rider, ops }) => self.write_rider(&rider, &ops)?,
-            Ok(ChunkCommand::Split { at, right_id }) => self.split(&at, right_id)?,
+            Ok(ChunkCommand::Split { at, right_id, voters }) => {
+                self.split(&at, right_id, &voters)?
+            }
             Ok(ChunkCommand::Writes { writes }) => {
                 // A write this replica cannot apply stops it with the
                 // writes before it applied: applied again after a restart,
@@ -847,7 +877,7 @@ mod split_tests {
     }
 
     fn split(at: &str) -> ChunkCommand {
-        ChunkCommand::Split { at: at.as_bytes().to_vec(), right_id: RIGHT }
+        ChunkCommand::Split { at: at.as_bytes().to_vec(), right_id: RIGHT, voters: Voters::new() }
     }
 
     /// The replica of the chunk starting at `start`, recording the upper
@@ -860,9 +890,9 @@ mod split_tests {
         let host: Arc<dyn ChunkHost> = node.clone();
         let heard = Arc::new(Mutex::new(Vec::new()));
         let told = heard.clone();
-        let on_split = Box::new(move |id, done| {
-            if done {
-                told.lock().expect("heard").push(id)
+        let on_split = Box::new(move |news: SplitNews<'_>| {
+            if news.done {
+                told.lock().expect("heard").push(news.right)
             }
         });
         let staging = node.config.data_dir.join(format!("incoming-{start}"));
@@ -943,7 +973,11 @@ mod split_tests {
             assert_eq!(late.code, ErrorCode::StaleChunkMap);
             assert!(late.code.is_retryable());
             // A split key outside the chunk now.
-            let outside = ChunkCommand::Split { at: b"x".to_vec(), right_id: RIGHT + 1 };
+            let outside = ChunkCommand::Split {
+                at: b"x".to_vec(),
+                right_id: RIGHT + 1,
+                voters: Voters::new(),
+            };
             assert_eq!(
                 apply(&lower, 21, &outside).expect_err("stale").code,
                 ErrorCode::StaleChunkMap

@@ -76,7 +76,7 @@ use crate::consensus::replica_store::ReplicaStore;
 use crate::consensus::{ConsensusError, Group, GroupConfig, NodeId};
 use crate::error::{NodeError, NodeResult};
 use crate::node::{check_key, check_op, Node};
-use crate::replica::{decode_reply, encode_command, ChunkCommand, ChunkReplica};
+use crate::replica::{decode_reply, encode_command, ChunkCommand, ChunkReplica, SplitNews, Voters};
 use crate::router::Route;
 use crate::storage::chunk::ChunkMeta;
 
@@ -1000,7 +1000,12 @@ impl Node {
             MetaReply::Id(id) => id,
             other => return Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
         };
-        let proposal = encode_command(&ChunkCommand::Split { at: at.clone(), right_id: right });
+        // The upper half's group starts with this group's voters now, on
+        // every replica that applies the split: the range's first replicas
+        // may have moved away since.
+        let voters = group.status().voters;
+        let proposal =
+            encode_command(&ChunkCommand::Split { at: at.clone(), right_id: right, voters });
         let bytes = group.propose(proposal).await.map_err(|e| match e {
             e @ (ConsensusError::NotLeader { .. } | ConsensusError::Timeout(_)) => {
                 unavailable(format!("chunk {chunk}: {e}"))
@@ -1441,7 +1446,7 @@ impl Node {
                 if let Some(g) = cluster.remove_group(id) {
                     g.shutdown().await;
                 }
-                let dir = self.config.data_dir.join("raft").join(format!("{id:016x}"));
+                let dir = group_dir(&self.config.data_dir, id);
                 if dir.exists() {
                     if let Err(e) = std::fs::remove_dir_all(&dir) {
                         tracing::warn!(dir = %dir.display(), error = %e, "raft files not removed");
@@ -1516,15 +1521,38 @@ impl Node {
                 if cluster.group(group).is_some() {
                     continue;
                 }
-                let voters = range
-                    .initial_voters()
-                    .iter()
-                    .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
-                    .collect();
+                let initial = || -> Voters {
+                    range
+                        .initial_voters()
+                        .iter()
+                        .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.addr.clone())))
+                        .collect()
+                };
                 // A node moved off the range and placed on it again
                 // starts empty: it must not seed (its log would be a second
                 // history of the group); the leader brings it in.
-                let seeded = range.initial_voters().contains(&me) && !range.departed.contains(&me);
+                let first_seeded =
+                    range.initial_voters().contains(&me) && !range.departed.contains(&me);
+                let (voters, seeded) = if group == first {
+                    (initial(), first_seeded)
+                } else {
+                    // A split's upper half: seeded by the replicas that
+                    // applied the split (they hold its records), with the
+                    // voters it carried.
+                    let dir = group_dir(&self.config.data_dir, group);
+                    match read_split_seed(&dir) {
+                        Ok(Some(v)) if v.is_empty() => (initial(), first_seeded),
+                        Ok(Some(v)) => {
+                            let seeded = v.contains_key(&me);
+                            (v, seeded)
+                        }
+                        Ok(None) => (Voters::new(), false),
+                        Err(e) => {
+                            tracing::error!(group, error = %e, "split seed unreadable");
+                            (Voters::new(), false)
+                        }
+                    }
+                };
                 // Every replica a range was created on seeds its chunks'
                 // groups with the same voters (a no-op where it ran
                 // before); one of them campaigns at once (see `Init`).
@@ -1618,7 +1646,7 @@ impl Node {
         for (_, cell) in crate::replica::Riders::riders_of(self.as_ref(), group) {
             cell.reopen_replica(self.as_ref())?;
         }
-        let dir = self.config.data_dir.join("raft").join(format!("{group:016x}"));
+        let dir = group_dir(&self.config.data_dir, group);
         let start = |e: String| NodeError::Internal(format!("raft group {group}: {e}"));
         let log = LogStore::open(&dir.join("log"), cluster.sync_point())
             .map_err(|e| start(e.to_string()))?;
@@ -1628,14 +1656,19 @@ impl Node {
             .snapshot_copies()
             .ok_or_else(|| start("this node is not a member of the cluster yet".into()))?;
         let (kick, parents) = (self.replicated.kick.clone(), self.replicated.parents.clone());
-        let on_split = Box::new(move |right: u64, done: bool| {
-            if done {
+        let data_dir = self.config.data_dir.clone();
+        let on_split = Box::new(move |news: SplitNews<'_>| {
+            if news.done {
                 // Its upper half's group is to start.
                 kick.notify_one()
             } else {
                 // Recorded before the upper half is routed, where the next
-                // reconcile may find it: see `Init::Lead`.
-                parents.lock().unwrap_or_else(|p| p.into_inner()).insert(right, group);
+                // reconcile may find it: see `Init::Lead` and `SPLIT_SEED_FILE`.
+                let dir = group_dir(&data_dir, news.right);
+                if let Err(e) = write_split_seed(&dir, news.voters) {
+                    tracing::error!(group = news.right, error = %e, "split seed not recorded");
+                }
+                parents.lock().unwrap_or_else(|p| p.into_inner()).insert(news.right, group);
             }
         });
         let replica = Arc::new(
@@ -1844,6 +1877,40 @@ pub(crate) fn meta_refusal(message: String) -> NodeError {
 /// How a replica's Raft group is initialized when it starts (voters by
 /// node id, with their addresses).
 ///
+/// The file in a split's upper half's Raft group directory that names the
+/// voters its log starts with ([`ChunkCommand::Split`]'s, MessagePack with
+/// a CRC32C), written durably before the replica splits. Its presence says
+/// this node applied the split and holds the upper half's records, so it
+/// may seed the group; a node without it (the chunk placed on it later, or
+/// a copy that came by snapshot) waits for the group's leader to bring it
+/// in. Every replica that seeds writes the same voters: the split's.
+const SPLIT_SEED_FILE: &str = "split-seed";
+
+/// The directory of this node's files of Raft group `id`: its log, its
+/// state machine's marker, snapshot copies coming in.
+fn group_dir(data_dir: &std::path::Path, id: u64) -> std::path::PathBuf {
+    data_dir.join("raft").join(format!("{id:016x}"))
+}
+
+fn write_split_seed(dir: &std::path::Path, voters: &Voters) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let body = rmp_serde::to_vec(voters).map_err(|e| e.to_string())?;
+    crate::storage::manifest::write_file_durably(
+        dir,
+        SPLIT_SEED_FILE,
+        &crate::storage::manifest::with_crc(body),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn read_split_seed(dir: &std::path::Path) -> Result<Option<Voters>, String> {
+    crate::storage::manifest::read_small_file(dir, SPLIT_SEED_FILE, |bytes| {
+        let body = crate::storage::manifest::checked_crc(bytes)?;
+        rmp_serde::from_slice(body).map_err(|e| e.to_string())
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// Every variant but `Never` seeds a new group's log with its voters
 /// ([`LogStore::seed_membership`]); they differ in who campaigns at once.
 enum Init {

@@ -993,3 +993,64 @@ fn a_live_leader_removed_hands_its_chunk_over() {
         n.stop();
     }
 }
+
+/// A split's upper half is a new Raft group whose voters are those of the
+/// chunk it split from at the split, not the nodes the range was created
+/// on: here both of the original replicas but one were removed (their
+/// replicas moved to the spare nodes) before the chunk split, and the
+/// upper half still elects a leader and takes writes through every node.
+///
+/// Postmortem: upper halves were seeded with the range's creation-time
+/// replicas; with two of those three gone, the upper half had no quorum
+/// and every key above the split was unavailable for good.
+#[test]
+fn a_split_after_replicas_moved_seeds_its_upper_half_with_the_current_voters() {
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut procs = start_cluster(&dirs);
+    let rt = monotable_tests::runtime();
+    let addrs: Vec<SocketAddr> = procs.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r", "--replicas", "3"]));
+    let (acked, unknown) = write_keys(&rt, &addrs, 0, 50);
+    assert!(unknown.is_empty() && acked.len() == 50, "{unknown:?}");
+    let s = status(addrs[0]).expect("status");
+    let index_of = |id: u64| {
+        let addr = nodes(&s).into_iter().find(|n| n.0 == id).expect("listed").1;
+        addrs.iter().position(|a| a.to_string() == addr).expect("one of ours")
+    };
+    let seed = described(addrs[0], "replicas");
+    assert_eq!(seed.len(), 3, "{seed:?}");
+    let kept = seed[2];
+    let via = addrs[index_of(kept)];
+    // Two of the three original replicas go, one at a time.
+    for &victim in &seed[..2] {
+        procs[index_of(victim)].kill();
+        ok(cli(via, &["cluster", "remove", &victim.to_string()]));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (replicas, voters) = (described(via, "replicas"), described(via, "voters"));
+            if !replicas.contains(&victim) && replicas == voters && replicas.len() == 3 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {victim}'s replica never moved: replicas {replicas:?}, voters {voters:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let live: Vec<SocketAddr> =
+        (1..=5u64).filter(|id| !seed[..2].contains(id)).map(|id| addrs[index_of(id)]).collect();
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(via).await.expect("connect");
+        c.split_chunk("r", "k00025").await.expect("split");
+    });
+    // Both halves answer writes through every live node.
+    let (more, unknown) = write_keys(&rt, &live, 0, 50);
+    assert!(unknown.is_empty() && more.len() == 50, "writes after the split: {unknown:?}");
+    for a in &live {
+        wait_chunks(*a, "r", |c| c.len() == 2 && c.iter().all(|c| c["leader"].is_u64()));
+    }
+    for n in &mut procs {
+        n.stop();
+    }
+}
