@@ -32,6 +32,9 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Replies are written in batches of at most this many bytes.
 const WRITE_BATCH_MAX_BYTES: usize = 1024 * 1024;
+/// Room in a reply's frame beyond its bulk payload: the frame header, the
+/// response's id and the MessagePack markers around the payload.
+const REPLY_OVERHEAD_BYTES: usize = 64;
 
 /// What the accept loop and the connections share.
 #[derive(Default)]
@@ -442,7 +445,13 @@ fn send(
     id: u64,
     result: Result<monotable_proto::Reply, ErrorInfo>,
 ) {
-    let mut out = Vec::new();
+    // Sized up front for a bulk payload (a segment read's MiB), which
+    // would otherwise be copied again at each doubling of the buffer.
+    let payload = match &result {
+        Ok(monotable_proto::Reply::Segment(bytes)) => bytes.len(),
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(payload + REPLY_OVERHEAD_BYTES);
     if let Err(e) = encode_frame(&Response { id, result }, &mut out) {
         let error =
             ErrorInfo::new(ErrorCode::FrameTooLarge, format!("reply not sent: {e}; ask for less"));
@@ -463,6 +472,13 @@ async fn write_replies(
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
+        if frame.len() >= WRITE_BATCH_MAX_BYTES {
+            // A bulk reply goes out as it is, not copied into the batch.
+            if !write_out(&mut writer, &frame, &unsent).await {
+                return;
+            }
+            continue;
+        }
         buf.extend_from_slice(&frame);
         // Let the requests that are ready finish first, so their replies go
         // out in this write rather than one syscall each.
@@ -473,17 +489,25 @@ async fn write_replies(
                 Err(_) => break,
             }
         }
-        if writer.write_all(&buf).await.is_err() {
-            // The client is gone; the remaining replies have nowhere to go.
-            // The reader must not wait for them: it finds the end next.
-            unsent.writer_gone.store(true, Ordering::Release);
-            unsent.drained.notify_waiters();
+        if !write_out(&mut writer, &buf, &unsent).await {
             return;
         }
-        unsent.wrote(buf.len());
         buf.clear();
     }
     let _ = writer.shutdown().await;
+}
+
+/// Writes replies' bytes; `false` when the client is gone.
+async fn write_out(writer: &mut OwnedWriteHalf, bytes: &[u8], unsent: &Unsent) -> bool {
+    if writer.write_all(bytes).await.is_err() {
+        // The remaining replies have nowhere to go. The reader must not
+        // wait for them: it finds the end next.
+        unsent.writer_gone.store(true, Ordering::Release);
+        unsent.drained.notify_waiters();
+        return false;
+    }
+    unsent.wrote(bytes.len());
+    true
 }
 
 /// Starts the node's part of the cluster: after the listener is bound, since
