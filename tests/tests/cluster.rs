@@ -687,6 +687,13 @@ fn an_address_taken_over_is_not_a_member_and_a_lone_leader_steps_aside() {
 
 /// The replicas (or, with `field` "voters", the Raft voters) of the range
 /// `r` as `range describe` through `addr` says.
+/// The position in `addrs` of the node with id `id`, as `cluster status`
+/// `s` lists it.
+fn index_of(s: &Json, addrs: &[SocketAddr], id: u64) -> usize {
+    let addr = nodes(s).into_iter().find(|n| n.0 == id).expect("listed").1;
+    addrs.iter().position(|a| a.to_string() == addr).expect("one of ours")
+}
+
 fn described(addr: SocketAddr, field: &str) -> Vec<u64> {
     let out = cli(addr, &["range", "describe", "r"]);
     if !out.status.success() {
@@ -720,10 +727,7 @@ fn a_removed_nodes_replicas_move_to_another_node() {
     assert!(unknown.is_empty() && acked.len() == 200, "{unknown:?}");
     // Node ids by address.
     let s = status(addrs[0]).expect("status");
-    let index_of = |id: u64| {
-        let addr = nodes(&s).into_iter().find(|n| n.0 == id).expect("listed").1;
-        addrs.iter().position(|a| a.to_string() == addr).expect("one of ours")
-    };
+    let index_of = |id: u64| index_of(&s, &addrs, id);
     let replicas = described(addrs[0], "replicas");
     assert_eq!(replicas.len(), 3, "{replicas:?}");
     let spare = (1..=4).find(|id| !replicas.contains(id)).expect("a node without a replica");
@@ -953,10 +957,7 @@ fn a_live_leader_removed_hands_its_chunk_over() {
         d["chunks"][0]["leader"].as_u64()
     };
     let s = status(addrs[0]).expect("status");
-    let index_of = |id: u64| {
-        let addr = nodes(&s).into_iter().find(|n| n.0 == id).expect("listed").1;
-        addrs.iter().position(|a| a.to_string() == addr).expect("one of ours")
-    };
+    let index_of = |id: u64| index_of(&s, &addrs, id);
     let mut victim = None;
     wait_until("a leader of r's chunk", 60, || {
         victim = leader(addrs[0]);
@@ -1013,10 +1014,7 @@ fn a_split_after_replicas_moved_seeds_its_upper_half_with_the_current_voters() {
     let (acked, unknown) = write_keys(&rt, &addrs, 0, 50);
     assert!(unknown.is_empty() && acked.len() == 50, "{unknown:?}");
     let s = status(addrs[0]).expect("status");
-    let index_of = |id: u64| {
-        let addr = nodes(&s).into_iter().find(|n| n.0 == id).expect("listed").1;
-        addrs.iter().position(|a| a.to_string() == addr).expect("one of ours")
-    };
+    let index_of = |id: u64| index_of(&s, &addrs, id);
     let seed = described(addrs[0], "replicas");
     assert_eq!(seed.len(), 3, "{seed:?}");
     let kept = seed[2];
