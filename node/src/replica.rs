@@ -1029,6 +1029,34 @@ mod split_tests {
         });
     }
 
+    /// A split written to a log before splits carried their voters still
+    /// decodes, with none (the range's initial voters are used then).
+    #[test]
+    fn a_split_from_an_older_log_decodes_without_voters() {
+        #[derive(Serialize)]
+        enum Old {
+            #[allow(dead_code)]
+            Write {
+                ops: Vec<WriteOp>,
+            },
+            #[allow(dead_code)]
+            Rider {
+                rider: u8,
+                ops: Vec<WriteOp>,
+            },
+            Split {
+                at: Vec<u8>,
+                right_id: u64,
+            },
+        }
+        let old = rmp_serde::to_vec(&Old::Split { at: b"m".to_vec(), right_id: 9 }).expect("old");
+        let decoded: ChunkCommand = rmp_serde::from_slice(&old).expect("decodes");
+        assert_eq!(
+            decoded,
+            ChunkCommand::Split { at: b"m".to_vec(), right_id: 9, voters: Voters::new() }
+        );
+    }
+
     /// A snapshot carries the chunk's bounds: a replica whose chunk did not
     /// split the same way refuses it rather than lose the upper half's
     /// state; one with the same bounds takes it whole.
