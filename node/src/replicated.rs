@@ -211,8 +211,16 @@ impl Node {
             // once through another was not found there.
             (None, None) => {
                 let several = cluster.with_meta(|m| m.live_members().nth(1).is_some());
-                if several != Some(true) || !cluster.catch_up_meta().await {
+                if several != Some(true) {
                     return None;
+                }
+                if !cluster.catch_up_meta().await {
+                    // Not "no such range": this node cannot tell.
+                    return Some(Err(unavailable(format!(
+                        "range {name:?} is not known to this node, and whether it exists \
+                         cannot be told now: this node's copy of the cluster map could not \
+                         catch up with the meta range's leader; try again"
+                    ))));
                 }
                 let range = self.replicated_range(&cluster, name)?;
                 if self.router_read().range(name).is_some() {

@@ -107,6 +107,13 @@ fn three_nodes_join_elect_fail_over_and_remove() {
     let s = wait_status(all[0].addr, "two nodes", |s| all_live_voters(s, 2));
     assert_eq!(nodes(&s).iter().map(|n| n.0).collect::<Vec<_>>(), vec![1, 2]);
     ok(cli(all[1].addr, &["cluster", "remove", "3"])); // again: already removed
+
+    // With no meta leader to ask, a range this node does not know is not
+    // said not to exist: it cannot tell.
+    // Postmortem: it answered RangeNotFound, which a client takes as final.
+    all[1].kill();
+    let unknown = err(cli(all[0].addr, &["get", "nosuch", "k"]));
+    assert!(unknown.contains("cannot be told now"), "{unknown}");
     for n in &mut all {
         n.stop();
     }
