@@ -130,8 +130,18 @@ ensure_binary() {
     mkdir -p "$DIR"
 }
 
+# The cluster id of node $1 (ids follow the order in which nodes joined,
+# not these numbers: `cluster remove` takes the id), or "?" if unknown.
+cluster_id() {
+    "$MT" cluster status --json --addr "$(live_addr)" 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+ids = [n["id"] for n in s["nodes"] if n["addr"] == sys.argv[1]]
+print(ids[0] if ids else "?")' "127.0.0.1:$((BASE + $1))" || echo "?"
+}
+
 describe() {
-    echo "  node $1: native 127.0.0.1:$((BASE + $1)), Redis 127.0.0.1:$((RESP_BASE + $1)), data $DIR/node-$1, log $DIR/node-$1.log"
+    echo "  node $1 (cluster id $(cluster_id "$1")): native 127.0.0.1:$((BASE + $1)), Redis 127.0.0.1:$((RESP_BASE + $1)), data $DIR/node-$1, log $DIR/node-$1.log"
 }
 
 usage() {
