@@ -1004,6 +1004,21 @@ impl Node {
         if !recorded.contains(&at) || at == recorded.start {
             return Ok(Reply::Ok);
         }
+        // Not while the group's replicas change: the upper half starts with
+        // the group's voters, which must be one settled set that holds the
+        // chunk (not a joint configuration, nor a learner still copying),
+        // and a replica the chunk map places on a node meanwhile is made
+        // from the map's boundaries, which a split would make stale.
+        let status = group.status();
+        let mut listed = range.replicas.clone();
+        listed.sort_unstable();
+        let voters: Vec<NodeId> = status.voters.keys().copied().collect();
+        if status.joint_target.is_some() || !status.learners.is_empty() || voters != listed {
+            return Err(NodeError::client(
+                ErrorCode::Busy,
+                format!("chunk {chunk}'s replicas are being moved: it splits once they are done"),
+            ));
+        }
         let right = match cluster.propose_meta(MetaCommand::NewChunkId).await? {
             MetaReply::Id(id) => id,
             other => return Err(NodeError::Internal(format!("unexpected meta reply {other:?}"))),
