@@ -297,6 +297,19 @@ pub struct Sandbox {
     _memory: Reservation,
 }
 
+/// Charges `meter` for every [`HOOK_EVERY_INSTRUCTIONS`] instructions the
+/// VM runs, counted from now.
+fn set_hook(lua: &Lua, meter: &Arc<Meter>) {
+    let meter = meter.clone();
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY_INSTRUCTIONS),
+        move |_, _| {
+            meter.charge(u64::from(HOOK_EVERY_INSTRUCTIONS))?;
+            Ok(VmState::Continue)
+        },
+    );
+}
+
 impl Sandbox {
     /// A VM with only the safe libraries, the wrappers, and `source` run
     /// (under the same limits as any call).
@@ -323,14 +336,7 @@ impl Sandbox {
             globals.raw_set(name, Value::Nil).map_err(setup)?;
         }
         let meter = Arc::new(Meter { interrupt: env.interrupt.clone(), ..Meter::default() });
-        let hook_meter = meter.clone();
-        lua.set_hook(
-            HookTriggers::new().every_nth_instruction(HOOK_EVERY_INSTRUCTIONS),
-            move |_, _| {
-                hook_meter.charge(u64::from(HOOK_EVERY_INSTRUCTIONS))?;
-                Ok(VmState::Continue)
-            },
-        );
+        set_hook(&lua, &meter);
         let sandbox = Sandbox { lua, meter, _memory: memory };
         sandbox.wrap_c_functions().map_err(setup)?;
         sandbox
@@ -358,6 +364,13 @@ impl Sandbox {
         f: impl FnOnce() -> mlua::Result<R>,
     ) -> Result<R, LuaFnError> {
         self.meter.start(budget);
+        // Set anew for each call, which restarts the VM's instruction count
+        // towards the next hook: otherwise a call would begin with whatever
+        // count the last one left, and the same record would be charged
+        // differently depending on the calls before it (a record within a
+        // hook's interval of the limit mapped alone but failed after a
+        // neighbour, or the other way round).
+        set_hook(&self.lua, &self.meter);
         let result = f();
         // What the call was stopped for, whatever error the function made
         // of it on the way out.
