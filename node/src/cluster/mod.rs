@@ -1136,11 +1136,15 @@ impl Cluster {
         self.raft_runtime.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
-    /// Stops every Raft group of this node, once, if the meta range says
-    /// the node was removed from the cluster and its own replica of the
-    /// meta range no longer counts it a member; returns whether it did.
-    /// Such a node is in no group any more: left running, its groups
-    /// would campaign for ever, refused by every member.
+    /// Once the meta range says this node was removed from the cluster and
+    /// its own replica of the meta range no longer counts it a member,
+    /// stops that replica, then each chunk replica whose Raft group has
+    /// left this node out (as the replica or the group's leader says) or
+    /// that stopped; returns whether none is left running. A chunk group
+    /// that still counts this node keeps its replica until its leader has
+    /// moved it away: until then it may count towards a majority, and
+    /// entries it acknowledged would be lost with it. Left running after
+    /// that, a group would campaign for ever, refused by every member.
     pub async fn stop_if_removed(&self) -> bool {
         let Some(member) = self.member.get() else { return false };
         let removed = member.state.state().nodes.get(&member.id).is_some_and(|n| n.removed);
@@ -1149,26 +1153,58 @@ impl Cluster {
         if !removed {
             return false;
         }
-        let meta = member.meta.status();
-        let still_member =
-            meta.voters.contains_key(&member.id) || meta.learners.contains_key(&member.id);
-        if still_member && !self.left_meta_group(member).await {
+        if member.meta.stopped().is_none() {
+            let meta = member.meta.status();
+            let still_member =
+                meta.voters.contains_key(&member.id) || meta.learners.contains_key(&member.id);
+            if still_member && !self.left_meta_group(member).await {
+                return false;
+            }
+            tracing::warn!(
+                node = member.id,
+                "this node was removed from the cluster: its Raft groups stop as each moves its \
+                 replica away (start it on an empty data directory with --join to bring it back)"
+            );
+            member.meta.shutdown().await;
+        }
+        let ask = Duration::from_millis(transport::PEER_CALL_TIMEOUT_MS);
+        let mut running = 0;
+        for g in self.groups() {
+            let status = g.status();
+            let listed =
+                |id: &NodeId| status.voters.contains_key(id) || status.learners.contains_key(id);
+            let released = g.stopped().is_some()
+                || !listed(&member.id)
+                || match status.leader {
+                    Some(leader) if leader == member.id => false,
+                    _ => {
+                        let others = status
+                            .voters
+                            .iter()
+                            .chain(&status.learners)
+                            .filter(|(id, _)| **id != member.id)
+                            .map(|(_, addr)| addr.clone());
+                        self.peers
+                            .leader_members(g.id(), others, ask)
+                            .await
+                            .is_some_and(|m| !m.contains(&member.id))
+                    }
+                };
+            if released {
+                if let Some(g) = self.remove_group(g.id()) {
+                    g.shutdown().await;
+                }
+            } else {
+                running += 1;
+            }
+        }
+        if running > 0 {
             return false;
         }
-        tracing::warn!(
-            node = member.id,
-            "this node was removed from the cluster: its Raft groups stop (start it on an \
-             empty data directory with --join to bring it back)"
-        );
         if let Some(q) = self.quiescence.get() {
             q.stop();
         }
-        for g in self.groups() {
-            if let Some(g) = self.remove_group(g.id()) {
-                g.shutdown().await;
-            }
-        }
-        member.meta.shutdown().await;
+        tracing::warn!(node = member.id, "every Raft group of this removed node has stopped");
         true
     }
 
