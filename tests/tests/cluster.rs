@@ -1059,3 +1059,33 @@ fn a_split_after_replicas_moved_seeds_its_upper_half_with_the_current_voters() {
         n.stop();
     }
 }
+
+/// A node removed while it was down, then started again on its old data,
+/// learns from the other members that it was removed and stops its Raft
+/// groups, instead of campaigning for ever.
+///
+/// Postmortem: its replica of the meta range had never applied the
+/// removal, so it did not know; it campaigned about four times a second,
+/// refused by every member, and writes sent to it hung.
+#[test]
+fn a_node_removed_while_down_stops_when_it_comes_back() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut procs = start_cluster(&dirs);
+    let addrs: Vec<SocketAddr> = procs.iter().map(|n| n.addr).collect();
+    let s = status(addrs[0]).expect("status");
+    let id = nodes(&s).iter().find(|n| n.1 == addrs[2].to_string()).expect("listed").0;
+    procs[2].kill();
+    ok(cli(addrs[0], &["cluster", "remove", &id.to_string()]));
+    wait_status(addrs[0], "two nodes", |s| all_live_voters(s, 2));
+    procs[2].restart();
+    wait_until("the removed node stops its groups", 60, || {
+        procs[2].log_contains("this node was removed from the cluster")
+            && procs[2].log_contains("every Raft group of this removed node has stopped")
+    });
+    // The others go on as two.
+    let s = wait_status(addrs[1], "two nodes", |s| all_live_voters(s, 2));
+    assert!(nodes(&s).iter().all(|n| n.0 != id), "{s}");
+    for n in &mut procs {
+        n.stop();
+    }
+}

@@ -1150,7 +1150,7 @@ impl Cluster {
         let removed = member.state.state().nodes.get(&member.id).is_some_and(|n| n.removed);
         // Not before the meta range's membership left it out: a leader
         // removing itself finishes that change first.
-        if !removed {
+        if !removed && !self.removed_while_away(member).await {
             return false;
         }
         if member.meta.stopped().is_none() {
@@ -1206,6 +1206,32 @@ impl Cluster {
         }
         tracing::warn!(node = member.id, "every Raft group of this removed node has stopped");
         true
+    }
+
+    /// Whether this node was removed while it was down (or cut off): its
+    /// replica of the meta range, which never applied the removal, hears
+    /// from no leader (the members refuse it), and the leader the other
+    /// members follow counts it out. `false` while this replica has a
+    /// leader, or no other member answers.
+    async fn removed_while_away(&self, member: &Member) -> bool {
+        if member.meta.stopped().is_some() {
+            return true;
+        }
+        if member.meta.status().leader.is_some() {
+            return false;
+        }
+        let others: Vec<String> = member
+            .state
+            .state()
+            .live_members()
+            .filter(|(id, _)| *id != member.id)
+            .map(|(_, n)| n.addr.clone())
+            .collect();
+        let ask = Duration::from_millis(transport::PEER_CALL_TIMEOUT_MS);
+        self.peers
+            .leader_members(META_GROUP, others, ask)
+            .await
+            .is_some_and(|members| !members.contains(&member.id))
     }
 
     /// Whether the meta range's leader (asked with `GroupMembers`) counts

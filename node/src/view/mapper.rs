@@ -272,11 +272,10 @@ const ROUND_WRITE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Source records mapped per step of a round.
 const MAP_STEP_RECORDS: usize = 256;
 
-/// Maps records on a blocking thread: a Lua call runs up to its budget, and
-/// meanwhile the view worker goes on answering status and drop requests
-/// and running other views.
-/// Maps a prefix of `records` ([`Mapper::map_many`]): all of them when
-/// `instructions_max` is `None`.
+/// Maps a prefix of `records` ([`Mapper::map_many`]; all of them when
+/// `instructions_max` is `None`) on a blocking thread: a Lua call runs up
+/// to its budget, and meanwhile the view worker goes on answering status
+/// and drop requests and running other views.
 async fn map_off_thread(
     mapper: &Arc<Mapper>,
     records: Vec<(Vec<u8>, Vec<u8>)>,
