@@ -1457,6 +1457,8 @@ impl Node {
                 gone.push(name);
             }
         }
+        let stale = self.stale_new_replicas(cluster, me, &meta.ranges, &gone);
+        gone.extend(stale);
         for name in gone {
             // A split's lower halves have ids of this node's: their groups
             // are the registry's.
@@ -1596,6 +1598,56 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// This node's replicas of replicated ranges that were made from a
+    /// chunk map behind a split (applied in a chunk's Raft log, not yet
+    /// recorded in the map) and hold nothing yet. Such a replica's chunk is
+    /// wider than the one its group holds now, so it refuses the leader's
+    /// snapshot ("missed a split") for good, and its range never gets the
+    /// upper half. Dropped, it is made again from the map, which records
+    /// the split by now. Only a replica that holds nothing qualifies: no
+    /// live record in any chunk, and in each of its groups no entry applied
+    /// and not a voter, so dropping it loses nothing a majority counted on.
+    fn stale_new_replicas(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        ranges: &std::collections::BTreeMap<String, MetaRange>,
+        skip: &[String],
+    ) -> Vec<String> {
+        let mut stale = Vec::new();
+        for (name, range) in ranges {
+            if !range.replicas.contains(&me) || range.rides_on.is_some() || skip.contains(name) {
+                continue;
+            }
+            let routes: Vec<Route> = match self.router_read().range(name) {
+                Some(r) if r.meta.id == range.id => r.chunks.values().cloned().collect(),
+                _ => continue,
+            };
+            let bounds: Vec<ChunkBounds<'_>> =
+                routes.iter().map(|r| (r.id, r.start.as_slice(), r.end.as_deref())).collect();
+            if !wider_than_recorded(&bounds, &range.chunks) {
+                continue;
+            }
+            let holds_nothing = routes.iter().all(|route| {
+                let empty = route.cell.with_chunk(|c| Ok(c.live_records() == 0)).unwrap_or(false);
+                let fresh = cluster.group(route.id).is_none_or(|g| {
+                    let status = g.status();
+                    status.last_applied_index.is_none() && !status.voters.contains_key(&me)
+                });
+                empty && fresh
+            });
+            if holds_nothing {
+                tracing::warn!(
+                    range = %name,
+                    "this node's new replica was made from a chunk map behind a split: made \
+                     again from the map"
+                );
+                stale.push(name.clone());
+            }
+        }
+        stale
     }
 
     /// Whether every Raft group of this node's replica of range `name` has
@@ -1909,6 +1961,26 @@ pub(crate) fn meta_refusal(message: String) -> NodeError {
 /// in. Every replica that seeds writes the same voters: the split's.
 const SPLIT_SEED_FILE: &str = "split-seed";
 
+/// A chunk's id, start (inclusive) and end (exclusive; `None`: the end of
+/// the range).
+type ChunkBounds<'a> = (u64, &'a [u8], Option<&'a [u8]>);
+
+/// Whether a chunk of a replica (id, start, end) ends after the chunk
+/// map's record of the same chunk: a split the map records that the
+/// replica never applied.
+fn wider_than_recorded(replica: &[ChunkBounds<'_>], recorded: &[MetaChunk]) -> bool {
+    replica.iter().any(|&(id, start, end)| {
+        recorded.iter().find(|c| c.id == id).is_some_and(|c| {
+            c.start == start
+                && match (c.end.as_deref(), end) {
+                    (Some(recorded_end), Some(end)) => recorded_end < end,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
+        })
+    })
+}
+
 /// The directory of this node's files of Raft group `id`: its log, its
 /// state machine's marker, snapshot copies coming in.
 fn group_dir(data_dir: &std::path::Path, id: u64) -> std::path::PathBuf {
@@ -2065,5 +2137,19 @@ mod tests {
         bytes[0] ^= 1;
         std::fs::write(&file, bytes).expect("damaged");
         assert!(read_split_seed(&group).is_err());
+    }
+
+    /// A replica made from a chunk map that was behind a split is wider
+    /// than the map's record once the map has the split; one the map is
+    /// behind (the split applied, not yet recorded) is not.
+    #[test]
+    fn a_replica_wider_than_the_maps_record_is_found() {
+        let recorded = [chunk(5, "", Some("m"), 2), chunk(9, "m", None, 1)];
+        assert!(wider_than_recorded(&[(5, b"", None)], &recorded));
+        assert!(wider_than_recorded(&[(5, b"", Some(b"t"))], &recorded));
+        assert!(!wider_than_recorded(&[(5, b"", Some(b"m")), (9, b"m", None)], &recorded));
+        // The map behind the replica: narrower here, never wider.
+        let behind = [chunk(5, "", None, 1)];
+        assert!(!wider_than_recorded(&[(5, b"", Some(b"m")), (9, b"m", None)], &behind));
     }
 }
