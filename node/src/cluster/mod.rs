@@ -1220,6 +1220,12 @@ impl Cluster {
         if member.meta.status().leader.is_some() {
             return false;
         }
+        self.meta_leader_members(member).await.is_some_and(|m| !m.contains(&member.id))
+    }
+
+    /// The meta range's members as its leader counts them, asked of every
+    /// other live member at once; `None` when no leader answered.
+    async fn meta_leader_members(&self, member: &Member) -> Option<Vec<NodeId>> {
         let others: Vec<String> = member
             .state
             .state()
@@ -1228,25 +1234,14 @@ impl Cluster {
             .map(|(_, n)| n.addr.clone())
             .collect();
         let ask = Duration::from_millis(transport::PEER_CALL_TIMEOUT_MS);
-        self.peers
-            .leader_members(META_GROUP, others, ask)
-            .await
-            .is_some_and(|members| !members.contains(&member.id))
+        self.peers.leader_members(META_GROUP, others, ask).await
     }
 
     /// Whether the meta range's leader (asked with `GroupMembers`) counts
     /// this node out of the meta range's group: a removed follower may
     /// never hear of the configuration that left it out.
     async fn left_meta_group(&self, member: &Member) -> bool {
-        let others: Vec<String> = member
-            .state
-            .state()
-            .live_members()
-            .filter(|(id, _)| *id != member.id)
-            .map(|(_, n)| n.addr.clone())
-            .collect();
-        let ask = Duration::from_millis(transport::PEER_CALL_TIMEOUT_MS);
-        match self.peers.leader_members(META_GROUP, others, ask).await {
+        match self.meta_leader_members(member).await {
             Some(members) => !members.contains(&member.id),
             None => {
                 tracing::info!(
