@@ -14,6 +14,7 @@
 //! Lock order: `state`, then `commits`; neither is ever held across an
 //! fsync or an await.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -26,7 +27,7 @@ use crate::chunk_host::ChunkHost;
 use crate::error::{NodeError, NodeResult};
 use crate::group_commit::Syncer;
 use crate::storage::chunk::{BatchOp, Chunk, ChunkError};
-use crate::storage::chunk_log::{LogError, SyncJob};
+use crate::storage::chunk_log::{exchange_dirs, sync_dir, LogError, SyncJob};
 
 /// The change journal is trimmed once it holds this many entries.
 const JOURNAL_TRIM_AT_ENTRIES: usize = 4096;
@@ -139,6 +140,14 @@ struct AfterCommit {
     range_id: u64,
     journal_len: usize,
     needs_maintenance: bool,
+}
+
+/// Why [`ChunkCell::adopt`] did not adopt a chunk.
+pub enum Adopt {
+    /// Nothing changed: the chunk offered, and why.
+    Refused(Box<Chunk>, String),
+    /// Adopted, but the directories' exchange was not made durable.
+    Failed(String),
 }
 
 pub struct ChunkCell {
@@ -322,6 +331,58 @@ impl ChunkCell {
             tracing::info!(chunk = self.id, "replicated chunk opened again from its files");
         }
         Ok(())
+    }
+
+    /// Replaces the cell's chunk with `chunk`, a copy of another replica's
+    /// log opened by [`Chunk::open_placed`] in the directory `placed`, if
+    /// the cell's chunk is [`Chunk::replaceable`] and has no batch waiting
+    /// for the group commit. The two directories are exchanged in one
+    /// atomic rename ([`exchange_dirs`]; a crash leaves one chunk or the
+    /// other whole in the chunk's directory), so `placed` holds the old
+    /// chunk's files afterwards, for the caller to remove. The chunk reads
+    /// as applied at a new seq of the node's clock (which first passes
+    /// the copied entries' seqs), like a batch writing it whole.
+    ///
+    /// Errors: [`Adopt::Refused`] (the cell's chunk is not replaceable, or
+    /// the directories cannot be exchanged) with `chunk` back, nothing
+    /// changed; [`Adopt::Failed`]: exchanged and in charge, but the
+    /// exchange may not survive a crash.
+    pub fn adopt(
+        &self,
+        host: &dyn ChunkHost,
+        mut chunk: Chunk,
+        placed: &Path,
+    ) -> Result<(), Adopt> {
+        let mut state = self.write();
+        let dir = match &*state {
+            CellState::Open(old) if !old.replaceable() => {
+                let why = "it holds records, a view follows it, or it is being rewritten";
+                return Err(Adopt::Refused(Box::new(chunk), why.into()));
+            }
+            CellState::Open(old) => old.dir().to_owned(),
+            _ => return Err(Adopt::Refused(Box::new(chunk), "the chunk is closed".into())),
+        };
+        if !self.commits().pending.is_empty() {
+            let why = "writes to it wait for the group commit";
+            return Err(Adopt::Refused(Box::new(chunk), why.into()));
+        }
+        if let Err(e) = exchange_dirs(placed, &dir) {
+            return Err(Adopt::Refused(
+                Box::new(chunk),
+                format!("exchanging the directories: {e}"),
+            ));
+        }
+        // From here the new chunk is in charge on disk, so it is in memory
+        // too, whatever fails next.
+        let synced = [&dir, placed].iter().filter_map(|d| d.parent()).try_for_each(sync_dir);
+        let clock = host.clock();
+        clock.observe(chunk.last_seq());
+        let seq = clock.allocate();
+        chunk.settle_adopted(&dir, seq);
+        *state = CellState::Open(chunk);
+        drop(state);
+        clock.resolve([seq]);
+        synced.map_err(|e| Adopt::Failed(format!("syncing the exchanged directories: {e}")))
     }
 
     pub fn poison(&self, reason: String) {

@@ -38,17 +38,16 @@ use std::sync::{Arc, Mutex, Weak};
 use monotable_proto::{CommitToken, ErrorCode, ErrorInfo, RangeOptions, Record, WriteOp};
 use serde::{Deserialize, Serialize};
 
-use crate::segments::FoldedRows;
 use crate::storage::chunk::BatchOp;
 
-use crate::chunk_cell::{Applied, CellState, ChunkCell};
+use crate::chunk_cell::{Adopt, Applied, CellState, ChunkCell};
 use crate::chunk_host::ChunkHost;
 use crate::consensus::futures_lite::BoxedFuture;
 use crate::consensus::replica_store::Replica;
 use crate::consensus::LogPosition;
 use crate::error::NodeError;
-use crate::replica_snapshot::{self, ChunkSnapshot, Incoming, SnapshotCopies};
-use crate::storage::chunk::ReadAt;
+use crate::replica_snapshot::{self, ChunkSnapshot, Incoming, SnapshotCopies, StagedChunk};
+use crate::storage::chunk::{Chunk, ReadAt};
 use crate::write_batch::WriteBatcher;
 use std::path::PathBuf;
 
@@ -525,18 +524,38 @@ impl ChunkReplica {
             Ok((parsed, host, cell, riders, self.incoming()?.clone()))
         })();
         let group = self.group;
+        // A chunk with nothing to keep (a new replica's) takes the copied
+        // log itself as its own, in the group's directory until adopted.
+        let adopt_dir = self.adopt_dir();
         Box::pin(async move {
             let (parsed, host, cell, riders, incoming) = prepared?;
-            let (records, rider_records) = incoming.records(&parsed, &snapshot).await?;
+            let replaceable = cell.with_chunk(|c| Ok(c.replaceable())).unwrap_or(false);
+            let place_in = adopt_dir.filter(|_| replaceable);
+            let staged = incoming.stage(&parsed, &snapshot, place_in.clone()).await?;
             // A whole chunk's records take a while to apply: off the
             // runtime's workers, which go on answering heartbeats.
             tokio::task::spawn_blocking(move || {
-                let mut applied: Vec<Applied> =
-                    restore_cell(&cell, host.as_ref(), &records)?.into_iter().collect();
+                let mut applied: Vec<Applied> = match &staged.chunk {
+                    StagedChunk::Folded(records) => {
+                        restore_cell(&cell, host.as_ref(), &records.iter().collect::<Vec<_>>())?
+                    }
+                    StagedChunk::Placed { first, last } => {
+                        let dir = place_in.expect("placed where asked");
+                        let adopted = adopt_cell(&cell, host.as_ref(), &dir, *first, *last);
+                        // The old chunk's files, or the copy not adopted.
+                        if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a replaced chunk's files");
+                        }
+                        adopted?
+                    }
+                }
+                .into_iter()
+                .collect();
                 if let Some(riders) = riders {
-                    for (spec, records) in rider_records {
+                    for (spec, records) in staged.riders {
                         if let Some(cell) = riders.rider_cell(group, &spec)? {
-                            applied.extend(restore_cell(&cell, host.as_ref(), &records)?);
+                            let rows = records.iter().collect::<Vec<_>>();
+                            applied.extend(restore_cell(&cell, host.as_ref(), &rows)?);
                         }
                     }
                 }
@@ -546,6 +565,65 @@ impl ChunkReplica {
             .map_err(|e| format!("chunk {group}: the install stopped: {e}"))?
         })
     }
+
+    /// Where a snapshot's copied log is placed to be adopted
+    /// ([`adopt_cell`]): beside the group's snapshot staging directory.
+    fn adopt_dir(&self) -> Option<PathBuf> {
+        let incoming = self.incoming.as_ref()?;
+        Some(incoming.staging_dir().with_extension("adopt"))
+    }
+}
+
+/// Makes `cell` the chunk whose log segments `first..=last` were placed
+/// in `placed` ([`Incoming::stage`]): opens them as a chunk and adopts
+/// it ([`ChunkCell::adopt`]), which leaves the old chunk's files in
+/// `placed`. When the cell's chunk cannot be replaced after all (a write
+/// came meanwhile), or the copy holds keys outside the chunk, its records
+/// within the chunk are written instead, as a folded copy's are
+/// ([`restore_cell`]).
+///
+/// Errors: the placed log cannot be opened, or its adoption was not made
+/// durable, or the records could not be written.
+fn adopt_cell(
+    cell: &Arc<ChunkCell>,
+    host: &dyn ChunkHost,
+    placed: &std::path::Path,
+    first: u32,
+    last: u32,
+) -> Result<Option<Applied>, String> {
+    let failed = |e: String| format!("chunk {}: adopting its copied log: {e}", cell.id);
+    let descriptor = cell.with_chunk(|c| Ok(c.descriptor())).map_err(|e| failed(e.to_string()))?;
+    let segment = host.segment_size_for(descriptor.options.chunk_size_max_bytes);
+    let (chunk, _) = Chunk::open_placed(&descriptor, placed, first, last, segment)
+        .map_err(|e| failed(e.to_string()))?;
+    let (chunk, why) = match chunk.keys_within_bounds() {
+        true => match cell.adopt(host, chunk, placed) {
+            Ok(()) => {
+                tracing::debug!(
+                    chunk = cell.id,
+                    first,
+                    last,
+                    "adopted the copied log as the chunk's own"
+                );
+                return Ok(None);
+            }
+            Err(Adopt::Failed(e)) => return Err(failed(e)),
+            Err(Adopt::Refused(chunk, why)) => (chunk, why),
+        },
+        false => (Box::new(chunk), "it holds keys outside the chunk".to_string()),
+    };
+    tracing::info!(chunk = cell.id, %why, "copied log not adopted; its records are written instead");
+    let meta = &descriptor.chunk;
+    let bounds = (
+        Bound::Included(meta.start.as_slice()),
+        meta.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    let records = chunk
+        .scan(bounds, ReadAt::Applied, false, usize::MAX, usize::MAX)
+        .map_err(|e| failed(e.to_string()))?
+        .records;
+    let rows: Vec<(&[u8], &[u8])> = records.iter().map(|r| (&r.key[..], &r.value[..])).collect();
+    restore_cell(cell, host, &rows)
 }
 
 /// Makes durable what `cell` handed to the kernel: the group commit writes
@@ -591,17 +669,18 @@ impl BatchOp for RestoreOp<'_> {
     }
 }
 
-/// Makes `cell` hold exactly `rows`: one batch deleting the records it
-/// has beyond them and putting them; `None` when nothing was to change.
+/// Makes `cell` hold exactly `rows` (in key order): one batch deleting
+/// the records it has beyond them and putting them; `None` when nothing
+/// was to change.
 fn restore_cell(
     cell: &Arc<ChunkCell>,
     host: &dyn ChunkHost,
-    rows: &FoldedRows,
+    rows: &[(&[u8], &[u8])],
 ) -> Result<Option<Applied>, String> {
     let applied = applied_records(cell)?;
     let mut ops: Vec<RestoreOp<'_>> = Vec::with_capacity(rows.len());
     // Both in key order: a walk of the two finds the keys to delete.
-    let mut kept = rows.iter().map(|(k, _)| k).peekable();
+    let mut kept = rows.iter().map(|(k, _)| *k).peekable();
     for r in &applied {
         while kept.next_if(|k| *k < r.key.as_ref()).is_some() {}
         if kept.peek() != Some(&r.key.as_ref()) {
@@ -804,6 +883,92 @@ mod tests {
         assert_eq!(keys(&b.cell()), keys(&a.cell()));
         let other_rider = other_host.riders.lock().expect("riders")[&11].1.clone();
         assert_eq!(keys(&other_rider), keys(&rider_cell));
+    }
+
+    /// Ids and lengths of a chunk's log segments.
+    fn log_shape(cell: &ChunkCell) -> Vec<(u32, u64)> {
+        cell.with_chunk(|c| Ok(c.segment_images().iter().map(|i| (i.id, i.len)).collect()))
+            .expect("open")
+    }
+
+    /// A log over several segments with overwrites and deletes, handed to
+    /// the kernel (the snapshot's copy waits for written bytes).
+    fn churned(host: &Host, a: &ChunkReplica) {
+        let mut index = 0;
+        for round in 0..4 {
+            let value = |i| format!("v{round}-{i}-{}", "x".repeat(60));
+            let ops = (0..40).map(|i| put(&format!("k{i:03}"), &value(i))).collect();
+            index += 1;
+            a.apply(at(index), &command(ChunkCommand::Write { ops })).expect("applied");
+            let gone = (0..40)
+                .step_by(7)
+                .map(|i| WriteOp::Delete { key: format!("k{:03}", i + round).into_bytes().into() });
+            index += 1;
+            a.apply(at(index), &command(ChunkCommand::Write { ops: gone.collect() }))
+                .expect("applied");
+            // Written out by round: the log rotates between rounds.
+            let round = a.cell().begin_round(false);
+            a.cell().end_round(host, round, None);
+        }
+    }
+
+    /// A new replica (its chunk holds nothing) takes the snapshot's copied
+    /// log as its chunk's own instead of writing its records again: the
+    /// same segments, the same records, a clock past the copied seqs, and
+    /// the same records again from its files.
+    #[test]
+    fn a_new_replica_adopts_the_copied_log() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (host, a) = replica(&dir.path().join("a"));
+        churned(&host, &a);
+        assert!(log_shape(&a.cell()).len() > 2, "several segments: {:?}", log_shape(&a.cell()));
+        let snapshot = a.snapshot().expect("snapshot");
+        let (other_host, b) = replica(&dir.path().join("b"));
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let applied = runtime.block_on(b.install(snapshot)).expect("installed");
+        assert!(applied.is_empty(), "adopted, not written again");
+        assert_eq!(keys(&b.cell()), keys(&a.cell()));
+        assert_eq!(log_shape(&b.cell()), log_shape(&a.cell()), "a's segments, as they were");
+        let last = a.cell().with_chunk(|c| Ok(c.last_seq())).expect("open");
+        assert!(other_host.clock.last_allocated() > last, "b's clock passed a's seqs");
+        assert!(!b.adopt_dir().expect("snapshots").exists(), "the replaced chunk's files went");
+        // Writes go on above the adopted seqs, and the chunk reopens whole.
+        let more = ChunkCommand::Write { ops: vec![put("k001", "after"), put("new", "1")] };
+        let token = decode_reply(&b.apply(at(99), &command(more)).expect("applied")).expect("ok");
+        assert!(token.seq > last);
+        let round = b.cell().begin_round(true);
+        b.cell().end_round(other_host.as_ref(), round, None);
+        let before = keys(&b.cell());
+        let (descriptor, cell_dir) =
+            b.cell().with_chunk(|c| Ok((c.descriptor(), c.dir().to_owned()))).expect("open");
+        let (reopened, _) = Chunk::open(&descriptor, &cell_dir, 4096).expect("reopened");
+        let cell = ChunkCell::new(1, CellState::Open(reopened), 1 << 20);
+        assert_eq!(keys(&cell), before);
+    }
+
+    /// A placed copy that the chunk cannot take whole (it holds a record
+    /// by then) is written as records instead, and the records the chunk
+    /// held beyond it go, as for a folded copy.
+    #[test]
+    fn a_placed_copy_the_chunk_cannot_take_is_written_as_records() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (host, a) = replica(&dir.path().join("a"));
+        churned(&host, &a);
+        let (b_host, b) = replica(&dir.path().join("b"));
+        let write = ChunkCommand::Write { ops: vec![put("zz", "mine")] };
+        b.apply(at(1), &command(write)).expect("applied");
+        let placed = dir.path().join("placed");
+        std::fs::create_dir_all(&placed).expect("dir");
+        let shape = log_shape(&a.cell());
+        let a_dir = a.cell().with_chunk(|c| Ok(c.dir().to_owned())).expect("open");
+        for (id, _) in &shape {
+            let name = crate::storage::chunk_log::segment_file_name(*id);
+            std::fs::copy(a_dir.join(&name), placed.join(&name)).expect("copied");
+        }
+        let (first, last) = (shape[0].0, shape[shape.len() - 1].0);
+        let applied = adopt_cell(&b.cell(), b_host.as_ref(), &placed, first, last).expect("ok");
+        assert!(applied.is_some(), "written as a batch");
+        assert_eq!(keys(&b.cell()), keys(&a.cell()));
     }
 
     #[test]

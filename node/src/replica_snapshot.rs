@@ -20,7 +20,7 @@
 //! from where it was).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -127,7 +127,7 @@ pub struct Incoming {
     /// The copy of the latest snapshot sent. A std mutex, never held
     /// across an await.
     fetch: Mutex<Option<Fetch>>,
-    /// A snapshot is being installed from its copy ([`Incoming::records`]):
+    /// A snapshot is being installed from its copy ([`Incoming::stage`]):
     /// a newer one sent meanwhile waits, and does not replace that copy.
     installing: std::sync::atomic::AtomicBool,
 }
@@ -146,6 +146,11 @@ impl Incoming {
 
     pub fn copies(&self) -> &Arc<SnapshotCopies> {
         &self.copies
+    }
+
+    /// The directory its copies are staged in.
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging_dir
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Fetch>> {
@@ -239,10 +244,17 @@ impl Incoming {
         }
     }
 
-    /// Copies `snapshot` (or waits for its copy under way) and folds it:
-    /// the records of the chunk within its bounds, and of each rider. The
-    /// staged copies are dropped afterwards.
-    pub async fn records(&self, snapshot: &ChunkSnapshot, bytes: &[u8]) -> Result<Folded, String> {
+    /// Copies `snapshot` (or waits for its copy under way) and stages it
+    /// for its install: the chunk's log segments placed in `place_in`
+    /// when given and they form a log ([`Staging::place`]), else the
+    /// records of the chunk within its bounds; and the records of each
+    /// rider. The staged copies are dropped afterwards.
+    pub async fn stage(
+        &self,
+        snapshot: &ChunkSnapshot,
+        bytes: &[u8],
+        place_in: Option<PathBuf>,
+    ) -> Result<Installable, String> {
         use std::sync::atomic::Ordering;
         /// Clears [`Incoming::installing`] however the install ends.
         struct Installing<'a>(&'a std::sync::atomic::AtomicBool);
@@ -280,9 +292,9 @@ impl Incoming {
                 return Err("the snapshot's copy is gone".into());
             };
             // Folding reads every staged byte: off the runtime's workers.
-            let snapshot = snapshot.clone();
+            let (snapshot, place_in) = (snapshot.clone(), place_in.clone());
             let (staged, folded) = tokio::task::spawn_blocking(move || {
-                let folded = fold(&mut staged, &snapshot);
+                let folded = stage(&mut staged, &snapshot, place_in.as_deref());
                 // Folded: the staged copies are of no more use.
                 (folded.is_err().then_some(staged), folded)
             })
@@ -300,14 +312,48 @@ impl Incoming {
 
 type Receiver = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
-/// A snapshot folded: the records of its chunk, and of each rider.
-pub type Folded = (FoldedRows, Vec<(RiderSpec, FoldedRows)>);
+/// A snapshot's chunk, staged for its install.
+pub enum StagedChunk {
+    /// The chunk's records within its bounds.
+    Folded(FoldedRows),
+    /// The chunk's log segments `first..=last`, placed in the directory
+    /// [`Incoming::stage`] was given.
+    Placed { first: u32, last: u32 },
+}
 
-/// The records of a snapshot's chunk within its bounds, and of each rider,
-/// from their staged copies.
-fn fold(staged: &mut Staging, snapshot: &ChunkSnapshot) -> Result<Folded, String> {
-    let (start, end) = &snapshot.bounds;
-    let records = staged.fold(&snapshot.chunk, start, end.as_deref()).map_err(|e| e.to_string())?;
+/// A snapshot ready to install: its chunk, and the records of each rider.
+pub struct Installable {
+    pub chunk: StagedChunk,
+    pub riders: Vec<(RiderSpec, FoldedRows)>,
+}
+
+/// Stages a snapshot from its copies: see [`Incoming::stage`].
+fn stage(
+    staged: &mut Staging,
+    snapshot: &ChunkSnapshot,
+    place_in: Option<&Path>,
+) -> Result<Installable, String> {
+    let placed = match place_in {
+        Some(dir) => {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("emptying {}: {e}", dir.display())),
+            }
+            std::fs::create_dir_all(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+            staged.place(&snapshot.chunk, dir).map_err(|e| e.to_string())?
+        }
+        None => None,
+    };
+    let chunk = match placed {
+        Some((first, last)) => StagedChunk::Placed { first, last },
+        None => {
+            let (start, end) = &snapshot.bounds;
+            let records =
+                staged.fold(&snapshot.chunk, start, end.as_deref()).map_err(|e| e.to_string())?;
+            StagedChunk::Folded(records)
+        }
+    };
     let riders = snapshot
         .riders
         .iter()
@@ -315,7 +361,7 @@ fn fold(staged: &mut Staging, snapshot: &ChunkSnapshot) -> Result<Folded, String
             staged.fold(regions, b"", None).map(|r| (spec.clone(), r)).map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
-    Ok((records, riders))
+    Ok(Installable { chunk, riders })
 }
 
 impl Drop for Incoming {
@@ -370,12 +416,13 @@ mod tests {
         let incoming = Arc::new(Incoming::new(9, copies, dir.path().join("incoming")));
         let install = {
             let (incoming, older) = (incoming.clone(), older.clone());
-            tokio::spawn(async move { incoming.records(&older, &older.encode()).await })
+            tokio::spawn(async move { incoming.stage(&older, &older.encode(), None).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let prepared = incoming.prepare(&newer.encode(), Duration::from_millis(10)).await;
         assert!(matches!(prepared, Prepared::Copying { .. }), "{prepared:?}");
-        let (records, _) = install.await.expect("the install ran").expect("installed");
+        let staged = install.await.expect("the install ran").expect("installed");
+        let StagedChunk::Folded(records) = staged.chunk else { panic!("folded, as asked") };
         let got: BTreeMap<Vec<u8>, Vec<u8>> =
             records.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
         assert_eq!(got, oracle, "the older snapshot's records, whole");

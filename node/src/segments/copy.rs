@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ReadError, RegionRef, SegmentReader, SEGMENT_READ_MAX_BYTES};
-use crate::storage::chunk_log::{check_header, SEGMENT_HEADER_BYTES};
+use crate::storage::chunk_log::{check_header, segment_file_name, sync_dir, SEGMENT_HEADER_BYTES};
 use crate::storage::entry::{decode_entry, EntryError};
 
 /// Reads of one region in flight at once.
@@ -195,6 +195,52 @@ impl Staging {
             copy_region(reader, region, staged, progress).await?;
         }
         Ok(())
+    }
+
+    /// Moves the staged copies of `regions` (copied in full by
+    /// [`Staging::copy`], a log's consecutive segments, lowest id first)
+    /// into the directory `dir` under their segment file names, each cut
+    /// to its region's length and synced (the directory too); returns the
+    /// first and last segment ids. `None`, with nothing moved, when they
+    /// cannot make a log (not consecutive, not staged in full, shorter
+    /// than a segment header): the caller folds them instead.
+    ///
+    /// Errors: a move or sync failed part way (the regions moved are no
+    /// longer staged; a later copy reads them again).
+    pub fn place(
+        &mut self,
+        regions: &[RegionRef],
+        dir: &Path,
+    ) -> Result<Option<(u32, u32)>, CopyError> {
+        let (Some(first), Some(last)) = (regions.first(), regions.last()) else {
+            return Ok(None);
+        };
+        let loggable = regions.windows(2).all(|w| w[1].segment == w[0].segment.wrapping_add(1))
+            && regions.iter().all(|r| {
+                r.len >= SEGMENT_HEADER_BYTES
+                    && self
+                        .copies
+                        .get(&(r.incarnation, r.region))
+                        .is_some_and(|s| s.verified >= r.len)
+            });
+        if !loggable {
+            return Ok(None);
+        }
+        let failed = |path: &Path| {
+            let path = path.to_owned();
+            move |e: std::io::Error| CopyError::Staging { path, reason: e.to_string() }
+        };
+        for r in regions {
+            let staged = self.copies.remove(&(r.incarnation, r.region)).expect("checked above");
+            let to = dir.join(segment_file_name(r.segment));
+            if staged.verified > r.len {
+                staged.file.set_len(r.len).map_err(failed(&staged.path))?;
+            }
+            staged.file.sync_data().map_err(failed(&staged.path))?;
+            std::fs::rename(&staged.path, &to).map_err(failed(&to))?;
+        }
+        sync_dir(dir).map_err(failed(dir))?;
+        Ok(Some((first.segment, last.segment)))
     }
 
     /// The records `regions` hold (copied in full by [`Staging::copy`],

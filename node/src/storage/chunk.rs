@@ -425,6 +425,64 @@ impl Chunk {
         Ok((chunk, recovery))
     }
 
+    /// Opens as the chunk `descriptor` describes the log segments
+    /// `first..=last` placed (durably, under their segment file names) in
+    /// the directory `dir`, which holds nothing else: another replica's
+    /// log of the chunk, copied and verified entry by entry
+    /// ([`crate::segments`]). Writes the directory's descriptor and
+    /// manifest, durably, and replays the segments. The entries keep the
+    /// seqs they were logged under there; see [`Chunk::settle_adopted`].
+    ///
+    /// Errors: the segments fail recovery's checks (a gap, damage); `dir`
+    /// is left for the caller to remove. Keys outside the chunk's bounds
+    /// are not checked here: see [`Chunk::keys_within_bounds`].
+    pub fn open_placed(
+        descriptor: &ChunkDescriptor,
+        dir: &Path,
+        first: u32,
+        last: u32,
+        segment_size_max_bytes: u64,
+    ) -> Result<(Self, Recovery), ChunkError> {
+        descriptor.write(dir)?;
+        super::manifest::Manifest { first, last }.write(dir)?;
+        Self::open(descriptor, dir, segment_size_max_bytes)
+    }
+
+    /// Whether every key the chunk indexes (tombstones included) lies
+    /// within its bounds: a log made elsewhere may hold others
+    /// ([`Chunk::open_placed`]).
+    pub fn keys_within_bounds(&self) -> bool {
+        self.index
+            .key_span()
+            .is_none_or(|(low, high)| self.meta.contains(low) && self.meta.contains(high))
+    }
+
+    /// Makes a chunk from [`Chunk::open_placed`] this node's, in the
+    /// directory `dir` it was renamed to, as of the node's seq `seq`: its
+    /// entries (logged under another node's seqs, all at or below `seq`:
+    /// the caller's clock observed [`Chunk::last_seq`] first) read as
+    /// applied and durable at `seq`, and no unpinned snapshot before
+    /// `seq` can be read from it.
+    ///
+    /// # Panics
+    /// When `seq` is below the chunk's last seq.
+    pub fn settle_adopted(&mut self, dir: &Path, seq: u64) {
+        assert!(seq >= self.index.last_seq(), "adopted at {seq}, below its own entries");
+        self.log.relocate(dir);
+        self.index.bump_last_seq(seq);
+        self.durable_seq = seq;
+        self.written_seq = seq;
+        self.gc_horizon = seq;
+    }
+
+    /// Whether the chunk can be replaced whole by an adopted one
+    /// ([`Chunk::open_placed`]) with nothing observable lost: it holds no
+    /// record, no view follows its changes, and no compaction or split
+    /// of it runs.
+    pub fn replaceable(&self) -> bool {
+        self.index.live_records() == 0 && self.journal.is_none() && self.job.strong_count() == 0
+    }
+
     /// What the chunk's directory says about it.
     pub fn descriptor(&self) -> ChunkDescriptor {
         ChunkDescriptor {
@@ -443,6 +501,11 @@ impl Chunk {
         renamed.write(self.log.dir())?;
         self.range_name = renamed.range_name;
         Ok(())
+    }
+
+    /// The chunk's directory.
+    pub fn dir(&self) -> &Path {
+        self.log.dir()
     }
 
     pub fn last_seq(&self) -> u64 {

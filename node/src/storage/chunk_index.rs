@@ -131,6 +131,13 @@ impl ChunkIndex {
         self.last_seq
     }
 
+    /// The lowest and the highest key indexed, tombstones included.
+    pub fn key_span(&self) -> Option<(&[u8], &[u8])> {
+        let first = self.keys.first_key_value()?.0;
+        let last = self.keys.last_key_value()?.0;
+        Some((first.as_slice(), last.as_slice()))
+    }
+
     /// Raises the last seq without adding a version: a rewritten log may
     /// have dropped the entries that carried the highest seqs.
     pub fn bump_last_seq(&mut self, seq: u64) {

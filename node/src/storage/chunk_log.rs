@@ -190,7 +190,12 @@ impl SyncJob {
 }
 
 fn segment_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:010}{SEGMENT_SUFFIX}"))
+    dir.join(segment_file_name(id))
+}
+
+/// The name of segment `id`'s file in a chunk directory.
+pub fn segment_file_name(id: u32) -> String {
+    format!("{id:010}{SEGMENT_SUFFIX}")
 }
 
 /// Segment header: magic, format, flags, id, and for a base segment the
@@ -236,6 +241,36 @@ pub fn check_header(h: &[u8], id: u32) -> Result<Option<u64>, String> {
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Exchanges the paths `a` and `b` (two directories on one file system) in
+/// one atomic rename (`renameat2` with `RENAME_EXCHANGE`, Linux 3.15+):
+/// after a crash either both are as they were or both are exchanged.
+/// Neither rename is made durable here: the caller syncs the parents.
+///
+/// Errors: the file system cannot exchange (`EINVAL`), the paths are on
+/// different file systems (`EXDEV`), either is missing; nothing changed.
+pub fn exchange_dirs(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// Creates a new chunk's directory. An existing directory is an error,
@@ -426,6 +461,15 @@ impl ChunkLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Follows the log's directory to `dir`, where it was renamed (its
+    /// files stay open; only the paths the log keeps change).
+    pub fn relocate(&mut self, dir: &Path) {
+        self.dir = dir.to_owned();
+        for (&id, segment) in &mut self.segments {
+            segment.path = segment_path(dir, id);
+        }
     }
 
     /// Every segment of the log with the length of its contents now,
