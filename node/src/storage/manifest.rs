@@ -160,11 +160,12 @@ fn is_base(bytes: &[u8], id: u32) -> bool {
 /// - Above the newest, only one header-only segment may exist: a rotation
 ///   interrupted before the manifest named it. It is removed.
 /// - Below the base: superseded segments a crash kept from being removed.
-pub(super) fn plan_segments(
+pub(super) fn plan_segments<B: AsRef<[u8]>>(
     stored: Manifest,
-    files: &BTreeMap<u32, Vec<u8>>,
+    files: &BTreeMap<u32, B>,
 ) -> Result<SegmentPlan, PlanError> {
-    let newer_base = files.iter().rev().find(|(&id, b)| id > stored.last && is_base(b, id));
+    let newer_base =
+        files.iter().rev().find(|(&id, b)| id > stored.last && is_base(b.as_ref(), id));
     let manifest = match newer_base {
         Some((&id, _)) => Manifest { first: id, last: id },
         None => stored,
@@ -185,7 +186,7 @@ pub(super) fn plan_segments(
         if id < manifest.first {
             remove.push(id);
         } else if id > manifest.last {
-            if id == manifest.last + 1 && holds_no_entries(bytes) {
+            if id == manifest.last + 1 && holds_no_entries(bytes.as_ref()) {
                 remove.push(id);
             } else {
                 return Err((
@@ -204,11 +205,13 @@ pub(super) fn plan_segments(
 /// The plan for a log written before manifests existed: the newest base
 /// segment and every segment after it, which must have no gaps. A newest
 /// segment shorter than its header is a rotation torn by a crash.
-pub(super) fn plan_legacy(files: &BTreeMap<u32, Vec<u8>>) -> Result<SegmentPlan, PlanError> {
+pub(super) fn plan_legacy<B: AsRef<[u8]>>(
+    files: &BTreeMap<u32, B>,
+) -> Result<SegmentPlan, PlanError> {
     let mut remove = Vec::new();
     let mut ids: Vec<u32> = files.keys().copied().collect();
     if let Some(&newest) = ids.last() {
-        if ids.len() > 1 && files[&newest].len() < SEGMENT_HEADER_BYTES as usize {
+        if ids.len() > 1 && files[&newest].as_ref().len() < SEGMENT_HEADER_BYTES as usize {
             remove.push(newest);
             ids.pop();
         }
@@ -217,9 +220,9 @@ pub(super) fn plan_legacy(files: &BTreeMap<u32, Vec<u8>>) -> Result<SegmentPlan,
         return Err((None, "chunk directory holds no segment".into()));
     };
     let first =
-        ids.iter().rev().copied().find(|&id| is_base(&files[&id], id)).ok_or_else(|| {
-            (Some(ids[0]), "no base segment: the first segment is missing".into())
-        })?;
+        ids.iter().rev().copied().find(|&id| is_base(files[&id].as_ref(), id)).ok_or_else(
+            || (Some(ids[0]), "no base segment: the first segment is missing".into()),
+        )?;
     for id in first..=last {
         if !files.contains_key(&id) {
             return Err((Some(id), "segment file is missing".into()));
