@@ -287,7 +287,7 @@ async fn connection(
     // Buffered so that a pipeline of small requests costs one read syscall,
     // not two per frame.
     let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
     let unsent = Arc::new(Unsent::default());
     let writer = actix_rt::spawn(write_replies(writer, rx, unsent.clone()));
     let session = Arc::new(Session::new(node.clone()));
@@ -369,6 +369,21 @@ async fn connection(
         let unsent = unsent.clone();
         let mut task = Box::pin(async move {
             let result = match (request.command, state.resp.get()) {
+                (Command::SegmentRead { cluster, incarnation, region, offset, len }, _) => {
+                    let slice = node
+                        .cluster()
+                        .and_then(|c| c.segment_slice(cluster, (incarnation, region), offset, len));
+                    match slice {
+                        Ok((file, held)) => {
+                            let head = monotable_proto::frame::segment_reply_head(request.id, held);
+                            queue(&tx, &unsent, Outgoing::File { head, file, offset, len: held });
+                            drop(permit);
+                            state.request_done();
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 (command @ Command::RespForward { .. }, Some(resp)) => {
                     crate::resp::cluster::serve_forward(resp, command).await
                 }
@@ -437,16 +452,42 @@ fn frame_limit(authenticated: bool) -> usize {
     }
 }
 
+/// A reply on its way to the connection's writer.
+enum Outgoing {
+    /// A whole frame.
+    Frame(Vec<u8>),
+    /// A segment read's reply ([`Command::SegmentRead`]): its frame's
+    /// head, then `len` bytes of `file` at `offset`, sent from the file
+    /// with `sendfile` (see [`send_file`]).
+    File { head: Vec<u8>, file: Arc<std::fs::File>, offset: u64, len: u32 },
+}
+
+impl Outgoing {
+    /// Bytes it puts on the connection.
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame) => frame.len(),
+            Outgoing::File { head, len, .. } => head.len() + *len as usize,
+        }
+    }
+}
+
+/// Queues a reply for the writer, counted as unsent until written.
+fn queue(tx: &mpsc::UnboundedSender<Outgoing>, unsent: &Unsent, out: Outgoing) {
+    unsent.bytes.fetch_add(out.len(), Ordering::AcqRel);
+    let _ = tx.send(out);
+}
+
 /// Encodes a reply and queues it for the writer. A reply too large for a
 /// frame becomes an error reply.
 fn send(
-    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    tx: &mpsc::UnboundedSender<Outgoing>,
     unsent: &Unsent,
     id: u64,
     result: Result<monotable_proto::Reply, ErrorInfo>,
 ) {
-    // Sized up front for a bulk payload (a segment read's MiB), which
-    // would otherwise be copied again at each doubling of the buffer.
+    // Sized up front for a bulk payload, which would otherwise be copied
+    // again at each doubling of the buffer.
     let payload = match &result {
         Ok(monotable_proto::Reply::Segment(bytes)) => bytes.len(),
         _ => 0,
@@ -460,18 +501,42 @@ fn send(
             return;
         }
     }
-    let len = out.len();
-    unsent.bytes.fetch_add(len, Ordering::AcqRel);
-    let _ = tx.send(out);
+    queue(tx, unsent, Outgoing::Frame(out));
 }
 
 async fn write_replies(
     mut writer: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     unsent: Arc<Unsent>,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(frame) = rx.recv().await {
+    // A reply taken while batching that does not go in the batch.
+    let mut next = None;
+    loop {
+        let out = match next.take() {
+            Some(out) => out,
+            None => match rx.recv().await {
+                Some(out) => out,
+                None => break,
+            },
+        };
+        let frame = match out {
+            Outgoing::File { head, file, offset, len } => {
+                if !write_out(&mut writer, &head, &unsent).await {
+                    return;
+                }
+                if let Err(e) = send_file(&writer, file, offset, len).await {
+                    // The frame is cut: the connection cannot go on.
+                    tracing::debug!(error = %e, "a segment read's reply was not sent whole");
+                    unsent.writer_gone.store(true, Ordering::Release);
+                    unsent.drained.notify_waiters();
+                    return;
+                }
+                unsent.wrote(len as usize);
+                continue;
+            }
+            Outgoing::Frame(frame) => frame,
+        };
         if frame.len() >= WRITE_BATCH_MAX_BYTES {
             // A bulk reply goes out as it is, not copied into the batch.
             if !write_out(&mut writer, &frame, &unsent).await {
@@ -485,7 +550,11 @@ async fn write_replies(
         tokio::task::yield_now().await;
         while buf.len() < WRITE_BATCH_MAX_BYTES {
             match rx.try_recv() {
-                Ok(frame) => buf.extend_from_slice(&frame),
+                Ok(Outgoing::Frame(frame)) => buf.extend_from_slice(&frame),
+                Ok(file) => {
+                    next = Some(file);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -508,6 +577,92 @@ async fn write_out(writer: &mut OwnedWriteHalf, bytes: &[u8], unsent: &Unsent) -
     }
     unsent.wrote(bytes.len());
     true
+}
+
+/// How long [`send_file`] waits for room in the socket's buffer before it
+/// gives the reply up (a reader that stopped reading).
+const SEND_FILE_STALL_MAX_MS: i32 = 30_000;
+
+/// Sends `len` bytes of `file` at `offset` on the connection with
+/// `sendfile(2)`: from the page cache to the socket, never through this
+/// process's memory (seed 004's point: a replica's copy should cost its
+/// source next to no CPU). It runs on a blocking thread, on a duplicate of
+/// the socket's descriptor (so a connection dropped meanwhile never
+/// leaves it writing to a reused one), waiting for room with `poll(2)`:
+/// bytes not in the page cache wait for the disk there, not on the
+/// connection's worker.
+///
+/// Errors: the file ends before `len` bytes (the region's bytes were cut
+/// back by a failed write), the socket fails or stays full for
+/// [`SEND_FILE_STALL_MAX_MS`]. The frame is then cut, and the caller must
+/// close the connection.
+async fn send_file(
+    writer: &OwnedWriteHalf,
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u32,
+) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: `dup` of a descriptor this connection owns; the duplicate is
+    // owned (and closed) by the `OwnedFd`.
+    let socket = match unsafe { libc::dup(writer.as_ref().as_raw_fd()) } {
+        -1 => return Err(io::Error::last_os_error()),
+        fd => unsafe { OwnedFd::from_raw_fd(fd) },
+    };
+    tokio::task::spawn_blocking(move || {
+        let (mut at, end) = (offset, offset + u64::from(len));
+        while at < end {
+            let mut off = at as libc::off_t;
+            let left = (end - at) as usize;
+            // SAFETY: both descriptors are open for the whole call.
+            let n = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut off, left) };
+            match n {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the segment file ends at byte {at}, before byte {end}"),
+                    ))
+                }
+                n if n > 0 => at += n as u64,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => {}
+                        io::ErrorKind::WouldBlock => {
+                            let mut room = libc::pollfd {
+                                fd: socket.as_raw_fd(),
+                                events: libc::POLLOUT,
+                                revents: 0,
+                            };
+                            // SAFETY: one valid pollfd.
+                            match unsafe { libc::poll(&mut room, 1, SEND_FILE_STALL_MAX_MS) } {
+                                0 => {
+                                    return Err(io::Error::new(
+                                        io::ErrorKind::TimedOut,
+                                        "the reader took no bytes",
+                                    ))
+                                }
+                                -1 => {
+                                    let e = io::Error::last_os_error();
+                                    if e.kind() != io::ErrorKind::Interrupted {
+                                        return Err(e);
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Starts the node's part of the cluster: after the listener is bound, since

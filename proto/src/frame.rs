@@ -52,6 +52,32 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Fram
     Ok(())
 }
 
+/// The frame of a [`crate::Reply::Segment`] answer to request `id` that
+/// carries `len` bytes, without those bytes: the sender writes exactly
+/// `len` bytes right after it (from a file, with `sendfile`, so the bytes
+/// never pass through its memory), which completes the frame. Decoded, it
+/// is the frame [`encode_frame`] makes of that reply (its payload marked
+/// as MessagePack `bin 32` whatever its length).
+///
+/// # Panics
+/// Never for a `len` within [`FRAME_SIZE_MAX_BYTES`] less a few bytes:
+/// the reply's encoding is fixed.
+pub fn segment_reply_head(id: u64, len: u32) -> Vec<u8> {
+    use crate::message::{Reply, Response};
+    let empty = Response { id, result: Ok(Reply::Segment(Default::default())) };
+    let mut out = Vec::with_capacity(32);
+    encode_frame(&empty, &mut out).expect("an empty reply fits a frame");
+    // An empty payload is encoded last, as `bin 8` of length 0.
+    assert_eq!(out[out.len() - 2..], [0xc4, 0x00], "a segment reply ends with its payload");
+    out.truncate(out.len() - 2);
+    out.push(0xc6);
+    out.extend_from_slice(&len.to_be_bytes());
+    let payload = (out.len() - FRAME_HEADER_BYTES) as u64 + u64::from(len);
+    let payload = u32::try_from(payload).expect("a segment read is far below 4 GiB");
+    out[..FRAME_HEADER_BYTES].copy_from_slice(&payload.to_be_bytes());
+    out
+}
+
 /// Decodes one frame's payload.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(payload).map_err(|e| FrameError::Decode(e.to_string()))
@@ -157,6 +183,29 @@ pub fn check_handshake(hello: &[u8; 8]) -> Result<(), ErrorInfo> {
 mod tests {
     use super::*;
     use crate::message::{Command, Request};
+
+    /// A segment reply's head followed by its bytes reads back as the
+    /// reply, at every width MessagePack would pick for the length.
+    #[tokio::test]
+    async fn a_segment_reply_head_and_its_bytes_make_the_reply() {
+        use crate::message::{Reply, Response};
+        for len in [0usize, 1, 255, 256, 65_535, 65_536, 1 << 20] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let id = u64::MAX - len as u64;
+            let mut frame = segment_reply_head(id, len as u32);
+            frame.extend_from_slice(&bytes);
+            let mut reader = &frame[..];
+            let mut buf = Vec::new();
+            assert!(read_frame(&mut reader, &mut buf).await.expect("one whole frame"));
+            assert!(reader.is_empty(), "the length covers the bytes, no more");
+            let back: Response = decode_payload(&buf).expect("decodes");
+            assert_eq!(back.id, id);
+            match back.result {
+                Ok(Reply::Segment(got)) => assert_eq!(got.into_vec(), bytes, "len {len}"),
+                other => panic!("not a segment: {other:?}"),
+            }
+        }
+    }
 
     #[tokio::test]
     async fn frame_round_trip() {

@@ -906,6 +906,23 @@ impl Cluster {
         read.map_err(read_refusal)
     }
 
+    /// Serves `SegmentRead` from the file: what [`Cluster::read_segment`]
+    /// would read, left in the region's file ([`Regions::slice`]) for the
+    /// connection to send with `sendfile`, so the bytes never pass
+    /// through this node's memory.
+    ///
+    /// Errors: as [`Cluster::read_segment`]'s.
+    pub fn segment_slice(
+        &self,
+        cluster: u64,
+        (incarnation, region): (u64, u64),
+        offset: u64,
+        len: u32,
+    ) -> NodeResult<(Arc<std::fs::File>, u32)> {
+        let regions = &self.member_of(cluster, "a segment read")?.copies.regions;
+        regions.slice(incarnation, region, offset, len).map_err(read_refusal)
+    }
+
     /// This node's membership, for a node-to-node request (`what`) of
     /// cluster `cluster`.
     ///

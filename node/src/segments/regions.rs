@@ -146,21 +146,7 @@ impl Regions {
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, ReadError> {
-        let gone = ReadError::Gone { owner: self.owner, region };
-        if incarnation != self.incarnation {
-            return Err(gone);
-        }
-        let file = {
-            let mut inner = self.lock();
-            sweep(&mut inner, Instant::now(), self.lease);
-            let r = inner.by_id.get_mut(&region).ok_or(gone)?;
-            let end = offset.checked_add(u64::from(len));
-            if len == 0 || len > SEGMENT_READ_MAX_BYTES || end.is_none_or(|end| end > r.len) {
-                return Err(ReadError::OutOfBounds { region, offset, len, region_len: r.len });
-            }
-            r.used = Instant::now();
-            r.file.clone()
-        };
+        let file = self.checked(incarnation, region, offset, len)?;
         let mut buf = vec![0u8; len as usize];
         let mut got = 0;
         while got < buf.len() {
@@ -175,6 +161,53 @@ impl Regions {
         }
         buf.truncate(got);
         Ok(buf)
+    }
+
+    /// What [`Regions::read`] would read, left in the file for the caller
+    /// to send from it (`sendfile`): the region's file and how many of the
+    /// `len` bytes at `offset` it holds now (fewer than `len`, or none,
+    /// while the group commit has not written them out). Renews the
+    /// region's lease, which keeps the file open; the bytes it holds never
+    /// change (see [`SegmentImage`]).
+    ///
+    /// Errors: as [`Regions::read`]'s.
+    pub fn slice(
+        &self,
+        incarnation: u64,
+        region: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<(Arc<File>, u32), ReadError> {
+        let file = self.checked(incarnation, region, offset, len)?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| ReadError::Failed { owner: self.owner, reason: e.to_string() })?
+            .len();
+        let held = file_len.saturating_sub(offset).min(u64::from(len)) as u32;
+        Ok((file, held))
+    }
+
+    /// The file of a read within bounds, with the region's lease renewed.
+    fn checked(
+        &self,
+        incarnation: u64,
+        region: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<Arc<File>, ReadError> {
+        let gone = ReadError::Gone { owner: self.owner, region };
+        if incarnation != self.incarnation {
+            return Err(gone);
+        }
+        let mut inner = self.lock();
+        sweep(&mut inner, Instant::now(), self.lease);
+        let r = inner.by_id.get_mut(&region).ok_or(gone)?;
+        let end = offset.checked_add(u64::from(len));
+        if len == 0 || len > SEGMENT_READ_MAX_BYTES || end.is_none_or(|end| end > r.len) {
+            return Err(ReadError::OutOfBounds { region, offset, len, region_len: r.len });
+        }
+        r.used = Instant::now();
+        Ok(r.file.clone())
     }
 
     /// The file of region `region` and its length, with its lease renewed:
