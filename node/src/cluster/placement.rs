@@ -30,7 +30,7 @@
 //! its files (at most once per [`REVIVE_INTERVAL_MS`] per replica), which
 //! recovers the log and applies again what came after the last snapshot.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,8 +55,9 @@ pub enum Step {
     /// Finish the joint configuration a change left: change to these
     /// voters.
     Finish(BTreeSet<NodeId>),
-    /// Add this node (learner, caught up, then voter).
-    Add(NodeId),
+    /// Add these nodes (learners catching up side by side, then voters
+    /// in one change).
+    Add(BTreeSet<NodeId>),
     /// Remove this voter or learner.
     Remove(NodeId),
 }
@@ -64,7 +65,7 @@ pub enum Step {
 /// The next membership change that brings `voters` (and `learners`) to
 /// `wanted`, or `None` when they match: a half-done change (`joint_target`,
 /// with `voters` holding both configurations) is finished first; then
-/// additions (lowest id first), then removals, one at a time. A learner not
+/// every addition at once, then removals, one at a time. A learner not
 /// wanted is removed too; a wanted learner is made a voter by
 /// [`Step::Add`].
 pub fn next_step(
@@ -76,8 +77,9 @@ pub fn next_step(
     if let Some(target) = joint_target {
         return Some(Step::Finish(target.clone()));
     }
-    if let Some(id) = wanted.difference(voters).next() {
-        return Some(Step::Add(*id));
+    let missing: BTreeSet<NodeId> = wanted.difference(voters).copied().collect();
+    if !missing.is_empty() {
+        return Some(Step::Add(missing));
     }
     voters.union(learners).find(|id| !wanted.contains(id)).map(|id| Step::Remove(*id))
 }
@@ -186,11 +188,16 @@ impl Cluster {
             let learners: BTreeSet<NodeId> = status.learners.keys().copied().collect();
             let joint = status.joint_target.as_ref();
             let Some(step) = next_step(&voters, &learners, joint, &wanted) else { continue };
-            let addr = match &step {
-                Step::Add(id) => {
-                    match self.with_meta(|m| m.nodes.get(id).map(|n| n.addr.clone())) {
-                        Some(Some(addr)) => Some(addr),
-                        _ => {
+            let addrs = match &step {
+                Step::Add(ids) => {
+                    let addrs = self.with_meta(|m| {
+                        ids.iter()
+                            .map(|id| Some((*id, m.nodes.get(id)?.addr.clone())))
+                            .collect::<Option<BTreeMap<NodeId, String>>>()
+                    });
+                    match addrs.flatten() {
+                        Some(addrs) => Some(addrs),
+                        None => {
                             tracing::warn!(chunk, ?step, "node is not in the meta range");
                             continue;
                         }
@@ -206,12 +213,20 @@ impl Cluster {
             };
             tokio::spawn(async move {
                 let _slot = slot;
-                let done = match (&step, addr) {
-                    (Step::Add(id), Some(addr)) => {
-                        // The new replica copies the chunk's segments and
-                        // replays only the log after them.
+                let done = match (&step, addrs) {
+                    (Step::Add(_), Some(addrs)) => {
+                        // The new replicas copy the chunk's segments and
+                        // replay only the log after them.
                         match group.snapshot_and_purge().await {
-                            Ok(()) => group.add_voter(*id, addr).await,
+                            Ok(()) => group.add_voters(&addrs).await.map(|added| {
+                                if added.len() < addrs.len() {
+                                    tracing::info!(
+                                        chunk,
+                                        ?added,
+                                        "some new replicas caught up, the others go on"
+                                    );
+                                }
+                            }),
                             Err(e) => Err(e),
                         }
                     }
@@ -285,12 +300,20 @@ mod tests {
     fn additions_come_before_removals_one_at_a_time() {
         let (voters, none) = (set(&[1, 2, 3]), set(&[]));
         assert_eq!(next_step(&voters, &none, None, &set(&[1, 2, 3])), None);
-        assert_eq!(next_step(&voters, &none, None, &set(&[1, 2, 4])), Some(Step::Add(4)));
+        assert_eq!(next_step(&voters, &none, None, &set(&[1, 2, 4])), Some(Step::Add(set(&[4]))));
         let grown = set(&[1, 2, 3, 4]);
         assert_eq!(next_step(&grown, &none, None, &set(&[1, 2, 4])), Some(Step::Remove(3)));
         // A learner left over from an interrupted move: made a voter if
         // wanted, removed if not.
-        assert_eq!(next_step(&voters, &set(&[4]), None, &set(&[1, 2, 3, 4])), Some(Step::Add(4)));
+        assert_eq!(
+            next_step(&voters, &set(&[4]), None, &set(&[1, 2, 3, 4])),
+            Some(Step::Add(set(&[4])))
+        );
+        // Several new replicas are added at once.
+        assert_eq!(
+            next_step(&voters, &set(&[4]), None, &set(&[1, 2, 3, 4, 5, 6])),
+            Some(Step::Add(set(&[4, 5, 6])))
+        );
         assert_eq!(next_step(&voters, &set(&[4]), None, &voters), Some(Step::Remove(4)));
         // A shrink (no node to take the removed one's place).
         assert_eq!(next_step(&voters, &none, None, &set(&[1, 2])), Some(Step::Remove(3)));

@@ -386,14 +386,58 @@ impl Group {
         });
     }
 
-    /// Adds `node` as a voter: first as a learner until it has caught up,
-    /// then through a membership change. Call on the leader.
+    /// Adds `node` as a voter: see [`Group::add_voters`].
     pub async fn add_voter(&self, node: NodeId, addr: String) -> Result<(), ConsensusError> {
+        self.add_voters(&BTreeMap::from([(node, addr)])).await.map(|_| ())
+    }
+
+    /// Adds `nodes` (id to address) as voters: first each as a learner,
+    /// all catching up side by side (copying the same snapshot's
+    /// segments), then those that caught up within the request timeout
+    /// become voters through one membership change. Returns the nodes made
+    /// voters. Call on the leader.
+    ///
+    /// Errors: [`ConsensusError::Timeout`] when none caught up in time (the
+    /// learners stay, and catch up further; the caller tries again);
+    /// refusals of the membership changes.
+    pub async fn add_voters(
+        &self,
+        nodes: &BTreeMap<NodeId, String>,
+    ) -> Result<BTreeSet<NodeId>, ConsensusError> {
         self.quiet.wake();
-        self.bounded(self.raft.add_learner(node, BasicNode { addr }, true))
-            .await?
-            .map_err(write_error)?;
-        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node]))).await
+        let mut added = None;
+        for (&node, addr) in nodes {
+            let learner = self.raft.add_learner(node, BasicNode { addr: addr.clone() }, false);
+            added = Some(self.bounded(learner).await?.map_err(write_error)?.log_id);
+        }
+        let Some(added) = added else { return Ok(BTreeSet::new()) };
+        // Caught up: replicated at least up to the membership that added
+        // the last of them.
+        let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| -> BTreeSet<NodeId> {
+            let matched = |n: &NodeId| {
+                let replication = m.replication.as_ref()?;
+                replication.get(n).cloned().flatten()
+            };
+            nodes
+                .keys()
+                .filter(|n| matched(n).is_some_and(|l| l.index >= added.index))
+                .copied()
+                .collect()
+        };
+        let mut metrics = self.raft.metrics();
+        let all = self
+            .bounded(metrics.wait_for(|m| caught_up(m).len() == nodes.len()))
+            .await
+            .map(|r| r.map(|_| ()));
+        let ready = caught_up(&self.raft.metrics().borrow());
+        if ready.is_empty() {
+            return Err(match all {
+                Err(timeout) => timeout,
+                Ok(_) => ConsensusError::Fatal("the group stopped while learners caught up".into()),
+            });
+        }
+        self.change_membership(ChangeMembers::AddVoterIds(ready.clone())).await?;
+        Ok(ready)
     }
 
     /// Builds a snapshot of everything this replica applied and purges its
