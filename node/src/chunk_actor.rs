@@ -93,6 +93,10 @@ pub struct ChunkActor {
     /// When the host was last asked for a split (a chunk that does not
     /// split on its own): asked again only after [`SPLIT_ASK_EVERY`].
     split_asked: Option<std::time::Instant>,
+    /// A look at the chunk's size is due in [`SPLIT_ASK_EVERY`]: a chunk
+    /// that does not split on its own asks again while it stays over its
+    /// limit, writes or not.
+    split_recheck: bool,
 }
 
 /// How often a chunk checks whether it and its neighbour above should
@@ -126,7 +130,7 @@ impl ChunkActor {
     /// An actor for `cell`, which holds an open chunk or the reason it is
     /// unavailable (then the actor answers every request with that reason).
     pub fn new(host: Arc<dyn ChunkHost>, meta: ChunkMeta, cell: Arc<ChunkCell>) -> Self {
-        ChunkActor { host, meta, cell, retired: false, split_asked: None }
+        ChunkActor { host, meta, cell, retired: false, split_asked: None, split_recheck: false }
     }
 
     /// Compaction and splits rewrite the log from what is durable; on a
@@ -202,6 +206,17 @@ impl ChunkActor {
                 if self.split_asked.is_none_or(|t| now.duration_since(t) >= SPLIT_ASK_EVERY) {
                     self.split_asked = Some(now);
                     self.host.split_wanted(&self.meta, key);
+                }
+                // The split may be refused (a move under way, no leader
+                // here yet) or leave a half still over the limit: asked
+                // again later, not only at the next write. Postmortem: after
+                // a burst of writes a replicated chunk stayed at ten times
+                // its size limit until more writes came.
+                if !std::mem::replace(&mut self.split_recheck, true) {
+                    ctx.run_later(SPLIT_ASK_EVERY, |act, ctx| {
+                        act.split_recheck = false;
+                        act.maintain(ctx);
+                    });
                 }
                 let wants = self.cell.with_chunk(|c| {
                     Ok(c.wants_compaction(crate::chunk_cell::compaction_min_bytes(size_max)))

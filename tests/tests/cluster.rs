@@ -356,6 +356,33 @@ fn write_spread(
 /// is read back through every node, no key twice, and every node
 /// describes the same chunks, each with three replicas and a leader, its
 /// replicas holding every record.
+/// Postmortem: a replicated chunk asked for a split only after a write, so
+/// one large batch left it at ten times its size limit (one split, then
+/// nothing until more writes came). It now asks again while it stays over.
+#[test]
+fn a_replicated_chunk_over_its_size_after_one_batch_splits_down_without_more_writes() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let _nodes = start_cluster(&dirs);
+    let addrs: Vec<SocketAddr> = _nodes.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r", "--chunk-size", "16KiB"]));
+    for a in &addrs {
+        wait_chunks(*a, "r", |c| !c.is_empty());
+    }
+    const LIMIT: u64 = 16 * 1024;
+    monotable_tests::runtime().block_on(async {
+        let c = monotable_client::Client::connect(addrs[0]).await.expect("connect");
+        let batch = (0..160u32).fold(monotable_client::Batch::new(), |b, i| {
+            b.put(format!("k{i:05}"), vec![b'v'; 1024])
+        });
+        c.write_atomic("r", batch).await.expect("one batch of 160 KiB");
+    });
+    let chunks = wait_chunks(addrs[0], "r", |c| {
+        c.len() >= 8 && c.iter().all(|c| c["live_bytes"].as_u64().is_some_and(|b| b <= LIMIT))
+    });
+    let records: u64 = chunks.iter().map(|c| c["records"].as_u64().expect("records")).sum();
+    assert_eq!(records, 160, "every record, once: {chunks:?}");
+}
+
 #[test]
 fn replicated_chunks_split_under_load_and_a_leader_kill() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
