@@ -95,6 +95,16 @@ fn cli_contract() {
     let table = ok(cli(a, &["range", "list"]));
     assert!(table.starts_with("NAME"), "{table}");
     ok(cli(a, &["range", "compact", "cities"]));
+    // range split cuts the chunk holding the key there; again, the
+    // boundary is there already and nothing changes.
+    let chunks = |list: &str| json_lines(list)[0]["chunks"].as_array().expect("chunks").len();
+    let before = chunks(&ok(cli(a, &["range", "list", "--json"])));
+    ok(cli(a, &["range", "split", "cities", "mmm-split-here"]));
+    assert_eq!(chunks(&ok(cli(a, &["range", "list", "--json"]))), before + 1);
+    ok(cli(a, &["range", "split", "cities", "mmm-split-here"]));
+    assert_eq!(chunks(&ok(cli(a, &["range", "list", "--json"]))), before + 1);
+    let nowhere = cli(a, &["range", "split", "nosuchrange", "k"]);
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("does not exist"));
 
     // Errors name the problem; unreachable nodes say where they looked.
     let nope = cli(a, &["get", "nosuchrange", "k"]);

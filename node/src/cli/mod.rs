@@ -375,6 +375,11 @@ enum RangeCmd {
     Describe { name: String },
     /// Compact every chunk of a range now.
     Compact { name: String },
+    /// Make a chunk boundary at KEY now: the chunk holding KEY splits
+    /// there (nothing changes if a chunk starts at KEY already). KEY: JSON
+    /// or a bare word, as for `put`. Chunks also split on their own past
+    /// `--chunk-size`.
+    Split { name: String, key: String },
     /// Drop a range and delete its data.
     Drop { name: String },
 }

@@ -108,6 +108,10 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                     c.compact_range(&name).await?;
                     writeln!(out, "compacted range {name}")?;
                 }
+                RangeCmd::Split { name, key } => {
+                    c.split_chunk(&name, json::key_arg(&key)?).await?;
+                    writeln!(out, "range {name} has a chunk boundary at {key}")?;
+                }
                 RangeCmd::Drop { name } => {
                     c.drop_range(&name).await?;
                     writeln!(out, "dropped range {name}")?;
