@@ -195,19 +195,12 @@ impl Regions {
         offset: u64,
         len: u32,
     ) -> Result<Arc<File>, ReadError> {
-        let gone = ReadError::Gone { owner: self.owner, region };
-        if incarnation != self.incarnation {
-            return Err(gone);
-        }
-        let mut inner = self.lock();
-        sweep(&mut inner, Instant::now(), self.lease);
-        let r = inner.by_id.get_mut(&region).ok_or(gone)?;
+        let (file, region_len) = self.lease(incarnation, region)?;
         let end = offset.checked_add(u64::from(len));
-        if len == 0 || len > SEGMENT_READ_MAX_BYTES || end.is_none_or(|end| end > r.len) {
-            return Err(ReadError::OutOfBounds { region, offset, len, region_len: r.len });
+        if len == 0 || len > SEGMENT_READ_MAX_BYTES || end.is_none_or(|end| end > region_len) {
+            return Err(ReadError::OutOfBounds { region, offset, len, region_len });
         }
-        r.used = Instant::now();
-        Ok(r.file.clone())
+        Ok(file)
     }
 
     /// The file of region `region` and its length, with its lease renewed:
