@@ -57,8 +57,16 @@ stop() {
     echo "stopped ${#pids[@]} node(s)"
 }
 
+# Waits until something listens on port $1, for the node of pid $2 (which
+# must not exit meanwhile: a node that failed to start is said at once,
+# with the end of its log $3).
 wait_port() {
     for _ in $(seq 1 300); do
+        if ! alive "$2"; then
+            echo "the node meant to listen on 127.0.0.1:$1 exited; the end of $3:" >&2
+            tail -n 5 "$3" >&2
+            return 1
+        fi
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
             return 0
         fi
@@ -100,7 +108,7 @@ start_node() {
         --resp-listen "127.0.0.1:$((RESP_BASE + i))" "${join[@]}" $EXTRA \
         >>"$DIR/node-$i.log" 2>&1 &
     echo $! >"$DIR/node-$i.pid"
-    wait_port "$port"
+    wait_port "$port" "$!" "$DIR/node-$i.log"
 }
 
 # Waits until each node listed (by number) is a live member, as a node
