@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::consensus::replica_store::Prepared;
 use crate::consensus::NodeId;
 use crate::replica::RiderSpec;
-use crate::segments::{CopyProgress, FoldedRows, RegionRef, Regions, SegmentReader, Staging};
+use crate::segments::{
+    CopyError, CopyProgress, FoldedRows, RegionRef, Regions, SegmentReader, Staging,
+};
 use crate::storage::chunk::SegmentImage;
 
 /// A snapshot of a replicated chunk.
@@ -101,6 +103,10 @@ impl SnapshotCopies {
         self.copying().iter().map(|(g, p)| (*g, p.clone())).collect()
     }
 }
+
+/// How long a copy that this node's disk failed (full, say) waits before
+/// it is tried again.
+const STAGING_FAILED_PAUSE_MS: u64 = 10_000;
 
 /// Times an install makes its snapshot's copy again when a newer one
 /// replaced it.
@@ -184,8 +190,22 @@ impl Incoming {
                 if staging.is_none() {
                     *staging = Some(Staging::open(&dir).map_err(|e| e.to_string())?);
                 }
-                let staging = staging.as_mut().expect("opened above");
-                staging.copy(&reader, &regions, &p).await.map_err(|e| e.to_string())
+                let staged = staging.as_mut().expect("opened above");
+                let copied = staged.copy(&reader, &regions, &p).await;
+                if let Err(CopyError::Staging { .. }) = &copied {
+                    // This node's disk failed the copy (full, say): what
+                    // was staged goes, so the space is not kept from the
+                    // chunks the node holds already, and the copy is not
+                    // tried again for a while (the failure is told only
+                    // then; until then the sender hears "still copying").
+                    // Postmortem: a joiner whose disk filled kept its
+                    // partial copy and tried it again 1,180 times; its
+                    // other replicas could not write.
+                    *staging = None;
+                    drop(staging);
+                    tokio::time::sleep(Duration::from_millis(STAGING_FAILED_PAUSE_MS)).await;
+                }
+                copied.map_err(|e| e.to_string())
             }
             .await;
             match &result {
