@@ -919,6 +919,15 @@ mod tests {
     #[test]
     fn a_new_replica_adopts_the_copied_log() {
         let dir = tempfile::tempdir().expect("tmp");
+        let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+        for d in [&x, &y] {
+            std::fs::create_dir(d).expect("dir");
+        }
+        if let Err(e) = crate::storage::chunk_log::exchange_dirs(&x, &y) {
+            // The replica then writes the records instead (tested below).
+            eprintln!("skipped: this file system cannot exchange directories ({e})");
+            return;
+        }
         let (host, a) = replica(&dir.path().join("a"));
         churned(&host, &a);
         assert!(log_shape(&a.cell()).len() > 2, "several segments: {:?}", log_shape(&a.cell()));
