@@ -374,7 +374,6 @@ impl ChunkCell {
         }
         // From here the new chunk is in charge on disk, so it is in memory
         // too, whatever fails next.
-        let synced = [&dir, placed].iter().filter_map(|d| d.parent()).try_for_each(sync_dir);
         let clock = host.clock();
         clock.observe(chunk.last_seq());
         let seq = clock.allocate();
@@ -382,6 +381,8 @@ impl ChunkCell {
         *state = CellState::Open(chunk);
         drop(state);
         clock.resolve([seq]);
+        // Off the cell's lock: the syncs wait for the disk.
+        let synced = [&dir, placed].iter().filter_map(|d| d.parent()).try_for_each(sync_dir);
         synced.map_err(|e| Adopt::Failed(format!("syncing the exchanged directories: {e}")))
     }
 

@@ -204,11 +204,6 @@ impl Node {
                 .handle_rpc(group, &rpc, (cluster, from, to))
                 .await
                 .map(|r| Reply::Raft(monotable_proto::Bytes::from(r))),
-            Command::SegmentRead { cluster, incarnation, region, offset, len } => self
-                .cluster()?
-                .read_segment(cluster, (incarnation, region), offset, len)
-                .await
-                .map(|b| Reply::Segment(monotable_proto::Bytes::from(b))),
             Command::RdmaConnect { cluster, reader } => {
                 self.cluster()?.rdma_connect(cluster, reader).await.map(Reply::RdmaEndpoint)
             }
@@ -240,6 +235,10 @@ impl Node {
             // The native server hands these to the Redis endpoint (server.rs).
             Command::RespForward { .. } | Command::RespPublish { .. } => Err(NodeError::Internal(
                 "RespForward and RespPublish must be handled by the server, not the node".into(),
+            )),
+            // The native server sends it from the file (server.rs, `sendfile`).
+            Command::SegmentRead { .. } => Err(NodeError::Internal(
+                "SegmentRead must be handled by the server, not the node".into(),
             )),
             Command::SplitChunk { range, key } => {
                 check_key(&key)?;

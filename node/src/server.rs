@@ -32,9 +32,6 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Replies are written in batches of at most this many bytes.
 const WRITE_BATCH_MAX_BYTES: usize = 1024 * 1024;
-/// Room in a reply's frame beyond its bulk payload: the frame header, the
-/// response's id and the MessagePack markers around the payload.
-const REPLY_OVERHEAD_BYTES: usize = 64;
 
 /// What the accept loop and the connections share.
 #[derive(Default)]
@@ -486,13 +483,7 @@ fn send(
     id: u64,
     result: Result<monotable_proto::Reply, ErrorInfo>,
 ) {
-    // Sized up front for a bulk payload, which would otherwise be copied
-    // again at each doubling of the buffer.
-    let payload = match &result {
-        Ok(monotable_proto::Reply::Segment(bytes)) => bytes.len(),
-        _ => 0,
-    };
-    let mut out = Vec::with_capacity(payload + REPLY_OVERHEAD_BYTES);
+    let mut out = Vec::new();
     if let Err(e) = encode_frame(&Response { id, result }, &mut out) {
         let error =
             ErrorInfo::new(ErrorCode::FrameTooLarge, format!("reply not sent: {e}; ask for less"));

@@ -885,33 +885,15 @@ impl Cluster {
         target.handle_rpc(rpc).await.map_err(|e| NodeError::client(ErrorCode::BadRequest, e))
     }
 
-    /// Serves a segment read of another node (see [`crate::segments`]),
-    /// off the async threads: the file read may wait for the disk.
+    /// Serves `SegmentRead` (a segment read of another node, see
+    /// [`crate::segments`]) from the file: the bytes asked for, left in
+    /// the region's file ([`Regions::slice`]) for the connection to send
+    /// with `sendfile`, so they never pass through this node's memory.
     ///
     /// Errors: a read of another cluster, before this node is a member,
     /// or of a region that is gone (`SnapshotNotFound`), outside its
-    /// region (`BadRequest`), or whose file read failed (`Internal`).
-    pub async fn read_segment(
-        &self,
-        cluster: u64,
-        (incarnation, region): (u64, u64),
-        offset: u64,
-        len: u32,
-    ) -> NodeResult<Vec<u8>> {
-        let regions = self.member_of(cluster, "a segment read")?.copies.regions.clone();
-        let read =
-            tokio::task::spawn_blocking(move || regions.read(incarnation, region, offset, len))
-                .await
-                .map_err(|e| NodeError::Internal(format!("segment read: {e}")))?;
-        read.map_err(read_refusal)
-    }
-
-    /// Serves `SegmentRead` from the file: what [`Cluster::read_segment`]
-    /// would read, left in the region's file ([`Regions::slice`]) for the
-    /// connection to send with `sendfile`, so the bytes never pass
-    /// through this node's memory.
-    ///
-    /// Errors: as [`Cluster::read_segment`]'s.
+    /// region (`BadRequest`), or whose file cannot be looked at
+    /// (`Internal`).
     pub fn segment_slice(
         &self,
         cluster: u64,
