@@ -63,6 +63,10 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Raft's timers for the groups of this node.
     pub raft_timing: crate::consensus::Timing,
+    /// `serve --raft-snapshot-entries`: a replicated chunk builds a
+    /// snapshot (marks its chunk durable) and purges its Raft log every
+    /// this many entries; at least 1.
+    pub raft_snapshot_entries: u64,
     /// `serve --dead-after-secs`: a member silent this long is drained and
     /// removed; 0 never.
     pub dead_after_secs: u64,
@@ -101,6 +105,7 @@ impl Default for NodeConfig {
             join: None,
             advertise: None,
             raft_timing: crate::consensus::Timing::PRODUCTION,
+            raft_snapshot_entries: crate::replicated::RAFT_SNAPSHOT_ENTRIES_DEFAULT,
             dead_after_secs: crate::cluster::balance::DEAD_AFTER_SECS_DEFAULT,
         }
     }

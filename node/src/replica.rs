@@ -57,6 +57,11 @@ pub type Voters = std::collections::BTreeMap<crate::consensus::NodeId, String>;
 /// What a replica calls with news of the splits it applies.
 pub type OnSplit = Box<dyn Fn(SplitNews<'_>) + Send + Sync>;
 
+/// The chunk map's id of the chunk of range `range_id` (first argument)
+/// that starts at `start` (second), if the map records one: what a
+/// replica that missed a split asks for the upper half's id.
+pub type RecordedChunk = Box<dyn Fn(u64, &[u8]) -> Option<u64> + Send + Sync>;
+
 /// What a replica tells its node of a split it applies.
 pub struct SplitNews<'a> {
     /// The upper half's chunk id, also its Raft group's.
@@ -154,6 +159,10 @@ pub struct ChunkReplica {
     /// true; also when a split applied again finds the chunk split
     /// already, after being told again of it before).
     on_split: Option<OnSplit>,
+    /// Where a replica sent a snapshot of a narrower chunk than its own
+    /// (it missed a split) finds the upper half's id; `None` refuses such
+    /// snapshots.
+    recorded: Option<RecordedChunk>,
     /// Where writes to the chunk proposed on this node gather into entries
     /// (used on the leader).
     batcher: WriteBatcher,
@@ -176,6 +185,7 @@ impl ChunkReplica {
             riders: None,
             riders_last: Mutex::new(Default::default()),
             on_split: None,
+            recorded: None,
             batcher: WriteBatcher::new(),
             incoming: None,
         }
@@ -206,6 +216,14 @@ impl ChunkReplica {
     /// the field).
     pub fn with_on_split(mut self, on_split: OnSplit) -> Self {
         self.on_split = Some(on_split);
+        self
+    }
+
+    /// The replica, taking a snapshot of a narrower chunk than its own
+    /// once `recorded` knows the chunk map's id of the upper half (see
+    /// [`ChunkReplica::narrow`]).
+    pub fn with_chunk_map(mut self, recorded: RecordedChunk) -> Self {
+        self.recorded = Some(recorded);
         self
     }
 
@@ -245,8 +263,17 @@ impl ChunkReplica {
             let message = format!("chunk {}: the split key is outside the chunk", cell.id);
             return Ok(Err(stale(message)));
         }
-        let host = self.host().map_err(|e| e.message)?;
         self.told(news(false));
+        let lower = self.split_cell(at, right_id)?;
+        self.told(news(true));
+        Ok(Ok(CommitToken { chunk: lower, seq: 0 }))
+    }
+
+    /// Splits this replica's chunk at `at`, the keys from `at` on becoming
+    /// chunk `right_id`, and keeps the lower half; returns its id.
+    fn split_cell(&self, at: &[u8], right_id: u64) -> Result<u64, String> {
+        let cell = self.cell();
+        let host = self.host().map_err(|e| e.message)?;
         let split = || crate::chunk_actor::split_now(&host, &cell, at, right_id);
         // The copy may take a while: on the Raft groups' runtime, its other
         // tasks (other groups' heartbeats) move to another thread meanwhile.
@@ -257,10 +284,59 @@ impl ChunkReplica {
             tracing::error!(chunk = cell.id, error = %e, "replicated split failed");
             format!("chunk {}: split at apply failed: {e}", cell.id)
         })?;
-        let token = CommitToken { chunk: lower.id, seq: 0 };
+        let id = lower.id;
         *self.cell.lock().unwrap_or_else(|p| p.into_inner()) = lower;
-        self.told(news(true));
-        Ok(Ok(token))
+        Ok(id)
+    }
+
+    /// How a snapshot over `there` fits this replica's chunk, over `here`.
+    fn fit(&self, there: &Bounds, here: &Bounds) -> Fit {
+        if there == here {
+            return Fit::Same;
+        }
+        let refused = || {
+            Fit::Refused(format!(
+                "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it missed a \
+                 split of the chunk and cannot take a snapshot over it",
+                self.group, there.0, there.1, here.0, here.1
+            ))
+        };
+        // Splits keep a chunk's start and move its end down.
+        let narrower = match (&there.1, &here.1) {
+            (Some(t), Some(h)) => t < h,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        match (&there.1, narrower && there.0 == here.0, &self.recorded) {
+            (Some(at), true, Some(recorded)) => {
+                let range = self.cell().with_chunk(|c| Ok(c.meta.range_id));
+                let upper = range.ok().and_then(|range| recorded(range, at));
+                Fit::Narrower { at: at.clone(), upper }
+            }
+            _ => refused(),
+        }
+    }
+
+    /// Takes a leader's snapshot of a narrower chunk than this replica's:
+    /// the chunk split at `at` in entries this replica never got (the
+    /// leader purged them). The replica splits its own copy at `at`, the
+    /// upper half becoming chunk `upper` (the chunk map's id, also its
+    /// Raft group's), and keeps the lower half, which the snapshot then
+    /// replaces. The upper half's records are older than the split; the
+    /// node starts its group without seeding it (no split seed is
+    /// written), so that group's leader sends it a snapshot in turn (a
+    /// split's upper group begins purged at index 0: see
+    /// `ReplicaStore::seed_membership`).
+    fn narrow(&self, at: &[u8], upper: u64) -> Result<(), String> {
+        tracing::warn!(
+            group = self.group,
+            upper,
+            "this replica missed a split of its chunk: it splits its own copy the same way and \
+             takes each half from its group's leader"
+        );
+        self.split_cell(at, upper)?;
+        self.told(SplitNews { right: upper, voters: &Voters::new(), done: true });
+        Ok(())
     }
 
     /// The replica, applying [`ChunkCommand::Rider`]s to the chunks
@@ -476,6 +552,12 @@ impl Replica for ChunkReplica {
         snapshot: &[u8],
         wait: std::time::Duration,
     ) -> BoxedFuture<crate::consensus::replica_store::Prepared> {
+        if let Some(total_bytes) = self.split_unrecorded(snapshot) {
+            // The leader sends it again, by when the map may say.
+            return Box::pin(async move {
+                crate::consensus::replica_store::Prepared::Copying { copied_bytes: 0, total_bytes }
+            });
+        }
         let (incoming, snapshot) = (self.incoming.clone(), snapshot.to_vec());
         Box::pin(async move {
             match incoming {
@@ -486,7 +568,42 @@ impl Replica for ChunkReplica {
     }
 }
 
+/// A chunk's bounds: start (inclusive), end (exclusive; `None` the end
+/// of the range).
+type Bounds = (Vec<u8>, Option<Vec<u8>>);
+
+/// How a snapshot's bounds fit a replica's chunk.
+enum Fit {
+    Same,
+    /// The snapshot's chunk is this one's lower part, split at `at`;
+    /// `upper`: the chunk map's id of the chunk from `at`, once recorded.
+    Narrower {
+        at: Vec<u8>,
+        upper: Option<u64>,
+    },
+    /// Any other bounds (why, for the log).
+    Refused(String),
+}
+
 impl ChunkReplica {
+    /// For a snapshot of a narrower chunk whose split the chunk map does
+    /// not record yet (see [`ChunkReplica::narrow`]): the bytes it lists,
+    /// for a "not yet" answer, with nothing copied.
+    fn split_unrecorded(&self, snapshot: &[u8]) -> Option<u64> {
+        let parsed = ChunkSnapshot::decode(snapshot).ok()?;
+        let here = self.bounds().ok()?;
+        match self.fit(&parsed.bounds, &here) {
+            Fit::Narrower { upper: None, .. } => {
+                tracing::info!(
+                    group = self.group,
+                    "a snapshot of a narrower chunk waits for the chunk map to record its split"
+                );
+                Some(parsed.total_bytes())
+            }
+            _ => None,
+        }
+    }
+
     fn incoming(&self) -> Result<&Arc<Incoming>, String> {
         self.incoming
             .as_ref()
@@ -504,19 +621,20 @@ impl ChunkReplica {
         let prepared = (|| {
             let parsed = ChunkSnapshot::decode(&snapshot)?;
             let host = self.host().map_err(|e| e.message)?;
-            let cell = self.cell();
             let here = self.bounds().map_err(|e| e.to_string())?;
-            if parsed.bounds != here {
-                // The leader's chunk split after this replica last
-                // applied: the upper half's state at the split is not in
-                // this snapshot, so this replica cannot rebuild it.
-                let there = &parsed.bounds;
-                return Err(format!(
-                    "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it \
-                     missed a split of the chunk and cannot take a snapshot over it",
-                    cell.id, there.0, there.1, here.0, here.1
-                ));
+            match self.fit(&parsed.bounds, &here) {
+                Fit::Same => {}
+                Fit::Narrower { at, upper: Some(upper) } => self.narrow(&at, upper)?,
+                Fit::Narrower { upper: None, .. } => {
+                    return Err(format!(
+                        "chunk {}: the snapshot is of a narrower chunk, split where the chunk \
+                         map does not say yet",
+                        self.group
+                    ))
+                }
+                Fit::Refused(why) => return Err(why),
             }
+            let cell = self.cell();
             let riders = match parsed.riders.is_empty() {
                 true => None,
                 false => Some(self.riders().map_err(|e| e.message)?),
@@ -1039,6 +1157,7 @@ mod split_tests {
     use super::*;
     use crate::cluster::meta::REPLICATED_ID_BASE;
     use crate::config::NodeConfig;
+    use crate::consensus::replica_store::Prepared;
     use crate::node::Node;
 
     const RANGE: u64 = REPLICATED_ID_BASE;
@@ -1229,6 +1348,73 @@ mod split_tests {
             decoded,
             ChunkCommand::Split { at: b"m".to_vec(), right_id: 9, voters: Voters::new() }
         );
+    }
+
+    /// A replica that missed a split (the leader purged the entries up to
+    /// it) is sent a snapshot of the lower half. Once the chunk map records
+    /// the split it splits its own copy the same way and takes the
+    /// snapshot; before, it answers "not yet" and copies nothing.
+    /// Postmortem: such a replica refused the snapshot and its group
+    /// stopped on that node for good, while the chunk map still counted it
+    /// as a voter.
+    #[test]
+    fn a_replica_that_missed_a_split_narrows_its_chunk_to_the_snapshot() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let other = tempfile::tempdir().expect("tmp");
+        actix::System::new().block_on(async {
+            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
+            let behind = Node::start(NodeConfig::for_tests(other.path())).expect("node");
+            let options = RangeOptions { chunk_size_max_bytes: 1 << 20 };
+            node.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            behind.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            let (ahead, _) = replica(&node, "");
+            let map = Arc::new(Mutex::new(None::<u64>));
+            let recorded = map.clone();
+            let (lagging, heard) = replica(&behind, "");
+            let lagging = lagging.with_chunk_map(Box::new(move |range, start| {
+                assert_eq!(range, RANGE);
+                assert_eq!(start, b"m");
+                *recorded.lock().expect("map")
+            }));
+            for (i, c) in log().iter().enumerate() {
+                apply(&ahead, i as u64 + 1, c).expect("applied");
+            }
+            apply(&lagging, 1, &put("a", "old")).expect("applied");
+            apply(&lagging, 2, &put("zz", "old upper")).expect("applied");
+            let snapshot = ahead.snapshot().expect("snapshot");
+            let wait = std::time::Duration::from_millis(10);
+            // The map does not record the split yet.
+            let not_yet = lagging.prepare_restore(&snapshot, wait).await;
+            assert!(matches!(not_yet, Prepared::Copying { copied_bytes: 0, .. }), "{not_yet:?}");
+            let refused = lagging.restore(snapshot.clone()).await.expect_err("refused");
+            assert!(refused.contains("chunk map does not say"), "{refused}");
+            assert_eq!(contents(&behind).await.1, vec![(String::new(), FIRST)], "unchanged");
+            // Recorded: it splits, then takes the snapshot.
+            *map.lock().expect("map") = Some(RIGHT);
+            let copied = std::time::Duration::from_secs(30);
+            assert_eq!(lagging.prepare_restore(&snapshot, copied).await, Prepared::Ready);
+            lagging.restore(snapshot).await.expect("restored");
+            let (mine, ours) = contents(&node).await;
+            let (theirs, chunks) = contents(&behind).await;
+            assert_eq!(chunks, ours, "the same chunks");
+            assert_eq!(*heard.lock().expect("heard"), vec![RIGHT], "its group is to start");
+            let (lower, upper): (Vec<_>, Vec<_>) =
+                theirs.into_iter().partition(|(k, _)| k.as_str() < "m");
+            assert_eq!(
+                lower,
+                mine.into_iter().filter(|(k, _)| k.as_str() < "m").collect::<Vec<_>>()
+            );
+            // The upper half as this replica last had it, until its own
+            // group's leader sends it a snapshot.
+            assert_eq!(upper, vec![("zz".to_string(), "old upper".to_string())]);
+            // A snapshot of other bounds still is refused.
+            let (wider, _) = replica(&node, "m");
+            let refused =
+                lagging.restore(wider.snapshot().expect("snapshot")).await.expect_err("refused");
+            assert!(refused.contains("missed a split"), "{refused}");
+            node.shutdown().await;
+            behind.shutdown().await;
+        });
     }
 
     /// A snapshot carries the chunk's bounds: a replica whose chunk did not

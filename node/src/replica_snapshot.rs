@@ -46,6 +46,11 @@ pub struct ChunkSnapshot {
 }
 
 impl ChunkSnapshot {
+    /// The bytes of every region it lists.
+    pub fn total_bytes(&self) -> u64 {
+        self.regions().iter().map(|r| r.len).sum()
+    }
+
     /// Every region it lists.
     fn regions(&self) -> Vec<RegionRef> {
         self.chunk.iter().chain(self.riders.iter().flat_map(|(_, r)| r)).cloned().collect()
@@ -243,8 +248,7 @@ impl Incoming {
         if other && self.installing.load(std::sync::atomic::Ordering::Acquire) {
             // Another snapshot is being installed from its copy: this one
             // comes after it (the sender tries again).
-            let total_bytes = parsed.regions().iter().map(|r| r.len).sum();
-            return Prepared::Copying { copied_bytes: 0, total_bytes };
+            return Prepared::Copying { copied_bytes: 0, total_bytes: parsed.total_bytes() };
         }
         let (progress, mut done) = self.start(snapshot, &parsed);
         let outcome = tokio::time::timeout(wait, async {

@@ -54,9 +54,13 @@
 //!
 //! Sinks of replicated ranges: [`crate::bridge::cluster_sinks`].
 //!
-//! Not yet: a replica that missed a split and
-//! is sent a snapshot of the lower half refuses it (its group stops on
-//! that node, loudly) and must be rebuilt.
+//! A replica that missed a split (its leader purged the log past it) is
+//! sent a snapshot of the lower half; it splits its own copy the same way
+//! once this node's chunk map records the split, and the upper half's
+//! group, which it starts unseeded, sends it that half in turn
+//! ([`crate::replica`]'s `narrow`). A split's upper group begins at a
+//! snapshot at log index 0 (`ReplicaStore::seed_membership`), so a replica
+//! without the split's records is never sent its log from the start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -98,8 +102,9 @@ pub(crate) fn is_redis_database(name: &str) -> bool {
 pub const REPLICAS_DEFAULT: u32 = 3;
 
 /// A replicated chunk builds a snapshot (marks its chunk durable and
-/// purges its Raft log) every this many entries.
-const CHUNK_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+/// purges its Raft log) every this many entries, unless the node is told
+/// otherwise (`serve --raft-snapshot-entries`).
+pub const RAFT_SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
 
 /// How often a node checks that the meta range records every split of
 /// the chunks it leads.
@@ -1603,10 +1608,10 @@ impl Node {
     /// This node's replicas of replicated ranges that were made from a
     /// chunk map behind a split (applied in a chunk's Raft log, not yet
     /// recorded in the map) and hold nothing yet. Such a replica's chunk is
-    /// wider than the one its group holds now, so it refuses the leader's
-    /// snapshot ("missed a split") for good, and its range never gets the
-    /// upper half. Dropped, it is made again from the map, which records
-    /// the split by now. Only a replica that holds nothing qualifies: no
+    /// wider than the one its group holds now; rather than split its empty
+    /// copy when the leader's snapshot comes (see [`crate::replica`]), it
+    /// is dropped and made again from the map, which records the split by
+    /// now. Only a replica that holds nothing qualifies: no
     /// live record in any chunk, and in each of its groups no entry applied
     /// and not a voter, so dropping it loses nothing a majority counted on.
     fn stale_new_replicas(
@@ -1751,6 +1756,7 @@ impl Node {
                 .for_group(group)
                 .with_riders(Arc::downgrade(&riders))
                 .with_on_split(on_split)
+                .with_chunk_map(recorded_chunk(cluster))
                 .with_snapshots(copies, dir.join("incoming")),
         );
         let store = ReplicaStore::open(&dir.join("state"), replica.clone())
@@ -1760,7 +1766,7 @@ impl Node {
             group,
             node: me,
             timing: cluster.timing(),
-            snapshot_every_entries: CHUNK_SNAPSHOT_EVERY_ENTRIES,
+            snapshot_every_entries: self.config.raft_snapshot_entries.max(1),
             snapshot_gate: Some(store.gate()),
         };
         // A new group's log starts with its membership on every replica
@@ -1772,8 +1778,17 @@ impl Node {
         // back.
         let fresh = match &init {
             Init::Never => false,
-            Init::Now(voters) | Init::Lead(voters) | Init::Later(voters) => {
+            Init::Now(voters) => {
                 log.seed_membership(voters.clone()).await.map_err(|e| start(e.to_string()))?
+            }
+            // A split's upper half: its replicas hold its state already,
+            // which its log does not (see `ReplicaStore::seed_membership`).
+            Init::Lead(voters) | Init::Later(voters) => {
+                log.is_empty()
+                    && store
+                        .seed_membership(voters.clone())
+                        .await
+                        .map_err(|e| start(e.to_string()))?
             }
         };
         // Registered before the group runs: its log may split the chunk
@@ -1985,6 +2000,18 @@ fn wider_than_recorded(replica: &[ChunkBounds<'_>], recorded: &[MetaChunk]) -> b
 /// state machine's marker, snapshot copies coming in.
 fn group_dir(data_dir: &std::path::Path, id: u64) -> std::path::PathBuf {
     data_dir.join("raft").join(format!("{id:016x}"))
+}
+
+/// Looks up chunks in this node's copy of the chunk map (see
+/// [`crate::replica::RecordedChunk`]).
+fn recorded_chunk(cluster: &Arc<Cluster>) -> crate::replica::RecordedChunk {
+    let cluster = Arc::downgrade(cluster);
+    Box::new(move |range_id, start| {
+        cluster.upgrade()?.with_meta(|m| {
+            let range = m.ranges.values().find(|r| r.id == range_id)?;
+            range.chunks.iter().find(|c| c.start == start).map(|c| c.id)
+        })?
+    })
 }
 
 fn write_split_seed(dir: &std::path::Path, voters: &Voters) -> Result<(), String> {

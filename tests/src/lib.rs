@@ -795,14 +795,21 @@ pub mod cluster {
     /// on fixed ports with [`FAST`] timers, and waits until every one is a
     /// live voter of the meta range.
     pub fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
-        let first = Node::start_pinned(dirs[0].path(), &FAST);
+        start_cluster_with(dirs, &[])
+    }
+
+    /// [`start_cluster`], every node with `extra` arguments too.
+    pub fn start_cluster_with(dirs: &[tempfile::TempDir], extra: &[&str]) -> Vec<Node> {
+        let first = Node::start_pinned(dirs[0].path(), &fast_with(extra));
         wait_until("a founded cluster", 60, || {
             status(first.addr).is_some_and(|s| s["meta_leader"] == 1)
         });
         let seed = first.addr.to_string();
         let mut nodes = vec![first];
         for dir in &dirs[1..] {
-            nodes.push(Node::start_pinned(dir.path(), &fast_with(&["--join", &seed])));
+            let mut args = fast_with(extra);
+            args.extend(["--join", seed.as_str()]);
+            nodes.push(Node::start_pinned(dir.path(), &args));
         }
         wait_until("live voters", 60, || {
             status(nodes[0].addr).is_some_and(|s| all_live_voters(&s, dirs.len()))

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use monotable_tests::cluster::{
-    all_live_voters, fast_with, start_cluster, status, wait_until, FAST,
+    all_live_voters, fast_with, start_cluster, start_cluster_with, status, wait_until, FAST,
 };
 use monotable_tests::{cli, err, ok, serve_exits, Node};
 use serde_json::Value as Json;
@@ -417,6 +417,86 @@ fn a_replicated_chunk_over_its_size_after_one_batch_splits_down_without_more_wri
     });
     let records: u64 = chunks.iter().map(|c| c["records"].as_u64().expect("records")).sum();
     assert_eq!(records, 160, "every record, once: {chunks:?}");
+}
+
+/// A replica down while its chunk split again and again, and while each
+/// group's log was purged past the splits, comes back and holds every
+/// chunk as the others do: the first chunk's group sends it a snapshot of
+/// a narrower chunk, which it takes by splitting its own copy, and each
+/// upper half's group (which begins purged at index 0) sends it its half.
+/// Postmortem: the replica refused the narrower snapshot ("missed a
+/// split"), its group stopped on that node for good, and the chunk map
+/// went on counting it as a voter.
+#[test]
+fn a_replica_that_missed_splits_and_their_log_takes_every_half_by_snapshot() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let mut nodes = start_cluster_with(&dirs, &["--raft-snapshot-entries", "20"]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    ok(cli(addrs[0], &["range", "create", "r", "--chunk-size", "16KiB"]));
+    let rt = monotable_tests::runtime();
+    // Node 3's replica holds records when it goes down (a replica that
+    // holds nothing is made again from the map instead).
+    let (acked, _) = write_keys(&rt, &addrs, 0, 20);
+    assert_eq!(acked.len(), 20);
+    for a in &addrs {
+        wait_chunks(*a, "r", |c| records(c) == 20);
+    }
+    nodes[2].kill();
+    const LIMIT: u64 = 16 * 1024;
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(addrs[0]).await.expect("connect");
+        let batch = (0..160u32).fold(monotable_client::Batch::new(), |b, i| {
+            b.put(format!("k{i:05}"), vec![b'v'; 1024])
+        });
+        c.write_atomic("r", batch).await.expect("a majority is up");
+    });
+    wait_chunks(addrs[0], "r", |c| {
+        c.len() >= 8 && c.iter().all(|c| c["live_bytes"].as_u64().is_some_and(|b| b <= LIMIT))
+    });
+    // Enough entries in the first chunk's group, after its splits, for
+    // it to purge them.
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(addrs[1]).await.expect("connect");
+        for i in 0..60u32 {
+            c.put("r", "k00000", format!("v{i}")).await.expect("a majority is up");
+        }
+    });
+    let shape = |chunks: &[Json]| -> Vec<(String, u64)> {
+        chunks
+            .iter()
+            .map(|c| (c["start"].to_string(), c["records"].as_u64().unwrap_or(u64::MAX)))
+            .collect()
+    };
+    let want = shape(&wait_chunks(addrs[0], "r", |c| records(c) == 160));
+    nodes[2].restart();
+    let back = nodes[2].addr;
+    wait_until("the returned replica holds every chunk as the others do", 120, || {
+        let out = cli(back, &["range", "describe", "r"]);
+        out.status.success() && {
+            let d: Json = serde_json::from_slice(&out.stdout).expect("json");
+            shape(d["chunks"].as_array().map(Vec::as_slice).unwrap_or_default()) == want
+        }
+    });
+    assert!(nodes[2].log_contains("missed a split of its chunk"), "it took the narrower snapshot");
+    // Its replicas are in their groups: it reads what the others do, and
+    // a write through it lands.
+    assert_eq!(scan_keys(&rt, back), scan_keys(&rt, addrs[0]));
+    rt.block_on(async {
+        let c = monotable_client::Client::connect(back).await.expect("connect");
+        c.put("r", "k00200", "after").await.expect("written through the returned node");
+    });
+    wait_until("every replica has the write", 60, || {
+        addrs.iter().all(|a| {
+            let out = cli(*a, &["range", "describe", "r"]);
+            out.status.success() && {
+                let d: Json = serde_json::from_slice(&out.stdout).expect("json");
+                records(d["chunks"].as_array().map(Vec::as_slice).unwrap_or_default()) == 161
+            }
+        })
+    });
+    for n in &mut nodes {
+        assert!(n.stop());
+    }
 }
 
 #[test]

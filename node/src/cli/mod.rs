@@ -330,6 +330,12 @@ struct ServeArgs {
     /// above --raft-heartbeat-ms.
     #[arg(long, default_value_t = crate::consensus::Timing::PRODUCTION.election_min_ms)]
     raft_election_timeout_ms: u64,
+    /// A replicated chunk builds a snapshot and purges its Raft log every
+    /// this many log entries (etcd's --snapshot-count). Fewer keep less
+    /// log on disk and send lagging replicas snapshots sooner.
+    #[arg(long, default_value_t = crate::replicated::RAFT_SNAPSHOT_ENTRIES_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    raft_snapshot_entries: u64,
     /// A member that answers nobody for this long, in seconds, is drained:
     /// its chunk replicas move to other nodes, and then it is removed from
     /// the cluster (as `cluster remove` does). 0: never.
@@ -499,6 +505,7 @@ fn serve(args: ServeArgs) -> i32 {
     config.join = args.join;
     config.advertise = args.advertise_addr;
     config.dead_after_secs = args.dead_after_secs;
+    config.raft_snapshot_entries = args.raft_snapshot_entries;
     config.raft_timing = crate::consensus::Timing {
         heartbeat_ms: args.raft_heartbeat_ms,
         election_min_ms: args.raft_election_timeout_ms,

@@ -574,6 +574,12 @@ impl LogStore {
         self.seed(entry).await
     }
 
+    /// Whether the log holds no entry and was never purged: a group that
+    /// has not started on this node.
+    pub fn is_empty(&self) -> bool {
+        self.shared.index().next_index().is_none()
+    }
+
     async fn seed(&self, entry: Entry<TypeConfig>) -> Result<bool, StorageError<NodeId>> {
         {
             let index = self.shared.index();

@@ -834,3 +834,114 @@ async fn a_late_replica_of_a_new_group_holding_elections_leaves_its_leader_alone
         g.shutdown().await;
     }
 }
+
+/// A replica's state kept as the commands it applied, after the state it
+/// began with (for a split's upper group: the records it split off).
+struct Journal(Mutex<Vec<Vec<u8>>>);
+
+impl Journal {
+    fn new(start: &[&[u8]]) -> Arc<Journal> {
+        Arc::new(Journal(Mutex::new(start.iter().map(|c| c.to_vec()).collect())))
+    }
+
+    fn held(&self) -> Vec<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl crate::consensus::replica_store::Replica for Journal {
+    fn apply(&self, _: crate::consensus::LogPosition, command: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(command.to_vec());
+        Ok(Vec::new())
+    }
+    fn flush(&self) -> crate::consensus::futures_lite::BoxedFuture<Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec(&self.held()).map_err(|e| e.to_string())
+    }
+    fn restore(
+        &self,
+        snapshot: Vec<u8>,
+    ) -> crate::consensus::futures_lite::BoxedFuture<Result<(), String>> {
+        let held = rmp_serde::from_slice(&snapshot).map_err(|e| e.to_string());
+        let replaced = held.map(|h| *self.0.lock().unwrap_or_else(|p| p.into_inner()) = h);
+        Box::pin(async move { replaced })
+    }
+}
+
+/// A split's upper group starts from state its replicas hold already,
+/// not from its log. Seeded as a snapshot at index 0, it brings a replica
+/// that joins later, with nothing, in by a snapshot. Postmortem: seeded
+/// as a log entry 0, the leader sent a new replica its log from entry 0,
+/// and the replica applied the group's writes to a chunk without the
+/// records the group began with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_seeded_at_a_snapshot_sends_a_new_replica_a_snapshot() {
+    use crate::consensus::local_net::LocalNet;
+    use crate::consensus::replica_store::ReplicaStore;
+    use crate::consensus::{Group, GroupConfig, Timing};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let voters: BTreeMap<NodeId, String> = (1..=2).map(|n| (n, format!("node-{n}"))).collect();
+    let net = LocalNet::new();
+    let start = |n: NodeId, journal: Arc<Journal>, seeded: bool| {
+        let (dir, net, voters) = (dir.path().to_owned(), net.clone(), voters.clone());
+        async move {
+            let log =
+                LogStore::open(&dir.join(format!("{n}/log")), Arc::new(SyncNow)).expect("log");
+            let store =
+                ReplicaStore::open(&dir.join(format!("{n}/state")), journal).expect("store");
+            if seeded {
+                assert!(log.is_empty());
+                assert!(store.seed_membership(voters.clone()).await.expect("seeded"));
+                assert!(!store.seed_membership(voters).await.expect("no-op"), "seeded once");
+            }
+            let config = GroupConfig {
+                group: 7,
+                node: n,
+                timing: Timing::FAST,
+                snapshot_every_entries: 1000,
+                snapshot_gate: None,
+            };
+            let g = Group::start(&config, log, store, net.transport(n)).await.expect("started");
+            net.add_group(n, g.clone());
+            g
+        }
+    };
+    let split_off: &[&[u8]] = &[b"split off 1", b"split off 2"];
+    let one = start(1, Journal::new(split_off), true).await;
+    let two = start(2, Journal::new(split_off), true).await;
+    one.campaign().await.expect("campaign");
+    let leader = wait_for_leader(&[one.clone(), two.clone()]).await;
+    leader.propose(b"after the split".to_vec()).await.expect("committed");
+    let newcomer = Journal::new(&[]);
+    let three = start(3, newcomer.clone(), false).await;
+    leader.add_voter(3, "node-3".into()).await.expect("added");
+    leader.propose(b"after the join".to_vec()).await.expect("committed");
+    let want: Vec<Vec<u8>> =
+        [&b"split off 1"[..], b"split off 2", b"after the split", b"after the join"]
+            .iter()
+            .map(|c| c.to_vec())
+            .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while newcomer.held() != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new replica holds {:?}",
+            newcomer
+                .held()
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A restart of a seeded replica keeps its start (openraft purged its
+    // log to index 0 when it started).
+    two.shutdown().await;
+    let reopened = LogStore::open(&dir.path().join("2/log"), Arc::new(SyncNow)).expect("log");
+    assert!(!reopened.is_empty(), "purged to index 0");
+    for g in [&one, &three] {
+        g.shutdown().await;
+    }
+}

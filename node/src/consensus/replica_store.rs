@@ -166,6 +166,39 @@ impl ReplicaStore {
         Arc::new(ReplicaGate(self.replica.clone()))
     }
 
+    /// Starts a new group's state machine at a snapshot at log index 0
+    /// whose membership is `voters` (node id to address), durably, when it
+    /// has applied nothing yet; returns whether it did.
+    ///
+    /// A group whose state at its start is already in the replicas'
+    /// storage (a split's upper half) starts so, rather than with its
+    /// membership as its log's entry 0 ([`super::log_store::LogStore::
+    /// seed_membership`]): openraft then purges its log to index 0 as it
+    /// starts (the state machine is ahead of the log), and a replica that
+    /// joins the group later, with nothing, is sent a snapshot. With an
+    /// entry 0 it would be sent the log from there instead, and apply the
+    /// group's writes to a chunk without the state the group began with.
+    ///
+    /// Errors: `APPLIED` cannot be written.
+    pub async fn seed_membership(
+        &self,
+        voters: std::collections::BTreeMap<NodeId, String>,
+    ) -> Result<bool, StorageError<NodeId>> {
+        if self.applied().is_some() {
+            return Ok(false);
+        }
+        let nodes: std::collections::BTreeMap<NodeId, BasicNode> =
+            voters.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        let start = LogId::default();
+        let membership = StoredMembership::new(Some(start), openraft::Membership::from(nodes));
+        let marker = Marker { applied: Some(start), membership: membership.clone() };
+        self.write_marker(marker).await?;
+        let mut s = self.lock();
+        s.applied = Some(start);
+        s.membership = membership;
+        Ok(true)
+    }
+
     /// The log id of the last applied entry.
     pub fn applied(&self) -> Option<LogId<NodeId>> {
         self.lock().applied
