@@ -1,12 +1,13 @@
 //! `monotable load`: JSON lines into a range, in pipelined batches.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use monotable_client::{Batch, Client};
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 use super::json;
 
@@ -28,6 +29,35 @@ fn parse_line(line: &str, number: usize) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((key, json::value_from_json(value)))
 }
 
+/// Batches in flight, oldest first, each with its keys: a line whose key
+/// is in one waits until that batch (and every older one) is written, so
+/// the last line of a key wins whatever chunk or node applies it.
+/// Postmortem: batches written side by side to a replicated range were
+/// applied in any order, and an earlier line of a key could win.
+struct InFlight {
+    batches: VecDeque<(JoinHandle<Result<usize>>, HashSet<Vec<u8>>)>,
+    /// Records written so far.
+    loaded: usize,
+    bar: ProgressBar,
+}
+
+impl InFlight {
+    async fn reap_oldest(&mut self) -> Result<()> {
+        let Some((task, _)) = self.batches.pop_front() else { return Ok(()) };
+        let n = task.await.context("load task failed")??;
+        self.loaded += n;
+        self.bar.inc(n as u64);
+        Ok(())
+    }
+
+    async fn drain(&mut self) -> Result<()> {
+        while !self.batches.is_empty() {
+            self.reap_oldest().await?;
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(client: &Client, range: &str, file: &str, batch_size: usize) -> Result<()> {
     let input: Box<dyn BufRead> = if file == "-" {
         Box::new(BufReader::new(std::io::stdin()))
@@ -47,19 +77,9 @@ pub async fn run(client: &Client, range: &str, file: &str, batch_size: usize) ->
         ProgressBar::hidden()
     };
     let started = Instant::now();
-    let mut in_flight: JoinSet<Result<usize>> = JoinSet::new();
+    let mut in_flight = InFlight { batches: VecDeque::new(), loaded: 0, bar };
     let mut batch = Batch::new();
-    let mut loaded = 0usize;
-    let reaped = |res: Option<Result<Result<usize>, tokio::task::JoinError>>,
-                  loaded: &mut usize|
-     -> Result<()> {
-        if let Some(res) = res {
-            let n = res.context("load task failed")??;
-            *loaded += n;
-            bar.inc(n as u64);
-        }
-        Ok(())
-    };
+    let mut keys: HashSet<Vec<u8>> = HashSet::new();
     for (i, line) in input.lines().enumerate() {
         let line = line.context("reading input")?;
         if line.trim().is_empty() {
@@ -68,33 +88,36 @@ pub async fn run(client: &Client, range: &str, file: &str, batch_size: usize) ->
         let (key, value) = match parse_line(&line, i + 1) {
             Ok(kv) => kv,
             Err(e) => {
-                while let Some(res) = in_flight.join_next().await {
-                    reaped(Some(res), &mut loaded)?;
-                }
-                bail!("{e:#} ({loaded} records before it were loaded)");
+                in_flight.drain().await?;
+                bail!("{e:#} ({} records before it were loaded)", in_flight.loaded);
             }
         };
+        while in_flight.batches.iter().any(|(_, k)| k.contains(&key)) {
+            in_flight.reap_oldest().await?;
+        }
+        keys.insert(key.clone());
         batch = batch.put(key, value);
         if batch.len() >= batch_size {
-            if in_flight.len() >= LOAD_BATCHES_IN_FLIGHT_MAX {
-                reaped(in_flight.join_next().await, &mut loaded)?;
+            if in_flight.batches.len() >= LOAD_BATCHES_IN_FLIGHT_MAX {
+                in_flight.reap_oldest().await?;
             }
             let c = client.clone();
             let r = range.to_owned();
             let b = std::mem::take(&mut batch);
             let n = b.len();
-            in_flight.spawn(async move { c.write(&r, b).await.map(|_| n).map_err(Into::into) });
+            let task =
+                tokio::spawn(async move { c.write(&r, b).await.map(|_| n).map_err(Into::into) });
+            in_flight.batches.push_back((task, std::mem::take(&mut keys)));
         }
     }
+    in_flight.drain().await?;
     if !batch.is_empty() {
         let n = batch.len();
         client.write(range, batch).await?;
-        loaded += n;
-        bar.inc(n as u64);
+        in_flight.loaded += n;
+        in_flight.bar.inc(n as u64);
     }
-    while let Some(res) = in_flight.join_next().await {
-        reaped(Some(res), &mut loaded)?;
-    }
+    let (loaded, bar) = (in_flight.loaded, in_flight.bar);
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
