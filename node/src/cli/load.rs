@@ -29,13 +29,16 @@ fn parse_line(line: &str, number: usize) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((key, json::value_from_json(value)))
 }
 
+/// The keys of one batch.
+type Keys = HashSet<Vec<u8>>;
+
 /// Batches in flight, oldest first, each with its keys: a line whose key
 /// is in one waits until that batch (and every older one) is written, so
 /// the last line of a key wins whatever chunk or node applies it.
 /// Postmortem: batches written side by side to a replicated range were
 /// applied in any order, and an earlier line of a key could win.
 struct InFlight {
-    batches: VecDeque<(JoinHandle<Result<usize>>, HashSet<Vec<u8>>)>,
+    batches: VecDeque<(JoinHandle<Result<usize>>, Keys)>,
     /// Records written so far.
     loaded: usize,
     bar: ProgressBar,
@@ -79,7 +82,7 @@ pub async fn run(client: &Client, range: &str, file: &str, batch_size: usize) ->
     let started = Instant::now();
     let mut in_flight = InFlight { batches: VecDeque::new(), loaded: 0, bar };
     let mut batch = Batch::new();
-    let mut keys: HashSet<Vec<u8>> = HashSet::new();
+    let mut keys = Keys::new();
     for (i, line) in input.lines().enumerate() {
         let line = line.context("reading input")?;
         if line.trim().is_empty() {
