@@ -1237,11 +1237,22 @@ impl Node {
             }
             return None;
         }
-        if meta.ranges.contains_key(name) || self.router_read().range(name).is_some() {
+        if meta.ranges.contains_key(name) {
             return Some(Err(NodeError::client(
                 ErrorCode::RangeExists,
                 format!("range {name:?} already exists"),
             )));
+        }
+        if let Some(r) = self.router_read().range(name) {
+            // Dropped from the map, and its replica here not yet.
+            let (code, message) = match is_replicated(r.meta.id) {
+                true => (
+                    ErrorCode::Busy,
+                    format!("range {name:?} is still being dropped on this node; retry"),
+                ),
+                false => (ErrorCode::RangeExists, format!("range {name:?} already exists")),
+            };
+            return Some(Err(NodeError::client(code, message)));
         }
         if is_redis_database(name) {
             // Made as the endpoint's first write makes it (a bridge import

@@ -802,6 +802,19 @@ fn replica_counts_and_what_replicated_ranges_refuse() {
     // other node right after the drop is refused, not applied to a replica.
     ok(cli(a, &["range", "drop", "tiny"]));
     assert!(err(cli(b, &["put", "tiny", "late", "1"])).contains("does not exist"));
+    // Made again at once: until its old replica here is gone, a retryable
+    // "still being dropped", never "already exists".
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cli(a, &["range", "create", "tiny"]);
+        if out.status.success() {
+            break;
+        }
+        let e = err(out);
+        assert!(e.contains("still being dropped"), "{e}");
+        assert!(Instant::now() < deadline, "the drop never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     ok(cli(b, &["range", "drop", "r"]));
     let deadline = Instant::now() + Duration::from_secs(30);
     while cli(a, &["range", "describe", "r"]).status.success() {
