@@ -678,6 +678,14 @@ impl Node {
                 Err(e @ ConsensusError::Timeout(_)) => {
                     return Err(unavailable(format!("chunk {}: {e}", group.id())))
                 }
+                // This node's replica stopped (removed from the group, or
+                // its storage failed): the others may serve it.
+                Err(e @ ConsensusError::Fatal(_)) => {
+                    return Err(unavailable(format!(
+                        "chunk {}: this node's replica: {e}; try another node",
+                        group.id()
+                    )))
+                }
                 Err(e) => return Err(NodeError::Internal(format!("chunk {}: {e}", group.id()))),
             }
         }
