@@ -1350,6 +1350,17 @@ mod split_tests {
         );
     }
 
+    /// Two nodes, each with range `r` of one chunk, `FIRST`.
+    fn two_nodes(a: &std::path::Path, b: &std::path::Path) -> (Arc<Node>, Arc<Node>) {
+        let options = RangeOptions { chunk_size_max_bytes: 1 << 20 };
+        let start = |dir| {
+            let node = Node::start(NodeConfig::for_tests(dir)).expect("node");
+            node.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            node
+        };
+        (start(a), start(b))
+    }
+
     /// A replica that missed a split (the leader purged the entries up to
     /// it) is sent a snapshot of the lower half. Once the chunk map records
     /// the split it splits its own copy the same way and takes the
@@ -1362,11 +1373,7 @@ mod split_tests {
         let dir = tempfile::tempdir().expect("tmp");
         let other = tempfile::tempdir().expect("tmp");
         actix::System::new().block_on(async {
-            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
-            let behind = Node::start(NodeConfig::for_tests(other.path())).expect("node");
-            let options = RangeOptions { chunk_size_max_bytes: 1 << 20 };
-            node.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
-            behind.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            let (node, behind) = two_nodes(dir.path(), other.path());
             let (ahead, _) = replica(&node, "");
             let map = Arc::new(Mutex::new(None::<u64>));
             let recorded = map.clone();
@@ -1425,11 +1432,7 @@ mod split_tests {
         let dir = tempfile::tempdir().expect("tmp");
         let other = tempfile::tempdir().expect("tmp");
         actix::System::new().block_on(async {
-            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
-            let behind = Node::start(NodeConfig::for_tests(other.path())).expect("node");
-            let options = RangeOptions { chunk_size_max_bytes: 1 << 20 };
-            node.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
-            behind.create_range_with_ids("r", options, RANGE, FIRST).expect("range");
+            let (node, behind) = two_nodes(dir.path(), other.path());
             let (ahead, _) = replica(&node, "");
             let (lagging, _) = replica(&behind, "");
             for (i, c) in log().iter().enumerate() {

@@ -463,20 +463,12 @@ impl Node {
         range: &MetaRange,
     ) -> NodeResult<Reply> {
         let chunk = range.group_of(0).unwrap_or_default();
+        // The replica appears once this node has applied the meta range's
+        // record of it.
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
-        let group = loop {
-            // The replica appears once this node has applied the meta
-            // range's record of it.
-            if let Some(g) = cluster.group(chunk) {
-                break g;
-            }
-            if Instant::now() > deadline {
-                return Err(unavailable(format!(
-                    "this node's replica of range {name:?} is not running"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let group = running_group(cluster, chunk, deadline).await.ok_or_else(|| {
+            unavailable(format!("this node's replica of range {name:?} is not running"))
+        })?;
         match command {
             Command::DescribeRange { .. } | Command::CompactRange { .. } => {
                 // This replica's own state.
@@ -531,17 +523,9 @@ impl Node {
                 // until its group starts and sends it a snapshot; skipped as
                 // not running, or made while the others settled, a snapshot
                 // read it (deleted keys came back).
-                let group = loop {
-                    if let Some(g) = cluster.group(id) {
-                        break g;
-                    }
-                    if Instant::now() > deadline {
-                        return Err(unavailable(format!(
-                            "chunk {id}: this node's replica is not running yet"
-                        )));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                };
+                let group = running_group(cluster, id, deadline).await.ok_or_else(|| {
+                    unavailable(format!("chunk {id}: this node's replica is not running yet"))
+                })?;
                 let node = self.clone();
                 settles.spawn(async move { node.settle_group(&group, me).await });
             }
@@ -2072,6 +2056,20 @@ fn wider_than_recorded(replica: &[ChunkBounds<'_>], recorded: &[MetaChunk]) -> b
 /// state machine's marker, snapshot copies coming in.
 fn group_dir(data_dir: &std::path::Path, id: u64) -> std::path::PathBuf {
     data_dir.join("raft").join(format!("{id:016x}"))
+}
+
+/// This node's running replica of Raft group `id`, once there is one, or
+/// `None` past `deadline`.
+async fn running_group(cluster: &Cluster, id: u64, deadline: Instant) -> Option<Group> {
+    loop {
+        if let Some(g) = cluster.group(id) {
+            return Some(g);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Looks up chunks in this node's copy of the chunk map (see
