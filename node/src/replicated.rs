@@ -503,52 +503,95 @@ impl Node {
     /// in time.
     pub(crate) async fn settle_replicas(self: &Arc<Self>) -> NodeResult<()> {
         let Ok(cluster) = self.cluster() else { return Ok(()) };
-        let Some(me) = cluster.node_id() else { return Ok(()) };
+        if cluster.node_id().is_none() {
+            return Ok(());
+        }
         let deadline = Instant::now() + Duration::from_millis(READY_WAIT_MAX_MS);
-        // Until no group is left: a replica that takes a snapshot of a
-        // narrower chunk while it settles makes a chunk (the upper half it
-        // missed) that was not there when this began.
-        let mut settled = std::collections::BTreeSet::new();
+        // Every group whose chunk this node reads, running or not yet.
+        // Postmortem: the upper half of a split this replica missed holds
+        // its records from before the split until its group starts and
+        // sends it a snapshot; skipped as not running, or made while the
+        // others settled, a snapshot read it (deleted keys came back).
+        let groups = || self.readable_groups(cluster).into_iter().collect();
+        self.catch_up_groups(cluster, groups, HashSet::new(), deadline).await
+    }
+
+    /// Brings this node's replica of each group `groups` lists (but those
+    /// in `caught`) up to its leader's read index, all at once, then asks
+    /// `groups` again, until it lists no group not caught up: a replica
+    /// that installs a snapshot of a narrower chunk meanwhile makes a
+    /// chunk (the upper half it missed) that was not there at first.
+    ///
+    /// Errors: `ClusterUnavailable` once `deadline` passes with a group
+    /// without a replica here, without a leader, or not answering.
+    pub(crate) async fn catch_up_groups(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        groups: impl Fn() -> Vec<u64>,
+        mut caught: HashSet<u64>,
+        deadline: Instant,
+    ) -> NodeResult<()> {
         loop {
-            let new: Vec<u64> =
-                self.readable_groups(cluster).difference(&settled).copied().collect();
-            if new.is_empty() {
+            let todo: Vec<u64> = groups().into_iter().filter(|g| !caught.contains(g)).collect();
+            if todo.is_empty() {
                 return Ok(());
             }
-            let mut settles = tokio::task::JoinSet::new();
-            for &id in &new {
-                // A group whose chunk this node reads must be running to say
-                // how far it is behind. Postmortem: the upper half of a split
-                // this replica missed holds its records from before the split
-                // until its group starts and sends it a snapshot; skipped as
-                // not running, or made while the others settled, a snapshot
-                // read it (deleted keys came back).
-                let group = running_group(cluster, id, deadline).await.ok_or_else(|| {
-                    unavailable(format!("chunk {id}: this node's replica is not running yet"))
-                })?;
-                let node = self.clone();
-                settles.spawn(async move { node.settle_group(&group, me).await });
+            let mut tasks = tokio::task::JoinSet::new();
+            for g in todo.iter().copied() {
+                let (node, cluster) = (self.clone(), cluster.clone());
+                tasks.spawn(async move { node.catch_up_group(&cluster, g, deadline).await });
             }
-            while let Some(done) = settles.join_next().await {
-                done.map_err(|e| NodeError::Internal(format!("settling a replica: {e}")))??;
+            while let Some(done) = tasks.join_next().await {
+                done.map_err(|e| NodeError::Internal(format!("catch-up task: {e}")))??;
             }
-            settled.extend(new);
+            caught.extend(todo);
         }
     }
 
-    /// Waits until this node's replica of `group` has applied every entry
-    /// committed before the call (its leader's read index).
-    async fn settle_group(&self, group: &Group, me: NodeId) -> NodeResult<()> {
-        let command = Command::GroupReadIndex { group: group.id() };
-        let read = |g: Group| async move { g.read_barrier().await };
-        match self.on_leader(group, me, &command, read).await? {
-            None => Ok(()),
-            Some(Reply::Index(index)) => group
-                .wait_applied(index)
-                .await
-                .map_err(|e| unavailable(format!("chunk {}: {e}", group.id()))),
-            Some(other) => {
-                Err(NodeError::Internal(format!("unexpected read index reply {other:?}")))
+    /// Waits until this node's replica of chunk group `g` applied its
+    /// leader's read index, trying again until `deadline` while the group
+    /// has no replica here, no leader, or an unreachable one.
+    async fn catch_up_group(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        g: u64,
+        deadline: Instant,
+    ) -> NodeResult<()> {
+        loop {
+            let attempt = async {
+                let group = cluster
+                    .group(g)
+                    .ok_or_else(|| unavailable(format!("no replica of chunk {g} runs here yet")))?;
+                let status = group.status();
+                let me = cluster.node_id();
+                if status.leader.is_some() && status.leader == me {
+                    return group
+                        .read_barrier()
+                        .await
+                        .map_err(|e| unavailable(format!("chunk {g}: {e}")));
+                }
+                let addr = status
+                    .leader
+                    .and_then(|l| cluster.with_meta(|m| m.nodes.get(&l).map(|n| n.addr.clone())))
+                    .flatten()
+                    .ok_or_else(|| unavailable(format!("chunk {g} has no leader")))?;
+                match self.forward(&addr, Command::GroupReadIndex { group: g }).await? {
+                    Reply::Index(index) => group
+                        .wait_applied(index)
+                        .await
+                        .map_err(|e| unavailable(format!("chunk {g}: {e}"))),
+                    other => Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
+                }
+            };
+            match attempt.await {
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_info().code == ErrorCode::ClusterUnavailable =>
+                {
+                    tracing::debug!(chunk = g, error = %e, "chunk not caught up yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
             }
         }
     }

@@ -680,26 +680,8 @@ impl Node {
         done: u64,
         deadline: Instant,
     ) -> NodeResult<()> {
-        let mut caught = std::collections::HashSet::from([done]);
-        loop {
-            let todo: Vec<u64> = self
-                .chunk_groups(cluster, range)
-                .into_iter()
-                .filter(|g| !caught.contains(g))
-                .collect();
-            if todo.is_empty() {
-                return Ok(());
-            }
-            let mut tasks = tokio::task::JoinSet::new();
-            for g in todo.iter().copied() {
-                let (node, cluster) = (self.clone(), cluster.clone());
-                tasks.spawn(async move { node.catch_up_group(&cluster, g, deadline).await });
-            }
-            while let Some(done) = tasks.join_next().await {
-                done.map_err(|e| NodeError::Internal(format!("catch-up task: {e}")))??;
-            }
-            caught.extend(todo);
-        }
+        let caught = std::collections::HashSet::from([done]);
+        self.catch_up_groups(cluster, || self.chunk_groups(cluster, range), caught, deadline).await
     }
 
     /// The Raft groups of replicated range `range`'s chunks: those the meta
@@ -723,53 +705,6 @@ impl Node {
             }
         }
         groups
-    }
-
-    /// Waits until this node's replica of chunk group `g` applied its
-    /// leader's read index (see [`Node::catch_up_chunks`]).
-    async fn catch_up_group(
-        self: &Arc<Self>,
-        cluster: &Arc<Cluster>,
-        g: u64,
-        deadline: Instant,
-    ) -> NodeResult<()> {
-        loop {
-            let attempt = async {
-                let group = cluster
-                    .group(g)
-                    .ok_or_else(|| unavailable(format!("no replica of chunk {g} runs here yet")))?;
-                let status = group.status();
-                let me = cluster.node_id();
-                if status.leader.is_some() && status.leader == me {
-                    return group
-                        .read_barrier()
-                        .await
-                        .map_err(|e| unavailable(format!("chunk {g}: {e}")));
-                }
-                let addr = status
-                    .leader
-                    .and_then(|l| cluster.with_meta(|m| m.nodes.get(&l).map(|n| n.addr.clone())))
-                    .flatten()
-                    .ok_or_else(|| unavailable(format!("chunk {g} has no leader")))?;
-                match self.forward(&addr, Command::GroupReadIndex { group: g }).await? {
-                    Reply::Index(index) => group
-                        .wait_applied(index)
-                        .await
-                        .map_err(|e| unavailable(format!("chunk {g}: {e}"))),
-                    other => Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
-                }
-            };
-            match attempt.await {
-                Err(e)
-                    if Instant::now() < deadline
-                        && e.to_info().code == ErrorCode::ClusterUnavailable =>
-                {
-                    tracing::debug!(chunk = g, error = %e, "chunk not caught up yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => return other,
-            }
-        }
     }
 
     /// `ListViews`: this node's views, and the status of every view on a
