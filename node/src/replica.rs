@@ -236,7 +236,7 @@ impl ChunkReplica {
     /// end of the range), as this replica applied them.
     ///
     /// Errors: the chunk is unavailable or closed.
-    pub fn bounds(&self) -> Result<(Vec<u8>, Option<Vec<u8>>), NodeError> {
+    pub fn bounds(&self) -> Result<Bounds, NodeError> {
         self.cell().with_chunk(|c| Ok((c.meta.start.clone(), c.meta.end.clone())))
     }
 
@@ -289,31 +289,29 @@ impl ChunkReplica {
         Ok(id)
     }
 
-    /// How a snapshot over `there` fits this replica's chunk, over `here`.
-    fn fit(&self, there: &Bounds, here: &Bounds) -> Fit {
-        if there == here {
-            return Fit::Same;
-        }
-        let refused = || {
-            Fit::Refused(format!(
-                "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it missed a \
-                 split of the chunk and cannot take a snapshot over it",
-                self.group, there.0, there.1, here.0, here.1
-            ))
+    /// How a snapshot over `there` fits this replica's chunk.
+    fn fit(&self, there: &Bounds) -> Fit {
+        let here = match self.bounds() {
+            Ok(here) if &here == there => return Fit::Same,
+            Ok(here) => here,
+            Err(e) => return Fit::Refused(e.to_string()),
         };
-        // Splits keep a chunk's start and move its end down.
-        let narrower = match (&there.1, &here.1) {
-            (Some(t), Some(h)) => t < h,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        match (&there.1, narrower && there.0 == here.0, &self.recorded) {
-            (Some(at), true, Some(recorded)) => {
+        // Splits keep a chunk's start and move its end down: a snapshot
+        // ending inside this chunk, from the same start, is of its lower
+        // part.
+        let lower_part = there.0 == here.0
+            && there.1.as_ref().is_some_and(|t| here.1.as_ref().is_none_or(|h| t < h));
+        match (&there.1, &self.recorded) {
+            (Some(at), Some(recorded)) if lower_part => {
                 let range = self.cell().with_chunk(|c| Ok(c.meta.range_id));
                 let upper = range.ok().and_then(|range| recorded(range, at));
                 Fit::Narrower { at: at.clone(), upper }
             }
-            _ => refused(),
+            _ => Fit::Refused(format!(
+                "chunk {}: the snapshot covers {:?}..{:?}, this replica {:?}..{:?}: it missed a \
+                 split of the chunk and cannot take a snapshot over it",
+                self.group, there.0, there.1, here.0, here.1
+            )),
         }
     }
 
@@ -570,7 +568,7 @@ impl Replica for ChunkReplica {
 
 /// A chunk's bounds: start (inclusive), end (exclusive; `None` the end
 /// of the range).
-type Bounds = (Vec<u8>, Option<Vec<u8>>);
+pub type Bounds = (Vec<u8>, Option<Vec<u8>>);
 
 /// How a snapshot's bounds fit a replica's chunk.
 enum Fit {
@@ -591,8 +589,7 @@ impl ChunkReplica {
     /// for a "not yet" answer, with nothing copied.
     fn split_unrecorded(&self, snapshot: &[u8]) -> Option<u64> {
         let parsed = ChunkSnapshot::decode(snapshot).ok()?;
-        let here = self.bounds().ok()?;
-        match self.fit(&parsed.bounds, &here) {
+        match self.fit(&parsed.bounds) {
             Fit::Narrower { upper: None, .. } => {
                 tracing::info!(
                     group = self.group,
@@ -621,8 +618,7 @@ impl ChunkReplica {
         let prepared = (|| {
             let parsed = ChunkSnapshot::decode(&snapshot)?;
             let host = self.host().map_err(|e| e.message)?;
-            let here = self.bounds().map_err(|e| e.to_string())?;
-            match self.fit(&parsed.bounds, &here) {
+            match self.fit(&parsed.bounds) {
                 Fit::Same => {}
                 Fit::Narrower { at, upper: Some(upper) } => self.narrow(&at, upper)?,
                 Fit::Narrower { upper: None, .. } => {

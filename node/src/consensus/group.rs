@@ -261,9 +261,7 @@ impl Group {
         &self,
         members: BTreeMap<NodeId, String>,
     ) -> Result<(), ConsensusError> {
-        let nodes: BTreeMap<NodeId, BasicNode> =
-            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
-        match self.raft.initialize(nodes).await {
+        match self.raft.initialize(super::raft_nodes(members)).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(fatal(e)),

@@ -564,9 +564,7 @@ impl LogStore {
         &self,
         voters: BTreeMap<NodeId, String>,
     ) -> Result<bool, StorageError<NodeId>> {
-        let nodes: BTreeMap<NodeId, openraft::BasicNode> =
-            voters.into_iter().map(|(id, addr)| (id, openraft::BasicNode { addr })).collect();
-        let membership = openraft::Membership::from(nodes);
+        let membership = openraft::Membership::from(super::raft_nodes(voters));
         let entry = Entry::<TypeConfig> {
             log_id: LogId::default(),
             payload: openraft::EntryPayload::Membership(membership),

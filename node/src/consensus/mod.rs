@@ -246,6 +246,13 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String>
     rmp_serde::from_slice(bytes).map_err(|e| format!("undecodable raft message: {e}"))
 }
 
+/// A group's nodes (id to address) as openraft keeps them.
+pub(crate) fn raft_nodes(
+    nodes: std::collections::BTreeMap<NodeId, String>,
+) -> std::collections::BTreeMap<NodeId, openraft::BasicNode> {
+    nodes.into_iter().map(|(id, addr)| (id, openraft::BasicNode { addr })).collect()
+}
+
 /// Why a request to a group failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsensusError {

@@ -187,10 +187,11 @@ impl ReplicaStore {
         if self.applied().is_some() {
             return Ok(false);
         }
-        let nodes: std::collections::BTreeMap<NodeId, BasicNode> =
-            voters.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
         let start = LogId::default();
-        let membership = StoredMembership::new(Some(start), openraft::Membership::from(nodes));
+        let membership = StoredMembership::new(
+            Some(start),
+            openraft::Membership::from(super::raft_nodes(voters)),
+        );
         let marker = Marker { applied: Some(start), membership: membership.clone() };
         self.write_marker(marker).await?;
         let mut s = self.lock();
