@@ -81,6 +81,7 @@ pub mod consensus;
 pub mod error;
 pub mod file_modes;
 pub mod group_commit;
+pub mod job;
 pub mod leader_tasks;
 pub mod node;
 pub mod replica;

@@ -1,0 +1,379 @@
+//! Sorted runs: what an [`super::table::ExtendedHashtable`] spills, and
+//! the k-way merge that reads them back in key order.
+//!
+//! A run is a stream of CRC-framed entries in strictly increasing key
+//! order, ended by a footer that counts them (so a run cut short by a
+//! crash or a full disk is an error, never a shorter answer):
+//!
+//! ```text
+//! frame  = len u32 LE | crc32c(payload) u32 LE | payload
+//! entry  = 0x00 | key_len u32 LE | key | partial reduction
+//! footer = 0x01 | entries u64 LE
+//! ```
+//!
+//! Runs live in a [`RunStore`]: files in a spill directory, or lists in a
+//! Redis database (the intermediate store of seed 000, one database per
+//! task), each list element a block of frames.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Largest frame payload read back: a key (at most the key limit) and a
+/// partial reduction (at most a Lua reduction's limit) with room to spare.
+/// A length past it is damage, not an allocation to attempt.
+pub const RUN_FRAME_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+const TAG_ENTRY: u8 = 0;
+const TAG_FOOTER: u8 = 1;
+
+/// Bytes a Redis run block gathers before it is pushed.
+const REDIS_BLOCK_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("spill I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("intermediate Redis: {0}")]
+    Redis(String),
+    #[error("spilled run {run} is damaged: {what}")]
+    Damaged { run: String, what: String },
+}
+
+impl From<redis::RedisError> for RunError {
+    fn from(e: redis::RedisError) -> Self {
+        RunError::Redis(e.to_string())
+    }
+}
+
+/// Where a table's runs are kept.
+pub enum RunStore {
+    /// One file per run in `dir` (created, and removed whole on drop).
+    Disk { dir: PathBuf },
+    /// One list per run, `run:N`, in Redis database `db` (flushed before
+    /// use and on drop).
+    Redis { con: Arc<Mutex<redis::Connection>>, db: i64 },
+}
+
+/// A run's name in its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunId(pub u64);
+
+impl RunStore {
+    /// A store in a new directory `dir` (which must not exist: a leftover
+    /// of a crash is removed first by whoever owns the parent).
+    pub fn disk(dir: PathBuf) -> Result<RunStore, RunError> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(RunStore::Disk { dir })
+    }
+
+    /// A store in Redis database `db` of the server at `url`, emptied
+    /// first (`FLUSHDB`).
+    pub fn redis(url: &str, db: i64) -> Result<RunStore, RunError> {
+        let client = redis::Client::open(url)?;
+        let mut con = client.get_connection()?;
+        redis::cmd("SELECT").arg(db).query::<()>(&mut con)?;
+        redis::cmd("FLUSHDB").query::<()>(&mut con)?;
+        Ok(RunStore::Redis { con: Arc::new(Mutex::new(con)), db })
+    }
+
+    fn describe(&self, id: RunId) -> String {
+        match self {
+            RunStore::Disk { dir } => dir.join(run_file(id)).display().to_string(),
+            RunStore::Redis { db, .. } => format!("run:{} in Redis database {db}", id.0),
+        }
+    }
+
+    /// A writer of run `id`, buffering `buffer` bytes (a Redis run pushes
+    /// blocks of [`REDIS_BLOCK_BYTES`]).
+    pub fn create(&self, id: RunId, buffer: usize) -> Result<RunWriter, RunError> {
+        let sink = match self {
+            RunStore::Disk { dir } => {
+                let f =
+                    File::options().write(true).create_new(true).open(dir.join(run_file(id)))?;
+                Sink::File(BufWriter::with_capacity(buffer, f))
+            }
+            RunStore::Redis { con, .. } => Sink::Redis {
+                con: con.clone(),
+                list: run_list(id),
+                block: Vec::with_capacity(REDIS_BLOCK_BYTES.min(buffer)),
+            },
+        };
+        Ok(RunWriter { sink, entries: 0, bytes: 0, last: None })
+    }
+
+    /// A reader of run `id`, reading `buffer` bytes at a time.
+    pub fn open(&self, id: RunId, buffer: usize) -> Result<RunReader, RunError> {
+        let name = self.describe(id);
+        let source: Box<dyn Read + Send> = match self {
+            RunStore::Disk { dir } => {
+                Box::new(BufReader::with_capacity(buffer, File::open(dir.join(run_file(id)))?))
+            }
+            RunStore::Redis { con, .. } => Box::new(RedisBlocks {
+                con: con.clone(),
+                list: run_list(id),
+                next: 0,
+                block: Vec::new(),
+                at: 0,
+            }),
+        };
+        Ok(RunReader { source, name, entries: 0, done: false, last: None })
+    }
+
+    /// Removes run `id`.
+    pub fn remove(&self, id: RunId) -> Result<(), RunError> {
+        match self {
+            RunStore::Disk { dir } => match std::fs::remove_file(dir.join(run_file(id))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            RunStore::Redis { con, .. } => {
+                redis::cmd("DEL").arg(run_list(id)).query::<()>(&mut *lock(con))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes every run (and a disk store's directory).
+    pub fn clear(&mut self) -> Result<(), RunError> {
+        match self {
+            RunStore::Disk { dir } => match std::fs::remove_dir_all(&*dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            RunStore::Redis { con, .. } => {
+                redis::cmd("FLUSHDB").query::<()>(&mut *lock(con))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The Redis database of a Redis store.
+    pub fn redis_db(&self) -> Option<i64> {
+        match self {
+            RunStore::Redis { db, .. } => Some(*db),
+            RunStore::Disk { .. } => None,
+        }
+    }
+
+    /// The directory of a disk store.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            RunStore::Disk { dir } => Some(dir),
+            RunStore::Redis { .. } => None,
+        }
+    }
+}
+
+fn lock(con: &Mutex<redis::Connection>) -> std::sync::MutexGuard<'_, redis::Connection> {
+    con.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run_file(id: RunId) -> String {
+    format!("run-{:06}", id.0)
+}
+
+fn run_list(id: RunId) -> String {
+    format!("run:{}", id.0)
+}
+
+enum Sink {
+    File(BufWriter<File>),
+    Redis { con: Arc<Mutex<redis::Connection>>, list: String, block: Vec<u8> },
+}
+
+/// Writes one run: entries in strictly increasing key order, then
+/// [`RunWriter::finish`].
+pub struct RunWriter {
+    sink: Sink,
+    entries: u64,
+    bytes: u64,
+    last: Option<Vec<u8>>,
+}
+
+impl RunWriter {
+    /// Appends an entry; `key` must sort after the previous one.
+    pub fn push(&mut self, key: &[u8], partial: &[u8]) -> Result<(), RunError> {
+        debug_assert!(self.last.as_deref().is_none_or(|l| l < key), "run keys must increase");
+        if cfg!(debug_assertions) {
+            self.last = Some(key.to_vec());
+        }
+        let mut payload = Vec::with_capacity(5 + key.len() + partial.len());
+        payload.push(TAG_ENTRY);
+        payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        payload.extend_from_slice(key);
+        payload.extend_from_slice(partial);
+        self.frame(&payload)?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn frame(&mut self, payload: &[u8]) -> Result<(), RunError> {
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[4..].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        self.bytes += (head.len() + payload.len()) as u64;
+        match &mut self.sink {
+            Sink::File(w) => {
+                w.write_all(&head)?;
+                w.write_all(payload)?;
+            }
+            Sink::Redis { block, .. } => {
+                block.extend_from_slice(&head);
+                block.extend_from_slice(payload);
+                if block.len() >= REDIS_BLOCK_BYTES {
+                    self.push_block()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_block(&mut self) -> Result<(), RunError> {
+        if let Sink::Redis { con, list, block } = &mut self.sink {
+            if !block.is_empty() {
+                redis::cmd("RPUSH").arg(&*list).arg(&block[..]).query::<()>(&mut *lock(con))?;
+                block.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the footer and flushes; returns the run's bytes.
+    pub fn finish(mut self) -> Result<u64, RunError> {
+        let mut footer = vec![TAG_FOOTER];
+        footer.extend_from_slice(&self.entries.to_le_bytes());
+        self.frame(&footer)?;
+        self.push_block()?;
+        if let Sink::File(w) = &mut self.sink {
+            w.flush()?;
+        }
+        Ok(self.bytes)
+    }
+}
+
+/// A Redis run's blocks as one byte stream (`LINDEX` one block at a time).
+struct RedisBlocks {
+    con: Arc<Mutex<redis::Connection>>,
+    list: String,
+    next: i64,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl Read for RedisBlocks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.block.len() {
+            let block: Option<Vec<u8>> = redis::cmd("LINDEX")
+                .arg(&self.list)
+                .arg(self.next)
+                .query(&mut *lock(&self.con))
+                .map_err(|e| io::Error::other(format!("intermediate Redis: {e}")))?;
+            let Some(block) = block else { return Ok(0) };
+            self.next += 1;
+            self.block = block;
+            self.at = 0;
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reads one run back, checking every frame's CRC, the key order and the
+/// footer.
+pub struct RunReader {
+    source: Box<dyn Read + Send>,
+    name: String,
+    entries: u64,
+    done: bool,
+    last: Option<Vec<u8>>,
+}
+
+impl RunReader {
+    fn damaged(&self, what: impl Into<String>) -> RunError {
+        RunError::Damaged { run: self.name.clone(), what: what.into() }
+    }
+
+    /// The next entry `(key, partial)`, or `None` after the footer.
+    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, RunError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut head = [0u8; 8];
+        if let Err(e) = self.source.read_exact(&mut head) {
+            return Err(match e.kind() {
+                io::ErrorKind::UnexpectedEof => self.damaged("it ends before its footer"),
+                _ => e.into(),
+            });
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len == 0 || len > RUN_FRAME_MAX_BYTES {
+            return Err(self.damaged(format!("a frame of {len} bytes")));
+        }
+        let mut payload = vec![0u8; len];
+        if let Err(e) = self.source.read_exact(&mut payload) {
+            return Err(match e.kind() {
+                io::ErrorKind::UnexpectedEof => self.damaged("it ends inside a frame"),
+                _ => e.into(),
+            });
+        }
+        if crc32c::crc32c(&payload) != crc {
+            return Err(self.damaged("a frame's CRC does not match"));
+        }
+        match payload[0] {
+            TAG_FOOTER if payload.len() == 9 => {
+                let n = u64::from_le_bytes(payload[1..9].try_into().expect("8 bytes"));
+                if n != self.entries {
+                    return Err(self.damaged(format!(
+                        "its footer counts {n} entries, it holds {}",
+                        self.entries
+                    )));
+                }
+                self.done = true;
+                Ok(None)
+            }
+            TAG_ENTRY if payload.len() >= 5 => {
+                let klen = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes")) as usize;
+                if 5 + klen > payload.len() {
+                    return Err(self.damaged("an entry's key runs past its frame"));
+                }
+                let partial = payload[5 + klen..].to_vec();
+                payload.truncate(5 + klen);
+                payload.drain(..5);
+                let key = payload;
+                if self.last.as_ref().is_some_and(|l| *l >= key) {
+                    return Err(self.damaged("its keys are out of order"));
+                }
+                self.last = Some(key.clone());
+                self.entries += 1;
+                Ok(Some((key, partial)))
+            }
+            t => Err(self.damaged(format!("a frame of unknown kind {t}"))),
+        }
+    }
+}
+
+/// Removes what jobs left under `dir` when their node stopped without
+/// finishing them (every entry: the directory belongs to jobs alone).
+pub fn remove_leftovers(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
