@@ -93,8 +93,9 @@ use monotable_proto::limits::BATCH_OPS_MAX;
 pub use monotable_proto::{row, tuple};
 pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, ClusterStatus, CommitToken, Element, ErrorCode,
-    ErrorInfo, MapFunction, NodeInfo, NodeStatus, RangeInfo, RangeOptions, ReduceFunction,
-    ServerHello, SinkSource, TreeStatus, ViewStatus,
+    ErrorInfo, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus, MapFunction, NodeInfo,
+    NodeStatus, RangeInfo, RangeOptions, ReduceFunction, ServerHello, SinkSource, TreeStatus,
+    ViewStatus,
 };
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;
@@ -857,6 +858,32 @@ impl Client {
     ) -> Result<(u64, u32, u64)> {
         match self.call(Command::RdmaRegion { cluster, incarnation, region }).await? {
             Reply::RdmaRegion { addr, rkey, len } => Ok((addr, rkey, len)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts a batch map-reduce job on the node ([`JobSpec`]); returns
+    /// once it runs. Follow it with [`Client::jobs`]. Errors: `BadRequest`
+    /// (the message says what does not hold), `JobExists`.
+    pub async fn run_job(&self, spec: JobSpec) -> Result<()> {
+        match self.call(Command::RunJob(spec)).await? {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The node's jobs: those running, then the last that ended.
+    pub async fn jobs(&self) -> Result<Vec<JobStatus>> {
+        match self.call(Command::ListJobs).await? {
+            Reply::Jobs(j) => Ok(j),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stops a running job; it ends `cancelled`. Errors: `JobNotFound`.
+    pub async fn cancel_job(&self, name: &str) -> Result<()> {
+        match self.call(Command::CancelJob { name: name.to_owned() }).await? {
+            Reply::Ok => Ok(()),
             other => Err(unexpected(other)),
         }
     }

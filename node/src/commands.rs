@@ -176,6 +176,10 @@ impl Node {
                 .map(|()| Reply::Ok),
             Command::DropSink { name } => self.drop_sink_for_good(&name).await.map(|()| Reply::Ok),
             Command::Aggregate(req) => self.aggregate_command(req).await.map(Reply::Aggregate),
+            // Boxed: a job runs requests of its own through `execute`.
+            Command::RunJob(spec) => Box::pin(self.run_job(spec)).await.map(|()| Reply::Ok),
+            Command::ListJobs => Ok(Reply::Jobs(self.job_statuses())),
+            Command::CancelJob { name } => self.cancel_job(&name).map(|()| Reply::Ok),
             // The connection decides authentication before a request gets
             // here (server.rs); reaching the node is a bug of the caller.
             Command::ClusterStatus => {

@@ -81,6 +81,8 @@ pub struct Node {
     pub(crate) replicated_views: crate::replicated_views::ViewsHere,
     /// Sinks of replicated ranges this node runs (as their leader).
     pub(crate) replicated_sinks: crate::bridge::cluster_sinks::SinksHere,
+    /// Batch jobs running here, and the last that ended.
+    pub(crate) jobs: crate::job::Jobs,
 }
 
 /// What a connection owns on the node: its pinned snapshots, released when
@@ -301,6 +303,7 @@ impl Node {
             syncer: Arc::new(syncer),
             cluster: std::sync::OnceLock::new(),
             replicated_views: Default::default(),
+            jobs: Default::default(),
             replicated_sinks: Default::default(),
         });
         tracing::info!(fsync = ?node.config.fsync, sync_method = ?node.syncer.method(), "group commit");

@@ -159,6 +159,7 @@ async fn serve_inner(
         TcpListener::from_std(listener).map_err(|e| NodeError::Internal(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
     let cluster = start_cluster(&node, addr).await?;
+    node.clean_up_jobs().await;
     let state = Arc::new(ServerState::default());
     let resp_state = Arc::new(crate::resp::state::RespState::new(node.clone()));
     resp_state

@@ -60,6 +60,10 @@ pub enum ErrorCode {
     /// The node asked routes it again by itself; a client sees this only
     /// when that kept failing. Retry.
     StaleChunkMap,
+    /// A job of that name is running on the node.
+    JobExists,
+    /// The node has no job of that name (running or remembered).
+    JobNotFound,
 }
 
 impl ErrorCode {

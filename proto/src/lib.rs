@@ -23,8 +23,9 @@ pub mod tuple;
 pub use error::{ErrorCode, ErrorInfo};
 pub use message::{
     AggregateReply, AggregateRequest, Bytes, ChunkInfo, ClusterStatus, Command, CommitToken,
-    CopyStatus, MapFunction, NodeInfo, NodeStatus, Password, RangeInfo, RangeOptions, RdmaEndpoint,
-    Record, ReduceFunction, Reply, Request, Response, ScanReply, ScanRequest, ServerHello,
-    SinkSource, TreeStatus, ViewStatus, WriteOp,
+    CopyStatus, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus, MapFunction, NodeInfo,
+    NodeStatus, Password, RangeInfo, RangeOptions, RdmaEndpoint, Record, ReduceFunction, Reply,
+    Request, Response, ScanReply, ScanRequest, ServerHello, SinkSource, TreeStatus, ViewStatus,
+    WriteOp,
 };
 pub use tuple::Element;

@@ -109,3 +109,19 @@ pub const AGGREGATE_REPLY_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a fresh aggregate waits unless asked otherwise, in ms.
 pub const AGGREGATE_TIMEOUT_DEFAULT_MS: u64 = 10_000;
+
+/// A job's shuffle memory budget unless asked otherwise: 256 MiB.
+pub const JOB_MEMORY_BUDGET_DEFAULT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Smallest budget a job may ask for, per task: 64 KiB (below it a table
+/// spills after a handful of keys and its merges' buffers dominate).
+pub const JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK: u64 = 64 * 1024;
+
+/// Most map tasks a job may run at once.
+pub const JOB_TASKS_MAX: u32 = 256;
+
+/// Jobs that ended a node remembers for `ListJobs` (the oldest go first).
+pub const JOB_HISTORY_MAX: usize = 32;
+
+/// Failed records or rows a job's status shows (all are counted).
+pub const JOB_ERROR_SAMPLES_MAX: usize = 10;

@@ -184,6 +184,18 @@ pub enum Command {
         name: String,
     },
     Aggregate(AggregateRequest),
+    /// Starts a batch map-reduce job on the answering node ([`JobSpec`]);
+    /// answers `Ok` once it runs (follow it with [`Command::ListJobs`]).
+    /// Errors: `BadRequest` for a spec that does not hold (its message
+    /// says what), `JobExists` while a job of that name runs.
+    RunJob(JobSpec),
+    /// The answering node's jobs: running, and the last ones that ended.
+    ListJobs,
+    /// Stops a running job; it ends `cancelled` and leaves no output in a
+    /// range. Errors: `JobNotFound`.
+    CancelJob {
+        name: String,
+    },
     /// Gives the node's password (`serve --requirepass`). On a node with a
     /// password it is the only request a connection may send until it
     /// succeeds; on a node without one it fails, so a client that expects
@@ -418,6 +430,96 @@ pub enum MapFunction {
     Lua { source: String },
 }
 
+/// A batch map-reduce job: map every record of the input with a mapper's
+/// function, combine the values emitted under each key with a reducer's
+/// function, and write one row per emitted key to the output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobSpec {
+    pub name: String,
+    pub input: JobInput,
+    pub output: JobOutput,
+    pub map: MapFunction,
+    pub reduce: ReduceFunction,
+    /// Bytes the shuffle may hold in memory, shared by its tasks; past it
+    /// tables spill sorted runs. See `limits::JOB_MEMORY_BUDGET_*`.
+    pub memory_budget_bytes: u64,
+    /// Where disk runs go (a directory on the answering node); `None`:
+    /// `DATA_DIR/jobs`.
+    pub spill_dir: Option<String>,
+    /// `Some(redis://HOST:PORT)`: runs go to that Redis server, one
+    /// database per task (seed 000's intermediate store), instead of disk.
+    pub intermediate: Option<String>,
+    /// Map tasks run at once (one per source chunk, or per share of a
+    /// Redis keyspace); 0: the node's core count.
+    pub tasks: u32,
+}
+
+/// Where a job reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum JobInput {
+    /// Every record of a range, at one pinned snapshot.
+    Range(String),
+    /// The keys of a Redis database (`redis://HOST:PORT/DB`), read by SCAN
+    /// (with `MATCH pattern` when given) and typed reads.
+    Redis { url: String, pattern: Option<String> },
+}
+
+/// Where a job writes its rows (key = the emitted key as a tuple, value =
+/// the reduction as MessagePack).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum JobOutput {
+    /// A range, replaced whole when the job succeeds (written to a staging
+    /// range first, then swapped in).
+    Range(String),
+    /// A Redis database: one string per row (key and value rendered as
+    /// `redis export` renders them), or the fields of `hash`; each key
+    /// prefixed with `prefix`.
+    Redis { url: String, hash: Option<Bytes>, prefix: Bytes },
+}
+
+/// Where a job stands ([`Command::ListJobs`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobStatus {
+    pub name: String,
+    /// `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    /// While running: `map` (reading, mapping, combining), `merge`
+    /// (merging runs and writing the output) or `commit`.
+    pub phase: String,
+    pub input: String,
+    pub output: String,
+    /// Records read from the input, and how many it held when the job
+    /// began (an estimate for a Redis input: `DBSIZE`).
+    pub records_in: u64,
+    pub records_total: u64,
+    /// Rows the map function emitted.
+    pub rows_emitted: u64,
+    /// Records whose map failed, and rows whose reduction failed (each
+    /// left out, as in views), with the first few errors and their keys.
+    pub map_errors: u64,
+    pub reduce_errors: u64,
+    pub errors: Vec<JobErrorSample>,
+    /// Rows written to the output.
+    pub rows_out: u64,
+    /// Runs spilled, their bytes, and the most bytes the tables held.
+    pub spills: u64,
+    pub spilled_bytes: u64,
+    pub peak_memory_bytes: u64,
+    pub tasks: u32,
+    pub elapsed_ms: u64,
+    /// Why a job failed.
+    pub error: Option<String>,
+}
+
+/// One failed record or row of a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobErrorSample {
+    /// The input record's key (a map error) or the emitted key (a reduce
+    /// error).
+    pub key: Bytes,
+    pub error: String,
+}
+
 /// Where a view stands.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ViewStatus {
@@ -545,6 +647,7 @@ pub enum Reply {
     Scan(ScanReply),
     Snapshot(u64),
     Views(Vec<ViewStatus>),
+    Jobs(Vec<JobStatus>),
     Aggregate(AggregateReply),
     Cluster(ClusterStatus),
     Joined {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_views;
+mod job;
 pub mod json;
 mod load;
 mod redis;
@@ -134,6 +135,13 @@ enum Cmd {
     },
     /// Print a reducer's aggregate as JSON (JSON lines with --group-level).
     Agg(AggArgs),
+    /// Run, list and cancel batch map-reduce jobs over a range or Redis.
+    Job {
+        #[command(subcommand)]
+        command: job::JobCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Move data between Monotable and Redis: import, export, sinks.
     Redis {
         #[command(subcommand)]

@@ -248,6 +248,12 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 }
             }
         }
+        Cmd::Job { command, client } => {
+            let c = connect(&client).await?;
+            let code = super::job::run(command, &c, &mut out).await?;
+            out.flush()?;
+            return Ok(code);
+        }
         Cmd::Redis { command, client } => {
             let c = connect(&client).await?;
             let code = super::redis::run(command, &c, &mut out).await?;
@@ -567,7 +573,7 @@ fn write_cluster_table(
 }
 
 /// `n` bytes in the largest binary unit that keeps it at or above 1.
-fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;

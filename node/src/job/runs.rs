@@ -56,6 +56,9 @@ pub enum RunStore {
     Redis { con: Arc<Mutex<redis::Connection>>, db: i64 },
 }
 
+/// A run's entry: a key and its partial reduction, encoded.
+pub type RunEntry = (Vec<u8>, Vec<u8>);
+
 /// A run's name in its store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunId(pub u64);
@@ -298,7 +301,7 @@ impl RunReader {
     }
 
     /// The next entry `(key, partial)`, or `None` after the footer.
-    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, RunError> {
+    pub fn next_entry(&mut self) -> Result<Option<RunEntry>, RunError> {
         if self.done {
             return Ok(None);
         }

@@ -43,6 +43,9 @@ pub trait Combiner: Send + Sync {
     fn heap_bytes(&self, p: &Self::P) -> usize;
 }
 
+/// A key and its partial reduction.
+pub type Entry<P> = (Vec<u8>, P);
+
 /// What a table did, for progress and summaries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableStats {
@@ -230,12 +233,28 @@ pub struct Merged<C: Combiner> {
 
 impl<C: Combiner> Merged<C> {
     /// The next key and its combined partial, or `None` at the end.
-    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, C::P)>, RunError> {
+    pub fn next_entry(&mut self) -> Result<Option<Entry<C::P>>, RunError> {
         self.merger.next_entry()
     }
 
     pub fn stats(&self) -> TableStats {
         self.stats
+    }
+
+    /// One stream of the entries of several tables (oldest first), equal
+    /// keys combined with `combiner`; each part removes its own runs.
+    pub fn merge_all(combiner: Arc<C>, parts: Vec<Merged<C>>) -> Result<Merged<C>, RunError> {
+        let mut stats = TableStats::default();
+        for p in &parts {
+            let s = p.stats();
+            stats.inserts += s.inserts;
+            stats.spills += s.spills;
+            stats.spilled_bytes += s.spilled_bytes;
+            stats.merged_runs += s.merged_runs;
+            stats.peak_bytes += s.peak_bytes;
+        }
+        let sources = parts.into_iter().map(|p| Source::Table(Box::new(p))).collect();
+        Ok(Merged { merger: Merger::from_sources(combiner, sources)?, store: None, stats })
     }
 }
 
@@ -251,15 +270,16 @@ impl<C: Combiner> Drop for Merged<C> {
     }
 }
 
-enum Source<P> {
+enum Source<C: Combiner> {
     Run(RunReader),
-    Memory(std::vec::IntoIter<(Vec<u8>, P)>),
+    Memory(std::vec::IntoIter<(Vec<u8>, C::P)>),
+    Table(Box<Merged<C>>),
 }
 
 /// A k-way merge: sources oldest first, the memory last (newest).
 struct Merger<C: Combiner> {
     combiner: Arc<C>,
-    sources: Vec<Source<C::P>>,
+    sources: Vec<Source<C>>,
     /// The head of each source that has one: (key, source index).
     heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
     /// The partial of each source's head.
@@ -272,8 +292,12 @@ impl<C: Combiner> Merger<C> {
         runs: Vec<RunReader>,
         memory: Vec<(Vec<u8>, C::P)>,
     ) -> Result<Self, RunError> {
-        let mut sources: Vec<Source<C::P>> = runs.into_iter().map(Source::Run).collect();
+        let mut sources: Vec<Source<C>> = runs.into_iter().map(Source::Run).collect();
         sources.push(Source::Memory(memory.into_iter()));
+        Self::from_sources(combiner, sources)
+    }
+
+    fn from_sources(combiner: Arc<C>, sources: Vec<Source<C>>) -> Result<Self, RunError> {
         let n = sources.len();
         let mut m = Merger {
             combiner,
@@ -291,6 +315,7 @@ impl<C: Combiner> Merger<C> {
     fn advance(&mut self, i: usize) -> Result<(), RunError> {
         let next = match &mut self.sources[i] {
             Source::Memory(it) => it.next(),
+            Source::Table(t) => t.next_entry()?,
             Source::Run(r) => match r.next_entry()? {
                 None => None,
                 Some((k, bytes)) => {
@@ -309,7 +334,7 @@ impl<C: Combiner> Merger<C> {
         Ok(())
     }
 
-    fn next_entry(&mut self) -> Result<Option<(Vec<u8>, C::P)>, RunError> {
+    fn next_entry(&mut self) -> Result<Option<Entry<C::P>>, RunError> {
         let Some(Reverse((key, i))) = self.heap.pop() else { return Ok(None) };
         let mut acc = self.heads[i].take().expect("a source in the heap has a head");
         self.advance(i)?;

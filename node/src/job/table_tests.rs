@@ -43,7 +43,7 @@ fn table(dir: &Path, budget: usize) -> ExtendedHashtable<Concat> {
     )
 }
 
-fn drain(mut m: Merged<Concat>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RunError> {
+fn drain(mut m: Merged<Concat>) -> Result<Vec<Entry<Vec<u8>>>, RunError> {
     let mut out = Vec::new();
     while let Some(e) = m.next_entry()? {
         out.push(e);

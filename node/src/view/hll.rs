@@ -21,6 +21,16 @@ pub enum Hll {
     Dense(Box<[u8; REGISTERS]>),
 }
 
+impl Hll {
+    /// Bytes the sketch holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Hll::Sparse(v) => v.capacity() * std::mem::size_of::<(u16, u8)>(),
+            Hll::Dense(_) => REGISTERS,
+        }
+    }
+}
+
 impl Default for Hll {
     fn default() -> Self {
         Hll::Sparse(Vec::new())

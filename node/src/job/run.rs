@@ -1,0 +1,1164 @@
+//! A job from request to output, and the node's list of jobs.
+//!
+//! 1. **Checks** (before `RunJob` answers): names, the budget, the input
+//!    and output, both functions compiled (Lua runs its top-level code),
+//!    a Redis intermediate store with a database per task.
+//! 2. **Map**: each task takes source chunks (or pages of a Redis SCAN)
+//!    one at a time, maps their records on a blocking thread and inserts
+//!    each emitted row's partial reduction into its own table. A range is
+//!    read at one snapshot pinned when the job begins.
+//! 3. **Merge**: the tables finish and one k-way merge over all of them
+//!    yields each key once, in order; its output value is written in
+//!    sorted batches.
+//! 4. **Commit**: a range output was written to a staging range
+//!    (`job.NAME.staging`), which now takes the output's name (the old
+//!    output is dropped); a Redis hash output was written to a staging
+//!    hash, now renamed. Redis string outputs are written in place: a job
+//!    that fails leaves the keys it wrote so far.
+//!
+//! A marker file per running job (`DATA_DIR/jobs/NAME.job`) names its
+//! spill directory and staging range; a node that starts after a crash
+//! removes both ([`Node::clean_up_jobs`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use monotable_proto::limits::{
+    check_key_size, BATCH_OPS_MAX, JOB_ERROR_SAMPLES_MAX, JOB_HISTORY_MAX,
+    JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK, JOB_TASKS_MAX, RANGE_NAME_LEN_MAX,
+};
+use monotable_proto::{
+    Bytes, Command, ErrorCode, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus,
+    MapFunction, RangeOptions, ReduceFunction, Reply, ScanRequest, WriteOp,
+};
+use serde::{Deserialize, Serialize};
+
+use super::functions::{output_key, JobReduce, LuaJobReducer};
+use super::runs::{RunError, RunStore};
+use super::table::{ExtendedHashtable, Merged, TableStats};
+use crate::bridge::redis_io::{prefixed, read_items, scan_page, Target};
+use crate::bridge::rows::{render_key, render_value};
+use crate::error::{NodeError, NodeResult};
+use crate::node::{validate_name, Node, Session};
+use crate::view::lua::{LuaEnv, LuaReducer};
+use crate::view::map_fn::{FieldMapper, Mapper, MapperFunction};
+use crate::view::reduction::Builtin;
+
+/// Records asked for per scan page of a range input.
+const SCAN_PAGE_RECORDS: u32 = 2000;
+/// Keys asked for per SCAN of a Redis input.
+const REDIS_SCAN_COUNT: usize = 1000;
+/// Output rows per write batch, and their bytes.
+const OUTPUT_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Output batches written at once.
+const OUTPUT_IN_FLIGHT: usize = 4;
+/// Redis commands per output pipeline.
+const REDIS_PIPELINE_KEYS: usize = 500;
+
+fn bad_request(message: impl Into<String>) -> NodeError {
+    NodeError::client(ErrorCode::BadRequest, message)
+}
+
+/// The node's jobs: those running, and the last [`JOB_HISTORY_MAX`] that
+/// ended.
+#[derive(Default)]
+pub struct Jobs {
+    inner: Mutex<JobsInner>,
+}
+
+#[derive(Default)]
+struct JobsInner {
+    running: BTreeMap<String, Arc<Job>>,
+    ended: VecDeque<JobStatus>,
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running job's progress, shared by its tasks.
+pub struct Job {
+    spec: JobSpec,
+    tasks: u32,
+    started: Instant,
+    records_in: AtomicU64,
+    records_total: AtomicU64,
+    rows_emitted: AtomicU64,
+    map_errors: AtomicU64,
+    reduce_errors: AtomicU64,
+    rows_out: AtomicU64,
+    samples: Mutex<Vec<JobErrorSample>>,
+    /// Each task's table, as last reported.
+    tables: Mutex<Vec<TableStats>>,
+    phase: Mutex<&'static str>,
+    cancelled: AtomicBool,
+    env: LuaEnv,
+}
+
+impl Job {
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.cancelled() {
+            Err(CANCELLED.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn sample(&self, key: &[u8], error: String) {
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() < JOB_ERROR_SAMPLES_MAX {
+            s.push(JobErrorSample { key: Bytes::from(key.to_vec()), error });
+        }
+    }
+
+    fn map_error(&self, key: &[u8], error: String) {
+        self.map_errors.fetch_add(1, Ordering::Relaxed);
+        self.sample(key, format!("map: {error}"));
+    }
+
+    fn reduce_error(&self, key: &[u8], error: String) {
+        self.reduce_errors.fetch_add(1, Ordering::Relaxed);
+        self.sample(key, format!("reduce: {error}"));
+    }
+
+    fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    fn report_table(&self, task: usize, stats: TableStats) {
+        let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = t.get_mut(task) {
+            *slot = stats;
+        }
+    }
+
+    fn status(&self, state: &str, error: Option<String>) -> JobStatus {
+        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        JobStatus {
+            name: self.spec.name.clone(),
+            state: state.to_owned(),
+            phase: if state == "running" {
+                (*self.phase.lock().unwrap_or_else(|p| p.into_inner())).to_owned()
+            } else {
+                String::new()
+            },
+            input: describe_input(&self.spec.input),
+            output: describe_output(&self.spec.output),
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_total: self.records_total.load(Ordering::Relaxed),
+            rows_emitted: self.rows_emitted.load(Ordering::Relaxed),
+            map_errors: self.map_errors.load(Ordering::Relaxed),
+            reduce_errors: self.reduce_errors.load(Ordering::Relaxed),
+            errors: self.samples.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            rows_out: self.rows_out.load(Ordering::Relaxed),
+            spills: tables.iter().map(|t| t.spills).sum(),
+            spilled_bytes: tables.iter().map(|t| t.spilled_bytes).sum(),
+            peak_memory_bytes: tables.iter().map(|t| t.peak_bytes as u64).sum(),
+            tasks: self.tasks,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            error,
+        }
+    }
+}
+
+const CANCELLED: &str = "cancelled";
+
+fn describe_input(input: &JobInput) -> String {
+    match input {
+        JobInput::Range(r) => format!("range:{r}"),
+        JobInput::Redis { url, pattern } => {
+            let shown = Target::parse(url).map(|t| t.display).unwrap_or_else(|_| url.clone());
+            match pattern {
+                Some(p) => format!("{shown}?match={p}"),
+                None => shown,
+            }
+        }
+    }
+}
+
+fn describe_output(output: &JobOutput) -> String {
+    match output {
+        JobOutput::Range(r) => format!("range:{r}"),
+        JobOutput::Redis { url, hash, .. } => {
+            let shown = Target::parse(url).map(|t| t.display).unwrap_or_else(|_| url.clone());
+            match hash {
+                Some(h) => format!("{shown}?hash={}", String::from_utf8_lossy(h)),
+                None => shown,
+            }
+        }
+    }
+}
+
+/// A job's input, checked.
+enum Input {
+    /// Key spans of the range's chunks when the job began.
+    Range {
+        name: String,
+        spans: Vec<(Option<Bytes>, Option<Bytes>)>,
+    },
+    Redis {
+        target: Target,
+        pattern: Option<String>,
+    },
+}
+
+/// A job's output, checked.
+enum Output {
+    Range { name: String, staging: String, options: RangeOptions },
+    Redis { target: Target, hash: Option<Vec<u8>>, prefix: Vec<u8> },
+}
+
+/// Where a job's tables spill.
+enum Spill {
+    /// `dir/task-N` per task.
+    Disk { dir: PathBuf },
+    /// Database N of the server per task.
+    Redis { url: String },
+}
+
+/// What a job leaves behind if its node dies: removed at the next start.
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    spill_dir: Option<PathBuf>,
+    staging: Option<String>,
+}
+
+fn jobs_dir(node: &Node) -> PathBuf {
+    node.config.data_dir.join("jobs")
+}
+
+fn marker_path(node: &Node, name: &str) -> PathBuf {
+    jobs_dir(node).join(format!("{name}.job"))
+}
+
+/// The staging range of a job's range output.
+pub fn staging_range(job: &str) -> String {
+    format!("job.{job}.staging")
+}
+
+/// Longest job name: its staging range name must fit.
+const JOB_NAME_LEN_MAX: usize = RANGE_NAME_LEN_MAX - "job..staging".len();
+
+impl Node {
+    /// `RunJob`: checks the spec, then starts the job (see the module doc).
+    pub(crate) async fn run_job(self: &Arc<Self>, spec: JobSpec) -> NodeResult<()> {
+        validate_name("job", &spec.name)?;
+        if spec.name.len() > JOB_NAME_LEN_MAX {
+            return Err(bad_request(format!(
+                "job name {:?} is too long: at most {JOB_NAME_LEN_MAX} characters",
+                spec.name
+            )));
+        }
+        let tasks = match spec.tasks {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            n if n > JOB_TASKS_MAX => {
+                return Err(bad_request(format!("--tasks {n}: at most {JOB_TASKS_MAX}")))
+            }
+            n => n,
+        };
+        let min = JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK * u64::from(tasks);
+        if spec.memory_budget_bytes < min {
+            return Err(bad_request(format!(
+                "a memory budget of {} bytes is too small for {tasks} tasks: at least {min} \
+                 ({JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK} per task)",
+                spec.memory_budget_bytes
+            )));
+        }
+        let session = Session::new(self.clone());
+        let input = self.job_input(&spec.input, &session).await?;
+        let tasks = match &input {
+            Input::Range { spans, .. } => tasks.min(spans.len().max(1) as u32),
+            Input::Redis { .. } => tasks,
+        };
+        let output = self.job_output(&spec.output, &spec.name, &session).await?;
+        if let (Input::Redis { target: i, .. }, Output::Redis { target: o, .. }) = (&input, &output)
+        {
+            if same_server(i, o).await? && i.db == o.db {
+                return Err(bad_request(format!(
+                    "the output {} is the input database: the job would read the rows it \
+                     writes; write to another database",
+                    o.display
+                )));
+            }
+        }
+        let spill = match &spec.intermediate {
+            Some(url) => {
+                Spill::Redis { url: check_intermediate(url, tasks, &input, &output).await? }
+            }
+            None => {
+                let base = spec.spill_dir.as_ref().map_or_else(|| jobs_dir(self), PathBuf::from);
+                Spill::Disk { dir: base.join(format!("job-{}-{}", spec.name, std::process::id())) }
+            }
+        };
+        let env = self.lua_env();
+        check_functions(&spec.map, &spec.reduce, &env).await?;
+        let job = Arc::new(Job {
+            tasks,
+            started: Instant::now(),
+            records_in: AtomicU64::new(0),
+            records_total: AtomicU64::new(0),
+            rows_emitted: AtomicU64::new(0),
+            map_errors: AtomicU64::new(0),
+            reduce_errors: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            samples: Mutex::new(Vec::new()),
+            tables: Mutex::new(vec![TableStats::default(); tasks as usize]),
+            phase: Mutex::new("map"),
+            cancelled: AtomicBool::new(false),
+            env,
+            spec,
+        });
+        {
+            let mut jobs = self.jobs.lock();
+            if jobs.running.contains_key(&job.spec.name) {
+                return Err(NodeError::client(
+                    ErrorCode::JobExists,
+                    format!("job {:?} is running; cancel it or choose another name", job.spec.name),
+                ));
+            }
+            jobs.running.insert(job.spec.name.clone(), job.clone());
+        }
+        let marker = Marker {
+            spill_dir: match &spill {
+                Spill::Disk { dir } => Some(dir.clone()),
+                Spill::Redis { .. } => None,
+            },
+            staging: match &output {
+                Output::Range { staging, .. } => Some(staging.clone()),
+                Output::Redis { .. } => None,
+            },
+        };
+        if let Err(e) = write_marker(self, &job.spec.name, &marker) {
+            self.jobs.lock().running.remove(&job.spec.name);
+            return Err(NodeError::Internal(format!("cannot record the job: {e}")));
+        }
+        let node = self.clone();
+        // On this connection worker's thread: the node's request futures
+        // are not `Send`; the map work itself runs on blocking threads.
+        actix_rt::spawn(async move {
+            let name = job.spec.name.clone();
+            tracing::info!(job = %name, input = %describe_input(&job.spec.input),
+                output = %describe_output(&job.spec.output), tasks = job.tasks, "job started");
+            let result = node.drive(&job, input, output, spill, session).await;
+            if let Err(e) = std::fs::remove_file(marker_path(&node, &name)) {
+                tracing::warn!(job = %name, error = %e, "removing the job's marker failed");
+            }
+            let status = match result {
+                Ok(()) => job.status("done", None),
+                Err(_) if job.cancelled() => job.status("cancelled", None),
+                Err(e) => job.status("failed", Some(e)),
+            };
+            tracing::info!(job = %name, state = %status.state, records = status.records_in,
+                rows = status.rows_out, error = ?status.error, "job ended");
+            let mut jobs = node.jobs.lock();
+            jobs.running.remove(&name);
+            jobs.ended.retain(|s| s.name != name);
+            jobs.ended.push_back(status);
+            while jobs.ended.len() > JOB_HISTORY_MAX {
+                jobs.ended.pop_front();
+            }
+        });
+        Ok(())
+    }
+
+    /// `ListJobs`: running jobs, then those that ended, newest last.
+    pub(crate) fn job_statuses(&self) -> Vec<JobStatus> {
+        let jobs = self.jobs.lock();
+        let mut out: Vec<JobStatus> =
+            jobs.running.values().map(|j| j.status("running", None)).collect();
+        out.extend(jobs.ended.iter().cloned());
+        out
+    }
+
+    /// `CancelJob`.
+    pub(crate) fn cancel_job(&self, name: &str) -> NodeResult<()> {
+        let jobs = self.jobs.lock();
+        let Some(job) = jobs.running.get(name) else {
+            let ended = jobs.ended.iter().any(|s| s.name == name);
+            return Err(NodeError::client(
+                ErrorCode::JobNotFound,
+                if ended {
+                    format!("job {name:?} has ended already")
+                } else {
+                    format!("no job {name:?} on this node")
+                },
+            ));
+        };
+        job.cancelled.store(true, Ordering::Release);
+        job.env.interrupt.stop_view();
+        Ok(())
+    }
+
+    /// Removes what jobs left when the node stopped without ending them:
+    /// their spill directories and staging ranges. Runs at start.
+    pub async fn clean_up_jobs(self: &Arc<Self>) {
+        let dir = jobs_dir(self);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "job") {
+                let marker: Option<Marker> =
+                    std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                if let Some(m) = marker {
+                    if let Some(d) = &m.spill_dir {
+                        if let Err(e) = std::fs::remove_dir_all(d) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                tracing::warn!(dir = %d.display(), error = %e,
+                                    "removing a stopped job's runs failed");
+                            }
+                        }
+                    }
+                    if let Some(staging) = &m.staging {
+                        self.drop_staging(staging).await;
+                    }
+                }
+                tracing::info!(marker = %path.display(), "removed what a stopped job left");
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "removing a job leftover failed");
+            }
+        }
+    }
+
+    async fn drop_staging(self: &Arc<Self>, staging: &str) {
+        match self
+            .execute(Command::DropRange { name: staging.to_owned() }, &Session::default())
+            .await
+        {
+            Ok(_) | Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. }) => {}
+            Err(e) => {
+                tracing::warn!(range = staging, error = %e, "dropping a staging range failed")
+            }
+        }
+    }
+
+    async fn job_input(self: &Arc<Self>, input: &JobInput, session: &Session) -> NodeResult<Input> {
+        Ok(match input {
+            JobInput::Range(name) => {
+                if crate::replicated::is_redis_database(name) {
+                    return Err(bad_request(format!(
+                        "range {name} holds a Redis database: read it as Redis keys with \
+                         --input redis://<this node's Redis address>/N"
+                    )));
+                }
+                let info = match self
+                    .execute(Command::DescribeRange { name: name.clone() }, session)
+                    .await?
+                {
+                    Reply::Range(info) => info,
+                    other => {
+                        return Err(NodeError::Internal(format!(
+                            "DescribeRange answered {other:?}"
+                        )))
+                    }
+                };
+                let spans =
+                    info.chunks.iter().map(|c| (Some(c.start.clone()), c.end.clone())).collect();
+                Input::Range { name: name.clone(), spans }
+            }
+            JobInput::Redis { url, pattern } => {
+                let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+                let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+                redis::cmd("PING")
+                    .query_async::<()>(&mut con)
+                    .await
+                    .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+                Input::Redis { target, pattern: pattern.clone() }
+            }
+        })
+    }
+
+    async fn job_output(
+        self: &Arc<Self>,
+        output: &JobOutput,
+        job: &str,
+        session: &Session,
+    ) -> NodeResult<Output> {
+        Ok(match output {
+            JobOutput::Range(name) => {
+                crate::node::validate_range_name(name)?;
+                if crate::replicated::is_redis_database(name) {
+                    return Err(bad_request(format!(
+                        "range {name} holds a Redis database; write to redis://... instead"
+                    )));
+                }
+                let staging = staging_range(job);
+                if self.router_read().range(&staging).is_some() {
+                    return Err(bad_request(format!(
+                        "range {staging} exists: it is job {job:?}'s staging range; drop it \
+                         or choose another job name"
+                    )));
+                }
+                let existing = self.router_read().range(name).map(|r| (r.meta.id, r.meta.options));
+                let options = match existing {
+                    Some((id, options)) => {
+                        if crate::replicated::is_replicated(id) {
+                            return Err(bad_request(format!(
+                                "range {name} is replicated across the cluster; a job's output \
+                                 range must be an ordinary range of this node (or write to Redis)"
+                            )));
+                        }
+                        if let Some(view) = self.range_in_views(id) {
+                            return Err(bad_request(format!(
+                                "view {view:?} reads or writes range {name}; a job cannot \
+                                 replace it (drop the view, or choose another output)"
+                            )));
+                        }
+                        options
+                    }
+                    None => {
+                        if self
+                            .execute(Command::DescribeRange { name: name.clone() }, session)
+                            .await
+                            .is_ok()
+                        {
+                            return Err(bad_request(format!(
+                                "range {name} is replicated across the cluster; a job's output \
+                                 range must be an ordinary range of this node (or write to Redis)"
+                            )));
+                        }
+                        RangeOptions::default()
+                    }
+                };
+                Output::Range { name: name.clone(), staging, options }
+            }
+            JobOutput::Redis { url, hash, prefix } => {
+                let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+                let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+                redis::cmd("PING")
+                    .query_async::<()>(&mut con)
+                    .await
+                    .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+                Output::Redis {
+                    target,
+                    hash: hash.as_ref().map(|h| h.to_vec()),
+                    prefix: prefix.to_vec(),
+                }
+            }
+        })
+    }
+
+    /// Runs a checked job to its end.
+    async fn drive(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        input: Input,
+        output: Output,
+        spill: Spill,
+        session: Session,
+    ) -> Result<(), String> {
+        let result = match job.spec.reduce.clone() {
+            ReduceFunction::Builtin(name) => {
+                let b = Builtin::parse(&name).ok_or_else(|| format!("unknown reducer {name}"))?;
+                self.drive_with(job, &input, &output, &spill, &session, move |_| Ok(b)).await
+            }
+            ReduceFunction::Lua { source } => {
+                self.drive_with(job, &input, &output, &spill, &session, move |env| {
+                    LuaReducer::new(&source, env).map(LuaJobReducer).map_err(|e| e.to_string())
+                })
+                .await
+            }
+        };
+        if let Spill::Disk { dir } = &spill {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "removing a job's runs failed");
+                }
+            }
+        }
+        if result.is_err() {
+            match &output {
+                Output::Range { staging, .. } => self.drop_staging(staging).await,
+                Output::Redis { target, hash: Some(h), prefix } => {
+                    if let Ok(mut con) = target.connect().await {
+                        let staging = staging_hash(prefix, h);
+                        let _ = redis::cmd("DEL").arg(staging).query_async::<()>(&mut con).await;
+                    }
+                }
+                Output::Redis { .. } => {}
+            }
+        }
+        drop(session);
+        result
+    }
+
+    async fn drive_with<C, F>(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        input: &Input,
+        output: &Output,
+        spill: &Spill,
+        session: &Session,
+        make: F,
+    ) -> Result<(), String>
+    where
+        C: JobReduce + 'static,
+        C::P: 'static,
+        F: Fn(&LuaEnv) -> Result<C, String> + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        let tasks = job.tasks as usize;
+        let budget = (job.spec.memory_budget_bytes / job.tasks as u64) as usize;
+        // Per task: its map function, reduce function and table.
+        let mut workers = Vec::with_capacity(tasks);
+        for task in 0..tasks {
+            let (map, env, make) = (job.spec.map.clone(), job.env.clone(), make.clone());
+            let store = match spill {
+                Spill::Disk { dir } => {
+                    let dir = dir.join(format!("task-{task}"));
+                    tokio::task::spawn_blocking(move || RunStore::disk(dir))
+                }
+                Spill::Redis { url } => {
+                    let url = url.clone();
+                    tokio::task::spawn_blocking(move || RunStore::redis(&url, task as i64))
+                }
+            }
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            let (mapper, reducer) = tokio::task::spawn_blocking(move || {
+                let mapper = compile_map(&map)?.compile(&env)?;
+                Ok::<_, String>((mapper, make(&env)?))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let reducer = Arc::new(reducer);
+            let table = ExtendedHashtable::new(reducer.clone(), budget, store);
+            workers.push(Worker { task, mapper: Arc::new(mapper), reducer, table });
+        }
+        // Map.
+        let source = match input {
+            Input::Range { name, spans } => {
+                let seq = match self.execute(Command::CreateSnapshot, session).await {
+                    Ok(Reply::Snapshot(seq)) => seq,
+                    Ok(other) => return Err(format!("CreateSnapshot answered {other:?}")),
+                    Err(e) => return Err(format!("pinning a snapshot of {name}: {e}")),
+                };
+                if let Ok(Reply::Range(info)) =
+                    self.execute(Command::DescribeRange { name: name.clone() }, session).await
+                {
+                    let total: u64 = info.chunks.iter().map(|c| c.records).sum();
+                    job.records_total.store(total, Ordering::Relaxed);
+                }
+                Source::Range {
+                    name: name.clone(),
+                    seq,
+                    spans: Mutex::new(spans.iter().cloned().collect()),
+                }
+            }
+            Input::Redis { target, pattern } => {
+                let mut con = target.connect().await.map_err(|e| e.to_string())?;
+                if let Ok(n) = redis::cmd("DBSIZE").query_async::<u64>(&mut con).await {
+                    job.records_total.store(n, Ordering::Relaxed);
+                }
+                let (tx, rx) = tokio::sync::mpsc::channel(tasks * 2);
+                let (job2, pattern) = (job.clone(), pattern.clone());
+                tokio::spawn(async move {
+                    let mut cursor = 0u64;
+                    loop {
+                        if job2.cancelled() {
+                            return;
+                        }
+                        let page = async {
+                            let (next, keys) =
+                                scan_page(&mut con, cursor, pattern.as_deref(), REDIS_SCAN_COUNT)
+                                    .await?;
+                            let read = read_items(&mut con, &keys).await?;
+                            Ok::<_, crate::bridge::BridgeError>((next, read))
+                        }
+                        .await;
+                        let (next, read) = match page {
+                            Ok(p) => p,
+                            Err(e) => {
+                                let _ = tx.send(Err(e.to_string())).await;
+                                return;
+                            }
+                        };
+                        let now = crate::resp::keyspace::now_ms();
+                        let records: Vec<(Vec<u8>, Vec<u8>)> = read
+                            .items
+                            .iter()
+                            .filter(|i| i.expire_at_ms.is_none_or(|at| at > now))
+                            .map(|i| {
+                                (super::input::record_key(&i.key), super::input::record_value(i))
+                            })
+                            .collect();
+                        if tx.send(Ok(records)).await.is_err() || next == 0 {
+                            return;
+                        }
+                        cursor = next;
+                    }
+                });
+                Source::Redis { pages: tokio::sync::Mutex::new(rx) }
+            }
+        };
+        let source = Arc::new(source);
+        let mut running = Vec::with_capacity(tasks);
+        for w in workers {
+            let (node, job, source) = (self.clone(), job.clone(), source.clone());
+            running.push(actix_rt::spawn(async move { w.run(&node, &job, &source).await }));
+        }
+        let mut tables = Vec::with_capacity(tasks);
+        let mut failed = None;
+        for r in running {
+            match r.await.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(w) => tables.push(w),
+                Err(e) => {
+                    job.cancelled.store(true, Ordering::Release);
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        job.check()?;
+        // Merge and write.
+        job.set_phase("merge");
+        let reducer = tables.first().map(|w| w.reducer.clone());
+        let Some(reducer) = reducer else { return Err("a job without tasks".into()) };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<(Vec<u8>, Vec<u8>)>>(OUTPUT_IN_FLIGHT);
+        let job2 = job.clone();
+        let merging = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut parts = Vec::with_capacity(tables.len());
+            for w in tables {
+                let task = w.task;
+                let merged = w.table.finish().map_err(|e| e.to_string())?;
+                job2.report_table(task, merged.stats());
+                parts.push(merged);
+            }
+            let mut all = Merged::merge_all(reducer.clone(), parts).map_err(|e| e.to_string())?;
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some((key, p)) = all.next_entry().map_err(|e| e.to_string())? {
+                job2.check()?;
+                let value = match reducer.output(&p) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        job2.reduce_error(&key, e);
+                        continue;
+                    }
+                };
+                let op = WriteOp::Put { key: Bytes::from(key), value: Bytes::from(value) };
+                if let Err(e) = op.check_size() {
+                    let WriteOp::Put { key, .. } = &op else { unreachable!() };
+                    job2.reduce_error(key, format!("row not written: {e}"));
+                    continue;
+                }
+                let WriteOp::Put { key, value } = op else { unreachable!() };
+                bytes += key.len() + value.len();
+                batch.push((key.into_vec(), value.into_vec()));
+                if batch.len() >= BATCH_OPS_MAX || bytes >= OUTPUT_BATCH_BYTES {
+                    bytes = 0;
+                    if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            Ok(())
+        });
+        let written = self.write_output(job, output, rx).await;
+        let merged = merging.await.map_err(|e| e.to_string())?;
+        merged?;
+        written?;
+        job.check()?;
+        job.set_phase("commit");
+        self.commit_output(output).await
+    }
+
+    async fn write_output(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        output: &Output,
+        mut rx: tokio::sync::mpsc::Receiver<Vec<(Vec<u8>, Vec<u8>)>>,
+    ) -> Result<(), String> {
+        match output {
+            Output::Range { staging, options, .. } => {
+                self.execute(
+                    Command::CreateRange {
+                        name: staging.clone(),
+                        options: *options,
+                        replicas: Some(1),
+                    },
+                    &Session::default(),
+                )
+                .await
+                .map_err(|e| format!("creating the staging range {staging}: {e}"))?;
+                let mut in_flight = tokio::task::JoinSet::new();
+                while let Some(batch) = rx.recv().await {
+                    while in_flight.len() >= OUTPUT_IN_FLIGHT {
+                        in_flight
+                            .join_next()
+                            .await
+                            .expect("not empty")
+                            .map_err(|e| e.to_string())??;
+                    }
+                    let n = batch.len() as u64;
+                    let ops = batch
+                        .into_iter()
+                        .map(|(k, v)| WriteOp::Put { key: Bytes::from(k), value: Bytes::from(v) })
+                        .collect();
+                    let (node, job, range) = (self.clone(), job.clone(), staging.clone());
+                    in_flight.spawn_local(async move {
+                        node.execute(
+                            Command::Write { range, ops, atomic: false },
+                            &Session::default(),
+                        )
+                        .await
+                        .map_err(|e| format!("writing the output: {e}"))?;
+                        job.rows_out.fetch_add(n, Ordering::Relaxed);
+                        Ok::<(), String>(())
+                    });
+                }
+                while let Some(r) = in_flight.join_next().await {
+                    r.map_err(|e| e.to_string())??;
+                }
+                Ok(())
+            }
+            Output::Redis { target, hash, prefix } => {
+                let mut con = target.connect().await.map_err(|e| e.to_string())?;
+                let staging = hash.as_ref().map(|h| staging_hash(prefix, h));
+                if let Some(s) = &staging {
+                    redis::cmd("DEL")
+                        .arg(s)
+                        .query_async::<()>(&mut con)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                while let Some(batch) = rx.recv().await {
+                    for part in batch.chunks(REDIS_PIPELINE_KEYS) {
+                        let mut pipe = redis::pipe();
+                        for (k, v) in part {
+                            let (k, v) = (render_key(k), render_value(v));
+                            match &staging {
+                                Some(s) => pipe.cmd("HSET").arg(s).arg(k).arg(v).ignore(),
+                                None => pipe.cmd("SET").arg(prefixed(prefix, &k)).arg(v).ignore(),
+                            };
+                        }
+                        pipe.query_async::<()>(&mut con)
+                            .await
+                            .map_err(|e| format!("writing to Redis: {e}"))?;
+                        job.rows_out.fetch_add(part.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn commit_output(self: &Arc<Self>, output: &Output) -> Result<(), String> {
+        match output {
+            Output::Range { name, staging, .. } => {
+                self.swap_range_names(staging, name)
+                    .await
+                    .map_err(|e| format!("putting the output in place of {name}: {e}"))?;
+                // The staging name now holds the former output, if any.
+                self.drop_staging(staging).await;
+                Ok(())
+            }
+            Output::Redis { target, hash: Some(h), prefix } => {
+                let mut con = target.connect().await.map_err(|e| e.to_string())?;
+                let (staging, dest) = (staging_hash(prefix, h), prefixed(prefix, h));
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(&staging)
+                    .query_async::<i64>(&mut con)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    > 0;
+                let cmd = if exists {
+                    let mut c = redis::cmd("RENAME");
+                    c.arg(&staging).arg(&dest);
+                    c
+                } else {
+                    let mut c = redis::cmd("DEL");
+                    c.arg(&dest);
+                    c
+                };
+                cmd.query_async::<()>(&mut con)
+                    .await
+                    .map_err(|e| format!("renaming the output hash: {e}"))
+            }
+            Output::Redis { .. } => Ok(()),
+        }
+    }
+}
+
+/// The hash a hash output is written to before it is renamed into place.
+fn staging_hash(prefix: &[u8], hash: &[u8]) -> Vec<u8> {
+    let mut s = prefixed(prefix, hash);
+    s.extend_from_slice(b":monotable-job-staging");
+    s
+}
+
+fn write_marker(node: &Node, name: &str, marker: &Marker) -> std::io::Result<()> {
+    std::fs::create_dir_all(jobs_dir(node))?;
+    let path = marker_path(node, name);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(marker).expect("a marker encodes"))?;
+    std::fs::rename(&tmp, &path)
+}
+
+fn compile_map(f: &MapFunction) -> Result<MapperFunction, String> {
+    Ok(match f {
+        MapFunction::Field { key_path, value_path } => MapperFunction::Field(
+            FieldMapper::new(key_path, value_path.as_deref()).map_err(|e| e.to_string())?,
+        ),
+        MapFunction::Lua { source } => MapperFunction::Lua(source.clone()),
+    })
+}
+
+/// Compiles both functions once, off the connection workers, so a job
+/// with a broken function is refused rather than started.
+async fn check_functions(
+    map: &MapFunction,
+    reduce: &ReduceFunction,
+    env: &LuaEnv,
+) -> NodeResult<()> {
+    let (map, reduce, env) = (map.clone(), reduce.clone(), env.clone());
+    tokio::task::spawn_blocking(move || {
+        compile_map(&map)?.compile(&env).map_err(|e| format!("map function: {e}"))?;
+        match reduce {
+            ReduceFunction::Builtin(name) => {
+                Builtin::parse(&name).ok_or_else(|| {
+                    format!(
+                        "unknown built-in reducer {name:?}: use count, sum, min, max, stats or count_distinct"
+                    )
+                })?;
+            }
+            ReduceFunction::Lua { source } => {
+                LuaReducer::new(&source, &env).map_err(|e| format!("reduce function: {e}"))?;
+            }
+        }
+        Ok::<(), String>(())
+    })
+    .await
+    .map_err(|e| NodeError::Internal(e.to_string()))?
+    .map_err(bad_request)
+}
+
+/// Checks that the intermediate Redis server has a database per task,
+/// and that flushing databases `0..tasks` loses nothing: none is the
+/// job's input or output, and each is empty or holds only runs a job left
+/// (`run:N` lists).
+async fn check_intermediate(
+    url: &str,
+    tasks: u32,
+    input: &Input,
+    output: &Output,
+) -> NodeResult<String> {
+    let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+    let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("databases")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| bad_request(format!("{}: CONFIG GET databases: {e}", target.display)))?;
+    let databases: u64 = reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    if databases < u64::from(tasks) {
+        return Err(bad_request(format!(
+            "the intermediate Redis server {} has {databases} databases; this job needs {tasks}, \
+             one per task (start it with --databases {tasks}, or run fewer --tasks)",
+            target.display
+        )));
+    }
+    let mut others = Vec::new();
+    if let Input::Redis { target, .. } = input {
+        others.push(("input", target));
+    }
+    if let Output::Redis { target, .. } = output {
+        others.push(("output", target));
+    }
+    for (what, other) in others {
+        if other.db < i64::from(tasks) && same_server(&target, other).await? {
+            return Err(bad_request(format!(
+                "the job's {what} {} is database {} of the intermediate Redis server, whose \
+                 databases 0 to {} the job flushes: use another Redis server as the intermediate",
+                other.display,
+                other.db,
+                tasks - 1
+            )));
+        }
+    }
+    for db in 0..i64::from(tasks) {
+        redis::cmd("SELECT")
+            .arg(db)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| bad_request(format!("{}: SELECT {db}: {e}", target.display)))?;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = scan_page(&mut con, cursor, None, 1000)
+                .await
+                .map_err(|e| bad_request(e.to_string()))?;
+            if let Some(k) = keys.iter().find(|k| !k.starts_with(b"run:")) {
+                return Err(bad_request(format!(
+                    "database {db} of the intermediate Redis server {} holds data (key {:?}); \
+                     the job would flush it: give the job a Redis server of its own",
+                    target.display,
+                    String::from_utf8_lossy(k)
+                )));
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(url.to_owned())
+}
+
+/// Whether two targets are one Redis server (the same `run_id`, however
+/// they are addressed).
+async fn same_server(a: &Target, b: &Target) -> NodeResult<bool> {
+    use crate::bridge::redis_io::run_id;
+    let mut ids = Vec::with_capacity(2);
+    for t in [a, b] {
+        let mut con = t.connect().await.map_err(|e| bad_request(e.to_string()))?;
+        ids.push(run_id(&mut con).await.map_err(|e| bad_request(e.to_string()))?);
+    }
+    Ok(ids[0] == ids[1] && ids[0] != "none")
+}
+
+/// A page of records from a Redis input, or why reading stopped.
+type Page = Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+
+/// Where map tasks take their records.
+enum Source {
+    Range { name: String, seq: u64, spans: Mutex<VecDeque<(Option<Bytes>, Option<Bytes>)>> },
+    Redis { pages: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Page>> },
+}
+
+struct Worker<C: JobReduce> {
+    task: usize,
+    mapper: Arc<Mapper>,
+    reducer: Arc<C>,
+    table: ExtendedHashtable<C>,
+}
+
+impl<C: JobReduce + 'static> Worker<C>
+where
+    C::P: 'static,
+{
+    async fn run(
+        mut self,
+        node: &Arc<Node>,
+        job: &Arc<Job>,
+        source: &Source,
+    ) -> Result<Self, String> {
+        match source {
+            Source::Range { name, seq, spans } => loop {
+                let span = spans.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((mut start, end)) = span else { return Ok(self) };
+                loop {
+                    job.check()?;
+                    let req = ScanRequest {
+                        range: name.clone(),
+                        start: start.clone(),
+                        end: end.clone(),
+                        limit: SCAN_PAGE_RECORDS,
+                        snapshot: Some(*seq),
+                        ..ScanRequest::default()
+                    };
+                    let reply = match node.execute(Command::Scan(req), &Session::default()).await {
+                        Ok(Reply::Scan(r)) => r,
+                        Ok(other) => return Err(format!("Scan answered {other:?}")),
+                        Err(e) => return Err(format!("reading {name}: {e}")),
+                    };
+                    let records = reply
+                        .records
+                        .into_iter()
+                        .map(|r| (r.key.into_vec(), r.value.into_vec()))
+                        .collect();
+                    self = self.map_page(job, records).await?;
+                    match reply.resume {
+                        Some(k) => start = Some(k),
+                        None => break,
+                    }
+                }
+            },
+            Source::Redis { pages } => loop {
+                job.check()?;
+                let page = pages.lock().await.recv().await;
+                match page {
+                    None => return Ok(self),
+                    Some(Err(e)) => return Err(format!("reading the Redis input: {e}")),
+                    Some(Ok(records)) => self = self.map_page(job, records).await?,
+                }
+            },
+        }
+    }
+
+    /// Maps a page of records on a blocking thread.
+    async fn map_page(
+        self,
+        job: &Arc<Job>,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, String> {
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = self;
+            w.map_records(&job, &records)?;
+            Ok(w)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    fn map_records(&mut self, job: &Job, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let mapped = self.mapper.map_many(&refs, None).map_err(|_| CANCELLED.to_owned())?;
+        for ((key, _), result) in records.iter().zip(mapped) {
+            let rows = match result {
+                Ok(rows) => rows,
+                Err(e) => {
+                    job.map_error(key, e);
+                    continue;
+                }
+            };
+            // A record's rows go in whole or not at all, as in views.
+            let keys: Result<Vec<Vec<u8>>, String> = rows
+                .iter()
+                .map(|(row_key, _)| {
+                    let k = output_key(row_key)?;
+                    check_key_size(&k).map_err(|e| format!("emitted key: {e}"))?;
+                    Ok(k)
+                })
+                .collect();
+            let keys = match keys {
+                Ok(k) => k,
+                Err(e) => {
+                    job.map_error(key, e);
+                    continue;
+                }
+            };
+            job.rows_emitted.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            for ((row_key, value), out_key) in rows.iter().zip(keys) {
+                match self.reducer.leaf(row_key, value) {
+                    Ok(p) => self.table.insert(&out_key, p).map_err(|e: RunError| e.to_string())?,
+                    Err(e) => job.reduce_error(&out_key, e),
+                }
+            }
+        }
+        job.records_in.fetch_add(records.len() as u64, Ordering::Relaxed);
+        job.report_table(self.task, self.table.stats());
+        Ok(())
+    }
+}
