@@ -61,6 +61,9 @@
 //! - [`auth`]: the password both protocols check, and the throttle on
 //!   failed attempts; [`file_modes`]: data files readable by their owner
 //!   only.
+//! - [`job`]: batch map-reduce jobs over a range snapshot or a Redis
+//!   server, with views' functions, shuffled through ExtendedHashtables
+//!   that spill sorted runs to disk or to Redis.
 //! - [`bridge`]: data in and out of Redis servers: import, export, and
 //!   sinks that mirror a range into Redis as it changes (on a cluster, a
 //!   replicated range's sink runs on the leader of its first chunk, fenced
