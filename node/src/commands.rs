@@ -368,7 +368,22 @@ impl Node {
                 }
             }
         }
-        if let Err(e) = self.catalog.create_range_of(&range, chunks) {
+        self.register_range(range, made)
+    }
+
+    /// Names `made` (new chunks that tile `range`, in key order, their
+    /// directories marked as being created) in the catalog as range
+    /// `range`, in one transaction, then routes them; returns their
+    /// routes. On error the chunks are destroyed.
+    pub(crate) fn register_range(
+        self: &Arc<Self>,
+        range: RangeMeta,
+        made: Vec<Chunk>,
+    ) -> NodeResult<Vec<Route>> {
+        let name = range.name.as_str();
+        let options = range.options;
+        let chunks: Vec<ChunkMeta> = made.iter().map(|c| c.meta.clone()).collect();
+        if let Err(e) = self.catalog.create_range_of(&range, &chunks) {
             for chunk in made {
                 let _ = chunk.destroy();
             }

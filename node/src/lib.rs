@@ -61,6 +61,8 @@
 //! - [`auth`]: the password both protocols check, and the throttle on
 //!   failed attempts; [`file_modes`]: data files readable by their owner
 //!   only.
+//! - [`sorted_load`]: a new range built from rows in key order, straight
+//!   into its chunks, registered whole at the end (a job's output).
 //! - [`job`]: batch map-reduce jobs over a range snapshot or a Redis
 //!   server, with views' functions, shuffled through ExtendedHashtables
 //!   that spill sorted runs to disk or to Redis.
@@ -96,6 +98,7 @@ pub mod router;
 pub mod scan;
 pub mod segments;
 pub mod server;
+pub mod sorted_load;
 pub mod startup;
 pub mod storage;
 pub mod view;

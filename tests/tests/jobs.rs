@@ -221,7 +221,7 @@ fn jobs_dir_is_empty(data: &Path) -> bool {
 #[test]
 fn jobs_match_a_recount_over_ranges_and_redis_with_disk_and_redis_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(&dir.path().join("data"));
+    let mut node = Node::start(&dir.path().join("data"));
     let intermediate = Redis::start_with(&["--databases", "4"]);
     let data = Redis::start();
     let rt = runtime();
@@ -232,7 +232,10 @@ fn jobs_match_a_recount_over_ranges_and_redis_with_disk_and_redis_runs() {
     let map = write_file(dir.path(), "map.lua", MAP_LUA);
     let addr = node.addr;
 
-    // The whole budget in memory: nothing spills.
+    // The whole budget in memory: nothing spills. The output range is
+    // built in chunks of its chunk size (64 KiB here), written in order.
+    ok(cli(addr, &["range", "create", "out1", "--chunk-size", "64KiB"]));
+    ok(cli(addr, &["put", "out1", "old", "1"]));
     let st = run_job(
         addr,
         &[
@@ -248,8 +251,11 @@ fn jobs_match_a_recount_over_ranges_and_redis_with_disk_and_redis_runs() {
         ],
     );
     check("in memory", &st, &scan_all(&rt, &client, "out1"), &want);
+    let st_plain = st.clone();
     assert_eq!(st["spills"], 0, "{st}");
     assert!(st["tasks"].as_u64() >= Some(2), "one task per chunk: {st}");
+    let described = ok(cli(addr, &["range", "describe", "out1"]));
+    assert!(described.matches("\n").count() > 4, "several chunks: {described}");
 
     // 64 KiB per task: dozens of runs spill, on disk and in Redis.
     let url = format!("redis://{}", intermediate.addr);
@@ -371,6 +377,12 @@ fn jobs_match_a_recount_over_ranges_and_redis_with_disk_and_redis_runs() {
     }
     assert_eq!(scan_all(&rt, &client, "counts"), counts, "{st}");
     assert_eq!(st["map_errors"], (RECORDS / 97 + 1) as u64, "the raw records: {st}");
+
+    // The outputs are ranges like any other: they survive a restart.
+    drop(client);
+    node.restart();
+    let client = rt.block_on(Client::connect(node.addr)).expect("connect");
+    check("after a restart", &st_plain, &scan_all(&rt, &client, "out1"), &want);
 }
 
 #[test]

@@ -43,6 +43,7 @@ use crate::bridge::redis_io::{prefixed, read_items, scan_page, Target};
 use crate::bridge::rows::{render_key, render_value};
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_name, Node, Session};
+use crate::sorted_load::SortedLoad;
 use crate::view::lua::{LuaEnv, LuaReducer};
 use crate::view::map_fn::{FieldMapper, Mapper, MapperFunction};
 use crate::view::reduction::Builtin;
@@ -53,7 +54,7 @@ const SCAN_PAGE_RECORDS: u32 = 2000;
 const REDIS_SCAN_COUNT: usize = 1000;
 /// Output rows per write batch, and their bytes.
 const OUTPUT_BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// Output batches written at once.
+/// Output batches queued between the merge and the writer.
 const OUTPUT_IN_FLIGHT: usize = 4;
 /// Redis commands per output pipeline.
 const REDIS_PIPELINE_KEYS: usize = 500;
@@ -791,46 +792,26 @@ impl Node {
     ) -> Result<(), String> {
         match output {
             Output::Range { staging, options, .. } => {
-                self.execute(
-                    Command::CreateRange {
-                        name: staging.clone(),
-                        options: *options,
-                        replicas: Some(1),
-                    },
-                    &Session::default(),
-                )
-                .await
-                .map_err(|e| format!("creating the staging range {staging}: {e}"))?;
-                let mut in_flight = tokio::task::JoinSet::new();
+                // Rows arrive in key order: the staging range is built
+                // straight into its chunks, registered whole at the end.
+                let load = SortedLoad::begin(self, staging, *options)
+                    .map_err(|e| format!("creating the staging range {staging}: {e}"))?;
+                let mut load = Some(load);
                 while let Some(batch) = rx.recv().await {
-                    while in_flight.len() >= OUTPUT_IN_FLIGHT {
-                        in_flight
-                            .join_next()
-                            .await
-                            .expect("not empty")
-                            .map_err(|e| e.to_string())??;
-                    }
                     let n = batch.len() as u64;
-                    let ops = batch
-                        .into_iter()
-                        .map(|(k, v)| WriteOp::Put { key: Bytes::from(k), value: Bytes::from(v) })
-                        .collect();
-                    let (node, job, range) = (self.clone(), job.clone(), staging.clone());
-                    in_flight.spawn_local(async move {
-                        node.execute(
-                            Command::Write { range, ops, atomic: false },
-                            &Session::default(),
-                        )
+                    let mut l = load.take().expect("the load is back after each batch");
+                    let back = tokio::task::spawn_blocking(move || l.push(batch).map(|()| l))
                         .await
-                        .map_err(|e| format!("writing the output: {e}"))?;
-                        job.rows_out.fetch_add(n, Ordering::Relaxed);
-                        Ok::<(), String>(())
-                    });
+                        .map_err(|e| e.to_string())?;
+                    load = Some(back.map_err(|e| format!("writing the output: {e}"))?);
+                    job.rows_out.fetch_add(n, Ordering::Relaxed);
                 }
-                while let Some(r) = in_flight.join_next().await {
-                    r.map_err(|e| e.to_string())??;
-                }
-                Ok(())
+                let mut l = load.take().expect("the load is back after each batch");
+                let l = tokio::task::spawn_blocking(move || l.sync().map(|()| l))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("writing the output: {e}"))?;
+                l.register().map_err(|e| format!("creating the staging range {staging}: {e}"))
             }
             Output::Redis { target, hash, prefix } => {
                 let mut con = target.connect().await.map_err(|e| e.to_string())?;

@@ -503,6 +503,17 @@ impl Chunk {
         Ok(())
     }
 
+    /// Sets where the chunk ends, in memory and durably in its descriptor:
+    /// a chunk built in key order by a sorted load learns its end when the
+    /// next one begins. Only for a chunk no catalog names yet.
+    pub fn set_end(&mut self, end: Vec<u8>) -> Result<(), ChunkError> {
+        let mut meta = self.meta.clone();
+        meta.end = Some(end);
+        ChunkDescriptor { chunk: meta.clone(), ..self.descriptor() }.write(self.log.dir())?;
+        self.meta = meta;
+        Ok(())
+    }
+
     /// The chunk's directory.
     pub fn dir(&self) -> &Path {
         self.log.dir()

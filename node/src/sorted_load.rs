@@ -1,0 +1,187 @@
+//! A new range built from rows that arrive in key order, written straight
+//! into its chunks: no routing, no group commit, no splits. Each chunk is
+//! cut once its rows pass three quarters of the range's chunk size, so the
+//! range starts at the size splits would leave it. Nothing of it is
+//! visible until [`SortedLoad::register`] names every chunk in the catalog
+//! in one transaction; until then the chunk directories are marked as
+//! being created (a start after a crash removes them), and dropping the
+//! load removes them.
+//!
+//! Used for a batch job's output range ([`crate::job`]).
+
+use std::sync::Arc;
+
+use monotable_proto::{ErrorCode, RangeOptions, WriteOp};
+
+use crate::catalog::RangeMeta;
+use crate::error::{NodeError, NodeResult};
+use crate::node::Node;
+use crate::storage::chunk::{Chunk, ChunkMeta};
+use crate::storage::descriptor::ChunkDescriptor;
+
+/// Rows appended per log batch (each batch takes one seq).
+const BATCH_ROWS: usize = 4096;
+
+/// A range being built in key order (see the module doc). Its methods
+/// other than [`SortedLoad::register`] do blocking I/O.
+pub struct SortedLoad {
+    node: Arc<Node>,
+    range: RangeMeta,
+    segment_size_max_bytes: u64,
+    /// Chunks written, in key order; the last is still being written.
+    chunks: Vec<Chunk>,
+    last_key: Option<Vec<u8>>,
+    rows: u64,
+}
+
+impl SortedLoad {
+    /// Starts building range `name`. Refused (`RangeExists`) when the name
+    /// is taken; checked again when it is registered.
+    pub fn begin(node: &Arc<Node>, name: &str, options: RangeOptions) -> NodeResult<SortedLoad> {
+        crate::node::validate_range_name(name)?;
+        if node.router_read().range(name).is_some() {
+            return Err(NodeError::client(
+                ErrorCode::RangeExists,
+                format!("range {name:?} already exists"),
+            ));
+        }
+        let range = RangeMeta {
+            id: node.catalog.next_id()?,
+            name: name.to_owned(),
+            options,
+            view_index: false,
+        };
+        let segment_size_max_bytes = node.config.segment_size_for(options.chunk_size_max_bytes);
+        Ok(SortedLoad {
+            node: node.clone(),
+            range,
+            segment_size_max_bytes,
+            chunks: Vec::new(),
+            last_key: None,
+            rows: 0,
+        })
+    }
+
+    /// Rows appended so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn new_chunk(&mut self, start: Vec<u8>) -> NodeResult<()> {
+        let meta = ChunkMeta {
+            id: self.node.catalog.next_id()?,
+            range_id: self.range.id,
+            start,
+            end: None,
+        };
+        let descriptor = ChunkDescriptor {
+            range_name: self.range.name.clone(),
+            options: self.range.options,
+            chunk: meta,
+        };
+        let chunk = Chunk::create(
+            &descriptor,
+            &self.node.chunk_dir(descriptor.chunk.id),
+            self.segment_size_max_bytes,
+        )?;
+        self.chunks.push(chunk);
+        Ok(())
+    }
+
+    /// Appends `rows`, whose keys must increase strictly (also from the
+    /// rows of earlier calls). Errors: `BadRequest` for keys out of order
+    /// or a row over the limits (nothing of `rows` is appended then);
+    /// `ChunkUnavailable` when the disk fails.
+    pub fn push(&mut self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> NodeResult<()> {
+        let mut last = self.last_key.as_deref();
+        for (k, v) in &rows {
+            if last.is_some_and(|l| l >= &k[..]) {
+                return Err(NodeError::client(
+                    ErrorCode::BadRequest,
+                    "a sorted load's keys must increase",
+                ));
+            }
+            monotable_proto::limits::check_row_size(k, Some(v)).map_err(NodeError::from)?;
+            last = Some(k);
+        }
+        let n = rows.len() as u64;
+        self.last_key = rows.last().map(|(k, _)| k.clone()).or(self.last_key.take());
+        let rows: Vec<WriteOp> = rows
+            .into_iter()
+            .map(|(k, v)| WriteOp::Put { key: k.into(), value: v.into() })
+            .collect();
+        let cut = self.range.options.chunk_size_max_bytes / 4 * 3;
+        let mut at = 0;
+        while at < rows.len() {
+            match self.chunks.last() {
+                None => self.new_chunk(Vec::new())?,
+                Some(c) if c.live_bytes() >= cut => {
+                    let start = rows[at].key().to_vec();
+                    let full = self.chunks.last_mut().expect("a chunk");
+                    full.set_end(start.clone())?;
+                    full.take_sync_job()?
+                        .run()
+                        .map_err(|e| NodeError::Internal(format!("sync: {e}")))?;
+                    self.new_chunk(start)?;
+                }
+                Some(_) => {}
+            }
+            // Up to a batch, and no further than the chunk's size allows
+            // by much: the cut is checked between batches.
+            let end = (at + BATCH_ROWS).min(rows.len());
+            let ops = &rows[at..end];
+            let seq = self.node.clock.allocate();
+            let chunk = self.chunks.last_mut().expect("a chunk");
+            let applied = chunk.apply_batch(seq, ops).and_then(|()| chunk.write_out());
+            // Nothing reads these chunks before they are registered, after
+            // they are durable: the seq settles now either way.
+            self.node.clock.resolve([seq]);
+            applied?;
+            at = end;
+        }
+        self.rows += n;
+        Ok(())
+    }
+
+    /// Makes every chunk durable (blocking): call before
+    /// [`SortedLoad::register`].
+    pub fn sync(&mut self) -> NodeResult<()> {
+        if self.chunks.is_empty() {
+            self.new_chunk(Vec::new())?;
+        }
+        for c in &mut self.chunks {
+            c.take_sync_job()?.run().map_err(|e| NodeError::Internal(format!("sync: {e}")))?;
+            let last = c.last_seq();
+            c.mark_durable(last);
+        }
+        Ok(())
+    }
+
+    /// Names the range and its chunks in the catalog (one transaction) and
+    /// routes them: from here on the range is the node's like any other.
+    /// Errors: `RangeExists` when the name was taken meanwhile.
+    pub fn register(mut self) -> NodeResult<()> {
+        let chunks = std::mem::take(&mut self.chunks);
+        let _creating = self.node.creating_range.lock().unwrap_or_else(|p| p.into_inner());
+        if self.node.router_read().range(&self.range.name).is_some() {
+            for c in chunks {
+                let _ = c.destroy();
+            }
+            return Err(NodeError::client(
+                ErrorCode::RangeExists,
+                format!("range {:?} already exists", self.range.name),
+            ));
+        }
+        self.node.register_range(self.range.clone(), chunks).map(|_| ())
+    }
+}
+
+impl Drop for SortedLoad {
+    fn drop(&mut self) {
+        for c in self.chunks.drain(..) {
+            if let Err(e) = c.destroy() {
+                tracing::warn!(error = %e, "removing a sorted load's chunk failed");
+            }
+        }
+    }
+}
