@@ -507,6 +507,12 @@ pub struct JobStatus {
     pub peak_memory_bytes: u64,
     pub tasks: u32,
     pub elapsed_ms: u64,
+    /// Milliseconds spent reading and mapping, and merging and writing
+    /// the output (so far).
+    #[serde(default)]
+    pub map_ms: u64,
+    #[serde(default)]
+    pub merge_ms: u64,
     /// Why a job failed.
     pub error: Option<String>,
 }

@@ -265,7 +265,7 @@ pub fn summary(s: &JobStatus) -> String {
     let secs = (s.elapsed_ms as f64 / 1000.0).max(0.001);
     let mut text = format!(
         "job {} {}: {} records in {:.1} s ({:.0} records/s), {} rows emitted, {} rows out\n\
-         shuffle: {} tasks, {} runs spilled ({}), peak {} in memory\n",
+         map {:.1} s, merge and write {:.1} s; shuffle: {} tasks, {} runs spilled ({}), peak {} in memory\n",
         s.name,
         s.state,
         s.records_in,
@@ -273,6 +273,8 @@ pub fn summary(s: &JobStatus) -> String {
         s.records_in as f64 / secs,
         s.rows_emitted,
         s.rows_out,
+        s.map_ms as f64 / 1000.0,
+        s.merge_ms as f64 / 1000.0,
         s.tasks,
         s.spills,
         super::run::human_bytes(s.spilled_bytes),
@@ -315,6 +317,8 @@ pub fn job_json(s: &JobStatus) -> serde_json::Value {
         "peak_memory_bytes": s.peak_memory_bytes,
         "tasks": s.tasks,
         "elapsed_ms": s.elapsed_ms,
+        "map_ms": s.map_ms,
+        "merge_ms": s.merge_ms,
         "error": s.error,
     })
 }

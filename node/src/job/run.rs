@@ -96,7 +96,9 @@ pub struct Job {
     samples: Mutex<Vec<JobErrorSample>>,
     /// Each task's table, as last reported.
     tables: Mutex<Vec<TableStats>>,
-    phase: Mutex<&'static str>,
+    /// The phase, and when each phase after the first began (ms since
+    /// the start).
+    phase: Mutex<(&'static str, Vec<u64>)>,
     cancelled: AtomicBool,
     env: LuaEnv,
 }
@@ -132,7 +134,10 @@ impl Job {
     }
 
     fn set_phase(&self, phase: &'static str) {
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+        let at = self.started.elapsed().as_millis() as u64;
+        let mut p = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        p.0 = phase;
+        p.1.push(at);
     }
 
     fn report_table(&self, task: usize, stats: TableStats) {
@@ -144,14 +149,14 @@ impl Job {
 
     fn status(&self, state: &str, error: Option<String>) -> JobStatus {
         let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        let (phase, began) = self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone();
         JobStatus {
             name: self.spec.name.clone(),
             state: state.to_owned(),
-            phase: if state == "running" {
-                (*self.phase.lock().unwrap_or_else(|p| p.into_inner())).to_owned()
-            } else {
-                String::new()
-            },
+            phase: if state == "running" { phase.to_owned() } else { String::new() },
+            map_ms: *began.first().unwrap_or(&elapsed_ms),
+            merge_ms: began.first().map_or(0, |&m| began.get(1).unwrap_or(&elapsed_ms) - m),
             input: describe_input(&self.spec.input),
             output: describe_output(&self.spec.output),
             records_in: self.records_in.load(Ordering::Relaxed),
@@ -165,7 +170,7 @@ impl Job {
             spilled_bytes: tables.iter().map(|t| t.spilled_bytes).sum(),
             peak_memory_bytes: tables.iter().map(|t| t.peak_bytes as u64).sum(),
             tasks: self.tasks,
-            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            elapsed_ms,
             error,
         }
     }
@@ -313,7 +318,7 @@ impl Node {
             rows_out: AtomicU64::new(0),
             samples: Mutex::new(Vec::new()),
             tables: Mutex::new(vec![TableStats::default(); tasks as usize]),
-            phase: Mutex::new("map"),
+            phase: Mutex::new(("map", Vec::new())),
             cancelled: AtomicBool::new(false),
             env,
             spec,
