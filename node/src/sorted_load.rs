@@ -22,6 +22,10 @@ use crate::storage::descriptor::ChunkDescriptor;
 /// Rows appended per log batch (each batch takes one seq).
 const BATCH_ROWS: usize = 4096;
 
+/// A log entry's bytes beyond its key and value, about (the cut between
+/// chunks is estimated with it).
+const ENTRY_OVERHEAD: usize = 32;
+
 /// A range being built in key order (see the module doc). Its methods
 /// other than [`SortedLoad::register`] do blocking I/O.
 pub struct SortedLoad {
@@ -126,9 +130,16 @@ impl SortedLoad {
                 }
                 Some(_) => {}
             }
-            // Up to a batch, and no further than the chunk's size allows
-            // by much: the cut is checked between batches.
-            let end = (at + BATCH_ROWS).min(rows.len());
+            // Up to a batch, and no further than the cut.
+            let room = cut.saturating_sub(self.chunks.last().map_or(0, Chunk::live_bytes));
+            let mut end = at;
+            let mut bytes = 0u64;
+            while end < rows.len() && end - at < BATCH_ROWS && (end == at || bytes < room) {
+                let op = &rows[end];
+                bytes +=
+                    (op.key().len() + op.value().map_or(0, <[u8]>::len) + ENTRY_OVERHEAD) as u64;
+                end += 1;
+            }
             let ops = &rows[at..end];
             let seq = self.node.clock.allocate();
             let chunk = self.chunks.last_mut().expect("a chunk");
@@ -183,5 +194,65 @@ impl Drop for SortedLoad {
                 tracing::warn!(error = %e, "removing a sorted load's chunk failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monotable_proto::{Command, Reply, ScanRequest};
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::node::Session;
+
+    fn rows(from: u32, to: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (from..to).map(|i| (format!("k{i:08}").into_bytes(), vec![b'v'; 100])).collect()
+    }
+
+    #[test]
+    fn builds_chunks_in_key_order_and_refuses_keys_out_of_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        actix::System::new().block_on(async {
+            let node = Node::start(NodeConfig::for_tests(dir.path())).expect("node");
+            let options = RangeOptions { chunk_size_max_bytes: 64 * 1024 };
+            let mut load = SortedLoad::begin(&node, "built", options).expect("begin");
+            load.push(rows(0, 1000)).expect("push");
+            load.push(rows(1000, 3000)).expect("push");
+            // Regression guard: out of order, or repeating the last key, is
+            // refused whole and changes nothing.
+            for bad in [rows(2999, 3001), rows(10, 11)] {
+                let err = load.push(bad).expect_err("out of order");
+                assert!(err.to_string().contains("must increase"), "{err}");
+            }
+            assert_eq!(load.rows(), 3000);
+            let dirs = load.chunks.iter().map(|c| c.dir().to_owned()).collect::<Vec<_>>();
+            assert!(dirs.len() > 4, "cut at the chunk size: {} chunks", dirs.len());
+            load.sync().expect("sync");
+            // Nothing is visible before it is registered.
+            assert!(node.router_read().range("built").is_none());
+            load.register().expect("register");
+            let reply = node
+                .execute(
+                    Command::Scan(ScanRequest {
+                        range: "built".into(),
+                        limit: 10_000,
+                        ..Default::default()
+                    }),
+                    &Session::default(),
+                )
+                .await
+                .expect("scan");
+            let Reply::Scan(scan) = reply else { panic!("{reply:?}") };
+            let keys: Vec<Vec<u8>> = scan.records.into_iter().map(|r| r.key.into_vec()).collect();
+            assert_eq!(keys, rows(0, 3000).into_iter().map(|(k, _)| k).collect::<Vec<_>>());
+            // A load dropped before it is registered leaves nothing.
+            let mut dropped = SortedLoad::begin(&node, "dropped", options).expect("begin");
+            dropped.push(rows(0, 2000)).expect("push");
+            let left: Vec<_> = dropped.chunks.iter().map(|c| c.dir().to_owned()).collect();
+            drop(dropped);
+            assert!(left.iter().all(|d| !d.exists()), "directories left: {left:?}");
+            assert!(SortedLoad::begin(&node, "built", options).is_err(), "the name is taken");
+            node.shutdown().await;
+        });
     }
 }
