@@ -694,7 +694,9 @@ impl Node {
                                 return;
                             }
                         };
-                        let now = crate::resp::keyspace::now_ms();
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
                         let records: Vec<(Vec<u8>, Vec<u8>)> = read
                             .items
                             .iter()
