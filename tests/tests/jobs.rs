@@ -402,8 +402,23 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
         "slow.lua",
         "function map(key, v)\n  if type(v) ~= 'table' then return end\n  for _ = 1, 20000 do end\n  emit({'k', v.i}, 1)\nend\n",
     );
-    for how in ["kill", "cancel"] {
+    let intermediate = Redis::start_with(&["--databases", "2"]);
+    let url = format!("redis://{}", intermediate.addr);
+    let mut con = redis::Client::open(intermediate.url(0).as_str())
+        .expect("url")
+        .get_connection()
+        .expect("con");
+    let mut runs_in_redis = |con: &mut redis::Connection| -> u64 {
+        (0..2)
+            .map(|db| {
+                redis::cmd("SELECT").arg(db).query::<()>(con).expect("select");
+                redis::cmd("DBSIZE").query::<u64>(con).expect("dbsize")
+            })
+            .sum()
+    };
+    for how in ["kill", "cancel", "kill-redis"] {
         let addr = node.addr;
+        let in_redis: &[&str] = if how == "kill-redis" { &["--intermediate", &url] } else { &[] };
         let args = [
             "job",
             "run",
@@ -428,6 +443,7 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
                     "2",
                     "--detach",
                 ],
+                in_redis,
             ]
             .concat(),
         ));
@@ -441,8 +457,12 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
             assert!(Instant::now() < deadline, "no spill: {st}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(!jobs_dir_is_empty(&node.data_dir), "runs spill under DATA_DIR/jobs");
-        if how == "kill" {
+        if in_redis.is_empty() {
+            assert!(!jobs_dir_is_empty(&node.data_dir), "runs spill under DATA_DIR/jobs");
+        } else {
+            assert!(runs_in_redis(&mut con) > 0, "runs spill into the intermediate Redis");
+        }
+        if how.starts_with("kill") {
             node.kill();
             node.restart();
         } else {
@@ -462,6 +482,7 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
         let ranges = ok(cli(addr, &["range", "list"]));
         assert!(!ranges.contains("staging"), "{how}: {ranges}");
         assert!(jobs_dir_is_empty(&node.data_dir), "{how}: runs left");
+        assert_eq!(runs_in_redis(&mut con), 0, "{how}: runs left in Redis");
     }
 }
 

@@ -236,6 +236,9 @@ enum Spill {
 struct Marker {
     spill_dir: Option<PathBuf>,
     staging: Option<String>,
+    /// A Redis intermediate store and the databases its runs are in.
+    #[serde(default)]
+    intermediate: Option<(String, u32)>,
 }
 
 fn jobs_dir(node: &Node) -> PathBuf {
@@ -342,6 +345,10 @@ impl Node {
                 Output::Range { staging, .. } => Some(staging.clone()),
                 Output::Redis { .. } => None,
             },
+            intermediate: match &spill {
+                Spill::Redis { url } => Some((url.clone(), tasks)),
+                Spill::Disk { .. } => None,
+            },
         };
         if let Err(e) = write_marker(self, &job.spec.name, &marker) {
             self.jobs.lock().running.remove(&job.spec.name);
@@ -425,6 +432,9 @@ impl Node {
                     }
                     if let Some(staging) = &m.staging {
                         self.drop_staging(staging).await;
+                    }
+                    if let Some((url, tasks)) = &m.intermediate {
+                        flush_runs(url, *tasks).await;
                     }
                 }
                 tracing::info!(marker = %path.display(), "removed what a stopped job left");
@@ -1011,6 +1021,40 @@ async fn check_intermediate(
         }
     }
     Ok(url.to_owned())
+}
+
+/// Empties databases `0..tasks` of a Redis intermediate store that a
+/// stopped job left runs in, each only if it holds nothing but runs.
+async fn flush_runs(url: &str, tasks: u32) {
+    let Ok(target) = Target::parse(url) else { return };
+    let mut con = match target.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(url = %target.display, error = %e,
+                "a stopped job's runs stay in its intermediate Redis (the next job flushes them)");
+            return;
+        }
+    };
+    for db in 0..i64::from(tasks) {
+        let only_runs = async {
+            redis::cmd("SELECT").arg(db).query_async::<()>(&mut con).await.ok()?;
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys) = scan_page(&mut con, cursor, None, 1000).await.ok()?;
+                if keys.iter().any(|k| !k.starts_with(b"run:")) {
+                    return Some(false);
+                }
+                if next == 0 {
+                    return Some(true);
+                }
+                cursor = next;
+            }
+        }
+        .await;
+        if only_runs == Some(true) {
+            let _ = redis::cmd("FLUSHDB").query_async::<()>(&mut con).await;
+        }
+    }
 }
 
 /// Whether two targets are one Redis server (the same `run_id`, however
