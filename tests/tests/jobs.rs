@@ -408,7 +408,7 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
         .expect("url")
         .get_connection()
         .expect("con");
-    let mut runs_in_redis = |con: &mut redis::Connection| -> u64 {
+    let runs_in_redis = |con: &mut redis::Connection| -> u64 {
         (0..2)
             .map(|db| {
                 redis::cmd("SELECT").arg(db).query::<()>(con).expect("select");
