@@ -487,13 +487,7 @@ impl Node {
                 Input::Range { name: name.clone(), spans }
             }
             JobInput::Redis { url, pattern } => {
-                let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
-                let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-                redis::cmd("PING")
-                    .query_async::<()>(&mut con)
-                    .await
-                    .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
-                Input::Redis { target, pattern: pattern.clone() }
+                Input::Redis { target: reachable(url).await?, pattern: pattern.clone() }
             }
         })
     }
@@ -552,19 +546,11 @@ impl Node {
                 };
                 Output::Range { name: name.clone(), staging, options }
             }
-            JobOutput::Redis { url, hash, prefix } => {
-                let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
-                let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-                redis::cmd("PING")
-                    .query_async::<()>(&mut con)
-                    .await
-                    .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
-                Output::Redis {
-                    target,
-                    hash: hash.as_ref().map(|h| h.to_vec()),
-                    prefix: prefix.to_vec(),
-                }
-            }
+            JobOutput::Redis { url, hash, prefix } => Output::Redis {
+                target: reachable(url).await?,
+                hash: hash.as_ref().map(|h| h.to_vec()),
+                prefix: prefix.to_vec(),
+            },
         })
     }
 
@@ -1021,6 +1007,17 @@ async fn check_intermediate(
         }
     }
     Ok(url.to_owned())
+}
+
+/// The Redis server at `url`, checked to answer (`BadRequest` otherwise).
+async fn reachable(url: &str) -> NodeResult<Target> {
+    let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+    let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+    redis::cmd("PING")
+        .query_async::<()>(&mut con)
+        .await
+        .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+    Ok(target)
 }
 
 /// Empties databases `0..tasks` of a Redis intermediate store that a
