@@ -484,6 +484,31 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
         assert!(jobs_dir_is_empty(&node.data_dir), "{how}: runs left");
         assert_eq!(runs_in_redis(&mut con), 0, "{how}: runs left in Redis");
     }
+    // Ctrl-C of a `job run` that follows its job cancels the job.
+    let child = std::process::Command::new(monotable_tests::binary())
+        .args(["job", "run", "ctrlc", "--input", "range:src", "--output", "range:out"])
+        .args(["--map-lua", &slow, "--reduce-builtin", "count", "--memory-budget", "128KiB"])
+        .env("MONOTABLE_ADDR", node.addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !status(node.addr, "ctrlc").is_some_and(|st| st["spills"].as_u64() >= Some(2)) {
+        assert!(Instant::now() < deadline, "the job never spilled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("job ctrlc cancelled"), "{stdout}");
+    assert_eq!(status(node.addr, "ctrlc").expect("listed")["state"], "cancelled");
+    assert_eq!(ok(cli(node.addr, &["scan", "out"])).trim(), r#"{"key":"kept","value":1}"#);
 }
 
 #[test]
