@@ -494,7 +494,7 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
         .spawn()
         .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !status(node.addr, "ctrlc").is_some_and(|st| st["spills"].as_u64() >= Some(2)) {
+    while status(node.addr, "ctrlc").is_none_or(|st| st["spills"].as_u64() < Some(2)) {
         assert!(Instant::now() < deadline, "the job never spilled");
         std::thread::sleep(Duration::from_millis(50));
     }
