@@ -31,7 +31,7 @@ use monotable_proto::limits::{
     JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK, JOB_TASKS_MAX, RANGE_NAME_LEN_MAX,
 };
 use monotable_proto::{
-    Bytes, Command, ErrorCode, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus,
+    Bytes, ChunkInfo, Command, ErrorCode, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus,
     MapFunction, RangeOptions, ReduceFunction, Reply, ScanRequest, WriteOp,
 };
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,12 @@ use crate::sorted_load::SortedLoad;
 use crate::view::lua::{LuaEnv, LuaReducer};
 use crate::view::map_fn::{FieldMapper, Mapper, MapperFunction};
 use crate::view::reduction::Builtin;
+
+/// A span of a range input's keys: `[start, end)`, `None` unbounded.
+type Span = (Option<Bytes>, Option<Bytes>);
+
+/// Fewest records a chunk's span is cut to.
+const SPAN_RECORDS_MIN: u64 = 20_000;
 
 /// Records asked for per scan page of a range input.
 const SCAN_PAGE_RECORDS: u32 = 2000;
@@ -283,7 +289,7 @@ impl Node {
             )));
         }
         let session = Session::new(self.clone());
-        let input = self.job_input(&spec.input, &session).await?;
+        let input = self.job_input(&spec.input, tasks, &session).await?;
         let tasks = match &input {
             Input::Range { spans, .. } => tasks.min(spans.len().max(1) as u32),
             Input::Redis { .. } => tasks,
@@ -462,7 +468,12 @@ impl Node {
         }
     }
 
-    async fn job_input(self: &Arc<Self>, input: &JobInput, session: &Session) -> NodeResult<Input> {
+    async fn job_input(
+        self: &Arc<Self>,
+        input: &JobInput,
+        tasks: u32,
+        session: &Session,
+    ) -> NodeResult<Input> {
         Ok(match input {
             JobInput::Range(name) => {
                 if crate::replicated::is_redis_database(name) {
@@ -482,14 +493,44 @@ impl Node {
                         )))
                     }
                 };
-                let spans =
-                    info.chunks.iter().map(|c| (Some(c.start.clone()), c.end.clone())).collect();
-                Input::Range { name: name.clone(), spans }
+                Input::Range {
+                    name: name.clone(),
+                    spans: self.spans(name, &info.chunks, tasks).await,
+                }
             }
             JobInput::Redis { url, pattern } => {
                 Input::Redis { target: reachable(url).await?, pattern: pattern.clone() }
             }
         })
+    }
+
+    /// The key spans map tasks take one at a time: each chunk's, the
+    /// larger ones cut at keys of equal rank (O(log n) each, as this node
+    /// has applied them) into about four spans per task in all, so a range
+    /// of few chunks still keeps every task busy. A chunk this node cannot
+    /// rank stays whole.
+    async fn spans(&self, range: &str, chunks: &[ChunkInfo], tasks: u32) -> Vec<Span> {
+        let total: u64 = chunks.iter().map(|c| c.records).sum::<u64>().max(1);
+        let want = u64::from(tasks) * 4;
+        let mut spans = Vec::new();
+        for c in chunks {
+            let pieces =
+                (c.records * want).div_ceil(total).min(c.records / SPAN_RECORDS_MIN).max(1);
+            let mut start = Some(c.start.clone());
+            for j in 1..pieces {
+                let at = c.records * j / pieces;
+                let end = c.end.as_ref().map(|e| &e[..]);
+                match crate::scan::select_applied(self, range, &c.start, end, at).await {
+                    Ok(Some(key)) if start.as_ref().is_some_and(|s| s[..] < key[..]) => {
+                        let key = Bytes::from(key);
+                        spans.push((start.replace(key.clone()), Some(key)));
+                    }
+                    _ => break,
+                }
+            }
+            spans.push((start, c.end.clone()));
+        }
+        spans
     }
 
     async fn job_output(
@@ -1071,7 +1112,7 @@ type Page = Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
 
 /// Where map tasks take their records.
 enum Source {
-    Range { name: String, seq: u64, spans: Mutex<VecDeque<(Option<Bytes>, Option<Bytes>)>> },
+    Range { name: String, seq: u64, spans: Mutex<VecDeque<Span>> },
     Redis { pages: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Page>> },
 }
 
