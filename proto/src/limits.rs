@@ -125,3 +125,6 @@ pub const JOB_HISTORY_MAX: usize = 32;
 
 /// Failed records or rows a job's status shows (all are counted).
 pub const JOB_ERROR_SAMPLES_MAX: usize = 10;
+
+/// Jobs a node runs at once; one more is refused (`Busy`).
+pub const JOB_RUNNING_MAX: usize = 16;

@@ -452,6 +452,10 @@ pub struct JobSpec {
     /// Map tasks run at once (one per source chunk, or per share of a
     /// Redis keyspace); 0: the node's core count.
     pub tasks: u32,
+    /// Replace an output range that holds rows, or a Redis output hash
+    /// that exists; without it such a job is refused (`BadRequest`).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// Where a job reads.

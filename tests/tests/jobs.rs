@@ -236,10 +236,29 @@ fn jobs_match_a_recount_over_ranges_and_redis_with_disk_and_redis_runs() {
     // built in chunks of its chunk size (64 KiB here), written in order.
     ok(cli(addr, &["range", "create", "out1", "--chunk-size", "64KiB"]));
     ok(cli(addr, &["put", "out1", "old", "1"]));
+    let refused = cli(
+        addr,
+        &[
+            "job",
+            "run",
+            "plain",
+            "--input",
+            "range:src",
+            "--output",
+            "range:out1",
+            "--map-lua",
+            &map,
+            "--reduce-builtin",
+            "sum",
+        ],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(err.contains("holds 1 records: pass --replace"), "{err}");
     let st = run_job(
         addr,
         &[
             "plain",
+            "--replace",
             "--input",
             "range:src",
             "--output",
@@ -429,6 +448,7 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
             "range:out",
             "--map-lua",
             &slow,
+            "--replace",
         ];
         ok(cli(
             addr,
@@ -486,7 +506,7 @@ fn a_killed_or_cancelled_job_leaves_no_output_and_no_runs() {
     }
     // Ctrl-C of a `job run` that follows its job cancels the job.
     let child = std::process::Command::new(monotable_tests::binary())
-        .args(["job", "run", "ctrlc", "--input", "range:src", "--output", "range:out"])
+        .args(["job", "run", "ctrlc", "--input", "range:src", "--output", "range:out", "--replace"])
         .args(["--map-lua", &slow, "--reduce-builtin", "count", "--memory-budget", "128KiB"])
         .env("MONOTABLE_ADDR", node.addr.to_string())
         .stdout(std::process::Stdio::piped())
@@ -531,6 +551,12 @@ fn bad_jobs_are_refused_with_a_reason_and_touch_nothing() {
         (vec!["--reduce-builtin", "count", "--tasks", "1000"], "at most 256"),
         (vec!["--reduce-builtin", "count", "--map-lua", &bad_lua], "cannot be used with"),
         (vec!["--reduce-lua", &spins], "reduce function"),
+        (vec!["--reduce-builtin", "count", "--spill-dir", "rel"], "absolute path"),
+        (
+            vec!["--reduce-builtin", "count", "--spill-dir", "/nonexistent/dir"],
+            "existing directory",
+        ),
+        (vec!["--reduce-builtin", "count", "--memory-budget", "18446744073709551615"], "memory"),
     ];
     for (extra, want) in cases {
         let o = cli(addr, &[&base[..], &extra].concat());
@@ -644,4 +670,153 @@ fn bad_jobs_are_refused_with_a_reason_and_touch_nothing() {
     let o = cli(addr, &["job", "cancel", "nosuch"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("JobNotFound"), "{o:?}");
     ok(cli(addr, &["job", "cancel", "twice"]));
+}
+
+/// Polls a job until it ends; returns its final status.
+fn wait_end(addr: SocketAddr, name: &str) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = status(addr, name).expect("listed");
+        if st["state"] != "running" {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "job {name} never ended: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Regression guards for jobs that meet each other or a failing Redis:
+/// postmortems in each step.
+#[test]
+fn jobs_that_would_clash_are_refused_or_kept_whole_and_failures_say_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&dir.path().join("data"));
+    let addr = node.addr;
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(addr)).expect("connect");
+    let recs = records();
+    load(&rt, &client, "src", &recs);
+    let map = write_file(dir.path(), "map.lua", MAP_LUA);
+    let slow = write_file(
+        dir.path(),
+        "slow.lua",
+        "function map(key, v)\n  if type(v) ~= 'table' then return end\n  for _ = 1, 20000 do end\n  emit({'k', v.i}, 1)\nend\n",
+    );
+    let out = Redis::start();
+    let mut oc =
+        redis::Client::open(out.url(3).as_str()).expect("url").get_connection().expect("con");
+
+    // Two jobs on one intermediate server: the second is refused while the
+    // first holds it. (Both used to write `run:N` lists into the same
+    // databases: the second ended "done" with wrong counts.)
+    let inter = Redis::start_with(&["--databases", "4"]);
+    let url = format!("redis://{}", inter.addr);
+    let base = ["--input", "range:src", "--map-lua", &slow, "--reduce-builtin", "count"];
+    let spill = ["--memory-budget", "128KiB", "--tasks", "2", "--intermediate", &url];
+    ok(cli(
+        addr,
+        &[&["job", "run", "first", "--output", "range:first"][..], &base, &spill, &["--detach"]]
+            .concat(),
+    ));
+    let o = cli(
+        addr,
+        &[&["job", "run", "second", "--output", "range:second"][..], &base, &spill].concat(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("is in use by job first@"), "{err}");
+
+    // The intermediate server dies under the first job: it fails, saying
+    // why. (Every failure used to end as "cancelled", with no error.)
+    while status(addr, "first").expect("listed")["spills"].as_u64() < Some(2) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(inter);
+    let st = wait_end(addr, "first");
+    assert_eq!(st["state"], "failed", "{st}");
+    assert!(st["error"].as_str().is_some_and(|e| !e.is_empty()), "{st}");
+    assert!(!ok(cli(addr, &["range", "list"])).contains("first"), "no output is left");
+
+    // Two jobs writing one Redis hash at once: each writes its own staging
+    // hash and the last rename wins, whole. (They shared one staging key:
+    // both said "done" and the hash held about 30% of the rows.)
+    let want = expected(&recs, true);
+    let output = format!("{}?hash=h", out.url(3));
+    for name in ["h1", "h2"] {
+        ok(cli(
+            addr,
+            &[
+                "job",
+                "run",
+                name,
+                "--input",
+                "range:src",
+                "--output",
+                &output,
+                "--map-lua",
+                &map,
+                "--reduce-builtin",
+                "sum",
+                "--replace",
+                "--detach",
+            ],
+        ));
+    }
+    for name in ["h1", "h2"] {
+        assert_eq!(wait_end(addr, name)["state"], "done");
+    }
+    let fields: u64 = redis::cmd("HLEN").arg("h").query(&mut oc).expect("hlen");
+    assert_eq!(fields, want.sums.len() as u64);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut oc).expect("keys");
+    assert_eq!(keys, vec!["h".to_owned()], "no staging hash is left");
+    // An output hash that exists is replaced only when asked.
+    let o = cli(
+        addr,
+        &[
+            "job",
+            "run",
+            "h3",
+            "--input",
+            "range:src",
+            "--output",
+            &output,
+            "--map-lua",
+            &map,
+            "--reduce-builtin",
+            "sum",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass --replace"), "{o:?}");
+
+    // Keys that render as one Redis key: the later row is not written and
+    // is counted. (`"1"` and `1` both became the key 1, one overwriting
+    // the other, while the job reported every row written.)
+    ok(cli(addr, &["range", "create", "coll"]));
+    for (i, g) in
+        [r#"{"g":null}"#, r#"{"g":"1"}"#, r#"{"g":"null"}"#, r#"{"g":"paris"}"#, r#"{"g":1}"#]
+            .iter()
+            .enumerate()
+    {
+        ok(cli(addr, &["put", "coll", &i.to_string(), g]));
+    }
+    let st = run_job(
+        addr,
+        &[
+            "coll",
+            "--input",
+            "range:coll",
+            "--output",
+            &out.url(4),
+            "--map-field",
+            "g",
+            "--reduce-builtin",
+            "count",
+        ],
+    );
+    assert_eq!(st["rows_out"], 3, "{st}");
+    assert_eq!(st["reduce_errors"], 2, "{st}");
+    let mut c4 =
+        redis::Client::open(out.url(4).as_str()).expect("url").get_connection().expect("con");
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c4).expect("keys");
+    keys.sort();
+    assert_eq!(keys, ["1", "null", "paris"]);
 }

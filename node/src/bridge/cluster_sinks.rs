@@ -121,7 +121,7 @@ impl Node {
         // Checked again by the meta range as it applies the creation,
         // against sinks created meanwhile through other nodes.
         self.refuse_taken_target(name, &sink.url, &sink.prefix)?;
-        let mut con = super::sink::reachable(&target).await?;
+        let mut con = super::redis_io::reachable(&target).await?;
         // The fence needs WATCH and MULTI/EXEC: a server without them (a
         // replicated database of Monotable's own RESP port) is refused now.
         // Postmortem: such a sink was created and never started, silently.

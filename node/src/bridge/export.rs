@@ -13,7 +13,7 @@ use monotable_client::{Client, Scan};
 
 use super::monotable_io::{key_rows, read_item};
 use super::redis_io::{prefixed, queue_item, send, Target};
-use super::rows::{render_key, render_value};
+use super::rows::render_value;
 use super::BridgeError;
 use crate::resp::keyspace::{last_bytes, now_ms};
 
@@ -45,6 +45,9 @@ pub struct ExportSummary {
     pub elapsed_ms: u64,
     /// Streams passed over (the bridge does not write them to Redis).
     pub streams_skipped: u64,
+    /// Rows not written because their key renders as an earlier row's
+    /// ([`super::rows::Renderings`]): `"1"` and `1`, say.
+    pub collisions: u64,
 }
 
 impl std::fmt::Display for ExportSummary {
@@ -58,6 +61,14 @@ impl std::fmt::Display for ExportSummary {
             self.written as f64 / secs,
             mb / secs
         )?;
+        if self.collisions > 0 {
+            writeln!(
+                f,
+                "skipped {} rows whose key renders as the same Redis key as an earlier row's \
+                 (a string key is written unquoted: \"1\" and 1 are both 1)",
+                self.collisions
+            )?;
+        }
         if self.streams_skipped > 0 {
             writeln!(f, "skipped {} streams (streams are not exported)", self.streams_skipped)?;
         }
@@ -78,7 +89,14 @@ pub async fn export(client: &Client, opts: ExportOptions) -> Result<ExportSummar
     let snapshot = client.snapshot().await?;
     let started = Instant::now();
     let result = async {
-        let mut summary = ExportSummary { written: 0, bytes: 0, elapsed_ms: 0, streams_skipped: 0 };
+        let mut summary = ExportSummary {
+            written: 0,
+            bytes: 0,
+            elapsed_ms: 0,
+            streams_skipped: 0,
+            collisions: 0,
+        };
+        let mut renderings = super::rows::Renderings::default();
         let mut pipe = redis::pipe();
         let mut queued = 0;
         if let ExportAs::Hash(h) = &opts.mode {
@@ -110,12 +128,20 @@ pub async fn export(client: &Client, opts: ExportOptions) -> Result<ExportSummar
                     queue_item(&mut pipe, &prefixed(&opts.prefix, &key), Some(&item));
                 }
                 ExportAs::Strings => {
-                    let (k, v) = (render_key(&r.key), render_value(&r.value));
+                    let Some(k) = renderings.render(&r.key) else {
+                        summary.collisions += 1;
+                        continue;
+                    };
+                    let v = render_value(&r.value);
                     summary.bytes += (k.len() + v.len()) as u64;
                     pipe.cmd("SET").arg(prefixed(&opts.prefix, &k)).arg(v).ignore();
                 }
                 ExportAs::Hash(h) => {
-                    let (k, v) = (render_key(&r.key), render_value(&r.value));
+                    let Some(k) = renderings.render(&r.key) else {
+                        summary.collisions += 1;
+                        continue;
+                    };
+                    let v = render_value(&r.value);
                     summary.bytes += (k.len() + v.len()) as u64;
                     pipe.cmd("HSET").arg(prefixed(&opts.prefix, h)).arg(k).arg(v).ignore();
                 }

@@ -50,6 +50,22 @@ impl Target {
     }
 }
 
+/// A connection to `target` that answered PING: a sink or a job is
+/// refused at once when its Redis cannot be reached, rather than retried
+/// for ever.
+///
+/// Errors: `BadRequest` naming the server and why.
+pub async fn reachable(target: &Target) -> crate::error::NodeResult<MultiplexedConnection> {
+    let bad =
+        |m: String| crate::error::NodeError::client(monotable_proto::ErrorCode::BadRequest, m);
+    let mut con = target.connect().await.map_err(|e| bad(e.to_string()))?;
+    redis::cmd("PING")
+        .query_async::<()>(&mut con)
+        .await
+        .map_err(|e| bad(format!("{}: {e}", target.display)))?;
+    Ok(con)
+}
+
 impl From<redis::RedisError> for BridgeError {
     fn from(e: redis::RedisError) -> Self {
         let unreachable = e.is_io_error()

@@ -514,19 +514,6 @@ fn bad_request(message: impl Into<String>) -> NodeError {
     NodeError::client(monotable_proto::ErrorCode::BadRequest, message)
 }
 
-/// A connection to `target` that answered PING: a sink is refused at once
-/// when its Redis cannot be reached, rather than retried for ever.
-///
-/// Errors: `BadRequest` naming the server and why.
-pub(crate) async fn reachable(target: &Target) -> NodeResult<MultiplexedConnection> {
-    let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-    redis::cmd("PING")
-        .query_async::<()>(&mut con)
-        .await
-        .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
-    Ok(con)
-}
-
 impl Node {
     pub(crate) async fn create_sink(
         self: &Arc<Self>,
@@ -573,7 +560,7 @@ impl Node {
         if fence.is_none() {
             self.refuse_taken_target(name, url, &prefix)?;
         }
-        let mut con = reachable(&target).await?;
+        let mut con = super::redis_io::reachable(&target).await?;
         let owner = self.sink_owner(&prefix, fence.is_some());
         self.own_target(&mut con, name, &target, &owner, fence.is_none()).await?;
         if let Some(fence) = &fence {

@@ -77,6 +77,10 @@ pub struct RunArgs {
     /// Map tasks at once (default: the node's cores).
     #[arg(long, default_value_t = 0)]
     tasks: u32,
+    /// Replace an output range that holds rows (or a Redis output hash
+    /// that exists); without it the job is refused.
+    #[arg(long)]
+    replace: bool,
     /// Return once the job runs instead of following it.
     #[arg(long)]
     detach: bool,
@@ -209,6 +213,7 @@ async fn run_job(args: RunArgs, c: &Client, out: &mut impl Write) -> Result<i32>
         spill_dir: args.spill_dir,
         intermediate,
         tasks: args.tasks,
+        replace: args.replace,
     };
     c.run_job(spec).await?;
     if args.detach {
@@ -219,7 +224,7 @@ async fn run_job(args: RunArgs, c: &Client, out: &mut impl Write) -> Result<i32>
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records {per_sec} {msg}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records {msg}",
             )
             .expect("a valid template"),
         );
@@ -227,16 +232,24 @@ async fn run_job(args: RunArgs, c: &Client, out: &mut impl Write) -> Result<i32>
     } else {
         ProgressBar::hidden()
     };
+    // Ctrl-C, SIGTERM (`timeout`, a service manager) and SIGHUP (a closed
+    // terminal) cancel the job this command follows.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut cancelled = false;
     let status = loop {
-        tokio::select! {
-            _ = &mut ctrl_c, if !cancelled => {
-                cancelled = true;
-                bar.println("cancelling the job (Ctrl-C)");
-                c.cancel_job(&args.name).await.ok();
-            }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        let stop = tokio::select! {
+            _ = &mut ctrl_c, if !cancelled => Some("Ctrl-C"),
+            _ = term.recv(), if !cancelled => Some("SIGTERM"),
+            _ = hup.recv(), if !cancelled => Some("SIGHUP"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => None,
+        };
+        if let Some(why) = stop {
+            cancelled = true;
+            bar.println(format!("cancelling the job ({why})"));
+            c.cancel_job(&args.name).await.ok();
         }
         let jobs = c.jobs().await?;
         let Some(s) = jobs.into_iter().find(|j| j.name == args.name) else {
@@ -245,7 +258,8 @@ async fn run_job(args: RunArgs, c: &Client, out: &mut impl Write) -> Result<i32>
         bar.set_length(s.records_total.max(s.records_in));
         bar.set_position(s.records_in);
         bar.set_message(format!(
-            "{} | spilled {} in {} runs | errors {}",
+            "{:.0}/s | {} | spilled {} in {} runs | errors {}",
+            s.records_in as f64 / (s.elapsed_ms.max(1) as f64 / 1000.0),
             s.phase,
             super::run::human_bytes(s.spilled_bytes),
             s.spills,

@@ -8,7 +8,7 @@
 //!   a set are arrays (a set's members in byte order); a sorted set is a
 //!   map from member to score. Every other string (a string key, a field's
 //!   value, an element) is a **number** when it is a canonical integer
-//!   within 64 bits (`42`, `-7`; not `042` or `+1`: an integer) or a plain
+//!   within -2^63..2^64-1 (`42`, `-7`; not `042` or `+1`: an integer) or a plain
 //!   decimal (`3.25`, `-0.5`, `1.0`: a float; not `1e5` or `.5`), so
 //!   built-in reducers can add what Redis stores as text; otherwise a
 //!   string when UTF-8, else binary.
@@ -33,6 +33,11 @@ pub fn scalar(bytes: &[u8]) -> Value {
     if let Ok(i) = s.parse::<i64>() {
         if i.to_string() == s {
             return Value::from(i);
+        }
+    }
+    if let Ok(u) = s.parse::<u64>() {
+        if u.to_string() == s {
+            return Value::from(u);
         }
     }
     if is_plain_decimal(s) {
@@ -101,8 +106,9 @@ mod tests {
         assert_eq!(scalar(b"-7"), Value::from(-7));
         assert_eq!(scalar(b"3.25"), Value::F64(3.25));
         assert_eq!(scalar(b"0.5"), Value::F64(0.5));
+        assert_eq!(scalar(b"18446744073709551615"), Value::from(u64::MAX));
         for text in
-            ["042", "+1", "1.0e3", "1e5", ".5", "5.", "", " 1", "9223372036854775808", "inf"]
+            ["042", "+1", "1.0e3", "1e5", ".5", "5.", "", " 1", "18446744073709551616", "inf"]
         {
             assert_eq!(scalar(text.as_bytes()), Value::from(text), "{text:?}");
         }

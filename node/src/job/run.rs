@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use monotable_proto::limits::{
     check_key_size, BATCH_OPS_MAX, JOB_ERROR_SAMPLES_MAX, JOB_HISTORY_MAX,
-    JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK, JOB_TASKS_MAX, RANGE_NAME_LEN_MAX,
+    JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK, JOB_RUNNING_MAX, JOB_TASKS_MAX, RANGE_NAME_LEN_MAX,
 };
 use monotable_proto::{
     Bytes, ChunkInfo, Command, ErrorCode, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus,
@@ -40,7 +40,7 @@ use super::functions::{output_key, JobReduce, LuaJobReducer};
 use super::runs::{RunError, RunStore};
 use super::table::{ExtendedHashtable, Merged, TableStats};
 use crate::bridge::redis_io::{prefixed, read_items, scan_page, Target};
-use crate::bridge::rows::{render_key, render_value};
+use crate::bridge::rows::{render_value, Renderings};
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_name, Node, Session};
 use crate::sorted_load::SortedLoad;
@@ -105,7 +105,12 @@ pub struct Job {
     /// The phase, and when each phase after the first began (ms since
     /// the start).
     phase: Mutex<(&'static str, Vec<u64>)>,
+    /// Cancelled by a client.
     cancelled: AtomicBool,
+    /// Stopping: cancelled, or a part of the job failed.
+    stopping: AtomicBool,
+    /// The first failure, which the job ends with.
+    failure: Mutex<Option<String>>,
     env: LuaEnv,
 }
 
@@ -117,9 +122,30 @@ impl Job {
     fn check(&self) -> Result<(), String> {
         if self.cancelled() {
             Err(CANCELLED.into())
+        } else if self.stopping.load(Ordering::Acquire) {
+            Err(STOPPED.into())
         } else {
             Ok(())
         }
+    }
+
+    /// A part of the job failed with `e`: the job stops, and ends failed
+    /// with the first such error (a part that stopped because another
+    /// failed, or a cancel, is not one).
+    fn fail(&self, e: &str) {
+        if e != CANCELLED && e != STOPPED {
+            self.failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| e.to_owned());
+        }
+        self.stopping.store(true, Ordering::Release);
+        self.env.interrupt.stop_view();
+    }
+
+    fn stop(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.fail(CANCELLED);
     }
 
     fn sample(&self, key: &[u8], error: String) {
@@ -183,6 +209,7 @@ impl Job {
 }
 
 const CANCELLED: &str = "cancelled";
+const STOPPED: &str = "stopped: another part of the job failed";
 
 fn describe_input(input: &JobInput) -> String {
     match input {
@@ -223,18 +250,31 @@ enum Input {
     },
 }
 
-/// A job's output, checked.
+/// A job's output, checked. (One per job: its size does not matter.)
+#[allow(clippy::large_enum_variant)]
 enum Output {
-    Range { name: String, staging: String, options: RangeOptions },
-    Redis { target: Target, hash: Option<Vec<u8>>, prefix: Vec<u8> },
+    Range {
+        name: String,
+        staging: String,
+        options: RangeOptions,
+    },
+    /// `staging`: the unique hash a hash output is written to, then
+    /// renamed to `prefix + hash`.
+    Redis {
+        target: Target,
+        url: String,
+        hash: Option<Vec<u8>>,
+        staging: Option<Vec<u8>>,
+        prefix: Vec<u8>,
+    },
 }
 
 /// Where a job's tables spill.
 enum Spill {
     /// `dir/task-N` per task.
     Disk { dir: PathBuf },
-    /// Database N of the server per task.
-    Redis { url: String },
+    /// Database N of the server per task, held under `owner`'s lock.
+    Redis { url: String, owner: String },
 }
 
 /// What a job leaves behind if its node dies: removed at the next start.
@@ -242,9 +282,13 @@ enum Spill {
 struct Marker {
     spill_dir: Option<PathBuf>,
     staging: Option<String>,
-    /// A Redis intermediate store and the databases its runs are in.
+    /// A Redis intermediate store, the databases its runs are in, and the
+    /// owner of its lock.
     #[serde(default)]
-    intermediate: Option<(String, u32)>,
+    intermediate: Option<(String, u32, String)>,
+    /// A Redis hash output's staging hash: (URL, key).
+    #[serde(default)]
+    redis_staging: Option<(String, Vec<u8>)>,
 }
 
 fn jobs_dir(node: &Node) -> PathBuf {
@@ -266,14 +310,43 @@ const JOB_NAME_LEN_MAX: usize = RANGE_NAME_LEN_MAX - "job..staging".len();
 impl Node {
     /// `RunJob`: checks the spec, then starts the job (see the module doc).
     pub(crate) async fn run_job(self: &Arc<Self>, spec: JobSpec) -> NodeResult<()> {
-        validate_name("job", &spec.name)?;
-        if spec.name.len() > JOB_NAME_LEN_MAX {
-            return Err(bad_request(format!(
-                "job name {:?} is too long: at most {JOB_NAME_LEN_MAX} characters",
-                spec.name
-            )));
+        if spec.name.len() > JOB_NAME_LEN_MAX || spec.name.starts_with('.') {
+            return Err(NodeError::client(
+                ErrorCode::InvalidRangeName,
+                format!(
+                    "invalid job name {:?}: use 1 to {JOB_NAME_LEN_MAX} characters from \
+                     A-Z a-z 0-9 _ - . :, not starting with a dot",
+                    spec.name
+                ),
+            ));
         }
-        let tasks = match spec.tasks {
+        validate_name("job", &spec.name)?;
+        if self.jobs.lock().running.len() >= JOB_RUNNING_MAX {
+            return Err(NodeError::client(
+                ErrorCode::Busy,
+                format!(
+                    "{JOB_RUNNING_MAX} jobs are running on this node; retry once one has ended"
+                ),
+            ));
+        }
+        if let Some(total) = memory_total_bytes() {
+            if spec.memory_budget_bytes > total {
+                return Err(bad_request(format!(
+                    "a memory budget of {} bytes is more than this node's memory ({total} bytes)",
+                    spec.memory_budget_bytes
+                )));
+            }
+        }
+        if let Some(d) = &spec.spill_dir {
+            let path = std::path::Path::new(d);
+            if !path.is_absolute() || !path.is_dir() {
+                return Err(bad_request(format!(
+                    "--spill-dir {d:?}: give the absolute path of an existing directory on the \
+                     node (the job makes its own directory inside it)"
+                )));
+            }
+        }
+        let mut tasks = match spec.tasks {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
             n if n > JOB_TASKS_MAX => {
                 return Err(bad_request(format!("--tasks {n}: at most {JOB_TASKS_MAX}")))
@@ -288,13 +361,33 @@ impl Node {
                 spec.memory_budget_bytes
             )));
         }
+        // Each task runs its own Lua VMs, reserved from the node's pool.
+        let vms = u32::from(matches!(spec.map, MapFunction::Lua { .. }))
+            + u32::from(matches!(spec.reduce, ReduceFunction::Lua { .. }));
+        let env = self.lua_env();
+        if vms > 0 {
+            let vm_bytes = crate::view::sandbox::LUA_MEMORY_MAX_BYTES;
+            let fit = (env.memory.free_bytes() / (vm_bytes * vms as usize)) as u32;
+            if spec.tasks == 0 && fit > 0 {
+                tasks = tasks.min(fit);
+            } else if tasks > fit {
+                return Err(bad_request(format!(
+                    "{tasks} tasks need {} Lua VMs of {vm_bytes} bytes ({vms} per task); the \
+                     node's Lua memory has {} bytes free: run --tasks {} or fewer, or raise \
+                     `serve --lua-memory-max-bytes`",
+                    tasks * vms,
+                    env.memory.free_bytes(),
+                    fit.max(1)
+                )));
+            }
+        }
         let session = Session::new(self.clone());
         let input = self.job_input(&spec.input, tasks, &session).await?;
         let tasks = match &input {
             Input::Range { spans, .. } => tasks.min(spans.len().max(1) as u32),
             Input::Redis { .. } => tasks,
         };
-        let output = self.job_output(&spec.output, &spec.name, &session).await?;
+        let output = self.job_output(&spec.output, &spec.name, spec.replace, &session).await?;
         if let (Input::Redis { target: i, .. }, Output::Redis { target: o, .. }) = (&input, &output)
         {
             if same_server(i, o).await? && i.db == o.db {
@@ -307,14 +400,16 @@ impl Node {
         }
         let spill = match &spec.intermediate {
             Some(url) => {
-                Spill::Redis { url: check_intermediate(url, tasks, &input, &output).await? }
+                let owner =
+                    format!("{}@{}-{:016x}", spec.name, std::process::id(), rand::random::<u64>());
+                check_intermediate(url, tasks, &input, &output, &owner).await?;
+                Spill::Redis { url: url.clone(), owner }
             }
             None => {
                 let base = spec.spill_dir.as_ref().map_or_else(|| jobs_dir(self), PathBuf::from);
                 Spill::Disk { dir: base.join(format!("job-{}-{}", spec.name, std::process::id())) }
             }
         };
-        let env = self.lua_env();
         check_functions(&spec.map, &spec.reduce, &env).await?;
         let job = Arc::new(Job {
             tasks,
@@ -329,6 +424,8 @@ impl Node {
             tables: Mutex::new(vec![TableStats::default(); tasks as usize]),
             phase: Mutex::new(("map", Vec::new())),
             cancelled: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            failure: Mutex::new(None),
             env,
             spec,
         });
@@ -351,8 +448,12 @@ impl Node {
                 Output::Range { staging, .. } => Some(staging.clone()),
                 Output::Redis { .. } => None,
             },
+            redis_staging: match &output {
+                Output::Redis { url, staging: Some(s), .. } => Some((url.clone(), s.clone())),
+                _ => None,
+            },
             intermediate: match &spill {
-                Spill::Redis { url } => Some((url.clone(), tasks)),
+                Spill::Redis { url, owner } => Some((url.clone(), tasks, owner.clone())),
                 Spill::Disk { .. } => None,
             },
         };
@@ -374,7 +475,12 @@ impl Node {
             let status = match result {
                 Ok(()) => job.status("done", None),
                 Err(_) if job.cancelled() => job.status("cancelled", None),
-                Err(e) => job.status("failed", Some(e)),
+                Err(e) => {
+                    let first = job.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let e = first.unwrap_or(e);
+                    tracing::warn!(job = %name, error = %e, "job failed");
+                    job.status("failed", Some(e))
+                }
             };
             tracing::info!(job = %name, state = %status.state, records = status.records_in,
                 rows = status.rows_out, error = ?status.error, "job ended");
@@ -412,8 +518,7 @@ impl Node {
                 },
             ));
         };
-        job.cancelled.store(true, Ordering::Release);
-        job.env.interrupt.stop_view();
+        job.stop();
         Ok(())
     }
 
@@ -439,8 +544,16 @@ impl Node {
                     if let Some(staging) = &m.staging {
                         self.drop_staging(staging).await;
                     }
-                    if let Some((url, tasks)) = &m.intermediate {
-                        flush_runs(url, *tasks).await;
+                    if let Some((url, tasks, owner)) = &m.intermediate {
+                        flush_runs(url, *tasks, owner).await;
+                    }
+                    if let Some((url, key)) = &m.redis_staging {
+                        if let Ok(t) = Target::parse(url) {
+                            if let Ok(mut con) = t.connect().await {
+                                let _ =
+                                    redis::cmd("DEL").arg(key).query_async::<()>(&mut con).await;
+                            }
+                        }
                     }
                 }
                 tracing::info!(marker = %path.display(), "removed what a stopped job left");
@@ -450,7 +563,10 @@ impl Node {
             } else {
                 std::fs::remove_file(&path)
             };
-            if let Err(e) = removed {
+            if let Err(e) = removed.or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }) {
                 tracing::warn!(path = %path.display(), error = %e, "removing a job leftover failed");
             }
         }
@@ -461,7 +577,9 @@ impl Node {
             .execute(Command::DropRange { name: staging.to_owned() }, &Session::default())
             .await
         {
-            Ok(_) | Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. }) => {}
+            Ok(_)
+            | Err(NodeError::Client { code: ErrorCode::RangeNotFound, .. })
+            | Err(NodeError::ShuttingDown) => {}
             Err(e) => {
                 tracing::warn!(range = staging, error = %e, "dropping a staging range failed")
             }
@@ -537,6 +655,7 @@ impl Node {
         self: &Arc<Self>,
         output: &JobOutput,
         job: &str,
+        replace: bool,
         session: &Session,
     ) -> NodeResult<Output> {
         Ok(match output {
@@ -569,6 +688,16 @@ impl Node {
                                  replace it (drop the view, or choose another output)"
                             )));
                         }
+                        if !replace {
+                            let info = self.describe_range(name).await?;
+                            let records: u64 = info.chunks.iter().map(|c| c.records).sum();
+                            if records > 0 {
+                                return Err(bad_request(format!(
+                                    "range {name} exists and holds {records} records: pass \
+                                     --replace to replace it whole with the job's output"
+                                )));
+                            }
+                        }
                         options
                     }
                     None => {
@@ -588,8 +717,40 @@ impl Node {
                 Output::Range { name: name.clone(), staging, options }
             }
             JobOutput::Redis { url, hash, prefix } => Output::Redis {
-                target: reachable(url).await?,
+                target: {
+                    let target = reachable(url).await?;
+                    if let (Some(h), false) = (hash, replace) {
+                        let mut con =
+                            target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+                        let key = prefixed(prefix, h);
+                        let exists: i64 = redis::cmd("EXISTS")
+                            .arg(&key)
+                            .query_async(&mut con)
+                            .await
+                            .map_err(|e| bad_request(e.to_string()))?;
+                        if exists > 0 {
+                            return Err(bad_request(format!(
+                                "the output hash {} exists in {}: pass --replace to replace it \
+                                 whole with the job's output",
+                                String::from_utf8_lossy(&key),
+                                target.display
+                            )));
+                        }
+                    }
+                    target
+                },
+                url: url.clone(),
                 hash: hash.as_ref().map(|h| h.to_vec()),
+                // Unique: jobs writing one hash at once each write their
+                // own and the last rename wins, whole.
+                staging: hash.as_ref().map(|h| {
+                    let mut s = prefixed(prefix, h);
+                    s.extend_from_slice(
+                        format!(":monotable-job-staging:{job}:{:016x}", rand::random::<u64>())
+                            .as_bytes(),
+                    );
+                    s
+                }),
                 prefix: prefix.to_vec(),
             },
         })
@@ -604,6 +765,12 @@ impl Node {
         spill: Spill,
         session: Session,
     ) -> Result<(), String> {
+        let held = match &spill {
+            Spill::Redis { url, owner } => {
+                Some(hold_intermediate(job.clone(), url.clone(), owner.clone()))
+            }
+            Spill::Disk { .. } => None,
+        };
         let result = match job.spec.reduce.clone() {
             ReduceFunction::Builtin(name) => {
                 let b = Builtin::parse(&name).ok_or_else(|| format!("unknown reducer {name}"))?;
@@ -616,19 +783,26 @@ impl Node {
                 .await
             }
         };
-        if let Spill::Disk { dir } = &spill {
-            if let Err(e) = std::fs::remove_dir_all(dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %dir.display(), error = %e, "removing a job's runs failed");
+        match &spill {
+            Spill::Disk { dir } => {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %dir.display(), error = %e, "removing a job's runs failed");
+                    }
                 }
+            }
+            Spill::Redis { url, owner } => {
+                if let Some(h) = held {
+                    h.abort();
+                }
+                release_intermediate(url, owner).await;
             }
         }
         if result.is_err() {
             match &output {
                 Output::Range { staging, .. } => self.drop_staging(staging).await,
-                Output::Redis { target, hash: Some(h), prefix } => {
+                Output::Redis { target, staging: Some(staging), .. } => {
                     if let Ok(mut con) = target.connect().await {
-                        let staging = staging_hash(prefix, h);
                         let _ = redis::cmd("DEL").arg(staging).query_async::<()>(&mut con).await;
                     }
                 }
@@ -663,16 +837,20 @@ impl Node {
             let store = match spill {
                 Spill::Disk { dir } => {
                     let dir = dir.join(format!("task-{task}"));
-                    tokio::task::spawn_blocking(move || RunStore::disk(dir))
+                    tokio::task::spawn_blocking(move || {
+                        RunStore::disk(dir.clone()).map_err(|e| format!("{}: {e}", dir.display()))
+                    })
                 }
-                Spill::Redis { url } => {
+                Spill::Redis { url, .. } => {
                     let url = url.clone();
-                    tokio::task::spawn_blocking(move || RunStore::redis(&url, task as i64))
+                    tokio::task::spawn_blocking(move || {
+                        RunStore::redis(&url, task as i64).map_err(|e| e.to_string())
+                    })
                 }
             }
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("spilled runs: {e}"))?;
             let (mapper, reducer) = tokio::task::spawn_blocking(move || {
                 let mapper = compile_map(&map)?.compile(&env)?;
                 Ok::<_, String>((mapper, make(&env)?))
@@ -713,7 +891,7 @@ impl Node {
                 tokio::spawn(async move {
                     let mut cursor = 0u64;
                     loop {
-                        if job2.cancelled() {
+                        if job2.check().is_err() {
                             return;
                         }
                         let page = async {
@@ -755,7 +933,13 @@ impl Node {
         let mut running = Vec::with_capacity(tasks);
         for w in workers {
             let (node, job, source) = (self.clone(), job.clone(), source.clone());
-            running.push(actix_rt::spawn(async move { w.run(&node, &job, &source).await }));
+            running.push(actix_rt::spawn(async move {
+                let r = w.run(&node, &job, &source).await;
+                if let Err(e) = &r {
+                    job.fail(e);
+                }
+                r
+            }));
         }
         let mut tables = Vec::with_capacity(tasks);
         let mut failed = None;
@@ -763,7 +947,7 @@ impl Node {
             match r.await.map_err(|e| e.to_string()).and_then(|r| r) {
                 Ok(w) => tables.push(w),
                 Err(e) => {
-                    job.cancelled.store(true, Ordering::Release);
+                    job.fail(&e);
                     failed.get_or_insert(e);
                 }
             }
@@ -857,30 +1041,36 @@ impl Node {
                     .map_err(|e| format!("writing the output: {e}"))?;
                 l.register().map_err(|e| format!("creating the staging range {staging}: {e}"))
             }
-            Output::Redis { target, hash, prefix } => {
+            Output::Redis { target, staging, prefix, .. } => {
                 let mut con = target.connect().await.map_err(|e| e.to_string())?;
-                let staging = hash.as_ref().map(|h| staging_hash(prefix, h));
-                if let Some(s) = &staging {
-                    redis::cmd("DEL")
-                        .arg(s)
-                        .query_async::<()>(&mut con)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
+                let mut renderings = Renderings::default();
                 while let Some(batch) = rx.recv().await {
                     for part in batch.chunks(REDIS_PIPELINE_KEYS) {
                         let mut pipe = redis::pipe();
+                        let mut written = 0;
                         for (k, v) in part {
-                            let (k, v) = (render_key(k), render_value(v));
-                            match &staging {
-                                Some(s) => pipe.cmd("HSET").arg(s).arg(k).arg(v).ignore(),
-                                None => pipe.cmd("SET").arg(prefixed(prefix, &k)).arg(v).ignore(),
+                            let Some(text) = renderings.render(k) else {
+                                job.reduce_error(
+                                    k,
+                                    "renders as the same Redis key as an earlier row (a string \
+                                     key is written unquoted); not written"
+                                        .into(),
+                                );
+                                continue;
                             };
+                            let v = render_value(v);
+                            match staging {
+                                Some(s) => pipe.cmd("HSET").arg(s).arg(text).arg(v).ignore(),
+                                None => {
+                                    pipe.cmd("SET").arg(prefixed(prefix, &text)).arg(v).ignore()
+                                }
+                            };
+                            written += 1;
                         }
                         pipe.query_async::<()>(&mut con)
                             .await
-                            .map_err(|e| format!("writing to Redis: {e}"))?;
-                        job.rows_out.fetch_add(part.len() as u64, Ordering::Relaxed);
+                            .map_err(|e| format!("writing to Redis: {}", short_redis_error(&e)))?;
+                        job.rows_out.fetch_add(written, Ordering::Relaxed);
                     }
                 }
                 Ok(())
@@ -898,18 +1088,18 @@ impl Node {
                 self.drop_staging(staging).await;
                 Ok(())
             }
-            Output::Redis { target, hash: Some(h), prefix } => {
+            Output::Redis { target, hash: Some(h), staging: Some(staging), prefix, .. } => {
                 let mut con = target.connect().await.map_err(|e| e.to_string())?;
-                let (staging, dest) = (staging_hash(prefix, h), prefixed(prefix, h));
+                let dest = prefixed(prefix, h);
                 let exists: bool = redis::cmd("EXISTS")
-                    .arg(&staging)
+                    .arg(staging)
                     .query_async::<i64>(&mut con)
                     .await
                     .map_err(|e| e.to_string())?
                     > 0;
                 let cmd = if exists {
                     let mut c = redis::cmd("RENAME");
-                    c.arg(&staging).arg(&dest);
+                    c.arg(staging).arg(&dest);
                     c
                 } else {
                     let mut c = redis::cmd("DEL");
@@ -925,11 +1115,14 @@ impl Node {
     }
 }
 
-/// The hash a hash output is written to before it is renamed into place.
-fn staging_hash(prefix: &[u8], hash: &[u8]) -> Vec<u8> {
-    let mut s = prefixed(prefix, hash);
-    s.extend_from_slice(b":monotable-job-staging");
-    s
+/// A Redis error in a few words: a pipeline that failed reports every
+/// command that did (hundreds for one full server).
+fn short_redis_error(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    match text.char_indices().nth(300) {
+        Some((at, _)) => format!("{}... ({} bytes of errors)", &text[..at], text.len()),
+        None => text,
+    }
 }
 
 fn write_marker(node: &Node, name: &str, marker: &Marker) -> std::io::Result<()> {
@@ -978,17 +1171,47 @@ async fn check_functions(
     .map_err(bad_request)
 }
 
+/// The key in database 0 of an intermediate Redis server that one job
+/// holds while it uses the server (its value names the job; it expires
+/// [`INTERMEDIATE_LOCK_SECS`] after the job's last renewal).
+const INTERMEDIATE_LOCK: &str = "monotable-job-lock";
+const INTERMEDIATE_LOCK_SECS: u64 = 30;
+
+/// The Redis server at `url`, checked to answer (`BadRequest` otherwise).
+async fn reachable(url: &str) -> NodeResult<Target> {
+    let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+    crate::bridge::redis_io::reachable(&target).await?;
+    Ok(target)
+}
+
+/// Renews the lock if `owner` still holds it: 1, else 0.
+const RENEW_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+    return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes the lock if `owner` holds it.
+const RELEASE_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+    return redis.call('del', KEYS[1]) else return 0 end";
+
 /// Checks that the intermediate Redis server has a database per task,
-/// and that flushing databases `0..tasks` loses nothing: none is the
-/// job's input or output, and each is empty or holds only runs a job left
-/// (`run:N` lists).
+/// that no other job uses it, and that removing runs from databases
+/// `0..tasks` loses nothing: none is the job's input or output, and each
+/// holds nothing but runs (`run:N` lists a stopped job left). Takes the
+/// server's lock for `owner`.
 async fn check_intermediate(
     url: &str,
     tasks: u32,
     input: &Input,
     output: &Output,
-) -> NodeResult<String> {
+    owner: &str,
+) -> NodeResult<()> {
     let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+    if target.db != 0 {
+        return Err(bad_request(format!(
+            "--intermediate {}: name the server only (redis://HOST:PORT); the job uses its \
+             databases 0 to {}",
+            target.display,
+            tasks.saturating_sub(1)
+        )));
+    }
     let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
     let reply: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
@@ -1015,84 +1238,159 @@ async fn check_intermediate(
         if other.db < i64::from(tasks) && same_server(&target, other).await? {
             return Err(bad_request(format!(
                 "the job's {what} {} is database {} of the intermediate Redis server, whose \
-                 databases 0 to {} the job flushes: use another Redis server as the intermediate",
+                 databases 0 to {} the job uses: use another Redis server as the intermediate",
                 other.display,
                 other.db,
                 tasks - 1
             )));
         }
     }
-    for db in 0..i64::from(tasks) {
-        redis::cmd("SELECT")
-            .arg(db)
-            .query_async::<()>(&mut con)
-            .await
-            .map_err(|e| bad_request(format!("{}: SELECT {db}: {e}", target.display)))?;
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys) = scan_page(&mut con, cursor, None, 1000)
-                .await
-                .map_err(|e| bad_request(e.to_string()))?;
-            if let Some(k) = keys.iter().find(|k| !k.starts_with(b"run:")) {
-                return Err(bad_request(format!(
-                    "database {db} of the intermediate Redis server {} holds data (key {:?}); \
-                     the job would flush it: give the job a Redis server of its own",
-                    target.display,
-                    String::from_utf8_lossy(k)
-                )));
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-    }
-    Ok(url.to_owned())
-}
-
-/// The Redis server at `url`, checked to answer (`BadRequest` otherwise).
-async fn reachable(url: &str) -> NodeResult<Target> {
-    let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
-    let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-    redis::cmd("PING")
-        .query_async::<()>(&mut con)
+    let taken: Option<String> = redis::cmd("SET")
+        .arg(INTERMEDIATE_LOCK)
+        .arg(owner)
+        .arg("NX")
+        .arg("EX")
+        .arg(INTERMEDIATE_LOCK_SECS)
+        .query_async(&mut con)
         .await
         .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
-    Ok(target)
+    if taken.is_none() {
+        let holder: Option<String> =
+            redis::cmd("GET").arg(INTERMEDIATE_LOCK).query_async(&mut con).await.unwrap_or(None);
+        return Err(bad_request(format!(
+            "the intermediate Redis server {} is in use by job {} (key {INTERMEDIATE_LOCK} in \
+             database 0): give each running job a server of its own",
+            target.display,
+            holder.as_deref().unwrap_or("?")
+        )));
+    }
+    let holds_data = async {
+        for db in 0..i64::from(tasks) {
+            redis::cmd("SELECT").arg(db).query_async::<()>(&mut con).await.map_err(|e| e.to_string())?;
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys) =
+                    scan_page(&mut con, cursor, None, 1000).await.map_err(|e| e.to_string())?;
+                let data = keys.iter().find(|k| {
+                    let lock = db == 0 && &k[..] == INTERMEDIATE_LOCK.as_bytes();
+                    !(k.starts_with(b"run:") || lock)
+                });
+                if let Some(k) = data {
+                    return Err(format!(
+                        "database {db} of the intermediate Redis server {} holds data (key {:?}); \
+                         the job would mix its runs with it: give the job a Redis server of its own",
+                        target.display,
+                        String::from_utf8_lossy(k)
+                    ));
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = holds_data {
+        release_intermediate(url, owner).await;
+        return Err(bad_request(e));
+    }
+    Ok(())
 }
 
-/// Empties databases `0..tasks` of a Redis intermediate store that a
-/// stopped job left runs in, each only if it holds nothing but runs.
-async fn flush_runs(url: &str, tasks: u32) {
+/// Releases the intermediate server's lock if `owner` holds it.
+async fn release_intermediate(url: &str, owner: &str) {
+    let Ok(target) = Target::parse(url) else { return };
+    if let Ok(mut con) = target.connect().await {
+        let _ = redis::cmd("EVAL")
+            .arg(RELEASE_LOCK)
+            .arg(1)
+            .arg(INTERMEDIATE_LOCK)
+            .arg(owner)
+            .query_async::<i64>(&mut con)
+            .await;
+    }
+}
+
+/// Renews the intermediate server's lock every third of its time to live
+/// until the job ends; a lock lost (expired under a stall, deleted by a
+/// FLUSHALL, taken by another job) fails the job: its runs there can no
+/// longer be trusted.
+fn hold_intermediate(job: Arc<Job>, url: String, owner: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(target) = Target::parse(&url) else { return };
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(INTERMEDIATE_LOCK_SECS / 3)).await;
+            let renewed = async {
+                let mut con = target.connect().await.ok()?;
+                redis::cmd("EVAL")
+                    .arg(RENEW_LOCK)
+                    .arg(1)
+                    .arg(INTERMEDIATE_LOCK)
+                    .arg(&owner)
+                    .arg(INTERMEDIATE_LOCK_SECS)
+                    .query_async::<i64>(&mut con)
+                    .await
+                    .ok()
+            }
+            .await;
+            if renewed == Some(0) {
+                job.fail(&format!(
+                    "the intermediate Redis server {} lost this job's lock (a FLUSHALL, or another \
+                     job): its runs there cannot be trusted",
+                    target.display
+                ));
+                return;
+            }
+        }
+    })
+}
+
+/// Removes the runs a stopped job left in its intermediate Redis server,
+/// unless another job holds the server now, and its lock.
+async fn flush_runs(url: &str, tasks: u32, owner: &str) {
     let Ok(target) = Target::parse(url) else { return };
     let mut con = match target.connect().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(url = %target.display, error = %e,
-                "a stopped job's runs stay in its intermediate Redis (the next job flushes them)");
+                "a stopped job's runs stay in its intermediate Redis (the next job there removes them)");
             return;
         }
     };
-    for db in 0..i64::from(tasks) {
-        let only_runs = async {
-            redis::cmd("SELECT").arg(db).query_async::<()>(&mut con).await.ok()?;
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys) = scan_page(&mut con, cursor, None, 1000).await.ok()?;
-                if keys.iter().any(|k| !k.starts_with(b"run:")) {
-                    return Some(false);
-                }
-                if next == 0 {
-                    return Some(true);
-                }
-                cursor = next;
-            }
-        }
-        .await;
-        if only_runs == Some(true) {
-            let _ = redis::cmd("FLUSHDB").query_async::<()>(&mut con).await;
-        }
+    let holder: Option<String> =
+        redis::cmd("GET").arg(INTERMEDIATE_LOCK).query_async(&mut con).await.unwrap_or(None);
+    if holder.as_deref().is_some_and(|h| h != owner) {
+        return;
     }
+    let at = url.to_owned();
+    let purged = tokio::task::spawn_blocking(move || -> Result<(), RunError> {
+        for db in 0..i64::from(tasks) {
+            RunStore::redis(&at, db)?;
+        }
+        Ok(())
+    })
+    .await;
+    if !matches!(purged, Ok(Ok(()))) {
+        tracing::warn!(url = %target.display, "removing a stopped job's runs from Redis failed");
+    }
+    release_intermediate(url, owner).await;
+}
+
+/// The machine's memory, from `/proc/meminfo` (`None` where there is
+/// none).
+fn memory_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Whether two targets are one Redis server (the same `run_id`, however

@@ -13,7 +13,9 @@
 //!
 //! Runs live in a [`RunStore`]: files in a spill directory, or lists in a
 //! Redis database (the intermediate store of seed 000, one database per
-//! task), each list element a block of frames.
+//! task), each list element a block of frames. A Redis store removes the
+//! `run:*` lists of its database (and nothing else) before use and at the
+//! end.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -71,13 +73,13 @@ impl RunStore {
         Ok(RunStore::Disk { dir })
     }
 
-    /// A store in Redis database `db` of the server at `url`, emptied
-    /// first (`FLUSHDB`).
+    /// A store in Redis database `db` of the server at `url`, its `run:*`
+    /// lists (a stopped job's) removed first.
     pub fn redis(url: &str, db: i64) -> Result<RunStore, RunError> {
         let client = redis::Client::open(url)?;
         let mut con = client.get_connection()?;
         redis::cmd("SELECT").arg(db).query::<()>(&mut con)?;
-        redis::cmd("FLUSHDB").query::<()>(&mut con)?;
+        purge_runs(&mut con)?;
         Ok(RunStore::Redis { con: Arc::new(Mutex::new(con)), db })
     }
 
@@ -93,8 +95,11 @@ impl RunStore {
     pub fn create(&self, id: RunId, buffer: usize) -> Result<RunWriter, RunError> {
         let sink = match self {
             RunStore::Disk { dir } => {
+                let path = dir.join(run_file(id));
                 let f =
-                    File::options().write(true).create_new(true).open(dir.join(run_file(id)))?;
+                    File::options().write(true).create_new(true).open(&path).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?;
                 Sink::File(BufWriter::with_capacity(buffer, f))
             }
             RunStore::Redis { con, .. } => Sink::Redis {
@@ -145,10 +150,7 @@ impl RunStore {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
             },
-            RunStore::Redis { con, .. } => {
-                redis::cmd("FLUSHDB").query::<()>(&mut *lock(con))?;
-                Ok(())
-            }
+            RunStore::Redis { con, .. } => purge_runs(&mut lock(con)),
         }
     }
 
@@ -166,6 +168,27 @@ impl RunStore {
             RunStore::Disk { dir } => Some(dir),
             RunStore::Redis { .. } => None,
         }
+    }
+}
+
+/// Removes the `run:*` lists of the connection's database.
+pub fn purge_runs(con: &mut redis::Connection) -> Result<(), RunError> {
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("run:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK").arg(keys).query::<()>(con)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 

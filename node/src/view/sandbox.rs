@@ -88,6 +88,11 @@ impl LuaMemoryPool {
         self.reserved_bytes.load(Ordering::Acquire)
     }
 
+    /// Bytes not reserved now.
+    pub fn free_bytes(&self) -> usize {
+        self.max_bytes.saturating_sub(self.reserved_bytes())
+    }
+
     fn reserve(self: &Arc<Self>, bytes: usize) -> Result<Reservation, LuaFnError> {
         let mut now = self.reserved_bytes.load(Ordering::Acquire);
         loop {
