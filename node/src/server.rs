@@ -159,7 +159,7 @@ async fn serve_inner(
         TcpListener::from_std(listener).map_err(|e| NodeError::Internal(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
     let cluster = start_cluster(&node, addr).await?;
-    node.clean_up_jobs().await;
+    let job_leftovers = node.job_leftovers();
     let state = Arc::new(ServerState::default());
     let resp_state = Arc::new(crate::resp::state::RespState::new(node.clone()));
     resp_state
@@ -174,6 +174,12 @@ async fn serve_inner(
         tracing::info!(resp = %resp_addr, "serving the Redis protocol");
         actix_rt::spawn(crate::resp::server::serve(resp_state.clone(), resp, closing_rx.clone()));
     }
+    // In the background once the Redis endpoint listens: a stopped job's
+    // output may be this node's own Redis endpoint.
+    actix_rt::spawn({
+        let node = node.clone();
+        async move { node.clean_up_jobs(job_leftovers).await }
+    });
     if node.auth.is_required() {
         tracing::info!("clients of both protocols must authenticate");
     } else if !addr.ip().is_loopback() {

@@ -568,6 +568,9 @@ fn bad_jobs_are_refused_with_a_reason_and_touch_nothing() {
     let refusals: Vec<(Vec<String>, &str)> = vec![
         (vec!["--input".into(), "range:nope".into()], "nope"),
         (vec!["--output".into(), "range:viewed".into()], "view \"r\""),
+        // A job's own staging name used to be taken as the output, which
+        // the commit then dropped: "done", and no output.
+        (vec!["--output".into(), "range:job.j.staging".into()], "staging ranges"),
         (vec!["--map-lua".into(), bad_lua.clone()], "map function"),
         (
             vec![
@@ -819,4 +822,45 @@ fn jobs_that_would_clash_are_refused_or_kept_whole_and_failures_say_why() {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c4).expect("keys");
     keys.sort();
     assert_eq!(keys, ["1", "null", "paris"]);
+
+    // A cancel stops a job waiting on a Redis output that does not answer.
+    // (It waited for Redis, up to its 60 s timeout.)
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(120_000)
+        .arg("WRITE")
+        .query::<()>(&mut c4)
+        .expect("pause");
+    ok(cli(
+        addr,
+        &[
+            "job",
+            "run",
+            "paused",
+            "--input",
+            "range:coll",
+            "--output",
+            &out.url(5),
+            "--map-field",
+            "g",
+            "--reduce-builtin",
+            "count",
+            "--detach",
+        ],
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    ok(cli(addr, &["job", "cancel", "paused"]));
+    let st = wait_end(addr, "paused");
+    assert_eq!(st["state"], "cancelled", "{st}");
+    // Redis is still paused: a write of ours does not get through.
+    let mut probe = redis::Client::open(out.url(5).as_str())
+        .expect("url")
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("con");
+    probe.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    assert!(
+        redis::cmd("SET").arg("probe").arg(1).query::<()>(&mut probe).is_err(),
+        "the cancel waited for Redis"
+    );
+    redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut c4).expect("unpause");
 }

@@ -111,7 +111,10 @@ pub fn parse_input(s: &str) -> Result<JobInput> {
         let mut pattern = None;
         for (k, v) in params {
             match k {
-                "match" => pattern = Some(v.to_owned()),
+                "match" if !v.is_empty() => pattern = Some(v.to_owned()),
+                "match" => {
+                    bail!("--input {s:?}: ?match= is empty (leave it out to read every key)")
+                }
                 other => bail!("unknown parameter {other:?} in --input (use ?match=PATTERN)"),
             }
         }

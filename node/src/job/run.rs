@@ -209,6 +209,21 @@ impl Job {
 }
 
 const CANCELLED: &str = "cancelled";
+
+/// `fut`, or the job's stop (a cancel, a failure elsewhere) if that comes
+/// first: a Redis server that stalls does not hold a cancelled job.
+async fn until_stopped<T>(
+    job: &Job,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Ok(out),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => job.check()?,
+        }
+    }
+}
 const STOPPED: &str = "stopped: another part of the job failed";
 
 fn describe_input(input: &JobInput) -> String {
@@ -227,12 +242,19 @@ fn describe_input(input: &JobInput) -> String {
 fn describe_output(output: &JobOutput) -> String {
     match output {
         JobOutput::Range(r) => format!("range:{r}"),
-        JobOutput::Redis { url, hash, .. } => {
-            let shown = Target::parse(url).map(|t| t.display).unwrap_or_else(|_| url.clone());
-            match hash {
-                Some(h) => format!("{shown}?hash={}", String::from_utf8_lossy(h)),
-                None => shown,
+        JobOutput::Redis { url, hash, prefix } => {
+            let mut shown = Target::parse(url).map(|t| t.display).unwrap_or_else(|_| url.clone());
+            let mut params = Vec::new();
+            if let Some(h) = hash {
+                params.push(format!("hash={}", String::from_utf8_lossy(h)));
             }
+            if !prefix.is_empty() {
+                params.push(format!("prefix={}", String::from_utf8_lossy(prefix)));
+            }
+            if !params.is_empty() {
+                shown = format!("{shown}?{}", params.join("&"));
+            }
+            shown
         }
     }
 }
@@ -277,6 +299,10 @@ enum Spill {
     Redis { url: String, owner: String },
 }
 
+/// What jobs that were running when the node stopped left outside its
+/// disk ([`Node::job_leftovers`]).
+pub struct JobLeftovers(Vec<Marker>);
+
 /// What a job leaves behind if its node dies: removed at the next start.
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -310,7 +336,10 @@ const JOB_NAME_LEN_MAX: usize = RANGE_NAME_LEN_MAX - "job..staging".len();
 impl Node {
     /// `RunJob`: checks the spec, then starts the job (see the module doc).
     pub(crate) async fn run_job(self: &Arc<Self>, spec: JobSpec) -> NodeResult<()> {
-        if spec.name.len() > JOB_NAME_LEN_MAX || spec.name.starts_with('.') {
+        if validate_name("job", &spec.name).is_err()
+            || spec.name.len() > JOB_NAME_LEN_MAX
+            || spec.name.starts_with('.')
+        {
             return Err(NodeError::client(
                 ErrorCode::InvalidRangeName,
                 format!(
@@ -320,7 +349,6 @@ impl Node {
                 ),
             ));
         }
-        validate_name("job", &spec.name)?;
         if self.jobs.lock().running.len() >= JOB_RUNNING_MAX {
             return Err(NodeError::client(
                 ErrorCode::Busy,
@@ -368,7 +396,15 @@ impl Node {
         if vms > 0 {
             let vm_bytes = crate::view::sandbox::LUA_MEMORY_MAX_BYTES;
             let fit = (env.memory.free_bytes() / (vm_bytes * vms as usize)) as u32;
-            if spec.tasks == 0 && fit > 0 {
+            if fit == 0 {
+                return Err(bad_request(format!(
+                    "the node's Lua memory has {} bytes free, less than one task's {vms} Lua VMs \
+                     of {vm_bytes} bytes: wait for other Lua work to end, or raise \
+                     `serve --lua-memory-max-bytes`",
+                    env.memory.free_bytes()
+                )));
+            }
+            if spec.tasks == 0 {
                 tasks = tasks.min(fit);
             } else if tasks > fit {
                 return Err(bad_request(format!(
@@ -377,7 +413,7 @@ impl Node {
                      `serve --lua-memory-max-bytes`",
                     tasks * vms,
                     env.memory.free_bytes(),
-                    fit.max(1)
+                    fit
                 )));
             }
         }
@@ -407,7 +443,9 @@ impl Node {
             }
             None => {
                 let base = spec.spill_dir.as_ref().map_or_else(|| jobs_dir(self), PathBuf::from);
-                Spill::Disk { dir: base.join(format!("job-{}-{}", spec.name, std::process::id())) }
+                Spill::Disk {
+                    dir: base.join(format!("job-{}-{:016x}", spec.name, rand::random::<u64>())),
+                }
             }
         };
         check_functions(&spec.map, &spec.reduce, &env).await?;
@@ -522,41 +560,31 @@ impl Node {
         Ok(())
     }
 
-    /// Removes what jobs left when the node stopped without ending them:
-    /// their spill directories and staging ranges. Runs at start.
-    pub async fn clean_up_jobs(self: &Arc<Self>) {
+    /// At start, before the node serves: removes what jobs that were
+    /// running left on disk here (their spill directories, under
+    /// `DATA_DIR/jobs` or `--spill-dir`) and returns the rest they left
+    /// (staging ranges, runs and hashes in Redis) for
+    /// [`Node::clean_up_jobs`].
+    pub fn job_leftovers(&self) -> JobLeftovers {
         let dir = jobs_dir(self);
-        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        let mut markers = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return JobLeftovers(markers) };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "job") {
                 let marker: Option<Marker> =
                     std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-                if let Some(m) = marker {
-                    if let Some(d) = &m.spill_dir {
-                        if let Err(e) = std::fs::remove_dir_all(d) {
+                if let Some(mut m) = marker {
+                    if let Some(d) = m.spill_dir.take() {
+                        if let Err(e) = std::fs::remove_dir_all(&d) {
                             if e.kind() != std::io::ErrorKind::NotFound {
                                 tracing::warn!(dir = %d.display(), error = %e,
                                     "removing a stopped job's runs failed");
                             }
                         }
                     }
-                    if let Some(staging) = &m.staging {
-                        self.drop_staging(staging).await;
-                    }
-                    if let Some((url, tasks, owner)) = &m.intermediate {
-                        flush_runs(url, *tasks, owner).await;
-                    }
-                    if let Some((url, key)) = &m.redis_staging {
-                        if let Ok(t) = Target::parse(url) {
-                            if let Ok(mut con) = t.connect().await {
-                                let _ =
-                                    redis::cmd("DEL").arg(key).query_async::<()>(&mut con).await;
-                            }
-                        }
-                    }
+                    markers.push(m);
                 }
-                tracing::info!(marker = %path.display(), "removed what a stopped job left");
             }
             let removed = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
@@ -568,6 +596,53 @@ impl Node {
                 _ => Err(e),
             }) {
                 tracing::warn!(path = %path.display(), error = %e, "removing a job leftover failed");
+            }
+        }
+        JobLeftovers(markers)
+    }
+
+    /// Once the node serves (its own Redis endpoint may be a job's
+    /// output): removes the staging ranges, Redis runs and staging hashes
+    /// of jobs that were running when it stopped. What cannot be removed
+    /// now (a Redis server that does not answer) is recorded again and
+    /// tried at the next start.
+    pub async fn clean_up_jobs(self: &Arc<Self>, leftovers: JobLeftovers) {
+        for mut m in leftovers.0 {
+            if let Some(staging) = m.staging.take() {
+                self.drop_staging(&staging).await;
+            }
+            if let Some((url, tasks, owner)) = m.intermediate.take() {
+                if !flush_runs(&url, tasks, &owner).await {
+                    m.intermediate = Some((url, tasks, owner));
+                }
+            }
+            if let Some((url, key)) = m.redis_staging.take() {
+                let deleted = match Target::parse(&url) {
+                    Ok(t) => match t.connect().await {
+                        Ok(mut con) => {
+                            redis::cmd("DEL").arg(&key).query_async::<()>(&mut con).await.is_ok()
+                        }
+                        Err(_) => false,
+                    },
+                    Err(_) => true,
+                };
+                if !deleted {
+                    m.redis_staging = Some((url, key));
+                }
+            }
+            if m.intermediate.is_some() || m.redis_staging.is_some() {
+                let name = format!("leftover-{:016x}", rand::random::<u64>());
+                match write_marker(self, &name, &m) {
+                    Ok(()) => tracing::warn!(
+                        "a stopped job left runs or a staging hash in a Redis server that does \
+                         not answer; removing them at the next start"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recording a stopped job's leftovers failed")
+                    }
+                }
+            } else {
+                tracing::info!("removed what a stopped job left");
             }
         }
     }
@@ -664,6 +739,12 @@ impl Node {
                 if crate::replicated::is_redis_database(name) {
                     return Err(bad_request(format!(
                         "range {name} holds a Redis database; write to redis://... instead"
+                    )));
+                }
+                if name.starts_with("job.") && name.ends_with(".staging") {
+                    return Err(bad_request(format!(
+                        "range {name}: names job.NAME.staging are jobs' staging ranges; choose \
+                         another output"
                     )));
                 }
                 let staging = staging_range(job);
@@ -894,17 +975,18 @@ impl Node {
                         if job2.check().is_err() {
                             return;
                         }
-                        let page = async {
+                        let page = until_stopped(&job2, async {
                             let (next, keys) =
                                 scan_page(&mut con, cursor, pattern.as_deref(), REDIS_SCAN_COUNT)
                                     .await?;
                             let read = read_items(&mut con, &keys).await?;
                             Ok::<_, crate::bridge::BridgeError>((next, read))
-                        }
+                        })
                         .await;
                         let (next, read) = match page {
-                            Ok(p) => p,
-                            Err(e) => {
+                            Ok(Ok(p)) => p,
+                            Err(_) => return,
+                            Ok(Err(e)) => {
                                 let _ = tx.send(Err(e.to_string())).await;
                                 return;
                             }
@@ -1067,8 +1149,8 @@ impl Node {
                             };
                             written += 1;
                         }
-                        pipe.query_async::<()>(&mut con)
-                            .await
+                        until_stopped(job, pipe.query_async::<()>(&mut con))
+                            .await?
                             .map_err(|e| format!("writing to Redis: {}", short_redis_error(&e)))?;
                         job.rows_out.fetch_add(written, Ordering::Relaxed);
                     }
@@ -1348,21 +1430,15 @@ fn hold_intermediate(job: Arc<Job>, url: String, owner: String) -> tokio::task::
 }
 
 /// Removes the runs a stopped job left in its intermediate Redis server,
-/// unless another job holds the server now, and its lock.
-async fn flush_runs(url: &str, tasks: u32, owner: &str) {
-    let Ok(target) = Target::parse(url) else { return };
-    let mut con = match target.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(url = %target.display, error = %e,
-                "a stopped job's runs stay in its intermediate Redis (the next job there removes them)");
-            return;
-        }
-    };
+/// unless another job holds the server now, and its lock; whether that is
+/// settled (`false`: the server did not answer).
+async fn flush_runs(url: &str, tasks: u32, owner: &str) -> bool {
+    let Ok(target) = Target::parse(url) else { return true };
+    let Ok(mut con) = target.connect().await else { return false };
     let holder: Option<String> =
         redis::cmd("GET").arg(INTERMEDIATE_LOCK).query_async(&mut con).await.unwrap_or(None);
     if holder.as_deref().is_some_and(|h| h != owner) {
-        return;
+        return true;
     }
     let at = url.to_owned();
     let purged = tokio::task::spawn_blocking(move || -> Result<(), RunError> {
@@ -1373,9 +1449,10 @@ async fn flush_runs(url: &str, tasks: u32, owner: &str) {
     })
     .await;
     if !matches!(purged, Ok(Ok(()))) {
-        tracing::warn!(url = %target.display, "removing a stopped job's runs from Redis failed");
+        return false;
     }
     release_intermediate(url, owner).await;
+    true
 }
 
 /// The machine's memory, from `/proc/meminfo` (`None` where there is

@@ -30,6 +30,9 @@ pub const RUN_FRAME_MAX_BYTES: usize = 64 * 1024 * 1024;
 const TAG_ENTRY: u8 = 0;
 const TAG_FOOTER: u8 = 1;
 
+/// How long an intermediate Redis server may take to answer.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Bytes a Redis run block gathers before it is pushed.
 const REDIS_BLOCK_BYTES: usize = 256 * 1024;
 
@@ -77,7 +80,10 @@ impl RunStore {
     /// lists (a stopped job's) removed first.
     pub fn redis(url: &str, db: i64) -> Result<RunStore, RunError> {
         let client = redis::Client::open(url)?;
-        let mut con = client.get_connection()?;
+        let mut con = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+        // A server that stalls fails the job rather than holding it.
+        con.set_read_timeout(Some(REDIS_TIMEOUT))?;
+        con.set_write_timeout(Some(REDIS_TIMEOUT))?;
         redis::cmd("SELECT").arg(db).query::<()>(&mut con)?;
         purge_runs(&mut con)?;
         Ok(RunStore::Redis { con: Arc::new(Mutex::new(con)), db })
@@ -116,7 +122,10 @@ impl RunStore {
         let name = self.describe(id);
         let source: Box<dyn Read + Send> = match self {
             RunStore::Disk { dir } => {
-                Box::new(BufReader::with_capacity(buffer, File::open(dir.join(run_file(id)))?))
+                let path = dir.join(run_file(id));
+                let f = File::open(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                Box::new(BufReader::with_capacity(buffer, f))
             }
             RunStore::Redis { con, .. } => Box::new(RedisBlocks {
                 con: con.clone(),
