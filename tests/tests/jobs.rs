@@ -236,39 +236,12 @@ fn jobs_match_a_recount_over_ranges_and_redis_with_disk_and_redis_runs() {
     // built in chunks of its chunk size (64 KiB here), written in order.
     ok(cli(addr, &["range", "create", "out1", "--chunk-size", "64KiB"]));
     ok(cli(addr, &["put", "out1", "old", "1"]));
-    let refused = cli(
-        addr,
-        &[
-            "job",
-            "run",
-            "plain",
-            "--input",
-            "range:src",
-            "--output",
-            "range:out1",
-            "--map-lua",
-            &map,
-            "--reduce-builtin",
-            "sum",
-        ],
-    );
+    let plain = ["plain", "--input", "range:src", "--output", "range:out1", "--map-lua", &map];
+    let plain = [&plain[..], &["--reduce-builtin", "sum"]].concat();
+    let refused = cli(addr, &[&["job", "run"][..], &plain].concat());
     let err = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert!(err.contains("holds 1 records: pass --replace"), "{err}");
-    let st = run_job(
-        addr,
-        &[
-            "plain",
-            "--replace",
-            "--input",
-            "range:src",
-            "--output",
-            "range:out1",
-            "--map-lua",
-            &map,
-            "--reduce-builtin",
-            "sum",
-        ],
-    );
+    let st = run_job(addr, &[&plain[..], &["--replace"]].concat());
     check("in memory", &st, &scan_all(&rt, &client, "out1"), &want);
     let st_plain = st.clone();
     assert_eq!(st["spills"], 0, "{st}");
