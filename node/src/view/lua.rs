@@ -523,10 +523,8 @@ impl LuaReducer {
 
     /// The reduction of one row.
     pub fn leaf(&self, key: &[u8], value: &[u8]) -> LuaReduction {
-        let mut rest = value;
-        let v = match rmpv::decode::read_value(&mut rest) {
-            Ok(v) if rest.is_empty() => v,
-            _ => return Err("row value is not MessagePack".into()),
+        let Some(v) = super::map_fn::decode_value(value) else {
+            return Err("row value is not MessagePack".into());
         };
         let lua = &self.sandbox.lua;
         let keys = (|| -> mlua::Result<Value> {

@@ -18,11 +18,27 @@ use super::sandbox::Interrupted;
 /// integer 104 and goes on) are an error, never a value that maps to
 /// nothing.
 pub fn decode_record(value: &[u8]) -> Result<rmpv::Value, MapError> {
-    let mut rest = value;
-    match rmpv::decode::read_value(&mut rest) {
-        Ok(v) if rest.is_empty() => Ok(v),
-        _ => Err(MapError::NotMessagePack),
+    decode_value(value).ok_or(MapError::NotMessagePack)
+}
+
+/// Exactly one MessagePack value, or `None`. The reserved byte `0xc1`
+/// where a value should start makes the bytes not MessagePack: `rmpv`
+/// reads it as nil. Postmortem: a record `c1` mapped as nil (a field
+/// mapper emitted nothing, a Lua map got nil) instead of failing.
+pub fn decode_value(bytes: &[u8]) -> Option<rmpv::Value> {
+    let mut rest = bytes;
+    let v = rmpv::decode::read_value(&mut rest).ok()?;
+    if !rest.is_empty() {
+        return None;
     }
+    // Rare in practice: checked again, strictly, only when the byte occurs
+    // at all (it may be inside a string or binary payload).
+    if memchr::memchr(0xc1, bytes).is_some()
+        && rmp_serde::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+    {
+        return None;
+    }
+    Some(v)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -144,6 +160,17 @@ mod tests {
 
     fn doc(j: serde_json::Value) -> Vec<u8> {
         rmp_serde::to_vec(&j).expect("json encodes")
+    }
+
+    #[test]
+    fn the_reserved_byte_is_not_messagepack() {
+        assert_eq!(decode_value(&[0xc1]), None);
+        assert_eq!(decode_value(&[0x91, 0xc1]), None, "inside an array");
+        assert_eq!(decode_value(&[0x81, 0xa1, b'a', 0xc1]), None, "a map's value");
+        let s = doc(serde_json::json!("a\u{c1}b"));
+        assert!(decode_value(&s).is_some(), "the byte inside a string");
+        assert_eq!(decode_value(&[0xc4, 1, 0xc1]), Some(rmpv::Value::Binary(vec![0xc1])));
+        assert!(matches!(decode_record(&[0xc1]), Err(MapError::NotMessagePack)));
     }
 
     #[test]

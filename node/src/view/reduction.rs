@@ -410,11 +410,7 @@ pub enum ReduceError {
 
 /// The number in a MessagePack value.
 pub fn number(value: &[u8], reducer: Builtin) -> Result<Num, ReduceError> {
-    let mut rest = value;
-    let v = rmpv::decode::read_value(&mut rest).map_err(|_| ReduceError::NotMessagePack)?;
-    if !rest.is_empty() {
-        return Err(ReduceError::NotMessagePack);
-    }
+    let v = super::map_fn::decode_value(value).ok_or(ReduceError::NotMessagePack)?;
     match v {
         rmpv::Value::Integer(i) => Ok(match (i.as_i64(), i.as_u64()) {
             (Some(x), _) => Num::Int(x),
