@@ -45,8 +45,8 @@ use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_name, Node, Session};
 use crate::sorted_load::SortedLoad;
 use crate::view::lua::{LuaEnv, LuaReducer};
-use crate::view::map_fn::{FieldMapper, Mapper, MapperFunction};
-use crate::view::reduction::Builtin;
+use crate::view::map_fn::{Mapper, MapperFunction};
+use crate::view::reducer_fn::ReducerFunction;
 
 /// A span of a range input's keys: `[start, end)`, `None` unbounded.
 type Span = (Option<Bytes>, Option<Bytes>);
@@ -112,6 +112,9 @@ pub struct Job {
     /// The first failure, which the job ends with.
     failure: Mutex<Option<String>>,
     env: LuaEnv,
+    /// The functions, checked.
+    map_fn: MapperFunction,
+    reduce_fn: ReducerFunction,
 }
 
 impl Job {
@@ -417,6 +420,22 @@ impl Node {
                 )));
             }
         }
+        // Both functions compile (Lua runs its top-level code), before
+        // anything is held for the job.
+        let function_error = |what: &str, e: NodeError| match e {
+            NodeError::Client { code, message } => {
+                NodeError::client(code, format!("{what} function: {message}"))
+            }
+            other => other,
+        };
+        let map_fn = self
+            .checked_map_function(spec.map.clone())
+            .await
+            .map_err(|e| function_error("map", e))?;
+        let reduce_fn = self
+            .checked_reduce_function(spec.reduce.clone())
+            .await
+            .map_err(|e| function_error("reduce", e))?;
         let session = Session::new(self.clone());
         let input = self.job_input(&spec.input, tasks, &session).await?;
         let tasks = match &input {
@@ -448,7 +467,6 @@ impl Node {
                 }
             }
         };
-        check_functions(&spec.map, &spec.reduce, &env).await?;
         let job = Arc::new(Job {
             tasks,
             started: Instant::now(),
@@ -465,6 +483,8 @@ impl Node {
             stopping: AtomicBool::new(false),
             failure: Mutex::new(None),
             env,
+            map_fn,
+            reduce_fn,
             spec,
         });
         {
@@ -852,12 +872,11 @@ impl Node {
             }
             Spill::Disk { .. } => None,
         };
-        let result = match job.spec.reduce.clone() {
-            ReduceFunction::Builtin(name) => {
-                let b = Builtin::parse(&name).ok_or_else(|| format!("unknown reducer {name}"))?;
+        let result = match job.reduce_fn.clone() {
+            ReducerFunction::Builtin(b) => {
                 self.drive_with(job, &input, &output, &spill, &session, move |_| Ok(b)).await
             }
-            ReduceFunction::Lua { source } => {
+            ReducerFunction::Lua(source) => {
                 self.drive_with(job, &input, &output, &spill, &session, move |env| {
                     LuaReducer::new(&source, env).map(LuaJobReducer).map_err(|e| e.to_string())
                 })
@@ -914,7 +933,7 @@ impl Node {
         // Per task: its map function, reduce function and table.
         let mut workers = Vec::with_capacity(tasks);
         for task in 0..tasks {
-            let (map, env, make) = (job.spec.map.clone(), job.env.clone(), make.clone());
+            let (map, env, make) = (job.map_fn.clone(), job.env.clone(), make.clone());
             let store = match spill {
                 Spill::Disk { dir } => {
                     let dir = dir.join(format!("task-{task}"));
@@ -933,7 +952,7 @@ impl Node {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("spilled runs: {e}"))?;
             let (mapper, reducer) = tokio::task::spawn_blocking(move || {
-                let mapper = compile_map(&map)?.compile(&env)?;
+                let mapper = map.compile(&env)?;
                 Ok::<_, String>((mapper, make(&env)?))
             })
             .await
@@ -1213,44 +1232,6 @@ fn write_marker(node: &Node, name: &str, marker: &Marker) -> std::io::Result<()>
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(marker).expect("a marker encodes"))?;
     std::fs::rename(&tmp, &path)
-}
-
-fn compile_map(f: &MapFunction) -> Result<MapperFunction, String> {
-    Ok(match f {
-        MapFunction::Field { key_path, value_path } => MapperFunction::Field(
-            FieldMapper::new(key_path, value_path.as_deref()).map_err(|e| e.to_string())?,
-        ),
-        MapFunction::Lua { source } => MapperFunction::Lua(source.clone()),
-    })
-}
-
-/// Compiles both functions once, off the connection workers, so a job
-/// with a broken function is refused rather than started.
-async fn check_functions(
-    map: &MapFunction,
-    reduce: &ReduceFunction,
-    env: &LuaEnv,
-) -> NodeResult<()> {
-    let (map, reduce, env) = (map.clone(), reduce.clone(), env.clone());
-    tokio::task::spawn_blocking(move || {
-        compile_map(&map)?.compile(&env).map_err(|e| format!("map function: {e}"))?;
-        match reduce {
-            ReduceFunction::Builtin(name) => {
-                Builtin::parse(&name).ok_or_else(|| {
-                    format!(
-                        "unknown built-in reducer {name:?}: use count, sum, min, max, stats or count_distinct"
-                    )
-                })?;
-            }
-            ReduceFunction::Lua { source } => {
-                LuaReducer::new(&source, &env).map_err(|e| format!("reduce function: {e}"))?;
-            }
-        }
-        Ok::<(), String>(())
-    })
-    .await
-    .map_err(|e| NodeError::Internal(e.to_string()))?
-    .map_err(bad_request)
 }
 
 /// The key in database 0 of an intermediate Redis server that one job

@@ -867,7 +867,7 @@ impl Node {
             monotable_proto::ReduceFunction::Builtin(b) => {
                 ReducerFunction::Builtin(Builtin::parse(&b).ok_or_else(|| {
                     bad_request(format!(
-                        "unknown reducer {b:?}: use count, sum, min, max, stats or count_distinct"
+                        "unknown built-in reducer {b:?}: use count, sum, min, max, stats or count_distinct"
                     ))
                 })?)
             }
