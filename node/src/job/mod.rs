@@ -14,11 +14,14 @@
 //!   database) and their removal after a crash.
 //! - [`functions`]: views' reduce functions as the shuffle's combiner.
 //! - [`input`]: Redis keys as records.
+//! - [`intermediate`]: a Redis server as the intermediate store: its lock,
+//!   its checks, and the cleanup after a crash.
 //! - [`run`]: the job itself: its checks, its tasks, its output, and the
 //!   node's list of jobs.
 
 pub mod functions;
 pub mod input;
+pub mod intermediate;
 pub mod run;
 pub mod runs;
 pub mod table;

@@ -37,6 +37,9 @@ use monotable_proto::{
 use serde::{Deserialize, Serialize};
 
 use super::functions::{output_key, JobReduce, LuaJobReducer};
+use super::intermediate::{
+    check_intermediate, flush_runs, hold_intermediate, release_intermediate, same_server,
+};
 use super::runs::{RunError, RunStore};
 use super::table::{ExtendedHashtable, Merged, TableStats};
 use crate::bridge::redis_io::{prefixed, read_items, scan_page, Target};
@@ -457,7 +460,14 @@ impl Node {
             Some(url) => {
                 let owner =
                     format!("{}@{}-{:016x}", spec.name, std::process::id(), rand::random::<u64>());
-                check_intermediate(url, tasks, &input, &output, &owner).await?;
+                let mut others = Vec::new();
+                if let Input::Redis { target, .. } = &input {
+                    others.push(("input", target));
+                }
+                if let Output::Redis { target, .. } = &output {
+                    others.push(("output", target));
+                }
+                check_intermediate(url, tasks, &others, &owner).await?;
                 Spill::Redis { url: url.clone(), owner }
             }
             None => {
@@ -868,7 +878,8 @@ impl Node {
     ) -> Result<(), String> {
         let held = match &spill {
             Spill::Redis { url, owner } => {
-                Some(hold_intermediate(job.clone(), url.clone(), owner.clone()))
+                let job = job.clone();
+                Some(hold_intermediate(url.clone(), owner.clone(), move |e| job.fail(&e)))
             }
             Spill::Disk { .. } => None,
         };
@@ -1234,206 +1245,11 @@ fn write_marker(node: &Node, name: &str, marker: &Marker) -> std::io::Result<()>
     std::fs::rename(&tmp, &path)
 }
 
-/// The key in database 0 of an intermediate Redis server that one job
-/// holds while it uses the server (its value names the job; it expires
-/// [`INTERMEDIATE_LOCK_SECS`] after the job's last renewal).
-const INTERMEDIATE_LOCK: &str = "monotable-job-lock";
-const INTERMEDIATE_LOCK_SECS: u64 = 30;
-
 /// The Redis server at `url`, checked to answer (`BadRequest` otherwise).
 async fn reachable(url: &str) -> NodeResult<Target> {
     let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
     crate::bridge::redis_io::reachable(&target).await?;
     Ok(target)
-}
-
-/// Renews the lock if `owner` still holds it: 1, else 0.
-const RENEW_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
-    return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end";
-/// Deletes the lock if `owner` holds it.
-const RELEASE_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
-    return redis.call('del', KEYS[1]) else return 0 end";
-
-/// Checks that the intermediate Redis server has a database per task,
-/// that no other job uses it, and that removing runs from databases
-/// `0..tasks` loses nothing: none is the job's input or output, and each
-/// holds nothing but runs (`run:N` lists a stopped job left). Takes the
-/// server's lock for `owner`.
-async fn check_intermediate(
-    url: &str,
-    tasks: u32,
-    input: &Input,
-    output: &Output,
-    owner: &str,
-) -> NodeResult<()> {
-    let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
-    if target.db != 0 {
-        return Err(bad_request(format!(
-            "--intermediate {}: name the server only (redis://HOST:PORT); the job uses its \
-             databases 0 to {}",
-            target.display,
-            tasks.saturating_sub(1)
-        )));
-    }
-    let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("databases")
-        .query_async(&mut con)
-        .await
-        .map_err(|e| bad_request(format!("{}: CONFIG GET databases: {e}", target.display)))?;
-    let databases: u64 = reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
-    if databases < u64::from(tasks) {
-        return Err(bad_request(format!(
-            "the intermediate Redis server {} has {databases} databases; this job needs {tasks}, \
-             one per task (start it with --databases {tasks}, or run fewer --tasks)",
-            target.display
-        )));
-    }
-    let mut others = Vec::new();
-    if let Input::Redis { target, .. } = input {
-        others.push(("input", target));
-    }
-    if let Output::Redis { target, .. } = output {
-        others.push(("output", target));
-    }
-    for (what, other) in others {
-        if other.db < i64::from(tasks) && same_server(&target, other).await? {
-            return Err(bad_request(format!(
-                "the job's {what} {} is database {} of the intermediate Redis server, whose \
-                 databases 0 to {} the job uses: use another Redis server as the intermediate",
-                other.display,
-                other.db,
-                tasks - 1
-            )));
-        }
-    }
-    let taken: Option<String> = redis::cmd("SET")
-        .arg(INTERMEDIATE_LOCK)
-        .arg(owner)
-        .arg("NX")
-        .arg("EX")
-        .arg(INTERMEDIATE_LOCK_SECS)
-        .query_async(&mut con)
-        .await
-        .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
-    if taken.is_none() {
-        let holder: Option<String> =
-            redis::cmd("GET").arg(INTERMEDIATE_LOCK).query_async(&mut con).await.unwrap_or(None);
-        return Err(bad_request(format!(
-            "the intermediate Redis server {} is in use by job {} (key {INTERMEDIATE_LOCK} in \
-             database 0): give each running job a server of its own",
-            target.display,
-            holder.as_deref().unwrap_or("?")
-        )));
-    }
-    let holds_data = async {
-        for db in 0..i64::from(tasks) {
-            redis::cmd("SELECT").arg(db).query_async::<()>(&mut con).await.map_err(|e| e.to_string())?;
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys) =
-                    scan_page(&mut con, cursor, None, 1000).await.map_err(|e| e.to_string())?;
-                let data = keys.iter().find(|k| {
-                    let lock = db == 0 && &k[..] == INTERMEDIATE_LOCK.as_bytes();
-                    !(k.starts_with(b"run:") || lock)
-                });
-                if let Some(k) = data {
-                    return Err(format!(
-                        "database {db} of the intermediate Redis server {} holds data (key {:?}); \
-                         the job would mix its runs with it: give the job a Redis server of its own",
-                        target.display,
-                        String::from_utf8_lossy(k)
-                    ));
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = holds_data {
-        release_intermediate(url, owner).await;
-        return Err(bad_request(e));
-    }
-    Ok(())
-}
-
-/// Releases the intermediate server's lock if `owner` holds it.
-async fn release_intermediate(url: &str, owner: &str) {
-    let Ok(target) = Target::parse(url) else { return };
-    if let Ok(mut con) = target.connect().await {
-        let _ = redis::cmd("EVAL")
-            .arg(RELEASE_LOCK)
-            .arg(1)
-            .arg(INTERMEDIATE_LOCK)
-            .arg(owner)
-            .query_async::<i64>(&mut con)
-            .await;
-    }
-}
-
-/// Renews the intermediate server's lock every third of its time to live
-/// until the job ends; a lock lost (expired under a stall, deleted by a
-/// FLUSHALL, taken by another job) fails the job: its runs there can no
-/// longer be trusted.
-fn hold_intermediate(job: Arc<Job>, url: String, owner: String) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Ok(target) = Target::parse(&url) else { return };
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(INTERMEDIATE_LOCK_SECS / 3)).await;
-            let renewed = async {
-                let mut con = target.connect().await.ok()?;
-                redis::cmd("EVAL")
-                    .arg(RENEW_LOCK)
-                    .arg(1)
-                    .arg(INTERMEDIATE_LOCK)
-                    .arg(&owner)
-                    .arg(INTERMEDIATE_LOCK_SECS)
-                    .query_async::<i64>(&mut con)
-                    .await
-                    .ok()
-            }
-            .await;
-            if renewed == Some(0) {
-                job.fail(&format!(
-                    "the intermediate Redis server {} lost this job's lock (a FLUSHALL, or another \
-                     job): its runs there cannot be trusted",
-                    target.display
-                ));
-                return;
-            }
-        }
-    })
-}
-
-/// Removes the runs a stopped job left in its intermediate Redis server,
-/// unless another job holds the server now, and its lock; whether that is
-/// settled (`false`: the server did not answer).
-async fn flush_runs(url: &str, tasks: u32, owner: &str) -> bool {
-    let Ok(target) = Target::parse(url) else { return true };
-    let Ok(mut con) = target.connect().await else { return false };
-    let holder: Option<String> =
-        redis::cmd("GET").arg(INTERMEDIATE_LOCK).query_async(&mut con).await.unwrap_or(None);
-    if holder.as_deref().is_some_and(|h| h != owner) {
-        return true;
-    }
-    let at = url.to_owned();
-    let purged = tokio::task::spawn_blocking(move || -> Result<(), RunError> {
-        for db in 0..i64::from(tasks) {
-            RunStore::redis(&at, db)?;
-        }
-        Ok(())
-    })
-    .await;
-    if !matches!(purged, Ok(Ok(()))) {
-        return false;
-    }
-    release_intermediate(url, owner).await;
-    true
 }
 
 /// The machine's memory, from `/proc/meminfo` (`None` where there is
@@ -1449,18 +1265,6 @@ fn memory_total_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
-}
-
-/// Whether two targets are one Redis server (the same `run_id`, however
-/// they are addressed).
-async fn same_server(a: &Target, b: &Target) -> NodeResult<bool> {
-    use crate::bridge::redis_io::run_id;
-    let mut ids = Vec::with_capacity(2);
-    for t in [a, b] {
-        let mut con = t.connect().await.map_err(|e| bad_request(e.to_string()))?;
-        ids.push(run_id(&mut con).await.map_err(|e| bad_request(e.to_string()))?);
-    }
-    Ok(ids[0] == ids[1] && ids[0] != "none")
 }
 
 /// A page of records from a Redis input, or why reading stopped.
