@@ -31,7 +31,7 @@ bench() { # addr pipeline
 
 # One node.
 P1=$(free_port)
-"$MT" serve --data-dir "$work/single" --listen "127.0.0.1:$P1" --resp-listen off --log warn \
+"$MT" serve --http-listen off --data-dir "$work/single" --listen "127.0.0.1:$P1" --resp-listen off --log warn \
     >"$work/single.log" 2>&1 &
 pids+=($!)
 wait_port "$P1"
@@ -124,7 +124,7 @@ print(int(n["addr"].rsplit(":",1)[1]) - int(sys.argv[1]), n["id"])' "$base")"
     times+=("$(python3 -c "print(f'{($t1-$t0)*1000:.0f}')")")
     echo "kill $k: node $leader (id $lid) at $(date -u -d "@$t0" +%T.%N), put through node $other after ${times[-1]} ms" >&2
     # Restart it on its data and wait until all three are live again.
-    "$MT" serve --data-dir "$work/cluster/node-$leader" --listen "127.0.0.1:$((base + leader))" \
+    "$MT" serve --http-listen off --data-dir "$work/cluster/node-$leader" --listen "127.0.0.1:$((base + leader))" \
         --resp-listen "127.0.0.1:$((base + 100 + leader))" --log "$LOG" >>"$work/cluster/node-$leader.log" 2>&1 &
     echo $! >"$work/cluster/node-$leader.pid"
     pids+=($!)

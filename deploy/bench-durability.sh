@@ -17,7 +17,7 @@ KEYSPACE=100000
 . deploy/bench-peers.sh
 
 MP=$(free_port)
-"$MT" serve --data-dir "$work/monotable" --listen "127.0.0.1:$MP" --resp-listen off --log warn \
+"$MT" serve --http-listen off --data-dir "$work/monotable" --listen "127.0.0.1:$MP" --resp-listen off --log warn \
     >"$work/monotable.log" 2>&1 &
 pids+=($!)
 wait_port "$MP"

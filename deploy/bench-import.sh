@@ -37,7 +37,7 @@ run() { # label populate-command...
     keys=$(redis-cli -p "$src" dbsize)
     bytes=$(redis-cli -p "$src" info memory | awk -F: '/^used_memory_dataset:/{print $2}' | tr -d '\r')
     node=$(free_port)
-    "$MT" serve --data-dir "$work/mt-$src" --listen "127.0.0.1:$node" --resp-listen off --log warn \
+    "$MT" serve --http-listen off --data-dir "$work/mt-$src" --listen "127.0.0.1:$node" --resp-listen off --log warn \
         >"$work/mt-$src.log" 2>&1 &
     pids+=($!)
     wait_port "$node"

@@ -12,7 +12,7 @@ B=$1
 D=$(mktemp -d)
 trap 'kill $(cat "$D/pid") 2>/dev/null || true; rm -rf "$D"' EXIT
 start() {
-    "$B" serve --data-dir "$D/data" --listen 127.0.0.1:17521 --resp-listen 127.0.0.1:17522 \
+    "$B" serve --http-listen off --data-dir "$D/data" --listen 127.0.0.1:17521 --resp-listen 127.0.0.1:17522 \
         >"$D/log" 2>&1 &
     echo $! >"$D/pid"
 }

@@ -12,7 +12,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 addr="127.0.0.1:$port"
 
 start() {
-    "$MT" serve --data-dir "$work/data" --listen "$addr" --resp-listen off --log warn >>"$work/node.log" 2>&1 &
+    "$MT" serve --http-listen off --data-dir "$work/data" --listen "$addr" --resp-listen off --log warn >>"$work/node.log" 2>&1 &
     pid=$!
     until "$MT" range list --addr "$addr" >/dev/null 2>&1; do sleep 0.01; done
 }

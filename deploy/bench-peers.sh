@@ -40,7 +40,7 @@ start_redis() { # name port args...
 # RESP-PORT (its native listener on a free port), stopped with the peers.
 resp_monotable() { # name resp-port args...
     local name=$1 port=$2; shift 2
-    "$MT" serve --data-dir "$work/$name" --listen 127.0.0.1:0 --resp-listen "127.0.0.1:$port" \
+    "$MT" serve --http-listen off --data-dir "$work/$name" --listen 127.0.0.1:0 --resp-listen "127.0.0.1:$port" \
         --log warn "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
     wait_port "$port"

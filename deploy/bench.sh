@@ -16,7 +16,7 @@ KEYSPACE=100000
 . deploy/bench-peers.sh
 
 start_monotable() { # port
-    "$MT" serve --data-dir "$work/monotable" --listen "127.0.0.1:$1" --resp-listen off --log warn >"$work/monotable.log" 2>&1 &
+    "$MT" serve --http-listen off --data-dir "$work/monotable" --listen "127.0.0.1:$1" --resp-listen off --log warn >"$work/monotable.log" 2>&1 &
     pids+=($!)
     wait_port "$1"
 }

@@ -11,8 +11,9 @@
 #   deploy/local-cluster.sh status       `monotable cluster status` of a node
 #                                        that runs
 #
-# Node i listens on native port BASE+i and Redis port RESP_BASE+i (BASE
-# 7070 and RESP_BASE 7379 by default, so node 1 is on 7071 and 7380); its
+# Node i listens on native port BASE+i, Redis port RESP_BASE+i and HTTP
+# port HTTP_BASE+i (/metrics; BASE 7070, RESP_BASE 7379 and HTTP_BASE 7180
+# by default, so node 1 is on 7071, 7380 and 7181); its
 # data is in DIR/node-i (DIR: ./monotable-cluster), its log in
 # DIR/node-i.log, its pid in DIR/node-i.pid. Node 1 founds the cluster; the
 # others join it. A node started again on its data rejoins by itself, so
@@ -21,13 +22,14 @@
 # started is a live member.
 #
 # Environment: MONOTABLE (the binary; default: target/release/monotable,
-# built if missing), DIR, BASE, RESP_BASE, and EXTRA (more `serve` flags,
+# built if missing), DIR, BASE, RESP_BASE, HTTP_BASE, and EXTRA (more `serve` flags,
 # e.g. "--raft-heartbeat-ms 100 --raft-election-timeout-ms 500").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="${DIR:-./monotable-cluster}"
 BASE="${BASE:-7070}"
 RESP_BASE="${RESP_BASE:-7379}"
+HTTP_BASE="${HTTP_BASE:-7180}"
 EXTRA="${EXTRA:-}"
 MT="${MONOTABLE:-target/release/monotable}"
 
@@ -105,7 +107,8 @@ start_node() {
     fi
     # shellcheck disable=SC2086
     "$MT" serve --data-dir "$DIR/node-$i" --listen "127.0.0.1:$port" \
-        --resp-listen "127.0.0.1:$((RESP_BASE + i))" "${join[@]}" $EXTRA \
+        --resp-listen "127.0.0.1:$((RESP_BASE + i))" --http-listen "127.0.0.1:$((HTTP_BASE + i))" \
+        "${join[@]}" $EXTRA \
         >>"$DIR/node-$i.log" 2>&1 &
     echo $! >"$DIR/node-$i.pid"
     wait_port "$port" "$!" "$DIR/node-$i.log"
@@ -149,7 +152,7 @@ print(ids[0] if ids else "?")' "127.0.0.1:$((BASE + $1))" || echo "?"
 }
 
 describe() {
-    echo "  node $1 (cluster id $(cluster_id "$1")): native 127.0.0.1:$((BASE + $1)), Redis 127.0.0.1:$((RESP_BASE + $1)), data $DIR/node-$1, log $DIR/node-$1.log"
+    echo "  node $1 (cluster id $(cluster_id "$1")): native 127.0.0.1:$((BASE + $1)), Redis 127.0.0.1:$((RESP_BASE + $1)), metrics http://127.0.0.1:$((HTTP_BASE + $1))/metrics, data $DIR/node-$1, log $DIR/node-$1.log"
 }
 
 usage() {

@@ -181,7 +181,7 @@ start_server() {
             --daemonize no --enable-debug-command yes >"$work/server.log" 2>&1 &
     else
         # --fsync never: the suite writes a lot and checks no durability.
-        "$MT" serve --data-dir "$work/data" --listen "127.0.0.1:$(free_port)" \
+        "$MT" serve --http-listen off --data-dir "$work/data" --listen "127.0.0.1:$(free_port)" \
             --resp-listen "127.0.0.1:$PORT" --fsync never --log warn >"$work/server.log" 2>&1 &
     fi
     server_pid=$!

@@ -6,17 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -gt 0 ]; then
     echo "Usage: deploy/test.sh   (no options: installs redis-server, redis-tools,"
-    echo "python3-redis, cmake and clang if missing, builds the binaries and the RDMA"
+    echo "python3-redis, python3-prometheus-client, chromium, cmake and clang if missing, builds the binaries and the RDMA"
     echo "transport, runs every test)"
     [ "$1" = --help ] && exit 0
     exit 2
 fi
 
 # The RESP tests compare Monotable with a real redis-server and drive it
-# with redis-cli, redis-benchmark and redis-py; the RDMA transport's
+# with redis-cli, redis-benchmark and redis-py; /metrics is read by the
+# Prometheus client library's OpenMetrics parser, the status page by
+# headless Chromium; the RDMA transport's
 # verbs bindings are made with cmake and bindgen (libclang).
 . deploy/lib.sh
-apt_install redis-server redis-tools python3-redis cmake clang libclang-dev
+apt_install redis-server redis-tools python3-redis python3-prometheus-client chromium cmake clang libclang-dev
 
 cargo build --workspace --bins --locked
 # The RDMA transport (cargo feature `rdma`) is built and linted on every

@@ -472,12 +472,22 @@ impl Catalog {
         lower: &ChunkMeta,
         upper: &ChunkMeta,
     ) -> Result<(), CatalogError> {
+        self.replace_chunk(parent, &[lower.clone(), upper.clone()])
+    }
+
+    /// Records that chunk `parent` became `children` (which tile its
+    /// interval, in key order): a split, or a bulk load that takes the
+    /// place of an empty chunk. One transaction;
+    /// [`CatalogError::ChunkNotFound`] (and nothing changed) if `parent`
+    /// is not recorded.
+    pub fn replace_chunk(&self, parent: u64, children: &[ChunkMeta]) -> Result<(), CatalogError> {
         self.chunks.transaction(|c| {
             if c.remove(&parent.to_be_bytes())?.is_none() {
                 return Err(abort(CatalogError::ChunkNotFound(parent)));
             }
-            c.insert(&lower.id.to_be_bytes(), encode(lower))?;
-            c.insert(&upper.id.to_be_bytes(), encode(upper))?;
+            for child in children {
+                c.insert(&child.id.to_be_bytes(), encode(child))?;
+            }
             Ok(())
         })?;
         self.flush()

@@ -19,6 +19,7 @@
 //! actor asks the host ([`ChunkHost::split_wanted`]), and the split is
 //! applied by every replica, from its Raft log, with [`split_now`].
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -64,8 +65,9 @@ pub enum ChunkMsg {
     Shutdown {
         reply: ReplyTo<()>,
     },
-    /// A merge took this chunk (its cell is gone, its files go with the
-    /// merging actor): stop.
+    /// Another chunk's work took this chunk (a merge, or a bulk load that
+    /// took the place of this empty chunk): its cell is gone and its files
+    /// go with whoever took it: stop.
     Merged,
     /// The range was dropped: stop and delete the chunk's files.
     Retire {
@@ -119,8 +121,14 @@ impl Actor for ChunkActor {
         // An empty chunk takes no writes that would ask for maintenance:
         // it is looked at on a timer.
         ctx.run_interval(MERGE_CHECK_EVERY, |act, ctx| {
-            if let Err(e) = act.merge_if_empty(ctx) {
-                tracing::warn!(chunk = act.meta.id, error = %e, "merge failed; the chunks stay as they were");
+            match act.merge_if_empty(ctx) {
+                Ok(true) => {
+                    act.host.maintenance().merges.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(chunk = act.meta.id, error = %e, "merge failed; the chunks stay as they were");
+                }
             }
         });
     }
@@ -229,8 +237,13 @@ impl ChunkActor {
             }
             None => self.compact(),
         };
-        if let Err(e) = result {
-            tracing::error!(chunk = self.meta.id, error = %e, "maintenance failed");
+        match result {
+            Ok(()) => {}
+            // Another maintenance message got there first: routine.
+            Err(NodeError::Chunk(ChunkError::Busy)) => {
+                tracing::debug!(chunk = self.meta.id, "maintenance already running")
+            }
+            Err(e) => tracing::error!(chunk = self.meta.id, error = %e, "maintenance failed"),
         }
     }
 
@@ -334,6 +347,7 @@ impl ChunkActor {
             .with_chunk_mut(|c| c.finish_compaction(job).map(|()| c.take_superseded()))
             .ok_or(NodeError::Moved)??;
         superseded.remove();
+        self.host.maintenance().compactions.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -411,6 +425,7 @@ impl ChunkActor {
             "split chunk"
         );
         host.start_halves(self.meta.id, lower, upper, size_max);
+        host.maintenance().splits.fetch_add(1, Ordering::Relaxed);
         // The halves hold every batch still waiting, synced.
         self.acknowledge(pending);
         self.retired = true;

@@ -263,6 +263,11 @@ impl ChunkCell {
         (chunk, std::mem::take(&mut self.commits().pending))
     }
 
+    /// Whether batches wait for the group commit.
+    pub fn has_pending(&self) -> bool {
+        !self.commits().pending.is_empty()
+    }
+
     /// Takes the batches waiting for the group commit, for a caller that
     /// holds the write lock and answers them itself.
     pub fn take_pending(&self) -> Vec<Pending> {

@@ -5,6 +5,7 @@
 //! its views: [`crate::node::Node`] implements it.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::catalog::CatalogError;
@@ -13,9 +14,20 @@ use crate::group_commit::Syncer;
 use crate::storage::chunk::{Chunk, ChunkMeta};
 use crate::storage::clock::SeqClock;
 
+/// What the chunk actors of a node did since it started (`/metrics`).
+#[derive(Debug, Default)]
+pub struct MaintenanceCounts {
+    pub compactions: AtomicU64,
+    pub splits: AtomicU64,
+    /// Pairs of chunks merged into one.
+    pub merges: AtomicU64,
+}
+
 pub trait ChunkHost: Send + Sync + 'static {
     /// The node-wide seq clock: seqs for batches, pins, stability.
     fn clock(&self) -> &SeqClock;
+    /// Where the chunk actors count their compactions, splits and merges.
+    fn maintenance(&self) -> &MaintenanceCounts;
     /// The group commit every chunk of the node shares.
     fn syncer(&self) -> &Arc<Syncer>;
     /// Tells the views that read `range_id` that it changed.

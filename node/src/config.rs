@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// Memory all Lua VMs of views may reserve together (each reserves its
     /// own limit while it lives): `serve --lua-memory-max-bytes`.
     pub lua_memory_max_bytes: usize,
+    /// Memory a new mapper's bulk backfill sorts its rows in before it
+    /// spills runs (`serve --backfill-memory-max-bytes`).
+    pub backfill_memory_max_bytes: usize,
     /// Instructions an EVAL script or FCALL function may run before it is
     /// stopped, none of its writes applied (`serve
     /// --script-instructions-max`).
@@ -70,7 +73,12 @@ pub struct NodeConfig {
     /// `serve --dead-after-secs`: a member silent this long is drained and
     /// removed; 0 never.
     pub dead_after_secs: u64,
+    /// Requests that take at least this long are logged (0: none).
+    pub slow_request_ms: u64,
 }
+
+/// Default of [`NodeConfig::slow_request_ms`]: a second.
+pub const SLOW_REQUEST_DEFAULT_MS: u64 = 1000;
 
 /// Default segment size; chunks with a small `chunk_size_max` use smaller ones.
 pub const SEGMENT_SIZE_DEFAULT_BYTES: u64 = 16 * 1024 * 1024;
@@ -101,12 +109,15 @@ impl Default for NodeConfig {
             sink_outage_max_ms: SINK_OUTAGE_MAX_DEFAULT_MS,
             recover_catalog: false,
             lua_memory_max_bytes: crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES,
+            backfill_memory_max_bytes:
+                crate::view::bulk_backfill::BULK_BACKFILL_MEMORY_DEFAULT_BYTES,
             script_instructions_max: crate::resp::scripting::vm::SCRIPT_INSTRUCTIONS_MAX,
             join: None,
             advertise: None,
             raft_timing: crate::consensus::Timing::PRODUCTION,
             raft_snapshot_entries: crate::replicated::RAFT_SNAPSHOT_ENTRIES_DEFAULT,
             dead_after_secs: crate::cluster::balance::DEAD_AFTER_SECS_DEFAULT,
+            slow_request_ms: SLOW_REQUEST_DEFAULT_MS,
         }
     }
 }
@@ -130,4 +141,19 @@ impl NodeConfig {
             ..NodeConfig::default()
         }
     }
+}
+
+/// The machine's memory, from `/proc/meminfo` (`None` where there is
+/// none).
+pub fn memory_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

@@ -34,6 +34,12 @@ impl NodeError {
         NodeError::Client { code, message: message.into() }
     }
 
+    /// A request refused as it stands (`BadRequest`): `message` says why
+    /// and what to change.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        NodeError::client(ErrorCode::BadRequest, message)
+    }
+
     pub fn to_info(&self) -> ErrorInfo {
         let code = match self {
             NodeError::Client { code, .. } => *code,

@@ -108,6 +108,8 @@ pub struct CommitStats {
     /// Distinct files of [`SyncPoint`] callers (Raft logs) those rounds
     /// covered, summed.
     pub files: AtomicU64,
+    /// Chunks per round.
+    pub round_chunks: crate::counters::SizeHistogram,
 }
 
 /// The queue of chunks with writes to make durable, and its thread.
@@ -467,6 +469,7 @@ impl Syncer {
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
         self.stats.chunks.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         self.stats.files.fetch_add(files.len() as u64, Ordering::Relaxed);
+        self.stats.round_chunks.record(jobs.len() as u64);
         let syncfs = match self.method {
             SyncMethod::Syncfs => true,
             SyncMethod::Auto => handles >= SYNCFS_MIN_FILES,
@@ -583,6 +586,7 @@ mod tests {
     /// runs rounds itself.
     struct Host {
         clock: SeqClock,
+        maintenance: crate::chunk_host::MaintenanceCounts,
         syncer: Arc<Syncer>,
         /// The ranges views were told about, in order.
         notified: Mutex<Vec<u64>>,
@@ -590,13 +594,21 @@ mod tests {
 
     impl Host {
         fn new(syncer: &Arc<Syncer>) -> Host {
-            Host { clock: SeqClock::new(0), syncer: syncer.clone(), notified: Mutex::default() }
+            Host {
+                clock: SeqClock::new(0),
+                maintenance: Default::default(),
+                syncer: syncer.clone(),
+                notified: Mutex::default(),
+            }
         }
     }
 
     impl ChunkHost for Host {
         fn clock(&self) -> &SeqClock {
             &self.clock
+        }
+        fn maintenance(&self) -> &crate::chunk_host::MaintenanceCounts {
+            &self.maintenance
         }
         fn syncer(&self) -> &Arc<Syncer> {
             &self.syncer

@@ -63,14 +63,24 @@
 //!   only.
 //! - [`sorted_load`]: a new range built from rows in key order, straight
 //!   into its chunks, registered whole at the end (a job's output).
+//! - [`shuffle`]: the ExtendedHashtable, keys and partial reductions
+//!   under a memory budget spilled as sorted runs (to files or Redis) and
+//!   merged back in key order: the shuffle of jobs and bulk backfills.
 //! - [`job`]: batch map-reduce jobs over a range snapshot or a Redis
-//!   server, with views' functions, shuffled through ExtendedHashtables
-//!   that spill sorted runs to disk or to Redis.
+//!   server, with views' functions, shuffled through ExtendedHashtables.
 //! - [`bridge`]: data in and out of Redis servers: import, export, and
 //!   sinks that mirror a range into Redis as it changes (on a cluster, a
 //!   replicated range's sink runs on the leader of its first chunk, fenced
 //!   in Redis).
-//! - [`cli`]: the `monotable` command line (client commands, load, bench).
+//! - [`counters`]: lock-free counters kept where things happen (call
+//!   durations, a command's counts, sizes in power-of-two buckets);
+//!   [`metrics`]: the node's figures gathered at a scrape and encoded as
+//!   OpenMetrics text; [`http`]: the HTTP listener that serves them
+//!   (`/metrics`) and the status page (`/`).
+//! - [`json`]: the JSON forms of keys and values that the command line,
+//!   the `MT.*` Redis commands, sinks and jobs read and print.
+//! - [`cli`]: the `monotable` command line (client commands, load, bench,
+//!   `serve` and its config file).
 
 pub mod auth;
 pub mod bridge;
@@ -83,11 +93,15 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod consensus;
+pub mod counters;
 pub mod error;
 pub mod file_modes;
 pub mod group_commit;
+pub mod http;
 pub mod job;
+pub mod json;
 pub mod leader_tasks;
+pub mod metrics;
 pub mod node;
 pub mod replica;
 pub mod replica_snapshot;
@@ -98,6 +112,7 @@ pub mod router;
 pub mod scan;
 pub mod segments;
 pub mod server;
+pub mod shuffle;
 pub mod sorted_load;
 pub mod startup;
 pub mod storage;

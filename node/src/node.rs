@@ -43,6 +43,8 @@ pub struct Node {
     /// The password check both protocol servers share, with its throttle.
     pub auth: crate::auth::Auth,
     pub clock: SeqClock,
+    /// Compactions, splits and merges since the start.
+    pub maintenance: crate::chunk_host::MaintenanceCounts,
     pub catalog: Catalog,
     /// A std lock: held only to look up or swap routes, never across an
     /// await, so readers never wait on I/O.
@@ -69,6 +71,14 @@ pub struct Node {
     pub(crate) views_advanced: tokio::sync::Notify,
     /// Held while a range is created (a std lock: creation is synchronous).
     pub(crate) creating_range: Mutex<()>,
+    /// Held while a mapper is created or dropped, from its checks (a target
+    /// of its own, no cycle) to its registration: a tokio lock, held across
+    /// the awaits in between. Creation is rare; two at once are serialized.
+    pub(crate) changing_mappers: tokio::sync::Mutex<()>,
+    /// One bulk backfill at a time ([`crate::view::bulk_backfill`]): each
+    /// takes up to `backfill_memory_max_bytes`, and two cannot go faster
+    /// than one on the cores they share.
+    pub(crate) bulk_backfill_turn: tokio::sync::Semaphore,
     /// The group commit every chunk shares.
     pub syncer: Arc<crate::group_commit::Syncer>,
     /// This node, for work started from a `&Node` (a split's halves).
@@ -191,6 +201,9 @@ impl Node {
         fs::create_dir_all(&chunks_dir).map_err(|e| {
             NodeError::Internal(format!("cannot create {}: {e}", chunks_dir.display()))
         })?;
+        // Before any mapper starts: runs of a bulk backfill stopped by a
+        // crash (the backfill begins again).
+        crate::view::bulk_backfill::remove_leftovers(&config.data_dir);
         crate::startup::refuse_old_format(&config.data_dir, &chunks_dir)
             .map_err(NodeError::Start)?;
         if config.recover_catalog {
@@ -285,6 +298,7 @@ impl Node {
             intents: Mutex::new(intents),
             intents_found: Mutex::new(intents_found),
             auth: crate::auth::Auth::new(config.password.clone()),
+            maintenance: Default::default(),
             config,
             clock: SeqClock::new(last_seq),
             catalog,
@@ -299,6 +313,8 @@ impl Node {
             views: RwLock::new(Default::default()),
             views_advanced: tokio::sync::Notify::new(),
             creating_range: Mutex::new(()),
+            changing_mappers: tokio::sync::Mutex::new(()),
+            bulk_backfill_turn: tokio::sync::Semaphore::new(1),
             replicated: Default::default(),
             syncer: Arc::new(syncer),
             cluster: std::sync::OnceLock::new(),
@@ -714,6 +730,10 @@ impl ChunkHost for Node {
         &self.clock
     }
 
+    fn maintenance(&self) -> &crate::chunk_host::MaintenanceCounts {
+        &self.maintenance
+    }
+
     fn syncer(&self) -> &Arc<crate::group_commit::Syncer> {
         &self.syncer
     }
@@ -769,7 +789,7 @@ impl ChunkHost for Node {
         let lower = node.spawn_chunk(lower, chunk_size_max_bytes);
         let upper = node.spawn_chunk(upper, chunk_size_max_bytes);
         let cells = (lower.cell.clone(), upper.cell.clone());
-        if !router.replace_split(range_id, parent, lower, upper) {
+        if !router.replace_chunk(range_id, parent, vec![lower, upper]) {
             tracing::error!(chunk = parent, "the router had no route to a chunk that split");
         }
         Some(cells)

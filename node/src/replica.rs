@@ -831,6 +831,7 @@ mod tests {
     /// and whose riders are cells made on demand.
     struct Host {
         clock: SeqClock,
+        maintenance: crate::chunk_host::MaintenanceCounts,
         syncer: Arc<Syncer>,
         dir: PathBuf,
         riders: Mutex<HashMap<u64, (RiderSpec, Arc<ChunkCell>)>>,
@@ -839,6 +840,9 @@ mod tests {
     impl ChunkHost for Host {
         fn clock(&self) -> &SeqClock {
             &self.clock
+        }
+        fn maintenance(&self) -> &crate::chunk_host::MaintenanceCounts {
+            &self.maintenance
         }
         fn syncer(&self) -> &Arc<Syncer> {
             &self.syncer
@@ -899,6 +903,7 @@ mod tests {
         std::fs::create_dir_all(dir).expect("dir");
         let syncer = Syncer::new(dir, FsyncMode::Always, SyncMethod::Fdatasync).expect("syncer");
         let host = Arc::new(Host {
+            maintenance: Default::default(),
             clock: SeqClock::new(0),
             syncer: Arc::new(syncer),
             dir: dir.to_owned(),

@@ -165,10 +165,6 @@ fn unavailable(message: impl Into<String>) -> NodeError {
     NodeError::client(ErrorCode::ClusterUnavailable, message)
 }
 
-fn bad_request(message: impl Into<String>) -> NodeError {
-    NodeError::client(ErrorCode::BadRequest, message)
-}
-
 /// The rider of range `name`, as the meta range records it.
 pub fn rider_spec(name: &str, range: &MetaRange) -> Option<RiderSpec> {
     Some(RiderSpec {
@@ -405,11 +401,10 @@ impl Node {
         };
         match view {
             MetaView::Mapper { source, target, function } => {
-                let rider = meta
-                    .ranges
-                    .get(target)
-                    .and_then(|r| rider_spec(target, r))
-                    .ok_or_else(|| bad_request(format!("target {target:?} is gone")))?;
+                let rider =
+                    meta.ranges.get(target).and_then(|r| rider_spec(target, r)).ok_or_else(
+                        || NodeError::bad_request(format!("target {target:?} is gone")),
+                    )?;
                 self.rider_cell(group_id, &rider).map_err(NodeError::Internal)?;
                 let f = self.checked_map_function(function.clone()).await?;
                 let (source_id, target_id) = (range_id(source)?, range_id(target)?);
@@ -484,7 +479,7 @@ impl Node {
                 let kind = cluster.with_meta(|m| m.views.get(name).cloned()).flatten()?;
                 let mapper = matches!(command, Command::DropMapper { .. });
                 if mapper != matches!(kind, MetaView::Mapper { .. }) {
-                    return Some(Err(bad_request(format!(
+                    return Some(Err(NodeError::bad_request(format!(
                         "view {name:?} is a {}",
                         if mapper { "reducer" } else { "mapper" }
                     ))));
@@ -530,12 +525,12 @@ impl Node {
             MetaView::Mapper { source, target, function } => {
                 validate_range_name(target)?;
                 if source == target {
-                    return Err(bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "a mapper cannot write into its own source range {source:?}"
                     )));
                 }
                 if self.router_read().range(target).is_some_and(|r| !is_replicated(r.meta.id)) {
-                    return Err(bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "range {target:?} is a range of this node's own: the target of a mapper \
                          on a replicated range is created with it; choose a new name"
                     )));

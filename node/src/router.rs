@@ -75,21 +75,19 @@ impl Router {
         }
     }
 
-    /// Swaps a split chunk for its two halves; false if the router has no
-    /// route to `parent` (the range was dropped meanwhile, or a bug).
-    pub fn replace_split(
-        &mut self,
-        range_id: u64,
-        parent: u64,
-        lower: Route,
-        upper: Route,
-    ) -> bool {
+    /// Swaps chunk `parent` for `children` (its split halves, or the chunks
+    /// of a bulk load that took its place), which start at its start; false
+    /// if the router has no route to `parent` (the range was dropped
+    /// meanwhile, or a bug).
+    pub fn replace_chunk(&mut self, range_id: u64, parent: u64, children: Vec<Route>) -> bool {
         let Some(r) = self.range_by_id_mut(range_id) else {
             return false;
         };
-        if r.chunks.get(&lower.start).is_some_and(|c| c.id == parent) {
-            r.chunks.insert(lower.start.clone(), lower);
-            r.chunks.insert(upper.start.clone(), upper);
+        let Some(first) = children.first() else { return false };
+        if r.chunks.get(&first.start).is_some_and(|c| c.id == parent) {
+            for child in children {
+                r.chunks.insert(child.start.clone(), child);
+            }
             return true;
         }
         false

@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::config::{NodeConfig, CONNECTIONS_MAX, HANDSHAKE_TIMEOUT_SECS, SHUTDOWN_GRACE_SECS};
+use crate::counters::CommandStat;
 use crate::error::NodeError;
 use crate::node::{Node, Session};
 
@@ -34,9 +35,12 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 const WRITE_BATCH_MAX_BYTES: usize = 1024 * 1024;
 
 /// What the accept loop and the connections share.
-#[derive(Default)]
 struct ServerState {
     connections: AtomicUsize,
+    /// Connections accepted since the start.
+    connections_received: std::sync::atomic::AtomicU64,
+    /// Per command, in the order of [`Command::NAMES`].
+    commands: Vec<CommandStat>,
     in_flight: AtomicUsize,
     /// Woken whenever `in_flight` or `connections` drops to zero.
     idle: Notify,
@@ -46,7 +50,40 @@ struct ServerState {
     resp: std::sync::OnceLock<Arc<crate::resp::state::RespState>>,
 }
 
+impl Default for ServerState {
+    fn default() -> Self {
+        ServerState {
+            connections: AtomicUsize::new(0),
+            connections_received: Default::default(),
+            commands: Command::NAMES.iter().map(|_| CommandStat::default()).collect(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            resp: std::sync::OnceLock::new(),
+        }
+    }
+}
+
 impl ServerState {
+    /// Adds the native protocol's figures: its commands and connections.
+    fn figures(&self, e: &mut crate::metrics::Exposition) {
+        e.commands("native", Command::NAMES.iter().copied().zip(&self.commands));
+        let l = [("protocol", "native")];
+        let open = self.connections.load(Ordering::Relaxed);
+        e.gauge("connections", "Client connections open, by protocol.", None, &l, open as f64);
+        let received = self.connections_received.load(Ordering::Relaxed);
+        e.counter(
+            "connections_received",
+            "Client connections accepted, by protocol.",
+            &l,
+            received,
+        );
+    }
+
+    /// Counts one request of the command at `index` that took `took`.
+    fn count(&self, index: usize, took: Duration, failed: bool) {
+        self.commands[index].record(took, failed);
+    }
+
     fn request_done(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
@@ -122,24 +159,34 @@ pub async fn serve(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    serve_with_resp(config, listener, None, shutdown).await
+    serve_with_listeners(config, listener, Extra::default(), shutdown).await
 }
 
-/// [`serve`], also serving the Redis protocol on `resp` when given.
-pub async fn serve_with_resp(
+/// The listeners beside the native protocol's.
+#[derive(Default)]
+pub struct Extra {
+    /// The Redis protocol.
+    pub resp: Option<std::net::TcpListener>,
+    /// HTTP: `/metrics` ([`crate::http`]).
+    pub http: Option<std::net::TcpListener>,
+}
+
+/// [`serve`], also serving the Redis protocol and HTTP on the listeners
+/// `extra` gives.
+pub async fn serve_with_listeners(
     config: NodeConfig,
     listener: std::net::TcpListener,
-    resp: Option<std::net::TcpListener>,
+    extra: Extra,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    serve_inner(config, listener, resp, shutdown, None).await
+    serve_inner(config, listener, extra, shutdown, None).await
 }
 
-/// [`serve_with_resp`], handing the node to `started` once it serves.
+/// [`serve_with_listeners`], handing the node to `started` once it serves.
 async fn serve_inner(
     config: NodeConfig,
     listener: std::net::TcpListener,
-    resp: Option<std::net::TcpListener>,
+    Extra { resp, http }: Extra,
     shutdown: impl Future<Output = ()>,
     started: Option<std::sync::mpsc::SyncSender<Arc<Node>>>,
 ) -> Result<(), NodeError> {
@@ -154,6 +201,7 @@ async fn serve_inner(
         TcpListener::from_std(l).map_err(|e| NodeError::Internal(e.to_string()))
     };
     let resp = resp.map(to_tokio).transpose()?;
+    let http = http.map(to_tokio).transpose()?;
     listener.set_nonblocking(true).map_err(|e| NodeError::Internal(e.to_string()))?;
     let listener =
         TcpListener::from_std(listener).map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -173,6 +221,16 @@ async fn serve_inner(
         let resp_addr = resp.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
         tracing::info!(resp = %resp_addr, "serving the Redis protocol");
         actix_rt::spawn(crate::resp::server::serve(resp_state.clone(), resp, closing_rx.clone()));
+    }
+    if let Some(http) = http {
+        let http_addr = http.local_addr().map_err(|e| NodeError::Internal(e.to_string()))?;
+        tracing::info!(http = %http_addr, "serving HTTP: /metrics");
+        let (state, resp_state) = (state.clone(), resp_state.clone());
+        let protocols: crate::http::ProtocolFigures = Arc::new(move |e| {
+            state.figures(e);
+            resp_state.stats.figures(e, resp_state.clients.len());
+        });
+        actix_rt::spawn(crate::http::serve(http, node.clone(), protocols, closing_rx.clone()));
     }
     // In the background once the Redis endpoint listens: a stopped job's
     // output may be this node's own Redis endpoint.
@@ -232,6 +290,7 @@ fn accept(
         Ok(s) => s,
         Err(e) => return tracing::warn!(%peer, error = %e, "cannot take connection"),
     };
+    state.connections_received.fetch_add(1, Ordering::Relaxed);
     if state.connections.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
         state.connection_done();
         tracing::warn!(%peer, "refusing connection: {CONNECTIONS_MAX} connections open");
@@ -371,6 +430,7 @@ async fn connection(
         let state = state.clone();
         let tx = tx.clone();
         let unsent = unsent.clone();
+        let (index, started) = (request.command.index(), std::time::Instant::now());
         let mut task = Box::pin(async move {
             let result = match (request.command, state.resp.get()) {
                 (Command::SegmentRead { cluster, incarnation, region, offset, len }, _) => {
@@ -381,6 +441,7 @@ async fn connection(
                         Ok((file, held)) => {
                             let head = monotable_proto::frame::segment_reply_head(request.id, held);
                             queue(&tx, &unsent, Outgoing::File { head, file, offset, len: held });
+                            state.count(index, started.elapsed(), false);
                             drop(permit);
                             state.request_done();
                             return;
@@ -398,6 +459,9 @@ async fn connection(
                 (command, _) => node.execute(command, &session).await,
             };
             let result = result.map_err(|e| e.to_info());
+            let took = started.elapsed();
+            state.count(index, took, result.is_err());
+            crate::metrics::log_if_slow(&node.config, "native", Command::NAMES[index], peer, took);
             send(&tx, &unsent, request.id, result);
             drop(permit);
             state.request_done();
@@ -738,7 +802,7 @@ impl ServerHandle {
                     let stopped = async {
                         let _ = stop_rx.await;
                     };
-                    serve_inner(config, listener, None, stopped, Some(started_tx)).await
+                    serve_inner(config, listener, Extra::default(), stopped, Some(started_tx)).await
                 })
             })
             .map_err(|e| NodeError::Internal(e.to_string()))?;

@@ -7,15 +7,20 @@
 //! being created (a start after a crash removes them), and dropping the
 //! load removes them.
 //!
-//! Used for a batch job's output range ([`crate::job`]).
+//! Used for a batch job's output range ([`crate::job`]), and for a new
+//! mapper's bulk backfill, whose chunks take the place of its target's one
+//! empty chunk ([`SortedLoad::replace_empty`]).
 
 use std::sync::Arc;
 
-use monotable_proto::{ErrorCode, RangeOptions, WriteOp};
+use monotable_proto::{ErrorCode, RangeOptions};
 
-use crate::catalog::RangeMeta;
+use crate::catalog::{CatalogError, RangeMeta};
+use crate::chunk_actor::ChunkMsg;
+use crate::chunk_cell::CellState;
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
+use crate::router::Route;
 use crate::storage::chunk::{Chunk, ChunkMeta};
 use crate::storage::descriptor::ChunkDescriptor;
 
@@ -55,15 +60,22 @@ impl SortedLoad {
             options,
             view_index: false,
         };
-        let segment_size_max_bytes = node.config.segment_size_for(options.chunk_size_max_bytes);
-        Ok(SortedLoad {
+        Ok(SortedLoad::into_range(node, range))
+    }
+
+    /// Starts building chunks of existing range `range`, to take the place
+    /// of its one empty chunk ([`SortedLoad::replace_empty`]).
+    pub fn into_range(node: &Arc<Node>, range: RangeMeta) -> SortedLoad {
+        let segment_size_max_bytes =
+            node.config.segment_size_for(range.options.chunk_size_max_bytes);
+        SortedLoad {
             node: node.clone(),
             range,
             segment_size_max_bytes,
             chunks: Vec::new(),
             last_key: None,
             rows: 0,
-        })
+        }
     }
 
     /// Rows appended so far.
@@ -110,18 +122,15 @@ impl SortedLoad {
         }
         let n = rows.len() as u64;
         self.last_key = rows.last().map(|(k, _)| k.clone()).or(self.last_key.take());
-        let rows: Vec<WriteOp> = rows
-            .into_iter()
-            .map(|(k, v)| WriteOp::Put { key: k.into(), value: v.into() })
-            .collect();
         let cut = self.range.options.chunk_size_max_bytes / 4 * 3;
         let mut at = 0;
         while at < rows.len() {
             match self.chunks.last() {
                 None => self.new_chunk(Vec::new())?,
-                Some(c) if c.live_bytes() >= cut => {
-                    let start = rows[at].key().to_vec();
+                Some(c) if c.loaded_bytes() >= cut => {
+                    let start = rows[at].0.clone();
                     let full = self.chunks.last_mut().expect("a chunk");
+                    full.finish_load();
                     full.set_end(start.clone())?;
                     full.take_sync_job()?
                         .run()
@@ -131,19 +140,17 @@ impl SortedLoad {
                 Some(_) => {}
             }
             // Up to a batch, and no further than the cut.
-            let room = cut.saturating_sub(self.chunks.last().map_or(0, Chunk::live_bytes));
+            let room = cut.saturating_sub(self.chunks.last().map_or(0, Chunk::loaded_bytes));
             let mut end = at;
             let mut bytes = 0u64;
             while end < rows.len() && end - at < BATCH_ROWS && (end == at || bytes < room) {
-                let op = &rows[end];
-                bytes +=
-                    (op.key().len() + op.value().map_or(0, <[u8]>::len) + ENTRY_OVERHEAD) as u64;
+                let (k, v) = &rows[end];
+                bytes += (k.len() + v.len() + ENTRY_OVERHEAD) as u64;
                 end += 1;
             }
-            let ops = &rows[at..end];
             let seq = self.node.clock.allocate();
             let chunk = self.chunks.last_mut().expect("a chunk");
-            let applied = chunk.apply_batch(seq, ops).and_then(|()| chunk.write_out());
+            let applied = chunk.load_batch(seq, &rows[at..end]).and_then(|()| chunk.write_out());
             // Nothing reads these chunks before they are registered, after
             // they are durable: the seq settles now either way.
             self.node.clock.resolve([seq]);
@@ -161,6 +168,7 @@ impl SortedLoad {
             self.new_chunk(Vec::new())?;
         }
         for c in &mut self.chunks {
+            c.finish_load();
             c.take_sync_job()?.run().map_err(|e| NodeError::Internal(format!("sync: {e}")))?;
             let last = c.last_seq();
             c.mark_durable(last);
@@ -184,6 +192,128 @@ impl SortedLoad {
             ));
         }
         self.node.register_range(self.range.clone(), chunks).map(|_| ())
+    }
+}
+
+/// Range `range_id`'s one chunk, `[empty, unbounded)`, with the range's
+/// meta, when that chunk holds nothing ([`Chunk::holds_nothing`]): what
+/// [`SortedLoad::replace_empty`] puts loaded chunks in place of. Read
+/// without the chunk's write lock, so a writer may come between this and
+/// the swap, which checks again under the lock.
+pub fn sole_empty_chunk(node: &Node, range_id: u64) -> Option<(Route, RangeMeta)> {
+    let router = node.router_read();
+    let range = router.range_by_id(range_id)?;
+    let mut chunks = range.chunks.values();
+    let (Some(only), None) = (chunks.next(), chunks.next()) else { return None };
+    let whole = only.start.is_empty() && only.end.is_none();
+    let empty = whole && only.cell.with_chunk(|c| Ok(c.holds_nothing())).unwrap_or(false);
+    empty.then(|| (only.clone(), range.meta.clone()))
+}
+
+/// Why [`SortedLoad::replace_empty`] left the range as it was.
+#[derive(Debug)]
+pub enum NotReplaced {
+    /// The range is not one chunk that never held anything (rows were
+    /// written into it meanwhile, it split, it was dropped): the loaded
+    /// chunks are removed and the caller writes its rows another way.
+    NotEmpty,
+    Failed(NodeError),
+}
+
+impl SortedLoad {
+    /// Puts the loaded chunks (synced: [`SortedLoad::sync`]) in place of
+    /// the range's one chunk, `[empty, unbounded)`, provided that chunk
+    /// never held anything ([`Chunk::holds_nothing`]), no write to it waits
+    /// for the group commit, and it is not poisoned; checked under its
+    /// write lock, which no writer holds until it is gone. The catalog
+    /// records the swap in one transaction; the new chunks keep the change
+    /// journal the range's views need, and are routed before anyone can
+    /// ask for them. A reader at a snapshot taken while the load ran may
+    /// see the rows loaded below it; views read a mapper's target at the
+    /// mapper's cut, which stays below every loaded row until the mapper
+    /// publishes a new one after the swap.
+    pub fn replace_empty(mut self) -> Result<(), NotReplaced> {
+        let node = self.node.clone();
+        let range_id = self.range.id;
+        let size_max = self.range.options.chunk_size_max_bytes;
+        let old = sole_empty_chunk(&node, range_id).map(|(route, _)| route);
+        let Some(old) = old else { return Err(NotReplaced::NotEmpty) };
+        let chunks = std::mem::take(&mut self.chunks);
+        let metas: Vec<ChunkMeta> = chunks.iter().map(|c| c.meta.clone()).collect();
+        let destroy = |chunks: Vec<Chunk>| {
+            for c in chunks {
+                let _ = c.destroy();
+            }
+        };
+        let taken = {
+            let mut state = old.cell.write();
+            let empty = matches!(&*state, CellState::Open(c) if c.holds_nothing());
+            if !empty || old.cell.has_pending() || old.cell.poisoned().is_some() {
+                drop(state);
+                destroy(chunks);
+                return Err(NotReplaced::NotEmpty);
+            }
+            match node.catalog.replace_chunk(old.id, &metas) {
+                Ok(()) => {}
+                Err(CatalogError::ChunkNotFound(_)) => {
+                    drop(state);
+                    destroy(chunks);
+                    return Err(NotReplaced::NotEmpty);
+                }
+                Err(e) => {
+                    // The catalog may yet name either side at the next
+                    // start; both are kept, and the old chunk takes no
+                    // more writes, so whichever it names holds everything.
+                    drop(state);
+                    old.cell.poison(format!(
+                        "the catalog could not record a bulk load in place of this chunk ({e}); \
+                         restart the node"
+                    ));
+                    drop(chunks);
+                    return Err(NotReplaced::Failed(e.into()));
+                }
+            }
+            // Writers waiting for the lock find the cell gone and route
+            // again, to the new chunks.
+            let (taken, _no_pending) = old.cell.take_locked(&mut state);
+            taken
+        };
+        for c in &chunks {
+            if let Err(e) = crate::storage::descriptor::unmark_creating(c.dir()) {
+                tracing::warn!(dir = %c.dir().display(), error = %e, "could not remove a chunk's creation mark");
+            }
+        }
+        let count = chunks.len();
+        {
+            // Under the router's lock from the journals to the routes: a
+            // view registered meanwhile either counts in the floor read
+            // here or finds the new chunks when it asks them to watch.
+            let mut router = node.router_write();
+            let floor = node.view_floor(range_id);
+            let routes = chunks
+                .into_iter()
+                .map(|mut c| {
+                    if let Some(after) = floor {
+                        c.watch_changes(after);
+                    }
+                    node.spawn_chunk(c, size_max)
+                })
+                .collect();
+            if !router.replace_chunk(range_id, old.id, routes) {
+                tracing::error!(
+                    chunk = old.id,
+                    "the router had no route to a chunk a bulk load replaced"
+                );
+            }
+        }
+        old.addr.do_send(ChunkMsg::Merged);
+        if let Some(taken) = taken {
+            if let Err(e) = taken.destroy() {
+                tracing::warn!(chunk = old.id, error = %e, "a replaced chunk's files remain; removed at next start");
+            }
+        }
+        tracing::info!(range = %self.range.name, chunks = count, rows = self.rows, "bulk load in place of an empty chunk");
+        Ok(())
     }
 }
 

@@ -3,8 +3,10 @@
 //!
 //! The rule: damage is reported, never "repaired" by deleting. A chunk
 //! directory is removed at start-up only when the node itself marked it
-//! (`DROPPED`, written before a drop commits) and the catalog no longer
-//! names it. A directory the catalog does not know is moved aside into
+//! and the catalog does not name it: `DROPPED`, written before a drop
+//! commits, or `CREATING`, written when a new chunk is made and taken off
+//! once the catalog names it (a range creation, a sorted load or a bulk
+//! backfill that did not commit: no acknowledged write ever reached it). A directory the catalog does not know is moved aside into
 //! `<data>/orphaned/`, and only when the catalog demonstrably covers its
 //! keys with other chunks (an interrupted split); anything else the
 //! catalog does not explain (a range it does not know, a gap in a range)
@@ -110,6 +112,8 @@ pub struct StartPlan {
     /// Directories of a dropped range (marked, and the catalog forgot
     /// them): the drop is finished by removing them.
     pub finish_drop: Vec<PathBuf>,
+    /// Directories marked `CREATING` that the catalog never named: removed.
+    pub remove_uncommitted: Vec<PathBuf>,
     /// Catalog chunks marked by a drop that did not commit: unmarked.
     pub unmark: Vec<PathBuf>,
     /// Catalog chunks still marked by their range's creation (it committed
@@ -212,14 +216,14 @@ pub fn plan_start(
             continue;
         }
         if dir.creating {
-            // Made by a range creation the catalog never recorded: no
-            // write ever reached it (writes follow the catalog's commit).
+            // Made by a range creation (or a sorted load) the catalog never
+            // recorded: no write was acknowledged from it (writes follow
+            // the catalog's commit).
             // Postmortem: a kill -9 during FLUSHDB (which makes its range
-            // again) left such a directory, and the node refused to start.
-            plan.move_aside.push((
-                dir.path.clone(),
-                "a range creation that did not commit (marked CREATING)".into(),
-            ));
+            // again) left such a directory, and the node refused to start;
+            // then every kill -9 during a bulk backfill left its loaded
+            // chunks in `orphaned/` for good.
+            plan.remove_uncommitted.push(dir.path.clone());
             continue;
         }
         let found = match &dir.descriptor {
@@ -271,13 +275,19 @@ pub fn plan_start(
     }
 }
 
-/// Carries out the file side of a start plan: finishes drops, unmarks,
-/// moves orphans aside. Never removes anything else.
+/// Carries out the file side of a start plan: finishes drops, removes
+/// creations that did not commit, unmarks, moves orphans aside. Never
+/// removes anything else.
 pub fn apply_start_plan(data_dir: &Path, plan: &StartPlan) -> std::io::Result<()> {
     for path in &plan.finish_drop {
         tracing::info!(dir = %path.display(), "removing a dropped range's chunk directory");
         // Segments first, as a live drop does: a crash midway never leaves
         // segments without their descriptor and drop marker.
+        crate::storage::chunk_log::remove_log_files(path)?;
+        fs::remove_dir_all(path)?;
+    }
+    for path in &plan.remove_uncommitted {
+        tracing::info!(dir = %path.display(), "removing a new chunk whose creation did not commit");
         crate::storage::chunk_log::remove_log_files(path)?;
         fs::remove_dir_all(path)?;
     }
@@ -586,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn an_uncommitted_creation_is_moved_aside_and_a_committed_one_unmarked() {
+    fn an_uncommitted_creation_is_removed_and_a_committed_one_unmarked() {
         let r = range(1, "users");
         let a = chunk(2, 1, "", None);
         let new = chunk(7, 9, "", None);
@@ -597,8 +607,8 @@ mod tests {
         let plan = plan_start(&[r], std::slice::from_ref(&a), &[known, unknown.clone()], &[])
             .expect("a creation that did not commit stops nothing");
         assert_eq!(plan.unmark_creating, vec![PathBuf::from(format!("{:016x}", a.id))]);
-        assert_eq!(plan.move_aside.len(), 1);
-        assert!(plan.move_aside[0].1.contains("did not commit"), "{:?}", plan.move_aside);
+        assert!(plan.move_aside.is_empty(), "{:?}", plan.move_aside);
+        assert_eq!(plan.remove_uncommitted, vec![PathBuf::from(format!("{:016x}", new.id))]);
         let recovered = plan_recovery(&[unknown]).expect("recovers");
         assert_eq!(recovered.left_out.len(), 1);
     }

@@ -7,8 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use monotable_node::job::runs::RunStore;
-use monotable_node::job::table::{Combiner, ExtendedHashtable};
+use monotable_node::shuffle::runs::RunStore;
+use monotable_node::shuffle::table::{Combiner, ExtendedHashtable};
 use monotable_node::view::reduction::Builtin;
 
 struct Counting;

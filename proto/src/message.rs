@@ -321,6 +321,104 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Every command's name, in the order of [`Command::index`]: the
+    /// label of its figures (`/metrics`).
+    pub const NAMES: [&'static str; 40] = [
+        "Ping",
+        "CreateRange",
+        "ListRanges",
+        "DescribeRange",
+        "DropRange",
+        "Get",
+        "MultiGet",
+        "Write",
+        "Scan",
+        "CreateSnapshot",
+        "ReleaseSnapshot",
+        "CompactRange",
+        "SplitChunk",
+        "CreateMapper",
+        "DropMapper",
+        "ListViews",
+        "CreateReducer",
+        "DropReducer",
+        "CreateSink",
+        "DropSink",
+        "Aggregate",
+        "RunJob",
+        "ListJobs",
+        "CancelJob",
+        "Auth",
+        "ClusterStatus",
+        "ClusterRemove",
+        "ClusterJoin",
+        "ClusterAddVoter",
+        "NodeInfo",
+        "MetaPropose",
+        "Raft",
+        "ListViewsHere",
+        "RespForward",
+        "GroupReadIndex",
+        "RespPublish",
+        "GroupMembers",
+        "SegmentRead",
+        "RdmaConnect",
+        "RdmaRegion",
+    ];
+
+    /// The command's place in [`Command::NAMES`].
+    pub fn index(&self) -> usize {
+        match self {
+            Command::Ping => 0,
+            Command::CreateRange { .. } => 1,
+            Command::ListRanges => 2,
+            Command::DescribeRange { .. } => 3,
+            Command::DropRange { .. } => 4,
+            Command::Get { .. } => 5,
+            Command::MultiGet { .. } => 6,
+            Command::Write { .. } => 7,
+            Command::Scan(..) => 8,
+            Command::CreateSnapshot => 9,
+            Command::ReleaseSnapshot { .. } => 10,
+            Command::CompactRange { .. } => 11,
+            Command::SplitChunk { .. } => 12,
+            Command::CreateMapper { .. } => 13,
+            Command::DropMapper { .. } => 14,
+            Command::ListViews => 15,
+            Command::CreateReducer { .. } => 16,
+            Command::DropReducer { .. } => 17,
+            Command::CreateSink { .. } => 18,
+            Command::DropSink { .. } => 19,
+            Command::Aggregate(..) => 20,
+            Command::RunJob(..) => 21,
+            Command::ListJobs => 22,
+            Command::CancelJob { .. } => 23,
+            Command::Auth { .. } => 24,
+            Command::ClusterStatus => 25,
+            Command::ClusterRemove { .. } => 26,
+            Command::ClusterJoin { .. } => 27,
+            Command::ClusterAddVoter { .. } => 28,
+            Command::NodeInfo => 29,
+            Command::MetaPropose { .. } => 30,
+            Command::Raft { .. } => 31,
+            Command::ListViewsHere => 32,
+            Command::RespForward { .. } => 33,
+            Command::GroupReadIndex { .. } => 34,
+            Command::RespPublish { .. } => 35,
+            Command::GroupMembers { .. } => 36,
+            Command::SegmentRead { .. } => 37,
+            Command::RdmaConnect { .. } => 38,
+            Command::RdmaRegion { .. } => 39,
+        }
+    }
+
+    /// The command's name (`Get`, `Write`).
+    pub fn name(&self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+}
+
 /// A reliable-connected queue pair's address (InfiniBand or RoCE): what
 /// the other side needs to connect its own queue pair to it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -573,6 +671,10 @@ pub struct TreeStatus {
     /// The checkpoint saved with the meta-ranges, which a restart resumes
     /// from; `None` before the first save.
     pub saved: Option<u64>,
+    /// Parts of each level, the range first (its chunks), then each
+    /// meta level's; `levels` entries once built.
+    #[serde(default)]
+    pub parts: Vec<u64>,
 }
 
 /// A write's place in history: the chunk that applied it and its seq there.
@@ -759,4 +861,36 @@ pub struct CopyStatus {
     /// Bytes per second read so far.
     pub rate_bytes_per_sec: u64,
     pub elapsed_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command's name is its variant's, as `Debug` spells it.
+    #[test]
+    fn command_names_are_their_variants() {
+        let commands = [
+            Command::Ping,
+            Command::ListRanges,
+            Command::CreateSnapshot,
+            Command::ListViews,
+            Command::ListJobs,
+            Command::ClusterStatus,
+            Command::NodeInfo,
+            Command::ListViewsHere,
+            Command::DropRange { name: "r".into() },
+            Command::Get { range: "r".into(), key: Bytes::from(vec![1]), snapshot: None },
+            Command::Scan(ScanRequest::default()),
+        ];
+        for c in commands {
+            let debug = format!("{c:?}");
+            let variant = debug.split([' ', '(']).next().unwrap_or_default();
+            assert_eq!(c.name(), variant);
+        }
+        let mut sorted = Command::NAMES.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), Command::NAMES.len(), "names are distinct");
+    }
 }

@@ -312,6 +312,33 @@ pub fn last_element_start(bytes: &[u8]) -> Result<usize, TupleError> {
     start.ok_or(TupleError::Malformed { what: "empty tuple", offset: 0 })
 }
 
+/// The top-level encoding of the tuple nested as the first element of
+/// `bytes` (the bytes after it are not read): `encode(items)` for that
+/// element's `items`, taken from its bytes without encoding anything
+/// again. Inside a nested tuple an element is encoded as at the top level
+/// except a null (`00 FF` there, `00` here). Errors as [`decode`] does on
+/// the nested element, and when `bytes` does not start with one.
+pub fn first_nested_as_tuple(bytes: &[u8]) -> Result<Vec<u8>, TupleError> {
+    let mut decoder = Decoder { bytes, pos: 0 };
+    if decoder.next_byte("missing element")? != NESTED {
+        return Err(TupleError::Malformed { what: "not a nested tuple", offset: 0 });
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    loop {
+        match bytes.get(decoder.pos) {
+            None => return Err(decoder.malformed("unterminated nested tuple")),
+            Some(0x00) if bytes.get(decoder.pos + 1) != Some(&ESCAPE) => return Ok(out),
+            Some(_) => {
+                let start = decoder.pos;
+                match decoder.element(true, 1)? {
+                    Element::Null => out.push(NULL),
+                    _ => out.extend_from_slice(&bytes[start..decoder.pos]),
+                }
+            }
+        }
+    }
+}
+
 struct Decoder<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -675,6 +702,18 @@ mod tests {
             let bytes = encode(&t).expect("encodes");
             let at = last_element_start(&bytes).expect("splits");
             prop_assert_eq!(&bytes[..at], &encode(&t[..t.len() - 1]).expect("encodes")[..]);
+        }
+
+        /// A nested tuple's bytes, read in place, are its items' top-level
+        /// encoding (what a job takes as its output key from a row key).
+        #[test]
+        fn first_nested_as_tuple_is_the_items_encoding(
+            items in proptest::collection::vec(element_strategy(), 0..5),
+            rest in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let bytes = encode(&[Element::Tuple(items.clone()), Element::Bytes(rest)])
+                .expect("encodes");
+            prop_assert_eq!(first_nested_as_tuple(&bytes).expect("reads"), encode(&items).expect("encodes"));
         }
 
         #[test]

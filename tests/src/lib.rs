@@ -32,6 +32,48 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// The first of `n` consecutive loopback ports that are free now and lie
+/// below the kernel's ephemeral range (`ip_local_port_range`), so that no
+/// outgoing connection takes one before a server binds it later (a node
+/// restarted on its port, a cluster node started minutes after the pick).
+/// Ports the kernel hands out for `:0` binds come from the ephemeral range
+/// too, so they never meet these. Within this process no port is handed
+/// out twice.
+pub fn stable_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let high = ephemeral_low.max(LOW + 1_000);
+    let span = high - LOW - u32::from(n);
+    // Spread processes apart: each test binary starts at its own offset.
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + std::process::id() * 7_919 % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let at = NEXT.fetch_add(u32::from(n), Ordering::SeqCst);
+        let base = (LOW + at % span) as u16;
+        let held: Vec<_> = (0..n)
+            .filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+    }
+    panic!("no {n} free consecutive loopback ports below {high}");
+}
+
+/// One port as [`stable_ports`] picks them.
+pub fn stable_port() -> u16 {
+    stable_ports(1)
+}
+
 /// Runs a `monotable` client command and returns its output.
 pub fn cli(addr: SocketAddr, args: &[&str]) -> Output {
     cli_with_stdin(addr, args, None)
@@ -70,6 +112,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// Where the node serves the Redis protocol.
     pub resp_addr: SocketAddr,
+    /// Where the node serves HTTP (`/metrics`), unless `--http-listen off`.
+    pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     child: Option<Child>,
     /// Every line the node logged, shared with the thread that reads them.
@@ -94,10 +138,7 @@ impl Node {
 
     /// Starts a node on a free loopback port that it keeps across restarts.
     pub fn start_pinned(data_dir: &Path, extra: &[&str]) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = stable_port();
         Self::start_listening(data_dir, format!("127.0.0.1:{port}"), extra)
     }
 
@@ -109,10 +150,11 @@ impl Node {
     fn start_listening(data_dir: &Path, listen: String, extra: &[&str]) -> Node {
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr, resp_addr, child) = spawn(data_dir, &listen, &extra_args, &log);
+        let (addr, resp_addr, http_addr, child) = spawn(data_dir, &listen, &extra_args, &log);
         Node {
             addr,
             resp_addr,
+            http_addr,
             data_dir: data_dir.to_owned(),
             child: Some(child),
             log,
@@ -175,10 +217,11 @@ impl Node {
     /// unless it was started with [`Node::start_pinned`]).
     pub fn restart(&mut self) {
         self.kill();
-        let (addr, resp_addr, child) =
+        let (addr, resp_addr, http_addr, child) =
             spawn(&self.data_dir, &self.listen, &self.extra_args, &self.log);
         self.addr = addr;
         self.resp_addr = resp_addr;
+        self.http_addr = http_addr;
         self.child = Some(child);
     }
 
@@ -233,12 +276,17 @@ fn spawn(
     listen: &str,
     extra: &[String],
     log: &Arc<Mutex<Vec<String>>>,
-) -> (SocketAddr, SocketAddr, Child) {
+) -> (SocketAddr, SocketAddr, Option<SocketAddr>, Child) {
     let mut child = Command::new(binary())
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", listen, "--resp-listen", "127.0.0.1:0", "--log", &log_filter()])
+        .args(if extra.iter().any(|a| a == "--http-listen") {
+            &[][..]
+        } else {
+            &["--http-listen", "127.0.0.1:0"][..]
+        })
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -254,18 +302,19 @@ fn spawn(
             let value = line.split(name).nth(1)?;
             value.split_whitespace().next()?.parse().ok()
         };
-        let mut resp = None;
+        let (mut resp, mut http) = (None, None);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             resp = resp.or_else(|| field(&line, " resp="));
+            http = http.or_else(|| field(&line, " http="));
             if let (Some(a), Some(r)) = (field(&line, " addr="), resp) {
-                let _ = tx.send((a, r));
+                let _ = tx.send((a, r, http));
             }
             sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
         }
     });
     match rx.recv_timeout(Duration::from_secs(START_TIMEOUT_SECS)) {
-        Ok((addr, resp)) => (addr, resp, child),
+        Ok((addr, resp, http)) => (addr, resp, http, child),
         Err(_) => {
             let _ = child.kill();
             let lines = log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
@@ -280,6 +329,9 @@ fn spawn(
 pub fn serve_exits(data: &Path, extra: &[&str]) -> Option<String> {
     let mut cmd = Command::new(binary());
     cmd.arg("serve").arg("--data-dir").arg(data).args(["--resp-listen", "off"]);
+    if !extra.contains(&"--http-listen") {
+        cmd.args(["--http-listen", "off"]);
+    }
     if !extra.contains(&"--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
@@ -306,6 +358,18 @@ pub fn serve_exits(data: &Path, extra: &[&str]) -> Option<String> {
 }
 
 /// A runtime for async test bodies.
+/// The seed of a randomized test: `MONOTABLE_TEST_SEED` when set (to
+/// replay a failure), otherwise a random one. Printed either way, so a
+/// failing run names the seed that replays it.
+pub fn test_seed() -> u64 {
+    let seed = match std::env::var("MONOTABLE_TEST_SEED") {
+        Ok(s) => s.trim().parse().expect("MONOTABLE_TEST_SEED is a u64"),
+        Err(_) => rand::random::<u64>(),
+    };
+    eprintln!("seed {seed} (replay with MONOTABLE_TEST_SEED={seed})");
+    seed
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -374,11 +438,7 @@ impl Redis {
     /// Starts one with extra `redis-server` arguments (they override the
     /// defaults: no persistence, loopback only).
     pub fn start_with(extra: &[&str]) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Self::start_on(port, extra)
+        Self::start_on(stable_port(), extra)
     }
 
     /// Starts one on `port` (a restart of a stopped one).
@@ -816,4 +876,35 @@ pub mod cluster {
         });
         nodes
     }
+}
+
+/// Waits until every view in `names` has no backfill left and reflects
+/// `seq`; panics after `secs` seconds with the views' statuses.
+pub async fn views_caught_up(c: &monotable_client::Client, names: &[&str], seq: u64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let views = c.list_views().await.expect("views");
+        let done = names.iter().all(|n| {
+            views.iter().any(|v| &v.name == n && v.backfill.is_none() && v.watermark >= seq)
+        });
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "views stuck: {views:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every record of `range`, scanned with the client's stream.
+pub async fn all_records(
+    c: &monotable_client::Client,
+    range: &str,
+) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut stream = c.scan_stream(range, monotable_client::Scan::all());
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(r) = stream.next().await {
+        let r = r.expect("scan");
+        out.insert(r.key, r.value);
+    }
+    out
 }

@@ -4,7 +4,7 @@
 //! grown from one node to five under a write load with views registered,
 //! then shrunk by two.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ struct Script {
     dir: tempfile::TempDir,
     base: u16,
     resp_base: u16,
+    http_base: u16,
 }
 
 impl Script {
@@ -30,6 +31,7 @@ impl Script {
             .env("DIR", self.dir.path())
             .env("BASE", self.base.to_string())
             .env("RESP_BASE", self.resp_base.to_string())
+            .env("HTTP_BASE", self.http_base.to_string())
             .env("EXTRA", "--raft-heartbeat-ms 50 --raft-election-timeout-ms 400")
             .output()
             .expect("bash runs")
@@ -80,37 +82,18 @@ impl Drop for Script {
     }
 }
 
-/// A base such that BASE+1..=BASE+5 are free loopback ports (as far as
-/// can be told before the script binds them).
-fn free_base() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let base = l.local_addr().expect("addr").port();
-        if base > 60_000 {
-            continue;
-        }
-        let held: Vec<_> =
-            (1..=5).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
-        if held.len() == 5 {
-            return base;
-        }
-    }
-}
-
 /// The script over a new directory and free ports.
 fn script() -> Script {
-    let base = free_base();
-    let resp_base = loop {
-        let b = free_base();
-        if b.abs_diff(base) > 5 {
-            break b;
-        }
-    };
+    // Node i listens on BASE+i: each base is one below five ports picked
+    // outside the ephemeral range (nodes start minutes apart, while
+    // outgoing connections take ephemeral ports).
+    let [base, resp_base, http_base] = [(); 3].map(|()| monotable_tests::stable_ports(5) - 1);
     Script {
         path: Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-cluster.sh"),
         dir: tempfile::tempdir().expect("tmp"),
         base,
         resp_base,
+        http_base,
     }
 }
 

@@ -393,6 +393,5 @@ fn migrate_moves_keys_as_redis_does() {
 
 /// A loopback port nothing listens on.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    monotable_tests::stable_port()
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use monotable_tests::{assert_same, show, RawResp, Twin};
+use monotable_tests::{assert_same, show, test_seed, RawResp, Twin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -280,8 +280,7 @@ fn stream_commands_answer_as_redis() {
 fn random_stream_sequences_answer_as_redis() {
     let twin = Twin::start();
     let (mut redis, mut mono) = twin.connect(20);
-    let seed = rand::random::<u64>();
-    eprintln!("seed {seed}");
+    let seed = test_seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let keys: [&[u8]; 3] = [b"s1", b"s2", b"s\0x"];
     let mut next_ms = [1u64; 3];
@@ -419,9 +418,14 @@ fn random_stream_sequences_answer_as_redis() {
                         [0u64, 1, 2, 5, 10, 100][rng.gen_range(0..6)].to_string().into_bytes(),
                     );
                 } else {
+                    // No limit below 500 bytes: redis-server 7.0 corrupts a
+                    // node's listpack (and aborts on a later XDEL or XRANGE)
+                    // when the limit drops under what a node preallocated
+                    // (seed 16503053613821893531: a limit of 100, then 30,
+                    // then XADD and XDEL), so it cannot be the oracle there.
                     args.push(b"stream-node-max-bytes".to_vec());
                     args.push(
-                        [0u64, 30, 100, 500, 4096][rng.gen_range(0..5)].to_string().into_bytes(),
+                        [0u64, 500, 1000, 4096][rng.gen_range(0..4)].to_string().into_bytes(),
                     );
                 }
             }
@@ -451,8 +455,7 @@ fn random_stream_sequences_answer_as_redis() {
 fn random_consumer_group_sequences_answer_as_redis() {
     let twin = Twin::start();
     let (mut redis, mut mono) = twin.connect(20);
-    let seed = rand::random::<u64>();
-    eprintln!("seed {seed}");
+    let seed = test_seed();
     let mut rng = StdRng::seed_from_u64(seed);
     for c in [&mut redis, &mut mono] {
         c.call_str("XGROUP CREATE q g1 $ MKSTREAM");

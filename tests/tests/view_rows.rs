@@ -4,24 +4,14 @@
 //! drop and re-create, duplicate emits and ambiguous keys.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use monotable_client::{row, tuple, Batch, Client, Element, MapFunction, RangeOptions, Scan};
-use monotable_tests::{cli, msgpack, ok, runtime, Node};
+use monotable_client::{row, tuple, Batch, Client, Element, MapFunction, RangeOptions};
+use monotable_tests::{all_records, cli, msgpack, ok, runtime, views_caught_up, Node};
 use rand::{Rng, SeedableRng};
 
 fn int_key(i: u64) -> Vec<u8> {
     tuple::encode(&[Element::Int(i128::from(i))]).expect("int key")
-}
-
-async fn all_rows(c: &Client, range: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut stream = c.scan_stream(range, Scan::all());
-    let mut out = BTreeMap::new();
-    while let Some(r) = stream.next().await {
-        let r = r.expect("scan");
-        out.insert(r.key, r.value);
-    }
-    out
 }
 
 /// The rows a field mapper on `field` (no value field) must hold for the
@@ -35,22 +25,6 @@ fn field_oracle(source: &BTreeMap<Vec<u8>, Vec<u8>>, field: &str) -> BTreeSet<Ve
             Some(row::encode_row(&[Element::Int(i128::from(g))], k, 0).expect("row"))
         })
         .collect()
-}
-
-/// Waits until every view has no backfill left and has reflected `seq`.
-async fn caught_up(c: &Client, names: &[&str], seq: u64, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let views = c.list_views().await.expect("views");
-        let done = names.iter().all(|n| {
-            views.iter().any(|v| &v.name == n && v.backfill.is_none() && v.watermark >= seq)
-        });
-        if done {
-            return;
-        }
-        assert!(Instant::now() < deadline, "views stuck: {views:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The highest seq of a write's tokens.
@@ -108,9 +82,9 @@ fn source_chunk_splits_leave_no_orphan_rows() {
     let count: u64 = agg(&node, &["n", "--fresh", "--timeout-ms", "60000"]).parse().expect("count");
     rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        let source = all_rows(&c, "src").await;
+        let source = all_records(&c, "src").await;
         assert!(c.list_ranges().await.expect("ranges").iter().any(|r| r.chunks.len() > 20));
-        let rows: BTreeSet<Vec<u8>> = all_rows(&c, "src_by_g").await.into_keys().collect();
+        let rows: BTreeSet<Vec<u8>> = all_records(&c, "src_by_g").await.into_keys().collect();
         assert_eq!(count, source.len() as u64, "agg --fresh = the source's record count");
         assert_eq!(rows, field_oracle(&source, "g"), "target rows = from-scratch mapping");
     });
@@ -218,8 +192,8 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
     assert!(behind_at_kill.iter().any(|&b| b > 1000), "the mapper kept up: {behind_at_kill:?}");
     let src = rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        caught_up(&c, &["slow"], written, 50).await;
-        all_rows(&c, "src").await
+        views_caught_up(&c, &["slow"], written, 50).await;
+        all_records(&c, "src").await
     });
     let gs: Vec<i64> = src
         .values()
@@ -230,7 +204,7 @@ fn kill_9_while_mappers_are_behind_leaves_exactly_the_mapped_rows() {
     assert_eq!(group_counts(&node, "n2"), count_by(gs.iter().map(|g| g % 5)), "chain's groups");
     let (idx, idx2) = rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        (all_rows(&c, "idx").await, all_rows(&c, "idx2").await)
+        (all_records(&c, "idx").await, all_records(&c, "idx2").await)
     });
     // Rows exactly as a from-scratch mapping gives them.
     let want = g_rows(&src);
@@ -282,8 +256,8 @@ fn a_graceful_stop_while_a_lua_mapper_is_behind_loses_no_rows() {
     assert!(behind_at_stop.iter().any(|&b| b >= 200), "the mapper kept up: {behind_at_stop:?}");
     let (src, idx) = rt.block_on(async {
         let c = Client::connect(node.addr).await.expect("connect");
-        caught_up(&c, &["slow"], written, 50).await;
-        (all_rows(&c, "src").await, all_rows(&c, "idx").await)
+        views_caught_up(&c, &["slow"], written, 50).await;
+        (all_records(&c, "src").await, all_records(&c, "idx").await)
     });
     let want = g_rows(&src);
     let got: BTreeSet<Vec<u8>> = idx.keys().cloned().collect();
@@ -402,14 +376,14 @@ fn drop_and_recreate_leaves_no_rows_of_the_old_mapper() {
         let field = |f: &str| MapFunction::Field { key_path: f.into(), value_path: None };
         c.create_mapper("m", "p", "p_idx", field("g")).await.expect("mapper");
         c.create_reducer("p_n", "p_idx", "count").await.expect("reducer");
-        caught_up(&c, &["m"], loaded, 30).await;
-        assert_eq!(all_rows(&c, "p_idx").await.len(), 300);
+        views_caught_up(&c, &["m"], loaded, 30).await;
+        assert_eq!(all_records(&c, "p_idx").await.len(), 300);
         let refused = c.create_mapper("m2", "p", "p_idx", field("h")).await;
         let message = format!("{:?}", refused.expect_err("a second mapper into p_idx"));
         assert!(message.contains("target of mapper"), "{message}");
 
         c.drop_mapper("m").await.expect("drop");
-        assert!(all_rows(&c, "p_idx").await.is_empty(), "drop clears the target");
+        assert!(all_records(&c, "p_idx").await.is_empty(), "drop clears the target");
         // Meanwhile: deletes and updates.
         let mut batch = Batch::new();
         for i in 0..300 {
@@ -421,9 +395,9 @@ fn drop_and_recreate_leaves_no_rows_of_the_old_mapper() {
         }
         c.write("p", batch).await.expect("changes");
         c.create_mapper("m", "p", "p_idx", field("h")).await.expect("re-create");
-        caught_up(&c, &["m"], 0, 30).await;
-        let src = all_rows(&c, "p").await;
-        let rows: BTreeSet<Vec<u8>> = all_rows(&c, "p_idx").await.into_keys().collect();
+        views_caught_up(&c, &["m"], 0, 30).await;
+        let src = all_records(&c, "p").await;
+        let rows: BTreeSet<Vec<u8>> = all_records(&c, "p_idx").await.into_keys().collect();
         assert_eq!(rows, field_oracle(&src, "h"));
 
         // A target holding rows of its own is refused.
@@ -456,7 +430,7 @@ fn records_that_are_not_messagepack_are_errors_in_the_status() {
         // The way that works: encode the value as MessagePack.
         let good = rmp_serde::to_vec_named(&serde_json::json!({"n": 5})).expect("encode");
         let seq = c.put("raw", b"good", good).await.expect("put").seq;
-        caught_up(&c, &["by_n", "by_n_lua"], seq, 30).await;
+        views_caught_up(&c, &["by_n", "by_n_lua"], seq, 30).await;
         for (view, target) in [("by_n", "raw_by_n"), ("by_n_lua", "raw_by_n_lua")] {
             let views = c.list_views().await.expect("views");
             let v = views.iter().find(|v| v.name == view).expect("listed");
@@ -466,7 +440,7 @@ fn records_that_are_not_messagepack_are_errors_in_the_status() {
                 "{v:?}"
             );
             assert_eq!(v.last_error_key.as_ref().map(|k| k.to_vec()), Some(b"bad".to_vec()));
-            let rows: Vec<Vec<u8>> = all_rows(&c, target).await.into_keys().collect();
+            let rows: Vec<Vec<u8>> = all_records(&c, target).await.into_keys().collect();
             let want = row::encode_row(&[Element::Int(5)], b"good", 0).expect("row");
             assert_eq!(rows, vec![want], "{view}");
         }
@@ -493,7 +467,7 @@ fn a_drop_cut_short_by_kill_9_leaves_no_rows_behind() {
             seq = seq.max(seq_of(&c.write("q", batch).await.expect("load")));
         }
         c.create_mapper("m", "q", "q_idx", field("g")).await.expect("mapper");
-        caught_up(&c, &["m"], seq, 50).await;
+        views_caught_up(&c, &["m"], seq, 50).await;
     });
     // The drop deletes 20,000 rows a batch at a time; kill it part way.
     let addr = node.addr;
@@ -508,9 +482,9 @@ fn a_drop_cut_short_by_kill_9_leaves_no_rows_behind() {
             c.drop_mapper("m").await.expect("drop");
         }
         c.create_mapper("m", "q", "q_idx", field("h")).await.expect("re-create");
-        caught_up(&c, &["m"], 0, 50).await;
-        let src = all_rows(&c, "q").await;
-        let rows: BTreeSet<Vec<u8>> = all_rows(&c, "q_idx").await.into_keys().collect();
+        views_caught_up(&c, &["m"], 0, 50).await;
+        let src = all_records(&c, "q").await;
+        let rows: BTreeSet<Vec<u8>> = all_records(&c, "q_idx").await.into_keys().collect();
         assert_eq!(rows, field_oracle(&src, "h"), "only the re-created mapper's rows");
     });
 }

@@ -41,10 +41,6 @@ use crate::node::{validate_name, Node};
 /// of its group this node runs it in, and the sink as it was then.
 pub type SinksHere = crate::leader_tasks::LeaderTasks<MetaSink>;
 
-fn bad_request(message: impl Into<String>) -> NodeError {
-    NodeError::client(ErrorCode::BadRequest, message)
-}
-
 /// Local catalog entries of sinks of replicated ranges, left by a run that
 /// ended: removed at start (a sink of a replicated range starts afresh
 /// wherever its group's leader is). Returns the node's own sinks.
@@ -84,7 +80,7 @@ impl Node {
             }
             Command::CreateSink { source: SinkSource::View(view), .. } => {
                 meta.views.contains_key(view).then(|| {
-                    Err(bad_request(format!(
+                    Err(NodeError::bad_request(format!(
                         "{view:?} is a view on a replicated range: sinks of views on replicated \
                          ranges are not supported yet (a sink of the source range is)"
                     )))
@@ -117,7 +113,7 @@ impl Node {
                 format!("view {name:?} already exists"),
             ));
         }
-        let target = Target::parse(&sink.url).map_err(|e| bad_request(e.to_string()))?;
+        let target = Target::parse(&sink.url).map_err(|e| NodeError::bad_request(e.to_string()))?;
         // Checked again by the meta range as it applies the creation,
         // against sinks created meanwhile through other nodes.
         self.refuse_taken_target(name, &sink.url, &sink.prefix)?;
@@ -126,10 +122,9 @@ impl Node {
         // replicated database of Monotable's own RESP port) is refused now.
         // Postmortem: such a sink was created and never started, silently.
         let me = cluster.node_id().unwrap_or_default();
-        Fence::new(name, 0, me)
-            .claim(&mut con)
-            .await
-            .map_err(|e| bad_request(format!("{}: the sink's fence: {e}", target.display)))?;
+        Fence::new(name, 0, me).claim(&mut con).await.map_err(|e| {
+            NodeError::bad_request(format!("{}: the sink's fence: {e}", target.display))
+        })?;
         let owner = self.sink_owner(&sink.prefix, true);
         self.own_target(&mut con, name, &target, &owner, true).await?;
         let command = MetaCommand::CreateSink { name: name.to_owned(), sink };

@@ -11,7 +11,7 @@
 use monotable_proto::tuple::{self, Element};
 use serde_json::Value as Json;
 
-use crate::cli::json::{key_from_json_text, key_to_json, value_to_json};
+use crate::json::{key_from_json_text, key_to_json, value_to_json};
 
 pub fn render_key(key: &[u8]) -> Vec<u8> {
     render_key_marked(key).0

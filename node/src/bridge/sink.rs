@@ -510,10 +510,6 @@ async fn round(
     Ok(Outcome { con, keys_written, more })
 }
 
-fn bad_request(message: impl Into<String>) -> NodeError {
-    NodeError::client(monotable_proto::ErrorCode::BadRequest, message)
-}
-
 impl Node {
     pub(crate) async fn create_sink(
         self: &Arc<Self>,
@@ -530,27 +526,28 @@ impl Node {
                 format!("view {name:?} already exists"),
             ));
         }
-        let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+        let target = Target::parse(url).map_err(|e| NodeError::bad_request(e.to_string()))?;
         let (range, view) = match source {
             monotable_proto::SinkSource::Range(r) => (r, None),
             monotable_proto::SinkSource::View(v) => {
                 let views = self.views_read();
                 if views.reducers.contains_key(&v) {
-                    return Err(bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "{v:?} is a reducer: a sink follows a range or a mapper's rows (query reducers with MT.AGG)"
                     )));
                 }
-                let target_id = views
-                    .mappers
-                    .get(&v)
-                    .map(|m| m.target_id)
-                    .ok_or_else(|| bad_request(format!("view {v:?} does not exist")))?;
+                let target_id =
+                    views.mappers.get(&v).map(|m| m.target_id).ok_or_else(|| {
+                        NodeError::bad_request(format!("view {v:?} does not exist"))
+                    })?;
                 drop(views);
                 let range = self
                     .router_read()
                     .range_by_id(target_id)
                     .map(|r| r.meta.name.clone())
-                    .ok_or_else(|| bad_request(format!("the rows of view {v:?} are gone")))?;
+                    .ok_or_else(|| {
+                        NodeError::bad_request(format!("the rows of view {v:?} are gone"))
+                    })?;
                 (range, Some(v))
             }
         };
@@ -566,7 +563,7 @@ impl Node {
         if let Some(fence) = &fence {
             let claimed = fence.claim(&mut con).await.map_err(|e| match e {
                 BridgeError::Node(e) => e,
-                e => bad_request(format!("{}: {e}", target.display)),
+                e => NodeError::bad_request(format!("{}: {e}", target.display)),
             })?;
             if !claimed {
                 return Err(NodeError::Moved);
@@ -613,14 +610,15 @@ impl Node {
         owner: &ownership::Owner,
         check: bool,
     ) -> NodeResult<()> {
-        let redis_error = |e: BridgeError| bad_request(format!("{}: {e}", target.display));
+        let redis_error =
+            |e: BridgeError| NodeError::bad_request(format!("{}: {e}", target.display));
         if check {
             let server = target.display.clone();
             let wanted = ownership::SinkTarget { server, prefix: owner.prefix.clone() };
             ownership::check_owners(con, name, &wanted, owner)
                 .await
                 .map_err(redis_error)?
-                .map_err(bad_request)?;
+                .map_err(NodeError::bad_request)?;
         }
         let mut pipe = redis::pipe();
         ownership::queue_record(&mut pipe, name, owner);
@@ -649,7 +647,7 @@ impl Node {
 
     /// Starts the actor of a registered sink.
     pub fn start_sink(self: &Arc<Self>, meta: SinkMeta) -> NodeResult<()> {
-        let target = Target::parse(&meta.url).map_err(|e| bad_request(e.to_string()))?;
+        let target = Target::parse(&meta.url).map_err(|e| NodeError::bad_request(e.to_string()))?;
         let (name, source_id, checkpoint) = (meta.name.clone(), meta.source_id, meta.checkpoint);
         let node = self.clone();
         let addr = SinkActor::start_in_arbiter(&self.next_view_worker(), move |_| {

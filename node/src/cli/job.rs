@@ -13,7 +13,7 @@ use monotable_client::{
 use monotable_proto::limits::JOB_MEMORY_BUDGET_DEFAULT_BYTES;
 use monotable_proto::Bytes;
 
-use super::json::key_to_json;
+use crate::json::key_to_json;
 
 #[derive(Subcommand)]
 pub enum JobCmd {
@@ -173,7 +173,7 @@ pub async fn run(command: JobCmd, c: &Client, out: &mut impl Write) -> Result<i3
                         j.records_in,
                         j.rows_out,
                         j.map_errors + j.reduce_errors,
-                        super::run::human_bytes(j.spilled_bytes),
+                        crate::metrics::human_bytes(j.spilled_bytes),
                         j.elapsed_ms as f64 / 1000.0,
                         j.input,
                         j.output
@@ -264,7 +264,7 @@ async fn run_job(args: RunArgs, c: &Client, out: &mut impl Write) -> Result<i32>
             "{:.0}/s | {} | spilled {} in {} runs | errors {}",
             s.records_in as f64 / (s.elapsed_ms.max(1) as f64 / 1000.0),
             s.phase,
-            super::run::human_bytes(s.spilled_bytes),
+            crate::metrics::human_bytes(s.spilled_bytes),
             s.spills,
             s.map_errors + s.reduce_errors
         ));
@@ -294,8 +294,8 @@ pub fn summary(s: &JobStatus) -> String {
         s.merge_ms as f64 / 1000.0,
         s.tasks,
         s.spills,
-        super::run::human_bytes(s.spilled_bytes),
-        super::run::human_bytes(s.peak_memory_bytes),
+        crate::metrics::human_bytes(s.spilled_bytes),
+        crate::metrics::human_bytes(s.peak_memory_bytes),
     );
     if s.map_errors + s.reduce_errors > 0 {
         text.push_str(&format!(

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use monotable_client::{Batch, Client};
 use tokio::task::JoinHandle;
 
-use super::json;
+use crate::json;
 
 /// Batches in flight at once.
 const LOAD_BATCHES_IN_FLIGHT_MAX: usize = 8;

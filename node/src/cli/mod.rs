@@ -5,8 +5,8 @@
 
 mod bench;
 mod bench_views;
+mod config_file;
 mod job;
-pub mod json;
 mod load;
 mod redis;
 pub(crate) mod run;
@@ -16,7 +16,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::json;
 
 use crate::config::{FsyncMode, NodeConfig};
 
@@ -254,6 +253,16 @@ enum MapperCmd {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// Read settings from this TOML file: `option-name = value` for any
+    /// option below (a flag or its environment variable wins over the
+    /// file). See `--print-config`.
+    #[arg(long, env = "MONOTABLE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the settings in effect (flags, environment, config file,
+    /// defaults), each with where it came from, as a TOML file --config
+    /// reads; then exit.
+    #[arg(long)]
+    print_config: bool,
     /// Directory for the node's data; created if missing.
     #[arg(long, default_value = "./monotable-data")]
     data_dir: PathBuf,
@@ -263,6 +272,11 @@ struct ServeArgs {
     /// Address for the Redis protocol (RESP2/RESP3), or "off".
     #[arg(long, default_value = "127.0.0.1:7379")]
     resp_listen: String,
+    /// Address for HTTP (GET /metrics: Prometheus/OpenMetrics text), or
+    /// "off". It asks for no password: keep it on loopback or a private
+    /// network.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    http_listen: String,
     /// Require clients of both protocols to give this password first
     /// (native clients: --password; Redis clients: AUTH, as Redis's
     /// requirepass). On the command line it shows in `ps`; prefer
@@ -288,6 +302,12 @@ struct ServeArgs {
     /// reserves its own limit (64 MiB) from it while it lives.
     #[arg(long, default_value_t = crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES)]
     lua_memory_max_bytes: usize,
+    /// Memory a new mapper's bulk backfill sorts its rows in before it
+    /// spills sorted runs under the data directory (`backfill/`), e.g.
+    /// 256MiB; at least 1MiB.
+    #[arg(long, value_parser = parse_backfill_memory,
+          default_value_t = crate::view::bulk_backfill::BULK_BACKFILL_MEMORY_DEFAULT_BYTES as u64)]
+    backfill_memory_max_bytes: u64,
     /// Instructions an EVAL script or FCALL function may run before it is
     /// stopped with none of its writes applied (a last stop for one that
     /// has written and cannot be killed; SCRIPT KILL stops the others).
@@ -311,9 +331,21 @@ struct ServeArgs {
     /// (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
-    /// Log filter, e.g. info, debug, monotable_node=debug (or RUST_LOG).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    log: String,
+    /// Log level or filter: error, warn, info, debug, trace, or per
+    /// module, e.g. info,monotable_node::view=debug (the syntax of
+    /// RUST_LOG, which sets it too).
+    #[arg(long, visible_alias = "log", env = "RUST_LOG", default_value = "info")]
+    log_level: String,
+    /// Log lines as text (colored on a terminal) or as JSON objects, one
+    /// per line (timestamp, level, target, message and the event's fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log a warning for each request that took at least this many
+    /// milliseconds to serve (protocol, command, client; never its
+    /// arguments); 0: never. Requests that block by design (BLPOP, XREAD
+    /// BLOCK) are not timed.
+    #[arg(long, default_value_t = crate::config::SLOW_REQUEST_DEFAULT_MS)]
+    slow_request_ms: u64,
     /// Rebuild a damaged or lost catalog from the chunk directories (each
     /// holds a descriptor naming its range and keys), then serve. The old
     /// catalog is moved aside, not deleted; mappers, reducers and sinks
@@ -356,6 +388,13 @@ enum SyncMethodArg {
     Auto,
     Fdatasync,
     Syncfs,
+}
+
+/// How `serve` writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -427,6 +466,19 @@ struct ScanArgs {
     client: ClientOpts,
 }
 
+/// `serve --backfill-memory-max-bytes`: a size of at least 1 MiB and at
+/// most the machine's memory.
+fn parse_backfill_memory(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < 1 << 20 {
+        return Err(format!("{n} bytes is below the least a backfill sorts in, 1MiB"));
+    }
+    if let Some(total) = crate::config::memory_total_bytes().filter(|&t| n > t) {
+        return Err(format!("{n} bytes is more than this machine's memory ({total} bytes)"));
+    }
+    Ok(n)
+}
+
 /// Parses `65536`, `64KiB`, `64MiB`, `1GiB` (also K, M, G, KB, MB, GB as
 /// powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -439,6 +491,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
         other => return Err(format!("unknown size unit {other:?}")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
@@ -451,8 +504,30 @@ const EXIT_ERROR: i32 = 2;
 
 /// Entry point of the `monotable` binary.
 pub fn main() -> ! {
-    let cli = Cli::parse();
+    let command = <Cli as clap::CommandFactory>::command();
+    let (args, from_file) = match config_file::expand(&command, std::env::args_os().collect()) {
+        Ok(expanded) => expanded,
+        Err(e) => std::process::exit(report(&e)),
+    };
+    let matches = match command.clone().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            if let Some(f) = from_file.as_ref().filter(|_| e.use_stderr()) {
+                eprintln!("(settings of the config file {} are read as flags)", f.path.display());
+            }
+            std::process::exit(e.exit_code())
+        }
+    };
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let code = match cli.command {
+        Cmd::Serve(args) if args.print_config => {
+            let serve = command.find_subcommand("serve").expect("the serve command");
+            let serve_matches = matches.subcommand_matches("serve").expect("serve's matches");
+            print!("{}", config_file::print(serve, serve_matches, from_file.as_ref()));
+            0
+        }
         Cmd::Serve(args) => serve(args),
         other => run::client_main(other),
     };
@@ -464,21 +539,62 @@ fn report(e: &anyhow::Error) -> i32 {
     EXIT_ERROR
 }
 
+/// Levels a log filter names.
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks a log filter more strictly than RUST_LOG's own syntax, which
+/// reads a bare word as a target to log everything of (`warning` would
+/// log nothing of the node): each directive is a level, or TARGET=LEVEL.
+fn check_log_filter(spec: &str) -> Result<(), String> {
+    for directive in spec.split(',') {
+        let d = directive.trim();
+        if d.is_empty() {
+            return Err("an empty directive".into());
+        }
+        if d.contains('[') {
+            continue; // span filters: left to the parser
+        }
+        let level = match d.split_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level.trim(),
+            Some(_) => return Err(format!("{d:?} names no target")),
+            None => d,
+        };
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!("{level:?} is not a level"));
+        }
+    }
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> i32 {
     // openraft reports benign races of its own tasks as warnings; they say
     // nothing to an operator unless asked for by name.
-    let log = if args.log.contains("openraft") {
-        args.log.clone()
-    } else {
-        format!("{},openraft=error", args.log)
+    let spec: Vec<&str> = args.log_level.split(',').map(str::trim).collect();
+    let spec = spec.join(",");
+    // Quieter than error for openraft, unless asked for by name or
+    // everything is off.
+    let off = spec.split(',').any(|d| d.eq_ignore_ascii_case("off"));
+    let log =
+        if spec.contains("openraft") || off { spec } else { format!("{spec},openraft=error") };
+    let filter = match check_log_filter(&args.log_level).and_then(|()| {
+        tracing_subscriber::EnvFilter::builder().parse(&log).map_err(|e| e.to_string())
+    }) {
+        Ok(f) => f,
+        Err(e) => {
+            return report(&anyhow::anyhow!(
+                "--log-level (or RUST_LOG) {:?}: {e}; give a level (error, warn, info, debug, \
+                 trace, off) or TARGET=LEVEL directives separated by commas",
+                args.log_level
+            ))
+        }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => {
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     let mut config =
         NodeConfig { data_dir: args.data_dir, listen: args.listen, ..NodeConfig::default() };
     config.fsync = match args.fsync {
@@ -507,8 +623,10 @@ fn serve(args: ServeArgs) -> i32 {
     }
     config.acl_file = args.aclfile;
     config.sink_outage_max_ms = args.sink_outage_max_ms;
+    config.slow_request_ms = args.slow_request_ms;
     config.recover_catalog = args.recover_catalog;
     config.lua_memory_max_bytes = args.lua_memory_max_bytes;
+    config.backfill_memory_max_bytes = args.backfill_memory_max_bytes as usize;
     config.script_instructions_max = args.script_instructions_max.max(1);
     config.join = args.join;
     config.advertise = args.advertise_addr;
@@ -533,23 +651,28 @@ fn serve(args: ServeArgs) -> i32 {
         Ok(l) => l,
         Err(e) => return report(&anyhow::anyhow!("cannot listen on {}: {e}", config.listen)),
     };
-    let resp = match args.resp_listen.as_str() {
-        "off" => None,
-        addr => {
-            let addr: SocketAddr = match addr.parse() {
-                Ok(a) => a,
-                Err(e) => return report(&anyhow::anyhow!("--resp-listen {addr:?}: {e}")),
-            };
-            match std::net::TcpListener::bind(addr) {
-                Ok(l) => Some(l),
-                Err(e) => return report(&anyhow::anyhow!("cannot listen on {addr}: {e}")),
-            }
+    let bind = |flag: &str, value: &str| -> anyhow::Result<Option<std::net::TcpListener>> {
+        if value == "off" {
+            return Ok(None);
         }
+        let addr: SocketAddr = value
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e} (an address, or off)"))?;
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}"))?;
+        Ok(Some(listener))
     };
-    let result = actix_rt::System::new().block_on(crate::server::serve_with_resp(
+    let extra = match (
+        bind("--resp-listen", &args.resp_listen),
+        bind("--http-listen", &args.http_listen),
+    ) {
+        (Ok(resp), Ok(http)) => crate::server::Extra { resp, http },
+        (Err(e), _) | (_, Err(e)) => return report(&e),
+    };
+    let result = actix_rt::System::new().block_on(crate::server::serve_with_listeners(
         config,
         listener,
-        resp,
+        extra,
         shutdown_signal(),
     ));
     match result {
@@ -578,6 +701,19 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Postmortem: `--log-level warning` (and `verbose`, `7`, `''`) started
+    /// a node that logged nothing: RUST_LOG's syntax reads a bare word as a
+    /// target.
+    #[test]
+    fn log_filters_name_levels() {
+        for good in ["info", "WARN", "info,monotable_node::view=debug", " debug , x=trace", "off"] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for bad in ["warning", "verbose", "7", "", "info,,", "x=", "=info", "x=loud"] {
+            assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_parse_with_units() {

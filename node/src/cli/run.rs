@@ -5,10 +5,13 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use monotable_client::{Client, Options, RangeOptions, Scan};
 
+use serde_json::json;
+
 use super::{
-    bench, bench_views, json, load, report, ClientOpts, ClusterCmd, Cmd, MapperCmd, RangeCmd,
-    ReducerCmd, ScanArgs, EXIT_NOT_FOUND,
+    bench, bench_views, load, report, ClientOpts, ClusterCmd, Cmd, MapperCmd, RangeCmd, ReducerCmd,
+    ScanArgs, EXIT_NOT_FOUND,
 };
+use crate::json;
 
 pub(super) fn client_main(cmd: Cmd) -> i32 {
     // One thread, as redis-benchmark has: client commands wait on the
@@ -562,29 +565,14 @@ fn write_cluster_table(
                 c.chunk,
                 to,
                 c.from,
-                human_bytes(c.copied_bytes),
-                human_bytes(c.total_bytes),
+                crate::metrics::human_bytes(c.copied_bytes),
+                crate::metrics::human_bytes(c.total_bytes),
                 done,
-                human_bytes(c.rate_bytes_per_sec)
+                crate::metrics::human_bytes(c.rate_bytes_per_sec)
             )?;
         }
     }
     Ok(())
-}
-
-/// `n` bytes in the largest binary unit that keeps it at or above 1.
-pub(super) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{n} B"),
-        _ => format!("{value:.1} {}", UNITS[unit]),
-    }
 }
 
 #[cfg(test)]
@@ -641,6 +629,6 @@ mod tests {
         assert!(!String::from_utf8(out).expect("utf-8").contains("copies"), "none under way");
         let json = cluster_json(&status(vec![copy]));
         assert_eq!(json["nodes"][0]["copies"][0]["copied_bytes"], 3 << 20);
-        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(crate::metrics::human_bytes(1023), "1023 B");
     }
 }

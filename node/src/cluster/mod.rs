@@ -1024,6 +1024,12 @@ impl Cluster {
         }
     }
 
+    /// The meta range's group (this node's replica of it); `None` until
+    /// the node founded or joined its cluster.
+    pub fn meta_group(&self) -> Option<Group> {
+        self.member.get().map(|m| m.meta.clone())
+    }
+
     /// The groups of this node's chunk replicas.
     pub fn groups(&self) -> Vec<Group> {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()

@@ -75,6 +75,9 @@ pub struct GroupStatus {
     /// While a membership change is half done (a joint configuration:
     /// `voters` holds both), the voters it is changing to.
     pub joint_target: Option<BTreeSet<NodeId>>,
+    /// On a leader: the last log index each other member is known to hold
+    /// (`None`: nothing yet); empty elsewhere.
+    pub matched: BTreeMap<NodeId, Option<u64>>,
 }
 
 /// A handle on one group's replica. Clones share it.
@@ -577,6 +580,16 @@ impl Group {
                 [_, .., last] => Some(last.clone()),
                 _ => None,
             },
+            matched: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .filter(|(n, _)| **n != m.id)
+                        .map(|(n, log)| (*n, log.map(|l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

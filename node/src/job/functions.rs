@@ -9,7 +9,7 @@
 //! whose combined reduction fails (a Lua combine error, a sum past the
 //! 64-bit integer range) writes no row and is counted.
 
-use super::table::Combiner;
+use crate::shuffle::table::Combiner;
 use crate::view::levels::ReduceFn;
 use crate::view::lua::{LuaReducer, LuaReduction};
 use crate::view::reduce_tree::Monoid;
@@ -115,7 +115,8 @@ impl JobReduce for LuaJobReducer {
 
 /// The output key of an emitted row: its emitted key as a tuple (a
 /// scalar emit `k` is the key `[k]`, as in views).
+/// Read in place from the row key's nested element, not decoded and
+/// encoded again ([`monotable_proto::tuple::first_nested_as_tuple`]).
 pub fn output_key(row_key: &[u8]) -> Result<Vec<u8>, String> {
-    let (emitted, _, _) = monotable_proto::row::decode_row(row_key).map_err(|e| e.to_string())?;
-    monotable_proto::tuple::encode(&emitted).map_err(|e| e.to_string())
+    monotable_proto::tuple::first_nested_as_tuple(row_key).map_err(|e| e.to_string())
 }

@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn items_become_documents() {
         let item = |data| Item { key: b"k".to_vec(), data, expire_at_ms: None };
-        let doc = |i: &Item| crate::cli::json::value_to_json(&record_value(i));
+        let doc = |i: &Item| crate::json::value_to_json(&record_value(i));
         assert_eq!(
             doc(&item(Data::String(br#"{"city":"paris","n":[1,2]}"#.to_vec()))),
             serde_json::json!({"city":"paris","n":[1,2]})

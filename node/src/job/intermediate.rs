@@ -2,15 +2,9 @@
 //! job holds on it, the checks that using it loses nothing, and the
 //! removal of the runs a stopped job left there.
 
-use monotable_proto::ErrorCode;
-
-use super::runs::{RunError, RunStore};
 use crate::bridge::redis_io::{scan_page, Target};
 use crate::error::{NodeError, NodeResult};
-
-fn bad_request(message: impl Into<String>) -> NodeError {
-    NodeError::client(ErrorCode::BadRequest, message)
-}
+use crate::shuffle::runs::{RunError, RunStore};
 
 /// The key in database 0 of an intermediate Redis server that one job
 /// holds while it uses the server (its value names the job; it expires
@@ -36,25 +30,23 @@ pub(super) async fn check_intermediate(
     others: &[(&str, &Target)],
     owner: &str,
 ) -> NodeResult<()> {
-    let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+    let target = Target::parse(url).map_err(|e| NodeError::bad_request(e.to_string()))?;
     if target.db != 0 {
-        return Err(bad_request(format!(
+        return Err(NodeError::bad_request(format!(
             "--intermediate {}: name the server only (redis://HOST:PORT); the job uses its \
              databases 0 to {}",
             target.display,
             tasks.saturating_sub(1)
         )));
     }
-    let mut con = target.connect().await.map_err(|e| bad_request(e.to_string()))?;
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("databases")
-        .query_async(&mut con)
-        .await
-        .map_err(|e| bad_request(format!("{}: CONFIG GET databases: {e}", target.display)))?;
+    let mut con = target.connect().await.map_err(|e| NodeError::bad_request(e.to_string()))?;
+    let reply: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("databases").query_async(&mut con).await.map_err(
+            |e| NodeError::bad_request(format!("{}: CONFIG GET databases: {e}", target.display)),
+        )?;
     let databases: u64 = reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
     if databases < u64::from(tasks) {
-        return Err(bad_request(format!(
+        return Err(NodeError::bad_request(format!(
             "the intermediate Redis server {} has {databases} databases; this job needs {tasks}, \
              one per task (start it with --databases {tasks}, or run fewer --tasks)",
             target.display
@@ -62,7 +54,7 @@ pub(super) async fn check_intermediate(
     }
     for &(what, other) in others {
         if other.db < i64::from(tasks) && same_server(&target, other).await? {
-            return Err(bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "the job's {what} {} is database {} of the intermediate Redis server, whose \
                  databases 0 to {} the job uses: use another Redis server as the intermediate",
                 other.display,
@@ -79,11 +71,11 @@ pub(super) async fn check_intermediate(
         .arg(INTERMEDIATE_LOCK_SECS)
         .query_async(&mut con)
         .await
-        .map_err(|e| bad_request(format!("{}: {e}", target.display)))?;
+        .map_err(|e| NodeError::bad_request(format!("{}: {e}", target.display)))?;
     if taken.is_none() {
         let holder: Option<String> =
             redis::cmd("GET").arg(INTERMEDIATE_LOCK).query_async(&mut con).await.unwrap_or(None);
-        return Err(bad_request(format!(
+        return Err(NodeError::bad_request(format!(
             "the intermediate Redis server {} is in use by job {} (key {INTERMEDIATE_LOCK} in \
              database 0): give each running job a server of its own",
             target.display,
@@ -120,7 +112,7 @@ pub(super) async fn check_intermediate(
     .await;
     if let Err(e) = holds_data {
         release_intermediate(url, owner).await;
-        return Err(bad_request(e));
+        return Err(NodeError::bad_request(e));
     }
     Ok(())
 }
@@ -209,8 +201,8 @@ pub(super) async fn same_server(a: &Target, b: &Target) -> NodeResult<bool> {
     use crate::bridge::redis_io::run_id;
     let mut ids = Vec::with_capacity(2);
     for t in [a, b] {
-        let mut con = t.connect().await.map_err(|e| bad_request(e.to_string()))?;
-        ids.push(run_id(&mut con).await.map_err(|e| bad_request(e.to_string()))?);
+        let mut con = t.connect().await.map_err(|e| NodeError::bad_request(e.to_string()))?;
+        ids.push(run_id(&mut con).await.map_err(|e| NodeError::bad_request(e.to_string()))?);
     }
     Ok(ids[0] == ids[1] && ids[0] != "none")
 }

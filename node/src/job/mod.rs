@@ -4,14 +4,10 @@
 //! A job runs on the node that was asked ([`run`]): map tasks (one per
 //! source chunk, or per share of a Redis keyspace, at most `tasks` at
 //! once) map records with a view's map function and combine what they
-//! emit, per key, into their own [`table::ExtendedHashtable`] under a
+//! emit, per key, into their own [`crate::shuffle::table::ExtendedHashtable`] under a
 //! share of the memory budget; then one k-way merge of every table
 //! streams the keys in order, each reduced once more, to the output.
 //!
-//! - [`table`]: the ExtendedHashtable, the shuffle: partial reductions
-//!   under a memory budget, spilled as sorted runs and merged at the end.
-//! - [`runs`]: the runs it spills (CRC-framed, in files or in a Redis
-//!   database) and their removal after a crash.
 //! - [`functions`]: views' reduce functions as the shuffle's combiner.
 //! - [`input`]: Redis keys as records.
 //! - [`intermediate`]: a Redis server as the intermediate store: its lock,
@@ -23,7 +19,5 @@ pub mod functions;
 pub mod input;
 pub mod intermediate;
 pub mod run;
-pub mod runs;
-pub mod table;
 
 pub use run::Jobs;

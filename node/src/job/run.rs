@@ -40,12 +40,12 @@ use super::functions::{output_key, JobReduce, LuaJobReducer};
 use super::intermediate::{
     check_intermediate, flush_runs, hold_intermediate, release_intermediate, same_server,
 };
-use super::runs::{RunError, RunStore};
-use super::table::{ExtendedHashtable, Merged, TableStats};
 use crate::bridge::redis_io::{prefixed, read_items, scan_page, Target};
 use crate::bridge::rows::{render_value, Renderings};
 use crate::error::{NodeError, NodeResult};
 use crate::node::{validate_name, Node, Session};
+use crate::shuffle::runs::{RunError, RunStore};
+use crate::shuffle::table::{ExtendedHashtable, Merged, TableStats};
 use crate::sorted_load::SortedLoad;
 use crate::view::lua::{LuaEnv, LuaReducer};
 use crate::view::map_fn::{Mapper, MapperFunction};
@@ -67,10 +67,6 @@ const OUTPUT_BATCH_BYTES: usize = 2 * 1024 * 1024;
 const OUTPUT_IN_FLIGHT: usize = 4;
 /// Redis commands per output pipeline.
 const REDIS_PIPELINE_KEYS: usize = 500;
-
-fn bad_request(message: impl Into<String>) -> NodeError {
-    NodeError::client(ErrorCode::BadRequest, message)
-}
 
 /// The node's jobs: those running, and the last [`JOB_HISTORY_MAX`] that
 /// ended.
@@ -112,6 +108,8 @@ pub struct Job {
     cancelled: AtomicBool,
     /// Stopping: cancelled, or a part of the job failed.
     stopping: AtomicBool,
+    /// Woken when the job starts stopping: waits on Redis give way.
+    stopped: tokio::sync::Notify,
     /// The first failure, which the job ends with.
     failure: Mutex<Option<String>>,
     env: LuaEnv,
@@ -146,6 +144,7 @@ impl Job {
                 .get_or_insert_with(|| e.to_owned());
         }
         self.stopping.store(true, Ordering::Release);
+        self.stopped.notify_waiters();
         self.env.interrupt.stop_view();
     }
 
@@ -222,12 +221,14 @@ async fn until_stopped<T>(
     job: &Job,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, String> {
-    tokio::pin!(fut);
-    loop {
-        tokio::select! {
-            out = &mut fut => return Ok(out),
-            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => job.check()?,
-        }
+    // Registered before the check: a stop in between still wakes it.
+    let stopped = job.stopped.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
+    job.check()?;
+    tokio::select! {
+        out = fut => Ok(out),
+        _ = stopped => Err(job.check().err().unwrap_or_else(|| STOPPED.into())),
     }
 }
 const STOPPED: &str = "stopped: another part of the job failed";
@@ -363,9 +364,9 @@ impl Node {
                 ),
             ));
         }
-        if let Some(total) = memory_total_bytes() {
+        if let Some(total) = crate::config::memory_total_bytes() {
             if spec.memory_budget_bytes > total {
-                return Err(bad_request(format!(
+                return Err(NodeError::bad_request(format!(
                     "a memory budget of {} bytes is more than this node's memory ({total} bytes)",
                     spec.memory_budget_bytes
                 )));
@@ -374,7 +375,7 @@ impl Node {
         if let Some(d) = &spec.spill_dir {
             let path = std::path::Path::new(d);
             if !path.is_absolute() || !path.is_dir() {
-                return Err(bad_request(format!(
+                return Err(NodeError::bad_request(format!(
                     "--spill-dir {d:?}: give the absolute path of an existing directory on the \
                      node (the job makes its own directory inside it)"
                 )));
@@ -383,13 +384,13 @@ impl Node {
         let mut tasks = match spec.tasks {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
             n if n > JOB_TASKS_MAX => {
-                return Err(bad_request(format!("--tasks {n}: at most {JOB_TASKS_MAX}")))
+                return Err(NodeError::bad_request(format!("--tasks {n}: at most {JOB_TASKS_MAX}")))
             }
             n => n,
         };
         let min = JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK * u64::from(tasks);
         if spec.memory_budget_bytes < min {
-            return Err(bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "a memory budget of {} bytes is too small for {tasks} tasks: at least {min} \
                  ({JOB_MEMORY_BUDGET_MIN_BYTES_PER_TASK} per task)",
                 spec.memory_budget_bytes
@@ -403,7 +404,7 @@ impl Node {
             let vm_bytes = crate::view::sandbox::LUA_MEMORY_MAX_BYTES;
             let fit = (env.memory.free_bytes() / (vm_bytes * vms as usize)) as u32;
             if fit == 0 {
-                return Err(bad_request(format!(
+                return Err(NodeError::bad_request(format!(
                     "the node's Lua memory has {} bytes free, less than one task's {vms} Lua VMs \
                      of {vm_bytes} bytes: wait for other Lua work to end, or raise \
                      `serve --lua-memory-max-bytes`",
@@ -413,7 +414,7 @@ impl Node {
             if spec.tasks == 0 {
                 tasks = tasks.min(fit);
             } else if tasks > fit {
-                return Err(bad_request(format!(
+                return Err(NodeError::bad_request(format!(
                     "{tasks} tasks need {} Lua VMs of {vm_bytes} bytes ({vms} per task); the \
                      node's Lua memory has {} bytes free: run --tasks {} or fewer, or raise \
                      `serve --lua-memory-max-bytes`",
@@ -449,7 +450,7 @@ impl Node {
         if let (Input::Redis { target: i, .. }, Output::Redis { target: o, .. }) = (&input, &output)
         {
             if same_server(i, o).await? && i.db == o.db {
-                return Err(bad_request(format!(
+                return Err(NodeError::bad_request(format!(
                     "the output {} is the input database: the job would read the rows it \
                      writes; write to another database",
                     o.display
@@ -491,6 +492,7 @@ impl Node {
             phase: Mutex::new(("map", Vec::new())),
             cancelled: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            stopped: tokio::sync::Notify::new(),
             failure: Mutex::new(None),
             env,
             map_fn,
@@ -700,7 +702,7 @@ impl Node {
         Ok(match input {
             JobInput::Range(name) => {
                 if crate::replicated::is_redis_database(name) {
-                    return Err(bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "range {name} holds a Redis database: read it as Redis keys with \
                          --input redis://<this node's Redis address>/N"
                     )));
@@ -767,19 +769,19 @@ impl Node {
             JobOutput::Range(name) => {
                 crate::node::validate_range_name(name)?;
                 if crate::replicated::is_redis_database(name) {
-                    return Err(bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "range {name} holds a Redis database; write to redis://... instead"
                     )));
                 }
                 if name.starts_with("job.") && name.ends_with(".staging") {
-                    return Err(bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "range {name}: names job.NAME.staging are jobs' staging ranges; choose \
                          another output"
                     )));
                 }
                 let staging = staging_range(job);
                 if self.router_read().range(&staging).is_some() {
-                    return Err(bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "range {staging} exists: it is job {job:?}'s staging range; drop it \
                          or choose another job name"
                     )));
@@ -788,13 +790,13 @@ impl Node {
                 let options = match existing {
                     Some((id, options)) => {
                         if crate::replicated::is_replicated(id) {
-                            return Err(bad_request(format!(
+                            return Err(NodeError::bad_request(format!(
                                 "range {name} is replicated across the cluster; a job's output \
                                  range must be an ordinary range of this node (or write to Redis)"
                             )));
                         }
                         if let Some(view) = self.range_in_views(id) {
-                            return Err(bad_request(format!(
+                            return Err(NodeError::bad_request(format!(
                                 "view {view:?} reads or writes range {name}; a job cannot \
                                  replace it (drop the view, or choose another output)"
                             )));
@@ -803,7 +805,7 @@ impl Node {
                             let info = self.describe_range(name).await?;
                             let records: u64 = info.chunks.iter().map(|c| c.records).sum();
                             if records > 0 {
-                                return Err(bad_request(format!(
+                                return Err(NodeError::bad_request(format!(
                                     "range {name} exists and holds {records} records: pass \
                                      --replace to replace it whole with the job's output"
                                 )));
@@ -817,7 +819,7 @@ impl Node {
                             .await
                             .is_ok()
                         {
-                            return Err(bad_request(format!(
+                            return Err(NodeError::bad_request(format!(
                                 "range {name} is replicated across the cluster; a job's output \
                                  range must be an ordinary range of this node (or write to Redis)"
                             )));
@@ -831,16 +833,18 @@ impl Node {
                 target: {
                     let target = reachable(url).await?;
                     if let (Some(h), false) = (hash, replace) {
-                        let mut con =
-                            target.connect().await.map_err(|e| bad_request(e.to_string()))?;
+                        let mut con = target
+                            .connect()
+                            .await
+                            .map_err(|e| NodeError::bad_request(e.to_string()))?;
                         let key = prefixed(prefix, h);
                         let exists: i64 = redis::cmd("EXISTS")
                             .arg(&key)
                             .query_async(&mut con)
                             .await
-                            .map_err(|e| bad_request(e.to_string()))?;
+                            .map_err(|e| NodeError::bad_request(e.to_string()))?;
                         if exists > 0 {
-                            return Err(bad_request(format!(
+                            return Err(NodeError::bad_request(format!(
                                 "the output hash {} exists in {}: pass --replace to replace it \
                                  whole with the job's output",
                                 String::from_utf8_lossy(&key),
@@ -1247,24 +1251,9 @@ fn write_marker(node: &Node, name: &str, marker: &Marker) -> std::io::Result<()>
 
 /// The Redis server at `url`, checked to answer (`BadRequest` otherwise).
 async fn reachable(url: &str) -> NodeResult<Target> {
-    let target = Target::parse(url).map_err(|e| bad_request(e.to_string()))?;
+    let target = Target::parse(url).map_err(|e| NodeError::bad_request(e.to_string()))?;
     crate::bridge::redis_io::reachable(&target).await?;
     Ok(target)
-}
-
-/// The machine's memory, from `/proc/meminfo` (`None` where there is
-/// none).
-fn memory_total_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 /// A page of records from a Redis input, or why reading stopped.

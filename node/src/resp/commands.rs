@@ -584,10 +584,22 @@ async fn run_queue(
         let mut db = Db::new(state, conn.db, Some(overlay));
         db.client = Some(conn.id);
         let started = own.then(std::time::Instant::now);
-        replies.push(match run(state, conn, &db, command, args).await {
+        let reply = match run(state, conn, &db, command, args).await {
             Ok(reply) => reply,
             Err(e) => internal(e),
-        });
+        };
+        if own {
+            // A script's error raised from one of its calls was counted
+            // then; outside a transaction the connection's reply counts
+            // what is left (so the flag is left to it).
+            let counted = std::mem::take(&mut conn.error_counted);
+            if let Reply::Error(e) = &reply {
+                // Counted as the queued command's failure, as Redis counts
+                // the commands EXEC runs.
+                state.stats.count_failed(command, args, (!counted).then_some(e.as_str()));
+            }
+        }
+        replies.push(reply);
         if let Some(started) = started {
             state.slowlog.note(conn, args, started.elapsed());
             if !(command.has(Flag::SkipMonitor) || command.has(Flag::Admin)) {

@@ -73,14 +73,7 @@ pub fn sections(args: &[Vec<u8>]) -> Vec<&'static str> {
     ORDER.iter().copied().filter(|s| wanted(s)).collect()
 }
 
-/// The process's resident set size in bytes (0 if `/proc` is not there).
-pub fn rss_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page.max(0) as u64
-}
+pub use crate::metrics::rss_bytes;
 
 /// Total memory of the machine, from `/proc/meminfo` (0 if unknown).
 fn system_memory_bytes() -> u64 {

@@ -16,7 +16,7 @@
 use serde_json::json;
 
 use super::reply::Reply;
-use crate::cli::json::{key_arg, key_to_json, prefix_arg, value_to_json};
+use crate::json::{key_arg, key_to_json, prefix_arg, value_to_json};
 use crate::node::Node;
 
 const SCAN_COUNT_DEFAULT: u32 = 100;
@@ -24,7 +24,7 @@ const SCAN_COUNT_DEFAULT: u32 = 100;
 struct Options {
     start: Option<Vec<u8>>,
     end: Option<Vec<u8>>,
-    /// A `PREFIX` as scan bounds (see [`crate::cli::json::prefix_arg`]).
+    /// A `PREFIX` as scan bounds (see [`crate::json::prefix_arg`]).
     prefix: Option<(Vec<u8>, Option<Vec<u8>>)>,
     count: Option<u32>,
     group_level: Option<u32>,

@@ -26,18 +26,14 @@ use super::reply::Reply;
 use super::state::{Conn, RespState};
 use super::table::{Command, Flag, Handler, COMMANDS};
 
-/// The counters of one command or subcommand (Redis's `cmdstat_`).
-#[derive(Default)]
-pub struct CommandStat {
-    pub calls: AtomicU64,
-    pub usec: AtomicU64,
-    /// Refused before running (a wrong number of arguments).
-    pub rejected: AtomicU64,
-    /// Ran and replied with an error.
-    pub failed: AtomicU64,
-    /// How long its calls took (LATENCY HISTOGRAM, INFO latencystats).
-    pub histogram: super::latency::Histogram,
-}
+pub use crate::counters::CommandStat;
+
+/// Bytes of an error reply, its `-` included, within which a space must
+/// end the prefix (Redis's `afterErrorReply`).
+pub const ERROR_PREFIX_MAX_BYTES: usize = 32;
+
+/// Error prefixes INFO errorstats keeps (Redis's `ERROR_STATS_NUMBER`).
+pub const ERROR_PREFIXES_MAX: usize = 128;
 
 /// Samples of the command and byte counters taken every
 /// [`SAMPLE_INTERVAL_MS`], for the `instantaneous_*` fields, as Redis's
@@ -135,22 +131,45 @@ impl Stats {
     /// too: commands that ran (not unknown or refused ones), once each.
     pub fn count_call(&self, slot: u32, took: std::time::Duration, failed: bool) {
         self.total_commands.fetch_add(1, Ordering::Relaxed);
-        let s = &self.slots[slot as usize];
-        s.calls.fetch_add(1, Ordering::Relaxed);
-        s.usec.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        s.histogram.record(took);
-        if failed {
-            s.failed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.slots[slot as usize].record(took, failed);
     }
 
     /// Counts a call of the command of `slot` refused before it ran (a
     /// wrong number of arguments).
-    /// An error reply (`total_error_replies`, `errorstat_PREFIX`).
+    /// An error reply (`total_error_replies`, `errorstat_PREFIX`). As
+    /// Redis's `afterErrorReply`: the prefix is the first word when a space
+    /// ends it within the first [`ERROR_PREFIX_MAX_BYTES`] bytes, else
+    /// `ERR`; line breaks count as spaces (the reply carries them so); at
+    /// most [`ERROR_PREFIXES_MAX`] prefixes are kept, later new ones count
+    /// in the total only.
     pub fn count_error(&self, text: &str) {
         self.total_errors.fetch_add(1, Ordering::Relaxed);
-        let prefix = text.split(' ').next().unwrap_or("ERR").to_owned();
-        *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(prefix).or_default() += 1;
+        // The reply ends at a NUL as Redis's does; its `-` counts in
+        // Redis's 32 bytes.
+        let text = text.split('\0').next().unwrap_or_default();
+        let head = &text.as_bytes()[..text.len().min(ERROR_PREFIX_MAX_BYTES - 1)];
+        let prefix = match head.iter().position(|b| matches!(b, b' ' | b'\r' | b'\n')) {
+            Some(end) => String::from_utf8_lossy(&head[..end]).into_owned(),
+            None => "ERR".to_owned(),
+        };
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = errors.get_mut(&prefix) {
+            *n += 1;
+        } else if errors.len() < ERROR_PREFIXES_MAX {
+            errors.insert(prefix, 1);
+        }
+    }
+
+    /// A command that EXEC ran replied an error: a failed call of its
+    /// slot, and an error reply `text` unless it was counted already (a
+    /// script's call).
+    pub fn count_failed(&self, command: &'static Command, args: &[Vec<u8>], text: Option<&str>) {
+        if let Some(slot) = self.slot(command, args.get(1).map(Vec::as_slice)) {
+            self.slots[slot as usize].failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(text) = text {
+            self.count_error(text);
+        }
     }
 
     pub fn count_rejected(&self, slot: u32) {
@@ -163,7 +182,7 @@ impl Stats {
     }
 
     /// The call durations of slot `slot`.
-    pub fn histogram(&self, slot: u32) -> &super::latency::Histogram {
+    pub fn histogram(&self, slot: u32) -> &crate::counters::Histogram {
         &self.slots[slot as usize].histogram
     }
 
@@ -191,6 +210,59 @@ impl Stats {
         self.names.get(slot as usize).copied()
     }
 
+    /// Adds the Redis protocol's figures to `e`: its commands (the counters
+    /// of INFO commandstats), error replies by their first word (INFO
+    /// errorstats), connections, bytes and expired keys.
+    pub fn figures(&self, e: &mut crate::metrics::Exposition, connected: usize) {
+        e.commands("resp", self.names.iter().copied().zip(&self.slots));
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let l = [("protocol", "resp")];
+        e.gauge("connections", "Client connections open, by protocol.", None, &l, connected as f64);
+        let received = n(&self.connections_received);
+        e.counter(
+            "connections_received",
+            "Client connections accepted, by protocol.",
+            &l,
+            received,
+        );
+        e.counter(
+            "connections_rejected",
+            "Client connections refused (too many open), by protocol.",
+            &l,
+            n(&self.rejected_connections),
+        );
+        let bytes = Some(prometheus_client::registry::Unit::Bytes);
+        e.counter_in(
+            "network_received",
+            "Bytes read from clients, by protocol.",
+            bytes.clone(),
+            &l,
+            n(&self.net_input_bytes),
+        );
+        e.counter_in(
+            "network_sent",
+            "Bytes written to clients, by protocol.",
+            bytes,
+            &l,
+            n(&self.net_output_bytes),
+        );
+        e.counter(
+            "resp_expired_keys",
+            "Redis keys removed because their TTL passed.",
+            &[],
+            n(&self.expired_keys),
+        );
+        let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (prefix, count) in errors {
+            e.counter(
+                "resp_error_replies",
+                "Error replies of the Redis protocol, by their first word (INFO errorstats).",
+                &[("prefix", prefix.as_str())],
+                count,
+            );
+        }
+    }
+
     /// `cmdstat_` lines of every command that ran or was refused.
     pub fn command_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -213,7 +285,9 @@ impl Stats {
     /// `errorstat_` lines, by error prefix.
     pub fn error_lines(&self) -> Vec<String> {
         let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        errors.iter().map(|(prefix, n)| format!("errorstat_{prefix}:count={n}")).collect()
+        // As Redis's getSafeInfoString: a name keeps no `:` or line break.
+        let safe = |p: &str| p.replace([':', '\r', '\n'], "_");
+        errors.iter().map(|(prefix, n)| format!("errorstat_{}:count={n}", safe(prefix))).collect()
     }
 
     /// CONFIG RESETSTAT: every counter back to 0 (connected clients and
@@ -288,6 +362,8 @@ pub struct Running {
     /// Flagged `skip_slowlog` (EXEC), or queued in a MULTI (EXEC logs
     /// the commands it runs).
     skip_slowlog: bool,
+    /// Queued in a MULTI: it runs later, in its EXEC.
+    queued: bool,
     /// Not shown to monitors: flagged `admin` or `skip_monitor` (itself or
     /// its subcommand), or queued in a MULTI.
     skip_monitor: bool,
@@ -337,6 +413,7 @@ pub async fn begin(
         arity_ok: command.arity_fits(args.len()) && sub.is_ok(),
         woken,
         skip_slowlog: queued || flagged(Flag::SkipSlowlog),
+        queued,
         skip_monitor: queued || flagged(Flag::SkipMonitor) || flagged(Flag::Admin),
         fast: flagged(Flag::Fast),
     });
@@ -421,6 +498,10 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
             }
         } else if running.arity_ok {
             stats.count_call(running.slot, took, error.is_some());
+            if conn.block.is_none() && !running.queued {
+                let name = stats.names[running.slot as usize];
+                crate::metrics::log_if_slow(&state.node.config, "resp", name, conn.info.addr, took);
+            }
         } else {
             stats.count_rejected(running.slot);
         }
@@ -445,6 +526,31 @@ pub fn finish(state: &RespState, conn: &mut Conn, reply: &Reply, args: &[Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Postmortem: a script's error `X\r\nused_memory:0 z` was counted
+    /// under the prefix `X\r\nused_memory:0`, which INFO printed as a line
+    /// of its own; and every distinct prefix was kept, however many.
+    #[test]
+    fn error_prefixes_are_words_within_32_bytes_and_at_most_128() {
+        let stats = Stats::default();
+        stats.count_error("X\r\nused_memory:0 z");
+        stats.count_error("WRONGTYPE Operation");
+        stats.count_error(&format!("{} tail", "L".repeat(40)));
+        stats.count_error("NOSPACE");
+        stats.count_error("a:b c");
+        stats.count_error(&format!("{} x", "W".repeat(31)));
+        stats.count_error("Z\0Y x");
+        let lines = stats.error_lines();
+        assert!(lines.contains(&"errorstat_a_b:count=1".to_owned()), "{lines:?}");
+        assert!(lines.contains(&"errorstat_X:count=1".to_owned()), "{lines:?}");
+        assert!(lines.contains(&"errorstat_ERR:count=4".to_owned()), "{lines:?}");
+        assert!(lines.iter().all(|l| !l.contains('\n') && !l.contains('\r')));
+        for i in 0..300 {
+            stats.count_error(&format!("P{i} x"));
+        }
+        assert_eq!(stats.error_lines().len(), ERROR_PREFIXES_MAX);
+        assert_eq!(stats.total_errors.load(Ordering::Relaxed), 307);
+    }
 
     #[test]
     fn every_command_and_subcommand_has_its_own_slot() {

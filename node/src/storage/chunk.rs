@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 
 use monotable_proto::{ChunkInfo, Record, WriteOp};
 
-use super::chunk_index::{ChunkIndex, KeyBounds};
+use super::chunk_index::{ChunkIndex, IndexKey, KeyBounds, Version};
 pub use super::chunk_log::SegmentImage;
 pub use super::chunk_log::BASE_ID_HEADROOM;
 use super::chunk_log::{
@@ -307,6 +307,11 @@ pub struct Chunk {
     /// What the last compaction superseded, not yet taken (see
     /// [`Chunk::take_superseded`]).
     superseded: Superseded,
+    /// Rows of a bulk load logged but not yet indexed, in key order (see
+    /// [`Chunk::load_batch`]); empty otherwise.
+    loading: Vec<(IndexKey, Version)>,
+    /// Bytes of the entries in `loading`.
+    loading_bytes: u64,
 }
 
 /// What a finished compaction superseded: the old segment files and the old
@@ -377,6 +382,8 @@ impl Chunk {
             journal: None,
             job: Weak::new(),
             superseded: Superseded::default(),
+            loading: Vec::new(),
+            loading_bytes: 0,
         })
     }
 
@@ -421,6 +428,8 @@ impl Chunk {
             journal: None,
             job: Weak::new(),
             superseded: Superseded::default(),
+            loading: Vec::new(),
+            loading_bytes: 0,
         };
         Ok((chunk, recovery))
     }
@@ -481,6 +490,16 @@ impl Chunk {
     /// of it runs.
     pub fn replaceable(&self) -> bool {
         self.index.live_records() == 0 && self.journal.is_none() && self.job.strong_count() == 0
+    }
+
+    /// Whether the chunk has never held anything a reader or a view could
+    /// have seen: no key in its index (live or tombstone), and no
+    /// compaction or split of it runs. Such a chunk can give way to chunks
+    /// loaded elsewhere ([`crate::sorted_load::SortedLoad::replace_empty`]).
+    pub fn holds_nothing(&self) -> bool {
+        self.index.live_records() == 0
+            && self.index.dead_keys() == 0
+            && self.job.strong_count() == 0
     }
 
     /// What the chunk's directory says about it.
@@ -599,6 +618,57 @@ impl Chunk {
             }
         }
         Ok(())
+    }
+
+    /// Logs a batch of a bulk load into a new chunk that nothing reads yet:
+    /// puts whose keys increase strictly, above every key loaded before.
+    /// The index is built once, from the sorted rows, by
+    /// [`Chunk::finish_load`] (a bulk build: no key comparisons, no
+    /// rebalancing), which must come before anything reads the chunk or
+    /// marks it durable. Errors as [`Chunk::apply_batch`].
+    pub fn load_batch(&mut self, seq: u64, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), ChunkError> {
+        let last_seq = self.loading.last().map_or(self.index.last_seq(), |(_, v)| v.seq);
+        assert!(seq > last_seq, "seq {seq} not above {last_seq}");
+        assert!(self.index.is_empty(), "a bulk load goes into a new chunk");
+        for (k, v) in rows {
+            monotable_proto::limits::check_row_size(k, Some(v)).map_err(ChunkError::Refused)?;
+        }
+        let mut previous = self.loading.last().map(|(k, _)| k.as_slice());
+        for (k, _) in rows {
+            assert!(previous.is_none_or(|p| p < k.as_slice()), "a bulk load's keys increase");
+            previous = Some(k);
+        }
+        let mut entries: Vec<EntryRef<'_>> = rows
+            .iter()
+            .map(|(key, value)| EntryRef {
+                seq,
+                key,
+                value: Some(value),
+                expiry_ms: 0,
+                batch_end: false,
+            })
+            .collect();
+        let versions = self.log.append_batch(&mut entries)?;
+        self.loading.reserve(rows.len());
+        for ((k, _), v) in rows.iter().zip(versions) {
+            self.loading_bytes += v.entry_len() as u64;
+            self.loading.push((IndexKey::from_slice(k), v));
+        }
+        Ok(())
+    }
+
+    /// Bytes a bulk load has logged into the chunk so far, as the chunk's
+    /// live size will count them.
+    pub fn loaded_bytes(&self) -> u64 {
+        self.index.live_bytes() + self.loading_bytes
+    }
+
+    /// Builds the index of the rows [`Chunk::load_batch`] logged.
+    pub fn finish_load(&mut self) {
+        if !self.loading.is_empty() {
+            self.index = ChunkIndex::from_sorted(std::mem::take(&mut self.loading));
+            self.loading_bytes = 0;
+        }
     }
 
     /// Starts keeping the journal of changes above `after` (or lowers where
@@ -1233,6 +1303,8 @@ impl Chunk {
                 journal: journals.next().expect("two halves"),
                 job: Weak::new(),
                 superseded: Superseded::default(),
+                loading: Vec::new(),
+                loading_bytes: 0,
             });
         }
         // Both halves are complete: their directories are theirs now.
@@ -1361,6 +1433,8 @@ impl Chunk {
             journal,
             job: Weak::new(),
             superseded: Superseded::default(),
+            loading: Vec::new(),
+            loading_bytes: 0,
         };
         // Complete: the directory is the merged chunk's now.
         into.created.clear();

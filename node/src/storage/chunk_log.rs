@@ -161,6 +161,12 @@ impl LogPos {
 /// be compacted some 2^28 times.
 pub const BASE_ID_HEADROOM: u32 = 16;
 
+/// Bytes this process wrote to chunk log files: new writes, and the
+/// copies compactions, splits and merges make (`/metrics`). One node runs
+/// per process, so it is the node's figure; process-wide because a log
+/// has no handle on its node.
+pub static WRITTEN_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A durable-making job that runs off the chunk's lock: fsync of the
 /// segments written since the last job, and of the directory if needed.
 pub struct SyncJob {
@@ -761,6 +767,7 @@ impl ChunkLog {
             return Err(LogError::WriteRefused { path, source });
         }
         seg.written_len += self.unwritten.len() as u64;
+        WRITTEN_BYTES.fetch_add(self.unwritten.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.unwritten.clear();
         if self.unwritten.capacity() > 2 * UNWRITTEN_KEEP_BYTES {
             // One large batch does not hold its memory for the chunk's life.

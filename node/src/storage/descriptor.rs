@@ -111,13 +111,27 @@ pub fn mark_creating(dir: &Path) -> Result<(), LogError> {
     write_file_durably(dir, CREATING_FILE, b"")
 }
 
+/// Whether `dir` is marked as being created, or its mark was being
+/// written (the mark is the first thing a new chunk's directory gets, so
+/// nothing else of it was written then).
+/// Postmortem: a kill -9 between the mark's temporary file and its rename
+/// left a directory holding only `CREATING.tmp`, moved aside for good.
 pub fn is_marked_creating(dir: &Path) -> bool {
     dir.join(CREATING_FILE).exists()
+        || dir.join(format!("{CREATING_FILE}{}", super::chunk_log::TMP_SUFFIX)).exists()
 }
 
 /// Removes the creation mark once the catalog names the chunk.
 pub fn unmark_creating(dir: &Path) -> io::Result<()> {
-    fs::remove_file(dir.join(CREATING_FILE))
+    for name in
+        [CREATING_FILE.to_owned(), format!("{CREATING_FILE}{}", super::chunk_log::TMP_SUFFIX)]
+    {
+        match fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Marks a chunk directory as belonging to a range being dropped.
@@ -144,6 +158,23 @@ mod tests {
             options: RangeOptions { chunk_size_max_bytes: 1 << 20 },
             chunk: ChunkMeta { id: 7, range_id: 3, start: b"a".to_vec(), end: Some(b"m".to_vec()) },
         }
+    }
+
+    /// Postmortem: a kill -9 between the creation mark's temporary file
+    /// and its rename left a directory the start moved aside for good.
+    #[test]
+    fn a_creation_mark_cut_short_still_marks_and_unmarks() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(!is_marked_creating(dir.path()));
+        fs::write(dir.path().join("CREATING.tmp"), b"").expect("tmp mark");
+        assert!(is_marked_creating(dir.path()));
+        unmark_creating(dir.path()).expect("unmark");
+        assert!(!is_marked_creating(dir.path()));
+        mark_creating(dir.path()).expect("mark");
+        assert!(is_marked_creating(dir.path()));
+        unmark_creating(dir.path()).expect("unmark");
+        unmark_creating(dir.path()).expect("unmarking twice is harmless");
+        assert!(!is_marked_creating(dir.path()));
     }
 
     #[test]

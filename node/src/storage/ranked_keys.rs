@@ -132,6 +132,48 @@ impl RankedKeys {
         false
     }
 
+    /// The set of `keys`, which increase strictly, built in O(n): the
+    /// treap of sorted keys is their Cartesian tree by priority, built
+    /// with a stack of its right spine (each key, in order, takes as its
+    /// left subtree the part of the spine whose priorities are lower).
+    pub fn from_sorted(keys: impl IntoIterator<Item = IndexKey>) -> RankedKeys {
+        let mut set = RankedKeys::default();
+        let mut spine: Vec<u32> = Vec::new();
+        // Node ids are in-order positions, so a subtree is the ids from
+        // its leftmost node to its rightmost: while a node is on the spine
+        // its `size` holds its leftmost id, and once it leaves (the next
+        // key goes above it) its rightmost is the id before that key's.
+        let mut id = 0u32;
+        for key in keys {
+            assert!(id != NIL, "under 4 billion keys per chunk");
+            debug_assert!(set.nodes.last().is_none_or(|n| n.key < key), "keys increase");
+            let priority = set.next_priority();
+            let mut left = NIL;
+            while let Some(&top) = spine.last() {
+                if set.nodes[top as usize].priority > priority {
+                    break;
+                }
+                let t = &mut set.nodes[top as usize];
+                t.size = id - t.size;
+                left = top;
+                spine.pop();
+            }
+            let leftmost = if left == NIL { id } else { id - set.nodes[left as usize].size };
+            if let Some(&top) = spine.last() {
+                set.nodes[top as usize].right = id;
+            }
+            set.nodes.push(Node { key, left, right: NIL, size: leftmost, priority });
+            spine.push(id);
+            id += 1;
+        }
+        for &t in &spine {
+            let n = &mut set.nodes[t as usize];
+            n.size = id - n.size;
+        }
+        set.root = spine.first().copied().unwrap_or(NIL);
+        set
+    }
+
     /// Adds `key`; false when it was there already.
     pub fn insert(&mut self, key: &[u8]) -> bool {
         if self.contains(key) {
@@ -262,6 +304,50 @@ mod tests {
             }
             prop_assert_eq!(set.select(model.len() as u64), None);
         }
+    }
+
+    proptest! {
+        /// A set built from sorted keys answers as one built key by key,
+        /// and takes inserts and removes after.
+        #[test]
+        fn built_from_sorted_keys_matches_a_btreeset(
+            keys in proptest::collection::btree_set(
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(0xff), any::<u8>()], 0..5),
+                0..300,
+            ),
+            more in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..3)), 0..50),
+        ) {
+            let mut set = RankedKeys::from_sorted(keys.iter().map(|k| IndexKey::from_slice(k)));
+            let mut model = keys.clone();
+            prop_assert_eq!(set.len(), model.len() as u64);
+            for (i, key) in model.iter().enumerate() {
+                prop_assert_eq!(set.select(i as u64), Some(key.as_slice()));
+                prop_assert_eq!(set.rank(key, false), i as u64);
+                prop_assert_eq!(set.size(set.root) as usize, model.len());
+            }
+            for (add, key) in more {
+                if add {
+                    prop_assert_eq!(set.insert(&key), model.insert(key.clone()));
+                } else {
+                    prop_assert_eq!(set.remove(&key), model.remove(&key));
+                }
+                prop_assert_eq!(set.rank(&key, true), model.range(..=key.clone()).count() as u64);
+            }
+            for (i, key) in model.iter().enumerate() {
+                prop_assert_eq!(set.select(i as u64), Some(key.as_slice()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_set_built_from_sorted_keys_is_shallow() {
+        let set = RankedKeys::from_sorted(
+            (0..100_000u32).map(|i| IndexKey::from_slice(&i.to_be_bytes())),
+        );
+        assert!(set.height(set.root) < 100, "height {}", set.height(set.root));
+        assert_eq!(set.rank(&50_000u32.to_be_bytes(), false), 50_000);
+        assert_eq!(set.select(99_999), Some(&99_999u32.to_be_bytes()[..]));
     }
 
     #[test]

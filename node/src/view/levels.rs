@@ -266,6 +266,11 @@ impl<M: ReduceFn> Levels<M> {
         self.levels.len()
     }
 
+    /// Parts of each level, level 0 (the range's chunks) first.
+    pub fn parts_per_level(&self) -> Vec<u64> {
+        self.levels.iter().map(|l| l.len() as u64).collect()
+    }
+
     /// Rows of the range.
     pub fn rows(&self) -> u64 {
         self.levels[0].values().map(|p| p.rows).sum()

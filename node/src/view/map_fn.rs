@@ -113,6 +113,16 @@ fn element(v: &rmpv::Value, path: &str) -> Result<Element, MapError> {
 /// source key, repeat number) and value.
 pub type Row = (Vec<u8>, Vec<u8>);
 
+/// Checks `rows` as the target's chunk would (key and value sizes); a
+/// record with a row it would refuse writes none of its rows.
+pub fn check_rows(rows: &[Row]) -> Result<(), String> {
+    for (k, v) in rows {
+        monotable_proto::limits::check_row_size(k, Some(v))
+            .map_err(|e| format!("row not written: {}", crate::error::NodeError::from(e)))?;
+    }
+    Ok(())
+}
+
 /// MessagePack nil: the value of rows emitted without a value field.
 const NIL: u8 = 0xc0;
 

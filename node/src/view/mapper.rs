@@ -23,6 +23,7 @@
 //! source's Raft log for such a target).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +34,11 @@ use tokio::sync::oneshot;
 
 use crate::catalog::{Backfill, MapperMeta};
 use crate::error::{NodeError, NodeResult};
-use crate::node::{check_op, Node};
+use crate::node::Node;
 use crate::storage::chunk::Change;
-use crate::view::map_fn::{Mapper, Row};
-use crate::view::sandbox::LUA_INSTRUCTIONS_MAX_PER_BATCH;
+use crate::view::bulk_backfill;
+use crate::view::map_fn::{check_rows, Mapper, Row};
+use crate::view::sandbox::{Interrupt, LUA_INSTRUCTIONS_MAX_PER_BATCH};
 
 /// Source records mapped per backfill batch.
 const BACKFILL_BATCH_RECORDS: u32 = 2_000;
@@ -83,6 +85,13 @@ pub struct MapperActor {
     trouble: Option<String>,
     /// A drop waits for the running round to end.
     stopping: Option<oneshot::Sender<NodeResult<()>>>,
+    /// Set when the mapper is dropped or the node shuts down: a bulk
+    /// backfill, one long round, stops at its next page.
+    interrupt: Interrupt,
+    /// Progress of a bulk backfill under way (its status).
+    bulk_done: Arc<AtomicU64>,
+    /// A bulk backfill failed: the backfill goes on a batch at a time.
+    bulk_off: Arc<AtomicBool>,
 }
 
 /// The first `Dirty`, sent once the mapper is registered, starts it: it
@@ -140,7 +149,12 @@ struct Outcome {
 }
 
 impl MapperActor {
-    pub fn new(node: Arc<Node>, meta: MapperMeta, mapper: Result<Mapper, String>) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        meta: MapperMeta,
+        mapper: Result<Mapper, String>,
+        interrupt: Interrupt,
+    ) -> Self {
         let trouble = mapper.as_ref().err().map(|e| format!("the function cannot run: {e}"));
         MapperActor {
             node,
@@ -151,6 +165,9 @@ impl MapperActor {
             idle_with_pending: None,
             trouble,
             stopping: None,
+            interrupt,
+            bulk_done: Arc::default(),
+            bulk_off: Arc::default(),
         }
     }
 
@@ -197,7 +214,10 @@ impl MapperActor {
                 Some(_) => None,
                 None => m.tally.last_error.clone().map(|e| Bytes::from(e.0)),
             },
-            backfill: m.backfill.as_ref().map(|b| (b.done, b.total)),
+            backfill: m
+                .backfill
+                .as_ref()
+                .map(|b| (b.done.max(self.bulk_done.load(Ordering::Relaxed)), b.total)),
             tree: None,
         }
     }
@@ -216,11 +236,12 @@ impl Handler<Round> for MapperActor {
         };
         let node = self.node.clone();
         let meta = self.meta.clone();
+        let bulk = (self.interrupt.clone(), self.bulk_done.clone(), self.bulk_off.clone());
         // The meta comes back whatever happened: a failed round may have
         // chosen (pinned and saved) its upper seq, and retries with it.
         let round = async move {
             let mut meta = meta;
-            let result = run_round(&node, &mut meta, mapper).await;
+            let result = run_round(&node, &mut meta, mapper, bulk).await;
             (meta, result)
         };
         ctx.spawn(round.into_actor(self).map(|(meta, result), act, ctx| {
@@ -296,13 +317,8 @@ async fn map_off_thread(
 /// row the chunk would refuse fails its record (which then has no rows), so
 /// it cannot fail the writes of the others.
 fn checked_puts(rows: Vec<Row>) -> Result<Vec<WriteOp>, String> {
-    rows.into_iter()
-        .map(|(k, v)| {
-            let op = WriteOp::Put { key: k.into(), value: v.into() };
-            check_op(&op).map_err(|e| format!("row not written: {e}"))?;
-            Ok(op)
-        })
-        .collect()
+    check_rows(&rows)?;
+    Ok(rows.into_iter().map(|(k, v)| WriteOp::Put { key: k.into(), value: v.into() }).collect())
 }
 
 /// Whether range `target_id` holds `op`'s row already, with its value (as
@@ -469,6 +485,7 @@ async fn run_round(
     node: &Arc<Node>,
     meta: &mut MapperMeta,
     mapper: Arc<Mapper>,
+    (interrupt, bulk_done, bulk_off): (Interrupt, Arc<AtomicU64>, Arc<AtomicBool>),
 ) -> NodeResult<Outcome> {
     // From the first write to the published cut, no other mapper's round
     // writes the target: a cut is never inside anyone's round.
@@ -477,6 +494,54 @@ async fn run_round(
         None => None,
     };
     let mut errors = Vec::new();
+    if !bulk_off.load(Ordering::Relaxed) && bulk_backfill::applies(meta) {
+        bulk_done.store(0, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let total = meta.backfill.as_ref().map_or(0, |b| b.total);
+        let progress = (&bulk_done, total);
+        match bulk_backfill::run(node, meta, &mapper, &interrupt, progress).await {
+            Ok(Some(bulk)) => {
+                meta.backfill = None;
+                let cut = round_cut(node).await;
+                let (checkpoint, tally) = (meta.checkpoint, meta.tally.clone());
+                meta.tally.rows_written += bulk.rows;
+                meta.tally.errors += bulk.errors;
+                if let Some(last) = bulk.last_error.clone() {
+                    meta.tally.last_error = Some(last);
+                }
+                if let Err(e) = end_round(node, meta, checkpoint, cut) {
+                    // Retried: the target holds the rows now, so the retry
+                    // backfills the ordinary way over them (the same rows).
+                    meta.backfill = Some(Backfill { cursor: None, done: 0, total, prune: false });
+                    meta.tally = tally;
+                    return Err(e);
+                }
+                tracing::info!(
+                    mapper = %meta.name,
+                    records = bulk.records,
+                    rows = bulk.rows,
+                    errors = bulk.errors,
+                    spills = bulk.spills,
+                    map_ms = bulk.map_ms,
+                    load_ms = bulk.load_ms,
+                    ms = started.elapsed().as_millis() as u64,
+                    "backfill done in bulk"
+                );
+                // As after an ordinary backfill: a round of changes follows.
+                return Ok(Outcome { errors, more: true });
+            }
+            Ok(None) => {}
+            Err(e @ (NodeError::ShuttingDown | NodeError::Moved)) => return Err(e),
+            // Postmortem: a bulk backfill out of file descriptors (or disk)
+            // failed, was retried from scratch every few seconds for ever,
+            // and said so only in the status's last error.
+            Err(e) => {
+                tracing::warn!(mapper = %meta.name, error = %e, "bulk backfill failed; backfilling a batch at a time");
+                bulk_off.store(true, Ordering::Relaxed);
+            }
+        }
+        bulk_done.store(0, Ordering::Relaxed);
+    }
     if let Some(backfill) = meta.backfill.clone() {
         let mut writes = Writes::new(node, &meta.target);
         if backfill.prune {
@@ -495,7 +560,7 @@ async fn run_round(
         // (the target it takes over holds nearly every row already): rows
         // the target holds with the same value are not written again, each
         // being one more entry of the source's Raft log on every replica.
-        let skip_same = crate::cluster::meta::REPLICATED_ID_BASE <= meta.source_id;
+        let skip_same = crate::replicated::is_replicated(meta.source_id);
         // Records mapped so far; the round ends early, at a record, once
         // its mapping has taken about a batch's budget of instructions.
         let mut mapped = 0usize;

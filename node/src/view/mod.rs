@@ -8,7 +8,9 @@
 //! - [`reduce_tree`]: an ordered map with a reduction in every node.
 //! - [`levels`]: the reduce tree across chunks: one tree per chunk, each
 //!   chunk's total a row of a meta-range one level up.
-//! - [`mapper`]: the actor that keeps a mapper's target range up to date.
+//! - [`mapper`]: the actor that keeps a mapper's target range up to date;
+//!   [`bulk_backfill`]: a new mapper's backfill as one sort and bulk load
+//!   ([`crate::shuffle`], [`crate::sorted_load`]).
 //! - [`reducer`]: the actor that keeps a reducer's tree and answers
 //!   aggregates.
 //! - [`registry`]: the node's views and the commands that manage them.
@@ -59,6 +61,7 @@ macro_rules! follower_handlers {
 }
 pub(crate) use follower_handlers;
 
+pub mod bulk_backfill;
 pub mod exact;
 pub mod hll;
 pub mod levels;

@@ -665,6 +665,7 @@ impl ReducerActor {
                 chunks: parts as u64,
                 chunks_in_memory: loaded as u64,
                 saved: self.saved,
+                parts: self.view.parts_per_level(),
             }),
         }
     }

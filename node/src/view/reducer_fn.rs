@@ -94,7 +94,7 @@ impl ReduceFn for Builtin {
 fn msgpack_json(v: &rmpv::Value) -> Json {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, v).expect("writing to a Vec cannot fail");
-    crate::cli::json::value_to_json(&out)
+    crate::json::value_to_json(&out)
 }
 
 impl ReduceFn for LuaReducer {
@@ -162,6 +162,8 @@ pub trait ReduceView {
     fn needs_level(&self) -> bool;
     fn add_level(&mut self);
     fn depth(&self) -> usize;
+    /// Parts of each level, level 0 first.
+    fn parts_per_level(&self) -> Vec<u64>;
     fn rows(&self) -> u64;
     fn loaded_parts(&self) -> (usize, usize);
     fn take_unsaved(&mut self) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)>;
@@ -211,6 +213,9 @@ impl<M: ReduceFn> ReduceView for Levels<M> {
     }
     fn depth(&self) -> usize {
         Levels::depth(self)
+    }
+    fn parts_per_level(&self) -> Vec<u64> {
+        Levels::parts_per_level(self)
     }
     fn rows(&self) -> u64 {
         Levels::rows(self)
@@ -282,6 +287,9 @@ impl ReduceView for Broken {
     fn add_level(&mut self) {}
     fn depth(&self) -> usize {
         1
+    }
+    fn parts_per_level(&self) -> Vec<u64> {
+        vec![0]
     }
     fn rows(&self) -> u64 {
         0

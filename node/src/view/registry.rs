@@ -173,10 +173,6 @@ struct Known {
 /// deadline and panicked.
 pub const FRESH_TIMEOUT_MAX_MS: u64 = 24 * 60 * 60 * 1000;
 
-fn bad_request(message: impl Into<String>) -> NodeError {
-    NodeError::client(ErrorCode::BadRequest, message)
-}
-
 /// Runs a function's top-level code (a Lua source runs under the limits of
 /// any call) on a blocking thread, never on a connection worker.
 async fn off_thread<T: Send + 'static>(
@@ -185,7 +181,7 @@ async fn off_thread<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| NodeError::Internal(format!("loading the function stopped: {e}")))?
-        .map_err(bad_request)
+        .map_err(NodeError::bad_request)
 }
 
 impl Node {
@@ -196,6 +192,12 @@ impl Node {
         let max = self.config.lua_memory_max_bytes;
         let memory = views.lua_memory.get_or_insert_with(|| LuaMemoryPool::new(max)).clone();
         LuaEnv { memory, interrupt: views.lua_interrupt.for_view() }
+    }
+
+    /// Memory the Lua VMs of views and scripts reserved from the node's
+    /// pool (`--lua-memory-max-bytes`).
+    pub fn lua_memory_reserved_bytes(&self) -> usize {
+        self.views_read().lua_memory.as_ref().map_or(0, |m| m.reserved_bytes())
     }
 
     /// Ends every running Lua call at its next hook: the node is shutting
@@ -508,7 +510,7 @@ impl Node {
             .router_read()
             .range_by_id(source_id)
             .map(|r| r.meta.options)
-            .ok_or_else(|| bad_request("the range of a reducer was dropped"))?;
+            .ok_or_else(|| NodeError::bad_request("the range of a reducer was dropped"))?;
         // Left by a crash between creating it and recording it: start over.
         if self.router_read().range(name).is_some() {
             self.drop_range_unchecked(name).await?;
@@ -578,7 +580,7 @@ impl Node {
         depth: usize,
     ) -> NodeResult<u64> {
         if depth > FRESH_CHAIN_DEPTH_MAX {
-            return Err(bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "the chain of mappers into this range is deeper than {FRESH_CHAIN_DEPTH_MAX}"
             )));
         }
@@ -643,7 +645,7 @@ impl Node {
                     r.addr.do_send(Dirty);
                     (r.loaded, r.checkpoint, r.range_id)
                 } else {
-                    return Err(bad_request(format!("view {name:?} was dropped")));
+                    return Err(NodeError::bad_request(format!("view {name:?} was dropped")));
                 }
             };
             // A view whose input has not changed since its checkpoint is
@@ -727,7 +729,7 @@ impl Node {
     pub fn changes(&self, range_id: u64, after: u64, upto: u64) -> NodeResult<Vec<Change>> {
         let routes = self
             .routes_of(range_id)
-            .ok_or_else(|| bad_request("the source range of a view was dropped"))?;
+            .ok_or_else(|| NodeError::bad_request("the source range of a view was dropped"))?;
         let mut out = Vec::new();
         for route in routes {
             match route.cell.with_chunk(|c| Ok(c.changes(after, upto)?))? {
@@ -789,12 +791,13 @@ impl Node {
         let backfilling = meta.backfill.is_some();
         let (name, source_id, target_id) = (meta.name.clone(), meta.source_id, meta.target_id);
         let node = self.clone();
+        let actor_interrupt = interrupt.clone();
         let addr = MapperActor::start_in_arbiter(&self.next_view_worker(), move |_| {
             let mapper = meta.function.compile(&env);
             if let Err(e) = &mapper {
                 tracing::error!(mapper = %meta.name, error = %e, "mapper's function cannot run");
             }
-            MapperActor::new(node, meta, mapper)
+            MapperActor::new(node, meta, mapper, actor_interrupt)
         });
         self.views_write().mappers.insert(
             name,
@@ -848,7 +851,7 @@ impl Node {
         let f = match function {
             MapFunction::Field { key_path, value_path } => MapperFunction::Field(
                 FieldMapper::new(&key_path, value_path.as_deref())
-                    .map_err(|e| bad_request(e.to_string()))?,
+                    .map_err(|e| NodeError::bad_request(e.to_string()))?,
             ),
             MapFunction::Lua { source } => MapperFunction::Lua(source),
         };
@@ -866,7 +869,7 @@ impl Node {
         let function = match function {
             monotable_proto::ReduceFunction::Builtin(b) => {
                 ReducerFunction::Builtin(Builtin::parse(&b).ok_or_else(|| {
-                    bad_request(format!(
+                    NodeError::bad_request(format!(
                         "unknown built-in reducer {b:?}: use count, sum, min, max, stats or count_distinct"
                     ))
                 })?)
@@ -886,6 +889,10 @@ impl Node {
         function: MapFunction,
     ) -> NodeResult<()> {
         validate_name("view", name)?;
+        // Postmortem: two creates at once both passed the checks below
+        // before either was registered: two mappers shared a target (a drop
+        // of one cleared the other's rows) or made a cycle.
+        let _changing = self.changing_mappers.lock().await;
         if self.views_read().contains(name) {
             return Err(NodeError::client(
                 ErrorCode::RangeExists,
@@ -893,7 +900,7 @@ impl Node {
             ));
         }
         if source == target {
-            return Err(bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "a mapper cannot write into its own source range {source:?}"
             )));
         }
@@ -981,7 +988,7 @@ impl Node {
     /// encoding), or a reducer's meta-range.
     fn check_mapper_target(&self, source: &str, target: &str) -> NodeResult<()> {
         if crate::resp::keyspace::database_of_range(target).is_some() {
-            return Err(bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "a mapper cannot write into {target:?}: it holds a Redis database, whose rows \
                  only Redis commands write"
             )));
@@ -989,7 +996,7 @@ impl Node {
         let catalog_reducers = self.catalog.reducers()?;
         if let Some(r) = catalog_reducers.iter().find(|r| r.levels.iter().any(|(n, _)| n == target))
         {
-            return Err(bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "a mapper cannot write into {target:?}: it is a meta-range of reducer {:?}",
                 r.name
             )));
@@ -1002,7 +1009,7 @@ impl Node {
         let mut frontier = vec![source.to_owned()];
         while let Some(range) = frontier.pop() {
             if range == target {
-                return Err(bad_request(format!(
+                return Err(NodeError::bad_request(format!(
                     "a mapper from {source:?} into {target:?} would make a cycle: {target:?} \
                      already feeds {source:?} through mappers, so the rows would feed themselves \
                      without end"
@@ -1023,8 +1030,9 @@ impl Node {
     /// source, and dropping it can remove them.
     async fn check_target_empty(&self, target: &str) -> NodeResult<()> {
         if let Some(m) = self.catalog.mappers()?.into_iter().find(|m| m.target == target) {
-            return Err(bad_request(format!(
-                "range {target:?} is the target of mapper {:?}: a mapper needs a target of its                  own; choose another target range",
+            return Err(NodeError::bad_request(format!(
+                "range {target:?} is the target of mapper {:?}: a mapper needs a target of its \
+                 own; choose another target range",
                 m.name
             )));
         }
@@ -1039,8 +1047,10 @@ impl Node {
             .scan_range(ScanRequest { range: target.to_owned(), limit: 1, ..Default::default() })
             .await?;
         if !rows.records.is_empty() {
-            return Err(bad_request(format!(
-                "range {target:?} already holds rows: a mapper's target must be empty (its                  rows are exactly what the mapper writes); choose another target, or drop the                  range first"
+            return Err(NodeError::bad_request(format!(
+                "range {target:?} already holds rows: a mapper's target must be empty (its \
+                 rows are exactly what the mapper writes); choose another target, or drop the \
+                 range first"
             )));
         }
         Ok(())
@@ -1060,6 +1070,7 @@ impl Node {
     /// itself stays, with any reducer on it): a mapper re-created later,
     /// under any name, starts from an empty target.
     pub(crate) async fn drop_mapper(&self, name: &str) -> NodeResult<()> {
+        let _changing = self.changing_mappers.lock().await;
         let found = self.views_read().mappers.get(name).map(|m| {
             m.interrupt.stop_view();
             (m.addr.clone().recipient(), m.source_id)

@@ -137,8 +137,28 @@ impl Drop for Reservation {
 /// its registry entry.
 #[derive(Debug, Clone, Default)]
 pub struct Interrupt {
-    node: Arc<AtomicBool>,
-    view: Arc<AtomicBool>,
+    node: Arc<Flag>,
+    view: Arc<Flag>,
+}
+
+/// A sticky flag whose setting wakes those waiting for it.
+#[derive(Debug, Default)]
+struct Flag {
+    set: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Flag {
+    fn set(&self, on: bool) {
+        self.set.store(on, Ordering::Release);
+        if on {
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
 }
 
 impl Interrupt {
@@ -149,25 +169,45 @@ impl Interrupt {
 
     /// Stops the calls of this view.
     pub fn stop_view(&self) {
-        self.view.store(true, Ordering::Release);
+        self.view.set(true);
     }
 
     /// Lets calls run again after [`Interrupt::stop_view`] (a script
     /// VM, reused after SCRIPT KILL stopped one script).
     pub fn clear_view(&self) {
-        self.view.store(false, Ordering::Release);
+        self.view.set(false);
     }
 
     /// Stops the calls of every view of the node.
     pub fn stop_node(&self) {
-        self.node.store(true, Ordering::Release);
+        self.node.set(true);
     }
 
     /// Whether calls are being stopped. Sticky until the view or node is
     /// gone (a script VM excepted, [`Interrupt::clear_view`]): a result
     /// computed while it was set is not the function's answer.
     pub fn is_set(&self) -> bool {
-        self.node.load(Ordering::Acquire) || self.view.load(Ordering::Acquire)
+        self.node.is_set() || self.view.is_set()
+    }
+
+    /// Returns once [`Interrupt::is_set`] (at once if it is already).
+    pub async fn stopped(&self) {
+        loop {
+            let node = self.node.notify.notified();
+            let view = self.view.notify.notified();
+            tokio::pin!(node, view);
+            // Registered before the check: a stop between the two wakes
+            // them.
+            node.as_mut().enable();
+            view.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            tokio::select! {
+                () = node => {}
+                () = view => {}
+            }
+        }
     }
 }
 

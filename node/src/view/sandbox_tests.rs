@@ -441,3 +441,26 @@ fn a_record_at_the_limit_maps_alike_alone_and_after_a_neighbour() {
         }
     }
 }
+
+#[tokio::test]
+async fn stopped_returns_when_the_view_or_the_node_is_stopped() {
+    let wait = |i: &Interrupt| {
+        let i = i.clone();
+        tokio::spawn(async move { i.stopped().await })
+    };
+    let within = Duration::from_secs(30);
+    let node = Interrupt::default();
+    let view = node.for_view();
+    let waiting = wait(&view);
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    view.stop_view();
+    tokio::time::timeout(within, waiting).await.expect("woken").expect("joined");
+    view.stopped().await; // already set: at once
+
+    let other = node.for_view();
+    let waiting = wait(&other);
+    tokio::task::yield_now().await;
+    node.stop_node();
+    tokio::time::timeout(within, waiting).await.expect("woken").expect("joined");
+}

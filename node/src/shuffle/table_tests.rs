@@ -8,7 +8,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::*;
-use crate::job::runs::remove_leftovers;
+use crate::shuffle::runs::remove_leftovers;
 
 /// Concatenation of byte strings: associative, not commutative.
 struct Concat;

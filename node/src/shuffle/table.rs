@@ -1,4 +1,4 @@
-//! The ExtendedHashtable: the shuffle of a batch job.
+//! The ExtendedHashtable: the shuffle of a batch job and of a mapper's bulk backfill.
 //!
 //! An ordered in-memory table of `key -> partial reduction` under a byte
 //! budget. Inserting a key already present combines the two partials
