@@ -95,7 +95,7 @@ pub use monotable_proto::{
     AggregateReply, AggregateRequest, ChunkInfo, ClusterStatus, CommitToken, Element, ErrorCode,
     ErrorInfo, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus, MapFunction, NodeInfo,
     NodeStatus, RangeInfo, RangeOptions, ReduceFunction, ServerHello, SinkSource, TreeStatus,
-    ViewStatus,
+    ViewDefinition, ViewStatus,
 };
 use monotable_proto::{Bytes, Command, Reply, ScanRequest, WriteOp};
 use tokio::net::ToSocketAddrs;
@@ -729,6 +729,15 @@ impl Client {
     pub async fn list_views(&self) -> Result<Vec<ViewStatus>> {
         match self.call(Command::ListViews).await? {
             Reply::Views(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What every view and sink was created from, sorted by name (mappers,
+    /// reducers and sinks alike): each can be created again from it.
+    pub async fn view_definitions(&self) -> Result<Vec<ViewDefinition>> {
+        match self.call(Command::ViewDefinitions).await? {
+            Reply::ViewDefinitions(v) => Ok(v),
             other => Err(unexpected(other)),
         }
     }

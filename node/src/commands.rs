@@ -166,6 +166,7 @@ impl Node {
             Command::ListViews | Command::ListViewsHere => {
                 Ok(Reply::Views(self.view_statuses().await))
             }
+            Command::ViewDefinitions => self.view_definitions().map(Reply::ViewDefinitions),
             Command::CreateReducer { name, range, function } => {
                 self.create_reducer(&name, &range, function).await.map(|()| Reply::Ok)
             }

@@ -117,7 +117,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use monotable_proto::{Command, ErrorCode, Reply, ViewStatus, WriteOp};
+use monotable_proto::{Command, ErrorCode, Reply, SinkSource, ViewDefinition, ViewStatus, WriteOp};
 
 use crate::catalog::{MapperMeta, ReducerMeta};
 use crate::chunk_cell::ChunkCell;
@@ -504,6 +504,7 @@ impl Node {
                 Some(self.serve_replicated_view(cluster, &req.reducer, command).await)
             }
             Command::ListViews => Some(Ok(Reply::Views(self.all_view_statuses(cluster).await))),
+            Command::ViewDefinitions => Some(self.all_view_definitions(cluster)),
             _ => None,
         }
     }
@@ -700,6 +701,40 @@ impl Node {
             }
         }
         groups
+    }
+
+    /// `ViewDefinitions`: this node's own views and sinks, and those of
+    /// replicated ranges as the meta range records them.
+    fn all_view_definitions(&self, cluster: &Cluster) -> NodeResult<Reply> {
+        let mut all = self.view_definitions()?;
+        if let Some(meta) = cluster.meta() {
+            let views = meta.views.iter().map(|(name, v)| match v {
+                MetaView::Mapper { source, target, function } => ViewDefinition::Mapper {
+                    name: name.clone(),
+                    source: source.clone(),
+                    target: target.clone(),
+                    function: function.clone(),
+                },
+                MetaView::Reducer { range, function } => ViewDefinition::Reducer {
+                    name: name.clone(),
+                    range: range.clone(),
+                    function: function.clone(),
+                },
+            });
+            let sinks = meta.sinks.iter().map(|(name, s)| ViewDefinition::Sink {
+                name: name.clone(),
+                source: SinkSource::Range(s.source.clone()),
+                url: s.url.clone(),
+                prefix: s.prefix.clone().into(),
+            });
+            for d in views.chain(sinks) {
+                // The meta range's record wins over a leader's local copy.
+                all.retain(|local| local.name() != d.name());
+                all.push(d);
+            }
+        }
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(Reply::ViewDefinitions(all))
     }
 
     /// `ListViews`: this node's views, and the status of every view on a

@@ -25,7 +25,7 @@ pub use message::{
     AggregateReply, AggregateRequest, Bytes, ChunkInfo, ClusterStatus, Command, CommitToken,
     CopyStatus, JobErrorSample, JobInput, JobOutput, JobSpec, JobStatus, MapFunction, NodeInfo,
     NodeStatus, Password, RangeInfo, RangeOptions, RdmaEndpoint, Record, ReduceFunction, Reply,
-    Request, Response, ScanReply, ScanRequest, ServerHello, SinkSource, TreeStatus, ViewStatus,
-    WriteOp,
+    Request, Response, ScanReply, ScanRequest, ServerHello, SinkSource, TreeStatus, ViewDefinition,
+    ViewStatus, WriteOp,
 };
 pub use tuple::Element;

@@ -319,12 +319,17 @@ pub enum Command {
         incarnation: u64,
         region: u64,
     },
+    /// What every view and sink was created from, answered with
+    /// [`Reply::ViewDefinitions`] (by name): enough to create them again
+    /// elsewhere (`monotable restore`). A sink's URL is given as created,
+    /// password included.
+    ViewDefinitions,
 }
 
 impl Command {
     /// Every command's name, in the order of [`Command::index`]: the
     /// label of its figures (`/metrics`).
-    pub const NAMES: [&'static str; 40] = [
+    pub const NAMES: [&'static str; 41] = [
         "Ping",
         "CreateRange",
         "ListRanges",
@@ -365,6 +370,7 @@ impl Command {
         "SegmentRead",
         "RdmaConnect",
         "RdmaRegion",
+        "ViewDefinitions",
     ];
 
     /// The command's place in [`Command::NAMES`].
@@ -410,6 +416,7 @@ impl Command {
             Command::SegmentRead { .. } => 37,
             Command::RdmaConnect { .. } => 38,
             Command::RdmaRegion { .. } => 39,
+            Command::ViewDefinitions => 40,
         }
     }
 
@@ -737,6 +744,27 @@ pub struct RangeInfo {
     pub chunks: Vec<ChunkInfo>,
 }
 
+/// A view or sink as created ([`Command::ViewDefinitions`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ViewDefinition {
+    /// [`Command::CreateMapper`]'s fields.
+    Mapper { name: String, source: String, target: String, function: MapFunction },
+    /// [`Command::CreateReducer`]'s fields.
+    Reducer { name: String, range: String, function: ReduceFunction },
+    /// [`Command::CreateSink`]'s fields.
+    Sink { name: String, source: SinkSource, url: String, prefix: Bytes },
+}
+
+impl ViewDefinition {
+    pub fn name(&self) -> &str {
+        match self {
+            ViewDefinition::Mapper { name, .. }
+            | ViewDefinition::Reducer { name, .. }
+            | ViewDefinition::Sink { name, .. } => name,
+        }
+    }
+}
+
 /// What a sink mirrors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum SinkSource {
@@ -759,6 +787,7 @@ pub enum Reply {
     Scan(ScanReply),
     Snapshot(u64),
     Views(Vec<ViewStatus>),
+    ViewDefinitions(Vec<ViewDefinition>),
     Jobs(Vec<JobStatus>),
     Aggregate(AggregateReply),
     Cluster(ClusterStatus),
@@ -879,6 +908,7 @@ mod tests {
             Command::ClusterStatus,
             Command::NodeInfo,
             Command::ListViewsHere,
+            Command::ViewDefinitions,
             Command::DropRange { name: "r".into() },
             Command::Get { range: "r".into(), key: Bytes::from(vec![1]), snapshot: None },
             Command::Scan(ScanRequest::default()),

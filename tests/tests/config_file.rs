@@ -107,3 +107,41 @@ fn a_node_runs_with_its_file_and_bad_files_are_refused_with_the_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 }
+
+/// `--print-config` checks the settings as serve does (without binding or
+/// starting anything): it prints them, then fails with serve's reason when
+/// serve would refuse them.
+/// Postmortem: it printed settings serve then refused (a bad log filter,
+/// Raft timing, an address, a missing password file) and exited 0.
+#[test]
+fn print_config_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("x");
+    let data = data.to_string_lossy();
+    let missing = dir.path().join("no-such-password");
+    let missing = missing.to_string_lossy();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--log-level", "warning"], "--log-level"),
+        (
+            &["--raft-heartbeat-ms", "500", "--raft-election-timeout-ms", "100"],
+            "--raft-heartbeat-ms",
+        ),
+        (&["--resp-listen", "nowhere"], "--resp-listen \"nowhere\""),
+        (&["--http-listen", "1.2.3"], "--http-listen"),
+        (&["--requirepass-file", &missing], "cannot read the password file"),
+    ];
+    for (args, says) in cases {
+        let out = serve(&[args, &["--data-dir", &data, "--print-config"]].concat(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!out.stdout.is_empty(), "{args:?}: the settings are printed first");
+    }
+    assert!(!dir.path().join("x").exists(), "nothing started");
+    // Settings serve takes print and exit 0, even while another node holds
+    // the addresses (nothing is bound).
+    let node = Node::start(&dir.path().join("n"));
+    let taken = node.addr.to_string();
+    let out = serve(&["--listen", &taken, "--data-dir", &data, "--print-config"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -3,6 +3,7 @@
 //!
 //! The names and output formats here are a contract scripts rely on.
 
+mod backup;
 mod bench;
 mod bench_views;
 mod config_file;
@@ -155,6 +156,32 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Copy every range and view definition at one snapshot into DIR (a
+    /// new or empty directory): a consistent, checksummed backup.
+    Backup {
+        dir: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Check the backup in DIR, then load it into the node: its ranges,
+    /// records and views (the node must have none of their names).
+    Restore {
+        dir: PathBuf,
+        /// Only check the backup's files and print what it holds; connect
+        /// to no node.
+        #[arg(long)]
+        check: bool,
+        /// Create the backup's sinks too (they write to the Redis servers
+        /// the backup names).
+        #[arg(long)]
+        sinks: bool,
+        /// Return once the data is loaded and the views created, without
+        /// waiting for the views to catch up.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Status of every view: watermark, pending changes, errors, backfill.
     Views {
         /// Print JSON lines instead of a table.
@@ -264,18 +291,18 @@ struct ServeArgs {
     #[arg(long)]
     print_config: bool,
     /// Directory for the node's data; created if missing.
-    #[arg(long, default_value = "./monotable-data")]
+    #[arg(long, env = "MONOTABLE_DATA_DIR", default_value = "./monotable-data")]
     data_dir: PathBuf,
     /// Address for the native protocol.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "MONOTABLE_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
     /// Address for the Redis protocol (RESP2/RESP3), or "off".
-    #[arg(long, default_value = "127.0.0.1:7379")]
+    #[arg(long, env = "MONOTABLE_RESP_LISTEN", default_value = "127.0.0.1:7379")]
     resp_listen: String,
     /// Address for HTTP (GET /metrics: Prometheus/OpenMetrics text), or
     /// "off". It asks for no password: keep it on loopback or a private
     /// network.
-    #[arg(long, default_value = "127.0.0.1:7080")]
+    #[arg(long, env = "MONOTABLE_HTTP_LISTEN", default_value = "127.0.0.1:7080")]
     http_listen: String,
     /// Require clients of both protocols to give this password first
     /// (native clients: --password; Redis clients: AUTH, as Redis's
@@ -296,40 +323,40 @@ struct ServeArgs {
     /// How long a Redis sink keeps the source's history while its Redis is
     /// unreachable; after that it lets go and copies afresh once Redis is
     /// back.
-    #[arg(long, default_value_t = crate::config::SINK_OUTAGE_MAX_DEFAULT_MS)]
+    #[arg(long, env = "MONOTABLE_SINK_OUTAGE_MAX_MS", default_value_t = crate::config::SINK_OUTAGE_MAX_DEFAULT_MS)]
     sink_outage_max_ms: u64,
     /// Memory all Lua functions of views may hold together; each Lua VM
     /// reserves its own limit (64 MiB) from it while it lives.
-    #[arg(long, default_value_t = crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES)]
+    #[arg(long, env = "MONOTABLE_LUA_MEMORY_MAX_BYTES", default_value_t = crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES)]
     lua_memory_max_bytes: usize,
     /// Memory a new mapper's bulk backfill sorts its rows in before it
     /// spills sorted runs under the data directory (`backfill/`), e.g.
     /// 256MiB; at least 1MiB.
-    #[arg(long, value_parser = parse_backfill_memory,
+    #[arg(long, env = "MONOTABLE_BACKFILL_MEMORY_MAX_BYTES", value_parser = parse_backfill_memory,
           default_value_t = crate::view::bulk_backfill::BULK_BACKFILL_MEMORY_DEFAULT_BYTES as u64)]
     backfill_memory_max_bytes: u64,
     /// Instructions an EVAL script or FCALL function may run before it is
     /// stopped with none of its writes applied (a last stop for one that
     /// has written and cannot be killed; SCRIPT KILL stops the others).
-    #[arg(long, default_value_t = crate::resp::scripting::vm::SCRIPT_INSTRUCTIONS_MAX)]
+    #[arg(long, env = "MONOTABLE_SCRIPT_INSTRUCTIONS_MAX", default_value_t = crate::resp::scripting::vm::SCRIPT_INSTRUCTIONS_MAX)]
     script_instructions_max: u64,
     /// When writes are fsynced: always (before each acknowledgement, many
     /// writes per fsync), interval (every --fsync-interval-ms), never (left
     /// to the OS).
-    #[arg(long, value_enum, default_value_t = FsyncArg::Always)]
+    #[arg(long, env = "MONOTABLE_FSYNC", value_enum, default_value_t = FsyncArg::Always)]
     fsync: FsyncArg,
     /// Milliseconds between fsyncs with --fsync interval.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "MONOTABLE_FSYNC_INTERVAL_MS", default_value_t = 100)]
     fsync_interval_ms: u64,
     /// How the node-wide group commit makes the writes of all chunks
     /// durable together: auto (fdatasync each file for a few files, one
     /// syncfs for more), fdatasync (each file written), syncfs (the whole
     /// file system at once: flushes other programs' files too; Linux 5.8+).
-    #[arg(long, value_enum, default_value_t = SyncMethodArg::Auto)]
+    #[arg(long, env = "MONOTABLE_SYNC_METHOD", value_enum, default_value_t = SyncMethodArg::Auto)]
     sync_method: SyncMethodArg,
     /// Threads for connections, as many for chunks and as many for views
     /// (default: one per core).
-    #[arg(long)]
+    #[arg(long, env = "MONOTABLE_WORKERS")]
     workers: Option<usize>,
     /// Log level or filter: error, warn, info, debug, trace, or per
     /// module, e.g. info,monotable_node::view=debug (the syntax of
@@ -338,48 +365,48 @@ struct ServeArgs {
     log_level: String,
     /// Log lines as text (colored on a terminal) or as JSON objects, one
     /// per line (timestamp, level, target, message and the event's fields).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "MONOTABLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log a warning for each request that took at least this many
     /// milliseconds to serve (protocol, command, client; never its
     /// arguments); 0: never. Requests that block by design (BLPOP, XREAD
     /// BLOCK) are not timed.
-    #[arg(long, default_value_t = crate::config::SLOW_REQUEST_DEFAULT_MS)]
+    #[arg(long, env = "MONOTABLE_SLOW_REQUEST_MS", default_value_t = crate::config::SLOW_REQUEST_DEFAULT_MS)]
     slow_request_ms: u64,
     /// Rebuild a damaged or lost catalog from the chunk directories (each
     /// holds a descriptor naming its range and keys), then serve. The old
     /// catalog is moved aside, not deleted; mappers, reducers and sinks
     /// must be created again.
-    #[arg(long)]
+    #[arg(long, env = "MONOTABLE_RECOVER_CATALOG")]
     recover_catalog: bool,
     /// Join the cluster the node at this address belongs to (native
     /// address). Only on a node that is in no cluster yet; a node that
     /// joined once rejoins by itself. Without it, a fresh node founds a
     /// cluster of one.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "MONOTABLE_JOIN", value_name = "ADDR")]
     join: Option<String>,
     /// The address other nodes reach this one at (default: --listen). Needed
     /// when --listen is a wildcard address such as 0.0.0.0.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "MONOTABLE_ADVERTISE_ADDR", value_name = "ADDR")]
     advertise_addr: Option<String>,
     /// Raft heartbeat interval of this node's groups, in milliseconds.
-    #[arg(long, default_value_t = crate::consensus::Timing::PRODUCTION.heartbeat_ms)]
+    #[arg(long, env = "MONOTABLE_RAFT_HEARTBEAT_MS", default_value_t = crate::consensus::Timing::PRODUCTION.heartbeat_ms)]
     raft_heartbeat_ms: u64,
     /// A follower that hears no leader for this long (randomised up to
     /// twice as long) starts an election, in milliseconds. Must be well
     /// above --raft-heartbeat-ms.
-    #[arg(long, default_value_t = crate::consensus::Timing::PRODUCTION.election_min_ms)]
+    #[arg(long, env = "MONOTABLE_RAFT_ELECTION_TIMEOUT_MS", default_value_t = crate::consensus::Timing::PRODUCTION.election_min_ms)]
     raft_election_timeout_ms: u64,
     /// A replicated chunk builds a snapshot and purges its Raft log every
     /// this many log entries (etcd's --snapshot-count). Fewer keep less
     /// log on disk and send lagging replicas snapshots sooner.
-    #[arg(long, default_value_t = crate::replicated::RAFT_SNAPSHOT_ENTRIES_DEFAULT,
+    #[arg(long, env = "MONOTABLE_RAFT_SNAPSHOT_ENTRIES", default_value_t = crate::replicated::RAFT_SNAPSHOT_ENTRIES_DEFAULT,
           value_parser = clap::value_parser!(u64).range(1..))]
     raft_snapshot_entries: u64,
     /// A member that answers nobody for this long, in seconds, is drained:
     /// its chunk replicas move to other nodes, and then it is removed from
     /// the cluster (as `cluster remove` does). 0: never.
-    #[arg(long, default_value_t = crate::cluster::balance::DEAD_AFTER_SECS_DEFAULT)]
+    #[arg(long, env = "MONOTABLE_DEAD_AFTER_SECS", default_value_t = crate::cluster::balance::DEAD_AFTER_SECS_DEFAULT)]
     dead_after_secs: u64,
 }
 
@@ -526,7 +553,11 @@ pub fn main() -> ! {
             let serve = command.find_subcommand("serve").expect("the serve command");
             let serve_matches = matches.subcommand_matches("serve").expect("serve's matches");
             print!("{}", config_file::print(serve, serve_matches, from_file.as_ref()));
-            0
+            // The settings printed, then whether serve would take them.
+            match log_filter(&args).and_then(|_| node_config(&args)) {
+                Ok(_) => 0,
+                Err(e) => report(&e),
+            }
         }
         Cmd::Serve(args) => serve(args),
         other => run::client_main(other),
@@ -566,7 +597,8 @@ fn check_log_filter(spec: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> i32 {
+/// The log filter `--log-level` (or RUST_LOG) asks for, checked.
+fn log_filter(args: &ServeArgs) -> anyhow::Result<tracing_subscriber::EnvFilter> {
     // openraft reports benign races of its own tasks as warnings; they say
     // nothing to an operator unless asked for by name.
     let spec: Vec<&str> = args.log_level.split(',').map(str::trim).collect();
@@ -576,27 +608,38 @@ fn serve(args: ServeArgs) -> i32 {
     let off = spec.split(',').any(|d| d.eq_ignore_ascii_case("off"));
     let log =
         if spec.contains("openraft") || off { spec } else { format!("{spec},openraft=error") };
-    let filter = match check_log_filter(&args.log_level).and_then(|()| {
-        tracing_subscriber::EnvFilter::builder().parse(&log).map_err(|e| e.to_string())
-    }) {
-        Ok(f) => f,
-        Err(e) => {
-            return report(&anyhow::anyhow!(
+    check_log_filter(&args.log_level)
+        .and_then(|()| {
+            tracing_subscriber::EnvFilter::builder().parse(&log).map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
                 "--log-level (or RUST_LOG) {:?}: {e}; give a level (error, warn, info, debug, \
                  trace, off) or TARGET=LEVEL directives separated by commas",
                 args.log_level
-            ))
-        }
-    };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => {
-            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
-        }
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+            )
+        })
+}
+
+/// `--resp-listen` or `--http-listen`: an address, or `None` for "off".
+fn optional_addr(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value == "off" {
+        return Ok(None);
     }
-    let mut config =
-        NodeConfig { data_dir: args.data_dir, listen: args.listen, ..NodeConfig::default() };
+    let addr =
+        value.parse().map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e} (an address, or off)"))?;
+    Ok(Some(addr))
+}
+
+/// The node's settings from serve's arguments, every one checked (the
+/// password and ACL files read, the Raft timing, the addresses), without
+/// binding or starting anything: `--print-config` runs it too.
+fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
+    let mut config = NodeConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        ..NodeConfig::default()
+    };
     config.fsync = match args.fsync {
         FsyncArg::Always => FsyncMode::Always,
         FsyncArg::Interval => FsyncMode::Interval { ms: args.fsync_interval_ms.max(1) },
@@ -608,28 +651,24 @@ fn serve(args: ServeArgs) -> i32 {
         SyncMethodArg::Syncfs => crate::group_commit::SyncMethod::Syncfs,
     };
     let password = match &args.requirepass_file {
-        Some(path) => match read_password_file(path) {
-            Ok(p) => Some(p),
-            Err(e) => return report(&e),
-        },
-        None => args.requirepass,
+        Some(path) => Some(read_password_file(path)?),
+        None => args.requirepass.clone(),
     };
     config.password = password.and_then(crate::auth::Secret::new);
     if let Some(path) = &args.aclfile {
         let password = config.password.as_ref().map(|p| p.expose());
-        if let Err(e) = crate::resp::acl::Acl::with_file(password, path) {
-            return report(&anyhow::anyhow!("the ACL file does not load: {e}"));
-        }
+        crate::resp::acl::Acl::with_file(password, path)
+            .map_err(|e| anyhow::anyhow!("the ACL file does not load: {e}"))?;
     }
-    config.acl_file = args.aclfile;
+    config.acl_file = args.aclfile.clone();
     config.sink_outage_max_ms = args.sink_outage_max_ms;
     config.slow_request_ms = args.slow_request_ms;
     config.recover_catalog = args.recover_catalog;
     config.lua_memory_max_bytes = args.lua_memory_max_bytes;
     config.backfill_memory_max_bytes = args.backfill_memory_max_bytes as usize;
     config.script_instructions_max = args.script_instructions_max.max(1);
-    config.join = args.join;
-    config.advertise = args.advertise_addr;
+    config.join = args.join.clone();
+    config.advertise = args.advertise_addr.clone();
     config.dead_after_secs = args.dead_after_secs;
     config.raft_snapshot_entries = args.raft_snapshot_entries;
     config.raft_timing = crate::consensus::Timing {
@@ -637,27 +676,43 @@ fn serve(args: ServeArgs) -> i32 {
         election_min_ms: args.raft_election_timeout_ms,
         election_max_ms: args.raft_election_timeout_ms.saturating_mul(2),
     };
-    if let Err(e) = config.raft_timing.validate() {
-        return report(&anyhow::anyhow!(
+    config.raft_timing.validate().map_err(|e| {
+        anyhow::anyhow!(
             "--raft-heartbeat-ms {} and --raft-election-timeout-ms {}: {e}",
             args.raft_heartbeat_ms,
             args.raft_election_timeout_ms
-        ));
-    }
+        )
+    })?;
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }
+    optional_addr("--resp-listen", &args.resp_listen)?;
+    optional_addr("--http-listen", &args.http_listen)?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> i32 {
+    let filter = match log_filter(&args) {
+        Ok(f) => f,
+        Err(e) => return report(&e),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => {
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
+    let config = match node_config(&args) {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
     let listener = match std::net::TcpListener::bind(config.listen) {
         Ok(l) => l,
         Err(e) => return report(&anyhow::anyhow!("cannot listen on {}: {e}", config.listen)),
     };
     let bind = |flag: &str, value: &str| -> anyhow::Result<Option<std::net::TcpListener>> {
-        if value == "off" {
-            return Ok(None);
-        }
-        let addr: SocketAddr = value
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e} (an address, or off)"))?;
+        let Some(addr) = optional_addr(flag, value)? else { return Ok(None) };
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}"))?;
         Ok(Some(listener))
@@ -723,6 +778,25 @@ mod tests {
         assert_eq!(parse_size("2g"), Ok(2 << 30));
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    /// Every `serve` option can come from a flag, the environment or the
+    /// config file (`--print-config` only from a flag).
+    #[test]
+    fn every_serve_option_has_an_environment_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        for arg in serve.get_arguments() {
+            let name = arg.get_long().unwrap_or_default();
+            if ["print-config", "help", "version"].contains(&name) {
+                continue;
+            }
+            let env = arg.get_env().unwrap_or_else(|| panic!("--{name} has no variable"));
+            let env = env.to_string_lossy();
+            let expected = format!("MONOTABLE_{}", name.to_uppercase().replace('-', "_"));
+            assert!(env == expected || name == "log-level" && env == "RUST_LOG", "--{name}: {env}");
+        }
     }
 
     #[test]

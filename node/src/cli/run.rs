@@ -299,6 +299,20 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
                 }
             }
         }
+        Cmd::Backup { dir, client } => {
+            let c = connect(&client).await?;
+            super::backup::backup(&c, &dir).await?;
+        }
+        Cmd::Restore { dir, check: true, .. } => {
+            let manifest = super::backup::verify(&dir)?;
+            write!(out, "{manifest}")?;
+            writeln!(out, "the backup in {} is whole", dir.display())?;
+        }
+        Cmd::Restore { dir, sinks, no_wait, client, .. } => {
+            let c = connect(&client).await?;
+            let options = super::backup::RestoreOptions { sinks, no_wait };
+            super::backup::restore(&c, &dir, options).await?;
+        }
         Cmd::Views { json, client } => {
             let c = connect(&client).await?;
             let views = c.list_views().await?;

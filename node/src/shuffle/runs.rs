@@ -101,12 +101,7 @@ impl RunStore {
     pub fn create(&self, id: RunId, buffer: usize) -> Result<RunWriter, RunError> {
         let sink = match self {
             RunStore::Disk { dir } => {
-                let path = dir.join(run_file(id));
-                let f =
-                    File::options().write(true).create_new(true).open(&path).map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
-                Sink::File(BufWriter::with_capacity(buffer, f))
+                return RunWriter::create_file(&dir.join(run_file(id)), buffer)
             }
             RunStore::Redis { con, .. } => Sink::Redis {
                 con: con.clone(),
@@ -121,12 +116,7 @@ impl RunStore {
     pub fn open(&self, id: RunId, buffer: usize) -> Result<RunReader, RunError> {
         let name = self.describe(id);
         let source: Box<dyn Read + Send> = match self {
-            RunStore::Disk { dir } => {
-                let path = dir.join(run_file(id));
-                let f = File::open(&path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-                Box::new(BufReader::with_capacity(buffer, f))
-            }
+            RunStore::Disk { dir } => return RunReader::open_file(&dir.join(run_file(id)), buffer),
             RunStore::Redis { con, .. } => Box::new(RedisBlocks {
                 con: con.clone(),
                 list: run_list(id),
@@ -228,6 +218,18 @@ pub struct RunWriter {
 }
 
 impl RunWriter {
+    /// A run written to a new file at `path` (an error if it exists),
+    /// buffering `buffer` bytes.
+    pub fn create_file(path: &Path, buffer: usize) -> Result<RunWriter, RunError> {
+        let f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let sink = Sink::File(BufWriter::with_capacity(buffer, f));
+        Ok(RunWriter { sink, entries: 0, bytes: 0, last: None })
+    }
+
     /// Appends an entry; `key` must sort after the previous one.
     pub fn push(&mut self, key: &[u8], partial: &[u8]) -> Result<(), RunError> {
         debug_assert!(self.last.as_deref().is_none_or(|l| l < key), "run keys must increase");
@@ -276,13 +278,26 @@ impl RunWriter {
     }
 
     /// Writes the footer and flushes; returns the run's bytes.
-    pub fn finish(mut self) -> Result<u64, RunError> {
+    pub fn finish(self) -> Result<u64, RunError> {
+        self.finish_with(false)
+    }
+
+    /// As [`RunWriter::finish`], and a file run is on disk (fsynced) when
+    /// it returns.
+    pub fn finish_durable(self) -> Result<u64, RunError> {
+        self.finish_with(true)
+    }
+
+    fn finish_with(mut self, sync: bool) -> Result<u64, RunError> {
         let mut footer = vec![TAG_FOOTER];
         footer.extend_from_slice(&self.entries.to_le_bytes());
         self.frame(&footer)?;
         self.push_block()?;
         if let Sink::File(w) = &mut self.sink {
             w.flush()?;
+            if sync {
+                w.get_ref().sync_all()?;
+            }
         }
         Ok(self.bytes)
     }
@@ -328,6 +343,20 @@ pub struct RunReader {
 }
 
 impl RunReader {
+    /// A reader of the run in file `path`, reading `buffer` bytes at a
+    /// time.
+    pub fn open_file(path: &Path, buffer: usize) -> Result<RunReader, RunError> {
+        let f = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(RunReader {
+            source: Box::new(BufReader::with_capacity(buffer, f)),
+            name: path.display().to_string(),
+            entries: 0,
+            done: false,
+            last: None,
+        })
+    }
+
     fn damaged(&self, what: impl Into<String>) -> RunError {
         RunError::Damaged { run: self.name.clone(), what: what.into() }
     }

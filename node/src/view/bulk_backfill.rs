@@ -110,6 +110,48 @@ impl Combiner for RowValues {
     }
 }
 
+/// Most source records mapped between two updates of the progress (and
+/// two checks for a drop); fewer while records map slowly, so that a
+/// function that runs each record to its instruction limit shows its
+/// errors within about [`PROGRESS_INTERVAL_MS`].
+const PROGRESS_RECORDS: usize = 256;
+const PROGRESS_INTERVAL_MS: u128 = 100;
+
+/// A bulk backfill's progress while it runs, shown in its mapper's
+/// status: the records it failed on count as they are found, not at the
+/// end.
+#[derive(Debug, Default)]
+pub struct BulkProgress {
+    /// Out of the backfill's total: the first half for the records
+    /// mapped, the second for the rows loaded.
+    pub done: AtomicU64,
+    /// Records the function failed on so far, and the last of them.
+    pub errors: AtomicU64,
+    pub last_error: std::sync::Mutex<Option<(Vec<u8>, String)>>,
+}
+
+impl BulkProgress {
+    /// Back to nothing: before a bulk backfill, and once its outcome is in
+    /// the mapper's figures (or thrown away).
+    pub fn reset(&self) {
+        self.done.store(0, Ordering::Relaxed);
+        self.errors.store(0, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The last record the function failed on, if it failed on any.
+    pub fn last_error(&self) -> Option<(Vec<u8>, String)> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn add_errors(&self, outcome: &BulkOutcome, before: u64) {
+        if outcome.errors > before {
+            self.errors.store(outcome.errors, Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = outcome.last_error.clone();
+        }
+    }
+}
+
 /// What a bulk backfill did.
 #[derive(Debug, Default)]
 pub struct BulkOutcome {
@@ -147,9 +189,9 @@ pub fn applies(meta: &MapperMeta) -> bool {
 /// Runs `meta`'s backfill in bulk (see the module doc); `Ok(None)` when the
 /// target held something (or split, or gained a chunk) by the time the
 /// rows were loaded: nothing changed, and the caller backfills the
-/// ordinary way. `done` is the progress out of `total` (the source's
-/// records when the backfill began) that the mapper's status shows: the
-/// first half for the records mapped, the second for the rows loaded. Errors: `ShuttingDown` when `interrupt` was
+/// ordinary way. `progress` is what the mapper's status shows meanwhile,
+/// out of `total` (the source's records when the backfill began).
+/// Errors: `ShuttingDown` when `interrupt` was
 /// set (a drop or a shutdown); the errors of a scan, of the disk, of the
 /// catalog. Nothing is left behind on error but what the next start
 /// removes.
@@ -158,7 +200,7 @@ pub async fn run(
     meta: &MapperMeta,
     mapper: &Arc<Mapper>,
     interrupt: &Interrupt,
-    (done, total): (&Arc<AtomicU64>, u64),
+    (progress, total): (&Arc<BulkProgress>, u64),
 ) -> NodeResult<Option<BulkOutcome>> {
     // Checked now, so a target that cannot take a bulk load costs no
     // mapping; checked again under the chunk's lock at the swap.
@@ -175,7 +217,7 @@ pub async fn run(
     };
     let dir =
         spill_root(&node.config.data_dir).join(format!("{}-{}", meta.target_id, meta.checkpoint));
-    let result = run_in(node, meta, mapper, interrupt, (done, total), target, &dir).await;
+    let result = run_in(node, meta, mapper, interrupt, (progress, total), target, &dir).await;
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove a bulk backfill's runs; removed at next start");
@@ -189,7 +231,7 @@ async fn run_in(
     meta: &MapperMeta,
     mapper: &Arc<Mapper>,
     interrupt: &Interrupt,
-    (done, total): (&Arc<AtomicU64>, u64),
+    (progress, total): (&Arc<BulkProgress>, u64),
     target: crate::catalog::RangeMeta,
     dir: &Path,
 ) -> NodeResult<Option<BulkOutcome>> {
@@ -200,16 +242,32 @@ async fn run_in(
         ExtendedHashtable::new(Arc::new(RowValues), node.config.backfill_memory_max_bytes, store);
     // Map: pages read here, mapped and sorted on a blocking thread.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Vec<u8>, Vec<u8>)>>(PAGES_AHEAD);
-    let (mapper2, interrupt2, done2) = (mapper.clone(), interrupt.clone(), done.clone());
+    let (mapper2, interrupt2, progress2) = (mapper.clone(), interrupt.clone(), progress.clone());
     let mapping = tokio::task::spawn_blocking(move || {
         let mut outcome = BulkOutcome::default();
+        // Records per part: doubled while parts map quickly, halved when
+        // one takes longer than the interval.
+        let mut step = 1;
         while let Some(page) = rx.blocking_recv() {
-            map_page(&mapper2, &page, &mut table, &mut outcome)?;
-            outcome.records += page.len() as u64;
-            // The first half of the progress: records mapped.
-            done2.store((outcome.records / 2).min(total / 2), Ordering::Relaxed);
-            if interrupt2.is_set() {
-                return Err(stopped());
+            let mut rest = &page[..];
+            while !rest.is_empty() {
+                let (part, after) = rest.split_at(step.min(rest.len()));
+                rest = after;
+                let (errors, began) = (outcome.errors, std::time::Instant::now());
+                map_page(&mapper2, part, &mut table, &mut outcome)?;
+                step = if began.elapsed().as_millis() > PROGRESS_INTERVAL_MS {
+                    (step / 2).max(1)
+                } else {
+                    (step * 2).min(PROGRESS_RECORDS)
+                };
+                outcome.records += part.len() as u64;
+                // The first half of the progress: records mapped.
+                let done = (outcome.records / 2).min(total / 2);
+                progress2.done.store(done, Ordering::Relaxed);
+                progress2.add_errors(&outcome, errors);
+                if interrupt2.is_set() {
+                    return Err(stopped());
+                }
             }
         }
         Ok((table, outcome))
@@ -252,7 +310,7 @@ async fn run_in(
     let started = std::time::Instant::now();
     // Merge the runs into new chunks of the target, in key order.
     let node2 = node.clone();
-    let (interrupt2, done2) = (interrupt.clone(), done.clone());
+    let (interrupt2, progress2) = (interrupt.clone(), progress.clone());
     let (load, runs) = tokio::task::spawn_blocking(move || {
         let rows = table.stats().inserts.max(1);
         let mut merged = table.finish().map_err(run_error)?;
@@ -288,7 +346,7 @@ async fn run_in(
                     let loaded = u128::from(load.rows().min(rows));
                     let half = u128::from(total - total / 2);
                     let part = (half * loaded / u128::from(rows)) as u64;
-                    done2.store(total / 2 + part, Ordering::Relaxed);
+                    progress2.done.store(total / 2 + part, Ordering::Relaxed);
                 }
                 Ok(())
             })();

@@ -248,6 +248,19 @@ pub enum Mapper {
 }
 
 impl MapperFunction {
+    /// The function as `CreateMapper` takes it.
+    pub fn to_proto(&self) -> monotable_proto::MapFunction {
+        match self {
+            MapperFunction::Field(f) => monotable_proto::MapFunction::Field {
+                key_path: f.key_path(),
+                value_path: f.value_path(),
+            },
+            MapperFunction::Lua(source) => {
+                monotable_proto::MapFunction::Lua { source: source.clone() }
+            }
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             MapperFunction::Field(f) => match f.value_path() {

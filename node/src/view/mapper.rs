@@ -23,7 +23,7 @@
 //! source's Raft log for such a target).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use crate::catalog::{Backfill, MapperMeta};
 use crate::error::{NodeError, NodeResult};
 use crate::node::Node;
 use crate::storage::chunk::Change;
-use crate::view::bulk_backfill;
+use crate::view::bulk_backfill::{self, BulkProgress};
 use crate::view::map_fn::{check_rows, Mapper, Row};
 use crate::view::sandbox::{Interrupt, LUA_INSTRUCTIONS_MAX_PER_BATCH};
 
@@ -89,7 +89,7 @@ pub struct MapperActor {
     /// backfill, one long round, stops at its next page.
     interrupt: Interrupt,
     /// Progress of a bulk backfill under way (its status).
-    bulk_done: Arc<AtomicU64>,
+    bulk: Arc<BulkProgress>,
     /// A bulk backfill failed: the backfill goes on a batch at a time.
     bulk_off: Arc<AtomicBool>,
 }
@@ -166,7 +166,7 @@ impl MapperActor {
             trouble,
             stopping: None,
             interrupt,
-            bulk_done: Arc::default(),
+            bulk: Arc::default(),
             bulk_off: Arc::default(),
         }
     }
@@ -199,6 +199,7 @@ impl MapperActor {
 
     fn status(&self) -> ViewStatus {
         let m = &self.meta;
+        let last_error = self.bulk.last_error().or_else(|| m.tally.last_error.clone());
         ViewStatus {
             name: m.name.clone(),
             kind: "mapper".into(),
@@ -208,16 +209,17 @@ impl MapperActor {
             watermark: m.checkpoint,
             pending_changes: self.node.pending_changes(m.source_id, m.checkpoint),
             rows_written: m.tally.rows_written,
-            errors: m.tally.errors,
-            last_error: self.trouble.clone().or_else(|| m.tally.last_error.clone().map(|e| e.1)),
+            // A bulk backfill's errors count as it finds them.
+            errors: m.tally.errors + self.bulk.errors.load(Ordering::Relaxed),
+            last_error: self.trouble.clone().or_else(|| last_error.clone().map(|e| e.1)),
             last_error_key: match &self.trouble {
                 Some(_) => None,
-                None => m.tally.last_error.clone().map(|e| Bytes::from(e.0)),
+                None => last_error.map(|e| Bytes::from(e.0)),
             },
             backfill: m
                 .backfill
                 .as_ref()
-                .map(|b| (b.done.max(self.bulk_done.load(Ordering::Relaxed)), b.total)),
+                .map(|b| (b.done.max(self.bulk.done.load(Ordering::Relaxed)), b.total)),
             tree: None,
         }
     }
@@ -236,7 +238,7 @@ impl Handler<Round> for MapperActor {
         };
         let node = self.node.clone();
         let meta = self.meta.clone();
-        let bulk = (self.interrupt.clone(), self.bulk_done.clone(), self.bulk_off.clone());
+        let bulk = (self.interrupt.clone(), self.bulk.clone(), self.bulk_off.clone());
         // The meta comes back whatever happened: a failed round may have
         // chosen (pinned and saved) its upper seq, and retries with it.
         let round = async move {
@@ -247,6 +249,9 @@ impl Handler<Round> for MapperActor {
         ctx.spawn(round.into_actor(self).map(|(meta, result), act, ctx| {
             act.running = false;
             act.meta = meta;
+            // A bulk backfill's errors are in the meta's tally now (or were
+            // thrown away with it).
+            act.bulk.reset();
             if act.stopping.is_some() {
                 return act.finish_stop(ctx);
             }
@@ -485,7 +490,7 @@ async fn run_round(
     node: &Arc<Node>,
     meta: &mut MapperMeta,
     mapper: Arc<Mapper>,
-    (interrupt, bulk_done, bulk_off): (Interrupt, Arc<AtomicU64>, Arc<AtomicBool>),
+    (interrupt, bulk, bulk_off): (Interrupt, Arc<BulkProgress>, Arc<AtomicBool>),
 ) -> NodeResult<Outcome> {
     // From the first write to the published cut, no other mapper's round
     // writes the target: a cut is never inside anyone's round.
@@ -495,10 +500,10 @@ async fn run_round(
     };
     let mut errors = Vec::new();
     if !bulk_off.load(Ordering::Relaxed) && bulk_backfill::applies(meta) {
-        bulk_done.store(0, Ordering::Relaxed);
+        bulk.reset();
         let started = std::time::Instant::now();
         let total = meta.backfill.as_ref().map_or(0, |b| b.total);
-        let progress = (&bulk_done, total);
+        let progress = (&bulk, total);
         match bulk_backfill::run(node, meta, &mapper, &interrupt, progress).await {
             Ok(Some(bulk)) => {
                 meta.backfill = None;
@@ -540,7 +545,7 @@ async fn run_round(
                 bulk_off.store(true, Ordering::Relaxed);
             }
         }
-        bulk_done.store(0, Ordering::Relaxed);
+        bulk.reset();
     }
     if let Some(backfill) = meta.backfill.clone() {
         let mut writes = Writes::new(node, &meta.target);

@@ -18,6 +18,16 @@ pub enum ReducerFunction {
 }
 
 impl ReducerFunction {
+    /// The function as `CreateReducer` takes it.
+    pub fn to_proto(&self) -> monotable_proto::ReduceFunction {
+        match self {
+            ReducerFunction::Builtin(b) => monotable_proto::ReduceFunction::Builtin(b.to_string()),
+            ReducerFunction::Lua(source) => {
+                monotable_proto::ReduceFunction::Lua { source: source.clone() }
+            }
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ReducerFunction::Builtin(b) => format!("builtin {b}"),

@@ -6,7 +6,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter};
-use monotable_proto::{ErrorCode, MapFunction, RangeOptions, ScanRequest, ViewStatus, WriteOp};
+use monotable_proto::{
+    ErrorCode, MapFunction, RangeOptions, ScanRequest, SinkSource, ViewDefinition, ViewStatus,
+    WriteOp,
+};
 use tokio::sync::oneshot;
 
 use crate::bridge::sink::SinkActor;
@@ -1165,6 +1168,36 @@ impl Node {
                 }),
             }
         }
+    }
+
+    /// What this node's views and sinks were created from
+    /// ([`Command::ViewDefinitions`]), sorted by name.
+    ///
+    /// [`Command::ViewDefinitions`]: monotable_proto::Command::ViewDefinitions
+    pub(crate) fn view_definitions(&self) -> NodeResult<Vec<ViewDefinition>> {
+        let mappers = self.catalog.mappers()?.into_iter().map(|m| ViewDefinition::Mapper {
+            function: m.function.to_proto(),
+            name: m.name,
+            source: m.source,
+            target: m.target,
+        });
+        let reducers = self.catalog.reducers()?.into_iter().map(|r| ViewDefinition::Reducer {
+            function: r.function.to_proto(),
+            name: r.name,
+            range: r.range,
+        });
+        let sinks = self.catalog.sinks()?.into_iter().map(|s| ViewDefinition::Sink {
+            source: match s.view {
+                Some(view) => SinkSource::View(view),
+                None => SinkSource::Range(s.source),
+            },
+            name: s.name,
+            url: s.url,
+            prefix: s.prefix.into(),
+        });
+        let mut all: Vec<ViewDefinition> = mappers.chain(reducers).chain(sinks).collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(all)
     }
 
     pub(crate) async fn view_statuses(&self) -> Vec<ViewStatus> {
