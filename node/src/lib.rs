@@ -80,7 +80,7 @@
 //! - [`json`]: the JSON forms of keys and values that the command line,
 //!   the `MT.*` Redis commands, sinks and jobs read and print.
 //! - [`cli`]: the `monotable` command line (client commands, load, bench,
-//!   `serve` and its config file).
+//!   backup and restore, `serve` and its config file).
 
 pub mod auth;
 pub mod bridge;

@@ -380,22 +380,8 @@ fn a_clusters_replicated_range_round_trips() {
     let nodes = start_cluster(&dirs);
     let (first, second, third) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
     ok(cli(first, &["range", "create", "r", "--replicas", "3"]));
-    ok(cli(
-        first,
-        &[
-            "mapper",
-            "create",
-            "by_city",
-            "--source",
-            "r",
-            "--target",
-            "idx",
-            "--field",
-            "city",
-            "--value-field",
-            "amount",
-        ],
-    ));
+    let by_city = "mapper create by_city --source r --target idx --field city --value-field amount";
+    ok(cli(first, &by_city.split(' ').collect::<Vec<_>>()));
     ok(cli(first, &["reducer", "create", "total", "--range", "idx", "--builtin", "sum"]));
     runtime().block_on(async {
         let c = Client::connect(third).await.expect("connect");

@@ -7,7 +7,8 @@
 //! - [`table`]: the ExtendedHashtable: partial reductions under a memory
 //!   budget, spilled as sorted runs and merged at the end.
 //! - [`runs`]: the runs it spills (CRC-framed, in files or in a Redis
-//!   database) and their removal after a crash.
+//!   database) and their removal after a crash; a backup's range files
+//!   (`monotable backup`) are runs too.
 
 pub mod runs;
 pub mod table;
