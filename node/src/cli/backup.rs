@@ -236,20 +236,53 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
             manifest.version
         );
     }
-    let mut names = BTreeSet::new();
+    check_names(&manifest)?;
     for r in &manifest.ranges {
-        if !names.insert(r.name.as_str()) {
+        verify_range(dir, r).with_context(|| format!("range {:?} is damaged", r.name))?;
+    }
+    Ok(manifest)
+}
+
+/// The manifest's names as the node would take them: valid, each range
+/// and view once, no range that a mapper of the backup maintains, at
+/// least one replica. Checked before anything is written, so a restore
+/// does not stop halfway on one.
+fn check_names(manifest: &Manifest) -> Result<()> {
+    let valid = |what: &str, name: &str| {
+        crate::node::validate_name(what, name).map_err(|e| anyhow::anyhow!("the manifest: {e}"))
+    };
+    let mut ranges = BTreeSet::new();
+    for r in &manifest.ranges {
+        valid("range", &r.name)?;
+        if !ranges.insert(r.name.as_str()) {
             bail!("the manifest lists range {:?} twice", r.name);
         }
-        verify_range(dir, r).with_context(|| format!("range {:?} is damaged", r.name))?;
+        if r.replicas == 0 {
+            bail!("the manifest gives range {:?} no replicas", r.name);
+        }
     }
     let mut views = BTreeSet::new();
     for v in &manifest.views {
+        valid("view", v.name())?;
         if !views.insert(v.name()) {
             bail!("the manifest lists view {:?} twice", v.name());
         }
+        match v {
+            ViewDefinition::Mapper { source, target, .. } => {
+                valid("range", source)?;
+                valid("range", target)?;
+                if ranges.contains(target.as_str()) {
+                    bail!(
+                        "the manifest lists range {target:?}, which mapper {:?} writes",
+                        v.name()
+                    );
+                }
+            }
+            ViewDefinition::Reducer { range, .. } => valid("range", range)?,
+            ViewDefinition::Sink { .. } => {}
+        }
     }
-    Ok(manifest)
+    Ok(())
 }
 
 /// The file of range entry `r`, refusing a path that leaves the backup.
@@ -564,6 +597,40 @@ mod tests {
         let views = [&reducer, &m1, &m2, &m3];
         let names: Vec<&str> = order_views(&views).iter().map(|v| v.name()).collect();
         assert_eq!(names, ["z", "y", "x", "a"]);
+    }
+
+    #[test]
+    fn manifest_names_are_checked_before_anything_is_written() {
+        let range = |name: &str| RangeEntry {
+            name: name.into(),
+            options: RangeOptions::default(),
+            replicas: 1,
+            file: "ranges/000001.run".into(),
+            records: 0,
+            bytes: 0,
+        };
+        let manifest = |ranges: Vec<RangeEntry>, views: Vec<ViewDefinition>| Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            server_version: String::new(),
+            created_unix_ms: 0,
+            snapshot: 0,
+            ranges,
+            views,
+        };
+        assert!(check_names(&manifest(vec![range("r")], vec![mapper("m", "r", "t")])).is_ok());
+        let bad = [
+            (manifest(vec![range("a#1")], vec![]), "invalid range name"),
+            (manifest(vec![range("r"), range("r")], vec![]), "twice"),
+            (manifest(vec![RangeEntry { replicas: 0, ..range("r") }], vec![]), "no replicas"),
+            (manifest(vec![range("r"), range("t")], vec![mapper("m", "r", "t")]), "which mapper"),
+            (manifest(vec![], vec![mapper("m", "r", "t"), mapper("m", "r", "u")]), "twice"),
+            (manifest(vec![], vec![mapper("../m", "r", "t")]), "invalid view name"),
+        ];
+        for (m, says) in bad {
+            let e = check_names(&m).expect_err(says).to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]
