@@ -727,33 +727,46 @@ async fn send_file(
     .map_err(io::Error::other)?
 }
 
+/// The address other nodes reach this one at: `--advertise-addr` (a
+/// `HOST:PORT` that resolves, not a wildcard address or port 0), or the
+/// native listener's address `listening` (refused when it is a wildcard
+/// and the node joins a cluster).
+pub fn advertised_addr(
+    advertise: Option<&str>,
+    listening: std::net::SocketAddr,
+    joins: bool,
+) -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    match advertise {
+        Some(a) => {
+            let addrs: Vec<std::net::SocketAddr> = a
+                .to_socket_addrs()
+                .map_err(|e| format!("--advertise-addr {a:?}: not a HOST:PORT address ({e})"))?
+                .collect();
+            if addrs.is_empty() || addrs.iter().any(|s| s.ip().is_unspecified() || s.port() == 0) {
+                return Err(format!(
+                    "--advertise-addr {a}: other nodes cannot reach a wildcard address or port 0"
+                ));
+            }
+            Ok(a.to_owned())
+        }
+        None if listening.ip().is_unspecified() && joins => Err(format!(
+            "--listen {listening} is a wildcard address, which other nodes cannot reach: \
+             give the address they should use with --advertise-addr"
+        )),
+        None => Ok(listening.to_string()),
+    }
+}
+
 /// Starts the node's part of the cluster: after the listener is bound, since
 /// a joining node must answer the leader that adds it.
 async fn start_cluster(
     node: &Arc<Node>,
     listening: std::net::SocketAddr,
 ) -> Result<Arc<crate::cluster::Cluster>, NodeError> {
-    let advertise = match &node.config.advertise {
-        Some(a) => {
-            let unreachable = a
-                .parse::<std::net::SocketAddr>()
-                .map(|s| s.ip().is_unspecified() || s.port() == 0)
-                .unwrap_or(false);
-            if unreachable {
-                return Err(NodeError::Start(format!(
-                    "--advertise-addr {a}: other nodes cannot reach a wildcard address or port 0"
-                )));
-            }
-            a.clone()
-        }
-        None if listening.ip().is_unspecified() && node.config.join.is_some() => {
-            return Err(NodeError::Start(format!(
-                "--listen {listening} is a wildcard address, which other nodes cannot reach: \
-                 give the address they should use with --advertise-addr"
-            )))
-        }
-        None => listening.to_string(),
-    };
+    let advertise =
+        advertised_addr(node.config.advertise.as_deref(), listening, node.config.join.is_some())
+            .map_err(NodeError::Start)?;
     let config = crate::cluster::ClusterConfig {
         dir: node.config.data_dir.join("cluster"),
         advertise,

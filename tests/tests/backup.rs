@@ -264,7 +264,10 @@ fn a_damaged_backup_is_refused_before_anything_is_written() {
     let good = tmp.path().join("good");
     ok(cli(a.addr, &["backup", path(&good)]));
     let listed = ok(cli(a.addr, &["restore", "--check", path(&good)]));
-    assert!(listed.contains("range r: 2000 records") && listed.contains("is whole"), "{listed}");
+    assert!(
+        listed.contains("range \"r\": 2000 records") && listed.contains("is whole"),
+        "{listed}"
+    );
 
     let manifest = std::fs::read_to_string(good.join("manifest.json")).expect("manifest");
     let file_of = |range: &str| {
@@ -275,7 +278,7 @@ fn a_damaged_backup_is_refused_before_anything_is_written() {
     };
     let r_file = file_of("r");
     type Damage = Box<dyn Fn(&Path)>;
-    let cases: Vec<(&str, Damage, &str)> = vec![
+    let mut cases: Vec<(&str, Damage, &str)> = vec![
         (
             "a flipped byte",
             Box::new({
@@ -353,6 +356,42 @@ fn a_damaged_backup_is_refused_before_anything_is_written() {
             "not a backup manifest",
         ),
     ];
+    cases.push((
+        "bytes after the footer",
+        Box::new({
+            let (m, f) = (manifest.clone(), r_file.clone());
+            move |d: &Path| {
+                let p = d.join(&f);
+                let mut bytes = std::fs::read(&p).expect("read");
+                let size = bytes.len();
+                bytes.extend_from_slice(b"tail");
+                std::fs::write(&p, bytes).expect("write");
+                let edited = m.replacen(
+                    &format!("\"bytes\": {size}"),
+                    &format!("\"bytes\": {}", size + 4),
+                    1,
+                );
+                std::fs::write(d.join("manifest.json"), edited).expect("write");
+            }
+        }),
+        "bytes follow its footer",
+    ));
+    cases.push((
+        "a symbolic link out of the backup",
+        Box::new({
+            let f = r_file.clone();
+            move |d: &Path| {
+                let p = d.join(&f);
+                let outside = d
+                    .parent()
+                    .expect("parent")
+                    .join(format!("outside-{}", d.display().to_string().len()));
+                std::fs::rename(&p, &outside).expect("move");
+                std::os::unix::fs::symlink(&outside, &p).expect("link");
+            }
+        }),
+        "is not a plain file",
+    ));
     let fresh = Node::start(&tmp.path().join("fresh"));
     for (i, (what, damage, says)) in cases.iter().enumerate() {
         let dir = tmp.path().join(format!("damaged{i}"));
@@ -364,6 +403,19 @@ fn a_damaged_backup_is_refused_before_anything_is_written() {
         assert!(refused.contains(says), "{what}: {refused}");
         assert!(range_names(fresh.addr).is_empty(), "{what}: the node was written to");
     }
+    // What only the node can refuse (a view's function) is found before
+    // any record is written, and what restore made is dropped again.
+    let dir = tmp.path().join("refused");
+    copy_dir(&good, &dir);
+    let mut m: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    let median = serde_json::json!({"Reducer": {"name": "mid", "range": "r", "function": {"Builtin": "median"}}});
+    m["views"].as_array_mut().expect("views").push(median);
+    std::fs::write(dir.join("manifest.json"), m.to_string()).expect("write");
+    ok(cli(fresh.addr, &["restore", "--check", path(&dir)]));
+    let refused = err(cli(fresh.addr, &["restore", path(&dir)]));
+    assert!(refused.contains("median") && refused.contains("nothing was kept"), "{refused}");
+    assert!(range_names(fresh.addr).is_empty(), "the node kept what restore made");
+
     // The good one still restores, into the node the others left alone.
     ok(cli(fresh.addr, &["restore", path(&good)]));
     assert!(records(a.addr, "r") == records(fresh.addr, "r"));
@@ -391,9 +443,15 @@ fn a_clusters_replicated_range_round_trips() {
             c.put("r", format!("k{i:04}"), msgpack(&doc)).await.expect("put");
         }
     });
+    let mut m = RawResp::connect(nodes[1].resp_addr, 30);
+    for line in ["SET s hello", "HSET h f1 v1 f2 v2", "RPUSH l x y z"] {
+        let reply = m.call_str(line);
+        assert!(!reply.starts_with(b"-"), "{line}: {}", String::from_utf8_lossy(&reply));
+    }
     wait_views_idle(first, 120);
     let expected = agg(first, "total", &["--group-level", "1"]);
     let source = records(first, "r");
+    let redis_data = redis_view(nodes[2].resp_addr);
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("backup");
     ok(cli(second, &["backup", path(&dir)]));
@@ -404,15 +462,28 @@ fn a_clusters_replicated_range_round_trips() {
     ok(cli(single.addr, &["restore", path(&dir)]));
     assert!(records(single.addr, "r") == source);
     assert_eq!(agg(single.addr, "total", &["--group-level", "1"]), expected);
+    assert_eq!(redis_view(single.resp_addr), redis_data);
+    // And a single node's backup into the cluster: its Redis database
+    // becomes the cluster's (replicated, written through any node).
+    let dir1 = tmp.path().join("single-backup");
+    ok(cli(single.addr, &["backup", path(&dir1)]));
 
     ok(cli(first, &["reducer", "drop", "total"]));
     ok(cli(first, &["mapper", "drop", "by_city"]));
     ok(cli(first, &["range", "drop", "r"]));
+    ok(cli(first, &["range", "drop", "redis.0"]));
     wait_until("the ranges gone", 60, || range_names(third).is_empty());
-    ok(cli(third, &["restore", path(&dir)]));
+    ok(cli(third, &["restore", path(&dir1), "--replicas", "3"]));
     assert!(records(first, "r") == source);
+    wait_views_idle(third, 120);
     wait_views_idle(first, 120);
     assert_eq!(agg(first, "total", &["--group-level", "1"]), expected);
+    for node in &nodes {
+        assert_eq!(redis_view(node.resp_addr), redis_data, "through {}", node.addr);
+    }
+    let mut m = RawResp::connect(nodes[0].resp_addr, 30);
+    let set = m.call_str("SET after restore");
+    assert_eq!(set, b"+OK\r\n", "{}", String::from_utf8_lossy(&set));
     let replicas = runtime().block_on(async {
         let c = Client::connect(first).await.expect("connect");
         let r = c.describe_range("r").await.expect("describe");

@@ -120,8 +120,12 @@ fn print_config_refuses_what_serve_would_refuse() {
     let data = data.to_string_lossy();
     let missing = dir.path().join("no-such-password");
     let missing = missing.to_string_lossy();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--log-level", "warning"], "--log-level"),
+        (&["--advertise-addr", "garbage"], "--advertise-addr \"garbage\": not a HOST:PORT"),
+        (&["--advertise-addr", "127.0.0.1:0"], "port 0"),
+        (&["--join", "127.0.0.1:0"], "port 0 names no node"),
+        (&["--listen", "127.0.0.1:27123", "--resp-listen", "127.0.0.1:27123"], "same address"),
         (
             &["--raft-heartbeat-ms", "500", "--raft-election-timeout-ms", "100"],
             "--raft-heartbeat-ms",
@@ -138,6 +142,15 @@ fn print_config_refuses_what_serve_would_refuse() {
         assert!(!out.stdout.is_empty(), "{args:?}: the settings are printed first");
     }
     assert!(!dir.path().join("x").exists(), "nothing started");
+    // A password given by a flag beats a password file the config file
+    // names (one setting, two options); an empty one shows as none.
+    let pw = write(dir.path(), "pw", "s3cret\n");
+    let file = write(dir.path(), "pw.toml", &format!("requirepass-file = \"{pw}\"\n"));
+    let shown = printed(&["--config", &file, "--requirepass", "zz", "--data-dir", &data], &[]);
+    assert!(line(&shown, "requirepass").contains("set (hidden)  # command line"), "{shown}");
+    assert!(line(&shown, "requirepass-file").contains("not set"), "{shown}");
+    let shown = printed(&["--data-dir", &data], &[("MONOTABLE_REQUIREPASS", "")]);
+    assert!(line(&shown, "requirepass").contains("empty (none)"), "{shown}");
     // Settings serve takes print and exit 0, even while another node holds
     // the addresses (nothing is bound).
     let node = Node::start(&dir.path().join("n"));

@@ -297,6 +297,20 @@ fn range_file(dir: &Path, r: &RangeEntry) -> Result<PathBuf> {
 
 fn verify_range(dir: &Path, r: &RangeEntry) -> Result<()> {
     let path = range_file(dir, r)?;
+    // A plain file, reached without a symbolic link: nothing outside the
+    // backup, and nothing that blocks a read (a FIFO).
+    for p in [dir.join("ranges"), path.clone()] {
+        let meta = std::fs::symlink_metadata(&p)
+            .with_context(|| format!("cannot read {}", p.display()))?;
+        let expected = if p == path { meta.is_file() } else { meta.is_dir() };
+        if !expected {
+            bail!(
+                "{} is not a plain {}",
+                p.display(),
+                if p == path { "file" } else { "directory" }
+            );
+        }
+    }
     let size =
         std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?.len();
     if size != r.bytes {
@@ -304,8 +318,11 @@ fn verify_range(dir: &Path, r: &RangeEntry) -> Result<()> {
     }
     let mut reader = RunReader::open_file(&path, FILE_BUFFER_BYTES)?;
     let mut records = 0u64;
-    while reader.next_entry()?.is_some() {
+    while let Some((key, value)) = reader.next_entry()? {
         records += 1;
+        monotable_proto::limits::check_row_size(&key, Some(&value)).map_err(|e| {
+            anyhow::anyhow!("record {records} of {} is over a limit: {}", path.display(), e.message)
+        })?;
     }
     if records != r.records {
         bail!("{} holds {records} records, the manifest says {}", path.display(), r.records);
@@ -320,10 +337,53 @@ pub struct RestoreOptions {
     /// Return once the data is loaded and the views created, without
     /// waiting for the views to catch up.
     pub no_wait: bool,
+    /// Replicas of every range but the Redis databases, instead of the
+    /// backup's counts.
+    pub replicas: Option<u32>,
 }
 
-/// `monotable restore DIR`: checks the backup, then creates its ranges,
-/// records and views on the node `client` speaks to.
+/// What a restore has made on the node so far, undone when it fails
+/// before loading any record.
+#[derive(Default)]
+struct Made<'a> {
+    ranges: Vec<&'a str>,
+    views: Vec<&'a ViewDefinition>,
+}
+
+impl Made<'_> {
+    fn describe(&self) -> String {
+        let ranges: Vec<String> = self.ranges.iter().map(|r| format!("{r:?}")).collect();
+        let views: Vec<String> = self.views.iter().map(|v| format!("{:?}", v.name())).collect();
+        format!("ranges [{}] and views [{}]", ranges.join(", "), views.join(", "))
+    }
+
+    /// Drops what was made (views first, the last made first); the error
+    /// names what is left.
+    async fn undo(&mut self, client: &Client) -> Result<()> {
+        while let Some(v) = self.views.last() {
+            let dropped = match v {
+                ViewDefinition::Mapper { name, .. } => client.drop_mapper(name).await,
+                ViewDefinition::Reducer { name, .. } => client.drop_reducer(name).await,
+                ViewDefinition::Sink { name, .. } => client.drop_sink(name).await,
+            };
+            dropped.map_err(|e| anyhow::anyhow!("{e}; left: {}", self.describe()))?;
+            self.views.pop();
+        }
+        while let Some(r) = self.ranges.last() {
+            client
+                .drop_range(r)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}; left: {}", self.describe()))?;
+            self.ranges.pop();
+        }
+        Ok(())
+    }
+}
+
+/// `monotable restore DIR`: checks the backup, then creates its ranges and
+/// views on the node `client` speaks to (empty: whatever the node refuses
+/// is found before any record is written, and what was made is dropped
+/// again), then loads the records, which the views follow.
 pub async fn restore(client: &Client, dir: &Path, options: RestoreOptions) -> Result<()> {
     let started = Instant::now();
     let manifest = verify(dir)?;
@@ -338,26 +398,29 @@ pub async fn restore(client: &Client, dir: &Path, options: RestoreOptions) -> Re
         .iter()
         .filter(|v| options.sinks || !matches!(v, ViewDefinition::Sink { .. }))
         .collect();
+    let views = order_views(&views)?;
     refuse_clashes(client, &manifest, &views).await?;
-    let mut done: Vec<&str> = Vec::new();
+    let mut made = Made::default();
+    if let Err(e) = create_empty(client, &manifest, &views, options.replicas, &mut made).await {
+        let undone = made.undo(client).await;
+        return Err(match undone {
+            Ok(()) => e.context("the node refused the backup; nothing was kept"),
+            Err(left) => e.context(format!(
+                "the node refused the backup, and what restore made could not all be \
+                 dropped ({left}): drop it before running restore again"
+            )),
+        });
+    }
     for r in &manifest.ranges {
-        let loaded = restore_range(client, dir, r).await;
-        if let Err(e) = loaded {
-            let made = done.iter().chain([&r.name.as_str()]).copied().collect::<Vec<_>>();
+        if let Err(e) = load_range(client, dir, r).await {
             return Err(e.context(format!(
-                "restoring range {:?} failed; the ranges restored so far ({}) stay: drop them \
-                 before running restore again",
+                "restore stopped while loading range {:?}; it made {}: drop them (the views \
+                 first) before running restore again",
                 r.name,
-                made.join(", ")
+                made.describe()
             )));
         }
-        done.push(&r.name);
         eprintln!("{}: {} records", r.name, r.records);
-    }
-    for v in order_views(&views) {
-        create_view(client, v)
-            .await
-            .with_context(|| format!("cannot create view {:?} (the data is restored)", v.name()))?;
     }
     let skipped = manifest.views.len() - views.len();
     if skipped > 0 {
@@ -373,6 +436,35 @@ pub async fn restore(client: &Client, dir: &Path, options: RestoreOptions) -> Re
         dir.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Creates the backup's ranges, then its views in order, recording each
+/// in `made` once the node has made it. A Redis database range is made
+/// as the Redis endpoint makes it (the node's options and replica count
+/// for it: on a cluster, a replicated range).
+async fn create_empty<'a>(
+    client: &Client,
+    manifest: &'a Manifest,
+    views: &[&'a ViewDefinition],
+    replicas: Option<u32>,
+    made: &mut Made<'a>,
+) -> Result<()> {
+    for r in &manifest.ranges {
+        let created = if crate::resp::keyspace::database_of_range(&r.name).is_some() {
+            client.create_range(&r.name, RangeOptions::default()).await
+        } else {
+            client.create_range_replicated(&r.name, r.options, replicas.unwrap_or(r.replicas)).await
+        };
+        created.with_context(|| format!("cannot create range {:?}", r.name))?;
+        made.ranges.push(&r.name);
+    }
+    for v in views {
+        create_view(client, v)
+            .await
+            .with_context(|| format!("cannot create view {:?}", v.name()))?;
+        made.views.push(v);
+    }
     Ok(())
 }
 
@@ -422,10 +514,9 @@ async fn refuse_clashes(
     Ok(())
 }
 
-/// Creates range `r` and loads its file, batches pipelined (their keys are
+/// Loads range `r`'s file into it, batches pipelined (their keys are
 /// distinct, so their order does not matter).
-async fn restore_range(client: &Client, dir: &Path, r: &RangeEntry) -> Result<()> {
-    client.create_range_replicated(&r.name, r.options, r.replicas).await?;
+async fn load_range(client: &Client, dir: &Path, r: &RangeEntry) -> Result<()> {
     let mut reader = RunReader::open_file(&range_file(dir, r)?, FILE_BUFFER_BYTES)?;
     let mut in_flight: VecDeque<JoinHandle<Result<()>>> = VecDeque::new();
     let mut batch = Batch::new();
@@ -460,8 +551,9 @@ async fn restore_range(client: &Client, dir: &Path, r: &RangeEntry) -> Result<()
 }
 
 /// Views in an order they can be created in: mappers first, each after
-/// the mappers whose targets it reads; then reducers; then sinks.
-fn order_views<'a>(views: &[&'a ViewDefinition]) -> Vec<&'a ViewDefinition> {
+/// the mappers whose targets it reads; then reducers; then sinks. Errors:
+/// mappers that read each other's targets in a cycle.
+fn order_views<'a>(views: &[&'a ViewDefinition]) -> Result<Vec<&'a ViewDefinition>> {
     let rank = |v: &ViewDefinition| match v {
         ViewDefinition::Mapper { .. } => 0,
         ViewDefinition::Reducer { .. } => 1,
@@ -482,8 +574,18 @@ fn order_views<'a>(views: &[&'a ViewDefinition]) -> Vec<&'a ViewDefinition> {
             ViewDefinition::Mapper { source, .. } => !pending.contains_key(source.as_str()),
             _ => true,
         });
-        // A cycle cannot be created; take the next one as it comes.
-        let v = rest.remove(ready.unwrap_or(0));
+        let Some(ready) = ready else {
+            let cycle: Vec<String> = rest
+                .iter()
+                .filter(|v| matches!(v, ViewDefinition::Mapper { .. }))
+                .map(|v| format!("{:?}", v.name()))
+                .collect();
+            bail!(
+                "the manifest's mappers {} read each other's targets in a cycle",
+                cycle.join(", ")
+            );
+        };
+        let v = rest.remove(ready);
         if let ViewDefinition::Mapper { target, .. } = v {
             if let Some(n) = pending.get_mut(target.as_str()) {
                 *n -= 1;
@@ -494,7 +596,7 @@ fn order_views<'a>(views: &[&'a ViewDefinition]) -> Vec<&'a ViewDefinition> {
         }
         out.push(v);
     }
-    out
+    Ok(out)
 }
 
 async fn create_view(client: &Client, v: &ViewDefinition) -> Result<()> {
@@ -527,7 +629,10 @@ async fn wait_caught_up(client: &Client, views: &[&ViewDefinition]) -> Result<()
             .filter(|s| names.contains(s.name.as_str()))
             .filter(|s| s.backfill.is_some() || s.pending_changes > 0)
             .collect();
-        if behind.is_empty() {
+        // A view the listing does not show yet (a cluster's node that has
+        // not heard of it) is not caught up either.
+        let listed = statuses.iter().filter(|s| names.contains(s.name.as_str())).count();
+        if behind.is_empty() && listed == names.len() {
             return Ok(());
         }
         if said.elapsed() >= Duration::from_secs(5) {
@@ -549,13 +654,13 @@ impl std::fmt::Display for Manifest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "backup of monotable {} at snapshot {} ({} ms since the epoch)",
+            "backup of monotable {:?} at snapshot {} ({} ms since the epoch)",
             self.server_version, self.snapshot, self.created_unix_ms
         )?;
         for r in &self.ranges {
             writeln!(
                 f,
-                "range {}: {} records, {} bytes, {} replicas",
+                "range {:?}: {} records, {} bytes, {} replicas",
                 r.name, r.records, r.bytes, r.replicas
             )?;
         }
@@ -565,7 +670,7 @@ impl std::fmt::Display for Manifest {
                 ViewDefinition::Reducer { .. } => "reducer",
                 ViewDefinition::Sink { .. } => "sink",
             };
-            writeln!(f, "{kind} {}", v.name())?;
+            writeln!(f, "{kind} {:?}", v.name())?;
         }
         Ok(())
     }
@@ -595,8 +700,14 @@ mod tests {
         let (m1, m2, m3) =
             (mapper("x", "t2", "t3"), mapper("y", "t1", "t2"), mapper("z", "r", "t1"));
         let views = [&reducer, &m1, &m2, &m3];
-        let names: Vec<&str> = order_views(&views).iter().map(|v| v.name()).collect();
+        let names: Vec<&str> =
+            order_views(&views).expect("ordered").iter().map(|v| v.name()).collect();
         assert_eq!(names, ["z", "y", "x", "a"]);
+        let (c1, c2) = (mapper("c1", "t2", "t1"), mapper("c2", "t1", "t2"));
+        let cycle = order_views(&[&c1, &m3, &c2]).expect_err("a cycle").to_string();
+        assert!(cycle.contains("\"c1\", \"c2\"") && cycle.contains("cycle"), "{cycle}");
+        let own = mapper("own", "r", "r");
+        assert!(order_views(&[&own]).is_err(), "a mapper of its own target");
     }
 
     #[test]

@@ -23,6 +23,11 @@ use clap::{Arg, ArgMatches, Command};
 /// the file, not printed.
 const NOT_IN_FILE: [&str; 4] = ["config", "print-config", "help", "version"];
 
+/// Options that give one setting two ways: a file's key for one is not
+/// used when a flag or the environment gives the other (the password
+/// from a flag beats a password file named in the config file).
+const ONE_SETTING: [[&str; 2]; 1] = [["requirepass", "requirepass-file"]];
+
 /// Where the settings a file gave came from.
 pub struct FromFile {
     pub path: PathBuf,
@@ -129,8 +134,18 @@ pub fn expand(cli: &Command, args: Vec<OsString>) -> Result<(Vec<OsString>, Opti
                 )
             })?;
         let name = arg.get_long().unwrap_or(&name).to_owned();
-        let from_env = arg.get_env().is_some_and(|v| std::env::var_os(v).is_some());
-        if on_command_line.contains(&name) || from_env {
+        let set_above = |name: &str| {
+            let arg = serve.get_arguments().find(|a| a.get_long() == Some(name));
+            let from_env =
+                arg.and_then(Arg::get_env).is_some_and(|v| std::env::var_os(v).is_some());
+            on_command_line.contains(name) || from_env
+        };
+        let same: Vec<&str> = ONE_SETTING
+            .iter()
+            .filter(|pair| pair.contains(&name.as_str()))
+            .flat_map(|pair| pair.iter().copied())
+            .collect();
+        if set_above(&name) || same.iter().any(|n| set_above(n)) {
             continue;
         }
         let flag = format!("--{name}");
@@ -189,7 +204,9 @@ pub fn print(serve: &Command, matches: &ArgMatches, file: Option<&FromFile>) -> 
             }
         };
         if arg.is_hide_env_values_set() {
-            out.push_str(&format!("# {long}: set (hidden)  # {source}\n"));
+            let empty = matches.get_raw(id).is_some_and(|mut v| v.all(|s| s.is_empty()));
+            let shown = if empty { "empty (none)" } else { "set (hidden)" };
+            out.push_str(&format!("# {long}: {shown}  # {source}\n"));
             continue;
         }
         let raw: Vec<String> = matches

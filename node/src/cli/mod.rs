@@ -179,6 +179,11 @@ enum Cmd {
         /// waiting for the views to catch up.
         #[arg(long)]
         no_wait: bool,
+        /// Replicas of each range's chunks (capped at the nodes there are),
+        /// instead of the backup's counts; Redis databases always get the
+        /// node's own.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: Option<u32>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -686,8 +691,30 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }
-    optional_addr("--resp-listen", &args.resp_listen)?;
-    optional_addr("--http-listen", &args.http_listen)?;
+    // The listeners: distinct addresses (port 0 aside).
+    let resp = optional_addr("--resp-listen", &args.resp_listen)?;
+    let http = optional_addr("--http-listen", &args.http_listen)?;
+    let named = [("--listen", Some(args.listen)), ("--resp-listen", resp), ("--http-listen", http)];
+    for (i, (a, x)) in named.iter().enumerate() {
+        for (b, y) in &named[i + 1..] {
+            if let (Some(x), Some(y)) = (x, y) {
+                if x == y && x.port() != 0 {
+                    anyhow::bail!("{a} and {b} are the same address {x}: give each its own");
+                }
+            }
+        }
+    }
+    // What the cluster checks at start: the address other nodes use, the
+    // seed to join.
+    let advertise = crate::server::advertised_addr(
+        config.advertise.as_deref(),
+        config.listen,
+        config.join.is_some(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(seed) = &config.join {
+        crate::cluster::check_seed(seed, &advertise)?;
+    }
     Ok(config)
 }
 

@@ -308,9 +308,9 @@ async fn run_client(cmd: Cmd) -> Result<i32> {
             write!(out, "{manifest}")?;
             writeln!(out, "the backup in {} is whole", dir.display())?;
         }
-        Cmd::Restore { dir, sinks, no_wait, client, .. } => {
+        Cmd::Restore { dir, sinks, no_wait, replicas, client, .. } => {
             let c = connect(&client).await?;
-            let options = super::backup::RestoreOptions { sinks, no_wait };
+            let options = super::backup::RestoreOptions { sinks, no_wait, replicas };
             super::backup::restore(&c, &dir, options).await?;
         }
         Cmd::Views { json, client } => {

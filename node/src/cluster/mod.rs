@@ -67,7 +67,7 @@ const JOIN_AUTH_RETRY_MS: u64 = 30_000;
 const STATUS_PROBE_TIMEOUT_MS: u64 = 1_000;
 
 /// Refuses a `--join` address that cannot name another node.
-fn check_seed(seed: &str, advertise: &str) -> NodeResult<()> {
+pub fn check_seed(seed: &str, advertise: &str) -> NodeResult<()> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<std::net::SocketAddr> = seed
         .to_socket_addrs()

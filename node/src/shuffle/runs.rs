@@ -397,6 +397,11 @@ impl RunReader {
                         self.entries
                     )));
                 }
+                // Nothing may follow the footer.
+                let mut more = [0u8; 1];
+                if self.source.read(&mut more)? > 0 {
+                    return Err(self.damaged("bytes follow its footer"));
+                }
                 self.done = true;
                 Ok(None)
             }
