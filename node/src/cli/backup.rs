@@ -24,13 +24,15 @@
 //! from their definitions, and they rebuild those ranges from the data.
 //!
 //! Restore reads every file through and checks it against the manifest
-//! (every frame's CRC, key order, footer, record count, size) before it
-//! writes anything; it refuses a node that already has a range or a view
-//! of the backup's names. It then creates the ranges, loads their records
-//! in pipelined batches, creates the mappers (each after the mapper whose
-//! target it reads), then the reducers, and waits until every view has
-//! caught up. Sinks are created only with `--sinks` (they write to Redis
-//! servers the backup names).
+//! (every frame's CRC, key order, footer, record count, size, the row
+//! limits; names and mapper cycles) before it writes anything; it refuses a
+//! node that already has a range or a view of the backup's names. It then
+//! creates the ranges and the views empty (mappers each after the mapper
+//! whose target it reads, then reducers; sinks only with `--sinks`, as they
+//! write to the Redis servers the backup names), so that what only the node
+//! can refuse is found before any record is written, and undone. Then it
+//! loads the records in pipelined batches, which the views follow, and
+//! waits until every view has caught up.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
