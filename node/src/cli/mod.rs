@@ -331,9 +331,11 @@ struct ServeArgs {
     #[arg(long, env = "MONOTABLE_SINK_OUTAGE_MAX_MS", default_value_t = crate::config::SINK_OUTAGE_MAX_DEFAULT_MS)]
     sink_outage_max_ms: u64,
     /// Memory all Lua functions of views may hold together; each Lua VM
-    /// reserves its own limit (64 MiB) from it while it lives.
-    #[arg(long, env = "MONOTABLE_LUA_MEMORY_MAX_BYTES", default_value_t = crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES)]
-    lua_memory_max_bytes: usize,
+    /// reserves its own limit (64 MiB) from it while it lives. Bytes, or
+    /// with a unit: 1GiB.
+    #[arg(long, env = "MONOTABLE_LUA_MEMORY_MAX_BYTES", value_parser = parse_size,
+          default_value_t = crate::view::sandbox::LUA_MEMORY_MAX_DEFAULT_BYTES as u64)]
+    lua_memory_max_bytes: u64,
     /// Memory a new mapper's bulk backfill sorts its rows in before it
     /// spills sorted runs under the data directory (`backfill/`), e.g.
     /// 256MiB; at least 1MiB.
@@ -669,7 +671,7 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     config.sink_outage_max_ms = args.sink_outage_max_ms;
     config.slow_request_ms = args.slow_request_ms;
     config.recover_catalog = args.recover_catalog;
-    config.lua_memory_max_bytes = args.lua_memory_max_bytes;
+    config.lua_memory_max_bytes = usize::try_from(args.lua_memory_max_bytes).unwrap_or(usize::MAX);
     config.backfill_memory_max_bytes = args.backfill_memory_max_bytes as usize;
     config.script_instructions_max = args.script_instructions_max.max(1);
     config.join = args.join.clone();
