@@ -409,7 +409,10 @@ fn a_damaged_backup_is_refused_before_anything_is_written() {
     copy_dir(&good, &dir);
     let mut m: serde_json::Value = serde_json::from_str(&manifest).expect("json");
     let median = serde_json::json!({"Reducer": {"name": "mid", "range": "r", "function": {"Builtin": "median"}}});
-    m["views"].as_array_mut().expect("views").push(median);
+    // A mapper made before the refused reducer: its target goes too.
+    let mapper = serde_json::json!({"Mapper": {"name": "m", "source": "r", "target": "m_idx",
+        "function": {"Field": {"key_path": "a", "value_path": null}}}});
+    m["views"].as_array_mut().expect("views").extend([mapper, median]);
     std::fs::write(dir.join("manifest.json"), m.to_string()).expect("write");
     ok(cli(fresh.addr, &["restore", "--check", path(&dir)]));
     let refused = err(cli(fresh.addr, &["restore", path(&dir)]));

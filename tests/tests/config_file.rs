@@ -120,12 +120,13 @@ fn print_config_refuses_what_serve_would_refuse() {
     let data = data.to_string_lossy();
     let missing = dir.path().join("no-such-password");
     let missing = missing.to_string_lossy();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--log-level", "warning"], "--log-level"),
         (&["--advertise-addr", "garbage"], "--advertise-addr \"garbage\": not a HOST:PORT"),
         (&["--advertise-addr", "127.0.0.1:0"], "port 0"),
         (&["--join", "127.0.0.1:0"], "port 0 names no node"),
-        (&["--listen", "127.0.0.1:27123", "--resp-listen", "127.0.0.1:27123"], "same address"),
+        (&["--listen", "127.0.0.1:27123", "--resp-listen", "127.0.0.1:27123"], "same port"),
+        (&["--listen", "127.0.0.1:27123", "--http-listen", "0.0.0.0:27123"], "same port"),
         (
             &["--raft-heartbeat-ms", "500", "--raft-election-timeout-ms", "100"],
             "--raft-heartbeat-ms",

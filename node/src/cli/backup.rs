@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use monotable_client::{Batch, Client, RangeInfo, RangeOptions, Scan, ViewDefinition};
+use monotable_client::{Batch, Client, ErrorCode, RangeInfo, RangeOptions, Scan, ViewDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -284,6 +284,15 @@ fn check_names(manifest: &Manifest) -> Result<()> {
             ViewDefinition::Sink { .. } => {}
         }
     }
+    let mut targets = BTreeMap::new();
+    for v in &manifest.views {
+        if let ViewDefinition::Mapper { target, .. } = v {
+            if let Some(other) = targets.insert(target.as_str(), v.name()) {
+                bail!("the manifest's mappers {other:?} and {:?} both write {target:?}", v.name());
+            }
+        }
+    }
+    order_views(&manifest.views.iter().collect::<Vec<_>>())?;
     Ok(())
 }
 
@@ -353,8 +362,18 @@ struct Made<'a> {
 }
 
 impl Made<'_> {
+    /// The targets of the mappers made: ranges too (a mapper's drop leaves
+    /// its target on a node's own range).
+    fn targets(&self) -> impl Iterator<Item = &str> {
+        self.views.iter().filter_map(|v| match v {
+            ViewDefinition::Mapper { target, .. } => Some(target.as_str()),
+            _ => None,
+        })
+    }
+
     fn describe(&self) -> String {
-        let ranges: Vec<String> = self.ranges.iter().map(|r| format!("{r:?}")).collect();
+        let ranges: Vec<String> =
+            self.ranges.iter().copied().chain(self.targets()).map(|r| format!("{r:?}")).collect();
         let views: Vec<String> = self.views.iter().map(|v| format!("{:?}", v.name())).collect();
         format!("ranges [{}] and views [{}]", ranges.join(", "), views.join(", "))
     }
@@ -362,6 +381,7 @@ impl Made<'_> {
     /// Drops what was made (views first, the last made first); the error
     /// names what is left.
     async fn undo(&mut self, client: &Client) -> Result<()> {
+        let targets: Vec<String> = self.targets().map(str::to_owned).collect();
         while let Some(v) = self.views.last() {
             let dropped = match v {
                 ViewDefinition::Mapper { name, .. } => client.drop_mapper(name).await,
@@ -370,6 +390,14 @@ impl Made<'_> {
             };
             dropped.map_err(|e| anyhow::anyhow!("{e}; left: {}", self.describe()))?;
             self.views.pop();
+        }
+        for target in targets.iter().rev() {
+            match client.drop_range(target).await {
+                // On a cluster the mapper's drop took its target with it.
+                Ok(()) => {}
+                Err(e) if e.code() == Some(ErrorCode::RangeNotFound) => {}
+                Err(e) => bail!("{e}; left: range {target:?} and {}", self.describe()),
+            }
         }
         while let Some(r) = self.ranges.last() {
             client
@@ -739,6 +767,8 @@ mod tests {
             (manifest(vec![range("r"), range("t")], vec![mapper("m", "r", "t")]), "which mapper"),
             (manifest(vec![], vec![mapper("m", "r", "t"), mapper("m", "r", "u")]), "twice"),
             (manifest(vec![], vec![mapper("../m", "r", "t")]), "invalid view name"),
+            (manifest(vec![], vec![mapper("a", "r", "t"), mapper("b", "s", "t")]), "both write"),
+            (manifest(vec![], vec![mapper("a", "u", "t"), mapper("b", "t", "u")]), "cycle"),
         ];
         for (m, says) in bad {
             let e = check_names(&m).expect_err(says).to_string();

@@ -700,8 +700,11 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     for (i, (a, x)) in named.iter().enumerate() {
         for (b, y) in &named[i + 1..] {
             if let (Some(x), Some(y)) = (x, y) {
-                if x == y && x.port() != 0 {
-                    anyhow::bail!("{a} and {b} are the same address {x}: give each its own");
+                // A wildcard address takes its port on every address.
+                let overlap =
+                    x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified();
+                if overlap && x.port() == y.port() && x.port() != 0 {
+                    anyhow::bail!("{a} {x} and {b} {y} take the same port: give each its own");
                 }
             }
         }
