@@ -2009,7 +2009,10 @@ fn sim_catches_reads_without_a_barrier() {
 
 #[test]
 fn sim_catches_appends_acknowledged_before_durable() {
-    let caught = first_caught(Bug::AckBeforeDurable, 0..6);
+    // Postmortem: on a loaded machine six seeds once all missed the bug
+    // (crashes land at other moments of the writes under load); a seed
+    // that catches it ends the search, so more seeds cost nothing then.
+    let caught = first_caught(Bug::AckBeforeDurable, 0..16);
     let (_, v) = caught.expect("lost writes went unnoticed");
     let data_lost = ["not linearizable", "lost", "differ"];
     assert!(v.iter().any(|v| data_lost.iter().any(|s| v.contains(s))), "{v:#?}");
