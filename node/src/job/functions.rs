@@ -23,6 +23,12 @@ pub trait JobReduce: Combiner {
     /// A key's output value (MessagePack) from its combined reduction, or
     /// why the key has none.
     fn output(&self, p: &Self::P) -> Result<Vec<u8>, String>;
+    /// Whether [`JobReduce::leaf`] reads the row key (a Lua reducer's
+    /// `keys`); the built-ins do not, so a field mapper's row key need
+    /// not be built for them.
+    fn reads_row_key(&self) -> bool {
+        true
+    }
 }
 
 fn msgpack_of_json(j: &serde_json::Value) -> Vec<u8> {
@@ -62,6 +68,10 @@ impl JobReduce for Builtin {
 
     fn output(&self, p: &Reduction) -> Result<Vec<u8>, String> {
         p.to_json().map(|j| msgpack_of_json(&j)).map_err(|e| e.to_string())
+    }
+
+    fn reads_row_key(&self) -> bool {
+        false
     }
 }
 

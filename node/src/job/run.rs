@@ -48,7 +48,7 @@ use crate::shuffle::runs::{RunError, RunStore};
 use crate::shuffle::table::{ExtendedHashtable, Merged, TableStats};
 use crate::sorted_load::SortedLoad;
 use crate::view::lua::{LuaEnv, LuaReducer};
-use crate::view::map_fn::{Mapper, MapperFunction};
+use crate::view::map_fn::{FieldMapper, Mapper, MapperFunction};
 use crate::view::reducer_fn::ReducerFunction;
 
 /// A span of a range input's keys: `[start, end)`, `None` unbounded.
@@ -1342,6 +1342,10 @@ where
     }
 
     fn map_records(&mut self, job: &Job, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+        let mapper = self.mapper.clone();
+        if let (Mapper::Field(f), false) = (&*mapper, self.reducer.reads_row_key()) {
+            return self.map_fields(job, f, records);
+        }
         let refs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         let mapped = self.mapper.map_many(&refs, None).map_err(|_| CANCELLED.to_owned())?;
         for ((key, _), result) in records.iter().zip(mapped) {
@@ -1376,6 +1380,42 @@ where
                 }
             }
         }
+        job.records_in.fetch_add(records.len() as u64, Ordering::Relaxed);
+        job.report_table(self.task, self.table.stats());
+        Ok(())
+    }
+
+    /// [`Worker::map_records`] for a field mapper and a reducer that does
+    /// not read row keys: the output key is taken from the field directly
+    /// (the same key and the same errors, without building a row key and
+    /// taking it apart).
+    fn map_fields(
+        &mut self,
+        job: &Job,
+        f: &FieldMapper,
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), String> {
+        let mut emitted = 0;
+        for (key, value) in records {
+            let (out_key, row_value) = match f.emit_key(value) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(e) => {
+                    job.map_error(key, e.to_string());
+                    continue;
+                }
+            };
+            if let Err(e) = check_key_size(&out_key) {
+                job.map_error(key, format!("emitted key: {e}"));
+                continue;
+            }
+            emitted += 1;
+            match self.reducer.leaf(&[], &row_value) {
+                Ok(p) => self.table.insert(&out_key, p).map_err(|e: RunError| e.to_string())?,
+                Err(e) => job.reduce_error(&out_key, e),
+            }
+        }
+        job.rows_emitted.fetch_add(emitted, Ordering::Relaxed);
         job.records_in.fetch_add(records.len() as u64, Ordering::Relaxed);
         job.report_table(self.task, self.table.stats());
         Ok(())

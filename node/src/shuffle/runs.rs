@@ -125,7 +125,7 @@ impl RunStore {
                 at: 0,
             }),
         };
-        Ok(RunReader { source, name, entries: 0, done: false, last: None })
+        Ok(RunReader::new(source, name))
     }
 
     /// Removes run `id`.
@@ -236,29 +236,34 @@ impl RunWriter {
         if cfg!(debug_assertions) {
             self.last = Some(key.to_vec());
         }
-        let mut payload = Vec::with_capacity(5 + key.len() + partial.len());
-        payload.push(TAG_ENTRY);
-        payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        payload.extend_from_slice(key);
-        payload.extend_from_slice(partial);
-        self.frame(&payload)?;
+        let mut lead = [0u8; 5];
+        lead[0] = TAG_ENTRY;
+        lead[1..].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        self.frame(&[&lead, key, partial])?;
         self.entries += 1;
         Ok(())
     }
 
-    fn frame(&mut self, payload: &[u8]) -> Result<(), RunError> {
+    /// Writes one frame whose payload is `parts` end to end.
+    fn frame(&mut self, parts: &[&[u8]]) -> Result<(), RunError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let crc = parts.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p));
         let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        head[4..].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-        self.bytes += (head.len() + payload.len()) as u64;
+        head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        head[4..].copy_from_slice(&crc.to_le_bytes());
+        self.bytes += (head.len() + len) as u64;
         match &mut self.sink {
             Sink::File(w) => {
                 w.write_all(&head)?;
-                w.write_all(payload)?;
+                for p in parts {
+                    w.write_all(p)?;
+                }
             }
             Sink::Redis { block, .. } => {
                 block.extend_from_slice(&head);
-                block.extend_from_slice(payload);
+                for p in parts {
+                    block.extend_from_slice(p);
+                }
                 if block.len() >= REDIS_BLOCK_BYTES {
                     self.push_block()?;
                 }
@@ -289,9 +294,8 @@ impl RunWriter {
     }
 
     fn finish_with(mut self, sync: bool) -> Result<u64, RunError> {
-        let mut footer = vec![TAG_FOOTER];
-        footer.extend_from_slice(&self.entries.to_le_bytes());
-        self.frame(&footer)?;
+        let count = self.entries.to_le_bytes();
+        self.frame(&[&[TAG_FOOTER], &count])?;
         self.push_block()?;
         if let Sink::File(w) = &mut self.sink {
             w.flush()?;
@@ -339,7 +343,12 @@ pub struct RunReader {
     name: String,
     entries: u64,
     done: bool,
-    last: Option<Vec<u8>>,
+    /// The current frame's payload, and where its key ends in it.
+    payload: Vec<u8>,
+    key_end: usize,
+    /// The previous entry's payload, and where its key ends in it.
+    last: Vec<u8>,
+    last_key_end: usize,
 }
 
 impl RunReader {
@@ -348,13 +357,21 @@ impl RunReader {
     pub fn open_file(path: &Path, buffer: usize) -> Result<RunReader, RunError> {
         let f = File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        Ok(RunReader {
-            source: Box::new(BufReader::with_capacity(buffer, f)),
-            name: path.display().to_string(),
+        let name = path.display().to_string();
+        Ok(RunReader::new(Box::new(BufReader::with_capacity(buffer, f)), name))
+    }
+
+    fn new(source: Box<dyn Read + Send>, name: String) -> RunReader {
+        RunReader {
+            source,
+            name,
             entries: 0,
             done: false,
-            last: None,
-        })
+            payload: Vec::new(),
+            key_end: 0,
+            last: Vec::new(),
+            last_key_end: 0,
+        }
     }
 
     fn damaged(&self, what: impl Into<String>) -> RunError {
@@ -363,8 +380,28 @@ impl RunReader {
 
     /// The next entry `(key, partial)`, or `None` after the footer.
     pub fn next_entry(&mut self) -> Result<Option<RunEntry>, RunError> {
+        Ok(self.advance()?.then(|| (self.key().to_vec(), self.partial().to_vec())))
+    }
+
+    /// The current entry's key (after [`RunReader::advance`] returned true).
+    pub fn key(&self) -> &[u8] {
+        &self.payload[5..self.key_end]
+    }
+
+    /// The current entry's partial reduction.
+    pub fn partial(&self) -> &[u8] {
+        &self.payload[self.key_end..]
+    }
+
+    /// Moves to the next entry ([`RunReader::key`], [`RunReader::partial`]);
+    /// false after the footer.
+    pub fn advance(&mut self) -> Result<bool, RunError> {
         if self.done {
-            return Ok(None);
+            return Ok(false);
+        }
+        if self.entries > 0 {
+            std::mem::swap(&mut self.last, &mut self.payload);
+            self.last_key_end = self.key_end;
         }
         let mut head = [0u8; 8];
         if let Err(e) = self.source.read_exact(&mut head) {
@@ -378,19 +415,20 @@ impl RunReader {
         if len == 0 || len > RUN_FRAME_MAX_BYTES {
             return Err(self.damaged(format!("a frame of {len} bytes")));
         }
-        let mut payload = vec![0u8; len];
-        if let Err(e) = self.source.read_exact(&mut payload) {
+        self.payload.clear();
+        self.payload.resize(len, 0);
+        if let Err(e) = self.source.read_exact(&mut self.payload) {
             return Err(match e.kind() {
                 io::ErrorKind::UnexpectedEof => self.damaged("it ends inside a frame"),
                 _ => e.into(),
             });
         }
-        if crc32c::crc32c(&payload) != crc {
+        if crc32c::crc32c(&self.payload) != crc {
             return Err(self.damaged("a frame's CRC does not match"));
         }
-        match payload[0] {
-            TAG_FOOTER if payload.len() == 9 => {
-                let n = u64::from_le_bytes(payload[1..9].try_into().expect("8 bytes"));
+        match self.payload[0] {
+            TAG_FOOTER if self.payload.len() == 9 => {
+                let n = u64::from_le_bytes(self.payload[1..9].try_into().expect("8 bytes"));
                 if n != self.entries {
                     return Err(self.damaged(format!(
                         "its footer counts {n} entries, it holds {}",
@@ -403,23 +441,21 @@ impl RunReader {
                     return Err(self.damaged("bytes follow its footer"));
                 }
                 self.done = true;
-                Ok(None)
+                Ok(false)
             }
-            TAG_ENTRY if payload.len() >= 5 => {
-                let klen = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes")) as usize;
-                if 5 + klen > payload.len() {
+            TAG_ENTRY if self.payload.len() >= 5 => {
+                let klen =
+                    u32::from_le_bytes(self.payload[1..5].try_into().expect("4 bytes")) as usize;
+                if 5 + klen > self.payload.len() {
                     return Err(self.damaged("an entry's key runs past its frame"));
                 }
-                let partial = payload[5 + klen..].to_vec();
-                payload.truncate(5 + klen);
-                payload.drain(..5);
-                let key = payload;
-                if self.last.as_ref().is_some_and(|l| *l >= key) {
+                self.key_end = 5 + klen;
+                // `last` holds the previous entry's payload (swapped above).
+                if self.entries > 0 && self.last[5..self.last_key_end] >= *self.key() {
                     return Err(self.damaged("its keys are out of order"));
                 }
-                self.last = Some(key.clone());
                 self.entries += 1;
-                Ok(Some((key, partial)))
+                Ok(true)
             }
             t => Err(self.damaged(format!("a frame of unknown kind {t}"))),
         }

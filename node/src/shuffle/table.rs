@@ -22,9 +22,10 @@
 //! 1 MiB). The runs are removed when the merge is dropped, whether it
 //! finished or not, and a table dropped before `finish` removes its own.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use super::runs::{RunError, RunId, RunReader, RunStore};
 
@@ -57,21 +58,45 @@ pub struct TableStats {
     pub spilled_bytes: u64,
     /// Runs merged into fewer before the end.
     pub merged_runs: u64,
-    /// Most bytes the entries held at once.
+    /// Most bytes the table held at once.
     pub peak_bytes: usize,
 }
 
+/// One distinct key in memory: where its bytes are in the key arena,
+/// its hash and its partial.
 struct Slot<P> {
+    hash: u64,
+    at: usize,
+    len: usize,
     p: P,
     heap: usize,
+}
+
+/// A slot's place in a spill's sort: its key's first eight bytes (big
+/// endian, zero-padded, so their order is the keys' order up to ties)
+/// and its index.
+type SortKey = (u64, u32);
+
+/// Bytes a hash index of `capacity` slot numbers holds: a bucket per
+/// 7/8 of capacity, four bytes and a control byte each.
+fn index_bytes(capacity: usize) -> usize {
+    capacity * 8 / 7 * (std::mem::size_of::<u32>() + 1)
 }
 
 /// An ordered table of partial reductions that spills sorted runs past
 /// its budget (see the module doc).
 pub struct ExtendedHashtable<C: Combiner> {
     combiner: Arc<C>,
-    map: BTreeMap<Box<[u8]>, Slot<C::P>>,
-    bytes: usize,
+    /// Every key in memory, end to end.
+    keys: Vec<u8>,
+    slots: Vec<Slot<C::P>>,
+    /// Slot numbers by key hash.
+    index: HashTable<u32>,
+    /// A spill's sort order; its capacity follows `slots`'.
+    order: Vec<SortKey>,
+    /// Heap bytes of the partials in memory.
+    heap: usize,
+    seed: u64,
     budget: usize,
     buffer: usize,
     store: Option<RunStore>,
@@ -81,20 +106,18 @@ pub struct ExtendedHashtable<C: Combiner> {
     stats: TableStats,
 }
 
-/// Bytes an entry costs beyond its key and its partial's heap: the map's
-/// slot for the boxed key and the slot, with the B-tree's spare room.
-fn entry_overhead<P>() -> usize {
-    std::mem::size_of::<(Box<[u8]>, Slot<P>)>() * 3 / 2 + 16
-}
-
 impl<C: Combiner> ExtendedHashtable<C> {
     /// A table of at most `budget` bytes spilling into `store`.
     pub fn new(combiner: Arc<C>, budget: usize, store: RunStore) -> Self {
         let buffer = (budget / (RUN_FAN_IN + 1)).clamp(4096, 1024 * 1024);
         ExtendedHashtable {
             combiner,
-            map: BTreeMap::new(),
-            bytes: 0,
+            keys: Vec::new(),
+            slots: Vec::new(),
+            index: HashTable::new(),
+            order: Vec::new(),
+            heap: 0,
+            seed: rand::random(),
             budget,
             buffer,
             store: Some(store),
@@ -108,53 +131,153 @@ impl<C: Combiner> ExtendedHashtable<C> {
         self.stats
     }
 
-    /// Bytes the entries in memory hold now.
+    /// Bytes the table holds now: its arrays' capacities (kept warm
+    /// between spills) and the partials' heap bytes.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.footprint(self.keys.capacity(), self.slots.capacity(), self.index.capacity())
+    }
+
+    fn footprint(&self, keys: usize, slots: usize, index: usize) -> usize {
+        keys + slots * (std::mem::size_of::<Slot<C::P>>() + std::mem::size_of::<SortKey>())
+            + index_bytes(index)
+            + self.heap
     }
 
     fn store(&self) -> &RunStore {
         self.store.as_ref().expect("a table keeps its store until finished")
     }
 
+    fn key_of<'a>(keys: &'a [u8], s: &Slot<C::P>) -> &'a [u8] {
+        &keys[s.at..s.at + s.len]
+    }
+
     /// Combines `p` into `key`'s partial (or adds it); spills when the
-    /// table passes its budget.
+    /// table would pass its budget.
     pub fn insert(&mut self, key: &[u8], p: C::P) -> Result<(), RunError> {
         self.stats.inserts += 1;
-        match self.map.get_mut(key) {
-            Some(slot) => {
-                let c = self.combiner.combine(&slot.p, &p);
-                let heap = self.combiner.heap_bytes(&c);
-                self.bytes = self.bytes - slot.heap + heap;
-                *slot = Slot { p: c, heap };
-            }
-            None => {
-                let heap = self.combiner.heap_bytes(&p);
-                self.bytes += key.len() + heap + entry_overhead::<C::P>();
-                self.map.insert(key.into(), Slot { p, heap });
-            }
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed);
+        let (keys, slots) = (&self.keys, &self.slots);
+        let found = self
+            .index
+            .find(hash, |&i| {
+                let s = &slots[i as usize];
+                s.hash == hash && Self::key_of(keys, s) == key
+            })
+            .copied();
+        if let Some(i) = found {
+            let slot = &mut self.slots[i as usize];
+            let c = self.combiner.combine(&slot.p, &p);
+            let heap = self.combiner.heap_bytes(&c);
+            self.heap = self.heap - slot.heap + heap;
+            slot.p = c;
+            slot.heap = heap;
+        } else {
+            self.make_room(key.len())?;
+            let heap = self.combiner.heap_bytes(&p);
+            let at = self.keys.len();
+            self.keys.extend_from_slice(key);
+            let n = self.slots.len() as u32;
+            self.slots.push(Slot { hash, at, len: key.len(), p, heap });
+            self.heap += heap;
+            let slots = &self.slots;
+            self.index.insert_unique(hash, n, |&i| slots[i as usize].hash);
         }
-        self.stats.peak_bytes = self.stats.peak_bytes.max(self.bytes);
-        if self.bytes > self.budget {
+        let bytes = self.bytes();
+        self.stats.peak_bytes = self.stats.peak_bytes.max(bytes);
+        if bytes > self.budget {
             self.spill()?;
+            if self.bytes() > self.budget {
+                self.release();
+            }
         }
         Ok(())
     }
 
-    /// Writes the entries in memory as one run and empties the table.
-    fn spill(&mut self) -> Result<(), RunError> {
-        if self.map.is_empty() {
+    /// Grows the arrays for one more key of `len` bytes, spilling first
+    /// when the grown arrays would pass the budget (a table that is empty
+    /// grows regardless: one entry always fits).
+    fn make_room(&mut self, len: usize) -> Result<(), RunError> {
+        loop {
+            let need = self.keys.len() + len;
+            let keys = if need > self.keys.capacity() {
+                need.max(self.keys.capacity() * 2).max(256)
+            } else {
+                self.keys.capacity()
+            };
+            let grow = |cap: usize, len: usize| if len == cap { (cap * 2).max(8) } else { cap };
+            let slots = grow(self.slots.capacity(), self.slots.len());
+            let index = grow(self.index.capacity(), self.index.len());
+            let grows = keys != self.keys.capacity()
+                || slots != self.slots.capacity()
+                || index != self.index.capacity();
+            if !grows {
+                return Ok(());
+            }
+            if !self.slots.is_empty() && self.footprint(keys, slots, index) > self.budget {
+                self.spill()?;
+                continue;
+            }
+            self.keys.reserve_exact(keys - self.keys.len());
+            self.slots.reserve_exact(slots - self.slots.len());
+            self.order.reserve_exact(slots.saturating_sub(self.order.len()));
+            let all = &self.slots;
+            self.index.reserve(index - self.index.len(), |&i| all[i as usize].hash);
             return Ok(());
         }
+    }
+
+    /// Gives the arrays' memory back (after an entry larger than the
+    /// budget).
+    fn release(&mut self) {
+        self.keys = Vec::new();
+        self.slots = Vec::new();
+        self.order = Vec::new();
+        self.index = HashTable::new();
+    }
+
+    /// The slots in key order.
+    fn sort(&mut self) {
+        let (keys, slots) = (&self.keys, &self.slots);
+        self.order.clear();
+        self.order.extend(slots.iter().enumerate().map(|(i, s)| {
+            let k = Self::key_of(keys, s);
+            let mut head = [0u8; 8];
+            let n = k.len().min(8);
+            head[..n].copy_from_slice(&k[..n]);
+            (u64::from_be_bytes(head), i as u32)
+        }));
+        self.order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| {
+                Self::key_of(keys, &slots[a.1 as usize])
+                    .cmp(Self::key_of(keys, &slots[b.1 as usize]))
+            })
+        });
+    }
+
+    /// Empties the table, keeping its arrays' memory.
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.slots.clear();
+        self.order.clear();
+        self.index.clear();
+        self.heap = 0;
+    }
+
+    /// Writes the entries in memory as one run and empties the table.
+    fn spill(&mut self) -> Result<(), RunError> {
+        if self.slots.is_empty() {
+            return Ok(());
+        }
+        self.sort();
         let id = self.new_run();
         let mut w = self.store().create(id, self.buffer)?;
-        // Consumed in order: each entry is freed once written.
-        for (k, slot) in std::mem::take(&mut self.map) {
-            w.push(&k, &self.combiner.encode(&slot.p))?;
+        for &(_, i) in &self.order {
+            let s = &self.slots[i as usize];
+            w.push(Self::key_of(&self.keys, s), &self.combiner.encode(&s.p))?;
         }
         self.stats.spilled_bytes += w.finish()?;
         self.stats.spills += 1;
-        self.bytes = 0;
+        self.clear();
         self.runs.push_back(id);
         if self.runs.len() >= RUN_FAN_IN {
             self.merge_oldest()?;
@@ -199,9 +322,18 @@ impl<C: Combiner> ExtendedHashtable<C> {
         if !self.runs.is_empty() {
             self.spill()?;
         }
-        let memory: Vec<(Vec<u8>, C::P)> = std::mem::take(&mut self.map)
-            .into_iter()
-            .map(|(k, slot)| (k.into_vec(), slot.p))
+        self.sort();
+        let order = std::mem::take(&mut self.order);
+        let keys = std::mem::take(&mut self.keys);
+        let mut slots: Vec<Option<Slot<C::P>>> =
+            std::mem::take(&mut self.slots).into_iter().map(Some).collect();
+        self.release();
+        let memory: Vec<(Vec<u8>, C::P)> = order
+            .iter()
+            .map(|&(_, i)| {
+                let s = slots[i as usize].take().expect("each slot once");
+                (keys[s.at..s.at + s.len].to_vec(), s.p)
+            })
             .collect();
         let mut readers = Vec::with_capacity(self.runs.len());
         for &r in &self.runs {
@@ -276,14 +408,21 @@ enum Source<C: Combiner> {
     Table(Box<Merged<C>>),
 }
 
-/// A k-way merge: sources oldest first, the memory last (newest).
+/// A source's next entry, waiting its turn in the merge.
+struct Head<P> {
+    key: Vec<u8>,
+    p: Option<P>,
+}
+
+/// A k-way merge: sources oldest first, the memory last (newest). The
+/// sources with a head form a binary min-heap ordered by (head key,
+/// source number), so equal keys come out oldest first.
 struct Merger<C: Combiner> {
     combiner: Arc<C>,
     sources: Vec<Source<C>>,
-    /// The head of each source that has one: (key, source index).
-    heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
-    /// The partial of each source's head.
-    heads: Vec<Option<C::P>>,
+    heads: Vec<Head<C::P>>,
+    /// Source numbers, a min-heap.
+    heap: Vec<usize>,
 }
 
 impl<C: Combiner> Merger<C> {
@@ -302,48 +441,115 @@ impl<C: Combiner> Merger<C> {
         let mut m = Merger {
             combiner,
             sources,
-            heap: BinaryHeap::with_capacity(n),
-            heads: (0..n).map(|_| None).collect(),
+            heads: (0..n).map(|_| Head { key: Vec::new(), p: None }).collect(),
+            heap: Vec::with_capacity(n),
         };
         for i in 0..n {
-            m.advance(i)?;
+            if m.advance(i)? {
+                m.heap.push(i);
+                m.sift_up(m.heap.len() - 1);
+            }
         }
         Ok(m)
     }
 
-    /// Reads source `i`'s next entry into the heap.
-    fn advance(&mut self, i: usize) -> Result<(), RunError> {
-        let next = match &mut self.sources[i] {
-            Source::Memory(it) => it.next(),
-            Source::Table(t) => t.next_entry()?,
-            Source::Run(r) => match r.next_entry()? {
-                None => None,
-                Some((k, bytes)) => {
-                    let p = self.combiner.decode(&bytes).map_err(|what| RunError::Damaged {
-                        run: format!("run {i} of a merge"),
-                        what: format!("a partial reduction does not decode: {what}"),
-                    })?;
-                    Some((k, p))
+    /// Reads source `i`'s next entry into its head; false at its end.
+    fn advance(&mut self, i: usize) -> Result<bool, RunError> {
+        let head = &mut self.heads[i];
+        match &mut self.sources[i] {
+            Source::Memory(it) => match it.next() {
+                None => Ok(false),
+                Some((k, p)) => {
+                    head.key = k;
+                    head.p = Some(p);
+                    Ok(true)
                 }
             },
-        };
-        if let Some((k, p)) = next {
-            self.heads[i] = Some(p);
-            self.heap.push(Reverse((k, i)));
+            Source::Table(t) => match t.next_entry()? {
+                None => Ok(false),
+                Some((k, p)) => {
+                    head.key = k;
+                    head.p = Some(p);
+                    Ok(true)
+                }
+            },
+            Source::Run(r) => {
+                if !r.advance()? {
+                    return Ok(false);
+                }
+                let p = self.combiner.decode(r.partial()).map_err(|what| RunError::Damaged {
+                    run: format!("run {i} of a merge"),
+                    what: format!("a partial reduction does not decode: {what}"),
+                })?;
+                head.key.clear();
+                head.key.extend_from_slice(r.key());
+                head.p = Some(p);
+                Ok(true)
+            }
         }
+    }
+
+    fn less(&self, a: usize, b: usize) -> bool {
+        (&self.heads[a].key, a) < (&self.heads[b].key, b)
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if !self.less(self.heap[at], self.heap[parent]) {
+                break;
+            }
+            self.heap.swap(at, parent);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let mut least = at;
+            if l < self.heap.len() && self.less(self.heap[l], self.heap[least]) {
+                least = l;
+            }
+            if r < self.heap.len() && self.less(self.heap[r], self.heap[least]) {
+                least = r;
+            }
+            if least == at {
+                return;
+            }
+            self.heap.swap(at, least);
+            at = least;
+        }
+    }
+
+    /// Moves the top source on to its next entry, or out of the heap at
+    /// its end.
+    fn replace_top(&mut self) -> Result<(), RunError> {
+        let top = self.heap[0];
+        if !self.advance(top)? {
+            let last = self.heap.pop().expect("the heap has a top");
+            if self.heap.is_empty() {
+                return Ok(());
+            }
+            self.heap[0] = last;
+        }
+        self.sift_down(0);
         Ok(())
     }
 
     fn next_entry(&mut self) -> Result<Option<Entry<C::P>>, RunError> {
-        let Some(Reverse((key, i))) = self.heap.pop() else { return Ok(None) };
-        let mut acc = self.heads[i].take().expect("a source in the heap has a head");
-        self.advance(i)?;
-        // Equal keys pop in source order: older partials stay on the left.
-        while self.heap.peek().is_some_and(|Reverse((k, _))| *k == key) {
-            let Reverse((_, j)) = self.heap.pop().expect("peeked");
-            let p = self.heads[j].take().expect("a source in the heap has a head");
+        let Some(&top) = self.heap.first() else { return Ok(None) };
+        let key = std::mem::take(&mut self.heads[top].key);
+        let mut acc = self.heads[top].p.take().expect("a source in the heap has a head");
+        self.replace_top()?;
+        // Equal keys come out in source order: older partials stay on the left.
+        while let Some(&j) = self.heap.first() {
+            if self.heads[j].key != key {
+                break;
+            }
+            let p = self.heads[j].p.take().expect("a source in the heap has a head");
             acc = self.combiner.combine(&acc, &p);
-            self.advance(j)?;
+            self.replace_top()?;
         }
         Ok(Some((key, acc)))
     }

@@ -837,16 +837,24 @@ impl Chunk {
     ) -> Result<ChunkScan, ChunkError> {
         let seq = self.snapshot_seq(at)?;
         let mut out = ChunkScan::default();
+        // Entry bytes: a little more than key and value, so a page ends
+        // no later than `bytes_max` would end it.
         let mut bytes = 0usize;
+        let mut wanted = Vec::new();
         for (key, v) in self.index.scan(bounds, seq, reverse) {
-            if out.records.len() >= limit || (bytes >= bytes_max && !out.records.is_empty()) {
+            if wanted.len() >= limit || (bytes >= bytes_max && !wanted.is_empty()) {
                 out.stopped_at = Some(key.to_vec());
                 break;
             }
-            let value = self.log.read(key, &v)?;
-            bytes += key.len() + value.len();
-            out.records.push(Record { key: key.to_vec().into(), value: value.into() });
+            bytes += v.entry_len();
+            wanted.push((key, v));
         }
+        let values = self.log.read_many(&wanted)?;
+        out.records = wanted
+            .into_iter()
+            .zip(values)
+            .map(|((key, _), value)| Record { key: key.to_vec().into(), value: value.into() })
+            .collect();
         Ok(out)
     }
 

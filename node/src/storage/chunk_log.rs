@@ -794,11 +794,7 @@ impl ChunkLog {
     /// Reads back one entry and verifies it: checksum, and that it is the
     /// entry the version names.
     pub fn read(&self, key: &[u8], v: &Version) -> Result<Vec<u8>, LogError> {
-        let seg = self.segments.get(&v.segment).ok_or_else(|| LogError::Corrupt {
-            path: segment_path(&self.dir, v.segment),
-            offset: v.offset,
-            reason: "index points at a missing segment".into(),
-        })?;
+        let seg = self.segment_of(v)?;
         let len = v.entry_len();
         let mut buf;
         let bytes: &[u8] = if v.offset >= seg.written_len {
@@ -813,13 +809,58 @@ impl ChunkLog {
             seg.file.read_exact_at(&mut buf, v.offset).map_err(io_err(&seg.path))?;
             &buf
         };
-        let corrupt =
-            |reason: String| LogError::Corrupt { path: seg.path.clone(), offset: v.offset, reason };
-        let (e, _) = decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
-        if e.seq != v.seq || e.key != key {
-            return Err(corrupt("entry is not the one the index expects".into()));
+        value_of(seg, key, v, bytes)
+    }
+
+    /// The values of `wanted` (each as [`ChunkLog::read`]), in order.
+    /// Entries that lie end to end in a segment's written part are read
+    /// with one `pread` of up to [`READ_SPAN_MAX_BYTES`]: a compacted
+    /// chunk's entries are in key order, so a scan reads it in spans.
+    pub fn read_many(&self, wanted: &[(&[u8], Version)]) -> Result<Vec<Vec<u8>>, LogError> {
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < wanted.len() {
+            let (key, v) = &wanted[i];
+            let seg = self.segment_of(v)?;
+            let mut end = v.offset + v.entry_len() as u64;
+            if end > seg.written_len {
+                out.push(self.read(key, v)?);
+                i += 1;
+                continue;
+            }
+            // The entries after `i` that continue the span.
+            let mut j = i + 1;
+            while let Some((_, w)) = wanted.get(j) {
+                let next = end + w.entry_len() as u64;
+                if w.segment != v.segment
+                    || w.offset != end
+                    || next > seg.written_len
+                    || next - v.offset > READ_SPAN_MAX_BYTES as u64
+                {
+                    break;
+                }
+                end = next;
+                j += 1;
+            }
+            buf.clear();
+            buf.resize((end - v.offset) as usize, 0);
+            seg.file.read_exact_at(&mut buf, v.offset).map_err(io_err(&seg.path))?;
+            for (key, w) in &wanted[i..j] {
+                let at = (w.offset - v.offset) as usize;
+                out.push(value_of(seg, key, w, &buf[at..at + w.entry_len()])?);
+            }
+            i = j;
         }
-        Ok(e.value.unwrap_or_default().to_vec())
+        Ok(out)
+    }
+
+    fn segment_of(&self, v: &Version) -> Result<&Segment, LogError> {
+        self.segments.get(&v.segment).ok_or_else(|| LogError::Corrupt {
+            path: segment_path(&self.dir, v.segment),
+            offset: v.offset,
+            reason: "index points at a missing segment".into(),
+        })
     }
 
     /// A reader that copies entries out of whole segments read sequentially,
@@ -1182,6 +1223,21 @@ fn describe_damage(bytes: &[u8]) -> String {
     }
 }
 
+/// Most bytes one `pread` of [`ChunkLog::read_many`] reads.
+pub const READ_SPAN_MAX_BYTES: usize = 1 << 20;
+
+/// The value of the entry `bytes` holds, checked against what the index
+/// expects of it (`key` at `v`).
+fn value_of(seg: &Segment, key: &[u8], v: &Version, bytes: &[u8]) -> Result<Vec<u8>, LogError> {
+    let corrupt =
+        |reason: String| LogError::Corrupt { path: seg.path.clone(), offset: v.offset, reason };
+    let (e, _) = decode_entry(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if e.seq != v.seq || e.key != key {
+        return Err(corrupt("entry is not the one the index expects".into()));
+    }
+    Ok(e.value.unwrap_or_default().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1191,6 +1247,61 @@ mod tests {
         let e = EntryRef { seq, key, value: Some(b"value"), expiry_ms: 0, batch_end: true };
         encode_entry(&mut out, &e).expect("within limits");
         out
+    }
+
+    /// `read_many` reads entries end to end in spans; it must give what
+    /// `read` gives one by one: written and unwritten entries, segments
+    /// rotated between them, out-of-order and repeated versions, and a
+    /// span longer than one `pread`.
+    #[test]
+    fn read_many_equals_reading_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c");
+        create_chunk_dir(&path).expect("dir");
+        let mut log = ChunkLog::create(&path, 64 * 1024).expect("log");
+        let big = vec![7u8; 300 * 1024];
+        let mut written = Vec::new();
+        for round in 0..40u64 {
+            let keys: Vec<Vec<u8>> =
+                (0..50u64).map(|i| format!("k{round:03}-{i:03}").into_bytes()).collect();
+            let values: Vec<Vec<u8>> = (0..50u64)
+                .map(|i| if i == 7 { big.clone() } else { format!("v{round}\0{i}").into_bytes() })
+                .collect();
+            let mut entries: Vec<EntryRef<'_>> = keys
+                .iter()
+                .zip(&values)
+                .enumerate()
+                .map(|(i, (k, v))| EntryRef {
+                    seq: round * 100 + i as u64 + 1,
+                    key: k,
+                    value: Some(v),
+                    expiry_ms: 0,
+                    batch_end: false,
+                })
+                .collect();
+            let versions = log.append_batch(&mut entries).expect("append");
+            for ((k, v), version) in keys.into_iter().zip(values).zip(versions) {
+                written.push((k, v, version));
+            }
+            // The last rounds stay in the unwritten buffer.
+            if round < 37 {
+                log.write_out().expect("write out");
+            }
+        }
+        let mut wanted: Vec<(&[u8], Version)> =
+            written.iter().map(|(k, _, v)| (&k[..], *v)).collect();
+        wanted.extend(written.iter().rev().take(80).map(|(k, _, v)| (&k[..], *v)));
+        wanted.push(wanted[3]);
+        let got = log.read_many(&wanted).expect("read_many");
+        assert_eq!(got.len(), wanted.len());
+        for ((k, v), value) in wanted.iter().zip(&got) {
+            assert_eq!(*value, log.read(k, v).expect("read"));
+        }
+        assert_eq!(got[7], big);
+        // An index that points at the wrong key inside a span is damage.
+        let mut bad = wanted[..10].to_vec();
+        bad[4].0 = b"other";
+        assert!(matches!(log.read_many(&bad), Err(LogError::Corrupt { .. })));
     }
 
     fn segment_with(entries: &[Vec<u8>]) -> (Vec<u8>, usize) {

@@ -83,7 +83,8 @@ fn lookup<'a>(mut v: &'a rmpv::Value, path: &[String]) -> Option<&'a rmpv::Value
     Some(v)
 }
 
-fn element(v: &rmpv::Value, path: &str) -> Result<Element, MapError> {
+/// `v` as a tuple element; `path` names the field in errors.
+fn element(v: &rmpv::Value, path: &[String]) -> Result<Element, MapError> {
     Ok(match v {
         rmpv::Value::Nil => Element::Null,
         rmpv::Value::Boolean(b) => Element::Bool(*b),
@@ -99,10 +100,10 @@ fn element(v: &rmpv::Value, path: &str) -> Result<Element, MapError> {
         rmpv::Value::Array(items) => {
             Element::Tuple(items.iter().map(|i| element(i, path)).collect::<Result<_, _>>()?)
         }
-        rmpv::Value::Map(_) => return Err(MapError::MapInKey { path: path.to_owned() }),
+        rmpv::Value::Map(_) => return Err(MapError::MapInKey { path: path.join(".") }),
         rmpv::Value::Ext(..) => {
             return Err(MapError::BadKey {
-                path: path.to_owned(),
+                path: path.join("."),
                 reason: "extension types cannot be keys".into(),
             })
         }
@@ -144,11 +145,30 @@ impl FieldMapper {
 
     /// The index rows `(key, value)` one source record maps to.
     pub fn map(&self, source_key: &[u8], value: &[u8]) -> Result<Vec<Row>, MapError> {
+        let Some((field, row_value)) = self.emit(value)? else { return Ok(Vec::new()) };
+        let key = row::encode_row(&[field], source_key, 0)
+            .map_err(|e| MapError::BadKey { path: self.key_path(), reason: e.to_string() })?;
+        Ok(vec![(key, row_value)])
+    }
+
+    /// A batch job's output key and row value for a record: the key field
+    /// as the tuple `[field]` (what [`row::encode_row`] nests in the row
+    /// key), or `None` when the record has no key field.
+    pub fn emit_key(&self, value: &[u8]) -> Result<Option<Row>, MapError> {
+        let Some((field, row_value)) = self.emit(value)? else { return Ok(None) };
+        let key = monotable_proto::tuple::encode(&[field])
+            .map_err(|e| MapError::BadKey { path: self.key_path(), reason: e.to_string() })?;
+        Ok(Some((key, row_value)))
+    }
+
+    /// What a record emits: its key field as one element and the value
+    /// field's MessagePack (nil when absent), or `None` when the record
+    /// has no key field. A batch job's output key is `[element]` as a
+    /// tuple, without the row key around it.
+    pub fn emit(&self, value: &[u8]) -> Result<Option<(Element, Vec<u8>)>, MapError> {
         let doc = decode_record(value)?;
-        let Some(field) = lookup(&doc, &self.key_path) else { return Ok(Vec::new()) };
-        let path = self.key_path();
-        let key = row::encode_row(&[element(field, &path)?], source_key, 0)
-            .map_err(|e| MapError::BadKey { path: path.clone(), reason: e.to_string() })?;
+        let Some(field) = lookup(&doc, &self.key_path) else { return Ok(None) };
+        let field = element(field, &self.key_path)?;
         let row_value = match &self.value_path {
             None => vec![NIL],
             Some(vp) => match lookup(&doc, vp) {
@@ -160,7 +180,7 @@ impl FieldMapper {
                 None => vec![NIL],
             },
         };
-        Ok(vec![(key, row_value)])
+        Ok(Some((field, row_value)))
     }
 }
 
@@ -181,6 +201,47 @@ mod tests {
         assert!(decode_value(&s).is_some(), "the byte inside a string");
         assert_eq!(decode_value(&[0xc4, 1, 0xc1]), Some(rmpv::Value::Binary(vec![0xc1])));
         assert!(matches!(decode_record(&[0xc1]), Err(MapError::NotMessagePack)));
+    }
+
+    /// A job's output key taken straight from the field equals the one
+    /// read out of the row key a view would write, for every kind of key.
+    #[test]
+    fn a_jobs_emitted_key_is_the_row_keys_nested_key() {
+        let m = FieldMapper::new("k", Some("v")).expect("path");
+        let keys = [
+            serde_json::json!(null),
+            serde_json::json!(true),
+            serde_json::json!(-7),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(1.5),
+            serde_json::json!(""),
+            serde_json::json!("a\u{0}b\u{0}"),
+            serde_json::json!([null, [null, "x"], 3]),
+            serde_json::json!([]),
+        ];
+        for k in keys {
+            let value = doc(serde_json::json!({"k": k.clone(), "v": 1}));
+            let rows = m.map(b"src\0", &value).expect("maps");
+            let (key, row_value) = m.emit_key(&value).expect("emits").expect("a key field");
+            let nested = monotable_proto::tuple::first_nested_as_tuple(&rows[0].0).expect("row");
+            assert_eq!(key, nested, "{k}");
+            assert_eq!(row_value, rows[0].1, "{k}");
+        }
+        let bin = rmp_serde::to_vec(&std::collections::BTreeMap::from([(
+            "k",
+            serde_bytes::ByteBuf::from(vec![0u8, 0xff, 0]),
+        )]))
+        .expect("encodes");
+        let rows = m.map(b"s", &bin).expect("maps");
+        let (key, _) = m.emit_key(&bin).expect("emits").expect("a key field");
+        assert_eq!(key, monotable_proto::tuple::first_nested_as_tuple(&rows[0].0).expect("row"));
+        assert_eq!(m.emit_key(&doc(serde_json::json!({"v": 1}))).expect("emits"), None);
+        let map_in_key = doc(serde_json::json!({"k": {"a": 1}}));
+        assert_eq!(
+            m.emit_key(&map_in_key).expect_err("a map").to_string(),
+            m.map(b"s", &map_in_key).expect_err("a map").to_string()
+        );
     }
 
     #[test]
