@@ -8,6 +8,9 @@
 #    intermediate record, spilled in sorted runs and merged. Peer: GNU sort
 #    with -S BUDGET sorting the same intermediate records as text lines
 #    ("KEY<TAB>1") from a file into a file.
+#    The shuffle alone (`cargo bench --bench shuffle`: the same text file
+#    counted per key through the job's ExtendedHashtable under BUDGET, two
+#    tasks, written as text in key order) against the same sort.
 #    Then a new mapper's backfill over the same records (`mapper create
 #    --field k`: one index row per record) in bulk (a new target: map the
 #    snapshot, sort under `--backfill-memory-max-bytes BUDGET`, load the
@@ -89,6 +92,21 @@ printf "| monotable job run (range -> range, count per key) | %.1f | %.0f | spil
 printf "| GNU sort -S %s (the same records as %s MB of text) | %.1f | %.0f | LC_ALL=C, file to file, peak RSS %s MiB |\n" \
     "$BUDGET" "$sort_mb" "$sort_secs" "$(calc "$RECORDS / $sort_secs")" "$sort_rss_mib"
 printf "| ratio (monotable / sort, throughput) | | %.2fx | |\n" "$(calc "$sort_secs / $job_secs")"
+
+# The shuffle alone, file to file, against the same sort.
+shuffle_bin=$(cargo bench -p monotable-node --bench shuffle --no-run 2>&1 |
+    sed -nE 's/.*Executable .*\((.*)\)/\1/p' | tail -1)
+shuffle_time=$( { /usr/bin/time -f "%e %M" "$shuffle_bin" "$work/keys.txt" "$work/shuffled.txt" \
+    "$budget_bytes" 2 "$work/sort-tmp"; } 2>&1)
+echo "$shuffle_time" | head -1 >&2
+shuffle_secs=$(echo "$shuffle_time" | tail -1 | cut -d' ' -f1)
+shuffle_rss_mib=$(( $(echo "$shuffle_time" | tail -1 | cut -d' ' -f2) / 1024 ))
+cmp -s <(cut -f1 "$work/shuffled.txt") <(LC_ALL=C sort -S "${budget_bytes}b" -T "$work/sort-tmp" "$work/keys.txt" | cut -f1) ||
+    echo "the shuffle's keys differ from sort's" >&2
+rm -f "$work/shuffled.txt"
+printf "| the shuffle alone (ExtendedHashtable, 2 tasks, text file to text file) | %.1f | %.0f | peak RSS %s MiB |\n" \
+    "$shuffle_secs" "$(calc "$RECORDS / $shuffle_secs")" "$shuffle_rss_mib"
+printf "| ratio (shuffle alone / sort, throughput) | | %.2fx | |\n" "$(calc "$sort_secs / $shuffle_secs")"
 
 # A mapper's backfill, timed until its status says done.
 backfill() { # NAME TARGET

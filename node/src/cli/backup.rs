@@ -48,8 +48,12 @@ use crate::shuffle::runs::{RunReader, RunWriter};
 
 /// The manifest's `format` field.
 const FORMAT: &str = "monotable-backup";
-/// The manifest's `version`: restore refuses others.
-const VERSION: u32 = 1;
+/// The manifest's `version` a backup writes: range files in blocks of
+/// entries ([`crate::shuffle::runs`]).
+const VERSION: u32 = 2;
+/// The versions restore reads: 1 is the same manifest with range files
+/// of one entry per frame, which the run reader still reads.
+const VERSIONS_READ: [u32; 2] = [1, 2];
 const MANIFEST: &str = "manifest.json";
 /// The manifest while it is written.
 const STAGED_MANIFEST: &str = "manifest.json.tmp";
@@ -230,9 +234,9 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
     })?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a backup manifest", path.display()))?;
-    if manifest.format != FORMAT || manifest.version != VERSION {
+    if manifest.format != FORMAT || !VERSIONS_READ.contains(&manifest.version) {
         bail!(
-            "{} is {:?} version {}; this monotable reads {FORMAT:?} version {VERSION}",
+            "{} is {:?} version {}; this monotable reads {FORMAT:?} versions 1 and {VERSION}",
             path.display(),
             manifest.format,
             manifest.version

@@ -1,15 +1,23 @@
 //! Sorted runs: what an [`super::table::ExtendedHashtable`] spills, and
 //! the k-way merge that reads them back in key order.
 //!
-//! A run is a stream of CRC-framed entries in strictly increasing key
-//! order, ended by a footer that counts them (so a run cut short by a
-//! crash or a full disk is an error, never a shorter answer):
+//! A run is a stream of CRC-framed blocks of entries in strictly
+//! increasing key order, ended by a footer that counts the entries (so a
+//! run cut short by a crash or a full disk is an error, never a shorter
+//! answer):
 //!
 //! ```text
 //! frame  = len u32 LE | crc32c(payload) u32 LE | payload
-//! entry  = 0x00 | key_len u32 LE | key | partial reduction
+//! block  = 0x02 | (key_len u32 LE | partial_len u32 LE | key | partial)+
 //! footer = 0x01 | entries u64 LE
 //! ```
+//!
+//! A block holds up to [`BLOCK_BYTES_MAX`] (one entry larger than that is
+//! a block of its own), so the CRC is computed over long buffers and a
+//! reader makes two reads per block rather than per entry. Runs written
+//! before blocks existed (a backup's range files of manifest version 1)
+//! hold one entry per frame, `0x00 | key_len u32 LE | key | partial`;
+//! readers read both.
 //!
 //! Runs live in a [`RunStore`]: files in a spill directory, or lists in a
 //! Redis database (the intermediate store of seed 000, one database per
@@ -29,6 +37,10 @@ pub const RUN_FRAME_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 const TAG_ENTRY: u8 = 0;
 const TAG_FOOTER: u8 = 1;
+const TAG_BLOCK: u8 = 2;
+
+/// Bytes a block gathers before it is written as one frame.
+pub const BLOCK_BYTES_MAX: usize = 64 * 1024;
 
 /// How long an intermediate Redis server may take to answer.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -109,7 +121,7 @@ impl RunStore {
                 block: Vec::with_capacity(REDIS_BLOCK_BYTES.min(buffer)),
             },
         };
-        Ok(RunWriter { sink, entries: 0, bytes: 0, last: None })
+        Ok(RunWriter::new(sink, buffer))
     }
 
     /// A reader of run `id`, reading `buffer` bytes at a time.
@@ -215,6 +227,10 @@ pub struct RunWriter {
     entries: u64,
     bytes: u64,
     last: Option<Vec<u8>>,
+    /// The block being gathered (its tag first), and the bytes it
+    /// gathers before it is written.
+    block: Vec<u8>,
+    block_max: usize,
 }
 
 impl RunWriter {
@@ -227,7 +243,14 @@ impl RunWriter {
             .open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let sink = Sink::File(BufWriter::with_capacity(buffer, f));
-        Ok(RunWriter { sink, entries: 0, bytes: 0, last: None })
+        Ok(RunWriter::new(sink, buffer))
+    }
+
+    /// A writer of blocks of about `buffer` bytes (4 KiB to
+    /// [`BLOCK_BYTES_MAX`]): a reader holds one block at a time.
+    fn new(sink: Sink, buffer: usize) -> RunWriter {
+        let block_max = buffer.clamp(4096, BLOCK_BYTES_MAX);
+        RunWriter { sink, entries: 0, bytes: 0, last: None, block: Vec::new(), block_max }
     }
 
     /// Appends an entry; `key` must sort after the previous one.
@@ -236,11 +259,30 @@ impl RunWriter {
         if cfg!(debug_assertions) {
             self.last = Some(key.to_vec());
         }
-        let mut lead = [0u8; 5];
-        lead[0] = TAG_ENTRY;
-        lead[1..].copy_from_slice(&(key.len() as u32).to_le_bytes());
-        self.frame(&[&lead, key, partial])?;
+        let len = 8 + key.len() + partial.len();
+        if self.block.len() > 1 && self.block.len() + len > self.block_max {
+            self.write_block()?;
+        }
+        if self.block.is_empty() {
+            self.block.reserve(self.block_max.max(len + 1));
+            self.block.push(TAG_BLOCK);
+        }
+        self.block.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.block.extend_from_slice(&(partial.len() as u32).to_le_bytes());
+        self.block.extend_from_slice(key);
+        self.block.extend_from_slice(partial);
         self.entries += 1;
+        Ok(())
+    }
+
+    /// Writes the block gathered so far as one frame.
+    fn write_block(&mut self) -> Result<(), RunError> {
+        if self.block.len() > 1 {
+            let block = std::mem::take(&mut self.block);
+            self.frame(&[&block])?;
+            self.block = block;
+        }
+        self.block.clear();
         Ok(())
     }
 
@@ -294,6 +336,7 @@ impl RunWriter {
     }
 
     fn finish_with(mut self, sync: bool) -> Result<u64, RunError> {
+        self.write_block()?;
         let count = self.entries.to_le_bytes();
         self.frame(&[&[TAG_FOOTER], &count])?;
         self.push_block()?;
@@ -343,22 +386,27 @@ pub struct RunReader {
     name: String,
     entries: u64,
     done: bool,
-    /// The current frame's payload, and where its key ends in it.
+    /// The current frame's payload; `at`: where its next entry starts.
     payload: Vec<u8>,
-    key_end: usize,
-    /// The previous entry's payload, and where its key ends in it.
+    at: usize,
+    /// The current entry's key and partial in `payload`.
+    key: std::ops::Range<usize>,
+    partial: std::ops::Range<usize>,
+    /// The key before the current frame's first entry.
     last: Vec<u8>,
-    last_key_end: usize,
 }
 
 impl RunReader {
-    /// A reader of the run in file `path`, reading `buffer` bytes at a
-    /// time.
+    /// A reader of the run in file `path`, buffering up to `buffer` bytes
+    /// (4 KiB at most) besides the block it holds.
     pub fn open_file(path: &Path, buffer: usize) -> Result<RunReader, RunError> {
         let f = File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let name = path.display().to_string();
-        Ok(RunReader::new(Box::new(BufReader::with_capacity(buffer, f)), name))
+        // Blocks larger than the buffer are read straight into the frame,
+        // past it: a small buffer serves the frame heads (and runs of one
+        // entry per frame).
+        Ok(RunReader::new(Box::new(BufReader::with_capacity(buffer.min(4096), f)), name))
     }
 
     fn new(source: Box<dyn Read + Send>, name: String) -> RunReader {
@@ -368,9 +416,10 @@ impl RunReader {
             entries: 0,
             done: false,
             payload: Vec::new(),
-            key_end: 0,
+            at: 0,
+            key: 0..0,
+            partial: 0..0,
             last: Vec::new(),
-            last_key_end: 0,
         }
     }
 
@@ -385,12 +434,12 @@ impl RunReader {
 
     /// The current entry's key (after [`RunReader::advance`] returned true).
     pub fn key(&self) -> &[u8] {
-        &self.payload[5..self.key_end]
+        &self.payload[self.key.clone()]
     }
 
     /// The current entry's partial reduction.
     pub fn partial(&self) -> &[u8] {
-        &self.payload[self.key_end..]
+        &self.payload[self.partial.clone()]
     }
 
     /// Moves to the next entry ([`RunReader::key`], [`RunReader::partial`]);
@@ -399,33 +448,14 @@ impl RunReader {
         if self.done {
             return Ok(false);
         }
+        if self.at < self.payload.len() {
+            return self.block_entry();
+        }
         if self.entries > 0 {
-            std::mem::swap(&mut self.last, &mut self.payload);
-            self.last_key_end = self.key_end;
+            self.last.clear();
+            self.last.extend_from_slice(&self.payload[self.key.clone()]);
         }
-        let mut head = [0u8; 8];
-        if let Err(e) = self.source.read_exact(&mut head) {
-            return Err(match e.kind() {
-                io::ErrorKind::UnexpectedEof => self.damaged("it ends before its footer"),
-                _ => e.into(),
-            });
-        }
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-        if len == 0 || len > RUN_FRAME_MAX_BYTES {
-            return Err(self.damaged(format!("a frame of {len} bytes")));
-        }
-        self.payload.clear();
-        self.payload.resize(len, 0);
-        if let Err(e) = self.source.read_exact(&mut self.payload) {
-            return Err(match e.kind() {
-                io::ErrorKind::UnexpectedEof => self.damaged("it ends inside a frame"),
-                _ => e.into(),
-            });
-        }
-        if crc32c::crc32c(&self.payload) != crc {
-            return Err(self.damaged("a frame's CRC does not match"));
-        }
+        self.read_frame()?;
         match self.payload[0] {
             TAG_FOOTER if self.payload.len() == 9 => {
                 let n = u64::from_le_bytes(self.payload[1..9].try_into().expect("8 bytes"));
@@ -443,22 +473,89 @@ impl RunReader {
                 self.done = true;
                 Ok(false)
             }
+            TAG_BLOCK if self.payload.len() > 1 => {
+                self.at = 1;
+                self.block_entry()
+            }
             TAG_ENTRY if self.payload.len() >= 5 => {
                 let klen =
                     u32::from_le_bytes(self.payload[1..5].try_into().expect("4 bytes")) as usize;
                 if 5 + klen > self.payload.len() {
                     return Err(self.damaged("an entry's key runs past its frame"));
                 }
-                self.key_end = 5 + klen;
-                // `last` holds the previous entry's payload (swapped above).
-                if self.entries > 0 && self.last[5..self.last_key_end] >= *self.key() {
-                    return Err(self.damaged("its keys are out of order"));
-                }
-                self.entries += 1;
-                Ok(true)
+                self.at = self.payload.len();
+                self.entry(5..5 + klen, 5 + klen..self.payload.len())
             }
             t => Err(self.damaged(format!("a frame of unknown kind {t}"))),
         }
+    }
+
+    /// The entry at `at` in the current block.
+    fn block_entry(&mut self) -> Result<bool, RunError> {
+        let rest = &self.payload[self.at..];
+        if rest.len() < 8 {
+            return Err(self.damaged("a block ends inside an entry's lengths"));
+        }
+        let klen = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let plen = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+        if klen + plen > rest.len() - 8 {
+            return Err(self.damaged("an entry runs past its block"));
+        }
+        let k = self.at + 8;
+        self.at = k + klen + plen;
+        self.entry(k..k + klen, k + klen..self.at)
+    }
+
+    /// Makes `key` and `partial` (in the payload) the current entry,
+    /// checking that the key sorts after the previous one.
+    fn entry(
+        &mut self,
+        key: std::ops::Range<usize>,
+        partial: std::ops::Range<usize>,
+    ) -> Result<bool, RunError> {
+        if self.entries > 0 {
+            // The previous key: in this frame (a key never starts at 0), or
+            // kept from the one before.
+            let prev =
+                if self.key.start > 0 { &self.payload[self.key.clone()] } else { &self.last[..] };
+            if prev >= &self.payload[key.clone()] {
+                return Err(self.damaged("its keys are out of order"));
+            }
+        }
+        self.key = key;
+        self.partial = partial;
+        self.entries += 1;
+        Ok(true)
+    }
+
+    /// Reads the next frame into the payload, checking its CRC.
+    fn read_frame(&mut self) -> Result<(), RunError> {
+        let mut head = [0u8; 8];
+        if let Err(e) = self.source.read_exact(&mut head) {
+            return Err(match e.kind() {
+                io::ErrorKind::UnexpectedEof => self.damaged("it ends before its footer"),
+                _ => e.into(),
+            });
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len == 0 || len > RUN_FRAME_MAX_BYTES {
+            return Err(self.damaged(format!("a frame of {len} bytes")));
+        }
+        self.payload.clear();
+        self.payload.resize(len, 0);
+        self.at = 0;
+        self.key = 0..0;
+        if let Err(e) = self.source.read_exact(&mut self.payload) {
+            return Err(match e.kind() {
+                io::ErrorKind::UnexpectedEof => self.damaged("it ends inside a frame"),
+                _ => e.into(),
+            });
+        }
+        if crc32c::crc32c(&self.payload) != crc {
+            return Err(self.damaged("a frame's CRC does not match"));
+        }
+        Ok(())
     }
 }
 
@@ -481,4 +578,134 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<usize> {
         removed += 1;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame as runs write them.
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn footer(entries: u64) -> Vec<u8> {
+        let mut f = vec![TAG_FOOTER];
+        f.extend_from_slice(&entries.to_le_bytes());
+        frame(&f)
+    }
+
+    fn read_all(bytes: Vec<u8>) -> Result<Vec<RunEntry>, RunError> {
+        let mut r = RunReader::new(Box::new(io::Cursor::new(bytes)), "test run".into());
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn entries(n: u32) -> Vec<RunEntry> {
+        (0..n)
+            .map(|i| {
+                let key = format!("key\0{i:06}").into_bytes();
+                // Now and then a partial larger than a block.
+                let len = if i % 997 == 3 { BLOCK_BYTES_MAX + 10 } else { (i % 7) as usize };
+                (key, vec![(i % 251) as u8; len])
+            })
+            .collect()
+    }
+
+    fn written(entries: &[RunEntry]) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run");
+        let mut w = RunWriter::create_file(&path, 4096).expect("create");
+        for (k, p) in entries {
+            w.push(k, p).expect("push");
+        }
+        let bytes = w.finish().expect("finish");
+        let file = std::fs::read(&path).expect("read");
+        assert_eq!(bytes, file.len() as u64);
+        file
+    }
+
+    #[test]
+    fn blocks_read_back_as_written() {
+        let want = entries(5000);
+        let file = written(&want);
+        assert!(file.len() < want.iter().map(|(k, p)| k.len() + p.len() + 13).sum::<usize>());
+        assert_eq!(read_all(file).expect("read"), want);
+        assert_eq!(read_all(written(&[])).expect("read"), Vec::<RunEntry>::new());
+    }
+
+    /// Range files of version-1 backups hold one entry per frame; they
+    /// still read, and their order is still checked.
+    #[test]
+    fn runs_of_one_entry_per_frame_still_read() {
+        let want = entries(300);
+        let mut file = Vec::new();
+        for (k, p) in &want {
+            let mut payload = vec![TAG_ENTRY];
+            payload.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            payload.extend_from_slice(k);
+            payload.extend_from_slice(p);
+            file.extend(frame(&payload));
+        }
+        file.extend(footer(want.len() as u64));
+        assert_eq!(read_all(file.clone()).expect("read"), want);
+
+        let swapped: Vec<RunEntry> = [want[1].clone(), want[0].clone()].into();
+        let mut bad = Vec::new();
+        for (k, p) in &swapped {
+            let mut payload = vec![TAG_ENTRY];
+            payload.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            payload.extend_from_slice(k);
+            payload.extend_from_slice(p);
+            bad.extend(frame(&payload));
+        }
+        bad.extend(footer(2));
+        assert!(read_all(bad).expect_err("out of order").to_string().contains("out of order"));
+    }
+
+    /// Damage inside a block with a valid CRC (a writer bug, or a crafted
+    /// file) is refused as well as damage the CRC catches.
+    #[test]
+    fn damaged_blocks_are_refused() {
+        let block = |items: &[(&[u8], &[u8])], cut: usize| {
+            let mut b = vec![TAG_BLOCK];
+            for (k, p) in items {
+                b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                b.extend_from_slice(k);
+                b.extend_from_slice(p);
+            }
+            b.truncate(b.len() - cut);
+            b
+        };
+        let cases: [(Vec<u8>, &str); 5] = [
+            (block(&[(b"a", b"1"), (b"a", b"2")], 0), "out of order"),
+            (block(&[(b"b", b"1"), (b"a", b"2")], 0), "out of order"),
+            (block(&[(b"a", b"1"), (b"b", b"2")], 1), "runs past its block"),
+            (block(&[(b"a", b"1"), (b"b", b"")], 3), "inside an entry's lengths"),
+            (vec![TAG_BLOCK], "unknown kind"),
+        ];
+        for (payload, want) in cases {
+            let mut file = frame(&payload);
+            file.extend(footer(2));
+            let err = read_all(file).expect_err(want).to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // Out of order across two blocks.
+        let mut file = frame(&block(&[(b"a", b""), (b"c", b"")], 0));
+        file.extend(frame(&block(&[(b"b", b"")], 0)));
+        file.extend(footer(3));
+        assert!(read_all(file).expect_err("order").to_string().contains("out of order"));
+        // A flipped bit anywhere in a written run fails its CRC.
+        let mut file = written(&entries(2000));
+        let at = file.len() / 2;
+        file[at] ^= 1;
+        assert!(read_all(file).expect_err("flip").to_string().contains("CRC"));
+    }
 }

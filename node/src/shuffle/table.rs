@@ -340,8 +340,8 @@ impl<C: Combiner> ExtendedHashtable<C> {
             readers.push(self.store().open(r, self.buffer)?);
         }
         let merger = Merger::new(self.combiner.clone(), readers, memory)?;
-        let store = self.store.take();
-        Ok(Merged { merger, store, stats: self.stats })
+        let stores = self.store.take().into_iter().collect();
+        Ok(Merged { merger, stores, stats: self.stats })
     }
 }
 
@@ -359,7 +359,8 @@ impl<C: Combiner> Drop for ExtendedHashtable<C> {
 /// its runs are removed when it is dropped.
 pub struct Merged<C: Combiner> {
     merger: Merger<C>,
-    store: Option<RunStore>,
+    /// The stores of the runs it reads.
+    stores: Vec<RunStore>,
     stats: TableStats,
 }
 
@@ -374,19 +375,33 @@ impl<C: Combiner> Merged<C> {
     }
 
     /// One stream of the entries of several tables (oldest first), equal
-    /// keys combined with `combiner`; each part removes its own runs.
+    /// keys combined with `combiner`: one merge of all their sources, which
+    /// removes every part's runs when it is dropped.
     pub fn merge_all(combiner: Arc<C>, parts: Vec<Merged<C>>) -> Result<Merged<C>, RunError> {
         let mut stats = TableStats::default();
-        for p in &parts {
+        let (mut sources, mut heads, mut stores) = (Vec::new(), Vec::new(), Vec::new());
+        for mut p in parts {
             let s = p.stats();
             stats.inserts += s.inserts;
             stats.spills += s.spills;
             stats.spilled_bytes += s.spilled_bytes;
             stats.merged_runs += s.merged_runs;
             stats.peak_bytes += s.peak_bytes;
+            // Nothing was read from a part yet: each source's head is its
+            // first entry, and a source has a head exactly when it is in
+            // its part's heap.
+            sources.append(&mut p.merger.sources);
+            heads.append(&mut p.merger.heads);
+            stores.append(&mut p.stores);
         }
-        let sources = parts.into_iter().map(|p| Source::Table(Box::new(p))).collect();
-        Ok(Merged { merger: Merger::from_sources(combiner, sources)?, store: None, stats })
+        let mut merger = Merger { combiner, sources, heads, heap: Vec::new() };
+        for i in 0..merger.sources.len() {
+            if merger.heads[i].p.is_some() {
+                merger.heap.push(i);
+                merger.sift_up(merger.heap.len() - 1);
+            }
+        }
+        Ok(Merged { merger, stores, stats })
     }
 }
 
@@ -394,7 +409,7 @@ impl<C: Combiner> Drop for Merged<C> {
     fn drop(&mut self) {
         // The readers go first: a Redis run's reader shares the connection.
         self.merger.sources.clear();
-        if let Some(mut store) = self.store.take() {
+        for mut store in self.stores.drain(..) {
             if let Err(e) = store.clear() {
                 tracing::warn!(error = %e, "removing a job table's spilled runs failed");
             }
@@ -405,11 +420,11 @@ impl<C: Combiner> Drop for Merged<C> {
 enum Source<C: Combiner> {
     Run(RunReader),
     Memory(std::vec::IntoIter<(Vec<u8>, C::P)>),
-    Table(Box<Merged<C>>),
 }
 
 /// A source's next entry, waiting its turn in the merge.
 struct Head<P> {
+    /// A memory source's head key (a run's is read in its reader).
     key: Vec<u8>,
     p: Option<P>,
 }
@@ -465,14 +480,6 @@ impl<C: Combiner> Merger<C> {
                     Ok(true)
                 }
             },
-            Source::Table(t) => match t.next_entry()? {
-                None => Ok(false),
-                Some((k, p)) => {
-                    head.key = k;
-                    head.p = Some(p);
-                    Ok(true)
-                }
-            },
             Source::Run(r) => {
                 if !r.advance()? {
                     return Ok(false);
@@ -481,16 +488,22 @@ impl<C: Combiner> Merger<C> {
                     run: format!("run {i} of a merge"),
                     what: format!("a partial reduction does not decode: {what}"),
                 })?;
-                head.key.clear();
-                head.key.extend_from_slice(r.key());
                 head.p = Some(p);
                 Ok(true)
             }
         }
     }
 
+    /// Source `i`'s head key: a run's is read in place.
+    fn key(&self, i: usize) -> &[u8] {
+        match &self.sources[i] {
+            Source::Run(r) => r.key(),
+            Source::Memory(_) => &self.heads[i].key,
+        }
+    }
+
     fn less(&self, a: usize, b: usize) -> bool {
-        (&self.heads[a].key, a) < (&self.heads[b].key, b)
+        (self.key(a), a) < (self.key(b), b)
     }
 
     fn sift_up(&mut self, mut at: usize) {
@@ -539,12 +552,15 @@ impl<C: Combiner> Merger<C> {
 
     fn next_entry(&mut self) -> Result<Option<Entry<C::P>>, RunError> {
         let Some(&top) = self.heap.first() else { return Ok(None) };
-        let key = std::mem::take(&mut self.heads[top].key);
+        let key = match &self.sources[top] {
+            Source::Run(r) => r.key().to_vec(),
+            Source::Memory(_) => std::mem::take(&mut self.heads[top].key),
+        };
         let mut acc = self.heads[top].p.take().expect("a source in the heap has a head");
         self.replace_top()?;
         // Equal keys come out in source order: older partials stay on the left.
         while let Some(&j) = self.heap.first() {
-            if self.heads[j].key != key {
+            if self.key(j) != key {
                 break;
             }
             let p = self.heads[j].p.take().expect("a source in the heap has a head");

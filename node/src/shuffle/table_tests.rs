@@ -204,3 +204,31 @@ fn a_damaged_or_cut_run_fails_the_merge() {
         assert!(err.contains("damaged"), "{damage}: {err}");
     }
 }
+
+/// `merge_all` merges every part's runs and memory in one heap: a key's
+/// partials combine part by part, oldest first within each part, and every
+/// part's runs are removed when the merge is dropped.
+#[test]
+fn merge_all_combines_parts_in_order_and_removes_their_runs() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut parts = Vec::new();
+    let mut inserts: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::new();
+    for part in 0..3u32 {
+        let mut t =
+            table(&base.path().join(format!("p{part}")), if part == 1 { 1 << 20 } else { 700 });
+        let mut mine = Vec::new();
+        for i in 0..900u32 {
+            let k = (i.wrapping_mul(2_654_435_761) % (97 + part)).to_be_bytes().to_vec();
+            let v = vec![part as u8, (i % 251) as u8];
+            t.insert(&k, v.clone()).expect("insert");
+            mine.push((k, v));
+        }
+        inserts.push(mine);
+        parts.push(t.finish().expect("finish"));
+    }
+    assert!(parts[0].stats().spills > 3 && parts[1].stats().spills == 0);
+    let all = Merged::merge_all(Arc::new(Concat), parts).expect("merge");
+    let want = model(&inserts.concat());
+    assert_eq!(drain(all).expect("merge"), want);
+    assert!(is_empty_dir(base.path()), "runs left after the merge");
+}
