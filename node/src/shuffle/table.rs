@@ -1,10 +1,12 @@
 //! The ExtendedHashtable: the shuffle of a batch job and of a mapper's bulk backfill.
 //!
-//! An ordered in-memory table of `key -> partial reduction` under a byte
-//! budget. Inserting a key already present combines the two partials
-//! (a combiner: a job with few distinct keys never spills). When the
-//! table passes its budget it writes itself as one sorted run
-//! ([`super::runs`]) and empties; once [`RUN_FAN_IN`] runs exist the
+//! An in-memory table of `key -> partial reduction` under a byte budget:
+//! a hash index (xxh3 with a per-table seed) over a key arena. Inserting a
+//! key already present combines the two partials (a combiner: a job with
+//! few distinct keys never spills). When the table would pass its budget
+//! it sorts its keys (by their first eight bytes, then whole), writes
+//! itself as one sorted run ([`super::runs`]) and empties, keeping its
+//! arrays' memory for the next round; once [`RUN_FAN_IN`] runs exist the
 //! oldest are merged into one, so a merge never opens more. At the end,
 //! [`ExtendedHashtable::finish`] streams every key once, in key order: a
 //! k-way merge of the runs and what is still in memory, equal keys
@@ -16,11 +18,13 @@
 //! merges of external sorting (Knuth, TAOCP vol. 3, 5.4.1): runs are
 //! merged k at a time rather than into one file at every spill.
 //!
-//! Memory: the entries' bytes (key, partial and the map's per-entry
-//! overhead) stay under the budget; a merge's read buffers share the same
-//! budget (each run gets `budget / (RUN_FAN_IN + 1)`, between 4 KiB and
-//! 1 MiB). The runs are removed when the merge is dropped, whether it
-//! finished or not, and a table dropped before `finish` removes its own.
+//! Memory: the arrays' capacities (key arena, slots, sort order, hash
+//! index) and the partials' heap bytes stay under the budget; an entry
+//! larger than the budget is spilled alone and the arrays given back. A
+//! merge holds one block per run, about `budget / (RUN_FAN_IN + 1)`
+//! (4 KiB to 64 KiB), and a 4 KiB read buffer. The runs are removed when
+//! the merge is dropped, whether it finished or not, and a table dropped
+//! before `finish` removes its own.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
