@@ -38,9 +38,25 @@ pub struct SortedLoad {
     range: RangeMeta,
     segment_size_max_bytes: u64,
     /// Chunks written, in key order; the last is still being written.
+    /// The one `finishing` holds is missing from it.
     chunks: Vec<Chunk>,
+    /// A full chunk building its index and syncing on its own thread
+    /// while the next one is written, and its place in `chunks`.
+    finishing: Option<(usize, Finishing)>,
     last_key: Option<Vec<u8>>,
     rows: u64,
+}
+
+type Finishing = std::thread::JoinHandle<(Chunk, NodeResult<()>)>;
+
+/// Builds a full chunk's index and makes its log durable.
+fn finish_chunk(mut chunk: Chunk) -> (Chunk, NodeResult<()>) {
+    chunk.finish_load();
+    let synced = chunk
+        .take_sync_job()
+        .map_err(NodeError::from)
+        .and_then(|job| job.run().map_err(|e| NodeError::Internal(format!("sync: {e}"))));
+    (chunk, synced)
 }
 
 impl SortedLoad {
@@ -73,6 +89,7 @@ impl SortedLoad {
             range,
             segment_size_max_bytes,
             chunks: Vec::new(),
+            finishing: None,
             last_key: None,
             rows: 0,
         }
@@ -129,12 +146,19 @@ impl SortedLoad {
                 None => self.new_chunk(Vec::new())?,
                 Some(c) if c.loaded_bytes() >= cut => {
                     let start = rows[at].0.clone();
-                    let full = self.chunks.last_mut().expect("a chunk");
-                    full.finish_load();
-                    full.set_end(start.clone())?;
-                    full.take_sync_job()?
-                        .run()
-                        .map_err(|e| NodeError::Internal(format!("sync: {e}")))?;
+                    // One chunk finishes at a time, beside the writing.
+                    self.join_finishing()?;
+                    let mut full = self.chunks.pop().expect("a chunk");
+                    if let Err(e) = full.set_end(start.clone()) {
+                        self.chunks.push(full);
+                        return Err(e.into());
+                    }
+                    let at = self.chunks.len();
+                    let thread = std::thread::Builder::new()
+                        .name("sorted-load".into())
+                        .spawn(move || finish_chunk(full))
+                        .map_err(|e| NodeError::Internal(format!("a load thread: {e}")))?;
+                    self.finishing = Some((at, thread));
                     self.new_chunk(start)?;
                 }
                 Some(_) => {}
@@ -161,9 +185,21 @@ impl SortedLoad {
         Ok(())
     }
 
+    /// Waits for the chunk finishing on its own thread and puts it back
+    /// in its place; its error, if it failed.
+    fn join_finishing(&mut self) -> NodeResult<()> {
+        let Some((at, thread)) = self.finishing.take() else { return Ok(()) };
+        let (chunk, finished) = thread
+            .join()
+            .map_err(|_| NodeError::Internal("a sorted load's thread panicked".into()))?;
+        self.chunks.insert(at, chunk);
+        finished
+    }
+
     /// Makes every chunk durable (blocking): call before
     /// [`SortedLoad::register`].
     pub fn sync(&mut self) -> NodeResult<()> {
+        self.join_finishing()?;
         if self.chunks.is_empty() {
             self.new_chunk(Vec::new())?;
         }
@@ -180,6 +216,7 @@ impl SortedLoad {
     /// routes them: from here on the range is the node's like any other.
     /// Errors: `RangeExists` when the name was taken meanwhile.
     pub fn register(mut self) -> NodeResult<()> {
+        self.join_finishing()?;
         let chunks = std::mem::take(&mut self.chunks);
         let _creating = self.node.creating_range.lock().unwrap_or_else(|p| p.into_inner());
         if self.node.router_read().range(&self.range.name).is_some() {
@@ -233,6 +270,7 @@ impl SortedLoad {
     /// mapper's cut, which stays below every loaded row until the mapper
     /// publishes a new one after the swap.
     pub fn replace_empty(mut self) -> Result<(), NotReplaced> {
+        self.join_finishing().map_err(NotReplaced::Failed)?;
         let node = self.node.clone();
         let range_id = self.range.id;
         let size_max = self.range.options.chunk_size_max_bytes;
@@ -319,6 +357,9 @@ impl SortedLoad {
 
 impl Drop for SortedLoad {
     fn drop(&mut self) {
+        if let Err(e) = self.join_finishing() {
+            tracing::debug!(error = %e, "a dropped sorted load's chunk did not finish");
+        }
         for c in self.chunks.drain(..) {
             if let Err(e) = c.destroy() {
                 tracing::warn!(error = %e, "removing a sorted load's chunk failed");
@@ -355,6 +396,7 @@ mod tests {
                 assert!(err.to_string().contains("must increase"), "{err}");
             }
             assert_eq!(load.rows(), 3000);
+            load.join_finishing().expect("the chunk before the last finished");
             let dirs = load.chunks.iter().map(|c| c.dir().to_owned()).collect::<Vec<_>>();
             assert!(dirs.len() > 4, "cut at the chunk size: {} chunks", dirs.len());
             load.sync().expect("sync");
@@ -378,9 +420,22 @@ mod tests {
             // A load dropped before it is registered leaves nothing.
             let mut dropped = SortedLoad::begin(&node, "dropped", options).expect("begin");
             dropped.push(rows(0, 2000)).expect("push");
+            let finishing = dropped.finishing.as_ref().map(|(at, _)| *at);
+            assert!(finishing.is_some(), "a full chunk finishes on its own thread");
+            dropped.join_finishing().expect("finish");
             let left: Vec<_> = dropped.chunks.iter().map(|c| c.dir().to_owned()).collect();
             drop(dropped);
             assert!(left.iter().all(|d| !d.exists()), "directories left: {left:?}");
+            // Dropped while a chunk finishes on its thread: that one goes too.
+            let parent = left[0].parent().expect("chunk dirs' parent").to_owned();
+            let count = || std::fs::read_dir(&parent).expect("dir").count();
+            let before = count();
+            let mut dropped = SortedLoad::begin(&node, "dropped", options).expect("begin");
+            dropped.push(rows(0, 2000)).expect("push");
+            assert!(dropped.finishing.is_some());
+            assert!(count() > before + 2);
+            drop(dropped);
+            assert_eq!(count(), before, "chunk directories left");
             assert!(SortedLoad::begin(&node, "built", options).is_err(), "the name is taken");
             node.shutdown().await;
         });

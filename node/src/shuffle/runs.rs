@@ -645,27 +645,21 @@ mod tests {
     #[test]
     fn runs_of_one_entry_per_frame_still_read() {
         let want = entries(300);
-        let mut file = Vec::new();
-        for (k, p) in &want {
-            let mut payload = vec![TAG_ENTRY];
-            payload.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            payload.extend_from_slice(k);
-            payload.extend_from_slice(p);
-            file.extend(frame(&payload));
-        }
-        file.extend(footer(want.len() as u64));
-        assert_eq!(read_all(file.clone()).expect("read"), want);
-
-        let swapped: Vec<RunEntry> = [want[1].clone(), want[0].clone()].into();
-        let mut bad = Vec::new();
-        for (k, p) in &swapped {
-            let mut payload = vec![TAG_ENTRY];
-            payload.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            payload.extend_from_slice(k);
-            payload.extend_from_slice(p);
-            bad.extend(frame(&payload));
-        }
-        bad.extend(footer(2));
+        // A version-1 run: a frame per entry.
+        let v1 = |entries: &[RunEntry]| {
+            let mut file = Vec::new();
+            for (k, p) in entries {
+                let mut payload = vec![TAG_ENTRY];
+                payload.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                payload.extend_from_slice(k);
+                payload.extend_from_slice(p);
+                file.extend(frame(&payload));
+            }
+            file.extend(footer(entries.len() as u64));
+            file
+        };
+        assert_eq!(read_all(v1(&want)).expect("read"), want);
+        let bad = v1(&[want[1].clone(), want[0].clone()]);
         assert!(read_all(bad).expect_err("out of order").to_string().contains("out of order"));
     }
 

@@ -81,6 +81,15 @@ struct Slot<P> {
 /// and its index.
 type SortKey = (u64, u32);
 
+/// A key's first eight bytes, big endian, zero-padded: two keys' prefixes
+/// order as the keys do, or are equal.
+fn key_prefix(k: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = k.len().min(8);
+    head[..n].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(head)
+}
+
 /// Bytes a hash index of `capacity` slot numbers holds: a bucket per
 /// 7/8 of capacity, four bytes and a control byte each.
 fn index_bytes(capacity: usize) -> usize {
@@ -243,13 +252,9 @@ impl<C: Combiner> ExtendedHashtable<C> {
     fn sort(&mut self) {
         let (keys, slots) = (&self.keys, &self.slots);
         self.order.clear();
-        self.order.extend(slots.iter().enumerate().map(|(i, s)| {
-            let k = Self::key_of(keys, s);
-            let mut head = [0u8; 8];
-            let n = k.len().min(8);
-            head[..n].copy_from_slice(&k[..n]);
-            (u64::from_be_bytes(head), i as u32)
-        }));
+        self.order.extend(
+            slots.iter().enumerate().map(|(i, s)| (key_prefix(Self::key_of(keys, s)), i as u32)),
+        );
         self.order.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0).then_with(|| {
                 Self::key_of(keys, &slots[a.1 as usize])
@@ -430,6 +435,8 @@ enum Source<C: Combiner> {
 struct Head<P> {
     /// A memory source's head key (a run's is read in its reader).
     key: Vec<u8>,
+    /// The head key's [`key_prefix`], compared first.
+    prefix: u64,
     p: Option<P>,
 }
 
@@ -460,7 +467,7 @@ impl<C: Combiner> Merger<C> {
         let mut m = Merger {
             combiner,
             sources,
-            heads: (0..n).map(|_| Head { key: Vec::new(), p: None }).collect(),
+            heads: (0..n).map(|_| Head { key: Vec::new(), prefix: 0, p: None }).collect(),
             heap: Vec::with_capacity(n),
         };
         for i in 0..n {
@@ -479,6 +486,7 @@ impl<C: Combiner> Merger<C> {
             Source::Memory(it) => match it.next() {
                 None => Ok(false),
                 Some((k, p)) => {
+                    head.prefix = key_prefix(&k);
                     head.key = k;
                     head.p = Some(p);
                     Ok(true)
@@ -492,6 +500,7 @@ impl<C: Combiner> Merger<C> {
                     run: format!("run {i} of a merge"),
                     what: format!("a partial reduction does not decode: {what}"),
                 })?;
+                head.prefix = key_prefix(r.key());
                 head.p = Some(p);
                 Ok(true)
             }
@@ -507,6 +516,10 @@ impl<C: Combiner> Merger<C> {
     }
 
     fn less(&self, a: usize, b: usize) -> bool {
+        let (pa, pb) = (self.heads[a].prefix, self.heads[b].prefix);
+        if pa != pb {
+            return pa < pb;
+        }
         (self.key(a), a) < (self.key(b), b)
     }
 
@@ -560,11 +573,12 @@ impl<C: Combiner> Merger<C> {
             Source::Run(r) => r.key().to_vec(),
             Source::Memory(_) => std::mem::take(&mut self.heads[top].key),
         };
+        let prefix = self.heads[top].prefix;
         let mut acc = self.heads[top].p.take().expect("a source in the heap has a head");
         self.replace_top()?;
         // Equal keys come out in source order: older partials stay on the left.
         while let Some(&j) = self.heap.first() {
-            if self.key(j) != key {
+            if self.heads[j].prefix != prefix || self.key(j) != key {
                 break;
             }
             let p = self.heads[j].p.take().expect("a source in the heap has a head");
