@@ -54,7 +54,7 @@ pub enum RunError {
     Io(#[from] io::Error),
     #[error("intermediate Redis: {0}")]
     Redis(String),
-    #[error("spilled run {run} is damaged: {what}")]
+    #[error("{run} is damaged: {what}")]
     Damaged { run: String, what: String },
 }
 

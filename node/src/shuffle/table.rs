@@ -497,7 +497,7 @@ impl<C: Combiner> Merger<C> {
                     return Ok(false);
                 }
                 let p = self.combiner.decode(r.partial()).map_err(|what| RunError::Damaged {
-                    run: format!("run {i} of a merge"),
+                    run: format!("spilled run {i} of a merge"),
                     what: format!("a partial reduction does not decode: {what}"),
                 })?;
                 head.prefix = key_prefix(r.key());

@@ -556,7 +556,9 @@ impl super::reduce_tree::Monoid for LuaReducer {
         // at most half the size of what it combines.
         if len > LUA_REDUCTION_GROWTH_FREE_BYTES && len * 2 > inputs {
             return Err(format!(
-                "reduce output keeps growing ({len} bytes from {inputs}): a reduction must shrink its input"
+                "reduce output too large ({len} bytes from {inputs}): past \
+                 {LUA_REDUCTION_GROWTH_FREE_BYTES} bytes a reduction must be at most half the size \
+                 of what it combines"
             )
             .into());
         }
@@ -734,7 +736,7 @@ mod tests {
             Ok(v) => panic!("growth was not refused ({} bytes)", encoded_len(&v)),
             Err(e) => e,
         };
-        assert!(err.contains("keeps growing"), "{err}");
+        assert!(err.contains("at most half the size"), "{err}");
         assert!(matches!(
             LuaReducer::new("x = 1", &LuaEnv::standalone()),
             Err(LuaFnError::Missing("reduce"))
