@@ -1374,15 +1374,35 @@ where
             };
             job.rows_emitted.fetch_add(rows.len() as u64, Ordering::Relaxed);
             for ((row_key, value), out_key) in rows.iter().zip(keys) {
-                match self.reducer.leaf(row_key, value) {
-                    Ok(p) => self.table.insert(&out_key, p).map_err(|e: RunError| e.to_string())?,
-                    Err(e) => job.reduce_error(&out_key, e),
-                }
+                self.reduce_row(job, row_key, &out_key, value)?;
             }
         }
-        job.records_in.fetch_add(records.len() as u64, Ordering::Relaxed);
-        job.report_table(self.task, self.table.stats());
+        self.page_done(job, records.len());
         Ok(())
+    }
+
+    /// Reduces one emitted row into the table under `out_key`; a row the
+    /// reducer refuses is left out and counted.
+    fn reduce_row(
+        &mut self,
+        job: &Job,
+        row_key: &[u8],
+        out_key: &[u8],
+        value: &[u8],
+    ) -> Result<(), String> {
+        match self.reducer.leaf(row_key, value) {
+            Ok(p) => self.table.insert(out_key, p).map_err(|e: RunError| e.to_string()),
+            Err(e) => {
+                job.reduce_error(out_key, e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts a mapped page of `records` and reports the table.
+    fn page_done(&self, job: &Job, records: usize) {
+        job.records_in.fetch_add(records as u64, Ordering::Relaxed);
+        job.report_table(self.task, self.table.stats());
     }
 
     /// [`Worker::map_records`] for a field mapper and a reducer that does
@@ -1410,14 +1430,10 @@ where
                 continue;
             }
             emitted += 1;
-            match self.reducer.leaf(&[], &row_value) {
-                Ok(p) => self.table.insert(&out_key, p).map_err(|e: RunError| e.to_string())?,
-                Err(e) => job.reduce_error(&out_key, e),
-            }
+            self.reduce_row(job, &[], &out_key, &row_value)?;
         }
         job.rows_emitted.fetch_add(emitted, Ordering::Relaxed);
-        job.records_in.fetch_add(records.len() as u64, Ordering::Relaxed);
-        job.report_table(self.task, self.table.stats());
+        self.page_done(job, records.len());
         Ok(())
     }
 }

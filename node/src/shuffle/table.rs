@@ -96,8 +96,8 @@ fn index_bytes(capacity: usize) -> usize {
     capacity * 8 / 7 * (std::mem::size_of::<u32>() + 1)
 }
 
-/// An ordered table of partial reductions that spills sorted runs past
-/// its budget (see the module doc).
+/// A hash table of partial reductions that spills sorted runs past its
+/// budget (see the module doc).
 pub struct ExtendedHashtable<C: Combiner> {
     combiner: Arc<C>,
     /// Every key in memory, end to end.
@@ -341,7 +341,7 @@ impl<C: Combiner> ExtendedHashtable<C> {
             .iter()
             .map(|&(_, i)| {
                 let s = slots[i as usize].take().expect("each slot once");
-                (keys[s.at..s.at + s.len].to_vec(), s.p)
+                (Self::key_of(&keys, &s).to_vec(), s.p)
             })
             .collect();
         let mut readers = Vec::with_capacity(self.runs.len());
@@ -404,12 +404,7 @@ impl<C: Combiner> Merged<C> {
             stores.append(&mut p.stores);
         }
         let mut merger = Merger { combiner, sources, heads, heap: Vec::new() };
-        for i in 0..merger.sources.len() {
-            if merger.heads[i].p.is_some() {
-                merger.heap.push(i);
-                merger.sift_up(merger.heap.len() - 1);
-            }
-        }
+        merger.build_heap();
         Ok(Merged { merger, stores, stats })
     }
 }
@@ -471,12 +466,21 @@ impl<C: Combiner> Merger<C> {
             heap: Vec::with_capacity(n),
         };
         for i in 0..n {
-            if m.advance(i)? {
-                m.heap.push(i);
-                m.sift_up(m.heap.len() - 1);
+            m.advance(i)?;
+        }
+        m.build_heap();
+        Ok(m)
+    }
+
+    /// Puts every source with a head in the heap.
+    fn build_heap(&mut self) {
+        self.heap.clear();
+        for i in 0..self.sources.len() {
+            if self.heads[i].p.is_some() {
+                self.heap.push(i);
+                self.sift_up(self.heap.len() - 1);
             }
         }
-        Ok(m)
     }
 
     /// Reads source `i`'s next entry into its head; false at its end.
